@@ -1,0 +1,118 @@
+"""Driver interfaces. A bus owner creates one driver per bus and is the only caller of its methods.
+
+Two shapes:
+- `PollDriver`: the gateway asks (Modbus, DL/T 645, CJ/T 188). The driver plans transactions per
+  device, runs one when the owner says so, and writes points on request.
+- `ListenDriver`: devices speak when they like (fire panel print stream, BLE adverts). The driver
+  pushes samples and events into a sink until cancelled.
+Drivers never schedule, retry or back off: the bus owner does, the same way for every protocol.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from gateway.api._config import BusConfig, DeviceConfig, PointConfig
+from gateway.api._records import Event, Sample, SampleBatch, Value
+
+B = TypeVar("B", bound=BusConfig)
+D = TypeVar("D", bound=DeviceConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class PollRequest:
+    """One transaction a driver plans for one device. Drivers subclass it with what they need."""
+
+    points: tuple[str, ...]
+    interval_s: float
+
+
+class SampleSink(Protocol):
+    """Where a listening driver delivers what it heard."""
+
+    def submit(self, batch: SampleBatch) -> None: ...
+
+    def event(self, event: Event) -> None: ...
+
+
+class StateStore(Protocol):
+    """Small durable key/value state kept in the gateway's store (replay counters, detector state).
+
+    Keys are namespaced by the caller, e.g. "bthome.counter.<mac>". Values are short strings.
+    """
+
+    async def get(self, key: str) -> str | None: ...
+
+    async def put(self, key: str, value: str) -> None: ...
+
+
+class Driver(ABC, Generic[B, D]):
+    """One protocol on one bus. `open` acquires the channel; `close` releases it (idempotent)."""
+
+    def __init__(self, bus: B, devices: Sequence[D], state: StateStore | None = None) -> None:
+        self.bus = bus
+        self.devices = {d.id: d for d in devices}
+        self.state = state
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Open the channel. Raises ChannelError (missing port, port in use, refused)."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Close the channel; safe to call twice or after a failed open."""
+
+    async def diag(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """A technician's action on the open channel (scan, read-address, raw read...).
+
+        Returns a JSON-able dict. The bus owner runs it between polls, so it never collides with
+        them. Raises PermanentError for an action this protocol does not have.
+        """
+        from gateway.api._errors import PermanentError
+
+        raise PermanentError(f"protocol {self.bus.protocol} has no diagnostic action {action!r}")
+
+
+class PollDriver(Driver[B, D]):
+    @abstractmethod
+    def plan(self, device: D) -> Sequence[PollRequest]:
+        """The fewest transactions that read every enabled point of `device`."""
+
+    @abstractmethod
+    async def read(self, device: D, request: PollRequest) -> tuple[Sample, ...]:
+        """Run one planned transaction. Raises DeviceTimeoutError, FrameError, DeviceExceptionError."""
+
+    async def write(self, device: D, point: str, value: Value) -> None:
+        """Write one writable point. Raises WriteRejectedError before touching the bus if invalid."""
+        from gateway.api._errors import WriteRejectedError
+
+        raise WriteRejectedError(device.id, point, f"protocol {self.bus.protocol} has no writes")
+
+
+class ListenDriver(Driver[B, D]):
+    @abstractmethod
+    async def listen(self, sink: SampleSink) -> None:
+        """Deliver samples and events until cancelled. Bad input is counted, never raised."""
+
+
+@dataclass(frozen=True, slots=True)
+class DriverSpec:
+    """What the gateway needs to know about a protocol, found through the `citynerve.drivers`
+    entry point group under the bus protocol name."""
+
+    protocol: str  # bus protocol, e.g. "modbus_rtu"
+    family: str  # profile family: profiles of this family fit this protocol, e.g. "modbus"
+    bus_model: type[BusConfig]
+    device_model: type[DeviceConfig]
+    point_model: type[PointConfig]
+    factory: Callable[..., Driver[Any, Any]]  # (bus, devices, state=None) -> Driver
+    description: str = ""
+
+
+FrameDecoder = Callable[..., dict[str, Any]]
+"""`decode(data: bytes, **options) -> dict`: every field of one captured frame, the checksum verdict
+and decoded values with units, JSON-able. Raises FrameError. Registered under the entry point group
+`citynerve.decoders` (names: modbus-rtu, dlt645, cjt188, bthome) for `citynerve diag decode`."""

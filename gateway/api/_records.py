@@ -1,0 +1,88 @@
+"""Records that flow through the gateway: samples from drivers, readings and events to the outbox."""
+
+from __future__ import annotations
+
+import enum
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+Value = bool | int | float | str | None
+"""A point's value: numbers, booleans, strings (e.g. a meter serial), or None when unknown."""
+
+
+def utc_now() -> float:
+    """Seconds since the epoch, UTC. All timestamps in the gateway are this."""
+    return time.time()
+
+
+class Quality(enum.StrEnum):
+    GOOD = "good"
+    BAD = "bad"  # the device answered with something unusable, or the read failed
+    STALE = "stale"  # last known value, the device is offline
+
+
+class EventState(enum.StrEnum):
+    RAISED = "raised"
+    CLEARED = "cleared"
+
+
+class Severity(enum.IntEnum):
+    """Event severity; higher is more urgent. Fire and smoke are CRITICAL."""
+
+    INFO = 0
+    WARNING = 1
+    MINOR = 2
+    MAJOR = 3
+    CRITICAL = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One point's raw value as a driver decoded it (before scale, offset and unit)."""
+
+    point: str
+    value: Value
+    quality: Quality = Quality.GOOD
+
+
+@dataclass(frozen=True, slots=True)
+class SampleBatch:
+    """What one transaction with one device produced."""
+
+    device_id: str
+    ts: float
+    samples: tuple[Sample, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A normalized point value, ready for the outbox."""
+
+    device_id: str
+    point: str
+    value: Value
+    unit: str
+    ts: float
+    quality: Quality = Quality.GOOD
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something happened that the platform must hear about: raised once, cleared once.
+
+    `kind` is from the field (smoke, manhole_tilt, water_no_use, device_offline, ...); `attrs` carries
+    the device's location and component code when the event leaves the gateway.
+    """
+
+    device_id: str
+    kind: str
+    state: EventState
+    severity: Severity
+    ts: float
+    rule: str = ""
+    value: Value = None
+    message: str = ""
+    attrs: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
