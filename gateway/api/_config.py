@@ -8,7 +8,7 @@ error carries the key path where it was found.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -65,6 +65,15 @@ class DeviceConfig(_Model):
     )
     tags: tuple[str, ...] = ()
     points: dict[str, PointConfig] = Field(default_factory=dict)
+
+    def event_attrs(self) -> dict[str, Any]:
+        """What every event about this device carries, so the platform can place it on the map."""
+        return {
+            "bus": self.bus,
+            "profile": self.profile,
+            "component_code": self.component_code,
+            "location": self.location.model_dump(exclude_defaults=True),
+        }
 
     @field_validator("component_code")
     @classmethod

@@ -1,0 +1,534 @@
+"""Bus owners: one asyncio task per physical channel. Only the owner touches its channel.
+
+Polls, technician diagnostics, platform commands and local actions all go through the owner, which
+runs them one at a time (RS-485 is half duplex with one master; most Modbus TCP devices take one
+request at a time). Scheduling, timeouts, retries, backoff and online/offline live here, the same for
+every protocol; drivers only frame and parse.
+
+Budget of a silent device: each of its transactions costs at most timeout x (1 + retries) while it is
+still considered online, and once offline it is probed with one transaction (no retries) per backoff
+period, so it never delays the others by more than its own timeout budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from gateway.api import (
+    BusConfig,
+    ChannelError,
+    DeviceConfig,
+    DeviceExceptionError,
+    DeviceTimeoutError,
+    Driver,
+    Event,
+    EventState,
+    FrameError,
+    GatewayError,
+    ListenDriver,
+    PermanentError,
+    PollDriver,
+    PollRequest,
+    Quality,
+    Sample,
+    SampleBatch,
+    Severity,
+    TransientError,
+    Value,
+)
+from gateway.bus.health import BusCounters, DeviceHealth
+
+log = logging.getLogger("citynerve.bus")
+T = TypeVar("T")
+
+OFFLINE_KIND = "device_offline"
+
+
+class BusSink(Protocol):
+    """What a bus owner feeds. The pipeline satisfies it."""
+
+    def submit(self, batch: SampleBatch) -> None: ...
+
+    def event(self, event: Event) -> None: ...
+
+    def mark_offline(self, device_id: str, ts: float) -> None: ...
+
+
+class BusNotRunningError(ChannelError):
+    """A job was sent to a bus whose channel is down."""
+
+
+@dataclass(order=True, slots=True)
+class _Entry:
+    due: float
+    order: int
+    device_id: str = field(compare=False)
+    index: int = field(compare=False)  # position of the request in the device's plan
+    request: PollRequest = field(compare=False)
+
+
+@dataclass(slots=True)
+class _Job:
+    run: Callable[[Driver[Any, Any]], Awaitable[Any]]
+    future: asyncio.Future[Any]
+    name: str
+
+
+class BusOwner:
+    """Owns one bus: opens its channel, polls or listens, and serializes every other use of it."""
+
+    def __init__(
+        self,
+        bus: BusConfig,
+        devices: Sequence[DeviceConfig],
+        driver: Driver[Any, Any],
+        sink: BusSink,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.bus = bus
+        self.devices = {d.id: d for d in devices if d.enabled}
+        self.driver = driver
+        self.sink = sink
+        self.health = {d: DeviceHealth(d) for d in self.devices}
+        self.counters = BusCounters()
+        self.channel_open = False
+        self.channel_error: str | None = None
+        self._rng = rng or random.Random()
+        self._jobs: deque[_Job] = deque()
+        self._wakeup = asyncio.Event()
+        self._heap: list[_Entry] = []
+        self._order = 0
+        self._plans: dict[str, list[PollRequest]] = {}
+        self._channel_backoff = 0.0
+        self._restart = False
+
+    # -- public API: everything else asks the owner ----------------------------------------------
+
+    async def write(self, device_id: str, point: str, value: Value) -> None:
+        """Write one point through this bus (platform commands, local actions, technicians)."""
+        device = self._device(device_id)
+        if not isinstance(self.driver, PollDriver):
+            from gateway.api import WriteRejectedError
+
+            raise WriteRejectedError(device_id, point, f"bus {self.bus.id} is listen-only")
+        driver = self.driver
+
+        async def run(_: Driver[Any, Any]) -> None:
+            await driver.write(device, point, value)
+
+        await self._submit(run, f"write {device_id}.{point}")
+        log.info("wrote %s.%s = %r on bus %s", device_id, point, value, self.bus.id)
+
+    async def read_now(self, device_id: str, point: str | None = None) -> tuple[Sample, ...]:
+        """Read a device now (the transactions holding `point`, or all) and return raw samples.
+
+        The samples also flow into the pipeline like any poll.
+        """
+        device = self._device(device_id)
+        driver = self.driver
+        if not isinstance(driver, PollDriver):
+            raise PermanentError(f"bus {self.bus.id} is listen-only: devices cannot be read on demand")
+        requests = [r for r in self._plan(device) if point is None or point in r.points]
+        if not requests:
+            raise PermanentError(f"device {device_id} has no point {point!r}")
+
+        async def run(_: Driver[Any, Any]) -> tuple[Sample, ...]:
+            out: list[Sample] = []
+            for request in requests:
+                samples = await driver.read(device, request)
+                self.sink.submit(SampleBatch(device_id, time.time(), samples))
+                out.extend(samples)
+            return tuple(s for s in out if point is None or s.point == point)
+
+        result: tuple[Sample, ...] = await self._submit(run, f"read {device_id}")
+        return result
+
+    async def diag(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Run a driver's diagnostic action between polls (scan, read-address, raw read...)."""
+        if isinstance(self.driver, ListenDriver):
+            return await self.driver.diag(action, params)
+
+        async def run(drv: Driver[Any, Any]) -> dict[str, Any]:
+            return await drv.diag(action, params)
+
+        result: dict[str, Any] = await self._submit(run, f"diag {action}")
+        return result
+
+    async def restart(self) -> None:
+        """Close and reopen the channel (platform command 'restart bus')."""
+        self._restart = True
+        self._wakeup.set()
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "id": self.bus.id,
+            "protocol": self.bus.protocol,
+            "channel": "open" if self.channel_open else "down",
+            "channel_error": self.channel_error,
+            "counters": self.counters.to_dict(),
+            "devices": [h.to_dict() for h in self.health.values()],
+        }
+
+    # -- the owner task --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """The owner task: runs until cancelled; closes the channel on the way out."""
+        try:
+            if isinstance(self.driver, ListenDriver):
+                await self._run_listen(self.driver)
+            else:
+                await self._run_poll()
+        finally:
+            self._fail_jobs(BusNotRunningError(self.bus.id, "bus stopped"))
+            await self._close()
+
+    def _device(self, device_id: str) -> DeviceConfig:
+        try:
+            return self.devices[device_id]
+        except KeyError:
+            raise PermanentError(f"no device {device_id!r} on bus {self.bus.id}") from None
+
+    async def _submit(self, run: Callable[[Driver[Any, Any]], Awaitable[T]], name: str) -> T:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._jobs.append(_Job(run, future, name))
+        self._wakeup.set()
+        return await future
+
+    def _fail_jobs(self, err: Exception) -> None:
+        while self._jobs:
+            job = self._jobs.popleft()
+            if not job.future.done():
+                job.future.set_exception(err)
+
+    async def _close(self) -> None:
+        self.channel_open = False
+        try:
+            await self.driver.close()
+        except Exception:  # closing a broken channel must not mask why it broke
+            log.debug("bus %s: error while closing", self.bus.id, exc_info=True)
+
+    async def _open(self) -> bool:
+        try:
+            await self.driver.open()
+        except GatewayError as err:
+            self.counters.channel_errors += 1
+            reason = err.reason if isinstance(err, ChannelError) else str(err)
+            if self.channel_error != reason:
+                log.error("bus %s: cannot open channel: %s", self.bus.id, reason)
+            self.channel_error = reason
+            await self._close()
+            self._channel_backoff = min(
+                self.bus.backoff_max_s, max(self.bus.backoff_initial_s / 4, self._channel_backoff * 2)
+            )
+            return False
+        if self.channel_error is not None:
+            log.warning("bus %s: channel open again", self.bus.id)
+        self.channel_open = True
+        self.channel_error = None
+        self._channel_backoff = 0.0
+        return True
+
+    # -- polling ---------------------------------------------------------------------------------
+
+    def _plan(self, device: DeviceConfig) -> list[PollRequest]:
+        if device.id not in self._plans:
+            assert isinstance(self.driver, PollDriver)
+            self._plans[device.id] = list(self.driver.plan(device))
+        return self._plans[device.id]
+
+    def _schedule_all(self, now: float) -> None:
+        self._heap.clear()
+        for device in self.devices.values():
+            plan = self._plan(device)
+            if not plan:
+                continue
+            # Stagger start times across the shortest interval so devices do not poll in lockstep.
+            jitter = self._rng.uniform(0, min(r.interval_s for r in plan))
+            for index, request in enumerate(plan):
+                self._push(now + jitter, device.id, index, request)
+
+    def _push(self, due: float, device_id: str, index: int, request: PollRequest) -> None:
+        self._order += 1
+        heapq.heappush(self._heap, _Entry(due, self._order, device_id, index, request))
+
+    async def _wait(self, seconds: float) -> None:
+        """Sleep up to `seconds`, waking early when a job or a restart arrives."""
+        if seconds <= 0:
+            return
+        self._wakeup.clear()
+        if self._jobs or self._restart:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wakeup.wait()
+
+    async def _run_poll(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._schedule_all(loop.time())
+        while True:
+            if self._restart:
+                self._restart = False
+                log.info("bus %s: restarting channel", self.bus.id)
+                await self._close()
+            if not self.channel_open and not await self._open():
+                self._fail_jobs(BusNotRunningError(self.bus.id, self.channel_error or "channel down"))
+                self._count_missed_polls(loop.time())
+                await self._wait(self._channel_backoff)
+                continue
+            if self._jobs:
+                await self._run_job(self._jobs.popleft())
+                continue
+            if not self._heap:
+                await self._wait(3600)
+                continue
+            entry = self._heap[0]
+            delay = entry.due - loop.time()
+            if delay > 0:
+                await self._wait(delay)
+                continue
+            heapq.heappop(self._heap)
+            await self._poll(entry, loop.time())
+
+    async def _run_job(self, job: _Job) -> None:
+        if job.future.done():  # the asker gave up (cancelled)
+            return
+        try:
+            result = await job.run(self.driver)
+        except ChannelError as err:
+            self._channel_broken(err)
+            job.future.set_exception(err)
+        except Exception as err:  # any failure belongs to the asker, never to the bus
+            job.future.set_exception(err)
+        else:
+            job.future.set_result(result)
+
+    def _count_missed_polls(self, now: float) -> None:
+        """Channel down: polls that fall due count as failures, so devices go offline normally."""
+        while self._heap and self._heap[0].due <= now:
+            entry = heapq.heappop(self._heap)
+            device = self.devices[entry.device_id]
+            if entry.index == 0:
+                self._failure(device, self.channel_error or "channel down", time.time())
+            self._reschedule(entry, now)
+
+    def _reschedule(self, entry: _Entry, now: float) -> None:
+        health = self.health[entry.device_id]
+        interval = entry.request.interval_s
+        if health.online is False and entry.index == 0:
+            interval = health.backoff_s
+        due = entry.due + interval
+        if due <= now:  # fell behind (slow bus or long outage): skip the missed slots, keep cadence
+            due = now + interval
+        self._push(due, entry.device_id, entry.index, entry.request)
+
+    async def _poll(self, entry: _Entry, now: float) -> None:
+        device = self.devices[entry.device_id]
+        health = self.health[device.id]
+        if health.online is False and entry.index != 0:
+            # Offline devices are probed with their first transaction only.
+            self._reschedule(entry, now)
+            return
+        assert isinstance(self.driver, PollDriver)
+        attempts = 1 if health.online is False else 1 + self.bus.retries
+        error: GatewayError | None = None
+        for _ in range(attempts):
+            error = await self._transact(device, entry.request)
+            if error is None or not isinstance(error, TransientError) or isinstance(error, ChannelError):
+                break
+        ts = time.time()
+        if error is None:
+            self._success(device, ts)
+        elif isinstance(error, DeviceExceptionError):
+            # The device answered: it is alive, but these points are unusable.
+            self._success(device, ts)
+            self._note_error(device, error, ts)
+            bad = tuple(Sample(p, None, Quality.BAD) for p in entry.request.points)
+            self.sink.submit(SampleBatch(device.id, ts, bad))
+        else:
+            self._failure(device, str(error), ts)
+        self._reschedule(entry, asyncio.get_running_loop().time())
+
+    async def _transact(self, device: DeviceConfig, request: PollRequest) -> GatewayError | None:
+        assert isinstance(self.driver, PollDriver)
+        health = self.health[device.id]
+        started = time.monotonic()
+        self.counters.transactions += 1
+        health.transactions += 1
+        # The driver enforces bus.timeout_s; this guard only catches a driver that hangs anyway.
+        guard = self.bus.timeout_s * 2 + 1.0
+        try:
+            async with asyncio.timeout(guard):
+                samples = await self.driver.read(device, request)
+        except TimeoutError:
+            err: GatewayError = DeviceTimeoutError(device.id, request.points, self.bus.timeout_s)
+            self.counters.timeouts += 1
+            self.counters.count_error("timeout")
+            return err
+        except DeviceTimeoutError as err:
+            self.counters.timeouts += 1
+            self.counters.count_error("timeout")
+            return err
+        except FrameError as err:
+            self.counters.frame_errors += 1
+            self.counters.count_error("frame")
+            return err
+        except DeviceExceptionError as err:
+            self.counters.exceptions += 1
+            self.counters.count_error("exception")
+            return err
+        except ChannelError as err:
+            self.counters.count_error("channel")
+            self._channel_broken(err)
+            return err
+        except GatewayError as err:
+            self.counters.count_error(type(err).__name__)
+            return err
+        except Exception as err:  # a driver bug must not stop the bus: log it fully once, go on
+            self.counters.count_error("driver_bug")
+            if health.last_error != repr(err):
+                log.exception("bus %s: driver failed reading %s", self.bus.id, device.id)
+            return GatewayError(f"driver error: {err!r}")
+        finally:
+            self.counters.latency_sum_s += time.monotonic() - started
+            self.counters.latency_count += 1
+        self.sink.submit(SampleBatch(device.id, time.time(), samples))
+        return None
+
+    def _channel_broken(self, err: ChannelError) -> None:
+        self.counters.channel_errors += 1
+        if self.channel_error != err.reason:
+            log.error("bus %s: channel lost: %s", self.bus.id, err.reason)
+        self.channel_error = err.reason
+        self.channel_open = False
+        self._channel_backoff = self.bus.backoff_initial_s / 4
+
+    # -- health ----------------------------------------------------------------------------------
+
+    def _success(self, device: DeviceConfig, ts: float) -> None:
+        health = self.health[device.id]
+        was = health.online
+        health.online = True
+        health.consecutive_failures = 0
+        health.last_success = ts
+        health.last_seen = ts
+        health.backoff_s = 0.0
+        if was is False:
+            log.warning("device %s on bus %s is back online", device.id, self.bus.id)
+            self.sink.event(self._offline_event(device, EventState.CLEARED, ts, "device answers again"))
+
+    def _note_error(self, device: DeviceConfig, err: GatewayError, ts: float) -> None:
+        health = self.health[device.id]
+        health.errors += 1
+        text = str(err)
+        if health.last_error != text:
+            log.warning("bus %s: %s", self.bus.id, text)
+        health.last_error = text
+        health.last_error_ts = ts
+
+    def _failure(self, device: DeviceConfig, reason: str, ts: float) -> None:
+        health = self.health[device.id]
+        health.errors += 1
+        health.consecutive_failures += 1
+        if health.consecutive_failures == 1 and health.online is not False:
+            log.warning("device %s on bus %s not answering: %s", device.id, self.bus.id, reason)
+        health.last_error = reason
+        health.last_error_ts = ts
+        if health.online is False:
+            health.backoff_s = self._jittered(min(self.bus.backoff_max_s, health.backoff_s * 2))
+        elif health.consecutive_failures >= self.bus.offline_after:
+            health.online = False
+            health.backoff_s = self._jittered(self.bus.backoff_initial_s)
+            log.error(
+                "device %s on bus %s is offline after %d failed polls: %s",
+                device.id,
+                self.bus.id,
+                health.consecutive_failures,
+                reason,
+            )
+            self.sink.mark_offline(device.id, ts)
+            self.sink.event(self._offline_event(device, EventState.RAISED, ts, reason))
+
+    def _jittered(self, seconds: float) -> float:
+        return seconds * self._rng.uniform(0.8, 1.2)
+
+    def _offline_event(self, device: DeviceConfig, state: EventState, ts: float, reason: str) -> Event:
+        return Event(
+            device_id=device.id,
+            kind=OFFLINE_KIND,
+            state=state,
+            severity=Severity.MAJOR,
+            ts=ts,
+            rule="bus.offline",
+            message=reason,
+            attrs=device.event_attrs(),
+        )
+
+    # -- listening buses -------------------------------------------------------------------------
+
+    async def _run_listen(self, driver: ListenDriver[Any, Any]) -> None:
+        start = time.time()
+        for h in self.health.values():
+            h.last_seen = start
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._listen_watchdog(), name=f"bus[{self.bus.id}].watchdog")
+            while True:
+                if not await self._open():
+                    await asyncio.sleep(self._channel_backoff)
+                    continue
+                try:
+                    await driver.listen(_ListenSink(self))
+                except ChannelError as err:
+                    self._channel_broken(err)
+                except GatewayError as err:
+                    log.error("bus %s: listener stopped: %s", self.bus.id, err)
+                    self.channel_error = str(err)
+                except Exception:
+                    log.exception("bus %s: listener crashed; restarting it", self.bus.id)
+                    self.channel_error = "listener crashed"
+                await self._close()
+                self._channel_backoff = max(self._channel_backoff, self.bus.backoff_initial_s / 4)
+                await asyncio.sleep(self._channel_backoff)
+
+    async def _listen_watchdog(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.time()
+            for device in self.devices.values():
+                health = self.health[device.id]
+                expected = (device.poll_interval_s or 60.0) * self.bus.offline_after
+                if health.online is not False and health.last_seen and now - health.last_seen > expected:
+                    health.consecutive_failures = self.bus.offline_after
+                    health.online = False
+                    reason = f"not heard for {now - health.last_seen:.0f} s"
+                    log.error("device %s on bus %s is offline: %s", device.id, self.bus.id, reason)
+                    self.sink.mark_offline(device.id, now)
+                    self.sink.event(self._offline_event(device, EventState.RAISED, now, reason))
+
+
+class _ListenSink:
+    """Passes a listening driver's output on, noting who was heard."""
+
+    def __init__(self, owner: BusOwner) -> None:
+        self._owner = owner
+
+    def submit(self, batch: SampleBatch) -> None:
+        owner = self._owner
+        device = owner.devices.get(batch.device_id)
+        if device is not None:
+            owner.counters.transactions += 1
+            owner.health[device.id].transactions += 1
+            owner._success(device, batch.ts)
+        owner.sink.submit(batch)
+
+    def event(self, event: Event) -> None:
+        self._owner.sink.event(event)

@@ -1,0 +1,82 @@
+"""Turn pydantic validation errors into ConfigIssues with key paths an installer can find."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from gateway.api import ConfigIssue
+
+
+def key_path(loc: Iterable[str | int], prefix: str = "") -> str:
+    """('devices', 3, 'points', 'flow', 'scale') -> 'devices[3].points.flow.scale'."""
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def issues_from(
+    err: ValidationError, file: str, prefix: str = "", model: type[BaseModel] | None = None
+) -> list[ConfigIssue]:
+    """One ConfigIssue per pydantic error, with what was expected and what was found."""
+    out: list[ConfigIssue] = []
+    for e in err.errors(include_url=False):
+        loc = [p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        path = key_path(loc, prefix)
+        kind = e["type"]
+        if kind == "extra_forbidden":
+            name = str(loc[-1]) if loc else "?"
+            allowed = _allowed_keys(model, loc[:-1])
+            hint = ""
+            if allowed:
+                close = difflib.get_close_matches(name, allowed, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(allowed)})"
+            msg = f"unknown key{hint}"
+        elif kind == "missing":
+            msg = "required key is missing"
+        else:
+            msg = e["msg"]
+            if msg.startswith("Value error, "):
+                msg = msg[len("Value error, ") :]
+            msg = f"expected: {msg[0].lower()}{msg[1:]}" if msg else "invalid"
+            if "input" in e and not isinstance(e["input"], dict | list):
+                msg += f"; found {_short(e['input'])}"
+        out.append(ConfigIssue(file, path, msg))
+    return out
+
+
+def _allowed_keys(model: type[BaseModel] | None, loc: Sequence[str | int]) -> list[str]:
+    """Field names of the (nested) model at `loc`, for 'did you mean' hints."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or current is None:
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        current = _model_of(field.annotation)
+    if current is None or not hasattr(current, "model_fields"):
+        return []
+    return sorted(current.model_fields)
+
+
+def _model_of(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None

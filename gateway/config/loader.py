@@ -1,0 +1,334 @@
+"""Load a gateway config (TOML) and its device profiles into a validated GatewayConfig.
+
+Validation goes on after the first problem so that `citynerve config check` can list every error at
+once, each with the file, the key path and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from gateway.api import BusConfig, ConfigError, ConfigIssue, DeviceConfig, DriverSpec, PointConfig
+from gateway.config.drivers import DriverNotFoundError, driver_spec
+from gateway.config.errors import issues_from
+from gateway.config.model import ControlConfig, GatewayConfig, Identity, LogConfig, Profile
+
+TOP_KEYS = ("gateway", "control", "log", "store", "upstream", "rules", "profile_dirs", "buses", "devices")
+PROFILES_ENV = "CITYNERVE_PROFILES"
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; a missing, unreadable or malformed file is a ConfigError naming it."""
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError([ConfigIssue(str(path), "", "no such file")]) from None
+    except IsADirectoryError:
+        raise ConfigError([ConfigIssue(str(path), "", "is a folder, expected a TOML file")]) from None
+    except PermissionError:
+        raise ConfigError([ConfigIssue(str(path), "", "permission denied")]) from None
+    except UnicodeDecodeError as err:
+        raise ConfigError([ConfigIssue(str(path), "", f"not UTF-8 text: {err.reason}")]) from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError([ConfigIssue(str(path), "", f"not valid TOML: {err}")]) from None
+
+
+def _section_models() -> dict[str, type[BaseModel]]:
+    # Imported here: these sections belong to their own packages (store, uplink, rules).
+    from gateway.rules.config import RulesConfig
+    from gateway.store import StoreConfig
+    from gateway.uplink.config import UpstreamConfig
+
+    return {"store": StoreConfig, "upstream": UpstreamConfig, "rules": RulesConfig}
+
+
+class _Loader:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file = str(path)
+        self.issues: list[ConfigIssue] = []
+        self.profiles: dict[str, Profile] = {}
+        self.profile_files: dict[str, Path] = {}
+        self._bad_profiles: set[str] = set()
+        self._checked_profile_points: dict[tuple[str, str], bool] = {}
+        self.profile_dirs: list[Path] = []
+
+    def issue(self, path: str, message: str, file: str | None = None) -> None:
+        item = ConfigIssue(file or self.file, path, message)
+        if item not in self.issues:
+            self.issues.append(item)
+
+    def validate(self, model: type[BaseModel], data: Any, prefix: str, file: str | None = None) -> Any:
+        try:
+            return model.model_validate(data)
+        except ValidationError as err:
+            for i in issues_from(err, file or self.file, prefix, model):
+                if i not in self.issues:
+                    self.issues.append(i)
+            return None
+
+    # -- top level -------------------------------------------------------------------------------
+
+    def load(self) -> GatewayConfig:
+        raw = read_toml(self.path)
+        for key in raw:
+            if key not in TOP_KEYS:
+                self.issue(key, f"unknown key (allowed: {', '.join(TOP_KEYS)})")
+        sections = _section_models()
+        identity = None
+        if "gateway" not in raw:
+            self.issue("gateway", "required table [gateway] is missing (id, org)")
+        else:
+            identity = self.validate(Identity, raw["gateway"], "gateway")
+        control = self.validate(ControlConfig, raw.get("control", {}), "control")
+        log = self.validate(LogConfig, raw.get("log", {}), "log")
+        store = self.validate(sections["store"], raw.get("store", {}), "store")
+        upstream = None
+        if "upstream" in raw:
+            upstream = self.validate(sections["upstream"], raw["upstream"], "upstream")
+        rules = None
+        if "rules" in raw:
+            rules = self.validate(sections["rules"], raw["rules"], "rules")
+        self.profile_dirs = self._profile_dirs(raw.get("profile_dirs", []))
+        buses, specs = self._buses(raw.get("buses", []))
+        devices = self._devices(raw.get("devices", []), buses, specs)
+        if rules is not None and hasattr(rules, "check"):
+            self.issues.extend(i for i in rules.check(devices, self.file) if i not in self.issues)
+        if self.issues:
+            raise ConfigError(self.issues)
+        assert identity is not None and control is not None and log is not None
+        return GatewayConfig(
+            source=self.path.resolve(),
+            gateway=identity,
+            control=control,
+            log=log,
+            store=store,
+            upstream=upstream,
+            rules=rules,
+            buses=tuple(buses.values()),
+            devices=tuple(devices),
+            profiles=dict(self.profiles),
+            drivers={b.protocol: specs[b.id] for b in buses.values()},
+        )
+
+    def _profile_dirs(self, extra: Any) -> list[Path]:
+        dirs: list[Path] = []
+        if not isinstance(extra, list) or not all(isinstance(x, str) for x in extra):
+            self.issue("profile_dirs", "expected a list of folder paths")
+            extra = []
+        base = self.path.parent
+        dirs += [p if (p := Path(x)).is_absolute() else base / p for x in extra]
+        dirs += [Path(x) for x in os.environ.get(PROFILES_ENV, "").split(os.pathsep) if x]
+        dirs += [base / "profiles", base.parent / "profiles"]
+        return dirs
+
+    # -- buses -----------------------------------------------------------------------------------
+
+    def _buses(self, raw: Any) -> tuple[dict[str, BusConfig], dict[str, DriverSpec]]:
+        buses: dict[str, BusConfig] = {}
+        specs: dict[str, DriverSpec] = {}
+        if not isinstance(raw, list):
+            self.issue("buses", "expected an array of tables ([[buses]])")
+            return buses, specs
+        for i, item in enumerate(raw):
+            where = f"buses[{i}]"
+            if not isinstance(item, dict):
+                self.issue(where, "expected a table")
+                continue
+            spec = self._spec(item.get("protocol"), f"{where}.protocol")
+            bus = self.validate(spec.bus_model if spec else BusConfig, item, where)
+            if bus is None or spec is None:
+                continue
+            if bus.id in buses:
+                self.issue(f"{where}.id", f"duplicate bus id {bus.id!r}")
+                continue
+            buses[bus.id] = bus
+            specs[bus.id] = spec
+        return buses, specs
+
+    def _spec(self, protocol: Any, where: str) -> DriverSpec | None:
+        if not isinstance(protocol, str):
+            self.issue(where, "required key is missing" if protocol is None else "expected a protocol name")
+            return None
+        try:
+            return driver_spec(protocol)
+        except DriverNotFoundError as err:
+            self.issue(where, err.reason)
+            return None
+
+    # -- profiles --------------------------------------------------------------------------------
+
+    def _profile(self, profile_id: Any, where: str) -> Profile | None:
+        if not isinstance(profile_id, str) or not profile_id:
+            self.issue(where, "required key is missing" if profile_id is None else "expected a profile id")
+            return None
+        if profile_id in self.profiles:
+            return self.profiles[profile_id]
+        if profile_id in self._bad_profiles:
+            return None
+        for d in self.profile_dirs:
+            f = d / f"{profile_id}.toml"
+            if f.is_file():
+                return self._read_profile(profile_id, f)
+        self._bad_profiles.add(profile_id)
+        searched = ", ".join(str(d) for d in self.profile_dirs)
+        self.issue(where, f"no profile {profile_id!r} (looked for {profile_id}.toml in {searched})")
+        return None
+
+    def _read_profile(self, profile_id: str, f: Path) -> Profile | None:
+        try:
+            raw = read_toml(f)
+        except ConfigError as err:
+            self.issues.extend(err.issues)
+            self._bad_profiles.add(profile_id)
+            return None
+        profile = self.validate(Profile, raw, "", file=str(f))
+        if profile is not None and profile.id != profile_id:
+            self.issue("id", f"expected {profile_id!r} (the file name), found {profile.id!r}", str(f))
+            profile = None
+        if profile is None:
+            self._bad_profiles.add(profile_id)
+            return None
+        self.profiles[profile_id] = profile
+        self.profile_files[profile_id] = f
+        return profile
+
+    def _profile_point_ok(self, profile: Profile, name: str, spec: DriverSpec) -> bool:
+        key = (profile.id, name)
+        if key not in self._checked_profile_points:
+            data = {**profile.points[name], "name": name}
+            ok = self.validate(spec.point_model, data, f"points.{name}", str(self.profile_files[profile.id]))
+            self._checked_profile_points[key] = ok is not None
+        return self._checked_profile_points[key]
+
+    # -- devices ---------------------------------------------------------------------------------
+
+    def _devices(
+        self, raw: Any, buses: dict[str, BusConfig], specs: dict[str, DriverSpec]
+    ) -> list[DeviceConfig]:
+        devices: list[DeviceConfig] = []
+        if not isinstance(raw, list):
+            self.issue("devices", "expected an array of tables ([[devices]])")
+            return devices
+        seen: dict[str, int] = {}
+        addresses: dict[tuple[str, str], int] = {}
+        for i, item in enumerate(raw):
+            where = f"devices[{i}]"
+            if not isinstance(item, dict):
+                self.issue(where, "expected a table")
+                continue
+            device = self._device(item, where, buses, specs)
+            if device is None:
+                continue
+            if device.id in seen:
+                self.issue(
+                    f"{where}.id", f"duplicate device id {device.id!r} (also devices[{seen[device.id]}])"
+                )
+                continue
+            seen[device.id] = i
+            addr_key = (device.bus, str(device.address).lower())
+            if addr_key in addresses:
+                self.issue(
+                    f"{where}.address",
+                    f"address {device.address!r} is already used on bus {device.bus!r} "
+                    f"by devices[{addresses[addr_key]}]",
+                )
+            addresses[addr_key] = i
+            self._check_writable_overlap(device, where)
+            devices.append(device)
+        return devices
+
+    def _device(
+        self, item: dict[str, Any], where: str, buses: dict[str, BusConfig], specs: dict[str, DriverSpec]
+    ) -> DeviceConfig | None:
+        bus_id = item.get("bus")
+        spec = specs.get(bus_id) if isinstance(bus_id, str) else None
+        if bus_id is None:
+            self.issue(f"{where}.bus", "required key is missing")
+        elif not isinstance(bus_id, str) or bus_id not in buses:
+            known = ", ".join(buses) or "none defined"
+            self.issue(f"{where}.bus", f"no bus {bus_id!r} (buses: {known})")
+        profile = self._profile(item.get("profile"), f"{where}.profile")
+        if profile is not None and spec is not None and profile.family != spec.family:
+            self.issue(
+                f"{where}.profile",
+                f"profile {profile.id!r} is for {profile.family} devices, "
+                f"but bus {bus_id!r} speaks {spec.protocol} ({spec.family})",
+            )
+            spec = None
+        points = self._points(item.get("points", {}), where, profile, spec)
+        data = {k: v for k, v in item.items() if k != "points"}
+        if profile is not None:
+            data = {**profile.device, **data}
+            data.setdefault("poll_interval_s", profile.poll_interval_s)
+        model: type[DeviceConfig] = spec.device_model if spec else DeviceConfig
+        if spec is None or points is None:
+            # Still report the device's own problems, then give up on it.
+            self.validate(_without_points(model), data, where)
+            return None
+        device: DeviceConfig | None = self.validate(model, {**data, "points": points}, where)
+        return device
+
+    def _points(
+        self, overrides: Any, where: str, profile: Profile | None, spec: DriverSpec | None
+    ) -> dict[str, PointConfig] | None:
+        if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
+            self.issue(f"{where}.points", "expected tables of point overrides ([devices.points.<name>])")
+            return None
+        if profile is None or spec is None:
+            return None
+        for name in overrides:
+            if name not in profile.points:
+                known = ", ".join(profile.points)
+                self.issue(
+                    f"{where}.points.{name}", f"profile {profile.id!r} has no such point (points: {known})"
+                )
+        points: dict[str, PointConfig] = {}
+        ok = True
+        for name, base in profile.points.items():
+            if not self._profile_point_ok(profile, name, spec):
+                ok = False
+                continue
+            point = self.validate(
+                spec.point_model, {**base, **overrides.get(name, {}), "name": name}, f"{where}.points.{name}"
+            )
+            if point is None:
+                ok = False
+            else:
+                points[name] = point
+        return points if ok and not set(overrides) - set(profile.points) else None
+
+    def _check_writable_overlap(self, device: DeviceConfig, where: str) -> None:
+        """Two writable points that share a register (or coil) would fight: an error."""
+        spans: list[tuple[str, tuple[str, int, int]]] = []
+        for name, point in device.points.items():
+            span_fn: Callable[[], tuple[str, int, int] | None] | None = getattr(point, "span", None)
+            if point.writable and span_fn is not None and (span := span_fn()) is not None:
+                spans.append((name, span))
+        for i, (name_a, (space_a, first_a, last_a)) in enumerate(spans):
+            for name_b, (space_b, first_b, last_b) in spans[i + 1 :]:
+                if space_a == space_b and first_a <= last_b and first_b <= last_a:
+                    self.issue(
+                        f"{where}.points.{name_b}",
+                        f"writable point overlaps writable point {name_a!r} ({space_a} {first_b}..{last_b} "
+                        f"vs {first_a}..{last_a})",
+                    )
+
+
+def _without_points(model: type[DeviceConfig]) -> type[BaseModel]:
+    """The device model with `points` made optional-and-ignored, to report a device's other errors."""
+    from pydantic import create_model
+
+    return create_model(f"{model.__name__}NoPoints", __base__=model, points=(Any, None))
+
+
+def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
+    """Load and validate a gateway config. Raises ConfigError listing every problem found."""
+    return _Loader(Path(path)).load()

@@ -1,0 +1,97 @@
+"""The gateway config file's own sections (identity, control, log) and the validated result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.api import BusConfig, DeviceConfig, DriverSpec
+from gateway.api._config import ID_PATTERN
+
+_STRICT = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class OrgCodes(BaseModel):
+    """Administrative codes (GB/T 2260 for city and district; township code for the street)."""
+
+    model_config = _STRICT
+    city: str = Field(pattern=r"^[0-9]{6}$", description="6-digit city code, e.g. 310100")
+    district: str = Field(pattern=r"^[0-9]{6}$", description="6-digit district/county code, e.g. 310106")
+    street: str = Field(pattern=r"^[0-9]{9}([0-9]{3})?$", description="9- or 12-digit street code")
+
+
+class Identity(BaseModel):
+    model_config = _STRICT
+    id: str = Field(pattern=ID_PATTERN)
+    name: str = ""
+    org: OrgCodes
+
+
+class ControlConfig(BaseModel):
+    """The local control socket that `citynerve status` and the diag commands talk to."""
+
+    model_config = _STRICT
+    socket: str = "var/citynerve.sock"
+
+
+class LogConfig(BaseModel):
+    model_config = _STRICT
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "text", "json"] = Field(
+        default="auto", description="auto: readable on a terminal, JSON lines otherwise"
+    )
+
+
+class Profile(BaseModel):
+    """A reusable device type: what the points are and where they live (config/profiles/<id>.toml)."""
+
+    model_config = _STRICT
+    id: str = Field(pattern=ID_PATTERN)
+    family: str
+    description: str = ""
+    vendor: str = ""
+    model: str = ""
+    source: str = Field(default="", description="where the register map / object table comes from")
+    poll_interval_s: float = Field(default=60.0, gt=0, le=86400)
+    device: dict[str, Any] = Field(default_factory=dict, description="defaults for device fields")
+    points: dict[str, dict[str, Any]] = Field(min_length=1)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """A validated gateway config: every bus, device and point checked against its driver's models."""
+
+    source: Path
+    gateway: Identity
+    control: ControlConfig
+    log: LogConfig
+    store: Any  # gateway.store.StoreConfig
+    upstream: Any | None  # gateway.uplink.config.UpstreamConfig
+    rules: Any | None  # gateway.rules.config.RulesConfig
+    buses: tuple[BusConfig, ...]
+    devices: tuple[DeviceConfig, ...]
+    profiles: dict[str, Profile] = field(default_factory=dict)
+    drivers: dict[str, DriverSpec] = field(default_factory=dict)  # by bus protocol
+
+    def bus(self, bus_id: str) -> BusConfig:
+        for b in self.buses:
+            if b.id == bus_id:
+                return b
+        raise KeyError(bus_id)
+
+    def device(self, device_id: str) -> DeviceConfig:
+        for d in self.devices:
+            if d.id == device_id:
+                return d
+        raise KeyError(device_id)
+
+    def devices_on(self, bus_id: str) -> list[DeviceConfig]:
+        return [d for d in self.devices if d.bus == bus_id]
+
+    def resolve(self, path: str) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        p = Path(path)
+        return p if p.is_absolute() else (self.source.parent / p)
