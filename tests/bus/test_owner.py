@@ -1,0 +1,218 @@
+"""Bus owner behaviour with a scripted driver (subclass of the real PollDriver interface).
+
+The owner's scheduling, retry, backoff and online/offline logic is protocol-independent; the Modbus
+and serial integration tests exercise it again against real peers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pytest
+
+from gateway.api import (
+    BusConfig,
+    ChannelError,
+    DeviceConfig,
+    DeviceExceptionError,
+    DeviceTimeoutError,
+    Event,
+    EventState,
+    Location,
+    PointConfig,
+    PollDriver,
+    PollRequest,
+    Quality,
+    Sample,
+    SampleBatch,
+    Value,
+)
+from gateway.bus import OFFLINE_KIND, BusNotRunningError, BusOwner
+
+LOC = Location(address_code="310106013001")
+
+
+def device(dev_id: str, interval: float = 0.05) -> DeviceConfig:
+    return DeviceConfig(
+        id=dev_id,
+        bus="b1",
+        profile="p",
+        address=1,
+        location=LOC,
+        poll_interval_s=interval,
+        points={"v": PointConfig(name="v"), "w": PointConfig(name="w", writable=True)},
+    )
+
+
+class ScriptedDriver(PollDriver[BusConfig, DeviceConfig]):
+    """Answers like a bus would; `silent` devices time out after the bus timeout."""
+
+    def __init__(self, bus: BusConfig, devices: Sequence[DeviceConfig]) -> None:
+        super().__init__(bus, devices)
+        self.silent: set[str] = set()
+        self.refusing: set[str] = set()
+        self.reads: list[tuple[str, float]] = []
+        self.writes: list[tuple[str, str, Value]] = []
+        self.opens = 0
+        self.open_fails = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    async def open(self) -> None:
+        if self.open_fails:
+            self.open_fails -= 1
+            raise ChannelError(self.bus.id, "no such port /dev/ttyUSB9")
+        self.opens += 1
+
+    async def close(self) -> None:
+        pass
+
+    def plan(self, device: DeviceConfig) -> Sequence[PollRequest]:
+        return [PollRequest(("v",), device.poll_interval_s or 60)]
+
+    async def read(self, device: DeviceConfig, request: PollRequest) -> tuple[Sample, ...]:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            self.reads.append((device.id, time.monotonic()))
+            if device.id in self.silent:
+                await asyncio.sleep(self.bus.timeout_s)
+                raise DeviceTimeoutError(device.id, request.points, self.bus.timeout_s)
+            if device.id in self.refusing:
+                raise DeviceExceptionError(device.id, 2, "illegal data address", request.points)
+            await asyncio.sleep(0.001)
+            return (Sample("v", 42),)
+        finally:
+            self.in_flight -= 1
+
+    async def write(self, device: DeviceConfig, point: str, value: Value) -> None:
+        self.writes.append((device.id, point, value))
+
+
+@dataclass
+class Collector:
+    batches: list[SampleBatch]
+    events: list[Event]
+    offline: list[str]
+
+    def submit(self, batch: SampleBatch) -> None:
+        self.batches.append(batch)
+
+    def event(self, event: Event) -> None:
+        self.events.append(event)
+
+    def mark_offline(self, device_id: str, ts: float) -> None:
+        self.offline.append(device_id)
+
+
+def make(n: int = 2, **bus_kw: float) -> tuple[BusOwner, ScriptedDriver, Collector]:
+    bus = BusConfig(
+        id="b1",
+        protocol="test",
+        **{
+            "timeout_s": 0.05,
+            "retries": 1,
+            "offline_after": 2,
+            "backoff_initial_s": 0.2,
+            "backoff_max_s": 0.4,
+            **bus_kw,
+        },
+    )
+    devices = [device(f"d{i}") for i in range(n)]
+    driver = ScriptedDriver(bus, devices)
+    sink = Collector([], [], [])
+    return BusOwner(bus, devices, driver, sink, rng=random.Random(1)), driver, sink
+
+
+async def run_for(owner: BusOwner, seconds: float) -> None:
+    task = asyncio.create_task(owner.run())
+    await asyncio.sleep(seconds)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_polls_every_device_on_schedule_one_at_a_time() -> None:
+    owner, driver, sink = make(3)
+    await run_for(owner, 0.5)
+    per_device = {d: sum(1 for r in driver.reads if r[0] == d) for d in ("d0", "d1", "d2")}
+    # 50 ms interval over ~0.5 s (minus up to one interval of start jitter): 8..11 polls each.
+    assert all(7 <= n <= 11 for n in per_device.values()), per_device
+    assert driver.max_in_flight == 1
+    assert all(b.samples == (Sample("v", 42),) for b in sink.batches)
+
+
+async def test_silent_device_goes_offline_once_and_does_not_starve_others() -> None:
+    owner, driver, sink = make(2)
+    driver.silent.add("d1")
+    await run_for(owner, 1.0)
+    offline = [e for e in sink.events if e.kind == OFFLINE_KIND]
+    assert [(e.device_id, e.state) for e in offline] == [("d1", EventState.RAISED)]
+    assert offline[0].attrs["location"] == {"address_code": "310106013001"}
+    assert sink.offline == ["d1"]
+    assert owner.health["d1"].online is False
+    # d0 keeps its cadence: the silent device costs at most timeout x (1 + retries) per poll while
+    # online, then one timeout per backoff period (0.2..0.4 s).
+    d0_polls = sum(1 for r in driver.reads if r[0] == "d0")
+    assert d0_polls >= 12, d0_polls
+    d1_polls = sum(1 for r in driver.reads if r[0] == "d1")
+    assert d1_polls <= 2 * 2 + 5, d1_polls  # 2 polls x 2 attempts, then a few single probes
+
+
+async def test_device_comes_back_online_with_one_cleared_event() -> None:
+    owner, driver, sink = make(1)
+    driver.silent.add("d0")
+    task = asyncio.create_task(owner.run())
+    await asyncio.sleep(0.5)
+    assert owner.health["d0"].online is False
+    driver.silent.clear()
+    await asyncio.sleep(0.8)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    states = [e.state for e in sink.events if e.kind == OFFLINE_KIND]
+    assert states == [EventState.RAISED, EventState.CLEARED]
+    assert owner.health["d0"].online is True
+
+
+async def test_exception_reply_marks_points_bad_but_device_stays_online() -> None:
+    owner, driver, sink = make(1)
+    driver.refusing.add("d0")
+    await run_for(owner, 0.3)
+    assert owner.health["d0"].online is True
+    assert sink.batches and all(b.samples[0].quality is Quality.BAD for b in sink.batches)
+    assert not sink.events
+
+
+async def test_writes_and_reads_go_through_the_owner_between_polls() -> None:
+    owner, driver, sink = make(2)
+    task = asyncio.create_task(owner.run())
+    await asyncio.sleep(0.05)
+    await owner.write("d0", "w", 7)
+    samples = await owner.read_now("d1", "v")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert driver.writes == [("d0", "w", 7)]
+    assert samples == (Sample("v", 42),)
+    assert driver.max_in_flight == 1
+
+
+async def test_channel_that_cannot_open_is_retried_and_jobs_fail_clearly() -> None:
+    owner, driver, sink = make(1, backoff_initial_s=0.2)
+    driver.open_fails = 2
+    task = asyncio.create_task(owner.run())
+    await asyncio.sleep(0.01)
+    with pytest.raises(BusNotRunningError) as info:
+        await owner.write("d0", "w", 1)
+    assert "ttyUSB9" in str(info.value)
+    await asyncio.sleep(0.6)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert driver.opens == 1 and owner.channel_open is False  # closed on the way out
+    assert any(r[0] == "d0" for r in driver.reads)
