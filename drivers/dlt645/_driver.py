@@ -1,0 +1,246 @@
+"""The DL/T 645 poll driver: several meters on one RS-485 line, one transaction per DI."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from drivers.dlt645 import codec
+from drivers.dlt645.models import Dlt645Device, Dlt645Point
+from drivers.dlt645.registry import DataFormat, DataItem, DataRegistry, parse_di
+from drivers.serialio import LineTiming, ReplyTimeout, SerialBusConfig, SerialLine
+from gateway.api import (
+    ConfigError,
+    ConfigIssue,
+    DeviceTimeoutError,
+    FrameError,
+    PermanentError,
+    PollDriver,
+    PollRequest,
+    Quality,
+    Sample,
+    StateStore,
+)
+
+MAX_FOLLOWUPS = 16  # a reply split over more frames than this is a meter stuck in a loop
+DEFAULT_INTERVAL_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class DiRequest(PollRequest):
+    """Read one DI of one meter (one transaction, plus follow-ups if the meter says more follow)."""
+
+    item: DataItem | None = None
+
+
+def resolve_item(device: Dlt645Device, point: Dlt645Point) -> DataItem:
+    """The DataItem for a point: built-in table, then the device's extra DIs, then point overrides."""
+    registry = DataRegistry(device.version, [c.item(k, device.version) for k, c in device.extra_dis.items()])
+    di = parse_di(point.di)
+    if (device.version == "2007") != (len(point.di) == 8):
+        raise ValueError(
+            f"DI {point.di} does not fit DL/T 645-{device.version} "
+            f"({4 if device.version == '1997' else 8} hex digits)"
+        )
+    item = registry.get(di)
+    if item is None:
+        if point.length is None:
+            raise ValueError(
+                f"DI {point.di} is not in the DL/T 645-{device.version} table: "
+                "give its length (and format, decimals)"
+            )
+        item = DataItem(
+            di, f"DI {point.di}", point.length, DataFormat.BCD, 0, False, point.unit, device.version
+        )
+    overrides: dict[str, Any] = {}
+    if point.format is not None:
+        overrides["fmt"] = point.format
+    if point.length is not None:
+        overrides["length"] = point.length
+    if point.decimals is not None:
+        overrides["decimals"] = point.decimals
+    if point.signed is not None:
+        overrides["signed"] = point.signed
+    return dataclasses.replace(item, **overrides) if overrides else item
+
+
+def _as_device(device: Any) -> Dlt645Device:
+    if isinstance(device, Dlt645Device):
+        return device
+    return Dlt645Device.model_validate(device.model_dump() if hasattr(device, "model_dump") else device)
+
+
+class Dlt645Driver(PollDriver[SerialBusConfig, Dlt645Device]):
+    """DL/T 645 meters on one serial line. The bus owner schedules; this driver only transacts."""
+
+    def __init__(
+        self, bus: SerialBusConfig, devices: Sequence[Dlt645Device], state: StateStore | None = None
+    ) -> None:
+        devices = [_as_device(d) for d in devices]
+        super().__init__(bus, devices, state)
+        issues: list[ConfigIssue] = []
+        self._items: dict[tuple[str, str], DataItem] = {}
+        for device in devices:
+            for name, point in device.points.items():
+                try:
+                    self._items[(device.id, name)] = resolve_item(device, point)
+                except ValueError as err:
+                    issues.append(
+                        ConfigIssue(f"bus {bus.id}", f"devices.{device.id}.points.{name}.di", str(err))
+                    )
+        if issues:
+            raise ConfigError(issues)
+        self.line = SerialLine(bus.id, bus.serial, timing=LineTiming(gap_s=bus.gap_s))
+
+    async def open(self) -> None:
+        await self.line.open()
+
+    async def close(self) -> None:
+        await self.line.close()
+
+    def plan(self, device: Dlt645Device) -> Sequence[PollRequest]:
+        """One request per enabled point: DL/T 645 reads one DI per transaction."""
+        device = _as_device(device)
+        default = device.poll_interval_s or DEFAULT_INTERVAL_S
+        return [
+            DiRequest((name,), point.poll_interval_s or default, self._items[(device.id, name)])
+            for name, point in device.points.items()
+            if point.enabled
+        ]
+
+    async def read(self, device: Dlt645Device, request: PollRequest) -> tuple[Sample, ...]:
+        device = _as_device(device)
+        item = request.item if isinstance(request, DiRequest) and request.item else None
+        if item is None:
+            item = self._items[(device.id, request.points[0])]
+        value = await self.read_item(device, item, request.points)
+        return tuple(Sample(point, value, Quality.GOOD) for point in request.points)
+
+    async def read_item(
+        self, device: Dlt645Device, item: DataItem, points: tuple[str, ...] = ()
+    ) -> float | int | str:
+        """Read one DI (with follow-up frames) and decode it."""
+        data = await self._read_di(device, item.di, points)
+        return item.decode(data)
+
+    async def _read_di(self, device: Dlt645Device, di: int, points: tuple[str, ...]) -> bytes:
+        version = device.version
+        di_raw = codec.di_bytes(di, version)
+        request = codec.build_read(device.address, di, version, preamble=device.preamble)
+        frame = await self._transact(device, request, points)
+        payload = self._payload(device, frame, di_raw, points)
+        seq = 0
+        while frame.more_follows and version == "2007":
+            seq += 1
+            if seq > MAX_FOLLOWUPS:
+                raise FrameError(
+                    codec.PROTOCOL, f"more than {MAX_FOLLOWUPS} follow-up frames for DI {di:08X}"
+                )
+            request = codec.build_read_followup(device.address, di, seq, preamble=device.preamble)
+            frame = await self._transact(device, request, points)
+            part = self._payload(device, frame, di_raw, points)
+            # follow-up replies end with the SEQ byte they answer
+            payload += part[:-1] if frame.function == codec.Function.READ_FOLLOWUP and part else part
+        return payload
+
+    def _payload(
+        self, device: Dlt645Device, frame: codec.Frame, di_raw: bytes, points: tuple[str, ...]
+    ) -> bytes:
+        codec.check_reply(frame, device.id, points, device.version)
+        if frame.data[: len(di_raw)] != di_raw:
+            got = frame.data[: len(di_raw)][::-1].hex().upper()
+            raise FrameError(
+                codec.PROTOCOL,
+                f"reply carries DI {got}, asked {di_raw[::-1].hex().upper()}",
+                frame.raw,
+            )
+        return frame.data[len(di_raw) :]
+
+    async def _transact(self, device: Dlt645Device, request: bytes, points: tuple[str, ...]) -> codec.Frame:
+        address = device.address
+
+        def ours(frame: codec.Frame) -> bool:
+            # skip our own echo (adapters that hear themselves) and other meters' late replies
+            return frame.is_reply and (frame.address == address or address == codec.WILDCARD)
+
+        try:
+            return await self.line.transact(
+                request, codec.StreamParser(), timeout_s=self.bus.timeout_s, accept=ours
+            )
+        except ReplyTimeout as err:
+            raise _timeout_error(device.id, points, err) from err
+
+    async def diag(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """`read-address` (one meter on the bus: AA..AA wildcard, function 13) and `read-di`
+        (params: address, di, optional version/length/decimals/signed/format)."""
+        if action == "read-address":
+            if len(self.devices) > 1:
+                raise PermanentError(
+                    f"bus {self.bus.id}: read-address uses the wildcard address; "
+                    f"it is only valid with one meter on the bus ({len(self.devices)} configured)"
+                )
+            request = codec.build_read_address()
+            try:
+                frame = await self.line.transact(
+                    request,
+                    codec.StreamParser(),
+                    timeout_s=self.bus.timeout_s,
+                    accept=lambda f: f.is_reply and f.function == codec.Function.READ_ADDRESS,
+                )
+            except ReplyTimeout as err:
+                raise _timeout_error("AAAAAAAAAAAA", (), err) from err
+            codec.check_reply(frame, "AAAAAAAAAAAA")
+            address = codec.decode_address(frame.data[:6]) if len(frame.data) >= 6 else frame.address
+            return {"address": address, "frame": frame.raw.hex(" ").upper()}
+        if action == "read-di":
+            device = self._adhoc_device(params)
+            point = Dlt645Point(
+                di=str(params["di"]),
+                length=params.get("length"),
+                decimals=params.get("decimals"),
+                signed=params.get("signed"),
+                format=params.get("format"),
+            )
+            try:
+                item = resolve_item(device, point)
+            except ValueError as err:
+                raise PermanentError(str(err)) from err
+            value = await self.read_item(device, item)
+            return {
+                "address": device.address,
+                "di": item.di_hex,
+                "name": item.name,
+                "value": value,
+                "unit": item.unit,
+            }
+        return await super().diag(action, params)
+
+    def _adhoc_device(self, params: Mapping[str, Any]) -> Dlt645Device:
+        address = str(params.get("address", ""))
+        for device in self.devices.values():
+            if device.id == address or device.address == address:
+                return device
+        version = str(params.get("version", "2007"))
+        try:
+            return Dlt645Device(
+                id=f"meter-{address}",
+                bus=self.bus.id,
+                profile="adhoc",
+                address=address,
+                version=version,  # type: ignore[arg-type]
+                location={"address_code": "000000"},  # type: ignore[arg-type]
+            )
+        except ValueError as err:
+            raise PermanentError(f"bad meter address or version: {err}") from err
+
+
+def _timeout_error(device_id: str, points: tuple[str, ...], err: ReplyTimeout) -> Exception:
+    """A silent meter is a timeout; a meter that sent garbage or half a frame is a frame error."""
+    if err.rejected:
+        last = err.rejected[-1]
+        return FrameError(codec.PROTOCOL, f"device {device_id}: {last.reason}", last.data)
+    if err.received.strip(b"\xfe"):
+        return FrameError(codec.PROTOCOL, f"device {device_id}: incomplete reply", err.received)
+    return DeviceTimeoutError(device_id, points, err.timeout_s)

@@ -1,0 +1,81 @@
+"""Config models of the DL/T 645 driver: point (a DI), device (a meter address) and extra DIs."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from drivers.dlt645.registry import DataFormat, DataItem, parse_di
+from gateway.api import DeviceConfig, PointConfig
+
+
+def _check_di(value: str) -> str:
+    try:
+        parse_di(value)
+    except ValueError as err:
+        raise ValueError(str(err)) from err
+    return value.strip().upper().removeprefix("0X")
+
+
+class DataItemConfig(BaseModel):
+    """A DI the built-in table lacks: `[device.extra_dis.04000B01] length = 3, decimals = 0 ...`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = ""
+    format: DataFormat = DataFormat.BCD
+    length: int = Field(ge=1, le=64)
+    decimals: int = Field(default=0, ge=0, le=8)
+    signed: bool = False
+    unit: str = ""
+
+    def item(self, di: str, version: str) -> DataItem:
+        return DataItem(
+            parse_di(di),
+            self.name or f"DI {di}",
+            self.length,
+            self.format,
+            self.decimals,
+            self.signed,
+            self.unit,
+            version,
+        )
+
+
+class Dlt645Point(PointConfig):
+    """One DI of a meter. `format`/`length`/`decimals`/`signed` override the DI table's entry."""
+
+    di: str
+    format: DataFormat | None = None
+    length: int | None = Field(default=None, ge=1, le=64)
+    decimals: int | None = Field(default=None, ge=0, le=8)
+    signed: bool | None = None
+
+    @field_validator("di")
+    @classmethod
+    def _di(cls, v: str) -> str:
+        return _check_di(v)
+
+
+class Dlt645Device(DeviceConfig):
+    """One electricity meter: 12-digit BCD address, protocol version, DIs added for this model."""
+
+    address: str = Field(pattern=r"^[0-9]{12}$", description="12 BCD digits as printed on the meter")
+    version: Literal["2007", "1997"] = "2007"
+    preamble: bool = Field(default=True, description="send FE FE FE FE before each request")
+    extra_dis: dict[str, DataItemConfig] = Field(default_factory=dict)
+    points: dict[str, Dlt645Point] = Field(default_factory=dict)  # type: ignore[assignment]
+
+    @field_validator("address", mode="before")
+    @classmethod
+    def _address(cls, v: object) -> object:
+        # TOML lets an installer write the address as a number; keep the leading zeros
+        if isinstance(v, int) and not isinstance(v, bool):
+            return f"{v:012d}"
+        return v
+
+    @field_validator("extra_dis")
+    @classmethod
+    def _extra(cls, v: dict[str, DataItemConfig]) -> dict[str, DataItemConfig]:
+        return {_check_di(k): item for k, item in v.items()}

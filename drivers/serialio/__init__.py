@@ -1,0 +1,14 @@
+"""Shared async serial transport of the RS-485 meter drivers (DL/T 645, CJ/T 188) and fire panels."""
+
+from drivers.serialio._config import MeterSerialSettings, SerialBusConfig
+from drivers.serialio._line import FrameAssembler, LineTiming, ReplyTimeout, SerialLine, byte_time_s
+
+__all__ = [
+    "FrameAssembler",
+    "LineTiming",
+    "MeterSerialSettings",
+    "ReplyTimeout",
+    "SerialBusConfig",
+    "SerialLine",
+    "byte_time_s",
+]

@@ -1,0 +1,271 @@
+"""An async RS-485 / RS-232 line: one port, one master, half duplex.
+
+The line owns the pyserial port (through pyserial-asyncio-fast, which opens it in an executor so the
+event loop never blocks) and offers the two things the meter drivers need:
+
+- `transact(request, assembler, timeout_s=...)`: drain stale input, keep the inter-frame gap, send,
+  and return the first frame the assembler completes. It returns as soon as the last byte of the
+  reply arrives, never on a timer, so a poll cycle costs little more than the wire time.
+- `receive()`: the next chunk of a stream the device pushes (fire panel printer port).
+
+An unplugged USB adapter shows up as EIO/ENODEV, a vanished device node or end of stream. The line
+then closes itself and raises `ChannelError`; the next call reopens the port, so the devices come
+back as soon as the adapter does, without restarting the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+import serial
+import serial_asyncio_fast
+
+from gateway.api import ChannelError, FrameError, SerialSettings, TransientError
+
+F = TypeVar("F")
+F_co = TypeVar("F_co", covariant=True)
+
+
+class FrameAssembler(Protocol[F_co]):
+    """An incremental parser: bytes in, complete frames out. One per transaction or stream."""
+
+    def feed(self, data: bytes) -> Sequence[F_co]:
+        """Add bytes; return every frame they completed (possibly none)."""
+        ...
+
+    def pending(self) -> bytes:
+        """Bytes held that may still become a frame (a truncated frame if the line stays quiet)."""
+        ...
+
+    def rejected(self) -> list[FrameError]:
+        """Candidate frames thrown away since the last call (bad checksum, bad end byte...)."""
+        ...
+
+
+class ReplyTimeout(TransientError):
+    """No acceptable frame arrived in time. Carries what did arrive so the caller can tell a silent
+    device from a garbled or truncated reply."""
+
+    def __init__(self, timeout_s: float, received: bytes, rejected: tuple[FrameError, ...]) -> None:
+        self.timeout_s = timeout_s
+        self.received = received
+        self.rejected = rejected
+        super().__init__(f"no complete reply within {timeout_s:g} s ({len(received)} bytes received)")
+
+
+def byte_time_s(settings: SerialSettings) -> float:
+    """Wire time of one character: start bit + data bits + parity bit + stop bits."""
+    bits = 1 + settings.bytesize + (0 if settings.parity == "N" else 1) + settings.stopbits
+    return bits / settings.baudrate
+
+
+@dataclass(frozen=True, slots=True)
+class LineTiming:
+    """Half-duplex timing of one line.
+
+    `gap_s`: silence kept between the end of one frame and the next request; meters need it to turn
+    their RS-485 driver around (DL/T 645 slaves wait 20 ms or more before answering, and many drop a
+    request that follows their reply too closely).
+    """
+
+    gap_s: float = 0.02
+
+
+class _LineProtocol(asyncio.Protocol):
+    """Collects received bytes and wakes the waiting reader; records why the port went away."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.lost: BaseException | None = None
+        self.closed = False
+        self.last_rx = 0.0
+        self._waiter: asyncio.Event = asyncio.Event()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self.last_rx = time.monotonic()
+        self._waiter.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.lost = exc
+        self._waiter.set()
+
+    async def wait(self, limit_s: float) -> None:
+        self._waiter.clear()
+        if self.buffer or self.closed:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._waiter.wait(), limit_s)
+
+    def take(self) -> bytes:
+        data = bytes(self.buffer)
+        self.buffer.clear()
+        return data
+
+
+class SerialLine:
+    """One serial port shared by every device of a bus. Not reentrant: the bus owner serializes use.
+
+    Use as `async with SerialLine(bus_id, settings) as line:` or call `open()` / `close()`.
+    """
+
+    def __init__(
+        self,
+        bus_id: str,
+        settings: SerialSettings,
+        *,
+        timing: LineTiming | None = None,
+    ) -> None:
+        self.bus_id = bus_id
+        self.settings = settings
+        self.timing = timing or LineTiming()
+        self._transport: asyncio.Transport | None = None
+        self._protocol: _LineProtocol | None = None
+        self._last_activity = 0.0
+        self._lock = asyncio.Lock()
+        self.opens = 0  # how often the port was opened: > 1 means it came back after a loss
+
+    @property
+    def is_open(self) -> bool:
+        return self._protocol is not None and not self._protocol.closed
+
+    async def __aenter__(self) -> SerialLine:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Open the port (no-op when open). Raises ChannelError when it is missing or busy."""
+        if self.is_open:
+            return
+        await self.close()
+        loop = asyncio.get_running_loop()
+        protocol = _LineProtocol()
+        s = self.settings
+        try:
+            transport, _ = await serial_asyncio_fast.create_serial_connection(
+                loop,
+                lambda: protocol,
+                s.port,
+                baudrate=s.baudrate,
+                bytesize=s.bytesize,
+                parity=s.parity,
+                stopbits=s.stopbits,
+                exclusive=True,
+            )
+        except (OSError, serial.SerialException, ValueError) as err:
+            raise ChannelError(self.bus_id, f"cannot open {s.port}: {err}") from err
+        self._transport = transport
+        self._protocol = protocol
+        self._last_activity = 0.0
+        self.opens += 1
+
+    async def close(self) -> None:
+        """Close the port; safe to call twice or after a failed open."""
+        transport, self._transport, self._protocol = self._transport, None, None
+        if transport is not None:
+            with contextlib.suppress(Exception):
+                transport.close()
+            # let the transport finish connection_lost before the port can be reopened
+            await asyncio.sleep(0)
+
+    def _lost(self, reason: str, err: BaseException | None = None) -> ChannelError:
+        channel_error = ChannelError(self.bus_id, f"{self.settings.port}: {reason}")
+        if err is not None:
+            channel_error.__cause__ = err
+        return channel_error
+
+    async def _ready(self) -> _LineProtocol:
+        await self.open()
+        protocol = self._protocol
+        if protocol is None:  # pragma: no cover - open() either sets it or raises
+            raise self._lost("not open")
+        return protocol
+
+    def _check(self, protocol: _LineProtocol) -> None:
+        if protocol.closed:
+            err = protocol.lost
+            self._transport = None
+            self._protocol = None
+            reason = f"port lost ({err})" if err else "port closed by the device (end of stream)"
+            raise self._lost(reason, err)
+
+    async def transact(
+        self,
+        request: bytes,
+        assembler: FrameAssembler[F],
+        *,
+        timeout_s: float,
+        accept: Callable[[F], bool] | None = None,
+    ) -> F:
+        """Send `request` and return the first frame `assembler` completes that `accept` takes.
+
+        Raises ReplyTimeout (with the bytes seen) when nothing acceptable completes in `timeout_s`
+        seconds after the request left, ChannelError when the port is gone.
+        """
+        async with self._lock:
+            protocol = await self._ready()
+            self._check(protocol)
+            wait = self._last_activity + self.timing.gap_s - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            protocol.take()  # stale bytes: a late reply to an earlier request, line noise
+            assert self._transport is not None
+            try:
+                self._transport.write(request)
+            except (OSError, serial.SerialException) as err:
+                await self.close()
+                raise self._lost(f"write failed: {err}", err) from err
+            sent_at = time.monotonic()
+            # the reply cannot start before the request has left the wire
+            deadline = sent_at + timeout_s + len(request) * byte_time_s(self.settings)
+            received = bytearray()
+            rejected: list[FrameError] = []
+            try:
+                while True:
+                    chunk = protocol.take()
+                    if chunk:
+                        received += chunk
+                        for frame in assembler.feed(chunk):
+                            if accept is None or accept(frame):
+                                return frame
+                        rejected += assembler.rejected()
+                    self._check(protocol)
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise ReplyTimeout(timeout_s, bytes(received), tuple(rejected))
+                    await protocol.wait(left)
+            finally:
+                self._last_activity = time.monotonic()
+
+    async def send(self, data: bytes) -> None:
+        """Send without waiting for a reply (broadcasts)."""
+        async with self._lock:
+            protocol = await self._ready()
+            self._check(protocol)
+            assert self._transport is not None
+            self._transport.write(data)
+            self._last_activity = time.monotonic() + len(data) * byte_time_s(self.settings)
+
+    async def receive(self, wait_s: float | None = None) -> bytes:
+        """The next bytes the device sends (empty on timeout). Raises ChannelError when the port is
+        gone; the next call reopens it."""
+        protocol = await self._ready()
+        deadline = None if wait_s is None else time.monotonic() + wait_s
+        while True:
+            chunk = protocol.take()
+            if chunk:
+                return chunk
+            self._check(protocol)
+            left = 3600.0 if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                return b""
+            await protocol.wait(left)
