@@ -189,7 +189,7 @@ async def test_exception_reply_marks_points_bad_but_device_stays_online() -> Non
 
 
 async def test_writes_and_reads_go_through_the_owner_between_polls() -> None:
-    owner, driver, sink = make(2)
+    owner, driver, _ = make(2)
     task = asyncio.create_task(owner.run())
     await asyncio.sleep(0.05)
     await owner.write("d0", "w", 7)
@@ -203,7 +203,7 @@ async def test_writes_and_reads_go_through_the_owner_between_polls() -> None:
 
 
 async def test_channel_that_cannot_open_is_retried_and_jobs_fail_clearly() -> None:
-    owner, driver, sink = make(1, backoff_initial_s=0.2)
+    owner, driver, _ = make(1, backoff_initial_s=0.2)
     driver.open_fails = 2
     task = asyncio.create_task(owner.run())
     await asyncio.sleep(0.01)
