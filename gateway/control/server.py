@@ -1,0 +1,77 @@
+"""The local control socket the CLI and the status page use while the gateway runs.
+
+A Unix socket readable by the gateway's user and group only (mode 0660): local technicians in the
+service's group may ask; nobody on the network can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from gateway.api import GatewayError
+from gateway.control.protocol import MAX_LINE, decode, encode
+
+log = logging.getLogger("citynerve.control")
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+class ControlServer:
+    """Serves `handlers[op](request)` on a Unix socket until cancelled."""
+
+    def __init__(self, path: Path, handlers: dict[str, Handler]) -> None:
+        self.path = path
+        self.handlers = handlers
+
+    async def run(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()  # a stale socket from a killed run; the run lock proves it is ours
+        server = await asyncio.start_unix_server(self._client, path=str(self.path), limit=MAX_LINE)
+        os.chmod(self.path, 0o660)
+        try:
+            async with server:
+                await server.serve_forever()
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                writer.write(encode(await self._answer(line)))
+                await writer.drain()
+        except (ConnectionError, asyncio.LimitOverrunError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+    async def _answer(self, line: bytes) -> dict[str, Any]:
+        try:
+            request = decode(line)
+        except (json.JSONDecodeError, ValueError, UnicodeDecodeError) as err:
+            return _error("BadRequest", f"not a JSON object: {err}")
+        op = request.get("op")
+        handler = self.handlers.get(op) if isinstance(op, str) else None
+        if handler is None:
+            return _error("BadRequest", f"unknown op {op!r} (ops: {', '.join(sorted(self.handlers))})")
+        try:
+            return {"ok": True, "result": await handler(request)}
+        except GatewayError as err:
+            return _error(type(err).__name__, str(err))
+        except (KeyError, TypeError, ValueError) as err:
+            return _error("BadRequest", f"bad arguments for {op}: {err}")
+        except Exception as err:  # a bug in one handler must not take the gateway down
+            log.exception("control op %s failed", op)
+            return _error(type(err).__name__, str(err))
+
+
+def _error(type_: str, message: str) -> dict[str, Any]:
+    return {"ok": False, "error": {"type": type_, "message": message}}
