@@ -1,0 +1,263 @@
+"""The reading pipeline: driver samples -> normalize -> rules -> report by exception -> outbox writer."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from gateway.api import DeviceConfig, Event, PointConfig, Quality, Reading, SampleBatch, Value
+
+log = logging.getLogger(__name__)
+
+_GOOD, _BAD, _STALE = Quality.GOOD, Quality.BAD, Quality.STALE
+
+
+class RulesHook(Protocol):
+    """What the rules engine offers the pipeline."""
+
+    def evaluate(self, readings: Sequence[Reading]) -> Sequence[Event]:
+        """See every normalized reading (reported or not); return the events they cause."""
+        ...
+
+    def tick(self, now: float) -> Sequence[Event]:
+        """Time passed (missing-data and hold-time rules); return the events that causes."""
+        ...
+
+
+class NoRules:
+    """The rules hook when no rules are configured: no events."""
+
+    def evaluate(self, readings: Sequence[Reading]) -> Sequence[Event]:
+        return ()
+
+    def tick(self, now: float) -> Sequence[Event]:
+        return ()
+
+
+_NO_RULES = NoRules()
+
+
+class ReadingSink(Protocol):
+    """Where the pipeline delivers what must be stored (OutboxWriter is one)."""
+
+    def put_readings(self, readings: Sequence[Reading]) -> None: ...
+
+    def put_event(self, event: Event) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineCounters:
+    readings_in: int  # samples received for known points
+    reported: int  # readings passed to the sink
+    suppressed: int  # readings held back by report by exception
+    unknown_points: int  # samples for points not in the device's config (or disabled), dropped
+    unknown_devices: int  # batches from devices the pipeline does not know, dropped
+    bad_values: int  # samples whose value was unusable (NaN, infinity, odd type): stored as BAD
+    rule_errors: int  # exceptions raised by the rules hook (logged, never raised to the bus)
+    events: int  # events passed to the sink
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Point:
+    """Per point: how to normalize it and what was last reported (mutable, hot path)."""
+
+    __slots__ = (
+        "deadband",
+        "identity",
+        "last",
+        "last_q",
+        "last_ts",
+        "last_v",
+        "max_interval",
+        "name",
+        "offset",
+        "scale",
+        "stale_sent",
+        "unit",
+    )
+
+    def __init__(self, name: str, cfg: PointConfig) -> None:
+        self.name = name
+        self.scale = cfg.scale
+        self.offset = cfg.offset
+        # Keep ints as ints (counters, status words) when no scaling is configured.
+        self.identity = cfg.scale == 1.0 and cfg.offset == 0.0
+        self.unit = cfg.unit
+        self.deadband = cfg.deadband
+        self.max_interval = cfg.max_interval_s
+        self.last: Reading | None = None  # last normalized reading (for status)
+        self.last_v: Value = None  # last reported value
+        self.last_ts: float | None = None  # when it was reported; None: report the next one
+        self.last_q: Quality = _GOOD
+        self.stale_sent = False
+
+
+class Pipeline:
+    """Turns driver batches into stored readings. Synchronous and fast: the bus owners call it.
+
+    For each sample of a known point: normalize (value * scale + offset for numbers; bool and
+    str untouched; None, NaN and infinities become value None with quality BAD; unit from the
+    point config), give every normalized reading to the rules, then report by exception: a reading
+    goes to the sink when it is the point's first, its quality changed, a number moved more than
+    the deadband (deadband 0: any change), any other value changed, `max_interval_s` passed since
+    the last report, or the clock went backwards. Nothing here raises to the caller.
+    """
+
+    def __init__(
+        self,
+        devices: Mapping[str, DeviceConfig],
+        sink: ReadingSink,
+        rules: RulesHook = _NO_RULES,
+    ) -> None:
+        self.sink = sink
+        self.rules = rules
+        self._points: dict[str, dict[str, _Point]] = {
+            dev_id: {name: _Point(name, p) for name, p in dev.points.items() if p.enabled}
+            for dev_id, dev in devices.items()
+        }
+        self.readings_in = 0
+        self.reported = 0
+        self.suppressed = 0
+        self.unknown_points = 0
+        self.unknown_devices = 0
+        self.bad_values = 0
+        self.rule_errors = 0
+        self.events = 0
+
+    def submit(self, batch: SampleBatch) -> None:
+        """Normalize, evaluate rules, report by exception, hand to the sink."""
+        points = self._points.get(batch.device_id)
+        if points is None:
+            self.unknown_devices += 1
+            return
+        device_id = batch.device_id
+        ts = batch.ts
+        normalized: list[Reading] = []
+        reported: list[Reading] = []
+        unknown = 0
+        for sample in batch.samples:
+            pt = points.get(sample.point)
+            if pt is None:
+                unknown += 1
+                continue
+            v = sample.value
+            q = sample.quality
+            t = type(v)
+            if t is float or t is int:
+                if not pt.identity:
+                    v = v * pt.scale + pt.offset  # type: ignore[operator]
+                if (t is float or not pt.identity) and not -math.inf < v < math.inf:  # type: ignore[operator]
+                    v = None  # NaN or infinity: the device sent something unusable
+                    q = _BAD
+                    self.bad_values += 1
+            elif v is None:
+                q = _BAD
+            elif t is not bool and t is not str:
+                v, q = self._odd_value(v, pt)
+            reading = Reading(device_id, pt.name, v, pt.unit, ts, q)
+            pt.last = reading
+            normalized.append(reading)
+            # Report by exception.
+            last_ts = pt.last_ts
+            if last_ts is not None and q is pt.last_q and ts >= last_ts and ts - last_ts < pt.max_interval:
+                lv = pt.last_v
+                lt = type(lv)
+                if (t is float or t is int) and (lt is float or lt is int):
+                    if not abs(v - lv) > pt.deadband:  # type: ignore[operator]
+                        continue
+                elif lt is type(v) and lv == v:
+                    continue
+            pt.last_v = v
+            pt.last_ts = ts
+            pt.last_q = q
+            pt.stale_sent = False
+            reported.append(reading)
+        n = len(normalized)
+        self.readings_in += n
+        self.unknown_points += unknown
+        if not n:
+            return
+        self.reported += len(reported)
+        self.suppressed += n - len(reported)
+        try:
+            events = self.rules.evaluate(normalized)
+        except Exception:
+            self.rule_errors += 1
+            log.exception("rules failed on a batch from %s", device_id)
+            events = ()
+        for event in events:
+            self.event(event)
+        if reported:
+            self.sink.put_readings(reported)
+
+    def _odd_value(self, v: object, pt: _Point) -> tuple[Value, Quality]:
+        # Drivers should give bool/int/float/str/None; anything else (Decimal, numpy...) is
+        # converted when it is a plain number, else stored as None with quality BAD.
+        try:
+            f = float(v)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            f = math.nan
+        if math.isfinite(f):
+            return (f if pt.identity else f * pt.scale + pt.offset), _GOOD
+        self.bad_values += 1
+        log.debug("point %s: unusable value %r", pt.name, v)
+        return None, _BAD
+
+    def event(self, event: Event) -> None:
+        """An event from a bus (device online/offline...) or from rules: straight to the sink."""
+        self.events += 1
+        self.sink.put_event(event)
+
+    def tick(self, now: float) -> None:
+        """Let time-based rules run (the runtime calls this about once a second)."""
+        try:
+            events = self.rules.tick(now)
+        except Exception:
+            self.rule_errors += 1
+            log.exception("rules tick failed")
+            return
+        for event in events:
+            self.event(event)
+
+    def mark_offline(self, device_id: str, ts: float) -> None:
+        """The device stopped answering: report each point's last value once with quality STALE, so
+        the platform shows it unavailable rather than frozen, and reset report by exception so the
+        first good reading after recovery is always reported. Points never read are skipped."""
+        points = self._points.get(device_id)
+        if points is None:
+            self.unknown_devices += 1
+            return
+        stale: list[Reading] = []
+        for pt in points.values():
+            if pt.last is None or pt.stale_sent:
+                continue
+            reading = Reading(device_id, pt.name, pt.last.value, pt.unit, ts, _STALE)
+            pt.last = reading
+            pt.stale_sent = True
+            pt.last_ts = None
+            stale.append(reading)
+        if stale:
+            self.reported += len(stale)
+            self.sink.put_readings(stale)
+
+    def latest(self, device_id: str) -> dict[str, Reading]:
+        """The last normalized reading per point (STALE ones while offline), for status pages."""
+        points = self._points.get(device_id, {})
+        return {name: pt.last for name, pt in points.items() if pt.last is not None}
+
+    def counters(self) -> PipelineCounters:
+        return PipelineCounters(
+            readings_in=self.readings_in,
+            reported=self.reported,
+            suppressed=self.suppressed,
+            unknown_points=self.unknown_points,
+            unknown_devices=self.unknown_devices,
+            bad_values=self.bad_values,
+            rule_errors=self.rule_errors,
+            events=self.events,
+        )

@@ -1,0 +1,34 @@
+"""The SQLite outbox: every reading and event waits here, durably, until the uplink has sent it.
+
+- `Outbox`: synchronous, one thread. `AsyncOutbox`: the same on a dedicated worker thread, for
+  asyncio code (sqlite never runs on the event loop). `OutboxWriter`: batches the pipeline's
+  output into few commits, events first.
+- See docs/store.md for the layout, the retention policy and what survives a power cut.
+"""
+
+from gateway.store._async import AsyncOutbox, CommitCallback
+from gateway.store._config import StoreConfig
+from gateway.store._errors import RecordError, SchemaVersionError, StoreBusyError, StoreError
+from gateway.store._outbox import Outbox, OutboxRow
+from gateway.store._schema import latest_version as schema_version
+from gateway.store._stats import Lane, LaneStats, StoreStats, read_stats
+from gateway.store._writer import OutboxWriter, WriterCounters
+
+__all__ = [
+    "AsyncOutbox",
+    "CommitCallback",
+    "Lane",
+    "LaneStats",
+    "Outbox",
+    "OutboxRow",
+    "OutboxWriter",
+    "RecordError",
+    "SchemaVersionError",
+    "StoreBusyError",
+    "StoreConfig",
+    "StoreError",
+    "StoreStats",
+    "WriterCounters",
+    "read_stats",
+    "schema_version",
+]

@@ -1,0 +1,155 @@
+"""`AsyncOutbox`: the outbox for asyncio code. SQLite runs on one dedicated thread, never on the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from gateway.api import Event, Reading
+from gateway.store._config import MIB, StoreConfig
+from gateway.store._errors import StoreError
+from gateway.store._outbox import Outbox, OutboxRow, Synchronous
+from gateway.store._stats import Lane, StoreStats
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+CommitCallback = Callable[[Lane, int], None]
+
+
+class AsyncOutbox:
+    """An `Outbox` owned by one worker thread; every method is a coroutine that runs there.
+
+    Use as `async with AsyncOutbox(path) as ob:`. Satisfies `gateway.api.StateStore` (get/put).
+    Readers (the uplink) register `on_commit` to learn, on the event loop, the last seq committed
+    to a lane, instead of polling the file.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_bytes: int = 256 * MIB,
+        synchronous: Synchronous = "full",
+    ) -> None:
+        self.path = os.fspath(path)
+        self._max_bytes = max_bytes
+        self._synchronous: Synchronous = synchronous
+        self._executor: ThreadPoolExecutor | None = None
+        self._outbox: Outbox | None = None
+        self._callbacks: list[CommitCallback] = []
+
+    @classmethod
+    def from_config(cls, config: StoreConfig) -> AsyncOutbox:
+        """From the `[store]` config table (its path already resolved by the config loader)."""
+        return cls(config.path, max_bytes=config.max_bytes, synchronous=config.synchronous)
+
+    async def open(self) -> None:
+        """Open the file on the worker thread (migrating it if needed). Raises StoreError."""
+        if self._outbox is not None:
+            return
+        # One thread for the connection's whole life: sqlite3 objects stay on the thread that made them.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
+        try:
+            self._outbox = await self._run(
+                functools.partial(
+                    Outbox, self.path, max_bytes=self._max_bytes, synchronous=self._synchronous
+                ),
+                opening=True,
+            )
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise
+
+    async def close(self) -> None:
+        """Close the file and stop the worker thread (idempotent)."""
+        if self._executor is None:
+            return
+        outbox, self._outbox = self._outbox, None
+        executor, self._executor = self._executor, None
+        if outbox is not None:
+            await asyncio.get_running_loop().run_in_executor(executor, outbox.close)
+        executor.shutdown(wait=False)
+
+    async def __aenter__(self) -> AsyncOutbox:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _run(self, fn: Callable[[], T], *, opening: bool = False) -> T:
+        if self._executor is None or (self._outbox is None and not opening):
+            raise StoreError(self.path, "outbox is not open")
+        # shield: a cancelled caller must not leave us unsure whether a commit happened; the
+        # thread finishes the call either way and the result is simply not awaited.
+        return await asyncio.shield(asyncio.get_running_loop().run_in_executor(self._executor, fn))
+
+    def _ob(self) -> Outbox:
+        if self._outbox is None:
+            raise StoreError(self.path, "outbox is not open")
+        return self._outbox
+
+    def on_commit(self, callback: CommitCallback) -> None:
+        """Call `callback(lane, last_seq)` on the event loop after each commit that added rows to lane."""
+        self._callbacks.append(callback)
+
+    async def append(self, readings: Sequence[Reading], events: Sequence[Event]) -> tuple[int, int]:
+        """`Outbox.append` on the worker thread, then the on_commit callbacks (events lane first)."""
+        ob = self._ob()
+        first, last = await self._run(functools.partial(ob.append, readings, events))
+        if last >= first and self._callbacks:
+            if events:
+                self._notify(Lane.EVENT, last)
+            if readings:
+                self._notify(Lane.TELEMETRY, first + len(readings) - 1)
+        return first, last
+
+    def _notify(self, lane: Lane, seq: int) -> None:
+        for cb in list(self._callbacks):
+            try:
+                cb(lane, seq)
+            except Exception:
+                # A reader's bug must not fail the writer's commit (which is already durable).
+                log.exception("outbox on_commit callback %r failed", cb)
+
+    async def peek(self, lane: Lane, *, after_seq: int = 0, limit: int = 1000) -> list[OutboxRow]:
+        ob = self._ob()
+        return await self._run(functools.partial(ob.peek, lane, after_seq=after_seq, limit=limit))
+
+    async def ack(self, lane: Lane, upto_seq: int) -> int:
+        ob = self._ob()
+        return await self._run(functools.partial(ob.ack, lane, upto_seq))
+
+    async def ack_seqs(self, seqs: Iterable[int]) -> int:
+        ob = self._ob()
+        return await self._run(functools.partial(ob.ack_seqs, list(seqs)))
+
+    async def stats(self) -> StoreStats:
+        ob = self._ob()
+        return await self._run(ob.stats)
+
+    async def get(self, key: str) -> str | None:
+        """StateStore.get: a small durable value or None."""
+        ob = self._ob()
+        return await self._run(functools.partial(ob.get_state, key))
+
+    async def put(self, key: str, value: str) -> None:
+        """StateStore.put: set a small durable value; committed when this returns."""
+        ob = self._ob()
+        await self._run(functools.partial(ob.put_state, key, value))
+
+    @property
+    def next_seq(self) -> int:
+        """The seq the next appended row will get (as of the last finished call)."""
+        return self._ob().next_seq
+
+    def __repr__(self) -> str:
+        state = "open" if self._outbox is not None else "closed"
+        return f"<AsyncOutbox {self.path} {state}>"

@@ -1,0 +1,375 @@
+"""The outbox: a SQLite file (WAL) holding every reading and event until the uplink has sent it.
+
+Synchronous and single-threaded on purpose: `AsyncOutbox` runs one of these on its own thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from gateway.api import Event, Quality, Reading
+from gateway.store._codec import (
+    BIGINT,
+    BOOL,
+    NAN,
+    QUALITY_CODE,
+    decode_event,
+    decode_reading,
+    encode_event,
+)
+from gateway.store._config import MIB
+from gateway.store._errors import SchemaVersionError, StoreBusyError, StoreError
+from gateway.store._schema import current_version, latest_version, migrate
+from gateway.store._stats import LANE_DROPPED_KEY, LANE_TABLE, Lane, StoreStats, query_stats
+
+log = logging.getLogger(__name__)
+
+Synchronous = Literal["normal", "full"]
+
+_GOOD = QUALITY_CODE[Quality.GOOD]
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+# Trim a little below the cap so that a full outbox does not trim on every single append.
+_TRIM_TARGET = 0.98
+# First guesses of bytes per row, refined from what each trim actually frees.
+_ROW_BYTES_GUESS = {Lane.EVENT: 256.0, Lane.TELEMETRY: 32.0}
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One queued record with its seq (unique per gateway across lanes, never reused)."""
+
+    seq: int
+    lane: Lane
+    ts: float
+    record: Reading | Event
+
+
+def _busy_or_store(path: str, err: sqlite3.Error) -> StoreError | StoreBusyError:
+    """Classify a SQLite error: locked/full/IO may pass, the rest will not."""
+    code = getattr(err, "sqlite_errorcode", None)
+    transient = {
+        getattr(sqlite3, n, -1)
+        for n in ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_CANTOPEN")
+    }
+    if code is not None and (code & 0xFF) in transient:
+        return StoreBusyError(path, str(err))
+    return StoreError(path, str(err))
+
+
+class Outbox:
+    """Durable, ordered queue of readings (telemetry lane) and events (event lane).
+
+    - `seq`: one counter per gateway across both lanes, strictly increasing, kept in the file, so
+      it survives restarts and is never reused, even after every row was acknowledged.
+    - Size cap: when the used pages exceed `max_bytes`, the oldest telemetry is dropped first and
+      events only when no telemetry is left; every drop is counted per lane in the file.
+    - `synchronous="full"` makes every commit durable on power loss, "normal" on a process crash.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_bytes: int = 256 * MIB,
+        synchronous: Synchronous = "full",
+    ) -> None:
+        self.path = os.fspath(path)
+        self.max_bytes = max_bytes
+        self.synchronous = synchronous
+        self._series: dict[tuple[str, str, str], int] = {}
+        self._series_by_id: dict[int, tuple[str, str, str]] = {}
+        self._row_bytes = dict(_ROW_BYTES_GUESS)
+        parent = os.path.dirname(os.path.abspath(self.path))
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as err:
+            raise StoreError(self.path, f"cannot create directory {parent}: {err.strerror}") from err
+        try:
+            self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
+        except sqlite3.Error as err:
+            raise StoreError(self.path, f"cannot open: {err}") from err
+        try:
+            self._setup()
+        except sqlite3.DatabaseError as err:
+            self._conn.close()
+            raise StoreError(self.path, f"not a usable outbox file: {err}") from err
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _setup(self) -> None:
+        conn = self._conn
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(self.path, f"cannot switch to WAL mode (got {mode})")
+        conn.execute(f"PRAGMA synchronous = {'FULL' if self.synchronous == 'full' else 'NORMAL'}")
+        # Keep the -wal file from growing without bound after a large burst.
+        conn.execute(f"PRAGMA journal_size_limit = {8 * MIB:d}")
+        found = current_version(conn)
+        if found > latest_version():
+            raise SchemaVersionError(self.path, found, latest_version())
+        applied = migrate(conn)
+        if applied:
+            log.info("outbox %s: schema migrated to version %d", self.path, applied[-1])
+        self._page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        self._next_seq = self._counter("next_seq")
+        for sid, dev, point, unit in conn.execute("SELECT id, device_id, point, unit FROM series"):
+            self._series[(dev, point, unit)] = sid
+            self._series_by_id[sid] = (dev, point, unit)
+
+    def _counter(self, name: str) -> int:
+        return int(self._conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0])
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def append(self, readings: Sequence[Reading], events: Sequence[Event]) -> tuple[int, int]:
+        """Store readings then events in ONE transaction; returns (first_seq, last_seq).
+
+        Seqs are given in argument order, readings first. (0, -1) when both are empty.
+        Raises RecordError (before touching the file) for a record that cannot be stored.
+        """
+        n = len(readings) + len(events)
+        if n == 0:
+            return (0, -1)
+        # Encode events first: a bad one fails the call before anything is written.
+        bodies = [encode_event(e) for e in events]
+        first = self._next_seq
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if readings:
+                    conn.executemany(
+                        "INSERT INTO readings (seq, ts, series, kind, value) VALUES (?, ?, ?, ?, ?)",
+                        self._reading_rows(readings, first),
+                    )
+                if events:
+                    start = first + len(readings)
+                    conn.executemany(
+                        "INSERT INTO events (seq, ts, body) VALUES (?, ?, ?)",
+                        [(start + i, e.ts, b) for i, (e, b) in enumerate(zip(events, bodies, strict=True))],
+                    )
+                conn.execute("UPDATE counters SET value = ? WHERE name = 'next_seq'", (first + n,))
+                self._enforce_cap()
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                self._reload_series()
+                raise
+        except sqlite3.Error as err:
+            raise _busy_or_store(self.path, err) from err
+        self._next_seq = first + n
+        return (first, first + n - 1)
+
+    def _reading_rows(self, readings: Sequence[Reading], first: int) -> list[tuple[object, ...]]:
+        # The hot path: one tuple per reading, common types handled inline.
+        series = self._series
+        rows: list[tuple[object, ...]] = []
+        append = rows.append
+        seq = first
+        quality_code = QUALITY_CODE
+        for r in readings:
+            key = (r.device_id, r.point, r.unit)
+            sid = series.get(key)
+            if sid is None:
+                sid = self._new_series(key)
+            v = r.value
+            t = type(v)
+            kind = 0 if r.quality is Quality.GOOD else quality_code[r.quality] * 4
+            if t is float:
+                if v != v:  # NaN
+                    kind += NAN
+                    v = None
+            elif t is bool:
+                kind += BOOL
+                v = int(v)  # type: ignore[arg-type]
+            elif t is int:
+                if not _INT64_MIN <= v <= _INT64_MAX:  # type: ignore[operator]
+                    kind += BIGINT
+                    v = str(v)
+            elif v is not None and t is not str:
+                from gateway.store._codec import encode_value
+
+                code, v = encode_value(v)
+                kind += code
+            append((seq, r.ts, sid, kind, v))
+            seq += 1
+        return rows
+
+    def _new_series(self, key: tuple[str, str, str]) -> int:
+        cur = self._conn.execute("INSERT INTO series (device_id, point, unit) VALUES (?, ?, ?)", key)
+        sid = int(cur.lastrowid or 0)
+        self._series[key] = sid
+        self._series_by_id[sid] = key
+        return sid
+
+    def _reload_series(self) -> None:
+        # After a rollback, series ids created in that transaction no longer exist.
+        self._series.clear()
+        self._series_by_id.clear()
+        for sid, dev, point, unit in self._conn.execute("SELECT id, device_id, point, unit FROM series"):
+            self._series[(dev, point, unit)] = sid
+            self._series_by_id[sid] = (dev, point, unit)
+
+    def _used_bytes(self) -> int:
+        pages = self._conn.execute("PRAGMA page_count").fetchone()[0]
+        free = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
+        return int(pages - free) * self._page_size
+
+    def _enforce_cap(self) -> None:
+        """Inside the append's transaction: drop oldest telemetry, then oldest events, until the
+        used pages fit under the cap again. Drops are counted in the same transaction."""
+        used = self._used_bytes()
+        if used <= self.max_bytes:
+            return
+        target = int(self.max_bytes * _TRIM_TARGET)
+        for lane in (Lane.TELEMETRY, Lane.EVENT):
+            table = LANE_TABLE[lane]
+            while used > target:
+                excess = used - target
+                n = max(16, math.ceil(excess / self._row_bytes[lane]))
+                cut = self._conn.execute(
+                    f"SELECT seq FROM {table} ORDER BY seq LIMIT 1 OFFSET ?", (n - 1,)
+                ).fetchone()
+                if cut is None:
+                    cur = self._conn.execute(f"DELETE FROM {table}")
+                else:
+                    cur = self._conn.execute(f"DELETE FROM {table} WHERE seq <= ?", (cut[0],))
+                dropped = cur.rowcount
+                if dropped <= 0:
+                    break
+                self._conn.execute(
+                    "UPDATE counters SET value = value + ? WHERE name = ?", (dropped, LANE_DROPPED_KEY[lane])
+                )
+                log.warning(
+                    "outbox %s over %d bytes: dropped %d oldest %s rows",
+                    self.path,
+                    self.max_bytes,
+                    dropped,
+                    lane.name.lower(),
+                )
+                now = self._used_bytes()
+                freed = used - now
+                if freed > 0:
+                    # Learn the real row size so the next trim removes about what is needed.
+                    self._row_bytes[lane] = max(8.0, freed / dropped)
+                used = now
+            if used <= target:
+                return
+        if used > self.max_bytes:
+            log.error(
+                "outbox %s: %d bytes used with both lanes empty (cap %d)", self.path, used, self.max_bytes
+            )
+
+    # -- reading and acknowledging ---------------------------------------------------------------
+
+    def peek(self, lane: Lane, *, after_seq: int = 0, limit: int = 1000) -> list[OutboxRow]:
+        """Up to `limit` queued rows of `lane` with seq > after_seq, in seq order."""
+        try:
+            if lane is Lane.TELEMETRY:
+                by_id = self._series_by_id
+                rows = self._conn.execute(
+                    "SELECT seq, ts, series, kind, value FROM readings WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (after_seq, limit),
+                ).fetchall()
+                out = []
+                for seq, ts, sid, kind, raw in rows:
+                    dev, point, unit = by_id[sid]
+                    if kind == 0:
+                        rec = Reading(dev, point, raw, unit, ts)
+                    else:
+                        rec = decode_reading(dev, point, unit, ts, kind, raw)
+                    out.append(OutboxRow(seq, Lane.TELEMETRY, ts, rec))
+                return out
+            rows = self._conn.execute(
+                "SELECT seq, ts, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+            ).fetchall()
+            return [OutboxRow(seq, Lane.EVENT, ts, decode_event(ts, body)) for seq, ts, body in rows]
+        except sqlite3.Error as err:
+            raise _busy_or_store(self.path, err) from err
+
+    def ack(self, lane: Lane, upto_seq: int) -> int:
+        """Delete `lane`'s rows with seq <= upto_seq (they reached the platform); returns how many."""
+        try:
+            cur = self._conn.execute(f"DELETE FROM {LANE_TABLE[Lane(lane)]} WHERE seq <= ?", (upto_seq,))
+        except sqlite3.Error as err:
+            raise _busy_or_store(self.path, err) from err
+        return max(cur.rowcount, 0)
+
+    def ack_seqs(self, seqs: Iterable[int]) -> int:
+        """Delete the rows with exactly these seqs (any lane); returns how many existed."""
+        params = [(int(s),) for s in seqs]
+        if not params:
+            return 0
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                n = 0
+                for table in LANE_TABLE.values():
+                    cur = conn.executemany(f"DELETE FROM {table} WHERE seq = ?", params)
+                    n += max(cur.rowcount, 0)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as err:
+            raise _busy_or_store(self.path, err) from err
+        return n
+
+    # -- state and figures -----------------------------------------------------------------------
+
+    def get_state(self, key: str) -> str | None:
+        """A small durable value (replay counter, rule state, ack position), or None if unset."""
+        try:
+            row = self._conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as err:
+            raise _busy_or_store(self.path, err) from err
+        return None if row is None else str(row[0])
+
+    def put_state(self, key: str, value: str) -> None:
+        """Set a small durable value; committed when this returns."""
+        try:
+            self._conn.execute(
+                "INSERT INTO state (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(key), str(value)),
+            )
+        except sqlite3.Error as err:
+            raise _busy_or_store(self.path, err) from err
+
+    @property
+    def next_seq(self) -> int:
+        """The seq the next appended row will get."""
+        return self._next_seq
+
+    def stats(self) -> StoreStats:
+        try:
+            self._conn.execute("BEGIN")
+            try:
+                return query_stats(self._conn, self.path)
+            finally:
+                self._conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            raise _busy_or_store(self.path, err) from err
+
+    def close(self) -> None:
+        """Close the file (idempotent). The WAL is checkpointed by SQLite on the last close."""
+        conn = getattr(self, "_conn", None)
+        if conn is not None:
+            conn.close()
+            self._conn = None  # type: ignore[assignment]
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

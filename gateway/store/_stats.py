@@ -1,0 +1,125 @@
+"""Outbox figures for people and programs: rows, oldest age and drops per lane, file size."""
+
+from __future__ import annotations
+
+import enum
+import os
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.store._errors import StoreError
+
+
+class Lane(enum.IntEnum):
+    """An outbox lane. Lower value = higher priority: events never wait behind telemetry."""
+
+    EVENT = 0
+    TELEMETRY = 1
+
+
+LANE_TABLE: dict[Lane, str] = {Lane.EVENT: "events", Lane.TELEMETRY: "readings"}
+LANE_DROPPED_KEY: dict[Lane, str] = {Lane.EVENT: "dropped.event", Lane.TELEMETRY: "dropped.telemetry"}
+
+
+@dataclass(frozen=True, slots=True)
+class LaneStats:
+    lane: Lane
+    rows: int
+    oldest_ts: float | None  # ts of the first queued row (lowest seq); None when empty
+    dropped: int  # rows removed by the size cap since the file was created
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lane": self.lane.name.lower(),
+            "rows": self.rows,
+            "oldest_ts": self.oldest_ts,
+            "dropped": self.dropped,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    path: str
+    file_bytes: int  # the main database file
+    schema_version: int
+    next_seq: int  # the seq the next appended row will get
+    lanes: tuple[LaneStats, ...]
+    wal_bytes: int = 0  # the -wal file beside it (0 when absent)
+
+    def lane(self, lane: Lane) -> LaneStats:
+        return next(s for s in self.lanes if s.lane is lane)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "file_bytes": self.file_bytes,
+            "wal_bytes": self.wal_bytes,
+            "schema_version": self.schema_version,
+            "next_seq": self.next_seq,
+            "lanes": [s.to_dict() for s in self.lanes],
+        }
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def query_stats(conn: sqlite3.Connection, path: str) -> StoreStats:
+    """Stats read through `conn` (any connection to a migrated file; runs in a read transaction)."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
+    lanes = []
+    for lane, table in LANE_TABLE.items():
+        rows = int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+        first = conn.execute(f"SELECT ts FROM {table} ORDER BY seq LIMIT 1").fetchone()
+        lanes.append(
+            LaneStats(
+                lane,
+                rows,
+                None if first is None else float(first[0]),
+                int(counters.get(LANE_DROPPED_KEY[lane], 0)),
+            )
+        )
+    return StoreStats(
+        path=path,
+        file_bytes=_size(path),
+        schema_version=version,
+        next_seq=int(counters["next_seq"]),
+        lanes=tuple(lanes),
+        wal_bytes=_size(path + "-wal"),
+    )
+
+
+def read_stats(path: str | os.PathLike[str]) -> StoreStats:
+    """Stats of an outbox file without writing to it: safe while the gateway runs (WAL readers
+    never block the writer). Raises StoreError for a missing file, not a database, or an outbox
+    whose schema this gateway does not know."""
+    from gateway.store._schema import latest_version
+
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        raise StoreError(p, "no such file")
+    try:
+        conn = sqlite3.connect(f"file:{_uri_path(p)}?mode=ro", uri=True, timeout=5.0)
+    except sqlite3.Error as err:
+        raise StoreError(p, f"cannot open: {err}") from err
+    try:
+        conn.execute("BEGIN")  # one snapshot for every figure
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version < 2 or version > latest_version():
+            raise StoreError(p, f"not an outbox this gateway can read (schema version {version})")
+        return query_stats(conn, p)
+    except sqlite3.Error as err:
+        raise StoreError(p, f"cannot read: {err}") from err
+    finally:
+        conn.close()
+
+
+def _uri_path(path: str) -> str:
+    from urllib.parse import quote
+
+    return quote(os.path.abspath(path))

@@ -1,0 +1,266 @@
+"""Outbox: seqs, lanes, exact round trips, acks, state, retention by size cap."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.api import Event, EventState, Quality, Reading, Severity
+from gateway.store import Lane, Outbox, RecordError, SchemaVersionError, StoreError, schema_version
+
+
+def reading(i: int, device: str = "meter-1", point: str = "flow", ts: float | None = None) -> Reading:
+    return Reading(device, point, float(i), "m3/h", 1_700_000_000.0 + i if ts is None else ts)
+
+
+def event(i: int, kind: str = "smoke") -> Event:
+    return Event(
+        device_id="smoke-3",
+        kind=kind,
+        state=EventState.RAISED,
+        severity=Severity.CRITICAL,
+        ts=1_700_000_000.5 + i,
+        rule="smoke.alarm",
+        value=True,
+        message=f"smoke in room {i}",
+        attrs={"location": {"address_code": "320508001", "floor": "3F"}, "component_code": "3205080101000001"},
+    )
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "var" / "outbox.db"
+
+
+def test_append_returns_seq_range_and_peek_reconstructs(db: Path) -> None:
+    with Outbox(db) as ob:
+        assert ob.append([], []) == (0, -1)
+        readings = [reading(i) for i in range(3)]
+        events = [event(0)]
+        assert ob.append(readings, events) == (1, 4)
+        rows = ob.peek(Lane.TELEMETRY)
+        assert [r.seq for r in rows] == [1, 2, 3]
+        assert [r.record for r in rows] == readings
+        assert all(r.lane is Lane.TELEMETRY and r.ts == r.record.ts for r in rows)
+        (ev,) = ob.peek(Lane.EVENT)
+        assert ev.seq == 4 and ev.lane is Lane.EVENT
+        assert ev.record == events[0]  # incl. attrs and id
+        assert isinstance(ev.record, Event) and ev.record.id == events[0].id
+
+
+def test_seq_monotonic_across_restart_and_full_ack(db: Path) -> None:
+    with Outbox(db) as ob:
+        ob.append([reading(i) for i in range(5)], [event(1)])
+        assert ob.ack(Lane.TELEMETRY, 10) == 5
+        assert ob.ack(Lane.EVENT, 10) == 1
+        assert ob.stats().lane(Lane.TELEMETRY).rows == 0
+    with Outbox(db) as ob:  # every row deleted: a rowid table would start again at 1
+        assert ob.next_seq == 7
+        assert ob.append([reading(9)], []) == (7, 7)
+        assert ob.append([], [event(2)]) == (8, 8)
+    with Outbox(db) as ob:
+        ob.ack_seqs([7, 8])
+        assert ob.append([reading(1)], []) == (9, 9)
+
+
+def test_peek_after_seq_and_limit_per_lane(db: Path) -> None:
+    with Outbox(db) as ob:
+        for i in range(10):
+            ob.append([reading(i)], [event(i)] if i % 3 == 0 else [])
+        tele = ob.peek(Lane.TELEMETRY, after_seq=0, limit=4)
+        assert [r.record.value for r in tele] == [0.0, 1.0, 2.0, 3.0]  # type: ignore[union-attr]
+        nxt = ob.peek(Lane.TELEMETRY, after_seq=tele[-1].seq, limit=100)
+        assert len(nxt) == 6 and nxt[0].seq > tele[-1].seq
+        seqs = [r.seq for r in ob.peek(Lane.EVENT)]
+        assert seqs == sorted(seqs) and len(seqs) == 4
+        # The event lane is its own queue: telemetry never appears in it and vice versa.
+        assert all(isinstance(r.record, Event) for r in ob.peek(Lane.EVENT))
+        assert all(isinstance(r.record, Reading) for r in ob.peek(Lane.TELEMETRY, limit=100))
+
+
+def test_ack_is_per_lane_and_ack_seqs_any_lane(db: Path) -> None:
+    with Outbox(db) as ob:
+        ob.append([reading(0), reading(1)], [event(0)])  # seqs 1, 2 | 3
+        ob.append([reading(2)], [event(1)])  # 4 | 5
+        assert ob.ack(Lane.EVENT, 4) == 1  # only seq 3; telemetry untouched
+        assert [r.seq for r in ob.peek(Lane.TELEMETRY)] == [1, 2, 4]
+        assert ob.ack_seqs([2, 5, 99]) == 2
+        assert [r.seq for r in ob.peek(Lane.TELEMETRY)] == [1, 4]
+        assert ob.peek(Lane.EVENT) == []
+        assert ob.ack_seqs([]) == 0
+
+
+values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**80), max_value=2**80),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=40),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.text(min_size=1, max_size=12),
+            st.text(max_size=8),
+            values,
+            st.sampled_from(list(Quality)),
+            st.floats(min_value=0, max_value=4e9),
+        ),
+        max_size=20,
+    )
+)
+def test_readings_round_trip_exactly(tmp_path: Path, rows: list[tuple[str, str, object, Quality, float]]) -> None:
+    readings = [Reading(d, "p", v, u, ts, q) for d, u, v, q, ts in rows]  # type: ignore[arg-type]
+    with Outbox(tmp_path / "rt.db") as ob:
+        first, _ = ob.append(readings, [])
+        back = [r.record for r in ob.peek(Lane.TELEMETRY, after_seq=first - 1, limit=100)]
+        ob.ack(Lane.TELEMETRY, 1 << 62)
+    assert len(back) == len(readings)
+    for a, b in zip(readings, back, strict=True):
+        assert isinstance(b, Reading)
+        assert type(a.value) is type(b.value)
+        if isinstance(a.value, float) and math.isnan(a.value):
+            assert math.isnan(b.value)  # type: ignore[arg-type]
+            assert (a.device_id, a.unit, a.ts, a.quality) == (b.device_id, b.unit, b.ts, b.quality)
+        else:
+            assert a == b
+            if isinstance(a.value, float):
+                assert math.copysign(1, a.value) == math.copysign(1, b.value)  # type: ignore[arg-type]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    attrs=st.dictionaries(st.text(max_size=8), json_values, max_size=4),
+    value=st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    severity=st.sampled_from(list(Severity)),
+    state=st.sampled_from(list(EventState)),
+    message=st.text(max_size=50),
+)
+def test_events_round_trip_exactly(
+    tmp_path: Path, attrs: dict[str, object], value: object, severity: Severity, state: EventState, message: str
+) -> None:
+    ev = Event("dev", "kind", state, severity, 12.5, "rule", value, message, attrs)  # type: ignore[arg-type]
+    with Outbox(tmp_path / "ev.db") as ob:
+        first, _ = ob.append([], [ev])
+        (row,) = ob.peek(Lane.EVENT, after_seq=first - 1)
+        ob.ack(Lane.EVENT, first)
+    assert row.record == ev
+
+
+def test_unstorable_records_are_refused_before_writing(db: Path) -> None:
+    with Outbox(db) as ob:
+        bad_event = event(0)
+        bad_event.attrs["when"] = object()
+        with pytest.raises(RecordError) as info:
+            ob.append([reading(0)], [bad_event])
+        assert bad_event.id in info.value.what
+        bad_reading = Reading("d", "p", [1, 2], "", 1.0)  # type: ignore[arg-type]
+        with pytest.raises(RecordError):
+            ob.append([reading(0), bad_reading], [])
+        # Nothing of the failed appends is stored, and no seq was consumed.
+        assert ob.peek(Lane.TELEMETRY) == [] and ob.peek(Lane.EVENT) == []
+        assert ob.append([reading(1)], []) == (1, 1)
+        assert ob.peek(Lane.TELEMETRY)[0].record == reading(1)
+
+
+def test_state_table(db: Path) -> None:
+    with Outbox(db) as ob:
+        assert ob.get_state("bthome.counter.aa:bb") is None
+        ob.put_state("bthome.counter.aa:bb", "17")
+        ob.put_state("uplink.e2e_ack", "1234")
+        ob.put_state("bthome.counter.aa:bb", "18")
+    with Outbox(db) as ob:
+        assert ob.get_state("bthome.counter.aa:bb") == "18"
+        assert ob.get_state("uplink.e2e_ack") == "1234"
+
+
+def test_stats(db: Path) -> None:
+    with Outbox(db) as ob:
+        empty = ob.stats()
+        assert empty.schema_version == schema_version() and empty.next_seq == 1
+        assert all(s.rows == 0 and s.oldest_ts is None and s.dropped == 0 for s in empty.lanes)
+        ob.append([reading(i) for i in range(4)], [event(7)])
+        s = ob.stats()
+        assert s.lane(Lane.TELEMETRY).rows == 4
+        assert s.lane(Lane.TELEMETRY).oldest_ts == reading(0).ts
+        assert s.lane(Lane.EVENT).oldest_ts == event(7).ts
+        assert s.next_seq == 6 and s.file_bytes + s.wal_bytes > 0
+        d = s.to_dict()
+        assert d["lanes"][0] == {"lane": "event", "rows": 1, "oldest_ts": event(7).ts, "dropped": 0}
+
+
+def test_retention_drops_oldest_telemetry_first_then_events_counted(db: Path) -> None:
+    cap = 256 * 1024
+    with Outbox(db, max_bytes=cap, synchronous="normal") as ob:
+        ob.append([], [event(i) for i in range(20)])
+        appended = 0
+        for batch in range(60):
+            ob.append([reading(batch * 500 + i) for i in range(500)], [])
+            appended += 500
+        s = ob.stats()
+        tele, ev = s.lane(Lane.TELEMETRY), s.lane(Lane.EVENT)
+        assert tele.dropped > 0 and ev.dropped == 0 and ev.rows == 20
+        assert tele.rows + tele.dropped == appended  # every reading is either queued or counted
+        kept = ob.peek(Lane.TELEMETRY, limit=100_000)
+        # The oldest went: what is left is exactly the newest `rows` readings.
+        assert [r.record.value for r in kept] == [float(i) for i in range(appended - tele.rows, appended)]  # type: ignore[union-attr]
+        used = (
+            ob._conn.execute("PRAGMA page_count").fetchone()[0]
+            - ob._conn.execute("PRAGMA freelist_count").fetchone()[0]
+        ) * ob._page_size
+        assert used <= cap
+        # With telemetry gone, big events push out the oldest events.
+        ob.ack(Lane.TELEMETRY, 1 << 62)
+        big = [event(100 + i) for i in range(300)]
+        for e in big:
+            e.attrs["blob"] = "x" * 2000
+        for e in big:
+            ob.append([], [e])
+        s2 = ob.stats()
+        assert s2.lane(Lane.EVENT).dropped > 0
+        left = ob.peek(Lane.EVENT, limit=1000)
+        assert left[-1].record == big[-1]
+        assert len(left) + s2.lane(Lane.EVENT).dropped == 320
+    with Outbox(db, max_bytes=cap) as ob:  # drop counts are persisted
+        assert ob.stats().lane(Lane.TELEMETRY).dropped == tele.dropped
+    assert db.stat().st_size <= cap + 64 * 1024
+
+
+def test_newer_schema_is_refused(db: Path) -> None:
+    Outbox(db).close()
+    conn = sqlite3.connect(db)
+    conn.execute(f"PRAGMA user_version = {schema_version() + 1}")
+    conn.close()
+    with pytest.raises(SchemaVersionError) as info:
+        Outbox(db)
+    assert info.value.found == schema_version() + 1
+
+
+def test_not_a_database_is_a_store_error(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(StoreError) as info:
+        Outbox(junk)
+    assert info.value.path == str(junk)
+
+
+def test_unwritable_directory_is_a_store_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError):
+        Outbox(blocker / "sub" / "outbox.db")
