@@ -104,6 +104,9 @@ class _Loader:
         if self.issues:
             raise ConfigError(self.issues)
         assert identity is not None and control is not None and log is not None
+        # Paths in the file are relative to the file's folder, wherever the gateway is started from.
+        store = store.model_copy(update={"path": str(self._resolve(store.path))})
+        control = control.model_copy(update={"socket": str(self._resolve(control.socket))})
         return GatewayConfig(
             source=self.path.resolve(),
             gateway=identity,
@@ -117,6 +120,10 @@ class _Loader:
             profiles=dict(self.profiles),
             drivers={b.protocol: specs[b.id] for b in buses.values()},
         )
+
+    def _resolve(self, path: str) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else self.path.resolve().parent / p
 
     def _profile_dirs(self, extra: Any) -> list[Path]:
         dirs: list[Path] = []

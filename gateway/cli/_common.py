@@ -1,0 +1,71 @@
+"""What the CLI commands share: the config option, error reporting, JSON output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+from rich.console import Console
+
+from gateway.api import ConfigError, GatewayError
+from gateway.config import GatewayConfig, load_config
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_CONFIG = "/etc/citynerve/gateway.toml"
+EXIT_FAILED = 1  # a check failed / the gateway could not do it
+EXIT_INVALID = 2  # bad input: invalid config, bad arguments
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def config_option(f: F) -> F:
+    return click.option(
+        "-c",
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=DEFAULT_CONFIG,
+        envvar="CITYNERVE_CONFIG",
+        show_default=True,
+        show_envvar=True,
+        help="Gateway config file (TOML).",
+    )(f)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object for programs.")(f)
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    """One clear line on stderr, no traceback, and a non-zero exit."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def print_config_issues(err: ConfigError) -> None:
+    err_console.print(f"[bold red]{len(err.issues)} problem(s) in the config:[/]", highlight=False)
+    for issue in err.issues:
+        err_console.print(f"  {issue}", highlight=False, soft_wrap=True, markup=False)
+
+
+def load_or_exit(path: Path) -> GatewayConfig:
+    """Load a config; on any problem print every issue and exit 2."""
+    try:
+        return load_config(path)
+    except ConfigError as err:
+        print_config_issues(err)
+        sys.exit(EXIT_INVALID)
+
+
+def print_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, ensure_ascii=False, indent=2, default=str))
+
+
+def gateway_error_exit(err: GatewayError) -> NoReturn:
+    fail(str(err))

@@ -1,0 +1,115 @@
+"""`citynerve run` and `citynerve status`."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from gateway.api import GatewayError
+from gateway.cli._common import config_option, console, fail, json_option, load_or_exit, print_json
+from gateway.cli._groups import main
+from gateway.control import ControlError, GatewayNotRunningError, ask
+from gateway.logs import setup_logging
+
+
+@main.command()
+@config_option
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Override [log].")
+@click.option("--log-format", type=click.Choice(["auto", "text", "json"]), help="Override [log].")
+def run(config_path: Path, log_level: str | None, log_format: str | None) -> None:
+    """Run the gateway: poll buses, detect, store, forward. Stops cleanly on SIGTERM / Ctrl-C.
+
+    An invalid config is refused with the same messages as `config check` (exit 2).
+    """
+    cfg = load_or_exit(config_path)
+    setup_logging(log_level or cfg.log.level, log_format or cfg.log.format)
+    from gateway.runtime import Gateway
+
+    async def main_() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await Gateway(cfg).run(stop)
+
+    try:
+        asyncio.run(main_())
+    except GatewayError as err:
+        fail(str(err))
+    except ExceptionGroup as group:  # from the task group: report our own errors plainly
+        matched, rest = group.split(GatewayError)
+        if rest is not None or matched is None:
+            raise
+        fail("; ".join(str(e) for e in matched.exceptions))
+
+
+def socket_of(config_path: Path, socket: Path | None) -> Path:
+    if socket is not None:
+        return socket
+    return Path(load_or_exit(config_path).control.socket)
+
+
+@main.command()
+@config_option
+@click.option("--socket", type=click.Path(path_type=Path), help="Control socket (instead of the config's).")
+@json_option
+def status(config_path: Path, socket: Path | None, as_json: bool) -> None:
+    """Ask the running gateway how it is: buses, devices online/offline with last readings, errors."""
+    path = socket_of(config_path, socket)
+    try:
+        result: dict[str, Any] = asyncio.run(ask(path, "status"))
+    except (GatewayNotRunningError, ControlError) as err:
+        fail(str(err))
+    if as_json:
+        print_json(result)
+        return
+    show_status(result)
+
+
+def _age(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    s = time.time() - ts
+    return f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f}m ago"
+
+
+_STATE = {True: "[green]online[/]", False: "[red]offline[/]", None: "[yellow]unknown[/]"}
+
+
+def show_status(st: dict[str, Any]) -> None:
+    console.print(
+        f"[bold]{st['gateway_id']}[/] {st.get('name') or ''}  v{st['version']}  up {st['uptime_s']:.0f}s  "
+        f"devices online {st['devices_online']}/{st['devices_total']}",
+        highlight=False,
+    )
+    table = Table(title="devices", show_lines=False)
+    for col in ("bus", "device", "state", "last success", "errors", "last reading / error"):
+        table.add_column(col)
+    for bus in st["buses"]:
+        bus_state = "" if bus["channel"] == "open" else f" [red](channel down: {bus['channel_error']})[/]"
+        for dev in bus["devices"]:
+            state = _STATE[dev["online"]]
+            readings = ", ".join(
+                f"{p}={r['value']}{(' ' + r['unit']) if r['unit'] else ''}"
+                for p, r in list(dev.get("readings", {}).items())[:4]
+            )
+            detail = readings if dev["online"] else (dev.get("last_error") or "")
+            table.add_row(
+                bus["id"] + bus_state, dev["id"], state, _age(dev["last_success"]), str(dev["errors"]), detail
+            )
+    console.print(table)
+    store = st.get("store")
+    if store:
+        lanes = ", ".join(
+            f"{lane['lane']}: {lane['rows']} rows, dropped {lane['dropped']}"
+            for lane in store.get("lanes", [])
+        )
+        console.print(f"outbox: {lanes}; file {store.get('file_bytes', 0) / 1e6:.1f} MB", highlight=False)
+    up = st.get("uplink")
+    console.print(f"uplink: {'not configured' if up is None else up}", highlight=False)

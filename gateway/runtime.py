@@ -1,0 +1,328 @@
+"""The `citynerve run` service: wires config, bus owners, pipeline, rules, outbox, uplink and control.
+
+All long-lived work runs as named tasks in one TaskGroup. Stopping (SIGTERM, SIGINT) cancels the
+bus owners first, then lets the outbox writer commit what it holds, so nothing read is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from gateway import __version__
+from gateway.api import (
+    ChannelError,
+    DeviceConfig,
+    Driver,
+    Event,
+    PermanentError,
+    Reading,
+    Value,
+    WriteRejectedError,
+)
+from gateway.bus import BusOwner
+from gateway.config import GatewayConfig
+from gateway.control import ControlServer
+from gateway.pipeline import NoRules, Pipeline, RulesHook
+from gateway.store import AsyncOutbox, OutboxWriter
+from gateway.uplink.commands import PointInfo
+
+log = logging.getLogger("citynerve.gateway")
+
+
+class GatewayLockedError(PermanentError):
+    """Another gateway process already runs on this store."""
+
+    def __init__(self, path: Path, pid: str) -> None:
+        self.path = path
+        self.pid = pid
+        super().__init__(f"another citynerve run (pid {pid or '?'}) is using {path}")
+
+
+@contextlib.contextmanager
+def run_lock(db_path: Path) -> Iterator[None]:
+    """One gateway per store: an flock on `<db>.lock`, released by the kernel even on kill -9."""
+    lock_path = db_path.with_name(db_path.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            raise GatewayLockedError(db_path, pid) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+class Gateway:
+    """One running gateway. Also the target of platform commands and local actions."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.started = time.time()
+        self.owners: dict[str, BusOwner] = {}
+        self.pipeline: Pipeline | None = None
+        self.outbox: AsyncOutbox | None = None
+        self.writer: OutboxWriter | None = None
+        self.rules: RulesHook = NoRules()
+        self.uplink: Any = None
+        self._devices = {d.id: d for d in config.devices}
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set. Raises GatewayLockedError, StoreError, ChannelError at start."""
+        cfg = self.config
+        db = Path(cfg.store.path)
+        db.parent.mkdir(parents=True, exist_ok=True)
+        with run_lock(db):
+            async with AsyncOutbox.from_config(cfg.store) as outbox:
+                self.outbox = outbox
+                self.writer = OutboxWriter(
+                    outbox,
+                    max_latency_s=cfg.store.commit_interval_ms / 1000,
+                    max_rows=cfg.store.commit_max_rows,
+                )
+                self.rules = await self._make_rules(outbox)
+                self.pipeline = Pipeline(self._devices, self.writer, self.rules)
+                self.owners = {
+                    bus.id: BusOwner(bus, cfg.devices_on(bus.id), self._driver(bus.id, outbox), self.pipeline)
+                    for bus in cfg.buses
+                    if bus.enabled
+                }
+                log.info(
+                    "gateway %s starting: %d buses, %d devices, store %s",
+                    cfg.gateway.id,
+                    len(self.owners),
+                    len(self._devices),
+                    db,
+                )
+                await self._run_tasks(stop)
+                await self._save_rules_state(outbox)
+        log.info("gateway %s stopped", cfg.gateway.id)
+
+    async def _run_tasks(self, stop: asyncio.Event) -> None:
+        assert self.writer is not None and self.outbox is not None
+        writer_task = asyncio.create_task(self.writer.run(), name="outbox.writer")
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(owner.run(), name=f"bus[{bus_id}].owner")
+                    for bus_id, owner in self.owners.items()
+                ]
+                tasks.append(tg.create_task(self._tick(), name="rules.tick"))
+                control = ControlServer(Path(self.config.control.socket), self._control_handlers())
+                tasks.append(tg.create_task(control.run(), name="control"))
+                uplink = self._make_uplink(self.outbox)
+                if uplink is not None:
+                    tasks.append(tg.create_task(uplink.run(), name="uplink"))
+                await stop.wait()
+                log.info("stopping")
+                for t in tasks:
+                    t.cancel()
+        finally:
+            # Bus owners are done: let the writer commit everything it holds, then stop it.
+            with contextlib.suppress(Exception):
+                await self.writer.flush()
+            writer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer_task
+
+    def _driver(self, bus_id: str, outbox: AsyncOutbox) -> Driver[Any, Any]:
+        spec = self.config.drivers[self.config.bus(bus_id).protocol]
+        return spec.factory(self.config.bus(bus_id), self.config.devices_on(bus_id), state=outbox)
+
+    async def _make_rules(self, outbox: AsyncOutbox) -> RulesHook:
+        if self.config.rules is None:
+            return NoRules()
+        from gateway.rules import build_engine
+
+        return await build_engine(
+            self.config.rules, self._devices, actions=self, state=outbox, events=self._event
+        )
+
+    async def _save_rules_state(self, outbox: AsyncOutbox) -> None:
+        save = getattr(self.rules, "save", None)
+        if save is not None:
+            with contextlib.suppress(Exception):
+                await save(outbox)
+
+    def _make_uplink(self, outbox: AsyncOutbox) -> Any:
+        if self.config.upstream is None:
+            return None
+        from gateway.uplink import Uplink
+
+        self.uplink = Uplink(
+            self.config.upstream,
+            gateway_id=self.config.gateway.id,
+            outbox=outbox,
+            inventory=self.inventory,
+            commands=self,
+            status=self.brief_status,
+        )
+        return self.uplink
+
+    def _event(self, event: Event) -> None:
+        """Events from rules and local actions enter the outbox like bus events."""
+        if self.pipeline is not None:
+            self.pipeline.event(event)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if self.pipeline is None:
+                continue
+            try:
+                for event in self.rules.tick(time.time()):
+                    self.pipeline.event(event)
+            except Exception:  # a rule bug must not stop detection of everything else
+                log.exception("rules tick failed")
+
+    # -- commands and local actions (CommandTarget / ActionTarget) -------------------------------
+
+    def _owner_of(self, device_id: str) -> BusOwner:
+        device = self._devices.get(device_id)
+        if device is None:
+            raise PermanentError(f"no device {device_id!r}")
+        owner = self.owners.get(device.bus)
+        if owner is None:
+            raise ChannelError(device.bus, "bus is disabled")
+        return owner
+
+    def point_info(self, device_id: str, point: str) -> PointInfo | None:
+        """For out-of-profile checks of platform commands: None for an unknown device."""
+        device = self._devices.get(device_id)
+        if device is None:
+            return None
+        if point not in device.points:
+            return PointInfo(exists=False)
+        return PointInfo(exists=True, writable=device.points[point].writable)
+
+    def bus_ids(self) -> list[str]:
+        return list(self.owners)
+
+    async def read_point(self, device_id: str, point: str) -> Reading:
+        await self._owner_of(device_id).read_now(device_id, point)
+        assert self.pipeline is not None
+        reading = self.pipeline.latest(device_id).get(point)
+        if reading is None:
+            raise PermanentError(f"device {device_id} returned no value for {point}")
+        return reading
+
+    async def write_point(self, device_id: str, point: str, value: Value) -> None:
+        info = self.point_info(device_id, point)
+        if info is None or not info.exists:
+            raise WriteRejectedError(device_id, point, "no such point")
+        if not info.writable:
+            raise WriteRejectedError(device_id, point, "point is not writable")
+        await self._owner_of(device_id).write(device_id, point, value)
+
+    async def restart_bus(self, bus_id: str) -> None:
+        owner = self.owners.get(bus_id)
+        if owner is None:
+            raise PermanentError(f"no running bus {bus_id!r}")
+        await owner.restart()
+
+    def inventory(self) -> list[dict[str, Any]]:
+        return [_inventory_entry(d, self.config.bus(d.bus).protocol) for d in self.config.devices]
+
+    # -- status ----------------------------------------------------------------------------------
+
+    def brief_status(self) -> dict[str, Any]:
+        online = sum(1 for o in self.owners.values() for h in o.health.values() if h.online)
+        total = sum(len(o.health) for o in self.owners.values())
+        return {
+            "version": __version__,
+            "uptime_s": round(time.time() - self.started, 1),
+            "devices_online": online,
+            "devices_total": total,
+            "buses_down": [b for b, o in self.owners.items() if not o.channel_open],
+        }
+
+    async def status(self) -> dict[str, Any]:
+        """Everything `citynerve status` shows: buses, devices with last readings, store, uplink."""
+        buses = []
+        for owner in self.owners.values():
+            snap = owner.snapshot()
+            for dev in snap["devices"]:
+                latest = self.pipeline.latest(dev["id"]) if self.pipeline else {}
+                dev["readings"] = {
+                    p: {"value": r.value, "unit": r.unit, "ts": r.ts, "quality": str(r.quality)}
+                    for p, r in latest.items()
+                }
+            buses.append(snap)
+        store = (await self.outbox.stats()).to_dict() if self.outbox else None
+        return {
+            "gateway_id": self.config.gateway.id,
+            "name": self.config.gateway.name,
+            **self.brief_status(),
+            "buses": buses,
+            "store": store,
+            "writer": self.writer.counters().to_dict() if self.writer else None,
+            "pipeline": self.pipeline.counters() if self.pipeline else None,
+            "uplink": self.uplink.snapshot() if self.uplink is not None else None,
+        }
+
+    def _control_handlers(self) -> dict[str, Any]:
+        async def ping(_: dict[str, Any]) -> dict[str, Any]:
+            return {"gateway_id": self.config.gateway.id, "pid": os.getpid()}
+
+        async def status(_: dict[str, Any]) -> dict[str, Any]:
+            return await self.status()
+
+        async def diag(req: dict[str, Any]) -> dict[str, Any]:
+            owner = self.owners.get(str(req["bus"]))
+            if owner is None:
+                raise PermanentError(f"no running bus {req['bus']!r}")
+            return await owner.diag(str(req["action"]), dict(req.get("params") or {}))
+
+        async def read(req: dict[str, Any]) -> dict[str, Any]:
+            r = await self.read_point(str(req["device"]), str(req["point"]))
+            return {"device": r.device_id, "point": r.point, "value": r.value, "unit": r.unit, "ts": r.ts}
+
+        async def write(req: dict[str, Any]) -> dict[str, Any]:
+            await self.write_point(str(req["device"]), str(req["point"]), req["value"])
+            return {"written": True}
+
+        async def restart_bus(req: dict[str, Any]) -> dict[str, Any]:
+            await self.restart_bus(str(req["bus"]))
+            return {"restarting": req["bus"]}
+
+        return {
+            "ping": ping,
+            "status": status,
+            "diag": diag,
+            "read": read,
+            "write": write,
+            "restart_bus": restart_bus,
+        }
+
+
+def _inventory_entry(device: DeviceConfig, protocol: str) -> dict[str, Any]:
+    return {
+        "device_id": device.id,
+        "name": device.name,
+        "profile": device.profile,
+        "bus": device.bus,
+        "protocol": protocol,
+        "address": device.address,
+        "component_code": device.component_code,
+        "location": device.location.model_dump(exclude_defaults=True),
+        "tags": list(device.tags),
+        "points": [
+            {"name": p.name, "unit": p.unit, "writable": p.writable, "description": p.description}
+            for p in device.points.values()
+            if p.enabled
+        ],
+    }
