@@ -77,6 +77,8 @@ class Gateway:
         self.writer: OutboxWriter | None = None
         self.rules: RulesHook = NoRules()
         self.uplink: Any = None
+        self._tg: asyncio.TaskGroup | None = None
+        self._owner_tasks: dict[str, asyncio.Task[None]] = {}
         self._devices = {d.id: d for d in config.devices}
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -117,19 +119,21 @@ class Gateway:
         writer_task = asyncio.create_task(self.writer.run(), name="outbox.writer")
         try:
             async with asyncio.TaskGroup() as tg:
-                tasks = [
-                    tg.create_task(owner.run(), name=f"bus[{bus_id}].owner")
-                    for bus_id, owner in self.owners.items()
-                ]
-                tasks.append(tg.create_task(self._tick(), name="rules.tick"))
+                self._tg = tg
+                for bus_id, owner in self.owners.items():
+                    self._start_owner(bus_id, owner)
+                others = [tg.create_task(self._tick(), name="rules.tick")]
                 control = ControlServer(Path(self.config.control.socket), self._control_handlers())
-                tasks.append(tg.create_task(control.run(), name="control"))
+                others.append(tg.create_task(control.run(), name="control"))
                 uplink = self._make_uplink(self.outbox)
                 if uplink is not None:
-                    tasks.append(tg.create_task(uplink.run(), name="uplink"))
+                    others.append(tg.create_task(uplink.run(), name="uplink"))
+                web = self._make_web()
+                if web is not None:
+                    others.append(tg.create_task(web.run(), name="web"))
                 await stop.wait()
                 log.info("stopping")
-                for t in tasks:
+                for t in [*self._owner_tasks.values(), *others]:
                     t.cancel()
         finally:
             # Bus owners are done: let the writer commit everything it holds, then stop it.
@@ -138,6 +142,54 @@ class Gateway:
             writer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer_task
+
+    def _start_owner(self, bus_id: str, owner: BusOwner) -> None:
+        assert self._tg is not None
+        self._owner_tasks[bus_id] = self._tg.create_task(owner.run(), name=f"bus[{bus_id}].owner")
+
+    async def _stop_owner(self, bus_id: str) -> None:
+        task = self._owner_tasks.pop(bus_id, None)
+        self.owners.pop(bus_id, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the config file and apply bus and device changes without a restart.
+
+        Buses whose settings or devices changed are restarted; the others keep polling. The outbox
+        and the writer are untouched, so nothing buffered is lost. Changes to other sections
+        (store, upstream, rules, web) need a restart and are reported as such.
+        """
+        from gateway.config import load_config
+
+        new = load_config(self.config.source)  # ConfigError -> the caller sees every issue
+        old = self.config
+        old_buses = {b.id: (b, old.devices_on(b.id)) for b in old.buses if b.enabled}
+        new_buses = {b.id: (b, new.devices_on(b.id)) for b in new.buses if b.enabled}
+        changed = [b for b in new_buses if b in old_buses and new_buses[b] != old_buses[b]]
+        added = [b for b in new_buses if b not in old_buses]
+        removed = [b for b in old_buses if b not in new_buses]
+        needs_restart = [
+            name
+            for name in ("store", "upstream", "rules", "control", "gateway")
+            if getattr(old, name) != getattr(new, name)
+        ]
+        for bus_id in changed + removed:
+            await self._stop_owner(bus_id)
+        self.config = new
+        self._devices = {d.id: d for d in new.devices}
+        assert self.pipeline is not None and self.outbox is not None
+        self.pipeline.update_devices(self._devices)
+        for bus_id in changed + added:
+            owner = BusOwner(
+                new.bus(bus_id), new.devices_on(bus_id), self._driver(bus_id, self.outbox), self.pipeline
+            )
+            self.owners[bus_id] = owner
+            self._start_owner(bus_id, owner)
+        log.info("config reloaded: buses changed %s, added %s, removed %s", changed, added, removed)
+        return {"changed": changed, "added": added, "removed": removed, "restart_needed_for": needs_restart}
 
     def _driver(self, bus_id: str, outbox: AsyncOutbox) -> Driver[Any, Any]:
         spec = self.config.drivers[self.config.bus(bus_id).protocol]
@@ -173,6 +225,14 @@ class Gateway:
         )
         return self.uplink
 
+    def _make_web(self) -> Any:
+        web_config = getattr(self.config, "web", None)
+        if web_config is None or not web_config.enabled:
+            return None
+        from gateway.web import StatusServer
+
+        return StatusServer(web_config, self)
+
     def _event(self, event: Event) -> None:
         """Events from rules and local actions enter the outbox like bus events."""
         if self.pipeline is not None:
@@ -181,13 +241,8 @@ class Gateway:
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            if self.pipeline is None:
-                continue
-            try:
-                for event in self.rules.tick(time.time()):
-                    self.pipeline.event(event)
-            except Exception:  # a rule bug must not stop detection of everything else
-                log.exception("rules tick failed")
+            if self.pipeline is not None:
+                self.pipeline.tick(time.time())  # never raises: a rule bug is logged and counted
 
     # -- commands and local actions (CommandTarget / ActionTarget) -------------------------------
 
@@ -270,7 +325,7 @@ class Gateway:
             "buses": buses,
             "store": store,
             "writer": self.writer.counters().to_dict() if self.writer else None,
-            "pipeline": self.pipeline.counters() if self.pipeline else None,
+            "pipeline": self.pipeline.counters().to_dict() if self.pipeline else None,
             "uplink": self.uplink.snapshot() if self.uplink is not None else None,
         }
 
