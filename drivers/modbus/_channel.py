@@ -1,0 +1,210 @@
+"""The pymodbus side of the driver: one client per bus, one transaction at a time.
+
+pymodbus types stop here: callers get registers/bits as tuples and typed gateway errors.
+pymodbus is configured not to do the bus owner's job: retries=0, no reconnect of its own
+(reconnect_delay=0), no disconnect after N silent requests (a silent unit behind a TCP gateway
+must not cut off the other units), and the per-transaction timeout is set for every call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.framer import FramerType
+from pymodbus.pdu import ModbusPDU
+
+from drivers.modbus.codec import (
+    EXCEPTION_REASONS,
+    TRANSIENT_EXCEPTIONS,
+    Direction,
+    parse_rtu_frame,
+)
+from drivers.modbus.config import ModbusBusConfig, ModbusRtuBusConfig, ModbusTcpBusConfig
+from gateway.api import ChannelError, DeviceExceptionError, DeviceTimeoutError, FrameError
+
+_NEVER_DISCONNECT = 1_000_000_000
+
+READ_FUNCTION: dict[str, int] = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
+
+
+def silent_interval_s(baudrate: int) -> float:
+    """t3.5: the silence that separates RTU frames (fixed at 1.75 ms above 19200 baud)."""
+    if baudrate > 19200:
+        return 0.00175
+    return 3.5 * 11 / baudrate
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What a device answered: registers (FC 3/4, 6, 16) or bits (FC 1/2, 5, 15)."""
+
+    registers: tuple[int, ...] = ()
+    bits: tuple[bool, ...] = ()
+
+
+class ModbusChannel:
+    """One pymodbus client on one bus; `transact` runs one request and maps every failure."""
+
+    def __init__(self, bus: ModbusBusConfig) -> None:
+        self.bus = bus
+        self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
+        self._lock = asyncio.Lock()
+        self._rx = b""
+        self._quiet_until = 0.0
+        self._gap_s = silent_interval_s(bus.baudrate) if isinstance(bus, ModbusRtuBusConfig) else 0.0
+        self.frame_protocol = "modbus-tcp" if isinstance(bus, ModbusTcpBusConfig) else "modbus-rtu"
+
+    # -- open / close ------------------------------------------------------------------------
+
+    def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+        bus = self.bus
+        common: dict[str, Any] = {
+            "timeout": bus.timeout_s,
+            "retries": 0,
+            "reconnect_delay": 0,
+            "reconnect_delay_max": 0,
+            "trace_packet": self._trace_packet,
+            "name": bus.id,
+        }
+        client: AsyncModbusTcpClient | AsyncModbusSerialClient
+        if isinstance(bus, ModbusRtuBusConfig):
+            client = AsyncModbusSerialClient(
+                bus.port,
+                framer=FramerType.RTU,
+                baudrate=bus.baudrate,
+                bytesize=bus.bytesize,
+                parity=bus.parity,
+                stopbits=bus.stopbits,
+                handle_local_echo=bus.handle_local_echo,
+                **common,
+            )
+        else:
+            framer = FramerType.SOCKET if isinstance(bus, ModbusTcpBusConfig) else FramerType.RTU
+            client = AsyncModbusTcpClient(bus.host, port=bus.port, framer=framer, **common)
+        client.set_max_no_responses(_NEVER_DISCONNECT)
+        return client
+
+    async def open(self) -> None:
+        """Connect; ChannelError with a one-line reason if the port or endpoint cannot be used."""
+        if self._client is not None and self._client.connected:
+            return
+        await self.close()
+        client = self._make_client()
+        if not await client.connect():
+            client.close()
+            raise ChannelError(self.bus.id, await self._why_not_open())
+        self._client = client
+
+    async def _why_not_open(self) -> str:
+        # pymodbus only logs why a connect failed; ask the OS the same question to name the reason.
+        bus = self.bus
+        if isinstance(bus, ModbusRtuBusConfig):
+            import serial
+
+            def probe() -> str:
+                try:
+                    port = serial.serial_for_url(bus.port, exclusive=True, baudrate=bus.baudrate, timeout=0)
+                except (serial.SerialException, OSError, ValueError) as err:
+                    text = str(err).replace("\n", " ")
+                    if "lock" in text.lower() or "busy" in text.lower():
+                        return f"serial port {bus.port} is in use by another program ({text})"
+                    return f"cannot open serial port {bus.port}: {text}"
+                port.close()
+                return f"cannot open serial port {bus.port} (it opened on a second try: flaky adapter?)"
+
+            return await asyncio.to_thread(probe)
+        where = f"{bus.host}:{bus.port}"
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(bus.host, bus.port), bus.timeout_s)
+        except TimeoutError:
+            return f"no TCP answer from {where} within {bus.timeout_s:g} s"
+        except OSError as err:
+            return f"cannot connect to {where}: {err.strerror or err}"
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return f"cannot connect to {where} (it accepted a second try: flaky link?)"
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    # -- transactions ------------------------------------------------------------------------
+
+    def _trace_packet(self, sending: bool, data: bytes) -> bytes:
+        if not sending:
+            # pymodbus hands over the whole receive buffer so far: keep the latest for diagnosis.
+            self._rx = bytes(data)
+        return data
+
+    async def _keep_silence(self) -> None:
+        loop = asyncio.get_running_loop()
+        wait = self._quiet_until - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    async def transact(
+        self,
+        device_id: str,
+        unit: int,
+        points: tuple[str, ...],
+        timeout_s: float,
+        call: Callable[[Any], Awaitable[ModbusPDU | None]],
+    ) -> Reply:
+        """Run one request (`call(client)`) and return the reply, or raise a typed error."""
+        async with self._lock:
+            client = self._client
+            if client is None or not client.connected:
+                raise ChannelError(self.bus.id, "not connected" if client is None else "connection lost")
+            await self._keep_silence()
+            self._rx = b""
+            # pymodbus reads its per-request timeout from here; set it per device (pinned minor).
+            client.ctx.comm_params.timeout_connect = timeout_s
+            try:
+                response = await call(client)
+            except ModbusIOException as err:
+                if self._rx:
+                    raise self._frame_error(unit) from err
+                raise DeviceTimeoutError(device_id, points, timeout_s) from err
+            except ConnectionException as err:
+                raise ChannelError(self.bus.id, "connection lost") from err
+            except ModbusException as err:
+                raise FrameError(self.frame_protocol, f"unusable reply: {err}", self._rx) from err
+            finally:
+                self._quiet_until = asyncio.get_running_loop().time() + self._gap_s
+        if response is None:  # broadcast: nobody answers
+            return Reply()
+        if response.isError():
+            code = int(getattr(response, "exception_code", 0))
+            reason = EXCEPTION_REASONS.get(code, "unknown exception code")
+            raise DeviceExceptionError(
+                device_id, code, reason, points, transient=code in TRANSIENT_EXCEPTIONS
+            )
+        registers = tuple(int(r) for r in (getattr(response, "registers", None) or ()))
+        bits = tuple(bool(b) for b in (getattr(response, "bits", None) or ()))
+        return Reply(registers=registers, bits=bits)
+
+    def _frame_error(self, unit: int) -> FrameError:
+        data = self._rx
+        if self.frame_protocol != "modbus-rtu":
+            return FrameError(self.frame_protocol, f"no valid reply in {len(data)} bytes received", data)
+        try:
+            frame = parse_rtu_frame(data, Direction.RESPONSE)
+        except FrameError as err:
+            return FrameError(self.frame_protocol, f"garbage on the line: {err.reason}", data)
+        if not frame.crc_ok:
+            return FrameError(
+                self.frame_protocol,
+                f"CRC error: expected {frame.crc_expected:#06x}, found {frame.crc_found:#06x}",
+                data,
+            )
+        if frame.unit != unit:
+            return FrameError(self.frame_protocol, f"reply from unit {frame.unit}, expected {unit}", data)
+        return FrameError(self.frame_protocol, "reply does not match the request", data)

@@ -1,0 +1,212 @@
+"""Technician actions on an open Modbus channel: scan unit ids, raw read, raw write.
+
+Every result is a JSON-able dict; bad parameters raise `DiagParamError` naming the parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from drivers.modbus.codec import ORDERS, TYPES, CodecError, decode_registers, encode_value
+from gateway.api import DeviceExceptionError, DeviceTimeoutError, FrameError, PermanentError
+
+if TYPE_CHECKING:
+    from drivers.modbus._channel import ModbusChannel
+
+TABLES = ("coil", "discrete", "input", "holding")
+
+
+class DiagParamError(PermanentError):
+    """A diagnostic action got a parameter it cannot use."""
+
+    def __init__(self, action: str, param: str, reason: str) -> None:
+        self.action = action
+        self.param = param
+        self.reason = reason
+        super().__init__(f"diag {action}: parameter {param!r}: {reason}")
+
+
+def _int(params: Mapping[str, Any], action: str, name: str, default: int | None, lo: int, hi: int) -> int:
+    raw = params.get(name, default)
+    if raw is None:
+        raise DiagParamError(action, name, f"required (an integer {lo}..{hi})")
+    try:
+        value = int(raw, 0) if isinstance(raw, str) else int(raw)
+    except (TypeError, ValueError) as err:
+        raise DiagParamError(action, name, f"expected an integer {lo}..{hi}, got {raw!r}") from err
+    if isinstance(raw, bool) or not lo <= value <= hi:
+        raise DiagParamError(action, name, f"expected an integer {lo}..{hi}, got {raw!r}")
+    return value
+
+
+def _choice(params: Mapping[str, Any], action: str, name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = str(params.get(name, default))
+    if value not in choices:
+        raise DiagParamError(action, name, f"expected one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _timeout(params: Mapping[str, Any], action: str, default: float) -> float:
+    raw = params.get("timeout_s", default)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError) as err:
+        raise DiagParamError(action, "timeout_s", f"expected seconds, got {raw!r}") from err
+    if not 0 < value <= 60:
+        raise DiagParamError(action, "timeout_s", f"expected 0 < seconds <= 60, got {raw!r}")
+    return value
+
+
+def _read_call(table: str, address: int, count: int, unit: int) -> Any:
+    async def call(client: Any) -> Any:
+        method = {
+            "coil": client.read_coils,
+            "discrete": client.read_discrete_inputs,
+            "holding": client.read_holding_registers,
+            "input": client.read_input_registers,
+        }[table]
+        return await method(address, count=count, device_id=unit)
+
+    return call
+
+
+async def _scan(channel: ModbusChannel, params: Mapping[str, Any], bus_timeout: float) -> dict[str, Any]:
+    first = _int(params, "scan", "first", 1, 1, 247)
+    last = _int(params, "scan", "last", 247, first, 247)
+    table = _choice(params, "scan", "table", "holding", TABLES)
+    address = _int(params, "scan", "address", 0, 0, 65535)
+    timeout = _timeout(params, "scan", min(bus_timeout, 0.2))
+    answered: list[dict[str, Any]] = []
+    garbled: list[int] = []
+    for unit in range(first, last + 1):
+        try:
+            await channel.transact(f"unit {unit}", unit, (), timeout, _read_call(table, address, 1, unit))
+        except DeviceTimeoutError:
+            continue
+        except DeviceExceptionError as err:
+            # An exception reply still proves a device with this unit id is on the line.
+            answered.append({"unit": unit, "reply": "exception", "exception_code": err.code})
+            continue
+        except FrameError:
+            garbled.append(unit)
+            continue
+        answered.append({"unit": unit, "reply": "data"})
+    return {
+        "action": "scan",
+        "table": table,
+        "address": address,
+        "scanned": [first, last],
+        "timeout_s": timeout,
+        "answered": answered,
+        "garbled": garbled,
+    }
+
+
+async def _read(channel: ModbusChannel, params: Mapping[str, Any], bus_timeout: float) -> dict[str, Any]:
+    unit = _int(params, "read", "unit", None, 0, 247)
+    table = _choice(params, "read", "table", "holding", TABLES)
+    address = _int(params, "read", "address", None, 0, 65535)
+    type_ = params.get("type")
+    order = params.get("order")
+    if order is not None:
+        order = _choice(params, "read", "order", "ABCD", tuple(ORDERS))
+        word_order, byte_order = ORDERS[order]
+    else:
+        word_order = _choice(params, "read", "word_order", "big", ("big", "little"))
+        byte_order = _choice(params, "read", "byte_order", "big", ("big", "little"))
+    if type_ is not None:
+        type_ = _choice(params, "read", "type", "uint16", (*TYPES, "string"))
+        if table in ("coil", "discrete"):
+            raise DiagParamError("read", "type", f"a {table} read gives bits; 'type' is for registers")
+    natural = TYPES[type_].registers if type_ in TYPES else 1
+    limit = 2000 if table in ("coil", "discrete") else 125
+    count = _int(params, "read", "count", natural, 1, limit)
+    timeout = _timeout(params, "read", bus_timeout)
+    reply = await channel.transact(f"unit {unit}", unit, (), timeout, _read_call(table, address, count, unit))
+    result: dict[str, Any] = {
+        "action": "read",
+        "unit": unit,
+        "table": table,
+        "address": address,
+        "count": count,
+    }
+    if table in ("coil", "discrete"):
+        result["bits"] = list(reply.bits[:count])
+        return result
+    result["registers"] = list(reply.registers)
+    result["hex"] = " ".join(f"{r:04x}" for r in reply.registers)
+    if type_ is not None:
+        regs = reply.registers if type_ == "string" else reply.registers[:natural]
+        try:
+            value = decode_registers(regs, type_, word_order=word_order, byte_order=byte_order)
+        except CodecError as err:
+            raise DiagParamError("read", "count", f"{count} registers cannot hold a {type_}: {err}") from err
+        result.update(type=type_, word_order=word_order, byte_order=byte_order, value=value)
+    return result
+
+
+async def _write(channel: ModbusChannel, params: Mapping[str, Any], bus_timeout: float) -> dict[str, Any]:
+    unit = _int(params, "write", "unit", None, 0, 247)
+    table = _choice(params, "write", "table", "holding", ("coil", "holding"))
+    address = _int(params, "write", "address", None, 0, 65535)
+    timeout = _timeout(params, "write", bus_timeout)
+    raw = params.get("values", params.get("value"))
+    if raw is None:
+        raise DiagParamError("write", "value", "required (a value, or 'values' for several)")
+    values = list(raw) if isinstance(raw, list | tuple) else [raw]
+    if not values:
+        raise DiagParamError("write", "values", "at least one value")
+    if table == "coil":
+        bits = []
+        for v in values:
+            if not isinstance(v, bool | int) or int(v) not in (0, 1):
+                raise DiagParamError("write", "value", f"a coil takes true/false or 0/1, not {v!r}")
+            bits.append(bool(v))
+        payload: list[int] | list[bool] = bits
+    else:
+        regs: list[int] = []
+        for v in values:
+            try:
+                regs.extend(encode_value(int(v, 0) if isinstance(v, str) else v, "uint16"))
+            except (CodecError, ValueError, TypeError) as err:
+                raise DiagParamError("write", "value", f"a register takes 0..65535, not {v!r}") from err
+        payload = regs
+    function = {("coil", True): 5, ("coil", False): 15, ("holding", True): 6, ("holding", False): 16}[
+        (table, len(payload) == 1 and not isinstance(raw, list | tuple))
+    ]
+
+    async def call(client: Any) -> Any:
+        silent = unit == 0
+        if function == 5:
+            return await client.write_coil(address, payload[0], device_id=unit, no_response_expected=silent)
+        if function == 15:
+            return await client.write_coils(address, payload, device_id=unit, no_response_expected=silent)
+        if function == 6:
+            return await client.write_register(
+                address, payload[0], device_id=unit, no_response_expected=silent
+            )
+        return await client.write_registers(address, payload, device_id=unit, no_response_expected=silent)
+
+    await channel.transact(f"unit {unit}", unit, (), timeout, call)
+    return {
+        "action": "write",
+        "unit": unit,
+        "table": table,
+        "address": address,
+        "function": function,
+        "values": [int(v) if isinstance(v, bool) else v for v in payload],
+    }
+
+
+async def run_diag(
+    channel: ModbusChannel, bus_timeout: float, action: str, params: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Run one technician action; see the module docstring."""
+    if action == "scan":
+        return await _scan(channel, params, bus_timeout)
+    if action == "read":
+        return await _read(channel, params, bus_timeout)
+    if action == "write":
+        return await _write(channel, params, bus_timeout)
+    raise PermanentError(f"modbus has no diagnostic action {action!r} (try scan, read, write)")

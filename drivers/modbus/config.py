@@ -1,0 +1,148 @@
+"""Config models of the Modbus driver: buses (TCP, RTU, RTU over TCP), devices and points.
+
+They extend the gateway's base models; the config loader validates profile point tables with
+`ModbusPointConfig` and device tables with `ModbusDeviceConfig`, so every message here ends up
+next to the key path where it was found.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from gateway.api import BusConfig, DeviceConfig, PointConfig, SerialSettings
+
+Table = Literal["coil", "discrete", "input", "holding"]
+DataType = Literal[
+    "bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string"
+]
+Order = Literal["big", "little"]
+
+BIT_TABLES: frozenset[str] = frozenset({"coil", "discrete"})
+WRITABLE_TABLES: frozenset[str] = frozenset({"coil", "holding"})
+
+REGISTERS_OF_TYPE: dict[str, int] = {
+    "bool": 1,
+    "int16": 1,
+    "uint16": 1,
+    "int32": 2,
+    "uint32": 2,
+    "float32": 2,
+    "int64": 4,
+    "uint64": 4,
+    "float64": 4,
+}
+"""Registers each fixed-size type occupies (strings take `length`)."""
+
+
+class ModbusPointConfig(PointConfig):
+    """Where one point lives on a Modbus device and how its registers become a value.
+
+    Orders: `word_order` is the order of the 16-bit registers of a multi-register value,
+    `byte_order` the order of the two bytes inside each register. ABCD = big/big,
+    CDAB = word little/byte big, BADC = word big/byte little, DCBA = little/little.
+    """
+
+    table: Table
+    address: int = Field(ge=0, le=65535, description="0-based protocol address (register 40001 is 0)")
+    type: DataType = "uint16"
+    word_order: Order = "big"
+    byte_order: Order = "big"
+    length: int | None = Field(default=None, ge=1, le=125, description="registers of a string")
+    bit: int | None = Field(default=None, ge=0, le=15, description="a bool inside a register (0 = LSB)")
+    encoding: Literal["ascii", "latin-1", "utf-8"] = "ascii"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bool_default_for_bit_tables(cls, data: Any) -> Any:
+        # Coils and discrete inputs only hold bools: spare installers from writing type = "bool".
+        if isinstance(data, dict) and data.get("table") in BIT_TABLES and "type" not in data:
+            return {**data, "type": "bool"}
+        return data
+
+    @model_validator(mode="after")
+    def _combination(self) -> ModbusPointConfig:
+        if self.table in BIT_TABLES:
+            if self.type != "bool":
+                raise ValueError(f"a {self.table} holds one bit: type must be 'bool', not {self.type!r}")
+            if self.bit is not None:
+                raise ValueError(f"'bit' selects a bit inside a register; a {self.table} is already a bit")
+            if self.length is not None:
+                raise ValueError(f"'length' is for strings in registers, not for a {self.table}")
+        else:
+            if self.type == "bool" and self.bit is None:
+                raise ValueError(
+                    f"a bool from the {self.table} table needs 'bit' (0..15) to say which bit of the register"
+                )
+            if self.bit is not None and self.type != "bool":
+                raise ValueError(f"'bit' is only for type 'bool', not {self.type!r}")
+            if self.type == "string" and self.length is None:
+                raise ValueError("a string needs 'length' (registers, 2 characters each)")
+            if self.type != "string" and self.length is not None:
+                raise ValueError(f"'length' is only for strings; {self.type} has a fixed size")
+        if self.address + self.register_count - 1 > 65535:
+            raise ValueError(
+                f"address {self.address} + {self.register_count} registers runs past the last address 65535"
+            )
+        if self.writable:
+            if self.table not in WRITABLE_TABLES:
+                raise ValueError(
+                    f"the {self.table} table is read-only: writable points must be coil or holding"
+                )
+            if self.bit is not None:
+                raise ValueError(
+                    "a bit inside a register cannot be written alone (the other 15 bits would be overwritten)"
+                )
+        return self
+
+    @property
+    def register_count(self) -> int:
+        """Registers (or bits, for coil/discrete) this point occupies."""
+        if self.table in BIT_TABLES:
+            return 1
+        if self.type == "string":
+            return self.length or 1
+        return REGISTERS_OF_TYPE[self.type]
+
+
+class ModbusDeviceConfig(DeviceConfig):
+    """A Modbus device: `address` is its unit id; request limits shape the read plan."""
+
+    address: int = Field(ge=0, le=247, description="unit id (slave address); 0 is broadcast")  # type: ignore[assignment]
+    points: dict[str, ModbusPointConfig] = Field(default_factory=dict)  # type: ignore[assignment]
+    max_request_registers: int = Field(default=125, ge=1, le=125, description="registers per read")
+    max_request_bits: int = Field(default=2000, ge=1, le=2000, description="coils/inputs per read")
+    max_gap: int = Field(
+        default=10, ge=0, le=124, description="unused registers a read may span to merge two reads"
+    )
+    timeout_s: float | None = Field(default=None, gt=0, le=60, description="overrides the bus timeout")
+    single_register_write_fc16: bool = Field(
+        default=False, description="write one register with FC 16 (some devices lack FC 6)"
+    )
+
+
+class ModbusTcpBusConfig(BusConfig):
+    """Modbus TCP to one endpoint (a device, or a TCP gateway in front of several unit ids)."""
+
+    protocol: Literal["modbus_tcp"] = "modbus_tcp"
+    host: str = Field(min_length=1)
+    port: int = Field(default=502, ge=1, le=65535)
+
+
+class ModbusRtuBusConfig(BusConfig, SerialSettings):
+    """Modbus RTU on a serial line. `port` is any pyserial URL (/dev/ttyUSB0, socket://h:p, ...)."""
+
+    protocol: Literal["modbus_rtu"] = "modbus_rtu"
+    handle_local_echo: bool = Field(default=False, description="the adapter echoes what it sends")
+
+
+class ModbusRtuOverTcpBusConfig(BusConfig):
+    """RTU frames (with CRC) tunnelled through a TCP socket, as serial-to-Ethernet converters do."""
+
+    protocol: Literal["modbus_rtu_over_tcp"] = "modbus_rtu_over_tcp"
+    host: str = Field(min_length=1)
+    port: int = Field(default=502, ge=1, le=65535)
+
+
+ModbusBusConfig = ModbusTcpBusConfig | ModbusRtuBusConfig | ModbusRtuOverTcpBusConfig

@@ -1,0 +1,198 @@
+"""`ModbusDriver`: the Modbus PollDriver (TCP, RTU, RTU over TCP) that bus owners drive.
+
+- `plan(device)` -> `ModbusRequest`s from the planner (fewest reads per table and interval).
+- `read(device, request)` -> raw `Sample`s (before scale/offset: the pipeline scales).
+- `write(device, point, value)` -> FC 5/6/15/16 after validating the point and the value.
+- `diag("scan" | "read" | "write", params)` -> JSON-able dict for technicians.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from drivers.modbus._channel import READ_FUNCTION, ModbusChannel, Reply
+from drivers.modbus._diag import run_diag
+from drivers.modbus.codec import CodecError, decode_registers, encode_value, register_bit
+from drivers.modbus.config import (
+    BIT_TABLES,
+    ModbusBusConfig,
+    ModbusDeviceConfig,
+    ModbusPointConfig,
+)
+from drivers.modbus.planner import Limits, PointSpan, plan_reads
+from gateway.api import (
+    FrameError,
+    PollDriver,
+    PollRequest,
+    Quality,
+    Sample,
+    StateStore,
+    Value,
+    WriteRejectedError,
+)
+
+DEFAULT_INTERVAL_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class ModbusRequest(PollRequest):
+    """One planned read: FC `function` of `count` addresses of `table` from `address`."""
+
+    table: str = "holding"
+    function: int = 3
+    address: int = 0
+    count: int = 1
+
+
+def point_interval(device: ModbusDeviceConfig, point: ModbusPointConfig) -> float:
+    """Effective poll interval: the point's, else the device's, else 60 s."""
+    return point.poll_interval_s or device.poll_interval_s or DEFAULT_INTERVAL_S
+
+
+def plan_device(device: ModbusDeviceConfig) -> tuple[ModbusRequest, ...]:
+    """The read plan of one device (every enabled point, fewest requests)."""
+    spans = [
+        PointSpan(name, p.table, p.address, p.register_count, point_interval(device, p))
+        for name, p in device.points.items()
+        if p.enabled
+    ]
+    limits = Limits(device.max_request_registers, device.max_request_bits, device.max_gap)
+    return tuple(
+        ModbusRequest(
+            points=tuple(s.name for s in r.points),
+            interval_s=r.interval_s,
+            table=r.table,
+            function=READ_FUNCTION[r.table],
+            address=r.address,
+            count=r.count,
+        )
+        for r in plan_reads(spans, limits)
+    )
+
+
+def decode_point(point: ModbusPointConfig, offset: int, reply: Reply) -> Sample:
+    """The raw value of one point from a read reply; Quality.BAD if the device sent no value."""
+    name = point.name
+    if point.table in BIT_TABLES:
+        return Sample(name, reply.bits[offset])
+    regs = reply.registers[offset : offset + point.register_count]
+    if point.type == "bool":
+        return Sample(name, register_bit(regs[0], point.bit or 0))
+    value = decode_registers(
+        regs, point.type, word_order=point.word_order, byte_order=point.byte_order, encoding=point.encoding
+    )
+    if isinstance(value, float) and not math.isfinite(value):
+        # Meters send NaN/inf for "not available"; it must not travel as a number.
+        return Sample(name, None, Quality.BAD)
+    return Sample(name, value)
+
+
+def encode_write(device: ModbusDeviceConfig, point_name: str, value: Value) -> tuple[ModbusPointConfig, Any]:
+    """Check a write and turn the value into a bool (coil) or registers. Raises WriteRejectedError."""
+    point = device.points.get(point_name)
+    if point is None:
+        raise WriteRejectedError(device.id, point_name, "no such point on this device")
+    point = point if point.name else point.model_copy(update={"name": point_name})
+    if not point.writable:
+        raise WriteRejectedError(device.id, point_name, "the point is not writable (writable = false)")
+    if point.table == "coil":
+        if isinstance(value, bool):
+            return point, value
+        if isinstance(value, int) and value in (0, 1):
+            return point, bool(value)
+        raise WriteRejectedError(device.id, point_name, f"a coil takes true/false or 0/1, not {value!r}")
+    if value is None or isinstance(value, bool):
+        raise WriteRejectedError(device.id, point_name, f"a {point.type} point needs a value, not {value!r}")
+    try:
+        registers = encode_value(
+            value,
+            point.type,
+            word_order=point.word_order,
+            byte_order=point.byte_order,
+            length=point.length,
+            encoding=point.encoding,
+        )
+    except CodecError as err:
+        raise WriteRejectedError(device.id, point_name, str(err)) from err
+    return point, registers
+
+
+class ModbusDriver(PollDriver[ModbusBusConfig, ModbusDeviceConfig]):
+    """Modbus on one bus. The bus owner is the only caller; transactions run one at a time."""
+
+    def __init__(
+        self, bus: ModbusBusConfig, devices: Sequence[ModbusDeviceConfig], state: StateStore | None = None
+    ) -> None:
+        super().__init__(bus, devices, state)
+        self.channel = ModbusChannel(bus)
+
+    async def open(self) -> None:
+        await self.channel.open()
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    def _timeout(self, device: ModbusDeviceConfig) -> float:
+        return device.timeout_s or self.bus.timeout_s
+
+    def plan(self, device: ModbusDeviceConfig) -> Sequence[ModbusRequest]:
+        return plan_device(device)
+
+    async def read(self, device: ModbusDeviceConfig, request: PollRequest) -> tuple[Sample, ...]:
+        if not isinstance(request, ModbusRequest):
+            raise TypeError(f"ModbusDriver.read needs a ModbusRequest, got {type(request).__name__}")
+        unit = device.address
+        table, address, count = request.table, request.address, request.count
+
+        async def call(client: Any) -> Any:
+            method = {
+                "coil": client.read_coils,
+                "discrete": client.read_discrete_inputs,
+                "holding": client.read_holding_registers,
+                "input": client.read_input_registers,
+            }[table]
+            return await method(address, count=count, device_id=unit)
+
+        reply = await self.channel.transact(device.id, unit, request.points, self._timeout(device), call)
+        have = len(reply.bits) if table in BIT_TABLES else len(reply.registers)
+        if have < count:
+            raise FrameError(
+                self.channel.frame_protocol, f"device {device.id} sent {have} values for a read of {count}"
+            )
+        samples = []
+        for name in request.points:
+            point = device.points[name]
+            point = point if point.name else point.model_copy(update={"name": name})
+            try:
+                samples.append(decode_point(point, point.address - address, reply))
+            except CodecError:
+                samples.append(Sample(name, None, Quality.BAD))
+        return tuple(samples)
+
+    async def write(self, device: ModbusDeviceConfig, point: str, value: Value) -> None:
+        spec, payload = encode_write(device, point, value)
+        unit = device.address
+        broadcast = unit == 0
+        address = spec.address
+        single_fc16 = device.single_register_write_fc16
+
+        async def call(client: Any) -> Any:
+            if spec.table == "coil":
+                return await client.write_coil(
+                    address, payload, device_id=unit, no_response_expected=broadcast
+                )
+            if len(payload) == 1 and not single_fc16:
+                return await client.write_register(
+                    address, payload[0], device_id=unit, no_response_expected=broadcast
+                )
+            return await client.write_registers(
+                address, list(payload), device_id=unit, no_response_expected=broadcast
+            )
+
+        await self.channel.transact(device.id, unit, (point,), self._timeout(device), call)
+
+    async def diag(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        return await run_diag(self.channel, self.bus.timeout_s, action, params)
