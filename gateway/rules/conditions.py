@@ -1,0 +1,475 @@
+"""Per rule kind, the condition a rule instance computes from readings and time.
+
+A condition returns True (alarm condition holds), False (it does not) or None (unknown: keep the
+alarm as it is). Each keeps constant memory per device and point, and can be snapshot and restored.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from gateway.api import Value
+from gateway.rules.config import (
+    AnomalyRule,
+    BooleanRule,
+    ConsumptionRule,
+    MissingRule,
+    RateRule,
+    ThresholdRule,
+)
+from gateway.rules.meter import LocalDays, MeterTrack, Step, spread
+from gateway.rules.stats import Estimator
+
+_TRUE_WORDS = frozenset({"1", "true", "on", "yes", "alarm", "active", "open"})
+_FALSE_WORDS = frozenset({"0", "false", "off", "no", "normal", "inactive", "closed"})
+
+
+def as_float(v: Value) -> float | None:
+    if isinstance(v, bool):
+        return float(v)
+    if isinstance(v, int | float):
+        f = float(v)
+        return f if math.isfinite(f) else None
+    return None
+
+
+def as_bool(v: Value) -> bool | None:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, int | float):
+        return v != 0
+    if isinstance(v, str):
+        w = v.strip().lower()
+        if w in _TRUE_WORDS:
+            return True
+        if w in _FALSE_WORDS:
+            return False
+    return None
+
+
+class Condition:
+    """Base: `on_reading` for readings of the rule's point, `on_tick` for the passing of time."""
+
+    __slots__ = ("value",)
+    time_driven = False
+
+    def __init__(self) -> None:
+        self.value: Value = None  # what the event reports: the measured quantity behind the condition
+
+    def on_reading(self, value: Value, ts: float) -> bool | None:
+        return None
+
+    def on_tick(self, now: float) -> bool | None:
+        return None
+
+    def snapshot(self) -> list[Any]:
+        return []
+
+    def restore(self, data: list[Any]) -> None:
+        return None
+
+
+class ThresholdCondition(Condition):
+    __slots__ = ("above", "below", "hyst", "state")
+
+    def __init__(self, rule: ThresholdRule) -> None:
+        super().__init__()
+        self.above, self.below, self.hyst = rule.above, rule.below, rule.hysteresis
+        self.state = False
+
+    def on_reading(self, value: Value, ts: float) -> bool | None:
+        x = as_float(value)
+        if x is None:
+            return None
+        self.value = x
+        above, below = self.above, self.below
+        if self.state:
+            # Hysteresis: once out of range, back in range only past the limit by `hyst`.
+            h = self.hyst
+            self.state = (above is not None and x > above - h) or (below is not None and x < below + h)
+        else:
+            self.state = (above is not None and x > above) or (below is not None and x < below)
+        return self.state
+
+    def snapshot(self) -> list[Any]:
+        return [self.state]
+
+    def restore(self, data: list[Any]) -> None:
+        self.state = bool(data[0])
+
+
+class BooleanCondition(Condition):
+    __slots__ = ("active",)
+
+    def __init__(self, rule: BooleanRule) -> None:
+        super().__init__()
+        self.active = rule.active
+
+    def on_reading(self, value: Value, ts: float) -> bool | None:
+        b = as_bool(value)
+        if b is None:
+            return None
+        self.value = b
+        return b == self.active
+
+
+class RateCondition(Condition):
+    """Change against a reference value that is renewed every `window_s` (constant memory)."""
+
+    __slots__ = ("direction", "max_change", "ref", "ref_ts", "window_s")
+
+    def __init__(self, rule: RateRule) -> None:
+        super().__init__()
+        self.max_change, self.window_s, self.direction = rule.max_change, rule.window_s, rule.direction
+        self.ref: float | None = None
+        self.ref_ts = 0.0
+
+    def on_reading(self, value: Value, ts: float) -> bool | None:
+        x = as_float(value)
+        if x is None:
+            return None
+        if self.ref is None or ts - self.ref_ts > 2 * self.window_s:
+            self.ref, self.ref_ts = x, ts  # first value or after a gap: no rate known
+            return None
+        change = x - self.ref
+        if ts - self.ref_ts >= self.window_s:
+            self.ref, self.ref_ts = x, ts
+        self.value = change
+        if self.direction == "rising":
+            return change > self.max_change
+        if self.direction == "falling":
+            return -change > self.max_change
+        return abs(change) > self.max_change
+
+    def snapshot(self) -> list[Any]:
+        return [self.ref, self.ref_ts]
+
+    def restore(self, data: list[Any]) -> None:
+        self.ref, self.ref_ts = data[0], float(data[1])
+
+
+class MissingCondition(Condition):
+    __slots__ = ("after_s", "last_ts")
+    time_driven = True
+
+    def __init__(self, rule: MissingRule) -> None:
+        super().__init__()
+        self.after_s = rule.after_s
+        self.last_ts: float | None = None  # set at the first tick: the gateway's start is a grace period
+
+    def on_reading(self, value: Value, ts: float) -> bool | None:
+        if self.last_ts is None or ts > self.last_ts:
+            self.last_ts = ts
+        self.value = 0.0
+        return False
+
+    def on_tick(self, now: float) -> bool | None:
+        if self.last_ts is None:
+            self.last_ts = now
+        age = now - self.last_ts
+        self.value = round(age, 3)
+        return age > self.after_s
+
+    def snapshot(self) -> list[Any]:
+        return [self.last_ts]
+
+    def restore(self, data: list[Any]) -> None:
+        self.last_ts = data[0]
+
+
+class OfflineCondition(Condition):
+    """Driven by the bus owner's device_offline / device_online events, not by readings."""
+
+    __slots__ = ()
+
+
+class SlidingUse(Condition):
+    """Use in a sliding window, in bins of `bin_s`: a ring of bins and a running sum."""
+
+    __slots__ = ("above", "below", "bin_s", "bins", "head", "meter", "since", "stale_s", "total", "window_s")
+    time_driven = True
+
+    def __init__(self, rule: ConsumptionRule) -> None:
+        super().__init__()
+        self.meter = MeterTrack(rule.rollover_at, rule.max_step)
+        self.bin_s, self.window_s = rule.bin_s, rule.window_s
+        self.bins = [0.0] * max(1, math.ceil(rule.window_s / rule.bin_s))
+        self.head = -1  # absolute index of the newest bin
+        self.total = 0.0
+        self.since: float | None = None  # start of continuous observation
+        self.below, self.above, self.stale_s = rule.below, rule.above, rule.stale_s
+
+    def _advance(self, idx: int) -> None:
+        n = len(self.bins)
+        if self.head < 0 or idx - self.head >= n:
+            self.bins = [0.0] * n
+            self.total = 0.0
+        else:
+            for i in range(self.head + 1, idx + 1):
+                self.total -= self.bins[i % n]
+                self.bins[i % n] = 0.0
+        self.head = idx
+
+    def on_reading(self, value: Value, ts: float) -> bool | None:
+        x = as_float(value)
+        if x is None:
+            return None
+        step = self.meter.feed(x, ts)
+        if step is None:
+            return None
+        if step.kind is Step.REBASE:
+            self._advance(int(ts // self.bin_s))
+            if self.since is None:
+                self.since = ts
+            return self._cond(ts)
+        b = self.bin_s
+        first, last = int(step.t0 // b), int(ts // b)
+        if last > self.head:
+            self._advance(last)
+        n = len(self.bins)
+        for i in range(max(first, last - n + 1), last + 1):
+            part = spread(step.use, step.t0, step.t1, i * b, (i + 1) * b) if first != last else step.use
+            self.bins[i % n] += part
+            self.total += part
+        return self._cond(ts)
+
+    def _cond(self, ts: float) -> bool | None:
+        self.value = round(max(self.total, 0.0), 6)
+        if self.above is not None:
+            return self.total > self.above
+        assert self.below is not None
+        if self.total >= self.below:
+            return False
+        # "No use for 12 h" needs 12 h of observation, not a freshly started gateway.
+        if self.since is None or ts - self.since < self.window_s:
+            return None
+        return True
+
+    def on_tick(self, now: float) -> bool | None:
+        # Stale meter: the window is unknown; keep the alarm as it is (the missing rule reports it).
+        return None
+
+    def snapshot(self) -> list[Any]:
+        return [self.meter.snapshot(), self.bins, self.head, self.total, self.since]
+
+    def restore(self, data: list[Any]) -> None:
+        self.meter.restore(data[0])
+        if len(data[1]) == len(self.bins):
+            self.bins, self.head, self.total = [float(v) for v in data[1]], int(data[2]), float(data[3])
+        self.since = data[4]
+
+
+class DayUse(Condition):
+    """Use per local calendar day: `above` while the day runs, `below` when a complete day closes."""
+
+    __slots__ = ("above", "below", "closed", "days", "end", "meter", "since", "stale_s", "start", "today")
+
+    def __init__(self, rule: ConsumptionRule) -> None:
+        super().__init__()
+        self.meter = MeterTrack(rule.rollover_at, rule.max_step)
+        self.days = LocalDays(rule.tz)
+        self.below, self.above, self.stale_s = rule.below, rule.above, rule.stale_s
+        self.start = self.end = 0.0
+        self.today = 0.0
+        self.since: float | None = None
+        self.closed: float | None = None  # total of the last complete day
+
+    def on_reading(self, value: Value, ts: float) -> bool | None:
+        x = as_float(value)
+        if x is None:
+            return None
+        step = self.meter.feed(x, ts)
+        if step is None:
+            return None
+        if self.since is None:
+            self.since = ts
+            self.start, self.end = self.days.locate(ts)
+        result: bool | None = None
+        use, t0 = step.use, step.t0
+        while ts >= self.end:  # close every day the step crosses
+            part = spread(use, t0, ts, self.start, self.end) if step.kind is not Step.REBASE else 0.0
+            self.today += part
+            complete = self.since <= self.start and t0 >= self.end - self.stale_s - (ts - t0)
+            gap_ok = step.gap_s <= self.stale_s
+            self.closed = self.today if complete and gap_ok else None
+            if self.below is not None and self.closed is not None:
+                result = self.closed < self.below
+            self.start, self.end = self.days.locate(self.end)
+            self.today = 0.0
+        self.today += spread(use, t0, ts, self.start, self.end) if step.kind is not Step.REBASE else 0.0
+        if self.above is not None:
+            self.value = round(self.today, 6)
+            return self.today > self.above
+        assert self.below is not None
+        if self.today >= self.below:
+            self.value = round(self.today, 6)
+            return False  # use resumed today
+        if result is not None:
+            self.value = round(self.closed or 0.0, 6)
+        return result
+
+    def snapshot(self) -> list[Any]:
+        return [self.meter.snapshot(), self.start, self.end, self.today, self.since, self.closed]
+
+    def restore(self, data: list[Any]) -> None:
+        self.meter.restore(data[0])
+        self.start, self.end, self.today = float(data[1]), float(data[2]), float(data[3])
+        self.since, self.closed = data[4], data[5]
+
+
+class SlotUse(Condition):
+    """Use in every slot for `slots` slots in a row (a leak or a tap left open): a run counter."""
+
+    __slots__ = ("cur", "cur_use", "gap_s", "meter", "min_use", "run", "slot_s", "slots")
+
+    def __init__(self, rule: ConsumptionRule) -> None:
+        super().__init__()
+        self.meter = MeterTrack(rule.rollover_at, rule.max_step)
+        self.slot_s, self.slots, self.min_use, self.gap_s = (
+            rule.slot_s,
+            rule.slots,
+            rule.min_per_slot,
+            rule.gap_s,
+        )
+        self.cur = -1  # absolute index of the open slot
+        self.cur_use = 0.0
+        self.run = 0  # completed slots in a row with use
+
+    def on_reading(self, value: Value, ts: float) -> bool | None:
+        x = as_float(value)
+        if x is None:
+            return None
+        step = self.meter.feed(x, ts)
+        if step is None:
+            return None
+        s = self.slot_s
+        idx = int(ts // s)
+        if step.kind is Step.REBASE or self.cur < 0 or step.gap_s > self.gap_s:
+            # Unknown how use was spread (first reading, new meter, long gap): the run starts again.
+            if idx != self.cur:
+                self.run = 0
+                self.cur, self.cur_use = idx, 0.0
+            return self._cond()
+        changed = False
+        while self.cur < idx:
+            self.cur_use += spread(step.use, step.t0, step.t1, self.cur * s, (self.cur + 1) * s)
+            self.run = self.run + 1 if self.cur_use > self.min_use else 0
+            self.cur += 1
+            self.cur_use = 0.0
+            changed = True
+        self.cur_use += spread(step.use, step.t0, step.t1, idx * s, (idx + 1) * s)
+        return self._cond() if changed else None
+
+    def _cond(self) -> bool:
+        self.value = self.run
+        return self.run >= self.slots
+
+    def snapshot(self) -> list[Any]:
+        return [self.meter.snapshot(), self.cur, self.cur_use, self.run]
+
+    def restore(self, data: list[Any]) -> None:
+        self.meter.restore(data[0])
+        self.cur, self.cur_use, self.run = int(data[1]), float(data[2]), int(data[3])
+
+
+class AnomalyCondition(Condition):
+    """Statistical score of a value, or of a meter's use per slot against a learned daily profile."""
+
+    __slots__ = (
+        "cur",
+        "cur_use",
+        "days",
+        "direction",
+        "est",
+        "gap_s",
+        "hours",
+        "meter",
+        "min_value",
+        "rule",
+        "warmup",
+        "z",
+    )
+
+    def __init__(self, rule: AnomalyRule) -> None:
+        super().__init__()
+        self.rule = rule
+        bins = int(86400 // rule.slot_s) if rule.profile else 1
+        self.est = [Estimator(rule.alpha, rule.min_scale, rule.method == "robust") for _ in range(bins)]
+        self.z, self.warmup, self.direction, self.min_value = (
+            rule.z,
+            rule.warmup,
+            rule.direction,
+            rule.min_value,
+        )
+        self.hours = rule.hours
+        self.days = LocalDays(rule.tz)
+        self.meter = MeterTrack(rule.rollover_at, rule.max_step) if rule.cumulative else None
+        self.gap_s = rule.gap_s
+        self.cur = -1
+        self.cur_use = 0.0
+
+    def _in_hours(self, ts: float) -> bool:
+        if self.hours is None:
+            return True
+        h, (a, b) = self.days.hour(ts), self.hours
+        return a <= h < b if a <= b else (h >= a or h < b)
+
+    def _score(self, x: float, ts: float, bin_: int) -> bool | None:
+        est = self.est[bin_]
+        warm = est.n >= self.warmup
+        z = est.score(x) if warm else 0.0
+        est.learn(x)
+        self.value = round(x, 6)
+        if not warm:
+            return None
+        if not self._in_hours(ts):
+            return False
+        if self.direction == "high":
+            hit = z > self.z and x >= self.min_value
+        elif self.direction == "low":
+            hit = -z > self.z
+        else:
+            hit = abs(z) > self.z and (z < 0 or x >= self.min_value)
+        return hit
+
+    def on_reading(self, value: Value, ts: float) -> bool | None:
+        x = as_float(value)
+        if x is None:
+            return None
+        if self.meter is None:
+            return self._score(x, ts, 0)
+        step = self.meter.feed(x, ts)
+        if step is None:
+            return None
+        s = self.rule.slot_s
+        idx = int(ts // s)
+        if step.kind is Step.REBASE or self.cur < 0 or step.gap_s > self.gap_s:
+            self.cur, self.cur_use = idx, 0.0
+            return None
+        result: bool | None = None
+        while self.cur < idx:
+            self.cur_use += spread(step.use, step.t0, step.t1, self.cur * s, (self.cur + 1) * s)
+            mid = (self.cur + 0.5) * s
+            bin_ = int(self.days.hour(mid) * len(self.est) / 24) % len(self.est) if self.rule.profile else 0
+            result = self._score(self.cur_use, mid, bin_)
+            self.cur += 1
+            self.cur_use = 0.0
+        self.cur_use += spread(step.use, step.t0, step.t1, idx * s, (idx + 1) * s)
+        return result
+
+    def snapshot(self) -> list[Any]:
+        return [
+            [e.snapshot() for e in self.est],
+            self.meter.snapshot() if self.meter else None,
+            self.cur,
+            self.cur_use,
+        ]
+
+    def restore(self, data: list[Any]) -> None:
+        if len(data[0]) == len(self.est):
+            for e, d in zip(self.est, data[0], strict=True):
+                e.restore(d)
+        if self.meter is not None and data[1] is not None:
+            self.meter.restore(data[1])
+        self.cur, self.cur_use = int(data[2]), float(data[3])

@@ -1,0 +1,373 @@
+"""The rule engine: readings and time in, raise-once / clear-once events and local actions out.
+
+The pipeline calls `evaluate` with every normalized batch (synchronously, so it stays O(1) per reading
+per rule and does no I/O) and the runtime calls `tick` about once a second for time-driven rules
+(missing data, hold times, calendar windows) and `on_event` with the bus owners' device_offline /
+device_online events.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.api import DeviceConfig, Event, EventState, Quality, Reading, Severity, Value, utc_now
+from gateway.rules.actions import ActionRunner, ActionTarget
+from gateway.rules.alarm import Alarm, AlarmPhase, Transition
+from gateway.rules.conditions import (
+    AnomalyCondition,
+    BooleanCondition,
+    Condition,
+    DayUse,
+    MissingCondition,
+    OfflineCondition,
+    RateCondition,
+    SlidingUse,
+    SlotUse,
+    ThresholdCondition,
+)
+from gateway.rules.config import (
+    AnomalyRule,
+    BooleanRule,
+    CompositeRule,
+    ConsumptionRule,
+    MissingRule,
+    OfflineRule,
+    RateRule,
+    RuleConfig,
+    RulesConfig,
+    ThresholdRule,
+    rule_points,
+    severity_of,
+)
+from gateway.rules.suppression import QuietHours
+
+log = logging.getLogger("gateway.rules")
+
+DEVICE_OFFLINE = "device_offline"
+DEVICE_ONLINE = "device_online"
+SNAPSHOT_VERSION = 1
+_WAITING = (AlarmPhase.PENDING, AlarmPhase.CLEARING)
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveAlarm:
+    """A raised alarm, for status pages and `citynerve status`."""
+
+    rule: str
+    device_id: str
+    kind: str
+    severity: Severity
+    raised_at: float
+    value: Value
+
+
+class CompositeCondition(Condition):
+    """All / any of other rules' alarms on the device active, or raised in order within a time."""
+
+    __slots__ = ("children", "mode", "within_s")
+
+    def __init__(self, rule: CompositeRule, children: list[RuleInstance]) -> None:
+        super().__init__()
+        self.mode, self.within_s, self.children = rule.mode, rule.within_s, children
+
+    def evaluate(self) -> bool:
+        active = [c.alarm.active for c in self.children]
+        self.value = sum(active)
+        if self.mode == "any":
+            return any(active)
+        if not all(active):
+            return False
+        if self.mode == "all":
+            return True
+        times = [c.raised_at for c in self.children]
+        in_order = all(a <= b for a, b in itertools.pairwise(times))
+        return in_order and times[-1] - times[0] <= self.within_s
+
+
+class RuleInstance:
+    """One rule on one device: its condition, its alarm and what its events carry."""
+
+    __slots__ = (
+        "alarm",
+        "attrs",
+        "cond",
+        "device_id",
+        "key",
+        "kind",
+        "parents",
+        "quiet",
+        "raised_at",
+        "rule",
+        "severity",
+        "suppress_away",
+    )
+
+    def __init__(self, rule: RuleConfig, device_id: str, cond: Condition, attrs: dict[str, Any]) -> None:
+        self.rule = rule
+        self.device_id = device_id
+        self.key = f"{rule.id}|{device_id}"
+        self.cond = cond
+        self.alarm = Alarm(rule.hold_s, rule.clear_hold_s)
+        self.kind = rule.event_kind
+        self.severity = severity_of(rule)
+        self.attrs = attrs
+        self.quiet: list[QuietHours] = []
+        self.suppress_away = rule.suppress_when_away
+        self.parents: list[RuleInstance] = []
+        self.raised_at = 0.0
+
+
+def _condition(rule: RuleConfig) -> Condition:
+    if isinstance(rule, ThresholdRule):
+        return ThresholdCondition(rule)
+    if isinstance(rule, BooleanRule):
+        return BooleanCondition(rule)
+    if isinstance(rule, RateRule):
+        return RateCondition(rule)
+    if isinstance(rule, MissingRule):
+        return MissingCondition(rule)
+    if isinstance(rule, OfflineRule):
+        return OfflineCondition()
+    if isinstance(rule, ConsumptionRule):
+        if rule.window == "sliding":
+            return SlidingUse(rule)
+        return DayUse(rule) if rule.window == "day" else SlotUse(rule)
+    if isinstance(rule, AnomalyRule):
+        return AnomalyCondition(rule)
+    raise TypeError(f"no condition for rule kind {rule.kind}")  # composites are built by the engine
+
+
+def device_attrs(device: DeviceConfig) -> dict[str, Any]:
+    """What every event of a device carries: where it is and which city component it is."""
+    attrs: dict[str, Any] = {
+        "location": device.location.model_dump(exclude_defaults=True),
+        "profile": device.profile,
+    }
+    if device.component_code:
+        attrs["component_code"] = device.component_code
+    if device.name:
+        attrs["device_name"] = device.name
+    return attrs
+
+
+class RuleEngine:
+    """Evaluates the configured rules on every device they select.
+
+    Implements the pipeline's `RulesHook` (`evaluate`, `tick`) and takes device online/offline
+    events through `on_event`. Local actions go to `target` (the runtime's bus-owner writer).
+    """
+
+    def __init__(
+        self,
+        config: RulesConfig,
+        devices: Iterable[DeviceConfig] | Mapping[str, DeviceConfig],
+        *,
+        target: ActionTarget | None = None,
+        clock: Callable[[], float] = utc_now,
+        events: Callable[[Event], None] | None = None,
+    ) -> None:
+        self.config = config
+        devs = list(devices.values()) if isinstance(devices, Mapping) else list(devices)
+        self.devices = {d.id: d for d in devs if d.enabled}
+        self._attrs = {d.id: device_attrs(d) for d in self.devices.values()}
+        self.actions = ActionRunner(config.actions, target, self._attrs, clock, events)
+        self.away: set[str] = set(config.away)
+        quiet = {s.id: QuietHours(s) for s in config.schedules}
+        contacts = {c.id: c.model_dump(exclude_defaults=True) for c in config.contacts}
+        self.instances: dict[str, RuleInstance] = {}
+        self._by_point: dict[tuple[str, str], list[RuleInstance]] = {}
+        self._any_point: dict[str, list[RuleInstance]] = {}
+        self._offline: dict[str, list[RuleInstance]] = {}
+        self._ticked: list[RuleInstance] = []
+        self._waiting: set[RuleInstance] = set()
+        for rule in config.all_rules():
+            if not rule.enabled:
+                continue
+            for dev in self.devices.values():
+                inst = self._instance(rule, dev)
+                if inst is None:
+                    continue
+                inst.quiet = [quiet[s] for s in rule.suppress_during]
+                if rule.escalate:
+                    inst.attrs = {**inst.attrs, "escalation": [contacts[c] for c in rule.escalate]}
+                self.instances[inst.key] = inst
+                point = rule_points(rule)
+                if isinstance(inst.cond, OfflineCondition):
+                    self._offline.setdefault(dev.id, []).append(inst)
+                elif isinstance(inst.cond, CompositeCondition):
+                    for child in inst.cond.children:
+                        child.parents.append(inst)
+                elif point:
+                    self._by_point.setdefault((dev.id, point), []).append(inst)
+                else:
+                    self._any_point.setdefault(dev.id, []).append(inst)
+                if inst.cond.time_driven:
+                    self._ticked.append(inst)
+
+    def _instance(self, rule: RuleConfig, dev: DeviceConfig) -> RuleInstance | None:
+        if not rule.select.matches(dev):
+            return None
+        point = rule_points(rule)
+        if point and dev.points and point not in dev.points:
+            return None  # selected by profile or tag, but this device has no such point
+        attrs = self._attrs[dev.id]
+        if isinstance(rule, CompositeRule):
+            children = [self.instances.get(f"{c}|{dev.id}") for c in rule.of]
+            if any(c is None for c in children):
+                return None
+            return RuleInstance(rule, dev.id, CompositeCondition(rule, [c for c in children if c]), attrs)
+        return RuleInstance(rule, dev.id, _condition(rule), attrs)
+
+    # -- the RulesHook --------------------------------------------------------------------------
+
+    def evaluate(self, readings: Sequence[Reading]) -> list[Event]:
+        """Feed a batch of normalized readings; returns the events it raised or cleared."""
+        out: list[Event] = []
+        by_point, any_point = self._by_point, self._any_point
+        good = Quality.GOOD
+        for r in readings:
+            insts = by_point.get((r.device_id, r.point))
+            if insts is not None:
+                ok = r.quality is good
+                for inst in insts:
+                    cond = inst.cond.on_reading(r.value, r.ts) if ok else None
+                    if cond is not None:
+                        self._update(inst, cond, r.ts, out)
+            if any_point and r.quality is good:
+                for inst in any_point.get(r.device_id, ()):
+                    self._update(inst, inst.cond.on_reading(r.value, r.ts), r.ts, out)
+        if self.actions._pending:
+            out.extend(self.actions.drain())
+        return out
+
+    def tick(self, now: float) -> list[Event]:
+        """Let time pass: missing data, hold times, suppression ending. Call about once a second."""
+        out: list[Event] = []
+        for inst in self._ticked:
+            cond = inst.cond.on_tick(now)
+            if cond is not None:
+                self._update(inst, cond, now, out)
+        for inst in list(self._waiting):
+            tr = inst.alarm.expire(now, self._allowed(inst, now))
+            if inst.alarm.phase not in _WAITING:
+                self._waiting.discard(inst)
+            if tr is not Transition.NONE:
+                self._emit(inst, tr, now, out)
+        out.extend(self.actions.drain())
+        return out
+
+    def on_event(self, event: Event) -> list[Event]:
+        """Device online/offline from the bus owners; other events are ignored."""
+        out: list[Event] = []
+        if event.kind in (DEVICE_OFFLINE, DEVICE_ONLINE):
+            offline = event.kind == DEVICE_OFFLINE and event.state is EventState.RAISED
+            for inst in self._offline.get(event.device_id, ()):
+                inst.cond.value = offline
+                self._update(inst, offline, event.ts, out)
+        return out
+
+    # -- state changes ---------------------------------------------------------------------------
+
+    def _allowed(self, inst: RuleInstance, ts: float) -> bool:
+        if inst.suppress_away and inst.device_id in self.away:
+            return False
+        return not any(q.open_at(ts) for q in inst.quiet)
+
+    def _update(self, inst: RuleInstance, cond: bool | None, ts: float, out: list[Event]) -> None:
+        if cond is None:
+            return
+        allowed = True if not (inst.quiet or inst.suppress_away) else self._allowed(inst, ts)
+        tr = inst.alarm.update(cond, ts, inst.cond.value, allowed)
+        if inst.alarm.phase in _WAITING:
+            self._waiting.add(inst)
+        if tr is not Transition.NONE:
+            self._emit(inst, tr, ts, out)
+
+    def _emit(self, inst: RuleInstance, tr: Transition, ts: float, out: list[Event]) -> None:
+        raised = tr is Transition.RAISE
+        if raised:
+            inst.raised_at = ts
+        rule = inst.rule
+        value = inst.alarm.raised_value if raised else inst.alarm.value
+        state = EventState.RAISED if raised else EventState.CLEARED
+        text = rule.message.replace("{value}", str(value)).replace("{device}", inst.device_id)
+        message = f"{text or rule.id} ({state.value}, value {value!r})"
+        ev = Event(inst.device_id, inst.kind, state, inst.severity, ts, rule.id, value, message, inst.attrs)
+        out.append(ev)
+        log.info("rule %s on %s: %s value=%r", rule.id, inst.device_id, state.value, value)
+        if self.actions.wants(rule.id):
+            out.extend(self.actions.trigger(ev))
+        for parent in inst.parents:
+            assert isinstance(parent.cond, CompositeCondition)
+            self._update(parent, parent.cond.evaluate(), ts, out)
+
+    # -- operator controls -----------------------------------------------------------------------
+
+    def set_away(self, device_id: str, away: bool) -> None:
+        """Mark a household away (its `suppress_when_away` rules do not raise) or back home."""
+        if away:
+            self.away.add(device_id)
+        else:
+            self.away.discard(device_id)
+
+    def set_override(self, device_id: str, action_id: str, on: bool) -> None:
+        """Manual override of a local action on a device (durable through `snapshot`)."""
+        self.actions.set_override(device_id, action_id, on)
+
+    def active(self) -> list[ActiveAlarm]:
+        """Alarms raised and not cleared."""
+        return [
+            ActiveAlarm(i.rule.id, i.device_id, i.kind, i.severity, i.raised_at, i.alarm.raised_value)
+            for i in self.instances.values()
+            if i.alarm.active
+        ]
+
+    # -- persistence -------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Detector and alarm state, JSON-serializable, to survive a restart."""
+        return {
+            "version": SNAPSHOT_VERSION,
+            "instances": {
+                k: [i.alarm.snapshot(), i.cond.snapshot(), i.raised_at] for k, i in self.instances.items()
+            },
+            "away": sorted(self.away),
+            "actions": self.actions.snapshot(),
+        }
+
+    def restore(self, data: Mapping[str, Any]) -> int:
+        """Restore a snapshot; instances of rules or devices no longer configured are dropped.
+
+        Returns how many instances were restored. A malformed entry is skipped and logged, so an old
+        or damaged snapshot costs learned state, never the gateway.
+        """
+        if data.get("version") != SNAPSHOT_VERSION:
+            log.warning(
+                "rules snapshot version %r not %d: starting fresh", data.get("version"), SNAPSHOT_VERSION
+            )
+            return 0
+        n = 0
+        for key, (alarm, cond, raised_at) in data.get("instances", {}).items():
+            inst = self.instances.get(key)
+            if inst is None:
+                continue
+            try:
+                inst.alarm.restore(alarm)
+                inst.cond.restore(cond)
+                inst.raised_at = float(raised_at)
+            except (TypeError, ValueError, IndexError, KeyError) as err:
+                log.warning("rules snapshot: cannot restore %s (%s): starting it fresh", key, err)
+                fresh = self._instance(inst.rule, self.devices[inst.device_id])
+                if fresh is not None:
+                    inst.alarm, inst.cond = fresh.alarm, fresh.cond
+                continue
+            if inst.alarm.phase in _WAITING:
+                self._waiting.add(inst)
+            n += 1
+        self.away = set(self.config.away) | set(data.get("away", []))
+        self.actions.restore(data.get("actions", {}))
+        return n

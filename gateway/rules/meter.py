@@ -1,0 +1,110 @@
+"""Cumulative meters: turn totals into use, handling rollover, replacement and gaps; local days."""
+
+from __future__ import annotations
+
+import enum
+import math
+import zoneinfo
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+
+class Step(enum.Enum):
+    USE = "use"  # a plausible difference between two totals
+    ROLLOVER = "rollover"  # the register wrapped at rollover_at
+    REBASE = "rebase"  # first reading, meter replaced or reset: nothing counted
+
+
+@dataclass(frozen=True, slots=True)
+class MeterStep:
+    """Use between the previous and this reading, over [t0, t1]."""
+
+    kind: Step
+    use: float
+    t0: float
+    t1: float
+
+    @property
+    def gap_s(self) -> float:
+        return self.t1 - self.t0
+
+
+class MeterTrack:
+    """Differences a meter's totals. Constant memory: the last total and its time.
+
+    A drop is a rollover if the previous total was in the top tenth of the register (`rollover_at`),
+    otherwise the meter was replaced or reset; a rise above `max_step` is a replacement with a
+    meter that started higher. Either way the new total becomes the baseline and no use is counted:
+    a replaced meter must not look like a burst pipe nor like a household that stopped using water.
+    """
+
+    __slots__ = ("last_total", "last_ts", "max_step", "rollover_at")
+
+    def __init__(self, rollover_at: float | None, max_step: float | None) -> None:
+        self.rollover_at = rollover_at
+        self.max_step = max_step
+        self.last_total: float | None = None
+        self.last_ts = 0.0
+
+    def feed(self, total: float, ts: float) -> MeterStep | None:
+        """Use since the last reading; None for out-of-order or non-finite readings."""
+        if not math.isfinite(total):
+            return None
+        prev, prev_ts = self.last_total, self.last_ts
+        if prev is not None and ts <= prev_ts:
+            return None
+        self.last_total, self.last_ts = total, ts
+        if prev is None:
+            return MeterStep(Step.REBASE, 0.0, ts, ts)
+        use = total - prev
+        kind = Step.USE
+        if use < 0:
+            if self.rollover_at is not None and prev >= 0.9 * self.rollover_at:
+                use += self.rollover_at
+                kind = Step.ROLLOVER
+            else:
+                return MeterStep(Step.REBASE, 0.0, ts, ts)
+        if self.max_step is not None and use > self.max_step:
+            return MeterStep(Step.REBASE, 0.0, ts, ts)
+        return MeterStep(kind, use, prev_ts, ts)
+
+    def snapshot(self) -> list[Any]:
+        return [self.last_total, self.last_ts]
+
+    def restore(self, data: list[Any]) -> None:
+        self.last_total = None if data[0] is None else float(data[0])
+        self.last_ts = float(data[1])
+
+
+class LocalDays:
+    """Local day boundaries in a time zone, cached so a reading costs a comparison, not a tz lookup."""
+
+    __slots__ = ("end", "start", "tz")
+
+    def __init__(self, tz: str) -> None:
+        self.tz = zoneinfo.ZoneInfo(tz)
+        self.start = 0.0
+        self.end = 0.0
+
+    def locate(self, ts: float) -> tuple[float, float]:
+        """(start, end) of the local day containing ts."""
+        if not self.start <= ts < self.end:
+            d = datetime.fromtimestamp(ts, self.tz)
+            midnight = d.replace(hour=0, minute=0, second=0, microsecond=0)
+            nxt = (midnight + timedelta(days=1, hours=2)).replace(hour=0)  # DST-safe next midnight
+            self.start, self.end = midnight.timestamp(), nxt.timestamp()
+        return self.start, self.end
+
+    def hour(self, ts: float) -> float:
+        """Local hour of day as a float, 0 <= h < 24."""
+        start, end = self.locate(ts)
+        return 24.0 * (ts - start) / (end - start)
+
+
+def spread(use: float, t0: float, t1: float, a: float, b: float) -> float:
+    """The part of `use` (spread evenly over [t0, t1]) that falls in [a, b)."""
+    if t1 <= t0:
+        return use if a <= t1 < b else 0.0
+    lo, hi = max(t0, a), min(t1, b)
+    return use * (hi - lo) / (t1 - t0) if hi > lo else 0.0
