@@ -1,0 +1,50 @@
+"""BTHome v2 sensors over BLE: codec (sans-I/O), decryption, replay protection and the ListenDriver.
+
+`DRIVER` is the DriverSpec for bus protocol "bthome" (entry point `citynerve.drivers`).
+"""
+
+from drivers.ble import BleBusConfig
+from drivers.bthome.codec import Advert, Measurement, build, parse
+from drivers.bthome.config import BTHomeDevice, BTHomePoint
+from drivers.bthome.driver import BTHomeDriver, DeviceLinkStats, NearbyNode
+from drivers.bthome.errors import (
+    BTHomeFrameError,
+    DecryptionError,
+    MalformedAdvertError,
+    MissingKeyError,
+    RejectReason,
+    ReplayError,
+    UnencryptedAdvertError,
+)
+from gateway.api import DriverSpec
+
+DRIVER = DriverSpec(
+    protocol="bthome",
+    family="bthome",
+    bus_model=BleBusConfig,
+    device_model=BTHomeDevice,
+    point_model=BTHomePoint,
+    factory=BTHomeDriver,
+    description="BTHome v2 BLE sensors (manhole covers, smoke, water leak, temperature), AES-CCM keys",
+)
+
+__all__ = [
+    "DRIVER",
+    "Advert",
+    "BTHomeDevice",
+    "BTHomeDriver",
+    "BTHomeFrameError",
+    "BTHomePoint",
+    "BleBusConfig",
+    "DecryptionError",
+    "DeviceLinkStats",
+    "MalformedAdvertError",
+    "Measurement",
+    "MissingKeyError",
+    "NearbyNode",
+    "RejectReason",
+    "ReplayError",
+    "UnencryptedAdvertError",
+    "build",
+    "parse",
+]

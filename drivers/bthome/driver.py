@@ -1,0 +1,370 @@
+"""The BTHome ListenDriver: BLE adverts of configured nodes -> SampleBatches and alarm events.
+
+One driver per BLE adapter (bus protocol "bthome"). Every advert of a configured node is decoded,
+decrypted with the node's key, checked against replay (the counter must increase; the last one
+survives gateway restarts through `self.state`) and duplicates, then delivered as one SampleBatch.
+Rejected adverts are counted per node and reason; nothing in an advert can stop the scanner.
+Offline detection is the bus owner's: it reads `last_seen()` against each node's heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.ciphers.aead import AESCCM
+
+from drivers.ble import Advertisement, BleBusConfig, Scanner
+from drivers.bthome import codec
+from drivers.bthome.config import BTHomeDevice, BTHomePoint
+from drivers.bthome.errors import BTHomeFrameError, RejectReason, ReplayError, UnencryptedAdvertError
+from drivers.bthome.replay import CounterGuard
+from gateway.api import (
+    ChannelError,
+    Event,
+    EventState,
+    ListenDriver,
+    PermanentError,
+    Sample,
+    SampleBatch,
+    SampleSink,
+    StateStore,
+    utc_now,
+)
+
+log = logging.getLogger(__name__)
+
+DEDUPE_WINDOW_S = 4.0
+"""Plaintext adverts with the same packet id and bytes within this window are one reading repeated
+(a node repeats each advert several times so that one gets through); later ones are new heartbeats."""
+
+QUEUE_SIZE = 2048
+STATE_FLUSH_S = 1.0
+
+
+@dataclass(slots=True)
+class DeviceLinkStats:
+    """Per-node link health: what was accepted, what was refused and why, when it was last heard."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: dict[RejectReason, int] = field(default_factory=dict)
+    last_seen: float | None = None  # utc time of the last accepted (fresh) advert
+    last_rssi: int | None = None
+    last_counter: int | None = None
+    last_packet_id: int | None = None
+    last_error: str = ""
+    failing: bool = False
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": {str(k): v for k, v in sorted(self.rejected.items())},
+            "last_seen": self.last_seen,
+            "last_rssi": self.last_rssi,
+            "last_counter": self.last_counter,
+            "last_error": self.last_error,
+        }
+
+
+@dataclass(slots=True)
+class NearbyNode:
+    """A BTHome advertiser heard on this adapter, configured or not (for `diag ble scan`)."""
+
+    address: str
+    rssi: int | None
+    payload: bytes
+    ts: float
+    device_id: str | None
+    count: int = 1
+
+
+@dataclass(slots=True)
+class _DeviceRuntime:
+    config: BTHomeDevice
+    cipher: AESCCM | None
+    points: tuple[tuple[str, BTHomePoint], ...]
+    stats: DeviceLinkStats
+    last_payload: bytes = b""
+    last_ts: float = 0.0
+    alarms: dict[str, bool] = field(default_factory=dict)
+
+
+class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
+    """Listens on one BLE adapter for the BTHome nodes configured on it."""
+
+    def __init__(
+        self,
+        bus: BleBusConfig,
+        devices: Sequence[BTHomeDevice],
+        state: StateStore | None = None,
+        *,
+        link: Any = None,
+    ) -> None:
+        super().__init__(bus, devices, state)
+        self._link = link  # an in-process bumble LocalLink (tests, simulators); else bus.transport
+        self._guard = CounterGuard(state)
+        self._runtime: dict[str, _DeviceRuntime] = {}
+        self._by_mac: dict[str, _DeviceRuntime] = {}
+        self._queue: asyncio.Queue[Advertisement] = asyncio.Queue(QUEUE_SIZE)
+        self._scanner: Scanner | None = None
+        self._listening = False
+        self.nearby: dict[str, NearbyNode] = {}
+        self.unknown_adverts = 0  # BTHome adverts from MACs that are not configured
+        self.dropped_adverts = 0  # queue overflow: the consumer fell behind
+        for dev in devices:
+            points = tuple((name, p) for name, p in dev.points.items() if p.enabled)
+            rt = _DeviceRuntime(dev, None, points, DeviceLinkStats())
+            self._runtime[dev.id] = rt
+            self._by_mac[dev.address] = rt
+
+    # -- channel ------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Read keys, open the adapter and start scanning. Raises ConfigError, ChannelError."""
+        for rt in self._runtime.values():
+            key = rt.config.resolve_key()
+            rt.cipher = AESCCM(key, tag_length=4) if key is not None else None
+        if self._scanner is None:
+            self._scanner = Scanner(self.bus, self._on_advertisement, link=self._link)
+        if not self._scanner.scanning:
+            await self._scanner.start()
+
+    async def close(self) -> None:
+        if self._scanner is not None:
+            await self._scanner.close()
+            self._scanner = None
+        with contextlib.suppress(Exception):
+            await self._guard.flush()
+
+    @property
+    def scanner(self) -> Scanner:
+        if self._scanner is None:
+            raise ChannelError(self.bus.id, "BLE adapter is not open")
+        return self._scanner
+
+    def _on_advertisement(self, adv: Advertisement) -> None:
+        payload = adv.service_data_16(codec.UUID16)
+        if payload is None:
+            return
+        rt = self._by_mac.get(adv.address)
+        node = self.nearby.get(adv.address)
+        if node is None:
+            self.nearby[adv.address] = NearbyNode(
+                adv.address, adv.rssi, payload, adv.ts, rt.config.id if rt else None
+            )
+        else:
+            node.rssi, node.payload, node.ts, node.count = adv.rssi, payload, adv.ts, node.count + 1
+        if rt is None:
+            self.unknown_adverts += 1
+            return
+        try:
+            self._queue.put_nowait(adv)
+        except asyncio.QueueFull:
+            self.dropped_adverts += 1
+
+    # -- listening ----------------------------------------------------------------------------
+
+    async def listen(self, sink: SampleSink) -> None:
+        """Deliver every fresh advert of a configured node to `sink` until cancelled."""
+        scanner = self.scanner
+        self._listening = True
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(scanner.watch(), name=f"bus[{self.bus.id}].ble.watchdog")
+                tg.create_task(self._flush_state(), name=f"bus[{self.bus.id}].bthome.state")
+                while True:
+                    adv = await self._queue.get()
+                    await self.handle(adv, sink)
+        finally:
+            self._listening = False
+            with contextlib.suppress(Exception):
+                await self._guard.flush()
+
+    async def _flush_state(self) -> None:
+        while True:
+            await asyncio.sleep(STATE_FLUSH_S)
+            try:
+                await self._guard.flush()
+            except Exception as err:  # the store may be busy; counters stay cached and dirty
+                log.warning("bus %s: could not save replay counters: %s", self.bus.id, err)
+
+    async def handle(self, adv: Advertisement, sink: SampleSink) -> None:
+        """Decode, check and deliver one advertisement. Bad adverts are counted, never raised."""
+        rt = self._by_mac.get(adv.address)
+        payload = adv.service_data_16(codec.UUID16)
+        if rt is None or payload is None:
+            return
+        stats = rt.stats
+        try:
+            advert = codec.parse(payload, mac=adv.address, cipher=rt.cipher)
+            if rt.config.encrypted and not advert.encrypted:
+                raise UnencryptedAdvertError(adv.address, payload)
+            if self._is_duplicate(rt, advert, payload, adv.ts):
+                stats.duplicates += 1
+                return
+            if advert.counter is not None:
+                last = await self._guard.last(adv.address)
+                if last is not None and advert.counter <= last:
+                    raise ReplayError(adv.address, advert.counter, last, payload)
+                self._guard.accept(adv.address, advert.counter)
+        except BTHomeFrameError as err:
+            reason = err.reason_code
+            stats.rejected[reason] = stats.rejected.get(reason, 0) + 1
+            stats.last_error = str(err)
+            if not stats.failing:
+                stats.failing = True
+                log.warning("device %s: advert rejected (%s): %s", rt.config.id, reason, err)
+            return
+        if stats.failing:
+            stats.failing = False
+            log.info("device %s: adverts accepted again", rt.config.id)
+        stats.accepted += 1
+        stats.last_seen = adv.ts
+        stats.last_rssi = adv.rssi
+        stats.last_counter = advert.counter
+        stats.last_packet_id = advert.packet_id
+        rt.last_payload, rt.last_ts = payload, adv.ts
+        self._deliver(rt, advert, adv.ts, sink)
+
+    def _is_duplicate(self, rt: _DeviceRuntime, advert: codec.Advert, payload: bytes, ts: float) -> bool:
+        if payload != rt.last_payload:
+            return False
+        if advert.counter is not None:
+            # Same bytes = same counter: the node repeating itself, not a replay of an older advert.
+            return True
+        pid = advert.packet_id
+        return pid is not None and ts - rt.last_ts < DEDUPE_WINDOW_S
+
+    def _deliver(self, rt: _DeviceRuntime, advert: codec.Advert, ts: float, sink: SampleSink) -> None:
+        samples: list[Sample] = []
+        events: list[Event] = []
+        for name, point in rt.points:
+            m = advert.find(point.object, point.index)
+            if m is None:  # nodes may send a subset of objects per advert (e.g. alarm-only)
+                continue
+            samples.append(Sample(name, m.value))
+            if point.event_kind:
+                on = bool(m.value)
+                was = rt.alarms.get(name)
+                rt.alarms[name] = on
+                if on != bool(was) and (was is not None or on):
+                    events.append(self._event(rt.config, name, point, on, m.value, ts))
+        if samples:
+            sink.submit(SampleBatch(rt.config.id, ts, tuple(samples)))
+        for event in events:
+            sink.event(event)
+
+    @staticmethod
+    def _event(dev: BTHomeDevice, name: str, point: BTHomePoint, on: bool, value: Any, ts: float) -> Event:
+        attrs: dict[str, Any] = {"address_code": dev.location.address_code, "mac": dev.address}
+        if dev.component_code:
+            attrs["component_code"] = dev.component_code
+        return Event(
+            device_id=dev.id,
+            kind=point.event_kind,
+            state=EventState.RAISED if on else EventState.CLEARED,
+            severity=point.severity,
+            ts=ts,
+            rule=f"bthome.{name}",
+            value=value,
+            message=f"{dev.name or dev.id}: {point.event_kind} {'raised' if on else 'cleared'} by the node",
+            attrs=attrs,
+        )
+
+    # -- what others read ---------------------------------------------------------------------
+
+    def last_seen(self, device_id: str) -> float | None:
+        """UTC time of the device's last fresh advert (duplicates and rejects do not count)."""
+        rt = self._runtime.get(device_id)
+        return rt.stats.last_seen if rt else None
+
+    def stats(self) -> Mapping[str, DeviceLinkStats]:
+        """Per-device link statistics, by device id."""
+        return {dev_id: rt.stats for dev_id, rt in self._runtime.items()}
+
+    async def diag(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Actions: `scan` {duration}, `stats`, `reset-counter` {device}."""
+        if action == "scan":
+            return await self._diag_scan(float(params.get("duration", 5.0)))
+        if action == "stats":
+            sc = self._scanner.stats if self._scanner else None
+            return {
+                "devices": {dev_id: s.as_dict() for dev_id, s in self.stats().items()},
+                "unknown_adverts": self.unknown_adverts,
+                "dropped_adverts": self.dropped_adverts,
+                "scanner": None
+                if sc is None
+                else {
+                    "adverts": sc.adverts,
+                    "restarts": sc.restarts,
+                    "resets": sc.resets,
+                    "last_heard": sc.last_heard,
+                },
+            }
+        if action == "reset-counter":
+            rt = self._runtime.get(str(params.get("device", "")))
+            if rt is None:
+                raise PermanentError(f"bus {self.bus.id}: no device {params.get('device')!r}")
+            self._guard.reset(rt.config.address)
+            await self._guard.flush()
+            return {"device": rt.config.id, "counter": None}
+        return await super().diag(action, params)
+
+    async def _diag_scan(self, duration: float) -> dict[str, Any]:
+        if not 0 < duration <= 300:
+            raise PermanentError(f"scan duration {duration:g} s is outside 0..300 s")
+        since = utc_now()
+        scanner = self.scanner
+        started = not scanner.scanning
+        if started:
+            await scanner.start()
+        try:
+            # The callback keeps `nearby` current whether or not `listen` runs; when it does not,
+            # adverts of configured nodes are left in the queue for it, undelivered and unaccepted.
+            await asyncio.sleep(duration)
+        finally:
+            if started:
+                await scanner.stop()
+        return {
+            "duration_s": duration,
+            "devices": [self._describe_nearby(n) for n in self._seen_since(since)],
+        }
+
+    def _seen_since(self, since: float) -> list[NearbyNode]:
+        return sorted((n for n in self.nearby.values() if n.ts >= since), key=lambda n: -(n.rssi or -999))
+
+    def _describe_nearby(self, node: NearbyNode) -> dict[str, Any]:
+        rt = self._by_mac.get(node.address)
+        encrypted = bool(node.payload) and bool(node.payload[0] & codec.FLAG_ENCRYPTED)
+        out: dict[str, Any] = {
+            "address": node.address,
+            "rssi": node.rssi,
+            "encrypted": encrypted,
+            "configured": rt is not None,
+            "device_id": rt.config.id if rt else None,
+            "adverts": node.count,
+            "payload": node.payload.hex(),
+            "values": None,
+            "error": None,
+        }
+        try:
+            advert = codec.parse(node.payload, mac=node.address, cipher=rt.cipher if rt else None)
+            out["values"] = {
+                f"{m.name}{'' if m.index == 0 else f'_{m.index + 1}'}": m.value
+                for m in advert.measurements
+                if m.object_id != 0x00
+            }
+            out["counter"] = advert.counter
+        except BTHomeFrameError as err:
+            out["error"] = f"{err.reason_code}: {err.reason}"
+        return out

@@ -1,0 +1,79 @@
+"""Typed errors of the BTHome codec. All are FrameErrors: a bad advert is a transient thing."""
+
+from __future__ import annotations
+
+import enum
+
+from gateway.api import FrameError
+
+PROTOCOL = "bthome"
+
+
+class RejectReason(enum.StrEnum):
+    """Why an advertisement of a configured device was not delivered (counted per device)."""
+
+    MALFORMED = "malformed"  # not a BTHome v2 payload, truncated, unknown object id
+    WRONG_KEY = "wrong_key"  # encrypted, but the MIC does not verify with the configured key
+    NO_KEY = "no_key"  # encrypted, but no key is configured for the device
+    UNENCRYPTED = "unencrypted"  # plaintext from a device that has a key (downgrade attempt)
+    REPLAY = "replay"  # counter not above the last accepted one
+
+
+class BTHomeFrameError(FrameError):
+    """A BTHome service-data payload that cannot be used. `reason_code` says why, as data."""
+
+    reason_code: RejectReason = RejectReason.MALFORMED
+
+    def __init__(self, reason: str, data: bytes = b"") -> None:
+        super().__init__(PROTOCOL, reason, data)
+
+
+class MalformedAdvertError(BTHomeFrameError):
+    """Not a valid BTHome v2 payload: bad version, truncated object, unknown object id."""
+
+    def __init__(self, reason: str, data: bytes = b"", *, offset: int | None = None) -> None:
+        self.offset = offset
+        where = f" at byte {offset}" if offset is not None else ""
+        super().__init__(f"{reason}{where}", data)
+
+
+class DecryptionError(BTHomeFrameError):
+    """The MIC does not verify: wrong key, wrong MAC, or a forged/corrupted payload."""
+
+    reason_code = RejectReason.WRONG_KEY
+
+    def __init__(self, mac: str, data: bytes = b"") -> None:
+        self.mac = mac
+        super().__init__(f"MIC check failed for {mac} (wrong key or forged advert)", data)
+
+
+class MissingKeyError(BTHomeFrameError):
+    """The payload is encrypted and no key was given."""
+
+    reason_code = RejectReason.NO_KEY
+
+    def __init__(self, mac: str, data: bytes = b"") -> None:
+        self.mac = mac
+        super().__init__(f"advert from {mac} is encrypted and no key is configured", data)
+
+
+class UnencryptedAdvertError(BTHomeFrameError):
+    """Plaintext payload from a device configured with a key: refused (it could be forged)."""
+
+    reason_code = RejectReason.UNENCRYPTED
+
+    def __init__(self, mac: str, data: bytes = b"") -> None:
+        self.mac = mac
+        super().__init__(f"plaintext advert from {mac}, which has a key: refused", data)
+
+
+class ReplayError(BTHomeFrameError):
+    """The encryption counter did not increase: a replayed (or re-ordered) advert."""
+
+    reason_code = RejectReason.REPLAY
+
+    def __init__(self, mac: str, counter: int, last_counter: int, data: bytes = b"") -> None:
+        self.mac = mac
+        self.counter = counter
+        self.last_counter = last_counter
+        super().__init__(f"counter {counter} from {mac} is not above the last accepted {last_counter}", data)

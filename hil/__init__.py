@@ -1,0 +1,1 @@
+"""Hardware-in-the-loop: simulators of every device type, rigs, fault injection, benchmarks."""

@@ -1,0 +1,1 @@
+"""Device simulators: real protocol peers for tests, demos and benchmarks."""
