@@ -231,23 +231,24 @@ class _Loader:
             if not isinstance(item, dict):
                 self.issue(where, "expected a table")
                 continue
+            # Duplicates are judged on the raw entries, so an invalid first entry still counts.
+            dev_id = item.get("id")
+            if isinstance(dev_id, str) and dev_id in seen:
+                self.issue(f"{where}.id", f"duplicate device id {dev_id!r} (also devices[{seen[dev_id]}])")
+                continue
+            if isinstance(dev_id, str):
+                seen[dev_id] = i
+            addr = item.get("address")
+            if isinstance(item.get("bus"), str) and isinstance(addr, int | str):
+                addr_key = (item["bus"], str(addr).lower())
+                if addr_key in addresses:
+                    first = addresses[addr_key]
+                    msg = f"address {addr!r} is already used on bus {item['bus']!r} by devices[{first}]"
+                    self.issue(f"{where}.address", msg)
+                addresses.setdefault(addr_key, i)
             device = self._device(item, where, buses, specs)
             if device is None:
                 continue
-            if device.id in seen:
-                self.issue(
-                    f"{where}.id", f"duplicate device id {device.id!r} (also devices[{seen[device.id]}])"
-                )
-                continue
-            seen[device.id] = i
-            addr_key = (device.bus, str(device.address).lower())
-            if addr_key in addresses:
-                self.issue(
-                    f"{where}.address",
-                    f"address {device.address!r} is already used on bus {device.bus!r} "
-                    f"by devices[{addresses[addr_key]}]",
-                )
-            addresses[addr_key] = i
             self._check_writable_overlap(device, where)
             devices.append(device)
         return devices
