@@ -220,22 +220,47 @@ class StreamParser:
                 self._buf.clear()
                 break
             del self._buf[:start]
-            if len(self._buf) < _HEADER:
-                break
-            total = _HEADER + self._buf[10] + 2
-            if len(self._buf) < total:
-                break
-            candidate = bytes(self._buf[:total])
-            try:
-                frames.append(parse_frame(candidate))
-            except FrameError as err:
-                self._rejected.append(err)
+            frame = self._complete_at(0)
+            if frame is None:
+                # the candidate here is incomplete (or not a header): a valid frame further on means
+                # it was noise that happened to contain 68, so do not wait for it
+                later = self._later_frame()
+                if later is None:
+                    break
+                self._rejected.append(FrameError(PROTOCOL, "noise before a frame", bytes(self._buf[:later])))
+                del self._buf[:later]
+                continue
+            if isinstance(frame, FrameError):
+                self._rejected.append(frame)
                 del self._buf[0]
                 continue
-            del self._buf[:total]
-        if len(self._buf) > self._max:
+            frames.append(frame)
+            del self._buf[: len(frame.raw)]
+        if len(self._buf) > self._max:  # a never-ending "frame": garbage, keep memory bounded
             del self._buf[: len(self._buf) - self._max]
         return frames
+
+    def _complete_at(self, pos: int) -> Frame | FrameError | None:
+        """The frame starting at `pos`, a FrameError if the bytes there cannot be one, None if more
+        bytes are needed to tell."""
+        buf = self._buf
+        if len(buf) - pos < _HEADER:
+            return None
+        total = _HEADER + buf[pos + 10] + 2
+        if len(buf) - pos < total:
+            return None
+        try:
+            return parse_frame(bytes(buf[pos : pos + total]))
+        except FrameError as err:
+            return err
+
+    def _later_frame(self) -> int | None:
+        pos = self._buf.find(0x68, 1)
+        while pos >= 0:
+            if isinstance(self._complete_at(pos), Frame):
+                return pos
+            pos = self._buf.find(0x68, pos + 1)
+        return None
 
     def pending(self) -> bytes:
         return bytes(self._buf)

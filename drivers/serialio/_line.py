@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import termios
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,6 +47,14 @@ class FrameAssembler(Protocol[F_co]):
     def rejected(self) -> list[FrameError]:
         """Candidate frames thrown away since the last call (bad checksum, bad end byte...)."""
         ...
+
+
+def _is_pty(port: str) -> bool:
+    """True for a Unix98 pseudo-terminal slave (major numbers 136..143), also behind a symlink."""
+    try:
+        return 136 <= os.major(os.stat(port).st_rdev) <= 143
+    except (OSError, ValueError):
+        return False
 
 
 class ReplyTimeout(TransientError):
@@ -85,6 +95,7 @@ class _LineProtocol(asyncio.Protocol):
         self.closed = False
         self.last_rx = 0.0
         self._waiter: asyncio.Event = asyncio.Event()
+        self.gone = asyncio.Event()
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -95,6 +106,7 @@ class _LineProtocol(asyncio.Protocol):
         self.closed = True
         self.lost = exc
         self._waiter.set()
+        self.gone.set()
 
     async def wait(self, limit_s: float) -> None:
         self._waiter.clear()
@@ -150,6 +162,8 @@ class SerialLine:
         loop = asyncio.get_running_loop()
         protocol = _LineProtocol()
         s = self.settings
+        # a pseudo-terminal (simulators, socat bridges) has no parity bits and refuses PARENB
+        parity = "N" if _is_pty(s.port) else s.parity
         try:
             transport, _ = await serial_asyncio_fast.create_serial_connection(
                 loop,
@@ -157,11 +171,11 @@ class SerialLine:
                 s.port,
                 baudrate=s.baudrate,
                 bytesize=s.bytesize,
-                parity=s.parity,
+                parity=parity,
                 stopbits=s.stopbits,
                 exclusive=True,
             )
-        except (OSError, serial.SerialException, ValueError) as err:
+        except (OSError, serial.SerialException, ValueError, termios.error) as err:
             raise ChannelError(self.bus_id, f"cannot open {s.port}: {err}") from err
         self._transport = transport
         self._protocol = protocol
@@ -170,12 +184,19 @@ class SerialLine:
 
     async def close(self) -> None:
         """Close the port; safe to call twice or after a failed open."""
-        transport, self._transport, self._protocol = self._transport, None, None
-        if transport is not None:
+        transport, protocol = self._transport, self._protocol
+        self._transport = self._protocol = None
+        if transport is None or protocol is None:
+            return
+        with contextlib.suppress(Exception):
+            transport.close()
+        # the transport closes the port in an executor and then calls connection_lost: wait for it,
+        # or the next open of the same port fails on the exclusive lock
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(protocol.gone.wait(), 2.0)
+        if not protocol.closed:
             with contextlib.suppress(Exception):
-                transport.close()
-            # let the transport finish connection_lost before the port can be reopened
-            await asyncio.sleep(0)
+                transport.abort()
 
     def _lost(self, reason: str, err: BaseException | None = None) -> ChannelError:
         channel_error = ChannelError(self.bus_id, f"{self.settings.port}: {reason}")

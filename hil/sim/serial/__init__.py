@@ -1,0 +1,33 @@
+"""Simulated RS-485 meters and fire panels on pty pairs: real protocol peers for tests, demos, benches.
+
+Public API::
+
+    from hil.sim.serial import SerialMeterBus, SimDlt645Meter, SimCjt188Meter, Fault, FirePanelStream
+
+    meters = [SimDlt645Meter("000000000161"), SimCjt188Meter("00000000000012", meter_type=0x10)]
+    async with SerialMeterBus(meters=meters, baudrate=2400, wire_time=False) as bus:
+        bus.port               # the path the gateway opens (pty slave, or `link=` symlink)
+        bus.inject(Fault.BAD_CHECKSUM, count=1, address="000000000161")
+        bus.unplug(); bus.replug()   # USB adapter pulled and plugged back (needs `link=`)
+
+    async with FirePanelStream(panel="gst", link=None) as panel:
+        panel.port
+        await panel.alarm(loop=4, device=4, location="一层大厅东侧", device_type="感烟探测器")
+        await panel.fault(...); await panel.reset(); await panel.line("any text")
+
+- `SimDlt645Meter(address, version="2007"|"1997", fe_count=2, values={di: value}, extra={di: (DataItem,
+  value)}, split_dis=frozenset({di}))`: answers reads of every DI in its version's table with values that
+  move (energy grows with a swinging load), read-address (13), follow-ups (12) for `split_dis`, and an
+  error reply (D1/C1, "no such data") for unknown DIs.
+- `SimCjt188Meter(address, meter_type=0x10, di_order=DiOrder.HIGH_FIRST, valve="open", battery_low=False,
+  bad_time=False, status_map=STATUS_MAPS[...])`: 901F readings (flow grows while the valve is open; heat
+  meters give heat, temperatures...), read address (03/810A), valve control (04/A017).
+- `Fault`: BAD_CHECKSUM, TRUNCATED, SILENCE, NOISE, NO_PREAMBLE, WRONG_ADDRESS.
+- wire-time mode: each reply byte arrives `bits_per_byte / baudrate` after the previous (11 bits for
+  8E1), and each request holds the line for its own wire time before the meter starts answering.
+"""
+
+from hil.sim.serial._bus import Fault, SerialMeterBus
+from hil.sim.serial._meters import SimCjt188Meter, SimDlt645Meter
+
+__all__ = ["Fault", "SerialMeterBus", "SimCjt188Meter", "SimDlt645Meter"]

@@ -1,0 +1,241 @@
+"""A simulated RS-485 bus on a pty pair: the gateway opens the slave side, meters answer on the master."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import os
+import random
+import time
+import tty
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from drivers.cjt188 import codec as cjt
+from drivers.dlt645 import codec as dlt
+from hil.sim.serial._meters import SimCjt188Meter, SimDlt645Meter
+
+
+class Fault(enum.StrEnum):
+    """Errors the bus can inject into the next replies."""
+
+    BAD_CHECKSUM = "bad_checksum"  # checksum byte off by one
+    TRUNCATED = "truncated"  # only the first half of the reply
+    SILENCE = "silence"  # no reply at all
+    NOISE = "noise"  # random bytes (including 68) before the reply
+    NO_PREAMBLE = "no_preamble"  # reply without its FE bytes
+    WRONG_ADDRESS = "wrong_address"  # a reply from another meter (address changed, valid checksum)
+
+
+@dataclass
+class _Injection:
+    fault: Fault
+    count: int
+    address: str | None
+
+
+def _open_pty() -> tuple[int, int, str]:
+    master, slave = os.openpty()
+    tty.setraw(slave)  # no echo, no CR/LF translation: a serial line carries bytes
+    os.set_blocking(master, False)
+    return master, slave, os.ttyname(slave)
+
+
+class SerialMeterBus:
+    """DL/T 645 and CJ/T 188 meters on one simulated line.
+
+    `async with SerialMeterBus(meters=[...], baudrate=2400, wire_time=True) as bus:` then open
+    `bus.port` from the gateway (a symlink `link` if given, else the pty slave path).
+    `wire_time`: each reply byte arrives when it would on a real line at `baudrate`
+    (`bits_per_byte`, 11 for 8E1), and a request occupies the line for its own wire time first.
+    `reply_delay_s`: the meter's think time before answering.
+    """
+
+    def __init__(
+        self,
+        *,
+        meters: Sequence[SimDlt645Meter | SimCjt188Meter] = (),
+        baudrate: int = 2400,
+        bits_per_byte: int = 11,
+        wire_time: bool = False,
+        reply_delay_s: float = 0.0,
+        link: str | Path | None = None,
+        seed: int = 1,
+    ) -> None:
+        self.meters = list(meters)
+        self.baudrate = baudrate
+        self.bits_per_byte = bits_per_byte
+        self.wire_time = wire_time
+        self.reply_delay_s = reply_delay_s
+        self.link = Path(link) if link else None
+        self.requests = 0  # complete request frames received
+        self.replies = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self._rng = random.Random(seed)
+        self._faults: list[_Injection] = []
+        self._master = -1
+        self._slave = -1
+        self._slave_path = ""
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._dlt = dlt.StreamParser()
+        self._cjt = cjt.StreamParser()
+
+    @property
+    def byte_time_s(self) -> float:
+        return self.bits_per_byte / self.baudrate
+
+    @property
+    def port(self) -> str:
+        """What the gateway opens."""
+        return str(self.link) if self.link else self._slave_path
+
+    async def __aenter__(self) -> SerialMeterBus:
+        self._plug()
+        self._task = asyncio.create_task(self._respond(), name="sim.serial-bus.respond")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._unplug()
+
+    def _plug(self) -> None:
+        self._master, self._slave, self._slave_path = _open_pty()
+        asyncio.get_running_loop().add_reader(self._master, self._on_readable)
+        if self.link:
+            with contextlib.suppress(FileNotFoundError):
+                self.link.unlink()
+            self.link.symlink_to(self._slave_path)
+
+    def _unplug(self) -> None:
+        if self._master >= 0:
+            asyncio.get_running_loop().remove_reader(self._master)
+            os.close(self._master)
+            os.close(self._slave)
+        self._master = self._slave = -1
+        if self.link:
+            with contextlib.suppress(FileNotFoundError):
+                self.link.unlink()
+
+    def unplug(self) -> None:
+        """Pull the USB adapter: the gateway's next read fails with EIO and the device node goes."""
+        self._unplug()
+
+    def replug(self) -> None:
+        """Plug it back: a new device node behind the same `link` path."""
+        self._dlt, self._cjt = dlt.StreamParser(), cjt.StreamParser()
+        self._plug()
+
+    def inject(self, fault: Fault, count: int = 1, *, address: str | None = None) -> None:
+        """Apply `fault` to the next `count` replies (of the meter at `address`, or any)."""
+        self._faults.append(_Injection(fault, count, address))
+
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self._master, 4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # nobody holds the slave side open; nothing to hear
+            return
+        self.bytes_in += len(data)
+        raws = [f.raw for f in self._dlt.feed(data) if not f.is_reply]
+        raws += [f.raw for f in self._cjt.feed(data) if not f.is_reply]
+        for raw in raws:
+            self.requests += 1
+            self._queue.put_nowait(raw)
+        self._dlt.rejected()
+        self._cjt.rejected()
+
+    async def _respond(self) -> None:
+        while True:
+            raw = await self._queue.get()
+            if self.wire_time:  # the request held the line for its own wire time (+ FE preamble)
+                await asyncio.sleep((len(raw) + 4) * self.byte_time_s)
+            reply, address = self._answer(raw)
+            if reply is None:
+                continue
+            reply = self._apply_faults(reply, address)
+            if not reply:
+                continue
+            if self.reply_delay_s:
+                await asyncio.sleep(self.reply_delay_s)
+            await self._send(reply)
+            self.replies += 1
+
+    def _answer(self, raw: bytes) -> tuple[bytes | None, str]:
+        for meter in self.meters:
+            if isinstance(meter, SimDlt645Meter):
+                with contextlib.suppress(Exception):
+                    reply = meter.answer(dlt.parse_frame(raw))
+                    if reply is not None:
+                        return reply, meter.address
+            else:
+                with contextlib.suppress(Exception):
+                    reply = meter.answer(cjt.parse_frame(raw))
+                    if reply is not None:
+                        return reply, meter.address
+        return None, ""
+
+    def _apply_faults(self, reply: bytes, address: str) -> bytes:
+        for injection in self._faults:
+            if injection.count <= 0 or injection.address not in (None, address):
+                continue
+            injection.count -= 1
+            fault = injection.fault
+            body = reply.lstrip(b"\xfe")
+            if fault is Fault.SILENCE:
+                return b""
+            if fault is Fault.BAD_CHECKSUM:
+                return reply[:-2] + bytes([(reply[-2] + 1) & 0xFF]) + reply[-1:]
+            if fault is Fault.TRUNCATED:
+                return reply[: len(reply) - len(body) // 2]
+            if fault is Fault.NOISE:
+                junk = bytes(
+                    self._rng.choice([0x68, 0x16, 0x00, 0xFF, self._rng.randrange(256)]) for _ in range(7)
+                )
+                return junk + reply
+            if fault is Fault.NO_PREAMBLE:
+                return body
+            if fault is Fault.WRONG_ADDRESS:
+                return _readdress(body)
+        self._faults = [i for i in self._faults if i.count > 0]
+        return reply
+
+    async def _send(self, data: bytes) -> None:
+        if self._master < 0:
+            return
+        if not self.wire_time:
+            self._write(data)
+            return
+        started = time.monotonic()
+        bt = self.byte_time_s
+        sent = 0
+        while sent < len(data):
+            due = min(len(data), int((time.monotonic() - started) / bt))
+            if due > sent:
+                self._write(data[sent:due])
+                sent = due
+            if sent < len(data):
+                # a byte is complete on the wire one byte time after it started
+                await asyncio.sleep(max(0.0, started + (sent + 1) * bt - time.monotonic()))
+
+    def _write(self, data: bytes) -> None:
+        if self._master >= 0:
+            with contextlib.suppress(OSError):
+                os.write(self._master, data)
+                self.bytes_out += len(data)
+
+
+def _readdress(body: bytes) -> bytes:
+    """The same reply as if another meter sent it: first address byte +1, checksum recomputed."""
+    changed = bytearray(body)
+    idx = 1 if changed[7] == 0x68 else 2  # DL/T 645 address at 1..6, CJ/T 188 at 2..8
+    changed[idx] = (changed[idx] + 1) & 0xFF
+    changed[-2] = sum(changed[:-2]) & 0xFF
+    return bytes(changed)
