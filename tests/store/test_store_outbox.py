@@ -28,7 +28,10 @@ def event(i: int, kind: str = "smoke") -> Event:
         rule="smoke.alarm",
         value=True,
         message=f"smoke in room {i}",
-        attrs={"location": {"address_code": "320508001", "floor": "3F"}, "component_code": "3205080101000001"},
+        attrs={
+            "location": {"address_code": "320508001", "floor": "3F"},
+            "component_code": "3205080101000001",
+        },
     )
 
 
@@ -117,7 +120,9 @@ values = st.one_of(
         max_size=20,
     )
 )
-def test_readings_round_trip_exactly(tmp_path: Path, rows: list[tuple[str, str, object, Quality, float]]) -> None:
+def test_readings_round_trip_exactly(
+    tmp_path: Path, rows: list[tuple[str, str, object, Quality, float]]
+) -> None:
     readings = [Reading(d, "p", v, u, ts, q) for d, u, v, q, ts in rows]  # type: ignore[arg-type]
     with Outbox(tmp_path / "rt.db") as ob:
         first, _ = ob.append(readings, [])
@@ -152,7 +157,12 @@ json_values = st.recursive(
     message=st.text(max_size=50),
 )
 def test_events_round_trip_exactly(
-    tmp_path: Path, attrs: dict[str, object], value: object, severity: Severity, state: EventState, message: str
+    tmp_path: Path,
+    attrs: dict[str, object],
+    value: object,
+    severity: Severity,
+    state: EventState,
+    message: str,
 ) -> None:
     ev = Event("dev", "kind", state, severity, 12.5, "rule", value, message, attrs)  # type: ignore[arg-type]
     with Outbox(tmp_path / "ev.db") as ob:
