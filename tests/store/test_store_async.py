@@ -56,7 +56,7 @@ async def test_sqlite_runs_on_one_worker_thread(tmp_path: Path) -> None:
             threads.add(threading.current_thread().name)
             return real_append(r, e)
 
-        ob_sync.append = spy  # type: ignore[method-assign]
+        ob_sync.append = spy  # type: ignore[method-assign,assignment]
         await asyncio.gather(*(ob.append(readings(10, i * 10), []) for i in range(5)))
     assert len(threads) == 1 and next(iter(threads)) != threading.main_thread().name
 
