@@ -1,0 +1,487 @@
+"""`Uplink`: store-and-forward from the SQLite outbox to the city platform's MQTT broker.
+
+Per session (one broker connection): birth status, inventory, subscriptions, then three named tasks:
+`uplink.pump` reads the outbox (events lane first, always) and publishes QoS 1 messages through a
+window of in-flight messages; `uplink.acks` deletes outbox rows once the broker (or in end-to-end
+mode the platform) has acknowledged them, contiguously per lane; `uplink.receive` handles commands
+and end-to-end acks. Any broker error ends the session; `run` fails over to the next broker with
+capped, jittered backoff and starts again from the last acknowledged row (at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiomqtt
+
+from gateway import __version__
+from gateway.api import ConfigError, ConfigIssue, GatewayError
+from gateway.store import AsyncOutbox, Lane
+from gateway.uplink._connection import Backoff, RateLimiter, make_client
+from gateway.uplink.commands import CommandProcessor, CommandTarget, NonceCache
+from gateway.uplink.config import BrokerUrl, UpstreamConfig
+from gateway.uplink.encoding import Encoding, MqttMessage, PlatformAck, RowBatch
+from gateway.uplink.json_v1 import LANE_NAMES, JsonV1Encoding
+from gateway.uplink.signing import CommandVerifier
+from gateway.uplink.state import LinkState, UplinkState
+
+log = logging.getLogger(__name__)
+
+LANES = (Lane.EVENT, Lane.TELEMETRY)
+ACK_KEY = "uplink.ack_seq.{lane}"
+EVENTS_PER_MESSAGE = 50
+STABLE_SESSION_S = 5.0  # a session this long resets the backoff
+
+
+@dataclass(slots=True)
+class _InFlight:
+    batch: RowBatch
+    done: bool = False
+
+
+class _SessionLost(Exception):
+    """Internal: the broker connection ended; carries the reason for the log and the snapshot."""
+
+
+class Uplink:
+    """Publishes the outbox to the platform until cancelled. See the module docstring."""
+
+    def __init__(
+        self,
+        config: UpstreamConfig,
+        *,
+        gateway_id: str,
+        outbox: AsyncOutbox,
+        inventory: Callable[[], list[dict[str, Any]]],
+        commands: CommandTarget | None = None,
+        status: Callable[[], dict[str, Any]] | None = None,
+        encoding: Encoding | None = None,
+    ) -> None:
+        self.config = config
+        self.gateway_id = gateway_id
+        self._outbox = outbox
+        self._inventory = inventory
+        self._status = status
+        self._enc: Encoding = encoding or JsonV1Encoding(
+            topic_prefix=config.topic_prefix, gateway_id=gateway_id
+        )
+        self._brokers = config.broker_urls()
+        self._backoff = Backoff(config.backoff.initial_s, config.backoff.max_s, config.backoff.jitter)
+        self._wake = asyncio.Event()
+        self._ack_wake = asyncio.Event()
+        self._high: dict[Lane, int] = {lane: 0 for lane in LANES}  # last seq committed per lane
+        self._ack_seq: dict[Lane, int] = {lane: 0 for lane in LANES}  # acked + deleted
+        self._sent_seq: dict[Lane, int] = {lane: 0 for lane in LANES}
+        self._puback_seq: dict[Lane, int] = {lane: 0 for lane in LANES}  # contiguous PUBACKed
+        self._platform_seq: dict[Lane, int] = {lane: 0 for lane in LANES}  # e2e acks received
+        self._inflight: dict[Lane, deque[_InFlight]] = {lane: deque() for lane in LANES}
+        self._published_msgs = 0
+        self._published_rows = {lane: 0 for lane in LANES}
+        self._acked_rows = {lane: 0 for lane in LANES}
+        self._reconnects = 0
+        self._connect_failures = 0
+        self._sessions = 0
+        self._last_error: str | None = None
+        self._last_error_ts: float | None = None
+        self._state = LinkState.STOPPED
+        self._broker: BrokerUrl | None = None
+        self._since: float | None = None
+        self._replay_until = 0
+        self._client: aiomqtt.Client | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._registered = False
+        self._processor = self._make_processor(commands)
+
+    # ------------------------------------------------------------------ public
+    def snapshot(self) -> UplinkState:
+        """The uplink's figures now (cheap, no I/O)."""
+        names = LANE_NAMES
+        return UplinkState(
+            state=self._state,
+            connected=self._state is LinkState.CONNECTED,
+            broker=str(self._broker) if self._broker else None,
+            connected_since=self._since,
+            published_msgs=self._published_msgs,
+            published_rows={names[k]: v for k, v in self._published_rows.items()},
+            acked_rows={names[k]: v for k, v in self._acked_rows.items()},
+            ack_seq={names[k]: v for k, v in self._ack_seq.items()},
+            sent_seq={names[k]: v for k, v in self._sent_seq.items()},
+            reconnects=self._reconnects,
+            connect_failures=self._connect_failures,
+            last_error=self._last_error,
+            last_error_ts=self._last_error_ts,
+            commands_accepted=self._processor.accepted if self._processor else 0,
+            commands_rejected=self._processor.rejected if self._processor else 0,
+            e2e=self.config.e2e_ack,
+            replaying=self._replaying(),
+        )
+
+    async def __aenter__(self) -> Uplink:
+        self._task = asyncio.create_task(self.run(), name="uplink")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Say goodbye (retained offline status, clean disconnect) and stop the run task."""
+        if self._task is None:
+            return
+        client = self._client
+        if client is not None and self._state is LinkState.CONNECTED:
+            with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
+                async with asyncio.timeout(2):
+                    msg = await self._status_message(online=False)
+                    await client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def run(self) -> None:
+        """Connect, publish, fail over and reconnect until cancelled."""
+        if not self._registered:
+            self._outbox.on_commit(self._on_commit)
+            self._registered = True
+        await self._load_positions()
+        try:
+            while True:
+                for broker in self._brokers:
+                    started = time.monotonic()
+                    try:
+                        await self._session(broker)
+                    except _SessionLost as err:
+                        self._note_error(f"{broker}: {err}")
+                    except GatewayError as err:  # config (credentials, TLS files) or store trouble
+                        self._note_error(f"{broker}: {type(err).__name__}: {err}")
+                    except Exception as err:  # a bug must not end store-and-forward for good
+                        log.exception("uplink: session with %s failed", broker)
+                        self._note_error(f"{broker}: {type(err).__name__}: {err}")
+                    if self._sessions and time.monotonic() - started >= STABLE_SESSION_S:
+                        self._backoff.reset()
+                        break  # after a working session, go back to the preferred broker
+                self._state = LinkState.BACKING_OFF
+                delay = self._backoff.next_delay()
+                log.info("uplink: no broker reachable; next attempt in %.1f s", delay)
+                await asyncio.sleep(delay)
+        finally:
+            self._state = LinkState.STOPPED
+            self._client = None
+
+    # ------------------------------------------------------------------ session
+    async def _session(self, broker: BrokerUrl) -> None:
+        self._state = LinkState.CONNECTING
+        self._broker = broker
+        seq_now = self._outbox.next_seq - 1
+        will = self._enc.status(online=False, seq=seq_now, details={"reason": "connection_lost"})
+        try:
+            client = make_client(
+                self.config, broker, client_id=self.config.effective_client_id(self.gateway_id), will=will
+            )
+        except ConfigError:
+            raise
+        except (OSError, ValueError) as err:  # TLS files unreadable or bad
+            raise ConfigError([ConfigIssue("<config>", "upstream.tls", f"cannot set up TLS: {err}")]) from err
+        try:
+            async with client:
+                self._client = client
+                if self._sessions:
+                    self._reconnects += 1
+                self._sessions += 1
+                self._state = LinkState.CONNECTED
+                self._since = time.time()
+                log.info("uplink: connected to %s", broker)
+                await self._run_session(client)
+        except _LINK_ERRORS as err:
+            if self._state is not LinkState.CONNECTED:
+                self._connect_failures += 1
+            raise _SessionLost(_describe(err)) from None
+        except BaseExceptionGroup as group:
+            _, rest = group.split(_LINK_ERRORS)
+            if rest is not None:
+                raise
+            raise _SessionLost(_describe(group)) from None
+        finally:
+            if self._state is LinkState.CONNECTED:
+                log.warning("uplink: lost %s", broker)
+            self._client = None
+            self._since = None
+            self._state = LinkState.CONNECTING
+
+    async def _run_session(self, client: aiomqtt.Client) -> None:
+        # Start over from what was acknowledged: anything in flight is sent again (at-least-once).
+        for lane in LANES:
+            self._inflight[lane].clear()
+            self._sent_seq[lane] = self._ack_seq[lane]
+            self._puback_seq[lane] = self._ack_seq[lane]
+        self._replay_until = self._outbox.next_seq - 1
+        await client.subscribe(self._enc.command_topic, qos=1)
+        if self.config.e2e_ack:
+            await client.subscribe(self._enc.ack_topic, qos=1)
+        birth = await self._status_message(online=True)
+        await client.publish(birth.topic, birth.payload, qos=1, retain=True)
+        await self._publish_inventory(client)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._pump(client, tg), name="uplink.pump")
+            tg.create_task(self._ack_loop(), name="uplink.acks")
+            tg.create_task(self._receive(client, tg), name="uplink.receive")
+            tg.create_task(self._status_loop(client), name="uplink.status")
+
+    async def _publish_inventory(self, client: aiomqtt.Client) -> None:
+        msg = self._enc.inventory(seq=self._outbox.next_seq - 1, devices=self._inventory())
+        await client.publish(msg.topic, msg.payload, qos=1, retain=True)
+
+    async def _status_message(self, *, online: bool) -> MqttMessage:
+        stats = await self._outbox.stats()
+        details: dict[str, Any] = {
+            "version": __version__,
+            "encoding": self._enc.name,
+            "uplink": self.snapshot().to_dict(),
+            "store": stats.to_dict(),
+            "dropped": {LANE_NAMES[s.lane]: s.dropped for s in stats.lanes},
+            "backlog": {LANE_NAMES[s.lane]: s.rows for s in stats.lanes},
+        }
+        if self._status is not None:
+            details["gateway"] = self._status()
+        return self._enc.status(online=online, seq=stats.next_seq - 1, details=details)
+
+    async def _status_loop(self, client: aiomqtt.Client) -> None:
+        while True:
+            await asyncio.sleep(self.config.status_interval_s)
+            msg = await self._status_message(online=True)
+            await client.publish(msg.topic, msg.payload, qos=1, retain=True)
+
+    # ------------------------------------------------------------------ outbound
+    def _on_commit(self, lane: Lane, seq: int) -> None:
+        if seq > self._high[lane]:
+            self._high[lane] = seq
+        self._wake.set()
+
+    def _replaying(self) -> bool:
+        return self._sent_seq[Lane.TELEMETRY] < self._replay_until and self._state is LinkState.CONNECTED
+
+    def _events_waiting(self) -> bool:
+        return self._high[Lane.EVENT] > self._sent_seq[Lane.EVENT]
+
+    async def _pump(self, client: aiomqtt.Client, tg: asyncio.TaskGroup) -> None:
+        cfg = self.config
+        window = asyncio.Semaphore(cfg.max_inflight)
+        limiter = RateLimiter(cfg.replay_max_msgs_per_s, cfg.replay_burst)
+        peek_rows = max(cfg.max_batch_readings * 4, 1000)
+        while True:
+            self._wake.clear()
+            sent = False
+            # Events first, always: every pass starts with the events lane.
+            rows = await self._outbox.peek(Lane.EVENT, after_seq=self._sent_seq[Lane.EVENT], limit=500)
+            if rows:
+                for batch in self._enc.rows(
+                    Lane.EVENT,
+                    rows,
+                    prev_seq=self._sent_seq[Lane.EVENT],
+                    max_rows=EVENTS_PER_MESSAGE,
+                    max_bytes=cfg.max_batch_bytes,
+                ):
+                    await self._send(client, tg, window, batch)
+                continue
+            rows = await self._outbox.peek(
+                Lane.TELEMETRY, after_seq=self._sent_seq[Lane.TELEMETRY], limit=peek_rows
+            )
+            if rows:
+                for batch in self._enc.rows(
+                    Lane.TELEMETRY,
+                    rows,
+                    prev_seq=self._sent_seq[Lane.TELEMETRY],
+                    max_rows=cfg.max_batch_readings,
+                    max_bytes=cfg.max_batch_bytes,
+                ):
+                    if batch.first_seq <= self._replay_until:
+                        delay = limiter.delay()
+                        if delay > 0:
+                            await self._sleep_unless_events(delay)
+                    await self._send(client, tg, window, batch)
+                    sent = True
+                    if self._events_waiting():
+                        break  # a live alarm goes ahead of the rest of this telemetry chunk
+                continue
+            if not sent:
+                # Idle: wait for a commit; the timeout is a safety net, not the mechanism.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await self._wake.wait()
+
+    async def _sleep_unless_events(self, delay: float) -> None:
+        end = time.monotonic() + delay
+        while (left := end - time.monotonic()) > 0 and not self._events_waiting():
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self._wake.wait()
+        # Events that arrived while we waited are sent by the pump's next pass (events first);
+        # this telemetry message simply goes out before them, within the replay budget.
+
+    async def _send(
+        self, client: aiomqtt.Client, tg: asyncio.TaskGroup, window: asyncio.Semaphore, batch: RowBatch
+    ) -> None:
+        await window.acquire()
+        entry = _InFlight(batch)
+        self._inflight[batch.lane].append(entry)
+        self._sent_seq[batch.lane] = batch.last_seq
+        tg.create_task(self._publish(client, window, entry), name=f"uplink.publish[{batch.last_seq}]")
+
+    async def _publish(self, client: aiomqtt.Client, window: asyncio.Semaphore, entry: _InFlight) -> None:
+        msg = entry.batch.message
+        try:
+            # No PUBACK within this time means the link is dead even if TCP has not noticed.
+            await client.publish(
+                msg.topic,
+                msg.payload,
+                qos=msg.qos,
+                retain=msg.retain,
+                timeout=max(30.0, 2.0 * self.config.keepalive_s),
+            )
+        finally:
+            window.release()
+        entry.done = True
+        lane = entry.batch.lane
+        self._published_msgs += 1
+        self._published_rows[lane] += entry.batch.count
+        q = self._inflight[lane]
+        while q and q[0].done:
+            self._puback_seq[lane] = q.popleft().batch.last_seq
+        if not self.config.e2e_ack:
+            self._ack_wake.set()
+
+    # ------------------------------------------------------------------ acks
+    def _ack_target(self, lane: Lane) -> int:
+        if self.config.e2e_ack:
+            # Never beyond what we published in this run: a stale ack from before a restart could
+            # otherwise name rows the platform has not got.
+            return min(self._platform_seq[lane], max(self._sent_seq[lane], self._ack_seq[lane]))
+        return self._puback_seq[lane]
+
+    async def _ack_loop(self) -> None:
+        while True:
+            await self._ack_wake.wait()
+            self._ack_wake.clear()
+            await self._apply_acks()
+
+    async def _apply_acks(self) -> None:
+        for lane in LANES:
+            target = self._ack_target(lane)
+            if target > self._ack_seq[lane]:
+                # Delete first, then persist the position: a crash between the two only makes the
+                # next prev_seq conservative, never skips a row.
+                n = await self._outbox.ack(lane, target)
+                self._acked_rows[lane] += n
+                self._ack_seq[lane] = target
+                await self._outbox.put(ACK_KEY.format(lane=LANE_NAMES[lane]), str(target))
+
+    async def _load_positions(self) -> None:
+        for lane in LANES:
+            raw = await self._outbox.get(ACK_KEY.format(lane=LANE_NAMES[lane]))
+            try:
+                self._ack_seq[lane] = int(raw) if raw else 0
+            except ValueError:
+                self._ack_seq[lane] = 0
+            self._sent_seq[lane] = self._puback_seq[lane] = self._ack_seq[lane]
+            self._platform_seq[lane] = self._ack_seq[lane]
+
+    def _on_platform_ack(self, ack: PlatformAck) -> None:
+        if ack.seq > self._platform_seq[ack.lane]:
+            self._platform_seq[ack.lane] = ack.seq
+            self._ack_wake.set()
+
+    # ------------------------------------------------------------------ inbound
+    async def _receive(self, client: aiomqtt.Client, tg: asyncio.TaskGroup) -> None:
+        running = asyncio.Semaphore(4)  # commands run concurrently, but only a few
+        async for message in client.messages:
+            payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+            topic = str(message.topic)
+            if topic == self._enc.ack_topic:
+                try:
+                    self._on_platform_ack(self._enc.decode_ack(payload))
+                except (ValueError, UnicodeDecodeError) as err:
+                    log.warning("uplink: ignored a bad e2e ack: %s", err)
+            elif topic == self._enc.command_topic:
+                if self._processor is None:
+                    continue
+                await running.acquire()
+                tg.create_task(self._command(client, payload, running), name="uplink.command")
+
+    async def _command(self, client: aiomqtt.Client, payload: bytes, running: asyncio.Semaphore) -> None:
+        try:
+            assert self._processor is not None
+            result = await self._processor.handle(payload)
+            msg = self._enc.command_result(result, seq=self._outbox.next_seq - 1)
+            await client.publish(msg.topic, msg.payload, qos=1)
+        finally:
+            running.release()
+
+    def _make_processor(self, target: CommandTarget | None) -> CommandProcessor | None:
+        if target is None:
+            return None
+        cfg = self.config.commands
+        verifier: CommandVerifier | None = None
+        if cfg.enabled:
+            try:
+                verifier = CommandVerifier.from_files(
+                    hmac_key_file=cfg.hmac_key_file, ed25519_public_key_file=cfg.ed25519_public_key_file
+                )
+            except (OSError, ValueError) as err:
+                key = "hmac_key_file" if cfg.hmac_key_file else "ed25519_public_key_file"
+                raise ConfigError(
+                    [
+                        ConfigIssue(
+                            str(cfg.hmac_key_file or cfg.ed25519_public_key_file),
+                            f"upstream.commands.{key}",
+                            f"cannot load the command key: {err}",
+                        )
+                    ]
+                ) from err
+
+        async def resend() -> None:
+            if self._client is not None:
+                await self._publish_inventory(self._client)
+
+        return CommandProcessor(
+            gateway_id=self.gateway_id,
+            target=target,
+            verifier=verifier,
+            nonces=NonceCache(self._outbox),
+            decode=self._enc.decode_command,
+            resend_inventory=resend,
+            enabled=cfg.enabled,
+            max_clock_skew_s=cfg.max_clock_skew_s,
+            max_lifetime_s=cfg.max_lifetime_s,
+        )
+
+    def _note_error(self, text: str) -> None:
+        if text != self._last_error:
+            log.warning("uplink: %s", text)
+        self._last_error = text
+        self._last_error_ts = time.time()
+
+
+_LINK_ERRORS = (aiomqtt.MqttError, OSError, TimeoutError)
+
+
+def _describe(err: BaseException) -> str:
+    exc: BaseException = err
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def ack_key(lane: Lane) -> str:
+    """The outbox state key that holds the uplink's acknowledged position for `lane`."""
+    return ACK_KEY.format(lane=LANE_NAMES[lane])
+
+
+__all__ = ["Uplink", "ack_key"]

@@ -1,0 +1,312 @@
+"""Signed commands from the platform: verify, check, carry out through the runtime, answer.
+
+There is no remote shell: the only actions are those in `ACTIONS`. A command is carried out only
+when it is signed with the key provisioned at install, not expired, not replayed (nonces persisted
+in the outbox's key/value state) and names a device/point/bus the gateway's profiles know.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gateway.api import (
+    DeviceTimeoutError,
+    GatewayError,
+    Reading,
+    Value,
+    WriteRejectedError,
+)
+from gateway.uplink.encoding import CommandOutcome, CommandResult, RejectReason
+from gateway.uplink.errors import CommandRejectedError
+from gateway.uplink.signing import CommandVerifier
+
+log = logging.getLogger(__name__)
+
+ACTIONS = ("read_point", "write_point", "resend_inventory", "restart_bus")
+NONCE_KEY = "uplink.command_nonces"
+_NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class PointInfo:
+    """What the gateway's profiles say about one point of one device."""
+
+    exists: bool
+    writable: bool = False
+
+
+class CommandTarget(Protocol):
+    """What the runtime offers to platform commands. Reads and writes go through the bus owner."""
+
+    async def read_point(self, device_id: str, point: str) -> Reading: ...
+
+    async def write_point(self, device_id: str, point: str, value: Value) -> None: ...
+
+    async def restart_bus(self, bus_id: str) -> None: ...
+
+    def inventory(self) -> list[dict[str, Any]]: ...
+
+    def point_info(self, device_id: str, point: str) -> PointInfo | None:
+        """None when the device is unknown; PointInfo(exists=False) when the point is not in its profile."""
+        ...
+
+    def bus_ids(self) -> Collection[str]: ...
+
+
+class KeyValueState(Protocol):
+    """The durable key/value part of the outbox (AsyncOutbox.get / put)."""
+
+    async def get(self, key: str) -> Any: ...
+
+    async def put(self, key: str, value: Any) -> None: ...
+
+
+class NonceCache:
+    """Nonces of accepted commands until they expire, persisted so a replay fails across restarts too.
+
+    Bounded: commands live at most `max_lifetime_s`, so only that window's nonces are kept.
+    """
+
+    def __init__(self, state: KeyValueState, *, max_entries: int = 10_000) -> None:
+        self._state = state
+        self._seen: dict[str, float] = {}
+        self._loaded = False
+        self._max = max_entries
+        self._lock = asyncio.Lock()
+
+    async def _load(self) -> None:
+        if self._loaded:
+            return
+        raw = await self._state.get(NONCE_KEY)
+        if raw:
+            try:
+                data = json.loads(raw) if isinstance(raw, str | bytes) else raw
+                self._seen = {str(k): float(v) for k, v in dict(data).items()}
+            except (ValueError, TypeError):
+                log.warning("command nonce cache unreadable; starting empty")
+                self._seen = {}
+        self._loaded = True
+
+    async def claim(self, nonce: str, expires_at: float, now: float) -> bool:
+        """Record `nonce`; False when it was already used. Persisted before the command runs."""
+        async with self._lock:
+            await self._load()
+            self._seen = {n: exp for n, exp in self._seen.items() if exp >= now}
+            if nonce in self._seen:
+                return False
+            if len(self._seen) >= self._max:
+                # Refusing beats forgetting: a forgotten nonce could be replayed.
+                return False
+            self._seen[nonce] = expires_at
+            await self._state.put(NONCE_KEY, json.dumps(self._seen, separators=(",", ":")))
+            return True
+
+
+class CommandProcessor:
+    """Checks and carries out one command payload; always returns the `CommandResult` to publish."""
+
+    def __init__(
+        self,
+        *,
+        gateway_id: str,
+        target: CommandTarget,
+        verifier: CommandVerifier | None,
+        nonces: NonceCache,
+        decode: Callable[[bytes], dict[str, Any]],
+        resend_inventory: Callable[[], Awaitable[None]],
+        enabled: bool,
+        max_clock_skew_s: float = 30.0,
+        max_lifetime_s: float = 300.0,
+        exec_timeout_s: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._gateway_id = gateway_id
+        self._target = target
+        self._verifier = verifier
+        self._nonces = nonces
+        self._decode = decode
+        self._resend_inventory = resend_inventory
+        self._enabled = enabled
+        self._skew = max_clock_skew_s
+        self._lifetime = max_lifetime_s
+        self._exec_timeout = exec_timeout_s
+        self._clock = clock
+        self.accepted = 0
+        self.rejected = 0
+
+    async def handle(self, payload: bytes) -> CommandResult:
+        cmd: dict[str, Any] = {}
+        try:
+            cmd = self._decode(payload)
+            action, args = await self._check(cmd)
+            self.accepted += 1
+            result = await self._execute(action, args)
+            return CommandResult(cmd.get("id"), action, CommandOutcome.OK, result=result)
+        except CommandRejectedError as err:
+            self.rejected += 1
+            outcome = CommandOutcome.FAILED if err.reason in _FAILURES else CommandOutcome.REJECTED
+            log.warning(
+                "command %s %s: %s %s",
+                err.command_id or cmd.get("id"),
+                outcome.value,
+                err.reason.value,
+                err.detail,
+            )
+            return CommandResult(
+                err.command_id or _str_or_none(cmd.get("id")),
+                _str_or_none(cmd.get("action")),
+                outcome,
+                err.reason,
+                err.detail,
+            )
+
+    async def _check(self, cmd: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        cid = cmd.get("id")
+        if not isinstance(cid, str) or not _ID_RE.match(cid):
+            raise CommandRejectedError(RejectReason.MALFORMED, "id must be a short id string")
+
+        def reject(reason: RejectReason, detail: str = "") -> CommandRejectedError:
+            return CommandRejectedError(reason, detail, cid)
+
+        if cmd.get("gateway_id") != self._gateway_id:
+            raise reject(RejectReason.WRONG_GATEWAY, "gateway_id is not this gateway")
+        if not self._enabled or self._verifier is None:
+            raise reject(RejectReason.DISABLED, "commands are disabled on this gateway")
+        if "sig" not in cmd or "alg" not in cmd:
+            raise reject(RejectReason.UNSIGNED, "alg and sig are required")
+        if not self._verifier.verify(cmd):
+            raise reject(
+                RejectReason.BAD_SIGNATURE, f"signature does not verify ({self._verifier.algorithm})"
+            )
+        issued, expires, nonce = cmd.get("issued_at_ms"), cmd.get("expires_at_ms"), cmd.get("nonce")
+        if (
+            not _is_int(issued)
+            or not _is_int(expires)
+            or not isinstance(nonce, str)
+            or not _NONCE_RE.match(nonce)
+        ):
+            raise reject(
+                RejectReason.MALFORMED, "issued_at_ms, expires_at_ms (int ms) and nonce are required"
+            )
+        assert isinstance(issued, int) and isinstance(expires, int)  # checked just above
+        now = self._clock()
+        if expires / 1000 < now - self._skew:
+            raise reject(RejectReason.EXPIRED, f"expired {now - expires / 1000:.1f} s ago")
+        if issued / 1000 > now + self._skew:
+            raise reject(RejectReason.NOT_YET_VALID, "issued in the future (clock skew?)")
+        if expires < issued or (expires - issued) / 1000 > self._lifetime:
+            raise reject(RejectReason.LIFETIME_TOO_LONG, f"lifetime must be 0..{self._lifetime:g} s")
+        if not await self._nonces.claim(nonce, expires / 1000 + self._skew, now):
+            raise reject(RejectReason.REPLAYED, "nonce already used")
+        action = cmd.get("action")
+        if action not in ACTIONS:
+            raise reject(RejectReason.UNKNOWN_COMMAND, f"action must be one of {', '.join(ACTIONS)}")
+        args = cmd.get("args", {})
+        if not isinstance(args, dict):
+            raise reject(RejectReason.MALFORMED, "args must be an object")
+        self._check_args(action, args, reject)
+        return action, args
+
+    def _check_args(
+        self, action: str, args: dict[str, Any], reject: Callable[[RejectReason, str], CommandRejectedError]
+    ) -> None:
+        if action in ("read_point", "write_point"):
+            dev, point = args.get("device_id"), args.get("point")
+            if not isinstance(dev, str) or not isinstance(point, str):
+                raise reject(RejectReason.MALFORMED, "device_id and point are required strings")
+            info = self._target.point_info(dev, point)
+            if info is None:
+                raise reject(RejectReason.UNKNOWN_DEVICE, f"no device {dev!r}")
+            if not info.exists:
+                raise reject(
+                    RejectReason.UNKNOWN_POINT, f"device {dev!r} has no point {point!r} in its profile"
+                )
+            if action == "write_point":
+                if not info.writable:
+                    raise reject(RejectReason.NOT_WRITABLE, f"{dev}.{point} is not writable")
+                if "value" not in args or not isinstance(args["value"], bool | int | float | str):
+                    raise reject(RejectReason.BAD_VALUE, "value must be a number, boolean or string")
+        elif action == "restart_bus":
+            bus = args.get("bus_id")
+            if not isinstance(bus, str):
+                raise reject(RejectReason.MALFORMED, "bus_id is required")
+            if bus not in self._target.bus_ids():
+                raise reject(RejectReason.UNKNOWN_BUS, f"no bus {bus!r}")
+
+    async def _execute(self, action: str, args: dict[str, Any]) -> dict[str, Any] | None:
+        cid = None
+        try:
+            async with asyncio.timeout(self._exec_timeout):
+                if action == "read_point":
+                    r = await self._target.read_point(args["device_id"], args["point"])
+                    return {
+                        "device_id": r.device_id,
+                        "point": r.point,
+                        "value": r.value,
+                        "unit": r.unit,
+                        "ts_ms": round(r.ts * 1000),
+                        "quality": r.quality.value,
+                    }
+                if action == "write_point":
+                    await self._target.write_point(args["device_id"], args["point"], args["value"])
+                    return {"device_id": args["device_id"], "point": args["point"], "value": args["value"]}
+                if action == "restart_bus":
+                    await self._target.restart_bus(args["bus_id"])
+                    return {"bus_id": args["bus_id"]}
+                await self._resend_inventory()
+                return None
+        except TimeoutError as err:
+            raise CommandRejectedError(
+                RejectReason.TIMEOUT, f"no result within {self._exec_timeout:g} s", cid
+            ) from err
+        except WriteRejectedError as err:
+            raise CommandRejectedError(RejectReason.BAD_VALUE, err.reason, cid) from err
+        except DeviceTimeoutError as err:
+            raise CommandRejectedError(RejectReason.TIMEOUT, str(err), cid) from err
+        except GatewayError as err:
+            raise CommandRejectedError(RejectReason.DEVICE_ERROR, str(err), cid) from err
+        except Exception as err:  # a runtime bug must not kill the uplink; answer and log it
+            log.exception("command %s failed", action)
+            raise CommandRejectedError(RejectReason.INTERNAL, type(err).__name__, cid) from err
+
+
+_FAILURES = frozenset({RejectReason.DEVICE_ERROR, RejectReason.TIMEOUT, RejectReason.INTERNAL})
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _str_or_none(v: object) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+def build_command(
+    *,
+    gateway_id: str,
+    action: str,
+    args: Mapping[str, Any] | None = None,
+    command_id: str,
+    nonce: str,
+    issued_at: float,
+    lifetime_s: float = 60.0,
+) -> dict[str, Any]:
+    """An unsigned command body (sign it with `signing.sign_hmac` / `sign_ed25519`)."""
+    return {
+        "schema": "citynerve.command/1",
+        "id": command_id,
+        "gateway_id": gateway_id,
+        "action": action,
+        "args": dict(args or {}),
+        "issued_at_ms": int(issued_at * 1000),
+        "expires_at_ms": int((issued_at + lifetime_s) * 1000),
+        "nonce": nonce,
+    }

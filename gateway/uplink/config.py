@@ -1,0 +1,220 @@
+"""The `[upstream]` table of the gateway TOML: brokers, identity, TLS, credentials, batching, commands.
+
+Secrets never live in the model's repr: passwords come from a file or an environment variable and
+are read only when a connection is made (`UpstreamConfig.password()`), as a `SecretStr`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from gateway.api import ConfigError, ConfigIssue
+
+_STRICT = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+
+
+class _Model(BaseModel):
+    model_config = _STRICT
+
+
+class BrokerUrl(_Model):
+    """One broker endpoint parsed from `mqtt://host:port` or `mqtts://host:port`."""
+
+    scheme: Literal["mqtt", "mqtts"]
+    host: str
+    port: int
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "mqtts"
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+def parse_broker_url(url: str) -> BrokerUrl:
+    """Parse `mqtt[s]://host[:port]`; raises ValueError naming what is wrong."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in DEFAULT_PORTS:
+        raise ValueError(f"broker URL {url!r}: scheme must be mqtt:// or mqtts://")
+    if not parts.hostname:
+        raise ValueError(f"broker URL {url!r}: no host")
+    if parts.username or parts.password:
+        raise ValueError(
+            f"broker URL {url!r}: credentials do not belong in the URL; use username/password_file"
+        )
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"broker URL {url!r}: only scheme, host and port are allowed")
+    try:
+        port = parts.port or DEFAULT_PORTS[parts.scheme]
+    except ValueError as err:
+        raise ValueError(f"broker URL {url!r}: bad port") from err
+    return BrokerUrl(scheme=parts.scheme, host=parts.hostname, port=port)  # type: ignore[arg-type]
+
+
+class TlsConfig(_Model):
+    """TLS for mqtts:// brokers. Server verification is on unless `verify = false` is written out."""
+
+    ca_file: Path | None = Field(default=None, description="CA bundle; system CAs when unset")
+    cert_file: Path | None = Field(default=None, description="client certificate (mTLS)")
+    key_file: Path | None = Field(default=None, description="client private key (mTLS)")
+    verify: bool = True
+    server_hostname: str | None = Field(default=None, description="name to verify instead of the URL host")
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (client certificate for mTLS)")
+        return self
+
+
+class BackoffConfig(_Model):
+    """Capped exponential backoff with jitter between connection attempts."""
+
+    initial_s: float = Field(default=1.0, gt=0, le=300)
+    max_s: float = Field(default=60.0, gt=0, le=3600)
+    jitter: float = Field(default=0.5, ge=0, le=1, description="fraction of the delay drawn at random")
+
+    @model_validator(mode="after")
+    def _order(self) -> BackoffConfig:
+        if self.max_s < self.initial_s:
+            raise ValueError("max_s must be >= initial_s")
+        return self
+
+
+class CommandsConfig(_Model):
+    """Signed commands from the platform. Exactly one key when enabled."""
+
+    enabled: bool = False
+    hmac_key_file: Path | None = None
+    ed25519_public_key_file: Path | None = None
+    max_clock_skew_s: float = Field(default=30.0, ge=0, le=3600)
+    max_lifetime_s: float = Field(
+        default=300.0, gt=0, le=86400, description="longest expires_at - issued_at accepted"
+    )
+
+    @model_validator(mode="after")
+    def _one_key(self) -> CommandsConfig:
+        keys = [k for k in (self.hmac_key_file, self.ed25519_public_key_file) if k is not None]
+        if len(keys) > 1:
+            raise ValueError("give either hmac_key_file or ed25519_public_key_file, not both")
+        if self.enabled and not keys:
+            raise ValueError(
+                "commands are enabled but no key is provisioned (hmac_key_file or ed25519_public_key_file)"
+            )
+        return self
+
+
+class UpstreamConfig(_Model):
+    """How the gateway reaches the city platform (the `[upstream]` table)."""
+
+    enabled: bool = True
+    brokers: tuple[str, ...] = Field(min_length=1, description="failover order, mqtt:// or mqtts://")
+    topic_prefix: str = Field(default="citynerve", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+    client_id: str | None = Field(default=None, max_length=128, description="defaults to the gateway id")
+    protocol: Literal["3.1.1", "5"] = "5"
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    connect_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    tls: TlsConfig = Field(default_factory=TlsConfig)
+    username: str | None = None
+    password_file: Path | None = None
+    password_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    encoding: Literal["json-v1"] = "json-v1"
+    max_batch_readings: int = Field(default=200, ge=1, le=10000)
+    max_batch_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    max_inflight: int = Field(default=32, ge=1, le=1000, description="QoS 1 messages awaiting PUBACK")
+    replay_max_msgs_per_s: float = Field(default=50.0, gt=0, description="telemetry rate after reconnect")
+    replay_burst: int = Field(default=20, ge=1)
+    e2e_ack: bool = False
+    status_interval_s: float = Field(default=60.0, gt=0)
+    backoff: BackoffConfig = Field(default_factory=BackoffConfig)
+    commands: CommandsConfig = Field(default_factory=CommandsConfig)
+
+    @field_validator("brokers")
+    @classmethod
+    def _urls(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for url in v:
+            parse_broker_url(url)
+        return v
+
+    @model_validator(mode="after")
+    def _credentials(self) -> UpstreamConfig:
+        if self.password_file is not None and self.password_env is not None:
+            raise ValueError("give either password_file or password_env, not both")
+        if (self.password_file or self.password_env) and not self.username:
+            raise ValueError("a password needs a username")
+        return self
+
+    def broker_urls(self) -> list[BrokerUrl]:
+        """The brokers in failover order."""
+        return [parse_broker_url(u) for u in self.brokers]
+
+    def effective_client_id(self, gateway_id: str) -> str:
+        return self.client_id or f"citynerve-{gateway_id}"
+
+    def password(self) -> SecretStr | None:
+        """Read the password from its file or environment variable, at connect time only.
+
+        Raises ConfigError (permanent) when the file or variable is missing: retrying will not help.
+        """
+        if self.password_file is not None:
+            try:
+                text = self.password_file.read_text(encoding="utf-8").strip()
+            except OSError as err:
+                raise ConfigError(
+                    [
+                        ConfigIssue(
+                            str(self.password_file), "upstream.password_file", f"cannot read: {err.strerror}"
+                        )
+                    ]
+                ) from err
+            return SecretStr(text)
+        if self.password_env is not None:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ConfigError(
+                    [
+                        ConfigIssue(
+                            "<environment>", "upstream.password_env", f"${self.password_env} is not set"
+                        )
+                    ]
+                )
+            return SecretStr(value)
+        return None
+
+
+def load_upstream_table(path: Path) -> UpstreamConfig:
+    """Read only the `[upstream]` table of a gateway TOML (for `citynerve diag uplink`).
+
+    Raises ConfigError naming the file and key path of every problem.
+    """
+    import tomllib
+
+    from pydantic import ValidationError
+
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError([ConfigIssue(str(path), "", f"cannot read: {err.strerror}")]) from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError([ConfigIssue(str(path), "", f"not valid TOML: {err}")]) from err
+    table = data.get("upstream")
+    if not isinstance(table, dict):
+        raise ConfigError([ConfigIssue(str(path), "upstream", "missing [upstream] table")])
+    try:
+        return UpstreamConfig.model_validate(table)
+    except ValidationError as err:
+        raise ConfigError(
+            [
+                ConfigIssue(str(path), ".".join(["upstream", *(str(p) for p in e["loc"])]), e["msg"])
+                for e in err.errors()
+            ]
+        ) from err

@@ -1,0 +1,127 @@
+"""The pluggable wire encoding: what a message looks like and which topic it goes to.
+
+JSON v1 (`json_v1.JsonV1Encoding`) is the contract in docs/upstream-contract.md. A Sparkplug B
+encoding can be added later by implementing `Encoding` over the same outbox rows: the uplink only
+hands rows, status and inventory to the encoding and publishes what comes back.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gateway.store import Lane, OutboxRow
+
+
+@dataclass(frozen=True, slots=True)
+class MqttMessage:
+    """One MQTT publish."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RowBatch:
+    """One message that carries outbox rows of one lane: `first_seq..last_seq`, `count` rows."""
+
+    message: MqttMessage
+    lane: Lane
+    first_seq: int
+    last_seq: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformAck:
+    """The platform stored every row of `lane` up to `seq` (end-to-end mode)."""
+
+    gateway_id: str
+    lane: Lane
+    seq: int
+
+
+class CommandOutcome(enum.StrEnum):
+    OK = "ok"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+
+class RejectReason(enum.StrEnum):
+    """Why a command was not carried out; the platform matches on these, never on `detail` text."""
+
+    MALFORMED = "malformed"
+    WRONG_GATEWAY = "wrong_gateway"
+    DISABLED = "commands_disabled"
+    UNSIGNED = "unsigned"
+    BAD_SIGNATURE = "bad_signature"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    LIFETIME_TOO_LONG = "lifetime_too_long"
+    REPLAYED = "replayed"
+    UNKNOWN_COMMAND = "unknown_command"
+    UNKNOWN_DEVICE = "unknown_device"
+    UNKNOWN_POINT = "unknown_point"
+    NOT_WRITABLE = "not_writable"
+    BAD_VALUE = "bad_value"
+    UNKNOWN_BUS = "unknown_bus"
+    # failures while carrying out an accepted command
+    DEVICE_ERROR = "device_error"
+    TIMEOUT = "timeout"
+    INTERNAL = "internal_error"
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """The answer to one command, published on the result topic."""
+
+    command_id: str | None
+    action: str | None
+    outcome: CommandOutcome
+    reason: RejectReason | None = None
+    detail: str = ""
+    result: Mapping[str, Any] | None = None
+
+
+class Encoding(Protocol):
+    """Turns outbox rows and gateway state into MQTT messages, and platform messages into records."""
+
+    name: str
+
+    @property
+    def command_topic(self) -> str:
+        """Topic the gateway subscribes to for commands."""
+        ...
+
+    @property
+    def ack_topic(self) -> str:
+        """Topic the gateway subscribes to for end-to-end acks."""
+        ...
+
+    def status(self, *, online: bool, seq: int, details: Mapping[str, Any]) -> MqttMessage:
+        """Retained status: birth (online) or death (offline, used as the MQTT will)."""
+        ...
+
+    def inventory(self, *, seq: int, devices: Sequence[Mapping[str, Any]]) -> MqttMessage:
+        """Retained device inventory."""
+        ...
+
+    def rows(
+        self, lane: Lane, rows: Sequence[OutboxRow], *, prev_seq: int, max_rows: int, max_bytes: int
+    ) -> list[RowBatch]:
+        """Split rows of one lane (in seq order) into messages of at most max_rows rows / max_bytes."""
+        ...
+
+    def command_result(self, result: CommandResult, *, seq: int) -> MqttMessage: ...
+
+    def decode_command(self, payload: bytes) -> dict[str, Any]:
+        """Parse a command payload; raises CommandRejectedError(MALFORMED) when it is not one."""
+        ...
+
+    def decode_ack(self, payload: bytes) -> PlatformAck:
+        """Parse an end-to-end ack; raises ValueError when it is not one."""
+        ...

@@ -1,0 +1,29 @@
+"""The reference city platform (for integrators, tests and the demo).
+
+- `PlatformConsumer`: subscribes with MQTT 5 shared subscriptions, dedupes, detects gaps, e2e acks,
+  stores in SQLite (`PlatformStore`).
+- `CommandSigner`: signs commands for a gateway (HMAC-SHA256 or Ed25519).
+- `MosquittoBroker`, `start_demo_broker`: brokers for tests and the demo.
+- `print_platform_view`: the platform's view of readings and alarms arriving (the demo shows it).
+Run `python -m hil.platform --help`.
+"""
+
+from hil.platform.broker import MosquittoBroker, find_mosquitto, free_port, start_demo_broker
+from hil.platform.commands import CommandSigner
+from hil.platform.consumer import Arrival, PlatformConsumer
+from hil.platform.store import LaneView, PlatformStore
+from hil.platform.view import format_arrival, print_platform_view
+
+__all__ = [
+    "Arrival",
+    "CommandSigner",
+    "LaneView",
+    "MosquittoBroker",
+    "PlatformConsumer",
+    "PlatformStore",
+    "find_mosquitto",
+    "format_arrival",
+    "free_port",
+    "print_platform_view",
+    "start_demo_broker",
+]

@@ -1,0 +1,177 @@
+"""The reference platform consumer: subscribes (MQTT 5 shared subscriptions, so several instances
+share the load), stores what arrives in SQLite deduplicated by (gateway_id, seq), detects gaps and
+sends end-to-end acks of the highest contiguous seq per lane."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from hil.platform.store import Ingested, PlatformStore
+
+log = logging.getLogger(__name__)
+
+KINDS = ("telemetry", "events", "status", "inventory", "cmd/result")
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """One message the consumer stored, for live views (the demo) and tests."""
+
+    kind: str
+    gateway_id: str
+    body: dict[str, Any]
+    ingested: Ingested | None
+
+
+class PlatformConsumer:
+    """Subscribe, store, ack. `async with PlatformConsumer(...) as c:` runs it in the background."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        db_path: str | Path,
+        topic_prefix: str = "citynerve",
+        group: str | None = "platform",
+        e2e_ack: bool = True,
+        protocol: str = "5",
+        consumer_id: str | None = None,
+        on_arrival: Callable[[Arrival], None] | None = None,
+        validate: Callable[[str, dict[str, Any]], None] | None = None,
+        reconnect_s: float = 0.5,
+    ) -> None:
+        self.host, self.port = host, port
+        self.prefix = topic_prefix
+        self.group = group
+        self.e2e_ack = e2e_ack
+        self.protocol = protocol
+        self.consumer_id = consumer_id or f"platform-{uuid.uuid4().hex[:8]}"
+        self.store = PlatformStore(db_path)
+        self.on_arrival = on_arrival
+        self.validate = validate
+        self.reconnect_s = reconnect_s
+        self.connected = asyncio.Event()
+        self.messages = 0
+        self.invalid = 0
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="platform-db")
+        self._task: asyncio.Task[None] | None = None
+        self._client: aiomqtt.Client | None = None
+
+    def topics(self) -> list[str]:
+        out = []
+        for kind in KINDS:
+            topic = f"{self.prefix}/+/{kind}"
+            # Retained documents go to every instance; the rows are shared out among the group.
+            if self.group and kind in ("telemetry", "events", "cmd/result"):
+                topic = f"$share/{self.group}/{topic}"
+            out.append(topic)
+        return out
+
+    async def __aenter__(self) -> PlatformConsumer:
+        self._task = asyncio.create_task(self.run(), name=f"platform[{self.consumer_id}]")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await asyncio.get_running_loop().run_in_executor(self._executor, self.store.close)
+        self._executor.shutdown(wait=False)
+
+    async def wait_connected(self, timeout_s: float = 10.0) -> None:
+        async with asyncio.timeout(timeout_s):
+            await self.connected.wait()
+
+    async def run(self) -> None:
+        """Consume until cancelled, reconnecting when the broker goes away."""
+        while True:
+            try:
+                v5 = self.protocol == "5"
+                async with aiomqtt.Client(
+                    self.host,
+                    self.port,
+                    identifier=self.consumer_id,
+                    protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+                    keepalive=10,
+                ) as client:
+                    self._client = client
+                    for topic in self.topics():
+                        await client.subscribe(topic, qos=1)
+                    self.connected.set()
+                    async for message in client.messages:
+                        await self._handle(client, str(message.topic), message.payload)
+            except aiomqtt.MqttError as err:
+                log.info("platform consumer %s: %s; reconnecting", self.consumer_id, err)
+            finally:
+                self._client = None
+                self.connected.clear()
+            await asyncio.sleep(self.reconnect_s)
+
+    async def _handle(self, client: aiomqtt.Client, topic: str, payload: Any) -> None:
+        parts = topic.split("/")
+        prefix_len = len(self.prefix.split("/"))
+        if len(parts) < prefix_len + 2:
+            return
+        gateway_id = parts[prefix_len]
+        kind = "/".join(parts[prefix_len + 1 :])
+        try:
+            body = json.loads(payload if isinstance(payload, bytes | str) else b"")
+            if not isinstance(body, dict):
+                raise ValueError("not an object")
+            if self.validate is not None:
+                self.validate(kind, body)
+        except Exception as err:  # a bad message is counted, never fatal to the consumer
+            self.invalid += 1
+            log.warning("platform: invalid message on %s: %s", topic, err)
+            return
+        self.messages += 1
+        loop = asyncio.get_running_loop()
+        ingested: Ingested | None = None
+        if kind in ("telemetry", "events"):
+            ingested = await loop.run_in_executor(self._executor, self.store.ingest, body)
+            # Ack every time, not only on progress: a resend after the gateway lost our last ack
+            # (broker restart) must be answered, or the gateway would wait for it forever.
+            if self.e2e_ack and ingested.contiguous > 0:
+                ack = {
+                    "schema": "citynerve.ack/1",
+                    "gateway_id": gateway_id,
+                    "lane": ingested.lane,
+                    "seq": ingested.contiguous,
+                    "ts_ms": int(time.time() * 1000),
+                    "consumer": self.consumer_id,
+                }
+                await client.publish(f"{self.prefix}/{gateway_id}/ack", json.dumps(ack), qos=1)
+        elif kind in ("status", "inventory"):
+            await loop.run_in_executor(self._executor, self.store.put_document, kind, body)
+        elif kind == "cmd/result":
+            await loop.run_in_executor(self._executor, self.store.put_result, body)
+        if self.on_arrival is not None:
+            self.on_arrival(Arrival(kind, gateway_id, body, ingested))
+
+    async def query(self, fn: Callable[[PlatformStore], Any]) -> Any:
+        """Run a read on the store's thread (so tests and views never race the writer)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self.store)
+
+    async def publish(self, topic: str, payload: bytes | str, qos: int = 1) -> None:
+        """Publish through the consumer's connection (commands from the platform side)."""
+        if self._client is None:
+            raise aiomqtt.MqttError("platform consumer is not connected")
+        await self._client.publish(topic, payload, qos=qos)

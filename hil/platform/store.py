@@ -1,0 +1,250 @@
+"""The reference platform's SQLite store: what arrived, deduplicated by (gateway_id, seq), with the
+per-lane chain that tells a gap from a duplicate. Several consumer instances may share one file."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+PRAGMA journal_mode=WAL;
+CREATE TABLE IF NOT EXISTS readings (
+  gateway_id TEXT NOT NULL, seq INTEGER NOT NULL, device_id TEXT NOT NULL, point TEXT NOT NULL,
+  value TEXT, unit TEXT NOT NULL, ts_ms INTEGER NOT NULL, quality TEXT NOT NULL,
+  arrival INTEGER NOT NULL, PRIMARY KEY (gateway_id, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+  gateway_id TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL, device_id TEXT NOT NULL,
+  kind TEXT NOT NULL, state TEXT NOT NULL, severity TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+  message TEXT NOT NULL, body TEXT NOT NULL, arrival INTEGER NOT NULL,
+  PRIMARY KEY (gateway_id, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS links (
+  gateway_id TEXT NOT NULL, lane TEXT NOT NULL, prev_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
+  PRIMARY KEY (gateway_id, lane, prev_seq, last_seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS lanes (
+  gateway_id TEXT NOT NULL, lane TEXT NOT NULL, contiguous INTEGER NOT NULL DEFAULT 0,
+  messages INTEGER NOT NULL DEFAULT 0, rows INTEGER NOT NULL DEFAULT 0,
+  duplicates INTEGER NOT NULL DEFAULT 0, gaps_seen INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (gateway_id, lane)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS documents (
+  gateway_id TEXT NOT NULL, kind TEXT NOT NULL, body TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+  PRIMARY KEY (gateway_id, kind)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS command_results (
+  gateway_id TEXT NOT NULL, command_id TEXT, body TEXT NOT NULL, ts_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS arrivals (n INTEGER NOT NULL);
+INSERT INTO arrivals SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM arrivals);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class LaneView:
+    """What the platform knows about one lane of one gateway."""
+
+    gateway_id: str
+    lane: str
+    contiguous: int  # every row of the lane up to this seq is stored
+    rows: int  # distinct rows stored
+    messages: int
+    duplicates: int  # rows received again (same gateway_id, seq)
+    gaps_seen: int  # messages that arrived with a chain link beyond `contiguous`
+    open_gap: tuple[int, int] | None  # (after_seq, up_to_seq) missing right now, or None
+
+
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    """What storing one message did."""
+
+    lane: str
+    new_rows: int
+    duplicates: int
+    gap: bool
+    contiguous_before: int
+    contiguous: int
+
+
+class PlatformStore:
+    """Synchronous; call from one thread at a time (the consumer runs it in a worker thread)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        self._conn.executescript(SCHEMA)
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def ingest(self, msg: dict[str, Any]) -> Ingested:
+        """Store a telemetry or events message; duplicates are ignored and counted."""
+        gw, lane = msg["gateway_id"], msg["lane"]
+        c = self._conn
+        with self._lock:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                c.execute("INSERT OR IGNORE INTO lanes (gateway_id, lane) VALUES (?, ?)", (gw, lane))
+                (arrival,) = c.execute("UPDATE arrivals SET n = n + 1 RETURNING n").fetchone()
+                rows: list[tuple[Any, ...]]
+                if lane == "telemetry":
+                    rows = [
+                        (
+                            gw,
+                            r["seq"],
+                            r["device_id"],
+                            r["point"],
+                            json.dumps(r["value"]),
+                            r["unit"],
+                            r["ts_ms"],
+                            r["quality"],
+                            arrival,
+                        )
+                        for r in msg["readings"]
+                    ]
+                    before = c.total_changes
+                    c.executemany("INSERT OR IGNORE INTO readings VALUES (?,?,?,?,?,?,?,?,?)", rows)
+                else:
+                    rows = [
+                        (
+                            gw,
+                            e["seq"],
+                            e["id"],
+                            e["device_id"],
+                            e["kind"],
+                            e["state"],
+                            e["severity"],
+                            e["ts_ms"],
+                            e["message"],
+                            json.dumps(e, separators=(",", ":")),
+                            arrival,
+                        )
+                        for e in msg["events"]
+                    ]
+                    before = c.total_changes
+                    c.executemany("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+                new = c.total_changes - before
+                dup = len(rows) - new
+                (contig,) = c.execute(
+                    "SELECT contiguous FROM lanes WHERE gateway_id=? AND lane=?", (gw, lane)
+                ).fetchone()
+                gap = msg["prev_seq"] > contig
+                c.execute(
+                    "INSERT OR IGNORE INTO links VALUES (?,?,?,?)", (gw, lane, msg["prev_seq"], msg["seq"])
+                )
+                new_contig = contig
+                while True:
+                    (nxt,) = c.execute(
+                        "SELECT max(last_seq) FROM links WHERE gateway_id=? AND lane=? AND prev_seq<=? "
+                        "AND last_seq>?",
+                        (gw, lane, new_contig, new_contig),
+                    ).fetchone()
+                    if nxt is None:
+                        break
+                    new_contig = nxt
+                c.execute(
+                    "DELETE FROM links WHERE gateway_id=? AND lane=? AND last_seq<=?", (gw, lane, new_contig)
+                )
+                c.execute(
+                    "UPDATE lanes SET contiguous=?, messages=messages+1, rows=rows+?, "
+                    "duplicates=duplicates+?, gaps_seen=gaps_seen+? WHERE gateway_id=? AND lane=?",
+                    (new_contig, new, dup, int(gap), gw, lane),
+                )
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+        return Ingested(lane, new, dup, gap, contig, new_contig)
+
+    def put_document(self, kind: str, msg: dict[str, Any]) -> None:
+        """Keep the latest status / inventory of a gateway."""
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO documents VALUES (?,?,?,?)",
+                (msg["gateway_id"], kind, json.dumps(msg), msg.get("ts_ms", 0)),
+            )
+
+    def put_result(self, msg: dict[str, Any]) -> None:
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO command_results VALUES (?,?,?,?)",
+                (msg["gateway_id"], msg.get("command_id"), json.dumps(msg), msg.get("ts_ms", 0)),
+            )
+
+    # ---------------------------------------------------------------- queries
+    def document(self, gateway_id: str, kind: str) -> dict[str, Any] | None:
+        row = self._conn.execute(
+            "SELECT body FROM documents WHERE gateway_id=? AND kind=?", (gateway_id, kind)
+        ).fetchone()
+        return None if row is None else json.loads(row[0])  # type: ignore[no-any-return]
+
+    def results(self, gateway_id: str) -> list[dict[str, Any]]:
+        return [
+            json.loads(b)
+            for (b,) in self._conn.execute(
+                "SELECT body FROM command_results WHERE gateway_id=? ORDER BY rowid", (gateway_id,)
+            )
+        ]
+
+    def lanes(self) -> list[LaneView]:
+        out = []
+        for gw, lane, contig, messages, rows, dups, gaps in self._conn.execute(
+            "SELECT gateway_id, lane, contiguous, messages, rows, duplicates, gaps_seen "
+            "FROM lanes ORDER BY 1, 2"
+        ):
+            (nxt,) = self._conn.execute(
+                "SELECT min(prev_seq) FROM links WHERE gateway_id=? AND lane=? AND prev_seq>?",
+                (gw, lane, contig),
+            ).fetchone()
+            out.append(
+                LaneView(gw, lane, contig, rows, messages, dups, gaps, None if nxt is None else (contig, nxt))
+            )
+        return out
+
+    def lane(self, gateway_id: str, lane: str) -> LaneView | None:
+        return next((v for v in self.lanes() if v.gateway_id == gateway_id and v.lane == lane), None)
+
+    def reading_seqs(self, gateway_id: str) -> list[int]:
+        """Seqs of stored readings in the order they first arrived."""
+        return [
+            s
+            for (s,) in self._conn.execute(
+                "SELECT seq FROM readings WHERE gateway_id=? ORDER BY arrival, seq", (gateway_id,)
+            )
+        ]
+
+    def event_seqs(self, gateway_id: str) -> list[int]:
+        return [
+            s
+            for (s,) in self._conn.execute(
+                "SELECT seq FROM events WHERE gateway_id=? ORDER BY arrival, seq", (gateway_id,)
+            )
+        ]
+
+    def readings(self, gateway_id: str, limit: int = 1_000_000) -> list[dict[str, Any]]:
+        cur = self._conn.execute(
+            "SELECT seq, device_id, point, value, unit, ts_ms, quality FROM readings WHERE gateway_id=? "
+            "ORDER BY seq LIMIT ?",
+            (gateway_id, limit),
+        )
+        return [
+            {
+                "seq": s,
+                "device_id": d,
+                "point": p,
+                "value": json.loads(v),
+                "unit": u,
+                "ts_ms": t,
+                "quality": q,
+            }
+            for s, d, p, v, u, t, q in cur
+        ]
+
+    def events(self, gateway_id: str) -> list[dict[str, Any]]:
+        return [
+            json.loads(b)
+            for (b,) in self._conn.execute(
+                "SELECT body FROM events WHERE gateway_id=? ORDER BY seq", (gateway_id,)
+            )
+        ]

@@ -1,0 +1,86 @@
+"""The uplink against a real Mosquitto and the reference consumer: delivery, order, acks, schemas."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.store import AsyncOutbox, Lane
+from gateway.uplink import Uplink
+from hil.platform import MosquittoBroker, PlatformConsumer
+from tests.uplink.conftest import INVENTORY, alarm, readings, upstream, wait_for
+
+GW = "gw-test"
+
+
+async def stored(consumer: PlatformConsumer, n_readings: int, n_events: int = 0) -> bool:
+    lanes = await consumer.query(lambda s: {v.lane: v for v in s.lanes() if v.gateway_id == GW})
+    r = lanes.get("telemetry")
+    e = lanes.get("event")
+    return (r.rows if r else 0) >= n_readings and (e.rows if e else 0) >= n_events
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_delivers_everything_in_order_and_deletes_after_puback(
+    broker: MosquittoBroker, outbox: AsyncOutbox, consumer: PlatformConsumer, protocol: str
+) -> None:
+    await outbox.append(readings(1000), [alarm(1), alarm(2)])
+    cfg = upstream(broker, protocol=protocol, max_batch_readings=64)
+    async with Uplink(cfg, gateway_id=GW, outbox=outbox, inventory=lambda: INVENTORY) as up:
+        await wait_for(lambda: stored(consumer, 1000, 2))
+        await outbox.append(readings(10, start=1000), [alarm(3)])
+        await wait_for(lambda: stored(consumer, 1010, 3))
+        await wait_for(lambda: _empty(outbox))
+        snap = up.snapshot()
+    assert snap.published_rows == {"event": 3, "telemetry": 1010}
+    assert snap.acked_rows == {"event": 3, "telemetry": 1010}
+    seqs = await consumer.query(lambda s: s.reading_seqs(GW))
+    assert seqs == sorted(seqs) and len(seqs) == 1010
+    values = await consumer.query(lambda s: [r["value"] for r in s.readings(GW)])
+    assert values == [float(i) for i in range(1010)]
+    lane = await consumer.query(lambda s: s.lane(GW, "telemetry"))
+    assert lane.duplicates == 0 and lane.gaps_seen == 0 and lane.open_gap is None
+    inv = await consumer.query(lambda s: s.document(GW, "inventory"))
+    assert inv["devices"][0]["component_code"] == "3205080101000001"
+    # a clean stop says goodbye (retained offline status)
+    await wait_for(lambda: _status_is(consumer, "offline"))
+
+
+async def _status_is(consumer: PlatformConsumer, state: str) -> bool:
+    status = await consumer.query(lambda s: s.document(GW, "status"))
+    return status is not None and status["state"] == state
+
+
+async def _empty(outbox: AsyncOutbox) -> bool:
+    stats = await outbox.stats()
+    return all(s.rows == 0 for s in stats.lanes)
+
+
+async def test_e2e_mode_keeps_rows_until_platform_acks(
+    broker: MosquittoBroker, outbox: AsyncOutbox, consumer: PlatformConsumer
+) -> None:
+    await outbox.append(readings(300), [alarm(1)])
+    cfg = upstream(broker, e2e_ack=True, max_batch_readings=50)
+    async with Uplink(cfg, gateway_id=GW, outbox=outbox, inventory=lambda: INVENTORY) as up:
+        await wait_for(lambda: stored(consumer, 300, 1))
+        await wait_for(lambda: _empty(outbox))
+        snap = up.snapshot()
+    assert snap.ack_seq["telemetry"] == 301 or snap.ack_seq["telemetry"] == 300
+    assert await outbox.get("uplink.ack_seq.telemetry") == str(snap.ack_seq["telemetry"])
+
+
+async def test_e2e_without_platform_acks_deletes_nothing(
+    broker: MosquittoBroker, outbox: AsyncOutbox
+) -> None:
+    await outbox.append(readings(100), [])
+    cfg = upstream(broker, e2e_ack=True)
+    async with Uplink(cfg, gateway_id=GW, outbox=outbox, inventory=lambda: INVENTORY) as up:
+        await wait_for(lambda: _published(up, 100))
+        await asyncio.sleep(0.3)
+    stats = await outbox.stats()
+    assert stats.lane(Lane.TELEMETRY).rows == 100
+
+
+async def _published(up: Uplink, n: int) -> bool:
+    return up.snapshot().published_rows["telemetry"] >= n
