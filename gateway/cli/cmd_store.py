@@ -1,0 +1,133 @@
+"""`citynerve store ...`: inspect the outbox, also while the gateway runs (read-only, WAL)."""
+
+from __future__ import annotations
+
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+from rich.table import Table
+
+from gateway.cli._common import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    config_option,
+    console,
+    fail,
+    json_option,
+    print_json,
+)
+from gateway.cli._groups import store
+from gateway.store import StoreConfig, StoreError, StoreStats, read_stats
+
+
+def db_from_config(config_path: Path) -> Path:
+    """The outbox path of a gateway config: its [store] path, relative to the config file's folder.
+
+    Only the [store] table is read, so the stats of a gateway's outbox can be seen even when
+    another part of its config does not validate (that is `citynerve config check`'s job).
+    """
+    try:
+        raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        fail(f"{config_path}: no such config file (give -c FILE or --db FILE)", EXIT_INVALID)
+    except (OSError, UnicodeDecodeError) as err:
+        fail(f"{config_path}: cannot read: {err}", EXIT_INVALID)
+    except tomllib.TOMLDecodeError as err:
+        fail(f"{config_path}: not valid TOML: {err}", EXIT_INVALID)
+    section = raw.get("store", {})
+    if not isinstance(section, dict):
+        fail(f"{config_path}: store: expected a table", EXIT_INVALID)
+    try:
+        cfg = StoreConfig.model_validate(section)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(x) for x in ("store", *first["loc"]))
+        fail(f"{config_path}: {where}: {first['msg']}", EXIT_INVALID)
+    p = Path(cfg.path)
+    return p if p.is_absolute() else config_path.resolve().parent / p
+
+
+def _age(ts: float | None, now: float) -> float | None:
+    return None if ts is None else round(max(0.0, now - ts), 3)
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover - the loop always returns
+
+
+def _human_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+def stats_document(stats: StoreStats, now: float) -> dict[str, Any]:
+    doc = stats.to_dict()
+    for lane in doc["lanes"]:
+        lane["oldest_age_s"] = _age(lane["oldest_ts"], now)
+    return doc
+
+
+@store.command("stats")
+@config_option
+@click.option(
+    "--db",
+    "db_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The outbox file itself (instead of finding it through the config).",
+)
+@json_option
+def stats_command(config_path: Path, db_path: Path | None, as_json: bool) -> None:
+    """Rows and oldest age per lane, dropped counts, file size and schema version of the outbox.
+
+    Safe while the gateway runs: the file is opened read-only and WAL readers never block the
+    writer. Exits 1 when the file is missing or not an outbox, 2 for a bad config.
+    """
+    db = db_path if db_path is not None else db_from_config(config_path)
+    try:
+        stats = read_stats(db)
+    except StoreError as err:
+        if as_json:
+            print_json({"ok": False, "path": str(db), "error": err.reason})
+            raise SystemExit(EXIT_FAILED) from err
+        fail(str(err), EXIT_FAILED)
+    now = time.time()
+    doc = stats_document(stats, now)
+    if as_json:
+        print_json({"ok": True, **doc})
+        return
+    table = Table(title=f"outbox {stats.path}", title_justify="left")
+    table.add_column("lane")
+    table.add_column("rows", justify="right")
+    table.add_column("oldest", justify="right")
+    table.add_column("dropped (size cap)", justify="right")
+    for lane in doc["lanes"]:
+        dropped = lane["dropped"]
+        table.add_row(
+            lane["lane"],
+            f"{lane['rows']:,}",
+            _human_age(lane["oldest_age_s"]),
+            f"[yellow]{dropped:,}[/]" if dropped else "0",
+        )
+    console.print(table)
+    console.print(
+        f"file {_human_bytes(stats.file_bytes)} (+ WAL {_human_bytes(stats.wal_bytes)}), "
+        f"schema version {stats.schema_version}, next seq {stats.next_seq:,}",
+        highlight=False,
+    )
