@@ -1,0 +1,188 @@
+"""How simulated Modbus devices' values move: engineering values as functions of time and state.
+
+One `Behaviour` per profile id (keyed by point name), plus a fallback by unit so that any other
+Modbus profile file can be simulated too. Totals are integrated from their rate on every read,
+so they only ever rise; loads follow a daily curve with morning and evening peaks.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+DAY_S = 86400.0
+
+
+def daily_load(hour: float) -> float:
+    """Share of peak load at `hour` (0..24): a night base, a morning and a larger evening peak."""
+    morning = 0.35 * math.exp(-(((hour - 7.5) / 1.5) ** 2))
+    evening = 0.6 * math.exp(-(((hour - 19.5) / 2.2) ** 2))
+    return min(1.0, 0.15 + morning + evening)
+
+
+@dataclass(slots=True)
+class DeviceState:
+    """The mutable state of one simulated device (what a real one keeps in its own memory)."""
+
+    seed: int
+    rng: random.Random
+    smoke: bool = False
+    fault: bool = False
+    totals: dict[str, float] = field(default_factory=dict)
+    last_t: float | None = None
+    peak: float = 1.0  # device size: peak kW or peak m3/h
+
+
+ValueFn = Callable[[DeviceState, float, float], float | int | bool | str]
+"""(state, sim_time_s, local_hour) -> engineering value."""
+
+
+def _wobble(state: DeviceState, t: float, period_s: float, amplitude: float, phase: float = 0.0) -> float:
+    return amplitude * math.sin(2 * math.pi * t / period_s + phase + state.seed) + state.rng.uniform(
+        -amplitude / 5, amplitude / 5
+    )
+
+
+# -- three-phase meter --------------------------------------------------------------------------
+
+
+def _phase_voltage(n: int) -> ValueFn:
+    return lambda s, t, h: 230.0 + _wobble(s, t, 600.0, 2.5, n * 2.1)
+
+
+def _power_factor(s: DeviceState, t: float, h: float) -> float:
+    return 0.93 + 0.04 * math.sin(2 * math.pi * t / 3600.0 + s.seed)
+
+
+def _total_power_w(s: DeviceState, t: float, h: float) -> float:
+    return s.peak * 1000.0 * daily_load(h) * (1 + 0.03 * math.sin(2 * math.pi * t / 90.0 + s.seed))
+
+
+_IMBALANCE = (1.05, 0.97, 0.98)
+
+
+def _phase_power(n: int) -> ValueFn:
+    return lambda s, t, h: _total_power_w(s, t, h) / 3 * _IMBALANCE[n]
+
+
+def _phase_current(n: int) -> ValueFn:
+    return lambda s, t, h: (
+        float(_phase_power(n)(s, t, h)) / (float(_phase_voltage(n)(s, t, h)) * _power_factor(s, t, h))
+    )
+
+
+def _apparent(s: DeviceState, t: float, h: float) -> float:
+    return _total_power_w(s, t, h) / _power_factor(s, t, h)
+
+
+def _reactive(s: DeviceState, t: float, h: float) -> float:
+    p, va = _total_power_w(s, t, h), _apparent(s, t, h)
+    return math.sqrt(max(0.0, va * va - p * p))
+
+
+POWER_METER: dict[str, ValueFn] = {
+    **{f"voltage_l{n + 1}": _phase_voltage(n) for n in range(3)},
+    **{f"current_l{n + 1}": _phase_current(n) for n in range(3)},
+    **{f"power_l{n + 1}": _phase_power(n) for n in range(3)},
+    **{f"power_factor_l{n + 1}": _power_factor for n in range(3)},
+    "total_power": _total_power_w,
+    "total_apparent_power": _apparent,
+    "total_reactive_power": _reactive,
+    "total_power_factor": _power_factor,
+    "frequency": lambda s, t, h: 50.0 + _wobble(s, t, 120.0, 0.03),
+    "import_energy": lambda s, t, h: s.totals["energy_kwh"],
+    "export_energy": lambda s, t, h: 0.0,
+    "voltage_l1_l2": lambda s, t, h: 400.0 + _wobble(s, t, 600.0, 4.0),
+    "voltage_l2_l3": lambda s, t, h: 400.0 + _wobble(s, t, 600.0, 4.0, 1.0),
+    "voltage_l3_l1": lambda s, t, h: 400.0 + _wobble(s, t, 600.0, 4.0, 2.0),
+    "neutral_current": lambda s, t, h: 0.04 * float(_phase_current(0)(s, t, h)),
+    "total_energy": lambda s, t, h: s.totals["energy_kwh"],
+}
+
+# -- water meter -----------------------------------------------------------------------------
+
+_PIPE_AREA_M2 = math.pi * 0.025**2  # DN50
+
+
+def _flow_m3h(s: DeviceState, t: float, h: float) -> float:
+    return max(0.0, s.peak * daily_load(h) - 0.1 * s.peak + _wobble(s, t, 45.0, 0.03 * s.peak))
+
+
+WATER_METER: dict[str, ValueFn] = {
+    "flow_rate": _flow_m3h,
+    "velocity": lambda s, t, h: _flow_m3h(s, t, h) / 3600.0 / _PIPE_AREA_M2,
+    "positive_total": lambda s, t, h: math.floor(s.totals["water_m3"]),
+    "positive_total_fraction": lambda s, t, h: s.totals["water_m3"] - math.floor(s.totals["water_m3"]),
+    "negative_total": lambda s, t, h: 0,
+    "net_total": lambda s, t, h: math.floor(s.totals["water_m3"]),
+    "net_total_fraction": lambda s, t, h: s.totals["water_m3"] - math.floor(s.totals["water_m3"]),
+    "temperature_inlet": lambda s, t, h: (
+        14.0 + 3.0 * math.sin(2 * math.pi * (h - 9) / 24) + _wobble(s, t, 900, 0.1)
+    ),
+    "temperature_outlet": lambda s, t, h: 13.7 + 3.0 * math.sin(2 * math.pi * (h - 9) / 24),
+    "error_code": lambda s, t, h: 0x0001 if s.fault else 0,  # bit 0: no signal
+    "signal_quality": lambda s, t, h: 0 if s.fault else int(86 + _wobble(s, t, 300.0, 4.0)),
+}
+
+# -- smoke detector --------------------------------------------------------------------------
+
+SMOKE_DETECTOR: dict[str, ValueFn] = {
+    "smoke_alarm": lambda s, t, h: s.smoke,
+    "alarm_state": lambda s, t, h: 1 if s.smoke else 0,
+    "baud_code": lambda s, t, h: 2,
+}
+
+BEHAVIOURS: dict[str, dict[str, ValueFn]] = {
+    "modbus-power-meter-3ph": POWER_METER,
+    "modbus-water-meter": WATER_METER,
+    "modbus-smoke-detector": SMOKE_DETECTOR,
+}
+
+RATES: dict[str, tuple[str, Callable[[DeviceState, float, float], float]]] = {
+    # total name -> (profile, rate per second at (state, t, hour))
+    "energy_kwh": ("modbus-power-meter-3ph", lambda s, t, h: _total_power_w(s, t, h) / 1000.0 / 3600.0),
+    "water_m3": ("modbus-water-meter", lambda s, t, h: _flow_m3h(s, t, h) / 3600.0),
+}
+
+_BY_UNIT: dict[str, ValueFn] = {
+    "V": lambda s, t, h: 230.0 + _wobble(s, t, 600.0, 2.5),
+    "A": lambda s, t, h: 5.0 * daily_load(h),
+    "W": lambda s, t, h: 1000.0 * daily_load(h),
+    "Hz": lambda s, t, h: 50.0 + _wobble(s, t, 120.0, 0.03),
+    "°C": lambda s, t, h: 20.0 + _wobble(s, t, 3600.0, 1.0),
+}
+
+
+def fallback(unit: str, type_: str) -> ValueFn:
+    """A plausible value for a point no behaviour names: by unit, else zero / false / empty."""
+    if unit in _BY_UNIT:
+        return _BY_UNIT[unit]
+    if type_ == "bool":
+        return lambda s, t, h: False
+    if type_ == "string":
+        return lambda s, t, h: "SIM"
+    return lambda s, t, h: 0
+
+
+def advance_totals(profile_id: str, state: DeviceState, t: float, hour: float) -> None:
+    """Integrate every total of this profile from the last read to `t` (trapezoid, never down)."""
+    for total, (profile, rate) in RATES.items():
+        if profile != profile_id:
+            continue
+        if state.last_t is None:
+            continue
+        dt = t - state.last_t
+        if dt <= 0:
+            continue
+        # Integrate in steps of at most 5 simulated minutes so the daily curve is followed.
+        steps = max(1, math.ceil(dt / 300.0))
+        step = dt / steps
+        acc = 0.0
+        for i in range(steps):
+            t0 = state.last_t + i * step
+            h0 = (hour - (dt - i * step) / 3600.0) % 24
+            h1 = (h0 + step / 3600.0) % 24
+            acc += (max(0.0, rate(state, t0, h0)) + max(0.0, rate(state, t0 + step, h1))) / 2 * step
+        state.totals[total] = state.totals.get(total, 0.0) + acc
