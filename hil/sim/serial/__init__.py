@@ -10,10 +10,11 @@ Public API::
         bus.inject(Fault.BAD_CHECKSUM, count=1, address="000000000161")
         bus.unplug(); bus.replug()   # USB adapter pulled and plugged back (needs `link=`)
 
-    async with FirePanelStream(panel="gst", link=None) as panel:
+    async with FirePanelStream(encoding="gb2312", link=None) as panel:
         panel.port
         await panel.alarm(loop=4, device=4, location="一层大厅东侧", device_type="感烟探测器")
-        await panel.fault(...); await panel.reset(); await panel.line("any text")
+        await panel.fault(...); await panel.fault_cleared(...); await panel.reset()
+        await panel.line("any text"); await panel.noise()
 
 - `SimDlt645Meter(address, version="2007"|"1997", fe_count=2, values={di: value}, extra={di: (DataItem,
   value)}, split_dis=frozenset({di}))`: answers reads of every DI in its version's table with values that
@@ -29,5 +30,6 @@ Public API::
 
 from hil.sim.serial._bus import Fault, SerialMeterBus
 from hil.sim.serial._meters import SimCjt188Meter, SimDlt645Meter
+from hil.sim.serial._panel import FirePanelStream
 
-__all__ = ["Fault", "SerialMeterBus", "SimCjt188Meter", "SimDlt645Meter"]
+__all__ = ["Fault", "FirePanelStream", "SerialMeterBus", "SimCjt188Meter", "SimDlt645Meter"]

@@ -1,0 +1,219 @@
+"""The fire panel listener: reads the printer stream, turns records into events and samples."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from drivers.firepanel.models import FirePanelBusConfig, FirePanelDevice
+from drivers.firepanel.parsers import PanelParser, PanelRecord, RecordKind, parser_for
+from drivers.serialio import LineTiming, SerialLine
+from gateway.api import (
+    Event,
+    EventState,
+    ListenDriver,
+    Quality,
+    Sample,
+    SampleBatch,
+    SampleSink,
+    Severity,
+    StateStore,
+    Value,
+    utc_now,
+)
+
+log = logging.getLogger(__name__)
+
+IDLE_FLUSH_S = 2.0  # a line the printer never ends (no CR/LF) is taken after this much silence
+MAX_LINE = 512
+_ALARMS = frozenset({RecordKind.FIRE, RecordKind.SMOKE})
+_FAULTS = frozenset({RecordKind.PANEL_FAULT, RecordKind.MAINS_FAULT, RecordKind.BATTERY_FAULT})
+
+
+def _as_device(device: Any) -> FirePanelDevice:
+    if isinstance(device, FirePanelDevice):
+        return device
+    return FirePanelDevice.model_validate(device.model_dump() if hasattr(device, "model_dump") else device)
+
+
+@dataclass
+class PanelState:
+    """What the panel has raised and not cleared, keyed by (kind, loop-device)."""
+
+    active: dict[tuple[RecordKind, str], PanelRecord] = field(default_factory=dict)
+    lines: int = 0
+    records: int = 0
+    raw_lines: int = 0
+    parser_errors: int = 0
+
+    def count(self, kinds: frozenset[RecordKind]) -> int:
+        return sum(1 for kind, _ in self.active if kind in kinds)
+
+
+class PanelStream:
+    """Sans-I/O core of the listener: bytes in, events and sample batches out (testable alone)."""
+
+    def __init__(self, device: FirePanelDevice, parser: PanelParser | None = None) -> None:
+        self.device = device
+        self.parser = parser or parser_for(device.panel_model, date_order=device.date_order)
+        self.state = PanelState()
+        self._buf = bytearray()
+        self._fields: dict[str, list[str]] = {}
+        for name, point in device.points.items():
+            if point.enabled:
+                self._fields.setdefault(point.field, []).append(name)
+
+    def feed(self, data: bytes) -> list[Event | SampleBatch]:
+        """Complete lines in `data` (CR, LF or CRLF end a line) -> what to deliver."""
+        self._buf += data
+        out: list[Event | SampleBatch] = []
+        while True:
+            ends = [i for i in (self._buf.find(b"\n"), self._buf.find(b"\r")) if i >= 0]
+            if not ends:
+                break
+            end = min(ends)
+            raw, self._buf = bytes(self._buf[:end]), self._buf[end + 1 :]
+            out += self.line(raw)
+        if len(self._buf) > MAX_LINE:  # a printer that never ends its lines: cut, do not grow
+            out += self.flush()
+        return out
+
+    def flush(self) -> list[Event | SampleBatch]:
+        """Take a pending unterminated line (after silence, or on close)."""
+        raw, self._buf = bytes(self._buf), bytearray()
+        return self.line(raw) if raw.strip() else []
+
+    def line(self, raw: bytes) -> list[Event | SampleBatch]:
+        text = raw.decode(self.device.encoding, errors="replace").strip("\x00\x0c \t")
+        if not text.strip():
+            return []
+        self.state.lines += 1
+        try:
+            record = self.parser.parse_line(text)
+        except Exception:  # a plugin bug must not stop the listener: keep the line as raw
+            log.exception("panel %s: parser %s failed on %r", self.device.id, self.parser.model, text)
+            self.state.parser_errors += 1
+            record = None
+        if record is None:
+            self.state.raw_lines += 1
+            return self._batch([("raw", text)])
+        self.state.records += 1
+        return [*self._events(record), *self._batch(self._values(record))]
+
+    def _events(self, record: PanelRecord) -> list[Event | SampleBatch]:
+        now = utc_now()
+        active = self.state.active
+        out: list[Event | SampleBatch] = []
+        if record.kind is RecordKind.RESET:
+            # a reset clears everything the panel had raised: one CLEARED per raised event
+            for earlier in list(active.values()):
+                out.append(self._event(earlier, EventState.CLEARED, now, cleared_by=record))
+            active.clear()
+            out.append(self._event(record, EventState.RAISED, now))
+            return out
+        key = (record.kind, record.point_key)
+        if record.state is EventState.CLEARED:
+            if key in active:
+                del active[key]
+            elif record.point_key == "panel":
+                # some panels print 故障恢复 without the device: it clears every fault of that kind
+                for stale in [k for k in active if k[0] is record.kind]:
+                    del active[stale]
+            out.append(self._event(record, EventState.CLEARED, now))
+            return out
+        if key in active and record.kind not in (RecordKind.SILENCED, RecordKind.SELF_TEST):
+            active[key] = record  # the panel repeats an active alarm: no second RAISED
+            return out
+        if record.kind not in (RecordKind.SILENCED, RecordKind.SELF_TEST, RecordKind.LINKAGE_FEEDBACK):
+            active[key] = record
+        out.append(self._event(record, EventState.RAISED, now))
+        return out
+
+    def _event(
+        self, record: PanelRecord, state: EventState, ts: float, cleared_by: PanelRecord | None = None
+    ) -> Event:
+        words = " ".join(
+            p
+            for p in (
+                record.event_text,
+                record.point_key if record.loop is not None else "",
+                record.device_type,
+                record.location,
+            )
+            if p
+        )
+        attrs: dict[str, Any] = {
+            "panel": self.device.address,
+            "panel_event": record.event_text,
+            "location_text": record.location,
+            "device_type": record.device_type,
+            "loop": record.loop,
+            "device": record.device,
+            "panel_time": record.panel_time,
+            "raw": record.raw,
+        }
+        if cleared_by is not None:
+            attrs["cleared_by"] = cleared_by.event_text
+            words = f"{cleared_by.event_text}: {words}"
+        return Event(
+            device_id=self.device.id,
+            kind=str(record.kind),
+            state=state,
+            severity=record.severity if state is EventState.RAISED else Severity.INFO,
+            ts=ts,
+            rule=f"panel:{self.parser.model}",
+            value=record.point_key,
+            message=words,
+            attrs=attrs,
+        )
+
+    def _values(self, record: PanelRecord) -> list[tuple[str, Value]]:
+        return [
+            ("fire_alarm", self.state.count(_ALARMS) > 0),
+            ("alarms_active", self.state.count(_ALARMS)),
+            ("faults_active", self.state.count(_FAULTS)),
+            ("last_event", record.event_text),
+        ]
+
+    def _batch(self, values: list[tuple[str, Value]]) -> list[Event | SampleBatch]:
+        samples = tuple(
+            Sample(name, value, Quality.GOOD)
+            for field_name, value in values
+            for name in self._fields.get(field_name, ())
+        )
+        return [SampleBatch(self.device.id, utc_now(), samples)] if samples else []
+
+
+class FirePanelDriver(ListenDriver[FirePanelBusConfig, FirePanelDevice]):
+    """Listens to one panel's printer port. Never writes to the port."""
+
+    def __init__(
+        self, bus: FirePanelBusConfig, devices: Sequence[FirePanelDevice], state: StateStore | None = None
+    ) -> None:
+        devices = [_as_device(d) for d in devices]
+        super().__init__(bus, devices, state)
+        self.line = SerialLine(bus.id, bus.serial, timing=LineTiming(gap_s=0.0))
+        self.streams = [PanelStream(d) for d in devices if d.enabled]
+
+    async def open(self) -> None:
+        await self.line.open()
+
+    async def close(self) -> None:
+        await self.line.close()
+
+    async def listen(self, sink: SampleSink) -> None:
+        """Deliver until cancelled. Raises ChannelError when the port goes (the owner reopens)."""
+        if not self.streams:
+            return
+        # one printer port carries one panel; several configured panels share the stream (ids differ)
+        while True:
+            chunk = await self.line.receive(IDLE_FLUSH_S)
+            for stream in self.streams:
+                items = stream.feed(chunk) if chunk else stream.flush()
+                for item in items:
+                    if isinstance(item, Event):
+                        sink.event(item)
+                    else:
+                        sink.submit(item)
