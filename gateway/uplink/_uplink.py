@@ -94,6 +94,8 @@ class Uplink:
         self._broker: BrokerUrl | None = None
         self._since: float | None = None
         self._replay_until = 0
+        self._ack_progress_t = time.monotonic()  # last platform ack progress (e2e mode)
+        self._rewinds = 0
         self._client: aiomqtt.Client | None = None
         self._task: asyncio.Task[None] | None = None
         self._registered = False
@@ -121,6 +123,7 @@ class Uplink:
             commands_rejected=self._processor.rejected if self._processor else 0,
             e2e=self.config.e2e_ack,
             replaying=self._replaying(),
+            extra={"e2e_rewinds": self._rewinds},
         )
 
     async def __aenter__(self) -> Uplink:
@@ -275,9 +278,11 @@ class Uplink:
         window = asyncio.Semaphore(cfg.max_inflight)
         limiter = RateLimiter(cfg.replay_max_msgs_per_s, cfg.replay_burst)
         peek_rows = max(cfg.max_batch_readings * 4, 1000)
+        self._ack_progress_t = time.monotonic()
         while True:
             self._wake.clear()
             sent = False
+            self._maybe_rewind()
             # Events first, always: every pass starts with the events lane.
             rows = await self._outbox.peek(Lane.EVENT, after_seq=self._sent_seq[Lane.EVENT], limit=500)
             if rows:
@@ -315,6 +320,25 @@ class Uplink:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):
                         await self._wake.wait()
+
+    def _maybe_rewind(self) -> None:
+        """e2e mode: the platform stopped acknowledging (it may have missed messages while it was
+        away from the broker); send again from its last ack. Duplicates are dropped by seq there."""
+        if not self.config.e2e_ack:
+            return
+        if time.monotonic() - self._ack_progress_t < self.config.e2e_resend_after_s:
+            return
+        for lane in LANES:
+            if self._sent_seq[lane] > self._platform_seq[lane]:
+                log.info(
+                    "uplink: no e2e ack for %s since %.0f s; resending from seq %d",
+                    LANE_NAMES[lane],
+                    self.config.e2e_resend_after_s,
+                    self._platform_seq[lane],
+                )
+                self._sent_seq[lane] = max(self._platform_seq[lane], self._ack_seq[lane])
+                self._rewinds += 1
+        self._ack_progress_t = time.monotonic()
 
     async def _sleep_unless_events(self, delay: float) -> None:
         end = time.monotonic() + delay
@@ -396,6 +420,7 @@ class Uplink:
     def _on_platform_ack(self, ack: PlatformAck) -> None:
         if ack.seq > self._platform_seq[ack.lane]:
             self._platform_seq[ack.lane] = ack.seq
+            self._ack_progress_t = time.monotonic()
             self._ack_wake.set()
 
     # ------------------------------------------------------------------ inbound

@@ -134,6 +134,11 @@ class UpstreamConfig(_Model):
     replay_max_msgs_per_s: float = Field(default=50.0, gt=0, description="telemetry rate after reconnect")
     replay_burst: int = Field(default=20, ge=1)
     e2e_ack: bool = False
+    e2e_resend_after_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="e2e mode: no platform ack progress this long -> send again from the ack",
+    )
     status_interval_s: float = Field(default=60.0, gt=0)
     backoff: BackoffConfig = Field(default_factory=BackoffConfig)
     commands: CommandsConfig = Field(default_factory=CommandsConfig)

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from hil.platform.store import Ingested, PlatformStore
 
@@ -52,6 +54,7 @@ class PlatformConsumer:
         on_arrival: Callable[[Arrival], None] | None = None,
         validate: Callable[[str, dict[str, Any]], None] | None = None,
         reconnect_s: float = 0.5,
+        session_expiry_s: int = 3600,
     ) -> None:
         self.host, self.port = host, port
         self.prefix = topic_prefix
@@ -63,6 +66,7 @@ class PlatformConsumer:
         self.on_arrival = on_arrival
         self.validate = validate
         self.reconnect_s = reconnect_s
+        self.session_expiry_s = session_expiry_s
         self.connected = asyncio.Event()
         self.messages = 0
         self.invalid = 0
@@ -104,14 +108,7 @@ class PlatformConsumer:
         """Consume until cancelled, reconnecting when the broker goes away."""
         while True:
             try:
-                v5 = self.protocol == "5"
-                async with aiomqtt.Client(
-                    self.host,
-                    self.port,
-                    identifier=self.consumer_id,
-                    protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
-                    keepalive=10,
-                ) as client:
+                async with self._client_for_session() as client:
                     self._client = client
                     for topic in self.topics():
                         await client.subscribe(topic, qos=1)
@@ -124,6 +121,30 @@ class PlatformConsumer:
                 self._client = None
                 self.connected.clear()
             await asyncio.sleep(self.reconnect_s)
+
+    def _client_for_session(self) -> aiomqtt.Client:
+        # A persistent session: while this instance is away (but the broker lives) the broker keeps
+        # its messages; a platform that restarts does not depend on the gateway resending.
+        if self.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self.session_expiry_s
+            return aiomqtt.Client(
+                self.host,
+                self.port,
+                identifier=self.consumer_id,
+                protocol=aiomqtt.ProtocolVersion.V5,
+                keepalive=10,
+                clean_start=False,
+                properties=props,
+            )
+        return aiomqtt.Client(
+            self.host,
+            self.port,
+            identifier=self.consumer_id,
+            protocol=aiomqtt.ProtocolVersion.V311,
+            keepalive=10,
+            clean_session=False,
+        )
 
     async def _handle(self, client: aiomqtt.Client, topic: str, payload: Any) -> None:
         parts = topic.split("/")

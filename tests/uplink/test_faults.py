@@ -1,0 +1,147 @@
+"""Faults against a real Mosquitto: broker killed and restarted mid-stream, broker gone for a while,
+the gateway process SIGKILLed mid-publish and restarted with a backlog. Afterwards the platform holds
+every reading and event exactly once after dedupe, in order per lane; each test prints duplicates.
+
+The broker outage is a few seconds in CI; set CITYNERVE_LONG_OUTAGE=<seconds> (e.g. 180) for the
+"broker gone for minutes" run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.store import AsyncOutbox, OutboxWriter, read_stats
+from gateway.uplink import Uplink
+from hil.platform import MosquittoBroker, PlatformConsumer
+from tests.uplink.conftest import INVENTORY, alarm, readings, upstream, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+OUTAGE_S = float(os.environ.get("CITYNERVE_LONG_OUTAGE", "3"))
+
+
+async def check_exactly_once(consumer: PlatformConsumer, gw: str, last_seq: int, label: str) -> None:
+    """Every seq 1..last_seq arrived once (readings and events together), in order per lane."""
+    r_seqs = await consumer.query(lambda s: s.reading_seqs(gw))
+    e_seqs = await consumer.query(lambda s: s.event_seqs(gw))
+    assert r_seqs == sorted(r_seqs), "telemetry arrived out of order"
+    assert e_seqs == sorted(e_seqs), "events arrived out of order"
+    assert sorted(r_seqs + e_seqs) == list(range(1, last_seq + 1))
+    lanes = await consumer.query(lambda s: {v.lane: v for v in s.lanes() if v.gateway_id == gw})
+    dups = sum(v.duplicates for v in lanes.values())
+    print(
+        f"\n[{label}] readings={len(r_seqs)} events={len(e_seqs)} duplicates={dups} "
+        f"gaps_seen={sum(v.gaps_seen for v in lanes.values())}"
+    )
+    for v in lanes.values():
+        assert v.open_gap is None and v.contiguous == max(r_seqs if v.lane == "telemetry" else e_seqs)
+
+
+async def _all_arrived(consumer: PlatformConsumer, gw: str, last_seq: int) -> bool:
+    lanes = await consumer.query(lambda s: [v for v in s.lanes() if v.gateway_id == gw])
+    return sum(v.rows for v in lanes) >= last_seq
+
+
+async def _feed(writer: OutboxWriter, n: int, *, start: int = 0, alarm_every: int = 200) -> None:
+    for i in range(start, start + n, 50):
+        writer.put_readings(readings(50, start=i))
+        if i % alarm_every == 0:
+            writer.put_event(alarm(i))
+        await asyncio.sleep(0.005)
+    await writer.flush()
+
+
+@pytest.mark.parametrize("outage_s", [0.0, OUTAGE_S], ids=["restart", "outage"])
+async def test_broker_killed_mid_stream(
+    broker: MosquittoBroker, outbox: AsyncOutbox, consumer: PlatformConsumer, outage_s: float
+) -> None:
+    gw = "gw-fault"
+    cfg = upstream(broker, e2e_ack=True, e2e_resend_after_s=1.0, max_batch_readings=40)
+    writer = OutboxWriter(outbox, max_latency_s=0.02, max_rows=200)
+    writer_task = asyncio.create_task(writer.run())
+    async with Uplink(cfg, gateway_id=gw, outbox=outbox, inventory=lambda: INVENTORY) as up:
+        feed = asyncio.create_task(_feed(writer, 6000))
+        await wait_for(lambda: _some(consumer, gw, 500))
+        broker.kill()  # mid-stream: messages PUBACKed but not yet delivered die with it
+        await asyncio.sleep(outage_s)
+        assert not up.snapshot().connected or outage_s == 0
+        await asyncio.to_thread(broker.start)
+        await feed
+        last = (await outbox.stats()).next_seq - 1
+        await wait_for(lambda: _all_arrived(consumer, gw, last), timeout_s=60 + outage_s)
+        await wait_for(lambda: _outbox_empty(outbox), timeout_s=30)
+        assert up.snapshot().reconnects >= 1
+    writer_task.cancel()
+    await check_exactly_once(consumer, gw, last, f"broker killed, down {outage_s:g} s")
+
+
+async def _some(consumer: PlatformConsumer, gw: str, n: int) -> bool:
+    lane = await consumer.query(lambda s: s.lane(gw, "telemetry"))
+    return lane is not None and lane.rows >= n
+
+
+async def _outbox_empty(outbox: AsyncOutbox) -> bool:
+    return all(s.rows == 0 for s in (await outbox.stats()).lanes)
+
+
+def _spawn(outbox: Path, broker: MosquittoBroker, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.uplink.gateway_proc",
+            "--outbox",
+            str(outbox),
+            "--broker",
+            broker.url,
+            *args,
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+async def test_gateway_sigkill_mid_publish_then_restart_with_backlog(
+    broker: MosquittoBroker, consumer: PlatformConsumer, tmp_path: Path
+) -> None:
+    gw = "gw-proc"
+    path = tmp_path / "gw-outbox.sqlite"
+    # Slow replay so the kill lands while the backlog is being published.
+    proc = _spawn(path, broker, "--generate", "20000", "--rate", "20000", "--replay-rate", "200", "--stay")
+    try:
+        await wait_for(lambda: _some(consumer, gw, 1500), timeout_s=30)
+        proc.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(proc.wait, 10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    killed = read_stats(path)
+    backlog = sum(s.rows for s in killed.lanes)
+    assert backlog > 0, "the kill came too late to leave a backlog"
+    got = await consumer.query(lambda s: s.lane(gw, "telemetry"))
+    # Restart: drains the backlog, then generates a few more readings after it.
+    proc = _spawn(path, broker, "--generate", "1000", "--start", "20000", "--rate", "20000")
+    try:
+        out, err = await asyncio.to_thread(proc.communicate, timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err[-2000:]
+    assert '"drained": true' in out
+    last = read_stats(path).next_seq - 1
+    await wait_for(lambda: _all_arrived(consumer, gw, last), timeout_s=30)
+    print(f"\n[gateway SIGKILL] backlog at kill={backlog} rows, platform had {got.rows} readings")
+    await check_exactly_once(consumer, gw, last, "gateway SIGKILL + restart")
+    values = await consumer.query(lambda s: [r["value"] for r in s.readings(gw)])
+    assert len(values) == len(set(values)), "a reading was stored twice under different seqs"
