@@ -1,0 +1,396 @@
+"""`citynerve diag ports | modbus scan/read/write | store | bundle`: the technician's checks.
+
+Bus actions go through `gateway.diagbus`: via the running gateway's bus owner when it runs (never two
+masters on one RS-485 line), else straight to the port. Every command has --json and exits 1 when
+the check fails, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from gateway.api import GatewayError
+from gateway.cli._common import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    config_option,
+    console,
+    err_console,
+    fail,
+    json_option,
+    load_or_exit,
+    print_json,
+)
+from gateway.cli._groups import diag
+from gateway.config import GatewayConfig
+from gateway.diagbus import DiagSession
+
+SCAN_CHUNK = 8  # unit ids per request to the bus owner: the bar moves, the bus is shared fairly
+
+# -- ports -------------------------------------------------------------------------------------------
+
+
+def list_ports() -> list[dict[str, Any]]:
+    """Serial ports with their USB ids (vid:pid), serial number and description."""
+    from serial.tools import list_ports as lp
+
+    out = []
+    for p in sorted(lp.comports(), key=lambda p: p.device):
+        out.append(
+            {
+                "device": p.device,
+                "usb_id": f"{p.vid:04x}:{p.pid:04x}" if p.vid is not None and p.pid is not None else None,
+                "serial_number": p.serial_number,
+                "manufacturer": p.manufacturer,
+                "product": p.product,
+                "description": p.description,
+                "location": p.location,
+            }
+        )
+    return out
+
+
+@diag.command("ports")
+@json_option
+def ports(as_json: bool) -> None:
+    """List serial ports with USB vid:pid, serial number and description.
+
+    Use it to find which /dev/ttyUSB* is the RS-485 adapter (the serial number stays the same when
+    the adapter moves to another USB socket; see /dev/serial/by-id). Exits 1 when there is none.
+    """
+    found = list_ports()
+    if as_json:
+        print_json({"ports": found})
+    elif found:
+        table = Table(title="serial ports")
+        for col in ("device", "usb id", "serial number", "description"):
+            table.add_column(col)
+        for p in found:
+            table.add_row(p["device"], p["usb_id"] or "-", p["serial_number"] or "-", p["description"] or "-")
+        console.print(table)
+    else:
+        err_console.print("no serial ports found (is the USB RS-485 adapter plugged in?)")
+    if not found:
+        raise SystemExit(EXIT_FAILED)
+
+
+# -- modbus ------------------------------------------------------------------------------------------
+
+
+def _modbus_config(config_path: Path, bus_id: str) -> GatewayConfig:
+    cfg = load_or_exit(config_path)
+    try:
+        bus = cfg.bus(bus_id)
+    except KeyError:
+        fail(f"no bus {bus_id!r} in {config_path} (buses: {', '.join(b.id for b in cfg.buses) or 'none'})")
+    if not bus.protocol.startswith("modbus"):
+        fail(f"bus {bus_id} speaks {bus.protocol}, not Modbus", EXIT_INVALID)
+    return cfg
+
+
+async def _one(cfg: GatewayConfig, bus_id: str, action: str, params: dict[str, Any]) -> dict[str, Any]:
+    async with DiagSession(cfg, bus_id) as session:
+        result = await session.run(action, params)
+        result["route"] = session.route.value if session.route else None
+        return result
+
+
+def _run_or_fail(coro: Any) -> Any:
+    try:
+        return asyncio.run(coro)
+    except GatewayError as err:
+        fail(str(err))
+
+
+@diag.group("modbus")
+def modbus() -> None:
+    """Modbus on a configured bus: scan unit ids, read and write registers or coils."""
+
+
+bus_option = click.option("--bus", "bus_id", required=True, help="Bus id from the config.")
+table_choice = click.Choice(["holding", "input", "coil", "discrete"])
+
+
+@modbus.command("scan")
+@config_option
+@bus_option
+@click.option(
+    "--from", "first", type=click.IntRange(1, 247), default=1, show_default=True, help="First unit."
+)
+@click.option("--to", "last", type=click.IntRange(1, 247), default=247, show_default=True, help="Last unit.")
+@click.option("--table", type=table_choice, default="holding", show_default=True, help="Table to probe.")
+@click.option("--address", type=click.IntRange(0, 65535), default=0, show_default=True, help="Probe address.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0.01, 60), help="Per-unit timeout (s).")
+@json_option
+def modbus_scan(
+    config_path: Path,
+    bus_id: str,
+    first: int,
+    last: int,
+    table: str,
+    address: int,
+    timeout_s: float | None,
+    as_json: bool,
+) -> None:
+    """Find which unit ids answer on a Modbus bus (one read each; an exception reply counts).
+
+    Shows a progress bar and a table of what answered. Exits 1 when nothing answered.
+    """
+    if last < first:
+        fail(f"--to {last} is below --from {first}", EXIT_INVALID)
+    cfg = _modbus_config(config_path, bus_id)
+    params: dict[str, Any] = {"table": table, "address": address}
+    if timeout_s is not None:
+        params["timeout_s"] = timeout_s
+
+    async def scan() -> dict[str, Any]:
+        answered: list[dict[str, Any]] = []
+        garbled: list[int] = []
+        started = time.monotonic()
+        async with DiagSession(cfg, bus_id) as session:
+            progress = Progress(
+                TextColumn("scanning {task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("found {task.fields[hits]}"),
+                TimeElapsedColumn(),
+                console=err_console,
+                disable=as_json,
+                transient=True,
+            )
+            with progress:
+                task = progress.add_task(bus_id, total=last - first + 1, hits=0)
+                for start in range(first, last + 1, SCAN_CHUNK):
+                    end = min(start + SCAN_CHUNK - 1, last)
+                    part = await session.run("scan", {**params, "first": start, "last": end})
+                    answered += part.get("answered", [])
+                    garbled += part.get("garbled", [])
+                    progress.update(task, completed=end - first + 1, hits=len(answered))
+            return {
+                "bus": bus_id,
+                "route": session.route.value if session.route else None,
+                "scanned": [first, last],
+                "table": table,
+                "address": address,
+                "answered": answered,
+                "garbled": garbled,
+                "elapsed_s": round(time.monotonic() - started, 2),
+            }
+
+    result = _run_or_fail(scan())
+    if as_json:
+        print_json(result)
+    else:
+        if result["answered"]:
+            t = Table(title=f"bus {bus_id}: units that answered ({result['route']})")
+            for col in ("unit", "reply", "exception code"):
+                t.add_column(col)
+            for a in result["answered"]:
+                t.add_row(str(a["unit"]), a["reply"], str(a.get("exception_code") or "-"))
+            console.print(t)
+        console.print(
+            f"{len(result['answered'])} of {last - first + 1} unit ids answered in {result['elapsed_s']} s"
+            + (
+                f"; garbled replies from {result['garbled']} (wiring? baud rate?)"
+                if result["garbled"]
+                else ""
+            ),
+            highlight=False,
+        )
+    if not result["answered"]:
+        raise SystemExit(EXIT_FAILED)
+
+
+@modbus.command("read")
+@config_option
+@bus_option
+@click.option("--unit", type=click.IntRange(0, 247), required=True, help="Unit id (slave address).")
+@click.option("--table", type=table_choice, default="holding", show_default=True, help="Register table.")
+@click.option("--address", type=click.IntRange(0, 65535), required=True, help="0-based address.")
+@click.option("--count", type=click.IntRange(1, 2000), help="Registers or bits (default: what --type needs).")
+@click.option(
+    "--type",
+    "type_",
+    type=click.Choice(
+        ["int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string"]
+    ),
+    help="Also decode the registers as this type.",
+)
+@click.option("--order", type=click.Choice(["ABCD", "CDAB", "BADC", "DCBA"]), help="Word/byte order.")
+@json_option
+def modbus_read(
+    config_path: Path,
+    bus_id: str,
+    unit: int,
+    table: str,
+    address: int,
+    count: int | None,
+    type_: str | None,
+    order: str | None,
+    as_json: bool,
+) -> None:
+    """Read registers or bits from one unit and show them raw (decimal and hex) and decoded."""
+    cfg = _modbus_config(config_path, bus_id)
+    params: dict[str, Any] = {"unit": unit, "table": table, "address": address}
+    for key, value in (("count", count), ("type", type_), ("order", order)):
+        if value is not None:
+            params[key] = value
+    result = _run_or_fail(_one(cfg, bus_id, "read", params))
+    if as_json:
+        print_json(result)
+        return
+    t = Table(title=f"bus {bus_id} unit {unit} {table} from {address} ({result['route']})")
+    t.add_column("address", justify="right")
+    t.add_column("value", justify="right")
+    if "bits" in result:
+        for i, bit in enumerate(result["bits"]):
+            t.add_row(str(address + i), "1" if bit else "0")
+    else:
+        t.add_column("hex")
+        for i, reg in enumerate(result["registers"]):
+            t.add_row(str(address + i), str(reg), f"0x{reg:04X}")
+    console.print(t)
+    if "value" in result:
+        console.print(f"as {result['type']}: [bold]{result['value']}[/]", highlight=False)
+
+
+def _parse_value(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an integer (decimal or 0x hex)") from None
+
+
+@modbus.command("write")
+@config_option
+@bus_option
+@click.option("--unit", type=click.IntRange(0, 247), required=True, help="Unit id (0 = broadcast).")
+@click.option("--table", type=click.Choice(["holding", "coil"]), default="holding", show_default=True)
+@click.option("--address", type=click.IntRange(0, 65535), required=True, help="0-based address.")
+@click.option("--value", "values", multiple=True, required=True, help="Value (repeat for several).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+def modbus_write(
+    config_path: Path,
+    bus_id: str,
+    unit: int,
+    table: str,
+    address: int,
+    values: tuple[str, ...],
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """Write one or more holding registers (0..65535) or coils (0/1) of one unit.
+
+    Writes change a device's behaviour (set points, relays): it asks first unless --yes.
+    """
+    cfg = _modbus_config(config_path, bus_id)
+    try:
+        parsed = [_parse_value(v) for v in values]
+    except click.BadParameter as err:
+        fail(f"--value: {err.message}", EXIT_INVALID)
+    if not yes and not click.confirm(
+        f"write {parsed} to {table} {address} of unit {unit} on bus {bus_id}?", err=True
+    ):
+        fail("not written", EXIT_FAILED)
+    params: dict[str, Any] = {"unit": unit, "table": table, "address": address}
+    params["values" if len(parsed) > 1 else "value"] = parsed if len(parsed) > 1 else parsed[0]
+    result = _run_or_fail(_one(cfg, bus_id, "write", params))
+    if as_json:
+        print_json(result)
+        return
+    console.print(
+        f"[green]written[/]: unit {unit} {table} {address} = {result['values']} "
+        f"(function {result['function']}, {result['route']})",
+        highlight=False,
+    )
+
+
+# -- store -------------------------------------------------------------------------------------------
+
+
+@diag.command("store")
+@config_option
+@json_option
+def store_check(config_path: Path, as_json: bool) -> None:
+    """Outbox health: SQLite quick integrity check, WAL size, rows and oldest age per lane.
+
+    Read-only, safe while the gateway runs. Exits 1 when the file is missing or damaged.
+    """
+    from gateway.commissioning.bundle import store_health
+
+    cfg = load_or_exit(config_path)
+    try:
+        health = store_health(cfg.store.path)
+    except GatewayError as err:
+        if as_json:
+            print_json({"healthy": False, "path": cfg.store.path, "error": str(err)})
+            raise SystemExit(EXIT_FAILED) from None
+        fail(str(err))
+    if as_json:
+        print_json(health)
+    else:
+        mark = "[green]ok[/]" if health["healthy"] else f"[red]{health['integrity']}[/]"
+        console.print(f"outbox {health['path']}: integrity {mark}", highlight=False)
+        console.print(
+            f"file {health['file_bytes'] / 1e6:.2f} MB, WAL {health['wal_bytes'] / 1e6:.2f} MB, "
+            f"schema v{health['schema_version']}, next seq {health['next_seq']}",
+            highlight=False,
+        )
+        t = Table()
+        for col in ("lane", "rows", "oldest", "dropped by size cap"):
+            t.add_column(col)
+        for lane in health["lanes"]:
+            age = lane["oldest_age_s"]
+            t.add_row(
+                lane["lane"], str(lane["rows"]), "-" if age is None else f"{age:.0f} s", str(lane["dropped"])
+            )
+        console.print(t)
+    if not health["healthy"]:
+        raise SystemExit(EXIT_FAILED)
+
+
+# -- bundle ------------------------------------------------------------------------------------------
+
+
+@diag.command("bundle")
+@config_option
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Archive to write (default: citynerve-bundle-<gateway>-<UTC time>.tar.gz here).",
+)
+@click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Log file if no journald.")
+@click.option("--journal-lines", type=click.IntRange(1, 1_000_000), default=2000, show_default=True)
+@json_option
+def bundle(
+    config_path: Path, output: Path | None, log_file: Path | None, journal_lines: int, as_json: bool
+) -> None:
+    """Write a support archive (.tar.gz): config with secrets redacted, recent logs, store stats,
+    versions, and the running gateway's status with bus error counters.
+
+    Works with a broken config too (that is when support needs it). Exits 1 if it cannot be written.
+    """
+    from gateway.commissioning.bundle import build_bundle
+
+    if output is None:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        output = Path(f"citynerve-bundle-{stamp}.tar.gz")
+    try:
+        report = build_bundle(config_path, output, log_file=log_file, journal_lines=journal_lines)
+    except OSError as err:
+        fail(f"cannot write {output}: {err.strerror or err}")
+    if as_json:
+        print_json(report.to_dict())
+        return
+    console.print(f"[green]wrote[/] {report.path} ({len(report.members)} files)", highlight=False)
+    for part, why in report.missing.items():
+        console.print(f"  [yellow]not included[/]: {part}: {why}", highlight=False, markup=True)

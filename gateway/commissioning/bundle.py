@@ -1,0 +1,212 @@
+"""`citynerve diag bundle`: one .tar.gz a technician can send to support.
+
+What goes in (each part is optional: a part that cannot be had is listed in `manifest.json` with
+the reason, and the bundle is still written, because the broken gateway is the one that needs it):
+- `config/gateway.toml`: the config, secrets redacted (see redact.py); `config/check.json`: the
+  result of validating it.
+- `logs/journal.txt` (journald, `journalctl -u citynerve`) or `logs/<file>` from a log file.
+- `store/stats.json`: outbox figures and a quick integrity check (read-only: safe while it runs).
+- `status.json`: the running gateway's status (bus error counters, devices, uplink), if it runs.
+- `versions.json`: Python, OS, the citynerve package and its dependencies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import tomllib
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from gateway.api import ConfigError, GatewayError
+from gateway.commissioning.redact import redact_config, redact_text
+from gateway.config import GatewayConfig, load_config
+from gateway.control import ask
+
+JOURNAL_UNIT = "citynerve"
+PACKAGES = (
+    "citynerve",
+    "pymodbus",
+    "pyserial",
+    "pyserial-asyncio-fast",
+    "bleak",
+    "bumble",
+    "aiomqtt",
+    "pydantic",
+    "click",
+    "rich",
+    "sqlite-utils",
+)
+
+
+@dataclass(slots=True)
+class BundleReport:
+    """What went into a bundle and what could not."""
+
+    path: Path
+    members: list[str] = field(default_factory=list)
+    missing: dict[str, str] = field(default_factory=dict)  # part -> why it is not there
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "members": self.members, "missing": self.missing}
+
+
+def versions() -> dict[str, Any]:
+    """Python, OS and package versions (a package that is not installed shows as null)."""
+    pkgs: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            pkgs[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pkgs[name] = None
+    return {
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "packages": pkgs,
+    }
+
+
+def journal(unit: str = JOURNAL_UNIT, lines: int = 2000) -> str | None:
+    """The unit's recent journal, or None when journald has nothing for it (not a systemd host)."""
+    exe = shutil.which("journalctl")
+    if exe is None:
+        return None
+    try:
+        proc = subprocess.run(
+            [exe, "-u", unit, "-n", str(lines), "--no-pager", "-o", "short-iso"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = proc.stdout
+    if proc.returncode != 0 or not text.strip() or text.strip() == "-- No entries --":
+        return None
+    return text
+
+
+def quick_check(path: str) -> str:
+    """SQLite `PRAGMA quick_check` on a read-only connection: "ok" or the first problems found."""
+    import sqlite3
+    from urllib.parse import quote
+
+    conn = sqlite3.connect(f"file:{quote(str(Path(path).absolute()))}?mode=ro", uri=True, timeout=5.0)
+    try:
+        rows = conn.execute("PRAGMA quick_check(20)").fetchall()
+    finally:
+        conn.close()
+    return "; ".join(str(r[0]) for r in rows)
+
+
+def store_health(path: str) -> dict[str, Any]:
+    """Outbox stats plus a quick integrity check. Raises StoreError when it cannot be read."""
+    from gateway.store import read_stats
+
+    stats = read_stats(path).to_dict()
+    now = time.time()
+    for lane in stats["lanes"]:
+        lane["oldest_age_s"] = None if lane["oldest_ts"] is None else round(now - lane["oldest_ts"], 1)
+    try:
+        check = quick_check(path)
+    except Exception as err:  # sqlite3.Error and friends: report, do not crash the check
+        check = f"cannot check: {err}"
+    stats["integrity"] = check
+    stats["healthy"] = check == "ok"
+    return stats
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes, report: BundleReport) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = int(time.time())
+    info.mode = 0o600
+    tar.addfile(info, io.BytesIO(data))
+    report.members.append(name)
+
+
+def _json(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, indent=2, default=str).encode()
+
+
+def _config_part(config_path: Path, report: BundleReport) -> tuple[bytes | None, GatewayConfig | None]:
+    try:
+        text = config_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        report.missing["config"] = f"cannot read {config_path}: {err}"
+        return None, None
+    try:
+        redacted = tomli_w.dumps(redact_config(tomllib.loads(text))).encode()
+    except tomllib.TOMLDecodeError:
+        redacted = redact_text(text).encode()
+    try:
+        cfg: GatewayConfig | None = load_config(config_path)
+        check: dict[str, Any] = {"valid": True}
+    except ConfigError as err:
+        cfg = None
+        check = {"valid": False, "issues": [str(i) for i in err.issues]}
+    return redacted + b"\n# config check: " + json.dumps(check).encode() + b"\n", cfg
+
+
+def build_bundle(
+    config_path: Path,
+    out: Path,
+    *,
+    log_file: Path | None = None,
+    journal_lines: int = 2000,
+    journal_unit: str = JOURNAL_UNIT,
+) -> BundleReport:
+    """Write the support bundle to `out` (.tar.gz). Blocking: call it in a thread from async code."""
+    report = BundleReport(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    manifest: dict[str, Any] = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with tarfile.open(out, "w:gz") as tar:
+        config_bytes, cfg = _config_part(config_path, report)
+        if config_bytes is not None:
+            _add(tar, "config/gateway.toml", config_bytes, report)
+        if cfg is None and "config" not in report.missing:
+            report.missing["config_check"] = "the config is not valid (see config/gateway.toml)"
+        _add(tar, "versions.json", _json(versions()), report)
+        logs = journal(journal_unit, journal_lines)
+        if logs is not None:
+            _add(tar, "logs/journal.txt", logs.encode(), report)
+        elif log_file is not None:
+            try:
+                data = log_file.read_bytes()[-4_000_000:]  # the recent end of a large file
+                _add(tar, f"logs/{log_file.name}", data, report)
+            except OSError as err:
+                report.missing["logs"] = f"cannot read {log_file}: {err}"
+        else:
+            report.missing["logs"] = f"no journal for unit {journal_unit} and no --log-file given"
+        if cfg is not None:
+            try:
+                _add(tar, "store/stats.json", _json(store_health(cfg.store.path)), report)
+            except GatewayError as err:
+                report.missing["store"] = str(err)
+            try:
+                status = asyncio.run(ask(Path(cfg.control.socket), "status", timeout_s=10.0))
+                _add(tar, "status.json", _json(status), report)
+            except (GatewayError, OSError) as err:
+                report.missing["status"] = str(err)
+        else:
+            report.missing.setdefault("store", "unknown store path (config not valid)")
+            report.missing.setdefault("status", "unknown control socket (config not valid)")
+        manifest["members"] = list(report.members)
+        manifest["missing"] = dict(report.missing)
+        _add(tar, "manifest.json", _json(manifest), report)
+    out.chmod(0o600)  # it holds device addresses and logs: readable by the technician only
+    return report

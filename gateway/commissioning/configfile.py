@@ -1,0 +1,224 @@
+"""Safe edits of the gateway config file: validate before replacing, write atomically, keep a backup.
+
+Device edits work on the text, block by block, so the installer's comments and layout survive:
+`add` appends a `[[devices]]` block, `remove` cuts one out. The candidate text is written to a
+temporary file beside the config (so relative profile and store paths resolve the same), checked
+with `load_config`, and only then renamed over the config, after a timestamped copy of the old one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+import re
+import shutil
+import tempfile
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from gateway.api import ConfigError, ConfigIssue, GatewayError, PermanentError
+from gateway.config import GatewayConfig, load_config
+from gateway.control import ControlError, GatewayNotRunningError, ask
+
+
+class ConfigEditError(PermanentError):
+    """An edit that cannot be made (no such device, duplicate id); `reason` says why."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+def dump_toml(data: dict[str, Any], header: str = "") -> str:
+    """TOML text for `data` (tomli-w), with an optional comment header."""
+    body = tomli_w.dumps(data)
+    if not header:
+        return body
+    comments = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
+    return comments + "\n" + body
+
+
+def write_atomically(path: Path, text: str, *, backup: bool = True, mode: int = 0o640) -> Path | None:
+    """Replace `path` with `text` (temp file + fsync + rename); returns the backup's path, if any.
+
+    The backup is `<name>.<UTC timestamp>.bak` beside the file; a reader never sees half a file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    backup_path: Path | None = None
+    if backup and path.exists():
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        backup_path = path.with_name(f"{path.name}.{stamp}.bak")
+        n = 1
+        while backup_path.exists():
+            backup_path = path.with_name(f"{path.name}.{stamp}-{n}.bak")
+            n += 1
+        shutil.copy2(path, backup_path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return backup_path
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on folders; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def validate_text(path: Path, text: str) -> GatewayConfig:
+    """Load `text` as if it were the config at `path`. Raises ConfigError (issues name `path`)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.check.", suffix=".toml", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        try:
+            return load_config(tmp)
+        except ConfigError as err:
+            raise ConfigError(
+                [ConfigIssue(str(path) if i.file == tmp else i.file, i.path, i.message) for i in err.issues]
+            ) from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+_HEADER = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.\"' -]+?)\s*\]\]?\s*(#.*)?$")
+
+
+def _blocks(lines: list[str]) -> list[tuple[int, int]]:
+    """(start, end) line ranges of each `[[devices]]` element, sub-tables included."""
+    out: list[tuple[int, int]] = []
+    start: int | None = None
+    for i, line in enumerate(lines):
+        m = _HEADER.match(line)
+        if not m:
+            continue
+        name = m.group(1).replace(" ", "")
+        is_array = line.lstrip().startswith("[[")
+        if is_array and name == "devices":
+            if start is not None:
+                out.append((start, i))
+            start = i
+        elif start is not None and not name.startswith("devices."):
+            out.append((start, i))
+            start = None
+    if start is not None:
+        out.append((start, len(lines)))
+    return out
+
+
+class DeviceListEditor:
+    """Add and remove `[[devices]]` entries of one config file, validated and backed up."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigEditError(path, "no such file") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigEditError(path, f"cannot read: {err}") from err
+        try:
+            self.data = tomllib.loads(self.text)
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigEditError(path, f"not valid TOML: {err}") from err
+
+    def devices(self) -> list[dict[str, Any]]:
+        raw = self.data.get("devices", [])
+        return [d for d in raw if isinstance(d, dict)] if isinstance(raw, list) else []
+
+    def add(self, entry: dict[str, Any]) -> str:
+        """The config text with `entry` appended as a `[[devices]]` block."""
+        dev_id = entry.get("id")
+        if any(d.get("id") == dev_id for d in self.devices()):
+            raise ConfigEditError(self.path, f"a device with id {dev_id!r} already exists")
+        block = tomli_w.dumps({"devices": [entry]})
+        text = self.text if self.text.endswith("\n") or not self.text else self.text + "\n"
+        return f"{text}\n{block}"
+
+    def remove(self, device_id: str) -> str:
+        """The config text without the `[[devices]]` block whose id is `device_id`."""
+        lines = self.text.splitlines(keepends=True)
+        for start, end in _blocks(lines):
+            try:
+                parsed = tomllib.loads("".join(lines[start:end]))
+            except tomllib.TOMLDecodeError:
+                continue
+            items = parsed.get("devices") or [{}]
+            if items[0].get("id") == device_id:
+                # Drop blank lines left behind, so removals do not pile up empty space.
+                while end < len(lines) and not lines[end].strip():
+                    end += 1
+                return "".join(lines[:start] + lines[end:])
+        known = ", ".join(str(d.get("id")) for d in self.devices()) or "none"
+        raise ConfigEditError(self.path, f"no device {device_id!r} (devices: {known})")
+
+    def save(self, text: str) -> tuple[GatewayConfig, Path | None]:
+        """Validate `text` as the new config; if valid, replace the file (with a backup).
+
+        Raises ConfigError (every issue) and leaves the file untouched when invalid.
+        """
+        cfg = validate_text(self.path, text)
+        mode = self.path.stat().st_mode & 0o777 if self.path.exists() else 0o640
+        backup = write_atomically(self.path, text, mode=mode)
+        self.text = text
+        self.data = tomllib.loads(text)
+        return cfg, backup
+
+
+class ReloadOutcome(enum.Enum):
+    """What happened when the running gateway was asked to reload its config."""
+
+    RELOADED = "reloaded"
+    NOT_RUNNING = "not_running"  # applies at the next start
+    UNSUPPORTED = "unsupported"  # the running version has no reload op: restart the service
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadReport:
+    outcome: ReloadOutcome
+    detail: Any  # the gateway's answer, or the reason
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"outcome": self.outcome.value, "detail": self.detail}
+
+
+async def ask_reload(socket: Path) -> ReloadReport:
+    """Ask a running gateway to re-read its config (control op `reload`) and report its answer."""
+    try:
+        answer = await ask(socket, "reload", timeout_s=60.0)
+    except GatewayNotRunningError as err:
+        return ReloadReport(ReloadOutcome.NOT_RUNNING, err.reason)
+    except ControlError as err:
+        if err.type == "BadRequest":
+            # `reload` takes no arguments: a BadRequest means this gateway version has no such op.
+            return ReloadReport(ReloadOutcome.UNSUPPORTED, err.message)
+        return ReloadReport(ReloadOutcome.FAILED, f"{err.type}: {err.message}")
+    except (GatewayError, OSError) as err:
+        return ReloadReport(ReloadOutcome.FAILED, str(err))
+    return ReloadReport(ReloadOutcome.RELOADED, answer)

@@ -1,0 +1,238 @@
+"""Find devices on configured buses with the drivers' diagnostic actions, and propose device entries.
+
+Per family: Modbus scans unit ids (in chunks, so a progress bar moves), DL/T 645 and CJ/T 188 ask
+the wildcard address (one meter on the line answers), BTHome listens for adverts. Everything goes
+through `DiagSession`, so discovery on a running gateway never adds a second master to a line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.api import DeviceTimeoutError, GatewayError
+from gateway.commissioning.profiles import ProfileInfo
+from gateway.config import GatewayConfig
+from gateway.diagbus import DiagSession
+
+Progress = Callable[[str, int, int], None]
+"""progress(bus_id, done, total): called as discovery of one bus advances."""
+
+MODBUS_CHUNK = 8  # unit ids per diag call: small enough for a live progress bar, few round trips
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """One device that answered on a bus."""
+
+    bus: str
+    protocol: str
+    family: str
+    address: int | str
+    detail: dict[str, Any] = field(default_factory=dict)  # what it said: reply kind, meter type, rssi
+    configured: bool = False  # a device with this address is already in the config
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bus": self.bus,
+            "protocol": self.protocol,
+            "family": self.family,
+            "address": self.address,
+            "detail": self.detail,
+            "configured": self.configured,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BusProblem:
+    bus: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    found: tuple[Found, ...]
+    problems: tuple[BusProblem, ...]
+    route: dict[str, str]  # bus id -> "gateway" | "direct"
+
+
+async def discover(
+    config: GatewayConfig,
+    bus_ids: Sequence[str] | None = None,
+    *,
+    modbus_first: int = 1,
+    modbus_last: int = 247,
+    ble_duration_s: float = 10.0,
+    progress: Progress | None = None,
+) -> Discovery:
+    """Look for devices on each bus (all enabled buses by default). A failing bus is reported in
+    `problems` and the others go on."""
+    found: list[Found] = []
+    problems: list[BusProblem] = []
+    routes: dict[str, str] = {}
+    for bus in config.buses:
+        if bus_ids is not None and bus.id not in bus_ids:
+            continue
+        if bus_ids is None and not bus.enabled:
+            continue
+        spec = config.drivers.get(bus.protocol)
+        family = spec.family if spec else bus.protocol
+        configured = {str(d.address).lower() for d in config.devices_on(bus.id)}
+        try:
+            async with DiagSession(config, bus.id) as session:
+                routes[bus.id] = session.route.value if session.route else "?"
+                hits = await _discover_bus(
+                    session, family, (modbus_first, modbus_last), ble_duration_s, progress
+                )
+        except GatewayError as err:
+            problems.append(BusProblem(bus.id, str(err)))
+            continue
+        for address, detail in hits:
+            found.append(
+                Found(bus.id, bus.protocol, family, address, detail, str(address).lower() in configured)
+            )
+    return Discovery(tuple(found), tuple(problems), routes)
+
+
+async def _discover_bus(
+    session: DiagSession,
+    family: str,
+    units: tuple[int, int],
+    ble_duration_s: float,
+    progress: Progress | None,
+) -> list[tuple[int | str, dict[str, Any]]]:
+    bus_id = session.bus.id
+    if family == "modbus":
+        first, last = units
+        total = last - first + 1
+        hits: list[tuple[int | str, dict[str, Any]]] = []
+        for start in range(first, last + 1, MODBUS_CHUNK):
+            end = min(start + MODBUS_CHUNK - 1, last)
+            result = await session.run("scan", {"first": start, "last": end})
+            for a in result["answered"]:
+                hits.append((int(a["unit"]), {k: v for k, v in a.items() if k != "unit"}))
+            if progress:
+                progress(bus_id, end - first + 1, total)
+        return hits
+    if family in ("dlt645", "cjt188"):
+        try:
+            result = await session.run("read-address", {})
+        except DeviceTimeoutError:
+            result = {}
+        if progress:
+            progress(bus_id, 1, 1)
+        if not result.get("address"):
+            return []
+        detail = {k: v for k, v in result.items() if k != "address"}
+        return [(str(result["address"]), detail)]
+    if family == "bthome":
+        result = await session.run("scan", {"duration": ble_duration_s})
+        if progress:
+            progress(bus_id, 1, 1)
+        return [
+            (str(d["address"]), {k: v for k, v in d.items() if k != "address"})
+            for d in result.get("devices", [])
+        ]
+    raise _NoDiscovery(bus_id, family)
+
+
+class _NoDiscovery(GatewayError):
+    def __init__(self, bus_id: str, family: str) -> None:
+        self.bus_id = bus_id
+        self.family = family
+        super().__init__(f"bus {bus_id}: {family} devices cannot be discovered; add them with `devices add`")
+
+
+# -- proposals --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """A device entry the installer may accept; `candidates` are the fitting profiles, best first."""
+
+    found: Found
+    candidates: tuple[ProfileInfo, ...]
+    entry: dict[str, Any] | None  # the [[devices]] table with the best candidate; None: no profile
+    notes: tuple[str, ...] = ()
+
+    def with_profile(self, profile_id: str) -> Proposal:
+        if self.entry is None:
+            raise ValueError("no entry to change")
+        return Proposal(self.found, self.candidates, {**self.entry, "profile": profile_id}, self.notes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "found": self.found.to_dict(),
+            "candidates": [c.id for c in self.candidates],
+            "entry": self.entry,
+            "notes": list(self.notes),
+        }
+
+
+def _device_id(found: Found) -> str:
+    if found.family == "modbus":
+        return f"{found.bus}-u{found.address}"
+    prefix = {"dlt645": "em", "cjt188": "meter", "bthome": "ble"}.get(found.family, found.family)
+    return f"{prefix}-{re.sub(r'[^A-Za-z0-9]', '', str(found.address)).lower()}"
+
+
+def _score(profile: ProfileInfo, found: Found) -> int:
+    """How well a profile fits what answered (higher is better); same family only."""
+    score = 0
+    meter_type = found.detail.get("meter_type")
+    if meter_type is not None and "meter_type" in profile.device_defaults:
+        wanted = profile.device_defaults["meter_type"]
+        if f"{int(wanted):02X}" == str(meter_type).upper():
+            score += 10
+        else:
+            score -= 10
+    values = found.detail.get("values") or {}
+    if isinstance(values, dict):
+        score += len(set(values) & set(profile.objects))
+    return score
+
+
+def propose(
+    found: Sequence[Found],
+    profiles: Sequence[ProfileInfo],
+    *,
+    existing_ids: Sequence[str] = (),
+    address_code: str,
+) -> list[Proposal]:
+    """Device entries for what was found and is not configured yet, with the fitting profiles.
+
+    `address_code` goes into each entry's location (the gateway's street code is a fair default;
+    the installer refines it)."""
+    taken = set(existing_ids)
+    out: list[Proposal] = []
+    for f in found:
+        if f.configured:
+            continue
+        candidates = sorted(
+            (p for p in profiles if p.family == f.family), key=lambda p: (-_score(p, f), p.id)
+        )
+        notes: list[str] = []
+        base_id = _device_id(f)
+        dev_id, n = base_id, 2
+        while dev_id in taken:
+            dev_id, n = f"{base_id}-{n}", n + 1
+        taken.add(dev_id)
+        if f.detail.get("encrypted"):
+            notes.append("encrypted adverts: add the node's key (key_file) before it can be read")
+        if not candidates:
+            notes.append(f"no {f.family} profile installed: add one under profiles/ and run `devices add`")
+            out.append(Proposal(f, (), None, tuple(notes)))
+            continue
+        entry: dict[str, Any] = {
+            "id": dev_id,
+            "bus": f.bus,
+            "profile": candidates[0].id,
+            "address": f.address,
+            "location": {"address_code": address_code},
+        }
+        if f.family == "cjt188" and f.detail.get("meter_type"):
+            entry["meter_type"] = int(str(f.detail["meter_type"]), 16)
+        out.append(Proposal(f, tuple(candidates), entry, tuple(notes)))
+    return out

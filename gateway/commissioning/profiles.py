@@ -1,0 +1,68 @@
+"""The device profiles an installer can choose from, by family, for a given config file."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.api import ConfigError
+from gateway.config import Profile, read_toml
+from gateway.config.loader import PROFILES_ENV
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileInfo:
+    """One usable profile: what the installer sees when choosing a device type."""
+
+    id: str
+    family: str
+    description: str
+    vendor: str
+    model: str
+    path: Path
+    points: tuple[str, ...]
+    device_defaults: dict[str, Any] = field(default_factory=dict)  # the profile's [device] table
+    objects: tuple[str, ...] = ()  # BTHome object names of its points (to match what a node sends)
+
+
+def profile_dirs(config_path: Path, raw_profile_dirs: Any = ()) -> list[Path]:
+    """The folders the config loader searches, in its order (see gateway.config.loader)."""
+    base = config_path.parent
+    dirs: list[Path] = []
+    if isinstance(raw_profile_dirs, list):
+        dirs += [p if (p := Path(str(x))).is_absolute() else base / p for x in raw_profile_dirs]
+    dirs += [Path(x) for x in os.environ.get(PROFILES_ENV, "").split(os.pathsep) if x]
+    dirs += [base / "profiles", base.parent / "profiles"]
+    return dirs
+
+
+def available_profiles(config_path: Path, raw_profile_dirs: Any = ()) -> list[ProfileInfo]:
+    """Every valid profile the config at `config_path` could use; the first of one id wins, as in
+    the loader. Broken profile files are skipped here (`config check` reports them)."""
+    seen: dict[str, ProfileInfo] = {}
+    for d in profile_dirs(config_path, raw_profile_dirs):
+        if not d.is_dir():
+            continue
+        for f in sorted(d.glob("*.toml")):
+            if f.stem in seen:
+                continue
+            try:
+                profile = Profile.model_validate(read_toml(f))
+            except (ConfigError, ValueError):
+                continue
+            if profile.id != f.stem:
+                continue
+            seen[f.stem] = ProfileInfo(
+                id=profile.id,
+                family=profile.family,
+                description=profile.description,
+                vendor=profile.vendor,
+                model=profile.model,
+                path=f,
+                points=tuple(profile.points),
+                device_defaults=dict(profile.device),
+                objects=tuple(str(p.get("object")) for p in profile.points.values() if "object" in p),
+            )
+    return sorted(seen.values(), key=lambda p: (p.family, p.id))

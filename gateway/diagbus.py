@@ -1,0 +1,128 @@
+"""Run a driver's diagnostic action on a bus: through the running gateway, or on the port directly.
+
+While `citynerve run` runs, its bus owner is the only master on each RS-485 line, so a technician's
+scan or raw read must go through it (control op `diag`); two masters on one line garble each other's
+frames. When no gateway answers on the control socket, the action opens the bus itself with the
+configured driver, runs, and closes.
+
+`DiagSession` keeps one route for several actions (a scan split into chunks for a progress bar opens
+the port once); `bus_diag` is the one-shot form the CLI commands of other areas call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from gateway.api import ChannelError, Driver, GatewayError, PermanentError
+from gateway.config import GatewayConfig
+from gateway.control import ControlError, GatewayNotRunningError, ask
+
+__all__ = ["DiagRoute", "DiagSession", "UnknownBusError", "bus_diag"]
+
+
+class DiagRoute(enum.Enum):
+    """How a diagnostic action reaches the bus."""
+
+    GATEWAY = "gateway"  # through the running gateway's bus owner
+    DIRECT = "direct"  # this process opened the port itself
+
+
+class UnknownBusError(PermanentError):
+    """The config has no bus with this id."""
+
+    def __init__(self, bus_id: str, known: list[str]) -> None:
+        self.bus_id = bus_id
+        self.known = known
+        super().__init__(f"no bus {bus_id!r} in the config (buses: {', '.join(known) or 'none defined'})")
+
+
+class DiagSession:
+    """An async context manager: `async with DiagSession(cfg, "rs485-1") as s: await s.run(...)`.
+
+    On enter it asks the control socket whether a gateway runs; if so every `run` goes through it,
+    else it opens the bus's driver once (ChannelError: missing port, port in use) and closes it on
+    exit. `route` tells which was taken.
+    """
+
+    def __init__(self, config: GatewayConfig, bus_id: str, *, timeout_s: float = 120.0) -> None:
+        self.config = config
+        try:
+            self.bus = config.bus(bus_id)
+        except KeyError:
+            raise UnknownBusError(bus_id, [b.id for b in config.buses]) from None
+        self.socket = Path(config.control.socket)
+        self.timeout_s = timeout_s
+        self.route: DiagRoute | None = None
+        self._driver: Driver[Any, Any] | None = None
+
+    async def __aenter__(self) -> DiagSession:
+        if await _gateway_answers(self.socket):
+            self.route = DiagRoute.GATEWAY
+            return self
+        spec = self.config.drivers.get(self.bus.protocol)
+        if spec is None:
+            raise PermanentError(f"bus {self.bus.id}: no driver loaded for protocol {self.bus.protocol!r}")
+        driver = spec.factory(self.bus, self.config.devices_on(self.bus.id))
+        try:
+            await driver.open()
+        except ChannelError:
+            await _close_quietly(driver)
+            raise
+        except OSError as err:  # a driver that lets a raw OSError through: still one clear line
+            await _close_quietly(driver)
+            raise ChannelError(self.bus.id, f"cannot open: {err.strerror or err}") from err
+        self._driver = driver
+        self.route = DiagRoute.DIRECT
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._driver is not None:
+            await _close_quietly(self._driver)
+            self._driver = None
+
+    async def run(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Run one action. Raises the driver's typed errors (direct) or ControlError (via gateway)."""
+        if self.route is DiagRoute.GATEWAY:
+            result = await ask(
+                self.socket,
+                "diag",
+                timeout_s=self.timeout_s,
+                bus=self.bus.id,
+                action=action,
+                params=dict(params),
+            )
+            return dict(result or {})
+        if self._driver is None:
+            raise PermanentError("DiagSession.run called outside `async with`")
+        return await self._driver.diag(action, params)
+
+
+async def bus_diag(config: GatewayConfig, bus_id: str, action: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Run one diagnostic action on `bus_id`, through the running gateway when there is one.
+
+    Raises UnknownBusError, ChannelError (port missing or in use), ControlError (the gateway
+    refused), or the driver's own typed errors; all are GatewayError with a one-line message.
+    """
+    async with DiagSession(config, bus_id) as session:
+        return await session.run(action, params)
+
+
+async def _gateway_answers(socket: Path) -> bool:
+    try:
+        await ask(socket, "ping", timeout_s=2.0)
+    except (GatewayNotRunningError, ControlError, OSError):
+        return False
+    return True
+
+
+async def _close_quietly(driver: Driver[Any, Any]) -> None:
+    # Closing is best effort; the open/diag error is the one to report.
+    with contextlib.suppress(GatewayError, OSError):
+        await driver.close()
