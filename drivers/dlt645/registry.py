@@ -96,6 +96,12 @@ def decode_value(item: DataItem, data: bytes) -> float | int | str:
     return raw / 10**item.decimals
 
 
+def max_raw(item: DataItem) -> int:
+    """Largest BCD magnitude (before decimals) the item can hold."""
+    digits = item.length * 2
+    return (8 * 10 ** (digits - 1) if item.signed else 10**digits) - 1
+
+
 def encode_value(item: DataItem, value: float | int | str) -> bytes:
     if item.fmt is DataFormat.BINARY:
         return int(value).to_bytes(item.length, "little")
@@ -105,8 +111,8 @@ def encode_value(item: DataItem, value: float | int | str) -> bytes:
         return str(value).encode("ascii").rjust(item.length, b" ")[: item.length][::-1]
     number = float(value) if isinstance(value, str) else value
     raw = round(abs(number) * 10**item.decimals)
-    digits = item.length * 2 - (1 if item.signed else 0)
-    raw %= 10**digits  # registers roll over like the meter's counters
+    # registers roll over like the meter's counters; with a sign bit the top digit stops at 7
+    raw %= max_raw(item) + 1
     text = f"{raw:0{item.length * 2}d}"
     msb = bytearray(bytes.fromhex(text))
     if item.signed and number < 0:

@@ -1,0 +1,83 @@
+"""Fixtures for the RS-485 meter and fire panel tests: simulated buses on pty pairs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
+
+from drivers.cjt188 import Cjt188Device
+from drivers.dlt645 import Dlt645Device
+from drivers.serialio import SerialBusConfig
+from hil.sim.serial import SerialMeterBus, SimCjt188Meter, SimDlt645Meter
+
+LOCATION = {"address_code": "320508001", "building": "B1", "floor": "1", "room": "meter room"}
+
+
+def bus_config(
+    port: str, *, protocol: str = "dlt645", timeout_s: float = 0.3, gap_s: float = 0.0
+) -> SerialBusConfig:
+    return SerialBusConfig(
+        id="rs485-1", protocol=protocol, timeout_s=timeout_s, gap_s=gap_s, serial={"port": port}
+    )
+
+
+def dlt_device(
+    address: str = "000000000161", points: dict[str, Any] | None = None, **extra: Any
+) -> Dlt645Device:
+    points = (
+        points
+        if points is not None
+        else {
+            "energy": {"di": "00010000", "unit": "kWh"},
+            "voltage_a": {"di": "02010100", "unit": "V"},
+            "current_a": {"di": "02020100", "unit": "A"},
+            "power": {"di": "02030000", "unit": "kW"},
+        }
+    )
+    return Dlt645Device(
+        id=f"em-{address[-4:]}",
+        bus="rs485-1",
+        profile="dlt645-generic",
+        address=address,
+        location=LOCATION,
+        points=points,
+        **extra,
+    )
+
+
+def cjt_device(
+    address: str = "00000000000012", points: dict[str, Any] | None = None, **extra: Any
+) -> Cjt188Device:
+    points = (
+        points
+        if points is not None
+        else {
+            "flow_total": {"field": "flow_total", "unit": "m3"},
+            "flow_settlement": {"field": "flow_settlement", "unit": "m3"},
+            "meter_time": {"field": "meter_time"},
+            "valve": {"field": "valve", "writable": True},
+            "battery_low": {"field": "battery_low"},
+        }
+    )
+    return Cjt188Device(
+        id=f"wm-{address[-4:]}",
+        bus="rs485-1",
+        profile="cjt188-water",
+        address=address,
+        location=LOCATION,
+        points=points,
+        **extra,
+    )
+
+
+@pytest.fixture
+def meters() -> Sequence[SimDlt645Meter | SimCjt188Meter]:
+    return [SimDlt645Meter("000000000161"), SimDlt645Meter("000000000162"), SimCjt188Meter("00000000000012")]
+
+
+@pytest.fixture
+async def sim_bus(meters: Sequence[SimDlt645Meter | SimCjt188Meter]) -> AsyncIterator[SerialMeterBus]:
+    async with SerialMeterBus(meters=meters) as bus:
+        yield bus
