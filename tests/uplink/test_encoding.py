@@ -1,0 +1,138 @@
+"""JSON v1 encoding: round trips (hypothesis), batch limits, the prev_seq chain, and every message
+kind validated against its JSON Schema."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.api import Event, EventState, Quality, Reading, Severity
+from gateway.store import Lane, OutboxRow
+from gateway.uplink import CommandOutcome, CommandResult, JsonV1Encoding, RejectReason
+from tests.uplink.conftest import INVENTORY, validate_message
+
+ENC = JsonV1Encoding(topic_prefix="city/nerve", gateway_id="gw-1")
+
+ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,20}", fullmatch=True)
+values = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=30),
+)
+reading_st = st.builds(
+    Reading, device_id=ids, point=ids, value=values, unit=st.text(max_size=8),
+    ts=st.floats(0, 4e9), quality=st.sampled_from(Quality),
+)
+event_st = st.builds(
+    Event, device_id=ids, kind=st.sampled_from(["smoke", "manhole_tilt", "water_no_use"]),
+    state=st.sampled_from(EventState), severity=st.sampled_from(Severity), ts=st.floats(0, 4e9),
+    rule=st.text(max_size=10), value=values, message=st.text(max_size=40),
+    attrs=st.dictionaries(st.text(max_size=5), st.one_of(st.integers(), st.text(max_size=5)), max_size=3),
+)
+
+
+def rows_of(records: list[Reading] | list[Event], start: int, step: int) -> list[OutboxRow]:
+    lane = Lane.TELEMETRY if records and isinstance(records[0], Reading) else Lane.EVENT
+    return [OutboxRow(start + i * step, lane, r.ts, r) for i, r in enumerate(records)]
+
+
+def _same_value(sent: object, got: object) -> bool:
+    if isinstance(sent, float) and not math.isfinite(sent):
+        return got is None
+    return sent == got and type(sent) is type(got) or (isinstance(sent, float) and sent == got)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    records=st.lists(reading_st, min_size=1, max_size=60),
+    start=st.integers(1, 10**12),
+    step=st.integers(1, 5),
+    prev=st.integers(0, 10**6),
+    max_rows=st.integers(1, 40),
+    max_bytes=st.integers(1024, 8192),
+)
+def test_telemetry_round_trip_and_limits(
+    records: list[Reading], start: int, step: int, prev: int, max_rows: int, max_bytes: int
+) -> None:
+    prev = min(prev, start - 1)
+    rows = rows_of(records, start, step)
+    batches = ENC.rows(Lane.TELEMETRY, rows, prev_seq=prev, max_rows=max_rows, max_bytes=max_bytes)
+    got: list[dict[str, object]] = []
+    link = prev
+    for b in batches:
+        body = json.loads(b.message.payload)
+        validate_message("telemetry", body)
+        assert b.message.topic == "city/nerve/gw-1/telemetry" and b.message.qos == 1
+        assert body["prev_seq"] == link and body["first_seq"] == b.first_seq and body["seq"] == b.last_seq
+        assert body["count"] == b.count == len(body["readings"]) <= max_rows
+        # One oversized reading still travels alone rather than being lost.
+        assert len(b.message.payload) <= max_bytes or b.count == 1
+        link = b.last_seq
+        got.extend(body["readings"])
+    assert [g["seq"] for g in got] == [r.seq for r in rows]
+    for row, g in zip(rows, got, strict=True):
+        r = row.record
+        assert isinstance(r, Reading)
+        assert (g["device_id"], g["point"], g["unit"], g["quality"]) == (r.device_id, r.point, r.unit, r.quality.value)
+        assert g["ts_ms"] == round(r.ts * 1000)
+        assert _same_value(r.value, g["value"])
+
+
+@settings(max_examples=100, deadline=None)
+@given(records=st.lists(event_st, min_size=1, max_size=20), start=st.integers(1, 10**9))
+def test_events_round_trip(records: list[Event], start: int) -> None:
+    rows = rows_of(records, start, 2)
+    batches = ENC.rows(Lane.EVENT, rows, prev_seq=start - 1, max_rows=50, max_bytes=1 << 20)
+    assert len(batches) == 1
+    body = json.loads(batches[0].message.payload)
+    validate_message("events", body)
+    for row, g in zip(rows, body["events"], strict=True):
+        e = row.record
+        assert isinstance(e, Event)
+        assert (g["id"], g["kind"], g["state"], g["severity_level"], g["message"]) == (
+            e.id, e.kind, e.state.value, int(e.severity), e.message)
+        assert g["severity"] == e.severity.name.lower()
+        assert g["attrs"] == e.attrs
+
+
+def test_status_inventory_result_and_ack_schemas() -> None:
+    for online in (True, False):
+        m = ENC.status(online=online, seq=7, details={"dropped": {"event": 0, "telemetry": 3}})
+        assert m.retain and m.topic == "city/nerve/gw-1/status"
+        body = json.loads(m.payload)
+        validate_message("status", body)
+        assert body["state"] == ("online" if online else "offline")
+    inv = ENC.inventory(seq=7, devices=INVENTORY)
+    assert inv.retain
+    validate_message("inventory", json.loads(inv.payload))
+    for res in (
+        CommandResult("c1", "read_point", CommandOutcome.OK, result={"value": 1.5}),
+        CommandResult(None, None, CommandOutcome.REJECTED, RejectReason.MALFORMED, "not JSON"),
+    ):
+        validate_message("cmd/result", json.loads(ENC.command_result(res, seq=1).payload))
+    ack = ENC.decode_ack(b'{"schema":"citynerve.ack/1","gateway_id":"gw-1","lane":"telemetry","seq":5}')
+    assert (ack.lane, ack.seq) == (Lane.TELEMETRY, 5)
+    for bad in (b"{}", b'{"schema":"citynerve.ack/1","gateway_id":"gw-2","lane":"telemetry","seq":5}',
+                b'{"schema":"citynerve.ack/1","gateway_id":"gw-1","lane":"x","seq":5}',
+                b'{"schema":"citynerve.ack/1","gateway_id":"gw-1","lane":"event","seq":true}'):
+        try:
+            ENC.decode_ack(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"accepted {bad!r}")
+
+
+def test_golden_telemetry_payload() -> None:
+    """A fixed reading encodes to these exact bytes apart from the message's own timestamp."""
+    rows = [OutboxRow(42, Lane.TELEMETRY, 1_780_000_000.5, Reading("wm-1", "flow", 1.25, "m3/h", 1_780_000_000.5))]
+    (b,) = ENC.rows(Lane.TELEMETRY, rows, prev_seq=40, max_rows=10, max_bytes=4096)
+    body = json.loads(b.message.payload)
+    body.pop("ts"), body.pop("ts_ms")
+    assert body == {
+        "schema": "citynerve.telemetry/1", "gateway_id": "gw-1", "lane": "telemetry", "seq": 42,
+        "first_seq": 42, "prev_seq": 40, "count": 1,
+        "readings": [{"seq": 42, "device_id": "wm-1", "point": "flow", "value": 1.25, "unit": "m3/h",
+                      "ts_ms": 1780000000500, "quality": "good"}],
+    }
