@@ -6,6 +6,14 @@ under a name and use `transport = "virtual:<name>"` in the bus config).
 """
 
 from hil.sim.ble.advertiser import VirtualAdvertiser, VirtualRadio
+from hil.sim.ble.firmware import FirmwareAdvert, run_scenario
 from hil.sim.ble.nodes import BTHomeNode, ManholeCoverNode
 
-__all__ = ["BTHomeNode", "ManholeCoverNode", "VirtualAdvertiser", "VirtualRadio"]
+__all__ = [
+    "BTHomeNode",
+    "FirmwareAdvert",
+    "ManholeCoverNode",
+    "VirtualAdvertiser",
+    "VirtualRadio",
+    "run_scenario",
+]

@@ -1,0 +1,141 @@
+# Hardware layer: the only module that touches `machine`, `bluetooth` and `esp32`.
+#
+# ESP32 + LIS3DH accelerometer (I2C), a level transducer on an ADC pin, the battery through a
+# divider on another, tamper (reed switch, high when the housing is opened) and an optional gas detector (active high).
+# On the host, tests put stand-ins for `machine`, `bluetooth`, `esp32` and `time` on the path.
+
+import binascii
+import json
+import time
+
+import bluetooth
+import machine
+
+LIS3DH_WHO_AM_I = 0x0F
+LIS3DH_ID = 0x33
+LIS3DH_CTRL1 = 0x20
+LIS3DH_CTRL4 = 0x23
+LIS3DH_OUT_X_L = 0x28
+
+
+class RtcSlot:
+    """Small state kept in RTC memory across deep sleep (lost on power loss).
+
+    Layout: crc32 (4 bytes, little endian) + JSON. Garbage after power-up fails the CRC: empty state.
+    """
+
+    def __init__(self, rtc):
+        self._rtc = rtc
+
+    def state(self):
+        raw = bytes(self._rtc.memory())
+        if len(raw) < 5:
+            return {}
+        body = raw[4:]
+        if int.from_bytes(raw[:4], "little") != binascii.crc32(body) & 0xFFFFFFFF:
+            return {}
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def save_state(self, body):
+        raw = json.dumps(body).encode()
+        self._rtc.memory((binascii.crc32(raw) & 0xFFFFFFFF).to_bytes(4, "little") + raw)
+
+
+class CounterRtc:
+    """The counter's RTC slot, stored inside the node's RTC state."""
+
+    def __init__(self, slot):
+        self._slot = slot
+
+    def get(self):
+        v = self._slot.state().get("counter")
+        return tuple(v) if isinstance(v, list) and len(v) == 2 else None
+
+    def set(self, value):
+        state = self._slot.state()
+        state["counter"] = value
+        self._slot.save_state(state)
+
+
+class Hardware:
+    def __init__(self, cfg):
+        pins = cfg["pins"]
+        self.cfg = cfg
+        self.i2c = machine.I2C(0, scl=machine.Pin(pins["i2c_scl"]), sda=machine.Pin(pins["i2c_sda"]), freq=400000)
+        self.accel_addr = pins["accel_addr"]
+        self.battery_adc = machine.ADC(machine.Pin(pins["battery_adc"]))
+        self.water_adc = machine.ADC(machine.Pin(pins["water_adc"]))
+        self.tamper_pin = machine.Pin(pins["tamper"], machine.Pin.IN, machine.Pin.PULL_UP)
+        self.gas_pin = machine.Pin(pins["gas"], machine.Pin.IN) if cfg["gas"] else None
+        self.rtc = RtcSlot(machine.RTC())
+        self.ble = bluetooth.BLE()
+        self.ble.active(True)
+        self._init_accel()
+
+    def _init_accel(self):
+        who = self.i2c.readfrom_mem(self.accel_addr, LIS3DH_WHO_AM_I, 1)[0]
+        if who != LIS3DH_ID:
+            raise OSError("accelerometer: WHO_AM_I 0x%02x, expected 0x33 (LIS3DH)" % who)
+        self.i2c.writeto_mem(self.accel_addr, LIS3DH_CTRL1, b"\x57")  # 100 Hz, x/y/z on
+        self.i2c.writeto_mem(self.accel_addr, LIS3DH_CTRL4, b"\x08")  # high resolution, +-2 g
+
+    def mac(self):
+        return bytes(self.ble.config("mac")[1])
+
+    def accel_g(self):
+        raw = self.i2c.readfrom_mem(self.accel_addr, LIS3DH_OUT_X_L | 0x80, 6)  # auto-increment
+        out = []
+        for i in (0, 2, 4):
+            v = raw[i] | raw[i + 1] << 8
+            if v & 0x8000:
+                v -= 0x10000
+            out.append((v >> 4) / 1000.0)  # 12-bit left-justified, 1 mg/digit at +-2 g
+        return out
+
+    def battery_v(self):
+        return self.battery_adc.read_uv() / 1e6 * self.cfg["battery_divider"]
+
+    def water_mm(self):
+        v = self.water_adc.read_uv() / 1e6
+        return max(0.0, v * self.cfg["water_mm_per_v"] + self.cfg["water_offset_mm"])
+
+    def tamper(self):
+        # Reed switch to ground, closed by the magnet while the housing is shut: open -> pulled high.
+        return self.tamper_pin.value() == 1
+
+    def gas(self):
+        return bool(self.gas_pin.value()) if self.gas_pin is not None else None
+
+    def ticks_ms(self):
+        return time.ticks_ms()
+
+    def ticks_diff(self, a, b):
+        return time.ticks_diff(a, b)
+
+    def sleep_ms(self, ms):
+        time.sleep_ms(ms)
+
+    def advertise(self, adv_data, interval_ms):
+        if adv_data is None:
+            self.ble.gap_advertise(None)
+        else:
+            self.ble.gap_advertise(int(interval_ms * 1000), adv_data=adv_data, connectable=False)
+
+    def woke_from_deep_sleep(self):
+        return machine.reset_cause() == machine.DEEPSLEEP_RESET
+
+    def deep_sleep(self, ms):
+        import esp32
+
+        pins = self.cfg["pins"]
+        # Wake early on the accelerometer's motion interrupt, the tamper switch or gas.
+        wake = [machine.Pin(pins["accel_int"]), self.tamper_pin]
+        if self.gas_pin is not None:
+            wake.append(self.gas_pin)
+        esp32.wake_on_ext1(pins=tuple(wake), level=esp32.WAKEUP_ANY_HIGH)
+        self.ble.active(False)
+        machine.deepsleep(ms)
