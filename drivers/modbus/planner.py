@@ -93,7 +93,7 @@ def _plan_group(points: list[PointSpan], max_size: int, max_gap: int) -> list[li
             if reach - start > max_size:
                 break
             candidate = (best[i][0] + 1, best[i][1] + reach - start)
-            if candidate < best[j + 1]:
+            if candidate <= best[j + 1]:  # on a tie keep the later cut: earlier reads fuller
                 best[j + 1] = candidate
                 cut[j + 1] = i
     if best[n] == inf:  # only if one point alone exceeds the limit: config validation prevents it

@@ -1,0 +1,180 @@
+"""Config models: point combinations, device limits, bus models, shipped profiles, entry points."""
+
+from __future__ import annotations
+
+import tomllib
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from drivers.modbus import RTU_DRIVER, RTU_OVER_TCP_DRIVER, TCP_DRIVER
+from drivers.modbus.config import (
+    ModbusDeviceConfig,
+    ModbusPointConfig,
+    ModbusRtuBusConfig,
+    ModbusRtuOverTcpBusConfig,
+    ModbusTcpBusConfig,
+)
+from drivers.modbus.driver import plan_device
+from gateway.api import DriverSpec
+
+PROFILES = sorted((Path(__file__).resolve().parents[2] / "config" / "profiles").glob("modbus-*.toml"))
+
+
+def errors_of(**fields: Any) -> str:
+    with pytest.raises(ValidationError) as info:
+        ModbusPointConfig(**fields)
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("fields", "fragment"),
+    [
+        ({"table": "holding", "address": 0, "type": "bool"}, "needs 'bit'"),
+        ({"table": "coil", "address": 0, "type": "uint16"}, "type must be 'bool'"),
+        ({"table": "coil", "address": 0, "bit": 3}, "already a bit"),
+        ({"table": "holding", "address": 0, "type": "uint16", "bit": 3}, "only for type 'bool'"),
+        ({"table": "holding", "address": 0, "type": "string"}, "needs 'length'"),
+        ({"table": "holding", "address": 0, "type": "float32", "length": 2}, "only for strings"),
+        ({"table": "input", "address": 0, "writable": True}, "read-only"),
+        ({"table": "discrete", "address": 0, "writable": True}, "read-only"),
+        ({"table": "holding", "address": 0, "type": "bool", "bit": 1, "writable": True}, "cannot be written"),
+        ({"table": "holding", "address": 65535, "type": "float32"}, "runs past the last address"),
+        ({"table": "holding", "address": 65536}, "less than or equal to 65535"),
+        ({"table": "holding", "address": 0, "bit": 16, "type": "bool"}, "less than or equal to 15"),
+        ({"table": "holding", "address": 0, "type": "float16"}, "float32"),
+        ({"table": "holdings", "address": 0}, "'coil', 'discrete', 'input' or 'holding'"),
+        ({"table": "holding", "address": 0, "word_order": "ABCD"}, "'big' or 'little'"),
+        ({"table": "holding", "address": 0, "registr": 1}, "Extra inputs are not permitted"),
+    ],
+)
+def test_bad_point_combinations_are_named(fields: dict[str, Any], fragment: str) -> None:
+    assert fragment in errors_of(**fields)
+
+
+def test_good_points_and_register_counts() -> None:
+    assert ModbusPointConfig(table="coil", address=5).type == "bool"
+    assert ModbusPointConfig(table="discrete", address=5, writable=False).register_count == 1
+    assert ModbusPointConfig(table="holding", address=0, type="int64").register_count == 4
+    assert ModbusPointConfig(table="holding", address=0, type="string", length=8).register_count == 8
+    assert ModbusPointConfig(table="holding", address=0, type="bool", bit=15).register_count == 1
+    assert ModbusPointConfig(table="coil", address=0, writable=True).writable
+    assert ModbusPointConfig(table="holding", address=65534, type="float32").address == 65534
+
+
+def test_device_model_narrows_address_and_limits() -> None:
+    base = {"id": "m1", "bus": "b", "profile": "p", "location": {"address_code": "320508"}}
+    device = ModbusDeviceConfig(address=17, **base)
+    assert (device.max_request_registers, device.max_request_bits, device.max_gap) == (125, 2000, 10)
+    for bad in (
+        {"address": 248},
+        {"address": "meter-1"},
+        {"address": 1, "max_request_registers": 126},
+        {"address": 1, "max_request_bits": 2001},
+        {"address": 1, "max_gap": -1},
+        {"address": 1, "timeout_s": 0},
+    ):
+        with pytest.raises(ValidationError):
+            ModbusDeviceConfig(**base, **bad)
+    with pytest.raises(ValidationError) as info:
+        ModbusDeviceConfig(
+            address=1, points={"x": {"table": "input", "address": 0, "writable": True}}, **base
+        )
+    assert info.value.errors()[0]["loc"][:2] == ("points", "x")
+    assert "read-only" in str(info.value)
+
+
+def test_bus_models() -> None:
+    tcp = ModbusTcpBusConfig(id="t", host="10.0.0.5")
+    assert (tcp.protocol, tcp.port, tcp.timeout_s) == ("modbus_tcp", 502, 1.0)
+    rtu = ModbusRtuBusConfig(id="r", port="socket://127.0.0.1:5020")
+    assert (rtu.baudrate, rtu.bytesize, rtu.parity, rtu.stopbits) == (9600, 8, "N", 1)
+    rtu2 = ModbusRtuBusConfig(id="r", port="/dev/ttyUSB0", baudrate=19200, parity="E", protocol="modbus_rtu")
+    assert rtu2.parity == "E"
+    over = ModbusRtuOverTcpBusConfig(id="g", host="gw.local", port=8899)
+    assert over.protocol == "modbus_rtu_over_tcp"
+    with pytest.raises(ValidationError):
+        ModbusTcpBusConfig(id="t", host="h", protocol="modbus_rtu")
+    with pytest.raises(ValidationError):
+        ModbusRtuBusConfig(id="r", port="")
+    with pytest.raises(ValidationError):
+        ModbusRtuBusConfig(id="r", port="/dev/x", parity="X")
+    with pytest.raises(ValidationError):
+        ModbusTcpBusConfig(id="t", host="h", port=70000)
+
+
+@pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.stem)
+def test_shipped_profiles_are_valid_and_documented(path: Path) -> None:
+    data = tomllib.loads(path.read_text())
+    assert data["id"] == path.stem
+    assert data["family"] == "modbus"
+    for key in ("description", "vendor", "model", "source"):
+        assert len(data[key]) > 5, key
+    assert data["poll_interval_s"] > 0
+    points = data["points"]
+    assert points
+    device = ModbusDeviceConfig(
+        id="d",
+        bus="b",
+        profile=data["id"],
+        address=1,
+        location={"address_code": "320508"},
+        poll_interval_s=data["poll_interval_s"],
+        points=points,
+        **data.get("device", {}),
+    )
+    for name, point in device.points.items():
+        assert point.description, name
+    plan = plan_device(device)
+    assert sorted(n for r in plan for n in r.points) == sorted(points)
+
+
+def test_profiles_ship_the_three_device_types() -> None:
+    assert [p.stem for p in PROFILES] == [
+        "modbus-power-meter-3ph",
+        "modbus-smoke-detector",
+        "modbus-water-meter",
+    ]
+
+
+def test_power_meter_plan_is_compact() -> None:
+    data = tomllib.loads(PROFILES[0].read_text())
+    device = ModbusDeviceConfig(
+        id="d",
+        bus="b",
+        profile="p",
+        address=1,
+        location={"address_code": "320508"},
+        poll_interval_s=data["poll_interval_s"],
+        points=data["points"],
+    )
+    plan = plan_device(device)
+    # 24 float32 points -> 6 reads; points read one by one would be 24 transactions.
+    assert len(plan) == 6
+    assert all(r.function == 4 for r in plan)
+
+
+@pytest.mark.parametrize(
+    ("name", "spec", "bus_model"),
+    [
+        ("modbus_tcp", TCP_DRIVER, ModbusTcpBusConfig),
+        ("modbus_rtu", RTU_DRIVER, ModbusRtuBusConfig),
+        ("modbus_rtu_over_tcp", RTU_OVER_TCP_DRIVER, ModbusRtuOverTcpBusConfig),
+    ],
+)
+def test_driver_specs_are_found_through_entry_points(name: str, spec: DriverSpec, bus_model: type) -> None:
+    (ep,) = [e for e in entry_points(group="citynerve.drivers") if e.name == name]
+    loaded = ep.load()
+    assert loaded is spec
+    assert (spec.protocol, spec.family, spec.bus_model) == (name, "modbus", bus_model)
+    assert spec.device_model is ModbusDeviceConfig and spec.point_model is ModbusPointConfig
+
+
+def test_decoder_entry_point() -> None:
+    (ep,) = [e for e in entry_points(group="citynerve.decoders") if e.name == "modbus-rtu"]
+    from drivers.modbus.decode import decode_rtu
+
+    assert ep.load() is decode_rtu
