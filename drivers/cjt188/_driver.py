@@ -10,7 +10,6 @@ from drivers.cjt188.models import Cjt188Device
 from drivers.cjt188.readings import parse_901f
 from drivers.serialio import LineTiming, ReplyTimeout, SerialBusConfig, SerialLine
 from gateway.api import (
-    DeviceTimeoutError,
     FrameError,
     PermanentError,
     PollDriver,
@@ -136,7 +135,7 @@ class Cjt188Driver(PollDriver[SerialBusConfig, Cjt188Device]):
                 request, codec.StreamParser(), timeout_s=self.bus.timeout_s, accept=ours
             )
         except ReplyTimeout as err:
-            raise _timeout_error(device.id, points, err) from err
+            raise err.as_error(codec.PROTOCOL, device.id, points) from err
         codec.check_reply(frame, device.id, points)
         if not codec.di_matches(frame.di, di):
             raise FrameError(
@@ -163,7 +162,7 @@ class Cjt188Driver(PollDriver[SerialBusConfig, Cjt188Device]):
                     accept=lambda f: f.is_reply and f.function == codec.Control.READ_ADDRESS,
                 )
             except ReplyTimeout as err:
-                raise _timeout_error(codec.WILDCARD, (), err) from err
+                raise err.as_error(codec.PROTOCOL, codec.WILDCARD, ()) from err
             codec.check_reply(frame, codec.WILDCARD)
             return {
                 "address": frame.address,
@@ -203,12 +202,3 @@ class Cjt188Driver(PollDriver[SerialBusConfig, Cjt188Device]):
             )
         except ValueError as err:
             raise PermanentError(f"bad meter address, type or DI order: {err}") from err
-
-
-def _timeout_error(device_id: str, points: tuple[str, ...], err: ReplyTimeout) -> Exception:
-    if err.rejected:
-        last = err.rejected[-1]
-        return FrameError(codec.PROTOCOL, f"device {device_id}: {last.reason}", last.data)
-    if err.received.strip(b"\xfe"):
-        return FrameError(codec.PROTOCOL, f"device {device_id}: incomplete reply", err.received)
-    return DeviceTimeoutError(device_id, points, err.timeout_s)

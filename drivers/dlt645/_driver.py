@@ -14,7 +14,6 @@ from drivers.serialio import LineTiming, ReplyTimeout, SerialBusConfig, SerialLi
 from gateway.api import (
     ConfigError,
     ConfigIssue,
-    DeviceTimeoutError,
     FrameError,
     PermanentError,
     PollDriver,
@@ -170,7 +169,7 @@ class Dlt645Driver(PollDriver[SerialBusConfig, Dlt645Device]):
                 request, codec.StreamParser(), timeout_s=self.bus.timeout_s, accept=ours
             )
         except ReplyTimeout as err:
-            raise _timeout_error(device.id, points, err) from err
+            raise err.as_error(codec.PROTOCOL, device.id, points) from err
 
     async def diag(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """`read-address` (one meter on the bus: AA..AA wildcard, function 13) and `read-di`
@@ -190,7 +189,7 @@ class Dlt645Driver(PollDriver[SerialBusConfig, Dlt645Device]):
                     accept=lambda f: f.is_reply and f.function == codec.Function.READ_ADDRESS,
                 )
             except ReplyTimeout as err:
-                raise _timeout_error("AAAAAAAAAAAA", (), err) from err
+                raise err.as_error(codec.PROTOCOL, "AAAAAAAAAAAA", ()) from err
             codec.check_reply(frame, "AAAAAAAAAAAA")
             address = codec.decode_address(frame.data[:6]) if len(frame.data) >= 6 else frame.address
             return {"address": address, "frame": frame.raw.hex(" ").upper()}
@@ -234,13 +233,3 @@ class Dlt645Driver(PollDriver[SerialBusConfig, Dlt645Device]):
             )
         except ValueError as err:
             raise PermanentError(f"bad meter address or version: {err}") from err
-
-
-def _timeout_error(device_id: str, points: tuple[str, ...], err: ReplyTimeout) -> Exception:
-    """A silent meter is a timeout; a meter that sent garbage or half a frame is a frame error."""
-    if err.rejected:
-        last = err.rejected[-1]
-        return FrameError(codec.PROTOCOL, f"device {device_id}: {last.reason}", last.data)
-    if err.received.strip(b"\xfe"):
-        return FrameError(codec.PROTOCOL, f"device {device_id}: incomplete reply", err.received)
-    return DeviceTimeoutError(device_id, points, err.timeout_s)

@@ -27,7 +27,14 @@ from typing import Protocol, TypeVar
 import serial
 import serial_asyncio_fast
 
-from gateway.api import ChannelError, FrameError, SerialSettings, TransientError
+from gateway.api import (
+    ChannelError,
+    DeviceTimeoutError,
+    FrameError,
+    GatewayError,
+    SerialSettings,
+    TransientError,
+)
 
 F = TypeVar("F")
 F_co = TypeVar("F_co", covariant=True)
@@ -61,11 +68,26 @@ class ReplyTimeout(TransientError):
     """No acceptable frame arrived in time. Carries what did arrive so the caller can tell a silent
     device from a garbled or truncated reply."""
 
-    def __init__(self, timeout_s: float, received: bytes, rejected: tuple[FrameError, ...]) -> None:
+    def __init__(
+        self, timeout_s: float, received: bytes, rejected: tuple[FrameError, ...], ignored: int = 0
+    ) -> None:
         self.timeout_s = timeout_s
         self.received = received
         self.rejected = rejected
+        self.ignored = ignored  # complete frames that were not the awaited reply (other address, echo)
         super().__init__(f"no complete reply within {timeout_s:g} s ({len(received)} bytes received)")
+
+    def as_error(self, protocol: str, device_id: str, points: tuple[str, ...] = ()) -> GatewayError:
+        """What the bus owner should hear: a silent device is a timeout; garbage, half a frame or
+        only other devices' frames is a frame error (worth telling a technician apart)."""
+        if self.rejected:
+            last = self.rejected[-1]
+            return FrameError(protocol, f"device {device_id}: {last.reason}", last.data)
+        if self.ignored:
+            return FrameError(protocol, f"device {device_id}: only frames for other addresses", self.received)
+        if self.received.strip(b"\xfe"):
+            return FrameError(protocol, f"device {device_id}: incomplete reply", self.received)
+        return DeviceTimeoutError(device_id, points, self.timeout_s)
 
 
 def byte_time_s(settings: SerialSettings) -> float:
@@ -250,6 +272,7 @@ class SerialLine:
             deadline = sent_at + timeout_s + len(request) * byte_time_s(self.settings)
             received = bytearray()
             rejected: list[FrameError] = []
+            ignored = 0
             try:
                 while True:
                     chunk = protocol.take()
@@ -258,11 +281,12 @@ class SerialLine:
                         for frame in assembler.feed(chunk):
                             if accept is None or accept(frame):
                                 return frame
+                            ignored += 1
                         rejected += assembler.rejected()
                     self._check(protocol)
                     left = deadline - time.monotonic()
                     if left <= 0:
-                        raise ReplyTimeout(timeout_s, bytes(received), tuple(rejected))
+                        raise ReplyTimeout(timeout_s, bytes(received), tuple(rejected), ignored)
                     await protocol.wait(left)
             finally:
                 self._last_activity = time.monotonic()

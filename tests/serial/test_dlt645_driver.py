@@ -1,0 +1,202 @@
+"""The DL/T 645 driver against simulated meters on a pty pair: several meters, follow-ups, 1997,
+extra DIs from config, error replies, injected line faults, diagnostics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+from conftest import bus_config, dlt_device
+
+from drivers.dlt645 import DRIVER, Dlt645Driver, codec
+from drivers.dlt645.registry import DataFormat, DataItem
+from gateway.api import (
+    ConfigError,
+    DeviceExceptionError,
+    DeviceTimeoutError,
+    FrameError,
+    PermanentError,
+    Quality,
+    Sample,
+)
+from hil.sim.serial import Fault, SerialMeterBus, SimCjt188Meter, SimDlt645Meter
+
+
+async def read_all(driver: Dlt645Driver, device_id: str) -> dict[str, Sample]:
+    device = driver.devices[device_id]
+    out: dict[str, Sample] = {}
+    for request in driver.plan(device):
+        for sample in await driver.read(device, request):
+            out[sample.point] = sample
+    return out
+
+
+@pytest.fixture
+async def pinned() -> Sequence[SimDlt645Meter | SimCjt188Meter]:
+    return [
+        SimDlt645Meter(
+            "000000000161",
+            values={0x00010000: 0.26, 0x02010100: 100.1, 0x02020100: -1.5, 0x02030000: -0.1234},
+        ),
+        SimDlt645Meter("000000000162", values={0x00010000: 99999.99}),
+        SimCjt188Meter("00000000000012"),  # another protocol on the same line must not confuse anyone
+    ]
+
+
+async def test_spec_names_protocol_and_models() -> None:
+    assert (DRIVER.protocol, DRIVER.family, DRIVER.factory) == ("dlt645", "dlt645", Dlt645Driver)
+    assert 0x17 not in {f.value for f in codec.Function}  # change-baud is never sent
+
+
+async def test_two_meters_by_address(pinned: Sequence[SimDlt645Meter | SimCjt188Meter]) -> None:
+    async with SerialMeterBus(meters=pinned) as bus:
+        devices = [dlt_device("000000000161"), dlt_device("000000000162")]
+        driver = Dlt645Driver(bus_config(bus.port), devices)
+        await driver.open()
+        try:
+            first = await read_all(driver, "em-0161")
+            second = await read_all(driver, "em-0162")
+        finally:
+            await driver.close()
+    assert {k: s.value for k, s in first.items()} == {
+        "energy": 0.26,
+        "voltage_a": 100.1,
+        "current_a": -1.5,
+        "power": -0.1234,
+    }
+    assert all(s.quality is Quality.GOOD for s in first.values())
+    assert second["energy"].value == 99999.99
+    assert 200 < float(second["voltage_a"].value or 0) < 260  # moving values stay plausible
+    assert bus.requests == 8
+
+
+async def test_plan_one_request_per_di_with_intervals() -> None:
+    device = dlt_device(
+        points={
+            "e": {"di": "00010000", "poll_interval_s": 900},
+            "v": {"di": "02010100"},
+            "off": {"di": "02010200", "enabled": False},
+        },
+        poll_interval_s=30,
+    )
+    driver = Dlt645Driver(bus_config("/dev/null"), [device])
+    plan = driver.plan(device)
+    assert [(r.points, r.interval_s) for r in plan] == [(("e",), 900), (("v",), 30)]
+
+
+async def test_followup_frames_are_joined() -> None:
+    meter = SimDlt645Meter("000000000161", values={0x00010000: 1234.56}, split_dis=frozenset({0x00010000}))
+    async with SerialMeterBus(meters=[meter]) as bus:
+        driver = Dlt645Driver(bus_config(bus.port), [dlt_device(points={"e": {"di": "00010000"}})])
+        samples = await read_all(driver, "em-0161")
+        await driver.close()
+    assert samples["e"].value == 1234.56
+    assert bus.requests == 2  # the read and one follow-up (12)
+
+
+async def test_1997_meter() -> None:
+    meter = SimDlt645Meter("000000000161", version="1997", values={0x9010: 321.5, 0xB611: 229})
+    async with SerialMeterBus(meters=[meter]) as bus:
+        device = dlt_device(
+            version="1997", points={"e": {"di": "9010"}, "v": {"di": "B611"}, "i": {"di": "B621"}}
+        )
+        driver = Dlt645Driver(bus_config(bus.port), [device])
+        samples = await read_all(driver, "em-0161")
+        await driver.close()
+    assert samples["e"].value == 321.5 and samples["v"].value == 229
+    assert isinstance(samples["i"].value, float)
+
+
+async def test_extra_di_from_config_and_point_override() -> None:
+    settlement = DataItem(0x04000B01, "settlement day", 2, DataFormat.BCD, 0, False, "", "2007")
+    meter = SimDlt645Meter("000000000161", extra={0x04000B01: (settlement, 105)}, values={0x02800002: 49.98})
+    device = dlt_device(
+        extra_dis={"04000B01": {"name": "settlement day", "length": 2}},
+        points={"day": {"di": "04000B01"}, "freq_raw": {"di": "02800002", "format": "hex"}},
+    )
+    async with SerialMeterBus(meters=[meter]) as bus:
+        driver = Dlt645Driver(bus_config(bus.port), [device])
+        samples = await read_all(driver, "em-0161")
+        await driver.close()
+    assert samples["day"].value == 105
+    assert samples["freq_raw"].value == "4998"  # raw BCD shown as hex, by the point's override
+
+
+async def test_unknown_di_error_reply_is_typed() -> None:
+    async with SerialMeterBus(meters=[SimDlt645Meter("000000000161")]) as bus:
+        device = dlt_device(points={"x": {"di": "04000B02", "length": 2}})
+        driver = Dlt645Driver(bus_config(bus.port), [device])
+        with pytest.raises(DeviceExceptionError) as info:
+            await read_all(driver, "em-0161")
+        await driver.close()
+    assert (info.value.device_id, info.value.code, info.value.reason, info.value.points) == (
+        "em-0161",
+        0x02,
+        "no such data",
+        ("x",),
+    )
+
+
+async def test_config_errors_list_every_bad_point() -> None:
+    device = dlt_device(points={"a": {"di": "04000B02"}, "b": {"di": "9010"}, "ok": {"di": "00010000"}})
+    with pytest.raises(ConfigError) as info:
+        Dlt645Driver(bus_config("/dev/null"), [device])
+    paths = [issue.path for issue in info.value.issues]
+    assert paths == ["devices.em-0161.points.a.di", "devices.em-0161.points.b.di"]
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [
+        (Fault.BAD_CHECKSUM, FrameError),
+        (Fault.TRUNCATED, FrameError),
+        (Fault.SILENCE, DeviceTimeoutError),
+        (Fault.WRONG_ADDRESS, FrameError),
+        (Fault.NOISE, None),
+        (Fault.NO_PREAMBLE, None),
+    ],
+)
+async def test_line_faults_then_recovery(fault: Fault, error: type[Exception] | None) -> None:
+    meter = SimDlt645Meter("000000000161", values={0x00010000: 42.42})
+    async with SerialMeterBus(meters=[meter]) as bus:
+        driver = Dlt645Driver(
+            bus_config(bus.port, timeout_s=0.2), [dlt_device(points={"e": {"di": "00010000"}})]
+        )
+        device = driver.devices["em-0161"]
+        request = driver.plan(device)[0]
+        bus.inject(fault)
+        if error is None:
+            assert (await driver.read(device, request))[0].value == 42.42
+        else:
+            with pytest.raises(error) as info:
+                await driver.read(device, request)
+            if isinstance(info.value, DeviceTimeoutError):
+                assert info.value.device_id == "em-0161" and info.value.points == ("e",)
+        # the next transaction drains whatever was left and works
+        assert (await driver.read(device, request))[0].value == 42.42
+        await driver.close()
+
+
+async def test_diag_read_address_and_read_di() -> None:
+    async with SerialMeterBus(meters=[SimDlt645Meter("123456789012", values={0x00010000: 7.5})]) as bus:
+        driver = Dlt645Driver(bus_config(bus.port), [])
+        assert (await driver.diag("read-address", {}))["address"] == "123456789012"
+        out = await driver.diag("read-di", {"address": "123456789012", "di": "00010000"})
+        assert out == {
+            "address": "123456789012",
+            "di": "00010000",
+            "name": "forward active total energy",
+            "value": 7.5,
+            "unit": "kWh",
+        }
+        with pytest.raises(PermanentError):
+            await driver.diag("read-di", {"address": "12", "di": "00010000"})
+        with pytest.raises(PermanentError):
+            await driver.diag("change-baud", {})
+        await driver.close()
+
+
+async def test_read_address_refused_with_several_meters() -> None:
+    driver = Dlt645Driver(bus_config("/dev/null"), [dlt_device("000000000161"), dlt_device("000000000162")])
+    with pytest.raises(PermanentError):
+        await driver.diag("read-address", {})
