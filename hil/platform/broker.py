@@ -90,6 +90,9 @@ class MosquittoBroker:
             "log_dest stderr",
             "log_type error",
             "log_type warning",
+            # Run as root, mosquitto would switch to user `mosquitto`, which cannot read our temp
+            # dir (certs, password file). Keep the caller's user.
+            *(["user root"] if os.geteuid() == 0 else []),
             self.extra_config,
         ]
         conf.write_text("\n".join(lines) + "\n")

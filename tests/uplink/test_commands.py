@@ -76,7 +76,11 @@ def target() -> BuildingTarget:
 
 
 def processor(
-    target: BuildingTarget, outbox: AsyncOutbox, *, verifier: CommandVerifier | None = None, enabled: bool = True
+    target: BuildingTarget,
+    outbox: AsyncOutbox,
+    *,
+    verifier: CommandVerifier | None = None,
+    enabled: bool = True,
 ) -> CommandProcessor:
     enc = JsonV1Encoding(topic_prefix="citynerve", gateway_id=GW)
     resent: list[int] = []
@@ -151,23 +155,35 @@ def _unsigned() -> dict[str, Any]:
     [
         (_unsigned, RejectReason.UNSIGNED),
         (_tampered, RejectReason.BAD_SIGNATURE),
-        (lambda: CommandSigner(hmac_key=b"another key of 16+ bytes").command(GW, "resend_inventory", now=NOW),
-         RejectReason.BAD_SIGNATURE),
+        (
+            lambda: CommandSigner(hmac_key=b"another key of 16+ bytes").command(
+                GW, "resend_inventory", now=NOW
+            ),
+            RejectReason.BAD_SIGNATURE,
+        ),
         (lambda: cmd("resend_inventory", now=NOW - 3600), RejectReason.EXPIRED),
         (lambda: cmd("resend_inventory", now=NOW + 3600), RejectReason.NOT_YET_VALID),
         (lambda: cmd("resend_inventory", lifetime_s=86400), RejectReason.LIFETIME_TOO_LONG),
         (lambda: cmd("shell", {"cmd": "rm -rf /"}), RejectReason.UNKNOWN_COMMAND),
         (lambda: cmd("read_point", {"device_id": "nope", "point": "flow"}), RejectReason.UNKNOWN_DEVICE),
         (lambda: cmd("read_point", {"device_id": "wm-1", "point": "nope"}), RejectReason.UNKNOWN_POINT),
-        (lambda: cmd("write_point", {"device_id": "wm-1", "point": "flow", "value": 1}), RejectReason.NOT_WRITABLE),
-        (lambda: cmd("write_point", {"device_id": "wm-1", "point": "valve", "value": [1]}), RejectReason.BAD_VALUE),
+        (
+            lambda: cmd("write_point", {"device_id": "wm-1", "point": "flow", "value": 1}),
+            RejectReason.NOT_WRITABLE,
+        ),
+        (
+            lambda: cmd("write_point", {"device_id": "wm-1", "point": "valve", "value": [1]}),
+            RejectReason.BAD_VALUE,
+        ),
         (lambda: cmd("restart_bus", {"bus_id": "nope"}), RejectReason.UNKNOWN_BUS),
         (lambda: cmd("read_point", {"device_id": 3}), RejectReason.MALFORMED),
         (lambda: SIGNER.command("other-gw", "resend_inventory", now=NOW), RejectReason.WRONG_GATEWAY),
         (lambda: {**cmd("resend_inventory"), "schema": "citynerve.command/0"}, RejectReason.MALFORMED),
     ],
 )
-async def test_rejections(target: BuildingTarget, outbox: AsyncOutbox, make: Any, reason: RejectReason) -> None:
+async def test_rejections(
+    target: BuildingTarget, outbox: AsyncOutbox, make: Any, reason: RejectReason
+) -> None:
     r = await processor(target, outbox).handle(raw(make()))
     assert r.outcome is CommandOutcome.REJECTED
     assert r.reason is reason
@@ -205,17 +221,29 @@ async def test_device_failures_are_failed_not_crashes(target: BuildingTarget, ou
         target.fail = err
         r = await p.handle(raw(cmd("write_point", {"device_id": "wm-1", "point": "valve", "value": True})))
         assert r.reason is reason
-        assert r.outcome is (CommandOutcome.REJECTED if reason is RejectReason.BAD_VALUE else CommandOutcome.FAILED)
+        assert r.outcome is (
+            CommandOutcome.REJECTED if reason is RejectReason.BAD_VALUE else CommandOutcome.FAILED
+        )
 
 
 def test_canonical_form_golden() -> None:
     """The documented canonical form, recomputed by hand: sorted keys, no spaces, UTF-8, prefix."""
-    c = {"schema": "citynerve.command/1", "id": "c1", "gateway_id": "gw-1", "action": "read_point",
-         "args": {"point": "flow", "device_id": "wm-1"}, "issued_at_ms": 1790000000000,
-         "expires_at_ms": 1790000060000, "nonce": "abcdefghijklmnop", "alg": "hmac-sha256"}
-    text = ('citynerve-command-v1\n{"action":"read_point","alg":"hmac-sha256","args":{"device_id":"wm-1",'
-            '"point":"flow"},"expires_at_ms":1790000060000,"gateway_id":"gw-1","id":"c1",'
-            '"issued_at_ms":1790000000000,"nonce":"abcdefghijklmnop","schema":"citynerve.command/1"}')
+    c = {
+        "schema": "citynerve.command/1",
+        "id": "c1",
+        "gateway_id": "gw-1",
+        "action": "read_point",
+        "args": {"point": "flow", "device_id": "wm-1"},
+        "issued_at_ms": 1790000000000,
+        "expires_at_ms": 1790000060000,
+        "nonce": "abcdefghijklmnop",
+        "alg": "hmac-sha256",
+    }
+    text = (
+        'citynerve-command-v1\n{"action":"read_point","alg":"hmac-sha256","args":{"device_id":"wm-1",'
+        '"point":"flow"},"expires_at_ms":1790000060000,"gateway_id":"gw-1","id":"c1",'
+        '"issued_at_ms":1790000000000,"nonce":"abcdefghijklmnop","schema":"citynerve.command/1"}'
+    )
     assert canonical_bytes(c) == text.encode()
     signed = CommandSigner(hmac_key=KEY).sign(c)
     assert signed["sig"] == base64.b64encode(hmac.new(KEY, text.encode(), hashlib.sha256).digest()).decode()
@@ -223,14 +251,34 @@ def test_canonical_form_golden() -> None:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(payload=st.one_of(
-    st.binary(max_size=300),
-    st.dictionaries(st.sampled_from(["schema", "id", "gateway_id", "action", "args", "issued_at_ms",
-                                     "expires_at_ms", "nonce", "alg", "sig"]),
-                    st.one_of(st.none(), st.integers(), st.text(max_size=20), st.booleans(),
-                              st.dictionaries(st.text(max_size=5), st.integers(), max_size=3)))
-    .map(lambda d: json.dumps(d).encode()),
-))
+@given(
+    payload=st.one_of(
+        st.binary(max_size=300),
+        st.dictionaries(
+            st.sampled_from(
+                [
+                    "schema",
+                    "id",
+                    "gateway_id",
+                    "action",
+                    "args",
+                    "issued_at_ms",
+                    "expires_at_ms",
+                    "nonce",
+                    "alg",
+                    "sig",
+                ]
+            ),
+            st.one_of(
+                st.none(),
+                st.integers(),
+                st.text(max_size=20),
+                st.booleans(),
+                st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
+            ),
+        ).map(lambda d: json.dumps(d).encode()),
+    )
+)
 async def test_fuzzed_commands_never_crash_and_never_run(
     target: BuildingTarget, outbox: AsyncOutbox, payload: bytes
 ) -> None:
@@ -240,7 +288,10 @@ async def test_fuzzed_commands_never_crash_and_never_run(
 
 
 async def test_commands_over_mqtt(
-    broker: MosquittoBroker, outbox: AsyncOutbox, consumer: PlatformConsumer, target: BuildingTarget,
+    broker: MosquittoBroker,
+    outbox: AsyncOutbox,
+    consumer: PlatformConsumer,
+    target: BuildingTarget,
     tmp_path: Path,
 ) -> None:
     key_file = tmp_path / "cmd.key"

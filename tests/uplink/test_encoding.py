@@ -18,17 +18,31 @@ ENC = JsonV1Encoding(topic_prefix="city/nerve", gateway_id="gw-1")
 
 ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,20}", fullmatch=True)
 values = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=True, allow_infinity=True),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=30),
 )
 reading_st = st.builds(
-    Reading, device_id=ids, point=ids, value=values, unit=st.text(max_size=8),
-    ts=st.floats(0, 4e9), quality=st.sampled_from(Quality),
+    Reading,
+    device_id=ids,
+    point=ids,
+    value=values,
+    unit=st.text(max_size=8),
+    ts=st.floats(0, 4e9),
+    quality=st.sampled_from(Quality),
 )
 event_st = st.builds(
-    Event, device_id=ids, kind=st.sampled_from(["smoke", "manhole_tilt", "water_no_use"]),
-    state=st.sampled_from(EventState), severity=st.sampled_from(Severity), ts=st.floats(0, 4e9),
-    rule=st.text(max_size=10), value=values, message=st.text(max_size=40),
+    Event,
+    device_id=ids,
+    kind=st.sampled_from(["smoke", "manhole_tilt", "water_no_use"]),
+    state=st.sampled_from(EventState),
+    severity=st.sampled_from(Severity),
+    ts=st.floats(0, 4e9),
+    rule=st.text(max_size=10),
+    value=values,
+    message=st.text(max_size=40),
     attrs=st.dictionaries(st.text(max_size=5), st.one_of(st.integers(), st.text(max_size=5)), max_size=3),
 )
 
@@ -41,7 +55,7 @@ def rows_of(records: list[Reading] | list[Event], start: int, step: int) -> list
 def _same_value(sent: object, got: object) -> bool:
     if isinstance(sent, float) and not math.isfinite(sent):
         return got is None
-    return sent == got and type(sent) is type(got) or (isinstance(sent, float) and sent == got)
+    return (sent == got and type(sent) is type(got)) or (isinstance(sent, float) and sent == got)
 
 
 @settings(max_examples=150, deadline=None)
@@ -75,7 +89,12 @@ def test_telemetry_round_trip_and_limits(
     for row, g in zip(rows, got, strict=True):
         r = row.record
         assert isinstance(r, Reading)
-        assert (g["device_id"], g["point"], g["unit"], g["quality"]) == (r.device_id, r.point, r.unit, r.quality.value)
+        assert (g["device_id"], g["point"], g["unit"], g["quality"]) == (
+            r.device_id,
+            r.point,
+            r.unit,
+            r.quality.value,
+        )
         assert g["ts_ms"] == round(r.ts * 1000)
         assert _same_value(r.value, g["value"])
 
@@ -92,7 +111,12 @@ def test_events_round_trip(records: list[Event], start: int) -> None:
         e = row.record
         assert isinstance(e, Event)
         assert (g["id"], g["kind"], g["state"], g["severity_level"], g["message"]) == (
-            e.id, e.kind, e.state.value, int(e.severity), e.message)
+            e.id,
+            e.kind,
+            e.state.value,
+            int(e.severity),
+            e.message,
+        )
         assert g["severity"] == e.severity.name.lower()
         assert g["attrs"] == e.attrs
 
@@ -114,9 +138,12 @@ def test_status_inventory_result_and_ack_schemas() -> None:
         validate_message("cmd/result", json.loads(ENC.command_result(res, seq=1).payload))
     ack = ENC.decode_ack(b'{"schema":"citynerve.ack/1","gateway_id":"gw-1","lane":"telemetry","seq":5}')
     assert (ack.lane, ack.seq) == (Lane.TELEMETRY, 5)
-    for bad in (b"{}", b'{"schema":"citynerve.ack/1","gateway_id":"gw-2","lane":"telemetry","seq":5}',
-                b'{"schema":"citynerve.ack/1","gateway_id":"gw-1","lane":"x","seq":5}',
-                b'{"schema":"citynerve.ack/1","gateway_id":"gw-1","lane":"event","seq":true}'):
+    for bad in (
+        b"{}",
+        b'{"schema":"citynerve.ack/1","gateway_id":"gw-2","lane":"telemetry","seq":5}',
+        b'{"schema":"citynerve.ack/1","gateway_id":"gw-1","lane":"x","seq":5}',
+        b'{"schema":"citynerve.ack/1","gateway_id":"gw-1","lane":"event","seq":true}',
+    ):
         try:
             ENC.decode_ack(bad)
         except ValueError:
@@ -126,13 +153,29 @@ def test_status_inventory_result_and_ack_schemas() -> None:
 
 def test_golden_telemetry_payload() -> None:
     """A fixed reading encodes to these exact bytes apart from the message's own timestamp."""
-    rows = [OutboxRow(42, Lane.TELEMETRY, 1_780_000_000.5, Reading("wm-1", "flow", 1.25, "m3/h", 1_780_000_000.5))]
+    rows = [
+        OutboxRow(42, Lane.TELEMETRY, 1_780_000_000.5, Reading("wm-1", "flow", 1.25, "m3/h", 1_780_000_000.5))
+    ]
     (b,) = ENC.rows(Lane.TELEMETRY, rows, prev_seq=40, max_rows=10, max_bytes=4096)
     body = json.loads(b.message.payload)
     body.pop("ts"), body.pop("ts_ms")
     assert body == {
-        "schema": "citynerve.telemetry/1", "gateway_id": "gw-1", "lane": "telemetry", "seq": 42,
-        "first_seq": 42, "prev_seq": 40, "count": 1,
-        "readings": [{"seq": 42, "device_id": "wm-1", "point": "flow", "value": 1.25, "unit": "m3/h",
-                      "ts_ms": 1780000000500, "quality": "good"}],
+        "schema": "citynerve.telemetry/1",
+        "gateway_id": "gw-1",
+        "lane": "telemetry",
+        "seq": 42,
+        "first_seq": 42,
+        "prev_seq": 40,
+        "count": 1,
+        "readings": [
+            {
+                "seq": 42,
+                "device_id": "wm-1",
+                "point": "flow",
+                "value": 1.25,
+                "unit": "m3/h",
+                "ts_ms": 1780000000500,
+                "quality": "good",
+            }
+        ],
     }
