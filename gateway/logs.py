@@ -61,6 +61,13 @@ def setup_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Third-party chatter stays at warning unless we debug.
-    for noisy in ("pymodbus", "bumble", "bleak", "aiomqtt", "asyncio"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
+    # Third-party chatter stays at warning unless we debug. pymodbus logs every timeout at ERROR with
+    # a dump of the last frames; the bus owner already reports failures once, so keep it quiet.
+    for noisy, quiet in (
+        ("pymodbus", logging.CRITICAL),
+        ("bumble", logging.WARNING),
+        ("bleak", logging.WARNING),
+        ("aiomqtt", logging.WARNING),
+        ("asyncio", logging.WARNING),
+    ):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if level == "debug" else quiet)

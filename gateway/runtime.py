@@ -24,6 +24,7 @@ from gateway.api import (
     Event,
     PermanentError,
     Reading,
+    SampleBatch,
     Value,
     WriteRejectedError,
 )
@@ -79,6 +80,7 @@ class Gateway:
         self.uplink: Any = None
         self._tg: asyncio.TaskGroup | None = None
         self._owner_tasks: dict[str, asyncio.Task[None]] = {}
+        self.bus_sink: _BusSink | None = None
         self._devices = {d.id: d for d in config.devices}
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -98,8 +100,9 @@ class Gateway:
                 )
                 self.rules = await self._make_rules(outbox)
                 self.pipeline = Pipeline(self._devices, self.writer, self.rules)
+                self.bus_sink = _BusSink(self.pipeline, self.rules)
                 self.owners = {
-                    bus.id: BusOwner(bus, cfg.devices_on(bus.id), self._driver(bus.id, outbox), self.pipeline)
+                    bus.id: BusOwner(bus, cfg.devices_on(bus.id), self._driver(bus.id, outbox), self.bus_sink)
                     for bus in cfg.buses
                     if bus.enabled
                 }
@@ -326,7 +329,7 @@ class Gateway:
             "store": store,
             "writer": self.writer.counters().to_dict() if self.writer else None,
             "pipeline": self.pipeline.counters().to_dict() if self.pipeline else None,
-            "uplink": self.uplink.snapshot() if self.uplink is not None else None,
+            "uplink": self.uplink.snapshot().to_dict() if self.uplink is not None else None,
         }
 
     def _control_handlers(self) -> dict[str, Any]:
@@ -362,6 +365,32 @@ class Gateway:
             "write": write,
             "restart_bus": restart_bus,
         }
+
+
+class _BusSink:
+    """What bus owners feed: the pipeline, and device online/offline events to the rules as well
+    (for "node offline" rules)."""
+
+    def __init__(self, pipeline: Pipeline, rules: RulesHook) -> None:
+        self.pipeline = pipeline
+        self._on_event = getattr(rules, "on_event", None)
+
+    def submit(self, batch: SampleBatch) -> None:
+        self.pipeline.submit(batch)
+
+    def mark_offline(self, device_id: str, ts: float) -> None:
+        self.pipeline.mark_offline(device_id, ts)
+
+    def event(self, event: Event) -> None:
+        self.pipeline.event(event)
+        if self._on_event is not None:
+            try:
+                derived = self._on_event(event)
+            except Exception:  # a rule bug must not stop the bus that reported the event
+                log.exception("rules failed on event %s", event.kind)
+                return
+            for e in derived:
+                self.pipeline.event(e)
 
 
 def _inventory_entry(device: DeviceConfig, protocol: str) -> dict[str, Any]:

@@ -112,4 +112,12 @@ def show_status(st: dict[str, Any]) -> None:
         )
         console.print(f"outbox: {lanes}; file {store.get('file_bytes', 0) / 1e6:.1f} MB", highlight=False)
     up = st.get("uplink")
-    console.print(f"uplink: {'not configured' if up is None else up}", highlight=False)
+    if up is None:
+        console.print("uplink: not configured", highlight=False)
+    else:
+        console.print(
+            f"uplink: {up.get('state')} {up.get('broker') or ''}, published {up.get('published_rows')}, "
+            f"acked {up.get('acked_rows')}, reconnects {up.get('reconnects')}"
+            + (f", last error: {up['last_error']}" if up.get("last_error") else ""),
+            highlight=False,
+        )

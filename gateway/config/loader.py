@@ -21,6 +21,7 @@ from gateway.config.model import ControlConfig, GatewayConfig, Identity, LogConf
 
 TOP_KEYS = ("gateway", "control", "log", "store", "upstream", "rules", "profile_dirs", "buses", "devices")
 PROFILES_ENV = "CITYNERVE_PROFILES"
+SHIPPED_PROFILES = Path(__file__).resolve().parents[2] / "config" / "profiles"
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -99,8 +100,10 @@ class _Loader:
         self.profile_dirs = self._profile_dirs(raw.get("profile_dirs", []))
         buses, specs = self._buses(raw.get("buses", []))
         devices = self._devices(raw.get("devices", []), buses, specs)
-        if rules is not None and hasattr(rules, "check"):
-            self.issues.extend(i for i in rules.check(devices, self.file) if i not in self.issues)
+        if rules is not None:
+            from gateway.rules import check_rules
+
+            self.issues.extend(i for i in check_rules(rules, devices, self.file) if i not in self.issues)
         if self.issues:
             raise ConfigError(self.issues)
         assert identity is not None and control is not None and log is not None
@@ -134,6 +137,8 @@ class _Loader:
         dirs += [p if (p := Path(x)).is_absolute() else base / p for x in extra]
         dirs += [Path(x) for x in os.environ.get(PROFILES_ENV, "").split(os.pathsep) if x]
         dirs += [base / "profiles", base.parent / "profiles"]
+        if SHIPPED_PROFILES.is_dir() and SHIPPED_PROFILES not in dirs:
+            dirs.append(SHIPPED_PROFILES)  # the profiles that ship with CityNerve, last
         return dirs
 
     # -- buses -----------------------------------------------------------------------------------
