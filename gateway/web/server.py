@@ -1,0 +1,269 @@
+"""The local status page and /metrics: a small HTTP/1.1 server on asyncio streams (GET and HEAD).
+
+Routes: `/` the page, `/static/*` its script and style (packaged, no CDN: meter rooms are often
+offline), `/api/status` the page's JSON (polled every `refresh_s`), `/metrics` Prometheus text,
+`/healthz` for a load balancer or a watchdog. One request per connection keeps it small; a status
+snapshot is cached briefly so several phones on the page do not multiply the gateway's work.
+
+Failures of the page never stop the gateway: `run()` logs why it cannot serve and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hmac
+import json
+import logging
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from gateway.api import PermanentError
+from gateway.web.config import WebConfig
+from gateway.web.metrics import CONTENT_TYPE as METRICS_TYPE
+from gateway.web.metrics import RateMeter, plain, render_metrics
+from gateway.web.state import StatusSource, active_alarms, page_state
+
+log = logging.getLogger("citynerve.web")
+
+MAX_HEADER_BYTES = 8192
+MAX_HEADERS = 64
+READ_TIMEOUT_S = 10.0
+STATIC = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/static/status.js": ("status.js", "text/javascript; charset=utf-8"),
+    "/static/status.css": ("status.css", "text/css; charset=utf-8"),
+}
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+class WebServerError(PermanentError):
+    """The status page cannot serve: port in use, password file unreadable."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"status page: {reason}")
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        self.status = status
+        self.reason = reason
+
+
+def _static(name: str) -> bytes:
+    return resources.files("gateway.web").joinpath("static", name).read_bytes()
+
+
+class StatusServer:
+    """`StatusServer(config.web, gateway)`; `await run()` serves until cancelled.
+
+    `gateway` needs `async status() -> dict` and `brief_status()`; it may have `config` (device
+    locations for grouping) and `rules.active()` (alarms). `port` is the bound port once started.
+    """
+
+    def __init__(self, config: WebConfig, gateway: StatusSource) -> None:
+        self.config = config
+        self.gateway = gateway
+        self.port: int | None = None
+        self._password: bytes | None = None
+        self._server: asyncio.Server | None = None
+        self._cache: tuple[float, dict[str, Any]] | None = None
+        self._lock = asyncio.Lock()
+        self._rate = RateMeter()
+        self._assets = {path: (_static(name), ctype) for path, (name, ctype) in STATIC.items()}
+        self.requests = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def _password_path(self) -> Path | None:
+        p = self.config.password_file
+        if p is None:
+            return None
+        cfg = getattr(self.gateway, "config", None)
+        resolve = getattr(cfg, "resolve", None)
+        return Path(resolve(str(p))) if callable(resolve) and not p.is_absolute() else p
+
+    async def start(self) -> None:
+        """Bind and start serving in the background. Raises WebServerError."""
+        path = self._password_path()
+        if path is not None:
+            try:
+                secret = path.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as err:
+                raise WebServerError(f"cannot read password_file {path}: {err}") from err
+            if not secret:
+                raise WebServerError(f"password_file {path} is empty")
+            self._password = secret.encode()
+        try:
+            self._server = await asyncio.start_server(
+                self._client, host=self.config.bind, port=self.config.port, limit=MAX_HEADER_BYTES
+            )
+        except OSError as err:
+            raise WebServerError(
+                f"cannot listen on {self.config.bind}:{self.config.port}: {err.strerror or err}"
+            ) from err
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("status page on http://%s:%s/", self.config.bind, self.port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+
+    async def run(self) -> None:
+        """Serve until cancelled. When it cannot serve, log why and return (the gateway goes on)."""
+        if not self.config.enabled:
+            return
+        try:
+            await self.start()
+        except WebServerError as err:
+            log.error("%s", err)
+            return
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()
+
+    async def __aenter__(self) -> StatusServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- data ------------------------------------------------------------------------------------
+
+    async def _status(self) -> dict[str, Any]:
+        async with self._lock:
+            now = time.monotonic()
+            if self._cache is not None and now - self._cache[0] < min(1.0, self.config.refresh_s / 2):
+                return self._cache[1]
+            status = await self.gateway.status()
+            up = plain(status.get("uplink"))
+            msgs = up.get("published_msgs") if isinstance(up, dict) else None
+            self._rate.observe(float(msgs) if isinstance(msgs, int | float) else None, time.time())
+            self._cache = (now, status)
+            return status
+
+    async def _body(self, path: str) -> tuple[int, str, bytes, dict[str, str]]:
+        if path in self._assets:
+            data, ctype = self._assets[path]
+            return 200, ctype, data, {"Cache-Control": "no-cache"}
+        no_store = {"Cache-Control": "no-store"}
+        if path == "/api/status":
+            state = page_state(await self._status(), self.gateway, refresh_s=self.config.refresh_s)
+            state["uplink_publish_rate"] = self._rate.rate
+            body = json.dumps(state, ensure_ascii=False, default=str).encode()
+            return 200, "application/json; charset=utf-8", body, no_store
+        if path == "/metrics":
+            status = await self._status()
+            text = render_metrics(status, alarms=active_alarms(self.gateway), publish_rate=self._rate.rate)
+            return 200, METRICS_TYPE, text.encode(), no_store
+        if path == "/healthz":
+            brief = self.gateway.brief_status()
+            return 200, "application/json", json.dumps(brief, default=str).encode(), no_store
+        return 404, "text/plain; charset=utf-8", b"not found\n", {}
+
+    # -- HTTP ------------------------------------------------------------------------------------
+
+    async def _read_request(self, reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str]]:
+        try:
+            line = await asyncio.wait_for(reader.readline(), READ_TIMEOUT_S)
+        except (asyncio.LimitOverrunError, ValueError):
+            raise _BadRequest(431, "request line too long") from None
+        except TimeoutError:
+            raise _BadRequest(408, "timeout") from None
+        parts = line.decode("latin-1").strip().split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            raise _BadRequest(400, "not an HTTP/1.x request line")
+        method, target, _ = parts
+        headers: dict[str, str] = {}
+        total = len(line)
+        while True:
+            try:
+                raw = await asyncio.wait_for(reader.readline(), READ_TIMEOUT_S)
+            except (asyncio.LimitOverrunError, ValueError):
+                raise _BadRequest(431, "header line too long") from None
+            except TimeoutError:
+                raise _BadRequest(408, "timeout") from None
+            total += len(raw)
+            if total > MAX_HEADER_BYTES or len(headers) >= MAX_HEADERS:
+                raise _BadRequest(431, "headers too large")
+            if raw in (b"\r\n", b"\n", b""):
+                break
+            name, sep, value = raw.decode("latin-1").partition(":")
+            if not sep:
+                raise _BadRequest(400, "malformed header")
+            headers[name.strip().lower()] = value.strip()
+        return method, target, headers
+
+    def _authorized(self, headers: dict[str, str]) -> bool:
+        if self._password is None:
+            return True
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            user, _, password = base64.b64decode(token.strip(), validate=True).partition(b":")
+        except (binascii.Error, ValueError):
+            return False
+        # Both compared in constant time, and both always compared, so timing tells nothing.
+        ok_user = hmac.compare_digest(user, self.config.username.encode())
+        ok_pass = hmac.compare_digest(password, self._password)
+        return ok_user and ok_pass
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.requests += 1
+        head_only = False
+        try:
+            try:
+                method, target, headers = await self._read_request(reader)
+                head_only = method == "HEAD"
+                if method not in ("GET", "HEAD"):
+                    status, ctype, body, extra = 405, "text/plain", b"GET only\n", {"Allow": "GET, HEAD"}
+                elif not self._authorized(headers):
+                    status, ctype, body = 401, "text/plain", b"password required\n"
+                    extra = {"WWW-Authenticate": 'Basic realm="citynerve", charset="UTF-8"'}
+                else:
+                    status, ctype, body, extra = await self._body(target.split("?", 1)[0])
+            except _BadRequest as err:
+                status, ctype, body, extra = err.status, "text/plain", f"{err.reason}\n".encode(), {}
+            except Exception:  # a status bug must not take the server down: answer 500, log once
+                log.exception("status page request failed")
+                status, ctype, body, extra = 500, "text/plain", b"internal error\n", {}
+            head = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}"]
+            head += [f"Content-Type: {ctype}", f"Content-Length: {len(body)}", "Connection: close"]
+            head += [f"{k}: {v}" for k, v in {**SECURITY_HEADERS, **extra}.items()]
+            writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+            if not head_only:
+                writer.write(body)
+            await writer.drain()
+        except (ConnectionError, TimeoutError):
+            pass  # the client went away
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()

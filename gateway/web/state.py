@@ -1,0 +1,153 @@
+"""What the status page shows, built from the running gateway: one JSON-able dict per refresh.
+
+Devices are grouped by building and floor from their configured location, because a technician
+walks the building floor by floor. Everything comes from `Gateway.status()` plus the config
+(locations) and the rules engine (active alarms), read duck-typed so the page works with any
+gateway object that has `status()`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from gateway.web.metrics import plain
+
+
+class StatusSource(Protocol):
+    """What the status server needs from the gateway."""
+
+    async def status(self) -> dict[str, Any]: ...
+
+    def brief_status(self) -> dict[str, Any]: ...
+
+
+def active_alarms(gateway: Any) -> list[dict[str, Any]] | None:
+    """Active alarms from the gateway's rules engine, or None when it has none to ask."""
+    rules = getattr(gateway, "rules", None)
+    active = getattr(rules, "active", None)
+    if not callable(active):
+        return None
+    out = []
+    for a in active():
+        d = plain(a)
+        if not isinstance(d, dict):
+            continue
+        sev = d.get("severity")
+        d["severity"] = str(getattr(sev, "name", sev)).lower()
+        out.append(d)
+    return sorted(out, key=lambda a: -(a.get("raised_at") or 0))
+
+
+def _device_meta(gateway: Any) -> dict[str, dict[str, Any]]:
+    config = getattr(gateway, "config", None)
+    meta: dict[str, dict[str, Any]] = {}
+    for d in getattr(config, "devices", ()) or ():
+        loc = d.location
+        meta[d.id] = {
+            "name": d.name,
+            "profile": d.profile,
+            "address": str(d.address),
+            "building": loc.building,
+            "floor": loc.floor,
+            "room": loc.room,
+            "place": loc.text,
+        }
+    return meta
+
+
+def _readings(dev: Mapping[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for point, r in (dev.get("readings") or {}).items():
+        r = plain(r)
+        out.append(
+            {
+                "point": point,
+                "value": r.get("value"),
+                "unit": r.get("unit") or "",
+                "ts": r.get("ts"),
+                "quality": str(r.get("quality", "")).lower(),
+            }
+        )
+    return out
+
+
+def _floor_key(floor: str) -> tuple[int, float, str]:
+    # "B1" below "1F" below "2F": basements first, then numbers in order, then anything else.
+    text = floor.strip().upper()
+    if text.startswith("B") and text[1:].isdigit():
+        return (0, -float(text[1:]), text)
+    digits = "".join(ch for ch in text if ch.isdigit() or ch == "-")
+    try:
+        return (1, float(digits), text)
+    except ValueError:
+        return (2, 0.0, text)
+
+
+def page_state(status: Mapping[str, Any], gateway: Any, *, refresh_s: float) -> dict[str, Any]:
+    """The page's data for one refresh."""
+    meta = _device_meta(gateway)
+    alarms = active_alarms(gateway)
+    alarm_devices = {a.get("device_id") for a in alarms or []}
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    buses = []
+    for bus in status.get("buses") or []:
+        counters = plain(bus.get("counters")) or {}
+        buses.append(
+            {
+                "id": bus.get("id"),
+                "protocol": bus.get("protocol"),
+                "channel": bus.get("channel"),
+                "channel_error": bus.get("channel_error"),
+                "transactions": counters.get("transactions", 0),
+                "errors": counters.get("errors", 0),
+                "latency_ms": counters.get("latency_mean_ms"),
+            }
+        )
+        for dev in bus.get("devices") or []:
+            m = meta.get(str(dev.get("id")), {})
+            entry = {
+                "id": dev.get("id"),
+                "name": m.get("name") or "",
+                "bus": bus.get("id"),
+                "profile": m.get("profile", ""),
+                "address": m.get("address", ""),
+                "room": m.get("room", ""),
+                "place": m.get("place", ""),
+                "online": dev.get("online"),
+                "last_success": dev.get("last_success"),
+                "last_error": dev.get("last_error"),
+                "errors": dev.get("errors", 0),
+                "alarm": dev.get("id") in alarm_devices,
+                "readings": _readings(dev),
+            }
+            key = (m.get("building") or "", m.get("floor") or "")
+            groups.setdefault(key, []).append(entry)
+    store = plain(status.get("store")) or {}
+    lanes = store.get("lanes", [])
+    now = time.time()
+    oldest = [lane["oldest_ts"] for lane in lanes if lane.get("oldest_ts")]
+    uplink = plain(status.get("uplink"))
+    if isinstance(uplink, dict) and uplink.get("state") is not None:
+        uplink = {**uplink, "state": str(getattr(uplink["state"], "value", uplink["state"]))}
+    return {
+        "generated": now,
+        "refresh_s": refresh_s,
+        "gateway": {
+            k: status.get(k)
+            for k in ("gateway_id", "name", "version", "uptime_s", "devices_online", "devices_total")
+        },
+        "outbox": {
+            "depth": sum(int(lane.get("rows", 0)) for lane in lanes),
+            "oldest_age_s": round(now - min(oldest), 1) if oldest else None,
+            "lanes": lanes,
+        },
+        "uplink": uplink,
+        "alarms": alarms,
+        "buses": buses,
+        "groups": [
+            {"building": b, "floor": f, "devices": sorted(devs, key=lambda d: (d["room"], str(d["id"])))}
+            for (b, f), devs in sorted(groups.items(), key=lambda kv: (kv[0][0], _floor_key(kv[0][1])))
+        ],
+    }

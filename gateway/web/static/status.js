@@ -1,0 +1,142 @@
+// Live refresh of the status page: polls /api/status every refresh_s seconds and redraws.
+// Built with DOM nodes and textContent only, so device names and errors can never inject markup.
+"use strict";
+(function () {
+  let refreshMs = 2000;
+  let lastOk = 0;
+
+  function el(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    return e;
+  }
+  function age(ts) {
+    if (!ts) return "never";
+    const s = Date.now() / 1000 - ts;
+    if (s < 90) return Math.max(0, Math.round(s)) + " s ago";
+    if (s < 5400) return Math.round(s / 60) + " min ago";
+    return Math.round(s / 3600) + " h ago";
+  }
+  function duration(s) {
+    if (s === null || s === undefined) return "";
+    if (s < 120) return Math.round(s) + " s";
+    if (s < 7200) return Math.round(s / 60) + " min";
+    return (s / 3600).toFixed(1) + " h";
+  }
+  function fmt(v) {
+    if (typeof v === "number") return Number.isInteger(v) ? String(v) : String(Math.round(v * 1000) / 1000);
+    if (v === null || v === undefined) return "-";
+    return String(v);
+  }
+  function stateOf(online) { return online === true ? "online" : online === false ? "offline" : "unknown"; }
+  function setTile(id, cls) {
+    const t = document.getElementById(id);
+    t.classList.remove("ok", "bad");
+    if (cls) t.classList.add(cls);
+  }
+
+  function render(st) {
+    const g = st.gateway;
+    document.getElementById("gw-id").textContent = g.gateway_id || "CityNerve";
+    document.getElementById("gw-name").textContent = g.name || "";
+    document.getElementById("gw-version").textContent = "v" + (g.version || "?");
+    document.getElementById("gw-uptime").textContent = "up " + duration(g.uptime_s);
+    document.title = (g.gateway_id || "CityNerve") + " status";
+
+    document.getElementById("devices-online").textContent = (g.devices_online ?? 0) + " / " + (g.devices_total ?? 0);
+    setTile("tile-devices", g.devices_online === g.devices_total ? "ok" : "bad");
+
+    const alarms = st.alarms || [];
+    document.getElementById("alarm-count").textContent = st.alarms === null ? "-" : String(alarms.length);
+    setTile("tile-alarms", alarms.length ? "bad" : "ok");
+    const list = document.getElementById("alarms");
+    list.replaceChildren(...alarms.map(function (a) {
+      const li = el("li");
+      li.append(el("strong", null, (a.severity || "").toUpperCase() + " " + (a.kind || "")), " ");
+      li.append(el("span", null, (a.device_id || "") + " since " + age(a.raised_at)));
+      if (a.value !== undefined && a.value !== null) li.append(el("span", "muted", " (value " + fmt(a.value) + ")"));
+      return li;
+    }));
+    document.getElementById("alarms-section").hidden = alarms.length === 0;
+
+    document.getElementById("outbox-depth").textContent = fmt(st.outbox.depth) + " rows";
+    document.getElementById("outbox-age").textContent = st.outbox.oldest_age_s ? "oldest " + duration(st.outbox.oldest_age_s) : "empty";
+
+    const up = st.uplink;
+    const upState = document.getElementById("uplink-state");
+    const upDetail = document.getElementById("uplink-detail");
+    if (!up) { upState.textContent = "off"; upDetail.textContent = "not configured"; setTile("tile-uplink", null); }
+    else {
+      upState.textContent = up.connected ? "connected" : (up.state || "down");
+      let d = up.broker || "";
+      if (!up.connected && up.last_error) d = up.last_error;
+      if (st.uplink_publish_rate !== null && st.uplink_publish_rate !== undefined) d += " · " + st.uplink_publish_rate.toFixed(1) + " msg/s";
+      upDetail.textContent = d;
+      setTile("tile-uplink", up.connected ? "ok" : "bad");
+    }
+
+    const groups = document.getElementById("groups");
+    if (!st.groups.length) { groups.replaceChildren(el("p", "muted", "no devices on running buses")); }
+    else groups.replaceChildren(...st.groups.map(function (grp) {
+      const sec = el("div", "group");
+      const where = [grp.building || "unplaced", grp.floor ? "floor " + grp.floor : ""].filter(Boolean).join(" · ");
+      sec.append(el("h3", null, where));
+      const cards = el("div", "cards");
+      grp.devices.forEach(function (d) {
+        const state = stateOf(d.online);
+        const card = el("div", "card " + state + (d.alarm ? " alarm" : ""));
+        card.dataset.device = d.id;
+        const top = el("div", "top");
+        top.append(el("span", "id", d.name || d.id), el("span", "badge " + state, state));
+        card.append(top);
+        const place = [d.room, d.place].filter(Boolean).join(", ");
+        card.append(el("div", "meta", [d.id !== (d.name || d.id) ? d.id : "", d.profile, "bus " + d.bus, place].filter(Boolean).join(" · ")));
+        card.append(el("div", "meta", "last good read " + age(d.last_success)));
+        if (d.online === false && d.last_error) card.append(el("div", "err", d.last_error));
+        const ul = el("ul", "readings");
+        d.readings.forEach(function (r) {
+          const li = el("li", r.quality === "good" ? "" : r.quality);
+          li.append(el("span", null, r.point), el("span", null, fmt(r.value) + (r.unit ? " " + r.unit : "")));
+          ul.append(li);
+        });
+        card.append(ul);
+        cards.append(card);
+      });
+      sec.append(cards);
+      return sec;
+    }));
+
+    const tbody = document.querySelector("#buses tbody");
+    tbody.replaceChildren(...st.buses.map(function (b) {
+      const tr = el("tr");
+      tr.append(el("td", null, b.id), el("td", null, b.protocol));
+      tr.append(el("td", b.channel === "open" ? "" : "down", b.channel === "open" ? "open" : "down: " + (b.channel_error || "")));
+      tr.append(el("td", null, fmt(b.transactions)), el("td", null, fmt(b.errors)));
+      tr.append(el("td", null, b.latency_ms === null || b.latency_ms === undefined ? "-" : fmt(b.latency_ms) + " ms"));
+      return tr;
+    }));
+  }
+
+  async function tick() {
+    try {
+      const resp = await fetch("/api/status", { cache: "no-store", credentials: "same-origin" });
+      if (!resp.ok) throw new Error("HTTP " + resp.status);
+      const st = await resp.json();
+      refreshMs = Math.max(500, (st.refresh_s || 2) * 1000);
+      render(st);
+      lastOk = Date.now();
+      document.getElementById("error").hidden = true;
+      document.body.dataset.loaded = "1";
+    } catch (e) {
+      const box = document.getElementById("error");
+      box.textContent = "cannot reach the gateway: " + e.message + " (retrying)";
+      box.hidden = false;
+    }
+    const live = document.getElementById("live");
+    live.classList.toggle("stale", Date.now() - lastOk > 3 * refreshMs);
+    document.getElementById("updated").textContent = lastOk ? "updated " + new Date(lastOk).toLocaleTimeString() : "connecting";
+    setTimeout(tick, refreshMs);
+  }
+  tick();
+})();
