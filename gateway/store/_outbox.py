@@ -281,7 +281,12 @@ class Outbox:
                 ).fetchall()
                 out = []
                 for seq, ts, sid, kind, raw in rows:
-                    dev, point, unit = by_id[sid]
+                    names = by_id.get(sid)
+                    if names is None:  # a series another connection added: learn it once
+                        self._reload_series()
+                        by_id = self._series_by_id
+                        names = by_id[sid]
+                    dev, point, unit = names
                     if kind == 0:
                         rec = Reading(dev, point, raw, unit, ts)
                     else:
@@ -362,11 +367,10 @@ class Outbox:
             raise _busy_or_store(self.path, err) from err
 
     def close(self) -> None:
-        """Close the file (idempotent). The WAL is checkpointed by SQLite on the last close."""
-        conn = getattr(self, "_conn", None)
-        if conn is not None:
-            conn.close()
-            self._conn = None  # type: ignore[assignment]
+        """Close the file (idempotent). The WAL is checkpointed by SQLite on the last close.
+
+        Any later call raises StoreError (sqlite3 refuses a closed connection)."""
+        self._conn.close()
 
     def __enter__(self) -> Outbox:
         return self
