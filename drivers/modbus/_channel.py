@@ -131,6 +131,11 @@ class ModbusChannel:
             await writer.wait_closed()
         return f"cannot connect to {where} (it accepted a second try: flaky link?)"
 
+    @property
+    def connected(self) -> bool:
+        """Whether the channel is open and its connection (TCP) or port (serial) is up."""
+        return self._client is not None and self._client.connected
+
     async def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:
