@@ -96,6 +96,7 @@ class Uplink:
         self._replay_until = 0
         self._ack_progress_t = time.monotonic()  # last platform ack progress (e2e mode)
         self._rewinds = 0
+        self._stopping = False
         self._client: aiomqtt.Client | None = None
         self._task: asyncio.Task[None] | None = None
         self._registered = False
@@ -137,6 +138,7 @@ class Uplink:
         """Say goodbye (retained offline status, clean disconnect) and stop the run task."""
         if self._task is None:
             return
+        self._stopping = True
         client = self._client
         if client is not None and self._state is LinkState.CONNECTED:
             with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
@@ -147,6 +149,7 @@ class Uplink:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+        self._stopping = False
 
     async def run(self) -> None:
         """Connect, publish, fail over and reconnect until cancelled."""
@@ -212,7 +215,7 @@ class Uplink:
                 raise
             raise _SessionLost(_describe(group)) from None
         finally:
-            if self._state is LinkState.CONNECTED:
+            if self._state is LinkState.CONNECTED and not self._stopping:
                 log.warning("uplink: lost %s", broker)
             self._client = None
             self._since = None

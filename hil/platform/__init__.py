@@ -8,7 +8,7 @@
 Run `python -m hil.platform --help`.
 """
 
-from hil.platform.broker import MosquittoBroker, find_mosquitto, free_port, start_demo_broker
+from hil.platform.broker import MosquittoBroker, demo_protocol, find_mosquitto, free_port, start_demo_broker
 from hil.platform.commands import CommandSigner
 from hil.platform.consumer import Arrival, PlatformConsumer
 from hil.platform.store import LaneView, PlatformStore
@@ -21,6 +21,7 @@ __all__ = [
     "MosquittoBroker",
     "PlatformConsumer",
     "PlatformStore",
+    "demo_protocol",
     "find_mosquitto",
     "format_arrival",
     "free_port",

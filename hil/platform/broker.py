@@ -163,14 +163,18 @@ class MosquittoBroker:
 
 
 async def start_demo_broker(
-    host: str = "127.0.0.1", port: int = 0
+    host: str = "127.0.0.1", port: int = 0, *, embedded: bool | None = None
 ) -> tuple[str, int, Callable[[], Awaitable[None]]]:
     """A broker for the demo: Mosquitto when installed, else an embedded amqtt broker in this loop.
 
-    Returns (host, port, stop). For the demo only: tests use Mosquitto.
+    Returns (host, port, stop). `embedded=True` forces amqtt, which speaks MQTT 3.1.1 only and has no
+    shared subscriptions: use `demo_protocol()` for the uplink and the consumer, and group=None.
+    For the demo only: the tests run against Mosquitto.
     """
     port = port or free_port(host)
-    if find_mosquitto() is not None:
+    if embedded is None:
+        embedded = find_mosquitto() is None
+    if not embedded:
         broker = MosquittoBroker(host=host, port=port)
         await asyncio.to_thread(broker.start)
 
@@ -192,3 +196,8 @@ async def start_demo_broker(
         await amqtt_broker.shutdown()
 
     return host, port, stop_amqtt
+
+
+def demo_protocol() -> str:
+    """The MQTT version the demo broker speaks: "5" with Mosquitto, "3.1.1" with embedded amqtt."""
+    return "5" if find_mosquitto() is not None else "3.1.1"

@@ -73,9 +73,9 @@ async def consumer(broker: MosquittoBroker, tmp_path: Path) -> AsyncIterator[Pla
     assert c.invalid == 0
 
 
-def upstream(broker: MosquittoBroker, **kw: Any) -> UpstreamConfig:
+def upstream(broker: MosquittoBroker | str, **kw: Any) -> UpstreamConfig:
     base: dict[str, Any] = {
-        "brokers": [broker.url],
+        "brokers": [broker if isinstance(broker, str) else broker.url],
         "backoff": {"initial_s": 0.1, "max_s": 0.5, "jitter": 0.2},
         "replay_max_msgs_per_s": 10_000,
         "replay_burst": 1000,
