@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -120,9 +121,16 @@ def test_format_arrival_marks_gaps_and_duplicates() -> None:
     assert "GAP" in line and "1 dup" in line
 
 
-async def test_cli_consume_and_view(broker: MosquittoBroker, tmp_path: Path) -> None:
-    db = tmp_path / "cli.sqlite"
-    proc = subprocess.Popen(
+def _has_lane(db: Path) -> bool:
+    st = PlatformStore(db)
+    try:
+        return st.lane(GW, "telemetry") is not None
+    finally:
+        st.close()
+
+
+def _spawn_consumer(broker: MosquittoBroker, db: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -139,7 +147,13 @@ async def test_cli_consume_and_view(broker: MosquittoBroker, tmp_path: Path) -> 
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+
+
+async def test_cli_consume_and_view(broker: MosquittoBroker, tmp_path: Path) -> None:
+    db = tmp_path / "cli.sqlite"
+    proc = _spawn_consumer(broker, db)
     try:
         body = _msg(0, [1, 2])
         body.update(
@@ -149,13 +163,14 @@ async def test_cli_consume_and_view(broker: MosquittoBroker, tmp_path: Path) -> 
             for _ in range(100):  # until the consumer has subscribed
                 await c.publish(f"citynerve/{GW}/telemetry", json.dumps(body), qos=1)
                 await asyncio.sleep(0.1)
-                if db.exists() and PlatformStore(db).lane(GW, "telemetry"):
+                if db.exists() and _has_lane(db):
                     break
     finally:
         proc.terminate()
         out = await asyncio.to_thread(lambda: proc.communicate(timeout=10)[0])
     assert "data" in out
-    view = subprocess.run(
+    view = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "hil.platform", "view", "--db", str(db), "--json"],
         cwd=REPO,
         capture_output=True,
