@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,13 @@ def event(i: int, kind: str = "smoke") -> Event:
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     return tmp_path / "var" / "outbox.db"
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outbox]:
+    """One outbox for the many examples of a property test (opening a file per example is slow)."""
+    with Outbox(tmp_path_factory.mktemp("prop") / "prop.db", synchronous="normal") as ob:
+        yield ob
 
 
 def test_append_returns_seq_range_and_peek_reconstructs(db: Path) -> None:
@@ -121,13 +129,13 @@ values = st.one_of(
     )
 )
 def test_readings_round_trip_exactly(
-    tmp_path: Path, rows: list[tuple[str, str, object, Quality, float]]
+    shared: Outbox, rows: list[tuple[str, str, object, Quality, float]]
 ) -> None:
     readings = [Reading(d, "p", v, u, ts, q) for d, u, v, q, ts in rows]  # type: ignore[arg-type]
-    with Outbox(tmp_path / "rt.db") as ob:
-        first, _ = ob.append(readings, [])
-        back = [r.record for r in ob.peek(Lane.TELEMETRY, after_seq=first - 1, limit=100)]
-        ob.ack(Lane.TELEMETRY, 1 << 62)
+    ob = shared
+    first, _ = ob.append(readings, [])
+    back = [r.record for r in ob.peek(Lane.TELEMETRY, after_seq=first - 1, limit=100)]
+    ob.ack(Lane.TELEMETRY, 1 << 62)
     assert len(back) == len(readings)
     for a, b in zip(readings, back, strict=True):
         assert isinstance(b, Reading)
@@ -157,7 +165,7 @@ json_values = st.recursive(
     message=st.text(max_size=50),
 )
 def test_events_round_trip_exactly(
-    tmp_path: Path,
+    shared: Outbox,
     attrs: dict[str, object],
     value: object,
     severity: Severity,
@@ -165,10 +173,9 @@ def test_events_round_trip_exactly(
     message: str,
 ) -> None:
     ev = Event("dev", "kind", state, severity, 12.5, "rule", value, message, attrs)  # type: ignore[arg-type]
-    with Outbox(tmp_path / "ev.db") as ob:
-        first, _ = ob.append([], [ev])
-        (row,) = ob.peek(Lane.EVENT, after_seq=first - 1)
-        ob.ack(Lane.EVENT, first)
+    first, _ = shared.append([], [ev])
+    (row,) = shared.peek(Lane.EVENT, after_seq=first - 1)
+    shared.ack(Lane.EVENT, first)
     assert row.record == ev
 
 
