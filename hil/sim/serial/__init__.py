@@ -23,6 +23,8 @@ Public API::
 - `SimCjt188Meter(address, meter_type=0x10, di_order=DiOrder.HIGH_FIRST, valve="open", battery_low=False,
   bad_time=False, status_map=STATUS_MAPS[...])`: 901F readings (flow grows while the valve is open; heat
   meters give heat, temperatures...), read address (03/810A), valve control (04/A017).
+- `NullModem()`: `async with NullModem() as (port_a, port_b)`: two pty paths wired together, for
+  third-party peers that open a port by path (the `dlt645` package's meter simulator).
 - `Fault`: BAD_CHECKSUM, TRUNCATED, SILENCE, NOISE, NO_PREAMBLE, WRONG_ADDRESS.
 - wire-time mode: each reply byte arrives `bits_per_byte / baudrate` after the previous (11 bits for
   8E1), and each request holds the line for its own wire time before the meter starts answering.
@@ -30,6 +32,7 @@ Public API::
 
 from hil.sim.serial._bus import Fault, SerialMeterBus
 from hil.sim.serial._meters import SimCjt188Meter, SimDlt645Meter
+from hil.sim.serial._nullmodem import NullModem
 from hil.sim.serial._panel import FirePanelStream
 
-__all__ = ["Fault", "FirePanelStream", "SerialMeterBus", "SimCjt188Meter", "SimDlt645Meter"]
+__all__ = ["Fault", "FirePanelStream", "NullModem", "SerialMeterBus", "SimCjt188Meter", "SimDlt645Meter"]

@@ -1,0 +1,137 @@
+"""The CJ/T 188 driver against simulated water and heat meters on a pty pair."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import bus_config, cjt_device
+
+from drivers.cjt188 import DRIVER, Cjt188Driver, Cjt188Point, codec
+from drivers.cjt188.readings import STATUS_MAPS
+from gateway.api import DeviceTimeoutError, FrameError, PermanentError, Quality, WriteRejectedError
+from hil.sim.serial import Fault, SerialMeterBus, SimCjt188Meter, SimDlt645Meter
+
+
+async def read(driver: Cjt188Driver, device_id: str) -> dict[str, tuple[object, Quality]]:
+    device = driver.devices[device_id]
+    (request,) = driver.plan(device)
+    return {s.point: (s.value, s.quality) for s in await driver.read(device, request)}
+
+
+async def test_spec() -> None:
+    assert (DRIVER.protocol, DRIVER.family, DRIVER.point_model) == ("cjt188", "cjt188", Cjt188Point)
+    with pytest.raises(ValueError):
+        Cjt188Point(field="flow_total", writable=True)
+
+
+@pytest.mark.parametrize(
+    ("device_order", "meter_order"), [("901F", "901F"), ("1F90", "1F90"), ("901F", "1F90"), ("1F90", "901F")]
+)
+async def test_reads_in_either_di_order(device_order: str, meter_order: str) -> None:
+    meter = SimCjt188Meter(
+        "00000000000012", di_order=codec.DiOrder(meter_order), flow_m3=321.09, valve="closed"
+    )
+    async with SerialMeterBus(meters=[meter, SimDlt645Meter("000000000161")]) as bus:
+        driver = Cjt188Driver(bus_config(bus.port, protocol="cjt188"), [cjt_device(di_order=device_order)])
+        values = await read(driver, "wm-0012")
+        await driver.close()
+    assert values["flow_total"] == (321.09, Quality.GOOD)
+    assert values["valve"] == ("closed", Quality.GOOD) and values["battery_low"] == (False, Quality.GOOD)
+    assert isinstance(values["meter_time"][0], str)
+
+
+async def test_invalid_meter_time_is_missing_not_a_crash() -> None:
+    meter = SimCjt188Meter("00000000000012", bad_time=True, battery_low=True)
+    async with SerialMeterBus(meters=[meter]) as bus:
+        driver = Cjt188Driver(bus_config(bus.port, protocol="cjt188"), [cjt_device()])
+        values = await read(driver, "wm-0012")
+        await driver.close()
+    assert values["meter_time"] == (None, Quality.BAD)
+    assert values["flow_total"][1] is Quality.GOOD and values["battery_low"] == (True, Quality.GOOD)
+
+
+async def test_vendor_status_map() -> None:
+    meter = SimCjt188Meter("00000000000012", valve="closed", battery_low=True, status_map=STATUS_MAPS["st1"])
+    async with SerialMeterBus(meters=[meter]) as bus:
+        custom = {"valve_shift": 8, "battery_low_bit": 10}
+        for extra in ({"status_map": "st1"}, {"status_bits": custom}):
+            driver = Cjt188Driver(bus_config(bus.port, protocol="cjt188"), [cjt_device(**extra)])
+            values = await read(driver, "wm-0012")
+            await driver.close()
+            assert values["valve"][0] == "closed" and values["battery_low"][0] is True
+
+
+async def test_heat_meter_points() -> None:
+    meter = SimCjt188Meter("00000000000099", meter_type=0x20)
+    points = {
+        f: {"field": f} for f in ("heat_total", "supply_temp", "return_temp", "flow_total", "working_hours")
+    }
+    async with SerialMeterBus(meters=[meter]) as bus:
+        driver = Cjt188Driver(
+            bus_config(bus.port, protocol="cjt188"),
+            [cjt_device("00000000000099", points=points, meter_type="20")],
+        )
+        values = await read(driver, "wm-0099")
+        await driver.close()
+    assert values["working_hours"] == (4321, Quality.GOOD)
+    assert float(values["supply_temp"][0]) - float(values["return_temp"][0]) == pytest.approx(12, abs=0.02)
+
+
+async def test_valve_write_round_trip() -> None:
+    meter = SimCjt188Meter("00000000000012")
+    async with SerialMeterBus(meters=[meter]) as bus:
+        driver = Cjt188Driver(bus_config(bus.port, protocol="cjt188"), [cjt_device(di_order="1F90")])
+        device = driver.devices["wm-0012"]
+        await driver.write(device, "valve", "close")
+        assert meter.valve == "closed" and (await read(driver, "wm-0012"))["valve"][0] == "closed"
+        await driver.write(device, "valve", True)
+        assert meter.valve == "open"
+        for point, value in (("valve", "half"), ("flow_total", 1), ("nope", "open")):
+            with pytest.raises(WriteRejectedError) as info:
+                await driver.write(device, point, value)
+            assert info.value.point == point
+        before = bus.requests
+        await driver.close()
+    assert before == 3  # rejected writes never reached the line
+
+
+async def test_faults_typed_then_recovery() -> None:
+    async with SerialMeterBus(meters=[SimCjt188Meter("00000000000012")]) as bus:
+        driver = Cjt188Driver(bus_config(bus.port, protocol="cjt188", timeout_s=0.2), [cjt_device()])
+        for fault, error in (
+            (Fault.BAD_CHECKSUM, FrameError),
+            (Fault.SILENCE, DeviceTimeoutError),
+            (Fault.TRUNCATED, FrameError),
+        ):
+            bus.inject(fault)
+            with pytest.raises(error):
+                await read(driver, "wm-0012")
+            assert (await read(driver, "wm-0012"))["flow_total"][1] is Quality.GOOD
+        bus.inject(Fault.NOISE)
+        bus.inject(Fault.NO_PREAMBLE)
+        assert (await read(driver, "wm-0012"))["flow_total"][1] is Quality.GOOD
+        await driver.close()
+
+
+async def test_diag_read_address_read_and_valve() -> None:
+    meter = SimCjt188Meter("12345678901234", meter_type=0x30)
+    async with SerialMeterBus(meters=[meter]) as bus:
+        driver = Cjt188Driver(bus_config(bus.port, protocol="cjt188"), [])
+        found = await driver.diag("read-address", {})
+        assert (found["address"], found["meter_type"], found["meter_type_name"]) == (
+            "12345678901234",
+            "30",
+            "gas",
+        )
+        values = await driver.diag("read", {"address": "12345678901234", "meter_type": "30"})
+        assert values["flow_total_unit"] == "m3"
+        assert (
+            await driver.diag("valve", {"address": "12345678901234", "meter_type": 0x30, "state": "close"})
+        )["accepted"]
+        assert meter.valve == "closed"
+        with pytest.raises(PermanentError):
+            await driver.diag("valve", {"address": "12345678901234", "state": "maybe"})
+        await driver.close()
+    with pytest.raises(PermanentError):
+        await Cjt188Driver(
+            bus_config("/dev/null"), [cjt_device("00000000000001"), cjt_device("00000000000002")]
+        ).diag("read-address", {})

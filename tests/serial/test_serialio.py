@@ -1,0 +1,164 @@
+"""The shared serial line: stale input drained, replies ended by the frame not a timer, and a USB
+adapter unplugged and plugged back (device node gone, EIO) without restarting the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from pathlib import Path
+
+import pytest
+from conftest import bus_config, dlt_device
+
+from drivers.dlt645 import Dlt645Driver, codec
+from drivers.serialio import MeterSerialSettings, ReplyTimeout, SerialBusConfig, SerialLine, byte_time_s
+from gateway.api import ChannelError, Event, EventState, SampleBatch
+from gateway.bus import OFFLINE_KIND, BusOwner
+from hil.sim.serial import SerialMeterBus, SimDlt645Meter
+from hil.sim.serial._bus import _open_pty
+
+REPLY = bytes.fromhex("68 61 01 00 00 00 00 68 91 08 33 33 34 33 59 33 33 33 8A 16")
+
+
+def test_defaults_are_2400_8e1_and_byte_time() -> None:
+    cfg = SerialBusConfig(id="b", protocol="dlt645", serial={"port": "/dev/ttyUSB0"})
+    assert (cfg.serial.baudrate, cfg.serial.parity, cfg.serial.bytesize, cfg.serial.stopbits) == (
+        2400,
+        "E",
+        8,
+        1,
+    )
+    assert byte_time_s(cfg.serial) == pytest.approx(11 / 2400)
+
+
+async def test_transact_drains_stale_input_and_returns_at_frame_end() -> None:
+    master, slave, path = _open_pty()
+    try:
+        async with SerialLine(
+            "b",
+            MeterSerialSettings(port=path),
+        ) as line:
+            os.write(master, REPLY)  # a late reply from an earlier request: stale
+            await asyncio.sleep(0.05)
+            loop = asyncio.get_running_loop()
+            got = asyncio.Event()
+
+            def answer() -> None:
+                data = os.read(master, 4096)
+                assert data == codec.build_read("000000000161", 0x02010100)
+                os.write(
+                    master,
+                    b"\xfe\xfe" + bytes.fromhex("68 61 01 00 00 00 00 68 91 06 33 34 34 35 34 43 10 16"),
+                )
+                got.set()
+
+            loop.add_reader(master, answer)
+            started = time.monotonic()
+            frame = await line.transact(
+                codec.build_read("000000000161", 0x02010100), codec.StreamParser(), timeout_s=5.0
+            )
+            elapsed = time.monotonic() - started
+            loop.remove_reader(master)
+            assert frame.data[:4] == bytes.fromhex("00 01 01 02")  # the fresh reply, not the stale one
+            assert elapsed < 1.0  # ended by the complete frame, far before the 5 s timeout
+            with pytest.raises(ReplyTimeout) as info:
+                await line.transact(b"\x00", codec.StreamParser(), timeout_s=0.05)
+            assert info.value.received == b"" and info.value.rejected == ()
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+async def test_open_missing_port_is_channel_error(tmp_path: Path) -> None:
+    line = SerialLine("rs485-9", MeterSerialSettings(port=str(tmp_path / "ttyUSB7")))
+    with pytest.raises(ChannelError) as info:
+        await line.open()
+    assert info.value.bus_id == "rs485-9" and "ttyUSB7" in info.value.reason
+    await line.close()
+    await line.close()  # twice is fine
+
+
+async def test_unplug_and_replug_driver_level(tmp_path: Path) -> None:
+    link = tmp_path / "ttyUSB0"
+    async with SerialMeterBus(
+        meters=[SimDlt645Meter("000000000161", values={0x00010000: 5.5})], link=link
+    ) as bus:
+        driver = Dlt645Driver(bus_config(str(link)), [dlt_device(points={"e": {"di": "00010000"}})])
+        device = driver.devices["em-0161"]
+        request = driver.plan(device)[0]
+        await driver.open()
+        assert (await driver.read(device, request))[0].value == 5.5
+        bus.unplug()
+        with pytest.raises(ChannelError):  # EIO on the open port
+            await driver.read(device, request)
+        with pytest.raises(ChannelError):  # the device node is gone
+            await driver.read(device, request)
+        bus.replug()
+        assert (await driver.read(device, request))[0].value == 5.5
+        assert driver.line.opens == 2
+        await driver.close()
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.batches: list[SampleBatch] = []
+        self.events: list[Event] = []
+
+    def submit(self, batch: SampleBatch) -> None:
+        self.batches.append(batch)
+
+    def event(self, event: Event) -> None:
+        self.events.append(event)
+
+    def mark_offline(self, device_id: str, ts: float) -> None:
+        pass
+
+
+async def wait_for(predicate: object, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.02)
+
+
+async def test_unplug_and_replug_under_the_bus_owner(tmp_path: Path) -> None:
+    """The gateway's bus owner keeps running: the meter goes offline when the adapter is pulled and
+    comes back online when it is plugged in again, without restarting anything."""
+    link = tmp_path / "ttyUSB0"
+    meter = SimDlt645Meter("000000000161", values={0x00010000: 5.5})
+    async with SerialMeterBus(meters=[meter], link=link) as bus:
+        cfg = SerialBusConfig(
+            id="rs485-1",
+            protocol="dlt645",
+            timeout_s=0.1,
+            retries=0,
+            offline_after=1,
+            backoff_initial_s=0.1,
+            backoff_max_s=0.2,
+            serial={"port": str(link)},
+        )
+        device = dlt_device(points={"e": {"di": "00010000"}}, poll_interval_s=0.05)
+        driver = Dlt645Driver(cfg, [device])
+        sink = Collector()
+        owner = BusOwner(cfg, [device], driver, sink, rng=random.Random(1))
+        task = asyncio.create_task(owner.run(), name="bus[rs485-1]")
+        try:
+            await wait_for(lambda: any(s.value == 5.5 for b in sink.batches for s in b.samples))
+            bus.unplug()
+            await wait_for(
+                lambda: any(e.kind == OFFLINE_KIND and e.state is EventState.RAISED for e in sink.events)
+            )
+            await asyncio.sleep(0.3)  # a few failed reopen attempts while the node is missing
+            seen = len(sink.batches)
+            bus.replug()
+            await wait_for(
+                lambda: any(e.kind == OFFLINE_KIND and e.state is EventState.CLEARED for e in sink.events)
+            )
+            await wait_for(lambda: len(sink.batches) > seen)
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert driver.line.opens >= 2
