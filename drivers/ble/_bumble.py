@@ -81,6 +81,10 @@ class BumbleBackend(ScannerBackend):
         return device
 
     def _on_advertisement(self, adv: BumbleAdvertisement) -> None:
+        if self.passive and adv.is_scan_response:
+            # A passive scan sends no scan requests, so there are no real scan responses to hear;
+            # bumble's virtual controller reports one per advert anyway, a copy of the advert.
+            return
         try:
             service_data, name = parse_ad_structures(adv.data_bytes)
         except AdStructureError:

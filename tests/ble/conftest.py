@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -36,8 +37,8 @@ class RecordingSink(SampleSink):
         self.events.append(event)
         self._changed.set()
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-        async with asyncio.timeout(timeout):
+    async def wait_for(self, predicate: Callable[[], bool], within: float = 5.0) -> None:
+        async with asyncio.timeout(within):
             while not predicate():
                 self._changed.clear()
                 await self._changed.wait()
@@ -100,7 +101,9 @@ async def listening(radio: VirtualRadio) -> AsyncIterator[Callable[..., Any]]:
     tasks: list[asyncio.Task[None]] = []
     drivers: list[BTHomeDriver] = []
 
-    async def start(devices: list[BTHomeDevice], state: StateStore | None = None, **bus_kw: Any) -> tuple[BTHomeDriver, RecordingSink]:
+    async def start(
+        devices: list[BTHomeDevice], state: StateStore | None = None, **bus_kw: Any
+    ) -> tuple[BTHomeDriver, RecordingSink]:
         driver = BTHomeDriver(bus_config(radio, **bus_kw), devices, state)
         await driver.open()
         sink = RecordingSink()
@@ -112,9 +115,7 @@ async def listening(radio: VirtualRadio) -> AsyncIterator[Callable[..., Any]]:
     for t in tasks:
         t.cancel()
     for t in tasks:
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await t
-        except asyncio.CancelledError:
-            pass
     for d in drivers:
         await d.close()

@@ -86,9 +86,9 @@ def test_advert_bytes_exact_and_cross_checked() -> None:
         assert ours["distance_mm"] == theirs["distance"] == objs[6][1]
         assert ours["battery"] == theirs["battery"] == objs[0][1]
         assert ours["voltage"] == theirs["voltage"] == objs[1][1]
-        assert ours["opening"] == theirs["opening"] == objs[2][1]
-        assert ours["moisture_detected"] == theirs["moisture"] == objs[3][1]
-        assert ours["tamper"] == theirs["tamper"] == objs[4][1]
+        assert ours["opening"] == theirs["binary:opening"] == objs[2][1]
+        assert ours["moisture_detected"] == theirs["binary:moisture"] == objs[3][1]
+        assert ours["tamper"] == theirs["binary:tamper"] == objs[4][1]
     assert adverts[0].interval_ms == 200 and adverts[1].interval_ms == 50  # heartbeat vs alarm burst
     assert adverts[1].tilt_alarm and adverts[1].sleep_ms == 10_000
 

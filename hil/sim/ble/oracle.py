@@ -2,7 +2,7 @@
 
 `bthome_ble_values(service_data, mac, key)` returns what that parser makes of one payload, keyed
 the way it names things (`temperature`, `rotation`, `opening`, `distance`, ...; repeated objects
-get `_1`, `_2`). Not for runtime use: it pulls in much of Home Assistant's Bluetooth stack.
+get `_1`, `_2`; binary sensors are prefixed `binary:`). Not for runtime use: it pulls in much of Home Assistant's Bluetooth stack.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ class OracleParser:
         )
         update = self.device.update(info)
         out: dict[str, Any] = {k.key: v.native_value for k, v in update.entity_values.items()}
-        out.update({k.key: v.native_value for k, v in update.binary_entity_values.items()})
+        # Binary sensors share names with sensors (moisture %, moisture detected): keep both.
+        out.update({f"binary:{k.key}": v.native_value for k, v in update.binary_entity_values.items()})
         out.update({f"event:{k.key}": v.event_type for k, v in update.events.items()})
         out.pop("signal_strength", None)
         return out
