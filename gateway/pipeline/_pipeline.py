@@ -13,6 +13,7 @@ from gateway.api import DeviceConfig, Event, PointConfig, Quality, Reading, Samp
 log = logging.getLogger(__name__)
 
 _GOOD, _BAD, _STALE = Quality.GOOD, Quality.BAD, Quality.STALE
+_NONE_TYPE = type(None)
 
 
 class RulesHook(Protocol):
@@ -153,12 +154,14 @@ class Pipeline:
                     v = v * pt.scale + pt.offset  # type: ignore[operator]
                 if (t is float or not pt.identity) and not -math.inf < v < math.inf:  # type: ignore[operator]
                     v = None  # NaN or infinity: the device sent something unusable
+                    t = _NONE_TYPE
                     q = _BAD
                     self.bad_values += 1
             elif v is None:
                 q = _BAD
             elif t is not bool and t is not str:
                 v, q = self._odd_value(v, pt)
+                t = type(v)
             reading = Reading(device_id, pt.name, v, pt.unit, ts, q)
             pt.last = reading
             normalized.append(reading)

@@ -114,6 +114,21 @@ def test_none_nan_and_odd_values_become_bad() -> None:
     assert p.counters().bad_values == 3
 
 
+def test_unusable_values_after_numbers_with_the_same_quality() -> None:
+    """NaN after a BAD number, an odd type after a number: compared safely, never a crash."""
+    sink = RecordingSink()
+    p = Pipeline({"meter-1": device()}, sink)
+    p.submit(SampleBatch("meter-1", 1.0, (Sample("flow", 5.0, Quality.BAD), Sample("total", 3))))
+    p.submit(SampleBatch("meter-1", 2.0, (Sample("flow", math.nan, Quality.BAD), Sample("total", [3]))))  # type: ignore[arg-type]
+    p.submit(SampleBatch("meter-1", 3.0, (Sample("flow", math.nan, Quality.BAD), Sample("total", [3]))))  # type: ignore[arg-type]
+    assert [(r.ts, r.point, r.value, r.quality) for r in sink.readings] == [
+        (1.0, "flow", 0.05, Quality.BAD),
+        (1.0, "total", 3, Quality.GOOD),
+        (2.0, "flow", None, Quality.BAD),
+        (2.0, "total", None, Quality.BAD),
+    ]
+
+
 def test_unknown_points_and_devices_are_counted_and_dropped() -> None:
     sink = RecordingSink()
     disabled = PointConfig(name="x", enabled=False)
@@ -229,7 +244,7 @@ def test_offline_emits_stale_once_and_recovery_is_reported() -> None:
         st.tuples(
             st.floats(min_value=0.01, max_value=30),  # time step
             st.floats(min_value=-1e6, max_value=1e6, allow_nan=False),  # raw value
-            st.sampled_from([Quality.GOOD, Quality.GOOD, Quality.GOOD, Quality.BAD]),
+            st.sampled_from([Quality.GOOD, Quality.GOOD, Quality.GOOD, Quality.BAD, Quality.STALE]),
         ),
         min_size=1,
         max_size=60,
@@ -276,3 +291,55 @@ async def test_pipeline_into_the_real_outbox(tmp_path: Path) -> None:
         ]
         events = await ob.peek(Lane.EVENT)
         assert [e.record.kind for e in events] == ["high_flow", "high_flow"]  # type: ignore[union-attr]
+
+
+any_value = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=5),
+    st.lists(st.integers(), max_size=2),
+    st.decimals(allow_nan=True),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    batches=st.lists(
+        st.tuples(
+            st.floats(min_value=-1e10, max_value=1e10),
+            st.lists(
+                st.tuples(
+                    st.sampled_from(["flow", "total", "valve", "serial", "temp", "nope"]),
+                    any_value,
+                    st.sampled_from(list(Quality)),
+                ),
+                max_size=6,
+            ),
+        ),
+        max_size=12,
+    ),
+    offline_after=st.integers(0, 12),
+)
+def test_pipeline_never_raises_on_any_input(
+    batches: list[tuple[float, list[tuple[str, object, Quality]]]], offline_after: int
+) -> None:
+    sink = RecordingSink()
+    p = Pipeline({"meter-1": device()}, sink, RecordingRules())
+    total = unknown = stale = 0
+    for i, (ts, samples) in enumerate(batches):
+        if i == offline_after:
+            before = len(sink.readings)
+            p.mark_offline("meter-1", ts)
+            stale = len(sink.readings) - before
+        p.submit(SampleBatch("meter-1", ts, tuple(Sample(n, v, q) for n, v, q in samples)))  # type: ignore[arg-type]
+        total += sum(1 for n, _, _ in samples if n != "nope")
+        unknown += sum(1 for n, _, _ in samples if n == "nope")
+    c = p.counters()
+    assert c.readings_in == total and c.unknown_points == unknown
+    assert c.reported + c.suppressed == total + stale
+    assert c.reported == len(sink.readings)
+    for r in sink.readings:
+        assert r.value is None or type(r.value) in (bool, int, float, str)
+        assert not (isinstance(r.value, float) and not math.isfinite(r.value))
