@@ -100,6 +100,7 @@ class Scanner:
 
     def _heard(self, advert: Advertisement) -> None:
         self._last_heard_mono = self._clock()
+        self._silent_periods = 0  # the radio works: a later silence starts with a restart again
         self.stats.adverts += 1
         self.stats.last_heard = advert.ts
         try:
@@ -144,13 +145,12 @@ class Scanner:
     async def check(self) -> None:
         """One watchdog step: escalate if nothing was heard for `watchdog_s`."""
         if self._clock() - self._last_heard_mono < self.settings.watchdog_s:
-            self._silent_periods = 0
             return
         self._silent_periods += 1
         try:
             if self._silent_periods % 2 == 1:
                 log.warning(
-                    "bus %s: nothing heard for %.0f s, restarting scan",
+                    "bus %s: nothing heard for %g s, restarting scan",
                     self.settings.id,
                     self.settings.watchdog_s,
                 )
