@@ -90,7 +90,7 @@ async def start_bank_server(units: tuple[int, ...] = (1,), *, rtu_framing: bool 
         ignore_missing_devices=True,
     )
     await server.serve_forever(background=True)
-    port = server.transport.sockets[0].getsockname()[1]
+    port = server.transport.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
     return BankServer("127.0.0.1", port, banks, server, ctx)
 
 
@@ -107,7 +107,7 @@ def make_device() -> Callable[..., ModbusDeviceConfig]:
     def make(
         points: dict[str, dict[str, Any]], *, unit: int = 1, bus: str = "b1", **extra: Any
     ) -> ModbusDeviceConfig:
-        return ModbusDeviceConfig(
+        return device_model(
             id=extra.pop("id", f"dev{unit}"),
             bus=bus,
             profile="test",
@@ -118,6 +118,11 @@ def make_device() -> Callable[..., ModbusDeviceConfig]:
         )
 
     return make
+
+
+def device_model(**fields: Any) -> ModbusDeviceConfig:
+    """A device config from plain values, as the config loader gives them (nested tables as dicts)."""
+    return ModbusDeviceConfig.model_validate(fields)
 
 
 def tcp_bus(srv: BankServer, **extra: Any) -> ModbusTcpBusConfig:

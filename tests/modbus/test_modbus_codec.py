@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import struct
+from typing import Any, cast
 
 import pytest
 from hypothesis import given, settings
@@ -51,23 +52,23 @@ def test_integers_round_trip_and_match_pymodbus(type_: str, data: st.DataObject,
     regs = encode_value(value, type_, word_order=word_order, byte_order=byte_order)
     assert len(regs) == TYPES[type_].registers
     assert decode_registers(regs, type_, word_order=word_order, byte_order=byte_order) == value
-    oracle = ModbusClientMixin.convert_to_registers(value, ORACLE_TYPE[type_], word_order)
+    oracle = ModbusClientMixin.convert_to_registers(value, ORACLE_TYPE[type_], cast(Any, word_order))
     if byte_order == "little":
         oracle = swap_bytes(oracle)
     assert list(regs) == oracle
     plain = list(regs) if byte_order == "big" else swap_bytes(list(regs))
-    assert ModbusClientMixin.convert_from_registers(plain, ORACLE_TYPE[type_], word_order) == value
+    assert ModbusClientMixin.convert_from_registers(plain, ORACLE_TYPE[type_], cast(Any, word_order)) == value
 
 
 @pytest.mark.parametrize("type_", ["float32", "float64"])
 @given(data=st.data(), order=orders)
 def test_floats_round_trip_and_match_pymodbus(type_: str, data: st.DataObject, order: str) -> None:
     width = 32 if type_ == "float32" else 64
-    value = data.draw(st.floats(width=width, allow_nan=False))
+    value = data.draw(st.floats(width=cast(Any, width), allow_nan=False))
     word_order, byte_order = ORDERS[order]
     regs = encode_value(value, type_, word_order=word_order, byte_order=byte_order)
     assert decode_registers(regs, type_, word_order=word_order, byte_order=byte_order) == value
-    oracle = ModbusClientMixin.convert_to_registers(value, ORACLE_TYPE[type_], word_order)
+    oracle = ModbusClientMixin.convert_to_registers(value, ORACLE_TYPE[type_], cast(Any, word_order))
     if byte_order == "little":
         oracle = swap_bytes(oracle)
     assert list(regs) == oracle

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import device_model
 from pydantic import ValidationError
 
 from drivers.modbus import RTU_DRIVER, RTU_OVER_TCP_DRIVER, TCP_DRIVER
@@ -67,7 +68,7 @@ def test_good_points_and_register_counts() -> None:
 
 def test_device_model_narrows_address_and_limits() -> None:
     base = {"id": "m1", "bus": "b", "profile": "p", "location": {"address_code": "320508"}}
-    device = ModbusDeviceConfig(address=17, **base)
+    device = device_model(address=17, **base)
     assert (device.max_request_registers, device.max_request_bits, device.max_gap) == (125, 2000, 10)
     for bad in (
         {"address": 248},
@@ -78,11 +79,9 @@ def test_device_model_narrows_address_and_limits() -> None:
         {"address": 1, "timeout_s": 0},
     ):
         with pytest.raises(ValidationError):
-            ModbusDeviceConfig(**base, **bad)
+            device_model(**base, **bad)
     with pytest.raises(ValidationError) as info:
-        ModbusDeviceConfig(
-            address=1, points={"x": {"table": "input", "address": 0, "writable": True}}, **base
-        )
+        device_model(address=1, points={"x": {"table": "input", "address": 0, "writable": True}}, **base)
     assert info.value.errors()[0]["loc"][:2] == ("points", "x")
     assert "read-only" in str(info.value)
 
@@ -97,11 +96,11 @@ def test_bus_models() -> None:
     over = ModbusRtuOverTcpBusConfig(id="g", host="gw.local", port=8899)
     assert over.protocol == "modbus_rtu_over_tcp"
     with pytest.raises(ValidationError):
-        ModbusTcpBusConfig(id="t", host="h", protocol="modbus_rtu")
+        ModbusTcpBusConfig.model_validate({"id": "t", "host": "h", "protocol": "modbus_rtu"})
     with pytest.raises(ValidationError):
         ModbusRtuBusConfig(id="r", port="")
     with pytest.raises(ValidationError):
-        ModbusRtuBusConfig(id="r", port="/dev/x", parity="X")
+        ModbusRtuBusConfig.model_validate({"id": "r", "port": "/dev/x", "parity": "X"})
     with pytest.raises(ValidationError):
         ModbusTcpBusConfig(id="t", host="h", port=70000)
 
@@ -116,7 +115,7 @@ def test_shipped_profiles_are_valid_and_documented(path: Path) -> None:
     assert data["poll_interval_s"] > 0
     points = data["points"]
     assert points
-    device = ModbusDeviceConfig(
+    device = device_model(
         id="d",
         bus="b",
         profile=data["id"],
@@ -142,7 +141,7 @@ def test_profiles_ship_the_three_device_types() -> None:
 
 def test_power_meter_plan_is_compact() -> None:
     data = tomllib.loads(PROFILES[0].read_text())
-    device = ModbusDeviceConfig(
+    device = device_model(
         id="d",
         bus="b",
         profile="p",

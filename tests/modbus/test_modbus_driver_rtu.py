@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import serial
-from conftest import LOCATION, free_port
+from conftest import LOCATION, device_model, free_port
 
 from drivers.modbus._channel import silent_interval_s
 from drivers.modbus.codec import build_rtu_frame, crc16
@@ -23,7 +23,7 @@ from hil.sim.modbus import PROFILES_DIR, ModbusBuilding, PtyLink, SimDevice, Sim
 
 def profile_device(profile: str, unit: int, bus: str = "rs485") -> ModbusDeviceConfig:
     data = tomllib.loads((PROFILES_DIR / f"{profile}.toml").read_text())
-    return ModbusDeviceConfig(
+    return device_model(
         id=f"{profile}-{unit}",
         bus=bus,
         profile=profile,
@@ -221,7 +221,7 @@ unit = "°C"
     port = free_port()
     endpoint = await serve_rtu([sim], url=f"socket://127.0.0.1:{port}")
     data = tomllib.loads(profile.read_text())
-    device = ModbusDeviceConfig(
+    device = device_model(
         id="act", bus="rs485", profile=data["id"], address=5, location=LOCATION, points=data["points"]
     )
     driver = ModbusDriver(
