@@ -151,7 +151,10 @@ class Pipeline:
             t = type(v)
             if t is float or t is int:
                 if not pt.identity:
-                    v = v * pt.scale + pt.offset  # type: ignore[operator]
+                    try:
+                        v = v * pt.scale + pt.offset  # type: ignore[operator]
+                    except OverflowError:  # an int beyond float range
+                        v = math.inf
                 if (t is float or not pt.identity) and not -math.inf < v < math.inf:  # type: ignore[operator]
                     v = None  # NaN or infinity: the device sent something unusable
                     t = _NONE_TYPE

@@ -81,8 +81,9 @@ def encode_event(event: Event) -> str:
             ensure_ascii=False,
             allow_nan=True,
         )
-    except (TypeError, ValueError) as err:
-        what = f"event {event.id} ({event.kind} on {event.device_id})"
+    except (TypeError, ValueError, AttributeError) as err:
+        ident = (getattr(event, name, "?") for name in ("id", "kind", "device_id"))
+        what = "event {} ({} on {})".format(*ident)
         raise RecordError(what, f"not storable: {err}") from err
 
 

@@ -24,7 +24,7 @@ from gateway.store._codec import (
     encode_event,
 )
 from gateway.store._config import MIB
-from gateway.store._errors import SchemaVersionError, StoreBusyError, StoreError
+from gateway.store._errors import RecordError, SchemaVersionError, StoreBusyError, StoreError
 from gateway.store._schema import current_version, latest_version, migrate
 from gateway.store._stats import LANE_DROPPED_KEY, LANE_TABLE, Lane, StoreStats, query_stats
 
@@ -145,9 +145,12 @@ class Outbox:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 if readings:
+                    try:
+                        rows = self._reading_rows(readings, first)
+                    except (AttributeError, TypeError, KeyError) as err:
+                        raise RecordError("reading", f"not storable: {err!r}") from err
                     conn.executemany(
-                        "INSERT INTO readings (seq, ts, series, kind, value) VALUES (?, ?, ?, ?, ?)",
-                        self._reading_rows(readings, first),
+                        "INSERT INTO readings (seq, ts, series, kind, value) VALUES (?, ?, ?, ?, ?)", rows
                     )
                 if events:
                     start = first + len(readings)
@@ -163,6 +166,8 @@ class Outbox:
                     conn.execute("ROLLBACK")
                 self._reload_series()
                 raise
+        except sqlite3.IntegrityError as err:  # e.g. a reading whose ts is None
+            raise RecordError("reading or event", f"not storable: {err}") from err
         except sqlite3.Error as err:
             raise _busy_or_store(self.path, err) from err
         self._next_seq = first + n

@@ -241,9 +241,9 @@ class OutboxWriter:
 def _storable(reading: Reading) -> bool:
     try:
         encode_value(reading.value)
-    except RecordError:
+        return isinstance(reading, Reading) and isinstance(reading.ts, int | float)
+    except Exception:
         return False
-    return True
 
 
 def _storable_event(event: Event) -> bool:

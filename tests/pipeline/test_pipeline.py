@@ -343,3 +343,12 @@ def test_pipeline_never_raises_on_any_input(
     for r in sink.readings:
         assert r.value is None or type(r.value) in (bool, int, float, str)
         assert not (isinstance(r.value, float) and not math.isfinite(r.value))
+
+
+def test_huge_int_with_scaling_is_bad_not_a_crash() -> None:
+    sink = RecordingSink()
+    p = Pipeline({"meter-1": device()}, sink)
+    p.submit(batch(1.0, flow=10**400, total=10**400))
+    got = {r.point: r for r in sink.readings}
+    assert got["flow"].value is None and got["flow"].quality is Quality.BAD
+    assert got["total"].value == 10**400  # unscaled ints are kept exactly

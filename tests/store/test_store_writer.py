@@ -192,3 +192,14 @@ def test_bad_settings_are_refused(tmp_path: Path) -> None:
         OutboxWriter(ob, max_latency_s=0)
     with pytest.raises(ValueError):
         OutboxWriter(ob, max_rows=100, max_backlog=10)
+
+
+async def test_garbage_records_are_rejected_never_retried_forever(outbox: AsyncOutbox) -> None:
+    writer = OutboxWriter(outbox)
+    no_ts = Reading("d", "p", 1.0, "", None)  # type: ignore[arg-type]
+    writer.put_readings([*readings(2), "not a reading", no_ts, *readings(1, 2)])  # type: ignore[list-item]
+    writer.put_event("not an event")  # type: ignore[arg-type]
+    await asyncio.wait_for(writer.flush(), 5.0)
+    c = writer.counters()
+    assert c.rejected == 3 and c.committed_readings == 3 and c.failed_commits == 0
+    assert [r.record.value for r in await outbox.peek(Lane.TELEMETRY)] == [0.0, 1.0, 2.0]  # type: ignore[union-attr]
