@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,12 @@ from drivers.modbus.config import ModbusBusConfig, ModbusRtuBusConfig, ModbusTcp
 from gateway.api import ChannelError, DeviceExceptionError, DeviceTimeoutError, FrameError
 
 _NEVER_DISCONNECT = 1_000_000_000
+
+# pymodbus logs every timeout and dropped frame at ERROR. The driver raises a typed error for each
+# and the bus owner logs once per device state change, so pymodbus' lines would only repeat them
+# (and flood the log from one silent device). A level set explicitly by the operator is kept.
+if logging.getLogger("pymodbus").level == logging.NOTSET:
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 READ_FUNCTION: dict[str, int] = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 
@@ -175,6 +182,11 @@ class ModbusChannel:
             try:
                 response = await call(client)
             except ModbusIOException as err:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # pymodbus turns a cancellation into ModbusIOException; the owner's timeout
+                    # or shutdown must still see CancelledError.
+                    raise asyncio.CancelledError from err
                 if self._rx:
                     raise self._frame_error(unit) from err
                 raise DeviceTimeoutError(device_id, points, timeout_s) from err

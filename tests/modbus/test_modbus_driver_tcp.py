@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -467,3 +468,36 @@ async def test_rtu_over_tcp(make_device: MakeDevice) -> None:
     finally:
         await driver.close()
         await srv.server.shutdown()
+
+
+async def test_cancelled_read_stays_cancelled_and_the_channel_stays_usable(
+    bank_server: BankServer, make_device: MakeDevice
+) -> None:
+    silent = make_device({"v": {"table": "holding", "address": 0}}, unit=9)
+    alive = make_device({"v": {"table": "holding", "address": 0}}, unit=1)
+    driver = ModbusDriver(tcp_bus(bank_server, timeout_s=5.0), [silent, alive])
+    await driver.open()
+    try:
+        # The owner's own deadline cancels the read: that must surface as a cancellation
+        # (TimeoutError from wait_for), not be turned into a device error.
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(driver.read(silent, driver.plan(silent)[0]), 0.1)
+        assert [s.value for s in await driver.read(alive, driver.plan(alive)[0])] == [0]
+    finally:
+        await driver.close()
+
+
+async def test_pymodbus_does_not_log_what_the_driver_raises(
+    bank_server: BankServer, make_device: MakeDevice, caplog: pytest.LogCaptureFixture
+) -> None:
+    silent = make_device({"v": {"table": "holding", "address": 0}}, unit=9)
+    driver = ModbusDriver(tcp_bus(bank_server, timeout_s=0.05), [silent])
+    await driver.open()
+    try:
+        with caplog.at_level(logging.INFO):
+            for _ in range(3):
+                with pytest.raises(DeviceTimeoutError):
+                    await driver.read(silent, driver.plan(silent)[0])
+    finally:
+        await driver.close()
+    assert [r for r in caplog.records if r.name.startswith("pymodbus") and r.levelno >= logging.ERROR] == []
