@@ -63,6 +63,10 @@ class Condition:
     def on_tick(self, now: float) -> bool | None:
         return None
 
+    def on_alarm(self, active: bool) -> None:
+        """The alarm was raised (True) or cleared (False): conditions with hysteresis switch limits."""
+        return None
+
     def snapshot(self) -> list[Any]:
         return []
 
@@ -85,12 +89,14 @@ class ThresholdCondition(Condition):
         self.value = x
         above, below = self.above, self.below
         if self.state:
-            # Hysteresis: once out of range, back in range only past the limit by `hyst`.
+            # Raised: back in range only past the limit by `hyst`. Not while pending: the hold time
+            # must see the plain limit, or one noisy value past it would be latched by the hysteresis.
             h = self.hyst
-            self.state = (above is not None and x > above - h) or (below is not None and x < below + h)
-        else:
-            self.state = (above is not None and x > above) or (below is not None and x < below)
-        return self.state
+            return (above is not None and x > above - h) or (below is not None and x < below + h)
+        return (above is not None and x > above) or (below is not None and x < below)
+
+    def on_alarm(self, active: bool) -> None:
+        self.state = active
 
     def snapshot(self) -> list[Any]:
         return [self.state]
@@ -188,13 +194,14 @@ class SlidingUse(Condition):
     """Use in a sliding window, in bins of `bin_s`: a ring of bins and a running sum."""
 
     __slots__ = ("above", "below", "bin_s", "bins", "head", "meter", "since", "stale_s", "total", "window_s")
-    time_driven = True
 
     def __init__(self, rule: ConsumptionRule) -> None:
         super().__init__()
         self.meter = MeterTrack(rule.rollover_at, rule.max_step)
         self.bin_s, self.window_s = rule.bin_s, rule.window_s
-        self.bins = [0.0] * max(1, math.ceil(rule.window_s / rule.bin_s))
+        # One bin more than the window: the newest bin is partly elapsed, and "no use in 12 h" must
+        # cover at least 12 h (never raise early); the window is window_s .. window_s + bin_s.
+        self.bins = [0.0] * (max(1, math.ceil(rule.window_s / rule.bin_s)) + 1)
         self.head = -1  # absolute index of the newest bin
         self.total = 0.0
         self.since: float | None = None  # start of continuous observation
@@ -245,10 +252,6 @@ class SlidingUse(Condition):
         if self.since is None or ts - self.since < self.window_s:
             return None
         return True
-
-    def on_tick(self, now: float) -> bool | None:
-        # Stale meter: the window is unknown; keep the alarm as it is (the missing rule reports it).
-        return None
 
     def snapshot(self) -> list[Any]:
         return [self.meter.snapshot(), self.bins, self.head, self.total, self.since]

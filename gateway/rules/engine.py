@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -289,6 +290,7 @@ class RuleEngine:
 
     def _emit(self, inst: RuleInstance, tr: Transition, ts: float, out: list[Event]) -> None:
         raised = tr is Transition.RAISE
+        inst.cond.on_alarm(raised)
         if raised:
             inst.raised_at = ts
         rule = inst.rule
@@ -304,6 +306,24 @@ class RuleEngine:
         for parent in inst.parents:
             assert isinstance(parent.cond, CompositeCondition)
             self._update(parent, parent.cond.evaluate(), ts, out)
+
+    @property
+    def waiting(self) -> int:
+        """Alarms waiting on a hold time."""
+        return len(self._waiting)
+
+    def next_deadline(self, now: float) -> float:
+        """When the next hold time runs out (inf if none): a replay ticks then instead of every second.
+
+        A pending alarm held back by suppression is re-checked a minute later (quiet hours have
+        minute resolution; `set_away` takes effect at the next tick).
+        """
+        best = math.inf
+        for inst in self._waiting:
+            a = inst.alarm
+            due = a.since + (a.hold_s if a.phase is AlarmPhase.PENDING else a.clear_hold_s)
+            best = min(best, due if due > now else now + 60.0)
+        return best
 
     # -- operator controls -----------------------------------------------------------------------
 

@@ -1,0 +1,12 @@
+"""Labelled synthetic data for the rule packs and the harness that scores them (issue 6).
+
+`python -m hil.eval` (or hil/bench/rules_eval.py) generates every scenario with a fixed seed,
+replays it through the real pipeline and rule engine, and prints precision, recall, F1 and
+detection delay per pack. The detectors never see the labels: the harness only compares.
+"""
+
+from hil.eval.harness import PackScore, evaluate, replay
+from hil.eval.model import Episode, Scenario
+from hil.eval.scenarios import SCENARIOS, build_all
+
+__all__ = ["SCENARIOS", "Episode", "PackScore", "Scenario", "build_all", "evaluate", "replay"]
