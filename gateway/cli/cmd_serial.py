@@ -1,0 +1,235 @@
+"""`citynerve diag dlt645 | cjt188 ...`: commissioning RS-485 meters at the meter box.
+
+Two ways to reach the line:
+- `--bus ID` (with `-c CONFIG`): the configured bus, through the running gateway's bus owner when it
+  runs (never two masters on one RS-485 line), else the port directly (`gateway.diagbus`);
+- `--port PATH` (with --baud/--parity): a laptop on a line no gateway config knows yet.
+Drivers are found through the `citynerve.drivers` entry points. Exit 1 when the meter does not answer
+or answers with an error, 2 for bad input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from importlib.metadata import entry_points
+from typing import Any
+
+import click
+from pydantic import ValidationError
+from rich.table import Table
+
+from gateway.api import DriverSpec, GatewayError, PermanentError
+from gateway.cli._common import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    config_option,
+    console,
+    fail,
+    json_option,
+    load_or_exit,
+    print_json,
+)
+from gateway.cli._groups import diag
+from gateway.diagbus import bus_diag
+
+
+def _spec(protocol: str) -> DriverSpec:
+    for ep in entry_points(group="citynerve.drivers"):
+        if ep.name == protocol:
+            try:
+                spec = ep.load()
+            except Exception as err:
+                fail(f"driver {protocol!r} failed to load: {err}")
+            if isinstance(spec, DriverSpec):
+                return spec
+    fail(f"no driver for protocol {protocol!r} is installed")
+
+
+async def _direct(
+    protocol: str, port: str, serial: dict[str, Any], timeout_s: float, action: str, params: dict[str, Any]
+) -> dict[str, Any]:
+    spec = _spec(protocol)
+    try:
+        bus = spec.bus_model.model_validate(
+            {"id": "cli", "protocol": protocol, "timeout_s": timeout_s, "serial": {"port": port, **serial}}
+        )
+    except ValidationError as err:
+        raise click.BadParameter(str(err.errors()[0]["msg"])) from err
+    driver = spec.factory(bus, [])
+    try:
+        await driver.open()
+        return await driver.diag(action, params)
+    finally:
+        await driver.close()
+
+
+def _run(protocol: str, opts: dict[str, Any], action: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Run one diag action by --bus (config) or --port; turn typed errors into one line and an exit code."""
+    if bool(opts["bus_id"]) == bool(opts["port"]):
+        raise click.UsageError("give either --bus (a configured bus) or --port (a serial port)")
+    try:
+        if opts["port"]:
+            serial = {"baudrate": opts["baud"], "parity": opts["parity"]}
+            serial = {k: v for k, v in serial.items() if v is not None}
+            return asyncio.run(_direct(protocol, opts["port"], serial, opts["timeout_s"], action, params))
+        cfg = load_or_exit(opts["config_path"])
+        bus = next((b for b in cfg.buses if b.id == opts["bus_id"]), None)
+        if bus is not None and bus.protocol != protocol:
+            fail(f"bus {bus.id} speaks {bus.protocol}, not {protocol}", EXIT_INVALID)
+        return asyncio.run(bus_diag(cfg, opts["bus_id"], action, params))
+    except PermanentError as err:
+        fail(str(err), EXIT_INVALID)
+    except GatewayError as err:
+        fail(str(err), EXIT_FAILED)
+
+
+def _line_options(f: Any) -> Any:
+    for option in reversed(
+        [
+            config_option,
+            click.option("--bus", "bus_id", help="Bus id from the config."),
+            click.option("--port", help="Serial port instead of a configured bus, e.g. /dev/ttyUSB0."),
+            click.option("--baud", type=click.IntRange(300, 115200), help="With --port (default 2400)."),
+            click.option("--parity", type=click.Choice(["E", "N", "O"]), help="With --port (default E)."),
+            click.option(
+                "--timeout",
+                "timeout_s",
+                type=click.FloatRange(0.05, 30),
+                default=1.0,
+                show_default=True,
+                help="Reply timeout (s).",
+            ),
+            json_option,
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def _show(title: str, result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(result)
+        return
+    table = Table(title=title, show_header=False)
+    for key, value in result.items():
+        table.add_row(f"[bold]{key}[/]", str(value).replace("[", r"\["))
+    console.print(table)
+
+
+# -- DL/T 645 ----------------------------------------------------------------------------------------
+
+
+@diag.group("dlt645")
+def dlt645_group() -> None:
+    """DL/T 645 electricity meters: find a meter's address, read one data identifier (DI)."""
+
+
+@dlt645_group.command("read-address")
+@_line_options
+def dlt645_read_address(**opts: Any) -> None:
+    """Ask the only meter on the line for its address (function 13, AA..AA wildcard).
+
+    Only valid with one meter connected: several meters would all answer at once.
+    """
+    result = _run("dlt645", opts, "read-address", {})
+    _show("DL/T 645 meter", result, opts["as_json"])
+
+
+@dlt645_group.command("read")
+@_line_options
+@click.option("--address", required=True, help="Meter address, 12 digits (as printed), or a device id.")
+@click.option("--di", required=True, help="Data identifier, e.g. 00010000 (2007) or 9010 (1997).")
+@click.option(
+    "--meter-version", "version", type=click.Choice(["2007", "1997"]), default="2007", show_default=True
+)
+@click.option("--length", type=click.IntRange(1, 64), help="Bytes of a DI that is not in the built-in table.")
+@click.option("--decimals", type=click.IntRange(0, 8), help="Implied decimals of that DI.")
+@click.option("--signed/--unsigned", default=None, help="Top bit is a sign (BCD).")
+@click.option("--format", "fmt", type=click.Choice(["bcd", "binary", "hex", "ascii"]), help="Value format.")
+def dlt645_read(
+    address: str,
+    di: str,
+    version: str,
+    length: int | None,
+    decimals: int | None,
+    signed: bool | None,
+    fmt: str | None,
+    **opts: Any,
+) -> None:
+    """Read one DI of one meter and show the value with its unit."""
+    params = {
+        "address": address,
+        "di": di,
+        "version": version,
+        "length": length,
+        "decimals": decimals,
+        "signed": signed,
+        "format": fmt,
+    }
+    result = _run("dlt645", opts, "read-di", {k: v for k, v in params.items() if v is not None})
+    _show(f"DL/T 645 meter {address}", result, opts["as_json"])
+
+
+# -- CJ/T 188 ----------------------------------------------------------------------------------------
+
+
+@diag.group("cjt188")
+def cjt188_group() -> None:
+    """CJ/T 188 water, gas and heat meters: find the address, read current values, open/close the valve."""
+
+
+@cjt188_group.command("read-address")
+@_line_options
+@click.option(
+    "--di-order",
+    type=click.Choice(["901F", "1F90"]),
+    default="901F",
+    show_default=True,
+    help="DI byte order the meter expects (2004 style 901F, 2018 style 1F90).",
+)
+def cjt188_read_address(di_order: str, **opts: Any) -> None:
+    """Ask the only meter on the line for its address and type (03, DI 810A, AA..AA wildcard)."""
+    result = _run("cjt188", opts, "read-address", {"di_order": di_order})
+    _show("CJ/T 188 meter", result, opts["as_json"])
+
+
+_type_option = click.option(
+    "--type",
+    "meter_type",
+    default="10",
+    show_default=True,
+    help="Meter type byte in hex: 10 cold water, 11 hot water, 20 heat, 30 gas.",
+)
+_order_option = click.option(
+    "--di-order",
+    type=click.Choice(["901F", "1F90"]),
+    default="901F",
+    show_default=True,
+    help="DI byte order (2004 style 901F, 2018 style 1F90).",
+)
+
+
+@cjt188_group.command("read")
+@_line_options
+@click.option("--address", required=True, help="Meter address, 14 digits, or a device id.")
+@_type_option
+@_order_option
+def cjt188_read(address: str, meter_type: str, di_order: str, **opts: Any) -> None:
+    """Read the meter's current values (901F): flows with units, meter time, valve, battery."""
+    result = _run(
+        "cjt188", opts, "read", {"address": address, "meter_type": meter_type, "di_order": di_order}
+    )
+    _show(f"CJ/T 188 meter {address}", result, opts["as_json"])
+
+
+@cjt188_group.command("valve")
+@_line_options
+@click.option("--address", required=True, help="Meter address, 14 digits, or a device id.")
+@click.option("--state", type=click.Choice(["open", "close"]), required=True, help="Open or close the valve.")
+@_type_option
+@_order_option
+def cjt188_valve(address: str, state: str, meter_type: str, di_order: str, **opts: Any) -> None:
+    """Open or close a meter's valve (04, DI A017: 55 open, 99 close)."""
+    params = {"address": address, "state": state, "meter_type": meter_type, "di_order": di_order}
+    result = _run("cjt188", opts, "valve", params)
+    _show(f"CJ/T 188 meter {address}", result, opts["as_json"])

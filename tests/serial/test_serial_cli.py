@@ -1,0 +1,173 @@
+"""`citynerve diag decode` and `citynerve diag dlt645|cjt188`: help, JSON, exit codes, real meters
+(simulated on a pty; the CLI runs as a real subprocess)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from drivers.dlt645 import codec
+from gateway.cli import main
+from hil.sim.serial import SerialMeterBus, SimCjt188Meter, SimDlt645Meter
+
+CITYNERVE = str(Path(sys.executable).with_name("citynerve"))
+ENERGY_REPLY = "68 61 01 00 00 00 00 68 91 08 33 33 34 33 59 33 33 33 8A 16"
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+def test_decode_help_names_kinds() -> None:
+    code, out = invoke("diag", "decode", "--help")
+    assert code == 0 and "modbus-rtu, dlt645, cjt188 or bthome" in out and "--json" in out
+
+
+def test_decode_dlt645_json_and_rich() -> None:
+    code, out = invoke("diag", "decode", "dlt645", ENERGY_REPLY, "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["valid"] and doc["value"] == 0.26 and doc["unit"] == "kWh"
+    assert doc["checksum"] == {"expected": "8A", "found": "8A", "ok": True} and doc["di"] == "00010000"
+    code, out = invoke("diag", "decode", "dlt645", *ENERGY_REPLY.split())
+    assert code == 0 and "forward active total energy" in out and "kWh" in out
+
+
+def test_decode_bad_checksum_exits_1_with_verdict() -> None:
+    code, out = invoke("diag", "decode", "dlt645", ENERGY_REPLY.replace("8A 16", "8B 16"), "--json")
+    doc = json.loads(out)
+    assert (
+        code == 1 and not doc["valid"] and doc["checksum"] == {"expected": "8A", "found": "8B", "ok": False}
+    )
+
+
+def test_decode_cjt188_and_options() -> None:
+    code, out = invoke(
+        "diag", "decode", "cjt188", "68 10 12 00 00 00 00 00 00 01 03 90 1F 00 3D 16", "--json"
+    )
+    assert code == 0 and json.loads(out)["di_name"] == "current readings"
+    code, out = invoke(
+        "diag",
+        "decode",
+        "dlt645",
+        codec.build_reply("000000000161", 0x01, bytes.fromhex("10 90 00 90 00 00")).hex(" "),
+        "--version",
+        "1997",
+        "--json",
+    )
+    doc = json.loads(out)
+    assert code == 0 and doc["version"] == "1997" and doc["di"] == "9010" and doc["value"] == 90.0
+
+
+def test_decode_modbus_and_bthome_through_entry_points() -> None:
+    code, out = invoke("diag", "decode", "modbus-rtu", "01 03 00 00 00 02 C4 0B", "--json")
+    assert code == 0 and json.loads(out)["crc"]["ok"] is True
+    code, out = invoke("diag", "decode", "bthome", "40 02 C4 09", "--json")  # temperature 25.00 °C
+    assert code == 0, out
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "text"),
+    [
+        (("dlt645", "68 6Z"), 2, "not a hex digit"),
+        (("dlt645", "686"), 2, "odd number"),
+        (("nosuch", "68"), 2, "no decoder 'nosuch'"),
+        (("dlt645", "68 01"), 1, "not a valid dlt645 frame"),
+        (("dlt645", "68", "-o", "bad"), 2, "KEY=VALUE"),
+    ],
+)
+def test_decode_bad_input_one_line(args: tuple[str, ...], code: int, text: str) -> None:
+    got, out = invoke("diag", "decode", *args)
+    assert got == code and text in out and "Traceback" not in out
+
+
+async def cli(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        CITYNERVE, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_dlt645_commands_on_a_port() -> None:
+    meter = SimDlt645Meter("000000000161", values={0x00010000: 0.26})
+    async with SerialMeterBus(meters=[meter]) as bus:
+        code, out, err = await cli("diag", "dlt645", "read-address", "--port", bus.port, "--json")
+        assert code == 0, err
+        assert json.loads(out)["address"] == "000000000161"
+        code, out, err = await cli(
+            "diag",
+            "dlt645",
+            "read",
+            "--port",
+            bus.port,
+            "--address",
+            "000000000161",
+            "--di",
+            "00010000",
+            "--json",
+        )
+        assert code == 0, err
+        assert json.loads(out) == {
+            "address": "000000000161",
+            "di": "00010000",
+            "name": "forward active total energy",
+            "value": 0.26,
+            "unit": "kWh",
+        }
+        code, out, err = await cli(
+            "diag",
+            "dlt645",
+            "read",
+            "--port",
+            bus.port,
+            "--address",
+            "000000000999",
+            "--di",
+            "00010000",
+            "--timeout",
+            "0.2",
+        )
+        assert code == 1 and "no answer" in err and "Traceback" not in err
+
+
+async def test_cjt188_commands_on_a_port() -> None:
+    meter = SimCjt188Meter("00000000000012", flow_m3=5.5)
+    async with SerialMeterBus(meters=[meter]) as bus:
+        code, out, err = await cli("diag", "cjt188", "read-address", "--port", bus.port, "--json")
+        assert code == 0, err
+        assert json.loads(out)["address"] == "00000000000012"
+        code, out, err = await cli(
+            "diag",
+            "cjt188",
+            "valve",
+            "--port",
+            bus.port,
+            "--address",
+            "00000000000012",
+            "--state",
+            "close",
+            "--json",
+        )
+        assert code == 0, err
+        assert meter.valve == "closed"
+        code, out, err = await cli(
+            "diag", "cjt188", "read", "--port", bus.port, "--address", "00000000000012"
+        )
+        assert code == 0 and "5.5" in out and "closed" in out
+
+
+async def test_serial_command_bad_input() -> None:
+    code, _, err = await cli("diag", "dlt645", "read-address")
+    assert code == 2 and "either --bus" in err
+    code, _, err = await cli("diag", "dlt645", "read-address", "--port", "/nonexistent/ttyUSB9")
+    assert code == 1 and "cannot open" in err and "Traceback" not in err
+    code, _, err = await cli(
+        "diag", "dlt645", "read", "--port", "/nonexistent/ttyUSB9", "--address", "12", "--di", "00010000"
+    )
+    assert code != 0 and "Traceback" not in err
