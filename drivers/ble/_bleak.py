@@ -43,9 +43,9 @@ class BleakBackend(ScannerBackend):
 
     def _make(self, passive: bool) -> Any:
         from bleak import BleakScanner
+        from bleak.args.bluez import BlueZScannerArgs, OrPattern
 
         if passive:
-            from bleak.args.bluez import BlueZScannerArgs, OrPattern
             from bleak.assigned_numbers import AdvertisementDataType
 
             # Passive scanning on BlueZ needs a monitor pattern: match BTHome service data.

@@ -6,6 +6,7 @@ under a name and use `transport = "virtual:<name>"` in the bus config).
 """
 
 from hil.sim.ble.advertiser import VirtualAdvertiser, VirtualRadio
+from hil.sim.ble.dongle import VirtualDongle, free_tcp_port
 from hil.sim.ble.firmware import FirmwareAdvert, run_scenario
 from hil.sim.ble.nodes import BTHomeNode, ManholeCoverNode
 
@@ -14,6 +15,8 @@ __all__ = [
     "FirmwareAdvert",
     "ManholeCoverNode",
     "VirtualAdvertiser",
+    "VirtualDongle",
     "VirtualRadio",
+    "free_tcp_port",
     "run_scenario",
 ]

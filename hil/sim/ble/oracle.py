@@ -2,7 +2,8 @@
 
 `bthome_ble_values(service_data, mac, key)` returns what that parser makes of one payload, keyed
 the way it names things (`temperature`, `rotation`, `opening`, `distance`, ...; repeated objects
-get `_1`, `_2`; binary sensors are prefixed `binary:`). Not for runtime use: it pulls in much of Home Assistant's Bluetooth stack.
+get `_1`, `_2`; binary sensors are prefixed `binary:`). Not for runtime use: it pulls in much
+of Home Assistant's Bluetooth stack.
 """
 
 from __future__ import annotations
