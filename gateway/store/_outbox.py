@@ -85,6 +85,10 @@ class Outbox:
         self._series: dict[tuple[str, str, str], int] = {}
         self._series_by_id: dict[int, tuple[str, str, str]] = {}
         self._row_bytes = dict(_ROW_BYTES_GUESS)
+        # Rows per lane, counted once on the first stats() and kept up to date after (a count(*)
+        # of a full outbox is a scan of the table, which would stall commits on a Pi).
+        self._rows: dict[Lane, int] | None = None
+        self._trimmed: dict[Lane, int] = {}
         parent = os.path.dirname(os.path.abspath(self.path))
         try:
             os.makedirs(parent, exist_ok=True)
@@ -143,6 +147,7 @@ class Outbox:
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
+            self._trimmed = {}
             try:
                 if readings:
                     try:
@@ -171,7 +176,13 @@ class Outbox:
         except sqlite3.Error as err:
             raise _busy_or_store(self.path, err) from err
         self._next_seq = first + n
+        self._count(Lane.TELEMETRY, len(readings) - self._trimmed.get(Lane.TELEMETRY, 0))
+        self._count(Lane.EVENT, len(events) - self._trimmed.get(Lane.EVENT, 0))
         return (first, first + n - 1)
+
+    def _count(self, lane: Lane, delta: int) -> None:
+        if self._rows is not None:
+            self._rows[lane] += delta
 
     def _reading_rows(self, readings: Sequence[Reading], first: int) -> list[tuple[object, ...]]:
         # The hot path: one tuple per reading, common types handled inline.
@@ -250,6 +261,7 @@ class Outbox:
                 dropped = cur.rowcount
                 if dropped <= 0:
                     break
+                self._trimmed[lane] = self._trimmed.get(lane, 0) + dropped
                 self._conn.execute(
                     "UPDATE counters SET value = value + ? WHERE name = ?", (dropped, LANE_DROPPED_KEY[lane])
                 )
@@ -311,7 +323,9 @@ class Outbox:
             cur = self._conn.execute(f"DELETE FROM {LANE_TABLE[Lane(lane)]} WHERE seq <= ?", (upto_seq,))
         except sqlite3.Error as err:
             raise _busy_or_store(self.path, err) from err
-        return max(cur.rowcount, 0)
+        n = max(cur.rowcount, 0)
+        self._count(Lane(lane), -n)
+        return n
 
     def ack_seqs(self, seqs: Iterable[int]) -> int:
         """Delete the rows with exactly these seqs (any lane); returns how many existed."""
@@ -322,10 +336,10 @@ class Outbox:
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                n = 0
-                for table in LANE_TABLE.values():
+                deleted: dict[Lane, int] = {}
+                for lane, table in LANE_TABLE.items():
                     cur = conn.executemany(f"DELETE FROM {table} WHERE seq = ?", params)
-                    n += max(cur.rowcount, 0)
+                    deleted[lane] = max(cur.rowcount, 0)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -333,7 +347,9 @@ class Outbox:
                 raise
         except sqlite3.Error as err:
             raise _busy_or_store(self.path, err) from err
-        return n
+        for lane, k in deleted.items():
+            self._count(lane, -k)
+        return sum(deleted.values())
 
     # -- state and figures -----------------------------------------------------------------------
 
@@ -365,9 +381,12 @@ class Outbox:
         try:
             self._conn.execute("BEGIN")
             try:
-                return query_stats(self._conn, self.path)
+                stats = query_stats(self._conn, self.path, self._rows)
             finally:
                 self._conn.execute("COMMIT")
+            if self._rows is None:
+                self._rows = {s.lane: s.rows for s in stats.lanes}
+            return stats
         except sqlite3.Error as err:
             raise _busy_or_store(self.path, err) from err
 

@@ -68,18 +68,23 @@ def _size(path: str) -> int:
         return 0
 
 
-def query_stats(conn: sqlite3.Connection, path: str) -> StoreStats:
-    """Stats read through `conn` (any connection to a migrated file; runs in a read transaction)."""
+def query_stats(conn: sqlite3.Connection, path: str, rows: dict[Lane, int] | None = None) -> StoreStats:
+    """Stats read through `conn` (any connection to a migrated file; runs in a read transaction).
+
+    `rows`: row counts per lane the caller already knows (counting a big table is a full scan)."""
     version = int(conn.execute("PRAGMA user_version").fetchone()[0])
     counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
     lanes = []
     for lane, table in LANE_TABLE.items():
-        rows = int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+        if rows is not None:
+            n = rows[lane]
+        else:
+            n = int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
         first = conn.execute(f"SELECT ts FROM {table} ORDER BY seq LIMIT 1").fetchone()
         lanes.append(
             LaneStats(
                 lane,
-                rows,
+                n,
                 None if first is None else float(first[0]),
                 int(counters.get(LANE_DROPPED_KEY[lane], 0)),
             )

@@ -106,6 +106,8 @@ class OutboxMachine(RuleBasedStateMachine):
             for r in rows:
                 assert r.lane is lane and r.record == self.model[lane][r.seq] and r.ts == r.record.ts
         assert self.ob.next_seq == self.next_seq
+        stats = self.ob.stats()  # row counts kept up to date in memory after the first call
+        assert [stats.lane(lane).rows for lane in Lane] == [len(self.model[lane]) for lane in Lane]
         for k, v in self.state.items():
             assert self.ob.get_state(k) == v
 

@@ -12,7 +12,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.api import Event, EventState, Quality, Reading, Severity
-from gateway.store import Lane, Outbox, RecordError, SchemaVersionError, StoreError, schema_version
+from gateway.store import (
+    Lane,
+    Outbox,
+    RecordError,
+    SchemaVersionError,
+    StoreError,
+    read_stats,
+    schema_version,
+)
 
 
 def reading(i: int, device: str = "meter-1", point: str = "flow", ts: float | None = None) -> Reading:
@@ -249,6 +257,7 @@ def test_retention_drops_oldest_telemetry_first_then_events_counted(db: Path) ->
         for e in big:
             ob.append([], [e])
         s2 = ob.stats()
+        assert s2.lanes == read_stats(db).lanes  # counts kept in memory agree with count(*)
         assert s2.lane(Lane.EVENT).dropped > 0
         left = ob.peek(Lane.EVENT, limit=1000)
         assert left[-1].record == big[-1]
