@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import time
 import tomllib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 from pydantic import ValidationError
 from rich.table import Table
+from rich.text import Text
 
+from gateway.api import Event, Reading
 from gateway.cli._common import (
     EXIT_FAILED,
     EXIT_INVALID,
@@ -21,7 +24,7 @@ from gateway.cli._common import (
     print_json,
 )
 from gateway.cli._groups import store
-from gateway.store import StoreConfig, StoreError, StoreStats, read_stats
+from gateway.store import Lane, OutboxRow, StoreConfig, StoreError, StoreStats, read_rows, read_stats
 
 
 def db_from_config(config_path: Path) -> Path:
@@ -131,3 +134,99 @@ def stats_command(config_path: Path, db_path: Path | None, as_json: bool) -> Non
         f"schema version {stats.schema_version}, next seq {stats.next_seq:,}",
         highlight=False,
     )
+
+
+def row_document(row: OutboxRow) -> dict[str, Any]:
+    rec = row.record
+    doc: dict[str, Any] = {"seq": row.seq, "lane": row.lane.name.lower(), "ts": row.ts}
+    if isinstance(rec, Reading):
+        doc.update(
+            device_id=rec.device_id, point=rec.point, value=rec.value, unit=rec.unit, quality=str(rec.quality)
+        )
+    else:
+        doc.update(
+            device_id=rec.device_id,
+            kind=rec.kind,
+            state=str(rec.state),
+            severity=rec.severity.name.lower(),
+            rule=rec.rule,
+            value=rec.value,
+            message=rec.message,
+            attrs=rec.attrs,
+            id=rec.id,
+        )
+    return doc
+
+
+def _when(ts: float) -> str:
+    try:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):
+        return str(ts)
+
+
+@store.command("peek")
+@config_option
+@click.option(
+    "--db",
+    "db_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The outbox file itself (instead of finding it through the config).",
+)
+@click.option(
+    "--lane",
+    type=click.Choice(["event", "telemetry"]),
+    default="event",
+    show_default=True,
+    help="Which queue to show.",
+)
+@click.option(
+    "-n", "--limit", type=click.IntRange(1, 100_000), default=20, show_default=True, help="How many rows."
+)
+@click.option("--newest", is_flag=True, help="Show the newest rows instead of the oldest (next to send).")
+@json_option
+def peek_command(
+    config_path: Path, db_path: Path | None, lane: str, limit: int, newest: bool, as_json: bool
+) -> None:
+    """Show rows waiting in the outbox: by default the oldest, i.e. the next the uplink sends.
+
+    Read-only, safe while the gateway runs. Exits 1 when the file is missing or not an outbox.
+    """
+    db = db_path if db_path is not None else db_from_config(config_path)
+    try:
+        rows = read_rows(db, Lane[lane.upper()], limit=limit, newest=newest)
+    except StoreError as err:
+        if as_json:
+            print_json({"ok": False, "path": str(db), "error": err.reason})
+            raise SystemExit(EXIT_FAILED) from err
+        fail(str(err), EXIT_FAILED)
+    if as_json:
+        print_json({"ok": True, "path": str(db), "lane": lane, "rows": [row_document(r) for r in rows]})
+        return
+    table = Table(
+        title=f"outbox {db}: {lane} lane, {'newest' if newest else 'oldest'} {len(rows)}",
+        title_justify="left",
+    )
+    table.add_column("seq", justify="right")
+    table.add_column("time (UTC)")
+    table.add_column("device")
+    if lane == "telemetry":
+        for col in ("point", "value", "unit", "quality"):
+            table.add_column(col)
+        for r in rows:
+            rec = r.record
+            assert isinstance(rec, Reading)
+            value = repr(rec.value) if isinstance(rec.value, str) else str(rec.value)
+            cells = (rec.device_id, rec.point, value, rec.unit, str(rec.quality))
+            # Text(): device data is shown as it is, never read as rich markup.
+            table.add_row(str(r.seq), _when(r.ts), *(Text(c) for c in cells))
+    else:
+        for col in ("kind", "state", "severity", "message"):
+            table.add_column(col)
+        for r in rows:
+            ev = r.record
+            assert isinstance(ev, Event)
+            cells = (ev.device_id, ev.kind, str(ev.state), ev.severity.name.lower(), ev.message)
+            table.add_row(str(r.seq), _when(r.ts), *(Text(c) for c in cells))
+    console.print(table)

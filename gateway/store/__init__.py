@@ -10,8 +10,9 @@ from gateway.store._async import AsyncOutbox, CommitCallback
 from gateway.store._config import StoreConfig
 from gateway.store._errors import RecordError, SchemaVersionError, StoreBusyError, StoreError
 from gateway.store._outbox import Outbox, OutboxRow
+from gateway.store._readonly import read_rows, read_stats
 from gateway.store._schema import latest_version as schema_version
-from gateway.store._stats import Lane, LaneStats, StoreStats, read_stats
+from gateway.store._stats import Lane, LaneStats, StoreStats
 from gateway.store._writer import OutboxWriter, WriterCounters
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "StoreError",
     "StoreStats",
     "WriterCounters",
+    "read_rows",
     "read_stats",
     "schema_version",
 ]

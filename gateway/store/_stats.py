@@ -8,8 +8,6 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.store._errors import StoreError
-
 
 class Lane(enum.IntEnum):
     """An outbox lane. Lower value = higher priority: events never wait behind telemetry."""
@@ -97,53 +95,3 @@ def query_stats(conn: sqlite3.Connection, path: str, rows: dict[Lane, int] | Non
         lanes=tuple(lanes),
         wal_bytes=_size(path + "-wal"),
     )
-
-
-def read_stats(path: str | os.PathLike[str]) -> StoreStats:
-    """Stats of an outbox file without writing to it: safe while the gateway runs (WAL readers
-    never block the writer). Raises StoreError for a missing file, not a database, or an outbox
-    whose schema this gateway does not know."""
-    from gateway.store._schema import latest_version
-
-    p = os.fspath(path)
-    if not os.path.isfile(p):
-        raise StoreError(p, "no such file")
-    try:
-        conn = _connect_read_only(p)
-    except sqlite3.Error as err:
-        raise StoreError(p, f"cannot open: {err}") from err
-    try:
-        conn.execute("BEGIN")  # one snapshot for every figure
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        if version == 0:
-            raise StoreError(p, "not a CityNerve outbox (no schema version)")
-        if version < latest_version():
-            raise StoreError(p, f"schema version {version} is older: start the gateway once to migrate it")
-        if version > latest_version():
-            raise StoreError(p, f"schema version {version} is newer than this gateway ({latest_version()})")
-        return query_stats(conn, p)
-    except sqlite3.Error as err:
-        raise StoreError(p, f"cannot read: {err}") from err
-    finally:
-        conn.close()
-
-
-def _connect_read_only(path: str) -> sqlite3.Connection:
-    uri = f"file:{_uri_path(path)}?mode=ro"
-    conn = sqlite3.connect(uri, uri=True, timeout=5.0)
-    try:
-        conn.execute("PRAGMA user_version").fetchone()
-    except sqlite3.OperationalError:
-        conn.close()
-        if os.path.exists(path + "-wal"):
-            raise
-        # A WAL file with no -shm in a folder we may not write (gateway stopped, files owned by
-        # its user): with no -wal file there is nothing uncheckpointed, so read it as immutable.
-        conn = sqlite3.connect(uri + "&immutable=1", uri=True, timeout=5.0)
-    return conn
-
-
-def _uri_path(path: str) -> str:
-    from urllib.parse import quote
-
-    return quote(os.path.abspath(path))

@@ -136,3 +136,27 @@ def test_stats_subprocess_while_a_writer_holds_the_file(tmp_path: Path) -> None:
     finally:
         writer.kill()
         writer.wait()
+
+
+def test_peek_shows_the_next_rows_to_send(tmp_path: Path) -> None:
+    db = tmp_path / "p.db"
+    fill(db)
+    with Outbox(db) as ob:
+        ob.append([], [Event("s2", "smoke", EventState.CLEARED, Severity.CRITICAL, 1.0, message="[red]x[/]")])
+    r = CliRunner().invoke(
+        main, ["store", "peek", "--db", str(db), "--lane", "telemetry", "-n", "3", "--json"]
+    )
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert [row["seq"] for row in doc["rows"]] == [1, 2, 3]
+    assert doc["rows"][0] == {
+        "seq": 1, "lane": "telemetry", "ts": doc["rows"][0]["ts"], "device_id": "m1", "point": "flow",
+        "value": 0.0, "unit": "m3/h", "quality": "good",
+    }  # fmt: skip
+    r = CliRunner().invoke(main, ["store", "peek", "--db", str(db), "--newest", "-n", "1", "--json"])
+    (ev,) = json.loads(r.output)["rows"]
+    assert ev["seq"] == 12 and ev["state"] == "cleared" and ev["severity"] == "critical"
+    human = CliRunner().invoke(main, ["store", "peek", "--db", str(db)])
+    assert human.exit_code == 0 and "[red]x[/]" in human.output  # device text is not rich markup
+    missing = CliRunner().invoke(main, ["store", "peek", "--db", str(tmp_path / "no.db")])
+    assert missing.exit_code == 1 and "no such file" in missing.output

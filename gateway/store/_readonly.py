@@ -1,0 +1,92 @@
+"""Reading an outbox from another process (the CLI) without writing to it.
+
+Safe while the gateway runs: WAL readers see one consistent snapshot and never block the writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterator
+from urllib.parse import quote
+
+from gateway.store._codec import decode_event, decode_reading
+from gateway.store._errors import StoreError
+from gateway.store._outbox import OutboxRow
+from gateway.store._schema import latest_version
+from gateway.store._stats import Lane, StoreStats, query_stats
+
+
+@contextlib.contextmanager
+def _snapshot(path: str | os.PathLike[str]) -> Iterator[tuple[str, sqlite3.Connection]]:
+    """A read-only connection in a read transaction on a current-version outbox."""
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        raise StoreError(p, "no such file")
+    try:
+        conn = _connect_read_only(p)
+    except sqlite3.Error as err:
+        raise StoreError(p, f"cannot open: {err}") from err
+    try:
+        conn.execute("BEGIN")  # one snapshot for everything read
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version == 0:
+            raise StoreError(p, "not a CityNerve outbox (no schema version)")
+        if version < latest_version():
+            raise StoreError(p, f"schema version {version} is older: start the gateway once to migrate it")
+        if version > latest_version():
+            raise StoreError(p, f"schema version {version} is newer than this gateway ({latest_version()})")
+        yield p, conn
+    except sqlite3.Error as err:
+        raise StoreError(p, f"cannot read: {err}") from err
+    finally:
+        conn.close()
+
+
+def _connect_read_only(path: str) -> sqlite3.Connection:
+    uri = f"file:{quote(os.path.abspath(path))}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=5.0)
+    try:
+        conn.execute("PRAGMA user_version").fetchone()
+    except sqlite3.OperationalError:
+        conn.close()
+        if os.path.exists(path + "-wal"):
+            raise
+        # A WAL file with no -shm in a folder we may not write (gateway stopped, files owned by
+        # its user): with no -wal file there is nothing uncheckpointed, so read it as immutable.
+        conn = sqlite3.connect(uri + "&immutable=1", uri=True, timeout=5.0)
+    return conn
+
+
+def read_stats(path: str | os.PathLike[str]) -> StoreStats:
+    """Stats of an outbox file without writing to it. Raises StoreError for a missing file, not a
+    database, or an outbox whose schema this gateway does not know."""
+    with _snapshot(path) as (p, conn):
+        return query_stats(conn, p)
+
+
+def read_rows(
+    path: str | os.PathLike[str], lane: Lane, *, after_seq: int = 0, limit: int = 20, newest: bool = False
+) -> list[OutboxRow]:
+    """Queued rows of `lane` in seq order, read-only: the first `limit` after `after_seq`, or with
+    `newest` the last `limit`. Raises StoreError like `read_stats`."""
+    order = "DESC" if newest else "ASC"
+    with _snapshot(path) as (_, conn):
+        if lane is Lane.TELEMETRY:
+            rows = conn.execute(
+                "SELECT r.seq, r.ts, s.device_id, s.point, s.unit, r.kind, r.value FROM readings AS r "
+                f"JOIN series AS s ON s.id = r.series WHERE r.seq > ? ORDER BY r.seq {order} LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+            out = [
+                OutboxRow(seq, lane, ts, decode_reading(dev, point, unit, ts, kind, raw))
+                for seq, ts, dev, point, unit, kind, raw in rows
+            ]
+        else:
+            rows = conn.execute(
+                f"SELECT seq, ts, body FROM events WHERE seq > ? ORDER BY seq {order} LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+            out = [OutboxRow(seq, lane, ts, decode_event(ts, body)) for seq, ts, body in rows]
+    return sorted(out, key=lambda r: r.seq)
