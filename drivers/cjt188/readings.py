@@ -15,13 +15,11 @@ from gateway.api import FrameError
 
 
 def bcd_to_int(raw_lsb_first: bytes, what: str) -> int:
-    value = 0
-    for byte in raw_lsb_first[::-1]:
-        hi, lo = byte >> 4, byte & 0x0F
-        if hi > 9 or lo > 9:
-            raise FrameError(PROTOCOL, f"{what}: {byte:02X} is not BCD", raw_lsb_first)
-        value = value * 100 + hi * 10 + lo
-    return value
+    text = raw_lsb_first[::-1].hex()
+    if not text.isdigit():  # a nibble A..F: not BCD
+        bad = next(b for b in raw_lsb_first if b >> 4 > 9 or b & 0x0F > 9)
+        raise FrameError(PROTOCOL, f"{what}: {bad:02X} is not BCD", raw_lsb_first)
+    return int(text) if text else 0
 
 
 def int_to_bcd(value: int, length: int) -> bytes:

@@ -69,8 +69,12 @@ def checksum(data: bytes) -> int:
     return sum(data) & 0xFF
 
 
+_PLUS33 = bytes((b + 0x33) & 0xFF for b in range(256))
+_MINUS33 = bytes((b - 0x33) & 0xFF for b in range(256))
+
+
 def _offset(data: bytes, delta: int) -> bytes:
-    return bytes((b + delta) & 0xFF for b in data)
+    return data.translate(_PLUS33 if delta == 0x33 else _MINUS33)
 
 
 @dataclass(frozen=True, slots=True)

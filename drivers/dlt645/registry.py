@@ -67,13 +67,11 @@ def parse_di(text: str | int) -> int:
 
 
 def _bcd_digits(data_msb_first: bytes, what: str) -> int:
-    value = 0
-    for byte in data_msb_first:
-        hi, lo = byte >> 4, byte & 0x0F
-        if hi > 9 or lo > 9:
-            raise FrameError(PROTOCOL, f"{what}: {byte:02X} is not BCD", data_msb_first)
-        value = value * 100 + hi * 10 + lo
-    return value
+    text = data_msb_first.hex()
+    if not text.isdigit():  # a nibble A..F: not BCD
+        bad = next(b for b in data_msb_first if b >> 4 > 9 or b & 0x0F > 9)
+        raise FrameError(PROTOCOL, f"{what}: {bad:02X} is not BCD", data_msb_first)
+    return int(text) if text else 0
 
 
 def decode_value(item: DataItem, data: bytes) -> float | int | str:
