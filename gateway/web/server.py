@@ -65,6 +65,10 @@ class WebServerError(PermanentError):
         super().__init__(f"status page: {reason}")
 
 
+class _ClientGone(Exception):
+    """The client closed the connection before sending a request (a browser's spare socket)."""
+
+
 class _BadRequest(Exception):
     def __init__(self, status: int, reason: str) -> None:
         self.status = status
@@ -93,6 +97,7 @@ class StatusServer:
         self._rate = RateMeter()
         self._assets = {path: (_static(name), ctype) for path, (name, ctype) in STATIC.items()}
         self.requests = 0
+        self._open: set[asyncio.StreamWriter] = set()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -129,6 +134,9 @@ class StatusServer:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+            # Idle keep-open connections (a browser's spare socket) end now, not at loop shutdown.
+            for w in list(self._open):
+                w.close()
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
             self._server = None
@@ -196,6 +204,8 @@ class StatusServer:
             raise _BadRequest(431, "request line too long") from None
         except TimeoutError:
             raise _BadRequest(408, "timeout") from None
+        if not line:
+            raise _ClientGone
         parts = line.decode("latin-1").strip().split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
             raise _BadRequest(400, "not an HTTP/1.x request line")
@@ -212,7 +222,9 @@ class StatusServer:
             total += len(raw)
             if total > MAX_HEADER_BYTES or len(headers) >= MAX_HEADERS:
                 raise _BadRequest(431, "headers too large")
-            if raw in (b"\r\n", b"\n", b""):
+            if not raw:
+                raise _BadRequest(400, "connection closed inside the headers")
+            if raw in (b"\r\n", b"\n"):
                 break
             name, sep, value = raw.decode("latin-1").partition(":")
             if not sep:
@@ -237,6 +249,7 @@ class StatusServer:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.requests += 1
+        self._open.add(writer)
         head_only = False
         try:
             try:
@@ -251,6 +264,8 @@ class StatusServer:
                     status, ctype, body, extra = await self._body(target.split("?", 1)[0])
             except _BadRequest as err:
                 status, ctype, body, extra = err.status, "text/plain", f"{err.reason}\n".encode(), {}
+            except _ClientGone:
+                raise
             except Exception:  # a status bug must not take the server down: answer 500, log once
                 log.exception("status page request failed")
                 status, ctype, body, extra = 500, "text/plain", b"internal error\n", {}
@@ -261,9 +276,10 @@ class StatusServer:
             if not head_only:
                 writer.write(body)
             await writer.drain()
-        except (ConnectionError, TimeoutError):
+        except (ConnectionError, TimeoutError, _ClientGone):
             pass  # the client went away
         finally:
+            self._open.discard(writer)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

@@ -102,10 +102,14 @@ def gateway_toml(
             profile = "{profile}"
             address = {unit}
             poll_interval_s = 0.5
-            location = {{ address_code = "{ADDRESS_CODE}", building = "{building}", floor = "{floor}", room = "{room}" }}
+            location = {{ address_code = "{ADDRESS_CODE}", building = "{building}", {_place(floor, room)} }}
             """
         )
     return text + extra
+
+
+def _place(floor: str, room: str) -> str:
+    return f'floor = "{floor}", room = "{room}"'
 
 
 @pytest.fixture

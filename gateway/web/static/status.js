@@ -4,6 +4,8 @@
 (function () {
   let refreshMs = 2000;
   let lastOk = 0;
+  const SHOWN = 6;
+  const openCards = new Set();
 
   function el(tag, cls, text) {
     const e = document.createElement(tag);
@@ -94,13 +96,24 @@
         card.append(el("div", "meta", [d.id !== (d.name || d.id) ? d.id : "", d.profile, "bus " + d.bus, place].filter(Boolean).join(" · ")));
         card.append(el("div", "meta", "last good read " + age(d.last_success)));
         if (d.online === false && d.last_error) card.append(el("div", "err", d.last_error));
-        const ul = el("ul", "readings");
-        d.readings.forEach(function (r) {
-          const li = el("li", r.quality === "good" ? "" : r.quality);
-          li.append(el("span", null, r.point), el("span", null, fmt(r.value) + (r.unit ? " " + r.unit : "")));
-          ul.append(li);
-        });
-        card.append(ul);
+        function readingList(rs) {
+          const ul = el("ul", "readings");
+          rs.forEach(function (r) {
+            const li = el("li", r.quality === "good" ? "" : r.quality);
+            li.append(el("span", "p", r.point), el("span", "val", fmt(r.value) + (r.unit ? " " + r.unit : "")));
+            ul.append(li);
+          });
+          return ul;
+        }
+        card.append(readingList(d.readings.slice(0, SHOWN)));
+        if (d.readings.length > SHOWN) {
+          // The rest folds away (a three-phase meter has two dozen points); stays open across refreshes.
+          const more = el("details", "more");
+          more.open = openCards.has(d.id);
+          more.addEventListener("toggle", function () { more.open ? openCards.add(d.id) : openCards.delete(d.id); });
+          more.append(el("summary", null, (d.readings.length - SHOWN) + " more readings"), readingList(d.readings.slice(SHOWN)));
+          card.append(more);
+        }
         cards.append(card);
       });
       sec.append(cards);
