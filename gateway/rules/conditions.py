@@ -26,6 +26,8 @@ _FALSE_WORDS = frozenset({"0", "false", "off", "no", "normal", "inactive", "clos
 
 
 def as_float(v: Value) -> float | None:
+    if type(v) is float:  # the common case first: normalized readings are floats
+        return v if -math.inf < v < math.inf else None
     if isinstance(v, bool):
         return float(v)
     if isinstance(v, int | float):
@@ -222,23 +224,28 @@ class SlidingUse(Condition):
         x = as_float(value)
         if x is None:
             return None
-        step = self.meter.feed(x, ts)
+        meter = self.meter
+        step = meter.feed(x, ts)
         if step is None:
             return None
-        if step.kind is Step.REBASE:
+        if step is Step.REBASE:
             self._advance(int(ts // self.bin_s))
             if self.since is None:
                 self.since = ts
             return self._cond(ts)
-        b = self.bin_s
-        first, last = int(step.t0 // b), int(ts // b)
+        b, use, t0 = self.bin_s, meter.use, meter.t0
+        first, last = int(t0 // b), int(ts // b)
         if last > self.head:
             self._advance(last)
         n = len(self.bins)
-        for i in range(max(first, last - n + 1), last + 1):
-            part = spread(step.use, step.t0, step.t1, i * b, (i + 1) * b) if first != last else step.use
-            self.bins[i % n] += part
-            self.total += part
+        if first == last:
+            self.bins[last % n] += use
+            self.total += use
+        else:
+            for i in range(max(first, last - n + 1), last + 1):
+                part = spread(use, t0, ts, i * b, (i + 1) * b)
+                self.bins[i % n] += part
+                self.total += part
         return self._cond(ts)
 
     def _cond(self, ts: float) -> bool | None:
@@ -282,25 +289,27 @@ class DayUse(Condition):
         x = as_float(value)
         if x is None:
             return None
-        step = self.meter.feed(x, ts)
+        meter = self.meter
+        step = meter.feed(x, ts)
         if step is None:
             return None
         if self.since is None:
             self.since = ts
             self.start, self.end = self.days.locate(ts)
         result: bool | None = None
-        use, t0 = step.use, step.t0
+        use, t0 = meter.use, meter.t0
+        if step is Step.REBASE:
+            use, t0 = 0.0, ts
         while ts >= self.end:  # close every day the step crosses
-            part = spread(use, t0, ts, self.start, self.end) if step.kind is not Step.REBASE else 0.0
-            self.today += part
-            complete = self.since <= self.start and t0 >= self.end - self.stale_s - (ts - t0)
-            gap_ok = step.gap_s <= self.stale_s
-            self.closed = self.today if complete and gap_ok else None
+            self.today += spread(use, t0, ts, self.start, self.end)
+            # A day counts if it was watched from its start and the last read was not a long gap.
+            complete = self.since <= self.start and ts - t0 <= self.stale_s
+            self.closed = self.today if complete else None
             if self.below is not None and self.closed is not None:
                 result = self.closed < self.below
             self.start, self.end = self.days.locate(self.end)
             self.today = 0.0
-        self.today += spread(use, t0, ts, self.start, self.end) if step.kind is not Step.REBASE else 0.0
+        self.today += use if t0 >= self.start else spread(use, t0, ts, self.start, self.end)
         if self.above is not None:
             self.value = round(self.today, 6)
             return self.today > self.above
@@ -343,12 +352,14 @@ class SlotUse(Condition):
         x = as_float(value)
         if x is None:
             return None
-        step = self.meter.feed(x, ts)
+        meter = self.meter
+        step = meter.feed(x, ts)
         if step is None:
             return None
         s = self.slot_s
         idx = int(ts // s)
-        if step.kind is Step.REBASE or self.cur < 0 or step.gap_s > self.gap_s:
+        use, t0 = meter.use, meter.t0
+        if step is Step.REBASE or self.cur < 0 or ts - t0 > self.gap_s:
             # Unknown how use was spread (first reading, new meter, long gap): the run starts again.
             if idx != self.cur:
                 self.run = 0
@@ -356,12 +367,12 @@ class SlotUse(Condition):
             return self._cond()
         changed = False
         while self.cur < idx:
-            self.cur_use += spread(step.use, step.t0, step.t1, self.cur * s, (self.cur + 1) * s)
+            self.cur_use += spread(use, t0, ts, self.cur * s, (self.cur + 1) * s)
             self.run = self.run + 1 if self.cur_use > self.min_use else 0
             self.cur += 1
             self.cur_use = 0.0
             changed = True
-        self.cur_use += spread(step.use, step.t0, step.t1, idx * s, (idx + 1) * s)
+        self.cur_use += use if t0 >= idx * s else spread(use, t0, ts, idx * s, (idx + 1) * s)
         return self._cond() if changed else None
 
     def _cond(self) -> bool:
@@ -442,23 +453,25 @@ class AnomalyCondition(Condition):
             return None
         if self.meter is None:
             return self._score(x, ts, 0)
-        step = self.meter.feed(x, ts)
+        meter = self.meter
+        step = meter.feed(x, ts)
         if step is None:
             return None
         s = self.rule.slot_s
         idx = int(ts // s)
-        if step.kind is Step.REBASE or self.cur < 0 or step.gap_s > self.gap_s:
+        use, t0 = meter.use, meter.t0
+        if step is Step.REBASE or self.cur < 0 or ts - t0 > self.gap_s:
             self.cur, self.cur_use = idx, 0.0
             return None
         result: bool | None = None
         while self.cur < idx:
-            self.cur_use += spread(step.use, step.t0, step.t1, self.cur * s, (self.cur + 1) * s)
+            self.cur_use += spread(use, t0, ts, self.cur * s, (self.cur + 1) * s)
             mid = (self.cur + 0.5) * s
             bin_ = int(self.days.hour(mid) * len(self.est) / 24) % len(self.est) if self.rule.profile else 0
             result = self._score(self.cur_use, mid, bin_)
             self.cur += 1
             self.cur_use = 0.0
-        self.cur_use += spread(step.use, step.t0, step.t1, idx * s, (idx + 1) * s)
+        self.cur_use += use if t0 >= idx * s else spread(use, t0, ts, idx * s, (idx + 1) * s)
         return result
 
     def snapshot(self) -> list[Any]:

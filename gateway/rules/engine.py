@@ -229,18 +229,30 @@ class RuleEngine:
         """Feed a batch of normalized readings; returns the events it raised or cleared."""
         out: list[Event] = []
         by_point, any_point = self._by_point, self._any_point
-        good = Quality.GOOD
+        good, idle, active = Quality.GOOD, AlarmPhase.IDLE, AlarmPhase.ACTIVE
         for r in readings:
+            if r.quality is not good:
+                continue  # unknown: alarms stay as they are (missing-data rules see the silence)
             insts = by_point.get((r.device_id, r.point))
             if insts is not None:
-                ok = r.quality is good
+                value, ts = r.value, r.ts
                 for inst in insts:
-                    cond = inst.cond.on_reading(r.value, r.ts) if ok else None
-                    if cond is not None:
-                        self._update(inst, cond, r.ts, out)
-            if any_point and r.quality is good:
+                    cond = inst.cond.on_reading(value, ts)
+                    if cond is None:
+                        continue
+                    # Fast paths for the common cases: nothing going on, or raised and still true.
+                    phase = inst.alarm.phase
+                    if phase is idle and not cond:
+                        continue
+                    if phase is active and cond:
+                        inst.alarm.value = inst.cond.value
+                        continue
+                    self._update(inst, cond, ts, out)
+            if any_point:
                 for inst in any_point.get(r.device_id, ()):
-                    self._update(inst, inst.cond.on_reading(r.value, r.ts), r.ts, out)
+                    cond = inst.cond.on_reading(r.value, r.ts)
+                    if cond or inst.alarm.phase is not idle:
+                        self._update(inst, cond, r.ts, out)
         if self.actions._pending:
             out.extend(self.actions.drain())
         return out

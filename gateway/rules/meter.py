@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 import math
 import zoneinfo
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,20 +13,6 @@ class Step(enum.Enum):
     USE = "use"  # a plausible difference between two totals
     ROLLOVER = "rollover"  # the register wrapped at rollover_at
     REBASE = "rebase"  # first reading, meter replaced or reset: nothing counted
-
-
-@dataclass(frozen=True, slots=True)
-class MeterStep:
-    """Use between the previous and this reading, over [t0, t1]."""
-
-    kind: Step
-    use: float
-    t0: float
-    t1: float
-
-    @property
-    def gap_s(self) -> float:
-        return self.t1 - self.t0
 
 
 class MeterTrack:
@@ -39,24 +24,34 @@ class MeterTrack:
     a replaced meter must not look like a burst pipe nor like a household that stopped using water.
     """
 
-    __slots__ = ("last_total", "last_ts", "max_step", "rollover_at")
+    __slots__ = ("last_total", "last_ts", "max_step", "rollover_at", "t0", "use")
 
     def __init__(self, rollover_at: float | None, max_step: float | None) -> None:
         self.rollover_at = rollover_at
         self.max_step = max_step
         self.last_total: float | None = None
         self.last_ts = 0.0
+        self.use = 0.0  # of the last step: use over [t0, last_ts]
+        self.t0 = 0.0
 
-    def feed(self, total: float, ts: float) -> MeterStep | None:
-        """Use since the last reading; None for out-of-order or non-finite readings."""
-        if not math.isfinite(total):
+    @property
+    def gap_s(self) -> float:
+        """Time the last step spans."""
+        return self.last_ts - self.t0
+
+    def feed(self, total: float, ts: float) -> Step | None:
+        """What the reading means; `use` and `t0` describe the step. None: out of order, not finite.
+
+        (Attributes, not a returned record: this runs for every meter reading of every rule.)
+        """
+        if not -math.inf < total < math.inf:
             return None
         prev, prev_ts = self.last_total, self.last_ts
         if prev is not None and ts <= prev_ts:
             return None
-        self.last_total, self.last_ts = total, ts
+        self.last_total, self.last_ts, self.t0, self.use = total, ts, ts, 0.0
         if prev is None:
-            return MeterStep(Step.REBASE, 0.0, ts, ts)
+            return Step.REBASE
         use = total - prev
         kind = Step.USE
         if use < 0:
@@ -64,10 +59,11 @@ class MeterTrack:
                 use += self.rollover_at
                 kind = Step.ROLLOVER
             else:
-                return MeterStep(Step.REBASE, 0.0, ts, ts)
+                return Step.REBASE
         if self.max_step is not None and use > self.max_step:
-            return MeterStep(Step.REBASE, 0.0, ts, ts)
-        return MeterStep(kind, use, prev_ts, ts)
+            return Step.REBASE
+        self.use, self.t0 = use, prev_ts
+        return kind
 
     def snapshot(self) -> list[Any]:
         return [self.last_total, self.last_ts]
