@@ -16,10 +16,19 @@ class PanelSerialSettings(SerialSettings):
     baudrate: int = Field(default=9600, gt=0, le=4_000_000)
 
 
-class FirePanelBusConfig(BusConfig):
-    """The serial port wired to the panel's printer/CRT output (listen only: never transmits)."""
+class FirePanelBusConfig(BusConfig, PanelSerialSettings):
+    """The serial port wired to the panel's printer/CRT output (listen only: never transmits):
+    `port`, optional `baudrate` (9600), `parity` ("N"), `bytesize`, `stopbits`."""
 
-    serial: PanelSerialSettings
+    @property
+    def serial(self) -> SerialSettings:
+        return SerialSettings(
+            port=self.port,
+            baudrate=self.baudrate,
+            bytesize=self.bytesize,
+            parity=self.parity,
+            stopbits=self.stopbits,
+        )
 
 
 PanelField = Literal["fire_alarm", "alarms_active", "faults_active", "last_event", "raw"]

@@ -1,6 +1,6 @@
 """Shared async serial transport of the RS-485 meter drivers (DL/T 645, CJ/T 188) and fire panels."""
 
-from drivers.serialio._config import MeterSerialSettings, SerialBusConfig
+from drivers.serialio._config import MeterSerialSettings, SerialBusConfig, serial_settings
 from drivers.serialio._line import FrameAssembler, LineTiming, ReplyTimeout, SerialLine, byte_time_s
 
 __all__ = [
@@ -11,4 +11,5 @@ __all__ = [
     "SerialBusConfig",
     "SerialLine",
     "byte_time_s",
+    "serial_settings",
 ]

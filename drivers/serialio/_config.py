@@ -16,11 +16,22 @@ class MeterSerialSettings(SerialSettings):
     parity: Literal["N", "E", "O"] = "E"
 
 
-class SerialBusConfig(BusConfig):
-    """A serial bus: `[buses.serial] port = "/dev/ttyUSB0"` plus optional baudrate/parity/stop bits.
+def serial_settings(bus: SerialSettings) -> SerialSettings:
+    """The plain serial settings of a bus config that extends SerialSettings."""
+    return SerialSettings(
+        port=bus.port, baudrate=bus.baudrate, bytesize=bus.bytesize, parity=bus.parity, stopbits=bus.stopbits
+    )
+
+
+class SerialBusConfig(BusConfig, MeterSerialSettings):
+    """An RS-485 meter bus, flat like every serial bus in the config (as Modbus RTU):
+    `port = "/dev/ttyUSB0"`, optional `baudrate` (2400), `parity` ("E"), `bytesize`, `stopbits`.
 
     `gap_s` is the silence kept between the end of one frame and the next request (RS-485 turnaround).
     """
 
-    serial: MeterSerialSettings
     gap_s: float = Field(default=0.02, ge=0, le=2)
+
+    @property
+    def serial(self) -> SerialSettings:
+        return serial_settings(self)

@@ -51,7 +51,7 @@ async def _direct(
     spec = _spec(protocol)
     try:
         bus = spec.bus_model.model_validate(
-            {"id": "cli", "protocol": protocol, "timeout_s": timeout_s, "serial": {"port": port, **serial}}
+            {"id": "cli", "protocol": protocol, "timeout_s": timeout_s, "port": port, **serial}
         )
     except ValidationError as err:
         raise click.BadParameter(str(err.errors()[0]["msg"])) from err

@@ -78,11 +78,11 @@ async def _cycle(
     port_dlt: str, port_cjt: str, dlt_devices: list[Dlt645Device], cjt_devices: list[Cjt188Device]
 ) -> tuple[float, int]:
     dlt_driver = Dlt645Driver(
-        SerialBusConfig.model_validate({"id": "bench-e", "protocol": "dlt645", "serial": {"port": port_dlt}}),
+        SerialBusConfig.model_validate({"id": "bench-e", "protocol": "dlt645", "port": port_dlt}),
         dlt_devices,
     )
     cjt_driver = Cjt188Driver(
-        SerialBusConfig.model_validate({"id": "bench-w", "protocol": "cjt188", "serial": {"port": port_cjt}}),
+        SerialBusConfig.model_validate({"id": "bench-w", "protocol": "cjt188", "port": port_cjt}),
         cjt_devices,
     )
     await dlt_driver.open()

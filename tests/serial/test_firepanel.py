@@ -254,7 +254,7 @@ async def test_listener_over_pty_and_port_loss(tmp_path: Path) -> None:
     assert DRIVER.protocol == "firepanel" and DRIVER.factory is FirePanelDriver
     link = tmp_path / "ttyPANEL"
     async with FirePanelStream(link=link) as generator:
-        bus = FirePanelBusConfig(id="panel-1", protocol="firepanel", serial={"port": str(link)})
+        bus = FirePanelBusConfig(id="panel-1", protocol="firepanel", port=str(link))
         assert (bus.serial.baudrate, bus.serial.parity) == (9600, "N")
         driver = FirePanelDriver(bus, [panel()])
         sink = Sink()

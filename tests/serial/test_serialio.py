@@ -23,7 +23,7 @@ REPLY = bytes.fromhex("68 61 01 00 00 00 00 68 91 08 33 33 34 33 59 33 33 33 8A 
 
 
 def test_defaults_are_2400_8e1_and_byte_time() -> None:
-    cfg = SerialBusConfig(id="b", protocol="dlt645", serial={"port": "/dev/ttyUSB0"})
+    cfg = SerialBusConfig(id="b", protocol="dlt645", port="/dev/ttyUSB0")
     assert (cfg.serial.baudrate, cfg.serial.parity, cfg.serial.bytesize, cfg.serial.stopbits) == (
         2400,
         "E",
@@ -137,7 +137,7 @@ async def test_unplug_and_replug_under_the_bus_owner(tmp_path: Path) -> None:
             offline_after=1,
             backoff_initial_s=0.1,
             backoff_max_s=0.2,
-            serial={"port": str(link)},
+            port=str(link),
         )
         device = dlt_device(points={"e": {"di": "00010000"}}, poll_interval_s=0.05)
         driver = Dlt645Driver(cfg, [device])
