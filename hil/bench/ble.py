@@ -25,7 +25,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
-from drivers.ble import BleBusConfig
+from drivers.ble import Backend, BleBusConfig
 from drivers.bthome import BTHomeDevice, BTHomeDriver, codec
 from gateway.api import Reading
 from gateway.pipeline import Pipeline
@@ -100,7 +100,7 @@ async def latency(n: int, tmp: Path) -> dict[str, float]:
     writer = OutboxWriter(outbox, max_latency_s=0.001)
     pipeline = Pipeline({device.id: device}, writer)
     with VirtualRadio("bench") as radio:
-        bus = BleBusConfig(id="ble0", protocol="bthome", backend="bumble", transport=radio.transport)
+        bus = BleBusConfig(id="ble0", protocol="bthome", backend=Backend.BUMBLE, transport=radio.transport)
         driver = BTHomeDriver(bus, [device], outbox)
         await driver.open()
         tasks = [asyncio.create_task(writer.run()), asyncio.create_task(driver.listen(pipeline))]

@@ -7,8 +7,11 @@ gateway's decoder and the third-party bthome-ble parser.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
@@ -97,3 +100,76 @@ def test_wrong_key_does_not_decode_firmware_advert() -> None:
     fw = run_scenario({"boots": [{"tilt": 1.0}]})[0]
     with pytest.raises(DecryptionError):
         codec.parse(fw.service_data, mac=MAC, key=bytes(16))
+
+
+def test_example_config_loads_on_the_node(tmp_path: object) -> None:
+    example = TESTS.parent / "config.example.json"
+    proc = subprocess.run(
+        [
+            micropython_binary(),
+            "-c",
+            f"from manhole import config; c = config.load({str(example)!r}); "
+            "print(c['tilt_hold_ms'], len(c['key_bytes']))",
+        ],
+        cwd=str(tmp_path),
+        env=micropython_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.stdout.split() == ["2000", "16"], proc.stdout + proc.stderr
+
+
+def test_provision_tool(tmp_path: Path) -> None:
+    import tomllib
+
+    from drivers.bthome import BTHomeDevice
+
+    tool = TESTS.parent / "tools" / "provision.py"
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(tool),
+            "--id",
+            "mh-0009",
+            "--mac",
+            "a4:c1:38:12:34:56",
+            "--address-code",
+            "320508001001",
+            "--component-code",
+            "3205080101000009",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    key = (tmp_path / "mh-0009.key").read_text().strip()
+    assert cfg["key"] == key and len(key) == 32
+    assert (tmp_path / "mh-0009.key").stat().st_mode & 0o777 == 0o600
+    entry = tomllib.loads("\n".join(line for line in out.splitlines() if not line.startswith("#")))
+    dev = BTHomeDevice.model_validate({**entry["devices"][0]})
+    assert dev.address == "A4:C1:38:12:34:56" and dev.poll_interval_s == 300
+    bad = subprocess.run(
+        [
+            sys.executable,
+            str(tool),
+            "--id",
+            "x",
+            "--mac",
+            "nope",
+            "--address-code",
+            "1234567",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert bad.returncode == 2 and "MAC" in bad.stderr and "Traceback" not in bad.stderr
