@@ -151,14 +151,17 @@ class DeviceListEditor:
         raw = self.data.get("devices", [])
         return [d for d in raw if isinstance(d, dict)] if isinstance(raw, list) else []
 
-    def add(self, entry: dict[str, Any]) -> str:
-        """The config text with `entry` appended as a `[[devices]]` block."""
-        dev_id = entry.get("id")
-        if any(d.get("id") == dev_id for d in self.devices()):
-            raise ConfigEditError(self.path, f"a device with id {dev_id!r} already exists")
-        block = tomli_w.dumps({"devices": [entry]})
+    def add(self, *entries: dict[str, Any]) -> str:
+        """The config text with each entry appended as a `[[devices]]` block."""
+        ids = [d.get("id") for d in self.devices()]
         text = self.text if self.text.endswith("\n") or not self.text else self.text + "\n"
-        return f"{text}\n{block}"
+        for entry in entries:
+            dev_id = entry.get("id")
+            if dev_id in ids:
+                raise ConfigEditError(self.path, f"a device with id {dev_id!r} already exists")
+            ids.append(dev_id)
+            text += "\n" + tomli_w.dumps({"devices": [entry]})
+        return text
 
     def remove(self, device_id: str) -> str:
         """The config text without the `[[devices]]` block whose id is `device_id`."""

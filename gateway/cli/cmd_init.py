@@ -1,0 +1,329 @@
+"""`citynerve init`: write a gateway's first config, then find its devices and add them."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from gateway.api import ConfigError, GatewayError
+from gateway.cli._common import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    config_option,
+    console,
+    err_console,
+    fail,
+    json_option,
+    print_config_issues,
+    print_json,
+)
+from gateway.cli._groups import main
+from gateway.commissioning import (
+    BusSpecError,
+    DeviceListEditor,
+    Proposal,
+    available_profiles,
+    discover,
+    dump_toml,
+    parse_bus_spec,
+    propose,
+    write_atomically,
+)
+from gateway.commissioning.configfile import validate_text
+from gateway.commissioning.initconfig import HEADER, InitAnswers, default_paths, initial_config
+from gateway.config import GatewayConfig
+
+
+def _ask(value: str | None, prompt: str, interactive: bool, flag: str, default: str | None = None) -> str:
+    if value:
+        return value
+    if interactive:
+        return str(click.prompt(prompt, default=default, err=True))
+    if default is not None:
+        return default
+    fail(f"{flag} is required (or run `citynerve init` on a terminal to be asked)", EXIT_INVALID)
+
+
+def _gather(
+    interactive: bool,
+    gateway_id: str | None,
+    name: str | None,
+    city: str | None,
+    district: str | None,
+    street: str | None,
+    upstream: tuple[str, ...],
+    buses: tuple[str, ...],
+) -> tuple[InitAnswers, list[str]]:
+    answers = InitAnswers(
+        gateway_id=_ask(gateway_id, "gateway id (e.g. gw-310106-daning-0007)", interactive, "--gateway-id"),
+        name=name
+        if name is not None
+        else (click.prompt("name", default="", err=True) if interactive else ""),
+        city=_ask(city, "city code (6 digits, GB/T 2260)", interactive, "--city"),
+        district=_ask(district, "district code (6 digits)", interactive, "--district"),
+        street=_ask(street, "street code (9 or 12 digits)", interactive, "--street"),
+    )
+    urls = list(upstream)
+    if not urls and interactive:
+        url = click.prompt("platform broker URL (mqtts://host:8883, empty: none)", default="", err=True)
+        urls = [url] if url else []
+    answers.upstream = urls
+    specs = list(buses)
+    if not specs and interactive:
+        err_console.print(
+            "buses as ID:PROTOCOL:PORT[:BAUD[:PARITY]], e.g. rs485-1:modbus_rtu:/dev/ttyUSB0:9600:N"
+        )
+        while spec := click.prompt("bus (empty when done)", default="", err=True, show_default=False):
+            specs.append(spec)
+    return answers, specs
+
+
+def _parse_buses(specs: list[str]) -> list[dict[str, Any]]:
+    out = []
+    for spec in specs:
+        try:
+            out.append(parse_bus_spec(spec))
+        except BusSpecError as err:
+            fail(str(err), EXIT_INVALID)
+    ids = [b["id"] for b in out]
+    if len(set(ids)) != len(ids):
+        fail(f"bus ids must be unique: {ids}", EXIT_INVALID)
+    return out
+
+
+def _profile_overrides(items: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        family, sep, profile = item.partition("=")
+        if not sep or not family or not profile:
+            fail(
+                f"--profile {item!r}: expected FAMILY=PROFILE_ID, e.g. modbus=modbus-water-meter",
+                EXIT_INVALID,
+            )
+        out[family] = profile
+    return out
+
+
+def _discover(
+    cfg: GatewayConfig, first: int, last: int, ble_s: float, quiet: bool
+) -> tuple[list[Any], list[Any], dict[str, str]]:
+    progress = Progress(
+        TextColumn("discovering on {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err_console,
+        disable=quiet,
+        transient=True,
+    )
+    tasks: dict[str, Any] = {}
+
+    def step(bus_id: str, done: int, total: int) -> None:
+        if bus_id not in tasks:
+            tasks[bus_id] = progress.add_task(bus_id, total=total)
+        progress.update(tasks[bus_id], completed=done, total=total)
+
+    with progress:
+        result = asyncio.run(
+            discover(cfg, modbus_first=first, modbus_last=last, ble_duration_s=ble_s, progress=step)
+        )
+    return list(result.found), list(result.problems), result.route
+
+
+def _choose(
+    proposals: list[Proposal], interactive: bool, accept_all: bool, overrides: dict[str, str]
+) -> list[Proposal]:
+    chosen: list[Proposal] = []
+    for p in proposals:
+        if p.entry is None:
+            continue
+        if p.found.family in overrides:
+            wanted = overrides[p.found.family]
+            if wanted not in [c.id for c in p.candidates]:
+                fail(
+                    f"--profile {p.found.family}={wanted}: no such {p.found.family} profile installed",
+                    EXIT_INVALID,
+                )
+            p = p.with_profile(wanted)
+        if interactive and not accept_all:
+            what = f"{p.found.family} device at {p.found.address} on {p.found.bus}"
+            if not click.confirm(
+                f"add {what} as {p.entry.get('id') if p.entry else '?'}?", default=True, err=True
+            ):
+                continue
+            if len(p.candidates) > 1 and p.found.family not in overrides:
+                ids = [c.id for c in p.candidates]
+                for i, c in enumerate(p.candidates, 1):
+                    err_console.print(
+                        f"  {i}. {c.id}  {c.vendor} {c.model}  {c.description}", highlight=False
+                    )
+                n = click.prompt("profile", type=click.IntRange(1, len(ids)), default=1, err=True)
+                p = p.with_profile(ids[n - 1])
+        elif not accept_all:
+            continue  # scripted installs add devices only when told to (--yes)
+        chosen.append(p)
+    return chosen
+
+
+@main.command("init")
+@config_option
+@click.option("--gateway-id", help="Gateway id, e.g. gw-310106-daning-0007.")
+@click.option("--name", help="Readable name, e.g. 'Daning Road No. 7, meter room'.")
+@click.option("--city", help="6-digit city code (GB/T 2260), e.g. 310100.")
+@click.option("--district", help="6-digit district code, e.g. 310106.")
+@click.option("--street", help="9- or 12-digit street (township) code.")
+@click.option(
+    "--upstream", multiple=True, help="Platform broker URL, mqtt(s)://host[:port] (repeat for failover)."
+)
+@click.option("--username", help="Broker user name.")
+@click.option("--password-file", help="File holding the broker password (never the password itself).")
+@click.option(
+    "--bus",
+    "buses",
+    multiple=True,
+    help="Bus spec ID:PROTOCOL:PORT[:BAUD[:PARITY]] (or ID:PROTOCOL:HOST[:PORT]).",
+)
+@click.option("--profile-dir", "profile_dirs", multiple=True, help="Extra folder of device profiles.")
+@click.option("--store", "store_path", help="Outbox file (default: /var/lib/citynerve/outbox.db for /etc).")
+@click.option("--socket", help="Control socket (default: /run/citynerve/control.sock for /etc).")
+@click.option(
+    "--discover/--no-discover", default=False, help="Look for devices on the buses and propose them."
+)
+@click.option(
+    "--from", "first", type=click.IntRange(1, 247), default=1, show_default=True, help="Modbus scan start."
+)
+@click.option(
+    "--to", "last", type=click.IntRange(1, 247), default=247, show_default=True, help="Modbus scan end."
+)
+@click.option(
+    "--ble-duration", type=click.FloatRange(1, 300), default=10.0, show_default=True, help="BLE scan (s)."
+)
+@click.option(
+    "--profile", "profiles", multiple=True, help="FAMILY=PROFILE_ID for discovered devices of a family."
+)
+@click.option("-y", "--yes", "accept_all", is_flag=True, help="Add every discovered device without asking.")
+@click.option("--force", is_flag=True, help="Replace an existing config (a timestamped backup is kept).")
+@click.option(
+    "--interactive/--no-interactive",
+    default=None,
+    help="Ask for what is missing (default: when on a terminal).",
+)
+@json_option
+def init(
+    config_path: Path,
+    gateway_id: str | None,
+    name: str | None,
+    city: str | None,
+    district: str | None,
+    street: str | None,
+    upstream: tuple[str, ...],
+    username: str | None,
+    password_file: str | None,
+    buses: tuple[str, ...],
+    profile_dirs: tuple[str, ...],
+    store_path: str | None,
+    socket: str | None,
+    discover: bool,
+    first: int,
+    last: int,
+    ble_duration: float,
+    profiles: tuple[str, ...],
+    accept_all: bool,
+    force: bool,
+    interactive: bool | None,
+    as_json: bool,
+) -> None:
+    """Write a new gateway config: identity, org codes, uplink, buses; then (--discover) find the
+    devices on the buses and add the ones accepted, with fitting profiles.
+
+    Interactive on a terminal; for scripted installs give everything as flags, e.g.
+    `citynerve init -c gw.toml --gateway-id gw-1 --city 310100 --district 310106 --street 310106013
+    --bus rs485-1:modbus_rtu:/dev/ttyUSB0:9600:N --discover --yes`. The result passes `config check`.
+    """
+    if interactive is None:
+        interactive = sys.stdin.isatty() and not as_json
+    if config_path.exists() and not force:
+        fail(f"{config_path} exists; use `citynerve devices add` to change it, or --force to replace it")
+    overrides = _profile_overrides(profiles)
+    answers, specs = _gather(interactive, gateway_id, name, city, district, street, upstream, buses)
+    answers.buses = _parse_buses(specs)
+    answers.username, answers.password_file = username, password_file
+    answers.profile_dirs = list(profile_dirs)
+    sys_store, sys_socket = default_paths(config_path)
+    answers.store_path = store_path or sys_store
+    answers.socket = socket or sys_socket
+    text = dump_toml(initial_config(answers), HEADER)
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        cfg = validate_text(config_path, text)
+    except ConfigError as err:
+        print_config_issues(err)
+        sys.exit(EXIT_INVALID)
+    backup = write_atomically(config_path, text)
+    summary: dict[str, Any] = {
+        "config": str(config_path),
+        "backup": str(backup) if backup else None,
+        "gateway_id": answers.gateway_id,
+        "buses": [b["id"] for b in answers.buses],
+        "discovered": [],
+        "added": [],
+        "problems": [],
+    }
+    if not as_json:
+        console.print(f"[green]wrote[/] {config_path} ({len(answers.buses)} buses)", highlight=False)
+    if discover and answers.buses:
+        try:
+            found, problems, _routes = _discover(cfg, first, last, ble_duration, as_json)
+        except GatewayError as err:
+            fail(str(err))
+        choices = available_profiles(config_path, answers.profile_dirs)
+        proposals = propose(found, choices, address_code=answers.street)
+        summary["discovered"] = [p.to_dict() for p in proposals]
+        summary["problems"] = [{"bus": p.bus, "message": p.message} for p in problems]
+        if not as_json:
+            _show_proposals(proposals, problems)
+        chosen = _choose(proposals, interactive, accept_all, overrides)
+        if chosen:
+            editor = DeviceListEditor(config_path)
+            try:
+                editor.save(editor.add(*(p.entry for p in chosen if p.entry is not None)))
+            except ConfigError as err:
+                print_config_issues(err)
+                sys.exit(EXIT_INVALID)
+            summary["added"] = [p.entry["id"] for p in chosen if p.entry]
+    if as_json:
+        print_json(summary)
+    else:
+        if summary["added"]:
+            console.print(f"[green]added[/] {len(summary['added'])} devices: {', '.join(summary['added'])}")
+        console.print(
+            f"next: `citynerve config check {config_path}`, then `citynerve service install`", highlight=False
+        )
+    if discover and summary["problems"] and not summary["discovered"]:
+        raise SystemExit(EXIT_FAILED)
+
+
+def _show_proposals(proposals: list[Proposal], problems: list[Any]) -> None:
+    for p in problems:
+        err_console.print(f"[yellow]bus {p.bus}[/]: {p.message}", highlight=False)
+    if not proposals:
+        console.print("no new devices found")
+        return
+    t = Table(title="devices found")
+    for col in ("bus", "address", "family", "proposed id", "profile (best first)", "notes"):
+        t.add_column(col)
+    for p in proposals:
+        t.add_row(
+            p.found.bus,
+            str(p.found.address),
+            p.found.family,
+            p.entry["id"] if p.entry else "-",
+            ", ".join(c.id for c in p.candidates) or "-",
+            "; ".join(p.notes),
+        )
+    console.print(t)
