@@ -1,0 +1,65 @@
+"""The shipped dlt645/cjt188/firepanel profiles load through the gateway's config loader, and a
+building config with them validates; bad entries give every issue with its key path."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from drivers.cjt188 import Cjt188Device
+from drivers.dlt645 import Dlt645Device
+from drivers.firepanel import FirePanelDevice
+from gateway.api import ConfigError
+from gateway.config import load_config
+
+DATA = Path(__file__).parent / "data"
+PROFILES = Path(__file__).resolve().parents[2] / "config" / "profiles"
+MINE = sorted(
+    p.stem for p in PROFILES.glob("*.toml") if p.stem.split("-")[0] in {"dlt645", "cjt188", "firepanel"}
+)
+
+
+def test_profiles_shipped() -> None:
+    assert len(MINE) >= 7
+    assert {
+        "dlt645-three-phase",
+        "dlt645-1997-single-phase",
+        "cjt188-water-cold",
+        "cjt188-heat",
+        "firepanel-gst",
+    } <= set(MINE)
+
+
+def test_building_config_validates(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.toml"
+    shutil.copy(DATA / "building-meters.toml", path)
+    cfg = load_config(path)
+    devices = {d.id: d for d in cfg.devices}
+    incomer = devices["em-incomer"]
+    assert isinstance(incomer, Dlt645Device) and incomer.version == "2007" and len(incomer.points) == 14
+    assert isinstance(devices["em-old"], Dlt645Device) and devices["em-old"].version == "1997"
+    water = devices["wm-0301"]
+    assert isinstance(water, Cjt188Device) and water.meter_type == 0x10
+    assert water.points["flow_total"].deadband == 0.001 and water.points["valve"].writable
+    assert isinstance(devices["wm-0302"], Cjt188Device) and devices["wm-0302"].di_order == "1F90"
+    assert isinstance(devices["fp-main"], FirePanelDevice) and devices["fp-main"].panel_model == "gst"
+    power = cfg.bus("rs485-power")
+    assert (power.baudrate, power.parity) == (2400, "E")  # type: ignore[attr-defined]
+    assert (cfg.bus("fire-panel").baudrate, cfg.bus("fire-panel").parity) == (9600, "N")  # type: ignore[attr-defined]
+
+
+def test_bad_entries_are_all_reported(tmp_path: Path) -> None:
+    text = (DATA / "building-meters.toml").read_text(encoding="utf-8")
+    text = text.replace('address = "000000000301"', 'address = "30A"')
+    text = text.replace('address = "00000000000302"', 'address = "00000000000302"\nmeter_type = "ZZ"')
+    text = text.replace('profile = "firepanel-gst"', 'profile = "firepanel-gst"\npanel_model = "acme"')
+    text = text.replace('parity = "E"', 'parity = "X"')
+    path = tmp_path / "gateway.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    paths = " ".join(issue.path for issue in info.value.issues)
+    for where in ("address", "meter_type", "panel_model", "parity"):
+        assert where in paths, (where, [str(i) for i in info.value.issues])
