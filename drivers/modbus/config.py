@@ -96,6 +96,11 @@ class ModbusPointConfig(PointConfig):
                 )
         return self
 
+    def span(self) -> tuple[str, int, int]:
+        """(table, first, last address) this point occupies: the config loader refuses two
+        writable points whose spans overlap (they would overwrite each other)."""
+        return (self.table, self.address, self.address + self.register_count - 1)
+
     @property
     def register_count(self) -> int:
         """Registers (or bits, for coil/discrete) this point occupies."""

@@ -177,3 +177,67 @@ def test_decoder_entry_point() -> None:
     from drivers.modbus.decode import decode_rtu
 
     assert ep.load() is decode_rtu
+
+
+def test_point_span_for_the_writable_overlap_check() -> None:
+    assert ModbusPointConfig(table="holding", address=10, type="float64").span() == ("holding", 10, 13)
+    assert ModbusPointConfig(table="coil", address=3).span() == ("coil", 3, 3)
+
+
+def write_gateway(tmp_path: Path, points: str, devices: str = "") -> Path:
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "modbus-test-valves.toml").write_text(
+        'id = "modbus-test-valves"\nfamily = "modbus"\ndescription = "test"\nvendor = "x"\nmodel = "y"\n'
+        'source = "test"\npoll_interval_s = 10\n' + points
+    )
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(
+        '[gateway]\nid = "gw-1"\norg = { city = "310100", district = "310106", street = "310106013" }\n'
+        '[store]\npath = "gw.db"\n'
+        '[[buses]]\nid = "rs485"\nprotocol = "modbus_rtu"\nport = "/dev/ttyUSB0"\n'
+        '[[devices]]\nid = "v1"\nbus = "rs485"\nprofile = "modbus-test-valves"\naddress = 3\n'
+        'location = { address_code = "310106013007" }\n' + devices
+    )
+    return cfg
+
+
+def test_the_gateway_loader_uses_these_models(tmp_path: Path) -> None:
+    from gateway.config import load_config
+
+    cfg = write_gateway(
+        tmp_path,
+        '[points.setpoint]\ntable = "holding"\naddress = 0\ntype = "float32"\nwritable = true\n'
+        '[points.mode]\ntable = "holding"\naddress = 2\nwritable = true\n',
+        "[devices.points.mode]\naddress = 5\n",
+    )
+    config = load_config(cfg)
+    (device,) = config.devices
+    assert isinstance(device, ModbusDeviceConfig)
+    assert device.address == 3 and device.poll_interval_s == 10
+    assert device.points["mode"].address == 5 and device.points["mode"].name == "mode"
+    assert [(r.address, r.count) for r in plan_device(device)] == [(0, 6)]
+
+
+def test_the_gateway_loader_reports_modbus_point_errors_with_key_paths(tmp_path: Path) -> None:
+    from gateway.api import ConfigError
+    from gateway.config import load_config
+
+    cfg = write_gateway(
+        tmp_path,
+        '[points.setpoint]\ntable = "holding"\naddress = 0\ntype = "float32"\nwritable = true\n'
+        '[points.mode]\ntable = "holding"\naddress = 2\nwritable = true\n',
+        "[devices.points.mode]\naddress = 1\n",  # overlaps the float32 at 0..1
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    paths = [i.path for i in info.value.issues]
+    assert "devices[0].points.mode" in paths
+    assert any("overlaps" in i.message for i in info.value.issues)
+    (tmp_path / "b").mkdir()
+    bad = write_gateway(
+        tmp_path / "b",
+        '[points.flag]\ntable = "input"\naddress = 0\ntype = "bool"\n',
+    )
+    with pytest.raises(ConfigError) as info2:
+        load_config(bad)
+    assert any("needs 'bit'" in i.message for i in info2.value.issues)
