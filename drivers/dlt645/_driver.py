@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from drivers.dlt645 import codec
-from drivers.dlt645.models import Dlt645Device, Dlt645Point
-from drivers.dlt645.registry import DataFormat, DataItem, DataRegistry, parse_di
+from drivers.dlt645.models import Dlt645Device, Dlt645Point, resolve_item
+from drivers.dlt645.registry import DataItem
 from drivers.serialio import LineTiming, ReplyTimeout, SerialBusConfig, SerialLine
 from gateway.api import (
     ConfigError,
@@ -32,37 +31,6 @@ class DiRequest(PollRequest):
     """Read one DI of one meter (one transaction, plus follow-ups if the meter says more follow)."""
 
     item: DataItem | None = None
-
-
-def resolve_item(device: Dlt645Device, point: Dlt645Point) -> DataItem:
-    """The DataItem for a point: built-in table, then the device's extra DIs, then point overrides."""
-    registry = DataRegistry(device.version, [c.item(k, device.version) for k, c in device.extra_dis.items()])
-    di = parse_di(point.di)
-    if (device.version == "2007") != (len(point.di) == 8):
-        raise ValueError(
-            f"DI {point.di} does not fit DL/T 645-{device.version} "
-            f"({4 if device.version == '1997' else 8} hex digits)"
-        )
-    item = registry.get(di)
-    if item is None:
-        if point.length is None:
-            raise ValueError(
-                f"DI {point.di} is not in the DL/T 645-{device.version} table: "
-                "give its length (and format, decimals)"
-            )
-        item = DataItem(
-            di, f"DI {point.di}", point.length, DataFormat.BCD, 0, False, point.unit, device.version
-        )
-    overrides: dict[str, Any] = {}
-    if point.format is not None:
-        overrides["fmt"] = point.format
-    if point.length is not None:
-        overrides["length"] = point.length
-    if point.decimals is not None:
-        overrides["decimals"] = point.decimals
-    if point.signed is not None:
-        overrides["signed"] = point.signed
-    return dataclasses.replace(item, **overrides) if overrides else item
 
 
 def _as_device(device: Any) -> Dlt645Device:

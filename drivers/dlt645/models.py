@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import dataclasses
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from drivers.dlt645.registry import DataFormat, DataItem, parse_di
+from drivers.dlt645.registry import DataFormat, DataItem, DataRegistry, parse_di
 from gateway.api import DeviceConfig, PointConfig
 
 
@@ -79,3 +80,47 @@ class Dlt645Device(DeviceConfig):
     @classmethod
     def _extra(cls, v: dict[str, DataItemConfig]) -> dict[str, DataItemConfig]:
         return {_check_di(k): item for k, item in v.items()}
+
+    @model_validator(mode="after")
+    def _points_resolve(self) -> Dlt645Device:
+        # catch a DI the meter's table lacks at `config check` time, not at the first poll
+        problems = []
+        for name, point in self.points.items():
+            try:
+                resolve_item(self, point)
+            except ValueError as err:
+                problems.append(f"points.{name}: {err}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def resolve_item(device: Dlt645Device, point: Dlt645Point) -> DataItem:
+    """The DataItem for a point: built-in table, then the device's extra DIs, then point overrides."""
+    registry = DataRegistry(device.version, [c.item(k, device.version) for k, c in device.extra_dis.items()])
+    di = parse_di(point.di)
+    if (device.version == "2007") != (len(point.di) == 8):
+        raise ValueError(
+            f"DI {point.di} does not fit DL/T 645-{device.version} "
+            f"({4 if device.version == '1997' else 8} hex digits)"
+        )
+    item = registry.get(di)
+    if item is None:
+        if point.length is None:
+            raise ValueError(
+                f"DI {point.di} is not in the DL/T 645-{device.version} table: "
+                "give its length (and format, decimals)"
+            )
+        item = DataItem(
+            di, f"DI {point.di}", point.length, DataFormat.BCD, 0, False, point.unit, device.version
+        )
+    overrides: dict[str, Any] = {}
+    if point.format is not None:
+        overrides["fmt"] = point.format
+    if point.length is not None:
+        overrides["length"] = point.length
+    if point.decimals is not None:
+        overrides["decimals"] = point.decimals
+    if point.signed is not None:
+        overrides["signed"] = point.signed
+    return dataclasses.replace(item, **overrides) if overrides else item

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 
 import pytest
 from conftest import bus_config, dlt_device
+from pydantic import ValidationError
 
 from drivers.dlt645 import DRIVER, Dlt645Driver, codec
 from drivers.dlt645.registry import DataFormat, DataItem
 from gateway.api import (
-    ConfigError,
     DeviceExceptionError,
     DeviceTimeoutError,
     FrameError,
@@ -137,12 +137,12 @@ async def test_unknown_di_error_reply_is_typed() -> None:
     )
 
 
-async def test_config_errors_list_every_bad_point() -> None:
-    device = dlt_device(points={"a": {"di": "04000B02"}, "b": {"di": "9010"}, "ok": {"di": "00010000"}})
-    with pytest.raises(ConfigError) as info:
-        Dlt645Driver(bus_config("/dev/null"), [device])
-    paths = [issue.path for issue in info.value.issues]
-    assert paths == ["devices.em-0161.points.a.di", "devices.em-0161.points.b.di"]
+async def test_config_errors_name_every_bad_point() -> None:
+    with pytest.raises(ValidationError) as info:
+        dlt_device(points={"a": {"di": "04000B02"}, "b": {"di": "9010"}, "ok": {"di": "00010000"}})
+    text = str(info.value)
+    assert "points.a: DI 04000B02 is not in the DL/T 645-2007 table" in text
+    assert "points.b: DI 9010 does not fit DL/T 645-2007" in text
 
 
 @pytest.mark.parametrize(
