@@ -43,6 +43,9 @@ DEDUPE_WINDOW_S = 4.0
 (a node repeats each advert several times so that one gets through); later ones are new heartbeats."""
 
 QUEUE_SIZE = 2048
+ALARM_KEY = "bthome.alarm.{device}.{point}"
+"""State key of an event point's last state ("1"/"0"), so an alarm raised before a gateway restart
+is not raised again after it (events are raised once and cleared once)."""
 STATE_FLUSH_S = 1.0
 
 
@@ -97,6 +100,7 @@ class _DeviceRuntime:
     last_payload: bytes = b""
     last_ts: float = 0.0
     alarms: dict[str, bool] = field(default_factory=dict)
+    alarms_loaded: bool = False
 
 
 class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
@@ -116,6 +120,7 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
         self._runtime: dict[str, _DeviceRuntime] = {}
         self._by_mac: dict[str, _DeviceRuntime] = {}
         self._queue: asyncio.Queue[Advertisement] = asyncio.Queue(QUEUE_SIZE)
+        self._alarms_dirty: set[tuple[str, str]] = set()
         self._scanner: Scanner | None = None
         self._listening = False
         self.nearby: dict[str, NearbyNode] = {}
@@ -144,7 +149,7 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
             await self._scanner.close()
             self._scanner = None
         with contextlib.suppress(Exception):
-            await self._guard.flush()
+            await self._flush()
 
     @property
     def scanner(self) -> Scanner:
@@ -188,15 +193,36 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
         finally:
             self._listening = False
             with contextlib.suppress(Exception):
-                await self._guard.flush()
+                await self._flush()
 
     async def _flush_state(self) -> None:
         while True:
             await asyncio.sleep(STATE_FLUSH_S)
             try:
-                await self._guard.flush()
-            except Exception as err:  # the store may be busy; counters stay cached and dirty
+                await self._flush()
+            except Exception as err:  # the store may be busy; state stays cached and dirty
                 log.warning("bus %s: could not save replay counters: %s", self.bus.id, err)
+
+    async def _flush(self) -> None:
+        await self._guard.flush()
+        while self._alarms_dirty and self.state is not None:
+            dev_id, point = self._alarms_dirty.pop()
+            on = self._runtime[dev_id].alarms.get(point, False)
+            try:
+                await self.state.put(ALARM_KEY.format(device=dev_id, point=point), "1" if on else "0")
+            except Exception:
+                self._alarms_dirty.add((dev_id, point))
+                raise
+
+    async def _load_alarms(self, rt: _DeviceRuntime) -> None:
+        rt.alarms_loaded = True
+        if self.state is None:
+            return
+        for name, point in rt.points:
+            if point.event_kind and name not in rt.alarms:
+                stored = await self.state.get(ALARM_KEY.format(device=rt.config.id, point=name))
+                if stored in ("0", "1"):
+                    rt.alarms[name] = stored == "1"
 
     async def handle(self, adv: Advertisement, sink: SampleSink) -> None:
         """Decode, check and deliver one advertisement. Bad adverts are counted, never raised."""
@@ -234,6 +260,8 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
         stats.last_counter = advert.counter
         stats.last_packet_id = advert.packet_id
         rt.last_payload, rt.last_ts = payload, adv.ts
+        if not rt.alarms_loaded:
+            await self._load_alarms(rt)
         self._deliver(rt, advert, adv.ts, sink)
 
     def _is_duplicate(self, rt: _DeviceRuntime, advert: codec.Advert, payload: bytes, ts: float) -> bool:
@@ -257,6 +285,8 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
                 on = bool(m.value)
                 was = rt.alarms.get(name)
                 rt.alarms[name] = on
+                if on != was:
+                    self._alarms_dirty.add((rt.config.id, name))
                 if on != bool(was) and (was is not None or on):
                     events.append(self._event(rt.config, name, point, on, m.value, ts))
         if samples:

@@ -251,3 +251,20 @@ async def test_no_virtual_link_is_a_channel_error() -> None:
     with pytest.raises(ChannelError) as info:
         await BTHomeDriver(bus, []).open()
     assert info.value.bus_id == "ble9"
+
+
+async def test_alarm_raised_once_across_gateway_restart(radio: VirtualRadio, listening: Any) -> None:
+    state = MemoryState()
+    node = ManholeCoverNode(radio, MAC, key=KEY)
+    driver, sink = await listening([manhole_device()], state)
+    await node.state(tilt_deg=40.0, tilt_alarm=True)
+    await sink.wait_for(lambda: len(sink.events) == 1)
+    await driver.close()
+    assert state.data["bthome.alarm.mh-1.tilt_alarm"] == "1"
+    _driver2, sink2 = await listening([manhole_device()], state)
+    await node.state(tilt_deg=41.0, tilt_alarm=True)  # still lifted after the restart: no new event
+    await sink2.wait_for(lambda: len(sink2.batches) == 1)
+    assert sink2.events == []
+    await node.state(tilt_deg=0.5)
+    await sink2.wait_for(lambda: len(sink2.events) == 1)
+    assert sink2.events[0].state is EventState.CLEARED
