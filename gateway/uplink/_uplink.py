@@ -23,7 +23,7 @@ import aiomqtt
 
 from gateway import __version__
 from gateway.api import ConfigError, ConfigIssue, GatewayError
-from gateway.store import AsyncOutbox, Lane
+from gateway.store import AsyncOutbox, Lane, OutboxRow
 from gateway.uplink._connection import Backoff, RateLimiter, make_client
 from gateway.uplink.commands import CommandProcessor, CommandTarget, NonceCache
 from gateway.uplink.config import BrokerUrl, UpstreamConfig
@@ -215,6 +215,7 @@ class Uplink:
                 raise
             raise _SessionLost(_describe(group)) from None
         finally:
+            _retrieve_disconnect(client)
             if self._state is LinkState.CONNECTED and not self._stopping:
                 log.warning("uplink: lost %s", broker)
             self._client = None
@@ -280,49 +281,67 @@ class Uplink:
         cfg = self.config
         window = asyncio.Semaphore(cfg.max_inflight)
         limiter = RateLimiter(cfg.replay_max_msgs_per_s, cfg.replay_burst)
-        peek_rows = max(cfg.max_batch_readings * 4, 1000)
+        peek_rows = max(cfg.max_batch_readings * 10, 2000)
         self._ack_progress_t = time.monotonic()
-        while True:
-            self._wake.clear()
-            sent = False
-            self._maybe_rewind()
-            # Events first, always: every pass starts with the events lane.
-            rows = await self._outbox.peek(Lane.EVENT, after_seq=self._sent_seq[Lane.EVENT], limit=500)
-            if rows:
-                for batch in self._enc.rows(
-                    Lane.EVENT,
-                    rows,
-                    prev_seq=self._sent_seq[Lane.EVENT],
-                    max_rows=EVENTS_PER_MESSAGE,
-                    max_bytes=cfg.max_batch_bytes,
-                ):
-                    await self._send(client, tg, window, batch)
-                continue
-            rows = await self._outbox.peek(
-                Lane.TELEMETRY, after_seq=self._sent_seq[Lane.TELEMETRY], limit=peek_rows
-            )
-            if rows:
-                for batch in self._enc.rows(
-                    Lane.TELEMETRY,
-                    rows,
-                    prev_seq=self._sent_seq[Lane.TELEMETRY],
-                    max_rows=cfg.max_batch_readings,
-                    max_bytes=cfg.max_batch_bytes,
-                ):
-                    if batch.first_seq <= self._replay_until:
-                        delay = limiter.delay()
-                        if delay > 0:
-                            await self._sleep_unless_events(delay)
-                    await self._send(client, tg, window, batch)
-                    sent = True
-                    if self._events_waiting():
-                        break  # a live alarm goes ahead of the rest of this telemetry chunk
-                continue
-            if not sent:
+        # The next telemetry chunk is read on the store's thread while this one is encoded and
+        # published: (after_seq it was asked for, the read).
+        ahead: tuple[int, asyncio.Task[list[OutboxRow]]] | None = None
+        try:
+            while True:
+                self._wake.clear()
+                self._maybe_rewind()
+                # Events first, always: every pass starts with the events lane.
+                rows = await self._outbox.peek(Lane.EVENT, after_seq=self._sent_seq[Lane.EVENT], limit=500)
+                if rows:
+                    for batch in self._enc.rows(
+                        Lane.EVENT,
+                        rows,
+                        prev_seq=self._sent_seq[Lane.EVENT],
+                        max_rows=EVENTS_PER_MESSAGE,
+                        max_bytes=cfg.max_batch_bytes,
+                    ):
+                        await self._send(client, tg, window, batch)
+                    continue
+                after = self._sent_seq[Lane.TELEMETRY]
+                if ahead is not None and ahead[0] == after:
+                    rows = await ahead[1]
+                else:
+                    if ahead is not None:
+                        ahead[1].cancel()  # stale: the cursor moved (alarm break or rewind)
+                    rows = await self._outbox.peek(Lane.TELEMETRY, after_seq=after, limit=peek_rows)
+                ahead = None
+                if rows:
+                    if len(rows) == peek_rows:  # more is likely waiting: read it meanwhile
+                        nxt = rows[-1].seq
+                        ahead = (
+                            nxt,
+                            asyncio.create_task(
+                                self._outbox.peek(Lane.TELEMETRY, after_seq=nxt, limit=peek_rows),
+                                name="uplink.read_ahead",
+                            ),
+                        )
+                    for batch in self._enc.rows(
+                        Lane.TELEMETRY,
+                        rows,
+                        prev_seq=after,
+                        max_rows=cfg.max_batch_readings,
+                        max_bytes=cfg.max_batch_bytes,
+                    ):
+                        if batch.first_seq <= self._replay_until:
+                            delay = limiter.delay()
+                            if delay > 0:
+                                await self._sleep_unless_events(delay)
+                        await self._send(client, tg, window, batch)
+                        if self._events_waiting():
+                            break  # a live alarm goes ahead of the rest of this telemetry chunk
+                    continue
                 # Idle: wait for a commit; the timeout is a safety net, not the mechanism.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):
                         await self._wake.wait()
+        finally:
+            if ahead is not None:
+                ahead[1].cancel()
 
     def _maybe_rewind(self) -> None:
         """e2e mode: the platform stopped acknowledging (it may have missed messages while it was
@@ -498,6 +517,14 @@ class Uplink:
 
 
 _LINK_ERRORS = (aiomqtt.MqttError, OSError, TimeoutError)
+
+
+def _retrieve_disconnect(client: aiomqtt.Client) -> None:
+    # aiomqtt leaves the "unexpected disconnection" future unretrieved when the link dies; we already
+    # handled that error, so mark it seen instead of letting asyncio log it at garbage collection.
+    fut = getattr(client, "_disconnected", None)
+    if isinstance(fut, asyncio.Future) and fut.done() and not fut.cancelled():
+        fut.exception()
 
 
 def _describe(err: BaseException) -> str:
