@@ -37,6 +37,8 @@ _NEVER_DISCONNECT = 1_000_000_000
 if logging.getLogger("pymodbus").level == logging.NOTSET:
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
+BROADCAST_TURNAROUND_S = 0.1
+
 READ_FUNCTION: dict[str, int] = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 
 
@@ -195,7 +197,11 @@ class ModbusChannel:
             except ModbusException as err:
                 raise FrameError(self.frame_protocol, f"unusable reply: {err}", self._rx) from err
             finally:
-                self._quiet_until = asyncio.get_running_loop().time() + self._gap_s
+                # Unit 0 is a broadcast nobody answers: give every device the turnaround delay
+                # (100 ms and up in the spec) to act on it before the line is used again.
+                rtu = self.frame_protocol == "modbus-rtu"
+                gap = max(self._gap_s, BROADCAST_TURNAROUND_S) if unit == 0 and rtu else self._gap_s
+                self._quiet_until = asyncio.get_running_loop().time() + gap
         if response is None:  # broadcast: nobody answers
             return Reply()
         if response.isError():

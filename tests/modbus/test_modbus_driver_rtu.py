@@ -266,3 +266,34 @@ async def test_open_twice_and_reads_after_close(rig: Rig) -> None:
     await rig.driver.open()
     assert (await rig.read_all(SMOKE))["device_address"] == 11
     await asyncio.sleep(0)
+
+
+async def test_broadcast_write_gets_no_answer_and_a_turnaround_delay(rig: Rig) -> None:
+    from drivers.modbus._channel import BROADCAST_TURNAROUND_S
+
+    everyone = device_model(
+        id="all",
+        bus="rs485",
+        profile="x",
+        address=0,
+        location=LOCATION,
+        points={"reset": {"table": "holding", "address": 0, "writable": True}},
+    )
+    seen: list[tuple[str, float, bytes]] = []
+
+    def tap(direction: str) -> Any:
+        def record(data: bytes) -> bytes:
+            seen.append((direction, time.perf_counter(), data))
+            return data
+
+        return record
+
+    rig.link.to_device, rig.link.to_gateway = tap("request"), tap("reply")
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await rig.driver.write(everyone, "reset", 0)  # returns at once: nobody answers a broadcast
+    assert loop.time() - start < 0.2
+    await rig.driver.read(SMOKE, rig.driver.plan(SMOKE)[0])
+    requests = [(t, d) for direction, t, d in seen if direction == "request"]
+    assert requests[0][1][:2] == b"\x00\x06"
+    assert requests[1][0] - requests[0][0] >= BROADCAST_TURNAROUND_S
