@@ -1,0 +1,319 @@
+"""`citynerve diag ...` against real peers: a pymodbus building over TCP, a pty serial line, a real
+outbox file, and a running gateway (then diag must go through its bus owner)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tarfile
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import serial
+from click.testing import CliRunner, Result
+from serial.tools import list_ports
+
+from gateway.cli import main
+from gateway.config import GatewayConfig
+from gateway.diagbus import DiagRoute, DiagSession, UnknownBusError, bus_diag
+from gateway.runtime import Gateway
+from gateway.store import AsyncOutbox
+from hil.sim.modbus import ModbusBuilding
+
+from .conftest import gateway_toml
+
+
+def cli(*args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(main, list(args), input=input, catch_exceptions=False)
+
+
+async def acli(*args: str) -> Result:
+    # The CLI runs its own event loop: call it from a thread while the test's loop runs the gateway.
+    return await asyncio.to_thread(cli, *args)
+
+
+# -- the shared helper ------------------------------------------------------------------------------
+
+
+async def test_bus_diag_opens_the_port_itself_when_no_gateway_runs(config: GatewayConfig) -> None:
+    async with DiagSession(config, "tcp-1") as session:
+        assert session.route is DiagRoute.DIRECT
+        result = await session.run("read", {"unit": 2, "table": "holding", "address": 0, "count": 2})
+    assert len(result["registers"]) == 2
+    one_shot = await bus_diag(config, "tcp-1", "scan", {"first": 1, "last": 4})
+    assert [a["unit"] for a in one_shot["answered"]] == [1, 2, 3]
+
+
+async def test_bus_diag_goes_through_the_running_gateway(gateway: Gateway, config: GatewayConfig) -> None:
+    before = gateway.owners["tcp-1"].counters.transactions
+    async with DiagSession(config, "tcp-1") as session:
+        assert session.route is DiagRoute.GATEWAY
+        result = await session.run("scan", {"first": 10, "last": 14})
+    assert [a["unit"] for a in result["answered"]] == [11, 12, 13]
+    # The owner ran it between its polls (one master on the line); a direct open would not count.
+    assert gateway.owners["tcp-1"].counters.transactions > before
+
+
+async def test_bus_diag_unknown_bus(config: GatewayConfig) -> None:
+    try:
+        await bus_diag(config, "rs485-9", "scan", {})
+    except UnknownBusError as err:
+        assert err.bus_id == "rs485-9" and err.known == ["tcp-1"]
+    else:
+        raise AssertionError("expected UnknownBusError")
+
+
+# -- diag modbus ------------------------------------------------------------------------------------
+
+
+async def test_modbus_scan_table_and_json(config_path: Path, building: ModbusBuilding) -> None:
+    building.silence(3)
+    r = await acli("diag", "modbus", "scan", "-c", str(config_path), "--bus", "tcp-1", "--to", "16", "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["route"] == "direct"
+    assert [a["unit"] for a in out["answered"]] == [1, 2, 11, 12, 13]
+    assert out["scanned"] == [1, 16]
+    r = await acli(
+        "diag", "modbus", "scan", "-c", str(config_path), "--bus", "tcp-1", "--from", "10", "--to", "12"
+    )
+    assert r.exit_code == 0
+    assert "2 of 3 unit ids answered" in r.output
+    assert "11" in r.output and "12" in r.output
+
+
+async def test_modbus_scan_finding_nothing_fails(config_path: Path) -> None:
+    r = await acli(
+        "diag", "modbus", "scan", "-c", str(config_path), "--bus", "tcp-1", "--from", "200", "--to", "205"
+    )
+    assert r.exit_code == 1
+    assert "0 of 6 unit ids answered" in r.output
+
+
+async def test_modbus_read_decodes_and_write_round_trips(config_path: Path) -> None:
+    r = await acli(
+        "diag", "modbus", "read", "-c", str(config_path), "--bus", "tcp-1", "--unit", "1", "--table", "input",
+        "--address", "0", "--type", "float32", "--json",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert 200 < out["value"] < 260  # phase voltage of the simulated meter
+    assert len(out["registers"]) == 2
+
+    # A register write, then read back through the same path.
+    addr = "4"  # the water meter's velocity register: the simulator keeps what is written
+    r = await acli(
+        "diag", "modbus", "write", "-c", str(config_path), "--bus", "tcp-1", "--unit", "2",
+        "--address", addr, "--value", "0x1234", "--yes", "--json",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["function"] == 6
+    r = await acli(
+        "diag", "modbus", "read", "-c", str(config_path), "--bus", "tcp-1", "--unit", "2",
+        "--address", addr, "--json",
+    )  # fmt: skip
+    assert json.loads(r.output)["registers"] == [0x1234]
+
+
+async def test_modbus_write_asks_first(config_path: Path) -> None:
+    r = await asyncio.to_thread(
+        lambda: CliRunner().invoke(
+            main,
+            ["diag", "modbus", "write", "-c", str(config_path), "--bus", "tcp-1", "--unit", "2",
+             "--address", "5", "--value", "7"],
+            input="n\n",
+        )
+    )  # fmt: skip
+    assert r.exit_code == 1
+    assert "not written" in r.output
+
+
+async def test_modbus_commands_through_a_running_gateway(gateway: Gateway, config_path: Path) -> None:
+    r = await acli("diag", "modbus", "scan", "-c", str(config_path), "--bus", "tcp-1", "--to", "12", "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["route"] == "gateway"
+    assert [a["unit"] for a in out["answered"]] == [1, 2, 3, 11, 12]
+    r = await acli(
+        "diag", "modbus", "read", "-c", str(config_path), "--bus", "tcp-1", "--unit", "11", "--address", "0",
+        "--json",
+    )  # fmt: skip
+    assert json.loads(r.output)["route"] == "gateway"
+
+
+def test_bad_input_is_one_line(config_path: Path) -> None:
+    r = cli("diag", "modbus", "scan", "-c", str(config_path), "--bus", "nope")
+    assert r.exit_code == 1
+    assert "no bus 'nope'" in r.output and "Traceback" not in r.output
+    r = cli("diag", "modbus", "scan", "-c", str(config_path), "--bus", "tcp-1", "--from", "9", "--to", "3")
+    assert r.exit_code == 2
+    r = cli("diag", "modbus", "write", "-c", str(config_path), "--bus", "tcp-1", "--unit", "1", "--address",
+            "0", "--value", "lots", "--yes")  # fmt: skip
+    assert r.exit_code == 2 and "not an integer" in r.output
+
+
+def _rtu_config(short_dir: Path, port: str) -> Path:
+    text = gateway_toml("127.0.0.1", 1, devices=(), rules=False)
+    text += f'\n[[buses]]\nid = "rs485-1"\nprotocol = "modbus_rtu"\nport = "{port}"\nbaudrate = 9600\n'
+    path = short_dir / "rtu.toml"
+    path.write_text(text)
+    return path
+
+
+def test_missing_serial_port_is_one_clear_line(short_dir: Path) -> None:
+    path = _rtu_config(short_dir, "/dev/ttyUSB-does-not-exist")
+    r = cli("diag", "modbus", "scan", "-c", str(path), "--bus", "rs485-1", "--to", "2")
+    assert r.exit_code == 1
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "ttyUSB-does-not-exist" in lines[0], r.output
+
+
+def test_serial_port_in_use_is_one_clear_line(short_dir: Path) -> None:
+    master, slave = os.openpty()
+    try:
+        name = os.ttyname(slave)
+        holder = serial.Serial(name, exclusive=True)  # another program holds the adapter
+        try:
+            path = _rtu_config(short_dir, name)
+            r = cli("diag", "modbus", "scan", "-c", str(path), "--bus", "rs485-1", "--to", "2")
+        finally:
+            holder.close()
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert r.exit_code == 1
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "in use" in lines[0], r.output
+
+
+# -- diag ports -------------------------------------------------------------------------------------
+
+
+def test_ports_lists_what_pyserial_sees() -> None:
+    r = cli("diag", "ports", "--json")
+    expected = sorted(p.device for p in list_ports.comports())
+    assert [p["device"] for p in json.loads(r.output)["ports"]] == expected
+    assert r.exit_code == (0 if expected else 1)
+
+
+# -- diag store -------------------------------------------------------------------------------------
+
+
+async def _filled_store(config: GatewayConfig) -> None:
+    from gateway.api import Reading
+
+    async with AsyncOutbox(Path(config.store.path), synchronous="normal") as ob:
+        await ob.append(
+            [Reading("wm-2", "flow_rate", float(i), "m3/h", 1_790_000_000.0 + i) for i in range(5)], []
+        )
+
+
+async def test_store_health(config: GatewayConfig, config_path: Path) -> None:
+    r = await acli("diag", "store", "-c", str(config_path), "--json")
+    assert r.exit_code == 1  # no outbox yet
+    assert json.loads(r.output)["healthy"] is False
+    await _filled_store(config)
+    r = await acli("diag", "store", "-c", str(config_path), "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["integrity"] == "ok" and out["healthy"] is True
+    telemetry = next(lane for lane in out["lanes"] if lane["lane"] == "telemetry")
+    assert telemetry["rows"] == 5 and telemetry["oldest_age_s"] > 0
+    r = await acli("diag", "store", "-c", str(config_path))
+    assert r.exit_code == 0 and "integrity ok" in r.output
+
+
+def _scribble(db: Path) -> None:
+    """Damage b-tree pages of a closed outbox, as a failing SD card would."""
+    for suffix in ("-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    data = bytearray(db.read_bytes())
+    for i in range(4096 + 100, min(len(data), 4096 * 3), 7):
+        data[i] = 0xA5
+    db.write_bytes(bytes(data))
+
+
+async def test_store_damage_is_reported(config: GatewayConfig, config_path: Path) -> None:
+    await _filled_store(config)
+    _scribble(Path(config.store.path))
+    r = await acli("diag", "store", "-c", str(config_path), "--json")
+    assert r.exit_code == 1
+    out = json.loads(r.output)
+    assert out["healthy"] is False
+    assert "malformed" in out.get("error", "") + out.get("integrity", "")
+
+
+# -- diag bundle ------------------------------------------------------------------------------------
+
+
+def _members(path: Path) -> dict[str, bytes]:
+    with tarfile.open(path) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+
+
+SECRET_EXTRA = """
+[upstream]
+brokers = ["mqtts://platform.example:8883"]
+username = "gw-test-0001"
+password_file = "/etc/citynerve/secret-broker-password"
+[upstream.commands]
+enabled = true
+hmac_key_file = "/etc/citynerve/hmac.key"
+"""
+
+
+async def test_bundle_redacts_secrets_and_holds_status(
+    gateway: Gateway, config_path: Path, short_dir: Path
+) -> None:
+    out = short_dir / "bundle.tar.gz"
+    # The running gateway uses the plain config; the bundle reads a copy with secrets in it.
+    secret_cfg = short_dir / "secret.toml"
+    await asyncio.to_thread(secret_cfg.write_text, config_path.read_text() + SECRET_EXTRA)  # noqa: ASYNC240
+    r = await acli("diag", "bundle", "-c", str(secret_cfg), "-o", str(out), "--json")
+    assert r.exit_code == 0, r.output
+    members = _members(out)
+    config_text = members["config/gateway.toml"].decode()
+    assert "secret-broker-password" not in config_text and "hmac.key" not in config_text
+    assert "<redacted>" in config_text
+    assert 'username = "gw-test-0001"' in config_text  # not a secret: support needs it
+    parsed = tomllib.loads(config_text.split("\n# config check:")[0])
+    assert parsed["upstream"]["password_file"] == "<redacted>"
+    versions = json.loads(members["versions.json"])
+    assert versions["packages"]["pymodbus"].startswith("3.11")
+    manifest = json.loads(members["manifest.json"])
+    assert set(manifest["members"]) <= set(members)
+    assert oct(out.stat().st_mode & 0o777) == "0o600"
+
+
+async def test_bundle_of_the_running_gateway(gateway: Gateway, config_path: Path, short_dir: Path) -> None:
+    out = short_dir / "b.tar.gz"
+    await asyncio.sleep(1.0)  # a few polls
+    r = await acli("diag", "bundle", "-c", str(config_path), "-o", str(out), "--json")
+    assert r.exit_code == 0, r.output
+    members = _members(out)
+    status: dict[str, Any] = json.loads(members["status.json"])
+    bus = status["buses"][0]
+    assert bus["id"] == "tcp-1" and bus["counters"]["transactions"] > 0  # bus error counters
+    stats = json.loads(members["store/stats.json"])
+    assert stats["integrity"] == "ok"
+
+
+def test_bundle_of_a_broken_config_still_works(short_dir: Path) -> None:
+    broken = short_dir / "broken.toml"
+    broken.write_text('[gateway\nid = "x"\npassword = "hunter2"\ntoken="abc"\n')
+    out = short_dir / "broken.tar.gz"
+    r = cli("diag", "bundle", "-c", str(broken), "-o", str(out), "--json")
+    assert r.exit_code == 0, r.output
+    members = _members(out)
+    config_text = members["config/gateway.toml"].decode()
+    assert "hunter2" not in config_text and "abc" not in config_text
+    report = json.loads(r.output)
+    assert "store" in report["missing"] and "status" in report["missing"]
+
+
+def test_bundle_cannot_write_is_one_line(config_path: Path) -> None:
+    r = cli("diag", "bundle", "-c", str(config_path), "-o", "/proc/no/such/dir/b.tar.gz")
+    assert r.exit_code == 1
+    assert "cannot write" in r.output and "Traceback" not in r.output
