@@ -227,3 +227,23 @@ def test_fuzz_mutated_golden_frames(frame: bytes, data: st.DataObject) -> None:
     parser = codec.StreamParser()
     frames = parser.feed(bytes(mutated))
     assert all(isinstance(f, codec.Frame) for f in frames)
+
+
+@given(
+    st.lists(st.tuples(addresses, st.binary(max_size=40)), min_size=1, max_size=5),
+    st.lists(st.integers(1, 30), min_size=1, max_size=50),
+    st.binary(max_size=20).filter(lambda b: 0x68 not in b),
+)
+def test_stream_any_chunking_gives_the_same_frames(
+    frames: list[tuple[str, bytes]], cuts: list[int], junk: bytes
+) -> None:
+    wires = [codec.build_reply(a, 0x11, d, preamble=i % 2 == 0) for i, (a, d) in enumerate(frames)]
+    stream = junk + b"".join(wires)
+    parser = codec.StreamParser()
+    out: list[codec.Frame] = []
+    pos, i = 0, 0
+    while pos < len(stream):
+        step = cuts[i % len(cuts)]
+        out += parser.feed(stream[pos : pos + step])
+        pos, i = pos + step, i + 1
+    assert [f.raw for f in out] == [w.lstrip(b"\xfe") for w in wires]

@@ -200,3 +200,31 @@ async def test_read_address_refused_with_several_meters() -> None:
     driver = Dlt645Driver(bus_config("/dev/null"), [dlt_device("000000000161"), dlt_device("000000000162")])
     with pytest.raises(PermanentError):
         await driver.diag("read-address", {})
+
+
+async def test_adapter_echo_is_skipped() -> None:
+    meter = SimDlt645Meter("000000000161", values={0x00010000: 8.8})
+    async with SerialMeterBus(meters=[meter], echo=True) as bus:
+        driver = Dlt645Driver(bus_config(bus.port), [dlt_device(points={"e": {"di": "00010000"}})])
+        samples = await read_all(driver, "em-0161")
+        assert (await driver.diag("read-address", {}))["address"] == "000000000161"
+        await driver.close()
+    assert samples["e"].value == 8.8
+
+
+async def test_two_meters_answering_back_to_back_are_told_apart() -> None:
+    # a late reply of one meter arriving during the next transaction is skipped by address
+    slow = SimDlt645Meter("000000000161", values={0x00010000: 1.0})
+    fast = SimDlt645Meter("000000000162", values={0x00010000: 2.0})
+    async with SerialMeterBus(meters=[slow, fast], reply_delay_s=0.3) as bus:
+        devices = [
+            dlt_device("000000000161", points={"e": {"di": "00010000"}}),
+            dlt_device("000000000162", points={"e": {"di": "00010000"}}),
+        ]
+        driver = Dlt645Driver(bus_config(bus.port, timeout_s=0.05), devices)
+        with pytest.raises(DeviceTimeoutError):  # too short a timeout: the reply comes late
+            await read_all(driver, "em-0161")
+        driver.bus = bus_config(bus.port, timeout_s=1.0)
+        assert (await read_all(driver, "em-0162"))["e"].value == 2.0
+        assert (await read_all(driver, "em-0161"))["e"].value == 1.0
+        await driver.close()

@@ -283,3 +283,12 @@ async def test_listener_over_pty_and_port_loss(tmp_path: Path) -> None:
     with pytest.raises(ChannelError):
         await asyncio.wait_for(task, 5.0)
     await driver.close()
+
+
+@settings(max_examples=200)
+@given(st.lists(st.text(max_size=80), max_size=5))
+def test_fuzz_text_lines_never_raise(lines: list[str]) -> None:
+    stream = PanelStream(panel())
+    for line in lines:
+        stream.feed(line.encode("gb18030", errors="replace") + b"\r\n")
+    stream.flush()

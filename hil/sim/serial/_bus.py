@@ -50,7 +50,8 @@ class SerialMeterBus:
     `bus.port` from the gateway (a symlink `link` if given, else the pty slave path).
     `wire_time`: each reply byte arrives when it would on a real line at `baudrate`
     (`bits_per_byte`, 11 for 8E1), and a request occupies the line for its own wire time first.
-    `reply_delay_s`: the meter's think time before answering.
+    `reply_delay_s`: the meter's think time before answering. `echo`: the line hears every request
+    back (adapters without echo suppression), before the meter's reply.
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class SerialMeterBus:
         wire_time: bool = False,
         reply_delay_s: float = 0.0,
         link: str | Path | None = None,
+        echo: bool = False,
         seed: int = 1,
     ) -> None:
         self.meters = list(meters)
@@ -70,6 +72,7 @@ class SerialMeterBus:
         self.wire_time = wire_time
         self.reply_delay_s = reply_delay_s
         self.link = Path(link) if link else None
+        self.echo = echo  # an RS-485 adapter that hears its own transmission
         self.requests = 0  # complete request frames received
         self.replies = 0
         self.bytes_in = 0
@@ -144,6 +147,8 @@ class SerialMeterBus:
         except OSError:  # nobody holds the slave side open; nothing to hear
             return
         self.bytes_in += len(data)
+        if self.echo:
+            self._write(data)
         raws = [f.raw for f in self._dlt.feed(data) if not f.is_reply]
         raws += [f.raw for f in self._cjt.feed(data) if not f.is_reply]
         for raw in raws:
