@@ -36,13 +36,71 @@ class ConfigEditError(PermanentError):
         super().__init__(f"{path}: {reason}")
 
 
+def _value(value: Any) -> str:
+    """One TOML value; tables become inline tables ({ a = 1, b = "x" })."""
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        return "{ " + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    return tomli_w.dumps({"v": value}, multiline_strings=False)[4:].rstrip("\n")
+
+
+def _key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else tomli_w.dumps({key: 0}).split(" = ")[0]
+
+
+def _is_table_array(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def _flat(value: Any) -> bool:
+    """Small tables of plain values read best inline (location = { ... }, org = { ... })."""
+    return isinstance(value, dict) and all(not isinstance(v, dict | list) for v in value.values())
+
+
+def _table_body(name: str, table: dict[str, Any], out: list[str]) -> None:
+    subtables: list[tuple[str, Any]] = []
+    for k, v in table.items():
+        if (isinstance(v, dict) and not _flat(v)) or _is_table_array(v):
+            subtables.append((k, v))
+        else:
+            out.append(f"{_key(k)} = {_value(v)}")
+    for k, v in subtables:
+        _emit(f"{name}.{_key(k)}", v, out)
+
+
+def _emit(name: str, value: Any, out: list[str]) -> None:
+    if _is_table_array(value):
+        for item in value:
+            out.append("")
+            out.append(f"[[{name}]]")
+            _table_body(name, item, out)
+    else:
+        out.append("")
+        out.append(f"[{name}]")
+        _table_body(name, value, out)
+
+
 def dump_toml(data: dict[str, Any], header: str = "") -> str:
-    """TOML text for `data` (tomli-w), with an optional comment header."""
-    body = tomli_w.dumps(data)
-    if not header:
-        return body
-    comments = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
-    return comments + "\n" + body
+    """TOML text laid out the way people write configs: plain keys first, then `[table]`s and
+    `[[array]]` blocks in the given order, small flat tables inline (location = { ... }).
+    Values are encoded by tomli-w, so strings are always escaped correctly."""
+    out: list[str] = []
+    if header:
+        out += [f"# {line}" if line else "#" for line in header.splitlines()]
+        out.append("")
+    tables: list[tuple[str, Any]] = []
+    for k, v in data.items():
+        if isinstance(v, dict) or _is_table_array(v):
+            tables.append((k, v))
+        else:
+            out.append(f"{_key(k)} = {_value(v)}")
+    for k, v in tables:
+        _emit(_key(k), v, out)
+    text = "\n".join(out).lstrip("\n") + "\n"
+    return re.sub(r"\n{3,}", "\n\n", text)
 
 
 def write_atomically(path: Path, text: str, *, backup: bool = True, mode: int = 0o640) -> Path | None:
@@ -160,7 +218,7 @@ class DeviceListEditor:
             if dev_id in ids:
                 raise ConfigEditError(self.path, f"a device with id {dev_id!r} already exists")
             ids.append(dev_id)
-            text += "\n" + tomli_w.dumps({"devices": [entry]})
+            text += "\n" + dump_toml({"devices": [entry]})
         return text
 
     def remove(self, device_id: str) -> str:

@@ -1,0 +1,313 @@
+"""`citynerve init` and `citynerve devices`: configs written from flags or prompts, devices found on a
+simulated building and added with fitting profiles, safe edits, reload of a running gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+import tomli_w
+from click.testing import CliRunner, Result
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.cli import main
+from gateway.commissioning import BusSpecError, parse_bus_spec
+from gateway.commissioning.redact import REDACTED, redact_config, redact_text
+from gateway.config import load_config
+from gateway.runtime import Gateway
+from hil.sim.modbus import ModbusBuilding
+
+from .conftest import PROFILES
+
+
+def cli(*args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(main, list(args), input=input, catch_exceptions=False)
+
+
+async def acli(*args: str, input: str | None = None) -> Result:
+    return await asyncio.to_thread(cli, *args, input=input)
+
+
+IDENTITY = (
+    "--gateway-id",
+    "gw-310106-0007",
+    "--city",
+    "310100",
+    "--district",
+    "310106",
+    "--street",
+    "310106013",
+)
+
+
+# -- bus specs --------------------------------------------------------------------------------------
+
+
+def test_bus_specs_become_bus_tables() -> None:
+    assert parse_bus_spec("rs485-1:modbus_rtu:/dev/ttyUSB0:9600:N") == {
+        "id": "rs485-1",
+        "protocol": "modbus_rtu",
+        "port": "/dev/ttyUSB0",
+        "baudrate": 9600,
+        "parity": "N",
+    }
+    assert parse_bus_spec("meters:dlt645:/dev/ttyUSB1") == {
+        "id": "meters",
+        "protocol": "dlt645",
+        "port": "/dev/ttyUSB1",
+    }
+    assert parse_bus_spec("w:cjt188:socket://10.0.0.5:4001:2400:E:1") == {
+        "id": "w",
+        "protocol": "cjt188",
+        "port": "socket://10.0.0.5:4001",
+        "baudrate": 2400,
+        "parity": "E",
+        "stopbits": 1,
+    }
+    assert parse_bus_spec("tcp-1:modbus_tcp:192.0.2.10:502") == {
+        "id": "tcp-1",
+        "protocol": "modbus_tcp",
+        "host": "192.0.2.10",
+        "port": 502,
+    }
+    assert parse_bus_spec("ble:bthome:hci1") == {"id": "ble", "protocol": "bthome", "adapter": "hci1"}
+
+
+@pytest.mark.parametrize(
+    ("spec", "why"),
+    [
+        ("rs485-1", "expected ID:PROTOCOL"),
+        ("x:zigbee:/dev/ttyUSB0", "unknown protocol"),
+        ("x:modbus_rtu", "needs a port"),
+        ("x:modbus_rtu:/dev/ttyUSB0:fast", "baud rate"),
+        ("x:modbus_rtu:/dev/ttyUSB0:9600:Q", "parity"),
+        ("x:modbus_tcp", "needs a host"),
+        ("x:modbus_tcp:h:99999", "port"),
+        ("bad id!:modbus_tcp:h", "id"),
+    ],
+)
+def test_bad_bus_specs_say_why(spec: str, why: str) -> None:
+    with pytest.raises(BusSpecError) as err:
+        parse_bus_spec(spec)
+    assert err.value.spec == spec
+    assert why in err.value.reason
+
+
+@given(st.text(max_size=60))
+def test_bus_spec_parser_never_crashes(spec: str) -> None:
+    try:
+        table = parse_bus_spec(spec)
+    except BusSpecError:
+        return
+    assert table["id"] and table["protocol"]
+
+
+# -- redaction --------------------------------------------------------------------------------------
+
+
+def test_redaction_of_keys_urls_and_broken_text() -> None:
+    data = {
+        "upstream": {"brokers": ["mqtts://u:pw@h:8883"], "password_file": "/etc/pw", "username": "gw"},
+        "devices": [{"id": "m1", "key": "00112233445566778899aabbccddeeff", "address": "A4:C1"}],
+        "web": {"password_file": "p", "bind": "0.0.0.0"},
+        "x": {"api_token": "t", "hmac_key_file": "k", "enabled": True},
+    }
+    red = redact_config(data)
+    assert red["upstream"]["brokers"] == [f"mqtts://u:{REDACTED}@h:8883"]
+    assert red["upstream"]["password_file"] == REDACTED and red["upstream"]["username"] == "gw"
+    assert red["devices"][0]["key"] == REDACTED and red["devices"][0]["address"] == "A4:C1"
+    assert red["x"] == {"api_token": REDACTED, "hmac_key_file": REDACTED, "enabled": True}
+    text = redact_text('password = "hunter2"\nbindkey=abc\nhost = "h"\nurl = "mqtt://a:b@c"\n')
+    assert "hunter2" not in text and "abc" not in text and ":b@" not in text and 'host = "h"' in text
+
+
+@given(
+    st.dictionaries(st.sampled_from(["password", "token", "secret_x", "key", "name"]), st.text(min_size=1))
+)
+def test_redaction_leaves_no_secret_value(data: dict[str, str]) -> None:
+    red = redact_config(data)
+    # The same document as text (a config that failed to parse goes through redact_text).
+    text = redact_text(tomli_w.dumps(data))
+    for k, v in data.items():
+        if k != "name":
+            assert f"{k} = {tomli_w.dumps({'v': v})[4:].strip()}" not in text
+    for k, v in red.items():
+        if k != "name":
+            assert v == REDACTED
+        else:
+            assert v == data[k] or ("://" in data[k] and "@" in data[k])
+
+
+# -- init -------------------------------------------------------------------------------------------
+
+
+async def test_scripted_init_discovers_the_building(short_dir: Path, building: ModbusBuilding) -> None:
+    host, port = building.endpoint
+    building.silence(13)
+    path = short_dir / "gw.toml"
+    r = await acli(
+        "init", "-c", str(path), *IDENTITY, "--name", "Daning Road No. 7",
+        "--upstream", "mqtts://platform.example:8883", "--username", "gw-310106-0007",
+        "--password-file", "/etc/citynerve/broker.pw",
+        "--bus", f"tcp-1:modbus_tcp:{host}:{port}", "--profile-dir", str(PROFILES),
+        "--discover", "--to", "16", "--yes", "--json",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["added"] == ["tcp-1-u1", "tcp-1-u2", "tcp-1-u3", "tcp-1-u11", "tcp-1-u12"]
+    cfg = load_config(path)  # the result passes `config check`
+    assert cfg.gateway.org.street == "310106013"
+    assert cfg.upstream is not None and cfg.upstream.brokers == ("mqtts://platform.example:8883",)
+    assert [d.address for d in cfg.devices] == [1, 2, 3, 11, 12]
+    assert all(d.profile.startswith("modbus-") for d in cfg.devices)
+    check = cli("config", "check", str(path))
+    assert check.exit_code == 0
+    # The installer reads it: a header comment, tables in order.
+    text = path.read_text()
+    assert text.startswith("# CityNerve gateway config")
+    assert text.index("[gateway]") < text.index("[[buses]]") < text.index("[[devices]]")
+
+
+async def test_init_with_a_profile_for_the_family(short_dir: Path, building: ModbusBuilding) -> None:
+    host, port = building.endpoint
+    path = short_dir / "gw.toml"
+    r = await acli(
+        "init", "-c", str(path), *IDENTITY, "--bus", f"tcp-1:modbus_tcp:{host}:{port}",
+        "--profile-dir", str(PROFILES), "--discover", "--from", "11", "--to", "12",
+        "--profile", "modbus=modbus-smoke-detector", "--yes", "--json",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    cfg = load_config(path)
+    assert {d.profile for d in cfg.devices} == {"modbus-smoke-detector"}
+
+
+async def test_interactive_init(short_dir: Path, building: ModbusBuilding) -> None:
+    host, port = building.endpoint
+    path = short_dir / "gw.toml"
+    answers = "\n".join(
+        [
+            "gw-int-1",  # id
+            "Pump house",  # name
+            "310100",
+            "310106",
+            "310106013",
+            "",  # no broker
+            f"tcp-1:modbus_tcp:{host}:{port}",
+            "",  # no more buses
+            "y",  # add unit 2
+            "2",  # second profile offered
+            "n",  # not unit 3
+        ]
+    )
+    r = await acli(
+        "init", "-c", str(path), "--interactive", "--profile-dir", str(PROFILES),
+        "--discover", "--from", "2", "--to", "3", input=answers + "\n",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    cfg = load_config(path)
+    assert cfg.gateway.name == "Pump house"
+    assert [d.address for d in cfg.devices] == [2]
+
+
+def test_init_refuses_to_overwrite_and_bad_input(short_dir: Path) -> None:
+    path = short_dir / "gw.toml"
+    path.write_text("# mine\n")
+    r = cli("init", "-c", str(path), *IDENTITY, "--no-interactive")
+    assert r.exit_code == 1 and "exists" in r.output
+    assert path.read_text() == "# mine\n"
+    new = short_dir / "new.toml"
+    r = cli("init", "-c", str(new), "--gateway-id", "gw-1", "--no-interactive")
+    assert r.exit_code == 2 and "--city is required" in r.output
+    r = cli("init", "-c", str(new), *IDENTITY[:-1], "31", "--no-interactive")
+    assert r.exit_code == 2 and "gateway.org.street" in r.output
+    assert not new.exists()
+    r = cli("init", "-c", str(new), *IDENTITY, "--bus", "x:nope:/dev/x", "--no-interactive")
+    assert r.exit_code == 2 and "unknown protocol" in r.output
+    r = cli("init", "-c", str(path), *IDENTITY, "--force", "--no-interactive")
+    assert r.exit_code == 0
+    assert list(short_dir.glob("gw.toml.*.bak"))  # the replaced file was kept
+
+
+# -- devices ----------------------------------------------------------------------------------------
+
+
+def test_devices_add_remove_keep_comments_and_backups(config_path: Path) -> None:
+    original = config_path.read_text()
+    r = cli(
+        "devices", "add", "-c", str(config_path), "--id", "wm-13", "--bus", "tcp-1",
+        "--profile", "modbus-water-meter", "--address", "13", "--building", "7", "--floor", "4",
+        "--room", "401", "--tag", "elderly-alone", "--set", "max_gap=4", "--json",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["reload"]["outcome"] == "not_running"
+    assert Path(out["backup"]).read_text() == original
+    cfg = load_config(config_path)
+    dev = cfg.device("wm-13")
+    assert dev.address == 13 and dev.location.floor == "4" and dev.tags == ("elderly-alone",)
+    assert dev.location.address_code == "310106013"  # the gateway's street by default
+    assert config_path.read_text().startswith("# test building")  # comments survive
+
+    listed = json.loads(cli("devices", "list", "-c", str(config_path), "--json").output)
+    assert [d["id"] for d in listed["devices"]][-1] == "wm-13"
+
+    r = cli("devices", "remove", "-c", str(config_path), "wm-2", "--no-reload", "--json")
+    assert r.exit_code == 0, r.output
+    cfg = load_config(config_path)
+    assert "wm-2" not in [d.id for d in cfg.devices] and "wm-13" in [d.id for d in cfg.devices]
+    assert len(list(config_path.parent.glob("gateway.toml.*.bak"))) == 2
+
+
+def test_invalid_edits_leave_the_file_alone(config_path: Path) -> None:
+    before = config_path.read_text()
+    # Address already used on the bus; a profile that does not exist.
+    r = cli(
+        "devices", "add", "-c", str(config_path), "--id", "dup", "--bus", "tcp-1",
+        "--profile", "modbus-water-meter", "--address", "2",
+    )  # fmt: skip
+    assert r.exit_code == 2 and "already used" in r.output and "not changed" in r.output
+    r = cli(
+        "devices", "add", "-c", str(config_path), "--id", "x1", "--bus", "tcp-1",
+        "--profile", "no-such-profile", "--address", "40",
+    )  # fmt: skip
+    assert r.exit_code == 2 and "no profile 'no-such-profile'" in r.output
+    r = cli(
+        "devices", "add", "-c", str(config_path), "--id", "wm-2", "--bus", "tcp-1",
+        "--profile", "modbus-water-meter", "--address", "41",
+    )  # fmt: skip
+    assert r.exit_code == 2 and "already exists" in r.output
+    r = cli("devices", "remove", "-c", str(config_path), "ghost")
+    assert r.exit_code == 2 and "no device 'ghost'" in r.output
+    assert config_path.read_text() == before
+    assert not list(config_path.parent.glob("*.bak"))
+    assert not [p for p in config_path.parent.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+async def test_devices_add_reloads_the_running_gateway(gateway: Gateway, config_path: Path) -> None:
+    r = await acli(
+        "devices", "add", "-c", str(config_path), "--id", "sd-13", "--bus", "tcp-1",
+        "--profile", "modbus-smoke-detector", "--address", "13", "--floor", "3", "--json",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    reload = json.loads(r.output)["reload"]
+    assert reload["outcome"] in ("reloaded", "unsupported"), reload
+    if reload["outcome"] == "reloaded":
+        owner = gateway.owners["tcp-1"]
+        await asyncio.sleep(1.5)
+        assert "sd-13" in {d["id"] for d in owner.snapshot()["devices"]}
+
+
+def test_removed_block_takes_its_point_overrides(config_path: Path) -> None:
+    text = config_path.read_text()
+    at = text.index("[[devices]]", text.index('id = "wm-3"'))
+    override = "# wm-3 reads noisy\n[devices.points.flow_rate]\ndeadband = 0.2\n\n"
+    config_path.write_text(text[:at] + override + text[at:])
+    assert load_config(config_path).device("wm-3").points["flow_rate"].deadband == 0.2
+    r = cli("devices", "remove", "-c", str(config_path), "wm-3", "--no-reload")
+    assert r.exit_code == 0, r.output
+    after = config_path.read_text()
+    assert "deadband = 0.2" not in after
+    assert [d.id for d in load_config(config_path).devices] == ["em-1", "wm-2", "sd-11", "sd-12"]
