@@ -135,16 +135,10 @@ class Uplink:
         await self.stop()
 
     async def stop(self) -> None:
-        """Say goodbye (retained offline status, clean disconnect) and stop the run task."""
+        """Stop the run task; a connected uplink says goodbye (retained offline status) first."""
         if self._task is None:
             return
         self._stopping = True
-        client = self._client
-        if client is not None and self._state is LinkState.CONNECTED:
-            with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
-                async with asyncio.timeout(2):
-                    msg = await self._status_message(online=False)
-                    await client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -204,7 +198,14 @@ class Uplink:
                 self._state = LinkState.CONNECTED
                 self._since = time.time()
                 log.info("uplink: connected to %s", broker)
-                await self._run_session(client)
+                try:
+                    await self._run_session(client)
+                except asyncio.CancelledError:
+                    # Stopped by the runtime: a clean disconnect suppresses the will, so say
+                    # "offline" ourselves or the retained status would stay "online".
+                    self._stopping = True
+                    await self._goodbye(client)
+                    raise
         except _LINK_ERRORS as err:
             if self._state is not LinkState.CONNECTED:
                 self._connect_failures += 1
@@ -245,19 +246,32 @@ class Uplink:
         msg = self._enc.inventory(seq=self._outbox.next_seq - 1, devices=self._inventory())
         await client.publish(msg.topic, msg.payload, qos=1, retain=True)
 
-    async def _status_message(self, *, online: bool) -> MqttMessage:
-        stats = await self._outbox.stats()
-        details: dict[str, Any] = {
-            "version": __version__,
-            "encoding": self._enc.name,
-            "uplink": self.snapshot().to_dict(),
-            "store": stats.to_dict(),
-            "dropped": {LANE_NAMES[s.lane]: s.dropped for s in stats.lanes},
-            "backlog": {LANE_NAMES[s.lane]: s.rows for s in stats.lanes},
-        }
+    async def _goodbye(self, client: aiomqtt.Client) -> None:
+        with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError, GatewayError):
+            async with asyncio.timeout(2):
+                msg = await self._status_message(online=False, reason="shutdown")
+                await client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+
+    async def _status_message(self, *, online: bool, reason: str | None = None) -> MqttMessage:
+        details: dict[str, Any] = {"version": __version__, "encoding": self._enc.name}
+        if reason:
+            details["reason"] = reason
+        details["uplink"] = self.snapshot().to_dict()
+        try:
+            stats = await self._outbox.stats()
+        except GatewayError:  # the outbox is closing: still say who we are and our state
+            seq = 0
+        else:
+            seq = stats.next_seq - 1
+            details["store"] = stats.to_dict()
+            details["dropped"] = {LANE_NAMES[s.lane]: s.dropped for s in stats.lanes}
+            details["backlog"] = {LANE_NAMES[s.lane]: s.rows for s in stats.lanes}
         if self._status is not None:
-            details["gateway"] = self._status()
-        return self._enc.status(online=online, seq=stats.next_seq - 1, details=details)
+            try:
+                details["gateway"] = self._status()
+            except Exception:  # the runtime's figures are a bonus; never fail a status for them
+                log.exception("uplink: status callback failed")
+        return self._enc.status(online=online, seq=seq, details=details)
 
     async def _status_loop(self, client: aiomqtt.Client) -> None:
         while True:

@@ -104,7 +104,7 @@ def alarm(i: int = 0, device: str = "smoke-3f") -> Event:
 
 INVENTORY = [
     {
-        "id": "wm-1",
+        "device_id": "wm-1",
         "profile": "modbus-water-meter",
         "bus": "rs485-1",
         "location": {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -66,7 +67,7 @@ async def test_e2e_mode_keeps_rows_until_platform_acks(
         await wait_for(lambda: stored(consumer, 300, 1))
         await wait_for(lambda: _empty(outbox))
         snap = up.snapshot()
-    assert snap.ack_seq["telemetry"] == 301 or snap.ack_seq["telemetry"] == 300
+    assert snap.ack_seq == {"event": 301, "telemetry": 300}  # readings got 1..300, the alarm 301
     assert await outbox.get("uplink.ack_seq.telemetry") == str(snap.ack_seq["telemetry"])
 
 
@@ -84,3 +85,27 @@ async def test_e2e_without_platform_acks_deletes_nothing(
 
 async def _published(up: Uplink, n: int) -> bool:
     return up.snapshot().published_rows["telemetry"] >= n
+
+
+async def test_cancelled_run_task_says_offline(
+    broker: MosquittoBroker, outbox: AsyncOutbox, consumer: PlatformConsumer
+) -> None:
+    """The runtime runs `uplink.run()` as a task and cancels it on shutdown: the retained status must
+    end "offline" (a clean disconnect suppresses the will)."""
+    up = Uplink(
+        upstream(broker),
+        gateway_id=GW,
+        outbox=outbox,
+        inventory=lambda: INVENTORY,
+        status=lambda: {"devices_online": 3},
+    )
+    task = asyncio.create_task(up.run())
+    await wait_for(lambda: _status_is(consumer, "online"))
+    status = await consumer.query(lambda s: s.document(GW, "status"))
+    assert status["gateway"] == {"devices_online": 3} and status["dropped"] == {"event": 0, "telemetry": 0}
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await wait_for(lambda: _status_is(consumer, "offline"))
+    status = await consumer.query(lambda s: s.document(GW, "status"))
+    assert status["reason"] == "shutdown"
