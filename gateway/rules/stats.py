@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-_MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its standard deviation
+_MAD_TO_SIGMA = 1.2533  # mean absolute deviation of a normal distribution times this is its sigma
 
 
 class Estimator:
