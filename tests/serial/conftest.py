@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
 from typing import Any
-
-import pytest
 
 from drivers.cjt188 import Cjt188Device
 from drivers.dlt645 import Dlt645Device
 from drivers.serialio import SerialBusConfig
-from hil.sim.serial import SerialMeterBus, SimCjt188Meter, SimDlt645Meter
 
 LOCATION = {"address_code": "320508001", "building": "B1", "floor": "1", "room": "meter room"}
 
@@ -68,14 +64,3 @@ def cjt_device(
         points=points,
         **extra,
     )
-
-
-@pytest.fixture
-def meters() -> Sequence[SimDlt645Meter | SimCjt188Meter]:
-    return [SimDlt645Meter("000000000161"), SimDlt645Meter("000000000162"), SimCjt188Meter("00000000000012")]
-
-
-@pytest.fixture
-async def sim_bus(meters: Sequence[SimDlt645Meter | SimCjt188Meter]) -> AsyncIterator[SerialMeterBus]:
-    async with SerialMeterBus(meters=meters) as bus:
-        yield bus

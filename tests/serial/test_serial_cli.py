@@ -87,6 +87,17 @@ def test_decode_bad_input_one_line(args: tuple[str, ...], code: int, text: str) 
 
 
 async def cli(*args: str) -> tuple[int, str, str]:
+    """The CLI in a worker thread (its own asyncio.run) while the simulator runs on this loop."""
+
+    def run() -> tuple[int, str, str]:
+        result = CliRunner().invoke(main, list(args))
+        return result.exit_code, result.stdout, result.stderr
+
+    return await asyncio.to_thread(run)
+
+
+async def cli_process(*args: str) -> tuple[int, str, str]:
+    """The installed `citynerve` command as a real process."""
     proc = await asyncio.create_subprocess_exec(
         CITYNERVE, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
@@ -163,7 +174,7 @@ async def test_cjt188_commands_on_a_port() -> None:
 
 
 async def test_serial_command_bad_input() -> None:
-    code, _, err = await cli("diag", "dlt645", "read-address")
+    code, _, err = await cli_process("diag", "dlt645", "read-address")
     assert code == 2 and "either --bus" in err
     code, _, err = await cli("diag", "dlt645", "read-address", "--port", "/nonexistent/ttyUSB9")
     assert code == 1 and "cannot open" in err and "Traceback" not in err
