@@ -1,0 +1,289 @@
+"""Plan and carry out the service install: user, folders, config, unit, enable.
+
+`plan_install` only decides (so `--dry-run` prints exactly what `install` would do); `install`
+carries out a plan. With a `prefix` other than "/", everything is written under it and nothing on
+the running system changes: no user is created, and the unit is enabled with `systemctl --root`.
+"""
+
+from __future__ import annotations
+
+import enum
+import grp
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.api import PermanentError
+from gateway.service.unit import CONFIG_FILE, DATA_DIR, UNIT_NAME, render_unit
+
+UNIT_DIR = "/etc/systemd/system"
+WANTED_GROUPS = ("dialout", "bluetooth")
+
+
+class ServiceInstallError(PermanentError):
+    """A step of the install failed; `step` names it."""
+
+    def __init__(self, step: str, reason: str) -> None:
+        self.step = step
+        self.reason = reason
+        super().__init__(f"service install: {step}: {reason}")
+
+
+class StepKind(enum.Enum):
+    USER = "user"
+    FOLDER = "folder"
+    CONFIG = "config"
+    UNIT = "unit"
+    ENABLE = "enable"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    kind: StepKind
+    what: str  # for people: "create user citynerve in groups dialout"
+    command: tuple[str, ...] = ()  # a program to run, if any
+    path: str = ""
+    content: str = ""  # file content for UNIT / CONFIG steps
+    mode: int = 0o644
+    owner: str = ""  # user:group to chown to (real root installs only)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind.value,
+            "what": self.what,
+            "command": list(self.command),
+            "path": self.path,
+            "mode": oct(self.mode),
+        }
+
+
+@dataclass(slots=True)
+class InstallPlan:
+    prefix: Path
+    steps: list[Step] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"prefix": str(self.prefix), "steps": [s.to_dict() for s in self.steps], "done": self.done}
+
+
+def citynerve_command() -> str:
+    """The absolute path of this install's `citynerve` command (beside the running Python)."""
+    beside = Path(sys.executable).parent / "citynerve"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("citynerve")
+    if found:
+        return str(Path(found).resolve())
+    raise ServiceInstallError("unit", "cannot find the citynerve command; give --exec PATH")
+
+
+def _existing_groups(names: tuple[str, ...]) -> tuple[str, ...]:
+    out = []
+    for name in names:
+        try:
+            grp.getgrnam(name)
+        except KeyError:
+            continue
+        out.append(name)
+    return tuple(out)
+
+
+def _user_exists(user: str) -> bool:
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        return False
+    return True
+
+
+def _under(prefix: Path, path: str) -> Path:
+    return prefix / path.lstrip("/")
+
+
+def plan_install(
+    *,
+    prefix: Path = Path("/"),
+    config: Path | None = None,
+    exec_start: str | None = None,
+    user: str = "citynerve",
+    enable: bool = True,
+) -> InstallPlan:
+    """Decide every step (nothing is changed here)."""
+    real = prefix.resolve() == Path("/")
+    plan = InstallPlan(prefix)
+    groups = _existing_groups(WANTED_GROUPS)
+    if real:
+        if _user_exists(user):
+            if groups:
+                plan.steps.append(
+                    Step(
+                        StepKind.USER,
+                        f"add user {user} to {', '.join(groups)}",
+                        ("usermod", "-aG", ",".join(groups), user),
+                    )
+                )
+        else:
+            cmd = [
+                "useradd",
+                "--system",
+                "--home-dir",
+                DATA_DIR,
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+            ]
+            if groups:
+                cmd += ["--groups", ",".join(groups)]
+            plan.steps.append(
+                Step(
+                    StepKind.USER,
+                    f"create system user {user} ({', '.join(groups) or 'no groups'})",
+                    (*cmd, user),
+                )
+            )
+    else:
+        plan.steps.append(
+            Step(StepKind.SKIP, f"user {user}: created only when installing into / (not {prefix})")
+        )
+    owner = f"{user}:{user}" if real else ""
+    config_dir = str(Path(CONFIG_FILE).parent)
+    plan.steps.append(
+        Step(
+            StepKind.FOLDER,
+            f"folder {config_dir}",
+            path=config_dir,
+            mode=0o750,
+            owner=f"root:{user}" if real else "",
+        )
+    )
+    plan.steps.append(
+        Step(
+            StepKind.FOLDER,
+            f"folder {DATA_DIR} (outbox; contents never touched)",
+            path=DATA_DIR,
+            mode=0o750,
+            owner=owner,
+        )
+    )
+    target = _under(prefix, CONFIG_FILE)
+    if config is not None:
+        if target.exists():
+            plan.steps.append(
+                Step(StepKind.SKIP, f"config {CONFIG_FILE} exists: kept as it is (not replaced by {config})")
+            )
+        else:
+            try:
+                text = config.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as err:
+                raise ServiceInstallError("config", f"cannot read {config}: {err}") from err
+            plan.steps.append(
+                Step(
+                    StepKind.CONFIG,
+                    f"config {CONFIG_FILE} from {config}",
+                    path=CONFIG_FILE,
+                    content=text,
+                    mode=0o640,
+                    owner=f"root:{user}" if real else "",
+                )
+            )
+    elif not target.exists():
+        plan.steps.append(
+            Step(
+                StepKind.SKIP,
+                f"no config at {CONFIG_FILE} yet: write one with `citynerve init -c {CONFIG_FILE}`",
+            )
+        )
+    unit_text = render_unit(exec_start or citynerve_command(), user=user, groups=groups)
+    unit_path = f"{UNIT_DIR}/{UNIT_NAME}"
+    current = _under(prefix, unit_path)
+    if current.exists() and current.read_text(encoding="utf-8") == unit_text:
+        plan.steps.append(Step(StepKind.SKIP, f"unit {unit_path} is up to date"))
+    else:
+        verb = "upgrade" if current.exists() else "write"
+        plan.steps.append(
+            Step(StepKind.UNIT, f"{verb} unit {unit_path}", path=unit_path, content=unit_text, mode=0o644)
+        )
+    if enable:
+        if real:
+            plan.steps.append(Step(StepKind.ENABLE, "reload systemd", ("systemctl", "daemon-reload")))
+            plan.steps.append(
+                Step(StepKind.ENABLE, "enable and (re)start the service", ("systemctl", "enable", UNIT_NAME))
+            )
+            plan.steps.append(
+                Step(StepKind.ENABLE, "restart the service", ("systemctl", "restart", UNIT_NAME))
+            )
+        else:
+            plan.steps.append(
+                Step(
+                    StepKind.ENABLE,
+                    f"enable under {prefix}",
+                    ("systemctl", f"--root={prefix}", "enable", UNIT_NAME),
+                )
+            )
+    return plan
+
+
+def _run(step: Step) -> None:
+    try:
+        proc = subprocess.run(list(step.command), capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise ServiceInstallError(step.what, str(err)) from err
+    if proc.returncode != 0:
+        reason = (proc.stderr or proc.stdout).strip().splitlines()
+        raise ServiceInstallError(step.what, reason[-1] if reason else f"exit code {proc.returncode}")
+
+
+def _chown(path: Path, owner: str) -> None:
+    if not owner or os.geteuid() != 0:
+        return
+    user, _, group = owner.partition(":")
+    shutil.chown(path, user=user, group=group or None)
+
+
+def _write(path: Path, text: str, mode: int) -> None:
+    if path.exists():
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        shutil.copy2(path, path.with_name(f"{path.name}.{stamp}.bak"))
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def install(plan: InstallPlan) -> InstallPlan:
+    """Carry out a plan. Raises ServiceInstallError naming the failed step (earlier steps stay)."""
+    real = plan.prefix.resolve() == Path("/")
+    if real and os.geteuid() != 0:
+        raise ServiceInstallError("start", "installing into / needs root (sudo citynerve service install)")
+    for step in plan.steps:
+        if step.kind is StepKind.SKIP:
+            continue
+        try:
+            if step.kind in (StepKind.USER, StepKind.ENABLE):
+                if step.kind is StepKind.ENABLE and shutil.which("systemctl") is None:
+                    raise ServiceInstallError(step.what, "systemctl not found (not a systemd system)")
+                _run(step)
+            elif step.kind is StepKind.FOLDER:
+                target = _under(plan.prefix, step.path)
+                # Only the folder itself: a recursive chown/chmod of the data folder on upgrade is
+                # exactly what must never happen to a live outbox.
+                target.mkdir(parents=True, exist_ok=True)
+                os.chmod(target, step.mode)
+                _chown(target, step.owner)
+            else:
+                target = _under(plan.prefix, step.path)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _write(target, step.content, step.mode)
+                _chown(target, step.owner)
+        except OSError as err:
+            raise ServiceInstallError(step.what, err.strerror or str(err)) from err
+        plan.done.append(step.what)
+    return plan

@@ -1,0 +1,88 @@
+"""The systemd unit of the gateway, rendered for one install (where the `citynerve` command is)."""
+
+from __future__ import annotations
+
+UNIT_NAME = "citynerve.service"
+CONFIG_DIR = "/etc/citynerve"
+CONFIG_FILE = "/etc/citynerve/gateway.toml"
+DATA_DIR = "/var/lib/citynerve"
+RUNTIME_DIR = "/run/citynerve"
+
+_TEMPLATE = """\
+# CityNerve edge gateway. Installed by `citynerve service install`; re-running it upgrades this
+# file (the previous one is kept as .bak) and never touches {data_dir} (the outbox lives there).
+[Unit]
+Description=CityNerve edge gateway (field buses -> rules -> outbox -> MQTT)
+Documentation=file://{config_file}
+After=network-online.target bluetooth.target
+Wants=network-online.target
+# A crash loop stops after 10 starts in 5 minutes (see `systemctl status citynerve`).
+StartLimitIntervalSec=300
+StartLimitBurst=10
+
+[Service]
+Type=exec
+User={user}
+Group={user}
+# RS-485 adapters (/dev/ttyUSB*) belong to dialout; BlueZ allows the bluetooth group.
+SupplementaryGroups={groups}
+ExecStart={exec_start} run --config {config_file}
+WorkingDirectory={data_dir}
+Environment=PYTHONUNBUFFERED=1 CITYNERVE_CONFIG={config_file}
+StateDirectory=citynerve
+StateDirectoryMode=0750
+RuntimeDirectory=citynerve
+RuntimeDirectoryMode=0750
+ConfigurationDirectory=citynerve
+ConfigurationDirectoryMode=0750
+UMask=0027
+# SIGTERM: bus owners stop, the outbox writer commits what it holds, then the process exits.
+KillSignal=SIGTERM
+TimeoutStopSec=30
+Restart=on-failure
+RestartSec=5
+StandardOutput=journal
+StandardError=journal
+SyslogIdentifier=citynerve
+
+# Hardening: nothing but the data folder is writable; no privileges can be gained.
+NoNewPrivileges=yes
+ProtectSystem=strict
+ReadWritePaths={data_dir}
+ProtectHome=yes
+PrivateTmp=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+RestrictSUIDSGID=yes
+RestrictRealtime=yes
+RestrictNamespaces=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=no
+SystemCallArchitectures=native
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK AF_BLUETOOTH
+# No capabilities. A bumble HCI-socket BLE transport needs CAP_NET_RAW CAP_NET_ADMIN: add them in
+# a drop-in (systemctl edit citynerve) rather than here.
+CapabilityBoundingSet=
+AmbientCapabilities=
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def render_unit(
+    exec_start: str, *, user: str = "citynerve", groups: tuple[str, ...] = ("dialout", "bluetooth")
+) -> str:
+    """The unit text. `exec_start` is the absolute path of the `citynerve` command."""
+    return _TEMPLATE.format(
+        exec_start=exec_start,
+        user=user,
+        groups=" ".join(groups),
+        config_dir=CONFIG_DIR,
+        config_file=CONFIG_FILE,
+        data_dir=DATA_DIR,
+    )

@@ -1,0 +1,122 @@
+"""`citynerve service install` into a temp prefix (never the real system): the hardened unit passes
+`systemd-analyze verify`, enabling works with `systemctl --root`, upgrades keep config and outbox."""
+
+from __future__ import annotations
+
+import configparser
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from gateway.cli import main
+from gateway.service import render_unit
+
+UNIT = "etc/systemd/system/citynerve.service"
+
+
+def cli(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def _unit(text: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(text)
+    return parser
+
+
+def test_the_unit_is_hardened() -> None:
+    unit = _unit(render_unit("/opt/citynerve/bin/citynerve"))
+    s = unit["Service"]
+    assert s["User"] == "citynerve" and s["Group"] == "citynerve"
+    assert s["SupplementaryGroups"].split() == ["dialout", "bluetooth"]
+    assert s["ExecStart"] == "/opt/citynerve/bin/citynerve run --config /etc/citynerve/gateway.toml"
+    assert s["ProtectSystem"] == "strict" and s["ReadWritePaths"] == "/var/lib/citynerve"
+    assert s["NoNewPrivileges"] == "yes" and s["PrivateTmp"] == "yes"
+    assert s["Restart"] == "on-failure"
+    assert s["StandardOutput"] == "journal"
+    assert s["CapabilityBoundingSet"] == ""
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_dry_run_changes_nothing(tmp_path: Path) -> None:
+    r = cli("service", "install", "--prefix", str(tmp_path), "--dry-run", "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    kinds = [s["kind"] for s in out["steps"]]
+    assert kinds[0] == "skip"  # no user under a prefix
+    assert "unit" in kinds and "enable" in kinds
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_install_into_a_prefix_then_upgrade(tmp_path: Path, short_dir: Path) -> None:
+    config = short_dir / "gw.toml"
+    config.write_text('[gateway]\nid = "gw-1"\n')
+    r = cli("service", "install", "--prefix", str(tmp_path), "--config", str(config), "--json")
+    assert r.exit_code == 0, r.output
+    unit = tmp_path / UNIT
+    assert unit.is_file()
+    assert (tmp_path / "etc/citynerve/gateway.toml").read_text() == config.read_text()
+    assert oct((tmp_path / "var/lib/citynerve").stat().st_mode & 0o777) == "0o750"
+    if shutil.which("systemctl"):
+        wants = tmp_path / "etc/systemd/system/multi-user.target.wants/citynerve.service"
+        assert wants.is_symlink()
+    if shutil.which("systemd-analyze"):
+        proc = subprocess.run(
+            ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "Unknown key" not in proc.stderr and "ignoring" not in proc.stderr, proc.stderr
+
+    # The gateway ran for a while: an outbox and an edited config exist.
+    outbox = tmp_path / "var/lib/citynerve/outbox.db"
+    outbox.write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 64)
+    (tmp_path / "var/lib/citynerve/outbox.db-wal").write_bytes(b"wal" * 100)
+    digest = hashlib.sha256(outbox.read_bytes()).hexdigest()
+    (tmp_path / "etc/citynerve/gateway.toml").write_text('[gateway]\nid = "gw-edited"\n')
+    unit.write_text(unit.read_text().replace("RestartSec=5", "RestartSec=1"))  # an older unit
+
+    r = cli("service", "install", "--prefix", str(tmp_path), "--config", str(config), "--json")
+    assert r.exit_code == 0, r.output
+    whats = [s["what"] for s in json.loads(r.output)["steps"]]
+    assert any(w.startswith("upgrade unit") for w in whats)
+    assert any("kept as it is" in w for w in whats)
+    assert hashlib.sha256(outbox.read_bytes()).hexdigest() == digest
+    assert (tmp_path / "var/lib/citynerve/outbox.db-wal").read_bytes() == b"wal" * 100
+    assert (tmp_path / "etc/citynerve/gateway.toml").read_text() == '[gateway]\nid = "gw-edited"\n'
+    assert "RestartSec=5" in unit.read_text()
+    assert [p.name for p in unit.parent.glob("citynerve.service.*.bak")]
+
+    # A third run has nothing to change in the unit.
+    r = cli("service", "install", "--prefix", str(tmp_path), "--json")
+    assert any(s["what"].endswith("is up to date") for s in json.loads(r.output)["steps"])
+
+
+def test_unit_command_prints_the_unit() -> None:
+    r = cli("service", "unit", "--exec", "/usr/local/bin/citynerve")
+    assert r.exit_code == 0
+    assert r.output == render_unit("/usr/local/bin/citynerve", groups=_groups())
+
+
+def _groups() -> tuple[str, ...]:
+    # `service unit` renders with the default groups (the installer narrows them to existing ones).
+    return ("dialout", "bluetooth")
+
+
+def test_a_failed_step_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "etc"
+    blocker.write_text("a file where a folder must go")
+    r = cli("service", "install", "--prefix", str(tmp_path), "--no-enable")
+    assert r.exit_code == 1
+    assert "service install: folder /etc/citynerve" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("missing", ["--config"])
+def test_missing_config_file_is_bad_input(tmp_path: Path, missing: str) -> None:
+    r = cli("service", "install", "--prefix", str(tmp_path), missing, str(tmp_path / "nope.toml"))
+    assert r.exit_code == 2
