@@ -37,7 +37,7 @@ def test_anomaly_rule_warms_up_then_flags_and_clears() -> None:
     rule = {"id": "odd", "kind": "anomaly", "point": "value", "method": "ewma", "z": 6, "warmup": 30}
     e = engine([rule])
     series = [(T0 + i * 60, rng.gauss(20.0, 0.5)) for i in range(200)]
-    assert feed(e, series[:20] + [(T0 + 20 * 60 + 1, 80.0)]) == []  # during warm-up: nothing
+    assert feed(e, [*series[:20], (T0 + 20 * 60 + 1, 80.0)]) == []  # during warm-up: nothing
     assert feed(e, series[21:]) == []
     ev = feed(e, [(T0 + 300 * 60, 40.0), (T0 + 301 * 60, 20.1)])
     assert states(ev) == [("odd", "raised"), ("odd", "cleared")]

@@ -3,6 +3,7 @@ replacement and gaps; the meter tracker's bookkeeping under hypothesis."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -174,5 +175,5 @@ def test_meter_track_conserves_use_across_rollovers(start: float, steps: list[tu
 )
 def test_spread_over_a_partition_adds_up(use: float, t0: float, dt: float, cuts: list[float]) -> None:
     edges = sorted({t0, t0 + dt, *(t0 + c * dt for c in cuts)})
-    parts = sum(spread(use, t0, t0 + dt, a, b) for a, b in zip(edges, edges[1:], strict=False))
+    parts = sum(spread(use, t0, t0 + dt, a, b) for a, b in itertools.pairwise(edges))
     assert abs(parts - use) < 1e-6 * max(1.0, use)

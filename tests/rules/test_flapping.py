@@ -3,6 +3,8 @@ raise preceded by the condition held for the hold time (hypothesis)."""
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -56,5 +58,5 @@ def test_noise_around_threshold_alternates_and_respects_hold(values: list[float]
         assert began is not None
         assert began <= ev.ts - (HOLD if ev.state is EventState.RAISED else CLEAR_HOLD) + 1e-6
     # Pairs are separated by at least the hold times.
-    for a, b in zip(events, events[1:], strict=False):
+    for a, b in itertools.pairwise(events):
         assert b.ts - a.ts >= (CLEAR_HOLD if a.state is EventState.RAISED else HOLD) - 1e-9
