@@ -143,6 +143,15 @@ class PtyLink:
             with contextlib.suppress(BlockingIOError, OSError):
                 os.write(dst, data)
 
+    def unplug(self) -> None:
+        """The gateway's adapter vanishes (USB pulled): its port errors and its path disappears."""
+        if self._gw_master < 0:
+            return
+        asyncio.get_running_loop().remove_reader(self._gw_master)
+        os.close(self._gw_master)
+        self._fds.remove(self._gw_master)
+        self._gw_master = -1
+
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
