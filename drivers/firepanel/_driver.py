@@ -205,8 +205,7 @@ class FirePanelDriver(ListenDriver[FirePanelBusConfig, FirePanelDevice]):
 
     async def listen(self, sink: SampleSink) -> None:
         """Deliver until cancelled. Raises ChannelError when the port goes (the owner reopens)."""
-        if not self.streams:
-            return
+        # with no enabled panel the port is still read (and discarded) so a lost port still shows
         # one printer port carries one panel; several configured panels share the stream (ids differ)
         while True:
             chunk = await self.line.receive(IDLE_FLUSH_S)
