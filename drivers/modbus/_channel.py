@@ -105,10 +105,21 @@ class ModbusChannel:
             return
         await self.close()
         client = self._make_client()
-        if not await client.connect():
+        try:
+            connected = await client.connect()
+        except ValueError as err:  # pyserial: a URL it cannot parse (pymodbus only catches OSError)
+            client.close()
+            raise ChannelError(self.bus.id, f"cannot open serial port {self.bus_port}: {err}") from err
+        if not connected:
             client.close()
             raise ChannelError(self.bus.id, await self._why_not_open())
         self._client = client
+
+    @property
+    def bus_port(self) -> str:
+        """The port (serial URL) or host:port this channel opens, for messages."""
+        bus = self.bus
+        return bus.port if isinstance(bus, ModbusRtuBusConfig) else f"{bus.host}:{bus.port}"
 
     async def _why_not_open(self) -> str:
         # pymodbus only logs why a connect failed; ask the OS the same question to name the reason.
@@ -133,6 +144,8 @@ class ModbusChannel:
             _, writer = await asyncio.wait_for(asyncio.open_connection(bus.host, bus.port), bus.timeout_s)
         except TimeoutError:
             return f"no TCP answer from {where} within {bus.timeout_s:g} s"
+        except ConnectionRefusedError:
+            return f"cannot connect to {where}: connection refused (nothing listens on that port)"
         except OSError as err:
             return f"cannot connect to {where}: {err.strerror or err}"
         writer.close()

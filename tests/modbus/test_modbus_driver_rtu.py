@@ -314,3 +314,20 @@ async def test_unplugged_adapter_is_a_channel_error(rig: Rig) -> None:
     with pytest.raises(ChannelError) as reopen:
         await rig.driver.open()
     assert reopen.value.reason.startswith(f"cannot open serial port {rig.link.gateway_port}")
+
+
+@pytest.mark.parametrize("url", ["nonsense://x", "socket://127.0.0.1:notaport"])
+async def test_unusable_serial_url_is_a_channel_error(url: str) -> None:
+    driver = ModbusDriver(ModbusRtuBusConfig(id="rs485", port=url), [])
+    with pytest.raises(ChannelError) as info:
+        await driver.open()
+    assert info.value.reason.startswith(f"cannot open serial port {url}")
+    assert "\n" not in info.value.reason
+
+
+async def test_socket_url_with_nothing_listening_is_a_channel_error() -> None:
+    url = f"socket://127.0.0.1:{free_port()}"
+    driver = ModbusDriver(ModbusRtuBusConfig(id="rs485", port=url, timeout_s=0.5), [])
+    with pytest.raises(ChannelError) as info:
+        await driver.open()
+    assert info.value.reason.startswith(f"cannot open serial port {url}")
