@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from gateway.api import Event, GatewayError, Reading
+from gateway.api import Event, Reading
 from gateway.store._async import AsyncOutbox
 from gateway.store._codec import encode_event, encode_value
 from gateway.store._errors import RecordError
@@ -149,7 +149,7 @@ class OutboxWriter:
                 try:
                     await self._commit(force=False)
                     retry_s = _RETRY_INITIAL_S
-                except GatewayError:
+                except Exception:  # the store's GatewayError, or a bug: keep the data, retry later
                     log.exception("outbox commit failed; retrying in %.1f s", retry_s)
                     await asyncio.sleep(retry_s)
                     retry_s = min(retry_s * 2, _RETRY_MAX_S)
