@@ -410,7 +410,14 @@ class RulePack:
         try:
             return _RULES.validate_python(raw)
         except ValidationError as err:
-            raise ValueError(f"pack {self.id}: {_flatten(err)}") from err
+            # Name the pack's rule, not its index: "pack manhole: rule cover_tilt: threshold.above: ..."
+            parts = []
+            for e in err.errors():
+                loc = list(e["loc"])
+                where = f"rule {raw[loc[0]]['id'].split('.', 1)[1]}" if loc and isinstance(loc[0], int) else ""
+                rest = ".".join(str(p) for p in loc[1:])
+                parts.append(f"{where}: {rest}: {e['msg']}" if rest else f"{where}: {e['msg']}")
+            raise ValueError(f"pack {self.id}: {'; '.join(parts)}") from err
 
 
 def load_pack(path: Path) -> RulePack:

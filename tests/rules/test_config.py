@@ -1,0 +1,154 @@
+"""The [rules] config: shipped packs load, bad input gives pydantic errors with key paths,
+cross-checks against devices give ConfigIssues, the gateway config loader takes the table."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from gateway.api import ConfigIssue
+from gateway.rules import PACKS_DIR, RulesConfig, check_rules, load_pack
+
+from .conftest import dev
+
+SHIPPED = ("elderly-water", "manhole", "smoke-fire", "electricity")
+
+
+def errors(data: dict[str, Any]) -> list[tuple[str, str]]:
+    with pytest.raises(ValidationError) as info:
+        RulesConfig.model_validate(data)
+    return [(".".join(str(p) for p in e["loc"]), e["msg"]) for e in info.value.errors()]
+
+
+def test_every_shipped_pack_loads_and_cites_its_source() -> None:
+    assert sorted(p.stem for p in PACKS_DIR.glob("*.toml")) == sorted(SHIPPED)
+    for name in SHIPPED:
+        pack = load_pack(PACKS_DIR / f"{name}.toml")
+        assert pack.id == name and pack.description
+        cfg = RulesConfig.model_validate({"packs": [{"name": name}]})
+        assert cfg.all_rules()
+    assert "field-protocols.md section 9" in load_pack(PACKS_DIR / "elderly-water.toml").source
+    assert "field-protocols.md section 8" in load_pack(PACKS_DIR / "manhole.toml").source
+    assert "GB/T 12325" in load_pack(PACKS_DIR / "electricity.toml").source
+
+
+def test_published_thresholds_are_in_the_packs() -> None:
+    cfg = RulesConfig.model_validate({"packs": [{"name": n} for n in SHIPPED]})
+    rules = {r.id: r for r in cfg.all_rules()}
+    no_use = rules["elderly-water.water_no_use_12h"]
+    assert (no_use.below, no_use.window_s) == (0.01, 43200)  # type: ignore[union-attr]
+    assert rules["elderly-water.water_over_use_day"].above == 2.0  # type: ignore[union-attr]
+    leak = rules["elderly-water.water_leak"]
+    assert (leak.slot_s, leak.slots) == (1800, 48)  # type: ignore[union-attr]
+    tilt, opened = rules["manhole.cover_tilt"], rules["manhole.cover_open"]
+    assert (tilt.above, tilt.hold_s) == (10.0, 2.0)  # type: ignore[union-attr]
+    assert (opened.above, opened.hold_s, opened.severity) == (90.0, 0.0, "critical")  # type: ignore[union-attr]
+    for r in ("smoke-fire.smoke", "smoke-fire.fire"):
+        assert (rules[r].severity, rules[r].hold_s) == ("critical", 0.0)
+
+
+def test_pack_parameters_points_selector_and_disable() -> None:
+    cfg = RulesConfig.model_validate(
+        {
+            "packs": [
+                {
+                    "name": "manhole",
+                    "params": {"tilt_deg": 15.0},
+                    "points": {"tilt": "angle"},
+                    "select": {"tags": ["sewer"]},
+                    "disable": ["gas_h2s"],
+                }
+            ]
+        }
+    )
+    rules = {r.id: r for r in cfg.all_rules()}
+    assert "manhole.gas_h2s" not in rules
+    tilt = rules["manhole.cover_tilt"]
+    assert (tilt.above, tilt.point, tilt.select.tags) == (15.0, "angle", ("sewer",))  # type: ignore[union-attr]
+
+
+def test_errors_carry_key_paths() -> None:
+    errs = errors({"rules": [{"id": "x", "kind": "threshold", "point": "p"}]})
+    assert errs[0][0] == "rules.0.threshold" and "above" in errs[0][1]
+    errs = errors({"rules": [{"id": "x", "kind": "thresold", "point": "p"}]})
+    assert errs[0][0] == "rules.0" and "thresold" in errs[0][1]
+    errs = errors({"rules": [{"id": "x", "kind": "threshold", "point": "p", "above": 1, "hold_s": -1}]})
+    assert errs[0][0] == "rules.0.threshold.hold_s"
+    errs = errors({"rules": [{"id": "x", "kind": "boolean", "point": "p", "colour": "red"}]})
+    assert errs[0][0] == "rules.0.boolean.colour"
+    errs = errors({"rules": [{"id": "x", "kind": "consumption", "point": "p", "window": "day", "tz": "Mars/Base"}]})
+    assert "Mars/Base" in errs[0][1]
+    errs = errors({"packs": [{"name": "no-such-pack"}]})
+    assert errs[0][0] == "packs.0" and "shipped packs" in errs[0][1]
+    errs = errors({"packs": [{"name": "manhole", "params": {"tilt": 3}}]})
+    assert errs[0][0] == "packs.0" and "no parameters ['tilt']" in errs[0][1]
+    errs = errors({"packs": [{"name": "manhole", "params": {"tilt_deg": "steep"}}]})
+    assert errs[0][0] == "packs.0" and "cover_tilt" in errs[0][1]
+    errs = errors({"schedules": [{"id": "q", "start": "25:00", "end": "06:00"}]})
+    assert errs[0][0] == "schedules.0.start"
+    errs = errors({"contacts": [{"id": "c", "phone": "call me"}]})
+    assert errs[0][0] == "contacts.0.phone"
+
+
+def test_cross_references_are_checked() -> None:
+    base = {"id": "a", "kind": "boolean", "point": "p"}
+    (err,) = errors({"rules": [base, {**base}]})
+    assert "duplicate rule ids: ['a']" in err[1]
+    (err,) = errors({"rules": [base, {"id": "c", "kind": "composite", "mode": "all", "of": ["a", "zz"]}]})
+    assert "unknown rule zz" in err[1]
+    (err,) = errors({"rules": [{**base, "suppress_during": ["night"], "escalate": ["son"]}]})
+    assert "unknown schedule night" in err[1] and "unknown contact son" in err[1]
+    (err,) = errors({"rules": [base], "actions": [{"id": "x", "on": ["b"], "point": "v", "value": 1}]})
+    assert "action x: `on` names unknown rule b" in err[1]
+
+
+def test_bad_pack_files(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('id = "other"\ndescription = "d"\nsource = "s"\n')
+    (err,) = errors({"packs": [{"name": "bad", "path": str(bad)}]})
+    assert "must equal the file stem" in err[1]
+    bad.write_text('id = "bad"\ndescription = "d"\n')
+    (err,) = errors({"packs": [{"name": "bad", "path": str(bad)}]})
+    assert "source" in err[1]
+    bad.write_text('id = "bad"\ndescription = "d"\nsource = "s"\n[[rules]]\nid = "r"\nkind = "boolean"\npoint = "$p"\n')
+    (err,) = errors({"packs": [{"name": "bad", "path": str(bad)}]})
+    assert "$p is not defined" in err[1]
+    bad.write_text("id = [")
+    (err,) = errors({"packs": [{"name": "bad", "path": str(bad)}]})
+    assert "cannot read rule pack" in err[1]
+
+
+def test_check_rules_against_devices() -> None:
+    devices = [dev("m1", points=("volume",)), dev("m2", points=("flow",))]
+    cfg = RulesConfig.model_validate(
+        {
+            "packs": [{"name": "elderly-water", "select": {"devices": ["m1", "ghost"]}}],
+            "rules": [
+                {"id": "r", "kind": "threshold", "point": "volume", "above": 1, "select": {"devices": ["m2"]}},
+                {"id": "s", "kind": "boolean", "point": "x", "select": {"profiles": ["nobody"]}},
+            ],
+            "actions": [{"id": "a", "on": ["r"], "device": "m9", "point": "valve", "value": False}],
+            "away": ["m7"],
+        }
+    )
+    issues = check_rules(cfg, devices, "gw.toml")
+    assert all(isinstance(i, ConfigIssue) and i.file == "gw.toml" for i in issues)
+    paths = {i.path: i.message for i in issues}
+    assert "unknown device 'ghost'" in paths["rules.packs[0].select.devices[1]"]
+    assert "has no point 'volume'" in paths["rules.rules[0].point"]
+    assert "selects no device" in paths["rules.rules[1].select"]
+    assert "unknown device 'm9'" in paths["rules.actions[0].device"]
+    assert "unknown device 'm7'" in paths["rules.away[0]"]
+    assert cfg.check(devices, "gw.toml") == issues
+
+
+def test_example_rules_table_in_the_docs_is_valid() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "rules.md").read_text(encoding="utf-8")
+    block = doc.split("```toml\n", 1)[1].split("```", 1)[0]
+    data = tomllib.loads(block)
+    cfg = RulesConfig.model_validate(data["rules"])
+    assert cfg.packs and cfg.actions and cfg.schedules and cfg.contacts
