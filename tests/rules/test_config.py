@@ -80,7 +80,9 @@ def test_errors_carry_key_paths() -> None:
     assert errs[0][0] == "rules.0.threshold.hold_s"
     errs = errors({"rules": [{"id": "x", "kind": "boolean", "point": "p", "colour": "red"}]})
     assert errs[0][0] == "rules.0.boolean.colour"
-    errs = errors({"rules": [{"id": "x", "kind": "consumption", "point": "p", "window": "day", "tz": "Mars/Base"}]})
+    errs = errors(
+        {"rules": [{"id": "x", "kind": "consumption", "point": "p", "window": "day", "tz": "Mars/Base"}]}
+    )
     assert "Mars/Base" in errs[0][1]
     errs = errors({"packs": [{"name": "no-such-pack"}]})
     assert errs[0][0] == "packs.0" and "shipped packs" in errs[0][1]
@@ -114,7 +116,9 @@ def test_bad_pack_files(tmp_path: Path) -> None:
     bad.write_text('id = "bad"\ndescription = "d"\n')
     (err,) = errors({"packs": [{"name": "bad", "path": str(bad)}]})
     assert "source" in err[1]
-    bad.write_text('id = "bad"\ndescription = "d"\nsource = "s"\n[[rules]]\nid = "r"\nkind = "boolean"\npoint = "$p"\n')
+    bad.write_text(
+        'id = "bad"\ndescription = "d"\nsource = "s"\n[[rules]]\nid = "r"\nkind = "boolean"\npoint = "$p"\n'
+    )
     (err,) = errors({"packs": [{"name": "bad", "path": str(bad)}]})
     assert "$p is not defined" in err[1]
     bad.write_text("id = [")
@@ -128,7 +132,13 @@ def test_check_rules_against_devices() -> None:
         {
             "packs": [{"name": "elderly-water", "select": {"devices": ["m1", "ghost"]}}],
             "rules": [
-                {"id": "r", "kind": "threshold", "point": "volume", "above": 1, "select": {"devices": ["m2"]}},
+                {
+                    "id": "r",
+                    "kind": "threshold",
+                    "point": "volume",
+                    "above": 1,
+                    "select": {"devices": ["m2"]},
+                },
                 {"id": "s", "kind": "boolean", "point": "x", "select": {"profiles": ["nobody"]}},
             ],
             "actions": [{"id": "a", "on": ["r"], "device": "m9", "point": "valve", "value": False}],
