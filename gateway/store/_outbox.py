@@ -89,6 +89,8 @@ class Outbox:
         # of a full outbox is a scan of the table, which would stall commits on a Pi).
         self._rows: dict[Lane, int] | None = None
         self._trimmed: dict[Lane, int] = {}
+        self.undecodable = 0  # rows peek had to skip (damaged storage); see peek()
+        self._undecodable_seqs: set[int] = set()
         parent = os.path.dirname(os.path.abspath(self.path))
         try:
             os.makedirs(parent, exist_ok=True)
@@ -288,7 +290,11 @@ class Outbox:
     # -- reading and acknowledging ---------------------------------------------------------------
 
     def peek(self, lane: Lane, *, after_seq: int = 0, limit: int = 1000) -> list[OutboxRow]:
-        """Up to `limit` queued rows of `lane` with seq > after_seq, in seq order."""
+        """Up to `limit` queued rows of `lane` with seq > after_seq, in seq order.
+
+        A row that cannot be decoded (damaged storage) is skipped, logged and counted in
+        `undecodable` rather than raised: one bad row must not stop the uplink forever. It stays
+        in the file until an ack covers it; the platform sees its seq as a gap."""
         try:
             if lane is Lane.TELEMETRY:
                 by_id = self._series_by_id
@@ -298,24 +304,46 @@ class Outbox:
                 ).fetchall()
                 out = []
                 for seq, ts, sid, kind, raw in rows:
-                    names = by_id.get(sid)
-                    if names is None:  # a series another connection added: learn it once
-                        self._reload_series()
-                        by_id = self._series_by_id
-                        names = by_id[sid]
-                    dev, point, unit = names
-                    if kind == 0:
-                        rec = Reading(dev, point, raw, unit, ts)
-                    else:
-                        rec = decode_reading(dev, point, unit, ts, kind, raw)
+                    try:
+                        names = by_id.get(sid)
+                        if names is None:  # a series another connection added: learn it once
+                            self._reload_series()
+                            by_id = self._series_by_id
+                            names = by_id[sid]
+                        dev, point, unit = names
+                        if kind == 0:
+                            rec = Reading(dev, point, raw, unit, ts)
+                        else:
+                            rec = decode_reading(dev, point, unit, ts, kind, raw)
+                    except (KeyError, IndexError, ValueError, TypeError) as err:
+                        self._undecodable_row(lane, seq, err)
+                        continue
                     out.append(OutboxRow(seq, Lane.TELEMETRY, ts, rec))
                 return out
             rows = self._conn.execute(
                 "SELECT seq, ts, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
             ).fetchall()
-            return [OutboxRow(seq, Lane.EVENT, ts, decode_event(ts, body)) for seq, ts, body in rows]
+            events = []
+            for seq, ts, body in rows:
+                try:
+                    events.append(OutboxRow(seq, Lane.EVENT, ts, decode_event(ts, body)))
+                except (KeyError, IndexError, ValueError, TypeError) as err:
+                    self._undecodable_row(lane, seq, err)
+            return events
         except sqlite3.Error as err:
             raise _busy_or_store(self.path, err) from err
+
+    def _undecodable_row(self, lane: Lane, seq: int, err: Exception) -> None:
+        if seq not in self._undecodable_seqs:
+            self._undecodable_seqs.add(seq)
+            self.undecodable += 1
+            log.error(
+                "outbox %s: %s row seq %d cannot be decoded, skipped: %r",
+                self.path,
+                lane.name.lower(),
+                seq,
+                err,
+            )
 
     def ack(self, lane: Lane, upto_seq: int) -> int:
         """Delete `lane`'s rows with seq <= upto_seq (they reached the platform); returns how many."""

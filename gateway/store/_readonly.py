@@ -70,7 +70,7 @@ def read_rows(
     path: str | os.PathLike[str], lane: Lane, *, after_seq: int = 0, limit: int = 20, newest: bool = False
 ) -> list[OutboxRow]:
     """Queued rows of `lane` in seq order, read-only: the first `limit` after `after_seq`, or with
-    `newest` the last `limit`. Raises StoreError like `read_stats`."""
+    `newest` the last `limit`. Damaged rows are left out. Raises StoreError like `read_stats`."""
     order = "DESC" if newest else "ASC"
     with _snapshot(path) as (_, conn):
         if lane is Lane.TELEMETRY:
@@ -79,14 +79,17 @@ def read_rows(
                 f"JOIN series AS s ON s.id = r.series WHERE r.seq > ? ORDER BY r.seq {order} LIMIT ?",
                 (after_seq, limit),
             ).fetchall()
-            out = [
-                OutboxRow(seq, lane, ts, decode_reading(dev, point, unit, ts, kind, raw))
-                for seq, ts, dev, point, unit, kind, raw in rows
-            ]
+            out = []
+            for seq, ts, dev, point, unit, kind, raw in rows:
+                with contextlib.suppress(KeyError, IndexError, ValueError, TypeError):  # damaged row
+                    out.append(OutboxRow(seq, lane, ts, decode_reading(dev, point, unit, ts, kind, raw)))
         else:
             rows = conn.execute(
                 f"SELECT seq, ts, body FROM events WHERE seq > ? ORDER BY seq {order} LIMIT ?",
                 (after_seq, limit),
             ).fetchall()
-            out = [OutboxRow(seq, lane, ts, decode_event(ts, body)) for seq, ts, body in rows]
+            out = []
+            for seq, ts, body in rows:
+                with contextlib.suppress(KeyError, IndexError, ValueError, TypeError):  # damaged row
+                    out.append(OutboxRow(seq, lane, ts, decode_event(ts, body)))
     return sorted(out, key=lambda r: r.seq)

@@ -290,3 +290,17 @@ def test_unwritable_directory_is_a_store_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(StoreError):
         Outbox(blocker / "sub" / "outbox.db")
+
+
+def test_a_damaged_row_is_skipped_not_fatal(db: Path) -> None:
+    with Outbox(db) as ob:
+        ob.append([reading(0), reading(1), reading(2)], [event(0), event(1)])  # 1-3 | 4-5
+        ob._conn.execute("UPDATE events SET body = '[\"half a record' WHERE seq = 4")
+        ob._conn.execute("UPDATE readings SET kind = 99 WHERE seq = 2")
+        ob._conn.execute("UPDATE readings SET series = 12345 WHERE seq = 3")
+        assert [r.seq for r in ob.peek(Lane.EVENT)] == [5]
+        assert [r.seq for r in ob.peek(Lane.TELEMETRY)] == [1]
+        assert [r.seq for r in ob.peek(Lane.TELEMETRY)] == [1]  # counted once per row
+        assert ob.undecodable == 3
+        # An ack past the damaged rows removes them like any other.
+        assert ob.ack(Lane.TELEMETRY, 3) == 3 and ob.ack(Lane.EVENT, 5) == 2
