@@ -1,7 +1,10 @@
 # Runs boots of the node from a scenario and prints every advert as a JSON line, for pytest to
 # check with the gateway's decoder and the bthome-ble parser, and to replay over a virtual radio.
 #
-#   micropython emit.py '{"config": {...}, "mac": "a4c138000001", "boots": [{"tilt": 30, ...}]}'
+#   micropython emit.py scenario.json    ({"config": {...}, "mac": "a4c138000001", "boots": [{"tilt": 30}]})
+#
+# The scenario comes in a file: this unix build of MicroPython aborts ("FATAL: uncaught NLR") on a
+# command-line argument longer than about 256 characters.
 
 import json
 import math
@@ -14,7 +17,8 @@ import harness
 
 
 def main():
-    scenario = json.loads(sys.argv[1])
+    with open(sys.argv[1]) as f:
+        scenario = json.load(f)
     bluetooth.MAC[0] = bytes.fromhex(scenario.get("mac", "a4c138000001"))
     cfg = harness.make_config(**scenario.get("config", {}))
     for b in scenario["boots"]:

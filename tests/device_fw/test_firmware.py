@@ -12,9 +12,12 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from drivers.bthome import DecryptionError, codec
 from hil.sim.ble.firmware import TESTS, micropython_binary, micropython_env, run_scenario
@@ -173,3 +176,52 @@ def test_provision_tool(tmp_path: Path) -> None:
         check=False,
     )
     assert bad.returncode == 2 and "MAC" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_counter_across_real_process_restarts(tmp_path: Path) -> None:
+    # Each run is a fresh MicroPython process: RTC memory is gone (power loss), counter.dat stays.
+    scenario = {"config": {"counter_block": 8}, "boots": [{"tilt": 1.0}] * 3}
+    first = [
+        codec.parse(a.service_data, mac=MAC, key=KEY).counter
+        for a in run_scenario(scenario, workdir=str(tmp_path))
+    ]
+    second = [
+        codec.parse(a.service_data, mac=MAC, key=KEY).counter
+        for a in run_scenario(scenario, workdir=str(tmp_path))
+    ]
+    assert first == [1, 2, 3]
+    assert second == [9, 10, 11]  # the rest of the reserved block is skipped, nothing reused
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    boots=st.lists(
+        st.fixed_dictionaries(
+            {
+                "tilt": st.floats(0, 179.9),
+                "water_v": st.floats(0, 3.3),
+                "battery_v": st.floats(2.8, 3.7),
+                "tamper": st.booleans(),
+            }
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_firmware_adverts_decode_as_measured(boots: list[dict[str, Any]]) -> None:
+    adverts = run_scenario({"mac": MAC.replace(":", "").lower(), "boots": boots})
+    assert len(adverts) == len(boots)
+    counters = []
+    for fw, boot in zip(adverts, boots, strict=True):
+        advert = codec.parse(fw.service_data, mac=MAC, key=KEY)
+        counters.append(advert.counter)
+        ours = {m.name: m.value for m in advert.measurements}
+        theirs = bthome_ble_values(fw.service_data, MAC, KEY)
+        assert ours["rotation"] == theirs["rotation"]
+        # 1 mg accelerometer steps (the emulated LIS3DH) and 0.1 deg in the advert
+        assert abs(ours["rotation"] - boot["tilt"]) <= 0.15
+        assert abs(ours["distance_mm"] - min(65535, boot["water_v"] * 1000)) <= 1
+        assert abs(ours["voltage"] - boot["battery_v"]) <= 0.0011
+        assert ours["tamper"] is boot["tamper"] is theirs["binary:tamper"]
+        assert 0 <= ours["battery"] <= 100
+    assert counters == sorted(set(counters))

@@ -58,8 +58,11 @@ def run_scenario(
 ) -> list[FirmwareAdvert]:
     """Boot the node once per entry of `scenario["boots"]` (see device_fw/tests/emit.py)."""
     with tempfile.TemporaryDirectory(prefix="citynerve-fw-") as tmp:
+        # In a file: this MicroPython build aborts on command-line arguments over ~256 characters.
+        scenario_file = Path(tmp) / "scenario.json"
+        scenario_file.write_text(json.dumps(scenario))
         proc = subprocess.run(
-            [micropython_binary(), str(TESTS / "emit.py"), json.dumps(scenario)],
+            [micropython_binary(), str(TESTS / "emit.py"), str(scenario_file)],
             cwd=workdir or tmp,  # counter.dat lands here
             env=micropython_env(),
             capture_output=True,
