@@ -331,3 +331,36 @@ async def test_socket_url_with_nothing_listening_is_a_channel_error() -> None:
     with pytest.raises(ChannelError) as info:
         await driver.open()
     assert info.value.reason.startswith(f"cannot open serial port {url}")
+
+
+async def test_a_paced_9600_baud_line_takes_real_frame_time() -> None:
+    # A 125-register read: request 8 bytes, reply 5 + 250 bytes, each 11 bits at 9600 baud,
+    # delivered byte by byte: pymodbus must reassemble the reply from many small reads.
+    async with PtyLink(baudrate=9600) as link, ModbusBuilding(rtu_url=link.device_port, baudrate=9600):
+        bus = ModbusRtuBusConfig(id="rs485", port=link.gateway_port, baudrate=9600, timeout_s=1.0)
+        meter = profile_device("modbus-power-meter-3ph", 1)
+        driver = ModbusDriver(bus, [meter])
+        await driver.open()
+        try:
+            wide = device_model(
+                id="wide",
+                bus="rs485",
+                profile="x",
+                address=1,
+                location=LOCATION,
+                points={"block": {"table": "input", "address": 0, "type": "string", "length": 125}},
+            )
+            (request,) = driver.plan(wide)
+            assert request.count == 125
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            await driver.read(wide, request)
+            elapsed = loop.time() - start
+            assert elapsed >= (8 + 255) * 11 / 9600
+            assert elapsed < 0.9
+            values = {}
+            for r in driver.plan(meter):
+                values.update({s.point: s.value for s in await driver.read(meter, r)})
+            assert 220 < values["voltage_l1"] < 240
+        finally:
+            await driver.close()

@@ -103,10 +103,14 @@ class PtyLink:
 
     `gateway_port` is the path the gateway opens, `device_port` the one the simulator serves.
     `to_gateway` / `to_device` are optional `Fault`s applied to bytes flowing that way; set
-    them at any time (None = pass through). Use as `async with PtyLink() as link:`.
+    them at any time (None = pass through). With `baudrate`, bytes are delivered one at a time
+    at the pace of a real line (11 bits per character), so frames take their real time and
+    arrive in pieces. Use as `async with PtyLink() as link:`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, baudrate: int | None = None) -> None:
+        self.char_time_s = 11 / baudrate if baudrate else 0.0
+        self._line_free_at: dict[int, float] = {}
         self._fds: list[int] = []
         self.gateway_port = ""
         self.device_port = ""
@@ -139,9 +143,24 @@ class PtyLink:
         fault: Fault | None = getattr(self, direction)
         if fault is not None:
             data = fault(data)
-        if data:
+        if not data:
+            return
+        if not self.char_time_s:
             with contextlib.suppress(BlockingIOError, OSError):
                 os.write(dst, data)
+            return
+        # A real line: one character every 11 bits, each direction its own wire pair.
+        loop = asyncio.get_running_loop()
+        at = max(loop.time(), self._line_free_at.get(dst, 0.0))
+        for i in range(len(data)):
+            at += self.char_time_s
+            loop.call_at(at, self._deliver, dst, data[i : i + 1])
+        self._line_free_at[dst] = at
+
+    def _deliver(self, dst: int, byte: bytes) -> None:
+        if dst in self._fds:
+            with contextlib.suppress(BlockingIOError, OSError):
+                os.write(dst, byte)
 
     def unplug(self) -> None:
         """The gateway's adapter vanishes (USB pulled): its port errors and its path disappears."""
