@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
-from rich.console import Console
 
 from gateway.api import ConfigError, GatewayError
 from gateway.config import GatewayConfig, load_config
@@ -20,8 +20,27 @@ DEFAULT_CONFIG = "/etc/citynerve/gateway.toml"
 EXIT_FAILED = 1  # a check failed / the gateway could not do it
 EXIT_INVALID = 2  # bad input: invalid config, bad arguments
 
-console = Console()
-err_console = Console(stderr=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    console: Console
+    err_console: Console
+
+
+@functools.cache
+def _consoles() -> tuple[Console, Console]:
+    from rich.console import Console
+
+    return Console(), Console(stderr=True)
+
+
+def __getattr__(name: str) -> Any:
+    # rich is imported on first use: the long-running `citynerve run` never needs it.
+    if name == "console":
+        return _consoles()[0]
+    if name == "err_console":
+        return _consoles()[1]
+    raise AttributeError(name)
 
 
 def config_option(f: F) -> F:
@@ -44,14 +63,15 @@ def json_option(f: F) -> F:
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     """One clear line on stderr, no traceback, and a non-zero exit."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    _consoles()[1].print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 
 def print_config_issues(err: ConfigError) -> None:
-    err_console.print(f"[bold red]{len(err.issues)} problem(s) in the config:[/]", highlight=False)
+    out = _consoles()[1]
+    out.print(f"[bold red]{len(err.issues)} problem(s) in the config:[/]", highlight=False)
     for issue in err.issues:
-        err_console.print(f"  {issue}", highlight=False, soft_wrap=True, markup=False)
+        out.print(f"  {issue}", highlight=False, soft_wrap=True, markup=False)
 
 
 def load_or_exit(path: Path) -> GatewayConfig:

@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 
 from gateway.api import GatewayError
-from gateway.cli._common import console, fail
+from gateway.cli import _common
+from gateway.cli._common import fail
 from gateway.cli._groups import main
 from gateway.logs import setup_logging
 
@@ -41,7 +42,7 @@ def demo(duration_s: float, workdir: Path) -> None:
     from hil.demo import run_demo
 
     try:
-        summary = asyncio.run(run_demo(duration_s, workdir, console))
+        summary = asyncio.run(run_demo(duration_s, workdir, _common.console))
     except KeyboardInterrupt:
         return
     except GatewayError as err:

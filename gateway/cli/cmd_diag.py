@@ -272,7 +272,13 @@ def _parse_value(text: str) -> int:
 @config_option
 @bus_option
 @click.option("--unit", type=click.IntRange(0, 247), required=True, help="Unit id (0 = broadcast).")
-@click.option("--table", type=click.Choice(["holding", "coil"]), default="holding", show_default=True)
+@click.option(
+    "--table",
+    type=click.Choice(["holding", "coil"]),
+    default="holding",
+    show_default=True,
+    help="What to write.",
+)
 @click.option("--address", type=click.IntRange(0, 65535), required=True, help="0-based address.")
 @click.option("--value", "values", multiple=True, required=True, help="Value (repeat for several).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
@@ -369,7 +375,13 @@ def store_check(config_path: Path, as_json: bool) -> None:
     help="Archive to write (default: citynerve-bundle-<gateway>-<UTC time>.tar.gz here).",
 )
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Log file if no journald.")
-@click.option("--journal-lines", type=click.IntRange(1, 1_000_000), default=2000, show_default=True)
+@click.option(
+    "--journal-lines",
+    type=click.IntRange(1, 1_000_000),
+    default=2000,
+    show_default=True,
+    help="Recent journal lines to include.",
+)
 @json_option
 def bundle(
     config_path: Path, output: Path | None, log_file: Path | None, journal_lines: int, as_json: bool

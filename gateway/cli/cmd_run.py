@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
 from gateway.api import GatewayError
-from gateway.cli._common import config_option, console, fail, json_option, load_or_exit, print_json
+from gateway.cli import _common
+from gateway.cli._common import config_option, fail, json_option, load_or_exit, print_json
 from gateway.cli._groups import main
 from gateway.control import ControlError, GatewayNotRunningError, ask
 from gateway.logs import setup_logging
@@ -83,6 +83,9 @@ _STATE = {True: "[green]online[/]", False: "[red]offline[/]", None: "[yellow]unk
 
 
 def show_status(st: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    console = _common.console
     console.print(
         f"[bold]{st['gateway_id']}[/] {st.get('name') or ''}  v{st['version']}  up {st['uptime_s']:.0f}s  "
         f"devices online {st['devices_online']}/{st['devices_total']}",

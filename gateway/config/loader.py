@@ -6,6 +6,7 @@ once, each with the file, the key path and what was expected.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Callable
@@ -60,6 +61,7 @@ class _Loader:
         self._bad_profiles: set[str] = set()
         self._checked_profile_points: dict[tuple[str, str], bool] = {}
         self.profile_dirs: list[Path] = []
+        self._point_tables: dict[tuple[str, type[PointConfig], str], dict[str, PointConfig]] = {}
 
     def issue(self, path: str, message: str, file: str | None = None) -> None:
         item = ConfigIssue(file or self.file, path, message)
@@ -303,6 +305,11 @@ class _Loader:
                 self.issue(
                     f"{where}.points.{name}", f"profile {profile.id!r} has no such point (points: {known})"
                 )
+        # Devices of one profile with the same overrides share one (frozen) point table: a gateway
+        # with a thousand meters of a kind holds their point configs once.
+        cache_key = (profile.id, spec.point_model, json.dumps(overrides, sort_keys=True, default=str))
+        if cache_key in self._point_tables:
+            return self._point_tables[cache_key]
         points: dict[str, PointConfig] = {}
         ok = True
         for name, base in profile.points.items():
@@ -316,7 +323,10 @@ class _Loader:
                 ok = False
             else:
                 points[name] = point
-        return points if ok and not set(overrides) - set(profile.points) else None
+        result = points if ok and not set(overrides) - set(profile.points) else None
+        if result is not None:
+            self._point_tables[cache_key] = result
+        return result
 
     def _check_writable_overlap(self, device: DeviceConfig, where: str) -> None:
         """Two writable points that share a register (or coil) would fight: an error."""

@@ -6,14 +6,14 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from gateway.control.protocol import MAX_LINE, ControlError, GatewayNotRunningError, decode, encode
+from gateway.control.protocol import MAX_REPLY, ControlError, GatewayNotRunningError, decode, encode
 
 
 async def ask(socket_path: Path, op: str, *, timeout_s: float = 30.0, **args: Any) -> Any:
     """Send one request and return its result. Raises GatewayNotRunningError or ControlError."""
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_unix_connection(str(socket_path), limit=MAX_LINE), timeout=2.0
+            asyncio.open_unix_connection(str(socket_path), limit=MAX_REPLY), timeout=2.0
         )
     except FileNotFoundError:
         raise GatewayNotRunningError(

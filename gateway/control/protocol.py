@@ -11,7 +11,8 @@ from typing import Any
 
 from gateway.api import GatewayError, PermanentError
 
-MAX_LINE = 1 << 20
+MAX_LINE = 1 << 20  # a request
+MAX_REPLY = 64 << 20  # a reply: the status of thousands of devices is a few MB
 
 
 class ControlError(GatewayError):

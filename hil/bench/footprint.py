@@ -1,0 +1,156 @@
+"""Footprint of `citynerve run` with 1,000 simulated Modbus TCP devices polled every 10 s.
+
+Starts the simulated fleet (10 endpoints x 100 unit ids by default, real pymodbus servers in this
+process), a local Mosquitto for the uplink (when installed; --no-uplink to leave it out), then the
+gateway as its own process. After a warm-up it samples the gateway's RSS and CPU time for the
+measuring window and prints peak RSS (MB) and mean CPU (% of one core).
+
+    .venv/bin/python hil/bench/footprint.py            # 1,000 devices, 60 s window
+    .venv/bin/python hil/bench/footprint.py --json --seconds 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+from hil.platform import MosquittoBroker, find_mosquitto
+from hil.sim.modbus import start_tcp_devices
+
+PROFILE = "modbus-water-meter"
+
+
+def config_text(addresses: list[tuple[str, int, int]], broker: str | None, interval_s: float) -> str:
+    text = textwrap.dedent(
+        """
+        [gateway]
+        id = "gw-footprint"
+        org = { city = "310100", district = "310106", street = "310106013" }
+        [store]
+        path = "gw.db"
+        [control]
+        socket = "gw.sock"
+        [log]
+        level = "warning"
+        format = "json"
+        """
+    )
+    if broker:
+        text += f'[upstream]\nbrokers = ["{broker}"]\n'
+    endpoints = sorted({(h, p) for h, p, _ in addresses})
+    for i, (host, port) in enumerate(endpoints):
+        text += f'\n[[buses]]\nid = "tcp-{i}"\nprotocol = "modbus_tcp"\nhost = "{host}"\nport = {port}\n'
+    index = {ep: i for i, ep in enumerate(endpoints)}
+    for n, (host, port, unit) in enumerate(addresses):
+        text += (
+            f'\n[[devices]]\nid = "wm-{n:04d}"\nbus = "tcp-{index[(host, port)]}"\nprofile = "{PROFILE}"\n'
+            f"address = {unit}\npoll_interval_s = {interval_s}\n"
+            'location = { address_code = "310106013007" }\n'
+        )
+    return text
+
+
+def proc_sample(pid: int) -> tuple[float, float, float]:
+    """(VmRSS MB, VmHWM MB, cpu seconds) of a process, from /proc."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    rss = int(fields["VmRSS"].split()[0]) / 1024
+    hwm = int(fields["VmHWM"].split()[0]) / 1024
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(stat[11]) + int(stat[12])) / ticks  # utime + stime
+    return rss, hwm, cpu
+
+
+async def measure(devices: int, seconds: float, warmup_s: float, interval_s: float, uplink: bool) -> dict:
+    fleet = await start_tcp_devices([PROFILE], devices)
+    broker = None
+    if uplink and find_mosquitto():
+        broker = MosquittoBroker()
+        broker.start()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = Path(tmp) / "gw.toml"
+            url = f"mqtt://{broker.host}:{broker.port}" if broker else None
+            cfg.write_text(config_text(fleet.addresses, url, interval_s))
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "gateway.cli",
+                "run",
+                "-c",
+                str(cfg),
+                stdout=subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            try:
+                await asyncio.sleep(warmup_s)
+                if proc.returncode is not None:
+                    err = await proc.stderr.read() if proc.stderr else b""
+                    raise SystemExit(f"gateway exited: {err.decode()[-2000:]}")
+                _, _, cpu0 = proc_sample(proc.pid)
+                t0 = time.monotonic()
+                peak = 0.0
+                rss_samples = []
+                while time.monotonic() - t0 < seconds:
+                    await asyncio.sleep(1.0)
+                    rss, hwm, cpu1 = proc_sample(proc.pid)
+                    peak = max(peak, hwm)
+                    rss_samples.append(rss)
+                wall = time.monotonic() - t0
+                cpu_pct = (cpu1 - cpu0) / wall * 100
+                from gateway.control import ask
+
+                status = await ask(Path(tmp) / "gw.sock", "status")
+            finally:
+                proc.terminate()
+                await proc.wait()
+    finally:
+        await fleet.aclose()
+        if broker:
+            broker.close()
+    transactions = sum(b["counters"]["transactions"] for b in status["buses"])
+    return {
+        "devices": devices,
+        "devices_online": status["devices_online"],
+        "poll_interval_s": interval_s,
+        "uplink": bool(broker),
+        "window_s": round(wall, 1),
+        "rss_mb": round(peak, 1),
+        "rss_mean_mb": round(sum(rss_samples) / len(rss_samples), 1),
+        "cpu_percent": round(cpu_pct, 2),
+        "transactions": transactions,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=60.0, help="measuring window")
+    parser.add_argument("--warmup", type=float, default=20.0, help="seconds before measuring")
+    parser.add_argument("--interval", type=float, default=10.0, help="poll interval of every device")
+    parser.add_argument("--no-uplink", action="store_true", help="leave the MQTT uplink out")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    result = asyncio.run(measure(args.devices, args.seconds, args.warmup, args.interval, not args.no_uplink))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{result['devices']} devices ({result['devices_online']} online) every {result['poll_interval_s']} s, "
+            f"uplink {'on' if result['uplink'] else 'off'}: peak RSS {result['rss_mb']} MB "
+            f"(mean {result['rss_mean_mb']} MB), CPU {result['cpu_percent']} % of one core "
+            f"over {result['window_s']} s"
+        )
+
+
+if __name__ == "__main__":
+    main()
