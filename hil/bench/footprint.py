@@ -145,7 +145,8 @@ def main() -> None:
         print(json.dumps(result))
     else:
         print(
-            f"{result['devices']} devices ({result['devices_online']} online) every {result['poll_interval_s']} s, "
+            f"{result['devices']} devices ({result['devices_online']} online) "
+            f"every {result['poll_interval_s']} s, "
             f"uplink {'on' if result['uplink'] else 'off'}: peak RSS {result['rss_mb']} MB "
             f"(mean {result['rss_mean_mb']} MB), CPU {result['cpu_percent']} % of one core "
             f"over {result['window_s']} s"
