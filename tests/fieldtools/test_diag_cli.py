@@ -174,7 +174,7 @@ def test_serial_port_in_use_is_one_clear_line(short_dir: Path) -> None:
     master, slave = os.openpty()
     try:
         name = os.ttyname(slave)
-        holder = serial.Serial(name, exclusive=True)  # another program holds the adapter
+        holder = serial.Serial(name, exclusive=True)  # type: ignore[attr-defined]  # another program holds the adapter
         try:
             path = _rtu_config(short_dir, name)
             r = cli("diag", "modbus", "scan", "-c", str(path), "--bus", "rs485-1", "--to", "2")

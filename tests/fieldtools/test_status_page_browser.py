@@ -87,7 +87,7 @@ async def test_status_page_live_in_chromium(
         groups = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".group h3")]
         assert groups == ["7 · floor B1", "7 · floor 1", "7 · floor 2", "7 · floor 3"]
         cards = browser.find_elements(By.CSS_SELECTOR, ".card")
-        assert sorted(c.get_attribute("data-device") for c in cards) == [
+        assert sorted(str(c.get_attribute("data-device")) for c in cards) == [
             "em-1",
             "sd-11",
             "sd-12",
