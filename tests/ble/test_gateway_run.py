@@ -1,0 +1,99 @@
+"""The whole gateway (`citynerve run`, a separate process) hears a simulated manhole node through
+a virtual HCI dongle: readings and the tilt alarm land in its outbox; a forged advert does not."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from pathlib import Path
+
+from conftest import KEY, MAC
+
+from drivers.bthome import codec
+from gateway.store import AsyncOutbox, Lane
+from hil.sim.ble import ManholeCoverNode, VirtualAdvertiser, VirtualDongle, VirtualRadio
+
+CITYNERVE = str(Path(sys.executable).parent / "citynerve")
+
+
+def _config(tmp_path: Path, transport: str) -> Path:
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(
+        f"""
+[gateway]
+id = "gw-ble-test"
+org = {{ city = "320500", district = "320508", street = "320508001" }}
+[store]
+path = "{tmp_path / "gw.db"}"
+[control]
+socket = "{tmp_path / "gw.sock"}"
+[log]
+format = "json"
+[[buses]]
+id = "ble0"
+protocol = "bthome"
+backend = "bumble"
+transport = "{transport}"
+[[devices]]
+id = "mh-1"
+bus = "ble0"
+profile = "bthome-manhole-cover"
+address = "{MAC}"
+key = "{KEY.hex()}"
+component_code = "3205080101000001"
+location = {{ address_code = "320508001001" }}
+"""
+    )
+    return cfg
+
+
+async def test_citynerve_run_hears_the_node(tmp_path: Path) -> None:
+    with VirtualRadio("gw-run") as radio:
+        async with VirtualDongle(radio) as dongle:
+            cfg = _config(tmp_path, dongle.client_transport)
+            proc = await asyncio.create_subprocess_exec(
+                CITYNERVE,
+                "run",
+                "-c",
+                str(cfg),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            node = ManholeCoverNode(radio, MAC, key=KEY)
+            forger = VirtualAdvertiser(radio, MAC)
+            try:
+                async with asyncio.timeout(30):
+                    while not (tmp_path / "gw.sock").exists():
+                        assert proc.returncode is None, await proc.stderr.read()  # type: ignore[union-attr]
+                        await asyncio.sleep(0.1)
+                await asyncio.sleep(0.5)  # the bus owner opens the dongle
+                for _ in range(3):
+                    await node.state(tilt_deg=2.0, water_mm=90)
+                    await asyncio.sleep(0.3)
+                await forger.send(codec.build([(0x11, False), (0x3F, 0.0)]), repeats=3)
+                await node.state(tilt_deg=50.0, tilt_alarm=True)
+                await asyncio.sleep(1.0)
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), 20)
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+                await node.close()
+                await forger.close()
+    stderr = (await proc.stderr.read()).decode()  # type: ignore[union-attr]
+    outbox = AsyncOutbox(tmp_path / "gw.db")
+    await outbox.open()
+    try:
+        events = [r.record for r in await outbox.peek(Lane.EVENT, limit=1000)]
+        readings = [r.record for r in await outbox.peek(Lane.TELEMETRY, limit=10_000)]
+    finally:
+        await outbox.close()
+    tilt_events = [e for e in events if getattr(e, "kind", "") == "manhole_tilt"]
+    assert len(tilt_events) == 1, stderr[-3000:]
+    assert tilt_events[0].attrs.get("component_code") == "3205080101000001"  # type: ignore[attr-defined]
+    tilts = [getattr(r, "value", None) for r in readings if getattr(r, "point", "") == "tilt"]
+    assert 50.0 in tilts and 0.0 not in tilts  # the forged plaintext "closed" never got in
