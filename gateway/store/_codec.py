@@ -52,11 +52,15 @@ def decode_value(code: int, raw: Any) -> Value:
     if code == NAN:
         return math.nan
     if code == BIGINT:
+        if not isinstance(raw, str):
+            raise ValueError(f"big int stored as {type(raw).__name__}")
         return int(raw)
     raise ValueError(f"unknown value code {code}")
 
 
 def decode_reading(device_id: str, point: str, unit: str, ts: float, kind: int, raw: Any) -> Reading:
+    if not 0 <= kind < 4 * len(CODE_QUALITY):
+        raise ValueError(f"unknown reading kind {kind}")
     quality_code, value_code = divmod(kind, 4)
     value = raw if value_code == NATIVE else decode_value(value_code, raw)
     return Reading(device_id, point, value, unit, ts, CODE_QUALITY[quality_code])
@@ -89,6 +93,10 @@ def encode_event(event: Event) -> str:
 
 def decode_event(ts: float, body: str) -> Event:
     device_id, kind, state, severity, rule, value, message, attrs, event_id = json.loads(body)
+    if not all(isinstance(x, str) for x in (device_id, kind, rule, message, event_id)):
+        raise ValueError("event text fields are not strings")
+    if not isinstance(attrs, dict) or isinstance(value, list | dict):
+        raise ValueError("event attrs is not an object or value is not a scalar")
     return Event(
         device_id=device_id,
         kind=kind,

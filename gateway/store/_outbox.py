@@ -36,6 +36,8 @@ _GOOD = QUALITY_CODE[Quality.GOOD]
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 # Trim a little below the cap so that a full outbox does not trim on every single append.
 _TRIM_TARGET = 0.98
+# What decoding a damaged row can raise (json errors are ValueError; deep nesting RecursionError).
+DECODE_ERRORS = (KeyError, IndexError, ValueError, TypeError, ArithmeticError, RecursionError)
 # First guesses of bytes per row, refined from what each trim actually frees.
 _ROW_BYTES_GUESS = {Lane.EVENT: 256.0, Lane.TELEMETRY: 32.0}
 
@@ -315,7 +317,7 @@ class Outbox:
                             rec = Reading(dev, point, raw, unit, ts)
                         else:
                             rec = decode_reading(dev, point, unit, ts, kind, raw)
-                    except (KeyError, IndexError, ValueError, TypeError) as err:
+                    except DECODE_ERRORS as err:
                         self._undecodable_row(lane, seq, err)
                         continue
                     out.append(OutboxRow(seq, Lane.TELEMETRY, ts, rec))
@@ -327,7 +329,7 @@ class Outbox:
             for seq, ts, body in rows:
                 try:
                     events.append(OutboxRow(seq, Lane.EVENT, ts, decode_event(ts, body)))
-                except (KeyError, IndexError, ValueError, TypeError) as err:
+                except DECODE_ERRORS as err:
                     self._undecodable_row(lane, seq, err)
             return events
         except sqlite3.Error as err:

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from gateway.store._codec import decode_event, decode_reading
 from gateway.store._errors import StoreError
-from gateway.store._outbox import OutboxRow
+from gateway.store._outbox import DECODE_ERRORS, OutboxRow
 from gateway.store._schema import latest_version
 from gateway.store._stats import Lane, StoreStats, query_stats
 
@@ -81,7 +81,7 @@ def read_rows(
             ).fetchall()
             out = []
             for seq, ts, dev, point, unit, kind, raw in rows:
-                with contextlib.suppress(KeyError, IndexError, ValueError, TypeError):  # damaged row
+                with contextlib.suppress(*DECODE_ERRORS):  # damaged row
                     out.append(OutboxRow(seq, lane, ts, decode_reading(dev, point, unit, ts, kind, raw)))
         else:
             rows = conn.execute(
@@ -90,6 +90,6 @@ def read_rows(
             ).fetchall()
             out = []
             for seq, ts, body in rows:
-                with contextlib.suppress(KeyError, IndexError, ValueError, TypeError):  # damaged row
+                with contextlib.suppress(*DECODE_ERRORS):  # damaged row
                     out.append(OutboxRow(seq, lane, ts, decode_event(ts, body)))
     return sorted(out, key=lambda r: r.seq)
