@@ -357,6 +357,9 @@ class Gateway:
             await self.restart_bus(str(req["bus"]))
             return {"restarting": req["bus"]}
 
+        async def reload(_: dict[str, Any]) -> dict[str, Any]:
+            return await self.reload()
+
         return {
             "ping": ping,
             "status": status,
@@ -364,6 +367,7 @@ class Gateway:
             "read": read,
             "write": write,
             "restart_bus": restart_bus,
+            "reload": reload,
         }
 
 

@@ -130,6 +130,26 @@ class Pipeline:
         self.rule_errors = 0
         self.events = 0
 
+    def update_devices(self, devices: Mapping[str, DeviceConfig]) -> None:
+        """Take a reloaded device list: points whose config is unchanged keep their report-by-exception
+        state and last reading; new points start fresh; removed devices and points are forgotten."""
+        old = self._points
+        self._points = {}
+        for dev_id, dev in devices.items():
+            kept = old.get(dev_id, {})
+            table: dict[str, _Point] = {}
+            for name, cfg in dev.points.items():
+                if not cfg.enabled:
+                    continue
+                previous = kept.get(name)
+                fresh = _Point(name, cfg)
+                same = previous is not None and all(
+                    getattr(previous, a) == getattr(fresh, a)
+                    for a in ("scale", "offset", "unit", "deadband", "max_interval")
+                )
+                table[name] = previous if same and previous is not None else fresh
+            self._points[dev_id] = table
+
     def submit(self, batch: SampleBatch) -> None:
         """Normalize, evaluate rules, report by exception, hand to the sink."""
         points = self._points.get(batch.device_id)

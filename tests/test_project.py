@@ -1,0 +1,44 @@
+"""The project's own promises: README commands match CI, lint and types are clean."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def readme_commands() -> list[str]:
+    block = re.search(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    assert block, "README has no bash block at the top"
+    return [line for line in block.group(1).splitlines() if line and not line.startswith("#")]
+
+
+def test_readme_starts_with_the_two_setup_commands() -> None:
+    demo, tests = readme_commands()
+    assert demo.startswith("python3 -m venv .venv && .venv/bin/pip install") and demo.endswith(
+        "citynerve demo"
+    )
+    assert "pytest" in tests and ".venv" in tests
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    ci = (REPO / ".ci" / "run").read_text()
+    _, tests = readme_commands()
+    assert tests in ci, f"README's test command is not what .ci/run runs:\n{tests}"
+
+
+def test_ruff_is_clean() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache", "."], cwd=REPO, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+
+
+def test_mypy_is_clean() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-error-summary"], cwd=REPO, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
