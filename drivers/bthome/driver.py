@@ -43,6 +43,7 @@ DEDUPE_WINDOW_S = 4.0
 (a node repeats each advert several times so that one gets through); later ones are new heartbeats."""
 
 QUEUE_SIZE = 2048
+NEARBY_MAX = 512  # BTHome advertisers remembered for `diag scan`; the longest unheard are dropped
 ALARM_KEY = "bthome.alarm.{device}.{point}"
 """State key of an event point's last state ("1"/"0"), so an alarm raised before a gateway restart
 is not raised again after it (events are raised once and cleared once)."""
@@ -164,6 +165,8 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
         rt = self._by_mac.get(adv.address)
         node = self.nearby.get(adv.address)
         if node is None:
+            if len(self.nearby) >= NEARBY_MAX:
+                del self.nearby[min(self.nearby, key=lambda a: self.nearby[a].ts)]
             self.nearby[adv.address] = NearbyNode(
                 adv.address, adv.rssi, payload, adv.ts, rt.config.id if rt else None
             )

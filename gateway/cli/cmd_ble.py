@@ -28,7 +28,8 @@ from gateway.cli._common import (
     print_json,
 )
 from gateway.cli._groups import diag
-from gateway.diagbus import bus_diag
+from gateway.config import GatewayConfig
+from gateway.diagbus import DiagSession
 
 PROTOCOL = "bthome"
 
@@ -41,6 +42,13 @@ def _spec() -> DriverSpec:
     if not isinstance(spec, DriverSpec):
         fail(f"entry point {eps[0].value} is not a DriverSpec")
     return spec
+
+
+async def _config_scan(cfg: GatewayConfig, bus_id: str, duration: float) -> dict[str, Any]:
+    async with DiagSession(cfg, bus_id, timeout_s=duration + 30) as session:
+        result = await session.run("scan", {"duration": duration})
+        result["route"] = session.route.value if session.route else None
+        return result
 
 
 async def _adhoc_scan(spec: DriverSpec, bus_fields: dict[str, Any], duration: float) -> dict[str, Any]:
@@ -97,6 +105,7 @@ def scan(
                 {"backend": "bumble", "transport": transport} if transport else {"adapter": adapter}
             )
             result = asyncio.run(_adhoc_scan(spec, fields, duration))
+            result["route"] = "direct"
             where = transport or adapter or ""
         else:
             cfg = load_or_exit(config_path)
@@ -114,8 +123,9 @@ def scan(
                     f"no BLE bus {bus_id!r} in {config_path} (BLE buses: {', '.join(ble_buses) or 'none'})",
                     EXIT_INVALID,
                 )
-            result = asyncio.run(bus_diag(cfg, bus_id, "scan", {"duration": duration}))
-            where = f"bus {bus_id}"
+            result = asyncio.run(_config_scan(cfg, bus_id, duration))
+            via = "through the running gateway" if result.get("route") == "gateway" else "directly"
+            where = f"bus {bus_id} ({via})"
     except ConfigError as err:
         fail(str(err).replace("\n", "; "), EXIT_INVALID)
     except (GatewayError, ValueError) as err:
@@ -124,7 +134,7 @@ def scan(
     bad = [d for d in devices if d.get("configured") and d.get("error")]
     ok = bool(devices) and not bad
     if as_json:
-        print_json({"ok": ok, "duration_s": duration, "devices": devices})
+        print_json({"ok": ok, "duration_s": duration, "route": result.get("route"), "devices": devices})
     else:
         _table(devices, where, duration)
     if not ok:

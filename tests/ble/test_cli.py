@@ -79,6 +79,7 @@ async def test_scan_json_through_config(tmp_path: Path) -> None:
             )
     assert rc == 0, err
     result = json.loads(out)
+    assert result["route"] == "direct"  # no gateway runs: the CLI opened the dongle itself
     by_mac = {d["address"]: d for d in result["devices"]}
     mh = by_mac[MAC]
     assert mh["configured"] and mh["device_id"] == "mh-1" and mh["encrypted"]

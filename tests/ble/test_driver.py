@@ -268,3 +268,35 @@ async def test_alarm_raised_once_across_gateway_restart(radio: VirtualRadio, lis
     await node.state(tilt_deg=0.5)
     await sink2.wait_for(lambda: len(sink2.events) == 1)
     assert sink2.events[0].state is EventState.CLEARED
+
+
+async def test_overload_is_counted_not_fatal(radio: VirtualRadio) -> None:
+    from drivers.ble import Advertisement
+    from drivers.bthome import driver as driver_mod
+
+    driver = BTHomeDriver(bus_config(radio), [manhole_device()])
+    payload = codec.build([(0x3F, 1.0)], mac=MAC, key=KEY, counter=1)
+    adv = Advertisement(MAC, -60, {codec.UUID128: payload}, 0.0)
+    for _ in range(driver_mod.QUEUE_SIZE + 10):  # nobody consuming: the queue fills
+        driver._on_advertisement(adv)
+    assert driver.dropped_adverts == 10
+    for i in range(driver_mod.NEARBY_MAX + 5):  # many strangers: the table stays bounded
+        mac = f"11:22:33:44:{i >> 8:02X}:{i & 0xFF:02X}"
+        driver._on_advertisement(Advertisement(mac, -80, {codec.UUID128: b"\x40\x01\x10"}, float(i)))
+    assert len(driver.nearby) == driver_mod.NEARBY_MAX
+    assert "11:22:33:44:00:00" not in driver.nearby  # the longest unheard went first
+    assert driver.unknown_adverts == driver_mod.NEARBY_MAX + 5
+
+
+def test_diag_decode_cli_uses_this_decoder() -> None:
+    from click.testing import CliRunner
+
+    from gateway.cli import main
+
+    runner = CliRunner()
+    args = ["diag", "decode", "bthome", "41a47266c95f730011223378237214", "--mac", "54:48:E6:8F:80:A5"]
+    ok = runner.invoke(main, [*args, "--key", "231d39c1d7cc1ab1aee224cd096db932", "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert '"value": 25.06' in ok.output
+    bad = runner.invoke(main, [*args, "--key", "00" * 16])
+    assert bad.exit_code == 1 and "MIC" in bad.output and "Traceback" not in bad.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import sys
 from pathlib import Path
@@ -74,7 +75,24 @@ async def test_citynerve_run_hears_the_node(tmp_path: Path) -> None:
                     await asyncio.sleep(0.3)
                 await forger.send(codec.build([(0x11, False), (0x3F, 0.0)]), repeats=3)
                 await node.state(tilt_deg=50.0, tilt_alarm=True)
-                await asyncio.sleep(1.0)
+                # a technician's scan goes through the running gateway (it owns the dongle)
+                await node.advertiser.advertise(node.payload(node.objects(tilt_deg=49.0, tilt_alarm=True)))
+                scan = await asyncio.create_subprocess_exec(
+                    CITYNERVE,
+                    "diag",
+                    "ble",
+                    "scan",
+                    "-c",
+                    str(cfg),
+                    "--duration",
+                    "1",
+                    "--json",
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                )
+                scan_out, scan_err = await asyncio.wait_for(scan.communicate(), 30)
+                await node.advertiser.stop()
+                await asyncio.sleep(0.5)
             finally:
                 proc.send_signal(signal.SIGTERM)
                 with contextlib.suppress(TimeoutError):
@@ -92,6 +110,11 @@ async def test_citynerve_run_hears_the_node(tmp_path: Path) -> None:
         readings = [r.record for r in await outbox.peek(Lane.TELEMETRY, limit=10_000)]
     finally:
         await outbox.close()
+    assert scan.returncode == 0, scan_err.decode()
+    scanned = json.loads(scan_out)
+    assert scanned["route"] == "gateway"
+    (seen,) = scanned["devices"]
+    assert seen["device_id"] == "mh-1" and seen["values"]["rotation"] == 49.0
     tilt_events = [e for e in events if getattr(e, "kind", "") == "manhole_tilt"]
     assert len(tilt_events) == 1, stderr[-3000:]
     assert tilt_events[0].attrs.get("component_code") == "3205080101000001"  # type: ignore[attr-defined]
