@@ -208,7 +208,10 @@ async def test_metrics_parse_and_follow_the_bus(gateway: Gateway, building: Modb
         assert ("citynerve_outbox_oldest_age_seconds", (("lane", "event"),)) in samples
         assert samples[("citynerve_rule_evaluations_total", ())] > 0
         assert samples[("citynerve_events_total", ())] >= 1
-        assert samples[("citynerve_alarms_active", (("severity", "critical"),))] == 1
+        active = gateway.rules.active()  # type: ignore[attr-defined]
+        assert active and {a.device_id for a in active} == {"sd-12"}
+        assert samples[("citynerve_alarms_active", (("severity", "critical"),))] == len(active)
+        assert samples[("citynerve_alarms_active", (("severity", "all"),))] == len(active)
         assert samples[("citynerve_uplink_configured", ())] == 0
 
 
