@@ -358,7 +358,7 @@ async def test_a_paced_9600_baud_line_takes_real_frame_time() -> None:
             elapsed = loop.time() - start
             assert elapsed >= (8 + 255) * 11 / 9600
             assert elapsed < 0.9
-            values = {}
+            values: dict[str, Any] = {}
             for r in driver.plan(meter):
                 values.update({s.point: s.value for s in await driver.read(meter, r)})
             assert 220 < values["voltage_l1"] < 240
