@@ -9,6 +9,7 @@ DEFAULTS = {
     "tilt_clear_deg": 7.0,
     "tilt_hold_ms": 2000,  # held >= 2 s: passing vehicles rock covers for less
     "sample_interval_ms": 200,
+    "motion_wake_mg": 256,  # accelerometer wakes the node on a change above this (LIS3DH INT1)
     "reference_g": [0.0, 0.0, 1.0],  # gravity with the cover closed (set at installation)
     "water_high_mm": 500,
     "water_clear_mm": 450,
@@ -47,6 +48,7 @@ _RANGES = {
     "alarm_interval_s": (1, 3600),
     "heartbeat_adverts": (1, 50),
     "counter_block": (1, 100000),
+    "motion_wake_mg": (16, 2032),
 }
 
 

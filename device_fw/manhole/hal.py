@@ -16,6 +16,13 @@ LIS3DH_ID = 0x33
 LIS3DH_CTRL1 = 0x20
 LIS3DH_CTRL4 = 0x23
 LIS3DH_OUT_X_L = 0x28
+LIS3DH_CTRL2 = 0x21
+LIS3DH_CTRL3 = 0x22
+LIS3DH_CTRL5 = 0x24
+LIS3DH_INT1_CFG = 0x30
+LIS3DH_INT1_SRC = 0x31
+LIS3DH_INT1_THS = 0x32
+LIS3DH_INT1_DURATION = 0x33
 
 
 class RtcSlot:
@@ -67,8 +74,9 @@ class Hardware:
         self.cfg = cfg
         self.i2c = machine.I2C(0, scl=machine.Pin(pins["i2c_scl"]), sda=machine.Pin(pins["i2c_sda"]), freq=400000)
         self.accel_addr = pins["accel_addr"]
-        self.battery_adc = machine.ADC(machine.Pin(pins["battery_adc"]))
-        self.water_adc = machine.ADC(machine.Pin(pins["water_adc"]))
+        # 11 dB attenuation: the ESP32 ADC reads 0..~3.1 V (0 dB would clip at ~1.1 V)
+        self.battery_adc = machine.ADC(machine.Pin(pins["battery_adc"]), atten=machine.ADC.ATTN_11DB)
+        self.water_adc = machine.ADC(machine.Pin(pins["water_adc"]), atten=machine.ADC.ATTN_11DB)
         self.tamper_pin = machine.Pin(pins["tamper"], machine.Pin.IN, machine.Pin.PULL_UP)
         self.gas_pin = machine.Pin(pins["gas"], machine.Pin.IN) if cfg["gas"] else None
         self.rtc = RtcSlot(machine.RTC())
@@ -82,6 +90,16 @@ class Hardware:
             raise OSError("accelerometer: WHO_AM_I 0x%02x, expected 0x33 (LIS3DH)" % who)
         self.i2c.writeto_mem(self.accel_addr, LIS3DH_CTRL1, b"\x57")  # 100 Hz, x/y/z on
         self.i2c.writeto_mem(self.accel_addr, LIS3DH_CTRL4, b"\x08")  # high resolution, +-2 g
+        # Motion wake-up on INT1: high-pass filtered, any axis above the threshold, latched until
+        # INT1_SRC is read. Gravity (static) is filtered out; lifting or shifting the cover is not.
+        self.i2c.writeto_mem(self.accel_addr, LIS3DH_CTRL2, b"\x01")  # HP filter on the INT1 path
+        self.i2c.writeto_mem(self.accel_addr, LIS3DH_CTRL3, b"\x40")  # IA1 interrupt on INT1 pin
+        self.i2c.writeto_mem(self.accel_addr, LIS3DH_CTRL5, b"\x08")  # latch INT1
+        ths = max(1, min(127, int(self.cfg["motion_wake_mg"] / 16)))  # 16 mg per LSB at +-2 g
+        self.i2c.writeto_mem(self.accel_addr, LIS3DH_INT1_THS, bytes([ths]))
+        self.i2c.writeto_mem(self.accel_addr, LIS3DH_INT1_DURATION, b"\x00")
+        self.i2c.writeto_mem(self.accel_addr, LIS3DH_INT1_CFG, b"\x2a")  # XH | YH | ZH, OR
+        self.i2c.readfrom_mem(self.accel_addr, LIS3DH_INT1_SRC, 1)  # clear a latched wake-up
 
     def mac(self):
         return bytes(self.ble.config("mac")[1])

@@ -138,3 +138,13 @@ def test_config_errors_are_clear():
 def test_objects_encode_saturating():
     assert bthome.encode_object(bthome.ROTATION, 4000.0) == b"\x3f\xff\x7f"
     assert bthome.encode_object(bthome.DISTANCE_MM, -5) == b"\x40\x00\x00"
+
+
+def test_hardware_setup_accelerometer_wake_and_adc_range():
+    harness.boot(harness.make_config(motion_wake_mg=320))
+    writes = dict(machine.SIM.i2c_writes)
+    assert writes[0x20] == b"\x57" and writes[0x23] == b"\x08"  # 100 Hz, high resolution
+    assert writes[0x22] == b"\x40" and writes[0x30] == b"\x2a"  # INT1 on motion, any axis
+    assert writes[0x32] == bytes([20])  # 320 mg / 16 mg per step
+    assert machine.SIM.adc_atten == {35: machine.ADC.ATTN_11DB, 34: machine.ADC.ATTN_11DB}
+    assert esp32.WAKE[-1][0] == (26, 27)  # accelerometer INT1 and tamper wake the node

@@ -19,6 +19,7 @@ class _Sim:
         self.reset_cause = PWRON_RESET
         self.deep_sleeps = []
         self.i2c_writes = []
+        self.adc_atten = {}
         self.accel_present = True
 
     def accel_now(self):
@@ -60,8 +61,15 @@ class Pin:
 
 
 class ADC:
+    ATTN_0DB = 0
+    ATTN_2_5DB = 1
+    ATTN_6DB = 2
+    ATTN_11DB = 3
+
     def __init__(self, pin, atten=None):
         self.pin = pin
+        self.atten = atten
+        SIM.adc_atten[pin.id] = atten
 
     def read_uv(self):
         return SIM.adc_uv.get(self.pin.id, 0)
