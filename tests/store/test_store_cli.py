@@ -121,7 +121,7 @@ def test_stats_subprocess_while_a_writer_holds_the_file(tmp_path: Path) -> None:
     try:
         assert writer.stdout is not None and writer.stdout.readline() == "ready\n"
         seen = []
-        for _ in range(3):
+        for _ in range(2):
             out = subprocess.run(
                 [*CITYNERVE, "store", "stats", "--db", str(db), "--json"],
                 capture_output=True, text=True, timeout=60, env={**os.environ, "NO_COLOR": "1"},

@@ -19,7 +19,7 @@ json_like = st.recursive(
 )
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     body=st.one_of(
         st.text(max_size=200),
@@ -43,7 +43,7 @@ def test_decode_event_on_garbage(body: str, ts: float) -> None:
     encode_event(ev)  # what decodes can be stored again
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     kind=st.integers(min_value=-(2**63), max_value=2**63 - 1),
     raw=st.one_of(
