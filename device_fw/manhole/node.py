@@ -100,9 +100,3 @@ class Node:
         self.hw.rtc.save_state(state)
         return (cfg["alarm_interval_s"] if alarm else cfg["heartbeat_interval_s"]) * 1000
 
-
-def run(hw, cfg):
-    """Wake, report, deep-sleep; forever (deep sleep resets the chip, so this runs once per boot)."""
-    node = Node(hw, cfg)
-    sleep_ms = node.wake()
-    hw.deep_sleep(sleep_ms)

@@ -225,3 +225,37 @@ def test_firmware_adverts_decode_as_measured(boots: list[dict[str, Any]]) -> Non
         assert ours["tamper"] is boot["tamper"] is theirs["binary:tamper"]
         assert 0 <= ours["battery"] <= 100
     assert counters == sorted(set(counters))
+
+
+def test_main_boots_and_sleeps(tmp_path: Path) -> None:
+    # A good config: one wake, then deep sleep for the heartbeat (the host stand-in raises).
+    example = json.loads((TESTS.parent / "config.example.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**example, "key": KEY.hex()}))
+    proc = subprocess.run(
+        [micropython_binary(), str(TESTS.parent / "main.py")],
+        cwd=str(tmp_path),
+        env=micropython_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    out = proc.stdout + proc.stderr  # MicroPython prints tracebacks on stdout
+    assert "DeepSleep: 300000" in out, out + (tmp_path / "error.log").read_text()
+    assert (tmp_path / "counter.dat").read_text() == "65"  # the first block reserved before use
+
+
+def test_main_with_a_broken_config_logs_and_sleeps(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text('{"key": "not-a-key"}')
+    proc = subprocess.run(
+        [micropython_binary(), str(TESTS.parent / "main.py")],
+        cwd=str(tmp_path),
+        env=micropython_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    out = proc.stdout + proc.stderr
+    assert "DeepSleep: 600000" in out, out  # retry later, not the REPL
+    assert "key" in (tmp_path / "error.log").read_text()
