@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.cli import main
-from gateway.commissioning import BusSpecError, parse_bus_spec
+from gateway.commissioning import BusSpecError, dump_toml, parse_bus_spec
 from gateway.commissioning.redact import REDACTED, redact_config, redact_text
 from gateway.config import load_config
 from gateway.runtime import Gateway
@@ -314,3 +315,45 @@ def test_removed_block_takes_its_point_overrides(config_path: Path) -> None:
     after = config_path.read_text()
     assert "deadband = 0.2" not in after
     assert [d.id for d in load_config(config_path).devices] == ["em-1", "wm-2", "sd-11", "sd-12"]
+
+
+# -- the TOML writer --------------------------------------------------------------------------------
+
+_keys = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True) | st.text(min_size=1, max_size=8)
+_scalars = (
+    st.text(max_size=20)
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.booleans()
+    | st.lists(st.integers(0, 9), max_size=3)
+)
+_tables = st.recursive(
+    st.dictionaries(_keys, _scalars, max_size=4),
+    lambda inner: st.dictionaries(
+        _keys, _scalars | inner | st.lists(inner, min_size=1, max_size=2), max_size=4
+    ),
+    max_leaves=12,
+)
+
+
+@given(_tables)
+def test_toml_writer_round_trips(data: dict[str, object]) -> None:
+    text = dump_toml(data, "a header\n\nwith a blank line")
+    assert tomllib.loads(text) == data
+
+
+def test_toml_writer_layout() -> None:
+    text = dump_toml(
+        {
+            "profile_dirs": ["p"],
+            "gateway": {"id": "g", "org": {"city": "310100"}},
+            "devices": [
+                {"id": "d", "location": {"address_code": "310106013"}, "points": {"f": {"scale": 2}}}
+            ],
+        }
+    )
+    assert text == (
+        'profile_dirs = ["p"]\n\n[gateway]\nid = "g"\norg = { city = "310100" }\n\n'
+        '[[devices]]\nid = "d"\nlocation = { address_code = "310106013" }\n\n'
+        "[devices.points]\nf = { scale = 2 }\n"
+    )
