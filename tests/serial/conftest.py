@@ -30,14 +30,16 @@ def dlt_device(
             "power": {"di": "02030000", "unit": "kW"},
         }
     )
-    return Dlt645Device(
-        id=f"em-{address[-4:]}",
-        bus="rs485-1",
-        profile="dlt645-generic",
-        address=address,
-        location=LOCATION,
-        points=points,
-        **extra,
+    return Dlt645Device.model_validate(
+        {
+            "id": f"em-{address[-4:]}",
+            "bus": "rs485-1",
+            "profile": "dlt645-generic",
+            "address": address,
+            "location": LOCATION,
+            "points": points,
+            **extra,
+        }
     )
 
 
@@ -55,12 +57,14 @@ def cjt_device(
             "battery_low": {"field": "battery_low"},
         }
     )
-    return Cjt188Device(
-        id=f"wm-{address[-4:]}",
-        bus="rs485-1",
-        profile="cjt188-water",
-        address=address,
-        location=LOCATION,
-        points=points,
-        **extra,
+    return Cjt188Device.model_validate(
+        {
+            "id": f"wm-{address[-4:]}",
+            "bus": "rs485-1",
+            "profile": "cjt188-water",
+            "address": address,
+            "location": LOCATION,
+            "points": points,
+            **extra,
+        }
     )

@@ -73,7 +73,9 @@ async def test_heat_meter_points() -> None:
         values = await read(driver, "wm-0099")
         await driver.close()
     assert values["working_hours"] == (4321, Quality.GOOD)
-    assert float(values["supply_temp"][0]) - float(values["return_temp"][0]) == pytest.approx(12, abs=0.02)
+    assert float(str(values["supply_temp"][0])) - float(str(values["return_temp"][0])) == pytest.approx(
+        12, abs=0.02
+    )
 
 
 async def test_valve_write_round_trip() -> None:

@@ -100,6 +100,7 @@ def write_config(tmp: Path, ports: dict[str, str]) -> Path:
         bus = "rs485-power"
         profile = "dlt645-single-phase"
         address = "000000000301"
+        poll_interval_s = 1
         location = {{ address_code = "320508001007", building = "7", floor = "3", room = "301" }}
 
         [[devices]]
@@ -129,7 +130,11 @@ def control(sock: Path, op: str, **params: Any) -> Any:
 
 
 def wait_for(
-    proc: subprocess.Popen[bytes], log: Path, predicate: Callable[[], bool], timeout_s: float = 30
+    proc: subprocess.Popen[bytes],
+    log: Path,
+    predicate: Callable[[], bool],
+    timeout_s: float = 30,
+    describe: Callable[[], str] = lambda: "",
 ) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -141,7 +146,11 @@ def wait_for(
         except Exception:  # the socket is not there yet
             pass
         time.sleep(0.1)
-    raise AssertionError(f"timed out; gateway log:\n{log.read_text()[-3000:]}")
+    try:
+        state = describe()
+    except Exception as err:
+        state = repr(err)
+    raise AssertionError(f"timed out ({state}); gateway log:\n{log.read_text()[-3000:]}")
 
 
 def test_run_reads_meters_closes_valve_and_reports_fire(tmp_path: Path, sim: dict[str, str]) -> None:
@@ -155,7 +164,13 @@ def test_run_reads_meters_closes_valve_and_reports_fire(tmp_path: Path, sim: dic
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     try:
-        wait_for(proc, log, lambda: control(sock, "status")["devices_online"] >= 3)
+        pollers = {"em-incomer", "em-0301", "wm-0301"}
+
+        def online() -> set[str]:
+            buses = control(sock, "status")["buses"]
+            return {d["id"] for b in buses for d in b["devices"] if d.get("online")}
+
+        wait_for(proc, log, lambda: pollers <= online(), describe=lambda: f"online: {online()}")
         energy = control(sock, "read", device="em-incomer", point="energy_import")
         assert energy["unit"] == "kWh" and energy["value"] > 0
         flow = control(sock, "read", device="wm-0301", point="flow_total")

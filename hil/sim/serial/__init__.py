@@ -25,6 +25,9 @@ Public API::
   meters give heat, temperatures...), read address (03/810A), valve control (04/A017).
 - `NullModem()`: `async with NullModem() as (port_a, port_b)`: two pty paths wired together, for
   third-party peers that open a port by path (the `dlt645` package's meter simulator).
+- As a process: `python -m hil.sim.serial --link-dir DIR --dlt645 ADDR --cjt188 ADDR --panel
+  [--alarm-after S]` prints `{"dlt645": PATH, "cjt188": PATH, "firepanel": PATH}` and serves until
+  SIGTERM (see `__main__.py`).
 - `Fault`: BAD_CHECKSUM, TRUNCATED, SILENCE, NOISE, NO_PREAMBLE, WRONG_ADDRESS.
 - wire-time mode: each reply byte arrives `bits_per_byte / baudrate` after the previous (11 bits for
   8E1), and each request holds the line for its own wire time before the meter starts answering.
