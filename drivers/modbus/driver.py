@@ -41,10 +41,10 @@ DEFAULT_INTERVAL_S = 60.0
 class ModbusRequest(PollRequest):
     """One planned read: FC `function` of `count` addresses of `table` from `address`."""
 
-    table: str = "holding"
-    function: int = 3
-    address: int = 0
-    count: int = 1
+    table: str
+    function: int
+    address: int
+    count: int
 
 
 def point_interval(device: ModbusDeviceConfig, point: ModbusPointConfig) -> float:
@@ -106,6 +106,8 @@ def encode_write(device: ModbusDeviceConfig, point_name: str, value: Value) -> t
         raise WriteRejectedError(device.id, point_name, f"a coil takes true/false or 0/1, not {value!r}")
     if value is None or isinstance(value, bool):
         raise WriteRejectedError(device.id, point_name, f"a {point.type} point needs a value, not {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise WriteRejectedError(device.id, point_name, f"{value!r} is not a number a device can act on")
     try:
         registers = encode_value(
             value,

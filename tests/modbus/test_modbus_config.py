@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from conftest import device_model
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from drivers.modbus import RTU_DRIVER, RTU_OVER_TCP_DRIVER, TCP_DRIVER
@@ -241,3 +243,48 @@ def test_the_gateway_loader_reports_modbus_point_errors_with_key_paths(tmp_path:
     with pytest.raises(ConfigError) as info2:
         load_config(bad)
     assert any("needs 'bit'" in i.message for i in info2.value.issues)
+
+
+point_fields = st.fixed_dictionaries(
+    {"table": st.sampled_from(["coil", "discrete", "input", "holding", "eeprom"])},
+    optional={
+        "address": st.integers(-2, 65540),
+        "type": st.sampled_from(
+            [
+                "bool",
+                "int16",
+                "uint16",
+                "int32",
+                "uint32",
+                "int64",
+                "uint64",
+                "float32",
+                "float64",
+                "string",
+                "bcd",
+            ]
+        ),
+        "word_order": st.sampled_from(["big", "little", "ABCD"]),
+        "byte_order": st.sampled_from(["big", "little"]),
+        "length": st.integers(-1, 130),
+        "bit": st.integers(-1, 17),
+        "writable": st.booleans(),
+        "scale": st.floats(allow_nan=False),
+    },
+)
+
+
+@settings(max_examples=400)
+@given(point_fields)
+def test_any_point_table_validates_or_is_rejected_cleanly(fields: dict[str, Any]) -> None:
+    try:
+        point = ModbusPointConfig(**fields)
+    except ValidationError:
+        return
+    # Whatever validates is readable and fits the address space and one request.
+    assert 1 <= point.register_count <= 125
+    assert point.address + point.register_count <= 65536
+    table, first, last = point.span()
+    assert (table, last - first + 1) == (point.table, point.register_count)
+    if point.writable:
+        assert point.table in ("coil", "holding") and point.bit is None

@@ -192,6 +192,8 @@ async def test_single_register_write_can_use_fc16(bank_server: BankServer, make_
         ("sp", True, "needs a value"),
         ("sp", None, "needs a value"),
         ("f", 1e39, "too large"),
+        ("f", float("nan"), "not a number"),
+        ("f", float("inf"), "not a number"),
         ("f", "high", "needs a number"),
         ("txt", "TOO LONG", "does not fit"),
         ("txt", 5, "needs text"),
