@@ -5,11 +5,12 @@ Synchronous and single-threaded on purpose: `AsyncOutbox` runs one of these on i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -349,8 +350,10 @@ class Outbox:
 
     def ack(self, lane: Lane, upto_seq: int) -> int:
         """Delete `lane`'s rows with seq <= upto_seq (they reached the platform); returns how many."""
+        table = LANE_TABLE[Lane(lane)]
         try:
-            cur = self._conn.execute(f"DELETE FROM {LANE_TABLE[Lane(lane)]} WHERE seq <= ?", (upto_seq,))
+            with self._relaxed():
+                cur = self._conn.execute(f"DELETE FROM {table} WHERE seq <= ?", (upto_seq,))
         except sqlite3.Error as err:
             raise _busy_or_store(self.path, err) from err
         n = max(cur.rowcount, 0)
@@ -364,22 +367,39 @@ class Outbox:
             return 0
         conn = self._conn
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                deleted: dict[Lane, int] = {}
-                for lane, table in LANE_TABLE.items():
-                    cur = conn.executemany(f"DELETE FROM {table} WHERE seq = ?", params)
-                    deleted[lane] = max(cur.rowcount, 0)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            with self._relaxed():
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    deleted: dict[Lane, int] = {}
+                    for lane, table in LANE_TABLE.items():
+                        cur = conn.executemany(f"DELETE FROM {table} WHERE seq = ?", params)
+                        deleted[lane] = max(cur.rowcount, 0)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
         except sqlite3.Error as err:
             raise _busy_or_store(self.path, err) from err
         for lane, k in deleted.items():
             self._count(lane, -k)
         return sum(deleted.values())
+
+    @contextlib.contextmanager
+    def _relaxed(self) -> Iterator[None]:
+        """Commit deletes of acknowledged rows without an fsync of their own.
+
+        Losing the last acks to a power cut only means those rows are sent again (at-least-once,
+        duplicates detectable by seq), so an ack need not cost an fsync on an SD card. The next
+        appended commit (synchronous=FULL) syncs the WAL, acks included, in order."""
+        if self.synchronous != "full":
+            yield
+            return
+        self._conn.execute("PRAGMA synchronous = NORMAL")
+        try:
+            yield
+        finally:
+            self._conn.execute("PRAGMA synchronous = FULL")
 
     # -- state and figures -----------------------------------------------------------------------
 

@@ -112,6 +112,8 @@ def test_ack_is_per_lane_and_ack_seqs_any_lane(db: Path) -> None:
         assert [r.seq for r in ob.peek(Lane.TELEMETRY)] == [1, 4]
         assert ob.peek(Lane.EVENT) == []
         assert ob.ack_seqs([]) == 0
+        # Acks are committed without their own fsync, appends still with one (FULL = 2).
+        assert ob._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
 
 
 values = st.one_of(
