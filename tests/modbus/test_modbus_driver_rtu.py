@@ -364,3 +364,30 @@ async def test_a_paced_9600_baud_line_takes_real_frame_time() -> None:
             assert 220 < values["voltage_l1"] < 240
         finally:
             await driver.close()
+
+
+async def test_adapter_echo_is_skipped_with_handle_local_echo() -> None:
+    async with PtyLink(echo=True) as link, ModbusBuilding(rtu_url=link.device_port, baudrate=19200):
+        bus = ModbusRtuBusConfig(
+            id="rs485", port=link.gateway_port, baudrate=19200, timeout_s=0.3, handle_local_echo=True
+        )
+        driver = ModbusDriver(bus, [SMOKE, WATER])
+        await driver.open()
+        try:
+            for device in (SMOKE, WATER, SMOKE):
+                for request in driver.plan(device):
+                    assert len(await driver.read(device, request)) == len(request.points)
+        finally:
+            await driver.close()
+
+
+async def test_adapter_echo_without_handle_local_echo_is_a_frame_error_not_a_crash() -> None:
+    async with PtyLink(echo=True) as link, ModbusBuilding(rtu_url=link.device_port, baudrate=19200):
+        bus = ModbusRtuBusConfig(id="rs485", port=link.gateway_port, baudrate=19200, timeout_s=0.3)
+        driver = ModbusDriver(bus, [SMOKE])
+        await driver.open()
+        try:
+            with pytest.raises(FrameError):
+                await driver.read(SMOKE, driver.plan(SMOKE)[0])
+        finally:
+            await driver.close()

@@ -105,11 +105,13 @@ class PtyLink:
     `to_gateway` / `to_device` are optional `Fault`s applied to bytes flowing that way; set
     them at any time (None = pass through). With `baudrate`, bytes are delivered one at a time
     at the pace of a real line (11 bits per character), so frames take their real time and
-    arrive in pieces. Use as `async with PtyLink() as link:`.
+    arrive in pieces. With `echo`, the gateway hears its own requests (a 2-wire adapter without
+    echo suppression: set `handle_local_echo` on the bus). Use as `async with PtyLink() as link:`.
     """
 
-    def __init__(self, *, baudrate: int | None = None) -> None:
+    def __init__(self, *, baudrate: int | None = None, echo: bool = False) -> None:
         self.char_time_s = 11 / baudrate if baudrate else 0.0
+        self.echo = echo  # a 2-wire RS-485 adapter that hears its own transmission
         self._line_free_at: dict[int, float] = {}
         self._fds: list[int] = []
         self.gateway_port = ""
@@ -140,6 +142,9 @@ class PtyLink:
             return
         except OSError:  # the other end closed (EIO on a pty master)
             return
+        if self.echo and direction == "to_device" and data:
+            with contextlib.suppress(BlockingIOError, OSError):
+                os.write(src, data)
         fault: Fault | None = getattr(self, direction)
         if fault is not None:
             data = fault(data)
