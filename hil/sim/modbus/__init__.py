@@ -17,9 +17,11 @@ Usage::
         b.trigger_smoke(11); b.clear_smoke(11)
         b.silence(2); b.revive(2)          # a device unplugged and back
 
-    # The same over RTU on a serial line: a pty pair joined by a relay that can corrupt bytes.
-    async with PtyLink() as link, ModbusBuilding(rtu_url=link.device_port) as b:
+    # The same over RTU on a serial line: a pty pair joined by a relay that can corrupt bytes,
+    # optionally paced like a real line (baudrate=9600) or echoing like a 2-wire adapter.
+    async with PtyLink(baudrate=9600) as link, ModbusBuilding(rtu_url=link.device_port) as b:
         ...  # the gateway opens link.gateway_port; link.to_gateway = lambda d: d[:-1] + b"\\0"
+        link.unplug()                      # the USB adapter vanishes
 
     # Many devices for benchmarks: N endpoints x M unit ids, values computed on demand.
     fleet = await start_tcp_devices(["modbus-power-meter-3ph", "modbus-water-meter"], 1000)
