@@ -190,7 +190,9 @@ def _score(profile: ProfileInfo, found: Found) -> int:
             score -= 10
     values = found.detail.get("values") or {}
     if isinstance(values, dict):
-        score += len(set(values) & set(profile.objects))
+        # What a node sends, by object name, against the profile's objects and point names
+        # (profiles may name objects by id, "0x02", and call the point "temperature").
+        score += len(set(values) & (set(profile.objects) | set(profile.points)))
     return score
 
 

@@ -38,9 +38,16 @@ def profile_dirs(config_path: Path, raw_profile_dirs: Any = ()) -> list[Path]:
     return dirs
 
 
-def available_profiles(config_path: Path, raw_profile_dirs: Any = ()) -> list[ProfileInfo]:
+def available_profiles(config_path: Path, raw_profile_dirs: Any = None) -> list[ProfileInfo]:
     """Every valid profile the config at `config_path` could use; the first of one id wins, as in
-    the loader. Broken profile files are skipped here (`config check` reports them)."""
+    the loader. Broken profile files are skipped here (`config check` reports them).
+
+    `raw_profile_dirs`: the config's `profile_dirs`; None reads them from the file itself."""
+    if raw_profile_dirs is None:
+        try:
+            raw_profile_dirs = read_toml(config_path).get("profile_dirs", [])
+        except ConfigError:
+            raw_profile_dirs = []
     seen: dict[str, ProfileInfo] = {}
     for d in profile_dirs(config_path, raw_profile_dirs):
         if not d.is_dir():
