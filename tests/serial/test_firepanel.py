@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from drivers.firepanel import (
     parser_for,
     register_parser,
 )
+from drivers.firepanel.gst import EVENT_WORDS
 from gateway.api import ChannelError, Event, EventState, SampleBatch, Severity
 from hil.sim.serial import FirePanelStream
 
@@ -292,3 +294,35 @@ def test_fuzz_text_lines_never_raise(lines: list[str]) -> None:
     for line in lines:
         stream.feed(line.encode("gb18030", errors="replace") + b"\r\n")
     stream.flush()
+
+
+_WORDS = [w for w, *_ in EVENT_WORDS]
+_PLACE = st.text(alphabet="一二三层大厅东西侧走廊车库配电间楼梯AB", min_size=1, max_size=12).filter(
+    lambda t: not any(w in t for w in _WORDS)
+)
+
+
+@given(
+    st.sampled_from(["首次火警", "火警", "故障", "故障恢复", "监管", "屏蔽", "取消屏蔽"]),
+    st.integers(0, 999),
+    st.integers(0, 999),
+    st.sampled_from(["感烟探测器", "感温探测器", "手动报警按钮", "消火栓按钮", "输入模块"]),
+    _PLACE,
+    st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2099, 12, 31)),
+)
+def test_roundtrip_generator_format(
+    word: str, loop: int, device: int, device_type: str, place: str, when: datetime
+) -> None:
+    stamp = when.strftime("%y/%m/%d %H:%M")
+    line = f"{word}  {stamp}  {loop:03d}回路{device:03d}号  {device_type}  {place}"
+    record = parser_for("gst").parse_line(line)
+    assert record is not None
+    assert (record.event_text, record.loop, record.device, record.device_type, record.location) == (
+        word,
+        loop,
+        device,
+        device_type,
+        place,
+    )
+    assert record.panel_time == when.replace(second=0, microsecond=0).isoformat()
+    assert record.kind is not RecordKind.SMOKE or "感烟" in device_type

@@ -182,3 +182,37 @@ async def test_serial_command_bad_input() -> None:
         "diag", "dlt645", "read", "--port", "/nonexistent/ttyUSB9", "--address", "12", "--di", "00010000"
     )
     assert code != 0 and "Traceback" not in err
+
+
+async def test_meter_commands_through_a_configured_bus(tmp_path: Path) -> None:
+    """`--bus` with `-c`: the bus and its devices come from the config (no gateway running, so the
+    command opens the port itself); a device id works in place of the address."""
+    meter = SimDlt645Meter("000000000161", values={0x02010100: 231.4})
+    async with SerialMeterBus(meters=[meter]) as bus:
+        text = (Path(__file__).parent / "data" / "building-meters.toml").read_text(encoding="utf-8")
+        config = tmp_path / "gateway.toml"
+        config.write_text(text.replace('"/dev/ttyUSB0"', f'"{bus.port}"'), encoding="utf-8")
+        code, out, err = await cli(
+            "diag",
+            "dlt645",
+            "read",
+            "-c",
+            str(config),
+            "--bus",
+            "rs485-power",
+            "--address",
+            "em-incomer",
+            "--di",
+            "02010100",
+            "--json",
+        )
+        assert code == 0, err
+        assert json.loads(out)["value"] == 231.4
+        code, out, err = await cli(
+            "diag", "dlt645", "read-address", "-c", str(config), "--bus", "rs485-power"
+        )
+        assert code == 2 and "only valid with one meter" in err  # three meters configured on that bus
+        code, out, err = await cli(
+            "diag", "cjt188", "read-address", "-c", str(config), "--bus", "rs485-power"
+        )
+        assert code == 2 and "not cjt188" in err

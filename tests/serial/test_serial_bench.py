@@ -1,0 +1,21 @@
+"""The benchmark script keeps working (figures come from `python -m hil.bench.serial_bus`)."""
+
+from __future__ import annotations
+
+from hil.bench.serial_bus import _frames, bench_decode
+
+
+def test_bench_frames_are_valid_and_decode_keys() -> None:
+    from drivers.cjt188 import codec as cjt
+    from drivers.dlt645 import codec as dlt
+
+    dlt_frames, cjt_frames = _frames()
+    assert all(dlt.parse_frame(f).is_reply for f in dlt_frames)
+    assert all(cjt.parse_frame(f).is_reply for f in cjt_frames)
+    result = bench_decode(1, rounds=20)
+    assert set(result) == {
+        "decode_frames_per_s",
+        "baseline_dlt645_pkg_frames_per_s",
+        "decode_ratio_vs_baseline",
+    }
+    assert result["decode_frames_per_s"] > 0
