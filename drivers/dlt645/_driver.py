@@ -191,13 +191,15 @@ class Dlt645Driver(PollDriver[SerialBusConfig, Dlt645Device]):
                 return device
         version = str(params.get("version", "2007"))
         try:
-            return Dlt645Device(
-                id=f"meter-{address}",
-                bus=self.bus.id,
-                profile="adhoc",
-                address=address,
-                version=version,  # type: ignore[arg-type]
-                location={"address_code": "000000"},  # type: ignore[arg-type]
+            return Dlt645Device.model_validate(
+                {
+                    "id": f"meter-{address}",
+                    "bus": self.bus.id,
+                    "profile": "adhoc",
+                    "address": address,
+                    "version": version,
+                    "location": {"address_code": "000000"},
+                }
             )
         except ValueError as err:
             raise PermanentError(f"bad meter address or version: {err}") from err

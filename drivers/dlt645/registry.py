@@ -199,8 +199,5 @@ class DataRegistry:
     def __contains__(self, di: int) -> bool:
         return di in self._items
 
-    def __iter__(self) -> Iterable[DataItem]:  # type: ignore[override]
-        return iter(self._items.values())
-
     def items(self) -> list[DataItem]:
         return list(self._items.values())
