@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.api import PermanentError
-from gateway.web.config import WebConfig
+from gateway.web.config import WebConfig, is_loopback
 from gateway.web.metrics import CONTENT_TYPE as METRICS_TYPE
 from gateway.web.metrics import RateMeter, plain, render_metrics
 from gateway.web.state import StatusSource, active_alarms, page_state
@@ -32,6 +32,7 @@ log = logging.getLogger("citynerve.web")
 
 MAX_HEADER_BYTES = 8192
 MAX_HEADERS = 64
+MAX_CLIENTS = 32  # a Pi serving a few phones; more open connections than this is a misbehaving client
 READ_TIMEOUT_S = 10.0
 STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -48,6 +49,7 @@ REASONS = {
     200: "OK",
     400: "Bad Request",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     408: "Request Timeout",
@@ -232,6 +234,18 @@ class StatusServer:
             headers[name.strip().lower()] = value.strip()
         return method, target, headers
 
+    def _host_allowed(self, headers: dict[str, str]) -> bool:
+        """Without a password the page is for this machine only. A browser that was sent to it by
+        a web site through DNS rebinding names that site in Host: refuse it."""
+        if self._password is not None:
+            return True
+        host = headers.get("host", "")
+        if host.startswith("["):
+            name = host[1 : host.find("]")] if "]" in host else host
+        else:
+            name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        return name == "" or is_loopback(name) or name == self.config.bind
+
     def _authorized(self, headers: dict[str, str]) -> bool:
         if self._password is None:
             return True
@@ -255,8 +269,12 @@ class StatusServer:
             try:
                 method, target, headers = await self._read_request(reader)
                 head_only = method == "HEAD"
-                if method not in ("GET", "HEAD"):
+                if len(self._open) > MAX_CLIENTS:
+                    status, ctype, body, extra = 503, "text/plain", b"busy\n", {"Retry-After": "2"}
+                elif method not in ("GET", "HEAD"):
                     status, ctype, body, extra = 405, "text/plain", b"GET only\n", {"Allow": "GET, HEAD"}
+                elif not self._host_allowed(headers):
+                    status, ctype, body, extra = 403, "text/plain", b"unexpected Host\n", {}
                 elif not self._authorized(headers):
                     status, ctype, body = 401, "text/plain", b"password required\n"
                     extra = {"WWW-Authenticate": 'Basic realm="citynerve", charset="UTF-8"'}

@@ -42,8 +42,9 @@ async def request(port: int, raw: bytes) -> tuple[int, dict[str, str], bytes]:
 async def get(
     port: int, path: str, headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str], bytes]:
-    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-    return await request(port, f"GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode())
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items() if k != "Host")
+    host = (headers or {}).pop("Host", f"127.0.0.1:{port}")
+    return await request(port, f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode())
 
 
 # -- config -----------------------------------------------------------------------------------------
@@ -104,6 +105,24 @@ async def test_routes_and_http_edges(gateway: Gateway) -> None:
         _, idle = await asyncio.open_connection("127.0.0.1", port)
         assert (await get(port, "/healthz"))[0] == 200
         idle.close()
+
+        # Without a password the page answers this machine's names only (DNS rebinding).
+        assert (await get(port, "/api/status", {"Host": "evil.example:8080"}))[0] == 403
+        assert (await get(port, "/api/status", {"Host": f"localhost:{port}"}))[0] == 200
+        assert (await get(port, "/api/status", {"Host": f"[::1]:{port}"}))[0] == 200
+
+
+async def test_too_many_connections_get_busy(gateway: Gateway) -> None:
+    async with StatusServer(WebConfig(enabled=True, port=0), gateway) as server:
+        assert server.port
+        idle = [(await asyncio.open_connection("127.0.0.1", server.port))[1] for _ in range(40)]
+        await wait_for(lambda: len(server._open) >= 40, 5)
+        status, headers, _ = await get(server.port, "/healthz")
+        assert status == 503 and headers["retry-after"] == "2"
+        for w in idle:
+            w.close()
+        await wait_for(lambda: len(server._open) == 0, 15)
+        assert (await get(server.port, "/healthz"))[0] == 200
 
 
 async def test_password_when_exposed(gateway: Gateway, short_dir: Path) -> None:
