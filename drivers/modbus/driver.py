@@ -90,6 +90,20 @@ def decode_point(point: ModbusPointConfig, offset: int, reply: Reply) -> Sample:
     return Sample(name, value)
 
 
+def raw_from_engineering(point: ModbusPointConfig, value: Value) -> Value:
+    """The raw device value for an engineering value: the inverse of the pipeline's
+    `raw * scale + offset`, rounded to a whole number for integer types. Callers that take
+    engineering values (local actions, platform commands) use it before `write`."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    if point.scale == 0:
+        raise CodecError(f"point {point.name or '?'} has scale 0: no raw value gives {value!r}")
+    raw = (value - point.offset) / point.scale
+    if point.type in ("float32", "float64") or not math.isfinite(raw):
+        return raw
+    return round(raw)
+
+
 def encode_write(device: ModbusDeviceConfig, point_name: str, value: Value) -> tuple[ModbusPointConfig, Any]:
     """Check a write and turn the value into a bool (coil) or registers. Raises WriteRejectedError."""
     point = device.points.get(point_name)

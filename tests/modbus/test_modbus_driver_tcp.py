@@ -506,3 +506,18 @@ async def test_pymodbus_does_not_log_what_the_driver_raises(
     finally:
         await driver.close()
     assert [r for r in caplog.records if r.name.startswith("pymodbus") and r.levelno >= logging.ERROR] == []
+
+
+def test_raw_from_engineering_inverts_scale_and_offset() -> None:
+    from drivers.modbus.codec import CodecError
+    from drivers.modbus.config import ModbusPointConfig
+    from drivers.modbus.driver import raw_from_engineering
+
+    temp = ModbusPointConfig(table="holding", address=0, type="int16", scale=0.1, offset=-40.0, writable=True)
+    assert raw_from_engineering(temp, 21.5) == 615
+    assert 615 * temp.scale + temp.offset == pytest.approx(21.5)
+    flow = ModbusPointConfig(table="holding", address=0, type="float32", scale=2.0)
+    assert raw_from_engineering(flow, 3.0) == 1.5
+    assert raw_from_engineering(flow, "x") == "x" and raw_from_engineering(flow, True) is True
+    with pytest.raises(CodecError):
+        raw_from_engineering(ModbusPointConfig(table="holding", address=0, scale=0.0), 1.0)
