@@ -85,7 +85,7 @@ class ThresholdCondition(Condition):
         self.state = False
 
     def on_reading(self, value: Value, ts: float) -> bool | None:
-        x = as_float(value)
+        x = value if type(value) is float and -math.inf < value < math.inf else as_float(value)
         if x is None:
             return None
         self.value = x
@@ -176,7 +176,7 @@ class MissingCondition(Condition):
         if self.last_ts is None:
             self.last_ts = now
         age = now - self.last_ts
-        self.value = round(age, 3)
+        self.value = age
         return age > self.after_s
 
     def snapshot(self) -> list[Any]:
@@ -249,7 +249,7 @@ class SlidingUse(Condition):
         return self._cond(ts)
 
     def _cond(self, ts: float) -> bool | None:
-        self.value = round(max(self.total, 0.0), 6)
+        self.value = max(self.total, 0.0)
         if self.above is not None:
             return self.total > self.above
         assert self.below is not None
@@ -311,14 +311,14 @@ class DayUse(Condition):
             self.today = 0.0
         self.today += use if t0 >= self.start else spread(use, t0, ts, self.start, self.end)
         if self.above is not None:
-            self.value = round(self.today, 6)
+            self.value = self.today
             return self.today > self.above
         assert self.below is not None
         if self.today >= self.below:
-            self.value = round(self.today, 6)
+            self.value = self.today
             return False  # use resumed today
         if result is not None:
-            self.value = round(self.closed or 0.0, 6)
+            self.value = self.closed or 0.0
         return result
 
     def snapshot(self) -> list[Any]:
@@ -434,7 +434,7 @@ class AnomalyCondition(Condition):
         warm = est.n >= self.warmup
         z = est.score(x) if warm else 0.0
         est.learn(x)
-        self.value = round(x, 6)
+        self.value = x
         if not warm:
             return None
         if not self._in_hours(ts):

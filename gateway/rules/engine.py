@@ -180,7 +180,7 @@ class RuleEngine:
         quiet = {s.id: QuietHours(s) for s in config.schedules}
         contacts = {c.id: c.model_dump(exclude_defaults=True) for c in config.contacts}
         self.instances: dict[str, RuleInstance] = {}
-        self._by_point: dict[tuple[str, str], list[RuleInstance]] = {}
+        self._by_dev: dict[str, dict[str, list[RuleInstance]]] = {}
         self._any_point: dict[str, list[RuleInstance]] = {}
         self._offline: dict[str, list[RuleInstance]] = {}
         self._ticked: list[RuleInstance] = []
@@ -203,7 +203,7 @@ class RuleEngine:
                     for child in inst.cond.children:
                         child.parents.append(inst)
                 elif point:
-                    self._by_point.setdefault((dev.id, point), []).append(inst)
+                    self._by_dev.setdefault(dev.id, {}).setdefault(point, []).append(inst)
                 else:
                     self._any_point.setdefault(dev.id, []).append(inst)
                 if inst.cond.time_driven:
@@ -228,26 +228,35 @@ class RuleEngine:
     def evaluate(self, readings: Sequence[Reading]) -> list[Event]:
         """Feed a batch of normalized readings; returns the events it raised or cleared."""
         out: list[Event] = []
-        by_point, any_point = self._by_point, self._any_point
-        good, idle, active = Quality.GOOD, AlarmPhase.IDLE, AlarmPhase.ACTIVE
+        by_dev, any_point = self._by_dev, self._any_point
+        good, idle, pending, active = Quality.GOOD, AlarmPhase.IDLE, AlarmPhase.PENDING, AlarmPhase.ACTIVE
+        last_dev: str | None = None
+        points: dict[str, list[RuleInstance]] | None = None
         for r in readings:
             if r.quality is not good:
                 continue  # unknown: alarms stay as they are (missing-data rules see the silence)
-            insts = by_point.get((r.device_id, r.point))
-            if insts is not None:
-                value, ts = r.value, r.ts
-                for inst in insts:
-                    cond = inst.cond.on_reading(value, ts)
-                    if cond is None:
-                        continue
-                    # Fast paths for the common cases: nothing going on, or raised and still true.
-                    phase = inst.alarm.phase
-                    if phase is idle and not cond:
-                        continue
-                    if phase is active and cond:
-                        inst.alarm.value = inst.cond.value
-                        continue
-                    self._update(inst, cond, ts, out)
+            if r.device_id != last_dev:  # a batch is one device: look it up once
+                last_dev = r.device_id
+                points = by_dev.get(last_dev)
+            if points is not None:
+                insts = points.get(r.point)
+                if insts is not None:
+                    value, ts = r.value, r.ts
+                    for inst in insts:
+                        cond = inst.cond.on_reading(value, ts)
+                        if cond is None:
+                            continue
+                        # Fast paths for the common cases: nothing going on, raised and still true,
+                        # or still waiting for the hold time.
+                        alarm = inst.alarm
+                        phase = alarm.phase
+                        if cond:
+                            if phase is active or (phase is pending and ts - alarm.since < alarm.hold_s):
+                                alarm.value = inst.cond.value
+                                continue
+                        elif phase is idle:
+                            continue
+                        self._update(inst, cond, ts, out)
             if any_point:
                 for inst in any_point.get(r.device_id, ()):
                     cond = inst.cond.on_reading(r.value, r.ts)
@@ -307,6 +316,8 @@ class RuleEngine:
             inst.raised_at = ts
         rule = inst.rule
         value = inst.alarm.raised_value if raised else inst.alarm.value
+        if type(value) is float:
+            value = round(value, 6)  # meter sums carry float noise (0.009000000001)
         state = EventState.RAISED if raised else EventState.CLEARED
         text = rule.message.replace("{value}", str(value)).replace("{device}", inst.device_id)
         message = f"{text or rule.id} ({state.value}, value {value!r})"

@@ -46,12 +46,17 @@ class MeterTrack:
         """
         if not -math.inf < total < math.inf:
             return None
-        prev, prev_ts = self.last_total, self.last_ts
-        if prev is not None and ts <= prev_ts:
-            return None
-        self.last_total, self.last_ts, self.t0, self.use = total, ts, ts, 0.0
+        prev = self.last_total
+        prev_ts = self.last_ts
         if prev is None:
+            self.last_total = total
+            self.last_ts = self.t0 = ts
+            self.use = 0.0
             return Step.REBASE
+        if ts <= prev_ts:
+            return None
+        self.last_total = total
+        self.last_ts = ts
         use = total - prev
         kind = Step.USE
         if use < 0:
@@ -59,10 +64,12 @@ class MeterTrack:
                 use += self.rollover_at
                 kind = Step.ROLLOVER
             else:
-                return Step.REBASE
-        if self.max_step is not None and use > self.max_step:
+                use = -1.0  # replaced or reset
+        if use < 0 or (self.max_step is not None and use > self.max_step):
+            self.use, self.t0 = 0.0, ts
             return Step.REBASE
-        self.use, self.t0 = use, prev_ts
+        self.use = use
+        self.t0 = prev_ts
         return kind
 
     def snapshot(self) -> list[Any]:

@@ -16,7 +16,7 @@ class Estimator:
     use a 1/n step so the warm-up behaves like a plain average.
     """
 
-    __slots__ = ("alpha", "loc", "min_scale", "n", "robust", "spread")
+    __slots__ = ("_floor", "_s", "alpha", "loc", "min_scale", "n", "robust", "spread")
 
     def __init__(self, alpha: float, min_scale: float, robust: bool) -> None:
         self.alpha = alpha
@@ -25,35 +25,45 @@ class Estimator:
         self.n = 0
         self.loc = 0.0
         self.spread = 0.0  # robust: mean absolute deviation; ewma: variance
+        self._floor = max(min_scale, 1e-12)
+        self._s = self._floor  # the scale, kept up to date by learn (score runs on every reading)
 
     def scale(self) -> float:
-        s = _MAD_TO_SIGMA * self.spread if self.robust else math.sqrt(self.spread)
-        return max(s, self.min_scale, 1e-12)
+        return self._s
 
     def score(self, x: float) -> float:
-        return (x - self.loc) / self.scale()
+        return (x - self.loc) / self._s
 
     def learn(self, x: float) -> None:
-        if not math.isfinite(x):
+        if not -math.inf < x < math.inf:
             return
-        self.n += 1
-        a = max(self.alpha, 1.0 / self.n)
-        if self.n == 1:
+        n = self.n = self.n + 1
+        if n == 1:
             self.loc = x
             return
-        s = self.scale()
+        a = self.alpha
+        if 1.0 / n > a:
+            a = 1.0 / n
         r = x - self.loc
-        if self.n > 3:
-            r = max(-3.0 * s, min(3.0 * s, r))  # winsorize: outliers move the estimate a bounded step
+        if n > 3:  # winsorize: an outlier moves the estimate a bounded step
+            lim = 3.0 * self._s
+            if r > lim:
+                r = lim
+            elif r < -lim:
+                r = -lim
+        self.loc += a * r
         if self.robust:
-            self.loc += a * r
-            self.spread += a * (abs(r) - self.spread)
+            sp = self.spread = self.spread + a * ((r if r >= 0 else -r) - self.spread)
+            s = _MAD_TO_SIGMA * sp
         else:
-            self.loc += a * r
-            self.spread = (1 - a) * (self.spread + a * r * r)
+            sp = self.spread = (1 - a) * (self.spread + a * r * r)
+            s = math.sqrt(sp)
+        self._s = s if s > self._floor else self._floor
 
     def snapshot(self) -> list[Any]:
         return [self.n, self.loc, self.spread]
 
     def restore(self, data: list[Any]) -> None:
         self.n, self.loc, self.spread = int(data[0]), float(data[1]), float(data[2])
+        s = _MAD_TO_SIGMA * self.spread if self.robust else math.sqrt(max(self.spread, 0.0))
+        self._s = max(s, self._floor)

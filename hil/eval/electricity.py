@@ -31,7 +31,7 @@ def build(seed: int = 5, households: int = 8, days: int = 30) -> Scenario:
     rng = random.Random(seed)
     devices = [
         device(
-            f"elec-{h:02d}", "dlt645-household-meter", {"current": "A", "voltage": "V", "energy": "kWh"}, h
+            f"elec-{h:02d}", "dlt645-household-meter", {"current": "A", "voltage": "V", "energy_import": "kWh"}, h
         )
         for h in range(households)
     ]
@@ -103,7 +103,7 @@ def build(seed: int = 5, households: int = 8, days: int = 30) -> Scenario:
                     (
                         Sample("current", round(max(0.0, amps), 2)),
                         Sample("voltage", round(v, 1)),
-                        Sample("energy", round(energy, 2)),
+                        Sample("energy_import", round(energy, 2)),
                     ),
                 )
             )

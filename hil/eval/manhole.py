@@ -18,7 +18,7 @@ from hil.eval.model import START, Episode, Scenario, device
 
 DAY = 86400
 HEARTBEAT_S = 600
-POINTS = {"tilt": "deg", "battery": "%", "water_distance": "m", "ch4": "%LEL", "h2s": "ppm"}
+POINTS = {"tilt": "deg", "battery": "%", "water_level": "mm", "ch4": "%LEL", "h2s": "ppm"}
 
 
 class _Cover:
@@ -153,7 +153,7 @@ def build(seed: int = 8, covers: int = 10, days: int = 10) -> Scenario:
                 s: tuple[Sample, ...] = (
                     Sample("tilt", round(tilt, 2)),
                     Sample("battery", round(cv.battery(tk) + rng.gauss(0, 0.3), 1)),
-                    Sample("water_distance", round(cv.distance(tk) + rng.gauss(0, 0.02), 3)),
+                    Sample("water_level", round(1000 * (cv.distance(tk) + rng.gauss(0, 0.02)))),
                     Sample("ch4", round(max(0.0, cv.gas_level("ch4", tk) + abs(rng.gauss(0, 0.8))), 1)),
                     Sample("h2s", round(max(0.0, cv.gas_level("h2s", tk) + abs(rng.gauss(0, 0.3))), 1)),
                 )

@@ -24,7 +24,7 @@ def build(seed: int = 7, detectors: int = 12, days: int = 5) -> Scenario:
         device(f"smoke-{d:02d}", "modbus-smoke-detector", {"smoke": "", "tamper": "", "fault": ""}, d)
         for d in range(detectors)
     ]
-    panel = device("fire-panel", "gst-fire-panel", {"fire": ""}, 99)
+    panel = device("fire-panel", "gst-fire-panel", {"fire_alarm": ""}, 99)
     end = START + days * DAY
     batches: list[SampleBatch] = []
     episodes: list[Episode] = []
@@ -65,8 +65,8 @@ def build(seed: int = 7, detectors: int = 12, days: int = 5) -> Scenario:
     for _ in range(2):
         t0 = START + rng.uniform(0.3, days - 0.3) * DAY
         t1 = t0 + rng.uniform(300, 1800)
-        batches.append(SampleBatch(panel.id, t0, (Sample("fire", True),)))
-        batches.append(SampleBatch(panel.id, t1, (Sample("fire", False),)))
+        batches.append(SampleBatch(panel.id, t0, (Sample("fire_alarm", True),)))
+        batches.append(SampleBatch(panel.id, t1, (Sample("fire_alarm", False),)))
         episodes.append(Episode(panel.id, ("fire",), t0, t1, "first fire alarm"))
     batches.sort(key=lambda b: b.ts)
     episodes.sort(key=lambda e: e.start)

@@ -69,7 +69,7 @@ def _day(rng: random.Random, flow: list[float], d: int, p: dict[str, float]) -> 
 def build(seed: int = 6, households: int = 24, days: int = 30) -> Scenario:
     """The water scenario for the elderly-water pack."""
     rng = random.Random(seed)
-    devices = [device(f"water-{h:02d}", "cjt188-water-meter", {"volume": "m3"}, h) for h in range(households)]
+    devices = [device(f"water-{h:02d}", "cjt188-water-meter", {"flow_total": "m3"}, h) for h in range(households)]
     n_min = days * 1440
     batches: list[SampleBatch] = []
     episodes: list[Episode] = []
@@ -181,11 +181,11 @@ def _reads(
         if replaced_at is not None and m >= replaced_at:
             litres = cum[m] - cum[replaced_at]  # the new meter starts at zero
         if rng.random() < 0.002:  # garbled: the pipeline gets no usable value
-            out.append(SampleBatch(dev_id, ts, (Sample("volume", None, Quality.BAD),)))
+            out.append(SampleBatch(dev_id, ts, (Sample("flow_total", None, Quality.BAD),)))
             continue
         if last_ok is not None and ts - last_ok > STALE_S + 120:
             episodes.append(Episode(dev_id, ("meter_silent",), last_ok + STALE_S, ts, "concentrator outage"))
         last_ok = ts
         m3 = (math.floor(litres) % 100_000_000) / 1000.0  # 5-digit m3 register, 1 L resolution
-        out.append(SampleBatch(dev_id, ts, (Sample("volume", m3),)))
+        out.append(SampleBatch(dev_id, ts, (Sample("flow_total", m3),)))
     return out
