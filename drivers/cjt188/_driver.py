@@ -200,5 +200,8 @@ class Cjt188Driver(PollDriver[SerialBusConfig, Cjt188Device]):
                     "location": {"address_code": "000000"},
                 }
             )
-        except ValueError as err:
-            raise PermanentError(f"bad meter address, type or DI order: {err}") from err
+        except ValueError as err:  # pydantic's ValidationError: name the first bad field, one line
+            errors = getattr(err, "errors", None)
+            first = errors()[0] if callable(errors) else {"loc": (), "msg": str(err)}
+            where = ".".join(str(p) for p in first.get("loc", ())) or "request"
+            raise PermanentError(f"bad meter request: {where}: {first.get('msg')}") from err

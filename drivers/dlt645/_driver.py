@@ -163,17 +163,12 @@ class Dlt645Driver(PollDriver[SerialBusConfig, Dlt645Device]):
             return {"address": address, "frame": frame.raw.hex(" ").upper()}
         if action == "read-di":
             device = self._adhoc_device(params)
-            point = Dlt645Point(
-                di=str(params["di"]),
-                length=params.get("length"),
-                decimals=params.get("decimals"),
-                signed=params.get("signed"),
-                format=params.get("format"),
-            )
+            keys = ("di", "length", "decimals", "signed", "format")
             try:
+                point = Dlt645Point.model_validate({k: params[k] for k in keys if params.get(k) is not None})
                 item = resolve_item(device, point)
-            except ValueError as err:
-                raise PermanentError(str(err)) from err
+            except ValueError as err:  # pydantic's ValidationError is a ValueError too
+                raise PermanentError(f"bad DI request: {_first_line(err)}") from err
             value = await self.read_item(device, item)
             return {
                 "address": device.address,
@@ -202,4 +197,14 @@ class Dlt645Driver(PollDriver[SerialBusConfig, Dlt645Device]):
                 }
             )
         except ValueError as err:
-            raise PermanentError(f"bad meter address or version: {err}") from err
+            raise PermanentError(f"bad meter request: {_first_line(err)}") from err
+
+
+def _first_line(err: Exception) -> str:
+    """Pydantic errors span lines; a diag answer is one line."""
+    errors = getattr(err, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "request"
+        return f"{where}: {first.get('msg', err)}"
+    return str(err)

@@ -216,3 +216,20 @@ async def test_meter_commands_through_a_configured_bus(tmp_path: Path) -> None:
             "diag", "cjt188", "read-address", "-c", str(config), "--bus", "rs485-power"
         )
         assert code == 2 and "not cjt188" in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("dlt645", "read", "--address", "000000000161", "--di", "zz"),
+        ("dlt645", "read", "--address", "12", "--di", "00010000"),
+        ("dlt645", "read", "--address", "000000000161", "--di", "04000B99"),
+        ("cjt188", "read", "--address", "00000000000012", "--type", "ZZ"),
+        ("cjt188", "read", "--address", "123"),
+    ],
+)
+async def test_bad_meter_requests_one_line_exit_2(args: tuple[str, ...]) -> None:
+    async with SerialMeterBus(meters=[SimDlt645Meter("000000000161")]) as bus:
+        code, _, err = await cli("diag", *args, "--port", bus.port)
+    assert code == 2, err
+    assert err.startswith("error:") and err.strip().count("\n") == 0 and "Traceback" not in err, err
