@@ -89,7 +89,12 @@ class Cjt188Device(DeviceConfig):
     def _meter_type(cls, v: object) -> object:
         # installers copy the T byte as printed: "10" means 0x10
         if isinstance(v, str):
-            return int(v.removeprefix("0x").removeprefix("0X"), 16)
+            try:
+                return int(v.strip().removeprefix("0x").removeprefix("0X"), 16)
+            except ValueError:
+                raise ValueError(
+                    f"meter type is a hex byte such as 10 (cold water), 20 (heat), 30 (gas), got {v!r}"
+                ) from None
         return v
 
     @field_validator("status_map")
