@@ -223,7 +223,11 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
             return
         for name, point in rt.points:
             if point.event_kind and name not in rt.alarms:
-                stored = await self.state.get(ALARM_KEY.format(device=rt.config.id, point=name))
+                try:
+                    stored = await self.state.get(ALARM_KEY.format(device=rt.config.id, point=name))
+                except Exception as err:  # store down: an alarm may be raised twice, never lost
+                    log.warning("device %s: cannot read alarm state (%s)", rt.config.id, err)
+                    return
                 if stored in ("0", "1"):
                     rt.alarms[name] = stored == "1"
 
@@ -234,6 +238,10 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
         if rt is None or payload is None:
             return
         stats = rt.stats
+        if payload == rt.last_payload and payload[0] & codec.FLAG_ENCRYPTED:
+            # The node repeating its last advert, already authenticated: skip the decryption.
+            stats.duplicates += 1
+            return
         try:
             advert = codec.parse(payload, mac=adv.address, cipher=rt.cipher)
             if rt.config.encrypted and not advert.encrypted:

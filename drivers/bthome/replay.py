@@ -29,7 +29,13 @@ class CounterGuard:
     async def last(self, mac: str) -> int | None:
         """The last accepted counter of `mac` (None: never seen)."""
         if mac not in self._last:
-            stored = await self._state.get(KEY_PREFIX + mac) if self._state is not None else None
+            try:
+                stored = await self._state.get(KEY_PREFIX + mac) if self._state is not None else None
+            except Exception as err:
+                # The store is down: go on without the stored counter (the in-memory one protects
+                # from the first accepted advert on) rather than refuse every advert of the node.
+                log.warning("cannot read %s%s (%s): accepting without it", KEY_PREFIX, mac, err)
+                return None
             try:
                 self._last[mac] = int(stored) if stored else None
             except ValueError:

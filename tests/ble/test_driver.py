@@ -300,3 +300,18 @@ def test_diag_decode_cli_uses_this_decoder() -> None:
     assert '"value": 25.06' in ok.output
     bad = runner.invoke(main, [*args, "--key", "00" * 16])
     assert bad.exit_code == 1 and "MIC" in bad.output and "Traceback" not in bad.output
+
+
+async def test_store_failure_does_not_stop_delivery(radio: VirtualRadio, listening: Any) -> None:
+    class BrokenState(MemoryState):
+        async def get(self, key: str) -> str | None:
+            raise OSError("disk I/O error")
+
+    driver, sink = await listening([manhole_device()], BrokenState())
+    node = ManholeCoverNode(radio, MAC, key=KEY)
+    await node.state(tilt_deg=50.0, tilt_alarm=True)
+    await sink.wait_for(lambda: len(sink.events) == 1)
+    await node.state(tilt_deg=51.0, tilt_alarm=True)
+    await sink.wait_for(lambda: len(sink.batches) == 2)
+    assert len(sink.events) == 1  # raised once: the in-memory state carries on
+    assert driver.stats()["mh-1"].rejected == {}
