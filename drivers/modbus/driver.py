@@ -73,9 +73,9 @@ def plan_device(device: ModbusDeviceConfig) -> tuple[ModbusRequest, ...]:
     )
 
 
-def decode_point(point: ModbusPointConfig, offset: int, reply: Reply) -> Sample:
+def decode_point(point: ModbusPointConfig, offset: int, reply: Reply, name: str = "") -> Sample:
     """The raw value of one point from a read reply; Quality.BAD if the device sent no value."""
-    name = point.name
+    name = name or point.name
     if point.table in BIT_TABLES:
         return Sample(name, reply.bits[offset])
     regs = reply.registers[offset : offset + point.register_count]
@@ -181,9 +181,8 @@ class ModbusDriver(PollDriver[ModbusBusConfig, ModbusDeviceConfig]):
         samples = []
         for name in request.points:
             point = device.points[name]
-            point = point if point.name else point.model_copy(update={"name": name})
             try:
-                samples.append(decode_point(point, point.address - address, reply))
+                samples.append(decode_point(point, point.address - address, reply, name))
             except CodecError:
                 samples.append(Sample(name, None, Quality.BAD))
         return tuple(samples)
