@@ -25,6 +25,10 @@ Public API::
   meters give heat, temperatures...), read address (03/810A), valve control (04/A017).
 - `NullModem()`: `async with NullModem() as (port_a, port_b)`: two pty paths wired together, for
   third-party peers that open a port by path (the `dlt645` package's meter simulator).
+- `SerialBuilding()`: the RS-485 part of the demo building (3 DL/T 645 meters, 3 CJ/T 188 water
+  meters, the fire panel): `async with SerialBuilding() as s: s.config_toml(address_code=...)`
+  gives the `[[buses]]`/`[[devices]]` tables, `s.extra_scenario()` the scripted events (fire alarm,
+  reset, a meter going silent and back) as `(seconds, label, action)`; actions may be coroutines.
 - As a process: `python -m hil.sim.serial --link-dir DIR --dlt645 ADDR --cjt188 ADDR --panel
   [--alarm-after S]` prints `{"dlt645": PATH, "cjt188": PATH, "firepanel": PATH}` and serves until
   SIGTERM (see `__main__.py`).
@@ -33,9 +37,18 @@ Public API::
   8E1), and each request holds the line for its own wire time before the meter starts answering.
 """
 
+from hil.sim.serial._building import SerialBuilding
 from hil.sim.serial._bus import Fault, SerialMeterBus
 from hil.sim.serial._meters import SimCjt188Meter, SimDlt645Meter
 from hil.sim.serial._nullmodem import NullModem
 from hil.sim.serial._panel import FirePanelStream
 
-__all__ = ["Fault", "FirePanelStream", "NullModem", "SerialMeterBus", "SimCjt188Meter", "SimDlt645Meter"]
+__all__ = [
+    "Fault",
+    "FirePanelStream",
+    "NullModem",
+    "SerialBuilding",
+    "SerialMeterBus",
+    "SimCjt188Meter",
+    "SimDlt645Meter",
+]
