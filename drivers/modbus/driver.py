@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from drivers.modbus.config import (
 )
 from drivers.modbus.planner import Limits, PointSpan, plan_reads
 from gateway.api import (
+    DeviceExceptionError,
     FrameError,
     PollDriver,
     PollRequest,
@@ -35,6 +37,9 @@ from gateway.api import (
 )
 
 DEFAULT_INTERVAL_S = 60.0
+ILLEGAL_DATA_ADDRESS = 2
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +149,8 @@ class ModbusDriver(PollDriver[ModbusBusConfig, ModbusDeviceConfig]):
     ) -> None:
         super().__init__(bus, devices, state)
         self.channel = ModbusChannel(bus)
+        # Merged reads a device refused for an unmapped address: read point by point instead.
+        self._read_apart: set[tuple[str, str, int, int]] = set()
 
     async def open(self) -> None:
         await self.channel.open()
@@ -160,6 +167,30 @@ class ModbusDriver(PollDriver[ModbusBusConfig, ModbusDeviceConfig]):
     async def read(self, device: ModbusDeviceConfig, request: PollRequest) -> tuple[Sample, ...]:
         if not isinstance(request, ModbusRequest):
             raise TypeError(f"ModbusDriver.read needs a ModbusRequest, got {type(request).__name__}")
+        key = (device.id, request.table, request.address, request.count)
+        if key in self._read_apart:
+            return await self._read_points_apart(device, request)
+        try:
+            return await self._read_request(device, request)
+        except DeviceExceptionError as err:
+            if err.code != ILLEGAL_DATA_ADDRESS or len(request.points) < 2:
+                raise
+            # Many devices refuse a read that spans registers they do not have. The merged read
+            # is then replaced by reads of the points alone, so one unmapped gap (or one wrong
+            # point) does not blank its neighbours; remembered, and logged once.
+            log.warning(
+                "device %s refuses the %s read %d..%d (illegal data address): reading its %d points "
+                "apart from now on (set max_gap = 0 for this device to plan it that way)",
+                device.id,
+                request.table,
+                request.address,
+                request.address + request.count - 1,
+                len(request.points),
+            )
+            self._read_apart.add(key)
+            return await self._read_points_apart(device, request)
+
+    async def _read_request(self, device: ModbusDeviceConfig, request: ModbusRequest) -> tuple[Sample, ...]:
         unit = device.address
         table, address, count = request.table, request.address, request.count
 
@@ -186,6 +217,46 @@ class ModbusDriver(PollDriver[ModbusBusConfig, ModbusDeviceConfig]):
             except CodecError:
                 samples.append(Sample(name, None, Quality.BAD))
         return tuple(samples)
+
+    async def _read_points_apart(
+        self, device: ModbusDeviceConfig, request: ModbusRequest
+    ) -> tuple[Sample, ...]:
+        """Read the request's points without gaps (touching points together, then alone).
+
+        A point the device still refuses gets a BAD sample; if it refuses every one, the
+        exception is raised (the map is wrong for this device, not one register).
+        """
+        spans = [
+            PointSpan(n, request.table, device.points[n].address, device.points[n].register_count, 0.0)
+            for n in request.points
+        ]
+        limits = Limits(device.max_request_registers, device.max_request_bits, max_gap=0)
+        samples: dict[str, Sample] = {}
+        refused: DeviceExceptionError | None = None
+        queue = [r.points for r in plan_reads(spans, limits)]
+        while queue:
+            group = queue.pop(0)
+            sub = ModbusRequest(
+                points=tuple(p.name for p in group),
+                interval_s=request.interval_s,
+                table=request.table,
+                function=request.function,
+                address=min(p.address for p in group),
+                count=max(p.end for p in group) - min(p.address for p in group),
+            )
+            try:
+                samples.update((s.point, s) for s in await self._read_request(device, sub))
+            except DeviceExceptionError as err:
+                if err.code != ILLEGAL_DATA_ADDRESS:
+                    raise
+                if len(group) > 1:
+                    queue[:0] = [(p,) for p in group]  # one of them is the refused one: try each
+                    continue
+                refused = err
+                samples[group[0].name] = Sample(group[0].name, None, Quality.BAD)
+        if refused is not None and all(s.quality is Quality.BAD for s in samples.values()):
+            raise refused
+        return tuple(samples[name] for name in request.points)
 
     async def write(self, device: ModbusDeviceConfig, point: str, value: Value) -> None:
         spec, payload = encode_write(device, point, value)

@@ -521,3 +521,60 @@ def test_raw_from_engineering_inverts_scale_and_offset() -> None:
     assert raw_from_engineering(flow, "x") == "x" and raw_from_engineering(flow, True) is True
     with pytest.raises(CodecError):
         raw_from_engineering(ModbusPointConfig(table="holding", address=0, scale=0.0), 1.0)
+
+
+async def test_refused_gap_falls_back_to_reading_points_apart(
+    bank_server: BankServer, make_device: MakeDevice, caplog: pytest.LogCaptureFixture
+) -> None:
+    bank = bank_server.banks[1]
+    bank.put("holding", 0, [11, 12])
+    bank.put("holding", 8, [13])
+    bank.exceptions[("holding", 5)] = 2  # the device has no register 5: a merged read 0..8 fails
+    device = make_device(
+        {
+            "a": {"table": "holding", "address": 0},
+            "b": {"table": "holding", "address": 1},
+            "c": {"table": "holding", "address": 8},
+        }
+    )
+    driver = ModbusDriver(tcp_bus(bank_server), [device])
+    await driver.open()
+    try:
+        (request,) = driver.plan(device)
+        assert (request.address, request.count) == (0, 9)
+        with caplog.at_level(logging.WARNING, logger="drivers.modbus.driver"):
+            first = await driver.read(device, request)
+            bank.requests.clear()
+            second = await driver.read(device, request)
+    finally:
+        await driver.close()
+    assert [(s.point, s.value) for s in first] == [("a", 11), ("b", 12), ("c", 13)]
+    assert second == first
+    # Remembered: the second poll goes straight to the gap-free reads (touching points together).
+    assert sorted(bank.requests) == [(3, 0, 2), (3, 8, 1)]
+    assert len([r for r in caplog.records if "reading its 3 points apart" in r.getMessage()]) == 1
+
+
+async def test_one_refused_point_does_not_blank_its_neighbours(
+    bank_server: BankServer, make_device: MakeDevice
+) -> None:
+    bank = bank_server.banks[1]
+    bank.put("holding", 0, [1, 2, 3])
+    bank.exceptions[("holding", 1)] = 2  # point b names a register the device lacks
+    device = make_device({n: {"table": "holding", "address": i} for i, n in enumerate("abc")})
+    driver = ModbusDriver(tcp_bus(bank_server), [device])
+    await driver.open()
+    try:
+        samples = await driver.read(device, driver.plan(device)[0])
+        # Every point refused: that is the device's answer, raised as such.
+        bank.exceptions.update({("holding", 0): 2, ("holding", 2): 2})
+        with pytest.raises(DeviceExceptionError) as info:
+            await driver.read(device, driver.plan(device)[0])
+    finally:
+        await driver.close()
+    assert [(s.point, s.value, s.quality) for s in samples] == [
+        ("a", 1, Quality.GOOD),
+        ("b", None, Quality.BAD),
+        ("c", 3, Quality.GOOD),
+    ]
+    assert info.value.code == 2
