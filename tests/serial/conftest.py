@@ -12,7 +12,7 @@ LOCATION = {"address_code": "320508001", "building": "B1", "floor": "1", "room":
 
 
 def bus_config(
-    port: str, *, protocol: str = "dlt645", timeout_s: float = 0.3, gap_s: float = 0.0
+    port: str, *, protocol: str = "dlt645", timeout_s: float = 1.0, gap_s: float = 0.0
 ) -> SerialBusConfig:
     return SerialBusConfig(id="rs485-1", protocol=protocol, timeout_s=timeout_s, gap_s=gap_s, port=port)
 

@@ -98,7 +98,7 @@ async def test_valve_write_round_trip() -> None:
 
 async def test_faults_typed_then_recovery() -> None:
     async with SerialMeterBus(meters=[SimCjt188Meter("00000000000012")]) as bus:
-        driver = Cjt188Driver(bus_config(bus.port, protocol="cjt188", timeout_s=0.2), [cjt_device()])
+        driver = Cjt188Driver(bus_config(bus.port, protocol="cjt188", timeout_s=0.5), [cjt_device()])
         for fault, error in (
             (Fault.BAD_CHECKSUM, FrameError),
             (Fault.SILENCE, DeviceTimeoutError),

@@ -160,7 +160,7 @@ async def test_line_faults_then_recovery(fault: Fault, error: type[Exception] | 
     meter = SimDlt645Meter("000000000161", values={0x00010000: 42.42})
     async with SerialMeterBus(meters=[meter]) as bus:
         driver = Dlt645Driver(
-            bus_config(bus.port, timeout_s=0.2), [dlt_device(points={"e": {"di": "00010000"}})]
+            bus_config(bus.port, timeout_s=0.5), [dlt_device(points={"e": {"di": "00010000"}})]
         )
         device = driver.devices["em-0161"]
         request = driver.plan(device)[0]

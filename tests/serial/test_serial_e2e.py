@@ -74,13 +74,13 @@ def write_config(tmp: Path, ports: dict[str, str]) -> Path:
         id = "rs485-power"
         protocol = "dlt645"
         port = "{ports["dlt645"]}"
-        timeout_s = 0.3
+        timeout_s = 1.0
 
         [[buses]]
         id = "rs485-water"
         protocol = "cjt188"
         port = "{ports["cjt188"]}"
-        timeout_s = 0.3
+        timeout_s = 1.0
 
         [[buses]]
         id = "fire-panel"

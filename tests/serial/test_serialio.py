@@ -132,7 +132,7 @@ async def test_unplug_and_replug_under_the_bus_owner(tmp_path: Path) -> None:
         cfg = SerialBusConfig(
             id="rs485-1",
             protocol="dlt645",
-            timeout_s=0.1,
+            timeout_s=0.3,
             retries=0,
             offline_after=1,
             backoff_initial_s=0.1,
