@@ -321,7 +321,9 @@ class RuleEngine:
         state = EventState.RAISED if raised else EventState.CLEARED
         text = rule.message.replace("{value}", str(value)).replace("{device}", inst.device_id)
         message = f"{text or rule.id} ({state.value}, value {value!r})"
-        ev = Event(inst.device_id, inst.kind, state, inst.severity, ts, rule.id, value, message, inst.attrs)
+        # A copy per event: whoever handles the event (uplink, outbox) may add to its attrs.
+        attrs = dict(inst.attrs)
+        ev = Event(inst.device_id, inst.kind, state, inst.severity, ts, rule.id, value, message, attrs)
         out.append(ev)
         log.info("rule %s on %s: %s value=%r", rule.id, inst.device_id, state.value, value)
         if self.actions.wants(rule.id):

@@ -162,3 +162,74 @@ def test_example_rules_table_in_the_docs_is_valid() -> None:
     data = tomllib.loads(block)
     cfg = RulesConfig.model_validate(data["rules"])
     assert cfg.packs and cfg.actions and cfg.schedules and cfg.contacts
+
+
+def _gateway_toml(tmp_path: Path, rules: str) -> Path:
+    example = (Path(__file__).parents[2] / "config" / "examples" / "street-manholes-ble.toml").read_text()
+    lines = []
+    for line in example.splitlines():
+        if line.startswith("path ="):
+            line = f'path = "{tmp_path / "gw.db"}"'
+        elif line.startswith("socket ="):
+            line = f'socket = "{tmp_path / "gw.sock"}"'
+        elif line.startswith("key_file"):
+            line = 'key = "00112233445566778899aabbccddeeff"'
+        lines.append(line)
+    path = tmp_path / "gw.toml"
+    path.write_text("\n".join(lines) + "\n" + rules)
+    return path
+
+
+def test_the_gateway_config_loader_reports_rules_errors_with_key_paths(tmp_path: Path) -> None:
+    from gateway.api import ConfigError
+    from gateway.config import load_config
+
+    rules = """
+[rules]
+[[rules.packs]]
+name = "manhole"
+select = { profiles = ["bthome-manhole-cover"] }
+
+[[rules.rules]]
+id = "x"
+kind = "threshold"
+point = "tilt"
+above = 5
+select = { devices = ["mh-0001", "ghost"] }
+hold_s = -1
+"""
+    with pytest.raises(ConfigError) as info:
+        load_config(_gateway_toml(tmp_path, rules))
+    paths = [i.path for i in info.value.issues]
+    assert paths == ["rules.rules[0].threshold.hold_s"]  # cross-checks need a valid table first
+
+
+def test_loader_cross_checks_and_engine_on_loaded_devices(tmp_path: Path) -> None:
+    from gateway.api import ConfigError
+    from gateway.config import load_config
+    from gateway.rules import RuleEngine
+
+    rules = """
+[rules]
+[[rules.packs]]
+name = "manhole"
+select = { profiles = ["bthome-manhole-cover"] }
+
+[[rules.rules]]
+id = "x"
+kind = "threshold"
+point = "tilt"
+above = 5
+select = { devices = ["mh-0001", "ghost"] }
+"""
+    with pytest.raises(ConfigError) as info:
+        load_config(_gateway_toml(tmp_path, rules))
+    assert [(i.path, i.message) for i in info.value.issues] == [
+        ("rules.rules[0].select.devices[1]", "unknown device 'ghost'")
+    ]
+    cfg = load_config(_gateway_toml(tmp_path, rules.replace(', "ghost"', "")))
+    engine = RuleEngine(cfg.rules, {d.id: d for d in cfg.devices})
+    # The profile's points decide which pack rules each cover gets (no ch4/h2s analog sensors here).
+    assert "manhole.cover_tilt|mh-0001" in engine.instances and "x|mh-0001" in engine.instances
+    assert "manhole.gas_ch4|mh-0001" not in engine.instances
+    assert "manhole.gas|mh-0002" in engine.instances

@@ -41,7 +41,7 @@ async def test_state_survives_restart_in_the_outbox(tmp_path: Path) -> None:
     async with AsyncOutbox(tmp_path / "gw.db") as store:
         raw = await store.get(STATE_KEY)
         assert raw is not None and json.loads(raw)["version"] == 1
-        e2 = await build_engine(cfg, devices(), state=store)
+        e2 = await build_engine(cfg, {d.id: d for d in devices()}, state=store)  # as the runtime passes them
         assert e2.away == {"d1"} and ("d1", "valve") in e2.actions.overrides
         # The hold continues across the restart: raised 10 s after it began, not 10 s after start.
         assert states(e2.tick(T0 + 6011)) == [("hot", "raised")]
