@@ -51,10 +51,11 @@ def silent_interval_s(baudrate: int) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """What a device answered: registers (FC 3/4, 6, 16) or bits (FC 1/2, 5, 15)."""
+    """What a device answered: registers (FC 3/4, 6, 16), bits (FC 1/2, 5, 15) or objects (FC 43)."""
 
     registers: tuple[int, ...] = ()
     bits: tuple[bool, ...] = ()
+    objects: tuple[tuple[int, bytes], ...] = ()  # FC 43/14 device identification objects
 
 
 class ModbusChannel:
@@ -225,7 +226,15 @@ class ModbusChannel:
             )
         registers = tuple(int(r) for r in (getattr(response, "registers", None) or ()))
         bits = tuple(bool(b) for b in (getattr(response, "bits", None) or ()))
-        return Reply(registers=registers, bits=bits)
+        information = getattr(response, "information", None)
+        objects: tuple[tuple[int, bytes], ...] = ()
+        if isinstance(information, dict):
+            objects = tuple(
+                sorted(
+                    (int(k), v if isinstance(v, bytes) else str(v).encode()) for k, v in information.items()
+                )
+            )
+        return Reply(registers=registers, bits=bits, objects=objects)
 
     def _frame_error(self, unit: int) -> FrameError:
         data = self._rx

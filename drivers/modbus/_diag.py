@@ -1,4 +1,4 @@
-"""Technician actions on an open Modbus channel: scan unit ids, raw read, raw write.
+"""Technician actions on an open Modbus channel: scan unit ids, raw read, raw write, identify.
 
 Every result is a JSON-able dict; bad parameters raise `DiagParamError` naming the parameter.
 """
@@ -199,6 +199,33 @@ async def _write(channel: ModbusChannel, params: Mapping[str, Any], bus_timeout:
     }
 
 
+OBJECT_NAMES: dict[int, str] = {
+    0: "vendor",
+    1: "product_code",
+    2: "revision",
+    3: "vendor_url",
+    4: "product_name",
+    5: "model_name",
+    6: "application_name",
+}
+
+
+async def _identify(channel: ModbusChannel, params: Mapping[str, Any], bus_timeout: float) -> dict[str, Any]:
+    unit = _int(params, "identify", "unit", None, 1, 247)
+    timeout = _timeout(params, "identify", bus_timeout)
+
+    async def call(client: Any) -> Any:
+        # FC 43 / MEI 14, basic objects (vendor, product code, revision): many meters lack it
+        # and answer exception 1, which is reported as such.
+        return await client.read_device_information(read_code=1, object_id=0, device_id=unit)
+
+    reply = await channel.transact(f"unit {unit}", unit, (), timeout, call)
+    objects = {
+        OBJECT_NAMES.get(k, f"object_{k:#04x}"): v.decode("latin-1").strip("\x00 ") for k, v in reply.objects
+    }
+    return {"action": "identify", "unit": unit, "objects": objects}
+
+
 async def run_diag(
     channel: ModbusChannel, bus_timeout: float, action: str, params: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -209,4 +236,6 @@ async def run_diag(
         return await _read(channel, params, bus_timeout)
     if action == "write":
         return await _write(channel, params, bus_timeout)
-    raise PermanentError(f"modbus has no diagnostic action {action!r} (try scan, read, write)")
+    if action == "identify":
+        return await _identify(channel, params, bus_timeout)
+    raise PermanentError(f"modbus has no diagnostic action {action!r} (try scan, read, write, identify)")

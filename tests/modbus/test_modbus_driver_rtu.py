@@ -391,3 +391,14 @@ async def test_adapter_echo_without_handle_local_echo_is_a_frame_error_not_a_cra
                 await driver.read(SMOKE, driver.plan(SMOKE)[0])
         finally:
             await driver.close()
+
+
+async def test_identify_reads_device_identification(rig: Rig) -> None:
+    result = await rig.driver.diag("identify", {"unit": 2})
+    assert result == {
+        "action": "identify",
+        "unit": 2,
+        "objects": {"vendor": "CityNerve", "product_code": "SIM-MODBUS", "revision": "1.0"},
+    }
+    with pytest.raises(DeviceTimeoutError):
+        await rig.driver.diag("identify", {"unit": 99, "timeout_s": 0.05})

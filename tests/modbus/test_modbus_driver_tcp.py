@@ -428,6 +428,8 @@ async def test_diag_scan_read_write(bank_server: BankServer) -> None:
         ("write", {"unit": 1, "address": 0, "value": 70000}, "value"),
         ("write", {"unit": 1, "address": 0, "table": "coil", "value": 3}, "value"),
         ("write", {"unit": 1, "address": 0, "values": []}, "values"),
+        ("identify", {}, "unit"),
+        ("identify", {"unit": 0}, "unit"),
         ("scan", {"first": 0}, "first"),
         ("scan", {"first": 5, "last": 4}, "last"),
     ],

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+from pymodbus import ModbusDeviceIdentification
 from pymodbus.datastore import ModbusServerContext
 from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
@@ -47,6 +48,13 @@ class SimEndpoint:
         await self._server.shutdown()
 
 
+def _identity() -> ModbusDeviceIdentification:
+    """What the simulator answers to FC 43/14 (read device identification)."""
+    return ModbusDeviceIdentification(
+        info_name={"VendorName": "CityNerve", "ProductCode": "SIM-MODBUS", "MajorMinorRevision": "1.0"}
+    )
+
+
 def _context(devices: Sequence[SimDevice]) -> tuple[dict[int, SimDevice], ModbusServerContext]:
     by_unit: dict[int, SimDevice] = {}
     for d in devices:
@@ -69,6 +77,7 @@ async def serve_tcp(
         framer=FramerType.RTU if rtu_framing else FramerType.SOCKET,
         address=(host, port),
         ignore_missing_devices=True,  # an unknown or silenced unit stays silent, like on a real line
+        identity=_identity(),
     )
     await server.serve_forever(background=True)
     bound = server.transport.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
@@ -89,6 +98,7 @@ async def serve_rtu(
         parity=parity,
         stopbits=stopbits,
         ignore_missing_devices=True,
+        identity=_identity(),
     )
     await server.serve_forever(background=True)
     return SimEndpoint("rtu", "", 0, url, by_unit, server, ctx)
