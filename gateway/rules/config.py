@@ -414,7 +414,8 @@ class RulePack:
             parts = []
             for e in err.errors():
                 loc = list(e["loc"])
-                where = f"rule {raw[loc[0]]['id'].split('.', 1)[1]}" if loc and isinstance(loc[0], int) else ""
+                local_id = raw[loc[0]]["id"].split(".", 1)[1] if loc and isinstance(loc[0], int) else ""
+                where = f"rule {local_id}"
                 rest = ".".join(str(p) for p in loc[1:])
                 parts.append(f"{where}: {rest}: {e['msg']}" if rest else f"{where}: {e['msg']}")
             raise ValueError(f"pack {self.id}: {'; '.join(parts)}") from err

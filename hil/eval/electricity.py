@@ -19,6 +19,7 @@ from hil.eval.model import START, TZ, Episode, Scenario, device
 DAY = 86400
 READ_S = 60
 MIN_PER_DAY = 1440
+POINTS = {"current": "A", "voltage": "V", "energy_import": "kWh"}
 
 
 def _add(load: list[float], m0: float, minutes: float, watts: float) -> None:
@@ -29,12 +30,7 @@ def _add(load: list[float], m0: float, minutes: float, watts: float) -> None:
 def build(seed: int = 5, households: int = 8, days: int = 30) -> Scenario:
     """The electricity scenario for the electricity pack."""
     rng = random.Random(seed)
-    devices = [
-        device(
-            f"elec-{h:02d}", "dlt645-household-meter", {"current": "A", "voltage": "V", "energy_import": "kWh"}, h
-        )
-        for h in range(households)
-    ]
+    devices = [device(f"elec-{h:02d}", "dlt645-single-phase", POINTS, h) for h in range(households)]
     n = days * MIN_PER_DAY
     # The feeder: one voltage for every household on it (sags and swells are not per house).
     volts = [0.0] * n

@@ -69,7 +69,8 @@ def _day(rng: random.Random, flow: list[float], d: int, p: dict[str, float]) -> 
 def build(seed: int = 6, households: int = 24, days: int = 30) -> Scenario:
     """The water scenario for the elderly-water pack."""
     rng = random.Random(seed)
-    devices = [device(f"water-{h:02d}", "cjt188-water-meter", {"flow_total": "m3"}, h) for h in range(households)]
+    points = {"flow_total": "m3"}
+    devices = [device(f"water-{h:02d}", "cjt188-water-cold", points, h) for h in range(households)]
     n_min = days * 1440
     batches: list[SampleBatch] = []
     episodes: list[Episode] = []
