@@ -83,14 +83,34 @@ class PersistentRuleEngine(RuleEngine):
 
     def tick(self, now: float) -> list[Event]:
         out = super().tick(now)
-        if now - self._last_save >= self.keeper.interval_s and (self._saving is None or self._saving.done()):
+        if now - self._last_save >= self.keeper.interval_s:
             self._last_save = now
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                return out  # ticked outside a loop (a test or a replay): nothing to schedule on
-            self._saving = loop.create_task(self._save_logged(), name="rules.snapshot")
+            self._schedule_save()
         return out
+
+    def set_away(self, device_id: str, away: bool) -> None:
+        """As RuleEngine.set_away, saved at once: an operator's flag must survive a power cut."""
+        super().set_away(device_id, away)
+        self._schedule_save()
+
+    def set_override(self, device_id: str, action_id: str, on: bool) -> None:
+        """As RuleEngine.set_override, saved at once: an interlock must survive a power cut."""
+        super().set_override(device_id, action_id, on)
+        self._schedule_save()
+
+    def _schedule_save(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # outside a loop (a test or a replay): nothing to schedule on
+        previous = self._saving
+
+        async def save_after_previous() -> None:
+            if previous is not None and not previous.done():
+                await asyncio.wait([previous])
+            await self._save_logged()
+
+        self._saving = loop.create_task(save_after_previous(), name="rules.snapshot")
 
     async def _save_logged(self) -> None:
         try:

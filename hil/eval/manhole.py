@@ -83,7 +83,7 @@ def _crossing(f: object, lo: float, hi: float, above: float, rising: bool = True
 def build(seed: int = 8, covers: int = 10, days: int = 10) -> Scenario:
     """The manhole scenario for the manhole pack."""
     rng = random.Random(seed)
-    devices = [device(f"cover-{c:02d}", "bthome-manhole-node", POINTS, c, "0101") for c in range(covers)]
+    devices = [device(f"cover-{c:02d}", "bthome-manhole-cover", POINTS, c, "0101") for c in range(covers)]
     batches: list[SampleBatch] = []
     episodes: list[Episode] = []
     vibration: list[tuple[str, float, float]] = []

@@ -24,7 +24,7 @@ def build(seed: int = 7, detectors: int = 12, days: int = 5) -> Scenario:
         device(f"smoke-{d:02d}", "modbus-smoke-detector", {"smoke": "", "tamper": "", "fault": ""}, d)
         for d in range(detectors)
     ]
-    panel = device("fire-panel", "gst-fire-panel", {"fire_alarm": ""}, 99)
+    panel = device("fire-panel", "firepanel-gst", {"fire_alarm": ""}, 99)
     end = START + days * DAY
     batches: list[SampleBatch] = []
     episodes: list[Episode] = []

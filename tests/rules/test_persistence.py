@@ -83,3 +83,15 @@ async def test_restored_raised_alarm_clears_once_and_does_not_raise_again(tmp_pa
         e2 = await build_engine(cfg, devices(), state=store)
         assert feed(e2, [(T0 + 20, 75.0)], point="temp") == []
         assert states(feed(e2, [(T0 + 30, 20.0)], point="temp")) == [("hot", "cleared")]
+
+
+async def test_override_and_away_are_saved_at_once(tmp_path: Path) -> None:
+    cfg = RulesConfig.model_validate(RULES)
+    async with AsyncOutbox(tmp_path / "gw.db") as store:
+        e = await build_engine(cfg, devices(), state=store)
+        e.set_override("d1", "valve", True)
+        e.set_away("d1", True)
+        assert e._saving is not None
+        await e._saving
+        data = json.loads(await store.get(STATE_KEY) or "{}")
+        assert data["away"] == ["d1"] and data["actions"]["overrides"] == [["d1", "valve"]]
