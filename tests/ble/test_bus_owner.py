@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from conftest import KEY, MAC, RecordingSink, bus_config, manhole_device
+from ble_support import KEY, MAC, RecordingSink, bus_config, manhole_device
 
 from drivers.bthome import BTHomeDriver
 from gateway.api import EventState

@@ -8,8 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+from ble_support import KEY, MAC
 from click.testing import CliRunner
-from conftest import KEY, MAC
 
 from gateway.cli import main
 from hil.sim.ble import ManholeCoverNode, VirtualAdvertiser, VirtualDongle, VirtualRadio

@@ -205,7 +205,7 @@ _CROSS_IDS = sorted(
 def object_raw(draw: st.DrawFn, obj_id: int) -> bytes:
     obj = OBJECTS[obj_id]
     if obj.format is ValueFormat.TEXT:
-        text = draw(st.text(min_size=1, max_size=8)).encode()[:12]
+        text = draw(st.text(min_size=1, max_size=6)).encode()  # whole characters: valid UTF-8
         return codec.encode_raw(obj_id, text or b"x")
     if obj.format is ValueFormat.RAW:
         return codec.encode_raw(obj_id, draw(st.binary(min_size=1, max_size=8)))

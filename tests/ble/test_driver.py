@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import KEY, MAC, MemoryState, RecordingSink, bus_config, manhole_device
+from ble_support import KEY, MAC, MemoryState, RecordingSink, bus_config, manhole_device
 from pydantic import ValidationError
 
 from drivers.bthome import DRIVER, BTHomeDevice, BTHomeDriver, BTHomePoint, RejectReason, codec

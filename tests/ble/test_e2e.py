@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from conftest import KEY, MAC, bus_config, manhole_device
+from ble_support import KEY, MAC, bus_config, manhole_device
 
 from drivers.bthome import BTHomeDriver, RejectReason, codec
 from gateway.api import EventState, Reading

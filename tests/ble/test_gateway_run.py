@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from conftest import KEY, MAC
+from ble_support import KEY, MAC
 
 from drivers.bthome import codec
 from gateway.store import AsyncOutbox, Lane

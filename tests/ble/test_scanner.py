@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 import pytest
-from conftest import bus_config
+from ble_support import bus_config
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
