@@ -40,10 +40,12 @@ class Node:
 
     def settle_tilt(self):
         """Sample tilt until the tilt alarm is decided; returns the last tilt (None: no reading)."""
-        now = self.hw.ticks_ms()
+        start = self.hw.ticks_ms()
         angle = self.read_tilt()
-        changed = self.tilt.update(angle, now)
-        while self.tilt.pending():
+        changed = self.tilt.update(angle, start)
+        # Bounded: a sensor that stops giving angles (None) must not keep the node awake forever.
+        limit = 3 * self.cfg["tilt_hold_ms"] + self.cfg["sample_interval_ms"]
+        while self.tilt.pending() and self.hw.ticks_diff(self.hw.ticks_ms(), start) < limit:
             self.hw.sleep_ms(self.cfg["sample_interval_ms"])
             angle = self.read_tilt()
             changed = self.tilt.update(angle, self.hw.ticks_ms()) or changed

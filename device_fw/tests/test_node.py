@@ -148,3 +148,16 @@ def test_hardware_setup_accelerometer_wake_and_adc_range():
     assert writes[0x32] == bytes([20])  # 320 mg / 16 mg per step
     assert machine.SIM.adc_atten == {35: machine.ADC.ATTN_11DB, 34: machine.ADC.ATTN_11DB}
     assert esp32.WAKE[-1][0] == (26, 27)  # accelerometer INT1 and tamper wake the node
+
+
+def test_sensor_dropping_out_mid_hold_does_not_keep_the_node_awake():
+    import time
+
+    cfg = harness.make_config()
+    start = time.ticks_ms()
+    machine.SIM.accel_script = [(start + 400, tilted(30))]
+    machine.SIM.accel = (0.0, 0.0, 0.0)  # then no gravity at all: a dead sensor
+    n, sleep_ms = harness.boot(cfg)
+    assert not n.tilt.active
+    assert time.ticks_ms() - start < 3 * 2000 + 200 + 3000 + sleep_ms  # bounded sampling
+    assert machine.SIM.deep_sleeps == [sleep_ms]
