@@ -151,14 +151,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5, help="runs of each (median reported), >= 5")
     ap.add_argument("--rounds", type=int, default=10, help="poll rounds per pipeline run")
+    ap.add_argument("--devices", type=int, default=1000, help="devices (the issue's figure is for 1,000)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin the process to one CPU")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
     runs = max(5, args.runs)
     if not args.no_pin and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    us, instances = engine_cost(runs=runs)
-    devices = make_devices(1000)
+    us, instances = engine_cost(n_devices=args.devices, runs=runs)
+    devices = make_devices(args.devices)
     cfg = bench_rules(devices)
     rounds = make_rounds(devices, args.rounds, time.time())
     on, off = [], []
