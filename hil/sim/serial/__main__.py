@@ -6,7 +6,7 @@
 It prints one JSON line once the ports exist, `{"dlt645": PATH, "cjt188": PATH, "firepanel": PATH}`
 (symlinks in --link-dir), then serves until SIGTERM/SIGINT. With --alarm-after S the panel prints a
 first fire alarm (smoke detector, loop 4 device 4, 一层大厅东侧) after S seconds; --reset-after S
-prints a reset S seconds after that.
+prints a reset S seconds after that. SIGUSR1 makes the panel print a fire alarm at once.
 """
 
 from __future__ import annotations
@@ -49,6 +49,18 @@ async def serve(args: argparse.Namespace) -> None:
         if args.panel:
             panel = await stack.enter_async_context(FirePanelStream(link=link_dir / "firepanel"))
             ports["firepanel"] = panel.port
+        if panel is not None:
+            # SIGUSR1: print a fire alarm now (tests trigger it once the gateway listens: a real
+            # printer port drops what was printed before the port was opened)
+            alarms: set[asyncio.Task[str]] = set()
+
+            def alarm_now() -> None:
+                assert panel is not None
+                task = asyncio.create_task(panel.alarm(4, 4, location="一层大厅东侧"), name="sim.panel.alarm")
+                alarms.add(task)
+                task.add_done_callback(alarms.discard)
+
+            loop.add_signal_handler(signal.SIGUSR1, alarm_now)
         print(json.dumps(ports), flush=True)
         if panel is not None and args.alarm_after is not None:
             with contextlib.suppress(TimeoutError):
