@@ -162,3 +162,30 @@ async def test_unplug_and_replug_under_the_bus_owner(tmp_path: Path) -> None:
             with pytest.raises(asyncio.CancelledError):
                 await task
         assert driver.line.opens >= 2
+
+
+async def test_serial_to_ethernet_converter_socket_url() -> None:
+    """Transparent RS-485/Ethernet converters: `port = "socket://host:port"` works like a tty."""
+    meter = SimDlt645Meter("000000000161", values={0x00010000: 3.25})
+    parser = codec.StreamParser()
+
+    async def converter(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(256):
+            for frame in parser.feed(data):
+                reply = meter.answer(frame)
+                if reply:
+                    writer.write(reply)
+        writer.close()
+
+    server = await asyncio.start_server(converter, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        driver = Dlt645Driver(
+            bus_config(f"socket://127.0.0.1:{port}"), [dlt_device(points={"e": {"di": "00010000"}})]
+        )
+        device = driver.devices["em-0161"]
+        assert (await driver.read(device, driver.plan(device)[0]))[0].value == 3.25
+        await driver.close()
+    finally:
+        server.close()
+        await server.wait_closed()
