@@ -98,9 +98,14 @@ class ActionRunner:
             if self.target is None:
                 now_events.append(self._report(a, device, event, ActionOutcome.NO_TARGET, event.ts))
                 continue
-            task = asyncio.get_running_loop().create_task(
-                self._write(a, device, event), name=f"rules.action[{a.id}:{device}]"
-            )
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # evaluated outside the event loop (a replay): cannot write
+                now_events.append(
+                    self._report(a, device, event, ActionOutcome.FAILED, event.ts, "no running event loop")
+                )
+                continue
+            task = loop.create_task(self._write(a, device, event), name=f"rules.action[{a.id}:{device}]")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return now_events

@@ -134,6 +134,14 @@ async def test_failures_and_timeouts_are_reported_never_raised() -> None:
     assert reports[3].attrs["error"] == "RuntimeError: bug in the target"
 
 
+def test_outside_an_event_loop_the_action_fails_cleanly() -> None:
+    valves = FakeValves()
+    ev = leak(make(valves), T0, True)
+    (report,) = [x for x in ev if x.kind == ACTION_KIND]
+    assert report.attrs["outcome"] == "failed" and report.attrs["error"] == "no running event loop"
+    assert [x.kind for x in ev] == ["leak", ACTION_KIND]
+
+
 async def test_no_target_and_cleared_trigger_and_callback_delivery() -> None:
     e = make(None)
     ev = leak(e, T0, True)
