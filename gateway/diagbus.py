@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -22,7 +23,7 @@ from gateway.api import ChannelError, Driver, GatewayError, PermanentError
 from gateway.config import GatewayConfig
 from gateway.control import ControlError, GatewayNotRunningError, ask
 
-__all__ = ["DiagRoute", "DiagSession", "UnknownBusError", "bus_diag"]
+__all__ = ["ControlSocketDeniedError", "DiagRoute", "DiagSession", "UnknownBusError", "bus_diag"]
 
 
 class DiagRoute(enum.Enum):
@@ -39,6 +40,18 @@ class UnknownBusError(PermanentError):
         self.bus_id = bus_id
         self.known = known
         super().__init__(f"no bus {bus_id!r} in the config (buses: {', '.join(known) or 'none defined'})")
+
+
+class ControlSocketDeniedError(PermanentError):
+    """A gateway's control socket exists but this user may not use it. Opening the port directly
+    instead could make a second master on a line the gateway polls, so diag refuses."""
+
+    def __init__(self, socket: Path) -> None:
+        self.socket = socket
+        super().__init__(
+            f"a gateway may be running but its control socket {socket} is not accessible to this user: "
+            "run as a member of the citynerve group (or root)"
+        )
 
 
 class DiagSession:
@@ -114,7 +127,14 @@ async def bus_diag(config: GatewayConfig, bus_id: str, action: str, params: dict
         return await session.run(action, params)
 
 
+def _denied(socket: Path) -> bool:
+    # A cheap stat of a local socket file: fine on the event loop.
+    return socket.exists() and not os.access(socket, os.R_OK | os.W_OK)
+
+
 async def _gateway_answers(socket: Path) -> bool:
+    if _denied(socket):
+        raise ControlSocketDeniedError(socket)
     try:
         await ask(socket, "ping", timeout_s=2.0)
     except (GatewayNotRunningError, ControlError, OSError):
