@@ -18,7 +18,7 @@ import click
 from pydantic import ValidationError
 from rich.table import Table
 
-from gateway.api import DriverSpec, GatewayError, PermanentError
+from gateway.api import ChannelError, DriverSpec, GatewayError, PermanentError
 from gateway.cli._common import (
     EXIT_FAILED,
     EXIT_INVALID,
@@ -81,6 +81,84 @@ def _run(protocol: str, opts: dict[str, Any], action: str, params: dict[str, Any
         fail(str(err), EXIT_INVALID)
     except GatewayError as err:
         fail(str(err), EXIT_FAILED)
+
+
+PROBE_BAUDS = (2400, 1200, 4800, 9600)
+
+
+def _probe(
+    protocol: str,
+    port: str,
+    parity: str | None,
+    timeout_s: float,
+    bauds: tuple[int, ...],
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """read-address at each baud rate in turn until a meter answers (commissioning an unknown meter)."""
+    tried: list[dict[str, Any]] = []
+    for baud in bauds:
+        serial = {"baudrate": baud, **({"parity": parity} if parity else {})}
+        try:
+            found = asyncio.run(_direct(protocol, port, serial, timeout_s, "read-address", params))
+        except PermanentError as err:
+            fail(str(err), EXIT_INVALID)
+        except ChannelError as err:  # the port itself is missing or busy: other rates will not help
+            fail(str(err), EXIT_FAILED)
+        except GatewayError as err:
+            tried.append({"baudrate": baud, "error": str(err)})
+            continue
+        return {"baudrate": baud, **found, "tried": [t["baudrate"] for t in tried] + [baud]}
+    return {"baudrate": None, "tried": tried}
+
+
+def _bauds(text: str) -> tuple[int, ...]:
+    try:
+        bauds = tuple(int(b) for b in text.replace(" ", "").split(",") if b)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r}: expected baud rates like 2400,1200,4800", param_hint="--bauds"
+        ) from None
+    if not bauds or any(not 300 <= b <= 115200 for b in bauds):
+        raise click.BadParameter(f"{text!r}: baud rates between 300 and 115200", param_hint="--bauds")
+    return bauds
+
+
+def _probe_command(group: click.Group, protocol: str, title: str) -> None:
+    @group.command("probe")
+    @click.option(
+        "--port", required=True, help="Serial port, e.g. /dev/ttyUSB0 (not while a gateway uses it)."
+    )
+    @click.option(
+        "--bauds",
+        default=",".join(map(str, PROBE_BAUDS)),
+        show_default=True,
+        help="Baud rates to try, in order.",
+    )
+    @click.option("--parity", type=click.Choice(["E", "N", "O"]), help="Parity (default E).")
+    @click.option(
+        "--timeout",
+        "timeout_s",
+        type=click.FloatRange(0.05, 30),
+        default=0.5,
+        show_default=True,
+        help="Reply timeout per rate (s).",
+    )
+    @json_option
+    def probe(port: str, bauds: str, parity: str | None, timeout_s: float, as_json: bool) -> None:
+        """Find the baud rate of the only meter on the line: read-address at each rate in turn.
+
+        Exits 1 when no rate gets an answer.
+        """
+        result = _probe(protocol, port, parity, timeout_s, _bauds(bauds), {})
+        if as_json:
+            print_json(result)
+        elif result["baudrate"] is not None:
+            _show(f"{title} found", result, False)
+        if result["baudrate"] is None:
+            if not as_json:
+                tried = ", ".join(str(t["baudrate"]) for t in result["tried"])
+                fail(f"no meter answered on {port} at {tried} baud")
+            raise SystemExit(EXIT_FAILED)
 
 
 def _line_options(f: Any) -> Any:
@@ -170,6 +248,9 @@ def dlt645_read(
     _show(f"DL/T 645 meter {address}", result, opts["as_json"])
 
 
+_probe_command(dlt645_group, "dlt645", "DL/T 645 meter")
+
+
 # -- CJ/T 188 ----------------------------------------------------------------------------------------
 
 
@@ -233,3 +314,6 @@ def cjt188_valve(address: str, state: str, meter_type: str, di_order: str, **opt
     params = {"address": address, "state": state, "meter_type": meter_type, "di_order": di_order}
     result = _run("cjt188", opts, "valve", params)
     _show(f"CJ/T 188 meter {address}", result, opts["as_json"])
+
+
+_probe_command(cjt188_group, "cjt188", "CJ/T 188 meter")

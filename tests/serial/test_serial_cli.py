@@ -233,3 +233,27 @@ async def test_bad_meter_requests_one_line_exit_2(args: tuple[str, ...]) -> None
         code, _, err = await cli("diag", *args, "--port", bus.port)
     assert code == 2, err
     assert err.startswith("error:") and err.strip().count("\n") == 0 and "Traceback" not in err, err
+
+
+async def test_probe_finds_the_baud_rate() -> None:
+    meter = SimDlt645Meter("000000000161")
+    async with SerialMeterBus(meters=[meter], baudrate=4800, enforce_baud=True) as bus:
+        code, out, err = await cli(
+            "diag", "dlt645", "probe", "--port", bus.port, "--timeout", "0.1", "--json"
+        )
+        assert code == 0, err
+        found = json.loads(out)
+        assert found["baudrate"] == 4800 and found["address"] == "000000000161"
+        assert found["tried"] == [2400, 1200, 4800]
+        code, out, err = await cli(
+            "diag", "dlt645", "probe", "--port", bus.port, "--timeout", "0.1", "--bauds", "2400,9600"
+        )
+        assert code == 1 and "no meter answered" in err
+    water = SimCjt188Meter("00000000000012")
+    async with SerialMeterBus(meters=[water], baudrate=1200, enforce_baud=True) as bus:
+        code, out, err = await cli(
+            "diag", "cjt188", "probe", "--port", bus.port, "--timeout", "0.1", "--json"
+        )
+        assert code == 0 and json.loads(out)["baudrate"] == 1200, err
+    code, out, err = await cli("diag", "dlt645", "probe", "--port", "/nonexistent/tty", "--bauds", "x")
+    assert code == 2 and "baud rates" in err

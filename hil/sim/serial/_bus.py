@@ -7,6 +7,7 @@ import contextlib
 import enum
 import os
 import random
+import termios
 import time
 import tty
 from collections.abc import Sequence
@@ -50,8 +51,9 @@ class SerialMeterBus:
     `bus.port` from the gateway (a symlink `link` if given, else the pty slave path).
     `wire_time`: each reply byte arrives when it would on a real line at `baudrate`
     (`bits_per_byte`, 11 for 8E1), and a request occupies the line for its own wire time first.
-    `reply_delay_s`: the meter's think time before answering. `echo`: the line hears every request
-    back (adapters without echo suppression), before the meter's reply.
+    `reply_delay_s`: the meter's think time before answering. `enforce_baud`: meters answer only
+    when the gateway opened the line at `baudrate` (a pty carries the setting, not the timing).
+    `echo`: the line hears every request back (adapters without echo suppression).
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class SerialMeterBus:
         reply_delay_s: float = 0.0,
         link: str | Path | None = None,
         echo: bool = False,
+        enforce_baud: bool = False,
         seed: int = 1,
     ) -> None:
         self.meters = list(meters)
@@ -73,6 +76,7 @@ class SerialMeterBus:
         self.reply_delay_s = reply_delay_s
         self.link = Path(link) if link else None
         self.echo = echo  # an RS-485 adapter that hears its own transmission
+        self.enforce_baud = enforce_baud
         self.requests = 0  # complete request frames received
         self.replies = 0
         self.bytes_in = 0
@@ -162,6 +166,8 @@ class SerialMeterBus:
             raw = await self._queue.get()
             if self.wire_time:  # the request held the line for its own wire time (+ FE preamble)
                 await asyncio.sleep((len(raw) + 4) * self.byte_time_s)
+            if self.enforce_baud and not self._speed_matches():
+                continue  # at another baud rate the meter hears noise, not a frame: no reply
             reply, address = self._answer(raw)
             if reply is None:
                 continue
@@ -186,6 +192,14 @@ class SerialMeterBus:
                     if reply is not None:
                         return reply, meter.address
         return None, ""
+
+    def _speed_matches(self) -> bool:
+        """The speed the gateway set on the line (the tty's termios, shared with our slave fd)."""
+        try:
+            speed = termios.tcgetattr(self._slave)[5]
+        except (termios.error, OSError):
+            return False
+        return bool(speed == getattr(termios, f"B{self.baudrate}", None))
 
     def _apply_faults(self, reply: bytes, address: str) -> bytes:
         for injection in self._faults:
