@@ -372,7 +372,7 @@ def store_check(config_path: Path, as_json: bool) -> None:
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Archive to write (default: citynerve-bundle-<gateway>-<UTC time>.tar.gz here).",
+    help="Archive to write (default: citynerve-bundle-<UTC time>.tar.gz here).",
 )
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Log file if no journald.")
 @click.option(

@@ -4,6 +4,7 @@ simulated building and added with fitting profiles, safe edits, reload of a runn
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import tomllib
 from pathlib import Path
@@ -357,3 +358,36 @@ def test_toml_writer_layout() -> None:
         '[[devices]]\nid = "d"\nlocation = { address_code = "310106013" }\n\n'
         "[devices.points]\nf = { scale = 2 }\n"
     )
+
+
+async def test_reload_outcomes_from_a_real_control_server(short_dir: Path) -> None:
+    from gateway.api import ConfigError, ConfigIssue
+    from gateway.commissioning import ReloadOutcome, ask_reload
+    from gateway.control import ControlServer
+
+    sock = short_dir / "c.sock"
+    assert (await ask_reload(sock)).outcome is ReloadOutcome.NOT_RUNNING
+
+    async def ping(_: dict[str, object]) -> dict[str, object]:
+        return {}
+
+    async def bad_reload(_: dict[str, object]) -> dict[str, object]:
+        raise ConfigError([ConfigIssue("gw.toml", "devices[0].bus", "no bus 'x'")])
+
+    for handlers, outcome in (
+        ({"ping": ping}, ReloadOutcome.UNSUPPORTED),  # an older gateway without the op
+        ({"ping": ping, "reload": bad_reload}, ReloadOutcome.FAILED),
+    ):
+        task = asyncio.create_task(ControlServer(sock, handlers).run())
+        try:
+            for _ in range(100):
+                if sock.exists():
+                    break
+                await asyncio.sleep(0.02)
+            report = await ask_reload(sock)
+            assert report.outcome is outcome, report
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    assert "no bus 'x'" in str(report.detail)
