@@ -68,13 +68,19 @@ class Dlt645Driver(PollDriver[SerialBusConfig, Dlt645Device]):
         await self.line.close()
 
     def plan(self, device: Dlt645Device) -> Sequence[PollRequest]:
-        """One request per enabled point: DL/T 645 reads one DI per transaction."""
+        """One transaction per DI (DL/T 645 reads one DI at a time); points that share a DI (a
+        status word and its bit flags) share the transaction, at the shortest of their intervals."""
         device = _as_device(device)
         default = device.poll_interval_s or DEFAULT_INTERVAL_S
+        groups: dict[DataItem, list[tuple[str, float]]] = {}
+        for name, point in device.points.items():
+            if point.enabled:
+                groups.setdefault(self._items[(device.id, name)], []).append(
+                    (name, point.poll_interval_s or default)
+                )
         return [
-            DiRequest((name,), point.poll_interval_s or default, self._items[(device.id, name)])
-            for name, point in device.points.items()
-            if point.enabled
+            DiRequest(tuple(n for n, _ in members), min(i for _, i in members), item)
+            for item, members in groups.items()
         ]
 
     async def read(self, device: Dlt645Device, request: PollRequest) -> tuple[Sample, ...]:
@@ -83,7 +89,12 @@ class Dlt645Driver(PollDriver[SerialBusConfig, Dlt645Device]):
         if item is None:
             item = self._items[(device.id, request.points[0])]
         value = await self.read_item(device, item, request.points)
-        return tuple(Sample(point, value, Quality.GOOD) for point in request.points)
+        samples = []
+        for name in request.points:
+            bit = device.points[name].bit
+            point_value = bool(int(value) >> bit & 1) if bit is not None else value
+            samples.append(Sample(name, point_value, Quality.GOOD))
+        return tuple(samples)
 
     async def read_item(
         self, device: Dlt645Device, item: DataItem, points: tuple[str, ...] = ()

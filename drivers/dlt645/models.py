@@ -45,13 +45,16 @@ class DataItemConfig(BaseModel):
 
 
 class Dlt645Point(PointConfig):
-    """One DI of a meter. `format`/`length`/`decimals`/`signed` override the DI table's entry."""
+    """One DI of a meter. `format`/`length`/`decimals`/`signed` override the DI table's entry.
+    `bit` makes the point one flag of a binary DI (status words): true when that bit is set.
+    Points that share a DI are read in one transaction."""
 
     di: str
     format: DataFormat | None = None
     length: int | None = Field(default=None, ge=1, le=64)
     decimals: int | None = Field(default=None, ge=0, le=8)
     signed: bool | None = None
+    bit: int | None = Field(default=None, ge=0, le=63)
 
     @field_validator("di")
     @classmethod
@@ -123,4 +126,10 @@ def resolve_item(device: Dlt645Device, point: Dlt645Point) -> DataItem:
         overrides["decimals"] = point.decimals
     if point.signed is not None:
         overrides["signed"] = point.signed
-    return dataclasses.replace(item, **overrides) if overrides else item
+    item = dataclasses.replace(item, **overrides) if overrides else item
+    if point.bit is not None and (item.fmt is not DataFormat.BINARY or point.bit >= item.length * 8):
+        raise ValueError(
+            f"bit {point.bit} needs a binary DI of more than {point.bit // 8} bytes "
+            f"(DI {point.di} is {item.fmt} of {item.length} bytes)"
+        )
+    return item

@@ -228,3 +228,37 @@ async def test_two_meters_answering_back_to_back_are_told_apart() -> None:
         assert (await read_all(driver, "em-0162"))["e"].value == 2.0
         assert (await read_all(driver, "em-0161"))["e"].value == 1.0
         await driver.close()
+
+
+async def test_status_word_bits_share_one_transaction() -> None:
+    meter = SimDlt645Meter("000000000161", values={0x04000501: 0b0000_1100})
+    points = {
+        "status_1": {"di": "04000501"},
+        "clock_battery_low": {"di": "04000501", "bit": 2},
+        "meter_battery_low": {"di": "04000501", "bit": 3, "poll_interval_s": 10},
+        "reverse_power": {"di": "04000501", "bit": 4},
+        "energy": {"di": "00010000"},
+    }
+    async with SerialMeterBus(meters=[meter]) as bus:
+        driver = Dlt645Driver(bus_config(bus.port), [dlt_device(points=points, poll_interval_s=60)])
+        device = driver.devices["em-0161"]
+        plan = driver.plan(device)
+        assert [(r.points, r.interval_s) for r in plan] == [
+            (("status_1", "clock_battery_low", "meter_battery_low", "reverse_power"), 10),
+            (("energy",), 60),
+        ]
+        samples = await read_all(driver, "em-0161")
+        await driver.close()
+    assert bus.requests == 2
+    assert {k: s.value for k, s in samples.items() if k != "energy"} == {
+        "status_1": 12,
+        "clock_battery_low": True,
+        "meter_battery_low": True,
+        "reverse_power": False,
+    }
+
+
+def test_bit_needs_a_binary_di() -> None:
+    with pytest.raises(ValidationError) as info:
+        dlt_device(points={"x": {"di": "00010000", "bit": 1}, "y": {"di": "04000501", "bit": 16}})
+    assert "points.x: bit 1 needs a binary DI" in str(info.value) and "points.y: bit 16" in str(info.value)

@@ -38,7 +38,7 @@ def test_building_config_validates(tmp_path: Path) -> None:
     cfg = load_config(path)
     devices = {d.id: d for d in cfg.devices}
     incomer = devices["em-incomer"]
-    assert isinstance(incomer, Dlt645Device) and incomer.version == "2007" and len(incomer.points) == 14
+    assert isinstance(incomer, Dlt645Device) and incomer.version == "2007" and len(incomer.points) == 16
     assert isinstance(devices["em-old"], Dlt645Device) and devices["em-old"].version == "1997"
     water = devices["wm-0301"]
     assert isinstance(water, Cjt188Device) and water.meter_type == 0x10
