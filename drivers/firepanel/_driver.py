@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -202,6 +202,34 @@ class FirePanelDriver(ListenDriver[FirePanelBusConfig, FirePanelDevice]):
 
     async def close(self) -> None:
         await self.line.close()
+
+    async def diag(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """`status`: per panel, lines heard, records parsed, raw lines, parser errors and what is
+        raised now (kind, loop-device, location text)."""
+        if action != "status":
+            return await super().diag(action, params)
+        return {
+            "panels": [
+                {
+                    "device": stream.device.id,
+                    "panel_model": stream.parser.model,
+                    "lines": stream.state.lines,
+                    "records": stream.state.records,
+                    "raw_lines": stream.state.raw_lines,
+                    "parser_errors": stream.state.parser_errors,
+                    "active": [
+                        {
+                            "kind": str(kind),
+                            "point": point,
+                            "location_text": record.location,
+                            "panel_event": record.event_text,
+                        }
+                        for (kind, point), record in stream.state.active.items()
+                    ],
+                }
+                for stream in self.streams
+            ]
+        }
 
     async def listen(self, sink: SampleSink) -> None:
         """Deliver until cancelled. Raises ChannelError when the port goes (the owner reopens)."""

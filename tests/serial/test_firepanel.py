@@ -26,7 +26,7 @@ from drivers.firepanel import (
     register_parser,
 )
 from drivers.firepanel.gst import EVENT_WORDS
-from gateway.api import ChannelError, Event, EventState, SampleBatch, Severity
+from gateway.api import ChannelError, Event, EventState, PermanentError, SampleBatch, Severity
 from hil.sim.serial import FirePanelStream
 
 # field-protocols.md section 7: 08/12/02 17:24, loop 004 device 004, 首次火警, location, 感烟探测器
@@ -279,6 +279,10 @@ async def test_listener_over_pty_and_port_loss(tmp_path: Path) -> None:
         )
         assert ("panel_fault", EventState.RAISED) in kinds and kinds[-1] == ("panel_reset", EventState.RAISED)
         assert any(s.point == "raw" for b in sink.batches for s in b.samples)  # the noise line
+        status = (await driver.diag("status", {}))["panels"][0]
+        assert status["records"] == 3 and status["raw_lines"] >= 1 and status["active"] == []
+        with pytest.raises(PermanentError):
+            await driver.diag("reset", {})
         task = asyncio.create_task(driver.listen(sink))
         await asyncio.sleep(0.05)
     # the generator closed the pty: the listener ends with ChannelError for the owner to reopen
