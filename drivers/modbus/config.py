@@ -126,6 +126,25 @@ class ModbusDeviceConfig(DeviceConfig):
         default=False, description="write one register with FC 16 (some devices lack FC 6)"
     )
 
+    @model_validator(mode="after")
+    def _points_fit_one_request(self) -> ModbusDeviceConfig:
+        # A point is never split over two reads, so each must fit this device's request size.
+        # (The config loader also checks devices with `points` replaced by anything: skip that.)
+        points = self.points if isinstance(self.points, dict) else {}
+        too_long = [
+            f"{name} ({p.register_count} registers)"
+            for name, p in points.items()
+            if isinstance(p, ModbusPointConfig)
+            and p.table not in BIT_TABLES
+            and p.register_count > self.max_request_registers
+        ]
+        if too_long:
+            raise ValueError(
+                f"max_request_registers = {self.max_request_registers} is shorter than point "
+                f"{', '.join(too_long)}: a point is read in one request"
+            )
+        return self
+
 
 class ModbusTcpBusConfig(BusConfig):
     """Modbus TCP to one endpoint (a device, or a TCP gateway in front of several unit ids)."""

@@ -288,3 +288,12 @@ def test_any_point_table_validates_or_is_rejected_cleanly(fields: dict[str, Any]
     assert (table, last - first + 1) == (point.table, point.register_count)
     if point.writable:
         assert point.table in ("coil", "holding") and point.bit is None
+
+
+def test_every_point_must_fit_one_request_of_the_device() -> None:
+    base = {"id": "m1", "bus": "b", "profile": "p", "address": 1, "location": {"address_code": "320508"}}
+    points = {"sn": {"table": "holding", "address": 0, "type": "string", "length": 10}}
+    assert device_model(**base, points=points, max_request_registers=10).points["sn"].register_count == 10
+    with pytest.raises(ValidationError) as info:
+        device_model(**base, points=points, max_request_registers=8)
+    assert "shorter than point sn (10 registers)" in str(info.value)
