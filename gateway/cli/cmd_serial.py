@@ -11,6 +11,8 @@ or answers with an error, 2 for bad input.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -18,7 +20,7 @@ import click
 from pydantic import ValidationError
 from rich.table import Table
 
-from gateway.api import ChannelError, DriverSpec, GatewayError, PermanentError
+from gateway.api import ChannelError, DriverSpec, GatewayError, ListenDriver, PermanentError
 from gateway.cli._common import (
     EXIT_FAILED,
     EXIT_INVALID,
@@ -317,3 +319,120 @@ def cjt188_valve(address: str, state: str, meter_type: str, di_order: str, **opt
 
 
 _probe_command(cjt188_group, "cjt188", "CJ/T 188 meter")
+
+
+# -- fire panel --------------------------------------------------------------------------------------
+
+
+@diag.group("firepanel")
+def firepanel_group() -> None:
+    """Fire alarm control panels: watch the printer port and see how each line is parsed."""
+
+
+class _PrintSink:
+    """Shows what the listener delivers, as it arrives."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.events = 0
+        self.raw = 0
+
+    def submit(self, batch: Any) -> None:
+        for sample in batch.samples:
+            if sample.point == "raw":
+                self.raw += 1
+                if self.as_json:
+                    click.echo(json.dumps({"raw": sample.value}, ensure_ascii=False))
+                else:
+                    console.print(f"[dim]raw[/]   {sample.value}", highlight=False, markup=False)
+
+    def event(self, event: Any) -> None:
+        self.events += 1
+        if self.as_json:
+            record = {
+                "kind": event.kind,
+                "state": str(event.state),
+                "severity": event.severity.name,
+                "message": event.message,
+                "attrs": event.attrs,
+            }
+            click.echo(json.dumps(record, ensure_ascii=False, default=str))
+        else:
+            colour = "bold red" if event.severity.name == "CRITICAL" else "yellow"
+            console.print(
+                f"[{colour}]{event.kind} {event.state}[/] {event.message} "
+                f"[dim](panel time {event.attrs.get('panel_time')})[/]",
+                highlight=False,
+            )
+
+
+async def _watch(
+    port: str, serial: dict[str, Any], device: dict[str, Any], seconds: float, sink: _PrintSink
+) -> None:
+    spec = _spec("firepanel")
+    try:
+        bus = spec.bus_model.model_validate({"id": "cli", "protocol": "firepanel", "port": port, **serial})
+        panel = spec.device_model.model_validate(
+            {
+                "id": "panel",
+                "bus": "cli",
+                "profile": "cli",
+                "location": {"address_code": "000000"},
+                "points": {"raw": {"field": "raw"}},
+                **device,
+            }
+        )
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise click.BadParameter(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from err
+    driver = spec.factory(bus, [panel])
+    try:
+        await driver.open()
+        if not isinstance(driver, ListenDriver):
+            fail("the firepanel driver is not a listener", EXIT_FAILED)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(driver.listen(sink), seconds if seconds > 0 else None)
+    finally:
+        await driver.close()
+
+
+@firepanel_group.command("watch")
+@click.option("--port", required=True, help="The panel's printer/CRT serial port, e.g. /dev/ttyUSB2.")
+@click.option("--baud", type=click.IntRange(300, 115200), default=9600, show_default=True)
+@click.option("--parity", type=click.Choice(["E", "N", "O"]), default="N", show_default=True)
+@click.option("--model", "panel_model", default="gst", show_default=True, help="Panel parser plugin.")
+@click.option("--encoding", default="gb18030", show_default=True, help="Text encoding of the print stream.")
+@click.option("--date-order", type=click.Choice(["ymd", "dmy", "mdy"]), default="ymd", show_default=True)
+@click.option(
+    "--seconds",
+    type=click.FloatRange(0, 86400),
+    default=0,
+    show_default=True,
+    help="Stop after this long (0: until Ctrl-C).",
+)
+@json_option
+def firepanel_watch(
+    port: str,
+    baud: int,
+    parity: str,
+    panel_model: str,
+    encoding: str,
+    date_order: str,
+    seconds: float,
+    as_json: bool,
+) -> None:
+    """Listen to a panel's printer port and show each record as the gateway parses it.
+
+    Events (fire, smoke, faults, reset...) with their location text, and lines no parser knows
+    (kept as raw). Use it to check a panel model's parser before adding the panel to a gateway.
+    """
+    sink = _PrintSink(as_json)
+    device = {"address": "cli", "panel_model": panel_model, "encoding": encoding, "date_order": date_order}
+    try:
+        asyncio.run(_watch(port, {"baudrate": baud, "parity": parity}, device, seconds, sink))
+    except KeyboardInterrupt:
+        pass
+    except GatewayError as err:
+        fail(str(err), EXIT_FAILED)
+    if not as_json:
+        console.print(f"{sink.events} events, {sink.raw} raw lines", highlight=False)

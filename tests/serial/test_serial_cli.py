@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from drivers.dlt645 import codec
 from gateway.cli import main
-from hil.sim.serial import SerialMeterBus, SimCjt188Meter, SimDlt645Meter
+from hil.sim.serial import FirePanelStream, SerialMeterBus, SimCjt188Meter, SimDlt645Meter
 
 CITYNERVE = str(Path(sys.executable).with_name("citynerve"))
 ENERGY_REPLY = "68 61 01 00 00 00 00 68 91 08 33 33 34 33 59 33 33 33 8A 16"
@@ -257,3 +257,22 @@ async def test_probe_finds_the_baud_rate() -> None:
         assert code == 0 and json.loads(out)["baudrate"] == 1200, err
     code, out, err = await cli("diag", "dlt645", "probe", "--port", "/nonexistent/tty", "--bauds", "x")
     assert code == 2 and "baud rates" in err
+
+
+async def test_firepanel_watch_shows_parsed_records() -> None:
+    async with FirePanelStream() as panel:
+        task = asyncio.create_task(
+            cli("diag", "firepanel", "watch", "--port", panel.port, "--seconds", "2", "--json")
+        )
+        await asyncio.sleep(1.0)  # the port is open by now; a printer port drops what came before
+        await panel.alarm(4, 4, location="一层大厅东侧")
+        await panel.line("GST200 V2.31")
+        code, out, err = await task
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines[0]["kind"] == "smoke" and lines[0]["attrs"]["location_text"] == "一层大厅东侧"
+    assert {"raw": "GST200 V2.31"} in lines
+    code, _, err = await cli("diag", "firepanel", "watch", "--port", "/nonexistent/tty", "--seconds", "1")
+    assert code == 1 and "cannot open" in err
+    code, _, err = await cli("diag", "firepanel", "watch", "--port", "/dev/null", "--model", "acme")
+    assert code == 2 and "unknown panel model" in err
