@@ -138,6 +138,11 @@ class ModbusDeviceConfig(DeviceConfig):
             and p.table not in BIT_TABLES
             and p.register_count > self.max_request_registers
         ]
+        if self.address == 0 and any(isinstance(p, ModbusPointConfig) and p.enabled for p in points.values()):
+            raise ValueError(
+                "unit id 0 is the broadcast address: nothing answers a read, so its points must be "
+                "enabled = false (they can still be written)"
+            )
         if too_long:
             raise ValueError(
                 f"max_request_registers = {self.max_request_registers} is shorter than point "

@@ -297,3 +297,14 @@ def test_every_point_must_fit_one_request_of_the_device() -> None:
     with pytest.raises(ValidationError) as info:
         device_model(**base, points=points, max_request_registers=8)
     assert "shorter than point sn (10 registers)" in str(info.value)
+
+
+def test_broadcast_devices_cannot_poll() -> None:
+    base = {"id": "all", "bus": "b", "profile": "p", "address": 0, "location": {"address_code": "320508"}}
+    with pytest.raises(ValidationError) as info:
+        device_model(**base, points={"reset": {"table": "holding", "address": 0, "writable": True}})
+    assert "broadcast" in str(info.value)
+    ok = device_model(
+        **base, points={"reset": {"table": "holding", "address": 0, "writable": True, "enabled": False}}
+    )
+    assert plan_device(ok) == ()

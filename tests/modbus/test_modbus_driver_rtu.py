@@ -277,7 +277,7 @@ async def test_broadcast_write_gets_no_answer_and_a_turnaround_delay(rig: Rig) -
         profile="x",
         address=0,
         location=LOCATION,
-        points={"reset": {"table": "holding", "address": 0, "writable": True}},
+        points={"reset": {"table": "holding", "address": 0, "writable": True, "enabled": False}},
     )
     seen: list[tuple[str, float, bytes]] = []
 
