@@ -279,3 +279,30 @@ def test_any_label_value_round_trips_through_the_reference_parser(label: str, va
     [sample] = family.samples
     assert sample.labels == {"device": label}
     assert sample.value == float(value)
+
+
+async def test_garbage_requests_never_break_the_server(gateway: Gateway) -> None:
+    """Deterministic fuzzing: random bytes, mangled request lines and headers; every reply is a
+    well-formed HTTP status (or the connection just closes), and the server keeps serving."""
+    import random
+
+    rng = random.Random(7)
+    pieces = [b"GET ", b"HEAD ", b"POST ", b"/", b"/metrics", b"?", b"%00", b" HTTP/1.1", b" HTTP/2",
+              b"\r\n", b"\n", b":", b"Host: 127.0.0.1", b"Authorization: Basic ", b"\xff\xfe", b"\x00",
+              b" "]  # fmt: skip
+    async with StatusServer(WebConfig(enabled=True, port=0), gateway) as server:
+        assert server.port
+        for i in range(150):
+            if i % 3 == 0:
+                raw = bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 300)))
+            else:
+                raw = b"".join(rng.choice(pieces) for _ in range(rng.randint(1, 25)))
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(raw)
+            if writer.can_write_eof():
+                writer.write_eof()
+            data = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            if data:
+                assert re.match(rb"HTTP/1\.1 [1-5][0-9][0-9] ", data), (raw, data[:80])
+        assert (await get(server.port, "/healthz"))[0] == 200
