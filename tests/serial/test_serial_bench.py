@@ -16,6 +16,7 @@ def test_bench_frames_are_valid_and_decode_keys() -> None:
     assert set(result) == {
         "decode_frames_per_s",
         "baseline_dlt645_pkg_frames_per_s",
-        "decode_ratio_vs_baseline",
+        "dlt645_parse_frames_per_s",
+        "parse_ratio_vs_baseline",
     }
     assert result["decode_frames_per_s"] > 0
