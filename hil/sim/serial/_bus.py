@@ -86,7 +86,8 @@ class SerialMeterBus:
         self._master = -1
         self._slave = -1
         self._slave_path = ""
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[bytes, int]] = asyncio.Queue()
+        self._rx_since_frame = 0  # bytes heard since the last request frame (its FE preamble too)
         self._task: asyncio.Task[None] | None = None
         self._dlt = dlt.StreamParser()
         self._cjt = cjt.StreamParser()
@@ -137,6 +138,7 @@ class SerialMeterBus:
     def replug(self) -> None:
         """Plug it back: a new device node behind the same `link` path."""
         self._dlt, self._cjt = dlt.StreamParser(), cjt.StreamParser()
+        self._rx_since_frame = 0
         self._plug()
 
     def inject(self, fault: Fault, count: int = 1, *, address: str | None = None) -> None:
@@ -155,17 +157,20 @@ class SerialMeterBus:
             self._write(data)
         raws = [f.raw for f in self._dlt.feed(data) if not f.is_reply]
         raws += [f.raw for f in self._cjt.feed(data) if not f.is_reply]
+        self._rx_since_frame += len(data)
         for raw in raws:
             self.requests += 1
-            self._queue.put_nowait(raw)
+            # the request held the line for every byte heard since the previous one (FE included)
+            self._queue.put_nowait((raw, max(len(raw), self._rx_since_frame)))
+            self._rx_since_frame = 0
         self._dlt.rejected()
         self._cjt.rejected()
 
     async def _respond(self) -> None:
         while True:
-            raw = await self._queue.get()
-            if self.wire_time:  # the request held the line for its own wire time (+ FE preamble)
-                await asyncio.sleep((len(raw) + 4) * self.byte_time_s)
+            raw, wire_bytes = await self._queue.get()
+            if self.wire_time:  # the request held the line for its own wire time
+                await asyncio.sleep(wire_bytes * self.byte_time_s)
             if self.enforce_baud and not self._speed_matches():
                 continue  # at another baud rate the meter hears noise, not a frame: no reply
             reply, address = self._answer(raw)
