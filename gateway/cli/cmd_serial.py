@@ -398,11 +398,17 @@ async def _watch(
 
 @firepanel_group.command("watch")
 @click.option("--port", required=True, help="The panel's printer/CRT serial port, e.g. /dev/ttyUSB2.")
-@click.option("--baud", type=click.IntRange(300, 115200), default=9600, show_default=True)
-@click.option("--parity", type=click.Choice(["E", "N", "O"]), default="N", show_default=True)
+@click.option("--baud", type=click.IntRange(300, 115200), default=9600, show_default=True, help="Baud rate.")
+@click.option("--parity", type=click.Choice(["E", "N", "O"]), default="N", show_default=True, help="Parity.")
 @click.option("--model", "panel_model", default="gst", show_default=True, help="Panel parser plugin.")
 @click.option("--encoding", default="gb18030", show_default=True, help="Text encoding of the print stream.")
-@click.option("--date-order", type=click.Choice(["ymd", "dmy", "mdy"]), default="ymd", show_default=True)
+@click.option(
+    "--date-order",
+    type=click.Choice(["ymd", "dmy", "mdy"]),
+    default="ymd",
+    show_default=True,
+    help="Order of the panel's 2-digit-year dates.",
+)
 @click.option(
     "--seconds",
     type=click.FloatRange(0, 86400),
@@ -410,7 +416,7 @@ async def _watch(
     show_default=True,
     help="Stop after this long (0: until Ctrl-C).",
 )
-@json_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per record (JSON lines).")
 def firepanel_watch(
     port: str,
     baud: int,
