@@ -58,6 +58,7 @@
       li.append(el("strong", null, (a.severity || "").toUpperCase() + " " + (a.kind || "")), " ");
       li.append(el("span", null, (a.device_id || "") + " since " + age(a.raised_at)));
       if (a.value !== undefined && a.value !== null) li.append(el("span", "muted", " (value " + fmt(a.value) + ")"));
+      if (a.rule) li.append(el("span", "muted", " · rule " + a.rule));
       return li;
     }));
     document.getElementById("alarms-section").hidden = alarms.length === 0;
