@@ -5,13 +5,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import random
 import textwrap
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from hil.sim.ble import ManholeCoverNode, VirtualRadio
 from hil.sim.modbus import DEFAULT_BUILDING, ModbusBuilding
+from hil.sim.serial import SerialBuilding
+
+log = logging.getLogger("citynerve.demo")
 
 GATEWAY_ID = "gw-310106-demo-0001"
 ADDRESS_CODE = "310106013007"
@@ -23,19 +30,59 @@ _NAMES = {
 }
 
 
+# Manhole covers on the street outside: (MAC, component code, AES key). Keys are demo-only.
+COVERS = (
+    ("A4:C1:38:00:07:01", "3101060101000701", bytes.fromhex("00112233445566778899aabbccddeeff")),
+    ("A4:C1:38:00:07:02", "3101060102000702", bytes.fromhex("0f1e2d3c4b5a69788796a5b4c3d2e1f0")),
+)
+HEARTBEAT_S = 5.0  # real nodes: 300 s; the demo wants to see them
+
+
 class DemoBuilding:
-    """A residential building: Modbus meters and smoke detectors behind one TCP converter.
+    """A residential building and its street: Modbus meters and smoke detectors behind a TCP
+    converter, DL/T 645 and CJ/T 188 household meters and the fire panel on RS-485 (pty pairs), and
+    BTHome manhole covers outside on a virtual BLE radio.
 
     `speed` runs simulated time faster so the daily load curve moves during a short demo.
     """
 
     def __init__(self, *, speed: float = 60.0) -> None:
         self.modbus = ModbusBuilding(speed=speed)
+        self.serial = SerialBuilding()
+        self.radio = VirtualRadio("demo")
+        self.covers: list[ManholeCoverNode] = []
+        self.tilt = {mac: 0.4 for mac, _, _ in COVERS}
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> DemoBuilding:
-        await self._stack.enter_async_context(self.modbus)
+        try:
+            await self._stack.enter_async_context(self.modbus)
+            await self._stack.enter_async_context(self.serial)
+            self._stack.enter_context(self.radio)
+            for mac, _, key in COVERS:
+                node = ManholeCoverNode(self.radio, mac, key=key)  # no name: 31 bytes hold the payload only
+                self.covers.append(node)
+                self._stack.push_async_callback(node.close)
+            heartbeat = asyncio.create_task(self._heartbeats(), name="demo.covers")
+            self._stack.callback(heartbeat.cancel)
+        except BaseException:
+            await self._stack.aclose()
+            raise
         return self
+
+    async def _heartbeats(self) -> None:
+        """Each cover reports its state every HEARTBEAT_S; the tilt wobbles like a real sensor."""
+        while True:
+            for node in self.covers:
+                tilt = self.tilt[node.mac]
+                try:
+                    await node.state(tilt_deg=round(tilt + random.uniform(-0.2, 0.2), 1), water_mm=850)
+                except Exception:  # a radio hiccup must not end the demo, but must be seen
+                    log.exception("manhole cover %s could not advertise", node.mac)
+            await asyncio.sleep(HEARTBEAT_S)
+
+    def lift_cover(self, index: int, tilt_deg: float) -> None:
+        self.tilt[COVERS[index][0]] = tilt_deg
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
@@ -44,10 +91,18 @@ class DemoBuilding:
 
     def describe(self) -> str:
         host, port = self.modbus.endpoint
-        return f"{len(DEFAULT_BUILDING)} Modbus devices on modbus-tcp://{host}:{port}"
+        return (
+            f"{len(DEFAULT_BUILDING)} Modbus devices on modbus-tcp://{host}:{port}; "
+            f"{self.serial.describe()}; "
+            f"{len(COVERS)} BTHome manhole covers on BLE radio {self.radio.transport}"
+        )
 
     def extra_scenario(self) -> list[tuple[float, str, Callable[[], Any]]]:
-        return []
+        return [
+            *self.serial.extra_scenario(),
+            (30.0, f"manhole cover {COVERS[1][0]} lifted to 35 deg", lambda: self.lift_cover(1, 35.0)),
+            (40.0, f"manhole cover {COVERS[1][0]} back in place", lambda: self.lift_cover(1, 0.4)),
+        ]
 
     def config_toml(self, *, broker: str) -> str:
         host, port = self.modbus.endpoint
@@ -78,8 +133,19 @@ class DemoBuilding:
             [rules]
             [[rules.packs]]
             name = "smoke-fire"
-            select = {{ profiles = ["modbus-smoke-detector"] }}
-            points = {{ smoke = "smoke_alarm" }}
+            select = {{ profiles = ["modbus-smoke-detector", "firepanel-gst"] }}
+
+            [[rules.packs]]
+            name = "manhole"
+            select = {{ profiles = ["bthome-manhole-cover"] }}
+
+            [[rules.packs]]
+            name = "electricity"
+            select = {{ profiles = ["dlt645-single-phase"] }}
+
+            [[rules.packs]]
+            name = "elderly-water"
+            select = {{ profiles = ["cjt188-water-cold"] }}
 
             [[buses]]
             id = "modbus-tcp"
@@ -113,6 +179,37 @@ class DemoBuilding:
                 address = {unit}
                 poll_interval_s = {interval}
                 location = {location}
+                """
+            )
+        text += self.serial.config_toml(address_code=ADDRESS_CODE)
+        text += textwrap.dedent(
+            f"""
+            [[buses]]
+            id = "ble-street"
+            protocol = "bthome"
+            description = "BLE scanner for the manhole covers outside (virtual radio)"
+            backend = "bumble"
+            transport = "{self.radio.transport}"
+            offline_after = 3
+            """
+        )
+        for i, (mac, component, key) in enumerate(COVERS):
+            cover_location = (
+                f'{{ address_code = "{ADDRESS_CODE}", lat = 31.2545, lon = 121.455{i}, '
+                'text = "outside No. 7" }'
+            )
+            text += textwrap.dedent(
+                f"""
+                [[devices]]
+                id = "mh-{i + 1:02d}"
+                name = "Manhole cover {i + 1}, Daning Road"
+                bus = "ble-street"
+                profile = "bthome-manhole-cover"
+                address = "{mac}"
+                key = "{key.hex()}"
+                component_code = "{component}"
+                poll_interval_s = {HEARTBEAT_S}
+                location = {cover_location}
                 """
             )
         return text

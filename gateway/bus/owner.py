@@ -364,8 +364,10 @@ class BusOwner:
         started = time.monotonic()
         self.counters.transactions += 1
         health.transactions += 1
-        # The driver enforces bus.timeout_s; this guard only catches a driver that hangs anyway.
-        guard = self.bus.timeout_s * 2 + 1.0
+        # The driver enforces its timeout (the bus's, or a device's own where the protocol has one);
+        # this guard only catches a driver that hangs anyway.
+        timeout_s = getattr(device, "timeout_s", None) or self.bus.timeout_s
+        guard = max(timeout_s, self.bus.timeout_s) * 2 + 1.0
         try:
             async with asyncio.timeout(guard):
                 samples = await self.driver.read(device, request)
