@@ -214,12 +214,16 @@ def plan_install(
     if enable:
         if real:
             plan.steps.append(Step(StepKind.ENABLE, "reload systemd", ("systemctl", "daemon-reload")))
-            plan.steps.append(
-                Step(StepKind.ENABLE, "enable and (re)start the service", ("systemctl", "enable", UNIT_NAME))
-            )
-            plan.steps.append(
-                Step(StepKind.ENABLE, "restart the service", ("systemctl", "restart", UNIT_NAME))
-            )
+            plan.steps.append(Step(StepKind.ENABLE, "enable at boot", ("systemctl", "enable", UNIT_NAME)))
+            if target.exists() or config is not None:
+                plan.steps.append(
+                    Step(StepKind.ENABLE, "(re)start the service", ("systemctl", "restart", UNIT_NAME))
+                )
+            else:
+                # Starting without a config would only fill the journal with a refusal.
+                plan.steps.append(
+                    Step(StepKind.SKIP, f"not started: write {CONFIG_FILE}, then `systemctl start citynerve`")
+                )
         else:
             plan.steps.append(
                 Step(

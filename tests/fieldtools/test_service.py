@@ -120,3 +120,24 @@ def test_a_failed_step_is_one_line(tmp_path: Path) -> None:
 def test_missing_config_file_is_bad_input(tmp_path: Path, missing: str) -> None:
     r = cli("service", "install", "--prefix", str(tmp_path), missing, str(tmp_path / "nope.toml"))
     assert r.exit_code == 2
+
+
+def test_dry_run_for_the_real_system_plans_user_and_systemctl(short_dir: Path) -> None:
+    """Only planned (dry run): what `sudo citynerve service install` would run on this machine."""
+    from gateway.service import plan_install
+
+    plan = plan_install(prefix=Path("/"), exec_start="/opt/citynerve/bin/citynerve")
+    commands = [s.command for s in plan.steps if s.command]
+    user_cmd = commands[0]
+    assert user_cmd[0] in ("useradd", "usermod") and user_cmd[-1] == "citynerve"
+    if user_cmd[0] == "useradd":
+        assert "--system" in user_cmd and "/usr/sbin/nologin" in user_cmd
+    assert ("systemctl", "daemon-reload") in commands
+    assert ("systemctl", "enable", "citynerve.service") in commands
+    if not Path("/etc/citynerve/gateway.toml").exists():
+        # No config yet: enabled, not started (it would only refuse to run).
+        assert ("systemctl", "restart", "citynerve.service") not in commands
+    config = short_dir / "gw.toml"
+    config.write_text('[gateway]\nid = "gw-1"\n')
+    plan = plan_install(prefix=Path("/"), config=config, exec_start="/opt/citynerve/bin/citynerve")
+    assert ("systemctl", "restart", "citynerve.service") in [s.command for s in plan.steps]
