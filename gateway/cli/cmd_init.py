@@ -80,6 +80,11 @@ def _gather(
             "buses as ID:PROTOCOL:PORT[:BAUD[:PARITY]], e.g. rs485-1:modbus_rtu:/dev/ttyUSB0:9600:N"
         )
         while spec := click.prompt("bus (empty when done)", default="", err=True, show_default=False):
+            try:
+                parse_bus_spec(spec)
+            except BusSpecError as err:
+                err_console.print(f"[red]{err}[/] - try again", highlight=False)
+                continue
             specs.append(spec)
     return answers, specs
 

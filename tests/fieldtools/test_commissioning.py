@@ -200,6 +200,7 @@ async def test_interactive_init(short_dir: Path, building: ModbusBuilding) -> No
             "310106",
             "310106013",
             "",  # no broker
+            "tcp-1:modbus_tcp",  # a typo: asked again
             f"tcp-1:modbus_tcp:{host}:{port}",
             "",  # no more buses
             "y",  # add unit 2
@@ -212,6 +213,7 @@ async def test_interactive_init(short_dir: Path, building: ModbusBuilding) -> No
         "--discover", "--from", "2", "--to", "3", input=answers + "\n",
     )  # fmt: skip
     assert r.exit_code == 0, r.output
+    assert "needs a host" in r.output
     cfg = load_config(path)
     assert cfg.gateway.name == "Pump house"
     assert [d.address for d in cfg.devices] == [2]
