@@ -231,9 +231,17 @@ class DeviceListEditor:
                 continue
             items = parsed.get("devices") or [{}]
             if items[0].get("id") == device_id:
-                # Drop blank lines left behind, so removals do not pile up empty space.
+                # Comments and blank lines at the end of the range sit above the next table: they
+                # are that table's. Blank lines after the block go, so removals do not pile up
+                # empty space, and so do the comment lines right above it: they describe this device.
+                while end > start + 1 and (
+                    not lines[end - 1].strip() or lines[end - 1].lstrip().startswith("#")
+                ):
+                    end -= 1
                 while end < len(lines) and not lines[end].strip():
                     end += 1
+                while start > 0 and lines[start - 1].lstrip().startswith("#"):
+                    start -= 1
                 return "".join(lines[:start] + lines[end:])
         known = ", ".join(str(d.get("id")) for d in self.devices()) or "none"
         raise ConfigEditError(self.path, f"no device {device_id!r} (devices: {known})")

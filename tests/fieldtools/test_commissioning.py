@@ -309,14 +309,20 @@ async def test_devices_add_reloads_the_running_gateway(gateway: Gateway, config_
 
 def test_removed_block_takes_its_point_overrides(config_path: Path) -> None:
     text = config_path.read_text()
-    at = text.index("[[devices]]", text.index('id = "wm-3"'))
     override = "# wm-3 reads noisy\n[devices.points.flow_rate]\ndeadband = 0.2\n\n"
-    config_path.write_text(text[:at] + override + text[at:])
+    at_wm3 = text.rindex("[[devices]]", 0, text.index('id = "wm-3"'))
+    text = text[:at_wm3] + "# flat 301, meter behind the bath panel\n" + text[at_wm3:]
+    at = text.index("[[devices]]", text.index('id = "wm-3"'))
+    text = text[:at] + override + text[at:]
+    at_sd11 = text.rindex("[[devices]]", 0, text.index('id = "sd-11"'))
+    config_path.write_text(text[:at_sd11] + "# 1F stairwell detector\n" + text[at_sd11:])
     assert load_config(config_path).device("wm-3").points["flow_rate"].deadband == 0.2
     r = cli("devices", "remove", "-c", str(config_path), "wm-3", "--no-reload")
     assert r.exit_code == 0, r.output
     after = config_path.read_text()
-    assert "deadband = 0.2" not in after
+    assert "deadband = 0.2" not in after and "bath panel" not in after
+    assert '# 1F stairwell detector\n[[devices]]\nid = "sd-11"' in after  # the next device's comment stays
+    assert after.startswith("# test building")
     assert [d.id for d in load_config(config_path).devices] == ["em-1", "wm-2", "sd-11", "sd-12"]
 
 
