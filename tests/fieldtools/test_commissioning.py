@@ -8,6 +8,7 @@ import contextlib
 import json
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tomli_w
@@ -372,20 +373,22 @@ async def test_reload_outcomes_from_a_real_control_server(short_dir: Path) -> No
     from gateway.api import ConfigError, ConfigIssue
     from gateway.commissioning import ReloadOutcome, ask_reload
     from gateway.control import ControlServer
+    from gateway.control.server import Handler
 
     sock = short_dir / "c.sock"
     assert (await ask_reload(sock)).outcome is ReloadOutcome.NOT_RUNNING
 
-    async def ping(_: dict[str, object]) -> dict[str, object]:
+    async def ping(_: dict[str, Any]) -> dict[str, Any]:
         return {}
 
-    async def bad_reload(_: dict[str, object]) -> dict[str, object]:
+    async def bad_reload(_: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError([ConfigIssue("gw.toml", "devices[0].bus", "no bus 'x'")])
 
-    for handlers, outcome in (
+    cases: list[tuple[dict[str, Handler], ReloadOutcome]] = [
         ({"ping": ping}, ReloadOutcome.UNSUPPORTED),  # an older gateway without the op
         ({"ping": ping, "reload": bad_reload}, ReloadOutcome.FAILED),
-    ):
+    ]
+    for handlers, outcome in cases:
         task = asyncio.create_task(ControlServer(sock, handlers).run())
         try:
             for _ in range(100):
