@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -40,7 +41,9 @@ _TRIM_TARGET = 0.98
 # What decoding a damaged row can raise (json errors are ValueError; deep nesting RecursionError).
 DECODE_ERRORS = (KeyError, IndexError, ValueError, TypeError, ArithmeticError, RecursionError)
 # First guesses of bytes per row, refined from what each trim actually frees.
-_ROW_BYTES_GUESS = {Lane.EVENT: 256.0, Lane.TELEMETRY: 32.0}
+# A guess on the large side deletes fewer rows than needed at first, never many more.
+_ROW_BYTES_GUESS = {Lane.EVENT: 512.0, Lane.TELEMETRY: 64.0}
+_TRIM_LOG_INTERVAL_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +95,8 @@ class Outbox:
         # of a full outbox is a scan of the table, which would stall commits on a Pi).
         self._rows: dict[Lane, int] | None = None
         self._trimmed: dict[Lane, int] = {}
+        self._dropped_unlogged: dict[Lane, int] = {}
+        self._trim_logged_at = -math.inf
         self.undecodable = 0  # rows peek had to skip (damaged storage); see peek()
         self._undecodable_seqs: set[int] = set()
         parent = os.path.dirname(os.path.abspath(self.path))
@@ -270,18 +275,14 @@ class Outbox:
                 self._conn.execute(
                     "UPDATE counters SET value = value + ? WHERE name = ?", (dropped, LANE_DROPPED_KEY[lane])
                 )
-                log.warning(
-                    "outbox %s over %d bytes: dropped %d oldest %s rows",
-                    self.path,
-                    self.max_bytes,
-                    dropped,
-                    lane.name.lower(),
-                )
+                self._log_trim(lane, dropped)
                 now = self._used_bytes()
                 freed = used - now
                 if freed > 0:
                     # Learn the real row size so the next trim removes about what is needed.
                     self._row_bytes[lane] = max(8.0, freed / dropped)
+                else:  # no page emptied yet: take bigger steps
+                    self._row_bytes[lane] = max(8.0, self._row_bytes[lane] / 2)
                 used = now
             if used <= target:
                 return
@@ -289,6 +290,17 @@ class Outbox:
             log.error(
                 "outbox %s: %d bytes used with both lanes empty (cap %d)", self.path, used, self.max_bytes
             )
+
+    def _log_trim(self, lane: Lane, dropped: int) -> None:
+        # A full outbox trims on about every 2 % of the cap appended: log at most once a minute.
+        self._dropped_unlogged[lane] = self._dropped_unlogged.get(lane, 0) + dropped
+        now = time.monotonic()
+        if now - self._trim_logged_at < _TRIM_LOG_INTERVAL_S:
+            return
+        self._trim_logged_at = now
+        what = ", ".join(f"{n} {ln.name.lower()}" for ln, n in self._dropped_unlogged.items())
+        self._dropped_unlogged = {}
+        log.warning("outbox %s full (%d bytes): dropped the oldest rows: %s", self.path, self.max_bytes, what)
 
     # -- reading and acknowledging ---------------------------------------------------------------
 
