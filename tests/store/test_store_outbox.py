@@ -17,6 +17,7 @@ from gateway.store import (
     Outbox,
     RecordError,
     SchemaVersionError,
+    StoreBusyError,
     StoreError,
     read_stats,
     schema_version,
@@ -307,3 +308,18 @@ def test_a_damaged_row_is_skipped_not_fatal(db: Path) -> None:
         assert ob.undecodable == 3
         # An ack past the damaged rows removes them like any other.
         assert ob.ack(Lane.TELEMETRY, 3) == 3 and ob.ack(Lane.EVENT, 5) == 2
+
+
+def test_disk_full_is_transient_and_leaves_nothing_half_written(db: Path) -> None:
+    """SQLite's own page limit gives the same SQLITE_FULL a full disk gives."""
+    with Outbox(db, synchronous="normal") as ob:
+        ob.append([reading(0)], [])
+        pages = ob._conn.execute("PRAGMA page_count").fetchone()[0]
+        ob._conn.execute(f"PRAGMA max_page_count = {pages + 2}")
+        with pytest.raises(StoreBusyError):
+            ob.append([reading(i, device=f"dev-{i}") for i in range(5000)], [event(1)])
+        assert [r.seq for r in ob.peek(Lane.TELEMETRY)] == [1] and ob.peek(Lane.EVENT) == []
+        assert ob.next_seq == 2
+        ob._conn.execute("PRAGMA max_page_count = 1073741823")  # space again
+        assert ob.append([reading(1, device="dev-1")], [event(2)]) == (2, 3)  # no seq lost or reused
+        assert ob.peek(Lane.TELEMETRY)[-1].record == reading(1, device="dev-1")

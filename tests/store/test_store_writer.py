@@ -203,3 +203,25 @@ async def test_garbage_records_are_rejected_never_retried_forever(outbox: AsyncO
     c = writer.counters()
     assert c.rejected == 3 and c.committed_readings == 3 and c.failed_commits == 0
     assert [r.record.value for r in await outbox.peek(Lane.TELEMETRY)] == [0.0, 1.0, 2.0]  # type: ignore[union-attr]
+
+
+async def test_disk_full_keeps_records_until_space_returns(outbox: AsyncOutbox) -> None:
+    """A real SQLITE_FULL (SQLite's page limit): the writer keeps everything and commits it later."""
+    sync = outbox._ob()
+    await outbox._run(lambda: sync._conn.execute("PRAGMA max_page_count = 8"))
+    writer = OutboxWriter(outbox, max_latency_s=0.02)
+    async with running(writer):
+        writer.put_event(alarm())
+        writer.put_readings([Reading(f"dev-{i}", "p", float(i), "", 1.0) for i in range(3000)])
+        for _ in range(300):
+            await asyncio.sleep(0.01)
+            if writer.counters().failed_commits >= 2:
+                break
+        assert writer.counters().failed_commits >= 2 and writer.counters().committed_readings == 0
+        await outbox._run(lambda: sync._conn.execute("PRAGMA max_page_count = 1073741823"))
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if writer.counters().committed_rows == 3001:
+                break
+    assert writer.counters().committed_rows == 3001
+    assert len(await outbox.peek(Lane.TELEMETRY, limit=5000)) == 3000
