@@ -24,6 +24,7 @@ from gateway.store._codec import (
     decode_event,
     decode_reading,
     encode_event,
+    encode_value,
 )
 from gateway.store._config import MIB
 from gateway.store._errors import RecordError, SchemaVersionError, StoreBusyError, StoreError
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 
 Synchronous = Literal["normal", "full"]
 
-_GOOD = QUALITY_CODE[Quality.GOOD]
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 # Trim a little below the cap so that a full outbox does not trim on every single append.
 _TRIM_TARGET = 0.98
@@ -201,6 +201,7 @@ class Outbox:
         append = rows.append
         seq = first
         quality_code = QUALITY_CODE
+        good = Quality.GOOD
         for r in readings:
             key = (r.device_id, r.point, r.unit)
             sid = series.get(key)
@@ -208,7 +209,7 @@ class Outbox:
                 sid = self._new_series(key)
             v = r.value
             t = type(v)
-            kind = 0 if r.quality is Quality.GOOD else quality_code[r.quality] * 4
+            kind = 0 if r.quality is good else quality_code[r.quality] * 4
             if t is float:
                 if v != v:  # NaN
                     kind += NAN
@@ -220,9 +221,7 @@ class Outbox:
                 if not _INT64_MIN <= v <= _INT64_MAX:  # type: ignore[operator]
                     kind += BIGINT
                     v = str(v)
-            elif v is not None and t is not str:
-                from gateway.store._codec import encode_value
-
+            elif v is not None and t is not str:  # int/float subclasses (IntEnum...) and odd types
                 code, v = encode_value(v)
                 kind += code
             append((seq, r.ts, sid, kind, v))
