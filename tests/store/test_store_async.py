@@ -124,3 +124,10 @@ async def test_from_config(tmp_path: Path) -> None:
     cfg = StoreConfig(path=str(tmp_path / "cfg.db"), max_bytes=1 << 20, synchronous="normal")
     async with AsyncOutbox.from_config(cfg) as ob:
         assert (await ob.stats()).path == cfg.path
+
+
+async def test_concurrent_appends_get_disjoint_contiguous_seqs(tmp_path: Path) -> None:
+    async with AsyncOutbox(tmp_path / "conc.db", synchronous="normal") as ob:
+        ranges = await asyncio.gather(*(ob.append(readings(k + 1, k * 100), []) for k in range(20)))
+        seqs = sorted(s for first, last in ranges for s in range(first, last + 1))
+        assert seqs == list(range(1, sum(k + 1 for k in range(20)) + 1))

@@ -225,3 +225,15 @@ async def test_disk_full_keeps_records_until_space_returns(outbox: AsyncOutbox) 
                 break
     assert writer.counters().committed_rows == 3001
     assert len(await outbox.peek(Lane.TELEMETRY, limit=5000)) == 3000
+
+
+async def test_puts_stay_cheap_when_the_backlog_is_full(outbox: AsyncOutbox) -> None:
+    """Bus owners call put_readings on the event loop: even with the store stalled it only copies."""
+    writer = OutboxWriter(outbox, max_rows=1000, max_backlog=50_000)
+    batch = readings(10_000)
+    t = time.perf_counter()
+    for _ in range(20):  # 200,000 readings into a 50,000 backlog, nothing draining
+        writer.put_readings(batch)
+    assert time.perf_counter() - t < 0.5
+    c = writer.counters()
+    assert c.pending_readings == 50_000 and c.dropped_readings == 150_000
