@@ -22,7 +22,7 @@ from rich.console import Console
 from gateway.config import load_config
 from gateway.runtime import Gateway
 from hil.demo_building import DemoBuilding
-from hil.platform import PlatformConsumer, start_demo_broker
+from hil.platform import PlatformConsumer, free_port, start_demo_broker
 from hil.platform.consumer import Arrival
 from hil.platform.view import format_arrival, print_platform_view
 
@@ -76,11 +76,12 @@ async def run_demo(duration_s: float, workdir: Path, console: Console | None = N
             PlatformConsumer(host=host, port=port, db_path=workdir / "platform.db", on_arrival=on_arrival)
         )
         config_path = workdir / "gateway.toml"
-        config_path.write_text(building.config_toml(broker=f"mqtt://{host}:{port}"))
+        web_port = free_port()
+        config_path.write_text(building.config_toml(broker=f"mqtt://{host}:{port}", web_port=web_port))
         cfg = load_config(config_path)
         console.print(
             f"[bold]gateway[/] {cfg.gateway.id}: {len(cfg.buses)} buses, {len(cfg.devices)} devices "
-            f"(config {config_path})",
+            f"(config {config_path}); status page http://127.0.0.1:{web_port}/ and /metrics",
             highlight=False,
         )
         stop = asyncio.Event()

@@ -104,7 +104,7 @@ class DemoBuilding:
             (40.0, f"manhole cover {COVERS[1][0]} back in place", lambda: self.lift_cover(1, 0.4)),
         ]
 
-    def config_toml(self, *, broker: str) -> str:
+    def config_toml(self, *, broker: str, web_port: int = 0) -> str:
         host, port = self.modbus.endpoint
         text = textwrap.dedent(
             f"""
@@ -124,6 +124,11 @@ class DemoBuilding:
             [log]
             level = "warning"
             format = "text"
+
+            [web]
+            enabled = {"true" if web_port else "false"}
+            bind = "127.0.0.1"
+            port = {web_port or 8080}
 
             [upstream]
             brokers = ["{broker}"]

@@ -20,7 +20,18 @@ from gateway.config.drivers import DriverNotFoundError, driver_spec
 from gateway.config.errors import issues_from
 from gateway.config.model import ControlConfig, GatewayConfig, Identity, LogConfig, Profile
 
-TOP_KEYS = ("gateway", "control", "log", "store", "upstream", "rules", "profile_dirs", "buses", "devices")
+TOP_KEYS = (
+    "gateway",
+    "control",
+    "log",
+    "store",
+    "upstream",
+    "rules",
+    "web",
+    "profile_dirs",
+    "buses",
+    "devices",
+)
 PROFILES_ENV = "CITYNERVE_PROFILES"
 SHIPPED_PROFILES = Path(__file__).resolve().parents[2] / "config" / "profiles"
 
@@ -47,8 +58,9 @@ def _section_models() -> dict[str, type[BaseModel]]:
     from gateway.rules.config import RulesConfig
     from gateway.store import StoreConfig
     from gateway.uplink.config import UpstreamConfig
+    from gateway.web.config import WebConfig
 
-    return {"store": StoreConfig, "upstream": UpstreamConfig, "rules": RulesConfig}
+    return {"store": StoreConfig, "upstream": UpstreamConfig, "rules": RulesConfig, "web": WebConfig}
 
 
 class _Loader:
@@ -99,6 +111,9 @@ class _Loader:
         rules = None
         if "rules" in raw:
             rules = self.validate(sections["rules"], raw["rules"], "rules")
+        web = None
+        if "web" in raw:
+            web = self.validate(sections["web"], raw["web"], "web")
         self.profile_dirs = self._profile_dirs(raw.get("profile_dirs", []))
         buses, specs = self._buses(raw.get("buses", []))
         devices = self._devices(raw.get("devices", []), buses, specs)
@@ -120,6 +135,7 @@ class _Loader:
             store=store,
             upstream=upstream,
             rules=rules,
+            web=web,
             buses=tuple(buses.values()),
             devices=tuple(devices),
             profiles=dict(self.profiles),

@@ -71,6 +71,7 @@ class GatewayConfig:
     store: Any  # gateway.store.StoreConfig
     upstream: Any | None  # gateway.uplink.config.UpstreamConfig
     rules: Any | None  # gateway.rules.config.RulesConfig
+    web: Any | None  # gateway.web.config.WebConfig
     buses: tuple[BusConfig, ...]
     devices: tuple[DeviceConfig, ...]
     profiles: dict[str, Profile] = field(default_factory=dict)
