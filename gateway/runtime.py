@@ -136,8 +136,15 @@ class Gateway:
                     others.append(tg.create_task(web.run(), name="web"))
                 await stop.wait()
                 log.info("stopping")
-                for t in [*self._owner_tasks.values(), *others]:
+                running = [*self._owner_tasks.values(), *others]
+                for t in running:
                     t.cancel()
+                # Say what holds the stop up, so a slow shutdown can be diagnosed from the log.
+                pending = set(running)
+                while pending:
+                    _, pending = await asyncio.wait(pending, timeout=10.0)
+                    if pending:
+                        log.warning("still stopping: %s", ", ".join(sorted(t.get_name() for t in pending)))
         finally:
             # Bus owners are done: let the writer commit everything it holds, then stop it.
             with contextlib.suppress(Exception):

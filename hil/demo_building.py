@@ -138,7 +138,7 @@ class DemoBuilding:
             [rules]
             [[rules.packs]]
             name = "smoke-fire"
-            select = {{ profiles = ["modbus-smoke-detector", "firepanel-gst"] }}
+            select = {{ profiles = ["modbus-smoke-detector"] }}  # the panel driver raises its own fire events
 
             [[rules.packs]]
             name = "manhole"
