@@ -154,6 +154,7 @@ class Uplink:
         try:
             while True:
                 for broker in self._brokers:
+                    _raise_if_cancelling()
                     started = time.monotonic()
                     try:
                         await self._session(broker)
@@ -179,6 +180,8 @@ class Uplink:
     async def _session(self, broker: BrokerUrl) -> None:
         self._state = LinkState.CONNECTING
         self._broker = broker
+        task = asyncio.current_task()
+        cancels_before = task.cancelling() if task is not None else 0
         seq_now = self._outbox.next_seq - 1
         will = self._enc.status(online=False, seq=seq_now, details={"reason": "connection_lost"})
         try:
@@ -199,6 +202,7 @@ class Uplink:
                 self._since = time.time()
                 log.info("uplink: connected to %s", broker)
                 try:
+                    _raise_if_cancelling()
                     await self._run_session(client)
                 except asyncio.CancelledError:
                     # Stopped by the runtime: a clean disconnect suppresses the will, so say
@@ -209,8 +213,10 @@ class Uplink:
         except _LINK_ERRORS as err:
             if self._state is not LinkState.CONNECTED:
                 self._connect_failures += 1
+            _drop_leaked_cancel(cancels_before)
             raise _SessionLost(_describe(err)) from None
         except BaseExceptionGroup as group:
+            _drop_leaked_cancel(cancels_before)
             _, rest = group.split(_LINK_ERRORS)
             if rest is not None:
                 raise
@@ -236,6 +242,7 @@ class Uplink:
         birth = await self._status_message(online=True)
         await client.publish(birth.topic, birth.payload, qos=1, retain=True)
         await self._publish_inventory(client)
+        _raise_if_cancelling()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._pump(client, tg), name="uplink.pump")
             tg.create_task(self._ack_loop(), name="uplink.acks")
@@ -243,7 +250,12 @@ class Uplink:
             tg.create_task(self._status_loop(client), name="uplink.status")
 
     async def _publish_inventory(self, client: aiomqtt.Client) -> None:
-        msg = self._enc.inventory(seq=self._outbox.next_seq - 1, devices=self._inventory())
+        try:
+            devices = self._inventory()
+        except Exception:  # the runtime's bug must not keep readings from leaving
+            log.exception("uplink: inventory callback failed; inventory not published")
+            return
+        msg = self._enc.inventory(seq=self._outbox.next_seq - 1, devices=devices)
         await client.publish(msg.topic, msg.payload, qos=1, retain=True)
 
     async def _goodbye(self, client: aiomqtt.Client) -> None:
@@ -278,6 +290,7 @@ class Uplink:
             await asyncio.sleep(self.config.status_interval_s)
             msg = await self._status_message(online=True)
             await client.publish(msg.topic, msg.payload, qos=1, retain=True)
+            _raise_if_cancelling()
 
     # ------------------------------------------------------------------ outbound
     def _on_commit(self, lane: Lane, seq: int) -> None:
@@ -300,6 +313,8 @@ class Uplink:
         # The next telemetry chunk is read on the store's thread while this one is encoded and
         # published: (after_seq it was asked for, the read).
         ahead: tuple[int, asyncio.Task[list[OutboxRow]]] | None = None
+        pending: deque[RowBatch] = deque()  # encoded telemetry not yet sent, continuing from:
+        pending_after = 0
         try:
             while True:
                 self._wake.clear()
@@ -317,14 +332,17 @@ class Uplink:
                         await self._send(client, tg, window, batch)
                     continue
                 after = self._sent_seq[Lane.TELEMETRY]
-                if ahead is not None and ahead[0] == after:
-                    rows = await ahead[1]
+                if pending and pending[0].first_seq > after and pending_after == after:
+                    # The rest of a chunk an alarm interrupted: already read and encoded.
+                    batches = pending
                 else:
-                    if ahead is not None:
-                        ahead[1].cancel()  # stale: the cursor moved (alarm break or rewind)
-                    rows = await self._outbox.peek(Lane.TELEMETRY, after_seq=after, limit=peek_rows)
-                ahead = None
-                if rows:
+                    if ahead is not None and ahead[0] == after:
+                        rows = await ahead[1]
+                    else:
+                        if ahead is not None:
+                            ahead[1].cancel()  # stale: the cursor moved (rewind)
+                        rows = await self._outbox.peek(Lane.TELEMETRY, after_seq=after, limit=peek_rows)
+                    ahead = None
                     if len(rows) == peek_rows:  # more is likely waiting: read it meanwhile
                         nxt = rows[-1].seq
                         ahead = (
@@ -334,20 +352,28 @@ class Uplink:
                                 name="uplink.read_ahead",
                             ),
                         )
-                    for batch in self._enc.rows(
-                        Lane.TELEMETRY,
-                        rows,
-                        prev_seq=after,
-                        max_rows=cfg.max_batch_readings,
-                        max_bytes=cfg.max_batch_bytes,
-                    ):
+                    batches = deque(
+                        self._enc.rows(
+                            Lane.TELEMETRY,
+                            rows,
+                            prev_seq=after,
+                            max_rows=cfg.max_batch_readings,
+                            max_bytes=cfg.max_batch_bytes,
+                        )
+                    )
+                pending = deque()
+                if batches:
+                    while batches:
+                        batch = batches.popleft()
                         if batch.first_seq <= self._replay_until:
                             delay = limiter.delay()
                             if delay > 0:
                                 await self._sleep_unless_events(delay)
                         await self._send(client, tg, window, batch)
-                        if self._events_waiting():
-                            break  # a live alarm goes ahead of the rest of this telemetry chunk
+                        if batches and self._events_waiting():
+                            # A live alarm goes ahead of the rest of this chunk; keep the rest.
+                            pending, pending_after = batches, batch.last_seq
+                            break
                     continue
                 # Idle: wait for a commit; the timeout is a safety net, not the mechanism.
                 with contextlib.suppress(TimeoutError):
@@ -531,6 +557,25 @@ class Uplink:
 
 
 _LINK_ERRORS = (aiomqtt.MqttError, OSError, TimeoutError)
+
+
+def _raise_if_cancelling() -> None:
+    """Python 3.11's asyncio.wait_for (inside aiomqtt's connect/publish/subscribe) can swallow a
+    cancellation that arrives just as the awaited result does; honour it here instead of running
+    on as if nobody had asked us to stop."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def _drop_leaked_cancel(before: int) -> None:
+    """Python 3.11's TaskGroup leaves its parent's cancel request counted when a child fails while
+    the parent waits in __aexit__ (fixed in 3.12). Without this, `_raise_if_cancelling` would take
+    every lost session for a stop request."""
+    task = asyncio.current_task()
+    if task is not None:
+        while task.cancelling() > before:
+            task.uncancel()
 
 
 def _retrieve_disconnect(client: aiomqtt.Client) -> None:

@@ -37,6 +37,13 @@ class Arrival:
     ingested: Ingested | None
 
 
+def _raise_if_cancelling() -> None:
+    # Python 3.11's wait_for (inside aiomqtt) can swallow a cancellation; honour it (see the uplink).
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class PlatformConsumer:
     """Subscribe, store, ack. `async with PlatformConsumer(...) as c:` runs it in the background."""
 
@@ -109,9 +116,11 @@ class PlatformConsumer:
         while True:
             try:
                 async with self._client_for_session() as client:
+                    _raise_if_cancelling()
                     self._client = client
                     for topic in self.topics():
                         await client.subscribe(topic, qos=1)
+                    _raise_if_cancelling()
                     self.connected.set()
                     async for message in client.messages:
                         await self._handle(client, str(message.topic), message.payload)

@@ -4,8 +4,10 @@ across brokers, capped jittered backoff, replay rate limit, alarms never stuck b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -173,13 +175,18 @@ async def test_will_marks_gateway_offline_when_connection_dies(
         # Abrupt end: drop the socket without DISCONNECT, as a crash or a cut cable would.
         client = up._client
         assert client is not None
-        client._client.socket().close()  # type: ignore[union-attr]
+        # shutdown, not close: the fd stays valid for paho, the broker sees the TCP connection end
+        # without an MQTT DISCONNECT and publishes the will.
+        client._client.socket().shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
         async with asyncio.timeout(10):
             async for m in sub.messages:
                 statuses.append(json.loads(m.payload)["state"])  # type: ignore[arg-type]
                 if statuses[-1] == "offline":
                     break
         task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            async with asyncio.timeout(30):
+                await task
     assert statuses[0] == "online" and statuses[-1] == "offline"
 
 
