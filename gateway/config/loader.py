@@ -297,7 +297,8 @@ class _Loader:
         points = self._points(item.get("points", {}), where, profile, spec)
         data = {k: v for k, v in item.items() if k != "points"}
         if profile is not None:
-            data = {**profile.device, **data}
+            # The profile's [device] defaults are driver fields: only a known driver can judge them.
+            data = {**profile.device, **data} if spec is not None else data
             data.setdefault("poll_interval_s", profile.poll_interval_s)
         model: type[DeviceConfig] = spec.device_model if spec else DeviceConfig
         if spec is None or points is None:

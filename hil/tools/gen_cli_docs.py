@@ -71,7 +71,9 @@ def render() -> str:
     settings = {**main.context_settings, "terminal_width": 100}
     root = click.Context(main, info_name="citynerve", **settings)
     for path, cmd in walk(main, ("citynerve",)):
-        ctx = click.Context(cmd, info_name=path[-1], parent=root if len(path) > 1 else None)
+        # The root context carries main's settings (-h as well as --help), as the real CLI does;
+        # building the root's context without them made the output depend on click's caches.
+        ctx = click.Context(cmd, info_name=path[-1], parent=root) if len(path) > 1 else root
         # The usage line of a subcommand names its parents: build it from the path.
         pieces = " ".join(cmd.collect_usage_pieces(ctx))
         level = min(len(path) + 1, 4)
