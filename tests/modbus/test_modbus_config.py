@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import device_model
+from modbus_support import device_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import serial
-from conftest import LOCATION, device_model, free_port
+from modbus_support import LOCATION, device_model, free_port
 
 from drivers.modbus._channel import silent_interval_s
 from drivers.modbus.codec import build_rtu_frame, crc16

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import BankServer, free_port, start_bank_server, tcp_bus
+from modbus_support import BankServer, free_port, start_bank_server, tcp_bus
 from pymodbus.client.mixin import ModbusClientMixin
 
 from drivers.modbus import TCP_DRIVER

@@ -12,7 +12,7 @@ import random
 from collections.abc import AsyncIterator
 
 import pytest
-from conftest import LOCATION, device_model
+from modbus_support import LOCATION, device_model
 
 from drivers.modbus.codec import build_rtu_frame
 from drivers.modbus.config import ModbusRtuBusConfig, ModbusTcpBusConfig

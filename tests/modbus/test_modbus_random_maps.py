@@ -10,7 +10,7 @@ import random
 import struct
 from typing import Any
 
-from conftest import LOCATION, BankServer, device_model, tcp_bus
+from modbus_support import LOCATION, BankServer, device_model, tcp_bus
 from pymodbus.client.mixin import ModbusClientMixin
 
 from drivers.modbus.config import REGISTERS_OF_TYPE

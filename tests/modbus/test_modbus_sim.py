@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import LOCATION, device_model
+from modbus_support import LOCATION, device_model
 from pymodbus.constants import ExcCodes
 
 from drivers.modbus.config import ModbusDeviceConfig, ModbusTcpBusConfig

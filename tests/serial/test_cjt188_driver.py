@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import bus_config, cjt_device
+from serial_support import bus_config, cjt_device
 
 from drivers.cjt188 import DRIVER, Cjt188Driver, Cjt188Point, codec
 from drivers.cjt188.readings import STATUS_MAPS

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
-from conftest import bus_config, dlt_device
+from serial_support import bus_config, dlt_device
 from pydantic import ValidationError
 
 from drivers.dlt645 import DRIVER, Dlt645Driver, codec

@@ -9,7 +9,7 @@ from typing import Any
 
 import dlt645
 import pytest
-from conftest import bus_config, dlt_device
+from serial_support import bus_config, dlt_device
 
 from drivers.dlt645 import Dlt645Driver
 from drivers.dlt645.codec import encode_address

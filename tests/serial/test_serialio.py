@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import bus_config, dlt_device
+from serial_support import bus_config, dlt_device
 
 from drivers.dlt645 import Dlt645Driver, codec
 from drivers.serialio import MeterSerialSettings, ReplyTimeout, SerialBusConfig, SerialLine, byte_time_s
