@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from modbus_support import device_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from modbus_support import device_model
 from pydantic import ValidationError
 
 from drivers.modbus import RTU_DRIVER, RTU_OVER_TCP_DRIVER, TCP_DRIVER

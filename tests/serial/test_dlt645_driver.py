@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
-from serial_support import bus_config, dlt_device
 from pydantic import ValidationError
+from serial_support import bus_config, dlt_device
 
 from drivers.dlt645 import DRIVER, Dlt645Driver, codec
 from drivers.dlt645.registry import DataFormat, DataItem
