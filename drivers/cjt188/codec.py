@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from drivers.serialio.resync import ResyncParser
 from gateway.api import DeviceExceptionError, FrameError
 
 PROTOCOL = "cjt188"
@@ -202,72 +203,15 @@ def parse_frame(data: bytes) -> Frame:
     )
 
 
-class StreamParser:
-    """Incremental parser: skips FE and garbage, joins split frames, returns several per read; a
-    candidate with a bad checksum is dropped (see `rejected()`) and the search resumes at the next 68."""
+class StreamParser(ResyncParser[Frame]):
+    """CJ/T 188 frames out of a half-duplex byte stream (see ResyncParser)."""
 
-    def __init__(self, max_buffer: int = 1024) -> None:
-        self._buf = bytearray()
-        self._rejected: list[FrameError] = []
-        self._max = max_buffer
+    protocol = PROTOCOL
+    header = _HEADER
+    length_at = 10
 
-    def feed(self, data: bytes) -> list[Frame]:
-        self._buf += data
-        frames: list[Frame] = []
-        while True:
-            start = self._buf.find(0x68)
-            if start < 0:
-                self._buf.clear()
-                break
-            del self._buf[:start]
-            frame = self._complete_at(0)
-            if frame is None:
-                # the candidate here is incomplete (or not a header): a valid frame further on means
-                # it was noise that happened to contain 68, so do not wait for it
-                later = self._later_frame()
-                if later is None:
-                    break
-                self._rejected.append(FrameError(PROTOCOL, "noise before a frame", bytes(self._buf[:later])))
-                del self._buf[:later]
-                continue
-            if isinstance(frame, FrameError):
-                self._rejected.append(frame)
-                del self._buf[0]
-                continue
-            frames.append(frame)
-            del self._buf[: len(frame.raw)]
-        if len(self._buf) > self._max:  # a never-ending "frame": garbage, keep memory bounded
-            del self._buf[: len(self._buf) - self._max]
-        return frames
-
-    def _complete_at(self, pos: int) -> Frame | FrameError | None:
-        """The frame starting at `pos`, a FrameError if the bytes there cannot be one, None if more
-        bytes are needed to tell."""
-        buf = self._buf
-        if len(buf) - pos < _HEADER:
-            return None
-        total = _HEADER + buf[pos + 10] + 2
-        if len(buf) - pos < total:
-            return None
-        try:
-            return parse_frame(bytes(buf[pos : pos + total]))
-        except FrameError as err:
-            return err
-
-    def _later_frame(self) -> int | None:
-        pos = self._buf.find(0x68, 1)
-        while pos >= 0:
-            if isinstance(self._complete_at(pos), Frame):
-                return pos
-            pos = self._buf.find(0x68, pos + 1)
-        return None
-
-    def pending(self) -> bytes:
-        return bytes(self._buf)
-
-    def rejected(self) -> list[FrameError]:
-        out, self._rejected = self._rejected, []
-        return out
+    def parse(self, data: bytes) -> Frame:
+        return parse_frame(data)
 
 
 def check_reply(frame: Frame, device_id: str, points: tuple[str, ...] = ()) -> None:

@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass
 
 from drivers.dlt645.registry import PROTOCOL
+from drivers.serialio.resync import ResyncParser
 from gateway.api import DeviceExceptionError, FrameError
 
 PREAMBLE = b"\xfe\xfe\xfe\xfe"
@@ -176,78 +177,21 @@ def parse_frame(data: bytes) -> Frame:
     )
 
 
-class StreamParser:
-    """Incremental parser for a half-duplex line: skips FE preambles and garbage, joins frames split
-    across reads, returns several frames from one read. A candidate with a bad checksum or end byte
-    is dropped (kept in `rejected()`) and the search resumes at the next 68, so a real frame hidden
-    behind noise that happens to contain 68 is still found."""
+class StreamParser(ResyncParser[Frame]):
+    """DL/T 645 frames out of a half-duplex byte stream (see ResyncParser)."""
 
-    def __init__(self, max_buffer: int = 1024) -> None:
-        self._buf = bytearray()
-        self._rejected: list[FrameError] = []
-        self._max = max_buffer
+    protocol = PROTOCOL
+    header = _HEADER
+    length_at = 9
 
-    def feed(self, data: bytes) -> list[Frame]:
-        self._buf += data
-        frames: list[Frame] = []
-        while True:
-            start = self._buf.find(0x68)
-            if start < 0:
-                self._buf.clear()
-                break
-            del self._buf[:start]
-            frame = self._complete_at(0)
-            if frame is None:
-                # the candidate here is incomplete (or not a header): a valid frame further on means
-                # it was noise that happened to contain 68, so do not wait for it
-                later = self._later_frame()
-                if later is None:
-                    break
-                self._rejected.append(FrameError(PROTOCOL, "noise before a frame", bytes(self._buf[:later])))
-                del self._buf[:later]
-                continue
-            if isinstance(frame, FrameError):
-                self._rejected.append(frame)
-                del self._buf[0]
-                continue
-            frames.append(frame)
-            del self._buf[: len(frame.raw)]
-        if len(self._buf) > self._max:  # a never-ending "frame": garbage, keep memory bounded
-            del self._buf[: len(self._buf) - self._max]
-        return frames
+    def parse(self, data: bytes) -> Frame:
+        return parse_frame(data)
 
-    def _complete_at(self, pos: int) -> Frame | FrameError | None:
-        """The frame starting at `pos`, a FrameError if the bytes there cannot be one, None if more
-        bytes are needed to tell."""
-        buf = self._buf
-        if len(buf) - pos < _HEADER:
-            if True and len(buf) - pos > 7 and buf[pos + 7] != 0x68:
-                return FrameError(PROTOCOL, "no second 68 at offset 7", bytes(buf[pos : pos + 8]))
-            return None
-        if True and buf[pos + 7] != 0x68:
-            return FrameError(PROTOCOL, "no second 68 at offset 7", bytes(buf[pos : pos + _HEADER]))
-        total = _HEADER + buf[pos + 9] + 2
-        if len(buf) - pos < total:
-            return None
-        try:
-            return parse_frame(bytes(buf[pos : pos + total]))
-        except FrameError as err:
-            return err
-
-    def _later_frame(self) -> int | None:
-        pos = self._buf.find(0x68, 1)
-        while pos >= 0:
-            if isinstance(self._complete_at(pos), Frame):
-                return pos
-            pos = self._buf.find(0x68, pos + 1)
+    def check_header(self, buf: bytearray, pos: int) -> FrameError | None:
+        # The second 68 at offset 7 tells a header from noise before the length byte is in.
+        if len(buf) - pos > 7 and buf[pos + 7] != 0x68:
+            return FrameError(PROTOCOL, "no second 68 at offset 7", bytes(buf[pos : pos + min(_HEADER, 8)]))
         return None
-
-    def pending(self) -> bytes:
-        return bytes(self._buf)
-
-    def rejected(self) -> list[FrameError]:
-        out, self._rejected = self._rejected, []
-        return out
 
 
 def err_names(err: int, version: str = "2007") -> list[str]:
