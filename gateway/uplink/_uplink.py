@@ -139,9 +139,14 @@ class Uplink:
         if self._task is None:
             return
         self._stopping = True
-        self._task.cancel()
+        task = self._task
+        # Cancel again if the first request was swallowed (Python 3.11's wait_for inside aiomqtt
+        # can lose a cancellation that races with a result).
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=3.0)
         with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+            await task
         self._task = None
         self._stopping = False
 
@@ -154,7 +159,6 @@ class Uplink:
         try:
             while True:
                 for broker in self._brokers:
-                    _raise_if_cancelling()
                     started = time.monotonic()
                     try:
                         await self._session(broker)
@@ -202,7 +206,6 @@ class Uplink:
                 self._since = time.time()
                 log.info("uplink: connected to %s", broker)
                 try:
-                    _raise_if_cancelling()
                     await self._run_session(client)
                 except asyncio.CancelledError:
                     # Stopped by the runtime: a clean disconnect suppresses the will, so say
@@ -242,7 +245,6 @@ class Uplink:
         birth = await self._status_message(online=True)
         await client.publish(birth.topic, birth.payload, qos=1, retain=True)
         await self._publish_inventory(client)
-        _raise_if_cancelling()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._pump(client, tg), name="uplink.pump")
             tg.create_task(self._ack_loop(), name="uplink.acks")
@@ -290,7 +292,6 @@ class Uplink:
             await asyncio.sleep(self.config.status_interval_s)
             msg = await self._status_message(online=True)
             await client.publish(msg.topic, msg.payload, qos=1, retain=True)
-            _raise_if_cancelling()
 
     # ------------------------------------------------------------------ outbound
     def _on_commit(self, lane: Lane, seq: int) -> None:
@@ -559,19 +560,9 @@ class Uplink:
 _LINK_ERRORS = (aiomqtt.MqttError, OSError, TimeoutError)
 
 
-def _raise_if_cancelling() -> None:
-    """Python 3.11's asyncio.wait_for (inside aiomqtt's connect/publish/subscribe) can swallow a
-    cancellation that arrives just as the awaited result does; honour it here instead of running
-    on as if nobody had asked us to stop."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
 def _drop_leaked_cancel(before: int) -> None:
     """Python 3.11's TaskGroup leaves its parent's cancel request counted when a child fails while
-    the parent waits in __aexit__ (fixed in 3.12). Without this, `_raise_if_cancelling` would take
-    every lost session for a stop request."""
+    the parent waits in __aexit__ (fixed in 3.12); a later stop request must not find a stale count."""
     task = asyncio.current_task()
     if task is not None:
         while task.cancelling() > before:

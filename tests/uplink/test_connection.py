@@ -4,7 +4,6 @@ across brokers, capped jittered backoff, replay rate limit, alarms never stuck b
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 import socket
@@ -169,24 +168,18 @@ async def test_will_marks_gateway_offline_when_connection_dies(
     statuses: list[str] = []
     async with aiomqtt.Client(broker.host, broker.port) as sub:
         await sub.subscribe(f"citynerve/{GW}/status", qos=1)
-        up = Uplink(cfg, gateway_id=GW, outbox=outbox, inventory=lambda: INVENTORY)
-        task = asyncio.create_task(up.run())
-        await wait_for(lambda: _connected(up))
-        # Abrupt end: drop the socket without DISCONNECT, as a crash or a cut cable would.
-        client = up._client
-        assert client is not None
-        # shutdown, not close: the fd stays valid for paho, the broker sees the TCP connection end
-        # without an MQTT DISCONNECT and publishes the will.
-        client._client.socket().shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
-        async with asyncio.timeout(10):
-            async for m in sub.messages:
-                statuses.append(json.loads(m.payload)["state"])  # type: ignore[arg-type]
-                if statuses[-1] == "offline":
-                    break
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            async with asyncio.timeout(30):
-                await task
+        async with Uplink(cfg, gateway_id=GW, outbox=outbox, inventory=lambda: INVENTORY) as up:
+            await wait_for(lambda: _connected(up))
+            # Abrupt end: the TCP connection ends without an MQTT DISCONNECT, as when a cable is cut.
+            # shutdown, not close: the fd stays valid for paho; the broker publishes the will.
+            client = up._client
+            assert client is not None
+            client._client.socket().shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
+            async with asyncio.timeout(10):
+                async for m in sub.messages:
+                    statuses.append(json.loads(m.payload)["state"])  # type: ignore[arg-type]
+                    if statuses[-1] == "offline":
+                        break
     assert statuses[0] == "online" and statuses[-1] == "offline"
 
 
