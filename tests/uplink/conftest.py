@@ -4,7 +4,6 @@ port), a real outbox file, the reference platform consumer, and schema validatio
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -124,7 +123,6 @@ INVENTORY = [
     }
 ]
 
-SLOW = os.environ.get("CITYNERVE_LONG_OUTAGE") is not None
 
 
 async def wait_for(pred: Callable[[], Awaitable[bool]], timeout_s: float = 20.0) -> None:
