@@ -124,7 +124,6 @@ INVENTORY = [
 ]
 
 
-
 async def wait_for(pred: Callable[[], Awaitable[bool]], timeout_s: float = 20.0) -> None:
     """Poll an async predicate until true; TimeoutError after timeout_s."""
     # Polling on purpose: the state lives in a broker-side view (the consumer's SQLite), no event.
