@@ -3,10 +3,13 @@ fuzzed payloads, and the round trip over a real broker with results validated ag
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
+import subprocess
+import sys
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -321,3 +324,44 @@ async def _connected(up: Uplink) -> bool:
 
 async def _results(consumer: PlatformConsumer, n: int) -> bool:
     return len(await consumer.query(lambda s: s.results(GW))) >= n
+
+
+def _cli_command(broker: MosquittoBroker, key_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hil.platform",
+            "command",
+            "--broker",
+            broker.url,
+            "--gateway",
+            GW,
+            "--hmac-key-file",
+            str(key_file),
+            *args,
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def test_platform_cli_command(
+    broker: MosquittoBroker, outbox: AsyncOutbox, target: BuildingTarget, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "cmd.key"
+    key_file.write_text(KEY.hex())
+    cfg = upstream(broker, commands={"enabled": True, "hmac_key_file": str(key_file)})
+    async with Uplink(cfg, gateway_id=GW, outbox=outbox, inventory=target.inventory, commands=target) as up:
+        await wait_for(lambda: _connected(up))
+        ok = await asyncio.to_thread(
+            _cli_command, broker, key_file, "read_point", "device_id=wm-1", "point=flow"
+        )
+        bad = await asyncio.to_thread(
+            _cli_command, broker, key_file, "read_point", "device_id=wm-1", "point=x"
+        )
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["result"]["value"] == 12.5
+    assert bad.returncode == 1 and json.loads(bad.stdout)["reason"] == "unknown_point"
