@@ -151,7 +151,11 @@ class Uplink:
         self._stopping = False
 
     async def run(self) -> None:
-        """Connect, publish, fail over and reconnect until cancelled."""
+        """Connect, publish, fail over and reconnect until cancelled. With `enabled = false` in
+        [upstream] it returns at once: the outbox keeps everything for later."""
+        if not self.config.enabled:
+            log.info("uplink: disabled in [upstream]; readings stay in the outbox")
+            return
         if not self._registered:
             self._outbox.on_commit(self._on_commit)
             self._registered = True

@@ -109,3 +109,11 @@ async def test_cancelled_run_task_says_offline(
     await wait_for(lambda: _status_is(consumer, "offline"))
     status = await consumer.query(lambda s: s.document(GW, "status"))
     assert status["reason"] == "shutdown"
+
+
+async def test_disabled_uplink_returns_and_keeps_rows(broker: MosquittoBroker, outbox: AsyncOutbox) -> None:
+    await outbox.append(readings(5), [])
+    up = Uplink(upstream(broker, enabled=False), gateway_id=GW, outbox=outbox, inventory=lambda: INVENTORY)
+    async with asyncio.timeout(5):
+        await up.run()
+    assert (await outbox.stats()).lane(Lane.TELEMETRY).rows == 5
