@@ -9,9 +9,12 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import aiomqtt
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rich.console import Console
 
 from gateway.store import AsyncOutbox
@@ -179,3 +182,46 @@ async def test_cli_consume_and_view(broker: MosquittoBroker, tmp_path: Path) -> 
     )
     lanes = json.loads(view.stdout)["lanes"]
     assert lanes[0]["gateway_id"] == GW and lanes[0]["rows"] == 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 5), min_size=1, max_size=12),
+    stride=st.integers(1, 3),
+    data=st.data(),
+)
+def test_store_chain_any_arrival_order(sizes: list[int], stride: int, data: st.DataObject) -> None:
+    """Messages of one lane (seqs spaced by `stride`, as when the other lane takes seqs in between)
+    arrive in any order, some twice: the store ends with every row once, contiguous to the last seq,
+    no open gap; before the last missing message arrives, a gap is open."""
+    msgs, seq, prev = [], 0, 0
+    for n in sizes:
+        seqs = [seq + stride * (i + 1) for i in range(n)]
+        msgs.append(_msg(prev, seqs))
+        seq = prev = seqs[-1]
+    order = data.draw(st.permutations(range(len(msgs))))
+    dups = data.draw(st.lists(st.sampled_from(range(len(msgs))), max_size=4))
+    with tempfile.TemporaryDirectory() as d:
+        st_ = PlatformStore(Path(d) / "p.sqlite")
+        for i in [*order, *dups]:
+            st_.ingest(msgs[i])
+        v = st_.lane(GW, "telemetry")
+        assert v is not None
+        assert (v.rows, v.contiguous, v.open_gap) == (sum(sizes), seq, None)
+        assert v.duplicates == sum(sizes[i] for i in dups)
+        st_.close()
+    if len(msgs) > 1:  # leave one message out: its range is reported as the open gap
+        missing = data.draw(st.sampled_from(range(len(msgs))))
+        with tempfile.TemporaryDirectory() as d:
+            st_ = PlatformStore(Path(d) / "p.sqlite")
+            for i in order:
+                if i != missing:
+                    st_.ingest(msgs[i])
+            v = st_.lane(GW, "telemetry")
+            assert v is not None
+            gap_from = msgs[missing]["prev_seq"]
+            if missing == len(msgs) - 1:
+                assert v.open_gap is None and v.contiguous == gap_from  # the tail is simply not here yet
+            else:
+                assert v.open_gap == (gap_from, msgs[missing]["seq"]) and v.contiguous == gap_from
+            st_.close()
