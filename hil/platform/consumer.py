@@ -176,7 +176,12 @@ class PlatformConsumer:
         loop = asyncio.get_running_loop()
         ingested: Ingested | None = None
         if kind in ("telemetry", "events"):
-            ingested = await loop.run_in_executor(self._executor, self.store.ingest, body)
+            try:
+                ingested = await loop.run_in_executor(self._executor, self.store.ingest, body)
+            except (KeyError, TypeError, ValueError) as err:  # valid JSON, wrong shape: count, go on
+                self.invalid += 1
+                log.warning("platform: cannot store message on %s: %r", topic, err)
+                return
             # Ack every time, not only on progress: a resend after the gateway lost our last ack
             # (broker restart) must be answered, or the gateway would wait for it forever.
             if self.e2e_ack and ingested.contiguous > 0:

@@ -225,3 +225,20 @@ def test_store_chain_any_arrival_order(sizes: list[int], stride: int, data: st.D
             else:
                 assert v.open_gap == (gap_from, msgs[missing]["seq"]) and v.contiguous == gap_from
             st_.close()
+
+
+async def test_consumer_survives_garbage(broker: MosquittoBroker, tmp_path: Path) -> None:
+    c = PlatformConsumer(host=broker.host, port=broker.port, db_path=tmp_path / "g.sqlite", group=None)
+    async with c:
+        await c.wait_connected()
+        async with aiomqtt.Client(broker.host, broker.port) as pub:
+            for payload in (b"\xff", b"[]", b"{}", b'{"gateway_id":"x","lane":"telemetry"}', b"null"):
+                await pub.publish(f"citynerve/{GW}/telemetry", payload, qos=1)
+            body = _msg(0, [1])
+            await pub.publish(f"citynerve/{GW}/telemetry", json.dumps(body), qos=1)
+            await wait_for(lambda: _has(c))
+    assert c.invalid == 5
+
+
+async def _has(c: PlatformConsumer) -> bool:
+    return await c.query(lambda s: s.lane(GW, "telemetry")) is not None
