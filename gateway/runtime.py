@@ -139,11 +139,17 @@ class Gateway:
                 running = [*self._owner_tasks.values(), *others]
                 for t in running:
                     t.cancel()
-                # Say what holds the stop up, so a slow shutdown can be diagnosed from the log.
+                # Cancel again while a task is still running (Python 3.11's wait_for, used inside
+                # aiomqtt, can swallow a cancel that races with a result), and say what holds the
+                # stop up, so a slow shutdown can be diagnosed from the log.
                 pending = set(running)
+                rounds = 0
                 while pending:
-                    _, pending = await asyncio.wait(pending, timeout=10.0)
-                    if pending:
+                    _, pending = await asyncio.wait(pending, timeout=3.0)
+                    rounds += 1
+                    for t in pending:
+                        t.cancel()
+                    if pending and rounds % 3 == 0:
                         log.warning("still stopping: %s", ", ".join(sorted(t.get_name() for t in pending)))
         finally:
             # Bus owners are done: let the writer commit everything it holds, then stop it.

@@ -14,11 +14,10 @@ import hmac
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+if TYPE_CHECKING:  # imported where used: HMAC needs only the stdlib, and cryptography costs ~6 MB RSS
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 SIGNING_CONTEXT = b"citynerve-command-v1\n"
 """Prefix of the signed bytes, so a signature over another kind of message never verifies here."""
@@ -84,6 +83,9 @@ class CommandVerifier:
         if hmac_key_file is not None:
             return cls.hmac(read_hmac_key(hmac_key_file))
         if ed25519_public_key_file is not None:
+            from cryptography.hazmat.primitives import serialization
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
             data = ed25519_public_key_file.read_bytes()
             if len(data) == 32:
                 return cls.ed25519(Ed25519PublicKey.from_public_bytes(data))
@@ -109,6 +111,9 @@ class CommandVerifier:
             assert isinstance(self._key, bytes)
             expected = hmac.new(self._key, data, hashlib.sha256).digest()
             return hmac.compare_digest(expected, sig)
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
         assert isinstance(self._key, Ed25519PublicKey)
         try:
             self._key.verify(sig, data)
