@@ -53,14 +53,26 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError([ConfigIssue(str(path), "", f"not valid TOML: {err}")]) from None
 
 
-def _section_models() -> dict[str, type[BaseModel]]:
-    # Imported here: these sections belong to their own packages (store, uplink, rules).
-    from gateway.rules.config import RulesConfig
-    from gateway.store import StoreConfig
-    from gateway.uplink.config import UpstreamConfig
-    from gateway.web.config import WebConfig
+def _section_model(name: str) -> type[BaseModel]:
+    """The model of an optional section, imported only when the file has that section: a gateway
+    without rules or a status page does not carry their code in memory."""
+    if name == "store":
+        from gateway.store import StoreConfig
 
-    return {"store": StoreConfig, "upstream": UpstreamConfig, "rules": RulesConfig, "web": WebConfig}
+        return StoreConfig
+    if name == "upstream":
+        from gateway.uplink.config import UpstreamConfig
+
+        return UpstreamConfig
+    if name == "rules":
+        from gateway.rules.config import RulesConfig
+
+        return RulesConfig
+    if name == "web":
+        from gateway.web.config import WebConfig
+
+        return WebConfig
+    raise KeyError(name)
 
 
 class _Loader:
@@ -96,7 +108,6 @@ class _Loader:
         for key in raw:
             if key not in TOP_KEYS:
                 self.issue(key, f"unknown key (allowed: {', '.join(TOP_KEYS)})")
-        sections = _section_models()
         identity = None
         if "gateway" not in raw:
             self.issue("gateway", "required table [gateway] is missing (id, org)")
@@ -104,16 +115,16 @@ class _Loader:
             identity = self.validate(Identity, raw["gateway"], "gateway")
         control = self.validate(ControlConfig, raw.get("control", {}), "control")
         log = self.validate(LogConfig, raw.get("log", {}), "log")
-        store = self.validate(sections["store"], raw.get("store", {}), "store")
+        store = self.validate(_section_model("store"), raw.get("store", {}), "store")
         upstream = None
         if "upstream" in raw:
-            upstream = self.validate(sections["upstream"], raw["upstream"], "upstream")
+            upstream = self.validate(_section_model("upstream"), raw["upstream"], "upstream")
         rules = None
         if "rules" in raw:
-            rules = self.validate(sections["rules"], raw["rules"], "rules")
+            rules = self.validate(_section_model("rules"), raw["rules"], "rules")
         web = None
         if "web" in raw:
-            web = self.validate(sections["web"], raw["web"], "web")
+            web = self.validate(_section_model("web"), raw["web"], "web")
         self.profile_dirs = self._profile_dirs(raw.get("profile_dirs", []))
         buses, specs = self._buses(raw.get("buses", []))
         devices = self._devices(raw.get("devices", []), buses, specs)
