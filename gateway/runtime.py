@@ -306,7 +306,11 @@ class Gateway:
         await owner.restart()
 
     def inventory(self) -> list[dict[str, Any]]:
-        return [_inventory_entry(d, self.config.bus(d.bus).protocol) for d in self.config.devices]
+        # Devices of one profile share their point list (the same frozen point configs): build it
+        # once per distinct table, so a thousand meters do not make a thousand copies.
+        shared: dict[tuple[int, ...], list[dict[str, Any]]] = {}
+        protocols = {b.id: b.protocol for b in self.config.buses}
+        return [_inventory_entry(d, protocols[d.bus], shared) for d in self.config.devices]
 
     # -- status ----------------------------------------------------------------------------------
 
@@ -410,7 +414,17 @@ class _BusSink:
                 self.pipeline.event(e)
 
 
-def _inventory_entry(device: DeviceConfig, protocol: str) -> dict[str, Any]:
+def _inventory_entry(
+    device: DeviceConfig, protocol: str, shared: dict[tuple[int, ...], list[dict[str, Any]]]
+) -> dict[str, Any]:
+    key = tuple(id(p) for p in device.points.values())
+    points = shared.get(key)
+    if points is None:
+        points = shared[key] = [
+            {"name": p.name, "unit": p.unit, "writable": p.writable, "description": p.description}
+            for p in device.points.values()
+            if p.enabled
+        ]
     return {
         "device_id": device.id,
         "name": device.name,
@@ -421,9 +435,5 @@ def _inventory_entry(device: DeviceConfig, protocol: str) -> dict[str, Any]:
         "component_code": device.component_code,
         "location": device.location.model_dump(exclude_defaults=True),
         "tags": list(device.tags),
-        "points": [
-            {"name": p.name, "unit": p.unit, "writable": p.writable, "description": p.description}
-            for p in device.points.values()
-            if p.enabled
-        ],
+        "points": points,
     }
