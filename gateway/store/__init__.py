@@ -9,6 +9,7 @@
 from gateway.store._async import AsyncOutbox, CommitCallback
 from gateway.store._config import StoreConfig
 from gateway.store._errors import RecordError, SchemaVersionError, StoreBusyError, StoreError
+from gateway.store._json import TelemetryJson
 from gateway.store._outbox import Outbox, OutboxRow
 from gateway.store._readonly import read_rows, read_stats
 from gateway.store._schema import latest_version as schema_version
@@ -29,6 +30,7 @@ __all__ = [
     "StoreConfig",
     "StoreError",
     "StoreStats",
+    "TelemetryJson",
     "WriterCounters",
     "read_rows",
     "read_stats",

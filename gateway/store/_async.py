@@ -13,6 +13,7 @@ from typing import TypeVar
 from gateway.api import Event, Reading
 from gateway.store._config import MIB, StoreConfig
 from gateway.store._errors import StoreError
+from gateway.store._json import TelemetryJson
 from gateway.store._outbox import Outbox, OutboxRow, Synchronous
 from gateway.store._stats import Lane, StoreStats
 
@@ -122,6 +123,15 @@ class AsyncOutbox:
     async def peek(self, lane: Lane, *, after_seq: int = 0, limit: int = 1000) -> list[OutboxRow]:
         ob = self._ob()
         return await self._run(functools.partial(ob.peek, lane, after_seq=after_seq, limit=limit))
+
+    async def peek_telemetry_json(
+        self, *, after_seq: int = 0, limit: int = 200, chunks: int = 1
+    ) -> list[TelemetryJson]:
+        """`Outbox.peek_telemetry_json` on the worker thread (SQLite builds the JSON there)."""
+        ob = self._ob()
+        return await self._run(
+            functools.partial(ob.peek_telemetry_json, after_seq=after_seq, limit=limit, chunks=chunks)
+        )
 
     async def ack(self, lane: Lane, upto_seq: int) -> int:
         ob = self._ob()

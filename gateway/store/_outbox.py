@@ -28,6 +28,13 @@ from gateway.store._codec import (
 )
 from gateway.store._config import MIB
 from gateway.store._errors import RecordError, SchemaVersionError, StoreBusyError, StoreError
+from gateway.store._json import (
+    CREATE_SERIES_JSON,
+    SERIES_JSON_TABLE,
+    SYNC_SERIES_JSON,
+    TelemetryJson,
+    query_telemetry_json,
+)
 from gateway.store._schema import current_version, latest_version, migrate
 from gateway.store._stats import LANE_DROPPED_KEY, LANE_TABLE, Lane, StoreStats, query_stats
 
@@ -99,6 +106,7 @@ class Outbox:
         self._trim_logged_at = -math.inf
         self.undecodable = 0  # rows peek had to skip (damaged storage); see peek()
         self._undecodable_seqs: set[int] = set()
+        self._json_series_synced = -1  # highest series id in the temp JSON table; -1: no table yet
         parent = os.path.dirname(os.path.abspath(self.path))
         try:
             os.makedirs(parent, exist_ok=True)
@@ -236,7 +244,11 @@ class Outbox:
         return sid
 
     def _reload_series(self) -> None:
-        # After a rollback, series ids created in that transaction no longer exist.
+        # After a rollback, series ids created in that transaction no longer exist (and may be
+        # given again to other names), so the JSON copy of the series table is rebuilt too.
+        if self._json_series_synced > 0:
+            self._conn.execute(f"DELETE FROM {SERIES_JSON_TABLE}")
+            self._json_series_synced = 0
         self._series.clear()
         self._series_by_id.clear()
         for sid, dev, point, unit in self._conn.execute("SELECT id, device_id, point, unit FROM series"):
@@ -346,6 +358,47 @@ class Outbox:
             return events
         except sqlite3.Error as err:
             raise _busy_or_store(self.path, err) from err
+
+    def peek_telemetry_json(
+        self, *, after_seq: int = 0, limit: int = 200, chunks: int = 1
+    ) -> list[TelemetryJson]:
+        """Telemetry rows after `after_seq` as JSON v1 reading fragments built by SQLite.
+
+        Up to `chunks` consecutive chunks of up to `limit` rows each (one uplink message each),
+        fewer when the lane runs out; [] when nothing follows `after_seq`. No Python record is
+        built: this is the backlog drain's hot path. A chunk that is not `complete` holds a row
+        SQL could not render (see gateway.store._json); read its range with `peek`.
+        """
+        if limit < 1 or chunks < 1:
+            return []
+        conn = self._conn
+        out: list[TelemetryJson] = []
+        try:
+            self._sync_series_json()
+            after = after_seq
+            for _ in range(chunks):
+                chunk = query_telemetry_json(conn, after, limit)
+                if chunk is None:
+                    break
+                out.append(chunk)
+                if chunk.rows < limit:
+                    break
+                after = chunk.last_seq
+        except sqlite3.Error as err:
+            raise _busy_or_store(self.path, err) from err
+        return out
+
+    def _sync_series_json(self) -> None:
+        conn = self._conn
+        if self._json_series_synced < 0:
+            conn.execute(CREATE_SERIES_JSON)
+            conn.execute(f"DELETE FROM {SERIES_JSON_TABLE}")
+            self._json_series_synced = 0
+        # Series added since (by this or another connection); a primary-key lookup when none are.
+        top = conn.execute("SELECT max(id) FROM series").fetchone()[0] or 0
+        if top > self._json_series_synced:
+            conn.execute(SYNC_SERIES_JSON, (self._json_series_synced,))
+            self._json_series_synced = int(top)
 
     def _undecodable_row(self, lane: Lane, seq: int, err: Exception) -> None:
         if seq not in self._undecodable_seqs:

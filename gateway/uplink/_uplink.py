@@ -23,11 +23,11 @@ import aiomqtt
 
 from gateway import __version__
 from gateway.api import ConfigError, ConfigIssue, GatewayError
-from gateway.store import AsyncOutbox, Lane, OutboxRow
+from gateway.store import AsyncOutbox, Lane
 from gateway.uplink._connection import Backoff, RateLimiter, make_client
 from gateway.uplink.commands import CommandProcessor, CommandTarget, NonceCache
 from gateway.uplink.config import BrokerUrl, UpstreamConfig
-from gateway.uplink.encoding import Encoding, MqttMessage, PlatformAck, RowBatch
+from gateway.uplink.encoding import Encoding, MqttMessage, PlatformAck, RowBatch, TelemetryJsonEncoding
 from gateway.uplink.json_v1 import LANE_NAMES, JsonV1Encoding
 from gateway.uplink.signing import CommandVerifier
 from gateway.uplink.state import LinkState, UplinkState
@@ -315,9 +315,9 @@ class Uplink:
         limiter = RateLimiter(cfg.replay_max_msgs_per_s, cfg.replay_burst)
         peek_rows = max(cfg.max_batch_readings * 10, 2000)
         self._ack_progress_t = time.monotonic()
-        # The next telemetry chunk is read on the store's thread while this one is encoded and
-        # published: (after_seq it was asked for, the read).
-        ahead: tuple[int, asyncio.Task[list[OutboxRow]]] | None = None
+        # The next telemetry chunk is read (and encoded) while this one is published: (after_seq it
+        # was asked for, the read). With SQL-built JSON the store's thread does most of that work.
+        ahead: tuple[int, asyncio.Task[tuple[list[RowBatch], int | None]]] | None = None
         pending: deque[RowBatch] = deque()  # encoded telemetry not yet sent, continuing from:
         pending_after = 0
         try:
@@ -342,30 +342,20 @@ class Uplink:
                     batches = pending
                 else:
                     if ahead is not None and ahead[0] == after:
-                        rows = await ahead[1]
+                        read, nxt = await ahead[1]
                     else:
                         if ahead is not None:
                             ahead[1].cancel()  # stale: the cursor moved (rewind)
-                        rows = await self._outbox.peek(Lane.TELEMETRY, after_seq=after, limit=peek_rows)
+                        read, nxt = await self._read_telemetry(after, peek_rows)
                     ahead = None
-                    if len(rows) == peek_rows:  # more is likely waiting: read it meanwhile
-                        nxt = rows[-1].seq
+                    if nxt is not None:  # more is likely waiting: read it meanwhile
                         ahead = (
                             nxt,
                             asyncio.create_task(
-                                self._outbox.peek(Lane.TELEMETRY, after_seq=nxt, limit=peek_rows),
-                                name="uplink.read_ahead",
+                                self._read_telemetry(nxt, peek_rows), name="uplink.read_ahead"
                             ),
                         )
-                    batches = deque(
-                        self._enc.rows(
-                            Lane.TELEMETRY,
-                            rows,
-                            prev_seq=after,
-                            max_rows=cfg.max_batch_readings,
-                            max_bytes=cfg.max_batch_bytes,
-                        )
-                    )
+                    batches = deque(read)
                 pending = deque()
                 if batches:
                     while batches:
@@ -387,6 +377,39 @@ class Uplink:
         finally:
             if ahead is not None:
                 ahead[1].cancel()
+
+    async def _read_telemetry(self, after: int, peek_rows: int) -> tuple[list[RowBatch], int | None]:
+        """Up to about `peek_rows` telemetry rows after `after`, encoded into messages; and the seq
+        to read on from when the read was full (more is likely waiting), else None."""
+        cfg = self.config
+        enc = self._enc
+        per = cfg.max_batch_readings
+        if not isinstance(enc, TelemetryJsonEncoding):
+            rows = await self._outbox.peek(Lane.TELEMETRY, after_seq=after, limit=peek_rows)
+            batches = enc.rows(
+                Lane.TELEMETRY, rows, prev_seq=after, max_rows=per, max_bytes=cfg.max_batch_bytes
+            )
+            return batches, (rows[-1].seq if len(rows) == peek_rows else None)
+        n = max(1, peek_rows // per)
+        chunks = await self._outbox.peek_telemetry_json(after_seq=after, limit=per, chunks=n)
+        out: list[RowBatch] = []
+        prev = after
+        for chunk in chunks:
+            batch = enc.telemetry_from_json(chunk, prev_seq=prev, max_bytes=cfg.max_batch_bytes)
+            if batch is not None:
+                out.append(batch)
+                prev = batch.last_seq
+                continue
+            # A row SQL could not render, or a message too big to go whole: this range goes through
+            # the record path, which skips (and counts) damaged rows and splits by size.
+            rows = await self._outbox.peek(Lane.TELEMETRY, after_seq=chunk.after_seq, limit=chunk.rows)
+            for batch in enc.rows(
+                Lane.TELEMETRY, rows, prev_seq=prev, max_rows=per, max_bytes=cfg.max_batch_bytes
+            ):
+                out.append(batch)
+                prev = batch.last_seq
+        full = len(chunks) == n and chunks[-1].rows == per
+        return out, (chunks[-1].last_seq if full else None)
 
     def _maybe_rewind(self) -> None:
         """e2e mode: the platform stopped acknowledging (it may have missed messages while it was

@@ -3,6 +3,11 @@
 JSON v1 (`json_v1.JsonV1Encoding`) is the contract in docs/upstream-contract.md. A Sparkplug B
 encoding can be added later by implementing `Encoding` over the same outbox rows: the uplink only
 hands rows, status and inventory to the encoding and publishes what comes back.
+
+An encoding whose telemetry is JSON v1 reading fragments may also implement
+`TelemetryJsonEncoding`: the uplink then drains telemetry from fragments SQLite builds
+(`AsyncOutbox.peek_telemetry_json`) instead of Python records, and falls back to `rows` for any
+chunk the fast path cannot take. Other encodings (Sparkplug B) simply do not implement it.
 """
 
 from __future__ import annotations
@@ -10,9 +15,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
-from gateway.store import Lane, OutboxRow
+from gateway.store import Lane, OutboxRow, TelemetryJson
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,4 +129,14 @@ class Encoding(Protocol):
 
     def decode_ack(self, payload: bytes) -> PlatformAck:
         """Parse an end-to-end ack; raises ValueError when it is not one."""
+        ...
+
+
+@runtime_checkable
+class TelemetryJsonEncoding(Protocol):
+    """Optional capability: one telemetry message from SQL-built JSON v1 reading fragments."""
+
+    def telemetry_from_json(self, chunk: TelemetryJson, *, prev_seq: int, max_bytes: int) -> RowBatch | None:
+        """The message carrying every row of a `complete` chunk, or None when it would be larger
+        than max_bytes (the uplink then splits the range through `rows`)."""
         ...

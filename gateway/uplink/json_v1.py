@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from gateway.api import Event, Quality, Reading
-from gateway.store import Lane, OutboxRow
+from gateway.store import Lane, OutboxRow, TelemetryJson
 from gateway.uplink.encoding import CommandResult, MqttMessage, PlatformAck, RejectReason, RowBatch
 from gateway.uplink.errors import CommandRejectedError
 
@@ -71,10 +72,20 @@ def _series_parts(device_id: str, point: str, unit: str) -> tuple[str, str]:
     return parts
 
 
+_FLOAT_MAX = repr(sys.float_info.max)
+
+
 def _value_json(v: Any) -> str:
     t = type(v)
     if t is float:
-        return repr(v) if math.isfinite(v) else "null"
+        # 15 significant digits: what SQLite renders when it builds the same fragment
+        # (gateway.store._json), so both paths give the platform the same number.
+        if not math.isfinite(v):
+            return "null"
+        f = float(f"{v:.15g}")
+        if math.isinf(f):  # within 5e292 of the largest float: 15 digits round past it
+            return _FLOAT_MAX if v > 0 else "-" + _FLOAT_MAX
+        return repr(f)
     if t is int:
         return repr(v)
     if v is None:
@@ -240,6 +251,22 @@ class JsonV1Encoding:
         )
         payload = (head + ",".join(frags) + "]}").encode()
         return RowBatch(MqttMessage(topic, payload, qos=1), lane, first, last, len(frags))
+
+    def telemetry_from_json(self, chunk: TelemetryJson, *, prev_seq: int, max_bytes: int) -> RowBatch | None:
+        """`TelemetryJsonEncoding`: the telemetry message around SQL-built reading fragments."""
+        if not chunk.complete or not chunk.count:
+            return None
+        now = time.time()
+        head = (
+            f'{{"schema":"{SCHEMAS["telemetry"]}","gateway_id":{self._gw},"lane":"telemetry",'
+            f'"seq":{chunk.last_seq},"first_seq":{chunk.first_seq},"prev_seq":{prev_seq},'
+            f'"count":{chunk.count},"ts":"{iso_utc(now)}","ts_ms":{_ms(now)},"readings":['
+        ).encode()
+        payload = b"".join((head, chunk.fragments, b"]}"))
+        if len(payload) > max_bytes:
+            return None
+        msg = MqttMessage(self.topics[Lane.TELEMETRY], payload, qos=1)
+        return RowBatch(msg, Lane.TELEMETRY, chunk.first_seq, chunk.last_seq, chunk.count)
 
     def decode_command(self, payload: bytes) -> dict[str, Any]:
         if len(payload) > MAX_COMMAND_BYTES:
