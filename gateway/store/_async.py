@@ -133,9 +133,10 @@ class AsyncOutbox:
             functools.partial(ob.peek_telemetry_json, after_seq=after_seq, limit=limit, chunks=chunks)
         )
 
-    async def ack(self, lane: Lane, upto_seq: int) -> int:
+    async def ack(self, lane: Lane, upto_seq: int, *, state: tuple[str, str] | None = None) -> int:
+        """`Outbox.ack` on the worker thread (with `state`, the position is stored in the same commit)."""
         ob = self._ob()
-        return await self._run(functools.partial(ob.ack, lane, upto_seq))
+        return await self._run(functools.partial(ob.ack, lane, upto_seq, state=state))
 
     async def ack_seqs(self, seqs: Iterable[int]) -> int:
         ob = self._ob()

@@ -52,10 +52,10 @@ END"""
 
 # round(ts * 1000) exactly as Python rounds (half to even); t truncates toward zero, d is exact.
 _TS_MS = """(CASE WHEN abs(r.ts) < 4.0e12 THEN CAST(r.ts * 1000 AS INTEGER) + CASE
+    WHEN abs(r.ts * 1000 - CAST(r.ts * 1000 AS INTEGER)) < 0.5 THEN 0
     WHEN r.ts * 1000 - CAST(r.ts * 1000 AS INTEGER) > 0.5 THEN 1
     WHEN r.ts * 1000 - CAST(r.ts * 1000 AS INTEGER) < -0.5 THEN -1
-    WHEN abs(r.ts * 1000 - CAST(r.ts * 1000 AS INTEGER)) = 0.5
-      THEN (CAST(r.ts * 1000 AS INTEGER) & 1) * sign(r.ts) ELSE 0 END END)"""
+    ELSE (CAST(r.ts * 1000 AS INTEGER) & 1) * sign(r.ts) END END)"""
 
 _QUALITY = """CASE r.kind / 4 WHEN 0 THEN ',"quality":"good"}' WHEN 1 THEN ',"quality":"bad"}'
   WHEN 2 THEN ',"quality":"stale"}' END"""

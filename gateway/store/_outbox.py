@@ -51,6 +51,9 @@ DECODE_ERRORS = (KeyError, IndexError, ValueError, TypeError, ArithmeticError, R
 # A guess on the large side deletes fewer rows than needed at first, never many more.
 _ROW_BYTES_GUESS = {Lane.EVENT: 512.0, Lane.TELEMETRY: 64.0}
 _TRIM_LOG_INTERVAL_S = 60.0
+_PUT_STATE = (
+    "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,12 +415,28 @@ class Outbox:
                 err,
             )
 
-    def ack(self, lane: Lane, upto_seq: int) -> int:
-        """Delete `lane`'s rows with seq <= upto_seq (they reached the platform); returns how many."""
+    def ack(self, lane: Lane, upto_seq: int, *, state: tuple[str, str] | None = None) -> int:
+        """Delete `lane`'s rows with seq <= upto_seq (they reached the platform); returns how many.
+
+        `state=(key, value)` also sets that state value in the same transaction (the uplink keeps
+        its acknowledged position there: one commit instead of two, and never one without the other).
+        """
         table = LANE_TABLE[Lane(lane)]
+        conn = self._conn
         try:
             with self._relaxed():
-                cur = self._conn.execute(f"DELETE FROM {table} WHERE seq <= ?", (upto_seq,))
+                if state is None:
+                    cur = conn.execute(f"DELETE FROM {table} WHERE seq <= ?", (upto_seq,))
+                else:
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        cur = conn.execute(f"DELETE FROM {table} WHERE seq <= ?", (upto_seq,))
+                        conn.execute(_PUT_STATE, (str(state[0]), str(state[1])))
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                        raise
         except sqlite3.Error as err:
             raise _busy_or_store(self.path, err) from err
         n = max(cur.rowcount, 0)
@@ -478,11 +497,7 @@ class Outbox:
     def put_state(self, key: str, value: str) -> None:
         """Set a small durable value; committed when this returns."""
         try:
-            self._conn.execute(
-                "INSERT INTO state (key, value) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (str(key), str(value)),
-            )
+            self._conn.execute(_PUT_STATE, (str(key), str(value)))
         except sqlite3.Error as err:
             raise _busy_or_store(self.path, err) from err
 

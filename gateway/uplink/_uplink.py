@@ -490,12 +490,13 @@ class Uplink:
         for lane in LANES:
             target = self._ack_target(lane)
             if target > self._ack_seq[lane]:
-                # Delete first, then persist the position: a crash between the two only makes the
-                # next prev_seq conservative, never skips a row.
-                n = await self._outbox.ack(lane, target)
+                # Delete and persist the position in one commit: the next session's prev_seq is
+                # exactly the last row deleted.
+                n = await self._outbox.ack(
+                    lane, target, state=(ACK_KEY.format(lane=LANE_NAMES[lane]), str(target))
+                )
                 self._acked_rows[lane] += n
                 self._ack_seq[lane] = target
-                await self._outbox.put(ACK_KEY.format(lane=LANE_NAMES[lane]), str(target))
 
     async def _load_positions(self) -> None:
         for lane in LANES:

@@ -1,7 +1,8 @@
 """Benchmark: drain a backlog of queued readings from a real outbox file to a local Mosquitto.
 
 Reports, medians over --runs:
-- readings_per_s: the Uplink draining N readings (peek, encode JSON v1, publish QoS 1, PUBACK, ack =
+- readings_per_s: the Uplink draining N readings (SQLite renders JSON v1 reading fragments on the
+  store's thread via peek_telemetry_json, the loop wraps and publishes them QoS 1, PUBACK, ack =
   delete rows), from start until the outbox is empty;
 - bare_readings_per_s: a bare aiomqtt loop publishing the SAME payloads (pre-encoded, nothing read
   or deleted) with the same in-flight window, in the same run (the strictest baseline: pure MQTT);

@@ -323,3 +323,15 @@ def test_disk_full_is_transient_and_leaves_nothing_half_written(db: Path) -> Non
         ob._conn.execute("PRAGMA max_page_count = 1073741823")  # space again
         assert ob.append([reading(1, device="dev-1")], [event(2)]) == (2, 3)  # no seq lost or reused
         assert ob.peek(Lane.TELEMETRY)[-1].record == reading(1, device="dev-1")
+
+
+def test_ack_with_state_is_one_commit(db: Path) -> None:
+    with Outbox(db) as ob:
+        ob.append([reading(i) for i in range(5)], [])
+        assert ob.ack(Lane.TELEMETRY, 3, state=("uplink.ack_seq.telemetry", "3")) == 3
+        assert ob.get_state("uplink.ack_seq.telemetry") == "3"
+        assert ob.ack(Lane.TELEMETRY, 5, state=("uplink.ack_seq.telemetry", "5")) == 2
+    with Outbox(db) as ob:  # durable together
+        assert ob.get_state("uplink.ack_seq.telemetry") == "5"
+        assert ob.stats().lane(Lane.TELEMETRY).rows == 0
+        assert ob.peek_telemetry_json(after_seq=0) == []
