@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Sequence
@@ -131,3 +132,32 @@ async def test_concurrent_appends_get_disjoint_contiguous_seqs(tmp_path: Path) -
         ranges = await asyncio.gather(*(ob.append(readings(k + 1, k * 100), []) for k in range(20)))
         seqs = sorted(s for first, last in ranges for s in range(first, last + 1))
         assert seqs == list(range(1, sum(k + 1 for k in range(20)) + 1))
+
+
+async def test_peek_telemetry_json_and_ack_with_state(tmp_path: Path) -> None:
+    async with AsyncOutbox(tmp_path / "j.db", synchronous="normal") as ob:
+        await ob.append(readings(25), [alarm()])  # the alarm takes seq 26: not in the telemetry lane
+        chunks = await ob.peek_telemetry_json(after_seq=0, limit=10, chunks=5)
+        assert [(c.after_seq, c.first_seq, c.last_seq, c.rows) for c in chunks] == [
+            (0, 1, 10, 10),
+            (10, 11, 20, 10),
+            (20, 21, 25, 5),
+        ]
+        assert all(c.complete for c in chunks)
+        frags = json.loads(b"[" + b",".join(c.fragments for c in chunks) + b"]")
+        assert [f["seq"] for f in frags] == list(range(1, 26))
+        assert frags[0] == {
+            "seq": 1,
+            "device_id": "dev-0",
+            "point": "p0",
+            "value": 0.0,
+            "unit": "kWh",
+            "ts_ms": 1_000_000_000_000,
+            "quality": "good",
+        }
+        assert await ob.ack(Lane.TELEMETRY, 20, state=("pos", "20")) == 20
+        assert await ob.get("pos") == "20"
+        (left,) = await ob.peek_telemetry_json(after_seq=0, limit=100)
+        assert (left.first_seq, left.last_seq, left.count) == (21, 25, 5)
+    with pytest.raises(StoreError):
+        await ob.peek_telemetry_json()
