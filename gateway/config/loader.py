@@ -6,6 +6,7 @@ once, each with the file, the key path and what was expected.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tomllib
@@ -15,10 +16,20 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from gateway.api import BusConfig, ConfigError, ConfigIssue, DeviceConfig, DriverSpec, PointConfig
+from gateway.api import (
+    BusConfig,
+    ConfigError,
+    ConfigIssue,
+    DeviceConfig,
+    DriverSpec,
+    GatewayError,
+    PointConfig,
+)
 from gateway.config.drivers import DriverNotFoundError, driver_spec
 from gateway.config.errors import issues_from
 from gateway.config.model import ControlConfig, GatewayConfig, Identity, LogConfig, Profile
+from gateway.config.paths import register_secrets, resolve_paths
+from gateway.logs import register_secret
 
 TOP_KEYS = (
     "gateway",
@@ -138,6 +149,19 @@ class _Loader:
         # Paths in the file are relative to the file's folder, wherever the gateway is started from.
         store = store.model_copy(update={"path": str(self._resolve(store.path))})
         control = control.model_copy(update={"socket": str(self._resolve(control.socket))})
+        base = self.path.resolve().parent
+        upstream = resolve_paths(upstream, base) if upstream is not None else None
+        web = resolve_paths(web, base) if web is not None else None
+        devices = [resolve_paths(d, base) for d in devices]
+        for model in (upstream, web, *devices):
+            if model is not None:
+                register_secrets(model)
+        if upstream is not None:
+            # The broker password is read at connect time; learn it now so no log line can show it.
+            with contextlib.suppress(GatewayError):
+                password = upstream.password()
+                if password is not None:
+                    register_secret(password.get_secret_value())
         return GatewayConfig(
             source=self.path.resolve(),
             gateway=identity,

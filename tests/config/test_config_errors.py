@@ -271,3 +271,30 @@ def test_run_refuses_an_invalid_config_with_the_same_messages(tmp_path: Path) ->
     assert proc.returncode == 2
     assert "devices[0].bus: required key is missing" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_overlapping_writable_points_are_refused(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        HEAD
+        + BUS
+        + f"""
+[[devices]]
+id = "v-1"
+bus = "rs485-1"
+profile = "valves"
+address = 1
+{LOC}
+""",
+    )
+    (tmp_path / "profiles" / "valves.toml").write_text(
+        'id = "valves"\nfamily = "modbus"\n'
+        '[points.setpoint]\ntable = "holding"\naddress = 10\ntype = "uint32"\nwritable = true\n'
+        '[points.mode]\ntable = "holding"\naddress = 11\ntype = "uint16"\nwritable = true\n'
+        '[points.status]\ntable = "holding"\naddress = 11\ntype = "uint16"\n'
+        '[points.relay]\ntable = "coil"\naddress = 11\nwritable = true\n'
+    )
+    found = issues(path)
+    # the read-only status on the same register and the coil (another table) are fine
+    assert list(found) == ["devices[0].points.mode"]
+    assert "overlaps writable point 'setpoint'" in found["devices[0].points.mode"]
