@@ -86,13 +86,6 @@ class BTHomeDevice(DeviceConfig):
                 raise ValueError(str(err).replace("a BTHome key", "key")) from None
         return v
 
-    @field_validator("key_file")
-    @classmethod
-    def _key_file(cls, v: Path | None) -> Path | None:
-        if v is not None and not v.is_absolute():
-            raise ValueError("key_file must be an absolute path (the gateway may start in any folder)")
-        return v
-
     @model_validator(mode="after")
     def _one_key(self) -> BTHomeDevice:
         if self.key is not None and self.key_file is not None:
