@@ -184,3 +184,37 @@ def test_message_from_fragments_is_the_contract() -> None:
     assert strict(body, other)
     assert ENC.telemetry_from_json(chunk, prev_seq=7, max_bytes=len(batch.message.payload) - 1) is None
     assert ENC.telemetry_from_json(chunk, prev_seq=7, max_bytes=len(batch.message.payload)) is not None
+
+
+raw_values = st.one_of(
+    st.none(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False),
+    st.text(max_size=25),
+    st.from_regex(r"-?[0-9]{1,30}", fullmatch=True),
+    st.binary(max_size=4),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.integers(-3, 15), value=raw_values, ts=timestamps)
+def test_fuzz_any_stored_row_renders_like_the_record_path_or_not_at_all(
+    ob: Outbox, tmp_path: Path, kind: int, value: Any, ts: float
+) -> None:
+    """Whatever a row holds (damaged storage included), SQL either renders exactly what the record
+    path would, or leaves the row out and marks the chunk incomplete; it never raises."""
+    ob.append([Reading("d", "p", 0, "u", 1.0)], [])
+    seq = ob.next_seq - 1
+    raw = sqlite3.connect(tmp_path / "o.sqlite", isolation_level=None)
+    raw.execute("UPDATE readings SET kind = ?, value = ?, ts = ? WHERE seq = ?", (kind, value, ts, seq))
+    raw.close()
+    (chunk,) = ob.peek_telemetry_json(after_seq=seq - 1, limit=5)
+    rows = ob.peek(Lane.TELEMETRY, after_seq=seq - 1, limit=5)
+    if chunk.complete:
+        (row,) = rows
+        assert isinstance(row.record, Reading)
+        want = json.loads(reading_fragment(seq, row.record))
+        assert strict(json.loads(chunk.fragments), want), (kind, value)
+    else:
+        assert chunk.count == 0 and chunk.fragments == b""
+    ob.ack(Lane.TELEMETRY, seq)
