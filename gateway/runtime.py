@@ -189,9 +189,11 @@ class Gateway:
         removed = [b for b in old_buses if b not in new_buses]
         needs_restart = [
             name
-            for name in ("store", "upstream", "rules", "control", "gateway")
+            for name in ("store", "upstream", "rules", "web", "control", "gateway")
             if getattr(old, name) != getattr(new, name)
         ]
+        if new.rules is not None and old.devices != new.devices and "rules" not in needs_restart:
+            needs_restart.append("rules")  # the rule engine binds rules to devices at start
         for bus_id in changed + removed:
             await self._stop_owner(bus_id)
         self.config = new
