@@ -96,10 +96,14 @@ async def test_event_loop_is_never_blocked_by_big_commits(tmp_path: Path) -> Non
         busy = time.perf_counter() - t0
         stop.set()
         await hb
-    assert len(lags) >= 5
-    # The loop kept running throughout: its worst stall is a small fraction of the time the commits
-    # took (they hold the GIL only in short stretches; sqlite releases it while working).
-    assert max(lags) < max(0.1, busy / 4), (max(lags), busy)
+    # The loop kept ticking throughout (commits hold the GIL only in short stretches; sqlite releases
+    # it while working). Had the commits run on the loop, it would have ticked about once per chunk.
+    # Judged on the count and the 90th percentile, not the single worst stall: on a shared machine
+    # the OS or a GC pass can stall any process once, which says nothing about the design.
+    lags.sort()
+    p90 = lags[int(len(lags) * 0.9)]
+    assert len(lags) >= max(20, busy / 0.05), (len(lags), busy)
+    assert p90 < 0.05, (p90, lags[-1], busy)
 
 
 async def test_closed_outbox_raises_store_error(tmp_path: Path) -> None:
