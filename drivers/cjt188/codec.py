@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from drivers.serialio.resync import ResyncParser
+from drivers.serialio.resync import ResyncParser, frame_body
 from gateway.api import DeviceExceptionError, FrameError
 
 PROTOCOL = "cjt188"
@@ -173,33 +173,14 @@ def build_valve(
 
 def parse_frame(data: bytes) -> Frame:
     """Exactly one frame (leading FE allowed). Raises FrameError naming what is wrong."""
-    start = 0
-    while start < len(data) and data[start] == 0xFE:
-        start += 1
-    body = data[start:]
-    if len(body) < _HEADER + 2:
-        raise FrameError(PROTOCOL, f"truncated: {len(body)} bytes, a frame has at least 13", data)
-    if body[0] != 0x68:
-        raise FrameError(PROTOCOL, "no 68 start byte", data)
+    body = frame_body(data, protocol=PROTOCOL, header=_HEADER, length_at=10)
     length = body[10]
-    total = _HEADER + length + 2
-    if len(body) < total:
-        raise FrameError(PROTOCOL, f"truncated: L={length} needs {total} bytes, got {len(body)}", data)
-    if len(body) > total:
-        raise FrameError(PROTOCOL, f"{len(body) - total} bytes after the end of the frame", data)
-    expected = checksum(body[: total - 2])
-    if body[total - 2] != expected:
-        raise FrameError(
-            PROTOCOL, f"checksum mismatch: expected {expected:02X}, found {body[total - 2]:02X}", data
-        )
-    if body[total - 1] != 0x16:
-        raise FrameError(PROTOCOL, f"end byte is {body[total - 1]:02X}, expected 16", data)
     return Frame(
         body[1],
         decode_address(body[2:9]),
         body[9],
         bytes(body[_HEADER : _HEADER + length]),
-        bytes(body[:total]),
+        body,
     )
 
 

@@ -11,7 +11,7 @@ import enum
 from dataclasses import dataclass
 
 from drivers.dlt645.registry import PROTOCOL
-from drivers.serialio.resync import ResyncParser
+from drivers.serialio.resync import ResyncParser, frame_body
 from gateway.api import DeviceExceptionError, FrameError
 
 PREAMBLE = b"\xfe\xfe\xfe\xfe"
@@ -148,32 +148,13 @@ def build_error_reply(address: str, function: int, err: int, *, preamble: bool =
 
 def parse_frame(data: bytes) -> Frame:
     """Parse exactly one frame (leading FE allowed). Raises FrameError naming what is wrong."""
-    start = 0
-    while start < len(data) and data[start] == 0xFE:
-        start += 1
-    body = data[start:]
-    if len(body) < _HEADER + 2:
-        raise FrameError(PROTOCOL, f"truncated: {len(body)} bytes, a frame has at least 12", data)
-    if body[0] != 0x68 or body[7] != 0x68:
-        raise FrameError(PROTOCOL, "no 68 start bytes at offsets 0 and 7", data)
+    body = frame_body(data, protocol=PROTOCOL, header=_HEADER, length_at=9, second_68_at=7)
     length = body[9]
-    total = _HEADER + length + 2
-    if len(body) < total:
-        raise FrameError(PROTOCOL, f"truncated: L={length} needs {total} bytes, got {len(body)}", data)
-    if len(body) > total:
-        raise FrameError(PROTOCOL, f"{len(body) - total} bytes after the end of the frame", data)
-    expected = checksum(body[: total - 2])
-    if body[total - 2] != expected:
-        raise FrameError(
-            PROTOCOL, f"checksum mismatch: expected {expected:02X}, found {body[total - 2]:02X}", data
-        )
-    if body[total - 1] != 0x16:
-        raise FrameError(PROTOCOL, f"end byte is {body[total - 1]:02X}, expected 16", data)
     return Frame(
         address=decode_address(body[1:7]),
         control=body[8],
         data=_offset(body[_HEADER : _HEADER + length], -0x33),
-        raw=bytes(body[:total]),
+        raw=body,
     )
 
 

@@ -110,3 +110,41 @@ class ResyncParser(ABC, Generic[F]):
     def rejected(self) -> list[FrameError]:
         out, self._rejected = self._rejected, []
         return out
+
+
+def frame_body(
+    data: bytes, *, protocol: str, header: int, length_at: int, second_68_at: int | None = None
+) -> bytes:
+    """Check one whole `[FE...] 68 ... L DATA CS 16` frame and return it from its first 68.
+
+    Leading FE preamble bytes are skipped. The checksum is the sum of every byte from the first 68
+    through the last data byte, mod 256 (DL/T 645 and CJ/T 188 alike). Raises FrameError naming
+    what is wrong: truncated, missing 68, trailing bytes, checksum mismatch, wrong end byte.
+    """
+    start = 0
+    while start < len(data) and data[start] == 0xFE:
+        start += 1
+    body = data[start:]
+    if len(body) < header + 2:
+        raise FrameError(protocol, f"truncated: {len(body)} bytes, a frame has at least {header + 2}", data)
+    if body[0] != 0x68 or (second_68_at is not None and body[second_68_at] != 0x68):
+        where = (
+            "no 68 start byte"
+            if second_68_at is None
+            else f"no 68 start bytes at offsets 0 and {second_68_at}"
+        )
+        raise FrameError(protocol, where, data)
+    length = body[length_at]
+    total = header + length + 2
+    if len(body) < total:
+        raise FrameError(protocol, f"truncated: L={length} needs {total} bytes, got {len(body)}", data)
+    if len(body) > total:
+        raise FrameError(protocol, f"{len(body) - total} bytes after the end of the frame", data)
+    expected = sum(body[: total - 2]) & 0xFF
+    if body[total - 2] != expected:
+        raise FrameError(
+            protocol, f"checksum mismatch: expected {expected:02X}, found {body[total - 2]:02X}", data
+        )
+    if body[total - 1] != 0x16:
+        raise FrameError(protocol, f"end byte is {body[total - 1]:02X}, expected 16", data)
+    return bytes(body[:total])
