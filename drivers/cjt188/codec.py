@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from drivers.serialio.resync import ResyncParser, frame_body
+from drivers.serialio.resync import ResyncParser, checksum, frame_body
 from gateway.api import DeviceExceptionError, FrameError
 
 PROTOCOL = "cjt188"
@@ -84,10 +84,6 @@ def encode_address(address: str) -> bytes:
 
 def decode_address(raw: bytes) -> str:
     return raw[::-1].hex().upper()
-
-
-def checksum(data: bytes) -> int:
-    return sum(data) & 0xFF
 
 
 def di_bytes(di: int, order: DiOrder | str = DiOrder.HIGH_FIRST) -> bytes:

@@ -11,7 +11,7 @@ import enum
 from dataclasses import dataclass
 
 from drivers.dlt645.registry import PROTOCOL
-from drivers.serialio.resync import ResyncParser, frame_body
+from drivers.serialio.resync import ResyncParser, checksum, frame_body
 from gateway.api import DeviceExceptionError, FrameError
 
 PREAMBLE = b"\xfe\xfe\xfe\xfe"
@@ -64,10 +64,6 @@ def encode_address(address: str) -> bytes:
 
 def decode_address(raw: bytes) -> str:
     return raw[::-1].hex().upper()
-
-
-def checksum(data: bytes) -> int:
-    return sum(data) & 0xFF
 
 
 _PLUS33 = bytes((b + 0x33) & 0xFF for b in range(256))

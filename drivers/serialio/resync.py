@@ -112,6 +112,11 @@ class ResyncParser(ABC, Generic[F]):
         return out
 
 
+def checksum(data: bytes) -> int:
+    """DL/T 645 and CJ/T 188 checksum: the sum of the bytes, mod 256."""
+    return sum(data) & 0xFF
+
+
 def frame_body(
     data: bytes, *, protocol: str, header: int, length_at: int, second_68_at: int | None = None
 ) -> bytes:
@@ -140,7 +145,7 @@ def frame_body(
         raise FrameError(protocol, f"truncated: L={length} needs {total} bytes, got {len(body)}", data)
     if len(body) > total:
         raise FrameError(protocol, f"{len(body) - total} bytes after the end of the frame", data)
-    expected = sum(body[: total - 2]) & 0xFF
+    expected = checksum(body[: total - 2])
     if body[total - 2] != expected:
         raise FrameError(
             protocol, f"checksum mismatch: expected {expected:02X}, found {body[total - 2]:02X}", data
