@@ -32,7 +32,7 @@ from gateway.bus import BusOwner
 from gateway.config import GatewayConfig
 from gateway.control import ControlServer
 from gateway.pipeline import NoRules, Pipeline, RulesHook
-from gateway.store import AsyncOutbox, OutboxWriter
+from gateway.store import BLOCK_READINGS, AsyncOutbox, OutboxWriter
 from gateway.uplink.commands import PointInfo
 
 log = logging.getLogger("citynerve.gateway")
@@ -91,7 +91,9 @@ class Gateway:
         db = Path(cfg.store.path)
         db.parent.mkdir(parents=True, exist_ok=True)
         with run_lock(db):
-            async with AsyncOutbox.from_config(cfg.store) as outbox:
+            # Telemetry blocks as big as the uplink's messages: a drain then sends whole blocks.
+            per_message = cfg.upstream.max_batch_readings if cfg.upstream is not None else BLOCK_READINGS
+            async with AsyncOutbox.from_config(cfg.store, block_readings=per_message) as outbox:
                 self.outbox = outbox
                 self.writer = OutboxWriter(
                     outbox,

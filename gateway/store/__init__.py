@@ -7,17 +7,26 @@
 """
 
 from gateway.store._async import AsyncOutbox, CommitCallback
+from gateway.store._blocks import (
+    BlockError,
+    TelemetryBlock,
+    TelemetryCursor,
+    reading_fragment,
+    split_fragments,
+)
 from gateway.store._config import StoreConfig
 from gateway.store._errors import RecordError, SchemaVersionError, StoreBusyError, StoreError
-from gateway.store._json import TelemetryJson
 from gateway.store._outbox import Outbox, OutboxRow
 from gateway.store._readonly import read_rows, read_stats
+from gateway.store._schema import BLOCK_READINGS
 from gateway.store._schema import latest_version as schema_version
 from gateway.store._stats import Lane, LaneStats, StoreStats
 from gateway.store._writer import OutboxWriter, WriterCounters
 
 __all__ = [
+    "BLOCK_READINGS",
     "AsyncOutbox",
+    "BlockError",
     "CommitCallback",
     "Lane",
     "LaneStats",
@@ -30,9 +39,12 @@ __all__ = [
     "StoreConfig",
     "StoreError",
     "StoreStats",
-    "TelemetryJson",
+    "TelemetryBlock",
+    "TelemetryCursor",
     "WriterCounters",
     "read_rows",
     "read_stats",
+    "reading_fragment",
     "schema_version",
+    "split_fragments",
 ]

@@ -11,10 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from gateway.api import Event, Reading
+from gateway.store._blocks import TelemetryBlock, TelemetryCursor
 from gateway.store._config import MIB, StoreConfig
 from gateway.store._errors import StoreError
-from gateway.store._json import TelemetryJson
 from gateway.store._outbox import Outbox, OutboxRow, Synchronous
+from gateway.store._schema import BLOCK_READINGS
 from gateway.store._stats import Lane, StoreStats
 
 log = logging.getLogger(__name__)
@@ -37,18 +38,28 @@ class AsyncOutbox:
         *,
         max_bytes: int = 256 * MIB,
         synchronous: Synchronous = "full",
+        block_readings: int = BLOCK_READINGS,
     ) -> None:
         self.path = os.fspath(path)
         self._max_bytes = max_bytes
+        self._block_readings = block_readings
         self._synchronous: Synchronous = synchronous
         self._executor: ThreadPoolExecutor | None = None
         self._outbox: Outbox | None = None
         self._callbacks: list[CommitCallback] = []
 
     @classmethod
-    def from_config(cls, config: StoreConfig) -> AsyncOutbox:
-        """From the `[store]` config table (its path already resolved by the config loader)."""
-        return cls(config.path, max_bytes=config.max_bytes, synchronous=config.synchronous)
+    def from_config(cls, config: StoreConfig, *, block_readings: int = BLOCK_READINGS) -> AsyncOutbox:
+        """From the `[store]` config table (its path already resolved by the config loader).
+
+        `block_readings`: readings per stored telemetry block; the uplink's readings per message,
+        so that a drain sends whole blocks."""
+        return cls(
+            config.path,
+            max_bytes=config.max_bytes,
+            synchronous=config.synchronous,
+            block_readings=block_readings,
+        )
 
     async def open(self) -> None:
         """Open the file on the worker thread (migrating it if needed). Raises StoreError."""
@@ -59,7 +70,11 @@ class AsyncOutbox:
         try:
             self._outbox = await self._run(
                 functools.partial(
-                    Outbox, self.path, max_bytes=self._max_bytes, synchronous=self._synchronous
+                    Outbox,
+                    self.path,
+                    max_bytes=self._max_bytes,
+                    synchronous=self._synchronous,
+                    block_readings=self._block_readings,
                 ),
                 opening=True,
             )
@@ -124,14 +139,22 @@ class AsyncOutbox:
         ob = self._ob()
         return await self._run(functools.partial(ob.peek, lane, after_seq=after_seq, limit=limit))
 
-    async def peek_telemetry_json(
-        self, *, after_seq: int = 0, limit: int = 200, chunks: int = 1
-    ) -> list[TelemetryJson]:
-        """`Outbox.peek_telemetry_json` on the worker thread (SQLite builds the JSON there)."""
+    async def peek_telemetry_blocks(
+        self, *, after_seq: int = 0, max_readings: int = 2000
+    ) -> list[TelemetryBlock]:
+        """`Outbox.peek_telemetry_blocks` on the worker thread (it decompresses there)."""
         ob = self._ob()
         return await self._run(
-            functools.partial(ob.peek_telemetry_json, after_seq=after_seq, limit=limit, chunks=chunks)
+            functools.partial(ob.peek_telemetry_blocks, after_seq=after_seq, max_readings=max_readings)
         )
+
+    async def peek_telemetry_next(
+        self, cursor: TelemetryCursor, *, max_readings: int = 2000
+    ) -> tuple[int | None, list[TelemetryBlock]]:
+        """`Outbox.peek_telemetry_next` on the worker thread: calls queued together run back to
+        back there, each going on where the one before stopped."""
+        ob = self._ob()
+        return await self._run(functools.partial(ob.peek_telemetry_next, cursor, max_readings=max_readings))
 
     async def ack(self, lane: Lane, upto_seq: int, *, state: tuple[str, str] | None = None) -> int:
         """`Outbox.ack` on the worker thread (with `state`, the position is stored in the same commit)."""

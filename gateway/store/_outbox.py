@@ -5,6 +5,7 @@ Synchronous and single-threaded on purpose: `AsyncOutbox` runs one of these on i
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import logging
 import math
@@ -15,45 +16,70 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from gateway.api import Event, Quality, Reading
-from gateway.store._codec import (
-    BIGINT,
-    BOOL,
-    NAN,
-    QUALITY_CODE,
-    decode_event,
-    decode_reading,
-    encode_event,
-    encode_value,
+from gateway.api import Event, Reading
+from gateway.store._blocks import (
+    CODEC_JSON_V1_Z,
+    BlockError,
+    TelemetryBlock,
+    TelemetryCursor,
+    block_fragments,
+    decode_readings,
+    encode_block,
+    join_fragments,
+    reencode_fragments,
+    split_fragments,
 )
+from gateway.store._codec import decode_event, encode_event
 from gateway.store._config import MIB
 from gateway.store._errors import RecordError, SchemaVersionError, StoreBusyError, StoreError
-from gateway.store._json import (
-    CREATE_SERIES_JSON,
-    SERIES_JSON_TABLE,
-    SYNC_SERIES_JSON,
-    TelemetryJson,
-    query_telemetry_json,
+from gateway.store._schema import BLOCK_READINGS, current_version, latest_version, migrate
+from gateway.store._stats import (
+    LANE_DROPPED_KEY,
+    LANE_KEY,
+    LANE_ROWS,
+    LANE_TABLE,
+    Lane,
+    StoreStats,
+    query_stats,
 )
-from gateway.store._schema import current_version, latest_version, migrate
-from gateway.store._stats import LANE_DROPPED_KEY, LANE_TABLE, Lane, StoreStats, query_stats
 
 log = logging.getLogger(__name__)
 
 Synchronous = Literal["normal", "full"]
 
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 # Trim a little below the cap so that a full outbox does not trim on every single append.
 _TRIM_TARGET = 0.98
 # What decoding a damaged row can raise (json errors are ValueError; deep nesting RecursionError).
 DECODE_ERRORS = (KeyError, IndexError, ValueError, TypeError, ArithmeticError, RecursionError)
-# First guesses of bytes per row, refined from what each trim actually frees.
-# A guess on the large side deletes fewer rows than needed at first, never many more.
-_ROW_BYTES_GUESS = {Lane.EVENT: 512.0, Lane.TELEMETRY: 64.0}
+# First guesses of bytes per stored row (an event; a block of readings), refined from what each
+# trim actually frees. A guess on the large side deletes fewer rows than needed at first.
+_ROW_BYTES_GUESS = {Lane.EVENT: 512.0, Lane.TELEMETRY: 4096.0}
+_BLOCK_COLUMNS = "first_seq, last_seq, codec, body"
+# Blocks holding seqs after ?: from the block holding it (found on the primary key) onwards.
+_BLOCKS_AFTER = (
+    f"SELECT {_BLOCK_COLUMNS} FROM reading_blocks WHERE first_seq >= coalesce((SELECT first_seq "
+    "FROM reading_blocks WHERE first_seq <= ? ORDER BY first_seq DESC LIMIT 1), 0) AND last_seq > ? "
+    "ORDER BY first_seq LIMIT ?"
+)
+_BLOCKS_AFTER_JOINED = (
+    "SELECT count(*), "
+    "group_concat(first_seq || ' ' || last_seq || ' ' || codec || ' ' || length(body), ','), "
+    f"CAST(group_concat(body, '') AS BLOB) FROM ({_BLOCKS_AFTER})"
+)
+_INSERT_BLOCK = "INSERT INTO reading_blocks (first_seq, last_seq, ts, codec, body) VALUES (?, ?, ?, ?, ?)"
 _TRIM_LOG_INTERVAL_S = 60.0
 _PUT_STATE = (
     "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 )
+
+
+def _storable(r: Reading) -> bool:
+    try:
+        encode_block(0, [r])
+        float(r.ts)
+    except (AttributeError, TypeError, KeyError, ValueError, OverflowError):
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +109,11 @@ class Outbox:
 
     - `seq`: one counter per gateway across both lanes, strictly increasing, kept in the file, so
       it survives restarts and is never reused, even after every row was acknowledged.
-    - Size cap: when the used pages exceed `max_bytes`, the oldest telemetry is dropped first and
-      events only when no telemetry is left; every drop is counted per lane in the file.
+    - Telemetry is stored in blocks of up to `block_readings` readings with consecutive seqs,
+      rendered as JSON v1 fragments and compressed when written (gateway.store._blocks): a drain
+      sends what is stored. Events are one row each.
+    - Size cap: when the used pages exceed `max_bytes`, the oldest telemetry is dropped first (whole
+      blocks) and events only when no telemetry is left; every drop is counted per lane in the file.
     - `synchronous="full"` makes every commit durable on power loss, "normal" on a process crash.
     """
 
@@ -94,12 +123,14 @@ class Outbox:
         *,
         max_bytes: int = 256 * MIB,
         synchronous: Synchronous = "full",
+        block_readings: int = BLOCK_READINGS,
     ) -> None:
         self.path = os.fspath(path)
         self.max_bytes = max_bytes
         self.synchronous = synchronous
-        self._series: dict[tuple[str, str, str], int] = {}
-        self._series_by_id: dict[int, tuple[str, str, str]] = {}
+        if block_readings < 1:
+            raise ValueError("block_readings must be >= 1")
+        self.block_readings = block_readings
         self._row_bytes = dict(_ROW_BYTES_GUESS)
         # Rows per lane, counted once on the first stats() and kept up to date after (a count(*)
         # of a full outbox is a scan of the table, which would stall commits on a Pi).
@@ -109,7 +140,6 @@ class Outbox:
         self._trim_logged_at = -math.inf
         self.undecodable = 0  # rows peek had to skip (damaged storage); see peek()
         self._undecodable_seqs: set[int] = set()
-        self._json_series_synced = -1  # highest series id in the temp JSON table; -1: no table yet
         parent = os.path.dirname(os.path.abspath(self.path))
         try:
             os.makedirs(parent, exist_ok=True)
@@ -144,9 +174,6 @@ class Outbox:
             log.info("outbox %s: schema migrated to version %d", self.path, applied[-1])
         self._page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
         self._next_seq = self._counter("next_seq")
-        for sid, dev, point, unit in conn.execute("SELECT id, device_id, point, unit FROM series"):
-            self._series[(dev, point, unit)] = sid
-            self._series_by_id[sid] = (dev, point, unit)
 
     def _counter(self, name: str) -> int:
         return int(self._conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0])
@@ -162,22 +189,17 @@ class Outbox:
         n = len(readings) + len(events)
         if n == 0:
             return (0, -1)
-        # Encode events first: a bad one fails the call before anything is written.
+        # Encode everything first: a bad record fails the call before anything is written.
         bodies = [encode_event(e) for e in events]
         first = self._next_seq
+        blocks = self._reading_blocks(readings, first) if readings else []
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
             self._trimmed = {}
             try:
-                if readings:
-                    try:
-                        rows = self._reading_rows(readings, first)
-                    except (AttributeError, TypeError, KeyError) as err:
-                        raise RecordError("reading", f"not storable: {err!r}") from err
-                    conn.executemany(
-                        "INSERT INTO readings (seq, ts, series, kind, value) VALUES (?, ?, ?, ?, ?)", rows
-                    )
+                if blocks:
+                    conn.executemany(_INSERT_BLOCK, blocks)
                 if events:
                     start = first + len(readings)
                     conn.executemany(
@@ -190,9 +212,8 @@ class Outbox:
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                self._reload_series()
                 raise
-        except sqlite3.IntegrityError as err:  # e.g. a reading whose ts is None
+        except sqlite3.IntegrityError as err:  # e.g. an event whose ts is None
             raise RecordError("reading or event", f"not storable: {err}") from err
         except sqlite3.Error as err:
             raise _busy_or_store(self.path, err) from err
@@ -205,58 +226,22 @@ class Outbox:
         if self._rows is not None:
             self._rows[lane] += delta
 
-    def _reading_rows(self, readings: Sequence[Reading], first: int) -> list[tuple[object, ...]]:
-        # The hot path: one tuple per reading, common types handled inline.
-        series = self._series
-        rows: list[tuple[object, ...]] = []
-        append = rows.append
-        seq = first
-        quality_code = QUALITY_CODE
-        good = Quality.GOOD
-        for r in readings:
-            key = (r.device_id, r.point, r.unit)
-            sid = series.get(key)
-            if sid is None:
-                sid = self._new_series(key)
-            v = r.value
-            t = type(v)
-            kind = 0 if r.quality is good else quality_code[r.quality] * 4
-            if t is float:
-                if v != v:  # NaN
-                    kind += NAN
-                    v = None
-            elif t is bool:
-                kind += BOOL
-                v = int(v)  # type: ignore[arg-type]
-            elif t is int:
-                if not _INT64_MIN <= v <= _INT64_MAX:  # type: ignore[operator]
-                    kind += BIGINT
-                    v = str(v)
-            elif v is not None and t is not str:  # int/float subclasses (IntEnum...) and odd types
-                code, v = encode_value(v)
-                kind += code
-            append((seq, r.ts, sid, kind, v))
-            seq += 1
-        return rows
-
-    def _new_series(self, key: tuple[str, str, str]) -> int:
-        cur = self._conn.execute("INSERT INTO series (device_id, point, unit) VALUES (?, ?, ?)", key)
-        sid = int(cur.lastrowid or 0)
-        self._series[key] = sid
-        self._series_by_id[sid] = key
-        return sid
-
-    def _reload_series(self) -> None:
-        # After a rollback, series ids created in that transaction no longer exist (and may be
-        # given again to other names), so the JSON copy of the series table is rebuilt too.
-        if self._json_series_synced > 0:
-            self._conn.execute(f"DELETE FROM {SERIES_JSON_TABLE}")
-            self._json_series_synced = 0
-        self._series.clear()
-        self._series_by_id.clear()
-        for sid, dev, point, unit in self._conn.execute("SELECT id, device_id, point, unit FROM series"):
-            self._series[(dev, point, unit)] = sid
-            self._series_by_id[sid] = (dev, point, unit)
+    def _reading_blocks(self, readings: Sequence[Reading], first: int) -> list[tuple[object, ...]]:
+        # Rendered and compressed here, once (gateway.store._blocks): the drain sends these bytes.
+        out: list[tuple[object, ...]] = []
+        size = self.block_readings
+        for i in range(0, len(readings), size):
+            part = readings[i : i + size]
+            start = first + i
+            try:
+                body = encode_block(start, part)
+                ts = float(part[0].ts)
+            except (AttributeError, TypeError, KeyError, ValueError, OverflowError) as err:
+                bad = next((r for r in part if not _storable(r)), part[0])
+                what = f"reading {getattr(bad, 'device_id', '?')}/{getattr(bad, 'point', '?')}"
+                raise RecordError(what, f"not storable: {err!r}") from err
+            out.append((start, start + len(part) - 1, ts, CODEC_JSON_V1_Z, body))
+        return out
 
     def _used_bytes(self) -> int:
         pages = self._conn.execute("PRAGMA page_count").fetchone()[0]
@@ -270,20 +255,21 @@ class Outbox:
         if used <= self.max_bytes:
             return
         target = int(self.max_bytes * _TRIM_TARGET)
+        conn = self._conn
         for lane in (Lane.TELEMETRY, Lane.EVENT):
-            table = LANE_TABLE[lane]
+            table, key, count = LANE_TABLE[lane], LANE_KEY[lane], LANE_ROWS[lane]
             while used > target:
                 excess = used - target
-                n = max(16, math.ceil(excess / self._row_bytes[lane]))
-                cut = self._conn.execute(
-                    f"SELECT seq FROM {table} ORDER BY seq LIMIT 1 OFFSET ?", (n - 1,)
+                n = max(4, math.ceil(excess / self._row_bytes[lane]))
+                cut = conn.execute(
+                    f"SELECT {key} FROM {table} ORDER BY {key} LIMIT 1 OFFSET ?", (n - 1,)
                 ).fetchone()
-                if cut is None:
-                    cur = self._conn.execute(f"DELETE FROM {table}")
-                else:
-                    cur = self._conn.execute(f"DELETE FROM {table} WHERE seq <= ?", (cut[0],))
-                dropped = cur.rowcount
-                if dropped <= 0:
+                where, args = ("", ()) if cut is None else (f" WHERE {key} <= ?", (cut[0],))
+                dropped = int(
+                    conn.execute(f"SELECT coalesce(sum({count}), 0) FROM {table}{where}", args).fetchone()[0]
+                )
+                cur = conn.execute(f"DELETE FROM {table}{where}", args)
+                if cur.rowcount <= 0:
                     break
                 self._trimmed[lane] = self._trimmed.get(lane, 0) + dropped
                 self._conn.execute(
@@ -294,7 +280,7 @@ class Outbox:
                 freed = used - now
                 if freed > 0:
                     # Learn the real row size so the next trim removes about what is needed.
-                    self._row_bytes[lane] = max(8.0, freed / dropped)
+                    self._row_bytes[lane] = max(8.0, freed / cur.rowcount)
                 else:  # no page emptied yet: take bigger steps
                     self._row_bytes[lane] = max(8.0, self._row_bytes[lane] / 2)
                 used = now
@@ -323,31 +309,25 @@ class Outbox:
 
         A row that cannot be decoded (damaged storage) is skipped, logged and counted in
         `undecodable` rather than raised: one bad row must not stop the uplink forever. It stays
-        in the file until an ack covers it; the platform sees its seq as a gap."""
+        in the file until an ack covers it; the platform sees its seq as a gap. For telemetry the
+        unit is a block: its readings are skipped together.
+
+        Readings come back as their JSON v1 fragments carry them (see gateway.store._blocks):
+        NaN and infinities as None, `ts` in whole milliseconds."""
+        if limit < 1:
+            return []
         try:
             if lane is Lane.TELEMETRY:
-                by_id = self._series_by_id
-                rows = self._conn.execute(
-                    "SELECT seq, ts, series, kind, value FROM readings WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (after_seq, limit),
-                ).fetchall()
-                out = []
-                for seq, ts, sid, kind, raw in rows:
+                out: list[OutboxRow] = []
+                for block in self._telemetry_blocks(after_seq, limit):
                     try:
-                        names = by_id.get(sid)
-                        if names is None:  # a series another connection added: learn it once
-                            self._reload_series()
-                            by_id = self._series_by_id
-                            names = by_id[sid]
-                        dev, point, unit = names
-                        if kind == 0:
-                            rec = Reading(dev, point, raw, unit, ts)
-                        else:
-                            rec = decode_reading(dev, point, unit, ts, kind, raw)
-                    except DECODE_ERRORS as err:
-                        self._undecodable_row(lane, seq, err)
+                        readings = decode_readings(block.first_seq, block.fragments, block.count)
+                    except BlockError as err:
+                        self._undecodable_block(block.first_seq, block.last_seq, err)
                         continue
-                    out.append(OutboxRow(seq, Lane.TELEMETRY, ts, rec))
+                    for seq, rec in readings:
+                        if seq > after_seq and len(out) < limit:
+                            out.append(OutboxRow(seq, Lane.TELEMETRY, rec.ts, rec))
                 return out
             rows = self._conn.execute(
                 "SELECT seq, ts, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
@@ -362,46 +342,73 @@ class Outbox:
         except sqlite3.Error as err:
             raise _busy_or_store(self.path, err) from err
 
-    def peek_telemetry_json(
-        self, *, after_seq: int = 0, limit: int = 200, chunks: int = 1
-    ) -> list[TelemetryJson]:
-        """Telemetry rows after `after_seq` as JSON v1 reading fragments built by SQLite.
+    def peek_telemetry_blocks(self, *, after_seq: int = 0, max_readings: int = 2000) -> list[TelemetryBlock]:
+        """Queued telemetry after `after_seq` as blocks of JSON v1 reading fragments, in seq order:
+        whole blocks until at least `max_readings` readings (or the lane's end); [] when nothing
+        follows. The first block starts after `after_seq` even when a stored block straddles it.
 
-        Up to `chunks` consecutive chunks of up to `limit` rows each (one uplink message each),
-        fewer when the lane runs out; [] when nothing follows `after_seq`. No Python record is
-        built: this is the backlog drain's hot path. A chunk that is not `complete` holds a row
-        SQL could not render (see gateway.store._json); read its range with `peek`.
-        """
-        if limit < 1 or chunks < 1:
+        The backlog drain's hot path: no Python record is built, the fragments are the bytes that
+        were rendered when the readings were written. Damaged blocks are skipped as in `peek`."""
+        if max_readings < 1:
             return []
-        conn = self._conn
-        out: list[TelemetryJson] = []
         try:
-            self._sync_series_json()
-            after = after_seq
-            for _ in range(chunks):
-                chunk = query_telemetry_json(conn, after, limit)
-                if chunk is None:
-                    break
-                out.append(chunk)
-                if chunk.rows < limit:
-                    break
-                after = chunk.last_seq
+            return self._telemetry_blocks(after_seq, max_readings)
         except sqlite3.Error as err:
             raise _busy_or_store(self.path, err) from err
+
+    def peek_telemetry_next(
+        self, cursor: TelemetryCursor, *, max_readings: int = 2000
+    ) -> tuple[int | None, list[TelemetryBlock]]:
+        """`peek_telemetry_blocks` from `cursor.after`, moving the cursor: (where it started,
+        blocks). Reads queued one behind the other (AsyncOutbox runs them in order on its thread)
+        thus chain without a trip through the event loop. (None, []) once the cursor has no `more`.
+        """
+        if not cursor.more:
+            return None, []
+        start = cursor.after
+        blocks = self.peek_telemetry_blocks(after_seq=start, max_readings=max_readings)
+        if blocks:
+            cursor.after = blocks[-1].last_seq
+        cursor.more = sum(b.count for b in blocks) >= max_readings
+        return start, blocks
+
+    def _telemetry_blocks(self, after_seq: int, max_readings: int) -> list[TelemetryBlock]:
+        out: list[TelemetryBlock] = []
+        total = 0
+        after = after_seq
+        while total < max_readings:
+            want = max(2, math.ceil((max_readings - total) / self.block_readings) + 1)
+            rows = self._block_rows(after, want)
+            for first, last, codec, body in rows:
+                after = last
+                try:
+                    block = TelemetryBlock(first, last, block_fragments(codec, body, last - first + 1))
+                    if first <= after_seq:
+                        block = block.after(after_seq)
+                except (BlockError, *DECODE_ERRORS) as err:
+                    self._undecodable_block(first, last, err)
+                    continue
+                out.append(block)
+                total += block.count
+                if total >= max_readings:
+                    break
+            if len(rows) < want:
+                break
         return out
 
-    def _sync_series_json(self) -> None:
-        conn = self._conn
-        if self._json_series_synced < 0:
-            conn.execute(CREATE_SERIES_JSON)
-            conn.execute(f"DELETE FROM {SERIES_JSON_TABLE}")
-            self._json_series_synced = 0
-        # Series added since (by this or another connection); a primary-key lookup when none are.
-        top = conn.execute("SELECT max(id) FROM series").fetchone()[0] or 0
-        if top > self._json_series_synced:
-            conn.execute(SYNC_SERIES_JSON, (self._json_series_synced,))
-            self._json_series_synced = int(top)
+    def _block_rows(self, after: int, limit: int) -> list[tuple[int, int, int, bytes]]:
+        # One row for all `limit` blocks (their bodies concatenated by SQLite): a row fetched is a
+        # trip out of and back into Python's GIL, and a drain runs beside the busy event loop.
+        n, meta, bodies = self._conn.execute(_BLOCKS_AFTER_JOINED, (after, after, limit)).fetchone()
+        if not n:
+            return []
+        out: list[tuple[int, int, int, bytes]] = []
+        pos = 0
+        for item in str(meta).split(","):
+            first, last, codec, size = map(int, item.split())
+            out.append((first, last, codec, bodies[pos : pos + size]))
+            pos += size
+        return out
 
     def _undecodable_row(self, lane: Lane, seq: int, err: Exception) -> None:
         if seq not in self._undecodable_seqs:
@@ -415,48 +422,101 @@ class Outbox:
                 err,
             )
 
+    def _undecodable_block(self, first: int, last: int, err: Exception) -> None:
+        if first not in self._undecodable_seqs:
+            self._undecodable_seqs.add(first)
+            self.undecodable += last - first + 1
+            log.error(
+                "outbox %s: telemetry block seq %d..%d cannot be decoded, skipped: %r",
+                self.path,
+                first,
+                last,
+                err,
+            )
+
     def ack(self, lane: Lane, upto_seq: int, *, state: tuple[str, str] | None = None) -> int:
         """Delete `lane`'s rows with seq <= upto_seq (they reached the platform); returns how many.
 
         `state=(key, value)` also sets that state value in the same transaction (the uplink keeps
         its acknowledged position there: one commit instead of two, and never one without the other).
         """
-        table = LANE_TABLE[Lane(lane)]
+        lane = Lane(lane)
         conn = self._conn
         try:
             with self._relaxed():
-                if state is None:
-                    cur = conn.execute(f"DELETE FROM {table} WHERE seq <= ?", (upto_seq,))
-                else:
-                    conn.execute("BEGIN IMMEDIATE")
-                    try:
-                        cur = conn.execute(f"DELETE FROM {table} WHERE seq <= ?", (upto_seq,))
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    if lane is Lane.TELEMETRY:
+                        n = self._ack_telemetry(upto_seq)
+                    else:
+                        n = max(conn.execute("DELETE FROM events WHERE seq <= ?", (upto_seq,)).rowcount, 0)
+                    if state is not None:
                         conn.execute(_PUT_STATE, (str(state[0]), str(state[1])))
-                        conn.execute("COMMIT")
-                    except BaseException:
-                        if conn.in_transaction:
-                            conn.execute("ROLLBACK")
-                        raise
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
         except sqlite3.Error as err:
             raise _busy_or_store(self.path, err) from err
-        n = max(cur.rowcount, 0)
-        self._count(Lane(lane), -n)
+        self._count(lane, -n)
         return n
+
+    def _ack_telemetry(self, upto_seq: int) -> int:
+        # Whole blocks up to upto_seq go; a block straddling it keeps its tail (rare: the uplink
+        # sends and acknowledges whole blocks unless its message limits are below the block's).
+        conn = self._conn
+        # `first_seq <= ?` first: a range of the primary key (there is no index on last_seq).
+        n = int(
+            conn.execute(
+                "SELECT coalesce(sum(last_seq - first_seq + 1), 0) FROM reading_blocks "
+                "WHERE first_seq <= ? AND last_seq <= ?",
+                (upto_seq, upto_seq),
+            ).fetchone()[0]
+        )
+        if n:
+            conn.execute(
+                "DELETE FROM reading_blocks WHERE first_seq <= ? AND last_seq <= ?", (upto_seq, upto_seq)
+            )
+        row = conn.execute(
+            f"SELECT {_BLOCK_COLUMNS}, ts FROM reading_blocks WHERE first_seq <= ? AND last_seq > ?",
+            (upto_seq, upto_seq),
+        ).fetchone()
+        if row is not None:
+            first, last, codec, body, ts = row
+            try:
+                block = TelemetryBlock(first, last, block_fragments(codec, body, last - first + 1))
+            except BlockError as err:
+                self._undecodable_block(first, last, err)  # left whole; a later ack removes it
+                return n
+            self._replace_block(first, [block.after(upto_seq)], ts)
+            n += upto_seq - first + 1
+        return n
+
+    def _replace_block(self, first: int, keep: list[TelemetryBlock], ts: float) -> None:
+        # `ts` stays the old block's (the first kept reading is not older): stats' oldest age.
+        conn = self._conn
+        conn.execute("DELETE FROM reading_blocks WHERE first_seq = ?", (first,))
+        conn.executemany(
+            _INSERT_BLOCK,
+            [(b.first_seq, b.last_seq, ts, CODEC_JSON_V1_Z, reencode_fragments(b.fragments)) for b in keep],
+        )
 
     def ack_seqs(self, seqs: Iterable[int]) -> int:
         """Delete the rows with exactly these seqs (any lane); returns how many existed."""
-        params = [(int(s),) for s in seqs]
-        if not params:
+        wanted = sorted({int(s) for s in seqs})
+        if not wanted:
             return 0
         conn = self._conn
         try:
             with self._relaxed():
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    deleted: dict[Lane, int] = {}
-                    for lane, table in LANE_TABLE.items():
-                        cur = conn.executemany(f"DELETE FROM {table} WHERE seq = ?", params)
-                        deleted[lane] = max(cur.rowcount, 0)
+                    cur = conn.executemany("DELETE FROM events WHERE seq = ?", [(s,) for s in wanted])
+                    deleted = {
+                        Lane.EVENT: max(cur.rowcount, 0),
+                        Lane.TELEMETRY: self._ack_reading_seqs(wanted),
+                    }
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -467,6 +527,44 @@ class Outbox:
         for lane, k in deleted.items():
             self._count(lane, -k)
         return sum(deleted.values())
+
+    def _ack_reading_seqs(self, wanted: list[int]) -> int:
+        # Each block holding some of these seqs is cut into the runs of consecutive seqs it keeps.
+        conn = self._conn
+        gone = set(wanted)
+        rows = conn.execute(
+            f"SELECT {_BLOCK_COLUMNS}, ts FROM reading_blocks WHERE last_seq >= ? AND first_seq <= ? "
+            "ORDER BY first_seq",
+            (wanted[0], wanted[-1]),
+        ).fetchall()
+        n = 0
+        for first, last, codec, body, ts in rows:
+            hit = bisect.bisect_right(wanted, last) - bisect.bisect_left(wanted, first)
+            if not hit:
+                continue
+            try:
+                parts = split_fragments(block_fragments(codec, body, last - first + 1), last - first + 1)
+            except BlockError as err:
+                self._undecodable_block(first, last, err)
+                continue
+            keep: list[TelemetryBlock] = []
+            run: list[bytes] = []
+            run_first = first
+            for i, frag in enumerate(parts):
+                seq = first + i
+                if seq in gone:
+                    if run:
+                        keep.append(TelemetryBlock(run_first, seq - 1, join_fragments(run)))
+                        run = []
+                    continue
+                if not run:
+                    run_first = seq
+                run.append(frag)
+            if run:
+                keep.append(TelemetryBlock(run_first, last, join_fragments(run)))
+            self._replace_block(first, keep, ts)
+            n += hit
+        return n
 
     @contextlib.contextmanager
     def _relaxed(self) -> Iterator[None]:

@@ -11,7 +11,8 @@ import sqlite3
 from collections.abc import Iterator
 from urllib.parse import quote
 
-from gateway.store._codec import decode_event, decode_reading
+from gateway.store._blocks import BlockError, block_fragments, decode_readings
+from gateway.store._codec import decode_event
 from gateway.store._errors import StoreError
 from gateway.store._outbox import DECODE_ERRORS, OutboxRow
 from gateway.store._schema import latest_version
@@ -74,15 +75,7 @@ def read_rows(
     order = "DESC" if newest else "ASC"
     with _snapshot(path) as (_, conn):
         if lane is Lane.TELEMETRY:
-            rows = conn.execute(
-                "SELECT r.seq, r.ts, s.device_id, s.point, s.unit, r.kind, r.value FROM readings AS r "
-                f"JOIN series AS s ON s.id = r.series WHERE r.seq > ? ORDER BY r.seq {order} LIMIT ?",
-                (after_seq, limit),
-            ).fetchall()
-            out = []
-            for seq, ts, dev, point, unit, kind, raw in rows:
-                with contextlib.suppress(*DECODE_ERRORS):  # damaged row
-                    out.append(OutboxRow(seq, lane, ts, decode_reading(dev, point, unit, ts, kind, raw)))
+            out = _read_readings(conn, after_seq, limit, order)
         else:
             rows = conn.execute(
                 f"SELECT seq, ts, body FROM events WHERE seq > ? ORDER BY seq {order} LIMIT ?",
@@ -93,3 +86,28 @@ def read_rows(
                 with contextlib.suppress(*DECODE_ERRORS):  # damaged row
                     out.append(OutboxRow(seq, lane, ts, decode_event(ts, body)))
     return sorted(out, key=lambda r: r.seq)
+
+
+def _read_readings(conn: sqlite3.Connection, after_seq: int, limit: int, order: str) -> list[OutboxRow]:
+    # Blocks in `order` until `limit` readings; the newest end of a DESC read is its first blocks.
+    out: list[OutboxRow] = []
+    rows = conn.execute(
+        "SELECT first_seq, last_seq, codec, body FROM reading_blocks WHERE last_seq > ? "
+        f"ORDER BY first_seq {order}",
+        (after_seq,),
+    )
+    for first, last, codec, body in rows:
+        try:
+            readings = decode_readings(
+                first, block_fragments(codec, body, last - first + 1), last - first + 1
+            )
+        except (BlockError, *DECODE_ERRORS):  # damaged block
+            continue
+        if order == "DESC":
+            readings.reverse()
+        for seq, rec in readings:
+            if seq > after_seq and len(out) < limit:
+                out.append(OutboxRow(seq, Lane.TELEMETRY, rec.ts, rec))
+        if len(out) >= limit:
+            break
+    return out

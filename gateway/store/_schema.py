@@ -6,8 +6,12 @@ migration's transaction). A fresh file runs every migration from 1, exactly as a
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 Migration = Callable[[sqlite3.Connection], None]
 
@@ -102,3 +106,58 @@ def _v2_series(conn: sqlite3.Connection) -> None:
     )
     conn.execute("DROP TABLE telemetry")
     conn.execute("CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID")
+
+
+BLOCK_READINGS = 200
+"""Readings per telemetry block at most (the uplink's default readings per message)."""
+
+
+@migration(3)
+def _v3_blocks(conn: sqlite3.Connection) -> None:
+    """Telemetry as blocks of rendered, compressed JSON v1 fragments (gateway.store._blocks).
+
+    A drain then sends what was stored instead of rendering every row again. Queued readings are
+    converted here, in seq order; rows that cannot be decoded are left out (they would have been
+    skipped by the uplink too) and logged by count.
+    """
+    from gateway.store._blocks import CODEC_JSON_V1_Z, encode_block, reading_fragment
+    from gateway.store._codec import decode_reading
+
+    conn.execute(
+        "CREATE TABLE reading_blocks (first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, "
+        "ts REAL NOT NULL, codec INTEGER NOT NULL, body BLOB NOT NULL)"
+    )
+    run: list[tuple[int, Any]] = []
+    skipped = 0
+
+    def flush() -> None:
+        if run:
+            first = run[0][0]
+            conn.execute(
+                "INSERT INTO reading_blocks (first_seq, last_seq, ts, codec, body) VALUES (?, ?, ?, ?, ?)",
+                (first, run[-1][0], run[0][1].ts, CODEC_JSON_V1_Z, encode_block(first, [r for _, r in run])),
+            )
+            run.clear()
+
+    rows = conn.execute(
+        "SELECT r.seq, r.ts, s.device_id, s.point, s.unit, r.kind, r.value FROM readings AS r "
+        "LEFT JOIN series AS s ON s.id = r.series ORDER BY r.seq"
+    )
+    for seq, ts, dev, point, unit, kind, raw in rows:
+        try:
+            reading = decode_reading(dev, point, unit, ts, kind, raw)
+            if not isinstance(dev, str) or not isinstance(point, str) or not isinstance(unit, str):
+                raise ValueError("unknown series")
+            reading_fragment(seq, reading)  # renderable
+        except (KeyError, IndexError, ValueError, TypeError, ArithmeticError) as err:
+            skipped += 1
+            log.error("outbox migration: telemetry row seq %d cannot be decoded, left out: %r", seq, err)
+            continue
+        if run and (seq != run[-1][0] + 1 or len(run) >= BLOCK_READINGS):
+            flush()
+        run.append((seq, reading))
+    flush()
+    conn.execute("DROP TABLE readings")
+    conn.execute("DROP TABLE series")
+    if skipped:
+        log.error("outbox migration: %d damaged telemetry rows left out", skipped)

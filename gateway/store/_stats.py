@@ -16,7 +16,11 @@ class Lane(enum.IntEnum):
     TELEMETRY = 1
 
 
-LANE_TABLE: dict[Lane, str] = {Lane.EVENT: "events", Lane.TELEMETRY: "readings"}
+# Events are one row each (`seq`); readings are blocks of consecutive seqs (`first_seq..last_seq`).
+LANE_TABLE: dict[Lane, str] = {Lane.EVENT: "events", Lane.TELEMETRY: "reading_blocks"}
+LANE_KEY: dict[Lane, str] = {Lane.EVENT: "seq", Lane.TELEMETRY: "first_seq"}
+LANE_LAST: dict[Lane, str] = {Lane.EVENT: "seq", Lane.TELEMETRY: "last_seq"}
+LANE_ROWS: dict[Lane, str] = {Lane.EVENT: "1", Lane.TELEMETRY: "last_seq - first_seq + 1"}
 LANE_DROPPED_KEY: dict[Lane, str] = {Lane.EVENT: "dropped.event", Lane.TELEMETRY: "dropped.telemetry"}
 
 
@@ -77,8 +81,8 @@ def query_stats(conn: sqlite3.Connection, path: str, rows: dict[Lane, int] | Non
         if rows is not None:
             n = rows[lane]
         else:
-            n = int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
-        first = conn.execute(f"SELECT ts FROM {table} ORDER BY seq LIMIT 1").fetchone()
+            n = int(conn.execute(f"SELECT coalesce(sum({LANE_ROWS[lane]}), 0) FROM {table}").fetchone()[0])
+        first = conn.execute(f"SELECT ts FROM {table} ORDER BY {LANE_KEY[lane]} LIMIT 1").fetchone()
         lanes.append(
             LaneStats(
                 lane,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import deque
@@ -23,11 +24,12 @@ import aiomqtt
 
 from gateway import __version__
 from gateway.api import ConfigError, ConfigIssue, GatewayError
-from gateway.store import AsyncOutbox, Lane
+from gateway.store import AsyncOutbox, Lane, TelemetryBlock
 from gateway.uplink._connection import Backoff, RateLimiter, make_client
+from gateway.uplink._readahead import ReadAhead
 from gateway.uplink.commands import CommandProcessor, CommandTarget, NonceCache
 from gateway.uplink.config import BrokerUrl, UpstreamConfig
-from gateway.uplink.encoding import Encoding, MqttMessage, PlatformAck, RowBatch, TelemetryJsonEncoding
+from gateway.uplink.encoding import Encoding, MqttMessage, PlatformAck, RowBatch, TelemetryBlockEncoding
 from gateway.uplink.json_v1 import LANE_NAMES, JsonV1Encoding
 from gateway.uplink.signing import CommandVerifier
 from gateway.uplink.state import LinkState, UplinkState
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 
 LANES = (Lane.EVENT, Lane.TELEMETRY)
 ACK_KEY = "uplink.ack_seq.{lane}"
+ACK_INTERVAL_S = 0.05
+READ_AHEAD = 3  # telemetry reads queued ahead of the pump (each up to peek_rows readings)
 EVENTS_PER_MESSAGE = 50
 STABLE_SESSION_S = 5.0  # a session this long resets the backoff
 
@@ -77,6 +81,9 @@ class Uplink:
         self._wake = asyncio.Event()
         self._ack_wake = asyncio.Event()
         self._high: dict[Lane, int] = {lane: 0 for lane in LANES}  # last seq committed per lane
+        # The events lane held nothing unsent when _high[EVENT] was this (-1: look again): the pump
+        # then skips reading it, which would queue behind telemetry work on the store's thread.
+        self._events_clear = -1
         self._ack_seq: dict[Lane, int] = {lane: 0 for lane in LANES}  # acked + deleted
         self._sent_seq: dict[Lane, int] = {lane: 0 for lane in LANES}
         self._puback_seq: dict[Lane, int] = {lane: 0 for lane in LANES}  # contiguous PUBACKed
@@ -149,6 +156,9 @@ class Uplink:
             await task
         self._task = None
         self._stopping = False
+        # Acks the ack loop had not applied yet: fewer duplicates after a restart.
+        with contextlib.suppress(GatewayError):
+            await self._apply_acks()
 
     async def run(self) -> None:
         """Connect, publish, fail over and reconnect until cancelled. With `enabled = false` in
@@ -242,6 +252,7 @@ class Uplink:
             self._inflight[lane].clear()
             self._sent_seq[lane] = self._ack_seq[lane]
             self._puback_seq[lane] = self._ack_seq[lane]
+        self._events_clear = -1
         self._replay_until = self._outbox.next_seq - 1
         await client.subscribe(self._enc.command_topic, qos=1)
         if self.config.e2e_ack:
@@ -313,19 +324,30 @@ class Uplink:
         cfg = self.config
         window = asyncio.Semaphore(cfg.max_inflight)
         limiter = RateLimiter(cfg.replay_max_msgs_per_s, cfg.replay_burst)
-        peek_rows = max(cfg.max_batch_readings * 10, 2000)
+        # Readings per read of the outbox: big reads, few trips to its thread (each costs the busy
+        # loop a wakeup); at most a few MB of fragments in memory.
+        peek_rows = max(cfg.max_batch_readings * 50, 10_000)
         self._ack_progress_t = time.monotonic()
-        # The next telemetry chunk is read (and encoded) while this one is published: (after_seq it
-        # was asked for, the read). With SQL-built JSON the store's thread does most of that work.
-        ahead: tuple[int, asyncio.Task[tuple[list[RowBatch], int | None]]] | None = None
+        # The next telemetry chunks are read (on the store's thread) while this one is published.
+        ahead = ReadAhead(
+            functools.partial(self._outbox.peek_telemetry_next, max_readings=peek_rows), READ_AHEAD
+        )
         pending: deque[RowBatch] = deque()  # encoded telemetry not yet sent, continuing from:
         pending_after = 0
         try:
             while True:
                 self._wake.clear()
                 self._maybe_rewind()
-                # Events first, always: every pass starts with the events lane.
-                rows = await self._outbox.peek(Lane.EVENT, after_seq=self._sent_seq[Lane.EVENT], limit=500)
+                # Events first, always: every pass starts with the events lane (read when a commit
+                # added events since it was last found empty).
+                high = self._high[Lane.EVENT]
+                rows = []
+                if high > self._events_clear:
+                    rows = await self._outbox.peek(
+                        Lane.EVENT, after_seq=self._sent_seq[Lane.EVENT], limit=500
+                    )
+                    if not rows:
+                        self._events_clear = high
                 if rows:
                     for batch in self._enc.rows(
                         Lane.EVENT,
@@ -341,21 +363,14 @@ class Uplink:
                     # The rest of a chunk an alarm interrupted: already read and encoded.
                     batches = pending
                 else:
-                    if ahead is not None and ahead[0] == after:
-                        read, nxt = await ahead[1]
-                    else:
-                        if ahead is not None:
-                            ahead[1].cancel()  # stale: the cursor moved (rewind)
+                    blocks = await ahead.take(after)
+                    if blocks:
+                        batches = deque(self._wrap_blocks(blocks, after))
+                    else:  # nothing read ahead from here (start, rewind, caught up): read now
                         read, nxt = await self._read_telemetry(after, peek_rows)
-                    ahead = None
-                    if nxt is not None:  # more is likely waiting: read it meanwhile
-                        ahead = (
-                            nxt,
-                            asyncio.create_task(
-                                self._read_telemetry(nxt, peek_rows), name="uplink.read_ahead"
-                            ),
-                        )
-                    batches = deque(read)
+                        if nxt is not None and isinstance(self._enc, TelemetryBlockEncoding):
+                            ahead.start(nxt)  # more is likely waiting: read it meanwhile
+                        batches = deque(read)
                 pending = deque()
                 if batches:
                     while batches:
@@ -375,8 +390,7 @@ class Uplink:
                     async with asyncio.timeout(1.0):
                         await self._wake.wait()
         finally:
-            if ahead is not None:
-                ahead[1].cancel()
+            ahead.cancel()
 
     async def _read_telemetry(self, after: int, peek_rows: int) -> tuple[list[RowBatch], int | None]:
         """Up to about `peek_rows` telemetry rows after `after`, encoded into messages; and the seq
@@ -384,32 +398,23 @@ class Uplink:
         cfg = self.config
         enc = self._enc
         per = cfg.max_batch_readings
-        if not isinstance(enc, TelemetryJsonEncoding):
+        if not isinstance(enc, TelemetryBlockEncoding):
             rows = await self._outbox.peek(Lane.TELEMETRY, after_seq=after, limit=peek_rows)
             batches = enc.rows(
                 Lane.TELEMETRY, rows, prev_seq=after, max_rows=per, max_bytes=cfg.max_batch_bytes
             )
             return batches, (rows[-1].seq if len(rows) == peek_rows else None)
-        n = max(1, peek_rows // per)
-        chunks = await self._outbox.peek_telemetry_json(after_seq=after, limit=per, chunks=n)
-        out: list[RowBatch] = []
-        prev = after
-        for chunk in chunks:
-            batch = enc.telemetry_from_json(chunk, prev_seq=prev, max_bytes=cfg.max_batch_bytes)
-            if batch is not None:
-                out.append(batch)
-                prev = batch.last_seq
-                continue
-            # A row SQL could not render, or a message too big to go whole: this range goes through
-            # the record path, which skips (and counts) damaged rows and splits by size.
-            rows = await self._outbox.peek(Lane.TELEMETRY, after_seq=chunk.after_seq, limit=chunk.rows)
-            for batch in enc.rows(
-                Lane.TELEMETRY, rows, prev_seq=prev, max_rows=per, max_bytes=cfg.max_batch_bytes
-            ):
-                out.append(batch)
-                prev = batch.last_seq
-        full = len(chunks) == n and chunks[-1].rows == per
-        return out, (chunks[-1].last_seq if full else None)
+        blocks = await self._outbox.peek_telemetry_blocks(after_seq=after, max_readings=peek_rows)
+        full = sum(b.count for b in blocks) >= peek_rows
+        return self._wrap_blocks(blocks, after), (blocks[-1].last_seq if full else None)
+
+    def _wrap_blocks(self, blocks: list[TelemetryBlock], after: int) -> list[RowBatch]:
+        enc = self._enc
+        assert isinstance(enc, TelemetryBlockEncoding)
+        cfg = self.config
+        return enc.telemetry_from_blocks(
+            blocks, prev_seq=after, max_rows=cfg.max_batch_readings, max_bytes=cfg.max_batch_bytes
+        )
 
     def _maybe_rewind(self) -> None:
         """e2e mode: the platform stopped acknowledging (it may have missed messages while it was
@@ -428,6 +433,7 @@ class Uplink:
                 )
                 self._sent_seq[lane] = max(self._platform_seq[lane], self._ack_seq[lane])
                 self._rewinds += 1
+                self._events_clear = -1
         self._ack_progress_t = time.monotonic()
 
     async def _sleep_unless_events(self, delay: float) -> None:
@@ -481,8 +487,12 @@ class Uplink:
         return self._puback_seq[lane]
 
     async def _ack_loop(self) -> None:
+        # At most one delete commit per ACK_INTERVAL_S: during a drain, acks arrive for every
+        # message, and each commit queued on the store's thread would delay the next read. A
+        # crash loses at most that much ack progress: those rows are sent again (dedupe by seq).
         while True:
             await self._ack_wake.wait()
+            await asyncio.sleep(ACK_INTERVAL_S)
             self._ack_wake.clear()
             await self._apply_acks()
 

@@ -4,10 +4,11 @@ JSON v1 (`json_v1.JsonV1Encoding`) is the contract in docs/upstream-contract.md.
 encoding can be added later by implementing `Encoding` over the same outbox rows: the uplink only
 hands rows, status and inventory to the encoding and publishes what comes back.
 
-An encoding whose telemetry is JSON v1 reading fragments may also implement
-`TelemetryJsonEncoding`: the uplink then drains telemetry from fragments SQLite builds
-(`AsyncOutbox.peek_telemetry_json`) instead of Python records, and falls back to `rows` for any
-chunk the fast path cannot take. Other encodings (Sparkplug B) simply do not implement it.
+The outbox stores telemetry as blocks of JSON v1 reading fragments, rendered when the readings
+were written (gateway.store._blocks). An encoding whose telemetry carries those fragments
+implements `TelemetryBlockEncoding`: the uplink then drains telemetry by wrapping stored bytes
+(`AsyncOutbox.peek_telemetry_blocks`), building no Python record. Other encodings (Sparkplug B)
+do not implement it and get `rows` decoded from the same blocks (`AsyncOutbox.peek`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from gateway.store import Lane, OutboxRow, TelemetryJson
+from gateway.store import Lane, OutboxRow, TelemetryBlock
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,10 +134,12 @@ class Encoding(Protocol):
 
 
 @runtime_checkable
-class TelemetryJsonEncoding(Protocol):
-    """Optional capability: one telemetry message from SQL-built JSON v1 reading fragments."""
+class TelemetryBlockEncoding(Protocol):
+    """Optional capability: telemetry messages around stored JSON v1 reading fragments."""
 
-    def telemetry_from_json(self, chunk: TelemetryJson, *, prev_seq: int, max_bytes: int) -> RowBatch | None:
-        """The message carrying every row of a `complete` chunk, or None when it would be larger
-        than max_bytes (the uplink then splits the range through `rows`)."""
+    def telemetry_from_blocks(
+        self, blocks: Sequence[TelemetryBlock], *, prev_seq: int, max_rows: int, max_bytes: int
+    ) -> list[RowBatch]:
+        """Messages carrying every reading of `blocks` in order, each within max_rows readings and
+        max_bytes (a single reading larger than that goes alone)."""
         ...

@@ -7,17 +7,19 @@ Topics, under `<prefix>/<gateway_id>/`: `telemetry`, `events`, `status` (retaine
 from __future__ import annotations
 
 import json
+import logging
 import math
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.api import Event, Quality, Reading
-from gateway.store import Lane, OutboxRow, TelemetryJson
+from gateway.api import Event, Reading
+from gateway.store import BlockError, Lane, OutboxRow, TelemetryBlock, reading_fragment, split_fragments
 from gateway.uplink.encoding import CommandResult, MqttMessage, PlatformAck, RejectReason, RowBatch
 from gateway.uplink.errors import CommandRejectedError
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 SCHEMAS = {
@@ -50,59 +52,6 @@ def _json_value(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return v
-
-
-_SERIES_CACHE_MAX = 50_000
-_series_heads: dict[tuple[str, str, str], tuple[str, str]] = {}
-_QUALITY_TAIL = {q: f',"quality":"{q.value}"}}' for q in Quality}
-
-
-def _series_parts(device_id: str, point: str, unit: str) -> tuple[str, str]:
-    # The JSON around a reading's value depends only on its series; build it once per series.
-    key = (device_id, point, unit)
-    parts = _series_heads.get(key)
-    if parts is None:
-        if len(_series_heads) >= _SERIES_CACHE_MAX:
-            _series_heads.clear()
-        parts = (
-            f',"device_id":{_dumps(device_id)},"point":{_dumps(point)},"value":',
-            f',"unit":{_dumps(unit)},"ts_ms":',
-        )
-        _series_heads[key] = parts
-    return parts
-
-
-_FLOAT_MAX = repr(sys.float_info.max)
-
-
-def _value_json(v: Any) -> str:
-    t = type(v)
-    if t is float:
-        # 15 significant digits: what SQLite renders when it builds the same fragment
-        # (gateway.store._json), so both paths give the platform the same number.
-        if not math.isfinite(v):
-            return "null"
-        f = float(f"{v:.15g}")
-        if math.isinf(f):  # within 5e292 of the largest float: 15 digits round past it
-            return _FLOAT_MAX if v > 0 else "-" + _FLOAT_MAX
-        return repr(f)
-    if t is int:
-        return repr(v)
-    if v is None:
-        return "null"
-    if t is bool:
-        return "true" if v else "false"
-    return _dumps(_json_value(v))
-
-
-def reading_fragment(seq: int, r: Reading) -> str:
-    """One reading as compact JSON: {"seq","device_id","point","value","unit","ts_ms","quality"}.
-
-    Hand-assembled (it is the hot path of a backlog drain); the hypothesis tests check it against
-    json.loads field by field.
-    """
-    head, mid = _series_parts(r.device_id, r.point, r.unit)
-    return f'{{"seq":{seq}{head}{_value_json(r.value)}{mid}{round(r.ts * 1000)}{_QUALITY_TAIL[r.quality]}'
 
 
 def event_fragment(seq: int, e: Event) -> str:
@@ -252,21 +201,57 @@ class JsonV1Encoding:
         payload = (head + ",".join(frags) + "]}").encode()
         return RowBatch(MqttMessage(topic, payload, qos=1), lane, first, last, len(frags))
 
-    def telemetry_from_json(self, chunk: TelemetryJson, *, prev_seq: int, max_bytes: int) -> RowBatch | None:
-        """`TelemetryJsonEncoding`: the telemetry message around SQL-built reading fragments."""
-        if not chunk.complete or not chunk.count:
-            return None
+    def telemetry_from_blocks(
+        self, blocks: Sequence[TelemetryBlock], *, prev_seq: int, max_rows: int, max_bytes: int
+    ) -> list[RowBatch]:
+        """`TelemetryBlockEncoding`: stored fragments wrapped into messages; a block goes whole into
+        a message when it fits, else it is split between messages."""
+        out: list[RowBatch] = []
+        parts: list[bytes] = []
+        count = size = 0
+        first = last = 0
+        budget = max_bytes - 256  # the envelope is bounded (~220 bytes)
+        for block in blocks:
+            pieces: Sequence[bytes] = (block.fragments,)
+            if count + block.count > max_rows or size + len(block.fragments) + 1 > budget:
+                if parts and block.count <= max_rows and len(block.fragments) + 1 <= budget:
+                    out.append(self._telemetry(parts, first, last, count, prev_seq))
+                    prev_seq, parts, count, size = last, [], 0, 0
+                else:
+                    try:
+                        pieces = split_fragments(block.fragments, block.count)
+                    except BlockError as err:  # damaged storage: the platform sees a gap
+                        log.error(
+                            "uplink: telemetry seq %d..%d not sent: %s", block.first_seq, block.last_seq, err
+                        )
+                        continue
+            seq = block.first_seq
+            for piece in pieces:
+                n = block.count if len(pieces) == 1 else 1
+                if parts and (count + n > max_rows or size + len(piece) + 1 > budget):
+                    out.append(self._telemetry(parts, first, last, count, prev_seq))
+                    prev_seq, parts, count, size = last, [], 0, 0
+                if not parts:
+                    first = seq
+                parts.append(piece)
+                count += n
+                size += len(piece) + 1
+                seq += n
+                last = seq - 1
+        if parts:
+            out.append(self._telemetry(parts, first, last, count, prev_seq))
+        return out
+
+    def _telemetry(self, parts: list[bytes], first: int, last: int, count: int, prev_seq: int) -> RowBatch:
         now = time.time()
         head = (
             f'{{"schema":"{SCHEMAS["telemetry"]}","gateway_id":{self._gw},"lane":"telemetry",'
-            f'"seq":{chunk.last_seq},"first_seq":{chunk.first_seq},"prev_seq":{prev_seq},'
-            f'"count":{chunk.count},"ts":"{iso_utc(now)}","ts_ms":{_ms(now)},"readings":['
+            f'"seq":{last},"first_seq":{first},"prev_seq":{prev_seq},'
+            f'"count":{count},"ts":"{iso_utc(now)}","ts_ms":{_ms(now)},"readings":['
         ).encode()
-        payload = b"".join((head, chunk.fragments, b"]}"))
-        if len(payload) > max_bytes:
-            return None
+        payload = b"".join((head, b",".join(parts), b"]}"))
         msg = MqttMessage(self.topics[Lane.TELEMETRY], payload, qos=1)
-        return RowBatch(msg, Lane.TELEMETRY, chunk.first_seq, chunk.last_seq, chunk.count)
+        return RowBatch(msg, Lane.TELEMETRY, first, last, count)
 
     def decode_command(self, payload: bytes) -> dict[str, Any]:
         if len(payload) > MAX_COMMAND_BYTES:

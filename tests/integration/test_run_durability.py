@@ -22,7 +22,10 @@ def committed_seqs(db: Path) -> set[int]:
         return set()
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
     try:
-        return {r[0] for r in conn.execute("SELECT seq FROM readings UNION ALL SELECT seq FROM events")}
+        seqs = {r[0] for r in conn.execute("SELECT seq FROM events")}
+        for first, last in conn.execute("SELECT first_seq, last_seq FROM reading_blocks"):
+            seqs.update(range(first, last + 1))  # a block holds readings first..last
+        return seqs
     except sqlite3.OperationalError:  # schema not created yet
         return set()
     finally:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gateway.api import Event, EventState, Reading, Severity, StateStore
-from gateway.store import AsyncOutbox, Lane, StoreConfig, StoreError
+from gateway.store import AsyncOutbox, Lane, StoreConfig, StoreError, TelemetryCursor
 
 
 def readings(n: int, start: int = 0) -> list[Reading]:
@@ -138,17 +138,16 @@ async def test_concurrent_appends_get_disjoint_contiguous_seqs(tmp_path: Path) -
         assert seqs == list(range(1, sum(k + 1 for k in range(20)) + 1))
 
 
-async def test_peek_telemetry_json_and_ack_with_state(tmp_path: Path) -> None:
-    async with AsyncOutbox(tmp_path / "j.db", synchronous="normal") as ob:
+async def test_peek_telemetry_blocks_chained_reads_and_ack_with_state(tmp_path: Path) -> None:
+    async with AsyncOutbox(tmp_path / "j.db", synchronous="normal", block_readings=10) as ob:
         await ob.append(readings(25), [alarm()])  # the alarm takes seq 26: not in the telemetry lane
-        chunks = await ob.peek_telemetry_json(after_seq=0, limit=10, chunks=5)
-        assert [(c.after_seq, c.first_seq, c.last_seq, c.rows) for c in chunks] == [
-            (0, 1, 10, 10),
-            (10, 11, 20, 10),
-            (20, 21, 25, 5),
+        blocks = await ob.peek_telemetry_blocks(after_seq=0, max_readings=100)
+        assert [(b.first_seq, b.last_seq, b.count) for b in blocks] == [
+            (1, 10, 10),
+            (11, 20, 10),
+            (21, 25, 5),
         ]
-        assert all(c.complete for c in chunks)
-        frags = json.loads(b"[" + b",".join(c.fragments for c in chunks) + b"]")
+        frags = json.loads(b"[" + b",".join(b.fragments for b in blocks) + b"]")
         assert [f["seq"] for f in frags] == list(range(1, 26))
         assert frags[0] == {
             "seq": 1,
@@ -159,9 +158,18 @@ async def test_peek_telemetry_json_and_ack_with_state(tmp_path: Path) -> None:
             "ts_ms": 1_000_000_000_000,
             "quality": "good",
         }
+        # Reads queued together chain on the worker thread through one cursor.
+        cursor = TelemetryCursor(0)
+        got = await asyncio.gather(*(ob.peek_telemetry_next(cursor, max_readings=10) for _ in range(4)))
+        assert [(start, [b.first_seq for b in bl]) for start, bl in got] == [
+            (0, [1]),
+            (10, [11]),
+            (20, [21]),
+            (None, []),  # the read before came back short: the lane had caught up
+        ]
         assert await ob.ack(Lane.TELEMETRY, 20, state=("pos", "20")) == 20
         assert await ob.get("pos") == "20"
-        (left,) = await ob.peek_telemetry_json(after_seq=0, limit=100)
+        (left,) = await ob.peek_telemetry_blocks(after_seq=0, max_readings=100)
         assert (left.first_seq, left.last_seq, left.count) == (21, 25, 5)
     with pytest.raises(StoreError):
-        await ob.peek_telemetry_json()
+        await ob.peek_telemetry_blocks()

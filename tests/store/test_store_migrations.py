@@ -45,7 +45,7 @@ def test_v1_file_is_migrated_with_rows_seqs_and_counters(tmp_path: Path) -> None
     make_v1(db)
     with Outbox(db) as ob:
         s = ob.stats()
-        assert s.schema_version == schema_version() == 2
+        assert s.schema_version == schema_version() == 3
         assert s.next_seq == 42
         assert s.lane(Lane.TELEMETRY).dropped == 7 and s.lane(Lane.EVENT).dropped == 3
         rows = ob.peek(Lane.TELEMETRY)
@@ -65,13 +65,18 @@ def test_v1_file_is_migrated_with_rows_seqs_and_counters(tmp_path: Path) -> None
         # The new state table exists and seqs continue from the old counter.
         ob.put_state("k", "v")
         assert ob.append([Reading("meter-1", "flow", 2.0, "m3/h", 103.0)], []) == (42, 42)
-        # Old series are reused by new rows.
-        assert ob._conn.execute("SELECT count(*) FROM series").fetchone()[0] == 4
-    assert read_stats(db).schema_version == 2
+        # v3: readings with consecutive seqs became one block each run; the new one a block of its own.
+        blocks = ob._conn.execute(
+            "SELECT first_seq, last_seq FROM reading_blocks ORDER BY first_seq"
+        ).fetchall()
+        assert blocks == [(10, 13), (40, 40), (42, 42)]
+        assert ob.stats().lane(Lane.TELEMETRY).rows == 6
+    assert read_stats(db).schema_version == 3
     conn = sqlite3.connect(db)
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     conn.close()
-    assert "telemetry" not in tables and {"readings", "series", "state", "events", "counters"} <= tables
+    assert not {"telemetry", "readings", "series"} & tables
+    assert {"reading_blocks", "state", "events", "counters"} <= tables
 
 
 def test_failed_migration_leaves_the_file_at_its_old_version(tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -62,9 +61,8 @@ def _same_value(sent: object, got: object) -> bool:
     if isinstance(sent, float) and not math.isfinite(sent):
         return got is None
     if isinstance(sent, float):
-        # Readings carry 15 significant digits (what SQLite renders; docs/upstream-contract.md).
-        want = min(max(float(f"{sent:.15g}"), -sys.float_info.max), sys.float_info.max)
-        return type(got) is float and got == want
+        # Exactly: the shortest text that reads back as the same double (docs/upstream-contract.md).
+        return type(got) is float and got == sent and math.copysign(1, got) == math.copysign(1, sent)
     return (sent == got and type(sent) is type(got)) or (isinstance(sent, float) and sent == got)
 
 

@@ -122,25 +122,27 @@ async def test_disabled_uplink_returns_and_keeps_rows(broker: MosquittoBroker, o
     assert (await outbox.stats()).lane(Lane.TELEMETRY).rows == 5
 
 
-async def test_sql_fast_path_falls_back_for_big_messages_and_damaged_rows(
+async def test_blocks_split_for_message_limits_and_damaged_blocks_are_skipped(
     broker: MosquittoBroker, outbox: AsyncOutbox, consumer: PlatformConsumer, tmp_path: Path
 ) -> None:
-    """Chunks over max_batch_bytes are split by the record path; a damaged row is skipped (a gap),
-    never stops the drain; every message still validates (the consumer fixture checks schemas)."""
+    """Stored blocks bigger than max_batch_readings or max_batch_bytes are split between messages;
+    a damaged block is skipped (a gap), never stops the drain; every message still validates (the
+    consumer fixture checks schemas)."""
     big = [Reading("wm-big", "flow", float(i), "u" * 300, 1_780_000_000.0 + i) for i in range(40)]
-    await outbox.append(readings(100) + big + readings(60, start=100), [])
+    for part in (readings(50), readings(50, start=50), big, readings(60, start=100)):
+        await outbox.append(part, [])  # blocks 1-50, 51-100, 101-140, 141-200
     raw = sqlite3.connect(tmp_path / "outbox.sqlite", isolation_level=None)
-    raw.execute("UPDATE readings SET kind = 99 WHERE seq = 50")  # damaged storage
+    raw.execute("UPDATE reading_blocks SET body = zeroblob(40) WHERE first_seq = 1")  # damaged storage
     raw.close()
     cfg = upstream(broker, max_batch_readings=30, max_batch_bytes=4096)
     async with Uplink(cfg, gateway_id=GW, outbox=outbox, inventory=lambda: INVENTORY) as up:
-        await wait_for(lambda: stored(consumer, 199))
+        await wait_for(lambda: stored(consumer, 150))
         snap = up.snapshot()
     seqs = await consumer.query(lambda s: s.reading_seqs(GW))
-    assert seqs == [s for s in range(1, 201) if s != 50]
+    assert seqs == list(range(51, 201))
     units = await consumer.query(lambda s: [r["unit"] for r in s.readings(GW)])
     assert units.count("u" * 300) == 40
-    assert snap.published_rows["telemetry"] == 199
-    assert snap.published_msgs > 200 // 30 + 2  # the big readings went in several messages
+    assert snap.published_rows["telemetry"] == 150
+    assert snap.published_msgs > 150 // 30 + 2  # the big readings went in several messages
     lane = await consumer.query(lambda s: s.lane(GW, "telemetry"))
     assert lane.duplicates == 0
