@@ -1,9 +1,10 @@
 """Benchmark: drain a backlog of queued readings from a real outbox file to a local Mosquitto.
 
 Reports, medians over --runs:
-- readings_per_s: the Uplink draining N readings (SQLite renders JSON v1 reading fragments on the
-  store's thread via peek_telemetry_json, the loop wraps and publishes them QoS 1, PUBACK, ack =
-  delete rows), from start until the outbox is empty;
+- readings_per_s: the Uplink draining N readings from start until every one is acknowledged (the
+  outbox holds them as compressed blocks of JSON v1 fragments rendered when they were written;
+  the store's thread reads and decompresses them, the loop wraps them into messages, publishes
+  QoS 1 and deletes acknowledged blocks);
 - bare_readings_per_s: a bare aiomqtt loop publishing the SAME payloads (pre-encoded, nothing read
   or deleted) with the same in-flight window, in the same run (the strictest baseline: pure MQTT);
   bare_sequential_readings_per_s: the naive loop awaiting each PUBACK before the next publish;
