@@ -211,11 +211,13 @@ class JsonV1Encoding:
         count = size = 0
         first = last = 0
         budget = max_bytes - 256  # the envelope is bounded (~220 bytes)
+        now = time.time()  # one build time for the messages of one read (they are built together)
+        stamp = f'"ts":"{iso_utc(now)}","ts_ms":{_ms(now)},"readings":['.encode()
         for block in blocks:
             pieces: Sequence[bytes] = (block.fragments,)
             if count + block.count > max_rows or size + len(block.fragments) + 1 > budget:
                 if parts and block.count <= max_rows and len(block.fragments) + 1 <= budget:
-                    out.append(self._telemetry(parts, first, last, count, prev_seq))
+                    out.append(self._telemetry(parts, first, last, count, prev_seq, stamp))
                     prev_seq, parts, count, size = last, [], 0, 0
                 else:
                     try:
@@ -229,7 +231,7 @@ class JsonV1Encoding:
             for piece in pieces:
                 n = block.count if len(pieces) == 1 else 1
                 if parts and (count + n > max_rows or size + len(piece) + 1 > budget):
-                    out.append(self._telemetry(parts, first, last, count, prev_seq))
+                    out.append(self._telemetry(parts, first, last, count, prev_seq, stamp))
                     prev_seq, parts, count, size = last, [], 0, 0
                 if not parts:
                     first = seq
@@ -239,17 +241,17 @@ class JsonV1Encoding:
                 seq += n
                 last = seq - 1
         if parts:
-            out.append(self._telemetry(parts, first, last, count, prev_seq))
+            out.append(self._telemetry(parts, first, last, count, prev_seq, stamp))
         return out
 
-    def _telemetry(self, parts: list[bytes], first: int, last: int, count: int, prev_seq: int) -> RowBatch:
-        now = time.time()
+    def _telemetry(
+        self, parts: list[bytes], first: int, last: int, count: int, prev_seq: int, stamp: bytes
+    ) -> RowBatch:
         head = (
             f'{{"schema":"{SCHEMAS["telemetry"]}","gateway_id":{self._gw},"lane":"telemetry",'
-            f'"seq":{last},"first_seq":{first},"prev_seq":{prev_seq},'
-            f'"count":{count},"ts":"{iso_utc(now)}","ts_ms":{_ms(now)},"readings":['
+            f'"seq":{last},"first_seq":{first},"prev_seq":{prev_seq},"count":{count},'
         ).encode()
-        payload = b"".join((head, b",".join(parts), b"]}"))
+        payload = b"".join((head, stamp, b",".join(parts), b"]}"))
         msg = MqttMessage(self.topics[Lane.TELEMETRY], payload, qos=1)
         return RowBatch(msg, Lane.TELEMETRY, first, last, count)
 
