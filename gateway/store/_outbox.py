@@ -19,14 +19,16 @@ from typing import Literal
 from gateway.api import Event, Reading
 from gateway.store._blocks import (
     CODEC_JSON_V1_Z,
+    FRAGMENT_START,
     BlockError,
     TelemetryBlock,
     TelemetryCursor,
     block_fragments,
+    chunk_text,
+    compress_fragments,
     decode_readings,
     encode_block,
     join_fragments,
-    reencode_fragments,
     split_fragments,
 )
 from gateway.store._codec import decode_event, encode_event
@@ -54,7 +56,7 @@ DECODE_ERRORS = (KeyError, IndexError, ValueError, TypeError, ArithmeticError, R
 # First guesses of bytes per stored row (an event; a block of readings), refined from what each
 # trim actually frees. A guess on the large side deletes fewer rows than needed at first.
 _ROW_BYTES_GUESS = {Lane.EVENT: 512.0, Lane.TELEMETRY: 4096.0}
-_BLOCK_COLUMNS = "first_seq, last_seq, codec, body"
+_BLOCK_COLUMNS = "first_seq, last_seq, codec, body, raw_len"
 # Blocks holding seqs after ?: from the block holding it (found on the primary key) onwards.
 _BLOCKS_AFTER = (
     f"SELECT {_BLOCK_COLUMNS} FROM reading_blocks WHERE first_seq >= coalesce((SELECT first_seq "
@@ -63,10 +65,13 @@ _BLOCKS_AFTER = (
 )
 _BLOCKS_AFTER_JOINED = (
     "SELECT count(*), "
-    "group_concat(first_seq || ' ' || last_seq || ' ' || codec || ' ' || length(body), ','), "
+    "group_concat(first_seq || ' ' || last_seq || ' ' || codec || ' ' || length(body) || ' ' || raw_len, "
+    "','), "
     f"CAST(group_concat(body, '') AS BLOB) FROM ({_BLOCKS_AFTER})"
 )
-_INSERT_BLOCK = "INSERT INTO reading_blocks (first_seq, last_seq, ts, codec, body) VALUES (?, ?, ?, ?, ?)"
+_INSERT_BLOCK = (
+    "INSERT INTO reading_blocks (first_seq, last_seq, ts, codec, body, raw_len) VALUES (?, ?, ?, ?, ?, ?)"
+)
 _TRIM_LOG_INTERVAL_S = 60.0
 _PUT_STATE = (
     "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
@@ -234,13 +239,13 @@ class Outbox:
             part = readings[i : i + size]
             start = first + i
             try:
-                body = encode_block(start, part)
+                body, raw_len = encode_block(start, part)
                 ts = float(part[0].ts)
             except (AttributeError, TypeError, KeyError, ValueError, OverflowError) as err:
                 bad = next((r for r in part if not _storable(r)), part[0])
                 what = f"reading {getattr(bad, 'device_id', '?')}/{getattr(bad, 'point', '?')}"
                 raise RecordError(what, f"not storable: {err!r}") from err
-            out.append((start, start + len(part) - 1, ts, CODEC_JSON_V1_Z, body))
+            out.append((start, start + len(part) - 1, ts, CODEC_JSON_V1_Z, body, raw_len))
         return out
 
     def _used_bytes(self) -> int:
@@ -378,16 +383,18 @@ class Outbox:
         after = after_seq
         while total < max_readings:
             want = max(2, math.ceil((max_readings - total) / self.block_readings) + 1)
-            rows = self._block_rows(after, want)
-            for first, last, codec, body in rows:
-                after = last
-                try:
-                    block = TelemetryBlock(first, last, block_fragments(codec, body, last - first + 1))
-                    if first <= after_seq:
+            rows, bodies = self._block_rows(after, want)
+            if not rows:
+                break
+            after = rows[-1][1]
+            blocks = self._chunk_blocks(rows, bodies)
+            for block in blocks:
+                if block.first_seq <= after_seq:
+                    try:
                         block = block.after(after_seq)
-                except (BlockError, *DECODE_ERRORS) as err:
-                    self._undecodable_block(first, last, err)
-                    continue
+                    except BlockError as err:
+                        self._undecodable_block(block.first_seq, block.last_seq, err)
+                        continue
                 out.append(block)
                 total += block.count
                 if total >= max_readings:
@@ -396,18 +403,41 @@ class Outbox:
                 break
         return out
 
-    def _block_rows(self, after: int, limit: int) -> list[tuple[int, int, int, bytes]]:
+    def _block_rows(self, after: int, limit: int) -> tuple[list[tuple[int, int, int, int, int]], bytes]:
         # One row for all `limit` blocks (their bodies concatenated by SQLite): a row fetched is a
         # trip out of and back into Python's GIL, and a drain runs beside the busy event loop.
+        # -> [(first_seq, last_seq, codec, body length, raw length)], the bodies back to back.
         n, meta, bodies = self._conn.execute(_BLOCKS_AFTER_JOINED, (after, after, limit)).fetchone()
         if not n:
-            return []
-        out: list[tuple[int, int, int, bytes]] = []
+            return [], b""
+        rows = [tuple(map(int, item.split())) for item in str(meta).split(",")]
+        return rows, bytes(bodies)  # type: ignore[return-value]
+
+    def _chunk_blocks(
+        self, rows: list[tuple[int, int, int, int, int]], bodies: bytes
+    ) -> list[TelemetryBlock]:
+        # Fast: all bodies in one decompression (they form one deflate stream), then cut.
+        text = None
+        if all(codec == CODEC_JSON_V1_Z for _, _, codec, _, _ in rows):
+            text = chunk_text(bodies, [raw for *_, raw in rows])
+        out: list[TelemetryBlock] = []
         pos = 0
-        for item in str(meta).split(","):
-            first, last, codec, size = map(int, item.split())
-            out.append((first, last, codec, bodies[pos : pos + size]))
+        raw_pos = 0
+        for first, last, codec, size, raw_len in rows:
+            count = last - first + 1
+            try:
+                if text is not None:
+                    fragments = text[raw_pos + 1 : raw_pos + raw_len]
+                    if not fragments.startswith(FRAGMENT_START) or not fragments.endswith(b"}"):
+                        raise BlockError(f"block of {count} readings is not JSON fragments")
+                else:  # one by one, to skip just the damaged ones
+                    fragments = block_fragments(codec, bodies[pos : pos + size], count, raw_len)
+            except BlockError as err:
+                self._undecodable_block(first, last, err)
+            else:
+                out.append(TelemetryBlock(first, last, fragments))
             pos += size
+            raw_pos += raw_len
         return out
 
     def _undecodable_row(self, lane: Lane, seq: int, err: Exception) -> None:
@@ -483,9 +513,9 @@ class Outbox:
             (upto_seq, upto_seq),
         ).fetchone()
         if row is not None:
-            first, last, codec, body, ts = row
+            first, last, codec, body, raw_len, ts = row
             try:
-                block = TelemetryBlock(first, last, block_fragments(codec, body, last - first + 1))
+                block = TelemetryBlock(first, last, block_fragments(codec, body, last - first + 1, raw_len))
             except BlockError as err:
                 self._undecodable_block(first, last, err)  # left whole; a later ack removes it
                 return n
@@ -499,7 +529,7 @@ class Outbox:
         conn.execute("DELETE FROM reading_blocks WHERE first_seq = ?", (first,))
         conn.executemany(
             _INSERT_BLOCK,
-            [(b.first_seq, b.last_seq, ts, CODEC_JSON_V1_Z, reencode_fragments(b.fragments)) for b in keep],
+            [(b.first_seq, b.last_seq, ts, CODEC_JSON_V1_Z, *compress_fragments(b.fragments)) for b in keep],
         )
 
     def ack_seqs(self, seqs: Iterable[int]) -> int:
@@ -538,12 +568,13 @@ class Outbox:
             (wanted[0], wanted[-1]),
         ).fetchall()
         n = 0
-        for first, last, codec, body, ts in rows:
+        for first, last, codec, body, raw_len, ts in rows:
             hit = bisect.bisect_right(wanted, last) - bisect.bisect_left(wanted, first)
             if not hit:
                 continue
             try:
-                parts = split_fragments(block_fragments(codec, body, last - first + 1), last - first + 1)
+                count = last - first + 1
+                parts = split_fragments(block_fragments(codec, body, count, raw_len), count)
             except BlockError as err:
                 self._undecodable_block(first, last, err)
                 continue

@@ -92,14 +92,14 @@ def _read_readings(conn: sqlite3.Connection, after_seq: int, limit: int, order: 
     # Blocks in `order` until `limit` readings; the newest end of a DESC read is its first blocks.
     out: list[OutboxRow] = []
     rows = conn.execute(
-        "SELECT first_seq, last_seq, codec, body FROM reading_blocks WHERE last_seq > ? "
+        "SELECT first_seq, last_seq, codec, body, raw_len FROM reading_blocks WHERE last_seq > ? "
         f"ORDER BY first_seq {order}",
         (after_seq,),
     )
-    for first, last, codec, body in rows:
+    for first, last, codec, body, raw_len in rows:
         try:
             readings = decode_readings(
-                first, block_fragments(codec, body, last - first + 1), last - first + 1
+                first, block_fragments(codec, body, last - first + 1, raw_len), last - first + 1
             )
         except (BlockError, *DECODE_ERRORS):  # damaged block
             continue

@@ -125,7 +125,7 @@ def _v3_blocks(conn: sqlite3.Connection) -> None:
 
     conn.execute(
         "CREATE TABLE reading_blocks (first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, "
-        "ts REAL NOT NULL, codec INTEGER NOT NULL, body BLOB NOT NULL)"
+        "ts REAL NOT NULL, codec INTEGER NOT NULL, raw_len INTEGER NOT NULL, body BLOB NOT NULL)"
     )
     run: list[tuple[int, Any]] = []
     skipped = 0
@@ -133,9 +133,11 @@ def _v3_blocks(conn: sqlite3.Connection) -> None:
     def flush() -> None:
         if run:
             first = run[0][0]
+            body, raw_len = encode_block(first, [r for _, r in run])
             conn.execute(
-                "INSERT INTO reading_blocks (first_seq, last_seq, ts, codec, body) VALUES (?, ?, ?, ?, ?)",
-                (first, run[-1][0], run[0][1].ts, CODEC_JSON_V1_Z, encode_block(first, [r for _, r in run])),
+                "INSERT INTO reading_blocks (first_seq, last_seq, ts, codec, raw_len, body) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (first, run[-1][0], run[0][1].ts, CODEC_JSON_V1_Z, raw_len, body),
             )
             run.clear()
 

@@ -22,6 +22,7 @@ from gateway.store import (
     read_stats,
     schema_version,
 )
+from gateway.store._blocks import chunk_text, encode_block, reading_fragment
 
 
 def reading(i: int, device: str = "meter-1", point: str = "flow", ts: float | None = None) -> Reading:
@@ -302,7 +303,8 @@ def test_unwritable_directory_is_a_store_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "damage",
     [
-        "UPDATE reading_blocks SET body = substr(body, 1, length(body) - 3) WHERE first_seq = 2",
+        "UPDATE reading_blocks SET body = substr(body, 1, length(body) / 2) WHERE first_seq = 2",
+        "UPDATE reading_blocks SET raw_len = raw_len + 1 WHERE first_seq = 2",
         "UPDATE reading_blocks SET body = zeroblob(40) WHERE first_seq = 2",
         "UPDATE reading_blocks SET codec = 77 WHERE first_seq = 2",
         "UPDATE reading_blocks SET last_seq = 4 WHERE first_seq = 2",  # says 3 readings, holds 2
@@ -374,3 +376,14 @@ def test_partial_acks_keep_the_rest_of_a_block(db: Path) -> None:
         ]
         assert ob.ack(Lane.TELEMETRY, 9) == 4
         assert ob.stats().lane(Lane.TELEMETRY).rows == 1
+
+
+def test_consecutive_block_bodies_are_one_deflate_stream() -> None:
+    """What lets a drain decompress a whole read in one call (gateway.store._blocks)."""
+    blocks = [encode_block(1 + 10 * k, [reading(10 * k + i) for i in range(10)]) for k in range(3)]
+    text = chunk_text(b"".join(body for body, _ in blocks), [raw for _, raw in blocks])
+    assert text is not None
+    want = ",".join(reading_fragment(1 + i, reading(i)) for i in range(30)).encode()
+    assert text == b"," + want
+    assert chunk_text(b"".join(body for body, _ in blocks), [raw + 1 for _, raw in blocks]) is None
+    assert chunk_text(b"junk" + blocks[0][0], [blocks[0][1]]) is None
