@@ -212,6 +212,7 @@ class Uplink:
             raise ConfigError([ConfigIssue("<config>", "upstream.tls", f"cannot set up TLS: {err}")]) from err
         try:
             async with client:
+                _retrieve_disconnect(client)
                 self._client = client
                 if self._sessions:
                     self._reconnects += 1
@@ -608,10 +609,16 @@ def _drop_leaked_cancel(before: int) -> None:
 
 
 def _retrieve_disconnect(client: aiomqtt.Client) -> None:
-    # aiomqtt leaves the "unexpected disconnection" future unretrieved when the link dies; we already
-    # handled that error, so mark it seen instead of letting asyncio log it at garbage collection.
+    # aiomqtt leaves the "unexpected disconnection" future unretrieved when the link dies; we
+    # handle that error where it surfaces, so mark it seen (now, or whenever it completes) instead
+    # of letting asyncio log "Future exception was never retrieved" at garbage collection.
     fut = getattr(client, "_disconnected", None)
-    if isinstance(fut, asyncio.Future) and fut.done() and not fut.cancelled():
+    if isinstance(fut, asyncio.Future):
+        fut.add_done_callback(_seen)
+
+
+def _seen(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled():
         fut.exception()
 
 

@@ -117,6 +117,7 @@ class PlatformConsumer:
             try:
                 async with self._client_for_session() as client:
                     _raise_if_cancelling()
+                    mark_disconnect_seen(client)
                     self._client = client
                     for topic in self.topics():
                         await client.subscribe(topic, qos=1)
@@ -210,3 +211,16 @@ class PlatformConsumer:
         if self._client is None:
             raise aiomqtt.MqttError("platform consumer is not connected")
         await self._client.publish(topic, payload, qos=qos)
+
+
+def mark_disconnect_seen(client: aiomqtt.Client) -> None:
+    """aiomqtt sets an "unexpected disconnection" future no one awaits when the broker goes away;
+    the session loop handles that error, so retrieve it rather than have asyncio log it at exit."""
+    fut = getattr(client, "_disconnected", None)
+    if isinstance(fut, asyncio.Future):
+        fut.add_done_callback(_seen)
+
+
+def _seen(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled():
+        fut.exception()
