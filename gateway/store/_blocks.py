@@ -118,7 +118,7 @@ def compress_fragments(fragments: bytes) -> tuple[bytes, int]:
     return z.compress(raw) + z.flush(zlib.Z_SYNC_FLUSH), len(raw)
 
 
-def block_fragments(codec: int, body: bytes, count: int, raw_len: int | None = None) -> bytes:
+def block_fragments(codec: int, body: bytes, count: int, raw_len: int) -> bytes:
     """The comma-joined fragments of a stored block of `count` readings (decompressed, checked)."""
     if codec != CODEC_JSON_V1_Z:
         raise BlockError(f"unknown block codec {codec}")
@@ -129,13 +129,13 @@ def block_fragments(codec: int, body: bytes, count: int, raw_len: int | None = N
     return _checked(out, count, raw_len)[1:]
 
 
-def _checked(text: bytes, count: int, raw_len: int | None) -> bytes:
+def _checked(text: bytes, count: int, raw_len: int) -> bytes:
     # Raw deflate has no checksum: damage shows as a decompression error, a wrong length or a
     # shape that is not fragments. (Counting the fragments would cost more than decompressing
     # them: `decode_readings` and `split_fragments` check the count.)
     if (
         count < 1
-        or (raw_len is not None and len(text) != raw_len)
+        or len(text) != raw_len
         or not text.startswith(b"," + FRAGMENT_START)
         or not text.endswith(b"}")
     ):

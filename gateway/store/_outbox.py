@@ -382,7 +382,7 @@ class Outbox:
         total = 0
         after = after_seq
         while total < max_readings:
-            want = max(2, math.ceil((max_readings - total) / self.block_readings) + 1)
+            want = math.ceil((max_readings - total) / self.block_readings)
             rows, bodies = self._block_rows(after, want)
             if not rows:
                 break

@@ -6,6 +6,7 @@ platform commands; `Encoding` keeps the wire format pluggable (JSON v1 now, Spar
 The contract is docs/upstream-contract.md with JSON Schemas in `schemas/v1/`.
 """
 
+from gateway.uplink._connection import mark_disconnect_seen
 from gateway.uplink._uplink import Uplink, ack_key
 from gateway.uplink.commands import CommandProcessor, CommandTarget, NonceCache, PointInfo, build_command
 from gateway.uplink.config import BackoffConfig, CommandsConfig, TlsConfig, UpstreamConfig
@@ -48,5 +49,6 @@ __all__ = [
     "ack_key",
     "build_command",
     "load_schema",
+    "mark_disconnect_seen",
     "schema_path",
 ]

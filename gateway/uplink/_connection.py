@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import ssl
 import time
@@ -129,3 +130,17 @@ class RateLimiter:
         if self._tokens >= 0:
             return 0.0
         return -self._tokens / self.rate
+
+
+def mark_disconnect_seen(client: aiomqtt.Client) -> None:
+    """aiomqtt sets an "unexpected disconnection" future that no one awaits when the link dies. The
+    caller handles that error where it surfaces, so retrieve it (now, or whenever it completes)
+    instead of letting asyncio log "Future exception was never retrieved" at garbage collection."""
+    fut = getattr(client, "_disconnected", None)
+    if isinstance(fut, asyncio.Future):
+        fut.add_done_callback(_retrieved)
+
+
+def _retrieved(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled():
+        fut.exception()

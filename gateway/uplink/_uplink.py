@@ -25,7 +25,7 @@ import aiomqtt
 from gateway import __version__
 from gateway.api import ConfigError, ConfigIssue, GatewayError
 from gateway.store import AsyncOutbox, Lane, TelemetryBlock
-from gateway.uplink._connection import Backoff, RateLimiter, make_client
+from gateway.uplink._connection import Backoff, RateLimiter, make_client, mark_disconnect_seen
 from gateway.uplink._readahead import ReadAhead
 from gateway.uplink.commands import CommandProcessor, CommandTarget, NonceCache
 from gateway.uplink.config import BrokerUrl, UpstreamConfig
@@ -212,7 +212,7 @@ class Uplink:
             raise ConfigError([ConfigIssue("<config>", "upstream.tls", f"cannot set up TLS: {err}")]) from err
         try:
             async with client:
-                _retrieve_disconnect(client)
+                mark_disconnect_seen(client)
                 self._client = client
                 if self._sessions:
                     self._reconnects += 1
@@ -240,7 +240,7 @@ class Uplink:
                 raise
             raise _SessionLost(_describe(group)) from None
         finally:
-            _retrieve_disconnect(client)
+            mark_disconnect_seen(client)
             if self._state is LinkState.CONNECTED and not self._stopping:
                 log.warning("uplink: lost %s", broker)
             self._client = None
@@ -606,20 +606,6 @@ def _drop_leaked_cancel(before: int) -> None:
     if task is not None:
         while task.cancelling() > before:
             task.uncancel()
-
-
-def _retrieve_disconnect(client: aiomqtt.Client) -> None:
-    # aiomqtt leaves the "unexpected disconnection" future unretrieved when the link dies; we
-    # handle that error where it surfaces, so mark it seen (now, or whenever it completes) instead
-    # of letting asyncio log "Future exception was never retrieved" at garbage collection.
-    fut = getattr(client, "_disconnected", None)
-    if isinstance(fut, asyncio.Future):
-        fut.add_done_callback(_seen)
-
-
-def _seen(fut: asyncio.Future[None]) -> None:
-    if not fut.cancelled():
-        fut.exception()
 
 
 def _describe(err: BaseException) -> str:

@@ -20,6 +20,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from gateway.uplink import mark_disconnect_seen
 from hil.platform.store import Ingested, PlatformStore
 
 log = logging.getLogger(__name__)
@@ -211,16 +212,3 @@ class PlatformConsumer:
         if self._client is None:
             raise aiomqtt.MqttError("platform consumer is not connected")
         await self._client.publish(topic, payload, qos=qos)
-
-
-def mark_disconnect_seen(client: aiomqtt.Client) -> None:
-    """aiomqtt sets an "unexpected disconnection" future no one awaits when the broker goes away;
-    the session loop handles that error, so retrieve it rather than have asyncio log it at exit."""
-    fut = getattr(client, "_disconnected", None)
-    if isinstance(fut, asyncio.Future):
-        fut.add_done_callback(_seen)
-
-
-def _seen(fut: asyncio.Future[None]) -> None:
-    if not fut.cancelled():
-        fut.exception()
