@@ -45,6 +45,7 @@ FRAGMENT_START = b'{"seq":'
 _SPLIT = b',{"seq":'
 _WBITS = 12
 _LEVEL = 1
+_FINAL_BLOCK = b"\x03\x00"  # an empty final deflate block (fixed Huffman, end of block)
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
@@ -110,7 +111,11 @@ def encode_block(first_seq: int, readings: Sequence[Reading]) -> tuple[bytes, in
     return compress_fragments(text.encode())
 
 
-def compress_fragments(fragments: bytes) -> tuple[bytes, int]:
+Fragments = bytes | memoryview
+"""Comma-joined fragments: bytes, or a view into the text of a whole read (no copy per block)."""
+
+
+def compress_fragments(fragments: Fragments) -> tuple[bytes, int]:
     """(body, raw length) for comma-joined fragments: "," + fragments as raw deflate ending in a
     sync flush, so that consecutive bodies concatenated are one deflate stream (`chunk_text`)."""
     z = zlib.compressobj(_LEVEL, zlib.DEFLATED, -_WBITS)
@@ -147,16 +152,19 @@ def chunk_text(bodies: bytes, raw_lens: Sequence[int]) -> bytes | None:
     """Consecutive blocks' bodies, concatenated, decompressed in ONE call (one release of the GIL
     for a whole read instead of one per block): their raw texts back to back, or None when that
     fails (a damaged block in there: decode them one by one to find it)."""
+    total = sum(raw_lens)
     try:
-        out = zlib.decompressobj(-_WBITS).decompress(bodies)
+        # Ended by an empty final block, the stream decompresses in one call into one buffer of
+        # the exact size: the GIL is released once (growing a buffer takes it back each time).
+        out = zlib.decompress(bodies + _FINAL_BLOCK, -_WBITS, max(total, 1))
     except (zlib.error, TypeError):
         return None
-    return out if len(out) == sum(raw_lens) else None
+    return out if len(out) == total else None
 
 
-def split_fragments(fragments: bytes, count: int) -> list[bytes]:
+def split_fragments(fragments: Fragments, count: int) -> list[bytes]:
     """Comma-joined fragments of `count` readings -> one bytes per reading, in order."""
-    parts = fragments.split(_SPLIT)
+    parts = bytes(fragments).split(_SPLIT)
     if len(parts) != count:
         raise BlockError(f"{len(parts)} fragments where {count} readings are stored")
     return [parts[0], *(FRAGMENT_START + p for p in parts[1:])]
@@ -166,7 +174,7 @@ def join_fragments(parts: Sequence[bytes]) -> bytes:
     return b",".join(parts)
 
 
-def decode_readings(first_seq: int, fragments: bytes, count: int) -> list[tuple[int, Reading]]:
+def decode_readings(first_seq: int, fragments: Fragments, count: int) -> list[tuple[int, Reading]]:
     """(seq, Reading) for each of the `count` fragments. What JSON does not keep comes back as JSON
     gave it: NaN and infinities as None, `ts` in whole milliseconds."""
     try:
@@ -201,7 +209,7 @@ class TelemetryBlock:
 
     first_seq: int
     last_seq: int
-    fragments: bytes
+    fragments: Fragments
 
     @property
     def count(self) -> int:

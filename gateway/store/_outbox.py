@@ -21,6 +21,7 @@ from gateway.store._blocks import (
     CODEC_JSON_V1_Z,
     FRAGMENT_START,
     BlockError,
+    Fragments,
     TelemetryBlock,
     TelemetryCursor,
     block_fragments,
@@ -73,6 +74,8 @@ _INSERT_BLOCK = (
     "INSERT INTO reading_blocks (first_seq, last_seq, ts, codec, body, raw_len) VALUES (?, ?, ?, ?, ?, ?)"
 )
 _TRIM_LOG_INTERVAL_S = 60.0
+_BLOCK_START = b"," + FRAGMENT_START  # a block's raw text starts so ...
+_BRACE = ord("}")  # ... and ends so
 _PUT_STATE = (
     "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 )
@@ -421,15 +424,19 @@ class Outbox:
         if all(codec == CODEC_JSON_V1_Z for _, _, codec, _, _ in rows):
             text = chunk_text(bodies, [raw for *_, raw in rows])
         out: list[TelemetryBlock] = []
+        view = memoryview(text) if text is not None else memoryview(b"")
         pos = 0
         raw_pos = 0
         for first, last, codec, size, raw_len in rows:
             count = last - first + 1
+            fragments: Fragments
             try:
                 if text is not None:
-                    fragments = text[raw_pos + 1 : raw_pos + raw_len]
-                    if not fragments.startswith(FRAGMENT_START) or not fragments.endswith(b"}"):
+                    # A view, not a copy: the loop copies the fragments once, into the message.
+                    end = raw_pos + raw_len
+                    if raw_len < 2 or not text.startswith(_BLOCK_START, raw_pos) or text[end - 1] != _BRACE:
                         raise BlockError(f"block of {count} readings is not JSON fragments")
+                    fragments = view[raw_pos + 1 : end]
                 else:  # one by one, to skip just the damaged ones
                     fragments = block_fragments(codec, bodies[pos : pos + size], count, raw_len)
             except BlockError as err:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -38,15 +39,20 @@ log = logging.getLogger(__name__)
 
 LANES = (Lane.EVENT, Lane.TELEMETRY)
 ACK_KEY = "uplink.ack_seq.{lane}"
-ACK_INTERVAL_S = 0.05
-READ_AHEAD = 3  # telemetry reads queued ahead of the pump (each up to peek_rows readings)
+ACK_INTERVAL_S = 0.05  # acks are applied at most this often while more are on the way
+ACK_INTERVAL_REPLAY_S = 0.25  # ... and this often while a backlog is replayed
+READ_AHEAD = 2  # telemetry reads queued ahead of the pump (each up to peek_rows readings)
+PEEK_READINGS = 40_000  # readings per telemetry read of stored blocks (~5 MB of JSON fragments)
+PEEK_ROWS = 10_000  # rows per telemetry read for encodings that take records, not blocks
 EVENTS_PER_MESSAGE = 50
 STABLE_SESSION_S = 5.0  # a session this long resets the backoff
+PUBACK_TIMEOUT_MIN_S = 30.0  # no PUBACK for this long (or 2 x keepalive) and the link is dead
 
 
 @dataclass(slots=True)
 class _InFlight:
     batch: RowBatch
+    sent: float  # time.monotonic() when handed to the client
     done: bool = False
 
 
@@ -266,6 +272,7 @@ class Uplink:
             tg.create_task(self._ack_loop(), name="uplink.acks")
             tg.create_task(self._receive(client, tg), name="uplink.receive")
             tg.create_task(self._status_loop(client), name="uplink.status")
+            tg.create_task(self._watchdog(), name="uplink.watchdog")
 
     async def _publish_inventory(self, client: aiomqtt.Client) -> None:
         try:
@@ -325,9 +332,9 @@ class Uplink:
         cfg = self.config
         window = asyncio.Semaphore(cfg.max_inflight)
         limiter = RateLimiter(cfg.replay_max_msgs_per_s, cfg.replay_burst)
-        # Readings per read of the outbox: big reads, few trips to its thread (each costs the busy
-        # loop a wakeup); at most a few MB of fragments in memory.
-        peek_rows = max(cfg.max_batch_readings * 50, 10_000)
+        # Readings per read of the outbox: big reads, few trips to its thread (each trip takes the
+        # GIL from the busy loop several times); about 5 MB of fragments per read in memory.
+        peek_rows = max(cfg.max_batch_readings * 4, PEEK_READINGS)
         self._ack_progress_t = time.monotonic()
         # The next telemetry chunks are read (on the store's thread) while this one is published.
         ahead = ReadAhead(
@@ -400,11 +407,12 @@ class Uplink:
         enc = self._enc
         per = cfg.max_batch_readings
         if not isinstance(enc, TelemetryBlockEncoding):
-            rows = await self._outbox.peek(Lane.TELEMETRY, after_seq=after, limit=peek_rows)
+            limit = min(peek_rows, max(per, PEEK_ROWS))  # records cost far more memory than blocks
+            rows = await self._outbox.peek(Lane.TELEMETRY, after_seq=after, limit=limit)
             batches = enc.rows(
                 Lane.TELEMETRY, rows, prev_seq=after, max_rows=per, max_bytes=cfg.max_batch_bytes
             )
-            return batches, (rows[-1].seq if len(rows) == peek_rows else None)
+            return batches, (rows[-1].seq if len(rows) == limit else None)
         blocks = await self._outbox.peek_telemetry_blocks(after_seq=after, max_readings=peek_rows)
         full = sum(b.count for b in blocks) >= peek_rows
         return self._wrap_blocks(blocks, after), (blocks[-1].last_seq if full else None)
@@ -451,22 +459,17 @@ class Uplink:
         self, client: aiomqtt.Client, tg: asyncio.TaskGroup, window: asyncio.Semaphore, batch: RowBatch
     ) -> None:
         await window.acquire()
-        entry = _InFlight(batch)
+        entry = _InFlight(batch, time.monotonic())
         self._inflight[batch.lane].append(entry)
         self._sent_seq[batch.lane] = batch.last_seq
-        tg.create_task(self._publish(client, window, entry), name=f"uplink.publish[{batch.last_seq}]")
+        tg.create_task(self._publish(client, window, entry))
 
     async def _publish(self, client: aiomqtt.Client, window: asyncio.Semaphore, entry: _InFlight) -> None:
         msg = entry.batch.message
         try:
-            # No PUBACK within this time means the link is dead even if TCP has not noticed.
-            await client.publish(
-                msg.topic,
-                msg.payload,
-                qos=msg.qos,
-                retain=msg.retain,
-                timeout=max(30.0, 2.0 * self.config.keepalive_s),
-            )
+            # No timer per message (asyncio.wait_for's timer costs as much as the rest of a
+            # publish): `_watchdog` watches the oldest message in flight instead.
+            await client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain, timeout=math.inf)
         finally:
             window.release()
         entry.done = True
@@ -479,6 +482,24 @@ class Uplink:
         if not self.config.e2e_ack:
             self._ack_wake.set()
 
+    def _puback_timeout_s(self) -> float:
+        return max(PUBACK_TIMEOUT_MIN_S, 2.0 * self.config.keepalive_s)
+
+    async def _watchdog(self) -> None:
+        """No PUBACK for the oldest message in flight within the timeout: the link is dead even if
+        TCP has not noticed (a broker that hangs). Ends the session; everything unacknowledged is
+        sent again on the next one."""
+        limit = self._puback_timeout_s()
+        while True:
+            await asyncio.sleep(min(1.0, limit / 4))
+            now = time.monotonic()
+            for lane in LANES:
+                q = self._inflight[lane]
+                if q and now - q[0].sent > limit:
+                    raise TimeoutError(
+                        f"no PUBACK within {limit:g} s for {LANE_NAMES[lane]} seq {q[0].batch.last_seq}"
+                    )
+
     # ------------------------------------------------------------------ acks
     def _ack_target(self, lane: Lane) -> int:
         if self.config.e2e_ack:
@@ -488,14 +509,21 @@ class Uplink:
         return self._puback_seq[lane]
 
     async def _ack_loop(self) -> None:
-        # At most one delete commit per ACK_INTERVAL_S: during a drain, acks arrive for every
-        # message, and each commit queued on the store's thread would delay the next read. A
-        # crash loses at most that much ack progress: those rows are sent again (dedupe by seq).
+        # Acks are coalesced while messages are in flight: during a drain acks arrive for every
+        # message, and each delete commit takes the store's thread (and the GIL, statement by
+        # statement) from the reads and the loop. A crash loses at most that much ack progress:
+        # those rows are sent again (dedupe by seq). With nothing left in flight, as soon as the
+        # last commit is ACK_INTERVAL_S old (a drain's end is not held back by the replay interval).
+        last = -math.inf
         while True:
             await self._ack_wake.wait()
-            await asyncio.sleep(ACK_INTERVAL_S)
+            if any(self._inflight[lane] for lane in LANES):
+                await asyncio.sleep(ACK_INTERVAL_REPLAY_S if self._replaying() else ACK_INTERVAL_S)
+            elif (wait := last + ACK_INTERVAL_S - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
             self._ack_wake.clear()
             await self._apply_acks()
+            last = time.monotonic()
 
     async def _apply_acks(self) -> None:
         for lane in LANES:

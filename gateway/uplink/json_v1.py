@@ -207,14 +207,14 @@ class JsonV1Encoding:
         """`TelemetryBlockEncoding`: stored fragments wrapped into messages; a block goes whole into
         a message when it fits, else it is split between messages."""
         out: list[RowBatch] = []
-        parts: list[bytes] = []
+        parts: list[bytes | memoryview] = []
         count = size = 0
         first = last = 0
         budget = max_bytes - 256  # the envelope is bounded (~220 bytes)
         now = time.time()  # one build time for the messages of one read (they are built together)
         stamp = f'"ts":"{iso_utc(now)}","ts_ms":{_ms(now)},"readings":['.encode()
         for block in blocks:
-            pieces: Sequence[bytes] = (block.fragments,)
+            pieces: Sequence[bytes | memoryview] = (block.fragments,)
             if count + block.count > max_rows or size + len(block.fragments) + 1 > budget:
                 if parts and block.count <= max_rows and len(block.fragments) + 1 <= budget:
                     out.append(self._telemetry(parts, first, last, count, prev_seq, stamp))
@@ -245,13 +245,15 @@ class JsonV1Encoding:
         return out
 
     def _telemetry(
-        self, parts: list[bytes], first: int, last: int, count: int, prev_seq: int, stamp: bytes
+        self, parts: list[bytes | memoryview], first: int, last: int, count: int, prev_seq: int, stamp: bytes
     ) -> RowBatch:
         head = (
             f'{{"schema":"{SCHEMAS["telemetry"]}","gateway_id":{self._gw},"lane":"telemetry",'
             f'"seq":{last},"first_seq":{first},"prev_seq":{prev_seq},"count":{count},'
         ).encode()
-        payload = b"".join((head, stamp, b",".join(parts), b"]}"))
+        # One copy of the fragments, straight into the payload (a message is usually one block).
+        body = parts[0] if len(parts) == 1 else b",".join(parts)
+        payload = b"".join((head, stamp, body, b"]}"))
         msg = MqttMessage(self.topics[Lane.TELEMETRY], payload, qos=1)
         return RowBatch(msg, Lane.TELEMETRY, first, last, count)
 
