@@ -134,8 +134,20 @@ class MosquittoBroker:
             self.proc.send_signal(signal.SIGKILL)
         self._reap()
 
+    def freeze(self) -> None:
+        """SIGSTOP: a hung broker. Connections stay open, nothing is answered (no PUBACK, no
+        CONNACK, no PINGRESP) until `thaw`."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT: the broker goes on with what queued up while it was frozen."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a frozen broker cannot act on SIGTERM
             self.proc.terminate()
         self._reap()
 

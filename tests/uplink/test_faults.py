@@ -13,12 +13,13 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from gateway.store import AsyncOutbox, OutboxWriter, read_stats
-from gateway.uplink import Uplink
+from gateway.uplink import Uplink, UplinkState
 from hil.platform import MosquittoBroker, PlatformConsumer
 from tests.uplink.conftest import INVENTORY, alarm, readings, upstream, wait_for
 
@@ -60,6 +61,10 @@ async def _all_arrived(consumer: PlatformConsumer, gw: str, last_seq: int) -> bo
     return sum(v.rows for v in lanes) >= last_seq
 
 
+async def _snapshot_says(up: Uplink, pred: Callable[[UplinkState], bool]) -> bool:
+    return pred(up.snapshot())
+
+
 async def _feed(writer: OutboxWriter, n: int, *, start: int = 0, alarm_every: int = 200) -> None:
     for i in range(start, start + n, 50):
         writer.put_readings(readings(50, start=i))
@@ -67,6 +72,41 @@ async def _feed(writer: OutboxWriter, n: int, *, start: int = 0, alarm_every: in
             writer.put_event(alarm(i))
         await asyncio.sleep(0.005)
     await writer.flush()
+
+
+async def test_hung_broker_ends_the_session_by_puback_watchdog(
+    broker: MosquittoBroker,
+    outbox: AsyncOutbox,
+    consumer: PlatformConsumer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broker that stops answering but keeps TCP open (SIGSTOP): no PUBACK for the oldest message
+    in flight within the timeout ends the session (no timer per publish does it); after the broker
+    comes back, everything arrives exactly once after dedupe."""
+    monkeypatch.setattr(Uplink, "_puback_timeout_s", lambda self: 1.0)  # 2 x keepalive in service
+    gw = "gw-hung"
+    cfg = upstream(broker, max_batch_readings=40, connect_timeout_s=2.0)
+    writer = OutboxWriter(outbox, max_latency_s=0.02, max_rows=200)
+    writer_task = asyncio.create_task(writer.run())
+    async with Uplink(cfg, gateway_id=gw, outbox=outbox, inventory=lambda: INVENTORY) as up:
+        await _feed(writer, 1000)
+        await wait_for(lambda: _snapshot_says(up, lambda s: s.acked_rows["telemetry"] >= 1000))
+        broker.freeze()
+        try:
+            await _feed(writer, 1000, start=1000)
+            await wait_for(
+                lambda: _snapshot_says(up, lambda s: "no PUBACK within 1 s" in (s.last_error or "")),
+                timeout_s=30,
+            )
+        finally:
+            broker.thaw()
+        last = outbox.next_seq - 1
+        await wait_for(lambda: _all_arrived(consumer, gw, last), timeout_s=60)
+        await wait_for(lambda: _outbox_empty(outbox), timeout_s=30)
+    writer_task.cancel()
+    # The platform stayed subscribed, but the messages the broker held when it froze and the ones
+    # sent again after it woke may interleave: check the store, not the arrival order.
+    await check_exactly_once(consumer, gw, last, "hung broker", arrival_order=False)
 
 
 @pytest.mark.parametrize("outage_s", [0.0, OUTAGE_S], ids=["restart", "outage"])
