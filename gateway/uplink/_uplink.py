@@ -354,7 +354,8 @@ class Uplink:
                     rows = await self._outbox.peek(
                         Lane.EVENT, after_seq=self._sent_seq[Lane.EVENT], limit=500
                     )
-                    if not rows:
+                    if not rows or rows[-1].seq >= high:
+                        # Everything committed up to `high` is read: no second trip to find it empty.
                         self._events_clear = high
                 if rows:
                     for batch in self._enc.rows(

@@ -20,7 +20,7 @@ pays for first-run costs such as the allocator growing its heap):
 - alarm latency: alarms put into an OutboxWriter every 50 ms while the backlog drains, timed to
   their arrival at a subscriber in another process (p50, p99; floor p99 < 1000 ms).
 
-    python -m hil.bench.uplink [--readings 1000000] [--runs 3] [--warmup 1] [--json]
+    python -m hil.bench.uplink [--readings 1000000] [--runs 5] [--warmup 1] [--json]
 
 The replay rate limit is set out of the way (it exists to pace fleets, not to be measured here).
 """
@@ -345,7 +345,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 def cli() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--readings", type=int, default=1_000_000)
-    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--runs", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1, help="rounds run first and not counted")
     p.add_argument("--batch", type=int, default=200, help="max readings per message (default of the config)")
     p.add_argument("--inflight", type=int, default=32, help="QoS 1 window (default of the config)")
