@@ -513,18 +513,15 @@ class Uplink:
         # Acks are coalesced while messages are in flight: during a drain acks arrive for every
         # message, and each delete commit takes the store's thread (and the GIL, statement by
         # statement) from the reads and the loop. A crash loses at most that much ack progress:
-        # those rows are sent again (dedupe by seq). With nothing left in flight, as soon as the
-        # last commit is ACK_INTERVAL_S old (a drain's end is not held back by the replay interval).
-        last = -math.inf
+        # those rows are sent again (dedupe by seq). With nothing left in flight (live traffic
+        # trickling in, or the end of a drain) nothing more is coming soon: at once. Acks commit
+        # without an fsync (`Outbox.ack`), so one per message at live rates costs little.
         while True:
             await self._ack_wake.wait()
             if any(self._inflight[lane] for lane in LANES):
                 await asyncio.sleep(ACK_INTERVAL_REPLAY_S if self._replaying() else ACK_INTERVAL_S)
-            elif (wait := last + ACK_INTERVAL_S - time.monotonic()) > 0:
-                await asyncio.sleep(wait)
             self._ack_wake.clear()
             await self._apply_acks()
-            last = time.monotonic()
 
     async def _apply_acks(self) -> None:
         for lane in LANES:
