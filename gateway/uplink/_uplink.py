@@ -86,6 +86,7 @@ class Uplink:
         self._backoff = Backoff(config.backoff.initial_s, config.backoff.max_s, config.backoff.jitter)
         self._wake = asyncio.Event()
         self._ack_wake = asyncio.Event()
+        self._window_empty = asyncio.Event()  # set when the last message in flight is acknowledged
         self._high: dict[Lane, int] = {lane: 0 for lane in LANES}  # last seq committed per lane
         # The events lane held nothing unsent when _high[EVENT] was this (-1: look again): the pump
         # then skips reading it, which would queue behind telemetry work on the store's thread.
@@ -480,6 +481,8 @@ class Uplink:
         q = self._inflight[lane]
         while q and q[0].done:
             self._puback_seq[lane] = q.popleft().batch.last_seq
+        if not q and not any(self._inflight.values()):
+            self._window_empty.set()
         if not self.config.e2e_ack:
             self._ack_wake.set()
 
@@ -519,7 +522,12 @@ class Uplink:
         while True:
             await self._ack_wake.wait()
             if any(self._inflight[lane] for lane in LANES):
-                await asyncio.sleep(ACK_INTERVAL_REPLAY_S if self._replaying() else ACK_INTERVAL_S)
+                # ... but no longer than until the window empties (the last PUBACK of a drain).
+                interval = ACK_INTERVAL_REPLAY_S if self._replaying() else ACK_INTERVAL_S
+                self._window_empty.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(interval):
+                        await self._window_empty.wait()
             self._ack_wake.clear()
             await self._apply_acks()
 
