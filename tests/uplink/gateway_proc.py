@@ -3,6 +3,7 @@ generator of readings (and an alarm every K readings). Stands in for `citynerve 
 crash behaviour is tested on its own.
 
     python -m tests.uplink.gateway_proc --outbox F --broker mqtt://127.0.0.1:P --generate N [--e2e]
+        [--offline: fill the outbox with no uplink, as a gateway whose uplink was down, and exit]
 """
 
 from __future__ import annotations
@@ -32,24 +33,14 @@ async def main(args: argparse.Namespace) -> None:
     async with AsyncOutbox(args.outbox) as outbox:
         writer = OutboxWriter(outbox, max_latency_s=0.05, max_rows=500)
         writer_task = asyncio.create_task(writer.run(), name="writer")
+        if args.offline:  # fill the outbox as a gateway with its uplink down would, then stop
+            await generate(writer, args)
+            print(json.dumps({"generated": args.generate}), flush=True)
+            writer_task.cancel()
+            return
         async with Uplink(cfg, gateway_id=args.gateway_id, outbox=outbox, inventory=lambda: []) as up:
             print(json.dumps({"started": True}), flush=True)
-            for i in range(args.start, args.start + args.generate):
-                writer.put_readings([Reading("wm-1", "flow", float(i), "m3/h", 1_780_000_000.0 + i)])
-                if args.alarm_every and i % args.alarm_every == 0:
-                    writer.put_event(
-                        Event(
-                            "smoke-1",
-                            "smoke",
-                            EventState.RAISED,
-                            Severity.CRITICAL,
-                            1_780_000_000.0 + i,
-                            message=f"alarm {i}",
-                        )
-                    )
-                if i % 100 == 99:
-                    await asyncio.sleep(100 / args.rate)
-            await writer.flush()
+            await generate(writer, args)
             print(json.dumps({"generated": args.generate}), flush=True)
             # Drain, then report and stay until killed or until the backlog is gone.
             while True:
@@ -61,6 +52,25 @@ async def main(args: argparse.Namespace) -> None:
             if args.stay:
                 await asyncio.Event().wait()
         writer_task.cancel()
+
+
+async def generate(writer: OutboxWriter, args: argparse.Namespace) -> None:
+    for i in range(args.start, args.start + args.generate):
+        writer.put_readings([Reading("wm-1", "flow", float(i), "m3/h", 1_780_000_000.0 + i)])
+        if args.alarm_every and i % args.alarm_every == 0:
+            writer.put_event(
+                Event(
+                    "smoke-1",
+                    "smoke",
+                    EventState.RAISED,
+                    Severity.CRITICAL,
+                    1_780_000_000.0 + i,
+                    message=f"alarm {i}",
+                )
+            )
+        if i % 100 == 99:
+            await asyncio.sleep(100 / args.rate)
+    await writer.flush()
 
 
 if __name__ == "__main__":
@@ -76,6 +86,7 @@ if __name__ == "__main__":
     p.add_argument("--replay-rate", type=float, default=2000.0)
     p.add_argument("--e2e", action="store_true")
     p.add_argument("--stay", action="store_true")
+    p.add_argument("--offline", action="store_true", help="only fill the outbox (no uplink), then exit")
     try:
         asyncio.run(main(p.parse_args()))
     except KeyboardInterrupt:

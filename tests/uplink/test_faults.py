@@ -167,8 +167,12 @@ async def test_gateway_sigkill_mid_publish_then_restart_with_backlog(
 ) -> None:
     gw = "gw-proc"
     path = tmp_path / "gw-outbox.sqlite"
-    # Slow replay so the kill lands while the backlog is being published.
-    proc = _spawn(path, broker, "--generate", "20000", "--rate", "20000", "--replay-rate", "200", "--stay")
+    # A backlog from while the uplink was down, then a slow replay of it, so the kill lands while
+    # the backlog is being published (live readings alone would leave none: the uplink keeps up).
+    fill = _spawn(path, broker, "--generate", "20000", "--rate", "1000000", "--offline")
+    out, err = await asyncio.to_thread(fill.communicate, timeout=60)
+    assert fill.returncode == 0, err[-2000:]
+    proc = _spawn(path, broker, "--replay-rate", "200", "--stay")
     try:
         await wait_for(lambda: _some(consumer, gw, 1500), timeout_s=30)
         proc.send_signal(signal.SIGKILL)
