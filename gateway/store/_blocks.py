@@ -43,6 +43,8 @@ window) ending in a sync flush, so that consecutive blocks decompress as one str
 
 FRAGMENT_START = b'{"seq":'
 _SPLIT = b',{"seq":'
+_BLOCK_START = b"," + FRAGMENT_START  # a block's raw text starts so ...
+_BRACE = ord("}")  # ... and ends so
 _WBITS = 12
 _LEVEL = 1
 _FINAL_BLOCK = b"\x03\x00"  # an empty final deflate block (fixed Huffman, end of block)
@@ -134,18 +136,29 @@ def block_fragments(codec: int, body: bytes, count: int, raw_len: int) -> bytes:
     return _checked(out, count, raw_len)[1:]
 
 
-def _checked(text: bytes, count: int, raw_len: int) -> bytes:
+def _is_block_text(text: bytes, start: int, raw_len: int) -> bool:
     # Raw deflate has no checksum: damage shows as a decompression error, a wrong length or a
     # shape that is not fragments. (Counting the fragments would cost more than decompressing
     # them: `decode_readings` and `split_fragments` check the count.)
-    if (
-        count < 1
-        or len(text) != raw_len
-        or not text.startswith(b"," + FRAGMENT_START)
-        or not text.endswith(b"}")
-    ):
+    return (
+        raw_len > len(_BLOCK_START)
+        and text.startswith(_BLOCK_START, start)
+        and text[start + raw_len - 1] == _BRACE
+    )
+
+
+def _checked(text: bytes, count: int, raw_len: int) -> bytes:
+    if count < 1 or len(text) != raw_len or not _is_block_text(text, 0, raw_len):
         raise BlockError(f"block of {count} readings is not JSON fragments")
     return text
+
+
+def fragments_in(text: bytes, view: memoryview, start: int, raw_len: int, count: int) -> memoryview:
+    """The fragments of the block whose raw text starts at `start` in the text `chunk_text` made
+    of a whole read (`view` is a memoryview of it): a view, not a copy (checked as one block is)."""
+    if not _is_block_text(text, start, raw_len):
+        raise BlockError(f"block of {count} readings is not JSON fragments")
+    return view[start + 1 : start + raw_len]
 
 
 def chunk_text(bodies: bytes, raw_lens: Sequence[int]) -> bytes | None:

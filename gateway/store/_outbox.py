@@ -19,7 +19,6 @@ from typing import Literal
 from gateway.api import Event, Reading
 from gateway.store._blocks import (
     CODEC_JSON_V1_Z,
-    FRAGMENT_START,
     BlockError,
     Fragments,
     TelemetryBlock,
@@ -29,6 +28,7 @@ from gateway.store._blocks import (
     compress_fragments,
     decode_readings,
     encode_block,
+    fragments_in,
     join_fragments,
     split_fragments,
 )
@@ -74,8 +74,6 @@ _INSERT_BLOCK = (
     "INSERT INTO reading_blocks (first_seq, last_seq, ts, codec, body, raw_len) VALUES (?, ?, ?, ?, ?, ?)"
 )
 _TRIM_LOG_INTERVAL_S = 60.0
-_BLOCK_START = b"," + FRAGMENT_START  # a block's raw text starts so ...
-_BRACE = ord("}")  # ... and ends so
 _PUT_STATE = (
     "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 )
@@ -433,10 +431,7 @@ class Outbox:
             try:
                 if text is not None:
                     # A view, not a copy: the loop copies the fragments once, into the message.
-                    end = raw_pos + raw_len
-                    if raw_len < 2 or not text.startswith(_BLOCK_START, raw_pos) or text[end - 1] != _BRACE:
-                        raise BlockError(f"block of {count} readings is not JSON fragments")
-                    fragments = view[raw_pos + 1 : end]
+                    fragments = fragments_in(text, view, raw_pos, raw_len, count)
                 else:  # one by one, to skip just the damaged ones
                     fragments = block_fragments(codec, bodies[pos : pos + size], count, raw_len)
             except BlockError as err:

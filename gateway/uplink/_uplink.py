@@ -521,7 +521,7 @@ class Uplink:
         # without an fsync (`Outbox.ack`), so one per message at live rates costs little.
         while True:
             await self._ack_wake.wait()
-            if any(self._inflight[lane] for lane in LANES):
+            if any(self._inflight.values()):
                 # ... but no longer than until the window empties (the last PUBACK of a drain).
                 interval = ACK_INTERVAL_REPLAY_S if self._replaying() else ACK_INTERVAL_S
                 self._window_empty.clear()
