@@ -138,9 +138,11 @@ def mark_disconnect_seen(client: aiomqtt.Client) -> None:
     instead of letting asyncio log "Future exception was never retrieved" at garbage collection."""
     fut = getattr(client, "_disconnected", None)
     if isinstance(fut, asyncio.Future):
-        fut.add_done_callback(_retrieved)
+        fut.add_done_callback(retrieve_exception)
 
 
-def _retrieved(fut: asyncio.Future[None]) -> None:
+def retrieve_exception(fut: asyncio.Future[Any]) -> None:
+    """Done callback: mark a future's exception as seen (its error is handled, or is not news,
+    elsewhere), so asyncio does not log "exception was never retrieved" for it."""
     if not fut.cancelled():
         fut.exception()

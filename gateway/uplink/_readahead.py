@@ -10,11 +10,11 @@ when it has published this one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 
 from gateway.store import TelemetryBlock, TelemetryCursor
+from gateway.uplink._connection import retrieve_exception
 
 Chunk = tuple[int | None, list[TelemetryBlock]]
 """Where a read started (None: it did not, the lane had caught up) and the blocks it found."""
@@ -50,7 +50,8 @@ class ReadAhead:
         cursor = self._cursor
         while cursor is not None and cursor.more and len(self._tasks) < self._depth:
             task = asyncio.ensure_future(self._read(cursor))
-            task.add_done_callback(_retrieve)
+            # A read dropped after a rewind may fail: its error is not news (the pump reads again).
+            task.add_done_callback(retrieve_exception)
             self._tasks.append(task)
 
     def cancel(self) -> None:
@@ -59,10 +60,3 @@ class ReadAhead:
             task.cancel()
         self._tasks.clear()
         self._cursor = None
-
-
-def _retrieve(task: asyncio.Task[Chunk]) -> None:
-    # A read dropped after a rewind may have failed: its error is not news (the pump reads again).
-    if not task.cancelled():
-        with contextlib.suppress(Exception):
-            task.exception()
