@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from drivers.bthome.codec import normalize_mac, parse_key
 from drivers.bthome.objects import OBJECT_NAMES, OBJECTS
-from gateway.api import ConfigError, ConfigIssue, DeviceConfig, PointConfig, Severity
+from gateway.api import ConfigError, ConfigIssue, DeviceConfig, PointConfig, SecretPath, Severity
 
 SeverityName = Literal["info", "warning", "minor", "major", "critical"]
 
@@ -66,7 +65,7 @@ class BTHomeDevice(DeviceConfig):
 
     address: str = Field(description="the node's BLE MAC, e.g. 'A4:C1:38:12:34:56'")
     key: SecretStr | None = Field(default=None, description="AES-128 key, 32 hex digits")
-    key_file: Path | None = Field(default=None, description="file holding the key (32 hex digits)")
+    key_file: SecretPath | None = Field(default=None, description="file holding the key (32 hex digits)")
     points: dict[str, BTHomePoint] = Field(default_factory=dict)  # type: ignore[assignment]
 
     @field_validator("address", mode="before")

@@ -4,11 +4,18 @@ Drivers import only this package from the gateway (ARCHITECTURE: drivers -> gate
 """
 
 from gateway.api._config import (
+    ID_PATTERN,
+    STRICT,
     BusConfig,
     DeviceConfig,
+    FiniteFloat,
     Location,
     PointConfig,
+    Seconds,
+    SecretFile,
+    SecretPath,
     SerialSettings,
+    is_id,
 )
 from gateway.api._driver import (
     Driver,
@@ -45,6 +52,8 @@ from gateway.api._records import (
 )
 
 __all__ = [
+    "ID_PATTERN",
+    "STRICT",
     "BusConfig",
     "ChannelError",
     "ConfigError",
@@ -56,6 +65,7 @@ __all__ = [
     "DriverSpec",
     "Event",
     "EventState",
+    "FiniteFloat",
     "FrameDecoder",
     "FrameError",
     "GatewayError",
@@ -70,11 +80,15 @@ __all__ = [
     "Sample",
     "SampleBatch",
     "SampleSink",
+    "Seconds",
+    "SecretFile",
+    "SecretPath",
     "SerialSettings",
     "Severity",
     "StateStore",
     "TransientError",
     "Value",
     "WriteRejectedError",
+    "is_id",
     "utc_now",
 ]

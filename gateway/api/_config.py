@@ -8,14 +8,64 @@ error carries the key path where it was found.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, AllowInfNan, BaseModel, ConfigDict, Field, field_validator
 
-_STRICT = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+STRICT = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, allow_inf_nan=False)
+"""The model config of every config section: unknown keys are errors, NaN and infinity are refused
+in every float field (TOML can spell them: `nan`, `inf`), values are frozen once loaded."""
+_STRICT = STRICT
+
+LARGEST = 1e15
+"""No configured number is larger than this in magnitude: beyond it a float has lost its units."""
+
+LONGEST_S = 30 * 86400
+"""No configured duration is longer than 30 days."""
+
+
+def _sane(value: float) -> float:
+    if abs(value) > LARGEST:
+        raise ValueError(f"a number of magnitude at most {LARGEST:g}")
+    return value
+
+
+def _duration(value: float) -> float:
+    if not 0 < value <= LONGEST_S:
+        raise ValueError(f"a duration in seconds, more than 0 and at most {LONGEST_S} (30 days)")
+    return value
+
+
+# Bounds are validators, not `ge`/`le` metadata, so a field's own `Field(ge=0, le=...)` adds to them
+# instead of replacing them.
+FiniteFloat = Annotated[float, AllowInfNan(False), AfterValidator(_sane)]
+"""The one float type of config models: finite and of a sane magnitude. Fields narrow it further
+(`x: FiniteFloat = Field(ge=0)`); the model config refuses NaN/inf in any other float as well."""
+
+Seconds = Annotated[float, AllowInfNan(False), AfterValidator(_duration)]
+"""A configured duration: finite, more than 0 s and at most 30 days; fields may narrow it."""
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
-"""Ids of gateways, buses, devices and points: letters, digits, `_ . : -`, at most 64 characters."""
+"""Ids of gateways, buses, devices and points: letters, digits, `_ . : -`, at most 64 characters.
+No `/`, so an id is safe to use as a file name (profiles, keys, state files)."""
+
+
+def is_id(value: object, pattern: str = ID_PATTERN) -> bool:
+    """True when `value` is a valid id: check this before using an id in a path."""
+    return isinstance(value, str) and re.fullmatch(pattern, value) is not None and ".." not in value
+
+
+class SecretFile:
+    """Marks a `Path` field that holds a secret (key, password, token): `Annotated[Path, SecretFile()]`.
+
+    The config loader refuses such files when group or others may read them."""
+
+    def __repr__(self) -> str:
+        return "SecretFile()"
+
+
+SecretPath = Annotated[Path, SecretFile()]
 
 
 class _Model(BaseModel):
@@ -26,8 +76,8 @@ class Location(_Model):
     """Where a device is: the platform places every device by its address code and coordinates."""
 
     address_code: str = Field(pattern=r"^[0-9]{6,20}$", description="administrative/grid address code")
-    lat: float | None = Field(default=None, ge=-90, le=90)
-    lon: float | None = Field(default=None, ge=-180, le=180)
+    lat: FiniteFloat | None = Field(default=None, ge=-90, le=90)
+    lon: FiniteFloat | None = Field(default=None, ge=-180, le=180)
     building: str = ""
     floor: str = ""
     room: str = ""
@@ -40,13 +90,20 @@ class PointConfig(_Model):
     name: str = Field(default="", pattern=r"^$|" + ID_PATTERN)
     description: str = ""
     unit: str = ""
-    scale: float = 1.0
-    offset: float = 0.0
-    poll_interval_s: float | None = Field(default=None, gt=0, le=86400)
-    deadband: float = Field(default=0.0, ge=0)
-    max_interval_s: float = Field(default=900.0, gt=0, description="report at least this often")
+    scale: FiniteFloat = 1.0
+    offset: FiniteFloat = 0.0
+    poll_interval_s: Seconds | None = Field(default=None, le=86400)
+    deadband: FiniteFloat = Field(default=0.0, ge=0)
+    max_interval_s: Seconds = Field(default=900.0, le=7 * 86400, description="report at least this often")
     writable: bool = False
     enabled: bool = True
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, v: float) -> float:
+        if v == 0:
+            raise ValueError("a non-zero scale (0 would make every reading 0)")
+        return v
 
 
 class DeviceConfig(_Model):
@@ -58,7 +115,7 @@ class DeviceConfig(_Model):
     address: int | str
     name: str = ""
     enabled: bool = True
-    poll_interval_s: float | None = Field(default=None, gt=0, le=86400)
+    poll_interval_s: Seconds | None = Field(default=None, le=86400)
     location: Location
     component_code: str | None = Field(
         default=None, description="16-digit city component id: county(6) class(2) subclass(2) serial(6)"
@@ -100,8 +157,13 @@ class BusConfig(_Model):
     protocol: str
     description: str = ""
     enabled: bool = True
-    timeout_s: float = Field(default=1.0, gt=0, le=60)
+    timeout_s: Seconds = Field(default=1.0, le=60)
     retries: int = Field(default=1, ge=0, le=10, description="extra tries of one transaction")
-    backoff_initial_s: float = Field(default=5.0, gt=0)
-    backoff_max_s: float = Field(default=300.0, gt=0)
-    offline_after: int = Field(default=3, ge=1, description="failed polls in a row before offline")
+    backoff_initial_s: Seconds = Field(default=5.0, le=3600)
+    backoff_max_s: Seconds = Field(default=300.0, le=86400)
+    offline_after: int = Field(default=3, ge=1, le=1000, description="failed polls in a row before offline")
+    min_poll_interval_s: Seconds | None = Field(
+        default=None,
+        ge=0.01,
+        description="overrides the documented minimum poll interval of this bus type (a fast local PLC)",
+    )

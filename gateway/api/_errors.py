@@ -27,9 +27,15 @@ class ConfigIssue:
     file: str
     path: str  # key path, e.g. "devices[3].points.flow.scale"
     message: str
+    subject: str = ""  # id of the entry the path starts in (device, bus, rule), when it has one
 
     def __str__(self) -> str:
-        where = f"{self.file}: {self.path}" if self.path else self.file
+        path = self.path
+        if self.subject and "]" in path:
+            # devices[4] (id 'meter-3').points.x.scale: the installer finds the entry by its id
+            head, _, rest = path.partition("]")
+            path = f"{head}] (id {self.subject!r}){rest}"
+        where = f"{self.file}: {path}" if path else self.file
         return f"{where}: {self.message}"
 
 

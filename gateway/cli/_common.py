@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from gateway.api import ConfigError, GatewayError
+from gateway.api import ConfigError, ConfigIssue, GatewayError
 from gateway.config import GatewayConfig, load_config
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -67,6 +67,21 @@ def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     sys.exit(code)
 
 
+def issue_dict(issue: ConfigIssue) -> dict[str, str]:
+    """A config issue for --json output."""
+    out = {"file": issue.file, "path": issue.path, "message": issue.message}
+    if issue.subject:
+        out["id"] = issue.subject
+    return out
+
+
+allow_insecure_secrets_option = click.option(
+    "--allow-insecure-secrets",
+    is_flag=True,
+    help="Accept secret files that group or others may read, with a warning (else refused).",
+)
+
+
 def print_config_issues(err: ConfigError) -> None:
     out = _consoles()[1]
     out.print(f"[bold red]{len(err.issues)} problem(s) in the config:[/]", highlight=False)
@@ -74,10 +89,10 @@ def print_config_issues(err: ConfigError) -> None:
         out.print(f"  {issue}", highlight=False, soft_wrap=True, markup=False)
 
 
-def load_or_exit(path: Path) -> GatewayConfig:
+def load_or_exit(path: Path, *, allow_insecure_secrets: bool = False) -> GatewayConfig:
     """Load a config; on any problem print every issue and exit 2."""
     try:
-        return load_config(path)
+        return load_config(path, allow_insecure_secrets=allow_insecure_secrets)
     except ConfigError as err:
         print_config_issues(err)
         sys.exit(EXIT_INVALID)

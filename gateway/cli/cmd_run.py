@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import time
 from pathlib import Path
@@ -12,7 +13,14 @@ import click
 
 from gateway.api import GatewayError
 from gateway.cli import _common
-from gateway.cli._common import config_option, fail, json_option, load_or_exit, print_json
+from gateway.cli._common import (
+    allow_insecure_secrets_option,
+    config_option,
+    fail,
+    json_option,
+    load_or_exit,
+    print_json,
+)
 from gateway.cli._groups import main
 from gateway.control import ControlError, GatewayNotRunningError, ask
 from gateway.logs import setup_logging
@@ -22,13 +30,18 @@ from gateway.logs import setup_logging
 @config_option
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Override [log].")
 @click.option("--log-format", type=click.Choice(["auto", "text", "json"]), help="Override [log].")
-def run(config_path: Path, log_level: str | None, log_format: str | None) -> None:
+@allow_insecure_secrets_option
+def run(
+    config_path: Path, log_level: str | None, log_format: str | None, allow_insecure_secrets: bool
+) -> None:
     """Run the gateway: poll buses, detect, store, forward. Stops cleanly on SIGTERM / Ctrl-C.
 
     An invalid config is refused with the same messages as `config check` (exit 2).
     """
-    cfg = load_or_exit(config_path)
+    cfg = load_or_exit(config_path, allow_insecure_secrets=allow_insecure_secrets)
     setup_logging(log_level or cfg.log.level, log_format or cfg.log.format)
+    for warning in cfg.warnings:  # allowed, but an operator must see it in the journal
+        logging.getLogger("gateway.config").warning("%s", warning)
     from gateway.runtime import Gateway
 
     async def main_() -> None:

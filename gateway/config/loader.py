@@ -7,14 +7,16 @@ once, each with the file, the key path and what was expected.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
+import re
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from gateway.api import (
     BusConfig,
@@ -24,11 +26,14 @@ from gateway.api import (
     DriverSpec,
     GatewayError,
     PointConfig,
+    is_id,
 )
 from gateway.config.drivers import DriverNotFoundError, driver_spec
 from gateway.config.errors import issues_from
-from gateway.config.model import ControlConfig, GatewayConfig, Identity, LogConfig, Profile
+from gateway.config.limits import describe, min_poll_interval_s
+from gateway.config.model import ControlConfig, GatewayConfig, Identity, LogConfig, Profile, SecurityConfig
 from gateway.config.paths import register_secrets, resolve_paths
+from gateway.config.secrets import check_secret_file, secret_paths, weak_settings
 from gateway.logs import register_secret
 
 TOP_KEYS = (
@@ -39,6 +44,7 @@ TOP_KEYS = (
     "upstream",
     "rules",
     "web",
+    "security",
     "profile_dirs",
     "buses",
     "devices",
@@ -87,8 +93,10 @@ def _section_model(name: str) -> type[BaseModel]:
 
 
 class _Loader:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, allow_insecure_secrets: bool = False) -> None:
         self.path = path
+        self.allow_insecure_secrets = allow_insecure_secrets
+        self.warnings: list[ConfigIssue] = []
         self.file = str(path)
         self.issues: list[ConfigIssue] = []
         self.profiles: dict[str, Profile] = {}
@@ -97,6 +105,7 @@ class _Loader:
         self._checked_profile_points: dict[tuple[str, str], bool] = {}
         self.profile_dirs: list[Path] = []
         self._point_tables: dict[tuple[str, type[PointConfig], str], dict[str, PointConfig]] = {}
+        self._bad_buses: dict[str, int] = {}  # id -> index of a bus entry that has errors
 
     def issue(self, path: str, message: str, file: str | None = None) -> None:
         item = ConfigIssue(file or self.file, path, message)
@@ -110,6 +119,11 @@ class _Loader:
             for i in issues_from(err, file or self.file, prefix, model):
                 if i not in self.issues:
                     self.issues.append(i)
+            return None
+        except Exception as err:  # a driver's validator that breaks on odd input: still a config issue
+            self.issue(
+                prefix, f"cannot be checked ({type(err).__name__}: {err}); check this entry's keys", file
+            )
             return None
 
     # -- top level -------------------------------------------------------------------------------
@@ -136,6 +150,7 @@ class _Loader:
         web = None
         if "web" in raw:
             web = self.validate(_section_model("web"), raw["web"], "web")
+        security = self.validate(SecurityConfig, raw.get("security", {}), "security")
         self.profile_dirs = self._profile_dirs(raw.get("profile_dirs", []))
         buses, specs = self._buses(raw.get("buses", []))
         devices = self._devices(raw.get("devices", []), buses, specs)
@@ -144,8 +159,8 @@ class _Loader:
 
             self.issues.extend(i for i in check_rules(rules, devices, self.file) if i not in self.issues)
         if self.issues:
-            raise ConfigError(self.issues)
-        assert identity is not None and control is not None and log is not None
+            raise ConfigError(_with_subjects(self.issues, raw, self.file))
+        assert identity is not None and control is not None and log is not None and security is not None
         # Paths in the file are relative to the file's folder, wherever the gateway is started from.
         store = store.model_copy(update={"path": str(self._resolve(store.path))})
         control = control.model_copy(update={"socket": str(self._resolve(control.socket))})
@@ -153,6 +168,13 @@ class _Loader:
         upstream = resolve_paths(upstream, base) if upstream is not None else None
         web = resolve_paths(web, base) if web is not None else None
         devices = [resolve_paths(d, base) for d in devices]
+        self._check_secret_files(
+            [("upstream", upstream), ("web", web), *((f"devices[{i}]", d) for i, d in enumerate(devices))],
+            security.allow_insecure_secret_files or self.allow_insecure_secrets,
+        )
+        self.warnings.extend(weak_settings(upstream, self.file))
+        if self.issues:
+            raise ConfigError(_with_subjects(self.issues, raw, self.file))
         for model in (upstream, web, *devices):
             if model is not None:
                 register_secrets(model)
@@ -175,7 +197,22 @@ class _Loader:
             devices=tuple(devices),
             profiles=dict(self.profiles),
             drivers={b.protocol: specs[b.id] for b in buses.values()},
+            security=security,
+            warnings=tuple(_with_subjects(self.warnings, raw, self.file)),
         )
+
+    def _check_secret_files(self, sections: list[tuple[str, BaseModel | None]], allow: bool) -> None:
+        for prefix, model in sections:
+            if model is None:
+                continue
+            for where, path in secret_paths(model, prefix):
+                problem = check_secret_file(path)
+                if problem is None:
+                    continue
+                if allow:
+                    self.warnings.append(ConfigIssue(self.file, where, f"warning: {problem}"))
+                else:
+                    self.issue(where, problem)
 
     def _resolve(self, path: str) -> Path:
         p = Path(path)
@@ -210,6 +247,8 @@ class _Loader:
             spec = self._spec(item.get("protocol"), f"{where}.protocol")
             bus = self.validate(spec.bus_model if spec else BusConfig, item, where)
             if bus is None or spec is None:
+                if isinstance(item.get("id"), str):
+                    self._bad_buses.setdefault(item["id"], i)
                 continue
             if bus.id in buses:
                 self.issue(f"{where}.id", f"duplicate bus id {bus.id!r}")
@@ -233,6 +272,14 @@ class _Loader:
     def _profile(self, profile_id: Any, where: str) -> Profile | None:
         if not isinstance(profile_id, str) or not profile_id:
             self.issue(where, "required key is missing" if profile_id is None else "expected a profile id")
+            return None
+        if not is_id(profile_id):
+            # The id becomes a file name (<id>.toml): never let it climb out of the profile folders.
+            self.issue(
+                where,
+                f"expected a profile id (letters, digits, `_ . : -`, at most 64, no `/` or `..`); "
+                f"found {profile_id[:64]!r}",
+            )
             return None
         if profile_id in self.profiles:
             return self.profiles[profile_id]
@@ -308,6 +355,7 @@ class _Loader:
             if device is None:
                 continue
             self._check_writable_overlap(device, where)
+            self._check_poll_intervals(device, buses[device.bus], where)
             devices.append(device)
         return devices
 
@@ -318,6 +366,8 @@ class _Loader:
         spec = specs.get(bus_id) if isinstance(bus_id, str) else None
         if bus_id is None:
             self.issue(f"{where}.bus", "required key is missing")
+        elif isinstance(bus_id, str) and bus_id in self._bad_buses:
+            self.issue(f"{where}.bus", f"bus {bus_id!r} has errors (see buses[{self._bad_buses[bus_id]}])")
         elif not isinstance(bus_id, str) or bus_id not in buses:
             known = ", ".join(buses) or "none defined"
             self.issue(f"{where}.bus", f"no bus {bus_id!r} (buses: {known})")
@@ -380,6 +430,22 @@ class _Loader:
             self._point_tables[cache_key] = result
         return result
 
+    def _check_poll_intervals(self, device: DeviceConfig, bus: BusConfig, where: str) -> None:
+        """No device or point polled faster than its bus type can keep up with (limits.py)."""
+        floor = bus.min_poll_interval_s or min_poll_interval_s(bus)
+        why = (
+            f"bus {bus.id!r} sets min_poll_interval_s = {floor:g}"
+            if bus.min_poll_interval_s
+            else f"the minimum for {describe(bus)}; a bus's min_poll_interval_s can lower it"
+        )
+        checks = [("poll_interval_s", device.poll_interval_s)]
+        checks += [
+            (f"points.{n}.poll_interval_s", p.poll_interval_s) for n, p in device.points.items() if p.enabled
+        ]
+        for key, interval in checks:
+            if interval is not None and interval < floor:
+                self.issue(f"{where}.{key}", f"expected at least {floor:g} s ({why}); found {interval:g}")
+
     def _check_writable_overlap(self, device: DeviceConfig, where: str) -> None:
         """Two writable points that share a register (or coil) would fight: an error."""
         spans: list[tuple[str, tuple[str, int, int]]] = []
@@ -401,9 +467,38 @@ def _without_points(model: type[DeviceConfig]) -> type[BaseModel]:
     """The device model with `points` made optional-and-ignored, to report a device's other errors."""
     from pydantic import create_model
 
-    return create_model(f"{model.__name__}NoPoints", __base__=model, points=(Any, None))
+    # An empty table, not None: the driver's own validators may walk the points.
+    return create_model(
+        f"{model.__name__}NoPoints", __base__=model, points=(Any, Field(default_factory=dict))
+    )
 
 
-def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
-    """Load and validate a gateway config. Raises ConfigError listing every problem found."""
-    return _Loader(Path(path)).load()
+_ENTRY = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*)\[(\d+)\]")
+
+
+def _with_subjects(issues: list[ConfigIssue], raw: dict[str, Any], file: str) -> list[ConfigIssue]:
+    """Name the entry each issue is in by its id (`devices[4] (id 'meter-3').points.x`), when the
+    path starts in an array of tables whose entry has a string id."""
+    out = []
+    for issue in issues:
+        m = _ENTRY.match(issue.path)
+        entry: Any = None
+        if m and issue.file == file and not issue.subject:
+            table: Any = raw
+            for part in m.group(1).split("."):
+                table = table.get(part) if isinstance(table, dict) else None
+            index = int(m.group(2))
+            if isinstance(table, list) and index < len(table) and isinstance(table[index], dict):
+                entry = table[index].get("id")
+        if isinstance(entry, str) and entry:
+            issue = dataclasses.replace(issue, subject=entry[:64])
+        out.append(issue)
+    return out
+
+
+def load_config(path: str | os.PathLike[str], *, allow_insecure_secrets: bool = False) -> GatewayConfig:
+    """Load and validate a gateway config. Raises ConfigError listing every problem found.
+
+    `allow_insecure_secrets` (the CLI's --allow-insecure-secrets) turns secret files that group or
+    others may read from errors into warnings, like `[security] allow_insecure_secret_files`."""
+    return _Loader(Path(path), allow_insecure_secrets).load()

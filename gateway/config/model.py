@@ -6,12 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from gateway.api import BusConfig, DeviceConfig, DriverSpec
-from gateway.api._config import ID_PATTERN
+from gateway.api import ID_PATTERN, STRICT, BusConfig, ConfigIssue, DeviceConfig, DriverSpec, FiniteFloat
 
-_STRICT = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+_STRICT = STRICT
 
 
 class OrgCodes(BaseModel):
@@ -45,6 +44,15 @@ class LogConfig(BaseModel):
     )
 
 
+class SecurityConfig(BaseModel):
+    """`[security]`: how strict the gateway is about its own secrets."""
+
+    model_config = _STRICT
+    allow_insecure_secret_files: bool = Field(
+        default=False, description="accept key/password files readable by group or others (a warning)"
+    )
+
+
 class Profile(BaseModel):
     """A reusable device type: what the points are and where they live (config/profiles/<id>.toml)."""
 
@@ -55,7 +63,7 @@ class Profile(BaseModel):
     vendor: str = ""
     model: str = ""
     source: str = Field(default="", description="where the register map / object table comes from")
-    poll_interval_s: float = Field(default=60.0, gt=0, le=86400)
+    poll_interval_s: FiniteFloat = Field(default=60.0, gt=0, le=86400)
     device: dict[str, Any] = Field(default_factory=dict, description="defaults for device fields")
     points: dict[str, dict[str, Any]] = Field(min_length=1)
 
@@ -76,6 +84,8 @@ class GatewayConfig:
     devices: tuple[DeviceConfig, ...]
     profiles: dict[str, Profile] = field(default_factory=dict)
     drivers: dict[str, DriverSpec] = field(default_factory=dict)  # by bus protocol
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    warnings: tuple[ConfigIssue, ...] = ()  # allowed but weakening: `config check` shows, `run` logs
 
     def bus(self, bus_id: str) -> BusConfig:
         for b in self.buses:

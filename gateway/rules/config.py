@@ -13,11 +13,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, TypeAdapter, ValidationError, model_validator
 
-from gateway.api import ConfigIssue, DeviceConfig, Severity
+from gateway.api import STRICT, ConfigIssue, DeviceConfig, FiniteFloat, Severity
 
-_STRICT = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+_STRICT = STRICT
 RULE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,95}$"
 PACKS_DIR = Path(__file__).resolve().parents[2] / "config" / "rules"
 """Where shipped packs live (config/rules/<name>.toml in the repo)."""
@@ -60,8 +60,10 @@ class _RuleBase(_Model):
     event: str = Field(default="", description="event kind; defaults to the rule id's last part")
     severity: SeverityName = "warning"
     select: Selector = Selector()
-    hold_s: float = Field(default=0.0, ge=0, le=7 * 86400, description="condition held before raising")
-    clear_hold_s: float = Field(default=0.0, ge=0, le=7 * 86400, description="clear held before clearing")
+    hold_s: FiniteFloat = Field(default=0.0, ge=0, le=7 * 86400, description="condition held before raising")
+    clear_hold_s: FiniteFloat = Field(
+        default=0.0, ge=0, le=7 * 86400, description="clear held before clearing"
+    )
     message: str = ""
     suppress_during: tuple[str, ...] = Field(default=(), description="schedule ids (quiet hours)")
     suppress_when_away: bool = False
@@ -78,9 +80,9 @@ class ThresholdRule(_RuleBase):
 
     kind: Literal["threshold"]
     point: str
-    above: float | None = None
-    below: float | None = None
-    hysteresis: float = Field(default=0.0, ge=0)
+    above: FiniteFloat | None = None
+    below: FiniteFloat | None = None
+    hysteresis: FiniteFloat = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")
     def _limits(self) -> ThresholdRule:
@@ -102,8 +104,8 @@ class RateRule(_RuleBase):
 
     kind: Literal["rate"]
     point: str
-    max_change: float = Field(gt=0)
-    window_s: float = Field(gt=0, le=86400)
+    max_change: FiniteFloat = Field(gt=0)
+    window_s: FiniteFloat = Field(gt=0, le=86400)
     direction: Literal["rising", "falling", "both"] = "both"
 
 
@@ -112,7 +114,7 @@ class MissingRule(_RuleBase):
 
     kind: Literal["missing"]
     point: str = ""
-    after_s: float = Field(gt=0, le=30 * 86400)
+    after_s: FiniteFloat = Field(gt=0, le=30 * 86400)
 
 
 class OfflineRule(_RuleBase):
@@ -140,17 +142,17 @@ class ConsumptionRule(_RuleBase):
     kind: Literal["consumption"]
     point: str
     window: Literal["sliding", "day", "slots"]
-    window_s: float = Field(default=43200.0, gt=0, le=7 * 86400)
-    bin_s: float = Field(default=900.0, gt=0, le=86400, description="resolution of sliding windows")
-    below: float | None = Field(default=None, ge=0)
-    above: float | None = Field(default=None, ge=0)
-    slot_s: float = Field(default=1800.0, gt=0, le=86400)
+    window_s: FiniteFloat = Field(default=43200.0, gt=0, le=7 * 86400)
+    bin_s: FiniteFloat = Field(default=900.0, gt=0, le=86400, description="resolution of sliding windows")
+    below: FiniteFloat | None = Field(default=None, ge=0)
+    above: FiniteFloat | None = Field(default=None, ge=0)
+    slot_s: FiniteFloat = Field(default=1800.0, gt=0, le=86400)
     slots: int = Field(default=48, ge=1, le=1000)
-    min_per_slot: float = Field(default=0.0, ge=0)
-    rollover_at: float | None = Field(default=None, gt=0)
-    max_step: float | None = Field(default=None, gt=0)
-    gap_s: float = Field(default=7200.0, gt=0)
-    stale_s: float = Field(default=7200.0, gt=0)
+    min_per_slot: FiniteFloat = Field(default=0.0, ge=0)
+    rollover_at: FiniteFloat | None = Field(default=None, gt=0)
+    max_step: FiniteFloat | None = Field(default=None, gt=0)
+    gap_s: FiniteFloat = Field(default=7200.0, gt=0)
+    stale_s: FiniteFloat = Field(default=7200.0, gt=0)
     tz: str = "Asia/Shanghai"
 
     @model_validator(mode="after")
@@ -172,7 +174,7 @@ class CompositeRule(_RuleBase):
     kind: Literal["composite"]
     mode: Literal["all", "any", "sequence"]
     of: tuple[str, ...] = Field(min_length=2)
-    within_s: float = Field(default=60.0, gt=0)
+    within_s: FiniteFloat = Field(default=60.0, gt=0)
 
 
 class AnomalyRule(_RuleBase):
@@ -188,19 +190,19 @@ class AnomalyRule(_RuleBase):
     kind: Literal["anomaly"]
     point: str
     method: Literal["ewma", "robust"] = "robust"
-    alpha: float = Field(default=0.05, gt=0, le=1)
-    z: float = Field(default=5.0, gt=0)
+    alpha: FiniteFloat = Field(default=0.05, gt=0, le=1)
+    z: FiniteFloat = Field(default=5.0, gt=0)
     warmup: int = Field(default=20, ge=1)
     direction: Literal["high", "low", "both"] = "high"
-    min_scale: float = Field(default=0.0, ge=0)
-    min_value: float = Field(default=float("-inf"))
+    min_scale: FiniteFloat = Field(default=0.0, ge=0)
+    min_value: FiniteFloat = Field(default=float("-inf"))
     cumulative: bool = False
     profile: bool = False
-    slot_s: float = Field(default=1800.0, gt=0, le=86400)
+    slot_s: FiniteFloat = Field(default=1800.0, gt=0, le=86400)
     hours: tuple[int, int] | None = Field(default=None, description="[start, end) local hours scored")
-    rollover_at: float | None = Field(default=None, gt=0)
-    max_step: float | None = Field(default=None, gt=0)
-    gap_s: float = Field(default=7200.0, gt=0)
+    rollover_at: FiniteFloat | None = Field(default=None, gt=0)
+    max_step: FiniteFloat | None = Field(default=None, gt=0)
+    gap_s: FiniteFloat = Field(default=7200.0, gt=0)
     tz: str = "Asia/Shanghai"
 
     @model_validator(mode="after")
@@ -241,9 +243,9 @@ class ActionConfig(_Model):
     device: str = ""
     point: str = Field(min_length=1)
     value: bool | int | float | str
-    min_interval_s: float = Field(default=600.0, ge=0)
+    min_interval_s: FiniteFloat = Field(default=600.0, ge=0)
     max_per_day: int = Field(default=10, ge=1)
-    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    timeout_s: FiniteFloat = Field(default=10.0, gt=0, le=300)
     enabled: bool = True
 
 
@@ -277,7 +279,7 @@ class Contact(_Model):
     name: str = ""
     role: Literal["emergency_contact", "community", "street", "operator", "other"] = "other"
     phone: str = Field(default="", pattern=r"^$|^\+?[0-9 -]{3,20}$")
-    after_s: float = Field(default=0.0, ge=0, description="escalate to this contact after this long")
+    after_s: FiniteFloat = Field(default=0.0, ge=0, description="escalate to this contact after this long")
 
 
 class PackRef(_Model):
@@ -286,7 +288,7 @@ class PackRef(_Model):
     Pack rule ids become `<pack>.<rule>`; `points` renames the pack's point names to the devices'.
     """
 
-    name: str = Field(min_length=1)
+    name: str = Field(pattern=RULE_ID, description="a shipped pack's id: config/rules/<name>.toml")
     path: str = ""
     select: Selector = Selector()
     params: dict[str, bool | int | float | str] = Field(default_factory=dict)
@@ -331,7 +333,9 @@ class RulesConfig(_Model):
     schedules: tuple[Schedule, ...] = ()
     contacts: tuple[Contact, ...] = ()
     away: tuple[str, ...] = Field(default=(), description="device ids of households marked away")
-    snapshot_interval_s: float = Field(default=300.0, gt=0, description="how often detector state is saved")
+    snapshot_interval_s: FiniteFloat = Field(
+        default=300.0, gt=0, description="how often detector state is saved"
+    )
 
     @model_validator(mode="after")
     def _references(self) -> RulesConfig:

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
-from gateway.api import ConfigError, ConfigIssue
+from gateway.api import STRICT, ConfigError, ConfigIssue, FiniteFloat, SecretPath
 
-_STRICT = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+_STRICT = STRICT
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 
@@ -65,7 +65,7 @@ class TlsConfig(_Model):
 
     ca_file: Path | None = Field(default=None, description="CA bundle; system CAs when unset")
     cert_file: Path | None = Field(default=None, description="client certificate (mTLS)")
-    key_file: Path | None = Field(default=None, description="client private key (mTLS)")
+    key_file: SecretPath | None = Field(default=None, description="client private key (mTLS)")
     verify: bool = True
     server_hostname: str | None = Field(default=None, description="name to verify instead of the URL host")
 
@@ -79,9 +79,9 @@ class TlsConfig(_Model):
 class BackoffConfig(_Model):
     """Capped exponential backoff with jitter between connection attempts."""
 
-    initial_s: float = Field(default=1.0, gt=0, le=300)
-    max_s: float = Field(default=60.0, gt=0, le=3600)
-    jitter: float = Field(default=0.5, ge=0, le=1, description="fraction of the delay drawn at random")
+    initial_s: FiniteFloat = Field(default=1.0, gt=0, le=300)
+    max_s: FiniteFloat = Field(default=60.0, gt=0, le=3600)
+    jitter: FiniteFloat = Field(default=0.5, ge=0, le=1, description="fraction of the delay drawn at random")
 
     @model_validator(mode="after")
     def _order(self) -> BackoffConfig:
@@ -94,10 +94,10 @@ class CommandsConfig(_Model):
     """Signed commands from the platform. Exactly one key when enabled."""
 
     enabled: bool = False
-    hmac_key_file: Path | None = None
+    hmac_key_file: SecretPath | None = None
     ed25519_public_key_file: Path | None = None
-    max_clock_skew_s: float = Field(default=30.0, ge=0, le=3600)
-    max_lifetime_s: float = Field(
+    max_clock_skew_s: FiniteFloat = Field(default=30.0, ge=0, le=3600)
+    max_lifetime_s: FiniteFloat = Field(
         default=300.0, gt=0, le=86400, description="longest expires_at - issued_at accepted"
     )
 
@@ -122,24 +122,26 @@ class UpstreamConfig(_Model):
     client_id: str | None = Field(default=None, max_length=128, description="defaults to the gateway id")
     protocol: Literal["3.1.1", "5"] = "5"
     keepalive_s: int = Field(default=30, ge=5, le=3600)
-    connect_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    connect_timeout_s: FiniteFloat = Field(default=10.0, gt=0, le=120)
     tls: TlsConfig = Field(default_factory=TlsConfig)
     username: str | None = None
-    password_file: Path | None = None
+    password_file: SecretPath | None = None
     password_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     encoding: Literal["json-v1"] = "json-v1"
     max_batch_readings: int = Field(default=200, ge=1, le=10000)
     max_batch_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     max_inflight: int = Field(default=32, ge=1, le=1000, description="QoS 1 messages awaiting PUBACK")
-    replay_max_msgs_per_s: float = Field(default=50.0, gt=0, description="telemetry rate after reconnect")
+    replay_max_msgs_per_s: FiniteFloat = Field(
+        default=50.0, gt=0, description="telemetry rate after reconnect"
+    )
     replay_burst: int = Field(default=20, ge=1)
     e2e_ack: bool = False
-    e2e_resend_after_s: float = Field(
+    e2e_resend_after_s: FiniteFloat = Field(
         default=30.0,
         gt=0,
         description="e2e mode: no platform ack progress this long -> send again from the ack",
     )
-    status_interval_s: float = Field(default=60.0, gt=0)
+    status_interval_s: FiniteFloat = Field(default=60.0, gt=0)
     backoff: BackoffConfig = Field(default_factory=BackoffConfig)
     commands: CommandsConfig = Field(default_factory=CommandsConfig)
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-_STRICT = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+from gateway.api import STRICT, FiniteFloat, SecretPath
+
+_STRICT = STRICT
 
 
 def is_loopback(host: str) -> bool:
@@ -34,10 +35,10 @@ class WebConfig(BaseModel):
     bind: str = Field(default="127.0.0.1", min_length=1, description="address to listen on")
     port: int = Field(default=8080, ge=0, le=65535, description="TCP port (0: any free port)")
     username: str = Field(default="citynerve", min_length=1, pattern=r"^[^:]+$")
-    password_file: Path | None = Field(
+    password_file: SecretPath | None = Field(
         default=None, description="file holding the password; required when bind is not loopback"
     )
-    refresh_s: float = Field(default=2.0, ge=0.5, le=60, description="how often the page refreshes")
+    refresh_s: FiniteFloat = Field(default=2.0, ge=0.5, le=60, description="how often the page refreshes")
 
     @model_validator(mode="after")
     def _password_when_exposed(self) -> WebConfig:

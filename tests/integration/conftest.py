@@ -71,7 +71,7 @@ def gateway_config(tmp: Path, port: int, *, buses: int = 2, units: int = 5) -> P
     )
     for b in range(buses):
         text += f'\n[[buses]]\nid = "tcp-{b}"\nprotocol = "modbus_tcp"\nhost = "127.0.0.1"\nport = {port}\n'
-        text += "timeout_s = 0.5\n"
+        text += "timeout_s = 0.5\nmin_poll_interval_s = 0.05  # the test profile polls every 50 ms\n"
         for u in range(1, units + 1):
             text += (
                 f'\n[[devices]]\nid = "d{b}-{u}"\nbus = "tcp-{b}"\nprofile = "test-counter"\naddress = {u}\n'

@@ -44,6 +44,7 @@ def test_missing_serial_port_is_one_clear_line_and_the_gateway_keeps_running(
     counter_profile(tmp_path / "profiles")
     password = "pa55-w0rd-never-logged"
     (tmp_path / "broker.pass").write_text(password + "\n")
+    (tmp_path / "broker.pass").chmod(0o600)
     config = tmp_path / "gw.toml"
     config.write_text(
         HEAD
@@ -59,6 +60,7 @@ def test_missing_serial_port_is_one_clear_line_and_the_gateway_keeps_running(
             id = "rs485-9"
             protocol = "modbus_rtu"
             port = "/dev/ttyUSB-not-plugged-in"
+            min_poll_interval_s = 0.05
 
             [[devices]]
             id = "m-1"

@@ -1,0 +1,92 @@
+"""Secret files named in the config (keys, password files) and settings that weaken security.
+
+A secret file that group or others may read is refused, unless the config (or the command line)
+says `allow_insecure_secret_files`: then it is a warning. Settings that are allowed but weaken
+security (`tls.verify = false`, a password sent over plain `mqtt://`) are warnings: `config check`
+prints them and `citynerve run` logs them at start.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, get_args
+
+from pydantic import BaseModel
+
+from gateway.api import ConfigIssue, SecretFile
+
+INSECURE_BITS = 0o077
+"""Any permission for group or others: a secret file is the gateway user's alone (chmod 600)."""
+
+
+def secret_paths(model: BaseModel, prefix: str) -> Iterator[tuple[str, Path]]:
+    """(key path, file) of every field marked SecretFile in `model`, nested models included."""
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        where = f"{prefix}.{name}" if prefix else name
+        if isinstance(value, Path) and _marked(info.metadata, info.annotation):
+            yield where, value
+        elif isinstance(value, BaseModel):
+            yield from secret_paths(value, where)
+
+
+def _marked(metadata: list[Any], annotation: Any) -> bool:
+    """True when SecretFile is in the field's metadata or in an Annotated member of its type
+    (`SecretPath | None` keeps the marker inside the union)."""
+    if any(isinstance(m, SecretFile) for m in metadata):
+        return True
+    return any(
+        any(isinstance(m, SecretFile) for m in getattr(arg, "__metadata__", ()))
+        for arg in get_args(annotation)
+    )
+
+
+def check_secret_file(path: Path) -> str | None:
+    """Why `path` is not safe to hold a secret, or None. A missing file is not judged here (the
+    part that reads it reports it when it needs it)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        return f"cannot check {path}: {err.strerror or err}"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{path} is not a regular file"
+    bits = stat.S_IMODE(st.st_mode)
+    if bits & INSECURE_BITS:
+        who = [w for w, mask in (("group", 0o070), ("others", 0o007)) if bits & mask]
+        return (
+            f"secret file {path} is open to {' and '.join(who)} (mode {bits:04o}): "
+            f"`chmod 600 {path}` (owned by the gateway's user), or set "
+            "[security] allow_insecure_secret_files = true to accept it with a warning"
+        )
+    return None
+
+
+def weak_settings(upstream: Any, file: str) -> list[ConfigIssue]:
+    """Warnings for uplink settings that are allowed but weaken security."""
+    out: list[ConfigIssue] = []
+    if upstream is None:
+        return out
+    if not upstream.tls.verify:
+        out.append(
+            ConfigIssue(
+                file,
+                "upstream.tls.verify",
+                "warning: TLS server verification is off: anyone on the path can pose as the broker",
+            )
+        )
+    has_password = upstream.password_file is not None or upstream.password_env is not None
+    plain = [u for u in upstream.brokers if u.lower().startswith("mqtt://")]
+    if has_password and plain:
+        out.append(
+            ConfigIssue(
+                file,
+                "upstream.brokers",
+                f"warning: the broker password is sent in clear text to {', '.join(plain)}: use mqtts://",
+            )
+        )
+    return out
