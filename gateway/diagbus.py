@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,8 +23,22 @@ from typing import Any
 from gateway.api import ChannelError, Driver, GatewayError, PermanentError
 from gateway.config import GatewayConfig
 from gateway.control import ControlError, GatewayNotRunningError, ask
+from gateway.logs import field
 
-__all__ = ["ControlSocketDeniedError", "DiagRoute", "DiagSession", "UnknownBusError", "bus_diag"]
+__all__ = [
+    "ControlSocketDeniedError",
+    "DiagRoute",
+    "DiagSession",
+    "RawWriteRefusedError",
+    "UnknownBusError",
+    "bus_diag",
+    "check_raw_write",
+]
+
+RAW_WRITE = "write"
+"""The diagnostic action that writes registers or coils by address, bypassing the point table."""
+
+audit = logging.getLogger("gateway.audit")
 
 
 class DiagRoute(enum.Enum):
@@ -52,6 +67,66 @@ class ControlSocketDeniedError(PermanentError):
             f"a gateway may be running but its control socket {socket} is not accessible to this user: "
             "run as a member of the citynerve group (or root)"
         )
+
+
+class RawWriteRefusedError(PermanentError):
+    """A raw write that lacks its explicit flag, or touches addresses no writable point covers."""
+
+    def __init__(self, bus_id: str, reason: str) -> None:
+        self.bus_id = bus_id
+        self.reason = reason
+        super().__init__(f"bus {bus_id}: raw write refused: {reason}")
+
+
+def check_raw_write(config: GatewayConfig, bus_id: str, params: Mapping[str, Any]) -> None:
+    """Raise RawWriteRefusedError unless a raw write may go ahead.
+
+    It needs `raw: true` (a generic `diag` request never writes by accident), and every address it
+    touches must lie in a point of that unit marked `writable` in the config, unless `force: true`
+    (a technician commissioning a device the config does not describe yet)."""
+    if params.get("raw") is not True:
+        raise RawWriteRefusedError(bus_id, "a raw write needs the explicit flag raw=true")
+    if params.get("force") is True:
+        return
+    unit, table, address = params.get("unit"), params.get("table", "holding"), params.get("address")
+    values = params.get("values", [params.get("value")])
+    count = len(values) if isinstance(values, list) else 1
+    if not isinstance(address, int) or isinstance(address, bool) or not isinstance(table, str):
+        return  # the driver refuses malformed parameters with its own typed error
+    covered: set[int] = set()
+    for device in config.devices_on(bus_id):
+        if device.address != unit:
+            continue
+        for point in device.points.values():
+            span_fn = getattr(point, "span", None)
+            span = span_fn() if point.writable and span_fn is not None else None
+            if span is not None and span[0] == table:
+                covered.update(range(span[1], span[2] + 1))
+    wanted = range(address, address + count)
+    if not covered.issuperset(wanted):
+        last = address + count - 1
+        where = f"{address}" if count == 1 else f"{address}..{last}"
+        raise RawWriteRefusedError(
+            bus_id,
+            f"unit {unit} {table} {where} is not within points marked writable in the config "
+            "(--force writes anyway)",
+        )
+
+
+def audit_raw_write(who: str, bus_id: str, params: Mapping[str, Any], outcome: str) -> None:
+    """One log line per raw write attempt: who, where, what value, and what came of it."""
+    values = params.get("values", params.get("value"))
+    audit.warning(
+        "raw write by %s: bus %s unit %s %s %s = %s%s: %s",
+        who,
+        field(bus_id),
+        field(params.get("unit")),
+        field(params.get("table", "holding")),
+        field(params.get("address")),
+        field(values),
+        " (forced)" if params.get("force") is True else "",
+        outcome,
+    )
 
 
 class DiagSession:
@@ -114,7 +189,24 @@ class DiagSession:
             return dict(result or {})
         if self._driver is None:
             raise PermanentError("DiagSession.run called outside `async with`")
+        if action == RAW_WRITE:
+            return await self._raw_write(self._driver, params)
         return await self._driver.diag(action, params)
+
+    async def _raw_write(self, driver: Driver[Any, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+        who = f"local user uid {os.getuid()} pid {os.getpid()} (port opened directly)"
+        try:
+            check_raw_write(self.config, self.bus.id, params)
+        except RawWriteRefusedError as err:
+            audit_raw_write(who, self.bus.id, params, f"refused ({err.reason})")
+            raise
+        try:
+            result = await driver.diag(RAW_WRITE, params)
+        except GatewayError as err:
+            audit_raw_write(who, self.bus.id, params, f"failed ({err})")
+            raise
+        audit_raw_write(who, self.bus.id, params, "written")
+        return result
 
 
 async def bus_diag(config: GatewayConfig, bus_id: str, action: str, params: dict[str, Any]) -> dict[str, Any]:

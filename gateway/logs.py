@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any, TextIO
@@ -11,11 +12,41 @@ from typing import Any, TextIO
 _SECRETS: set[str] = set()
 _REDACTED = "***"
 
+SECRET_KEY = re.compile(r"pass(word|wd|phrase)?|secret|key|token|credential|psk|auth", re.IGNORECASE)
+"""Config keys whose values are secrets (`password_file`, `hmac_key_file`, `bindkey`, `api_token`)."""
+
+
+def is_secret_key(name: str) -> bool:
+    """True for a config key that names a secret: its value is never shown (logs, errors, bundles)."""
+    return bool(SECRET_KEY.search(name))
+
 
 def register_secret(value: str) -> None:
     """Never let `value` (a password, key, token) reach a log line."""
     if value and len(value) >= 4:
         _SECRETS.add(value)
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9_.:@+/-]{1,128}")
+FIELD_MAX = 200
+
+
+def field(value: object) -> str:
+    """A value from outside (an id, a point, a value a device or a client sent) ready for a log line:
+    plain ids as they are, anything else repr-escaped and cut to FIELD_MAX characters, so a newline
+    or a control character in it can never start a forged log line or move a terminal's cursor."""
+    if isinstance(value, str) and _PLAIN.fullmatch(value):
+        return value
+    text = repr(value)
+    return text if len(text) <= FIELD_MAX else text[: FIELD_MAX - 3] + "..."
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+
+
+def _escape_controls(text: str) -> str:
+    # The backstop for every message of a text log: one record is one line, whatever it quotes.
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 def redact(text: str) -> str:
@@ -26,6 +57,11 @@ def redact(text: str) -> str:
 
 
 class _RedactingFormatter(logging.Formatter):
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # The message part only: a traceback appended after it keeps its lines.
+        record.message = _escape_controls(record.message)
+        return redact(super().formatMessage(record))
+
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))
 

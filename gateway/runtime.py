@@ -22,6 +22,7 @@ from gateway.api import (
     DeviceConfig,
     Driver,
     Event,
+    GatewayError,
     PermanentError,
     Reading,
     SampleBatch,
@@ -31,6 +32,9 @@ from gateway.api import (
 from gateway.bus import BusOwner
 from gateway.config import GatewayConfig
 from gateway.control import ControlServer
+from gateway.control.server import PEER
+from gateway.diagbus import RAW_WRITE, RawWriteRefusedError, audit_raw_write, check_raw_write
+from gateway.logs import field
 from gateway.pipeline import NoRules, Pipeline, RulesHook
 from gateway.store import BLOCK_READINGS, AsyncOutbox, OutboxWriter
 from gateway.uplink.commands import PointInfo
@@ -363,8 +367,23 @@ class Gateway:
         async def diag(req: dict[str, Any]) -> dict[str, Any]:
             owner = self.owners.get(str(req["bus"]))
             if owner is None:
-                raise PermanentError(f"no running bus {req['bus']!r}")
-            return await owner.diag(str(req["action"]), dict(req.get("params") or {}))
+                raise PermanentError(f"no running bus {field(req['bus'])}")
+            action, params = str(req["action"]), dict(req.get("params") or {})
+            if action != RAW_WRITE:
+                return await owner.diag(action, params)
+            who = str(req.get(PEER, "unknown peer"))
+            try:
+                check_raw_write(self.config, owner.bus.id, params)
+            except RawWriteRefusedError as err:
+                audit_raw_write(who, owner.bus.id, params, f"refused ({err.reason})")
+                raise
+            try:
+                result = await owner.diag(action, params)
+            except GatewayError as err:
+                audit_raw_write(who, owner.bus.id, params, f"failed ({err})")
+                raise
+            audit_raw_write(who, owner.bus.id, params, "written")
+            return result
 
         async def read(req: dict[str, Any]) -> dict[str, Any]:
             r = await self.read_point(str(req["device"]), str(req["point"]))

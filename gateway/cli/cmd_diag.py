@@ -282,6 +282,11 @@ def _parse_value(text: str) -> int:
 @click.option("--address", type=click.IntRange(0, 65535), required=True, help="0-based address.")
 @click.option("--value", "values", multiple=True, required=True, help="Value (repeat for several).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Write even where no point of the config marked writable covers the address.",
+)
 @json_option
 def modbus_write(
     config_path: Path,
@@ -291,11 +296,15 @@ def modbus_write(
     address: int,
     values: tuple[str, ...],
     yes: bool,
+    force: bool,
     as_json: bool,
 ) -> None:
-    """Write one or more holding registers (0..65535) or coils (0/1) of one unit.
+    """Write one or more holding registers (0..65535) or coils (0/1) of one unit by address.
 
-    Writes change a device's behaviour (set points, relays): it asks first unless --yes.
+    Writes change a device's behaviour (set points, relays): it asks first unless --yes. Only
+    addresses inside points marked `writable` in the config are written, unless --force. Every
+    attempt is logged (who, where, what value) by the gateway, or by this command when it opens
+    the port itself.
     """
     cfg = _modbus_config(config_path, bus_id)
     try:
@@ -306,8 +315,10 @@ def modbus_write(
         f"write {parsed} to {table} {address} of unit {unit} on bus {bus_id}?", err=True
     ):
         fail("not written", EXIT_FAILED)
-    params: dict[str, Any] = {"unit": unit, "table": table, "address": address}
+    params: dict[str, Any] = {"unit": unit, "table": table, "address": address, "raw": True}
     params["values" if len(parsed) > 1 else "value"] = parsed if len(parsed) > 1 else parsed[0]
+    if force:
+        params["force"] = True
     result = _run_or_fail(_one(cfg, bus_id, "write", params))
     if as_json:
         print_json(result)
@@ -398,7 +409,7 @@ def bundle(
         output = Path(f"citynerve-bundle-{stamp}.tar.gz")
     try:
         report = build_bundle(config_path, output, log_file=log_file, journal_lines=journal_lines)
-    except OSError as err:
+    except OSError as err:  # BundleExistsError too: an existing file or a symlink is never reused
         fail(f"cannot write {output}: {err.strerror or err}")
     if as_json:
         print_json(report.to_dict())

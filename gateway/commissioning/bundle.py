@@ -2,8 +2,9 @@
 
 What goes in (each part is optional: a part that cannot be had is listed in `manifest.json` with
 the reason, and the bundle is still written, because the broken gateway is the one that needs it):
-- `config/gateway.toml`: the config, secrets redacted (see redact.py); `config/check.json`: the
-  result of validating it.
+- `config/gateway.toml`: the config, secrets redacted (see redact.py), with the result of validating
+  it. A config that is not valid TOML is left out (only the parse error is kept): redaction needs
+  the parsed keys, and guessing at broken text could leak a secret.
 - `logs/journal.txt` (journald, `journalctl -u citynerve`) or `logs/<file>` from a log file.
 - `store/stats.json`: outbox figures and a quick integrity check (read-only: safe while it runs).
 - `status.json`: the running gateway's status (bus error counters, devices, uplink), if it runs.
@@ -13,8 +14,11 @@ the reason, and the bundle is still written, because the broken gateway is the o
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import io
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -22,15 +26,16 @@ import sys
 import tarfile
 import time
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import tomli_w
 
 from gateway.api import ConfigError, GatewayError
-from gateway.commissioning.redact import redact_config, redact_text
+from gateway.commissioning.redact import redact_config, redact_value
 from gateway.config import GatewayConfig, load_config
 from gateway.control import ask
 
@@ -151,14 +156,19 @@ def _config_part(config_path: Path, report: BundleReport) -> tuple[bytes | None,
         return None, None
     try:
         redacted = tomli_w.dumps(redact_config(tomllib.loads(text))).encode()
-    except tomllib.TOMLDecodeError:
-        redacted = redact_text(text).encode()
+    except tomllib.TOMLDecodeError as err:
+        # The error names line and column only, never the text around it.
+        report.missing["config"] = (
+            f"{config_path} is not valid TOML ({err}): left out, because a config that does not "
+            "parse cannot be redacted safely"
+        )
+        return None, None
     try:
         cfg: GatewayConfig | None = load_config(config_path)
         check: dict[str, Any] = {"valid": True}
     except ConfigError as err:
         cfg = None
-        check = {"valid": False, "issues": [str(i) for i in err.issues]}
+        check = {"valid": False, "issues": [redact_value(str(i)) for i in err.issues]}
     return redacted + b"\n# config check: " + json.dumps(check).encode() + b"\n", cfg
 
 
@@ -174,7 +184,7 @@ def build_bundle(
     report = BundleReport(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, Any] = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    with tarfile.open(out, "w:gz") as tar:
+    with open_new(out) as f, tarfile.open(fileobj=f, mode="w:gz") as tar:
         config_bytes, cfg = _config_part(config_path, report)
         if config_bytes is not None:
             _add(tar, "config/gateway.toml", config_bytes, report)
@@ -208,5 +218,28 @@ def build_bundle(
         manifest["members"] = list(report.members)
         manifest["missing"] = dict(report.missing)
         _add(tar, "manifest.json", _json(manifest), report)
-    out.chmod(0o600)  # it holds device addresses and logs: readable by the technician only
     return report
+
+
+class BundleExistsError(FileExistsError):
+    """The output path exists already (a file, or a link someone planted): never reused."""
+
+
+@contextlib.contextmanager
+def open_new(path: Path) -> Iterator[BinaryIO]:
+    """Create `path` for writing, mode 0600 (it holds device addresses and logs). Refuses an existing
+    file and a symlink (O_EXCL | O_NOFOLLOW): in a shared folder another user could have prepared
+    either to read the bundle or to make us overwrite a file of theirs. Removed again on failure."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        kind = "a symlink" if path.is_symlink() else "a file"
+        raise BundleExistsError(
+            errno.EEXIST, f"{kind} of that name exists already: not reused", str(path)
+        ) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise

@@ -2,7 +2,8 @@
 
 Any key named like password / secret / key / token / credential (any case, any position: `password_file`,
 `hmac_key_file`, `bindkey`, `api_token`) has its value replaced, and so does the password part of a
-URL (`mqtt://user:pw@host`). Files that such keys point to are never read into the bundle.
+URL (`mqtt://user:pw@host`). Files that such keys point to are never read into the bundle. Only a
+parsed document is redacted: text that does not parse is never guessed at (the bundle leaves it out).
 """
 
 from __future__ import annotations
@@ -10,19 +11,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from gateway.logs import SECRET_KEY, is_secret_key
+
+__all__ = ["REDACTED", "SECRET_KEY", "is_secret_key", "redact_config", "redact_value"]
+
 REDACTED = "<redacted>"
 
-SECRET_KEY = re.compile(r"pass(word|wd|phrase)?|secret|key|token|credential|psk|auth", re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*:)(?P<pw>[^/@\s]+)(?P<at>@)")
-_LINE_SECRET = re.compile(
-    r"^(?P<head>\s*(?:[A-Za-z0-9_.-]*(?:pass(?:word|wd|phrase)?|secret|key|token|credential|psk|auth)"
-    r"[A-Za-z0-9_.-]*|\"[^\"]*(?:pass|secret|key|token)[^\"]*\")\s*=\s*)(?P<value>.+)$",
-    re.IGNORECASE,
-)
-
-
-def is_secret_key(name: str) -> bool:
-    return bool(SECRET_KEY.search(name))
 
 
 def redact_value(value: Any) -> Any:
@@ -45,14 +40,3 @@ def redact_config(data: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = redact_value(value)
     return out
-
-
-def redact_text(text: str) -> str:
-    """Line-wise redaction for text that is not valid TOML (a broken config must still be sent)."""
-    lines = []
-    for line in text.splitlines():
-        m = _LINE_SECRET.match(line)
-        if m:
-            line = f'{m["head"]}"{REDACTED}"'
-        lines.append(_URL_PASSWORD.sub(lambda m: f"{m['head']}{REDACTED}{m['at']}", line))
-    return "\n".join(lines) + ("\n" if text.endswith("\n") else "")

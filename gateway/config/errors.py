@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from gateway.api import ConfigIssue
+from gateway.logs import is_secret_key
 
 
 def key_path(loc: Iterable[str | int], prefix: str = "") -> str:
@@ -51,7 +52,8 @@ def issues_from(
             if msg.startswith("Value error, "):
                 msg = msg[len("Value error, ") :]
             msg = f"expected: {msg[0].lower()}{msg[1:]}" if msg else "invalid"
-            if "input" in e and not isinstance(e["input"], dict | list):
+            secret = any(isinstance(p, str) and is_secret_key(p) for p in loc)
+            if "input" in e and not isinstance(e["input"], dict | list) and not secret:
                 msg += f"; found {_short(e['input'])}"
         out.append(ConfigIssue(file, path, msg))
     return out

@@ -11,6 +11,8 @@ import contextlib
 import json
 import logging
 import os
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -44,20 +46,22 @@ class ControlServer:
                 self.path.unlink()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = peer_of(writer)
         try:
             while line := await reader.readline():
-                writer.write(encode(await self._answer(line)))
+                writer.write(encode(await self._answer(line, peer)))
                 await writer.drain()
         except (ConnectionError, asyncio.LimitOverrunError, ValueError):
             pass
         finally:
             writer.close()
 
-    async def _answer(self, line: bytes) -> dict[str, Any]:
+    async def _answer(self, line: bytes, peer: str = "unknown peer") -> dict[str, Any]:
         try:
             request = decode(line)
         except (json.JSONDecodeError, ValueError, UnicodeDecodeError) as err:
             return _error("BadRequest", f"not a JSON object: {err}")
+        request[PEER] = peer  # who asked, for audit lines; set here, never taken from the client
         op = request.get("op")
         handler = self.handlers.get(op) if isinstance(op, str) else None
         if handler is None:
@@ -71,6 +75,21 @@ class ControlServer:
         except Exception as err:  # a bug in one handler must not take the gateway down
             log.exception("control op %s failed", op)
             return _error(type(err).__name__, str(err))
+
+
+PEER = "_peer"
+"""Request key the server sets to the client's identity (`uid 1000 pid 4242`)."""
+
+
+def peer_of(writer: asyncio.StreamWriter) -> str:
+    """The connecting process's uid and pid (SO_PEERCRED), for audit lines."""
+    sock = writer.get_extra_info("socket")
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid, uid, _gid = struct.unpack("3i", creds)
+    except (OSError, AttributeError, struct.error):
+        return "unknown peer"
+    return f"uid {uid} pid {pid} (control socket)"
 
 
 def _error(type_: str, message: str) -> dict[str, Any]:

@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import tomli_w
 from click.testing import CliRunner, Result
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.cli import main
 from gateway.commissioning import BusSpecError, dump_toml, parse_bus_spec
-from gateway.commissioning.redact import REDACTED, redact_config, redact_text
+from gateway.commissioning.redact import REDACTED, redact_config
 from gateway.config import load_config
 from gateway.runtime import Gateway
 from hil.sim.modbus import ModbusBuilding
@@ -111,7 +110,7 @@ def test_bus_spec_parser_never_crashes(spec: str) -> None:
 # -- redaction --------------------------------------------------------------------------------------
 
 
-def test_redaction_of_keys_urls_and_broken_text() -> None:
+def test_redaction_of_keys_and_urls() -> None:
     data = {
         "upstream": {"brokers": ["mqtts://u:pw@h:8883"], "password_file": "/etc/pw", "username": "gw"},
         "devices": [{"id": "m1", "key": "00112233445566778899aabbccddeeff", "address": "A4:C1"}],
@@ -123,8 +122,6 @@ def test_redaction_of_keys_urls_and_broken_text() -> None:
     assert red["upstream"]["password_file"] == REDACTED and red["upstream"]["username"] == "gw"
     assert red["devices"][0]["key"] == REDACTED and red["devices"][0]["address"] == "A4:C1"
     assert red["x"] == {"api_token": REDACTED, "hmac_key_file": REDACTED, "enabled": True}
-    text = redact_text('password = "hunter2"\nbindkey=abc\nhost = "h"\nurl = "mqtt://a:b@c"\n')
-    assert "hunter2" not in text and "abc" not in text and ":b@" not in text and 'host = "h"' in text
 
 
 @given(
@@ -135,11 +132,6 @@ def test_redaction_of_keys_urls_and_broken_text() -> None:
 )
 def test_redaction_leaves_no_secret_value(data: dict[str, str]) -> None:
     red = redact_config(data)
-    # The same document as text (a config that failed to parse goes through redact_text).
-    text = redact_text(tomli_w.dumps(data))
-    for k, v in data.items():
-        if k != "name":
-            assert f"{k} = {tomli_w.dumps({'v': v})[4:].strip()}" not in text
     for k, v in red.items():
         if k != "name":
             assert v == REDACTED

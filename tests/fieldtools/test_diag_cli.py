@@ -4,20 +4,25 @@ outbox file, and a running gateway (then diag must go through its bus owner)."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import logging
 import os
 import tarfile
 import tomllib
 from pathlib import Path
 from typing import Any
 
+import pytest
 import serial
 from click.testing import CliRunner, Result
 from serial.tools import list_ports
 
 from gateway.cli import main
 from gateway.config import GatewayConfig
+from gateway.control import ControlError, ask
 from gateway.diagbus import DiagRoute, DiagSession, UnknownBusError, bus_diag
+from gateway.logs import field
 from gateway.runtime import Gateway
 from gateway.store import AsyncOutbox
 from hil.sim.modbus import ModbusBuilding
@@ -102,11 +107,12 @@ async def test_modbus_read_decodes_and_write_round_trips(config_path: Path) -> N
     assert 200 < out["value"] < 260  # phase voltage of the simulated meter
     assert len(out["registers"]) == 2
 
-    # A register write, then read back through the same path.
+    # A register write, then read back through the same path. No point is writable in this config:
+    # --force (a technician commissioning a device the config does not describe yet).
     addr = "4"  # the water meter's velocity register: the simulator keeps what is written
     r = await acli(
         "diag", "modbus", "write", "-c", str(config_path), "--bus", "tcp-1", "--unit", "2",
-        "--address", addr, "--value", "0x1234", "--yes", "--json",
+        "--address", addr, "--value", "0x1234", "--yes", "--force", "--json",
     )  # fmt: skip
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["function"] == 6
@@ -115,6 +121,79 @@ async def test_modbus_read_decodes_and_write_round_trips(config_path: Path) -> N
         "--address", addr, "--json",
     )  # fmt: skip
     assert json.loads(r.output)["registers"] == [0x1234]
+
+
+def _writable_velocity_config(short_dir: Path, building_endpoint: tuple[str, int]) -> Path:
+    host, port = building_endpoint
+    devices = (("wm-2", "modbus-water-meter", 2, "7", "2", "201"),)
+    text = gateway_toml(
+        host, port, devices=devices, rules=False, extra="[devices.points.velocity]\nwritable = true\n"
+    )
+    path = short_dir / "writable.toml"
+    path.write_text(text)
+    return path
+
+
+async def test_raw_write_respects_writable_unless_forced_and_is_logged(
+    short_dir: Path, building: ModbusBuilding, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _writable_velocity_config(short_dir, building.endpoint)
+    args = ("diag", "modbus", "write", "-c", str(path), "--bus", "tcp-1", "--unit", "2", "--yes")
+    # velocity is a writable float32 at 4..5: both registers may be written
+    r = await acli(*args, "--address", "4", "--value", "1", "--value", "2")
+    assert r.exit_code == 0, r.output
+    # 8 is positive_total, not writable; 5..6 runs past the writable point
+    for extra in (("--address", "8", "--value", "1"), ("--address", "5", "--value", "1", "--value", "2")):
+        r = await acli(*args, *extra)
+        assert r.exit_code == 1, r.output
+        assert "raw write refused" in r.output and "--force" in r.output
+    r = await acli(*args, "--address", "8", "--value", "7", "--force")
+    assert r.exit_code == 0, r.output
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "gateway.audit"]
+    assert len(lines) == 4
+    assert (
+        lines[0].startswith("raw write by local user uid ")
+        and "bus tcp-1 unit 2 holding 4 = [1, 2]: written" in (lines[0])
+    )
+    assert "holding 8 = 1: refused" in lines[1]
+    assert "holding 8 = 7 (forced): written" in lines[3]
+
+
+async def test_raw_write_through_the_gateway_needs_the_flag_and_is_logged(
+    gateway: Gateway, config_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sock = Path(gateway.config.control.socket)
+    params = {"unit": 2, "table": "holding", "address": 4, "value": 9}
+    with pytest.raises(ControlError, match="needs the explicit flag raw=true"):
+        await ask(sock, "diag", bus="tcp-1", action="write", params=params)
+    with pytest.raises(ControlError, match="not within points marked writable"):
+        await ask(sock, "diag", bus="tcp-1", action="write", params={**params, "raw": True})
+    done = await ask(sock, "diag", bus="tcp-1", action="write", params={**params, "raw": True, "force": True})
+    assert done["values"] == [9]
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "gateway.audit"]
+    assert len(lines) == 3
+    assert all(f"pid {os.getpid()} (control socket)" in line for line in lines)
+    assert lines[0].endswith("refused (a raw write needs the explicit flag raw=true)")
+    assert lines[2].endswith("holding 4 = 9 (forced): written")
+
+
+def test_log_fields_cannot_forge_lines() -> None:
+    assert field("wm-3") == "wm-3"
+    assert field("wm-3\n12:00:00 ERROR fake") == "'wm-3\\n12:00:00 ERROR fake'"
+    assert field("\x1b[2Jx") == "'\\x1b[2Jx'"
+    assert len(field("x" * 10_000)) == 200
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    from gateway.logs import _RedactingFormatter
+
+    handler.setFormatter(_RedactingFormatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger("test.forge")
+    logger.addHandler(handler)
+    try:
+        logger.warning("device %s", "d1\nERROR forged line")
+    finally:
+        logger.removeHandler(handler)
+    assert stream.getvalue().count("\n") == 1 and "d1\\nERROR forged line" in stream.getvalue()
 
 
 async def test_modbus_write_asks_first(config_path: Path) -> None:
@@ -300,17 +379,44 @@ async def test_bundle_of_the_running_gateway(gateway: Gateway, config_path: Path
     assert stats["integrity"] == "ok"
 
 
-def test_bundle_of_a_broken_config_still_works(short_dir: Path) -> None:
+def test_bundle_of_a_broken_config_still_works_and_leaves_the_config_out(short_dir: Path) -> None:
     broken = short_dir / "broken.toml"
-    broken.write_text('[gateway\nid = "x"\npassword = "hunter2"\ntoken="abc"\n')
+    # Not TOML, secrets spelled in ways no line pattern would guess.
+    broken.write_text('[gateway\nid = "x"\n"mqtt pw" = "hunter2"\nbrokers = [mqtt://u:zebra9@h]\nq=abc\n')
     out = short_dir / "broken.tar.gz"
     r = cli("diag", "bundle", "-c", str(broken), "-o", str(out), "--json")
     assert r.exit_code == 0, r.output
     members = _members(out)
-    config_text = members["config/gateway.toml"].decode()
-    assert "hunter2" not in config_text and "abc" not in config_text
+    assert "config/gateway.toml" not in members
+    for data in members.values():
+        assert b"hunter2" not in data and b"zebra9" not in data and b"abc" not in data
     report = json.loads(r.output)
+    assert "not valid TOML" in report["missing"]["config"] and "left out" in report["missing"]["config"]
     assert "store" in report["missing"] and "status" in report["missing"]
+    manifest = json.loads(members["manifest.json"])
+    assert "left out" in manifest["missing"]["config"]
+
+
+def test_bundle_refuses_an_existing_file_and_a_symlink(config_path: Path, short_dir: Path) -> None:
+    existing = short_dir / "planted.tar.gz"
+    existing.write_bytes(b"someone else's file")
+    r = cli("diag", "bundle", "-c", str(config_path), "-o", str(existing))
+    assert r.exit_code == 1 and "exists already" in r.output and "Traceback" not in r.output
+    assert existing.read_bytes() == b"someone else's file"
+    victim = short_dir / "victim"
+    victim.write_bytes(b"precious")
+    link = short_dir / "link.tar.gz"
+    link.symlink_to(victim)
+    r = cli("diag", "bundle", "-c", str(config_path), "-o", str(link))
+    assert r.exit_code == 1 and "symlink" in r.output
+    assert victim.read_bytes() == b"precious"
+    dangling = short_dir / "dangling.tar.gz"
+    dangling.symlink_to(short_dir / "would-be-created")
+    r = cli("diag", "bundle", "-c", str(config_path), "-o", str(dangling))
+    assert r.exit_code == 1 and not (short_dir / "would-be-created").exists()
+    fresh = short_dir / "fresh.tar.gz"
+    assert cli("diag", "bundle", "-c", str(config_path), "-o", str(fresh)).exit_code == 0
+    assert fresh.stat().st_mode & 0o777 == 0o600
 
 
 def test_bundle_cannot_write_is_one_line(config_path: Path) -> None:
