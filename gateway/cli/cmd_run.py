@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import time
@@ -31,8 +32,17 @@ from gateway.logs import setup_logging
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Override [log].")
 @click.option("--log-format", type=click.Choice(["auto", "text", "json"]), help="Override [log].")
 @allow_insecure_secrets_option
+@click.option(
+    "--dry-run-actions",
+    is_flag=True,
+    help="Local actions log and report what they would write, write nothing ([rules] dry_run_actions).",
+)
 def run(
-    config_path: Path, log_level: str | None, log_format: str | None, allow_insecure_secrets: bool
+    config_path: Path,
+    log_level: str | None,
+    log_format: str | None,
+    allow_insecure_secrets: bool,
+    dry_run_actions: bool,
 ) -> None:
     """Run the gateway: poll buses, detect, store, forward. Stops cleanly on SIGTERM / Ctrl-C.
 
@@ -42,6 +52,10 @@ def run(
     setup_logging(log_level or cfg.log.level, log_format or cfg.log.format)
     for warning in cfg.warnings:  # allowed, but an operator must see it in the journal
         logging.getLogger("gateway.config").warning("%s", warning)
+    if dry_run_actions and cfg.rules is not None:
+        cfg = dataclasses.replace(cfg, rules=cfg.rules.model_copy(update={"dry_run_actions": True}))
+    if cfg.rules is not None and cfg.rules.dry_run_actions:
+        logging.getLogger("gateway.rules.actions").warning("dry run: local actions write nothing to devices")
     from gateway.runtime import Gateway
 
     async def main_() -> None:

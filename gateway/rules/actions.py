@@ -1,7 +1,12 @@
 """Local actions: on an event, write a point through the bus owner, behind interlocks.
 
 Actions need only the bus, so they work with the uplink down. Every attempt (done, failed, refused
-by an interlock) is logged and becomes an Event of kind "action" that goes upstream with the rest.
+by an interlock, not followed by the device, or only logged in dry-run mode) is logged and becomes
+an Event of kind "action" that goes upstream with the rest.
+
+Safe to leave unattended: a state interlock (interlocks.py: no valve closes during a fire in the same
+building) blocks before any write; every write is read back, with bounded retries, and a device
+that did not follow raises a major event; `dry_run` writes nothing and says what it would have done.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from gateway.api import Event, EventState, GatewayError, Severity, Value, utc_now
+from gateway.api import Event, EventState, GatewayError, Quality, Reading, Severity, Value, utc_now
+from gateway.logs import field
 from gateway.rules.config import ActionConfig
+from gateway.rules.interlocks import InterlockConfig, Interlocks
 
 log = logging.getLogger("gateway.rules.actions")
 
@@ -30,6 +37,10 @@ class ActionTarget(Protocol):
         """Write `value` to `point`. Raises a GatewayError (WriteRejectedError, DeviceTimeoutError...)."""
         ...
 
+    async def read_point(self, device_id: str, point: str) -> Reading:
+        """Read `point` now (the read-back after a write). Raises a GatewayError."""
+        ...
+
 
 class ActionOutcome(enum.StrEnum):
     DONE = "done"
@@ -38,6 +49,18 @@ class ActionOutcome(enum.StrEnum):
     RATE_LIMITED = "rate_limited"  # interlock: too soon after the last write, or too many today
     OVERRIDDEN = "overridden"  # interlock: manual override set for this device and action
     NO_TARGET = "no_target"  # the runtime gave the engine no way to write
+    INTERLOCKED = "interlocked"  # a state interlock: e.g. a fire alarm raised in the same building
+    NOT_FOLLOWED = "not_followed"  # written, but the read-back shows the device did not follow
+    UNCONFIRMED = "unconfirmed"  # written, but the point could not be read back
+    DRY_RUN = "dry_run"  # dry-run mode: logged what would have been written, wrote nothing
+
+
+_SEVERITY = {
+    ActionOutcome.DONE: Severity.WARNING,
+    ActionOutcome.DRY_RUN: Severity.INFO,
+    ActionOutcome.INTERLOCKED: Severity.MAJOR,
+    ActionOutcome.NOT_FOLLOWED: Severity.MAJOR,
+}
 
 
 class ActionRunner:
@@ -54,10 +77,14 @@ class ActionRunner:
         device_attrs: Mapping[str, dict[str, Any]],
         clock: Callable[[], float] = utc_now,
         events: Callable[[Event], None] | None = None,
+        interlocks: Sequence[InterlockConfig] = (),
+        dry_run: bool = False,
     ) -> None:
         self.target = target
         self.events = events
         self.clock = clock
+        self.dry_run = dry_run
+        self.interlocks = Interlocks(interlocks, device_attrs)
         self._attrs = device_attrs
         self._by_rule: dict[tuple[str, EventState], list[ActionConfig]] = {}
         for a in actions:
@@ -79,6 +106,10 @@ class ActionRunner:
         else:
             self.overrides.discard((device_id, action_id))
 
+    def observe(self, event: Event) -> None:
+        """Follow every raised and cleared event (rules, drivers, bus owners) for the interlocks."""
+        self.interlocks.observe(event)
+
     def trigger(self, event: Event) -> list[Event]:
         """Start the actions of `event`'s rule. Returns interlock refusals now; writes report later."""
         now_events: list[Event] = []
@@ -88,6 +119,12 @@ class ActionRunner:
             if key in self.overrides:
                 now_events.append(self._report(a, device, event, ActionOutcome.OVERRIDDEN, event.ts))
                 continue
+            blocked = self.interlocks.blocking(a.id, device, a.point, a.value)
+            if blocked is not None:
+                lock, why = blocked
+                reason = f"interlock {lock.id}: {why}"
+                now_events.append(self._report(a, device, event, ActionOutcome.INTERLOCKED, event.ts, reason))
+                continue
             hist = self._history.setdefault(key, deque(maxlen=a.max_per_day))
             while hist and event.ts - hist[0] >= 86400:
                 hist.popleft()
@@ -95,6 +132,13 @@ class ActionRunner:
                 now_events.append(self._report(a, device, event, ActionOutcome.RATE_LIMITED, event.ts))
                 continue
             hist.append(event.ts)
+            if self.dry_run:
+                now_events.append(
+                    self._report(
+                        a, device, event, ActionOutcome.DRY_RUN, event.ts, "dry run: nothing written"
+                    )
+                )
+                continue
             if self.target is None:
                 now_events.append(self._report(a, device, event, ActionOutcome.NO_TARGET, event.ts))
                 continue
@@ -116,6 +160,8 @@ class ActionRunner:
         try:
             await asyncio.wait_for(self.target.write_point(device, a.point, a.value), a.timeout_s)
             outcome = ActionOutcome.DONE
+            if a.verify:
+                outcome, error = await self._verify(a, device)
         except TimeoutError:
             outcome, error = ActionOutcome.TIMEOUT, f"no answer within {a.timeout_s:g} s"
         except GatewayError as err:
@@ -133,10 +179,42 @@ class ActionRunner:
             log.exception("action report callback failed")
             self._pending.append(report)
 
+    async def _verify(self, a: ActionConfig, device: str) -> tuple[ActionOutcome, str]:
+        """Read the point back until it shows the expected value, at most 1 + verify_retries times."""
+        assert self.target is not None
+        want = a.value if a.expect is None else a.expect
+        problem, followed_not = "", False
+        for _ in range(a.verify_retries + 1):
+            await asyncio.sleep(a.verify_after_s)
+            try:
+                reading = await asyncio.wait_for(self.target.read_point(device, a.point), a.timeout_s)
+            except TimeoutError:
+                problem = f"read-back: no answer within {a.timeout_s:g} s"
+                continue
+            except GatewayError as err:
+                problem = f"read-back: {type(err).__name__}: {err}"
+                continue
+            if reading.quality is Quality.GOOD and _matches(reading.value, want):
+                return ActionOutcome.DONE, ""
+            problem, followed_not = f"reads {reading.value!r} ({reading.quality}), expected {want!r}", True
+        tries = a.verify_retries + 1
+        outcome = ActionOutcome.NOT_FOLLOWED if followed_not else ActionOutcome.UNCONFIRMED
+        return outcome, f"{problem} after {tries} read-back{'s' if tries > 1 else ''}"
+
     def _report(
         self, a: ActionConfig, device: str, trigger: Event, outcome: ActionOutcome, ts: float, error: str = ""
     ) -> Event:
-        log.info("action %s on %s.%s = %r: %s %s", a.id, device, a.point, a.value, outcome.value, error)
+        level = logging.INFO if outcome in (ActionOutcome.DONE, ActionOutcome.DRY_RUN) else logging.WARNING
+        log.log(
+            level,
+            "action %s on %s.%s = %s: %s %s",
+            field(a.id),
+            field(device),
+            field(a.point),
+            field(a.value),
+            outcome.value,
+            error,
+        )
         attrs = dict(self._attrs.get(device, {}))
         attrs.update(
             action=a.id,
@@ -148,7 +226,7 @@ class ActionRunner:
         )
         if error:
             attrs["error"] = error
-        severity = Severity.WARNING if outcome is ActionOutcome.DONE else Severity.MINOR
+        severity = _SEVERITY.get(outcome, Severity.MINOR)
         msg = f"{a.id}: write {a.point}={a.value!r} on {device}: {outcome.value}" + (
             f" ({error})" if error else ""
         )
@@ -168,11 +246,28 @@ class ActionRunner:
         return {
             "overrides": sorted([list(k) for k in self.overrides]),
             "history": [[k[0], k[1], list(v)] for k, v in self._history.items() if v],
+            "interlock_events": self.interlocks.snapshot(),
         }
 
     def restore(self, data: Mapping[str, Any]) -> None:
         self.overrides = {(str(d), str(a)) for d, a in data.get("overrides", [])}
+        self.interlocks.restore(data.get("interlock_events", []))
         limits = {a.id: a.max_per_day for acts in self._by_rule.values() for a in acts}
         for dev, act, times in data.get("history", []):
             if act in limits:
                 self._history[(dev, act)] = deque((float(t) for t in times), maxlen=limits[act])
+
+
+_STATE_OF = {"close": "closed", "shut": "closed", "opened": "open"}
+"""A command word and the state a device reports after it (CJ/T 188 valves: "close" -> "closed")."""
+
+
+def _matches(read: Value, want: Value) -> bool:
+    """Whether a read-back shows the written state: numbers (and bools) within a relative 1e-6,
+    text without regard to case, a command word as the state it leads to."""
+    if isinstance(read, str) or isinstance(want, str):
+        a, b = (str(v).strip().casefold() for v in (read, want))
+        return _STATE_OF.get(a, a) == _STATE_OF.get(b, b)
+    if read is None or want is None:
+        return read is want
+    return abs(float(read) - float(want)) <= 1e-6 * max(1.0, abs(float(want)))

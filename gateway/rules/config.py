@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, PrivateAttr, TypeAdapter, ValidationError, model_validator
 
 from gateway.api import STRICT, ConfigIssue, DeviceConfig, FiniteFloat, Severity
+from gateway.rules.interlocks import DEFAULT_INTERLOCKS, InterlockConfig
 
 _STRICT = STRICT
 RULE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,95}$"
@@ -234,7 +235,10 @@ class ActionConfig(_Model):
     """A local action: on an event of one of `on` rules, write `value` to a point through its bus owner.
 
     `device` "" means the device that raised the event. Interlocks: at most one write per target per
-    `min_interval_s`, at most `max_per_day`, and a manual override flag per device and action.
+    `min_interval_s`, at most `max_per_day`, a manual override flag per device and action, and the
+    state interlocks of `[[rules.interlocks]]`. After the write the point is read back (`verify`):
+    `verify_after_s` later, up to `verify_retries` more times, it must read `expect` (default: the
+    written value), else the action reports that the device did not follow.
     """
 
     id: str = Field(pattern=RULE_ID)
@@ -246,6 +250,12 @@ class ActionConfig(_Model):
     min_interval_s: FiniteFloat = Field(default=600.0, ge=0)
     max_per_day: int = Field(default=10, ge=1)
     timeout_s: FiniteFloat = Field(default=10.0, gt=0, le=300)
+    verify: bool = True
+    verify_after_s: FiniteFloat = Field(default=1.0, ge=0, le=600, description="wait before each read-back")
+    verify_retries: int = Field(default=3, ge=0, le=10, description="read-backs after the first")
+    expect: bool | int | float | str | None = Field(
+        default=None, description="what the point reads once the device followed (default: `value`)"
+    )
     enabled: bool = True
 
 
@@ -330,6 +340,10 @@ class RulesConfig(_Model):
     packs: tuple[PackRef, ...] = ()
     rules: tuple[RuleConfig, ...] = ()
     actions: tuple[ActionConfig, ...] = ()
+    interlocks: tuple[InterlockConfig, ...] = Field(
+        default=(), description="added to the shipped DEFAULT_INTERLOCKS; the same id replaces one"
+    )
+    dry_run_actions: bool = Field(default=False, description="log and report actions, write nothing")
     schedules: tuple[Schedule, ...] = ()
     contacts: tuple[Contact, ...] = ()
     away: tuple[str, ...] = Field(default=(), description="device ids of households marked away")
@@ -359,6 +373,13 @@ class RulesConfig(_Model):
             problems += [f"rule {r.id}: unknown contact {c}" for c in r.escalate if c not in contacts]
         for a in self.actions:
             problems += [f"action {a.id}: `on` names unknown rule {o}" for o in a.on if o not in known]
+        action_ids = {a.id for a in self.actions}
+        for lock in self.interlocks:
+            problems += [
+                f"interlock {lock.id}: `actions` names unknown action {a}"
+                for a in lock.actions
+                if a not in action_ids
+            ]
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -366,6 +387,14 @@ class RulesConfig(_Model):
     def check(self, devices: Sequence[DeviceConfig], file: str = "") -> list[ConfigIssue]:
         """Cross-checks against the configured devices (the config loader calls this)."""
         return check_rules(self, devices, file)
+
+    def effective_interlocks(self) -> tuple[InterlockConfig, ...]:
+        """The shipped interlocks, each replaced by a configured one of the same id, then the others;
+        disabled ones left out."""
+        mine = {i.id: i for i in self.interlocks}
+        out = [mine.pop(d.id, d) for d in DEFAULT_INTERLOCKS]
+        out += mine.values()
+        return tuple(i for i in out if i.enabled)
 
     def all_rules(self) -> tuple[RuleConfig, ...]:
         """Pack rules then inline rules, enabled or not."""

@@ -175,7 +175,15 @@ class RuleEngine:
         devs = list(devices.values()) if isinstance(devices, Mapping) else list(devices)
         self.devices = {d.id: d for d in devs if d.enabled}
         self._attrs = {d.id: device_attrs(d) for d in self.devices.values()}
-        self.actions = ActionRunner(config.actions, target, self._attrs, clock, events)
+        self.actions = ActionRunner(
+            config.actions,
+            target,
+            self._attrs,
+            clock,
+            events,
+            interlocks=config.effective_interlocks(),
+            dry_run=config.dry_run_actions,
+        )
         self.away: set[str] = set(config.away)
         quiet = {s.id: QuietHours(s) for s in config.schedules}
         contacts = {c.id: c.model_dump(exclude_defaults=True) for c in config.contacts}
@@ -283,8 +291,10 @@ class RuleEngine:
         return out
 
     def on_event(self, event: Event) -> list[Event]:
-        """Device online/offline from the bus owners; other events are ignored."""
+        """Events from the bus owners and drivers: device online/offline feed offline rules; every
+        event is followed by the action interlocks."""
         out: list[Event] = []
+        self.actions.observe(event)  # a fire from the panel's driver holds back valve actions
         if event.kind in (DEVICE_OFFLINE, DEVICE_ONLINE):
             offline = event.kind == DEVICE_OFFLINE and event.state is EventState.RAISED
             for inst in self._offline.get(event.device_id, ()):
@@ -325,6 +335,7 @@ class RuleEngine:
         attrs = dict(inst.attrs)
         ev = Event(inst.device_id, inst.kind, state, inst.severity, ts, rule.id, value, message, attrs)
         out.append(ev)
+        self.actions.observe(ev)
         log.info("rule %s on %s: %s value=%r", rule.id, inst.device_id, state.value, value)
         if self.actions.wants(rule.id):
             out.extend(self.actions.trigger(ev))

@@ -31,18 +31,22 @@ LEAK_RULES: dict[str, Any] = {
             "value": False,
             "min_interval_s": 600,
             "max_per_day": 2,
+            "verify_after_s": 0,
         }
     ],
 }
 
 
 class FakeValves(ActionTarget):
-    """Records writes; can be told to fail or hang like a real device."""
+    """Records writes; can be told to fail or hang like a real device. Reads back what was written,
+    or `stuck_at` when set (a device that does not follow)."""
 
     def __init__(self) -> None:
         self.writes: list[tuple[str, str, Value]] = []
         self.fail: BaseException | None = None
         self.hang = False
+        self.stuck_at: Value = None
+        self.reads = 0
 
     async def write_point(self, device_id: str, point: str, value: Value) -> None:
         if self.hang:
@@ -50,6 +54,12 @@ class FakeValves(ActionTarget):
         if self.fail is not None:
             raise self.fail
         self.writes.append((device_id, point, value))
+
+    async def read_point(self, device_id: str, point: str) -> Reading:
+        self.reads += 1
+        last = [v for d, p, v in self.writes if (d, p) == (device_id, point)]
+        value = self.stuck_at if self.stuck_at is not None else (last[-1] if last else None)
+        return Reading(device_id, point, value, "", T0)
 
 
 def make(target: ActionTarget | None, clock_t: list[float] | None = None, **over: Any) -> RuleEngine:
@@ -182,6 +192,10 @@ class OwnerWrites(ActionTarget):
     async def write_point(self, device_id: str, point: str, value: Value) -> None:
         await self.owner.write(device_id, point, value)
 
+    async def read_point(self, device_id: str, point: str) -> Reading:
+        (sample,) = await self.owner.read_now(device_id, point)
+        return Reading(device_id, point, sample.value, "", T0, sample.quality)
+
 
 async def test_leak_closes_a_real_modbus_valve_through_the_bus_owner() -> None:
     from drivers.modbus.config import ModbusDeviceConfig, ModbusTcpBusConfig
@@ -213,7 +227,9 @@ async def test_leak_closes_a_real_modbus_valve_through_the_bus_owner() -> None:
     cfg = RulesConfig.model_validate(
         {
             "rules": [{"id": "leak", "kind": "boolean", "point": "leak", "severity": "major"}],
-            "actions": [{"id": "close_valve", "on": ["leak"], "point": "valve", "value": False}],
+            "actions": [
+                {"id": "close_valve", "on": ["leak"], "point": "valve", "value": False, "verify_after_s": 0.2}
+            ],
         }
     )
     sink = CollectingSink()
@@ -292,7 +308,15 @@ async def test_suspected_leak_closes_a_real_cjt188_valve_on_a_serial_line() -> N
                     "severity": "major",
                 }
             ],
-            "actions": [{"id": "close_valve", "on": ["burst"], "point": "valve", "value": "close"}],
+            "actions": [
+                {
+                    "id": "close_valve",
+                    "on": ["burst"],
+                    "point": "valve",
+                    "value": "close",
+                    "verify_after_s": 0.2,
+                }
+            ],
         }
     )
     sink = CollectingSink()

@@ -1,0 +1,125 @@
+"""State interlocks: local actions that must not run while certain events are raised nearby.
+
+The shipped default keeps water on during a fire: no valve closes while a fire or smoke alarm is
+raised in the same building. `Interlocks` follows every raised and cleared event (rules, drivers such
+as the fire panel, bus owners) and answers, for one action about to write, which interlock blocks it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from gateway.api import ID_PATTERN, STRICT, Event, EventState, Value
+
+InterlockValue = bool | int | float | str
+
+
+class InterlockConfig(BaseModel):
+    """A state interlock: actions that must not run while events of some kinds are raised nearby.
+
+    It guards the actions named in `actions` and every action writing one of `points`; with `values`,
+    only writes of those values (closing a valve, not opening it). It blocks while an event of a kind
+    in `while_raised` is raised on a device in the same building (`scope = "building"`; a device
+    without a building counts as in every building), on the action's device itself ("device"), or
+    anywhere on this gateway ("gateway").
+    """
+
+    model_config = STRICT
+    id: str = Field(pattern=ID_PATTERN)
+    description: str = ""
+    actions: tuple[str, ...] = ()
+    points: tuple[str, ...] = ()
+    values: tuple[InterlockValue, ...] = ()
+    while_raised: tuple[str, ...] = Field(min_length=1, description="event kinds, e.g. fire, smoke")
+    scope: Literal["building", "device", "gateway"] = "building"
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _guards_something(self) -> InterlockConfig:
+        if not self.actions and not self.points:
+            raise ValueError("an interlock needs `actions` or `points` (what it guards)")
+        return self
+
+
+DEFAULT_INTERLOCKS: tuple[InterlockConfig, ...] = (
+    InterlockConfig(
+        id="water_on_during_fire",
+        description="no water valve closes while a fire or smoke alarm is raised in the same building "
+        "(sprinklers and hose reels need the water)",
+        points=("valve",),
+        values=(False, 0, "close", "closed", "off"),
+        while_raised=("fire", "smoke"),
+        scope="building",
+    ),
+)
+"""Shipped interlocks: always on unless an entry with the same id replaces or disables them."""
+
+
+class Interlocks:
+    """The raised events that interlocks look at, and the check of one action against them."""
+
+    def __init__(
+        self, interlocks: Iterable[InterlockConfig], device_attrs: Mapping[str, Mapping[str, Any]]
+    ) -> None:
+        self.interlocks = tuple(interlocks)
+        self._kinds = {k for i in self.interlocks for k in i.while_raised}
+        self._attrs = device_attrs
+        # (device, kind, rule) -> building of each raised event an interlock cares about
+        self._raised: dict[tuple[str, str, str], str] = {}
+
+    def observe(self, event: Event) -> None:
+        """Follow one event (raised or cleared), whatever raised it."""
+        if event.kind not in self._kinds:
+            return
+        key = (event.device_id, event.kind, event.rule)
+        if event.state is EventState.RAISED:
+            self._raised[key] = self.building_of(event.device_id, event.attrs)
+        else:
+            self._raised.pop(key, None)
+
+    def building_of(self, device_id: str, attrs: Mapping[str, Any] | None = None) -> str:
+        for source in (self._attrs.get(device_id), attrs):
+            location = (source or {}).get("location")
+            if isinstance(location, Mapping) and location.get("building"):
+                return str(location["building"])
+        return ""
+
+    def blocking(
+        self, action_id: str, device_id: str, point: str, value: Value
+    ) -> tuple[InterlockConfig, str] | None:
+        """The first interlock that blocks this write and the raised event that makes it, or None."""
+        building = self.building_of(device_id)
+        for lock in self.interlocks:
+            if action_id not in lock.actions and point not in lock.points:
+                continue
+            if lock.values and not any(_same(value, v) for v in lock.values):
+                continue
+            for (dev, kind, _rule), where in self._raised.items():
+                if kind not in lock.while_raised:
+                    continue
+                near = (
+                    lock.scope == "gateway"
+                    or (lock.scope == "device" and dev == device_id)
+                    # a device without a building is in every building: err on the side of safety
+                    or (lock.scope == "building" and (not building or not where or building == where))
+                )
+                if near:
+                    return lock, f"{kind} raised on {dev}" + (f" (building {where})" if where else "")
+        return None
+
+    def snapshot(self) -> list[list[str]]:
+        return [[d, k, r, b] for (d, k, r), b in self._raised.items()]
+
+    def restore(self, data: Iterable[Any]) -> None:
+        for item in data:
+            if isinstance(item, list) and len(item) == 4 and all(isinstance(x, str) for x in item):
+                self._raised[(item[0], item[1], item[2])] = item[3]
+
+
+def _same(value: Value, guarded: InterlockValue) -> bool:
+    if isinstance(value, str) or isinstance(guarded, str):
+        return str(value).casefold() == str(guarded).casefold()
+    return value == guarded
