@@ -16,7 +16,7 @@ MIN_POLL_S: dict[str, tuple[float, int | None]] = {
     "modbus_rtu_over_tcp": (0.2, None),
     "modbus_rtu": (0.5, 9600),
     "dlt645": (1.0, 2400),
-    "cjt188": (2.0, 2400),
+    "cjt188": (1.0, 2400),
     "firepanel": (1.0, None),
     "bthome": (1.0, None),
 }
