@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from modbus_support import BankServer, free_port, start_bank_server, tcp_bus
+from pydantic import ValidationError
 from pymodbus.client.mixin import ModbusClientMixin
 
 from drivers.modbus import TCP_DRIVER
@@ -521,8 +522,12 @@ def test_raw_from_engineering_inverts_scale_and_offset() -> None:
     flow = ModbusPointConfig(table="holding", address=0, type="float32", scale=2.0)
     assert raw_from_engineering(flow, 3.0) == 1.5
     assert raw_from_engineering(flow, "x") == "x" and raw_from_engineering(flow, True) is True
+    # A scale of 0 is refused by the config; the driver still refuses to divide by it.
+    with pytest.raises(ValidationError, match="non-zero scale"):
+        ModbusPointConfig(table="holding", address=0, scale=0.0)
+    unscaled = ModbusPointConfig.model_construct(**{**flow.__dict__, "scale": 0.0})
     with pytest.raises(CodecError):
-        raw_from_engineering(ModbusPointConfig(table="holding", address=0, scale=0.0), 1.0)
+        raw_from_engineering(unscaled, 1.0)
 
 
 async def test_refused_gap_falls_back_to_reading_points_apart(
