@@ -102,6 +102,8 @@ def test_tls_steps(tls_broker, tmp_path: Path) -> None:  # type: ignore[no-untyp
     broker, pki = tls_broker
     (tmp_path / "pw").write_text("pw-right")
     (tmp_path / "bad").write_text("pw-wrong")
+    for secret in ("pw", "bad"):
+        (tmp_path / secret).chmod(0o600)  # secret files are the gateway user's alone
     url = f"mqtts://127.0.0.1:{broker.port}"
     cfg = _config(
         tmp_path,
