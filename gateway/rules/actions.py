@@ -106,9 +106,9 @@ class ActionRunner:
         else:
             self.overrides.discard((device_id, action_id))
 
-    def observe(self, event: Event) -> None:
+    def observe(self, event: Event, *, by_value: bool = True) -> None:
         """Follow every raised and cleared event (rules, drivers, bus owners) for the interlocks."""
-        self.interlocks.observe(event)
+        self.interlocks.observe(event, by_value=by_value)
 
     def trigger(self, event: Event) -> list[Event]:
         """Start the actions of `event`'s rule. Returns interlock refusals now; writes report later."""

@@ -335,7 +335,7 @@ class RuleEngine:
         attrs = dict(inst.attrs)
         ev = Event(inst.device_id, inst.kind, state, inst.severity, ts, rule.id, value, message, attrs)
         out.append(ev)
-        self.actions.observe(ev)
+        self.actions.observe(ev, by_value=False)
         log.info("rule %s on %s: %s value=%r", rule.id, inst.device_id, state.value, value)
         if self.actions.wants(rule.id):
             out.extend(self.actions.trigger(ev))

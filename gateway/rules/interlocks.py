@@ -67,14 +67,19 @@ class Interlocks:
         self.interlocks = tuple(interlocks)
         self._kinds = {k for i in self.interlocks for k in i.while_raised}
         self._attrs = device_attrs
-        # (device, kind, rule) -> building of each raised event an interlock cares about
-        self._raised: dict[tuple[str, str, str], str] = {}
+        # (device, kind, rule, what) -> building of each raised event an interlock cares about
+        self._raised: dict[tuple[str, str, str, str], str] = {}
 
-    def observe(self, event: Event) -> None:
-        """Follow one event (raised or cleared), whatever raised it."""
+    def observe(self, event: Event, *, by_value: bool = True) -> None:
+        """Follow one event (raised or cleared), whatever raised it.
+
+        A driver's events name what they are about in `value` (the fire panel: the zone or detector,
+        the same on raise and clear), so two zones in fire are two entries and clearing one keeps
+        the other. A rule's raise and clear carry different values (one alarm per rule and device):
+        the engine passes `by_value=False`."""
         if event.kind not in self._kinds:
             return
-        key = (event.device_id, event.kind, event.rule)
+        key = (event.device_id, event.kind, event.rule, repr(event.value) if by_value else "")
         if event.state is EventState.RAISED:
             self._raised[key] = self.building_of(event.device_id, event.attrs)
         else:
@@ -97,7 +102,7 @@ class Interlocks:
                 continue
             if lock.values and not any(_same(value, v) for v in lock.values):
                 continue
-            for (dev, kind, _rule), where in self._raised.items():
+            for (dev, kind, _rule, _what), where in self._raised.items():
                 if kind not in lock.while_raised:
                     continue
                 near = (
@@ -111,12 +116,12 @@ class Interlocks:
         return None
 
     def snapshot(self) -> list[list[str]]:
-        return [[d, k, r, b] for (d, k, r), b in self._raised.items()]
+        return [[*key, building] for key, building in self._raised.items()]
 
     def restore(self, data: Iterable[Any]) -> None:
         for item in data:
-            if isinstance(item, list) and len(item) == 4 and all(isinstance(x, str) for x in item):
-                self._raised[(item[0], item[1], item[2])] = item[3]
+            if isinstance(item, list) and len(item) == 5 and all(isinstance(x, str) for x in item):
+                self._raised[(item[0], item[1], item[2], item[3])] = item[4]
 
 
 def _same(value: Value, guarded: InterlockValue) -> bool:

@@ -232,3 +232,29 @@ async def test_a_real_modbus_coil_that_refuses_to_change_raises_an_event() -> No
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
         await server.shutdown()
+
+
+async def test_two_zones_in_fire_clearing_one_keeps_the_block_and_a_restart_remembers() -> None:
+    valves = FakeValves()
+    action = {**LEAK_RULES["actions"][0], "min_interval_s": 0}
+    e = engine(valves, actions=[action])
+    zone_a = fire(EventState.RAISED, T0)
+    zone_b = Event(
+        "fp-main", "fire", EventState.RAISED, Severity.CRITICAL, T0, "firepanel", "Z4", "FIRE zone 4", {}
+    )
+    e.on_event(zone_a)
+    e.on_event(zone_b)
+    e.on_event(fire(EventState.CLEARED, T0 + 1))  # zone A (value True) clears; zone 4 still burns
+    assert [r.attrs["outcome"] for r in reports(leak(e, T0 + 2, True))] == ["interlocked"]
+    # The rules snapshot keeps the raised fire: a gateway restarted mid-fire still holds the valve.
+    restarted = engine(FakeValves(), actions=[action])
+    restarted.restore(e.snapshot())
+    leak(restarted, T0 + 3, False)
+    assert [r.attrs["outcome"] for r in reports(leak(restarted, T0 + 3.5, True))] == ["interlocked"]
+    restarted.on_event(
+        Event("fp-main", "fire", EventState.CLEARED, Severity.INFO, T0 + 4, "firepanel", "Z4", "", {})
+    )
+    leak(restarted, T0 + 5, False)
+    leak(restarted, T0 + 6, True)
+    await restarted.actions.wait_idle()
+    assert [r.attrs["outcome"] for r in restarted.tick(T0 + 7) if r.kind == ACTION_KIND] == ["done"]
