@@ -186,7 +186,12 @@ class Gateway:
         """
         from gateway.config import load_config
 
-        new = load_config(self.config.source)  # ConfigError -> the caller sees every issue
+        # ConfigError -> the caller sees every issue. --allow-insecure-secrets at start holds for reloads.
+        new = load_config(
+            self.config.source, allow_insecure_secrets=self.config.security.allow_insecure_secret_files
+        )
+        for warning in new.warnings:
+            log.warning("%s", warning)
         old = self.config
         old_buses = {b.id: (b, old.devices_on(b.id)) for b in old.buses if b.enabled}
         new_buses = {b.id: (b, new.devices_on(b.id)) for b in new.buses if b.enabled}

@@ -197,7 +197,13 @@ class _Loader:
             devices=tuple(devices),
             profiles=dict(self.profiles),
             drivers={b.protocol: specs[b.id] for b in buses.values()},
-            security=security,
+            # The effective setting, flag included, so that a reload judges files the same way.
+            security=security.model_copy(
+                update={
+                    "allow_insecure_secret_files": security.allow_insecure_secret_files
+                    or self.allow_insecure_secrets
+                }
+            ),
             warnings=tuple(_with_subjects(self.warnings, raw, self.file)),
         )
 
