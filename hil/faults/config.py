@@ -190,7 +190,7 @@ verify_retries = 2
 """
 
 
-async def _valve_gateway(tmp: Path, *, stuck: bool, smoke: bool) -> list[str]:
+async def _valve_gateway(tmp: Path, *, stuck: bool, smoke: bool, args: tuple[str, ...] = ()) -> list[str]:
     """Run `citynerve run` against a pymodbus server holding an open valve; trip the leak input
     (after the smoke input when `smoke`); return the gateway's log messages up to the action's."""
     from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
@@ -240,7 +240,7 @@ async def _valve_gateway(tmp: Path, *, stuck: bool, smoke: bool) -> list[str]:
         )
     )
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", "run", "-c", str(config),
+        sys.executable, "-m", "gateway.cli", "run", "-c", str(config), *args,
         cwd=tmp, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
@@ -302,4 +302,19 @@ async def device_did_not_follow(tmp: Path) -> str:
     action = next(m for m in messages if "action close_valve on riser-1.valve" in m)
     _expect(": not_followed reads True (good), expected False after 3 read-backs" in action, action)
     _expect(messages[-1] == "valve open after the action: True", f"the stuck valve moved: {messages[-1]}")
+    return action
+
+
+@scenario(
+    "actions.dry_run_writes_nothing",
+    area="actions",
+    promise="`citynerve run --dry-run-actions` logs and reports what an action would write and "
+    "writes nothing to the device",
+)
+async def dry_run_writes_nothing(tmp: Path) -> str:
+    messages = await _valve_gateway(tmp, stuck=False, smoke=False, args=("--dry-run-actions",))
+    _expect(any("dry run: local actions write nothing" in m for m in messages), "no warning at start")
+    action = next(m for m in messages if "action close_valve on riser-1.valve" in m)
+    _expect(": dry_run dry run: nothing written" in action, action)
+    _expect(messages[-1] == "valve open after the action: True", f"the valve moved: {messages[-1]}")
     return action
