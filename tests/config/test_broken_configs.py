@@ -83,3 +83,26 @@ def test_json_output_keeps_the_plain_path_and_names_the_id(tmp_path: Path) -> No
     assert result.exit_code == 2
     assert '"path": "devices[1].points.flow_total.deadband"' in result.output
     assert '"id": "dev-7"' in result.output
+
+
+def test_a_driver_validator_that_breaks_is_an_issue_not_a_traceback() -> None:
+    """The DL/T 645 device validator walked `points` when they were None and raised AttributeError:
+    whatever a driver's validator raises on odd input becomes an issue at the entry's key path."""
+    from pydantic import BaseModel, model_validator
+
+    from gateway.config.loader import _Loader
+
+    class Fragile(BaseModel):
+        points: Any = None
+
+        @model_validator(mode="after")
+        def _walk(self) -> Fragile:
+            for _ in self.points.items():
+                pass
+            return self
+
+    loader = _Loader(Path("gw.toml"))
+    assert loader.validate(Fragile, {}, "devices[3]") is None
+    [issue] = loader.issues
+    assert issue.path == "devices[3]"
+    assert issue.message.startswith("cannot be checked (AttributeError: ")
