@@ -95,6 +95,8 @@ class ActionRunner:
         self._history: dict[tuple[str, str], deque[float]] = {}
         self._pending: list[Event] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        # actions an interlock blocked, by (device, action): the action, its trigger, the interlock
+        self._held: dict[tuple[str, str], tuple[ActionConfig, Event, str]] = {}
 
     def wants(self, rule: str) -> bool:
         return (rule, EventState.RAISED) in self._by_rule or (rule, EventState.CLEARED) in self._by_rule
@@ -107,8 +109,25 @@ class ActionRunner:
             self.overrides.discard((device_id, action_id))
 
     def observe(self, event: Event, *, by_value: bool = True) -> None:
-        """Follow every raised and cleared event (rules, drivers, bus owners) for the interlocks."""
+        """Follow every raised and cleared event (rules, drivers, bus owners) for the interlocks.
+
+        An action an interlock held back runs once nothing blocks it any more, if its trigger still
+        stands (a leak still raised when the fire is cleared closes the valve then); it is dropped
+        when its trigger clears first."""
         self.interlocks.observe(event, by_value=by_value)
+        if not self._held or event.state is not EventState.CLEARED:
+            return
+        for key, (a, trigger, lock_id) in list(self._held.items()):
+            if trigger.state is EventState.RAISED and (trigger.rule, trigger.device_id) == (
+                event.rule,
+                event.device_id,
+            ):
+                del self._held[key]  # the leak is gone: nothing left to do
+            elif self.interlocks.blocking(a.id, key[0], a.point, a.value) is None:
+                del self._held[key]
+                log.warning("action %s on %s: interlock %s released", field(a.id), field(key[0]), lock_id)
+                for report in self._start(a, key[0], trigger, event.ts, held_by=lock_id):
+                    self._deliver(report)
 
     def trigger(self, event: Event) -> list[Event]:
         """Start the actions of `event`'s rule. Returns interlock refusals now; writes report later."""
@@ -124,37 +143,49 @@ class ActionRunner:
                 lock, why = blocked
                 reason = f"interlock {lock.id}: {why}"
                 now_events.append(self._report(a, device, event, ActionOutcome.INTERLOCKED, event.ts, reason))
+                self._held[key] = (a, event, lock.id)
                 continue
-            hist = self._history.setdefault(key, deque(maxlen=a.max_per_day))
-            while hist and event.ts - hist[0] >= 86400:
-                hist.popleft()
-            if (hist and event.ts - hist[-1] < a.min_interval_s) or len(hist) >= a.max_per_day:
-                now_events.append(self._report(a, device, event, ActionOutcome.RATE_LIMITED, event.ts))
-                continue
-            hist.append(event.ts)
-            if self.dry_run:
-                now_events.append(
-                    self._report(
-                        a, device, event, ActionOutcome.DRY_RUN, event.ts, "dry run: nothing written"
-                    )
-                )
-                continue
-            if self.target is None:
-                now_events.append(self._report(a, device, event, ActionOutcome.NO_TARGET, event.ts))
-                continue
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # evaluated outside the event loop (a replay): cannot write
-                now_events.append(
-                    self._report(a, device, event, ActionOutcome.FAILED, event.ts, "no running event loop")
-                )
-                continue
-            task = loop.create_task(self._write(a, device, event), name=f"rules.action[{a.id}:{device}]")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._held.pop(key, None)
+            now_events += self._start(a, device, event, event.ts)
         return now_events
 
-    async def _write(self, a: ActionConfig, device: str, trigger: Event) -> None:
+    def _start(self, a: ActionConfig, device: str, event: Event, ts: float, held_by: str = "") -> list[Event]:
+        """Rate limits, dry run, then the write as a task. Returns the reports known at once."""
+        key = (device, a.id)
+        hist = self._history.setdefault(key, deque(maxlen=a.max_per_day))
+        while hist and ts - hist[0] >= 86400:
+            hist.popleft()
+        if (hist and ts - hist[-1] < a.min_interval_s) or len(hist) >= a.max_per_day:
+            return [self._report(a, device, event, ActionOutcome.RATE_LIMITED, ts, held_by=held_by)]
+        hist.append(ts)
+        if self.dry_run:
+            return [
+                self._report(a, device, event, ActionOutcome.DRY_RUN, ts, "dry run: nothing written", held_by)
+            ]
+        if self.target is None:
+            return [self._report(a, device, event, ActionOutcome.NO_TARGET, ts, held_by=held_by)]
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # evaluated outside the event loop (a replay): cannot write
+            return [
+                self._report(a, device, event, ActionOutcome.FAILED, ts, "no running event loop", held_by)
+            ]
+        task = loop.create_task(self._write(a, device, event, held_by), name=f"rules.action[{a.id}:{device}]")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return []
+
+    def _deliver(self, report: Event) -> None:
+        if self.events is None:
+            self._pending.append(report)
+            return
+        try:
+            self.events(report)
+        except Exception:  # the outbox callback failing must not lose the report: keep it for tick
+            log.exception("action report callback failed")
+            self._pending.append(report)
+
+    async def _write(self, a: ActionConfig, device: str, trigger: Event, held_by: str = "") -> None:
         assert self.target is not None
         error = ""
         try:
@@ -169,21 +200,13 @@ class ActionRunner:
         except Exception as err:  # a bug in the target must not kill the engine; report it upstream
             log.exception("action %s on %s: unexpected error", a.id, device)
             outcome, error = ActionOutcome.FAILED, f"{type(err).__name__}: {err}"
-        report = self._report(a, device, trigger, outcome, self.clock(), error)
-        if self.events is None:
-            self._pending.append(report)
-            return
-        try:
-            self.events(report)
-        except Exception:  # the outbox callback failing must not lose the report: keep it for tick
-            log.exception("action report callback failed")
-            self._pending.append(report)
+        self._deliver(self._report(a, device, trigger, outcome, self.clock(), error, held_by))
 
     async def _verify(self, a: ActionConfig, device: str) -> tuple[ActionOutcome, str]:
         """Read the point back until it shows the expected value, at most 1 + verify_retries times."""
         assert self.target is not None
         want = a.value if a.expect is None else a.expect
-        problem, followed_not = "", False
+        problem, read_other = "", False
         for _ in range(a.verify_retries + 1):
             await asyncio.sleep(a.verify_after_s)
             try:
@@ -196,13 +219,20 @@ class ActionRunner:
                 continue
             if reading.quality is Quality.GOOD and _matches(reading.value, want):
                 return ActionOutcome.DONE, ""
-            problem, followed_not = f"reads {reading.value!r} ({reading.quality}), expected {want!r}", True
+            problem, read_other = f"reads {reading.value!r} ({reading.quality}), expected {want!r}", True
         tries = a.verify_retries + 1
-        outcome = ActionOutcome.NOT_FOLLOWED if followed_not else ActionOutcome.UNCONFIRMED
+        outcome = ActionOutcome.NOT_FOLLOWED if read_other else ActionOutcome.UNCONFIRMED
         return outcome, f"{problem} after {tries} read-back{'s' if tries > 1 else ''}"
 
     def _report(
-        self, a: ActionConfig, device: str, trigger: Event, outcome: ActionOutcome, ts: float, error: str = ""
+        self,
+        a: ActionConfig,
+        device: str,
+        trigger: Event,
+        outcome: ActionOutcome,
+        ts: float,
+        error: str = "",
+        held_by: str = "",
     ) -> Event:
         level = logging.INFO if outcome in (ActionOutcome.DONE, ActionOutcome.DRY_RUN) else logging.WARNING
         log.log(
@@ -226,6 +256,8 @@ class ActionRunner:
         )
         if error:
             attrs["error"] = error
+        if held_by:
+            attrs["held_by_interlock"] = held_by  # ran late: once this interlock let it
         severity = _SEVERITY.get(outcome, Severity.MINOR)
         msg = f"{a.id}: write {a.point}={a.value!r} on {device}: {outcome.value}" + (
             f" ({error})" if error else ""

@@ -61,10 +61,8 @@ async def test_the_shipped_interlock_keeps_water_on_during_a_fire_in_the_same_bu
     assert blocked.attrs["outcome"] == "interlocked" and blocked.severity is Severity.MAJOR
     assert blocked.attrs["error"] == "interlock water_on_during_fire: fire raised on fp-main (building 7)"
     assert any("interlocked" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
-    # The fire is cleared: the next leak closes the valve.
+    # The fire is cleared and the leak still stands: the held action closes the valve now.
     e.on_event(fire(EventState.CLEARED, T0 + 2))
-    leak(e, T0 + 3, False)
-    leak(e, T0 + 4, True)
     await e.actions.wait_idle()
     assert valves.writes == [("d1", "valve", False)]
 
@@ -254,7 +252,34 @@ async def test_two_zones_in_fire_clearing_one_keeps_the_block_and_a_restart_reme
     restarted.on_event(
         Event("fp-main", "fire", EventState.CLEARED, Severity.INFO, T0 + 4, "firepanel", "Z4", "", {})
     )
-    leak(restarted, T0 + 5, False)
-    leak(restarted, T0 + 6, True)
     await restarted.actions.wait_idle()
-    assert [r.attrs["outcome"] for r in restarted.tick(T0 + 7) if r.kind == ACTION_KIND] == ["done"]
+    assert [(r.attrs["outcome"], r.attrs["held_by_interlock"]) for r in reports(restarted.tick(T0 + 7))] == [
+        ("done", "water_on_during_fire")
+    ]
+
+
+async def test_a_held_action_runs_when_the_fire_clears_if_its_leak_still_stands() -> None:
+    valves = FakeValves()
+    delivered: list[Event] = []
+    cfg = RulesConfig.model_validate(LEAK_RULES)
+    devices = [
+        dev(points=("leak", "valve")).model_copy(update={"location": _loc(LOC_7)}),
+        dev("fp-main", points=("fire_alarm",)).model_copy(update={"location": _loc(LOC_7)}),
+    ]
+    e = RuleEngine(cfg, devices, target=valves, clock=lambda: T0, events=delivered.append)
+    e.on_event(fire(EventState.RAISED, T0))
+    assert [r.attrs["outcome"] for r in reports(leak(e, T0 + 1, True))] == ["interlocked"]
+    e.on_event(fire(EventState.CLEARED, T0 + 60))  # the fire is out, the pipe still leaks
+    await e.actions.wait_idle()
+    assert valves.writes == [("d1", "valve", False)]
+    (report,) = delivered
+    assert report.attrs["outcome"] == "done" and report.attrs["held_by_interlock"] == "water_on_during_fire"
+    # A leak that stopped during the fire leaves nothing to do when the fire clears.
+    valves = FakeValves()
+    e = RuleEngine(cfg, devices, target=valves, clock=lambda: T0)
+    e.on_event(fire(EventState.RAISED, T0))
+    leak(e, T0 + 1, True)
+    leak(e, T0 + 2, False)
+    e.on_event(fire(EventState.CLEARED, T0 + 60))
+    await e.actions.wait_idle()
+    assert valves.writes == [] and reports(e.tick(T0 + 61)) == []
