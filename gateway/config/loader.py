@@ -33,7 +33,13 @@ from gateway.config.errors import issues_from
 from gateway.config.limits import describe, min_poll_interval_s
 from gateway.config.model import ControlConfig, GatewayConfig, Identity, LogConfig, Profile, SecurityConfig
 from gateway.config.paths import register_secrets, resolve_paths
-from gateway.config.secrets import check_secret_file, secret_paths, weak_settings
+from gateway.config.secrets import (
+    check_secret_file,
+    config_file_warning,
+    inline_secrets,
+    secret_paths,
+    weak_settings,
+)
 from gateway.logs import register_secret
 
 TOP_KEYS = (
@@ -173,6 +179,9 @@ class _Loader:
             security.allow_insecure_secret_files or self.allow_insecure_secrets,
         )
         self.warnings.extend(weak_settings(upstream, self.file))
+        holders = [w for i, d in enumerate(devices) for w in inline_secrets(d, f"devices[{i}]")]
+        if (warning := config_file_warning(self.path, holders)) is not None:
+            self.warnings.append(warning)
         if self.issues:
             raise ConfigError(_with_subjects(self.issues, raw, self.file))
         for model in (upstream, web, *devices):

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, get_args
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from gateway.api import ConfigIssue, SecretFile
 
@@ -64,6 +64,34 @@ def check_secret_file(path: Path) -> str | None:
             "[security] allow_insecure_secret_files = true to accept it with a warning"
         )
     return None
+
+
+def inline_secrets(model: BaseModel, prefix: str) -> Iterator[str]:
+    """Key paths of secrets written into the config itself (SecretStr fields: a BTHome `key`)."""
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        where = f"{prefix}.{name}" if prefix else name
+        if isinstance(value, SecretStr):
+            yield where
+        elif isinstance(value, BaseModel):
+            yield from inline_secrets(value, where)
+
+
+def config_file_warning(path: Path, holders: list[str]) -> ConfigIssue | None:
+    """A config that holds secrets itself should not be readable by others (the service reads it
+    through its group, so group-readable is the installer's layout)."""
+    try:
+        bits = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return None
+    if not holders or not bits & 0o007:
+        return None
+    return ConfigIssue(
+        str(path),
+        holders[0],
+        f"warning: this config holds secrets ({', '.join(holders[:3])}{', ...' if len(holders) > 3 else ''}) "
+        f"and others can read it (mode {bits:04o}): `chmod o= {path}`, or move them to key files",
+    )
 
 
 def weak_settings(upstream: Any, file: str) -> list[ConfigIssue]:

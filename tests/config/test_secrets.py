@@ -176,3 +176,31 @@ def test_run_logs_the_warnings_at_start(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_a_config_holding_a_secret_itself_warns_when_others_can_read_it(tmp_path: Path) -> None:
+    path = config(
+        tmp_path,
+        "",
+        textwrap.dedent(
+            """
+            [[buses]]
+            id = "ble"
+            protocol = "bthome"
+            [[devices]]
+            id = "mh-1"
+            bus = "ble"
+            profile = "bthome-manhole-cover"
+            address = "A4:C1:38:00:00:01"
+            key = "00112233445566778899aabbccddeeff"
+            location = { address_code = "310106013007" }
+            """
+        ),
+    )
+    path.chmod(0o644)
+    [warning] = load_config(path).warnings
+    assert warning.path == "devices[0].key" and warning.subject == "mh-1"
+    assert "others can read it (mode 0644)" in warning.message
+    assert "00112233445566778899aabbccddeeff" not in str(warning)
+    path.chmod(0o640)  # the installer's layout: root:citynerve, read through the group
+    assert load_config(path).warnings == ()
