@@ -190,91 +190,115 @@ verify_retries = 2
 """
 
 
-async def _valve_gateway(tmp: Path, *, stuck: bool, smoke: bool, args: tuple[str, ...] = ()) -> list[str]:
-    """Run `citynerve run` against a pymodbus server holding an open valve; trip the leak input
-    (after the smoke input when `smoke`); return the gateway's log messages up to the action's."""
-    from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
-    from pymodbus.server import ModbusTcpServer
+class ValveSite:
+    """A pymodbus server holding a riser's open valve (coil 3) and its leak and smoke inputs, and a
+    real `citynerve run` process polling it; `until(text)` waits for a log message of the gateway."""
 
-    class Coils(ModbusSequentialDataBlock):
-        refuse = False
+    def __init__(self, tmp: Path, *, stuck: bool = False, args: tuple[str, ...] = ()) -> None:
+        from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
 
-        def setValues(self, address: int, values: Any) -> None:
-            if not self.refuse:
-                super().setValues(address, values)
+        class Coils(ModbusSequentialDataBlock):
+            refuse = False
 
-        async def async_setValues(self, address: int, values: Any) -> None:
-            self.setValues(address, values)
+            def setValues(self, address: int, values: Any) -> None:
+                if not self.refuse:
+                    super().setValues(address, values)
 
-    coils = Coils(0, [0] * 16)
-    inputs = ModbusSequentialDataBlock(0, [0] * 16)
-    ctx = ModbusServerContext(devices={1: ModbusDeviceContext(co=coils, di=inputs)}, single=False)
-    server = ModbusTcpServer(ctx, address=("127.0.0.1", 0))
-    await server.serve_forever(background=True)
-    port = server.transport.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-    coils.setValues(4, [1])  # the valve is open (coil 3; the block is 1-based)
-    coils.refuse = stuck
-    (tmp / "profiles").mkdir()
-    (tmp / "profiles" / "valve-controller.toml").write_text(PROFILE)
-    config = tmp / "gw.toml"
-    config.write_text(
-        GATEWAY_HEAD
-        + '\n[log]\nformat = "json"\nlevel = "info"\n'
-        + RULES
-        + textwrap.dedent(
-            f"""
-            [[buses]]
-            id = "tcp-1"
-            protocol = "modbus_tcp"
-            host = "127.0.0.1"
-            port = {port}
-            timeout_s = 0.5
+            async def async_setValues(self, address: int, values: Any) -> None:
+                self.setValues(address, values)
 
-            [[devices]]
-            id = "riser-1"
-            bus = "tcp-1"
-            profile = "valve-controller"
-            address = 1
-            location = {{ address_code = "310106013007", building = "7" }}
-            """
+        self.tmp, self.stuck, self.args = tmp, stuck, args
+        self.coils = Coils(0, [0] * 16)
+        self.inputs = ModbusSequentialDataBlock(0, [0] * 16)
+        self.context = ModbusServerContext(
+            devices={1: ModbusDeviceContext(co=self.coils, di=self.inputs)}, single=False
         )
-    )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", "run", "-c", str(config), *args,
-        cwd=tmp, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    messages: list[str] = []
+        self.messages: list[str] = []
+        self.socket = tmp / "var" / "gw.sock"
+        self._proc: asyncio.subprocess.Process | None = None
 
-    async def until(text: str) -> None:
-        assert proc.stderr is not None
-        while not any(text in m for m in messages):
-            line = await proc.stderr.readline()
-            if not line:
-                raise Broken(f"the gateway ended before logging {text!r}:\n" + "\n".join(messages[-20:]))
-            with contextlib.suppress(ValueError):
-                messages.append(str(json.loads(line)["msg"]))
+    def valve_open(self) -> bool:
+        coil = self.coils.getValues(4, 1)  # coil 3; the block is 1-based
+        return isinstance(coil, list) and bool(coil[0])
 
-    try:
-        async with asyncio.timeout(60):
-            await until("rules: ")
-            if smoke:
-                inputs.setValues(2, [1])  # smoke in building 7
-                await until("rule smoke on riser-1: raised")
-            inputs.setValues(1, [1])  # a leak at the riser
-            await until("action close_valve on riser-1.valve")
-        coil = coils.getValues(4, 1)
-        messages.append(f"valve open after the action: {isinstance(coil, list) and bool(coil[0])}")
-        return messages
-    finally:
-        if proc.returncode is None:
+    async def __aenter__(self) -> ValveSite:
+        from pymodbus.server import ModbusTcpServer
+
+        self.server = ModbusTcpServer(self.context, address=("127.0.0.1", 0))
+        await self.server.serve_forever(background=True)
+        port = self.server.transport.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self.coils.setValues(4, [1])  # the valve is open ...
+        self.coils.refuse = self.stuck  # ... and, when stuck, stays so whatever is written
+        (self.tmp / "profiles").mkdir()
+        (self.tmp / "profiles" / "valve-controller.toml").write_text(PROFILE)
+        config = self.tmp / "gw.toml"
+        config.write_text(
+            GATEWAY_HEAD
+            + '\n[log]\nformat = "json"\nlevel = "info"\n'
+            + RULES
+            + textwrap.dedent(
+                f"""
+                [[buses]]
+                id = "tcp-1"
+                protocol = "modbus_tcp"
+                host = "127.0.0.1"
+                port = {port}
+                timeout_s = 0.5
+
+                [[devices]]
+                id = "riser-1"
+                bus = "tcp-1"
+                profile = "valve-controller"
+                address = 1
+                location = {{ address_code = "310106013007", building = "7" }}
+                """
+            )
+        )
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway.cli", "run", "-c", str(config), *self.args,
+            cwd=self.tmp, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        await self.until("rules: ")
+        return self
+
+    async def until(self, text: str, timeout_s: float = 60.0) -> str:
+        """Wait for a log message containing `text` and return it."""
+        assert self._proc is not None and self._proc.stderr is not None
+        async with asyncio.timeout(timeout_s):
+            while True:
+                for m in self.messages:
+                    if text in m:
+                        return m
+                line = await self._proc.stderr.readline()
+                if not line:
+                    tail = "\n".join(self.messages[-20:])
+                    raise Broken(f"the gateway ended before logging {text!r}:\n{tail}")
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    self.messages.append(str(json.loads(line)["msg"]))
+
+    async def control_ready(self, timeout_s: float = 30.0) -> None:
+        """Wait until the gateway answers on its control socket."""
+        from gateway.control import GatewayNotRunningError, ask
+
+        async with asyncio.timeout(timeout_s):
+            while True:
+                try:
+                    await ask(self.socket, "ping", timeout_s=2.0)
+                    return
+                except GatewayNotRunningError:
+                    await asyncio.sleep(0.05)  # the socket is not there yet: the gateway is starting
+
+    async def __aexit__(self, *exc: object) -> None:
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
             proc.terminate()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.wait(), 30)
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
-        await server.shutdown()
+        await self.server.shutdown()
 
 
 @scenario(
@@ -284,11 +308,17 @@ async def _valve_gateway(tmp: Path, *, stuck: bool, smoke: bool, args: tuple[str
     "(shipped interlock); the blocked action is logged and reported as an event",
 )
 async def interlock_fire_blocks_valve(tmp: Path) -> str:
-    messages = await _valve_gateway(tmp, stuck=False, smoke=True)
-    action = next(m for m in messages if "action close_valve on riser-1.valve" in m)
-    _expect(": interlocked interlock water_on_during_fire: smoke raised on riser-1" in action, action)
-    _expect(messages[-1] == "valve open after the action: True", f"the valve moved: {messages[-1]}")
-    return action
+    async with ValveSite(tmp) as site:
+        site.inputs.setValues(2, [1])  # smoke in building 7
+        await site.until("rule smoke on riser-1: raised")
+        site.inputs.setValues(1, [1])  # a leak at the riser
+        action = await site.until("action close_valve on riser-1.valve")
+        _expect(": interlocked interlock water_on_during_fire: smoke raised on riser-1" in action, action)
+        _expect(site.valve_open(), "the valve closed during the fire")
+        site.inputs.setValues(2, [0])  # the smoke clears; the pipe still leaks: the held action runs
+        released = await site.until("action close_valve on riser-1.valve = False: done")
+        _expect(not site.valve_open(), "the valve did not close once the smoke cleared")
+    return f"{action}; then {released}"
 
 
 @scenario(
@@ -298,10 +328,11 @@ async def interlock_fire_blocks_valve(tmp: Path) -> str:
     "an event",
 )
 async def device_did_not_follow(tmp: Path) -> str:
-    messages = await _valve_gateway(tmp, stuck=True, smoke=False)
-    action = next(m for m in messages if "action close_valve on riser-1.valve" in m)
-    _expect(": not_followed reads True (good), expected False after 3 read-backs" in action, action)
-    _expect(messages[-1] == "valve open after the action: True", f"the stuck valve moved: {messages[-1]}")
+    async with ValveSite(tmp, stuck=True) as site:
+        site.inputs.setValues(1, [1])  # a leak at the riser
+        action = await site.until("action close_valve on riser-1.valve")
+        _expect(": not_followed reads True (good), expected False after 3 read-backs" in action, action)
+        _expect(site.valve_open(), "the stuck valve moved")
     return action
 
 
@@ -312,9 +343,50 @@ async def device_did_not_follow(tmp: Path) -> str:
     "writes nothing to the device",
 )
 async def dry_run_writes_nothing(tmp: Path) -> str:
-    messages = await _valve_gateway(tmp, stuck=False, smoke=False, args=("--dry-run-actions",))
-    _expect(any("dry run: local actions write nothing" in m for m in messages), "no warning at start")
-    action = next(m for m in messages if "action close_valve on riser-1.valve" in m)
-    _expect(": dry_run dry run: nothing written" in action, action)
-    _expect(messages[-1] == "valve open after the action: True", f"the valve moved: {messages[-1]}")
+    async with ValveSite(tmp, args=("--dry-run-actions",)) as site:
+        await site.until("dry run: local actions write nothing")
+        site.inputs.setValues(1, [1])  # a leak at the riser
+        action = await site.until("action close_valve on riser-1.valve")
+        _expect(": dry_run dry run: nothing written" in action, action)
+        _expect(site.valve_open(), "the valve moved in dry run")
     return action
+
+
+@scenario(
+    "config.raw_write_needs_flag_and_is_logged",
+    area="config",
+    promise="a raw write on the control socket needs raw=true, stays within points marked writable "
+    "unless forced, and every attempt leaves an audit line naming who, where and what",
+)
+async def raw_write_needs_flag_and_is_logged(tmp: Path) -> str:
+    from gateway.control import ControlError, ask
+
+    async with ValveSite(tmp) as site:
+        await site.control_ready()
+        coil = {"unit": 1, "table": "coil", "address": 5, "value": 1}
+        for params, why in (
+            (coil, "needs the explicit flag raw=true"),
+            ({**coil, "raw": True}, "not within points marked writable"),
+        ):
+            try:
+                await ask(site.socket, "diag", bus="tcp-1", action="write", params=params)
+            except ControlError as err:
+                _expect(why in err.message, f"refused, but not saying {why!r}: {err.message}")
+            else:
+                raise Broken(f"a raw write {params} was not refused")
+        refused = await site.until("raw write by uid ")
+        _expect(f"pid {os.getpid()} (control socket)" in refused, f"who is missing: {refused}")
+        await ask(
+            site.socket,
+            "diag",
+            bus="tcp-1",
+            action="write",
+            params={**coil, "address": 3, "value": 0, "raw": True},
+        )
+        written = await site.until("coil 3 = 0: written")
+        _expect(not site.valve_open(), "the writable valve coil was not written")
+        await ask(
+            site.socket, "diag", bus="tcp-1", action="write", params={**coil, "raw": True, "force": True}
+        )
+        await site.until("coil 5 = 1 (forced): written")
+    return f"refused twice, then: {written}"
