@@ -279,15 +279,38 @@ class ActionRunner:
             "overrides": sorted([list(k) for k in self.overrides]),
             "history": [[k[0], k[1], list(v)] for k, v in self._history.items() if v],
             "interlock_events": self.interlocks.snapshot(),
+            # held actions: a gateway restarted mid-fire still closes the valve once the fire is out
+            "held": [
+                [
+                    dev,
+                    act,
+                    lock,
+                    [t.device_id, t.kind, t.state.value, int(t.severity), t.ts, t.rule, t.value, t.id],
+                ]
+                for (dev, act), (_, t, lock) in self._held.items()
+            ],
         }
 
     def restore(self, data: Mapping[str, Any]) -> None:
         self.overrides = {(str(d), str(a)) for d, a in data.get("overrides", [])}
         self.interlocks.restore(data.get("interlock_events", []))
-        limits = {a.id: a.max_per_day for acts in self._by_rule.values() for a in acts}
+        configs = {a.id: a for acts in self._by_rule.values() for a in acts}
         for dev, act, times in data.get("history", []):
-            if act in limits:
-                self._history[(dev, act)] = deque((float(t) for t in times), maxlen=limits[act])
+            if act in configs:
+                self._history[(dev, act)] = deque((float(t) for t in times), maxlen=configs[act].max_per_day)
+        for item in data.get("held", []):
+            try:
+                dev, act, lock, (t_dev, kind, state, severity, ts, rule, value, ev_id) = item
+                if act not in configs:
+                    continue  # the action is no longer configured
+                trigger = Event(
+                    str(t_dev), str(kind), EventState(state), Severity(severity), float(ts), str(rule), value,
+                    "", {}, str(ev_id),
+                )  # fmt: skip
+            except (TypeError, ValueError) as err:
+                log.warning("rules snapshot: a held action cannot be restored (%s): dropped", err)
+                continue
+            self._held[(str(dev), act)] = (configs[act], trigger, str(lock))
 
 
 _STATE_OF = {"close": "closed", "shut": "closed", "opened": "open"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from typing import Any
 
@@ -283,3 +284,19 @@ async def test_a_held_action_runs_when_the_fire_clears_if_its_leak_still_stands(
     e.on_event(fire(EventState.CLEARED, T0 + 60))
     await e.actions.wait_idle()
     assert valves.writes == [] and reports(e.tick(T0 + 61)) == []
+
+
+async def test_a_held_action_survives_a_restart() -> None:
+    e = engine(FakeValves())
+    e.on_event(fire(EventState.RAISED, T0))
+    assert [r.attrs["outcome"] for r in reports(leak(e, T0 + 1, True))] == ["interlocked"]
+    valves = FakeValves()
+    restarted = engine(valves)
+    restarted.restore(json.loads(json.dumps(e.snapshot())))  # as the snapshot is stored
+    restarted.on_event(fire(EventState.CLEARED, T0 + 60))
+    await restarted.actions.wait_idle()
+    assert valves.writes == [("d1", "valve", False)]
+    (report,) = reports(restarted.tick(T0 + 61))
+    assert (
+        report.attrs["held_by_interlock"] == "water_on_during_fire" and report.attrs["trigger_rule"] == "leak"
+    )
