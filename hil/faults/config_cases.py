@@ -26,6 +26,11 @@ BASES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
         {"profile": "modbus-water-meter", "address": 3},
         "flow_rate",
     ),
+    "modbus_rtu_over_tcp": (
+        {"protocol": "modbus_rtu_over_tcp", "host": "127.0.0.1", "port": 4001},
+        {"profile": "modbus-water-meter", "address": 5},
+        "flow_rate",
+    ),
     "dlt645": (
         {"protocol": "dlt645", "port": "/dev/ttyUSB1", "baudrate": 2400, "parity": "E"},
         {"profile": "dlt645-single-phase", "address": "000000000301", "poll_interval_s": 300},
