@@ -100,6 +100,13 @@ def _bus_metrics(m: Exposition, buses: Iterable[Mapping[str, Any]]) -> None:
             bl,
         )
         m.add(
+            "citynerve_bus_owner_crashes",
+            "counter",
+            "times the bus owner task crashed and was started again",
+            _num(bus, "crashes"),
+            bl,
+        )
+        m.add(
             "citynerve_bus_transactions",
             "counter",
             "transactions run on the bus",
@@ -137,6 +144,13 @@ def _bus_metrics(m: Exposition, buses: Iterable[Mapping[str, Any]]) -> None:
                 dl,
             )
             m.add("citynerve_device_errors", "counter", "failed polls of the device", _num(dev, "errors"), dl)
+            m.add(
+                "citynerve_device_faulted",
+                "gauge",
+                "1 while the gateway's handling of the device is faulted (plan, decode), restarting",
+                float(dev.get("faulted") is not None),
+                dl,
+            )
             m.add(
                 "citynerve_device_last_success_timestamp_seconds",
                 "gauge",
@@ -280,6 +294,20 @@ def _rules_metrics(m: Exposition, pipeline: Any, alarms: Sequence[Mapping[str, A
             float(len(alarms)),
             {"severity": "all"},
         )
+        for a in alarms:
+            m.add(
+                "citynerve_alarm_active",
+                "gauge",
+                "one sample per active alarm (rules, drivers, bus owners), labelled by what it is",
+                1.0,
+                {
+                    "device": str(a.get("device_id", "")),
+                    "kind": str(a.get("kind", "")),
+                    "rule": str(a.get("rule", "")),
+                    "subject": str(a.get("subject", "")),
+                    "severity": str(a.get("severity", "unknown")),
+                },
+            )
         for sev, n in sorted(by_sev.items()):
             m.add(
                 "citynerve_alarms_active",
@@ -293,11 +321,10 @@ def _rules_metrics(m: Exposition, pipeline: Any, alarms: Sequence[Mapping[str, A
 def render_metrics(
     status: Mapping[str, Any],
     *,
-    alarms: Sequence[Mapping[str, Any]] | None = None,
     publish_rate: float | None = None,
     now: float | None = None,
 ) -> str:
-    """The Prometheus text for one status snapshot."""
+    """The Prometheus text for one status snapshot (its `alarms` are the gateway's registry)."""
     now = time.time() if now is None else now
     m = Exposition()
     info = {"gateway": str(status.get("gateway_id", "")), "version": str(status.get("version", ""))}
@@ -308,7 +335,8 @@ def render_metrics(
     _bus_metrics(m, status.get("buses") or [])
     _store_metrics(m, status.get("store"), status.get("writer"), now)
     _uplink_metrics(m, status.get("uplink"), publish_rate)
-    _rules_metrics(m, status.get("pipeline"), alarms)
+    alarms = status.get("alarms")
+    _rules_metrics(m, status.get("pipeline"), alarms if isinstance(alarms, list) else None)
     return m.render()
 
 
