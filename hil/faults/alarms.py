@@ -1,0 +1,639 @@
+"""Alarms and bulkheads: one truth for active alarms, and faults kept to the device or bus they hit.
+
+- `alarms.every_kind_in_every_view`: a real `citynerve run` with a Modbus building (pymodbus), a fire
+  panel on a pty (hil.sim.serial), a BTHome manhole node on a bumble virtual radio and a real
+  Mosquitto. A rule alarm (smoke detector), a fire panel alarm, a BTHome tilt alarm and a device
+  offline are raised; each must show in `citynerve status --json`, the status page's JSON, /metrics
+  and the retained status message; after a restart the fire alarm is still listed, and the offline
+  alarm restored from the last run clears when the device answers again.
+- `bulkhead.device_decode_raises`: in-process gateway (the real runtime) whose Modbus driver is a
+  subclass raising in decode for one unit and in planning for another: the other devices go on, the
+  faulted ones show `faulted` with the reason and a device_fault alarm, and recover.
+- `bulkhead.bus_owner_crash`: a bus owner whose task dies of an unexpected exception is restarted
+  with backoff and a bus_fault alarm; the other bus keeps polling.
+- `bulkhead.reload_keeps_rules`: a real `citynerve run`; after `reload` restarts a bus, an offline rule
+  still fires for a device on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import sys
+import textwrap
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from drivers.modbus.driver import ModbusDriver
+from gateway.api import PollRequest, Sample, StateStore
+from gateway.config import GatewayConfig, load_config
+from gateway.control import ask
+from gateway.runtime import Gateway
+from hil.faults import Broken, scenario
+from hil.platform.broker import MosquittoBroker, find_mosquitto, free_port
+from hil.sim.modbus import ModbusBuilding
+
+REPO = Path(__file__).resolve().parents[2]
+PROFILES = REPO / "config" / "profiles"
+ADDRESS_CODE = "310106013007"
+BLE_KEY = "231d39c1d7cc1ab1aee224cd096db932"
+BLE_MAC = "A4:C1:38:00:00:01"
+GATEWAY_ID = "gw-alarms"
+
+Check = Callable[[], Awaitable[bool] | bool]
+
+
+async def wait_until(check: Check, what: str, timeout_s: float = 30.0, *, log: Path | None = None) -> None:
+    """Poll `check` (sync or async; exceptions count as not yet) until true, else raise Broken."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    last = ""
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            result = check()
+            if not isinstance(result, bool):
+                result = await result
+            if result:
+                return
+        except Exception as err:  # not up yet (socket, page): keep waiting
+            last = repr(err)
+        await asyncio.sleep(0.1)
+    tail = _tail(log) if log is not None else ""
+    raise Broken(f"timed out waiting for {what} {last}\n{tail}")
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:] if log.exists() else ""
+
+
+def building_toml(host: str, port: int, *, extra: str = "") -> str:
+    """A gateway on one Modbus TCP building: a meter, two water meters, a smoke detector with the
+    smoke-fire rule pack, an offline rule on the water meters."""
+    text = textwrap.dedent(
+        f"""\
+        profile_dirs = ["{PROFILES}"]
+        [gateway]
+        id = "{GATEWAY_ID}"
+        org = {{ city = "310100", district = "310106", street = "310106013" }}
+        [store]
+        path = "var/gw.db"
+        commit_interval_ms = 20
+        [control]
+        socket = "var/gw.sock"
+        [log]
+        format = "json"
+        [rules]
+        [[rules.packs]]
+        name = "smoke-fire"
+        select = {{ profiles = ["modbus-smoke-detector"] }}
+        points = {{ smoke = "smoke_alarm" }}
+        [[rules.rules]]
+        id = "meter_offline"
+        kind = "offline"
+        severity = "major"
+        select = {{ profiles = ["modbus-water-meter"] }}
+
+        [[buses]]
+        id = "tcp-1"
+        protocol = "modbus_tcp"
+        host = "{host}"
+        port = {port}
+        timeout_s = 0.3
+        retries = 0
+        offline_after = 1
+        backoff_initial_s = 0.5
+        backoff_max_s = 1
+        """
+    )
+    for dev_id, profile, unit in (
+        ("em-1", "modbus-power-meter-3ph", 1),
+        ("wm-2", "modbus-water-meter", 2),
+        ("wm-3", "modbus-water-meter", 3),
+        ("sd-11", "modbus-smoke-detector", 11),
+    ):
+        text += textwrap.dedent(
+            f"""
+            [[devices]]
+            id = "{dev_id}"
+            bus = "tcp-1"
+            profile = "{profile}"
+            address = {unit}
+            poll_interval_s = 0.5
+            location = {{ address_code = "{ADDRESS_CODE}", building = "7", floor = "1" }}
+            """
+        )
+    return text + extra
+
+
+class GatewayRun:
+    """A real `citynerve run -c CONFIG` child process; its output goes to `gateway.log`."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.log = config.parent / "gateway.log"
+        self.sock = config.parent / "var" / "gw.sock"
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "gateway.cli",
+                "run",
+                "-c",
+                str(self.config),
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        await self.wait(lambda: self.sock.exists(), "the control socket")
+
+    async def wait(self, check: Check, what: str, timeout_s: float = 30.0) -> None:
+        async def alive_and() -> bool:
+            if self.proc is not None and self.proc.returncode is not None:
+                tail = self.log.read_text(errors="replace")[-3000:]
+                raise Broken(f"gateway exited {self.proc.returncode} while waiting for {what}:\n{tail}")
+            result = check()
+            return result if isinstance(result, bool) else await result
+
+        await wait_until(alive_and, what, timeout_s, log=self.log)
+
+    async def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = await ask(self.sock, "status")
+        return result
+
+    async def cli(self, *args: str) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            *args,
+            "-c",
+            str(self.config),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        if proc.returncode != 0:
+            raise Broken(f"citynerve {' '.join(args)} exited {proc.returncode}: {err.decode()[-2000:]}")
+        return out.decode()
+
+    async def stop(self) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.returncode is not None:
+            return self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(self.proc.wait(), 30)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+            raise Broken("gateway did not stop on SIGTERM within 30 s") from None
+
+    async def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+def alarm_names(alarms: Sequence[dict[str, Any]]) -> set[tuple[str, str]]:
+    return {(str(a.get("device_id")), str(a.get("kind"))) for a in alarms}
+
+
+async def http_get(port: int, path: str) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+    head, _, body = data.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise Broken(f"GET {path}: {head[:80]!r}")
+    return body
+
+
+def metric_alarms(text: str) -> set[tuple[str, str]]:
+    """(device, kind) of every `citynerve_alarm_active` sample."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = set()
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "citynerve_alarm_active" and s.value == 1:
+                out.add((s.labels["device"], s.labels["kind"]))
+    return out
+
+
+async def retained_alarms(host: str, port: int) -> set[tuple[str, str]]:
+    """The alarms in the retained status message a platform finds on subscribing."""
+    import aiomqtt
+
+    async with aiomqtt.Client(host, port, identifier=f"probe-{os.getpid()}") as client:
+        await client.subscribe(f"citynerve/{GATEWAY_ID}/status", qos=1)
+        async with asyncio.timeout(10):
+            async for msg in client.messages:
+                body = json.loads(bytes(msg.payload))  # type: ignore[arg-type]
+                return alarm_names(body.get("gateway", {}).get("alarms", []))
+    return set()
+
+
+@contextlib.contextmanager
+def fire_panel_sim(tmp: Path) -> Iterator[tuple[str, Any]]:
+    """The simulated fire panel (hil.sim.serial --panel) on a pty; yields (port, process)."""
+    import subprocess
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hil.sim.serial", "--link-dir", str(tmp / "dev"), "--panel"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        ports = json.loads(proc.stdout.readline())
+        yield str(ports["firepanel"]), proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@scenario(
+    "alarms.every_kind_in_every_view",
+    area="alarms",
+    promise="rule, fire panel, BTHome and offline alarms all show in status, page, metrics and the "
+    "retained status; a restart keeps them",
+    timeout_s=240.0,
+)
+async def every_kind_in_every_view(tmp: Path) -> str:
+    from hil.sim.ble import ManholeCoverNode, VirtualDongle, VirtualRadio
+
+    if find_mosquitto() is None:
+        raise Broken("mosquitto is not installed")
+    web_port = free_port()
+    with (
+        fire_panel_sim(tmp) as (panel_port, panel),
+        MosquittoBroker() as broker,
+        VirtualRadio(f"alarms{os.getpid()}") as radio,
+    ):
+        async with ModbusBuilding() as building, VirtualDongle(radio) as dongle:
+            host, port = building.endpoint
+            extra = textwrap.dedent(
+                f"""
+                [upstream]
+                brokers = ["mqtt://{broker.host}:{broker.port}"]
+                status_interval_s = 0.5
+                [web]
+                enabled = true
+                port = {web_port}
+                refresh_s = 0.5
+
+                [[buses]]
+                id = "fire-panel"
+                protocol = "firepanel"
+                port = "{panel_port}"
+                [[devices]]
+                id = "fp-main"
+                bus = "fire-panel"
+                profile = "firepanel-gst"
+                address = "GST-200-01"
+                location = {{ address_code = "{ADDRESS_CODE}", building = "7", floor = "1" }}
+
+                [[buses]]
+                id = "ble0"
+                protocol = "bthome"
+                backend = "bumble"
+                transport = "{dongle.client_transport}"
+                [[devices]]
+                id = "mh-1"
+                bus = "ble0"
+                profile = "bthome-manhole-cover"
+                address = "{BLE_MAC}"
+                key = "{BLE_KEY}"
+                location = {{ address_code = "{ADDRESS_CODE}" }}
+                """
+            )
+            config = tmp / "gw.toml"
+            config.write_text(building_toml(host, port, extra=extra))
+            node = ManholeCoverNode(radio, BLE_MAC, key=bytes.fromhex(BLE_KEY))
+            gw = GatewayRun(config)
+            try:
+                await gw.start()
+                building.trigger_smoke(11)  # a rule alarm (smoke-fire pack)
+                building.silence(3)  # wm-3 stops answering: device_offline (bus owner)
+
+                async def active() -> set[tuple[str, str]]:
+                    return alarm_names((await gw.status())["alarms"])
+
+                async def panel_alarm() -> bool:
+                    # A printer port drops what was printed before it was opened: print until heard.
+                    if ("fp-main", "smoke") in await active():
+                        return True
+                    panel.send_signal(signal.SIGUSR1)
+                    await asyncio.sleep(0.3)
+                    return False
+
+                async def tilt_alarm() -> bool:
+                    if ("mh-1", "manhole_tilt") in await active():
+                        return True
+                    await node.state(tilt_deg=50.0, tilt_alarm=True)
+                    return False
+
+                await gw.wait(panel_alarm, "the fire panel's alarm")
+                await gw.wait(tilt_alarm, "the BTHome tilt alarm")
+                want = {
+                    ("sd-11", "smoke"),
+                    ("wm-3", "device_offline"),
+                    ("fp-main", "smoke"),
+                    ("mh-1", "manhole_tilt"),
+                }
+                await gw.wait(lambda: _has(active, want), f"every kind active: {want}")
+
+                views: dict[str, set[tuple[str, str]]] = {}
+                views["status --json"] = alarm_names(json.loads(await gw.cli("status", "--json"))["alarms"])
+                await asyncio.sleep(1.1)  # past the page's status cache
+                page = json.loads(await http_get(web_port, "/api/status"))
+                views["/api/status"] = alarm_names(page["alarms"])
+                views["/metrics"] = metric_alarms((await http_get(web_port, "/metrics")).decode())
+
+                async def retained() -> bool:
+                    views["retained status"] = await retained_alarms(broker.host, broker.port)
+                    return want <= views["retained status"]
+
+                with contextlib.suppress(Broken):
+                    await gw.wait(retained, "the retained status with every alarm", timeout_s=15)
+                missing = {name: sorted(want - got) for name, got in views.items() if not want <= got}
+                if missing:
+                    raise Broken(f"alarms missing from views: {missing}")
+                cards = {d["id"]: d for g in page["groups"] for d in g["devices"]}
+                if not (cards["fp-main"]["alarm"] and cards["sd-11"]["alarm"] and cards["wm-3"]["alarm"]):
+                    raise Broken("a device with an active alarm is not marked on the page")
+
+                # A restart forgets nothing: the fire alarm is listed again (restored) before the
+                # panel prints anything, and the restored offline alarm clears when wm-3 answers.
+                if await gw.stop() != 0:
+                    raise Broken("gateway did not stop cleanly")
+                await gw.start()
+                after = await gw.status()
+                if not {("fp-main", "smoke"), ("wm-3", "device_offline")} <= alarm_names(after["alarms"]):
+                    raise Broken(f"alarms forgotten by a restart: {sorted(alarm_names(after['alarms']))}")
+                building.revive(3)
+                await gw.wait(
+                    lambda: _lacks(active, ("wm-3", "device_offline")), "the restored offline alarm to clear"
+                )
+                return f"{len(want)} kinds in {len(views)} views; the fire alarm survived a restart"
+            finally:
+                await gw.kill()
+                await node.close()
+
+
+async def _has(active: Callable[[], Awaitable[set[tuple[str, str]]]], want: set[tuple[str, str]]) -> bool:
+    return want <= await active()
+
+
+async def _lacks(active: Callable[[], Awaitable[set[tuple[str, str]]]], name: tuple[str, str]) -> bool:
+    return name not in await active()
+
+
+# -- bulkheads: the real runtime in-process, with a driver subclass that has a bug -------------------
+
+
+class BuggyModbusDriver(ModbusDriver):
+    """The real Modbus driver with a decode bug for the units in `DECODE_BUG` and a planning bug
+    for the units in `PLAN_BUG` (class-level sets, so a test can heal them)."""
+
+    DECODE_BUG: ClassVar[set[int]] = set()
+    PLAN_BUG: ClassVar[set[int]] = set()
+    OPEN_BUG: ClassVar[list[int]] = [0]  # open raises a non-gateway error this many more times
+
+    def plan(self, device: Any) -> Sequence[Any]:
+        if device.address in self.PLAN_BUG:
+            raise KeyError(f"planner bug for unit {device.address}")
+        return super().plan(device)
+
+    async def read(self, device: Any, request: PollRequest) -> tuple[Sample, ...]:
+        samples = await super().read(device, request)
+        if device.address in self.DECODE_BUG:
+            raise ValueError(f"decoder bug for unit {device.address}")
+        return samples
+
+    async def open(self) -> None:
+        if self.OPEN_BUG[0] > 0:
+            self.OPEN_BUG[0] -= 1
+            raise RuntimeError("owner bug while opening")
+        await super().open()
+
+
+def with_buggy_driver(config: GatewayConfig, buses: Sequence[str]) -> GatewayConfig:
+    """The same config, its named buses driven by BuggyModbusDriver (the real driver, subclassed)."""
+    spec = config.drivers["modbus_tcp"]
+
+    def factory(bus: Any, devices: Sequence[Any], state: StateStore | None = None) -> ModbusDriver:
+        cls = BuggyModbusDriver if bus.id in buses else ModbusDriver
+        return cls(bus, devices, state)
+
+    return dataclasses.replace(
+        config, drivers={**config.drivers, "modbus_tcp": dataclasses.replace(spec, factory=factory)}
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(gateway: Gateway) -> Any:
+    stop = asyncio.Event()
+    task = asyncio.create_task(gateway.run(stop), name="gateway")
+    try:
+        await wait_until(
+            lambda: gateway.pipeline is not None and len(gateway.buses) > 0, "the gateway to start"
+        )
+        yield task
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 30)
+
+
+def _device(status: dict[str, Any], device_id: str) -> dict[str, Any]:
+    for bus in status["buses"]:
+        for dev in bus["devices"]:
+            if dev["id"] == device_id:
+                return dict(dev)
+    raise KeyError(device_id)
+
+
+@scenario(
+    "bulkhead.device_decode_raises",
+    area="bulkheads",
+    promise="a device whose plan or decode raises is faulted (event, status) and restarted with "
+    "backoff; the other devices of its bus go on; it recovers",
+)
+async def device_decode_raises(tmp: Path) -> str:
+    BuggyModbusDriver.DECODE_BUG.clear()
+    BuggyModbusDriver.PLAN_BUG.clear()
+    async with ModbusBuilding() as building:
+        host, port = building.endpoint
+        path = tmp / "gw.toml"
+        path.write_text(building_toml(host, port))
+        config = with_buggy_driver(load_config(path), ["tcp-1"])
+        BuggyModbusDriver.DECODE_BUG.add(2)  # wm-2's decoder raises
+        BuggyModbusDriver.PLAN_BUG.add(3)  # wm-3's planner raises
+        gateway = Gateway(config)
+        async with running(gateway) as task:
+            pipeline = gateway.pipeline
+            assert pipeline is not None
+
+            def em_count() -> int:
+                return gateway.owners["tcp-1"].health["em-1"].transactions
+
+            def faulted() -> bool:
+                health = gateway.owners["tcp-1"].health
+                return health["wm-2"].faulted is not None and health["wm-3"].faulted is not None
+
+            await wait_until(faulted, "wm-2 and wm-3 faulted")
+            # Restarted with backoff while the bug lasts: planned again, faulted again.
+            await wait_until(lambda: gateway.owners["tcp-1"].health["wm-2"].faults >= 2, "wm-2 restarted")
+            st = await gateway.status()
+            for dev_id in ("wm-2", "wm-3"):
+                reason = _device(st, dev_id).get("faulted")
+                if not reason:
+                    raise Broken(f"{dev_id} is not shown faulted: {_device(st, dev_id)}")
+            if (
+                "decoder bug" not in _device(st, "wm-2")["faulted"]
+                or "planner bug" not in _device(st, "wm-3")["faulted"]
+            ):
+                raise Broken(
+                    f"fault reasons: {_device(st, 'wm-2')['faulted']!r}, {_device(st, 'wm-3')['faulted']!r}"
+                )
+            faults = {a.device_id for a in gateway.alarms.active() if a.kind == "device_fault"}
+            if faults != {"wm-2", "wm-3"}:
+                raise Broken(f"device_fault alarms: {faults}")
+            # The others go on: em-1 keeps being read, sd-11's rules still fire.
+            before = em_count()
+            building.trigger_smoke(11)
+            await wait_until(
+                lambda: any(a.device_id == "sd-11" for a in gateway.alarms.active()), "sd-11's alarm"
+            )
+            await wait_until(lambda: em_count() > before + 3, "em-1 polls to go on")
+            if task.done():
+                raise Broken("the gateway stopped")
+            # Healed: both come back (planned again after their backoff) and the faults clear.
+            BuggyModbusDriver.DECODE_BUG.clear()
+            BuggyModbusDriver.PLAN_BUG.clear()
+            await wait_until(
+                lambda: not any(a.kind == "device_fault" for a in gateway.alarms.active()),
+                "the faults to clear",
+            )
+            st = await gateway.status()
+            if _device(st, "wm-2")["faulted"] or _device(st, "wm-3")["faulted"]:
+                raise Broken("still shown faulted after recovering")
+            if not pipeline.latest("wm-2") or not pipeline.latest("wm-3"):
+                raise Broken("no readings from the recovered devices")
+            restarts = _device(st, "wm-2")["faults"]
+        return f"wm-2 faulted {restarts} times then recovered; em-1 polled throughout"
+
+
+@scenario(
+    "bulkhead.bus_owner_crash",
+    area="bulkheads",
+    promise="a bus owner task that dies of an unexpected exception is restarted with backoff and a "
+    "bus_fault event; the other buses go on",
+)
+async def bus_owner_crash(tmp: Path) -> str:
+    BuggyModbusDriver.DECODE_BUG.clear()
+    BuggyModbusDriver.PLAN_BUG.clear()
+    BuggyModbusDriver.OPEN_BUG[0] = 2  # the owner of tcp-2 crashes twice while opening
+    async with ModbusBuilding() as building:
+        host, port = building.endpoint
+        path = tmp / "gw.toml"
+        second = textwrap.dedent(
+            f"""
+            [[buses]]
+            id = "tcp-2"
+            protocol = "modbus_tcp"
+            host = "{host}"
+            port = {port}
+            timeout_s = 0.3
+            backoff_initial_s = 0.5
+            backoff_max_s = 1
+            [[devices]]
+            id = "em-9"
+            bus = "tcp-2"
+            profile = "modbus-power-meter-3ph"
+            address = 1
+            poll_interval_s = 0.5
+            location = {{ address_code = "{ADDRESS_CODE}" }}
+            """
+        )
+        path.write_text(building_toml(host, port, extra=second))
+        gateway = Gateway(with_buggy_driver(load_config(path), ["tcp-2"]))
+        seen_fault: list[bool] = []
+
+        def watch() -> bool:
+            if any(a.kind == "bus_fault" for a in gateway.alarms.active()):
+                seen_fault.append(True)
+            return gateway.buses["tcp-2"].crashes >= 2
+
+        async with running(gateway) as task:
+            await wait_until(watch, "two crashes of tcp-2's owner")
+            await wait_until(
+                lambda: gateway.owners["tcp-2"].health["em-9"].online is True, "tcp-2 polling again"
+            )
+            await wait_until(
+                lambda: not any(a.kind == "bus_fault" for a in gateway.alarms.active()),
+                "the bus_fault to clear",
+            )
+            if not seen_fault:
+                raise Broken("no bus_fault alarm was raised")
+            if gateway.owners["tcp-1"].health["em-1"].online is not True or task.done():
+                raise Broken("the other bus or the gateway stopped")
+            st = await gateway.status()
+            crashes = next(b["crashes"] for b in st["buses"] if b["id"] == "tcp-2")
+        return f"tcp-2's owner crashed {crashes} times and was restarted; tcp-1 polled throughout"
+
+
+@scenario(
+    "bulkhead.reload_keeps_rules",
+    area="bulkheads",
+    promise="a bus restarted by `reload` is wired as at start: its devices' offline rules still fire",
+)
+async def reload_keeps_rules(tmp: Path) -> str:
+    async with ModbusBuilding() as building:
+        host, port = building.endpoint
+        config = tmp / "gw.toml"
+        config.write_text(building_toml(host, port))
+        gw = GatewayRun(config)
+        try:
+            await gw.start()
+
+            async def online() -> bool:
+                return bool((await gw.status())["devices_online"] == 4)
+
+            await gw.wait(online, "4 devices online")
+            changed = building_toml(host, port).replace("timeout_s = 0.3", "timeout_s = 0.4")  # tcp-1 changes
+            config.write_text(changed)
+            result = await ask(gw.sock, "reload")
+            if result.get("changed") != ["tcp-1"]:
+                raise Broken(f"reload did not restart tcp-1: {result}")
+            building.silence(2)
+
+            async def rule_fired() -> bool:
+                alarms = (await gw.status())["alarms"]
+                return any(a["device_id"] == "wm-2" and a["rule"] == "meter_offline" for a in alarms)
+
+            await gw.wait(rule_fired, "the offline rule for wm-2 on the reloaded bus")
+            if await gw.stop() != 0:
+                raise Broken("gateway did not stop cleanly")
+        finally:
+            await gw.kill()
+    return "the offline rule fired for a device on the reloaded bus"
