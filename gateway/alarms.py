@@ -121,9 +121,10 @@ class ActiveAlarms:
         """Most severe first, then newest first."""
         return sorted(self._active.values(), key=lambda a: (-int(a.severity), -a.raised_at))
 
-    def devices_with(self, kind: str) -> set[str]:
-        """Devices with an active alarm of `kind` (device_offline: owners start them offline)."""
-        return {k[0] for k in self._active if k[1] == kind}
+    def devices_with(self, kind: str, rule: str | None = None) -> set[str]:
+        """Devices with an active alarm of `kind` (and `rule`): after a restart, the sources of
+        device_offline and device_fault start those devices in that state, so they clear it."""
+        return {k[0] for k in self._active if k[1] == kind and (rule is None or k[2] == rule)}
 
     def counts(self) -> dict[str, int]:
         """Active alarms by severity name (every severity, zeros included)."""

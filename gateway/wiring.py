@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from gateway.alarms import ActiveAlarms
 from gateway.api import Driver, Event, EventState, SampleBatch, Severity, StateStore
 from gateway.bus import BusOwner
-from gateway.bus.owner import OFFLINE_KIND
+from gateway.bus.owner import FAULT_KIND, FAULT_RULE, OFFLINE_KIND
 from gateway.config import GatewayConfig
 from gateway.pipeline import Pipeline
 
@@ -86,6 +86,7 @@ class BusWiring:
             self.driver(bus_id),
             self.sink,
             offline=self.alarms.devices_with(OFFLINE_KIND),
+            faulted=self.alarms.devices_with(FAULT_KIND, FAULT_RULE),
         )
 
 
@@ -111,7 +112,9 @@ class BusSupervisor:
         self._rng = rng or random.Random()
         self.owner = wiring().owner(bus_id)
         self.crashes = 0
-        self.faulted: str | None = None
+        # Still active from the last run: cleared once this run's owner has its channel open.
+        restored = bus_id in wiring().alarms.devices_with(BUS_FAULT_KIND, BUS_FAULT_RULE)
+        self.faulted: str | None = "bus fault from the last run" if restored else None
         self._backoff = 0.0
 
     async def run(self) -> None:

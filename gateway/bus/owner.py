@@ -108,9 +108,10 @@ class BusOwner:
         *,
         rng: random.Random | None = None,
         offline: Collection[str] = (),
+        faulted: Collection[str] = (),
     ) -> None:
-        """`offline`: devices that were offline when the gateway last stopped (their alarm is still
-        active): they start offline, so their first answer clears it."""
+        """`offline`, `faulted`: devices that were offline or faulted when the gateway last stopped
+        (their alarm is still active): they start so, and their first good poll clears it."""
         self.bus = bus
         self.devices = {d.id: d for d in devices if d.enabled}
         self.driver = driver
@@ -122,6 +123,9 @@ class BusOwner:
                 health.online = False
                 health.consecutive_failures = bus.offline_after
                 health.backoff_s = bus.backoff_initial_s
+        for device_id in faulted:
+            if device_id in self.health:
+                self.health[device_id].faulted = "faulted when the gateway last stopped"
         self.counters = BusCounters()
         self.channel_open = False
         self.channel_error: str | None = None

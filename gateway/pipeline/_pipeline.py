@@ -134,7 +134,8 @@ class Pipeline:
         self.sink = sink
         self.rules = rules
         self.alarms = alarms if alarms is not None else ActiveAlarms()
-        self._rule_faulted: set[str] = set()  # devices whose last batch made the rules raise
+        # Devices whose last batch made the rules raise (restored: cleared by their next batch).
+        self._rule_faulted: set[str] = self.alarms.devices_with(RULE_FAULT_KIND, RULE_FAULT_RULE)
         self._points: dict[str, dict[str, _Point]] = {
             dev_id: {name: _Point(name, p) for name, p in dev.points.items() if p.enabled}
             for dev_id, dev in devices.items()
