@@ -250,7 +250,7 @@ def _uplink_metrics(m: Exposition, uplink: Any, rate: float | None) -> None:
             "gauge",
             "current link state (1 for the state label)",
             1.0,
-            {"state": str(getattr(state, "value", state))},
+            {"state": str(state)},  # a LinkState (StrEnum) or its text: both print the text
         )
 
 

@@ -118,9 +118,7 @@ def page_state(status: Mapping[str, Any], config: GatewayConfig, *, refresh_s: f
     lanes = store.get("lanes", [])
     now = time.time()
     oldest = [lane["oldest_ts"] for lane in lanes if lane.get("oldest_ts")]
-    uplink = plain(status.get("uplink"))
-    if isinstance(uplink, dict) and uplink.get("state") is not None:
-        uplink = {**uplink, "state": str(getattr(uplink["state"], "value", uplink["state"]))}
+    uplink = plain(status.get("uplink"))  # UplinkState.to_dict(): its state is already the text
     return {
         "generated": now,
         "refresh_s": refresh_s,
