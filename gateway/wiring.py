@@ -20,8 +20,7 @@ from typing import Any, Protocol
 
 from gateway.alarms import ActiveAlarms
 from gateway.api import Driver, Event, EventState, SampleBatch, Severity, StateStore
-from gateway.bus import BusOwner
-from gateway.bus.owner import FAULT_KIND, FAULT_RULE, OFFLINE_KIND
+from gateway.bus import FAULT_KIND, FAULT_RULE, OFFLINE_KIND, BusOwner
 from gateway.config import GatewayConfig
 from gateway.pipeline import Pipeline
 

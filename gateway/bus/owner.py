@@ -41,29 +41,16 @@ from gateway.api import (
     Quality,
     Sample,
     SampleBatch,
-    Severity,
     TransientError,
     Value,
 )
+from gateway.bus.events import FAULT, OFFLINE, DeviceFaultError, device_event
 from gateway.bus.health import BusCounters, DeviceHealth
 
 log = logging.getLogger("citynerve.bus")
 T = TypeVar("T")
 
-OFFLINE_KIND = "device_offline"
-FAULT_KIND = "device_fault"
-FAULT_RULE = "bus.supervisor"
 _REPLAN = -1  # heap entry index: plan the device again (after a fault)
-
-
-class DeviceFaultError(GatewayError):
-    """The gateway's own handling of one device raised (a driver's plan or decode bug): the device
-    is faulted and restarted with backoff; the bus and its other devices go on."""
-
-    def __init__(self, device_id: str, reason: str) -> None:
-        self.device_id = device_id
-        self.reason = reason
-        super().__init__(f"device {device_id} faulted: {reason}")
 
 
 class BusSink(Protocol):
@@ -477,10 +464,10 @@ class BusOwner:
             log.warning("device %s on bus %s recovered from its fault", device.id, self.bus.id)
             health.faulted = None
             health.fault_backoff_s = 0.0
-            self.sink.event(self._fault_event(device, EventState.CLEARED, ts, "device works again"))
+            self.sink.event(device_event(device, FAULT, EventState.CLEARED, ts, "device works again"))
         if was is False:
             log.warning("device %s on bus %s is back online", device.id, self.bus.id)
-            self.sink.event(self._offline_event(device, EventState.CLEARED, ts, "device answers again"))
+            self.sink.event(device_event(device, OFFLINE, EventState.CLEARED, ts, "device answers again"))
 
     def _note_error(self, device: DeviceConfig, err: GatewayError, ts: float) -> None:
         health = self.health[device.id]
@@ -512,7 +499,7 @@ class BusOwner:
                 reason,
             )
             self.sink.mark_offline(device.id, ts)
-            self.sink.event(self._offline_event(device, EventState.RAISED, ts, reason))
+            self.sink.event(device_event(device, OFFLINE, EventState.RAISED, ts, reason))
 
     def _fault(self, device: DeviceConfig, reason: str, now: float) -> None:
         """Fault one device: drop its plan and queued polls, raise device_fault once, plan it again
@@ -524,7 +511,7 @@ class BusOwner:
         )
         if health.faulted is None:
             log.error("device %s on bus %s faulted: %s", device.id, self.bus.id, reason)
-            self.sink.event(self._fault_event(device, EventState.RAISED, time.time(), reason))
+            self.sink.event(device_event(device, FAULT, EventState.RAISED, time.time(), reason))
         health.faulted = reason
         health.last_error = reason
         health.last_error_ts = time.time()
@@ -533,32 +520,17 @@ class BusOwner:
         heapq.heapify(self._heap)
         self._push(now + self._jittered(health.fault_backoff_s), device.id, _REPLAN, PollRequest((), 0.0))
 
-    def _fault_event(self, device: DeviceConfig, state: EventState, ts: float, reason: str) -> Event:
-        return Event(
-            device_id=device.id,
-            kind=FAULT_KIND,
-            state=state,
-            severity=Severity.MAJOR,
-            ts=ts,
-            rule=FAULT_RULE,
-            message=reason,
-            attrs=device.event_attrs(),
-        )
+    def _listen_fault(self, device: DeviceConfig, reason: str) -> None:
+        """A listening bus's device whose batch could not be handled: faulted (once) until one is."""
+        health = self.health[device.id]
+        health.faults += 1
+        if health.faulted is None:
+            log.exception("device %s on bus %s faulted: %s", device.id, self.bus.id, reason)
+            self.sink.event(device_event(device, FAULT, EventState.RAISED, time.time(), reason))
+        health.faulted = reason
 
     def _jittered(self, seconds: float) -> float:
         return seconds * self._rng.uniform(0.8, 1.2)
-
-    def _offline_event(self, device: DeviceConfig, state: EventState, ts: float, reason: str) -> Event:
-        return Event(
-            device_id=device.id,
-            kind=OFFLINE_KIND,
-            state=state,
-            severity=Severity.MAJOR,
-            ts=ts,
-            rule="bus.offline",
-            message=reason,
-            attrs=device.event_attrs(),
-        )
 
     # -- listening buses -------------------------------------------------------------------------
 
@@ -599,7 +571,7 @@ class BusOwner:
                     reason = f"not heard for {now - health.last_seen:.0f} s"
                     log.error("device %s on bus %s is offline: %s", device.id, self.bus.id, reason)
                     self.sink.mark_offline(device.id, now)
-                    self.sink.event(self._offline_event(device, EventState.RAISED, now, reason))
+                    self.sink.event(device_event(device, OFFLINE, EventState.RAISED, now, reason))
 
 
 class _ListenSink:
@@ -611,11 +583,17 @@ class _ListenSink:
     def submit(self, batch: SampleBatch) -> None:
         owner = self._owner
         device = owner.devices.get(batch.device_id)
-        if device is not None:
-            owner.counters.transactions += 1
-            owner.health[device.id].transactions += 1
-            owner._success(device, batch.ts)
-        owner.sink.submit(batch)
+        if device is None:
+            owner.sink.submit(batch)
+            return
+        owner.counters.transactions += 1
+        owner.health[device.id].transactions += 1
+        try:
+            owner.sink.submit(batch)
+        except Exception as err:  # one device's batch never stops the listener for the others
+            owner._listen_fault(device, f"pipeline raised {err!r}")
+            return
+        owner._success(device, batch.ts)  # heard, and handled: clears offline and fault
 
     def event(self, event: Event) -> None:
         self._owner.sink.event(event)
