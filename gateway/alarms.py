@@ -137,11 +137,20 @@ class ActiveAlarms:
         alarms = self.active()
         return [a.to_dict() for a in (alarms if limit is None else alarms[:limit])]
 
-    def reconcile(self, rules: Collection[str], still_active: Iterable[tuple[str, str, str]]) -> int:
-        """After a restart: drop restored alarms of rules in `rules` that the rule engine no longer
-        holds active (its own snapshot is the truth for its rules); returns how many were dropped."""
+    def reconcile(
+        self, rules: Collection[str], still_active: Iterable[tuple[str, str, str]]
+    ) -> list[ActiveAlarm]:
+        """After a restart: drop restored alarms of rules in `rules` that the rule engine does not
+        hold active (its own snapshot, older by up to its interval, is the truth for its rules);
+        returns them, so the caller tells the platform they are cleared."""
         keep = set(still_active)
-        return self._clear_where(lambda k: k[2] in rules and k[:3] not in keep and self._active[k].restored)
+        gone = [
+            a
+            for k, a in self._active.items()
+            if a.restored and k[2] in rules and (a.device_id, a.kind, a.rule) not in keep
+        ]
+        self._clear_where(lambda k: any(k == a.key for a in gone))
+        return gone
 
     # -- persistence -------------------------------------------------------------------------------
 

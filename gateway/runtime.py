@@ -23,6 +23,7 @@ from gateway.api import (
     ChannelError,
     DeviceConfig,
     Event,
+    EventState,
     PermanentError,
     Reading,
     Value,
@@ -114,14 +115,10 @@ class Gateway:
                 )
                 await self._restore_alarms(outbox)
                 self.rules = await self._make_rules(outbox)
-                if self.rules is not None:
-                    self.alarms.reconcile(
-                        {i.rule.id for i in self.rules.instances.values()},
-                        [(a.device_id, a.kind, a.rule) for a in self.rules.active()],
-                    )
                 self.pipeline = Pipeline(
                     self._devices, self.writer, self.rules or NoRules(), alarms=self.alarms
                 )
+                self._reconcile_rule_alarms()
                 self.wiring = BusWiring(
                     config=cfg, sink=RuledBusSink(self.pipeline, self.rules), state=outbox, alarms=self.alarms
                 )
@@ -142,6 +139,33 @@ class Gateway:
             await self.alarms.load(outbox)
         except Exception:  # a damaged snapshot costs the list of old alarms, never the gateway
             log.exception("cannot restore the active alarms")
+
+    def _reconcile_rule_alarms(self) -> None:
+        """Rule alarms restored from the last run that the rule engine's (older) snapshot does not
+        hold active are cleared, and the platform is told; still true, the rule raises them again."""
+        if self.rules is None or self.pipeline is None:
+            return
+        gone = self.alarms.reconcile(
+            {i.rule.id for i in self.rules.instances.values()},
+            [(a.device_id, a.kind, a.rule) for a in self.rules.active()],
+        )
+        for a in gone:
+            log.warning(
+                "alarm %s on %s (rule %s) is not active after the restart", a.kind, a.device_id, a.rule
+            )
+            self.pipeline.event(
+                Event(
+                    a.device_id,
+                    a.kind,
+                    EventState.CLEARED,
+                    a.severity,
+                    time.time(),
+                    a.rule,
+                    a.value,
+                    "not active in the rule engine after a restart",
+                    subject=a.subject,
+                )
+            )
 
     def _supervisor(self, bus_id: str) -> BusSupervisor:
         return BusSupervisor(bus_id, self._current_wiring, self._event)
