@@ -60,7 +60,8 @@ def socket_of(config_path: Path, socket: Path | None) -> Path:
 @click.option("--socket", type=click.Path(path_type=Path), help="Control socket (instead of the config's).")
 @json_option
 def status(config_path: Path, socket: Path | None, as_json: bool) -> None:
-    """Ask the running gateway how it is: buses, devices online/offline with last readings, errors."""
+    """Ask the running gateway how it is: buses, devices online/offline/faulted with last readings,
+    errors, and every active alarm (rules, fire panel, BTHome nodes, offline and faulted devices)."""
     path = socket_of(config_path, socket)
     try:
         result: dict[str, Any] = asyncio.run(ask(path, "status"))

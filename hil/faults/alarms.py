@@ -169,19 +169,18 @@ class GatewayRun:
 
     async def cli(self, *args: str) -> str:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gateway.cli",
-            *args,
-            "-c",
-            str(self.config),
+            *self._cli_argv(args),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "COLUMNS": "250"},  # a wide table: nothing cut off
         )
         out, err = await asyncio.wait_for(proc.communicate(), 60)
         if proc.returncode != 0:
             raise Broken(f"citynerve {' '.join(args)} exited {proc.returncode}: {err.decode()[-2000:]}")
         return out.decode()
+
+    def _cli_argv(self, args: Sequence[str]) -> list[str]:
+        return [sys.executable, "-m", "gateway.cli", *args, "-c", str(self.config)]
 
     async def stop(self) -> int:
         if self.proc is None:
@@ -363,6 +362,8 @@ async def every_kind_in_every_view(tmp: Path) -> str:
 
                 views: dict[str, set[tuple[str, str]]] = {}
                 views["status --json"] = alarm_names(json.loads(await gw.cli("status", "--json"))["alarms"])
+                rows = (await gw.cli("status")).split("active alarms", 1)[-1].splitlines()
+                views["status"] = {(d, k) for d, k in want if any(d in row and k in row for row in rows)}
                 await asyncio.sleep(1.1)  # past the page's status cache
                 page = json.loads(await http_get(web_port, "/api/status"))
                 views["/api/status"] = alarm_names(page["alarms"])

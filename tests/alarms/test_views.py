@@ -14,7 +14,7 @@ from tests.pipeline.test_pipeline import device
 
 async def test_every_kind_of_alarm_in_every_view_and_across_a_restart(tmp_path: Path) -> None:
     detail = await scenarios.every_kind_in_every_view(tmp_path)
-    assert "4 kinds in 4 views" in detail
+    assert "4 kinds in 5 views" in detail
 
 
 async def test_a_device_whose_decode_or_plan_raises_is_faulted_and_recovers(tmp_path: Path) -> None:
