@@ -11,18 +11,24 @@ import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, is_dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@runtime_checkable
+class StatusRecord(Protocol):
+    """A status part that renders itself (UplinkState, OutboxStats, counters...)."""
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 def plain(obj: Any) -> Any:
     """A status part as plain data: records with `to_dict`, dataclasses and dicts alike."""
     if obj is None or isinstance(obj, str | int | float | bool):
         return obj
-    to_dict = getattr(obj, "to_dict", None)
-    if callable(to_dict):
-        return to_dict()
+    if isinstance(obj, StatusRecord):
+        return obj.to_dict()
     if is_dataclass(obj) and not isinstance(obj, type):
         return asdict(obj)
     return obj
