@@ -406,6 +406,8 @@ class Gateway:
         for sup in self.buses.values():
             snap = sup.snapshot()
             for dev in snap["devices"]:
+                if self.pipeline is not None and not dev.get("faulted"):
+                    dev["faulted"] = self.pipeline.rule_fault(dev["id"])
                 latest = self.pipeline.latest(dev["id"]) if self.pipeline else {}
                 dev["readings"] = {
                     p: {"value": r.value, "unit": r.unit, "ts": r.ts, "quality": str(r.quality)}

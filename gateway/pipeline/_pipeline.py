@@ -135,7 +135,9 @@ class Pipeline:
         self.rules = rules
         self.alarms = alarms if alarms is not None else ActiveAlarms()
         # Devices whose last batch made the rules raise (restored: cleared by their next batch).
-        self._rule_faulted: set[str] = self.alarms.devices_with(RULE_FAULT_KIND, RULE_FAULT_RULE)
+        self._rule_faulted: dict[str, str] = dict.fromkeys(
+            self.alarms.devices_with(RULE_FAULT_KIND, RULE_FAULT_RULE), "rules raised before the last restart"
+        )
         self._points: dict[str, dict[str, _Point]] = {
             dev_id: {name: _Point(name, p) for name, p in dev.points.items() if p.enabled}
             for dev_id, dev in devices.items()
@@ -237,11 +239,12 @@ class Pipeline:
             if device_id not in self._rule_faulted:
                 # The device is faulted (an event, in status) until its next batch evaluates.
                 log.exception("rules failed on a batch from %s", device_id)
-                self._rule_faulted.add(device_id)
-                self.event(self._rule_fault(device_id, EventState.RAISED, ts, f"rules raised {err!r}"))
+                reason = f"rules raised {err!r}"
+                self._rule_faulted[device_id] = reason
+                self.event(self._rule_fault(device_id, EventState.RAISED, ts, reason))
         else:
             if device_id in self._rule_faulted:
-                self._rule_faulted.discard(device_id)
+                del self._rule_faulted[device_id]
                 log.warning("rules evaluate %s again", device_id)
                 self.event(self._rule_fault(device_id, EventState.CLEARED, ts, "rules evaluate again"))
         for event in events:
@@ -313,6 +316,10 @@ class Pipeline:
         if stale:
             self.reported += len(stale)
             self.sink.put_readings(stale)
+
+    def rule_fault(self, device_id: str) -> str | None:
+        """Why the rules raised on the device's last batch (None: they evaluate it)."""
+        return self._rule_faulted.get(device_id)
 
     def latest(self, device_id: str) -> dict[str, Reading]:
         """The last normalized reading per point (STALE ones while offline), for status pages."""

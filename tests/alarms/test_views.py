@@ -65,8 +65,9 @@ def test_a_rule_bug_faults_its_device_only_until_it_evaluates_again() -> None:
     faults = [(e.device_id, e.kind, str(e.state)) for e in sink.events]
     assert faults == [("bad", "device_fault", "raised")]  # once, not per batch
     assert [a.device_id for a in pipeline.alarms.active()] == ["bad"]
+    assert "rule bug" in (pipeline.rule_fault("bad") or "") and pipeline.rule_fault("good") is None
     assert pipeline.counters().rule_errors == 2
     rules.broken = set()
     pipeline.submit(SampleBatch("bad", 3.0, (Sample("flow", 5.0),)))
     assert [(e.device_id, str(e.state)) for e in sink.events[1:]] == [("bad", "cleared")]
-    assert len(pipeline.alarms) == 0
+    assert len(pipeline.alarms) == 0 and pipeline.rule_fault("bad") is None
