@@ -183,6 +183,7 @@ class Gateway:
                 for bus_id in self.buses:
                     self._start_owner(bus_id)
                 others = [tg.create_task(self._tick(), name="rules.tick")]
+                others.append(tg.create_task(self._keep_alarms(), name="alarms.keeper"))
                 control = ControlServer(Path(self.config.control.socket), self._control_handlers())
                 others.append(tg.create_task(control.run(), name="control"))
                 uplink = self._make_uplink(self.outbox)
@@ -323,11 +324,24 @@ class Gateway:
             await asyncio.sleep(1.0)
             if self.pipeline is not None:
                 self.pipeline.tick(time.time())  # never raises: a rule bug is logged and counted
+
+    async def _keep_alarms(self) -> None:
+        """Save the active alarms when they change, in its own task: a stalled disk never holds up
+        the rules' tick."""
+        save_failing = False
+        while True:
+            await asyncio.sleep(1.0)
             if self.alarms.dirty and self.outbox is not None:
                 try:  # an alarm raised is durable within about a second, so a restart keeps it
                     await self.alarms.save(self.outbox)
                 except Exception:
-                    log.exception("cannot save the active alarms (retrying)")
+                    if not save_failing:  # once per failure spell (a full disk fails every second)
+                        log.exception("cannot save the active alarms (retrying every second)")
+                    save_failing = True
+                else:
+                    if save_failing:
+                        log.warning("active alarms saved again")
+                    save_failing = False
 
     # -- commands and local actions (CommandTarget / ActionTarget) -------------------------------
 
