@@ -57,6 +57,20 @@ class ActiveAlarm:
         d["severity"] = self.severity.name.lower()
         return d
 
+    def cleared(self, message: str, ts: float) -> Event:
+        """The CLEARED event that ends this alarm (when its source can no longer say so itself)."""
+        return Event(
+            self.device_id,
+            self.kind,
+            EventState.CLEARED,
+            self.severity,
+            ts,
+            self.rule,
+            self.value,
+            message,
+            subject=self.subject,
+        )
+
 
 def alarm_key(event: Event) -> AlarmKey:
     return (event.device_id, event.kind, event.rule, event.subject)
@@ -150,6 +164,16 @@ class ActiveAlarms:
             if a.restored and k[2] in rules and (a.device_id, a.kind, a.rule) not in keep
         ]
         self._clear_where(lambda k: any(k == a.key for a in gone))
+        return gone
+
+    def forget_devices(self, keep: Collection[str]) -> list[ActiveAlarm]:
+        """Drop the alarms of devices (and buses) not in `keep` (removed from the config); returns
+        them, so the caller tells the platform they are cleared."""
+        gone = [a for a in self._active.values() if a.device_id not in keep]
+        for a in gone:
+            del self._active[a.key]
+        if gone:
+            self.dirty = True
         return gone
 
     # -- persistence -------------------------------------------------------------------------------

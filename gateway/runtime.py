@@ -23,7 +23,6 @@ from gateway.api import (
     ChannelError,
     DeviceConfig,
     Event,
-    EventState,
     PermanentError,
     Reading,
     Value,
@@ -118,7 +117,7 @@ class Gateway:
                 self.pipeline = Pipeline(
                     self._devices, self.writer, self.rules or NoRules(), alarms=self.alarms
                 )
-                self._reconcile_rule_alarms()
+                self._reconcile_alarms()
                 self.wiring = BusWiring(
                     config=cfg, sink=RuledBusSink(self.pipeline, self.rules), state=outbox, alarms=self.alarms
                 )
@@ -140,32 +139,22 @@ class Gateway:
         except Exception:  # a damaged snapshot costs the list of old alarms, never the gateway
             log.exception("cannot restore the active alarms")
 
-    def _reconcile_rule_alarms(self) -> None:
-        """Rule alarms restored from the last run that the rule engine's (older) snapshot does not
-        hold active are cleared, and the platform is told; still true, the rule raises them again."""
-        if self.rules is None or self.pipeline is None:
+    def _reconcile_alarms(self) -> None:
+        """Restored alarms nobody can clear any more are cleared now, and the platform is told:
+        rule alarms the rule engine's (older) snapshot does not hold active (still true, the rule
+        raises them again), and alarms of devices or buses no longer configured."""
+        if self.pipeline is None:
             return
-        gone = self.alarms.reconcile(
-            {i.rule.id for i in self.rules.instances.values()},
-            [(a.device_id, a.kind, a.rule) for a in self.rules.active()],
-        )
+        gone = []
+        if self.rules is not None:
+            gone += self.alarms.reconcile(
+                {i.rule.id for i in self.rules.instances.values()},
+                [(a.device_id, a.kind, a.rule) for a in self.rules.active()],
+            )
+        gone += self.alarms.forget_devices({*self._devices, *(b.id for b in self.config.buses)})
         for a in gone:
-            log.warning(
-                "alarm %s on %s (rule %s) is not active after the restart", a.kind, a.device_id, a.rule
-            )
-            self.pipeline.event(
-                Event(
-                    a.device_id,
-                    a.kind,
-                    EventState.CLEARED,
-                    a.severity,
-                    time.time(),
-                    a.rule,
-                    a.value,
-                    "not active in the rule engine after a restart",
-                    subject=a.subject,
-                )
-            )
+            log.warning("alarm %s on %s (%s) no longer active: cleared", a.kind, a.device_id, a.rule)
+            self.pipeline.event(a.cleared("no longer active after a restart or reload", time.time()))
 
     def _supervisor(self, bus_id: str) -> BusSupervisor:
         return BusSupervisor(bus_id, self._current_wiring, self._event)
@@ -264,6 +253,7 @@ class Gateway:
         self._devices = {d.id: d for d in new.devices}
         assert self.pipeline is not None and self.wiring is not None
         self.pipeline.update_devices(self._devices)
+        self._reconcile_alarms()  # alarms of removed devices are cleared
         self.wiring = replace(self.wiring, config=new)
         for bus_id in changed + added:  # wired exactly as at start: same sink, rules, state, alarms
             self.buses[bus_id] = self._supervisor(bus_id)

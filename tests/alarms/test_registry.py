@@ -109,3 +109,19 @@ def test_persisted_and_restored_marked() -> None:
 
     state.data[STATE_KEY] = "{not json"
     assert asyncio.run(ActiveAlarms().load(state)) == 0
+
+
+def test_alarms_of_removed_devices_are_forgotten_with_a_clear() -> None:
+    alarms = ActiveAlarms()
+    alarms.apply(ev("fp", "smoke", rule="panel:gst", subject="1-4", severity=Severity.CRITICAL))
+    alarms.apply(ev("gone", "device_offline", rule="bus.offline"))
+    alarms.apply(ev("tcp-9", "bus_fault", rule="bus.supervisor"))
+    gone = alarms.forget_devices({"fp", "tcp-1"})
+    assert sorted(a.device_id for a in gone) == ["gone", "tcp-9"] and names(alarms) == {
+        ("fp", "smoke", "1-4")
+    }
+    clear = gone[0].cleared("device removed", 2000.0)
+    assert clear.state is EventState.CLEARED and clear.ts == 2000.0
+    again = ActiveAlarms()
+    again.apply(ev(gone[0].device_id, gone[0].kind, rule=gone[0].rule))
+    assert again.apply(clear) and len(again) == 0  # the clear names the same alarm
