@@ -1,5 +1,6 @@
 """Every kind of alarm in every view, and the bulkheads, against real processes (the fault scenarios
-of hil/faults/alarms.py, also run by hil/bench/faults.py); and a rule bug faulting one device."""
+of hil/faults/alarms.py and bulkheads.py, also run by hil/bench/faults.py); and a rule bug faulting
+one device."""
 
 from __future__ import annotations
 
@@ -8,25 +9,25 @@ from pathlib import Path
 
 from gateway.api import Event, Reading, Sample, SampleBatch
 from gateway.pipeline import Pipeline, ReadingSink, RulesHook
-from hil.faults import alarms as scenarios
+from hil.faults import alarms, bulkheads
 from tests.pipeline.test_pipeline import device
 
 
 async def test_every_kind_of_alarm_in_every_view_and_across_a_restart(tmp_path: Path) -> None:
-    detail = await scenarios.every_kind_in_every_view(tmp_path)
+    detail = await alarms.every_kind_in_every_view(tmp_path)
     assert "4 kinds in 5 views" in detail
 
 
 async def test_a_device_whose_decode_or_plan_raises_is_faulted_and_recovers(tmp_path: Path) -> None:
-    await scenarios.device_decode_raises(tmp_path)
+    await bulkheads.device_decode_raises(tmp_path)
 
 
 async def test_a_crashed_bus_owner_is_restarted(tmp_path: Path) -> None:
-    await scenarios.bus_owner_crash(tmp_path)
+    await bulkheads.bus_owner_crash(tmp_path)
 
 
 async def test_rules_fire_for_a_device_on_a_reloaded_bus(tmp_path: Path) -> None:
-    await scenarios.reload_keeps_rules(tmp_path)
+    await bulkheads.reload_keeps_rules(tmp_path)
 
 
 class Sink(ReadingSink):
