@@ -13,19 +13,19 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway import __version__
+from gateway.alarms import MAX_STATUS_ALARMS, ActiveAlarms
 from gateway.api import (
     ChannelError,
     DeviceConfig,
-    Driver,
     Event,
     GatewayError,
     PermanentError,
     Reading,
-    SampleBatch,
     Value,
     WriteRejectedError,
 )
@@ -35,9 +35,15 @@ from gateway.control import ControlServer
 from gateway.control.server import PEER
 from gateway.diagbus import RAW_WRITE, RawWriteRefusedError, audit_raw_write, check_raw_write
 from gateway.logs import field
-from gateway.pipeline import NoRules, Pipeline, RulesHook
+from gateway.pipeline import NoRules, Pipeline
 from gateway.store import BLOCK_READINGS, AsyncOutbox, OutboxWriter
 from gateway.uplink.commands import PointInfo
+from gateway.wiring import BusSupervisor, BusWiring, RuledBusSink
+
+if TYPE_CHECKING:
+    from gateway.rules import PersistentRuleEngine
+    from gateway.uplink import Uplink
+    from gateway.web import StatusServer
 
 log = logging.getLogger("citynerve.gateway")
 
@@ -76,16 +82,22 @@ class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.started = time.time()
-        self.owners: dict[str, BusOwner] = {}
+        self.buses: dict[str, BusSupervisor] = {}
+        self.alarms = ActiveAlarms()  # the one registry every status view reads
         self.pipeline: Pipeline | None = None
         self.outbox: AsyncOutbox | None = None
         self.writer: OutboxWriter | None = None
-        self.rules: RulesHook = NoRules()
-        self.uplink: Any = None
+        self.rules: PersistentRuleEngine | None = None
+        self.uplink: Uplink | None = None
+        self.wiring: BusWiring | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._owner_tasks: dict[str, asyncio.Task[None]] = {}
-        self.bus_sink: _BusSink | None = None
         self._devices = {d.id: d for d in config.devices}
+
+    @property
+    def owners(self) -> dict[str, BusOwner]:
+        """The running owner of each enabled bus (a new object after a crash or a reload)."""
+        return {bus_id: sup.owner for bus_id, sup in self.buses.items()}
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -104,24 +116,56 @@ class Gateway:
                     max_latency_s=cfg.store.commit_interval_ms / 1000,
                     max_rows=cfg.store.commit_max_rows,
                 )
+                await self._restore_alarms(outbox)
                 self.rules = await self._make_rules(outbox)
-                self.pipeline = Pipeline(self._devices, self.writer, self.rules)
-                self.bus_sink = _BusSink(self.pipeline, self.rules)
-                self.owners = {
-                    bus.id: BusOwner(bus, cfg.devices_on(bus.id), self._driver(bus.id, outbox), self.bus_sink)
-                    for bus in cfg.buses
-                    if bus.enabled
-                }
+                self.pipeline = Pipeline(
+                    self._devices, self.writer, self.rules or NoRules(), alarms=self.alarms
+                )
+                self._reconcile_alarms()
+                self.wiring = BusWiring(
+                    config=cfg, sink=RuledBusSink(self.pipeline, self.rules), state=outbox, alarms=self.alarms
+                )
+                self.buses = {bus.id: self._supervisor(bus.id) for bus in cfg.buses if bus.enabled}
                 log.info(
                     "gateway %s starting: %d buses, %d devices, store %s",
                     cfg.gateway.id,
-                    len(self.owners),
+                    len(self.buses),
                     len(self._devices),
                     db,
                 )
                 await self._run_tasks(stop)
-                await self._save_rules_state(outbox)
+                await self._save_state(outbox)
         log.info("gateway %s stopped", cfg.gateway.id)
+
+    async def _restore_alarms(self, outbox: AsyncOutbox) -> None:
+        try:
+            await self.alarms.load(outbox)
+        except Exception:  # a damaged snapshot costs the list of old alarms, never the gateway
+            log.exception("cannot restore the active alarms")
+
+    def _reconcile_alarms(self) -> None:
+        """Restored alarms nobody can clear any more are cleared now, and the platform is told:
+        rule alarms the rule engine's (older) snapshot does not hold active (still true, the rule
+        raises them again), and alarms of devices or buses no longer configured."""
+        if self.pipeline is None:
+            return
+        gone = []
+        if self.rules is not None:
+            gone += self.alarms.reconcile(
+                {i.rule.id for i in self.rules.instances.values()},
+                [(a.device_id, a.kind, a.rule) for a in self.rules.active()],
+            )
+        gone += self.alarms.forget_devices({*self._devices, *(b.id for b in self.config.buses)})
+        for a in gone:
+            log.warning("alarm %s on %s (%s) no longer active: cleared", a.kind, a.device_id, a.rule)
+            self.pipeline.event(a.cleared("no longer active after a restart or reload", time.time()))
+
+    def _supervisor(self, bus_id: str) -> BusSupervisor:
+        return BusSupervisor(bus_id, self._current_wiring, self._event)
+
+    def _current_wiring(self) -> BusWiring:
+        assert self.wiring is not None
+        return self.wiring
 
     async def _run_tasks(self, stop: asyncio.Event) -> None:
         assert self.writer is not None and self.outbox is not None
@@ -129,9 +173,10 @@ class Gateway:
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
-                for bus_id, owner in self.owners.items():
-                    self._start_owner(bus_id, owner)
+                for bus_id in self.buses:
+                    self._start_owner(bus_id)
                 others = [tg.create_task(self._tick(), name="rules.tick")]
+                others.append(tg.create_task(self._keep_alarms(), name="alarms.keeper"))
                 control = ControlServer(Path(self.config.control.socket), self._control_handlers())
                 others.append(tg.create_task(control.run(), name="control"))
                 uplink = self._make_uplink(self.outbox)
@@ -165,13 +210,15 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await writer_task
 
-    def _start_owner(self, bus_id: str, owner: BusOwner) -> None:
+    def _start_owner(self, bus_id: str) -> None:
         assert self._tg is not None
-        self._owner_tasks[bus_id] = self._tg.create_task(owner.run(), name=f"bus[{bus_id}].owner")
+        self._owner_tasks[bus_id] = self._tg.create_task(
+            self.buses[bus_id].run(), name=f"bus[{bus_id}].owner"
+        )
 
     async def _stop_owner(self, bus_id: str) -> None:
         task = self._owner_tasks.pop(bus_id, None)
-        self.owners.pop(bus_id, None)
+        self.buses.pop(bus_id, None)
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -198,48 +245,53 @@ class Gateway:
         changed = [b for b in new_buses if b in old_buses and new_buses[b] != old_buses[b]]
         added = [b for b in new_buses if b not in old_buses]
         removed = [b for b in old_buses if b not in new_buses]
-        needs_restart = [
-            name
-            for name in ("store", "upstream", "rules", "web", "control", "gateway")
-            if getattr(old, name) != getattr(new, name)
-        ]
+        sections = {
+            "store": (old.store, new.store),
+            "upstream": (old.upstream, new.upstream),
+            "rules": (old.rules, new.rules),
+            "web": (old.web, new.web),
+            "control": (old.control, new.control),
+            "gateway": (old.gateway, new.gateway),
+        }
+        needs_restart = [name for name, (was, now) in sections.items() if was != now]
         if new.rules is not None and old.devices != new.devices and "rules" not in needs_restart:
             needs_restart.append("rules")  # the rule engine binds rules to devices at start
         for bus_id in changed + removed:
             await self._stop_owner(bus_id)
         self.config = new
         self._devices = {d.id: d for d in new.devices}
-        assert self.pipeline is not None and self.outbox is not None
+        assert self.pipeline is not None and self.wiring is not None
         self.pipeline.update_devices(self._devices)
-        for bus_id in changed + added:
-            owner = BusOwner(
-                new.bus(bus_id), new.devices_on(bus_id), self._driver(bus_id, self.outbox), self.pipeline
-            )
-            self.owners[bus_id] = owner
-            self._start_owner(bus_id, owner)
+        self._reconcile_alarms()  # alarms of removed devices are cleared
+        self.wiring = replace(self.wiring, config=new)
+        for bus_id in changed + added:  # wired exactly as at start: same sink, rules, state, alarms
+            self.buses[bus_id] = self._supervisor(bus_id)
+            self._start_owner(bus_id)
         log.info("config reloaded: buses changed %s, added %s, removed %s", changed, added, removed)
         return {"changed": changed, "added": added, "removed": removed, "restart_needed_for": needs_restart}
 
-    def _driver(self, bus_id: str, outbox: AsyncOutbox) -> Driver[Any, Any]:
-        spec = self.config.drivers[self.config.bus(bus_id).protocol]
-        return spec.factory(self.config.bus(bus_id), self.config.devices_on(bus_id), state=outbox)
-
-    async def _make_rules(self, outbox: AsyncOutbox) -> RulesHook:
+    async def _make_rules(self, outbox: AsyncOutbox) -> PersistentRuleEngine | None:
         if self.config.rules is None:
-            return NoRules()
+            return None
         from gateway.rules import build_engine
 
         return await build_engine(
             self.config.rules, self._devices, actions=self, state=outbox, events=self._event
         )
 
-    async def _save_rules_state(self, outbox: AsyncOutbox) -> None:
-        save = getattr(self.rules, "save", None)
-        if save is not None:
-            with contextlib.suppress(Exception):
-                await save(outbox)
+    async def _save_state(self, outbox: AsyncOutbox) -> None:
+        """At stop: the rule engine's snapshot and the active alarms (each failure logged)."""
+        if self.rules is not None:
+            try:
+                await self.rules.save()
+            except Exception:
+                log.exception("cannot save the rules state")
+        try:
+            await self.alarms.save(outbox)
+        except Exception:
+            log.exception("cannot save the active alarms")
 
-    def _make_uplink(self, outbox: AsyncOutbox) -> Any:
+    def _make_uplink(self, outbox: AsyncOutbox) -> Uplink | None:
         if self.config.upstream is None:
             return None
         from gateway.uplink import Uplink
@@ -254,13 +306,12 @@ class Gateway:
         )
         return self.uplink
 
-    def _make_web(self) -> Any:
-        web_config = getattr(self.config, "web", None)
-        if web_config is None or not web_config.enabled:
+    def _make_web(self) -> StatusServer | None:
+        if self.config.web is None or not self.config.web.enabled:
             return None
         from gateway.web import StatusServer
 
-        return StatusServer(web_config, self)
+        return StatusServer(self.config.web, self)
 
     def _event(self, event: Event) -> None:
         """Events from rules and local actions enter the outbox like bus events."""
@@ -272,6 +323,24 @@ class Gateway:
             await asyncio.sleep(1.0)
             if self.pipeline is not None:
                 self.pipeline.tick(time.time())  # never raises: a rule bug is logged and counted
+
+    async def _keep_alarms(self) -> None:
+        """Save the active alarms when they change, in its own task: a stalled disk never holds up
+        the rules' tick."""
+        save_failing = False
+        while True:
+            await asyncio.sleep(1.0)
+            if self.alarms.dirty and self.outbox is not None:
+                try:  # an alarm raised is durable within about a second, so a restart keeps it
+                    await self.alarms.save(self.outbox)
+                except Exception:
+                    if not save_failing:  # once per failure spell (a full disk fails every second)
+                        log.exception("cannot save the active alarms (retrying every second)")
+                    save_failing = True
+                else:
+                    if save_failing:
+                        log.warning("active alarms saved again")
+                    save_failing = False
 
     # -- commands and local actions (CommandTarget / ActionTarget) -------------------------------
 
@@ -313,10 +382,10 @@ class Gateway:
         await self._owner_of(device_id).write(device_id, point, value)
 
     async def restart_bus(self, bus_id: str) -> None:
-        owner = self.owners.get(bus_id)
-        if owner is None:
+        sup = self.buses.get(bus_id)
+        if sup is None:
             raise PermanentError(f"no running bus {bus_id!r}")
-        await owner.restart()
+        await sup.owner.restart()
 
     def inventory(self) -> list[dict[str, Any]]:
         # Devices of one profile share their point list (the same frozen point configs): build it
@@ -328,22 +397,30 @@ class Gateway:
     # -- status ----------------------------------------------------------------------------------
 
     def brief_status(self) -> dict[str, Any]:
-        online = sum(1 for o in self.owners.values() for h in o.health.values() if h.online)
-        total = sum(len(o.health) for o in self.owners.values())
+        """Small figures for /healthz and the platform's retained status message (with the active
+        alarms, most severe first, at most MAX_STATUS_ALARMS of them; the count is exact)."""
+        owners = self.owners
+        online = sum(1 for o in owners.values() for h in o.health.values() if h.online)
+        total = sum(len(o.health) for o in owners.values())
         return {
             "version": __version__,
             "uptime_s": round(time.time() - self.started, 1),
             "devices_online": online,
             "devices_total": total,
-            "buses_down": [b for b, o in self.owners.items() if not o.channel_open],
+            "buses_down": [b for b, o in owners.items() if not o.channel_open],
+            "alarms_active": len(self.alarms),
+            "alarms": self.alarms.to_status(MAX_STATUS_ALARMS),
         }
 
     async def status(self) -> dict[str, Any]:
-        """Everything `citynerve status` shows: buses, devices with last readings, store, uplink."""
+        """Everything `citynerve status` shows: buses, devices with last readings, store, uplink,
+        and every active alarm (the registry: rules, drivers, bus owners, supervisors)."""
         buses = []
-        for owner in self.owners.values():
-            snap = owner.snapshot()
+        for sup in self.buses.values():
+            snap = sup.snapshot()
             for dev in snap["devices"]:
+                if self.pipeline is not None and not dev.get("faulted"):
+                    dev["faulted"] = self.pipeline.rule_fault(dev["id"])
                 latest = self.pipeline.latest(dev["id"]) if self.pipeline else {}
                 dev["readings"] = {
                     p: {"value": r.value, "unit": r.unit, "ts": r.ts, "quality": str(r.quality)}
@@ -355,6 +432,8 @@ class Gateway:
             "gateway_id": self.config.gateway.id,
             "name": self.config.gateway.name,
             **self.brief_status(),
+            "alarms": self.alarms.to_status(),
+            "alarm_counts": self.alarms.counts(),
             "buses": buses,
             "store": store,
             "writer": self.writer.counters().to_dict() if self.writer else None,
@@ -414,32 +493,6 @@ class Gateway:
             "restart_bus": restart_bus,
             "reload": reload,
         }
-
-
-class _BusSink:
-    """What bus owners feed: the pipeline, and device online/offline events to the rules as well
-    (for "node offline" rules)."""
-
-    def __init__(self, pipeline: Pipeline, rules: RulesHook) -> None:
-        self.pipeline = pipeline
-        self._on_event = getattr(rules, "on_event", None)
-
-    def submit(self, batch: SampleBatch) -> None:
-        self.pipeline.submit(batch)
-
-    def mark_offline(self, device_id: str, ts: float) -> None:
-        self.pipeline.mark_offline(device_id, ts)
-
-    def event(self, event: Event) -> None:
-        self.pipeline.event(event)
-        if self._on_event is not None:
-            try:
-                derived = self._on_event(event)
-            except Exception:  # a rule bug must not stop the bus that reported the event
-                log.exception("rules failed on event %s", event.kind)
-                return
-            for e in derived:
-                self.pipeline.event(e)
 
 
 def _inventory_entry(

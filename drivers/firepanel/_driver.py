@@ -30,6 +30,11 @@ IDLE_FLUSH_S = 2.0  # a line the printer never ends (no CR/LF) is taken after th
 MAX_LINE = 512
 _ALARMS = frozenset({RecordKind.FIRE, RecordKind.SMOKE})
 _FAULTS = frozenset({RecordKind.PANEL_FAULT, RecordKind.MAINS_FAULT, RecordKind.BATTERY_FAULT})
+# Reports, never active: the panel does not print a clear for them.
+_REPORTS = frozenset(
+    {RecordKind.RESET, RecordKind.SILENCED, RecordKind.SELF_TEST, RecordKind.LINKAGE_FEEDBACK}
+)
+WILDCARD = "*"  # gateway.api.Event.subject: every loop-device
 
 
 def _as_device(device: Any) -> FirePanelDevice:
@@ -111,7 +116,7 @@ class PanelStream:
             for earlier in list(active.values()):
                 out.append(self._event(earlier, EventState.CLEARED, now, cleared_by=record))
             active.clear()
-            out.append(self._event(record, EventState.RAISED, now))
+            out.append(self._event(record, EventState.RAISED, now, wildcard=True))
             return out
         key = (record.kind, record.point_key)
         if record.state is EventState.CLEARED:
@@ -121,6 +126,8 @@ class PanelStream:
                 # some panels print 故障恢复 without the device: it clears every fault of that kind
                 for stale in [k for k in active if k[0] is record.kind]:
                     del active[stale]
+                out.append(self._event(record, EventState.CLEARED, now, wildcard=True))
+                return out
             out.append(self._event(record, EventState.CLEARED, now))
             return out
         if key in active and record.kind not in (RecordKind.SILENCED, RecordKind.SELF_TEST):
@@ -132,8 +139,16 @@ class PanelStream:
         return out
 
     def _event(
-        self, record: PanelRecord, state: EventState, ts: float, cleared_by: PanelRecord | None = None
+        self,
+        record: PanelRecord,
+        state: EventState,
+        ts: float,
+        cleared_by: PanelRecord | None = None,
+        *,
+        wildcard: bool = False,
     ) -> Event:
+        """`wildcard`: the record clears (a reset: raises) for every loop-device, not just its own;
+        the gateway's alarm registry then clears what the panel raised before a restart too."""
         words = " ".join(
             p
             for p in (
@@ -167,6 +182,8 @@ class PanelStream:
             value=record.point_key,
             message=words,
             attrs=attrs,
+            subject=WILDCARD if wildcard else record.point_key,
+            one_shot=record.kind in _REPORTS,
         )
 
     def _values(self, record: PanelRecord) -> list[tuple[str, Value]]:

@@ -74,6 +74,13 @@ class Event:
 
     `kind` is from the field (smoke, manhole_tilt, water_no_use, device_offline, ...); `attrs` carries
     the device's location and component code when the event leaves the gateway.
+
+    An alarm is named by (device_id, kind, rule, subject): a RAISED event makes it active until the
+    CLEARED event with the same name (gateway.alarms). `subject` says what inside the device it is
+    about when one rule raises several at once (a fire panel's loop-device); a CLEARED event with
+    subject "*" clears every subject of its kind. A `one_shot` event is a report (an action's
+    outcome, a panel reset) that is never active; with subject "*" it clears every alarm its rule
+    raised on the device (a panel reset).
     """
 
     device_id: str
@@ -86,3 +93,5 @@ class Event:
     message: str = ""
     attrs: dict[str, Any] = field(default_factory=dict)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    subject: str = ""
+    one_shot: bool = False

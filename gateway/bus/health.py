@@ -20,6 +20,9 @@ class DeviceHealth:
     last_error_ts: float | None = None
     backoff_s: float = 0.0
     last_seen: float | None = None  # listening buses: when the device was last heard
+    faulted: str | None = None  # why the gateway's own handling of it raised (plan, decode, rules)
+    faults: int = 0
+    fault_backoff_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -32,6 +35,8 @@ class DeviceHealth:
             "last_error": self.last_error,
             "last_error_ts": self.last_error_ts,
             "backoff_s": round(self.backoff_s, 3),
+            "faulted": self.faulted,
+            "faults": self.faults,
         }
 
 

@@ -19,7 +19,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -41,16 +41,16 @@ from gateway.api import (
     Quality,
     Sample,
     SampleBatch,
-    Severity,
     TransientError,
     Value,
 )
+from gateway.bus.events import FAULT, OFFLINE, DeviceFaultError, device_event
 from gateway.bus.health import BusCounters, DeviceHealth
 
 log = logging.getLogger("citynerve.bus")
 T = TypeVar("T")
 
-OFFLINE_KIND = "device_offline"
+_REPLAN = -1  # heap entry index: plan the device again (after a fault)
 
 
 class BusSink(Protocol):
@@ -94,12 +94,25 @@ class BusOwner:
         sink: BusSink,
         *,
         rng: random.Random | None = None,
+        offline: Collection[str] = (),
+        faulted: Collection[str] = (),
     ) -> None:
+        """`offline`, `faulted`: devices that were offline or faulted when the gateway last stopped
+        (their alarm is still active): they start so, and their first good poll clears it."""
         self.bus = bus
         self.devices = {d.id: d for d in devices if d.enabled}
         self.driver = driver
         self.sink = sink
         self.health = {d: DeviceHealth(d) for d in self.devices}
+        for device_id in offline:
+            if device_id in self.health:
+                health = self.health[device_id]
+                health.online = False
+                health.consecutive_failures = bus.offline_after
+                health.backoff_s = bus.backoff_initial_s
+        for device_id in faulted:
+            if device_id in self.health:
+                self.health[device_id].faulted = "faulted when the gateway last stopped"
         self.counters = BusCounters()
         self.channel_open = False
         self.channel_error: str | None = None
@@ -249,13 +262,20 @@ class BusOwner:
     def _schedule_all(self, now: float) -> None:
         self._heap.clear()
         for device in self.devices.values():
+            self._schedule_device(device, now)
+
+    def _schedule_device(self, device: DeviceConfig, now: float) -> None:
+        try:
             plan = self._plan(device)
-            if not plan:
-                continue
-            # Stagger start times across the shortest interval so devices do not poll in lockstep.
-            jitter = self._rng.uniform(0, min(r.interval_s for r in plan))
-            for index, request in enumerate(plan):
-                self._push(now + jitter, device.id, index, request)
+        except Exception as err:  # one device's plan bug never stops the others
+            self._fault(device, f"plan raised {err!r}", now)
+            return
+        if not plan:
+            return
+        # Stagger start times across the shortest interval so devices do not poll in lockstep.
+        jitter = self._rng.uniform(0, min(r.interval_s for r in plan))
+        for index, request in enumerate(plan):
+            self._push(now + jitter, device.id, index, request)
 
     def _push(self, due: float, device_id: str, index: int, request: PollRequest) -> None:
         self._order += 1
@@ -297,7 +317,13 @@ class BusOwner:
                 await self._wait(delay)
                 continue
             heapq.heappop(self._heap)
-            await self._poll(entry, loop.time())
+            if entry.index == _REPLAN:
+                self._schedule_device(self.devices[entry.device_id], loop.time())
+                continue
+            try:
+                await self._poll(entry, loop.time())
+            except Exception as err:  # a bug around one device faults that device, not the bus
+                self._fault(self.devices[entry.device_id], f"poll raised {err!r}", loop.time())
 
     async def _run_job(self, job: _Job) -> None:
         if job.future.done():  # the asker gave up (cancelled)
@@ -316,6 +342,9 @@ class BusOwner:
         """Channel down: polls that fall due count as failures, so devices go offline normally."""
         while self._heap and self._heap[0].due <= now:
             entry = heapq.heappop(self._heap)
+            if entry.index == _REPLAN:
+                self._push(now + self._channel_backoff, entry.device_id, _REPLAN, entry.request)
+                continue
             device = self.devices[entry.device_id]
             if entry.index == 0:
                 self._failure(device, self.channel_error or "channel down", time.time())
@@ -346,6 +375,9 @@ class BusOwner:
             if error is None or not isinstance(error, TransientError) or isinstance(error, ChannelError):
                 break
         ts = time.time()
+        if isinstance(error, DeviceFaultError):
+            self._fault(device, error.reason, asyncio.get_running_loop().time())
+            return
         if error is None:
             self._success(device, ts)
         elif isinstance(error, DeviceExceptionError):
@@ -395,15 +427,19 @@ class BusOwner:
         except GatewayError as err:
             self.counters.count_error(type(err).__name__)
             return err
-        except Exception as err:  # a driver bug must not stop the bus: log it fully once, go on
+        except Exception as err:  # a driver bug (decode...) faults this device only
             self.counters.count_error("driver_bug")
-            if health.last_error != repr(err):
+            if health.faulted is None:
                 log.exception("bus %s: driver failed reading %s", self.bus.id, device.id)
-            return GatewayError(f"driver error: {err!r}")
+            return DeviceFaultError(device.id, f"driver raised {err!r}")
         finally:
             self.counters.latency_sum_s += time.monotonic() - started
             self.counters.latency_count += 1
-        self.sink.submit(SampleBatch(device.id, time.time(), samples))
+        try:
+            self.sink.submit(SampleBatch(device.id, time.time(), samples))
+        except Exception as err:
+            log.exception("bus %s: pipeline failed on a batch from %s", self.bus.id, device.id)
+            return DeviceFaultError(device.id, f"pipeline raised {err!r}")
         return None
 
     def _channel_broken(self, err: ChannelError) -> None:
@@ -424,9 +460,14 @@ class BusOwner:
         health.last_success = ts
         health.last_seen = ts
         health.backoff_s = 0.0
+        if health.faulted is not None:
+            log.warning("device %s on bus %s recovered from its fault", device.id, self.bus.id)
+            health.faulted = None
+            health.fault_backoff_s = 0.0
+            self.sink.event(device_event(device, FAULT, EventState.CLEARED, ts, "device works again"))
         if was is False:
             log.warning("device %s on bus %s is back online", device.id, self.bus.id)
-            self.sink.event(self._offline_event(device, EventState.CLEARED, ts, "device answers again"))
+            self.sink.event(device_event(device, OFFLINE, EventState.CLEARED, ts, "device answers again"))
 
     def _note_error(self, device: DeviceConfig, err: GatewayError, ts: float) -> None:
         health = self.health[device.id]
@@ -458,22 +499,38 @@ class BusOwner:
                 reason,
             )
             self.sink.mark_offline(device.id, ts)
-            self.sink.event(self._offline_event(device, EventState.RAISED, ts, reason))
+            self.sink.event(device_event(device, OFFLINE, EventState.RAISED, ts, reason))
+
+    def _fault(self, device: DeviceConfig, reason: str, now: float) -> None:
+        """Fault one device: drop its plan and queued polls, raise device_fault once, plan it again
+        after a backoff that doubles per fault (bus backoff_initial_s up to backoff_max_s)."""
+        health = self.health[device.id]
+        health.faults += 1
+        health.fault_backoff_s = min(
+            self.bus.backoff_max_s, max(self.bus.backoff_initial_s, health.fault_backoff_s * 2)
+        )
+        if health.faulted is None:
+            log.error("device %s on bus %s faulted: %s", device.id, self.bus.id, reason)
+            self.sink.event(device_event(device, FAULT, EventState.RAISED, time.time(), reason))
+        health.faulted = reason
+        health.last_error = reason
+        health.last_error_ts = time.time()
+        self._plans.pop(device.id, None)
+        self._heap = [e for e in self._heap if e.device_id != device.id]
+        heapq.heapify(self._heap)
+        self._push(now + self._jittered(health.fault_backoff_s), device.id, _REPLAN, PollRequest((), 0.0))
+
+    def _listen_fault(self, device: DeviceConfig, reason: str) -> None:
+        """A listening bus's device whose batch could not be handled: faulted (once) until one is."""
+        health = self.health[device.id]
+        health.faults += 1
+        if health.faulted is None:
+            log.exception("device %s on bus %s faulted: %s", device.id, self.bus.id, reason)
+            self.sink.event(device_event(device, FAULT, EventState.RAISED, time.time(), reason))
+        health.faulted = reason
 
     def _jittered(self, seconds: float) -> float:
         return seconds * self._rng.uniform(0.8, 1.2)
-
-    def _offline_event(self, device: DeviceConfig, state: EventState, ts: float, reason: str) -> Event:
-        return Event(
-            device_id=device.id,
-            kind=OFFLINE_KIND,
-            state=state,
-            severity=Severity.MAJOR,
-            ts=ts,
-            rule="bus.offline",
-            message=reason,
-            attrs=device.event_attrs(),
-        )
 
     # -- listening buses -------------------------------------------------------------------------
 
@@ -514,7 +571,7 @@ class BusOwner:
                     reason = f"not heard for {now - health.last_seen:.0f} s"
                     log.error("device %s on bus %s is offline: %s", device.id, self.bus.id, reason)
                     self.sink.mark_offline(device.id, now)
-                    self.sink.event(self._offline_event(device, EventState.RAISED, now, reason))
+                    self.sink.event(device_event(device, OFFLINE, EventState.RAISED, now, reason))
 
 
 class _ListenSink:
@@ -526,11 +583,17 @@ class _ListenSink:
     def submit(self, batch: SampleBatch) -> None:
         owner = self._owner
         device = owner.devices.get(batch.device_id)
-        if device is not None:
-            owner.counters.transactions += 1
-            owner.health[device.id].transactions += 1
-            owner._success(device, batch.ts)
-        owner.sink.submit(batch)
+        if device is None:
+            owner.sink.submit(batch)
+            return
+        owner.counters.transactions += 1
+        owner.health[device.id].transactions += 1
+        try:
+            owner.sink.submit(batch)
+        except Exception as err:  # one device's batch never stops the listener for the others
+            owner._listen_fault(device, f"pipeline raised {err!r}")
+            return
+        owner._success(device, batch.ts)  # heard, and handled: clears offline and fault
 
     def event(self, event: Event) -> None:
         self._owner.sink.event(event)

@@ -87,7 +87,8 @@ def socket_of(config_path: Path, socket: Path | None) -> Path:
 @click.option("--socket", type=click.Path(path_type=Path), help="Control socket (instead of the config's).")
 @json_option
 def status(config_path: Path, socket: Path | None, as_json: bool) -> None:
-    """Ask the running gateway how it is: buses, devices online/offline with last readings, errors."""
+    """Ask the running gateway how it is: buses, devices online/offline/faulted with last readings,
+    errors, and every active alarm (rules, fire panel, BTHome nodes, offline and faulted devices)."""
     path = socket_of(config_path, socket)
     try:
         result: dict[str, Any] = asyncio.run(ask(path, "status"))
@@ -124,16 +125,17 @@ def show_status(st: dict[str, Any]) -> None:
     for bus in st["buses"]:
         bus_state = "" if bus["channel"] == "open" else f" [red](channel down: {bus['channel_error']})[/]"
         for dev in bus["devices"]:
-            state = _STATE[dev["online"]]
+            state = _STATE[dev["online"]] if not dev.get("faulted") else "[red]faulted[/]"
             readings = ", ".join(
                 f"{p}={r['value']}{(' ' + r['unit']) if r['unit'] else ''}"
                 for p, r in list(dev.get("readings", {}).items())[:4]
             )
-            detail = readings if dev["online"] else (dev.get("last_error") or "")
+            detail = readings if dev["online"] and not dev.get("faulted") else (dev.get("last_error") or "")
             table.add_row(
                 bus["id"] + bus_state, dev["id"], state, _age(dev["last_success"]), str(dev["errors"]), detail
             )
     console.print(table)
+    show_alarms(st.get("alarms") or [])
     store = st.get("store")
     if store:
         lanes = ", ".join(
@@ -151,3 +153,33 @@ def show_status(st: dict[str, Any]) -> None:
             + (f", last error: {up['last_error']}" if up.get("last_error") else ""),
             highlight=False,
         )
+
+
+_SEVERITY_STYLE = {"critical": "bold red", "major": "red", "minor": "yellow", "warning": "yellow"}
+
+
+def show_alarms(alarms: list[dict[str, Any]]) -> None:
+    """Every active alarm, whatever raised it (rules, fire panel, BTHome nodes, bus owners)."""
+    from rich.table import Table
+
+    console = _common.console
+    if not alarms:
+        console.print("alarms: none active", highlight=False)
+        return
+    table = Table(title=f"active alarms ({len(alarms)})", show_lines=False)
+    for col in ("severity", "device", "kind", "raised", "source", "message"):
+        table.add_column(col)
+    for a in alarms:
+        sev = str(a.get("severity", ""))
+        style = _SEVERITY_STYLE.get(sev, "")
+        what = a.get("kind", "") + (f" {a['subject']}" if a.get("subject") else "")
+        source = str(a.get("rule", "")) + (" (restored)" if a.get("restored") else "")
+        table.add_row(
+            f"[{style}]{sev}[/]" if style else sev,
+            str(a.get("device_id", "")),
+            what,
+            _age(a.get("raised_at")),
+            source,
+            str(a.get("message", ""))[:80],
+        )
+    console.print(table)

@@ -8,12 +8,26 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from gateway.api import DeviceConfig, Event, PointConfig, Quality, Reading, SampleBatch, Value
+from gateway.alarms import ActiveAlarms
+from gateway.api import (
+    DeviceConfig,
+    Event,
+    EventState,
+    PointConfig,
+    Quality,
+    Reading,
+    SampleBatch,
+    Severity,
+    Value,
+)
 
 log = logging.getLogger(__name__)
 
 _GOOD, _BAD, _STALE = Quality.GOOD, Quality.BAD, Quality.STALE
 _NONE_TYPE = type(None)
+
+RULE_FAULT_KIND = "device_fault"
+RULE_FAULT_RULE = "pipeline.rules"
 
 
 class RulesHook(Protocol):
@@ -114,9 +128,16 @@ class Pipeline:
         devices: Mapping[str, DeviceConfig],
         sink: ReadingSink,
         rules: RulesHook = _NO_RULES,
+        *,
+        alarms: ActiveAlarms | None = None,
     ) -> None:
         self.sink = sink
         self.rules = rules
+        self.alarms = alarms if alarms is not None else ActiveAlarms()
+        # Devices whose last batch made the rules raise (restored: cleared by their next batch).
+        self._rule_faulted: dict[str, str] = dict.fromkeys(
+            self.alarms.devices_with(RULE_FAULT_KIND, RULE_FAULT_RULE), "rules raised before the last restart"
+        )
         self._points: dict[str, dict[str, _Point]] = {
             dev_id: {name: _Point(name, p) for name, p in dev.points.items() if p.enabled}
             for dev_id, dev in devices.items()
@@ -212,10 +233,20 @@ class Pipeline:
         self.suppressed += n - len(reported)
         try:
             events = self.rules.evaluate(normalized)
-        except Exception:
+        except Exception as err:
             self.rule_errors += 1
-            log.exception("rules failed on a batch from %s", device_id)
             events = ()
+            if device_id not in self._rule_faulted:
+                # The device is faulted (an event, in status) until its next batch evaluates.
+                log.exception("rules failed on a batch from %s", device_id)
+                reason = f"rules raised {err!r}"
+                self._rule_faulted[device_id] = reason
+                self.event(self._rule_fault(device_id, EventState.RAISED, ts, reason))
+        else:
+            if device_id in self._rule_faulted:
+                del self._rule_faulted[device_id]
+                log.warning("rules evaluate %s again", device_id)
+                self.event(self._rule_fault(device_id, EventState.CLEARED, ts, "rules evaluate again"))
         for event in events:
             self.event(event)
         if reported:
@@ -235,9 +266,24 @@ class Pipeline:
         return None, _BAD
 
     def event(self, event: Event) -> None:
-        """An event from a bus (device online/offline...) or from rules: straight to the sink."""
+        """Every event (buses, drivers, rules, actions, supervisors) passes here: it updates the
+        registry of active alarms, then goes to the sink."""
         self.events += 1
+        self.alarms.apply(event)
         self.sink.put_event(event)
+
+    @staticmethod
+    def _rule_fault(device_id: str, state: EventState, ts: float, reason: str) -> Event:
+        return Event(
+            device_id,
+            RULE_FAULT_KIND,
+            state,
+            Severity.MAJOR,
+            ts,
+            RULE_FAULT_RULE,
+            None,
+            reason,
+        )
 
     def tick(self, now: float) -> None:
         """Let time-based rules run (the runtime calls this about once a second)."""
@@ -270,6 +316,10 @@ class Pipeline:
         if stale:
             self.reported += len(stale)
             self.sink.put_readings(stale)
+
+    def rule_fault(self, device_id: str) -> str | None:
+        """Why the rules raised on the device's last batch (None: they evaluate it)."""
+        return self._rule_faulted.get(device_id)
 
     def latest(self, device_id: str) -> dict[str, Reading]:
         """The last normalized reading per point (STALE ones while offline), for status pages."""

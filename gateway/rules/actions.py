@@ -262,7 +262,10 @@ class ActionRunner:
         msg = f"{a.id}: write {a.point}={a.value!r} on {device}: {outcome.value}" + (
             f" ({error})" if error else ""
         )
-        return Event(device, ACTION_KIND, EventState.RAISED, severity, ts, a.id, a.value, msg, attrs)
+        # A report of what was done, never an active alarm (nothing clears it).
+        return Event(
+            device, ACTION_KIND, EventState.RAISED, severity, ts, a.id, a.value, msg, attrs, one_shot=True
+        )
 
     def drain(self) -> list[Event]:
         """Reports of writes that finished since the last call."""

@@ -11,18 +11,24 @@ import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, is_dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@runtime_checkable
+class StatusRecord(Protocol):
+    """A status part that renders itself (UplinkState, OutboxStats, counters...)."""
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 def plain(obj: Any) -> Any:
     """A status part as plain data: records with `to_dict`, dataclasses and dicts alike."""
     if obj is None or isinstance(obj, str | int | float | bool):
         return obj
-    to_dict = getattr(obj, "to_dict", None)
-    if callable(to_dict):
-        return to_dict()
+    if isinstance(obj, StatusRecord):
+        return obj.to_dict()
     if is_dataclass(obj) and not isinstance(obj, type):
         return asdict(obj)
     return obj
@@ -100,6 +106,13 @@ def _bus_metrics(m: Exposition, buses: Iterable[Mapping[str, Any]]) -> None:
             bl,
         )
         m.add(
+            "citynerve_bus_owner_crashes",
+            "counter",
+            "times the bus owner task crashed and was started again",
+            _num(bus, "crashes"),
+            bl,
+        )
+        m.add(
             "citynerve_bus_transactions",
             "counter",
             "transactions run on the bus",
@@ -137,6 +150,13 @@ def _bus_metrics(m: Exposition, buses: Iterable[Mapping[str, Any]]) -> None:
                 dl,
             )
             m.add("citynerve_device_errors", "counter", "failed polls of the device", _num(dev, "errors"), dl)
+            m.add(
+                "citynerve_device_faulted",
+                "gauge",
+                "1 while the gateway's handling of the device is faulted (plan, decode), restarting",
+                float(dev.get("faulted") is not None),
+                dl,
+            )
             m.add(
                 "citynerve_device_last_success_timestamp_seconds",
                 "gauge",
@@ -236,7 +256,7 @@ def _uplink_metrics(m: Exposition, uplink: Any, rate: float | None) -> None:
             "gauge",
             "current link state (1 for the state label)",
             1.0,
-            {"state": str(getattr(state, "value", state))},
+            {"state": str(state)},  # a LinkState (StrEnum) or its text: both print the text
         )
 
 
@@ -280,6 +300,20 @@ def _rules_metrics(m: Exposition, pipeline: Any, alarms: Sequence[Mapping[str, A
             float(len(alarms)),
             {"severity": "all"},
         )
+        for a in alarms:
+            m.add(
+                "citynerve_alarm_active",
+                "gauge",
+                "one sample per active alarm (rules, drivers, bus owners), labelled by what it is",
+                1.0,
+                {
+                    "device": str(a.get("device_id", "")),
+                    "kind": str(a.get("kind", "")),
+                    "rule": str(a.get("rule", "")),
+                    "subject": str(a.get("subject", "")),
+                    "severity": str(a.get("severity", "unknown")),
+                },
+            )
         for sev, n in sorted(by_sev.items()):
             m.add(
                 "citynerve_alarms_active",
@@ -293,11 +327,10 @@ def _rules_metrics(m: Exposition, pipeline: Any, alarms: Sequence[Mapping[str, A
 def render_metrics(
     status: Mapping[str, Any],
     *,
-    alarms: Sequence[Mapping[str, Any]] | None = None,
     publish_rate: float | None = None,
     now: float | None = None,
 ) -> str:
-    """The Prometheus text for one status snapshot."""
+    """The Prometheus text for one status snapshot (its `alarms` are the gateway's registry)."""
     now = time.time() if now is None else now
     m = Exposition()
     info = {"gateway": str(status.get("gateway_id", "")), "version": str(status.get("version", ""))}
@@ -308,7 +341,8 @@ def render_metrics(
     _bus_metrics(m, status.get("buses") or [])
     _store_metrics(m, status.get("store"), status.get("writer"), now)
     _uplink_metrics(m, status.get("uplink"), publish_rate)
-    _rules_metrics(m, status.get("pipeline"), alarms)
+    alarms = status.get("alarms")
+    _rules_metrics(m, status.get("pipeline"), alarms if isinstance(alarms, list) else None)
     return m.render()
 
 

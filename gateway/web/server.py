@@ -26,7 +26,7 @@ from gateway.api import PermanentError
 from gateway.web.config import WebConfig, is_loopback
 from gateway.web.metrics import CONTENT_TYPE as METRICS_TYPE
 from gateway.web.metrics import RateMeter, plain, render_metrics
-from gateway.web.state import StatusSource, active_alarms, page_state
+from gateway.web.state import StatusSource, page_state
 
 log = logging.getLogger("citynerve.web")
 
@@ -84,8 +84,8 @@ def _static(name: str) -> bytes:
 class StatusServer:
     """`StatusServer(config.web, gateway)`; `await run()` serves until cancelled.
 
-    `gateway` needs `async status() -> dict` and `brief_status()`; it may have `config` (device
-    locations for grouping) and `rules.active()` (alarms). `port` is the bound port once started.
+    `gateway` is a `StatusSource`: `async status()` (with the active alarms), `brief_status()` and
+    `config` (device locations for grouping). `port` is the bound port once started.
     """
 
     def __init__(self, config: WebConfig, gateway: StatusSource) -> None:
@@ -107,9 +107,7 @@ class StatusServer:
         p = self.config.password_file
         if p is None:
             return None
-        cfg = getattr(self.gateway, "config", None)
-        resolve = getattr(cfg, "resolve", None)
-        return Path(resolve(str(p))) if callable(resolve) and not p.is_absolute() else p
+        return p if p.is_absolute() else Path(self.gateway.config.resolve(str(p)))
 
     async def start(self) -> None:
         """Bind and start serving in the background. Raises WebServerError."""
@@ -184,13 +182,13 @@ class StatusServer:
             return 200, ctype, data, {"Cache-Control": "no-cache"}
         no_store = {"Cache-Control": "no-store"}
         if path == "/api/status":
-            state = page_state(await self._status(), self.gateway, refresh_s=self.config.refresh_s)
+            state = page_state(await self._status(), self.gateway.config, refresh_s=self.config.refresh_s)
             state["uplink_publish_rate"] = self._rate.rate
             body = json.dumps(state, ensure_ascii=False, default=str).encode()
             return 200, "application/json; charset=utf-8", body, no_store
         if path == "/metrics":
             status = await self._status()
-            text = render_metrics(status, alarms=active_alarms(self.gateway), publish_rate=self._rate.rate)
+            text = render_metrics(status, publish_rate=self._rate.rate)
             return 200, METRICS_TYPE, text.encode(), no_store
         if path == "/healthz":
             brief = self.gateway.brief_status()

@@ -1,9 +1,8 @@
 """What the status page shows, built from the running gateway: one JSON-able dict per refresh.
 
 Devices are grouped by building and floor from their configured location, because a technician
-walks the building floor by floor. Everything comes from `Gateway.status()` plus the config
-(locations) and the rules engine (active alarms), read duck-typed so the page works with any
-gateway object that has `status()`.
+walks the building floor by floor. Everything comes from `Gateway.status()` (which carries the one
+registry of active alarms: rules, drivers, bus owners) plus the config (device locations).
 """
 
 from __future__ import annotations
@@ -12,38 +11,28 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from gateway.config import GatewayConfig
 from gateway.web.metrics import plain
 
 
 class StatusSource(Protocol):
     """What the status server needs from the gateway."""
 
+    config: GatewayConfig
+
     async def status(self) -> dict[str, Any]: ...
 
     def brief_status(self) -> dict[str, Any]: ...
 
 
-def active_alarms(gateway: Any) -> list[dict[str, Any]] | None:
-    """Active alarms from the gateway's rules engine, or None when it has none to ask."""
-    rules = getattr(gateway, "rules", None)
-    active = getattr(rules, "active", None)
-    if not callable(active):
-        return None
-    out = []
-    for a in active():
-        d = plain(a)
-        if not isinstance(d, dict):
-            continue
-        sev = d.get("severity")
-        d["severity"] = str(getattr(sev, "name", sev)).lower()
-        out.append(d)
-    return sorted(out, key=lambda a: -(a.get("raised_at") or 0))
+def status_alarms(status: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The active alarms of a status snapshot (the gateway's registry), most severe first."""
+    return [dict(a) for a in status.get("alarms") or [] if isinstance(a, Mapping)]
 
 
-def _device_meta(gateway: Any) -> dict[str, dict[str, Any]]:
-    config = getattr(gateway, "config", None)
+def _device_meta(config: GatewayConfig) -> dict[str, dict[str, Any]]:
     meta: dict[str, dict[str, Any]] = {}
-    for d in getattr(config, "devices", ()) or ():
+    for d in config.devices:
         loc = d.location
         meta[d.id] = {
             "name": d.name,
@@ -85,11 +74,11 @@ def _floor_key(floor: str) -> tuple[int, float, str]:
         return (2, 0.0, text)
 
 
-def page_state(status: Mapping[str, Any], gateway: Any, *, refresh_s: float) -> dict[str, Any]:
+def page_state(status: Mapping[str, Any], config: GatewayConfig, *, refresh_s: float) -> dict[str, Any]:
     """The page's data for one refresh."""
-    meta = _device_meta(gateway)
-    alarms = active_alarms(gateway)
-    alarm_devices = {a.get("device_id") for a in alarms or []}
+    meta = _device_meta(config)
+    alarms = status_alarms(status)
+    alarm_devices = {a.get("device_id") for a in alarms}
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     buses = []
     for bus in status.get("buses") or []:
@@ -119,6 +108,7 @@ def page_state(status: Mapping[str, Any], gateway: Any, *, refresh_s: float) -> 
                 "last_success": dev.get("last_success"),
                 "last_error": dev.get("last_error"),
                 "errors": dev.get("errors", 0),
+                "faulted": dev.get("faulted"),
                 "alarm": dev.get("id") in alarm_devices,
                 "readings": _readings(dev),
             }
@@ -128,9 +118,7 @@ def page_state(status: Mapping[str, Any], gateway: Any, *, refresh_s: float) -> 
     lanes = store.get("lanes", [])
     now = time.time()
     oldest = [lane["oldest_ts"] for lane in lanes if lane.get("oldest_ts")]
-    uplink = plain(status.get("uplink"))
-    if isinstance(uplink, dict) and uplink.get("state") is not None:
-        uplink = {**uplink, "state": str(getattr(uplink["state"], "value", uplink["state"]))}
+    uplink = plain(status.get("uplink"))  # UplinkState.to_dict(): its state is already the text
     return {
         "generated": now,
         "refresh_s": refresh_s,

@@ -28,7 +28,7 @@ from gateway.control import ask
 from gateway.runtime import Gateway
 from gateway.web import StatusServer, WebConfig
 from gateway.web.metrics import render_metrics
-from gateway.web.state import active_alarms, page_state
+from gateway.web.state import page_state
 from hil.sim.modbus import start_tcp_devices
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,10 +103,10 @@ async def bench(devices: int) -> dict[str, Any]:
                     json.dumps(snapshot, default=str)
 
                 async def page() -> None:
-                    json.dumps(page_state(snapshot, gw, refresh_s=2.0), default=str)
+                    json.dumps(page_state(snapshot, gw.config, refresh_s=2.0), default=str)
 
                 async def metrics() -> None:
-                    render_metrics(snapshot, alarms=active_alarms(gw))
+                    render_metrics(snapshot)
 
                 base_s = await _time(baseline, 20)
                 page_s = await _time(page, 20)

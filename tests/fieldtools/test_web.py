@@ -227,9 +227,14 @@ async def test_metrics_parse_and_follow_the_bus(gateway: Gateway, building: Modb
         assert ("citynerve_outbox_oldest_age_seconds", (("lane", "event"),)) in samples
         assert samples[("citynerve_rule_evaluations_total", ())] > 0
         assert samples[("citynerve_events_total", ())] >= 1
-        active = gateway.rules.active()  # type: ignore[attr-defined]
-        assert active and {a.device_id for a in active} == {"sd-12"}
-        assert samples[("citynerve_alarms_active", (("severity", "critical"),))] == len(active)
+        # Every active alarm, whatever raised it: the smoke rules and the bus owner's offline verdict.
+        assert gateway.rules is not None
+        rules_active = gateway.rules.active()
+        assert rules_active and {a.device_id for a in rules_active} == {"sd-12"}
+        active = gateway.alarms.active()
+        assert {(a.device_id, a.kind) for a in active} == {("sd-12", "smoke"), ("wm-3", "device_offline")}
+        assert samples[("citynerve_alarms_active", (("severity", "critical"),))] == len(rules_active)
+        assert samples[("citynerve_alarms_active", (("severity", "major"),))] == 1
         assert samples[("citynerve_alarms_active", (("severity", "all"),))] == len(active)
         assert samples[("citynerve_uplink_configured", ())] == 0
 

@@ -331,3 +331,30 @@ def test_roundtrip_generator_format(
     )
     assert record.panel_time == when.replace(second=0, microsecond=0).isoformat()
     assert record.kind is not RecordKind.SMOKE or "感烟" in device_type
+
+
+def test_panel_events_keep_the_alarm_registry_true() -> None:
+    """What the panel raises is active in the gateway's registry (gateway.alarms) until the panel
+    clears it: per loop-device, a device-less 故障恢复 for all, a reset for everything (also what was
+    raised before a restart, which the stream no longer knows)."""
+    from gateway.alarms import ActiveAlarms
+
+    registry = ActiveAlarms()
+
+    def feed(stream: PanelStream, line: str) -> set[tuple[str, str]]:
+        for item in stream.feed(line.encode("gb2312") + b"\r\n"):
+            if isinstance(item, Event):
+                registry.apply(item)
+        return {(a.kind, a.subject) for a in registry.active()}
+
+    stream = PanelStream(panel())
+    assert feed(stream, GOLDEN) == {("smoke", "004-004")}
+    assert feed(stream, "火警  08/12/02 17:25  004回路005号  感烟探测器  一层大厅西侧") == {
+        ("smoke", "004-004"),
+        ("smoke", "004-005"),
+    }
+    feed(stream, "故障 08/12/02 17:26 001-012 手动报警按钮 二层")
+    assert ("panel_fault", "001-012") in {(a.kind, a.subject) for a in registry.active()}
+    assert feed(stream, "故障恢复 08/12/02 17:27") == {("smoke", "004-004"), ("smoke", "004-005")}
+    # The gateway restarts: a fresh stream, the registry restored; the reset still clears it all.
+    assert feed(PanelStream(panel()), "复位 08/12/02 17:40") == set()

@@ -56,7 +56,8 @@
     list.replaceChildren(...alarms.map(function (a) {
       const li = el("li");
       li.append(el("strong", null, (a.severity || "").toUpperCase() + " " + (a.kind || "")), " ");
-      li.append(el("span", null, (a.device_id || "") + " since " + age(a.raised_at)));
+      li.append(el("span", null, (a.device_id || "") + (a.subject ? " " + a.subject : "") + " since " + age(a.raised_at)));
+      if (a.message) li.append(el("span", "muted", " · " + a.message));
       if (a.value !== undefined && a.value !== null) li.append(el("span", "muted", " (value " + fmt(a.value) + ")"));
       if (a.rule) li.append(el("span", "muted", " · rule " + a.rule));
       return li;
@@ -96,7 +97,8 @@
         const place = [d.room, d.place].filter(Boolean).join(", ");
         card.append(el("div", "meta", [d.id !== (d.name || d.id) ? d.id : "", d.profile, "bus " + d.bus, place].filter(Boolean).join(" · ")));
         card.append(el("div", "meta", "last good read " + age(d.last_success)));
-        if (d.online === false && d.last_error) card.append(el("div", "err", d.last_error));
+        if (d.faulted) card.append(el("div", "err", "faulted: " + d.faulted));
+        else if (d.online === false && d.last_error) card.append(el("div", "err", d.last_error));
         function readingList(rs) {
           const ul = el("ul", "readings");
           rs.forEach(function (r) {

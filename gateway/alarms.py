@@ -1,0 +1,240 @@
+"""The one registry of active alarms: what every view (status page, `citynerve status`, /metrics, the
+platform's retained status) reads.
+
+Every event, whoever raised it (rules, drivers such as the fire panel and BTHome, bus owners'
+offline and fault detection, the bus supervisor), passes through the pipeline's `event`, which
+applies it here: a RAISED event makes its alarm active until the CLEARED event with the same name
+(device_id, kind, rule, subject), see `gateway.api.Event`. One-shot reports are never active.
+
+The active set survives a restart: it is kept in the store's durable key/value state (`STATE_KEY`),
+saved within about a second of a change and at stop, and restored before the buses start. Restored
+alarms are marked `restored` until their source says something about them again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Collection, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from gateway.api import Event, EventState, Severity, StateStore, Value
+
+log = logging.getLogger("citynerve.alarms")
+
+STATE_KEY = "alarms.active"
+SNAPSHOT_VERSION = 1
+MAX_ACTIVE = 10_000  # a bound on what a flood of distinct alarms can hold in memory
+MAX_STATUS_ALARMS = 50  # the retained status message lists at most this many (the count is exact)
+WILDCARD = "*"
+
+AlarmKey = tuple[str, str, str, str]  # device_id, kind, rule, subject
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveAlarm:
+    """A raised alarm not yet cleared."""
+
+    device_id: str
+    kind: str
+    rule: str
+    subject: str
+    severity: Severity
+    raised_at: float  # wall clock of the RAISED event (a record stamp, not a duration)
+    value: Value
+    message: str
+    event_id: str
+    restored: bool = False  # restored at start from the last run's state
+
+    @property
+    def key(self) -> AlarmKey:
+        return (self.device_id, self.kind, self.rule, self.subject)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["severity"] = self.severity.name.lower()
+        return d
+
+    def cleared(self, message: str, ts: float) -> Event:
+        """The CLEARED event that ends this alarm (when its source can no longer say so itself)."""
+        return Event(
+            self.device_id,
+            self.kind,
+            EventState.CLEARED,
+            self.severity,
+            ts,
+            self.rule,
+            self.value,
+            message,
+            subject=self.subject,
+        )
+
+
+def alarm_key(event: Event) -> AlarmKey:
+    return (event.device_id, event.kind, event.rule, event.subject)
+
+
+class ActiveAlarms:
+    """Raised and not cleared, by alarm name. Synchronous and cheap: the pipeline calls `apply`."""
+
+    def __init__(self, *, max_active: int = MAX_ACTIVE) -> None:
+        self._active: dict[AlarmKey, ActiveAlarm] = {}
+        self._max = max_active
+        self.dirty = False  # changed since the last save
+        self.dropped = 0  # raises refused because the registry was full
+
+    def __len__(self) -> int:
+        return len(self._active)
+
+    def apply(self, event: Event) -> bool:
+        """Take one event; returns True when the active set changed."""
+        if event.one_shot:
+            if event.subject == WILDCARD:
+                return self._clear_where(lambda k: k[0] == event.device_id and k[2] == event.rule)
+            return False
+        key = alarm_key(event)
+        if event.state is EventState.CLEARED:
+            if event.subject == WILDCARD:
+                return self._clear_where(lambda k: k[:3] == key[:3])
+            if self._active.pop(key, None) is None:
+                return False
+            self.dirty = True
+            return True
+        if key not in self._active and len(self._active) >= self._max:
+            self.dropped += 1
+            if self.dropped == 1:
+                log.error(
+                    "alarm registry full (%d): %s on %s not listed", self._max, event.kind, event.device_id
+                )
+            return False
+        self._active[key] = ActiveAlarm(
+            event.device_id,
+            event.kind,
+            event.rule,
+            event.subject,
+            event.severity,
+            event.ts,
+            event.value,
+            event.message,
+            event.id,
+        )
+        self.dirty = True
+        return True
+
+    def _clear_where(self, match: Any) -> bool:
+        gone = [k for k in self._active if match(k)]
+        for k in gone:
+            del self._active[k]
+        if gone:
+            self.dirty = True
+        return bool(gone)
+
+    def active(self) -> list[ActiveAlarm]:
+        """Most severe first, then newest first."""
+        return sorted(self._active.values(), key=lambda a: (-int(a.severity), -a.raised_at))
+
+    def devices_with(self, kind: str, rule: str | None = None) -> set[str]:
+        """Devices with an active alarm of `kind` (and `rule`): after a restart, the sources of
+        device_offline and device_fault start those devices in that state, so they clear it."""
+        return {k[0] for k in self._active if k[1] == kind and (rule is None or k[2] == rule)}
+
+    def counts(self) -> dict[str, int]:
+        """Active alarms by severity name (every severity, zeros included)."""
+        out = {s.name.lower(): 0 for s in Severity}
+        for a in self._active.values():
+            out[a.severity.name.lower()] += 1
+        return out
+
+    def to_status(self, limit: int | None = None) -> list[dict[str, Any]]:
+        alarms = self.active()
+        return [a.to_dict() for a in (alarms if limit is None else alarms[:limit])]
+
+    def reconcile(
+        self, rules: Collection[str], still_active: Iterable[tuple[str, str, str]]
+    ) -> list[ActiveAlarm]:
+        """After a restart: drop restored alarms of rules in `rules` that the rule engine does not
+        hold active (its own snapshot, older by up to its interval, is the truth for its rules);
+        returns them, so the caller tells the platform they are cleared."""
+        keep = set(still_active)
+        gone = [
+            a
+            for k, a in self._active.items()
+            if a.restored and k[2] in rules and (a.device_id, a.kind, a.rule) not in keep
+        ]
+        self._clear_where(lambda k: any(k == a.key for a in gone))
+        return gone
+
+    def forget_devices(self, keep: Collection[str]) -> list[ActiveAlarm]:
+        """Drop the alarms of devices (and buses) not in `keep` (removed from the config); returns
+        them, so the caller tells the platform they are cleared."""
+        gone = [a for a in self._active.values() if a.device_id not in keep]
+        for a in gone:
+            del self._active[a.key]
+        if gone:
+            self.dirty = True
+        return gone
+
+    # -- persistence -------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"version": SNAPSHOT_VERSION, "active": [a.to_dict() for a in self._active.values()]}
+
+    def restore(self, data: Any) -> int:
+        """Take a snapshot; malformed entries are skipped (logged once). Returns how many were taken."""
+        if not isinstance(data, dict) or data.get("version") != SNAPSHOT_VERSION:
+            log.warning("alarm registry snapshot unreadable: starting empty")
+            return 0
+        n = 0
+        bad = 0
+        for item in data.get("active") or []:
+            try:
+                alarm = ActiveAlarm(
+                    device_id=str(item["device_id"]),
+                    kind=str(item["kind"]),
+                    rule=str(item["rule"]),
+                    subject=str(item["subject"]),
+                    severity=Severity[str(item["severity"]).upper()],
+                    raised_at=float(item["raised_at"]),
+                    value=item.get("value") if not isinstance(item.get("value"), list | dict) else None,
+                    message=str(item.get("message", "")),
+                    event_id=str(item.get("event_id", "")),
+                    restored=True,
+                )
+            except (KeyError, TypeError, ValueError):
+                bad += 1
+                continue
+            if not math.isfinite(alarm.raised_at) or len(self._active) >= self._max:
+                bad += 1
+                continue
+            self._active[alarm.key] = alarm
+            n += 1
+        if bad:
+            log.warning("alarm registry snapshot: %d malformed entries skipped", bad)
+        return n
+
+    async def load(self, store: StateStore) -> int:
+        raw = await store.get(STATE_KEY)
+        if not raw:
+            return 0
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            log.warning("alarm registry snapshot is not JSON: starting empty")
+            return 0
+        n = self.restore(data)
+        if n:
+            log.warning("%d alarms still active from the last run", n)
+        return n
+
+    async def save(self, store: StateStore) -> None:
+        """Write the active set if it changed (a failure leaves it dirty for the next try)."""
+        if not self.dirty:
+            return
+        self.dirty = False
+        try:
+            await store.put(STATE_KEY, json.dumps(self.snapshot(), default=str, separators=(",", ":")))
+        except Exception:
+            self.dirty = True
+            raise

@@ -1,0 +1,127 @@
+"""The registry of active alarms (gateway.alarms): raise until cleared, whatever raised it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from gateway.alarms import STATE_KEY, ActiveAlarms
+from gateway.api import Event, EventState, Severity
+
+
+def ev(
+    device: str,
+    kind: str,
+    state: EventState = EventState.RAISED,
+    *,
+    rule: str = "r",
+    subject: str = "",
+    severity: Severity = Severity.MAJOR,
+    one_shot: bool = False,
+    ts: float = 1000.0,
+) -> Event:
+    return Event(device, kind, state, severity, ts, rule, None, "", subject=subject, one_shot=one_shot)
+
+
+class MemoryState:
+    """The StateStore protocol in memory (the outbox's durable key/value state has no other peer)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+
+    async def get(self, key: str) -> str | None:
+        return self.data.get(key)
+
+    async def put(self, key: str, value: str) -> None:
+        self.data[key] = value
+
+
+def names(alarms: ActiveAlarms) -> set[tuple[str, str, str]]:
+    return {(a.device_id, a.kind, a.subject) for a in alarms.active()}
+
+
+def test_raised_until_the_matching_clear() -> None:
+    alarms = ActiveAlarms()
+    assert alarms.apply(ev("d1", "smoke", severity=Severity.CRITICAL))
+    assert alarms.apply(ev("d2", "device_offline", rule="bus.offline"))
+    assert not alarms.apply(ev("d2", "device_offline", EventState.CLEARED, rule="other"))  # another rule's
+    assert [a.kind for a in alarms.active()] == ["smoke", "device_offline"]  # most severe first
+    assert alarms.counts()["critical"] == 1 and alarms.counts()["major"] == 1
+    assert alarms.apply(ev("d2", "device_offline", EventState.CLEARED, rule="bus.offline"))
+    assert names(alarms) == {("d1", "smoke", "")}
+    assert not alarms.apply(ev("d9", "smoke", EventState.CLEARED))  # a clear of nothing changes nothing
+
+
+def test_subjects_wildcards_and_one_shot_reports() -> None:
+    alarms = ActiveAlarms()
+    for subject in ("1-4", "1-5"):
+        alarms.apply(ev("fp", "smoke", rule="panel:gst", subject=subject))
+    alarms.apply(ev("fp", "panel_fault", rule="panel:gst", subject="2-1"))
+    alarms.apply(ev("fp", "panel_fault", rule="panel:gst", subject="2-2"))
+    alarms.apply(ev("fp", "smoke", EventState.CLEARED, rule="panel:gst", subject="1-4"))
+    assert names(alarms) == {
+        ("fp", "smoke", "1-5"),
+        ("fp", "panel_fault", "2-1"),
+        ("fp", "panel_fault", "2-2"),
+    }
+    # A clear without the device (故障恢复 for the whole panel): every subject of that kind.
+    alarms.apply(ev("fp", "panel_fault", EventState.CLEARED, rule="panel:gst", subject="*"))
+    assert names(alarms) == {("fp", "smoke", "1-5")}
+    # Reports are never active; a reset (one-shot, subject "*") clears what its rule raised.
+    alarms.apply(ev("d1", "local_action", one_shot=True))
+    alarms.apply(ev("d1", "smoke", rule="smoke-fire.smoke"))
+    assert ("d1", "local_action", "") not in names(alarms)
+    alarms.apply(ev("fp", "panel_reset", rule="panel:gst", subject="*", one_shot=True))
+    assert names(alarms) == {("d1", "smoke", "")}
+
+
+def test_bounded() -> None:
+    alarms = ActiveAlarms(max_active=3)
+    for i in range(5):
+        alarms.apply(ev(f"d{i}", "smoke"))
+    assert len(alarms) == 3 and alarms.dropped == 2
+    assert alarms.apply(ev("d0", "smoke"))  # a raise again of a listed one still updates it
+
+
+def test_persisted_and_restored_marked() -> None:
+    state = MemoryState()
+    alarms = ActiveAlarms()
+    alarms.apply(ev("fp", "smoke", rule="panel:gst", subject="1-4", severity=Severity.CRITICAL))
+    alarms.apply(ev("wm-3", "device_offline", rule="bus.offline"))
+    alarms.apply(ev("sd-1", "smoke", rule="smoke-fire.smoke"))
+    asyncio.run(alarms.save(state))
+    assert not alarms.dirty
+    raw = json.loads(state.data[STATE_KEY])
+    raw["active"].append({"device_id": "x"})  # a damaged entry is skipped, the others kept
+    state.data[STATE_KEY] = json.dumps(raw)
+
+    again = ActiveAlarms()
+    assert asyncio.run(again.load(state)) == 3
+    assert all(a.restored for a in again.active())
+    assert again.devices_with("device_offline") == {"wm-3"}
+    assert again.active()[0].severity is Severity.CRITICAL
+    # The rule engine's own snapshot is the truth for its rules: sd-1's is no longer active there.
+    gone = again.reconcile({"smoke-fire.smoke"}, [])
+    assert [a.device_id for a in gone] == ["sd-1"] and ("sd-1", "smoke", "") not in names(again)
+    # Raised again by its source after the restart: no longer only restored.
+    again.apply(ev("wm-3", "device_offline", rule="bus.offline"))
+    assert not next(a for a in again.active() if a.device_id == "wm-3").restored
+
+    state.data[STATE_KEY] = "{not json"
+    assert asyncio.run(ActiveAlarms().load(state)) == 0
+
+
+def test_alarms_of_removed_devices_are_forgotten_with_a_clear() -> None:
+    alarms = ActiveAlarms()
+    alarms.apply(ev("fp", "smoke", rule="panel:gst", subject="1-4", severity=Severity.CRITICAL))
+    alarms.apply(ev("gone", "device_offline", rule="bus.offline"))
+    alarms.apply(ev("tcp-9", "bus_fault", rule="bus.supervisor"))
+    gone = alarms.forget_devices({"fp", "tcp-1"})
+    assert sorted(a.device_id for a in gone) == ["gone", "tcp-9"] and names(alarms) == {
+        ("fp", "smoke", "1-4")
+    }
+    clear = gone[0].cleared("device removed", 2000.0)
+    assert clear.state is EventState.CLEARED and clear.ts == 2000.0
+    again = ActiveAlarms()
+    again.apply(ev(gone[0].device_id, gone[0].kind, rule=gone[0].rule))
+    assert again.apply(clear) and len(again) == 0  # the clear names the same alarm
