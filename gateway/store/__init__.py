@@ -14,6 +14,7 @@ from gateway.store._blocks import (
     reading_fragment,
     split_fragments,
 )
+from gateway.store._codec import unstorable
 from gateway.store._config import StoreConfig
 from gateway.store._errors import RecordError, SchemaVersionError, StoreBusyError, StoreError
 from gateway.store._outbox import Outbox, OutboxRow
@@ -47,4 +48,5 @@ __all__ = [
     "reading_fragment",
     "schema_version",
     "split_fragments",
+    "unstorable",
 ]

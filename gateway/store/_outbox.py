@@ -32,7 +32,7 @@ from gateway.store._blocks import (
     join_fragments,
     split_fragments,
 )
-from gateway.store._codec import decode_event, encode_event
+from gateway.store._codec import check_storable, decode_event, encode_event
 from gateway.store._config import MIB
 from gateway.store._errors import RecordError, SchemaVersionError, StoreBusyError, StoreError
 from gateway.store._schema import BLOCK_READINGS, current_version, latest_version, migrate
@@ -77,15 +77,6 @@ _TRIM_LOG_INTERVAL_S = 60.0
 _PUT_STATE = (
     "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 )
-
-
-def _storable(r: Reading) -> bool:
-    try:
-        encode_block(0, [r])
-        float(r.ts)
-    except (AttributeError, TypeError, KeyError, ValueError, OverflowError):
-        return False
-    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +186,9 @@ class Outbox:
         n = len(readings) + len(events)
         if n == 0:
             return (0, -1)
-        # Encode everything first: a bad record fails the call before anything is written.
+        # Check and encode everything first: a bad record fails the call before anything is written.
+        check_storable(readings)
+        check_storable(events)
         bodies = [encode_event(e) for e in events]
         first = self._next_seq
         blocks = self._reading_blocks(readings, first) if readings else []
@@ -243,9 +236,7 @@ class Outbox:
                 body, raw_len = encode_block(start, part)
                 ts = float(part[0].ts)
             except (AttributeError, TypeError, KeyError, ValueError, OverflowError) as err:
-                bad = next((r for r in part if not _storable(r)), part[0])
-                what = f"reading {getattr(bad, 'device_id', '?')}/{getattr(bad, 'point', '?')}"
-                raise RecordError(what, f"not storable: {err!r}") from err
+                raise RecordError("reading", f"not storable: {err!r}") from err
             out.append((start, start + len(part) - 1, ts, CODEC_JSON_V1_Z, body, raw_len))
         return out
 
