@@ -16,7 +16,7 @@ from gateway.store._blocks import (
 )
 from gateway.store._codec import unstorable
 from gateway.store._config import StoreConfig
-from gateway.store._errors import RecordError, SchemaVersionError, StoreBusyError, StoreError
+from gateway.store._errors import RecordError, SchemaVersionError, StoreBusyError, StoreError, StoreFullError
 from gateway.store._outbox import Outbox, OutboxRow
 from gateway.store._readonly import read_rows, read_stats
 from gateway.store._schema import BLOCK_READINGS
@@ -39,6 +39,7 @@ __all__ = [
     "StoreBusyError",
     "StoreConfig",
     "StoreError",
+    "StoreFullError",
     "StoreStats",
     "TelemetryBlock",
     "TelemetryCursor",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -16,7 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from gateway.api import Event, Reading
+from gateway.api import Event, Reading, Severity
 from gateway.store._blocks import (
     CODEC_JSON_V1_Z,
     BlockError,
@@ -34,11 +35,25 @@ from gateway.store._blocks import (
 )
 from gateway.store._codec import check_storable, decode_event, encode_event
 from gateway.store._config import MIB
-from gateway.store._errors import RecordError, SchemaVersionError, StoreBusyError, StoreError
+from gateway.store._epoch import (
+    EPOCH_KEY,
+    EPOCH_STATE_PREFIXES,
+    KIND_DROPPED,
+    KIND_NEW_EPOCH,
+    Marker,
+    new_epoch,
+    notice,
+    quarantine,
+    read_marker,
+    write_marker,
+)
+from gateway.store._errors import RecordError, SchemaVersionError, StoreBusyError, StoreError, StoreFullError
 from gateway.store._schema import BLOCK_READINGS, current_version, latest_version, migrate
 from gateway.store._stats import (
+    DROPPED_BY_PREFIX,
     LANE_DROPPED_KEY,
     LANE_KEY,
+    LANE_LAST,
     LANE_ROWS,
     LANE_TABLE,
     Lane,
@@ -74,9 +89,20 @@ _INSERT_BLOCK = (
     "INSERT INTO reading_blocks (first_seq, last_seq, ts, codec, body, raw_len) VALUES (?, ?, ?, ?, ?, ?)"
 )
 _TRIM_LOG_INTERVAL_S = 60.0
+_MARKER_INTERVAL_S = 60.0  # the marker file is rewritten at most this often after commits
+_DISK_FULL_TRIES = 4  # evictions of old telemetry tried for one append on a full disk
+_CORRUPT = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+_ADD_COUNTER = (
+    "INSERT INTO counters (name, value) VALUES (?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value"
+)
 _PUT_STATE = (
     "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 )
+
+
+class _CorruptError(Exception):
+    """The file is damaged beyond use (SQLite: malformed / not a database / integrity check)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +118,8 @@ class OutboxRow:
 def _busy_or_store(path: str, err: sqlite3.Error) -> StoreError | StoreBusyError:
     """Classify a SQLite error: locked/full/IO may pass, the rest will not."""
     code = getattr(err, "sqlite_errorcode", None)
+    if code is not None and (code & 0xFF) == sqlite3.SQLITE_FULL:
+        return StoreFullError(path, str(err))
     transient = {
         getattr(sqlite3, n, -1)
         for n in ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_CANTOPEN")
@@ -132,28 +160,112 @@ class Outbox:
         # Rows per lane, counted once on the first stats() and kept up to date after (a count(*)
         # of a full outbox is a scan of the table, which would stall commits on a Pi).
         self._rows: dict[Lane, int] | None = None
-        self._trimmed: dict[Lane, int] = {}
+        self._tx_rows: dict[Lane, int] = {}  # rows added (+) and removed (-) by the open transaction
         self._dropped_unlogged: dict[Lane, int] = {}
         self._trim_logged_at = -math.inf
         self.undecodable = 0  # rows peek had to skip (damaged storage); see peek()
         self._undecodable_seqs: set[int] = set()
+        self.disk_full = False  # the last append found the disk full (cleared by one that fits)
+        self.quarantined: str | None = None  # where a corrupt file was moved at open, if it was
+        self.last_event_seq = 0  # seq of the last row this process put into the event lane
         parent = os.path.dirname(os.path.abspath(self.path))
         try:
             os.makedirs(parent, exist_ok=True)
         except OSError as err:
             raise StoreError(self.path, f"cannot create directory {parent}: {err.strerror}") from err
+        marker = read_marker(self.path)
+        existed = os.path.exists(self.path)
+        empty = existed and os.path.getsize(self.path) == 0
+        try:
+            self._connect()
+        except _CorruptError as err:
+            self.quarantined = quarantine(self.path)
+            log.error(
+                "outbox %s is corrupt (%s): moved aside to %s; starting a fresh one",
+                self.path,
+                err,
+                self.quarantined,
+            )
+            self._connect()
+        self._tx_next = self._next_seq
+        self.epoch = self.get_state(EPOCH_KEY) or ""
+        reason = self._new_epoch_reason(marker, existed, empty)
+        if reason is not None:
+            self._start_epoch(reason, marker)
+        self._marker_at = -math.inf
+        self._write_marker()
+        self._open = True
+
+    def _connect(self) -> None:
         try:
             self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
         except sqlite3.Error as err:
             raise StoreError(self.path, f"cannot open: {err}") from err
         try:
             self._setup()
+            check = str(self._conn.execute("PRAGMA quick_check(1)").fetchone()[0])
+            if check != "ok":
+                raise _CorruptError(f"integrity check: {check}")
         except sqlite3.DatabaseError as err:
             self._conn.close()
+            if getattr(err, "sqlite_errorcode", 0) & 0xFF in _CORRUPT:
+                raise _CorruptError(str(err)) from err
             raise StoreError(self.path, f"not a usable outbox file: {err}") from err
         except BaseException:
             self._conn.close()
             raise
+
+    def _new_epoch_reason(self, marker: Marker | None, existed: bool, empty: bool) -> str | None:
+        """Why this file needs a new epoch (None: it goes on with its own)."""
+        if self.quarantined is not None:
+            return "corrupt outbox quarantined"
+        if marker is None:
+            return None if self.epoch else "created"
+        if not existed:
+            return "outbox missing"
+        if empty:
+            return "outbox empty (zero length)"
+        if self.epoch != marker.epoch:
+            return "outbox replaced (another epoch than the marker's)"
+        if self._next_seq < marker.next_seq:
+            return "outbox restored from an older copy"
+        return None
+
+    def _start_epoch(self, reason: str, marker: Marker | None) -> None:
+        previous = marker.epoch if marker is not None else (self.epoch or None)
+        epoch = new_epoch()
+        with self._transaction():
+            # seq never goes back: a consumer that ignores epochs sees no false duplicates.
+            if marker is not None:
+                self._tx_next = max(self._tx_next, marker.next_seq)
+            for prefix in EPOCH_STATE_PREFIXES:
+                self._conn.execute("DELETE FROM state WHERE substr(key, 1, ?) = ?", (len(prefix), prefix))
+            self._conn.execute(_PUT_STATE, (EPOCH_KEY, epoch))
+            if reason != "created":
+                attrs = {
+                    "epoch": epoch,
+                    "previous_epoch": previous,
+                    "previous_next_seq": marker.next_seq if marker is not None else None,
+                    "first_seq": self._tx_next,
+                    "reason": reason,
+                    "quarantined_as": self.quarantined,
+                }
+                self._insert_notice(
+                    notice(
+                        KIND_NEW_EPOCH, Severity.MAJOR, f"outbox: new store epoch {epoch}: {reason}", attrs
+                    )
+                )
+        self.epoch = epoch
+        if reason != "created":
+            log.error("outbox %s: new store epoch %s (was %s): %s", self.path, epoch, previous, reason)
+
+    def _write_marker(self) -> None:
+        """Record epoch and next seq beside the file (see gateway.store._epoch); never raises."""
+        self._marker_at = time.monotonic()
+        try:
+            write_marker(self.path, Marker(self.epoch, self._next_seq))
+        except OSError as err:
+            log.warning("outbox %s: cannot write the epoch marker: %s", self.path, err)
 
     def _setup(self) -> None:
         conn = self._conn
@@ -190,36 +302,136 @@ class Outbox:
         check_storable(readings)
         check_storable(events)
         bodies = [encode_event(e) for e in events]
-        first = self._next_seq
-        blocks = self._reading_blocks(readings, first) if readings else []
-        conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            self._trimmed = {}
+        for attempt in range(_DISK_FULL_TRIES + 1):
+            # (Again after an eviction: its notice took a seq.)
+            first = self._next_seq
+            blocks = self._reading_blocks(readings, first) if readings else []
+            need = 64 * len(readings) + sum(map(len, bodies))  # about the bytes this append writes
             try:
-                if blocks:
-                    conn.executemany(_INSERT_BLOCK, blocks)
-                if events:
-                    start = first + len(readings)
-                    conn.executemany(
-                        "INSERT INTO events (seq, ts, body) VALUES (?, ?, ?)",
-                        [(start + i, e.ts, b) for i, (e, b) in enumerate(zip(events, bodies, strict=True))],
-                    )
-                conn.execute("UPDATE counters SET value = ? WHERE name = 'next_seq'", (first + n,))
-                self._enforce_cap()
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except sqlite3.IntegrityError as err:  # e.g. an event whose ts is None
-            raise RecordError("reading or event", f"not storable: {err}") from err
-        except sqlite3.Error as err:
-            raise _busy_or_store(self.path, err) from err
-        self._next_seq = first + n
-        self._count(Lane.TELEMETRY, len(readings) - self._trimmed.get(Lane.TELEMETRY, 0))
-        self._count(Lane.EVENT, len(events) - self._trimmed.get(Lane.EVENT, 0))
+                self._append_rows(blocks, events, bodies, first, len(readings))
+            except sqlite3.IntegrityError as err:  # defence in depth: check_storable refuses these first
+                raise RecordError("reading or event", f"not storable: {err}") from err
+            except sqlite3.Error as err:
+                failure = _busy_or_store(self.path, err)
+                if not isinstance(failure, StoreFullError) or attempt == _DISK_FULL_TRIES:
+                    raise failure from err
+                self._disk_full(failure, need << attempt)
+                continue
+            break
+        if self.disk_full:
+            self.disk_full = False
+            log.warning("outbox %s: space again, commits go on", self.path)
+        if self._marker_at + _MARKER_INTERVAL_S <= time.monotonic():
+            self._write_marker()
         return (first, first + n - 1)
+
+    def _append_rows(
+        self,
+        blocks: list[tuple[object, ...]],
+        events: Sequence[Event],
+        bodies: list[str],
+        first: int,
+        nr: int,
+    ) -> None:
+        with self._transaction():
+            conn = self._conn
+            if blocks:
+                conn.executemany(_INSERT_BLOCK, blocks)
+                self._tx_rows[Lane.TELEMETRY] += nr
+            if events:
+                start = first + nr
+                conn.executemany(
+                    "INSERT INTO events (seq, ts, body) VALUES (?, ?, ?)",
+                    [(start + i, e.ts, b) for i, (e, b) in enumerate(zip(events, bodies, strict=True))],
+                )
+                self._tx_rows[Lane.EVENT] += len(events)
+                self.last_event_seq = start + len(events) - 1
+            self._tx_next = first + nr + len(events)
+            self._enforce_cap()
+
+    def _disk_full(self, err: StoreFullError, need: int) -> None:
+        """SQLITE_FULL: evict the oldest telemetry to make room (events stay), then retry the append.
+
+        Checkpoints first and after, so that the freed pages are reused inside the file and the -wal
+        file is reused from its start instead of growing."""
+        if not self.disk_full:
+            self.disk_full = True
+            log.error("outbox %s: disk full (%s): evicting the oldest telemetry", self.path, err.reason)
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("PRAGMA wal_checkpoint(RESTART)")
+        blocks = max(4, math.ceil(max(need, 64 * 1024) / self._row_bytes[Lane.TELEMETRY]))
+        try:
+            with self._transaction():
+                cut = self._conn.execute(
+                    "SELECT first_seq FROM reading_blocks ORDER BY first_seq LIMIT 1 OFFSET ?", (blocks - 1,)
+                ).fetchone()
+                where, args = ("", ()) if cut is None else (" WHERE first_seq <= ?", (cut[0],))
+                self._drop(Lane.TELEMETRY, where, args, "disk_full")
+        except sqlite3.Error as drop_err:
+            log.error("outbox %s: disk full and nothing could be evicted: %s", self.path, drop_err)
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("PRAGMA wal_checkpoint(RESTART)")
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE .. COMMIT; seqs taken inside (`_tx_next`) and row counts apply on commit."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        self._tx_next = self._next_seq
+        self._tx_rows = {Lane.EVENT: 0, Lane.TELEMETRY: 0}
+        try:
+            yield
+            if self._tx_next != self._next_seq:
+                conn.execute("UPDATE counters SET value = ? WHERE name = 'next_seq'", (self._tx_next,))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._tx_next = self._next_seq
+            raise
+        self._next_seq = self._tx_next
+        for lane, delta in self._tx_rows.items():
+            self._count(lane, delta)
+
+    def _insert_notice(self, event: Event) -> None:
+        """Inside a transaction: put an event about the outbox itself into the event lane."""
+        seq = self._tx_next
+        self._tx_next += 1
+        self._conn.execute(
+            "INSERT INTO events (seq, ts, body) VALUES (?, ?, ?)", (seq, event.ts, encode_event(event))
+        )
+        self._tx_rows[Lane.EVENT] += 1
+        self.last_event_seq = seq
+
+    def _drop(self, lane: Lane, where: str, args: tuple[object, ...], reason: str) -> tuple[int, int]:
+        """Inside a transaction: delete `lane`'s rows matching `where`, count them (per lane and per
+        reason, in the file) and announce the seq range in the event lane (`outbox_dropped`).
+
+        The one way rows leave the outbox unsent: size cap, damaged storage, disk full.
+        Returns (rows of the table deleted, records dropped)."""
+        table, key, count = LANE_TABLE[lane], LANE_KEY[lane], LANE_ROWS[lane]
+        conn = self._conn
+        n, lo, hi = conn.execute(
+            f"SELECT coalesce(sum({count}), 0), min({key}), max({LANE_LAST[lane]}) FROM {table}{where}", args
+        ).fetchone()
+        if not n:
+            return 0, 0
+        deleted = max(conn.execute(f"DELETE FROM {table}{where}", args).rowcount, 0)
+        conn.execute("UPDATE counters SET value = value + ? WHERE name = ?", (n, LANE_DROPPED_KEY[lane]))
+        conn.execute(_ADD_COUNTER, (f"{DROPPED_BY_PREFIX}{reason}", n))
+        self._tx_rows[lane] -= n
+        name = lane.name.lower()
+        attrs = {
+            "lane": name,
+            "first_seq": lo,
+            "last_seq": hi,
+            "count": n,
+            "reason": reason,
+            "epoch": self.epoch,
+        }
+        message = f"outbox dropped {n} {name} rows unsent, seq {lo}..{hi}: {reason}"
+        self._insert_notice(notice(KIND_DROPPED, Severity.WARNING, message, attrs))
+        return deleted, int(n)
 
     def _count(self, lane: Lane, delta: int) -> None:
         if self._rows is not None:
@@ -254,30 +466,28 @@ class Outbox:
         target = int(self.max_bytes * _TRIM_TARGET)
         conn = self._conn
         for lane in (Lane.TELEMETRY, Lane.EVENT):
-            table, key, count = LANE_TABLE[lane], LANE_KEY[lane], LANE_ROWS[lane]
+            table, key = LANE_TABLE[lane], LANE_KEY[lane]
             while used > target:
                 excess = used - target
                 n = max(4, math.ceil(excess / self._row_bytes[lane]))
+                # Rows of this transaction (the append, the notices of these drops) stay.
+                before = self._next_seq
                 cut = conn.execute(
-                    f"SELECT {key} FROM {table} ORDER BY {key} LIMIT 1 OFFSET ?", (n - 1,)
+                    f"SELECT {key} FROM {table} WHERE {key} < ? ORDER BY {key} LIMIT 1 OFFSET ?",
+                    (before, n - 1),
                 ).fetchone()
-                where, args = ("", ()) if cut is None else (f" WHERE {key} <= ?", (cut[0],))
-                dropped = int(
-                    conn.execute(f"SELECT coalesce(sum({count}), 0) FROM {table}{where}", args).fetchone()[0]
+                where, args = (
+                    (f" WHERE {key} < ?", (before,)) if cut is None else (f" WHERE {key} <= ?", (cut[0],))
                 )
-                cur = conn.execute(f"DELETE FROM {table}{where}", args)
-                if cur.rowcount <= 0:
+                deleted, dropped = self._drop(lane, where, args, "size_cap")
+                if deleted <= 0:
                     break
-                self._trimmed[lane] = self._trimmed.get(lane, 0) + dropped
-                self._conn.execute(
-                    "UPDATE counters SET value = value + ? WHERE name = ?", (dropped, LANE_DROPPED_KEY[lane])
-                )
                 self._log_trim(lane, dropped)
                 now = self._used_bytes()
                 freed = used - now
                 if freed > 0:
                     # Learn the real row size so the next trim removes about what is needed.
-                    self._row_bytes[lane] = max(8.0, freed / cur.rowcount)
+                    self._row_bytes[lane] = max(8.0, freed / deleted)
                 else:  # no page emptied yet: take bigger steps
                     self._row_bytes[lane] = max(8.0, self._row_bytes[lane] / 2)
                 used = now
@@ -434,28 +644,31 @@ class Outbox:
         return out
 
     def _undecodable_row(self, lane: Lane, seq: int, err: Exception) -> None:
-        if seq not in self._undecodable_seqs:
-            self._undecodable_seqs.add(seq)
-            self.undecodable += 1
-            log.error(
-                "outbox %s: %s row seq %d cannot be decoded, skipped: %r",
-                self.path,
-                lane.name.lower(),
-                seq,
-                err,
-            )
+        self._damaged(lane, seq, seq, err)
 
     def _undecodable_block(self, first: int, last: int, err: Exception) -> None:
-        if first not in self._undecodable_seqs:
-            self._undecodable_seqs.add(first)
-            self.undecodable += last - first + 1
-            log.error(
-                "outbox %s: telemetry block seq %d..%d cannot be decoded, skipped: %r",
-                self.path,
-                first,
-                last,
-                err,
-            )
+        self._damaged(Lane.TELEMETRY, first, last, err)
+
+    def _damaged(self, lane: Lane, first: int, last: int, err: Exception) -> None:
+        """A row (an event, a block of readings) that cannot be decoded: skipped, and dropped as
+        `damaged` (counted, its seq range announced in the event lane) so that it never comes back."""
+        if first in self._undecodable_seqs:
+            return
+        self._undecodable_seqs.add(first)
+        self.undecodable += last - first + 1
+        name = lane.name.lower()
+        log.error(
+            "outbox %s: %s seq %d..%d cannot be decoded, dropped: %r", self.path, name, first, last, err
+        )
+        where, args = f" WHERE {LANE_KEY[lane]} = ?", (first,)
+        try:
+            if self._conn.in_transaction:  # inside an ack: part of its commit
+                self._drop(lane, where, args, "damaged")
+            else:
+                with self._transaction():
+                    self._drop(lane, where, args, "damaged")
+        except sqlite3.Error as drop_err:  # left in place; skipped again, not announced twice
+            log.error("outbox %s: cannot drop damaged %s seq %d: %s", self.path, name, first, drop_err)
 
     def ack(self, lane: Lane, upto_seq: int, *, state: tuple[str, str] | None = None) -> int:
         """Delete `lane`'s rows with seq <= upto_seq (they reached the platform); returns how many.
@@ -466,23 +679,16 @@ class Outbox:
         lane = Lane(lane)
         conn = self._conn
         try:
-            with self._relaxed():
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    if lane is Lane.TELEMETRY:
-                        n = self._ack_telemetry(upto_seq)
-                    else:
-                        n = max(conn.execute("DELETE FROM events WHERE seq <= ?", (upto_seq,)).rowcount, 0)
-                    if state is not None:
-                        conn.execute(_PUT_STATE, (str(state[0]), str(state[1])))
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
+            with self._relaxed(), self._transaction():
+                if lane is Lane.TELEMETRY:
+                    n = self._ack_telemetry(upto_seq)
+                else:
+                    n = max(conn.execute("DELETE FROM events WHERE seq <= ?", (upto_seq,)).rowcount, 0)
+                self._tx_rows[lane] -= n
+                if state is not None:
+                    conn.execute(_PUT_STATE, (str(state[0]), str(state[1])))
         except sqlite3.Error as err:
             raise _busy_or_store(self.path, err) from err
-        self._count(lane, -n)
         return n
 
     def _ack_telemetry(self, upto_seq: int) -> int:
@@ -510,7 +716,7 @@ class Outbox:
             try:
                 block = TelemetryBlock(first, last, block_fragments(codec, body, last - first + 1, raw_len))
             except BlockError as err:
-                self._undecodable_block(first, last, err)  # left whole; a later ack removes it
+                self._undecodable_block(first, last, err)  # dropped whole, announced
                 return n
             self._replace_block(first, [block.after(upto_seq)], ts)
             n += upto_seq - first + 1
@@ -532,23 +738,16 @@ class Outbox:
             return 0
         conn = self._conn
         try:
-            with self._relaxed():
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    cur = conn.executemany("DELETE FROM events WHERE seq = ?", [(s,) for s in wanted])
-                    deleted = {
-                        Lane.EVENT: max(cur.rowcount, 0),
-                        Lane.TELEMETRY: self._ack_reading_seqs(wanted),
-                    }
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
+            with self._relaxed(), self._transaction():
+                cur = conn.executemany("DELETE FROM events WHERE seq = ?", [(s,) for s in wanted])
+                deleted = {
+                    Lane.EVENT: max(cur.rowcount, 0),
+                    Lane.TELEMETRY: self._ack_reading_seqs(wanted),
+                }
+                for lane, k in deleted.items():
+                    self._tx_rows[lane] -= k
         except sqlite3.Error as err:
             raise _busy_or_store(self.path, err) from err
-        for lane, k in deleted.items():
-            self._count(lane, -k)
         return sum(deleted.values())
 
     def _ack_reading_seqs(self, wanted: list[int]) -> int:
@@ -637,7 +836,7 @@ class Outbox:
                 self._conn.execute("COMMIT")
             if self._rows is None:
                 self._rows = {s.lane: s.rows for s in stats.lanes}
-            return stats
+            return dataclasses.replace(stats, disk_full=self.disk_full, quarantined=self.quarantined)
         except sqlite3.Error as err:
             raise _busy_or_store(self.path, err) from err
 
@@ -645,6 +844,9 @@ class Outbox:
         """Close the file (idempotent). The WAL is checkpointed by SQLite on the last close.
 
         Any later call raises StoreError (sqlite3 refuses a closed connection)."""
+        if self._open:
+            self._open = False
+            self._write_marker()
         self._conn.close()
 
     def __enter__(self) -> Outbox:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -87,3 +88,65 @@ def test_outbox_refuses_an_unstorable_record_before_writing(tmp_path: Path) -> N
             ob.append([], [alarm(1, ts=math.inf)])
         assert ob.next_seq == 1
         assert ob.append([reading(3)], [alarm(2)]) == (1, 2)
+
+
+def notices(ob: Outbox, kind: str) -> list[dict[str, object]]:
+    return [r.record.attrs for r in ob.peek(Lane.EVENT, limit=10_000) if r.record.kind == kind]  # type: ignore[union-attr]
+
+
+def test_epoch_is_kept_across_restarts_and_recorded_in_the_marker(tmp_path: Path) -> None:
+    db = tmp_path / "o.db"
+    with Outbox(db, synchronous="normal") as ob:
+        epoch = ob.epoch
+        assert len(epoch) == 16 and notices(ob, "outbox_new_epoch") == []  # a first start is no news
+        ob.append([reading(1), reading(2)], [])
+    assert json.loads((tmp_path / "o.db.epoch").read_text()) == {"epoch": epoch, "next_seq": 3}
+    with Outbox(db, synchronous="normal") as ob:
+        assert ob.epoch == epoch and ob.stats().epoch == epoch and ob.next_seq == 3
+
+
+@pytest.mark.parametrize("how", ["missing", "zero-length"])
+def test_a_lost_outbox_starts_a_new_epoch_and_says_so(tmp_path: Path, how: str) -> None:
+    db = tmp_path / "o.db"
+    with Outbox(db, synchronous="normal") as ob:
+        old = ob.epoch
+        ob.append([reading(i) for i in range(10)], [alarm()])
+    db.unlink()
+    if how == "zero-length":
+        db.write_bytes(b"")
+    with Outbox(db, synchronous="normal") as ob:
+        assert ob.epoch != old
+        (said,) = notices(ob, "outbox_new_epoch")
+        assert said["previous_epoch"] == old and said["previous_next_seq"] == 12
+        assert "missing" in str(said["reason"]) or "zero length" in str(said["reason"])
+        # seq never restarts: the notice is 12, the next record 13.
+        assert said["first_seq"] == 12 and ob.append([reading(99)], []) == (13, 13)
+
+
+def test_an_outbox_restored_from_an_older_copy_gets_a_new_epoch(tmp_path: Path) -> None:
+    db = tmp_path / "o.db"
+    with Outbox(db, synchronous="normal") as ob:
+        old = ob.epoch
+        ob.append([reading(1)], [])
+        ob.put_state("uplink.ack_seq.telemetry", "1")
+    backup = db.read_bytes()
+    with Outbox(db, synchronous="normal") as ob:
+        ob.append([reading(i) for i in range(20)], [])
+    db.write_bytes(backup)
+    with Outbox(db, synchronous="normal") as ob:
+        assert ob.epoch != old and ob.next_seq == 23
+        assert "restored" in str(notices(ob, "outbox_new_epoch")[0]["reason"])
+        # Positions in the old epoch's seqs are gone: the new epoch's chain starts at 0.
+        assert ob.get_state("uplink.ack_seq.telemetry") is None
+
+
+async def test_async_outbox_tells_readers_of_its_notices(tmp_path: Path) -> None:
+    heard: list[tuple[Lane, int]] = []
+    async with AsyncOutbox(tmp_path / "o.db", synchronous="normal", max_bytes=64 * 1024) as ob:
+        ob.on_commit(lambda lane, seq: heard.append((lane, seq)))
+        for i in range(40):
+            await ob.append(
+                [Reading(f"m{j}", "p", float(j), "", 1e9) for j in range(200 * i, 200 * i + 200)], []
+            )
+        drops = [r for r in await ob.peek(Lane.EVENT) if r.record.kind == "outbox_dropped"]
+        assert drops and (Lane.EVENT, drops[-1].seq) in heard
