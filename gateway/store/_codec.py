@@ -46,7 +46,7 @@ def encode_value(value: Value) -> tuple[int, Value]:
 
 
 # What a record may hold to be stored (and sent): beyond these it is refused at the boundary.
-MAX_ID_CHARS = 256  # device_id, point, unit, kind, rule, event id
+MAX_ID_CHARS = 1024  # device_id, point, unit, kind, rule, event id
 MAX_TEXT_CHARS = 8192  # a string value, an event message
 MAX_ATTRS_CHARS = 16384  # an event's attrs as JSON
 MAX_TS = 253402300799.0  # 9999-12-31T23:59:59Z: beyond it no ISO 8601 time can be written
