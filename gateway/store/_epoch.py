@@ -12,6 +12,7 @@ that was here is gone": it outlives the file it describes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -31,6 +32,8 @@ EPOCH_KEY = "outbox.epoch"  # in the outbox's `state` table
 # the new epoch links to nothing (prev_seq 0) rather than to the old epoch's seqs.
 EPOCH_STATE_PREFIXES = ("uplink.ack_seq.",)
 MAX_MARKER_BYTES = 4096
+RESERVE_SUFFIX = ".reserve"
+RESERVE_BYTES = 2 * 1024 * 1024  # room for a checkpoint and an eviction once the disk is full
 
 # Event kinds the outbox itself writes into the event lane (device_id "": the gateway itself).
 KIND_NEW_EPOCH = "outbox_new_epoch"
@@ -80,6 +83,9 @@ def write_marker(path: str, marker: Marker) -> None:
     try:
         os.write(fd, data)
         os.fsync(fd)
+    except OSError:
+        os.unlink(tmp)
+        raise
     finally:
         os.close(fd)
     os.replace(tmp, target)
@@ -88,6 +94,33 @@ def write_marker(path: str, marker: Marker) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def reserve_path(path: str) -> str:
+    return path + RESERVE_SUFFIX
+
+
+def make_reserve(path: str) -> bool:
+    """Make sure the reserve file beside the outbox exists at full size; False when there is no
+    room for it (then nothing of it is left behind). It is what a full disk gives back so that
+    SQLite can checkpoint and evict old telemetry (see Outbox._disk_full)."""
+    target = reserve_path(path)
+    try:
+        if os.path.getsize(target) >= RESERVE_BYTES:
+            return True
+    except OSError:
+        pass
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.posix_fallocate(fd, 0, RESERVE_BYTES)
+        finally:
+            os.close(fd)
+        return True
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(target)
+        return False
 
 
 def quarantine(path: str) -> str:

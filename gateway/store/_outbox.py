@@ -8,6 +8,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -40,11 +41,14 @@ from gateway.store._epoch import (
     EPOCH_STATE_PREFIXES,
     KIND_DROPPED,
     KIND_NEW_EPOCH,
+    RESERVE_BYTES,
     Marker,
+    make_reserve,
     new_epoch,
     notice,
     quarantine,
     read_marker,
+    reserve_path,
     write_marker,
 )
 from gateway.store._errors import RecordError, SchemaVersionError, StoreBusyError, StoreError, StoreFullError
@@ -89,8 +93,11 @@ _INSERT_BLOCK = (
     "INSERT INTO reading_blocks (first_seq, last_seq, ts, codec, body, raw_len) VALUES (?, ?, ?, ?, ?, ?)"
 )
 _TRIM_LOG_INTERVAL_S = 60.0
+_NOTICE_INTERVAL_S = 60.0  # a lane's trims are announced at most this often (merged ranges)
+_PENDING_PREFIX = "outbox.dropped_pending."  # + lane.reason, in `state`
 _MARKER_INTERVAL_S = 60.0  # the marker file is rewritten at most this often after commits
-_DISK_FULL_TRIES = 4  # evictions of old telemetry tried for one append on a full disk
+_DISK_FULL_TRIES = 4  # tries of one append on a full disk, each with a lower cap
+_FULL_CAP_STEP = 0.9  # the disk-full cap: 90 % of the pages used (again 90 % of that if still full)
 _CORRUPT = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
 _ADD_COUNTER = (
     "INSERT INTO counters (name, value) VALUES (?, ?) "
@@ -162,10 +169,12 @@ class Outbox:
         self._rows: dict[Lane, int] | None = None
         self._tx_rows: dict[Lane, int] = {}  # rows added (+) and removed (-) by the open transaction
         self._dropped_unlogged: dict[Lane, int] = {}
-        self._trim_logged_at = -math.inf
+        self._trim_logged_at = self._cap_logged_at = -math.inf
+        self._announced_at: dict[str, float] = {}  # monotonic time of the last notice per lane.reason
         self.undecodable = 0  # rows peek had to skip (damaged storage); see peek()
         self._undecodable_seqs: set[int] = set()
-        self.disk_full = False  # the last append found the disk full (cleared by one that fits)
+        self.disk_full = False  # an append found the disk full; cleared once there is room again
+        self._full_cap: int | None = None  # bytes the outbox may use while the disk is full
         self.quarantined: str | None = None  # where a corrupt file was moved at open, if it was
         self.last_event_seq = 0  # seq of the last row this process put into the event lane
         parent = os.path.dirname(os.path.abspath(self.path))
@@ -194,6 +203,7 @@ class Outbox:
             self._start_epoch(reason, marker)
         self._marker_at = -math.inf
         self._write_marker()
+        self._announce_pending()
         self._open = True
 
     def _connect(self) -> None:
@@ -260,8 +270,11 @@ class Outbox:
             log.error("outbox %s: new store epoch %s (was %s): %s", self.path, epoch, previous, reason)
 
     def _write_marker(self) -> None:
-        """Record epoch and next seq beside the file (see gateway.store._epoch); never raises."""
+        """Record epoch and next seq beside the file (see gateway.store._epoch), and make sure the
+        reserve file is there; never raises."""
         self._marker_at = time.monotonic()
+        if not self.disk_full:
+            make_reserve(self.path)
         try:
             write_marker(self.path, Marker(self.epoch, self._next_seq))
         except OSError as err:
@@ -306,7 +319,6 @@ class Outbox:
             # (Again after an eviction: its notice took a seq.)
             first = self._next_seq
             blocks = self._reading_blocks(readings, first) if readings else []
-            need = 64 * len(readings) + sum(map(len, bodies))  # about the bytes this append writes
             try:
                 self._append_rows(blocks, events, bodies, first, len(readings))
             except sqlite3.IntegrityError as err:  # defence in depth: check_storable refuses these first
@@ -315,12 +327,11 @@ class Outbox:
                 failure = _busy_or_store(self.path, err)
                 if not isinstance(failure, StoreFullError) or attempt == _DISK_FULL_TRIES:
                     raise failure from err
-                self._disk_full(failure, need << attempt)
+                self._disk_full(failure, attempt)
                 continue
             break
         if self.disk_full:
-            self.disk_full = False
-            log.warning("outbox %s: space again, commits go on", self.path)
+            self._after_disk_full()
         if self._marker_at + _MARKER_INTERVAL_S <= time.monotonic():
             self._write_marker()
         return (first, first + n - 1)
@@ -349,28 +360,38 @@ class Outbox:
             self._tx_next = first + nr + len(events)
             self._enforce_cap()
 
-    def _disk_full(self, err: StoreFullError, need: int) -> None:
-        """SQLITE_FULL: evict the oldest telemetry to make room (events stay), then retry the append.
+    def _disk_full(self, err: StoreFullError, attempt: int) -> None:
+        """SQLITE_FULL: make room, then the append is tried again.
 
-        Checkpoints first and after, so that the freed pages are reused inside the file and the -wal
-        file is reused from its start instead of growing."""
+        Gives back the reserve file (made at open), checkpoints (the WAL is then reused from its
+        start instead of growing) and caps the outbox below the pages it uses now: the size cap then
+        evicts the oldest telemetry (events stay) inside each append, as `disk_full` (counted,
+        announced), so that the file stops growing and freed pages are reused in place. Lifted once
+        the disk has room for the reserve again (`_after_disk_full`)."""
         if not self.disk_full:
             self.disk_full = True
-            log.error("outbox %s: disk full (%s): evicting the oldest telemetry", self.path, err.reason)
+            log.error("outbox %s: disk full (%s): evicting old telemetry to go on", self.path, err.reason)
+        with contextlib.suppress(OSError):
+            os.unlink(reserve_path(self.path))
         with contextlib.suppress(sqlite3.Error):
             self._conn.execute("PRAGMA wal_checkpoint(RESTART)")
-        blocks = max(4, math.ceil(max(need, 64 * 1024) / self._row_bytes[Lane.TELEMETRY]))
+        used = self._used_bytes()
+        if self._full_cap is None or attempt > 0:  # lower it again only when even that did not fit
+            self._full_cap = int(min(self._full_cap or used, used) * _FULL_CAP_STEP)
+
+    def _after_disk_full(self) -> None:
+        # Checkpoint after every commit while the disk is full, so that the WAL never grows.
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("PRAGMA wal_checkpoint(RESTART)")
         try:
-            with self._transaction():
-                cut = self._conn.execute(
-                    "SELECT first_seq FROM reading_blocks ORDER BY first_seq LIMIT 1 OFFSET ?", (blocks - 1,)
-                ).fetchone()
-                where, args = ("", ()) if cut is None else (" WHERE first_seq <= ?", (cut[0],))
-                self._drop(Lane.TELEMETRY, where, args, "disk_full")
-        except sqlite3.Error as drop_err:
-            log.error("outbox %s: disk full and nothing could be evicted: %s", self.path, drop_err)
-        with contextlib.suppress(sqlite3.Error):
-            self._conn.execute("PRAGMA wal_checkpoint(RESTART)")
+            st = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
+            room = st.f_bavail * st.f_frsize >= RESERVE_BYTES + MIB
+        except OSError:
+            room = False
+        if room and make_reserve(self.path):
+            self.disk_full = False
+            self._full_cap = None
+            log.warning("outbox %s: space again, the disk-full cap is lifted", self.path)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -420,18 +441,52 @@ class Outbox:
         conn.execute("UPDATE counters SET value = value + ? WHERE name = ?", (n, LANE_DROPPED_KEY[lane]))
         conn.execute(_ADD_COUNTER, (f"{DROPPED_BY_PREFIX}{reason}", n))
         self._tx_rows[lane] -= n
-        name = lane.name.lower()
-        attrs = {
-            "lane": name,
-            "first_seq": lo,
-            "last_seq": hi,
-            "count": n,
-            "reason": reason,
-            "epoch": self.epoch,
-        }
-        message = f"outbox dropped {n} {name} rows unsent, seq {lo}..{hi}: {reason}"
-        self._insert_notice(notice(KIND_DROPPED, Severity.WARNING, message, attrs))
+        self._announce(lane.name.lower(), reason, int(lo), int(hi), int(n))
         return deleted, int(n)
+
+    def _announce(self, lane: str, reason: str, first: int, last: int, n: int) -> None:
+        """Inside a transaction: the `outbox_dropped` event for a dropped range.
+
+        Damaged rows are announced at once. Trims (size cap, disk full) repeat with every few
+        appends while the outbox is full: their ranges are merged in the `state` table (durable,
+        in the same transaction) and announced at most once a minute per lane and reason, and
+        when the outbox opens or closes, so that notices never crowd out the events they make
+        room for. A merged range may hold seqs that were sent: the count says how many dropped."""
+        key = f"{_PENDING_PREFIX}{lane}.{reason}"
+        raw = self._conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        if raw is not None:
+            was = json.loads(raw[0])
+            first, last, n = min(first, was["first_seq"]), max(last, was["last_seq"]), n + was["count"]
+        now = time.monotonic()
+        if reason != "damaged" and now - self._announced_at.get(key, -math.inf) < _NOTICE_INTERVAL_S:
+            pending = json.dumps({"first_seq": first, "last_seq": last, "count": n})
+            self._conn.execute(_PUT_STATE, (key, pending))
+            return
+        self._announced_at[key] = now
+        self._conn.execute("DELETE FROM state WHERE key = ?", (key,))
+        attrs = {"lane": lane, "first_seq": first, "last_seq": last, "count": n, "reason": reason}
+        attrs["epoch"] = self.epoch
+        message = f"outbox dropped {n} {lane} rows unsent, seq {first}..{last}: {reason}"
+        self._insert_notice(notice(KIND_DROPPED, Severity.WARNING, message, attrs))
+
+    def _announce_pending(self) -> None:
+        """Announce the merged drops not announced yet (at open and at close); never raises."""
+        try:
+            pending = self._conn.execute(
+                "SELECT key, value FROM state WHERE substr(key, 1, ?) = ?",
+                (len(_PENDING_PREFIX), _PENDING_PREFIX),
+            ).fetchall()
+            if not pending:
+                return
+            with self._transaction():
+                for key, value in pending:
+                    lane, reason = str(key)[len(_PENDING_PREFIX) :].split(".", 1)
+                    was = json.loads(value)
+                    self._announced_at.pop(key, None)
+                    self._conn.execute("DELETE FROM state WHERE key = ?", (key,))
+                    self._announce(lane, reason, was["first_seq"], was["last_seq"], was["count"])
+        except (sqlite3.Error, ValueError, KeyError, TypeError) as err:
+            log.error("outbox %s: cannot announce the dropped ranges: %r", self.path, err)
 
     def _count(self, lane: Lane, delta: int) -> None:
         if self._rows is not None:
@@ -460,12 +515,16 @@ class Outbox:
     def _enforce_cap(self) -> None:
         """Inside the append's transaction: drop oldest telemetry, then oldest events, until the
         used pages fit under the cap again. Drops are counted in the same transaction."""
+        cap, reason, target = self.max_bytes, "size_cap", int(self.max_bytes * _TRIM_TARGET)
+        if self._full_cap is not None and self._full_cap < cap:
+            # Far below: on a full disk each trim frees half the room (and costs one notice).
+            cap, reason, target = self._full_cap, "disk_full", self._full_cap // 2
         used = self._used_bytes()
-        if used <= self.max_bytes:
+        if used <= cap:
             return
-        target = int(self.max_bytes * _TRIM_TARGET)
         conn = self._conn
-        for lane in (Lane.TELEMETRY, Lane.EVENT):
+        # A full disk never costs an event: only telemetry makes room for it.
+        for lane in (Lane.TELEMETRY,) if reason == "disk_full" else (Lane.TELEMETRY, Lane.EVENT):
             table, key = LANE_TABLE[lane], LANE_KEY[lane]
             while used > target:
                 excess = used - target
@@ -479,7 +538,7 @@ class Outbox:
                 where, args = (
                     (f" WHERE {key} < ?", (before,)) if cut is None else (f" WHERE {key} <= ?", (cut[0],))
                 )
-                deleted, dropped = self._drop(lane, where, args, "size_cap")
+                deleted, dropped = self._drop(lane, where, args, reason)
                 if deleted <= 0:
                     break
                 self._log_trim(lane, dropped)
@@ -493,9 +552,13 @@ class Outbox:
                 used = now
             if used <= target:
                 return
-        if used > self.max_bytes:
+        if used > cap and time.monotonic() - self._cap_logged_at >= _TRIM_LOG_INTERVAL_S:
+            self._cap_logged_at = time.monotonic()
             log.error(
-                "outbox %s: %d bytes used with both lanes empty (cap %d)", self.path, used, self.max_bytes
+                "outbox %s: %d bytes used, more than the cap %d, with nothing left to drop",
+                self.path,
+                used,
+                cap,
             )
 
     def _log_trim(self, lane: Lane, dropped: int) -> None:
@@ -846,6 +909,7 @@ class Outbox:
         Any later call raises StoreError (sqlite3 refuses a closed connection)."""
         if self._open:
             self._open = False
+            self._announce_pending()
             self._write_marker()
         self._conn.close()
 

@@ -225,12 +225,13 @@ class PlatformStore:
             views = [v for v in views if v.epoch == epoch]
         return views[-1] if views else None
 
-    def reading_seqs(self, gateway_id: str) -> list[int]:
-        """Seqs of stored readings in the order they first arrived."""
+    def reading_seqs(self, gateway_id: str, epoch: str | None = None) -> list[int]:
+        """Seqs of stored readings in the order they first arrived (of one store epoch, or all)."""
+        where, args = ("", (gateway_id,)) if epoch is None else (" AND epoch=?", (gateway_id, epoch))
         return [
             s
             for (s,) in self._conn.execute(
-                "SELECT seq FROM readings WHERE gateway_id=? ORDER BY arrival, seq", (gateway_id,)
+                f"SELECT seq FROM readings WHERE gateway_id=?{where} ORDER BY arrival, seq", args
             )
         ]
 

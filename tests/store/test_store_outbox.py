@@ -247,7 +247,11 @@ def test_retention_drops_oldest_telemetry_first_then_events_counted(db: Path) ->
         s = ob.stats()
         tele, ev = s.lane(Lane.TELEMETRY), s.lane(Lane.EVENT)
         notices = [r.record for r in ob.peek(Lane.EVENT) if r.record.kind == "outbox_dropped"]
+        assert len(notices) == 1  # trims repeat: merged, announced at most once a minute ...
         assert tele.dropped > 0 and ev.dropped == 0 and ev.rows == 20 + len(notices)
+    with Outbox(db, max_bytes=cap, synchronous="normal") as ob:  # ... and when the outbox opens
+        notices = [r.record for r in ob.peek(Lane.EVENT) if r.record.kind == "outbox_dropped"]
+        assert len(notices) == 2
         assert tele.rows + tele.dropped == appended  # every reading is either queued or counted
         # ... and every drop is announced in the event lane with its seq range and count.
         assert sum(n.attrs["count"] for n in notices) == tele.dropped == s.dropped_by["size_cap"]  # type: ignore[union-attr]
@@ -348,21 +352,22 @@ def test_a_damaged_row_is_skipped_not_fatal(db: Path, damage: str) -> None:
 def test_disk_full_is_transient_and_leaves_nothing_half_written(db: Path) -> None:
     """SQLite's own page limit gives the same SQLITE_FULL a full disk gives."""
     with Outbox(db, synchronous="normal") as ob:
-        ob.append([reading(0)], [])
+        ob.append([reading(i) for i in range(3)], [])
         pages = ob._conn.execute("PRAGMA page_count").fetchone()[0]
         ob._conn.execute(f"PRAGMA max_page_count = {pages + 2}")
-        with pytest.raises(StoreFullError):
+        with pytest.raises(StoreFullError):  # far too big to fit, even with old telemetry evicted
             ob.append([reading(i, device=f"dev-{i}") for i in range(5000)], [event(1)])
-        # Nothing of the append was written; the old telemetry was evicted to make room, announced.
-        assert ob.peek(Lane.TELEMETRY) == [] and ob.disk_full
+        # Nothing of the append was written, nothing evicted for it (that rolled back with it).
+        assert [r.seq for r in ob.peek(Lane.TELEMETRY)] == [1, 2, 3] and ob.peek(Lane.EVENT) == []
+        assert ob.next_seq == 4 and ob.disk_full and ob.stats().state == "disk_full"
+        # While the disk is full, an alarm evicts the oldest telemetry, announced; seqs go on.
+        assert ob.append([], [event(2)]) == (4, 4)
         notices = [r for r in ob.peek(Lane.EVENT) if r.record.kind == "outbox_dropped"]
-        assert [(r.seq, r.record.attrs["first_seq"], r.record.attrs["reason"]) for r in notices] == [
-            (2, 1, "disk_full")
-        ]  # type: ignore[union-attr]
-        assert ob.next_seq == 3 and ob.stats().state == "disk_full"
-        ob._conn.execute("PRAGMA max_page_count = 1073741823")  # space again
-        assert ob.append([reading(1, device="dev-1")], [event(2)]) == (3, 4)  # no seq lost or reused
-        assert not ob.disk_full
+        announced = [(r.seq, r.record.attrs["first_seq"], r.record.attrs["reason"]) for r in notices]  # type: ignore[union-attr]
+        assert announced == [(5, 1, "disk_full")] and ob.peek(Lane.TELEMETRY) == []
+        ob._conn.execute("PRAGMA max_page_count = 1073741823")  # space again (and room on the real disk)
+        assert ob.append([reading(1, device="dev-1")], [event(3)]) == (6, 7)  # no seq lost or reused
+        assert not ob.disk_full and ob.stats().state == "ok"
         assert ob.peek(Lane.TELEMETRY)[-1].record == reading(1, device="dev-1")
 
 
