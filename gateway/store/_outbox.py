@@ -891,6 +891,8 @@ class Outbox:
         return self._next_seq
 
     def stats(self) -> StoreStats:
+        if self.disk_full:  # space may be back although nothing was appended since
+            self._after_disk_full()
         try:
             self._conn.execute("BEGIN")
             try:

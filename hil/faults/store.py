@@ -38,9 +38,11 @@ GW = "gw-store-fault"
 class Peer:
     """The integration tests' pymodbus server (holding register 0 counts up), as a process."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(PEER), "--units", "3"], stdout=subprocess.PIPE, text=True
+            [sys.executable, str(PEER), "--units", "3", "--port", str(port)],
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert self.proc.stdout is not None
         self.port = int(self.proc.stdout.readline())
@@ -51,8 +53,8 @@ class Peer:
 
 
 @contextlib.contextmanager
-def modbus_peer() -> Iterator[Peer]:
-    peer = Peer()
+def modbus_peer(port: int = 0) -> Iterator[Peer]:
+    peer = Peer(port)
     try:
         yield peer
     finally:
@@ -378,7 +380,7 @@ def fill(disk: Path) -> Path:
     "store.disk_full",
     area="store",
     promise="on a full disk the oldest telemetry is evicted (announced, counted) to store alarms, "
-    "nothing waits in RAM for long, the state shows in status; commits resume when space is back",
+    "nothing waits in RAM for long, the state shows in status; telemetry is stored again when space is back",
     timeout_s=240.0,
 )
 async def disk_full(work: Path) -> str:
@@ -387,7 +389,8 @@ async def disk_full(work: Path) -> str:
     with small_disk(work / "disk", "6m") as disk:
         db = disk / "gw.db"
         with modbus_peer() as peer:
-            gw = Gateway(write_config(work, peer.port, db=str(db)))
+            port = peer.port
+            gw = Gateway(write_config(work, port, db=str(db)))
             gw.start()
             try:
                 await until(lambda: db.exists() and len(blocks_in(db)) >= 50, "telemetry stored", gw)
@@ -410,6 +413,9 @@ async def disk_full(work: Path) -> str:
                 raise Broken(f"no telemetry evicted for the alarms: {store}")
             filler.unlink()  # space again
             await until(lambda: _state_ok(gw), "the store back to ok", gw)
+            seq = int(store["next_seq"])
+            with modbus_peer(port) as _:  # the devices are back: telemetry is stored again
+                await until(lambda: _next_seq_above(gw, seq + 200), "telemetry stored after recovery", gw)
         finally:
             await gw.stop()
         events = [r.record for r in read_rows(db, Lane.EVENT, limit=10_000)]
