@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 _RETRY_INITIAL_S = 0.5
 _RETRY_MAX_S = 30.0
+_EVENT_RETRY_MAX_S = 2.0  # while events wait in memory
 _REJECT_LOG_FIRST = 10  # then one line per _REJECT_LOG_EVERY rejected records
 _REJECT_LOG_EVERY = 1000
 
@@ -164,8 +165,10 @@ class OutboxWriter:
                     await self._commit(force=False)
                     retry_s = _RETRY_INITIAL_S
                 except Exception:  # the store's GatewayError, or a bug: keep the data, retry later
-                    log.exception("outbox commit failed; retrying in %.1f s", retry_s)
-                    await asyncio.sleep(retry_s)
+                    # Events held in memory are retried often: they must not wait there for long.
+                    wait_s = min(retry_s, _EVENT_RETRY_MAX_S) if self._events else retry_s
+                    log.exception("outbox commit failed; retrying in %.1f s", wait_s)
+                    await asyncio.sleep(wait_s)
                     retry_s = min(retry_s * 2, _RETRY_MAX_S)
         except asyncio.CancelledError:
             await self._stop()
