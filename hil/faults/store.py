@@ -381,6 +381,7 @@ def fill(disk: Path) -> Path:
     area="store",
     promise="on a full disk the oldest telemetry is evicted (announced, counted) to store alarms, "
     "nothing waits in RAM for long, the state shows in status; telemetry is stored again when space is back",
+    slow=True,  # ~45 s (devices must go offline and come back); tests/store/test_store_real.py runs it
     timeout_s=240.0,
 )
 async def disk_full(work: Path) -> str:
