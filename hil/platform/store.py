@@ -77,6 +77,10 @@ class PlatformStore:
         self.path = str(path)
         self._conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
         self._conn.executescript(SCHEMA)
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(readings)")}
+        if "epoch" not in columns:
+            self._conn.close()
+            raise ValueError(f"{self.path} was made before store epochs: start a new platform database")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._lock = threading.Lock()
 
