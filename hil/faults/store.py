@@ -62,7 +62,12 @@ def modbus_peer(port: int = 0) -> Iterator[Peer]:
 
 
 def write_config(
-    work: Path, port: int, *, db: str = "var/gw.db", broker: MosquittoBroker | None = None
+    work: Path,
+    port: int,
+    *,
+    db: str = "var/gw.db",
+    broker: MosquittoBroker | None = None,
+    commit_ms: int = 20,
 ) -> Path:
     (work / "profiles").mkdir(parents=True, exist_ok=True)
     (work / "profiles" / "fault-counter.toml").write_text(
@@ -86,7 +91,7 @@ def write_config(
         org = {{ city = "310100", district = "310106", street = "310106013" }}
         [store]
         path = "{db}"
-        commit_interval_ms = 20
+        commit_interval_ms = {commit_ms}
         [control]
         socket = "var/gw.sock"
         [log]
@@ -222,9 +227,10 @@ async def damaged_page(work: Path) -> str:
     db = work / "var" / "gw.db"
     with modbus_peer() as peer:
         port = peer.port
-        gw = Gateway(write_config(work, port))
-        async with running(gw):  # no uplink yet: the telemetry waits in the outbox
-            await until(lambda: len(blocks_in(db)) >= 30 if db.exists() else False, "30 telemetry blocks", gw)
+        # No uplink yet: the telemetry waits in the outbox, in blocks of a few dozen readings.
+        gw = Gateway(write_config(work, port, commit_ms=400))
+        async with running(gw):
+            await until(lambda: db.exists() and len(blocks_in(db)) >= 12, "12 telemetry blocks", gw)
         blocks = blocks_in(db)
         first, last, body = blocks[len(blocks) // 2]
         data = bytearray(db.read_bytes())
