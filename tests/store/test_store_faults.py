@@ -150,3 +150,25 @@ async def test_async_outbox_tells_readers_of_its_notices(tmp_path: Path) -> None
             )
         drops = [r for r in await ob.peek(Lane.EVENT) if r.record.kind == "outbox_dropped"]
         assert drops and (Lane.EVENT, drops[-1].seq) in heard
+
+
+def test_a_file_failing_the_integrity_check_is_moved_aside(tmp_path: Path) -> None:
+    db = tmp_path / "o.db"
+    with Outbox(db, synchronous="normal") as ob:
+        old = ob.epoch
+        for i in range(50):
+            ob.append([Reading(f"m{j}", "p", float(j), "", 1e9) for j in range(200 * i, 200 * i + 200)], [])
+        page_size = ob._page_size
+        root = ob._conn.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'reading_blocks'"
+        ).fetchone()[0]
+    data = bytearray(db.read_bytes())
+    at = (root - 1) * page_size
+    data[at] = 0x07  # not a b-tree page type: SQLite opens the file, its check (or first read) fails
+    db.write_bytes(bytes(data))
+    with Outbox(db, synchronous="normal") as ob:
+        assert ob.quarantined is not None and ob.epoch != old
+        (said,) = notices(ob, "outbox_new_epoch")
+        assert said["previous_epoch"] == old and said["reason"] == "corrupt outbox quarantined"
+        assert said["first_seq"] == 10_001  # seq goes on from the marker
+    assert Path(f"{ob.quarantined}").read_bytes() == bytes(data)
