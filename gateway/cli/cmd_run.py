@@ -143,6 +143,14 @@ def show_status(st: dict[str, Any]) -> None:
             for lane in store.get("lanes", [])
         )
         console.print(f"outbox: {lanes}; file {store.get('file_bytes', 0) / 1e6:.1f} MB", highlight=False)
+        state = store.get("state", "ok")
+        mark = "green" if state == "ok" else "red"
+        by = ", ".join(f"{k} {v}" for k, v in (store.get("dropped_by") or {}).items()) or "none"
+        console.print(
+            f"outbox state [{mark}]{state}[/], epoch {store.get('epoch') or '-'}, dropped unsent: {by}"
+            + (f", corrupt file moved to {store['quarantined']}" if store.get("quarantined") else ""),
+            highlight=False,
+        )
     up = st.get("uplink")
     if up is None:
         console.print("uplink: not configured", highlight=False)

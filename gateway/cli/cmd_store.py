@@ -119,7 +119,7 @@ def stats_command(config_path: Path, db_path: Path | None, as_json: bool) -> Non
     table.add_column("lane")
     table.add_column("rows", justify="right")
     table.add_column("oldest", justify="right")
-    table.add_column("dropped (size cap)", justify="right")
+    table.add_column("dropped unsent", justify="right")
     for lane in doc["lanes"]:
         dropped = lane["dropped"]
         table.add_row(
@@ -131,9 +131,12 @@ def stats_command(config_path: Path, db_path: Path | None, as_json: bool) -> Non
     console.print(table)
     console.print(
         f"file {_human_bytes(stats.file_bytes)} (+ WAL {_human_bytes(stats.wal_bytes)}), "
-        f"schema version {stats.schema_version}, next seq {stats.next_seq:,}",
+        f"schema version {stats.schema_version}, next seq {stats.next_seq:,}, epoch {stats.epoch or '-'}",
         highlight=False,
     )
+    if stats.dropped_by:
+        by = ", ".join(f"{reason} {n:,}" for reason, n in sorted(stats.dropped_by.items()))
+        console.print(f"dropped unsent by reason: {by}", highlight=False)
 
 
 def row_document(row: OutboxRow) -> dict[str, Any]:

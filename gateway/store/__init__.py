@@ -14,8 +14,9 @@ from gateway.store._blocks import (
     reading_fragment,
     split_fragments,
 )
+from gateway.store._codec import unstorable
 from gateway.store._config import StoreConfig
-from gateway.store._errors import RecordError, SchemaVersionError, StoreBusyError, StoreError
+from gateway.store._errors import RecordError, SchemaVersionError, StoreBusyError, StoreError, StoreFullError
 from gateway.store._outbox import Outbox, OutboxRow
 from gateway.store._readonly import read_rows, read_stats
 from gateway.store._schema import BLOCK_READINGS
@@ -38,6 +39,7 @@ __all__ = [
     "StoreBusyError",
     "StoreConfig",
     "StoreError",
+    "StoreFullError",
     "StoreStats",
     "TelemetryBlock",
     "TelemetryCursor",
@@ -47,4 +49,5 @@ __all__ = [
     "reading_fragment",
     "schema_version",
     "split_fragments",
+    "unstorable",
 ]

@@ -47,6 +47,7 @@ class AsyncOutbox:
         self._executor: ThreadPoolExecutor | None = None
         self._outbox: Outbox | None = None
         self._callbacks: list[CommitCallback] = []
+        self._event_seq_told = 0  # the last event-lane seq the callbacks heard of
 
     @classmethod
     def from_config(cls, config: StoreConfig, *, block_readings: int = BLOCK_READINGS) -> AsyncOutbox:
@@ -105,7 +106,13 @@ class AsyncOutbox:
             raise StoreError(self.path, "outbox is not open")
         # shield: a cancelled caller must not leave us unsure whether a commit happened; the
         # thread finishes the call either way and the result is simply not awaited.
-        return await asyncio.shield(asyncio.get_running_loop().run_in_executor(self._executor, fn))
+        result = await asyncio.shield(asyncio.get_running_loop().run_in_executor(self._executor, fn))
+        # The outbox's own notices (new epoch, dropped ranges) may come from any call: tell readers.
+        ob = self._outbox
+        if ob is not None and ob.last_event_seq > self._event_seq_told:
+            self._event_seq_told = ob.last_event_seq
+            self._notify(Lane.EVENT, ob.last_event_seq)
+        return result
 
     def _ob(self) -> Outbox:
         if self._outbox is None:
@@ -119,12 +126,9 @@ class AsyncOutbox:
     async def append(self, readings: Sequence[Reading], events: Sequence[Event]) -> tuple[int, int]:
         """`Outbox.append` on the worker thread, then the on_commit callbacks (events lane first)."""
         ob = self._ob()
-        first, last = await self._run(functools.partial(ob.append, readings, events))
-        if last >= first and self._callbacks:
-            if events:
-                self._notify(Lane.EVENT, last)
-            if readings:
-                self._notify(Lane.TELEMETRY, first + len(readings) - 1)
+        first, last = await self._run(functools.partial(ob.append, readings, events))  # tells the events
+        if last >= first and readings:
+            self._notify(Lane.TELEMETRY, first + len(readings) - 1)
         return first, last
 
     def _notify(self, lane: Lane, seq: int) -> None:
@@ -178,6 +182,11 @@ class AsyncOutbox:
         """StateStore.put: set a small durable value; committed when this returns."""
         ob = self._ob()
         await self._run(functools.partial(ob.put_state, key, value))
+
+    @property
+    def epoch(self) -> str:
+        """The store epoch: every message the uplink sends carries it (gateway.store._epoch)."""
+        return self._ob().epoch
 
     @property
     def next_seq(self) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from gateway.api import Event, EventState, Quality, Reading, Severity, Value
@@ -42,6 +43,72 @@ def encode_value(value: Value) -> tuple[int, Value]:
             return NAN, None
         return NATIVE, float(value)
     raise RecordError("reading value", f"unsupported type {type(value).__name__}: {value!r}")
+
+
+# What a record may hold to be stored (and sent): beyond these it is refused at the boundary.
+MAX_ID_CHARS = 1024  # device_id, point, unit, kind, rule, event id
+MAX_TEXT_CHARS = 8192  # a string value, an event message
+MAX_ATTRS_CHARS = 16384  # an event's attrs as JSON
+MAX_TS = 253402300799.0  # 9999-12-31T23:59:59Z: beyond it no ISO 8601 time can be written
+_ID_FIELDS = {Reading: ("device_id", "point", "unit"), Event: ("device_id", "kind", "rule", "id")}
+
+
+def unstorable(record: Reading | Event) -> str | None:
+    """Why `record` cannot be stored, or None when it can: THE definition of storable.
+
+    The writer refuses (and counts) such a record at its door, and `Outbox.append` refuses it with
+    a RecordError before touching the file: one bad record never blocks the others. A reading's
+    NaN or infinite value is storable (sent as null, its quality says why); its time is not."""
+    ts = getattr(record, "ts", None)
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not 0.0 <= ts <= MAX_TS:
+        return f"ts {ts!r} is not a time (finite seconds since 1970, before year 10000)"
+    for name in _ID_FIELDS.get(type(record), ()):
+        text = getattr(record, name)
+        if not isinstance(text, str) or len(text) > MAX_ID_CHARS:
+            return f"{name} is not a string of at most {MAX_ID_CHARS} characters"
+    value = record.value
+    if isinstance(value, str) and len(value) > MAX_TEXT_CHARS:
+        return f"string value longer than {MAX_TEXT_CHARS} characters"
+    if isinstance(record, Reading):
+        if not isinstance(record.quality, Quality):
+            return f"quality {record.quality!r} is not a Quality"
+        try:
+            encode_value(value)
+        except RecordError as err:
+            return err.reason
+        return None
+    if value is not None and not isinstance(value, bool | int | float | str):
+        return f"event value of type {type(value).__name__} is not a scalar"
+    if not isinstance(record.message, str) or len(record.message) > MAX_TEXT_CHARS:
+        return f"message is not a string of at most {MAX_TEXT_CHARS} characters"
+    if not isinstance(record.attrs, dict):
+        return "attrs is not a mapping"
+    try:
+        state, severity = EventState(record.state), Severity(record.severity)
+        del state, severity
+        attrs = json.dumps(record.attrs, ensure_ascii=False, allow_nan=True)
+    except (TypeError, ValueError, RecursionError) as err:
+        return f"attrs, state or severity not storable: {err}"
+    if len(attrs) > MAX_ATTRS_CHARS:
+        return f"attrs longer than {MAX_ATTRS_CHARS} characters as JSON"
+    return None
+
+
+def check_storable(records: Sequence[Reading] | Sequence[Event]) -> None:
+    """Raise RecordError naming the first record that `unstorable` refuses."""
+    for r in records:
+        why = unstorable(r)
+        if why is not None:
+            raise RecordError(_what(r), why)
+
+
+def _what(r: Reading | Event) -> str:
+    def short(name: str) -> str:
+        return str(getattr(r, name, "?"))[:64]
+
+    if isinstance(r, Event):
+        return f"event {short('id')} ({short('kind')} on {short('device_id')})"
+    return f"reading {short('device_id')}/{short('point')}"
 
 
 def decode_value(code: int, raw: Any) -> Value:

@@ -41,3 +41,7 @@ class RecordError(PermanentError):
         self.what = what
         self.reason = reason
         super().__init__(f"{what}: {reason}")
+
+
+class StoreFullError(StoreBusyError):
+    """SQLite reported the disk (or the file system's quota) full: SQLITE_FULL."""

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import dataclasses
 import logging
 import math
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 from gateway.api import Event, Reading
 from gateway.store._blocks import (
@@ -32,14 +32,14 @@ from gateway.store._blocks import (
     join_fragments,
     split_fragments,
 )
-from gateway.store._codec import decode_event, encode_event
+from gateway.store._codec import check_storable, decode_event, encode_event
 from gateway.store._config import MIB
-from gateway.store._errors import RecordError, SchemaVersionError, StoreBusyError, StoreError
-from gateway.store._schema import BLOCK_READINGS, current_version, latest_version, migrate
+from gateway.store._epoch import RESERVE_BYTES, make_reserve, reserve_path
+from gateway.store._errors import RecordError, StoreFullError
+from gateway.store._file import PUT_STATE, OutboxFile, Synchronous, busy_or_store
+from gateway.store._schema import BLOCK_READINGS
 from gateway.store._stats import (
-    LANE_DROPPED_KEY,
     LANE_KEY,
-    LANE_ROWS,
     LANE_TABLE,
     Lane,
     StoreStats,
@@ -47,8 +47,6 @@ from gateway.store._stats import (
 )
 
 log = logging.getLogger(__name__)
-
-Synchronous = Literal["normal", "full"]
 
 # Trim a little below the cap so that a full outbox does not trim on every single append.
 _TRIM_TARGET = 0.98
@@ -74,18 +72,9 @@ _INSERT_BLOCK = (
     "INSERT INTO reading_blocks (first_seq, last_seq, ts, codec, body, raw_len) VALUES (?, ?, ?, ?, ?, ?)"
 )
 _TRIM_LOG_INTERVAL_S = 60.0
-_PUT_STATE = (
-    "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-)
-
-
-def _storable(r: Reading) -> bool:
-    try:
-        encode_block(0, [r])
-        float(r.ts)
-    except (AttributeError, TypeError, KeyError, ValueError, OverflowError):
-        return False
-    return True
+_MARKER_INTERVAL_S = 60.0  # the marker file is rewritten at most this often after commits
+_DISK_FULL_TRIES = 4  # tries of one append on a full disk, each with a lower cap
+_FULL_CAP_STEP = 0.9  # the disk-full cap: 90 % of the pages used (again 90 % of that if still full)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,19 +87,7 @@ class OutboxRow:
     record: Reading | Event
 
 
-def _busy_or_store(path: str, err: sqlite3.Error) -> StoreError | StoreBusyError:
-    """Classify a SQLite error: locked/full/IO may pass, the rest will not."""
-    code = getattr(err, "sqlite_errorcode", None)
-    transient = {
-        getattr(sqlite3, n, -1)
-        for n in ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_CANTOPEN")
-    }
-    if code is not None and (code & 0xFF) in transient:
-        return StoreBusyError(path, str(err))
-    return StoreError(path, str(err))
-
-
-class Outbox:
+class Outbox(OutboxFile):
     """Durable, ordered queue of readings (telemetry lane) and events (event lane).
 
     - `seq`: one counter per gateway across both lanes, strictly increasing, kept in the file, so
@@ -131,60 +108,17 @@ class Outbox:
         synchronous: Synchronous = "full",
         block_readings: int = BLOCK_READINGS,
     ) -> None:
-        self.path = os.fspath(path)
         self.max_bytes = max_bytes
-        self.synchronous = synchronous
         if block_readings < 1:
             raise ValueError("block_readings must be >= 1")
         self.block_readings = block_readings
         self._row_bytes = dict(_ROW_BYTES_GUESS)
-        # Rows per lane, counted once on the first stats() and kept up to date after (a count(*)
-        # of a full outbox is a scan of the table, which would stall commits on a Pi).
-        self._rows: dict[Lane, int] | None = None
-        self._trimmed: dict[Lane, int] = {}
         self._dropped_unlogged: dict[Lane, int] = {}
-        self._trim_logged_at = -math.inf
+        self._trim_logged_at = self._cap_logged_at = -math.inf
         self.undecodable = 0  # rows peek had to skip (damaged storage); see peek()
         self._undecodable_seqs: set[int] = set()
-        parent = os.path.dirname(os.path.abspath(self.path))
-        try:
-            os.makedirs(parent, exist_ok=True)
-        except OSError as err:
-            raise StoreError(self.path, f"cannot create directory {parent}: {err.strerror}") from err
-        try:
-            self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
-        except sqlite3.Error as err:
-            raise StoreError(self.path, f"cannot open: {err}") from err
-        try:
-            self._setup()
-        except sqlite3.DatabaseError as err:
-            self._conn.close()
-            raise StoreError(self.path, f"not a usable outbox file: {err}") from err
-        except BaseException:
-            self._conn.close()
-            raise
-
-    def _setup(self) -> None:
-        conn = self._conn
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise StoreError(self.path, f"cannot switch to WAL mode (got {mode})")
-        conn.execute(f"PRAGMA synchronous = {'FULL' if self.synchronous == 'full' else 'NORMAL'}")
-        # Keep the -wal file from growing without bound after a large burst.
-        conn.execute(f"PRAGMA journal_size_limit = {8 * MIB:d}")
-        found = current_version(conn)
-        if found > latest_version():
-            raise SchemaVersionError(self.path, found, latest_version())
-        applied = migrate(conn)
-        if applied:
-            log.info("outbox %s: schema migrated to version %d", self.path, applied[-1])
-        self._page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-        self._next_seq = self._counter("next_seq")
-
-    def _counter(self, name: str) -> int:
-        return int(self._conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0])
-
-    # -- writing -----------------------------------------------------------------------------
+        self._full_cap: int | None = None  # bytes the outbox may use while the disk is full
+        super().__init__(path, synchronous=synchronous)
 
     def append(self, readings: Sequence[Reading], events: Sequence[Event]) -> tuple[int, int]:
         """Store readings then events in ONE transaction; returns (first_seq, last_seq).
@@ -195,42 +129,87 @@ class Outbox:
         n = len(readings) + len(events)
         if n == 0:
             return (0, -1)
-        # Encode everything first: a bad record fails the call before anything is written.
+        # Check and encode everything first: a bad record fails the call before anything is written.
+        check_storable(readings)
+        check_storable(events)
         bodies = [encode_event(e) for e in events]
-        first = self._next_seq
-        blocks = self._reading_blocks(readings, first) if readings else []
-        conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            self._trimmed = {}
+        for attempt in range(_DISK_FULL_TRIES + 1):
+            # (Again after an eviction: its notice took a seq.)
+            first = self._next_seq
+            blocks = self._reading_blocks(readings, first) if readings else []
             try:
-                if blocks:
-                    conn.executemany(_INSERT_BLOCK, blocks)
-                if events:
-                    start = first + len(readings)
-                    conn.executemany(
-                        "INSERT INTO events (seq, ts, body) VALUES (?, ?, ?)",
-                        [(start + i, e.ts, b) for i, (e, b) in enumerate(zip(events, bodies, strict=True))],
-                    )
-                conn.execute("UPDATE counters SET value = ? WHERE name = 'next_seq'", (first + n,))
-                self._enforce_cap()
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except sqlite3.IntegrityError as err:  # e.g. an event whose ts is None
-            raise RecordError("reading or event", f"not storable: {err}") from err
-        except sqlite3.Error as err:
-            raise _busy_or_store(self.path, err) from err
-        self._next_seq = first + n
-        self._count(Lane.TELEMETRY, len(readings) - self._trimmed.get(Lane.TELEMETRY, 0))
-        self._count(Lane.EVENT, len(events) - self._trimmed.get(Lane.EVENT, 0))
+                self._append_rows(blocks, events, bodies, first, len(readings))
+            except sqlite3.IntegrityError as err:  # defence in depth: check_storable refuses these first
+                raise RecordError("reading or event", f"not storable: {err}") from err
+            except sqlite3.Error as err:
+                failure = busy_or_store(self.path, err)
+                if not isinstance(failure, StoreFullError) or attempt == _DISK_FULL_TRIES:
+                    raise failure from err
+                self._disk_full(failure, attempt)
+                continue
+            break
+        if self.disk_full:
+            self._after_disk_full()
+        if self._marker_at + _MARKER_INTERVAL_S <= time.monotonic():
+            self._write_marker()
         return (first, first + n - 1)
 
-    def _count(self, lane: Lane, delta: int) -> None:
-        if self._rows is not None:
-            self._rows[lane] += delta
+    def _append_rows(
+        self,
+        blocks: list[tuple[object, ...]],
+        events: Sequence[Event],
+        bodies: list[str],
+        first: int,
+        nr: int,
+    ) -> None:
+        with self._transaction():
+            conn = self._conn
+            if blocks:
+                conn.executemany(_INSERT_BLOCK, blocks)
+                self._tx_rows[Lane.TELEMETRY] += nr
+            if events:
+                start = first + nr
+                conn.executemany(
+                    "INSERT INTO events (seq, ts, body) VALUES (?, ?, ?)",
+                    [(start + i, e.ts, b) for i, (e, b) in enumerate(zip(events, bodies, strict=True))],
+                )
+                self._tx_rows[Lane.EVENT] += len(events)
+                self.last_event_seq = start + len(events) - 1
+            self._tx_next = first + nr + len(events)
+            self._enforce_cap()
+
+    def _disk_full(self, err: StoreFullError, attempt: int) -> None:
+        """SQLITE_FULL: make room, then the append is tried again.
+
+        Gives back the reserve file (made at open), checkpoints (the WAL is then reused from its
+        start instead of growing) and caps the outbox below the pages it uses now: the size cap then
+        evicts the oldest telemetry (events stay) inside each append, as `disk_full` (counted,
+        announced), so that the file stops growing and freed pages are reused in place. Lifted once
+        the disk has room for the reserve again (`_after_disk_full`)."""
+        if not self.disk_full:
+            self.disk_full = True
+            log.error("outbox %s: disk full (%s): evicting old telemetry to go on", self.path, err.reason)
+        with contextlib.suppress(OSError):
+            os.unlink(reserve_path(self.path))
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("PRAGMA wal_checkpoint(RESTART)")
+        used = self._used_bytes()
+        if self._full_cap is None or attempt > 0:  # lower it again only when even that did not fit
+            self._full_cap = int(min(self._full_cap or used, used) * _FULL_CAP_STEP)
+
+    def _after_disk_full(self) -> None:
+        # Checkpoint after every commit while the disk is full, so that the WAL never grows.
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("PRAGMA wal_checkpoint(RESTART)")
+        try:
+            st = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
+            room = st.f_bavail * st.f_frsize >= RESERVE_BYTES + MIB
+        except OSError:
+            room = False
+        if room and make_reserve(self.path):
+            self.disk_full = False
+            self._full_cap = None
+            log.warning("outbox %s: space again, the disk-full cap is lifted", self.path)
 
     def _reading_blocks(self, readings: Sequence[Reading], first: int) -> list[tuple[object, ...]]:
         # Rendered and compressed here, once (gateway.store._blocks): the drain sends these bytes.
@@ -243,58 +222,57 @@ class Outbox:
                 body, raw_len = encode_block(start, part)
                 ts = float(part[0].ts)
             except (AttributeError, TypeError, KeyError, ValueError, OverflowError) as err:
-                bad = next((r for r in part if not _storable(r)), part[0])
-                what = f"reading {getattr(bad, 'device_id', '?')}/{getattr(bad, 'point', '?')}"
-                raise RecordError(what, f"not storable: {err!r}") from err
+                raise RecordError("reading", f"not storable: {err!r}") from err
             out.append((start, start + len(part) - 1, ts, CODEC_JSON_V1_Z, body, raw_len))
         return out
-
-    def _used_bytes(self) -> int:
-        pages = self._conn.execute("PRAGMA page_count").fetchone()[0]
-        free = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
-        return int(pages - free) * self._page_size
 
     def _enforce_cap(self) -> None:
         """Inside the append's transaction: drop oldest telemetry, then oldest events, until the
         used pages fit under the cap again. Drops are counted in the same transaction."""
+        cap, reason, target = self.max_bytes, "size_cap", int(self.max_bytes * _TRIM_TARGET)
+        if self._full_cap is not None and self._full_cap < cap:
+            # Far below: on a full disk each trim frees half the room (and costs one notice).
+            cap, reason, target = self._full_cap, "disk_full", self._full_cap // 2
         used = self._used_bytes()
-        if used <= self.max_bytes:
+        if used <= cap:
             return
-        target = int(self.max_bytes * _TRIM_TARGET)
         conn = self._conn
-        for lane in (Lane.TELEMETRY, Lane.EVENT):
-            table, key, count = LANE_TABLE[lane], LANE_KEY[lane], LANE_ROWS[lane]
+        # A full disk never costs an event: only telemetry makes room for it.
+        for lane in (Lane.TELEMETRY,) if reason == "disk_full" else (Lane.TELEMETRY, Lane.EVENT):
+            table, key = LANE_TABLE[lane], LANE_KEY[lane]
             while used > target:
                 excess = used - target
                 n = max(4, math.ceil(excess / self._row_bytes[lane]))
+                # Rows of this transaction (the append, the notices of these drops) stay.
+                before = self._next_seq
                 cut = conn.execute(
-                    f"SELECT {key} FROM {table} ORDER BY {key} LIMIT 1 OFFSET ?", (n - 1,)
+                    f"SELECT {key} FROM {table} WHERE {key} < ? ORDER BY {key} LIMIT 1 OFFSET ?",
+                    (before, n - 1),
                 ).fetchone()
-                where, args = ("", ()) if cut is None else (f" WHERE {key} <= ?", (cut[0],))
-                dropped = int(
-                    conn.execute(f"SELECT coalesce(sum({count}), 0) FROM {table}{where}", args).fetchone()[0]
+                where, args = (
+                    (f" WHERE {key} < ?", (before,)) if cut is None else (f" WHERE {key} <= ?", (cut[0],))
                 )
-                cur = conn.execute(f"DELETE FROM {table}{where}", args)
-                if cur.rowcount <= 0:
+                deleted, dropped = self._drop(lane, where, args, reason)
+                if deleted <= 0:
                     break
-                self._trimmed[lane] = self._trimmed.get(lane, 0) + dropped
-                self._conn.execute(
-                    "UPDATE counters SET value = value + ? WHERE name = ?", (dropped, LANE_DROPPED_KEY[lane])
-                )
                 self._log_trim(lane, dropped)
                 now = self._used_bytes()
                 freed = used - now
                 if freed > 0:
                     # Learn the real row size so the next trim removes about what is needed.
-                    self._row_bytes[lane] = max(8.0, freed / cur.rowcount)
+                    self._row_bytes[lane] = max(8.0, freed / deleted)
                 else:  # no page emptied yet: take bigger steps
                     self._row_bytes[lane] = max(8.0, self._row_bytes[lane] / 2)
                 used = now
             if used <= target:
                 return
-        if used > self.max_bytes:
+        if used > cap and time.monotonic() - self._cap_logged_at >= _TRIM_LOG_INTERVAL_S:
+            self._cap_logged_at = time.monotonic()
             log.error(
-                "outbox %s: %d bytes used with both lanes empty (cap %d)", self.path, used, self.max_bytes
+                "outbox %s: %d bytes used, more than the cap %d, with nothing left to drop",
+                self.path,
+                used,
+                cap,
             )
 
     def _log_trim(self, lane: Lane, dropped: int) -> None:
@@ -346,7 +324,7 @@ class Outbox:
                     self._undecodable_row(lane, seq, err)
             return events
         except sqlite3.Error as err:
-            raise _busy_or_store(self.path, err) from err
+            raise busy_or_store(self.path, err) from err
 
     def peek_telemetry_blocks(self, *, after_seq: int = 0, max_readings: int = 2000) -> list[TelemetryBlock]:
         """Queued telemetry after `after_seq` as blocks of JSON v1 reading fragments, in seq order:
@@ -360,7 +338,7 @@ class Outbox:
         try:
             return self._telemetry_blocks(after_seq, max_readings)
         except sqlite3.Error as err:
-            raise _busy_or_store(self.path, err) from err
+            raise busy_or_store(self.path, err) from err
 
     def peek_telemetry_next(
         self, cursor: TelemetryCursor, *, max_readings: int = 2000
@@ -443,28 +421,31 @@ class Outbox:
         return out
 
     def _undecodable_row(self, lane: Lane, seq: int, err: Exception) -> None:
-        if seq not in self._undecodable_seqs:
-            self._undecodable_seqs.add(seq)
-            self.undecodable += 1
-            log.error(
-                "outbox %s: %s row seq %d cannot be decoded, skipped: %r",
-                self.path,
-                lane.name.lower(),
-                seq,
-                err,
-            )
+        self._damaged(lane, seq, seq, err)
 
     def _undecodable_block(self, first: int, last: int, err: Exception) -> None:
-        if first not in self._undecodable_seqs:
-            self._undecodable_seqs.add(first)
-            self.undecodable += last - first + 1
-            log.error(
-                "outbox %s: telemetry block seq %d..%d cannot be decoded, skipped: %r",
-                self.path,
-                first,
-                last,
-                err,
-            )
+        self._damaged(Lane.TELEMETRY, first, last, err)
+
+    def _damaged(self, lane: Lane, first: int, last: int, err: Exception) -> None:
+        """A row (an event, a block of readings) that cannot be decoded: skipped, and dropped as
+        `damaged` (counted, its seq range announced in the event lane) so that it never comes back."""
+        if first in self._undecodable_seqs:
+            return
+        self._undecodable_seqs.add(first)
+        self.undecodable += last - first + 1
+        name = lane.name.lower()
+        log.error(
+            "outbox %s: %s seq %d..%d cannot be decoded, dropped: %r", self.path, name, first, last, err
+        )
+        where, args = f" WHERE {LANE_KEY[lane]} = ?", (first,)
+        try:
+            if self._conn.in_transaction:  # inside an ack: part of its commit
+                self._drop(lane, where, args, "damaged")
+            else:
+                with self._transaction():
+                    self._drop(lane, where, args, "damaged")
+        except sqlite3.Error as drop_err:  # left in place; skipped again, not announced twice
+            log.error("outbox %s: cannot drop damaged %s seq %d: %s", self.path, name, first, drop_err)
 
     def ack(self, lane: Lane, upto_seq: int, *, state: tuple[str, str] | None = None) -> int:
         """Delete `lane`'s rows with seq <= upto_seq (they reached the platform); returns how many.
@@ -475,23 +456,16 @@ class Outbox:
         lane = Lane(lane)
         conn = self._conn
         try:
-            with self._relaxed():
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    if lane is Lane.TELEMETRY:
-                        n = self._ack_telemetry(upto_seq)
-                    else:
-                        n = max(conn.execute("DELETE FROM events WHERE seq <= ?", (upto_seq,)).rowcount, 0)
-                    if state is not None:
-                        conn.execute(_PUT_STATE, (str(state[0]), str(state[1])))
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
+            with self._relaxed(), self._transaction():
+                if lane is Lane.TELEMETRY:
+                    n = self._ack_telemetry(upto_seq)
+                else:
+                    n = max(conn.execute("DELETE FROM events WHERE seq <= ?", (upto_seq,)).rowcount, 0)
+                self._tx_rows[lane] -= n
+                if state is not None:
+                    conn.execute(PUT_STATE, (str(state[0]), str(state[1])))
         except sqlite3.Error as err:
-            raise _busy_or_store(self.path, err) from err
-        self._count(lane, -n)
+            raise busy_or_store(self.path, err) from err
         return n
 
     def _ack_telemetry(self, upto_seq: int) -> int:
@@ -519,7 +493,7 @@ class Outbox:
             try:
                 block = TelemetryBlock(first, last, block_fragments(codec, body, last - first + 1, raw_len))
             except BlockError as err:
-                self._undecodable_block(first, last, err)  # left whole; a later ack removes it
+                self._undecodable_block(first, last, err)  # dropped whole, announced
                 return n
             self._replace_block(first, [block.after(upto_seq)], ts)
             n += upto_seq - first + 1
@@ -541,23 +515,16 @@ class Outbox:
             return 0
         conn = self._conn
         try:
-            with self._relaxed():
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    cur = conn.executemany("DELETE FROM events WHERE seq = ?", [(s,) for s in wanted])
-                    deleted = {
-                        Lane.EVENT: max(cur.rowcount, 0),
-                        Lane.TELEMETRY: self._ack_reading_seqs(wanted),
-                    }
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
+            with self._relaxed(), self._transaction():
+                cur = conn.executemany("DELETE FROM events WHERE seq = ?", [(s,) for s in wanted])
+                deleted = {
+                    Lane.EVENT: max(cur.rowcount, 0),
+                    Lane.TELEMETRY: self._ack_reading_seqs(wanted),
+                }
+                for lane, k in deleted.items():
+                    self._tx_rows[lane] -= k
         except sqlite3.Error as err:
-            raise _busy_or_store(self.path, err) from err
-        for lane, k in deleted.items():
-            self._count(lane, -k)
+            raise busy_or_store(self.path, err) from err
         return sum(deleted.values())
 
     def _ack_reading_seqs(self, wanted: list[int]) -> int:
@@ -599,45 +566,9 @@ class Outbox:
             n += hit
         return n
 
-    @contextlib.contextmanager
-    def _relaxed(self) -> Iterator[None]:
-        """Commit deletes of acknowledged rows without an fsync of their own.
-
-        Losing the last acks to a power cut only means those rows are sent again (at-least-once,
-        duplicates detectable by seq), so an ack need not cost an fsync on an SD card. The next
-        appended commit (synchronous=FULL) syncs the WAL, acks included, in order."""
-        if self.synchronous != "full":
-            yield
-            return
-        self._conn.execute("PRAGMA synchronous = NORMAL")
-        try:
-            yield
-        finally:
-            self._conn.execute("PRAGMA synchronous = FULL")
-
-    # -- state and figures -----------------------------------------------------------------------
-
-    def get_state(self, key: str) -> str | None:
-        """A small durable value (replay counter, rule state, ack position), or None if unset."""
-        try:
-            row = self._conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
-        except sqlite3.Error as err:
-            raise _busy_or_store(self.path, err) from err
-        return None if row is None else str(row[0])
-
-    def put_state(self, key: str, value: str) -> None:
-        """Set a small durable value; committed when this returns."""
-        try:
-            self._conn.execute(_PUT_STATE, (str(key), str(value)))
-        except sqlite3.Error as err:
-            raise _busy_or_store(self.path, err) from err
-
-    @property
-    def next_seq(self) -> int:
-        """The seq the next appended row will get."""
-        return self._next_seq
-
     def stats(self) -> StoreStats:
+        if self.disk_full:  # space may be back although nothing was appended since
+            self._after_disk_full()
         try:
             self._conn.execute("BEGIN")
             try:
@@ -646,18 +577,6 @@ class Outbox:
                 self._conn.execute("COMMIT")
             if self._rows is None:
                 self._rows = {s.lane: s.rows for s in stats.lanes}
-            return stats
+            return dataclasses.replace(stats, disk_full=self.disk_full, quarantined=self.quarantined)
         except sqlite3.Error as err:
-            raise _busy_or_store(self.path, err) from err
-
-    def close(self) -> None:
-        """Close the file (idempotent). The WAL is checkpointed by SQLite on the last close.
-
-        Any later call raises StoreError (sqlite3 refuses a closed connection)."""
-        self._conn.close()
-
-    def __enter__(self) -> Outbox:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+            raise busy_or_store(self.path, err) from err

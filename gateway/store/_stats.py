@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import os
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -22,6 +22,7 @@ LANE_KEY: dict[Lane, str] = {Lane.EVENT: "seq", Lane.TELEMETRY: "first_seq"}
 LANE_LAST: dict[Lane, str] = {Lane.EVENT: "seq", Lane.TELEMETRY: "last_seq"}
 LANE_ROWS: dict[Lane, str] = {Lane.EVENT: "1", Lane.TELEMETRY: "last_seq - first_seq + 1"}
 LANE_DROPPED_KEY: dict[Lane, str] = {Lane.EVENT: "dropped.event", Lane.TELEMETRY: "dropped.telemetry"}
+DROPPED_BY_PREFIX = "dropped_by."  # + reason (size_cap, damaged, disk_full): records dropped unsent
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,17 @@ class StoreStats:
     next_seq: int  # the seq the next appended row will get
     lanes: tuple[LaneStats, ...]
     wal_bytes: int = 0  # the -wal file beside it (0 when absent)
+    epoch: str = ""  # the store epoch (gateway.store._epoch); "" before the file had one
+    dropped_by: dict[str, int] = field(default_factory=dict)  # records dropped unsent, per reason
+    disk_full: bool = False  # the last commit found the disk full (known to the running gateway only)
+    quarantined: str | None = None  # where a corrupt outbox was moved when this one was opened
+
+    @property
+    def state(self) -> str:
+        """`disk_full` while commits find no space, `degraded` after a quarantine this run, else `ok`."""
+        if self.disk_full:
+            return "disk_full"
+        return "degraded" if self.quarantined else "ok"
 
     def lane(self, lane: Lane) -> LaneStats:
         return next(s for s in self.lanes if s.lane is lane)
@@ -60,6 +72,11 @@ class StoreStats:
             "schema_version": self.schema_version,
             "next_seq": self.next_seq,
             "lanes": [s.to_dict() for s in self.lanes],
+            "epoch": self.epoch,
+            "state": self.state,
+            "dropped_by": dict(self.dropped_by),
+            "disk_full": self.disk_full,
+            "quarantined": self.quarantined,
         }
 
 
@@ -91,6 +108,7 @@ def query_stats(conn: sqlite3.Connection, path: str, rows: dict[Lane, int] | Non
                 int(counters.get(LANE_DROPPED_KEY[lane], 0)),
             )
         )
+    epoch = conn.execute("SELECT value FROM state WHERE key = 'outbox.epoch'").fetchone()
     return StoreStats(
         path=path,
         file_bytes=_size(path),
@@ -98,4 +116,10 @@ def query_stats(conn: sqlite3.Connection, path: str, rows: dict[Lane, int] | Non
         next_seq=int(counters["next_seq"]),
         lanes=tuple(lanes),
         wal_bytes=_size(path + "-wal"),
+        epoch=str(epoch[0]) if epoch else "",
+        dropped_by={
+            k[len(DROPPED_BY_PREFIX) :]: int(v)
+            for k, v in counters.items()
+            if k.startswith(DROPPED_BY_PREFIX)
+        },
     )

@@ -12,13 +12,16 @@ from typing import Any
 
 from gateway.api import Event, Reading
 from gateway.store._async import AsyncOutbox
-from gateway.store._codec import encode_event, encode_value
+from gateway.store._codec import unstorable
 from gateway.store._errors import RecordError
 
 log = logging.getLogger(__name__)
 
 _RETRY_INITIAL_S = 0.5
 _RETRY_MAX_S = 30.0
+_EVENT_RETRY_MAX_S = 2.0  # while events wait in memory
+_REJECT_LOG_FIRST = 10  # then one line per _REJECT_LOG_EVERY rejected records
+_REJECT_LOG_EVERY = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +89,11 @@ class OutboxWriter:
     # -- producers (sync, never block) ---------------------------------------------------------
 
     def put_readings(self, readings: Sequence[Reading]) -> None:
-        """Queue readings for the next telemetry commit."""
+        """Queue readings for the next telemetry commit; unstorable ones are refused and counted."""
         if not readings:
             return
+        if any(unstorable(r) is not None for r in readings):
+            readings = [r for r in readings if self._storable(r)]
         buf = self._readings
         was_empty = not buf
         buf.extend(readings)
@@ -110,14 +115,24 @@ class OutboxWriter:
 
     def put_event(self, event: Event) -> None:
         """Queue an event; it is committed ahead of any waiting telemetry."""
-        try:
-            encode_event(event)  # refuse it here, not inside a commit shared with others
-        except RecordError:
-            self._rejected += 1
-            log.exception("outbox writer: event rejected")
+        if not self._storable(event):  # refuse it here, not inside a commit shared with others
             return
         self._events.append(event)
         self._wake.set()
+
+    def _storable(self, record: Reading | Event) -> bool:
+        why = unstorable(record)
+        if why is None:
+            return True
+        self._rejected += 1
+        if self._rejected <= _REJECT_LOG_FIRST or self._rejected % _REJECT_LOG_EVERY == 0:
+            log.error(
+                "outbox writer: %s rejected (%d so far): %s",
+                type(record).__name__.lower(),
+                self._rejected,
+                why,
+            )
+        return False
 
     def counters(self) -> WriterCounters:
         return WriterCounters(
@@ -150,8 +165,10 @@ class OutboxWriter:
                     await self._commit(force=False)
                     retry_s = _RETRY_INITIAL_S
                 except Exception:  # the store's GatewayError, or a bug: keep the data, retry later
-                    log.exception("outbox commit failed; retrying in %.1f s", retry_s)
-                    await asyncio.sleep(retry_s)
+                    # Events held in memory are retried often: they must not wait there for long.
+                    wait_s = min(retry_s, _EVENT_RETRY_MAX_S) if self._events else retry_s
+                    log.exception("outbox commit failed; retrying in %.1f s", wait_s)
+                    await asyncio.sleep(wait_s)
                     retry_s = min(retry_s * 2, _RETRY_MAX_S)
         except asyncio.CancelledError:
             await self._stop()
@@ -208,17 +225,13 @@ class OutboxWriter:
         try:
             await self.outbox.append(readings, events)
         except RecordError:
-            # A record that cannot be stored (odd reading value, event attrs mutated into
-            # non-JSON after put_event): drop just those, keep and commit the rest.
-            good_r = [r for r in readings if _storable(r)]
-            good_e = [e for e in events if _storable_event(e)]
-            bad = len(readings) - len(good_r) + len(events) - len(good_e)
-            if bad == 0:
+            # Mutated after put (a rule changed an event's attrs): drop just those, keep the rest.
+            good_r = [r for r in readings if self._storable(r)]
+            good_e = [e for e in events if self._storable(e)]
+            if len(good_r) + len(good_e) == len(readings) + len(events):
                 self._failed += 1
                 self._requeue(readings, events)
                 raise
-            self._rejected += bad
-            log.error("outbox writer: %d unstorable records rejected", bad)
             await self._append_task(good_r, good_e)
             return
         except BaseException:
@@ -236,19 +249,3 @@ class OutboxWriter:
             self._readings[0:0] = readings
             if self._oldest is None:
                 self._oldest = time.monotonic()
-
-
-def _storable(reading: Reading) -> bool:
-    try:
-        encode_value(reading.value)
-        return isinstance(reading, Reading) and isinstance(reading.ts, int | float)
-    except Exception:
-        return False
-
-
-def _storable_event(event: Event) -> bool:
-    try:
-        encode_event(event)
-    except RecordError:
-        return False
-    return True

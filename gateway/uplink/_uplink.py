@@ -80,7 +80,7 @@ class Uplink:
         self._inventory = inventory
         self._status = status
         self._enc: Encoding = encoding or JsonV1Encoding(
-            topic_prefix=config.topic_prefix, gateway_id=gateway_id
+            topic_prefix=config.topic_prefix, gateway_id=gateway_id, epoch=outbox.epoch
         )
         self._brokers = config.broker_urls()
         self._backoff = Backoff(config.backoff.initial_s, config.backoff.max_s, config.backoff.jitter)
@@ -554,6 +554,13 @@ class Uplink:
             self._platform_seq[lane] = self._ack_seq[lane]
 
     def _on_platform_ack(self, ack: PlatformAck) -> None:
+        if ack.epoch is not None and ack.epoch != self._outbox.epoch:
+            log.info(
+                "uplink: ignored an e2e ack for store epoch %r (ours is %s)",
+                ack.epoch[:32],
+                self._outbox.epoch,
+            )
+            return
         if ack.seq > self._platform_seq[ack.lane]:
             self._platform_seq[ack.lane] = ack.seq
             self._ack_progress_t = time.monotonic()

@@ -49,6 +49,7 @@ class PlatformAck:
     gateway_id: str
     lane: Lane
     seq: int
+    epoch: str | None = None  # the store epoch the seq belongs to (None: an older platform, any epoch)
 
 
 class CommandOutcome(enum.StrEnum):

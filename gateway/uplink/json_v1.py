@@ -92,8 +92,9 @@ class JsonV1Encoding:
 
     name = "json-v1"
 
-    def __init__(self, *, topic_prefix: str, gateway_id: str) -> None:
+    def __init__(self, *, topic_prefix: str, gateway_id: str, epoch: str = "") -> None:
         self.gateway_id = gateway_id
+        self.epoch = epoch  # the outbox's store epoch: (gateway_id, epoch, seq) names a row
         self.base = f"{topic_prefix}/{gateway_id}"
         self.topics = {
             Lane.EVENT: f"{self.base}/events",
@@ -102,7 +103,7 @@ class JsonV1Encoding:
         self.status_topic = f"{self.base}/status"
         self.inventory_topic = f"{self.base}/inventory"
         self.result_topic = f"{self.base}/cmd/result"
-        self._gw = _dumps(gateway_id)
+        self._gw = f'{_dumps(gateway_id)},"epoch":{_dumps(epoch)}'
 
     @property
     def command_topic(self) -> str:
@@ -117,6 +118,7 @@ class JsonV1Encoding:
         return {
             "schema": SCHEMAS[kind],
             "gateway_id": self.gateway_id,
+            "epoch": self.epoch,
             "seq": seq,
             "ts": iso_utc(now),
             "ts_ms": _ms(now),
@@ -278,15 +280,17 @@ class JsonV1Encoding:
         lane = LANES_BY_NAME.get(obj.get("lane"))  # type: ignore[arg-type]
         seq = obj.get("seq")
         gw = obj.get("gateway_id")
+        epoch = obj.get("epoch")
         if (
             lane is None
             or not isinstance(seq, int)
             or isinstance(seq, bool)
             or seq < 0
             or gw != self.gateway_id
+            or not isinstance(epoch, str | None)
         ):
-            raise ValueError("ack needs gateway_id (ours), lane (event|telemetry) and seq >= 0")
-        return PlatformAck(gw, lane, seq)
+            raise ValueError("ack needs gateway_id (ours), lane (event|telemetry), seq >= 0, epoch a string")
+        return PlatformAck(gw, lane, seq, epoch)
 
 
 def _no_constants(name: str) -> Any:

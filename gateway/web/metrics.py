@@ -189,6 +189,26 @@ def _store_metrics(
                 _num(lane, "dropped"),
                 ll,
             )
+        for reason, n in sorted((store.get("dropped_by") or {}).items()):
+            m.add(
+                "citynerve_outbox_dropped_by_reason",
+                "counter",
+                "records dropped unsent (size_cap, damaged, disk_full), each range announced as an event",
+                float(n),
+                {"reason": str(reason)},
+            )
+        m.add(
+            "citynerve_outbox_disk_full",
+            "gauge",
+            "1 while outbox commits find the disk full",
+            1.0 if store.get("disk_full") else 0.0,
+        )
+        m.add(
+            "citynerve_outbox_degraded",
+            "gauge",
+            "1 when a corrupt outbox was moved aside at start",
+            1.0 if store.get("quarantined") else 0.0,
+        )
         m.add("citynerve_outbox_file_bytes", "gauge", "outbox database file size", _num(store, "file_bytes"))
         m.add("citynerve_outbox_wal_bytes", "gauge", "outbox write-ahead log size", _num(store, "wal_bytes"))
     writer = plain(writer)

@@ -130,6 +130,9 @@ def page_state(status: Mapping[str, Any], config: GatewayConfig, *, refresh_s: f
             "depth": sum(int(lane.get("rows", 0)) for lane in lanes),
             "oldest_age_s": round(now - min(oldest), 1) if oldest else None,
             "lanes": lanes,
+            "state": store.get("state", "ok"),  # ok, disk_full, degraded
+            "epoch": store.get("epoch"),
+            "dropped_by": store.get("dropped_by") or {},
         },
         "uplink": uplink,
         "alarms": alarms,

@@ -1,6 +1,6 @@
 """The reference platform consumer: subscribes (MQTT 5 shared subscriptions, so several instances
 share the load), stores what arrives in SQLite deduplicated by (gateway_id, seq), detects gaps and
-sends end-to-end acks of the highest contiguous seq per lane."""
+sends end-to-end acks of the highest contiguous seq per store epoch and lane."""
 
 from __future__ import annotations
 
@@ -191,6 +191,7 @@ class PlatformConsumer:
                     "schema": "citynerve.ack/1",
                     "gateway_id": gateway_id,
                     "lane": ingested.lane,
+                    "epoch": ingested.epoch,
                     "seq": ingested.contiguous,
                     "ts_ms": int(time.time() * 1000),
                     "consumer": self.consumer_id,

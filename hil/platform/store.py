@@ -1,5 +1,7 @@
-"""The reference platform's SQLite store: what arrived, deduplicated by (gateway_id, seq), with the
-per-lane chain that tells a gap from a duplicate. Several consumer instances may share one file."""
+"""The reference platform's SQLite store: what arrived, deduplicated by (gateway_id, epoch, seq),
+with the per-lane chain (per gateway, store epoch and lane) that tells a gap from a duplicate.
+Several consumer instances may share one file. A message without `epoch` (a gateway from before
+epochs) counts as epoch ""."""
 
 from __future__ import annotations
 
@@ -13,22 +15,23 @@ from typing import Any
 SCHEMA = """
 PRAGMA journal_mode=WAL;
 CREATE TABLE IF NOT EXISTS readings (
-  gateway_id TEXT NOT NULL, seq INTEGER NOT NULL, device_id TEXT NOT NULL, point TEXT NOT NULL,
-  value TEXT, unit TEXT NOT NULL, ts_ms INTEGER NOT NULL, quality TEXT NOT NULL,
-  arrival INTEGER NOT NULL, PRIMARY KEY (gateway_id, seq)) WITHOUT ROWID;
+  gateway_id TEXT NOT NULL, epoch TEXT NOT NULL, seq INTEGER NOT NULL, device_id TEXT NOT NULL,
+  point TEXT NOT NULL, value TEXT, unit TEXT NOT NULL, ts_ms INTEGER NOT NULL, quality TEXT NOT NULL,
+  arrival INTEGER NOT NULL, PRIMARY KEY (gateway_id, epoch, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
-  gateway_id TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL, device_id TEXT NOT NULL,
-  kind TEXT NOT NULL, state TEXT NOT NULL, severity TEXT NOT NULL, ts_ms INTEGER NOT NULL,
-  message TEXT NOT NULL, body TEXT NOT NULL, arrival INTEGER NOT NULL,
-  PRIMARY KEY (gateway_id, seq)) WITHOUT ROWID;
+  gateway_id TEXT NOT NULL, epoch TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL,
+  device_id TEXT NOT NULL, kind TEXT NOT NULL, state TEXT NOT NULL, severity TEXT NOT NULL,
+  ts_ms INTEGER NOT NULL, message TEXT NOT NULL, body TEXT NOT NULL, arrival INTEGER NOT NULL,
+  PRIMARY KEY (gateway_id, epoch, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS links (
-  gateway_id TEXT NOT NULL, lane TEXT NOT NULL, prev_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
-  PRIMARY KEY (gateway_id, lane, prev_seq, last_seq)) WITHOUT ROWID;
+  gateway_id TEXT NOT NULL, epoch TEXT NOT NULL, lane TEXT NOT NULL, prev_seq INTEGER NOT NULL,
+  last_seq INTEGER NOT NULL, PRIMARY KEY (gateway_id, epoch, lane, prev_seq, last_seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS lanes (
-  gateway_id TEXT NOT NULL, lane TEXT NOT NULL, contiguous INTEGER NOT NULL DEFAULT 0,
+  gateway_id TEXT NOT NULL, epoch TEXT NOT NULL, lane TEXT NOT NULL, contiguous INTEGER NOT NULL DEFAULT 0,
   messages INTEGER NOT NULL DEFAULT 0, rows INTEGER NOT NULL DEFAULT 0,
   duplicates INTEGER NOT NULL DEFAULT 0, gaps_seen INTEGER NOT NULL DEFAULT 0,
-  PRIMARY KEY (gateway_id, lane)) WITHOUT ROWID;
+  since INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (gateway_id, epoch, lane)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS documents (
   gateway_id TEXT NOT NULL, kind TEXT NOT NULL, body TEXT NOT NULL, ts_ms INTEGER NOT NULL,
   PRIMARY KEY (gateway_id, kind)) WITHOUT ROWID;
@@ -41,7 +44,7 @@ INSERT INTO arrivals SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM arrivals);
 
 @dataclass(frozen=True, slots=True)
 class LaneView:
-    """What the platform knows about one lane of one gateway."""
+    """What the platform knows about one lane of one gateway in one store epoch."""
 
     gateway_id: str
     lane: str
@@ -51,6 +54,7 @@ class LaneView:
     duplicates: int  # rows received again (same gateway_id, seq)
     gaps_seen: int  # messages that arrived with a chain link beyond `contiguous`
     open_gap: tuple[int, int] | None  # (after_seq, up_to_seq) missing right now, or None
+    epoch: str = ""  # the gateway's store epoch ("" for a gateway from before epochs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +67,7 @@ class Ingested:
     gap: bool
     contiguous_before: int
     contiguous: int
+    epoch: str = ""  # the store epoch of the message ("" from a gateway before epochs)
 
 
 class PlatformStore:
@@ -72,6 +77,10 @@ class PlatformStore:
         self.path = str(path)
         self._conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
         self._conn.executescript(SCHEMA)
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(readings)")}
+        if "epoch" not in columns:
+            self._conn.close()
+            raise ValueError(f"{self.path} was made before store epochs: start a new platform database")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._lock = threading.Lock()
 
@@ -81,17 +90,24 @@ class PlatformStore:
     def ingest(self, msg: dict[str, Any]) -> Ingested:
         """Store a telemetry or events message; duplicates are ignored and counted."""
         gw, lane = msg["gateway_id"], msg["lane"]
+        epoch = msg.get("epoch", "")
+        if not isinstance(epoch, str):
+            raise TypeError("epoch is not a string")
         c = self._conn
         with self._lock:
             c.execute("BEGIN IMMEDIATE")
             try:
-                c.execute("INSERT OR IGNORE INTO lanes (gateway_id, lane) VALUES (?, ?)", (gw, lane))
                 (arrival,) = c.execute("UPDATE arrivals SET n = n + 1 RETURNING n").fetchone()
+                c.execute(
+                    "INSERT OR IGNORE INTO lanes (gateway_id, epoch, lane, since) VALUES (?, ?, ?, ?)",
+                    (gw, epoch, lane, arrival),
+                )
                 rows: list[tuple[Any, ...]]
                 if lane == "telemetry":
                     rows = [
                         (
                             gw,
+                            epoch,
                             r["seq"],
                             r["device_id"],
                             r["point"],
@@ -104,11 +120,12 @@ class PlatformStore:
                         for r in msg["readings"]
                     ]
                     before = c.total_changes
-                    c.executemany("INSERT OR IGNORE INTO readings VALUES (?,?,?,?,?,?,?,?,?)", rows)
+                    c.executemany("INSERT OR IGNORE INTO readings VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
                 else:
                     rows = [
                         (
                             gw,
+                            epoch,
                             e["seq"],
                             e["id"],
                             e["device_id"],
@@ -123,39 +140,42 @@ class PlatformStore:
                         for e in msg["events"]
                     ]
                     before = c.total_changes
-                    c.executemany("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+                    c.executemany("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
                 new = c.total_changes - before
                 dup = len(rows) - new
+                key = (gw, epoch, lane)
                 (contig,) = c.execute(
-                    "SELECT contiguous FROM lanes WHERE gateway_id=? AND lane=?", (gw, lane)
+                    "SELECT contiguous FROM lanes WHERE gateway_id=? AND epoch=? AND lane=?", key
                 ).fetchone()
                 gap = msg["prev_seq"] > contig
                 c.execute(
-                    "INSERT OR IGNORE INTO links VALUES (?,?,?,?)", (gw, lane, msg["prev_seq"], msg["seq"])
+                    "INSERT OR IGNORE INTO links VALUES (?,?,?,?,?)", (*key, msg["prev_seq"], msg["seq"])
                 )
                 new_contig = contig
                 while True:
                     (nxt,) = c.execute(
-                        "SELECT max(last_seq) FROM links WHERE gateway_id=? AND lane=? AND prev_seq<=? "
-                        "AND last_seq>?",
-                        (gw, lane, new_contig, new_contig),
+                        "SELECT max(last_seq) FROM links WHERE gateway_id=? AND epoch=? AND lane=? "
+                        "AND prev_seq<=? AND last_seq>?",
+                        (*key, new_contig, new_contig),
                     ).fetchone()
                     if nxt is None:
                         break
                     new_contig = nxt
                 c.execute(
-                    "DELETE FROM links WHERE gateway_id=? AND lane=? AND last_seq<=?", (gw, lane, new_contig)
+                    "DELETE FROM links WHERE gateway_id=? AND epoch=? AND lane=? AND last_seq<=?",
+                    (*key, new_contig),
                 )
                 c.execute(
                     "UPDATE lanes SET contiguous=?, messages=messages+1, rows=rows+?, "
-                    "duplicates=duplicates+?, gaps_seen=gaps_seen+? WHERE gateway_id=? AND lane=?",
-                    (new_contig, new, dup, int(gap), gw, lane),
+                    "duplicates=duplicates+?, gaps_seen=gaps_seen+? "
+                    "WHERE gateway_id=? AND epoch=? AND lane=?",
+                    (new_contig, new, dup, int(gap), *key),
                 )
                 c.execute("COMMIT")
             except BaseException:
                 c.execute("ROLLBACK")
                 raise
-        return Ingested(lane, new, dup, gap, contig, new_contig)
+        return Ingested(lane, new, dup, gap, contig, new_contig, epoch)
 
     def put_document(self, kind: str, msg: dict[str, Any]) -> None:
         """Keep the latest status / inventory of a gateway."""
@@ -189,28 +209,33 @@ class PlatformStore:
 
     def lanes(self) -> list[LaneView]:
         out = []
-        for gw, lane, contig, messages, rows, dups, gaps in self._conn.execute(
-            "SELECT gateway_id, lane, contiguous, messages, rows, duplicates, gaps_seen "
-            "FROM lanes ORDER BY 1, 2"
+        # Per gateway and lane, the epochs in the order they were first seen (the current one last).
+        for gw, epoch, lane, contig, messages, rows, dups, gaps in self._conn.execute(
+            "SELECT gateway_id, epoch, lane, contiguous, messages, rows, duplicates, gaps_seen "
+            "FROM lanes ORDER BY gateway_id, lane, since"
         ):
             (nxt,) = self._conn.execute(
-                "SELECT min(prev_seq) FROM links WHERE gateway_id=? AND lane=? AND prev_seq>?",
-                (gw, lane, contig),
+                "SELECT min(prev_seq) FROM links WHERE gateway_id=? AND epoch=? AND lane=? AND prev_seq>?",
+                (gw, epoch, lane, contig),
             ).fetchone()
-            out.append(
-                LaneView(gw, lane, contig, rows, messages, dups, gaps, None if nxt is None else (contig, nxt))
-            )
+            gap = None if nxt is None else (contig, nxt)
+            out.append(LaneView(gw, lane, contig, rows, messages, dups, gaps, gap, epoch))
         return out
 
-    def lane(self, gateway_id: str, lane: str) -> LaneView | None:
-        return next((v for v in self.lanes() if v.gateway_id == gateway_id and v.lane == lane), None)
+    def lane(self, gateway_id: str, lane: str, epoch: str | None = None) -> LaneView | None:
+        """The lane in `epoch`, or in the gateway's latest epoch (the last one first seen)."""
+        views = [v for v in self.lanes() if v.gateway_id == gateway_id and v.lane == lane]
+        if epoch is not None:
+            views = [v for v in views if v.epoch == epoch]
+        return views[-1] if views else None
 
-    def reading_seqs(self, gateway_id: str) -> list[int]:
-        """Seqs of stored readings in the order they first arrived."""
+    def reading_seqs(self, gateway_id: str, epoch: str | None = None) -> list[int]:
+        """Seqs of stored readings in the order they first arrived (of one store epoch, or all)."""
+        where, args = ("", (gateway_id,)) if epoch is None else (" AND epoch=?", (gateway_id, epoch))
         return [
             s
             for (s,) in self._conn.execute(
-                "SELECT seq FROM readings WHERE gateway_id=? ORDER BY arrival, seq", (gateway_id,)
+                f"SELECT seq FROM readings WHERE gateway_id=?{where} ORDER BY arrival, seq", args
             )
         ]
 

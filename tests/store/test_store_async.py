@@ -118,10 +118,10 @@ async def test_closed_outbox_raises_store_error(tmp_path: Path) -> None:
 
 
 async def test_open_failure_is_a_store_error(tmp_path: Path) -> None:
-    junk = tmp_path / "junk.db"
-    junk.write_bytes(b"\x00garbage" * 1000)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
     with pytest.raises(StoreError):
-        async with AsyncOutbox(junk):
+        async with AsyncOutbox(blocker / "sub" / "o.db"):
             pass
 
 

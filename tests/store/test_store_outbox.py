@@ -17,8 +17,8 @@ from gateway.store import (
     Outbox,
     RecordError,
     SchemaVersionError,
-    StoreBusyError,
     StoreError,
+    StoreFullError,
     read_stats,
     schema_version,
 )
@@ -246,8 +246,16 @@ def test_retention_drops_oldest_telemetry_first_then_events_counted(db: Path) ->
             appended += 500
         s = ob.stats()
         tele, ev = s.lane(Lane.TELEMETRY), s.lane(Lane.EVENT)
-        assert tele.dropped > 0 and ev.dropped == 0 and ev.rows == 20
+        notices = [r.record for r in ob.peek(Lane.EVENT) if r.record.kind == "outbox_dropped"]
+        assert len(notices) == 1  # trims repeat: merged, announced at most once a minute ...
+        assert tele.dropped > 0 and ev.dropped == 0 and ev.rows == 20 + len(notices)
+    with Outbox(db, max_bytes=cap, synchronous="normal") as ob:  # ... and when the outbox opens
+        notices = [r.record for r in ob.peek(Lane.EVENT) if r.record.kind == "outbox_dropped"]
+        assert len(notices) == 2
         assert tele.rows + tele.dropped == appended  # every reading is either queued or counted
+        # ... and every drop is announced in the event lane with its seq range and count.
+        assert sum(n.attrs["count"] for n in notices) == tele.dropped == s.dropped_by["size_cap"]  # type: ignore[union-attr]
+        assert {n.attrs["reason"] for n in notices} == {"size_cap"}  # type: ignore[union-attr]
         kept = ob.peek(Lane.TELEMETRY, limit=100_000)
         # The oldest went: what is left is exactly the newest `rows` readings.
         assert [r.record.value for r in kept] == [float(i) for i in range(appended - tele.rows, appended)]  # type: ignore[union-attr]
@@ -267,9 +275,11 @@ def test_retention_drops_oldest_telemetry_first_then_events_counted(db: Path) ->
         s2 = ob.stats()
         assert s2.lanes == read_stats(db).lanes  # counts kept in memory agree with count(*)
         assert s2.lane(Lane.EVENT).dropped > 0
-        left = ob.peek(Lane.EVENT, limit=1000)
-        assert left[-1].record == big[-1]
-        assert len(left) + s2.lane(Lane.EVENT).dropped == 320
+        left = [r.record for r in ob.peek(Lane.EVENT, limit=1000)]
+        kept = [e for e in left if e.kind != "outbox_dropped"]  # type: ignore[union-attr]
+        assert kept[-1] == big[-1]
+        # Each event row (320 events, the notices) is either queued or counted as dropped.
+        assert len(left) + s2.lane(Lane.EVENT).dropped == ob.next_seq - 1 - appended
     with Outbox(db, max_bytes=cap) as ob:  # drop counts are persisted
         assert ob.stats().lane(Lane.TELEMETRY).dropped == tele.dropped
     assert db.stat().st_size <= cap + 64 * 1024
@@ -285,12 +295,15 @@ def test_newer_schema_is_refused(db: Path) -> None:
     assert info.value.found == schema_version() + 1
 
 
-def test_not_a_database_is_a_store_error(tmp_path: Path) -> None:
+def test_not_a_database_is_moved_aside(tmp_path: Path) -> None:
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not sqlite at all" * 100)
-    with pytest.raises(StoreError) as info:
-        Outbox(junk)
-    assert info.value.path == str(junk)
+    with Outbox(junk) as ob:
+        assert ob.quarantined is not None and ob.quarantined.startswith(f"{junk}.corrupt-")
+        assert Path(ob.quarantined).read_bytes() == b"this is not sqlite at all" * 100  # kept for forensics
+        assert ob.stats().state == "degraded"
+        (ev,) = [r.record for r in ob.peek(Lane.EVENT)]
+        assert ev.kind == "outbox_new_epoch" and ev.attrs["quarantined_as"] == ob.quarantined  # type: ignore[union-attr]
 
 
 def test_unwritable_directory_is_a_store_error(tmp_path: Path) -> None:
@@ -324,23 +337,39 @@ def test_a_damaged_row_is_skipped_not_fatal(db: Path, damage: str) -> None:
         if undecodable_readings == 2:  # the drain's path trusts the row's seqs: no JSON parsing there
             assert [b.first_seq for b in ob.peek_telemetry_blocks()] == [1, 6]
         assert ob.undecodable == 1 + undecodable_readings
-        # An ack past the damaged block removes it like any other.
-        assert ob.ack(Lane.TELEMETRY, 4) == 1 + undecodable_readings and ob.ack(Lane.EVENT, 5) == 2
+        # Dropped as damaged: counted, and the seq ranges announced in the event lane (seqs 7, 8).
+        assert ob.stats().dropped_by == {"damaged": 1 + undecodable_readings}
+        announced = [r.record.attrs for r in ob.peek(Lane.EVENT, after_seq=5)]  # type: ignore[union-attr]
+        last = 4 if "last_seq = 4" in damage else 3
+        assert [(a["lane"], a["first_seq"], a["last_seq"], a["reason"]) for a in announced] == [
+            ("event", 4, 4, "damaged"),
+            ("telemetry", 2, last, "damaged"),
+        ]
+        assert ob.ack(Lane.TELEMETRY, 4) == 1 and ob.ack(Lane.EVENT, 5) == 1
         assert [r.seq for r in ob.peek(Lane.TELEMETRY)] == [6]
 
 
 def test_disk_full_is_transient_and_leaves_nothing_half_written(db: Path) -> None:
     """SQLite's own page limit gives the same SQLITE_FULL a full disk gives."""
     with Outbox(db, synchronous="normal") as ob:
-        ob.append([reading(0)], [])
+        ob.append([reading(i) for i in range(3)], [])
         pages = ob._conn.execute("PRAGMA page_count").fetchone()[0]
         ob._conn.execute(f"PRAGMA max_page_count = {pages + 2}")
-        with pytest.raises(StoreBusyError):
+        with pytest.raises(StoreFullError):  # far too big to fit, even with old telemetry evicted
             ob.append([reading(i, device=f"dev-{i}") for i in range(5000)], [event(1)])
-        assert [r.seq for r in ob.peek(Lane.TELEMETRY)] == [1] and ob.peek(Lane.EVENT) == []
-        assert ob.next_seq == 2
-        ob._conn.execute("PRAGMA max_page_count = 1073741823")  # space again
-        assert ob.append([reading(1, device="dev-1")], [event(2)]) == (2, 3)  # no seq lost or reused
+        # Nothing of the append was written, nothing evicted for it (that rolled back with it).
+        assert [r.seq for r in ob.peek(Lane.TELEMETRY)] == [1, 2, 3] and ob.peek(Lane.EVENT) == []
+        assert ob.next_seq == 4 and ob.disk_full
+        # While the disk is full, an alarm evicts the oldest telemetry, announced; seqs go on.
+        assert ob.append([], [event(2)]) == (4, 4)
+        notices = [r for r in ob.peek(Lane.EVENT) if r.record.kind == "outbox_dropped"]
+        announced = [(r.seq, r.record.attrs["first_seq"], r.record.attrs["reason"]) for r in notices]  # type: ignore[union-attr]
+        assert announced == [(5, 1, "disk_full")] and ob.peek(Lane.TELEMETRY) == []
+        # The real disk has room for the reserve: the disk-full state ends with that commit (a
+        # really full disk: store.disk_full in hil/faults/store.py).
+        assert not ob.disk_full and ob.stats().state == "ok"
+        ob._conn.execute("PRAGMA max_page_count = 1073741823")
+        assert ob.append([reading(1, device="dev-1")], [event(3)]) == (6, 7)  # no seq lost or reused
         assert ob.peek(Lane.TELEMETRY)[-1].record == reading(1, device="dev-1")
 
 

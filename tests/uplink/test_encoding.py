@@ -14,7 +14,7 @@ from gateway.store import Lane, OutboxRow
 from gateway.uplink import CommandOutcome, CommandResult, JsonV1Encoding, RejectReason
 from tests.uplink.conftest import INVENTORY, validate_message
 
-ENC = JsonV1Encoding(topic_prefix="city/nerve", gateway_id="gw-1")
+ENC = JsonV1Encoding(topic_prefix="city/nerve", gateway_id="gw-1", epoch="5e3a09c1d2b4e6f7")
 
 _ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 ids = st.builds(
@@ -145,12 +145,16 @@ def test_status_inventory_result_and_ack_schemas() -> None:
     ):
         validate_message("cmd/result", json.loads(ENC.command_result(res, seq=1).payload))
     ack = ENC.decode_ack(b'{"schema":"citynerve.ack/1","gateway_id":"gw-1","lane":"telemetry","seq":5}')
-    assert (ack.lane, ack.seq) == (Lane.TELEMETRY, 5)
+    assert (ack.lane, ack.seq, ack.epoch) == (Lane.TELEMETRY, 5, None)
+    with_epoch = b'{"schema":"citynerve.ack/1","gateway_id":"gw-1","epoch":"ab","lane":"event","seq":5}'
+    ack = ENC.decode_ack(with_epoch)
+    assert (ack.lane, ack.seq, ack.epoch) == (Lane.EVENT, 5, "ab")
     for bad in (
         b"{}",
         b'{"schema":"citynerve.ack/1","gateway_id":"gw-2","lane":"telemetry","seq":5}',
         b'{"schema":"citynerve.ack/1","gateway_id":"gw-1","lane":"x","seq":5}',
         b'{"schema":"citynerve.ack/1","gateway_id":"gw-1","lane":"event","seq":true}',
+        b'{"schema":"citynerve.ack/1","gateway_id":"gw-1","epoch":7,"lane":"event","seq":1}',
     ):
         try:
             ENC.decode_ack(bad)
@@ -170,6 +174,7 @@ def test_golden_telemetry_payload() -> None:
     assert body == {
         "schema": "citynerve.telemetry/1",
         "gateway_id": "gw-1",
+        "epoch": "5e3a09c1d2b4e6f7",
         "lane": "telemetry",
         "seq": 42,
         "first_seq": 42,

@@ -34,8 +34,9 @@ GW = "gw-plat"
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _msg(prev: int, seqs: list[int]) -> dict[str, object]:
+def _msg(prev: int, seqs: list[int], epoch: str | None = None) -> dict[str, object]:
     return {
+        **({} if epoch is None else {"epoch": epoch}),
         "gateway_id": GW,
         "lane": "telemetry",
         "prev_seq": prev,
@@ -60,6 +61,29 @@ def test_store_gap_duplicate_and_out_of_order(tmp_path: Path) -> None:
     assert got.duplicates == 2 and got.new_rows == 0
     v = st.lane(GW, "telemetry")
     assert v is not None and (v.rows, v.duplicates, v.gaps_seen, v.open_gap) == (6, 2, 1, None)
+    st.close()
+
+
+def test_a_new_store_epoch_is_its_own_chain(tmp_path: Path) -> None:
+    # The gateway's outbox was lost: a new epoch, whose seqs may repeat the old epoch's (an older
+    # copy restored) and whose chain starts at prev_seq 0. No false duplicates, no phantom gap.
+    st = PlatformStore(tmp_path / "p.sqlite")
+    assert st.ingest(_msg(0, [1, 2, 3], epoch="aa")).contiguous == 3
+    got = st.ingest(_msg(0, [2, 3, 4], epoch="bb"))
+    assert (got.epoch, got.new_rows, got.duplicates, got.gap, got.contiguous) == ("bb", 3, 0, False, 4)
+    assert st.ingest(_msg(4, [5], epoch="bb")).contiguous == 5
+    assert st.ingest(_msg(3, [9], epoch="aa")).contiguous == 9  # a late message of the old epoch
+    old, new = st.lane(GW, "telemetry", "aa"), st.lane(GW, "telemetry")
+    assert old is not None and new is not None and new.epoch == "bb"
+    assert (old.rows, old.contiguous, new.rows, new.contiguous, new.duplicates, new.open_gap) == (
+        4,
+        9,
+        4,
+        5,
+        0,
+        None,
+    )
+    assert st.ingest(_msg(0, [1], epoch=None)).epoch == ""  # a gateway from before epochs
     st.close()
 
 

@@ -146,3 +146,15 @@ async def test_blocks_split_for_message_limits_and_damaged_blocks_are_skipped(
     assert snap.published_msgs > 150 // 30 + 2  # the big readings went in several messages
     lane = await consumer.query(lambda s: s.lane(GW, "telemetry"))
     assert lane.duplicates == 0
+
+
+async def test_an_ack_of_another_store_epoch_is_ignored(outbox: AsyncOutbox) -> None:
+    """A late ack for the old epoch's seqs must not delete rows of the new epoch."""
+    from gateway.uplink.encoding import PlatformAck
+
+    up = Uplink(upstream("mqtt://127.0.0.1:1"), gateway_id=GW, outbox=outbox, inventory=lambda: INVENTORY)
+    up._on_platform_ack(PlatformAck(GW, Lane.TELEMETRY, 40, "0000000000000000"))
+    assert up._platform_seq[Lane.TELEMETRY] == 0
+    up._on_platform_ack(PlatformAck(GW, Lane.TELEMETRY, 40, outbox.epoch))
+    up._on_platform_ack(PlatformAck(GW, Lane.EVENT, 7))  # no epoch: an older platform, the current one
+    assert (up._platform_seq[Lane.TELEMETRY], up._platform_seq[Lane.EVENT]) == (40, 7)

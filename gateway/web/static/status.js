@@ -66,6 +66,8 @@
 
     document.getElementById("outbox-depth").textContent = fmt(st.outbox.depth) + " rows";
     document.getElementById("outbox-age").textContent = st.outbox.oldest_age_s ? "oldest " + duration(st.outbox.oldest_age_s) : "empty";
+    const storeState = st.outbox.state || "ok";
+    document.getElementById("outbox-depth").textContent += storeState === "ok" ? "" : " — store " + storeState.replace("_", " ");
 
     const up = st.uplink;
     const upState = document.getElementById("uplink-state");

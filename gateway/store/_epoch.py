@@ -1,0 +1,142 @@
+"""Store epochs, the marker file beside the outbox, quarantine, and the notices the outbox writes.
+
+An epoch names one life of the outbox file. A new one starts whenever the file is created,
+recreated (missing or empty where one existed before), restored from an older copy, or replaced
+after it was found corrupt; every message the uplink sends carries it, so `(gateway_id, epoch, seq)`
+is never reused even when a file's seqs are.
+
+The marker `<outbox>.epoch` (JSON: epoch and next seq, written atomically at open, at close and at
+most once a minute after commits) is what lets the gateway tell "a new gateway" from "the outbox
+that was here is gone": it outlives the file it describes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.api import Event, EventState, Severity
+
+log = logging.getLogger(__name__)
+
+MARKER_SUFFIX = ".epoch"
+EPOCH_KEY = "outbox.epoch"  # in the outbox's `state` table
+# State that describes positions in one epoch's seqs (the uplink's acknowledged positions): it is
+# cleared when an existing file gets a new epoch (restored or replaced), so the first message of
+# the new epoch links to nothing (prev_seq 0) rather than to the old epoch's seqs.
+EPOCH_STATE_PREFIXES = ("uplink.ack_seq.",)
+MAX_MARKER_BYTES = 4096
+RESERVE_SUFFIX = ".reserve"
+RESERVE_BYTES = 2 * 1024 * 1024  # room for a checkpoint and an eviction once the disk is full
+
+# Event kinds the outbox itself writes into the event lane (device_id "": the gateway itself).
+KIND_NEW_EPOCH = "outbox_new_epoch"
+KIND_DROPPED = "outbox_dropped"
+
+
+@dataclass(frozen=True, slots=True)
+class Marker:
+    """What the marker file says: the last epoch and a lower bound of its next seq."""
+
+    epoch: str
+    next_seq: int
+
+
+def new_epoch() -> str:
+    """A fresh epoch: 16 hex digits (64 random bits; a string, so that JavaScript keeps it exact)."""
+    return secrets.token_hex(8)
+
+
+def marker_path(path: str) -> str:
+    return path + MARKER_SUFFIX
+
+
+def read_marker(path: str) -> Marker | None:
+    """The marker beside outbox `path`, or None when there is none (or it cannot be read)."""
+    try:
+        with open(marker_path(path), "rb") as f:
+            raw = f.read(MAX_MARKER_BYTES + 1)
+        obj = json.loads(raw)
+        epoch, next_seq = obj["epoch"], obj["next_seq"]
+        if not isinstance(epoch, str) or isinstance(next_seq, bool) or not isinstance(next_seq, int):
+            raise ValueError("epoch must be a string and next_seq an integer")
+        return Marker(epoch[:64], max(1, next_seq))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        log.warning("outbox %s: marker file unreadable, ignored: %r", path, err)
+        return None
+
+
+def write_marker(path: str, marker: Marker) -> None:
+    """Write the marker atomically (temporary file, fsync, rename, fsync of the folder). Raises OSError."""
+    target = marker_path(path)
+    tmp = f"{target}.tmp"
+    data = json.dumps({"epoch": marker.epoch, "next_seq": marker.next_seq}).encode()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    except OSError:
+        os.unlink(tmp)
+        raise
+    finally:
+        os.close(fd)
+    os.replace(tmp, target)
+    dir_fd = os.open(os.path.dirname(os.path.abspath(target)), os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def reserve_path(path: str) -> str:
+    return path + RESERVE_SUFFIX
+
+
+def make_reserve(path: str) -> bool:
+    """Make sure the reserve file beside the outbox exists at full size; False when there is no
+    room for it (then nothing of it is left behind). It is what a full disk gives back so that
+    SQLite can checkpoint and evict old telemetry (see Outbox._disk_full)."""
+    target = reserve_path(path)
+    try:
+        if os.path.getsize(target) >= RESERVE_BYTES:
+            return True
+    except OSError:
+        pass
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.posix_fallocate(fd, 0, RESERVE_BYTES)
+        finally:
+            os.close(fd)
+        return True
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(target)
+        return False
+
+
+def quarantine(path: str) -> str:
+    """Move a corrupt outbox (and its -wal / -shm) aside for forensics; returns its new name."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = f"{path}.corrupt-{stamp}"
+    n = 1
+    while os.path.exists(aside):
+        n += 1
+        aside = f"{path}.corrupt-{stamp}-{n}"
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.replace(path + suffix, aside + suffix)
+    return aside
+
+
+def notice(kind: str, severity: Severity, message: str, attrs: dict[str, Any]) -> Event:
+    """An event the outbox writes about itself (a new epoch, a dropped seq range)."""
+    return Event("", kind, EventState.RAISED, severity, time.time(), "", None, message, attrs)

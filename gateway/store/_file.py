@@ -1,0 +1,371 @@
+"""The outbox file under `Outbox`: opening it (a corrupt file moved aside, the store epoch and its
+marker, gateway.store._epoch), transactions and the seqs taken in them, small durable state, and
+the one way rows leave the file unsent: `_drop`, counted and announced in the event lane.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from typing import Literal, Self
+
+from gateway.api import Event, Severity
+from gateway.store._codec import encode_event
+from gateway.store._config import MIB
+from gateway.store._epoch import (
+    EPOCH_KEY,
+    EPOCH_STATE_PREFIXES,
+    KIND_DROPPED,
+    KIND_NEW_EPOCH,
+    Marker,
+    make_reserve,
+    new_epoch,
+    notice,
+    quarantine,
+    read_marker,
+    write_marker,
+)
+from gateway.store._errors import SchemaVersionError, StoreBusyError, StoreError, StoreFullError
+from gateway.store._schema import current_version, latest_version, migrate
+from gateway.store._stats import (
+    DROPPED_BY_PREFIX,
+    LANE_DROPPED_KEY,
+    LANE_KEY,
+    LANE_LAST,
+    LANE_ROWS,
+    LANE_TABLE,
+    Lane,
+)
+
+log = logging.getLogger(__name__)
+
+Synchronous = Literal["normal", "full"]
+
+_NOTICE_INTERVAL_S = 60.0  # a lane's trims are announced at most this often (merged ranges)
+_PENDING_PREFIX = "outbox.dropped_pending."  # + lane.reason, in `state`
+_CORRUPT = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+_ADD_COUNTER = (
+    "INSERT INTO counters (name, value) VALUES (?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value"
+)
+PUT_STATE = (
+    "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+
+
+class _CorruptError(Exception):
+    """The file is damaged beyond use (SQLite: malformed / not a database / integrity check)."""
+
+
+def busy_or_store(path: str, err: sqlite3.Error) -> StoreError | StoreBusyError:
+    """Classify a SQLite error: locked/full/IO may pass, the rest will not."""
+    code = getattr(err, "sqlite_errorcode", None)
+    if code is not None and (code & 0xFF) == sqlite3.SQLITE_FULL:
+        return StoreFullError(path, str(err))
+    transient = {
+        getattr(sqlite3, n, -1)
+        for n in ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_CANTOPEN")
+    }
+    if code is not None and (code & 0xFF) in transient:
+        return StoreBusyError(path, str(err))
+    return StoreError(path, str(err))
+
+
+class OutboxFile:
+    """One SQLite connection to an outbox file, on one thread (see `Outbox`)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, synchronous: Synchronous = "full") -> None:
+        self.path = os.fspath(path)
+        self.synchronous = synchronous
+        # Rows per lane, counted once on the first stats() and kept up to date after (a count(*)
+        # of a full outbox is a scan of the table, which would stall commits on a Pi).
+        self._rows: dict[Lane, int] | None = None
+        self._tx_rows: dict[Lane, int] = {}  # rows added (+) and removed (-) by the open transaction
+        self._announced_at: dict[str, float] = {}  # monotonic time of the last notice per lane.reason
+        self.disk_full = False  # an append found the disk full; cleared once there is room again
+        self.quarantined: str | None = None  # where a corrupt file was moved at open, if it was
+        self.last_event_seq = 0  # seq of the last row this process put into the event lane
+        parent = os.path.dirname(os.path.abspath(self.path))
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as err:
+            raise StoreError(self.path, f"cannot create directory {parent}: {err.strerror}") from err
+        marker = read_marker(self.path)
+        existed = os.path.exists(self.path)
+        empty = existed and os.path.getsize(self.path) == 0
+        try:
+            self._connect()
+        except _CorruptError as err:
+            self.quarantined = quarantine(self.path)
+            log.error(
+                "outbox %s is corrupt (%s): moved aside to %s; starting a fresh one",
+                self.path,
+                err,
+                self.quarantined,
+            )
+            self._connect()
+        self._tx_next = self._next_seq
+        self.epoch = self.get_state(EPOCH_KEY) or ""
+        reason = self._new_epoch_reason(marker, existed, empty)
+        if reason is not None:
+            self._start_epoch(reason, marker)
+        self._marker_at = -math.inf
+        self._write_marker()
+        self._announce_pending()
+        self._open = True
+
+    def _connect(self) -> None:
+        try:
+            self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
+        except sqlite3.Error as err:
+            raise StoreError(self.path, f"cannot open: {err}") from err
+        try:
+            self._setup()
+            check = str(self._conn.execute("PRAGMA quick_check(1)").fetchone()[0])
+            if check != "ok":
+                raise _CorruptError(f"integrity check: {check}")
+        except sqlite3.DatabaseError as err:
+            self._conn.close()
+            if getattr(err, "sqlite_errorcode", 0) & 0xFF in _CORRUPT:
+                raise _CorruptError(str(err)) from err
+            raise StoreError(self.path, f"not a usable outbox file: {err}") from err
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _new_epoch_reason(self, marker: Marker | None, existed: bool, empty: bool) -> str | None:
+        """Why this file needs a new epoch (None: it goes on with its own)."""
+        if self.quarantined is not None:
+            return "corrupt outbox quarantined"
+        if marker is None:
+            return None if self.epoch else "created"
+        if not existed:
+            return "outbox missing"
+        if empty:
+            return "outbox empty (zero length)"
+        if self.epoch != marker.epoch:
+            return "outbox replaced (another epoch than the marker's)"
+        if self._next_seq < marker.next_seq:
+            return "outbox restored from an older copy"
+        return None
+
+    def _start_epoch(self, reason: str, marker: Marker | None) -> None:
+        previous = marker.epoch if marker is not None else (self.epoch or None)
+        epoch = new_epoch()
+        with self._transaction():
+            # seq never goes back: a consumer that ignores epochs sees no false duplicates.
+            if marker is not None:
+                self._tx_next = max(self._tx_next, marker.next_seq)
+            for prefix in EPOCH_STATE_PREFIXES:
+                self._conn.execute("DELETE FROM state WHERE substr(key, 1, ?) = ?", (len(prefix), prefix))
+            self._conn.execute(PUT_STATE, (EPOCH_KEY, epoch))
+            if reason != "created":
+                attrs = {
+                    "epoch": epoch,
+                    "previous_epoch": previous,
+                    "previous_next_seq": marker.next_seq if marker is not None else None,
+                    "first_seq": self._tx_next,
+                    "reason": reason,
+                    "quarantined_as": self.quarantined,
+                }
+                self._insert_notice(
+                    notice(
+                        KIND_NEW_EPOCH, Severity.MAJOR, f"outbox: new store epoch {epoch}: {reason}", attrs
+                    )
+                )
+        self.epoch = epoch
+        if reason != "created":
+            log.error("outbox %s: new store epoch %s (was %s): %s", self.path, epoch, previous, reason)
+
+    def _write_marker(self) -> None:
+        """Record epoch and next seq beside the file (see gateway.store._epoch), and make sure the
+        reserve file is there; never raises."""
+        self._marker_at = time.monotonic()
+        if not self.disk_full:
+            make_reserve(self.path)
+        try:
+            write_marker(self.path, Marker(self.epoch, self._next_seq))
+        except OSError as err:
+            log.warning("outbox %s: cannot write the epoch marker: %s", self.path, err)
+
+    def _setup(self) -> None:
+        conn = self._conn
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(self.path, f"cannot switch to WAL mode (got {mode})")
+        conn.execute(f"PRAGMA synchronous = {'FULL' if self.synchronous == 'full' else 'NORMAL'}")
+        # Keep the -wal file from growing without bound after a large burst.
+        conn.execute(f"PRAGMA journal_size_limit = {8 * MIB:d}")
+        found = current_version(conn)
+        if found > latest_version():
+            raise SchemaVersionError(self.path, found, latest_version())
+        applied = migrate(conn)
+        if applied:
+            log.info("outbox %s: schema migrated to version %d", self.path, applied[-1])
+        self._page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        self._next_seq = self._counter("next_seq")
+
+    def _counter(self, name: str) -> int:
+        return int(self._conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0])
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE .. COMMIT; seqs taken inside (`_tx_next`) and row counts apply on commit."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        self._tx_next = self._next_seq
+        self._tx_rows = {Lane.EVENT: 0, Lane.TELEMETRY: 0}
+        try:
+            yield
+            if self._tx_next != self._next_seq:
+                conn.execute("UPDATE counters SET value = ? WHERE name = 'next_seq'", (self._tx_next,))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._tx_next = self._next_seq
+            raise
+        self._next_seq = self._tx_next
+        for lane, delta in self._tx_rows.items():
+            self._count(lane, delta)
+
+    def _insert_notice(self, event: Event) -> None:
+        """Inside a transaction: put an event about the outbox itself into the event lane."""
+        seq = self._tx_next
+        self._tx_next += 1
+        self._conn.execute(
+            "INSERT INTO events (seq, ts, body) VALUES (?, ?, ?)", (seq, event.ts, encode_event(event))
+        )
+        self._tx_rows[Lane.EVENT] += 1
+        self.last_event_seq = seq
+
+    def _drop(self, lane: Lane, where: str, args: tuple[object, ...], reason: str) -> tuple[int, int]:
+        """Inside a transaction: delete `lane`'s rows matching `where`, count them (per lane and per
+        reason, in the file) and announce the seq range in the event lane (`outbox_dropped`).
+
+        The one way rows leave the outbox unsent: size cap, damaged storage, disk full.
+        Returns (rows of the table deleted, records dropped)."""
+        table, key, count = LANE_TABLE[lane], LANE_KEY[lane], LANE_ROWS[lane]
+        conn = self._conn
+        n, lo, hi = conn.execute(
+            f"SELECT coalesce(sum({count}), 0), min({key}), max({LANE_LAST[lane]}) FROM {table}{where}", args
+        ).fetchone()
+        if not n:
+            return 0, 0
+        deleted = max(conn.execute(f"DELETE FROM {table}{where}", args).rowcount, 0)
+        conn.execute("UPDATE counters SET value = value + ? WHERE name = ?", (n, LANE_DROPPED_KEY[lane]))
+        conn.execute(_ADD_COUNTER, (f"{DROPPED_BY_PREFIX}{reason}", n))
+        self._tx_rows[lane] -= n
+        self._announce(lane.name.lower(), reason, int(lo), int(hi), int(n))
+        return deleted, int(n)
+
+    def _announce(self, lane: str, reason: str, first: int, last: int, n: int) -> None:
+        """Inside a transaction: the `outbox_dropped` event for a dropped range.
+
+        Damaged rows are announced at once. Trims (size cap, disk full) repeat with every few
+        appends while the outbox is full: their ranges are merged in the `state` table (durable,
+        in the same transaction) and announced at most once a minute per lane and reason, and
+        when the outbox opens or closes, so that notices never crowd out the events they make
+        room for. A merged range may hold seqs that were sent: the count says how many dropped."""
+        key = f"{_PENDING_PREFIX}{lane}.{reason}"
+        raw = self._conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        if raw is not None:
+            was = json.loads(raw[0])
+            first, last, n = min(first, was["first_seq"]), max(last, was["last_seq"]), n + was["count"]
+        now = time.monotonic()
+        if reason != "damaged" and now - self._announced_at.get(key, -math.inf) < _NOTICE_INTERVAL_S:
+            pending = json.dumps({"first_seq": first, "last_seq": last, "count": n})
+            self._conn.execute(PUT_STATE, (key, pending))
+            return
+        self._announced_at[key] = now
+        self._conn.execute("DELETE FROM state WHERE key = ?", (key,))
+        attrs = {"lane": lane, "first_seq": first, "last_seq": last, "count": n, "reason": reason}
+        attrs["epoch"] = self.epoch
+        message = f"outbox dropped {n} {lane} rows unsent, seq {first}..{last}: {reason}"
+        self._insert_notice(notice(KIND_DROPPED, Severity.WARNING, message, attrs))
+
+    def _announce_pending(self) -> None:
+        """Announce the merged drops not announced yet (at open and at close); never raises."""
+        try:
+            pending = self._conn.execute(
+                "SELECT key, value FROM state WHERE substr(key, 1, ?) = ?",
+                (len(_PENDING_PREFIX), _PENDING_PREFIX),
+            ).fetchall()
+            if not pending:
+                return
+            with self._transaction():
+                for key, value in pending:
+                    lane, reason = str(key)[len(_PENDING_PREFIX) :].split(".", 1)
+                    was = json.loads(value)
+                    self._announced_at.pop(key, None)
+                    self._conn.execute("DELETE FROM state WHERE key = ?", (key,))
+                    self._announce(lane, reason, was["first_seq"], was["last_seq"], was["count"])
+        except (sqlite3.Error, ValueError, KeyError, TypeError) as err:
+            log.error("outbox %s: cannot announce the dropped ranges: %r", self.path, err)
+
+    def _count(self, lane: Lane, delta: int) -> None:
+        if self._rows is not None:
+            self._rows[lane] += delta
+
+    def _used_bytes(self) -> int:
+        pages = self._conn.execute("PRAGMA page_count").fetchone()[0]
+        free = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
+        return int(pages - free) * self._page_size
+
+    @contextlib.contextmanager
+    def _relaxed(self) -> Iterator[None]:
+        """Commit deletes of acknowledged rows without an fsync of their own.
+
+        Losing the last acks to a power cut only means those rows are sent again (at-least-once,
+        duplicates detectable by seq), so an ack need not cost an fsync on an SD card. The next
+        appended commit (synchronous=FULL) syncs the WAL, acks included, in order."""
+        if self.synchronous != "full":
+            yield
+            return
+        self._conn.execute("PRAGMA synchronous = NORMAL")
+        try:
+            yield
+        finally:
+            self._conn.execute("PRAGMA synchronous = FULL")
+
+    def get_state(self, key: str) -> str | None:
+        """A small durable value (replay counter, rule state, ack position), or None if unset."""
+        try:
+            row = self._conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as err:
+            raise busy_or_store(self.path, err) from err
+        return None if row is None else str(row[0])
+
+    def put_state(self, key: str, value: str) -> None:
+        """Set a small durable value; committed when this returns."""
+        try:
+            self._conn.execute(PUT_STATE, (str(key), str(value)))
+        except sqlite3.Error as err:
+            raise busy_or_store(self.path, err) from err
+
+    @property
+    def next_seq(self) -> int:
+        """The seq the next appended row will get."""
+        return self._next_seq
+
+    def close(self) -> None:
+        """Close the file (idempotent). The WAL is checkpointed by SQLite on the last close.
+
+        Any later call raises StoreError (sqlite3 refuses a closed connection)."""
+        if self._open:
+            self._open = False
+            self._announce_pending()
+            self._write_marker()
+        self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
