@@ -102,6 +102,7 @@ def write_config(
         host = "127.0.0.1"
         port = {port}
         timeout_s = 0.3
+        min_poll_interval_s = 0.05  # the fault profile polls every 50 ms
         """
     )
     for u in (1, 2, 3):
