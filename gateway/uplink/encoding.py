@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from gateway.store import Lane, OutboxRow, TelemetryBlock
@@ -49,6 +49,8 @@ class PlatformAck:
     gateway_id: str
     lane: Lane
     seq: int
+    body: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """The decoded message, for its signature (`signing.AckVerifier`)."""
 
 
 class CommandOutcome(enum.StrEnum):
@@ -91,6 +93,8 @@ class CommandResult:
     reason: RejectReason | None = None
     detail: str = ""
     result: Mapping[str, Any] | None = None
+    answer: bool = True
+    """False: a junk rejection inside the rate limit's interval; counted, not published."""
 
 
 class Encoding(Protocol):
@@ -129,7 +133,7 @@ class Encoding(Protocol):
         ...
 
     def decode_ack(self, payload: bytes) -> PlatformAck:
-        """Parse an end-to-end ack; raises ValueError when it is not one."""
+        """Parse an end-to-end ack; raises `gateway.payload.PayloadError` when it is not one."""
         ...
 
 
