@@ -53,9 +53,7 @@ def nesting_depth(data: bytes, limit: int) -> int:
     return deepest
 
 
-def load_json(
-    data: bytes | str, *, where: str, max_bytes: int, max_depth: int = DEFAULT_MAX_DEPTH
-) -> Any:
+def load_json(data: bytes | str, *, where: str, max_bytes: int, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     """Parse JSON text from outside within `max_bytes` and `max_depth`; raise `PayloadError`.
 
     NaN and infinities are refused (they are not JSON); text must be UTF-8.

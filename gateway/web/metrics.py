@@ -126,6 +126,22 @@ def _bus_metrics(m: Exposition, buses: Iterable[Mapping[str, Any]]) -> None:
             _num(c, "latency_count"),
             bl,
         )
+        refused = plain(bus.get("input")) or {}
+        if refused:  # listening buses: garbage counted, never stored
+            m.add(
+                "citynerve_bus_garbage_lines",
+                "counter",
+                "lines a listening bus refused: too long, not text, or unparsed over the rate",
+                _num(refused, "garbage_lines"),
+                bl,
+            )
+            m.add(
+                "citynerve_bus_garbage_bytes",
+                "counter",
+                "bytes of the lines a listening bus refused",
+                _num(refused, "garbage_bytes"),
+                bl,
+            )
         for dev in bus.get("devices", []):
             dl = {"bus": bl["bus"], "device": str(dev.get("id"))}
             online = dev.get("online")
@@ -296,8 +312,9 @@ def render_metrics(
     alarms: Sequence[Mapping[str, Any]] | None = None,
     publish_rate: float | None = None,
     now: float | None = None,
+    web: Mapping[str, int] | None = None,
 ) -> str:
-    """The Prometheus text for one status snapshot."""
+    """The Prometheus text for one status snapshot (`web`: the page's own limits and refusals)."""
     now = time.time() if now is None else now
     m = Exposition()
     info = {"gateway": str(status.get("gateway_id", "")), "version": str(status.get("version", ""))}
@@ -309,7 +326,38 @@ def render_metrics(
     _store_metrics(m, status.get("store"), status.get("writer"), now)
     _uplink_metrics(m, status.get("uplink"), publish_rate)
     _rules_metrics(m, status.get("pipeline"), alarms)
+    if web is not None:
+        _web_metrics(m, web)
     return m.render()
+
+
+def _web_metrics(m: Exposition, web: Mapping[str, int]) -> None:
+    m.add(
+        "citynerve_web_connection_limit",
+        "gauge",
+        "the status page's connection limit",
+        web.get("max_clients"),
+    )
+    m.add("citynerve_web_connections_open", "gauge", "connections open on the status page", web.get("open"))
+    for what, key in (
+        ("busy", "refused_busy"),
+        ("timeout", "timeouts"),
+        ("peer", "refused_peers"),
+        ("throttled_login", "throttled_logins"),
+    ):
+        m.add(
+            "citynerve_web_refused",
+            "counter",
+            "status page connections refused: over a limit, too slow, not the gateway's user, throttled",
+            web.get(key),
+            {"reason": what},
+        )
+    m.add(
+        "citynerve_web_failed_logins",
+        "counter",
+        "wrong passwords on the status page",
+        web.get("failed_logins"),
+    )
 
 
 class RateMeter:
