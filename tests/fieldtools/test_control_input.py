@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.control.server import ControlServer
+from tests.fieldtools.conftest import wait_for
 
 
 async def test_deep_request_is_a_bad_request_and_the_connection_goes_on(short_dir: Path) -> None:
@@ -21,9 +22,8 @@ async def test_deep_request_is_a_bad_request_and_the_connection_goes_on(short_di
     server = ControlServer(path, {"ping": ping})
     task = asyncio.create_task(server.run())
     try:
+        await wait_for(path.exists, 10)
         async with asyncio.timeout(10):
-            while not path.exists():
-                await asyncio.sleep(0.01)
             reader, writer = await asyncio.open_unix_connection(str(path))
             answers = []
             for line in (b"[" * 100_000, b"\xff\xfe", b"[1]", b'{"op":"ping"}'):
