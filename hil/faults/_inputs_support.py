@@ -9,6 +9,7 @@ import base64
 import contextlib
 import json
 import os
+import random
 import resource
 import secrets
 import signal
@@ -52,35 +53,39 @@ class PanelPort:
                 os.close(fd)
 
 
-def garbage_flood(port: PanelPort, seconds: float, *, seed: int = 12) -> threading.Thread:
-    """Write garbage to the panel port at full speed for `seconds` from a thread: random bytes with
-    line ends sprinkled in, printable junk lines, and endless lines. Returns the started thread;
-    `thread.sent` is the number of bytes written once it ended."""
-    import random
+class GarbageFlood(threading.Thread):
+    """Writes garbage to the panel port at full speed for `seconds`: random bytes with line ends
+    sprinkled in, printable junk lines nobody parses, and lines that never end. A thread, so the
+    writer blocks on a full pty instead of the event loop. `sent`: bytes written."""
 
-    rng = random.Random(seed)
-    blocks = [
-        bytes(rng.randrange(256) for _ in range(4096)),  # line noise
-        b"".join(b"JUNK %06d ~~~ not a panel record\r\n" % i for i in range(120)),  # text nobody parses
-        b"X" * 4096,  # a line that never ends
-    ]
+    def __init__(self, port: PanelPort, seconds: float, *, seed: int = 12) -> None:
+        super().__init__(name="garbage-flood", daemon=True)
+        rng = random.Random(seed)
+        self._port = port
+        self._seconds = seconds
+        self._blocks = [
+            bytes(rng.randrange(256) for _ in range(4096)),  # line noise
+            b"".join(b"JUNK %06d ~~~ not a panel record\r\n" % i for i in range(120)),
+            b"X" * 4096,  # a line that never ends
+        ]
+        self.sent = 0
 
-    def run() -> None:
-        end = time.monotonic() + seconds
-        sent = 0
+    def run(self) -> None:
+        end = time.monotonic() + self._seconds
         i = 0
         while time.monotonic() < end:
             try:
-                sent += os.write(port.master, blocks[i % len(blocks)])
+                self.sent += os.write(self._port.master, self._blocks[i % len(self._blocks)])
             except OSError:
-                break
+                return
             i += 1
-        thread.sent = sent  # type: ignore[attr-defined]
 
-    thread = threading.Thread(target=run, name="garbage-flood", daemon=True)
-    thread.sent = 0  # type: ignore[attr-defined]
-    thread.start()
-    return thread
+
+def garbage_flood(port: PanelPort, seconds: float, *, seed: int = 12) -> GarbageFlood:
+    """Start a `GarbageFlood` on `port`; join it to wait for the end."""
+    flood = GarbageFlood(port, seconds, seed=seed)
+    flood.start()
+    return flood
 
 
 def platform_key(workdir: Path) -> bytes:

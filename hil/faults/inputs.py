@@ -410,7 +410,7 @@ async def serial_garbage_flood(workdir: Path) -> str:
     readings, events = _outbox(gw.db)
     raw = [r for r in readings if r.point == "raw"]
     fires = [e for e in events if e.kind in ("fire", "smoke")]
-    sent = flood.sent  # type: ignore[attr-defined]
+    sent = flood.sent
     if not fires:
         raise Broken("the real fire alarm in the flood was not raised")
     if len(raw) > 25:
