@@ -254,6 +254,20 @@ def _uplink_metrics(m: Exposition, uplink: Any, rate: float | None) -> None:
             1.0,
             {"state": str(getattr(state, "value", state))},
         )
+    extra = up.get("extra") if isinstance(up.get("extra"), dict) else {}
+    for kind, key in (
+        ("ack", "acks_refused"),
+        ("command_unanswered", "commands_unanswered"),
+        ("handler_error", "inbound_refused"),
+    ):
+        m.add(
+            "citynerve_uplink_inbound_refused",
+            "counter",
+            "inbound messages refused: bad or unsigned e2e acks, junk commands not answered "
+            "(rate limit), messages whose handling failed",
+            _num(extra, key),
+            {"kind": kind},
+        )
 
 
 def _rules_metrics(m: Exposition, pipeline: Any, alarms: Sequence[Mapping[str, Any]] | None) -> None:

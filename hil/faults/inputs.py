@@ -196,6 +196,11 @@ async def junk_command_flood(workdir: Path) -> str:
                             break
             up = (await gw.status())["uplink"]
             added = gw.log_lines() - lines_before
+            metrics = await asyncio.to_thread(_metrics_text, gw.web_port)
+            unanswered = up["extra"]["commands_unanswered"]  # the flood is over: both figures stay
+            held_back = f'citynerve_uplink_inbound_refused_total{{kind="command_unanswered"}} {unanswered}'
+            if held_back not in metrics:
+                raise Broken(f"/metrics does not count the junk held back ({held_back!r} missing)")
             if answers[-1]["outcome"] != "ok":
                 raise Broken(f"the signed command was not carried out: {answers[-1]}")
             if len(answers) - 1 > 5 or added > LOG_BUDGET:
@@ -252,6 +257,15 @@ async def statuspage_connection_flood(workdir: Path) -> str:
                     s.close()
             if code != 200:
                 raise Broken(f"the page did not answer a technician during the flood (last {code})")
+            # Afterwards the flooding address itself is served again (its slots were freed).
+            again = 0
+            deadline = time.monotonic() + 15.0
+            while again != 200 and time.monotonic() < deadline:
+                again = await get(gw.web_port, "/", auth=basic())
+                if again != 200:
+                    await asyncio.sleep(0.5)
+            if again != 200:
+                raise Broken(f"the page did not answer from the flood's address afterwards ({again})")
             added = gw.log_lines() - lines_before
             if added > LOG_BUDGET:
                 raise Broken(f"the log grew by {added} lines during the flood")
