@@ -43,8 +43,10 @@ class _Failures:
 
 class LoginThrottle:
     """Per-client failed-login backoff. `wait(client)`: seconds the client must still wait (0: may
-    try). `failed(client)`: record a failure; returns the log line to write, or None when this
-    client's failures were already logged within the interval (they are counted into the next)."""
+    try); a try while blocked restarts the wait, so a client that hammers stays blocked and one that
+    honours Retry-After gets its next try. `failed(client)`: record a failure; returns the log line
+    to write, or None when this client's failures were already logged within the interval (they
+    are counted into the next)."""
 
     def __init__(self, *, log_interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._clients: OrderedDict[str, _Failures] = OrderedDict()
@@ -57,10 +59,12 @@ class LoginThrottle:
         f = self._clients.get(client)
         if f is None:
             return 0.0
-        left = f.blocked_until - self._clock()
-        if left > 0:
-            self.throttled += 1
-        return max(0.0, left)
+        now = self._clock()
+        if f.blocked_until <= now:
+            return 0.0
+        self.throttled += 1
+        f.blocked_until = now + _backoff(f.count)
+        return f.blocked_until - now
 
     def failed(self, client: str) -> str | None:
         self.failures += 1
@@ -71,8 +75,7 @@ class LoginThrottle:
         f.count += 1
         now = self._clock()
         if f.count > LOGIN_FREE_FAILURES:
-            first, longest = LOGIN_BACKOFF_S
-            f.blocked_until = now + min(longest, first * 2 ** (f.count - LOGIN_FREE_FAILURES - 1))
+            f.blocked_until = now + _backoff(f.count)
         if now - f.last_logged < self._log_interval:
             f.unlogged += 1
             return None
@@ -83,6 +86,12 @@ class LoginThrottle:
 
     def succeeded(self, client: str) -> None:
         self._clients.pop(client, None)
+
+
+def _backoff(failures: int) -> float:
+    """The wait after `failures` failed logins in a row (over the free ones): 1, 2, 4 … 300 s."""
+    first, longest = LOGIN_BACKOFF_S
+    return float(min(longest, first * 2 ** max(0, failures - LOGIN_FREE_FAILURES - 1)))
 
 
 class ClientCount:

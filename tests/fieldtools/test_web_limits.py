@@ -40,6 +40,10 @@ def test_login_throttle_backs_off_per_client_and_logs_once_per_interval() -> Non
     assert lines[0] is not None and lines[1:] == [None] * 7
     assert t.wait("10.0.0.9") == 4.0  # 3 failures over the free 5: 1, 2, 4 s
     assert t.wait("10.0.0.7") == 0.0  # another client is not affected
+    now[0] = 3.0
+    assert t.wait("10.0.0.9") == 4.0  # a try while blocked restarts the wait
+    now[0] = 7.5
+    assert t.wait("10.0.0.9") == 0.0  # Retry-After honoured: may try again
     now[0] = 61.0
     line = t.failed("10.0.0.9")
     assert line is not None and "9 in a row" in line and "+7 not logged" in line
