@@ -82,7 +82,9 @@ async def test_slow_client_is_cut_by_the_request_deadline(gateway: object, passw
                 closed_after = time.monotonic() - started
                 break
         writer.close()
-        assert closed_after is not None and REQUEST_DEADLINE_S - 0.5 <= closed_after <= REQUEST_DEADLINE_S + 2
+        # Cut after the deadline although a byte kept arriving every half second (~50 s of them).
+        assert closed_after is not None
+        assert REQUEST_DEADLINE_S - 0.5 <= closed_after <= REQUEST_DEADLINE_S + 10
         assert server.limits()["timeouts"] == 1
 
 
