@@ -420,7 +420,14 @@ async def serial_garbage_flood(workdir: Path) -> str:
 
         await gw.wait_until("the garbage to be counted", counted)
         bus = (await gw.status())["buses"][0]
-        metrics_code = await get(gw.web_port, "/metrics", auth=basic())
+        metrics = await asyncio.to_thread(_metrics_text, gw.web_port)
+        shown = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "gateway.cli", "status", "-c", str(gw.config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         added = gw.log_lines() - lines_before
     # Unparsed text may be stored at the raw rate over the whole run (burst first), never more.
     budget = RAW_BURST + RAW_PER_S * (time.monotonic() - started) + 1
@@ -434,8 +441,10 @@ async def serial_garbage_flood(workdir: Path) -> str:
         raise Broken(f"{len(raw)} raw rows stored from {sent} bytes of garbage (budget {budget:.0f})")
     if added > 10:
         raise Broken(f"the log grew by {added} lines")
-    if metrics_code != 200:
-        raise Broken(f"/metrics answered {metrics_code}")
+    if 'citynerve_bus_garbage_lines_total{bus="fire-panel"' not in metrics:
+        raise Broken("/metrics does not show the garbage")
+    if "bus fire-panel refused input: garbage bytes" not in shown.stdout:
+        raise Broken(f"`citynerve status` does not show the garbage: {shown.stdout[-500:]}")
     return (
         f"{sent // 1024} KiB of garbage: {bus['input']['garbage_lines']} lines counted, "
         f"{len(raw)} raw rows, fire alarm raised, {added} log lines"
