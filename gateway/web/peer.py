@@ -20,8 +20,11 @@ PROC_NET = Path("/proc/net")
 
 
 def _hex_addr(host: str, port: int) -> tuple[str, str]:
-    """`ADDR:PORT` as /proc/net/tcp{,6} writes it, and which table holds it."""
+    """`ADDR:PORT` as /proc/net/tcp{,6} writes it, and which table holds it. An IPv4-mapped address
+    (a dual-stack listener) is the IPv4 client's own socket, in the IPv4 table."""
     ip = ipaddress.ip_address(host.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
     if ip.version == 4:
         return f"{struct.unpack('<I', ip.packed)[0]:08X}:{port:04X}", "tcp"
     words = struct.unpack("<4I", ip.packed)  # four host-order 32-bit words

@@ -111,12 +111,22 @@ async def test_password_guessing_is_throttled_and_logged_in_bounded_lines(
     assert len([r for r in caplog.records if "failed login" in r.getMessage()]) == 1
 
 
-def test_peer_uid_from_the_kernel_socket_table() -> None:
-    with socket.create_server(("127.0.0.1", 0)) as srv:
-        client = socket.create_connection(srv.getsockname())
+@pytest.mark.parametrize(
+    ("listen", "family", "connect"),
+    [
+        ("127.0.0.1", socket.AF_INET, "127.0.0.1"),
+        ("::1", socket.AF_INET6, "::1"),
+        ("::", socket.AF_INET6, "127.0.0.1"),  # dual stack: the client shows as ::ffff:127.0.0.1
+    ],
+)
+def test_peer_uid_from_the_kernel_socket_table(
+    listen: str, family: socket.AddressFamily, connect: str
+) -> None:
+    with socket.create_server((listen, 0), family=family, dualstack_ipv6=listen == "::") as srv:
+        client = socket.create_connection((connect, srv.getsockname()[1]))
         conn, addr = srv.accept()
         with client, conn:
-            assert peer_uid(addr, conn.getsockname()) == os.geteuid()
+            assert peer_uid(addr[:2], conn.getsockname()[:2]) == os.geteuid()
     assert may_use_gateway(0) and may_use_gateway(os.geteuid())
     if os.geteuid() == 0:
         assert not may_use_gateway(65534)  # nobody: neither root's user nor in its group
