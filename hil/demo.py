@@ -22,7 +22,7 @@ from rich.console import Console
 from gateway.config import load_config
 from gateway.runtime import Gateway
 from hil.demo_building import DemoBuilding
-from hil.platform import PlatformConsumer, free_port, start_demo_broker
+from hil.platform import CommandSigner, PlatformConsumer, free_port, start_demo_broker
 from hil.platform.consumer import Arrival
 from hil.platform.view import format_arrival, print_platform_view
 
@@ -73,7 +73,13 @@ async def run_demo(duration_s: float, workdir: Path, console: Console | None = N
                 console.print(f"[dim]platform[/] {line}", highlight=False)
 
         consumer = await stack.enter_async_context(
-            PlatformConsumer(host=host, port=port, db_path=workdir / "platform.db", on_arrival=on_arrival)
+            PlatformConsumer(
+                host=host,
+                port=port,
+                db_path=workdir / "platform.db",
+                on_arrival=on_arrival,
+                ack_signer=CommandSigner(hmac_key=building.write_platform_key(workdir)),
+            )
         )
         config_path = workdir / "gateway.toml"
         web_port = free_port()

@@ -9,8 +9,10 @@ import asyncio
 import contextlib
 import logging
 import random
+import secrets
 import textwrap
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -22,6 +24,7 @@ log = logging.getLogger("citynerve.demo")
 
 GATEWAY_ID = "gw-310106-demo-0001"
 ADDRESS_CODE = "310106013007"
+PLATFORM_KEY_FILE = "platform.key"  # next to the generated config: the platform signs its acks with it
 
 _NAMES = {
     "modbus-power-meter-3ph": ("em", "Building incomer, three-phase meter", "B1", "meter room"),
@@ -104,6 +107,15 @@ class DemoBuilding:
             (40.0, f"manhole cover {COVERS[1][0]} back in place", lambda: self.lift_cover(1, 0.4)),
         ]
 
+    @staticmethod
+    def write_platform_key(workdir: Path) -> bytes:
+        """The key the demo's platform signs end-to-end acks with, next to the config."""
+        key = secrets.token_bytes(32)
+        path = workdir / PLATFORM_KEY_FILE
+        path.write_text(key.hex())
+        path.chmod(0o600)
+        return key
+
     def config_toml(self, *, broker: str, web_port: int = 0) -> str:
         host, port = self.modbus.endpoint
         text = textwrap.dedent(
@@ -134,6 +146,7 @@ class DemoBuilding:
             brokers = ["{broker}"]
             e2e_ack = true
             status_interval_s = 10
+            commands = {{ hmac_key_file = "{PLATFORM_KEY_FILE}" }}  # the platform signs its acks
 
             [rules]
             [[rules.packs]]

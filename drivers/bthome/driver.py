@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,11 @@ ALARM_KEY = "bthome.alarm.{device}.{point}"
 """State key of an event point's last state ("1"/"0"), so an alarm raised before a gateway restart
 is not raised again after it (events are raised once and cleared once)."""
 STATE_FLUSH_S = 1.0
+ADVERTS_PER_S = 2.0
+ADVERTS_BURST = 20
+"""Fresh adverts delivered per node: a node advertises every few seconds (faster only while an
+alarm changes); more than this is a spoofer (plaintext nodes) or a broken node, and is counted
+(`rate_limited`), not stored advert by advert. Nodes repeat their state in every advert."""
 
 
 @dataclass(slots=True)
@@ -63,6 +69,20 @@ class DeviceLinkStats:
     last_packet_id: int | None = None
     last_error: str = ""
     failing: bool = False
+    rate_limited: int = 0  # fresh adverts over ADVERTS_PER_S: counted, not delivered
+    _tokens: float = float(ADVERTS_BURST)
+    _refill_t: float | None = None
+
+    def admit(self, now: float) -> bool:
+        """Token bucket of fresh adverts (monotonic `now`); False (and counted) over the rate."""
+        if self._refill_t is not None:
+            self._tokens = min(float(ADVERTS_BURST), self._tokens + (now - self._refill_t) * ADVERTS_PER_S)
+        self._refill_t = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        self.rate_limited += 1
+        return False
 
     @property
     def rejected_total(self) -> int:
@@ -73,6 +93,7 @@ class DeviceLinkStats:
             "accepted": self.accepted,
             "duplicates": self.duplicates,
             "rejected": {str(k): v for k, v in sorted(self.rejected.items())},
+            "rate_limited": self.rate_limited,
             "last_seen": self.last_seen,
             "last_rssi": self.last_rssi,
             "last_counter": self.last_counter,
@@ -265,6 +286,15 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
         if stats.failing:
             stats.failing = False
             log.info("device %s: adverts accepted again", rt.config.id)
+        if not stats.admit(time.monotonic()):
+            if stats.rate_limited == 1 or stats.rate_limited % 10_000 == 0:
+                log.warning(
+                    "device %s: more than %g adverts/s; %d counted, not stored",
+                    rt.config.id,
+                    ADVERTS_PER_S,
+                    stats.rate_limited,
+                )
+            return
         stats.accepted += 1
         stats.last_seen = adv.ts
         stats.last_rssi = adv.rssi
@@ -332,6 +362,15 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
     def stats(self) -> Mapping[str, DeviceLinkStats]:
         """Per-device link statistics, by device id."""
         return {dev_id: rt.stats for dev_id, rt in self._runtime.items()}
+
+    def input_stats(self) -> dict[str, int]:
+        """Adverts refused on this radio: unknown nodes, queue overflow, over-rate, rejected."""
+        return {
+            "unknown_adverts": self.unknown_adverts,
+            "dropped_adverts": self.dropped_adverts,
+            "rate_limited": sum(rt.stats.rate_limited for rt in self._runtime.values()),
+            "rejected_adverts": sum(rt.stats.rejected_total for rt in self._runtime.values()),
+        }
 
     async def diag(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """Actions: `scan` {duration}, `stats`, `reset-counter` {device}."""

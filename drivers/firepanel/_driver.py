@@ -10,6 +10,7 @@ from typing import Any
 from drivers.firepanel.models import FirePanelBusConfig, FirePanelDevice
 from drivers.firepanel.parsers import PanelParser, PanelRecord, RecordKind, parser_for
 from drivers.serialio import LineTiming, SerialLine
+from drivers.serialio.guard import MAX_LINE, LineGuard
 from gateway.api import (
     Event,
     EventState,
@@ -27,7 +28,6 @@ from gateway.api import (
 log = logging.getLogger(__name__)
 
 IDLE_FLUSH_S = 2.0  # a line the printer never ends (no CR/LF) is taken after this much silence
-MAX_LINE = 512
 _ALARMS = frozenset({RecordKind.FIRE, RecordKind.SMOKE})
 _FAULTS = frozenset({RecordKind.PANEL_FAULT, RecordKind.MAINS_FAULT, RecordKind.BATTERY_FAULT})
 # Reports, never active: the panel does not print a clear for them.
@@ -64,6 +64,7 @@ class PanelStream:
         self.device = device
         self.parser = parser or parser_for(device.panel_model, date_order=device.date_order)
         self.state = PanelState()
+        self.guard = LineGuard(f"panel {device.id}", max_line=MAX_LINE)
         self._buf = bytearray()
         self._fields: dict[str, list[str]] = {}
         for name, point in device.points.items():
@@ -81,8 +82,9 @@ class PanelStream:
             end = min(ends)
             raw, self._buf = bytes(self._buf[:end]), self._buf[end + 1 :]
             out += self.line(raw)
-        if len(self._buf) > MAX_LINE:  # a printer that never ends its lines: cut, do not grow
-            out += self.flush()
+        if len(self._buf) > MAX_LINE:  # no line end within a line's length: garbage, do not grow
+            self.guard.discard(len(self._buf))
+            self._buf = bytearray()
         return out
 
     def flush(self) -> list[Event | SampleBatch]:
@@ -94,6 +96,8 @@ class PanelStream:
         text = raw.decode(self.device.encoding, errors="replace").strip("\x00\x0c \t")
         if not text.strip():
             return []
+        if not self.guard.line_ok(raw, text):  # counted and reported, never stored
+            return []
         self.state.lines += 1
         try:
             record = self.parser.parse_line(text)
@@ -102,6 +106,8 @@ class PanelStream:
             self.state.parser_errors += 1
             record = None
         if record is None:
+            if not self.guard.admit_raw(len(raw)):  # unparsed text over the rate: counted only
+                return []
             self.state.raw_lines += 1
             return self._batch([("raw", text)])
         self.state.records += 1
@@ -234,6 +240,7 @@ class FirePanelDriver(ListenDriver[FirePanelBusConfig, FirePanelDevice]):
                     "records": stream.state.records,
                     "raw_lines": stream.state.raw_lines,
                     "parser_errors": stream.state.parser_errors,
+                    **stream.guard.status(),
                     "active": [
                         {
                             "kind": str(kind),
@@ -247,6 +254,14 @@ class FirePanelDriver(ListenDriver[FirePanelBusConfig, FirePanelDevice]):
                 for stream in self.streams
             ]
         }
+
+    def input_stats(self) -> dict[str, int]:
+        """Garbage lines and bytes refused on this printer port (all panels on it)."""
+        out: dict[str, int] = {"garbage_lines": 0, "garbage_bytes": 0, "raw_dropped": 0}
+        for stream in self.streams:
+            for key, n in stream.guard.status().items():
+                out[key] += n
+        return out
 
     async def listen(self, sink: SampleSink) -> None:
         """Deliver until cancelled. Raises ChannelError when the port goes (the owner reopens)."""

@@ -134,8 +134,11 @@ class _LineProtocol(asyncio.Protocol):
         self._waiter.clear()
         if self.buffer or self.closed:
             return
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that arrives as
+        # the waiter is set, which a flooded port does all the time (the listener then never stops).
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._waiter.wait(), limit_s)
+            async with asyncio.timeout(limit_s):
+                await self._waiter.wait()
 
     def take(self) -> bytes:
         data = bytes(self.buffer)

@@ -97,6 +97,11 @@ class ListenDriver(Driver[B, D]):
     async def listen(self, sink: SampleSink) -> None:
         """Deliver samples and events until cancelled. Bad input is counted, never raised."""
 
+    def input_stats(self) -> dict[str, int]:
+        """Input the listener refused (garbage lines and bytes, over-rate lines), for status and
+        metrics. Listeners without such limits report nothing."""
+        return {}
+
 
 @dataclass(frozen=True, slots=True)
 class DriverSpec:

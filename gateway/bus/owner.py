@@ -190,6 +190,8 @@ class BusOwner:
             "channel_error": self.channel_error,
             "counters": self.counters.to_dict(),
             "devices": [h.to_dict() for h in self.health.values()],
+            # What a listening bus refused (garbage, over-rate lines): counted, never stored.
+            "input": self.driver.input_stats() if isinstance(self.driver, ListenDriver) else {},
         }
 
     # -- the owner task --------------------------------------------------------------------------

@@ -136,6 +136,11 @@ def show_status(st: dict[str, Any]) -> None:
             )
     console.print(table)
     show_alarms(st.get("alarms") or [])
+    for bus in st["buses"]:  # what a listening bus refused (garbage, over-rate): counted, not stored
+        refused = {k: v for k, v in (bus.get("input") or {}).items() if v}
+        if refused:
+            text = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(refused.items()))
+            console.print(f"bus {bus['id']} refused input: {text}", highlight=False)
     store = st.get("store")
     if store:
         lanes = ", ".join(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -18,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.api import GatewayError
-from gateway.control.protocol import MAX_LINE, decode, encode
+from gateway.control.protocol import MAX_LINE, encode
+from gateway.payload import PayloadError, load_json
 
 log = logging.getLogger("citynerve.control")
 
@@ -58,9 +58,11 @@ class ControlServer:
 
     async def _answer(self, line: bytes, peer: str = "unknown peer") -> dict[str, Any]:
         try:
-            request = decode(line)
-        except (json.JSONDecodeError, ValueError, UnicodeDecodeError) as err:
-            return _error("BadRequest", f"not a JSON object: {err}")
+            request = load_json(line, where="control", max_bytes=MAX_LINE)
+        except PayloadError as err:  # bounded like every input: size, nesting, UTF-8 JSON
+            return _error("BadRequest", f"not a JSON object: {err.reason}")
+        if not isinstance(request, dict):
+            return _error("BadRequest", "not a JSON object")
         request[PEER] = peer  # who asked, for audit lines; set here, never taken from the client
         op = request.get("op")
         handler = self.handlers.get(op) if isinstance(op, str) else None

@@ -25,6 +25,7 @@ import aiomqtt
 
 from gateway import __version__
 from gateway.api import ConfigError, ConfigIssue, GatewayError
+from gateway.payload import PayloadError
 from gateway.store import AsyncOutbox, Lane, TelemetryBlock
 from gateway.uplink._connection import Backoff, RateLimiter, make_client, mark_disconnect_seen
 from gateway.uplink._readahead import ReadAhead
@@ -32,7 +33,8 @@ from gateway.uplink.commands import CommandProcessor, CommandTarget, NonceCache
 from gateway.uplink.config import BrokerUrl, UpstreamConfig
 from gateway.uplink.encoding import Encoding, MqttMessage, PlatformAck, RowBatch, TelemetryBlockEncoding
 from gateway.uplink.json_v1 import LANE_NAMES, JsonV1Encoding
-from gateway.uplink.signing import CommandVerifier
+from gateway.uplink.junk import JunkLimiter
+from gateway.uplink.signing import ACK_SIGNING_CONTEXT, CommandVerifier
 from gateway.uplink.state import LinkState, UplinkState
 
 log = logging.getLogger(__name__)
@@ -114,6 +116,12 @@ class Uplink:
         self._client: aiomqtt.Client | None = None
         self._task: asyncio.Task[None] | None = None
         self._registered = False
+        self._platform_key = self._load_platform_key()
+        # End-to-end acks delete rows, so only acks signed with the platform's key count. Without a
+        # key they cannot be authenticated: rows then leave on the broker's PUBACK (logged at start).
+        self._e2e = config.e2e_ack and self._platform_key is not None
+        self._acks_refused = 0
+        self._inbound_refused = 0
         self._processor = self._make_processor(commands)
 
     # ------------------------------------------------------------------ public
@@ -136,9 +144,14 @@ class Uplink:
             last_error_ts=self._last_error_ts,
             commands_accepted=self._processor.accepted if self._processor else 0,
             commands_rejected=self._processor.rejected if self._processor else 0,
-            e2e=self.config.e2e_ack,
+            e2e=self._e2e,
             replaying=self._replaying(),
-            extra={"e2e_rewinds": self._rewinds},
+            extra={
+                "e2e_rewinds": self._rewinds,
+                "acks_refused": self._acks_refused,
+                "inbound_refused": self._inbound_refused,
+                "commands_unanswered": self._processor.suppressed if self._processor else 0,
+            },
         )
 
     async def __aenter__(self) -> Uplink:
@@ -173,6 +186,12 @@ class Uplink:
         if not self.config.enabled:
             log.info("uplink: disabled in [upstream]; readings stay in the outbox")
             return
+        if self.config.e2e_ack and not self._e2e:
+            log.error(
+                "uplink: e2e_ack is on but no platform key is provisioned (upstream.commands."
+                "hmac_key_file or ed25519_public_key_file): acks cannot be authenticated, so rows "
+                "leave the outbox on the broker's PUBACK instead"
+            )
         if not self._registered:
             self._outbox.on_commit(self._on_commit)
             self._registered = True
@@ -263,7 +282,7 @@ class Uplink:
         self._events_clear = -1
         self._replay_until = self._outbox.next_seq - 1
         await client.subscribe(self._enc.command_topic, qos=1)
-        if self.config.e2e_ack:
+        if self._e2e:
             await client.subscribe(self._enc.ack_topic, qos=1)
         birth = await self._status_message(online=True)
         await client.publish(birth.topic, birth.payload, qos=1, retain=True)
@@ -430,7 +449,7 @@ class Uplink:
     def _maybe_rewind(self) -> None:
         """e2e mode: the platform stopped acknowledging (it may have missed messages while it was
         away from the broker); send again from its last ack. Duplicates are dropped by seq there."""
-        if not self.config.e2e_ack:
+        if not self._e2e:
             return
         if time.monotonic() - self._ack_progress_t < self.config.e2e_resend_after_s:
             return
@@ -483,7 +502,7 @@ class Uplink:
             self._puback_seq[lane] = q.popleft().batch.last_seq
         if not q and not any(self._inflight.values()):
             self._window_empty.set()
-        if not self.config.e2e_ack:
+        if not self._e2e:
             self._ack_wake.set()
 
     def _puback_timeout_s(self) -> float:
@@ -506,7 +525,7 @@ class Uplink:
 
     # ------------------------------------------------------------------ acks
     def _ack_target(self, lane: Lane) -> int:
-        if self.config.e2e_ack:
+        if self._e2e:
             # Never beyond what we published in this run: a stale ack from before a restart could
             # otherwise name rows the platform has not got.
             return min(self._platform_seq[lane], max(self._sent_seq[lane], self._ack_seq[lane]))
@@ -569,14 +588,23 @@ class Uplink:
     # ------------------------------------------------------------------ inbound
     async def _receive(self, client: aiomqtt.Client, tg: asyncio.TaskGroup) -> None:
         running = asyncio.Semaphore(4)  # commands run concurrently, but only a few
+        refused = JunkLimiter()  # one log line per interval however many bad acks arrive
         async for message in client.messages:
             payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
             topic = str(message.topic)
             if topic == self._enc.ack_topic:
                 try:
-                    self._on_platform_ack(self._enc.decode_ack(payload))
-                except (ValueError, UnicodeDecodeError) as err:
-                    log.warning("uplink: ignored a bad e2e ack: %s", err)
+                    ack = self._enc.decode_ack(payload)
+                    assert self._platform_key is not None  # subscribed only with a key
+                    if not self._platform_key.verify(ack.body, context=ACK_SIGNING_CONTEXT):
+                        raise PayloadError("uplink.ack", "not signed with the platform's key")
+                    self._on_platform_ack(ack)
+                except Exception as err:  # no payload may end the session: refuse, count, go on
+                    self._acks_refused += 1
+                    summary = refused.admit("ack")
+                    if summary is not None:
+                        more = f"; {summary}" if summary else ""
+                        log.warning("uplink: refused an e2e ack: %s%s", err, more)
             elif topic == self._enc.command_topic:
                 if self._processor is None:
                     continue
@@ -586,9 +614,15 @@ class Uplink:
     async def _command(self, client: aiomqtt.Client, payload: bytes, running: asyncio.Semaphore) -> None:
         try:
             assert self._processor is not None
-            result = await self._processor.handle(payload)
-            msg = self._enc.command_result(result, seq=self._outbox.next_seq - 1)
-            await client.publish(msg.topic, msg.payload, qos=1)
+            try:
+                result = await self._processor.handle(payload)
+            except Exception:  # a bug in a check must not end the session; the platform times out
+                self._inbound_refused += 1
+                log.exception("uplink: command handling failed")
+                return
+            if result.answer:
+                msg = self._enc.command_result(result, seq=self._outbox.next_seq - 1)
+                await client.publish(msg.topic, msg.payload, qos=1)
         finally:
             running.release()
 
@@ -596,23 +630,7 @@ class Uplink:
         if target is None:
             return None
         cfg = self.config.commands
-        verifier: CommandVerifier | None = None
-        if cfg.enabled:
-            try:
-                verifier = CommandVerifier.from_files(
-                    hmac_key_file=cfg.hmac_key_file, ed25519_public_key_file=cfg.ed25519_public_key_file
-                )
-            except (OSError, ValueError) as err:
-                key = "hmac_key_file" if cfg.hmac_key_file else "ed25519_public_key_file"
-                raise ConfigError(
-                    [
-                        ConfigIssue(
-                            str(cfg.hmac_key_file or cfg.ed25519_public_key_file),
-                            f"upstream.commands.{key}",
-                            f"cannot load the command key: {err}",
-                        )
-                    ]
-                ) from err
+        verifier = self._platform_key if cfg.enabled else None
 
         async def resend() -> None:
             if self._client is not None:
@@ -629,6 +647,30 @@ class Uplink:
             max_clock_skew_s=cfg.max_clock_skew_s,
             max_lifetime_s=cfg.max_lifetime_s,
         )
+
+    def _load_platform_key(self) -> CommandVerifier | None:
+        """The platform's key (`[upstream.commands]`): it signs commands and end-to-end acks.
+        Loaded when commands are enabled or acks are end-to-end; None when none is provisioned."""
+        cfg = self.config.commands
+        if not (cfg.enabled or self.config.e2e_ack):
+            return None
+        if cfg.hmac_key_file is None and cfg.ed25519_public_key_file is None:
+            return None
+        try:
+            return CommandVerifier.from_files(
+                hmac_key_file=cfg.hmac_key_file, ed25519_public_key_file=cfg.ed25519_public_key_file
+            )
+        except (OSError, ValueError) as err:
+            key = "hmac_key_file" if cfg.hmac_key_file else "ed25519_public_key_file"
+            raise ConfigError(
+                [
+                    ConfigIssue(
+                        str(cfg.hmac_key_file or cfg.ed25519_public_key_file),
+                        f"upstream.commands.{key}",
+                        f"cannot load the command key: {err}",
+                    )
+                ]
+            ) from err
 
     def _note_error(self, text: str) -> None:
         if text != self._last_error:

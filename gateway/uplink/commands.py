@@ -25,6 +25,7 @@ from gateway.api import (
 )
 from gateway.uplink.encoding import CommandOutcome, CommandResult, RejectReason
 from gateway.uplink.errors import CommandRejectedError
+from gateway.uplink.junk import JUNK_REASONS, JunkLimiter
 from gateway.uplink.signing import CommandVerifier
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,7 @@ class CommandProcessor:
         max_lifetime_s: float = 300.0,
         exec_timeout_s: float = 30.0,
         clock: Callable[[], float] = time.time,
+        junk: JunkLimiter | None = None,
     ) -> None:
         self._gateway_id = gateway_id
         self._target = target
@@ -139,8 +141,14 @@ class CommandProcessor:
         self._lifetime = max_lifetime_s
         self._exec_timeout = exec_timeout_s
         self._clock = clock
+        self._junk = junk or JunkLimiter()
         self.accepted = 0
         self.rejected = 0
+
+    @property
+    def suppressed(self) -> int:
+        """Junk rejections counted but neither logged nor answered (rate limit)."""
+        return self._junk.suppressed
 
     async def handle(self, payload: bytes) -> CommandResult:
         cmd: dict[str, Any] = {}
@@ -153,19 +161,25 @@ class CommandProcessor:
         except CommandRejectedError as err:
             self.rejected += 1
             outcome = CommandOutcome.FAILED if err.reason in _FAILURES else CommandOutcome.REJECTED
-            log.warning(
-                "command %s %s: %s %s",
-                err.command_id or cmd.get("id"),
-                outcome.value,
-                err.reason.value,
-                err.detail,
-            )
+            detail = err.detail
+            # Junk (nobody authenticated it) is answered and logged once per interval, with counts.
+            summary = self._junk.admit(err.reason) if err.reason in JUNK_REASONS else ""
+            if summary is not None:
+                detail = f"{detail}; {summary}" if summary else detail
+                log.warning(
+                    "command %s %s: %s %s",
+                    _printable(err.command_id or cmd.get("id")),
+                    outcome.value,
+                    err.reason.value,
+                    detail,
+                )
             return CommandResult(
                 err.command_id or _str_or_none(cmd.get("id")),
                 _str_or_none(cmd.get("action")),
                 outcome,
                 err.reason,
-                err.detail,
+                detail,
+                answer=summary is not None,
             )
 
     async def _check(self, cmd: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -287,6 +301,11 @@ def _is_int(v: object) -> bool:
 
 def _str_or_none(v: object) -> str | None:
     return v if isinstance(v, str) else None
+
+
+def _printable(v: object) -> str:
+    # A rejected command's id is whatever the sender wrote: quoted and cut, never raw in the log.
+    return repr(v)[:80] if v is not None else "?"
 
 
 def build_command(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from gateway.store import Lane, OutboxRow, TelemetryBlock
@@ -50,6 +50,8 @@ class PlatformAck:
     lane: Lane
     seq: int
     epoch: str | None = None  # the store epoch the seq belongs to (None: an older platform, any epoch)
+    body: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """The decoded message, for its signature (`signing.AckVerifier`)."""
 
 
 class CommandOutcome(enum.StrEnum):
@@ -92,6 +94,8 @@ class CommandResult:
     reason: RejectReason | None = None
     detail: str = ""
     result: Mapping[str, Any] | None = None
+    answer: bool = True
+    """False: a junk rejection inside the rate limit's interval; counted, not published."""
 
 
 class Encoding(Protocol):
@@ -130,7 +134,7 @@ class Encoding(Protocol):
         ...
 
     def decode_ack(self, payload: bytes) -> PlatformAck:
-        """Parse an end-to-end ack; raises ValueError when it is not one."""
+        """Parse an end-to-end ack; raises `gateway.payload.PayloadError` when it is not one."""
         ...
 
 

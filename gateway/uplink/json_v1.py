@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.api import Event, Reading
+from gateway.payload import PayloadError, load_json
 from gateway.store import BlockError, Lane, OutboxRow, TelemetryBlock, reading_fragment, split_fragments
 from gateway.uplink.encoding import CommandResult, MqttMessage, PlatformAck, RejectReason, RowBatch
 from gateway.uplink.errors import CommandRejectedError
@@ -34,6 +35,7 @@ SCHEMAS = {
 LANE_NAMES = {Lane.EVENT: "event", Lane.TELEMETRY: "telemetry"}
 LANES_BY_NAME = {v: k for k, v in LANE_NAMES.items()}
 MAX_COMMAND_BYTES = 16 * 1024
+MAX_ACK_BYTES = 4 * 1024
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
@@ -260,12 +262,10 @@ class JsonV1Encoding:
         return RowBatch(msg, Lane.TELEMETRY, first, last, count)
 
     def decode_command(self, payload: bytes) -> dict[str, Any]:
-        if len(payload) > MAX_COMMAND_BYTES:
-            raise CommandRejectedError(RejectReason.MALFORMED, f"larger than {MAX_COMMAND_BYTES} bytes")
         try:
-            obj = json.loads(payload.decode("utf-8"), parse_constant=_no_constants)
-        except (UnicodeDecodeError, ValueError, RecursionError) as err:
-            raise CommandRejectedError(RejectReason.MALFORMED, "not UTF-8 JSON") from err
+            obj = load_json(payload, where="uplink.cmd", max_bytes=MAX_COMMAND_BYTES)
+        except PayloadError as err:
+            raise CommandRejectedError(RejectReason.MALFORMED, err.reason) from err
         if not isinstance(obj, dict):
             raise CommandRejectedError(RejectReason.MALFORMED, "not a JSON object")
         cid = obj.get("id") if isinstance(obj.get("id"), str) else None
@@ -274,9 +274,9 @@ class JsonV1Encoding:
         return obj
 
     def decode_ack(self, payload: bytes) -> PlatformAck:
-        obj = json.loads(payload.decode("utf-8"))
+        obj = load_json(payload, where="uplink.ack", max_bytes=MAX_ACK_BYTES)
         if not isinstance(obj, dict) or obj.get("schema") != SCHEMAS["ack"]:
-            raise ValueError("not a citynerve.ack/1 message")
+            raise PayloadError("uplink.ack", "not a citynerve.ack/1 message")
         lane = LANES_BY_NAME.get(obj.get("lane"))  # type: ignore[arg-type]
         seq = obj.get("seq")
         gw = obj.get("gateway_id")
@@ -289,9 +289,8 @@ class JsonV1Encoding:
             or gw != self.gateway_id
             or not isinstance(epoch, str | None)
         ):
-            raise ValueError("ack needs gateway_id (ours), lane (event|telemetry), seq >= 0, epoch a string")
-        return PlatformAck(gw, lane, seq, epoch)
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+            raise PayloadError(
+                "uplink.ack",
+                "ack needs gateway_id (ours), lane (event|telemetry), seq >= 0, epoch a string",
+            )
+        return PlatformAck(gw, lane, seq, epoch, body=obj)

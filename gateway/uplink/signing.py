@@ -21,6 +21,9 @@ if TYPE_CHECKING:  # imported where used: HMAC needs only the stdlib, and crypto
 
 SIGNING_CONTEXT = b"citynerve-command-v1\n"
 """Prefix of the signed bytes, so a signature over another kind of message never verifies here."""
+ACK_SIGNING_CONTEXT = b"citynerve-ack-v1\n"
+"""Prefix of a signed end-to-end ack: same key and canonical form as commands, another context, so
+an ack signature is never a valid command and a command signature is never a valid ack."""
 
 
 class SignatureAlgorithm(enum.StrEnum):
@@ -28,30 +31,34 @@ class SignatureAlgorithm(enum.StrEnum):
     ED25519 = "ed25519"
 
 
-def canonical_bytes(command: Mapping[str, Any]) -> bytes:
+def canonical_bytes(command: Mapping[str, Any], context: bytes = SIGNING_CONTEXT) -> bytes:
     """The exact bytes that are signed: everything but `sig`, canonical JSON, with the context prefix."""
     body = {k: v for k, v in command.items() if k != "sig"}
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return SIGNING_CONTEXT + text.encode("utf-8")
+    return context + text.encode("utf-8")
 
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def sign_hmac(command: Mapping[str, Any], key: bytes) -> dict[str, Any]:
+def sign_hmac(
+    command: Mapping[str, Any], key: bytes, *, context: bytes = SIGNING_CONTEXT
+) -> dict[str, Any]:
     """Return a copy of `command` with `alg` = hmac-sha256 and `sig` (base64) set."""
     out = dict(command)
     out["alg"] = SignatureAlgorithm.HMAC_SHA256.value
-    out["sig"] = _b64(hmac.new(key, canonical_bytes(out), hashlib.sha256).digest())
+    out["sig"] = _b64(hmac.new(key, canonical_bytes(out, context), hashlib.sha256).digest())
     return out
 
 
-def sign_ed25519(command: Mapping[str, Any], private_key: Ed25519PrivateKey) -> dict[str, Any]:
+def sign_ed25519(
+    command: Mapping[str, Any], private_key: Ed25519PrivateKey, *, context: bytes = SIGNING_CONTEXT
+) -> dict[str, Any]:
     """Return a copy of `command` with `alg` = ed25519 and `sig` (base64) set."""
     out = dict(command)
     out["alg"] = SignatureAlgorithm.ED25519.value
-    out["sig"] = _b64(private_key.sign(canonical_bytes(out)))
+    out["sig"] = _b64(private_key.sign(canonical_bytes(out, context)))
     return out
 
 
@@ -95,8 +102,9 @@ class CommandVerifier:
             return cls.ed25519(key)
         raise ValueError("no command key given")
 
-    def verify(self, command: Mapping[str, Any]) -> bool:
-        """True when `sig` is a valid signature of the command's canonical bytes under our key."""
+    def verify(self, command: Mapping[str, Any], *, context: bytes = SIGNING_CONTEXT) -> bool:
+        """True when `sig` is a valid signature of the message's canonical bytes under our key
+        (`context`: SIGNING_CONTEXT for commands, ACK_SIGNING_CONTEXT for end-to-end acks)."""
         if command.get("alg") != self.algorithm.value:
             return False
         sig_text = command.get("sig")
@@ -104,7 +112,7 @@ class CommandVerifier:
             return False
         try:
             sig = base64.b64decode(sig_text, validate=True)
-            data = canonical_bytes(command)
+            data = canonical_bytes(command, context)
         except (ValueError, TypeError):
             return False
         if self.algorithm is SignatureAlgorithm.HMAC_SHA256:

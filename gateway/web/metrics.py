@@ -139,6 +139,22 @@ def _bus_metrics(m: Exposition, buses: Iterable[Mapping[str, Any]]) -> None:
             _num(c, "latency_count"),
             bl,
         )
+        refused = plain(bus.get("input")) or {}
+        if refused:  # listening buses: garbage counted, never stored
+            m.add(
+                "citynerve_bus_garbage_lines",
+                "counter",
+                "lines a listening bus refused: too long, not text, or unparsed over the rate",
+                _num(refused, "garbage_lines"),
+                bl,
+            )
+            m.add(
+                "citynerve_bus_garbage_bytes",
+                "counter",
+                "bytes of the lines a listening bus refused",
+                _num(refused, "garbage_bytes"),
+                bl,
+            )
         for dev in bus.get("devices", []):
             dl = {"bus": bl["bus"], "device": str(dev.get("id"))}
             online = dev.get("online")
@@ -278,6 +294,20 @@ def _uplink_metrics(m: Exposition, uplink: Any, rate: float | None) -> None:
             1.0,
             {"state": str(state)},  # a LinkState (StrEnum) or its text: both print the text
         )
+    extra = up.get("extra") if isinstance(up.get("extra"), dict) else {}
+    for kind, key in (
+        ("ack", "acks_refused"),
+        ("command_unanswered", "commands_unanswered"),
+        ("handler_error", "inbound_refused"),
+    ):
+        m.add(
+            "citynerve_uplink_inbound_refused",
+            "counter",
+            "inbound messages refused: bad or unsigned e2e acks, junk commands not answered "
+            "(rate limit), messages whose handling failed",
+            _num(extra, key),
+            {"kind": kind},
+        )
 
 
 def _rules_metrics(m: Exposition, pipeline: Any, alarms: Sequence[Mapping[str, Any]] | None) -> None:
@@ -349,8 +379,10 @@ def render_metrics(
     *,
     publish_rate: float | None = None,
     now: float | None = None,
+    web: Mapping[str, int] | None = None,
 ) -> str:
-    """The Prometheus text for one status snapshot (its `alarms` are the gateway's registry)."""
+    """The Prometheus text for one status snapshot (its `alarms` are the gateway's registry; `web`: the
+    page's own limits and refusals)."""
     now = time.time() if now is None else now
     m = Exposition()
     info = {"gateway": str(status.get("gateway_id", "")), "version": str(status.get("version", ""))}
@@ -363,7 +395,38 @@ def render_metrics(
     _uplink_metrics(m, status.get("uplink"), publish_rate)
     alarms = status.get("alarms")
     _rules_metrics(m, status.get("pipeline"), alarms if isinstance(alarms, list) else None)
+    if web is not None:
+        _web_metrics(m, web)
     return m.render()
+
+
+def _web_metrics(m: Exposition, web: Mapping[str, int]) -> None:
+    m.add(
+        "citynerve_web_connection_limit",
+        "gauge",
+        "the status page's connection limit",
+        web.get("max_clients"),
+    )
+    m.add("citynerve_web_connections_open", "gauge", "connections open on the status page", web.get("open"))
+    for what, key in (
+        ("busy", "refused_busy"),
+        ("timeout", "timeouts"),
+        ("peer", "refused_peers"),
+        ("throttled_login", "throttled_logins"),
+    ):
+        m.add(
+            "citynerve_web_refused",
+            "counter",
+            "status page connections refused: over a limit, too slow, not the gateway's user, throttled",
+            web.get(key),
+            {"reason": what},
+        )
+    m.add(
+        "citynerve_web_failed_logins",
+        "counter",
+        "wrong passwords on the status page",
+        web.get("failed_logins"),
+    )
 
 
 class RateMeter:

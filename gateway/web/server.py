@@ -14,9 +14,12 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import errno
 import hmac
 import json
 import logging
+import resource
+import socket
 import time
 from importlib import resources
 from pathlib import Path
@@ -24,16 +27,23 @@ from typing import Any
 
 from gateway.api import PermanentError
 from gateway.web.config import WebConfig, is_loopback
+from gateway.web.limits import (
+    REQUEST_DEADLINE_S,
+    WRITE_DEADLINE_S,
+    ClientCount,
+    LoginThrottle,
+    connection_limit,
+)
 from gateway.web.metrics import CONTENT_TYPE as METRICS_TYPE
 from gateway.web.metrics import RateMeter, plain, render_metrics
+from gateway.web.peer import loopback_peer_allowed
 from gateway.web.state import StatusSource, page_state
 
 log = logging.getLogger("citynerve.web")
 
 MAX_HEADER_BYTES = 8192
 MAX_HEADERS = 64
-MAX_CLIENTS = 32  # a Pi serving a few phones; more open connections than this is a misbehaving client
-READ_TIMEOUT_S = 10.0
+BUSY_LOG_INTERVAL_S = 60.0  # refused connections are counted, and logged at most this often
 STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/static/status.js": ("status.js", "text/javascript; charset=utf-8"),
@@ -53,6 +63,7 @@ REASONS = {
     404: "Not Found",
     405: "Method Not Allowed",
     408: "Request Timeout",
+    429: "Too Many Requests",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     503: "Service Unavailable",
@@ -69,6 +80,13 @@ class WebServerError(PermanentError):
 
 class _ClientGone(Exception):
     """The client closed the connection before sending a request (a browser's spare socket)."""
+
+
+_Answer = tuple[int, str, bytes, dict[str, str]]
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+)
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 class _BadRequest(Exception):
@@ -93,13 +111,34 @@ class StatusServer:
         self.gateway = gateway
         self.port: int | None = None
         self._password: bytes | None = None
-        self._server: asyncio.Server | None = None
+        self._sock: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
+        self._serving: set[asyncio.Task[None]] = set()
         self._cache: tuple[float, dict[str, Any]] | None = None
         self._lock = asyncio.Lock()
         self._rate = RateMeter()
         self._assets = {path: (_static(name), ctype) for path, (name, ctype) in STATIC.items()}
         self.requests = 0
         self._open: set[asyncio.StreamWriter] = set()
+        self._clients = ClientCount(connection_limit())
+        self._logins = LoginThrottle()
+        self._busy_logged = -BUSY_LOG_INTERVAL_S
+        self._busy_unlogged = 0
+        self.timeouts = 0
+        self.peers_refused = 0
+
+    def limits(self) -> dict[str, int]:
+        """The page's limits and what they refused (for status, metrics and tests)."""
+        return {
+            "max_clients": self._clients.limit,
+            "max_per_client": self._clients.per_client,
+            "open": self._clients.total,
+            "refused_busy": self._clients.refused,
+            "timeouts": self.timeouts,
+            "failed_logins": self._logins.failures,
+            "throttled_logins": self._logins.throttled,
+            "refused_peers": self.peers_refused,
+        }
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -121,25 +160,80 @@ class StatusServer:
                 raise WebServerError(f"password_file {path} is empty")
             self._password = secret.encode()
         try:
-            self._server = await asyncio.start_server(
-                self._client, host=self.config.bind, port=self.config.port, limit=MAX_HEADER_BYTES
+            family = socket.AF_INET6 if ":" in self.config.bind else socket.AF_INET
+            sock = socket.create_server(
+                (self.config.bind, self.config.port), family=family, backlog=min(128, 2 * self._clients.limit)
             )
         except OSError as err:
             raise WebServerError(
                 f"cannot listen on {self.config.bind}:{self.config.port}: {err.strerror or err}"
             ) from err
-        self.port = self._server.sockets[0].getsockname()[1]
-        log.info("status page on http://%s:%s/", self.config.bind, self.port)
+        sock.setblocking(False)
+        self._sock = sock
+        self.port = sock.getsockname()[1]
+        self._accepting = asyncio.create_task(self._accept(sock), name="web.accept")
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        log.info(
+            "status page on http://%s:%s/ (at most %d connections, %d per client; RLIMIT_NOFILE %s)",
+            self.config.bind,
+            self.port,
+            self._clients.limit,
+            self._clients.per_client,
+            "unlimited" if soft == resource.RLIM_INFINITY else soft,
+        )
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            # Idle keep-open connections (a browser's spare socket) end now, not at loop shutdown.
-            for w in list(self._open):
-                w.close()
-            with contextlib.suppress(Exception):
-                await self._server.wait_closed()
-            self._server = None
+        if self._accepting is not None:
+            self._accepting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accepting
+            self._accepting = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        # Idle keep-open connections (a browser's spare socket) end now, not at loop shutdown.
+        for w in list(self._open):
+            w.close()
+        for task in list(self._serving):
+            task.cancel()
+        if self._serving:
+            await asyncio.wait(self._serving, timeout=2.0)
+
+    async def _accept(self, sock: socket.socket) -> None:
+        """Accept one connection at a time. One over a limit is closed at once, unread, so a flood
+        holds at most the limit's descriptors (plus the one just accepted)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, addr = await loop.sock_accept(sock)
+            except OSError as err:
+                if err.errno not in _OUT_OF_RESOURCES:
+                    raise
+                self._note_busy("(out of descriptors)")  # counted; logged once a minute
+                await asyncio.sleep(0.5)
+                continue
+            client = str(addr[0]) if isinstance(addr, tuple) and addr else "?"
+            if not self._clients.enter(client):
+                with contextlib.suppress(OSError):
+                    conn.setblocking(False)
+                    conn.send(_BUSY)
+                conn.close()
+                self._note_busy(client)
+                continue
+            task = asyncio.create_task(self._serve(conn, client), name="web.client")
+            self._serving.add(task)
+            task.add_done_callback(self._serving.discard)
+
+    async def _serve(self, conn: socket.socket, client: str) -> None:
+        try:
+            try:
+                reader, writer = await asyncio.open_connection(sock=conn, limit=MAX_HEADER_BYTES)
+            except OSError:
+                conn.close()
+                return
+            await self._client(reader, writer, client)
+        finally:
+            self._clients.leave(client)
 
     async def run(self) -> None:
         """Serve until cancelled. When it cannot serve, log why and return (the gateway goes on)."""
@@ -188,7 +282,7 @@ class StatusServer:
             return 200, "application/json; charset=utf-8", body, no_store
         if path == "/metrics":
             status = await self._status()
-            text = render_metrics(status, publish_rate=self._rate.rate)
+            text = render_metrics(status, publish_rate=self._rate.rate, web=self.limits())
             return 200, METRICS_TYPE, text.encode(), no_store
         if path == "/healthz":
             brief = self.gateway.brief_status()
@@ -198,12 +292,20 @@ class StatusServer:
     # -- HTTP ------------------------------------------------------------------------------------
 
     async def _read_request(self, reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str]]:
+        # One deadline for the whole request head, not one per line: a client that sends a header
+        # line every few seconds (slowloris) is dropped as surely as one that sends nothing.
         try:
-            line = await asyncio.wait_for(reader.readline(), READ_TIMEOUT_S)
+            async with asyncio.timeout(REQUEST_DEADLINE_S):
+                return await self._read_head(reader)
+        except TimeoutError:
+            self.timeouts += 1
+            raise _BadRequest(408, "timeout") from None
+
+    async def _read_head(self, reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str]]:
+        try:
+            line = await reader.readline()
         except (asyncio.LimitOverrunError, ValueError):
             raise _BadRequest(431, "request line too long") from None
-        except TimeoutError:
-            raise _BadRequest(408, "timeout") from None
         if not line:
             raise _ClientGone
         parts = line.decode("latin-1").strip().split(" ")
@@ -214,11 +316,9 @@ class StatusServer:
         total = len(line)
         while True:
             try:
-                raw = await asyncio.wait_for(reader.readline(), READ_TIMEOUT_S)
+                raw = await reader.readline()
             except (asyncio.LimitOverrunError, ValueError):
                 raise _BadRequest(431, "header line too long") from None
-            except TimeoutError:
-                raise _BadRequest(408, "timeout") from None
             total += len(raw)
             if total > MAX_HEADER_BYTES or len(headers) >= MAX_HEADERS:
                 raise _BadRequest(431, "headers too large")
@@ -246,7 +346,7 @@ class StatusServer:
 
     def _authorized(self, headers: dict[str, str]) -> bool:
         if self._password is None:
-            return True
+            return False
         scheme, _, token = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "basic":
             return False
@@ -259,7 +359,47 @@ class StatusServer:
         ok_pass = hmac.compare_digest(password, self._password)
         return ok_user and ok_pass
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _note_busy(self, client: str) -> None:
+        """A connection refused over a limit: counted, and logged at most once a minute."""
+        now = time.monotonic()
+        if now - self._busy_logged >= BUSY_LOG_INTERVAL_S:
+            log.warning(
+                "status page busy: refused a connection from %s (%d open, limit %d, %d per client)%s",
+                client,
+                self._clients.total,
+                self._clients.limit,
+                self._clients.per_client,
+                f"; {self._busy_unlogged} more refused since the last line" if self._busy_unlogged else "",
+            )
+            self._busy_logged, self._busy_unlogged = now, 0
+        else:
+            self._busy_unlogged += 1
+
+    async def _access(
+        self, headers: dict[str, str], writer: asyncio.StreamWriter, client: str
+    ) -> _Answer | None:
+        """None when the client may see the page, else the answer that refuses it."""
+        if self._password is None:
+            # Loopback without a password: the control socket's rule (gateway's user or group).
+            sock = writer.get_extra_info("socket")
+            if await asyncio.to_thread(loopback_peer_allowed, sock):
+                return None
+            self.peers_refused += 1
+            return 403, "text/plain", b"only the gateway's user and group may use this page\n", {}
+        wait = self._logins.wait(client)
+        if wait > 0:
+            return 429, "text/plain", b"too many failed logins\n", {"Retry-After": f"{wait:.0f}"}
+        if self._authorized(headers):
+            self._logins.succeeded(client)
+            return None
+        if "authorization" in headers:  # a wrong password, not a browser's first request
+            line = self._logins.failed(client)
+            if line is not None:
+                log.warning("status page: %s", line)
+        extra = {"WWW-Authenticate": 'Basic realm="citynerve", charset="UTF-8"'}
+        return 401, "text/plain", b"password required\n", extra
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client: str) -> None:
         self.requests += 1
         self._open.add(writer)
         head_only = False
@@ -267,15 +407,13 @@ class StatusServer:
             try:
                 method, target, headers = await self._read_request(reader)
                 head_only = method == "HEAD"
-                if len(self._open) > MAX_CLIENTS:
-                    status, ctype, body, extra = 503, "text/plain", b"busy\n", {"Retry-After": "2"}
-                elif method not in ("GET", "HEAD"):
+                refused: _Answer | None = None
+                if method not in ("GET", "HEAD"):
                     status, ctype, body, extra = 405, "text/plain", b"GET only\n", {"Allow": "GET, HEAD"}
                 elif not self._host_allowed(headers):
                     status, ctype, body, extra = 403, "text/plain", b"unexpected Host\n", {}
-                elif not self._authorized(headers):
-                    status, ctype, body = 401, "text/plain", b"password required\n"
-                    extra = {"WWW-Authenticate": 'Basic realm="citynerve", charset="UTF-8"'}
+                elif (refused := await self._access(headers, writer, client)) is not None:
+                    status, ctype, body, extra = refused
                 else:
                     status, ctype, body, extra = await self._body(target.split("?", 1)[0])
             except _BadRequest as err:
@@ -291,7 +429,8 @@ class StatusServer:
             writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
             if not head_only:
                 writer.write(body)
-            await writer.drain()
+            async with asyncio.timeout(WRITE_DEADLINE_S):  # a client that does not read is dropped
+                await writer.drain()
         except (ConnectionError, TimeoutError, _ClientGone):
             pass  # the client went away
         finally:

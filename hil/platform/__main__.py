@@ -59,9 +59,24 @@ def cli() -> None:
     help="shared subscription group; '' for a plain subscription (MQTT 3.1.1 brokers)",
 )
 @click.option("--no-e2e", is_flag=True, help="do not send end-to-end acks")
+@click.option(
+    "--hmac-key-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="the gateways' command key: end-to-end acks are signed with it (unsigned acks are refused)",
+)
 @click.option("--protocol", type=click.Choice(["5", "3.1.1"]), default="5", show_default=True)
 @click.option("--quiet", is_flag=True, help="do not print arrivals")
-def consume(url: str, db: Path, prefix: str, group: str, no_e2e: bool, protocol: str, quiet: bool) -> None:
+def consume(
+    url: str,
+    db: Path,
+    prefix: str,
+    group: str,
+    no_e2e: bool,
+    hmac_key_file: Path | None,
+    protocol: str,
+    quiet: bool,
+) -> None:
     """Subscribe, store, dedupe, detect gaps and ack, until interrupted."""
     host, port = _broker(url)
     console = Console(highlight=False)
@@ -81,6 +96,7 @@ def consume(url: str, db: Path, prefix: str, group: str, no_e2e: bool, protocol:
             e2e_ack=not no_e2e,
             protocol=protocol,
             on_arrival=show,
+            ack_signer=CommandSigner.from_hmac_file(hmac_key_file) if hmac_key_file else None,
         )
         console.print(f"platform consumer {c.consumer_id} on {url}, storing in {db}")
         async with c:

@@ -1,4 +1,5 @@
-"""Platform side of commands: build, sign (HMAC-SHA256 or Ed25519) and send a command, await the result."""
+"""Platform side of commands: build, sign (HMAC-SHA256 or Ed25519) and send a command, await the
+result; and the signature of end-to-end acks (same key, `ACK_SIGNING_CONTEXT`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.uplink.commands import build_command
-from gateway.uplink.signing import canonical_bytes, sign_ed25519, sign_hmac
+from gateway.uplink.signing import (
+    ACK_SIGNING_CONTEXT,
+    SIGNING_CONTEXT,
+    canonical_bytes,
+    sign_ed25519,
+    sign_hmac,
+)
 
 __all__ = ["CommandSigner", "canonical_bytes"]
 
@@ -35,11 +42,15 @@ class CommandSigner:
 
         return cls(hmac_key=read_hmac_key(path))
 
-    def sign(self, command: Mapping[str, Any]) -> dict[str, Any]:
+    def sign(self, command: Mapping[str, Any], *, context: bytes = SIGNING_CONTEXT) -> dict[str, Any]:
         if self._hmac is not None:
-            return sign_hmac(command, self._hmac)
+            return sign_hmac(command, self._hmac, context=context)
         assert self._ed is not None
-        return sign_ed25519(command, self._ed)
+        return sign_ed25519(command, self._ed, context=context)
+
+    def sign_ack(self, ack: Mapping[str, Any]) -> dict[str, Any]:
+        """An end-to-end ack signed with the same key (another signing context)."""
+        return self.sign(ack, context=ACK_SIGNING_CONTEXT)
 
     def command(
         self,

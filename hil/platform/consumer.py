@@ -21,6 +21,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.uplink import mark_disconnect_seen
+from hil.platform.commands import CommandSigner
 from hil.platform.store import Ingested, PlatformStore
 
 log = logging.getLogger(__name__)
@@ -63,11 +64,13 @@ class PlatformConsumer:
         validate: Callable[[str, dict[str, Any]], None] | None = None,
         reconnect_s: float = 0.5,
         session_expiry_s: int = 3600,
+        ack_signer: CommandSigner | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.prefix = topic_prefix
         self.group = group
         self.e2e_ack = e2e_ack
+        self.ack_signer = ack_signer  # the gateway refuses unsigned acks; None sends them unsigned
         self.protocol = protocol
         self.consumer_id = consumer_id or f"platform-{uuid.uuid4().hex[:8]}"
         self.store = PlatformStore(db_path)
@@ -196,6 +199,8 @@ class PlatformConsumer:
                     "ts_ms": int(time.time() * 1000),
                     "consumer": self.consumer_id,
                 }
+                if self.ack_signer is not None:
+                    ack = self.ack_signer.sign_ack(ack)
                 await client.publish(f"{self.prefix}/{gateway_id}/ack", json.dumps(ack), qos=1)
         elif kind in ("status", "inventory"):
             await loop.run_in_executor(self._executor, self.store.put_document, kind, body)

@@ -315,3 +315,23 @@ async def test_store_failure_does_not_stop_delivery(radio: VirtualRadio, listeni
     await sink.wait_for(lambda: len(sink.batches) == 2)
     assert len(sink.events) == 1  # raised once: the in-memory state carries on
     assert driver.stats()["mh-1"].rejected == {}
+
+
+async def test_advert_flood_of_one_node_is_rate_limited(radio: VirtualRadio) -> None:
+    """A spoofer (or a broken node) sending fresh plaintext adverts as fast as it can: the burst and
+    then ADVERTS_PER_S are delivered, the rest counted, not stored advert by advert."""
+    from drivers.ble import Advertisement
+    from drivers.bthome import driver as driver_mod
+
+    mac = "A4:C1:38:00:00:09"
+    dev = manhole_device(mac=mac, key=None, dev_id="mh-plain")
+    driver = BTHomeDriver(bus_config(radio), [dev])
+    sink = RecordingSink()
+    n = 2000
+    for i in range(n):
+        payload = codec.build([(0x00, i % 256), (0x3F, float(i % 90))])
+        await driver.handle(Advertisement(mac, -60, {codec.UUID128: payload}, float(i)), sink)
+    stats = driver.stats()["mh-plain"]
+    assert driver_mod.ADVERTS_BURST <= len(sink.batches) <= driver_mod.ADVERTS_BURST + 5
+    assert stats.rate_limited == n - len(sink.batches) - stats.duplicates
+    assert driver.input_stats()["rate_limited"] == stats.rate_limited

@@ -15,6 +15,7 @@ from pathlib import Path
 from gateway.store import Lane, Outbox
 from hil.platform import MosquittoBroker, PlatformConsumer
 from tests.integration.conftest import GatewayProcess, gateway_config
+from tests.uplink.conftest import PLATFORM_SIGNER, platform_key_file
 
 GW = "gw-test"
 
@@ -44,12 +45,16 @@ def test_sigkill_mid_publish_then_restart_loses_nothing(
         config.write_text(
             config.read_text()
             + f'\n[upstream]\nbrokers = ["mqtt://{broker.host}:{broker.port}"]\ne2e_ack = true\n'
+            + f'commands = {{ hmac_key_file = "{platform_key_file()}" }}\n'  # acks are signed
         )
         db = tmp_path / "var" / "gw.db"
 
         async def scenario() -> tuple[set[int], int]:
             async with PlatformConsumer(
-                host=broker.host, port=broker.port, db_path=tmp_path / "platform.db"
+                host=broker.host,
+                port=broker.port,
+                db_path=tmp_path / "platform.db",
+                ack_signer=PLATFORM_SIGNER,
             ) as c:
 
                 def stored() -> set[int]:

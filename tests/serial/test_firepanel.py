@@ -265,6 +265,7 @@ async def test_listener_over_pty_and_port_loss(tmp_path: Path) -> None:
         try:
             await generator.alarm(4, 4, location="一层大厅东侧")
             await generator.noise()
+            await generator.send("GST200 V2.31".encode("gb2312") + generator.line_end)
             await generator.fault()
             await generator.reset()
             await until(lambda: any(e.kind == "panel_reset" for e in sink.events))
@@ -278,9 +279,11 @@ async def test_listener_over_pty_and_port_loss(tmp_path: Path) -> None:
             and sink.events[0].attrs["location_text"] == "一层大厅东侧"
         )
         assert ("panel_fault", EventState.RAISED) in kinds and kinds[-1] == ("panel_reset", EventState.RAISED)
-        assert any(s.point == "raw" for b in sink.batches for s in b.samples)  # the noise line
+        raw = [s.value for b in sink.batches for s in b.samples if s.point == "raw"]
+        assert raw == ["GST200 V2.31"]  # the unknown text line; the noise line is garbage, not stored
         status = (await driver.diag("status", {}))["panels"][0]
-        assert status["records"] == 3 and status["raw_lines"] >= 1 and status["active"] == []
+        assert status["records"] == 3 and status["raw_lines"] == 1 and status["active"] == []
+        assert status["garbage_lines"] == 1 and status["garbage_bytes"] >= 16
         with pytest.raises(PermanentError):
             await driver.diag("reset", {})
         task = asyncio.create_task(driver.listen(sink))

@@ -4,6 +4,7 @@ port), a real outbox file, the reference platform consumer, and schema validatio
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,11 @@ import pytest
 from gateway.api import Event, EventState, Reading, Severity
 from gateway.store import AsyncOutbox
 from gateway.uplink import UpstreamConfig, load_schema
-from hil.platform import MosquittoBroker, PlatformConsumer, find_mosquitto
+from hil.platform import CommandSigner, MosquittoBroker, PlatformConsumer, find_mosquitto
+
+PLATFORM_KEY = bytes.fromhex("a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90")
+"""The platform's key in these tests: it signs commands and end-to-end acks (`[upstream.commands]`)."""
+PLATFORM_SIGNER = CommandSigner(hmac_key=PLATFORM_KEY)
 
 KIND_SCHEMA = {
     "telemetry": "telemetry",
@@ -63,7 +68,11 @@ async def consumer(broker: MosquittoBroker, tmp_path: Path) -> AsyncIterator[Pla
             raise
 
     c = PlatformConsumer(
-        host=broker.host, port=broker.port, db_path=tmp_path / "platform.sqlite", validate=check
+        host=broker.host,
+        port=broker.port,
+        db_path=tmp_path / "platform.sqlite",
+        validate=check,
+        ack_signer=PLATFORM_SIGNER,
     )
     async with c:
         await c.wait_connected()
@@ -80,7 +89,21 @@ def upstream(broker: MosquittoBroker | str, **kw: Any) -> UpstreamConfig:
         "replay_burst": 1000,
     }
     base.update(kw)
+    if base.get("e2e_ack") and "commands" not in base:
+        base["commands"] = {"hmac_key_file": str(platform_key_file())}  # acks are signed with it
     return UpstreamConfig.model_validate(base)
+
+
+def platform_key_file() -> Path:
+    """A file holding PLATFORM_KEY (hex), written once per test session."""
+    global _KEY_FILE
+    if _KEY_FILE is None:
+        _KEY_FILE = Path(tempfile.mkdtemp(prefix="citynerve-test-key-")) / "platform.key"
+        _KEY_FILE.write_text(PLATFORM_KEY.hex())
+    return _KEY_FILE
+
+
+_KEY_FILE: Path | None = None
 
 
 def readings(n: int, start: int = 0, device: str = "wm-1") -> list[Reading]:

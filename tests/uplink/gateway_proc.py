@@ -16,6 +16,7 @@ import sys
 from gateway.api import Event, EventState, Reading, Severity
 from gateway.store import AsyncOutbox, OutboxWriter
 from gateway.uplink import Uplink, UpstreamConfig
+from tests.uplink.conftest import platform_key_file
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -28,6 +29,8 @@ async def main(args: argparse.Namespace) -> None:
             "backoff": {"initial_s": 0.1, "max_s": 0.5, "jitter": 0.2},
             "replay_max_msgs_per_s": args.replay_rate,
             "replay_burst": 10,
+            # e2e acks are signed with the platform's key (the test consumer holds the same one)
+            **({"commands": {"hmac_key_file": str(platform_key_file())}} if args.e2e else {}),
         }
     )
     async with AsyncOutbox(args.outbox) as outbox:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 from hypothesis import given, settings
@@ -28,7 +29,7 @@ from hil.platform import (
     print_platform_view,
     start_demo_broker,
 )
-from tests.uplink.conftest import INVENTORY, alarm, readings, upstream, wait_for
+from tests.uplink.conftest import INVENTORY, PLATFORM_SIGNER, alarm, readings, upstream, wait_for
 
 GW = "gw-plat"
 REPO = Path(__file__).resolve().parents[2]
@@ -91,8 +92,9 @@ async def test_shared_subscription_spreads_load_and_dedupes_in_one_store(
     broker: MosquittoBroker, outbox: AsyncOutbox, tmp_path: Path
 ) -> None:
     db = tmp_path / "shared.sqlite"
-    a = PlatformConsumer(host=broker.host, port=broker.port, db_path=db, group="g1", consumer_id="inst-a")
-    b = PlatformConsumer(host=broker.host, port=broker.port, db_path=db, group="g1", consumer_id="inst-b")
+    kw: dict[str, Any] = {"db_path": db, "group": "g1", "ack_signer": PLATFORM_SIGNER}
+    a = PlatformConsumer(host=broker.host, port=broker.port, consumer_id="inst-a", **kw)
+    b = PlatformConsumer(host=broker.host, port=broker.port, consumer_id="inst-b", **kw)
     async with a, b:
         await a.wait_connected()
         await b.wait_connected()
@@ -124,6 +126,7 @@ async def test_embedded_demo_broker_and_view(outbox: AsyncOutbox, tmp_path: Path
             group=None,
             protocol="3.1.1",
             on_arrival=lambda a: lines.extend(format_arrival(a)),
+            ack_signer=PLATFORM_SIGNER,
         )
         async with c:
             await c.wait_connected()
