@@ -124,6 +124,7 @@ class GatewayRun:
         web = f'[web]\nenabled = true\nbind = "127.0.0.1"\nport = {self.web_port}\nusername = "{WEB_USER}"\n'
         if password:
             (workdir / "web.pw").write_text(WEB_PASSWORD + "\n")
+            (workdir / "web.pw").chmod(0o600)  # secret files are refused when others can read them
             web += 'password_file = "web.pw"\n'
         upstream = ""
         if broker is not None:
