@@ -27,9 +27,12 @@ class ConfigIssue:
     file: str
     path: str  # key path, e.g. "devices[3].points.flow.scale"
     message: str
+    # The key path as shown to people: the entry's id named, "devices[3] (id 'wm-3').points.flow.scale"
+    shown: str = ""
 
     def __str__(self) -> str:
-        where = f"{self.file}: {self.path}" if self.path else self.file
+        path = self.shown or self.path
+        where = f"{self.file}: {path}" if path else self.file
         return f"{where}: {self.message}"
 
 

@@ -29,7 +29,10 @@ def check(file: Path, as_json: bool) -> None:
             print_json(
                 {
                     "valid": False,
-                    "issues": [{"file": i.file, "path": i.path, "message": i.message} for i in err.issues],
+                    "issues": [
+                        {"file": i.file, "path": i.path, "shown": i.shown or i.path, "message": i.message}
+                        for i in err.issues
+                    ],
                 }
             )
         else:

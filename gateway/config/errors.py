@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -80,3 +82,25 @@ def _model_of(annotation: Any) -> Any:
         if found is not None:
             return found
     return None
+
+
+_ENTRY = re.compile(r"^(buses|devices)\[(\d+)\]")
+
+
+def name_entries(issues: list[ConfigIssue], raw: dict[str, Any]) -> list[ConfigIssue]:
+    """Issues whose path starts at a `[[buses]]` or `[[devices]]` entry with an id also name that
+    id for people: `devices[4] (id 'wm-3').points.flow.scale`. `path` itself stays the key path."""
+    out: list[ConfigIssue] = []
+    for issue in issues:
+        m = _ENTRY.match(issue.path)
+        entries = raw.get(m.group(1)) if m else None
+        entry_id = None
+        if m and isinstance(entries, list) and int(m.group(2)) < len(entries):
+            entry = entries[int(m.group(2))]
+            entry_id = entry.get("id") if isinstance(entry, dict) else None
+        if m and isinstance(entry_id, str) and entry_id and not issue.shown:
+            end = m.end()
+            shown = f"{issue.path[:end]} (id {_short(entry_id)}){issue.path[end:]}"
+            issue = dataclasses.replace(issue, shown=shown)
+        out.append(issue)
+    return out

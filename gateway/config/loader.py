@@ -26,9 +26,10 @@ from gateway.api import (
     PointConfig,
 )
 from gateway.config.drivers import DriverNotFoundError, driver_spec
-from gateway.config.errors import issues_from
+from gateway.config.errors import issues_from, name_entries
 from gateway.config.model import ControlConfig, GatewayConfig, Identity, LogConfig, Profile
 from gateway.config.paths import register_secrets, resolve_paths
+from gateway.config.shipped import shipped_profiles_dir
 from gateway.logs import register_secret
 
 TOP_KEYS = (
@@ -44,7 +45,6 @@ TOP_KEYS = (
     "devices",
 )
 PROFILES_ENV = "CITYNERVE_PROFILES"
-SHIPPED_PROFILES = Path(__file__).resolve().parents[2] / "config" / "profiles"
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -144,7 +144,7 @@ class _Loader:
 
             self.issues.extend(i for i in check_rules(rules, devices, self.file) if i not in self.issues)
         if self.issues:
-            raise ConfigError(self.issues)
+            raise ConfigError(name_entries(self.issues, raw))
         assert identity is not None and control is not None and log is not None
         # Paths in the file are relative to the file's folder, wherever the gateway is started from.
         store = store.model_copy(update={"path": str(self._resolve(store.path))})
@@ -190,8 +190,9 @@ class _Loader:
         dirs += [p if (p := Path(x)).is_absolute() else base / p for x in extra]
         dirs += [Path(x) for x in os.environ.get(PROFILES_ENV, "").split(os.pathsep) if x]
         dirs += [base / "profiles", base.parent / "profiles"]
-        if SHIPPED_PROFILES.is_dir() and SHIPPED_PROFILES not in dirs:
-            dirs.append(SHIPPED_PROFILES)  # the profiles that ship with CityNerve, last
+        shipped = shipped_profiles_dir()
+        if shipped.is_dir() and shipped not in dirs:
+            dirs.append(shipped)  # the profiles that ship with CityNerve, last
         return dirs
 
     # -- buses -----------------------------------------------------------------------------------

@@ -16,10 +16,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, model_validator
 
 from gateway.api import ConfigIssue, DeviceConfig, Severity
+from gateway.config.shipped import shipped_rules_dir
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 RULE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,95}$"
-PACKS_DIR = Path(__file__).resolve().parents[2] / "config" / "rules"
+PACKS_DIR = shipped_rules_dir()
 """Where shipped packs live (config/rules/<name>.toml in the repo)."""
 
 SeverityName = Literal["info", "warning", "minor", "major", "critical"]

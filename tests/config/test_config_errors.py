@@ -247,8 +247,9 @@ def test_cli_check_lists_every_issue_and_exits_2(tmp_path: Path) -> None:
     path = write(tmp_path, HEAD + BUS + "[[devices]]\nid = 'a'\n")
     result = CliRunner().invoke(main, ["config", "check", str(path)])
     assert result.exit_code == 2
-    assert f"{path}: devices[0].bus: required key is missing" in result.output
-    assert f"{path}: devices[0].profile: required key is missing" in result.output
+    # The key path names the device's id, so an installer finds the entry in a long file.
+    assert f"{path}: devices[0] (id 'a').bus: required key is missing" in result.output
+    assert f"{path}: devices[0] (id 'a').profile: required key is missing" in result.output
     ok = CliRunner().invoke(main, ["config", "check", "--json", str(EXAMPLES[0])])
     assert ok.exit_code == 0 and '"valid": true' in ok.output
 
@@ -269,7 +270,7 @@ def test_run_refuses_an_invalid_config_with_the_same_messages(tmp_path: Path) ->
         timeout=60,
     )
     assert proc.returncode == 2
-    assert "devices[0].bus: required key is missing" in proc.stderr
+    assert "devices[0] (id 'a').bus: required key is missing" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

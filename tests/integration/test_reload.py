@@ -34,7 +34,7 @@ def test_reload_adds_a_device_and_keeps_the_outbox(
     with pytest.raises(ControlError) as info:
         asyncio.run(ask(sock, "reload"))
     assert info.value.type == "ConfigError", info.value.message
-    assert "devices[4].bus" in info.value.message
+    assert "devices[4] (id 'bad').bus" in info.value.message
 
     config.write_text(
         good
