@@ -1,7 +1,7 @@
 """Find devices on configured buses with the drivers' diagnostic actions, and propose device entries.
 
-Per family: Modbus scans unit ids (in chunks, so a progress bar moves), DL/T 645 and CJ/T 188 ask
-the wildcard address (one meter on the line answers), BTHome listens for adverts. Everything goes
+Per family: Modbus scans unit ids (in chunks, so a progress bar moves), DL/T 645 and CJ/T 188 run a
+meter search (every meter on a shared line, see meter_search.py), BTHome listens for adverts. Everything goes
 through `DiagSession`, so discovery on a running gateway never adds a second master to a line.
 """
 
@@ -12,13 +12,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.api import DeviceTimeoutError, GatewayError
+from gateway.api import GatewayError
+from gateway.commissioning.meter_search import SearchProgress, search
 from gateway.commissioning.profiles import ProfileInfo
 from gateway.config import GatewayConfig
 from gateway.diagbus import DiagSession
 
 Progress = Callable[[str, int, int], None]
 """progress(bus_id, done, total): called as discovery of one bus advances."""
+SearchNote = Callable[[str, SearchProgress], None]
+"""search_note(bus_id, progress): a meter search's figures (questions, meters found, time left)."""
 
 MODBUS_CHUNK = 8  # unit ids per diag call: small enough for a live progress bar, few round trips
 
@@ -66,6 +69,7 @@ async def discover(
     modbus_last: int = 247,
     ble_duration_s: float = 10.0,
     progress: Progress | None = None,
+    search_note: SearchNote | None = None,
 ) -> Discovery:
     """Look for devices on each bus (all enabled buses by default). A failing bus is reported in
     `problems` and the others go on."""
@@ -84,8 +88,11 @@ async def discover(
             async with DiagSession(config, bus.id) as session:
                 routes[bus.id] = session.route.value if session.route else "?"
                 hits = await _discover_bus(
-                    session, family, (modbus_first, modbus_last), ble_duration_s, progress
+                    session, family, (modbus_first, modbus_last), ble_duration_s, progress, search_note
                 )
+        except _PartialSearch as err:
+            problems.append(BusProblem(bus.id, str(err)))
+            hits = err.hits
         except GatewayError as err:
             problems.append(BusProblem(bus.id, str(err)))
             continue
@@ -102,6 +109,7 @@ async def _discover_bus(
     units: tuple[int, int],
     ble_duration_s: float,
     progress: Progress | None,
+    search_note: SearchNote | None = None,
 ) -> list[tuple[int | str, dict[str, Any]]]:
     bus_id = session.bus.id
     if family == "modbus":
@@ -117,16 +125,7 @@ async def _discover_bus(
                 progress(bus_id, end - first + 1, total)
         return hits
     if family in ("dlt645", "cjt188"):
-        try:
-            result = await session.run("read-address", {})
-        except DeviceTimeoutError:
-            result = {}
-        if progress:
-            progress(bus_id, 1, 1)
-        if not result.get("address"):
-            return []
-        detail = {k: v for k, v in result.items() if k != "address"}
-        return [(str(result["address"]), detail)]
+        return await _search_meters(session, family, progress, search_note)
     if family == "bthome":
         result = await session.run("scan", {"duration": ble_duration_s})
         if progress:
@@ -136,6 +135,46 @@ async def _discover_bus(
             for d in result.get("devices", [])
         ]
     raise _NoDiscovery(bus_id, family)
+
+
+async def _search_meters(
+    session: DiagSession, family: str, progress: Progress | None, search_note: SearchNote | None
+) -> list[tuple[int | str, dict[str, Any]]]:
+    """Every meter on the line by meter search (see meter_search), then what each one is."""
+    bus: Any = session.bus
+    baudrate = int(getattr(bus, "baudrate", 2400))
+    timeout_s = float(getattr(bus, "timeout_s", 1.0))
+
+    async def probe(pattern: str) -> dict[str, Any]:
+        return await session.run("probe", {"pattern": pattern, "timeout_s": timeout_s})
+
+    def step(p: SearchProgress) -> None:
+        if progress:
+            progress(session.bus.id, p.asked, p.asked + p.pending)
+        if search_note:
+            search_note(session.bus.id, p)
+
+    result = await search(family, probe, baudrate=baudrate, timeout_s=timeout_s, progress=step)
+    hits: list[tuple[int | str, dict[str, Any]]] = []
+    for address, detail in sorted(result.found.items()):
+        info: dict[str, Any] = {k: v for k, v in detail.items() if k != "frame"}
+        info["search"] = {"asked": result.asked, "collisions": result.collisions}
+        if family == "dlt645":
+            answer = await session.run("identify", {"address": address})
+            info["version"] = answer.get("version")
+            info["evidence"] = answer.get("evidence", {})
+        hits.append((address, info))
+    if result.unresolved or result.stopped:
+        hits_note = "; ".join([*(f"{a} still collides" for a in result.unresolved), result.stopped])
+        raise _PartialSearch(session.bus.id, hits, hits_note.strip("; "))
+    return hits
+
+
+class _PartialSearch(GatewayError):
+    def __init__(self, bus_id: str, hits: list[tuple[int | str, dict[str, Any]]], why: str) -> None:
+        self.bus_id = bus_id
+        self.hits = hits
+        super().__init__(f"bus {bus_id}: meter search incomplete: {why}")
 
 
 class _NoDiscovery(GatewayError):
