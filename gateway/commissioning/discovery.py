@@ -7,14 +7,12 @@ through `DiagSession`, so discovery on a running gateway never adds a second mas
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.api import GatewayError
 from gateway.commissioning.meter_search import SearchProgress, search
-from gateway.commissioning.profiles import ProfileInfo
 from gateway.config import GatewayConfig
 from gateway.diagbus import DiagSession
 
@@ -182,98 +180,3 @@ class _NoDiscovery(GatewayError):
         self.bus_id = bus_id
         self.family = family
         super().__init__(f"bus {bus_id}: {family} devices cannot be discovered; add them with `devices add`")
-
-
-# -- proposals --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Proposal:
-    """A device entry the installer may accept; `candidates` are the fitting profiles, best first."""
-
-    found: Found
-    candidates: tuple[ProfileInfo, ...]
-    entry: dict[str, Any] | None  # the [[devices]] table with the best candidate; None: no profile
-    notes: tuple[str, ...] = ()
-
-    def with_profile(self, profile_id: str) -> Proposal:
-        if self.entry is None:
-            raise ValueError("no entry to change")
-        return Proposal(self.found, self.candidates, {**self.entry, "profile": profile_id}, self.notes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "found": self.found.to_dict(),
-            "candidates": [c.id for c in self.candidates],
-            "entry": self.entry,
-            "notes": list(self.notes),
-        }
-
-
-def _device_id(found: Found) -> str:
-    if found.family == "modbus":
-        return f"{found.bus}-u{found.address}"
-    prefix = {"dlt645": "em", "cjt188": "meter", "bthome": "ble"}.get(found.family, found.family)
-    return f"{prefix}-{re.sub(r'[^A-Za-z0-9]', '', str(found.address)).lower()}"
-
-
-def _score(profile: ProfileInfo, found: Found) -> int:
-    """How well a profile fits what answered (higher is better); same family only."""
-    score = 0
-    meter_type = found.detail.get("meter_type")
-    if meter_type is not None and "meter_type" in profile.device_defaults:
-        wanted = profile.device_defaults["meter_type"]
-        if f"{int(wanted):02X}" == str(meter_type).upper():
-            score += 10
-        else:
-            score -= 10
-    values = found.detail.get("values") or {}
-    if isinstance(values, dict):
-        # What a node sends, by object name, against the profile's objects and point names
-        # (profiles may name objects by id, "0x02", and call the point "temperature").
-        score += len(set(values) & (set(profile.objects) | set(profile.points)))
-    return score
-
-
-def propose(
-    found: Sequence[Found],
-    profiles: Sequence[ProfileInfo],
-    *,
-    existing_ids: Sequence[str] = (),
-    address_code: str,
-) -> list[Proposal]:
-    """Device entries for what was found and is not configured yet, with the fitting profiles.
-
-    `address_code` goes into each entry's location (the gateway's street code is a fair default;
-    the installer refines it)."""
-    taken = set(existing_ids)
-    out: list[Proposal] = []
-    for f in found:
-        if f.configured:
-            continue
-        candidates = sorted(
-            (p for p in profiles if p.family == f.family), key=lambda p: (-_score(p, f), p.id)
-        )
-        notes: list[str] = []
-        base_id = _device_id(f)
-        dev_id, n = base_id, 2
-        while dev_id in taken:
-            dev_id, n = f"{base_id}-{n}", n + 1
-        taken.add(dev_id)
-        if f.detail.get("encrypted"):
-            notes.append("encrypted adverts: add the node's key (key_file) before it can be read")
-        if not candidates:
-            notes.append(f"no {f.family} profile installed: add one under profiles/ and run `devices add`")
-            out.append(Proposal(f, (), None, tuple(notes)))
-            continue
-        entry: dict[str, Any] = {
-            "id": dev_id,
-            "bus": f.bus,
-            "profile": candidates[0].id,
-            "address": f.address,
-            "location": {"address_code": address_code},
-        }
-        if f.family == "cjt188" and f.detail.get("meter_type"):
-            entry["meter_type"] = int(str(f.detail["meter_type"]), 16)
-        out.append(Proposal(f, tuple(candidates), entry, tuple(notes)))
-    return out

@@ -26,6 +26,9 @@ class ProfileInfo:
     points: tuple[str, ...]
     device_defaults: dict[str, Any] = field(default_factory=dict)  # the profile's [device] table
     objects: tuple[str, ...] = ()  # BTHome object names of its points (to match what a node sends)
+    identify: dict[str, Any] = field(default_factory=dict)  # the profile's [identify] table
+    raw_points: dict[str, dict[str, Any]] = field(default_factory=dict)  # [points.*] as written
+    device_class: str = ""
 
 
 def profile_dirs(config_path: Path, raw_profile_dirs: Any = ()) -> list[Path]:
@@ -75,5 +78,8 @@ def available_profiles(config_path: Path, raw_profile_dirs: Any = None) -> list[
                 points=tuple(profile.points),
                 device_defaults=dict(profile.device),
                 objects=tuple(str(p.get("object")) for p in profile.points.values() if "object" in p),
+                identify=dict(profile.identify),
+                raw_points={k: dict(v) for k, v in profile.points.items()},
+                device_class=profile.device_class,
             )
     return sorted(seen.values(), key=lambda p: (p.family, p.id))

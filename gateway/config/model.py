@@ -63,6 +63,11 @@ class Profile(BaseModel):
     source: str = Field(default="", description="where the register map / object table comes from")
     poll_interval_s: float = Field(default=60.0, gt=0, le=86400)
     device: dict[str, Any] = Field(default_factory=dict, description="defaults for device fields")
+    identify: dict[str, Any] = Field(
+        default_factory=dict,
+        description="how commissioning recognises the device: device_id, registers, dis, plausible "
+        "(see gateway/commissioning/identify.py)",
+    )
     points: dict[str, dict[str, Any]] = Field(min_length=1)
 
 

@@ -44,6 +44,7 @@ class SimDlt645Meter:
     extra: dict[int, tuple[DataItem, float | int | str]] = field(default_factory=dict)
     split_dis: frozenset[int] = frozenset()
     energy_kwh: float = 1234.56
+    phases: int = 3  # 1: a single-phase meter, which has no phase B and C data (an error reply)
 
     def __post_init__(self) -> None:
         self._moving = _Moving(self.seed or int(self.address))
@@ -82,6 +83,8 @@ class SimDlt645Meter:
     def _item(self, di: int) -> tuple[DataItem, float | int | str] | None:
         if di in self.extra:
             return self.extra[di]
+        if self.phases == 1 and self.version == "2007" and di >> 24 == 0x02 and (di >> 8) & 0xFF in (2, 3):
+            return None  # phase B / C voltage, current, power... (02 xx 02 00, 02 xx 03 00)
         item = BUILTIN[self.version].get(di)
         return None if item is None else (item, self.value(item))
 
