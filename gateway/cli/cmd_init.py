@@ -118,7 +118,12 @@ def _profile_overrides(items: tuple[str, ...]) -> dict[str, str]:
 
 
 def _discover(
-    cfg: GatewayConfig, first: int, last: int, ble_s: float, quiet: bool
+    cfg: GatewayConfig,
+    first: int,
+    last: int,
+    ble_s: float,
+    quiet: bool,
+    search_timeout_s: float | None = None,
 ) -> tuple[list[Any], list[Any], dict[str, str]]:
     progress = Progress(
         TextColumn("discovering on {task.description}"),
@@ -238,6 +243,12 @@ def _choose(
     "--ble-duration", type=click.FloatRange(1, 300), default=10.0, show_default=True, help="BLE scan (s)."
 )
 @click.option(
+    "--search-timeout",
+    type=click.FloatRange(0.02, 5),
+    help="Meter search (DL/T 645, CJ/T 188): seconds to wait for a reply to each address pattern "
+    "(default: the bus's timeout_s). Most patterns get no reply, so this sets the search's length.",
+)
+@click.option(
     "--profile", "profiles", multiple=True, help="FAMILY=PROFILE_ID for discovered devices of a family."
 )
 @click.option("-y", "--yes", "accept_all", is_flag=True, help="Add every discovered device without asking.")
@@ -266,6 +277,7 @@ def init(
     first: int,
     last: int,
     ble_duration: float,
+    search_timeout: float | None,
     profiles: tuple[str, ...],
     accept_all: bool,
     force: bool,
@@ -312,7 +324,7 @@ def init(
         console.print(f"[green]wrote[/] {config_path} ({len(answers.buses)} buses)", highlight=False)
     if discover and answers.buses:
         try:
-            found, problems, _routes = _discover(cfg, first, last, ble_duration, as_json)
+            found, problems, _routes = _discover(cfg, first, last, ble_duration, as_json, search_timeout)
         except GatewayError as err:
             fail(str(err))
         choices = available_profiles(config_path, answers.profile_dirs)

@@ -68,6 +68,7 @@ async def discover(
     ble_duration_s: float = 10.0,
     progress: Progress | None = None,
     search_note: SearchNote | None = None,
+    search_timeout_s: float | None = None,
 ) -> Discovery:
     """Look for devices on each bus (all enabled buses by default). A failing bus is reported in
     `problems` and the others go on."""
@@ -86,7 +87,13 @@ async def discover(
             async with DiagSession(config, bus.id) as session:
                 routes[bus.id] = session.route.value if session.route else "?"
                 hits = await _discover_bus(
-                    session, family, (modbus_first, modbus_last), ble_duration_s, progress, search_note
+                    session,
+                    family,
+                    (modbus_first, modbus_last),
+                    ble_duration_s,
+                    progress,
+                    search_note,
+                    search_timeout_s,
                 )
         except _PartialSearch as err:
             problems.append(BusProblem(bus.id, str(err)))
@@ -108,6 +115,7 @@ async def _discover_bus(
     ble_duration_s: float,
     progress: Progress | None,
     search_note: SearchNote | None = None,
+    search_timeout_s: float | None = None,
 ) -> list[tuple[int | str, dict[str, Any]]]:
     bus_id = session.bus.id
     if family == "modbus":
@@ -123,7 +131,7 @@ async def _discover_bus(
                 progress(bus_id, end - first + 1, total)
         return hits
     if family in ("dlt645", "cjt188"):
-        return await _search_meters(session, family, progress, search_note)
+        return await _search_meters(session, family, progress, search_note, search_timeout_s)
     if family == "bthome":
         result = await session.run("scan", {"duration": ble_duration_s})
         if progress:
@@ -136,12 +144,16 @@ async def _discover_bus(
 
 
 async def _search_meters(
-    session: DiagSession, family: str, progress: Progress | None, search_note: SearchNote | None
+    session: DiagSession,
+    family: str,
+    progress: Progress | None,
+    search_note: SearchNote | None,
+    search_timeout_s: float | None = None,
 ) -> list[tuple[int | str, dict[str, Any]]]:
     """Every meter on the line by meter search (see meter_search), then what each one is."""
     bus: Any = session.bus
     baudrate = int(getattr(bus, "baudrate", 2400))
-    timeout_s = float(getattr(bus, "timeout_s", 1.0))
+    timeout_s = search_timeout_s or float(getattr(bus, "timeout_s", 1.0))
 
     async def probe(pattern: str) -> dict[str, Any]:
         return await session.run("probe", {"pattern": pattern, "timeout_s": timeout_s})
