@@ -255,6 +255,25 @@ class DeviceListEditor:
         known = ", ".join(str(d.get("id")) for d in self.devices()) or "none"
         raise ConfigEditError(self.path, f"no device {device_id!r} (devices: {known})")
 
+    def replace(self, text: str, device_id: str, entry: dict[str, Any]) -> str:
+        """`text` with the `[[devices]]` block of `device_id` rewritten from `entry`, in place (the
+        comment lines above it stay; comments inside the block do not survive)."""
+        lines = text.splitlines(keepends=True)
+        for start, end in _blocks(lines):
+            try:
+                parsed = tomllib.loads("".join(lines[start:end]))
+            except tomllib.TOMLDecodeError:
+                continue
+            items = parsed.get("devices") or [{}]
+            if items[0].get("id") == device_id:
+                while end > start + 1 and (
+                    not lines[end - 1].strip() or lines[end - 1].lstrip().startswith("#")
+                ):
+                    end -= 1
+                block = dump_toml({"devices": [entry]}).lstrip("\n")
+                return "".join(lines[:start]) + block + "".join(lines[end:])
+        raise ConfigEditError(self.path, f"no device {device_id!r}")
+
     def save(self, text: str) -> tuple[GatewayConfig, Path | None]:
         """Validate `text` as the new config; if valid, replace the file (with a backup).
 
