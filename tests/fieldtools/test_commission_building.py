@@ -126,3 +126,28 @@ async def test_an_ambiguous_device_is_not_assigned(short_dir: Path) -> None:
     # Without --json the installer reads it in one line per device.
     r2 = CliRunner().invoke(main, ["config", "check", str(path)])
     assert r2.exit_code == 0
+
+
+async def test_an_ambiguous_device_is_chosen_at_the_prompt(short_dir: Path) -> None:
+    folder = short_config_dir(short_dir)
+    (folder / "profiles").mkdir()
+    text = (shipped_profiles_dir() / "modbus-smoke-detector.toml").read_text()
+    (folder / "profiles" / "smoke-lookalike.toml").write_text(
+        text.replace('id = "modbus-smoke-detector"', 'id = "smoke-lookalike"')
+    )
+    path = folder / "gateway.toml"
+    async with ModbusBuilding() as building:
+        host, port = building.endpoint
+        args = [
+            "init", "-c", str(path), *IDENTITY_ARGS, "--name", "riser", "--interactive",
+            "--bus", f"tcp-1:modbus_tcp:{host}:{port}", "--discover", "--from", "11", "--to", "11",
+        ]  # fmt: skip
+        answers = "\n".join(["", "2"]) + "\n"  # no broker; the second candidate
+        r = await asyncio.to_thread(CliRunner().invoke, main, args, input=answers, catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert (
+        "ambiguous" in r.output
+        and "1. modbus-smoke-detector" in r.output
+        and "2. smoke-lookalike" in r.output
+    )
+    assert [(d.address, d.profile) for d in load_config(path).devices] == [(11, "smoke-lookalike")]

@@ -168,7 +168,10 @@ async def test_scripted_init_discovers_the_building(short_dir: Path, building: M
     assert cfg.gateway.org.street == "310106013"
     assert cfg.upstream is not None and cfg.upstream.brokers == ("mqtts://platform.example:8883",)
     assert [d.address for d in cfg.devices] == [1, 2, 3, 11, 12]
-    assert all(d.profile.startswith("modbus-") for d in cfg.devices)
+    assert [d.profile for d in cfg.devices] == [  # identified, not the first profile in the alphabet
+        "modbus-power-meter-3ph", "modbus-water-meter", "modbus-water-meter",
+        "modbus-smoke-detector", "modbus-smoke-detector",
+    ]  # fmt: skip
     check = cli("config", "check", str(path))
     assert check.exit_code == 0
     # The installer reads it: a header comment, tables in order.
@@ -204,8 +207,7 @@ async def test_interactive_init(short_dir: Path, building: ModbusBuilding) -> No
             "tcp-1:modbus_tcp",  # a typo: asked again
             f"tcp-1:modbus_tcp:{host}:{port}",
             "",  # no more buses
-            "y",  # add unit 2
-            "2",  # second profile offered
+            "y",  # add unit 2 (identified: a water meter)
             "n",  # not unit 3
         ]
     )
@@ -217,7 +219,8 @@ async def test_interactive_init(short_dir: Path, building: ModbusBuilding) -> No
     assert "needs a host" in r.output
     cfg = load_config(path)
     assert cfg.gateway.name == "Pump house"
-    assert [d.address for d in cfg.devices] == [2]
+    assert [(d.address, d.profile) for d in cfg.devices] == [(2, "modbus-water-meter")]
+    assert "as tcp-1-u2 (modbus-water-meter)?" in r.output
 
 
 def test_init_refuses_to_overwrite_and_bad_input(short_dir: Path) -> None:
