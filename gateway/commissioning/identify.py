@@ -19,11 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from gateway.api import DeviceExceptionError, GatewayError
+from gateway.config.identify import IdentifySpec
 
 CONFIDENT = 6  # the best score must reach this...
 MARGIN = 4  # ...and be this far ahead of the next candidate
@@ -31,40 +32,10 @@ MARGIN = 4  # ...and be this far ahead of the next candidate
 Run = Callable[[str, Mapping[str, Any]], Awaitable[dict[str, Any]]]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RegisterCheck(_Strict):
-    table: Literal["holding", "input"] = "holding"
-    address: int = Field(ge=0, le=65535)
-    type: Literal["uint16", "int16", "uint32", "int32", "float32"] = "uint16"
-    word_order: Literal["big", "little"] = "big"
-    byte_order: Literal["big", "little"] = "big"
-    equals: float | None = None
-    equals_unit: bool = Field(default=False, description="the register holds the device's unit id")
-    min: float | None = None
-    max: float | None = None
-    what: str = Field(default="", max_length=80, description="what the register is, for the evidence")
-
-
-class DiCheck(_Strict):
-    di: str = Field(pattern=r"^[0-9A-Fa-f]{4}([0-9A-Fa-f]{4})?$")
-    reply: Literal["data", "error"]
-    what: str = Field(default="", max_length=80)
-
-
-class IdentifySpec(_Strict):
-    """A profile's `[identify]` table."""
-
-    device_id: dict[str, str] = Field(default_factory=dict, max_length=7)
-    registers: tuple[RegisterCheck, ...] = Field(default=(), max_length=8)
-    dis: tuple[DiCheck, ...] = Field(default=(), max_length=8)
-    plausible: dict[str, tuple[float, float]] = Field(default_factory=dict, max_length=16)
-
-
 def spec_of(raw: Any) -> IdentifySpec:
     """The profile's identify table; raises ValueError naming the problem."""
+    if isinstance(raw, IdentifySpec):
+        return raw
     try:
         return IdentifySpec.model_validate(raw or {})
     except ValidationError as err:

@@ -9,6 +9,7 @@ from typing import Any
 
 from gateway.api import ConfigError
 from gateway.config import Profile, read_toml
+from gateway.config.identify import IdentifySpec
 from gateway.config.loader import PROFILES_ENV
 from gateway.config.shipped import shipped_profiles_dir
 
@@ -26,7 +27,7 @@ class ProfileInfo:
     points: tuple[str, ...]
     device_defaults: dict[str, Any] = field(default_factory=dict)  # the profile's [device] table
     objects: tuple[str, ...] = ()  # BTHome object names of its points (to match what a node sends)
-    identify: dict[str, Any] = field(default_factory=dict)  # the profile's [identify] table
+    identify: IdentifySpec = field(default_factory=IdentifySpec)  # the profile's [identify] table
     raw_points: dict[str, dict[str, Any]] = field(default_factory=dict)  # [points.*] as written
     device_class: str = ""
 
@@ -78,7 +79,7 @@ def available_profiles(config_path: Path, raw_profile_dirs: Any = None) -> list[
                 points=tuple(profile.points),
                 device_defaults=dict(profile.device),
                 objects=tuple(str(p.get("object")) for p in profile.points.values() if "object" in p),
-                identify=dict(profile.identify),
+                identify=profile.identify,
                 raw_points={k: dict(v) for k, v in profile.points.items()},
                 device_class=profile.device_class,
             )

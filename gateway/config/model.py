@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.api import BusConfig, DeviceConfig, DriverSpec
 from gateway.api._config import ID_PATTERN
+from gateway.config.identify import IdentifySpec
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
@@ -63,12 +64,18 @@ class Profile(BaseModel):
     source: str = Field(default="", description="where the register map / object table comes from")
     poll_interval_s: float = Field(default=60.0, gt=0, le=86400)
     device: dict[str, Any] = Field(default_factory=dict, description="defaults for device fields")
-    identify: dict[str, Any] = Field(
-        default_factory=dict,
-        description="how commissioning recognises the device: device_id, registers, dis, plausible "
-        "(see gateway/commissioning/identify.py)",
+    identify: IdentifySpec = Field(
+        default_factory=IdentifySpec,
+        description="how commissioning recognises the device: FC 43 objects, registers, DIs, plausible",
     )
     points: dict[str, dict[str, Any]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _plausible_points(self) -> Profile:
+        unknown = sorted(set(self.identify.plausible) - set(self.points))
+        if unknown:
+            raise ValueError(f"identify.plausible names points the profile does not have: {unknown}")
+        return self
 
 
 @dataclass(frozen=True, slots=True)
