@@ -151,3 +151,38 @@ async def test_an_ambiguous_device_is_chosen_at_the_prompt(short_dir: Path) -> N
         and "2. smoke-lookalike" in r.output
     )
     assert [(d.address, d.profile) for d in load_config(path).devices] == [(11, "smoke-lookalike")]
+
+
+async def test_device_identification_fc43_is_evidence(short_dir: Path) -> None:
+    # A device that answers Modbus FC 43 / MEI 14 (the simulator does, as pymodbus serves it) is
+    # recognised by a profile naming its vendor and product code; a profile naming another vendor
+    # loses points for it.
+    folder = short_config_dir(short_dir)
+    (folder / "profiles").mkdir()
+    base = (shipped_profiles_dir() / "modbus-water-meter.toml").read_text()
+    head = base[: base.index("[identify]")]
+    tail = base[base.index("\n[points.") :]
+    for pid, vendor in (("sim-water", "CityNerve"), ("other-water", "Eastron")):
+        text = head.replace('id = "modbus-water-meter"', f'id = "{pid}"')
+        text += f'[identify]\ndevice_id = {{ vendor = "{vendor}", product_code = "SIM-MODBUS" }}\n' + tail
+        (folder / "profiles" / f"{pid}.toml").write_text(text)
+    path = folder / "gateway.toml"
+    async with ModbusBuilding() as building:
+        host, port = building.endpoint
+        path.write_text(
+            '[gateway]\nid = "gw-1"\norg = { city = "310100", district = "310106", street = "310106013" }\n'
+            f'[[buses]]\nid = "tcp-1"\nprotocol = "modbus_tcp"\nhost = "{host}"\nport = {port}\n'
+            "timeout_s = 0.3\n"
+        )
+        cfg = load_config(path)
+        found = (await discover(cfg, modbus_first=2, modbus_last=2)).found
+        profiles = [p for p in available_profiles(path) if p.id in ("sim-water", "other-water")]
+        verdicts = await identify_found(cfg, found, profiles)
+    (proposal,) = propose(found, profiles, verdicts=verdicts, address_code="310106013")
+    assert proposal.profile == "sim-water", proposal.to_dict()
+    sim = proposal.verdict("sim-water")
+    other = proposal.verdict("other-water")
+    assert sim is not None and other is not None
+    fc43 = {e.check: (e.passed, e.found) for e in sim.evidence if e.check.startswith("FC 43")}
+    assert fc43["FC 43 vendor ~ 'CityNerve'"] == (True, "CityNerve")
+    assert sim.score - other.score >= 13  # +10 for the vendor against -3
