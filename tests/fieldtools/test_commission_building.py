@@ -52,7 +52,7 @@ async def test_the_demo_building_is_commissioned_right(short_dir: Path) -> None:
             "--bus", f"power:dlt645:{b.serial.power_bus.port}",
             "--bus", f"water:cjt188:{b.serial.water_bus.port}",
             "--bus", f"panel:firepanel:{b.serial.panel.port}",
-            "--discover", "--to", "16", "--search-timeout", "0.15", "--yes", "--json",
+            "--discover", "--to", "16", "--search-timeout", "0.3", "--yes", "--json",
         ]  # fmt: skip
         r = await asyncio.to_thread(CliRunner().invoke, main, args, catch_exceptions=False)
         assert r.exit_code == 0, r.output
