@@ -38,7 +38,7 @@ from gateway.commissioning import (
 )
 from gateway.commissioning.configfile import validate_text
 from gateway.commissioning.initconfig import HEADER, InitAnswers, default_paths, initial_config
-from gateway.commissioning.meter_search import SearchProgress
+from gateway.commissioning.meter_search import DIGITS, SearchProgress, estimate_s
 from gateway.config import GatewayConfig
 
 
@@ -148,6 +148,18 @@ def _discover(
                 description=f"{bus_id} (meter search: {p.found} found, ~{p.seconds_left:.0f} s left)",
             )
 
+    if not quiet:
+        for bus in cfg.buses:
+            family = cfg.drivers[bus.protocol].family if bus.protocol in cfg.drivers else ""
+            if family in DIGITS:
+                baud = int(getattr(bus, "baudrate", 2400))
+                timeout = search_timeout_s or float(bus.timeout_s)
+                err_console.print(
+                    f"meter search on {bus.id} ({baud} baud, {timeout:g} s per silent question): about "
+                    f"{estimate_s(family, 10, baud, timeout):.0f} s for 10 meters, "
+                    f"{estimate_s(family, 30, baud, timeout):.0f} s for 30",
+                    highlight=False,
+                )
     with progress:
         result = asyncio.run(
             discover(

@@ -231,7 +231,8 @@ def apply_register(
             matches = [d for d in matches if d.get("bus") == row.values["bus"]]
         if len(matches) != 1:
             why = (
-                "no device with this address was found on the bus"
+                "no device with this address was found on the bus (or it was found but not identified: "
+                "add it with `devices add`)"
                 if not matches
                 else "several buses have it: add a bus column"
             )

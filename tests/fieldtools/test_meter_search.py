@@ -11,7 +11,7 @@ import pytest
 from gateway.commissioning import discover
 from gateway.commissioning.meter_search import SearchProgress, estimate_s
 from gateway.config import load_config
-from hil.sim.serial import SerialMeterBus, riser_cjt188, riser_dlt645
+from hil.sim.serial import SerialMeterBus, SimDlt645Meter, riser_cjt188, riser_dlt645
 
 from .conftest import gateway_toml
 
@@ -78,3 +78,21 @@ def test_time_estimate_from_the_baud_rate() -> None:
     assert fast < slow
     # 30 meters at 2400 baud with a 1 s timeout: a few minutes, dominated by silent questions.
     assert 250 < estimate_s("dlt645", 30, 2400, 1.0) < 400
+
+
+async def test_init_shows_the_estimate_and_the_meters_found(short_dir: Path) -> None:
+    from click.testing import CliRunner
+
+    from gateway.cli import main
+
+    meters = [SimDlt645Meter("310106000001", phases=1), SimDlt645Meter("310106000002", phases=1)]
+    async with SerialMeterBus(meters=meters, baudrate=2400, wire_time=False) as bus:
+        args = [
+            "init", "-c", str(short_dir / "gw.toml"), "--gateway-id", "gw-1", "--city", "310100",
+            "--district", "310106", "--street", "310106013", "--no-interactive",
+            "--bus", f"riser:dlt645:{bus.port}", "--discover", "--search-timeout", "0.3", "--yes",
+        ]  # fmt: skip
+        r = await asyncio.to_thread(CliRunner().invoke, main, args, catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert "meter search on riser (2400 baud, 0.3 s per silent question): about" in r.output
+    assert "added 2 devices" in r.output
