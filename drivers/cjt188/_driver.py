@@ -8,7 +8,7 @@ from typing import Any
 from drivers.cjt188 import codec
 from drivers.cjt188.models import Cjt188Device
 from drivers.cjt188.readings import parse_901f
-from drivers.serialio import LineTiming, ReplyTimeout, SerialBusConfig, SerialLine
+from drivers.serialio import LineTiming, ReplyTimeout, SerialBusConfig, SerialLine, search
 from gateway.api import (
     FrameError,
     PermanentError,
@@ -170,6 +170,8 @@ class Cjt188Driver(PollDriver[SerialBusConfig, Cjt188Device]):
                 "meter_type_name": codec.meter_type_name(frame.meter_type),
                 "frame": frame.raw.hex(" ").upper(),
             }
+        if action == "probe":
+            return (await self.probe(params)).to_dict()
         if action == "read":
             device = self._adhoc_device(params)
             return {"address": device.address, **await self.read_901f(device)}
@@ -182,6 +184,42 @@ class Cjt188Driver(PollDriver[SerialBusConfig, Cjt188Device]):
             await self.set_valve(device, open_valve)
             return {"address": device.address, "valve": "open" if open_valve else "close", "accepted": True}
         return await super().diag(action, params)
+
+    async def probe(self, params: Mapping[str, Any]) -> search.ProbeResult:
+        """One step of a meter search: read-address (810A) at an address pattern (A: any digit).
+        The reply says the meter's type (its T byte) and the DI byte order it speaks."""
+        pattern = search.check_pattern(params.get("pattern"), 14)
+        timeout = min(max(float(params.get("timeout_s", self.bus.timeout_s)), 0.01), 5.0)
+        data = codec.di_bytes(codec.DI_ADDRESS) + bytes([self._next_ser()])
+        request = codec.encode_frame(0xAA, pattern, codec.Control.READ_ADDRESS, data)
+        try:
+            frame = await self.line.transact(
+                request,
+                codec.StreamParser(),
+                timeout_s=timeout,
+                accept=lambda f: f.is_reply and search.fits(pattern, f.address),
+            )
+        except ReplyTimeout as err:
+            return search.from_timeout(err)
+        di_raw = bytes(frame.data[:2])
+        order = (
+            codec.DiOrder.HIGH_FIRST
+            if di_raw == codec.di_bytes(codec.DI_ADDRESS, codec.DiOrder.HIGH_FIRST)
+            else codec.DiOrder.LOW_FIRST
+            if di_raw == codec.di_bytes(codec.DI_ADDRESS, codec.DiOrder.LOW_FIRST)
+            else None
+        )
+        return search.ProbeResult(
+            search.Probe.ONE,
+            frame.address,
+            {
+                "meter_type": f"{frame.meter_type:02X}",
+                "meter_type_name": codec.meter_type_name(frame.meter_type),
+                "di_order": order.value if order else None,
+                "di_raw": di_raw.hex().upper(),
+                "frame": frame.raw.hex(" ").upper(),
+            },
+        )
 
     def _adhoc_device(self, params: Mapping[str, Any]) -> Cjt188Device:
         address = str(params.get("address", ""))

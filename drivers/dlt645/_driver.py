@@ -9,7 +9,7 @@ from typing import Any
 from drivers.dlt645 import codec
 from drivers.dlt645.models import Dlt645Device, Dlt645Point, resolve_item
 from drivers.dlt645.registry import DataItem
-from drivers.serialio import LineTiming, ReplyTimeout, SerialBusConfig, SerialLine
+from drivers.serialio import LineTiming, ReplyTimeout, SerialBusConfig, SerialLine, search
 from gateway.api import (
     ConfigError,
     ConfigIssue,
@@ -24,6 +24,8 @@ from gateway.api import (
 
 MAX_FOLLOWUPS = 16  # a reply split over more frames than this is a meter stuck in a loop
 DEFAULT_INTERVAL_S = 60.0
+# What a meter search asks every meter: its total forward active energy (2007: 00010000, 1997: 9010).
+PROBE_DI = {"2007": 0x00010000, "1997": 0x9010}
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +174,10 @@ class Dlt645Driver(PollDriver[SerialBusConfig, Dlt645Device]):
             codec.check_reply(frame, "AAAAAAAAAAAA")
             address = codec.decode_address(frame.data[:6]) if len(frame.data) >= 6 else frame.address
             return {"address": address, "frame": frame.raw.hex(" ").upper()}
+        if action == "probe":
+            return (await self.probe(params)).to_dict()
+        if action == "identify":
+            return await self.identify_version(str(params.get("address", "")))
         if action == "read-di":
             device = self._adhoc_device(params)
             keys = ("di", "length", "decimals", "signed", "format")
@@ -189,6 +195,54 @@ class Dlt645Driver(PollDriver[SerialBusConfig, Dlt645Device]):
                 "unit": item.unit,
             }
         return await super().diag(action, params)
+
+    async def probe(self, params: Mapping[str, Any]) -> search.ProbeResult:
+        """One step of a meter search: read the total energy at an address pattern (A: any digit).
+        The answering meter's address is in its reply, an error reply included."""
+        pattern = search.check_pattern(params.get("pattern"), 12)
+        version = str(params.get("version", "2007"))
+        di = PROBE_DI[version] if version in PROBE_DI else PROBE_DI["2007"]
+        timeout = min(max(float(params.get("timeout_s", self.bus.timeout_s)), 0.01), 5.0)
+        request = codec.build_read(pattern, di, version)
+        try:
+            frame = await self.line.transact(
+                request,
+                codec.StreamParser(),
+                timeout_s=timeout,
+                accept=lambda f: f.is_reply and search.fits(pattern, f.address),
+            )
+        except ReplyTimeout as err:
+            return search.from_timeout(err)
+        return search.ProbeResult(
+            search.Probe.ONE,
+            frame.address,
+            {"error_reply": frame.is_error, "frame": frame.raw.hex(" ").upper()},
+        )
+
+    async def identify_version(self, address: str) -> dict[str, Any]:
+        """2007 or 1997, by asking: the meter that answers a read of its total energy with data
+        (not an error reply) speaks that version. Evidence for each question is reported."""
+        search.check_pattern(address, 12)
+        evidence: dict[str, str] = {}
+        version = None
+        for v in ("2007", "1997"):
+            try:
+                frame = await self.line.transact(
+                    codec.build_read(address, PROBE_DI[v], v),
+                    codec.StreamParser(),
+                    timeout_s=self.bus.timeout_s,
+                    accept=lambda f: f.is_reply and f.address == address,
+                )
+            except ReplyTimeout as err:
+                evidence[v] = "no reply" if not err.received.strip(b"\xfe") else "garbled reply"
+                continue
+            if frame.is_error:
+                evidence[v] = f"error reply (ERR {frame.data[:1].hex().upper() or '?'})"
+                continue
+            evidence[v] = f"data reply to DI {PROBE_DI[v]:0{8 if v == '2007' else 4}X}"
+            version = v
+            break
+        return {"address": address, "version": version, "evidence": evidence}
 
     def _adhoc_device(self, params: Mapping[str, Any]) -> Dlt645Device:
         address = str(params.get("address", ""))

@@ -29,12 +29,17 @@ class ConfigIssue:
     message: str
     subject: str = ""  # id of the entry the path starts in (device, bus, rule), when it has one
 
+    @property
+    def shown(self) -> str:
+        """The key path as shown to people: `devices[4] (id 'meter-3').points.x.scale`, so the
+        installer finds the entry by its id; `path` stays the machine key path."""
+        if self.subject and "]" in self.path:
+            head, _, rest = self.path.partition("]")
+            return f"{head}] (id {self.subject!r}){rest}"
+        return self.path
+
     def __str__(self) -> str:
-        path = self.path
-        if self.subject and "]" in path:
-            # devices[4] (id 'meter-3').points.x.scale: the installer finds the entry by its id
-            head, _, rest = path.partition("]")
-            path = f"{head}] (id {self.subject!r}){rest}"
+        path = self.shown
         where = f"{self.file}: {path}" if path else self.file
         return f"{where}: {self.message}"
 

@@ -69,7 +69,7 @@ def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
 
 def issue_dict(issue: ConfigIssue) -> dict[str, str]:
     """A config issue for --json output."""
-    out = {"file": issue.file, "path": issue.path, "message": issue.message}
+    out = {"file": issue.file, "path": issue.path, "shown": issue.shown, "message": issue.message}
     if issue.subject:
         out["id"] = issue.subject
     return out

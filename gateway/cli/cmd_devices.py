@@ -28,7 +28,7 @@ from gateway.cli._common import (
     print_json,
 )
 from gateway.cli._groups import main
-from gateway.commissioning import ConfigEditError, DeviceListEditor, ReloadOutcome, ReloadReport, ask_reload
+from gateway.commissioning import ConfigEditError, DeviceListEditor, ReloadReport, ask_reload
 from gateway.config import GatewayConfig
 
 
@@ -109,26 +109,29 @@ def _apply_and_reload(
 def _report(
     action: str, device_id: str, path: Path, backup: Path | None, reload: ReloadReport | None, as_json: bool
 ) -> None:
+    """One outcome: what changed in the file, then what the running gateway made of it."""
+    outcome = reload.outcome.value if reload else "not_asked"
+    message = reload.message() if reload else "the running gateway was not asked (--no-reload)"
     if as_json:
         print_json(
             {
-                action: device_id,
+                "action": action,
+                "device": device_id,
                 "config": str(path),
                 "backup": str(backup) if backup else None,
+                "outcome": outcome,
+                "message": message,
                 "reload": reload.to_dict() if reload else None,
             }
         )
         return
-    console.print(f"[green]{action}[/] {device_id} in {path} (backup: {backup})", highlight=False)
-    if reload is None:
-        return
-    text = {
-        ReloadOutcome.RELOADED: f"gateway reloaded: {reload.detail}",
-        ReloadOutcome.NOT_RUNNING: "no gateway running: the change applies when it starts",
-        ReloadOutcome.UNSUPPORTED: "this gateway version cannot reload: systemctl restart citynerve",
-        ReloadOutcome.FAILED: f"reload failed: {reload.detail} (the file is changed; restart the gateway)",
-    }[reload.outcome]
-    console.print(text, highlight=False)
+    style = {"reloaded": "green", "not_running": "green", "not_asked": "green"}.get(outcome, "yellow")
+    console.print(
+        f"[green]{action}[/] {device_id} in {path} (previous file kept as {backup})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(f"[{style}]{message}[/]", highlight=False, soft_wrap=True)
 
 
 @devices.command("add")

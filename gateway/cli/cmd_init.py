@@ -31,12 +31,14 @@ from gateway.commissioning import (
     available_profiles,
     discover,
     dump_toml,
+    identify_found,
     parse_bus_spec,
     propose,
     write_atomically,
 )
 from gateway.commissioning.configfile import validate_text
 from gateway.commissioning.initconfig import HEADER, InitAnswers, default_paths, initial_config
+from gateway.commissioning.meter_search import DIGITS, SearchProgress, estimate_s
 from gateway.config import GatewayConfig
 
 
@@ -116,7 +118,12 @@ def _profile_overrides(items: tuple[str, ...]) -> dict[str, str]:
 
 
 def _discover(
-    cfg: GatewayConfig, first: int, last: int, ble_s: float, quiet: bool
+    cfg: GatewayConfig,
+    first: int,
+    last: int,
+    ble_s: float,
+    quiet: bool,
+    search_timeout_s: float | None = None,
 ) -> tuple[list[Any], list[Any], dict[str, str]]:
     progress = Progress(
         TextColumn("discovering on {task.description}"),
@@ -133,19 +140,50 @@ def _discover(
             tasks[bus_id] = progress.add_task(bus_id, total=total)
         progress.update(tasks[bus_id], completed=done, total=total)
 
+    def search(bus_id: str, p: SearchProgress) -> None:
+        # A meter search: questions asked, meters found, and the time left at this baud rate.
+        if bus_id in tasks:
+            progress.update(
+                tasks[bus_id],
+                description=f"{bus_id} (meter search: {p.found} found, ~{p.seconds_left:.0f} s left)",
+            )
+
+    if not quiet:
+        for bus in cfg.buses:
+            family = cfg.drivers[bus.protocol].family if bus.protocol in cfg.drivers else ""
+            if family in DIGITS:
+                baud = int(getattr(bus, "baudrate", 2400))
+                timeout = search_timeout_s or float(bus.timeout_s)
+                err_console.print(
+                    f"meter search on {bus.id} ({baud} baud, {timeout:g} s per silent question): about "
+                    f"{estimate_s(family, 10, baud, timeout):.0f} s for 10 meters, "
+                    f"{estimate_s(family, 30, baud, timeout):.0f} s for 30",
+                    highlight=False,
+                )
     with progress:
         result = asyncio.run(
-            discover(cfg, modbus_first=first, modbus_last=last, ble_duration_s=ble_s, progress=step)
+            discover(
+                cfg,
+                modbus_first=first,
+                modbus_last=last,
+                ble_duration_s=ble_s,
+                progress=step,
+                search_note=search,
+            )
         )
     return list(result.found), list(result.problems), result.route
 
 
 def _choose(
     proposals: list[Proposal], interactive: bool, accept_all: bool, overrides: dict[str, str]
-) -> list[Proposal]:
+) -> tuple[list[Proposal], list[Proposal]]:
+    """(the devices to add, the ones left out). A profile is only ever the identified one, the
+    installer's choice at the prompt, or a --profile FAMILY=ID given for the whole family."""
     chosen: list[Proposal] = []
+    left: list[Proposal] = []
     for p in proposals:
-        if p.entry is None:
+        if not p.candidates:
+            left.append(p)
             continue
         if p.found.family in overrides:
             wanted = overrides[p.found.family]
@@ -157,22 +195,30 @@ def _choose(
             p = p.with_profile(wanted)
         if interactive and not accept_all:
             what = f"{p.found.family} device at {p.found.address} on {p.found.bus}"
-            if not click.confirm(
-                f"add {what} as {p.entry.get('id') if p.entry else '?'}?", default=True, err=True
-            ):
+            if p.profile is not None:
+                if click.confirm(f"add {what} as {p.draft['id']} ({p.profile})?", default=True, err=True):
+                    chosen.append(p)
+                else:
+                    left.append(p)
                 continue
-            if len(p.candidates) > 1 and p.found.family not in overrides:
-                ids = [c.id for c in p.candidates]
-                for i, c in enumerate(p.candidates, 1):
-                    err_console.print(
-                        f"  {i}. {c.id}  {c.vendor} {c.model}  {c.description}", highlight=False
-                    )
-                n = click.prompt("profile", type=click.IntRange(1, len(ids)), default=1, err=True)
-                p = p.with_profile(ids[n - 1])
-        elif not accept_all:
-            continue  # scripted installs add devices only when told to (--yes)
-        chosen.append(p)
-    return chosen
+            err_console.print(f"{what}: {p.reason}", highlight=False)
+            ids = [c.id for c in p.candidates]
+            for i, c in enumerate(p.candidates, 1):
+                v = p.verdict(c.id)
+                score = f"score {v.score:>3}" if v else "no evidence"
+                err_console.print(f"  {i}. {c.id}  ({score})  {c.vendor} {c.model}", highlight=False)
+            n = click.prompt(
+                "profile (0: leave it out)", type=click.IntRange(0, len(ids)), default=0, err=True
+            )
+            if n:
+                chosen.append(p.with_profile(ids[n - 1]))
+            else:
+                left.append(p)
+        elif accept_all and p.profile is not None:
+            chosen.append(p)
+        else:
+            left.append(p)  # scripted: only identified devices, and only when told to (--yes)
+    return chosen, left
 
 
 @main.command("init")
@@ -209,6 +255,12 @@ def _choose(
     "--ble-duration", type=click.FloatRange(1, 300), default=10.0, show_default=True, help="BLE scan (s)."
 )
 @click.option(
+    "--search-timeout",
+    type=click.FloatRange(0.02, 5),
+    help="Meter search (DL/T 645, CJ/T 188): seconds to wait for a reply to each address pattern "
+    "(default: the bus's timeout_s). Most patterns get no reply, so this sets the search's length.",
+)
+@click.option(
     "--profile", "profiles", multiple=True, help="FAMILY=PROFILE_ID for discovered devices of a family."
 )
 @click.option("-y", "--yes", "accept_all", is_flag=True, help="Add every discovered device without asking.")
@@ -237,6 +289,7 @@ def init(
     first: int,
     last: int,
     ble_duration: float,
+    search_timeout: float | None,
     profiles: tuple[str, ...],
     accept_all: bool,
     force: bool,
@@ -283,16 +336,26 @@ def init(
         console.print(f"[green]wrote[/] {config_path} ({len(answers.buses)} buses)", highlight=False)
     if discover and answers.buses:
         try:
-            found, problems, _routes = _discover(cfg, first, last, ble_duration, as_json)
+            found, problems, _routes = _discover(cfg, first, last, ble_duration, as_json, search_timeout)
         except GatewayError as err:
             fail(str(err))
         choices = available_profiles(config_path, answers.profile_dirs)
-        proposals = propose(found, choices, address_code=answers.street)
+        verdicts = asyncio.run(identify_found(cfg, found, choices))
+        proposals = propose(found, choices, verdicts=verdicts, address_code=answers.street)
         summary["discovered"] = [p.to_dict() for p in proposals]
         summary["problems"] = [{"bus": p.bus, "message": p.message} for p in problems]
         if not as_json:
             _show_proposals(proposals, problems)
-        chosen = _choose(proposals, interactive, accept_all, overrides)
+        chosen, left = _choose(proposals, interactive, accept_all, overrides)
+        summary["left_out"] = [
+            {
+                "bus": p.found.bus,
+                "address": p.found.address,
+                "reason": p.reason,
+                "candidates": [c.id for c in p.candidates],
+            }
+            for p in left
+        ]
         if chosen:
             editor = DeviceListEditor(config_path)
             try:
@@ -306,6 +369,13 @@ def init(
     else:
         if summary["added"]:
             console.print(f"[green]added[/] {len(summary['added'])} devices: {', '.join(summary['added'])}")
+        for item in summary.get("left_out", []):
+            console.print(
+                f"[yellow]left out[/] {item['bus']} {item['address']}: {item['reason']}; candidates: "
+                f"{', '.join(item['candidates']) or 'none'} (add it: `citynerve devices add`)",
+                highlight=False,
+                soft_wrap=True,
+            )
         console.print(
             f"next: `citynerve config check {config_path}`, then `citynerve service install`", highlight=False
         )
@@ -320,15 +390,17 @@ def _show_proposals(proposals: list[Proposal], problems: list[Any]) -> None:
         console.print("no new devices found")
         return
     t = Table(title="devices found")
-    for col in ("bus", "address", "family", "proposed id", "profile (best first)", "notes"):
+    for col in ("bus", "address", "family", "proposed id", "profile", "why", "candidates (score)"):
         t.add_column(col)
     for p in proposals:
+        ranked = sorted(p.verdicts, key=lambda v: -v.score)
         t.add_row(
             p.found.bus,
             str(p.found.address),
             p.found.family,
-            p.entry["id"] if p.entry else "-",
-            ", ".join(c.id for c in p.candidates) or "-",
-            "; ".join(p.notes),
+            str(p.draft.get("id", "-")),
+            p.profile or "[yellow]not assigned[/]",
+            p.reason,
+            ", ".join(f"{v.profile} ({v.score})" for v in ranked) or ", ".join(c.id for c in p.candidates),
         )
     console.print(t)

@@ -1,6 +1,7 @@
 """Commissioning: write a first config, discover devices on its buses, edit the device list safely,
 and build support bundles for technicians."""
 
+from gateway.commissioning.assign import Proposal, identify_found, propose
 from gateway.commissioning.busspec import BusSpecError, parse_bus_spec
 from gateway.commissioning.configfile import (
     ConfigEditError,
@@ -11,7 +12,7 @@ from gateway.commissioning.configfile import (
     dump_toml,
     write_atomically,
 )
-from gateway.commissioning.discovery import Found, Proposal, discover, propose
+from gateway.commissioning.discovery import Found, discover
 from gateway.commissioning.profiles import ProfileInfo, available_profiles
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "available_profiles",
     "discover",
     "dump_toml",
+    "identify_found",
     "parse_bus_spec",
     "propose",
     "write_atomically",

@@ -48,7 +48,13 @@ def _value(value: Any) -> str:
 
 
 def _key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else tomli_w.dumps({key: 0}).split(" = ")[0]
+    """A bare key when it may be one, else the quoted key tomli-w writes (the key itself may hold
+    " = ", so the known tail is cut off rather than split on)."""
+    if re.fullmatch(r"[A-Za-z0-9_-]+", key):
+        return key
+    text = tomli_w.dumps({key: 0})
+    assert text.endswith(" = 0\n"), text
+    return text[: -len(" = 0\n")]
 
 
 def _is_table_array(value: Any) -> bool:
@@ -157,7 +163,10 @@ def validate_text(path: Path, text: str) -> GatewayConfig:
             return load_config(tmp)
         except ConfigError as err:
             raise ConfigError(
-                [ConfigIssue(str(path) if i.file == tmp else i.file, i.path, i.message) for i in err.issues]
+                [
+                    ConfigIssue(str(path) if i.file == tmp else i.file, i.path, i.message, i.subject)
+                    for i in err.issues
+                ]
             ) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -246,6 +255,25 @@ class DeviceListEditor:
         known = ", ".join(str(d.get("id")) for d in self.devices()) or "none"
         raise ConfigEditError(self.path, f"no device {device_id!r} (devices: {known})")
 
+    def replace(self, text: str, device_id: str, entry: dict[str, Any]) -> str:
+        """`text` with the `[[devices]]` block of `device_id` rewritten from `entry`, in place (the
+        comment lines above it stay; comments inside the block do not survive)."""
+        lines = text.splitlines(keepends=True)
+        for start, end in _blocks(lines):
+            try:
+                parsed = tomllib.loads("".join(lines[start:end]))
+            except tomllib.TOMLDecodeError:
+                continue
+            items = parsed.get("devices") or [{}]
+            if items[0].get("id") == device_id:
+                while end > start + 1 and (
+                    not lines[end - 1].strip() or lines[end - 1].lstrip().startswith("#")
+                ):
+                    end -= 1
+                block = dump_toml({"devices": [entry]}).lstrip("\n")
+                return "".join(lines[:start]) + block + "".join(lines[end:])
+        raise ConfigEditError(self.path, f"no device {device_id!r}")
+
     def save(self, text: str) -> tuple[GatewayConfig, Path | None]:
         """Validate `text` as the new config; if valid, replace the file (with a backup).
 
@@ -260,9 +288,10 @@ class DeviceListEditor:
 
 
 class ReloadOutcome(enum.Enum):
-    """What happened when the running gateway was asked to reload its config."""
+    """What happened when the running gateway was asked to reload its config: exactly one."""
 
-    RELOADED = "reloaded"
+    RELOADED = "reloaded"  # everything changed is in effect
+    RESTART_NEEDED = "restart_needed"  # the buses took it; a section named in `restart_for` did not
     NOT_RUNNING = "not_running"  # applies at the next start
     UNSUPPORTED = "unsupported"  # the running version has no reload op: restart the service
     FAILED = "failed"
@@ -272,9 +301,38 @@ class ReloadOutcome(enum.Enum):
 class ReloadReport:
     outcome: ReloadOutcome
     detail: Any  # the gateway's answer, or the reason
+    restart_for: tuple[str, ...] = ()  # config sections the running gateway applies only at a start
+
+    def message(self) -> str:
+        """The outcome in one sentence, with what the installer does next."""
+        if self.outcome is ReloadOutcome.RELOADED:
+            buses = _changed_buses(self.detail)
+            return "the running gateway took the change" + (f" (buses restarted: {buses})" if buses else "")
+        if self.outcome is ReloadOutcome.RESTART_NEEDED:
+            return (
+                f"the running gateway polls the change, but its {', '.join(self.restart_for)} "
+                "take it only after a restart: systemctl restart citynerve"
+            )
+        if self.outcome is ReloadOutcome.NOT_RUNNING:
+            return "no gateway is running: the change applies when it starts"
+        if self.outcome is ReloadOutcome.UNSUPPORTED:
+            return "the running gateway cannot reload: systemctl restart citynerve"
+        return f"the running gateway could not reload ({self.detail}): the file is changed; restart it"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"outcome": self.outcome.value, "detail": self.detail}
+        return {
+            "outcome": self.outcome.value,
+            "message": self.message(),
+            "restart_for": list(self.restart_for),
+            "detail": self.detail,
+        }
+
+
+def _changed_buses(answer: Any) -> str:
+    if not isinstance(answer, dict):
+        return ""
+    names = [str(b) for key in ("changed", "added", "removed") for b in answer.get(key) or ()]
+    return ", ".join(names)
 
 
 async def ask_reload(socket: Path) -> ReloadReport:
@@ -290,4 +348,7 @@ async def ask_reload(socket: Path) -> ReloadReport:
         return ReloadReport(ReloadOutcome.FAILED, f"{err.type}: {err.message}")
     except (GatewayError, OSError) as err:
         return ReloadReport(ReloadOutcome.FAILED, str(err))
+    restart = answer.get("restart_needed_for") if isinstance(answer, dict) else None
+    if isinstance(restart, list) and restart:
+        return ReloadReport(ReloadOutcome.RESTART_NEEDED, answer, tuple(str(x) for x in restart))
     return ReloadReport(ReloadOutcome.RELOADED, answer)

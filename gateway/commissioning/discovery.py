@@ -1,24 +1,25 @@
 """Find devices on configured buses with the drivers' diagnostic actions, and propose device entries.
 
-Per family: Modbus scans unit ids (in chunks, so a progress bar moves), DL/T 645 and CJ/T 188 ask
-the wildcard address (one meter on the line answers), BTHome listens for adverts. Everything goes
+Per family: Modbus scans unit ids (in chunks, so a progress bar moves), DL/T 645 and CJ/T 188 run a
+meter search (every meter on a shared line, see meter_search.py), BTHome listens for adverts. Everything goes
 through `DiagSession`, so discovery on a running gateway never adds a second master to a line.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.api import DeviceTimeoutError, GatewayError
-from gateway.commissioning.profiles import ProfileInfo
+from gateway.api import GatewayError
+from gateway.commissioning.meter_search import SearchProgress, search
 from gateway.config import GatewayConfig
 from gateway.diagbus import DiagSession
 
 Progress = Callable[[str, int, int], None]
 """progress(bus_id, done, total): called as discovery of one bus advances."""
+SearchNote = Callable[[str, SearchProgress], None]
+"""search_note(bus_id, progress): a meter search's figures (questions, meters found, time left)."""
 
 MODBUS_CHUNK = 8  # unit ids per diag call: small enough for a live progress bar, few round trips
 
@@ -66,6 +67,8 @@ async def discover(
     modbus_last: int = 247,
     ble_duration_s: float = 10.0,
     progress: Progress | None = None,
+    search_note: SearchNote | None = None,
+    search_timeout_s: float | None = None,
 ) -> Discovery:
     """Look for devices on each bus (all enabled buses by default). A failing bus is reported in
     `problems` and the others go on."""
@@ -84,8 +87,17 @@ async def discover(
             async with DiagSession(config, bus.id) as session:
                 routes[bus.id] = session.route.value if session.route else "?"
                 hits = await _discover_bus(
-                    session, family, (modbus_first, modbus_last), ble_duration_s, progress
+                    session,
+                    family,
+                    (modbus_first, modbus_last),
+                    ble_duration_s,
+                    progress,
+                    search_note,
+                    search_timeout_s,
                 )
+        except _PartialSearch as err:
+            problems.append(BusProblem(bus.id, str(err)))
+            hits = err.hits
         except GatewayError as err:
             problems.append(BusProblem(bus.id, str(err)))
             continue
@@ -102,6 +114,8 @@ async def _discover_bus(
     units: tuple[int, int],
     ble_duration_s: float,
     progress: Progress | None,
+    search_note: SearchNote | None = None,
+    search_timeout_s: float | None = None,
 ) -> list[tuple[int | str, dict[str, Any]]]:
     bus_id = session.bus.id
     if family == "modbus":
@@ -117,16 +131,7 @@ async def _discover_bus(
                 progress(bus_id, end - first + 1, total)
         return hits
     if family in ("dlt645", "cjt188"):
-        try:
-            result = await session.run("read-address", {})
-        except DeviceTimeoutError:
-            result = {}
-        if progress:
-            progress(bus_id, 1, 1)
-        if not result.get("address"):
-            return []
-        detail = {k: v for k, v in result.items() if k != "address"}
-        return [(str(result["address"]), detail)]
+        return await _search_meters(session, family, progress, search_note, search_timeout_s)
     if family == "bthome":
         result = await session.run("scan", {"duration": ble_duration_s})
         if progress:
@@ -138,103 +143,52 @@ async def _discover_bus(
     raise _NoDiscovery(bus_id, family)
 
 
+async def _search_meters(
+    session: DiagSession,
+    family: str,
+    progress: Progress | None,
+    search_note: SearchNote | None,
+    search_timeout_s: float | None = None,
+) -> list[tuple[int | str, dict[str, Any]]]:
+    """Every meter on the line by meter search (see meter_search), then what each one is."""
+    bus: Any = session.bus
+    baudrate = int(getattr(bus, "baudrate", 2400))
+    timeout_s = search_timeout_s or float(getattr(bus, "timeout_s", 1.0))
+
+    async def probe(pattern: str) -> dict[str, Any]:
+        return await session.run("probe", {"pattern": pattern, "timeout_s": timeout_s})
+
+    def step(p: SearchProgress) -> None:
+        if progress:
+            progress(session.bus.id, p.asked, p.asked + p.pending)
+        if search_note:
+            search_note(session.bus.id, p)
+
+    result = await search(family, probe, baudrate=baudrate, timeout_s=timeout_s, progress=step)
+    hits: list[tuple[int | str, dict[str, Any]]] = []
+    for address, detail in sorted(result.found.items()):
+        info: dict[str, Any] = {k: v for k, v in detail.items() if k != "frame"}
+        info["search"] = {"asked": result.asked, "collisions": result.collisions}
+        if family == "dlt645":
+            answer = await session.run("identify", {"address": address})
+            info["version"] = answer.get("version")
+            info["evidence"] = answer.get("evidence", {})
+        hits.append((address, info))
+    if result.unresolved or result.stopped:
+        hits_note = "; ".join([*(f"{a} still collides" for a in result.unresolved), result.stopped])
+        raise _PartialSearch(session.bus.id, hits, hits_note.strip("; "))
+    return hits
+
+
+class _PartialSearch(GatewayError):
+    def __init__(self, bus_id: str, hits: list[tuple[int | str, dict[str, Any]]], why: str) -> None:
+        self.bus_id = bus_id
+        self.hits = hits
+        super().__init__(f"bus {bus_id}: meter search incomplete: {why}")
+
+
 class _NoDiscovery(GatewayError):
     def __init__(self, bus_id: str, family: str) -> None:
         self.bus_id = bus_id
         self.family = family
         super().__init__(f"bus {bus_id}: {family} devices cannot be discovered; add them with `devices add`")
-
-
-# -- proposals --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Proposal:
-    """A device entry the installer may accept; `candidates` are the fitting profiles, best first."""
-
-    found: Found
-    candidates: tuple[ProfileInfo, ...]
-    entry: dict[str, Any] | None  # the [[devices]] table with the best candidate; None: no profile
-    notes: tuple[str, ...] = ()
-
-    def with_profile(self, profile_id: str) -> Proposal:
-        if self.entry is None:
-            raise ValueError("no entry to change")
-        return Proposal(self.found, self.candidates, {**self.entry, "profile": profile_id}, self.notes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "found": self.found.to_dict(),
-            "candidates": [c.id for c in self.candidates],
-            "entry": self.entry,
-            "notes": list(self.notes),
-        }
-
-
-def _device_id(found: Found) -> str:
-    if found.family == "modbus":
-        return f"{found.bus}-u{found.address}"
-    prefix = {"dlt645": "em", "cjt188": "meter", "bthome": "ble"}.get(found.family, found.family)
-    return f"{prefix}-{re.sub(r'[^A-Za-z0-9]', '', str(found.address)).lower()}"
-
-
-def _score(profile: ProfileInfo, found: Found) -> int:
-    """How well a profile fits what answered (higher is better); same family only."""
-    score = 0
-    meter_type = found.detail.get("meter_type")
-    if meter_type is not None and "meter_type" in profile.device_defaults:
-        wanted = profile.device_defaults["meter_type"]
-        if f"{int(wanted):02X}" == str(meter_type).upper():
-            score += 10
-        else:
-            score -= 10
-    values = found.detail.get("values") or {}
-    if isinstance(values, dict):
-        # What a node sends, by object name, against the profile's objects and point names
-        # (profiles may name objects by id, "0x02", and call the point "temperature").
-        score += len(set(values) & (set(profile.objects) | set(profile.points)))
-    return score
-
-
-def propose(
-    found: Sequence[Found],
-    profiles: Sequence[ProfileInfo],
-    *,
-    existing_ids: Sequence[str] = (),
-    address_code: str,
-) -> list[Proposal]:
-    """Device entries for what was found and is not configured yet, with the fitting profiles.
-
-    `address_code` goes into each entry's location (the gateway's street code is a fair default;
-    the installer refines it)."""
-    taken = set(existing_ids)
-    out: list[Proposal] = []
-    for f in found:
-        if f.configured:
-            continue
-        candidates = sorted(
-            (p for p in profiles if p.family == f.family), key=lambda p: (-_score(p, f), p.id)
-        )
-        notes: list[str] = []
-        base_id = _device_id(f)
-        dev_id, n = base_id, 2
-        while dev_id in taken:
-            dev_id, n = f"{base_id}-{n}", n + 1
-        taken.add(dev_id)
-        if f.detail.get("encrypted"):
-            notes.append("encrypted adverts: add the node's key (key_file) before it can be read")
-        if not candidates:
-            notes.append(f"no {f.family} profile installed: add one under profiles/ and run `devices add`")
-            out.append(Proposal(f, (), None, tuple(notes)))
-            continue
-        entry: dict[str, Any] = {
-            "id": dev_id,
-            "bus": f.bus,
-            "profile": candidates[0].id,
-            "address": f.address,
-            "location": {"address_code": address_code},
-        }
-        if f.family == "cjt188" and f.detail.get("meter_type"):
-            entry["meter_type"] = int(str(f.detail["meter_type"]), 16)
-        out.append(Proposal(f, tuple(candidates), entry, tuple(notes)))
-    return out

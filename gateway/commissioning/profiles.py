@@ -9,7 +9,9 @@ from typing import Any
 
 from gateway.api import ConfigError
 from gateway.config import Profile, read_toml
+from gateway.config.identify import IdentifySpec
 from gateway.config.loader import PROFILES_ENV
+from gateway.config.shipped import shipped_profiles_dir
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +27,9 @@ class ProfileInfo:
     points: tuple[str, ...]
     device_defaults: dict[str, Any] = field(default_factory=dict)  # the profile's [device] table
     objects: tuple[str, ...] = ()  # BTHome object names of its points (to match what a node sends)
+    identify: IdentifySpec = field(default_factory=IdentifySpec)  # the profile's [identify] table
+    raw_points: dict[str, dict[str, Any]] = field(default_factory=dict)  # [points.*] as written
+    device_class: str = ""
 
 
 def profile_dirs(config_path: Path, raw_profile_dirs: Any = ()) -> list[Path]:
@@ -35,6 +40,9 @@ def profile_dirs(config_path: Path, raw_profile_dirs: Any = ()) -> list[Path]:
         dirs += [p if (p := Path(str(x))).is_absolute() else base / p for x in raw_profile_dirs]
     dirs += [Path(x) for x in os.environ.get(PROFILES_ENV, "").split(os.pathsep) if x]
     dirs += [base / "profiles", base.parent / "profiles"]
+    shipped = shipped_profiles_dir()
+    if shipped not in dirs:
+        dirs.append(shipped)  # the profiles that ship with CityNerve, last (as the loader does)
     return dirs
 
 
@@ -71,5 +79,8 @@ def available_profiles(config_path: Path, raw_profile_dirs: Any = None) -> list[
                 points=tuple(profile.points),
                 device_defaults=dict(profile.device),
                 objects=tuple(str(p.get("object")) for p in profile.points.values() if "object" in p),
+                identify=profile.identify,
+                raw_points={k: dict(v) for k, v in profile.points.items()},
+                device_class=profile.device_class,
             )
     return sorted(seen.values(), key=lambda p: (p.family, p.id))

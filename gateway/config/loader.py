@@ -40,6 +40,7 @@ from gateway.config.secrets import (
     secret_paths,
     weak_settings,
 )
+from gateway.config.shipped import shipped_profiles_dir
 from gateway.logs import register_secret
 
 TOP_KEYS = (
@@ -56,7 +57,6 @@ TOP_KEYS = (
     "devices",
 )
 PROFILES_ENV = "CITYNERVE_PROFILES"
-SHIPPED_PROFILES = Path(__file__).resolve().parents[2] / "config" / "profiles"
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -242,8 +242,9 @@ class _Loader:
         dirs += [p if (p := Path(x)).is_absolute() else base / p for x in extra]
         dirs += [Path(x) for x in os.environ.get(PROFILES_ENV, "").split(os.pathsep) if x]
         dirs += [base / "profiles", base.parent / "profiles"]
-        if SHIPPED_PROFILES.is_dir() and SHIPPED_PROFILES not in dirs:
-            dirs.append(SHIPPED_PROFILES)  # the profiles that ship with CityNerve, last
+        shipped = shipped_profiles_dir()
+        if shipped.is_dir() and shipped not in dirs:
+            dirs.append(shipped)  # the profiles that ship with CityNerve, last
         return dirs
 
     # -- buses -----------------------------------------------------------------------------------

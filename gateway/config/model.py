@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from gateway.api import ID_PATTERN, STRICT, BusConfig, ConfigIssue, DeviceConfig, DriverSpec, FiniteFloat
+from gateway.config.identify import IdentifySpec
 
 _STRICT = STRICT
 
@@ -59,13 +60,30 @@ class Profile(BaseModel):
     model_config = _STRICT
     id: str = Field(pattern=ID_PATTERN)
     family: str
+    device_class: str = Field(
+        default="",
+        pattern=r"^$|^[a-z0-9][a-z0-9-]*$",
+        description="what kind of device (electricity-meter-1ph, water-meter, smoke-detector, ...): "
+        "profiles of one class share one point vocabulary, and rule packs name the classes they are for",
+    )
     description: str = ""
     vendor: str = ""
     model: str = ""
     source: str = Field(default="", description="where the register map / object table comes from")
     poll_interval_s: FiniteFloat = Field(default=60.0, gt=0, le=86400)
     device: dict[str, Any] = Field(default_factory=dict, description="defaults for device fields")
+    identify: IdentifySpec = Field(
+        default_factory=IdentifySpec,
+        description="how commissioning recognises the device: FC 43 objects, registers, DIs, plausible",
+    )
     points: dict[str, dict[str, Any]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _plausible_points(self) -> Profile:
+        unknown = sorted(set(self.identify.plausible) - set(self.points))
+        if unknown:
+            raise ValueError(f"identify.plausible names points the profile does not have: {unknown}")
+        return self
 
 
 @dataclass(frozen=True, slots=True)

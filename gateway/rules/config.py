@@ -16,11 +16,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, PrivateAttr, TypeAdapter, ValidationError, model_validator
 
 from gateway.api import STRICT, ConfigIssue, DeviceConfig, FiniteFloat, Severity
+from gateway.config.shipped import shipped_rules_dir
 from gateway.rules.interlocks import DEFAULT_INTERLOCKS, InterlockConfig
 
 _STRICT = STRICT
 RULE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,95}$"
-PACKS_DIR = Path(__file__).resolve().parents[2] / "config" / "rules"
+PACKS_DIR = shipped_rules_dir()
 """Where shipped packs live (config/rules/<name>.toml in the repo)."""
 
 SeverityName = Literal["info", "warning", "minor", "major", "critical"]
@@ -409,13 +410,24 @@ class RulePack:
     """A shipped rule pack: rule tables with `$param` placeholders, parameter defaults, its source."""
 
     def __init__(
-        self, id: str, description: str, source: str, params: dict[str, Any], rules: list[dict[str, Any]]
+        self,
+        id: str,
+        description: str,
+        source: str,
+        params: dict[str, Any],
+        rules: list[dict[str, Any]],
+        classes: tuple[str, ...] = (),
     ) -> None:
         self.id = id
         self.description = description
         self.source = source
         self.params = params
         self.rules = rules
+        self.classes = classes  # the device classes (profiles' `device_class`) the pack is written for
+
+    def rule_classes(self, rule: Mapping[str, Any]) -> tuple[str, ...]:
+        """The device classes one of the pack's rules is for (`for_classes`, else the pack's)."""
+        return tuple(rule.get("for_classes") or self.classes)
 
     def expand(
         self,
@@ -431,7 +443,7 @@ class RulePack:
         for r in self.rules:
             if r["id"] in disable:
                 continue
-            d = {k: _subst(v, values) for k, v in r.items()}
+            d = {k: _subst(v, values) for k, v in r.items() if k not in _PACK_ONLY}
             d["id"] = f"{self.id}.{r['id']}"
             if "point" in d and d["point"] in points:
                 d["point"] = points[d["point"]]
@@ -475,26 +487,57 @@ def load_pack(path: Path) -> RulePack:
     params = data.get("params", {})
     if not isinstance(params, dict):
         raise ValueError(f"rule pack {path}: `params` must be a table")
-    return RulePack(header.id, header.description, header.source, params, rules)
+    for r in rules:
+        unknown = set(r.get("for_classes") or ()) - set(header.classes)
+        if unknown:
+            raise ValueError(
+                f"rule pack {path}: rule {r['id']}: for_classes {sorted(unknown)} not in `classes`"
+            )
+    return RulePack(header.id, header.description, header.source, params, rules, header.classes)
 
 
 class _PackHeader(_Model):
     id: str = Field(pattern=RULE_ID)
     description: str = Field(min_length=1)
     source: str = Field(min_length=1, description="where the rules come from")
+    classes: tuple[str, ...] = Field(default=(), description="device classes the pack is written for")
+
+
+# Keys of a pack's rule table that describe how the pack fits profiles, not the rule itself:
+# `for_classes` (the classes this rule is for) and `optional` (a point only some models have).
+_PACK_ONLY = ("for_classes", "optional")
 
 
 _PARAM = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
+_INLINE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::(h|min))?\}")
+_UNIT_S = {"h": 3600, "min": 60}
+
+
+def _shown(value: Any, unit: str | None = None) -> str:
+    """A parameter inside a message: 90.0 -> "90", 235.4 -> "235.4", [0, 6] -> "0-6";
+    `${window_s:h}` shows seconds as hours (43200 -> "12"), `:min` as minutes."""
+    if unit and isinstance(value, int | float) and not isinstance(value, bool):
+        value = round(value / _UNIT_S[unit], 2)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, list):
+        return "-".join(_shown(v) for v in value)
+    return str(value)
+
+
+def _param(name: str, values: Mapping[str, Any]) -> Any:
+    if name not in values:
+        raise ValueError(f"parameter ${name} is not defined in the pack's [params]")
+    return values[name]
 
 
 def _subst(v: Any, values: Mapping[str, Any]) -> Any:
+    """`"$name"` becomes the parameter's value; `${name}` inside a text (a message) its text."""
     if isinstance(v, str):
         m = _PARAM.match(v)
         if m:
-            if m.group(1) not in values:
-                raise ValueError(f"parameter ${m.group(1)} is not defined in the pack's [params]")
-            return values[m.group(1)]
-        return v
+            return _param(m.group(1), values)
+        return _INLINE.sub(lambda m: _shown(_param(m.group(1), values), m.group(2)), v)
     if isinstance(v, list):
         return [_subst(x, values) for x in v]
     if isinstance(v, dict):

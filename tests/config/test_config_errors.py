@@ -247,6 +247,7 @@ def test_cli_check_lists_every_issue_and_exits_2(tmp_path: Path) -> None:
     path = write(tmp_path, HEAD + BUS + "[[devices]]\nid = 'a'\n")
     result = CliRunner().invoke(main, ["config", "check", str(path)])
     assert result.exit_code == 2
+    # The key path names the device's id, so an installer finds the entry in a long file.
     assert f"{path}: devices[0] (id 'a').bus: required key is missing" in result.output
     assert f"{path}: devices[0] (id 'a').profile: required key is missing" in result.output
     ok = CliRunner().invoke(main, ["config", "check", "--json", str(EXAMPLES[0])])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.commissioning import available_profiles, discover, propose
+from gateway.commissioning import available_profiles, discover, identify_found, propose
 from gateway.commissioning.configfile import DeviceListEditor
 from gateway.config import load_config
 from hil.sim.ble import ManholeCoverNode, VirtualAdvertiser, VirtualRadio
@@ -25,39 +25,52 @@ def _config(short_dir: Path, buses: str) -> Path:
     return path
 
 
-async def test_meters_found_by_read_address(short_dir: Path) -> None:
-    electricity = SimDlt645Meter("000000000161")
+async def test_meters_found_and_identified(short_dir: Path) -> None:
+    electricity = SimDlt645Meter("000000000161")  # three phases
+    household = SimDlt645Meter("000000000162", phases=1)
     heat = SimCjt188Meter("00000000000077", meter_type=0x20)
     async with (
-        SerialMeterBus(meters=[electricity], baudrate=2400, wire_time=False) as em_bus,
+        SerialMeterBus(meters=[electricity, household], baudrate=2400, wire_time=False) as em_bus,
         SerialMeterBus(meters=[heat], baudrate=2400, wire_time=False) as heat_bus,
     ):
         buses = (
-            f'[[buses]]\nid = "em"\nprotocol = "dlt645"\nport = "{em_bus.port}"\ntimeout_s = 0.5\n\n'
-            f'[[buses]]\nid = "heat"\nprotocol = "cjt188"\nport = "{heat_bus.port}"\ntimeout_s = 0.5\n'
+            f'[[buses]]\nid = "em"\nprotocol = "dlt645"\nport = "{em_bus.port}"\ntimeout_s = 0.3\n\n'
+            f'[[buses]]\nid = "heat"\nprotocol = "cjt188"\nport = "{heat_bus.port}"\ntimeout_s = 0.3\n'
         )
         path = _config(short_dir, buses)
         cfg = load_config(path)
         seen: list[tuple[str, int, int]] = []
         result = await discover(cfg, progress=lambda b, d, t: seen.append((b, d, t)))
-    assert not result.problems, result.problems
+        assert not result.problems, result.problems
+        profiles = available_profiles(path, [str(PROFILES)])
+        verdicts = await identify_found(cfg, result.found, profiles)
     assert result.route == {"em": "direct", "heat": "direct"}
-    found = {f.bus: f for f in result.found}
-    assert found["em"].address == "000000000161" and found["em"].family == "dlt645"
-    assert found["heat"].address == "00000000000077" and found["heat"].detail["meter_type"] == "20"
-    assert ("em", 1, 1) in seen and ("heat", 1, 1) in seen
+    found = {f.address: f for f in result.found}
+    assert set(found) == {"000000000161", "000000000162", "00000000000077"}
+    assert found["00000000000077"].detail["meter_type"] == "20"
+    assert ("heat", 1, 1) in seen and seen[-1][1] == seen[-1][2]
 
-    proposals = propose(result.found, available_profiles(path, [str(PROFILES)]), address_code="310106013")
-    by_bus = {p.found.bus: p for p in proposals}
-    assert by_bus["heat"].candidates[0].id == "cjt188-heat"  # the meter type picks the profile
-    assert by_bus["heat"].entry is not None and by_bus["heat"].entry["meter_type"] == 0x20
-    assert by_bus["em"].candidates[0].family == "dlt645"
-    assert by_bus["em"].entry is not None and by_bus["em"].entry["id"] == "em-000000000161"
+    proposals = {
+        p.found.address: p
+        for p in propose(result.found, profiles, verdicts=verdicts, address_code="310106013")
+    }
+    heat_p = proposals["00000000000077"]
+    assert heat_p.profile == "cjt188-heat"  # the meter type in the reply picks the profile
+    assert heat_p.entry is not None and heat_p.entry["meter_type"] == 0x20
+    # Asked, not guessed: a 2007 meter with a phase B is three-phase; without one, single-phase.
+    assert proposals["000000000161"].profile == "dlt645-three-phase", proposals["000000000161"].to_dict()
+    assert proposals["000000000162"].profile == "dlt645-single-phase", proposals["000000000162"].to_dict()
+    em = proposals["000000000161"]
+    assert em.entry is not None and em.entry["id"] == "em-000000000161"
+    best = em.to_dict()["evidence"][0]
+    checks = {e["check"]: e["passed"] for e in best["evidence"]}
+    assert checks["DI 02010200 (phase B voltage) answers with data"] is True
+    assert 180 < best["first_values"]["voltage_a"] < 260
 
     # The proposals make a valid config.
     editor = DeviceListEditor(path)
-    cfg, _ = editor.save(editor.add(*(p.entry for p in proposals if p.entry)))
-    assert {d.address for d in cfg.devices} == {"000000000161", "00000000000077"}
+    cfg, _ = editor.save(editor.add(*(p.entry for p in proposals.values() if p.entry)))
+    assert {d.address for d in cfg.devices} == set(found)
 
 
 async def test_silent_line_finds_nothing_and_a_missing_port_is_a_problem(short_dir: Path) -> None:

@@ -105,7 +105,7 @@ async def test_status_page_live_in_chromium(
 
         # Last readings with units; the outbox and the bus table.
         em = _text(browser, '.card[data-device="em-1"]')
-        assert "voltage_l1" in em and " V" in em
+        assert "voltage_a" in em and " V" in em
         assert "rows" in _text(browser, "#outbox-depth")
         assert "tcp-1" in _text(browser, "#buses") and "modbus_tcp" in _text(browser, "#buses")
         assert _text(browser, "#uplink-state") == "off"

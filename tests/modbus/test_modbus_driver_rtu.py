@@ -66,11 +66,11 @@ async def rig() -> AsyncIterator[Rig]:
 async def test_reads_the_simulated_building(rig: Rig) -> None:
     power = await rig.read_all(POWER)
     assert set(power) == set(POWER.points)
-    for phase in (1, 2, 3):
-        assert 220.0 < power[f"voltage_l{phase}"] < 240.0
-        assert power[f"current_l{phase}"] > 0
-    assert power["total_power"] == pytest.approx(
-        power["power_l1"] + power["power_l2"] + power["power_l3"], rel=0.05
+    for phase in "abc":
+        assert 220.0 < power[f"voltage_{phase}"] < 240.0
+        assert power[f"current_{phase}"] > 0
+    assert power["power"] == pytest.approx(
+        power["power_a"] + power["power_b"] + power["power_c"], rel=0.05
     )
     assert 49.9 < power["frequency"] < 50.1
     water = await rig.read_all(WATER)
@@ -361,7 +361,7 @@ async def test_a_paced_9600_baud_line_takes_real_frame_time() -> None:
             values: dict[str, Any] = {}
             for r in driver.plan(meter):
                 values.update({s.point: s.value for s in await driver.read(meter, r)})
-            assert 220 < values["voltage_l1"] < 240
+            assert 220 < values["voltage_a"] < 240
         finally:
             await driver.close()
 

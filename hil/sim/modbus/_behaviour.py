@@ -83,22 +83,22 @@ def _reactive(s: DeviceState, t: float, h: float) -> float:
 
 
 POWER_METER: dict[str, ValueFn] = {
-    **{f"voltage_l{n + 1}": _phase_voltage(n) for n in range(3)},
-    **{f"current_l{n + 1}": _phase_current(n) for n in range(3)},
-    **{f"power_l{n + 1}": _phase_power(n) for n in range(3)},
-    **{f"power_factor_l{n + 1}": _power_factor for n in range(3)},
-    "total_power": _total_power_w,
-    "total_apparent_power": _apparent,
-    "total_reactive_power": _reactive,
-    "total_power_factor": _power_factor,
+    **{f"voltage_{'abc'[n]}": _phase_voltage(n) for n in range(3)},
+    **{f"current_{'abc'[n]}": _phase_current(n) for n in range(3)},
+    **{f"power_{'abc'[n]}": _phase_power(n) for n in range(3)},
+    **{f"power_factor_{'abc'[n]}": _power_factor for n in range(3)},
+    "power": _total_power_w,
+    "apparent_power": _apparent,
+    "reactive_power": _reactive,
+    "power_factor": _power_factor,
     "frequency": lambda s, t, h: 50.0 + _wobble(s, t, 120.0, 0.03),
-    "import_energy": lambda s, t, h: s.totals["energy_kwh"],
-    "export_energy": lambda s, t, h: 0.0,
-    "voltage_l1_l2": lambda s, t, h: 400.0 + _wobble(s, t, 600.0, 4.0),
-    "voltage_l2_l3": lambda s, t, h: 400.0 + _wobble(s, t, 600.0, 4.0, 1.0),
-    "voltage_l3_l1": lambda s, t, h: 400.0 + _wobble(s, t, 600.0, 4.0, 2.0),
+    "energy_import": lambda s, t, h: s.totals["energy_kwh"],
+    "energy_export": lambda s, t, h: 0.0,
+    "voltage_ab": lambda s, t, h: 400.0 + _wobble(s, t, 600.0, 4.0),
+    "voltage_bc": lambda s, t, h: 400.0 + _wobble(s, t, 600.0, 4.0, 1.0),
+    "voltage_ca": lambda s, t, h: 400.0 + _wobble(s, t, 600.0, 4.0, 2.0),
     "neutral_current": lambda s, t, h: 0.04 * float(_phase_current(0)(s, t, h)),
-    "total_energy": lambda s, t, h: s.totals["energy_kwh"],
+    "energy_total": lambda s, t, h: s.totals["energy_kwh"],
 }
 
 # -- water meter -----------------------------------------------------------------------------

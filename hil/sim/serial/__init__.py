@@ -23,6 +23,9 @@ Public API::
 - `SimCjt188Meter(address, meter_type=0x10, di_order=DiOrder.HIGH_FIRST, valve="open", battery_low=False,
   bad_time=False, status_map=STATUS_MAPS[...])`: 901F readings (flow grows while the valve is open; heat
   meters give heat, temperatures...), read address (03/810A), valve control (04/A017).
+- Several meters that a request is for answer at once and collide (`collide`: the AND of what they
+  send, never a valid frame): the wildcard and partial addresses (`A` digits) of a meter search.
+  `riser_dlt645()` / `riser_cjt188()`: 30 meters for one line with a collision at every digit.
 - `NullModem()`: `async with NullModem() as (port_a, port_b)`: two pty paths wired together, for
   third-party peers that open a port by path (the `dlt645` package's meter simulator).
 - `SerialBuilding()`: the RS-485 part of the demo building (3 DL/T 645 meters, 3 CJ/T 188 water
@@ -42,6 +45,7 @@ from hil.sim.serial._bus import Fault, SerialMeterBus
 from hil.sim.serial._meters import SimCjt188Meter, SimDlt645Meter
 from hil.sim.serial._nullmodem import NullModem
 from hil.sim.serial._panel import FirePanelStream
+from hil.sim.serial._riser import riser_cjt188, riser_dlt645
 
 __all__ = [
     "Fault",
@@ -51,4 +55,6 @@ __all__ = [
     "SerialMeterBus",
     "SimCjt188Meter",
     "SimDlt645Meter",
+    "riser_cjt188",
+    "riser_dlt645",
 ]

@@ -28,7 +28,7 @@ class SerialBuilding:
     """Household electricity and water meters per flat and the building's fire panel."""
 
     def __init__(self, *, wire_time: bool = False) -> None:
-        self.electricity = [SimDlt645Meter(address) for address, _, _ in ELECTRICITY]
+        self.electricity = [SimDlt645Meter(address, phases=1) for address, _, _ in ELECTRICITY]
         self.water = [
             SimCjt188Meter(address, flow_m3=20.0 + i * 7.5) for i, (address, _, _) in enumerate(WATER)
         ]

@@ -79,6 +79,7 @@ class SerialMeterBus:
         self.enforce_baud = enforce_baud
         self.requests = 0  # complete request frames received
         self.replies = 0
+        self.collisions = 0  # requests that several meters answered at once
         self.bytes_in = 0
         self.bytes_out = 0
         self._rng = random.Random(seed)
@@ -185,18 +186,24 @@ class SerialMeterBus:
             self.replies += 1
 
     def _answer(self, raw: bytes) -> tuple[bytes | None, str]:
+        """Every meter the request is for answers; two or more at once collide on the line."""
+        replies: list[tuple[bytes, str]] = []
         for meter in self.meters:
+            reply = None
             if isinstance(meter, SimDlt645Meter):
                 with contextlib.suppress(Exception):
                     reply = meter.answer(dlt.parse_frame(raw))
-                    if reply is not None:
-                        return reply, meter.address
             else:
                 with contextlib.suppress(Exception):
                     reply = meter.answer(cjt.parse_frame(raw))
-                    if reply is not None:
-                        return reply, meter.address
-        return None, ""
+            if reply is not None:
+                replies.append((reply, meter.address))
+        if not replies:
+            return None, ""
+        if len(replies) == 1:
+            return replies[0]
+        self.collisions += 1
+        return collide([r for r, _ in replies]), ""
 
     def _speed_matches(self) -> bool:
         """The speed the gateway set on the line (the tty's termios, shared with our slave fd)."""
@@ -254,6 +261,29 @@ class SerialMeterBus:
             with contextlib.suppress(OSError):
                 os.write(self._master, data)
                 self.bytes_out += len(data)
+
+
+def collide(replies: Sequence[bytes]) -> bytes:
+    """What the master hears when several meters drive the line at once. On RS-485 a driven 0
+    (space) wins over the idle 1 more often than not: model each byte time as the AND of what the
+    drivers send, so overlapping frames turn into one run of bytes whose checksum does not hold.
+    (The meters start together: each one's think time is the same in this model.)"""
+    longest = max(len(r) for r in replies)
+    out = bytearray(b"\xff" * longest)
+    for reply in replies:
+        for i, byte in enumerate(reply):
+            out[i] &= byte
+    # Now and then the AND of two frames is itself a valid frame (identical replies, or a lucky
+    # checksum): a real line garbles them anyway (drivers are never in step to the bit), so the
+    # model damages the checksum byte until neither parser finds a frame.
+    while _any_frame(bytes(out)):
+        out[-2] ^= 0x5A
+        out[-2] = (out[-2] + 1) & 0xFF
+    return bytes(out)
+
+
+def _any_frame(data: bytes) -> bool:
+    return bool(dlt.StreamParser().feed(data)) or bool(cjt.StreamParser().feed(data))
 
 
 def _readdress(body: bytes) -> bytes:

@@ -12,6 +12,7 @@ from drivers.cjt188 import codec as cjt
 from drivers.cjt188.readings import STATUS_MAPS, StatusMap, build_901f
 from drivers.dlt645 import codec as dlt
 from drivers.dlt645.registry import BUILTIN, DataFormat, DataItem
+from drivers.serialio.search import fits
 
 
 class _Moving:
@@ -43,6 +44,7 @@ class SimDlt645Meter:
     extra: dict[int, tuple[DataItem, float | int | str]] = field(default_factory=dict)
     split_dis: frozenset[int] = frozenset()
     energy_kwh: float = 1234.56
+    phases: int = 3  # 1: a single-phase meter, which has no phase B and C data (an error reply)
 
     def __post_init__(self) -> None:
         self._moving = _Moving(self.seed or int(self.address))
@@ -81,6 +83,8 @@ class SimDlt645Meter:
     def _item(self, di: int) -> tuple[DataItem, float | int | str] | None:
         if di in self.extra:
             return self.extra[di]
+        if self.phases == 1 and self.version == "2007" and di >> 24 == 0x02 and (di >> 8) & 0xFF in (2, 3):
+            return None  # phase B / C voltage, current, power... (02 xx 02 00, 02 xx 03 00)
         item = BUILTIN[self.version].get(di)
         return None if item is None else (item, self.value(item))
 
@@ -93,8 +97,8 @@ class SimDlt645Meter:
             if frame.address != dlt.WILDCARD and frame.address != self.address:
                 return None
             return fe + dlt.build_reply(self.address, 0x13, dlt.encode_address(self.address))
-        if frame.address != self.address:
-            return None
+        if not fits(frame.address, self.address):
+            return None  # A in the address: any digit (a meter search asks partial addresses)
         di_len = 4 if self.version == "2007" else 2
         read_fn = dlt.Function.READ if self.version == "2007" else dlt.Function.READ_1997
         if frame.function == read_fn and len(frame.data) >= di_len:
@@ -172,8 +176,8 @@ class SimCjt188Meter:
         fe = b"\xfe" * self.fe_count
         ser = bytes([frame.ser or 0])
         if frame.function == cjt.Control.READ_ADDRESS:
-            if frame.address not in (cjt.WILDCARD, self.address):
-                return None
+            if not fits(frame.address, self.address):
+                return None  # AA..AA: any meter; a partial pattern: the meters that fit it
             data = cjt.di_bytes(cjt.DI_ADDRESS, self.di_order) + ser
             return fe + cjt.encode_frame(self.meter_type, self.address, 0x83, data, preamble=False)
         if frame.address != self.address:

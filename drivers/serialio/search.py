@@ -1,0 +1,62 @@
+"""One probe of a meter search on a shared RS-485 line, as a concentrator does it.
+
+A request goes to an address pattern in which some digits are the wildcard `A` (DL/T 645: 12 BCD
+digits, CJ/T 188: 14). Every meter whose address fits answers at once, so the line carries:
+- nothing (`silent`): no meter fits;
+- one clean frame (`one`): exactly one meter fits; the frame carries its full address;
+- bytes that are no valid frame, or a frame that fails its checksum (`collision`): several meters
+  fit and their replies overlapped. The search fixes one more digit and asks again.
+
+The search itself (which patterns to ask, in what order) is gateway.commissioning.meter_search.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from drivers.serialio._line import ReplyTimeout
+from gateway.api import PermanentError
+
+WILDCARD_DIGIT = "A"
+
+
+class Probe(enum.StrEnum):
+    SILENT = "silent"
+    ONE = "one"
+    COLLISION = "collision"
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    outcome: Probe
+    address: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"outcome": self.outcome.value, "address": self.address, **self.detail}
+
+
+def check_pattern(pattern: Any, digits: int) -> str:
+    """A search pattern: `digits` characters, each a decimal digit or the wildcard A."""
+    text = str(pattern or "").strip().upper()
+    if len(text) != digits or not all(c in "0123456789A" for c in text):
+        raise PermanentError(f"search pattern must be {digits} digits or A (wildcard), got {pattern!r}")
+    return text
+
+
+def fits(pattern: str, address: str) -> bool:
+    """Does `address` fit `pattern` (A matches any digit)?"""
+    return len(pattern) == len(address) and all(
+        p in (WILDCARD_DIGIT, a) for p, a in zip(pattern.upper(), address.upper(), strict=True)
+    )
+
+
+def from_timeout(err: ReplyTimeout) -> ProbeResult:
+    """No acceptable frame: silence, or the garble of overlapping replies."""
+    if err.received.strip(b"\xfe") or err.rejected:
+        return ProbeResult(
+            Probe.COLLISION, detail={"bytes": len(err.received), "rejected": len(err.rejected)}
+        )
+    return ProbeResult(Probe.SILENT)

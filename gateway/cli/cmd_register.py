@@ -1,0 +1,130 @@
+"""`citynerve devices import | export`: the building's device register (CSV or .xlsx) in and out."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from gateway.api import ConfigError
+from gateway.cli._common import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    config_option,
+    console,
+    fail,
+    json_option,
+    load_or_exit,
+    print_config_issues,
+    print_json,
+)
+from gateway.cli.cmd_devices import devices
+from gateway.commissioning import ConfigEditError, DeviceListEditor
+from gateway.commissioning.register import (
+    RegisterError,
+    apply_register,
+    export_rows,
+    read_register,
+    write_register,
+)
+
+
+def _classes(config_path: Path) -> dict[str, str]:
+    cfg = load_or_exit(config_path)
+    return {pid: p.device_class for pid, p in cfg.profiles.items()}
+
+
+@devices.command("import")
+@config_option
+@click.argument("register", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Report only; do not change the config.")
+@json_option
+def import_register(config_path: Path, register: Path, dry_run: bool, as_json: bool) -> None:
+    """Take the building's device register (REGISTER: .csv or .xlsx with columns address / meter
+    number, building, floor, room, type, component_code, name) into the commissioned devices: each
+    row's place, component code and name go into the device with that address. Rows that match no
+    device on the bus, types that are not the device's class, and devices the register does not list
+    are reported; exit 1 when there are any (the matching rows are still taken)."""
+    classes = _classes(config_path)
+    try:
+        rows = read_register(register)
+        editor = DeviceListEditor(config_path)
+    except (RegisterError, ConfigEditError) as err:
+        fail(str(err), EXIT_INVALID)
+    changed, report = apply_register(rows, editor.devices(), classes)
+    backup = None
+    if changed and not dry_run:
+        text = editor.text
+        for device_id, entry in changed.items():
+            text = editor.replace(text, device_id, entry)
+        try:
+            _cfg, backup = editor.save(text)
+        except ConfigError as err:
+            print_config_issues(err)
+            console.print(f"{config_path} was not changed", highlight=False)
+            sys.exit(EXIT_INVALID)
+    result: dict[str, Any] = {
+        "config": str(config_path),
+        "register": str(register),
+        "rows": len(rows),
+        "changed": sorted(changed) if not dry_run else [],
+        "backup": str(backup) if backup else None,
+        **report.to_dict(),
+    }
+    if as_json:
+        print_json(result)
+    else:
+        _show(result, dry_run)
+    if not report.clean:
+        raise SystemExit(EXIT_FAILED)
+
+
+def _show(result: dict[str, Any], dry_run: bool) -> None:
+    verb = "would take" if dry_run else "took"
+    console.print(
+        f"{result['rows']} rows: {verb} {len(result['updated'])} ({len(result['changed'])} devices changed)",
+        highlight=False,
+    )
+    if not (
+        result["not_on_bus"] or result["type_mismatch"] or result["duplicates"] or result["not_in_register"]
+    ):
+        console.print("[green]the register and the bus agree[/]")
+        return
+    t = Table(title="rows and devices that do not match")
+    for col in ("line", "address", "what"):
+        t.add_column(col)
+    for r in result["not_on_bus"]:
+        t.add_row(str(r["line"]), r["address"], r["why"])
+    for r in result["type_mismatch"]:
+        t.add_row(
+            str(r["line"]), r["address"], f"register says {r.get('type')!r}; {r['device']} is {r['profile']}"
+        )
+    for r in result["duplicates"]:
+        t.add_row(str(r["line"]), r["address"], f"given twice (first on line {r['first_line']})")
+    for dev in result["not_in_register"]:
+        t.add_row("-", dev, "on the bus, not in the register")
+    console.print(t)
+
+
+@devices.command("export")
+@config_option
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+def export_register(config_path: Path, out: Path, as_json: bool) -> None:
+    """Write the commissioned devices to OUT (.csv or .xlsx) in the register's columns (address,
+    building, floor, room, type, component_code, name, id, bus, profile): the hand-over copy."""
+    classes = _classes(config_path)
+    try:
+        rows = export_rows(DeviceListEditor(config_path).devices(), classes)
+        write_register(out, rows)
+    except (RegisterError, ConfigEditError) as err:
+        fail(str(err), EXIT_INVALID)
+    except OSError as err:
+        fail(f"{out}: cannot write: {err.strerror or err}", EXIT_FAILED)
+    if as_json:
+        print_json({"out": str(out), "devices": len(rows)})
+    else:
+        console.print(f"[green]wrote[/] {out} ({len(rows)} devices)", highlight=False)

@@ -1,0 +1,285 @@
+"""The building's device register: the property manager's spreadsheet of meters and detectors.
+
+Import (CSV or .xlsx) matches each row to a device on the bus by its meter number / address and
+writes the row's place (building, floor, room), component code and name into that device's entry;
+the report lists every row that does not match what was found on the bus (no device with that
+address, a type that is not the device's class, a row given twice) and every device on the bus that
+the register does not list. Export writes the commissioned devices back in the same columns.
+
+Columns (header names in any case, English or Chinese): address (meter number), room, floor,
+building, type, component_code, name. Only `address` is required.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.api import PermanentError
+
+COLUMNS = ("address", "building", "floor", "room", "type", "component_code", "name", "id", "bus", "profile")
+ALIASES = {
+    "address": (
+        "address",
+        "meter number",
+        "meter no",
+        "meter_no",
+        "meter",
+        "number",
+        "表号",
+        "地址",
+        "通信地址",
+    ),
+    "building": ("building", "楼栋", "楼号"),
+    "floor": ("floor", "楼层", "层"),
+    "room": ("room", "flat", "房号", "房间", "户号"),
+    "type": ("type", "device type", "类型", "设备类型"),
+    "component_code": ("component_code", "component code", "component", "部件编码", "部件代码"),
+    "name": ("name", "名称"),
+    "id": ("id", "device id"),
+    "bus": ("bus",),
+    "profile": ("profile",),
+}
+# What a register's `type` says, as device classes (profiles' device_class); first match wins.
+TYPE_WORDS = (
+    (("three-phase", "3-phase", "3ph", "三相"), "electricity-meter-3ph"),
+    (("electric", "power", "energy", "电表", "电能"), "electricity-meter"),
+    (("heat", "热"), "heat-meter"),
+    (("flow", "流量"), "flow-meter"),
+    (("water", "水"), "water-meter"),
+    (("smoke", "烟"), "smoke-detector"),
+    (("fire panel", "firepanel", "火灾报警控制器", "消防"), "fire-panel"),
+    (("manhole", "井盖"), "manhole-cover"),
+)
+MAX_ROWS = 10_000
+MAX_BYTES = 16 * 1024 * 1024
+
+
+class RegisterError(PermanentError):
+    """A register file that cannot be read; `path` and `reason` say which and why."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    line: int  # the spreadsheet's row number (header = 1)
+    values: dict[str, str]
+
+    @property
+    def address(self) -> str:
+        return self.values.get("address", "").strip()
+
+
+def _column(header: str) -> str | None:
+    text = " ".join(header.strip().lower().replace("_", " ").split())
+    for key, names in ALIASES.items():
+        if text in {n.replace("_", " ") for n in names}:
+            return key
+    return None
+
+
+def _rows(path: Path, table: list[list[Any]]) -> list[Row]:
+    if not table:
+        raise RegisterError(path, "empty: expected a header row (address, room, floor, type, component_code)")
+    header = [_column(str(h or "")) for h in table[0]]
+    if "address" not in header:
+        raise RegisterError(path, f"no address / meter number column in the header {table[0]!r}")
+    if len(table) - 1 > MAX_ROWS:
+        raise RegisterError(path, f"{len(table) - 1} rows: more than {MAX_ROWS}")
+    out = []
+    for n, cells in enumerate(table[1:], start=2):
+        values = {k: _text(c) for k, c in zip(header, cells, strict=False) if k is not None}
+        if any(values.values()):
+            out.append(Row(n, values))
+    return out
+
+
+def _text(cell: Any) -> str:
+    if cell is None:
+        return ""
+    if isinstance(cell, float) and cell.is_integer():
+        cell = int(cell)
+    return str(cell).strip()[:200]
+
+
+def read_register(path: Path) -> list[Row]:
+    """The rows of a .csv or .xlsx register. Raises RegisterError."""
+    try:
+        if path.stat().st_size > MAX_BYTES:
+            raise RegisterError(path, f"larger than {MAX_BYTES // 1024 // 1024} MiB")
+        if path.suffix.lower() == ".xlsx":
+            return _rows(path, _read_xlsx(path))
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as err:
+        raise RegisterError(path, f"cannot read: {err.strerror or err}") from err
+    except UnicodeDecodeError as err:
+        raise RegisterError(path, f"not UTF-8 text (save the CSV as UTF-8): {err.reason}") from err
+    dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t") if text.strip() else csv.excel
+    return _rows(path, [list(r) for r in csv.reader(io.StringIO(text), dialect)])
+
+
+def _openpyxl(path: Path) -> Any:
+    try:
+        import openpyxl
+    except ImportError as err:
+        raise RegisterError(path, "reading .xlsx needs openpyxl: pip install 'citynerve[register]'") from err
+    return openpyxl
+
+
+def _read_xlsx(path: Path) -> list[list[Any]]:
+    openpyxl = _openpyxl(path)
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as err:  # zipfile.BadZipFile, KeyError, openpyxl's own: a broken file is one error
+        raise RegisterError(path, f"not a readable .xlsx workbook: {err}") from err
+    try:
+        sheet = book.worksheets[0]
+        return [list(r) for _, r in zip(range(MAX_ROWS + 2), sheet.iter_rows(values_only=True), strict=False)]
+    finally:
+        book.close()
+
+
+def write_register(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """Write rows (COLUMNS) as .csv or .xlsx."""
+    table = [list(COLUMNS)] + [[_text(r.get(c)) for c in COLUMNS] for r in rows]
+    if path.suffix.lower() == ".xlsx":
+        book = _openpyxl(path).Workbook()
+        sheet = book.active
+        sheet.title = "devices"
+        for r in table:
+            sheet.append(r)
+        book.save(path)
+        return
+    with path.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows(table)
+
+
+def type_class(text: str) -> str | None:
+    """The device class a register's type names: a class itself (as export writes it), or words."""
+    low = text.strip().lower()
+    if re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)+", low):
+        return low
+    for words, cls in TYPE_WORDS:
+        if any(w in low for w in words):
+            return cls
+    return None
+
+
+def _class_fits(wanted: str, have: str) -> bool:
+    """Does a register's type fit the device's class? "electricity meter" fits both phase counts; a
+    "water meter" may be an ultrasonic flow meter."""
+    return have == wanted or have.startswith(wanted + "-") or (wanted, have) == ("water-meter", "flow-meter")
+
+
+@dataclass(slots=True)
+class ImportReport:
+    updated: list[str] = field(default_factory=list)  # device ids that took a row
+    not_on_bus: list[dict[str, Any]] = field(default_factory=list)  # rows with no such device
+    type_mismatch: list[dict[str, Any]] = field(default_factory=list)
+    duplicates: list[dict[str, Any]] = field(default_factory=list)
+    not_in_register: list[str] = field(default_factory=list)  # device ids no row names
+
+    @property
+    def clean(self) -> bool:
+        return not (self.not_on_bus or self.type_mismatch or self.duplicates or self.not_in_register)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "updated": self.updated,
+            "not_on_bus": self.not_on_bus,
+            "type_mismatch": self.type_mismatch,
+            "duplicates": self.duplicates,
+            "not_in_register": self.not_in_register,
+            "clean": self.clean,
+        }
+
+
+def _norm(address: Any) -> str:
+    return str(address).strip().lower()
+
+
+def apply_register(
+    rows: Iterable[Row], devices: Sequence[dict[str, Any]], classes: dict[str, str]
+) -> tuple[dict[str, dict[str, Any]], ImportReport]:
+    """New entries for the devices the rows name (by address), and the report.
+
+    `devices`: the config's [[devices]] tables as written; `classes`: profile id -> device_class."""
+    report = ImportReport()
+    by_address: dict[str, list[dict[str, Any]]] = {}
+    for d in devices:
+        by_address.setdefault(_norm(d.get("address", "")), []).append(d)
+    changed: dict[str, dict[str, Any]] = {}
+    seen: dict[str, int] = {}
+    for row in rows:
+        key = _norm(row.address)
+        item = {"line": row.line, "address": row.address, **{k: v for k, v in row.values.items() if v}}
+        if key in seen:
+            report.duplicates.append({**item, "first_line": seen[key]})
+            continue
+        seen[key] = row.line
+        matches = by_address.get(key, [])
+        if row.values.get("bus"):
+            matches = [d for d in matches if d.get("bus") == row.values["bus"]]
+        if len(matches) != 1:
+            why = (
+                "no device with this address was found on the bus (or it was found but not identified: "
+                "add it with `devices add`)"
+                if not matches
+                else "several buses have it: add a bus column"
+            )
+            report.not_on_bus.append({**item, "why": why})
+            continue
+        device = matches[0]
+        wanted = type_class(row.values.get("type", ""))
+        have = classes.get(str(device.get("profile")), "")
+        if row.values.get("type") and (wanted is None or not _class_fits(wanted, have)):
+            report.type_mismatch.append(
+                {**item, "device": device.get("id"), "profile": device.get("profile"), "class": have}
+            )
+        entry = dict(device)
+        location = dict(entry.get("location") or {})
+        for k in ("building", "floor", "room"):
+            if row.values.get(k):
+                location[k] = row.values[k]
+        entry["location"] = location
+        if row.values.get("component_code"):
+            entry["component_code"] = row.values["component_code"]
+        if row.values.get("name"):
+            entry["name"] = row.values["name"]
+        if entry != device:
+            changed[str(device["id"])] = entry
+        report.updated.append(str(device["id"]))
+    named = {str(d["id"]) for ds in by_address.values() for d in ds if _norm(d.get("address", "")) in seen}
+    report.not_in_register = [str(d.get("id")) for d in devices if str(d.get("id")) not in named]
+    return changed, report
+
+
+def export_rows(devices: Sequence[dict[str, Any]], classes: dict[str, str]) -> list[dict[str, Any]]:
+    """The commissioned devices in the register's columns."""
+    out = []
+    for d in devices:
+        loc = d.get("location") or {}
+        out.append(
+            {
+                "address": d.get("address", ""),
+                "building": loc.get("building", ""),
+                "floor": loc.get("floor", ""),
+                "room": loc.get("room", ""),
+                "type": classes.get(str(d.get("profile")), ""),
+                "component_code": d.get("component_code", ""),
+                "name": d.get("name", ""),
+                "id": d.get("id", ""),
+                "bus": d.get("bus", ""),
+                "profile": d.get("profile", ""),
+            }
+        )
+    return out

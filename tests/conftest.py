@@ -1,0 +1,13 @@
+"""Settings for the whole suite.
+
+Hypothesis runs derandomized and without an example database: every clean clone (and CI) gets the
+same examples and the same verdict; a failure found once is replayed from the printed example, not
+from a local `.hypothesis/` folder.
+"""
+
+from __future__ import annotations
+
+from hypothesis import settings
+
+settings.register_profile("citynerve", derandomize=True, database=None, print_blob=True)
+settings.load_profile("citynerve")

@@ -1,0 +1,44 @@
+"""docs/configuration.md is generated from the config models and must match them; every key has a
+type, a default and a meaning; the guides link to it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from hil.tools.gen_config_docs import DOC, render
+
+GUIDES = ("installer-guide.md", "technician-guide.md", "rules.md", "modbus.md", "serial-meters.md")
+
+
+def test_configuration_reference_is_current() -> None:
+    current = DOC.read_text(encoding="utf-8") if DOC.exists() else ""
+    assert current == render(), (
+        "docs/configuration.md does not match the config models: regenerate it with "
+        "`python -m hil.tools.gen_config_docs` and commit the result"
+    )
+
+
+def test_every_key_has_type_default_and_meaning() -> None:
+    rows = [line for line in render().splitlines() if line.startswith("| `")]
+    assert len(rows) > 200
+    empty = [r.split("|")[1].strip() for r in rows if not r.rstrip("|").split("|")[-1].strip()]
+    assert not empty, f"keys without a meaning: {empty}"
+    assert all(r.split("|")[2].strip() and r.split("|")[3].strip() for r in rows)
+
+
+def test_field_defaults_that_matter_are_there() -> None:
+    text = render()
+    section = text[text.index('## [[buses]] protocol = "dlt645"') :]
+    section = section[: section.index("\n## ", 5)]
+    assert re.search(r"\| `backoff_initial_s` \| number \| `5.0` \| > 0 \|", section)
+    assert re.search(r"\| `backoff_max_s` \| number \| `300.0` \|", section)
+    assert "## [[devices]] on a modbus bus" in text and "## Device profiles" in text
+    assert "`identify`" in text and "`device_class`" in text
+
+
+def test_guides_link_to_the_reference() -> None:
+    docs = DOC.parent
+    missing = [g for g in GUIDES if "configuration.md" not in (docs / g).read_text(encoding="utf-8")]
+    assert not missing, missing
+    assert Path(docs.parent / "README.md").read_text(encoding="utf-8").count("docs/configuration.md")
