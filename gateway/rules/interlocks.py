@@ -32,9 +32,13 @@ class InterlockConfig(BaseModel):
     description: str = ""
     actions: tuple[str, ...] = ()
     points: tuple[str, ...] = ()
-    values: tuple[InterlockValue, ...] = ()
+    values: tuple[InterlockValue, ...] = Field(
+        default=(), description="only writes of these values are held back (closing, not opening); empty: any"
+    )
     while_raised: tuple[str, ...] = Field(min_length=1, description="event kinds, e.g. fire, smoke")
-    scope: Literal["building", "device", "gateway"] = "building"
+    scope: Literal["building", "device", "gateway"] = Field(
+        default="building", description="where a raised event blocks: same building, same device, anywhere"
+    )
     enabled: bool = True
 
     @model_validator(mode="after")

@@ -250,7 +250,12 @@ def _default(field: FieldInfo) -> str:
 def _range(field: FieldInfo) -> str:
     parts: list[str] = []
     for m in field.metadata:
-        if isinstance(m, Ge):
+        # gateway.api's Seconds type bounds durations by a validator (0 < s <= 30 days), not metadata
+        if getattr(getattr(m, "func", None), "__name__", "") == "_duration":
+            parts.insert(0, "> 0")
+            if not any(isinstance(x, Le) for x in field.metadata):
+                parts.append("<= 30 days")
+        elif isinstance(m, Ge):
             parts.append(f">= {m.ge}")
         elif isinstance(m, Gt):
             parts.append(f"> {m.gt}")

@@ -31,7 +31,7 @@ def test_field_defaults_that_matter_are_there() -> None:
     text = render()
     section = text[text.index('## [[buses]] protocol = "dlt645"') :]
     section = section[: section.index("\n## ", 5)]
-    assert re.search(r"\| `backoff_initial_s` \| number \| `5.0` \| > 0 \|", section)
+    assert re.search(r"\| `backoff_initial_s` \| number \| `5.0` \| > 0, <= 3600 \|", section)
     assert re.search(r"\| `backoff_max_s` \| number \| `300.0` \|", section)
     assert "## [[devices]] on a modbus bus" in text and "## Device profiles" in text
     assert "`identify`" in text and "`device_class`" in text
