@@ -11,20 +11,22 @@ import contextlib
 import fcntl
 import logging
 import os
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from gateway import __version__
 from gateway.api import (
+    SYSTEM_CLOCK,
     ChannelError,
+    Clock,
     DeviceConfig,
     Driver,
     Event,
     PermanentError,
     Reading,
     SampleBatch,
+    SteadyWall,
     Value,
     WriteRejectedError,
 )
@@ -32,7 +34,9 @@ from gateway.bus import BusOwner
 from gateway.config import GatewayConfig
 from gateway.control import ControlServer
 from gateway.pipeline import NoRules, Pipeline, RulesHook
+from gateway.service.notify import Notifier, Watchdog, WriterProgress
 from gateway.store import BLOCK_READINGS, AsyncOutbox, OutboxWriter
+from gateway.timesync import ClockSync
 from gateway.uplink.commands import PointInfo
 
 log = logging.getLogger("citynerve.gateway")
@@ -69,9 +73,16 @@ def run_lock(db_path: Path) -> Iterator[None]:
 class Gateway:
     """One running gateway. Also the target of platform commands and local actions."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.config = config
-        self.started = time.time()
+        self.clock = clock
+        self.started = clock.wall()
+        self._started_mono = clock.monotonic()
+        self.clock_sync = ClockSync(config.clock.sync, clock)
+        self.steady = SteadyWall(clock)  # the rule engine's time: see RuleEngine
+        self._rules_now: Callable[[], float] = lambda: self.steady.now()[0]
+        self.notifier = Notifier()
+        self._writer_progress: WriterProgress | None = None
         self.owners: dict[str, BusOwner] = {}
         self.pipeline: Pipeline | None = None
         self.outbox: AsyncOutbox | None = None
@@ -104,7 +115,13 @@ class Gateway:
                 self.pipeline = Pipeline(self._devices, self.writer, self.rules)
                 self.bus_sink = _BusSink(self.pipeline, self.rules)
                 self.owners = {
-                    bus.id: BusOwner(bus, cfg.devices_on(bus.id), self._driver(bus.id, outbox), self.bus_sink)
+                    bus.id: BusOwner(
+                        bus,
+                        cfg.devices_on(bus.id),
+                        self._driver(bus.id, outbox),
+                        self.bus_sink,
+                        clock=self.clock,
+                    )
                     for bus in cfg.buses
                     if bus.enabled
                 }
@@ -136,8 +153,16 @@ class Gateway:
                 web = self._make_web()
                 if web is not None:
                     others.append(tg.create_task(web.run(), name="web"))
+                watchdog = Watchdog(
+                    self.notifier, self._progress, status=self._service_status, clock=self.clock
+                )
+                others.append(tg.create_task(watchdog.run(), name="service.watchdog"))
+                # The outbox is open and every bus owner started (a bus whose channel is down keeps
+                # retrying on its own): ready.
+                self.notifier.send(READY="1", STATUS=self._service_status())
                 await stop.wait()
                 log.info("stopping")
+                self.notifier.send(STOPPING="1", STATUS="stopping: committing the outbox")
                 running = [*self._owner_tasks.values(), *others]
                 for t in running:
                     t.cancel()
@@ -160,6 +185,23 @@ class Gateway:
             writer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer_task
+
+    def _progress(self) -> dict[str, Callable[[], float]]:
+        """What the service watchdog checks: the outbox writer and every bus owner (the event loop
+        is checked by the watchdog's own pings running on it)."""
+        assert self.writer is not None
+        if self._writer_progress is None:
+            self._writer_progress = WriterProgress(self.writer.counters, self.clock)
+        parts: dict[str, Callable[[], float]] = {"outbox.writer": self._writer_progress}
+        for bus_id, owner in self.owners.items():
+            parts[f"bus[{bus_id}]"] = _progress_of(owner)
+        return parts
+
+    def _service_status(self) -> str:
+        b = self.brief_status()
+        clock = "" if self.clock_sync.synced else f", clock {self.clock_sync.to_dict()['state']}"
+        down = f", buses down: {' '.join(b['buses_down'])}" if b["buses_down"] else ""
+        return f"devices online {b['devices_online']}/{b['devices_total']}{down}{clock}"
 
     def _start_owner(self, bus_id: str, owner: BusOwner) -> None:
         assert self._tg is not None
@@ -191,7 +233,7 @@ class Gateway:
         removed = [b for b in old_buses if b not in new_buses]
         needs_restart = [
             name
-            for name in ("store", "upstream", "rules", "web", "control", "gateway")
+            for name in ("store", "upstream", "rules", "web", "control", "gateway", "clock")
             if getattr(old, name) != getattr(new, name)
         ]
         if new.rules is not None and old.devices != new.devices and "rules" not in needs_restart:
@@ -204,7 +246,11 @@ class Gateway:
         self.pipeline.update_devices(self._devices)
         for bus_id in changed + added:
             owner = BusOwner(
-                new.bus(bus_id), new.devices_on(bus_id), self._driver(bus_id, self.outbox), self.pipeline
+                new.bus(bus_id),
+                new.devices_on(bus_id),
+                self._driver(bus_id, self.outbox),
+                self.pipeline,
+                clock=self.clock,
             )
             self.owners[bus_id] = owner
             self._start_owner(bus_id, owner)
@@ -220,9 +266,16 @@ class Gateway:
             return NoRules()
         from gateway.rules import build_engine
 
-        return await build_engine(
-            self.config.rules, self._devices, actions=self, state=outbox, events=self._event
+        engine = await build_engine(
+            self.config.rules,
+            self._devices,
+            actions=self,
+            state=outbox,
+            events=self._event,
+            steady=self.steady,
         )
+        self._rules_now = engine.now
+        return engine
 
     async def _save_rules_state(self, outbox: AsyncOutbox) -> None:
         save = getattr(self.rules, "save", None)
@@ -261,8 +314,10 @@ class Gateway:
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(1.0)
+            self.clock_sync.check()
             if self.pipeline is not None:
-                self.pipeline.tick(time.time())  # never raises: a rule bug is logged and counted
+                # The rules' own time (monotonic underneath): a step of the wall clock is no time passing.
+                self.pipeline.tick(self._rules_now())  # never raises: a rule bug is logged and counted
 
     # -- commands and local actions (CommandTarget / ActionTarget) -------------------------------
 
@@ -323,7 +378,7 @@ class Gateway:
         total = sum(len(o.health) for o in self.owners.values())
         return {
             "version": __version__,
-            "uptime_s": round(time.time() - self.started, 1),
+            "uptime_s": round(self.clock.monotonic() - self._started_mono, 1),
             "devices_online": online,
             "devices_total": total,
             "buses_down": [b for b, o in self.owners.items() if not o.channel_open],
@@ -351,6 +406,7 @@ class Gateway:
             "writer": self.writer.counters().to_dict() if self.writer else None,
             "pipeline": self.pipeline.counters().to_dict() if self.pipeline else None,
             "uplink": self.uplink.snapshot().to_dict() if self.uplink is not None else None,
+            "clock": {**self.clock_sync.to_dict(), "wall_steps": self.steady.steps},
         }
 
     def _control_handlers(self) -> dict[str, Any]:
@@ -416,6 +472,10 @@ class _BusSink:
                 return
             for e in derived:
                 self.pipeline.event(e)
+
+
+def _progress_of(owner: BusOwner) -> Callable[[], float]:
+    return lambda: owner.progress
 
 
 def _inventory_entry(

@@ -3,6 +3,7 @@
 Drivers import only this package from the gateway (ARCHITECTURE: drivers -> gateway.api).
 """
 
+from gateway.api._clock import SYSTEM_CLOCK, Clock, SteadyWall, boot_id
 from gateway.api._config import (
     BusConfig,
     DeviceConfig,
@@ -45,8 +46,10 @@ from gateway.api._records import (
 )
 
 __all__ = [
+    "SYSTEM_CLOCK",
     "BusConfig",
     "ChannelError",
+    "Clock",
     "ConfigError",
     "ConfigIssue",
     "DeviceConfig",
@@ -73,8 +76,10 @@ __all__ = [
     "SerialSettings",
     "Severity",
     "StateStore",
+    "SteadyWall",
     "TransientError",
     "Value",
     "WriteRejectedError",
+    "boot_id",
     "utc_now",
 ]

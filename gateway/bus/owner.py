@@ -17,15 +17,16 @@ import contextlib
 import heapq
 import logging
 import random
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from gateway.api import (
+    SYSTEM_CLOCK,
     BusConfig,
     ChannelError,
+    Clock,
     DeviceConfig,
     DeviceExceptionError,
     DeviceTimeoutError,
@@ -51,6 +52,7 @@ log = logging.getLogger("citynerve.bus")
 T = TypeVar("T")
 
 OFFLINE_KIND = "device_offline"
+PROGRESS_SLICE_S = 5.0  # an idle owner still shows progress this often (the service watchdog)
 
 
 class BusSink(Protocol):
@@ -94,8 +96,12 @@ class BusOwner:
         sink: BusSink,
         *,
         rng: random.Random | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.bus = bus
+        self.clock = clock
+        self.progress = clock.monotonic()  # last turn of the owner's loop (the service watchdog)
+        self._heard: dict[str, float] = {}  # listening buses: monotonic time each device was last heard
         self.devices = {d.id: d for d in devices if d.enabled}
         self.driver = driver
         self.sink = sink
@@ -146,7 +152,7 @@ class BusOwner:
             out: list[Sample] = []
             for request in requests:
                 samples = await driver.read(device, request)
-                self.sink.submit(SampleBatch(device_id, time.time(), samples))
+                self.sink.submit(SampleBatch(device_id, self.clock.wall(), samples))
                 out.extend(samples)
             return tuple(s for s in out if point is None or s.point == point)
 
@@ -268,14 +274,20 @@ class BusOwner:
         self._wakeup.clear()
         if self._jobs or self._restart:
             return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._wakeup.wait()
+        # In slices, so that an idle owner still shows progress to the service watchdog.
+        end = self.clock.monotonic() + seconds
+        while (left := end - self.clock.monotonic()) > 0:
+            self.progress = self.clock.monotonic()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(left, PROGRESS_SLICE_S)):
+                    await self._wakeup.wait()
+                    return
 
     async def _run_poll(self) -> None:
         loop = asyncio.get_running_loop()
         self._schedule_all(loop.time())
         while True:
+            self.progress = self.clock.monotonic()
             if self._restart:
                 self._restart = False
                 log.info("bus %s: restarting channel", self.bus.id)
@@ -318,7 +330,7 @@ class BusOwner:
             entry = heapq.heappop(self._heap)
             device = self.devices[entry.device_id]
             if entry.index == 0:
-                self._failure(device, self.channel_error or "channel down", time.time())
+                self._failure(device, self.channel_error or "channel down", self.clock.wall())
             self._reschedule(entry, now)
 
     def _reschedule(self, entry: _Entry, now: float) -> None:
@@ -345,7 +357,7 @@ class BusOwner:
             error = await self._transact(device, entry.request)
             if error is None or not isinstance(error, TransientError) or isinstance(error, ChannelError):
                 break
-        ts = time.time()
+        ts = self.clock.wall()
         if error is None:
             self._success(device, ts)
         elif isinstance(error, DeviceExceptionError):
@@ -361,7 +373,7 @@ class BusOwner:
     async def _transact(self, device: DeviceConfig, request: PollRequest) -> GatewayError | None:
         assert isinstance(self.driver, PollDriver)
         health = self.health[device.id]
-        started = time.monotonic()
+        started = self.clock.monotonic()
         self.counters.transactions += 1
         health.transactions += 1
         # The driver enforces its timeout (the bus's, or a device's own where the protocol has one);
@@ -401,9 +413,9 @@ class BusOwner:
                 log.exception("bus %s: driver failed reading %s", self.bus.id, device.id)
             return GatewayError(f"driver error: {err!r}")
         finally:
-            self.counters.latency_sum_s += time.monotonic() - started
+            self.counters.latency_sum_s += self.clock.monotonic() - started
             self.counters.latency_count += 1
-        self.sink.submit(SampleBatch(device.id, time.time(), samples))
+        self.sink.submit(SampleBatch(device.id, self.clock.wall(), samples))
         return None
 
     def _channel_broken(self, err: ChannelError) -> None:
@@ -478,9 +490,10 @@ class BusOwner:
     # -- listening buses -------------------------------------------------------------------------
 
     async def _run_listen(self, driver: ListenDriver[Any, Any]) -> None:
-        start = time.time()
+        start = self.clock.wall()
         for h in self.health.values():
             h.last_seen = start
+        self._heard = dict.fromkeys(self.health, self.clock.monotonic())
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._listen_watchdog(), name=f"bus[{self.bus.id}].watchdog")
             while True:
@@ -502,17 +515,21 @@ class BusOwner:
                 await asyncio.sleep(self._channel_backoff)
 
     async def _listen_watchdog(self) -> None:
+        """Devices not heard for `poll_interval_s * offline_after` go offline (monotonic clock: a step
+        of the wall clock is no silence)."""
         while True:
             await asyncio.sleep(1.0)
-            now = time.time()
+            mono = self.progress = self.clock.monotonic()
             for device in self.devices.values():
                 health = self.health[device.id]
                 expected = (device.poll_interval_s or 60.0) * self.bus.offline_after
-                if health.online is not False and health.last_seen and now - health.last_seen > expected:
+                silent = mono - self._heard.get(device.id, mono)
+                if health.online is not False and silent > expected:
                     health.consecutive_failures = self.bus.offline_after
                     health.online = False
-                    reason = f"not heard for {now - health.last_seen:.0f} s"
+                    reason = f"not heard for {silent:.0f} s"
                     log.error("device %s on bus %s is offline: %s", device.id, self.bus.id, reason)
+                    now = self.clock.wall()
                     self.sink.mark_offline(device.id, now)
                     self.sink.event(self._offline_event(device, EventState.RAISED, now, reason))
 
@@ -527,6 +544,7 @@ class _ListenSink:
         owner = self._owner
         device = owner.devices.get(batch.device_id)
         if device is not None:
+            owner._heard[device.id] = owner.clock.monotonic()
             owner.counters.transactions += 1
             owner.health[device.id].transactions += 1
             owner._success(device, batch.ts)

@@ -27,7 +27,7 @@ from gateway.api import (
 )
 from gateway.config.drivers import DriverNotFoundError, driver_spec
 from gateway.config.errors import issues_from
-from gateway.config.model import ControlConfig, GatewayConfig, Identity, LogConfig, Profile
+from gateway.config.model import ClockConfig, ControlConfig, GatewayConfig, Identity, LogConfig, Profile
 from gateway.config.paths import register_secrets, resolve_paths
 from gateway.logs import register_secret
 
@@ -35,6 +35,7 @@ TOP_KEYS = (
     "gateway",
     "control",
     "log",
+    "clock",
     "store",
     "upstream",
     "rules",
@@ -126,6 +127,7 @@ class _Loader:
             identity = self.validate(Identity, raw["gateway"], "gateway")
         control = self.validate(ControlConfig, raw.get("control", {}), "control")
         log = self.validate(LogConfig, raw.get("log", {}), "log")
+        clock = self.validate(ClockConfig, raw.get("clock", {}), "clock")
         store = self.validate(_section_model("store"), raw.get("store", {}), "store")
         upstream = None
         if "upstream" in raw:
@@ -145,7 +147,7 @@ class _Loader:
             self.issues.extend(i for i in check_rules(rules, devices, self.file) if i not in self.issues)
         if self.issues:
             raise ConfigError(self.issues)
-        assert identity is not None and control is not None and log is not None
+        assert identity is not None and control is not None and log is not None and clock is not None
         # Paths in the file are relative to the file's folder, wherever the gateway is started from.
         store = store.model_copy(update={"path": str(self._resolve(store.path))})
         control = control.model_copy(update={"socket": str(self._resolve(control.socket))})
@@ -175,6 +177,7 @@ class _Loader:
             devices=tuple(devices),
             profiles=dict(self.profiles),
             drivers={b.protocol: specs[b.id] for b in buses.values()},
+            clock=clock,
         )
 
     def _resolve(self, path: str) -> Path:

@@ -45,6 +45,17 @@ class LogConfig(BaseModel):
     )
 
 
+class ClockConfig(BaseModel):
+    """How the gateway learns whether its wall clock is synchronised (docs/upstream-contract.md)."""
+
+    model_config = _STRICT
+    sync: Literal["auto", "kernel", "timesyncd", "synced", "unsynced"] = Field(
+        default="auto",
+        description="auto: the kernel's NTP status, then systemd-timesyncd's flag; synced: the "
+        "operator vouches for the clock (RTC, GNSS); unsynced: treat every stamp as unsynchronised",
+    )
+
+
 class Profile(BaseModel):
     """A reusable device type: what the points are and where they live (config/profiles/<id>.toml)."""
 
@@ -76,6 +87,7 @@ class GatewayConfig:
     devices: tuple[DeviceConfig, ...]
     profiles: dict[str, Profile] = field(default_factory=dict)
     drivers: dict[str, DriverSpec] = field(default_factory=dict)  # by bus protocol
+    clock: ClockConfig = field(default_factory=ClockConfig)
 
     def bus(self, bus_id: str) -> BusConfig:
         for b in self.buses:

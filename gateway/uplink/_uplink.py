@@ -615,7 +615,7 @@ class Uplink:
             gateway_id=self.gateway_id,
             target=target,
             verifier=verifier,
-            nonces=NonceCache(self._outbox),
+            nonces=NonceCache(self._outbox, max_keep_s=cfg.max_lifetime_s + 2 * cfg.max_clock_skew_s),
             decode=self._enc.decode_command,
             resend_inventory=resend,
             enabled=cfg.enabled,
