@@ -191,10 +191,10 @@ class Gateway:
         is checked by the watchdog's own pings running on it)."""
         assert self.writer is not None
         if self._writer_progress is None:
-            self._writer_progress = WriterProgress(self.writer.counters, self.clock)
+            self._writer_progress = WriterProgress(self.writer, self.clock)
         parts: dict[str, Callable[[], float]] = {"outbox.writer": self._writer_progress}
         for bus_id, owner in self.owners.items():
-            parts[f"bus[{bus_id}]"] = _progress_of(owner)
+            parts[f"bus[{bus_id}]"] = owner.progress_at
         return parts
 
     def _service_status(self) -> str:
@@ -472,10 +472,6 @@ class _BusSink:
                 return
             for e in derived:
                 self.pipeline.event(e)
-
-
-def _progress_of(owner: BusOwner) -> Callable[[], float]:
-    return lambda: owner.progress
 
 
 def _inventory_entry(

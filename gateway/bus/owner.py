@@ -101,7 +101,8 @@ class BusOwner:
         self.bus = bus
         self.clock = clock
         self.progress = clock.monotonic()  # last turn of the owner's loop (the service watchdog)
-        self._heard: dict[str, float] = {}  # listening buses: monotonic time each device was last heard
+        self._heard: dict[str, float] = {}
+        self._in_diag = False  # listening buses: monotonic time each device was last heard
         self.devices = {d.id: d for d in devices if d.enabled}
         self.driver = driver
         self.sink = sink
@@ -311,9 +312,15 @@ class BusOwner:
             heapq.heappop(self._heap)
             await self._poll(entry, loop.time())
 
+    def progress_at(self) -> float:
+        """Monotonic time of the owner's last progress, for the service watchdog. A technician's
+        diag action (a bus scan can take minutes) counts as progress while it runs."""
+        return self.clock.monotonic() if self._in_diag else self.progress
+
     async def _run_job(self, job: _Job) -> None:
         if job.future.done():  # the asker gave up (cancelled)
             return
+        self._in_diag = job.name.startswith("diag ")
         try:
             result = await job.run(self.driver)
         except ChannelError as err:
@@ -323,6 +330,8 @@ class BusOwner:
             job.future.set_exception(err)
         else:
             job.future.set_result(result)
+        finally:
+            self._in_diag = False
 
     def _count_missed_polls(self, now: float) -> None:
         """Channel down: polls that fall due count as failures, so devices go offline normally."""

@@ -5,9 +5,9 @@ or an abstract name written with a leading '@'); no library needed. The unit (`T
 `WatchdogSec=`) makes systemd set NOTIFY_SOCKET and WATCHDOG_USEC.
 
 `Watchdog` sends `WATCHDOG=1` every third of WatchdogSec, but only while every component made progress
-within WatchdogSec: the event loop (the pings themselves run on it), the outbox writer (nothing
-waiting, or a commit attempt finished) and every bus owner (its loop turned; idle waits turn it every
-few seconds). A hung component stops the pings; systemd then kills and restarts the gateway
+within WatchdogSec: the event loop (the pings themselves run on it), the outbox writer (no commit
+attempt in flight for longer) and every bus owner (its loop turned; idle waits turn it every few
+seconds). A hung component stops the pings; systemd then kills and restarts the gateway
 (`Restart=on-failure`), and `STATUS=` says which component hung.
 """
 
@@ -20,7 +20,7 @@ import socket
 from collections.abc import Callable, Mapping
 
 from gateway.api import SYSTEM_CLOCK, Clock
-from gateway.store import WriterCounters
+from gateway.store import OutboxWriter
 
 log = logging.getLogger("citynerve.service")
 
@@ -73,23 +73,17 @@ ProgressFn = Callable[[], float]
 
 
 class WriterProgress:
-    """Progress of the outbox writer, seen from its counters: it progressed when nothing was waiting
-    or when a commit attempt (success or failure) finished since the last look."""
+    """Progress of the outbox writer: it progresses unless one commit attempt has been in flight
+    since some time (a failed attempt is progress: the writer keeps its records and retries, and a
+    restart would not mend a full disk but lose what waits in memory)."""
 
-    def __init__(self, counters: Callable[[], WriterCounters], clock: Clock = SYSTEM_CLOCK) -> None:
-        self._counters = counters
+    def __init__(self, writer: OutboxWriter, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._writer = writer
         self._clock = clock
-        self._attempts = -1
-        self._last = clock.monotonic()
 
     def __call__(self) -> float:
-        c = self._counters()
-        attempts = c.commits + c.failed_commits
-        waiting = c.pending_readings + c.pending_events
-        if attempts != self._attempts or waiting == 0:
-            self._attempts = attempts
-            self._last = self._clock.monotonic()
-        return self._last
+        started = self._writer.commit_started
+        return self._clock.monotonic() if started is None else started
 
 
 class Watchdog:
