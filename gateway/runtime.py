@@ -36,7 +36,7 @@ from gateway.control import ControlServer
 from gateway.pipeline import NoRules, Pipeline, RulesHook
 from gateway.service.notify import Notifier, Watchdog, WriterProgress
 from gateway.store import BLOCK_READINGS, AsyncOutbox, OutboxWriter
-from gateway.timesync import ClockSync
+from gateway.timesync import ClockSync, UnsyncedMarks
 from gateway.uplink.commands import PointInfo
 
 log = logging.getLogger("citynerve.gateway")
@@ -83,6 +83,7 @@ class Gateway:
         self._rules_now: Callable[[], float] = lambda: self.steady.now()[0]
         self.notifier = Notifier()
         self._writer_progress: WriterProgress | None = None
+        self.marks: UnsyncedMarks | None = None
         self.owners: dict[str, BusOwner] = {}
         self.pipeline: Pipeline | None = None
         self.outbox: AsyncOutbox | None = None
@@ -112,7 +113,8 @@ class Gateway:
                     max_rows=cfg.store.commit_max_rows,
                 )
                 self.rules = await self._make_rules(outbox)
-                self.pipeline = Pipeline(self._devices, self.writer, self.rules)
+                self.marks = UnsyncedMarks(self.writer, self.clock_sync)
+                self.pipeline = Pipeline(self._devices, self.marks, self.rules)
                 self.bus_sink = _BusSink(self.pipeline, self.rules)
                 self.owners = {
                     bus.id: BusOwner(
@@ -382,6 +384,7 @@ class Gateway:
             "devices_online": online,
             "devices_total": total,
             "buses_down": [b for b, o in self.owners.items() if not o.channel_open],
+            "clock": self.clock_sync.wire(),
         }
 
     async def status(self) -> dict[str, Any]:
@@ -406,7 +409,13 @@ class Gateway:
             "writer": self.writer.counters().to_dict() if self.writer else None,
             "pipeline": self.pipeline.counters().to_dict() if self.pipeline else None,
             "uplink": self.uplink.snapshot().to_dict() if self.uplink is not None else None,
-            "clock": {**self.clock_sync.to_dict(), "wall_steps": self.steady.steps},
+            "clock": {
+                **self.clock_sync.wire(),
+                **self.clock_sync.to_dict(),
+                "wall_steps": self.steady.steps,
+                "marked_events": self.marks.marked_events if self.marks else 0,
+                "unsynced_readings": self.marks.unsynced_readings if self.marks else 0,
+            },
         }
 
     def _control_handlers(self) -> dict[str, Any]:

@@ -17,11 +17,12 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from gateway.api import SYSTEM_CLOCK, Clock
+from gateway.api import SYSTEM_CLOCK, Clock, Event, Reading, boot_id
 
 log = logging.getLogger("citynerve.clock")
 
@@ -88,6 +89,7 @@ class ClockSync:
         self.since_mono: float | None = None  # when `synced` last changed
         self.sync_point: SyncPoint | None = None  # the last change to synchronised
         self.changes = 0
+        self.boot_id = boot_id()
         self.check()
 
     def read(self) -> tuple[bool | None, str]:
@@ -133,6 +135,17 @@ class ClockSync:
         """Stamps taken now are suspect (not synchronised, or nobody can tell)."""
         return self.synced is not True
 
+    def wire(self) -> dict[str, Any]:
+        """What the platform needs to correct stamps marked `clock_unsynced` (upstream contract)."""
+        sp = self.sync_point
+        return {
+            "synchronized": self.synced,
+            "source": self.source or None,
+            "boot_id": self.boot_id,
+            "sync_mono": None if sp is None else round(sp.mono, 3),
+            "sync_wall": None if sp is None else round(sp.wall, 3),
+        }
+
     def to_dict(self) -> dict[str, Any]:
         since = None
         if self.since_mono is not None:
@@ -149,3 +162,39 @@ class ClockSync:
 
 def _word(synced: bool | None) -> str:
     return "synchronized" if synced else ("unsynchronized" if synced is False else "unknown")
+
+
+class RecordSink(Protocol):
+    """Where the pipeline delivers records (the outbox writer)."""
+
+    def put_readings(self, readings: Sequence[Reading]) -> None: ...
+
+    def put_event(self, event: Event) -> None: ...
+
+
+class UnsyncedMarks:
+    """Between the pipeline and the outbox writer: events stamped while the wall clock is not
+    synchronised get `clock_unsynced`, their monotonic capture time and the boot id in their attrs,
+    so that the platform can correct them with the status message's sync point
+    (wall = sync_wall - (sync_mono - capture_mono), same boot). Readings are counted, not marked."""
+
+    def __init__(self, sink: RecordSink, sync: ClockSync) -> None:
+        self.sink = sink
+        self.sync = sync
+        self.marked_events = 0
+        self.unsynced_readings = 0
+
+    def put_readings(self, readings: Sequence[Reading]) -> None:
+        if self.sync.unsynced:
+            self.unsynced_readings += len(readings)
+        self.sink.put_readings(readings)
+
+    def put_event(self, event: Event) -> None:
+        if self.sync.unsynced:
+            clock = self.sync.clock
+            capture_mono = event.ts - (clock.wall() - clock.monotonic())  # its stamp, on this boot's clock
+            event.attrs["clock_unsynced"] = True
+            event.attrs["capture_mono"] = round(capture_mono, 3)
+            event.attrs["boot_id"] = self.sync.boot_id
+            self.marked_events += 1
+        self.sink.put_event(event)

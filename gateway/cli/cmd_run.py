@@ -107,6 +107,15 @@ def show_status(st: dict[str, Any]) -> None:
                 bus["id"] + bus_state, dev["id"], state, _age(dev["last_success"]), str(dev["errors"]), detail
             )
     console.print(table)
+    clock = st.get("clock")
+    if clock:
+        color = "green" if clock.get("synchronized") else "yellow"
+        steps = f", {clock['wall_steps']} wall clock step(s) seen" if clock.get("wall_steps") else ""
+        note = "" if clock.get("synchronized") else " (readings and events are marked clock_unsynced)"
+        console.print(
+            f"clock: [{color}]{clock.get('state')}[/] (source {clock.get('source') or 'none'}){note}{steps}",
+            highlight=False,
+        )
     store = st.get("store")
     if store:
         lanes = ", ".join(
