@@ -297,6 +297,7 @@ class Gateway:
             inventory=self.inventory,
             commands=self,
             status=self.brief_status,
+            restamp=self.clock_sync.restamp,
         )
         return self.uplink
 

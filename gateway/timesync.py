@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from gateway.api import SYSTEM_CLOCK, Clock, Event, Reading, boot_id
+from gateway.store import OutboxRow
 
 log = logging.getLogger("citynerve.clock")
 
@@ -145,6 +147,22 @@ class ClockSync:
             "sync_mono": None if sp is None else round(sp.mono, 3),
             "sync_wall": None if sp is None else round(sp.wall, 3),
         }
+
+    def restamp(self, row: OutboxRow) -> OutboxRow:
+        """An event row stamped before the sync, on this boot, sent after it: its time on the
+        synchronised clock (`ts_corrected` and the original `ts_unsynced` in attrs). Other rows as
+        they are."""
+        rec, sp = row.record, self.sync_point
+        if sp is None or not isinstance(rec, Event) or rec.attrs.get("clock_unsynced") is not True:
+            return row
+        mono = rec.attrs.get("capture_mono")
+        if rec.attrs.get("boot_id") != self.boot_id or not self.boot_id or not isinstance(mono, int | float):
+            return row
+        if mono > sp.mono:  # captured after the sync (marked while a source still said unsynced)
+            return row
+        ts = sp.restamp(float(mono))
+        attrs = {**rec.attrs, "ts_corrected": True, "ts_unsynced": rec.ts}
+        return dataclasses.replace(row, ts=ts, record=dataclasses.replace(rec, ts=ts, attrs=attrs))
 
     def to_dict(self) -> dict[str, Any]:
         since = None

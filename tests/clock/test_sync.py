@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.api import Event, EventState, Reading, Severity, SteadyWall
+from gateway.store import Lane, OutboxRow
 from gateway.timesync import ClockSync, UnsyncedMarks, kernel_synced, timesyncd_synced
 from tests.clock.clocks import SteppedClock
 
@@ -69,6 +70,16 @@ def test_sync_arrival_is_remembered_and_events_before_it_are_correctable() -> No
     assert marks.marked_events == 1 and marks.unsynced_readings == 1
     marks.put_event(Event("sd-1", "smoke", EventState.CLEARED, Severity.CRITICAL, clock.wall()))
     assert "clock_unsynced" not in sink.events[-1].attrs
+    # Still in the outbox when the sync came: sent with the corrected time, the original kept.
+    row = sync.restamp(OutboxRow(7, Lane.EVENT, ev.ts, ev))
+    assert isinstance(row.record, Event) and row.record.id == ev.id
+    assert abs(row.ts - (stamped + 86_400 * 40)) < 0.01 and row.record.ts == row.ts
+    assert row.record.attrs["ts_corrected"] is True and row.record.attrs["ts_unsynced"] == stamped
+    later = OutboxRow(8, Lane.EVENT, sink.events[-1].ts, sink.events[-1])
+    assert sync.restamp(later) is later  # stamped after the sync: as it is
+    other_boot = Event("sd-1", "smoke", EventState.RAISED, Severity.CRITICAL, stamped, attrs={**ev.attrs})
+    other_boot.attrs["boot_id"] = "another-boot"
+    assert sync.restamp(OutboxRow(9, Lane.EVENT, stamped, other_boot)).ts == stamped  # cannot be corrected
 
 
 def test_steady_wall_reports_each_step_once() -> None:
