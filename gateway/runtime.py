@@ -78,7 +78,7 @@ class Gateway:
         self.clock = clock
         self.started = clock.wall()
         self._started_mono = clock.monotonic()
-        self.clock_sync = ClockSync(config.clock.sync, clock)
+        self.clock_sync = ClockSync(config.clock.sync, clock, config.clock.sync_file)
         self.steady = SteadyWall(clock)  # the rule engine's time: see RuleEngine
         self._rules_now: Callable[[], float] = lambda: self.steady.now()[0]
         self.notifier = Notifier()

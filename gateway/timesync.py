@@ -4,8 +4,9 @@ Sources, in the order `auto` tries them:
   kernel     adjtimex(2) read-only (modes 0): synchronised unless STA_UNSYNC is set. Every NTP
              client that disciplines the kernel (systemd-timesyncd, chrony, ntpd) clears it.
   timesyncd  /run/systemd/timesync/synchronized exists (systemd-timesyncd's own flag).
-The config can instead assert it (`clock.sync = "synced"`: an RTC or GNSS the operator trusts) or
-deny it (`"unsynced"`: treat every stamp as unsynchronised).
+The config can instead name a flag file kept by another source (`clock.sync = "file"`, e.g. chrony
+or gpsd with a script), assert it (`"synced"`: an RTC or GNSS the operator trusts) or deny it
+(`"unsynced"`: treat every stamp as unsynchronised).
 
 `ClockSync.check()` is cheap (one syscall) and is called once a second by the runtime. When the clock
 becomes synchronised it remembers the monotonic and wall time of that moment, so records captured
@@ -28,7 +29,7 @@ from gateway.store import OutboxRow
 
 log = logging.getLogger("citynerve.clock")
 
-SyncMode = Literal["auto", "kernel", "timesyncd", "synced", "unsynced"]
+SyncMode = Literal["auto", "kernel", "timesyncd", "file", "synced", "unsynced"]
 STA_UNSYNC = 0x0040
 TIME_ERROR = 5
 TIMESYNCD_FLAG = Path("/run/systemd/timesync/synchronized")
@@ -83,8 +84,9 @@ class SyncPoint:
 class ClockSync:
     """Tracks whether the wall clock is synchronised (see the module doc)."""
 
-    def __init__(self, mode: SyncMode = "auto", clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, mode: SyncMode = "auto", clock: Clock = SYSTEM_CLOCK, sync_file: str = "") -> None:
         self.mode = mode
+        self.sync_file = Path(sync_file) if sync_file else None
         self.clock = clock
         self.synced: bool | None = None
         self.source = ""
@@ -100,6 +102,8 @@ class ClockSync:
             return True, "config"
         if self.mode == "unsynced":
             return False, "config"
+        if self.mode == "file":
+            return bool(self.sync_file and self.sync_file.exists()), "file"
         if self.mode in ("auto", "kernel"):
             k = kernel_synced()
             if k is not None and (k or self.mode == "kernel"):

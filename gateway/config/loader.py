@@ -151,6 +151,8 @@ class _Loader:
         # Paths in the file are relative to the file's folder, wherever the gateway is started from.
         store = store.model_copy(update={"path": str(self._resolve(store.path))})
         control = control.model_copy(update={"socket": str(self._resolve(control.socket))})
+        if clock.sync_file:
+            clock = clock.model_copy(update={"sync_file": str(self._resolve(clock.sync_file))})
         base = self.path.resolve().parent
         upstream = resolve_paths(upstream, base) if upstream is not None else None
         web = resolve_paths(web, base) if web is not None else None

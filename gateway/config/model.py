@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.api import BusConfig, DeviceConfig, DriverSpec
 from gateway.api._config import ID_PATTERN
@@ -49,11 +49,19 @@ class ClockConfig(BaseModel):
     """How the gateway learns whether its wall clock is synchronised (docs/upstream-contract.md)."""
 
     model_config = _STRICT
-    sync: Literal["auto", "kernel", "timesyncd", "synced", "unsynced"] = Field(
+    sync: Literal["auto", "kernel", "timesyncd", "file", "synced", "unsynced"] = Field(
         default="auto",
-        description="auto: the kernel's NTP status, then systemd-timesyncd's flag; synced: the "
-        "operator vouches for the clock (RTC, GNSS); unsynced: treat every stamp as unsynchronised",
+        description="auto: the kernel's NTP status, then systemd-timesyncd's flag; file: synchronised "
+        "while `sync_file` exists (chrony, gpsd or a script keeps it); synced: the operator vouches "
+        "for the clock (RTC, GNSS); unsynced: treat every stamp as unsynchronised",
     )
+    sync_file: str = Field(default="", max_length=4096, description="for sync = file")
+
+    @model_validator(mode="after")
+    def _file_needs_a_path(self) -> ClockConfig:
+        if self.sync == "file" and not self.sync_file:
+            raise ValueError("sync = 'file' needs sync_file (the flag file's path)")
+        return self
 
 
 class Profile(BaseModel):

@@ -372,6 +372,92 @@ async def command_replay_after_clock_back(folder: Path) -> str:
             broker.close()
 
 
+# -- a clock that is not synchronised yet -------------------------------------------------------
+
+
+@scenario(
+    "time.unsynced_events_corrected_after_sync",
+    area="time",
+    promise="events stamped before NTP sync are marked and sent with their true time once synced",
+)
+async def unsynced_events_corrected_after_sync(folder: Path) -> str:
+    from hil.platform import MosquittoBroker, PlatformConsumer
+
+    stale_s = -30 * 86400.0  # a Pi without RTC boots a month in the past
+    with short_folder(folder) as folder:
+        broker = MosquittoBroker(workdir=folder)  # its port is known, it starts later: uplink down
+        extra = textwrap.dedent(
+            f"""
+            [upstream]
+            brokers = ["{broker.url}"]
+            [upstream.backoff]
+            initial_s = 0.2
+            max_s = 1.0
+            [clock]
+            sync = "file"
+            sync_file = "var/clock-synchronized"
+            """
+        )
+        clock = SteppedWallClock(folder)
+        clock.set_offset(stale_s)
+        consumer: PlatformConsumer | None = None
+        try:
+            async with building_and_gateway(folder, clock.env(), extra=extra) as (building, gw):
+                await gw.wait_online()
+                st = await gw.status()
+                if (st or {}).get("clock", {}).get("synchronized") is not False:
+                    raise Broken(
+                        f"the gateway did not see its clock as unsynchronised: {(st or {}).get('clock')}"
+                    )
+                building.trigger_smoke(SMOKE_UNIT)
+                t_smoke = time.time()
+
+                def marked() -> list[Event]:
+                    return [
+                        e for e in gw.events() if e.rule == "smoke_held" and e.attrs.get("clock_unsynced")
+                    ]
+
+                (event,) = await gw.wait_for("the smoke alarm marked clock_unsynced", marked, HOLD_S + 15)
+                if abs(event.ts - (t_smoke + HOLD_S + stale_s)) > 30:
+                    raise Broken(f"the unsynced stamp is not the stale clock's: {event.ts}")
+                # NTP arrives: the wall clock steps a month forward and the sync source says so.
+                clock.set_offset(0.0)
+                (folder / "var" / "clock-synchronized").touch()
+
+                async def synced() -> bool:
+                    st = await gw.status()
+                    return bool(st and st["clock"].get("synchronized") and st["clock"].get("sync_wall"))
+
+                await gw.wait_for("the gateway to see its clock synchronised", synced, 15)
+                broker.start()  # the platform becomes reachable: the event is still in the outbox
+                consumer = PlatformConsumer(
+                    host=broker.host, port=broker.port, db_path=folder / "platform.db"
+                )
+                await consumer.__aenter__()
+                await consumer.wait_connected()
+
+                async def received() -> list[dict[str, Any]]:
+                    assert consumer is not None
+                    events = await consumer.query(lambda s: s.events("gw-time"))
+                    return [e for e in events if e.get("rule") == "smoke_held"]
+
+                (sent,) = await gw.wait_for("the platform to receive the alarm", received, 60)
+                true_ts = sent["ts_ms"] / 1000
+                error = true_ts - (t_smoke + HOLD_S)
+                if not sent["attrs"].get("ts_corrected") or abs(error) > 5:
+                    raise Broken(
+                        f"sent with ts {true_ts} ({error:+.0f} s from the true time): {sent['attrs']}"
+                    )
+                return (
+                    f"alarm stamped {stale_s / 86400:+.0f} days off while unsynchronised; sent after the "
+                    f"sync with ts_corrected, {error:+.1f} s from the true time"
+                )
+        finally:
+            if consumer is not None:
+                await consumer.stop()
+            broker.close()
+
+
 # -- the systemd watchdog ------------------------------------------------------------------------
 
 WATCHDOG_S = 2.0

@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from hil.faults.time import clock_step_back, clock_step_forward, command_replay_after_clock_back
+from hil.faults.time import (
+    clock_step_back,
+    clock_step_forward,
+    command_replay_after_clock_back,
+    unsynced_events_corrected_after_sync,
+)
 from hil.sim.clock import libfaketime
 
 
@@ -38,3 +43,8 @@ def test_clock_step_back_two_days(short_dir: Path) -> None:
 def test_command_replay_after_clock_back(short_dir: Path) -> None:
     detail = asyncio.run(command_replay_after_clock_back(short_dir))
     assert "expired" in detail or "replayed" in detail
+
+
+def test_events_stamped_unsynchronised_are_sent_corrected(short_dir: Path) -> None:
+    detail = asyncio.run(unsynced_events_corrected_after_sync(short_dir))
+    assert "ts_corrected" in detail
