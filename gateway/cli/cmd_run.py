@@ -111,7 +111,7 @@ def show_status(st: dict[str, Any]) -> None:
     if clock:
         color = "green" if clock.get("synchronized") else "yellow"
         steps = f", {clock['wall_steps']} wall clock step(s) seen" if clock.get("wall_steps") else ""
-        note = "" if clock.get("synchronized") else " (readings and events are marked clock_unsynced)"
+        note = "" if clock.get("synchronized") else " (events stamped now are marked clock_unsynced)"
         console.print(
             f"clock: [{color}]{clock.get('state')}[/] (source {clock.get('source') or 'none'}){note}{steps}",
             highlight=False,
