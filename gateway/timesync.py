@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import dataclasses
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,13 +50,24 @@ class _Timex(ctypes.Structure):
     ]
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:  # find_library runs ldconfig: once per process, not once a second
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
 def kernel_synced() -> bool | None:
-    """The kernel's NTP status: True synchronised, False not, None when it cannot be read."""
+    """The kernel's NTP status: True synchronised, False not, None when it cannot be read (no
+    libc adjtimex, or denied: systemd's ProtectClock= makes even the read-only call fail)."""
+    libc = _libc()
+    if libc is None:
+        return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
         tx = _Timex()
         state = libc.adjtimex(ctypes.byref(tx))
-    except (OSError, AttributeError):
+    except AttributeError:
         return None
     if state < 0:
         return None
