@@ -320,7 +320,8 @@ async def watchdog_ready_and_pings(folder: Path) -> str:
 @scenario(
     "time.watchdog_hung_writer_stops_pings",
     area="time",
-    promise="the outbox writer hangs (file locked by another process): watchdog pings stop",
+    promise="the outbox writer hangs (file locked by another process): watchdog pings stop; "
+    "a failed commit is progress",
 )
 async def watchdog_hung_writer_stops_pings(folder: Path) -> str:
     with short_folder(folder) as folder:
@@ -356,6 +357,13 @@ async def watchdog_hung_writer_stops_pings(folder: Path) -> str:
                     statuses = [m["STATUS"] for _, m in notify.with_key("STATUS", since=hung_at)]
                     if not any("outbox.writer" in s for s in statuses):
                         raise Broken(f"STATUS never named the hung writer: {statuses[-3:]}")
+                    # The busy timeout fails the commit: a failed attempt is progress (the writer
+                    # keeps its records and retries; a restart would not mend a full disk).
+                    end = hung_at + LOCK_BUSY_S + 3.5
+                    await asyncio.to_thread(notify.wait_for, lambda: False, end - time.monotonic(), gw.alive)
+                    after_fail = [t for t, _ in notify.with_key("WATCHDOG", since=until) if t < end]
+                    if not after_fail or "outbox commit failed" not in gw.tail(20_000):
+                        raise Broken("a failed commit did not count as the writer's progress")
                 finally:
                     lock.rollback()
                     lock.close()
@@ -369,8 +377,8 @@ async def watchdog_hung_writer_stops_pings(folder: Path) -> str:
                 if not ok:
                     raise Broken("pings did not resume once the writer could commit again")
                 return (
-                    "pings stopped within WatchdogSec of the writer hanging; STATUS named it; "
-                    "pings resumed when it committed again"
+                    "pings stopped within WatchdogSec of the writer hanging; STATUS named it; a failed "
+                    "commit counted as progress; pings resumed when it committed again"
                 )
         finally:
             notify.close()
