@@ -94,3 +94,13 @@ def test_steady_wall_reports_each_step_once() -> None:
     clock.advance(0.4)
     clock.step(0.5)  # slewing-sized: not a step
     assert steady.now()[1] == 0.0 and steady.steps == 1
+
+
+def test_metrics_show_the_clock() -> None:
+    from gateway.web.metrics import render_metrics
+
+    text = render_metrics({"gateway_id": "gw", "clock": {"synchronized": False, "wall_steps": 2}})
+    assert "citynerve_clock_synchronized 0" in text
+    assert "citynerve_clock_steps_total 2" in text
+    unknown = render_metrics({"gateway_id": "gw", "clock": {"synchronized": None}})
+    assert not any(line.startswith("citynerve_clock_synchronized ") for line in unknown.splitlines())
