@@ -46,7 +46,11 @@ async def test_replay_after_the_clock_is_set_back(tmp_path: Path) -> None:
         clock.advance(400)  # the command expired 100 s ago; a later one prunes its nonce
         assert (await p.handle(signed(T + 400))).outcome is CommandOutcome.OK
         assert (await p.handle(captured)).reason is RejectReason.EXPIRED
-        clock.step(-3600)  # someone sets the clock back an hour: the captured command looks fresh
+        # Someone sets the clock back 350 s: on the wall clock the captured command is within its
+        # lifetime again and its nonce was pruned. An hour back: it looks issued in the future.
+        clock.step(-350)
+        assert (await p.handle(captured)).reason is RejectReason.EXPIRED
+        clock.step(-3600)
         assert (await p.handle(captured)).reason is RejectReason.EXPIRED
     async with AsyncOutbox(tmp_path / "o.sqlite") as ob:  # and after a restart (same boot)
         assert (await processor(ob, clock).handle(captured)).reason is RejectReason.EXPIRED
