@@ -122,20 +122,27 @@ class Watchdog:
             self.stall_s,
         )
         while True:
-            hung = self.stalled()
-            if hung:
-                if hung != self.hung:
-                    log.error(
-                        "watchdog: no progress for %.0f s from %s: pings withheld, systemd will restart "
-                        "the gateway",
-                        self.stall_s,
-                        ", ".join(hung),
-                    )
-                    self.notifier.send(STATUS=f"hung: {', '.join(hung)}")
-            else:
-                if self.hung:
-                    log.warning("watchdog: %s progress again", ", ".join(self.hung))
-                self.notifier.send(WATCHDOG="1", STATUS=self.status())
-                self.pings += 1
-            self.hung = hung
+            try:
+                self._round()
+            except Exception:  # a bug here withholds the pings (systemd restarts), never kills the gateway
+                log.exception("watchdog: progress check failed; ping withheld")
             await asyncio.sleep(self.interval_s)
+
+    def _round(self) -> None:
+        """One look at the components: ping, or say which hung."""
+        hung = self.stalled()
+        if hung:
+            if hung != self.hung:
+                log.error(
+                    "watchdog: no progress for %.0f s from %s: pings withheld, systemd will restart "
+                    "the gateway",
+                    self.stall_s,
+                    ", ".join(hung),
+                )
+                self.notifier.send(STATUS=f"hung: {', '.join(hung)}")
+        else:
+            if self.hung:
+                log.warning("watchdog: %s progress again", ", ".join(self.hung))
+            self.notifier.send(WATCHDOG="1", STATUS=self.status())
+            self.pings += 1
+        self.hung = hung
