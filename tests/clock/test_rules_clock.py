@@ -21,7 +21,7 @@ def live_engine(rules: list[dict[str, Any]], clock: SteppedClock, **kw: Any) -> 
     return RuleEngine(cfg, [dev(points=("value", "valve"))], clock=clock.wall, steady=SteadyWall(clock))
 
 
-def reading(clock: SteppedClock, value: float, point: str = "value") -> Reading:
+def reading(clock: SteppedClock, value: float | bool, point: str = "value") -> Reading:
     return Reading("d1", point, value, "", clock.wall())  # stamped like a bus owner stamps
 
 
@@ -87,3 +87,25 @@ def test_events_are_stamped_on_the_new_wall_clock_after_a_step() -> None:
     # Stamped on the stepped (new) wall clock, so the platform sees the calendar time.
     assert abs(ev.ts - clock.wall()) < 1e-6
     assert e.steady is not None and e.steady.steps == 1
+
+
+async def test_action_rate_limit_is_not_reset_by_a_forward_step() -> None:
+    from tests.rules.test_actions import LEAK_RULES, FakeValves
+
+    clock = SteppedClock()
+    valves = FakeValves()
+    cfg = RulesConfig.model_validate(LEAK_RULES)  # close_valve: at most every 600 s
+    e = RuleEngine(
+        cfg, [dev(points=("leak", "valve"))], target=valves, clock=clock.wall, steady=SteadyWall(clock)
+    )
+    e.evaluate([reading(clock, True, "leak")])
+    await e.actions.wait_idle()
+    assert valves.writes == [("d1", "valve", False)]
+    run(e, clock, 5)
+    e.evaluate([reading(clock, False, "leak")])
+    run(e, clock, 5)
+    clock.step(DAYS2)  # two days "pass" on the wall clock, ten seconds really did
+    again = e.evaluate([reading(clock, True, "leak")])
+    await e.actions.wait_idle()
+    assert valves.writes == [("d1", "valve", False)]  # still within 600 s: no second actuation
+    assert [x.attrs.get("outcome") for x in again if x.rule == "close_valve"] == ["rate_limited"]
