@@ -11,8 +11,7 @@ import contextlib
 import fcntl
 import logging
 import os
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,12 +19,15 @@ from typing import TYPE_CHECKING, Any
 from gateway import __version__
 from gateway.alarms import MAX_STATUS_ALARMS, ActiveAlarms
 from gateway.api import (
+    SYSTEM_CLOCK,
     ChannelError,
+    Clock,
     DeviceConfig,
     Event,
     GatewayError,
     PermanentError,
     Reading,
+    SteadyWall,
     Value,
     WriteRejectedError,
 )
@@ -36,7 +38,9 @@ from gateway.control.server import PEER
 from gateway.diagbus import RAW_WRITE, RawWriteRefusedError, audit_raw_write, check_raw_write
 from gateway.logs import field
 from gateway.pipeline import NoRules, Pipeline
+from gateway.service.notify import Notifier, Watchdog, WriterProgress
 from gateway.store import BLOCK_READINGS, AsyncOutbox, OutboxWriter
+from gateway.timesync import ClockSync, UnsyncedMarks
 from gateway.uplink.commands import PointInfo
 from gateway.wiring import BusSupervisor, BusWiring, RuledBusSink
 
@@ -79,9 +83,17 @@ def run_lock(db_path: Path) -> Iterator[None]:
 class Gateway:
     """One running gateway. Also the target of platform commands and local actions."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.config = config
-        self.started = time.time()
+        self.clock = clock
+        self.started = clock.wall()
+        self._started_mono = clock.monotonic()
+        self.clock_sync = ClockSync(config.clock.sync, clock, config.clock.sync_file)
+        self.steady = SteadyWall(clock)  # the rule engine's time: see RuleEngine
+        self._rules_now: Callable[[], float] = lambda: self.steady.now()[0]
+        self.notifier = Notifier()
+        self._writer_progress: WriterProgress | None = None
+        self.marks: UnsyncedMarks | None = None
         self.buses: dict[str, BusSupervisor] = {}
         self.alarms = ActiveAlarms()  # the one registry every status view reads
         self.pipeline: Pipeline | None = None
@@ -118,12 +130,17 @@ class Gateway:
                 )
                 await self._restore_alarms(outbox)
                 self.rules = await self._make_rules(outbox)
+                self.marks = UnsyncedMarks(self.writer, self.clock_sync)
                 self.pipeline = Pipeline(
-                    self._devices, self.writer, self.rules or NoRules(), alarms=self.alarms
+                    self._devices, self.marks, self.rules or NoRules(), alarms=self.alarms
                 )
                 self._reconcile_alarms()
                 self.wiring = BusWiring(
-                    config=cfg, sink=RuledBusSink(self.pipeline, self.rules), state=outbox, alarms=self.alarms
+                    config=cfg,
+                    sink=RuledBusSink(self.pipeline, self.rules),
+                    state=outbox,
+                    alarms=self.alarms,
+                    clock=self.clock,
                 )
                 self.buses = {bus.id: self._supervisor(bus.id) for bus in cfg.buses if bus.enabled}
                 log.info(
@@ -158,7 +175,7 @@ class Gateway:
         gone += self.alarms.forget_devices({*self._devices, *(b.id for b in self.config.buses)})
         for a in gone:
             log.warning("alarm %s on %s (%s) no longer active: cleared", a.kind, a.device_id, a.rule)
-            self.pipeline.event(a.cleared("no longer active after a restart or reload", time.time()))
+            self.pipeline.event(a.cleared("no longer active after a restart or reload", self.clock.wall()))
 
     def _supervisor(self, bus_id: str) -> BusSupervisor:
         return BusSupervisor(bus_id, self._current_wiring, self._event)
@@ -185,8 +202,16 @@ class Gateway:
                 web = self._make_web()
                 if web is not None:
                     others.append(tg.create_task(web.run(), name="web"))
+                watchdog = Watchdog(
+                    self.notifier, self._progress, status=self._service_status, clock=self.clock
+                )
+                others.append(tg.create_task(watchdog.run(), name="service.watchdog"))
+                # The outbox is open and every bus owner started (a bus whose channel is down keeps
+                # retrying on its own): ready.
+                self.notifier.send(READY="1", STATUS=self._service_status())
                 await stop.wait()
                 log.info("stopping")
+                self.notifier.send(STOPPING="1", STATUS="stopping: committing the outbox")
                 running = [*self._owner_tasks.values(), *others]
                 for t in running:
                     t.cancel()
@@ -209,6 +234,23 @@ class Gateway:
             writer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer_task
+
+    def _progress(self) -> dict[str, Callable[[], float]]:
+        """What the service watchdog checks: the outbox writer and every bus owner (the event loop
+        is checked by the watchdog's own pings running on it)."""
+        assert self.writer is not None
+        if self._writer_progress is None:
+            self._writer_progress = WriterProgress(self.writer, self.clock)
+        parts: dict[str, Callable[[], float]] = {"outbox.writer": self._writer_progress}
+        for bus_id, owner in self.owners.items():
+            parts[f"bus[{bus_id}]"] = owner.progress_at
+        return parts
+
+    def _service_status(self) -> str:
+        b = self.brief_status()
+        clock = "" if self.clock_sync.synced else f", clock {self.clock_sync.to_dict()['state']}"
+        down = f", buses down: {' '.join(b['buses_down'])}" if b["buses_down"] else ""
+        return f"devices online {b['devices_online']}/{b['devices_total']}{down}{clock}"
 
     def _start_owner(self, bus_id: str) -> None:
         assert self._tg is not None
@@ -252,6 +294,7 @@ class Gateway:
             "web": (old.web, new.web),
             "control": (old.control, new.control),
             "gateway": (old.gateway, new.gateway),
+            "clock": (old.clock, new.clock),
         }
         needs_restart = [name for name, (was, now) in sections.items() if was != now]
         if new.rules is not None and old.devices != new.devices and "rules" not in needs_restart:
@@ -275,9 +318,16 @@ class Gateway:
             return None
         from gateway.rules import build_engine
 
-        return await build_engine(
-            self.config.rules, self._devices, actions=self, state=outbox, events=self._event
+        engine = await build_engine(
+            self.config.rules,
+            self._devices,
+            actions=self,
+            state=outbox,
+            events=self._event,
+            steady=self.steady,
         )
+        self._rules_now = engine.now
+        return engine
 
     async def _save_state(self, outbox: AsyncOutbox) -> None:
         """At stop: the rule engine's snapshot and the active alarms (each failure logged)."""
@@ -303,6 +353,7 @@ class Gateway:
             inventory=self.inventory,
             commands=self,
             status=self.brief_status,
+            restamp=self.clock_sync.restamp,
         )
         return self.uplink
 
@@ -321,8 +372,10 @@ class Gateway:
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(1.0)
+            self.clock_sync.check()
             if self.pipeline is not None:
-                self.pipeline.tick(time.time())  # never raises: a rule bug is logged and counted
+                # The rules' own time (monotonic underneath): a step of the wall clock is no time passing.
+                self.pipeline.tick(self._rules_now())  # never raises: a rule bug is logged and counted
 
     async def _keep_alarms(self) -> None:
         """Save the active alarms when they change, in its own task: a stalled disk never holds up
@@ -404,12 +457,13 @@ class Gateway:
         total = sum(len(o.health) for o in owners.values())
         return {
             "version": __version__,
-            "uptime_s": round(time.time() - self.started, 1),
+            "uptime_s": round(self.clock.monotonic() - self._started_mono, 1),
             "devices_online": online,
             "devices_total": total,
             "buses_down": [b for b, o in owners.items() if not o.channel_open],
             "alarms_active": len(self.alarms),
             "alarms": self.alarms.to_status(MAX_STATUS_ALARMS),
+            "clock": self.clock_sync.wire(),
         }
 
     async def status(self) -> dict[str, Any]:
@@ -439,6 +493,13 @@ class Gateway:
             "writer": self.writer.counters().to_dict() if self.writer else None,
             "pipeline": self.pipeline.counters().to_dict() if self.pipeline else None,
             "uplink": self.uplink.snapshot().to_dict() if self.uplink is not None else None,
+            "clock": {
+                **self.clock_sync.wire(),
+                **self.clock_sync.to_dict(),
+                "wall_steps": self.steady.steps,
+                "marked_events": self.marks.marked_events if self.marks else 0,
+                "unsynced_readings": self.marks.unsynced_readings if self.marks else 0,
+            },
         }
 
     def _control_handlers(self) -> dict[str, Any]:

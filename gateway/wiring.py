@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.alarms import ActiveAlarms
-from gateway.api import Driver, Event, EventState, SampleBatch, Severity, StateStore
+from gateway.api import SYSTEM_CLOCK, Clock, Driver, Event, EventState, SampleBatch, Severity, StateStore
 from gateway.bus import FAULT_KIND, FAULT_RULE, OFFLINE_KIND, BusOwner
 from gateway.config import GatewayConfig
 from gateway.pipeline import Pipeline
@@ -71,6 +71,7 @@ class BusWiring:
     sink: RuledBusSink
     state: StateStore
     alarms: ActiveAlarms
+    clock: Clock = SYSTEM_CLOCK
 
     def driver(self, bus_id: str) -> Driver[Any, Any]:
         bus = self.config.bus(bus_id)
@@ -86,6 +87,7 @@ class BusWiring:
             self.sink,
             offline=self.alarms.devices_with(OFFLINE_KIND),
             faulted=self.alarms.devices_with(FAULT_KIND, FAULT_RULE),
+            clock=self.clock,
         )
 
 

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.api import SYSTEM_CLOCK
+
 BASE_UUID_SUFFIX = "-0000-1000-8000-00805f9b34fb"
 
 
@@ -35,6 +37,8 @@ class Advertisement:
     ts: float  # utc_now() when the backend delivered it
     local_name: str | None = None
     platform_data: Any = field(default=None, compare=False, repr=False)
+    # Monotonic time it was heard (durations such as the duplicate window; `ts` only stamps).
+    mono: float = field(default_factory=SYSTEM_CLOCK.monotonic, compare=False, repr=False)
 
     def service_data_16(self, uuid16: int) -> bytes | None:
         """Service data for a 16-bit UUID, or None."""

@@ -121,6 +121,7 @@ class _DeviceRuntime:
     stats: DeviceLinkStats
     last_payload: bytes = b""
     last_ts: float = 0.0
+    last_mono: float = -1e18  # monotonic time of `last_payload` (the duplicate window)
     alarms: dict[str, bool] = field(default_factory=dict)
     alarms_loaded: bool = False
 
@@ -267,7 +268,7 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
             advert = codec.parse(payload, mac=adv.address, cipher=rt.cipher)
             if rt.config.encrypted and not advert.encrypted:
                 raise UnencryptedAdvertError(adv.address, payload)
-            if self._is_duplicate(rt, advert, payload, adv.ts):
+            if self._is_duplicate(rt, advert, payload, adv.mono):
                 stats.duplicates += 1
                 return
             if advert.counter is not None:
@@ -300,19 +301,19 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
         stats.last_rssi = adv.rssi
         stats.last_counter = advert.counter
         stats.last_packet_id = advert.packet_id
-        rt.last_payload, rt.last_ts = payload, adv.ts
+        rt.last_payload, rt.last_ts, rt.last_mono = payload, adv.ts, adv.mono
         if not rt.alarms_loaded:
             await self._load_alarms(rt)
         self._deliver(rt, advert, adv.ts, sink)
 
-    def _is_duplicate(self, rt: _DeviceRuntime, advert: codec.Advert, payload: bytes, ts: float) -> bool:
+    def _is_duplicate(self, rt: _DeviceRuntime, advert: codec.Advert, payload: bytes, mono: float) -> bool:
         if payload != rt.last_payload:
             return False
         if advert.counter is not None:
             # Same bytes = same counter: the node repeating itself, not a replay of an older advert.
             return True
         pid = advert.packet_id
-        return pid is not None and ts - rt.last_ts < DEDUPE_WINDOW_S
+        return pid is not None and mono - rt.last_mono < DEDUPE_WINDOW_S
 
     def _deliver(self, rt: _DeviceRuntime, advert: codec.Advert, ts: float, sink: SampleSink) -> None:
         samples: list[Sample] = []

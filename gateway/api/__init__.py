@@ -3,6 +3,7 @@
 Drivers import only this package from the gateway (ARCHITECTURE: drivers -> gateway.api).
 """
 
+from gateway.api._clock import SYSTEM_CLOCK, Clock, SteadyWall, boot_id
 from gateway.api._config import (
     ID_PATTERN,
     STRICT,
@@ -54,8 +55,10 @@ from gateway.api._records import (
 __all__ = [
     "ID_PATTERN",
     "STRICT",
+    "SYSTEM_CLOCK",
     "BusConfig",
     "ChannelError",
+    "Clock",
     "ConfigError",
     "ConfigIssue",
     "DeviceConfig",
@@ -86,9 +89,11 @@ __all__ = [
     "SerialSettings",
     "Severity",
     "StateStore",
+    "SteadyWall",
     "TransientError",
     "Value",
     "WriteRejectedError",
+    "boot_id",
     "is_id",
     "utc_now",
 ]

@@ -17,15 +17,16 @@ import contextlib
 import heapq
 import logging
 import random
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from gateway.api import (
+    SYSTEM_CLOCK,
     BusConfig,
     ChannelError,
+    Clock,
     DeviceConfig,
     DeviceExceptionError,
     DeviceTimeoutError,
@@ -51,6 +52,8 @@ log = logging.getLogger("citynerve.bus")
 T = TypeVar("T")
 
 _REPLAN = -1  # heap entry index: plan the device again (after a fault)
+OFFLINE_KIND = "device_offline"
+PROGRESS_SLICE_S = 5.0  # an idle owner still shows progress this often (the service watchdog)
 
 
 class BusSink(Protocol):
@@ -96,10 +99,15 @@ class BusOwner:
         rng: random.Random | None = None,
         offline: Collection[str] = (),
         faulted: Collection[str] = (),
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         """`offline`, `faulted`: devices that were offline or faulted when the gateway last stopped
         (their alarm is still active): they start so, and their first good poll clears it."""
         self.bus = bus
+        self.clock = clock
+        self.progress = clock.monotonic()  # last turn of the owner's loop (the service watchdog)
+        self._heard: dict[str, float] = {}
+        self._in_diag = False  # listening buses: monotonic time each device was last heard
         self.devices = {d.id: d for d in devices if d.enabled}
         self.driver = driver
         self.sink = sink
@@ -159,7 +167,7 @@ class BusOwner:
             out: list[Sample] = []
             for request in requests:
                 samples = await driver.read(device, request)
-                self.sink.submit(SampleBatch(device_id, time.time(), samples))
+                self.sink.submit(SampleBatch(device_id, self.clock.wall(), samples))
                 out.extend(samples)
             return tuple(s for s in out if point is None or s.point == point)
 
@@ -290,14 +298,20 @@ class BusOwner:
         self._wakeup.clear()
         if self._jobs or self._restart:
             return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._wakeup.wait()
+        # In slices, so that an idle owner still shows progress to the service watchdog.
+        end = self.clock.monotonic() + seconds
+        while (left := end - self.clock.monotonic()) > 0:
+            self.progress = self.clock.monotonic()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(left, PROGRESS_SLICE_S)):
+                    await self._wakeup.wait()
+                    return
 
     async def _run_poll(self) -> None:
         loop = asyncio.get_running_loop()
         self._schedule_all(loop.time())
         while True:
+            self.progress = self.clock.monotonic()
             if self._restart:
                 self._restart = False
                 log.info("bus %s: restarting channel", self.bus.id)
@@ -327,9 +341,15 @@ class BusOwner:
             except Exception as err:  # a bug around one device faults that device, not the bus
                 self._fault(self.devices[entry.device_id], f"poll raised {err!r}", loop.time())
 
+    def progress_at(self) -> float:
+        """Monotonic time of the owner's last progress, for the service watchdog. A technician's
+        diag action (a bus scan can take minutes) counts as progress while it runs."""
+        return self.clock.monotonic() if self._in_diag else self.progress
+
     async def _run_job(self, job: _Job) -> None:
         if job.future.done():  # the asker gave up (cancelled)
             return
+        self._in_diag = job.name.startswith("diag ")
         try:
             result = await job.run(self.driver)
         except ChannelError as err:
@@ -339,6 +359,8 @@ class BusOwner:
             job.future.set_exception(err)
         else:
             job.future.set_result(result)
+        finally:
+            self._in_diag = False
 
     def _count_missed_polls(self, now: float) -> None:
         """Channel down: polls that fall due count as failures, so devices go offline normally."""
@@ -349,7 +371,7 @@ class BusOwner:
                 continue
             device = self.devices[entry.device_id]
             if entry.index == 0:
-                self._failure(device, self.channel_error or "channel down", time.time())
+                self._failure(device, self.channel_error or "channel down", self.clock.wall())
             self._reschedule(entry, now)
 
     def _reschedule(self, entry: _Entry, now: float) -> None:
@@ -376,7 +398,7 @@ class BusOwner:
             error = await self._transact(device, entry.request)
             if error is None or not isinstance(error, TransientError) or isinstance(error, ChannelError):
                 break
-        ts = time.time()
+        ts = self.clock.wall()
         if isinstance(error, DeviceFaultError):
             self._fault(device, error.reason, asyncio.get_running_loop().time())
             return
@@ -395,7 +417,7 @@ class BusOwner:
     async def _transact(self, device: DeviceConfig, request: PollRequest) -> GatewayError | None:
         assert isinstance(self.driver, PollDriver)
         health = self.health[device.id]
-        started = time.monotonic()
+        started = self.clock.monotonic()
         self.counters.transactions += 1
         health.transactions += 1
         # The driver enforces its timeout (the bus's, or a device's own where the protocol has one);
@@ -435,10 +457,10 @@ class BusOwner:
                 log.exception("bus %s: driver failed reading %s", self.bus.id, device.id)
             return DeviceFaultError(device.id, f"driver raised {err!r}")
         finally:
-            self.counters.latency_sum_s += time.monotonic() - started
+            self.counters.latency_sum_s += self.clock.monotonic() - started
             self.counters.latency_count += 1
         try:
-            self.sink.submit(SampleBatch(device.id, time.time(), samples))
+            self.sink.submit(SampleBatch(device.id, self.clock.wall(), samples))
         except Exception as err:
             log.exception("bus %s: pipeline failed on a batch from %s", self.bus.id, device.id)
             return DeviceFaultError(device.id, f"pipeline raised {err!r}")
@@ -513,10 +535,10 @@ class BusOwner:
         )
         if health.faulted is None:
             log.error("device %s on bus %s faulted: %s", device.id, self.bus.id, reason)
-            self.sink.event(device_event(device, FAULT, EventState.RAISED, time.time(), reason))
+            self.sink.event(device_event(device, FAULT, EventState.RAISED, self.clock.wall(), reason))
         health.faulted = reason
         health.last_error = reason
-        health.last_error_ts = time.time()
+        health.last_error_ts = self.clock.wall()
         self._plans.pop(device.id, None)
         self._heap = [e for e in self._heap if e.device_id != device.id]
         heapq.heapify(self._heap)
@@ -528,7 +550,7 @@ class BusOwner:
         health.faults += 1
         if health.faulted is None:
             log.exception("device %s on bus %s faulted: %s", device.id, self.bus.id, reason)
-            self.sink.event(device_event(device, FAULT, EventState.RAISED, time.time(), reason))
+            self.sink.event(device_event(device, FAULT, EventState.RAISED, self.clock.wall(), reason))
         health.faulted = reason
 
     def _jittered(self, seconds: float) -> float:
@@ -537,9 +559,10 @@ class BusOwner:
     # -- listening buses -------------------------------------------------------------------------
 
     async def _run_listen(self, driver: ListenDriver[Any, Any]) -> None:
-        start = time.time()
+        start = self.clock.wall()
         for h in self.health.values():
             h.last_seen = start
+        self._heard = dict.fromkeys(self.health, self.clock.monotonic())
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._listen_watchdog(), name=f"bus[{self.bus.id}].watchdog")
             while True:
@@ -561,17 +584,21 @@ class BusOwner:
                 await asyncio.sleep(self._channel_backoff)
 
     async def _listen_watchdog(self) -> None:
+        """Devices not heard for `poll_interval_s * offline_after` go offline (monotonic clock: a step
+        of the wall clock is no silence)."""
         while True:
             await asyncio.sleep(1.0)
-            now = time.time()
+            mono = self.progress = self.clock.monotonic()
             for device in self.devices.values():
                 health = self.health[device.id]
                 expected = (device.poll_interval_s or 60.0) * self.bus.offline_after
-                if health.online is not False and health.last_seen and now - health.last_seen > expected:
+                silent = mono - self._heard.get(device.id, mono)
+                if health.online is not False and silent > expected:
                     health.consecutive_failures = self.bus.offline_after
                     health.online = False
-                    reason = f"not heard for {now - health.last_seen:.0f} s"
+                    reason = f"not heard for {silent:.0f} s"
                     log.error("device %s on bus %s is offline: %s", device.id, self.bus.id, reason)
+                    now = self.clock.wall()
                     self.sink.mark_offline(device.id, now)
                     self.sink.event(device_event(device, OFFLINE, EventState.RAISED, now, reason))
 
@@ -588,6 +615,7 @@ class _ListenSink:
         if device is None:
             owner.sink.submit(batch)
             return
+        owner._heard[device.id] = owner.clock.monotonic()
         owner.counters.transactions += 1
         owner.health[device.id].transactions += 1
         try:

@@ -141,6 +141,15 @@ def show_status(st: dict[str, Any]) -> None:
         if refused:
             text = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(refused.items()))
             console.print(f"bus {bus['id']} refused input: {text}", highlight=False)
+    clock = st.get("clock")
+    if clock:
+        color = "green" if clock.get("synchronized") else "yellow"
+        steps = f", {clock['wall_steps']} wall clock step(s) seen" if clock.get("wall_steps") else ""
+        note = "" if clock.get("synchronized") else " (events stamped now are marked clock_unsynced)"
+        console.print(
+            f"clock: [{color}]{clock.get('state')}[/] (source {clock.get('source') or 'none'}){note}{steps}",
+            highlight=False,
+        )
     store = st.get("store")
     if store:
         lanes = ", ".join(

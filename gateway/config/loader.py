@@ -31,7 +31,15 @@ from gateway.api import (
 from gateway.config.drivers import DriverNotFoundError, driver_spec
 from gateway.config.errors import issues_from
 from gateway.config.limits import describe, min_poll_interval_s
-from gateway.config.model import ControlConfig, GatewayConfig, Identity, LogConfig, Profile, SecurityConfig
+from gateway.config.model import (
+    ClockConfig,
+    ControlConfig,
+    GatewayConfig,
+    Identity,
+    LogConfig,
+    Profile,
+    SecurityConfig,
+)
 from gateway.config.paths import register_secrets, resolve_paths
 from gateway.config.secrets import (
     check_secret_file,
@@ -47,6 +55,7 @@ TOP_KEYS = (
     "gateway",
     "control",
     "log",
+    "clock",
     "store",
     "upstream",
     "rules",
@@ -146,6 +155,7 @@ class _Loader:
             identity = self.validate(Identity, raw["gateway"], "gateway")
         control = self.validate(ControlConfig, raw.get("control", {}), "control")
         log = self.validate(LogConfig, raw.get("log", {}), "log")
+        clock = self.validate(ClockConfig, raw.get("clock", {}), "clock")
         store = self.validate(_section_model("store"), raw.get("store", {}), "store")
         upstream = None
         if "upstream" in raw:
@@ -166,10 +176,13 @@ class _Loader:
             self.issues.extend(i for i in check_rules(rules, devices, self.file) if i not in self.issues)
         if self.issues:
             raise ConfigError(_with_subjects(self.issues, raw, self.file))
-        assert identity is not None and control is not None and log is not None and security is not None
+        assert identity is not None and control is not None and log is not None
+        assert security is not None and clock is not None
         # Paths in the file are relative to the file's folder, wherever the gateway is started from.
         store = store.model_copy(update={"path": str(self._resolve(store.path))})
         control = control.model_copy(update={"socket": str(self._resolve(control.socket))})
+        if clock.sync_file:
+            clock = clock.model_copy(update={"sync_file": str(self._resolve(clock.sync_file))})
         base = self.path.resolve().parent
         upstream = resolve_paths(upstream, base) if upstream is not None else None
         web = resolve_paths(web, base) if web is not None else None
@@ -214,6 +227,7 @@ class _Loader:
                 }
             ),
             warnings=tuple(_with_subjects(self.warnings, raw, self.file)),
+            clock=clock,
         )
 
     def _check_secret_files(self, sections: list[tuple[str, BaseModel | None]], allow: bool) -> None:

@@ -54,6 +54,25 @@ class SecurityConfig(BaseModel):
     )
 
 
+class ClockConfig(BaseModel):
+    """How the gateway learns whether its wall clock is synchronised (docs/upstream-contract.md)."""
+
+    model_config = _STRICT
+    sync: Literal["auto", "kernel", "timesyncd", "file", "synced", "unsynced"] = Field(
+        default="auto",
+        description="auto: the kernel's NTP status, then systemd-timesyncd's flag; file: synchronised "
+        "while `sync_file` exists (chrony, gpsd or a script keeps it); synced: the operator vouches "
+        "for the clock (RTC, GNSS); unsynced: treat every stamp as unsynchronised",
+    )
+    sync_file: str = Field(default="", max_length=4096, description="for sync = file")
+
+    @model_validator(mode="after")
+    def _file_needs_a_path(self) -> ClockConfig:
+        if self.sync == "file" and not self.sync_file:
+            raise ValueError("sync = 'file' needs sync_file (the flag file's path)")
+        return self
+
+
 class Profile(BaseModel):
     """A reusable device type: what the points are and where they live (config/profiles/<id>.toml)."""
 
@@ -104,6 +123,7 @@ class GatewayConfig:
     drivers: dict[str, DriverSpec] = field(default_factory=dict)  # by bus protocol
     security: SecurityConfig = field(default_factory=SecurityConfig)
     warnings: tuple[ConfigIssue, ...] = ()  # allowed but weakening: `config check` shows, `run` logs
+    clock: ClockConfig = field(default_factory=ClockConfig)
 
     def bus(self, bus_id: str) -> BusConfig:
         for b in self.buses:

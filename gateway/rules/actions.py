@@ -277,6 +277,11 @@ class ActionRunner:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
+    def shift(self, delta: float) -> None:
+        """The wall clock stepped by `delta` s: rate-limit history moves with it (limits stay exact)."""
+        for key, times in self._history.items():
+            self._history[key] = deque((t + delta for t in times), maxlen=times.maxlen)
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "overrides": sorted([list(k) for k in self.overrides]),

@@ -75,6 +75,10 @@ class Condition:
     def restore(self, data: list[Any]) -> None:
         return None
 
+    def shift(self, delta: float) -> None:
+        """The wall clock stepped by `delta` s: move stored times with it (durations stay exact)."""
+        return None
+
 
 class ThresholdCondition(Condition):
     __slots__ = ("above", "below", "hyst", "state")
@@ -156,6 +160,9 @@ class RateCondition(Condition):
     def restore(self, data: list[Any]) -> None:
         self.ref, self.ref_ts = data[0], float(data[1])
 
+    def shift(self, delta: float) -> None:
+        self.ref_ts += delta
+
 
 class MissingCondition(Condition):
     __slots__ = ("after_s", "last_ts")
@@ -184,6 +191,10 @@ class MissingCondition(Condition):
 
     def restore(self, data: list[Any]) -> None:
         self.last_ts = data[0]
+
+    def shift(self, delta: float) -> None:
+        if self.last_ts is not None:
+            self.last_ts += delta
 
 
 class OfflineCondition(Condition):
@@ -269,6 +280,9 @@ class SlidingUse(Condition):
             self.bins, self.head, self.total = [float(v) for v in data[1]], int(data[2]), float(data[3])
         self.since = data[4]
 
+    def shift(self, delta: float) -> None:
+        self.meter.shift(delta)  # the next reading's use spans the real interval, not the step
+
 
 class DayUse(Condition):
     """Use per local calendar day: `above` while the day runs, `below` when a complete day closes."""
@@ -329,6 +343,9 @@ class DayUse(Condition):
         self.start, self.end, self.today = float(data[1]), float(data[2]), float(data[3])
         self.since, self.closed = data[4], data[5]
 
+    def shift(self, delta: float) -> None:
+        self.meter.shift(delta)  # the next reading's use spans the real interval, not the step
+
 
 class SlotUse(Condition):
     """Use in every slot for `slots` slots in a row (a leak or a tap left open): a run counter."""
@@ -385,6 +402,9 @@ class SlotUse(Condition):
     def restore(self, data: list[Any]) -> None:
         self.meter.restore(data[0])
         self.cur, self.cur_use, self.run = int(data[1]), float(data[2]), int(data[3])
+
+    def shift(self, delta: float) -> None:
+        self.meter.shift(delta)  # the next reading's use spans the real interval, not the step
 
 
 class AnomalyCondition(Condition):
@@ -489,3 +509,7 @@ class AnomalyCondition(Condition):
         if self.meter is not None and data[1] is not None:
             self.meter.restore(data[1])
         self.cur, self.cur_use = int(data[2]), float(data[3])
+
+    def shift(self, delta: float) -> None:
+        if self.meter is not None:
+            self.meter.shift(delta)  # the next reading's use spans the real interval, not the step

@@ -15,7 +15,17 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.api import DeviceConfig, Event, EventState, Quality, Reading, Severity, Value, utc_now
+from gateway.api import (
+    DeviceConfig,
+    Event,
+    EventState,
+    Quality,
+    Reading,
+    Severity,
+    SteadyWall,
+    Value,
+    utc_now,
+)
 from gateway.rules.actions import ActionRunner, ActionTarget
 from gateway.rules.alarm import Alarm, AlarmPhase, Transition
 from gateway.rules.conditions import (
@@ -158,8 +168,14 @@ def device_attrs(device: DeviceConfig) -> dict[str, Any]:
 class RuleEngine:
     """Evaluates the configured rules on every device they select.
 
-    Implements the pipeline's `RulesHook` (`evaluate`, `tick`) and takes device online/offline
+    Implements the pipeline's `RulesHook` (`evaluate`, `tick`, `now`) and takes device online/offline
     events through `on_event`. Local actions go to `target` (the runtime's bus-owner writer).
+
+    Time: without `steady` (replays, most tests) the engine's time is the readings' `ts` and the
+    `now` given to `tick`. With `steady` (the running gateway) every reading and event is taken at
+    `steady`'s time when it arrives, and a step of the wall clock moves every stored time by the step
+    (`shift`): hold times, missing-data ages, rate windows and action rate limits are then measured
+    on the monotonic clock while quiet hours and day boundaries follow the wall calendar.
     """
 
     def __init__(
@@ -170,8 +186,11 @@ class RuleEngine:
         target: ActionTarget | None = None,
         clock: Callable[[], float] = utc_now,
         events: Callable[[Event], None] | None = None,
+        steady: SteadyWall | None = None,
     ) -> None:
         self.config = config
+        self.clock = clock
+        self.steady = steady
         devs = list(devices.values()) if isinstance(devices, Mapping) else list(devices)
         self.devices = {d.id: d for d in devs if d.enabled}
         self._attrs = {d.id: device_attrs(d) for d in self.devices.values()}
@@ -240,6 +259,7 @@ class RuleEngine:
         good, idle, pending, active = Quality.GOOD, AlarmPhase.IDLE, AlarmPhase.PENDING, AlarmPhase.ACTIVE
         last_dev: str | None = None
         points: dict[str, list[RuleInstance]] | None = None
+        at = None if self.steady is None else self.now()
         for r in readings:
             if r.quality is not good:
                 continue  # unknown: alarms stay as they are (missing-data rules see the silence)
@@ -249,7 +269,7 @@ class RuleEngine:
             if points is not None:
                 insts = points.get(r.point)
                 if insts is not None:
-                    value, ts = r.value, r.ts
+                    value, ts = r.value, (r.ts if at is None else at)
                     for inst in insts:
                         cond = inst.cond.on_reading(value, ts)
                         if cond is None:
@@ -266,13 +286,38 @@ class RuleEngine:
                             continue
                         self._update(inst, cond, ts, out)
             if any_point:
+                ts = r.ts if at is None else at
                 for inst in any_point.get(r.device_id, ()):
-                    cond = inst.cond.on_reading(r.value, r.ts)
+                    cond = inst.cond.on_reading(r.value, ts)
                     if cond or inst.alarm.phase is not idle:
-                        self._update(inst, cond, r.ts, out)
+                        self._update(inst, cond, ts, out)
         if self.actions._pending:
             out.extend(self.actions.drain())
         return out
+
+    def now(self) -> float:
+        """The engine's time: `steady`'s (moving stored times at a step of the wall clock), else the
+        clock's. The runtime passes this to `tick`."""
+        if self.steady is None:
+            return self.clock()
+        t, step = self.steady.now()
+        if step:
+            self.shift(step)
+        return t
+
+    def shift(self, delta: float) -> None:
+        """The wall clock stepped by `delta` s: move every stored time by it, so that no hold time,
+        missing-data age, rate window or action rate limit sees the step as time passing."""
+        log.warning(
+            "wall clock stepped by %+.1f s: rule timers keep counting real time (monotonic clock)", delta
+        )
+        for inst in self.instances.values():
+            if inst.alarm.phase is not AlarmPhase.IDLE:
+                inst.alarm.since += delta
+            if inst.raised_at:
+                inst.raised_at += delta
+            inst.cond.shift(delta)
+        self.actions.shift(delta)
 
     def tick(self, now: float) -> list[Event]:
         """Let time pass: missing data, hold times, suppression ending. Call about once a second."""
@@ -297,9 +342,10 @@ class RuleEngine:
         self.actions.observe(event)  # a fire from the panel's driver holds back valve actions
         if event.kind in (DEVICE_OFFLINE, DEVICE_ONLINE):
             offline = event.kind == DEVICE_OFFLINE and event.state is EventState.RAISED
+            ts = event.ts if self.steady is None else self.now()
             for inst in self._offline.get(event.device_id, ()):
                 inst.cond.value = offline
-                self._update(inst, offline, event.ts, out)
+                self._update(inst, offline, ts, out)
         return out
 
     # -- state changes ---------------------------------------------------------------------------

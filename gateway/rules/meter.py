@@ -72,6 +72,11 @@ class MeterTrack:
         self.t0 = prev_ts
         return kind
 
+    def shift(self, delta: float) -> None:
+        """The wall clock stepped by `delta` s: the last reading's time moves with it."""
+        self.last_ts += delta
+        self.t0 += delta
+
     def snapshot(self) -> list[Any]:
         return [self.last_total, self.last_ts]
 

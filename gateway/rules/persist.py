@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from gateway.api import DeviceConfig, Event, StateStore, utc_now
+from gateway.api import DeviceConfig, Event, StateStore, SteadyWall, utc_now
 from gateway.rules.actions import ActionTarget
 from gateway.rules.config import RulesConfig
 from gateway.rules.engine import RuleEngine
@@ -75,8 +75,9 @@ class PersistentRuleEngine(RuleEngine):
         target: ActionTarget | None = None,
         clock: Callable[[], float] = utc_now,
         events: Callable[[Event], None] | None = None,
+        steady: SteadyWall | None = None,
     ) -> None:
-        super().__init__(config, devices, target=target, clock=clock, events=events)
+        super().__init__(config, devices, target=target, clock=clock, events=events, steady=steady)
         self.keeper = RuleStateKeeper(self, state)
         self._last_save = clock()
         self._saving: asyncio.Task[None] | None = None
@@ -87,6 +88,10 @@ class PersistentRuleEngine(RuleEngine):
             self._last_save = now
             self._schedule_save()
         return out
+
+    def shift(self, delta: float) -> None:
+        super().shift(delta)
+        self._last_save += delta
 
     def set_away(self, device_id: str, away: bool) -> None:
         """As RuleEngine.set_away, saved at once: an operator's flag must survive a power cut."""
@@ -133,9 +138,10 @@ async def build_engine(
     actions: ActionTarget | None = None,
     state: StateStore,
     events: Callable[[Event], None] | None = None,
+    steady: SteadyWall | None = None,
 ) -> PersistentRuleEngine:
     """The runtime's entry point: build the engine, restore its last snapshot, return it."""
-    engine = PersistentRuleEngine(config, devices, state=state, target=actions, events=events)
+    engine = PersistentRuleEngine(config, devices, state=state, target=actions, events=events, steady=steady)
     n = await engine.keeper.restore()
     log.info(
         "rules: %d rule instances on %d devices, %d restored", len(engine.instances), len(engine.devices), n

@@ -21,7 +21,16 @@ StartLimitIntervalSec=300
 StartLimitBurst=10
 
 [Service]
-Type=exec
+# The gateway says READY=1 once its outbox is open and every bus owner started, then pings the
+# watchdog only while its event loop, its outbox writer and every bus owner make progress: a hung
+# one stops the pings and systemd restarts the gateway (Restart=on-failure covers the watchdog).
+Type=notify
+NotifyAccess=main
+WatchdogSec=60
+# Opening a large outbox after a power cut (WAL recovery, migration) may take a while.
+TimeoutStartSec=300
+# Descriptors: buses, the uplink, the status page's connections (capped by the gateway itself).
+LimitNOFILE=4096
 User={user}
 Group={user}
 # RS-485 adapters (/dev/ttyUSB*) belong to dialout; BlueZ allows the bluetooth group.

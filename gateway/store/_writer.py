@@ -85,6 +85,7 @@ class OutboxWriter:
         self._dropped = 0
         self._rejected = 0
         self._failed = 0
+        self.commit_started: float | None = None  # monotonic start of the commit in flight (watchdog)
 
     # -- producers (sync, never block) ---------------------------------------------------------
 
@@ -222,6 +223,7 @@ class OutboxWriter:
 
     async def _append_task(self, readings: list[Reading], events: list[Event]) -> None:
         start = time.perf_counter()
+        self.commit_started = time.monotonic()
         try:
             await self.outbox.append(readings, events)
         except RecordError:
@@ -238,6 +240,8 @@ class OutboxWriter:
             self._failed += 1
             self._requeue(readings, events)
             raise
+        finally:
+            self.commit_started = None
         self._last_commit_s = time.perf_counter() - start
         self._commits += 1
         self._committed_readings += len(readings)

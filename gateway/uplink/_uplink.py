@@ -26,7 +26,7 @@ import aiomqtt
 from gateway import __version__
 from gateway.api import ConfigError, ConfigIssue, GatewayError
 from gateway.payload import PayloadError
-from gateway.store import AsyncOutbox, Lane, TelemetryBlock
+from gateway.store import AsyncOutbox, Lane, OutboxRow, TelemetryBlock
 from gateway.uplink._connection import Backoff, RateLimiter, make_client, mark_disconnect_seen
 from gateway.uplink._readahead import ReadAhead
 from gateway.uplink.commands import CommandProcessor, CommandTarget, NonceCache
@@ -75,8 +75,10 @@ class Uplink:
         commands: CommandTarget | None = None,
         status: Callable[[], dict[str, Any]] | None = None,
         encoding: Encoding | None = None,
+        restamp: Callable[[OutboxRow], OutboxRow] | None = None,
     ) -> None:
         self.config = config
+        self._restamp = restamp  # events stamped before the clock was synchronised (gateway.timesync)
         self.gateway_id = gateway_id
         self._outbox = outbox
         self._inventory = inventory
@@ -378,6 +380,8 @@ class Uplink:
                         # Everything committed up to `high` is read: no second trip to find it empty.
                         self._events_clear = high
                 if rows:
+                    if self._restamp is not None:
+                        rows = [self._restamp(r) for r in rows]
                     for batch in self._enc.rows(
                         Lane.EVENT,
                         rows,
@@ -640,7 +644,7 @@ class Uplink:
             gateway_id=self.gateway_id,
             target=target,
             verifier=verifier,
-            nonces=NonceCache(self._outbox),
+            nonces=NonceCache(self._outbox, max_keep_s=cfg.max_lifetime_s + 2 * cfg.max_clock_skew_s),
             decode=self._enc.decode_command,
             resend_inventory=resend,
             enabled=cfg.enabled,

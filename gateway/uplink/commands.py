@@ -17,11 +17,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.api import (
+    SYSTEM_CLOCK,
+    Clock,
     DeviceTimeoutError,
     GatewayError,
     Reading,
     Value,
     WriteRejectedError,
+    boot_id,
 )
 from gateway.uplink.encoding import CommandOutcome, CommandResult, RejectReason
 from gateway.uplink.errors import CommandRejectedError
@@ -71,43 +74,102 @@ class KeyValueState(Protocol):
 
 
 class NonceCache:
-    """Nonces of accepted commands until they expire, persisted so a replay fails across restarts too.
+    """Nonces of accepted commands until they expire, persisted so a replay fails across restarts too,
+    and a floor under the wall clock so a clock set back does not make an old command valid again.
 
+    - A nonce is kept until its wall-clock expiry has passed AND, measured on the monotonic clock, as
+      long as it had left to live when it was claimed: a wall clock stepped forward cannot prune it.
+    - `trusted_now(wall)` is never earlier than the newest `issued_at` of an accepted (signed)
+      command plus the monotonic time since: the platform's signed clock bounds how far back the
+      wall clock can pretend to be. The command's expiry is checked against it.
+    - Across a reboot (the monotonic clock restarts; the boot id tells) every kept nonce is kept
+      `max_keep_s` more and the floor counts from the time of loading.
     Bounded: commands live at most `max_lifetime_s`, so only that window's nonces are kept.
     """
 
-    def __init__(self, state: KeyValueState, *, max_entries: int = 10_000) -> None:
+    def __init__(
+        self,
+        state: KeyValueState,
+        *,
+        max_entries: int = 10_000,
+        max_keep_s: float = 600.0,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self._state = state
-        self._seen: dict[str, float] = {}
+        self._seen: dict[str, tuple[float, float]] = {}  # nonce -> (wall expiry, monotonic keep-until)
+        self._floor: tuple[float, float] | None = None  # (wall time known to have passed, at monotonic)
         self._loaded = False
         self._max = max_entries
+        self._keep = max_keep_s
+        self._clock = clock
+        self._boot = boot_id()
         self._lock = asyncio.Lock()
 
     async def _load(self) -> None:
         if self._loaded:
             return
-        raw = await self._state.get(NONCE_KEY)
-        if raw:
-            try:
-                data = json.loads(raw) if isinstance(raw, str | bytes) else raw
-                self._seen = {str(k): float(v) for k, v in dict(data).items()}
-            except (ValueError, TypeError):
-                log.warning("command nonce cache unreadable; starting empty")
-                self._seen = {}
         self._loaded = True
+        raw = await self._state.get(NONCE_KEY)
+        if not raw:
+            return
+        mono = self._clock.monotonic()
+        try:
+            data = json.loads(raw) if isinstance(raw, str | bytes) else raw
+            if isinstance(data, dict) and data.get("v") == 2:
+                same_boot = bool(self._boot) and data.get("boot") == self._boot
+                seen = {str(k): (float(v[0]), float(v[1])) for k, v in dict(data["seen"]).items()}
+                floor = data.get("floor")
+                if same_boot:
+                    self._seen = seen
+                    self._floor = (float(floor[0]), float(floor[1])) if floor else None
+                else:
+                    self._seen = {n: (exp, mono + self._keep) for n, (exp, _) in seen.items()}
+                    self._floor = (float(floor[0]), mono) if floor else None
+            else:  # version 1: {nonce: wall expiry}
+                self._seen = {str(k): (float(v), mono + self._keep) for k, v in dict(data).items()}
+        except (ValueError, TypeError, KeyError, IndexError):
+            log.warning("command nonce cache unreadable; starting empty")
+            self._seen, self._floor = {}, None
+            return
+        await self._save()
 
-    async def claim(self, nonce: str, expires_at: float, now: float) -> bool:
-        """Record `nonce`; False when it was already used. Persisted before the command runs."""
+    async def _save(self) -> None:
+        data = {
+            "v": 2,
+            "boot": self._boot,
+            "floor": list(self._floor) if self._floor else None,
+            "seen": {n: [exp, until] for n, (exp, until) in self._seen.items()},
+        }
+        await self._state.put(NONCE_KEY, json.dumps(data, separators=(",", ":")))
+
+    async def trusted_now(self, wall: float) -> float:
+        """`wall`, or later when accepted commands prove that more time has passed."""
         async with self._lock:
             await self._load()
-            self._seen = {n: exp for n, exp in self._seen.items() if exp >= now}
+            if self._floor is None:
+                return wall
+            floor_wall, floor_mono = self._floor
+            return max(wall, floor_wall + (self._clock.monotonic() - floor_mono))
+
+    async def claim(self, nonce: str, expires_at: float, now: float, issued_at: float | None = None) -> bool:
+        """Record `nonce`; False when it was already used. Persisted before the command runs.
+
+        `now` is the (trusted) wall time; `issued_at` the command's signed issue time."""
+        async with self._lock:
+            await self._load()
+            mono = self._clock.monotonic()
+            self._seen = {n: (e, u) for n, (e, u) in self._seen.items() if e >= now or u >= mono}
             if nonce in self._seen:
                 return False
             if len(self._seen) >= self._max:
                 # Refusing beats forgetting: a forgotten nonce could be replayed.
                 return False
-            self._seen[nonce] = expires_at
-            await self._state.put(NONCE_KEY, json.dumps(self._seen, separators=(",", ":")))
+            self._seen[nonce] = (expires_at, mono + max(0.0, expires_at - now))
+            if issued_at is not None:
+                floor = None if self._floor is None else self._floor[0] + (mono - self._floor[1])
+                if floor is None or issued_at > floor:
+                    self._floor = (issued_at, mono)
+            await self._save()
             return True
 
 
@@ -211,14 +273,14 @@ class CommandProcessor:
                 RejectReason.MALFORMED, "issued_at_ms, expires_at_ms (int ms) and nonce are required"
             )
         assert isinstance(issued, int) and isinstance(expires, int)  # checked just above
-        now = self._clock()
+        now = await self._nonces.trusted_now(self._clock())
         if expires / 1000 < now - self._skew:
             raise reject(RejectReason.EXPIRED, f"expired {now - expires / 1000:.1f} s ago")
         if issued / 1000 > now + self._skew:
             raise reject(RejectReason.NOT_YET_VALID, "issued in the future (clock skew?)")
         if expires < issued or (expires - issued) / 1000 > self._lifetime:
             raise reject(RejectReason.LIFETIME_TOO_LONG, f"lifetime must be 0..{self._lifetime:g} s")
-        if not await self._nonces.claim(nonce, expires / 1000 + self._skew, now):
+        if not await self._nonces.claim(nonce, expires / 1000 + self._skew, now, issued / 1000):
             raise reject(RejectReason.REPLAYED, "nonce already used")
         action = cmd.get("action")
         if action not in ACTIONS:

@@ -397,6 +397,15 @@ def render_metrics(
     _rules_metrics(m, status.get("pipeline"), alarms if isinstance(alarms, list) else None)
     if web is not None:
         _web_metrics(m, web)
+    clock = status.get("clock") or {}
+    synced = clock.get("synchronized")
+    m.add(
+        "citynerve_clock_synchronized",
+        "gauge",
+        "1 when the wall clock is synchronised (NTP), 0 when not; absent when unknown",
+        None if synced is None else float(bool(synced)),
+    )
+    m.add("citynerve_clock_steps", "counter", "steps of the wall clock seen", _num(clock, "wall_steps"))
     return m.render()
 
 

@@ -266,7 +266,7 @@ class StatusServer:
             status = await self.gateway.status()
             up = plain(status.get("uplink"))
             msgs = up.get("published_msgs") if isinstance(up, dict) else None
-            self._rate.observe(float(msgs) if isinstance(msgs, int | float) else None, time.time())
+            self._rate.observe(float(msgs) if isinstance(msgs, int | float) else None, now)  # monotonic
             self._cache = (now, status)
             return status
 

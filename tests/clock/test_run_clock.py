@@ -1,0 +1,50 @@
+"""The real `citynerve run` under a wall clock that steps (libfaketime), both directions, and a real
+Mosquitto for command replay. The fault runner runs the same scenarios (hil/faults/time.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hil.faults.time import (
+    clock_step_back,
+    clock_step_forward,
+    command_replay_after_clock_back,
+    unsynced_events_corrected_after_sync,
+)
+from hil.sim.clock import libfaketime
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """Unix socket paths must stay under ~100 characters: a short folder, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="cn-clk-", dir="/tmp") as d:
+        yield Path(d)
+
+
+def test_libfaketime_is_installed() -> None:
+    assert libfaketime() is not None, "apt-get install faketime (.ci/run does this)"
+
+
+def test_clock_step_forward_two_days(short_dir: Path) -> None:
+    detail = asyncio.run(clock_step_forward(short_dir))
+    assert "+2 days" in detail
+
+
+def test_clock_step_back_two_days(short_dir: Path) -> None:
+    detail = asyncio.run(clock_step_back(short_dir))
+    assert "-2 days" in detail
+
+
+def test_command_replay_after_clock_back(short_dir: Path) -> None:
+    detail = asyncio.run(command_replay_after_clock_back(short_dir))
+    assert "expired" in detail or "replayed" in detail
+
+
+def test_events_stamped_unsynchronised_are_sent_corrected(short_dir: Path) -> None:
+    detail = asyncio.run(unsynced_events_corrected_after_sync(short_dir))
+    assert "ts_corrected" in detail
