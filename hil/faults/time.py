@@ -115,6 +115,7 @@ async def command_replay_after_clock_back(folder: Path) -> str:
     key = bytes(range(32))
     with short_folder(folder) as folder:
         (folder / "cmd.key").write_text(key.hex())
+        (folder / "cmd.key").chmod(0o600)  # secret files others may read are refused
         broker = MosquittoBroker(workdir=folder)
         broker.start()
         try:
