@@ -45,7 +45,9 @@ from gateway.api import (
     TransientError,
     Value,
 )
+from gateway.bus.facts import bus_verdict
 from gateway.bus.health import BusCounters, DeviceHealth
+from gateway.bus.verdict import LineQuality, kind_of
 
 log = logging.getLogger("citynerve.bus")
 T = TypeVar("T")
@@ -101,6 +103,7 @@ class BusOwner:
         self.sink = sink
         self.health = {d: DeviceHealth(d) for d in self.devices}
         self.counters = BusCounters()
+        self.quality = LineQuality()  # outcomes of every attempt (before retries), for the verdict
         self.channel_open = False
         self.channel_error: str | None = None
         self._rng = rng or random.Random()
@@ -170,13 +173,23 @@ class BusOwner:
         self._wakeup.set()
 
     def snapshot(self) -> dict[str, Any]:
+        stats = getattr(self.driver, "stats", None)  # radio drivers: per-node link statistics
+        verdict = bus_verdict(
+            self.bus,
+            self.devices,
+            self.health,
+            self.quality,
+            channel_error=None if self.channel_open else self.channel_error,
+            link_stats=stats() if isinstance(self.driver, ListenDriver) and callable(stats) else None,
+        )
         return {
             "id": self.bus.id,
             "protocol": self.bus.protocol,
             "channel": "open" if self.channel_open else "down",
             "channel_error": self.channel_error,
             "counters": self.counters.to_dict(),
-            "devices": [h.to_dict() for h in self.health.values()],
+            "verdict": verdict.to_dict(),
+            "devices": [{**h.to_dict(), **verdict.devices[d].to_dict()} for d, h in self.health.items()],
         }
 
     # -- the owner task --------------------------------------------------------------------------
@@ -343,6 +356,7 @@ class BusOwner:
         error: GatewayError | None = None
         for _ in range(attempts):
             error = await self._transact(device, entry.request)
+            self.quality.record(device.id, None if error is None else kind_of(error))
             if error is None or not isinstance(error, TransientError) or isinstance(error, ChannelError):
                 break
         ts = time.time()

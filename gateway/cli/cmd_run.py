@@ -79,7 +79,23 @@ def _age(ts: float | None) -> str:
     return f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f}m ago"
 
 
+def _errors(dev: dict[str, Any]) -> str:
+    """Failures with their denominator: "12/40 (30%) in 300s", else the total count."""
+    window = dev.get("window") or {}
+    if window.get("attempts"):
+        return (
+            f"{window['failures']}/{window['attempts']} ({window['rate']:.0%}) in {window['window_s']:.0f}s"
+        )
+    return str(dev.get("errors", 0))
+
+
 _STATE = {True: "[green]online[/]", False: "[red]offline[/]", None: "[yellow]unknown[/]"}
+_VERDICT_STATE = {
+    "online": "[green]online[/]",
+    "degraded": "[yellow]degraded[/]",
+    "offline": "[red]offline[/]",
+    "unknown": "[yellow]unknown[/]",
+}
 
 
 def show_status(st: dict[str, Any]) -> None:
@@ -92,21 +108,30 @@ def show_status(st: dict[str, Any]) -> None:
         highlight=False,
     )
     table = Table(title="devices", show_lines=False)
-    for col in ("bus", "device", "state", "last success", "errors", "last reading / error"):
+    for col in ("bus", "device", "state", "last success", "failed (window)", "last reading / reason"):
         table.add_column(col)
     for bus in st["buses"]:
         bus_state = "" if bus["channel"] == "open" else f" [red](channel down: {bus['channel_error']})[/]"
         for dev in bus["devices"]:
-            state = _STATE[dev["online"]]
+            verdict_state = dev.get("state")
+            state = _VERDICT_STATE.get(verdict_state or "", _STATE[dev["online"]])
             readings = ", ".join(
                 f"{p}={r['value']}{(' ' + r['unit']) if r['unit'] else ''}"
+                + (" (suspect)" if r.get("quality") == "suspect" else "")
                 for p, r in list(dev.get("readings", {}).items())[:4]
             )
             detail = readings if dev["online"] else (dev.get("last_error") or "")
+            if verdict_state in ("degraded", "offline") and dev.get("reason"):
+                detail = dev["reason"]
             table.add_row(
-                bus["id"] + bus_state, dev["id"], state, _age(dev["last_success"]), str(dev["errors"]), detail
+                bus["id"] + bus_state, dev["id"], state, _age(dev["last_success"]), _errors(dev), detail
             )
     console.print(table)
+    for bus in st["buses"]:
+        verdict = bus.get("verdict") or {}
+        if verdict.get("cause", "ok") != "ok":
+            colour = "red" if verdict.get("state") == "offline" else "yellow"
+            console.print(f"[{colour}]bus {bus['id']}: {verdict.get('reason')}[/]", highlight=False)
     store = st.get("store")
     if store:
         lanes = ", ".join(

@@ -103,6 +103,7 @@ def page_state(status: Mapping[str, Any], gateway: Any, *, refresh_s: float) -> 
                 "transactions": counters.get("transactions", 0),
                 "errors": counters.get("errors", 0),
                 "latency_ms": counters.get("latency_mean_ms"),
+                "verdict": bus.get("verdict"),
             }
         )
         for dev in bus.get("devices") or []:
@@ -116,6 +117,10 @@ def page_state(status: Mapping[str, Any], gateway: Any, *, refresh_s: float) -> 
                 "room": m.get("room", ""),
                 "place": m.get("place", ""),
                 "online": dev.get("online"),
+                "state": dev.get("state"),
+                "cause": dev.get("cause"),
+                "reason": dev.get("reason"),
+                "window": dev.get("window"),
                 "last_success": dev.get("last_success"),
                 "last_error": dev.get("last_error"),
                 "errors": dev.get("errors", 0),

@@ -185,18 +185,26 @@ class SerialMeterBus:
             self.replies += 1
 
     def _answer(self, raw: bytes) -> tuple[bytes | None, str]:
+        """Every meter that takes the request answers. Two meters on one address answer at once:
+        their replies collide on the wire (modelled as the bitwise AND of the bytes, the dominant
+        low level winning), so the gateway hears garbage with a bad checksum."""
+        replies: list[tuple[bytes, str]] = []
         for meter in self.meters:
             if isinstance(meter, SimDlt645Meter):
                 with contextlib.suppress(Exception):
                     reply = meter.answer(dlt.parse_frame(raw))
                     if reply is not None:
-                        return reply, meter.address
+                        replies.append((reply, meter.address))
             else:
                 with contextlib.suppress(Exception):
                     reply = meter.answer(cjt.parse_frame(raw))
                     if reply is not None:
-                        return reply, meter.address
-        return None, ""
+                        replies.append((reply, meter.address))
+        if not replies:
+            return None, ""
+        if len(replies) == 1:
+            return replies[0]
+        return _collide([r for r, _ in replies]), replies[0][1]
 
     def _speed_matches(self) -> bool:
         """The speed the gateway set on the line (the tty's termios, shared with our slave fd)."""
@@ -263,3 +271,15 @@ def _readdress(body: bytes) -> bytes:
     changed[idx] = (changed[idx] + 1) & 0xFF
     changed[-2] = sum(changed[:-2]) & 0xFF
     return bytes(changed)
+
+
+def _collide(replies: Sequence[bytes]) -> bytes:
+    """What the line carries when several meters transmit at once: the bitwise AND, byte by byte."""
+    out = bytearray(max(len(r) for r in replies))
+    for i in range(len(out)):
+        byte = 0xFF
+        for r in replies:
+            if i < len(r):
+                byte &= r[i]
+        out[i] = byte
+    return bytes(out)
