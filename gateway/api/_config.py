@@ -45,6 +45,11 @@ class PointConfig(_Model):
     poll_interval_s: float | None = Field(default=None, gt=0, le=86400)
     deadband: float = Field(default=0.0, ge=0)
     max_interval_s: float = Field(default=900.0, gt=0, description="report at least this often")
+    bounds: tuple[float, float] | None = Field(
+        default=None,
+        description="physical bounds [min, max] of the engineering value; outside them a reading is "
+        "suspect (default: shared bounds of the point's unit)",
+    )
     writable: bool = False
     enabled: bool = True
 

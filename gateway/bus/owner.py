@@ -45,6 +45,7 @@ from gateway.api import (
     TransientError,
     Value,
 )
+from gateway.bus import plausibility
 from gateway.bus.facts import bus_verdict
 from gateway.bus.health import BusCounters, DeviceHealth
 from gateway.bus.verdict import LineQuality, kind_of
@@ -417,8 +418,16 @@ class BusOwner:
         finally:
             self.counters.latency_sum_s += time.monotonic() - started
             self.counters.latency_count += 1
+        samples = self._plausible(device, samples)
         self.sink.submit(SampleBatch(device.id, time.time(), samples))
         return None
+
+    def _plausible(self, device: DeviceConfig, samples: tuple[Sample, ...]) -> tuple[Sample, ...]:
+        """Readings outside their physical bounds become SUSPECT and count for the verdict."""
+        samples, suspect = plausibility.check(device.points, samples)
+        for point in suspect:
+            self.quality.implausible(device.id, point)
+        return samples
 
     def _channel_broken(self, err: ChannelError) -> None:
         self.counters.channel_errors += 1
@@ -544,6 +553,7 @@ class _ListenSink:
             owner.counters.transactions += 1
             owner.health[device.id].transactions += 1
             owner._success(device, batch.ts)
+            batch = SampleBatch(batch.device_id, batch.ts, owner._plausible(device, batch.samples))
         owner.sink.submit(batch)
 
     def event(self, event: Event) -> None:

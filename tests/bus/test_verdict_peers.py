@@ -57,7 +57,7 @@ async def running(port: str, devices: Sequence[Dlt645Device], baudrate: int) -> 
         protocol="dlt645",
         port=port,
         baudrate=baudrate,
-        timeout_s=0.1,
+        timeout_s=0.5,  # generous: a loaded test machine must not turn slow replies into timeouts
         gap_s=0.0,
         retries=0,
         offline_after=2,
