@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any
 
 from gateway.api import ChannelError, Driver, GatewayError, PermanentError
+from gateway.bus import linetest
 from gateway.config import GatewayConfig
 from gateway.control import ControlError, GatewayNotRunningError, ask
 
@@ -114,6 +115,16 @@ class DiagSession:
             return dict(result or {})
         if self._driver is None:
             raise PermanentError("DiagSession.run called outside `async with`")
+        if action == linetest.LINE_TEST:
+            driver = self._driver
+            devices = [d for d in self.config.devices_on(self.bus.id) if d.enabled]
+            read = getattr(driver, "read", None)
+
+            async def transact(device: Any, request: Any) -> object:
+                assert read is not None
+                return await read(device, request)
+
+            return await linetest.line_test_with(driver, devices, self.bus, dict(params), transact)
         return await self._driver.diag(action, params)
 
 

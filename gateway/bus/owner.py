@@ -45,7 +45,7 @@ from gateway.api import (
     TransientError,
     Value,
 )
-from gateway.bus import plausibility
+from gateway.bus import linetest, plausibility
 from gateway.bus.facts import bus_verdict
 from gateway.bus.health import BusCounters, DeviceHealth
 from gateway.bus.verdict import LineQuality, kind_of
@@ -161,12 +161,25 @@ class BusOwner:
         """Run a driver's diagnostic action between polls (scan, read-address, raw read...)."""
         if isinstance(self.driver, ListenDriver):
             return await self.driver.diag(action, params)
+        if action == linetest.LINE_TEST:  # one job per transaction: polls go on between them
+            return await linetest.line_test_with(
+                self.driver, list(self.devices.values()), self.bus, params, self._line_transact
+            )
 
         async def run(drv: Driver[Any, Any]) -> dict[str, Any]:
             return await drv.diag(action, params)
 
         result: dict[str, Any] = await self._submit(run, f"diag {action}")
         return result
+
+    async def _line_transact(self, device: DeviceConfig, request: PollRequest) -> object:
+        driver = self.driver
+        assert isinstance(driver, PollDriver)
+
+        async def run(_: Driver[Any, Any]) -> object:
+            return await driver.read(device, request)
+
+        return await self._submit(run, f"line test {device.id}")
 
     async def restart(self) -> None:
         """Close and reopen the channel (platform command 'restart bus')."""
