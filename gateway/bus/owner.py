@@ -45,7 +45,7 @@ from gateway.api import (
     TransientError,
     Value,
 )
-from gateway.bus import linetest, plausibility
+from gateway.bus import linetest, plausibility, probe
 from gateway.bus.facts import bus_verdict
 from gateway.bus.health import BusCounters, DeviceHealth
 from gateway.bus.verdict import LineQuality, kind_of
@@ -161,6 +161,8 @@ class BusOwner:
         """Run a driver's diagnostic action between polls (scan, read-address, raw read...)."""
         if isinstance(self.driver, ListenDriver):
             return await self.driver.diag(action, params)
+        if probe.needs_other_driver(action, params):
+            return await self._submit(self._elsewhere(action, params), f"diag {action}")
         if action == linetest.LINE_TEST:  # one job per transaction: polls go on between them
             return await linetest.line_test_with(
                 self.driver, list(self.devices.values()), self.bus, params, self._line_transact
@@ -171,6 +173,18 @@ class BusOwner:
 
         result: dict[str, Any] = await self._submit(run, f"diag {action}")
         return result
+
+    def _elsewhere(self, action: str, params: dict[str, Any]) -> Callable[[Driver[Any, Any]], Awaitable[Any]]:
+        """A job that runs `action` on fresh drivers with other line settings (probe, scan at another
+        baud rate): polling pauses while it runs; the configured settings are reopened after it."""
+        devices = list(self.devices.values())
+        kind = type(self.driver)
+
+        async def run(_: Driver[Any, Any]) -> dict[str, Any]:
+            await self._close()  # one master, one open port: the owner's own driver steps aside
+            return await probe.run_elsewhere(lambda b: kind(b, devices), self.bus, devices, action, params)
+
+        return run
 
     async def _line_transact(self, device: DeviceConfig, request: PollRequest) -> object:
         driver = self.driver
