@@ -85,3 +85,28 @@ def check(
         out[i] = Sample(sample.point, sample.value, Quality.SUSPECT)
         suspect.append(sample.point)
     return (samples if out is None else tuple(out)), suspect
+
+
+GENERIC_BOUNDS = (1.0e-3, 1.0e7)  # |x| of a believable reading when the point's unit is unknown
+
+
+def plausible_orders(
+    orders: Mapping[str, Mapping[str, object]], bounds: tuple[float, float] | None = None
+) -> dict[str, list[str]]:
+    """For each decoding type, the layouts (ABCD, CDAB, ...) whose value is believable: inside
+    `bounds` (a point's physical bounds) or, without them, zero or 1e-3 <= |x| <= 1e7."""
+    out: dict[str, list[str]] = {}
+    for layout, values in orders.items():
+        for type_, value in values.items():
+            if type(value) not in (int, float):
+                continue
+            x = float(value)  # type: ignore[arg-type]
+            if not math.isfinite(x):
+                ok = False
+            elif bounds is not None:
+                ok = bounds[0] <= x <= bounds[1]
+            else:
+                ok = x == 0 or GENERIC_BOUNDS[0] <= abs(x) <= GENERIC_BOUNDS[1]
+            if ok:
+                out.setdefault(type_, []).append(layout)
+    return out
