@@ -15,6 +15,9 @@ side's parity is `gateway_parity` (default: the same as each device's, i.e. pari
 
     async with LineRelay([(meter_bus.port, LineSettings(2400, "E", 1))]) as relay:
         open relay.port from the gateway at any settings
+
+A device entry with path None gets a pty made by the relay (`relay.device_ports[i]`) for a simulator
+that opens its port itself (a pymodbus RTU server).
 """
 
 from __future__ import annotations
@@ -113,7 +116,7 @@ class LineRelay:
 
     def __init__(
         self,
-        devices: Sequence[tuple[str, LineSettings]],
+        devices: Sequence[tuple[str | None, LineSettings]],
         *,
         gateway_parity: str | None = None,
         bit_error_rate: float = 0.0,
@@ -126,8 +129,10 @@ class LineRelay:
         self.collision_window_s = collision_window_s
         self._rng = random.Random(seed)
         self.port = ""
+        self.device_ports: list[str] = []  # what each simulator opens (its own path, or a pty made here)
         self._master = self._slave = -1
         self._dev_fds: list[int] = []
+        self._own_slaves: list[int] = []
         self._pending: list[tuple[int, bytes]] = []
         self._flush: asyncio.TimerHandle | None = None
         self.bytes_to_devices = 0
@@ -141,9 +146,17 @@ class LineRelay:
         self.port = os.ttyname(self._slave)
         loop = asyncio.get_running_loop()
         for path, _ in self.devices:
-            fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
-            with contextlib.suppress(termios.error):
-                tty.setraw(fd)
+            if path is None:  # a simulator that opens a port itself (pymodbus): give it a pty
+                fd, dev_slave = os.openpty()
+                tty.setraw(dev_slave)
+                os.set_blocking(fd, False)
+                self._own_slaves.append(dev_slave)
+                self.device_ports.append(os.ttyname(dev_slave))
+            else:
+                fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+                with contextlib.suppress(termios.error):
+                    tty.setraw(fd)
+                self.device_ports.append(path)
             self._dev_fds.append(fd)
             loop.add_reader(fd, self._from_device, len(self._dev_fds) - 1)
         loop.add_reader(self._master, self._from_gateway)
@@ -158,7 +171,7 @@ class LineRelay:
         for fd in [self._master, *self._dev_fds]:
             with contextlib.suppress(Exception):
                 loop.remove_reader(fd)
-        for fd in [self._master, self._slave, *self._dev_fds]:
+        for fd in [self._master, self._slave, *self._dev_fds, *self._own_slaves]:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._dev_fds.clear()
