@@ -33,6 +33,7 @@ from gateway.config import GatewayConfig
 from gateway.control import ControlServer
 from gateway.pipeline import NoRules, Pipeline, RulesHook
 from gateway.store import BLOCK_READINGS, AsyncOutbox, OutboxWriter
+from gateway.timecheck import time_status
 from gateway.uplink.commands import PointInfo
 
 log = logging.getLogger("citynerve.gateway")
@@ -351,6 +352,9 @@ class Gateway:
             "writer": self.writer.counters().to_dict() if self.writer else None,
             "pipeline": self.pipeline.counters().to_dict() if self.pipeline else None,
             "uplink": self.uplink.snapshot().to_dict() if self.uplink is not None else None,
+            "time": time_status(
+                {d: s for o in self.owners.values() for d, s in o.quality.meter_skew.items()}
+            ),
         }
 
     def _control_handlers(self) -> dict[str, Any]:

@@ -49,6 +49,7 @@ from gateway.bus import linetest, plausibility, probe
 from gateway.bus.facts import bus_verdict
 from gateway.bus.health import BusCounters, DeviceHealth
 from gateway.bus.verdict import LineQuality, kind_of
+from gateway.timecheck import meter_clock_skew
 
 log = logging.getLogger("citynerve.bus")
 T = TypeVar("T")
@@ -454,6 +455,9 @@ class BusOwner:
         samples, suspect = plausibility.check(device.points, samples)
         for point in suspect:
             self.quality.implausible(device.id, point)
+        skew = meter_clock_skew(samples)
+        if skew is not None:
+            self.quality.meter_skew[device.id] = skew
         return samples
 
     def _channel_broken(self, err: ChannelError) -> None:

@@ -155,6 +155,7 @@ class LineQuality:
         self._clock = clock
         self._attempts: dict[str, deque[tuple[float, FailureKind | None]]] = {}
         self._implausible: dict[str, deque[tuple[float, str]]] = {}
+        self.meter_skew: dict[str, float] = {}  # device -> seconds its own clock is ahead of ours
 
     def record(self, device_id: str, failure: FailureKind | None) -> None:
         """One attempt: `None` for success, else why it failed."""
@@ -218,14 +219,24 @@ class DeviceVerdict:
     cause: Cause
     reason: str  # what to check, in the technician's words, with the rate and its denominator
     counts: Counts
+    radio: RadioFacts | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "state": str(self.state),
             "cause": str(self.cause),
             "reason": self.reason,
             "window": self.counts.to_dict(),
         }
+        if self.radio is not None:
+            out["radio"] = {
+                "last_heard": self.radio.last_seen,
+                "last_rssi": self.radio.last_rssi,
+                "accepted": self.radio.accepted,
+                "rejected": dict(self.radio.rejected),
+                "last_error": self.radio.last_error,
+            }
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,26 +430,26 @@ def _judge_radio(f: DeviceFacts) -> DeviceVerdict:
             f"{r.accepted + rejected} failed decryption: {r.last_error or 'MIC check failed'}): the "
             "configured key does not match the node's - copy the key from the node's label or app"
         )
-        return DeviceVerdict(d, _problem_state(f), Cause.WRONG_KEY, reason, c)
+        return DeviceVerdict(d, _problem_state(f), Cause.WRONG_KEY, reason, c, r)
     if rejected and rejected * 2 >= r.accepted + rejected:
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(r.rejected.items()))
         reason = f"node {f.address} is heard but its adverts are rejected ({kinds}): {r.last_error}"
-        return DeviceVerdict(d, _problem_state(f), Cause.REJECTED_ADVERTS, reason, c)
+        return DeviceVerdict(d, _problem_state(f), Cause.REJECTED_ADVERTS, reason, c, r)
     rssi = f", last RSSI {r.last_rssi} dBm" if r.last_rssi is not None else ""
     if r.last_seen is None and r.accepted == 0 and f.online is False:
         reason = (
             f"node {f.address} was never heard since the gateway started: out of radio range, flat "
             "battery, or a wrong MAC in the config - `ble scan` next to the node lists what is heard"
         )
-        return DeviceVerdict(d, DeviceState.OFFLINE, Cause.NEVER_HEARD, reason, c)
+        return DeviceVerdict(d, DeviceState.OFFLINE, Cause.NEVER_HEARD, reason, c, r)
     if f.online is False:
         reason = (
             f"node {f.address} not heard recently{rssi}: battery, or at the edge of range "
             "(RSSI below -90 dBm is marginal)"
         )
-        return DeviceVerdict(d, DeviceState.OFFLINE, Cause.NOT_HEARD, reason, c)
+        return DeviceVerdict(d, DeviceState.OFFLINE, Cause.NOT_HEARD, reason, c, r)
     if f.implausible_points:
         points = ", ".join(f.implausible_points)
         reason = f"values outside the physical bounds (points {points}) are marked suspect: check the profile"
-        return DeviceVerdict(d, DeviceState.DEGRADED, Cause.IMPLAUSIBLE_VALUES, reason, c)
-    return DeviceVerdict(d, _base_state(f), Cause.OK, f"{r.accepted} adverts accepted{rssi}", c)
+        return DeviceVerdict(d, DeviceState.DEGRADED, Cause.IMPLAUSIBLE_VALUES, reason, c, r)
+    return DeviceVerdict(d, _base_state(f), Cause.OK, f"{r.accepted} adverts accepted{rssi}", c, r)

@@ -79,6 +79,20 @@ def _age(ts: float | None) -> str:
     return f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f}m ago"
 
 
+def show_time(t: dict[str, Any] | None) -> None:
+    """Gateway UTC time, NTP state and skew against the meters' own clocks."""
+    if not t:
+        return
+    ntp = {True: "synchronised", False: "[red]NOT synchronised[/]", None: "unknown"}[
+        t.get("ntp_synchronized")
+    ]
+    skew = t.get("median_meter_skew_s")
+    meters = f"; meters' clocks {skew:+.0f} s (median of {len(t['meters'])})" if skew is not None else ""
+    _common.console.print(f"time: gateway {t['gateway_utc']} UTC, NTP {ntp}{meters}", highlight=False)
+    if t.get("reason"):
+        _common.console.print(f"[yellow]time: {t['reason']}[/]", highlight=False)
+
+
 def _errors(dev: dict[str, Any]) -> str:
     """Failures with their denominator: "12/40 (30%) in 300s", else the total count."""
     window = dev.get("window") or {}
@@ -123,6 +137,12 @@ def show_status(st: dict[str, Any]) -> None:
             detail = readings if dev["online"] else (dev.get("last_error") or "")
             if verdict_state in ("degraded", "offline") and dev.get("reason"):
                 detail = dev["reason"]
+            radio = dev.get("radio")
+            if radio:
+                rejected = ", ".join(f"{n} {k}" for k, n in radio["rejected"].items())
+                rssi = f", RSSI {radio['last_rssi']} dBm" if radio.get("last_rssi") is not None else ""
+                heard = f"heard {_age(radio['last_heard'])}" if radio.get("last_heard") else "never heard"
+                detail = f"{heard}{rssi}" + (f", rejected {rejected}" if rejected else "") + f"; {detail}"
             table.add_row(
                 bus["id"] + bus_state, dev["id"], state, _age(dev["last_success"]), _errors(dev), detail
             )
@@ -139,6 +159,7 @@ def show_status(st: dict[str, Any]) -> None:
             for lane in store.get("lanes", [])
         )
         console.print(f"outbox: {lanes}; file {store.get('file_bytes', 0) / 1e6:.1f} MB", highlight=False)
+    show_time(st.get("time"))
     up = st.get("uplink")
     if up is None:
         console.print("uplink: not configured", highlight=False)

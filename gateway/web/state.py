@@ -150,6 +150,7 @@ def page_state(status: Mapping[str, Any], gateway: Any, *, refresh_s: float) -> 
         },
         "uplink": uplink,
         "alarms": alarms,
+        "time": plain(status.get("time")),
         "buses": buses,
         "groups": [
             {"building": b, "floor": f, "devices": sorted(devs, key=lambda d: (d["room"], str(d["id"])))}

@@ -74,6 +74,7 @@ async def test_wrong_key_verdict_names_the_key_not_just_offline(radio: VirtualRa
         assert dev["state"] == "offline" and dev["cause"] == "wrong_key"
         assert "failed decryption" in dev["reason"] and "key" in dev["reason"]
         assert owner.snapshot()["verdict"]["cause"] == "wrong_key"
+        assert dev["radio"]["rejected"]["wrong_key"] >= 4 and dev["radio"]["last_heard"] is None
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -80,6 +80,19 @@
       setTile("tile-uplink", up.connected ? "ok" : "bad");
     }
 
+    const t = st.time;
+    if (t) {
+      document.getElementById("time-gateway").textContent = (t.gateway_utc || "").replace("T", " ").slice(0, 19);
+      // the browser's own clock against the gateway's: a phone on mobile data has NTP
+      const browserSkew = Math.round((Date.now() / 1000 - st.generated));
+      const parts = ["NTP " + (t.ntp_synchronized === true ? "synchronised" : t.ntp_synchronized === false ? "NOT synchronised" : "unknown")];
+      if (t.median_meter_skew_s !== null && t.median_meter_skew_s !== undefined) parts.push("meters " + (t.median_meter_skew_s >= 0 ? "+" : "") + Math.round(t.median_meter_skew_s) + " s");
+      parts.push("this browser " + (browserSkew >= 0 ? "+" : "") + browserSkew + " s");
+      if (t.reason) parts.push(t.reason);
+      document.getElementById("time-detail").textContent = parts.join(" · ");
+      setTile("tile-time", t.verdict === "ok" && Math.abs(browserSkew) < 300 ? "ok" : "warn");
+    }
+
     const groups = document.getElementById("groups");
     if (!st.groups.length) { groups.replaceChildren(el("p", "muted", "no devices on running buses")); }
     else groups.replaceChildren(...st.groups.map(function (grp) {

@@ -6,7 +6,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 
 from drivers.cjt188 import codec as cjt
 from drivers.cjt188.readings import STATUS_MAPS, StatusMap, build_901f
@@ -134,6 +134,7 @@ class SimCjt188Meter:
     valve: str = "open"
     battery_low: bool = False
     bad_time: bool = False  # an all-zero meter clock (flat clock battery)
+    clock_offset_s: float = 0.0  # how far the meter's own clock is off (it keeps local time)
     status_map: StatusMap = field(default_factory=lambda: STATUS_MAPS["standard"])
 
     def __post_init__(self) -> None:
@@ -184,7 +185,7 @@ class SimCjt188Meter:
                 self.meter_type,
                 self.reading(),
                 self.status_map,
-                datetime.now(UTC).replace(tzinfo=None),
+                datetime.now() + timedelta(seconds=self.clock_offset_s),  # local time, like real meters
                 raw_time,
             )
             data = cjt.di_bytes(cjt.DI_READ, self.di_order) + ser + payload

@@ -1,0 +1,106 @@
+"""Time and trust on screen: the gateway's clock, its NTP state, and skew against meters' own clocks.
+
+A Raspberry Pi has no RTC: after a boot without network its clock can be days off, and every
+reading is stamped wrong while everything looks green. Meters keep their own clocks (CJ/T 188
+reports one in every read; a DL/T 645 profile can read its date and time), so when several meters
+agree with each other and not with the gateway, the gateway is the one to fix.
+
+`kernel_clock()` is the one small function that reads the kernel's NTP discipline state (adjtimex
+with no modes set: read-only, no privilege needed); a clock-sync module can replace it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import datetime as dt
+import statistics
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from gateway.api import Sample
+
+TIME_ERROR = 5  # adjtimex return value: the clock is not synchronised
+STA_UNSYNC = 0x0040
+METER_CLOCK_POINTS = ("meter_time", "meter_clock", "clock")
+SKEW_WARN_S = 300.0  # beyond five minutes the stamps of readings and events are misleading
+
+
+class _Timex(ctypes.Structure):
+    # struct timex (Linux, LP64): the fields read here come first; the rest is padding room
+    _fields_ = [
+        ("modes", ctypes.c_uint),
+        ("offset", ctypes.c_long),
+        ("freq", ctypes.c_long),
+        ("maxerror", ctypes.c_long),
+        ("esterror", ctypes.c_long),
+        ("status", ctypes.c_int),
+        ("rest", ctypes.c_byte * 256),
+    ]
+
+
+def kernel_clock() -> dict[str, Any]:
+    """{"synchronized": bool | None, "max_error_s": float | None} from the kernel's NTP state."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        tx = _Timex()
+        state = libc.adjtimex(ctypes.byref(tx))
+    except (OSError, AttributeError):
+        return {"synchronized": None, "max_error_s": None}
+    if state < 0:
+        return {"synchronized": None, "max_error_s": None}
+    synced = state != TIME_ERROR and not tx.status & STA_UNSYNC
+    return {"synchronized": bool(synced), "max_error_s": round(tx.maxerror / 1e6, 3)}
+
+
+def meter_clock_skew(samples: Iterable[Sample], now: float | None = None) -> float | None:
+    """Seconds the meter's clock is ahead of the gateway's (meters keep local time), or None."""
+    for s in samples:
+        if s.point in METER_CLOCK_POINTS and isinstance(s.value, str):
+            try:
+                meter = dt.datetime.fromisoformat(s.value)
+            except ValueError:
+                return None
+            # a meter keeps wall-clock local time: read it in the gateway's time zone
+            meter_epoch = time.mktime(meter.timetuple()) if meter.tzinfo is None else meter.timestamp()
+            return round(meter_epoch - (time.time() if now is None else now), 1)
+    return None
+
+
+def time_status(skews: Mapping[str, float], *, now: float | None = None) -> dict[str, Any]:
+    """The `time` section of `status`: gateway UTC time, NTP state, skew against meters, a verdict."""
+    now = time.time() if now is None else now
+    kernel = kernel_clock()
+    out: dict[str, Any] = {
+        "gateway_utc": dt.datetime.fromtimestamp(now, dt.UTC).isoformat(timespec="seconds"),
+        "ntp_synchronized": kernel["synchronized"],
+        "ntp_max_error_s": kernel["max_error_s"],
+        "meters": dict(sorted(skews.items())),
+        "median_meter_skew_s": round(statistics.median(skews.values()), 1) if skews else None,
+        "verdict": "ok",
+        "reason": "",
+    }
+    median = out["median_meter_skew_s"]
+    if median is not None and abs(median) > SKEW_WARN_S and len(skews) >= 2:
+        ahead = "behind" if median > 0 else "ahead of"
+        out["verdict"] = "clock_wrong"
+        out["reason"] = (
+            f"the gateway clock is {_span(abs(median))} {ahead} {len(skews)} meters that agree with each "
+            "other: readings are stamped wrong; check NTP (network, `timedatectl`)"
+            + ("" if kernel["synchronized"] else " - the kernel says the clock is not synchronised")
+        )
+    elif kernel["synchronized"] is False:
+        out["verdict"] = "not_synchronized"
+        out["reason"] = (
+            "the kernel says the clock is not synchronised (no NTP): readings may be stamped wrong"
+        )
+    return out
+
+
+def _span(seconds: float) -> str:
+    if seconds >= 86400:
+        return f"{seconds / 86400:.1f} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min"
