@@ -38,7 +38,8 @@ from gateway.api import (
 
 WINDOW_S = 300.0
 MAX_EVENTS = 2000  # per device: bounds memory on a fast bus; the window still covers minutes
-MIN_ATTEMPTS = 3  # below this many attempts in the window no rate-based verdict is given
+MIN_ATTEMPTS = 3  # below this many attempts in the window no pattern is named
+MIN_FOR_RATE = 10  # "intermittent" and "exception replies" need this many: one stray timeout is not a pattern
 DEGRADED_RATE = 0.10  # a failure rate at or above this marks an online device degraded
 SILENT_RATE = 0.8  # share of timeouts that makes a device "silent"
 GARBLED_RATE = 0.2  # share of checksum / framing failures that makes a device "garbled"
@@ -399,13 +400,13 @@ def _judge_polled(f: DeviceFacts, settings: str, others_clean: bool) -> DeviceVe
         )
         state = DeviceState.OFFLINE if f.online is False else DeviceState.DEGRADED
         return DeviceVerdict(d, state, Cause.IMPLAUSIBLE_VALUES, reason, c)
-    if c.attempts >= MIN_ATTEMPTS and c.share(FailureKind.EXCEPTION) >= DEGRADED_RATE:
+    if c.attempts >= MIN_FOR_RATE and c.share(FailureKind.EXCEPTION) >= DEGRADED_RATE:
         reason = (
             f"the device refuses requests with exception replies ({c.describe()}): the profile asks "
             "for registers or functions this model does not have"
         )
         return DeviceVerdict(d, _problem_state(f), Cause.EXCEPTION_REPLIES, reason, c)
-    if c.attempts >= MIN_ATTEMPTS and c.rate >= DEGRADED_RATE:
+    if c.attempts >= MIN_FOR_RATE and c.rate >= DEGRADED_RATE:
         reason = (
             f"intermittent: {c.describe()}; check the device's power supply, its stub and connector, "
             "and whether its timeout is long enough"
@@ -424,16 +425,17 @@ def _judge_radio(f: DeviceFacts) -> DeviceVerdict:
     rejected = sum(r.rejected.values())
     c = Counts(r.accepted + rejected, rejected, dict(r.rejected), f.counts.implausible, f.counts.window_s)
     wrong_key = r.rejected.get("wrong_key", 0) + r.rejected.get("no_key", 0)
+    last_error = r.last_error.split(" (frame ")[0]  # the bytes are in the log; the words go here
     if wrong_key and wrong_key * 2 >= r.accepted + rejected:
         reason = (
             f"node {f.address} is heard but its adverts are rejected ({wrong_key} of "
-            f"{r.accepted + rejected} failed decryption: {r.last_error or 'MIC check failed'}): the "
+            f"{r.accepted + rejected} failed decryption: {last_error or 'MIC check failed'}): the "
             "configured key does not match the node's - copy the key from the node's label or app"
         )
         return DeviceVerdict(d, _problem_state(f), Cause.WRONG_KEY, reason, c, r)
     if rejected and rejected * 2 >= r.accepted + rejected:
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(r.rejected.items()))
-        reason = f"node {f.address} is heard but its adverts are rejected ({kinds}): {r.last_error}"
+        reason = f"node {f.address} is heard but its adverts are rejected ({kinds}): {last_error}"
         return DeviceVerdict(d, _problem_state(f), Cause.REJECTED_ADVERTS, reason, c, r)
     rssi = f", last RSSI {r.last_rssi} dBm" if r.last_rssi is not None else ""
     if r.last_seen is None and r.accepted == 0 and f.online is False:

@@ -7,7 +7,8 @@ re-times it: the sender's bits (start, data, parity, stop) at the sender's baud 
 a receiver UART at its own baud rate and format. Same settings: bytes pass unchanged. Different
 settings: the receiver sees what a real one would (shifted bits, framing and parity errors, bytes
 too many or too few), deterministically. Options add seeded bit errors (a noisy line) and
-collisions (two device ports transmitting at once: their waveforms AND-ed, the low level winning).
+collisions (two device ports transmitting at once: their waveforms AND-ed, the low level winning),
+and A/B swapped (`inverted`: every level upside down).
 
 The gateway side's baud rate and stop bits are read from its pty's termios, so a gateway (or a
 probe) changing its settings is seen at once. A pty drops the parity flag (PARENB), so the gateway
@@ -94,7 +95,10 @@ def sample(bits: Sequence[int], tx_baud: int, rx: LineSettings) -> bytes:
     return bytes(out)
 
 
-def retime(data: bytes, tx: LineSettings, rx: LineSettings) -> bytes:
+def retime(data: bytes, tx: LineSettings, rx: LineSettings, *, inverted: bool = False) -> bytes:
+    """`inverted`: A and B swapped, every level upside down between sender and receiver."""
+    if inverted:
+        return sample([1 - b for b in frame_bits(data, tx)], tx.baudrate, rx)
     if tx.baudrate == rx.baudrate and tx.parity == rx.parity and tx.bytesize == rx.bytesize:
         return data  # stop bits only matter to the sender's pace
     return sample(frame_bits(data, tx), tx.baudrate, rx)
@@ -121,12 +125,14 @@ class LineRelay:
         gateway_parity: str | None = None,
         bit_error_rate: float = 0.0,
         collision_window_s: float = 0.005,
+        inverted: bool = False,
         seed: int = 1,
     ) -> None:
         self.devices = list(devices)
         self.gateway_parity = gateway_parity
         self.bit_error_rate = bit_error_rate
         self.collision_window_s = collision_window_s
+        self.inverted = inverted  # A/B swapped at the gateway's terminals
         self._rng = random.Random(seed)
         self.port = ""
         self.device_ports: list[str] = []  # what each simulator opens (its own path, or a pty made here)
@@ -213,7 +219,7 @@ class LineRelay:
         if not data:
             return
         for fd, (_, dev) in zip(self._dev_fds, self.devices, strict=True):
-            out = self._noisy(retime(data, self.gateway_settings(dev), dev))
+            out = self._noisy(retime(data, self.gateway_settings(dev), dev, inverted=self.inverted))
             self.bytes_to_devices += len(out)
             self._write(fd, out)
 
@@ -240,7 +246,7 @@ class LineRelay:
         outs = []
         for index, data in by_device.items():
             dev = self.devices[index][1]
-            outs.append(retime(data, dev, self.gateway_settings(dev)))
+            outs.append(retime(data, dev, self.gateway_settings(dev), inverted=self.inverted))
         out = self._noisy(outs[0] if len(outs) == 1 else _collide(outs))
         self.bytes_to_gateway += len(out)
         self._write(self._master, out)
