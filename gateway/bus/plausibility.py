@@ -94,19 +94,21 @@ def plausible_orders(
     orders: Mapping[str, Mapping[str, object]], bounds: tuple[float, float] | None = None
 ) -> dict[str, list[str]]:
     """For each decoding type, the layouts (ABCD, CDAB, ...) whose value is believable: inside
-    `bounds` (a point's physical bounds) or, without them, zero or 1e-3 <= |x| <= 1e7."""
+    `bounds` (a point's physical bounds) or, without them, |x| <= 1e7; and zero or |x| >= 1e-3."""
     out: dict[str, list[str]] = {}
     for layout, values in orders.items():
         for type_, value in values.items():
             if type(value) not in (int, float):
                 continue
             x = float(value)  # type: ignore[arg-type]
+            # a wrong order of a float gives huge or vanishingly small numbers: both are out
+            sized = x == 0 or abs(x) >= GENERIC_BOUNDS[0]
             if not math.isfinite(x):
                 ok = False
             elif bounds is not None:
-                ok = bounds[0] <= x <= bounds[1]
+                ok = sized and bounds[0] <= x <= bounds[1]
             else:
-                ok = x == 0 or GENERIC_BOUNDS[0] <= abs(x) <= GENERIC_BOUNDS[1]
+                ok = sized and abs(x) <= GENERIC_BOUNDS[1]
             if ok:
                 out.setdefault(type_, []).append(layout)
     return out

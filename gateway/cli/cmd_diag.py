@@ -218,7 +218,8 @@ def modbus_scan(
         console.print(
             f"{len(result['answered'])} of {last - first + 1} unit ids answered in {result['elapsed_s']} s"
             + (
-                f"; garbled replies from {result['garbled']} (wiring? baud rate?)"
+                f"; garbled replies from {result['garbled']}: at one unit while others are clean, two "
+                "devices share that address; at every unit, parity / baud rate (`probe`) or line quality"
                 if result["garbled"]
                 else ""
             ),

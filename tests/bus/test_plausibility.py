@@ -135,3 +135,16 @@ async def test_right_word_order_is_good_and_online() -> None:
     dev = owner.snapshot()["devices"][0]
     assert dev["state"] == "online" and dev["cause"] == "ok"
     assert {s.quality for b in sink.batches for s in b.samples} == {Quality.GOOD}
+
+
+def test_plausible_orders_against_bounds_and_generic_sizes() -> None:
+    from gateway.bus.plausibility import plausible_orders
+
+    orders = {
+        "ABCD": {"float32": 230.1, "int32": 1130000000},
+        "CDAB": {"float32": 1.2e-8, "int32": 5},
+        "BADC": {"float32": 8.08e37, "int32": -5},
+        "DCBA": {"float32": float("nan"), "int32": 0},
+    }
+    assert plausible_orders(orders, (0.0, 1000.0)) == {"float32": ["ABCD"], "int32": ["CDAB", "DCBA"]}
+    assert plausible_orders(orders) == {"float32": ["ABCD"], "int32": ["CDAB", "BADC", "DCBA"]}

@@ -110,3 +110,76 @@ async def test_probe_through_the_running_gateway_writes_the_fix(short_dir: Path)
                 return all(d["state"] == "online" for d in st["buses"][0]["devices"])
 
             await wait_for(online, 30.0)
+
+
+def rtu_toml(port: str) -> str:
+    profiles = Path(__file__).resolve().parents[2] / "config" / "profiles"
+    return f'profile_dirs = ["{profiles}"]\n' + textwrap.dedent(
+        f"""\
+        [gateway]
+        id = "gw-probe-0002"
+        org = {{ city = "320500", district = "320508", street = "320508001" }}
+
+        [store]
+        path = "var/outbox.db"
+
+        [control]
+        socket = "var/gw.sock"
+
+        [[buses]]
+        id = "rtu"
+        protocol = "modbus_rtu"
+        port = "{port}"
+        baudrate = 9600
+        timeout_s = 0.3
+        retries = 0
+
+        [[devices]]
+        id = "wm-2"
+        bus = "rtu"
+        profile = "modbus-water-meter"
+        address = 2
+        location = {{ address_code = "320508001007" }}
+        """
+    )
+
+
+async def test_modbus_scan_at_another_baud_rate_and_probe(short_dir: Path) -> None:
+    from hil.sim.modbus import SimDevice, SimProfile, serve_rtu
+
+    async with LineRelay([(None, LineSettings(19200, "N", 1))]) as relay:
+        server = await serve_rtu(
+            [SimDevice(SimProfile.load("modbus-water-meter"), 2)], url=relay.device_ports[0]
+        )
+        try:
+            path = short_dir / "gateway.toml"
+            path.write_text(rtu_toml(relay.port))
+            scan = (
+                "diag",
+                "modbus",
+                "scan",
+                "-c",
+                str(path),
+                "--bus",
+                "rtu",
+                "--to",
+                "3",
+                "--timeout",
+                "0.2",
+            )
+            r = await acli(*scan, "--json")
+            assert r.exit_code == 1 and json.loads(r.stdout)["answered"] == []  # 9600: nothing
+            r = await acli(*scan, "--baud", "19200", "--json")
+            assert r.exit_code == 0, r.output
+            assert [a["unit"] for a in json.loads(r.stdout)["answered"]] == [2]
+            r = await acli(
+                "diag", "modbus", "probe", "-c", str(path), "--bus", "rtu", "--parities", "N", "--json"
+            )
+            assert r.exit_code == 0, r.output
+            out = json.loads(r.stdout)
+            assert (
+                out["conclusion"] == "configured 9600 8N1, devices answer at 19200 8N1 (all devices answer)"
+            )
+            assert "baudrate = 9600" in path.read_text()  # not written without --write
+        finally:
+            await server.close()
