@@ -68,6 +68,42 @@ def meter_clock_skew(samples: Iterable[Sample], now: float | None = None) -> flo
     return None
 
 
+DLT645_DATE_POINT = "meter_date"  # DI 04000101, YYMMDDWW
+DLT645_TIME_POINT = "meter_clock_hms"  # DI 04000102, hhmmss
+
+
+class MeterClocks:
+    """Meter clock skew per device. DL/T 645 meters give date and time in two DIs (two transactions):
+    the last date seen is kept and joined with the next time (a read across midnight is off by a
+    day once, and right at the next poll)."""
+
+    def __init__(self) -> None:
+        self._dates: dict[str, str] = {}
+
+    def observe(self, device_id: str, samples: Iterable[Sample], now: float | None = None) -> float | None:
+        samples = list(samples)
+        skew = meter_clock_skew(samples, now)
+        if skew is not None:
+            return skew
+        for s in samples:
+            if s.point == DLT645_DATE_POINT and isinstance(s.value, str):
+                self._dates[device_id] = s.value
+        date = self._dates.get(device_id)
+        for s in samples:
+            if s.point == DLT645_TIME_POINT and isinstance(s.value, str) and date:
+                iso = _dlt645_iso(date, s.value)
+                if iso is not None:
+                    return meter_clock_skew([Sample("meter_time", iso)], now)
+        return None
+
+
+def _dlt645_iso(date: str, hms: str) -> str | None:
+    """ "26120405" (YYMMDDWW) and "161530" (hhmmss) -> "2026-12-04T16:15:30"."""
+    if len(date) < 6 or len(hms) != 6 or not (date[:6] + hms).isdigit():
+        return None
+    return f"20{date[0:2]}-{date[2:4]}-{date[4:6]}T{hms[0:2]}:{hms[2:4]}:{hms[4:6]}"
+
+
 def time_status(skews: Mapping[str, float], *, now: float | None = None) -> dict[str, Any]:
     """The `time` section of `status`: gateway UTC time, NTP state, skew against meters, a verdict."""
     now = time.time() if now is None else now

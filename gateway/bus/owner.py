@@ -49,7 +49,7 @@ from gateway.bus import linetest, plausibility, probe
 from gateway.bus.facts import bus_verdict
 from gateway.bus.health import BusCounters, DeviceHealth
 from gateway.bus.verdict import LineQuality, kind_of
-from gateway.timecheck import meter_clock_skew
+from gateway.timecheck import MeterClocks
 
 log = logging.getLogger("citynerve.bus")
 T = TypeVar("T")
@@ -106,6 +106,7 @@ class BusOwner:
         self.health = {d: DeviceHealth(d) for d in self.devices}
         self.counters = BusCounters()
         self.quality = LineQuality()  # outcomes of every attempt (before retries), for the verdict
+        self._clocks = MeterClocks()  # the meters' own clocks, for the gateway's time check
         self.channel_open = False
         self.channel_error: str | None = None
         self._rng = rng or random.Random()
@@ -455,7 +456,7 @@ class BusOwner:
         samples, suspect = plausibility.check(device.points, samples)
         for point in suspect:
             self.quality.implausible(device.id, point)
-        skew = meter_clock_skew(samples)
+        skew = self._clocks.observe(device.id, samples)
         if skew is not None:
             self.quality.meter_skew[device.id] = skew
         return samples

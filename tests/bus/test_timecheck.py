@@ -89,3 +89,42 @@ async def test_gateway_clock_two_days_ahead_of_the_meters_is_named() -> None:
     assert st["verdict"] == "clock_wrong"
     assert abs(st["median_meter_skew_s"] + 2 * DAY) < 60
     assert "gateway clock is 2.0 days ahead of 2 meters" in st["reason"]
+
+
+async def test_dlt645_meters_date_and_time_dis_give_the_skew() -> None:
+    from drivers.dlt645 import Dlt645Device, Dlt645Driver
+    from hil.sim.serial import SimDlt645Meter
+
+    meters = [SimDlt645Meter(a, clock_offset_s=-2 * DAY) for a in ("000000000161", "000000000162")]
+    devices = [
+        Dlt645Device.model_validate(
+            {
+                "id": f"em-{m.address[-3:]}",
+                "bus": "rs485-1",
+                "profile": "dlt645-generic",
+                "address": m.address,
+                "location": {"address_code": "320508001"},
+                "poll_interval_s": 0.1,
+                "points": {"meter_date": {"di": "04000101"}, "meter_clock_hms": {"di": "04000102"}},
+            }
+        )
+        for m in meters
+    ]
+    async with SerialMeterBus(meters=meters, baudrate=9600) as sim:
+        bus = SerialBusConfig(
+            id="rs485-1", protocol="dlt645", port=sim.port, baudrate=9600, timeout_s=0.5, gap_s=0
+        )
+        owner = BusOwner(bus, devices, Dlt645Driver(bus, devices), Sink())
+        task = asyncio.create_task(owner.run(), name="test.owner")
+        try:
+            async with asyncio.timeout(20):
+                while True:
+                    if len(owner.quality.meter_skew) >= 2:
+                        break
+                    await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    st = time_status(owner.quality.meter_skew)
+    assert st["verdict"] == "clock_wrong" and abs(st["median_meter_skew_s"] + 2 * DAY) < 60

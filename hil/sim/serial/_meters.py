@@ -43,6 +43,7 @@ class SimDlt645Meter:
     extra: dict[int, tuple[DataItem, float | int | str]] = field(default_factory=dict)
     split_dis: frozenset[int] = frozenset()
     energy_kwh: float = 1234.56
+    clock_offset_s: float = 0.0  # how far the meter's own clock is off (it keeps local time)
 
     def __post_init__(self) -> None:
         self._moving = _Moving(self.seed or int(self.address))
@@ -58,6 +59,13 @@ class SimDlt645Meter:
         self.energy_kwh += power_kw * (now - self._last) / 3600
         self._last = now
         name = item.name
+        if item.di in (0x04000101, 0x04000102):  # the meter's clock: local time, maybe off
+            clock = datetime.now() + timedelta(seconds=self.clock_offset_s)
+            return (
+                clock.strftime("%y%m%d0") + str(clock.isoweekday() % 7)
+                if item.di == 0x04000101
+                else (clock.strftime("%H%M%S"))
+            )
         if item.fmt is DataFormat.BINARY:
             return 0
         if item.fmt is not DataFormat.BCD:
