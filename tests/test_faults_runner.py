@@ -17,10 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_every_fast_fault_scenario_holds() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "hil.bench.faults", "--json"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=900,
+        cwd=REPO, capture_output=True, text=True, timeout=900,
     )
     report = json.loads(proc.stdout)
     bad = [

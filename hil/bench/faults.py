@@ -59,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON document")
     args = ap.parse_args(argv)
 
-    chosen = [sc for sc in load_all().values() if (args.slow or not sc.slow) and args.pattern in sc.name]
+    chosen = [
+        sc for sc in load_all().values() if (args.slow or not sc.slow) and args.pattern in sc.name
+    ]
     if args.list:
         for sc in chosen:
             print(f"{sc.name:45s} {'slow ' if sc.slow else ''}{sc.promise}")
@@ -75,10 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"scenarios": results, "total": len(results), **totals}, indent=2))
     else:
-        print(
-            f"{len(results)} scenarios: {totals['held']} held, {totals['broken']} broken, "
-            f"{totals['error']} errors"
-        )
+        print(f"{len(results)} scenarios: {totals['held']} held, {totals['broken']} broken, "
+              f"{totals['error']} errors")
     return 0 if results and totals["held"] == len(results) else 1
 
 
