@@ -38,6 +38,8 @@ from gateway.api import (
 
 WINDOW_S = 300.0
 MAX_EVENTS = 2000  # per device: bounds memory on a fast bus; the window still covers minutes
+MIN_KEEP = 30  # attempts kept beyond the window for slowly polled devices ...
+MAX_AGE_S = 3600.0  # ... but none older than this
 MIN_ATTEMPTS = 3  # below this many attempts in the window no pattern is named
 MIN_FOR_RATE = 10  # "intermittent" and "exception replies" need this many: one stray timeout is not a pattern
 DEGRADED_RATE = 0.10  # a failure rate at or above this marks an online device degraded
@@ -151,8 +153,15 @@ class Counts:
 class LineQuality:
     """Sliding-window outcome counters of one bus, per device. Owned by the bus owner task."""
 
-    def __init__(self, *, window_s: float = WINDOW_S, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        window_s: float = WINDOW_S,
+        min_keep: int = MIN_KEEP,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.window_s = window_s
+        self.min_keep = min_keep
         self._clock = clock
         self._attempts: dict[str, deque[tuple[float, FailureKind | None]]] = {}
         self._implausible: dict[str, deque[tuple[float, str]]] = {}
@@ -173,10 +182,16 @@ class LineQuality:
         return sorted({p for t, p in self._implausible.get(device_id, ()) if t >= since})
 
     def counts(self, device_id: str) -> Counts:
-        since = self._clock() - self.window_s
+        now = self._clock()
+        since = now - self.window_s
         events = self._attempts.get(device_id, deque())
-        while events and events[0][0] < since:
+        # A slowly polled device (one poll a minute) has few attempts in the window: its last
+        # `min_keep` attempts stay, up to MAX_AGE_S old, so a rate always has a denominator.
+        while events and (
+            events[0][0] < now - MAX_AGE_S or (events[0][0] < since and len(events) > self.min_keep)
+        ):
             events.popleft()
+        span = max(self.window_s, now - events[0][0]) if events else self.window_s
         bad = self._implausible.get(device_id, deque())
         while bad and bad[0][0] < since:
             bad.popleft()
@@ -186,7 +201,7 @@ class LineQuality:
             if failure is not None:
                 failures += 1
                 by_kind[failure] = by_kind.get(failure, 0) + 1
-        return Counts(len(events), failures, by_kind, len(bad), self.window_s)
+        return Counts(len(events), failures, by_kind, len(bad), round(span))
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,7 @@ def test_kind_of_reads_typed_attributes_not_messages() -> None:
 
 def test_window_slides_on_the_monotonic_clock_and_keeps_the_denominator() -> None:
     clock = Clock()
-    q = LineQuality(window_s=60, clock=clock)
+    q = LineQuality(window_s=60, min_keep=0, clock=clock)
     for i in range(10):
         q.record("m1", FailureKind.TIMEOUT if i % 3 == 0 else None)
     c = q.counts("m1")
@@ -55,6 +55,19 @@ def test_window_slides_on_the_monotonic_clock_and_keeps_the_denominator() -> Non
     q.record("m1", None)
     assert q.counts("m1").attempts == 1
     assert q.counts("nobody").describe() == "no transactions in the last 60 s"
+
+
+def test_a_slowly_polled_device_keeps_its_last_attempts_as_denominator() -> None:
+    clock = Clock()
+    q = LineQuality(window_s=300, min_keep=10, clock=clock)
+    for i in range(20):  # one poll a minute, every third one lost
+        q.record("m1", FailureKind.TIMEOUT if i % 3 == 0 else None)
+        clock.t += 60
+    c = q.counts("m1")
+    assert c.attempts == 10 and c.failures == 3 and c.window_s == 600
+    assert c.describe().startswith("3 of 10 transactions failed (30%) in the last 600 s")
+    clock.t += 3600  # nothing for an hour: the old attempts say nothing any more
+    assert q.counts("m1").attempts == 0
 
 
 def test_all_devices_silent_names_the_line_and_shows_its_settings() -> None:

@@ -82,7 +82,8 @@ async def test_modbus_read_names_the_plausible_word_order(
     assert set(out["orders"]) == {"ABCD", "CDAB", "BADC", "DCBA"}
     assert 200 < out["orders"]["ABCD"]["float32"] < 260
     assert out["plausible_orders"]["point"] == "em-1.voltage_l1"
-    assert out["plausible_orders"]["by_type"]["float32"] == ["ABCD"]
+    # the live value moves: a swapped order can land on a believable number now and then
+    assert "ABCD" in out["plausible_orders"]["by_type"]["float32"]
     r = await acli(*args, "--table", "input", "--address", "0", "--count", "2")
     text = " ".join(r.output.split())
     assert "each word / byte order" in text and "plausible against the bounds of em-1.voltage_l1" in text
