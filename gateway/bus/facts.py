@@ -75,4 +75,5 @@ def bus_verdict(
             radio,
             h.last_error,
         )
-    return judge_bus(facts, settings=describe_settings(bus), channel_error=channel_error)
+    serial = isinstance(getattr(bus, "serial", bus), SerialSettings)
+    return judge_bus(facts, settings=describe_settings(bus), channel_error=channel_error, serial=serial)

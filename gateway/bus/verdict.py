@@ -296,6 +296,7 @@ def judge_bus(
     *,
     settings: str,
     channel_error: str | None = None,
+    serial: bool = True,
 ) -> BusVerdict:
     """Name the line's pattern and each device's cause. `settings` describes the line as configured
     ("/dev/ttyUSB0 9600 8N1", "10.0.0.5:502"), shown when the line is the likely culprit."""
@@ -315,11 +316,19 @@ def judge_bus(
     if len(judged) >= 1 and len(judged) == len(polled) and all(_silent_f(f) for f in judged):
         total = sum(f.counts.attempts for f in judged)
         bus_cause = Cause.LINE_SILENT
-        bus_reason = (
-            f"no device on the line answers ({total} requests, all unanswered): check the line's "
-            f"settings (configured {settings}: same baud rate, parity and stop bits as the devices?), "
-            "A/B polarity, the adapter and the devices' power; `diag <protocol> probe` tries other settings"
-        )
+        if serial:
+            bus_reason = (
+                f"no device on the line answers ({total} requests, all unanswered): check the line's "
+                f"settings (configured {settings}: same baud rate, parity and stop bits as the devices?), "
+                "A/B polarity, the adapter and the devices' power; `diag <protocol> probe` tries other "
+                "settings"
+            )
+        else:
+            bus_reason = (
+                f"no device behind {settings} answers ({total} requests, all unanswered): the endpoint "
+                "accepts the connection but nothing replies - check the serial gateway / converter there "
+                "(its serial settings and wiring) and the unit ids"
+            )
         for f in judged:
             verdicts[f.device_id] = DeviceVerdict(
                 f.device_id, DeviceState.OFFLINE, Cause.LINE_SILENT, bus_reason, f.counts

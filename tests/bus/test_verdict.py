@@ -78,6 +78,13 @@ def test_all_devices_silent_names_the_line_and_shows_its_settings() -> None:
     assert all(d.cause is Cause.LINE_SILENT for d in v.devices.values())
 
 
+def test_all_silent_behind_a_network_endpoint_names_the_converter() -> None:
+    devs = {d: facts(d, counts(timeout=5), online=False) for d in ("m1", "m2")}
+    v = judge_bus(devs, settings="10.0.0.5:502", serial=False)
+    assert v.cause is Cause.LINE_SILENT and "no device behind 10.0.0.5:502 answers" in v.reason
+    assert "baud" not in v.reason
+
+
 def test_all_garbled_is_line_quality() -> None:
     devs = {
         "m1": facts("m1", counts(ok=6, checksum=4)),
