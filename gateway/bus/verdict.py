@@ -120,6 +120,7 @@ class Counts:
     by_kind: Mapping[str, int] = field(default_factory=dict)
     implausible: int = 0  # readings outside the point's physical bounds
     window_s: float = WINDOW_S
+    trailing: Mapping[str, int] = field(default_factory=dict)  # failures since the last success, by kind
 
     @property
     def rate(self) -> float:
@@ -196,12 +197,16 @@ class LineQuality:
         while bad and bad[0][0] < since:
             bad.popleft()
         by_kind: dict[str, int] = {}
+        trailing: dict[str, int] = {}
         failures = 0
         for _, failure in events:
-            if failure is not None:
-                failures += 1
-                by_kind[failure] = by_kind.get(failure, 0) + 1
-        return Counts(len(events), failures, by_kind, len(bad), round(span))
+            if failure is None:
+                trailing = {}
+                continue
+            failures += 1
+            by_kind[failure] = by_kind.get(failure, 0) + 1
+            trailing[failure] = trailing.get(failure, 0) + 1
+        return Counts(len(events), failures, by_kind, len(bad), round(span), trailing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,11 +284,21 @@ def _enough(f: DeviceFacts) -> bool:
     return f.counts.attempts >= MIN_ATTEMPTS or (f.online is False and f.counts.attempts >= 1)
 
 
+def _trailing_share(f: DeviceFacts, *kinds: FailureKind) -> float:
+    """Among the failures since the last success (what made an offline device offline)."""
+    run = sum(f.counts.trailing.values())
+    return sum(f.counts.trailing.get(k, 0) for k in kinds) / run if run else 0.0
+
+
 def _silent_f(f: DeviceFacts) -> bool:
+    if f.online is False and _trailing_share(f, FailureKind.TIMEOUT) >= SILENT_RATE:
+        return True  # it answered before, and has not since
     return _enough(f) and f.counts.share(FailureKind.TIMEOUT) >= SILENT_RATE
 
 
 def _garbled_f(f: DeviceFacts) -> bool:
+    if f.online is False and _trailing_share(f, *GARBLED_KINDS) >= 0.5:
+        return True
     return _enough(f) and f.counts.share(*GARBLED_KINDS) >= GARBLED_RATE
 
 

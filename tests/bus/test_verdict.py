@@ -122,6 +122,13 @@ def test_one_silent_while_others_answer_points_at_that_device() -> None:
     assert v.devices["m2"].state is DeviceState.OFFLINE
 
 
+def test_a_device_that_just_went_offline_is_named_by_its_last_failures() -> None:
+    # two good polls, then silence: offline after one failure (offline_after = 1)
+    c = Counts(3, 1, {"timeout": 1}, trailing={"timeout": 1})
+    v = judge_bus({"m1": facts("m1", counts(ok=20)), "m2": facts("m2", c, online=False)}, settings=SETTINGS)
+    assert v.devices["m2"].cause is Cause.DEVICE_SILENT and "its power" in v.devices["m2"].reason
+
+
 def test_intermittent_device_is_degraded_with_rate_and_denominator() -> None:
     devs = {"m1": facts("m1", counts(ok=28, timeout=12)), "m2": facts("m2", counts(ok=40))}
     v = judge_bus(devs, settings=SETTINGS)
