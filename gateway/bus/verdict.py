@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from gateway.api import (
 )
 
 WINDOW_S = 300.0
-MAX_EVENTS = 2000  # per device: bounds memory on a fast bus; the window still covers minutes
+MAX_EVENTS = 512  # per device: bounds memory on a fast bus (the window then covers the last 512)
 MIN_KEEP = 30  # attempts kept beyond the window for slowly polled devices ...
 MAX_AGE_S = 3600.0  # ... but none older than this
 MIN_ATTEMPTS = 3  # below this many attempts in the window no pattern is named
@@ -151,6 +152,41 @@ class Counts:
         }
 
 
+_KINDS: tuple[FailureKind, ...] = tuple(FailureKind)
+_CODE = {k: i + 1 for i, k in enumerate(_KINDS)}  # 0 = success
+
+
+class _Outcomes:
+    """One device's attempts: times and outcome codes in flat arrays (9 bytes an attempt, no
+    objects: a thousand devices cost well under a megabyte)."""
+
+    __slots__ = ("codes", "times")
+
+    def __init__(self) -> None:
+        self.times = array("d")
+        self.codes = bytearray()
+
+    def append(self, t: float, failure: FailureKind | None) -> None:
+        self.times.append(t)
+        self.codes.append(0 if failure is None else _CODE[failure])
+        if len(self.codes) > MAX_EVENTS:
+            self.drop(len(self.codes) - MAX_EVENTS)
+
+    def drop(self, n: int) -> None:
+        if n > 0:
+            del self.times[:n]
+            del self.codes[:n]
+
+    def prune(self, now: float, window_s: float, min_keep: int) -> None:
+        """Drop attempts older than the window (keeping the last `min_keep`) or than MAX_AGE_S."""
+        since, too_old = now - window_s, now - MAX_AGE_S
+        n = 0
+        size = len(self.codes)
+        while n < size and (self.times[n] < too_old or (self.times[n] < since and size - n > min_keep)):
+            n += 1
+        self.drop(n)
+
+
 class LineQuality:
     """Sliding-window outcome counters of one bus, per device. Owned by the bus owner task."""
 
@@ -164,19 +200,28 @@ class LineQuality:
         self.window_s = window_s
         self.min_keep = min_keep
         self._clock = clock
-        self._attempts: dict[str, deque[tuple[float, FailureKind | None]]] = {}
+        self._attempts: dict[str, _Outcomes] = {}
         self._implausible: dict[str, deque[tuple[float, str]]] = {}
         self.meter_skew: dict[str, float] = {}  # device -> seconds its own clock is ahead of ours
 
     def record(self, device_id: str, failure: FailureKind | None) -> None:
         """One attempt: `None` for success, else why it failed."""
-        events = self._attempts.setdefault(device_id, deque(maxlen=MAX_EVENTS))
-        events.append((self._clock(), failure))
+        outcomes = self._attempts.get(device_id)
+        if outcomes is None:
+            outcomes = self._attempts[device_id] = _Outcomes()
+        now = self._clock()
+        outcomes.append(now, failure)
+        # prune here too, not only when a status is asked for: memory stays at the window's size
+        if outcomes.times[0] < now - self.window_s:
+            outcomes.prune(now, self.window_s, self.min_keep)
 
     def implausible(self, device_id: str, point: str) -> None:
         """One reading outside its physical bounds."""
         events = self._implausible.setdefault(device_id, deque(maxlen=MAX_EVENTS))
-        events.append((self._clock(), point))
+        now = self._clock()
+        events.append((now, point))
+        while events and events[0][0] < now - self.window_s:
+            events.popleft()
 
     def implausible_points(self, device_id: str) -> list[str]:
         since = self._clock() - self.window_s
@@ -184,29 +229,28 @@ class LineQuality:
 
     def counts(self, device_id: str) -> Counts:
         now = self._clock()
-        since = now - self.window_s
-        events = self._attempts.get(device_id, deque())
+        outcomes = self._attempts.get(device_id)
+        bad = self._implausible.get(device_id, deque())
+        while bad and bad[0][0] < now - self.window_s:
+            bad.popleft()
+        if outcomes is None:
+            return Counts(0, 0, {}, len(bad), self.window_s)
         # A slowly polled device (one poll a minute) has few attempts in the window: its last
         # `min_keep` attempts stay, up to MAX_AGE_S old, so a rate always has a denominator.
-        while events and (
-            events[0][0] < now - MAX_AGE_S or (events[0][0] < since and len(events) > self.min_keep)
-        ):
-            events.popleft()
-        span = max(self.window_s, now - events[0][0]) if events else self.window_s
-        bad = self._implausible.get(device_id, deque())
-        while bad and bad[0][0] < since:
-            bad.popleft()
+        outcomes.prune(now, self.window_s, self.min_keep)
+        span = max(self.window_s, now - outcomes.times[0]) if outcomes.codes else self.window_s
         by_kind: dict[str, int] = {}
         trailing: dict[str, int] = {}
         failures = 0
-        for _, failure in events:
-            if failure is None:
+        for code in outcomes.codes:
+            if code == 0:
                 trailing = {}
                 continue
+            kind = _KINDS[code - 1]
             failures += 1
-            by_kind[failure] = by_kind.get(failure, 0) + 1
-            trailing[failure] = trailing.get(failure, 0) + 1
-        return Counts(len(events), failures, by_kind, len(bad), round(span), trailing)
+            by_kind[kind] = by_kind.get(kind, 0) + 1
+            trailing[kind] = trailing.get(kind, 0) + 1
+        return Counts(len(outcomes.codes), failures, by_kind, len(bad), round(span), trailing)
 
 
 @dataclass(frozen=True, slots=True)
