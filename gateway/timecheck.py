@@ -11,10 +11,7 @@ with no modes set: read-only, no privilege needed); a clock-sync module can repl
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import datetime as dt
-import statistics
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -27,21 +24,23 @@ METER_CLOCK_POINTS = ("meter_time", "meter_clock", "clock")
 SKEW_WARN_S = 300.0  # beyond five minutes the stamps of readings and events are misleading
 
 
-class _Timex(ctypes.Structure):
-    # struct timex (Linux, LP64): the fields read here come first; the rest is padding room
-    _fields_ = [
-        ("modes", ctypes.c_uint),
-        ("offset", ctypes.c_long),
-        ("freq", ctypes.c_long),
-        ("maxerror", ctypes.c_long),
-        ("esterror", ctypes.c_long),
-        ("status", ctypes.c_int),
-        ("rest", ctypes.c_byte * 256),
-    ]
-
-
 def kernel_clock() -> dict[str, Any]:
     """{"synchronized": bool | None, "max_error_s": float | None} from the kernel's NTP state."""
+    import ctypes  # only when a status is asked for: `citynerve run` keeps its footprint
+    import ctypes.util
+
+    class _Timex(ctypes.Structure):
+        # struct timex (Linux, LP64): the fields read here come first; the rest is padding room
+        _fields_ = [
+            ("modes", ctypes.c_uint),
+            ("offset", ctypes.c_long),
+            ("freq", ctypes.c_long),
+            ("maxerror", ctypes.c_long),
+            ("esterror", ctypes.c_long),
+            ("status", ctypes.c_int),
+            ("rest", ctypes.c_byte * 256),
+        ]
+
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         tx = _Timex()
@@ -113,7 +112,7 @@ def time_status(skews: Mapping[str, float], *, now: float | None = None) -> dict
         "ntp_synchronized": kernel["synchronized"],
         "ntp_max_error_s": kernel["max_error_s"],
         "meters": dict(sorted(skews.items())),
-        "median_meter_skew_s": round(statistics.median(skews.values()), 1) if skews else None,
+        "median_meter_skew_s": _median(list(skews.values())),
         "verdict": "ok",
         "reason": "",
     }
@@ -132,6 +131,14 @@ def time_status(skews: Mapping[str, float], *, now: float | None = None) -> dict
             "the kernel says the clock is not synchronised (no NTP): readings may be stamped wrong"
         )
     return out
+
+
+def _median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    mid = len(s) // 2
+    return round(s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2, 1)
 
 
 def _span(seconds: float) -> str:
