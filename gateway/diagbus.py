@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Any
 
 from gateway.api import ChannelError, Driver, GatewayError, PermanentError
+from gateway.bus import linetest, probe
 from gateway.config import GatewayConfig
 from gateway.control import ControlError, GatewayNotRunningError, ask
 from gateway.logs import field
@@ -175,6 +176,9 @@ class DiagSession:
             await _close_quietly(self._driver)
             self._driver = None
 
+    async def _elsewhere(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
+        return await _elsewhere_direct(self, action, params)
+
     async def run(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """Run one action. Raises the driver's typed errors (direct) or ControlError (via gateway)."""
         if self.route is DiagRoute.GATEWAY:
@@ -191,6 +195,18 @@ class DiagSession:
             raise PermanentError("DiagSession.run called outside `async with`")
         if action == RAW_WRITE:
             return await self._raw_write(self._driver, params)
+        if probe.needs_other_driver(action, dict(params)):
+            return await self._elsewhere(action, dict(params))
+        if action == linetest.LINE_TEST:
+            driver = self._driver
+            devices = [d for d in self.config.devices_on(self.bus.id) if d.enabled]
+            read = getattr(driver, "read", None)
+
+            async def transact(device: Any, request: Any) -> object:
+                assert read is not None
+                return await read(device, request)
+
+            return await linetest.line_test_with(driver, devices, self.bus, dict(params), transact)
         return await self._driver.diag(action, params)
 
     async def _raw_write(self, driver: Driver[Any, Any], params: Mapping[str, Any]) -> dict[str, Any]:
@@ -207,6 +223,21 @@ class DiagSession:
             raise
         audit_raw_write(who, self.bus.id, params, "written")
         return result
+
+
+async def _elsewhere_direct(session: DiagSession, action: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Probe, or run an action at other line settings: the session's driver steps aside meanwhile."""
+    spec = session.config.drivers.get(session.bus.protocol)
+    if spec is None or session._driver is None:
+        raise PermanentError(f"bus {session.bus.id}: no driver loaded for protocol {session.bus.protocol!r}")
+    devices = [d for d in session.config.devices_on(session.bus.id) if d.enabled]
+    await _close_quietly(session._driver)
+    try:
+        return await probe.run_elsewhere(
+            lambda b: spec.factory(b, devices), session.bus, devices, action, params
+        )
+    finally:
+        await session._driver.open()
 
 
 async def bus_diag(config: GatewayConfig, bus_id: str, action: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from gateway.logs import field
 from gateway.pipeline import NoRules, Pipeline
 from gateway.service.notify import Notifier, Watchdog, WriterProgress
 from gateway.store import BLOCK_READINGS, AsyncOutbox, OutboxWriter
+from gateway.timecheck import time_status
 from gateway.timesync import ClockSync, UnsyncedMarks
 from gateway.uplink.commands import PointInfo
 from gateway.wiring import BusSupervisor, BusWiring, RuledBusSink
@@ -500,6 +501,9 @@ class Gateway:
                 "marked_events": self.marks.marked_events if self.marks else 0,
                 "unsynced_readings": self.marks.unsynced_readings if self.marks else 0,
             },
+            "time": time_status(
+                {d: s for o in self.owners.values() for d, s in o.quality.meter_skew.items()}
+            ),
         }
 
     def _control_handlers(self) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-from gateway.api import FrameError
+from gateway.api import FrameError, FrameFault
 
 PROTOCOL = "bthome"
 
@@ -25,7 +25,8 @@ class BTHomeFrameError(FrameError):
     reason_code: RejectReason = RejectReason.MALFORMED
 
     def __init__(self, reason: str, data: bytes = b"") -> None:
-        super().__init__(PROTOCOL, reason, data)
+        fault = FrameFault.DECRYPT if self.reason_code is RejectReason.WRONG_KEY else FrameFault.FRAMING
+        super().__init__(PROTOCOL, reason, data, fault=fault)
 
 
 class MalformedAdvertError(BTHomeFrameError):

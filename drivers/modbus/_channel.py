@@ -27,7 +27,7 @@ from drivers.modbus.codec import (
     parse_rtu_frame,
 )
 from drivers.modbus.config import ModbusBusConfig, ModbusRtuBusConfig, ModbusTcpBusConfig
-from gateway.api import ChannelError, DeviceExceptionError, DeviceTimeoutError, FrameError
+from gateway.api import ChannelError, DeviceExceptionError, DeviceTimeoutError, FrameError, FrameFault
 
 _NEVER_DISCONNECT = 1_000_000_000
 
@@ -252,9 +252,15 @@ class ModbusChannel:
         if not frame.crc_ok:
             return FrameError(
                 self.frame_protocol,
-                f"CRC error: expected {frame.crc_expected:#06x}, found {frame.crc_found:#06x}",
+                f"CRC mismatch: expected {frame.crc_expected:#06x}, found {frame.crc_found:#06x}",
                 data,
+                fault=FrameFault.CHECKSUM,
             )
         if frame.unit != unit:
-            return FrameError(self.frame_protocol, f"reply from unit {frame.unit}, expected {unit}", data)
+            return FrameError(
+                self.frame_protocol,
+                f"reply from another address: unit {frame.unit}, expected {unit}",
+                data,
+                fault=FrameFault.ADDRESS,
+            )
         return FrameError(self.frame_protocol, "reply does not match the request", data)

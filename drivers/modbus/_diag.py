@@ -5,7 +5,7 @@ Every result is a JSON-able dict; bad parameters raise `DiagParamError` naming t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from drivers.modbus.codec import ORDERS, TYPES, CodecError, decode_registers, encode_value
@@ -143,7 +143,26 @@ async def _read(channel: ModbusChannel, params: Mapping[str, Any], bus_timeout: 
         except CodecError as err:
             raise DiagParamError("read", "count", f"{count} registers cannot hold a {type_}: {err}") from err
         result.update(type=type_, word_order=word_order, byte_order=byte_order, value=value)
+    if len(reply.registers) >= 2:
+        result["orders"] = _all_orders(reply.registers, type_)
     return result
+
+
+def _all_orders(registers: Sequence[int], type_: str | None) -> dict[str, dict[str, Any]]:
+    """The first register pair (or four, for 64-bit types) decoded in each of the four layouts, so
+    a technician sees which word / byte order gives a believable number."""
+    types = [type_] if type_ in TYPES and TYPES[type_].registers >= 2 else ["float32", "int32", "uint32"]
+    out: dict[str, dict[str, Any]] = {}
+    for name, (word_order, byte_order) in ORDERS.items():
+        row: dict[str, Any] = {}
+        for t in types:
+            regs = registers[: TYPES[t].registers]
+            try:
+                row[t] = decode_registers(regs, t, word_order=word_order, byte_order=byte_order)
+            except CodecError:
+                continue
+        out[name] = row
+    return out
 
 
 async def _write(channel: ModbusChannel, params: Mapping[str, Any], bus_timeout: float) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from gateway.api import (
     ChannelError,
     DeviceTimeoutError,
     FrameError,
+    FrameFault,
     GatewayError,
     SerialSettings,
     TransientError,
@@ -79,14 +80,31 @@ class ReplyTimeout(TransientError):
 
     def as_error(self, protocol: str, device_id: str, points: tuple[str, ...] = ()) -> GatewayError:
         """What the bus owner should hear: a silent device is a timeout; garbage, half a frame or
-        only other devices' frames is a frame error (worth telling a technician apart)."""
-        if self.rejected:
-            last = self.rejected[-1]
-            return FrameError(protocol, f"device {device_id}: {last.reason}", last.data)
+        only other devices' frames is a frame error (worth telling a technician apart).
+
+        The text names what failed first in the terms of the line (checksum mismatch, a reply from
+        another address, a garbled or incomplete reply), not the parser's resync steps."""
+        checksum = [r for r in self.rejected if r.fault is FrameFault.CHECKSUM]
+        if checksum:
+            first = checksum[0]
+            more = f" ({len(self.rejected)} candidate frames rejected)" if len(self.rejected) > 1 else ""
+            return FrameError(
+                protocol, f"device {device_id}: {first.reason}{more}", first.data, fault=FrameFault.CHECKSUM
+            )
         if self.ignored:
-            return FrameError(protocol, f"device {device_id}: only frames for other addresses", self.received)
-        if self.received.strip(b"\xfe"):
-            return FrameError(protocol, f"device {device_id}: incomplete reply", self.received)
+            return FrameError(
+                protocol,
+                f"device {device_id}: reply from another address (only frames for other addresses)",
+                self.received,
+                fault=FrameFault.ADDRESS,
+            )
+        if self.rejected or self.received.strip(b"\xfe"):
+            what = "garbled reply" if self.rejected else "incomplete reply"
+            return FrameError(
+                protocol,
+                f"device {device_id}: {what}: {len(self.received)} bytes that do not form a frame",
+                self.received,
+            )
         return DeviceTimeoutError(device_id, points, self.timeout_s)
 
 

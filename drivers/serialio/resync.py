@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import ClassVar, Generic, Protocol, TypeVar
 
-from gateway.api import FrameError
+from gateway.api import FrameError, FrameFault
 
 
 class _HasRaw(Protocol):
@@ -148,7 +148,10 @@ def frame_body(
     expected = checksum(body[: total - 2])
     if body[total - 2] != expected:
         raise FrameError(
-            protocol, f"checksum mismatch: expected {expected:02X}, found {body[total - 2]:02X}", data
+            protocol,
+            f"checksum mismatch: expected {expected:02X}, found {body[total - 2]:02X}",
+            data,
+            fault=FrameFault.CHECKSUM,
         )
     if body[total - 1] != 0x16:
         raise FrameError(protocol, f"end byte is {body[total - 1]:02X}, expected 16", data)

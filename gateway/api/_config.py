@@ -95,6 +95,11 @@ class PointConfig(_Model):
     poll_interval_s: Seconds | None = Field(default=None, le=86400)
     deadband: FiniteFloat = Field(default=0.0, ge=0)
     max_interval_s: Seconds = Field(default=900.0, le=7 * 86400, description="report at least this often")
+    bounds: tuple[FiniteFloat, FiniteFloat] | None = Field(
+        default=None,
+        description="physical bounds [min, max] of the engineering value; outside them a reading is "
+        "suspect (default: shared bounds of the point's unit)",
+    )
     writable: bool = False
     enabled: bool = True
 

@@ -5,6 +5,7 @@ Errors carry typed attributes; nobody matches on message strings. Wrap with `rai
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 
@@ -52,13 +53,25 @@ class ConfigError(PermanentError):
         super().__init__("\n".join(str(i) for i in issues))
 
 
+class FrameFault(enum.StrEnum):
+    """What was wrong with the bytes, as data (diagnostics count failures by it)."""
+
+    FRAMING = "framing"  # truncated, no start byte, noise: not a frame at all
+    CHECKSUM = "checksum"  # a whole frame whose CRC / checksum does not match
+    ADDRESS = "wrong_address"  # a valid frame, but from another address than the one asked
+    DECRYPT = "decrypt"  # an authenticated payload whose MIC does not verify (wrong key)
+
+
 class FrameError(TransientError):
     """Bytes that are not a valid frame of `protocol`: bad checksum, truncated, garbage."""
 
-    def __init__(self, protocol: str, reason: str, data: bytes = b"") -> None:
+    def __init__(
+        self, protocol: str, reason: str, data: bytes = b"", *, fault: FrameFault = FrameFault.FRAMING
+    ) -> None:
         self.protocol = protocol
         self.reason = reason
         self.data = data
+        self.fault = fault
         super().__init__(f"{protocol}: {reason}" + (f" (frame {data.hex(' ')})" if data else ""))
 
 

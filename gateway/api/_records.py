@@ -21,6 +21,7 @@ class Quality(enum.StrEnum):
     GOOD = "good"
     BAD = "bad"  # the device answered with something unusable, or the read failed
     STALE = "stale"  # last known value, the device is offline
+    SUSPECT = "suspect"  # outside the point's physical bounds: kept out of rules, flagged upstream
 
 
 class EventState(enum.StrEnum):

@@ -45,8 +45,12 @@ from gateway.api import (
     TransientError,
     Value,
 )
+from gateway.bus import linetest, plausibility, probe
 from gateway.bus.events import FAULT, OFFLINE, DeviceFaultError, device_event
+from gateway.bus.facts import bus_verdict
 from gateway.bus.health import BusCounters, DeviceHealth
+from gateway.bus.verdict import LineQuality, kind_of
+from gateway.timecheck import MeterClocks
 
 log = logging.getLogger("citynerve.bus")
 T = TypeVar("T")
@@ -122,6 +126,8 @@ class BusOwner:
             if device_id in self.health:
                 self.health[device_id].faulted = "faulted when the gateway last stopped"
         self.counters = BusCounters()
+        self.quality = LineQuality()  # outcomes of every attempt (before retries), for the verdict
+        self._clocks = MeterClocks()  # the meters' own clocks, for the gateway's time check
         self.channel_open = False
         self.channel_error: str | None = None
         self._rng = rng or random.Random()
@@ -178,6 +184,12 @@ class BusOwner:
         """Run a driver's diagnostic action between polls (scan, read-address, raw read...)."""
         if isinstance(self.driver, ListenDriver):
             return await self.driver.diag(action, params)
+        if probe.needs_other_driver(action, params):
+            return await self._submit(self._elsewhere(action, params), f"diag {action}")
+        if action == linetest.LINE_TEST:  # one job per transaction: polls go on between them
+            return await linetest.line_test_with(
+                self.driver, list(self.devices.values()), self.bus, params, self._line_transact
+            )
 
         async def run(drv: Driver[Any, Any]) -> dict[str, Any]:
             return await drv.diag(action, params)
@@ -185,19 +197,50 @@ class BusOwner:
         result: dict[str, Any] = await self._submit(run, f"diag {action}")
         return result
 
+    def _elsewhere(self, action: str, params: dict[str, Any]) -> Callable[[Driver[Any, Any]], Awaitable[Any]]:
+        """A job that runs `action` on fresh drivers with other line settings (probe, scan at another
+        baud rate): polling pauses while it runs; the configured settings are reopened after it."""
+        devices = list(self.devices.values())
+        kind = type(self.driver)
+
+        async def run(_: Driver[Any, Any]) -> dict[str, Any]:
+            await self._close()  # one master, one open port: the owner's own driver steps aside
+            return await probe.run_elsewhere(lambda b: kind(b, devices), self.bus, devices, action, params)
+
+        return run
+
+    async def _line_transact(self, device: DeviceConfig, request: PollRequest) -> object:
+        driver = self.driver
+        assert isinstance(driver, PollDriver)
+
+        async def run(_: Driver[Any, Any]) -> object:
+            return await driver.read(device, request)
+
+        return await self._submit(run, f"line test {device.id}")
+
     async def restart(self) -> None:
         """Close and reopen the channel (platform command 'restart bus')."""
         self._restart = True
         self._wakeup.set()
 
     def snapshot(self) -> dict[str, Any]:
+        stats = getattr(self.driver, "stats", None)  # radio drivers: per-node link statistics
+        verdict = bus_verdict(
+            self.bus,
+            self.devices,
+            self.health,
+            self.quality,
+            channel_error=None if self.channel_open else self.channel_error,
+            link_stats=stats() if isinstance(self.driver, ListenDriver) and callable(stats) else None,
+        )
         return {
             "id": self.bus.id,
             "protocol": self.bus.protocol,
             "channel": "open" if self.channel_open else "down",
             "channel_error": self.channel_error,
             "counters": self.counters.to_dict(),
-            "devices": [h.to_dict() for h in self.health.values()],
+            "verdict": verdict.to_dict(),
+            "devices": [{**h.to_dict(), **verdict.devices[d].to_dict()} for d, h in self.health.items()],
             # What a listening bus refused (garbage, over-rate lines): counted, never stored.
             "input": self.driver.input_stats() if isinstance(self.driver, ListenDriver) else {},
         }
@@ -396,6 +439,7 @@ class BusOwner:
         error: GatewayError | None = None
         for _ in range(attempts):
             error = await self._transact(device, entry.request)
+            self.quality.record(device.id, None if error is None else kind_of(error))
             if error is None or not isinstance(error, TransientError) or isinstance(error, ChannelError):
                 break
         ts = self.clock.wall()
@@ -459,12 +503,23 @@ class BusOwner:
         finally:
             self.counters.latency_sum_s += self.clock.monotonic() - started
             self.counters.latency_count += 1
+        samples = self._plausible(device, samples)
         try:
             self.sink.submit(SampleBatch(device.id, self.clock.wall(), samples))
         except Exception as err:
             log.exception("bus %s: pipeline failed on a batch from %s", self.bus.id, device.id)
             return DeviceFaultError(device.id, f"pipeline raised {err!r}")
         return None
+
+    def _plausible(self, device: DeviceConfig, samples: tuple[Sample, ...]) -> tuple[Sample, ...]:
+        """Readings outside their physical bounds become SUSPECT and count for the verdict."""
+        samples, suspect = plausibility.check(device.points, samples)
+        for point in suspect:
+            self.quality.implausible(device.id, point)
+        skew = self._clocks.observe(device.id, samples)
+        if skew is not None:
+            self.quality.meter_skew[device.id] = skew
+        return samples
 
     def _channel_broken(self, err: ChannelError) -> None:
         self.counters.channel_errors += 1
@@ -618,6 +673,7 @@ class _ListenSink:
         owner._heard[device.id] = owner.clock.monotonic()
         owner.counters.transactions += 1
         owner.health[device.id].transactions += 1
+        batch = SampleBatch(batch.device_id, batch.ts, owner._plausible(device, batch.samples))
         try:
             owner.sink.submit(batch)
         except Exception as err:  # one device's batch never stops the listener for the others

@@ -115,6 +115,21 @@ def modbus() -> None:
 
 
 bus_option = click.option("--bus", "bus_id", required=True, help="Bus id from the config.")
+baud_option = click.option(
+    "--baud", type=click.IntRange(300, 115200), help="RTU: try this baud rate instead of the configured one."
+)
+parity_option = click.option(
+    "--parity", type=click.Choice(["N", "E", "O"]), help="RTU: try this parity instead of the configured one."
+)
+
+
+def _settings(params: dict[str, Any], baud: int | None, parity: str | None) -> None:
+    """Other line settings for one command (the running gateway pauses polling meanwhile)."""
+    settings = {k: v for k, v in (("baudrate", baud), ("parity", parity)) if v is not None}
+    if settings:
+        params["settings"] = settings
+
+
 table_choice = click.Choice(["holding", "input", "coil", "discrete"])
 
 
@@ -128,6 +143,8 @@ table_choice = click.Choice(["holding", "input", "coil", "discrete"])
 @click.option("--table", type=table_choice, default="holding", show_default=True, help="Table to probe.")
 @click.option("--address", type=click.IntRange(0, 65535), default=0, show_default=True, help="Probe address.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(0.01, 60), help="Per-unit timeout (s).")
+@baud_option
+@parity_option
 @json_option
 def modbus_scan(
     config_path: Path,
@@ -137,6 +154,8 @@ def modbus_scan(
     table: str,
     address: int,
     timeout_s: float | None,
+    baud: int | None,
+    parity: str | None,
     as_json: bool,
 ) -> None:
     """Find which unit ids answer on a Modbus bus (one read each; an exception reply counts).
@@ -149,6 +168,7 @@ def modbus_scan(
     params: dict[str, Any] = {"table": table, "address": address}
     if timeout_s is not None:
         params["timeout_s"] = timeout_s
+    _settings(params, baud, parity)
 
     async def scan() -> dict[str, Any]:
         answered: list[dict[str, Any]] = []
@@ -198,7 +218,8 @@ def modbus_scan(
         console.print(
             f"{len(result['answered'])} of {last - first + 1} unit ids answered in {result['elapsed_s']} s"
             + (
-                f"; garbled replies from {result['garbled']} (wiring? baud rate?)"
+                f"; garbled replies from {result['garbled']}: at one unit while others are clean, two "
+                "devices share that address; at every unit, parity / baud rate (`probe`) or line quality"
                 if result["garbled"]
                 else ""
             ),
@@ -224,6 +245,8 @@ def modbus_scan(
     help="Also decode the registers as this type.",
 )
 @click.option("--order", type=click.Choice(["ABCD", "CDAB", "BADC", "DCBA"]), help="Word/byte order.")
+@baud_option
+@parity_option
 @json_option
 def modbus_read(
     config_path: Path,
@@ -234,15 +257,25 @@ def modbus_read(
     count: int | None,
     type_: str | None,
     order: str | None,
+    baud: int | None,
+    parity: str | None,
     as_json: bool,
 ) -> None:
-    """Read registers or bits from one unit and show them raw (decimal and hex) and decoded."""
+    """Read registers or bits from one unit and show them raw (decimal and hex) and decoded.
+
+    Two registers or more are also decoded in all four word / byte orders (ABCD, CDAB, BADC, DCBA),
+    and the orders giving a believable value are named (within the configured point's physical
+    bounds when a device at this unit has a point at this address).
+    """
     cfg = _modbus_config(config_path, bus_id)
     params: dict[str, Any] = {"unit": unit, "table": table, "address": address}
     for key, value in (("count", count), ("type", type_), ("order", order)):
         if value is not None:
             params[key] = value
+    _settings(params, baud, parity)
     result = _run_or_fail(_one(cfg, bus_id, "read", params))
+    if "orders" in result:
+        result["plausible_orders"] = _plausible_orders(cfg, bus_id, unit, address, result["orders"])
     if as_json:
         print_json(result)
         return
@@ -259,6 +292,49 @@ def modbus_read(
     console.print(t)
     if "value" in result:
         console.print(f"as {result['type']}: [bold]{result['value']}[/]", highlight=False)
+    if "orders" in result:
+        _show_orders(result)
+
+
+def _plausible_orders(
+    cfg: GatewayConfig, bus_id: str, unit: int, address: int, orders: dict[str, Any]
+) -> dict[str, Any]:
+    from gateway.bus.plausibility import bounds_of, plausible_orders
+
+    bounds = None
+    point_name = None
+    for device in cfg.devices_on(bus_id):
+        if device.address != unit:
+            continue
+        for name, point in device.points.items():
+            if getattr(point, "address", None) == address:
+                bounds, point_name = bounds_of(point), f"{device.id}.{name}"
+    return {"point": point_name, "bounds": bounds, "by_type": plausible_orders(orders, bounds)}
+
+
+def _show_orders(result: dict[str, Any]) -> None:
+    orders: dict[str, dict[str, Any]] = result["orders"]
+    types = list(next(iter(orders.values())).keys()) if orders else []
+    t = Table(title="the first registers in each word / byte order")
+    t.add_column("order")
+    for type_ in types:
+        t.add_column(type_, justify="right")
+    plausible = result["plausible_orders"]["by_type"]
+    for layout, values in orders.items():
+        cells = [
+            f"{values.get(tp)}" + (" [green]plausible[/]" if layout in plausible.get(tp, []) else "")
+            for tp in types
+        ]
+        t.add_row(layout, *cells)
+    console.print(t)
+    where = result["plausible_orders"]
+    against = (
+        f"the bounds of {where['point']} {where['bounds']}"
+        if where["point"]
+        else "generic bounds (no point here)"
+    )
+    found = "; ".join(f"{tp}: {', '.join(layouts)}" for tp, layouts in plausible.items()) or "none"
+    console.print(f"plausible against {against}: {found}", highlight=False)
 
 
 def _parse_value(text: str) -> int:

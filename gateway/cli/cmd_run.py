@@ -107,7 +107,37 @@ def _age(ts: float | None) -> str:
     return f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f}m ago"
 
 
+def show_time(t: dict[str, Any] | None) -> None:
+    """Gateway UTC time, NTP state and skew against the meters' own clocks."""
+    if not t:
+        return
+    ntp = {True: "synchronised", False: "[red]NOT synchronised[/]", None: "unknown"}[
+        t.get("ntp_synchronized")
+    ]
+    skew = t.get("median_meter_skew_s")
+    meters = f"; meters' clocks {skew:+.0f} s (median of {len(t['meters'])})" if skew is not None else ""
+    _common.console.print(f"time: gateway {t['gateway_utc']} UTC, NTP {ntp}{meters}", highlight=False)
+    if t.get("reason"):
+        _common.console.print(f"[yellow]time: {t['reason']}[/]", highlight=False)
+
+
+def _errors(dev: dict[str, Any]) -> str:
+    """Failures with their denominator: "12/40 (30%) in 300s", else the total count."""
+    window = dev.get("window") or {}
+    if window.get("attempts"):
+        return (
+            f"{window['failures']}/{window['attempts']} ({window['rate']:.0%}) in {window['window_s']:.0f}s"
+        )
+    return str(dev.get("errors", 0))
+
+
 _STATE = {True: "[green]online[/]", False: "[red]offline[/]", None: "[yellow]unknown[/]"}
+_VERDICT_STATE = {
+    "online": "[green]online[/]",
+    "degraded": "[yellow]degraded[/]",
+    "offline": "[red]offline[/]",
+    "unknown": "[yellow]unknown[/]",
+}
 
 
 def show_status(st: dict[str, Any]) -> None:
@@ -120,19 +150,33 @@ def show_status(st: dict[str, Any]) -> None:
         highlight=False,
     )
     table = Table(title="devices", show_lines=False)
-    for col in ("bus", "device", "state", "last success", "errors", "last reading / error"):
+    for col in ("bus", "device", "state", "last success", "failed (window)", "last reading / reason"):
         table.add_column(col)
     for bus in st["buses"]:
         bus_state = "" if bus["channel"] == "open" else f" [red](channel down: {bus['channel_error']})[/]"
         for dev in bus["devices"]:
-            state = _STATE[dev["online"]] if not dev.get("faulted") else "[red]faulted[/]"
+            verdict_state = dev.get("state")
+            state = (
+                "[red]faulted[/]"
+                if dev.get("faulted")
+                else _VERDICT_STATE.get(verdict_state or "", _STATE[dev["online"]])
+            )
             readings = ", ".join(
                 f"{p}={r['value']}{(' ' + r['unit']) if r['unit'] else ''}"
+                + (" (suspect)" if r.get("quality") == "suspect" else "")
                 for p, r in list(dev.get("readings", {}).items())[:4]
             )
             detail = readings if dev["online"] and not dev.get("faulted") else (dev.get("last_error") or "")
+            if verdict_state in ("degraded", "offline") and dev.get("reason"):
+                detail = dev["reason"]
+            radio = dev.get("radio")
+            if radio:
+                rejected = ", ".join(f"{n} {k}" for k, n in radio["rejected"].items())
+                rssi = f", RSSI {radio['last_rssi']} dBm" if radio.get("last_rssi") is not None else ""
+                heard = f"heard {_age(radio['last_heard'])}" if radio.get("last_heard") else "never heard"
+                detail = f"{heard}{rssi}" + (f", rejected {rejected}" if rejected else "") + f"; {detail}"
             table.add_row(
-                bus["id"] + bus_state, dev["id"], state, _age(dev["last_success"]), str(dev["errors"]), detail
+                bus["id"] + bus_state, dev["id"], state, _age(dev["last_success"]), _errors(dev), detail
             )
     console.print(table)
     show_alarms(st.get("alarms") or [])
@@ -150,6 +194,11 @@ def show_status(st: dict[str, Any]) -> None:
             f"clock: [{color}]{clock.get('state')}[/] (source {clock.get('source') or 'none'}){note}{steps}",
             highlight=False,
         )
+    for bus in st["buses"]:
+        verdict = bus.get("verdict") or {}
+        if verdict.get("cause", "ok") != "ok":
+            colour = "red" if verdict.get("state") == "offline" else "yellow"
+            console.print(f"[{colour}]bus {bus['id']}: {verdict.get('reason')}[/]", highlight=False)
     store = st.get("store")
     if store:
         lanes = ", ".join(
@@ -165,6 +214,7 @@ def show_status(st: dict[str, Any]) -> None:
             + (f", corrupt file moved to {store['quarantined']}" if store.get("quarantined") else ""),
             highlight=False,
         )
+    show_time(st.get("time"))
     up = st.get("uplink")
     if up is None:
         console.print("uplink: not configured", highlight=False)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 import click
@@ -128,8 +129,12 @@ def _bauds(text: str) -> tuple[int, ...]:
 def _probe_command(group: click.Group, protocol: str, title: str) -> None:
     @group.command("probe")
     @click.option(
-        "--port", required=True, help="Serial port, e.g. /dev/ttyUSB0 (not while a gateway uses it)."
+        "--port", help="Serial port, e.g. /dev/ttyUSB0 (one unknown meter; not while a gateway uses it)."
     )
+    @click.option("--bus", "bus_id", help="A configured bus: probe its meters through the running gateway.")
+    @click.option("--write", is_flag=True, help="With --bus: write the settings found to the config.")
+    @click.option("--yes", is_flag=True, help="With --write: do not ask.")
+    @config_option
     @click.option(
         "--bauds",
         default=",".join(map(str, PROBE_BAUDS)),
@@ -146,11 +151,32 @@ def _probe_command(group: click.Group, protocol: str, title: str) -> None:
         help="Reply timeout per rate (s).",
     )
     @json_option
-    def probe(port: str, bauds: str, parity: str | None, timeout_s: float, as_json: bool) -> None:
-        """Find the baud rate of the only meter on the line: read-address at each rate in turn.
+    def probe(
+        port: str | None,
+        bus_id: str | None,
+        write: bool,
+        yes: bool,
+        config_path: Path,
+        bauds: str,
+        parity: str | None,
+        timeout_s: float,
+        as_json: bool,
+    ) -> None:
+        """Find the line settings: with --bus, the configured meters' baud rate x parity x stop bits
+        (through the running gateway, which pauses polling; offers to write the fix); with --port,
+        the baud rate of the only meter on an unconfigured line (read-address at each rate).
 
-        Exits 1 when no rate gets an answer.
+        Exits 1 when no setting gets an answer.
         """
+        if bool(port) == bool(bus_id):
+            raise click.UsageError("give either --bus (a configured bus) or --port (a serial port)")
+        if bus_id:
+            from gateway.cli.cmd_probe import run_probe
+
+            user_bauds = None if bauds == ",".join(map(str, PROBE_BAUDS)) else bauds
+            run_probe(protocol, config_path, bus_id, user_bauds, parity, None, timeout_s, write, yes, as_json)
+            return
+        assert port is not None
         result = _probe(protocol, port, parity, timeout_s, _bauds(bauds), {})
         if as_json:
             print_json(result)

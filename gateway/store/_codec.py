@@ -18,8 +18,8 @@ from typing import Any
 from gateway.api import Event, EventState, Quality, Reading, Severity, Value
 from gateway.store._errors import RecordError
 
-QUALITY_CODE: dict[Quality, int] = {Quality.GOOD: 0, Quality.BAD: 1, Quality.STALE: 2}
-CODE_QUALITY: tuple[Quality, ...] = (Quality.GOOD, Quality.BAD, Quality.STALE)
+QUALITY_CODE: dict[Quality, int] = {Quality.GOOD: 0, Quality.BAD: 1, Quality.STALE: 2, Quality.SUSPECT: 3}
+CODE_QUALITY: tuple[Quality, ...] = (Quality.GOOD, Quality.BAD, Quality.STALE, Quality.SUSPECT)
 
 NATIVE, BOOL, NAN, BIGINT = 0, 1, 2, 3
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1

@@ -24,6 +24,7 @@ import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
 from gateway.api import ConfigError
+from gateway.uplink import certinfo
 from gateway.uplink._connection import make_client, tls_context
 from gateway.uplink.config import BrokerUrl, UpstreamConfig
 
@@ -121,7 +122,12 @@ async def probe_broker(
                 broker.host, broker.port, ssl=ctx, server_hostname=config.tls.server_hostname or broker.host
             )
         except ssl.SSLCertVerificationError as err:
-            raise _StepFailed(f"server certificate not trusted: {err.verify_message}") from err
+            name = config.tls.server_hostname or broker.host
+            presented = await certinfo.presented_certificate(broker.host, broker.port, name)
+            raise _StepFailed(
+                f"server certificate not trusted: {err.verify_message}; presented: {presented or 'unknown'}; "
+                f"configured CA: {certinfo.describe_ca_file(config.tls.ca_file)}"
+            ) from err
         except (OSError, ssl.SSLError) as err:
             raise _StepFailed(f"TLS handshake failed: {err}") from err
         sslobj = writer.get_extra_info("ssl_object")

@@ -166,6 +166,33 @@ def _bus_metrics(m: Exposition, buses: Iterable[Mapping[str, Any]]) -> None:
                 dl,
             )
             m.add("citynerve_device_errors", "counter", "failed polls of the device", _num(dev, "errors"), dl)
+            state = dev.get("state")
+            if state is not None:
+                for name in ("online", "degraded", "offline", "unknown"):
+                    m.add(
+                        "citynerve_device_state",
+                        "gauge",
+                        "1 for the device's current verdict state (online, degraded, offline, unknown)",
+                        float(state == name),
+                        {**dl, "state": name},
+                    )
+            window = dev.get("window") or {}
+            if window:
+                m.add(
+                    "citynerve_device_window_attempts",
+                    "gauge",
+                    "transaction attempts in the verdict's sliding window (the failure rate's denominator)",
+                    _num(window, "attempts"),
+                    dl,
+                )
+                for kind, n in sorted((window.get("by_kind") or {}).items()):
+                    m.add(
+                        "citynerve_device_window_failures",
+                        "gauge",
+                        "failed attempts in the sliding window by kind (timeout, checksum, framing, ...)",
+                        float(n),
+                        {**dl, "kind": str(kind)},
+                    )
             m.add(
                 "citynerve_device_faulted",
                 "gauge",

@@ -92,6 +92,7 @@ def page_state(status: Mapping[str, Any], config: GatewayConfig, *, refresh_s: f
                 "transactions": counters.get("transactions", 0),
                 "errors": counters.get("errors", 0),
                 "latency_ms": counters.get("latency_mean_ms"),
+                "verdict": bus.get("verdict"),
             }
         )
         for dev in bus.get("devices") or []:
@@ -105,6 +106,10 @@ def page_state(status: Mapping[str, Any], config: GatewayConfig, *, refresh_s: f
                 "room": m.get("room", ""),
                 "place": m.get("place", ""),
                 "online": dev.get("online"),
+                "state": dev.get("state"),
+                "cause": dev.get("cause"),
+                "reason": dev.get("reason"),
+                "window": dev.get("window"),
                 "last_success": dev.get("last_success"),
                 "last_error": dev.get("last_error"),
                 "errors": dev.get("errors", 0),
@@ -136,6 +141,7 @@ def page_state(status: Mapping[str, Any], config: GatewayConfig, *, refresh_s: f
         },
         "uplink": uplink,
         "alarms": alarms,
+        "time": plain(status.get("time")),
         "buses": buses,
         "groups": [
             {"building": b, "floor": f, "devices": sorted(devs, key=lambda d: (d["room"], str(d["id"])))}

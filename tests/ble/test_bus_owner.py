@@ -53,3 +53,45 @@ async def test_missed_heartbeats_offline_then_online(radio: VirtualRadio) -> Non
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_wrong_key_verdict_names_the_key_not_just_offline(radio: VirtualRadio) -> None:
+    """A node heard with another key than configured: status says so, with the rejected count."""
+    bus = bus_config(radio, offline_after=2, backoff_initial_s=0.1)
+    device = manhole_device(poll_interval_s=0.3)
+    driver = BTHomeDriver(bus, [device])
+    sink = OwnerSink()
+    owner = BusOwner(bus, [device], driver, sink)
+    task = asyncio.create_task(owner.run(), name="test.owner")
+    node = ManholeCoverNode(radio, MAC, key=bytes(16))  # not the configured KEY
+    try:
+        await asyncio.sleep(0.2)
+        for tilt in range(4):
+            await node.state(tilt_deg=float(tilt))
+        await sink.wait_for(lambda: driver.stats()["mh-1"].rejected_total >= 4, within=5)
+        await sink.wait_for(lambda: sink.offline == ["mh-1"], within=5)
+        dev = owner.snapshot()["devices"][0]
+        assert dev["state"] == "offline" and dev["cause"] == "wrong_key"
+        assert "failed decryption" in dev["reason"] and "key" in dev["reason"]
+        assert owner.snapshot()["verdict"]["cause"] == "wrong_key"
+        assert dev["radio"]["rejected"]["wrong_key"] >= 4 and dev["radio"]["last_heard"] is None
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_node_never_heard_verdict_names_range_and_battery(radio: VirtualRadio) -> None:
+    bus = bus_config(radio, offline_after=2, backoff_initial_s=0.1)
+    device = manhole_device(poll_interval_s=0.3)
+    sink = OwnerSink()
+    owner = BusOwner(bus, [device], BTHomeDriver(bus, [device]), sink)
+    task = asyncio.create_task(owner.run(), name="test.owner")
+    try:
+        await sink.wait_for(lambda: sink.offline == ["mh-1"], within=5)
+        dev = owner.snapshot()["devices"][0]
+        assert dev["cause"] == "never_heard" and "range" in dev["reason"]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -230,6 +230,16 @@ async def test_metrics_parse_and_follow_the_bus(gateway: Gateway, building: Modb
         assert samples[("citynerve_bus_latency_seconds_count", bus)] > 0
         assert samples[("citynerve_device_online", (("bus", "tcp-1"), ("device", "wm-3")))] == 0
         assert samples[("citynerve_device_online", (("bus", "tcp-1"), ("device", "wm-2")))] == 1
+        wm3, wm2 = (("bus", "tcp-1"), ("device", "wm-3")), (("bus", "tcp-1"), ("device", "wm-2"))
+        assert samples[("citynerve_device_state", (*wm3, ("state", "offline")))] == 1
+        assert samples[("citynerve_device_state", (*wm2, ("state", "online")))] == 1
+        assert samples[("citynerve_device_window_failures", (*wm3, ("kind", "timeout")))] >= 1
+        assert samples[("citynerve_device_window_attempts", wm2)] >= 1
+        # the page's data: each card carries the verdict's state and reason in words
+        page = json.loads((await get(server.port, "/api/status"))[2])
+        cards = {d["id"]: d for g in page["groups"] for d in g["devices"]}
+        assert cards["wm-3"]["state"] == "offline" and "configured address 3" in cards["wm-3"]["reason"]
+        assert page["time"]["gateway_utc"] and page["buses"][0]["verdict"]["cause"] == "device_silent"
         assert samples[("citynerve_outbox_rows", (("lane", "telemetry"),))] >= 0
         assert ("citynerve_outbox_oldest_age_seconds", (("lane", "event"),)) in samples
         assert samples[("citynerve_rule_evaluations_total", ())] > 0

@@ -17,7 +17,7 @@ from drivers.modbus._channel import silent_interval_s
 from drivers.modbus.codec import build_rtu_frame, crc16
 from drivers.modbus.config import ModbusDeviceConfig, ModbusRtuBusConfig
 from drivers.modbus.driver import ModbusDriver
-from gateway.api import ChannelError, DeviceTimeoutError, FrameError, TransientError
+from gateway.api import ChannelError, DeviceTimeoutError, FrameError, FrameFault, TransientError
 from hil.sim.modbus import PROFILES_DIR, ModbusBuilding, PtyLink, SimDevice, SimProfile, serve_rtu
 
 
@@ -110,7 +110,7 @@ async def test_crc_error_is_a_frame_error_then_the_line_recovers(rig: Rig) -> No
     with pytest.raises(FrameError) as info:
         await rig.driver.read(SMOKE, request)
     assert isinstance(info.value, TransientError)
-    assert info.value.reason.startswith("CRC error: expected ")
+    assert info.value.reason.startswith("CRC mismatch: expected ")
     frame = info.value.data
     assert frame[0] == 11 and frame[1] == 3
     assert f"{crc16(frame[:-2]):#06x}" in info.value.reason
@@ -134,7 +134,8 @@ async def test_reply_from_another_unit_is_a_frame_error(rig: Rig) -> None:
     rig.link.to_gateway = lambda data: build_rtu_frame(12, data[1:-2])
     with pytest.raises(FrameError) as info:
         await rig.driver.read(SMOKE, request)
-    assert info.value.reason == "reply from unit 12, expected 11"
+    assert info.value.reason == "reply from another address: unit 12, expected 11"
+    assert info.value.fault is FrameFault.ADDRESS
 
 
 async def test_request_lost_on_the_way_is_a_timeout(rig: Rig) -> None:

@@ -123,6 +123,9 @@ def test_tls_steps(tls_broker, tmp_path: Path) -> None:  # type: ignore[no-untyp
     code, out = _run("-c", str(cfg), "--json")
     checks = {c["step"]: c for c in json.loads(out)["brokers"][0]["checks"]}
     assert code == 1 and checks["tls"]["verdict"] == "fail" and "not trusted" in checks["tls"]["detail"]
+    # it names what was presented and what the gateway trusts
+    assert "presented: CN=" in checks["tls"]["detail"] and " issued by CN=" in checks["tls"]["detail"]
+    assert f"configured CA: {pki.other_ca} (CN=" in checks["tls"]["detail"]
     assert checks["mqtt_connect"]["verdict"] == "skip"
     # wrong password: the broker refuses the MQTT connection, and the password is never printed
     cfg = _config(

@@ -34,7 +34,7 @@
   function stateOf(online) { return online === true ? "online" : online === false ? "offline" : "unknown"; }
   function setTile(id, cls) {
     const t = document.getElementById(id);
-    t.classList.remove("ok", "bad");
+    t.classList.remove("ok", "bad", "warn");
     if (cls) t.classList.add(cls);
   }
 
@@ -47,7 +47,8 @@
     document.title = (g.gateway_id || "CityNerve") + " status";
 
     document.getElementById("devices-online").textContent = (g.devices_online ?? 0) + " / " + (g.devices_total ?? 0);
-    setTile("tile-devices", g.devices_online === g.devices_total ? "ok" : "bad");
+    const degraded = st.groups.some(function (grp) { return grp.devices.some(function (d) { return d.state === "degraded"; }); });
+    setTile("tile-devices", g.devices_online !== g.devices_total ? "bad" : degraded ? "warn" : "ok");
 
     const alarms = st.alarms || [];
     document.getElementById("alarm-count").textContent = st.alarms === null ? "-" : String(alarms.length);
@@ -82,6 +83,19 @@
       setTile("tile-uplink", up.connected ? "ok" : "bad");
     }
 
+    const t = st.time;
+    if (t) {
+      document.getElementById("time-gateway").textContent = (t.gateway_utc || "").replace("T", " ").slice(0, 19);
+      // the browser's own clock against the gateway's: a phone on mobile data has NTP
+      const browserSkew = Math.round((Date.now() / 1000 - st.generated));
+      const parts = ["NTP " + (t.ntp_synchronized === true ? "synchronised" : t.ntp_synchronized === false ? "NOT synchronised" : "unknown")];
+      if (t.median_meter_skew_s !== null && t.median_meter_skew_s !== undefined) parts.push("meters " + (t.median_meter_skew_s >= 0 ? "+" : "") + Math.round(t.median_meter_skew_s) + " s");
+      parts.push("this browser " + (browserSkew >= 0 ? "+" : "") + browserSkew + " s");
+      if (t.reason) parts.push(t.reason);
+      document.getElementById("time-detail").textContent = parts.join(" · ");
+      setTile("tile-time", t.verdict === "ok" && Math.abs(browserSkew) < 300 ? "ok" : "warn");
+    }
+
     const groups = document.getElementById("groups");
     if (!st.groups.length) { groups.replaceChildren(el("p", "muted", "no devices on running buses")); }
     else groups.replaceChildren(...st.groups.map(function (grp) {
@@ -90,7 +104,7 @@
       sec.append(el("h3", null, where));
       const cards = el("div", "cards");
       grp.devices.forEach(function (d) {
-        const state = stateOf(d.online);
+        const state = d.state || stateOf(d.online);
         const card = el("div", "card " + state + (d.alarm ? " alarm" : ""));
         card.dataset.device = d.id;
         const top = el("div", "top");
@@ -100,7 +114,9 @@
         card.append(el("div", "meta", [d.id !== (d.name || d.id) ? d.id : "", d.profile, "bus " + d.bus, place].filter(Boolean).join(" · ")));
         card.append(el("div", "meta", "last good read " + age(d.last_success)));
         if (d.faulted) card.append(el("div", "err", "faulted: " + d.faulted));
+        else if ((state === "degraded" || state === "offline") && d.reason) card.append(el("div", "err", d.reason));
         else if (d.online === false && d.last_error) card.append(el("div", "err", d.last_error));
+        if (d.window && d.window.attempts) card.append(el("div", "meta", "failed " + d.window.failures + " of " + d.window.attempts + " in " + Math.round(d.window.window_s) + " s"));
         function readingList(rs) {
           const ul = el("ul", "readings");
           rs.forEach(function (r) {
@@ -130,6 +146,8 @@
       const tr = el("tr");
       tr.append(el("td", null, b.id), el("td", null, b.protocol));
       tr.append(el("td", b.channel === "open" ? "" : "down", b.channel === "open" ? "open" : "down: " + (b.channel_error || "")));
+      const v = b.verdict || {};
+      tr.append(el("td", v.cause && v.cause !== "ok" ? (v.state === "offline" ? "down" : "warn") : "", v.cause && v.cause !== "ok" ? v.reason : "ok"));
       tr.append(el("td", null, fmt(b.transactions)), el("td", null, fmt(b.errors)));
       tr.append(el("td", null, b.latency_ms === null || b.latency_ms === undefined ? "-" : fmt(b.latency_ms) + " ms"));
       return tr;

@@ -36,6 +36,10 @@ Public API::
   [--alarm-after S]` prints `{"dlt645": PATH, "cjt188": PATH, "firepanel": PATH}` and serves until
   SIGTERM (see `__main__.py`).
 - `Fault`: BAD_CHECKSUM, TRUNCATED, SILENCE, NOISE, NO_PREAMBLE, WRONG_ADDRESS.
+- `LineRelay([(port, LineSettings(2400, "E", 1))], bit_error_rate=0.0, seed=1)`: between the gateway
+  (it opens `relay.port`) and simulators' ports; re-times bytes at each side's baud rate and format,
+  so wrong settings garble deterministically; optional seeded bit errors; several device ports
+  transmitting at once collide.
 - wire-time mode: each reply byte arrives `bits_per_byte / baudrate` after the previous (11 bits for
   8E1), and each request holds the line for its own wire time before the meter starts answering.
 """
@@ -45,16 +49,19 @@ from hil.sim.serial._bus import Fault, SerialMeterBus
 from hil.sim.serial._meters import SimCjt188Meter, SimDlt645Meter
 from hil.sim.serial._nullmodem import NullModem
 from hil.sim.serial._panel import FirePanelStream
+from hil.sim.serial._relay import LineRelay, retime
 from hil.sim.serial._riser import riser_cjt188, riser_dlt645
 
 __all__ = [
     "Fault",
     "FirePanelStream",
+    "LineRelay",
     "NullModem",
     "SerialBuilding",
     "SerialMeterBus",
     "SimCjt188Meter",
     "SimDlt645Meter",
+    "retime",
     "riser_cjt188",
     "riser_dlt645",
 ]

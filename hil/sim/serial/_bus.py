@@ -186,7 +186,9 @@ class SerialMeterBus:
             self.replies += 1
 
     def _answer(self, raw: bytes) -> tuple[bytes | None, str]:
-        """Every meter the request is for answers; two or more at once collide on the line."""
+        """Every meter that takes the request answers; two or more at once (a search's partial
+        address, or two meters on one address) collide on the line (`collide`), so the gateway hears
+        garbage with a bad checksum."""
         replies: list[tuple[bytes, str]] = []
         for meter in self.meters:
             reply = None
@@ -203,7 +205,8 @@ class SerialMeterBus:
         if len(replies) == 1:
             return replies[0]
         self.collisions += 1
-        return collide([r for r, _ in replies]), ""
+        addresses = {a for _, a in replies}
+        return collide([r for r, _ in replies]), addresses.pop() if len(addresses) == 1 else ""
 
     def _speed_matches(self) -> bool:
         """The speed the gateway set on the line (the tty's termios, shared with our slave fd)."""

@@ -6,7 +6,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 
 from drivers.cjt188 import codec as cjt
 from drivers.cjt188.readings import STATUS_MAPS, StatusMap, build_901f
@@ -45,6 +45,7 @@ class SimDlt645Meter:
     split_dis: frozenset[int] = frozenset()
     energy_kwh: float = 1234.56
     phases: int = 3  # 1: a single-phase meter, which has no phase B and C data (an error reply)
+    clock_offset_s: float = 0.0  # how far the meter's own clock is off (it keeps local time)
 
     def __post_init__(self) -> None:
         self._moving = _Moving(self.seed or int(self.address))
@@ -60,6 +61,13 @@ class SimDlt645Meter:
         self.energy_kwh += power_kw * (now - self._last) / 3600
         self._last = now
         name = item.name
+        if item.di in (0x04000101, 0x04000102):  # the meter's clock: local time, maybe off
+            clock = datetime.now() + timedelta(seconds=self.clock_offset_s)
+            return (
+                clock.strftime("%y%m%d0") + str(clock.isoweekday() % 7)
+                if item.di == 0x04000101
+                else (clock.strftime("%H%M%S"))
+            )
         if item.fmt is DataFormat.BINARY:
             return 0
         if item.fmt is not DataFormat.BCD:
@@ -138,6 +146,7 @@ class SimCjt188Meter:
     valve: str = "open"
     battery_low: bool = False
     bad_time: bool = False  # an all-zero meter clock (flat clock battery)
+    clock_offset_s: float = 0.0  # how far the meter's own clock is off (it keeps local time)
     status_map: StatusMap = field(default_factory=lambda: STATUS_MAPS["standard"])
 
     def __post_init__(self) -> None:
@@ -188,7 +197,7 @@ class SimCjt188Meter:
                 self.meter_type,
                 self.reading(),
                 self.status_map,
-                datetime.now(UTC).replace(tzinfo=None),
+                datetime.now() + timedelta(seconds=self.clock_offset_s),  # local time, like real meters
                 raw_time,
             )
             data = cjt.di_bytes(cjt.DI_READ, self.di_order) + ser + payload

@@ -1,0 +1,79 @@
+"""Gathers what a bus owner knows into the verdict's facts (the verdict itself is pure: verdict.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from gateway.api import BusConfig, DeviceConfig, SerialSettings
+from gateway.bus.health import DeviceHealth
+from gateway.bus.verdict import BusVerdict, DeviceFacts, LineQuality, RadioFacts, judge_bus
+
+
+class _LinkStats(Protocol):
+    """What a radio driver's per-node statistics offer (BTHome's DeviceLinkStats)."""
+
+    accepted: int
+    last_seen: float | None
+    last_rssi: int | None
+    last_error: str
+
+    @property
+    def rejected(self) -> Mapping[Any, int]: ...
+
+
+def describe_settings(bus: BusConfig) -> str:
+    """The line as configured, in the technician's notation: "/dev/ttyUSB0 9600 8N1"."""
+    serial = getattr(bus, "serial", bus)  # meter buses keep their line settings apart
+    if isinstance(serial, SerialSettings):
+        return f"{serial.port} {serial.baudrate} {serial.bytesize}{serial.parity}{serial.stopbits}"
+    host, port = getattr(bus, "host", None), getattr(bus, "port", None)
+    if host:
+        return f"{host}:{port}" if port else str(host)
+    transport = getattr(bus, "transport", None)
+    return f"{bus.protocol} {transport}" if transport else bus.protocol
+
+
+def describe_address(device: DeviceConfig) -> str:
+    if isinstance(device.address, int):
+        return f"address {device.address}"
+    return str(device.address)
+
+
+def bus_verdict(
+    bus: BusConfig,
+    devices: Mapping[str, DeviceConfig],
+    health: Mapping[str, DeviceHealth],
+    quality: LineQuality,
+    *,
+    channel_error: str | None,
+    link_stats: Mapping[str, _LinkStats] | None = None,
+) -> BusVerdict:
+    facts = {}
+    for device_id, device in devices.items():
+        h = health[device_id]
+        radio = None
+        if link_stats is not None:
+            s = link_stats.get(device_id)
+            radio = (
+                RadioFacts()
+                if s is None
+                else RadioFacts(
+                    s.accepted,
+                    {str(k): v for k, v in s.rejected.items()},
+                    s.last_seen,
+                    s.last_rssi,
+                    s.last_error,
+                )
+            )
+        facts[device_id] = DeviceFacts(
+            device_id,
+            describe_address(device),
+            h.online,
+            quality.counts(device_id),
+            tuple(quality.implausible_points(device_id)),
+            radio,
+            h.last_error,
+        )
+    serial = isinstance(getattr(bus, "serial", bus), SerialSettings)
+    return judge_bus(facts, settings=describe_settings(bus), channel_error=channel_error, serial=serial)
