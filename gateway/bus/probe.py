@@ -29,7 +29,7 @@ from gateway.api import (
 )
 from gateway.bus.verdict import FailureKind, kind_of
 
-PROBE = "probe"  # the diag action name
+PROBE = "probe_line"  # the diag action name (drivers own "probe": a meter search's partial address)
 WITH_SETTINGS = "settings"  # params key: run any diag action under other line settings
 BAUDS = (9600, 2400, 4800, 19200, 1200, 38400, 115200)
 PARITIES = ("N", "E", "O")

@@ -31,7 +31,7 @@ from drivers.modbus.driver import ModbusDriver
 from drivers.serialio import SerialBusConfig
 from gateway.api import BusConfig, DeviceConfig, Driver, Event, SampleBatch
 from gateway.bus import BusOwner
-from gateway.bus.probe import LineSettings
+from gateway.bus.probe import PROBE, LineSettings
 from gateway.timecheck import time_status
 from hil.sim.ble import ManholeCoverNode, VirtualRadio
 from hil.sim.modbus import PROFILES_DIR, SimDevice, SimProfile, serve_rtu, serve_tcp
@@ -193,7 +193,7 @@ async def wrong_baud_probe() -> Outcome:
         bus = _meter_bus(relay.port, 9600)
         async with _owner(bus, devs, Dlt645Driver(bus, devs)) as owner:
             started = time.monotonic()
-            result = await owner.diag("probe", {"timeout_s": 0.3})
+            result = await owner.diag(PROBE, {"timeout_s": 0.3})
             found = f"answer at {result['found']}" if result.get("found") else "nothing found"
             return Outcome(
                 "wrong baud rate: probe on the live line", "answer at 2400 8E1", found,
@@ -278,7 +278,7 @@ async def modbus_wrong_baud_probe() -> Outcome:
             bus = ModbusRtuBusConfig(id="rtu", port=relay.port, baudrate=9600, timeout_s=0.3, retries=0)
             async with _owner(bus, [dev], ModbusDriver(bus, [dev])) as owner:
                 started = time.monotonic()
-                result = await owner.diag("probe", {"parities": ["N"], "timeout_s": 0.3})
+                result = await owner.diag(PROBE, {"parities": ["N"], "timeout_s": 0.3})
                 found = f"answer at {result['found']}" if result.get("found") else "nothing found"
                 return Outcome(
                     "Modbus RTU wrong baud rate: probe", "answer at 19200 8N1", found,

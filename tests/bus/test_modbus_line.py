@@ -16,7 +16,7 @@ from drivers.modbus.config import ModbusDeviceConfig, ModbusRtuBusConfig
 from drivers.modbus.driver import ModbusDriver
 from gateway.api import Event, SampleBatch
 from gateway.bus import BusOwner
-from gateway.bus.probe import LineSettings
+from gateway.bus.probe import PROBE, LineSettings
 from hil.sim.modbus import PROFILES_DIR, SimDevice, SimProfile, serve_rtu
 from hil.sim.serial import LineRelay
 
@@ -47,7 +47,7 @@ def device(profile: str, unit: int, points: Sequence[str]) -> ModbusDeviceConfig
     )
 
 
-POWER = device("modbus-power-meter-3ph", 1, ["voltage_l1"])
+POWER = device("modbus-power-meter-3ph", 1, ["voltage_a"])
 WATER = device("modbus-water-meter", 2, ["flow_rate"])
 
 
@@ -114,7 +114,7 @@ async def test_modbus_probe_through_the_owner_finds_the_baud_rate() -> None:
         try:
             async with owner_on(relay.port, 9600) as owner:
                 await until(lambda: owner.snapshot()["verdict"]["cause"] in ("line_silent", "line_garbled"))
-                result = await owner.diag("probe", {"bauds": [9600, 4800, 19200], "parities": ["N"]})
+                result = await owner.diag(PROBE, {"bauds": [9600, 4800, 19200], "parities": ["N"]})
         finally:
             await server.close()
     assert result["conclusion"] == "configured 9600 8N1, devices answer at 19200 8N1 (all devices answer)"

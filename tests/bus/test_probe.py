@@ -13,7 +13,7 @@ from drivers.dlt645 import codec as dlt
 from drivers.serialio import SerialBusConfig
 from gateway.api import Event, SampleBatch
 from gateway.bus import BusOwner
-from gateway.bus.probe import LineSettings, candidates, conclude
+from gateway.bus.probe import PROBE, LineSettings, candidates, conclude
 from hil.sim.serial import LineRelay, SerialMeterBus, SimDlt645Meter, retime
 
 S9600 = LineSettings(9600, "E", 1)
@@ -129,7 +129,7 @@ async def test_probe_through_the_owner_finds_the_meters_speed_and_restores_polli
     ):
         await until(lambda: owner.snapshot()["verdict"]["cause"] == "line_silent")
         assert "configured " + relay.port + " 9600 8E1" in owner.snapshot()["verdict"]["reason"]
-        result: dict[str, Any] = await owner.diag("probe", {"bauds": [9600, 4800, 2400], "timeout_s": 0.3})
+        result: dict[str, Any] = await owner.diag(PROBE, {"bauds": [9600, 4800, 2400], "timeout_s": 0.3})
         assert result["conclusion"] == "configured 9600 8E1, devices answer at 2400 8E1 (all devices answer)"
         assert result["fix"] == {"baudrate": 2400, "parity": "E", "stopbits": 1}
         tried = [t["settings"] for t in result["trials"]]

@@ -149,10 +149,10 @@ def test_too_few_attempts_give_no_rate_verdict() -> None:
 
 def test_values_outside_bounds_name_the_register_map_or_word_order() -> None:
     c = Counts(10, 0, {}, implausible=10)
-    v = judge_bus({"m1": facts("m1", c, implausible_points=("voltage_l1",))}, settings=SETTINGS)
+    v = judge_bus({"m1": facts("m1", c, implausible_points=("voltage_a",))}, settings=SETTINGS)
     d = v.devices["m1"]
     assert d.cause is Cause.IMPLAUSIBLE_VALUES and d.state is DeviceState.DEGRADED
-    assert "word order" in d.reason and "voltage_l1" in d.reason
+    assert "word order" in d.reason and "voltage_a" in d.reason
 
 
 def test_replies_from_another_address() -> None:

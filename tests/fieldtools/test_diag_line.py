@@ -74,16 +74,16 @@ async def test_line_test_and_verdict_through_the_running_gateway(
 async def test_modbus_read_names_the_plausible_word_order(
     config_path: Path, building: ModbusBuilding
 ) -> None:
-    # em-1 is a power meter at unit 1: input registers 0-1 hold voltage_l1 as float32 ABCD
+    # em-1 is a power meter at unit 1: input registers 0-1 hold voltage_a as float32 ABCD
     args = ("diag", "modbus", "read", "-c", str(config_path), "--bus", "tcp-1", "--unit", "1")
     r = await acli(*args, "--table", "input", "--address", "0", "--type", "float32", "--json")
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert set(out["orders"]) == {"ABCD", "CDAB", "BADC", "DCBA"}
     assert 200 < out["orders"]["ABCD"]["float32"] < 260
-    assert out["plausible_orders"]["point"] == "em-1.voltage_l1"
+    assert out["plausible_orders"]["point"] == "em-1.voltage_a"
     # the live value moves: a swapped order can land on a believable number now and then
     assert "ABCD" in out["plausible_orders"]["by_type"]["float32"]
     r = await acli(*args, "--table", "input", "--address", "0", "--count", "2")
     text = " ".join(r.output.split())
-    assert "each word / byte order" in text and "plausible against the bounds of em-1.voltage_l1" in text
+    assert "each word / byte order" in text and "plausible against the bounds of em-1.voltage_a" in text

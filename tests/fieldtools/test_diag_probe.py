@@ -49,6 +49,7 @@ def meter_toml(port: str) -> str:
         retries = 0
         offline_after = 2
         backoff_initial_s = 0.3
+        min_poll_interval_s = 0.3  # the test polls fast
         backoff_max_s = 0.6
         """
     )
