@@ -80,7 +80,8 @@ class Sink:
 def power_meter(word_order: str) -> ModbusDeviceConfig:
     data = tomllib.loads((PROFILES_DIR / "modbus-power-meter-3ph.toml").read_text())
     points: dict[str, Any] = data["points"]
-    voltages = {n: {**p, "word_order": word_order} for n, p in points.items() if n in ("voltage_a", "voltage_b", "voltage_c")}
+    phases = ("voltage_a", "voltage_b", "voltage_c")
+    voltages = {n: {**p, "word_order": word_order} for n, p in points.items() if n in phases}
     return ModbusDeviceConfig.model_validate(
         {
             "id": "pm-1",
