@@ -41,7 +41,7 @@ from gateway.pipeline import NoRules, Pipeline
 from gateway.service.notify import Notifier, Watchdog, WriterProgress
 from gateway.store import BLOCK_READINGS, AsyncOutbox, OutboxWriter
 from gateway.timecheck import time_status
-from gateway.timesync import ClockSync, UnsyncedMarks
+from gateway.timesync import ClockSync, UnsyncedMarks, kernel_state
 from gateway.uplink.commands import PointInfo
 from gateway.wiring import BusSupervisor, BusWiring, RuledBusSink
 
@@ -502,7 +502,9 @@ class Gateway:
                 "unsynced_readings": self.marks.unsynced_readings if self.marks else 0,
             },
             "time": time_status(
-                {d: s for o in self.owners.values() for d, s in o.quality.meter_skew.items()}
+                {d: s for o in self.owners.values() for d, s in o.quality.meter_skew.items()},
+                synchronized=self.clock_sync.synced,
+                max_error_s=kernel_state()[1],
             ),
         }
 

@@ -5,8 +5,8 @@ reading is stamped wrong while everything looks green. Meters keep their own clo
 reports one in every read; a DL/T 645 profile can read its date and time), so when several meters
 agree with each other and not with the gateway, the gateway is the one to fix.
 
-`kernel_clock()` is the one small function that reads the kernel's NTP discipline state (adjtimex
-with no modes set: read-only, no privilege needed); a clock-sync module can replace it.
+Whether the wall clock is synchronised comes from `gateway.timesync` (the configured source: the
+kernel's NTP state, timesyncd, a flag file), passed in by the caller.
 """
 
 from __future__ import annotations
@@ -18,39 +18,8 @@ from typing import Any
 
 from gateway.api import Sample
 
-TIME_ERROR = 5  # adjtimex return value: the clock is not synchronised
-STA_UNSYNC = 0x0040
 METER_CLOCK_POINTS = ("meter_time", "meter_clock", "clock")
 SKEW_WARN_S = 300.0  # beyond five minutes the stamps of readings and events are misleading
-
-
-def kernel_clock() -> dict[str, Any]:
-    """{"synchronized": bool | None, "max_error_s": float | None} from the kernel's NTP state."""
-    import ctypes  # only when a status is asked for: `citynerve run` keeps its footprint
-    import ctypes.util
-
-    class _Timex(ctypes.Structure):
-        # struct timex (Linux, LP64): the fields read here come first; the rest is padding room
-        _fields_ = [
-            ("modes", ctypes.c_uint),
-            ("offset", ctypes.c_long),
-            ("freq", ctypes.c_long),
-            ("maxerror", ctypes.c_long),
-            ("esterror", ctypes.c_long),
-            ("status", ctypes.c_int),
-            ("rest", ctypes.c_byte * 256),
-        ]
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        tx = _Timex()
-        state = libc.adjtimex(ctypes.byref(tx))
-    except (OSError, AttributeError):
-        return {"synchronized": None, "max_error_s": None}
-    if state < 0:
-        return {"synchronized": None, "max_error_s": None}
-    synced = state != TIME_ERROR and not tx.status & STA_UNSYNC
-    return {"synchronized": bool(synced), "max_error_s": round(tx.maxerror / 1e6, 3)}
 
 
 def meter_clock_skew(samples: Iterable[Sample], now: float | None = None) -> float | None:
@@ -103,14 +72,20 @@ def _dlt645_iso(date: str, hms: str) -> str | None:
     return f"20{date[0:2]}-{date[2:4]}-{date[4:6]}T{hms[0:2]}:{hms[2:4]}:{hms[4:6]}"
 
 
-def time_status(skews: Mapping[str, float], *, now: float | None = None) -> dict[str, Any]:
-    """The `time` section of `status`: gateway UTC time, NTP state, skew against meters, a verdict."""
+def time_status(
+    skews: Mapping[str, float],
+    *,
+    synchronized: bool | None,
+    max_error_s: float | None = None,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """The `time` section of `status`: gateway UTC time, NTP state (`synchronized`, from
+    `gateway.timesync`), skew against meters, a verdict."""
     now = time.time() if now is None else now
-    kernel = kernel_clock()
     out: dict[str, Any] = {
         "gateway_utc": dt.datetime.fromtimestamp(now, dt.UTC).isoformat(timespec="seconds"),
-        "ntp_synchronized": kernel["synchronized"],
-        "ntp_max_error_s": kernel["max_error_s"],
+        "ntp_synchronized": synchronized,
+        "ntp_max_error_s": max_error_s,
         "meters": dict(sorted(skews.items())),
         "median_meter_skew_s": _median(list(skews.values())),
         "verdict": "ok",
@@ -123,13 +98,11 @@ def time_status(skews: Mapping[str, float], *, now: float | None = None) -> dict
         out["reason"] = (
             f"the gateway clock is {_span(abs(median))} {ahead} {len(skews)} meters that agree with each "
             "other: readings are stamped wrong; check NTP (network, `timedatectl`)"
-            + ("" if kernel["synchronized"] else " - the kernel says the clock is not synchronised")
+            + ("" if synchronized else " - the clock is not synchronised (no NTP)")
         )
-    elif kernel["synchronized"] is False:
+    elif synchronized is False:
         out["verdict"] = "not_synchronized"
-        out["reason"] = (
-            "the kernel says the clock is not synchronised (no NTP): readings may be stamped wrong"
-        )
+        out["reason"] = "the clock is not synchronised (no NTP): readings may be stamped wrong"
     return out
 
 

@@ -58,20 +58,25 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
-def kernel_synced() -> bool | None:
-    """The kernel's NTP status: True synchronised, False not, None when it cannot be read (no
-    libc adjtimex, or denied: systemd's ProtectClock= makes even the read-only call fail)."""
+def kernel_state() -> tuple[bool | None, float | None]:
+    """The kernel's NTP status: (synchronised, maximum error in s); (None, None) when it cannot be
+    read (no libc adjtimex, or denied: systemd's ProtectClock= makes even the read-only call fail)."""
     libc = _libc()
     if libc is None:
-        return None
+        return None, None
     try:
         tx = _Timex()
         state = libc.adjtimex(ctypes.byref(tx))
     except AttributeError:
-        return None
+        return None, None
     if state < 0:
-        return None
-    return not (tx.status & STA_UNSYNC) and state != TIME_ERROR
+        return None, None
+    return not (tx.status & STA_UNSYNC) and state != TIME_ERROR, round(tx.maxerror / 1e6, 3)
+
+
+def kernel_synced() -> bool | None:
+    """The kernel's NTP status: True synchronised, False not, None when it cannot be read."""
+    return kernel_state()[0]
 
 
 def timesyncd_synced(flag: Path = TIMESYNCD_FLAG) -> bool | None:

@@ -33,6 +33,7 @@ from gateway.api import BusConfig, DeviceConfig, Driver, Event, SampleBatch
 from gateway.bus import BusOwner
 from gateway.bus.probe import PROBE, LineSettings
 from gateway.timecheck import time_status
+from gateway.timesync import kernel_synced
 from hil.sim.ble import ManholeCoverNode, VirtualRadio
 from hil.sim.modbus import PROFILES_DIR, SimDevice, SimProfile, serve_rtu, serve_tcp
 from hil.sim.serial import Fault, LineRelay, SerialMeterBus, SimCjt188Meter, SimDlt645Meter
@@ -357,7 +358,7 @@ async def clock_wrong() -> Outcome:
         async with _owner(bus, devs, Cjt188Driver(bus, devs)) as owner:
 
             def named() -> tuple[str, str]:
-                st = time_status(owner.quality.meter_skew)
+                st = time_status(owner.quality.meter_skew, synchronized=kernel_synced())
                 return str(st["verdict"]), str(st["reason"])
 
             return await _watch("gateway clock 2 days ahead", "clock_wrong", owner, named)

@@ -11,7 +11,8 @@ from drivers.cjt188 import Cjt188Device, Cjt188Driver
 from drivers.serialio import SerialBusConfig
 from gateway.api import Event, Sample, SampleBatch
 from gateway.bus import BusOwner
-from gateway.timecheck import kernel_clock, meter_clock_skew, time_status
+from gateway.timecheck import meter_clock_skew, time_status
+from gateway.timesync import kernel_state
 from hil.sim.serial import SerialMeterBus, SimCjt188Meter
 
 DAY = 86400.0
@@ -26,16 +27,18 @@ def test_meter_clock_skew_reads_local_wall_time() -> None:
 
 
 def test_kernel_clock_state_is_read_without_privilege() -> None:
-    state = kernel_clock()
-    assert state["synchronized"] in (True, False)
-    assert state["max_error_s"] is not None and state["max_error_s"] >= 0
+    synced, max_error_s = kernel_state()
+    assert synced in (True, False)
+    assert max_error_s is not None and max_error_s >= 0
 
 
 def test_verdict_needs_meters_that_agree() -> None:
-    assert time_status({"a": 2 * DAY})["verdict"] != "clock_wrong"  # one meter can be the wrong one
-    st = time_status({"a": -2 * DAY, "b": -2 * DAY + 30})
+    # one meter can be the wrong one
+    assert time_status({"a": 2 * DAY}, synchronized=True)["verdict"] != "clock_wrong"
+    st = time_status({"a": -2 * DAY, "b": -2 * DAY + 30}, synchronized=True)
     assert st["verdict"] == "clock_wrong" and "2.0 days ahead of 2 meters" in st["reason"]
-    assert time_status({"a": 3.0, "b": -4.0})["verdict"] in ("ok", "not_synchronized")
+    assert time_status({"a": 3.0, "b": -4.0}, synchronized=True)["verdict"] == "ok"
+    assert time_status({}, synchronized=False)["verdict"] == "not_synchronized"
 
 
 class Sink:
@@ -85,7 +88,7 @@ async def test_gateway_clock_two_days_ahead_of_the_meters_is_named() -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-    st = time_status(owner.quality.meter_skew)
+    st = time_status(owner.quality.meter_skew, synchronized=True)
     assert st["verdict"] == "clock_wrong"
     assert abs(st["median_meter_skew_s"] + 2 * DAY) < 60
     assert "gateway clock is 2.0 days ahead of 2 meters" in st["reason"]
@@ -126,5 +129,5 @@ async def test_dlt645_meters_date_and_time_dis_give_the_skew() -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-    st = time_status(owner.quality.meter_skew)
+    st = time_status(owner.quality.meter_skew, synchronized=True)
     assert st["verdict"] == "clock_wrong" and abs(st["median_meter_skew_s"] + 2 * DAY) < 60
