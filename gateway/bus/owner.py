@@ -19,8 +19,7 @@ import logging
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from gateway.api import (
     SYSTEM_CLOCK,
@@ -31,7 +30,6 @@ from gateway.api import (
     DeviceExceptionError,
     DeviceTimeoutError,
     Driver,
-    Event,
     EventState,
     FrameError,
     GatewayError,
@@ -49,6 +47,8 @@ from gateway.bus import linetest, plausibility, probe
 from gateway.bus.events import FAULT, OFFLINE, DeviceFaultError, device_event
 from gateway.bus.facts import bus_verdict
 from gateway.bus.health import BusCounters, DeviceHealth
+from gateway.bus.jobs import BusNotRunningError, BusSink, _Entry, _Job
+from gateway.bus.listening import run_listen
 from gateway.bus.verdict import LineQuality, kind_of
 from gateway.timecheck import MeterClocks
 
@@ -58,36 +58,6 @@ T = TypeVar("T")
 _REPLAN = -1  # heap entry index: plan the device again (after a fault)
 OFFLINE_KIND = "device_offline"
 PROGRESS_SLICE_S = 5.0  # an idle owner still shows progress this often (the service watchdog)
-
-
-class BusSink(Protocol):
-    """What a bus owner feeds. The pipeline satisfies it."""
-
-    def submit(self, batch: SampleBatch) -> None: ...
-
-    def event(self, event: Event) -> None: ...
-
-    def mark_offline(self, device_id: str, ts: float) -> None: ...
-
-
-class BusNotRunningError(ChannelError):
-    """A job was sent to a bus whose channel is down."""
-
-
-@dataclass(order=True, slots=True)
-class _Entry:
-    due: float
-    order: int
-    device_id: str = field(compare=False)
-    index: int = field(compare=False)  # position of the request in the device's plan
-    request: PollRequest = field(compare=False)
-
-
-@dataclass(slots=True)
-class _Job:
-    run: Callable[[Driver[Any, Any]], Awaitable[Any]]
-    future: asyncio.Future[Any]
-    name: str
 
 
 class BusOwner:
@@ -251,7 +221,7 @@ class BusOwner:
         """The owner task: runs until cancelled; closes the channel on the way out."""
         try:
             if isinstance(self.driver, ListenDriver):
-                await self._run_listen(self.driver)
+                await run_listen(self, self.driver)
             else:
                 await self._run_poll()
         finally:
@@ -610,76 +580,3 @@ class BusOwner:
 
     def _jittered(self, seconds: float) -> float:
         return seconds * self._rng.uniform(0.8, 1.2)
-
-    # -- listening buses -------------------------------------------------------------------------
-
-    async def _run_listen(self, driver: ListenDriver[Any, Any]) -> None:
-        start = self.clock.wall()
-        for h in self.health.values():
-            h.last_seen = start
-        self._heard = dict.fromkeys(self.health, self.clock.monotonic())
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._listen_watchdog(), name=f"bus[{self.bus.id}].watchdog")
-            while True:
-                if not await self._open():
-                    await asyncio.sleep(self._channel_backoff)
-                    continue
-                try:
-                    await driver.listen(_ListenSink(self))
-                except ChannelError as err:
-                    self._channel_broken(err)
-                except GatewayError as err:
-                    log.error("bus %s: listener stopped: %s", self.bus.id, err)
-                    self.channel_error = str(err)
-                except Exception:
-                    log.exception("bus %s: listener crashed; restarting it", self.bus.id)
-                    self.channel_error = "listener crashed"
-                await self._close()
-                self._channel_backoff = max(self._channel_backoff, self.bus.backoff_initial_s / 4)
-                await asyncio.sleep(self._channel_backoff)
-
-    async def _listen_watchdog(self) -> None:
-        """Devices not heard for `poll_interval_s * offline_after` go offline (monotonic clock: a step
-        of the wall clock is no silence)."""
-        while True:
-            await asyncio.sleep(1.0)
-            mono = self.progress = self.clock.monotonic()
-            for device in self.devices.values():
-                health = self.health[device.id]
-                expected = (device.poll_interval_s or 60.0) * self.bus.offline_after
-                silent = mono - self._heard.get(device.id, mono)
-                if health.online is not False and silent > expected:
-                    health.consecutive_failures = self.bus.offline_after
-                    health.online = False
-                    reason = f"not heard for {silent:.0f} s"
-                    log.error("device %s on bus %s is offline: %s", device.id, self.bus.id, reason)
-                    now = self.clock.wall()
-                    self.sink.mark_offline(device.id, now)
-                    self.sink.event(device_event(device, OFFLINE, EventState.RAISED, now, reason))
-
-
-class _ListenSink:
-    """Passes a listening driver's output on, noting who was heard."""
-
-    def __init__(self, owner: BusOwner) -> None:
-        self._owner = owner
-
-    def submit(self, batch: SampleBatch) -> None:
-        owner = self._owner
-        device = owner.devices.get(batch.device_id)
-        if device is None:
-            owner.sink.submit(batch)
-            return
-        owner._heard[device.id] = owner.clock.monotonic()
-        owner.counters.transactions += 1
-        owner.health[device.id].transactions += 1
-        batch = SampleBatch(batch.device_id, batch.ts, owner._plausible(device, batch.samples))
-        try:
-            owner.sink.submit(batch)
-        except Exception as err:  # one device's batch never stops the listener for the others
-            owner._listen_fault(device, f"pipeline raised {err!r}")
-            return
-        owner._success(device, batch.ts)  # heard, and handled: clears offline and fault
-
-    def event(self, event: Event) -> None:
-        self._owner.sink.event(event)

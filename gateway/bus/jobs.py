@@ -1,0 +1,41 @@
+"""What a bus owner is fed and what it queues: the sink it feeds (`BusSink`), its poll entries and
+its jobs (diagnostics, commands, local actions: one at a time on the channel). Split from owner.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gateway.api import ChannelError, Driver, Event, PollRequest, SampleBatch
+
+
+class BusSink(Protocol):
+    """What a bus owner feeds. The pipeline satisfies it."""
+
+    def submit(self, batch: SampleBatch) -> None: ...
+
+    def event(self, event: Event) -> None: ...
+
+    def mark_offline(self, device_id: str, ts: float) -> None: ...
+
+
+class BusNotRunningError(ChannelError):
+    """A job was sent to a bus whose channel is down."""
+
+
+@dataclass(order=True, slots=True)
+class _Entry:
+    due: float
+    order: int
+    device_id: str = field(compare=False)
+    index: int = field(compare=False)  # position of the request in the device's plan
+    request: PollRequest = field(compare=False)
+
+
+@dataclass(slots=True)
+class _Job:
+    run: Callable[[Driver[Any, Any]], Awaitable[Any]]
+    future: asyncio.Future[Any]
+    name: str

@@ -1,0 +1,91 @@
+"""Listening buses (a fire panel's print stream, a BLE adapter): the driver reports as devices speak;
+a watchdog on the monotonic clock marks devices that went silent offline. Split from `owner.py`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from gateway.api import ChannelError, Event, EventState, GatewayError, ListenDriver, SampleBatch
+from gateway.bus.events import OFFLINE, device_event
+
+if TYPE_CHECKING:
+    from gateway.bus.owner import BusOwner
+
+log = logging.getLogger("citynerve.bus")
+
+
+async def run_listen(owner: BusOwner, driver: ListenDriver[Any, Any]) -> None:
+    """A listening bus: the driver reports as its devices speak; a watchdog marks the silent offline."""
+    start = owner.clock.wall()
+    for h in owner.health.values():
+        h.last_seen = start
+    owner._heard = dict.fromkeys(owner.health, owner.clock.monotonic())
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(_listen_watchdog(owner), name=f"bus[{owner.bus.id}].watchdog")
+        while True:
+            if not await owner._open():
+                await asyncio.sleep(owner._channel_backoff)
+                continue
+            try:
+                await driver.listen(ListenSink(owner))
+            except ChannelError as err:
+                owner._channel_broken(err)
+            except GatewayError as err:
+                log.error("bus %s: listener stopped: %s", owner.bus.id, err)
+                owner.channel_error = str(err)
+            except Exception:
+                log.exception("bus %s: listener crashed; restarting it", owner.bus.id)
+                owner.channel_error = "listener crashed"
+            await owner._close()
+            owner._channel_backoff = max(owner._channel_backoff, owner.bus.backoff_initial_s / 4)
+            await asyncio.sleep(owner._channel_backoff)
+
+async def _listen_watchdog(owner: BusOwner) -> None:
+    """Devices not heard for `poll_interval_s * offline_after` go offline (monotonic clock: a step
+    of the wall clock is no silence)."""
+    while True:
+        await asyncio.sleep(1.0)
+        mono = owner.progress = owner.clock.monotonic()
+        for device in owner.devices.values():
+            health = owner.health[device.id]
+            expected = (device.poll_interval_s or 60.0) * owner.bus.offline_after
+            silent = mono - owner._heard.get(device.id, mono)
+            if health.online is not False and silent > expected:
+                health.consecutive_failures = owner.bus.offline_after
+                health.online = False
+                reason = f"not heard for {silent:.0f} s"
+                log.error("device %s on bus %s is offline: %s", device.id, owner.bus.id, reason)
+                now = owner.clock.wall()
+                owner.sink.mark_offline(device.id, now)
+                owner.sink.event(device_event(device, OFFLINE, EventState.RAISED, now, reason))
+
+
+
+
+class ListenSink:
+    """Passes a listening driver's output on, noting who was heard."""
+
+    def __init__(self, owner: BusOwner) -> None:
+        self._owner = owner
+
+    def submit(self, batch: SampleBatch) -> None:
+        owner = self._owner
+        device = owner.devices.get(batch.device_id)
+        if device is None:
+            owner.sink.submit(batch)
+            return
+        owner._heard[device.id] = owner.clock.monotonic()
+        owner.counters.transactions += 1
+        owner.health[device.id].transactions += 1
+        batch = SampleBatch(batch.device_id, batch.ts, owner._plausible(device, batch.samples))
+        try:
+            owner.sink.submit(batch)
+        except Exception as err:  # one device's batch never stops the listener for the others
+            owner._listen_fault(device, f"pipeline raised {err!r}")
+            return
+        owner._success(device, batch.ts)  # heard, and handled: clears offline and fault
+
+    def event(self, event: Event) -> None:
+        self._owner.sink.event(event)
