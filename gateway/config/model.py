@@ -59,6 +59,12 @@ class Profile(BaseModel):
     model_config = _STRICT
     id: str = Field(pattern=ID_PATTERN)
     family: str
+    device_class: str = Field(
+        default="",
+        pattern=r"^$|^[a-z0-9][a-z0-9-]*$",
+        description="what kind of device (electricity-meter-1ph, water-meter, smoke-detector, ...): "
+        "profiles of one class share one point vocabulary, and rule packs name the classes they are for",
+    )
     description: str = ""
     vendor: str = ""
     model: str = ""
