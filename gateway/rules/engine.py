@@ -38,12 +38,14 @@ from gateway.rules.config import (
     MissingRule,
     OfflineRule,
     RateRule,
+    RoutineRule,
     RuleConfig,
     RulesConfig,
     ThresholdRule,
     rule_points,
     severity_of,
 )
+from gateway.rules.routine import RoutineCondition
 from gateway.rules.suppression import QuietHours
 
 log = logging.getLogger("gateway.rules")
@@ -139,6 +141,8 @@ def _condition(rule: RuleConfig) -> Condition:
         return DayUse(rule) if rule.window == "day" else SlotUse(rule)
     if isinstance(rule, AnomalyRule):
         return AnomalyCondition(rule)
+    if isinstance(rule, RoutineRule):
+        return RoutineCondition(rule)
     raise TypeError(f"no condition for rule kind {rule.kind}")  # composites are built by the engine
 
 

@@ -1,0 +1,122 @@
+"""The street's packs (issue 18): each loads, cites its sources, and names only its profile's points;
+the routine kind (bed-foot sensor) raises at a time of day and after a night-time absence."""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from gateway.api import EventState
+from gateway.rules import PACKS_DIR, RulesConfig, load_pack
+from tests.rules.conftest import dev, engine, feed
+
+PROFILES = Path(__file__).resolve().parents[2] / "config" / "profiles"
+TZ = ZoneInfo("Asia/Shanghai")
+
+PACK_PROFILE = {
+    "curtain-wall": "bthome-curtain-wall",
+    "elderly-bed": "bthome-bed-occupancy",
+    "entrance": "bthome-entrance-door",
+    "fire-hydrant": "bthome-fire-hydrant",
+    "fire-lane": "bthome-fire-lane",
+    "litter-bin": "bthome-litter-bin",
+    "meter-box": "modbus-meter-box-efm",
+    "street-lamp": "modbus-lamp-controller",
+}
+
+
+@pytest.mark.parametrize("pack", sorted(PACK_PROFILE))
+def test_pack_points_are_its_profiles_points(pack: str) -> None:
+    profile = tomllib.loads((PROFILES / f"{PACK_PROFILE[pack]}.toml").read_text())
+    assert profile["device_class"] and profile["source"]
+    cfg = RulesConfig.model_validate({"packs": [{"name": pack}]})
+    points = {getattr(r, "point", "") for r in cfg.all_rules()} - {""}
+    assert points <= set(profile["points"]), points - set(profile["points"])
+    assert load_pack(PACKS_DIR / f"{pack}.toml").source
+
+
+def test_cited_thresholds() -> None:
+    cfg = RulesConfig.model_validate({"packs": [{"name": n} for n in PACK_PROFILE]})
+    rules = {r.id: r for r in cfg.all_rules()}
+    assert rules["fire-hydrant.pressure_low"].below == 0.14  # type: ignore[union-attr]
+    assert rules["fire-hydrant.pressure_fire_min"].below == 0.10  # type: ignore[union-attr]
+    assert "7.2.8" in load_pack(PACKS_DIR / "fire-hydrant.toml").source
+    assert rules["meter-box.residual_current"].above == 300  # type: ignore[union-attr]
+    assert "9.2.3" in load_pack(PACKS_DIR / "meter-box.toml").source
+    for pack in PACK_PROFILE:  # every pack says which of its limits are not published
+        src = load_pack(PACKS_DIR / f"{pack}.toml").source
+        assert "local default" in src or "controller" in src, pack
+
+
+def _ts(day: int, hhmm: str) -> float:
+    h, m = hhmm.split(":")
+    return datetime(2026, 9, day, int(h), int(m), tzinfo=TZ).timestamp()
+
+
+def _bed_engine(mode: str, **kw: object):  # type: ignore[no-untyped-def]
+    rule = {"id": "r", "kind": "routine", "mode": mode, "point": "in_bed", "stale_s": 7200, **kw}
+    return engine([rule], [dev(points=("in_bed",))])
+
+
+def _run(e, readings, until: float, heartbeat_until: float = float("inf")):  # type: ignore[no-untyped-def]
+    """Readings (ts, in_bed) on changes, the node's 600 s heartbeat repeating the state (up to
+    `heartbeat_until`), and ticks every 60 s up to `until`, like the runtime."""
+    out = []
+    readings = sorted(readings)
+    t = readings[0][0]
+    i = 0
+    state, last = readings[0][1], t
+    while t <= until:
+        while i < len(readings) and readings[i][0] <= t:
+            out += feed(e, [readings[i]], point="in_bed")
+            state, last = readings[i][1], readings[i][0]
+            i += 1
+        if t - last >= 600 and t < heartbeat_until:
+            out += feed(e, [(t, state)], point="in_bed")
+            last = t
+        out += e.tick(t)
+        t += 60
+    return [(round(ev.ts), ev.state) for ev in out]
+
+
+def test_not_up_by_raises_at_the_time_and_clears_when_up() -> None:
+    e = _bed_engine("up_by", by="09:00", since="04:00", up_s=600)
+    # To bed at 22:00; a 5-min bathroom visit at 03:00 and a 4-min one at 06:00 do not count as up.
+    r = [(_ts(21, "22:00"), True), (_ts(22, "03:00"), False), (_ts(22, "03:05"), True)]
+    r += [(_ts(22, "06:00"), False), (_ts(22, "06:04"), True), (_ts(22, "09:40"), False)]
+    r += [(_ts(22, h), False) for h in ("09:50", "10:10")]
+    got = _run(e, r, _ts(22, "10:30"))
+    assert got == [(_ts(22, "09:00"), EventState.RAISED), (_ts(22, "09:40"), EventState.CLEARED)]
+
+
+def test_up_early_and_back_to_bed_is_not_an_alarm() -> None:
+    e = _bed_engine("up_by", by="09:00", since="04:00", up_s=600)
+    r = [(_ts(21, "22:00"), True), (_ts(22, "06:30"), False), (_ts(22, "07:10"), True)]
+    r += [(_ts(22, "08:00"), True), (_ts(22, "08:50"), True), (_ts(22, "09:40"), True)]
+    assert _run(e, r, _ts(22, "10:00")) == []
+
+
+def test_out_of_bed_at_night_and_not_back() -> None:
+    e = _bed_engine("back_within", start="22:00", end="06:00", away_s=2400)
+    r = [(_ts(21, "22:00"), True), (_ts(22, "02:00"), False), (_ts(22, "02:20"), False)]
+    r += [(_ts(22, "03:00"), False), (_ts(22, "03:15"), True)]
+    r += [(_ts(22, "07:00"), False), (_ts(22, "07:30"), False), (_ts(22, "08:00"), False)]  # the day
+    got = _run(e, r, _ts(22, "08:30"))
+    assert got == [(_ts(22, "02:41"), EventState.RAISED), (_ts(22, "03:15"), EventState.CLEARED)]
+
+
+def test_a_silent_sensor_is_unknown_not_in_bed() -> None:
+    e = _bed_engine("up_by", by="09:00", since="04:00", stale_s=1800)
+    r = [(_ts(21, "22:00"), True), (_ts(22, "07:00"), True)]  # then silence from 07:00
+    assert _run(e, r, _ts(22, "10:00"), heartbeat_until=_ts(22, "07:00")) == []
+
+
+def test_routine_rule_shape_is_checked() -> None:
+    with pytest.raises(ValueError, match="earlier in the day"):
+        RulesConfig.model_validate(
+            {"rules": [{"id": "r", "kind": "routine", "mode": "up_by", "point": "p", "since": "10:00"}]}
+        )
