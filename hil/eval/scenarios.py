@@ -11,7 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from hil.eval import bed, curtainwall, electricity, firelane, hydrant, litterbin, manhole, smoke, water
+from hil.eval import (
+    bed,
+    curtainwall,
+    electricity,
+    firelane,
+    hydrant,
+    litterbin,
+    manhole,
+    smoke,
+    water,
+    water_situations,
+)
 from hil.eval.model import Scenario
 
 SCENARIOS: dict[str, Callable[..., Scenario]] = {
@@ -23,6 +34,7 @@ SCENARIOS: dict[str, Callable[..., Scenario]] = {
 """Pack name -> scenario builder labelled from the published rules (keyword arguments: seed, sizes)."""
 
 INDEPENDENT: dict[str, Callable[..., Scenario]] = {
+    "elderly-water": water_situations.build,
     "elderly-bed": bed.build,
     "fire-hydrant": hydrant.build,
     "fire-lane": firelane.build,
@@ -49,6 +61,7 @@ def build_independent(small: bool = False) -> list[Scenario]:
     if not small:
         return [b() for b in INDEPENDENT.values()]
     return [
+        water_situations.build(households=12, days=20),
         bed.build(residents=16, days=30),
         hydrant.build(hydrants=12, days=7),
         firelane.build(lanes=6, days=7),
