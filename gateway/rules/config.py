@@ -176,6 +176,11 @@ class CompositeRule(_RuleBase):
     mode: Literal["all", "any", "sequence"]
     of: tuple[str, ...] = Field(min_length=2)
     within_s: FiniteFloat = Field(default=60.0, gt=0)
+    household: bool = Field(
+        default=False,
+        description="children may be on any device sharing the device's `household:<id>` tag "
+        "(a bed sensor and the same flat's water meter: one 'check on this person' alarm)",
+    )
 
 
 class AnomalyRule(_RuleBase):

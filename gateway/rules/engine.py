@@ -229,11 +229,21 @@ class RuleEngine:
             return None  # selected by profile or tag, but this device has no such point
         attrs = self._attrs[dev.id]
         if isinstance(rule, CompositeRule):
-            children = [self.instances.get(f"{c}|{dev.id}") for c in rule.of]
+            homes = [d.id for d in self._household(dev)] if rule.household else [dev.id]
+            children = [
+                next((i for h in homes if (i := self.instances.get(f"{c}|{h}")) is not None), None)
+                for c in rule.of
+            ]
             if any(c is None for c in children):
                 return None
             return RuleInstance(rule, dev.id, CompositeCondition(rule, [c for c in children if c]), attrs)
         return RuleInstance(rule, dev.id, _condition(rule), attrs)
+
+    def _household(self, dev: DeviceConfig) -> list[DeviceConfig]:
+        """The device, then the other devices sharing one of its `household:` tags."""
+        homes = {t for t in dev.tags if t.startswith("household:")}
+        others = [d for d in self.devices.values() if d.id != dev.id and homes & set(d.tags)]
+        return [dev, *others] if homes else [dev]
 
     # -- the RulesHook --------------------------------------------------------------------------
 

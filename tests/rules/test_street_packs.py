@@ -120,3 +120,47 @@ def test_routine_rule_shape_is_checked() -> None:
         RulesConfig.model_validate(
             {"rules": [{"id": "r", "kind": "routine", "mode": "up_by", "point": "p", "since": "10:00"}]}
         )
+
+
+def test_check_on_this_person_combines_bed_and_water_of_one_household() -> None:
+    """A household composite: the bed-foot sensor's and the same flat's water meter's alarms become
+    one 'check on this person' alarm on the bed device; another flat's meter does not count."""
+    check = {
+        "id": "check_on_person",
+        "kind": "composite",
+        "mode": "any",
+        "household": True,
+        "of": ["elderly-bed.not_up", "elderly-water.water_no_use_12h"],
+        "select": {"profiles": ["bthome-bed-occupancy"]},
+        "severity": "critical",
+    }
+    devices = [
+        dev("bed-302", points=("in_bed",), profile="bthome-bed-occupancy", tags=("household:302",)),
+        dev("wm-302", points=("flow_total",), profile="cjt188-water-cold", tags=("household:302",)),
+        dev("wm-303", points=("flow_total",), profile="cjt188-water-cold", tags=("household:303",)),
+    ]
+    e = engine([check], devices, packs=[{"name": "elderly-bed"}, {"name": "elderly-water"}])
+    assert "check_on_person|bed-302" in e.instances
+    assert "check_on_person|wm-302" not in e.instances  # selected by profile: the bed carries it
+    # Flat 303's meter runs dry for 13 h: its own no-use alarm, no check on the person of 302.
+    t, total = _ts(21, "08:00"), 100.0
+    out = []
+    while t < _ts(21, "21:30"):
+        out += feed(e, [(t, total)], point="flow_total", device="wm-303")
+        out += feed(e, [(t, True)], point="in_bed", device="bed-302")
+        used = (t - _ts(21, "08:00")) / 3600 * 0.01  # 10 L an hour: a household that is fine
+        out += feed(e, [(t, total + used)], point="flow_total", device="wm-302")
+        t += 900
+    raised = {(ev.device_id, ev.rule) for ev in out if ev.state is EventState.RAISED}
+    assert ("wm-303", "elderly-water.water_no_use_12h") in raised
+    assert not any(r == "check_on_person" for _, r in raised)
+    # Flat 302's meter runs dry too: the check on the person of 302 is raised on the bed.
+    t0 = t
+    while t < t0 + 13 * 3600:
+        out = feed(e, [(t, total + 0.2)], point="flow_total", device="wm-302")
+        out += feed(e, [(t, False)], point="in_bed", device="bed-302")
+        if any(ev.rule == "check_on_person" for ev in out):
+            break
+        t += 900
+    (ev,) = [ev for ev in out if ev.rule == "check_on_person"]
+    assert ev.device_id == "bed-302" and ev.state is EventState.RAISED
