@@ -521,6 +521,7 @@ class _PackHeader(_Model):
     id: str = Field(pattern=RULE_ID)
     description: str = Field(min_length=1)
     source: str = Field(min_length=1, description="where the rules come from")
+    classes: tuple[str, ...] = Field(default=(), description="device classes the pack is written for")
 
 
 _PARAM = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")

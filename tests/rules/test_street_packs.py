@@ -33,6 +33,7 @@ PACK_PROFILE = {
 def test_pack_points_are_its_profiles_points(pack: str) -> None:
     profile = tomllib.loads((PROFILES / f"{PACK_PROFILE[pack]}.toml").read_text())
     assert profile["device_class"] and profile["source"]
+    assert tomllib.loads((PACKS_DIR / f"{pack}.toml").read_text())["classes"] == [profile["device_class"]]
     cfg = RulesConfig.model_validate({"packs": [{"name": pack}]})
     points = {getattr(r, "point", "") for r in cfg.all_rules()} - {""}
     assert points <= set(profile["points"]), points - set(profile["points"])
