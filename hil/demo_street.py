@@ -182,6 +182,7 @@ class DemoStreet:
             [[rules.packs]]
             name = "meter-box"
             select = {{ profiles = ["modbus-meter-box-efm"] }}
+            params = {{ residual_hold_s = 5 }}
 
             [[rules.packs]]
             name = "street-lamp"

@@ -19,6 +19,7 @@ from hil.eval import (
     hydrant,
     litterbin,
     manhole,
+    meterbox,
     smoke,
     water,
     water_situations,
@@ -40,6 +41,7 @@ INDEPENDENT: dict[str, Callable[..., Scenario]] = {
     "fire-lane": firelane.build,
     "litter-bin": litterbin.build,
     "curtain-wall": curtainwall.build,
+    "meter-box": meterbox.build,
 }
 """Pack name -> physical-situation model labelled by what happened (issue 18)."""
 
@@ -67,4 +69,5 @@ def build_independent(small: bool = False) -> list[Scenario]:
         firelane.build(lanes=6, days=7),
         litterbin.build(bins=9, days=10),
         curtainwall.build(panels=8, days=30),
+        meterbox.build(boxes=8, days=5),
     ]
