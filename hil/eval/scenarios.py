@@ -17,6 +17,7 @@ from hil.eval import (
     electricity,
     firelane,
     hydrant,
+    lamps,
     litterbin,
     manhole,
     meterbox,
@@ -42,6 +43,7 @@ INDEPENDENT: dict[str, Callable[..., Scenario]] = {
     "litter-bin": litterbin.build,
     "curtain-wall": curtainwall.build,
     "meter-box": meterbox.build,
+    "street-lamp": lamps.build,
 }
 """Pack name -> physical-situation model labelled by what happened (issue 18)."""
 
@@ -70,4 +72,5 @@ def build_independent(small: bool = False) -> list[Scenario]:
         litterbin.build(bins=9, days=10),
         curtainwall.build(panels=8, days=30),
         meterbox.build(boxes=8, days=5),
+        lamps.build(lamps=12, days=5),
     ]
