@@ -22,6 +22,7 @@ from rich.console import Console
 from gateway.config import load_config
 from gateway.runtime import Gateway
 from hil.demo_building import DemoBuilding
+from hil.demo_street import DemoStreet
 from hil.platform import CommandSigner, PlatformConsumer, free_port, start_demo_broker
 from hil.platform.consumer import Arrival
 from hil.platform.view import format_arrival, print_platform_view
@@ -35,6 +36,7 @@ class DemoSummary:
     gaps: int
     devices_online: int
     devices_total: int
+    event_kinds: frozenset[str] = frozenset()  # kinds of the events that reached the platform
 
 
 Step = tuple[float, str, Callable[[], Any]]
@@ -51,14 +53,28 @@ def scenario(b: DemoBuilding) -> list[Step]:
     ]
 
 
-async def run_demo(duration_s: float, workdir: Path, console: Console | None = None) -> DemoSummary:
+SCENARIOS = ("building", "street")
+
+
+async def run_demo(
+    duration_s: float, workdir: Path, console: Console | None = None, scenario_name: str = "building"
+) -> DemoSummary:
+    """Run the demo: `scenario_name` "building" (hil/demo_building.py) or "street" (hil/demo_street.py)."""
+    if scenario_name not in SCENARIOS:
+        raise ValueError(f"unknown demo scenario {scenario_name!r}; known: {', '.join(SCENARIOS)}")
     console = console or Console()
     await asyncio.to_thread(_fresh_workdir, workdir)
     async with contextlib.AsyncExitStack() as stack:
         host, port, stop_broker = await start_demo_broker()
         stack.push_async_callback(stop_broker)
         console.print(f"[bold]broker[/] mqtt://{host}:{port}", highlight=False)
-        building = await stack.enter_async_context(DemoBuilding())
+        building: DemoBuilding | DemoStreet
+        if scenario_name == "street":
+            building = await stack.enter_async_context(DemoStreet())
+            steps_of = building.scenario()
+        else:
+            building = await stack.enter_async_context(DemoBuilding())
+            steps_of = scenario(building)
         console.print(f"[bold]building[/] {building.describe()}", highlight=False)
 
         last_data = 0.0
@@ -94,7 +110,7 @@ async def run_demo(duration_s: float, workdir: Path, console: Console | None = N
         gateway = Gateway(cfg)
         gw_task = asyncio.create_task(gateway.run(stop), name="demo.gateway")
         started = time.monotonic()
-        steps = asyncio.create_task(_play(scenario(building), started, console), name="demo.scenario")
+        steps = asyncio.create_task(_play(steps_of, started, console), name="demo.scenario")
         shows = asyncio.create_task(_show_status(gateway, console), name="demo.status")
         try:
             await _wait(gw_task, duration_s)
@@ -115,6 +131,7 @@ async def run_demo(duration_s: float, workdir: Path, console: Console | None = N
             gaps=sum(1 for v in lanes if v.open_gap is not None),
             devices_online=st["devices_online"],
             devices_total=st["devices_total"],
+            event_kinds=frozenset(_event_kinds(consumer.store.events(cfg.gateway.id))),
         )
         console.print(
             f"[bold]demo done[/]: platform holds {summary.readings_arrived} readings and "
@@ -123,6 +140,17 @@ async def run_demo(duration_s: float, workdir: Path, console: Console | None = N
             highlight=False,
         )
         return summary
+
+
+def _event_kinds(events: list[dict[str, Any]]) -> set[str]:
+    """Kinds of the raised events the platform holds (whatever the envelope nests them in)."""
+    out: set[str] = set()
+    for e in events:
+        body = e.get("event", e) if isinstance(e.get("event"), dict) else e
+        kind = body.get("kind") or body.get("type")
+        if isinstance(kind, str) and body.get("state", "raised") == "raised":
+            out.add(kind)
+    return out
 
 
 def _fresh_workdir(workdir: Path) -> None:

@@ -10,9 +10,11 @@ FLAG_ENCRYPTED = 0x01
 
 # Object ids the node sends, with their encodings (struct format, factor). Ascending ids.
 BATTERY = 0x01  # uint8 %
+PRESSURE = 0x04  # uint24 0.01 hPa (hydrant build)
 VOLTAGE = 0x0C  # uint16 0.001 V
 OPENING = 0x11  # binary: the node's tilt alarm (tilt held beyond threshold)
 GAS = 0x1C  # binary: gas detected
+OCCUPANCY = 0x23  # binary: in bed (bedfoot build)
 MOISTURE = 0x20  # binary: high water
 TAMPER = 0x2B  # binary
 ROTATION = 0x3F  # sint16 0.1 deg: the cover's tilt
@@ -20,16 +22,18 @@ DISTANCE_MM = 0x40  # uint16 mm: the water level
 
 _FORMATS = {
     BATTERY: ("<B", 1),
+    PRESSURE: ("<I3", 0.01),
     VOLTAGE: ("<H", 0.001),
     OPENING: ("<B", 1),
     GAS: ("<B", 1),
+    OCCUPANCY: ("<B", 1),
     MOISTURE: ("<B", 1),
     TAMPER: ("<B", 1),
     ROTATION: ("<h", 0.1),
     DISTANCE_MM: ("<H", 1),
 }
 
-_LIMITS = {"<B": (0, 255), "<H": (0, 65535), "<h": (-32768, 32767)}
+_LIMITS = {"<B": (0, 255), "<H": (0, 65535), "<h": (-32768, 32767), "<I3": (0, 0xFFFFFF)}
 
 
 def encode_object(obj_id, value):
@@ -40,6 +44,8 @@ def encode_object(obj_id, value):
         n = int(round(value / factor))
     lo, hi = _LIMITS[fmt]
     n = lo if n < lo else hi if n > hi else n  # saturate: a clipped reading beats a wrapped one
+    if fmt == "<I3":  # 3-byte little-endian integer
+        return bytes([obj_id]) + struct.pack("<I", n)[:3]
     return bytes([obj_id]) + struct.pack(fmt, n)
 
 

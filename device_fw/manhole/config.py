@@ -68,29 +68,32 @@ def parse_key(text):
         raise ConfigError("key: not hex")
 
 
-def load(path="config.json"):
+def load(path="config.json", defaults=None, ranges=None):
     with open(path) as f:
-        return validate(json.load(f))
+        return validate(json.load(f), defaults, ranges)
 
 
-def validate(raw):
+def validate(raw, defaults=None, ranges=None):
+    """Check a node's settings. Other builds of the family (bedfoot, hydrant) pass their own
+    `defaults` and `ranges`, built on these."""
+    defaults = DEFAULTS if defaults is None else defaults
     cfg = {}
-    for k, v in DEFAULTS.items():
+    for k, v in defaults.items():
         cfg[k] = v
     for k, v in raw.items():
-        if k not in DEFAULTS:
+        if k not in defaults:
             raise ConfigError("%s: unknown setting" % k)
         if k == "pins":
-            pins = dict(DEFAULTS["pins"])
+            pins = dict(defaults["pins"])
             pins.update(v)
             v = pins
         cfg[k] = v
-    for k, (lo, hi) in _RANGES.items():
+    for k, (lo, hi) in (_RANGES if ranges is None else ranges).items():
         if not lo <= cfg[k] <= hi:
             raise ConfigError("%s: %s outside %s..%s" % (k, cfg[k], lo, hi))
-    if cfg["tilt_clear_deg"] > cfg["tilt_threshold_deg"]:
+    if "tilt_clear_deg" in cfg and cfg["tilt_clear_deg"] > cfg["tilt_threshold_deg"]:
         raise ConfigError("tilt_clear_deg above tilt_threshold_deg")
-    if cfg["water_clear_mm"] > cfg["water_high_mm"]:
+    if "water_clear_mm" in cfg and cfg["water_clear_mm"] > cfg["water_high_mm"]:
         raise ConfigError("water_clear_mm above water_high_mm")
     cfg["key_bytes"] = parse_key(cfg["key"])
     return cfg

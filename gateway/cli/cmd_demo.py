@@ -31,18 +31,27 @@ from gateway.logs import setup_logging
     show_default=True,
     help="Where the demo's config, outbox and platform database go.",
 )
-def demo(duration_s: float, workdir: Path) -> None:
-    """Run the gateway against a simulated building (no hardware, no root).
+@click.option(
+    "--scenario",
+    "scenario_name",
+    type=click.Choice(["building", "street"]),
+    default="building",
+    show_default=True,
+    help="building: meters, smoke detectors, fire panel, manhole covers; street: hydrant, fire lane, "
+    "litter bin, entrance, bed-foot sensor, meter box detector, street lamp.",
+)
+def demo(duration_s: float, workdir: Path, scenario_name: str) -> None:
+    """Run the gateway against a simulated building or street (no hardware, no root).
 
-    Simulated meters, smoke detectors, a fire panel and manhole covers answer on real protocols; a
-    local MQTT broker and the reference platform consumer show what the city platform receives.
+    Simulated devices answer on real protocols; a local MQTT broker and the reference platform
+    consumer show what the city platform receives.
     """
     setup_logging("warning", "text")
     logging.getLogger("citynerve").setLevel(logging.WARNING)
     from hil.demo import run_demo
 
     try:
-        summary = asyncio.run(run_demo(duration_s, workdir, _common.console))
+        summary = asyncio.run(run_demo(duration_s, workdir, _common.console, scenario_name))
     except KeyboardInterrupt:
         return
     except GatewayError as err:

@@ -177,6 +177,11 @@ class CompositeRule(_RuleBase):
     mode: Literal["all", "any", "sequence"]
     of: tuple[str, ...] = Field(min_length=2)
     within_s: FiniteFloat = Field(default=60.0, gt=0)
+    household: bool = Field(
+        default=False,
+        description="children may be on any device sharing the device's `household:<id>` tag "
+        "(a bed sensor and the same flat's water meter: one 'check on this person' alarm)",
+    )
 
 
 class AnomalyRule(_RuleBase):
@@ -217,6 +222,39 @@ class AnomalyRule(_RuleBase):
         return self
 
 
+_HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
+class RoutineRule(_RuleBase):
+    """Time-of-day expectations on a two-state point (in bed / out of bed), local time.
+
+    `up_by`: at `by` the point is still in its `active` state and has not left it for at least `up_s`
+    since `since` (the day has not started: a night-time visit to the bathroom is shorter).
+    `back_within`: the point left its `active` state between `start` and `end` (may span midnight)
+    and has not returned within `away_s`. `stale_s`: a state older than this is unknown.
+    """
+
+    kind: Literal["routine"]
+    point: str
+    mode: Literal["up_by", "back_within"]
+    active: bool = True
+    since: str = Field(default="04:00", pattern=_HHMM)
+    by: str = Field(default="09:00", pattern=_HHMM)
+    up_s: FiniteFloat = Field(default=600.0, ge=0, le=86400)
+    start: str = Field(default="22:00", pattern=_HHMM)
+    end: str = Field(default="06:00", pattern=_HHMM)
+    away_s: FiniteFloat = Field(default=2400.0, gt=0, le=86400)
+    stale_s: FiniteFloat = Field(default=1800.0, gt=0, le=7 * 86400)
+    tz: str = "Asia/Shanghai"
+
+    @model_validator(mode="after")
+    def _shape(self) -> RoutineRule:
+        _check_tz(self.tz)
+        if self.mode == "up_by" and self.since >= self.by:
+            raise ValueError(f"`since` ({self.since}) must be earlier in the day than `by` ({self.by})")
+        return self
+
+
 RuleConfig = Annotated[
     ThresholdRule
     | RateRule
@@ -225,10 +263,11 @@ RuleConfig = Annotated[
     | BooleanRule
     | ConsumptionRule
     | CompositeRule
-    | AnomalyRule,
+    | AnomalyRule
+    | RoutineRule,
     Field(discriminator="kind"),
 ]
-PointRule = ThresholdRule | RateRule | BooleanRule | ConsumptionRule | AnomalyRule
+PointRule = ThresholdRule | RateRule | BooleanRule | ConsumptionRule | AnomalyRule | RoutineRule
 _RULES = TypeAdapter(tuple[RuleConfig, ...])
 
 

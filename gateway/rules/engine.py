@@ -48,12 +48,14 @@ from gateway.rules.config import (
     MissingRule,
     OfflineRule,
     RateRule,
+    RoutineRule,
     RuleConfig,
     RulesConfig,
     ThresholdRule,
     rule_points,
     severity_of,
 )
+from gateway.rules.routine import RoutineCondition
 from gateway.rules.suppression import QuietHours
 
 log = logging.getLogger("gateway.rules")
@@ -149,6 +151,8 @@ def _condition(rule: RuleConfig) -> Condition:
         return DayUse(rule) if rule.window == "day" else SlotUse(rule)
     if isinstance(rule, AnomalyRule):
         return AnomalyCondition(rule)
+    if isinstance(rule, RoutineRule):
+        return RoutineCondition(rule)
     raise TypeError(f"no condition for rule kind {rule.kind}")  # composites are built by the engine
 
 
@@ -244,11 +248,21 @@ class RuleEngine:
             return None  # selected by profile or tag, but this device has no such point
         attrs = self._attrs[dev.id]
         if isinstance(rule, CompositeRule):
-            children = [self.instances.get(f"{c}|{dev.id}") for c in rule.of]
+            homes = [d.id for d in self._household(dev)] if rule.household else [dev.id]
+            children = [
+                next((i for h in homes if (i := self.instances.get(f"{c}|{h}")) is not None), None)
+                for c in rule.of
+            ]
             if any(c is None for c in children):
                 return None
             return RuleInstance(rule, dev.id, CompositeCondition(rule, [c for c in children if c]), attrs)
         return RuleInstance(rule, dev.id, _condition(rule), attrs)
+
+    def _household(self, dev: DeviceConfig) -> list[DeviceConfig]:
+        """The device, then the other devices sharing one of its `household:` tags."""
+        homes = {t for t in dev.tags if t.startswith("household:")}
+        others = [d for d in self.devices.values() if d.id != dev.id and homes & set(d.tags)]
+        return [dev, *others] if homes else [dev]
 
     # -- the RulesHook --------------------------------------------------------------------------
 

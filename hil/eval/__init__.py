@@ -7,6 +7,16 @@ detection delay per pack. The detectors never see the labels: the harness only c
 
 from hil.eval.harness import PackScore, evaluate, replay
 from hil.eval.model import Episode, Scenario
-from hil.eval.scenarios import SCENARIOS, build_all
+from hil.eval.scenarios import INDEPENDENT, SCENARIOS, build_all, build_independent
 
-__all__ = ["SCENARIOS", "Episode", "PackScore", "Scenario", "build_all", "evaluate", "replay"]
+__all__ = [
+    "INDEPENDENT",
+    "SCENARIOS",
+    "Episode",
+    "PackScore",
+    "Scenario",
+    "build_all",
+    "build_independent",
+    "evaluate",
+    "replay",
+]

@@ -189,6 +189,6 @@ def evaluate(scenarios: Sequence[Scenario]) -> list[PackScore]:
     """Replay and score each scenario with its own pack."""
     out = []
     for scn in scenarios:
-        r = replay(scn)
+        r = replay(scn, scn.rules if isinstance(scn.rules, RulesConfig) else None)
         out.append(score(scn, r.events, r.readings_in, r.seconds))
     return out

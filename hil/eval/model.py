@@ -46,6 +46,7 @@ class Scenario:
     vibration: list[tuple[str, float, float]] = field(default_factory=list)  # passing vehicles
     away: list[tuple[str, float, float]] = field(default_factory=list)  # operator marks a household away
     params: dict[str, object] = field(default_factory=dict)
+    rules: object | None = None  # a RulesConfig when the installer sets the pack per device group
 
 
 def device(

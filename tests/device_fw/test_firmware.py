@@ -259,3 +259,37 @@ def test_main_with_a_broken_config_logs_and_sleeps(tmp_path: Path) -> None:
     out = proc.stdout + proc.stderr
     assert "DeepSleep: 600000" in out, out  # retry later, not the REPL
     assert "key" in (tmp_path / "error.log").read_text()
+
+
+def test_family_builds_adverts_decode_into_their_profiles(tmp_path: Path) -> None:
+    """The bed-foot and hydrant builds (issue 18): their adverts, from MicroPython, decoded by the
+    gateway with the shipped profiles' objects."""
+    import tomllib
+
+    proc = subprocess.run(
+        [micropython_binary(), str(TESTS / "emit_family.py"), MAC.replace(":", "").lower()],
+        cwd=str(tmp_path),
+        env=micropython_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = dict(line.split() for line in proc.stdout.splitlines() if line.startswith(("BED", "HYDRANT")))
+    profiles = TESTS.parents[1] / "config" / "profiles"
+    for build, profile, want in (
+        ("BED", "bthome-bed-occupancy", {"occupancy": True}),
+        ("HYDRANT", "bthome-fire-hydrant", {"opening": True, "pressure": 3200.0}),
+    ):
+        adv = bytes.fromhex(lines[build])
+        assert len(adv) <= 31
+        sdata = adv[4 : 1 + adv[0]]
+        advert = codec.parse(sdata, mac=MAC, key=KEY)
+        got = {m.name: m.value for m in advert.measurements}
+        objects = {p["object"] for p in tomllib.loads((profiles / f"{profile}.toml").read_text())["points"].values()}
+        assert set(got) - {"voltage"} <= objects | {"voltage"}, (build, got)
+        for name, value in want.items():
+            assert got[name] == pytest.approx(value), (build, got)
+        theirs = bthome_ble_values(sdata, MAC, KEY)
+        assert theirs, build

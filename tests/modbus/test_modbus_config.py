@@ -133,8 +133,10 @@ def test_shipped_profiles_are_valid_and_documented(path: Path) -> None:
     assert sorted(n for r in plan for n in r.points) == sorted(points)
 
 
-def test_profiles_ship_the_three_device_types() -> None:
+def test_profiles_ship_the_device_types() -> None:
     assert [p.stem for p in PROFILES] == [
+        "modbus-lamp-controller",
+        "modbus-meter-box-efm",
         "modbus-power-meter-3ph",
         "modbus-smoke-detector",
         "modbus-water-meter",
@@ -142,7 +144,7 @@ def test_profiles_ship_the_three_device_types() -> None:
 
 
 def test_power_meter_plan_is_compact() -> None:
-    data = tomllib.loads(PROFILES[0].read_text())
+    data = tomllib.loads(next(p for p in PROFILES if p.stem == "modbus-power-meter-3ph").read_text())
     device = device_model(
         id="d",
         bus="b",

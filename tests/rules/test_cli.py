@@ -27,7 +27,9 @@ def test_packs_json_lists_every_shipped_pack() -> None:
     code, out, _ = run("packs", "--json")
     assert code == 0
     packs = {p["id"]: p for p in json.loads(out)["packs"]}
-    assert sorted(packs) == ["elderly-water", "electricity", "manhole", "smoke-fire"]
+    street = ["curtain-wall", "elderly-bed", "entrance", "fire-hydrant", "fire-lane", "litter-bin"]
+    street += ["meter-box", "street-lamp"]  # issue 18
+    assert sorted(packs) == sorted(["elderly-water", "electricity", "manhole", "smoke-fire", *street])
     smoke = {r["id"]: r for r in packs["smoke-fire"]["rules"]}
     assert smoke["smoke-fire.smoke"]["severity"] == "critical" and smoke["smoke-fire.smoke"]["hold_s"] == 0
     code, out, _ = run("packs")

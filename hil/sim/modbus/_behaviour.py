@@ -33,6 +33,7 @@ class DeviceState:
     totals: dict[str, float] = field(default_factory=dict)
     last_t: float | None = None
     peak: float = 1.0  # device size: peak kW or peak m3/h
+    levels: dict[str, float] = field(default_factory=dict)  # injected faults by name (street devices)
 
 
 ValueFn = Callable[[DeviceState, float, float], float | int | bool | str]
@@ -134,16 +135,76 @@ SMOKE_DETECTOR: dict[str, ValueFn] = {
     "baud_code": lambda s, t, h: 2,
 }
 
+# -- meter box electrical fire detector (issue 18) ------------------------------------------------
+# Natural leakage of a stairwell's circuits is tens of mA and follows the load; an insulation fault
+# adds `levels["residual_ma"]`; a loose terminal heats phase A by `levels["terminal_c"]`.
+
+
+def _residual_ma(s: DeviceState, t: float, h: float) -> float:
+    return 25.0 + 30.0 * daily_load(h) + _wobble(s, t, 300.0, 3.0) + s.levels.get("residual_ma", 0.0)
+
+
+def _cable_c(n: int) -> ValueFn:
+    def fn(s: DeviceState, t: float, h: float) -> float:
+        hot = s.levels.get("terminal_c", 0.0) if n == 0 else 0.0
+        return 24.0 + 18.0 * daily_load(h) + _wobble(s, t, 900.0, 0.4, n * 1.3) + hot
+
+    return fn
+
+
+METER_BOX: dict[str, ValueFn] = {
+    "residual_current": _residual_ma,
+    **{f"cable_temp_{c}": _cable_c(n) for n, c in enumerate("abc")},
+    "box_temperature": lambda s, t, h: 22.0 + 8.0 * daily_load(h) + _wobble(s, t, 1800.0, 0.3),
+    "smoke": lambda s, t, h: s.smoke,
+    "door_open": lambda s, t, h: s.levels.get("door_open", 0.0) > 0,
+    "residual_alarm": lambda s, t, h: _residual_ma(s, t, h) > 300.0,  # the detector's own setting
+    "temperature_alarm": lambda s, t, h: float(_cable_c(0)(s, t, h)) > 80.0,
+    "sensor_fault": lambda s, t, h: s.fault,
+    "residual_setting": lambda s, t, h: 300,
+}
+
+# -- street lamp controller (issue 18) -----------------------------------------------------------
+# Lit from dusk (18:30) to dawn (06:00) local time; a 100 W LED with a driver: 0.45 A at 230 V.
+# `fault` = the lamp is out (open circuit): the relay is on and no current flows.
+
+
+def _lamp_on(s: DeviceState, t: float, h: float) -> bool:
+    return h >= 18.5 or h < 6.0
+
+
+def _lamp_a(s: DeviceState, t: float, h: float) -> float:
+    if not _lamp_on(s, t, h) or s.fault:
+        return max(0.0, 0.002 + _wobble(s, t, 60.0, 0.001))
+    return 0.45 + _wobble(s, t, 120.0, 0.005)
+
+
+LAMP_CONTROLLER: dict[str, ValueFn] = {
+    "lamp_on": _lamp_on,
+    "voltage": lambda s, t, h: 229.0 + _wobble(s, t, 600.0, 2.0) - s.levels.get("sag_v", 0.0),
+    "current": _lamp_a,
+    "power": lambda s, t, h: 230.0 * _lamp_a(s, t, h) * 0.96,
+    "power_factor": lambda s, t, h: 0.96 if _lamp_a(s, t, h) > 0.1 else 0.3,
+    "energy_import": lambda s, t, h: s.totals.get("lamp_kwh", 0.0),
+    "lamp_fault": lambda s, t, h: _lamp_on(s, t, h) and s.fault,
+    "driver_fault": lambda s, t, h: s.levels.get("driver_fault", 0.0) > 0,
+    "relay_fault": lambda s, t, h: False,
+    "dimming": lambda s, t, h: 100 if _lamp_on(s, t, h) else 0,
+}
+
 BEHAVIOURS: dict[str, dict[str, ValueFn]] = {
     "modbus-power-meter-3ph": POWER_METER,
     "modbus-water-meter": WATER_METER,
     "modbus-smoke-detector": SMOKE_DETECTOR,
+    "modbus-meter-box-efm": METER_BOX,
+    "modbus-lamp-controller": LAMP_CONTROLLER,
 }
 
 RATES: dict[str, tuple[str, Callable[[DeviceState, float, float], float]]] = {
     # total name -> (profile, rate per second at (state, t, hour))
     "energy_kwh": ("modbus-power-meter-3ph", lambda s, t, h: _total_power_w(s, t, h) / 1000.0 / 3600.0),
     "water_m3": ("modbus-water-meter", lambda s, t, h: _flow_m3h(s, t, h) / 3600.0),
+    "lamp_kwh": ("modbus-lamp-controller", lambda s, t, h: 230.0 * _lamp_a(s, t, h) * 0.96 / 3.6e6),
 }
 
 _BY_UNIT: dict[str, ValueFn] = {

@@ -1,0 +1,100 @@
+"""Time-of-day expectations on a two-state point: up by a time of day, back within a time at night.
+
+Built for the bed-foot sensor of an elderly person living alone (in bed / out of bed), usable for
+any boolean point with a daily routine. Constant memory: the current state, when it began, and the
+end of the last long absence from the `active` state.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from gateway.api import Value
+from gateway.rules.conditions import Condition, as_bool
+from gateway.rules.config import RoutineRule
+
+
+def _hhmm(text: str) -> time:
+    h, m = text.split(":")
+    return time(int(h), int(m))
+
+
+class RoutineCondition(Condition):
+    """See RoutineRule. Time driven: `up_by` becomes true at a time of day, with no reading."""
+
+    __slots__ = (
+        "by_t",
+        "changed",
+        "cur",
+        "end_t",
+        "last_long_out",
+        "last_ts",
+        "rule",
+        "since_t",
+        "start_t",
+        "tz",
+    )
+    time_driven = True
+
+    def __init__(self, rule: RoutineRule) -> None:
+        super().__init__()
+        self.rule = rule
+        self.tz = ZoneInfo(rule.tz)
+        self.since_t, self.by_t = _hhmm(rule.since), _hhmm(rule.by)
+        self.start_t, self.end_t = _hhmm(rule.start), _hhmm(rule.end)
+        self.cur: bool | None = None  # the point is in its `active` state
+        self.changed = 0.0  # when `cur` began
+        self.last_ts = 0.0  # last reading of the point
+        self.last_long_out = -1.0  # end of the last absence of at least up_s (now, while it lasts)
+
+    def on_reading(self, value: Value, ts: float) -> bool | None:
+        b = as_bool(value)
+        if b is None:
+            return None
+        now_active = b == self.rule.active
+        if self.cur is None:
+            self.last_long_out = ts  # what came before the first reading is unknown: no alarm from it
+        if now_active != self.cur:
+            if self.cur is False and ts - self.changed >= self.rule.up_s:
+                self.last_long_out = ts  # a long absence just ended
+            self.cur, self.changed = now_active, ts
+        self.last_ts = max(self.last_ts, ts)
+        return self._judge(ts)
+
+    def on_tick(self, now: float) -> bool | None:
+        return self._judge(now)
+
+    def _local(self, t: time, day: datetime) -> float:
+        return datetime.combine(day.date(), t, self.tz).timestamp()
+
+    def _judge(self, now: float) -> bool | None:
+        if self.cur is None or now - self.last_ts > self.rule.stale_s:
+            return None
+        self.value = now - self.changed  # seconds in the current state
+        day = datetime.fromtimestamp(now, self.tz)
+        if self.rule.mode == "up_by":
+            by = self._local(self.by_t, day)
+            if now < by:
+                return False
+            since = self._local(self.since_t, day)
+            # An absence still going on counts as up only once it is up_s long (then cur is False).
+            return self.cur and self.last_long_out < since
+        if self.cur:
+            return False
+        away = now - self.changed
+        return away > self.rule.away_s and self._at_night(self.changed)
+
+    def _at_night(self, ts: float) -> bool:
+        t = datetime.fromtimestamp(ts, self.tz).time()
+        if self.start_t <= self.end_t:
+            return self.start_t <= t < self.end_t
+        return t >= self.start_t or t < self.end_t
+
+    def snapshot(self) -> list[Any]:
+        return [self.cur, self.changed, self.last_ts, self.last_long_out]
+
+    def restore(self, data: list[Any]) -> None:
+        self.cur = None if data[0] is None else bool(data[0])
+        self.changed, self.last_ts, self.last_long_out = float(data[1]), float(data[2]), float(data[3])

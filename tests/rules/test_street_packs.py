@@ -1,0 +1,167 @@
+"""The street's packs (issue 18): each loads, cites its sources, and names only its profile's points;
+the routine kind (bed-foot sensor) raises at a time of day and after a night-time absence."""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from gateway.api import EventState
+from gateway.rules import PACKS_DIR, RulesConfig, load_pack
+from tests.rules.conftest import dev, engine, feed
+
+PROFILES = Path(__file__).resolve().parents[2] / "config" / "profiles"
+TZ = ZoneInfo("Asia/Shanghai")
+
+PACK_PROFILE = {
+    "curtain-wall": "bthome-curtain-wall",
+    "elderly-bed": "bthome-bed-occupancy",
+    "entrance": "bthome-entrance-door",
+    "fire-hydrant": "bthome-fire-hydrant",
+    "fire-lane": "bthome-fire-lane",
+    "litter-bin": "bthome-litter-bin",
+    "meter-box": "modbus-meter-box-efm",
+    "street-lamp": "modbus-lamp-controller",
+}
+
+
+@pytest.mark.parametrize("pack", sorted(PACK_PROFILE))
+def test_pack_points_are_its_profiles_points(pack: str) -> None:
+    profile = tomllib.loads((PROFILES / f"{PACK_PROFILE[pack]}.toml").read_text())
+    assert profile["device_class"] and profile["source"]
+    assert tomllib.loads((PACKS_DIR / f"{pack}.toml").read_text())["classes"] == [profile["device_class"]]
+    cfg = RulesConfig.model_validate({"packs": [{"name": pack}]})
+    points = {getattr(r, "point", "") for r in cfg.all_rules()} - {""}
+    assert points <= set(profile["points"]), points - set(profile["points"])
+    assert load_pack(PACKS_DIR / f"{pack}.toml").source
+
+
+def test_cited_thresholds() -> None:
+    cfg = RulesConfig.model_validate({"packs": [{"name": n} for n in PACK_PROFILE]})
+    rules = {r.id: r for r in cfg.all_rules()}
+    assert rules["fire-hydrant.pressure_low"].below == 0.14  # type: ignore[union-attr]
+    assert rules["fire-hydrant.pressure_fire_min"].below == 0.10  # type: ignore[union-attr]
+    assert "7.2.8" in load_pack(PACKS_DIR / "fire-hydrant.toml").source
+    assert rules["meter-box.residual_current"].above == 300  # type: ignore[union-attr]
+    assert "9.2.3" in load_pack(PACKS_DIR / "meter-box.toml").source
+    for pack in PACK_PROFILE:  # every pack says which of its limits are not published
+        src = load_pack(PACKS_DIR / f"{pack}.toml").source
+        assert "local default" in src or "controller" in src, pack
+
+
+def _ts(day: int, hhmm: str) -> float:
+    h, m = hhmm.split(":")
+    return datetime(2026, 9, day, int(h), int(m), tzinfo=TZ).timestamp()
+
+
+def _bed_engine(mode: str, **kw: object):  # type: ignore[no-untyped-def]
+    rule = {"id": "r", "kind": "routine", "mode": mode, "point": "in_bed", "stale_s": 7200, **kw}
+    return engine([rule], [dev(points=("in_bed",))])
+
+
+def _run(e, readings, until: float, heartbeat_until: float = float("inf")):  # type: ignore[no-untyped-def]
+    """Readings (ts, in_bed) on changes, the node's 600 s heartbeat repeating the state (up to
+    `heartbeat_until`), and ticks every 60 s up to `until`, like the runtime."""
+    out = []
+    readings = sorted(readings)
+    t = readings[0][0]
+    i = 0
+    state, last = readings[0][1], t
+    while t <= until:
+        while i < len(readings) and readings[i][0] <= t:
+            out += feed(e, [readings[i]], point="in_bed")
+            state, last = readings[i][1], readings[i][0]
+            i += 1
+        if t - last >= 600 and t < heartbeat_until:
+            out += feed(e, [(t, state)], point="in_bed")
+            last = t
+        out += e.tick(t)
+        t += 60
+    return [(round(ev.ts), ev.state) for ev in out]
+
+
+def test_not_up_by_raises_at_the_time_and_clears_when_up() -> None:
+    e = _bed_engine("up_by", by="09:00", since="04:00", up_s=600)
+    # To bed at 22:00; a 5-min bathroom visit at 03:00 and a 4-min one at 06:00 do not count as up.
+    r = [(_ts(21, "22:00"), True), (_ts(22, "03:00"), False), (_ts(22, "03:05"), True)]
+    r += [(_ts(22, "06:00"), False), (_ts(22, "06:04"), True), (_ts(22, "09:40"), False)]
+    r += [(_ts(22, h), False) for h in ("09:50", "10:10")]
+    got = _run(e, r, _ts(22, "10:30"))
+    assert got == [(_ts(22, "09:00"), EventState.RAISED), (_ts(22, "09:40"), EventState.CLEARED)]
+
+
+def test_up_early_and_back_to_bed_is_not_an_alarm() -> None:
+    e = _bed_engine("up_by", by="09:00", since="04:00", up_s=600)
+    r = [(_ts(21, "22:00"), True), (_ts(22, "06:30"), False), (_ts(22, "07:10"), True)]
+    r += [(_ts(22, "08:00"), True), (_ts(22, "08:50"), True), (_ts(22, "09:40"), True)]
+    assert _run(e, r, _ts(22, "10:00")) == []
+
+
+def test_out_of_bed_at_night_and_not_back() -> None:
+    e = _bed_engine("back_within", start="22:00", end="06:00", away_s=2400)
+    r = [(_ts(21, "22:00"), True), (_ts(22, "02:00"), False), (_ts(22, "02:20"), False)]
+    r += [(_ts(22, "03:00"), False), (_ts(22, "03:15"), True)]
+    r += [(_ts(22, "07:00"), False), (_ts(22, "07:30"), False), (_ts(22, "08:00"), False)]  # the day
+    got = _run(e, r, _ts(22, "08:30"))
+    assert got == [(_ts(22, "02:41"), EventState.RAISED), (_ts(22, "03:15"), EventState.CLEARED)]
+
+
+def test_a_silent_sensor_is_unknown_not_in_bed() -> None:
+    e = _bed_engine("up_by", by="09:00", since="04:00", stale_s=1800)
+    r = [(_ts(21, "22:00"), True), (_ts(22, "07:00"), True)]  # then silence from 07:00
+    assert _run(e, r, _ts(22, "10:00"), heartbeat_until=_ts(22, "07:00")) == []
+
+
+def test_routine_rule_shape_is_checked() -> None:
+    with pytest.raises(ValueError, match="earlier in the day"):
+        RulesConfig.model_validate(
+            {"rules": [{"id": "r", "kind": "routine", "mode": "up_by", "point": "p", "since": "10:00"}]}
+        )
+
+
+def test_check_on_this_person_combines_bed_and_water_of_one_household() -> None:
+    """A household composite: the bed-foot sensor's and the same flat's water meter's alarms become
+    one 'check on this person' alarm on the bed device; another flat's meter does not count."""
+    check = {
+        "id": "check_on_person",
+        "kind": "composite",
+        "mode": "any",
+        "household": True,
+        "of": ["elderly-bed.not_up", "elderly-water.water_no_use_12h"],
+        "select": {"profiles": ["bthome-bed-occupancy"]},
+        "severity": "critical",
+    }
+    devices = [
+        dev("bed-302", points=("in_bed",), profile="bthome-bed-occupancy", tags=("household:302",)),
+        dev("wm-302", points=("flow_total",), profile="cjt188-water-cold", tags=("household:302",)),
+        dev("wm-303", points=("flow_total",), profile="cjt188-water-cold", tags=("household:303",)),
+    ]
+    e = engine([check], devices, packs=[{"name": "elderly-bed"}, {"name": "elderly-water"}])
+    assert "check_on_person|bed-302" in e.instances
+    assert "check_on_person|wm-302" not in e.instances  # selected by profile: the bed carries it
+    # Flat 303's meter runs dry for 13 h: its own no-use alarm, no check on the person of 302.
+    t, total = _ts(21, "08:00"), 100.0
+    out = []
+    while t < _ts(21, "21:30"):
+        out += feed(e, [(t, total)], point="flow_total", device="wm-303")
+        out += feed(e, [(t, True)], point="in_bed", device="bed-302")
+        used = (t - _ts(21, "08:00")) / 3600 * 0.01  # 10 L an hour: a household that is fine
+        out += feed(e, [(t, total + used)], point="flow_total", device="wm-302")
+        t += 900
+    raised = {(ev.device_id, ev.rule) for ev in out if ev.state is EventState.RAISED}
+    assert ("wm-303", "elderly-water.water_no_use_12h") in raised
+    assert not any(r == "check_on_person" for _, r in raised)
+    # Flat 302's meter runs dry too: the check on the person of 302 is raised on the bed.
+    t0 = t
+    while t < t0 + 13 * 3600:
+        out = feed(e, [(t, total + 0.2)], point="flow_total", device="wm-302")
+        out += feed(e, [(t, False)], point="in_bed", device="bed-302")
+        if any(ev.rule == "check_on_person" for ev in out):
+            break
+        t += 900
+    (ev,) = [ev for ev in out if ev.rule == "check_on_person"]
+    assert ev.device_id == "bed-302" and ev.state is EventState.RAISED
