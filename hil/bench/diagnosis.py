@@ -242,11 +242,13 @@ async def intermittent() -> Outcome:
     )
 
 
+# The three-phase profile's phase voltages (not the line voltages voltage_ab/bc/ca).
+PHASE_VOLTAGES = ("voltage_a", "voltage_b", "voltage_c")
+
+
 def _modbus_point_device(word_order: str) -> ModbusDeviceConfig:
     data = tomllib.loads((PROFILES_DIR / "modbus-power-meter-3ph.toml").read_text())
-    points = {
-        n: {**p, "word_order": word_order} for n, p in data["points"].items() if n.startswith("voltage_l")
-    }
+    points = {n: {**p, "word_order": word_order} for n, p in data["points"].items() if n in PHASE_VOLTAGES}
     return ModbusDeviceConfig.model_validate(
         {"id": "pm-1", "bus": "tcp", "profile": "modbus-power-meter-3ph", "address": 1, "location": LOCATION,
          "poll_interval_s": 0.1, "points": points}
