@@ -48,6 +48,7 @@ from gateway.api._records import (
     SampleBatch,
     Severity,
     Value,
+    shortest_float32,
     utc_now,
 )
 
@@ -90,5 +91,6 @@ __all__ = [
     "Value",
     "WriteRejectedError",
     "is_id",
+    "shortest_float32",
     "utc_now",
 ]
