@@ -204,6 +204,15 @@ class PlatformConsumer:
                 await client.publish(f"{self.prefix}/{gateway_id}/ack", json.dumps(ack), qos=1)
         elif kind in ("status", "inventory"):
             await loop.run_in_executor(self._executor, self.store.put_document, kind, body)
+            acked = body.get("acked") if kind == "status" else None
+            epoch = body.get("epoch")
+            if isinstance(acked, dict) and isinstance(epoch, str):
+                # Where the chain starts: rows up to `acked` are settled at the gateway.
+                for lane, seq in acked.items():
+                    if lane in ("event", "telemetry") and isinstance(seq, int) and seq > 0:
+                        await loop.run_in_executor(
+                            self._executor, self.store.settle, gateway_id, epoch, lane, seq
+                        )
         elif kind == "cmd/result":
             await loop.run_in_executor(self._executor, self.store.put_result, body)
         if self.on_arrival is not None:
