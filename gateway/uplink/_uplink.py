@@ -29,6 +29,7 @@ from gateway.payload import PayloadError
 from gateway.store import AsyncOutbox, Lane, TelemetryBlock
 from gateway.uplink._connection import Backoff, RateLimiter, make_client, mark_disconnect_seen
 from gateway.uplink._readahead import ReadAhead
+from gateway.uplink.command_ids import CommandOutcomes
 from gateway.uplink.commands import CommandProcessor, CommandTarget, NonceCache
 from gateway.uplink.config import BrokerUrl, UpstreamConfig
 from gateway.uplink.encoding import Encoding, MqttMessage, PlatformAck, RowBatch, TelemetryBlockEncoding
@@ -667,6 +668,7 @@ class Uplink:
             target=target,
             verifier=verifier,
             nonces=NonceCache(self._outbox),
+            outcomes=CommandOutcomes(self._outbox, keep_s=cfg.max_lifetime_s + cfg.max_clock_skew_s),
             decode=self._enc.decode_command,
             resend_inventory=resend,
             enabled=cfg.enabled,

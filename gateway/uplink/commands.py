@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.api import (
     DeviceTimeoutError,
@@ -27,6 +27,9 @@ from gateway.uplink.encoding import CommandOutcome, CommandResult, RejectReason
 from gateway.uplink.errors import CommandRejectedError
 from gateway.uplink.junk import JUNK_REASONS, JunkLimiter
 from gateway.uplink.signing import CommandVerifier
+
+if TYPE_CHECKING:
+    from gateway.uplink.command_ids import CommandOutcomes
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +132,7 @@ class CommandProcessor:
         exec_timeout_s: float = 30.0,
         clock: Callable[[], float] = time.time,
         junk: JunkLimiter | None = None,
+        outcomes: CommandOutcomes | None = None,
     ) -> None:
         self._gateway_id = gateway_id
         self._target = target
@@ -142,6 +146,7 @@ class CommandProcessor:
         self._exec_timeout = exec_timeout_s
         self._clock = clock
         self._junk = junk or JunkLimiter()
+        self._outcomes = outcomes  # None: no idempotence by id (tests of the checks alone)
         self.accepted = 0
         self.rejected = 0
 
@@ -154,35 +159,49 @@ class CommandProcessor:
         cmd: dict[str, Any] = {}
         try:
             cmd = self._decode(payload)
-            action, args = await self._check(cmd)
+            cid = self._authenticate(cmd)
+        except CommandRejectedError as err:
+            return self._rejected(err, cmd)
+        if self._outcomes is None:
+            return await self._run(cid, cmd)
+        # Authenticated: idempotent by id (a repeat gets the first outcome, never a second run).
+        return await self._outcomes.once(cid, self._clock(), lambda: self._run(cid, cmd))
+
+    async def _run(self, cid: str, cmd: dict[str, Any]) -> CommandResult:
+        try:
+            action, args = await self._check(cid, cmd)
             self.accepted += 1
             result = await self._execute(action, args)
-            return CommandResult(cmd.get("id"), action, CommandOutcome.OK, result=result)
+            return CommandResult(cid, action, CommandOutcome.OK, result=result)
         except CommandRejectedError as err:
-            self.rejected += 1
-            outcome = CommandOutcome.FAILED if err.reason in _FAILURES else CommandOutcome.REJECTED
-            detail = err.detail
-            # Junk (nobody authenticated it) is answered and logged once per interval, with counts.
-            summary = self._junk.admit(err.reason) if err.reason in JUNK_REASONS else ""
-            if summary is not None:
-                detail = f"{detail}; {summary}" if summary else detail
-                log.warning(
-                    "command %s %s: %s %s",
-                    _printable(err.command_id or cmd.get("id")),
-                    outcome.value,
-                    err.reason.value,
-                    detail,
-                )
-            return CommandResult(
-                err.command_id or _str_or_none(cmd.get("id")),
-                _str_or_none(cmd.get("action")),
-                outcome,
-                err.reason,
-                detail,
-                answer=summary is not None,
-            )
+            return self._rejected(err, cmd)
 
-    async def _check(self, cmd: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    def _rejected(self, err: CommandRejectedError, cmd: dict[str, Any]) -> CommandResult:
+        self.rejected += 1
+        outcome = CommandOutcome.FAILED if err.reason in _FAILURES else CommandOutcome.REJECTED
+        detail = err.detail
+        # Junk (nobody authenticated it) is answered and logged once per interval, with counts.
+        summary = self._junk.admit(err.reason) if err.reason in JUNK_REASONS else ""
+        if summary is not None:
+            detail = f"{detail}; {summary}" if summary else detail
+            log.warning(
+                "command %s %s: %s %s",
+                _printable(err.command_id or cmd.get("id")),
+                outcome.value,
+                err.reason.value,
+                detail,
+            )
+        return CommandResult(
+            err.command_id or _str_or_none(cmd.get("id")),
+            _str_or_none(cmd.get("action")),
+            outcome,
+            err.reason,
+            detail,
+            answer=summary is not None,
+        )
+
+    def _authenticate(self, cmd: dict[str, Any]) -> str:
+        """The command's id once it is ours, enabled and signed with the platform's key."""
         cid = cmd.get("id")
         if not isinstance(cid, str) or not _ID_RE.match(cid):
             raise CommandRejectedError(RejectReason.MALFORMED, "id must be a short id string")
@@ -200,6 +219,12 @@ class CommandProcessor:
             raise reject(
                 RejectReason.BAD_SIGNATURE, f"signature does not verify ({self._verifier.algorithm})"
             )
+        return cid
+
+    async def _check(self, cid: str, cmd: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        def reject(reason: RejectReason, detail: str = "") -> CommandRejectedError:
+            return CommandRejectedError(reason, detail, cid)
+
         issued, expires, nonce = cmd.get("issued_at_ms"), cmd.get("expires_at_ms"), cmd.get("nonce")
         if (
             not _is_int(issued)

@@ -30,6 +30,7 @@ from gateway.uplink import (
     RejectReason,
     Uplink,
 )
+from gateway.uplink.command_ids import CommandOutcomes
 from gateway.uplink.signing import CommandVerifier, canonical_bytes
 from hil.platform import CommandSigner, MosquittoBroker, PlatformConsumer
 from tests.uplink.conftest import INVENTORY, upstream, validate_message, wait_for
@@ -84,6 +85,8 @@ def processor(
     *,
     verifier: CommandVerifier | None = None,
     enabled: bool = True,
+    outcomes: CommandOutcomes | None = None,
+    now: float = NOW,
 ) -> CommandProcessor:
     enc = JsonV1Encoding(topic_prefix="citynerve", gateway_id=GW)
     resent: list[int] = []
@@ -99,7 +102,8 @@ def processor(
         decode=enc.decode_command,
         resend_inventory=resend,
         enabled=enabled,
-        clock=lambda: NOW,
+        clock=lambda: now,
+        outcomes=outcomes,
     )
 
 
@@ -214,6 +218,45 @@ async def test_replay_rejected_also_after_restart(target: BuildingTarget, tmp_pa
         assert (await processor(target, ob).handle(c)).reason is RejectReason.REPLAYED
 
 
+class CountingTarget(BuildingTarget):
+    """Counts writes; a write takes a while, so a second copy arrives while the first runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    async def write_point(self, device_id: str, point: str, value: Value) -> None:
+        self.writes += 1
+        await asyncio.sleep(0.05)
+        await super().write_point(device_id, point, value)
+
+
+async def test_a_reused_command_id_runs_once_and_returns_the_first_outcome(tmp_path: Path) -> None:
+    target = CountingTarget()
+    c = cmd("write_point", {"device_id": "wm-1", "point": "valve", "value": True})
+    async with AsyncOutbox(tmp_path / "o.sqlite") as ob:
+        p = processor(target, ob, outcomes=CommandOutcomes(ob, keep_s=330))
+        first, second = await asyncio.gather(p.handle(raw(c)), p.handle(raw(c)))  # concurrent copies
+        third = await p.handle(raw(c))
+        assert first == second == third and first.outcome is CommandOutcome.OK
+        assert target.writes == 1
+        failed = cmd("read_point", {"device_id": "wm-1", "point": "nope"})
+        assert (await p.handle(raw(failed))).reason is RejectReason.UNKNOWN_POINT
+        target.values[("wm-1", "nope")] = 1  # a repeat gets the first outcome, even a rejection
+        assert (await p.handle(raw(failed))).reason is RejectReason.UNKNOWN_POINT
+    async with AsyncOutbox(tmp_path / "o.sqlite") as ob:  # persisted: a restart does not run it again
+        p = processor(target, ob, outcomes=CommandOutcomes(ob, keep_s=330))
+        assert await p.handle(raw(c)) == first
+        assert target.writes == 1
+        # Bounded: after the window an id is forgotten (the nonce check then refuses the replay).
+        late = processor(target, ob, outcomes=CommandOutcomes(ob, keep_s=330), now=NOW + 400)
+        assert (await late.handle(raw(c))).reason is RejectReason.EXPIRED
+    forged = {**c, "args": {**c["args"], "value": False}}  # same id, not signed by the platform
+    async with AsyncOutbox(tmp_path / "o.sqlite") as ob:
+        r = await processor(target, ob, outcomes=CommandOutcomes(ob, keep_s=330)).handle(raw(forged))
+        assert r.reason is RejectReason.BAD_SIGNATURE
+
+
 async def test_device_failures_are_failed_not_crashes(target: BuildingTarget, outbox: AsyncOutbox) -> None:
     p = processor(target, outbox)
     for err, reason in [
@@ -306,14 +349,16 @@ async def test_commands_over_mqtt(
         await consumer.wait_connected()
         good = SIGNER.command(GW, "write_point", {"device_id": "wm-1", "point": "valve", "value": True})
         await consumer.publish(topic, CommandSigner.payload(good))
-        await consumer.publish(topic, CommandSigner.payload(good))  # replay
+        await consumer.publish(topic, CommandSigner.payload(good))  # the same command again
+        replay = SIGNER.sign({**good, "id": "another-id"})  # a new id on a used nonce
+        await consumer.publish(topic, CommandSigner.payload(replay))
         await consumer.publish(topic, b"rm -rf /")
-        await wait_for(lambda: _results(consumer, 3))
+        await wait_for(lambda: _results(consumer, 4))
         results = await consumer.query(lambda s: s.results(GW))
         assert up.snapshot().commands_accepted == 1
     by = [(r["command_id"], r["outcome"], r["reason"]) for r in results]
-    assert (good["id"], "ok", None) in by
-    assert (good["id"], "rejected", "replayed") in by
+    assert by.count((good["id"], "ok", None)) == 2  # idempotent by id: run once, first outcome twice
+    assert ("another-id", "rejected", "replayed") in by
     assert (None, "rejected", "malformed") in by
     assert target.values[("wm-1", "valve")] is True
 
