@@ -45,6 +45,8 @@ class PointInfo:
 
     exists: bool
     writable: bool = False
+    domain: Mapping[str, Any] | None = None
+    """What a write accepts (`PointConfig.value_domain`): checked before the write runs."""
 
 
 class CommandTarget(Protocol):
@@ -273,6 +275,9 @@ class CommandProcessor:
                     raise reject(RejectReason.NOT_WRITABLE, f"{dev}.{point} is not writable")
                 if "value" not in args or not isinstance(args["value"], bool | int | float | str):
                     raise reject(RejectReason.BAD_VALUE, "value must be a number, boolean or string")
+                problem = domain_problem(info.domain, args["value"]) if info.domain else None
+                if problem:
+                    raise reject(RejectReason.BAD_VALUE, f"{dev}.{point}: {problem}")
         elif action == "restart_bus":
             bus = args.get("bus_id")
             if not isinstance(bus, str):
@@ -318,6 +323,31 @@ class CommandProcessor:
 
 
 _FAILURES = frozenset({RejectReason.DEVICE_ERROR, RejectReason.TIMEOUT, RejectReason.INTERNAL})
+
+
+def domain_problem(domain: Mapping[str, Any], value: object) -> str | None:
+    """Why `value` is outside a point's value domain, or None when it is inside."""
+    kind = domain.get("type")
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "boolean" and not isinstance(value, bool):
+        return "a boolean is required"
+    if kind == "string" and not isinstance(value, str):
+        return "a string is required"
+    if kind in ("integer", "number") and not is_number:
+        return f"a {kind} is required"
+    if kind == "integer" and isinstance(value, float) and not value.is_integer():
+        return "a whole number is required"
+    if "enum" in domain and value not in domain["enum"]:
+        return f"must be one of {domain['enum']}"
+    if is_number:
+        assert isinstance(value, int | float)
+        if "min" in domain and value < domain["min"]:
+            return f"below the minimum {domain['min']}"
+        if "max" in domain and value > domain["max"]:
+            return f"above the maximum {domain['max']}"
+    if isinstance(value, str) and "max_length" in domain and len(value) > domain["max_length"]:
+        return f"longer than {domain['max_length']} characters"
+    return None
 
 
 def _is_int(v: object) -> bool:

@@ -18,11 +18,13 @@ from typing import Any
 
 import aiomqtt
 
-from hil.platform import MosquittoBroker
+from hil.platform import CommandSigner, MosquittoBroker
 from tests.integration.conftest import GatewayProcess
 from tests.modbus.modbus_support import start_bank_server
+from tests.uplink.conftest import PLATFORM_SIGNER, platform_key_file
 
 GW = "gw-contract"
+SETPOINT = {"device_id": "pm-1", "point": "setpoint"}
 
 
 def _regs(fmt: str, value: float) -> list[int]:
@@ -52,6 +54,14 @@ def _config(tmp: Path, modbus_port: int, broker: MosquittoBroker) -> Path:
             type = "float64"
             unit = "kWh"
             max_interval_s = 0.1
+            [points.setpoint]
+            table = "holding"
+            address = 10
+            type = "int16"
+            scale = 0.1
+            unit = "degC"
+            writable = true
+            max_interval_s = 60
             """
         )
     )
@@ -82,6 +92,7 @@ def _config(tmp: Path, modbus_port: int, broker: MosquittoBroker) -> Path:
             location = {{ address_code = "310106013007" }}
             [upstream]
             brokers = ["mqtt://{broker.host}:{broker.port}"]
+            commands = {{ enabled = true, hmac_key_file = "{platform_key_file()}" }}
             """
         )
     )
@@ -107,13 +118,25 @@ async def test_float32_register_arrives_as_its_shortest_decimal_and_ts_is_ts_ms(
                 await sub.subscribe(f"+/{GW}/#", qos=1)
                 gw.start()
                 try:
-                    payloads: dict[str, list[bytes]] = {}
+                    payloads: dict[str, list[bytes]] = {"result": []}
+                    too_big: dict[str, Any] = {}
+                    good: dict[str, Any] = {}
                     async with asyncio.timeout(60):
                         async for msg in sub.messages:
                             kind = str(msg.topic).rsplit("/", 1)[-1]
                             assert isinstance(msg.payload, bytes)
                             payloads.setdefault(kind, []).append(msg.payload)
-                            if len(payloads.get("telemetry", [])) >= 3 and "inventory" in payloads:
+                            if kind == "inventory":  # the gateway is connected: command it
+                                too_big = PLATFORM_SIGNER.command(
+                                    GW, "write_point", {**SETPOINT, "value": 40000}
+                                )
+                                good = PLATFORM_SIGNER.command(GW, "write_point", {**SETPOINT, "value": 215})
+                                for c in (too_big, good, good):  # `good` twice: idempotent by id
+                                    await sub.publish(f"citynerve/{GW}/cmd", CommandSigner.payload(c), qos=1)
+                            if (
+                                len(payloads.get("telemetry", [])) >= 3
+                                and len(payloads.get("result", [])) >= 3
+                            ):
                                 break
                 finally:
                     gw.stop()
@@ -127,4 +150,17 @@ async def test_float32_register_arrives_as_its_shortest_decimal_and_ts_is_ts_ms(
     assert b"230.10000610351562" not in text
     assert b'"point":"energy","value":1234.5678,' in text
     values = {r["point"]: r["value"] for raw in payloads["telemetry"] for r in json.loads(raw)["readings"]}
-    assert values == {"voltage": 230.1, "energy": 1234.5678}
+    assert values["voltage"] == 230.1 and values["energy"] == 1234.5678
+    # The writable point's value domain is in the inventory, and a write outside it is refused.
+    inventory = json.loads(payloads["inventory"][-1])
+    points = {p["name"]: p for p in inventory["devices"][0]["points"]}
+    assert points["setpoint"]["domain"] == {"type": "integer", "min": -32768, "max": 32767}
+    assert "domain" not in points["voltage"]
+    results = [json.loads(r) for r in payloads["result"]]
+    outcomes = sorted((r["outcome"], r["reason"] or "", r["command_id"]) for r in results)
+    assert outcomes == [
+        ("ok", "", good["id"]),
+        ("ok", "", good["id"]),
+        ("rejected", "bad_value", too_big["id"]),
+    ]
+    assert srv.banks[1].tables["holding"][10] == 215  # written once

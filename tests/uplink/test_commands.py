@@ -31,6 +31,7 @@ from gateway.uplink import (
     Uplink,
 )
 from gateway.uplink.command_ids import CommandOutcomes
+from gateway.uplink.commands import domain_problem
 from gateway.uplink.signing import CommandVerifier, canonical_bytes
 from hil.platform import CommandSigner, MosquittoBroker, PlatformConsumer
 from tests.uplink.conftest import INVENTORY, upstream, validate_message, wait_for
@@ -410,3 +411,37 @@ async def test_platform_cli_command(
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["result"]["value"] == 12.5
     assert bad.returncode == 1 and json.loads(bad.stdout)["reason"] == "unknown_point"
+
+
+@pytest.mark.parametrize(
+    ("domain", "value", "ok"),
+    [
+        ({"type": "integer", "min": -32768, "max": 32767}, 215, True),
+        ({"type": "integer", "min": -32768, "max": 32767}, 40000, False),
+        ({"type": "integer", "min": 0, "max": 10}, 2.5, False),
+        ({"type": "integer", "min": 0, "max": 10}, True, False),
+        ({"type": "boolean"}, False, True),
+        ({"type": "boolean"}, 0, False),
+        ({"type": "number", "min": -1.5, "max": 1.5}, 1.5, True),
+        ({"type": "number", "min": -1.5, "max": 1.5}, -1.6, False),
+        ({"type": "string", "enum": ["open", "close"]}, "open", True),
+        ({"type": "string", "enum": ["open", "close"]}, "ajar", False),
+        ({"type": "string", "max_length": 4}, "abcde", False),
+    ],
+)
+def test_value_domain_check(domain: dict[str, Any], value: Value, ok: bool) -> None:
+    assert (domain_problem(domain, value) is None) is ok
+
+
+async def test_a_write_outside_the_domain_is_bad_value(outbox: AsyncOutbox) -> None:
+    class DomainTarget(BuildingTarget):
+        def point_info(self, device_id: str, point: str) -> PointInfo | None:
+            info = super().point_info(device_id, point)
+            return info and PointInfo(info.exists, info.writable, {"type": "boolean"})
+
+    target = DomainTarget()
+    r = await processor(target, outbox).handle(
+        raw(cmd("write_point", {"device_id": "wm-1", "point": "valve", "value": 7}))
+    )
+    assert r.reason is RejectReason.BAD_VALUE and "boolean" in r.detail
+    assert target.values[("wm-1", "valve")] is False
