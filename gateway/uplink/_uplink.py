@@ -606,6 +606,9 @@ class Uplink:
             self._platform_seq[ack.lane] = ack.seq
             self._ack_progress_t[ack.lane] = time.monotonic()
             self._ack_wake.set()
+            # Held by the platform from now on: a size-cap trim before our delete does not count
+            # them as dropped (status `dropped`, `outbox_dropped`).
+            self._outbox.note_delivered(ack.lane, self._ack_target(ack.lane))
         elif ack.seq < self._ack_seq[ack.lane]:
             now = time.monotonic()
             if now - self._behind_status_t >= self.config.e2e_resend_after_s:
