@@ -26,6 +26,7 @@ from gateway.api import (
     Event,
     GatewayError,
     PermanentError,
+    PointConfig,
     Reading,
     SteadyWall,
     Value,
@@ -414,7 +415,10 @@ class Gateway:
             return None
         if point not in device.points:
             return PointInfo(exists=False)
-        return PointInfo(exists=True, writable=device.points[point].writable)
+        cfg = device.points[point]
+        return PointInfo(
+            exists=True, writable=cfg.writable, domain=cfg.value_domain() if cfg.writable else None
+        )
 
     def bus_ids(self) -> list[str]:
         return list(self.owners)
@@ -562,17 +566,26 @@ class Gateway:
         }
 
 
+def _inventory_point(p: PointConfig) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": p.name,
+        "unit": p.unit,
+        "writable": p.writable,
+        "description": p.description,
+    }
+    domain = p.value_domain() if p.writable else None
+    if domain is not None:
+        entry["domain"] = domain  # what a write_point command may send (docs/upstream-contract.md)
+    return entry
+
+
 def _inventory_entry(
     device: DeviceConfig, protocol: str, shared: dict[tuple[int, ...], list[dict[str, Any]]]
 ) -> dict[str, Any]:
     key = tuple(id(p) for p in device.points.values())
     points = shared.get(key)
     if points is None:
-        points = shared[key] = [
-            {"name": p.name, "unit": p.unit, "writable": p.writable, "description": p.description}
-            for p in device.points.values()
-            if p.enabled
-        ]
+        points = shared[key] = [_inventory_point(p) for p in device.points.values() if p.enabled]
     return {
         "device_id": device.id,
         "name": device.name,

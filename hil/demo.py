@@ -23,7 +23,7 @@ from gateway.config import load_config
 from gateway.runtime import Gateway
 from hil.demo_building import DemoBuilding
 from hil.demo_street import DemoStreet
-from hil.platform import CommandSigner, PlatformConsumer, free_port, start_demo_broker
+from hil.platform import CommandSigner, PlatformConsumer, PlatformStore, free_port, start_demo_broker
 from hil.platform.consumer import Arrival
 from hil.platform.view import format_arrival, print_platform_view
 
@@ -122,6 +122,7 @@ async def run_demo(
                 await gw_task
         await asyncio.sleep(1.0)  # the last messages reach the platform
         st = gateway.brief_status()
+        assert isinstance(consumer.store, PlatformStore)  # the demo's platform is SQLite
         print_platform_view(consumer.store, console)
         lanes = consumer.store.lanes()
         summary = DemoSummary(

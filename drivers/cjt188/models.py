@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -32,6 +32,11 @@ class Cjt188Point(PointConfig):
     closes the valve (DI A017): write "open"/"close" (or true/false)."""
 
     field: Field901F
+
+    def value_domain(self) -> dict[str, Any] | None:
+        if self.field == "valve":  # true/false are accepted too, as open/close
+            return {"type": "string", "enum": ["open", "close"]}
+        return None
 
     @model_validator(mode="after")
     def _writable(self) -> Cjt188Point:

@@ -15,7 +15,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.api import FrameError
+from gateway.api import FrameError, shortest_float32
 
 PROTOCOL = "modbus-rtu"
 
@@ -136,6 +136,10 @@ def decode_registers(
     if len(registers) != info.registers:
         raise CodecError(f"{type_} takes {info.registers} registers, got {len(registers)}")
     value: int | float = struct.unpack(info.fmt, raw)[0]
+    if type_ == "float32":
+        # The shortest decimal that is the same float32: the platform sees 230.1, not the
+        # widening noise 230.10000610351562 (docs/upstream-contract.md, "Values").
+        return shortest_float32(value)
     return value
 
 

@@ -35,6 +35,17 @@ REGISTERS_OF_TYPE: dict[str, int] = {
 }
 """Registers each fixed-size type occupies (strings take `length`)."""
 
+_FLOAT32_MAX = 3.4028234663852886e38
+_RAW_RANGES: dict[str, tuple[int, int] | tuple[float, float]] = {
+    "int16": (-(2**15), 2**15 - 1),
+    "uint16": (0, 2**16 - 1),
+    "int32": (-(2**31), 2**31 - 1),
+    "uint32": (0, 2**32 - 1),
+    "int64": (-(2**63), 2**63 - 1),
+    "uint64": (0, 2**64 - 1),
+    "float32": (-_FLOAT32_MAX, _FLOAT32_MAX),
+}
+
 
 class ModbusPointConfig(PointConfig):
     """Where one point lives on a Modbus device and how its registers become a value.
@@ -100,6 +111,18 @@ class ModbusPointConfig(PointConfig):
         """(table, first, last address) this point occupies: the config loader refuses two
         writable points whose spans overlap (they would overwrite each other)."""
         return (self.table, self.address, self.address + self.register_count - 1)
+
+    def value_domain(self) -> dict[str, Any] | None:
+        """What a write accepts: the register type's range. A write carries the device's raw value
+        (the driver's `write` does not apply `scale`/`offset`), so the domain is in raw units."""
+        if self.type == "bool":
+            return {"type": "boolean"}
+        if self.type == "string":
+            return {"type": "string", "max_length": 2 * (self.length or 1)}
+        if self.type == "float64":
+            return {"type": "number"}
+        lo, hi = _RAW_RANGES[self.type]
+        return {"type": "number" if self.type == "float32" else "integer", "min": lo, "max": hi}
 
     @property
     def register_count(self) -> int:

@@ -50,6 +50,7 @@ from gateway.api._records import (
     SampleBatch,
     Severity,
     Value,
+    shortest_float32,
     utc_now,
 )
 
@@ -97,5 +98,6 @@ __all__ = [
     "WriteRejectedError",
     "boot_id",
     "is_id",
+    "shortest_float32",
     "utc_now",
 ]

@@ -103,6 +103,12 @@ class PointConfig(_Model):
     writable: bool = False
     enabled: bool = True
 
+    def value_domain(self) -> dict[str, Any] | None:
+        """What a write to this point accepts, in engineering units, for the platform (inventory)
+        and the command check: {"type": "boolean" | "integer" | "number" | "string", "min", "max",
+        "enum", "max_length"} (keys that do not apply left out). None: the driver does not say."""
+        return None
+
     @field_validator("scale")
     @classmethod
     def _scale(cls, v: float) -> float:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import math
+import struct
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -10,6 +12,24 @@ from typing import Any
 
 Value = bool | int | float | str | None
 """A point's value: numbers, booleans, strings (e.g. a meter serial), or None when unknown."""
+
+
+def shortest_float32(x: float) -> float:
+    """A float32 decoded from a device, as the float with the fewest decimal digits that reads
+    back as the same float32: 230.1 stays 230.1 instead of its double widening 230.10000610351562.
+    Drivers call it where they decode a float32 (the origin is known only there); NaN and
+    infinities pass through. At most 9 significant digits always round-trip a float32."""
+    if not math.isfinite(x):
+        return x
+    bits = struct.pack("<f", x)
+    for digits in range(1, 10):
+        candidate = float(f"{x:.{digits}g}")
+        try:
+            if struct.pack("<f", candidate) == bits:
+                return candidate
+        except OverflowError:  # rounded past the largest float32
+            continue
+    return x  # unreachable: 9 digits always round-trip
 
 
 def utc_now() -> float:

@@ -160,6 +160,10 @@ class AsyncOutbox:
         ob = self._ob()
         return await self._run(functools.partial(ob.peek_telemetry_next, cursor, max_readings=max_readings))
 
+    def note_delivered(self, lane: Lane, upto_seq: int) -> None:
+        """`Outbox.note_delivered` (no I/O: a number the next size-cap trim reads)."""
+        self._ob().note_delivered(lane, upto_seq)
+
     async def ack(self, lane: Lane, upto_seq: int, *, state: tuple[str, str] | None = None) -> int:
         """`Outbox.ack` on the worker thread (with `state`, the position is stored in the same commit)."""
         ob = self._ob()

@@ -113,6 +113,10 @@ class Outbox(OutboxFile):
             raise ValueError("block_readings must be >= 1")
         self.block_readings = block_readings
         self._row_bytes = dict(_ROW_BYTES_GUESS)
+        # End-to-end mode: rows up to here per lane are held by the platform (it acknowledged them;
+        # the uplink's delete of them may still be on its way). The size cap deletes them as
+        # delivered, never counts or announces them as dropped.
+        self._delivered: dict[Lane, int] = {Lane.TELEMETRY: 0, Lane.EVENT: 0}
         self._dropped_unlogged: dict[Lane, int] = {}
         self._trim_logged_at = self._cap_logged_at = -math.inf
         self.undecodable = 0  # rows peek had to skip (damaged storage); see peek()
@@ -237,6 +241,16 @@ class Outbox(OutboxFile):
         if used <= cap:
             return
         conn = self._conn
+        for lane, held in self._delivered.items():
+            if held > 0:  # the platform has these already: they make room first, as deliveries
+                self._tx_rows[lane] -= (
+                    self._ack_telemetry(held)
+                    if lane is Lane.TELEMETRY
+                    else max(conn.execute("DELETE FROM events WHERE seq <= ?", (held,)).rowcount, 0)
+                )
+        used = self._used_bytes()
+        if used <= cap:
+            return
         # A full disk never costs an event: only telemetry makes room for it.
         for lane in (Lane.TELEMETRY,) if reason == "disk_full" else (Lane.TELEMETRY, Lane.EVENT):
             table, key = LANE_TABLE[lane], LANE_KEY[lane]
@@ -446,6 +460,14 @@ class Outbox(OutboxFile):
                     self._drop(lane, where, args, "damaged")
         except sqlite3.Error as drop_err:  # left in place; skipped again, not announced twice
             log.error("outbox %s: cannot drop damaged %s seq %d: %s", self.path, name, first, drop_err)
+
+    def note_delivered(self, lane: Lane, upto_seq: int) -> None:
+        """End-to-end mode: the platform acknowledged `lane`'s rows up to `upto_seq` (the uplink's
+        `ack` deleting them may come later). If the size cap must make room before then, it deletes
+        these as delivered and does not count them in `dropped`. No I/O."""
+        lane = Lane(lane)
+        if upto_seq > self._delivered[lane]:
+            self._delivered[lane] = upto_seq
 
     def ack(self, lane: Lane, upto_seq: int, *, state: tuple[str, str] | None = None) -> int:
         """Delete `lane`'s rows with seq <= upto_seq (they reached the platform); returns how many.

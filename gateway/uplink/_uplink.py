@@ -29,6 +29,7 @@ from gateway.payload import PayloadError
 from gateway.store import AsyncOutbox, Lane, OutboxRow, TelemetryBlock
 from gateway.uplink._connection import Backoff, RateLimiter, make_client, mark_disconnect_seen
 from gateway.uplink._readahead import ReadAhead
+from gateway.uplink.command_ids import CommandOutcomes
 from gateway.uplink.commands import CommandProcessor, CommandTarget, NonceCache
 from gateway.uplink.config import BrokerUrl, UpstreamConfig
 from gateway.uplink.encoding import Encoding, MqttMessage, PlatformAck, RowBatch, TelemetryBlockEncoding
@@ -112,7 +113,9 @@ class Uplink:
         self._broker: BrokerUrl | None = None
         self._since: float | None = None
         self._replay_until = 0
-        self._ack_progress_t = time.monotonic()  # last platform ack progress (e2e mode)
+        # e2e mode, per lane: when the platform's ack last advanced, or the lane had nothing
+        # outstanding. One timer per lane: telemetry acks flowing never hide a lost alarm.
+        self._ack_progress_t = {lane: time.monotonic() for lane in LANES}
         self._rewinds = 0
         self._stopping = False
         self._client: aiomqtt.Client | None = None
@@ -124,6 +127,10 @@ class Uplink:
         self._e2e = config.e2e_ack and self._platform_key is not None
         self._acks_refused = 0
         self._inbound_refused = 0
+        # A platform acked below what is settled here (it starts its chain too low): a status with
+        # `acked` goes out soon, at most once per e2e_resend_after_s, so it can close that gap.
+        self._status_soon = asyncio.Event()
+        self._behind_status_t = -math.inf
         self._processor = self._make_processor(commands)
 
     # ------------------------------------------------------------------ public
@@ -229,7 +236,12 @@ class Uplink:
         task = asyncio.current_task()
         cancels_before = task.cancelling() if task is not None else 0
         seq_now = self._outbox.next_seq - 1
-        will = self._enc.status(online=False, seq=seq_now, details={"reason": "connection_lost"})
+        # The will is handed to the broker now and published by it when the connection dies, later
+        # than any status of this session: `will: true` says its seq/ts are of this connect, so a
+        # platform orders statuses by arrival, never by ts (docs/upstream-contract.md).
+        will = self._enc.status(
+            online=False, seq=seq_now, details={"reason": "connection_lost", "will": True}
+        )
         try:
             client = make_client(
                 self.config, broker, client_id=self.config.effective_client_id(self.gateway_id), will=will
@@ -325,6 +337,8 @@ class Uplink:
             details["store"] = stats.to_dict()
             details["dropped"] = {LANE_NAMES[s.lane]: s.dropped for s in stats.lanes}
             details["backlog"] = {LANE_NAMES[s.lane]: s.rows for s in stats.lanes}
+            # Where a new platform starts its chain: rows up to here are settled, never sent again.
+            details["acked"] = {LANE_NAMES[lane]: self._ack_seq[lane] for lane in LANES}
         if self._status is not None:
             try:
                 details["gateway"] = self._status()
@@ -334,7 +348,10 @@ class Uplink:
 
     async def _status_loop(self, client: aiomqtt.Client) -> None:
         while True:
-            await asyncio.sleep(self.config.status_interval_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.status_interval_s):
+                    await self._status_soon.wait()
+            self._status_soon.clear()
             msg = await self._status_message(online=True)
             await client.publish(msg.topic, msg.payload, qos=1, retain=True)
 
@@ -357,7 +374,7 @@ class Uplink:
         # Readings per read of the outbox: big reads, few trips to its thread (each trip takes the
         # GIL from the busy loop several times); about 5 MB of fragments per read in memory.
         peek_rows = max(cfg.max_batch_readings * 4, PEEK_READINGS)
-        self._ack_progress_t = time.monotonic()
+        self._ack_progress_t = {lane: time.monotonic() for lane in LANES}
         # The next telemetry chunks are read (on the store's thread) while this one is published.
         ahead = ReadAhead(
             functools.partial(self._outbox.peek_telemetry_next, max_readings=peek_rows), READ_AHEAD
@@ -451,24 +468,29 @@ class Uplink:
         )
 
     def _maybe_rewind(self) -> None:
-        """e2e mode: the platform stopped acknowledging (it may have missed messages while it was
-        away from the broker); send again from its last ack. Duplicates are dropped by seq there."""
+        """e2e mode: the platform stopped acknowledging a lane (it may have missed messages while it
+        was away from the broker, or lost one); send that lane again from its last ack. Each lane
+        has its own timer. Duplicates are dropped by seq there."""
         if not self._e2e:
             return
-        if time.monotonic() - self._ack_progress_t < self.config.e2e_resend_after_s:
-            return
+        now = time.monotonic()
         for lane in LANES:
-            if self._sent_seq[lane] > self._platform_seq[lane]:
-                log.info(
-                    "uplink: no e2e ack for %s since %.0f s; resending from seq %d",
-                    LANE_NAMES[lane],
-                    self.config.e2e_resend_after_s,
-                    self._platform_seq[lane],
-                )
-                self._sent_seq[lane] = max(self._platform_seq[lane], self._ack_seq[lane])
-                self._rewinds += 1
+            if self._sent_seq[lane] <= self._platform_seq[lane]:
+                self._ack_progress_t[lane] = now  # nothing outstanding: nothing to wait for
+                continue
+            if now - self._ack_progress_t[lane] < self.config.e2e_resend_after_s:
+                continue
+            log.info(
+                "uplink: no e2e ack for %s since %.0f s; resending from seq %d",
+                LANE_NAMES[lane],
+                self.config.e2e_resend_after_s,
+                self._platform_seq[lane],
+            )
+            self._sent_seq[lane] = max(self._platform_seq[lane], self._ack_seq[lane])
+            self._rewinds += 1
+            if lane is Lane.EVENT:
                 self._events_clear = -1
-        self._ack_progress_t = time.monotonic()
+            self._ack_progress_t[lane] = now
 
     async def _sleep_unless_events(self, delay: float) -> None:
         end = time.monotonic() + delay
@@ -586,8 +608,16 @@ class Uplink:
             return
         if ack.seq > self._platform_seq[ack.lane]:
             self._platform_seq[ack.lane] = ack.seq
-            self._ack_progress_t = time.monotonic()
+            self._ack_progress_t[ack.lane] = time.monotonic()
             self._ack_wake.set()
+            # Held by the platform from now on: a size-cap trim before our delete does not count
+            # them as dropped (status `dropped`, `outbox_dropped`).
+            self._outbox.note_delivered(ack.lane, self._ack_target(ack.lane))
+        elif ack.seq < self._ack_seq[ack.lane]:
+            now = time.monotonic()
+            if now - self._behind_status_t >= self.config.e2e_resend_after_s:
+                self._behind_status_t = now
+                self._status_soon.set()
 
     # ------------------------------------------------------------------ inbound
     async def _receive(self, client: aiomqtt.Client, tg: asyncio.TaskGroup) -> None:
@@ -645,6 +675,7 @@ class Uplink:
             target=target,
             verifier=verifier,
             nonces=NonceCache(self._outbox, max_keep_s=cfg.max_lifetime_s + 2 * cfg.max_clock_skew_s),
+            outcomes=CommandOutcomes(self._outbox, keep_s=cfg.max_lifetime_s + cfg.max_clock_skew_s),
             decode=self._enc.decode_command,
             resend_inventory=resend,
             enabled=cfg.enabled,

@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.api import (
     SYSTEM_CLOCK,
@@ -31,6 +31,9 @@ from gateway.uplink.errors import CommandRejectedError
 from gateway.uplink.junk import JUNK_REASONS, JunkLimiter
 from gateway.uplink.signing import CommandVerifier
 
+if TYPE_CHECKING:
+    from gateway.uplink.command_ids import CommandOutcomes
+
 log = logging.getLogger(__name__)
 
 ACTIONS = ("read_point", "write_point", "resend_inventory", "restart_bus")
@@ -45,6 +48,8 @@ class PointInfo:
 
     exists: bool
     writable: bool = False
+    domain: Mapping[str, Any] | None = None
+    """What a write accepts (`PointConfig.value_domain`): checked before the write runs."""
 
 
 class CommandTarget(Protocol):
@@ -191,6 +196,7 @@ class CommandProcessor:
         exec_timeout_s: float = 30.0,
         clock: Callable[[], float] = time.time,
         junk: JunkLimiter | None = None,
+        outcomes: CommandOutcomes | None = None,
     ) -> None:
         self._gateway_id = gateway_id
         self._target = target
@@ -204,6 +210,7 @@ class CommandProcessor:
         self._exec_timeout = exec_timeout_s
         self._clock = clock
         self._junk = junk or JunkLimiter()
+        self._outcomes = outcomes  # None: no idempotence by id (tests of the checks alone)
         self.accepted = 0
         self.rejected = 0
 
@@ -216,35 +223,49 @@ class CommandProcessor:
         cmd: dict[str, Any] = {}
         try:
             cmd = self._decode(payload)
-            action, args = await self._check(cmd)
+            cid = self._authenticate(cmd)
+        except CommandRejectedError as err:
+            return self._rejected(err, cmd)
+        if self._outcomes is None:
+            return await self._run(cid, cmd)
+        # Authenticated: idempotent by id (a repeat gets the first outcome, never a second run).
+        return await self._outcomes.once(cid, self._clock(), lambda: self._run(cid, cmd))
+
+    async def _run(self, cid: str, cmd: dict[str, Any]) -> CommandResult:
+        try:
+            action, args = await self._check(cid, cmd)
             self.accepted += 1
             result = await self._execute(action, args)
-            return CommandResult(cmd.get("id"), action, CommandOutcome.OK, result=result)
+            return CommandResult(cid, action, CommandOutcome.OK, result=result)
         except CommandRejectedError as err:
-            self.rejected += 1
-            outcome = CommandOutcome.FAILED if err.reason in _FAILURES else CommandOutcome.REJECTED
-            detail = err.detail
-            # Junk (nobody authenticated it) is answered and logged once per interval, with counts.
-            summary = self._junk.admit(err.reason) if err.reason in JUNK_REASONS else ""
-            if summary is not None:
-                detail = f"{detail}; {summary}" if summary else detail
-                log.warning(
-                    "command %s %s: %s %s",
-                    _printable(err.command_id or cmd.get("id")),
-                    outcome.value,
-                    err.reason.value,
-                    detail,
-                )
-            return CommandResult(
-                err.command_id or _str_or_none(cmd.get("id")),
-                _str_or_none(cmd.get("action")),
-                outcome,
-                err.reason,
-                detail,
-                answer=summary is not None,
-            )
+            return self._rejected(err, cmd)
 
-    async def _check(self, cmd: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    def _rejected(self, err: CommandRejectedError, cmd: dict[str, Any]) -> CommandResult:
+        self.rejected += 1
+        outcome = CommandOutcome.FAILED if err.reason in _FAILURES else CommandOutcome.REJECTED
+        detail = err.detail
+        # Junk (nobody authenticated it) is answered and logged once per interval, with counts.
+        summary = self._junk.admit(err.reason) if err.reason in JUNK_REASONS else ""
+        if summary is not None:
+            detail = f"{detail}; {summary}" if summary else detail
+            log.warning(
+                "command %s %s: %s %s",
+                _printable(err.command_id or cmd.get("id")),
+                outcome.value,
+                err.reason.value,
+                detail,
+            )
+        return CommandResult(
+            err.command_id or _str_or_none(cmd.get("id")),
+            _str_or_none(cmd.get("action")),
+            outcome,
+            err.reason,
+            detail,
+            answer=summary is not None,
+        )
+
+    def _authenticate(self, cmd: dict[str, Any]) -> str:
+        """The command's id once it is ours, enabled and signed with the platform's key."""
         cid = cmd.get("id")
         if not isinstance(cid, str) or not _ID_RE.match(cid):
             raise CommandRejectedError(RejectReason.MALFORMED, "id must be a short id string")
@@ -262,6 +283,12 @@ class CommandProcessor:
             raise reject(
                 RejectReason.BAD_SIGNATURE, f"signature does not verify ({self._verifier.algorithm})"
             )
+        return cid
+
+    async def _check(self, cid: str, cmd: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        def reject(reason: RejectReason, detail: str = "") -> CommandRejectedError:
+            return CommandRejectedError(reason, detail, cid)
+
         issued, expires, nonce = cmd.get("issued_at_ms"), cmd.get("expires_at_ms"), cmd.get("nonce")
         if (
             not _is_int(issued)
@@ -310,6 +337,9 @@ class CommandProcessor:
                     raise reject(RejectReason.NOT_WRITABLE, f"{dev}.{point} is not writable")
                 if "value" not in args or not isinstance(args["value"], bool | int | float | str):
                     raise reject(RejectReason.BAD_VALUE, "value must be a number, boolean or string")
+                problem = domain_problem(info.domain, args["value"]) if info.domain else None
+                if problem:
+                    raise reject(RejectReason.BAD_VALUE, f"{dev}.{point}: {problem}")
         elif action == "restart_bus":
             bus = args.get("bus_id")
             if not isinstance(bus, str):
@@ -355,6 +385,31 @@ class CommandProcessor:
 
 
 _FAILURES = frozenset({RejectReason.DEVICE_ERROR, RejectReason.TIMEOUT, RejectReason.INTERNAL})
+
+
+def domain_problem(domain: Mapping[str, Any], value: object) -> str | None:
+    """Why `value` is outside a point's value domain, or None when it is inside."""
+    kind = domain.get("type")
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "boolean" and not isinstance(value, bool):
+        return "a boolean is required"
+    if kind == "string" and not isinstance(value, str):
+        return "a string is required"
+    if kind in ("integer", "number") and not is_number:
+        return f"a {kind} is required"
+    if kind == "integer" and isinstance(value, float) and not value.is_integer():
+        return "a whole number is required"
+    if "enum" in domain and value not in domain["enum"]:
+        return f"must be one of {domain['enum']}"
+    if is_number:
+        assert isinstance(value, int | float)
+        if "min" in domain and value < domain["min"]:
+            return f"below the minimum {domain['min']}"
+        if "max" in domain and value > domain["max"]:
+            return f"above the maximum {domain['max']}"
+    if isinstance(value, str) and "max_length" in domain and len(value) > domain["max_length"]:
+        return f"longer than {domain['max_length']} characters"
+    return None
 
 
 def _is_int(v: object) -> bool:

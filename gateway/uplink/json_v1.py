@@ -40,13 +40,28 @@ MAX_ACK_BYTES = 4 * 1024
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
-def iso_utc(ts: float) -> str:
-    """`2026-11-28T12:00:00.123Z`."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def _ms(ts: float) -> int:
+    """The one rounding rule of the contract: whole milliseconds, round(ts * 1000) (half to even),
+    as `reading_fragment` stores them."""
     return round(ts * 1000)
+
+
+def iso_ms(ms: int) -> str:
+    """`2026-11-28T12:00:00.123Z`: the ISO text of exactly the millisecond `ms` (so `ts` and
+    `ts_ms` are one instant in every message)."""
+    sec, milli = divmod(ms, 1000)
+    return f"{datetime.fromtimestamp(sec, UTC).strftime('%Y-%m-%dT%H:%M:%S')}.{milli:03d}Z"
+
+
+def iso_utc(ts: float) -> str:
+    """`ts` (seconds) as the ISO text of its `ts_ms`."""
+    return iso_ms(_ms(ts))
+
+
+def stamp(ts: float) -> tuple[int, str]:
+    """(`ts_ms`, `ts`) for a wall-clock time: the same instant."""
+    ms = _ms(ts)
+    return ms, iso_ms(ms)
 
 
 def _json_value(v: Any) -> Any:
@@ -66,8 +81,8 @@ def event_fragment(seq: int, e: Event) -> str:
             "state": e.state.value,
             "severity": e.severity.name.lower(),
             "severity_level": int(e.severity),
-            "ts_ms": _ms(e.ts),
-            "ts": iso_utc(e.ts),
+            "ts_ms": (ms := _ms(e.ts)),
+            "ts": iso_ms(ms),
             "rule": e.rule,
             "value": _json_value(e.value),
             "message": e.message,
@@ -116,14 +131,14 @@ class JsonV1Encoding:
         return f"{self.base}/ack"
 
     def _envelope(self, kind: str, seq: int, now: float | None = None) -> dict[str, Any]:
-        now = time.time() if now is None else now
+        ts_ms, ts = stamp(time.time() if now is None else now)
         return {
             "schema": SCHEMAS[kind],
             "gateway_id": self.gateway_id,
             "epoch": self.epoch,
             "seq": seq,
-            "ts": iso_utc(now),
-            "ts_ms": _ms(now),
+            "ts": ts,
+            "ts_ms": ts_ms,
         }
 
     def status(self, *, online: bool, seq: int, details: Mapping[str, Any]) -> MqttMessage:
@@ -195,12 +210,12 @@ class JsonV1Encoding:
         last: int,
         prev_seq: int,
     ) -> RowBatch:
-        now = time.time()
+        ts_ms, ts = stamp(time.time())
         # Hand-built envelope: json.dumps of the fragments again would double the encoding cost.
         head = (
             f'{{"schema":"{SCHEMAS[kind]}","gateway_id":{self._gw},"lane":"{lane_name}","seq":{last},'
             f'"first_seq":{first},"prev_seq":{prev_seq},"count":{len(frags)},'
-            f'"ts":"{iso_utc(now)}","ts_ms":{_ms(now)},"{key}":['
+            f'"ts":"{ts}","ts_ms":{ts_ms},"{key}":['
         )
         payload = (head + ",".join(frags) + "]}").encode()
         return RowBatch(MqttMessage(topic, payload, qos=1), lane, first, last, len(frags))
@@ -215,13 +230,14 @@ class JsonV1Encoding:
         count = size = 0
         first = last = 0
         budget = max_bytes - 256  # the envelope is bounded (~220 bytes)
-        now = time.time()  # one build time for the messages of one read (they are built together)
-        stamp = f'"ts":"{iso_utc(now)}","ts_ms":{_ms(now)},"readings":['.encode()
+        # one build time for the messages of one read (they are built together)
+        ts_ms, ts = stamp(time.time())
+        time_part = f'"ts":"{ts}","ts_ms":{ts_ms},"readings":['.encode()
         for block in blocks:
             pieces: Sequence[bytes | memoryview] = (block.fragments,)
             if count + block.count > max_rows or size + len(block.fragments) + 1 > budget:
                 if parts and block.count <= max_rows and len(block.fragments) + 1 <= budget:
-                    out.append(self._telemetry(parts, first, last, count, prev_seq, stamp))
+                    out.append(self._telemetry(parts, first, last, count, prev_seq, time_part))
                     prev_seq, parts, count, size = last, [], 0, 0
                 else:
                     try:
@@ -235,7 +251,7 @@ class JsonV1Encoding:
             for piece in pieces:
                 n = block.count if len(pieces) == 1 else 1
                 if parts and (count + n > max_rows or size + len(piece) + 1 > budget):
-                    out.append(self._telemetry(parts, first, last, count, prev_seq, stamp))
+                    out.append(self._telemetry(parts, first, last, count, prev_seq, time_part))
                     prev_seq, parts, count, size = last, [], 0, 0
                 if not parts:
                     first = seq
@@ -245,11 +261,17 @@ class JsonV1Encoding:
                 seq += n
                 last = seq - 1
         if parts:
-            out.append(self._telemetry(parts, first, last, count, prev_seq, stamp))
+            out.append(self._telemetry(parts, first, last, count, prev_seq, time_part))
         return out
 
     def _telemetry(
-        self, parts: list[bytes | memoryview], first: int, last: int, count: int, prev_seq: int, stamp: bytes
+        self,
+        parts: list[bytes | memoryview],
+        first: int,
+        last: int,
+        count: int,
+        prev_seq: int,
+        time_part: bytes,
     ) -> RowBatch:
         head = (
             f'{{"schema":"{SCHEMAS["telemetry"]}","gateway_id":{self._gw},"lane":"telemetry",'
@@ -257,7 +279,7 @@ class JsonV1Encoding:
         ).encode()
         # One copy of the fragments, straight into the payload (a message is usually one block).
         body = parts[0] if len(parts) == 1 else b",".join(parts)
-        payload = b"".join((head, stamp, body, b"]}"))
+        payload = b"".join((head, time_part, body, b"]}"))
         msg = MqttMessage(self.topics[Lane.TELEMETRY], payload, qos=1)
         return RowBatch(msg, Lane.TELEMETRY, first, last, count)
 

@@ -1,8 +1,11 @@
 """Canonical form and signatures of platform commands (HMAC-SHA256 or Ed25519).
 
 The signed bytes are `SIGNING_CONTEXT + canonical_json(command without "sig")`, where canonical JSON
-is UTF-8, keys sorted, no insignificant whitespace (`separators=(",", ":")`), non-ASCII kept as is.
-The platform side (hil/platform) signs with the same functions; docs/upstream-contract.md states it.
+is RFC 8785 (JSON Canonicalization Scheme: UTF-8, keys sorted by UTF-16 code units, numbers as
+ECMAScript writes them, so a JavaScript signer gets the same bytes with `JSON.stringify` rules).
+The gateway canonicalizes the message it parsed, so the sender's spelling of a number (`1.0`, `1e5`)
+does not matter. The platform side (hil/platform) signs with the same functions;
+docs/upstream-contract.md states it with test vectors.
 """
 
 from __future__ import annotations
@@ -11,10 +14,11 @@ import base64
 import enum
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import rfc8785
 
 if TYPE_CHECKING:  # imported where used: HMAC needs only the stdlib, and cryptography costs ~6 MB RSS
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -32,19 +36,21 @@ class SignatureAlgorithm(enum.StrEnum):
 
 
 def canonical_bytes(command: Mapping[str, Any], context: bytes = SIGNING_CONTEXT) -> bytes:
-    """The exact bytes that are signed: everything but `sig`, canonical JSON, with the context prefix."""
+    """The exact bytes that are signed: everything but `sig`, RFC 8785 canonical JSON, with the
+    context prefix. Raises ValueError for what RFC 8785 cannot carry (NaN, integers beyond
+    +-(2**53 - 1), lone surrogates): such a message cannot be signed, and never verifies."""
     body = {k: v for k, v in command.items() if k != "sig"}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return context + text.encode("utf-8")
+    try:
+        return context + rfc8785.dumps(body)
+    except rfc8785.CanonicalizationError as err:
+        raise ValueError(f"not canonicalizable (RFC 8785): {err}") from err
 
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def sign_hmac(
-    command: Mapping[str, Any], key: bytes, *, context: bytes = SIGNING_CONTEXT
-) -> dict[str, Any]:
+def sign_hmac(command: Mapping[str, Any], key: bytes, *, context: bytes = SIGNING_CONTEXT) -> dict[str, Any]:
     """Return a copy of `command` with `alg` = hmac-sha256 and `sig` (base64) set."""
     out = dict(command)
     out["alg"] = SignatureAlgorithm.HMAC_SHA256.value

@@ -23,6 +23,7 @@ from gateway.uplink.config import parse_broker_url
 from hil.platform.broker import start_demo_broker
 from hil.platform.commands import CommandSigner
 from hil.platform.consumer import PlatformConsumer
+from hil.platform.pgstore import PgPlatformStore
 from hil.platform.store import PlatformStore
 from hil.platform.view import format_arrival, print_platform_view
 
@@ -51,6 +52,13 @@ def cli() -> None:
     show_default=True,
     help="SQLite file (instances may share one)",
 )
+@click.option(
+    "--pg",
+    "pg_dsn",
+    default=None,
+    metavar="DSN",
+    help="store in PostgreSQL instead (postgresql://user@host:port/db, needs psycopg); processes share it",
+)
 @click.option("--prefix", default="citynerve", show_default=True, help="topic prefix")
 @click.option(
     "--group",
@@ -70,6 +78,7 @@ def cli() -> None:
 def consume(
     url: str,
     db: Path,
+    pg_dsn: str | None,
     prefix: str,
     group: str,
     no_e2e: bool,
@@ -91,6 +100,7 @@ def consume(
             host=host,
             port=port,
             db_path=db,
+            store=PgPlatformStore(pg_dsn) if pg_dsn else None,
             topic_prefix=prefix,
             group=group or None,
             e2e_ack=not no_e2e,
@@ -98,7 +108,8 @@ def consume(
             on_arrival=show,
             ack_signer=CommandSigner.from_hmac_file(hmac_key_file) if hmac_key_file else None,
         )
-        console.print(f"platform consumer {c.consumer_id} on {url}, storing in {db}")
+        where = "PostgreSQL" if pg_dsn else db
+        console.print(f"platform consumer {c.consumer_id} on {url}, storing in {where}")
         async with c:
             await asyncio.Event().wait()
 

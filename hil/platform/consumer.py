@@ -22,6 +22,7 @@ from paho.mqtt.properties import Properties
 
 from gateway.uplink import mark_disconnect_seen
 from hil.platform.commands import CommandSigner
+from hil.platform.pgstore import PgPlatformStore
 from hil.platform.store import Ingested, PlatformStore
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class PlatformConsumer:
         *,
         host: str,
         port: int,
-        db_path: str | Path,
+        db_path: str | Path | None = None,
         topic_prefix: str = "citynerve",
         group: str | None = "platform",
         e2e_ack: bool = True,
@@ -65,6 +66,7 @@ class PlatformConsumer:
         reconnect_s: float = 0.5,
         session_expiry_s: int = 3600,
         ack_signer: CommandSigner | None = None,
+        store: PlatformStore | PgPlatformStore | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.prefix = topic_prefix
@@ -73,7 +75,11 @@ class PlatformConsumer:
         self.ack_signer = ack_signer  # the gateway refuses unsigned acks; None sends them unsigned
         self.protocol = protocol
         self.consumer_id = consumer_id or f"platform-{uuid.uuid4().hex[:8]}"
-        self.store = PlatformStore(db_path)
+        if store is None:
+            if db_path is None:
+                raise ValueError("give db_path (SQLite) or a store (e.g. PgPlatformStore)")
+            store = PlatformStore(db_path)
+        self.store: PlatformStore | PgPlatformStore = store
         self.on_arrival = on_arrival
         self.validate = validate
         self.reconnect_s = reconnect_s
@@ -204,12 +210,21 @@ class PlatformConsumer:
                 await client.publish(f"{self.prefix}/{gateway_id}/ack", json.dumps(ack), qos=1)
         elif kind in ("status", "inventory"):
             await loop.run_in_executor(self._executor, self.store.put_document, kind, body)
+            acked = body.get("acked") if kind == "status" else None
+            epoch = body.get("epoch")
+            if isinstance(acked, dict) and isinstance(epoch, str):
+                # Where the chain starts: rows up to `acked` are settled at the gateway.
+                for lane, seq in acked.items():
+                    if lane in ("event", "telemetry") and isinstance(seq, int) and seq > 0:
+                        await loop.run_in_executor(
+                            self._executor, self.store.settle, gateway_id, epoch, lane, seq
+                        )
         elif kind == "cmd/result":
             await loop.run_in_executor(self._executor, self.store.put_result, body)
         if self.on_arrival is not None:
             self.on_arrival(Arrival(kind, gateway_id, body, ingested))
 
-    async def query(self, fn: Callable[[PlatformStore], Any]) -> Any:
+    async def query(self, fn: Callable[[Any], Any]) -> Any:
         """Run a read on the store's thread (so tests and views never race the writer)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self.store)
 

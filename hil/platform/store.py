@@ -151,20 +151,7 @@ class PlatformStore:
                 c.execute(
                     "INSERT OR IGNORE INTO links VALUES (?,?,?,?,?)", (*key, msg["prev_seq"], msg["seq"])
                 )
-                new_contig = contig
-                while True:
-                    (nxt,) = c.execute(
-                        "SELECT max(last_seq) FROM links WHERE gateway_id=? AND epoch=? AND lane=? "
-                        "AND prev_seq<=? AND last_seq>?",
-                        (*key, new_contig, new_contig),
-                    ).fetchone()
-                    if nxt is None:
-                        break
-                    new_contig = nxt
-                c.execute(
-                    "DELETE FROM links WHERE gateway_id=? AND epoch=? AND lane=? AND last_seq<=?",
-                    (*key, new_contig),
-                )
+                new_contig = self._follow_links(key, contig)
                 c.execute(
                     "UPDATE lanes SET contiguous=?, messages=messages+1, rows=rows+?, "
                     "duplicates=duplicates+?, gaps_seen=gaps_seen+? "
@@ -176,6 +163,51 @@ class PlatformStore:
                 c.execute("ROLLBACK")
                 raise
         return Ingested(lane, new, dup, gap, contig, new_contig, epoch)
+
+    def _follow_links(self, key: tuple[str, str, str], contig: int) -> int:
+        """`contiguous` after following the stored messages whose `prev_seq` it covers."""
+        c = self._conn
+        while True:
+            (nxt,) = c.execute(
+                "SELECT max(last_seq) FROM links WHERE gateway_id=? AND epoch=? AND lane=? "
+                "AND prev_seq<=? AND last_seq>?",
+                (*key, contig, contig),
+            ).fetchone()
+            if nxt is None:
+                break
+            contig = nxt
+        c.execute(
+            "DELETE FROM links WHERE gateway_id=? AND epoch=? AND lane=? AND last_seq<=?", (*key, contig)
+        )
+        return int(contig)
+
+    def settle(self, gateway_id: str, epoch: str, lane: str, acked: int) -> int:
+        """The gateway says (status `acked`) that rows of `lane` up to `acked` are settled: acknowledged
+        and deleted, never sent again. Where the chain starts for a new platform, and the end of a
+        gap no one will fill. Returns the lane's `contiguous`."""
+        c = self._conn
+        key = (gateway_id, epoch, lane)
+        with self._lock:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                (arrival,) = c.execute("UPDATE arrivals SET n = n + 1 RETURNING n").fetchone()
+                c.execute(
+                    "INSERT OR IGNORE INTO lanes (gateway_id, epoch, lane, since) VALUES (?, ?, ?, ?)",
+                    (*key, arrival),
+                )
+                (contig,) = c.execute(
+                    "SELECT contiguous FROM lanes WHERE gateway_id=? AND epoch=? AND lane=?", key
+                ).fetchone()
+                new_contig = self._follow_links(key, max(contig, acked))
+                c.execute(
+                    "UPDATE lanes SET contiguous=? WHERE gateway_id=? AND epoch=? AND lane=?",
+                    (new_contig, *key),
+                )
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+        return new_contig
 
     def put_document(self, kind: str, msg: dict[str, Any]) -> None:
         """Keep the latest status / inventory of a gateway."""

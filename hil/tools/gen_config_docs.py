@@ -353,7 +353,7 @@ def render() -> str:
         out += list(table(_section_model(name), f"[{name}]"))
     for protocol in known_protocols():
         spec = driver_spec(protocol)
-        out += list(table(spec.bus_model, f"[[buses]] protocol = \"{protocol}\""))
+        out += list(table(spec.bus_model, f'[[buses]] protocol = "{protocol}"'))
     seen: set[type[BaseModel]] = set()
     for protocol in known_protocols():
         spec = driver_spec(protocol)

@@ -67,7 +67,9 @@ def test_floats_round_trip_and_match_pymodbus(type_: str, data: st.DataObject, o
     value = data.draw(st.floats(width=cast(Any, width), allow_nan=False))
     word_order, byte_order = ORDERS[order]
     regs = encode_value(value, type_, word_order=word_order, byte_order=byte_order)
-    assert decode_registers(regs, type_, word_order=word_order, byte_order=byte_order) == value
+    back = decode_registers(regs, type_, word_order=word_order, byte_order=byte_order)
+    fmt = "<f" if type_ == "float32" else "<d"
+    assert isinstance(back, float) and struct.pack(fmt, back) == struct.pack(fmt, value)
     oracle = ModbusClientMixin.convert_to_registers(value, ORACLE_TYPE[type_], cast(Any, word_order))
     if byte_order == "little":
         oracle = swap_bytes(oracle)
@@ -80,7 +82,33 @@ def test_nan_and_infinity_survive(value: float, order: str) -> None:
     regs = encode_value(value, "float32", word_order=word_order, byte_order=byte_order)
     back = decode_registers(regs, "float32", word_order=word_order, byte_order=byte_order)
     assert isinstance(back, float)
-    assert (math.isnan(back) and math.isnan(value)) or back == value
+    assert (math.isnan(back) and math.isnan(value)) or struct.pack("<f", back) == struct.pack("<f", value)
+
+
+@given(st.floats(width=32, allow_nan=False, allow_infinity=False), orders)
+def test_float32_decodes_to_the_shortest_decimal_of_the_same_float32(value: float, order: str) -> None:
+    word_order, byte_order = ORDERS[order]
+    regs = encode_value(value, "float32", word_order=word_order, byte_order=byte_order)
+    back = decode_registers(regs, "float32", word_order=word_order, byte_order=byte_order)
+    assert isinstance(back, float) and struct.pack("<f", back) == struct.pack("<f", value)
+    digits = len(repr(back).split("e")[0].replace("-", "").replace(".", "").strip("0"))
+    if digits > 1:  # one digit fewer would name another float32
+        shorter = float(f"{back:.{digits - 1}g}")
+        assert (
+            not math.isfinite(shorter)
+            or abs(shorter) > 3.4028235e38
+            or (struct.pack("<f", shorter) != struct.pack("<f", value))
+        )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("230.1", "230.1"), ("0.1", "0.1"), ("49.95", "49.95"), ("-0.001", "-0.001")]
+)
+def test_float32_register_reads_as_the_number_written(text: str, expected: str) -> None:
+    regs = encode_value(float(text), "float32")
+    assert struct.unpack(">f", struct.pack(">f", float(text)))[0] != float(text)  # widening adds noise
+    assert repr(decode_registers(regs, "float32")) == expected
+    assert repr(decode_registers(encode_value(float(text), "float64"), "float64")) == expected
 
 
 # Published layouts of 123456789.0 as float32 (0x4CEB79A3) and of 0x11223344 as int32.
@@ -98,8 +126,8 @@ def test_vendor_orders_golden(order: str, float_regs: tuple[int, int], int_regs:
     assert struct.pack(">f", 123456789.0).hex() == "4ceb79a3"
     assert encode_value(123456789.0, "float32", word_order=word_order, byte_order=byte_order) == float_regs
     assert (
-        decode_registers(float_regs, "float32", word_order=word_order, byte_order=byte_order) == 123456792.0
-    )  # nearest float32
+        decode_registers(float_regs, "float32", word_order=word_order, byte_order=byte_order) == 123456790.0
+    )  # the shortest decimal naming the nearest float32 (123456792)
     assert encode_value(0x11223344, "uint32", word_order=word_order, byte_order=byte_order) == int_regs
 
 

@@ -15,6 +15,7 @@ from pymodbus.client.mixin import ModbusClientMixin
 
 from drivers.modbus.config import REGISTERS_OF_TYPE
 from drivers.modbus.driver import ModbusDriver
+from gateway.api import shortest_float32
 
 DT = ModbusClientMixin.DATATYPE
 ORACLE = {
@@ -42,7 +43,8 @@ def random_value(rng: random.Random, type_: str) -> Any:
         lo, hi = RANGES[type_]
         return rng.choice([lo, hi, 0, rng.randint(lo, hi)])
     if type_ == "float32":
-        return struct.unpack(">f", struct.pack(">f", rng.uniform(-1e6, 1e6)))[0]
+        # a float32 reads back as the shortest decimal naming it (gateway.api.shortest_float32)
+        return shortest_float32(struct.unpack(">f", struct.pack(">f", rng.uniform(-1e6, 1e6)))[0])
     if type_ == "float64":
         return rng.uniform(-1e12, 1e12)
     return "".join(rng.choice("ABCXYZ0189-") for _ in range(rng.randint(0, 8)))

@@ -416,3 +416,25 @@ def test_consecutive_block_bodies_are_one_deflate_stream() -> None:
     assert text == b"," + want
     assert chunk_text(b"".join(body for body, _ in blocks), [raw + 1 for _, raw in blocks]) is None
     assert chunk_text(b"junk" + blocks[0][0], [blocks[0][1]]) is None
+
+
+def test_size_cap_never_counts_rows_the_platform_holds_as_dropped(db: Path) -> None:
+    """End-to-end mode: the platform acknowledged seq 1..2500 (the uplink's delete had not run yet);
+    a trim deletes them as delivered: `dropped` and the notices count only rows it never had."""
+    cap = 256 * 1024
+    with Outbox(db, max_bytes=cap, synchronous="normal") as ob:
+        for batch in range(5):
+            ob.append([reading(batch * 500 + i) for i in range(500)], [])
+        ob.note_delivered(Lane.TELEMETRY, 2500)
+        appended = 2500
+        for batch in range(5, 60):
+            ob.append([reading(batch * 500 + i) for i in range(500)], [])
+            appended += 500
+    with Outbox(db, max_bytes=cap, synchronous="normal") as ob:  # pending notices are announced
+        s = ob.stats()
+        tele = s.lane(Lane.TELEMETRY)
+        notices = [r.record for r in ob.peek(Lane.EVENT) if r.record.kind == "outbox_dropped"]
+        assert tele.dropped > 0 and notices
+        assert all(n.attrs["first_seq"] > 2500 for n in notices)  # type: ignore[union-attr]
+        assert tele.rows + tele.dropped == appended - 2500  # delivered rows are neither queued nor dropped
+        assert sum(n.attrs["count"] for n in notices) == tele.dropped  # type: ignore[union-attr]

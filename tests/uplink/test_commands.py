@@ -30,6 +30,8 @@ from gateway.uplink import (
     RejectReason,
     Uplink,
 )
+from gateway.uplink.command_ids import CommandOutcomes
+from gateway.uplink.commands import domain_problem
 from gateway.uplink.signing import CommandVerifier, canonical_bytes
 from hil.platform import CommandSigner, MosquittoBroker, PlatformConsumer
 from tests.uplink.conftest import INVENTORY, upstream, validate_message, wait_for
@@ -84,6 +86,8 @@ def processor(
     *,
     verifier: CommandVerifier | None = None,
     enabled: bool = True,
+    outcomes: CommandOutcomes | None = None,
+    now: float = NOW,
 ) -> CommandProcessor:
     enc = JsonV1Encoding(topic_prefix="citynerve", gateway_id=GW)
     resent: list[int] = []
@@ -99,7 +103,8 @@ def processor(
         decode=enc.decode_command,
         resend_inventory=resend,
         enabled=enabled,
-        clock=lambda: NOW,
+        clock=lambda: now,
+        outcomes=outcomes,
     )
 
 
@@ -214,6 +219,45 @@ async def test_replay_rejected_also_after_restart(target: BuildingTarget, tmp_pa
         assert (await processor(target, ob).handle(c)).reason is RejectReason.REPLAYED
 
 
+class CountingTarget(BuildingTarget):
+    """Counts writes; a write takes a while, so a second copy arrives while the first runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    async def write_point(self, device_id: str, point: str, value: Value) -> None:
+        self.writes += 1
+        await asyncio.sleep(0.05)
+        await super().write_point(device_id, point, value)
+
+
+async def test_a_reused_command_id_runs_once_and_returns_the_first_outcome(tmp_path: Path) -> None:
+    target = CountingTarget()
+    c = cmd("write_point", {"device_id": "wm-1", "point": "valve", "value": True})
+    async with AsyncOutbox(tmp_path / "o.sqlite") as ob:
+        p = processor(target, ob, outcomes=CommandOutcomes(ob, keep_s=330))
+        first, second = await asyncio.gather(p.handle(raw(c)), p.handle(raw(c)))  # concurrent copies
+        third = await p.handle(raw(c))
+        assert first == second == third and first.outcome is CommandOutcome.OK
+        assert target.writes == 1
+        failed = cmd("read_point", {"device_id": "wm-1", "point": "nope"})
+        assert (await p.handle(raw(failed))).reason is RejectReason.UNKNOWN_POINT
+        target.values[("wm-1", "nope")] = 1  # a repeat gets the first outcome, even a rejection
+        assert (await p.handle(raw(failed))).reason is RejectReason.UNKNOWN_POINT
+    async with AsyncOutbox(tmp_path / "o.sqlite") as ob:  # persisted: a restart does not run it again
+        p = processor(target, ob, outcomes=CommandOutcomes(ob, keep_s=330))
+        assert await p.handle(raw(c)) == first
+        assert target.writes == 1
+        # Bounded: after the window an id is forgotten (the nonce check then refuses the replay).
+        late = processor(target, ob, outcomes=CommandOutcomes(ob, keep_s=330), now=NOW + 400)
+        assert (await late.handle(raw(c))).reason is RejectReason.EXPIRED
+    forged = {**c, "args": {**c["args"], "value": False}}  # same id, not signed by the platform
+    async with AsyncOutbox(tmp_path / "o.sqlite") as ob:
+        r = await processor(target, ob, outcomes=CommandOutcomes(ob, keep_s=330)).handle(raw(forged))
+        assert r.reason is RejectReason.BAD_SIGNATURE
+
+
 async def test_device_failures_are_failed_not_crashes(target: BuildingTarget, outbox: AsyncOutbox) -> None:
     p = processor(target, outbox)
     for err, reason in [
@@ -306,14 +350,16 @@ async def test_commands_over_mqtt(
         await consumer.wait_connected()
         good = SIGNER.command(GW, "write_point", {"device_id": "wm-1", "point": "valve", "value": True})
         await consumer.publish(topic, CommandSigner.payload(good))
-        await consumer.publish(topic, CommandSigner.payload(good))  # replay
+        await consumer.publish(topic, CommandSigner.payload(good))  # the same command again
+        replay = SIGNER.sign({**good, "id": "another-id"})  # a new id on a used nonce
+        await consumer.publish(topic, CommandSigner.payload(replay))
         await consumer.publish(topic, b"rm -rf /")
-        await wait_for(lambda: _results(consumer, 3))
+        await wait_for(lambda: _results(consumer, 4))
         results = await consumer.query(lambda s: s.results(GW))
         assert up.snapshot().commands_accepted == 1
     by = [(r["command_id"], r["outcome"], r["reason"]) for r in results]
-    assert (good["id"], "ok", None) in by
-    assert (good["id"], "rejected", "replayed") in by
+    assert by.count((good["id"], "ok", None)) == 2  # idempotent by id: run once, first outcome twice
+    assert ("another-id", "rejected", "replayed") in by
     assert (None, "rejected", "malformed") in by
     assert target.values[("wm-1", "valve")] is True
 
@@ -365,3 +411,37 @@ async def test_platform_cli_command(
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["result"]["value"] == 12.5
     assert bad.returncode == 1 and json.loads(bad.stdout)["reason"] == "unknown_point"
+
+
+@pytest.mark.parametrize(
+    ("domain", "value", "ok"),
+    [
+        ({"type": "integer", "min": -32768, "max": 32767}, 215, True),
+        ({"type": "integer", "min": -32768, "max": 32767}, 40000, False),
+        ({"type": "integer", "min": 0, "max": 10}, 2.5, False),
+        ({"type": "integer", "min": 0, "max": 10}, True, False),
+        ({"type": "boolean"}, False, True),
+        ({"type": "boolean"}, 0, False),
+        ({"type": "number", "min": -1.5, "max": 1.5}, 1.5, True),
+        ({"type": "number", "min": -1.5, "max": 1.5}, -1.6, False),
+        ({"type": "string", "enum": ["open", "close"]}, "open", True),
+        ({"type": "string", "enum": ["open", "close"]}, "ajar", False),
+        ({"type": "string", "max_length": 4}, "abcde", False),
+    ],
+)
+def test_value_domain_check(domain: dict[str, Any], value: Value, ok: bool) -> None:
+    assert (domain_problem(domain, value) is None) is ok
+
+
+async def test_a_write_outside_the_domain_is_bad_value(outbox: AsyncOutbox) -> None:
+    class DomainTarget(BuildingTarget):
+        def point_info(self, device_id: str, point: str) -> PointInfo | None:
+            info = super().point_info(device_id, point)
+            return info and PointInfo(info.exists, info.writable, {"type": "boolean"})
+
+    target = DomainTarget()
+    r = await processor(target, outbox).handle(
+        raw(cmd("write_point", {"device_id": "wm-1", "point": "valve", "value": 7}))
+    )
+    assert r.reason is RejectReason.BAD_VALUE and "boolean" in r.detail
+    assert target.values[("wm-1", "valve")] is False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import UTC, datetime
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,6 +14,7 @@ from gateway.api import Event, EventState, Quality, Reading, Severity
 from gateway.payload import PayloadError
 from gateway.store import Lane, OutboxRow
 from gateway.uplink import CommandOutcome, CommandResult, JsonV1Encoding, RejectReason
+from gateway.uplink.json_v1 import event_fragment, iso_utc, stamp
 from tests.uplink.conftest import INVENTORY, validate_message
 
 ENC = JsonV1Encoding(topic_prefix="city/nerve", gateway_id="gw-1", epoch="5e3a09c1d2b4e6f7")
@@ -193,3 +195,25 @@ def test_golden_telemetry_payload() -> None:
             }
         ],
     }
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.floats(0, 4e9))
+def test_ts_and_ts_ms_are_one_instant(ts: float) -> None:
+    ts_ms, text = stamp(ts)
+    assert ts_ms == round(ts * 1000)
+    assert iso_utc(ts) == text
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    assert int(parsed.timestamp()) * 1000 + parsed.microsecond // 1000 == ts_ms
+
+
+def test_ts_rounds_like_ts_ms_in_events_and_envelopes() -> None:
+    ts = 1_796_400_000.1239  # truncation would say .123, rounding says .124
+    frag = json.loads(
+        event_fragment(7, Event("smoke-3f", "smoke", EventState.RAISED, Severity.CRITICAL, ts=ts))
+    )
+    assert frag["ts_ms"] == 1_796_400_000_124 and frag["ts"].endswith(":00.124Z")
+    status = json.loads(ENC.status(online=True, seq=1, details={}).payload)
+    assert status["ts"] == datetime.fromtimestamp(status["ts_ms"] / 1000, UTC).isoformat(
+        timespec="milliseconds"
+    ).replace("+00:00", "Z")
