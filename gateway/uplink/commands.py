@@ -26,6 +26,14 @@ from gateway.api import (
 from gateway.uplink.encoding import CommandOutcome, CommandResult, RejectReason
 from gateway.uplink.errors import CommandRejectedError
 from gateway.uplink.junk import JUNK_REASONS, JunkLimiter
+from gateway.uplink.permissions import (
+    ACTION_CLASSES,
+    LEGACY_KEY_ID,
+    LEGACY_PERMISSIONS,
+    CommandKey,
+    KeyRing,
+    Permission,
+)
 from gateway.uplink.signing import CommandVerifier
 
 log = logging.getLogger(__name__)
@@ -60,6 +68,36 @@ class CommandTarget(Protocol):
         ...
 
     def bus_ids(self) -> Collection[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sent an accepted command: the id of the key that signed it, and the command's id."""
+
+    key_id: str
+    command_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Chunked:
+    """A result too big for one message: `parts` are published first (each as its own result of the
+    same command), then `summary` as the final result."""
+
+    summary: Mapping[str, Any]
+    parts: tuple[Mapping[str, Any], ...]
+
+
+RemoteHandler = Callable[[dict[str, Any], Caller], Awaitable[Mapping[str, Any] | Chunked | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteAction:
+    """An action beyond the built-in ones (operator controls, diagnostics): its permission class
+    and its handler. The handler checks its arguments and raises CommandRejectedError (bad_value,
+    unknown_device, ...) for a refusal; other GatewayErrors are failures."""
+
+    permission: Permission
+    handler: RemoteHandler
 
 
 class KeyValueState(Protocol):
@@ -119,7 +157,7 @@ class CommandProcessor:
         *,
         gateway_id: str,
         target: CommandTarget,
-        verifier: CommandVerifier | None,
+        verifier: CommandVerifier | KeyRing | None,
         nonces: NonceCache,
         decode: Callable[[bytes], dict[str, Any]],
         resend_inventory: Callable[[], Awaitable[None]],
@@ -129,10 +167,15 @@ class CommandProcessor:
         exec_timeout_s: float = 30.0,
         clock: Callable[[], float] = time.time,
         junk: JunkLimiter | None = None,
+        extra_actions: Mapping[str, RemoteAction] | None = None,
     ) -> None:
         self._gateway_id = gateway_id
         self._target = target
-        self._verifier = verifier
+        if isinstance(verifier, CommandVerifier):  # one key: the platform's, as before key rings
+            verifier = KeyRing([CommandKey(LEGACY_KEY_ID, verifier, LEGACY_PERMISSIONS)])
+        self._verifier: KeyRing | None = verifier
+        self._extra: dict[str, RemoteAction] = dict(extra_actions or {})
+        self._classes = {**ACTION_CLASSES, **{a: r.permission for a, r in self._extra.items()}}
         self._nonces = nonces
         self._decode = decode
         self._resend_inventory = resend_inventory
@@ -154,9 +197,15 @@ class CommandProcessor:
         cmd: dict[str, Any] = {}
         try:
             cmd = self._decode(payload)
-            action, args = await self._check(cmd)
+            action, args, key = await self._check(cmd)
             self.accepted += 1
-            result = await self._execute(action, args)
+            caller = Caller(key.id, str(cmd["id"]))
+            log.info("command %s %s accepted (key %s)", _printable(caller.command_id), action, key.id)
+            result = await self._execute(action, args, caller)
+            if isinstance(result, Chunked):
+                return CommandResult(
+                    cmd.get("id"), action, CommandOutcome.OK, result=result.summary, parts=result.parts
+                )
             return CommandResult(cmd.get("id"), action, CommandOutcome.OK, result=result)
         except CommandRejectedError as err:
             self.rejected += 1
@@ -182,7 +231,7 @@ class CommandProcessor:
                 answer=summary is not None,
             )
 
-    async def _check(self, cmd: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    async def _check(self, cmd: dict[str, Any]) -> tuple[str, dict[str, Any], CommandKey]:
         cid = cmd.get("id")
         if not isinstance(cid, str) or not _ID_RE.match(cid):
             raise CommandRejectedError(RejectReason.MALFORMED, "id must be a short id string")
@@ -196,7 +245,8 @@ class CommandProcessor:
             raise reject(RejectReason.DISABLED, "commands are disabled on this gateway")
         if "sig" not in cmd or "alg" not in cmd:
             raise reject(RejectReason.UNSIGNED, "alg and sig are required")
-        if not self._verifier.verify(cmd):
+        key = self._verifier.identify(cmd)
+        if key is None:
             raise reject(
                 RejectReason.BAD_SIGNATURE, f"signature does not verify ({self._verifier.algorithm})"
             )
@@ -221,13 +271,22 @@ class CommandProcessor:
         if not await self._nonces.claim(nonce, expires / 1000 + self._skew, now):
             raise reject(RejectReason.REPLAYED, "nonce already used")
         action = cmd.get("action")
-        if action not in ACTIONS:
-            raise reject(RejectReason.UNKNOWN_COMMAND, f"action must be one of {', '.join(ACTIONS)}")
+        if not isinstance(action, str) or action not in self._classes:
+            raise reject(
+                RejectReason.UNKNOWN_COMMAND, f"action must be one of {', '.join(sorted(self._classes))}"
+            )
+        needed = self._classes[action]
+        if needed not in key.classes:
+            granted = ", ".join(sorted(key.classes)) or "nothing"
+            raise reject(
+                RejectReason.NOT_PERMITTED,
+                f"{action} needs the {needed.value} permission; key {key.id!r} grants {granted}",
+            )
         args = cmd.get("args", {})
         if not isinstance(args, dict):
             raise reject(RejectReason.MALFORMED, "args must be an object")
         self._check_args(action, args, reject)
-        return action, args
+        return action, args, key
 
     def _check_args(
         self, action: str, args: dict[str, Any], reject: Callable[[RejectReason, str], CommandRejectedError]
@@ -255,10 +314,15 @@ class CommandProcessor:
             if bus not in self._target.bus_ids():
                 raise reject(RejectReason.UNKNOWN_BUS, f"no bus {bus!r}")
 
-    async def _execute(self, action: str, args: dict[str, Any]) -> dict[str, Any] | None:
+    async def _execute(
+        self, action: str, args: dict[str, Any], caller: Caller
+    ) -> Mapping[str, Any] | Chunked | None:
         cid = None
         try:
             async with asyncio.timeout(self._exec_timeout):
+                extra = self._extra.get(action)
+                if extra is not None:
+                    return await extra.handler(args, caller)
                 if action == "read_point":
                     r = await self._target.read_point(args["device_id"], args["point"])
                     return {
@@ -281,6 +345,8 @@ class CommandProcessor:
             raise CommandRejectedError(
                 RejectReason.TIMEOUT, f"no result within {self._exec_timeout:g} s", cid
             ) from err
+        except CommandRejectedError as err:  # an extra action refusing its arguments
+            raise CommandRejectedError(err.reason, err.detail, caller.command_id) from err
         except WriteRejectedError as err:
             raise CommandRejectedError(RejectReason.BAD_VALUE, err.reason, cid) from err
         except DeviceTimeoutError as err:
