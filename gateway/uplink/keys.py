@@ -10,13 +10,20 @@ from gateway.uplink.permissions import LEGACY_KEY_ID, CommandKey, KeyRing, Permi
 from gateway.uplink.signing import CommandVerifier
 
 
-def _load(hmac_file: Path | None, ed_file: Path | None, where: str) -> CommandVerifier:
+def _load(hmac_file: Path | None, ed_file: Path | None, where: str, subject: str = "") -> CommandVerifier:
     try:
         return CommandVerifier.from_files(hmac_key_file=hmac_file, ed25519_public_key_file=ed_file)
     except (OSError, ValueError) as err:
         key = "hmac_key_file" if hmac_file else "ed25519_public_key_file"
         raise ConfigError(
-            [ConfigIssue(str(hmac_file or ed_file), f"{where}.{key}", f"cannot load the command key: {err}")]
+            [
+                ConfigIssue(
+                    str(hmac_file or ed_file),
+                    f"{where}.{key}",
+                    f"cannot load the command key: {err}",
+                    subject,
+                )
+            ]
         ) from err
 
 
@@ -27,6 +34,6 @@ def load_key_ring(cfg: CommandsConfig) -> KeyRing:
         verifier = _load(cfg.hmac_key_file, cfg.ed25519_public_key_file, "upstream.commands")
         keys.append(CommandKey(LEGACY_KEY_ID, verifier, frozenset(Permission(c) for c in cfg.classes)))
     for i, k in enumerate(cfg.keys):
-        verifier = _load(k.hmac_key_file, k.ed25519_public_key_file, f"upstream.commands.keys.{i}")
+        verifier = _load(k.hmac_key_file, k.ed25519_public_key_file, f"upstream.commands.keys[{i}]", k.id)
         keys.append(CommandKey(k.id, verifier, frozenset(Permission(c) for c in k.classes)))
     return KeyRing(keys)
