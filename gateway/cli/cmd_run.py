@@ -177,12 +177,15 @@ def show_status(st: dict[str, Any]) -> None:
 
 def show_operator(op: dict[str, Any]) -> None:
     """Operator flags in force: away households, devices in maintenance, action overrides."""
+    from rich.markup import escape
+
     console = _common.console
     for name, label in (("away", "away"), ("maintenance", "maintenance"), ("overrides", "override")):
         for w in op.get(name) or []:
             until = "open-ended" if w.get("until") is None else f"ends in {w.get('remaining_s', 0):.0f}s"
             reason = f" ({w['reason']})" if w.get("reason") else ""
-            console.print(f"operator: {label} {w['target']}{reason}, {until}, by {w['by']}", highlight=False)
+            line = f"operator: {label} {w['target']}{reason}, {until}, by {w['by']}"
+            console.print(escape(line), highlight=False)
 
 
 _SEVERITY_STYLE = {"critical": "bold red", "major": "red", "minor": "yellow", "warning": "yellow"}
@@ -190,6 +193,7 @@ _SEVERITY_STYLE = {"critical": "bold red", "major": "red", "minor": "yellow", "w
 
 def show_alarms(alarms: list[dict[str, Any]]) -> None:
     """Every active alarm, whatever raised it (rules, fire panel, BTHome nodes, bus owners)."""
+    from rich.markup import escape
     from rich.table import Table
 
     console = _common.console
@@ -205,9 +209,9 @@ def show_alarms(alarms: list[dict[str, Any]]) -> None:
         what = a.get("kind", "") + (f" {a['subject']}" if a.get("subject") else "")
         source = str(a.get("rule", "")) + (" (restored)" if a.get("restored") else "")
         if a.get("maintenance"):
-            source += " [maintenance]"
+            source += " (maintenance)"
         if a.get("acked_by"):
-            source += f" [acknowledged by {a['acked_by']}]"
+            source += f" (acknowledged by {escape(str(a['acked_by']))})"
         table.add_row(
             f"[{style}]{sev}[/]" if style else sev,
             str(a.get("device_id", "")),
