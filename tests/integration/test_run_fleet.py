@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from gateway.control import ask
-from hil.platform import CommandSigner, MosquittoBroker, PlatformConsumer
+from hil.platform import CommandSigner, MosquittoBroker, PlatformConsumer, free_port
 from hil.platform.fleet import FleetClient
 from tests.integration.conftest import GatewayProcess, gateway_config
+from tests.integration.test_run_web import get
 
 GW = "gw-test"
 OPS_KEY = bytes.fromhex("33" * 32)
@@ -33,12 +34,15 @@ GHOST = (
 )
 
 
-def write_config(tmp: Path, port: int, broker: MosquittoBroker, silent: int, *, ghost_on: bool) -> Path:
+def write_config(
+    tmp: Path, port: int, broker: MosquittoBroker, silent: int, web_port: int, *, ghost_on: bool
+) -> Path:
     config = gateway_config(tmp, port, buses=1, units=3)
     for name, key in (("ops.key", OPS_KEY), ("centre.key", CENTRE_KEY)):
         (tmp / name).write_text(key.hex())
         (tmp / name).chmod(0o600)
     text = config.read_text() + GHOST_BUS.format(port=silent) + GHOST.format(on=str(ghost_on).lower())
+    text += f'\n[web]\nenabled = true\nbind = "127.0.0.1"\nport = {web_port}\n'
     text += f'\n[upstream]\nbrokers = ["mqtt://{broker.host}:{broker.port}"]\n'
     text += "[upstream.commands]\nenabled = true\n"
     text += f'[[upstream.commands.keys]]\nid = "district-ops"\nhmac_key_file = "{tmp / "ops.key"}"\n'
@@ -87,7 +91,10 @@ def test_operator_controls_permissions_diagnostics_and_restart(
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)
     with silent, MosquittoBroker() as broker:
-        config = write_config(tmp_path, modbus_peer, broker, silent.getsockname()[1], ghost_on=False)
+        web_port = free_port()
+        config = write_config(
+            tmp_path, modbus_peer, broker, silent.getsockname()[1], web_port, ghost_on=False
+        )
 
         async def scenario() -> None:
             async with (
@@ -145,6 +152,11 @@ def test_operator_controls_permissions_diagnostics_and_restart(
                 assert st["operator"]["maintenance"][0]["by"] == "platform key district-ops"
                 acked = next(a for a in st["alarms"] if a["device_id"] == "ghost")
                 assert acked["acked_by"] == "platform key district-ops"
+                # the status page's data
+                _, _, page = get(f"http://127.0.0.1:{web_port}/api/status")
+                page_state = json.loads(page)
+                assert [w["target"] for w in page_state["operator"]["maintenance"]] == ["ghost"]
+                assert next(a for a in page_state["alarms"] if a["device_id"] == "ghost")["acked_by"]
                 text = cli(config, "status").stdout
                 assert "operator: maintenance ghost (swap)" in text and "operator: away d0-2" in text
                 assert "(maintenance)" in text and "(acknowledged" in text, text
