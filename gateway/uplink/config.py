@@ -100,7 +100,7 @@ class CommandKeyConfig(_Model):
     hmac_key_file: SecretPath | None = None
     ed25519_public_key_file: Path | None = None
     classes: tuple[PermissionName, ...] = Field(
-        min_length=1, description="read, operate, configure, update, reboot"
+        min_length=1, description="permission classes this key grants (docs/fleet.md)"
     )
 
     @model_validator(mode="after")
@@ -119,9 +119,11 @@ class CommandsConfig(_Model):
     ed25519_public_key_file: Path | None = None
     classes: tuple[PermissionName, ...] = Field(
         default=("read", "operate", "configure", "update"),
-        description="classes the table's own key grants (reboot only when listed)",
+        description="permission classes the table's own key grants (reboot only when listed)",
     )
-    keys: tuple[CommandKeyConfig, ...] = Field(default=(), max_length=32)
+    keys: tuple[CommandKeyConfig, ...] = Field(
+        default=(), max_length=32, description="more platform keys, each with an id and its classes"
+    )
     max_clock_skew_s: FiniteFloat = Field(default=30.0, ge=0, le=3600)
     max_lifetime_s: FiniteFloat = Field(
         default=300.0, gt=0, le=86400, description="longest expires_at - issued_at accepted"
