@@ -192,6 +192,27 @@ def test_operator_controls_permissions_diagnostics_and_restart(
                 assert [w["target"] for w in st["operator"]["away"]] == ["d0-2"]
                 assert next(a for a in st["alarms"] if a["device_id"] == "ghost")["acked_by"]
 
+                # the platform's fleet tool: a household back home, a log file fetched
+                def fleet(*args: str) -> subprocess.CompletedProcess[str]:
+                    base = ["--broker", f"mqtt://{broker.host}:{broker.port}", "--gateway", GW]
+                    base += ["--hmac-key-file", str(tmp_path / "ops.key"), "--key-id", "district-ops"]
+                    return subprocess.run(
+                        [sys.executable, "-m", "hil.platform", "fleet", *base, *args],
+                        capture_output=True,
+                        text=True,
+                        timeout=60,
+                    )
+
+                await until(lambda: (status(config).get("uplink") or {}).get("state") == "connected")
+                out = await asyncio.to_thread(fleet, "back", "d0-2")
+                assert out.returncode == 0 and json.loads(out.stdout)["outcome"] == "ok", out
+                assert status(config)["operator"]["away"] == []
+                out = await asyncio.to_thread(fleet, "logs", "--out", str(tmp_path / "tail.log"))
+                assert out.returncode == 0, out
+                assert b"operator back on d0-2" in (tmp_path / "tail.log").read_bytes()
+                out = await asyncio.to_thread(fleet, "log-level", "debug")
+                assert out.returncode == 1 and json.loads(out.stdout)["reason"] == "not_permitted"
+
                 # restart on request: answered, then the process exits for the service manager
                 await until(lambda: (status(config).get("uplink") or {}).get("state") == "connected")
                 r = await ops.send(GW, "restart_service")
