@@ -176,6 +176,11 @@ def test_operator_controls_permissions_diagnostics_and_restart(
                 # diagnostics and the chunked log tail (hash checked by the client)
                 r = await ops.send(GW, "diag_errors")
                 assert "ghost" in [d["id"] for d in r["result"]["devices"]]
+                r = await ops.send(GW, "diag_uplink", {"probe": True})  # from the gateway, to its broker
+                assert r["result"]["state"]["state"] == "connected"
+                assert [p["ok"] for p in r["result"]["probe"]] == [True], r["result"]["probe"]
+                r = await ops.send(GW, "diag_buses")
+                assert {b["id"] for b in r["result"]["buses"]} == {"tcp-0", "tcp-silent"}
                 r = await ops.send(GW, "diag_store")
                 assert r["outcome"] == "ok" and "lanes" in r["result"]
                 final, data = await ops.fetch_upload(GW, "log_tail", {"max_bytes": 30_000})

@@ -100,6 +100,7 @@ def platform_key_file() -> Path:
     if _KEY_FILE is None:
         _KEY_FILE = Path(tempfile.mkdtemp(prefix="citynerve-test-key-")) / "platform.key"
         _KEY_FILE.write_text(PLATFORM_KEY.hex())
+        _KEY_FILE.chmod(0o600)  # a secret file others may read is refused by `citynerve run`
     return _KEY_FILE
 
 
