@@ -226,3 +226,49 @@ def test_operator_controls_permissions_diagnostics_and_restart(
                 assert await asyncio.to_thread(gw2.proc.wait, 60) == 75
 
         asyncio.run(scenario())
+
+
+def test_away_reaches_the_rules_of_that_household_only(
+    tmp_path: Path, modbus_peer: int, gateway_process: type[GatewayProcess]
+) -> None:
+    """A household marked away before its meter goes silent: its suppress_when_away rule stays
+    quiet while the neighbour's raises; back home, it raises within seconds. Across a restart."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    with silent:
+        config = gateway_config(tmp_path, modbus_peer, buses=1, units=1)
+        base = config.read_text() + GHOST_BUS.format(port=silent.getsockname()[1])
+        for address, name in ((1, "ghost"), (2, "ghost2")):
+            ghost = GHOST.format(on="@ON@").replace('id = "ghost"', f'id = "{name}"')
+            base += ghost.replace("address = 77", f"address = {address}")
+        base += (
+            '\n[rules]\n[[rules.rules]]\nid = "silent_household"\nkind = "offline"\n'
+            'suppress_when_away = true\nselect = { devices = ["ghost", "ghost2"] }\n'
+        )
+        config.write_text(base.replace("@ON@", "false"))
+        gw = gateway_process(config)
+        gw.start()
+        gw.wait_for(lambda: socket_up(tmp_path))
+        out = cli(config, "operator", "away", "ghost", "--for", "3d")
+        assert out.returncode == 0, out.stderr
+        assert gw.kill(signal.SIGTERM) == 0
+
+        config.write_text(base.replace("@ON@", "true"))  # both meters now polled, and both silent
+        gw2 = gateway_process(config)
+        gw2.start()
+        gw2.wait_for(lambda: socket_up(tmp_path))
+
+        def raised() -> set[str]:
+            return {a["device_id"] for a in status(config)["alarms"] if a["rule"] == "silent_household"}
+
+        def offline() -> set[str]:
+            return {a["device_id"] for a in status(config)["alarms"] if a["kind"] == "device_offline"}
+
+        # the bus sees both silent; only the away household's rule stays quiet
+        gw2.wait_for(lambda: "ghost2" in raised() and {"ghost", "ghost2"} <= offline(), 60)
+        assert raised() == {"ghost2"}
+        assert [w["target"] for w in status(config)["operator"]["away"]] == ["ghost"]
+        out = cli(config, "operator", "back", "ghost")
+        assert out.returncode == 0, out.stderr
+        gw2.wait_for(lambda: raised() == {"ghost", "ghost2"}, 30)
