@@ -17,7 +17,7 @@ import json
 import logging
 import math
 from collections.abc import Collection, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from gateway.api import Event, EventState, Severity, StateStore, Value
@@ -47,6 +47,9 @@ class ActiveAlarm:
     message: str
     event_id: str
     restored: bool = False  # restored at start from the last run's state
+    maintenance: bool = False  # raised while its device was in maintenance mode (gateway.operator)
+    acked_by: str | None = None  # acknowledged (silenced) by an operator: still listed until cleared
+    acked_at: float | None = None  # wall clock of the acknowledgement (a record stamp)
 
     @property
     def key(self) -> AlarmKey:
@@ -109,6 +112,7 @@ class ActiveAlarms:
                     "alarm registry full (%d): %s on %s not listed", self._max, event.kind, event.device_id
                 )
             return False
+        was = self._active.get(key)
         self._active[key] = ActiveAlarm(
             event.device_id,
             event.kind,
@@ -119,9 +123,37 @@ class ActiveAlarms:
             event.value,
             event.message,
             event.id,
+            maintenance=bool(event.attrs.get("maintenance")),
+            # raised again while still active: an acknowledgement holds until the alarm clears
+            acked_by=was.acked_by if was is not None else None,
+            acked_at=was.acked_at if was is not None else None,
         )
         self.dirty = True
         return True
+
+    def acknowledge(
+        self,
+        device_id: str,
+        kind: str,
+        *,
+        by: str,
+        ts: float,
+        rule: str | None = None,
+        subject: str | None = None,
+    ) -> list[ActiveAlarm]:
+        """Mark the active alarms of `device_id` and `kind` (and `rule`, `subject` when given)
+        acknowledged by `by`: they stay listed, marked, until their CLEARED event. Returns them."""
+        done = []
+        for k, a in list(self._active.items()):
+            if k[0] != device_id or k[1] != kind:
+                continue
+            if (rule is not None and k[2] != rule) or (subject is not None and k[3] != subject):
+                continue
+            self._active[k] = replace(a, acked_by=by, acked_at=ts)
+            done.append(self._active[k])
+        if done:
+            self.dirty = True
+        return done
 
     def _clear_where(self, match: Any) -> bool:
         gone = [k for k in self._active if match(k)]
@@ -201,6 +233,9 @@ class ActiveAlarms:
                     message=str(item.get("message", "")),
                     event_id=str(item.get("event_id", "")),
                     restored=True,
+                    maintenance=bool(item.get("maintenance", False)),
+                    acked_by=str(item["acked_by"]) if item.get("acked_by") is not None else None,
+                    acked_at=float(item["acked_at"]) if item.get("acked_at") is not None else None,
                 )
             except (KeyError, TypeError, ValueError):
                 bad += 1

@@ -37,7 +37,9 @@ from gateway.config import GatewayConfig
 from gateway.control import ControlServer
 from gateway.control.server import PEER
 from gateway.diagbus import RAW_WRITE, RawWriteRefusedError, audit_raw_write, check_raw_write
+from gateway.fleet import HostControl, LogLevel, LogRing
 from gateway.logs import field
+from gateway.operator import OperatorControls
 from gateway.pipeline import NoRules, Pipeline
 from gateway.service.notify import Notifier, Watchdog, WriterProgress
 from gateway.store import BLOCK_READINGS, AsyncOutbox, OutboxWriter
@@ -107,6 +109,12 @@ class Gateway:
         self._tg: asyncio.TaskGroup | None = None
         self._owner_tasks: dict[str, asyncio.Task[None]] = {}
         self._devices = {d.id: d for d in config.devices}
+        self.operator: OperatorControls | None = None
+        self.log_ring = LogRing()
+        self.log_level = LogLevel()
+        self.host = HostControl()  # tests put a subclass here: a test never reboots the machine
+        self.restart_requested = False
+        self._stop: asyncio.Event | None = None
 
     @property
     def owners(self) -> dict[str, BusOwner]:
@@ -137,6 +145,7 @@ class Gateway:
                     self._devices, self.marks, self.rules or NoRules(), alarms=self.alarms
                 )
                 self._reconcile_alarms()
+                await self._make_operator(outbox)
                 self.wiring = BusWiring(
                     config=cfg,
                     sink=RuledBusSink(self.pipeline, self.rules),
@@ -186,8 +195,30 @@ class Gateway:
         assert self.wiring is not None
         return self.wiring
 
+    async def _make_operator(self, outbox: AsyncOutbox) -> None:
+        """Operator flags (away, maintenance, overrides), restored and applied before buses start."""
+        assert self.pipeline is not None
+        self.operator = OperatorControls(
+            store=outbox,
+            alarms=self.alarms,
+            events=self._event,
+            devices=lambda: self._devices,
+            rules=lambda: self.rules,
+            action_ids=lambda: {a.id for a in self.config.rules.actions} if self.config.rules else set(),
+        )
+        self.pipeline.mark_event = self.operator.mark
+        try:
+            n = await self.operator.load()
+        except Exception:  # a damaged record costs the flags, never the gateway
+            log.exception("cannot restore the operator flags")
+            return
+        if n:
+            log.warning("%d operator flags in force (away, maintenance, overrides)", n)
+
     async def _run_tasks(self, stop: asyncio.Event) -> None:
         assert self.writer is not None and self.outbox is not None
+        self._stop = stop
+        logging.getLogger().addHandler(self.log_ring)
         writer_task = asyncio.create_task(self.writer.run(), name="outbox.writer")
         try:
             async with asyncio.TaskGroup() as tg:
@@ -230,6 +261,8 @@ class Gateway:
                     if pending and rounds % 3 == 0:
                         log.warning("still stopping: %s", ", ".join(sorted(t.get_name() for t in pending)))
         finally:
+            logging.getLogger().removeHandler(self.log_ring)
+            self.log_level.revert()
             # Bus owners are done: let the writer commit everything it holds, then stop it.
             with contextlib.suppress(Exception):
                 await self.writer.flush()
@@ -354,10 +387,19 @@ class Gateway:
             outbox=outbox,
             inventory=self.inventory,
             commands=self,
+            actions=self._remote_actions(),
             status=self.brief_status,
             restamp=self.clock_sync.restamp,
         )
         return self.uplink
+
+    def _remote_actions(self) -> dict[str, Any]:
+        from gateway.fleet import remote_actions
+
+        assert self.operator is not None
+        return remote_actions(
+            operator=self.operator, gateway=self, ring=self.log_ring, level=self.log_level, host=self.host
+        )
 
     def _make_web(self) -> StatusServer | None:
         if self.config.web is None or not self.config.web.enabled:
@@ -378,6 +420,11 @@ class Gateway:
             if self.pipeline is not None:
                 # The rules' own time (monotonic underneath): a step of the wall clock is no time passing.
                 self.pipeline.tick(self._rules_now())  # never raises: a rule bug is logged and counted
+            if self.operator is not None and self.operator.expire():
+                try:
+                    await self.operator.save()
+                except Exception:
+                    log.exception("cannot save the operator flags")
 
     async def _keep_alarms(self) -> None:
         """Save the active alarms when they change, in its own task: a stalled disk never holds up
@@ -452,6 +499,31 @@ class Gateway:
         protocols = {b.id: b.protocol for b in self.config.buses}
         return [_inventory_entry(d, protocols[d.bus], shared) for d in self.config.devices]
 
+    # -- diagnostics (gateway.fleet.Diagnosable) --------------------------------------------------
+
+    async def store_stats(self) -> dict[str, Any]:
+        return (await self.outbox.stats()).to_dict() if self.outbox else {}
+
+    def bus_stats(self) -> list[dict[str, Any]]:
+        return [sup.snapshot() for sup in self.buses.values()]
+
+    def uplink_state(self) -> dict[str, Any] | None:
+        return self.uplink.snapshot().to_dict() if self.uplink is not None else None
+
+    async def uplink_probe(self) -> list[dict[str, Any]]:
+        from gateway.uplink.probe import probe_uplink
+
+        if self.config.upstream is None:
+            return []
+        reports = await probe_uplink(self.config.upstream, gateway_id=self.config.gateway.id)
+        return [r.to_dict() for r in reports]
+
+    def request_restart(self, delay_s: float) -> None:
+        """Stop after `delay_s` and exit with RESTART_EXIT_CODE (the service manager starts us again)."""
+        self.restart_requested = True
+        if self._stop is not None:
+            asyncio.get_running_loop().call_later(delay_s, self._stop.set)
+
     # -- status ----------------------------------------------------------------------------------
 
     def brief_status(self) -> dict[str, Any]:
@@ -469,6 +541,7 @@ class Gateway:
             "alarms_active": len(self.alarms),
             "alarms": self.alarms.to_status(MAX_STATUS_ALARMS),
             "clock": self.clock_sync.wire(),
+            "operator": self.operator.snapshot() if self.operator is not None else None,
         }
 
     async def status(self) -> dict[str, Any]:
@@ -555,6 +628,13 @@ class Gateway:
         async def reload(_: dict[str, Any]) -> dict[str, Any]:
             return await self.reload()
 
+        async def operator(req: dict[str, Any]) -> dict[str, Any]:
+            assert self.operator is not None
+            who = f"local {req.get(PEER, 'unknown peer')}"
+            if req.get("user"):
+                who = f"{str(req['user'])[:64]} ({who})"
+            return await self.operator.request(str(req["request"]), dict(req.get("args") or {}), who)
+
         return {
             "ping": ping,
             "status": status,
@@ -563,6 +643,7 @@ class Gateway:
             "write": write,
             "restart_bus": restart_bus,
             "reload": reload,
+            "operator": operator,
         }
 
 

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -58,15 +59,20 @@ def run(
         logging.getLogger("gateway.rules.actions").warning("dry run: local actions write nothing to devices")
     from gateway.runtime import Gateway
 
-    async def main_() -> None:
+    async def main_() -> bool:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await Gateway(cfg).run(stop)
+        gateway = Gateway(cfg)
+        await gateway.run(stop)
+        return gateway.restart_requested
 
     try:
-        asyncio.run(main_())
+        if asyncio.run(main_()):  # the platform asked for a restart: the service manager restarts us
+            from gateway.fleet import RESTART_EXIT_CODE
+
+            sys.exit(RESTART_EXIT_CODE)
     except GatewayError as err:
         fail(str(err))
     except ExceptionGroup as group:  # from the task group: report our own errors plainly
@@ -180,6 +186,7 @@ def show_status(st: dict[str, Any]) -> None:
             )
     console.print(table)
     show_alarms(st.get("alarms") or [])
+    show_operator(st.get("operator") or {})
     for bus in st["buses"]:  # what a listening bus refused (garbage, over-rate): counted, not stored
         refused = {k: v for k, v in (bus.get("input") or {}).items() if v}
         if refused:
@@ -227,11 +234,25 @@ def show_status(st: dict[str, Any]) -> None:
         )
 
 
+def show_operator(op: dict[str, Any]) -> None:
+    """Operator flags in force: away households, devices in maintenance, action overrides."""
+    from rich.markup import escape
+
+    console = _common.console
+    for name, label in (("away", "away"), ("maintenance", "maintenance"), ("overrides", "override")):
+        for w in op.get(name) or []:
+            until = "open-ended" if w.get("until") is None else f"ends in {w.get('remaining_s', 0):.0f}s"
+            reason = f" ({w['reason']})" if w.get("reason") else ""
+            line = f"operator: {label} {w['target']}{reason}, {until}, by {w['by']}"
+            console.print(escape(line), highlight=False)
+
+
 _SEVERITY_STYLE = {"critical": "bold red", "major": "red", "minor": "yellow", "warning": "yellow"}
 
 
 def show_alarms(alarms: list[dict[str, Any]]) -> None:
     """Every active alarm, whatever raised it (rules, fire panel, BTHome nodes, bus owners)."""
+    from rich.markup import escape
     from rich.table import Table
 
     console = _common.console
@@ -246,6 +267,10 @@ def show_alarms(alarms: list[dict[str, Any]]) -> None:
         style = _SEVERITY_STYLE.get(sev, "")
         what = a.get("kind", "") + (f" {a['subject']}" if a.get("subject") else "")
         source = str(a.get("rule", "")) + (" (restored)" if a.get("restored") else "")
+        if a.get("maintenance"):
+            source += " (maintenance)"
+        if a.get("acked_by"):
+            source += f" (acknowledged by {escape(str(a['acked_by']))})"
         table.add_row(
             f"[{style}]{sev}[/]" if style else sev,
             str(a.get("device_id", "")),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -150,6 +150,7 @@ class Pipeline:
         self.bad_values = 0
         self.rule_errors = 0
         self.events = 0
+        self.mark_event: Callable[[Event], None] | None = None  # set by the runtime (gateway.operator)
 
     def update_devices(self, devices: Mapping[str, DeviceConfig]) -> None:
         """Take a reloaded device list: points whose config is unchanged keep their report-by-exception
@@ -269,6 +270,8 @@ class Pipeline:
         """Every event (buses, drivers, rules, actions, supervisors) passes here: it updates the
         registry of active alarms, then goes to the sink."""
         self.events += 1
+        if self.mark_event is not None:
+            self.mark_event(event)  # operator flags (a device in maintenance) before anyone sees it
         self.alarms.apply(event)
         self.sink.put_event(event)
 

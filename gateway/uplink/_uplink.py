@@ -17,8 +17,8 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiomqtt
@@ -30,12 +30,14 @@ from gateway.store import AsyncOutbox, Lane, OutboxRow, TelemetryBlock
 from gateway.uplink._connection import Backoff, RateLimiter, make_client, mark_disconnect_seen
 from gateway.uplink._readahead import ReadAhead
 from gateway.uplink.command_ids import CommandOutcomes
-from gateway.uplink.commands import CommandProcessor, CommandTarget, NonceCache
+from gateway.uplink.commands import CommandProcessor, CommandTarget, NonceCache, RemoteAction
 from gateway.uplink.config import BrokerUrl, UpstreamConfig
 from gateway.uplink.encoding import Encoding, MqttMessage, PlatformAck, RowBatch, TelemetryBlockEncoding
 from gateway.uplink.json_v1 import LANE_NAMES, JsonV1Encoding
 from gateway.uplink.junk import JunkLimiter
-from gateway.uplink.signing import ACK_SIGNING_CONTEXT, CommandVerifier
+from gateway.uplink.keys import load_key_ring
+from gateway.uplink.permissions import KeyRing
+from gateway.uplink.signing import ACK_SIGNING_CONTEXT
 from gateway.uplink.state import LinkState, UplinkState
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,7 @@ class Uplink:
         outbox: AsyncOutbox,
         inventory: Callable[[], list[dict[str, Any]]],
         commands: CommandTarget | None = None,
+        actions: Mapping[str, RemoteAction] | None = None,
         status: Callable[[], dict[str, Any]] | None = None,
         encoding: Encoding | None = None,
         restamp: Callable[[OutboxRow], OutboxRow] | None = None,
@@ -131,6 +134,7 @@ class Uplink:
         # `acked` goes out soon, at most once per e2e_resend_after_s, so it can close that gap.
         self._status_soon = asyncio.Event()
         self._behind_status_t = -math.inf
+        self._actions = actions
         self._processor = self._make_processor(commands)
 
     # ------------------------------------------------------------------ public
@@ -655,6 +659,11 @@ class Uplink:
                 log.exception("uplink: command handling failed")
                 return
             if result.answer:
+                for part in result.parts:  # chunks first, the summary last
+                    msg = self._enc.command_result(
+                        replace(result, result=part, parts=()), seq=self._outbox.next_seq - 1
+                    )
+                    await client.publish(msg.topic, msg.payload, qos=1)
                 msg = self._enc.command_result(result, seq=self._outbox.next_seq - 1)
                 await client.publish(msg.topic, msg.payload, qos=1)
         finally:
@@ -681,31 +690,16 @@ class Uplink:
             enabled=cfg.enabled,
             max_clock_skew_s=cfg.max_clock_skew_s,
             max_lifetime_s=cfg.max_lifetime_s,
+            extra_actions=self._actions,
         )
 
-    def _load_platform_key(self) -> CommandVerifier | None:
-        """The platform's key (`[upstream.commands]`): it signs commands and end-to-end acks.
+    def _load_platform_key(self) -> KeyRing | None:
+        """The platform's keys (`[upstream.commands]`): they sign commands and end-to-end acks.
         Loaded when commands are enabled or acks are end-to-end; None when none is provisioned."""
         cfg = self.config.commands
-        if not (cfg.enabled or self.config.e2e_ack):
+        if not (cfg.enabled or self.config.e2e_ack) or not cfg.has_key:
             return None
-        if cfg.hmac_key_file is None and cfg.ed25519_public_key_file is None:
-            return None
-        try:
-            return CommandVerifier.from_files(
-                hmac_key_file=cfg.hmac_key_file, ed25519_public_key_file=cfg.ed25519_public_key_file
-            )
-        except (OSError, ValueError) as err:
-            key = "hmac_key_file" if cfg.hmac_key_file else "ed25519_public_key_file"
-            raise ConfigError(
-                [
-                    ConfigIssue(
-                        str(cfg.hmac_key_file or cfg.ed25519_public_key_file),
-                        f"upstream.commands.{key}",
-                        f"cannot load the command key: {err}",
-                    )
-                ]
-            ) from err
+        return load_key_ring(cfg)
 
     def _note_error(self, text: str) -> None:
         if text != self._last_error:

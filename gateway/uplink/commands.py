@@ -29,6 +29,14 @@ from gateway.api import (
 from gateway.uplink.encoding import CommandOutcome, CommandResult, RejectReason
 from gateway.uplink.errors import CommandRejectedError
 from gateway.uplink.junk import JUNK_REASONS, JunkLimiter
+from gateway.uplink.permissions import (
+    ACTION_CLASSES,
+    LEGACY_KEY_ID,
+    LEGACY_PERMISSIONS,
+    CommandKey,
+    KeyRing,
+    Permission,
+)
 from gateway.uplink.signing import CommandVerifier
 
 if TYPE_CHECKING:
@@ -68,6 +76,36 @@ class CommandTarget(Protocol):
         ...
 
     def bus_ids(self) -> Collection[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sent an accepted command: the id of the key that signed it, and the command's id."""
+
+    key_id: str
+    command_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Chunked:
+    """A result too big for one message: `parts` are published first (each as its own result of the
+    same command), then `summary` as the final result."""
+
+    summary: Mapping[str, Any]
+    parts: tuple[Mapping[str, Any], ...]
+
+
+RemoteHandler = Callable[[dict[str, Any], Caller], Awaitable[Mapping[str, Any] | Chunked | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteAction:
+    """An action beyond the built-in ones (operator controls, diagnostics): its permission class
+    and its handler. The handler checks its arguments and raises CommandRejectedError (bad_value,
+    unknown_device, ...) for a refusal; other GatewayErrors are failures."""
+
+    permission: Permission
+    handler: RemoteHandler
 
 
 class KeyValueState(Protocol):
@@ -186,7 +224,7 @@ class CommandProcessor:
         *,
         gateway_id: str,
         target: CommandTarget,
-        verifier: CommandVerifier | None,
+        verifier: CommandVerifier | KeyRing | None,
         nonces: NonceCache,
         decode: Callable[[bytes], dict[str, Any]],
         resend_inventory: Callable[[], Awaitable[None]],
@@ -197,10 +235,15 @@ class CommandProcessor:
         clock: Callable[[], float] = time.time,
         junk: JunkLimiter | None = None,
         outcomes: CommandOutcomes | None = None,
+        extra_actions: Mapping[str, RemoteAction] | None = None,
     ) -> None:
         self._gateway_id = gateway_id
         self._target = target
-        self._verifier = verifier
+        if isinstance(verifier, CommandVerifier):  # one key: the platform's, as before key rings
+            verifier = KeyRing([CommandKey(LEGACY_KEY_ID, verifier, LEGACY_PERMISSIONS)])
+        self._verifier: KeyRing | None = verifier
+        self._extra: dict[str, RemoteAction] = dict(extra_actions or {})
+        self._classes = {**ACTION_CLASSES, **{a: r.permission for a, r in self._extra.items()}}
         self._nonces = nonces
         self._decode = decode
         self._resend_inventory = resend_inventory
@@ -223,19 +266,25 @@ class CommandProcessor:
         cmd: dict[str, Any] = {}
         try:
             cmd = self._decode(payload)
-            cid = self._authenticate(cmd)
+            cid, key = self._authenticate(cmd)
         except CommandRejectedError as err:
             return self._rejected(err, cmd)
         if self._outcomes is None:
-            return await self._run(cid, cmd)
+            return await self._run(cid, key, cmd)
         # Authenticated: idempotent by id (a repeat gets the first outcome, never a second run).
-        return await self._outcomes.once(cid, self._clock(), lambda: self._run(cid, cmd))
+        return await self._outcomes.once(cid, self._clock(), lambda: self._run(cid, key, cmd))
 
-    async def _run(self, cid: str, cmd: dict[str, Any]) -> CommandResult:
+    async def _run(self, cid: str, key: CommandKey, cmd: dict[str, Any]) -> CommandResult:
         try:
-            action, args = await self._check(cid, cmd)
+            action, args = await self._check(cid, key, cmd)
             self.accepted += 1
-            result = await self._execute(action, args)
+            caller = Caller(key.id, cid)
+            log.info("command %s %s accepted (key %s)", _printable(cid), action, key.id)
+            result = await self._execute(action, args, caller)
+            if isinstance(result, Chunked):
+                return CommandResult(
+                    cid, action, CommandOutcome.OK, result=result.summary, parts=result.parts
+                )
             return CommandResult(cid, action, CommandOutcome.OK, result=result)
         except CommandRejectedError as err:
             return self._rejected(err, cmd)
@@ -264,8 +313,9 @@ class CommandProcessor:
             answer=summary is not None,
         )
 
-    def _authenticate(self, cmd: dict[str, Any]) -> str:
-        """The command's id once it is ours, enabled and signed with the platform's key."""
+    def _authenticate(self, cmd: dict[str, Any]) -> tuple[str, CommandKey]:
+        """The command's id and the key that signed it, once it is ours, enabled and signed with a
+        key of the ring."""
         cid = cmd.get("id")
         if not isinstance(cid, str) or not _ID_RE.match(cid):
             raise CommandRejectedError(RejectReason.MALFORMED, "id must be a short id string")
@@ -279,13 +329,14 @@ class CommandProcessor:
             raise reject(RejectReason.DISABLED, "commands are disabled on this gateway")
         if "sig" not in cmd or "alg" not in cmd:
             raise reject(RejectReason.UNSIGNED, "alg and sig are required")
-        if not self._verifier.verify(cmd):
+        key = self._verifier.identify(cmd)
+        if key is None:
             raise reject(
                 RejectReason.BAD_SIGNATURE, f"signature does not verify ({self._verifier.algorithm})"
             )
-        return cid
+        return cid, key
 
-    async def _check(self, cid: str, cmd: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    async def _check(self, cid: str, key: CommandKey, cmd: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         def reject(reason: RejectReason, detail: str = "") -> CommandRejectedError:
             return CommandRejectedError(reason, detail, cid)
 
@@ -310,8 +361,17 @@ class CommandProcessor:
         if not await self._nonces.claim(nonce, expires / 1000 + self._skew, now, issued / 1000):
             raise reject(RejectReason.REPLAYED, "nonce already used")
         action = cmd.get("action")
-        if action not in ACTIONS:
-            raise reject(RejectReason.UNKNOWN_COMMAND, f"action must be one of {', '.join(ACTIONS)}")
+        if not isinstance(action, str) or action not in self._classes:
+            raise reject(
+                RejectReason.UNKNOWN_COMMAND, f"action must be one of {', '.join(sorted(self._classes))}"
+            )
+        needed = self._classes[action]
+        if needed not in key.classes:
+            granted = ", ".join(sorted(key.classes)) or "nothing"
+            raise reject(
+                RejectReason.NOT_PERMITTED,
+                f"{action} needs the {needed.value} permission; key {key.id!r} grants {granted}",
+            )
         args = cmd.get("args", {})
         if not isinstance(args, dict):
             raise reject(RejectReason.MALFORMED, "args must be an object")
@@ -347,10 +407,15 @@ class CommandProcessor:
             if bus not in self._target.bus_ids():
                 raise reject(RejectReason.UNKNOWN_BUS, f"no bus {bus!r}")
 
-    async def _execute(self, action: str, args: dict[str, Any]) -> dict[str, Any] | None:
+    async def _execute(
+        self, action: str, args: dict[str, Any], caller: Caller
+    ) -> Mapping[str, Any] | Chunked | None:
         cid = None
         try:
             async with asyncio.timeout(self._exec_timeout):
+                extra = self._extra.get(action)
+                if extra is not None:
+                    return await extra.handler(args, caller)
                 if action == "read_point":
                     r = await self._target.read_point(args["device_id"], args["point"])
                     return {
@@ -373,6 +438,8 @@ class CommandProcessor:
             raise CommandRejectedError(
                 RejectReason.TIMEOUT, f"no result within {self._exec_timeout:g} s", cid
             ) from err
+        except CommandRejectedError as err:  # an extra action refusing its arguments
+            raise CommandRejectedError(err.reason, err.detail, caller.command_id) from err
         except WriteRejectedError as err:
             raise CommandRejectedError(RejectReason.BAD_VALUE, err.reason, cid) from err
         except DeviceTimeoutError as err:

@@ -90,12 +90,40 @@ class BackoffConfig(_Model):
         return self
 
 
+PermissionName = Literal["read", "operate", "configure", "update", "reboot"]
+
+
+class CommandKeyConfig(_Model):
+    """One platform key (`[[upstream.commands.keys]]`) and the permission classes it grants."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$", description="named in audit lines")
+    hmac_key_file: SecretPath | None = None
+    ed25519_public_key_file: Path | None = None
+    classes: tuple[PermissionName, ...] = Field(
+        min_length=1, description="permission classes this key grants (docs/fleet.md)"
+    )
+
+    @model_validator(mode="after")
+    def _one_key(self) -> CommandKeyConfig:
+        if (self.hmac_key_file is None) == (self.ed25519_public_key_file is None):
+            raise ValueError("give exactly one of hmac_key_file or ed25519_public_key_file")
+        return self
+
+
 class CommandsConfig(_Model):
-    """Signed commands from the platform. Exactly one key when enabled."""
+    """Signed commands from the platform: the key of the table itself (id "platform"; grants
+    `classes`, by default everything but reboot) and/or several `keys`, each with its classes."""
 
     enabled: bool = False
     hmac_key_file: SecretPath | None = None
     ed25519_public_key_file: Path | None = None
+    classes: tuple[PermissionName, ...] = Field(
+        default=("read", "operate", "configure", "update"),
+        description="permission classes the table's own key grants (reboot only when listed)",
+    )
+    keys: tuple[CommandKeyConfig, ...] = Field(
+        default=(), max_length=32, description="more platform keys, each with an id and its classes"
+    )
     max_clock_skew_s: FiniteFloat = Field(default=30.0, ge=0, le=3600)
     max_lifetime_s: FiniteFloat = Field(
         default=300.0, gt=0, le=86400, description="longest expires_at - issued_at accepted"
@@ -106,11 +134,19 @@ class CommandsConfig(_Model):
         keys = [k for k in (self.hmac_key_file, self.ed25519_public_key_file) if k is not None]
         if len(keys) > 1:
             raise ValueError("give either hmac_key_file or ed25519_public_key_file, not both")
-        if self.enabled and not keys:
+        if self.enabled and not keys and not self.keys:
             raise ValueError(
-                "commands are enabled but no key is provisioned (hmac_key_file or ed25519_public_key_file)"
+                "commands are enabled but no key is provisioned "
+                "(hmac_key_file, ed25519_public_key_file or [[upstream.commands.keys]])"
             )
+        ids = [k.id for k in self.keys] + (["platform"] if keys else [])
+        if len(set(ids)) != len(ids):
+            raise ValueError("command key ids must be unique (the table's own key is \"platform\")")
         return self
+
+    @property
+    def has_key(self) -> bool:
+        return bool(self.keys) or self.hmac_key_file is not None or self.ed25519_public_key_file is not None
 
 
 class UpstreamConfig(_Model):

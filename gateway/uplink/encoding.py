@@ -78,6 +78,8 @@ class RejectReason(enum.StrEnum):
     NOT_WRITABLE = "not_writable"
     BAD_VALUE = "bad_value"
     UNKNOWN_BUS = "unknown_bus"
+    NOT_PERMITTED = "not_permitted"  # the signing key does not grant the action's permission class
+    UNKNOWN_ALARM = "unknown_alarm"  # ack of an alarm that is not active
     # failures while carrying out an accepted command
     DEVICE_ERROR = "device_error"
     TIMEOUT = "timeout"
@@ -96,6 +98,8 @@ class CommandResult:
     result: Mapping[str, Any] | None = None
     answer: bool = True
     """False: a junk rejection inside the rate limit's interval; counted, not published."""
+    parts: tuple[Mapping[str, Any], ...] = ()
+    """Results published before this one, each as a result of the same command (chunked uploads)."""
 
 
 class Encoding(Protocol):

@@ -142,6 +142,7 @@ def page_state(status: Mapping[str, Any], config: GatewayConfig, *, refresh_s: f
         "uplink": uplink,
         "alarms": alarms,
         "time": plain(status.get("time")),
+        "operator": status.get("operator") or {"away": [], "maintenance": [], "overrides": []},
         "buses": buses,
         "groups": [
             {"building": b, "floor": f, "devices": sorted(devs, key=lambda d: (d["room"], str(d["id"])))}

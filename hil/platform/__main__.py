@@ -3,6 +3,7 @@
 consume  subscribe (shared subscription group), store in SQLite, e2e acks, print arrivals
 view     what the platform holds: rows, contiguous seq, duplicates, gaps per gateway lane
 command  sign and send a command to a gateway, print the result
+fleet    operator controls, diagnostics and logs on a gateway (docs/fleet.md)
 broker   run a demo broker (Mosquitto if installed, else embedded amqtt)
 """
 
@@ -200,6 +201,10 @@ def broker(port: int, embedded: bool) -> None:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
 
+
+from hil.platform.fleet_cli import fleet  # noqa: E402  (it imports _broker from here)
+
+cli.add_command(fleet)
 
 if __name__ == "__main__":
     cli()

@@ -62,8 +62,9 @@ class CommandSigner:
         now: float | None = None,
         command_id: str | None = None,
         nonce: str | None = None,
+        key_id: str | None = None,
     ) -> dict[str, Any]:
-        """A fresh, signed command (new id and nonce)."""
+        """A fresh, signed command (new id and nonce); `key_id` names the signing key (signed too)."""
         body = build_command(
             gateway_id=gateway_id,
             action=action,
@@ -73,6 +74,8 @@ class CommandSigner:
             issued_at=time.time() if now is None else now,
             lifetime_s=lifetime_s,
         )
+        if key_id is not None:
+            body["key_id"] = key_id
         return self.sign(body)
 
     @staticmethod

@@ -61,9 +61,27 @@
       if (a.message) li.append(el("span", "muted", " · " + a.message));
       if (a.value !== undefined && a.value !== null) li.append(el("span", "muted", " (value " + fmt(a.value) + ")"));
       if (a.rule) li.append(el("span", "muted", " · rule " + a.rule));
+      if (a.maintenance) li.append(el("span", null, " · in maintenance"));
+      if (a.acked_by) li.append(el("span", null, " · acknowledged by " + a.acked_by));
       return li;
     }));
     document.getElementById("alarms-section").hidden = alarms.length === 0;
+
+    const op = st.operator || {};
+    const flags = [];
+    [["away", "away"], ["maintenance", "maintenance"], ["overrides", "override"]].forEach(function (pair) {
+      (op[pair[0]] || []).forEach(function (w) { flags.push([pair[1], w]); });
+    });
+    document.getElementById("operator").replaceChildren(...flags.map(function (f) {
+      const w = f[1];
+      const li = el("li");
+      li.append(el("strong", null, f[0] + " " + w.target), " ");
+      li.append(el("span", null, w.until === null || w.until === undefined ? "open-ended" : "ends in " + duration(w.remaining_s)));
+      if (w.reason) li.append(el("span", "muted", " · " + w.reason));
+      li.append(el("span", "muted", " · by " + w.by));
+      return li;
+    }));
+    document.getElementById("operator-section").hidden = flags.length === 0;
 
     document.getElementById("outbox-depth").textContent = fmt(st.outbox.depth) + " rows";
     document.getElementById("outbox-age").textContent = st.outbox.oldest_age_s ? "oldest " + duration(st.outbox.oldest_age_s) : "empty";
