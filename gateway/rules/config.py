@@ -238,12 +238,16 @@ class RoutineRule(_RuleBase):
     point: str
     mode: Literal["up_by", "back_within"]
     active: bool = True
-    since: str = Field(default="04:00", pattern=_HHMM)
-    by: str = Field(default="09:00", pattern=_HHMM)
-    up_s: FiniteFloat = Field(default=600.0, ge=0, le=86400)
+    since: str = Field(default="04:00", pattern=_HHMM, description="up_by: the day may start from (HH:MM)")
+    by: str = Field(default="09:00", pattern=_HHMM, description="up_by: out of bed by this time (HH:MM)")
+    up_s: FiniteFloat = Field(
+        default=600.0, ge=0, le=86400, description="up_by: out of the active state at least this long"
+    )
     start: str = Field(default="22:00", pattern=_HHMM)
     end: str = Field(default="06:00", pattern=_HHMM)
-    away_s: FiniteFloat = Field(default=2400.0, gt=0, le=86400)
+    away_s: FiniteFloat = Field(
+        default=2400.0, gt=0, le=86400, description="back_within: back in the active state within this"
+    )
     stale_s: FiniteFloat = Field(default=1800.0, gt=0, le=7 * 86400)
     tz: str = "Asia/Shanghai"
 

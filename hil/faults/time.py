@@ -198,15 +198,23 @@ async def command_replay_after_clock_back(folder: Path) -> str:
     promise="events stamped before NTP sync are marked and sent with their true time once synced",
 )
 async def unsynced_events_corrected_after_sync(folder: Path) -> str:
-    from hil.platform import MosquittoBroker, PlatformConsumer
+    from hil.platform import CommandSigner, MosquittoBroker, PlatformConsumer
 
     stale_s = -30 * 86400.0  # a Pi without RTC boots a month in the past
+    key = bytes(range(32))
     with short_folder(folder) as folder:
+        (folder / "ack.key").write_text(key.hex())
+        (folder / "ack.key").chmod(0o600)  # secret files others may read are refused
         broker = MosquittoBroker(workdir=folder)  # its port is known, it starts later: uplink down
+        # End-to-end acks: the gateway may reconnect and publish before the platform subscribed;
+        # it keeps the event and sends it again until the platform has acked it.
         extra = textwrap.dedent(
             f"""
             [upstream]
             brokers = ["{broker.url}"]
+            e2e_ack = true
+            e2e_resend_after_s = 2
+            commands = {{ hmac_key_file = "{folder / "ack.key"}" }}
             [upstream.backoff]
             initial_s = 0.2
             max_s = 1.0
@@ -248,7 +256,10 @@ async def unsynced_events_corrected_after_sync(folder: Path) -> str:
                 await gw.wait_for("the gateway to see its clock synchronised", synced, 15)
                 broker.start()  # the platform becomes reachable: the event is still in the outbox
                 consumer = PlatformConsumer(
-                    host=broker.host, port=broker.port, db_path=folder / "platform.db"
+                    host=broker.host,
+                    port=broker.port,
+                    db_path=folder / "platform.db",
+                    ack_signer=CommandSigner(hmac_key=key),
                 )
                 await consumer.__aenter__()
                 await consumer.wait_connected()
