@@ -21,6 +21,7 @@ def test_readme_starts_with_the_two_setup_commands() -> None:
     assert demo.startswith("python3 -m venv .venv && .venv/bin/pip install") and demo.endswith(
         "citynerve demo"
     )
+    assert "'.[sim]'" in demo, "the demo needs the simulators' extra (citynerve[sim])"
     assert "pytest" in tests and ".venv" in tests
 
 

@@ -46,7 +46,9 @@ PACKAGES = (
     "pydantic",
     "click",
     "rich",
-    "sqlite-utils",
+    "cryptography",
+    "tomli-w",
+    "amqtt",
 )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from gateway import shipped
 from gateway.api import (
     BusConfig,
     ConfigError,
@@ -44,7 +45,7 @@ TOP_KEYS = (
     "devices",
 )
 PROFILES_ENV = "CITYNERVE_PROFILES"
-SHIPPED_PROFILES = Path(__file__).resolve().parents[2] / "config" / "profiles"
+SHIPPED_PROFILES = shipped.profiles()
 
 
 def read_toml(path: Path) -> dict[str, Any]:

@@ -15,12 +15,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, model_validator
 
+from gateway import shipped
 from gateway.api import ConfigIssue, DeviceConfig, Severity
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 RULE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,95}$"
-PACKS_DIR = Path(__file__).resolve().parents[2] / "config" / "rules"
-"""Where shipped packs live (config/rules/<name>.toml in the repo)."""
+PACKS_DIR = shipped.rule_packs()
+"""Where shipped packs live (config/rules/<name>.toml in the repo, package data when installed)."""
 
 SeverityName = Literal["info", "warning", "minor", "major", "critical"]
 SEVERITY: dict[str, Severity] = {s.name.lower(): s for s in Severity}
