@@ -47,6 +47,7 @@ def source_copy(
 ) -> Path:
     """The gateway's source with `version` and the test release key."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    dest.mkdir(parents=True)
     for part in SOURCE_PARTS:
         src = REPO / part
         if src.is_dir():
