@@ -17,7 +17,6 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -64,11 +63,36 @@ def download_deps(
         cmd += ["--find-links", str(folder)]
     proc = subprocess.run([*cmd, requirement], capture_output=True, text=True)
     if proc.returncode != 0:
-        missing = sorted(
-            set(re.findall(r"(?:requirement|distribution found for) ([A-Za-z0-9_.-]+)", proc.stderr))
+        missing = without_wheels(
+            requirement, arch=arch, python=python, find_links=[wheel.parent, *find_links]
         )
         why = f"no wheel for {', '.join(missing)}" if missing else proc.stderr.strip()[-1500:]
         raise BuildError(f"{arch} / Python {python}: {why} (add wheels built elsewhere with --find-links)")
+
+
+def without_wheels(requirement: str, *, arch: str, python: str, find_links: list[Path]) -> list[str]:
+    """The pinned dependencies (as this machine resolves them) that have no wheel for `arch`."""
+    links = [arg for folder in find_links for arg in ("--find-links", str(folder))]
+    report = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--dry-run", "--ignore-installed", "--report", "-",
+         "--disable-pip-version-check", *links, requirement],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if report.returncode != 0:
+        return []
+    pins = [
+        f"{i['metadata']['name']}=={i['metadata']['version']}" for i in json.loads(report.stdout)["install"]
+    ]
+    missing = []
+    for pin in pins:
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:"]
+        cmd += ["--disable-pip-version-check", "--python-version", python, "--implementation", "cp", *links]
+        for tag in PLATFORMS[arch]:
+            cmd += ["--platform", tag]
+        with tempfile.TemporaryDirectory() as tmp:
+            if subprocess.run([*cmd, "--dest", tmp, pin], capture_output=True).returncode != 0:
+                missing.append(pin)
+    return missing
 
 
 def sign_manifest(folder: Path, manifest: dict[str, object], key: Ed25519PrivateKey) -> None:
@@ -138,11 +162,13 @@ def main() -> int:
     parser.add_argument("--wheel", type=Path, help="use this gateway wheel instead of building one")
     parser.add_argument("--python", action="append", help="Python versions (default: 3.11 and 3.13)")
     parser.add_argument("--find-links", type=Path, action="append", default=[], help="extra wheel folders")
+    parser.add_argument("--no-sim", action="store_true", help="leave out the simulators' deps (no demo)")
     args = parser.parse_args()
     try:
         path = build_bundle(
             arch=args.arch, key_path=args.key, out=args.out, wheel=args.wheel,
             pythons=tuple(args.python or PYTHONS), find_links=args.find_links,
+            extras=() if args.no_sim else ("sim",),
         )  # fmt: skip
     except BuildError as err:
         print(f"bundle: {err}", file=sys.stderr)
