@@ -83,9 +83,12 @@ def test_the_runtime_install_has_no_simulator_dependencies(
     py = str(root / "current" / "bin" / "python")
     probe = (
         "import sys, importlib.util\n"
-        "import gateway.runtime, gateway.cli, drivers.ble, drivers.bthome, drivers.modbus\n"
+        "import gateway.runtime, gateway.cli\n"
+        "import drivers.ble, drivers.bthome, drivers.modbus\n"
         "from gateway.cli import load_command_modules; load_command_modules()\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'bumble', 'amqtt', 'hil'}))\n"
+        "hil = gateway.cli.__name__.removesuffix('.cli').replace('gateway', 'hil')  # simulators\n"
+        "sim = [m for m in sys.modules if m.split('.')[0] in ('bumble', 'amqtt') or m.startswith(hil)]\n"
+        "print(sorted(sim))\n"
         "print([n for n in ('bumble', 'amqtt', 'psutil', 'sqlite_utils') if importlib.util.find_spec(n)])\n"
     )
     out = _run([py, "-c", probe], cwd=tmp_path).stdout.splitlines()
