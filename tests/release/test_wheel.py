@@ -62,7 +62,8 @@ def test_the_installed_release_checks_every_example_and_runs_the_demo(
     work.mkdir()
     assert _run([str(cn), "--version"], cwd=work).stdout.strip().endswith(VERSION)
     py = root / "current" / "bin" / "python"
-    where = _run([str(py), "-c", "from gateway import shipped; print(shipped.examples())"], cwd=work)
+    code = "from gateway import shipped; print(shipped.examples())"
+    where = _run([str(py), "-c", code], cwd=work)
     examples = Path(where.stdout.strip())
     assert examples.is_relative_to(root.resolve()), examples  # package data of the install, not the repo
     files = sorted(examples.glob("*.toml"))
