@@ -98,7 +98,7 @@ def prove(bundle: Path, key: Path, root: Path, *, suite: str, duration: int) -> 
             step(f"config check {Path(example).name}", [*cn, "config", "check", example], timings)
         demo = f"cd {inside} && /opt/citynerve/bin/citynerve demo --duration {duration}"
         out = step(f"demo --duration {duration}", [*chroot, "sh", "-c", demo], timings)
-    summary = next((line for line in out.splitlines() if line.startswith("demo done")), "")
+    summary = " ".join(out[out.index("demo done") :].split()) if "demo done" in out else ""  # rich wraps it
     return {"arch": arch, "python": python, "version": version, "examples": len(listing),
             "demo": summary, "timings_s": timings}  # fmt: skip
 
