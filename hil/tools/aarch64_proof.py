@@ -91,9 +91,9 @@ def prove(bundle: Path, key: Path, root: Path, *, suite: str, duration: int) -> 
              "--root", "/opt/citynerve", "--key", f"{inside}/release-key.pem", "--sim"], timings)  # fmt: skip
         cn = [*chroot, "/opt/citynerve/bin/citynerve"]
         version = step("citynerve --version", [*cn, "--version"], timings).strip()
-        listing = step("find examples", [*chroot, "/opt/citynerve/current/bin/python", "-c",
-                       "from gateway import shipped; print(*sorted(shipped.examples().glob('*.toml')))"],
-                       timings).split()  # fmt: skip
+        code = "from gateway import shipped; print(*sorted(shipped.examples().glob('*.toml')))"
+        py = "/opt/citynerve/current/bin/python"
+        listing = step("find examples", [*chroot, py, "-c", code], timings).split()
         for example in listing:
             step(f"config check {Path(example).name}", [*cn, "config", "check", example], timings)
         demo = f"cd {inside} && /opt/citynerve/bin/citynerve demo --duration {duration}"
