@@ -55,14 +55,15 @@ def _service(kind: str, root: Path, config: Path) -> Any:
     return ProcessService(root, config.resolve()) if kind == "process" else SystemdService()
 
 
-def _report(state: dict[str, Any], as_json: bool) -> None:
+def _report(state: dict[str, Any], as_json: bool, *, waited: bool) -> None:
     if as_json:
         print_json(state)
     else:
         click.echo(f"{state.get('phase')}: {state.get('from')} -> {state.get('to')}")
         if state.get("reason"):
             click.echo(f"  {state['reason']}")
-    if state.get("phase") not in ("confirmed", "switching", "confirming"):
+    # Waited for: only a confirmed release is success. Not waited for: handed to the watchdog.
+    if state.get("phase") not in (("confirmed",) if waited else ("confirmed", "switching", "confirming")):
         sys.exit(EXIT_FAILED)
 
 
@@ -91,7 +92,7 @@ def apply(
                       request_id=request_id)  # fmt: skip
     except UpdateError as err:
         fail(str(err))
-    _report(state, as_json)
+    _report(state, as_json, waited=not no_wait)
 
 
 @update.command()
@@ -112,7 +113,7 @@ def rollback(
                          to=to, deadline_s=deadline, settle_s=settle, wait=not no_wait)  # fmt: skip
     except UpdateError as err:
         fail(str(err))
-    _report(state, as_json)
+    _report(state, as_json, waited=not no_wait)
 
 
 @update.command()

@@ -301,8 +301,7 @@ def apply(
     """
     with _lock(root):
         state = read_state(root)
-        if state.get("phase") in IN_PROGRESS and watchdog_alive(state):
-            raise UpdateError(f"an update to {state.get('to')} is in progress")
+        state = _settle_interrupted(root, state)
         incoming = root / "update" / "incoming"
         shutil.rmtree(incoming, ignore_errors=True)
         incoming.mkdir(parents=True)
@@ -327,8 +326,7 @@ def rollback(
     """Switch back to the release before the current one (or `to`), under the same watchdog."""
     with _lock(root):
         state = read_state(root)
-        if state.get("phase") in IN_PROGRESS and watchdog_alive(state):
-            raise UpdateError(f"an update to {state.get('to')} is in progress")
+        state = _settle_interrupted(root, state)
         current = release_version(root / "current")
         target = to or next(
             (
@@ -391,6 +389,15 @@ def _switch(
     return read_state(root)
 
 
+def _settle_interrupted(root: Path, state: dict[str, Any]) -> dict[str, Any]:
+    """Refuse while an update runs; roll back one whose watchdog died (as the boot hook would)."""
+    if state.get("phase") in IN_PROGRESS:
+        if watchdog_alive(state):
+            raise UpdateError(f"an update to {state.get('to')} is in progress")
+        return resume(root)
+    return state
+
+
 def watch(root: Path) -> dict[str, Any]:
     """The watchdog: switch, restart, confirm within the deadline or switch back. Runs detached."""
     state = read_state(root)
@@ -400,12 +407,12 @@ def watch(root: Path) -> dict[str, Any]:
     service = service_from(state.get("service") or {}, root)
     socket = Path(state["socket"])
     deadline = time.monotonic() + float(state["deadline_s"])
-    if state["phase"] == "switching":
-        switch_link(root / "current", f"releases/{state['to']}")
-        _set(root, state, "confirming")
-    else:
-        write_state(root, state)
     try:
+        if state["phase"] == "switching":
+            switch_link(root / "current", f"releases/{state['to']}")
+            _set(root, state, "confirming")
+        else:
+            write_state(root, state)
         service.restart()
         problems = wait_healthy(service, socket, version=state["to"], baseline=state["baseline"],
                                 deadline=deadline, settle_s=float(state["settle_s"]))  # fmt: skip

@@ -92,3 +92,20 @@ def test_platform_report_is_small_and_names_the_request(tmp_path: Path) -> None:
     assert report["request_id"] == "cmd-7" and report["phase"] == "interrupted"
     assert report["current"] == "1.0.1" and report["known_good"] == "1.0.0"
     assert len(json.dumps(report)) < 1000
+
+
+def test_a_new_update_first_rolls_back_one_whose_watchdog_died(tmp_path: Path) -> None:
+    interrupted(tmp_path, "confirming")  # current -> 1.0.1, never confirmed, watchdog gone
+    bad = tmp_path / "bundle.tar.gz"
+    bad.write_bytes(b"not a tarball")
+    report = update.platform_apply(bad, root=tmp_path, config=tmp_path / "gw.toml", service=RefusingService(),
+                                   request_id="cmd-43")  # fmt: skip
+    assert report["phase"] == "failed"
+    assert os.readlink(tmp_path / "current") == "releases/1.0.0"
+    assert [h["phase"] for h in update.read_state(tmp_path)["history"]] == ["rolled-back"]
+
+
+def test_a_new_update_is_refused_while_a_watchdog_runs(tmp_path: Path) -> None:
+    interrupted(tmp_path, "confirming", boot_id=update.boot_id(), watchdog_pid=os.getpid())
+    with pytest.raises(update.UpdateError, match="in progress"):
+        update.rollback(root=tmp_path, config=tmp_path / "gw.toml", service=RefusingService())
