@@ -90,7 +90,7 @@ def apply(
         state = apply(bundle, root=root, config=config_path, service=service,
                       deadline_s=deadline, settle_s=settle, wait=not no_wait,
                       request_id=request_id)  # fmt: skip
-    except UpdateError as err:
+    except (UpdateError, OSError) as err:  # OSError: not root, disk full, missing root folder
         fail(str(err))
     _report(state, as_json, waited=not no_wait)
 
@@ -111,7 +111,7 @@ def rollback(
     try:
         state = rollback(root=root, config=config_path, service=_service(service_kind, root, config_path),
                          to=to, deadline_s=deadline, settle_s=settle, wait=not no_wait)  # fmt: skip
-    except UpdateError as err:
+    except (UpdateError, OSError) as err:  # OSError: not root, disk full, missing root folder
         fail(str(err))
     _report(state, as_json, waited=not no_wait)
 

@@ -108,7 +108,9 @@ def _set(root: Path, state: dict[str, Any], phase: str, **fields: Any) -> None:
 @contextlib.contextmanager
 def _lock(root: Path) -> Iterator[None]:
     """One update command at a time on a box."""
-    (root / "update").mkdir(parents=True, exist_ok=True)
+    if not (root / "releases").is_dir():
+        raise UpdateError(f"{root} is not an install root (no releases/): install from a bundle first")
+    (root / "update").mkdir(exist_ok=True)
     with (root / "update" / "lock").open("w") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
