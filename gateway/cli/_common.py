@@ -63,9 +63,7 @@ def json_option(f: F) -> F:
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     """One clear line on stderr, no traceback, and a non-zero exit."""
-    from rich.markup import escape  # the message is text: brackets in it (devices[3], '.[sim]') stay
-
-    _consoles()[1].print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    _consoles()[1].print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 

@@ -43,7 +43,9 @@ def demo(duration_s: float, workdir: Path) -> None:
     """
     missing = [name for name in SIM_PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
-        fail(f"the demo needs {', '.join(missing)}: install the simulators with pip install 'citynerve[sim]'")
+        from rich.markup import escape  # fail() prints markup: keep the brackets of '.[sim]'
+
+        fail(escape(f"the demo needs {', '.join(missing)}: pip install 'citynerve[sim]'"))
     setup_logging("warning", "text")
     logging.getLogger("citynerve").setLevel(logging.WARNING)
     from hil.demo import run_demo
