@@ -9,6 +9,7 @@ after a controller hiccup, USB dongles wedge), and a manhole node that is not he
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -54,6 +55,8 @@ class ScannerBackend(ABC):
 def make_backend(settings: BleBusConfig, deliver: AdvertCallback, *, link: Any = None) -> ScannerBackend:
     """The backend `settings.backend` names; its library is imported here, not before."""
     if settings.backend is Backend.BUMBLE:
+        if importlib.util.find_spec("bumble") is None:
+            raise ChannelError(settings.id, "backend 'bumble' needs bumble: pip install 'citynerve[bumble]'")
         from drivers.ble._bumble import BumbleBackend
 
         return BumbleBackend(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 from pathlib import Path
 
@@ -13,6 +14,9 @@ from gateway.cli import _common
 from gateway.cli._common import fail
 from gateway.cli._groups import main
 from gateway.logs import setup_logging
+
+# What the `sim` extra adds (pyproject.toml): the runtime install does not have them.
+SIM_PACKAGES = ("bumble", "amqtt")
 
 
 @main.command()
@@ -46,6 +50,11 @@ def demo(duration_s: float, workdir: Path, scenario_name: str) -> None:
     Simulated devices answer on real protocols; a local MQTT broker and the reference platform
     consumer show what the city platform receives.
     """
+    missing = [name for name in SIM_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        from rich.markup import escape  # fail() prints markup: keep the brackets of '.[sim]'
+
+        fail(escape(f"the demo needs {', '.join(missing)}: pip install 'citynerve[sim]'"))
     setup_logging("warning", "text")
     logging.getLogger("citynerve").setLevel(logging.WARNING)
     from hil.demo import run_demo

@@ -1,7 +1,7 @@
 """`citynerve diag ports | modbus scan/read/write | store | bundle`: the technician's checks.
 
-Bus actions go through `gateway.diagbus`: via the running gateway's bus owner when it runs (never two
-masters on one RS-485 line), else straight to the port. Every command has --json and exits 1 when
+Bus actions go through `gateway.diagbus`: via the running gateway's bus owner when it runs
+(never two masters on one RS-485 line), else straight to the port. Every command has --json and exits 1 when
 the check fails, 2 on bad input.
 """
 

@@ -51,7 +51,9 @@ PACKAGES = (
     "pydantic",
     "click",
     "rich",
-    "sqlite-utils",
+    "cryptography",
+    "tomli-w",
+    "amqtt",
 )
 
 

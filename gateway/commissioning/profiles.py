@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway import shipped
 from gateway.api import ConfigError
 from gateway.config import Profile, read_toml
 from gateway.config.identify import IdentifySpec
 from gateway.config.loader import PROFILES_ENV
-from gateway.config.shipped import shipped_profiles_dir
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +40,9 @@ def profile_dirs(config_path: Path, raw_profile_dirs: Any = ()) -> list[Path]:
         dirs += [p if (p := Path(str(x))).is_absolute() else base / p for x in raw_profile_dirs]
     dirs += [Path(x) for x in os.environ.get(PROFILES_ENV, "").split(os.pathsep) if x]
     dirs += [base / "profiles", base.parent / "profiles"]
-    shipped = shipped_profiles_dir()
-    if shipped not in dirs:
-        dirs.append(shipped)  # the profiles that ship with CityNerve, last (as the loader does)
+    shipped_dir = shipped.profiles()
+    if shipped_dir not in dirs:
+        dirs.append(shipped_dir)  # the profiles that ship with CityNerve, last (as the loader does)
     return dirs
 
 

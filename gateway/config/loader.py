@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from gateway import shipped
 from gateway.api import (
     BusConfig,
     ConfigError,
@@ -48,7 +49,6 @@ from gateway.config.secrets import (
     secret_paths,
     weak_settings,
 )
-from gateway.config.shipped import shipped_profiles_dir
 from gateway.logs import register_secret
 
 TOP_KEYS = (
@@ -66,6 +66,7 @@ TOP_KEYS = (
     "devices",
 )
 PROFILES_ENV = "CITYNERVE_PROFILES"
+SHIPPED_PROFILES = shipped.profiles()
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -256,9 +257,9 @@ class _Loader:
         dirs += [p if (p := Path(x)).is_absolute() else base / p for x in extra]
         dirs += [Path(x) for x in os.environ.get(PROFILES_ENV, "").split(os.pathsep) if x]
         dirs += [base / "profiles", base.parent / "profiles"]
-        shipped = shipped_profiles_dir()
-        if shipped.is_dir() and shipped not in dirs:
-            dirs.append(shipped)  # the profiles that ship with CityNerve, last
+        shipped_dir = shipped.profiles()
+        if shipped_dir.is_dir() and shipped_dir not in dirs:
+            dirs.append(shipped_dir)  # the profiles that ship with CityNerve, last
         return dirs
 
     # -- buses -----------------------------------------------------------------------------------

@@ -15,14 +15,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr, TypeAdapter, ValidationError, model_validator
 
+from gateway import shipped
 from gateway.api import STRICT, ConfigIssue, DeviceConfig, FiniteFloat, Severity
-from gateway.config.shipped import shipped_rules_dir
 from gateway.rules.interlocks import DEFAULT_INTERLOCKS, InterlockConfig
 
 _STRICT = STRICT
 RULE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,95}$"
-PACKS_DIR = shipped_rules_dir()
-"""Where shipped packs live (config/rules/<name>.toml in the repo)."""
+PACKS_DIR = shipped.rule_packs()
+"""Where shipped packs live (config/rules/<name>.toml in the repo, package data when installed)."""
 
 SeverityName = Literal["info", "warning", "minor", "major", "critical"]
 SEVERITY: dict[str, Severity] = {s.name.lower(): s for s in Severity}

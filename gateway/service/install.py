@@ -78,6 +78,11 @@ def citynerve_command() -> str:
     """The absolute path of this install's `citynerve` command (beside the running Python)."""
     beside = Path(sys.executable).parent / "citynerve"
     if beside.exists():
+        # Installed from a bundle (<root>/releases/<version>/bin): the unit runs whatever `current`
+        # points at, so that `citynerve update` can switch releases under it.
+        release = beside.parent.parent
+        if release.parent.name == "releases" and (release.parent.parent / "current").is_symlink():
+            return str(release.parent.parent / "current" / "bin" / "citynerve")
         return str(beside)
     found = shutil.which("citynerve")
     if found:

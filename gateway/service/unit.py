@@ -35,7 +35,7 @@ User={user}
 Group={user}
 # RS-485 adapters (/dev/ttyUSB*) belong to dialout; BlueZ allows the bluetooth group.
 SupplementaryGroups={groups}
-ExecStart={exec_start} run --config {config_file}
+{resume_hook}ExecStart={exec_start} run --config {config_file}
 WorkingDirectory={data_dir}
 Environment=PYTHONUNBUFFERED=1 CITYNERVE_CONFIG={config_file}
 StateDirectory=citynerve
@@ -87,7 +87,15 @@ def render_unit(
     exec_start: str, *, user: str = "citynerve", groups: tuple[str, ...] = ("dialout", "bluetooth")
 ) -> str:
     """The unit text. `exec_start` is the absolute path of the `citynerve` command."""
+    resume_hook = ""
+    if exec_start.endswith("/current/bin/citynerve"):
+        # Installed from a bundle: before each start, the known-good release rolls back an update
+        # that a power cut interrupted before it was confirmed ('+': outside the sandbox, it writes
+        # the install root; '-': a failing hook never keeps the gateway from starting).
+        root = exec_start.removesuffix("/current/bin/citynerve")
+        resume_hook = f"ExecStartPre=+-{root}/known-good/bin/citynerve update resume --root {root}\n"
     return _TEMPLATE.format(
+        resume_hook=resume_hook,
         exec_start=exec_start,
         user=user,
         groups=" ".join(groups),

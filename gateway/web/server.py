@@ -21,10 +21,10 @@ import logging
 import resource
 import socket
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from gateway import shipped
 from gateway.api import PermanentError
 from gateway.web.config import WebConfig, is_loopback
 from gateway.web.limits import (
@@ -96,7 +96,7 @@ class _BadRequest(Exception):
 
 
 def _static(name: str) -> bytes:
-    return resources.files("gateway.web").joinpath("static", name).read_bytes()
+    return shipped.status_page(name)
 
 
 class StatusServer:

@@ -1,7 +1,7 @@
 """Generate docs/cli.md from the `citynerve` click tree, so the reference never drifts from the CLI.
 
     python -m hil.tools.gen_cli_docs          # rewrite docs/cli.md
-    python -m hil.tools.gen_cli_docs --check  # exit 1 when docs/cli.md is stale (CI: tests/fieldtools)
+    python -m hil.tools.gen_cli_docs --check  # exit 1 when docs/cli.md is stale (a CI test)
 
 The text is built from each command's help, usage and options (not click's terminal-width help
 screen), so it is the same on every machine.

@@ -65,7 +65,8 @@ def test_bus_config() -> None:
 def test_backends_are_imported_lazily() -> None:
     code = (
         "import sys, drivers.bthome, drivers.ble;"
-        "print('bumble' in sys.modules, 'bleak' in sys.modules, 'drivers.ble._bumble' in sys.modules)"
+        "print('bumble' in sys.modules, 'bleak' in sys.modules,"
+        " 'drivers.ble._bumble' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False", "False"]

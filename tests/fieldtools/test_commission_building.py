@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from gateway import shipped
 from gateway.cli import main
 from gateway.commissioning import available_profiles, discover, identify_found, propose
 from gateway.config import load_config
-from gateway.config.shipped import shipped_profiles_dir
 from hil.demo_building import COVERS, DemoBuilding
 from hil.sim.modbus import DEFAULT_BUILDING, ModbusBuilding
 from hil.sim.serial._building import ELECTRICITY, WATER
@@ -100,8 +100,8 @@ async def test_an_ambiguous_device_is_not_assigned(short_dir: Path) -> None:
     # detector's map): the installer is asked, and --yes leaves the device out and says so.
     folder = short_config_dir(short_dir)
     (folder / "profiles").mkdir()
-    shipped = shipped_profiles_dir()
-    text = (shipped / "modbus-smoke-detector.toml").read_text()
+    shipped_dir = shipped.profiles()
+    text = (shipped_dir / "modbus-smoke-detector.toml").read_text()
     (folder / "profiles" / "smoke-lookalike.toml").write_text(
         text.replace('id = "modbus-smoke-detector"', 'id = "smoke-lookalike"')
     )
@@ -131,7 +131,7 @@ async def test_an_ambiguous_device_is_not_assigned(short_dir: Path) -> None:
 async def test_an_ambiguous_device_is_chosen_at_the_prompt(short_dir: Path) -> None:
     folder = short_config_dir(short_dir)
     (folder / "profiles").mkdir()
-    text = (shipped_profiles_dir() / "modbus-smoke-detector.toml").read_text()
+    text = (shipped.profiles() / "modbus-smoke-detector.toml").read_text()
     (folder / "profiles" / "smoke-lookalike.toml").write_text(
         text.replace('id = "modbus-smoke-detector"', 'id = "smoke-lookalike"')
     )
@@ -159,7 +159,7 @@ async def test_device_identification_fc43_is_evidence(short_dir: Path) -> None:
     # loses points for it.
     folder = short_config_dir(short_dir)
     (folder / "profiles").mkdir()
-    base = (shipped_profiles_dir() / "modbus-water-meter.toml").read_text()
+    base = (shipped.profiles() / "modbus-water-meter.toml").read_text()
     head = base[: base.index("[identify]")]
     tail = base[base.index("\n[points.") :]
     for pid, vendor in (("sim-water", "CityNerve"), ("other-water", "Eastron")):

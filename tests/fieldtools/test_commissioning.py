@@ -422,11 +422,11 @@ async def test_reload_outcomes_from_a_real_control_server(short_dir: Path) -> No
 
 def test_shipped_profiles_found_wherever_the_config_lives(short_dir: Path) -> None:
     # The guide puts the config in /etc/citynerve: no profiles/ folder beside it, no --profile-dir.
+    from gateway import shipped
     from gateway.commissioning import available_profiles
-    from gateway.config.shipped import shipped_profiles_dir
 
     path = short_dir / "etc" / "citynerve" / "gateway.toml"
     path.parent.mkdir(parents=True)
-    shipped = sorted(p.stem for p in shipped_profiles_dir().glob("*.toml"))
-    assert shipped and sorted(p.id for p in available_profiles(path)) == shipped
-    assert sorted(p.id for p in available_profiles(Path("/etc/citynerve/gateway.toml"))) == shipped
+    names = sorted(p.stem for p in shipped.profiles().glob("*.toml"))
+    assert names and sorted(p.id for p in available_profiles(path)) == names
+    assert sorted(p.id for p in available_profiles(Path("/etc/citynerve/gateway.toml"))) == names

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from gateway import shipped
 from gateway.config import Profile, read_toml
-from gateway.config.shipped import shipped_profiles_dir
 from gateway.rules import PACKS_DIR, RulePack, Selector, load_pack
 
 PROFILES = {
-    p.stem: Profile.model_validate(read_toml(p)) for p in sorted(shipped_profiles_dir().glob("*.toml"))
+    p.stem: Profile.model_validate(read_toml(p)) for p in sorted(shipped.profiles().glob("*.toml"))
 }
 PACKS = {p.stem: load_pack(p) for p in sorted(PACKS_DIR.glob("*.toml"))}
 # Rule fields whose parameter a reader of the event needs to know (the limit and how long it held).

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from gateway import shipped
 
 NAMES = ("telemetry", "events", "status", "inventory", "command", "command_result", "ack")
 
 
 def schema_path(name: str, version: int = 1) -> Path:
     """Path of `schemas/v<version>/<name>.json`."""
-    return Path(str(resources.files(__name__) / f"v{version}" / f"{name}.json"))
+    return shipped.schemas(version) / f"{name}.json"
 
 
 @cache

@@ -24,9 +24,10 @@ from pymodbus.constants import ExcCodes
 from pymodbus.datastore import ModbusBaseDeviceContext
 
 from drivers.modbus.config import BIT_TABLES, ModbusPointConfig
+from gateway import shipped
 from hil.sim.modbus._behaviour import BEHAVIOURS, DeviceState, ValueFn, advance_totals, fallback
 
-PROFILES_DIR = Path(__file__).resolve().parents[3] / "config" / "profiles"
+PROFILES_DIR = shipped.profiles()
 
 _DT = ModbusClientMixin.DATATYPE
 _PYMODBUS_TYPES: dict[str, Any] = {

@@ -2,7 +2,8 @@
 
 Public API::
 
-    from hil.sim.serial import SerialMeterBus, SimDlt645Meter, SimCjt188Meter, Fault, FirePanelStream
+    from hil.sim.serial import SerialMeterBus, SimDlt645Meter, SimCjt188Meter
+    from hil.sim.serial import Fault, FirePanelStream
 
     meters = [SimDlt645Meter("000000000161"), SimCjt188Meter("00000000000012", meter_type=0x10)]
     async with SerialMeterBus(meters=meters, baudrate=2400, wire_time=False) as bus:

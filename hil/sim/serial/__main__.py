@@ -1,6 +1,6 @@
 """Run simulated RS-485 meters and a fire panel as a process (demos, end-to-end tests):
 
-    python -m hil.sim.serial --link-dir /tmp/citynerve-sim --dlt645 000000000161 --dlt645 000000000301 \
+    python -m hil.sim.serial --link-dir /tmp/sim --dlt645 000000000161 --dlt645 000000000301 \
         --cjt188 00000000000301 --panel --alarm-after 5
 
 It prints one JSON line once the ports exist, `{"dlt645": PATH, "cjt188": PATH, "firepanel": PATH}`

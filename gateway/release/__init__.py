@@ -1,0 +1,1 @@
+"""Releases: offline bundles (verify, install side by side) and A/B updates with rollback."""

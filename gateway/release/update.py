@@ -1,0 +1,528 @@
+"""A/B updates with rollback: releases side by side, an atomic switch, a health deadline, and a
+watchdog outside the new release that switches back by itself.
+
+Layout under the install root (default /opt/citynerve):
+
+    releases/<version>/     one venv per release (gateway/release/bundle.py installs it)
+    current -> releases/V   what the service runs (the unit's ExecStart goes through this link)
+    known-good -> releases/V  the last release confirmed healthy; the boot hook runs from it
+    update/state.json       the update in progress or the last one (written atomically)
+
+Steps of `apply` and what a power cut at each leaves (the boot hook `citynerve update resume`,
+run from `known-good` before the service starts, finishes the job):
+
+1. verify the bundle, install it beside the others: nothing switched; an incomplete release folder
+   has no info file and is removed by the next install.
+2. state "switching" (from, to, deadline) written; the watchdog is started from the OLD release's
+   own folder, detached (a transient systemd unit, or a detached process).
+3. the watchdog renames a new `current` link over the old one (atomic) -> "confirming", restarts the
+   service and checks its health until the deadline. Power cut here: the boot hook sees an update
+   that was never confirmed on this boot and switches `current` back before the service starts.
+4. healthy twice, `settle_s` apart -> `known-good` switched too -> "confirmed".
+   Not healthy by the deadline (crash loop, hang, buses or uplink down) -> "rolling-back": stop,
+   `current` back, the outbox restored if the new release migrated it beyond what the old one reads,
+   start -> "rolled-back". Power cut here: the boot hook completes the same rollback.
+
+Config and outbox are never written by the switch. The outbox is copied (SQLite backup API) before
+the switch only when the new release's schema is newer than the file's; see docs/installer-guide.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from gateway import __version__, shipped
+from gateway.api import PermanentError
+from gateway.release.bundle import (
+    BundleError,
+    fsync_dir,
+    install_release,
+    release_info,
+    switch_link,
+    unpack,
+    verify,
+)
+from gateway.release.service import ServiceManager, service_from
+
+IN_PROGRESS = ("switching", "confirming", "rolling-back")
+TERMINAL = ("confirmed", "rolled-back", "failed")
+HISTORY = 20
+
+
+class UpdateError(PermanentError):
+    """An update that cannot start or go on; `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"update: {reason}")
+
+
+# -- state --------------------------------------------------------------------------------------
+
+
+def state_path(root: Path) -> Path:
+    return root / "update" / "state.json"
+
+
+def read_state(root: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(state_path(root).read_text())
+    except (OSError, ValueError):
+        return {"phase": "idle", "history": []}
+    return data if isinstance(data, dict) else {"phase": "idle", "history": []}
+
+
+def write_state(root: Path, state: dict[str, Any]) -> None:
+    """Temp file + fsync + rename + fsync of the folder: after a power cut, the old or the new state."""
+    path = state_path(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w") as f:
+        json.dump(state, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def _set(root: Path, state: dict[str, Any], phase: str, **fields: Any) -> None:
+    state.update(fields, phase=phase, updated=time.time())
+    if phase in TERMINAL:
+        keys = ("request_id", "from", "to", "phase", "reason", "started", "updated")
+        entry = {k: state.get(k) for k in keys}
+        state["history"] = [*state.get("history", []), entry][-HISTORY:]
+    write_state(root, state)
+
+
+@contextlib.contextmanager
+def _lock(root: Path) -> Iterator[None]:
+    """One update command at a time on a box."""
+    if not (root / "releases").is_dir():
+        raise UpdateError(f"{root} is not an install root (no releases/): install from a bundle first")
+    (root / "update").mkdir(exist_ok=True)
+    with (root / "update" / "lock").open("w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UpdateError("another update command is running") from None
+        yield
+
+
+def boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def watchdog_alive(state: dict[str, Any]) -> bool:
+    return state.get("boot_id") == boot_id() and _pid_alive(state.get("watchdog_pid"))
+
+
+def release_version(link: Path) -> str | None:
+    """The version a link (current, known-good) points at, or None."""
+    info = release_info(link)
+    return str(info["version"]) if info else None
+
+
+# -- health -------------------------------------------------------------------------------------
+
+
+def gateway_status(socket: Path, timeout_s: float = 5.0) -> dict[str, Any] | None:
+    """The running gateway's status over its control socket, or None if it does not answer."""
+    from gateway.control import ControlError, GatewayNotRunningError, ask
+
+    try:
+        result = asyncio.run(ask(socket, "status", timeout_s=timeout_s))
+    except (GatewayNotRunningError, ControlError, OSError, TimeoutError, ValueError):
+        return None
+    return result if isinstance(result, dict) else None
+
+
+def baseline_of(status: dict[str, Any] | None) -> dict[str, Any]:
+    """What the running gateway does before an update: what the new release must do too."""
+    if status is None:
+        return {"running": False}
+    uplink = status.get("uplink") or {}
+    return {
+        "running": True,
+        "buses_down": sorted(status.get("buses_down") or []),
+        "polling": any(b.get("counters", {}).get("transactions", 0) > 0 for b in status.get("buses") or []),
+        "writing": bool((status.get("writer") or {}).get("commits", 0)),
+        "uplink_connected": bool(uplink.get("connected")),
+    }
+
+
+def health_problems(
+    first: dict[str, Any] | None, second: dict[str, Any] | None, *, version: str, baseline: dict[str, Any]
+) -> list[str]:
+    """Why two status snapshots `settle_s` apart are not a healthy release (empty: healthy)."""
+    if first is None or second is None:
+        return ["the control socket does not answer"]
+    problems = []
+    if second.get("version") != version:
+        problems.append(f"runs version {second.get('version')!r}, not {version!r}")
+    if second.get("uptime_s", 0) <= first.get("uptime_s", 0):
+        problems.append("restarted between two checks")
+    down = set(second.get("buses_down") or []) - set(baseline.get("buses_down") or [])
+    if down:
+        problems.append(f"buses down: {sorted(down)}")
+
+    def transactions(s: dict[str, Any]) -> int:
+        return sum(b.get("counters", {}).get("transactions", 0) for b in s.get("buses") or [])
+
+    if baseline.get("polling") and transactions(second) <= transactions(first):
+        problems.append("buses are not polling")
+    writer = second.get("writer") or {}
+    if second.get("store") is None or writer.get("failed_commits", 0):
+        problems.append("the outbox is not writable")
+    elif baseline.get("writing") and not writer.get("commits"):
+        problems.append("nothing committed to the outbox")
+    if baseline.get("uplink_connected") and not (second.get("uplink") or {}).get("connected"):
+        problems.append("the uplink is not connected (it was before the update)")
+    return problems
+
+
+def wait_healthy(
+    service: ServiceManager, socket: Path, *, version: str, baseline: dict[str, Any],
+    deadline: float, settle_s: float,
+) -> list[str]:  # fmt: skip
+    """Check until healthy or the monotonic `deadline`; returns the last problems (empty: healthy)."""
+    problems = ["not checked yet"]
+    while time.monotonic() < deadline:
+        if not service.is_running():
+            problems = ["the service is not running"]
+            time.sleep(0.5)
+            continue
+        first = gateway_status(socket)
+        if first is None:
+            problems = ["the control socket does not answer"]
+            time.sleep(0.5)
+            continue
+        time.sleep(settle_s)
+        second = gateway_status(socket)
+        problems = health_problems(first, second, version=version, baseline=baseline)
+        if not service.is_running():
+            problems.append("the service stopped")
+        if not problems:
+            return []
+    return problems
+
+
+# -- outbox -------------------------------------------------------------------------------------
+
+
+def _outbox_file(config: Path) -> Path | None:
+    from gateway.config import load_config
+
+    cfg = load_config(config)
+    store = getattr(cfg, "store", None)
+    return Path(store.path) if store is not None else None
+
+
+def _schema_version(path: Path) -> int:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _release_schema(release: Path) -> int:
+    """The newest outbox schema a release's code knows (asked of that release's own Python)."""
+    code = "import gateway.store._schema as s, gateway.store; print(s.latest_version())"
+    # -I: isolated, so neither the working folder nor PYTHONPATH can put other code first.
+    proc = subprocess.run([str(release / "bin" / "python"), "-I", "-c", code], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise UpdateError(f"cannot ask {release} for its outbox schema: {proc.stderr.strip()[-300:]}")
+    return int(proc.stdout.strip())
+
+
+def _copy_outbox(src: Path, dest: Path) -> None:
+    """A consistent copy of a live SQLite file (the backup API), fsynced, renamed into place."""
+    tmp = dest.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    source = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
+    target = sqlite3.connect(tmp)
+    try:
+        source.backup(target)
+    finally:
+        target.close()
+        source.close()
+    with tmp.open("rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, dest)
+    fsync_dir(dest.parent)
+
+
+def _restore_outbox(src: Path, dest: Path) -> None:
+    """Put the pre-update copy back (the service is stopped): WAL and shm of the newer file go too."""
+    for suffix in ("-wal", "-shm"):
+        Path(f"{dest}{suffix}").unlink(missing_ok=True)
+    tmp = dest.with_name(f".{dest.name}.restore")
+    shutil.copyfile(src, tmp)
+    with tmp.open("rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, dest)
+    fsync_dir(dest.parent)
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+def apply(
+    bundle: Path, *, root: Path, config: Path, service: ServiceManager,
+    deadline_s: float = 120.0, settle_s: float = 5.0, wait: bool = True, request_id: str = "",
+) -> dict[str, Any]:  # fmt: skip
+    """Verify and install `bundle` beside the running release, then switch to it under a watchdog.
+
+    Returns the final state (with `wait`) or the state once the watchdog has taken over.
+    """
+    with _lock(root):
+        state = read_state(root)
+        state = _settle_interrupted(root, state)
+        incoming = root / "update" / "incoming"
+        shutil.rmtree(incoming, ignore_errors=True)
+        incoming.mkdir(parents=True)
+        try:
+            folder = unpack(bundle, incoming)
+            manifest = verify(folder, shipped.release_public_key())
+            extras = tuple((release_info(root / "current") or {}).get("extras") or ())
+            install_release(folder, manifest, root, extras=extras)
+        except BundleError as err:
+            raise UpdateError(f"refused {bundle}: {err}") from None
+        finally:
+            shutil.rmtree(incoming, ignore_errors=True)
+        return _switch(root, manifest.version, config=config, service=service,
+                       deadline_s=deadline_s, settle_s=settle_s, wait=wait, why="apply",
+                       request_id=request_id)  # fmt: skip
+
+
+def rollback(
+    *, root: Path, config: Path, service: ServiceManager, to: str | None = None,
+    deadline_s: float = 120.0, settle_s: float = 5.0, wait: bool = True,
+) -> dict[str, Any]:  # fmt: skip
+    """Switch back to the release before the current one (or `to`), under the same watchdog."""
+    with _lock(root):
+        state = read_state(root)
+        state = _settle_interrupted(root, state)
+        current = release_version(root / "current")
+        target = to or next(
+            (
+                h["from"]
+                for h in reversed(state.get("history", []))
+                if h.get("to") == current and h.get("from")
+            ),
+            None,
+        )
+        if target is None or target == current:
+            raise UpdateError(f"no earlier release to roll back to (current: {current})")
+        if release_info(root / "releases" / target) is None:
+            raise UpdateError(f"release {target} is not installed")
+        return _switch(root, target, config=config, service=service,
+                       deadline_s=deadline_s, settle_s=settle_s, wait=wait, why="rollback")  # fmt: skip
+
+
+def _switch(
+    root: Path, to: str, *, config: Path, service: ServiceManager, deadline_s: float, settle_s: float,
+    wait: bool, why: str, request_id: str = "",
+) -> dict[str, Any]:  # fmt: skip
+    current = release_version(root / "current")
+    if current is None:
+        raise UpdateError(f"{root / 'current'} is not an installed release")
+    if current == to:
+        raise UpdateError(f"{to} is already the current release")
+    from gateway.config import load_config
+
+    socket = Path(load_config(config).control.socket)
+    baseline = baseline_of(gateway_status(socket))
+    outbox = _outbox_file(config)
+    backup = None
+    if outbox is not None and outbox.exists():
+        file_schema = _schema_version(outbox)
+        if _release_schema(root / "releases" / to) > file_schema:
+            backup = root / "update" / f"outbox-before-{to}.db"
+            _copy_outbox(outbox, backup)
+    old = read_state(root)
+    state = {
+        "phase": "switching", "why": why, "request_id": request_id[:64],
+        "from": current, "to": to, "started": time.time(),
+        "deadline_s": deadline_s, "settle_s": settle_s, "config": str(config.resolve()),
+        "socket": str(socket), "baseline": baseline, "service": service.describe(),
+        "outbox": str(outbox) if outbox else None, "outbox_backup": str(backup) if backup else None,
+        "from_schema": _release_schema(root / "releases" / current) if backup else None,
+        "boot_id": boot_id(), "watchdog_pid": None, "reason": "", "history": old.get("history", []),
+    }  # fmt: skip
+    write_state(root, state)
+    # The watchdog runs from the old release's own folder, never through `current`.
+    argv = [str(root / "releases" / current / "bin" / "citynerve"), "update", "watch", "--root", str(root)]
+    service.spawn_watchdog(argv, root / "update" / "watch.log")
+    if not wait:
+        return state
+    limit = time.monotonic() + 2 * deadline_s + 120
+    while time.monotonic() < limit:
+        state = read_state(root)
+        if state.get("phase") in TERMINAL:
+            return state
+        time.sleep(0.5)
+    return read_state(root)
+
+
+def _settle_interrupted(root: Path, state: dict[str, Any]) -> dict[str, Any]:
+    """Refuse while an update runs; roll back one whose watchdog died (as the boot hook would)."""
+    if state.get("phase") in IN_PROGRESS:
+        if watchdog_alive(state):
+            raise UpdateError(f"an update to {state.get('to')} is in progress")
+        return resume(root)
+    return state
+
+
+def watch(root: Path) -> dict[str, Any]:
+    """The watchdog: switch, restart, confirm within the deadline or switch back. Runs detached."""
+    state = read_state(root)
+    if state.get("phase") not in ("switching", "confirming"):
+        return state
+    state.update(watchdog_pid=os.getpid(), boot_id=boot_id())
+    service = service_from(state.get("service") or {}, root)
+    socket = Path(state["socket"])
+    deadline = time.monotonic() + float(state["deadline_s"])
+    try:
+        if state["phase"] == "switching":
+            switch_link(root / "current", f"releases/{state['to']}")
+            _set(root, state, "confirming")
+        else:
+            write_state(root, state)
+        service.restart()
+        problems = wait_healthy(service, socket, version=state["to"], baseline=state["baseline"],
+                                deadline=deadline, settle_s=float(state["settle_s"]))  # fmt: skip
+    except Exception as err:  # whatever goes wrong here, the way out is the rollback below
+        problems = [f"{type(err).__name__}: {err}"]
+    if not problems:
+        switch_link(root / "known-good", f"releases/{state['to']}")
+        backup = state.get("outbox_backup")
+        if backup:
+            Path(backup).unlink(missing_ok=True)
+        _set(root, state, "confirmed", reason="healthy")
+        return state
+    return _roll_back(root, state, service, "; ".join(problems), restart=True)
+
+
+def _roll_back(
+    root: Path, state: dict[str, Any], service: ServiceManager, reason: str, *, restart: bool
+) -> dict[str, Any]:
+    _set(root, state, "rolling-back", reason=reason)
+    if restart:
+        with contextlib.suppress(Exception):
+            service.stop()
+    switch_link(root / "current", f"releases/{state['from']}")
+    backup, outbox = state.get("outbox_backup"), state.get("outbox")
+    restored = False
+    newer = bool(backup and outbox and Path(backup).exists() and Path(outbox).exists()) and (
+        _schema_version(Path(str(outbox))) > int(state.get("from_schema") or 0)
+    )
+    if newer:
+        _restore_outbox(Path(str(backup)), Path(str(outbox)))
+        restored = True
+    old_healthy = None
+    if restart:
+        try:
+            service.start()
+            deadline = time.monotonic() + float(state["deadline_s"])
+            baseline = {**state["baseline"], "uplink_connected": False}  # the old one gets time to connect
+            old_healthy = not wait_healthy(service, Path(state["socket"]), version=state["from"],
+                                           baseline=baseline, deadline=deadline,
+                                           settle_s=float(state["settle_s"]))  # fmt: skip
+        except Exception as err:
+            reason += f"; restarting the old release: {err}"
+    _set(root, state, "rolled-back", reason=reason, outbox_restored=restored, old_healthy=old_healthy)
+    return state
+
+
+def resume(root: Path) -> dict[str, Any]:
+    """Boot hook (before the service starts, from `known-good`): finish an update a power cut or a
+    killed watchdog interrupted. An update not confirmed by its watchdog is rolled back."""
+    state = read_state(root)
+    if state.get("phase") in IN_PROGRESS and not watchdog_alive(state):
+        service = service_from(state.get("service") or {}, root)
+        return _roll_back(root, state, service, "interrupted before the new release was confirmed "
+                          "(power loss or the watchdog was killed)", restart=False)  # fmt: skip
+    return state
+
+
+def status(root: Path) -> dict[str, Any]:
+    """Releases, links and the last update, for `citynerve update status --json`."""
+    state = read_state(root)
+    releases = root / "releases"
+    installed = sorted(p.name for p in releases.iterdir() if release_info(p)) if releases.is_dir() else []
+    return {
+        "root": str(root),
+        "running_code": __version__,
+        "current": release_version(root / "current"),
+        "known_good": release_version(root / "known-good"),
+        "releases": installed,
+        "update": {k: v for k, v in state.items() if k != "history"},
+        "in_progress": state.get("phase") in IN_PROGRESS and watchdog_alive(state),
+        "history": state.get("history", []),
+    }
+
+
+# -- platform-driven updates (the fleet transport calls these) ---------------------------------
+
+
+def platform_apply(
+    bundle: Path, *, root: Path, config: Path, service: ServiceManager, request_id: str,
+    deadline_s: float = 120.0, settle_s: float = 5.0,
+) -> dict[str, Any]:  # fmt: skip
+    """Start an update that a signed, verified platform command asked for; returns at once.
+
+    The same path as `citynerve update apply` (the bundle is verified against the release key
+    again: the command's signature says who asked, the bundle's says what runs). The outcome is
+    read later with `platform_report`, by `request_id`.
+    """
+    try:
+        apply(bundle, root=root, config=config, service=service, deadline_s=deadline_s,
+              settle_s=settle_s, wait=False, request_id=request_id)  # fmt: skip
+    except UpdateError as err:
+        return {"request_id": request_id, "phase": "failed", "reason": err.reason[:500]}
+    return platform_report(root)
+
+
+def platform_report(root: Path) -> dict[str, Any]:
+    """The update's state for the platform: small, bounded, JSON (phase, versions, reason)."""
+    state = read_state(root)
+    phase = state.get("phase", "idle")
+    if phase in IN_PROGRESS and not watchdog_alive(state) and state.get("watchdog_pid"):
+        phase = "interrupted"
+    return {
+        "request_id": str(state.get("request_id") or ""),
+        "phase": phase,
+        "from": state.get("from"),
+        "to": state.get("to"),
+        "reason": str(state.get("reason") or "")[:500],
+        "current": release_version(root / "current"),
+        "known_good": release_version(root / "known-good"),
+        "updated": state.get("updated"),
+    }

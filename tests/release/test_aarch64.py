@@ -1,0 +1,39 @@
+"""Opt-in: the aarch64 bundle installs offline and runs on an emulated arm64 Debian root.
+
+Slow (emulated: minutes) and needs root, mmdebstrap and qemu-user-static, so it runs only when
+CITYNERVE_AARCH64_ROOT names the folder for the arm64 root (made on first use, reused after):
+
+    CITYNERVE_AARCH64_ROOT=/var/tmp/arm64-root .venv/bin/python -m pytest tests/release/test_aarch64.py
+
+Results and emulated timings are recorded in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from hil.tools.aarch64_proof import prove
+
+from .conftest import ReleaseKey, source_copy
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not os.environ.get("CITYNERVE_AARCH64_ROOT"), reason="opt-in: CITYNERVE_AARCH64_ROOT"
+    ),
+]
+
+
+def test_aarch64_bundle_installs_offline_and_runs_the_demo(tmp_path: Path, release_key: ReleaseKey) -> None:
+    from hil.tools.bundle import build_bundle
+
+    src = source_copy(tmp_path / "src", "1.0.0", release_key)
+    bundle = build_bundle(arch="aarch64", key_path=release_key.private, out=tmp_path / "dist", source=src)
+    result = prove(bundle, release_key.public, Path(os.environ["CITYNERVE_AARCH64_ROOT"]), suite="bookworm",
+                   duration=30)  # fmt: skip
+    assert result["arch"] == "aarch64" and str(result["version"]).endswith("1.0.0")
+    assert result["examples"] == 3
+    assert "demo done" in str(result["demo"]) and " 0 open gaps" in str(result["demo"])

@@ -1,0 +1,111 @@
+"""Power-cut recovery and the platform's report, on a release layout made by hand (fast)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.release import update
+from gateway.release.bundle import RELEASE_INFO, switch_link
+from gateway.release.service import ServiceManager
+
+
+def layout(root: Path, versions: tuple[str, ...] = ("1.0.0", "1.0.1")) -> None:
+    for v in versions:
+        (root / "releases" / v).mkdir(parents=True)
+        (root / "releases" / v / RELEASE_INFO).write_text(json.dumps({"version": v}))
+
+
+def interrupted(root: Path, phase: str, **extra: Any) -> None:
+    layout(root)
+    switch_link(root / "current", "releases/1.0.1" if phase != "switching" else "releases/1.0.0")
+    switch_link(root / "known-good", "releases/1.0.0")
+    state = {"phase": phase, "from": "1.0.0", "to": "1.0.1", "deadline_s": 5, "settle_s": 1,
+             "socket": str(root / "none.sock"), "baseline": {}, "service": {"kind": "process", "config": "x"},
+             "boot_id": "another boot", "watchdog_pid": 2**22 + 7, "history": [], **extra}  # fmt: skip
+    update.write_state(root, state)
+
+
+@pytest.mark.parametrize("phase", ["switching", "confirming", "rolling-back"])
+def test_boot_hook_rolls_back_an_update_a_power_cut_interrupted(tmp_path: Path, phase: str) -> None:
+    interrupted(tmp_path, phase)
+    state = update.resume(tmp_path)
+    assert state["phase"] == "rolled-back" and "interrupted" in state["reason"]
+    assert os.readlink(tmp_path / "current") == "releases/1.0.0"
+    assert os.readlink(tmp_path / "known-good") == "releases/1.0.0"
+    assert update.read_state(tmp_path)["history"][-1]["phase"] == "rolled-back"
+    assert update.resume(tmp_path)["phase"] == "rolled-back"  # idempotent: a second boot changes nothing
+
+
+def test_boot_hook_leaves_an_update_whose_watchdog_runs(tmp_path: Path) -> None:
+    interrupted(tmp_path, "confirming", boot_id=update.boot_id(), watchdog_pid=os.getpid())
+    assert update.resume(tmp_path)["phase"] == "confirming"
+    assert os.readlink(tmp_path / "current") == "releases/1.0.1"
+
+
+def test_state_is_replaced_whole(tmp_path: Path) -> None:
+    update.write_state(tmp_path, {"phase": "confirmed"})
+    assert update.read_state(tmp_path)["phase"] == "confirmed"
+    assert not list((tmp_path / "update").glob("*.tmp"))
+    (tmp_path / "update" / "state.json").write_text("{not json")
+    assert update.read_state(tmp_path)["phase"] == "idle"
+
+
+class RefusingService(ServiceManager):
+    """Never used to start anything: the platform test must not get that far."""
+
+    def start(self) -> None:
+        raise AssertionError("started")
+
+    def stop(self) -> None:
+        raise AssertionError("stopped")
+
+    def is_running(self) -> bool:
+        return False
+
+    def spawn_watchdog(self, argv: list[str], log: Path) -> None:
+        raise AssertionError("watchdog")
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "process", "config": "x"}
+
+
+def test_platform_apply_reports_a_refused_bundle_without_touching_anything(tmp_path: Path) -> None:
+    layout(tmp_path)
+    switch_link(tmp_path / "current", "releases/1.0.0")
+    bad = tmp_path / "bundle.tar.gz"
+    bad.write_bytes(b"not a tarball")
+    report = update.platform_apply(bad, root=tmp_path, config=tmp_path / "gw.toml", service=RefusingService(),
+                                   request_id="cmd-42")  # fmt: skip
+    assert report["request_id"] == "cmd-42" and report["phase"] == "failed"
+    assert "not a readable .tar.gz" in report["reason"]
+    assert os.readlink(tmp_path / "current") == "releases/1.0.0"
+
+
+def test_platform_report_is_small_and_names_the_request(tmp_path: Path) -> None:
+    interrupted(tmp_path, "confirming", request_id="cmd-7", reason="x" * 5000)
+    report = update.platform_report(tmp_path)
+    assert report["request_id"] == "cmd-7" and report["phase"] == "interrupted"
+    assert report["current"] == "1.0.1" and report["known_good"] == "1.0.0"
+    assert len(json.dumps(report)) < 1000
+
+
+def test_a_new_update_first_rolls_back_one_whose_watchdog_died(tmp_path: Path) -> None:
+    interrupted(tmp_path, "confirming")  # current -> 1.0.1, never confirmed, watchdog gone
+    bad = tmp_path / "bundle.tar.gz"
+    bad.write_bytes(b"not a tarball")
+    report = update.platform_apply(bad, root=tmp_path, config=tmp_path / "gw.toml", service=RefusingService(),
+                                   request_id="cmd-43")  # fmt: skip
+    assert report["phase"] == "failed"
+    assert os.readlink(tmp_path / "current") == "releases/1.0.0"
+    assert [h["phase"] for h in update.read_state(tmp_path)["history"]] == ["rolled-back"]
+
+
+def test_a_new_update_is_refused_while_a_watchdog_runs(tmp_path: Path) -> None:
+    interrupted(tmp_path, "confirming", boot_id=update.boot_id(), watchdog_pid=os.getpid())
+    with pytest.raises(update.UpdateError, match="in progress"):
+        update.rollback(root=tmp_path, config=tmp_path / "gw.toml", service=RefusingService())

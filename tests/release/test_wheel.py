@@ -1,0 +1,125 @@
+"""The built artefact is what is tested: the wheel, in a signed bundle, installed offline into a
+fresh venv outside the checkout (not editable), runs config check on every shipped example, the
+demo, and a smoke subset of the test suite against the installed package."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, ReleaseKey, build, install_from_bundle
+
+pytestmark = pytest.mark.slow
+
+VERSION = "1.0.0"
+# Test files that exercise the installed package's data and its real `citynerve run`.
+SMOKE = (
+    "tests/config/test_config_errors.py",
+    "tests/rules/test_engine.py",
+    "tests/store/test_store_outbox.py",
+    "tests/uplink/test_encoding.py",
+    "tests/integration/test_run_errors.py",
+)
+TEST_TOOLS = ("pytest", "pytest-asyncio", "pytest-timeout", "hypothesis", "jsonschema")
+
+
+def _run(
+    cmd: list[str], *, cwd: Path, timeout: float = 300, **kw: object
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, **kw)  # type: ignore[call-overload,no-any-return]
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory, release_key: ReleaseKey) -> Path:
+    return build(tmp_path_factory.mktemp("wheel"), VERSION, release_key, pythons=("3.11", "3.13"))
+
+
+def test_the_bundle_holds_wheels_for_both_pythons(bundle: Path) -> None:
+    with tarfile.open(bundle) as tar:
+        names = [Path(n).name for n in tar.getnames()]
+    assert f"citynerve-{VERSION}-py3-none-any.whl" in names
+    core = [n for n in names if n.startswith("pydantic_core-")]
+    assert any("cp311" in n for n in core) and any("cp313" in n for n in core), core
+    assert not [n for n in names if n.endswith((".tar.gz", ".zip"))], "sdists in a wheels-only bundle"
+    assert {"install.py", "MANIFEST.json", "MANIFEST.json.sig"} <= set(names)
+
+
+def test_the_installed_release_checks_every_example_and_runs_the_demo(
+    bundle: Path, tmp_path: Path, release_key: ReleaseKey
+) -> None:
+    root = tmp_path / "opt"
+    proc = install_from_bundle(bundle, root, release_key.public, sim=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cn = root / "bin" / "citynerve"
+    work = tmp_path / "work"
+    work.mkdir()
+    assert _run([str(cn), "--version"], cwd=work).stdout.strip().endswith(VERSION)
+    py = root / "current" / "bin" / "python"
+    code = "from gateway import shipped; print(shipped.examples())"
+    where = _run([str(py), "-c", code], cwd=work)
+    examples = Path(where.stdout.strip())
+    assert examples.is_relative_to(root.resolve()), examples  # package data of the install, not the repo
+    files = sorted(examples.glob("*.toml"))
+    assert {f.name for f in files} == {f.name for f in (REPO / "config" / "examples").glob("*.toml")}
+    for example in files:
+        check = _run([str(cn), "config", "check", str(example)], cwd=work)
+        assert check.returncode == 0, check.stdout + check.stderr
+    demo = _run([str(cn), "demo", "--duration", "20"], cwd=work, timeout=240)
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    assert "demo done" in demo.stdout
+
+
+def test_the_runtime_install_has_no_simulator_dependencies(
+    bundle: Path, tmp_path: Path, release_key: ReleaseKey
+) -> None:
+    root = tmp_path / "opt"
+    assert install_from_bundle(bundle, root, release_key.public).returncode == 0
+    py = str(root / "current" / "bin" / "python")
+    probe = (
+        "import sys, importlib.util\n"
+        "import gateway.runtime, gateway.cli\n"
+        "import drivers.ble, drivers.bthome, drivers.modbus\n"
+        "from gateway.cli import load_command_modules; load_command_modules()\n"
+        "hil = gateway.cli.__name__.removesuffix('.cli').replace('gateway', 'hil')  # simulators\n"
+        "sim = [m for m in sys.modules if m.split('.')[0] in ('bumble', 'amqtt') or m.startswith(hil)]\n"
+        "print(sorted(sim))\n"
+        "print([n for n in ('bumble', 'amqtt', 'psutil', 'sqlite_utils') if importlib.util.find_spec(n)])\n"
+    )
+    out = _run([py, "-c", probe], cwd=tmp_path).stdout.splitlines()
+    assert out == ["[]", "[]"], out
+    demo = _run([str(root / "bin" / "citynerve"), "demo", "--duration", "1"], cwd=tmp_path)
+    assert demo.returncode == 1 and "citynerve[sim]" in demo.stderr, demo.stderr
+
+
+def test_a_smoke_subset_of_the_tests_passes_against_the_installed_package(
+    bundle: Path, tmp_path: Path, release_key: ReleaseKey
+) -> None:
+    root = tmp_path / "opt"
+    assert install_from_bundle(bundle, root, release_key.public, sim=True).returncode == 0
+    py = str(root / "current" / "bin" / "python")
+    # The test tools are not part of a release: from PyPI (the test extra's versions).
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
+    tools = [r for r in extra if r.split(">")[0].split("=")[0].strip() in TEST_TOOLS]
+    pip = _run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", *tools], cwd=tmp_path)
+    assert pip.returncode == 0, pip.stderr
+    checkout = tmp_path / "checkout"  # tests and pytest settings only: no gateway source beside them
+    shutil.copytree(REPO / "tests", checkout / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(REPO / "pyproject.toml", checkout / "pyproject.toml")
+    shutil.copytree(
+        REPO / "config", checkout / "config", ignore=shutil.ignore_patterns("__pycache__", "*.py")
+    )
+    where = _run([py, "-c", "import gateway, hil; print(gateway.__file__, hil.__file__)"], cwd=checkout)
+    assert all(Path(p).is_relative_to(root.resolve()) for p in where.stdout.split()), where.stdout
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    proc = _run(
+        [py, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *SMOKE], cwd=checkout, timeout=600, env=env
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout and sys.executable != py
