@@ -4,7 +4,7 @@ platform's retained status) reads.
 Every event, whoever raised it (rules, drivers such as the fire panel and BTHome, bus owners'
 offline and fault detection, the bus supervisor), passes through the pipeline's `event`, which
 applies it here: a RAISED event makes its alarm active until the CLEARED event with the same name
-(device_id, kind, rule, subject), see `gateway.api.Event`. One-shot reports are never active.
+(device_id, kind, rule, subject), see `citynerve.gateway.api.Event`. One-shot reports are never active.
 
 The active set survives a restart: it is kept in the store's durable key/value state (`STATE_KEY`),
 saved within about a second of a change and at stop, and restored before the buses start. Restored
@@ -20,7 +20,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from gateway.api import Event, EventState, Severity, StateStore, Value
+from citynerve.gateway.api import Event, EventState, Severity, StateStore, Value
 
 log = logging.getLogger("citynerve.alarms")
 
@@ -47,7 +47,7 @@ class ActiveAlarm:
     message: str
     event_id: str
     restored: bool = False  # restored at start from the last run's state
-    maintenance: bool = False  # raised while its device was in maintenance mode (gateway.operator)
+    maintenance: bool = False  # raised while its device was in maintenance mode (citynerve.gateway.operator)
     acked_by: str | None = None  # acknowledged (silenced) by an operator: still listed until cleared
     acked_at: float | None = None  # wall clock of the acknowledgement (a record stamp)
 

@@ -20,11 +20,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from gateway.api import ChannelError, Driver, GatewayError, PermanentError
-from gateway.bus import linetest, probe
-from gateway.config import GatewayConfig
-from gateway.control import ControlError, GatewayNotRunningError, ask
-from gateway.logs import field
+from citynerve.gateway.api import ChannelError, Driver, GatewayError, PermanentError
+from citynerve.gateway.bus import linetest, probe
+from citynerve.gateway.config import GatewayConfig
+from citynerve.gateway.control import ControlError, GatewayNotRunningError, ask
+from citynerve.gateway.logs import field
 
 __all__ = [
     "ControlSocketDeniedError",

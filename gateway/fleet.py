@@ -1,5 +1,5 @@
 """Fleet operations the platform can ask for, beyond reading and writing points: operator controls
-(gateway.operator) and allowlisted diagnostics, each with its permission class (docs/fleet.md).
+(citynerve.gateway.operator) and allowlisted diagnostics, each with its permission class (docs/fleet.md).
 
 Nothing here is a shell: every action is a named function with checked arguments. Answers go on the
 result topic; a log tail too big for one message is sent in chunks with the SHA-256 of the whole.
@@ -18,11 +18,11 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
-from gateway.operator import OperatorControls, OperatorRequestError
-from gateway.uplink.commands import Caller, Chunked, RemoteAction
-from gateway.uplink.encoding import RejectReason
-from gateway.uplink.errors import CommandRejectedError
-from gateway.uplink.permissions import Permission
+from citynerve.gateway.operator import OperatorControls, OperatorRequestError
+from citynerve.gateway.uplink.commands import Caller, Chunked, RemoteAction
+from citynerve.gateway.uplink.encoding import RejectReason
+from citynerve.gateway.uplink.errors import CommandRejectedError
+from citynerve.gateway.uplink.permissions import Permission
 
 log = logging.getLogger("citynerve.fleet")
 
@@ -41,7 +41,7 @@ RESTART_EXIT_CODE = 75  # EX_TEMPFAIL: the unit's Restart=on-failure starts the 
 
 
 class Diagnosable(Protocol):
-    """What the runtime offers diagnostics (gateway.runtime.Gateway)."""
+    """What the runtime offers diagnostics (citynerve.gateway.runtime.Gateway)."""
 
     async def store_stats(self) -> dict[str, Any]: ...
 
@@ -75,7 +75,7 @@ class LogRing(logging.Handler):
         self.max_bytes = max_bytes
         self._lines: collections.deque[bytes] = collections.deque()
         self._size = 0
-        from gateway.logs import JsonFormatter
+        from citynerve.gateway.logs import JsonFormatter
 
         self.setFormatter(JsonFormatter())  # redacted like every log line
 

@@ -1,6 +1,6 @@
 """Operator controls: household away/back, device maintenance, alarm acknowledgement, action override.
 
-The same requests come from the platform (signed commands, see gateway.uplink.commands) and from the
+The same requests come from the platform (signed commands, see citynerve.gateway.uplink.commands) and from the
 local CLI (the control socket). Every change is
 
 - durable: kept in the store's key/value state (`STATE_KEY`), written before the answer;
@@ -30,8 +30,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gateway.alarms import ActiveAlarms
-from gateway.api import Event, EventState, PermanentError, Severity, StateStore
+from citynerve.gateway.alarms import ActiveAlarms
+from citynerve.gateway.api import Event, EventState, PermanentError, Severity, StateStore
 
 log = logging.getLogger("citynerve.operator")
 

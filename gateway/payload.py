@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any
 
-from gateway.api import PermanentError
+from citynerve.gateway.api import PermanentError
 
 DEFAULT_MAX_DEPTH = 16
 """Deeper than any message of the contract (commands nest 3 levels) with room to spare."""

@@ -16,9 +16,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway import __version__
-from gateway.alarms import MAX_STATUS_ALARMS, ActiveAlarms
-from gateway.api import (
+from citynerve.gateway import __version__
+from citynerve.gateway.alarms import MAX_STATUS_ALARMS, ActiveAlarms
+from citynerve.gateway.api import (
     SYSTEM_CLOCK,
     ChannelError,
     Clock,
@@ -32,26 +32,26 @@ from gateway.api import (
     Value,
     WriteRejectedError,
 )
-from gateway.bus import BusOwner
-from gateway.config import GatewayConfig
-from gateway.control import ControlServer
-from gateway.control.server import PEER
-from gateway.diagbus import RAW_WRITE, RawWriteRefusedError, audit_raw_write, check_raw_write
-from gateway.fleet import HostControl, LogLevel, LogRing
-from gateway.logs import field
-from gateway.operator import OperatorControls
-from gateway.pipeline import NoRules, Pipeline
-from gateway.service.notify import Notifier, Watchdog, WriterProgress
-from gateway.store import BLOCK_READINGS, AsyncOutbox, OutboxWriter
-from gateway.timecheck import time_status
-from gateway.timesync import ClockSync, UnsyncedMarks, kernel_state
-from gateway.uplink.commands import PointInfo
-from gateway.wiring import BusSupervisor, BusWiring, RuledBusSink
+from citynerve.gateway.bus import BusOwner
+from citynerve.gateway.config import GatewayConfig
+from citynerve.gateway.control import ControlServer
+from citynerve.gateway.control.server import PEER
+from citynerve.gateway.diagbus import RAW_WRITE, RawWriteRefusedError, audit_raw_write, check_raw_write
+from citynerve.gateway.fleet import HostControl, LogLevel, LogRing
+from citynerve.gateway.logs import field
+from citynerve.gateway.operator import OperatorControls
+from citynerve.gateway.pipeline import NoRules, Pipeline
+from citynerve.gateway.service.notify import Notifier, Watchdog, WriterProgress
+from citynerve.gateway.store import BLOCK_READINGS, AsyncOutbox, OutboxWriter
+from citynerve.gateway.timecheck import time_status
+from citynerve.gateway.timesync import ClockSync, UnsyncedMarks, kernel_state
+from citynerve.gateway.uplink.commands import PointInfo
+from citynerve.gateway.wiring import BusSupervisor, BusWiring, RuledBusSink
 
 if TYPE_CHECKING:
-    from gateway.rules import PersistentRuleEngine
-    from gateway.uplink import Uplink
-    from gateway.web import StatusServer
+    from citynerve.gateway.rules import PersistentRuleEngine
+    from citynerve.gateway.uplink import Uplink
+    from citynerve.gateway.web import StatusServer
 
 log = logging.getLogger("citynerve.gateway")
 
@@ -308,7 +308,7 @@ class Gateway:
         and the writer are untouched, so nothing buffered is lost. Changes to other sections
         (store, upstream, rules, web) need a restart and are reported as such.
         """
-        from gateway.config import load_config
+        from citynerve.gateway.config import load_config
 
         # ConfigError -> the caller sees every issue. --allow-insecure-secrets at start holds for reloads.
         new = load_config(
@@ -351,7 +351,7 @@ class Gateway:
     async def _make_rules(self, outbox: AsyncOutbox) -> PersistentRuleEngine | None:
         if self.config.rules is None:
             return None
-        from gateway.rules import build_engine
+        from citynerve.gateway.rules import build_engine
 
         engine = await build_engine(
             self.config.rules,
@@ -379,7 +379,7 @@ class Gateway:
     def _make_uplink(self, outbox: AsyncOutbox) -> Uplink | None:
         if self.config.upstream is None:
             return None
-        from gateway.uplink import Uplink
+        from citynerve.gateway.uplink import Uplink
 
         self.uplink = Uplink(
             self.config.upstream,
@@ -394,7 +394,7 @@ class Gateway:
         return self.uplink
 
     def _remote_actions(self) -> dict[str, Any]:
-        from gateway.fleet import remote_actions
+        from citynerve.gateway.fleet import remote_actions
 
         assert self.operator is not None
         return remote_actions(
@@ -404,7 +404,7 @@ class Gateway:
     def _make_web(self) -> StatusServer | None:
         if self.config.web is None or not self.config.web.enabled:
             return None
-        from gateway.web import StatusServer
+        from citynerve.gateway.web import StatusServer
 
         return StatusServer(self.config.web, self)
 
@@ -499,7 +499,7 @@ class Gateway:
         protocols = {b.id: b.protocol for b in self.config.buses}
         return [_inventory_entry(d, protocols[d.bus], shared) for d in self.config.devices]
 
-    # -- diagnostics (gateway.fleet.Diagnosable) --------------------------------------------------
+    # -- diagnostics (citynerve.gateway.fleet.Diagnosable) --------------------------------------------------
 
     async def store_stats(self) -> dict[str, Any]:
         return (await self.outbox.stats()).to_dict() if self.outbox else {}
@@ -511,7 +511,7 @@ class Gateway:
         return self.uplink.snapshot().to_dict() if self.uplink is not None else None
 
     async def uplink_probe(self) -> list[dict[str, Any]]:
-        from gateway.uplink.probe import probe_uplink
+        from citynerve.gateway.uplink.probe import probe_uplink
 
         if self.config.upstream is None:
             return []

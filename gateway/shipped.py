@@ -42,12 +42,12 @@ def examples() -> Path:
 
 def schemas(version: int = 1) -> Path:
     """The folder of the uplink's JSON Schemas of one contract version (`<message kind>.json`)."""
-    return _folder("gateway.uplink.schemas", f"v{version}")
+    return _folder("citynerve.gateway.uplink.schemas", f"v{version}")
 
 
 def status_page(name: str) -> bytes:
     """One file of the local status page (`index.html`, `status.js`, `status.css`)."""
-    return resources.files("gateway.web").joinpath("static", name).read_bytes()
+    return resources.files("citynerve.gateway.web").joinpath("static", name).read_bytes()
 
 
 def release_public_key() -> bytes:

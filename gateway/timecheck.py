@@ -5,7 +5,7 @@ reading is stamped wrong while everything looks green. Meters keep their own clo
 reports one in every read; a DL/T 645 profile can read its date and time), so when several meters
 agree with each other and not with the gateway, the gateway is the one to fix.
 
-Whether the wall clock is synchronised comes from `gateway.timesync` (the configured source: the
+Whether the wall clock is synchronised comes from `citynerve.gateway.timesync` (the configured source: the
 kernel's NTP state, timesyncd, a flag file), passed in by the caller.
 """
 
@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from gateway.api import Sample
+from citynerve.gateway.api import Sample
 
 METER_CLOCK_POINTS = ("meter_time", "meter_clock", "clock")
 SKEW_WARN_S = 300.0  # beyond five minutes the stamps of readings and events are misleading
@@ -80,7 +80,7 @@ def time_status(
     now: float | None = None,
 ) -> dict[str, Any]:
     """The `time` section of `status`: gateway UTC time, NTP state (`synchronized`, from
-    `gateway.timesync`), skew against meters, a verdict."""
+    `citynerve.gateway.timesync`), skew against meters, a verdict."""
     now = time.time() if now is None else now
     out: dict[str, Any] = {
         "gateway_utc": dt.datetime.fromtimestamp(now, dt.UTC).isoformat(timespec="seconds"),

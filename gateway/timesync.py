@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from gateway.api import SYSTEM_CLOCK, Clock, Event, Reading, boot_id
-from gateway.store import OutboxRow
+from citynerve.gateway.api import SYSTEM_CLOCK, Clock, Event, Reading, boot_id
+from citynerve.gateway.store import OutboxRow
 
 log = logging.getLogger("citynerve.clock")
 

@@ -18,11 +18,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gateway.alarms import ActiveAlarms
-from gateway.api import SYSTEM_CLOCK, Clock, Driver, Event, EventState, SampleBatch, Severity, StateStore
-from gateway.bus import FAULT_KIND, FAULT_RULE, OFFLINE_KIND, BusOwner
-from gateway.config import GatewayConfig
-from gateway.pipeline import Pipeline
+from citynerve.gateway.alarms import ActiveAlarms
+from citynerve.gateway.api import (
+    SYSTEM_CLOCK,
+    Clock,
+    Driver,
+    Event,
+    EventState,
+    SampleBatch,
+    Severity,
+    StateStore,
+)
+from citynerve.gateway.bus import FAULT_KIND, FAULT_RULE, OFFLINE_KIND, BusOwner
+from citynerve.gateway.config import GatewayConfig
+from citynerve.gateway.pipeline import Pipeline
 
 log = logging.getLogger("citynerve.gateway")
 

@@ -19,13 +19,19 @@ from typing import Any
 
 from rich.console import Console
 
-from gateway.config import load_config
-from gateway.runtime import Gateway
-from hil.demo_building import DemoBuilding
-from hil.demo_street import DemoStreet
-from hil.platform import CommandSigner, PlatformConsumer, PlatformStore, free_port, start_demo_broker
-from hil.platform.consumer import Arrival
-from hil.platform.view import format_arrival, print_platform_view
+from citynerve.gateway.config import load_config
+from citynerve.gateway.runtime import Gateway
+from citynerve.hil.demo_building import DemoBuilding
+from citynerve.hil.demo_street import DemoStreet
+from citynerve.hil.platform import (
+    CommandSigner,
+    PlatformConsumer,
+    PlatformStore,
+    free_port,
+    start_demo_broker,
+)
+from citynerve.hil.platform.consumer import Arrival
+from citynerve.hil.platform.view import format_arrival, print_platform_view
 
 
 @dataclass
@@ -179,7 +185,7 @@ async def _play(steps: list[Step], started: float, console: Console) -> None:
 
 
 async def _show_status(gateway: Gateway, console: Console) -> None:
-    from gateway.cli.cmd_run import show_status
+    from citynerve.gateway.cli.cmd_run import show_status
 
     while True:
         await asyncio.sleep(15.0)

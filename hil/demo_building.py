@@ -16,9 +16,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from hil.sim.ble import ManholeCoverNode, VirtualRadio
-from hil.sim.modbus import DEFAULT_BUILDING, ModbusBuilding
-from hil.sim.serial import SerialBuilding
+from citynerve.hil.sim.ble import ManholeCoverNode, VirtualRadio
+from citynerve.hil.sim.modbus import DEFAULT_BUILDING, ModbusBuilding
+from citynerve.hil.sim.serial import SerialBuilding
 
 log = logging.getLogger("citynerve.demo")
 

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from hil.demo_building import PLATFORM_KEY_FILE, DemoBuilding
-from hil.sim.ble import VirtualRadio
-from hil.sim.ble.street import (
+from citynerve.hil.demo_building import PLATFORM_KEY_FILE, DemoBuilding
+from citynerve.hil.sim.ble import VirtualRadio
+from citynerve.hil.sim.ble.street import (
     BedFootNode,
     EntranceNode,
     FireLaneNode,
@@ -28,7 +28,7 @@ from hil.sim.ble.street import (
     LitterBinNode,
     ProfileNode,
 )
-from hil.sim.modbus import SimDevice, SimEndpoint, SimProfile, serve_tcp
+from citynerve.hil.sim.modbus import SimDevice, SimEndpoint, SimProfile, serve_tcp
 
 log = logging.getLogger("citynerve.demo")
 
@@ -62,7 +62,7 @@ NODES: tuple[tuple[str, type[ProfileNode], str, str, str, dict[str, float]], ...
 
 
 class DemoStreet:
-    """The street's simulators; the same interface as hil.demo_building.DemoBuilding."""
+    """The street's simulators; the same interface as citynerve.hil.demo_building.DemoBuilding."""
 
     write_platform_key = staticmethod(DemoBuilding.write_platform_key)  # the same signed acks
 

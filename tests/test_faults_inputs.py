@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hil.faults import load_all
+from citynerve.hil.faults import load_all
 
 SCENARIOS = {name: sc for name, sc in load_all().items() if name.startswith("inputs.")}
 

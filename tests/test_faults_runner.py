@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_every_fast_fault_scenario_holds() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "hil.bench.faults", "--json"],
+        [sys.executable, "-m", "citynerve.hil.bench.faults", "--json"],
         cwd=REPO, capture_output=True, text=True, timeout=900,
     )
     report = json.loads(proc.stdout)
@@ -28,7 +28,7 @@ def test_every_fast_fault_scenario_holds() -> None:
 
 
 def test_every_scenario_is_documented() -> None:
-    from hil.faults import load_all
+    from citynerve.hil.faults import load_all
 
     doc = (REPO / "docs" / "reliability.md").read_text(encoding="utf-8")
     missing = [name for name in load_all() if f"`{name}`" not in doc]

@@ -41,6 +41,6 @@ def test_ruff_is_clean() -> None:
 def test_mypy_is_clean() -> None:
     # Under the installed import names (pyproject's package-dir): see hil/tools/typecheck.py.
     proc = subprocess.run(
-        [sys.executable, "-m", "hil.tools.typecheck"], cwd=REPO, capture_output=True, text=True
+        [sys.executable, "-m", "citynerve.hil.tools.typecheck"], cwd=REPO, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]

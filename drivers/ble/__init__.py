@@ -1,8 +1,8 @@
 """BLE scanning behind one interface, with bleak (BlueZ) and bumble (HCI dongle / virtual link)
 backends chosen by `Backend`. A backend's library is imported only when that backend is used."""
 
-from drivers.ble._config import BleBusConfig
-from drivers.ble._record import (
+from citynerve.drivers.ble._config import BleBusConfig
+from citynerve.drivers.ble._record import (
     AdStructureError,
     Advertisement,
     Backend,
@@ -10,8 +10,8 @@ from drivers.ble._record import (
     parse_ad_structures,
     uuid16_to_128,
 )
-from drivers.ble._scanner import AdvertCallback, Scanner, ScannerBackend, ScannerStats, make_backend
-from drivers.ble._virtual import register_virtual_link, unregister_virtual_link, virtual_link
+from citynerve.drivers.ble._scanner import AdvertCallback, Scanner, ScannerBackend, ScannerStats, make_backend
+from citynerve.drivers.ble._virtual import register_virtual_link, unregister_virtual_link, virtual_link
 
 __all__ = [
     "AdStructureError",

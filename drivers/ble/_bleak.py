@@ -9,9 +9,9 @@ import contextlib
 import logging
 from typing import Any
 
-from drivers.ble._record import Advertisement
-from drivers.ble._scanner import AdvertCallback, ScannerBackend
-from gateway.api import ChannelError, utc_now
+from citynerve.drivers.ble._record import Advertisement
+from citynerve.drivers.ble._scanner import AdvertCallback, ScannerBackend
+from citynerve.gateway.api import ChannelError, utc_now
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ from bumble.host import Host
 from bumble.transport import open_transport
 from bumble.transport.common import AsyncPipeSink, Transport
 
-from drivers.ble._record import AdStructureError, Advertisement, parse_ad_structures
-from drivers.ble._scanner import AdvertCallback, ScannerBackend
-from drivers.ble._virtual import virtual_link
-from gateway.api import ChannelError, utc_now
+from citynerve.drivers.ble._record import AdStructureError, Advertisement, parse_ad_structures
+from citynerve.drivers.ble._scanner import AdvertCallback, ScannerBackend
+from citynerve.drivers.ble._virtual import virtual_link
+from citynerve.gateway.api import ChannelError, utc_now
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from drivers.ble._record import Backend
-from gateway.api import BusConfig
+from citynerve.drivers.ble._record import Backend
+from citynerve.gateway.api import BusConfig
 
 
 class BleBusConfig(BusConfig):

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.api import SYSTEM_CLOCK
+from citynerve.gateway.api import SYSTEM_CLOCK
 
 BASE_UUID_SUFFIX = "-0000-1000-8000-00805f9b34fb"
 

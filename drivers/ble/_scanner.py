@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from drivers.ble._config import BleBusConfig
-from drivers.ble._record import Advertisement, Backend
-from gateway.api import ChannelError
+from citynerve.drivers.ble._config import BleBusConfig
+from citynerve.drivers.ble._record import Advertisement, Backend
+from citynerve.gateway.api import ChannelError
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +57,12 @@ def make_backend(settings: BleBusConfig, deliver: AdvertCallback, *, link: Any =
     if settings.backend is Backend.BUMBLE:
         if importlib.util.find_spec("bumble") is None:
             raise ChannelError(settings.id, "backend 'bumble' needs bumble: pip install 'citynerve[bumble]'")
-        from drivers.ble._bumble import BumbleBackend
+        from citynerve.drivers.ble._bumble import BumbleBackend
 
         return BumbleBackend(
             deliver, bus_id=settings.id, transport=settings.transport, link=link, passive=settings.passive
         )
-    from drivers.ble._bleak import BleakBackend
+    from citynerve.drivers.ble._bleak import BleakBackend
 
     return BleakBackend(deliver, bus_id=settings.id, adapter=settings.adapter, passive=settings.passive)
 

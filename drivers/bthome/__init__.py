@@ -3,11 +3,11 @@
 `DRIVER` is the DriverSpec for bus protocol "bthome" (entry point `citynerve.drivers`).
 """
 
-from drivers.ble import BleBusConfig
-from drivers.bthome.codec import Advert, Measurement, build, parse
-from drivers.bthome.config import BTHomeDevice, BTHomePoint
-from drivers.bthome.driver import BTHomeDriver, DeviceLinkStats, NearbyNode
-from drivers.bthome.errors import (
+from citynerve.drivers.ble import BleBusConfig
+from citynerve.drivers.bthome.codec import Advert, Measurement, build, parse
+from citynerve.drivers.bthome.config import BTHomeDevice, BTHomePoint
+from citynerve.drivers.bthome.driver import BTHomeDriver, DeviceLinkStats, NearbyNode
+from citynerve.drivers.bthome.errors import (
     BTHomeFrameError,
     DecryptionError,
     MalformedAdvertError,
@@ -16,7 +16,7 @@ from drivers.bthome.errors import (
     ReplayError,
     UnencryptedAdvertError,
 )
-from gateway.api import DriverSpec
+from citynerve.gateway.api import DriverSpec
 
 DRIVER = DriverSpec(
     protocol="bthome",

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
-from drivers.bthome.errors import DecryptionError, MalformedAdvertError, MissingKeyError
-from drivers.bthome.objects import (
+from citynerve.drivers.bthome.errors import DecryptionError, MalformedAdvertError, MissingKeyError
+from citynerve.drivers.bthome.objects import (
     BUTTON_EVENTS,
     DIMMER_EVENTS,
     OBJECTS,

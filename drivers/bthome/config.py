@@ -6,9 +6,9 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from drivers.bthome.codec import normalize_mac, parse_key
-from drivers.bthome.objects import OBJECT_NAMES, OBJECTS
-from gateway.api import ConfigError, ConfigIssue, DeviceConfig, PointConfig, SecretPath, Severity
+from citynerve.drivers.bthome.codec import normalize_mac, parse_key
+from citynerve.drivers.bthome.objects import OBJECT_NAMES, OBJECTS
+from citynerve.gateway.api import ConfigError, ConfigIssue, DeviceConfig, PointConfig, SecretPath, Severity
 
 SeverityName = Literal["info", "warning", "minor", "major", "critical"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from drivers.bthome.codec import describe, parse, parse_key
-from drivers.bthome.errors import MalformedAdvertError
+from citynerve.drivers.bthome.codec import describe, parse, parse_key
+from citynerve.drivers.bthome.errors import MalformedAdvertError
 
 
 def decode(

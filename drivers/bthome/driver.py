@@ -19,12 +19,17 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
-from drivers.ble import Advertisement, BleBusConfig, Scanner
-from drivers.bthome import codec
-from drivers.bthome.config import BTHomeDevice, BTHomePoint
-from drivers.bthome.errors import BTHomeFrameError, RejectReason, ReplayError, UnencryptedAdvertError
-from drivers.bthome.replay import CounterGuard
-from gateway.api import (
+from citynerve.drivers.ble import Advertisement, BleBusConfig, Scanner
+from citynerve.drivers.bthome import codec
+from citynerve.drivers.bthome.config import BTHomeDevice, BTHomePoint
+from citynerve.drivers.bthome.errors import (
+    BTHomeFrameError,
+    RejectReason,
+    ReplayError,
+    UnencryptedAdvertError,
+)
+from citynerve.drivers.bthome.replay import CounterGuard
+from citynerve.gateway.api import (
     ChannelError,
     Event,
     EventState,

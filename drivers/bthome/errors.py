@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-from gateway.api import FrameError, FrameFault
+from citynerve.gateway.api import FrameError, FrameFault
 
 PROTOCOL = "bthome"
 

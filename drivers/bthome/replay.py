@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from gateway.api import StateStore
+from citynerve.gateway.api import StateStore
 
 log = logging.getLogger(__name__)
 

@@ -4,10 +4,10 @@
 `citynerve.decoders` entry point used by `citynerve diag decode cjt188 HEX`.
 """
 
-from drivers.cjt188._driver import Cjt188Driver, valve_command
-from drivers.cjt188.models import Cjt188Device, Cjt188Point, StatusBits
-from drivers.serialio import SerialBusConfig
-from gateway.api import DriverSpec
+from citynerve.drivers.cjt188._driver import Cjt188Driver, valve_command
+from citynerve.drivers.cjt188.models import Cjt188Device, Cjt188Point, StatusBits
+from citynerve.drivers.serialio import SerialBusConfig
+from citynerve.gateway.api import DriverSpec
 
 DRIVER = DriverSpec(
     protocol="cjt188",

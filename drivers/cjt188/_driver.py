@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from drivers.cjt188 import codec
-from drivers.cjt188.models import Cjt188Device
-from drivers.cjt188.readings import parse_901f
-from drivers.serialio import LineTiming, ReplyTimeout, SerialBusConfig, SerialLine, search
-from gateway.api import (
+from citynerve.drivers.cjt188 import codec
+from citynerve.drivers.cjt188.models import Cjt188Device
+from citynerve.drivers.cjt188.readings import parse_901f
+from citynerve.drivers.serialio import LineTiming, ReplyTimeout, SerialBusConfig, SerialLine, search
+from citynerve.gateway.api import (
     FrameError,
     PermanentError,
     PollDriver,

@@ -11,8 +11,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from drivers.serialio.resync import ResyncParser, checksum, frame_body
-from gateway.api import DeviceExceptionError, FrameError
+from citynerve.drivers.serialio.resync import ResyncParser, checksum, frame_body
+from citynerve.gateway.api import DeviceExceptionError, FrameError
 
 PROTOCOL = "cjt188"
 PREAMBLE = b"\xfe\xfe\xfe\xfe"

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from drivers.cjt188 import codec
-from drivers.cjt188.readings import STATUS_MAPS, parse_901f
-from gateway.api import FrameError
+from citynerve.drivers.cjt188 import codec
+from citynerve.drivers.cjt188.readings import STATUS_MAPS, parse_901f
+from citynerve.gateway.api import FrameError
 
 _CONTROLS = {0x01: "read data", 0x03: "read address", 0x04: "write data", 0x15: "write address"}
 _DIS = {0x901F: "current readings", 0x810A: "read address", 0xA017: "valve control", 0x8102: "price table"}

@@ -6,9 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from drivers.cjt188.codec import DiOrder
-from drivers.cjt188.readings import STATUS_MAPS, StatusMap
-from gateway.api import DeviceConfig, PointConfig
+from citynerve.drivers.cjt188.codec import DiOrder
+from citynerve.drivers.cjt188.readings import STATUS_MAPS, StatusMap
+from citynerve.gateway.api import DeviceConfig, PointConfig
 
 Field901F = Literal[
     "flow_total",

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from drivers.cjt188.codec import HEAT_TYPES, PROTOCOL, UNIT_CODES, UNITS
-from gateway.api import FrameError
+from citynerve.drivers.cjt188.codec import HEAT_TYPES, PROTOCOL, UNIT_CODES, UNITS
+from citynerve.gateway.api import FrameError
 
 
 def bcd_to_int(raw_lsb_first: bytes, what: str) -> int:

@@ -4,10 +4,10 @@
 `citynerve.decoders` entry point used by `citynerve diag decode dlt645 HEX`.
 """
 
-from drivers.dlt645._driver import DiRequest, Dlt645Driver
-from drivers.dlt645.models import DataItemConfig, Dlt645Device, Dlt645Point
-from drivers.serialio import SerialBusConfig
-from gateway.api import DriverSpec
+from citynerve.drivers.dlt645._driver import DiRequest, Dlt645Driver
+from citynerve.drivers.dlt645.models import DataItemConfig, Dlt645Device, Dlt645Point
+from citynerve.drivers.serialio import SerialBusConfig
+from citynerve.gateway.api import DriverSpec
 
 DRIVER = DriverSpec(
     protocol="dlt645",

@@ -6,11 +6,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from drivers.dlt645 import codec
-from drivers.dlt645.models import Dlt645Device, Dlt645Point, resolve_item
-from drivers.dlt645.registry import DataItem
-from drivers.serialio import LineTiming, ReplyTimeout, SerialBusConfig, SerialLine, search
-from gateway.api import (
+from citynerve.drivers.dlt645 import codec
+from citynerve.drivers.dlt645.models import Dlt645Device, Dlt645Point, resolve_item
+from citynerve.drivers.dlt645.registry import DataItem
+from citynerve.drivers.serialio import LineTiming, ReplyTimeout, SerialBusConfig, SerialLine, search
+from citynerve.gateway.api import (
     ConfigError,
     ConfigIssue,
     FrameError,

@@ -10,9 +10,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from drivers.dlt645.registry import PROTOCOL
-from drivers.serialio.resync import ResyncParser, checksum, frame_body
-from gateway.api import DeviceExceptionError, FrameError
+from citynerve.drivers.dlt645.registry import PROTOCOL
+from citynerve.drivers.serialio.resync import ResyncParser, checksum, frame_body
+from citynerve.gateway.api import DeviceExceptionError, FrameError
 
 PREAMBLE = b"\xfe\xfe\xfe\xfe"
 WILDCARD = "AAAAAAAAAAAA"  # read-address: any meter (only one may be on the bus)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from drivers.dlt645 import codec
-from drivers.dlt645.registry import BUILTIN, PROTOCOL
-from gateway.api import FrameError
+from citynerve.drivers.dlt645 import codec
+from citynerve.drivers.dlt645.registry import BUILTIN, PROTOCOL
+from citynerve.gateway.api import FrameError
 
 _FUNCTIONS_2007 = {
     0x08: "broadcast time",

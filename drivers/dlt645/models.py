@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from drivers.dlt645.registry import DataFormat, DataItem, DataRegistry, parse_di
-from gateway.api import DeviceConfig, PointConfig
+from citynerve.drivers.dlt645.registry import DataFormat, DataItem, DataRegistry, parse_di
+from citynerve.gateway.api import DeviceConfig, PointConfig
 
 
 def _check_di(value: str) -> str:

@@ -12,7 +12,7 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from gateway.api import FrameError
+from citynerve.gateway.api import FrameError
 
 PROTOCOL = "dlt645"
 

@@ -1,12 +1,12 @@
 """Fire alarm control panels: a listen-only parser of the panel's printer/CRT print stream.
 
 `DRIVER` is the `citynerve.drivers` entry point (bus protocol "firepanel"). Panel models are
-plugins (`drivers.firepanel.parsers.register_parser`); "gst" ships (GST-style GB2312 records).
+plugins (`citynerve.drivers.firepanel.parsers.register_parser`); "gst" ships (GST-style GB2312 records).
 """
 
-from drivers.firepanel._driver import FirePanelDriver, PanelState, PanelStream
-from drivers.firepanel.models import FirePanelBusConfig, FirePanelDevice, FirePanelPoint
-from drivers.firepanel.parsers import (
+from citynerve.drivers.firepanel._driver import FirePanelDriver, PanelState, PanelStream
+from citynerve.drivers.firepanel.models import FirePanelBusConfig, FirePanelDevice, FirePanelPoint
+from citynerve.drivers.firepanel.parsers import (
     PARSERS,
     PanelParser,
     PanelRecord,
@@ -14,7 +14,7 @@ from drivers.firepanel.parsers import (
     parser_for,
     register_parser,
 )
-from gateway.api import DriverSpec
+from citynerve.gateway.api import DriverSpec
 
 DRIVER = DriverSpec(
     protocol="firepanel",

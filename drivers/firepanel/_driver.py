@@ -7,11 +7,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.firepanel.models import FirePanelBusConfig, FirePanelDevice
-from drivers.firepanel.parsers import PanelParser, PanelRecord, RecordKind, parser_for
-from drivers.serialio import LineTiming, SerialLine
-from drivers.serialio.guard import MAX_LINE, LineGuard
-from gateway.api import (
+from citynerve.drivers.firepanel.models import FirePanelBusConfig, FirePanelDevice
+from citynerve.drivers.firepanel.parsers import PanelParser, PanelRecord, RecordKind, parser_for
+from citynerve.drivers.serialio import LineTiming, SerialLine
+from citynerve.drivers.serialio.guard import MAX_LINE, LineGuard
+from citynerve.gateway.api import (
     Event,
     EventState,
     ListenDriver,
@@ -34,7 +34,7 @@ _FAULTS = frozenset({RecordKind.PANEL_FAULT, RecordKind.MAINS_FAULT, RecordKind.
 _REPORTS = frozenset(
     {RecordKind.RESET, RecordKind.SILENCED, RecordKind.SELF_TEST, RecordKind.LINKAGE_FEEDBACK}
 )
-WILDCARD = "*"  # gateway.api.Event.subject: every loop-device
+WILDCARD = "*"  # citynerve.gateway.api.Event.subject: every loop-device
 
 
 def _as_device(device: Any) -> FirePanelDevice:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from drivers.firepanel.parsers import PanelParser, PanelRecord, RecordKind, register_parser
-from gateway.api import EventState, Severity
+from citynerve.drivers.firepanel.parsers import PanelParser, PanelRecord, RecordKind, register_parser
+from citynerve.gateway.api import EventState, Severity
 
 _R, _C = EventState.RAISED, EventState.CLEARED
 

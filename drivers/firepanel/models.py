@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from gateway.api import BusConfig, DeviceConfig, PointConfig, SerialSettings
+from citynerve.gateway.api import BusConfig, DeviceConfig, PointConfig, SerialSettings
 
 
 class PanelSerialSettings(SerialSettings):
@@ -64,7 +64,7 @@ class FirePanelDevice(DeviceConfig):
     @field_validator("panel_model")
     @classmethod
     def _model(cls, v: str) -> str:
-        from drivers.firepanel.parsers import parser_for
+        from citynerve.drivers.firepanel.parsers import parser_for
 
         try:
             parser_for(v)

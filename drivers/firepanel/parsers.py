@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateway.api import EventState, Severity
+from citynerve.gateway.api import EventState, Severity
 
 
 class RecordKind(enum.StrEnum):
@@ -85,7 +85,7 @@ def register_parser(name: str) -> Callable[[type[PanelParser]], type[PanelParser
 
 def parser_for(model: str, **options: str) -> PanelParser:
     """A parser instance by model name. Raises KeyError naming the known models."""
-    from drivers.firepanel import gst  # noqa: F401  (registers the shipped parsers)
+    from citynerve.drivers.firepanel import gst  # noqa: F401  (registers the shipped parsers)
 
     try:
         cls = PARSERS[model]

@@ -10,20 +10,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from drivers.modbus.config import (
+from citynerve.drivers.modbus.config import (
     ModbusDeviceConfig,
     ModbusPointConfig,
     ModbusRtuBusConfig,
     ModbusRtuOverTcpBusConfig,
     ModbusTcpBusConfig,
 )
-from gateway.api import Driver, DriverSpec, StateStore
+from citynerve.gateway.api import Driver, DriverSpec, StateStore
 
 
 def _factory(
     bus: Any, devices: Sequence[ModbusDeviceConfig], state: StateStore | None = None
 ) -> Driver[Any, Any]:
-    from drivers.modbus.driver import ModbusDriver
+    from citynerve.drivers.modbus.driver import ModbusDriver
 
     return ModbusDriver(bus, devices, state)
 

@@ -20,14 +20,20 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 
-from drivers.modbus.codec import (
+from citynerve.drivers.modbus.codec import (
     EXCEPTION_REASONS,
     TRANSIENT_EXCEPTIONS,
     Direction,
     parse_rtu_frame,
 )
-from drivers.modbus.config import ModbusBusConfig, ModbusRtuBusConfig, ModbusTcpBusConfig
-from gateway.api import ChannelError, DeviceExceptionError, DeviceTimeoutError, FrameError, FrameFault
+from citynerve.drivers.modbus.config import ModbusBusConfig, ModbusRtuBusConfig, ModbusTcpBusConfig
+from citynerve.gateway.api import (
+    ChannelError,
+    DeviceExceptionError,
+    DeviceTimeoutError,
+    FrameError,
+    FrameFault,
+)
 
 _NEVER_DISCONNECT = 1_000_000_000
 

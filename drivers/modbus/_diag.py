@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from drivers.modbus.codec import ORDERS, TYPES, CodecError, decode_registers, encode_value
-from gateway.api import DeviceExceptionError, DeviceTimeoutError, FrameError, PermanentError
+from citynerve.drivers.modbus.codec import ORDERS, TYPES, CodecError, decode_registers, encode_value
+from citynerve.gateway.api import DeviceExceptionError, DeviceTimeoutError, FrameError, PermanentError
 
 if TYPE_CHECKING:
-    from drivers.modbus._channel import ModbusChannel
+    from citynerve.drivers.modbus._channel import ModbusChannel
 
 TABLES = ("coil", "discrete", "input", "holding")
 

@@ -15,7 +15,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.api import FrameError, shortest_float32
+from citynerve.gateway.api import FrameError, shortest_float32
 
 PROTOCOL = "modbus-rtu"
 

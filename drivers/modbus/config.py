@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from gateway.api import BusConfig, DeviceConfig, PointConfig, SerialSettings
+from citynerve.gateway.api import BusConfig, DeviceConfig, PointConfig, SerialSettings
 
 Table = Literal["coil", "discrete", "input", "holding"]
 DataType = Literal[

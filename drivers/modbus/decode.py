@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drivers.modbus.codec import (
+from citynerve.drivers.modbus.codec import (
     EXCEPTION_REASONS,
     FUNCTIONS,
     ORDERS,
@@ -19,7 +19,7 @@ from drivers.modbus.codec import (
     decode_registers,
     parse_rtu_frame,
 )
-from gateway.api import FrameError
+from citynerve.gateway.api import FrameError
 
 
 def _as_bytes(data: bytes | bytearray | str) -> bytes:

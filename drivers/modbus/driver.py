@@ -14,17 +14,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from drivers.modbus._channel import READ_FUNCTION, ModbusChannel, Reply
-from drivers.modbus._diag import run_diag
-from drivers.modbus.codec import CodecError, decode_registers, encode_value, register_bit
-from drivers.modbus.config import (
+from citynerve.drivers.modbus._channel import READ_FUNCTION, ModbusChannel, Reply
+from citynerve.drivers.modbus._diag import run_diag
+from citynerve.drivers.modbus.codec import CodecError, decode_registers, encode_value, register_bit
+from citynerve.drivers.modbus.config import (
     BIT_TABLES,
     ModbusBusConfig,
     ModbusDeviceConfig,
     ModbusPointConfig,
 )
-from drivers.modbus.planner import Limits, PointSpan, plan_reads
-from gateway.api import (
+from citynerve.drivers.modbus.planner import Limits, PointSpan, plan_reads
+from citynerve.gateway.api import (
     DeviceExceptionError,
     FrameError,
     PollDriver,

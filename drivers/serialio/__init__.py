@@ -1,7 +1,7 @@
 """Shared async serial transport of the RS-485 meter drivers (DL/T 645, CJ/T 188) and fire panels."""
 
-from drivers.serialio._config import MeterSerialSettings, SerialBusConfig, serial_settings
-from drivers.serialio._line import FrameAssembler, LineTiming, ReplyTimeout, SerialLine, byte_time_s
+from citynerve.drivers.serialio._config import MeterSerialSettings, SerialBusConfig, serial_settings
+from citynerve.drivers.serialio._line import FrameAssembler, LineTiming, ReplyTimeout, SerialLine, byte_time_s
 
 __all__ = [
     "FrameAssembler",

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from gateway.api import BusConfig, SerialSettings
+from citynerve.gateway.api import BusConfig, SerialSettings
 
 
 class MeterSerialSettings(SerialSettings):

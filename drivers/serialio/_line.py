@@ -27,7 +27,7 @@ from typing import Protocol, TypeVar
 import serial
 import serial_asyncio_fast
 
-from gateway.api import (
+from citynerve.gateway.api import (
     ChannelError,
     DeviceTimeoutError,
     FrameError,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import ClassVar, Generic, Protocol, TypeVar
 
-from gateway.api import FrameError, FrameFault
+from citynerve.gateway.api import FrameError, FrameFault
 
 
 class _HasRaw(Protocol):

@@ -7,7 +7,7 @@ digits, CJ/T 188: 14). Every meter whose address fits answers at once, so the li
 - bytes that are no valid frame, or a frame that fails its checksum (`collision`): several meters
   fit and their replies overlapped. The search fixes one more digit and asks again.
 
-The search itself (which patterns to ask, in what order) is gateway.commissioning.meter_search.
+The search itself (which patterns to ask, in what order) is citynerve.gateway.commissioning.meter_search.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.serialio._line import ReplyTimeout
-from gateway.api import PermanentError
+from citynerve.drivers.serialio._line import ReplyTimeout
+from citynerve.gateway.api import PermanentError
 
 WILDCARD_DIGIT = "A"
 

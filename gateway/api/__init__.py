@@ -1,10 +1,10 @@
 """The gateway's public API for drivers: records, errors, config base models and driver interfaces.
 
-Drivers import only this package from the gateway (ARCHITECTURE: drivers -> gateway.api).
+Drivers import only this package from the gateway (ARCHITECTURE: drivers -> citynerve.gateway.api).
 """
 
-from gateway.api._clock import SYSTEM_CLOCK, Clock, SteadyWall, boot_id
-from gateway.api._config import (
+from citynerve.gateway.api._clock import SYSTEM_CLOCK, Clock, SteadyWall, boot_id
+from citynerve.gateway.api._config import (
     ID_PATTERN,
     STRICT,
     BusConfig,
@@ -18,7 +18,7 @@ from gateway.api._config import (
     SerialSettings,
     is_id,
 )
-from gateway.api._driver import (
+from citynerve.gateway.api._driver import (
     Driver,
     DriverSpec,
     FrameDecoder,
@@ -28,7 +28,7 @@ from gateway.api._driver import (
     SampleSink,
     StateStore,
 )
-from gateway.api._errors import (
+from citynerve.gateway.api._errors import (
     ChannelError,
     ConfigError,
     ConfigIssue,
@@ -41,7 +41,7 @@ from gateway.api._errors import (
     TransientError,
     WriteRejectedError,
 )
-from gateway.api._records import (
+from citynerve.gateway.api._records import (
     Event,
     EventState,
     Quality,

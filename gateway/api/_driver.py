@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from gateway.api._config import BusConfig, DeviceConfig, PointConfig
-from gateway.api._records import Event, Sample, SampleBatch, Value
+from citynerve.gateway.api._config import BusConfig, DeviceConfig, PointConfig
+from citynerve.gateway.api._records import Event, Sample, SampleBatch, Value
 
 B = TypeVar("B", bound=BusConfig)
 D = TypeVar("D", bound=DeviceConfig)
@@ -71,7 +71,7 @@ class Driver(ABC, Generic[B, D]):
         Returns a JSON-able dict. The bus owner runs it between polls, so it never collides with
         them. Raises PermanentError for an action this protocol does not have.
         """
-        from gateway.api._errors import PermanentError
+        from citynerve.gateway.api._errors import PermanentError
 
         raise PermanentError(f"protocol {self.bus.protocol} has no diagnostic action {action!r}")
 
@@ -87,7 +87,7 @@ class PollDriver(Driver[B, D]):
 
     async def write(self, device: D, point: str, value: Value) -> None:
         """Write one writable point. Raises WriteRejectedError before touching the bus if invalid."""
-        from gateway.api._errors import WriteRejectedError
+        from citynerve.gateway.api._errors import WriteRejectedError
 
         raise WriteRejectedError(device.id, point, f"protocol {self.bus.protocol} has no writes")
 

@@ -97,7 +97,7 @@ class Event:
     the device's location and component code when the event leaves the gateway.
 
     An alarm is named by (device_id, kind, rule, subject): a RAISED event makes it active until the
-    CLEARED event with the same name (gateway.alarms). `subject` says what inside the device it is
+    CLEARED event with the same name (citynerve.gateway.alarms). `subject` says what inside the device it is
     about when one rule raises several at once (a fire panel's loop-device); a CLEARED event with
     subject "*" clears every subject of its kind. A `one_shot` event is a report (an action's
     outcome, a panel reset) that is never active; with subject "*" it clears every alarm its rule

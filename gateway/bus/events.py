@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.api import DeviceConfig, Event, EventState, GatewayError, Severity
+from citynerve.gateway.api import DeviceConfig, Event, EventState, GatewayError, Severity
 
 OFFLINE_KIND = "device_offline"
 FAULT_KIND = "device_fault"

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from gateway.api import BusConfig, DeviceConfig, SerialSettings
-from gateway.bus.health import DeviceHealth
-from gateway.bus.verdict import BusVerdict, DeviceFacts, LineQuality, RadioFacts, judge_bus
+from citynerve.gateway.api import BusConfig, DeviceConfig, SerialSettings
+from citynerve.gateway.bus.health import DeviceHealth
+from citynerve.gateway.bus.verdict import BusVerdict, DeviceFacts, LineQuality, RadioFacts, judge_bus
 
 
 class _LinkStats(Protocol):

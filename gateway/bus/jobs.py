@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gateway.api import ChannelError, Driver, Event, PollRequest, SampleBatch
+from citynerve.gateway.api import ChannelError, Driver, Event, PollRequest, SampleBatch
 
 
 class BusSink(Protocol):

@@ -19,8 +19,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from gateway.api import DeviceConfig, GatewayError, PollRequest
-from gateway.bus.verdict import kind_of
+from citynerve.gateway.api import DeviceConfig, GatewayError, PollRequest
+from citynerve.gateway.bus.verdict import kind_of
 
 MAX_REPEAT = 10_000
 TIOCGICOUNT = 0x545D  # Linux: struct serial_icounter_struct, 20 ints
@@ -151,7 +151,7 @@ async def line_test_with(
     driver: object, devices: Sequence[DeviceConfig], bus: object, params: dict[str, Any], transact: Transact
 ) -> dict[str, Any]:
     """The `line-test` action for a poll driver: params {repeat}."""
-    from gateway.api import PermanentError, PollDriver
+    from citynerve.gateway.api import PermanentError, PollDriver
 
     if not isinstance(driver, PollDriver):
         raise PermanentError("a listen-only bus has no transactions to test: use its own stats")

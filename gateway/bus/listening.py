@@ -7,11 +7,11 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from gateway.api import ChannelError, Event, EventState, GatewayError, ListenDriver, SampleBatch
-from gateway.bus.events import OFFLINE, device_event
+from citynerve.gateway.api import ChannelError, Event, EventState, GatewayError, ListenDriver, SampleBatch
+from citynerve.gateway.bus.events import OFFLINE, device_event
 
 if TYPE_CHECKING:
-    from gateway.bus.owner import BusOwner
+    from citynerve.gateway.bus.owner import BusOwner
 
 log = logging.getLogger("citynerve.bus")
 

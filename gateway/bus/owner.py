@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
 
-from gateway.api import (
+from citynerve.gateway.api import (
     SYSTEM_CLOCK,
     BusConfig,
     ChannelError,
@@ -43,14 +43,14 @@ from gateway.api import (
     TransientError,
     Value,
 )
-from gateway.bus import linetest, plausibility, probe
-from gateway.bus.events import FAULT, OFFLINE, DeviceFaultError, device_event
-from gateway.bus.facts import bus_verdict
-from gateway.bus.health import BusCounters, DeviceHealth
-from gateway.bus.jobs import BusNotRunningError, BusSink, _Entry, _Job
-from gateway.bus.listening import run_listen
-from gateway.bus.verdict import LineQuality, kind_of
-from gateway.timecheck import MeterClocks
+from citynerve.gateway.bus import linetest, plausibility, probe
+from citynerve.gateway.bus.events import FAULT, OFFLINE, DeviceFaultError, device_event
+from citynerve.gateway.bus.facts import bus_verdict
+from citynerve.gateway.bus.health import BusCounters, DeviceHealth
+from citynerve.gateway.bus.jobs import BusNotRunningError, BusSink, _Entry, _Job
+from citynerve.gateway.bus.listening import run_listen
+from citynerve.gateway.bus.verdict import LineQuality, kind_of
+from citynerve.gateway.timecheck import MeterClocks
 
 log = logging.getLogger("citynerve.bus")
 T = TypeVar("T")
@@ -115,7 +115,7 @@ class BusOwner:
         """Write one point through this bus (platform commands, local actions, technicians)."""
         device = self._device(device_id)
         if not isinstance(self.driver, PollDriver):
-            from gateway.api import WriteRejectedError
+            from citynerve.gateway.api import WriteRejectedError
 
             raise WriteRejectedError(device_id, point, f"bus {self.bus.id} is listen-only")
         driver = self.driver

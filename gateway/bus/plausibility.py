@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from gateway.api import PointConfig, Quality, Sample
+from citynerve.gateway.api import PointConfig, Quality, Sample
 
 # Wide on purpose: they catch what no installation can produce, not what is merely unusual.
 UNIT_BOUNDS: Mapping[str, tuple[float, float]] = {

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.api import (
+from citynerve.gateway.api import (
     BusConfig,
     ChannelError,
     DeviceConfig,
@@ -27,7 +27,7 @@ from gateway.api import (
     PermanentError,
     PollDriver,
 )
-from gateway.bus.verdict import FailureKind, kind_of
+from citynerve.gateway.bus.verdict import FailureKind, kind_of
 
 PROBE = "probe_line"  # the diag action name (drivers own "probe": a meter search's partial address)
 WITH_SETTINGS = "settings"  # params key: run any diag action under other line settings

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.api import (
+from citynerve.gateway.api import (
     ChannelError,
     DeviceExceptionError,
     DeviceTimeoutError,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from gateway.cli._groups import main
+from citynerve.gateway.cli._groups import main
 
 
 def load_command_modules() -> None:

@@ -1,5 +1,5 @@
-"""`python -m gateway.cli` is `citynerve`."""
+"""`python -m citynerve.gateway.cli` is `citynerve`."""
 
-from gateway.cli import main
+from citynerve.gateway.cli import main
 
 main()

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from gateway.api import ConfigError, ConfigIssue, GatewayError
-from gateway.config import GatewayConfig, load_config
+from citynerve.gateway.api import ConfigError, ConfigIssue, GatewayError
+from citynerve.gateway.config import GatewayConfig, load_config
 
 F = TypeVar("F", bound=Callable[..., Any])
 

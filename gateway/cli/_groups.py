@@ -1,6 +1,6 @@
 """The `citynerve` command's groups. Command modules import these and add their commands.
 
-`gateway.cli.main` imports every command module, so a new module must be listed there.
+`citynerve.gateway.cli.main` imports every command module, so a new module must be listed there.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import click
 
-from gateway import __version__
+from citynerve.gateway import __version__
 
 
 class _LazyMain(click.Group):
@@ -21,15 +21,15 @@ class _LazyMain(click.Group):
     """
 
     _light: ClassVar[dict[str, str]] = {
-        "run": "gateway.cli.cmd_run",
-        "status": "gateway.cli.cmd_run",
-        "demo": "gateway.cli.cmd_demo",
+        "run": "citynerve.gateway.cli.cmd_run",
+        "status": "citynerve.gateway.cli.cmd_run",
+        "demo": "citynerve.gateway.cli.cmd_demo",
     }
     _loaded_all = False
 
     def _load_all(self) -> None:
         if not self._loaded_all:
-            from gateway.cli import load_command_modules
+            from citynerve.gateway.cli import load_command_modules
 
             load_command_modules()
             self._loaded_all = True

@@ -16,8 +16,8 @@ from typing import Any
 import click
 from rich.table import Table
 
-from gateway.api import ConfigError, DriverSpec, GatewayError
-from gateway.cli._common import (
+from citynerve.gateway.api import ConfigError, DriverSpec, GatewayError
+from citynerve.gateway.cli._common import (
     EXIT_FAILED,
     EXIT_INVALID,
     config_option,
@@ -27,9 +27,9 @@ from gateway.cli._common import (
     load_or_exit,
     print_json,
 )
-from gateway.cli._groups import diag
-from gateway.config import GatewayConfig
-from gateway.diagbus import DiagSession
+from citynerve.gateway.cli._groups import diag
+from citynerve.gateway.config import GatewayConfig
+from citynerve.gateway.diagbus import DiagSession
 
 PROTOCOL = "bthome"
 

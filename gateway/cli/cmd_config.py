@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from gateway.api import ConfigError
-from gateway.cli._common import (
+from citynerve.gateway.api import ConfigError
+from citynerve.gateway.cli._common import (
     EXIT_INVALID,
     allow_insecure_secrets_option,
     console,
@@ -18,8 +18,8 @@ from gateway.cli._common import (
     print_config_issues,
     print_json,
 )
-from gateway.cli._groups import config
-from gateway.config import load_config
+from citynerve.gateway.cli._groups import config
+from citynerve.gateway.config import load_config
 
 
 @config.command("check")

@@ -14,9 +14,9 @@ from typing import Any
 import click
 from rich.tree import Tree
 
-from gateway.api import FrameError, GatewayError
-from gateway.cli._common import EXIT_FAILED, EXIT_INVALID, console, fail, json_option, print_json
-from gateway.cli._groups import diag
+from citynerve.gateway.api import FrameError, GatewayError
+from citynerve.gateway.cli._common import EXIT_FAILED, EXIT_INVALID, console, fail, json_option, print_json
+from citynerve.gateway.cli._groups import diag
 
 GROUP = "citynerve.decoders"
 _VERDICT_KEYS = ("checksum", "crc", "end")

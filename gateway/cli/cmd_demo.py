@@ -9,11 +9,11 @@ from pathlib import Path
 
 import click
 
-from gateway.api import GatewayError
-from gateway.cli import _common
-from gateway.cli._common import fail
-from gateway.cli._groups import main
-from gateway.logs import setup_logging
+from citynerve.gateway.api import GatewayError
+from citynerve.gateway.cli import _common
+from citynerve.gateway.cli._common import fail
+from citynerve.gateway.cli._groups import main
+from citynerve.gateway.logs import setup_logging
 
 # What the `sim` extra adds (pyproject.toml): the runtime install does not have them.
 SIM_PACKAGES = ("bumble", "amqtt")
@@ -57,7 +57,7 @@ def demo(duration_s: float, workdir: Path, scenario_name: str) -> None:
         fail(escape(f"the demo needs {', '.join(missing)}: pip install 'citynerve[sim]'"))
     setup_logging("warning", "text")
     logging.getLogger("citynerve").setLevel(logging.WARNING)
-    from hil.demo import run_demo
+    from citynerve.hil.demo import run_demo
 
     try:
         summary = asyncio.run(run_demo(duration_s, workdir, _common.console, scenario_name))

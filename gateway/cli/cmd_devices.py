@@ -16,8 +16,8 @@ from typing import Any
 import click
 from rich.table import Table
 
-from gateway.api import ConfigError
-from gateway.cli._common import (
+from citynerve.gateway.api import ConfigError
+from citynerve.gateway.cli._common import (
     EXIT_INVALID,
     config_option,
     console,
@@ -27,9 +27,9 @@ from gateway.cli._common import (
     print_config_issues,
     print_json,
 )
-from gateway.cli._groups import main
-from gateway.commissioning import ConfigEditError, DeviceListEditor, ReloadReport, ask_reload
-from gateway.config import GatewayConfig
+from citynerve.gateway.cli._groups import main
+from citynerve.gateway.commissioning import ConfigEditError, DeviceListEditor, ReloadReport, ask_reload
+from citynerve.gateway.config import GatewayConfig
 
 
 @main.group()

@@ -1,6 +1,6 @@
 """`citynerve diag ports | modbus scan/read/write | store | bundle`: the technician's checks.
 
-Bus actions go through `gateway.diagbus`: via the running gateway's bus owner when it runs
+Bus actions go through `citynerve.gateway.diagbus`: via the running gateway's bus owner when it runs
 (never two masters on one RS-485 line), else straight to the port. Every command has --json and exits 1 when
 the check fails, 2 on bad input.
 """
@@ -16,8 +16,8 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from gateway.api import GatewayError
-from gateway.cli._common import (
+from citynerve.gateway.api import GatewayError
+from citynerve.gateway.cli._common import (
     EXIT_FAILED,
     EXIT_INVALID,
     config_option,
@@ -28,9 +28,9 @@ from gateway.cli._common import (
     load_or_exit,
     print_json,
 )
-from gateway.cli._groups import diag
-from gateway.config import GatewayConfig
-from gateway.diagbus import DiagSession
+from citynerve.gateway.cli._groups import diag
+from citynerve.gateway.config import GatewayConfig
+from citynerve.gateway.diagbus import DiagSession
 
 SCAN_CHUNK = 8  # unit ids per request to the bus owner: the bar moves, the bus is shared fairly
 
@@ -299,7 +299,7 @@ def modbus_read(
 def _plausible_orders(
     cfg: GatewayConfig, bus_id: str, unit: int, address: int, orders: dict[str, Any]
 ) -> dict[str, Any]:
-    from gateway.bus.plausibility import bounds_of, plausible_orders
+    from citynerve.gateway.bus.plausibility import bounds_of, plausible_orders
 
     bounds = None
     point_name = None
@@ -417,7 +417,7 @@ def store_check(config_path: Path, as_json: bool) -> None:
 
     Read-only, safe while the gateway runs. Exits 1 when the file is missing or damaged.
     """
-    from gateway.commissioning.bundle import store_health
+    from citynerve.gateway.commissioning.bundle import store_health
 
     cfg = load_or_exit(config_path)
     try:
@@ -478,7 +478,7 @@ def bundle(
 
     Works with a broken config too (that is when support needs it). Exits 1 if it cannot be written.
     """
-    from gateway.commissioning.bundle import build_bundle
+    from citynerve.gateway.commissioning.bundle import build_bundle
 
     if output is None:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

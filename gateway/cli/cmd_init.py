@@ -11,8 +11,8 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from gateway.api import ConfigError, GatewayError
-from gateway.cli._common import (
+from citynerve.gateway.api import ConfigError, GatewayError
+from citynerve.gateway.cli._common import (
     EXIT_FAILED,
     EXIT_INVALID,
     config_option,
@@ -23,8 +23,8 @@ from gateway.cli._common import (
     print_config_issues,
     print_json,
 )
-from gateway.cli._groups import main
-from gateway.commissioning import (
+from citynerve.gateway.cli._groups import main
+from citynerve.gateway.commissioning import (
     BusSpecError,
     DeviceListEditor,
     Proposal,
@@ -36,10 +36,10 @@ from gateway.commissioning import (
     propose,
     write_atomically,
 )
-from gateway.commissioning.configfile import validate_text
-from gateway.commissioning.initconfig import HEADER, InitAnswers, default_paths, initial_config
-from gateway.commissioning.meter_search import DIGITS, SearchProgress, estimate_s
-from gateway.config import GatewayConfig
+from citynerve.gateway.commissioning.configfile import validate_text
+from citynerve.gateway.commissioning.initconfig import HEADER, InitAnswers, default_paths, initial_config
+from citynerve.gateway.commissioning.meter_search import DIGITS, SearchProgress, estimate_s
+from citynerve.gateway.config import GatewayConfig
 
 
 def _ask(value: str | None, prompt: str, interactive: bool, flag: str, default: str | None = None) -> str:

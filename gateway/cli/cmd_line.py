@@ -9,9 +9,9 @@ from typing import Any
 import click
 from rich.table import Table
 
-from gateway.api import GatewayError
-from gateway.bus.linetest import LINE_TEST, MAX_REPEAT
-from gateway.cli._common import (
+from citynerve.gateway.api import GatewayError
+from citynerve.gateway.bus.linetest import LINE_TEST, MAX_REPEAT
+from citynerve.gateway.cli._common import (
     EXIT_FAILED,
     config_option,
     console,
@@ -20,8 +20,8 @@ from gateway.cli._common import (
     load_or_exit,
     print_json,
 )
-from gateway.cli._groups import diag
-from gateway.diagbus import DiagSession
+from citynerve.gateway.cli._groups import diag
+from citynerve.gateway.diagbus import DiagSession
 
 GOOD_RATE = 0.99  # below this the line needs work: exit 1
 

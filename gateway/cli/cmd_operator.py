@@ -17,11 +17,11 @@ from typing import Any
 
 import click
 
-from gateway.cli import _common
-from gateway.cli._common import EXIT_INVALID, config_option, fail, json_option
-from gateway.cli._groups import main
-from gateway.cli.cmd_run import socket_of
-from gateway.control import ControlError, GatewayNotRunningError, ask
+from citynerve.gateway.cli import _common
+from citynerve.gateway.cli._common import EXIT_INVALID, config_option, fail, json_option
+from citynerve.gateway.cli._groups import main
+from citynerve.gateway.cli.cmd_run import socket_of
+from citynerve.gateway.control import ControlError, GatewayNotRunningError, ask
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}

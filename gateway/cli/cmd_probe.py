@@ -15,9 +15,9 @@ from typing import Any
 import click
 from rich.table import Table
 
-from gateway.api import GatewayError
-from gateway.bus.probe import PROBE
-from gateway.cli._common import (
+from citynerve.gateway.api import GatewayError
+from citynerve.gateway.bus.probe import PROBE
+from citynerve.gateway.cli._common import (
     EXIT_FAILED,
     EXIT_INVALID,
     config_option,
@@ -28,7 +28,7 @@ from gateway.cli._common import (
     load_or_exit,
     print_json,
 )
-from gateway.diagbus import DiagSession
+from citynerve.gateway.diagbus import DiagSession
 
 
 def _ints(text: str | None, what: str) -> list[int] | None:
@@ -108,14 +108,14 @@ def run_probe(
     else:
         _show(result)
     if fix and (write or (not as_json and sys.stdin.isatty())):
-        from gateway.commissioning.bussettings import save_bus_settings
+        from citynerve.gateway.commissioning.bussettings import save_bus_settings
 
         if yes or click.confirm(f"write {result['found']} to bus {bus_id} in {config_path}?", default=False):
             try:
                 _, backup = save_bus_settings(config_path, bus_id, fix)
             except GatewayError as err:
                 fail(str(err))
-            from gateway.commissioning import ask_reload
+            from citynerve.gateway.commissioning import ask_reload
 
             report = asyncio.run(ask_reload(Path(cfg.control.socket)))
             err_console.print(
@@ -144,7 +144,7 @@ def _show(result: dict[str, Any]) -> None:
 
 
 def _register() -> None:
-    from gateway.cli.cmd_diag import modbus
+    from citynerve.gateway.cli.cmd_diag import modbus
 
     @modbus.command("probe")
     @probe_options

@@ -9,8 +9,8 @@ from typing import Any
 import click
 from rich.table import Table
 
-from gateway.api import ConfigError
-from gateway.cli._common import (
+from citynerve.gateway.api import ConfigError
+from citynerve.gateway.cli._common import (
     EXIT_FAILED,
     EXIT_INVALID,
     config_option,
@@ -21,9 +21,9 @@ from gateway.cli._common import (
     print_config_issues,
     print_json,
 )
-from gateway.cli.cmd_devices import devices
-from gateway.commissioning import ConfigEditError, DeviceListEditor
-from gateway.commissioning.register import (
+from citynerve.gateway.cli.cmd_devices import devices
+from citynerve.gateway.commissioning import ConfigEditError, DeviceListEditor
+from citynerve.gateway.commissioning.register import (
     RegisterError,
     apply_register,
     export_rows,

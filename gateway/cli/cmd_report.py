@@ -7,10 +7,17 @@ from pathlib import Path
 
 import click
 
-from gateway.cli._common import EXIT_FAILED, config_option, console, json_option, load_or_exit, print_json
-from gateway.cli._groups import main
-from gateway.commissioning.configfile import write_atomically
-from gateway.commissioning.report import build_report, render_html
+from citynerve.gateway.cli._common import (
+    EXIT_FAILED,
+    config_option,
+    console,
+    json_option,
+    load_or_exit,
+    print_json,
+)
+from citynerve.gateway.cli._groups import main
+from citynerve.gateway.commissioning.configfile import write_atomically
+from citynerve.gateway.commissioning.report import build_report, render_html
 
 
 @main.command("report")

@@ -10,8 +10,8 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from gateway.cli._common import EXIT_INVALID, console, fail, json_option, print_json
-from gateway.cli._groups import diag
+from citynerve.gateway.cli._common import EXIT_INVALID, console, fail, json_option, print_json
+from citynerve.gateway.cli._groups import diag
 
 
 @diag.group("rules")
@@ -23,7 +23,7 @@ def rules() -> None:
 @json_option
 def packs(as_json: bool) -> None:
     """List the shipped rule packs (config/rules/) with their rules, parameters and sources."""
-    from gateway.rules import PACKS_DIR, RulesConfig, load_pack
+    from citynerve.gateway.rules import PACKS_DIR, RulesConfig, load_pack
 
     out: list[dict[str, Any]] = []
     for path in sorted(PACKS_DIR.glob("*.toml")):
@@ -72,7 +72,7 @@ def packs(as_json: bool) -> None:
 def check(file: Path, as_json: bool) -> None:
     """Validate FILE: a rule pack (top-level id, description, source, [[rules]]) or a TOML file with a
     [rules] table as in the gateway config. Exits 2 and lists every problem with its key path."""
-    from gateway.rules import RulesConfig
+    from citynerve.gateway.rules import RulesConfig
 
     try:
         data = tomllib.loads(file.read_text(encoding="utf-8"))

@@ -13,9 +13,9 @@ from typing import Any
 
 import click
 
-from gateway.api import GatewayError
-from gateway.cli import _common
-from gateway.cli._common import (
+from citynerve.gateway.api import GatewayError
+from citynerve.gateway.cli import _common
+from citynerve.gateway.cli._common import (
     allow_insecure_secrets_option,
     config_option,
     fail,
@@ -23,9 +23,9 @@ from gateway.cli._common import (
     load_or_exit,
     print_json,
 )
-from gateway.cli._groups import main
-from gateway.control import ControlError, GatewayNotRunningError, ask
-from gateway.logs import setup_logging
+from citynerve.gateway.cli._groups import main
+from citynerve.gateway.control import ControlError, GatewayNotRunningError, ask
+from citynerve.gateway.logs import setup_logging
 
 
 @main.command()
@@ -52,12 +52,14 @@ def run(
     cfg = load_or_exit(config_path, allow_insecure_secrets=allow_insecure_secrets)
     setup_logging(log_level or cfg.log.level, log_format or cfg.log.format)
     for warning in cfg.warnings:  # allowed, but an operator must see it in the journal
-        logging.getLogger("gateway.config").warning("%s", warning)
+        logging.getLogger("citynerve.gateway.config").warning("%s", warning)
     if dry_run_actions and cfg.rules is not None:
         cfg = dataclasses.replace(cfg, rules=cfg.rules.model_copy(update={"dry_run_actions": True}))
     if cfg.rules is not None and cfg.rules.dry_run_actions:
-        logging.getLogger("gateway.rules.actions").warning("dry run: local actions write nothing to devices")
-    from gateway.runtime import Gateway
+        logging.getLogger("citynerve.gateway.rules.actions").warning(
+            "dry run: local actions write nothing to devices"
+        )
+    from citynerve.gateway.runtime import Gateway
 
     async def main_() -> bool:
         stop = asyncio.Event()
@@ -70,7 +72,7 @@ def run(
 
     try:
         if asyncio.run(main_()):  # the platform asked for a restart: the service manager restarts us
-            from gateway.fleet import RESTART_EXIT_CODE
+            from citynerve.gateway.fleet import RESTART_EXIT_CODE
 
             sys.exit(RESTART_EXIT_CODE)
     except GatewayError as err:

@@ -2,7 +2,7 @@
 
 Two ways to reach the line:
 - `--bus ID` (with `-c CONFIG`): the configured bus, through the running gateway's bus owner when it
-  runs (never two masters on one RS-485 line), else the port directly (`gateway.diagbus`);
+  runs (never two masters on one RS-485 line), else the port directly (`citynerve.gateway.diagbus`);
 - `--port PATH` (with --baud/--parity): a laptop on a line no gateway config knows yet.
 Drivers are found through the `citynerve.drivers` entry points. Exit 1 when the meter does not answer
 or answers with an error, 2 for bad input.
@@ -21,8 +21,8 @@ import click
 from pydantic import ValidationError
 from rich.table import Table
 
-from gateway.api import ChannelError, DriverSpec, GatewayError, ListenDriver, PermanentError
-from gateway.cli._common import (
+from citynerve.gateway.api import ChannelError, DriverSpec, GatewayError, ListenDriver, PermanentError
+from citynerve.gateway.cli._common import (
     EXIT_FAILED,
     EXIT_INVALID,
     config_option,
@@ -32,8 +32,8 @@ from gateway.cli._common import (
     load_or_exit,
     print_json,
 )
-from gateway.cli._groups import diag
-from gateway.diagbus import bus_diag
+from citynerve.gateway.cli._groups import diag
+from citynerve.gateway.diagbus import bus_diag
 
 
 def _spec(protocol: str) -> DriverSpec:
@@ -171,7 +171,7 @@ def _probe_command(group: click.Group, protocol: str, title: str) -> None:
         if bool(port) == bool(bus_id):
             raise click.UsageError("give either --bus (a configured bus) or --port (a serial port)")
         if bus_id:
-            from gateway.cli.cmd_probe import run_probe
+            from citynerve.gateway.cli.cmd_probe import run_probe
 
             user_bauds = None if bauds == ",".join(map(str, PROBE_BAUDS)) else bauds
             run_probe(protocol, config_path, bus_id, user_bauds, parity, None, timeout_s, write, yes, as_json)

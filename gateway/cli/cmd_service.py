@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from gateway.cli._common import console, fail, json_option, print_json
-from gateway.cli._groups import main
-from gateway.service import StepKind, install, plan_install, render_unit
-from gateway.service.install import ServiceInstallError, citynerve_command
+from citynerve.gateway.cli._common import console, fail, json_option, print_json
+from citynerve.gateway.cli._groups import main
+from citynerve.gateway.service import StepKind, install, plan_install, render_unit
+from citynerve.gateway.service.install import ServiceInstallError, citynerve_command
 
 
 @main.group()

@@ -13,8 +13,8 @@ from pydantic import ValidationError
 from rich.table import Table
 from rich.text import Text
 
-from gateway.api import Event, Reading
-from gateway.cli._common import (
+from citynerve.gateway.api import Event, Reading
+from citynerve.gateway.cli._common import (
     EXIT_FAILED,
     EXIT_INVALID,
     config_option,
@@ -23,8 +23,16 @@ from gateway.cli._common import (
     json_option,
     print_json,
 )
-from gateway.cli._groups import store
-from gateway.store import Lane, OutboxRow, StoreConfig, StoreError, StoreStats, read_rows, read_stats
+from citynerve.gateway.cli._groups import store
+from citynerve.gateway.store import (
+    Lane,
+    OutboxRow,
+    StoreConfig,
+    StoreError,
+    StoreStats,
+    read_rows,
+    read_stats,
+)
 
 
 def db_from_config(config_path: Path) -> Path:

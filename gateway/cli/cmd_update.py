@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from gateway.cli._common import EXIT_FAILED, config_option, fail, json_option, print_json
-from gateway.cli._groups import main
+from citynerve.gateway.cli._common import EXIT_FAILED, config_option, fail, json_option, print_json
+from citynerve.gateway.cli._groups import main
 
 DEFAULT_ROOT = "/opt/citynerve"
 
@@ -50,7 +50,7 @@ def _switch_options(f: Any) -> Any:
 
 
 def _service(kind: str, root: Path, config: Path) -> Any:
-    from gateway.release.service import ProcessService, SystemdService
+    from citynerve.gateway.release.service import ProcessService, SystemdService
 
     return ProcessService(root, config.resolve()) if kind == "process" else SystemdService()
 
@@ -83,7 +83,7 @@ def apply(
     writable, uplink connected if it was) and switches back by itself if it is not healthy by the
     deadline. Config and outbox are not touched. Exit 0 only when the new release is confirmed.
     """
-    from gateway.release.update import UpdateError, apply
+    from citynerve.gateway.release.update import UpdateError, apply
 
     try:
         service = _service(service_kind, root, config_path)
@@ -106,7 +106,7 @@ def rollback(
     request_id: str, to: str | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Switch back to the previous release (installed beside), under the same health watchdog."""
-    from gateway.release.update import UpdateError, rollback
+    from citynerve.gateway.release.update import UpdateError, rollback
 
     try:
         state = rollback(root=root, config=config_path, service=_service(service_kind, root, config_path),
@@ -121,7 +121,7 @@ def rollback(
 @json_option
 def status(root: Path, as_json: bool) -> None:
     """Installed releases, the current and known-good ones, and the last update's state."""
-    from gateway.release.update import status as update_status
+    from citynerve.gateway.release.update import status as update_status
 
     result = update_status(root)
     if as_json:
@@ -140,7 +140,7 @@ def status(root: Path, as_json: bool) -> None:
 @_root_option
 def watch(root: Path) -> None:
     """The update watchdog (started by apply/rollback, detached; not for people)."""
-    from gateway.release.update import watch as run_watch
+    from citynerve.gateway.release.update import watch as run_watch
 
     state = run_watch(root)
     sys.exit(0 if state.get("phase") == "confirmed" else EXIT_FAILED)
@@ -154,7 +154,7 @@ def resume(root: Path, as_json: bool) -> None:
 
     Run from the known-good release before the service starts (the unit's ExecStartPre).
     """
-    from gateway.release.update import resume as run_resume
+    from citynerve.gateway.release.update import resume as run_resume
 
     state = run_resume(root)
     if as_json:
@@ -166,6 +166,6 @@ def resume(root: Path, as_json: bool) -> None:
 @update.command()
 def key() -> None:
     """Print the release public key installed with this gateway (PEM): bundles must verify against it."""
-    from gateway import shipped
+    from citynerve.gateway import shipped
 
     sys.stdout.buffer.write(shipped.release_public_key())

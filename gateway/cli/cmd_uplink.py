@@ -10,7 +10,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from gateway.cli._common import (
+from citynerve.gateway.cli._common import (
     EXIT_FAILED,
     EXIT_INVALID,
     config_option,
@@ -20,8 +20,8 @@ from gateway.cli._common import (
     load_or_exit,
     print_json,
 )
-from gateway.cli._groups import diag
-from gateway.uplink.probe import Verdict, probe_uplink
+from citynerve.gateway.cli._groups import diag
+from citynerve.gateway.uplink.probe import Verdict, probe_uplink
 
 _STYLE = {Verdict.PASS: "[green]pass[/]", Verdict.FAIL: "[bold red]FAIL[/]", Verdict.SKIP: "[dim]skip[/]"}
 

@@ -1,9 +1,9 @@
 """Commissioning: write a first config, discover devices on its buses, edit the device list safely,
 and build support bundles for technicians."""
 
-from gateway.commissioning.assign import Proposal, identify_found, propose
-from gateway.commissioning.busspec import BusSpecError, parse_bus_spec
-from gateway.commissioning.configfile import (
+from citynerve.gateway.commissioning.assign import Proposal, identify_found, propose
+from citynerve.gateway.commissioning.busspec import BusSpecError, parse_bus_spec
+from citynerve.gateway.commissioning.configfile import (
     ConfigEditError,
     DeviceListEditor,
     ReloadOutcome,
@@ -12,8 +12,8 @@ from gateway.commissioning.configfile import (
     dump_toml,
     write_atomically,
 )
-from gateway.commissioning.discovery import Found, discover
-from gateway.commissioning.profiles import ProfileInfo, available_profiles
+from citynerve.gateway.commissioning.discovery import Found, discover
+from citynerve.gateway.commissioning.profiles import ProfileInfo, available_profiles
 
 __all__ = [
     "BusSpecError",

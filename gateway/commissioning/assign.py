@@ -8,12 +8,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.api import GatewayError
-from gateway.commissioning import identify as idf
-from gateway.commissioning.discovery import Found
-from gateway.commissioning.profiles import ProfileInfo
-from gateway.config import GatewayConfig
-from gateway.diagbus import DiagSession
+from citynerve.gateway.api import GatewayError
+from citynerve.gateway.commissioning import identify as idf
+from citynerve.gateway.commissioning.discovery import Found
+from citynerve.gateway.commissioning.profiles import ProfileInfo
+from citynerve.gateway.config import GatewayConfig
+from citynerve.gateway.diagbus import DiagSession
 
 Key = tuple[str, str]  # (bus id, address as text)
 

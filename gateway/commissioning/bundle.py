@@ -34,10 +34,10 @@ from typing import Any, BinaryIO
 
 import tomli_w
 
-from gateway.api import ConfigError, GatewayError
-from gateway.commissioning.redact import redact_config, redact_value
-from gateway.config import GatewayConfig, load_config
-from gateway.control import ask
+from citynerve.gateway.api import ConfigError, GatewayError
+from citynerve.gateway.commissioning.redact import redact_config, redact_value
+from citynerve.gateway.config import GatewayConfig, load_config
+from citynerve.gateway.control import ask
 
 JOURNAL_UNIT = "citynerve"
 PACKAGES = (
@@ -122,7 +122,7 @@ def quick_check(path: str) -> str:
 
 def store_health(path: str) -> dict[str, Any]:
     """Outbox stats plus a quick integrity check. Raises StoreError when it cannot be read."""
-    from gateway.store import read_stats
+    from citynerve.gateway.store import read_stats
 
     stats = read_stats(path).to_dict()
     now = time.time()

@@ -12,8 +12,13 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from gateway.commissioning.configfile import ConfigEditError, _value, validate_text, write_atomically
-from gateway.config import GatewayConfig
+from citynerve.gateway.commissioning.configfile import (
+    ConfigEditError,
+    _value,
+    validate_text,
+    write_atomically,
+)
+from citynerve.gateway.config import GatewayConfig
 
 _HEADER = re.compile(r"^\s*\[")
 _SETTING_KEYS = ("baudrate", "parity", "stopbits", "bytesize")

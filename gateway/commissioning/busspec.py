@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gateway.api import PermanentError
-from gateway.config.drivers import DriverNotFoundError, driver_spec
+from citynerve.gateway.api import PermanentError
+from citynerve.gateway.config.drivers import DriverNotFoundError, driver_spec
 
 
 class BusSpecError(PermanentError):

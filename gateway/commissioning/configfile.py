@@ -22,9 +22,9 @@ from typing import Any
 
 import tomli_w
 
-from gateway.api import ConfigError, ConfigIssue, GatewayError, PermanentError
-from gateway.config import GatewayConfig, load_config
-from gateway.control import ControlError, GatewayNotRunningError, ask
+from citynerve.gateway.api import ConfigError, ConfigIssue, GatewayError, PermanentError
+from citynerve.gateway.config import GatewayConfig, load_config
+from citynerve.gateway.control import ControlError, GatewayNotRunningError, ask
 
 
 class ConfigEditError(PermanentError):

@@ -11,10 +11,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.api import GatewayError
-from gateway.commissioning.meter_search import SearchProgress, search
-from gateway.config import GatewayConfig
-from gateway.diagbus import DiagSession
+from citynerve.gateway.api import GatewayError
+from citynerve.gateway.commissioning.meter_search import SearchProgress, search
+from citynerve.gateway.config import GatewayConfig
+from citynerve.gateway.diagbus import DiagSession
 
 Progress = Callable[[str, int, int], None]
 """progress(bus_id, done, total): called as discovery of one bus advances."""

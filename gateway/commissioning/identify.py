@@ -23,8 +23,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gateway.api import DeviceExceptionError, GatewayError
-from gateway.config.identify import IdentifySpec
+from citynerve.gateway.api import DeviceExceptionError, GatewayError
+from citynerve.gateway.config.identify import IdentifySpec
 
 CONFIDENT = 6  # the best score must reach this...
 MARGIN = 4  # ...and be this far ahead of the next candidate

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway import shipped
-from gateway.api import ConfigError
-from gateway.config import Profile, read_toml
-from gateway.config.identify import IdentifySpec
-from gateway.config.loader import PROFILES_ENV
+from citynerve.gateway import shipped
+from citynerve.gateway.api import ConfigError
+from citynerve.gateway.config import Profile, read_toml
+from citynerve.gateway.config.identify import IdentifySpec
+from citynerve.gateway.config.loader import PROFILES_ENV
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +33,7 @@ class ProfileInfo:
 
 
 def profile_dirs(config_path: Path, raw_profile_dirs: Any = ()) -> list[Path]:
-    """The folders the config loader searches, in its order (see gateway.config.loader)."""
+    """The folders the config loader searches, in its order (see citynerve.gateway.config.loader)."""
     base = config_path.parent
     dirs: list[Path] = []
     if isinstance(raw_profile_dirs, list):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from gateway.logs import SECRET_KEY, is_secret_key
+from citynerve.gateway.logs import SECRET_KEY, is_secret_key
 
 __all__ = ["REDACTED", "SECRET_KEY", "is_secret_key", "redact_config", "redact_value"]
 

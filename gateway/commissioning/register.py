@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.api import PermanentError
+from citynerve.gateway.api import PermanentError
 
 COLUMNS = ("address", "building", "floor", "room", "type", "component_code", "name", "id", "bus", "profile")
 ALIASES = {

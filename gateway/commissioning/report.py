@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.api import GatewayError
-from gateway.commissioning import identify as idf
-from gateway.commissioning.profiles import ProfileInfo, available_profiles
-from gateway.config import GatewayConfig
-from gateway.control import ask
-from gateway.diagbus import DiagSession
+from citynerve.gateway.api import GatewayError
+from citynerve.gateway.commissioning import identify as idf
+from citynerve.gateway.commissioning.profiles import ProfileInfo, available_profiles
+from citynerve.gateway.config import GatewayConfig
+from citynerve.gateway.control import ask
+from citynerve.gateway.diagbus import DiagSession
 
 
 async def _status(cfg: GatewayConfig) -> dict[str, Any] | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import cache
 from importlib.metadata import entry_points
 
-from gateway.api import DriverSpec, PermanentError
+from citynerve.gateway.api import DriverSpec, PermanentError
 
 GROUP = "citynerve.drivers"
 

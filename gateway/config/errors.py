@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from gateway.api import ConfigIssue
-from gateway.logs import is_secret_key
+from citynerve.gateway.api import ConfigIssue
+from citynerve.gateway.logs import is_secret_key
 
 
 def key_path(loc: Iterable[str | int], prefix: str = "") -> str:

@@ -8,7 +8,7 @@ device is expected to keep, and no node or panel reports meaningfully faster tha
 
 from __future__ import annotations
 
-from gateway.api import BusConfig
+from citynerve.gateway.api import BusConfig
 
 MIN_POLL_S: dict[str, tuple[float, int | None]] = {
     # protocol: (minimum interval in seconds, at this baud rate; None: not a serial line)

@@ -18,8 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from gateway import shipped
-from gateway.api import (
+from citynerve.gateway import shipped
+from citynerve.gateway.api import (
     BusConfig,
     ConfigError,
     ConfigIssue,
@@ -29,10 +29,10 @@ from gateway.api import (
     PointConfig,
     is_id,
 )
-from gateway.config.drivers import DriverNotFoundError, driver_spec
-from gateway.config.errors import issues_from
-from gateway.config.limits import describe, min_poll_interval_s
-from gateway.config.model import (
+from citynerve.gateway.config.drivers import DriverNotFoundError, driver_spec
+from citynerve.gateway.config.errors import issues_from
+from citynerve.gateway.config.limits import describe, min_poll_interval_s
+from citynerve.gateway.config.model import (
     ClockConfig,
     ControlConfig,
     GatewayConfig,
@@ -41,15 +41,15 @@ from gateway.config.model import (
     Profile,
     SecurityConfig,
 )
-from gateway.config.paths import register_secrets, resolve_paths
-from gateway.config.secrets import (
+from citynerve.gateway.config.paths import register_secrets, resolve_paths
+from citynerve.gateway.config.secrets import (
     check_secret_file,
     config_file_warning,
     inline_secrets,
     secret_paths,
     weak_settings,
 )
-from gateway.logs import register_secret
+from citynerve.gateway.logs import register_secret
 
 TOP_KEYS = (
     "gateway",
@@ -90,19 +90,19 @@ def _section_model(name: str) -> type[BaseModel]:
     """The model of an optional section, imported only when the file has that section: a gateway
     without rules or a status page does not carry their code in memory."""
     if name == "store":
-        from gateway.store import StoreConfig
+        from citynerve.gateway.store import StoreConfig
 
         return StoreConfig
     if name == "upstream":
-        from gateway.uplink.config import UpstreamConfig
+        from citynerve.gateway.uplink.config import UpstreamConfig
 
         return UpstreamConfig
     if name == "rules":
-        from gateway.rules.config import RulesConfig
+        from citynerve.gateway.rules.config import RulesConfig
 
         return RulesConfig
     if name == "web":
-        from gateway.web.config import WebConfig
+        from citynerve.gateway.web.config import WebConfig
 
         return WebConfig
     raise KeyError(name)
@@ -172,7 +172,7 @@ class _Loader:
         buses, specs = self._buses(raw.get("buses", []))
         devices = self._devices(raw.get("devices", []), buses, specs)
         if rules is not None:
-            from gateway.rules import check_rules
+            from citynerve.gateway.rules import check_rules
 
             self.issues.extend(i for i in check_rules(rules, devices, self.file) if i not in self.issues)
         if self.issues:

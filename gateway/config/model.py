@@ -8,8 +8,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from gateway.api import ID_PATTERN, STRICT, BusConfig, ConfigIssue, DeviceConfig, DriverSpec, FiniteFloat
-from gateway.config.identify import IdentifySpec
+from citynerve.gateway.api import (
+    ID_PATTERN,
+    STRICT,
+    BusConfig,
+    ConfigIssue,
+    DeviceConfig,
+    DriverSpec,
+    FiniteFloat,
+)
+from citynerve.gateway.config.identify import IdentifySpec
 
 _STRICT = STRICT
 
@@ -113,10 +121,10 @@ class GatewayConfig:
     gateway: Identity
     control: ControlConfig
     log: LogConfig
-    store: Any  # gateway.store.StoreConfig
-    upstream: Any | None  # gateway.uplink.config.UpstreamConfig
-    rules: Any | None  # gateway.rules.config.RulesConfig
-    web: Any | None  # gateway.web.config.WebConfig
+    store: Any  # citynerve.gateway.store.StoreConfig
+    upstream: Any | None  # citynerve.gateway.uplink.config.UpstreamConfig
+    rules: Any | None  # citynerve.gateway.rules.config.RulesConfig
+    web: Any | None  # citynerve.gateway.web.config.WebConfig
     buses: tuple[BusConfig, ...]
     devices: tuple[DeviceConfig, ...]
     profiles: dict[str, Profile] = field(default_factory=dict)

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, SecretStr
 
-from gateway.logs import register_secret
+from citynerve.gateway.logs import register_secret
 
 M = TypeVar("M", bound=BaseModel)
 

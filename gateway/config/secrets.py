@@ -16,7 +16,7 @@ from typing import Any, get_args
 
 from pydantic import BaseModel, SecretStr
 
-from gateway.api import ConfigIssue, SecretFile
+from citynerve.gateway.api import ConfigIssue, SecretFile
 
 INSECURE_BITS = 0o077
 """Any permission for group or others: a secret file is the gateway user's alone (chmod 600)."""

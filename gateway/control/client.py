@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from gateway.control.protocol import MAX_REPLY, ControlError, GatewayNotRunningError, decode, encode
+from citynerve.gateway.control.protocol import MAX_REPLY, ControlError, GatewayNotRunningError, decode, encode
 
 
 async def ask(socket_path: Path, op: str, *, timeout_s: float = 30.0, **args: Any) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gateway.api import GatewayError, PermanentError
+from citynerve.gateway.api import GatewayError, PermanentError
 
 MAX_LINE = 1 << 20  # a request
 MAX_REPLY = 64 << 20  # a reply: the status of thousands of devices is a few MB

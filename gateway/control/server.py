@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.api import GatewayError
-from gateway.control.protocol import MAX_LINE, encode
-from gateway.payload import PayloadError, load_json
+from citynerve.gateway.api import GatewayError
+from citynerve.gateway.control.protocol import MAX_LINE, encode
+from citynerve.gateway.payload import PayloadError, load_json
 
 log = logging.getLogger("citynerve.control")
 

@@ -4,6 +4,6 @@ driver SampleBatch -> normalize (scale, offset, unit, quality) -> rules see ever
 report by exception (deadband, max interval) -> sink (the OutboxWriter).
 """
 
-from gateway.pipeline._pipeline import NoRules, Pipeline, PipelineCounters, ReadingSink, RulesHook
+from citynerve.gateway.pipeline._pipeline import NoRules, Pipeline, PipelineCounters, ReadingSink, RulesHook
 
 __all__ = ["NoRules", "Pipeline", "PipelineCounters", "ReadingSink", "RulesHook"]

@@ -8,8 +8,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from gateway.alarms import ActiveAlarms
-from gateway.api import (
+from citynerve.gateway.alarms import ActiveAlarms
+from citynerve.gateway.api import (
     DeviceConfig,
     Event,
     EventState,
@@ -150,7 +150,8 @@ class Pipeline:
         self.bad_values = 0
         self.rule_errors = 0
         self.events = 0
-        self.mark_event: Callable[[Event], None] | None = None  # set by the runtime (gateway.operator)
+        # set by the runtime (citynerve.gateway.operator)
+        self.mark_event: Callable[[Event], None] | None = None
 
     def update_devices(self, devices: Mapping[str, DeviceConfig]) -> None:
         """Take a reloaded device list: points whose config is unchanged keep their report-by-exception

@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-from gateway.api import PermanentError
+from citynerve.gateway.api import PermanentError
 
 
 class ServiceError(PermanentError):

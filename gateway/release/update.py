@@ -42,9 +42,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gateway import __version__, shipped
-from gateway.api import PermanentError
-from gateway.release.bundle import (
+from citynerve.gateway import __version__, shipped
+from citynerve.gateway.api import PermanentError
+from citynerve.gateway.release.bundle import (
     BundleError,
     fsync_dir,
     install_release,
@@ -53,7 +53,7 @@ from gateway.release.bundle import (
     unpack,
     verify,
 )
-from gateway.release.service import ServiceManager, service_from
+from citynerve.gateway.release.service import ServiceManager, service_from
 
 IN_PROGRESS = ("switching", "confirming", "rolling-back")
 TERMINAL = ("confirmed", "rolled-back", "failed")
@@ -153,7 +153,7 @@ def release_version(link: Path) -> str | None:
 
 def gateway_status(socket: Path, timeout_s: float = 5.0) -> dict[str, Any] | None:
     """The running gateway's status over its control socket, or None if it does not answer."""
-    from gateway.control import ControlError, GatewayNotRunningError, ask
+    from citynerve.gateway.control import ControlError, GatewayNotRunningError, ask
 
     try:
         result = asyncio.run(ask(socket, "status", timeout_s=timeout_s))
@@ -236,7 +236,7 @@ def wait_healthy(
 
 
 def _outbox_file(config: Path) -> Path | None:
-    from gateway.config import load_config
+    from citynerve.gateway.config import load_config
 
     cfg = load_config(config)
     store = getattr(cfg, "store", None)
@@ -253,7 +253,7 @@ def _schema_version(path: Path) -> int:
 
 def _release_schema(release: Path) -> int:
     """The newest outbox schema a release's code knows (asked of that release's own Python)."""
-    code = "import gateway.store._schema as s, gateway.store; print(s.latest_version())"
+    code = "import citynerve.gateway.store._schema as s, citynerve.gateway.store; print(s.latest_version())"
     # -I: isolated, so neither the working folder nor PYTHONPATH can put other code first.
     proc = subprocess.run([str(release / "bin" / "python"), "-I", "-c", code], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -355,7 +355,7 @@ def _switch(
         raise UpdateError(f"{root / 'current'} is not an installed release")
     if current == to:
         raise UpdateError(f"{to} is already the current release")
-    from gateway.config import load_config
+    from citynerve.gateway.config import load_config
 
     socket = Path(load_config(config).control.socket)
     baseline = baseline_of(gateway_status(socket))

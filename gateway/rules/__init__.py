@@ -1,8 +1,8 @@
 """Edge rules and anomaly detection: thresholds, missing data, meter windows, composites, statistics,
 local actions with interlocks, and rule packs for the city scenarios (config/rules/)."""
 
-from gateway.rules.actions import ACTION_KIND, ActionOutcome, ActionRunner, ActionTarget
-from gateway.rules.config import (
+from citynerve.gateway.rules.actions import ACTION_KIND, ActionOutcome, ActionRunner, ActionTarget
+from citynerve.gateway.rules.config import (
     PACKS_DIR,
     ActionConfig,
     AnomalyRule,
@@ -24,8 +24,14 @@ from gateway.rules.config import (
     check_rules,
     load_pack,
 )
-from gateway.rules.engine import DEVICE_OFFLINE, DEVICE_ONLINE, ActiveAlarm, RuleEngine, device_attrs
-from gateway.rules.persist import STATE_KEY, PersistentRuleEngine, RuleStateKeeper, build_engine
+from citynerve.gateway.rules.engine import (
+    DEVICE_OFFLINE,
+    DEVICE_ONLINE,
+    ActiveAlarm,
+    RuleEngine,
+    device_attrs,
+)
+from citynerve.gateway.rules.persist import STATE_KEY, PersistentRuleEngine, RuleStateKeeper, build_engine
 
 __all__ = [
     "ACTION_KIND",

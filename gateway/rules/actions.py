@@ -18,12 +18,12 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from gateway.api import Event, EventState, GatewayError, Quality, Reading, Severity, Value, utc_now
-from gateway.logs import field
-from gateway.rules.config import ActionConfig
-from gateway.rules.interlocks import InterlockConfig, Interlocks
+from citynerve.gateway.api import Event, EventState, GatewayError, Quality, Reading, Severity, Value, utc_now
+from citynerve.gateway.logs import field
+from citynerve.gateway.rules.config import ActionConfig
+from citynerve.gateway.rules.interlocks import InterlockConfig, Interlocks
 
-log = logging.getLogger("gateway.rules.actions")
+log = logging.getLogger("citynerve.gateway.rules.actions")
 
 ACTION_KIND = "action"
 """Event kind of every action report."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from gateway.api import Value
+from citynerve.gateway.api import Value
 
 
 class AlarmPhase(enum.StrEnum):

@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from gateway.api import Value
-from gateway.rules.config import (
+from citynerve.gateway.api import Value
+from citynerve.gateway.rules.config import (
     AnomalyRule,
     BooleanRule,
     ConsumptionRule,
@@ -18,8 +18,8 @@ from gateway.rules.config import (
     RateRule,
     ThresholdRule,
 )
-from gateway.rules.meter import LocalDays, MeterTrack, Step, spread
-from gateway.rules.stats import Estimator
+from citynerve.gateway.rules.meter import LocalDays, MeterTrack, Step, spread
+from citynerve.gateway.rules.stats import Estimator
 
 _TRUE_WORDS = frozenset({"1", "true", "on", "yes", "alarm", "active", "open"})
 _FALSE_WORDS = frozenset({"0", "false", "off", "no", "normal", "inactive", "closed"})

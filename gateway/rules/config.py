@@ -15,9 +15,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr, TypeAdapter, ValidationError, model_validator
 
-from gateway import shipped
-from gateway.api import STRICT, ConfigIssue, DeviceConfig, FiniteFloat, Severity
-from gateway.rules.interlocks import DEFAULT_INTERLOCKS, InterlockConfig
+from citynerve.gateway import shipped
+from citynerve.gateway.api import STRICT, ConfigIssue, DeviceConfig, FiniteFloat, Severity
+from citynerve.gateway.rules.interlocks import DEFAULT_INTERLOCKS, InterlockConfig
 
 _STRICT = STRICT
 RULE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,95}$"

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.api import (
+from citynerve.gateway.api import (
     DeviceConfig,
     Event,
     EventState,
@@ -26,9 +26,9 @@ from gateway.api import (
     Value,
     utc_now,
 )
-from gateway.rules.actions import ActionRunner, ActionTarget
-from gateway.rules.alarm import Alarm, AlarmPhase, Transition
-from gateway.rules.conditions import (
+from citynerve.gateway.rules.actions import ActionRunner, ActionTarget
+from citynerve.gateway.rules.alarm import Alarm, AlarmPhase, Transition
+from citynerve.gateway.rules.conditions import (
     AnomalyCondition,
     BooleanCondition,
     Condition,
@@ -40,7 +40,7 @@ from gateway.rules.conditions import (
     SlotUse,
     ThresholdCondition,
 )
-from gateway.rules.config import (
+from citynerve.gateway.rules.config import (
     AnomalyRule,
     BooleanRule,
     CompositeRule,
@@ -55,10 +55,10 @@ from gateway.rules.config import (
     rule_points,
     severity_of,
 )
-from gateway.rules.routine import RoutineCondition
-from gateway.rules.suppression import QuietHours
+from citynerve.gateway.rules.routine import RoutineCondition
+from citynerve.gateway.rules.suppression import QuietHours
 
-log = logging.getLogger("gateway.rules")
+log = logging.getLogger("citynerve.gateway.rules")
 
 DEVICE_OFFLINE = "device_offline"
 DEVICE_ONLINE = "device_online"

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from gateway.api import ID_PATTERN, STRICT, Event, EventState, Value
+from citynerve.gateway.api import ID_PATTERN, STRICT, Event, EventState, Value
 
 InterlockValue = bool | int | float | str
 

@@ -8,12 +8,12 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from gateway.api import DeviceConfig, Event, StateStore, SteadyWall, utc_now
-from gateway.rules.actions import ActionTarget
-from gateway.rules.config import RulesConfig
-from gateway.rules.engine import RuleEngine
+from citynerve.gateway.api import DeviceConfig, Event, StateStore, SteadyWall, utc_now
+from citynerve.gateway.rules.actions import ActionTarget
+from citynerve.gateway.rules.config import RulesConfig
+from citynerve.gateway.rules.engine import RuleEngine
 
-log = logging.getLogger("gateway.rules")
+log = logging.getLogger("citynerve.gateway.rules")
 
 STATE_KEY = "rules.state"
 

@@ -11,9 +11,9 @@ from datetime import datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway.api import Value
-from gateway.rules.conditions import Condition, as_bool
-from gateway.rules.config import RoutineRule
+from citynerve.gateway.api import Value
+from citynerve.gateway.rules.conditions import Condition, as_bool
+from citynerve.gateway.rules.config import RoutineRule
 
 
 def _hhmm(text: str) -> time:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import zoneinfo
 from datetime import datetime
 
-from gateway.rules.config import Schedule
+from citynerve.gateway.rules.config import Schedule
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 

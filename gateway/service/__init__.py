@@ -8,7 +8,7 @@ Upgrades re-run the same install: the unit is replaced (old one backed up), the 
 overwritten, and nothing under /var/lib/citynerve is touched, so the buffered outbox survives.
 """
 
-from gateway.service.install import InstallPlan, Step, StepKind, install, plan_install
-from gateway.service.unit import UNIT_NAME, render_unit
+from citynerve.gateway.service.install import InstallPlan, Step, StepKind, install, plan_install
+from citynerve.gateway.service.unit import UNIT_NAME, render_unit
 
 __all__ = ["UNIT_NAME", "InstallPlan", "Step", "StepKind", "install", "plan_install", "render_unit"]

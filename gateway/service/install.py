@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.api import PermanentError
-from gateway.service.unit import CONFIG_FILE, DATA_DIR, UNIT_NAME, render_unit
+from citynerve.gateway.api import PermanentError
+from citynerve.gateway.service.unit import CONFIG_FILE, DATA_DIR, UNIT_NAME, render_unit
 
 UNIT_DIR = "/etc/systemd/system"
 WANTED_GROUPS = ("dialout", "bluetooth")

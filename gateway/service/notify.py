@@ -19,8 +19,8 @@ import os
 import socket
 from collections.abc import Callable, Mapping
 
-from gateway.api import SYSTEM_CLOCK, Clock
-from gateway.store import OutboxWriter
+from citynerve.gateway.api import SYSTEM_CLOCK, Clock
+from citynerve.gateway.store import OutboxWriter
 
 log = logging.getLogger("citynerve.service")
 

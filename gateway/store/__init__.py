@@ -6,23 +6,29 @@
 - See docs/store.md for the layout, the retention policy and what survives a power cut.
 """
 
-from gateway.store._async import AsyncOutbox, CommitCallback
-from gateway.store._blocks import (
+from citynerve.gateway.store._async import AsyncOutbox, CommitCallback
+from citynerve.gateway.store._blocks import (
     BlockError,
     TelemetryBlock,
     TelemetryCursor,
     reading_fragment,
     split_fragments,
 )
-from gateway.store._codec import unstorable
-from gateway.store._config import StoreConfig
-from gateway.store._errors import RecordError, SchemaVersionError, StoreBusyError, StoreError, StoreFullError
-from gateway.store._outbox import Outbox, OutboxRow
-from gateway.store._readonly import read_rows, read_stats
-from gateway.store._schema import BLOCK_READINGS
-from gateway.store._schema import latest_version as schema_version
-from gateway.store._stats import Lane, LaneStats, StoreStats
-from gateway.store._writer import OutboxWriter, WriterCounters
+from citynerve.gateway.store._codec import unstorable
+from citynerve.gateway.store._config import StoreConfig
+from citynerve.gateway.store._errors import (
+    RecordError,
+    SchemaVersionError,
+    StoreBusyError,
+    StoreError,
+    StoreFullError,
+)
+from citynerve.gateway.store._outbox import Outbox, OutboxRow
+from citynerve.gateway.store._readonly import read_rows, read_stats
+from citynerve.gateway.store._schema import BLOCK_READINGS
+from citynerve.gateway.store._schema import latest_version as schema_version
+from citynerve.gateway.store._stats import Lane, LaneStats, StoreStats
+from citynerve.gateway.store._writer import OutboxWriter, WriterCounters
 
 __all__ = [
     "BLOCK_READINGS",

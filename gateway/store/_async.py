@@ -10,13 +10,13 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from gateway.api import Event, Reading
-from gateway.store._blocks import TelemetryBlock, TelemetryCursor
-from gateway.store._config import MIB, StoreConfig
-from gateway.store._errors import StoreError
-from gateway.store._outbox import Outbox, OutboxRow, Synchronous
-from gateway.store._schema import BLOCK_READINGS
-from gateway.store._stats import Lane, StoreStats
+from citynerve.gateway.api import Event, Reading
+from citynerve.gateway.store._blocks import TelemetryBlock, TelemetryCursor
+from citynerve.gateway.store._config import MIB, StoreConfig
+from citynerve.gateway.store._errors import StoreError
+from citynerve.gateway.store._outbox import Outbox, OutboxRow, Synchronous
+from citynerve.gateway.store._schema import BLOCK_READINGS
+from citynerve.gateway.store._stats import Lane, StoreStats
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ CommitCallback = Callable[[Lane, int], None]
 class AsyncOutbox:
     """An `Outbox` owned by one worker thread; every method is a coroutine that runs there.
 
-    Use as `async with AsyncOutbox(path) as ob:`. Satisfies `gateway.api.StateStore` (get/put).
+    Use as `async with AsyncOutbox(path) as ob:`. Satisfies `citynerve.gateway.api.StateStore` (get/put).
     Readers (the uplink) register `on_commit` to learn, on the event loop, the last seq committed
     to a lane, instead of polling the file.
     """
@@ -189,7 +189,7 @@ class AsyncOutbox:
 
     @property
     def epoch(self) -> str:
-        """The store epoch: every message the uplink sends carries it (gateway.store._epoch)."""
+        """The store epoch: every message the uplink sends carries it (citynerve.gateway.store._epoch)."""
         return self._ob().epoch
 
     @property

@@ -35,7 +35,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.api import Quality, Reading
+from citynerve.gateway.api import Quality, Reading
 
 CODEC_JSON_V1_Z = 1
 """Block codec: "," + JSON v1 reading fragments joined by commas, raw deflate (level 1, 4 KiB

@@ -15,8 +15,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.api import Event, EventState, Quality, Reading, Severity, Value
-from gateway.store._errors import RecordError
+from citynerve.gateway.api import Event, EventState, Quality, Reading, Severity, Value
+from citynerve.gateway.store._errors import RecordError
 
 QUALITY_CODE: dict[Quality, int] = {Quality.GOOD: 0, Quality.BAD: 1, Quality.STALE: 2, Quality.SUSPECT: 3}
 CODE_QUALITY: tuple[Quality, ...] = (Quality.GOOD, Quality.BAD, Quality.STALE, Quality.SUSPECT)

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.api import Event, EventState, Severity
+from citynerve.gateway.api import Event, EventState, Severity
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.api import PermanentError, TransientError
+from citynerve.gateway.api import PermanentError, TransientError
 
 
 class StoreError(PermanentError):

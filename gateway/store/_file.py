@@ -1,5 +1,5 @@
 """The outbox file under `Outbox`: opening it (a corrupt file moved aside, the store epoch and its
-marker, gateway.store._epoch), transactions and the seqs taken in them, small durable state, and
+marker, citynerve.gateway.store._epoch), transactions and the seqs taken in them, small durable state, and
 the one way rows leave the file unsent: `_drop`, counted and announced in the event lane.
 """
 
@@ -15,10 +15,10 @@ import time
 from collections.abc import Iterator
 from typing import Literal, Self
 
-from gateway.api import Event, Severity
-from gateway.store._codec import encode_event
-from gateway.store._config import MIB
-from gateway.store._epoch import (
+from citynerve.gateway.api import Event, Severity
+from citynerve.gateway.store._codec import encode_event
+from citynerve.gateway.store._config import MIB
+from citynerve.gateway.store._epoch import (
     EPOCH_KEY,
     EPOCH_STATE_PREFIXES,
     KIND_DROPPED,
@@ -31,9 +31,9 @@ from gateway.store._epoch import (
     read_marker,
     write_marker,
 )
-from gateway.store._errors import SchemaVersionError, StoreBusyError, StoreError, StoreFullError
-from gateway.store._schema import current_version, latest_version, migrate
-from gateway.store._stats import (
+from citynerve.gateway.store._errors import SchemaVersionError, StoreBusyError, StoreError, StoreFullError
+from citynerve.gateway.store._schema import current_version, latest_version, migrate
+from citynerve.gateway.store._stats import (
     DROPPED_BY_PREFIX,
     LANE_DROPPED_KEY,
     LANE_KEY,
@@ -184,7 +184,7 @@ class OutboxFile:
             log.error("outbox %s: new store epoch %s (was %s): %s", self.path, epoch, previous, reason)
 
     def _write_marker(self) -> None:
-        """Record epoch and next seq beside the file (see gateway.store._epoch), and make sure the
+        """Record epoch and next seq beside the file (see citynerve.gateway.store._epoch), and make sure the
         reserve file is there; never raises."""
         self._marker_at = time.monotonic()
         if not self.disk_full:

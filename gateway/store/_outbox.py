@@ -16,8 +16,8 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from gateway.api import Event, Reading
-from gateway.store._blocks import (
+from citynerve.gateway.api import Event, Reading
+from citynerve.gateway.store._blocks import (
     CODEC_JSON_V1_Z,
     BlockError,
     Fragments,
@@ -32,13 +32,13 @@ from gateway.store._blocks import (
     join_fragments,
     split_fragments,
 )
-from gateway.store._codec import check_storable, decode_event, encode_event
-from gateway.store._config import MIB
-from gateway.store._epoch import RESERVE_BYTES, make_reserve, reserve_path
-from gateway.store._errors import RecordError, StoreFullError
-from gateway.store._file import PUT_STATE, OutboxFile, Synchronous, busy_or_store
-from gateway.store._schema import BLOCK_READINGS
-from gateway.store._stats import (
+from citynerve.gateway.store._codec import check_storable, decode_event, encode_event
+from citynerve.gateway.store._config import MIB
+from citynerve.gateway.store._epoch import RESERVE_BYTES, make_reserve, reserve_path
+from citynerve.gateway.store._errors import RecordError, StoreFullError
+from citynerve.gateway.store._file import PUT_STATE, OutboxFile, Synchronous, busy_or_store
+from citynerve.gateway.store._schema import BLOCK_READINGS
+from citynerve.gateway.store._stats import (
     LANE_KEY,
     LANE_TABLE,
     Lane,
@@ -93,7 +93,7 @@ class Outbox(OutboxFile):
     - `seq`: one counter per gateway across both lanes, strictly increasing, kept in the file, so
       it survives restarts and is never reused, even after every row was acknowledged.
     - Telemetry is stored in blocks of up to `block_readings` readings with consecutive seqs,
-      rendered as JSON v1 fragments and compressed when written (gateway.store._blocks): a drain
+      rendered as JSON v1 fragments and compressed when written (citynerve.gateway.store._blocks): a drain
       sends what is stored. Events are one row each.
     - Size cap: when the used pages exceed `max_bytes`, the oldest telemetry is dropped first (whole
       blocks) and events only when no telemetry is left; every drop is counted per lane in the file.
@@ -216,7 +216,7 @@ class Outbox(OutboxFile):
             log.warning("outbox %s: space again, the disk-full cap is lifted", self.path)
 
     def _reading_blocks(self, readings: Sequence[Reading], first: int) -> list[tuple[object, ...]]:
-        # Rendered and compressed here, once (gateway.store._blocks): the drain sends these bytes.
+        # Rendered and compressed here, once (citynerve.gateway.store._blocks): the drain sends these bytes.
         out: list[tuple[object, ...]] = []
         size = self.block_readings
         for i in range(0, len(readings), size):
@@ -310,7 +310,7 @@ class Outbox(OutboxFile):
         in the file until an ack covers it; the platform sees its seq as a gap. For telemetry the
         unit is a block: its readings are skipped together.
 
-        Readings come back as their JSON v1 fragments carry them (see gateway.store._blocks):
+        Readings come back as their JSON v1 fragments carry them (see citynerve.gateway.store._blocks):
         NaN and infinities as None, `ts` in whole milliseconds."""
         if limit < 1:
             return []

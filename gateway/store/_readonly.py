@@ -11,12 +11,12 @@ import sqlite3
 from collections.abc import Iterator
 from urllib.parse import quote
 
-from gateway.store._blocks import BlockError, block_fragments, decode_readings
-from gateway.store._codec import decode_event
-from gateway.store._errors import StoreError
-from gateway.store._outbox import DECODE_ERRORS, OutboxRow
-from gateway.store._schema import latest_version
-from gateway.store._stats import Lane, StoreStats, query_stats
+from citynerve.gateway.store._blocks import BlockError, block_fragments, decode_readings
+from citynerve.gateway.store._codec import decode_event
+from citynerve.gateway.store._errors import StoreError
+from citynerve.gateway.store._outbox import DECODE_ERRORS, OutboxRow
+from citynerve.gateway.store._schema import latest_version
+from citynerve.gateway.store._stats import Lane, StoreStats, query_stats
 
 
 @contextlib.contextmanager

@@ -114,14 +114,14 @@ BLOCK_READINGS = 200
 
 @migration(3)
 def _v3_blocks(conn: sqlite3.Connection) -> None:
-    """Telemetry as blocks of rendered, compressed JSON v1 fragments (gateway.store._blocks).
+    """Telemetry as blocks of rendered, compressed JSON v1 fragments (citynerve.gateway.store._blocks).
 
     A drain then sends what was stored instead of rendering every row again. Queued readings are
     converted here, in seq order; rows that cannot be decoded are left out (they would have been
     skipped by the uplink too) and logged by count.
     """
-    from gateway.store._blocks import CODEC_JSON_V1_Z, encode_block, reading_fragment
-    from gateway.store._codec import decode_reading
+    from citynerve.gateway.store._blocks import CODEC_JSON_V1_Z, encode_block, reading_fragment
+    from citynerve.gateway.store._codec import decode_reading
 
     conn.execute(
         "CREATE TABLE reading_blocks (first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, "

@@ -49,7 +49,7 @@ class StoreStats:
     next_seq: int  # the seq the next appended row will get
     lanes: tuple[LaneStats, ...]
     wal_bytes: int = 0  # the -wal file beside it (0 when absent)
-    epoch: str = ""  # the store epoch (gateway.store._epoch); "" before the file had one
+    epoch: str = ""  # the store epoch (citynerve.gateway.store._epoch); "" before the file had one
     dropped_by: dict[str, int] = field(default_factory=dict)  # records dropped unsent, per reason
     disk_full: bool = False  # the last commit found the disk full (known to the running gateway only)
     quarantined: str | None = None  # where a corrupt outbox was moved when this one was opened

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from gateway.api import Event, Reading
-from gateway.store._async import AsyncOutbox
-from gateway.store._codec import unstorable
-from gateway.store._errors import RecordError
+from citynerve.gateway.api import Event, Reading
+from citynerve.gateway.store._async import AsyncOutbox
+from citynerve.gateway.store._codec import unstorable
+from citynerve.gateway.store._errors import RecordError
 
 log = logging.getLogger(__name__)
 

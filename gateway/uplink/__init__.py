@@ -6,11 +6,17 @@ platform commands; `Encoding` keeps the wire format pluggable (JSON v1 now, Spar
 The contract is docs/upstream-contract.md with JSON Schemas in `schemas/v1/`.
 """
 
-from gateway.uplink._connection import mark_disconnect_seen
-from gateway.uplink._uplink import Uplink, ack_key
-from gateway.uplink.commands import CommandProcessor, CommandTarget, NonceCache, PointInfo, build_command
-from gateway.uplink.config import BackoffConfig, CommandsConfig, TlsConfig, UpstreamConfig
-from gateway.uplink.encoding import (
+from citynerve.gateway.uplink._connection import mark_disconnect_seen
+from citynerve.gateway.uplink._uplink import Uplink, ack_key
+from citynerve.gateway.uplink.commands import (
+    CommandProcessor,
+    CommandTarget,
+    NonceCache,
+    PointInfo,
+    build_command,
+)
+from citynerve.gateway.uplink.config import BackoffConfig, CommandsConfig, TlsConfig, UpstreamConfig
+from citynerve.gateway.uplink.encoding import (
     CommandOutcome,
     CommandResult,
     Encoding,
@@ -19,10 +25,10 @@ from gateway.uplink.encoding import (
     RejectReason,
     RowBatch,
 )
-from gateway.uplink.errors import BrokerError, CommandRejectedError
-from gateway.uplink.json_v1 import JsonV1Encoding
-from gateway.uplink.schemas import load_schema, schema_path
-from gateway.uplink.state import LinkState, UplinkState
+from citynerve.gateway.uplink.errors import BrokerError, CommandRejectedError
+from citynerve.gateway.uplink.json_v1 import JsonV1Encoding
+from citynerve.gateway.uplink.schemas import load_schema, schema_path
+from citynerve.gateway.uplink.state import LinkState, UplinkState
 
 __all__ = [
     "BackoffConfig",

@@ -12,8 +12,8 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway.uplink.config import BrokerUrl, TlsConfig, UpstreamConfig
-from gateway.uplink.encoding import MqttMessage
+from citynerve.gateway.uplink.config import BrokerUrl, TlsConfig, UpstreamConfig
+from citynerve.gateway.uplink.encoding import MqttMessage
 
 
 class _NamedTlsContext(ssl.SSLContext):

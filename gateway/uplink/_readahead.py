@@ -13,8 +13,8 @@ import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from gateway.store import TelemetryBlock, TelemetryCursor
-from gateway.uplink._connection import retrieve_exception
+from citynerve.gateway.store import TelemetryBlock, TelemetryCursor
+from citynerve.gateway.uplink._connection import retrieve_exception
 
 Chunk = tuple[int | None, list[TelemetryBlock]]
 """Where a read started (None: it did not, the lane had caught up) and the blocks it found."""

@@ -23,22 +23,28 @@ from typing import Any
 
 import aiomqtt
 
-from gateway import __version__
-from gateway.api import ConfigError, ConfigIssue, GatewayError
-from gateway.payload import PayloadError
-from gateway.store import AsyncOutbox, Lane, OutboxRow, TelemetryBlock
-from gateway.uplink._connection import Backoff, RateLimiter, make_client, mark_disconnect_seen
-from gateway.uplink._readahead import ReadAhead
-from gateway.uplink.command_ids import CommandOutcomes
-from gateway.uplink.commands import CommandProcessor, CommandTarget, NonceCache, RemoteAction
-from gateway.uplink.config import BrokerUrl, UpstreamConfig
-from gateway.uplink.encoding import Encoding, MqttMessage, PlatformAck, RowBatch, TelemetryBlockEncoding
-from gateway.uplink.json_v1 import LANE_NAMES, JsonV1Encoding
-from gateway.uplink.junk import JunkLimiter
-from gateway.uplink.keys import load_key_ring
-from gateway.uplink.permissions import KeyRing
-from gateway.uplink.signing import ACK_SIGNING_CONTEXT
-from gateway.uplink.state import LinkState, UplinkState
+from citynerve.gateway import __version__
+from citynerve.gateway.api import ConfigError, ConfigIssue, GatewayError
+from citynerve.gateway.payload import PayloadError
+from citynerve.gateway.store import AsyncOutbox, Lane, OutboxRow, TelemetryBlock
+from citynerve.gateway.uplink._connection import Backoff, RateLimiter, make_client, mark_disconnect_seen
+from citynerve.gateway.uplink._readahead import ReadAhead
+from citynerve.gateway.uplink.command_ids import CommandOutcomes
+from citynerve.gateway.uplink.commands import CommandProcessor, CommandTarget, NonceCache, RemoteAction
+from citynerve.gateway.uplink.config import BrokerUrl, UpstreamConfig
+from citynerve.gateway.uplink.encoding import (
+    Encoding,
+    MqttMessage,
+    PlatformAck,
+    RowBatch,
+    TelemetryBlockEncoding,
+)
+from citynerve.gateway.uplink.json_v1 import LANE_NAMES, JsonV1Encoding
+from citynerve.gateway.uplink.junk import JunkLimiter
+from citynerve.gateway.uplink.keys import load_key_ring
+from citynerve.gateway.uplink.permissions import KeyRing
+from citynerve.gateway.uplink.signing import ACK_SIGNING_CONTEXT
+from citynerve.gateway.uplink.state import LinkState, UplinkState
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +88,8 @@ class Uplink:
         restamp: Callable[[OutboxRow], OutboxRow] | None = None,
     ) -> None:
         self.config = config
-        self._restamp = restamp  # events stamped before the clock was synchronised (gateway.timesync)
+        # events stamped before the clock was synchronised (citynerve.gateway.timesync)
+        self._restamp = restamp
         self.gateway_id = gateway_id
         self._outbox = outbox
         self._inventory = inventory

@@ -14,8 +14,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gateway.uplink.commands import KeyValueState
-from gateway.uplink.encoding import CommandOutcome, CommandResult, RejectReason
+from citynerve.gateway.uplink.commands import KeyValueState
+from citynerve.gateway.uplink.encoding import CommandOutcome, CommandResult, RejectReason
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from gateway.api import (
+from citynerve.gateway.api import (
     SYSTEM_CLOCK,
     Clock,
     DeviceTimeoutError,
@@ -26,10 +26,10 @@ from gateway.api import (
     WriteRejectedError,
     boot_id,
 )
-from gateway.uplink.encoding import CommandOutcome, CommandResult, RejectReason
-from gateway.uplink.errors import CommandRejectedError
-from gateway.uplink.junk import JUNK_REASONS, JunkLimiter
-from gateway.uplink.permissions import (
+from citynerve.gateway.uplink.encoding import CommandOutcome, CommandResult, RejectReason
+from citynerve.gateway.uplink.errors import CommandRejectedError
+from citynerve.gateway.uplink.junk import JUNK_REASONS, JunkLimiter
+from citynerve.gateway.uplink.permissions import (
     ACTION_CLASSES,
     LEGACY_KEY_ID,
     LEGACY_PERMISSIONS,
@@ -37,10 +37,10 @@ from gateway.uplink.permissions import (
     KeyRing,
     Permission,
 )
-from gateway.uplink.signing import CommandVerifier
+from citynerve.gateway.uplink.signing import CommandVerifier
 
 if TYPE_CHECKING:
-    from gateway.uplink.command_ids import CommandOutcomes
+    from citynerve.gateway.uplink.command_ids import CommandOutcomes
 
 log = logging.getLogger(__name__)
 

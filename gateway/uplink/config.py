@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
-from gateway.api import STRICT, ConfigError, ConfigIssue, FiniteFloat, SecretPath
+from citynerve.gateway.api import STRICT, ConfigError, ConfigIssue, FiniteFloat, SecretPath
 
 _STRICT = STRICT
 

@@ -5,7 +5,7 @@ encoding can be added later by implementing `Encoding` over the same outbox rows
 hands rows, status and inventory to the encoding and publishes what comes back.
 
 The outbox stores telemetry as blocks of JSON v1 reading fragments, rendered when the readings
-were written (gateway.store._blocks). An encoding whose telemetry carries those fragments
+were written (citynerve.gateway.store._blocks). An encoding whose telemetry carries those fragments
 implements `TelemetryBlockEncoding`: the uplink then drains telemetry by wrapping stored bytes
 (`AsyncOutbox.peek_telemetry_blocks`), building no Python record. Other encodings (Sparkplug B)
 do not implement it and get `rows` decoded from the same blocks (`AsyncOutbox.peek`).
@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from gateway.store import Lane, OutboxRow, TelemetryBlock
+from citynerve.gateway.store import Lane, OutboxRow, TelemetryBlock
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +138,7 @@ class Encoding(Protocol):
         ...
 
     def decode_ack(self, payload: bytes) -> PlatformAck:
-        """Parse an end-to-end ack; raises `gateway.payload.PayloadError` when it is not one."""
+        """Parse an end-to-end ack; raises `citynerve.gateway.payload.PayloadError` when it is not one."""
         ...
 
 

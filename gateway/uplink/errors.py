@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.api import PermanentError, TransientError
-from gateway.uplink.encoding import RejectReason
+from citynerve.gateway.api import PermanentError, TransientError
+from citynerve.gateway.uplink.encoding import RejectReason
 
 
 class CommandRejectedError(PermanentError):

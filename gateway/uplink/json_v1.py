@@ -14,11 +14,18 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.api import Event, Reading
-from gateway.payload import PayloadError, load_json
-from gateway.store import BlockError, Lane, OutboxRow, TelemetryBlock, reading_fragment, split_fragments
-from gateway.uplink.encoding import CommandResult, MqttMessage, PlatformAck, RejectReason, RowBatch
-from gateway.uplink.errors import CommandRejectedError
+from citynerve.gateway.api import Event, Reading
+from citynerve.gateway.payload import PayloadError, load_json
+from citynerve.gateway.store import (
+    BlockError,
+    Lane,
+    OutboxRow,
+    TelemetryBlock,
+    reading_fragment,
+    split_fragments,
+)
+from citynerve.gateway.uplink.encoding import CommandResult, MqttMessage, PlatformAck, RejectReason, RowBatch
+from citynerve.gateway.uplink.errors import CommandRejectedError
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from gateway.uplink.encoding import RejectReason
+from citynerve.gateway.uplink.encoding import RejectReason
 
 JUNK_REASONS = frozenset(
     {

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.api import ConfigError, ConfigIssue
-from gateway.uplink.config import CommandsConfig
-from gateway.uplink.permissions import LEGACY_KEY_ID, CommandKey, KeyRing, Permission
-from gateway.uplink.signing import CommandVerifier
+from citynerve.gateway.api import ConfigError, ConfigIssue
+from citynerve.gateway.uplink.config import CommandsConfig
+from citynerve.gateway.uplink.permissions import LEGACY_KEY_ID, CommandKey, KeyRing, Permission
+from citynerve.gateway.uplink.signing import CommandVerifier
 
 
 def _load(hmac_file: Path | None, ed_file: Path | None, where: str, subject: str = "") -> CommandVerifier:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.uplink.signing import SIGNING_CONTEXT, CommandVerifier
+from citynerve.gateway.uplink.signing import SIGNING_CONTEXT, CommandVerifier
 
 
 class Permission(enum.StrEnum):
@@ -37,7 +37,7 @@ ACTION_CLASSES: dict[str, Permission] = {
     "write_point": Permission.OPERATE,
     "restart_bus": Permission.OPERATE,
 }
-"""The classes of the built-in actions (gateway.uplink.commands.ACTIONS)."""
+"""The classes of the built-in actions (citynerve.gateway.uplink.commands.ACTIONS)."""
 
 LEGACY_KEY_ID = "platform"
 

@@ -23,10 +23,10 @@ from typing import Any
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
-from gateway.api import ConfigError
-from gateway.uplink import certinfo
-from gateway.uplink._connection import make_client, tls_context
-from gateway.uplink.config import BrokerUrl, UpstreamConfig
+from citynerve.gateway.api import ConfigError
+from citynerve.gateway.uplink import certinfo
+from citynerve.gateway.uplink._connection import make_client, tls_context
+from citynerve.gateway.uplink.config import BrokerUrl, UpstreamConfig
 
 
 class Verdict(enum.StrEnum):

@@ -4,9 +4,9 @@ The runtime starts `StatusServer(config.web, gateway).run()` in its task group w
 enabled. Off by default; loopback-only by default; a password when exposed on the LAN.
 """
 
-from gateway.web.config import WebConfig, is_loopback
-from gateway.web.metrics import render_metrics
-from gateway.web.server import StatusServer, WebServerError
-from gateway.web.state import page_state
+from citynerve.gateway.web.config import WebConfig, is_loopback
+from citynerve.gateway.web.metrics import render_metrics
+from citynerve.gateway.web.server import StatusServer, WebServerError
+from citynerve.gateway.web.state import page_state
 
 __all__ = ["StatusServer", "WebConfig", "WebServerError", "is_loopback", "page_state", "render_metrics"]

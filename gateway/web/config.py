@@ -6,7 +6,7 @@ import ipaddress
 
 from pydantic import BaseModel, Field, model_validator
 
-from gateway.api import STRICT, FiniteFloat, SecretPath
+from citynerve.gateway.api import STRICT, FiniteFloat, SecretPath
 
 _STRICT = STRICT
 

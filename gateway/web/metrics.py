@@ -1,6 +1,6 @@
 """Prometheus text exposition (format 0.0.4) built from the gateway's status dict.
 
-The status is the same dict `citynerve status` shows (gateway.runtime.Gateway.status()), so metrics
+The status is the same dict `citynerve status` shows (citynerve.gateway.runtime.Gateway.status()), so metrics
 never disagree with the page or the CLI. Counters are the gateway's own (since the process started);
 Prometheus's rate() turns them into rates.
 """

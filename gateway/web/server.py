@@ -24,20 +24,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway import shipped
-from gateway.api import PermanentError
-from gateway.web.config import WebConfig, is_loopback
-from gateway.web.limits import (
+from citynerve.gateway import shipped
+from citynerve.gateway.api import PermanentError
+from citynerve.gateway.web.config import WebConfig, is_loopback
+from citynerve.gateway.web.limits import (
     REQUEST_DEADLINE_S,
     WRITE_DEADLINE_S,
     ClientCount,
     LoginThrottle,
     connection_limit,
 )
-from gateway.web.metrics import CONTENT_TYPE as METRICS_TYPE
-from gateway.web.metrics import RateMeter, plain, render_metrics
-from gateway.web.peer import loopback_peer_allowed
-from gateway.web.state import StatusSource, page_state
+from citynerve.gateway.web.metrics import CONTENT_TYPE as METRICS_TYPE
+from citynerve.gateway.web.metrics import RateMeter, plain, render_metrics
+from citynerve.gateway.web.peer import loopback_peer_allowed
+from citynerve.gateway.web.state import StatusSource, page_state
 
 log = logging.getLogger("citynerve.web")
 

@@ -11,8 +11,8 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from gateway.config import GatewayConfig
-from gateway.web.metrics import plain
+from citynerve.gateway.config import GatewayConfig
+from citynerve.gateway.web.metrics import plain
 
 
 class StatusSource(Protocol):

@@ -25,12 +25,12 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
-from drivers.ble import Backend, BleBusConfig
-from drivers.bthome import BTHomeDevice, BTHomeDriver, codec
-from gateway.api import Reading
-from gateway.pipeline import Pipeline
-from gateway.store import AsyncOutbox, OutboxWriter
-from hil.sim.ble import VirtualAdvertiser, VirtualRadio
+from citynerve.drivers.ble import Backend, BleBusConfig
+from citynerve.drivers.bthome import BTHomeDevice, BTHomeDriver, codec
+from citynerve.gateway.api import Reading
+from citynerve.gateway.pipeline import Pipeline
+from citynerve.gateway.store import AsyncOutbox, OutboxWriter
+from citynerve.hil.sim.ble import VirtualAdvertiser, VirtualRadio
 
 KEY = bytes.fromhex("231d39c1d7cc1ab1aee224cd096db932")
 MAC = "A4:C1:38:00:00:01"
@@ -48,7 +48,7 @@ def _rate(fn: Any, payloads: list[bytes], runs: int) -> float:
 
 
 def decode_rates(n: int, runs: int) -> dict[str, float]:
-    from hil.sim.ble.oracle import OracleParser
+    from citynerve.hil.sim.ble.oracle import OracleParser
 
     plain = [codec.build([(0x00, i & 0xFF), *OBJECTS]) for i in range(n)]
     enc = [codec.build(OBJECTS, mac=MAC, key=KEY, counter=i + 1) for i in range(n)]

@@ -8,7 +8,7 @@ the start of the fault until the verdict first names the expected cause, with po
 (0.1 s poll interval, 0.3 s timeout: a field bus polls every 5-60 s, so field minutes are longer in
 proportion; the count of transactions the verdict needed is reported too).
 
-    python -m hil.bench.diagnosis [--json] [--only NAME]
+    python -m citynerve.hil.bench.diagnosis [--json] [--only NAME]
 """
 
 from __future__ import annotations
@@ -23,20 +23,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Seque
 from dataclasses import dataclass
 from typing import Any
 
-from drivers.bthome import BTHomeDevice, BTHomeDriver
-from drivers.cjt188 import Cjt188Device, Cjt188Driver
-from drivers.dlt645 import Dlt645Device, Dlt645Driver
-from drivers.modbus.config import ModbusDeviceConfig, ModbusRtuBusConfig, ModbusTcpBusConfig
-from drivers.modbus.driver import ModbusDriver
-from drivers.serialio import SerialBusConfig
-from gateway.api import BusConfig, DeviceConfig, Driver, Event, SampleBatch
-from gateway.bus import BusOwner
-from gateway.bus.probe import PROBE, LineSettings
-from gateway.timecheck import time_status
-from gateway.timesync import kernel_synced
-from hil.sim.ble import ManholeCoverNode, VirtualRadio
-from hil.sim.modbus import PROFILES_DIR, SimDevice, SimProfile, serve_rtu, serve_tcp
-from hil.sim.serial import Fault, LineRelay, SerialMeterBus, SimCjt188Meter, SimDlt645Meter
+from citynerve.drivers.bthome import BTHomeDevice, BTHomeDriver
+from citynerve.drivers.cjt188 import Cjt188Device, Cjt188Driver
+from citynerve.drivers.dlt645 import Dlt645Device, Dlt645Driver
+from citynerve.drivers.modbus.config import ModbusDeviceConfig, ModbusRtuBusConfig, ModbusTcpBusConfig
+from citynerve.drivers.modbus.driver import ModbusDriver
+from citynerve.drivers.serialio import SerialBusConfig
+from citynerve.gateway.api import BusConfig, DeviceConfig, Driver, Event, SampleBatch
+from citynerve.gateway.bus import BusOwner
+from citynerve.gateway.bus.probe import PROBE, LineSettings
+from citynerve.gateway.timecheck import time_status
+from citynerve.gateway.timesync import kernel_synced
+from citynerve.hil.sim.ble import ManholeCoverNode, VirtualRadio
+from citynerve.hil.sim.modbus import PROFILES_DIR, SimDevice, SimProfile, serve_rtu, serve_tcp
+from citynerve.hil.sim.serial import Fault, LineRelay, SerialMeterBus, SimCjt188Meter, SimDlt645Meter
 
 LIMIT_S = 60.0
 LOCATION = {"address_code": "320508001"}
@@ -302,7 +302,7 @@ def _node(key: bytes | None) -> BTHomeDevice:
 
 
 async def _ble(name: str, expected: str, node_key: bytes | None, advertise: bool) -> Outcome:
-    from drivers.ble import Backend, BleBusConfig
+    from citynerve.drivers.ble import Backend, BleBusConfig
 
     with VirtualRadio(f"bench{time.monotonic_ns()}") as radio:
         bus = BleBusConfig(id="ble0", protocol="bthome", backend=Backend.BUMBLE, transport=radio.transport,

@@ -1,7 +1,7 @@
 """Fault runner: runs the fault scenarios of `hil/faults/` against real processes and prints each
 with held / broken / error and a total. Exits 1 when any scenario is broken or errs.
 
-    python -m hil.bench.faults [--slow] [-k SUBSTRING] [--list] [--json]
+    python -m citynerve.hil.bench.faults [--slow] [-k SUBSTRING] [--list] [--json]
 
 The fast scenarios run in CI (tests/test_faults_runner.py); `--slow` adds the long ones.
 """
@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from hil.faults import Broken, Scenario, load_all
+from citynerve.hil.faults import Broken, Scenario, load_all
 
 
 def run_one(sc: Scenario) -> dict[str, Any]:

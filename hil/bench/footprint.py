@@ -22,8 +22,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from hil.platform import MosquittoBroker, find_mosquitto
-from hil.sim.modbus import start_tcp_devices
+from citynerve.hil.platform import MosquittoBroker, find_mosquitto
+from citynerve.hil.sim.modbus import start_tcp_devices
 
 PROFILE = "modbus-water-meter"
 
@@ -84,7 +84,7 @@ async def measure(devices: int, seconds: float, warmup_s: float, interval_s: flo
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "gateway.cli",
+                "citynerve.gateway.cli",
                 "run",
                 "-c",
                 str(cfg),
@@ -107,7 +107,7 @@ async def measure(devices: int, seconds: float, warmup_s: float, interval_s: flo
                     rss_samples.append(rss)
                 wall = time.monotonic() - t0
                 cpu_pct = (cpu1 - cpu0) / wall * 100
-                from gateway.control import ask
+                from citynerve.gateway.control import ask
 
                 status = await ask(Path(tmp) / "gw.sock", "status")
             finally:

@@ -1,8 +1,8 @@
 """Modbus read planner benchmark: one poll cycle of a building, planned reads vs one read per point.
 
-    python -m hil.bench.modbus [--json] [--runs 5] [--rounds 10]
+    python -m citynerve.hil.bench.modbus [--json] [--runs 5] [--rounds 10]
 
-The simulated building (hil.sim.modbus: one three-phase meter, two water meters, three smoke
+The simulated building (citynerve.hil.sim.modbus: one three-phase meter, two water meters, three smoke
 detectors, 58 points) is read over RTU through a pty pair (unpaced, and paced like a real
 9600 baud line) and over Modbus TCP, with the
 planner's requests and, as the baseline in the same run, with one request per point. It prints
@@ -22,10 +22,10 @@ import time
 import tomllib
 from typing import Any
 
-from drivers.modbus._channel import READ_FUNCTION, silent_interval_s
-from drivers.modbus.config import ModbusDeviceConfig, ModbusRtuBusConfig, ModbusTcpBusConfig
-from drivers.modbus.driver import ModbusDriver, ModbusRequest, plan_device
-from hil.sim.modbus import DEFAULT_BUILDING, PROFILES_DIR, ModbusBuilding, PtyLink
+from citynerve.drivers.modbus._channel import READ_FUNCTION, silent_interval_s
+from citynerve.drivers.modbus.config import ModbusDeviceConfig, ModbusRtuBusConfig, ModbusTcpBusConfig
+from citynerve.drivers.modbus.driver import ModbusDriver, ModbusRequest, plan_device
+from citynerve.hil.sim.modbus import DEFAULT_BUILDING, PROFILES_DIR, ModbusBuilding, PtyLink
 
 
 def building_devices(bus: str) -> list[ModbusDeviceConfig]:

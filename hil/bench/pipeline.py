@@ -7,7 +7,7 @@ with the chosen `synchronous`).
 Baseline, same run: a bare sqlite3 `executemany` of the same rows (already built as tuples) into
 the same kind of file (same table, WAL, same synchronous, same rows per commit).
 
-    python -m hil.bench.pipeline [--runs 5] [--rounds 10] [--json]
+    python -m citynerve.hil.bench.pipeline [--runs 5] [--rounds 10] [--json]
 
 By default the process is pinned to one CPU, so the figure is "on one core" (the event loop and
 the outbox thread share it). The machine may be shared and noisy: compare the ratio.
@@ -28,9 +28,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.api import DeviceConfig, Location, PointConfig, Sample, SampleBatch
-from gateway.pipeline import Pipeline
-from gateway.store import AsyncOutbox, OutboxWriter
+from citynerve.gateway.api import DeviceConfig, Location, PointConfig, Sample, SampleBatch
+from citynerve.gateway.pipeline import Pipeline
+from citynerve.gateway.store import AsyncOutbox, OutboxWriter
 
 POINTS = (
     "flow",

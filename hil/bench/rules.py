@@ -8,7 +8,7 @@
    the same with the shipped electricity and elderly-water packs on every device plus inline
    rules on the other points (12 rule instances per device), interleaved in the same run.
 
-    python -m hil.bench.rules [--runs 5] [--json]
+    python -m citynerve.hil.bench.rules [--runs 5] [--json]
 
 --json keys: us_per_reading, readings_per_s_rules_on, readings_per_s_rules_off (plus ratio and
 details). Floor: rules on keeps >= 50,000 readings/s. Pinned to one CPU like the core benchmark.
@@ -27,11 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from gateway.api import DeviceConfig, Location, PointConfig, Reading, SampleBatch
-from gateway.pipeline import NoRules, Pipeline, RulesHook
-from gateway.rules import RuleEngine, RulesConfig
-from gateway.store import AsyncOutbox, OutboxWriter
-from hil.bench.pipeline import make_devices, make_rounds
+from citynerve.gateway.api import DeviceConfig, Location, PointConfig, Reading, SampleBatch
+from citynerve.gateway.pipeline import NoRules, Pipeline, RulesHook
+from citynerve.gateway.rules import RuleEngine, RulesConfig
+from citynerve.gateway.store import AsyncOutbox, OutboxWriter
+from citynerve.hil.bench.pipeline import make_devices, make_rounds
 
 FLOOR = 50_000
 

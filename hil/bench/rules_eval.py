@@ -7,7 +7,7 @@
 Two kinds of data, named in each pack's "data" field: "rule-labelled" scenarios (issue 6: episodes
 start where the published rule becomes true - they check the engine, not the rule) and
 "independent" models of the physical situation, labelled by what happened (issue 18). Every
-scenario has a fixed seed; each is replayed through gateway.pipeline.Pipeline with the RuleEngine on
+scenario has a fixed seed; each is replayed through citynerve.gateway.pipeline.Pipeline with the RuleEngine on
 a simulated clock (hil/eval). Floors: F1 >= 0.95 on rule-labelled data, >= 0.90 on independent data,
 no vibration alarms. Exit status 1 if a floor is missed (docs/benchmarks.md says which and why).
 """
@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 
-from hil.eval import build_all, build_independent, evaluate
+from citynerve.hil.eval import build_all, build_independent, evaluate
 
 F1_FLOOR = 0.95
 F1_FLOOR_INDEPENDENT = 0.90

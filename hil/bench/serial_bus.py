@@ -14,7 +14,7 @@ Decode rate: DL/T 645 and CJ/T 188 replies through the stream parsers and value 
 (frames/s). Baseline in the same run: the third-party `dlt645` package's own frame parser against
 our stream parser on the same DL/T 645 frames, frames only (a ratio > 1 means ours is faster).
 
-    python -m hil.bench.serial_bus [--runs 3] [--json]
+    python -m citynerve.hil.bench.serial_bus [--runs 3] [--json]
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ import statistics
 import time
 from typing import Any
 
-from drivers.cjt188 import Cjt188Device, Cjt188Driver
-from drivers.cjt188 import codec as cjt
-from drivers.cjt188.readings import STATUS_MAPS, build_901f, parse_901f
-from drivers.dlt645 import Dlt645Device, Dlt645Driver
-from drivers.dlt645 import codec as dlt
-from drivers.dlt645.registry import DI_2007
-from drivers.serialio import SerialBusConfig
-from hil.sim.serial import SerialMeterBus, SimCjt188Meter, SimDlt645Meter
+from citynerve.drivers.cjt188 import Cjt188Device, Cjt188Driver
+from citynerve.drivers.cjt188 import codec as cjt
+from citynerve.drivers.cjt188.readings import STATUS_MAPS, build_901f, parse_901f
+from citynerve.drivers.dlt645 import Dlt645Device, Dlt645Driver
+from citynerve.drivers.dlt645 import codec as dlt
+from citynerve.drivers.dlt645.registry import DI_2007
+from citynerve.drivers.serialio import SerialBusConfig
+from citynerve.hil.sim.serial import SerialMeterBus, SimCjt188Meter, SimDlt645Meter
 
 BAUD = 2400
 BITS_PER_BYTE = 11  # 8E1: start + 8 data + parity + stop

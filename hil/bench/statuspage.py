@@ -1,6 +1,6 @@
 """What the local status page and /metrics cost a running gateway with a large building.
 
-    .venv/bin/python -m hil.bench.statuspage [--devices 200] [--json]
+    .venv/bin/python -m citynerve.hil.bench.statuspage [--devices 200] [--json]
 
 A real gateway polls `--devices` simulated Modbus devices (pymodbus servers, water meters and
 three-phase meters, 10 floors) until every device has readings. Then, median of 5 runs each:
@@ -23,13 +23,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.config import load_config
-from gateway.control import ask
-from gateway.runtime import Gateway
-from gateway.web import StatusServer, WebConfig
-from gateway.web.metrics import render_metrics
-from gateway.web.state import page_state
-from hil.sim.modbus import start_tcp_devices
+from citynerve.gateway.config import load_config
+from citynerve.gateway.control import ask
+from citynerve.gateway.runtime import Gateway
+from citynerve.gateway.web import StatusServer, WebConfig
+from citynerve.gateway.web.metrics import render_metrics
+from citynerve.gateway.web.state import page_state
+from citynerve.hil.sim.modbus import start_tcp_devices
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILES = ("modbus-water-meter", "modbus-power-meter-3ph")

@@ -20,7 +20,7 @@ pays for first-run costs such as the allocator growing its heap):
 - alarm latency: alarms put into an OutboxWriter every 50 ms while the backlog drains, timed to
   their arrival at a subscriber in another process (p50, p99; floor p99 < 1000 ms).
 
-    python -m hil.bench.uplink [--readings 1000000] [--runs 5] [--warmup 1] [--json]
+    python -m citynerve.hil.bench.uplink [--readings 1000000] [--runs 5] [--warmup 1] [--json]
 
 The replay rate limit is set out of the way (it exists to pace fleets, not to be measured here).
 """
@@ -42,10 +42,10 @@ from typing import Any
 
 import aiomqtt
 
-from gateway.api import Event, EventState, Reading, Severity
-from gateway.store import AsyncOutbox, Lane, Outbox, OutboxRow, OutboxWriter
-from gateway.uplink import JsonV1Encoding, Uplink, UpstreamConfig
-from hil.platform.broker import MosquittoBroker
+from citynerve.gateway.api import Event, EventState, Reading, Severity
+from citynerve.gateway.store import AsyncOutbox, Lane, Outbox, OutboxRow, OutboxWriter
+from citynerve.gateway.uplink import JsonV1Encoding, Uplink, UpstreamConfig
+from citynerve.hil.platform.broker import MosquittoBroker
 
 GW = "gw-bench"
 DEVICES = 200

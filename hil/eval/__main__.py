@@ -1,11 +1,11 @@
-"""`python -m hil.eval`: score every shipped pack on its labelled scenario and list misses."""
+"""`python -m citynerve.hil.eval`: score every shipped pack on its labelled scenario and list misses."""
 
 from __future__ import annotations
 
 import sys
 
-from hil.eval.harness import evaluate
-from hil.eval.scenarios import build_all
+from citynerve.hil.eval.harness import evaluate
+from citynerve.hil.eval.scenarios import build_all
 
 
 def main() -> int:

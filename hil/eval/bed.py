@@ -18,8 +18,8 @@ from __future__ import annotations
 import math
 import random
 
-from gateway.api import Sample, SampleBatch
-from hil.eval.model import START, Episode, Scenario, device, is_holiday, is_weekend
+from citynerve.gateway.api import Sample, SampleBatch
+from citynerve.hil.eval.model import START, Episode, Scenario, device, is_holiday, is_weekend
 
 DAY = 86400
 HOUR = 3600

@@ -19,8 +19,8 @@ from __future__ import annotations
 import math
 import random
 
-from gateway.api import Sample, SampleBatch
-from hil.eval.model import START, Episode, Scenario, device
+from citynerve.gateway.api import Sample, SampleBatch
+from citynerve.hil.eval.model import START, Episode, Scenario, device
 
 DAY = 86400
 HOUR = 3600

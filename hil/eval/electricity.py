@@ -13,8 +13,8 @@ from __future__ import annotations
 import random
 from datetime import datetime
 
-from gateway.api import Sample, SampleBatch
-from hil.eval.model import START, TZ, Episode, Scenario, device
+from citynerve.gateway.api import Sample, SampleBatch
+from citynerve.hil.eval.model import START, TZ, Episode, Scenario, device
 
 DAY = 86400
 READ_S = 60

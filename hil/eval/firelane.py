@@ -18,9 +18,9 @@ from __future__ import annotations
 import math
 import random
 
-from gateway.api import Sample, SampleBatch
-from hil.eval.bed import poisson
-from hil.eval.model import START, Episode, Scenario, device
+from citynerve.gateway.api import Sample, SampleBatch
+from citynerve.hil.eval.bed import poisson
+from citynerve.hil.eval.model import START, Episode, Scenario, device
 
 DAY = 86400
 HOUR = 3600

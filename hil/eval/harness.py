@@ -9,10 +9,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from gateway.api import Event, EventState, Reading
-from gateway.pipeline import Pipeline
-from gateway.rules import ACTION_KIND, PackRef, RuleEngine, RulesConfig
-from hil.eval.model import Episode, Scenario
+from citynerve.gateway.api import Event, EventState, Reading
+from citynerve.gateway.pipeline import Pipeline
+from citynerve.gateway.rules import ACTION_KIND, PackRef, RuleEngine, RulesConfig
+from citynerve.hil.eval.model import Episode, Scenario
 
 TICK_IDLE_S = 30.0  # between readings with nothing on a hold timer: missing-data rules only
 TICK_S = 1.0  # the runtime's tick period

@@ -21,9 +21,9 @@ import bisect
 import math
 import random
 
-from gateway.api import Sample, SampleBatch
-from hil.eval.model import START, Episode, Scenario, device
-from hil.sim.modbus._behaviour import daily_load
+from citynerve.gateway.api import Sample, SampleBatch
+from citynerve.hil.eval.model import START, Episode, Scenario, device
+from citynerve.hil.sim.modbus._behaviour import daily_load
 
 DAY = 86400
 HOUR = 3600

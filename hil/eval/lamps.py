@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import random
 
-from gateway.api import Quality, Sample, SampleBatch
-from hil.eval.model import START, Episode, Scenario, device
+from citynerve.gateway.api import Quality, Sample, SampleBatch
+from citynerve.hil.eval.model import START, Episode, Scenario, device
 
 DAY = 86400
 HOUR = 3600

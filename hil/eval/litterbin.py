@@ -19,10 +19,10 @@ from __future__ import annotations
 import math
 import random
 
-from gateway.api import Sample, SampleBatch
-from gateway.rules import PackRef, RulesConfig, Selector
-from hil.eval.bed import poisson
-from hil.eval.model import START, Episode, Scenario, device, is_weekend
+from citynerve.gateway.api import Sample, SampleBatch
+from citynerve.gateway.rules import PackRef, RulesConfig, Selector
+from citynerve.hil.eval.bed import poisson
+from citynerve.hil.eval.model import START, Episode, Scenario, device, is_weekend
 
 DAY = 86400
 HOUR = 3600

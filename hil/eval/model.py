@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from gateway.api import DeviceConfig, Location, PointConfig, SampleBatch
+from citynerve.gateway.api import DeviceConfig, Location, PointConfig, SampleBatch
 
 TZ = ZoneInfo("Asia/Shanghai")
 START = datetime(2026, 9, 14, tzinfo=TZ).timestamp()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from hil.eval import (
+from citynerve.hil.eval import (
     bed,
     curtainwall,
     electricity,
@@ -25,7 +25,7 @@ from hil.eval import (
     water,
     water_situations,
 )
-from hil.eval.model import Scenario
+from citynerve.hil.eval.model import Scenario
 
 SCENARIOS: dict[str, Callable[..., Scenario]] = {
     "elderly-water": water.build,

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import random
 
-from gateway.api import Quality, Sample, SampleBatch
-from hil.eval.model import START, Episode, Scenario, device
+from citynerve.gateway.api import Quality, Sample, SampleBatch
+from citynerve.hil.eval.model import START, Episode, Scenario, device
 
 DAY = 86400
 POLL_S = 30.0

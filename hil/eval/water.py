@@ -14,8 +14,8 @@ import itertools
 import math
 import random
 
-from gateway.api import Quality, Sample, SampleBatch
-from hil.eval.model import START, Episode, Scenario, device, is_holiday, is_weekend
+from citynerve.gateway.api import Quality, Sample, SampleBatch
+from citynerve.hil.eval.model import START, Episode, Scenario, device, is_holiday, is_weekend
 
 READ_S = 900
 MIN = 60

@@ -20,9 +20,9 @@ from __future__ import annotations
 import math
 import random
 
-from gateway.api import SampleBatch
-from hil.eval.model import START, Episode, Scenario, device
-from hil.eval.water import MIN, READ_S, STALE_S, _day, _draw, _reads
+from citynerve.gateway.api import SampleBatch
+from citynerve.hil.eval.model import START, Episode, Scenario, device
+from citynerve.hil.eval.water import MIN, READ_S, STALE_S, _day, _draw, _reads
 
 
 def build(seed: int = 60, households: int = 24, days: int = 30) -> Scenario:

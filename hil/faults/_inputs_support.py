@@ -24,9 +24,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.control.client import ask
-from hil.faults import Broken
-from hil.platform import free_port
+from citynerve.gateway.control.client import ask
+from citynerve.hil.faults import Broken
+from citynerve.hil.platform import free_port
 
 GATEWAY_ID = "gw-faults-inputs"
 PANEL_ID = "GST-200-01"
@@ -98,7 +98,7 @@ def platform_key(workdir: Path) -> bytes:
 
 
 class GatewayRun:
-    """`python -m gateway.cli run -c gw.toml` in `workdir` with a fire panel on `panel`, the status
+    """`python -m citynerve.gateway.cli run -c gw.toml` in `workdir` with a fire panel on `panel`, the status
     page on a free loopback port and (when `broker` is given) the uplink. `nofile` caps
     RLIMIT_NOFILE of the process as a small unit would."""
 
@@ -177,7 +177,7 @@ class GatewayRun:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "run", "-c", str(self.config)],
+                [sys.executable, "-m", "citynerve.gateway.cli", "run", "-c", str(self.config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,

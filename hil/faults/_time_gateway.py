@@ -15,11 +15,11 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from gateway.api import Event
-from gateway.control import ask
-from gateway.store import Lane, read_rows
-from hil.faults import Broken
-from hil.sim.modbus import ModbusBuilding
+from citynerve.gateway.api import Event
+from citynerve.gateway.control import ask
+from citynerve.gateway.store import Lane, read_rows
+from citynerve.hil.faults import Broken
+from citynerve.hil.sim.modbus import ModbusBuilding
 
 REPO = Path(__file__).resolve().parents[2]
 HOLD_S = 6.0
@@ -31,7 +31,7 @@ METER_UNIT = 1
 
 
 class GatewayRun:
-    """`python -m gateway.cli run -c gateway.toml` in `folder`, with extra environment."""
+    """`python -m citynerve.gateway.cli run -c gateway.toml` in `folder`, with extra environment."""
 
     def __init__(self, folder: Path, config: str, env: dict[str, str]) -> None:
         self.folder = folder
@@ -42,7 +42,7 @@ class GatewayRun:
         self.db = folder / "var" / "outbox.db"
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "run", "-c", str(self.config)],
+                [sys.executable, "-m", "citynerve.gateway.cli", "run", "-c", str(self.config)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO), **env},

@@ -1,7 +1,7 @@
 """Alarms: one truth for active alarms, whatever raised them (bulkheads: hil/faults/bulkheads.py).
 
 - `alarms.every_kind_in_every_view`: a real `citynerve run` with a Modbus building (pymodbus), a fire
-  panel on a pty (hil.sim.serial), a BTHome manhole node on a bumble virtual radio and a real
+  panel on a pty (citynerve.hil.sim.serial), a BTHome manhole node on a bumble virtual radio and a real
   Mosquitto. A rule alarm (smoke detector), a fire panel alarm, a BTHome tilt alarm and a device
   offline are raised; each must show in `citynerve status` (table and `--json`), the status page's
   JSON, /metrics and the retained status message; after kill -9 and a restart the fire alarm is
@@ -24,11 +24,11 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway.alarms import STATE_KEY
-from gateway.control import ask
-from hil.faults import Broken, scenario
-from hil.platform.broker import MosquittoBroker, find_mosquitto, free_port
-from hil.sim.modbus import ModbusBuilding
+from citynerve.gateway.alarms import STATE_KEY
+from citynerve.gateway.control import ask
+from citynerve.hil.faults import Broken, scenario
+from citynerve.hil.platform.broker import MosquittoBroker, find_mosquitto, free_port
+from citynerve.hil.sim.modbus import ModbusBuilding
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILES = REPO / "config" / "profiles"
@@ -135,7 +135,7 @@ class GatewayRun:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "gateway.cli",
+                "citynerve.gateway.cli",
                 "run",
                 "-c",
                 str(self.config),
@@ -176,7 +176,7 @@ class GatewayRun:
         return out.decode()
 
     def _cli_argv(self, args: Sequence[str]) -> list[str]:
-        return [sys.executable, "-m", "gateway.cli", *args, "-c", str(self.config)]
+        return [sys.executable, "-m", "citynerve.gateway.cli", *args, "-c", str(self.config)]
 
     async def stop(self) -> int:
         if self.proc is None:
@@ -244,11 +244,11 @@ async def retained_alarms(host: str, port: int) -> set[tuple[str, str]]:
 
 @contextlib.contextmanager
 def fire_panel_sim(tmp: Path) -> Iterator[tuple[str, Any]]:
-    """The simulated fire panel (hil.sim.serial --panel) on a pty; yields (port, process)."""
+    """The simulated fire panel (citynerve.hil.sim.serial --panel) on a pty; yields (port, process)."""
     import subprocess
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hil.sim.serial", "--link-dir", str(tmp / "dev"), "--panel"],
+        [sys.executable, "-m", "citynerve.hil.sim.serial", "--link-dir", str(tmp / "dev"), "--panel"],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -273,7 +273,7 @@ def fire_panel_sim(tmp: Path) -> Iterator[tuple[str, Any]]:
     timeout_s=240.0,
 )
 async def every_kind_in_every_view(tmp: Path) -> str:
-    from hil.sim.ble import ManholeCoverNode, VirtualDongle, VirtualRadio
+    from citynerve.hil.sim.ble import ManholeCoverNode, VirtualDongle, VirtualRadio
 
     if find_mosquitto() is None:
         raise Broken("mosquitto is not installed")

@@ -19,14 +19,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from drivers.modbus.driver import ModbusDriver
-from gateway.api import PollRequest, Sample, StateStore
-from gateway.config import GatewayConfig, load_config
-from gateway.control import ask
-from gateway.runtime import Gateway
-from hil.faults import Broken, scenario
-from hil.faults.alarms import ADDRESS_CODE, GatewayRun, building_toml, wait_until
-from hil.sim.modbus import ModbusBuilding
+from citynerve.drivers.modbus.driver import ModbusDriver
+from citynerve.gateway.api import PollRequest, Sample, StateStore
+from citynerve.gateway.config import GatewayConfig, load_config
+from citynerve.gateway.control import ask
+from citynerve.gateway.runtime import Gateway
+from citynerve.hil.faults import Broken, scenario
+from citynerve.hil.faults.alarms import ADDRESS_CODE, GatewayRun, building_toml, wait_until
+from citynerve.hil.sim.modbus import ModbusBuilding
 
 
 class BuggyModbusDriver(ModbusDriver):

@@ -16,8 +16,8 @@ from typing import Any
 
 import tomli_w
 
-from hil.faults import Broken, scenario
-from hil.faults.config_cases import BASES, MISTAKES, base
+from citynerve.hil.faults import Broken, scenario
+from citynerve.hil.faults.config_cases import BASES, MISTAKES, base
 
 REPO = Path(__file__).resolve().parents[2]
 # A sample of the generated mistakes, each for every protocol: one process per case.
@@ -26,7 +26,7 @@ SAMPLE = ("point_scale_nan", "point_not_a_table", "device_missing_location", "pr
 
 def citynerve(*args: str, cwd: Path, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
+        [sys.executable, "-m", "citynerve.gateway.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout_s,
@@ -255,7 +255,7 @@ class ValveSite:
             )
         )
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway.cli", "run", "-c", str(config), *self.args,
+            sys.executable, "-m", "citynerve.gateway.cli", "run", "-c", str(config), *self.args,
             cwd=self.tmp, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
@@ -279,7 +279,7 @@ class ValveSite:
 
     async def control_ready(self, timeout_s: float = 30.0) -> None:
         """Wait until the gateway answers on its control socket."""
-        from gateway.control import GatewayNotRunningError, ask
+        from citynerve.gateway.control import GatewayNotRunningError, ask
 
         async with asyncio.timeout(timeout_s):
             while True:
@@ -359,7 +359,7 @@ async def dry_run_writes_nothing(tmp: Path) -> str:
     "unless forced, and every attempt leaves an audit line naming who, where and what",
 )
 async def raw_write_needs_flag_and_is_logged(tmp: Path) -> str:
-    from gateway.control import ControlError, ask
+    from citynerve.gateway.control import ControlError, ask
 
     async with ValveSite(tmp) as site:
         await site.control_ready()

@@ -18,11 +18,11 @@ from typing import Any
 
 import aiomqtt
 
-from drivers.serialio.guard import RAW_BURST, RAW_PER_S
-from gateway.api import Event, Reading
-from gateway.store import Lane, Outbox
-from hil.faults import Broken, scenario
-from hil.faults._inputs_support import (
+from citynerve.drivers.serialio.guard import RAW_BURST, RAW_PER_S
+from citynerve.gateway.api import Event, Reading
+from citynerve.gateway.store import Lane, Outbox
+from citynerve.hil.faults import Broken, scenario
+from citynerve.hil.faults._inputs_support import (
     GATEWAY_ID,
     GatewayRun,
     PanelPort,
@@ -33,7 +33,7 @@ from hil.faults._inputs_support import (
     platform_key,
     raise_nofile,
 )
-from hil.platform import CommandSigner, MosquittoBroker
+from citynerve.hil.platform import CommandSigner, MosquittoBroker
 
 AREA = "Network input"
 PORTS = "Listening ports"
@@ -423,7 +423,7 @@ async def serial_garbage_flood(workdir: Path) -> str:
         metrics = await asyncio.to_thread(_metrics_text, gw.web_port)
         shown = await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, "-m", "gateway.cli", "status", "-c", str(gw.config)],
+            [sys.executable, "-m", "citynerve.gateway.cli", "status", "-c", str(gw.config)],
             capture_output=True,
             text=True,
             timeout=60,

@@ -21,11 +21,11 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from gateway.api import Reading
-from gateway.control import ask
-from gateway.store import AsyncOutbox, Lane, OutboxWriter, read_rows
-from hil.faults import Broken, scenario
-from hil.platform import MosquittoBroker, PlatformConsumer
+from citynerve.gateway.api import Reading
+from citynerve.gateway.control import ask
+from citynerve.gateway.store import AsyncOutbox, Lane, OutboxWriter, read_rows
+from citynerve.hil.faults import Broken, scenario
+from citynerve.hil.platform import MosquittoBroker, PlatformConsumer
 
 REPO = Path(__file__).resolve().parents[2]
 PEER = REPO / "tests" / "integration" / "modbus_peer.py"
@@ -118,7 +118,7 @@ def write_config(
 
 
 class Gateway:
-    """`python -m gateway.cli run -c CONFIG` as a child process, asked for its status."""
+    """`python -m citynerve.gateway.cli run -c CONFIG` as a child process, asked for its status."""
 
     def __init__(self, config: Path) -> None:
         self.config = config
@@ -129,7 +129,7 @@ class Gateway:
     def start(self) -> Gateway:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "run", "-c", str(self.config)],
+                [sys.executable, "-m", "citynerve.gateway.cli", "run", "-c", str(self.config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},

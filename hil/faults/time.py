@@ -14,16 +14,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.api import Event, EventState
-from hil.faults import Broken, scenario
-from hil.faults._time_gateway import (
+from citynerve.gateway.api import Event, EventState
+from citynerve.hil.faults import Broken, scenario
+from citynerve.hil.faults._time_gateway import (
     HOLD_S,
     SMOKE_UNIT,
     GatewayRun,
     building_and_gateway,
     short_folder,
 )
-from hil.sim.clock import NotifySocket, SteppedWallClock
+from citynerve.hil.sim.clock import NotifySocket, SteppedWallClock
 
 DAYS2 = 2 * 86400.0
 
@@ -110,7 +110,7 @@ async def clock_step_back(folder: Path) -> str:
     promise="a command replayed after the wall clock is set back is rejected",
 )
 async def command_replay_after_clock_back(folder: Path) -> str:
-    from hil.platform import CommandSigner, MosquittoBroker, PlatformConsumer
+    from citynerve.hil.platform import CommandSigner, MosquittoBroker, PlatformConsumer
 
     key = bytes(range(32))
     with short_folder(folder) as folder:
@@ -198,7 +198,7 @@ async def command_replay_after_clock_back(folder: Path) -> str:
     promise="events stamped before NTP sync are marked and sent with their true time once synced",
 )
 async def unsynced_events_corrected_after_sync(folder: Path) -> str:
-    from hil.platform import CommandSigner, MosquittoBroker, PlatformConsumer
+    from citynerve.hil.platform import CommandSigner, MosquittoBroker, PlatformConsumer
 
     stale_s = -30 * 86400.0  # a Pi without RTC boots a month in the past
     key = bytes(range(32))

@@ -5,14 +5,20 @@
 - `CommandSigner`: signs commands for a gateway (HMAC-SHA256 or Ed25519).
 - `MosquittoBroker`, `start_demo_broker`: brokers for tests and the demo.
 - `print_platform_view`: the platform's view of readings and alarms arriving (the demo shows it).
-Run `python -m hil.platform --help`.
+Run `python -m citynerve.hil.platform --help`.
 """
 
-from hil.platform.broker import MosquittoBroker, demo_protocol, find_mosquitto, free_port, start_demo_broker
-from hil.platform.commands import CommandSigner
-from hil.platform.consumer import Arrival, PlatformConsumer
-from hil.platform.store import LaneView, PlatformStore
-from hil.platform.view import format_arrival, print_platform_view
+from citynerve.hil.platform.broker import (
+    MosquittoBroker,
+    demo_protocol,
+    find_mosquitto,
+    free_port,
+    start_demo_broker,
+)
+from citynerve.hil.platform.commands import CommandSigner
+from citynerve.hil.platform.consumer import Arrival, PlatformConsumer
+from citynerve.hil.platform.store import LaneView, PlatformStore
+from citynerve.hil.platform.view import format_arrival, print_platform_view
 
 __all__ = [
     "Arrival",

@@ -1,4 +1,4 @@
-"""`python -m hil.platform`: the reference city platform from the command line.
+"""`python -m citynerve.hil.platform`: the reference city platform from the command line.
 
 consume  subscribe (shared subscription group), store in SQLite, e2e acks, print arrivals
 view     what the platform holds: rows, contiguous seq, duplicates, gaps per gateway lane
@@ -20,13 +20,13 @@ import aiomqtt
 import click
 from rich.console import Console
 
-from gateway.uplink.config import parse_broker_url
-from hil.platform.broker import start_demo_broker
-from hil.platform.commands import CommandSigner
-from hil.platform.consumer import PlatformConsumer
-from hil.platform.pgstore import PgPlatformStore
-from hil.platform.store import PlatformStore
-from hil.platform.view import format_arrival, print_platform_view
+from citynerve.gateway.uplink.config import parse_broker_url
+from citynerve.hil.platform.broker import start_demo_broker
+from citynerve.hil.platform.commands import CommandSigner
+from citynerve.hil.platform.consumer import PlatformConsumer
+from citynerve.hil.platform.pgstore import PgPlatformStore
+from citynerve.hil.platform.store import PlatformStore
+from citynerve.hil.platform.view import format_arrival, print_platform_view
 
 
 def _broker(url: str) -> tuple[str, int]:
@@ -202,7 +202,7 @@ def broker(port: int, embedded: bool) -> None:
         asyncio.run(main())
 
 
-from hil.platform.fleet_cli import fleet  # noqa: E402  (it imports _broker from here)
+from citynerve.hil.platform.fleet_cli import fleet  # noqa: E402  (it imports _broker from here)
 
 cli.add_command(fleet)
 

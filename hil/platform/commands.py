@@ -13,8 +13,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.uplink.commands import build_command
-from gateway.uplink.signing import (
+from citynerve.gateway.uplink.commands import build_command
+from citynerve.gateway.uplink.signing import (
     ACK_SIGNING_CONTEXT,
     SIGNING_CONTEXT,
     canonical_bytes,
@@ -38,7 +38,7 @@ class CommandSigner:
 
     @classmethod
     def from_hmac_file(cls, path: Path) -> CommandSigner:
-        from gateway.uplink.signing import read_hmac_key
+        from citynerve.gateway.uplink.signing import read_hmac_key
 
         return cls(hmac_key=read_hmac_key(path))
 

@@ -20,10 +20,10 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway.uplink import mark_disconnect_seen
-from hil.platform.commands import CommandSigner
-from hil.platform.pgstore import PgPlatformStore
-from hil.platform.store import Ingested, PlatformStore
+from citynerve.gateway.uplink import mark_disconnect_seen
+from citynerve.hil.platform.commands import CommandSigner
+from citynerve.hil.platform.pgstore import PgPlatformStore
+from citynerve.hil.platform.store import Ingested, PlatformStore
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import aiomqtt
 
-from hil.platform.commands import CommandSigner
+from citynerve.hil.platform.commands import CommandSigner
 
 
 class UploadError(Exception):

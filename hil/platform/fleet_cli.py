@@ -1,4 +1,4 @@
-"""`python -m hil.platform fleet ...`: operator controls, diagnostics and logs on a gateway.
+"""`python -m citynerve.hil.platform fleet ...`: operator controls, diagnostics and logs on a gateway.
 
 Each subcommand signs one command with the given key, sends it and prints the gateway's answer as
 JSON (exit 0 when the outcome is ok). `logs` reassembles the chunked log tail and checks its hash.
@@ -16,8 +16,8 @@ from typing import Any
 import aiomqtt
 import click
 
-from hil.platform.commands import CommandSigner
-from hil.platform.fleet import FleetClient, UploadError
+from citynerve.hil.platform.commands import CommandSigner
+from citynerve.hil.platform.fleet import FleetClient, UploadError
 
 
 @click.group()
@@ -38,7 +38,7 @@ def fleet(
     timeout_s: float,
 ) -> None:
     """Operator controls, diagnostics and logs on one gateway (docs/fleet.md)."""
-    from hil.platform.__main__ import _broker
+    from citynerve.hil.platform.__main__ import _broker
 
     host, port = _broker(url)
     ctx.obj = {

@@ -12,7 +12,7 @@ import json
 import threading
 from typing import Any
 
-from hil.platform.store import Ingested, LaneView
+from citynerve.hil.platform.store import Ingested, LaneView
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (

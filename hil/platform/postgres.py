@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from hil.platform.broker import free_port
+from citynerve.hil.platform.broker import free_port
 
 
 def find_pg_bin(name: str) -> str:

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from rich.console import Console
 from rich.table import Table
 
-from hil.platform.consumer import Arrival
-from hil.platform.store import PlatformStore
+from citynerve.hil.platform.consumer import Arrival
+from citynerve.hil.platform.store import PlatformStore
 
 
 def _hms(ts_ms: int) -> str:

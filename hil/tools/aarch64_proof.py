@@ -7,7 +7,7 @@ the signature is checked with openssl), then `citynerve --version`, `config chec
 example and `citynerve demo --duration 30`. Prints each step's wall time (emulated), `--json` too.
 
     apt-get install mmdebstrap qemu-user-static binfmt-support arch-test
-    sudo .venv/bin/python -m hil.tools.aarch64_proof --bundle dist/citynerve-0.1.0-aarch64.tar.gz \\
+    sudo .venv/bin/python -m citynerve.hil.tools.aarch64_proof --bundle dist/citynerve-0.1.0-aarch64.tar.gz \\
         --key config/release-key.pem --debian-root /var/tmp/arm64-root [--json]
 """
 
@@ -91,7 +91,7 @@ def prove(bundle: Path, key: Path, root: Path, *, suite: str, duration: int) -> 
              "--root", "/opt/citynerve", "--key", f"{inside}/release-key.pem", "--sim"], timings)  # fmt: skip
         cn = [*chroot, "/opt/citynerve/bin/citynerve"]
         version = step("citynerve --version", [*cn, "--version"], timings).strip()
-        code = "from gateway import shipped; print(*sorted(shipped.examples().glob('*.toml')))"
+        code = "from citynerve.gateway import shipped; print(*sorted(shipped.examples().glob('*.toml')))"
         py = "/opt/citynerve/current/bin/python"
         listing = step("find examples", [*chroot, py, "-c", code], timings).split()
         for example in listing:

@@ -1,6 +1,6 @@
 """Build a signed offline release bundle for one architecture (needs PyPI and the release key).
 
-    .venv/bin/python -m hil.tools.bundle --arch aarch64 --key release-key.pem -o dist/
+    .venv/bin/python -m citynerve.hil.tools.bundle --arch aarch64 --key release-key.pem -o dist/
 
 Writes `dist/citynerve-<version>-<arch>.tar.gz`: the gateway's wheel and the wheels of every
 dependency (with the `sim` extra, so the demo runs offline too) for that architecture and each
@@ -27,8 +27,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_private_key
 
-from gateway.release import bundle as bundle_format
-from hil.tools.check_wheels import PLATFORMS
+from citynerve.gateway.release import bundle as bundle_format
+from citynerve.hil.tools.check_wheels import PLATFORMS
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHONS = ("3.11", "3.13")

@@ -3,7 +3,7 @@
 Asks pip to resolve the project's `[project] dependencies` for CPython 3.11 on manylinux aarch64
 with `--only-binary=:all:` (no compiler on the Pi needed). Needs PyPI, so it is a tool, not a test.
 
-    .venv/bin/python -m hil.tools.check_wheels [--platform aarch64|x86_64|armv7l]
+    .venv/bin/python -m citynerve.hil.tools.check_wheels [--platform aarch64|x86_64|armv7l]
 """
 
 from __future__ import annotations

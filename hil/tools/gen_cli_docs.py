@@ -1,7 +1,7 @@
 """Generate docs/cli.md from the `citynerve` click tree, so the reference never drifts from the CLI.
 
-    python -m hil.tools.gen_cli_docs          # rewrite docs/cli.md
-    python -m hil.tools.gen_cli_docs --check  # exit 1 when docs/cli.md is stale (a CI test)
+    python -m citynerve.hil.tools.gen_cli_docs          # rewrite docs/cli.md
+    python -m citynerve.hil.tools.gen_cli_docs --check  # exit 1 when docs/cli.md is stale (a CI test)
 
 The text is built from each command's help, usage and options (not click's terminal-width help
 screen), so it is the same on every machine.
@@ -21,7 +21,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 
 INTRO = """# `citynerve` command reference
 
-Generated from the CLI itself by `python -m hil.tools.gen_cli_docs`; do not edit by hand (a test
+Generated from the CLI itself by `python -m citynerve.hil.tools.gen_cli_docs`; do not edit by hand (a test
 fails when this file and the CLI disagree). Every command takes `-h/--help`. Commands with `--json`
 print one JSON object for programs; checks exit 0 when fine, 1 when the check failed, 2 on bad input.
 """
@@ -61,10 +61,10 @@ def _options(cmd: click.Command, ctx: click.Context) -> list[str]:
 
 def render() -> str:
     """docs/cli.md as it should be now."""
-    import gateway.cli
-    from gateway.cli import main
+    import citynerve.gateway.cli
+    from citynerve.gateway.cli import main
 
-    load = getattr(gateway.cli, "load_command_modules", None)
+    load = getattr(citynerve.gateway.cli, "load_command_modules", None)
     if load is not None:  # the CLI may load its command modules lazily: the docs need all of them
         load()
     out = [INTRO]
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         current = DOC.read_text(encoding="utf-8") if DOC.exists() else ""
         if current != text:
-            print(f"{DOC} is stale: run `python -m hil.tools.gen_cli_docs`", file=sys.stderr)
+            print(f"{DOC} is stale: run `python -m citynerve.hil.tools.gen_cli_docs`", file=sys.stderr)
             return 1
         return 0
     DOC.write_text(text, encoding="utf-8")

@@ -1,7 +1,7 @@
 """Generate docs/configuration.md from the config models, so the reference never drifts from them.
 
-    python -m hil.tools.gen_config_docs          # rewrite docs/configuration.md
-    python -m hil.tools.gen_config_docs --check  # exit 1 when docs/configuration.md is stale
+    python -m citynerve.hil.tools.gen_config_docs          # rewrite docs/configuration.md
+    python -m citynerve.hil.tools.gen_config_docs --check  # exit 1 when docs/configuration.md is stale
 
 Every key of every section, bus, device and point model (one per protocol, from the driver
 registry), and the device profile format: type, default, allowed range and meaning, read from the
@@ -185,7 +185,7 @@ MEANING = {
 
 INTRO = """# Configuration reference
 
-Generated from the config models by `python -m hil.tools.gen_config_docs`; do not edit by hand (a
+Generated from the config models by `python -m citynerve.hil.tools.gen_config_docs`; do not edit by hand (a
 test fails when this file and the models disagree). One gateway reads one TOML file
 (`/etc/citynerve/gateway.toml` on an installed gateway); `citynerve config check FILE` validates it and
 names every problem with its key path and the entry's id. Guides: installer-guide.md (first config,
@@ -250,7 +250,8 @@ def _default(field: FieldInfo) -> str:
 def _range(field: FieldInfo) -> str:
     parts: list[str] = []
     for m in field.metadata:
-        # gateway.api's Seconds type bounds durations by a validator (0 < s <= 30 days), not metadata
+        # citynerve.gateway.api's Seconds type bounds durations by a validator (0 < s <= 30 days),
+        # not metadata
         if getattr(getattr(m, "func", None), "__name__", "") == "_duration":
             parts.insert(0, "> 0")
             if not any(isinstance(x, Le) for x in field.metadata):
@@ -328,9 +329,9 @@ def _kind(model: type[BaseModel]) -> str:
 
 
 def render() -> str:
-    from gateway.config.drivers import driver_spec, known_protocols
-    from gateway.config.loader import _section_model
-    from gateway.config.model import ControlConfig, Identity, LogConfig, Profile
+    from citynerve.gateway.config.drivers import driver_spec, known_protocols
+    from citynerve.gateway.config.loader import _section_model
+    from citynerve.gateway.config.model import ControlConfig, Identity, LogConfig, Profile
 
     out: list[str] = [INTRO]
     out += [
@@ -375,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         current = DOC.read_text(encoding="utf-8") if DOC.exists() else ""
         if current != text:
-            print(f"{DOC} is stale: run python -m hil.tools.gen_config_docs", file=sys.stderr)
+            print(f"{DOC} is stale: run python -m citynerve.hil.tools.gen_config_docs", file=sys.stderr)
             return 1
         return 0
     DOC.write_text(text, encoding="utf-8")

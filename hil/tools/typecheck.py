@@ -7,7 +7,7 @@ with the installed layout (`citynerve/gateway -> <repo>/gateway`, ...) and runs 
 packages `[tool.mypy] packages` names (folders without a mapping are linked under their own name).
 Fails, too, when mypy checked fewer files than the packages hold (nothing silently skipped).
 
-    .venv/bin/python -m hil.tools.typecheck [mypy options]
+    .venv/bin/python -m citynerve.hil.tools.typecheck [mypy options]
 """
 
 from __future__ import annotations

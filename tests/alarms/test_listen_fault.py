@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 
-from gateway.api import (
+from citynerve.gateway.api import (
     BusConfig,
     DeviceConfig,
     Event,
@@ -18,7 +18,7 @@ from gateway.api import (
     SampleBatch,
     SampleSink,
 )
-from gateway.bus import FAULT_KIND, BusOwner
+from citynerve.gateway.bus import FAULT_KIND, BusOwner
 
 
 def device(dev_id: str) -> DeviceConfig:

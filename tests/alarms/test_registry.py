@@ -1,12 +1,12 @@
-"""The registry of active alarms (gateway.alarms): raise until cleared, whatever raised it."""
+"""The registry of active alarms (citynerve.gateway.alarms): raise until cleared, whatever raised it."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 
-from gateway.alarms import STATE_KEY, ActiveAlarms
-from gateway.api import Event, EventState, Severity
+from citynerve.gateway.alarms import STATE_KEY, ActiveAlarms
+from citynerve.gateway.api import Event, EventState, Severity
 
 
 def ev(

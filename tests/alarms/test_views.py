@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.api import Event, Reading, Sample, SampleBatch
-from gateway.pipeline import Pipeline, ReadingSink, RulesHook
-from hil.faults import alarms, bulkheads
+from citynerve.gateway.api import Event, Reading, Sample, SampleBatch
+from citynerve.gateway.pipeline import Pipeline, ReadingSink, RulesHook
+from citynerve.hil.faults import alarms, bulkheads
 from tests.pipeline.test_pipeline import device
 
 

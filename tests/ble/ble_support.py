@@ -7,10 +7,10 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from drivers.ble import BleBusConfig
-from drivers.bthome import BTHomeDevice
-from gateway.api import Event, SampleBatch, SampleSink, StateStore
-from hil.sim.ble import VirtualRadio
+from citynerve.drivers.ble import BleBusConfig
+from citynerve.drivers.bthome import BTHomeDevice
+from citynerve.gateway.api import Event, SampleBatch, SampleSink, StateStore
+from citynerve.hil.sim.ble import VirtualRadio
 
 KEY = bytes.fromhex("231d39c1d7cc1ab1aee224cd096db932")
 MAC = "A4:C1:38:00:00:01"

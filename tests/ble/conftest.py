@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from ble_support import RecordingSink, bus_config
 
-from drivers.bthome import BTHomeDevice, BTHomeDriver
-from gateway.api import StateStore
-from hil.sim.ble import VirtualRadio
+from citynerve.drivers.bthome import BTHomeDevice, BTHomeDriver
+from citynerve.gateway.api import StateStore
+from citynerve.hil.sim.ble import VirtualRadio
 
 _names = itertools.count()
 

@@ -12,10 +12,10 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakError
 
-from drivers.ble import Advertisement
-from drivers.ble._bleak import BleakBackend
-from drivers.bthome import codec
-from gateway.api import ChannelError
+from citynerve.drivers.ble import Advertisement
+from citynerve.drivers.ble._bleak import BleakBackend
+from citynerve.drivers.bthome import codec
+from citynerve.gateway.api import ChannelError
 
 
 def test_bleak_records_are_normalized() -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 from ble_support import KEY, MAC
 from click.testing import CliRunner
 
-from gateway.cli import main
-from hil.sim.ble import ManholeCoverNode, VirtualAdvertiser, VirtualDongle, VirtualRadio
+from citynerve.gateway.cli import main
+from citynerve.hil.sim.ble import ManholeCoverNode, VirtualAdvertiser, VirtualDongle, VirtualRadio
 
 CITYNERVE = str(Path(sys.executable).parent / "citynerve")
 

@@ -11,10 +11,10 @@ import time
 import pytest
 from ble_support import KEY, MAC, RecordingSink, bus_config, manhole_device
 
-from drivers.bthome import BTHomeDriver
-from gateway.api import Clock
-from gateway.bus.owner import BusOwner
-from hil.sim.ble import ManholeCoverNode, VirtualRadio
+from citynerve.drivers.bthome import BTHomeDriver
+from citynerve.gateway.api import Clock
+from citynerve.gateway.bus.owner import BusOwner
+from citynerve.hil.sim.ble import ManholeCoverNode, VirtualRadio
 
 
 class WallStepped(Clock):

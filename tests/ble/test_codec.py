@@ -11,17 +11,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drivers.bthome import codec
-from drivers.bthome.decode import decode
-from drivers.bthome.errors import (
+from citynerve.drivers.bthome import codec
+from citynerve.drivers.bthome.decode import decode
+from citynerve.drivers.bthome.errors import (
     BTHomeFrameError,
     DecryptionError,
     MalformedAdvertError,
     MissingKeyError,
     RejectReason,
 )
-from drivers.bthome.objects import OBJECTS, ValueFormat
-from hil.sim.ble.oracle import OracleParser, bthome_ble_values
+from citynerve.drivers.bthome.objects import OBJECTS, ValueFormat
+from citynerve.hil.sim.ble.oracle import OracleParser, bthome_ble_values
 
 DOC_KEY = bytes.fromhex("231d39c1d7cc1ab1aee224cd096db932")
 DOC_MAC = "54:48:E6:8F:80:A5"

@@ -10,9 +10,9 @@ import pytest
 from ble_support import KEY, MAC, MemoryState, RecordingSink, bus_config, manhole_device
 from pydantic import ValidationError
 
-from drivers.bthome import DRIVER, BTHomeDevice, BTHomeDriver, BTHomePoint, RejectReason, codec
-from gateway.api import ConfigError, EventState, PermanentError, Severity
-from hil.sim.ble import BTHomeNode, ManholeCoverNode, VirtualAdvertiser, VirtualRadio
+from citynerve.drivers.bthome import DRIVER, BTHomeDevice, BTHomeDriver, BTHomePoint, RejectReason, codec
+from citynerve.gateway.api import ConfigError, EventState, PermanentError, Severity
+from citynerve.hil.sim.ble import BTHomeNode, ManholeCoverNode, VirtualAdvertiser, VirtualRadio
 
 
 async def test_readings_and_tilt_alarm_reach_the_sink(radio: VirtualRadio, listening: Any) -> None:
@@ -244,8 +244,8 @@ def test_driver_spec() -> None:
 
 
 async def test_no_virtual_link_is_a_channel_error() -> None:
-    from drivers.ble import BleBusConfig
-    from gateway.api import ChannelError
+    from citynerve.drivers.ble import BleBusConfig
+    from citynerve.gateway.api import ChannelError
 
     bus = BleBusConfig(id="ble9", protocol="bthome", backend="bumble", transport="virtual:nowhere")
     with pytest.raises(ChannelError) as info:
@@ -271,8 +271,8 @@ async def test_alarm_raised_once_across_gateway_restart(radio: VirtualRadio, lis
 
 
 async def test_overload_is_counted_not_fatal(radio: VirtualRadio) -> None:
-    from drivers.ble import Advertisement
-    from drivers.bthome import driver as driver_mod
+    from citynerve.drivers.ble import Advertisement
+    from citynerve.drivers.bthome import driver as driver_mod
 
     driver = BTHomeDriver(bus_config(radio), [manhole_device()])
     payload = codec.build([(0x3F, 1.0)], mac=MAC, key=KEY, counter=1)
@@ -291,7 +291,7 @@ async def test_overload_is_counted_not_fatal(radio: VirtualRadio) -> None:
 def test_diag_decode_cli_uses_this_decoder() -> None:
     from click.testing import CliRunner
 
-    from gateway.cli import main
+    from citynerve.gateway.cli import main
 
     runner = CliRunner()
     args = ["diag", "decode", "bthome", "41a47266c95f730011223378237214", "--mac", "54:48:E6:8F:80:A5"]
@@ -320,8 +320,8 @@ async def test_store_failure_does_not_stop_delivery(radio: VirtualRadio, listeni
 async def test_advert_flood_of_one_node_is_rate_limited(radio: VirtualRadio) -> None:
     """A spoofer (or a broken node) sending fresh plaintext adverts as fast as it can: the burst and
     then ADVERTS_PER_S are delivered, the rest counted, not stored advert by advert."""
-    from drivers.ble import Advertisement
-    from drivers.bthome import driver as driver_mod
+    from citynerve.drivers.ble import Advertisement
+    from citynerve.drivers.bthome import driver as driver_mod
 
     mac = "A4:C1:38:00:00:09"
     dev = manhole_device(mac=mac, key=None, dev_id="mh-plain")

@@ -10,11 +10,11 @@ from pathlib import Path
 
 from ble_support import KEY, MAC, bus_config, manhole_device
 
-from drivers.bthome import BTHomeDriver, RejectReason, codec
-from gateway.api import EventState, Reading
-from gateway.pipeline import Pipeline
-from gateway.store import AsyncOutbox, Lane, OutboxWriter
-from hil.sim.ble import VirtualAdvertiser, VirtualRadio, run_scenario
+from citynerve.drivers.bthome import BTHomeDriver, RejectReason, codec
+from citynerve.gateway.api import EventState, Reading
+from citynerve.gateway.pipeline import Pipeline
+from citynerve.gateway.store import AsyncOutbox, Lane, OutboxWriter
+from citynerve.hil.sim.ble import VirtualAdvertiser, VirtualRadio, run_scenario
 
 
 async def _rows(outbox: AsyncOutbox, lane: Lane) -> list[object]:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from ble_support import KEY, MAC
 
-from drivers.bthome import codec
-from gateway.store import AsyncOutbox, Lane
-from hil.sim.ble import ManholeCoverNode, VirtualAdvertiser, VirtualDongle, VirtualRadio
+from citynerve.drivers.bthome import codec
+from citynerve.gateway.store import AsyncOutbox, Lane
+from citynerve.hil.sim.ble import ManholeCoverNode, VirtualAdvertiser, VirtualDongle, VirtualRadio
 
 CITYNERVE = str(Path(sys.executable).parent / "citynerve")
 

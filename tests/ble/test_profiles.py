@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from drivers.bthome import DRIVER, BTHomeDevice
-from gateway.api import ConfigError
-from gateway.config import load_config
+from citynerve.drivers.bthome import DRIVER, BTHomeDevice
+from citynerve.gateway.api import ConfigError
+from citynerve.gateway.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILES = sorted((REPO / "config" / "profiles").glob("bthome-*.toml"))

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from drivers.ble import (
+from citynerve.drivers.ble import (
     AdStructureError,
     Advertisement,
     Backend,
@@ -25,8 +25,8 @@ from drivers.ble import (
     parse_ad_structures,
     uuid16_to_128,
 )
-from gateway.api import ChannelError
-from hil.sim.ble import VirtualAdvertiser, VirtualRadio
+from citynerve.gateway.api import ChannelError
+from citynerve.hil.sim.ble import VirtualAdvertiser, VirtualRadio
 
 
 def test_ad_structures() -> None:
@@ -64,9 +64,9 @@ def test_bus_config() -> None:
 
 def test_backends_are_imported_lazily() -> None:
     code = (
-        "import sys, drivers.bthome, drivers.ble;"
+        "import sys, citynerve.drivers.bthome, citynerve.drivers.ble;"
         "print('bumble' in sys.modules, 'bleak' in sys.modules,"
-        " 'drivers.ble._bumble' in sys.modules)"
+        " 'citynerve.drivers.ble._bumble' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False", "False"]

@@ -3,7 +3,7 @@ no advert refused, none dropped (a short run of hil/sim/ble/soak.py)."""
 
 from __future__ import annotations
 
-from hil.sim.ble.soak import run_soak
+from citynerve.hil.sim.ble.soak import run_soak
 
 
 async def test_twenty_nodes_for_three_seconds() -> None:

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from ble_support import MemoryState
 
-from drivers.bthome import BTHomeDevice
-from hil.sim.ble import VirtualRadio
-from hil.sim.ble.street import (
+from citynerve.drivers.bthome import BTHomeDevice
+from citynerve.hil.sim.ble import VirtualRadio
+from citynerve.hil.sim.ble.street import (
     BedFootNode,
     CurtainWallNode,
     EntranceNode,

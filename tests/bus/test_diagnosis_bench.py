@@ -1,8 +1,9 @@
-"""The diagnosis benchmark runs (two of its faults here; `python -m hil.bench.diagnosis` runs all)."""
+"""The diagnosis benchmark runs (two of its faults here; `python -m citynerve.hil.bench.diagnosis`
+runs all)."""
 
 from __future__ import annotations
 
-from hil.bench.diagnosis import FAULTS, run
+from citynerve.hil.bench.diagnosis import FAULTS, run
 
 
 async def test_bench_names_the_injected_causes() -> None:

@@ -12,13 +12,13 @@ import tomllib
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from drivers.modbus.config import ModbusDeviceConfig, ModbusRtuBusConfig
-from drivers.modbus.driver import ModbusDriver
-from gateway.api import Event, SampleBatch
-from gateway.bus import BusOwner
-from gateway.bus.probe import PROBE, LineSettings
-from hil.sim.modbus import PROFILES_DIR, SimDevice, SimProfile, serve_rtu
-from hil.sim.serial import LineRelay
+from citynerve.drivers.modbus.config import ModbusDeviceConfig, ModbusRtuBusConfig
+from citynerve.drivers.modbus.driver import ModbusDriver
+from citynerve.gateway.api import Event, SampleBatch
+from citynerve.gateway.bus import BusOwner
+from citynerve.gateway.bus.probe import PROBE, LineSettings
+from citynerve.hil.sim.modbus import PROFILES_DIR, SimDevice, SimProfile, serve_rtu
+from citynerve.hil.sim.serial import LineRelay
 
 
 class Sink:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from gateway.api import (
+from citynerve.gateway.api import (
     BusConfig,
     ChannelError,
     DeviceConfig,
@@ -31,7 +31,7 @@ from gateway.api import (
     SampleBatch,
     Value,
 )
-from gateway.bus import OFFLINE_KIND, BusNotRunningError, BusOwner
+from citynerve.gateway.bus import OFFLINE_KIND, BusNotRunningError, BusOwner
 
 LOC = Location(address_code="310106013001")
 

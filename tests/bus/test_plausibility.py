@@ -12,12 +12,12 @@ import tomllib
 from collections.abc import Callable
 from typing import Any
 
-from drivers.modbus.config import ModbusDeviceConfig, ModbusTcpBusConfig
-from drivers.modbus.driver import ModbusDriver
-from gateway.api import Event, PointConfig, Quality, Sample, SampleBatch
-from gateway.bus import BusOwner
-from gateway.bus.plausibility import bounds_of, check
-from hil.sim.modbus import PROFILES_DIR, SimDevice, SimProfile, serve_tcp
+from citynerve.drivers.modbus.config import ModbusDeviceConfig, ModbusTcpBusConfig
+from citynerve.drivers.modbus.driver import ModbusDriver
+from citynerve.gateway.api import Event, PointConfig, Quality, Sample, SampleBatch
+from citynerve.gateway.bus import BusOwner
+from citynerve.gateway.bus.plausibility import bounds_of, check
+from citynerve.hil.sim.modbus import PROFILES_DIR, SimDevice, SimProfile, serve_tcp
 
 
 def test_bounds_from_the_point_else_shared_per_unit() -> None:
@@ -139,7 +139,7 @@ async def test_right_word_order_is_good_and_online() -> None:
 
 
 def test_plausible_orders_against_bounds_and_generic_sizes() -> None:
-    from gateway.bus.plausibility import plausible_orders
+    from citynerve.gateway.bus.plausibility import plausible_orders
 
     orders = {
         "ABCD": {"float32": 230.1, "int32": 1130000000},

@@ -8,13 +8,13 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from drivers.dlt645 import Dlt645Device, Dlt645Driver
-from drivers.dlt645 import codec as dlt
-from drivers.serialio import SerialBusConfig
-from gateway.api import Event, SampleBatch
-from gateway.bus import BusOwner
-from gateway.bus.probe import PROBE, LineSettings, candidates, conclude
-from hil.sim.serial import LineRelay, SerialMeterBus, SimDlt645Meter, retime
+from citynerve.drivers.dlt645 import Dlt645Device, Dlt645Driver
+from citynerve.drivers.dlt645 import codec as dlt
+from citynerve.drivers.serialio import SerialBusConfig
+from citynerve.gateway.api import Event, SampleBatch
+from citynerve.gateway.bus import BusOwner
+from citynerve.gateway.bus.probe import PROBE, LineSettings, candidates, conclude
+from citynerve.hil.sim.serial import LineRelay, SerialMeterBus, SimDlt645Meter, retime
 
 S9600 = LineSettings(9600, "E", 1)
 S2400 = LineSettings(2400, "E", 1)
@@ -48,7 +48,7 @@ def test_candidates_start_with_the_configured_setting() -> None:
 
 
 def test_conclusion_names_configured_and_found() -> None:
-    from gateway.bus.probe import Trial
+    from citynerve.gateway.bus.probe import Trial
 
     trials = [Trial(S9600, [], [], ["a", "b"], {}), Trial(S2400, ["a", "b"], [], [], {})]
     assert conclude(S9600, trials, 2)["conclusion"] == (

@@ -7,13 +7,13 @@ import asyncio
 import contextlib
 import time
 
-from drivers.cjt188 import Cjt188Device, Cjt188Driver
-from drivers.serialio import SerialBusConfig
-from gateway.api import Event, Sample, SampleBatch
-from gateway.bus import BusOwner
-from gateway.timecheck import meter_clock_skew, time_status
-from gateway.timesync import kernel_state
-from hil.sim.serial import SerialMeterBus, SimCjt188Meter
+from citynerve.drivers.cjt188 import Cjt188Device, Cjt188Driver
+from citynerve.drivers.serialio import SerialBusConfig
+from citynerve.gateway.api import Event, Sample, SampleBatch
+from citynerve.gateway.bus import BusOwner
+from citynerve.gateway.timecheck import meter_clock_skew, time_status
+from citynerve.gateway.timesync import kernel_state
+from citynerve.hil.sim.serial import SerialMeterBus, SimCjt188Meter
 
 DAY = 86400.0
 
@@ -95,8 +95,8 @@ async def test_gateway_clock_two_days_ahead_of_the_meters_is_named() -> None:
 
 
 async def test_dlt645_meters_date_and_time_dis_give_the_skew() -> None:
-    from drivers.dlt645 import Dlt645Device, Dlt645Driver
-    from hil.sim.serial import SimDlt645Meter
+    from citynerve.drivers.dlt645 import Dlt645Device, Dlt645Driver
+    from citynerve.hil.sim.serial import SimDlt645Meter
 
     meters = [SimDlt645Meter(a, clock_offset_s=-2 * DAY) for a in ("000000000161", "000000000162")]
     devices = [

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.api import DeviceExceptionError, DeviceTimeoutError, FrameError, FrameFault
-from gateway.bus.verdict import (
+from citynerve.gateway.api import DeviceExceptionError, DeviceTimeoutError, FrameError, FrameFault
+from citynerve.gateway.bus.verdict import (
     Cause,
     Counts,
     DeviceFacts,

@@ -12,11 +12,11 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from drivers.dlt645 import Dlt645Device, Dlt645Driver
-from drivers.serialio import SerialBusConfig
-from gateway.api import Event, SampleBatch
-from gateway.bus import BusOwner
-from hil.sim.serial import Fault, SerialMeterBus, SimDlt645Meter
+from citynerve.drivers.dlt645 import Dlt645Device, Dlt645Driver
+from citynerve.drivers.serialio import SerialBusConfig
+from citynerve.gateway.api import Event, SampleBatch
+from citynerve.gateway.bus import BusOwner
+from citynerve.hil.sim.serial import Fault, SerialMeterBus, SimDlt645Meter
 
 LOCATION = {"address_code": "320508001"}
 ENERGY_DI = 0x00010000

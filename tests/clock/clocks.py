@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.api import Clock
+from citynerve.gateway.api import Clock
 
 
 class SteppedClock(Clock):

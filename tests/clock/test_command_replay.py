@@ -7,9 +7,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gateway.store import AsyncOutbox
-from gateway.uplink import CommandOutcome, CommandProcessor, JsonV1Encoding, NonceCache, RejectReason
-from gateway.uplink.signing import CommandVerifier
+from citynerve.gateway.store import AsyncOutbox
+from citynerve.gateway.uplink import (
+    CommandOutcome,
+    CommandProcessor,
+    JsonV1Encoding,
+    NonceCache,
+    RejectReason,
+)
+from citynerve.gateway.uplink.signing import CommandVerifier
 from tests.clock.clocks import SteppedClock
 from tests.uplink.test_commands import GW, KEY, SIGNER, BuildingTarget
 

@@ -9,9 +9,9 @@ import contextlib
 import time
 from typing import Any
 
-from gateway.api import BusConfig, DeviceConfig, PollRequest, Sample
-from gateway.bus import BusOwner
-from gateway.service.notify import Notifier, Watchdog
+from citynerve.gateway.api import BusConfig, DeviceConfig, PollRequest, Sample
+from citynerve.gateway.bus import BusOwner
+from citynerve.gateway.service.notify import Notifier, Watchdog
 from tests.bus.test_owner import Collector, ScriptedDriver, device
 
 

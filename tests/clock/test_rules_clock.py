@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from gateway.api import EventState, Reading, SteadyWall
-from gateway.rules import RuleEngine, RulesConfig
+from citynerve.gateway.api import EventState, Reading, SteadyWall
+from citynerve.gateway.rules import RuleEngine, RulesConfig
 from tests.clock.clocks import SteppedClock
 from tests.rules.conftest import dev
 

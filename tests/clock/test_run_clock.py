@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from hil.faults.time import (
+from citynerve.hil.faults.time import (
     clock_step_back,
     clock_step_forward,
     command_replay_after_clock_back,
     unsynced_events_corrected_after_sync,
 )
-from hil.sim.clock import libfaketime
+from citynerve.hil.sim.clock import libfaketime
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.api import Event, EventState, Reading, Severity, SteadyWall
-from gateway.store import Lane, OutboxRow
-from gateway.timesync import ClockSync, UnsyncedMarks, kernel_synced, timesyncd_synced
+from citynerve.gateway.api import Event, EventState, Reading, Severity, SteadyWall
+from citynerve.gateway.store import Lane, OutboxRow
+from citynerve.gateway.timesync import ClockSync, UnsyncedMarks, kernel_synced, timesyncd_synced
 from tests.clock.clocks import SteppedClock
 
 
@@ -97,7 +97,7 @@ def test_steady_wall_reports_each_step_once() -> None:
 
 
 def test_metrics_show_the_clock() -> None:
-    from gateway.web.metrics import render_metrics
+    from citynerve.gateway.web.metrics import render_metrics
 
     text = render_metrics({"gateway_id": "gw", "clock": {"synchronized": False, "wall_steps": 2}})
     assert "citynerve_clock_synchronized 0" in text

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.api import Clock
-from gateway.service import render_unit
-from gateway.service.notify import Notifier, Watchdog
-from hil.faults.time import watchdog_hung_writer_stops_pings, watchdog_ready_and_pings
-from hil.sim.clock import NotifySocket
+from citynerve.gateway.api import Clock
+from citynerve.gateway.service import render_unit
+from citynerve.gateway.service.notify import Notifier, Watchdog
+from citynerve.hil.faults.time import watchdog_hung_writer_stops_pings, watchdog_ready_and_pings
+from citynerve.hil.sim.clock import NotifySocket
 
 
 @pytest.fixture

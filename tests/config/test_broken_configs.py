@@ -17,8 +17,8 @@ import pytest
 import tomli_w
 from click.testing import CliRunner
 
-from gateway.cli import main
-from hil.faults.config_cases import BASES, INF, MISTAKES, NAN, base, point_override
+from citynerve.gateway.cli import main
+from citynerve.hil.faults.config_cases import BASES, INF, MISTAKES, NAN, base, point_override
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,7 +63,7 @@ def test_the_real_cli_process_gives_the_same_lines(tmp_path: Path) -> None:
     point_override(cfg, "dlt645", di="ZZ", scale=NAN)
     path = _write(tmp_path, cfg)
     proc = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "config", "check", str(path)],
+        [sys.executable, "-m", "citynerve.gateway.cli", "config", "check", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -90,7 +90,7 @@ def test_a_driver_validator_that_breaks_is_an_issue_not_a_traceback() -> None:
     whatever a driver's validator raises on odd input becomes an issue at the entry's key path."""
     from pydantic import BaseModel, model_validator
 
-    from gateway.config.loader import _Loader
+    from citynerve.gateway.config.loader import _Loader
 
     class Fragile(BaseModel):
         points: Any = None

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gateway.api import ConfigError
-from gateway.cli import main
-from gateway.config import load_config
+from citynerve.gateway.api import ConfigError
+from citynerve.gateway.cli import main
+from citynerve.gateway.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "config" / "examples").glob("*.toml"))
@@ -264,7 +264,7 @@ def test_cli_missing_file_is_one_line(tmp_path: Path) -> None:
 def test_run_refuses_an_invalid_config_with_the_same_messages(tmp_path: Path) -> None:
     path = write(tmp_path, HEAD + BUS + "[[devices]]\nid = 'a'\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "run", "-c", str(path)],
+        [sys.executable, "-m", "citynerve.gateway.cli", "run", "-c", str(path)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gateway.api import ConfigError
-from gateway.cli import main
-from gateway.config import load_config
+from citynerve.gateway.api import ConfigError
+from citynerve.gateway.cli import main
+from citynerve.gateway.config import load_config
 
 TEXT = """
 [gateway]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from gateway.config import Profile
+from citynerve.gateway.config import Profile
 
 BASE = {"id": "p", "family": "modbus", "points": {"v": {"table": "input", "address": 0}}}
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gateway.api import ConfigError
-from gateway.cli import main
-from gateway.config import load_config
+from citynerve.gateway.api import ConfigError
+from citynerve.gateway.cli import main
+from citynerve.gateway.config import load_config
 from tests.config.test_config_errors import HEAD
 
 REPO = Path(__file__).resolve().parents[2]
@@ -151,7 +151,7 @@ def test_run_logs_the_warnings_at_start(tmp_path: Path) -> None:
         '\n[log]\nformat = "json"\n',
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "run", "-c", str(path)],
+        [sys.executable, "-m", "citynerve.gateway.cli", "run", "-c", str(path)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

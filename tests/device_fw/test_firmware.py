@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.bthome import DecryptionError, codec
-from hil.sim.ble.firmware import TESTS, micropython_binary, micropython_env, run_scenario
-from hil.sim.ble.oracle import bthome_ble_values
+from citynerve.drivers.bthome import DecryptionError, codec
+from citynerve.hil.sim.ble.firmware import TESTS, micropython_binary, micropython_env, run_scenario
+from citynerve.hil.sim.ble.oracle import bthome_ble_values
 
 KEY = bytes.fromhex("231d39c1d7cc1ab1aee224cd096db932")
 MAC = "A4:C1:38:00:00:01"
@@ -127,7 +127,7 @@ def test_example_config_loads_on_the_node(tmp_path: object) -> None:
 def test_provision_tool(tmp_path: Path) -> None:
     import tomllib
 
-    from drivers.bthome import BTHomeDevice
+    from citynerve.drivers.bthome import BTHomeDevice
 
     tool = TESTS.parent / "tools" / "provision.py"
     out = subprocess.run(

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from gateway.config import GatewayConfig, load_config
-from gateway.control import GatewayNotRunningError, ask
-from gateway.runtime import Gateway
-from hil.sim.modbus import ModbusBuilding
+from citynerve.gateway.config import GatewayConfig, load_config
+from citynerve.gateway.control import GatewayNotRunningError, ask
+from citynerve.gateway.runtime import Gateway
+from citynerve.hil.sim.modbus import ModbusBuilding
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILES = REPO / "config" / "profiles"

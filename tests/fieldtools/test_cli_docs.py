@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from hil.tools.gen_cli_docs import DOC, render, walk
+from citynerve.hil.tools.gen_cli_docs import DOC, render, walk
 
 FIELD_TOOLS = (
     ("citynerve", "diag", "ports"),
@@ -19,19 +19,19 @@ FIELD_TOOLS = (
 
 
 def _tree() -> list[tuple[tuple[str, ...], click.Command]]:
-    import gateway.cli
+    import citynerve.gateway.cli
 
-    load = getattr(gateway.cli, "load_command_modules", None)
+    load = getattr(citynerve.gateway.cli, "load_command_modules", None)
     if load is not None:
         load()
-    return list(walk(gateway.cli.main, ("citynerve",)))
+    return list(walk(citynerve.gateway.cli.main, ("citynerve",)))
 
 
 def test_cli_reference_is_current() -> None:
     expected = render()
     current = DOC.read_text(encoding="utf-8") if DOC.exists() else ""
     assert current == expected, (
-        "docs/cli.md does not match the CLI: regenerate it with `python -m hil.tools.gen_cli_docs` "
+        "docs/cli.md does not match the CLI: regenerate it with `python -m citynerve.hil.tools.gen_cli_docs` "
         "and commit the result"
     )
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gateway import shipped
-from gateway.cli import main
-from gateway.commissioning import available_profiles, discover, identify_found, propose
-from gateway.config import load_config
-from hil.demo_building import COVERS, DemoBuilding
-from hil.sim.modbus import DEFAULT_BUILDING, ModbusBuilding
-from hil.sim.serial._building import ELECTRICITY, WATER
+from citynerve.gateway import shipped
+from citynerve.gateway.cli import main
+from citynerve.gateway.commissioning import available_profiles, discover, identify_found, propose
+from citynerve.gateway.config import load_config
+from citynerve.hil.demo_building import COVERS, DemoBuilding
+from citynerve.hil.sim.modbus import DEFAULT_BUILDING, ModbusBuilding
+from citynerve.hil.sim.serial._building import ELECTRICITY, WATER
 
 pytestmark = pytest.mark.slow
 IDENTITY_ARGS = (

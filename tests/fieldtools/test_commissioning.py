@@ -15,12 +15,12 @@ from click.testing import CliRunner, Result
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.cli import main
-from gateway.commissioning import BusSpecError, dump_toml, parse_bus_spec
-from gateway.commissioning.redact import REDACTED, redact_config
-from gateway.config import load_config
-from gateway.runtime import Gateway
-from hil.sim.modbus import ModbusBuilding
+from citynerve.gateway.cli import main
+from citynerve.gateway.commissioning import BusSpecError, dump_toml, parse_bus_spec
+from citynerve.gateway.commissioning.redact import REDACTED, redact_config
+from citynerve.gateway.config import load_config
+from citynerve.gateway.runtime import Gateway
+from citynerve.hil.sim.modbus import ModbusBuilding
 
 from .conftest import PROFILES, wait_for
 
@@ -386,10 +386,10 @@ def test_toml_writer_layout() -> None:
 
 
 async def test_reload_outcomes_from_a_real_control_server(short_dir: Path) -> None:
-    from gateway.api import ConfigError, ConfigIssue
-    from gateway.commissioning import ReloadOutcome, ask_reload
-    from gateway.control import ControlServer
-    from gateway.control.server import Handler
+    from citynerve.gateway.api import ConfigError, ConfigIssue
+    from citynerve.gateway.commissioning import ReloadOutcome, ask_reload
+    from citynerve.gateway.control import ControlServer
+    from citynerve.gateway.control.server import Handler
 
     sock = short_dir / "c.sock"
     assert (await ask_reload(sock)).outcome is ReloadOutcome.NOT_RUNNING
@@ -422,8 +422,8 @@ async def test_reload_outcomes_from_a_real_control_server(short_dir: Path) -> No
 
 def test_shipped_profiles_found_wherever_the_config_lives(short_dir: Path) -> None:
     # The guide puts the config in /etc/citynerve: no profiles/ folder beside it, no --profile-dir.
-    from gateway import shipped
-    from gateway.commissioning import available_profiles
+    from citynerve.gateway import shipped
+    from citynerve.gateway.commissioning import available_profiles
 
     path = short_dir / "etc" / "citynerve" / "gateway.toml"
     path.parent.mkdir(parents=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from hil.tools.gen_config_docs import DOC, render
+from citynerve.hil.tools.gen_config_docs import DOC, render
 
 GUIDES = ("installer-guide.md", "technician-guide.md", "rules.md", "modbus.md", "serial-meters.md")
 
@@ -15,7 +15,7 @@ def test_configuration_reference_is_current() -> None:
     current = DOC.read_text(encoding="utf-8") if DOC.exists() else ""
     assert current == render(), (
         "docs/configuration.md does not match the config models: regenerate it with "
-        "`python -m hil.tools.gen_config_docs` and commit the result"
+        "`python -m citynerve.hil.tools.gen_config_docs` and commit the result"
     )
 
 

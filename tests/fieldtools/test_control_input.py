@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gateway.control.server import ControlServer
+from citynerve.gateway.control.server import ControlServer
 from tests.fieldtools.conftest import wait_for
 
 

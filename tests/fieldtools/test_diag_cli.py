@@ -18,14 +18,14 @@ import serial
 from click.testing import CliRunner, Result
 from serial.tools import list_ports
 
-from gateway.cli import main
-from gateway.config import GatewayConfig
-from gateway.control import ControlError, ask
-from gateway.diagbus import DiagRoute, DiagSession, UnknownBusError, bus_diag
-from gateway.logs import field
-from gateway.runtime import Gateway
-from gateway.store import AsyncOutbox
-from hil.sim.modbus import ModbusBuilding
+from citynerve.gateway.cli import main
+from citynerve.gateway.config import GatewayConfig
+from citynerve.gateway.control import ControlError, ask
+from citynerve.gateway.diagbus import DiagRoute, DiagSession, UnknownBusError, bus_diag
+from citynerve.gateway.logs import field
+from citynerve.gateway.runtime import Gateway
+from citynerve.gateway.store import AsyncOutbox
+from citynerve.hil.sim.modbus import ModbusBuilding
 
 from .conftest import gateway_toml
 
@@ -184,7 +184,7 @@ def test_log_fields_cannot_forge_lines() -> None:
     assert len(field("x" * 10_000)) == 200
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
-    from gateway.logs import _RedactingFormatter
+    from citynerve.gateway.logs import _RedactingFormatter
 
     handler.setFormatter(_RedactingFormatter("%(levelname)s %(message)s"))
     logger = logging.getLogger("test.forge")
@@ -281,7 +281,7 @@ def test_ports_lists_what_pyserial_sees() -> None:
 
 
 async def _filled_store(config: GatewayConfig) -> None:
-    from gateway.api import Reading
+    from citynerve.gateway.api import Reading
 
     async with AsyncOutbox(Path(config.store.path), synchronous="normal") as ob:
         await ob.append(

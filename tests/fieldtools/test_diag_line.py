@@ -9,11 +9,11 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
-from gateway.bus.linetest import latency_summary, serial_counters
-from gateway.cli import main
-from gateway.config import GatewayConfig
-from gateway.runtime import Gateway
-from hil.sim.modbus import ModbusBuilding
+from citynerve.gateway.bus.linetest import latency_summary, serial_counters
+from citynerve.gateway.cli import main
+from citynerve.gateway.config import GatewayConfig
+from citynerve.gateway.runtime import Gateway
+from citynerve.hil.sim.modbus import ModbusBuilding
 
 from .conftest import wait_for
 

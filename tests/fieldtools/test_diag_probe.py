@@ -11,11 +11,11 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
-from gateway.bus.probe import LineSettings
-from gateway.cli import main
-from gateway.commissioning.bussettings import set_bus_settings
-from gateway.config import load_config
-from hil.sim.serial import LineRelay, SerialMeterBus, SimDlt645Meter
+from citynerve.gateway.bus.probe import LineSettings
+from citynerve.gateway.cli import main
+from citynerve.gateway.commissioning.bussettings import set_bus_settings
+from citynerve.gateway.config import load_config
+from citynerve.hil.sim.serial import LineRelay, SerialMeterBus, SimDlt645Meter
 
 from .conftest import run_gateway, wait_for
 
@@ -146,7 +146,7 @@ def rtu_toml(port: str) -> str:
 
 
 async def test_modbus_scan_at_another_baud_rate_and_probe(short_dir: Path) -> None:
-    from hil.sim.modbus import SimDevice, SimProfile, serve_rtu
+    from citynerve.hil.sim.modbus import SimDevice, SimProfile, serve_rtu
 
     async with LineRelay([(None, LineSettings(19200, "N", 1))]) as relay:
         server = await serve_rtu(

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.commissioning import available_profiles, discover, identify_found, propose
-from gateway.commissioning.configfile import DeviceListEditor
-from gateway.config import load_config
-from hil.sim.ble import ManholeCoverNode, VirtualAdvertiser, VirtualRadio
-from hil.sim.serial import SerialMeterBus, SimCjt188Meter, SimDlt645Meter
+from citynerve.gateway.commissioning import available_profiles, discover, identify_found, propose
+from citynerve.gateway.commissioning.configfile import DeviceListEditor
+from citynerve.gateway.config import load_config
+from citynerve.hil.sim.ble import ManholeCoverNode, VirtualAdvertiser, VirtualRadio
+from citynerve.hil.sim.serial import SerialMeterBus, SimCjt188Meter, SimDlt645Meter
 
 from .conftest import PROFILES, gateway_toml
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.commissioning import discover
-from gateway.commissioning.meter_search import SearchProgress, estimate_s
-from gateway.config import load_config
-from hil.sim.serial import SerialMeterBus, SimDlt645Meter, riser_cjt188, riser_dlt645
+from citynerve.gateway.commissioning import discover
+from citynerve.gateway.commissioning.meter_search import SearchProgress, estimate_s
+from citynerve.gateway.config import load_config
+from citynerve.hil.sim.serial import SerialMeterBus, SimDlt645Meter, riser_cjt188, riser_dlt645
 
 from .conftest import gateway_toml
 
@@ -83,7 +83,7 @@ def test_time_estimate_from_the_baud_rate() -> None:
 async def test_init_shows_the_estimate_and_the_meters_found(short_dir: Path) -> None:
     from click.testing import CliRunner
 
-    from gateway.cli import main
+    from citynerve.gateway.cli import main
 
     meters = [SimDlt645Meter("310106000001", phases=1), SimDlt645Meter("310106000002", phases=1)]
     async with SerialMeterBus(meters=meters, baudrate=2400, wire_time=False) as bus:

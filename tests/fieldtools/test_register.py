@@ -9,9 +9,9 @@ from pathlib import Path
 import openpyxl
 from click.testing import CliRunner, Result
 
-from gateway.cli import main
-from gateway.commissioning.register import read_register
-from gateway.config import load_config
+from citynerve.gateway.cli import main
+from citynerve.gateway.commissioning.register import read_register
+from citynerve.gateway.config import load_config
 
 REGISTER = [
     ["表号", "楼栋", "楼层", "房号", "类型", "部件编码", "名称"],

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 
-from gateway.cli import main
-from gateway.runtime import Gateway
-from hil.sim.modbus import ModbusBuilding
+from citynerve.gateway.cli import main
+from citynerve.gateway.runtime import Gateway
+from citynerve.hil.sim.modbus import ModbusBuilding
 
 from .conftest import wait_for
 from .test_status_page_browser import ARTIFACTS, browser

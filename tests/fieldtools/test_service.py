@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from gateway.cli import main
-from gateway.service import render_unit
+from citynerve.gateway.cli import main
+from citynerve.gateway.service import render_unit
 
 UNIT = "etc/systemd/system/citynerve.service"
 
@@ -124,7 +124,7 @@ def test_missing_config_file_is_bad_input(tmp_path: Path, missing: str) -> None:
 
 def test_dry_run_for_the_real_system_plans_user_and_systemctl(short_dir: Path) -> None:
     """Only planned (dry run): what `sudo citynerve service install` would run on this machine."""
-    from gateway.service import plan_install
+    from citynerve.gateway.service import plan_install
 
     plan = plan_install(prefix=Path("/"), exec_start="/opt/citynerve/bin/citynerve")
     commands = [s.command for s in plan.steps if s.command]

@@ -19,9 +19,9 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from gateway.runtime import Gateway
-from gateway.web import StatusServer, WebConfig
-from hil.sim.modbus import ModbusBuilding
+from citynerve.gateway.runtime import Gateway
+from citynerve.gateway.web import StatusServer, WebConfig
+from citynerve.hil.sim.modbus import ModbusBuilding
 
 from .conftest import REPO, wait_for
 

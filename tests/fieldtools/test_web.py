@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
-from gateway.config import load_config
-from gateway.runtime import Gateway
-from gateway.web import StatusServer, WebConfig, WebServerError, is_loopback
-from gateway.web.metrics import Exposition
-from hil.platform import MosquittoBroker, find_mosquitto
-from hil.sim.modbus import ModbusBuilding
+from citynerve.gateway.config import load_config
+from citynerve.gateway.runtime import Gateway
+from citynerve.gateway.web import StatusServer, WebConfig, WebServerError, is_loopback
+from citynerve.gateway.web.metrics import Exposition
+from citynerve.hil.platform import MosquittoBroker, find_mosquitto
+from citynerve.hil.sim.modbus import ModbusBuilding
 
 from .conftest import gateway_toml, run_gateway, wait_for
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.web import StatusServer, WebConfig
-from gateway.web.limits import FD_RESERVE, REQUEST_DEADLINE_S, LoginThrottle, connection_limit
-from gateway.web.peer import may_use_gateway, peer_uid
-from hil.faults._inputs_support import http_get
+from citynerve.gateway.web import StatusServer, WebConfig
+from citynerve.gateway.web.limits import FD_RESERVE, REQUEST_DEADLINE_S, LoginThrottle, connection_limit
+from citynerve.gateway.web.peer import may_use_gateway, peer_uid
+from citynerve.hil.faults._inputs_support import http_get
 
 
 def test_connection_limit_is_sized_from_rlimit_nofile() -> None:

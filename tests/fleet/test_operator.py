@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from gateway.alarms import ActiveAlarms
-from gateway.api import Event, EventState, Severity
-from gateway.operator import OperatorControls, OperatorRequestError
-from gateway.rules import RuleEngine
-from gateway.store import AsyncOutbox
+from citynerve.gateway.alarms import ActiveAlarms
+from citynerve.gateway.api import Event, EventState, Severity
+from citynerve.gateway.operator import OperatorControls, OperatorRequestError
+from citynerve.gateway.rules import RuleEngine
+from citynerve.gateway.store import AsyncOutbox
 from tests.rules.conftest import T0, dev, engine, feed, states
 
 R = EventState.RAISED

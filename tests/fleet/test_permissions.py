@@ -12,16 +12,22 @@ from typing import Any
 
 import pytest
 
-from gateway.alarms import ActiveAlarms
-from gateway.api import ConfigError
-from gateway.fleet import CHUNK_BYTES, HostControl, LogLevel, LogRing, remote_actions
-from gateway.operator import OperatorControls
-from gateway.store import AsyncOutbox
-from gateway.uplink import CommandOutcome, CommandProcessor, JsonV1Encoding, NonceCache, RejectReason
-from gateway.uplink.config import CommandsConfig
-from gateway.uplink.keys import load_key_ring
-from gateway.uplink.permissions import LEGACY_PERMISSIONS, Permission
-from hil.platform import CommandSigner
+from citynerve.gateway.alarms import ActiveAlarms
+from citynerve.gateway.api import ConfigError
+from citynerve.gateway.fleet import CHUNK_BYTES, HostControl, LogLevel, LogRing, remote_actions
+from citynerve.gateway.operator import OperatorControls
+from citynerve.gateway.store import AsyncOutbox
+from citynerve.gateway.uplink import (
+    CommandOutcome,
+    CommandProcessor,
+    JsonV1Encoding,
+    NonceCache,
+    RejectReason,
+)
+from citynerve.gateway.uplink.config import CommandsConfig
+from citynerve.gateway.uplink.keys import load_key_ring
+from citynerve.gateway.uplink.permissions import LEGACY_PERMISSIONS, Permission
+from citynerve.hil.platform import CommandSigner
 from tests.rules.conftest import dev, engine
 from tests.uplink.conftest import wait_for
 from tests.uplink.test_commands import BuildingTarget
@@ -43,7 +49,7 @@ class RecordingHost(HostControl):
 
 
 class Runtime:
-    """The few figures diagnostics read, as the runtime answers them (gateway.fleet.Diagnosable)."""
+    """The few figures diagnostics read, as the runtime answers them (citynerve.gateway.fleet.Diagnosable)."""
 
     def __init__(self, outbox: AsyncOutbox) -> None:
         self.outbox = outbox

@@ -83,7 +83,7 @@ def gateway_config(tmp: Path, port: int, *, buses: int = 2, units: int = 5) -> P
 
 
 class GatewayProcess:
-    """`python -m gateway.cli run -c FILE` as a child process."""
+    """`python -m citynerve.gateway.cli run -c FILE` as a child process."""
 
     def __init__(self, config: Path) -> None:
         self.config = config
@@ -94,7 +94,7 @@ class GatewayProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "run", "-c", str(self.config)],
+                [sys.executable, "-m", "citynerve.gateway.cli", "run", "-c", str(self.config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.uplink.schemas import schema_path
-from hil.platform import MosquittoBroker
+from citynerve.gateway.uplink.schemas import schema_path
+from citynerve.hil.platform import MosquittoBroker
 from tests.integration.conftest import GatewayProcess
 from tests.modbus.modbus_support import start_bank_server
 from tests.uplink.conftest import PLATFORM_KEY, platform_key_file

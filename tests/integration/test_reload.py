@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.control import ControlError, ask
-from gateway.store import read_stats
+from citynerve.gateway.control import ControlError, ask
+from citynerve.gateway.store import read_stats
 from tests.integration.conftest import GatewayProcess, gateway_config
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import aiomqtt
 
-from hil.platform import CommandSigner, MosquittoBroker
+from citynerve.hil.platform import CommandSigner, MosquittoBroker
 from tests.integration.conftest import GatewayProcess
 from tests.modbus.modbus_support import start_bank_server
 from tests.uplink.conftest import PLATFORM_SIGNER, platform_key_file

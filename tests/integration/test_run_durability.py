@@ -12,7 +12,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from gateway.control import ask
+from citynerve.gateway.control import ask
 from tests.integration.conftest import GatewayProcess, gateway_config
 
 

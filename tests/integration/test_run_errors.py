@@ -8,7 +8,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from hil.platform import free_port
+from citynerve.hil.platform import free_port
 from tests.integration.conftest import GatewayProcess, counter_profile
 
 HEAD = """
@@ -27,7 +27,7 @@ format = "json"
 
 def test_bad_config_path_is_one_line(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "run", "-c", str(tmp_path / "nope.toml")],
+        [sys.executable, "-m", "citynerve.gateway.cli", "run", "-c", str(tmp_path / "nope.toml")],
         capture_output=True,
         text=True,
         timeout=60,

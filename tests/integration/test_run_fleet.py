@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.control import ask
-from hil.platform import CommandSigner, MosquittoBroker, PlatformConsumer, free_port
-from hil.platform.fleet import FleetClient
+from citynerve.gateway.control import ask
+from citynerve.hil.platform import CommandSigner, MosquittoBroker, PlatformConsumer, free_port
+from citynerve.hil.platform.fleet import FleetClient
 from tests.integration.conftest import GatewayProcess, gateway_config
 from tests.integration.test_run_web import get
 
@@ -55,7 +55,7 @@ def write_config(
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args, "-c", str(config)],
+        [sys.executable, "-m", "citynerve.gateway.cli", *args, "-c", str(config)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -202,7 +202,7 @@ def test_operator_controls_permissions_diagnostics_and_restart(
                     base = ["--broker", f"mqtt://{broker.host}:{broker.port}", "--gateway", GW]
                     base += ["--hmac-key-file", str(tmp_path / "ops.key"), "--key-id", "district-ops"]
                     return subprocess.run(
-                        [sys.executable, "-m", "hil.platform", "fleet", *base, *args],
+                        [sys.executable, "-m", "citynerve.hil.platform", "fleet", *base, *args],
                         capture_output=True,
                         text=True,
                         timeout=60,

@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway.api import Event
-from gateway.control import ask
-from gateway.store import Lane, Outbox
+from citynerve.gateway.api import Event
+from citynerve.gateway.control import ask
+from citynerve.gateway.store import Lane, Outbox
 from tests.integration.conftest import HERE, GatewayProcess, gateway_config
 
 
@@ -50,7 +50,7 @@ def start_peer(port: int) -> subprocess.Popen[str]:
 
 
 def test_devices_go_offline_and_come_back(tmp_path: Path, gateway_process: type[GatewayProcess]) -> None:
-    from hil.platform import free_port
+    from citynerve.hil.platform import free_port
 
     port = free_port()
     peer = start_peer(port)

@@ -12,8 +12,8 @@ import signal
 import time
 from pathlib import Path
 
-from gateway.store import Lane, Outbox
-from hil.platform import MosquittoBroker, PlatformConsumer
+from citynerve.gateway.store import Lane, Outbox
+from citynerve.hil.platform import MosquittoBroker, PlatformConsumer
 from tests.integration.conftest import GatewayProcess, gateway_config
 from tests.uplink.conftest import PLATFORM_SIGNER, platform_key_file
 

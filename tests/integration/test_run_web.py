@@ -5,7 +5,7 @@ from __future__ import annotations
 import urllib.request
 from pathlib import Path
 
-from hil.platform import free_port
+from citynerve.hil.platform import free_port
 from tests.integration.conftest import GatewayProcess, gateway_config
 
 

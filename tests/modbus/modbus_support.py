@@ -13,7 +13,7 @@ from pymodbus.datastore import ModbusBaseDeviceContext, ModbusServerContext
 from pymodbus.framer import FramerType
 from pymodbus.server import ModbusTcpServer
 
-from drivers.modbus.config import ModbusDeviceConfig, ModbusTcpBusConfig
+from citynerve.drivers.modbus.config import ModbusDeviceConfig, ModbusTcpBusConfig
 
 _TABLE_OF_FC = {
     1: "coil",

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymodbus.client.mixin import ModbusClientMixin
 
-from drivers.modbus.codec import (
+from citynerve.drivers.modbus.codec import (
     ORDERS,
     TYPES,
     CodecError,

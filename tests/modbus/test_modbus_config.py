@@ -13,16 +13,16 @@ from hypothesis import strategies as st
 from modbus_support import device_model
 from pydantic import ValidationError
 
-from drivers.modbus import RTU_DRIVER, RTU_OVER_TCP_DRIVER, TCP_DRIVER
-from drivers.modbus.config import (
+from citynerve.drivers.modbus import RTU_DRIVER, RTU_OVER_TCP_DRIVER, TCP_DRIVER
+from citynerve.drivers.modbus.config import (
     ModbusDeviceConfig,
     ModbusPointConfig,
     ModbusRtuBusConfig,
     ModbusRtuOverTcpBusConfig,
     ModbusTcpBusConfig,
 )
-from drivers.modbus.driver import plan_device
-from gateway.api import DriverSpec
+from citynerve.drivers.modbus.driver import plan_device
+from citynerve.gateway.api import DriverSpec
 
 PROFILES = sorted((Path(__file__).resolve().parents[2] / "config" / "profiles").glob("modbus-*.toml"))
 
@@ -178,7 +178,7 @@ def test_driver_specs_are_found_through_entry_points(name: str, spec: DriverSpec
 
 def test_decoder_entry_point() -> None:
     (ep,) = [e for e in entry_points(group="citynerve.decoders") if e.name == "modbus-rtu"]
-    from drivers.modbus.decode import decode_rtu
+    from citynerve.drivers.modbus.decode import decode_rtu
 
     assert ep.load() is decode_rtu
 
@@ -206,7 +206,7 @@ def write_gateway(tmp_path: Path, points: str, devices: str = "") -> Path:
 
 
 def test_the_gateway_loader_uses_these_models(tmp_path: Path) -> None:
-    from gateway.config import load_config
+    from citynerve.gateway.config import load_config
 
     cfg = write_gateway(
         tmp_path,
@@ -223,8 +223,8 @@ def test_the_gateway_loader_uses_these_models(tmp_path: Path) -> None:
 
 
 def test_the_gateway_loader_reports_modbus_point_errors_with_key_paths(tmp_path: Path) -> None:
-    from gateway.api import ConfigError
-    from gateway.config import load_config
+    from citynerve.gateway.api import ConfigError
+    from citynerve.gateway.config import load_config
 
     cfg = write_gateway(
         tmp_path,

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymodbus.framer.rtu import FramerRTU
 
-from drivers.modbus.codec import (
+from citynerve.drivers.modbus.codec import (
     FUNCTIONS,
     Direction,
     build_rtu_frame,
@@ -18,8 +18,8 @@ from drivers.modbus.codec import (
     read_request_pdu,
     read_response_pdu,
 )
-from drivers.modbus.decode import decode_rtu
-from gateway.api import FrameError
+from citynerve.drivers.modbus.decode import decode_rtu
+from citynerve.gateway.api import FrameError
 
 
 def crc_bitwise(data: bytes) -> int:

@@ -13,12 +13,12 @@ import pytest
 import serial
 from modbus_support import LOCATION, device_model, free_port
 
-from drivers.modbus._channel import silent_interval_s
-from drivers.modbus.codec import build_rtu_frame, crc16
-from drivers.modbus.config import ModbusDeviceConfig, ModbusRtuBusConfig
-from drivers.modbus.driver import ModbusDriver
-from gateway.api import ChannelError, DeviceTimeoutError, FrameError, FrameFault, TransientError
-from hil.sim.modbus import PROFILES_DIR, ModbusBuilding, PtyLink, SimDevice, SimProfile, serve_rtu
+from citynerve.drivers.modbus._channel import silent_interval_s
+from citynerve.drivers.modbus.codec import build_rtu_frame, crc16
+from citynerve.drivers.modbus.config import ModbusDeviceConfig, ModbusRtuBusConfig
+from citynerve.drivers.modbus.driver import ModbusDriver
+from citynerve.gateway.api import ChannelError, DeviceTimeoutError, FrameError, FrameFault, TransientError
+from citynerve.hil.sim.modbus import PROFILES_DIR, ModbusBuilding, PtyLink, SimDevice, SimProfile, serve_rtu
 
 
 def profile_device(profile: str, unit: int, bus: str = "rs485") -> ModbusDeviceConfig:
@@ -270,7 +270,7 @@ async def test_open_twice_and_reads_after_close(rig: Rig) -> None:
 
 
 async def test_broadcast_write_gets_no_answer_and_a_turnaround_delay(rig: Rig) -> None:
-    from drivers.modbus._channel import BROADCAST_TURNAROUND_S
+    from citynerve.drivers.modbus._channel import BROADCAST_TURNAROUND_S
 
     everyone = device_model(
         id="all",

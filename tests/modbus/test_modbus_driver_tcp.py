@@ -13,10 +13,10 @@ from modbus_support import BankServer, free_port, start_bank_server, tcp_bus
 from pydantic import ValidationError
 from pymodbus.client.mixin import ModbusClientMixin
 
-from drivers.modbus import TCP_DRIVER
-from drivers.modbus.config import ModbusDeviceConfig, ModbusRtuOverTcpBusConfig, ModbusTcpBusConfig
-from drivers.modbus.driver import ModbusDriver, ModbusRequest
-from gateway.api import (
+from citynerve.drivers.modbus import TCP_DRIVER
+from citynerve.drivers.modbus.config import ModbusDeviceConfig, ModbusRtuOverTcpBusConfig, ModbusTcpBusConfig
+from citynerve.drivers.modbus.driver import ModbusDriver, ModbusRequest
+from citynerve.gateway.api import (
     ChannelError,
     DeviceExceptionError,
     DeviceTimeoutError,
@@ -438,7 +438,7 @@ async def test_diag_scan_read_write(bank_server: BankServer) -> None:
 async def test_diag_bad_params_name_the_parameter(
     bank_server: BankServer, action: str, params: dict[str, Any], param: str
 ) -> None:
-    from drivers.modbus._diag import DiagParamError
+    from citynerve.drivers.modbus._diag import DiagParamError
 
     driver = ModbusDriver(tcp_bus(bank_server), [])
     await driver.open()
@@ -512,9 +512,9 @@ async def test_pymodbus_does_not_log_what_the_driver_raises(
 
 
 def test_raw_from_engineering_inverts_scale_and_offset() -> None:
-    from drivers.modbus.codec import CodecError
-    from drivers.modbus.config import ModbusPointConfig
-    from drivers.modbus.driver import raw_from_engineering
+    from citynerve.drivers.modbus.codec import CodecError
+    from citynerve.drivers.modbus.config import ModbusPointConfig
+    from citynerve.drivers.modbus.driver import raw_from_engineering
 
     temp = ModbusPointConfig(table="holding", address=0, type="int16", scale=0.1, offset=-40.0, writable=True)
     assert raw_from_engineering(temp, 21.5) == 615
@@ -549,7 +549,7 @@ async def test_refused_gap_falls_back_to_reading_points_apart(
     try:
         (request,) = driver.plan(device)
         assert (request.address, request.count) == (0, 9)
-        with caplog.at_level(logging.WARNING, logger="drivers.modbus.driver"):
+        with caplog.at_level(logging.WARNING, logger="citynerve.drivers.modbus.driver"):
             first = await driver.read(device, request)
             bank.requests.clear()
             second = await driver.read(device, request)

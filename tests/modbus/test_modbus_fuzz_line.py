@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator
 import pytest
 from modbus_support import LOCATION, device_model
 
-from drivers.modbus.codec import build_rtu_frame
-from drivers.modbus.config import ModbusRtuBusConfig, ModbusTcpBusConfig
-from drivers.modbus.driver import ModbusDriver
-from gateway.api import DeviceExceptionError, DeviceTimeoutError, FrameError
-from hil.sim.modbus import ModbusBuilding, PtyLink
+from citynerve.drivers.modbus.codec import build_rtu_frame
+from citynerve.drivers.modbus.config import ModbusRtuBusConfig, ModbusTcpBusConfig
+from citynerve.drivers.modbus.driver import ModbusDriver
+from citynerve.gateway.api import DeviceExceptionError, DeviceTimeoutError, FrameError
+from citynerve.hil.sim.modbus import ModbusBuilding, PtyLink
 
 TYPED = (FrameError, DeviceTimeoutError, DeviceExceptionError)
 SMOKE = device_model(
@@ -133,7 +133,7 @@ async def test_random_replies_on_tcp(garbage_server: tuple[GarbageServer, int]) 
         except TYPED:
             errors += 1
         except Exception as err:
-            from gateway.api import ChannelError
+            from citynerve.gateway.api import ChannelError
 
             assert isinstance(err, ChannelError), repr(err)
             continue

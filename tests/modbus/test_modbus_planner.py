@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.modbus.driver import plan_device
-from drivers.modbus.planner import Limits, PlannedRead, PointSpan, plan_reads, run_feasible
+from citynerve.drivers.modbus.driver import plan_device
+from citynerve.drivers.modbus.planner import Limits, PlannedRead, PointSpan, plan_reads, run_feasible
 
 
 def partitions(items: list[PointSpan]) -> Iterator[list[list[PointSpan]]]:

@@ -13,9 +13,9 @@ from typing import Any
 from modbus_support import LOCATION, BankServer, device_model, tcp_bus
 from pymodbus.client.mixin import ModbusClientMixin
 
-from drivers.modbus.config import REGISTERS_OF_TYPE
-from drivers.modbus.driver import ModbusDriver
-from gateway.api import shortest_float32
+from citynerve.drivers.modbus.config import REGISTERS_OF_TYPE
+from citynerve.drivers.modbus.driver import ModbusDriver
+from citynerve.gateway.api import shortest_float32
 
 DT = ModbusClientMixin.DATATYPE
 ORACLE = {
@@ -43,7 +43,7 @@ def random_value(rng: random.Random, type_: str) -> Any:
         lo, hi = RANGES[type_]
         return rng.choice([lo, hi, 0, rng.randint(lo, hi)])
     if type_ == "float32":
-        # a float32 reads back as the shortest decimal naming it (gateway.api.shortest_float32)
+        # a float32 reads back as the shortest decimal naming it (citynerve.gateway.api.shortest_float32)
         return shortest_float32(struct.unpack(">f", struct.pack(">f", rng.uniform(-1e6, 1e6)))[0])
     if type_ == "float64":
         return rng.uniform(-1e12, 1e12)

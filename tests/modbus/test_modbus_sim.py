@@ -12,10 +12,10 @@ import pytest
 from modbus_support import LOCATION, device_model
 from pymodbus.constants import ExcCodes
 
-from drivers.modbus.config import ModbusDeviceConfig, ModbusTcpBusConfig
-from drivers.modbus.driver import ModbusDriver
-from gateway.api import DeviceTimeoutError
-from hil.sim.modbus import (
+from citynerve.drivers.modbus.config import ModbusDeviceConfig, ModbusTcpBusConfig
+from citynerve.drivers.modbus.driver import ModbusDriver
+from citynerve.gateway.api import DeviceTimeoutError
+from citynerve.hil.sim.modbus import (
     PROFILES_DIR,
     ModbusBuilding,
     SimDevice,

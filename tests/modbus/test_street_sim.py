@@ -7,9 +7,9 @@ from typing import Any
 
 from test_modbus_sim import FakeClock, at_local_hour, device_config
 
-from drivers.modbus.config import ModbusDeviceConfig, ModbusTcpBusConfig
-from drivers.modbus.driver import ModbusDriver
-from hil.sim.modbus import SimDevice, SimProfile, serve_tcp
+from citynerve.drivers.modbus.config import ModbusDeviceConfig, ModbusTcpBusConfig
+from citynerve.drivers.modbus.driver import ModbusDriver
+from citynerve.hil.sim.modbus import SimDevice, SimProfile, serve_tcp
 
 
 async def test_meter_box_and_lamp_over_tcp_with_faults() -> None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.api import (
+from citynerve.gateway.api import (
     DeviceConfig,
     Event,
     EventState,
@@ -22,8 +22,8 @@ from gateway.api import (
     SampleBatch,
     Severity,
 )
-from gateway.pipeline import NoRules, Pipeline, ReadingSink, RulesHook
-from gateway.store import AsyncOutbox, Lane, OutboxWriter
+from citynerve.gateway.pipeline import NoRules, Pipeline, ReadingSink, RulesHook
+from citynerve.gateway.store import AsyncOutbox, Lane, OutboxWriter
 
 
 class RecordingSink(ReadingSink):

@@ -69,7 +69,7 @@ def build(
     patch: Callable[[Path], None] | None = None,
 ) -> Path:  # fmt: skip
     """A signed bundle of `version` for this machine's arch."""
-    from hil.tools.bundle import build_bundle
+    from citynerve.hil.tools.bundle import build_bundle
 
     src = source_copy(tmp / f"src-{version}", version, key, patch)
     return build_bundle(arch=ARCH, key_path=key.private, out=tmp / "dist", source=src, pythons=pythons)

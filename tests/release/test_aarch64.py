@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hil.tools.aarch64_proof import prove
+from citynerve.hil.tools.aarch64_proof import prove
 
 from .conftest import ReleaseKey, source_copy
 
@@ -28,7 +28,7 @@ pytestmark = [
 
 
 def test_aarch64_bundle_installs_offline_and_runs_the_demo(tmp_path: Path, release_key: ReleaseKey) -> None:
-    from hil.tools.bundle import build_bundle
+    from citynerve.hil.tools.bundle import build_bundle
 
     src = source_copy(tmp_path / "src", "1.0.0", release_key)
     bundle = build_bundle(arch="aarch64", key_path=release_key.private, out=tmp_path / "dist", source=src)

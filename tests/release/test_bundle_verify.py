@@ -17,10 +17,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from gateway import shipped
-from gateway.release import bundle as fmt
-from gateway.service.unit import render_unit
-from hil.tools.bundle import sign_manifest
+from citynerve.gateway import shipped
+from citynerve.gateway.release import bundle as fmt
+from citynerve.gateway.service.unit import render_unit
+from citynerve.hil.tools.bundle import sign_manifest
 
 from .conftest import REPO, ReleaseKey
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from gateway.release.service import ProcessService
-from gateway.release.update import gateway_status
-from hil.platform import MosquittoBroker, find_mosquitto
+from citynerve.gateway.release.service import ProcessService
+from citynerve.gateway.release.update import gateway_status
+from citynerve.hil.platform import MosquittoBroker, find_mosquitto
 from tests.integration.conftest import gateway_config
 
 from .conftest import ReleaseKey, build, install_from_bundle

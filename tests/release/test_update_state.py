@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from gateway.release import update
-from gateway.release.bundle import RELEASE_INFO, switch_link
-from gateway.release.service import ServiceManager
+from citynerve.gateway.release import update
+from citynerve.gateway.release.bundle import RELEASE_INFO, switch_link
+from citynerve.gateway.release.service import ServiceManager
 
 
 def layout(root: Path, versions: tuple[str, ...] = ("1.0.0", "1.0.1")) -> None:

@@ -62,7 +62,7 @@ def test_the_installed_release_checks_every_example_and_runs_the_demo(
     work.mkdir()
     assert _run([str(cn), "--version"], cwd=work).stdout.strip().endswith(VERSION)
     py = root / "current" / "bin" / "python"
-    code = "from gateway import shipped; print(shipped.examples())"
+    code = "from citynerve.gateway import shipped; print(shipped.examples())"
     where = _run([str(py), "-c", code], cwd=work)
     examples = Path(where.stdout.strip())
     assert examples.is_relative_to(root.resolve()), examples  # package data of the install, not the repo
@@ -84,10 +84,10 @@ def test_the_runtime_install_has_no_simulator_dependencies(
     py = str(root / "current" / "bin" / "python")
     probe = (
         "import sys, importlib.util\n"
-        "import gateway.runtime, gateway.cli\n"
-        "import drivers.ble, drivers.bthome, drivers.modbus\n"
-        "from gateway.cli import load_command_modules; load_command_modules()\n"
-        "hil = gateway.cli.__name__.removesuffix('.cli').replace('gateway', 'hil')  # simulators\n"
+        "import citynerve.gateway.runtime, citynerve.gateway.cli\n"
+        "import citynerve.drivers.ble, citynerve.drivers.bthome, citynerve.drivers.modbus\n"
+        "from citynerve.gateway.cli import load_command_modules; load_command_modules()\n"
+        "hil = citynerve.gateway.cli.__name__.removesuffix('.cli').replace('gateway', 'hil')  # simulators\n"
         "sim = [m for m in sys.modules if m.split('.')[0] in ('bumble', 'amqtt') or m.startswith(hil)]\n"
         "print(sorted(sim))\n"
         "print([n for n in ('bumble', 'amqtt', 'psutil', 'sqlite_utils') if importlib.util.find_spec(n)])\n"

@@ -5,8 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from gateway.api import DeviceConfig, Event, EventState, Location, PointConfig, Quality, Reading, Value
-from gateway.rules import RuleEngine, RulesConfig
+from citynerve.gateway.api import (
+    DeviceConfig,
+    Event,
+    EventState,
+    Location,
+    PointConfig,
+    Quality,
+    Reading,
+    Value,
+)
+from citynerve.gateway.rules import RuleEngine, RulesConfig
 
 T0 = 1_790_000_000.0  # Monday 2026-09-21 22:13:20 +08:00
 

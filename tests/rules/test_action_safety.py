@@ -14,10 +14,10 @@ from pydantic import ValidationError
 from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
 from pymodbus.server import ModbusTcpServer
 
-from gateway.api import Event, EventState, Severity
-from gateway.bus import BusOwner
-from gateway.pipeline import Pipeline
-from gateway.rules import ACTION_KIND, RuleEngine, RulesConfig
+from citynerve.gateway.api import Event, EventState, Severity
+from citynerve.gateway.bus import BusOwner
+from citynerve.gateway.pipeline import Pipeline
+from citynerve.gateway.rules import ACTION_KIND, RuleEngine, RulesConfig
 
 from .conftest import T0, dev
 from .test_actions import LEAK_RULES, CollectingSink, FakeValves, OwnerWrites, _Lazy, leak
@@ -36,7 +36,7 @@ def engine(valves: FakeValves, *, valve_building: dict[str, Any] = LOC_7, **over
 
 
 def _loc(data: dict[str, Any]) -> Any:
-    from gateway.api import Location
+    from citynerve.gateway.api import Location
 
     return Location.model_validate(data)
 
@@ -104,7 +104,7 @@ async def test_a_smoke_rule_of_the_engine_blocks_too_and_interlocks_are_configur
         dev("sd", points=("smoke",)).model_copy(update={"location": _loc(LOC_7)}),
     ]
     e = RuleEngine(cfg, devices, target=valves, clock=lambda: T0)
-    from gateway.api import Reading
+    from citynerve.gateway.api import Reading
 
     e.evaluate([Reading("sd", "smoke", True, "", T0)])
     assert [r.attrs["outcome"] for r in reports(leak(e, T0 + 1, True))] == ["interlocked"]
@@ -126,7 +126,7 @@ async def test_a_smoke_rule_of_the_engine_blocks_too_and_interlocks_are_configur
 async def test_dry_run_writes_nothing_and_says_what_it_would_have_done(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="gateway.rules.actions")
+    caplog.set_level(logging.INFO, logger="citynerve.gateway.rules.actions")
     valves = FakeValves()
     e = engine(valves, dry_run_actions=True)
     (report,) = reports(leak(e, T0, True))
@@ -164,8 +164,8 @@ class StuckCoils(ModbusSequentialDataBlock):
 
 
 async def test_a_real_modbus_coil_that_refuses_to_change_raises_an_event() -> None:
-    from drivers.modbus.config import ModbusDeviceConfig, ModbusTcpBusConfig
-    from drivers.modbus.driver import ModbusDriver
+    from citynerve.drivers.modbus.config import ModbusDeviceConfig, ModbusTcpBusConfig
+    from citynerve.drivers.modbus.driver import ModbusDriver
 
     coils = StuckCoils(0, [0] * 16)
     inputs = ModbusSequentialDataBlock(0, [0] * 16)

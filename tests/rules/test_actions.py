@@ -14,10 +14,10 @@ from typing import Any
 from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
 from pymodbus.server import ModbusTcpServer
 
-from gateway.api import DeviceTimeoutError, Event, Reading, Value, WriteRejectedError
-from gateway.bus import BusOwner
-from gateway.pipeline import Pipeline
-from gateway.rules import ACTION_KIND, ActionTarget, RuleEngine, RulesConfig
+from citynerve.gateway.api import DeviceTimeoutError, Event, Reading, Value, WriteRejectedError
+from citynerve.gateway.bus import BusOwner
+from citynerve.gateway.pipeline import Pipeline
+from citynerve.gateway.rules import ACTION_KIND, ActionTarget, RuleEngine, RulesConfig
 
 from .conftest import T0, dev, states
 
@@ -198,8 +198,8 @@ class OwnerWrites(ActionTarget):
 
 
 async def test_leak_closes_a_real_modbus_valve_through_the_bus_owner() -> None:
-    from drivers.modbus.config import ModbusDeviceConfig, ModbusTcpBusConfig
-    from drivers.modbus.driver import ModbusDriver
+    from citynerve.drivers.modbus.config import ModbusDeviceConfig, ModbusTcpBusConfig
+    from citynerve.drivers.modbus.driver import ModbusDriver
 
     coils = ModbusSequentialDataBlock(0, [0] * 16)
     inputs = ModbusSequentialDataBlock(0, [0] * 16)
@@ -275,9 +275,9 @@ class _Lazy:
 async def test_suspected_leak_closes_a_real_cjt188_valve_on_a_serial_line() -> None:
     """A simulated CJ/T 188 water meter on a pty pair (real frames, real serial I/O): water runs
     fast, the over-use rule raises, the engine closes the meter's valve through the bus owner."""
-    from drivers.cjt188 import Cjt188Device, Cjt188Driver
-    from drivers.serialio import SerialBusConfig
-    from hil.sim.serial import SerialMeterBus, SimCjt188Meter
+    from citynerve.drivers.cjt188 import Cjt188Device, Cjt188Driver
+    from citynerve.drivers.serialio import SerialBusConfig
+    from citynerve.hil.sim.serial import SerialMeterBus, SimCjt188Meter
 
     meter = SimCjt188Meter("00000000000012", flow_m3=100.0)
     device = Cjt188Device.model_validate(

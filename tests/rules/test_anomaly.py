@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import random
 
-from gateway.rules.stats import Estimator
+from citynerve.gateway.rules.stats import Estimator
 
 from .conftest import T0, engine, feed, states
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from hil.bench import rules
+from citynerve.hil.bench import rules
 
 
 def test_rules_bench_json_keys(capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from gateway.cli import main
+from citynerve.gateway.cli import main
 
 
 def run(*args: str) -> tuple[int, str, str]:

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from gateway.api import ConfigIssue
-from gateway.rules import PACKS_DIR, RulesConfig, check_rules, load_pack
+from citynerve.gateway.api import ConfigIssue
+from citynerve.gateway.rules import PACKS_DIR, RulesConfig, check_rules, load_pack
 
 from .conftest import dev
 
@@ -191,8 +191,8 @@ def _gateway_toml(tmp_path: Path, rules: str) -> Path:
 
 
 def test_the_gateway_config_loader_reports_rules_errors_with_key_paths(tmp_path: Path) -> None:
-    from gateway.api import ConfigError
-    from gateway.config import load_config
+    from citynerve.gateway.api import ConfigError
+    from citynerve.gateway.config import load_config
 
     rules = """
 [rules]
@@ -215,9 +215,9 @@ hold_s = -1
 
 
 def test_loader_cross_checks_and_engine_on_loaded_devices(tmp_path: Path) -> None:
-    from gateway.api import ConfigError
-    from gateway.config import load_config
-    from gateway.rules import RuleEngine
+    from citynerve.gateway.api import ConfigError
+    from citynerve.gateway.config import load_config
+    from citynerve.gateway.rules import RuleEngine
 
     rules = """
 [rules]

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.rules.meter import MeterTrack, Step, spread
+from citynerve.gateway.rules.meter import MeterTrack, Step, spread
 
 from .conftest import engine, feed, states
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from hil.demo import _event_kinds
-from hil.demo_street import GATEWAY_ID
-from hil.platform.store import PlatformStore
+from citynerve.hil.demo import _event_kinds
+from citynerve.hil.demo_street import GATEWAY_ID
+from citynerve.hil.platform.store import PlatformStore
 
 REPO = Path(__file__).resolve().parents[2]
-CLI = (sys.executable, "-m", "gateway.cli")
+CLI = (sys.executable, "-m", "citynerve.gateway.cli")
 
 
 @pytest.mark.slow

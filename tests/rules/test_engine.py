@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.api import Event, EventState, Quality, Reading, Severity
-from gateway.rules import DEVICE_OFFLINE, DEVICE_ONLINE, RuleEngine, RulesConfig
+from citynerve.gateway.api import Event, EventState, Quality, Reading, Severity
+from citynerve.gateway.rules import DEVICE_OFFLINE, DEVICE_ONLINE, RuleEngine, RulesConfig
 
 from .conftest import T0, dev, engine, feed, states
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.api import Event, EventState, Severity
-from hil.eval import Episode, Scenario, build_all, evaluate
-from hil.eval.harness import score
-from hil.eval.water import build as water
+from citynerve.gateway.api import Event, EventState, Severity
+from citynerve.hil.eval import Episode, Scenario, build_all, evaluate
+from citynerve.hil.eval.harness import score
+from citynerve.hil.eval.water import build as water
 
 R, C = EventState.RAISED, EventState.CLEARED
 

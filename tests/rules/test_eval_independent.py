@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from hil.bench import rules_eval
-from hil.eval import INDEPENDENT, build_independent, evaluate
-from hil.eval.bed import build as bed
-from hil.eval.hydrant import build as hydrant
+from citynerve.hil.bench import rules_eval
+from citynerve.hil.eval import INDEPENDENT, build_independent, evaluate
+from citynerve.hil.eval.bed import build as bed
+from citynerve.hil.eval.hydrant import build as hydrant
 
 
 def test_models_are_deterministic_with_their_seed() -> None:

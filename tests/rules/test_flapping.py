@@ -8,7 +8,7 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.api import EventState
+from citynerve.gateway.api import EventState
 
 from .conftest import T0, engine, feed
 

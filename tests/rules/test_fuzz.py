@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from gateway.api import Quality, Reading
-from gateway.rules import RuleEngine, RulesConfig
+from citynerve.gateway.api import Quality, Reading
+from citynerve.gateway.rules import RuleEngine, RulesConfig
 
 from .conftest import T0, dev
 

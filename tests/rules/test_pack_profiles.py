@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway import shipped
-from gateway.config import Profile, read_toml
-from gateway.rules import PACKS_DIR, RulePack, Selector, load_pack
+from citynerve.gateway import shipped
+from citynerve.gateway.config import Profile, read_toml
+from citynerve.gateway.rules import PACKS_DIR, RulePack, Selector, load_pack
 
 PROFILES = {
     p.stem: Profile.model_validate(read_toml(p)) for p in sorted(shipped.profiles().glob("*.toml"))

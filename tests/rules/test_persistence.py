@@ -6,9 +6,9 @@ import json
 import random
 from pathlib import Path
 
-from gateway.api import Reading
-from gateway.rules import STATE_KEY, PersistentRuleEngine, RulesConfig, build_engine
-from gateway.store import AsyncOutbox
+from citynerve.gateway.api import Reading
+from citynerve.gateway.rules import STATE_KEY, PersistentRuleEngine, RulesConfig, build_engine
+from citynerve.gateway.store import AsyncOutbox
 
 from .conftest import T0, dev, feed, states
 

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.api import EventState
-from gateway.rules import PACKS_DIR, RulesConfig, load_pack
+from citynerve.gateway.api import EventState
+from citynerve.gateway.rules import PACKS_DIR, RulesConfig, load_pack
 from tests.rules.conftest import dev, engine, feed
 
 PROFILES = Path(__file__).resolve().parents[2] / "config" / "profiles"

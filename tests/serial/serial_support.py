@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from drivers.cjt188 import Cjt188Device
-from drivers.dlt645 import Dlt645Device
-from drivers.serialio import SerialBusConfig
+from citynerve.drivers.cjt188 import Cjt188Device
+from citynerve.drivers.dlt645 import Dlt645Device
+from citynerve.drivers.serialio import SerialBusConfig
 
 LOCATION = {"address_code": "320508001", "building": "B1", "floor": "1", "room": "meter room"}
 

@@ -9,10 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.cjt188 import codec
-from drivers.cjt188.decode import decode
-from drivers.cjt188.readings import STATUS_MAPS, StatusMap, build_901f, decode_time, encode_time, parse_901f
-from gateway.api import DeviceExceptionError, FrameError
+from citynerve.drivers.cjt188 import codec
+from citynerve.drivers.cjt188.decode import decode
+from citynerve.drivers.cjt188.readings import (
+    STATUS_MAPS,
+    StatusMap,
+    build_901f,
+    decode_time,
+    encode_time,
+    parse_901f,
+)
+from citynerve.gateway.api import DeviceExceptionError, FrameError
 
 GOLDEN_READ = bytes.fromhex("68 10 12 00 00 00 00 00 00 01 03 90 1F 00 3D 16")  # field-protocols.md s.3
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from serial_support import bus_config, cjt_device
 
-from drivers.cjt188 import DRIVER, Cjt188Driver, Cjt188Point, codec
-from drivers.cjt188.readings import STATUS_MAPS
-from gateway.api import DeviceTimeoutError, FrameError, PermanentError, Quality, WriteRejectedError
-from hil.sim.serial import Fault, SerialMeterBus, SimCjt188Meter, SimDlt645Meter
+from citynerve.drivers.cjt188 import DRIVER, Cjt188Driver, Cjt188Point, codec
+from citynerve.drivers.cjt188.readings import STATUS_MAPS
+from citynerve.gateway.api import DeviceTimeoutError, FrameError, PermanentError, Quality, WriteRejectedError
+from citynerve.hil.sim.serial import Fault, SerialMeterBus, SimCjt188Meter, SimDlt645Meter
 
 
 async def read(driver: Cjt188Driver, device_id: str) -> dict[str, tuple[object, Quality]]:

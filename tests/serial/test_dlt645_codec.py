@@ -8,9 +8,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.dlt645 import codec
-from drivers.dlt645.registry import DI_1997, DI_2007, DataFormat, DataItem, DataRegistry, max_raw, parse_di
-from gateway.api import DeviceExceptionError, FrameError
+from citynerve.drivers.dlt645 import codec
+from citynerve.drivers.dlt645.registry import (
+    DI_1997,
+    DI_2007,
+    DataFormat,
+    DataItem,
+    DataRegistry,
+    max_raw,
+    parse_di,
+)
+from citynerve.gateway.api import DeviceExceptionError, FrameError
 
 
 def h(text: str) -> bytes:

@@ -1,12 +1,12 @@
-"""`drivers.dlt645.decode.decode`: every field of captured frames, for `citynerve diag decode`."""
+"""`citynerve.drivers.dlt645.decode.decode`: every field of captured frames, for `citynerve diag decode`."""
 
 from __future__ import annotations
 
 import pytest
 
-from drivers.dlt645 import codec
-from drivers.dlt645.decode import decode
-from gateway.api import FrameError
+from citynerve.drivers.dlt645 import codec
+from citynerve.drivers.dlt645.decode import decode
+from citynerve.gateway.api import FrameError
 
 REPLY_ENERGY = bytes.fromhex("68 61 01 00 00 00 00 68 91 08 33 33 34 33 59 33 33 33 8A 16")
 

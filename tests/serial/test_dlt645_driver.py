@@ -9,9 +9,9 @@ import pytest
 from pydantic import ValidationError
 from serial_support import bus_config, dlt_device
 
-from drivers.dlt645 import DRIVER, Dlt645Driver, codec
-from drivers.dlt645.registry import DataFormat, DataItem
-from gateway.api import (
+from citynerve.drivers.dlt645 import DRIVER, Dlt645Driver, codec
+from citynerve.drivers.dlt645.registry import DataFormat, DataItem
+from citynerve.gateway.api import (
     DeviceExceptionError,
     DeviceTimeoutError,
     FrameError,
@@ -19,7 +19,7 @@ from gateway.api import (
     Quality,
     Sample,
 )
-from hil.sim.serial import Fault, SerialMeterBus, SimCjt188Meter, SimDlt645Meter
+from citynerve.hil.sim.serial import Fault, SerialMeterBus, SimCjt188Meter, SimDlt645Meter
 
 
 async def read_all(driver: Dlt645Driver, device_id: str) -> dict[str, Sample]:

@@ -11,10 +11,10 @@ import dlt645
 import pytest
 from serial_support import bus_config, dlt_device
 
-from drivers.dlt645 import Dlt645Driver
-from drivers.dlt645.codec import encode_address
-from gateway.api import DeviceExceptionError
-from hil.sim.serial import NullModem
+from citynerve.drivers.dlt645 import Dlt645Driver
+from citynerve.drivers.dlt645.codec import encode_address
+from citynerve.gateway.api import DeviceExceptionError
+from citynerve.hil.sim.serial import NullModem
 
 ADDRESS = "000000000161"
 

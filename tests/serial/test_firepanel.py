@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.firepanel import (
+from citynerve.drivers.firepanel import (
     DRIVER,
     FirePanelBusConfig,
     FirePanelDevice,
@@ -25,9 +25,9 @@ from drivers.firepanel import (
     parser_for,
     register_parser,
 )
-from drivers.firepanel.gst import EVENT_WORDS
-from gateway.api import ChannelError, Event, EventState, PermanentError, SampleBatch, Severity
-from hil.sim.serial import FirePanelStream
+from citynerve.drivers.firepanel.gst import EVENT_WORDS
+from citynerve.gateway.api import ChannelError, Event, EventState, PermanentError, SampleBatch, Severity
+from citynerve.hil.sim.serial import FirePanelStream
 
 # field-protocols.md section 7: 08/12/02 17:24, loop 004 device 004, 首次火警, location, 感烟探测器
 GOLDEN = "首次火警  08/12/02 17:24  004回路004号  感烟探测器  一层大厅东侧"
@@ -337,10 +337,10 @@ def test_roundtrip_generator_format(
 
 
 def test_panel_events_keep_the_alarm_registry_true() -> None:
-    """What the panel raises is active in the gateway's registry (gateway.alarms) until the panel
+    """What the panel raises is active in the gateway's registry (citynerve.gateway.alarms) until the panel
     clears it: per loop-device, a device-less 故障恢复 for all, a reset for everything (also what was
     raised before a restart, which the stream no longer knows)."""
-    from gateway.alarms import ActiveAlarms
+    from citynerve.gateway.alarms import ActiveAlarms
 
     registry = ActiveAlarms()
 

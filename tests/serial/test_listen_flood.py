@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from drivers.firepanel import FirePanelBusConfig, FirePanelDriver
-from drivers.serialio.guard import RAW_BURST, RAW_PER_S, LineGuard, is_text
-from gateway.api import EventState
-from hil.faults._inputs_support import PanelPort, garbage_flood
+from citynerve.drivers.firepanel import FirePanelBusConfig, FirePanelDriver
+from citynerve.drivers.serialio.guard import RAW_BURST, RAW_PER_S, LineGuard, is_text
+from citynerve.gateway.api import EventState
+from citynerve.hil.faults._inputs_support import PanelPort, garbage_flood
 from tests.serial.test_firepanel import GOLDEN, Sink, panel, until
 
 
@@ -35,7 +35,7 @@ def test_guard_sorts_lines() -> None:
 async def test_garbage_flood_on_a_pty_is_counted_not_delivered(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="drivers.serialio.guard")
+    caplog.set_level(logging.WARNING, logger="citynerve.drivers.serialio.guard")
     port = PanelPort(tmp_path)
     bus = FirePanelBusConfig(id="panel-1", protocol="firepanel", port=str(port.link))
     driver = FirePanelDriver(bus, [panel()])

@@ -1,13 +1,13 @@
-"""The benchmark script keeps working (figures come from `python -m hil.bench.serial_bus`)."""
+"""The benchmark script keeps working (figures come from `python -m citynerve.hil.bench.serial_bus`)."""
 
 from __future__ import annotations
 
-from hil.bench.serial_bus import _frames, bench_decode
+from citynerve.hil.bench.serial_bus import _frames, bench_decode
 
 
 def test_bench_frames_are_valid_and_decode_keys() -> None:
-    from drivers.cjt188 import codec as cjt
-    from drivers.dlt645 import codec as dlt
+    from citynerve.drivers.cjt188 import codec as cjt
+    from citynerve.drivers.dlt645 import codec as dlt
 
     dlt_frames, cjt_frames = _frames()
     assert all(dlt.parse_frame(f).is_reply for f in dlt_frames)

@@ -6,10 +6,10 @@ import asyncio
 import inspect
 from pathlib import Path
 
-from drivers.cjt188 import Cjt188Driver
-from drivers.dlt645 import Dlt645Driver
-from gateway.config import load_config
-from hil.sim.serial import SerialBuilding
+from citynerve.drivers.cjt188 import Cjt188Driver
+from citynerve.drivers.dlt645 import Dlt645Driver
+from citynerve.gateway.config import load_config
+from citynerve.hil.sim.serial import SerialBuilding
 
 HEADER = """
 [gateway]

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from drivers.dlt645 import codec
-from gateway.cli import main
-from hil.sim.serial import FirePanelStream, SerialMeterBus, SimCjt188Meter, SimDlt645Meter
+from citynerve.drivers.dlt645 import codec
+from citynerve.gateway.cli import main
+from citynerve.hil.sim.serial import FirePanelStream, SerialMeterBus, SimCjt188Meter, SimDlt645Meter
 
 CITYNERVE = str(Path(sys.executable).with_name("citynerve"))
 ENERGY_REPLY = "68 61 01 00 00 00 00 68 91 08 33 33 34 33 59 33 33 33 8A 16"

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from drivers.cjt188 import Cjt188Device
-from drivers.dlt645 import Dlt645Device
-from drivers.firepanel import FirePanelDevice
-from gateway.api import ConfigError
-from gateway.config import load_config
+from citynerve.drivers.cjt188 import Cjt188Device
+from citynerve.drivers.dlt645 import Dlt645Device
+from citynerve.drivers.firepanel import FirePanelDevice
+from citynerve.gateway.api import ConfigError
+from citynerve.gateway.config import load_config
 
 DATA = Path(__file__).parent / "data"
 PROFILES = Path(__file__).resolve().parents[2] / "config" / "profiles"

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from gateway.api import Event, EventState, Severity
-from gateway.control import ask
-from gateway.store import Lane, Outbox
+from citynerve.gateway.api import Event, EventState, Severity
+from citynerve.gateway.control import ask
+from citynerve.gateway.store import Lane, Outbox
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def sim(tmp_path: Path) -> Iterator[tuple[dict[str, str], subprocess.Popen[str]]
         [
             sys.executable,
             "-m",
-            "hil.sim.serial",
+            "citynerve.hil.sim.serial",
             "--link-dir",
             str(tmp_path / "dev"),
             "--dlt645",
@@ -159,7 +159,7 @@ def test_run_reads_meters_closes_valve_and_reports_fire(
     sock, db, log = tmp_path / "var" / "gw.sock", tmp_path / "var" / "gw.db", tmp_path / "gateway.log"
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "run", "-c", str(config)],
+            [sys.executable, "-m", "citynerve.gateway.cli", "run", "-c", str(config)],
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -12,12 +12,18 @@ from pathlib import Path
 import pytest
 from serial_support import bus_config, dlt_device
 
-from drivers.dlt645 import Dlt645Driver, codec
-from drivers.serialio import MeterSerialSettings, ReplyTimeout, SerialBusConfig, SerialLine, byte_time_s
-from gateway.api import ChannelError, Event, EventState, SampleBatch
-from gateway.bus import OFFLINE_KIND, BusOwner
-from hil.sim.serial import SerialMeterBus, SimDlt645Meter
-from hil.sim.serial._bus import _open_pty
+from citynerve.drivers.dlt645 import Dlt645Driver, codec
+from citynerve.drivers.serialio import (
+    MeterSerialSettings,
+    ReplyTimeout,
+    SerialBusConfig,
+    SerialLine,
+    byte_time_s,
+)
+from citynerve.gateway.api import ChannelError, Event, EventState, SampleBatch
+from citynerve.gateway.bus import OFFLINE_KIND, BusOwner
+from citynerve.hil.sim.serial import SerialMeterBus, SimDlt645Meter
+from citynerve.hil.sim.serial._bus import _open_pty
 
 REPLY = bytes.fromhex("68 61 01 00 00 00 00 68 91 08 33 33 34 33 59 33 33 33 8A 16")
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.api import Event, EventState, Reading, Severity, StateStore
-from gateway.store import AsyncOutbox, Lane, StoreConfig, StoreError, TelemetryCursor
+from citynerve.gateway.api import Event, EventState, Reading, Severity, StateStore
+from citynerve.gateway.store import AsyncOutbox, Lane, StoreConfig, StoreError, TelemetryCursor
 
 
 def readings(n: int, start: int = 0) -> list[Reading]:

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gateway.api import Event, EventState, Reading, Severity
-from gateway.cli import main
-from gateway.store import Outbox
+from citynerve.gateway.api import Event, EventState, Reading, Severity
+from citynerve.gateway.cli import main
+from citynerve.gateway.store import Outbox
 
-CITYNERVE = [sys.executable, "-m", "gateway.cli"]
+CITYNERVE = [sys.executable, "-m", "citynerve.gateway.cli"]
 
 
 def fill(db: Path) -> None:
@@ -104,8 +104,8 @@ def test_stats_subprocess_while_a_writer_holds_the_file(tmp_path: Path) -> None:
             sys.executable,
             "-c",
             "import sys, time\n"
-            "from gateway.api import Reading\n"
-            "from gateway.store import Outbox\n"
+            "from citynerve.gateway.api import Reading\n"
+            "from citynerve.gateway.store import Outbox\n"
             "ob = Outbox(sys.argv[1])\n"
             "i = 0\n"
             "while True:\n"

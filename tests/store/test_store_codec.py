@@ -8,9 +8,9 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.api import Event, Reading
-from gateway.store._codec import decode_event, decode_reading, encode_event, encode_value
-from gateway.store._outbox import DECODE_ERRORS
+from citynerve.gateway.api import Event, Reading
+from citynerve.gateway.store._codec import decode_event, decode_reading, encode_event, encode_value
+from citynerve.gateway.store._outbox import DECODE_ERRORS
 
 json_like = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from gateway.api import Reading
-from gateway.store import Lane, Outbox
+from citynerve.gateway.api import Reading
+from citynerve.gateway.store import Lane, Outbox
 
 SYNC_CHILD = """
 import sys
-from gateway.api import Event, EventState, Reading, Severity
-from gateway.store import Outbox
+from citynerve.gateway.api import Event, EventState, Reading, Severity
+from citynerve.gateway.store import Outbox
 ob = Outbox(sys.argv[1], synchronous=sys.argv[2])
 i = 0
 while True:
@@ -31,8 +31,8 @@ while True:
 
 WRITER_CHILD = """
 import asyncio, sys
-from gateway.api import Event, EventState, Reading, Severity
-from gateway.store import AsyncOutbox, OutboxWriter
+from citynerve.gateway.api import Event, EventState, Reading, Severity
+from citynerve.gateway.store import AsyncOutbox, OutboxWriter
 
 async def main():
     async with AsyncOutbox(sys.argv[1], synchronous=sys.argv[2]) as ob:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.api import Event, EventState, Reading, Severity
-from gateway.store import AsyncOutbox, Lane, OutboxWriter, RecordError, unstorable
-from gateway.store._outbox import Outbox
+from citynerve.gateway.api import Event, EventState, Reading, Severity
+from citynerve.gateway.store import AsyncOutbox, Lane, OutboxWriter, RecordError, unstorable
+from citynerve.gateway.store._outbox import Outbox
 
 _NOW = object()
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.api import Event, EventState, Quality, Reading, Severity
-from gateway.store import Lane, Outbox, StoreError, read_stats, schema_version
+from citynerve.gateway.api import Event, EventState, Quality, Reading, Severity
+from citynerve.gateway.store import Lane, Outbox, StoreError, read_stats, schema_version
 
 
 def make_v1(path: Path) -> None:

@@ -14,8 +14,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from gateway.api import Event, EventState, Reading, Severity
-from gateway.store import Lane, Outbox, StoreError
+from citynerve.gateway.api import Event, EventState, Reading, Severity
+from citynerve.gateway.store import Lane, Outbox, StoreError
 
 devices = st.sampled_from(["m1", "m2", "smoke-3"])
 reading_st = st.builds(

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.api import Event, EventState, Quality, Reading, Severity
-from gateway.store import (
+from citynerve.gateway.api import Event, EventState, Quality, Reading, Severity
+from citynerve.gateway.store import (
     Lane,
     Outbox,
     RecordError,
@@ -22,7 +22,7 @@ from gateway.store import (
     read_stats,
     schema_version,
 )
-from gateway.store._blocks import chunk_text, encode_block, reading_fragment
+from citynerve.gateway.store._blocks import chunk_text, encode_block, reading_fragment
 
 
 def reading(i: int, device: str = "meter-1", point: str = "flow", ts: float | None = None) -> Reading:
@@ -408,7 +408,7 @@ def test_partial_acks_keep_the_rest_of_a_block(db: Path) -> None:
 
 
 def test_consecutive_block_bodies_are_one_deflate_stream() -> None:
-    """What lets a drain decompress a whole read in one call (gateway.store._blocks)."""
+    """What lets a drain decompress a whole read in one call (citynerve.gateway.store._blocks)."""
     blocks = [encode_block(1 + 10 * k, [reading(10 * k + i) for i in range(10)]) for k in range(3)]
     text = chunk_text(b"".join(body for body, _ in blocks), [raw for _, raw in blocks])
     assert text is not None

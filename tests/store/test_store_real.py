@@ -1,7 +1,7 @@
 """The storage fault scenarios of hil/faults/store.py, against the real `citynerve run` (a real
 Modbus peer, Mosquitto and the reference platform consumer where delivery matters).
 
-Each test runs the same function the fault runner (`python -m hil.bench.faults`) runs."""
+Each test runs the same function the fault runner (`python -m citynerve.hil.bench.faults`) runs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hil.faults import store
+from citynerve.hil.faults import store
 
 
 def test_damaged_page_costs_only_its_rows_and_is_announced(tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.api import Event, EventState, Reading, Severity
-from gateway.store import AsyncOutbox, Lane, OutboxWriter, StoreBusyError
+from citynerve.gateway.api import Event, EventState, Reading, Severity
+from citynerve.gateway.store import AsyncOutbox, Lane, OutboxWriter, StoreBusyError
 
 
 def readings(n: int, start: int = 0) -> list[Reading]:

@@ -12,10 +12,10 @@ from typing import Any
 import jsonschema
 import pytest
 
-from gateway.api import Event, EventState, Reading, Severity
-from gateway.store import AsyncOutbox
-from gateway.uplink import UpstreamConfig, load_schema
-from hil.platform import CommandSigner, MosquittoBroker, PlatformConsumer, find_mosquitto
+from citynerve.gateway.api import Event, EventState, Reading, Severity
+from citynerve.gateway.store import AsyncOutbox
+from citynerve.gateway.uplink import UpstreamConfig, load_schema
+from citynerve.hil.platform import CommandSigner, MosquittoBroker, PlatformConsumer, find_mosquitto
 
 PLATFORM_KEY = bytes.fromhex("a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90")
 """The platform's key in these tests: it signs commands and end-to-end acks (`[upstream.commands]`)."""

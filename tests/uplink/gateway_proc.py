@@ -13,9 +13,9 @@ import asyncio
 import json
 import sys
 
-from gateway.api import Event, EventState, Reading, Severity
-from gateway.store import AsyncOutbox, OutboxWriter
-from gateway.uplink import Uplink, UpstreamConfig
+from citynerve.gateway.api import Event, EventState, Reading, Severity
+from citynerve.gateway.store import AsyncOutbox, OutboxWriter
+from citynerve.gateway.uplink import Uplink, UpstreamConfig
 from tests.uplink.conftest import platform_key_file
 
 

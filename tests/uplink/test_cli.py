@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gateway.cli import main
-from hil.platform import MosquittoBroker, free_port
+from citynerve.gateway.cli import main
+from citynerve.hil.platform import MosquittoBroker, free_port
 from tests.uplink.certs import make_pki
 
 HEAD = """[gateway]

@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.api import DeviceTimeoutError, Reading, Value, WriteRejectedError
-from gateway.store import AsyncOutbox
-from gateway.uplink import (
+from citynerve.gateway.api import DeviceTimeoutError, Reading, Value, WriteRejectedError
+from citynerve.gateway.store import AsyncOutbox
+from citynerve.gateway.uplink import (
     CommandOutcome,
     CommandProcessor,
     JsonV1Encoding,
@@ -30,10 +30,10 @@ from gateway.uplink import (
     RejectReason,
     Uplink,
 )
-from gateway.uplink.command_ids import CommandOutcomes
-from gateway.uplink.commands import domain_problem
-from gateway.uplink.signing import CommandVerifier, canonical_bytes
-from hil.platform import CommandSigner, MosquittoBroker, PlatformConsumer
+from citynerve.gateway.uplink.command_ids import CommandOutcomes
+from citynerve.gateway.uplink.commands import domain_problem
+from citynerve.gateway.uplink.signing import CommandVerifier, canonical_bytes
+from citynerve.hil.platform import CommandSigner, MosquittoBroker, PlatformConsumer
 from tests.uplink.conftest import INVENTORY, upstream, validate_message, wait_for
 
 GW = "gw-cmd"
@@ -377,7 +377,7 @@ def _cli_command(broker: MosquittoBroker, key_file: Path, *args: str) -> subproc
         [
             sys.executable,
             "-m",
-            "hil.platform",
+            "citynerve.hil.platform",
             "command",
             "--broker",
             broker.url,

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from gateway.api import ConfigError
-from gateway.uplink import UpstreamConfig
-from gateway.uplink.config import load_upstream_table, parse_broker_url
+from citynerve.gateway.api import ConfigError
+from citynerve.gateway.uplink import UpstreamConfig
+from citynerve.gateway.uplink.config import load_upstream_table, parse_broker_url
 
 
 def test_defaults() -> None:

@@ -14,10 +14,10 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from gateway.store import AsyncOutbox
-from gateway.uplink import Uplink, UpstreamConfig
-from gateway.uplink._connection import Backoff, RateLimiter
-from hil.platform import MosquittoBroker, PlatformConsumer, free_port
+from citynerve.gateway.store import AsyncOutbox
+from citynerve.gateway.uplink import Uplink, UpstreamConfig
+from citynerve.gateway.uplink._connection import Backoff, RateLimiter
+from citynerve.hil.platform import MosquittoBroker, PlatformConsumer, free_port
 from tests.uplink.certs import make_pki
 from tests.uplink.conftest import INVENTORY, alarm, readings, upstream, wait_for
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import aiomqtt
 
-from gateway.store import AsyncOutbox
-from gateway.uplink import JsonV1Encoding, Uplink
-from hil.platform import MosquittoBroker, PlatformConsumer
+from citynerve.gateway.store import AsyncOutbox
+from citynerve.gateway.uplink import JsonV1Encoding, Uplink
+from citynerve.hil.platform import MosquittoBroker, PlatformConsumer
 from tests.uplink.conftest import (
     INVENTORY,
     PLATFORM_SIGNER,

@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.api import Event, EventState, Quality, Reading, Severity
-from gateway.payload import PayloadError
-from gateway.store import Lane, OutboxRow
-from gateway.uplink import CommandOutcome, CommandResult, JsonV1Encoding, RejectReason
-from gateway.uplink.json_v1 import event_fragment, iso_utc, stamp
+from citynerve.gateway.api import Event, EventState, Quality, Reading, Severity
+from citynerve.gateway.payload import PayloadError
+from citynerve.gateway.store import Lane, OutboxRow
+from citynerve.gateway.uplink import CommandOutcome, CommandResult, JsonV1Encoding, RejectReason
+from citynerve.gateway.uplink.json_v1 import event_fragment, iso_utc, stamp
 from tests.uplink.conftest import INVENTORY, validate_message
 
 ENC = JsonV1Encoding(topic_prefix="city/nerve", gateway_id="gw-1", epoch="5e3a09c1d2b4e6f7")

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store import AsyncOutbox, OutboxWriter, read_stats
-from gateway.uplink import Uplink, UplinkState
-from hil.platform import MosquittoBroker, PlatformConsumer
+from citynerve.gateway.store import AsyncOutbox, OutboxWriter, read_stats
+from citynerve.gateway.uplink import Uplink, UplinkState
+from citynerve.hil.platform import MosquittoBroker, PlatformConsumer
 from tests.uplink.conftest import INVENTORY, alarm, readings, upstream, wait_for
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,12 +15,12 @@ import aiomqtt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.payload import PayloadError, load_json, nesting_depth
-from gateway.store import AsyncOutbox, Lane
-from gateway.uplink import Uplink
-from gateway.uplink.junk import JunkLimiter
-from gateway.uplink.signing import sign_ed25519
-from hil.platform import CommandSigner, MosquittoBroker
+from citynerve.gateway.payload import PayloadError, load_json, nesting_depth
+from citynerve.gateway.store import AsyncOutbox, Lane
+from citynerve.gateway.uplink import Uplink
+from citynerve.gateway.uplink.junk import JunkLimiter
+from citynerve.gateway.uplink.signing import sign_ed25519
+from citynerve.hil.platform import CommandSigner, MosquittoBroker
 from tests.uplink.conftest import (
     INVENTORY,
     PLATFORM_SIGNER,
@@ -216,5 +216,5 @@ async def test_junk_command_flood_is_answered_once_per_interval(
     assert len(answers) - 1 <= 3, [a["reason"] for a in answers]  # one per 10 s interval
     assert snap.extra["commands_unanswered"] >= n - 3
     assert not target.restarted
-    lines = [r for r in caplog.records if r.name == "gateway.uplink.commands"]
+    lines = [r for r in caplog.records if r.name == "citynerve.gateway.uplink.commands"]
     assert len(lines) <= 3, len(lines)

@@ -18,9 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from gateway.store import AsyncOutbox
-from gateway.uplink import Uplink
-from hil.platform import (
+from citynerve.gateway.store import AsyncOutbox
+from citynerve.gateway.uplink import Uplink
+from citynerve.hil.platform import (
     Arrival,
     MosquittoBroker,
     PlatformConsumer,
@@ -144,7 +144,7 @@ async def test_embedded_demo_broker_and_view(outbox: AsyncOutbox, tmp_path: Path
 
 
 def test_format_arrival_marks_gaps_and_duplicates() -> None:
-    from hil.platform.store import Ingested
+    from citynerve.hil.platform.store import Ingested
 
     a = Arrival("telemetry", GW, _msg(5, [7]), Ingested("telemetry", 0, 1, True, 2, 2))  # type: ignore[arg-type]
     (line,) = format_arrival(a)
@@ -164,7 +164,7 @@ def _spawn_consumer(broker: MosquittoBroker, db: Path) -> subprocess.Popen[str]:
         [
             sys.executable,
             "-m",
-            "hil.platform",
+            "citynerve.hil.platform",
             "consume",
             "--broker",
             broker.url,
@@ -201,7 +201,7 @@ async def test_cli_consume_and_view(broker: MosquittoBroker, tmp_path: Path) -> 
     assert "data" in out
     view = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "hil.platform", "view", "--db", str(db), "--json"],
+        [sys.executable, "-m", "citynerve.hil.platform", "view", "--db", str(db), "--json"],
         cwd=REPO,
         capture_output=True,
         text=True,

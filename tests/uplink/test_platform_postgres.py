@@ -11,12 +11,12 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
-from gateway.store import AsyncOutbox
-from gateway.uplink import Uplink
-from hil.platform import MosquittoBroker, PlatformConsumer
-from hil.platform.consumer import Arrival
-from hil.platform.pgstore import PgPlatformStore
-from hil.platform.postgres import PostgresServer
+from citynerve.gateway.store import AsyncOutbox
+from citynerve.gateway.uplink import Uplink
+from citynerve.hil.platform import MosquittoBroker, PlatformConsumer
+from citynerve.hil.platform.consumer import Arrival
+from citynerve.hil.platform.pgstore import PgPlatformStore
+from citynerve.hil.platform.postgres import PostgresServer
 from tests.uplink.conftest import INVENTORY, PLATFORM_SIGNER, alarm, readings, upstream, wait_for
 
 GW = "gw-pg"

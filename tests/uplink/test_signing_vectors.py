@@ -11,9 +11,14 @@ from typing import Any
 
 import pytest
 
-from gateway.uplink.schemas import schema_path
-from gateway.uplink.signing import ACK_SIGNING_CONTEXT, SIGNING_CONTEXT, CommandVerifier, canonical_bytes
-from hil.platform import CommandSigner
+from citynerve.gateway.uplink.schemas import schema_path
+from citynerve.gateway.uplink.signing import (
+    ACK_SIGNING_CONTEXT,
+    SIGNING_CONTEXT,
+    CommandVerifier,
+    canonical_bytes,
+)
+from citynerve.hil.platform import CommandSigner
 
 DOC = Path(__file__).parents[2] / "docs" / "upstream-contract.md"
 VECTORS: dict[str, Any] = json.loads(schema_path("signing-vectors").read_text(encoding="utf-8"))

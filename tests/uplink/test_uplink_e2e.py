@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.api import Reading
-from gateway.store import AsyncOutbox, Lane
-from gateway.uplink import Uplink
-from hil.platform import MosquittoBroker, PlatformConsumer
+from citynerve.gateway.api import Reading
+from citynerve.gateway.store import AsyncOutbox, Lane
+from citynerve.gateway.uplink import Uplink
+from citynerve.hil.platform import MosquittoBroker, PlatformConsumer
 from tests.uplink.conftest import INVENTORY, alarm, readings, upstream, wait_for
 
 GW = "gw-test"
@@ -150,7 +150,7 @@ async def test_blocks_split_for_message_limits_and_damaged_blocks_are_skipped(
 
 async def test_an_ack_of_another_store_epoch_is_ignored(outbox: AsyncOutbox) -> None:
     """A late ack for the old epoch's seqs must not delete rows of the new epoch."""
-    from gateway.uplink.encoding import PlatformAck
+    from citynerve.gateway.uplink.encoding import PlatformAck
 
     up = Uplink(upstream("mqtt://127.0.0.1:1"), gateway_id=GW, outbox=outbox, inventory=lambda: INVENTORY)
     up._on_platform_ack(PlatformAck(GW, Lane.TELEMETRY, 40, "0000000000000000"))

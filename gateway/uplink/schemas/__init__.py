@@ -7,7 +7,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from gateway import shipped
+from citynerve.gateway import shipped
 
 NAMES = ("telemetry", "events", "status", "inventory", "command", "command_result", "ack")
 

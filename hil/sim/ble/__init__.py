@@ -5,10 +5,10 @@ that the gateway's bumble backend scans (pass `radio.link` to the driver, or reg
 under a name and use `transport = "virtual:<name>"` in the bus config).
 """
 
-from hil.sim.ble.advertiser import VirtualAdvertiser, VirtualRadio
-from hil.sim.ble.dongle import VirtualDongle, free_tcp_port
-from hil.sim.ble.firmware import FirmwareAdvert, run_scenario
-from hil.sim.ble.nodes import BTHomeNode, ManholeCoverNode
+from citynerve.hil.sim.ble.advertiser import VirtualAdvertiser, VirtualRadio
+from citynerve.hil.sim.ble.dongle import VirtualDongle, free_tcp_port
+from citynerve.hil.sim.ble.firmware import FirmwareAdvert, run_scenario
+from citynerve.hil.sim.ble.nodes import BTHomeNode, ManholeCoverNode
 
 __all__ = [
     "BTHomeNode",

@@ -14,7 +14,7 @@ from bumble.host import Host
 from bumble.link import LocalLink
 from bumble.transport.common import AsyncPipeSink
 
-from drivers.ble import build_ad_structures, register_virtual_link, unregister_virtual_link
+from citynerve.drivers.ble import build_ad_structures, register_virtual_link, unregister_virtual_link
 
 BTHOME_UUID16 = 0xFCD2
 

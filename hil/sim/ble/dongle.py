@@ -14,7 +14,7 @@ from bumble.controller import Controller
 from bumble.transport import open_transport
 from bumble.transport.common import Transport
 
-from hil.sim.ble.advertiser import VirtualRadio
+from citynerve.hil.sim.ble.advertiser import VirtualRadio
 
 
 def free_tcp_port() -> int:

@@ -1,6 +1,6 @@
 """Simulated BTHome nodes: a generic one, and a manhole cover speaking the device_fw wire format.
 
-They build payloads with the gateway's codec (drivers.bthome.codec.build): the *firmware's* own
+They build payloads with the gateway's codec (citynerve.drivers.bthome.codec.build): the *firmware's* own
 bytes are checked separately, by running device_fw under MicroPython (tests/device_fw).
 """
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from drivers.bthome.codec import Scalar, build
-from hil.sim.ble.advertiser import VirtualAdvertiser, VirtualRadio
+from citynerve.drivers.bthome.codec import Scalar, build
+from citynerve.hil.sim.ble.advertiser import VirtualAdvertiser, VirtualRadio
 
 
 class BTHomeNode:

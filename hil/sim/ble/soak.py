@@ -1,6 +1,6 @@
 """Soak: many simulated manhole nodes on one virtual radio, heard by one BTHome driver.
 
-    .venv/bin/python -m hil.sim.ble.soak --nodes 200 --seconds 600 [--json]
+    .venv/bin/python -m citynerve.hil.sim.ble.soak --nodes 200 --seconds 600 [--json]
 
 Every node sends heartbeats and, now and then, a tilt alarm and its clearing; the run checks that
 every raise and clear reached the sink exactly once, that no advert was refused, and reports the
@@ -16,11 +16,11 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from drivers.ble import Backend, BleBusConfig
-from drivers.bthome import BTHomeDevice, BTHomeDriver
-from gateway.api import Event, EventState, SampleBatch
-from hil.sim.ble.advertiser import VirtualRadio
-from hil.sim.ble.nodes import ManholeCoverNode
+from citynerve.drivers.ble import Backend, BleBusConfig
+from citynerve.drivers.bthome import BTHomeDevice, BTHomeDriver
+from citynerve.gateway.api import Event, EventState, SampleBatch
+from citynerve.hil.sim.ble.advertiser import VirtualRadio
+from citynerve.hil.sim.ble.nodes import ManholeCoverNode
 
 
 @dataclass(slots=True)

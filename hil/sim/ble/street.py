@@ -24,9 +24,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from drivers.bthome.objects import OBJECTS
-from hil.sim.ble.advertiser import VirtualRadio
-from hil.sim.ble.nodes import BTHomeNode
+from citynerve.drivers.bthome.objects import OBJECTS
+from citynerve.hil.sim.ble.advertiser import VirtualRadio
+from citynerve.hil.sim.ble.nodes import BTHomeNode
 
 PROFILES_DIR = Path(__file__).resolve().parents[3] / "config" / "profiles"
 _FIRST_ID: dict[str, int] = {}

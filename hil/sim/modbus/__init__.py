@@ -9,7 +9,7 @@ faster (speed=60: an hour per minute) so a demo shows the day passing.
 
 Usage::
 
-    from hil.sim.modbus import ModbusBuilding, start_tcp_devices, PtyLink
+    from citynerve.hil.sim.modbus import ModbusBuilding, start_tcp_devices, PtyLink
 
     # A building on one Modbus TCP endpoint (unit 1 meter, 2-3 water, 11-13 smoke):
     async with ModbusBuilding(speed=60) as b:
@@ -33,8 +33,14 @@ Lower level: `SimProfile.load(id_or_path)`, `SimDevice(profile, unit, speed=..)`
 Registers are encoded with pymodbus' own converters, independent of the driver's codec.
 """
 
-from hil.sim.modbus._devices import PROFILES_DIR, SimDevice, SimDeviceContext, SimProfile, registers_of
-from hil.sim.modbus._serve import (
+from citynerve.hil.sim.modbus._devices import (
+    PROFILES_DIR,
+    SimDevice,
+    SimDeviceContext,
+    SimProfile,
+    registers_of,
+)
+from citynerve.hil.sim.modbus._serve import (
     DEFAULT_BUILDING,
     ModbusBuilding,
     PtyLink,

@@ -23,9 +23,9 @@ from pymodbus.client.mixin import ModbusClientMixin
 from pymodbus.constants import ExcCodes
 from pymodbus.datastore import ModbusBaseDeviceContext
 
-from drivers.modbus.config import BIT_TABLES, ModbusPointConfig
-from gateway import shipped
-from hil.sim.modbus._behaviour import BEHAVIOURS, DeviceState, ValueFn, advance_totals, fallback
+from citynerve.drivers.modbus.config import BIT_TABLES, ModbusPointConfig
+from citynerve.gateway import shipped
+from citynerve.hil.sim.modbus._behaviour import BEHAVIOURS, DeviceState, ValueFn, advance_totals, fallback
 
 PROFILES_DIR = shipped.profiles()
 

@@ -16,7 +16,7 @@ from pymodbus.datastore import ModbusServerContext
 from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
-from hil.sim.modbus._devices import SimDevice, SimDeviceContext, SimProfile
+from citynerve.hil.sim.modbus._devices import SimDevice, SimDeviceContext, SimProfile
 
 
 @dataclass(slots=True)

@@ -2,8 +2,8 @@
 
 Public API::
 
-    from hil.sim.serial import SerialMeterBus, SimDlt645Meter, SimCjt188Meter
-    from hil.sim.serial import Fault, FirePanelStream
+    from citynerve.hil.sim.serial import SerialMeterBus, SimDlt645Meter, SimCjt188Meter
+    from citynerve.hil.sim.serial import Fault, FirePanelStream
 
     meters = [SimDlt645Meter("000000000161"), SimCjt188Meter("00000000000012", meter_type=0x10)]
     async with SerialMeterBus(meters=meters, baudrate=2400, wire_time=False) as bus:
@@ -33,7 +33,7 @@ Public API::
   meters, the fire panel): `async with SerialBuilding() as s: s.config_toml(address_code=...)`
   gives the `[[buses]]`/`[[devices]]` tables, `s.extra_scenario()` the scripted events (fire alarm,
   reset, a meter going silent and back) as `(seconds, label, action)`; actions may be coroutines.
-- As a process: `python -m hil.sim.serial --link-dir DIR --dlt645 ADDR --cjt188 ADDR --panel
+- As a process: `python -m citynerve.hil.sim.serial --link-dir DIR --dlt645 ADDR --cjt188 ADDR --panel
   [--alarm-after S]` prints `{"dlt645": PATH, "cjt188": PATH, "firepanel": PATH}` and serves until
   SIGTERM (see `__main__.py`).
 - `Fault`: BAD_CHECKSUM, TRUNCATED, SILENCE, NOISE, NO_PREAMBLE, WRONG_ADDRESS.
@@ -45,13 +45,13 @@ Public API::
   8E1), and each request holds the line for its own wire time before the meter starts answering.
 """
 
-from hil.sim.serial._building import SerialBuilding
-from hil.sim.serial._bus import Fault, SerialMeterBus
-from hil.sim.serial._meters import SimCjt188Meter, SimDlt645Meter
-from hil.sim.serial._nullmodem import NullModem
-from hil.sim.serial._panel import FirePanelStream
-from hil.sim.serial._relay import LineRelay, retime
-from hil.sim.serial._riser import riser_cjt188, riser_dlt645
+from citynerve.hil.sim.serial._building import SerialBuilding
+from citynerve.hil.sim.serial._bus import Fault, SerialMeterBus
+from citynerve.hil.sim.serial._meters import SimCjt188Meter, SimDlt645Meter
+from citynerve.hil.sim.serial._nullmodem import NullModem
+from citynerve.hil.sim.serial._panel import FirePanelStream
+from citynerve.hil.sim.serial._relay import LineRelay, retime
+from citynerve.hil.sim.serial._riser import riser_cjt188, riser_dlt645
 
 __all__ = [
     "Fault",

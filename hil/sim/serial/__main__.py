@@ -1,6 +1,6 @@
 """Run simulated RS-485 meters and a fire panel as a process (demos, end-to-end tests):
 
-    python -m hil.sim.serial --link-dir /tmp/sim --dlt645 000000000161 --dlt645 000000000301 \
+    python -m citynerve.hil.sim.serial --link-dir /tmp/sim --dlt645 000000000161 --dlt645 000000000301 \
         --cjt188 00000000000301 --panel --alarm-after 5
 
 It prints one JSON line once the ports exist, `{"dlt645": PATH, "cjt188": PATH, "firepanel": PATH}`
@@ -19,9 +19,9 @@ import signal
 import sys
 from pathlib import Path
 
-from hil.sim.serial._bus import SerialMeterBus
-from hil.sim.serial._meters import SimCjt188Meter, SimDlt645Meter
-from hil.sim.serial._panel import FirePanelStream
+from citynerve.hil.sim.serial._bus import SerialMeterBus
+from citynerve.hil.sim.serial._meters import SimCjt188Meter, SimDlt645Meter
+from citynerve.hil.sim.serial._panel import FirePanelStream
 
 
 async def serve(args: argparse.Namespace) -> None:

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from hil.sim.serial._bus import SerialMeterBus
-from hil.sim.serial._meters import SimCjt188Meter, SimDlt645Meter
-from hil.sim.serial._panel import FirePanelStream
+from citynerve.hil.sim.serial._bus import SerialMeterBus
+from citynerve.hil.sim.serial._meters import SimCjt188Meter, SimDlt645Meter
+from citynerve.hil.sim.serial._panel import FirePanelStream
 
 ELECTRICITY = (("000000000101", "1", "101"), ("000000000201", "2", "201"), ("000000000301", "3", "301"))
 WATER = (("00000000000101", "1", "101"), ("00000000000201", "2", "201"), ("00000000000301", "3", "301"))

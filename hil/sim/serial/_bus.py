@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from drivers.cjt188 import codec as cjt
-from drivers.dlt645 import codec as dlt
-from hil.sim.serial._meters import SimCjt188Meter, SimDlt645Meter
+from citynerve.drivers.cjt188 import codec as cjt
+from citynerve.drivers.dlt645 import codec as dlt
+from citynerve.hil.sim.serial._meters import SimCjt188Meter, SimDlt645Meter
 
 
 class Fault(enum.StrEnum):

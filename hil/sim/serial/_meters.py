@@ -8,11 +8,11 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from drivers.cjt188 import codec as cjt
-from drivers.cjt188.readings import STATUS_MAPS, StatusMap, build_901f
-from drivers.dlt645 import codec as dlt
-from drivers.dlt645.registry import BUILTIN, DataFormat, DataItem
-from drivers.serialio.search import fits
+from citynerve.drivers.cjt188 import codec as cjt
+from citynerve.drivers.cjt188.readings import STATUS_MAPS, StatusMap, build_901f
+from citynerve.drivers.dlt645 import codec as dlt
+from citynerve.drivers.dlt645.registry import BUILTIN, DataFormat, DataItem
+from citynerve.drivers.serialio.search import fits
 
 
 class _Moving:

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import os
 
-from hil.sim.serial._bus import _open_pty
+from citynerve.hil.sim.serial._bus import _open_pty
 
 
 class NullModem:

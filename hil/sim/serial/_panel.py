@@ -9,7 +9,7 @@ import random
 from datetime import datetime
 from pathlib import Path
 
-from hil.sim.serial._bus import _open_pty
+from citynerve.hil.sim.serial._bus import _open_pty
 
 LOCATIONS = ("一层大厅东侧", "二层走廊", "三层配电间", "地下车库B区", "五层电梯前室", "屋顶水箱间")
 

@@ -33,8 +33,8 @@ import tty
 from collections.abc import Sequence
 from types import TracebackType
 
-from gateway.bus.probe import LineSettings
-from hil.sim.serial._bus import collide
+from citynerve.gateway.bus.probe import LineSettings
+from citynerve.hil.sim.serial._bus import collide
 
 _SPEEDS = {
     getattr(termios, f"B{b}"): b

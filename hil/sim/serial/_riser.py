@@ -4,8 +4,8 @@ eleven), mixed DL/T 645 versions, and CJ/T 188 meters of several types and both 
 
 from __future__ import annotations
 
-from drivers.cjt188 import codec as cjt
-from hil.sim.serial._meters import SimCjt188Meter, SimDlt645Meter
+from citynerve.drivers.cjt188 import codec as cjt
+from citynerve.hil.sim.serial._meters import SimCjt188Meter, SimDlt645Meter
 
 # 28 flats on one street prefix (three share each last digit: a collision there, resolved by the
 # tens digit), and two meters that differ only in their first digit: the search meets a collision at
