@@ -582,6 +582,7 @@ class Gateway:
                 {d: s for o in self.owners.values() for d, s in o.quality.meter_skew.items()},
                 synchronized=self.clock_sync.synced,
                 max_error_s=kernel_state()[1],
+                platform_skew_s=self.uplink.platform_skew_s if self.uplink is not None else None,
             ),
         }
 

@@ -77,6 +77,7 @@ def time_status(
     *,
     synchronized: bool | None,
     max_error_s: float | None = None,
+    platform_skew_s: float | None = None,
     now: float | None = None,
 ) -> dict[str, Any]:
     """The `time` section of `status`: gateway UTC time, NTP state (`synchronized`, from
@@ -88,6 +89,8 @@ def time_status(
         "ntp_max_error_s": max_error_s,
         "meters": dict(sorted(skews.items())),
         "median_meter_skew_s": _median(list(skews.values())),
+        # the platform's clock minus ours, from its last signed end-to-end ack (plus transit time)
+        "platform_skew_s": platform_skew_s,
         "verdict": "ok",
         "reason": "",
     }
@@ -99,6 +102,13 @@ def time_status(
             f"the gateway clock is {_span(abs(median))} {ahead} {len(skews)} meters that agree with each "
             "other: readings are stamped wrong; check NTP (network, `timedatectl`)"
             + ("" if synchronized else " - the clock is not synchronised (no NTP)")
+        )
+    elif platform_skew_s is not None and abs(platform_skew_s) > SKEW_WARN_S:
+        ahead = "behind" if platform_skew_s > 0 else "ahead of"
+        out["verdict"] = "clock_wrong"
+        out["reason"] = (
+            f"the gateway clock is {_span(abs(platform_skew_s))} {ahead} the platform's (from its signed "
+            "acks): readings are stamped wrong; check NTP (network, `timedatectl`)"
         )
     elif synchronized is False:
         out["verdict"] = "not_synchronized"

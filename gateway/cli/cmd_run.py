@@ -124,6 +124,9 @@ def show_time(t: dict[str, Any] | None) -> None:
     ]
     skew = t.get("median_meter_skew_s")
     meters = f"; meters' clocks {skew:+.0f} s (median of {len(t['meters'])})" if skew is not None else ""
+    platform = t.get("platform_skew_s")
+    if platform is not None:
+        meters += f"; platform's clock {platform:+.1f} s"
     _common.console.print(f"time: gateway {t['gateway_utc']} UTC, NTP {ntp}{meters}", highlight=False)
     if t.get("reason"):
         _common.console.print(f"[yellow]time: {t['reason']}[/]", highlight=False)

@@ -136,6 +136,9 @@ class Uplink:
         # key they cannot be authenticated: rows then leave on the broker's PUBACK (logged at start).
         self._e2e = config.e2e_ack and self._platform_key is not None
         self._acks_refused = 0
+        # The platform's clock against ours, from the `ts_ms` of its last signed ack (MQTT brokers
+        # publish no date of their own): shown in the time-and-trust view. None: no ack yet.
+        self._platform_skew_s: float | None = None
         self._inbound_refused = 0
         # A platform acked below what is settled here (it starts its chain too low): a status with
         # `acked` goes out soon, at most once per e2e_resend_after_s, so it can close that gap.
@@ -169,10 +172,16 @@ class Uplink:
             extra={
                 "e2e_rewinds": self._rewinds,
                 "acks_refused": self._acks_refused,
+                "platform_clock_skew_s": self._platform_skew_s,
                 "inbound_refused": self._inbound_refused,
                 "commands_unanswered": self._processor.suppressed if self._processor else 0,
             },
         )
+
+    @property
+    def platform_skew_s(self) -> float | None:
+        """The platform's clock minus the gateway's (s), from its last signed ack; None before one."""
+        return self._platform_skew_s
 
     async def __aenter__(self) -> Uplink:
         self._task = asyncio.create_task(self.run(), name="uplink")
@@ -644,6 +653,9 @@ class Uplink:
                     if not self._platform_key.verify(ack.body, context=ACK_SIGNING_CONTEXT):
                         raise PayloadError("uplink.ack", "not signed with the platform's key")
                     self._on_platform_ack(ack)
+                    sent_ms = ack.body.get("ts_ms")
+                    if isinstance(sent_ms, int) and not isinstance(sent_ms, bool):
+                        self._platform_skew_s = round(sent_ms / 1000 - time.time(), 3)
                 except Exception as err:  # no payload may end the session: refuse, count, go on
                     self._acks_refused += 1
                     summary = refused.admit("ack")

@@ -41,6 +41,14 @@ def test_verdict_needs_meters_that_agree() -> None:
     assert time_status({}, synchronized=False)["verdict"] == "not_synchronized"
 
 
+def test_the_platforms_clock_from_its_acks() -> None:
+    st = time_status({}, synchronized=True, platform_skew_s=-2 * DAY)
+    assert st["verdict"] == "clock_wrong" and "2.0 days ahead of the platform's" in st["reason"]
+    assert st["platform_skew_s"] == -2 * DAY
+    assert time_status({}, synchronized=True, platform_skew_s=0.4)["verdict"] == "ok"
+    assert time_status({}, synchronized=True)["platform_skew_s"] is None
+
+
 class Sink:
     def submit(self, batch: SampleBatch) -> None:
         pass

@@ -153,6 +153,7 @@ async def test_forged_acks_delete_nothing(broker: MosquittoBroker, outbox: Async
         await asyncio.sleep(0.3)  # > the ack loop's interval: a wrongly accepted ack would have run
         assert await _rows(outbox, Lane.TELEMETRY) == 50
         assert up.snapshot().ack_seq["telemetry"] == 0
+        assert up.snapshot().extra["platform_clock_skew_s"] is None  # a forged ack tells no time
         # The platform's signed ack does delete (the test can tell the difference).
         await attacker.publish(f"citynerve/{GW}/ack", json.dumps(PLATFORM_SIGNER.sign_ack(ack)), qos=1)
 
@@ -160,6 +161,10 @@ async def test_forged_acks_delete_nothing(broker: MosquittoBroker, outbox: Async
             return await _rows(outbox, Lane.TELEMETRY) == 0
 
         await wait_for(deleted)
+        # Its `ts_ms` (1970 here) is the platform's clock: the time-and-trust view shows the skew.
+        skew = up.snapshot().extra["platform_clock_skew_s"]
+        assert skew is not None and skew < -1.6e9
+        assert up.platform_skew_s == skew
 
 
 async def test_e2e_without_a_key_falls_back_to_puback(

@@ -107,6 +107,7 @@
       // the browser's own clock against the gateway's: a phone on mobile data has NTP
       const browserSkew = Math.round((Date.now() / 1000 - st.generated));
       const parts = ["NTP " + (t.ntp_synchronized === true ? "synchronised" : t.ntp_synchronized === false ? "NOT synchronised" : "unknown")];
+      if (t.platform_skew_s !== null && t.platform_skew_s !== undefined) parts.push("platform " + (t.platform_skew_s >= 0 ? "+" : "") + t.platform_skew_s.toFixed(1) + " s");
       if (t.median_meter_skew_s !== null && t.median_meter_skew_s !== undefined) parts.push("meters " + (t.median_meter_skew_s >= 0 ? "+" : "") + Math.round(t.median_meter_skew_s) + " s");
       parts.push("this browser " + (browserSkew >= 0 ? "+" : "") + browserSkew + " s");
       if (t.reason) parts.push(t.reason);
