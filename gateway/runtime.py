@@ -31,6 +31,7 @@ from citynerve.gateway.api import (
     SteadyWall,
     Value,
     WriteRejectedError,
+    stop_task,
 )
 from citynerve.gateway.bus import BusOwner
 from citynerve.gateway.config import GatewayConfig
@@ -297,9 +298,7 @@ class Gateway:
         task = self._owner_tasks.pop(bus_id, None)
         self.buses.pop(bus_id, None)
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
 
     async def reload(self) -> dict[str, Any]:
         """Re-read the config file and apply bus and device changes without a restart.

@@ -28,6 +28,7 @@ from citynerve.gateway.api import (
     SampleBatch,
     Severity,
     StateStore,
+    stop_task,
 )
 from citynerve.gateway.bus import FAULT_KIND, FAULT_RULE, OFFLINE_KIND, BusOwner
 from citynerve.gateway.config import GatewayConfig
@@ -140,8 +141,7 @@ class BusSupervisor:
                 task.result()
                 return  # an owner only returns when it was told to stop
             except asyncio.CancelledError:
-                task.cancel()
-                await asyncio.wait({task})
+                await stop_task(task)  # cancels again if a cancel was swallowed inside the owner
                 raise
             except Exception as err:
                 self._crashed(err, time.monotonic() - started)

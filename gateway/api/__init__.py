@@ -53,6 +53,7 @@ from citynerve.gateway.api._records import (
     shortest_float32,
     utc_now,
 )
+from citynerve.gateway.api._tasks import stop_task
 
 __all__ = [
     "ID_PATTERN",
@@ -99,5 +100,6 @@ __all__ = [
     "boot_id",
     "is_id",
     "shortest_float32",
+    "stop_task",
     "utc_now",
 ]

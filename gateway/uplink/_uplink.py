@@ -24,7 +24,7 @@ from typing import Any
 import aiomqtt
 
 from citynerve.gateway import __version__
-from citynerve.gateway.api import ConfigError, ConfigIssue, GatewayError
+from citynerve.gateway.api import ConfigError, ConfigIssue, GatewayError, stop_task
 from citynerve.gateway.payload import PayloadError
 from citynerve.gateway.store import AsyncOutbox, Lane, OutboxRow, TelemetryBlock
 from citynerve.gateway.uplink._connection import Backoff, RateLimiter, make_client, mark_disconnect_seen
@@ -196,13 +196,7 @@ class Uplink:
             return
         self._stopping = True
         task = self._task
-        # Cancel again if the first request was swallowed (Python 3.11's wait_for inside aiomqtt
-        # can lose a cancellation that races with a result).
-        while not task.done():
-            task.cancel()
-            await asyncio.wait({task}, timeout=3.0)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_task(task, again_s=3.0)  # a cancel swallowed inside aiomqtt is repeated
         self._task = None
         self._stopping = False
         # Acks the ack loop had not applied yet: fewer duplicates after a restart.

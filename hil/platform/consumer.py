@@ -5,7 +5,6 @@ sends end-to-end acks of the highest contiguous seq per store epoch and lane."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -20,6 +19,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from citynerve.gateway.api import stop_task
 from citynerve.gateway.uplink import mark_disconnect_seen
 from citynerve.hil.platform.commands import CommandSigner
 from citynerve.hil.platform.pgstore import PgPlatformStore
@@ -111,13 +111,7 @@ class PlatformConsumer:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            # Python 3.11's wait_for (inside aiomqtt) can swallow a cancel that races with a result,
-            # which left a test's teardown waiting forever: cancel again until the task is done.
-            while not task.done():
-                task.cancel()
-                await asyncio.wait({task}, timeout=1.0)
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)  # a cancel swallowed inside aiomqtt left a teardown waiting forever
         await asyncio.get_running_loop().run_in_executor(self._executor, self.store.close)
         self._executor.shutdown(wait=False)
 
