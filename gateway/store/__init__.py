@@ -7,13 +7,7 @@
 """
 
 from citynerve.gateway.store._async import AsyncOutbox, CommitCallback
-from citynerve.gateway.store._blocks import (
-    BlockError,
-    TelemetryBlock,
-    TelemetryCursor,
-    reading_fragment,
-    split_fragments,
-)
+from citynerve.gateway.store._blocks import QUALITIES, BlockError, ReadingBlock, ReadingMark
 from citynerve.gateway.store._codec import unstorable
 from citynerve.gateway.store._config import StoreConfig
 from citynerve.gateway.store._errors import (
@@ -32,6 +26,7 @@ from citynerve.gateway.store._writer import OutboxWriter, WriterCounters
 
 __all__ = [
     "BLOCK_READINGS",
+    "QUALITIES",
     "AsyncOutbox",
     "BlockError",
     "CommitCallback",
@@ -40,6 +35,8 @@ __all__ = [
     "Outbox",
     "OutboxRow",
     "OutboxWriter",
+    "ReadingBlock",
+    "ReadingMark",
     "RecordError",
     "SchemaVersionError",
     "StoreBusyError",
@@ -47,13 +44,9 @@ __all__ = [
     "StoreError",
     "StoreFullError",
     "StoreStats",
-    "TelemetryBlock",
-    "TelemetryCursor",
     "WriterCounters",
     "read_rows",
     "read_stats",
-    "reading_fragment",
     "schema_version",
-    "split_fragments",
     "unstorable",
 ]

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from citynerve.gateway.api import Event, Reading
-from citynerve.gateway.store._blocks import TelemetryBlock, TelemetryCursor
+from citynerve.gateway.store._blocks import ReadingBlock, ReadingMark
 from citynerve.gateway.store._config import MIB, StoreConfig
 from citynerve.gateway.store._errors import StoreError
 from citynerve.gateway.store._outbox import Outbox, OutboxRow, Synchronous
@@ -123,10 +123,19 @@ class AsyncOutbox:
         """Call `callback(lane, last_seq)` on the event loop after each commit that added rows to lane."""
         self._callbacks.append(callback)
 
-    async def append(self, readings: Sequence[Reading], events: Sequence[Event]) -> tuple[int, int]:
+    async def append(
+        self,
+        readings: Sequence[Reading],
+        events: Sequence[Event],
+        *,
+        marks: Sequence[ReadingMark | None] | None = None,
+    ) -> tuple[int, int]:
         """`Outbox.append` on the worker thread, then the on_commit callbacks (events lane first)."""
         ob = self._ob()
-        first, last = await self._run(functools.partial(ob.append, readings, events))  # tells the events
+        call = functools.partial(ob.append, readings, events)
+        if marks is not None:
+            call = functools.partial(call, marks=marks)
+        first, last = await self._run(call)  # tells the events
         if last >= first and readings:
             self._notify(Lane.TELEMETRY, first + len(readings) - 1)
         return first, last
@@ -145,20 +154,12 @@ class AsyncOutbox:
 
     async def peek_telemetry_blocks(
         self, *, after_seq: int = 0, max_readings: int = 2000
-    ) -> list[TelemetryBlock]:
+    ) -> list[ReadingBlock]:
         """`Outbox.peek_telemetry_blocks` on the worker thread (it decompresses there)."""
         ob = self._ob()
         return await self._run(
             functools.partial(ob.peek_telemetry_blocks, after_seq=after_seq, max_readings=max_readings)
         )
-
-    async def peek_telemetry_next(
-        self, cursor: TelemetryCursor, *, max_readings: int = 2000
-    ) -> tuple[int | None, list[TelemetryBlock]]:
-        """`Outbox.peek_telemetry_next` on the worker thread: calls queued together run back to
-        back there, each going on where the one before stopped."""
-        ob = self._ob()
-        return await self._run(functools.partial(ob.peek_telemetry_next, cursor, max_readings=max_readings))
 
     def note_delivered(self, lane: Lane, upto_seq: int) -> None:
         """`Outbox.note_delivered` (no I/O: a number the next size-cap trim reads)."""

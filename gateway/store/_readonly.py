@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Iterator
 from urllib.parse import quote
 
-from citynerve.gateway.store._blocks import BlockError, block_fragments, decode_readings
+from citynerve.gateway.store._blocks import BlockError, decode_block
 from citynerve.gateway.store._codec import decode_event
 from citynerve.gateway.store._errors import StoreError
 from citynerve.gateway.store._outbox import DECODE_ERRORS, OutboxRow
@@ -98,16 +98,15 @@ def _read_readings(conn: sqlite3.Connection, after_seq: int, limit: int, order: 
     )
     for first, last, codec, body, raw_len in rows:
         try:
-            readings = decode_readings(
-                first, block_fragments(codec, body, last - first + 1, raw_len), last - first + 1
-            )
+            block = decode_block(first, last, codec, body, raw_len)
+            readings = block.readings()
         except (BlockError, *DECODE_ERRORS):  # damaged block
             continue
         if order == "DESC":
             readings.reverse()
         for seq, rec in readings:
             if seq > after_seq and len(out) < limit:
-                out.append(OutboxRow(seq, Lane.TELEMETRY, rec.ts, rec))
+                out.append(OutboxRow(seq, Lane.TELEMETRY, rec.ts, rec, block.mark_of(seq)))
         if len(out) >= limit:
             break
     return out

@@ -6,8 +6,10 @@ migration's transaction). A fresh file runs every migration from 1, exactly as a
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -114,13 +116,14 @@ BLOCK_READINGS = 200
 
 @migration(3)
 def _v3_blocks(conn: sqlite3.Connection) -> None:
-    """Telemetry as blocks of rendered, compressed JSON v1 fragments (citynerve.gateway.store._blocks).
+    """Telemetry as blocks of consecutive seqs (citynerve.gateway.store._blocks), compressed.
 
-    A drain then sends what was stored instead of rendering every row again. Queued readings are
-    converted here, in seq order; rows that cannot be decoded are left out (they would have been
-    skipped by the uplink too) and logged by count.
+    Schema version 3 stored JSON v1 fragments (codec 1); files migrated from version 2 now get
+    the neutral codec of version 4 directly. Queued readings are converted here, in seq order;
+    rows that cannot be decoded are left out (they would have been skipped by the uplink too)
+    and logged by count.
     """
-    from citynerve.gateway.store._blocks import CODEC_JSON_V1_Z, encode_block, reading_fragment
+    from citynerve.gateway.store._blocks import CODEC_NEUTRAL_Z, encode_block
     from citynerve.gateway.store._codec import decode_reading
 
     conn.execute(
@@ -133,11 +136,11 @@ def _v3_blocks(conn: sqlite3.Connection) -> None:
     def flush() -> None:
         if run:
             first = run[0][0]
-            body, raw_len = encode_block(first, [r for _, r in run])
+            body, raw_len = encode_block([r for _, r in run])
             conn.execute(
                 "INSERT INTO reading_blocks (first_seq, last_seq, ts, codec, raw_len, body) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (first, run[-1][0], run[0][1].ts, CODEC_JSON_V1_Z, raw_len, body),
+                (first, run[-1][0], run[0][1].ts, CODEC_NEUTRAL_Z, raw_len, body),
             )
             run.clear()
 
@@ -150,7 +153,7 @@ def _v3_blocks(conn: sqlite3.Connection) -> None:
             reading = decode_reading(dev, point, unit, ts, kind, raw)
             if not isinstance(dev, str) or not isinstance(point, str) or not isinstance(unit, str):
                 raise ValueError("unknown series")
-            reading_fragment(seq, reading)  # renderable
+            encode_block([reading])  # storable
         except (KeyError, IndexError, ValueError, TypeError, ArithmeticError) as err:
             skipped += 1
             log.error("outbox migration: telemetry row seq %d cannot be decoded, left out: %r", seq, err)
@@ -163,3 +166,53 @@ def _v3_blocks(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TABLE series")
     if skipped:
         log.error("outbox migration: %d damaged telemetry rows left out", skipped)
+
+
+_CODEC_JSON_V1_Z = 1  # schema version 3's blocks: "," + JSON v1 reading fragments, raw deflate
+
+
+@migration(4)
+def _v4_neutral_blocks(conn: sqlite3.Connection) -> None:
+    """Telemetry blocks in the neutral form (codec 2): encodings render readings when they publish.
+
+    Blocks of codec 1 (JSON v1 fragments, rendered when written) are converted in place. A block
+    that cannot be decoded is left as it is: the outbox drops it as damaged when it reads it, and
+    announces its seq range (outbox_dropped), as for any damaged block.
+    """
+    from citynerve.gateway.api import Quality, Reading
+    from citynerve.gateway.store._blocks import CODEC_NEUTRAL_Z, encode_block
+
+    quality = {q.value: q for q in Quality}
+    old = conn.execute(
+        "SELECT first_seq, last_seq, body, raw_len FROM reading_blocks WHERE codec = ? ORDER BY first_seq",
+        (_CODEC_JSON_V1_Z,),
+    ).fetchall()
+    for first, last, body, raw_len in old:
+        try:
+            text = zlib.decompressobj(-12).decompress(body)
+            if len(text) != raw_len or not text.startswith(b","):
+                raise ValueError("not JSON fragments")
+            items = json.loads(b"[" + text[1:] + b"]")
+            if len(items) != last - first + 1 or [f["seq"] for f in items] != list(range(first, last + 1)):
+                raise ValueError("seqs do not match the block")
+            readings = [
+                Reading(
+                    f["device_id"],
+                    f["point"],
+                    f["value"],
+                    f["unit"],
+                    f["ts_ms"] / 1000,
+                    quality[f["quality"]],
+                )
+                for f in items
+            ]
+            new_body, new_len = encode_block(readings)
+        except (zlib.error, ValueError, KeyError, TypeError, IndexError, RecursionError) as err:
+            log.error(
+                "outbox migration: telemetry block seq %d..%d cannot be decoded, left: %r", first, last, err
+            )
+            continue
+        conn.execute(
+            "UPDATE reading_blocks SET codec = ?, body = ?, raw_len = ? WHERE first_seq = ?",
+            (CODEC_NEUTRAL_Z, new_body, new_len, first),
+        )

@@ -1,62 +1,48 @@
-"""Telemetry reads queued ahead of the uplink's pump.
+"""One telemetry read queued ahead of the uplink's pump.
 
-A backlog drain alternates two kinds of work: reading stored blocks (on the outbox's thread) and
-publishing messages (on the event loop). `ReadAhead` keeps `depth` reads queued on the outbox's
-thread, chained through a `TelemetryCursor` there: each starts where the one before stopped
-without a trip through the (busy) event loop in between, so the pump finds the next chunk read
-when it has published this one.
+A backlog drain alternates reading stored blocks (on the outbox's thread) and publishing
+messages (on the event loop). `ReadAhead` starts the next read while the pump publishes the
+chunk it has, so the pump usually finds it done.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Awaitable, Callable
 
-from citynerve.gateway.store import TelemetryBlock, TelemetryCursor
+from citynerve.gateway.store import ReadingBlock
 from citynerve.gateway.uplink._connection import retrieve_exception
-
-Chunk = tuple[int | None, list[TelemetryBlock]]
-"""Where a read started (None: it did not, the lane had caught up) and the blocks it found."""
 
 
 class ReadAhead:
-    """Chained reads of `read(cursor)`; `take(after)` hands out the read that started at `after`,
-    or None when none did (nothing queued, the cursor moved on a rewind, the lane caught up)."""
+    """`start(after)` begins `read(after)`; `take(after)` hands out its blocks when it was started
+    from `after` and found some, else None (the pump then reads itself)."""
 
-    def __init__(self, read: Callable[[TelemetryCursor], Awaitable[Chunk]], depth: int) -> None:
+    def __init__(self, read: Callable[[int], Awaitable[list[ReadingBlock]]]) -> None:
         self._read = read
-        self._depth = depth
-        self._cursor: TelemetryCursor | None = None
-        self._tasks: deque[asyncio.Task[Chunk]] = deque()
-
-    async def take(self, after: int) -> list[TelemetryBlock] | None:
-        if not self._tasks:
-            return None
-        start, blocks = await self._tasks.popleft()
-        if start != after:
-            self.cancel()
-            return None
-        self._fill()
-        return blocks
+        self._after = -1
+        self._task: asyncio.Future[list[ReadingBlock]] | None = None
 
     def start(self, after: int) -> None:
-        """Queue reads from `after` on (dropping any queued from elsewhere)."""
         self.cancel()
-        self._cursor = TelemetryCursor(after)
-        self._fill()
+        self._after = after
+        self._task = asyncio.ensure_future(self._read(after))
+        # A read dropped after a rewind may fail: its error is not news (the pump reads again).
+        self._task.add_done_callback(retrieve_exception)
 
-    def _fill(self) -> None:
-        cursor = self._cursor
-        while cursor is not None and cursor.more and len(self._tasks) < self._depth:
-            task = asyncio.ensure_future(self._read(cursor))
-            # A read dropped after a rewind may fail: its error is not news (the pump reads again).
-            task.add_done_callback(retrieve_exception)
-            self._tasks.append(task)
+    async def take(self, after: int) -> list[ReadingBlock] | None:
+        task, started = self._task, self._after
+        self._task = None
+        if task is None:
+            return None
+        if started != after:
+            task.cancel()
+            return None
+        blocks = await task
+        return blocks or None  # nothing then: read again now (a commit may have come since)
 
     def cancel(self) -> None:
-        # Reads already on the outbox's thread finish there and move a cursor no one uses again.
-        for task in self._tasks:
-            task.cancel()
-        self._tasks.clear()
-        self._cursor = None
+        # A read already on the outbox's thread finishes there; its result is not used.
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import math
 import time
@@ -26,19 +25,13 @@ import aiomqtt
 from citynerve.gateway import __version__
 from citynerve.gateway.api import ConfigError, ConfigIssue, GatewayError, stop_task
 from citynerve.gateway.payload import PayloadError
-from citynerve.gateway.store import AsyncOutbox, Lane, OutboxRow, TelemetryBlock
+from citynerve.gateway.store import AsyncOutbox, Lane, OutboxRow
 from citynerve.gateway.uplink._connection import Backoff, RateLimiter, make_client, mark_disconnect_seen
 from citynerve.gateway.uplink._readahead import ReadAhead
 from citynerve.gateway.uplink.command_ids import CommandOutcomes
 from citynerve.gateway.uplink.commands import CommandProcessor, CommandTarget, NonceCache, RemoteAction
 from citynerve.gateway.uplink.config import BrokerUrl, UpstreamConfig
-from citynerve.gateway.uplink.encoding import (
-    Encoding,
-    MqttMessage,
-    PlatformAck,
-    RowBatch,
-    TelemetryBlockEncoding,
-)
+from citynerve.gateway.uplink.encoding import Encoding, MqttMessage, PlatformAck, RowBatch
 from citynerve.gateway.uplink.json_v1 import LANE_NAMES, JsonV1Encoding
 from citynerve.gateway.uplink.junk import JunkLimiter
 from citynerve.gateway.uplink.keys import load_key_ring
@@ -50,11 +43,9 @@ log = logging.getLogger(__name__)
 
 LANES = (Lane.EVENT, Lane.TELEMETRY)
 ACK_KEY = "uplink.ack_seq.{lane}"
-ACK_INTERVAL_S = 0.05  # acks are applied at most this often while more are on the way
-ACK_INTERVAL_REPLAY_S = 0.25  # ... and this often while a backlog is replayed
-READ_AHEAD = 2  # telemetry reads queued ahead of the pump (each up to peek_rows readings)
-PEEK_READINGS = 40_000  # readings per telemetry read of stored blocks (~5 MB of JSON fragments)
-PEEK_ROWS = 10_000  # rows per telemetry read for encodings that take records, not blocks
+# Readings per telemetry read: the loop renders a read at once (~10 ms for 10,000 in JSON v1), so
+# an alarm that arrives meanwhile waits at most that long before the pump sees it.
+PEEK_READINGS = 10_000
 EVENTS_PER_MESSAGE = 50
 STABLE_SESSION_S = 5.0  # a session this long resets the backoff
 PUBACK_TIMEOUT_MIN_S = 30.0  # no PUBACK for this long (or 2 x keepalive) and the link is dead
@@ -101,7 +92,6 @@ class Uplink:
         self._backoff = Backoff(config.backoff.initial_s, config.backoff.max_s, config.backoff.jitter)
         self._wake = asyncio.Event()
         self._ack_wake = asyncio.Event()
-        self._window_empty = asyncio.Event()  # set when the last message in flight is acknowledged
         self._high: dict[Lane, int] = {lane: 0 for lane in LANES}  # last seq committed per lane
         # The events lane held nothing unsent when _high[EVENT] was this (-1: look again): the pump
         # then skips reading it, which would queue behind telemetry work on the store's thread.
@@ -385,13 +375,11 @@ class Uplink:
         cfg = self.config
         window = asyncio.Semaphore(cfg.max_inflight)
         limiter = RateLimiter(cfg.replay_max_msgs_per_s, cfg.replay_burst)
-        # Readings per read of the outbox: big reads, few trips to its thread (each trip takes the
-        # GIL from the busy loop several times); about 5 MB of fragments per read in memory.
-        peek_rows = max(cfg.max_batch_readings * 4, PEEK_READINGS)
+        peek_rows = max(cfg.max_batch_readings, PEEK_READINGS)
         self._ack_progress_t = {lane: time.monotonic() for lane in LANES}
-        # The next telemetry chunks are read (on the store's thread) while this one is published.
+        # The next telemetry chunk is read (on the store's thread) while this one is published.
         ahead = ReadAhead(
-            functools.partial(self._outbox.peek_telemetry_next, max_readings=peek_rows), READ_AHEAD
+            lambda after: self._outbox.peek_telemetry_blocks(after_seq=after, max_readings=peek_rows)
         )
         pending: deque[RowBatch] = deque()  # encoded telemetry not yet sent, continuing from:
         pending_after = 0
@@ -428,13 +416,20 @@ class Uplink:
                     batches = pending
                 else:
                     blocks = await ahead.take(after)
-                    if blocks:
-                        batches = deque(self._wrap_blocks(blocks, after))
-                    else:  # nothing read ahead from here (start, rewind, caught up): read now
-                        read, nxt = await self._read_telemetry(after, peek_rows)
-                        if nxt is not None and isinstance(self._enc, TelemetryBlockEncoding):
-                            ahead.start(nxt)  # more is likely waiting: read it meanwhile
-                        batches = deque(read)
+                    if blocks is None:  # nothing read ahead from here (start, rewind, caught up)
+                        blocks = await self._outbox.peek_telemetry_blocks(
+                            after_seq=after, max_readings=peek_rows
+                        )
+                    if sum(b.count for b in blocks) >= peek_rows:
+                        ahead.start(blocks[-1].last_seq)  # more is likely waiting: read it meanwhile
+                    batches = deque(
+                        self._enc.telemetry(
+                            blocks,
+                            prev_seq=after,
+                            max_rows=cfg.max_batch_readings,
+                            max_bytes=cfg.max_batch_bytes,
+                        )
+                    )
                 pending = deque()
                 if batches:
                     while batches:
@@ -455,31 +450,6 @@ class Uplink:
                         await self._wake.wait()
         finally:
             ahead.cancel()
-
-    async def _read_telemetry(self, after: int, peek_rows: int) -> tuple[list[RowBatch], int | None]:
-        """Up to about `peek_rows` telemetry rows after `after`, encoded into messages; and the seq
-        to read on from when the read was full (more is likely waiting), else None."""
-        cfg = self.config
-        enc = self._enc
-        per = cfg.max_batch_readings
-        if not isinstance(enc, TelemetryBlockEncoding):
-            limit = min(peek_rows, max(per, PEEK_ROWS))  # records cost far more memory than blocks
-            rows = await self._outbox.peek(Lane.TELEMETRY, after_seq=after, limit=limit)
-            batches = enc.rows(
-                Lane.TELEMETRY, rows, prev_seq=after, max_rows=per, max_bytes=cfg.max_batch_bytes
-            )
-            return batches, (rows[-1].seq if len(rows) == limit else None)
-        blocks = await self._outbox.peek_telemetry_blocks(after_seq=after, max_readings=peek_rows)
-        full = sum(b.count for b in blocks) >= peek_rows
-        return self._wrap_blocks(blocks, after), (blocks[-1].last_seq if full else None)
-
-    def _wrap_blocks(self, blocks: list[TelemetryBlock], after: int) -> list[RowBatch]:
-        enc = self._enc
-        assert isinstance(enc, TelemetryBlockEncoding)
-        cfg = self.config
-        return enc.telemetry_from_blocks(
-            blocks, prev_seq=after, max_rows=cfg.max_batch_readings, max_bytes=cfg.max_batch_bytes
-        )
 
     def _maybe_rewind(self) -> None:
         """e2e mode: the platform stopped acknowledging a lane (it may have missed messages while it
@@ -540,8 +510,6 @@ class Uplink:
         q = self._inflight[lane]
         while q and q[0].done:
             self._puback_seq[lane] = q.popleft().batch.last_seq
-        if not q and not any(self._inflight.values()):
-            self._window_empty.set()
         if not self._e2e:
             self._ack_wake.set()
 
@@ -572,21 +540,11 @@ class Uplink:
         return self._puback_seq[lane]
 
     async def _ack_loop(self) -> None:
-        # Acks are coalesced while messages are in flight: during a drain acks arrive for every
-        # message, and each delete commit takes the store's thread (and the GIL, statement by
-        # statement) from the reads and the loop. A crash loses at most that much ack progress:
-        # those rows are sent again (dedupe by seq). With nothing left in flight (live traffic
-        # trickling in, or the end of a drain) nothing more is coming soon: at once. Acks commit
-        # without an fsync (`Outbox.ack`), so one per message at live rates costs little.
+        # One delete commit at a time; the acks that arrive while it runs are applied together by
+        # the next. A crash loses at most that much ack progress: those rows are sent again
+        # (dedupe by seq). Acks commit without an fsync (`Outbox.ack`).
         while True:
             await self._ack_wake.wait()
-            if any(self._inflight.values()):
-                # ... but no longer than until the window empties (the last PUBACK of a drain).
-                interval = ACK_INTERVAL_REPLAY_S if self._replaying() else ACK_INTERVAL_S
-                self._window_empty.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(interval):
-                        await self._window_empty.wait()
             self._ack_wake.clear()
             await self._apply_acks()
 

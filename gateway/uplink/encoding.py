@@ -1,14 +1,12 @@
 """The pluggable wire encoding: what a message looks like and which topic it goes to.
 
-JSON v1 (`json_v1.JsonV1Encoding`) is the contract in docs/upstream-contract.md. A Sparkplug B
-encoding can be added later by implementing `Encoding` over the same outbox rows: the uplink only
-hands rows, status and inventory to the encoding and publishes what comes back.
+JSON v1 (`json_v1.JsonV1Encoding`) is the contract in docs/upstream-contract.md. Another encoding
+(Sparkplug B) implements `Encoding` over the same outbox: the uplink only hands it events
+(`rows`), telemetry blocks (`telemetry`), status and inventory, and publishes what comes back.
 
-The outbox stores telemetry as blocks of JSON v1 reading fragments, rendered when the readings
-were written (citynerve.gateway.store._blocks). An encoding whose telemetry carries those fragments
-implements `TelemetryBlockEncoding`: the uplink then drains telemetry by wrapping stored bytes
-(`AsyncOutbox.peek_telemetry_blocks`), building no Python record. Other encodings (Sparkplug B)
-do not implement it and get `rows` decoded from the same blocks (`AsyncOutbox.peek`).
+The outbox holds records in an encoding-neutral form (citynerve.gateway.store._blocks): telemetry
+as `ReadingBlock`s (a series table and rows of series, ts, quality, value and an optional clock
+mark), events as `Event`s. An encoding renders them when the uplink publishes them.
 """
 
 from __future__ import annotations
@@ -16,9 +14,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
-from citynerve.gateway.store import Lane, OutboxRow, TelemetryBlock
+from citynerve.gateway.store import Lane, OutboxRow, ReadingBlock
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +129,14 @@ class Encoding(Protocol):
         """Split rows of one lane (in seq order) into messages of at most max_rows rows / max_bytes."""
         ...
 
+    def telemetry(
+        self, blocks: Sequence[ReadingBlock], *, prev_seq: int, max_rows: int, max_bytes: int
+    ) -> list[RowBatch]:
+        """Messages carrying every reading of `blocks` (in seq order), each within max_rows
+        readings and max_bytes (a single reading larger than that goes alone). The drain's path:
+        blocks as stored, no `Reading` objects built."""
+        ...
+
     def command_result(self, result: CommandResult, *, seq: int) -> MqttMessage: ...
 
     def decode_command(self, payload: bytes) -> dict[str, Any]:
@@ -139,16 +145,4 @@ class Encoding(Protocol):
 
     def decode_ack(self, payload: bytes) -> PlatformAck:
         """Parse an end-to-end ack; raises `citynerve.gateway.payload.PayloadError` when it is not one."""
-        ...
-
-
-@runtime_checkable
-class TelemetryBlockEncoding(Protocol):
-    """Optional capability: telemetry messages around stored JSON v1 reading fragments."""
-
-    def telemetry_from_blocks(
-        self, blocks: Sequence[TelemetryBlock], *, prev_seq: int, max_rows: int, max_bytes: int
-    ) -> list[RowBatch]:
-        """Messages carrying every reading of `blocks` in order, each within max_rows readings and
-        max_bytes (a single reading larger than that goes alone)."""
         ...

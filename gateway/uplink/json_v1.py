@@ -9,21 +9,16 @@ from __future__ import annotations
 import json
 import logging
 import math
+import operator
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from itertools import repeat
 from typing import Any
 
 from citynerve.gateway.api import Event, Reading
 from citynerve.gateway.payload import PayloadError, load_json
-from citynerve.gateway.store import (
-    BlockError,
-    Lane,
-    OutboxRow,
-    TelemetryBlock,
-    reading_fragment,
-    split_fragments,
-)
+from citynerve.gateway.store import QUALITIES, Lane, OutboxRow, ReadingBlock, ReadingMark
 from citynerve.gateway.uplink.encoding import CommandResult, MqttMessage, PlatformAck, RejectReason, RowBatch
 from citynerve.gateway.uplink.errors import CommandRejectedError
 
@@ -76,6 +71,98 @@ def _json_value(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return v
+
+
+def value_json(v: object) -> str:
+    """A reading value as JSON: the shortest text that reads back as the same float, ints exact
+    (beyond 64 bits too), NaN and infinities as null (JSON has neither; the quality says why)."""
+    t = type(v)
+    if t is float:
+        return repr(v) if math.isfinite(v) else "null"  # type: ignore[arg-type]
+    if t is int:
+        return repr(v)
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):  # float subclasses
+        return repr(float(v)) if math.isfinite(v) else "null"
+    if isinstance(v, int):  # IntEnum and other int subclasses
+        return repr(int(v))
+    if isinstance(v, str):
+        return _dumps(str(v))
+    raise TypeError(f"unsupported reading value type {type(v).__name__}: {v!r}")
+
+
+_QUALITY_TAILS = [f',"quality":"{q.value}"' for q in QUALITIES]
+
+
+_SERIES_CACHE_MAX = 50_000
+_series_cache: dict[tuple[str, str, str], tuple[str, str]] = {}
+
+
+def _series_parts(device_id: str, point: str, unit: str) -> tuple[str, str]:
+    # The JSON around a reading's value depends only on its series: built once per series.
+    key = (device_id, point, unit)
+    parts = _series_cache.get(key)
+    if parts is None:
+        if len(_series_cache) >= _SERIES_CACHE_MAX:
+            _series_cache.clear()
+        parts = _series_cache[key] = (
+            f',"device_id":{_dumps(device_id)},"point":{_dumps(point)},"value":',
+            f',"unit":{_dumps(unit)},"ts_ms":',
+        )
+    return parts
+
+
+def _mark_json(mark: ReadingMark) -> str:
+    mono = round(mark.capture_mono, 3)
+    return f',"clock_unsynced":true,"capture_mono":{mono!r},"boot_id":{_dumps(mark.boot_id)}'
+
+
+def reading_fragment(seq: int, r: Reading, mark: ReadingMark | None = None) -> str:
+    """One reading as compact JSON: {"seq","device_id","point","value","unit","ts_ms","quality"},
+    and for a reading stamped before the clock was synchronised `clock_unsynced`, `capture_mono`
+    and `boot_id` (docs/upstream-contract.md). `ts_ms` is round(ts * 1000), half to even."""
+    head, mid = _series_parts(r.device_id, r.point, r.unit)
+    tail = _QUALITY_TAILS[QUALITIES.index(r.quality)]
+    extra = _mark_json(mark) if mark is not None else ""
+    return f'{{"seq":{seq}{head}{value_json(r.value)}{mid}{_ms(r.ts)}{tail}{extra}}}'
+
+
+def block_fragments(block: ReadingBlock) -> list[str]:
+    """The JSON v1 fragment of each reading of `block`, in seq order. The drain's hot path: the
+    text around the values is built once per series, and the columns are turned into text by
+    C-level passes (`map`) where every value is a plain number."""
+    cache = _series_cache
+    parts = [cache.get(s) or _series_parts(*s) for s in block.series]
+    values = block.values
+    kinds = set(map(type, values))
+    if kinds <= _NUMBERS and (float not in kinds or all(map(math.isfinite, values))):
+        texts: Iterable[str] = map(repr, values)
+    else:
+        texts = [value_json(v) for v in values]
+    out = [
+        f'{{"seq":{seq}{head}{text}{mid}{ms}{tail}}}'
+        for seq, (head, mid), text, ms, tail in zip(
+            range(block.first_seq, block.last_seq + 1),
+            map(parts.__getitem__, block.sidx),
+            texts,
+            map(round, map(operator.mul, block.ts, repeat(1000))),
+            map(_QUALITY_TAILS.__getitem__, block.quality),
+            strict=True,
+        )
+    ]
+    for k, mark in block.marks.items():
+        out[k] = f"{out[k][:-1]}{_mark_json(mark)}}}"
+    return out
+
+
+_NUMBERS = {int, float}
+
+
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
 
 
 def event_fragment(seq: int, e: Event) -> str:
@@ -189,7 +276,9 @@ class JsonV1Encoding:
         for row in rows:
             rec = row.record
             frag = (
-                reading_fragment(row.seq, rec) if isinstance(rec, Reading) else event_fragment(row.seq, rec)
+                reading_fragment(row.seq, rec, row.mark)
+                if isinstance(rec, Reading)
+                else event_fragment(row.seq, rec)
             )
             flen = len(frag.encode()) if not frag.isascii() else len(frag)
             if frags and (len(frags) >= max_rows or size + flen + 1 > budget):
@@ -227,66 +316,54 @@ class JsonV1Encoding:
         payload = (head + ",".join(frags) + "]}").encode()
         return RowBatch(MqttMessage(topic, payload, qos=1), lane, first, last, len(frags))
 
-    def telemetry_from_blocks(
-        self, blocks: Sequence[TelemetryBlock], *, prev_seq: int, max_rows: int, max_bytes: int
+    def telemetry(
+        self, blocks: Sequence[ReadingBlock], *, prev_seq: int, max_rows: int, max_bytes: int
     ) -> list[RowBatch]:
-        """`TelemetryBlockEncoding`: stored fragments wrapped into messages; a block goes whole into
-        a message when it fits, else it is split between messages."""
+        """Telemetry messages carrying every reading of `blocks` in seq order, each within
+        max_rows readings and max_bytes (a single reading larger than that goes alone). A block
+        that fits goes whole into a message (usually it is one: the outbox's blocks hold as many
+        readings as a message), else its readings are split between messages."""
         out: list[RowBatch] = []
-        parts: list[bytes | memoryview] = []
+        texts: list[str] = []
         count = size = 0
         first = last = 0
         budget = max_bytes - 256  # the envelope is bounded (~220 bytes)
-        # one build time for the messages of one read (they are built together)
-        ts_ms, ts = stamp(time.time())
-        time_part = f'"ts":"{ts}","ts_ms":{ts_ms},"readings":['.encode()
+        ts_ms, ts = stamp(time.time())  # one build time for the messages built together
+        time_part = f'"ts":"{ts}","ts_ms":{ts_ms},"readings":['
+
+        def add(text: str, tlen: int, n: int, seq: int) -> None:
+            nonlocal count, size, first, last, prev_seq, texts
+            if texts and (count + n > max_rows or size + tlen + 1 > budget):
+                out.append(self._telemetry(texts, first, last, count, prev_seq, time_part))
+                prev_seq, texts, count, size = last, [], 0, 0
+            if not texts:
+                first = seq
+            texts.append(text)
+            count += n
+            size += tlen + 1
+            last = seq + n - 1
+
         for block in blocks:
-            pieces: Sequence[bytes | memoryview] = (block.fragments,)
-            if count + block.count > max_rows or size + len(block.fragments) + 1 > budget:
-                if parts and block.count <= max_rows and len(block.fragments) + 1 <= budget:
-                    out.append(self._telemetry(parts, first, last, count, prev_seq, time_part))
-                    prev_seq, parts, count, size = last, [], 0, 0
-                else:
-                    try:
-                        pieces = split_fragments(block.fragments, block.count)
-                    except BlockError as err:  # damaged storage: the platform sees a gap
-                        log.error(
-                            "uplink: telemetry seq %d..%d not sent: %s", block.first_seq, block.last_seq, err
-                        )
-                        continue
-            seq = block.first_seq
-            for piece in pieces:
-                n = block.count if len(pieces) == 1 else 1
-                if parts and (count + n > max_rows or size + len(piece) + 1 > budget):
-                    out.append(self._telemetry(parts, first, last, count, prev_seq, time_part))
-                    prev_seq, parts, count, size = last, [], 0, 0
-                if not parts:
-                    first = seq
-                parts.append(piece)
-                count += n
-                size += len(piece) + 1
-                seq += n
-                last = seq - 1
-        if parts:
-            out.append(self._telemetry(parts, first, last, count, prev_seq, time_part))
+            frags = block_fragments(block)
+            whole = ",".join(frags)
+            wlen = _utf8_len(whole)
+            if block.count <= max_rows and wlen < budget:
+                add(whole, wlen, block.count, block.first_seq)
+            else:
+                for k, frag in enumerate(frags):
+                    add(frag, _utf8_len(frag), 1, block.first_seq + k)
+        if texts:
+            out.append(self._telemetry(texts, first, last, count, prev_seq, time_part))
         return out
 
     def _telemetry(
-        self,
-        parts: list[bytes | memoryview],
-        first: int,
-        last: int,
-        count: int,
-        prev_seq: int,
-        time_part: bytes,
+        self, texts: list[str], first: int, last: int, count: int, prev_seq: int, time_part: str
     ) -> RowBatch:
         head = (
             f'{{"schema":"{SCHEMAS["telemetry"]}","gateway_id":{self._gw},"lane":"telemetry",'
             f'"seq":{last},"first_seq":{first},"prev_seq":{prev_seq},"count":{count},'
-        ).encode()
-        # One copy of the fragments, straight into the payload (a message is usually one block).
-        body = parts[0] if len(parts) == 1 else b",".join(parts)
-        payload = b"".join((head, time_part, body, b"]}"))
+        )
+        payload = "".join((head, time_part, ",".join(texts), "]}")).encode()
         msg = MqttMessage(self.topics[Lane.TELEMETRY], payload, qos=1)
         return RowBatch(msg, Lane.TELEMETRY, first, last, count)
 

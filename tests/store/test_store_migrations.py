@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import zlib
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,7 @@ def test_v1_file_is_migrated_with_rows_seqs_and_counters(tmp_path: Path) -> None
     make_v1(db)
     with Outbox(db) as ob:
         s = ob.stats()
-        assert s.schema_version == schema_version() == 3
+        assert s.schema_version == schema_version() == 4
         assert s.next_seq == 42
         assert s.lane(Lane.TELEMETRY).dropped == 7 and s.lane(Lane.EVENT).dropped == 3
         rows = ob.peek(Lane.TELEMETRY)
@@ -71,12 +72,51 @@ def test_v1_file_is_migrated_with_rows_seqs_and_counters(tmp_path: Path) -> None
         ).fetchall()
         assert blocks == [(10, 13), (40, 40), (42, 42)]
         assert ob.stats().lane(Lane.TELEMETRY).rows == 6
-    assert read_stats(db).schema_version == 3
+    assert read_stats(db).schema_version == 4
     conn = sqlite3.connect(db)
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     conn.close()
     assert not {"telemetry", "readings", "series"} & tables
     assert {"reading_blocks", "state", "events", "counters"} <= tables
+
+
+def test_v3_json_fragment_blocks_become_neutral_blocks(tmp_path: Path) -> None:
+    """Schema version 3 stored JSON v1 fragments (codec 1): converted in place; a damaged block is
+    left for the outbox, which drops it as damaged and announces its range."""
+    db = tmp_path / "v3.db"
+    Outbox(db).close()
+    base = {"device_id": "m-1", "point": "flow", "unit": "m3/h"}
+    frags = [
+        {"seq": 5, **base, "value": 1.5, "ts_ms": 1000, "quality": "good"},
+        {"seq": 6, **base, "value": None, "ts_ms": 2000, "quality": "bad"},
+    ]
+
+    def codec1(items: list[dict[str, object]]) -> tuple[bytes, int]:
+        raw = ("," + ",".join(json.dumps(f, separators=(",", ":")) for f in items)).encode()
+        z = zlib.compressobj(1, zlib.DEFLATED, -12)
+        return z.compress(raw) + z.flush(zlib.Z_SYNC_FLUSH), len(raw)
+
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA user_version = 3")
+    conn.execute("UPDATE counters SET value = 9 WHERE name = 'next_seq'")
+    ins = (
+        "INSERT INTO reading_blocks (first_seq, last_seq, ts, codec, body, raw_len) "
+        "VALUES (?, ?, ?, 1, ?, ?)"
+    )
+    conn.execute(ins, (5, 6, 1.0, *codec1(frags)))
+    conn.execute(ins, (7, 8, 3.0, b"damaged", 40))
+    conn.commit()
+    conn.close()
+    with Outbox(db) as ob:
+        assert ob.stats().schema_version == 4
+        assert [(r.seq, r.record) for r in ob.peek(Lane.TELEMETRY)] == [
+            (5, Reading("m-1", "flow", 1.5, "m3/h", 1.0)),
+            (6, Reading("m-1", "flow", None, "m3/h", 2.0, Quality.BAD)),
+        ]
+        (notice,) = [r.record for r in ob.peek(Lane.EVENT)]
+        assert notice.kind == "outbox_dropped"
+        attrs = notice.attrs
+        assert (attrs["first_seq"], attrs["last_seq"], attrs["reason"]) == (7, 8, "damaged")
 
 
 def test_failed_migration_leaves_the_file_at_its_old_version(tmp_path: Path) -> None:

@@ -38,9 +38,9 @@ event_st = st.builds(
 
 
 def as_stored(r: Reading) -> Reading:
-    """A reading as the outbox gives it back: as JSON v1 carries it (ms, no NaN or infinity)."""
-    value = None if isinstance(r.value, float) and not math.isfinite(r.value) else r.value
-    return dataclasses.replace(r, value=value, ts=round(r.ts * 1000) / 1000)
+    """A reading as the outbox gives it back: exactly as given (NaN compares unequal: a marker)."""
+    value = "<nan>" if isinstance(r.value, float) and math.isnan(r.value) else r.value
+    return dataclasses.replace(r, value=value, ts=float(r.ts))
 
 
 class OutboxMachine(RuleBasedStateMachine):

@@ -22,7 +22,7 @@ from citynerve.gateway.store import (
     read_stats,
     schema_version,
 )
-from citynerve.gateway.store._blocks import chunk_text, encode_block, reading_fragment
+from citynerve.gateway.store._blocks import ReadingMark, decode_block, encode_block
 
 
 def reading(i: int, device: str = "meter-1", point: str = "flow", ts: float | None = None) -> Reading:
@@ -143,9 +143,9 @@ values = st.one_of(
 def test_readings_round_trip_as_the_platform_gets_them(
     shared: Outbox, rows: list[tuple[str, str, object, Quality, float]]
 ) -> None:
-    """Readings are stored as JSON v1 fragments: they come back exactly as the platform gets them.
-    Values exact (floats to the last bit, -0.0 too, ints beyond 64 bits), NaN and infinities as
-    None (JSON has neither), ts in whole milliseconds."""
+    """Readings are stored in the neutral form: they come back exactly as they went in. Values
+    exact (floats to the last bit, -0.0, NaN and the infinities too, ints beyond 64 bits), ts
+    exact (encodings round it when they render it)."""
     readings = [Reading(d, "p", v, u, ts, q) for d, u, v, q, ts in rows]  # type: ignore[arg-type]
     ob = shared
     first, _ = ob.append(readings, [])
@@ -155,13 +155,15 @@ def test_readings_round_trip_as_the_platform_gets_them(
     for a, b in zip(readings, back, strict=True):
         assert isinstance(b, Reading)
         want = a.value
-        if isinstance(want, float) and not math.isfinite(want):
-            want = None
-        assert type(b.value) is type(want) and b.value == want
+        assert type(b.value) is type(want)
+        if isinstance(want, float) and math.isnan(want):
+            assert math.isnan(b.value)  # type: ignore[arg-type]
+        else:
+            assert b.value == want
         if isinstance(want, float):
             assert math.copysign(1, want) == math.copysign(1, b.value)  # type: ignore[arg-type]
         assert (a.device_id, a.point, a.unit, a.quality) == (b.device_id, b.point, b.unit, b.quality)
-        assert b.ts == round(a.ts * 1000) / 1000
+        assert b.ts == float(a.ts)
 
 
 json_values = st.recursive(
@@ -237,7 +239,7 @@ def test_stats(db: Path) -> None:
 
 
 def test_retention_drops_oldest_telemetry_first_then_events_counted(db: Path) -> None:
-    cap = 256 * 1024
+    cap = 64 * 1024
     with Outbox(db, max_bytes=cap, synchronous="normal") as ob:
         ob.append([], [event(i) for i in range(20)])
         appended = 0
@@ -407,21 +409,30 @@ def test_partial_acks_keep_the_rest_of_a_block(db: Path) -> None:
         assert ob.stats().lane(Lane.TELEMETRY).rows == 1
 
 
-def test_consecutive_block_bodies_are_one_deflate_stream() -> None:
-    """What lets a drain decompress a whole read in one call (citynerve.gateway.store._blocks)."""
-    blocks = [encode_block(1 + 10 * k, [reading(10 * k + i) for i in range(10)]) for k in range(3)]
-    text = chunk_text(b"".join(body for body, _ in blocks), [raw for _, raw in blocks])
-    assert text is not None
-    want = ",".join(reading_fragment(1 + i, reading(i)) for i in range(30)).encode()
-    assert text == b"," + want
-    assert chunk_text(b"".join(body for body, _ in blocks), [raw + 1 for _, raw in blocks]) is None
-    assert chunk_text(b"junk" + blocks[0][0], [blocks[0][1]]) is None
+def test_blocks_are_neutral_compact_and_carry_clock_marks(db: Path) -> None:
+    """A block names each series once; a reading stamped before the clock was synchronised keeps
+    its mark (monotonic capture time, boot id) through the store, partial acks included."""
+    readings = [reading(i) for i in range(200)]
+    body, raw_len = encode_block(readings)
+    assert len(body) < 20 * len(readings)  # compact: about 11 bytes per reading
+    block = decode_block(1, 200, 2, body, raw_len)
+    assert [r for _, r in block.readings()] == readings
+    mark = ReadingMark(12.345, "boot-1")
+    with Outbox(db, block_readings=4) as ob:
+        ob.append(readings[:6], [], marks=[None, mark, None, None, mark, None])
+        rows = ob.peek(Lane.TELEMETRY)
+        assert [r.mark for r in rows] == [None, mark, None, None, mark, None]
+        assert ob.ack_seqs([1, 3]) == 2
+        left = [(r.seq, r.mark) for r in ob.peek(Lane.TELEMETRY)]
+        assert left == [(2, mark), (4, None), (5, mark), (6, None)]
+        with pytest.raises(ValueError):
+            ob.append(readings[:2], [], marks=[None])
 
 
 def test_size_cap_never_counts_rows_the_platform_holds_as_dropped(db: Path) -> None:
     """End-to-end mode: the platform acknowledged seq 1..2500 (the uplink's delete had not run yet);
     a trim deletes them as delivered: `dropped` and the notices count only rows it never had."""
-    cap = 256 * 1024
+    cap = 64 * 1024
     with Outbox(db, max_bytes=cap, synchronous="normal") as ob:
         for batch in range(5):
             ob.append([reading(batch * 500 + i) for i in range(500)], [])
