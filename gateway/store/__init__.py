@@ -10,6 +10,7 @@ from citynerve.gateway.store._async import AsyncOutbox, CommitCallback
 from citynerve.gateway.store._blocks import QUALITIES, BlockError, ReadingBlock, ReadingMark
 from citynerve.gateway.store._codec import unstorable
 from citynerve.gateway.store._config import StoreConfig
+from citynerve.gateway.store._destinations import DEFAULT_DESTINATION, position_key
 from citynerve.gateway.store._errors import (
     RecordError,
     SchemaVersionError,
@@ -26,6 +27,7 @@ from citynerve.gateway.store._writer import OutboxWriter, WriterCounters
 
 __all__ = [
     "BLOCK_READINGS",
+    "DEFAULT_DESTINATION",
     "QUALITIES",
     "AsyncOutbox",
     "BlockError",
@@ -45,6 +47,7 @@ __all__ = [
     "StoreFullError",
     "StoreStats",
     "WriterCounters",
+    "position_key",
     "read_rows",
     "read_stats",
     "schema_version",

@@ -6,13 +6,14 @@ import asyncio
 import functools
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from citynerve.gateway.api import Event, Reading
 from citynerve.gateway.store._blocks import ReadingBlock, ReadingMark
 from citynerve.gateway.store._config import MIB, StoreConfig
+from citynerve.gateway.store._destinations import DEFAULT_DESTINATION
 from citynerve.gateway.store._errors import StoreError
 from citynerve.gateway.store._outbox import Outbox, OutboxRow, Synchronous
 from citynerve.gateway.store._schema import BLOCK_READINGS
@@ -161,14 +162,32 @@ class AsyncOutbox:
             functools.partial(ob.peek_telemetry_blocks, after_seq=after_seq, max_readings=max_readings)
         )
 
-    def note_delivered(self, lane: Lane, upto_seq: int) -> None:
-        """`Outbox.note_delivered` (no I/O: a number the next size-cap trim reads)."""
-        self._ob().note_delivered(lane, upto_seq)
-
-    async def ack(self, lane: Lane, upto_seq: int, *, state: tuple[str, str] | None = None) -> int:
-        """`Outbox.ack` on the worker thread (with `state`, the position is stored in the same commit)."""
+    async def set_destinations(self, wants: Mapping[str, Iterable[Lane]]) -> None:
+        """`Outbox.set_destinations` on the worker thread (before any uplink acks)."""
         ob = self._ob()
-        return await self._run(functools.partial(ob.ack, lane, upto_seq, state=state))
+        await self._run(functools.partial(ob.set_destinations, {d: tuple(v) for d, v in wants.items()}))
+
+    def note_delivered(self, lane: Lane, upto_seq: int, *, destination: str = DEFAULT_DESTINATION) -> None:
+        """`Outbox.note_delivered` (no I/O: a number the next size-cap trim reads)."""
+        self._ob().note_delivered(lane, upto_seq, destination=destination)
+
+    async def ack(
+        self,
+        lane: Lane,
+        upto_seq: int,
+        *,
+        destination: str = DEFAULT_DESTINATION,
+        state: tuple[str, str] | None = None,
+    ) -> int:
+        """`Outbox.ack` on the worker thread (with `state`, that value is stored in the same commit)."""
+        ob = self._ob()
+        return await self._run(
+            functools.partial(ob.ack, lane, upto_seq, destination=destination, state=state)
+        )
+
+    async def destination_stats(self) -> dict[str, dict[str, dict[str, int]]]:
+        ob = self._ob()
+        return await self._run(ob.destination_stats)
 
     async def ack_seqs(self, seqs: Iterable[int]) -> int:
         ob = self._ob()

@@ -38,10 +38,6 @@ class CappedFile(OutboxFile):
     ) -> None:
         self.max_bytes = max_bytes
         self._row_bytes = dict(_ROW_BYTES_GUESS)
-        # End-to-end mode: rows up to here per lane are held by the platform (it acknowledged them;
-        # the uplink's delete of them may still be on its way). The size cap deletes them as
-        # delivered, never counts or announces them as dropped.
-        self._delivered: dict[Lane, int] = {Lane.TELEMETRY: 0, Lane.EVENT: 0}
         self._dropped_unlogged: dict[Lane, int] = {}
         self._trim_logged_at = self._cap_logged_at = -math.inf
         self._full_cap: int | None = None  # bytes the outbox may use while the disk is full
@@ -50,6 +46,12 @@ class CappedFile(OutboxFile):
     def _delete_upto(self, lane: Lane, upto_seq: int) -> int:
         """Delete `lane`'s rows with seq <= upto_seq inside the open transaction; how many."""
         raise NotImplementedError
+
+    def _held_by_platforms(self, lane: Lane) -> int:
+        """End-to-end mode: rows of `lane` up to here are held by the platform of every destination
+        that wants them (acknowledged; the uplink's delete may still be on its way). The size cap
+        deletes them as delivered, never counts or announces them as dropped."""
+        return 0
 
     def _disk_full(self, err: StoreFullError, attempt: int) -> None:
         """SQLITE_FULL: make room, then the append is tried again.
@@ -95,7 +97,8 @@ class CappedFile(OutboxFile):
         if used <= cap:
             return
         conn = self._conn
-        for lane, held in self._delivered.items():
+        for lane in (Lane.TELEMETRY, Lane.EVENT):
+            held = self._held_by_platforms(lane)
             if held > 0:  # the platform has these already: they make room first, as deliveries
                 self._tx_rows[lane] -= self._delete_upto(lane, held)
         used = self._used_bytes()

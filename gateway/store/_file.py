@@ -258,35 +258,51 @@ class OutboxFile:
         ).fetchone()
         if not n:
             return 0, 0
+        per = self._dropped_for(lane, where, args)
         deleted = max(conn.execute(f"DELETE FROM {table}{where}", args).rowcount, 0)
         conn.execute("UPDATE counters SET value = value + ? WHERE name = ?", (n, LANE_DROPPED_KEY[lane]))
         conn.execute(_ADD_COUNTER, (f"{DROPPED_BY_PREFIX}{reason}", n))
+        for destination, k in per.items():
+            conn.execute(_ADD_COUNTER, (f"{LANE_DROPPED_KEY[lane]}.{destination}", k))
         self._tx_rows[lane] -= n
-        self._announce(lane.name.lower(), reason, int(lo), int(hi), int(n))
+        self._announce(lane.name.lower(), reason, int(lo), int(hi), int(n), per)
         return deleted, int(n)
 
-    def _announce(self, lane: str, reason: str, first: int, last: int, n: int) -> None:
+    def _dropped_for(self, lane: Lane, where: str, args: tuple[object, ...]) -> dict[str, int]:
+        """Inside a transaction, before a drop: how many of the rows matching `where` each
+        destination had not acknowledged yet ({} with a single destination: all of them)."""
+        return {}
+
+    def _announce(
+        self, lane: str, reason: str, first: int, last: int, n: int, per: dict[str, int] | None = None
+    ) -> None:
         """Inside a transaction: the `outbox_dropped` event for a dropped range.
 
         Damaged rows are announced at once. Trims (size cap, disk full) repeat with every few
         appends while the outbox is full: their ranges are merged in the `state` table (durable,
         in the same transaction) and announced at most once a minute per lane and reason, and
         when the outbox opens or closes, so that notices never crowd out the events they make
-        room for. A merged range may hold seqs that were sent: the count says how many dropped."""
+        room for. A merged range may hold seqs that were sent: the count says how many dropped.
+        With several destinations, `destinations` says how many of them each had not received."""
+        per = dict(per or {})
         key = f"{_PENDING_PREFIX}{lane}.{reason}"
         raw = self._conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
         if raw is not None:
             was = json.loads(raw[0])
             first, last, n = min(first, was["first_seq"]), max(last, was["last_seq"]), n + was["count"]
+            for destination, k in was.get("destinations", {}).items():
+                per[destination] = per.get(destination, 0) + int(k)
         now = time.monotonic()
         if reason != "damaged" and now - self._announced_at.get(key, -math.inf) < _NOTICE_INTERVAL_S:
-            pending = json.dumps({"first_seq": first, "last_seq": last, "count": n})
+            pending = json.dumps({"first_seq": first, "last_seq": last, "count": n, "destinations": per})
             self._conn.execute(PUT_STATE, (key, pending))
             return
         self._announced_at[key] = now
         self._conn.execute("DELETE FROM state WHERE key = ?", (key,))
         attrs = {"lane": lane, "first_seq": first, "last_seq": last, "count": n, "reason": reason}
         attrs["epoch"] = self.epoch
+        if per:
+            attrs["destinations"] = per
         message = f"outbox dropped {n} {lane} rows unsent, seq {first}..{last}: {reason}"
         self._insert_notice(notice(KIND_DROPPED, Severity.WARNING, message, attrs))
 
@@ -305,7 +321,9 @@ class OutboxFile:
                     was = json.loads(value)
                     self._announced_at.pop(key, None)
                     self._conn.execute("DELETE FROM state WHERE key = ?", (key,))
-                    self._announce(lane, reason, was["first_seq"], was["last_seq"], was["count"])
+                    self._announce(
+                        lane, reason, was["first_seq"], was["last_seq"], was["count"], was.get("destinations")
+                    )
         except (sqlite3.Error, ValueError, KeyError, TypeError) as err:
             log.error("outbox %s: cannot announce the dropped ranges: %r", self.path, err)
 

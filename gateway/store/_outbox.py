@@ -5,13 +5,14 @@ Synchronous and single-threaded on purpose: `AsyncOutbox` runs one of these on i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from citynerve.gateway.api import Event, Reading
@@ -26,6 +27,7 @@ from citynerve.gateway.store._blocks import (
 from citynerve.gateway.store._cap import CappedFile
 from citynerve.gateway.store._codec import check_storable, decode_event, encode_event
 from citynerve.gateway.store._config import MIB
+from citynerve.gateway.store._destinations import DEFAULT_DESTINATION, Destinations, position_key
 from citynerve.gateway.store._errors import RecordError, StoreFullError
 from citynerve.gateway.store._file import PUT_STATE, Synchronous, busy_or_store
 from citynerve.gateway.store._schema import BLOCK_READINGS
@@ -42,6 +44,7 @@ _BLOCKS_AFTER = (
     "FROM reading_blocks WHERE first_seq <= ? ORDER BY first_seq DESC LIMIT 1), 0) AND last_seq > ? "
     "ORDER BY first_seq LIMIT ?"
 )
+_READINGS_AFTER = "coalesce(sum(last_seq - max(first_seq, ? + 1) + 1), 0)"  # readings of blocks after ?
 _INSERT_BLOCK = (
     "INSERT INTO reading_blocks (first_seq, last_seq, ts, codec, body, raw_len) VALUES (?, ?, ?, ?, ?, ?)"
 )
@@ -87,6 +90,7 @@ class Outbox(CappedFile):
         self.block_readings = block_readings
         self.undecodable = 0  # rows peek had to skip (damaged storage); see peek()
         self._undecodable_seqs: set[int] = set()
+        self._destinations = Destinations()
         super().__init__(path, max_bytes=max_bytes, synchronous=synchronous)
 
     def append(
@@ -264,30 +268,118 @@ class Outbox(CappedFile):
         except sqlite3.Error as drop_err:  # left in place; skipped again, not announced twice
             log.error("outbox %s: cannot drop damaged %s seq %d: %s", self.path, name, first, drop_err)
 
-    def note_delivered(self, lane: Lane, upto_seq: int) -> None:
-        """End-to-end mode: the platform acknowledged `lane`'s rows up to `upto_seq` (the uplink's
-        `ack` deleting them may come later). If the size cap must make room before then, it deletes
-        these as delivered and does not count them in `dropped`. No I/O."""
-        lane = Lane(lane)
-        if upto_seq > self._delivered[lane]:
-            self._delivered[lane] = upto_seq
+    # -- destinations ------------------------------------------------------------------------------
 
-    def ack(self, lane: Lane, upto_seq: int, *, state: tuple[str, str] | None = None) -> int:
-        """Delete `lane`'s rows with seq <= upto_seq (they reached the platform); returns how many.
+    def set_destinations(self, wants: Mapping[str, Iterable[Lane]]) -> None:
+        """The destinations this outbox feeds and the lanes each wants (citynerve.gateway.store.
+        _destinations): a row is deleted once every destination wanting its lane acknowledged it.
+        Call before any `ack`; positions come from the file. Unset: one, `default`, wanting both."""
+        positions = {}
+        for destination in wants:
+            for lane in Lane:
+                raw = self.get_state(position_key(destination, lane))
+                with contextlib.suppress(ValueError, TypeError):
+                    positions[(destination, lane)] = int(raw) if raw else 0
+        self._destinations.set(wants, positions)
+
+    def _dests(self) -> Destinations:
+        if not self._destinations.wants:
+            self.set_destinations({DEFAULT_DESTINATION: tuple(Lane)})
+        return self._destinations
+
+    def position(self, destination: str, lane: Lane) -> int:
+        """`destination`'s acknowledged position in `lane` (0: nothing yet)."""
+        return self._dests().acked.get(destination, {}).get(Lane(lane), 0)
+
+    def note_delivered(self, lane: Lane, upto_seq: int, *, destination: str = DEFAULT_DESTINATION) -> None:
+        """End-to-end mode: `destination`'s platform acknowledged `lane`'s rows up to `upto_seq` (the
+        uplink's `ack` deleting them may come later). If the size cap must make room before then, it
+        deletes rows every destination's platform holds as delivered, not as dropped. No I/O."""
+        held = self._dests().delivered.get(destination)
+        if held is not None and upto_seq > held[Lane(lane)]:
+            held[Lane(lane)] = upto_seq
+
+    def _held_by_platforms(self, lane: Lane) -> int:
+        return self._dests().delivered_floor(lane)
+
+    def _dropped_for(self, lane: Lane, where: str, args: tuple[object, ...]) -> dict[str, int]:
+        dests = self._dests()
+        if list(dests.wants) == [DEFAULT_DESTINATION]:
+            return {}
+        return {d: self._rows_after(lane, dests.acked[d][lane], where, args) for d in dests.wanting(lane)}
+
+    def _rows_after(self, lane: Lane, after: int, where: str = "", args: tuple[object, ...] = ()) -> int:
+        """Records of `lane` after seq `after` (among the rows matching `where`, if given)."""
+        where = f"{where} AND" if where else " WHERE"
+        if lane is Lane.EVENT:
+            sql = f"SELECT count(*) FROM events{where} seq > ?"
+            return int(self._conn.execute(sql, (*args, after)).fetchone()[0])
+        # the part of each block after `after`
+        sql = f"SELECT {_READINGS_AFTER} FROM reading_blocks{where} last_seq > ?"
+        return int(self._conn.execute(sql, (after, *args, after)).fetchone()[0])
+
+    def destination_stats(self) -> dict[str, dict[str, dict[str, int]]]:
+        """Per destination: its acknowledged position, backlog (rows after it) and rows dropped
+        before it got them, per lane it wants."""
+        dests = self._dests()
+        try:
+            counters = dict(self._conn.execute("SELECT name, value FROM counters").fetchall())
+            out: dict[str, dict[str, dict[str, int]]] = {}
+            for destination, lanes in dests.wants.items():
+                info: dict[str, dict[str, int]] = {"acked": {}, "backlog": {}, "dropped": {}}
+                for lane in sorted(lanes):
+                    name = "event" if lane is Lane.EVENT else "telemetry"
+                    after = dests.acked[destination][lane]
+                    info["acked"][name] = after
+                    info["backlog"][name] = self._rows_after(lane, after)
+                    key = f"dropped.{name}"
+                    info["dropped"][name] = int(
+                        counters.get(
+                            key if list(dests.wants) == [DEFAULT_DESTINATION] else f"{key}.{destination}", 0
+                        )
+                    )
+                out[destination] = info
+            return out
+        except sqlite3.Error as err:
+            raise busy_or_store(self.path, err) from err
+
+    def ack(
+        self,
+        lane: Lane,
+        upto_seq: int,
+        *,
+        destination: str = DEFAULT_DESTINATION,
+        state: tuple[str, str] | None = None,
+    ) -> int:
+        """`destination` acknowledged `lane`'s rows with seq <= upto_seq (they reached its platform):
+        its position is stored, and the rows every destination wanting the lane has acknowledged
+        are deleted; returns how many were deleted. Rows of a lane no destination wants go too.
 
         `state=(key, value)` also sets that state value in the same transaction (the uplink keeps
-        its acknowledged position there: one commit instead of two, and never one without the other).
+        its chain position there: one commit instead of two, and never one without the other).
         """
         lane = Lane(lane)
+        dests = self._dests()
+        if lane not in dests.wants.get(destination, ()):
+            raise ValueError(f"destination {destination!r} does not take the {lane.name.lower()} lane")
+        acked = dests.acked[destination]
+        pos = max(acked[lane], upto_seq)
         conn = self._conn
+        n = 0
         try:
             with self._relaxed(), self._transaction():
-                n = self._delete_upto(lane, upto_seq)
+                conn.execute(PUT_STATE, (position_key(destination, lane), str(pos)))
+                floor = min(pos if d == destination else dests.acked[d][lane] for d in dests.wanting(lane))
+                n = self._delete_upto(lane, floor)
                 self._tx_rows[lane] -= n
+                for other in Lane:
+                    if dests.floor(other) is None:  # nobody wants these rows
+                        self._tx_rows[other] -= self._delete_upto(other, self._next_seq)
                 if state is not None:
                     conn.execute(PUT_STATE, (str(state[0]), str(state[1])))
         except sqlite3.Error as err:
             raise busy_or_store(self.path, err) from err
+        acked[lane] = pos
         return n
 
     def _delete_upto(self, lane: Lane, upto_seq: int) -> int:

@@ -1,0 +1,64 @@
+"""Several destinations on one outbox: a row leaves once every destination that wants it acked it;
+drops are accounted per destination (issue 16 D1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from citynerve.gateway.api import Event, EventState, Reading, Severity
+from citynerve.gateway.store import Lane, Outbox
+
+
+def reading(i: int) -> Reading:
+    # values that do not compress away: the size cap must be reached by a few thousand readings
+    return Reading(f"meter-{i % 97}", f"p{i % 13}", i * 1.000_123_7, "kWh", 1_700_000_000.0 + i)
+
+
+def event(i: int) -> Event:
+    return Event("smoke-1", "smoke", EventState.RAISED, Severity.CRITICAL, 1_700_000_000.0 + i)
+
+
+def test_a_row_leaves_once_every_destination_that_wants_it_acked(tmp_path: Path) -> None:
+    db = tmp_path / "d.db"
+    with Outbox(db, block_readings=5) as ob:
+        ob.set_destinations({"city": tuple(Lane), "district": tuple(Lane), "fire": (Lane.EVENT,)})
+        ob.append([reading(i) for i in range(10)], [event(0), event(1)])  # readings 1-10, events 11-12
+        assert ob.ack(Lane.TELEMETRY, 10, destination="city") == 0  # district has not got them
+        assert ob.ack(Lane.TELEMETRY, 7, destination="district") == 7  # 1-7 acked by both
+        assert [r.seq for r in ob.peek(Lane.TELEMETRY)] == [8, 9, 10]
+        assert ob.ack(Lane.EVENT, 12, destination="fire") == 0
+        assert ob.ack(Lane.EVENT, 12, destination="city") == 0
+        assert ob.ack(Lane.EVENT, 11, destination="district") == 1
+        with pytest.raises(ValueError):
+            ob.ack(Lane.TELEMETRY, 10, destination="fire")  # it does not take telemetry
+        stats = ob.destination_stats()
+        assert stats["district"]["backlog"] == {"event": 1, "telemetry": 3}
+        assert stats["city"]["backlog"] == {"event": 0, "telemetry": 0}
+        assert stats["fire"] == {"acked": {"event": 12}, "backlog": {"event": 0}, "dropped": {"event": 0}}
+    with Outbox(db, block_readings=5) as ob:  # positions are durable
+        ob.set_destinations({"city": tuple(Lane), "district": tuple(Lane), "fire": (Lane.EVENT,)})
+        assert ob.position("district", Lane.TELEMETRY) == 7 and ob.position("fire", Lane.EVENT) == 12
+        assert ob.ack(Lane.TELEMETRY, 10, destination="district") == 3
+        assert ob.peek(Lane.TELEMETRY) == []
+
+
+def test_size_cap_accounts_drops_per_destination(tmp_path: Path) -> None:
+    """A destination that was up to date loses nothing to the cap; the one that was down sees the
+    rows it never got as dropped, in its counter and in the notice's `destinations`."""
+    with Outbox(tmp_path / "c.db", max_bytes=64 * 1024, synchronous="normal") as ob:
+        ob.set_destinations({"city": tuple(Lane), "street": tuple(Lane)})
+        for batch in range(40):
+            _, last = ob.append([reading(batch * 500 + i) for i in range(500)], [])
+            ob.ack(Lane.TELEMETRY, last, destination="city")  # city keeps up; street is down
+        stats = ob.destination_stats()
+        assert stats["city"]["dropped"]["telemetry"] == 0
+        assert stats["street"]["dropped"]["telemetry"] > 0
+        assert stats["street"]["backlog"]["telemetry"] + stats["street"]["dropped"]["telemetry"] == 40 * 500
+    with Outbox(tmp_path / "c.db", max_bytes=64 * 1024, synchronous="normal") as ob:  # notices announced
+        notices = [r.record for r in ob.peek(Lane.EVENT) if r.record.kind == "outbox_dropped"]
+        assert notices
+        street = sum(n.attrs["destinations"]["street"] for n in notices)
+        assert street == stats["street"]["dropped"]["telemetry"]
+        assert all(n.attrs["destinations"]["city"] == 0 for n in notices)
