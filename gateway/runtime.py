@@ -43,7 +43,7 @@ from citynerve.gateway.logs import field
 from citynerve.gateway.operator import OperatorControls
 from citynerve.gateway.pipeline import NoRules, Pipeline
 from citynerve.gateway.service.notify import Notifier, Watchdog, WriterProgress
-from citynerve.gateway.store import BLOCK_READINGS, AsyncOutbox, OutboxWriter
+from citynerve.gateway.store import BLOCK_READINGS, AsyncOutbox, Lane, OutboxWriter
 from citynerve.gateway.timecheck import time_status
 from citynerve.gateway.timesync import ClockSync, UnsyncedMarks, kernel_state
 from citynerve.gateway.uplink.commands import PointInfo
@@ -105,7 +105,8 @@ class Gateway:
         self.outbox: AsyncOutbox | None = None
         self.writer: OutboxWriter | None = None
         self.rules: PersistentRuleEngine | None = None
-        self.uplink: Uplink | None = None
+        self.uplink: Uplink | None = None  # the first destination's (commands, platform clock)
+        self.uplinks: list[Uplink] = []  # one per destination ([[upstream]])
         self.wiring: BusWiring | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._owner_tasks: dict[str, asyncio.Task[None]] = {}
@@ -230,9 +231,8 @@ class Gateway:
                 others.append(tg.create_task(self._keep_alarms(), name="alarms.keeper"))
                 control = ControlServer(Path(self.config.control.socket), self._control_handlers())
                 others.append(tg.create_task(control.run(), name="control"))
-                uplink = self._make_uplink(self.outbox)
-                if uplink is not None:
-                    others.append(tg.create_task(uplink.run(), name="uplink"))
+                for uplink in await self._make_uplinks(self.outbox):
+                    others.append(tg.create_task(uplink.run(), name=f"uplink.{uplink.destination}"))
                 web = self._make_web()
                 if web is not None:
                     others.append(tg.create_task(web.run(), name="web"))
@@ -375,22 +375,36 @@ class Gateway:
         except Exception:
             log.exception("cannot save the active alarms")
 
-    def _make_uplink(self, outbox: AsyncOutbox) -> Uplink | None:
-        if self.config.upstream is None:
-            return None
-        from citynerve.gateway.uplink import Uplink
-
-        self.uplink = Uplink(
-            self.config.upstream,
-            gateway_id=self.config.gateway.id,
-            outbox=outbox,
-            inventory=self.inventory,
-            commands=self,
-            actions=self._remote_actions(),
-            status=self.brief_status,
-            restamp=self.clock_sync.restamp,
+    async def _make_uplinks(self, outbox: AsyncOutbox) -> list[Uplink]:
+        """One uplink per destination, registered with the outbox first (a row leaves it once every
+        destination that wants it has acknowledged it)."""
+        configs = self.config.destinations or (
+            (self.config.upstream,) if self.config.upstream is not None else ()
         )
-        return self.uplink
+        if not configs:
+            return []
+        from citynerve.gateway.uplink import Uplink
+        from citynerve.gateway.uplink.destinations import DestinationFilter
+
+        await outbox.set_destinations(
+            {c.id: DestinationFilter.of(c).lanes for c in configs if c.enabled}
+            or {configs[0].id: tuple(Lane)}
+        )
+        self.uplinks = [
+            Uplink(
+                c,
+                gateway_id=self.config.gateway.id,
+                outbox=outbox,
+                inventory=self.inventory,
+                commands=self,
+                actions=self._remote_actions(),
+                status=self.brief_status,
+                restamp=self.clock_sync.restamp,
+            )
+            for c in configs
+        ]
+        self.uplink = self.uplinks[0]
+        return self.uplinks
 
     def _remote_actions(self) -> dict[str, Any]:
         from citynerve.gateway.fleet import remote_actions
@@ -507,7 +521,15 @@ class Gateway:
         return [sup.snapshot() for sup in self.buses.values()]
 
     def uplink_state(self) -> dict[str, Any] | None:
-        return self.uplink.snapshot().to_dict() if self.uplink is not None else None
+        if self.uplink is None:
+            return None
+        state = self.uplink.snapshot().to_dict()
+        state["destinations"] = self.destination_states()
+        return state
+
+    def destination_states(self) -> dict[str, dict[str, Any]]:
+        """Each destination's uplink state (connection, positions, counts), by destination id."""
+        return {u.destination: u.snapshot().to_dict() for u in self.uplinks}
 
     async def uplink_probe(self) -> list[dict[str, Any]]:
         from citynerve.gateway.uplink.probe import probe_uplink
@@ -569,7 +591,7 @@ class Gateway:
             "store": store,
             "writer": self.writer.counters().to_dict() if self.writer else None,
             "pipeline": self.pipeline.counters().to_dict() if self.pipeline else None,
-            "uplink": self.uplink.snapshot().to_dict() if self.uplink is not None else None,
+            "uplink": self.uplink_state(),
             "clock": {
                 **self.clock_sync.wire(),
                 **self.clock_sync.to_dict(),

@@ -108,6 +108,10 @@ def _section_model(name: str) -> type[BaseModel]:
     raise KeyError(name)
 
 
+def _where(name: str, i: int, items: list[Any]) -> str:
+    return name if len(items) == 1 else f"{name}[{i}]"
+
+
 class _Loader:
     def __init__(self, path: Path, allow_insecure_secrets: bool = False) -> None:
         self.path = path
@@ -122,6 +126,25 @@ class _Loader:
         self.profile_dirs: list[Path] = []
         self._point_tables: dict[tuple[str, type[PointConfig], str], dict[str, PointConfig]] = {}
         self._bad_buses: dict[str, int] = {}  # id -> index of a bus entry that has errors
+
+    def _destinations(self, raw: Any) -> list[Any]:
+        """`[upstream]` (one destination, named "default" unless it says) or `[[upstream]]` (several,
+        each with its own `id`)."""
+        if raw is None:
+            return []
+        model = _section_model("upstream")
+        if isinstance(raw, dict):
+            return [d for d in [self.validate(model, raw, "upstream")] if d is not None]
+        if not isinstance(raw, list) or not raw or len(raw) > 16:
+            self.issue("upstream", "must be a table or a list of 1 to 16 tables ([[upstream]])")
+            return []
+        out = [self.validate(model, item, f"upstream[{i}]") for i, item in enumerate(raw)]
+        out = [d for d in out if d is not None]
+        ids = [d.id for d in out]
+        for i, d in enumerate(out):
+            if ids.index(d.id) != i:
+                self.issue(f"upstream[{i}].id", f"destination id {d.id!r} is used twice")
+        return out
 
     def issue(self, path: str, message: str, file: str | None = None) -> None:
         item = ConfigIssue(file or self.file, path, message)
@@ -158,9 +181,7 @@ class _Loader:
         log = self.validate(LogConfig, raw.get("log", {}), "log")
         clock = self.validate(ClockConfig, raw.get("clock", {}), "clock")
         store = self.validate(_section_model("store"), raw.get("store", {}), "store")
-        upstream = None
-        if "upstream" in raw:
-            upstream = self.validate(_section_model("upstream"), raw["upstream"], "upstream")
+        destinations = self._destinations(raw.get("upstream"))
         rules = None
         if "rules" in raw:
             rules = self.validate(_section_model("rules"), raw["rules"], "rules")
@@ -185,26 +206,32 @@ class _Loader:
         if clock.sync_file:
             clock = clock.model_copy(update={"sync_file": str(self._resolve(clock.sync_file))})
         base = self.path.resolve().parent
-        upstream = resolve_paths(upstream, base) if upstream is not None else None
+        destinations = [resolve_paths(d, base) for d in destinations]
+        upstream = destinations[0] if destinations else None
         web = resolve_paths(web, base) if web is not None else None
         devices = [resolve_paths(d, base) for d in devices]
         self._check_secret_files(
-            [("upstream", upstream), ("web", web), *((f"devices[{i}]", d) for i, d in enumerate(devices))],
+            [
+                *((_where("upstream", i, destinations), d) for i, d in enumerate(destinations)),
+                ("web", web),
+                *((f"devices[{i}]", d) for i, d in enumerate(devices)),
+            ],
             security.allow_insecure_secret_files or self.allow_insecure_secrets,
         )
-        self.warnings.extend(weak_settings(upstream, self.file))
+        for d in destinations:
+            self.warnings.extend(weak_settings(d, self.file))
         holders = [w for i, d in enumerate(devices) for w in inline_secrets(d, f"devices[{i}]")]
         if (warning := config_file_warning(self.path, holders)) is not None:
             self.warnings.append(warning)
         if self.issues:
             raise ConfigError(_with_subjects(self.issues, raw, self.file))
-        for model in (upstream, web, *devices):
+        for model in (*destinations, web, *devices):
             if model is not None:
                 register_secrets(model)
-        if upstream is not None:
+        for d in destinations:
             # The broker password is read at connect time; learn it now so no log line can show it.
             with contextlib.suppress(GatewayError):
-                password = upstream.password()
+                password = d.password()
                 if password is not None:
                     register_secret(password.get_secret_value())
         return GatewayConfig(
@@ -214,6 +241,7 @@ class _Loader:
             log=log,
             store=store,
             upstream=upstream,
+            destinations=tuple(destinations),
             rules=rules,
             web=web,
             buses=tuple(buses.values()),

@@ -92,6 +92,7 @@ class Outbox(CappedFile):
         self._undecodable_seqs: set[int] = set()
         self._destinations = Destinations()
         super().__init__(path, max_bytes=max_bytes, synchronous=synchronous)
+        self._dests()  # the default destination's positions, read here (on the outbox's thread)
 
     def append(
         self,

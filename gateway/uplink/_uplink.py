@@ -25,12 +25,13 @@ import aiomqtt
 from citynerve.gateway import __version__
 from citynerve.gateway.api import ConfigError, ConfigIssue, GatewayError, stop_task
 from citynerve.gateway.payload import PayloadError
-from citynerve.gateway.store import AsyncOutbox, Lane, OutboxRow
+from citynerve.gateway.store import DEFAULT_DESTINATION, AsyncOutbox, Lane, OutboxRow, position_key
 from citynerve.gateway.uplink._connection import Backoff, RateLimiter, make_client, mark_disconnect_seen
 from citynerve.gateway.uplink._readahead import ReadAhead
 from citynerve.gateway.uplink.command_ids import CommandOutcomes
 from citynerve.gateway.uplink.commands import CommandProcessor, CommandTarget, NonceCache, RemoteAction
 from citynerve.gateway.uplink.config import BrokerUrl, UpstreamConfig
+from citynerve.gateway.uplink.destinations import DestinationFilter
 from citynerve.gateway.uplink.encoding import Encoding, MqttMessage, PlatformAck, RowBatch
 from citynerve.gateway.uplink.json_v1 import LANE_NAMES, JsonV1Encoding
 from citynerve.gateway.uplink.junk import JunkLimiter
@@ -42,7 +43,7 @@ from citynerve.gateway.uplink.state import LinkState, UplinkState
 log = logging.getLogger(__name__)
 
 LANES = (Lane.EVENT, Lane.TELEMETRY)
-ACK_KEY = "uplink.ack_seq.{lane}"
+CHAIN_KEY = "uplink.ack_seq.{lane}.chain"  # + ".<destination>" but for the default one
 # Readings per telemetry read: the loop renders a read at once (~10 ms for 10,000 in JSON v1), so
 # an alarm that arrives meanwhile waits at most that long before the pump sees it.
 PEEK_READINGS = 10_000
@@ -79,6 +80,8 @@ class Uplink:
         restamp: Callable[[OutboxRow], OutboxRow] | None = None,
     ) -> None:
         self.config = config
+        self.destination = config.id
+        self._filter = DestinationFilter.of(config)
         # events stamped before the clock was synchronised (citynerve.gateway.timesync)
         self._restamp = restamp
         self.gateway_id = gateway_id
@@ -99,6 +102,11 @@ class Uplink:
         self._ack_seq: dict[Lane, int] = {lane: 0 for lane in LANES}  # acked + deleted
         self._sent_seq: dict[Lane, int] = {lane: 0 for lane in LANES}
         self._puback_seq: dict[Lane, int] = {lane: 0 for lane in LANES}  # contiguous PUBACKed
+        # The last seq carried by a message (rows the filter leaves out are covered by positions
+        # but carried by no message): the next message's prev_seq, so a platform sees no gap.
+        self._prev: dict[Lane, int] = {lane: 0 for lane in LANES}  # sent in this session
+        self._puback_chain: dict[Lane, int] = {lane: 0 for lane in LANES}  # ... and PUBACKed
+        self._chain: dict[Lane, int] = {lane: 0 for lane in LANES}  # ... and stored with the position
         self._platform_seq: dict[Lane, int] = {lane: 0 for lane in LANES}  # e2e acks received
         self._inflight: dict[Lane, deque[_InFlight]] = {lane: deque() for lane in LANES}
         self._published_msgs = 0
@@ -160,6 +168,8 @@ class Uplink:
             e2e=self._e2e,
             replaying=self._replaying(),
             extra={
+                "destination": self.destination,
+                "encoding": self._enc.name,
                 "e2e_rewinds": self._rewinds,
                 "acks_refused": self._acks_refused,
                 "platform_clock_skew_s": self._platform_skew_s,
@@ -297,6 +307,7 @@ class Uplink:
             self._inflight[lane].clear()
             self._sent_seq[lane] = self._ack_seq[lane]
             self._puback_seq[lane] = self._ack_seq[lane]
+            self._prev[lane] = self._puback_chain[lane] = self._chain[lane]
         self._events_clear = -1
         self._replay_until = self._outbox.next_seq - 1
         await client.subscribe(self._enc.command_topic, qos=1)
@@ -343,6 +354,12 @@ class Uplink:
             details["backlog"] = {LANE_NAMES[s.lane]: s.rows for s in stats.lanes}
             # Where a new platform starts its chain: rows up to here are settled, never sent again.
             details["acked"] = {LANE_NAMES[lane]: self._ack_seq[lane] for lane in LANES}
+            with contextlib.suppress(GatewayError):
+                mine = (await self._outbox.destination_stats()).get(self.destination)
+                if mine is not None:  # what this destination has still to get, and lost
+                    details["backlog"] = mine["backlog"]
+                    details["dropped"] = mine["dropped"]
+        details["destination"] = self.destination
         if self._status is not None:
             try:
                 details["gateway"] = self._status()
@@ -391,7 +408,7 @@ class Uplink:
                 # added events since it was last found empty).
                 high = self._high[Lane.EVENT]
                 rows = []
-                if high > self._events_clear:
+                if high > self._events_clear and Lane.EVENT in self._filter.lanes:
                     rows = await self._outbox.peek(
                         Lane.EVENT, after_seq=self._sent_seq[Lane.EVENT], limit=500
                     )
@@ -399,16 +416,27 @@ class Uplink:
                         # Everything committed up to `high` is read: no second trip to find it empty.
                         self._events_clear = high
                 if rows:
+                    end = rows[-1].seq
+                    rows = self._filter.events(rows, self.destination)
                     if self._restamp is not None:
                         rows = [self._restamp(r) for r in rows]
                     for batch in self._enc.rows(
                         Lane.EVENT,
                         rows,
-                        prev_seq=self._sent_seq[Lane.EVENT],
+                        prev_seq=self._prev[Lane.EVENT],
                         max_rows=EVENTS_PER_MESSAGE,
                         max_bytes=cfg.max_batch_bytes,
                     ):
                         await self._send(client, tg, window, batch)
+                    if end > self._sent_seq[Lane.EVENT]:  # the rest was left out by the filter
+                        await self._send(
+                            client, tg, window, _skipped(Lane.EVENT, self._sent_seq[Lane.EVENT], end)
+                        )
+                    continue
+                if Lane.TELEMETRY not in self._filter.lanes:  # an events-only destination: idle
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(1.0):
+                            await self._wake.wait()
                     continue
                 after = self._sent_seq[Lane.TELEMETRY]
                 if pending and pending[0].first_seq > after and pending_after == after:
@@ -424,12 +452,15 @@ class Uplink:
                         ahead.start(blocks[-1].last_seq)  # more is likely waiting: read it meanwhile
                     batches = deque(
                         self._enc.telemetry(
-                            blocks,
-                            prev_seq=after,
+                            self._filter.blocks(blocks),
+                            prev_seq=self._prev[Lane.TELEMETRY],
                             max_rows=cfg.max_batch_readings,
                             max_bytes=cfg.max_batch_bytes,
                         )
                     )
+                    covered = batches[-1].last_seq if batches else after
+                    if blocks and blocks[-1].last_seq > covered:  # the rest was left out by the filter
+                        batches.append(_skipped(Lane.TELEMETRY, covered, blocks[-1].last_seq))
                 pending = deque()
                 if batches:
                     while batches:
@@ -471,6 +502,7 @@ class Uplink:
                 self._platform_seq[lane],
             )
             self._sent_seq[lane] = max(self._platform_seq[lane], self._ack_seq[lane])
+            self._prev[lane] = max(self._platform_seq[lane], self._chain[lane])
             self._rewinds += 1
             if lane is Lane.EVENT:
                 self._events_clear = -1
@@ -489,14 +521,21 @@ class Uplink:
     async def _send(
         self, client: aiomqtt.Client, tg: asyncio.TaskGroup, window: asyncio.Semaphore, batch: RowBatch
     ) -> None:
+        lane = batch.lane
+        if batch.message is None:  # left out by the filter: settled once what is before it is
+            self._inflight[lane].append(_InFlight(batch, time.monotonic(), done=True))
+            self._sent_seq[lane] = batch.last_seq
+            self._settle(lane)
+            return
         await window.acquire()
         entry = _InFlight(batch, time.monotonic())
-        self._inflight[batch.lane].append(entry)
-        self._sent_seq[batch.lane] = batch.last_seq
+        self._inflight[lane].append(entry)
+        self._sent_seq[lane] = self._prev[lane] = batch.last_seq
         tg.create_task(self._publish(client, window, entry))
 
     async def _publish(self, client: aiomqtt.Client, window: asyncio.Semaphore, entry: _InFlight) -> None:
         msg = entry.batch.message
+        assert msg is not None
         try:
             # No timer per message (asyncio.wait_for's timer costs as much as the rest of a
             # publish): `_watchdog` watches the oldest message in flight instead.
@@ -507,9 +546,16 @@ class Uplink:
         lane = entry.batch.lane
         self._published_msgs += 1
         self._published_rows[lane] += entry.batch.count
+        self._settle(lane)
+
+    def _settle(self, lane: Lane) -> None:
+        """Messages PUBACKed (and rows left out) at the head of the lane's queue are settled."""
         q = self._inflight[lane]
         while q and q[0].done:
-            self._puback_seq[lane] = q.popleft().batch.last_seq
+            batch = q.popleft().batch
+            self._puback_seq[lane] = batch.last_seq
+            if batch.message is not None:
+                self._puback_chain[lane] = batch.last_seq
         if not self._e2e:
             self._ack_wake.set()
 
@@ -551,23 +597,32 @@ class Uplink:
     async def _apply_acks(self) -> None:
         for lane in LANES:
             target = self._ack_target(lane)
-            if target > self._ack_seq[lane]:
-                # Delete and persist the position in one commit: the next session's prev_seq is
-                # exactly the last row deleted.
+            if target > self._ack_seq[lane] and lane in self._filter.lanes:
+                # The position and the chain (last seq a message carried: the next session's
+                # prev_seq) are stored in one commit with the delete.
+                chain = target if self._e2e else min(self._puback_chain[lane], target)
                 n = await self._outbox.ack(
-                    lane, target, state=(ACK_KEY.format(lane=LANE_NAMES[lane]), str(target))
+                    lane, target, destination=self.destination, state=(self._chain_key(lane), str(chain))
                 )
                 self._acked_rows[lane] += n
                 self._ack_seq[lane] = target
+                self._chain[lane] = chain
+
+    def _chain_key(self, lane: Lane) -> str:
+        key = CHAIN_KEY.format(lane=LANE_NAMES[lane])
+        return key if self.destination == DEFAULT_DESTINATION else f"{key}.{self.destination}"
 
     async def _load_positions(self) -> None:
         for lane in LANES:
-            raw = await self._outbox.get(ACK_KEY.format(lane=LANE_NAMES[lane]))
+            raw = await self._outbox.get(position_key(self.destination, lane))
+            chain = await self._outbox.get(self._chain_key(lane))
             try:
                 self._ack_seq[lane] = int(raw) if raw else 0
+                self._chain[lane] = int(chain) if chain else self._ack_seq[lane]
             except ValueError:
-                self._ack_seq[lane] = 0
+                self._ack_seq[lane] = self._chain[lane] = 0
             self._sent_seq[lane] = self._puback_seq[lane] = self._ack_seq[lane]
+            self._prev[lane] = self._puback_chain[lane] = self._chain[lane]
             self._platform_seq[lane] = self._ack_seq[lane]
 
     def _on_platform_ack(self, ack: PlatformAck) -> None:
@@ -584,7 +639,7 @@ class Uplink:
             self._ack_wake.set()
             # Held by the platform from now on: a size-cap trim before our delete does not count
             # them as dropped (status `dropped`, `outbox_dropped`).
-            self._outbox.note_delivered(ack.lane, self._ack_target(ack.lane))
+            self._outbox.note_delivered(ack.lane, self._ack_target(ack.lane), destination=self.destination)
         elif ack.seq < self._ack_seq[ack.lane]:
             now = time.monotonic()
             if now - self._behind_status_t >= self.config.e2e_resend_after_s:
@@ -698,9 +753,14 @@ def _describe(err: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def ack_key(lane: Lane) -> str:
-    """The outbox state key that holds the uplink's acknowledged position for `lane`."""
-    return ACK_KEY.format(lane=LANE_NAMES[lane])
+def ack_key(lane: Lane, destination: str = DEFAULT_DESTINATION) -> str:
+    """The outbox state key that holds a destination's acknowledged position for `lane`."""
+    return position_key(destination, lane)
+
+
+def _skipped(lane: Lane, after: int, upto: int) -> RowBatch:
+    """Rows after..upto that the destination's filter leaves out: settled, not published."""
+    return RowBatch(None, lane, after + 1, upto, 0)
 
 
 __all__ = ["Uplink", "ack_key"]

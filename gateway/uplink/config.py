@@ -141,7 +141,7 @@ class CommandsConfig(_Model):
             )
         ids = [k.id for k in self.keys] + (["platform"] if keys else [])
         if len(set(ids)) != len(ids):
-            raise ValueError("command key ids must be unique (the table's own key is \"platform\")")
+            raise ValueError('command key ids must be unique (the table\'s own key is "platform")')
         return self
 
     @property
@@ -149,10 +149,36 @@ class CommandsConfig(_Model):
         return bool(self.keys) or self.hmac_key_file is not None or self.ed25519_public_key_file is not None
 
 
-class UpstreamConfig(_Model):
-    """How the gateway reaches the city platform (the `[upstream]` table)."""
+class FilterConfig(_Model):
+    """What a destination receives (`[upstream.filter]`); empty lists mean everything."""
 
+    lanes: tuple[Literal["event", "telemetry"], ...] = Field(
+        default=("event", "telemetry"), min_length=1, description="lanes sent to this destination"
+    )
+    devices: tuple[str, ...] = Field(
+        default=(),
+        max_length=100_000,
+        description="device ids whose readings and events are sent (empty: all)",
+    )
+    event_kinds: tuple[str, ...] = Field(
+        default=(), max_length=1000, description="event kinds sent (empty: all; outbox notices always go)"
+    )
+    min_severity: Literal["info", "warning", "minor", "major", "critical"] = Field(
+        default="info", description="events below this severity are not sent"
+    )
+
+
+class UpstreamConfig(_Model):
+    """How the gateway reaches one platform destination (an `[upstream]` table, or each of several
+    `[[upstream]]` tables)."""
+
+    id: str = Field(
+        default="default",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$",
+        description="names the destination: its outbox positions, status and metrics",
+    )
     enabled: bool = True
+    filter: FilterConfig = Field(default_factory=FilterConfig)
     brokers: tuple[str, ...] = Field(min_length=1, description="failover order, mqtt:// or mqtts://")
     topic_prefix: str = Field(default="citynerve", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
     client_id: str | None = Field(default=None, max_length=128, description="defaults to the gateway id")
@@ -201,7 +227,11 @@ class UpstreamConfig(_Model):
         return [parse_broker_url(u) for u in self.brokers]
 
     def effective_client_id(self, gateway_id: str) -> str:
-        return self.client_id or f"citynerve-{gateway_id}"
+        """`client_id`, or `citynerve-<gateway>` (`-<destination>` after it but for the default
+        destination: two destinations on one broker must not take each other's session)."""
+        if self.client_id:
+            return self.client_id
+        return f"citynerve-{gateway_id}" + ("" if self.id == "default" else f"-{self.id}")
 
     def password(self) -> SecretStr | None:
         """Read the password from its file or environment variable, at connect time only.

@@ -33,7 +33,9 @@ class MqttMessage:
 class RowBatch:
     """One message that carries outbox rows of one lane: `first_seq..last_seq`, `count` rows."""
 
-    message: MqttMessage
+    message: MqttMessage | None
+    """None: rows of the lane this destination's filter leaves out; nothing is published, the rows
+    count as sent (made by the uplink, never by an encoding)."""
     lane: Lane
     first_seq: int
     last_seq: int

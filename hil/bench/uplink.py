@@ -181,6 +181,7 @@ def payloads(path: Path, n: int, args: argparse.Namespace) -> tuple[list[bytes],
                 break
             every.extend(rows)
             for b in enc.rows(Lane.TELEMETRY, rows, prev_seq=after, max_rows=args.batch, max_bytes=64 * 1024):
+                assert b.message is not None
                 out.append(b.message.payload)
             after = rows[-1].seq
     return out, every
@@ -212,6 +213,7 @@ async def bare_encoding_run(
                 for b in enc.rows(
                     Lane.TELEMETRY, part, prev_seq=part[0].seq - 1, max_rows=args.batch, max_bytes=64 * 1024
                 ):
+                    assert b.message is not None
                     await sem.acquire()
                     tg.create_task(one(b.message.payload))
         return n / (time.perf_counter() - t0)

@@ -1,0 +1,84 @@
+"""What one destination receives: its `[upstream.filter]` applied to the outbox's rows.
+
+Rows a filter leaves out are still covered by the destination's position (so the outbox can
+delete them once every destination is past them), but no message carries them: the next message's
+`prev_seq` is the last seq a message of that lane carried, so the platform sees no gap for them.
+`outbox_dropped` notices always go, with `count` set to the rows that destination never got
+(the notice's `destinations` attr), and not at all when it got them all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from citynerve.gateway.api import Event, Severity
+from citynerve.gateway.store import Lane, OutboxRow, ReadingBlock
+from citynerve.gateway.uplink.config import UpstreamConfig
+
+_LANES = {"event": Lane.EVENT, "telemetry": Lane.TELEMETRY}
+_NOTICE = "outbox_dropped"
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationFilter:
+    lanes: frozenset[Lane]
+    devices: frozenset[str] | None  # None: every device
+    event_kinds: frozenset[str] | None
+    min_severity: Severity
+
+    @classmethod
+    def of(cls, config: UpstreamConfig) -> DestinationFilter:
+        f = config.filter
+        return cls(
+            lanes=frozenset(_LANES[name] for name in f.lanes),
+            devices=frozenset(f.devices) or None,
+            event_kinds=frozenset(f.event_kinds) or None,
+            min_severity=Severity[f.min_severity.upper()],
+        )
+
+    def events(self, rows: Sequence[OutboxRow], destination: str) -> list[OutboxRow]:
+        out = []
+        for row in rows:
+            e = row.record
+            if not isinstance(e, Event):
+                continue
+            if e.kind == _NOTICE and e.device_id == "":
+                mine = e.attrs.get("destinations")
+                if isinstance(mine, dict):
+                    n = mine.get(destination, 0)
+                    if not n:
+                        continue
+                    attrs = {k: v for k, v in e.attrs.items() if k != "destinations"}
+                    attrs["count"] = n
+                    row = dataclasses.replace(row, record=dataclasses.replace(e, attrs=attrs))
+                out.append(row)
+                continue
+            if self.devices is not None and e.device_id not in self.devices and e.device_id != "":
+                continue
+            if self.event_kinds is not None and e.kind not in self.event_kinds:
+                continue
+            if e.severity < self.min_severity:
+                continue
+            out.append(row)
+        return out
+
+    def blocks(self, blocks: list[ReadingBlock]) -> list[ReadingBlock]:
+        """The readings of the wanted devices, as runs of consecutive seqs."""
+        if self.devices is None:
+            return blocks
+        out = []
+        for block in blocks:
+            keep = [s[0] in self.devices for s in block.series]
+            start = None
+            for k, i in enumerate(block.sidx):
+                if keep[i]:
+                    if start is None:
+                        start = k
+                elif start is not None:
+                    out.append(block.slice(start, k))
+                    start = None
+            if start is not None:
+                out.append(block.slice(start, block.count))
+        return out

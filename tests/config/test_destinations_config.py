@@ -1,0 +1,45 @@
+"""`[upstream]` stays one destination named "default"; `[[upstream]]` is a list of named ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from citynerve.gateway.api import ConfigError
+from citynerve.gateway.config import load_config
+from tests.config.test_config_errors import HEAD
+
+
+def test_a_single_upstream_table_is_the_default_destination(tmp_path: Path) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text(HEAD + '\n[upstream]\nbrokers = ["mqtt://127.0.0.1:1883"]\n')
+    cfg = load_config(path)
+    assert [d.id for d in cfg.destinations] == ["default"] and cfg.upstream is cfg.destinations[0]
+    assert cfg.upstream.effective_client_id("gw") == "citynerve-gw"
+
+
+def test_a_list_of_destinations_with_filters(tmp_path: Path) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text(
+        HEAD
+        + """
+[[upstream]]
+id = "city"
+brokers = ["mqtt://127.0.0.1:1883"]
+
+[[upstream]]
+id = "fire"
+brokers = ["mqtt://127.0.0.1:1884"]
+topic_prefix = "fire"
+filter = { lanes = ["event"], event_kinds = ["smoke", "fire"], min_severity = "major" }
+"""
+    )
+    cfg = load_config(path)
+    assert [d.id for d in cfg.destinations] == ["city", "fire"] and cfg.upstream.id == "city"
+    assert cfg.destinations[1].filter.lanes == ("event",)
+    assert cfg.destinations[1].effective_client_id("gw") == "citynerve-gw-fire"
+    path.write_text(path.read_text().replace('id = "fire"', 'id = "city"'))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert any(i.path == "upstream[1].id" for i in err.value.issues)
