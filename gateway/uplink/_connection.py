@@ -146,3 +146,22 @@ def retrieve_exception(fut: asyncio.Future[Any]) -> None:
     elsewhere), so asyncio does not log "exception was never retrieved" for it."""
     if not fut.cancelled():
         fut.exception()
+
+
+LINK_ERRORS = (aiomqtt.MqttError, OSError, TimeoutError)
+
+
+def drop_leaked_cancel(before: int) -> None:
+    """Python 3.11's TaskGroup leaves its parent's cancel request counted when a child fails while
+    the parent waits in __aexit__ (fixed in 3.12); a later stop request must not find a stale count."""
+    task = asyncio.current_task()
+    if task is not None:
+        while task.cancelling() > before:
+            task.uncancel()
+
+
+def describe_link_error(err: BaseException) -> str:
+    exc: BaseException = err
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
