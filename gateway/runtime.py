@@ -581,6 +581,13 @@ class Gateway:
                 }
             buses.append(snap)
         store = (await self.outbox.stats()).to_dict() if self.outbox else None
+        uplink = self.uplink_state()
+        if uplink is not None and self.outbox is not None:
+            # Each destination's own backlog, positions and losses (outbox.destination_stats).
+            with contextlib.suppress(GatewayError):
+                for dest, figures in (await self.outbox.destination_stats()).items():
+                    if dest in uplink["destinations"]:
+                        uplink["destinations"][dest].update(figures)
         return {
             "gateway_id": self.config.gateway.id,
             "name": self.config.gateway.name,
@@ -591,7 +598,7 @@ class Gateway:
             "store": store,
             "writer": self.writer.counters().to_dict() if self.writer else None,
             "pipeline": self.pipeline.counters().to_dict() if self.pipeline else None,
-            "uplink": self.uplink_state(),
+            "uplink": uplink,
             "clock": {
                 **self.clock_sync.wire(),
                 **self.clock_sync.to_dict(),

@@ -321,6 +321,7 @@ def _uplink_metrics(m: Exposition, uplink: Any, rate: float | None) -> None:
             1.0,
             {"state": str(state)},  # a LinkState (StrEnum) or its text: both print the text
         )
+    _destination_metrics(m, up.get("destinations"))
     extra = up.get("extra") if isinstance(up.get("extra"), dict) else {}
     for kind, key in (
         ("ack", "acks_refused"),
@@ -335,6 +336,28 @@ def _uplink_metrics(m: Exposition, uplink: Any, rate: float | None) -> None:
             _num(extra, key),
             {"kind": kind},
         )
+
+
+def _destination_metrics(m: Exposition, destinations: Any) -> None:
+    """Per destination ([[upstream]] id): link state, backlog and rows lost before it got them."""
+    if not isinstance(destinations, dict):
+        return
+    for dest, d in destinations.items():
+        if not isinstance(d, dict):
+            continue
+        m.add(
+            "citynerve_destination_connected", "gauge", "1 while the destination's broker is connected",
+            bool(d.get("connected")), {"destination": str(dest)},
+        )  # fmt: skip
+        for key, name, kind, help_ in (
+            ("backlog", "citynerve_destination_backlog_rows", "gauge", "rows it has still to get"),
+            ("dropped", "citynerve_destination_dropped_rows", "counter", "rows dropped before it got them"),
+            ("acked", "citynerve_destination_acked_seq", "gauge", "its acknowledged seq"),
+        ):  # fmt: skip
+            lanes = d.get(key)
+            if isinstance(lanes, dict):
+                for lane, n in lanes.items():
+                    m.add(name, kind, help_, float(n), {"destination": str(dest), "lane": str(lane)})
 
 
 def _rules_metrics(m: Exposition, pipeline: Any, alarms: Sequence[Mapping[str, Any]] | None) -> None:
