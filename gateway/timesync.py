@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from citynerve.gateway.api import SYSTEM_CLOCK, Clock, Event, Reading, boot_id
-from citynerve.gateway.store import OutboxRow
+from citynerve.gateway.store import MarkedReading, OutboxRow, ReadingMark
 
 log = logging.getLogger("citynerve.clock")
 
@@ -215,7 +215,8 @@ class UnsyncedMarks:
     """Between the pipeline and the outbox writer: events stamped while the wall clock is not
     synchronised get `clock_unsynced`, their monotonic capture time and the boot id in their attrs,
     so that the platform can correct them with the status message's sync point
-    (wall = sync_wall - (sync_mono - capture_mono), same boot). Readings are counted, not marked."""
+    (wall = sync_wall - (sync_mono - capture_mono), same boot). Readings likewise, one by one, as
+    `MarkedReading`s (the outbox keeps the mark; JSON v1 carries it as extra keys of the reading)."""
 
     def __init__(self, sink: RecordSink, sync: ClockSync) -> None:
         self.sink = sink
@@ -226,6 +227,18 @@ class UnsyncedMarks:
     def put_readings(self, readings: Sequence[Reading]) -> None:
         if self.sync.unsynced:
             self.unsynced_readings += len(readings)
+            clock = self.sync.clock
+            offset = clock.wall() - clock.monotonic()  # a stamp on this boot's monotonic clock
+            boot = self.sync.boot_id
+            readings = [
+                MarkedReading(
+                    r.device_id, r.point, r.value, r.unit, r.ts, r.quality,
+                    ReadingMark(round(r.ts - offset, 3), boot),
+                )
+                if isinstance(r.ts, int | float)
+                else r
+                for r in readings
+            ]  # fmt: skip
         self.sink.put_readings(readings)
 
     def put_event(self, event: Event) -> None:

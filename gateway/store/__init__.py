@@ -7,7 +7,7 @@
 """
 
 from citynerve.gateway.store._async import AsyncOutbox, CommitCallback
-from citynerve.gateway.store._blocks import QUALITIES, BlockError, ReadingBlock, ReadingMark
+from citynerve.gateway.store._blocks import QUALITIES, BlockError, MarkedReading, ReadingBlock, ReadingMark
 from citynerve.gateway.store._codec import unstorable
 from citynerve.gateway.store._config import StoreConfig
 from citynerve.gateway.store._destinations import DEFAULT_DESTINATION, position_key
@@ -34,6 +34,7 @@ __all__ = [
     "CommitCallback",
     "Lane",
     "LaneStats",
+    "MarkedReading",
     "Outbox",
     "OutboxRow",
     "OutboxWriter",

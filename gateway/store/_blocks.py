@@ -54,6 +54,14 @@ class ReadingMark:
     boot_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class MarkedReading(Reading):
+    """A reading with its clock mark (citynerve.gateway.timesync.UnsyncedMarks makes these): the
+    outbox stores the mark with it and encodings carry it (JSON v1: `clock_unsynced`, ...)."""
+
+    mark: ReadingMark | None = None
+
+
 class BlockError(ValueError):
     """A stored block that cannot be read back (damaged storage or an unknown codec)."""
 
@@ -155,7 +163,9 @@ def encode_block(
         if i is None:
             i = index[key] = len(index)
         sidx.append(i)
-    marked = {} if marks is None else {k: m for k, m in enumerate(marks) if m is not None}
+    if marks is None:
+        marks = [r.mark if isinstance(r, MarkedReading) else None for r in readings]
+    marked = {k: m for k, m in enumerate(marks) if m is not None}
     return _encode(
         list(index),
         sidx,

@@ -62,7 +62,7 @@ def unstorable(record: Reading | Event) -> str | None:
     ts = getattr(record, "ts", None)
     if isinstance(ts, bool) or not isinstance(ts, int | float) or not 0.0 <= ts <= MAX_TS:
         return f"ts {ts!r} is not a time (finite seconds since 1970, before year 10000)"
-    for name in _ID_FIELDS.get(type(record), ()):
+    for name in _ID_FIELDS.get(Reading if isinstance(record, Reading) else type(record), ()):
         text = getattr(record, name)
         if not isinstance(text, str) or len(text) > MAX_ID_CHARS:
             return f"{name} is not a string of at most {MAX_ID_CHARS} characters"

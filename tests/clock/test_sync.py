@@ -104,3 +104,41 @@ def test_metrics_show_the_clock() -> None:
     assert "citynerve_clock_steps_total 2" in text
     unknown = render_metrics({"gateway_id": "gw", "clock": {"synchronized": None}})
     assert not any(line.startswith("citynerve_clock_synchronized ") for line in unknown.splitlines())
+
+
+def test_readings_stamped_before_the_sync_are_marked_one_by_one_and_reach_the_wire(tmp_path: Path) -> None:
+    """Issue 12: each reading stamped while unsynchronised carries its monotonic capture time and
+    boot id through the outbox to the JSON v1 message, so the platform can correct it."""
+    import json
+
+    from citynerve.gateway.store import Outbox
+    from citynerve.gateway.uplink import JsonV1Encoding, load_schema
+    from tests.uplink.conftest import validate_message
+
+    clock = SteppedClock(wall=1_700_000_000.0)
+    sync = PlayedSync("auto", clock)
+    sink = Collect()
+    marks = UnsyncedMarks(sink, sync)
+    clock.advance(30)
+    stamped = clock.wall()
+    marks.put_readings([Reading("wm-1", "flow", 1.5, "m3/h", stamped)])
+    clock.advance(60)
+    clock.step(86_400 * 40)
+    sync.state = True
+    assert sync.check()
+    marks.put_readings([Reading("wm-1", "flow", 1.6, "m3/h", clock.wall())])  # synced: no mark
+    with Outbox(tmp_path / "o.db") as ob:
+        ob.append(sink.readings, [])
+        blocks = ob.peek_telemetry_blocks()
+    enc = JsonV1Encoding(topic_prefix="citynerve", gateway_id="gw")
+    (batch,) = enc.telemetry(blocks, prev_seq=0, max_rows=200, max_bytes=65536)
+    assert batch.message is not None
+    body = json.loads(batch.message.payload)
+    validate_message("telemetry", body)
+    first, second = body["readings"]
+    assert first["clock_unsynced"] is True and first["boot_id"] == sync.boot_id
+    wire = sync.wire()
+    corrected = wire["sync_wall"] - (wire["sync_mono"] - first["capture_mono"])
+    assert abs(corrected - (stamped + 86_400 * 40)) < 0.01
+    assert "clock_unsynced" not in second
+    assert load_schema("telemetry")  # the keys are in the schema (validated above)
