@@ -178,7 +178,9 @@ class UpstreamConfig(_Model):
         description="names the destination: its outbox positions, status and metrics",
     )
     enabled: bool = True
-    filter: FilterConfig = Field(default_factory=FilterConfig)
+    filter: FilterConfig = Field(
+        default_factory=FilterConfig, description="what this destination receives (lanes, devices, kinds)"
+    )
     brokers: tuple[str, ...] = Field(min_length=1, description="failover order, mqtt:// or mqtts://")
     topic_prefix: str = Field(default="citynerve", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
     client_id: str | None = Field(default=None, max_length=128, description="defaults to the gateway id")
