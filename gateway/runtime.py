@@ -37,6 +37,7 @@ from citynerve.gateway.bus import BusOwner
 from citynerve.gateway.config import GatewayConfig
 from citynerve.gateway.control import ControlServer
 from citynerve.gateway.control.server import PEER
+from citynerve.gateway.credentials import Credentials
 from citynerve.gateway.diagbus import RAW_WRITE, RawWriteRefusedError, audit_raw_write, check_raw_write
 from citynerve.gateway.fleet import HostControl, LogLevel, LogRing
 from citynerve.gateway.logs import field
@@ -111,6 +112,7 @@ class Gateway:
         self._owner_tasks: dict[str, asyncio.Task[None]] = {}
         self._devices = {d.id: d for d in config.devices}
         self.operator: OperatorControls | None = None
+        self.credentials: Credentials | None = None  # keys and certificates (with an [upstream])
         self.log_ring = LogRing()
         self.log_level = LogLevel()
         self.host = HostControl()  # tests put a subclass here: a test never reboots the machine
@@ -147,6 +149,15 @@ class Gateway:
                 )
                 self._reconcile_alarms()
                 await self._make_operator(outbox)
+                if cfg.upstream is not None:
+                    self.credentials = Credentials(
+                        cfg.upstream,
+                        gateway_id=cfg.gateway.id,
+                        state=outbox,
+                        directory=db.parent / "credentials",
+                        events=self._event,
+                    )
+                    await self.credentials.load()
                 self.wiring = BusWiring(
                     config=cfg,
                     sink=RuledBusSink(self.pipeline, self.rules),
@@ -233,6 +244,8 @@ class Gateway:
                 uplink = self._make_uplink(self.outbox)
                 if uplink is not None:
                     others.append(tg.create_task(uplink.run(), name="uplink"))
+                if self.credentials is not None:
+                    others.append(tg.create_task(self.credentials.run(), name="credentials"))
                 web = self._make_web()
                 if web is not None:
                     others.append(tg.create_task(web.run(), name="web"))
@@ -380,8 +393,9 @@ class Gateway:
             return None
         from citynerve.gateway.uplink import Uplink
 
+        creds = self.credentials
         self.uplink = Uplink(
-            self.config.upstream,
+            creds.tls.effective(self.config.upstream) if creds else self.config.upstream,
             gateway_id=self.config.gateway.id,
             outbox=outbox,
             inventory=self.inventory,
@@ -390,15 +404,18 @@ class Gateway:
             status=self.brief_status,
             restamp=self.clock_sync.restamp,
         )
+        if creds is not None:
+            creds.attach(self.uplink)
         return self.uplink
 
     def _remote_actions(self) -> dict[str, Any]:
         from citynerve.gateway.fleet import remote_actions
 
         assert self.operator is not None
-        return remote_actions(
+        actions = remote_actions(
             operator=self.operator, gateway=self, ring=self.log_ring, level=self.log_level, host=self.host
         )
+        return {**actions, **(self.credentials.remote_actions() if self.credentials else {})}
 
     def _make_web(self) -> StatusServer | None:
         if self.config.web is None or not self.config.web.enabled:
@@ -541,6 +558,7 @@ class Gateway:
             "alarms": self.alarms.to_status(MAX_STATUS_ALARMS),
             "clock": self.clock_sync.wire(),
             "operator": self.operator.snapshot() if self.operator is not None else None,
+            "certificates": self.credentials.status() if self.credentials is not None else None,
         }
 
     async def status(self) -> dict[str, Any]:

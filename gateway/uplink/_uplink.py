@@ -146,6 +146,17 @@ class Uplink:
         self._behind_status_t = -math.inf
         self._actions = actions
         self._processor = self._make_processor(commands)
+        self._reconnect_reason: str | None = None
+
+    @property
+    def key_ring(self) -> KeyRing | None:
+        """The platform's keys (commands and end-to-end acks); rotated in place (gateway/credentials)."""
+        return self._platform_key
+
+    def reconnect(self, reason: str) -> None:
+        """End the current session soon; the next connect uses `config` as it is then (a rotated
+        TLS client certificate). Nothing is lost: whatever was not acknowledged is sent again."""
+        self._reconnect_reason = reason
 
     # ------------------------------------------------------------------ public
     def snapshot(self) -> UplinkState:
@@ -555,6 +566,9 @@ class Uplink:
         limit = self._puback_timeout_s()
         while True:
             await asyncio.sleep(min(1.0, limit / 4))
+            if self._reconnect_reason is not None:
+                reason, self._reconnect_reason = self._reconnect_reason, None
+                raise ConnectionResetError(f"reconnecting: {reason}")
             now = time.monotonic()
             for lane in LANES:
                 q = self._inflight[lane]
