@@ -410,10 +410,19 @@ class Gateway:
 
     def _remote_actions(self) -> dict[str, Any]:
         from citynerve.gateway.fleet import remote_actions
+        from citynerve.gateway.fleet_diag import diag_actions
 
         assert self.operator is not None
         actions = remote_actions(
             operator=self.operator, gateway=self, ring=self.log_ring, level=self.log_level, host=self.host
+        )
+        actions.update(
+            diag_actions(
+                config_source=self.config.source,
+                devices=lambda: self._devices,
+                protocol_of=lambda bus: next((b.protocol for b in self.config.buses if b.id == bus), None),
+                owner_of=self.owners.get,
+            )
         )
         return {**actions, **(self.credentials.remote_actions() if self.credentials else {})}
 

@@ -212,5 +212,5 @@ def reboot(ctx: click.Context) -> None:
     _send(ctx, "reboot", {})
 
 
-# Keys and certificates: subcommands in a module of their own, registered on this group.
-from citynerve.hil.platform import fleet_keys  # noqa: E402, F401
+# Keys and certificates, device read, support bundle: in a module of their own, on this group.
+from citynerve.hil.platform import fleet_more  # noqa: E402, F401

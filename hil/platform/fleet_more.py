@@ -1,4 +1,9 @@
-"""`python -m citynerve.hil.platform fleet` subcommands for keys and certificates (docs/fleet.md):
+"""`python -m citynerve.hil.platform fleet` subcommands for device reads with raw frames, the support
+bundle, keys and certificates (docs/fleet.md):
+
+    read DEVICE --address A [--count N] [--table T] [--type T]
+                                           registers of a configured Modbus device with the frames
+    bundle [--journal-lines N] --out F     the redacted support bundle (chunked, hash-checked)
 
     certs                                  expiry of the gateway's TLS client certificate and CA
     tls-csr [--common-name CN] [--out F]   a new key on the gateway; its CSR printed / written
@@ -18,6 +23,7 @@ from typing import Any
 
 import click
 
+from citynerve.hil.platform.fleet import UploadError
 from citynerve.hil.platform.fleet_cli import _client, _print, _send, fleet
 
 
@@ -86,4 +92,45 @@ def rotate_key(ctx: click.Context, new_key_file: Path, ed25519: bool, overlap_s:
     _send(ctx, "rotate_command_key", args)
 
 
-__all__ = ["certs", "rotate_key", "tls_csr", "tls_install"]
+@fleet.command("read")
+@click.argument("device")
+@click.option("--address", type=int, required=True)
+@click.option("--count", type=int, default=1, show_default=True)
+@click.option("--table", type=click.Choice(["holding", "input", "coil", "discrete"]), default="holding")
+@click.option("--type", "type_", help="decode as (uint16, int32, float32, ...)")
+@click.pass_context
+def read(ctx: click.Context, device: str, address: int, count: int, table: str, type_: str | None) -> None:
+    """Read registers of a configured Modbus device; the answer has the request and reply frames."""
+    args: dict[str, Any] = {"device_id": device, "table": table, "address": address, "count": count}
+    _send(ctx, "device_read", {**args, **({"type": type_} if type_ else {})})
+
+
+@fleet.command()
+@click.option("--journal-lines", type=int, default=2000, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.pass_context
+def bundle(ctx: click.Context, journal_lines: int, out: Path) -> None:
+    """Fetch the redacted support bundle (.tar.gz; chunked, hash-checked)."""
+    o = ctx.obj
+    got: list[bytes] = []
+
+    async def main() -> dict[str, Any]:
+        async with _client(o) as f:
+            final, data = await f.fetch_upload(
+                o["gateway"], "support_bundle", {"journal_lines": journal_lines}
+            )
+        got.append(data)
+        return final
+
+    def write_bundle() -> None:
+        if got and got[0]:
+            out.write_bytes(got[0])
+
+    try:
+        _print(main, before=write_bundle)
+    except UploadError as err:
+        click.echo(f"error: upload broken: {err}", err=True)
+        sys.exit(1)
+
+
+__all__ = ["bundle", "certs", "read", "rotate_key", "tls_csr", "tls_install"]
