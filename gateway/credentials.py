@@ -42,9 +42,13 @@ class Credentials:
         directory: Path,
         events: Callable[[Event], None],
         wall: Callable[[], float] = time.time,
+        confirm_s: float | None = None,
     ) -> None:
         self._configured = upstream
         self.uplink: Uplink | None = None
+        # How long the uplink has to connect with a new TLS client certificate before it goes back.
+        self.confirm_s = confirm_s if confirm_s is not None else max(60.0, 4 * upstream.connect_timeout_s)
+        self._guard: asyncio.Task[None] | None = None
         self.tls = TlsRotation(
             state=state,
             directory=directory,
@@ -88,9 +92,32 @@ class Credentials:
             return
         self.uplink.config = upstream
         uplink = self.uplink
+        sessions = uplink.snapshot().reconnects
         # After the answer is out: the answer travels on the session that is about to end.
         asyncio.get_running_loop().call_later(1.0, uplink.reconnect, "new TLS client certificate")
         self.watch.check()  # an expiry alarm of the old certificate clears now
+        if self._guard is not None:
+            self._guard.cancel()
+        self._guard = asyncio.get_running_loop().create_task(self._confirm(sessions), name="credentials.tls")
+
+    async def _confirm(self, sessions: int) -> None:
+        """The uplink must connect with the new pair within `confirm_s` (the trial connection
+        passed, but the broker or the network may have changed since); else back to the old pair."""
+        assert self.uplink is not None
+        deadline = time.monotonic() + self.confirm_s
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            snap = self.uplink.snapshot()
+            if snap.connected and snap.reconnects > sessions:
+                self.tls.confirmed()
+                return
+        before = await self.tls.fall_back(
+            self.uplink.snapshot().last_error or f"not within {self.confirm_s:g} s"
+        )
+        if before is not None:
+            self.uplink.config = before
+            self.uplink.reconnect("back to the previous TLS client certificate")
+            self.watch.check()
 
     def status(self) -> dict[str, Any]:
         out = self.watch.status()
@@ -103,12 +130,16 @@ class Credentials:
 
     async def run(self) -> None:
         """Check the certificates now and then (raise or clear the expiry alarms)."""
-        while True:
-            try:
-                self.watch.check()
-            except Exception:  # a bug here must not stop the gateway
-                log.exception("certificate check failed")
-            await asyncio.sleep(CHECK_INTERVAL_S)
+        try:
+            while True:
+                try:
+                    self.watch.check()
+                except Exception:  # a bug here must not stop the gateway
+                    log.exception("certificate check failed")
+                await asyncio.sleep(CHECK_INTERVAL_S)
+        finally:
+            if self._guard is not None:
+                self._guard.cancel()
 
     def remote_actions(self) -> dict[str, RemoteAction]:
         return {

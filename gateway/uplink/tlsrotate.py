@@ -89,9 +89,7 @@ def _both_files(*paths: Path) -> bool:
 
 
 def _public_der(key: Any) -> bytes:
-    der: bytes = key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    der: bytes = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return der
 
 
@@ -135,6 +133,8 @@ class TlsRotation:
         self._events = events
         self._trial_timeout_s = trial_timeout_s
         self.active: tuple[Path, Path] | None = None  # (cert, key) rotated to; None: as configured
+        # Until the uplink has connected with a new pair: the pair before it and its [upstream].
+        self.previous: tuple[tuple[Path, Path] | None, UpstreamConfig] | None = None
         self._lock = asyncio.Lock()
 
     async def load(self) -> None:
@@ -261,16 +261,15 @@ class TlsRotation:
                     RejectReason.BAD_VALUE,
                     f"the broker refused the new certificate ({error}); still on the old one",
                 )
-            previous = self.active
+            if self.previous is not None:  # a switch not confirmed yet: that one is the fallback
+                self._forget(self.active)
+            else:
+                self.previous = (self.active, upstream)
             record = {"cert_file": str(cert_file), "key_file": str(key_file), "since": now.timestamp()}
             await self._state.put(STATE_KEY, json.dumps(record))
             self.active = (cert_file, key_file)
             (self.directory / PENDING_KEY).unlink(missing_ok=True)
             self._switch(candidate)
-            if previous is not None:  # the one before: rotated files only, never the configured ones
-                for p in previous:
-                    with contextlib.suppress(OSError):
-                        p.unlink()
         not_after = cert.not_valid_after_utc
         self._events(
             credentials_event(
@@ -284,6 +283,43 @@ class TlsRotation:
         )
         log.warning("TLS client certificate switched to %s (valid to %s)", subject, not_after)
         return {"switched": True, "subject": subject, "not_after": not_after.timestamp()}
+
+    def confirmed(self) -> None:
+        """The uplink is connected with the new pair: the pair before it is deleted (rotated files
+        only, never the configured ones)."""
+        if self.previous is not None:
+            self._forget(self.previous[0])
+        self.previous = None
+
+    async def fall_back(self, reason: str) -> UpstreamConfig | None:
+        """The uplink did not connect with the new pair: back to the one before (the [upstream]
+        to use again), recorded and audited. None when there is nothing to go back to."""
+        if self.previous is None:
+            return None
+        (before, upstream), failed = self.previous, self.active
+        self.previous = None
+        record = None if before is None else {"cert_file": str(before[0]), "key_file": str(before[1])}
+        await self._state.put(STATE_KEY, json.dumps(record))
+        self.active = before
+        self._forget(failed)
+        self._events(
+            credentials_event(
+                self._gateway_id,
+                "tls_fallback",
+                "gateway",
+                f"uplink did not connect with the new TLS client certificate ({reason}); back to the old one",
+            )
+        )
+        log.error(
+            "uplink did not connect with the new TLS client certificate (%s); back to the old one", reason
+        )
+        return upstream
+
+    @staticmethod
+    def _forget(pair: tuple[Path, Path] | None) -> None:
+        for p in pair or ():
+            with contextlib.suppress(OSError):
+                p.unlink()
 
     async def _trial(self, candidate: UpstreamConfig) -> str | None:
         """Connect once with the candidate identity: None when a broker accepted it, else why not."""
