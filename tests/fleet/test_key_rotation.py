@@ -145,3 +145,54 @@ async def test_bad_rotations_are_refused(tmp_path: Path) -> None:
         r = await proc.handle(CommandSigner.payload(cmd))
         assert r.reason is RejectReason.NOT_PERMITTED
         assert (await send(proc, CENTRE, "resend_inventory")).outcome is CommandOutcome.OK
+
+
+async def test_an_ed25519_key_rotates_with_its_public_key_only(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from citynerve.gateway.uplink.config import CommandsConfig
+
+    old, new = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    (tmp_path / "noc.pub").write_bytes(old.public_key().public_bytes(*raw))
+    cfg = CommandsConfig.model_validate(
+        {
+            "enabled": True,
+            "keys": [
+                {"id": "noc", "ed25519_public_key_file": str(tmp_path / "noc.pub"), "classes": ["configure"]}
+            ],
+        }
+    )
+    async with AsyncOutbox(tmp_path / "o.db") as outbox:
+        ring = load_key_ring(cfg)
+        rotation = CommandKeyRotation(
+            state=outbox,
+            directory=tmp_path / "credentials",
+            gateway_id=GW,
+            config=lambda: cfg,
+            events=[].append,
+        )
+        await rotation.load()
+        rotation.attach(ring)
+        proc = CommandProcessor(
+            gateway_id=GW,
+            target=BuildingTarget(),
+            verifier=ring,
+            nonces=NonceCache(outbox),
+            decode=JsonV1Encoding(topic_prefix="citynerve", gateway_id=GW).decode_command,
+            resend_inventory=_nothing,
+            enabled=True,
+            extra_actions={"rotate_command_key": RemoteAction(Permission.CONFIGURE, rotation.rotate)},
+        )
+        old_signer, new_signer = CommandSigner(ed25519_key=old), CommandSigner(ed25519_key=new)
+        public = base64.b64encode(new.public_key().public_bytes(*raw)).decode()
+        args = {"alg": "ed25519", "key": public, "overlap_s": 0}
+        r = await proc.handle(CommandSigner.payload(old_signer.command(GW, "rotate_command_key", args)))
+        assert r.outcome is CommandOutcome.OK, r
+        # overlap 0: the old key retires at once, the new one verifies commands and acks
+        ok = await proc.handle(CommandSigner.payload(new_signer.command(GW, "rotate_command_key", args)))
+        assert ok.outcome is CommandOutcome.OK
+        stale = await proc.handle(CommandSigner.payload(old_signer.command(GW, "rotate_command_key", args)))
+        assert stale.reason is RejectReason.BAD_SIGNATURE
+        assert ring.verify(new_signer.sign_ack({"gateway_id": GW, "seq": 1}), context=ACK_SIGNING_CONTEXT)
