@@ -195,7 +195,9 @@ class Gateway:
                 {i.rule.id for i in self.rules.instances.values()},
                 [(a.device_id, a.kind, a.rule) for a in self.rules.active()],
             )
-        gone += self.alarms.forget_devices({*self._devices, *(b.id for b in self.config.buses)})
+        # Alarms on the gateway itself (certificate_expiry) stay: it is always configured.
+        keep = {*self._devices, *(b.id for b in self.config.buses), self.config.gateway.id}
+        gone += self.alarms.forget_devices(keep)
         for a in gone:
             log.warning("alarm %s on %s (%s) no longer active: cleared", a.kind, a.device_id, a.rule)
             self.pipeline.event(a.cleared("no longer active after a restart or reload", self.clock.wall()))

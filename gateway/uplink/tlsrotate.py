@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 STATE_KEY = "uplink.tls_identity"
 PENDING_KEY = "pending.key"
-MAX_CERT_PEM = 32 * 1024
+MAX_CERT_PEM = 12 * 1024  # a leaf and its intermediates; a command is at most 16 KiB (json_v1)
 CREDENTIALS_KIND = "credentials"
 CREDENTIALS_RULE = "credentials"
 
@@ -159,7 +159,15 @@ class TlsRotation:
 
     # -- the two commands ---------------------------------------------------------------------
 
+    def _check_tls(self) -> None:
+        upstream = self._upstream()
+        if upstream is None or not any(b.tls for b in upstream.broker_urls()):
+            raise CommandRejectedError(
+                RejectReason.BAD_VALUE, "the uplink does not use TLS (no mqtts:// broker): no client key"
+            )
+
     async def make_csr(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        self._check_tls()
         cn = args.get("common_name", self._gateway_id)
         if not isinstance(cn, str) or not 0 < len(cn) <= 64:
             raise CommandRejectedError(RejectReason.BAD_VALUE, "common_name must be 1..64 characters")
@@ -214,6 +222,7 @@ class TlsRotation:
                 RejectReason.BAD_VALUE, f"certificate must be PEM text of at most {MAX_CERT_PEM} bytes"
             )
         who = f"platform key {caller.key_id}"
+        self._check_tls()
         async with self._lock:
             key = self._pending_key()
             try:

@@ -187,6 +187,9 @@ def test_certificate_expiry_and_tls_client_key_rotation(
                 certs = status(config)["certificates"]
                 client = next(c for c in certs["certificates"] if c["role"] == "client")
                 assert client["subject"] == f"CN={GW}"
+                # the CA's alarm, on the gateway itself, is kept across the restart (not cleared)
+                assert "alarm certificate_expiry on gw-test" not in gw2.log.read_text()
+                assert any(a["kind"] == "certificate_expiry" for a in status(config)["alarms"])
                 out = cli(config, "diag", "certs", "--json")
                 shown = json.loads(out.stdout)
                 assert shown["expiring"] == ["ca CN=CityNerve test CA"] and out.returncode == 1
