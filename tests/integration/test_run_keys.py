@@ -2,7 +2,8 @@
 certificates (a test CA made here): expiry in status, birth, metrics and `citynerve diag certs`
 with the warning alarm; TLS client key rotation with the CSR made on the gateway: a certificate from
 the wrong CA is refused by the broker and the gateway stays on its old one, a good one switches,
-clears the expiry alarm and survives a restart."""
+clears the expiry alarm and survives a restart; the command key rotated with the fleet tool, kept
+across the restart, the old key retired."""
 
 from __future__ import annotations
 
@@ -21,10 +22,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from citynerve.gateway.control import ask
 from citynerve.hil.platform import CommandSigner, MosquittoBroker, PlatformConsumer, free_port
 from citynerve.hil.platform.fleet import FleetClient
 from tests.integration.conftest import GatewayProcess, gateway_config
-from tests.integration.test_run_fleet import cli, socket_up, status, until
+from tests.integration.test_run_fleet import cli, socket_up, until
 from tests.integration.test_run_web import get
 from tests.uplink.certs import make_pki_with_key
 
@@ -53,10 +55,18 @@ def sign_csr(pem: str, ca_file: Path, ca_key: ec.EllipticCurvePrivateKey, days: 
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def fleet_tool(broker: MosquittoBroker, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def gw_status(tmp: Path) -> dict[str, Any]:
+    """The running gateway's status, from its control socket (what `citynerve status --json` shows)."""
+    result: dict[str, Any] = asyncio.run(ask(tmp / "var" / "gw.sock", "status", timeout_s=10.0))
+    return result
+
+
+def fleet_tool(
+    broker: MosquittoBroker, tmp: Path, *args: str, key_file: str = "centre.key"
+) -> subprocess.CompletedProcess[str]:
     """`python -m citynerve.hil.platform fleet ...` as an integrator would run it."""
     tool = [sys.executable, "-m", "citynerve.hil.platform", "fleet", "--broker", broker.url]
-    key = ["--hmac-key-file", str(tmp / "centre.key"), "--key-id", "ops-centre"]
+    key = ["--hmac-key-file", str(tmp / key_file), "--key-id", "ops-centre"]
     return subprocess.run(
         [*tool, "--gateway", GW, *key, *args],
         capture_output=True,
@@ -111,10 +121,10 @@ def test_certificate_expiry_and_tls_client_key_rotation(
                 gw = gateway_process(config)
                 gw.start()
                 await until(lambda: socket_up(tmp_path))
-                await until(lambda: (status(config).get("uplink") or {}).get("state") == "connected")
+                await until(lambda: (gw_status(tmp_path).get("uplink") or {}).get("state") == "connected")
 
                 # expiry: the test CA and client cert live 30 days, inside the default 30-day window
-                certs = status(config)["certificates"]
+                certs = (await asyncio.to_thread(gw_status, tmp_path))["certificates"]
                 client = next(c for c in certs["certificates"] if c["role"] == "client")
                 assert client["subject"] == "CN=gw-tls" and 29 < client["days_left"] <= 30
                 assert set(certs["expiring"]) == {"client", "ca CN=CityNerve test CA"}
@@ -162,12 +172,12 @@ def test_certificate_expiry_and_tls_client_key_rotation(
                 assert not pending.exists()
 
                 def on_new_cert() -> bool:
-                    st = status(config)
+                    st = gw_status(tmp_path)
                     up = st.get("uplink") or {}
                     return up.get("state") == "connected" and up.get("reconnects", 0) >= 1
 
                 await until(on_new_cert)
-                certs = status(config)["certificates"]
+                certs = (await asyncio.to_thread(gw_status, tmp_path))["certificates"]
                 client = next(c for c in certs["certificates"] if c["role"] == "client")
                 assert client["subject"] == f"CN={GW}" and client["days_left"] > 360
                 assert certs["expiring"] == ["ca CN=CityNerve test CA"]
@@ -178,18 +188,33 @@ def test_certificate_expiry_and_tls_client_key_rotation(
                 audits = {e["attrs"]["what"] for e in platform.store.events(GW) if e["kind"] == "credentials"}
                 assert {"tls_csr", "tls_fallback", "tls_switch"} <= audits
 
-                # a restart keeps the new certificate
+                # the command key rotated with the fleet tool (no overlap: the old key retires now)
+                (tmp_path / "new.key").write_text("99" * 32)
+                (tmp_path / "new.key").chmod(0o600)
+                out = await asyncio.to_thread(
+                    fleet_tool, broker, tmp_path, "rotate-key", "new.key", "--overlap-s", "0"
+                )
+                assert out.returncode == 0, out
+
+                # a restart keeps the new certificate and the new command key
                 assert gw.kill(signal.SIGTERM) == 0
                 gw2 = gateway_process(config)
                 gw2.start()
                 await until(lambda: socket_up(tmp_path))
-                await until(lambda: (status(config).get("uplink") or {}).get("state") == "connected")
-                certs = status(config)["certificates"]
+                await until(lambda: (gw_status(tmp_path).get("uplink") or {}).get("state") == "connected")
+                certs = (await asyncio.to_thread(gw_status, tmp_path))["certificates"]
                 client = next(c for c in certs["certificates"] if c["role"] == "client")
                 assert client["subject"] == f"CN={GW}"
                 # the CA's alarm, on the gateway itself, is kept across the restart (not cleared)
                 assert "alarm certificate_expiry on gw-test" not in gw2.log.read_text()
-                assert any(a["kind"] == "certificate_expiry" for a in status(config)["alarms"])
+                assert any(
+                    a["kind"] == "certificate_expiry"
+                    for a in (await asyncio.to_thread(gw_status, tmp_path))["alarms"]
+                )
+                out = await asyncio.to_thread(fleet_tool, broker, tmp_path, "certs", key_file="new.key")
+                assert out.returncode == 0 and "command_keys" in json.loads(out.stdout)["result"], out
+                out = await asyncio.to_thread(fleet_tool, broker, tmp_path, "certs")  # the retired key
+                assert out.returncode == 1 and json.loads(out.stdout)["reason"] == "bad_signature", out
                 out = cli(config, "diag", "certs", "--json")
                 shown = json.loads(out.stdout)
                 assert shown["expiring"] == ["ca CN=CityNerve test CA"] and out.returncode == 1
