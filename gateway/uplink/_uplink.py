@@ -155,8 +155,10 @@ class Uplink:
 
     def reconnect(self, reason: str) -> None:
         """End the current session soon; the next connect uses `config` as it is then (a rotated
-        TLS client certificate). Nothing is lost: whatever was not acknowledged is sent again."""
-        self._reconnect_reason = reason
+        TLS client certificate). Nothing is lost: whatever was not acknowledged is sent again.
+        Not connected: nothing to end, the next connect uses `config` anyway."""
+        if self._state is LinkState.CONNECTED:
+            self._reconnect_reason = reason
 
     # ------------------------------------------------------------------ public
     def snapshot(self) -> UplinkState:
