@@ -37,6 +37,7 @@ from citynerve.gateway.bus import BusOwner
 from citynerve.gateway.config import GatewayConfig
 from citynerve.gateway.control import ControlServer
 from citynerve.gateway.control.server import PEER
+from citynerve.gateway.credentials import Credentials
 from citynerve.gateway.diagbus import RAW_WRITE, RawWriteRefusedError, audit_raw_write, check_raw_write
 from citynerve.gateway.fleet import HostControl, LogLevel, LogRing
 from citynerve.gateway.logs import field
@@ -112,6 +113,7 @@ class Gateway:
         self._owner_tasks: dict[str, asyncio.Task[None]] = {}
         self._devices = {d.id: d for d in config.devices}
         self.operator: OperatorControls | None = None
+        self.credentials: Credentials | None = None  # keys and certificates (with an [upstream])
         self.log_ring = LogRing()
         self.log_level = LogLevel()
         self.host = HostControl()  # tests put a subclass here: a test never reboots the machine
@@ -148,6 +150,15 @@ class Gateway:
                 )
                 self._reconcile_alarms()
                 await self._make_operator(outbox)
+                if cfg.upstream is not None:
+                    self.credentials = Credentials(
+                        cfg.upstream,
+                        gateway_id=cfg.gateway.id,
+                        state=outbox,
+                        directory=db.parent / "credentials",
+                        events=self._event,
+                    )
+                    await self.credentials.load()
                 self.wiring = BusWiring(
                     config=cfg,
                     sink=RuledBusSink(self.pipeline, self.rules),
@@ -185,7 +196,9 @@ class Gateway:
                 {i.rule.id for i in self.rules.instances.values()},
                 [(a.device_id, a.kind, a.rule) for a in self.rules.active()],
             )
-        gone += self.alarms.forget_devices({*self._devices, *(b.id for b in self.config.buses)})
+        # Alarms on the gateway itself (certificate_expiry) stay: it is always configured.
+        keep = {*self._devices, *(b.id for b in self.config.buses), self.config.gateway.id}
+        gone += self.alarms.forget_devices(keep)
         for a in gone:
             log.warning("alarm %s on %s (%s) no longer active: cleared", a.kind, a.device_id, a.rule)
             self.pipeline.event(a.cleared("no longer active after a restart or reload", self.clock.wall()))
@@ -233,6 +246,8 @@ class Gateway:
                 others.append(tg.create_task(control.run(), name="control"))
                 for uplink in await self._make_uplinks(self.outbox):
                     others.append(tg.create_task(uplink.run(), name=f"uplink.{uplink.destination}"))
+                if self.credentials is not None:
+                    others.append(tg.create_task(self.credentials.run(), name="credentials"))
                 web = self._make_web()
                 if web is not None:
                     others.append(tg.create_task(web.run(), name="web"))
@@ -390,9 +405,10 @@ class Gateway:
             {c.id: DestinationFilter.of(c).lanes for c in configs if c.enabled}
             or {configs[0].id: tuple(Lane)}
         )
+        creds = self.credentials  # keys and certificates of the first destination
         self.uplinks = [
             Uplink(
-                c,
+                creds.tls.effective(c) if creds is not None and i == 0 else c,
                 gateway_id=self.config.gateway.id,
                 outbox=outbox,
                 inventory=self.inventory,
@@ -401,18 +417,30 @@ class Gateway:
                 status=self.brief_status,
                 restamp=self.clock_sync.restamp,
             )
-            for c in configs
+            for i, c in enumerate(configs)
         ]
         self.uplink = self.uplinks[0]
+        if creds is not None:
+            creds.attach(self.uplink)
         return self.uplinks
 
     def _remote_actions(self) -> dict[str, Any]:
         from citynerve.gateway.fleet import remote_actions
+        from citynerve.gateway.fleet_diag import diag_actions
 
         assert self.operator is not None
-        return remote_actions(
+        actions = remote_actions(
             operator=self.operator, gateway=self, ring=self.log_ring, level=self.log_level, host=self.host
         )
+        actions.update(
+            diag_actions(
+                config_source=self.config.source,
+                devices=lambda: self._devices,
+                protocol_of=lambda bus: next((b.protocol for b in self.config.buses if b.id == bus), None),
+                owner_of=self.owners.get,
+            )
+        )
+        return {**actions, **(self.credentials.remote_actions() if self.credentials else {})}
 
     def _make_web(self) -> StatusServer | None:
         if self.config.web is None or not self.config.web.enabled:
@@ -563,6 +591,7 @@ class Gateway:
             "alarms": self.alarms.to_status(MAX_STATUS_ALARMS),
             "clock": self.clock_sync.wire(),
             "operator": self.operator.snapshot() if self.operator is not None else None,
+            "certificates": self.credentials.status() if self.credentials is not None else None,
         }
 
     async def status(self) -> dict[str, Any]:

@@ -72,6 +72,7 @@ class ModbusChannel:
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
         self._lock = asyncio.Lock()
         self._rx = b""
+        self._tx = b""  # the last request sent, for diagnostics (`last_frames`)
         self._quiet_until = 0.0
         self._gap_s = silent_interval_s(bus.baudrate) if isinstance(bus, ModbusRtuBusConfig) else 0.0
         self.frame_protocol = "modbus-tcp" if isinstance(bus, ModbusTcpBusConfig) else "modbus-rtu"
@@ -178,7 +179,9 @@ class ModbusChannel:
     # -- transactions ------------------------------------------------------------------------
 
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:
-        if not sending:
+        if sending:
+            self._tx = bytes(data)
+        else:
             # pymodbus hands over the whole receive buffer so far: keep the latest for diagnosis.
             self._rx = bytes(data)
         return data
@@ -203,7 +206,7 @@ class ModbusChannel:
             if client is None or not client.connected:
                 raise ChannelError(self.bus.id, "not connected" if client is None else "connection lost")
             await self._keep_silence()
-            self._rx = b""
+            self._rx = self._tx = b""
             # pymodbus reads its per-request timeout from here; set it per device (pinned minor).
             client.ctx.comm_params.timeout_connect = timeout_s
             try:
@@ -246,6 +249,11 @@ class ModbusChannel:
                 )
             )
         return Reply(registers=registers, bits=bits, objects=objects)
+
+    def last_frames(self) -> dict[str, str]:
+        """The bytes of the last transaction as they went over the wire (RTU with CRC, TCP with the
+        MBAP header), hex: what a remote `device_read` shows next to the decoded registers."""
+        return {"protocol": self.frame_protocol, "tx": self._tx.hex(" "), "rx": self._rx.hex(" ")}
 
     def _frame_error(self, unit: int) -> FrameError:
         data = self._rx

@@ -130,6 +130,7 @@ async def _read(channel: ModbusChannel, params: Mapping[str, Any], bus_timeout: 
         "table": table,
         "address": address,
         "count": count,
+        "frames": channel.last_frames(),
     }
     if table in ("coil", "discrete"):
         result["bits"] = list(reply.bits[:count])

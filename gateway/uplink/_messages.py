@@ -206,6 +206,9 @@ class UplinkMessages:
         limit = self._puback_timeout_s()
         while True:
             await asyncio.sleep(min(1.0, limit / 4))
+            if self._reconnect_reason is not None:
+                reason, self._reconnect_reason = self._reconnect_reason, None
+                raise ConnectionResetError(f"reconnecting: {reason}")
             now = time.monotonic()
             for lane in LANES:
                 q = self._inflight[lane]

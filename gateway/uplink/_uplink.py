@@ -146,6 +146,19 @@ class Uplink(UplinkMessages):
         self._behind_status_t = -math.inf
         self._actions = actions
         self._processor = self._make_processor(commands)
+        self._reconnect_reason: str | None = None
+
+    @property
+    def key_ring(self) -> KeyRing | None:
+        """The platform's keys (commands and end-to-end acks); rotated in place (gateway/credentials)."""
+        return self._platform_key
+
+    def reconnect(self, reason: str) -> None:
+        """End the current session soon; the next connect uses `config` as it is then (a rotated
+        TLS client certificate). Nothing is lost: whatever was not acknowledged is sent again.
+        Not connected: nothing to end, the next connect uses `config` anyway."""
+        if self._state is LinkState.CONNECTED:
+            self._reconnect_reason = reason
 
     # ------------------------------------------------------------------ public
     def snapshot(self) -> UplinkState:

@@ -68,6 +68,12 @@ class TlsConfig(_Model):
     key_file: SecretPath | None = Field(default=None, description="client private key (mTLS)")
     verify: bool = True
     server_hostname: str | None = Field(default=None, description="name to verify instead of the URL host")
+    expiry_warning_days: FiniteFloat = Field(
+        default=30.0,
+        ge=0,
+        le=3650,
+        description="warn (alarm certificate_expiry) this many days before the client cert or CA expires",
+    )
 
     @model_validator(mode="after")
     def _pair(self) -> TlsConfig:

@@ -9,6 +9,7 @@ include the action's class is rejected `not_permitted`, and the answer names the
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +63,29 @@ class KeyRing:
         ids = [k.id for k in self.keys]
         if len(set(ids)) != len(ids):
             raise ValueError("command key ids must be unique")
+        # Key rotation (citynerve.gateway.uplink.keyrotation): a key id's previous verifier, accepted too
+        # until its monotonic deadline (the overlap window).
+        self._retiring: dict[str, tuple[CommandVerifier, float]] = {}
+
+    def rotate(self, key_id: str, verifier: CommandVerifier, *, old_until_mono: float | None) -> None:
+        """`key_id` verifies with `verifier` from now on, and with its current one until
+        `old_until_mono` (time.monotonic(); None: the current one retires at once). Same classes."""
+        keys = list(self.keys)
+        for i, key in enumerate(keys):
+            if key.id == key_id:
+                if old_until_mono is not None:
+                    self._retiring[key_id] = (key.verifier, old_until_mono)
+                else:
+                    self._retiring.pop(key_id, None)
+                keys[i] = CommandKey(key.id, verifier, key.classes)
+                self.keys = tuple(keys)
+                return
+        raise KeyError(key_id)
+
+    def retiring(self) -> dict[str, float]:
+        """Key ids whose previous verifier is still accepted, with the monotonic end of the overlap."""
+        now = time.monotonic()
+        return {k: until for k, (_, until) in self._retiring.items() if until > now}
 
     @property
     def algorithm(self) -> str:
@@ -76,6 +100,12 @@ class KeyRing:
                 continue
             if key.verifier.verify(message, context=context):
                 return key
+            old = self._retiring.get(key.id)
+            if old is not None:
+                if time.monotonic() >= old[1]:
+                    del self._retiring[key.id]  # the overlap is over: the old key is retired
+                elif old[0].verify(message, context=context):
+                    return key
         return None
 
     def verify(self, message: Mapping[str, Any], *, context: bytes = SIGNING_CONTEXT) -> bool:

@@ -456,7 +456,28 @@ def render_metrics(
         None if synced is None else float(bool(synced)),
     )
     m.add("citynerve_clock_steps", "counter", "steps of the wall clock seen", _num(clock, "wall_steps"))
+    _cert_metrics(m, status.get("certificates"))
     return m.render()
+
+
+def _cert_metrics(m: Exposition, certs: Mapping[str, Any] | None) -> None:
+    """Expiry of the uplink's TLS client certificate and CAs (citynerve.gateway.uplink.certexpiry)."""
+    for c in (certs or {}).get("certificates") or []:
+        labels = {"role": str(c.get("role")), "subject": str(c.get("subject"))}
+        m.add(
+            "citynerve_tls_cert_not_after_seconds",
+            "gauge",
+            "end of validity of the uplink's TLS client certificate / CA (seconds since the epoch)",
+            _num(c, "not_after"),
+            labels,
+        )
+        m.add(
+            "citynerve_tls_cert_days_left",
+            "gauge",
+            "days until the uplink's TLS client certificate / CA expires (negative: expired)",
+            _num(c, "days_left"),
+            labels,
+        )
 
 
 def _web_metrics(m: Exposition, web: Mapping[str, int]) -> None:

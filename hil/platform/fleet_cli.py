@@ -68,7 +68,11 @@ def _send(ctx: click.Context, action: str, args: dict[str, Any]) -> None:
     _print(main)
 
 
-def _print(main: Callable[[], Any], before: Callable[[], None] | None = None) -> None:
+def _print(
+    main: Callable[[], Any],
+    before: Callable[[], None] | None = None,
+    after: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
     try:
         result = asyncio.run(main())
     except (TimeoutError, aiomqtt.MqttError) as err:
@@ -76,6 +80,8 @@ def _print(main: Callable[[], Any], before: Callable[[], None] | None = None) ->
         sys.exit(1)
     if before is not None:
         before()
+    if after is not None:
+        after(result)
     click.echo(json.dumps(result))
     sys.exit(0 if result.get("outcome") == "ok" else 1)
 
@@ -204,3 +210,7 @@ def restart(ctx: click.Context) -> None:
 def reboot(ctx: click.Context) -> None:
     """Reboot the gateway's machine (needs a key with the reboot permission)."""
     _send(ctx, "reboot", {})
+
+
+# Keys and certificates, device read, support bundle: in a module of their own, on this group.
+from citynerve.hil.platform import fleet_more  # noqa: E402, F401

@@ -97,6 +97,13 @@ def _leaf(
 
 
 def make_pki(d: Path, server_names: tuple[str, ...] = ("127.0.0.1", "broker.city.test")) -> Pki:
+    return make_pki_with_key(d, server_names)[0]
+
+
+def make_pki_with_key(
+    d: Path, server_names: tuple[str, ...] = ("127.0.0.1", "broker.city.test")
+) -> tuple[Pki, ec.EllipticCurvePrivateKey]:
+    """The PKI and its CA's private key (a test that plays the platform's CA signs with it)."""
     d.mkdir(parents=True, exist_ok=True)
     ca, ca_key = _ca("CityNerve test CA")
     other, _ = _ca("Some other CA")
@@ -117,4 +124,4 @@ def make_pki(d: Path, server_names: tuple[str, ...] = ("127.0.0.1", "broker.city
     _write_key(p.server_key, srv_key)
     p.client_cert.write_bytes(cli.public_bytes(pem))
     _write_key(p.client_key, cli_key)
-    return p
+    return p, ca_key

@@ -1,0 +1,153 @@
+"""The gateway's keys and certificates, as the runtime holds them: expiry of the uplink's
+certificates (status, metrics, birth, warning alarm), TLS client key rotation and command-key
+rotation, and the platform actions for them (docs/fleet.md, "Keys and certificates").
+
+Files live in the credentials folder next to the store (`<store dir>/credentials`, 0700; keys 0600).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from citynerve.gateway.api import Event
+from citynerve.gateway.uplink.certexpiry import CertWatch
+from citynerve.gateway.uplink.commands import KeyValueState, RemoteAction
+from citynerve.gateway.uplink.config import UpstreamConfig
+from citynerve.gateway.uplink.keyrotation import CommandKeyRotation
+from citynerve.gateway.uplink.permissions import Permission
+from citynerve.gateway.uplink.tlsrotate import TlsRotation
+
+if TYPE_CHECKING:
+    from citynerve.gateway.uplink import Uplink
+
+log = logging.getLogger(__name__)
+
+CHECK_INTERVAL_S = 3600.0  # certificates are checked at start and then hourly
+
+
+class Credentials:
+    """Keys and certificates of one running gateway (one per Gateway with an [upstream])."""
+
+    def __init__(
+        self,
+        upstream: UpstreamConfig,
+        *,
+        gateway_id: str,
+        state: KeyValueState,
+        directory: Path,
+        events: Callable[[Event], None],
+        wall: Callable[[], float] = time.time,
+        confirm_s: float | None = None,
+    ) -> None:
+        self._configured = upstream
+        self.uplink: Uplink | None = None
+        # How long the uplink has to connect with a new TLS client certificate before it goes back.
+        self.confirm_s = confirm_s if confirm_s is not None else max(60.0, 4 * upstream.connect_timeout_s)
+        self._guard: asyncio.Task[None] | None = None
+        self.tls = TlsRotation(
+            state=state,
+            directory=directory,
+            gateway_id=gateway_id,
+            upstream=self.upstream,
+            switch=self._switch,
+            events=events,
+        )
+        self.command_keys = CommandKeyRotation(
+            state=state,
+            directory=directory,
+            gateway_id=gateway_id,
+            config=lambda: self._configured.commands,
+            events=events,
+            wall=wall,
+        )
+        self.watch = CertWatch(
+            lambda: self.upstream().tls,
+            gateway_id=gateway_id,
+            warn_days=upstream.tls.expiry_warning_days,
+            events=events,
+            wall=wall,
+        )
+
+    async def load(self) -> None:
+        await self.tls.load()
+        await self.command_keys.load()
+
+    def upstream(self) -> UpstreamConfig:
+        """The [upstream] in force: the uplink's own (after a rotation), or the configured one."""
+        if self.uplink is not None:
+            return self.uplink.config
+        return self.tls.effective(self._configured)
+
+    def attach(self, uplink: Uplink) -> None:
+        self.uplink = uplink
+        self.command_keys.attach(uplink.key_ring)
+
+    def _switch(self, upstream: UpstreamConfig) -> None:
+        if self.uplink is None:
+            return
+        self.uplink.config = upstream
+        uplink = self.uplink
+        sessions = uplink.snapshot().reconnects
+        # After the answer is out: the answer travels on the session that is about to end.
+        asyncio.get_running_loop().call_later(1.0, uplink.reconnect, "new TLS client certificate")
+        self.watch.check()  # an expiry alarm of the old certificate clears now
+        if self._guard is not None:
+            self._guard.cancel()
+        self._guard = asyncio.get_running_loop().create_task(self._confirm(sessions), name="credentials.tls")
+
+    async def _confirm(self, sessions: int) -> None:
+        """The uplink must connect with the new pair within `confirm_s` (the trial connection
+        passed, but the broker or the network may have changed since); else back to the old pair."""
+        assert self.uplink is not None
+        deadline = time.monotonic() + self.confirm_s
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            snap = self.uplink.snapshot()
+            if snap.connected and snap.reconnects > sessions:
+                self.tls.confirmed()
+                return
+        before = await self.tls.fall_back(
+            self.uplink.snapshot().last_error or f"not within {self.confirm_s:g} s"
+        )
+        if before is not None:
+            self.uplink.config = before
+            self.uplink.reconnect("back to the previous TLS client certificate")
+            self.watch.check()
+
+    def status(self) -> dict[str, Any]:
+        out = self.watch.status()
+        if self.tls.active is not None:
+            out["tls_client_rotated"] = str(self.tls.active[0])
+        rotations = self.command_keys.status()
+        if rotations:
+            out["command_keys"] = rotations
+        return out
+
+    async def run(self) -> None:
+        """Check the certificates now and then (raise or clear the expiry alarms)."""
+        try:
+            while True:
+                try:
+                    self.watch.check()
+                except Exception:  # a bug here must not stop the gateway
+                    log.exception("certificate check failed")
+                await asyncio.sleep(CHECK_INTERVAL_S)
+        finally:
+            if self._guard is not None:
+                self._guard.cancel()
+
+    def remote_actions(self) -> dict[str, RemoteAction]:
+        return {
+            "tls_csr": RemoteAction(Permission.CONFIGURE, self.tls.make_csr),
+            "tls_install_cert": RemoteAction(Permission.CONFIGURE, self.tls.install),
+            "rotate_command_key": RemoteAction(Permission.CONFIGURE, self.command_keys.rotate),
+            "diag_certs": RemoteAction(Permission.READ, self._diag_certs),
+        }
+
+    async def _diag_certs(self, args: dict[str, Any], caller: Any) -> dict[str, Any]:
+        return self.status()

@@ -1,0 +1,219 @@
+"""When the uplink's certificates run out: the TLS client certificate and the CA, in status, metrics,
+the birth message and `citynerve diag certs`, with a warning alarm ahead of time.
+
+A gateway whose client certificate expired cannot reach the platform any more, and nobody on site
+will notice: the platform must hear about it weeks before, while the link still works. `CertWatch`
+reads the files the uplink uses (again only when a file changed), and raises one alarm per
+certificate (`kind: certificate_expiry`, on the gateway itself) once fewer than `warn_days` are
+left; it clears when the certificate is replaced by one with time left.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from citynerve.gateway.api import Event, EventState, Severity
+from citynerve.gateway.uplink.certinfo import MAX_CA_BYTES, _name
+from citynerve.gateway.uplink.config import TlsConfig
+
+log = logging.getLogger(__name__)
+
+EXPIRY_KIND = "certificate_expiry"
+EXPIRY_RULE = "certificates"
+MAX_CERT_BYTES = 64 * 1024  # a client certificate chain
+URGENT_DAYS = 7.0  # fewer days left than this (or expired): the alarm is MAJOR
+
+
+@dataclass(frozen=True, slots=True)
+class CertExpiry:
+    """One certificate the uplink relies on and when it stops being valid."""
+
+    role: str  # "client" or "ca"
+    file: str
+    subject: str
+    issuer: str
+    not_after: float  # seconds since the epoch
+    days_left: float
+
+    @property
+    def subject_key(self) -> str:
+        """The alarm's subject: the client certificate is one; each CA by its name."""
+        return "client" if self.role == "client" else f"ca {self.subject}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "role": self.role,
+            "file": self.file,
+            "subject": self.subject,
+            "issuer": self.issuer,
+            "not_after": self.not_after,
+            "not_after_iso": dt.datetime.fromtimestamp(self.not_after, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "days_left": round(self.days_left, 2),
+        }
+
+
+class CertificateFileError(ValueError):
+    """A certificate file the uplink is configured with cannot be read or parsed (which, where)."""
+
+    def __init__(self, path: Path, role: str, reason: str) -> None:
+        super().__init__(f"{role} certificate {path}: {reason}")
+        self.path = path
+        self.role = role
+        self.reason = reason
+
+
+def _read(path: Path, limit: int) -> bytes:
+    with path.open("rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit} bytes")
+    return data
+
+
+def read_expiries(tls: TlsConfig, now: float) -> list[CertExpiry]:
+    """The client certificate (the first of its file) and every CA of `ca_file`, with days left.
+    Raises CertificateFileError for a file that cannot be read or parsed."""
+    out: list[CertExpiry] = []
+    files: list[tuple[str, Path, int]] = []
+    if tls.cert_file is not None:
+        files.append(("client", tls.cert_file, MAX_CERT_BYTES))
+    if tls.ca_file is not None:
+        files.append(("ca", tls.ca_file, MAX_CA_BYTES))
+    for role, path, limit in files:
+        try:
+            certs = x509.load_pem_x509_certificates(_read(path, limit))
+        except (OSError, ValueError) as err:
+            raise CertificateFileError(path, role, str(err)) from err
+        for cert in certs[:1] if role == "client" else certs[:50]:
+            end = cert.not_valid_after_utc.timestamp()
+            out.append(
+                CertExpiry(role, str(path), _name(cert.subject), _name(cert.issuer), end, (end - now) / 86400)
+            )
+    return out
+
+
+class CertWatch:
+    """Expiry of the uplink's certificates for status and the warning alarm. `tls()` gives the TLS
+    settings in force (they change when the client key is rotated)."""
+
+    def __init__(
+        self,
+        tls: Callable[[], TlsConfig],
+        *,
+        gateway_id: str,
+        warn_days: float,
+        events: Callable[[Event], None],
+        wall: Callable[[], float],
+    ) -> None:
+        self._tls = tls
+        self._gateway_id = gateway_id
+        self.warn_days = warn_days
+        self._events = events
+        self._wall = wall
+        self._stamp: tuple[Any, ...] | None = None
+        self._certs: list[CertExpiry] = []
+        self._error: str | None = None
+        self._raised: dict[str, Severity] = {}  # alarm subject -> severity raised
+
+    def _file_stamp(self, tls: TlsConfig) -> tuple[Any, ...]:
+        stamp: list[Any] = []
+        for p in (tls.cert_file, tls.ca_file):
+            try:
+                st = os.stat(p) if p is not None else None
+            except OSError:
+                st = None
+            stamp.append((str(p), st.st_mtime_ns if st else None, st.st_size if st else None))
+        return tuple(stamp)
+
+    def _refresh(self) -> None:
+        tls = self._tls()
+        stamp = self._file_stamp(tls)
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            certs = read_expiries(tls, 0.0)
+            self._error = None
+        except CertificateFileError as err:
+            certs, self._error = [], str(err)
+            log.warning("certificates: %s", err)
+        self._certs = certs
+
+    def current(self) -> list[CertExpiry]:
+        """The certificates with days left as of now."""
+        self._refresh()
+        now = self._wall()
+        return [
+            CertExpiry(c.role, c.file, c.subject, c.issuer, c.not_after, (c.not_after - now) / 86400)
+            for c in self._certs
+        ]
+
+    def status(self) -> dict[str, Any]:
+        """For status, the birth message and metrics: every certificate, the warning threshold and
+        which ones are inside it."""
+        certs = self.current()
+        return {
+            "warn_days": self.warn_days,
+            "certificates": [c.to_dict() for c in certs],
+            "expiring": [c.subject_key for c in certs if c.days_left <= self.warn_days],
+            "error": self._error,
+        }
+
+    def check(self) -> None:
+        """Raise or clear the warning alarms (call now and then: every minute is plenty)."""
+        now = self._wall()
+        seen: set[str] = set()
+        for c in self.current():
+            key = c.subject_key
+            seen.add(key)
+            if c.days_left > self.warn_days:
+                continue
+            severity = Severity.MAJOR if c.days_left <= URGENT_DAYS else Severity.WARNING
+            if self._raised.get(key) == severity:
+                continue
+            self._raised[key] = severity
+            when = "expired" if c.days_left <= 0 else f"expires in {c.days_left:.1f} days"
+            self._events(
+                Event(
+                    self._gateway_id,
+                    EXPIRY_KIND,
+                    EventState.RAISED,
+                    severity,
+                    now,
+                    EXPIRY_RULE,
+                    round(c.days_left, 2),
+                    f"{c.role} certificate {c.subject} {when} ({c.file})",
+                    {**c.to_dict(), "certificate": key},
+                    subject=key,
+                )
+            )
+        for key in [k for k in self._raised if k not in seen or self._still_fine(k)]:
+            del self._raised[key]
+            self._events(
+                Event(
+                    self._gateway_id,
+                    EXPIRY_KIND,
+                    EventState.CLEARED,
+                    Severity.INFO,
+                    now,
+                    EXPIRY_RULE,
+                    None,
+                    "certificate replaced",
+                    {"certificate": key},
+                    subject=key,
+                )
+            )
+
+    def _still_fine(self, key: str) -> bool:
+        now = self._wall()
+        return any(
+            c.subject_key == key and (c.not_after - now) / 86400 > self.warn_days for c in self._certs
+        )

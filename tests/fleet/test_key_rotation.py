@@ -1,0 +1,198 @@
+"""Rotation of a command-verification key: announced by a command signed with the current key,
+both verify during the overlap window, then the old one retires; kept across a restart (new ring
+from the same config, rotation applied from the store); the same ring verifies end-to-end acks.
+Real HMAC-signed commands through the real CommandProcessor and a real outbox."""
+
+from __future__ import annotations
+
+import base64
+import time
+from pathlib import Path
+from typing import Any
+
+from citynerve.gateway.api import Event
+from citynerve.gateway.store import AsyncOutbox
+from citynerve.gateway.uplink import (
+    CommandOutcome,
+    CommandProcessor,
+    JsonV1Encoding,
+    NonceCache,
+    RejectReason,
+)
+from citynerve.gateway.uplink.commands import RemoteAction
+from citynerve.gateway.uplink.keyrotation import CommandKeyRotation
+from citynerve.gateway.uplink.keys import load_key_ring
+from citynerve.gateway.uplink.permissions import KeyRing, Permission
+from citynerve.gateway.uplink.signing import ACK_SIGNING_CONTEXT
+from citynerve.hil.platform import CommandSigner
+from tests.fleet.test_permissions import CENTRE, GW, OPS, key_files
+from tests.uplink.conftest import wait_for
+from tests.uplink.test_commands import BuildingTarget
+
+NEW_KEY = bytes.fromhex("77" * 32)
+NEW = CommandSigner(hmac_key=NEW_KEY)
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def setup(tmp_path: Path, outbox: AsyncOutbox) -> tuple[CommandProcessor, KeyRing, list[Event]]:
+    cfg = key_files(tmp_path)
+    ring = load_key_ring(cfg)
+    events: list[Event] = []
+    rotation = CommandKeyRotation(
+        state=outbox,
+        directory=tmp_path / "credentials",
+        gateway_id=GW,
+        config=lambda: cfg,
+        events=events.append,
+    )
+    await rotation.load()
+    rotation.attach(ring)
+    proc = CommandProcessor(
+        gateway_id=GW,
+        target=BuildingTarget(),
+        verifier=ring,
+        nonces=NonceCache(outbox),
+        decode=JsonV1Encoding(topic_prefix="citynerve", gateway_id=GW).decode_command,
+        resend_inventory=_nothing,
+        enabled=True,
+        extra_actions={"rotate_command_key": RemoteAction(Permission.CONFIGURE, rotation.rotate)},
+    )
+    return proc, ring, events
+
+
+async def send(
+    proc: CommandProcessor, signer: CommandSigner, action: str, args: dict[str, Any] | None = None
+) -> Any:
+    return await proc.handle(
+        CommandSigner.payload(signer.command(GW, action, args or {}, key_id="ops-centre"))
+    )
+
+
+def rotate_args(key: bytes, overlap_s: float) -> dict[str, Any]:
+    return {"alg": "hmac-sha256", "key": base64.b64encode(key).decode(), "overlap_s": overlap_s}
+
+
+async def test_new_key_verifies_old_one_too_until_the_overlap_ends_then_retires(tmp_path: Path) -> None:
+    async with AsyncOutbox(tmp_path / "o.db") as outbox:
+        proc, ring, events = await setup(tmp_path, outbox)
+        r = await send(proc, CENTRE, "rotate_command_key", rotate_args(NEW_KEY, 1.5))
+        assert r.outcome is CommandOutcome.OK, r
+        assert r.result["key_id"] == "ops-centre" and "key" not in r.result  # the secret is never echoed
+        assert (await send(proc, NEW, "resend_inventory")).outcome is CommandOutcome.OK
+        assert (await send(proc, CENTRE, "resend_inventory")).outcome is CommandOutcome.OK  # overlap
+        # end-to-end acks verify with the same ring: the new key signs them too
+        ack = NEW.sign_ack({"gateway_id": GW, "lane": "events", "seq": 3, "ts_ms": 1})
+        assert ring.verify(ack, context=ACK_SIGNING_CONTEXT)
+
+        async def old_retired() -> bool:
+            return (await send(proc, CENTRE, "resend_inventory")).reason is RejectReason.BAD_SIGNATURE
+
+        await wait_for(old_retired, timeout_s=30)
+        assert (await send(proc, NEW, "resend_inventory")).outcome is CommandOutcome.OK
+        # the other key of the ring is untouched
+        ops = await proc.handle(CommandSigner.payload(OPS.command(GW, "resend_inventory", {})))
+        assert ops.outcome is CommandOutcome.OK
+        audit = [e for e in events if e.kind == "credentials"]
+        assert [e.attrs["what"] for e in audit] == ["command_key_rotation"]
+        assert audit[0].attrs["who"] == "platform key ops-centre"
+        key_file = tmp_path / "credentials" / "command-ops-centre.key"
+        assert key_file.stat().st_mode & 0o077 == 0
+
+
+async def test_a_restart_keeps_the_new_key_and_what_is_left_of_the_overlap(tmp_path: Path) -> None:
+    async with AsyncOutbox(tmp_path / "o.db") as outbox:
+        proc, _, _ = await setup(tmp_path, outbox)
+        r = await send(proc, CENTRE, "rotate_command_key", rotate_args(NEW_KEY, 3600))
+        assert r.outcome is CommandOutcome.OK
+    async with AsyncOutbox(tmp_path / "o.db") as outbox:  # the gateway again, ring made from config
+        proc, ring, _ = await setup(tmp_path, outbox)
+        assert (await send(proc, NEW, "resend_inventory")).outcome is CommandOutcome.OK
+        assert (await send(proc, CENTRE, "resend_inventory")).outcome is CommandOutcome.OK
+        left = ring.retiring()["ops-centre"] - time.monotonic()
+        assert 3500 < left <= 3600
+    # provisioned again on site (the configured key file changed): the rotation is dropped
+    async with AsyncOutbox(tmp_path / "o.db") as outbox:
+        cfg = key_files(tmp_path)
+        (tmp_path / "centre.key").write_text("88" * 32)
+        ring = load_key_ring(cfg)
+        rotation = CommandKeyRotation(
+            state=outbox,
+            directory=tmp_path / "credentials",
+            gateway_id=GW,
+            config=lambda: cfg,
+            events=[].append,
+        )
+        await rotation.load()
+        rotation.attach(ring)
+        fresh = CommandSigner(hmac_key=bytes.fromhex("88" * 32)).command(GW, "resend_inventory", {})
+        assert ring.verify(fresh) and not ring.verify(NEW.command(GW, "resend_inventory", {}))
+
+
+async def test_bad_rotations_are_refused(tmp_path: Path) -> None:
+    async with AsyncOutbox(tmp_path / "o.db") as outbox:
+        proc, _, _ = await setup(tmp_path, outbox)
+        r = await send(proc, CENTRE, "rotate_command_key", rotate_args(b"short", 60))
+        assert r.reason is RejectReason.BAD_VALUE and "16 bytes" in r.detail
+        r = await send(proc, CENTRE, "rotate_command_key", {**rotate_args(NEW_KEY, 60), "alg": "ed25519"})
+        assert r.reason is RejectReason.BAD_VALUE
+        r = await send(proc, CENTRE, "rotate_command_key", rotate_args(NEW_KEY, 40 * 86400))
+        assert r.reason is RejectReason.BAD_VALUE and "overlap_s" in r.detail
+        # a district operator's key lacks configure: it cannot rotate even its own key
+        cmd = OPS.command(GW, "rotate_command_key", rotate_args(NEW_KEY, 60), key_id="district-ops")
+        r = await proc.handle(CommandSigner.payload(cmd))
+        assert r.reason is RejectReason.NOT_PERMITTED
+        assert (await send(proc, CENTRE, "resend_inventory")).outcome is CommandOutcome.OK
+
+
+async def test_an_ed25519_key_rotates_with_its_public_key_only(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from citynerve.gateway.uplink.config import CommandsConfig
+
+    old, new = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    (tmp_path / "noc.pub").write_bytes(old.public_key().public_bytes(*raw))
+    cfg = CommandsConfig.model_validate(
+        {
+            "enabled": True,
+            "keys": [
+                {"id": "noc", "ed25519_public_key_file": str(tmp_path / "noc.pub"), "classes": ["configure"]}
+            ],
+        }
+    )
+    async with AsyncOutbox(tmp_path / "o.db") as outbox:
+        ring = load_key_ring(cfg)
+        rotation = CommandKeyRotation(
+            state=outbox,
+            directory=tmp_path / "credentials",
+            gateway_id=GW,
+            config=lambda: cfg,
+            events=[].append,
+        )
+        await rotation.load()
+        rotation.attach(ring)
+        proc = CommandProcessor(
+            gateway_id=GW,
+            target=BuildingTarget(),
+            verifier=ring,
+            nonces=NonceCache(outbox),
+            decode=JsonV1Encoding(topic_prefix="citynerve", gateway_id=GW).decode_command,
+            resend_inventory=_nothing,
+            enabled=True,
+            extra_actions={"rotate_command_key": RemoteAction(Permission.CONFIGURE, rotation.rotate)},
+        )
+        old_signer, new_signer = CommandSigner(ed25519_key=old), CommandSigner(ed25519_key=new)
+        public = base64.b64encode(new.public_key().public_bytes(*raw)).decode()
+        args = {"alg": "ed25519", "key": public, "overlap_s": 0}
+        r = await proc.handle(CommandSigner.payload(old_signer.command(GW, "rotate_command_key", args)))
+        assert r.outcome is CommandOutcome.OK, r
+        # overlap 0: the old key retires at once, the new one verifies commands and acks
+        ok = await proc.handle(CommandSigner.payload(new_signer.command(GW, "rotate_command_key", args)))
+        assert ok.outcome is CommandOutcome.OK
+        stale = await proc.handle(CommandSigner.payload(old_signer.command(GW, "rotate_command_key", args)))
+        assert stale.reason is RejectReason.BAD_SIGNATURE
+        assert ring.verify(new_signer.sign_ack({"gateway_id": GW, "seq": 1}), context=ACK_SIGNING_CONTEXT)

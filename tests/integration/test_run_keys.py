@@ -1,0 +1,234 @@
+"""Keys and certificates on a real `citynerve run` behind a Mosquitto that requires client
+certificates (a test CA made here): expiry in status, birth, metrics and `citynerve diag certs`
+with the warning alarm; TLS client key rotation with the CSR made on the gateway: a certificate from
+the wrong CA is refused by the broker and the gateway stays on its old one, a good one switches,
+clears the expiry alarm and survives a restart; the command key rotated with the fleet tool, kept
+across the restart, the old key retired."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from citynerve.gateway.control import ask
+from citynerve.hil.platform import CommandSigner, MosquittoBroker, PlatformConsumer, free_port
+from citynerve.hil.platform.fleet import FleetClient
+from tests.integration.conftest import GatewayProcess, gateway_config
+from tests.integration.test_run_fleet import cli, socket_up, until
+from tests.integration.test_run_web import get
+from tests.uplink.certs import make_pki_with_key
+
+GW = "gw-test"
+CENTRE_KEY = bytes.fromhex("55" * 32)
+
+
+def sign_csr(pem: str, ca_file: Path, ca_key: ec.EllipticCurvePrivateKey, days: int) -> str:
+    """The platform's CA at work: a client certificate for the gateway's CSR."""
+    csr = x509.load_pem_x509_csr(pem.encode())
+    assert csr.is_signature_valid
+    ca = x509.load_pem_x509_certificate(ca_file.read_bytes())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(csr.subject)
+        .issuer_name(ca.subject)
+        .public_key(csr.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def gw_status(tmp: Path) -> dict[str, Any]:
+    """The running gateway's status, from its control socket (what `citynerve status --json` shows)."""
+    result: dict[str, Any] = asyncio.run(ask(tmp / "var" / "gw.sock", "status", timeout_s=10.0))
+    return result
+
+
+def fleet_tool(
+    broker: MosquittoBroker, tmp: Path, *args: str, key_file: str = "centre.key"
+) -> subprocess.CompletedProcess[str]:
+    """`python -m citynerve.hil.platform fleet ...` as an integrator would run it."""
+    tool = [sys.executable, "-m", "citynerve.hil.platform", "fleet", "--broker", broker.url]
+    key = ["--hmac-key-file", str(tmp / key_file), "--key-id", "ops-centre"]
+    return subprocess.run(
+        [*tool, "--gateway", GW, *key, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp,
+    )
+
+
+def write_config(tmp: Path, port: int, tls_port: int, pki: Any, web_port: int) -> Path:
+    config = gateway_config(tmp, port, buses=1, units=1)
+    (tmp / "centre.key").write_text(CENTRE_KEY.hex())
+    for f in (tmp / "centre.key", pki.client_key):
+        f.chmod(0o600)
+    text = config.read_text()
+    text += f'\n[web]\nenabled = true\nbind = "127.0.0.1"\nport = {web_port}\n'
+    text += f'\n[upstream]\nbrokers = ["mqtts://127.0.0.1:{tls_port}"]\n'
+    text += "backoff = { initial_s = 0.2, max_s = 1.0 }\n"
+    text += "connect_timeout_s = 3.0  # a refused client certificate ends in a timeout\n"
+    text += f'tls = {{ ca_file = "{pki.ca}", cert_file = "{pki.client_cert}", '
+    text += f'key_file = "{pki.client_key}" }}\n'
+    text += "[upstream.commands]\nenabled = true\n"
+    text += f'[[upstream.commands.keys]]\nid = "ops-centre"\nhmac_key_file = "{tmp / "centre.key"}"\n'
+    text += 'classes = ["read", "configure"]\n'
+    config.write_text(text)
+    return config
+
+
+def test_certificate_expiry_and_tls_client_key_rotation(
+    tmp_path: Path, modbus_peer: int, gateway_process: type[GatewayProcess]
+) -> None:
+    pki, ca_key = make_pki_with_key(tmp_path / "pki")
+    _, other_key = make_pki_with_key(tmp_path / "other")
+    tls_port, web_port = free_port(), free_port()
+    tls_listener = "\n".join(
+        [
+            f"listener {tls_port} 127.0.0.1",
+            f"cafile {pki.ca}",
+            f"certfile {pki.server_cert}",
+            f"keyfile {pki.server_key}",
+            "require_certificate true",
+        ]
+    )
+    with MosquittoBroker(extra_config=tls_listener) as broker:
+        config = write_config(tmp_path, modbus_peer, tls_port, pki, web_port)
+
+        async def scenario() -> None:
+            async with (
+                PlatformConsumer(host=broker.host, port=broker.port, db_path=tmp_path / "p.db") as platform,
+                FleetClient(broker.host, broker.port, CommandSigner(hmac_key=CENTRE_KEY)) as centre,
+            ):
+                gw = gateway_process(config)
+                gw.start()
+                await until(lambda: socket_up(tmp_path))
+                await until(lambda: (gw_status(tmp_path).get("uplink") or {}).get("state") == "connected")
+
+                # expiry: the test CA and client cert live 30 days, inside the default 30-day window
+                certs = (await asyncio.to_thread(gw_status, tmp_path))["certificates"]
+                client = next(c for c in certs["certificates"] if c["role"] == "client")
+                assert client["subject"] == "CN=gw-tls" and 29 < client["days_left"] <= 30
+                assert set(certs["expiring"]) == {"client", "ca CN=CityNerve test CA"}
+                birth = platform.store.document(GW, "status")
+                assert birth is not None
+                assert birth["gateway"]["certificates"]["certificates"][0]["not_after"] == client["not_after"]
+                _, _, metrics = get(f"http://127.0.0.1:{web_port}/metrics")
+                sample = 'citynerve_tls_cert_not_after_seconds{role="client",subject="CN=gw-tls"}'
+                assert f"{sample} {int(client['not_after'])}\n" in metrics
+                assert 'citynerve_tls_cert_days_left{role="ca",subject="CN=CityNerve test CA"}' in metrics
+                out = cli(config, "diag", "certs", "--json")
+                assert out.returncode == 1 and json.loads(out.stdout)["expiring"], out
+
+                def expiry_events() -> list[dict[str, Any]]:
+                    return [e for e in platform.store.events(GW) if e["kind"] == "certificate_expiry"]
+
+                await until(lambda: len(expiry_events()) >= 2)
+                raised = {e["attrs"]["certificate"] for e in expiry_events()}
+                assert raised == {"client", "ca CN=CityNerve test CA"}
+
+                # rotation with the fleet tool: the CSR is made on the gateway; the private key stays there
+                out = await asyncio.to_thread(fleet_tool, broker, tmp_path, "tls-csr", "--out", "gw.csr")
+                assert out.returncode == 0 and "PRIVATE" not in out.stdout, out
+                csr = (tmp_path / "gw.csr").read_text()
+                pending = tmp_path / "var" / "credentials" / "pending.key"
+                assert stat.S_IMODE(pending.stat().st_mode) == 0o600
+
+                # signed by a CA the broker does not trust: refused, the gateway stays on the old one
+                wrong = sign_csr(csr, tmp_path / "other" / "ca.pem", other_key, 365)
+                r = await centre.send(GW, "tls_install_cert", {"certificate": wrong})
+                assert (r["outcome"], r["reason"]) == ("rejected", "bad_value"), r
+                assert "still on the old one" in r["detail"]
+                r = await centre.send(GW, "diag_certs")
+                client = next(c for c in r["result"]["certificates"] if c["role"] == "client")
+                assert client["subject"] == "CN=gw-tls"
+                # a certificate for another key is refused before any connection
+                stray = sign_csr(_other_csr(), pki.ca, ca_key, 365)
+                r = await centre.send(GW, "tls_install_cert", {"certificate": stray})
+                assert r["reason"] == "bad_value" and "not for the pending key" in r["detail"]
+
+                # signed by the right CA: switched, reconnected with it, the expiry alarm cleared
+                (tmp_path / "gw.pem").write_text(sign_csr(csr, pki.ca, ca_key, 365))
+                out = await asyncio.to_thread(fleet_tool, broker, tmp_path, "tls-install", "gw.pem")
+                assert out.returncode == 0 and json.loads(out.stdout)["result"]["switched"] is True, out
+                assert not pending.exists()
+
+                def on_new_cert() -> bool:
+                    st = gw_status(tmp_path)
+                    up = st.get("uplink") or {}
+                    return up.get("state") == "connected" and up.get("reconnects", 0) >= 1
+
+                await until(on_new_cert)
+                certs = (await asyncio.to_thread(gw_status, tmp_path))["certificates"]
+                client = next(c for c in certs["certificates"] if c["role"] == "client")
+                assert client["subject"] == f"CN={GW}" and client["days_left"] > 360
+                assert certs["expiring"] == ["ca CN=CityNerve test CA"]
+                cleared = ("client", "cleared")
+                await until(
+                    lambda: any((e["attrs"]["certificate"], e["state"]) == cleared for e in expiry_events())
+                )
+                audits = {e["attrs"]["what"] for e in platform.store.events(GW) if e["kind"] == "credentials"}
+                assert {"tls_csr", "tls_fallback", "tls_switch"} <= audits
+
+                # the command key rotated with the fleet tool (no overlap: the old key retires now)
+                (tmp_path / "new.key").write_text("99" * 32)
+                (tmp_path / "new.key").chmod(0o600)
+                out = await asyncio.to_thread(
+                    fleet_tool, broker, tmp_path, "rotate-key", "new.key", "--overlap-s", "0"
+                )
+                assert out.returncode == 0, out
+
+                # a restart keeps the new certificate and the new command key
+                assert gw.kill(signal.SIGTERM) == 0
+                gw2 = gateway_process(config)
+                gw2.start()
+                await until(lambda: socket_up(tmp_path))
+                await until(lambda: (gw_status(tmp_path).get("uplink") or {}).get("state") == "connected")
+                certs = (await asyncio.to_thread(gw_status, tmp_path))["certificates"]
+                client = next(c for c in certs["certificates"] if c["role"] == "client")
+                assert client["subject"] == f"CN={GW}"
+                # the CA's alarm, on the gateway itself, is kept across the restart (not cleared)
+                assert "alarm certificate_expiry on gw-test" not in gw2.log.read_text()
+                assert any(
+                    a["kind"] == "certificate_expiry"
+                    for a in (await asyncio.to_thread(gw_status, tmp_path))["alarms"]
+                )
+                out = await asyncio.to_thread(fleet_tool, broker, tmp_path, "certs", key_file="new.key")
+                assert out.returncode == 0 and "command_keys" in json.loads(out.stdout)["result"], out
+                out = await asyncio.to_thread(fleet_tool, broker, tmp_path, "certs")  # the retired key
+                assert out.returncode == 1 and json.loads(out.stdout)["reason"] == "bad_signature", out
+                out = cli(config, "diag", "certs", "--json")
+                shown = json.loads(out.stdout)
+                assert shown["expiring"] == ["ca CN=CityNerve test CA"] and out.returncode == 1
+                assert f"CN={GW}" in {c["subject"] for c in shown["certificates"]}
+                assert gw2.kill(signal.SIGTERM) == 0
+
+        asyncio.run(scenario())
+
+
+def _other_csr() -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "stray")]))
+        .sign(key, hashes.SHA256())
+    )
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
