@@ -50,8 +50,10 @@ from citynerve.gateway.uplink.commands import PointInfo
 from citynerve.gateway.wiring import BusSupervisor, BusWiring, RuledBusSink
 
 if TYPE_CHECKING:
+    from citynerve.gateway.remoteconfig import RemoteConfig
     from citynerve.gateway.rules import PersistentRuleEngine
     from citynerve.gateway.uplink import Uplink
+    from citynerve.gateway.uplink.encoding import CommandResult
     from citynerve.gateway.web import StatusServer
 
 log = logging.getLogger("citynerve.gateway")
@@ -116,6 +118,9 @@ class Gateway:
         self.host = HostControl()  # tests put a subclass here: a test never reboots the machine
         self.restart_requested = False
         self._stop: asyncio.Event | None = None
+        self.remote_config: RemoteConfig | None = None
+        self._uplink_task: asyncio.Task[None] | None = None
+        self._side_tasks: set[asyncio.Task[None]] = set()  # config apply and its health check
 
     @property
     def owners(self) -> dict[str, BusOwner]:
@@ -147,6 +152,7 @@ class Gateway:
                 )
                 self._reconcile_alarms()
                 await self._make_operator(outbox)
+                self._make_remote_config()
                 self.wiring = BusWiring(
                     config=cfg,
                     sink=RuledBusSink(self.pipeline, self.rules),
@@ -232,7 +238,7 @@ class Gateway:
                 others.append(tg.create_task(control.run(), name="control"))
                 uplink = self._make_uplink(self.outbox)
                 if uplink is not None:
-                    others.append(tg.create_task(uplink.run(), name="uplink"))
+                    self._uplink_task = tg.create_task(uplink.run(), name="uplink")
                 web = self._make_web()
                 if web is not None:
                     others.append(tg.create_task(web.run(), name="web"))
@@ -243,10 +249,14 @@ class Gateway:
                 # The outbox is open and every bus owner started (a bus whose channel is down keeps
                 # retrying on its own): ready.
                 self.notifier.send(READY="1", STATUS=self._service_status())
+                if self.remote_config is not None:  # a config change pending across a restart
+                    self._spawn(self.remote_config.resume(), "config.resume")
                 await stop.wait()
                 log.info("stopping")
                 self.notifier.send(STOPPING="1", STATUS="stopping: committing the outbox")
-                running = [*self._owner_tasks.values(), *others]
+                running = [*self._owner_tasks.values(), *others, *self._side_tasks]
+                if self._uplink_task is not None:
+                    running.append(self._uplink_task)
                 for t in running:
                     t.cancel()
                 # Cancel again while a task is still running (Python 3.11's wait_for, used inside
@@ -396,9 +406,41 @@ class Gateway:
         from citynerve.gateway.fleet import remote_actions
 
         assert self.operator is not None
-        return remote_actions(
+        actions = remote_actions(
             operator=self.operator, gateway=self, ring=self.log_ring, level=self.log_level, host=self.host
         )
+        if self.remote_config is not None:
+            actions.update(self.remote_config.actions())
+        return actions
+
+    # -- remote configuration (citynerve.gateway.remoteconfig.Reconfigurable) ----------------------
+
+    def _make_remote_config(self) -> None:
+        from citynerve.gateway.remoteconfig import RemoteConfig
+
+        self.remote_config = RemoteConfig(self, events=self._event, spawn=self._spawn, clock=self.clock)
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        """A task in the gateway's task group that stop cancels too."""
+        assert self._tg is not None
+        task = self._tg.create_task(coro, name=name)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    async def restart_uplink(self) -> None:
+        """A new uplink with the [upstream] of the (reloaded) config; the old one says goodbye."""
+        assert self._tg is not None and self.outbox is not None
+        if self._uplink_task is not None:
+            await stop_task(self._uplink_task, again_s=3.0)
+            self._uplink_task = None
+        self.uplink = None
+        uplink = self._make_uplink(self.outbox)
+        if uplink is not None:
+            self._uplink_task = self._tg.create_task(uplink.run(), name="uplink")
+        log.warning("uplink restarted with the new [upstream]")
+
+    async def publish_result(self, result: CommandResult) -> bool:
+        return await self.uplink.publish_result(result) if self.uplink is not None else False
 
     def _make_web(self) -> StatusServer | None:
         if self.config.web is None or not self.config.web.enabled:
@@ -541,6 +583,7 @@ class Gateway:
             "alarms": self.alarms.to_status(MAX_STATUS_ALARMS),
             "clock": self.clock_sync.wire(),
             "operator": self.operator.snapshot() if self.operator is not None else None,
+            "config": self.remote_config.snapshot() if self.remote_config is not None else None,
         }
 
     async def status(self) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from citynerve.gateway.uplink.command_ids import CommandOutcomes
 from citynerve.gateway.uplink.commands import CommandProcessor, CommandTarget, NonceCache, RemoteAction
 from citynerve.gateway.uplink.config import BrokerUrl, UpstreamConfig
 from citynerve.gateway.uplink.encoding import (
+    CommandResult,
     Encoding,
     MqttMessage,
     PlatformAck,
@@ -681,6 +682,16 @@ class Uplink:
                 await client.publish(msg.topic, msg.payload, qos=1)
         finally:
             running.release()
+
+    async def publish_result(self, result: CommandResult) -> bool:
+        """Publish a result outside a command's own handling (a verdict that comes later, like a
+        config change's health check); False when not connected."""
+        client = self._client
+        if client is None or self._state is not LinkState.CONNECTED:
+            return False
+        msg = self._enc.command_result(result, seq=self._outbox.next_seq - 1)
+        await client.publish(msg.topic, msg.payload, qos=1)
+        return True
 
     def _make_processor(self, target: CommandTarget | None) -> CommandProcessor | None:
         if target is None:
