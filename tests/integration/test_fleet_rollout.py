@@ -1,5 +1,5 @@
-"""A fleet of real `citynerve run` processes on one Mosquitto (hil/bench/fleet.py, 6 gateways here;
-`python -m citynerve.hil.bench.fleet --gateways 20` runs the same with 20, docs/benchmarks.md):
+"""A fleet of real `citynerve run` processes on one Mosquitto (hil/bench/fleet.py; 4 gateways here for
+the CI budget, `python -m citynerve.hil.bench.fleet --gateways 20` runs 20, docs/benchmarks.md):
 a staged config rollout where some gateways get a config that fails health and revert by
 themselves, and a wave above the failure rate stops the rollout; an away flag reaching the right
 gateway only; a log upload."""
@@ -17,28 +17,24 @@ from tests.integration.test_run_fleet import until
 
 def test_staged_rollout_reverts_stops_and_targets_one_gateway(tmp_path: Path) -> None:
     async def scenario() -> None:
-        async with Fleet(6, tmp_path) as fleet:
+        async with Fleet(4, tmp_path) as fleet:
             await fleet.wait_online(timeout_s=120)
             originals = {g: fleet.config_path(g).read_text() for g in fleet.ids}
-            bad = {"gw-02", "gw-03", "gw-04"}
-            # waves: [gw-00] [gw-01 gw-02] [gw-03 gw-04] [gw-05]; wave 2 fails 50 % (not above),
-            # wave 3 fails 100 %: stop, gw-05 is never touched
-            report = await fleet.rollout_config(bad, waves="1,2,2,rest", max_failure_rate=0.5)
+            bad = {"gw-01", "gw-02"}
+            # waves: [gw-00] [gw-01 gw-02] [gw-03]; wave 2 fails 100 %: stop, gw-03 is never touched
+            report = await fleet.rollout_config(bad, waves="1,2,rest", max_failure_rate=0.5)
             by_gw = {g.gateway: g for g in report.gateways}
             assert {g: r.outcome for g, r in by_gw.items()} == {
                 "gw-00": "confirmed",
-                "gw-01": "confirmed",
+                "gw-01": "reverted",
                 "gw-02": "reverted",
-                "gw-03": "reverted",
-                "gw-04": "reverted",
-                "gw-05": "skipped",
+                "gw-03": "skipped",
             }, report.to_dict()
-            assert report.stopped and report.reason.startswith("wave 3: failure rate 100%")
-            assert "devices faulted: wm-9" in by_gw["gw-03"].detail, by_gw["gw-03"].detail
-            for gw in ("gw-00", "gw-01"):
-                devices = [d["id"] for d in tomllib.loads(fleet.config_path(gw).read_text())["devices"]]
-                assert devices == ["wm-1", "wm-2"]
-            for gw in ("gw-02", "gw-03", "gw-04", "gw-05"):
+            assert report.stopped and report.reason.startswith("wave 2: failure rate 100%")
+            assert "devices faulted: wm-9" in by_gw["gw-02"].detail, by_gw["gw-02"].detail
+            devices = [d["id"] for d in tomllib.loads(fleet.config_path("gw-00").read_text())["devices"]]
+            assert devices == ["wm-1", "wm-2"]
+            for gw in ("gw-01", "gw-02", "gw-03"):
                 assert fleet.config_path(gw).read_text() == originals[gw], gw  # reverted or untouched
 
             def versions() -> dict[str, str]:
@@ -47,14 +43,7 @@ def test_staged_rollout_reverts_stops_and_targets_one_gateway(tmp_path: Path) ->
                     for g in fleet.ids
                 }
 
-            want = {
-                "gw-00": "v2",
-                "gw-01": "v2",
-                "gw-02": "local",
-                "gw-03": "local",
-                "gw-04": "local",
-                "gw-05": "local",
-            }
+            want = {"gw-00": "v2", "gw-01": "local", "gw-02": "local", "gw-03": "local"}
             await until(lambda: versions() == want, 30)
 
             # an away flag reaches gw-01's household only, audited by gw-01
@@ -77,7 +66,7 @@ def test_staged_rollout_reverts_stops_and_targets_one_gateway(tmp_path: Path) ->
             assert all(not audits(g) for g in fleet.ids if g != "gw-01")
 
             # a log upload from a gateway that reverted: its log says why
-            final, data = await fleet.client.fetch_upload("gw-03", "log_tail", {"max_bytes": 65536})
+            final, data = await fleet.client.fetch_upload("gw-02", "log_tail", {"max_bytes": 65536})
             assert final["outcome"] == "ok" and b"reverting" in data
 
     asyncio.run(scenario())

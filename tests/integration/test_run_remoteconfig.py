@@ -54,9 +54,6 @@ def test_remote_config_rejects_applies_and_reverts_a_broker_it_cannot_reach(
         config = write_config(tmp_path, modbus_peer, broker)
         original = config.read_text()
         dead_port = free_port()  # nothing listens here
-        wrong_broker = original.replace(
-            f"mqtt://{broker.host}:{broker.port}", f"mqtt://127.0.0.1:{dead_port}"
-        )
 
         async def scenario() -> None:
             async with (
@@ -99,21 +96,43 @@ def test_remote_config_rejects_applies_and_reverts_a_broker_it_cannot_reach(
                 assert "d0-4" in [d["id"] for b in status(config)["buses"] for d in b["devices"]]
                 st = status(config)["config"]
                 assert st["version"] == "v2" and st["last"]["outcome"] == "confirmed"
+
+                # a change a reload cannot apply: the service restarts (exit 75; here the test
+                # starts it again, as systemd's Restart=on-failure does) and confirms after the start
+                r = await centre.push_config(
+                    GW,
+                    json.dumps({"log": {"level": "debug"}}),
+                    version="v2-debug",
+                    mode="patch",
+                    confirm_s=CONFIRM_S,
+                )
+                assert r["result"]["state"] == "pending", r
+                assert gw.proc is not None and await asyncio.to_thread(gw.proc.wait, 60) == 75
+                gw = gateway_process(config)
+                gw.start()
+                final = await centre.wait_verdict(r["command_id"], 60)
+                assert final["result"]["state"] == "confirmed", final
+                assert tomllib.loads(config.read_text())["log"]["level"] == "debug"
+                await until(lambda: socket_up(tmp_path))
+                assert status(config)["config"]["version"] == "v2-debug"
                 running_v2 = config.read_text()
+                here, there = f"mqtt://{broker.host}:{broker.port}", f"mqtt://127.0.0.1:{dead_port}"
+                assert here in running_v2
+                wrong_broker = running_v2.replace(here, there)
 
                 # the running config, redacted, in chunks with its hash
                 final, data = await centre.fetch_upload(GW, "config_get")
-                assert final["result"]["version"] == "v2"
+                assert final["result"]["version"] == "v2-debug"
                 assert [d["id"] for d in tomllib.loads(data.decode())["devices"]][-1] == "d0-4"
 
                 # a broker it cannot reach: the gateway reverts by itself and reports on the old one
                 out = await centre.apply_config(GW, wrong_broker, version="v3", confirm_s=CONFIRM_S)
                 assert out["outcome"] == "reverted", out
                 assert "uplink not connected" in out["verdict"]["result"]["reason"]
-                assert out["verdict"]["result"]["running"]["version"] == "v2"
+                assert out["verdict"]["result"]["running"]["version"] == "v2-debug"
                 assert config.read_text() == running_v2
                 await until(lambda: connected(config))
-                await until(lambda: status(config)["config"]["version"] == "v2")
+                await until(lambda: status(config)["config"]["version"] == "v2-debug")
 
                 # the same with a SIGKILL while the change waits for its health check
                 r = await centre.push_config(GW, wrong_broker, version="v4", confirm_s=CONFIRM_S)
@@ -133,7 +152,7 @@ def test_remote_config_rejects_applies_and_reverts_a_broker_it_cannot_reach(
                     doc = platform.store.document(GW, "status") or {}
                     return (doc.get("gateway") or {}).get("config", {}).get("version")
 
-                await until(lambda: birth_version() == "v2")
+                await until(lambda: birth_version() == "v2-debug")
 
                 def config_events() -> list[tuple[str, str]]:
                     return [
@@ -142,20 +161,15 @@ def test_remote_config_rejects_applies_and_reverts_a_broker_it_cannot_reach(
                         if e["kind"] == "config"
                     ]
 
-                want = [("bad-1", "rejected"), ("v2", "confirmed"), ("v3", "reverted"), ("v4", "reverted")]
+                want = [("bad-1", "rejected"), ("v2", "confirmed"), ("v2-debug", "confirmed")]
+                want += [("v3", "reverted"), ("v4", "reverted")]
                 await until(lambda: all(w in config_events() for w in want))
 
                 # local history and rollback to the first config
                 hist = json.loads(cli(config, "config", "history", "--json").stdout)
-                assert [e["what"] for e in hist["log"]] == [
-                    "applied",
-                    "confirmed",
-                    "applied",
-                    "reverted",
-                    "applied",
-                    "reverted",
-                ]
-                assert hist["current"]["version"] == "v2" and hist["pending"] is None
+                whats = ["applied", "confirmed"] * 2 + ["applied", "reverted"] * 2
+                assert [e["what"] for e in hist["log"]] == whats
+                assert hist["current"]["version"] == "v2-debug" and hist["pending"] is None
                 out_cli = cli(config, "config", "rollback", "local", "--json")
                 assert out_cli.returncode == 0, out_cli.stderr
                 assert json.loads(out_cli.stdout)["reload"] == "reloaded"
