@@ -99,8 +99,10 @@ def health(gateway: Reconfigurable) -> dict[str, Any]:
     }
 
 
-def verdict(before: Mapping[str, Any], now: Mapping[str, Any]) -> str | None:
-    """None when `now` is healthy compared with `before`, else why not."""
+def verdict(before: Mapping[str, Any], now: Mapping[str, Any], *, require_polled: bool = True) -> str | None:
+    """None when `now` is healthy compared with `before`, else why not. `require_polled`: devices
+    not polled yet count against it (the first half of the window; a device that reports rarely,
+    a radio sensor, must not fail a change by keeping quiet)."""
     if now["uplink"] is False:
         return "uplink not connected"
     new_down = sorted(set(now["buses_down"]) - set(before.get("buses_down", [])))
@@ -109,7 +111,7 @@ def verdict(before: Mapping[str, Any], now: Mapping[str, Any]) -> str | None:
     new_faults = sorted(set(now["faulted"]) - set(before.get("faulted", [])))
     if new_faults:
         return f"devices faulted: {', '.join(new_faults[:20])}"
-    if now["unpolled"]:
+    if require_polled and now["unpolled"]:
         return f"devices not polled yet: {', '.join(now['unpolled'][:20])}"
     return None
 
@@ -345,7 +347,8 @@ class RemoteConfig:
         why: str | None = "no verdict"
         while True:
             now = self._clock.monotonic()
-            why = verdict(baseline, health(self.gateway))
+            window = float(pending.get("confirm_s", DEFAULT_CONFIRM_S))
+            why = verdict(baseline, health(self.gateway), require_polled=now - started < window / 2)
             if why is None and now - started >= SETTLE_S:
                 break
             if now >= deadline:

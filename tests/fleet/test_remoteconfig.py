@@ -151,3 +151,4 @@ def test_verdict_judges_against_the_baseline() -> None:
     assert verdict(before, {**ok, "buses_down": ["b1", "b2"]}) == "buses down: b1"
     assert verdict(before, {**ok, "faulted": ["d1", "d9"]}) == "devices faulted: d1"
     assert verdict(before, {**ok, "unpolled": ["d5"]}) == "devices not polled yet: d5"
+    assert verdict(before, {**ok, "unpolled": ["d5"]}, require_polled=False) is None
