@@ -9,7 +9,8 @@ Benchmark: a staged config rollout over the fleet (waves, failure-rate threshold
 gateways get the failing patch and revert by themselves. Prints the rollout time, reverts, and
 MQTT messages per gateway during the rollout (gateway -> platform, and platform -> gateway).
 
-    python -m citynerve.hil.bench.fleet [--gateways 20] [--bad 2] [--waves 1,10%,rest] [--json]
+    python -m citynerve.hil.bench.fleet [--gateways 20] [--bad 2] [--waves 1,10%,rest] [--confirm-s 10]
+        [--json]
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from citynerve.hil.platform.rollout import RolloutReport, config_action, parse_w
 from citynerve.hil.sim.modbus import ModbusBuilding
 
 NOC_KEY = bytes.fromhex("5a" * 32)
-CONFIRM_S = 6.0
+CONFIRM_S = 10.0  # healthy gateways confirm in ~3-4 s; failing ones revert after this
 WATER_UNIT, SECOND_WATER_UNIT = 2, 3  # the simulated building's water meters
 
 CONFIG = """
@@ -234,14 +235,20 @@ class Fleet:
         }
 
     async def rollout_config(
-        self, bad: set[str], *, waves: str, max_failure_rate: float, version: str = "v2"
+        self,
+        bad: set[str],
+        *,
+        waves: str,
+        max_failure_rate: float,
+        version: str = "v2",
+        confirm_s: float = CONFIRM_S,
     ) -> RolloutReport:
         assert self.client is not None
 
         def document(gw: str) -> str:
             return self.bad_patch(gw) if gw in bad else self.good_patch(gw)
 
-        action = config_action(self.client, document, version=version, mode="patch", confirm_s=CONFIRM_S)
+        action = config_action(self.client, document, version=version, mode="patch", confirm_s=confirm_s)
         self.counts.clear()
         self._counting = True
         try:
@@ -269,11 +276,15 @@ async def _cancel(task: asyncio.Task[None]) -> None:
         await task
 
 
-async def bench(n: int, bad_count: int, waves: str, max_failure_rate: float) -> dict[str, Any]:
+async def bench(
+    n: int, bad_count: int, waves: str, max_failure_rate: float, confirm_s: float = CONFIRM_S
+) -> dict[str, Any]:
     async with Fleet(n) as fleet:
         online_s = await fleet.wait_online(timeout_s=60 + 5 * n)
         bad = set(fleet.ids[-bad_count:]) if bad_count else set()
-        report = await fleet.rollout_config(bad, waves=waves, max_failure_rate=max_failure_rate)
+        report = await fleet.rollout_config(
+            bad, waves=waves, max_failure_rate=max_failure_rate, confirm_s=confirm_s
+        )
         up = [fleet.counts[(g, "up")] for g in fleet.ids]
         down = [fleet.counts[(g, "down")] for g in fleet.ids]
         per_gw = sorted(g.seconds for g in report.gateways if g.wave is not None)
@@ -282,7 +293,7 @@ async def bench(n: int, bad_count: int, waves: str, max_failure_rate: float) -> 
             "bad_configs": len(bad),
             "waves": waves,
             "max_failure_rate": max_failure_rate,
-            "confirm_s": CONFIRM_S,
+            "confirm_s": confirm_s,
             "fleet_online_s": round(online_s, 2),
             "rollout_s": round(report.seconds, 2),
             "wave_s": [round(w.seconds, 2) for w in report.waves],
@@ -304,9 +315,10 @@ def main() -> None:
     parser.add_argument("--bad", type=int, default=2, help="gateways (the last ones) given a failing config")
     parser.add_argument("--waves", default="1,10%,rest")
     parser.add_argument("--max-failure-rate", type=float, default=0.2)
+    parser.add_argument("--confirm-s", type=float, default=CONFIRM_S, help="health check window")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    result = asyncio.run(bench(args.gateways, args.bad, args.waves, args.max_failure_rate))
+    result = asyncio.run(bench(args.gateways, args.bad, args.waves, args.max_failure_rate, args.confirm_s))
     if args.json:
         print(json.dumps(result))
         return

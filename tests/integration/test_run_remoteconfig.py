@@ -19,7 +19,8 @@ from tests.integration.conftest import GatewayProcess, gateway_config
 from tests.integration.test_run_fleet import CENTRE_KEY, OPS_KEY, cli, socket_up, status, until
 
 GW = "gw-test"
-CONFIRM_S = 6.0
+CONFIRM_S = 30.0  # a healthy change confirms as soon as it is healthy (>= 3 s): generous costs nothing
+REVERT_S = 6.0  # a change that must fail waits this long before it is reverted
 NEW_DEVICE = (
     '\n[[devices]]\nid = "d0-4"\nbus = "tcp-0"\nprofile = "test-counter"\naddress = 4\n'
     'location = { address_code = "310106013007" }\n'
@@ -126,7 +127,7 @@ def test_remote_config_rejects_applies_and_reverts_a_broker_it_cannot_reach(
                 assert [d["id"] for d in tomllib.loads(data.decode())["devices"]][-1] == "d0-4"
 
                 # a broker it cannot reach: the gateway reverts by itself and reports on the old one
-                out = await centre.apply_config(GW, wrong_broker, version="v3", confirm_s=CONFIRM_S)
+                out = await centre.apply_config(GW, wrong_broker, version="v3", confirm_s=REVERT_S)
                 assert out["outcome"] == "reverted", out
                 assert "uplink not connected" in out["verdict"]["result"]["reason"]
                 assert out["verdict"]["result"]["running"]["version"] == "v2-debug"
@@ -135,7 +136,7 @@ def test_remote_config_rejects_applies_and_reverts_a_broker_it_cannot_reach(
                 await until(lambda: status(config)["config"]["version"] == "v2-debug")
 
                 # the same with a SIGKILL while the change waits for its health check
-                r = await centre.push_config(GW, wrong_broker, version="v4", confirm_s=CONFIRM_S)
+                r = await centre.push_config(GW, wrong_broker, version="v4", confirm_s=REVERT_S)
                 assert r["result"]["state"] == "pending", r
                 assert gw.kill(signal.SIGKILL) == -signal.SIGKILL
                 assert f"127.0.0.1:{dead_port}" in config.read_text()  # the unconfirmed config
