@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from citynerve.hil.platform import CommandSigner, MosquittoBroker, PlatformConsumer, free_port
-from citynerve.hil.platform.fleet import FleetClient
+from citynerve.hil.platform.fleet import INLINE_DOCUMENT_BYTES, FleetClient
 from tests.integration.conftest import GatewayProcess, gateway_config
 from tests.integration.test_run_fleet import CENTRE_KEY, OPS_KEY, cli, socket_up, status, until
 
@@ -120,12 +120,16 @@ def test_remote_config_rejects_applies_and_reverts_a_broker_it_cannot_reach(
                 here, there = f"mqtt://{broker.host}:{broker.port}", f"mqtt://127.0.0.1:{dead_port}"
                 assert here in running_v2
                 wrong_broker = running_v2.replace(here, there)
+                wrong_broker += "".join(
+                    f"# padding {i:05d}: the document goes in 8 KiB chunks\n" for i in range(600)
+                )
 
                 # the running config, redacted, in chunks with its hash
                 final, data = await centre.fetch_upload(GW, "config_get")
                 assert final["result"]["version"] == "v2-debug"
                 assert [d["id"] for d in tomllib.loads(data.decode())["devices"]][-1] == "d0-4"
 
+                assert len(wrong_broker.encode()) > 3 * INLINE_DOCUMENT_BYTES  # sent as chunks
                 # a broker it cannot reach: the gateway reverts by itself and reports on the old one
                 out = await centre.apply_config(GW, wrong_broker, version="v3", confirm_s=REVERT_S)
                 assert out["outcome"] == "reverted", out
