@@ -51,8 +51,10 @@ from citynerve.gateway.uplink.commands import PointInfo
 from citynerve.gateway.wiring import BusSupervisor, BusWiring, RuledBusSink
 
 if TYPE_CHECKING:
+    from citynerve.gateway.remoteconfig import RemoteConfig
     from citynerve.gateway.rules import PersistentRuleEngine
     from citynerve.gateway.uplink import Uplink
+    from citynerve.gateway.uplink.encoding import CommandResult
     from citynerve.gateway.web import StatusServer
 
 log = logging.getLogger("citynerve.gateway")
@@ -119,6 +121,9 @@ class Gateway:
         self.host = HostControl()  # tests put a subclass here: a test never reboots the machine
         self.restart_requested = False
         self._stop: asyncio.Event | None = None
+        self.remote_config: RemoteConfig | None = None
+        self._uplink_tasks: list[asyncio.Task[None]] = []
+        self._side_tasks: set[asyncio.Task[None]] = set()  # config apply and its health check
 
     @property
     def owners(self) -> dict[str, BusOwner]:
@@ -159,6 +164,7 @@ class Gateway:
                         events=self._event,
                     )
                     await self.credentials.load()
+                self._make_remote_config()
                 self.wiring = BusWiring(
                     config=cfg,
                     sink=RuledBusSink(self.pipeline, self.rules),
@@ -245,7 +251,9 @@ class Gateway:
                 control = ControlServer(Path(self.config.control.socket), self._control_handlers())
                 others.append(tg.create_task(control.run(), name="control"))
                 for uplink in await self._make_uplinks(self.outbox):
-                    others.append(tg.create_task(uplink.run(), name=f"uplink.{uplink.destination}"))
+                    self._uplink_tasks.append(
+                        tg.create_task(uplink.run(), name=f"uplink.{uplink.destination}")
+                    )
                 if self.credentials is not None:
                     others.append(tg.create_task(self.credentials.run(), name="credentials"))
                 web = self._make_web()
@@ -258,10 +266,12 @@ class Gateway:
                 # The outbox is open and every bus owner started (a bus whose channel is down keeps
                 # retrying on its own): ready.
                 self.notifier.send(READY="1", STATUS=self._service_status())
+                if self.remote_config is not None:  # a config change pending across a restart
+                    self._spawn(self.remote_config.resume(), "config.resume")
                 await stop.wait()
                 log.info("stopping")
                 self.notifier.send(STOPPING="1", STATUS="stopping: committing the outbox")
-                running = [*self._owner_tasks.values(), *others]
+                running = [*self._owner_tasks.values(), *others, *self._side_tasks, *self._uplink_tasks]
                 for t in running:
                     t.cancel()
                 # Cancel again while a task is still running (Python 3.11's wait_for, used inside
@@ -440,7 +450,44 @@ class Gateway:
                 owner_of=self.owners.get,
             )
         )
-        return {**actions, **(self.credentials.remote_actions() if self.credentials else {})}
+        if self.credentials is not None:
+            actions.update(self.credentials.remote_actions())
+        if self.remote_config is not None:
+            actions.update(self.remote_config.actions())
+        return actions
+
+    # -- remote configuration (citynerve.gateway.remoteconfig.Reconfigurable) ----------------------
+
+    def _make_remote_config(self) -> None:
+        from citynerve.gateway.remoteconfig import RemoteConfig
+
+        self.remote_config = RemoteConfig(self, events=self._event, spawn=self._spawn, clock=self.clock)
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        """A task in the gateway's task group that stop cancels too."""
+        assert self._tg is not None
+        task = self._tg.create_task(coro, name=name)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    async def restart_uplink(self) -> None:
+        """New uplinks for the destinations of the (reloaded) config; the old ones say goodbye."""
+        assert self._tg is not None and self.outbox is not None
+        for task in self._uplink_tasks:
+            await stop_task(task, again_s=3.0)
+        self._uplink_tasks = []
+        self.uplink = None
+        self.uplinks = []
+        for uplink in await self._make_uplinks(self.outbox):
+            self._uplink_tasks.append(
+                self._tg.create_task(uplink.run(), name=f"uplink.{uplink.destination}")
+            )
+        if self.credentials is not None and self.uplink is not None:
+            self.credentials.attach(self.uplink)
+        log.warning("uplinks restarted with the new [upstream]")
+
+    async def publish_result(self, result: CommandResult) -> bool:
+        return await self.uplink.publish_result(result) if self.uplink is not None else False
 
     def _make_web(self) -> StatusServer | None:
         if self.config.web is None or not self.config.web.enabled:
@@ -592,6 +639,7 @@ class Gateway:
             "clock": self.clock_sync.wire(),
             "operator": self.operator.snapshot() if self.operator is not None else None,
             "certificates": self.credentials.status() if self.credentials is not None else None,
+            "config": self.remote_config.snapshot() if self.remote_config is not None else None,
         }
 
     async def status(self) -> dict[str, Any]:

@@ -1,8 +1,11 @@
-"""`citynerve config check`."""
+"""`citynerve config check | history | rollback`."""
 
 from __future__ import annotations
 
+import asyncio
+import getpass
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -11,15 +14,19 @@ from citynerve.gateway.api import ConfigError
 from citynerve.gateway.cli._common import (
     EXIT_INVALID,
     allow_insecure_secrets_option,
+    config_option,
     console,
     err_console,
+    fail,
     issue_dict,
     json_option,
+    load_or_exit,
     print_config_issues,
     print_json,
 )
 from citynerve.gateway.cli._groups import config
 from citynerve.gateway.config import load_config
+from citynerve.gateway.remoteconfig import ConfigHistory, HistoryError
 
 
 @config.command("check")
@@ -63,3 +70,78 @@ def check(file: Path, allow_insecure_secrets: bool, as_json: bool) -> None:
         f"{points} points, profiles: {', '.join(sorted(cfg.profiles)) or 'none'}",
         highlight=False,
     )
+
+
+@config.command("history")
+@config_option
+@json_option
+def history(config_path: Path, as_json: bool) -> None:
+    """List the config's snapshots and what happened to it (remote changes applied, confirmed,
+    reverted; local rollbacks), from the history folder beside the config (FILE.history/)."""
+    hist = ConfigHistory(config_path)
+    try:
+        current, snaps, events, pending = hist.current(), hist.snapshots(), hist.log(), hist.pending()
+    except (HistoryError, OSError) as err:
+        fail(str(err))
+    if as_json:
+        print_json(
+            {"current": current, "pending": pending, "snapshots": [s.to_dict() for s in snaps], "log": events}
+        )
+        return
+    console.print(f"running: version {current['version']} sha256 {current['sha256'][:16]}", highlight=False)
+    if pending:
+        console.print(f"pending health check: version {pending.get('version')}", highlight=False)
+    for s in reversed(snaps):
+        console.print(
+            f"snapshot {s.seq:4d}  {_when(s.saved_at)}  version {s.version}  {s.sha256[:16]}", highlight=False
+        )
+    for e in reversed(events[-20:]):
+        why = f"  ({e['reason']})" if e.get("reason") else ""
+        who = f"  by {e['by']}" if e.get("by") else ""
+        console.print(
+            f"{_when(e['at'])}  {e['what']:9}  version {e['version']}{who}{why}",
+            highlight=False,
+            markup=False,
+        )
+
+
+@config.command("rollback")
+@click.argument("version", required=False)
+@config_option
+@click.option(
+    "--no-reload", is_flag=True, help="Only write the file; do not ask a running gateway to reload."
+)
+@json_option
+def rollback(version: str | None, config_path: Path, no_reload: bool, as_json: bool) -> None:
+    """Put back the snapshot of VERSION (default: the newest snapshot) as the config. The config it
+    replaces is snapshotted first. A running gateway is then asked to reload; sections a reload
+    cannot change ([upstream], [rules], ...) need `systemctl restart citynerve`."""
+    from citynerve.gateway.commissioning import ask_reload
+
+    hist = ConfigHistory(config_path)
+    try:
+        if hist.pending():
+            fail("a remote config change is waiting for its health check; wait for its verdict")
+        snap, before = hist.rollback(version, by=f"local user {getpass.getuser()}")
+    except (HistoryError, OSError) as err:
+        fail(str(err))
+    cfg = load_or_exit(config_path)
+    report = None if no_reload else asyncio.run(ask_reload(Path(cfg.control.socket)))
+    out = {
+        "version": snap.version,
+        "sha256": snap.sha256,
+        "replaced": before,
+        "reload": report.outcome.value if report else "not_asked",
+        "restart_needed_for": list(report.restart_for) if report else [],
+    }
+    if as_json:
+        print_json(out)
+        return
+    reloaded = report.message() if report else "not reloaded"
+    console.print(f"config rolled back to version {snap.version} (was {before['version']}); {reloaded}")
+    if out["restart_needed_for"]:
+        console.print(f"restart needed for: {', '.join(out['restart_needed_for'])}")
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))

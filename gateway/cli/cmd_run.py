@@ -49,8 +49,13 @@ def run(
 
     An invalid config is refused with the same messages as `config check` (exit 2).
     """
+    from citynerve.gateway.remoteconfig import prepare_start
+
+    pending = prepare_start(config_path)  # a remote config change not confirmed yet: count or revert
     cfg = load_or_exit(config_path, allow_insecure_secrets=allow_insecure_secrets)
     setup_logging(log_level or cfg.log.level, log_format or cfg.log.format)
+    if pending:
+        logging.getLogger("citynerve.remoteconfig").warning("%s", pending)
     for warning in cfg.warnings:  # allowed, but an operator must see it in the journal
         logging.getLogger("citynerve.gateway.config").warning("%s", warning)
     if dry_run_actions and cfg.rules is not None:

@@ -22,13 +22,13 @@ from citynerve.gateway.store import AsyncOutbox, Lane
 from citynerve.gateway.uplink.command_ids import CommandOutcomes
 from citynerve.gateway.uplink.commands import CommandProcessor, CommandTarget, NonceCache, RemoteAction
 from citynerve.gateway.uplink.config import UpstreamConfig
-from citynerve.gateway.uplink.encoding import Encoding, MqttMessage, PlatformAck
+from citynerve.gateway.uplink.encoding import CommandResult, Encoding, MqttMessage, PlatformAck
 from citynerve.gateway.uplink.json_v1 import LANE_NAMES
 from citynerve.gateway.uplink.junk import JunkLimiter
 from citynerve.gateway.uplink.keys import load_key_ring
 from citynerve.gateway.uplink.permissions import KeyRing
 from citynerve.gateway.uplink.signing import ACK_SIGNING_CONTEXT
-from citynerve.gateway.uplink.state import UplinkState
+from citynerve.gateway.uplink.state import LinkState, UplinkState
 
 log = logging.getLogger("citynerve.gateway.uplink._uplink")
 
@@ -48,6 +48,7 @@ class UplinkMessages:
     _status: Callable[[], dict[str, Any]] | None
     _actions: Mapping[str, RemoteAction] | None
     _client: aiomqtt.Client | None
+    _state: LinkState
     _platform_key: KeyRing | None
     _processor: CommandProcessor | None
     _ack_seq: dict[Lane, int]
@@ -163,6 +164,16 @@ class UplinkMessages:
                 await client.publish(msg.topic, msg.payload, qos=1)
         finally:
             running.release()
+
+    async def publish_result(self, result: CommandResult) -> bool:
+        """Publish a result outside a command's own handling (a verdict that comes later, like a
+        config change's health check); False when not connected."""
+        client = self._client
+        if client is None or self._state is not LinkState.CONNECTED:
+            return False
+        msg = self._enc.command_result(result, seq=self._outbox.next_seq - 1)
+        await client.publish(msg.topic, msg.payload, qos=1)
+        return True
 
     def _make_processor(self, target: CommandTarget | None) -> CommandProcessor | None:
         if target is None:

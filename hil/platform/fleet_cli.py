@@ -1,4 +1,5 @@
-"""`python -m citynerve.hil.platform fleet ...`: operator controls, diagnostics and logs on a gateway.
+"""`python -m citynerve.hil.platform fleet ...`: operator controls, diagnostics, logs and config on a
+gateway, and staged config rollouts over many (`rollout-config`).
 
 Each subcommand signs one command with the given key, sends it and prints the gateway's answer as
 JSON (exit 0 when the outcome is ok). `logs` reassembles the chunked log tail and checks its hash.
@@ -23,7 +24,7 @@ from citynerve.hil.platform.fleet import FleetClient, UploadError
 @click.group()
 @click.option("--broker", "url", default="mqtt://127.0.0.1:1883", show_default=True)
 @click.option("--prefix", default="citynerve", show_default=True)
-@click.option("--gateway", "gateway_id", required=True)
+@click.option("--gateway", "gateway_id", help="the gateway (every subcommand but rollout-config)")
 @click.option("--hmac-key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
 @click.option("--key-id", help="id of the signing key on the gateway ([[upstream.commands.keys]])")
 @click.option("--timeout", "timeout_s", type=float, default=20.0, show_default=True)
@@ -32,7 +33,7 @@ def fleet(
     ctx: click.Context,
     url: str,
     prefix: str,
-    gateway_id: str,
+    gateway_id: str | None,
     hmac_key_file: Path,
     key_id: str | None,
     timeout_s: float,
@@ -58,8 +59,15 @@ def _client(o: dict[str, Any]) -> FleetClient:
     )
 
 
+def _gateway(o: dict[str, Any]) -> str:
+    if not o["gateway"]:
+        raise click.UsageError("--gateway is required")
+    return str(o["gateway"])
+
+
 def _send(ctx: click.Context, action: str, args: dict[str, Any]) -> None:
     o = ctx.obj
+    _gateway(o)
 
     async def main() -> dict[str, Any]:
         async with _client(o) as f:
@@ -175,7 +183,7 @@ def log_level(ctx: click.Context, level: str, for_s: float) -> None:
 def logs(ctx: click.Context, max_bytes: int, out: Path | None) -> None:
     """Fetch the log tail (chunked, hash-checked); prints it unless --out."""
     o = ctx.obj
-
+    _gateway(o)
     got: list[bytes] = []
 
     async def main() -> dict[str, Any]:
@@ -210,6 +218,113 @@ def restart(ctx: click.Context) -> None:
 def reboot(ctx: click.Context) -> None:
     """Reboot the gateway's machine (needs a key with the reboot permission)."""
     _send(ctx, "reboot", {})
+
+
+@fleet.command("config-push")
+@click.argument("document", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--version", "version", required=True, help="the version name the gateway reports")
+@click.option("--mode", type=click.Choice(["replace", "patch"]), default="replace", show_default=True)
+@click.option("--confirm-s", type=float, default=120.0, show_default=True)
+@click.pass_context
+def config_push(ctx: click.Context, document: Path, version: str, mode: str, confirm_s: float) -> None:
+    """Push a config (TOML, or a JSON merge patch with --mode patch) and wait for its verdict:
+    confirmed (exit 0), reverted, rejected (exit 1)."""
+    o = ctx.obj
+    gw = _gateway(o)
+    text = document.read_text(encoding="utf-8")
+
+    async def main() -> dict[str, Any]:
+        async with _client(o) as f:
+            out = await f.apply_config(gw, text, version=version, mode=mode, confirm_s=confirm_s)
+        return {**out, "outcome": "ok" if out["outcome"] in ("confirmed", "unchanged") else out["outcome"]}
+
+    _print(main)
+
+
+@fleet.command("config-get")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="write the config here")
+@click.pass_context
+def config_get(ctx: click.Context, out: Path | None) -> None:
+    """Fetch the running config (secrets redacted, chunked, hash-checked)."""
+    o = ctx.obj
+    gw = _gateway(o)
+    got: list[bytes] = []
+
+    async def main() -> dict[str, Any]:
+        async with _client(o) as f:
+            final, data = await f.fetch_upload(gw, "config_get")
+        got.append(data)
+        return final
+
+    def write() -> None:
+        if got and got[0]:
+            if out is not None:
+                out.write_bytes(got[0])
+            else:
+                sys.stdout.write(got[0].decode("utf-8", "replace"))
+
+    _print(main, before=write)
+
+
+@fleet.command("rollout-config")
+@click.argument("document", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--gateways", required=True, help="comma-separated gateway ids, or @FILE with one per line")
+@click.option("--version", "version", required=True)
+@click.option("--mode", type=click.Choice(["replace", "patch"]), default="patch", show_default=True)
+@click.option("--confirm-s", type=float, default=120.0, show_default=True)
+@click.option("--waves", default="1,10%,rest", show_default=True, help="counts, percentages, 'rest' last")
+@click.option("--max-failure-rate", type=float, default=0.0, show_default=True, help="0..1, per wave")
+@click.option("--concurrency", type=int, default=50, show_default=True)
+@click.pass_context
+def rollout_config(
+    ctx: click.Context,
+    document: Path,
+    gateways: str,
+    version: str,
+    mode: str,
+    confirm_s: float,
+    waves: str,
+    max_failure_rate: float,
+    concurrency: int,
+) -> None:
+    """Push one config document to many gateways in waves; stop when a wave's failure rate
+    (rejected, reverted, no verdict) passes --max-failure-rate. Prints the report per gateway as
+    JSON; exit 0 when every gateway confirmed. A whole-config (replace) document fits one gateway
+    only: fleets use patches (devices, rules, upstream, ...)."""
+    from citynerve.hil.platform.rollout import WaveSpecError, config_action, parse_waves, rollout
+
+    o = ctx.obj
+    if gateways.startswith("@"):
+        ids = [line.strip() for line in Path(gateways[1:]).read_text().splitlines() if line.strip()]
+    else:
+        ids = [g.strip() for g in gateways.split(",") if g.strip()]
+    try:
+        plan = parse_waves(waves)
+    except WaveSpecError as err:
+        raise click.BadParameter(str(err), param_hint="--waves") from err
+    if not 0 <= max_failure_rate <= 1:
+        raise click.BadParameter("must be in 0..1", param_hint="--max-failure-rate")
+    text = document.read_text(encoding="utf-8")
+
+    def progress(rep: Any) -> None:
+        click.echo(f"wave {rep.wave}: {rep.gateway} {rep.outcome} {rep.detail}".rstrip(), err=True)
+
+    async def main() -> dict[str, Any]:
+        async with _client(o) as f:
+            action = config_action(f, text, version=version, mode=mode, confirm_s=confirm_s)
+            report = await rollout(
+                ids,
+                action,
+                waves=plan,
+                max_failure_rate=max_failure_rate,
+                concurrency=concurrency,
+                on_gateway=progress,
+            )
+        out = report.to_dict()
+        out["outcome"] = "ok" if all(g.ok for g in report.gateways) else "failed"
+        return out
+
+    _print(main)
 
 
 # Keys and certificates, device read, support bundle: in a module of their own, on this group.

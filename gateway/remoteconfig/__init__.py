@@ -1,0 +1,7 @@
+"""Remote configuration with commit-confirm: config documents from the platform, the config
+history beside the config file, and the health check that confirms or reverts (docs/fleet.md)."""
+
+from citynerve.gateway.remoteconfig.history import ConfigHistory, HistoryError
+from citynerve.gateway.remoteconfig.manager import RemoteConfig, prepare_start
+
+__all__ = ["ConfigHistory", "HistoryError", "RemoteConfig", "prepare_start"]

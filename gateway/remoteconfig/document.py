@@ -1,0 +1,202 @@
+"""A config document from the platform: assembled from chunks (bounded, hash-checked), turned into
+the candidate config text (a whole TOML config, or a JSON merge patch of some sections applied to
+the running one) and validated with the checks of `citynerve config check`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import json
+import time
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from citynerve.gateway.api import ConfigError, ConfigIssue, GatewayError
+from citynerve.gateway.config import GatewayConfig, load_config
+
+MAX_DOCUMENT_BYTES = 512 * 1024  # a big district config is ~100 KB
+MAX_CHUNK_BYTES = 8 * 1024  # raw bytes per chunk: base64 in a command stays under the 16 KB inbound cap
+MAX_CHUNKS = MAX_DOCUMENT_BYTES // MAX_CHUNK_BYTES
+MAX_UPLOADS = 4  # uploads assembled at once; the oldest is dropped for a fifth
+UPLOAD_TTL_S = 600.0  # an upload not applied within this (monotonic) time is dropped
+MAX_PATCH_DEPTH = 16
+PATCH_SECTIONS = frozenset({"buses", "devices", "rules", "upstream", "web", "log", "clock"})
+"""Top-level sections a patch may change. `gateway` (the identity), `store`, `control`, `security`
+and `profile_dirs` change only with a whole document, and the gateway id and store path never."""
+
+
+class DocumentError(GatewayError):
+    """A config document that cannot be used: `reason` is the command's reject reason
+    (`bad_value`), `detail` says what and where."""
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(detail)
+
+
+@dataclass
+class _Upload:
+    count: int
+    started: float
+    parts: dict[int, bytes] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return sum(len(p) for p in self.parts.values())
+
+
+class ChunkAssembler:
+    """Chunks of config documents by upload id, bounded in number, size and age."""
+
+    def __init__(self, *, clock: Any = time.monotonic) -> None:
+        self._uploads: dict[str, _Upload] = {}
+        self._clock = clock
+
+    def add(self, upload: str, index: int, count: int, data: str) -> dict[str, Any]:
+        now = self._clock()
+        self._uploads = {k: u for k, u in self._uploads.items() if now - u.started < UPLOAD_TTL_S}
+        if not 0 < count <= MAX_CHUNKS:
+            raise DocumentError(f"count must be in 1..{MAX_CHUNKS}")
+        if not 0 <= index < count:
+            raise DocumentError(f"index must be in 0..{count - 1}")
+        try:
+            raw = base64.b64decode(data.encode("ascii"), validate=True)
+        except (binascii.Error, UnicodeEncodeError) as err:
+            raise DocumentError(f"data is not base64: {err}") from err
+        if len(raw) > MAX_CHUNK_BYTES:
+            raise DocumentError(f"a chunk holds at most {MAX_CHUNK_BYTES} bytes")
+        up = self._uploads.get(upload)
+        if up is None:
+            if len(self._uploads) >= MAX_UPLOADS:
+                oldest = min(self._uploads, key=lambda k: self._uploads[k].started)
+                del self._uploads[oldest]
+            up = self._uploads[upload] = _Upload(count, now)
+        if up.count != count:
+            raise DocumentError(f"upload {upload} has {up.count} chunks, not {count}")
+        up.parts[index] = raw
+        if up.size > MAX_DOCUMENT_BYTES:
+            del self._uploads[upload]
+            raise DocumentError(f"a document holds at most {MAX_DOCUMENT_BYTES} bytes")
+        return {"upload": upload, "received": len(up.parts), "count": count}
+
+    def take(self, upload: str) -> bytes:
+        up = self._uploads.get(upload)
+        if up is None:
+            raise DocumentError(f"no upload {upload!r} (never sent, or older than {UPLOAD_TTL_S:g} s)")
+        missing = [i for i in range(up.count) if i not in up.parts]
+        if missing:
+            raise DocumentError(f"upload {upload} misses chunks {missing[:20]}")
+        del self._uploads[upload]
+        return b"".join(up.parts[i] for i in range(up.count))
+
+
+def check_hash(data: bytes, sha256: object) -> None:
+    if not isinstance(sha256, str) or hashlib.sha256(data).hexdigest() != sha256.lower():
+        raise DocumentError("sha256 does not match the document")
+
+
+def candidate_text(current: str, document: bytes, mode: str) -> str:
+    """The config text the document asks for: the document itself (`replace`) or the running
+    config with a JSON merge patch (RFC 7396) of some sections applied (`patch`)."""
+    if len(document) > MAX_DOCUMENT_BYTES:
+        raise DocumentError(f"a document holds at most {MAX_DOCUMENT_BYTES} bytes")
+    try:
+        text = document.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DocumentError(f"the document is not UTF-8: {err}") from err
+    if mode == "replace":
+        try:
+            tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise DocumentError(f"the document is not TOML: {err}") from err
+        return text
+    if mode != "patch":
+        raise DocumentError("mode must be replace or patch")
+    try:
+        patch = json.loads(text)
+    except ValueError as err:
+        raise DocumentError(f"the patch is not JSON: {err}") from err
+    if not isinstance(patch, dict) or not patch:
+        raise DocumentError("the patch must be a non-empty JSON object")
+    bad = sorted(set(patch) - PATCH_SECTIONS)
+    if bad:
+        raise DocumentError(f"a patch may change {', '.join(sorted(PATCH_SECTIONS))}; not {', '.join(bad)}")
+    if _depth(patch) > MAX_PATCH_DEPTH:
+        raise DocumentError(f"the patch nests deeper than {MAX_PATCH_DEPTH}")
+    merged = merge_patch(tomllib.loads(current), patch)
+    try:
+        return tomli_w.dumps(merged)
+    except (TypeError, ValueError) as err:  # e.g. a null inside a list: TOML has no null
+        raise DocumentError(f"the patched config cannot be written as TOML: {err}") from err
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396: objects merge key by key, null deletes, anything else (lists too) replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    if level > MAX_PATCH_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
+
+
+def validate(config_path: Path, text: str, running: GatewayConfig) -> GatewayConfig:
+    """Check `text` as `config check` would, as if it were the file at `config_path` (relative
+    paths resolve the same), and refuse what would cut the gateway off its own data: another
+    gateway id or store. Raises ConfigError listing every issue with its key path."""
+    candidate = config_path.with_name(f".{config_path.name}.candidate")
+    candidate.write_text(text, encoding="utf-8")
+    candidate.chmod(0o600)
+    try:
+        cfg = load_config(candidate, allow_insecure_secrets=running.security.allow_insecure_secret_files)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            candidate.unlink()
+    issues = []
+    if cfg.gateway.id != running.gateway.id:
+        issues.append(
+            ConfigIssue(str(config_path), "gateway.id", "a remote config cannot change the gateway id")
+        )
+    if Path(cfg.store.path) != Path(running.store.path):
+        issues.append(ConfigIssue(str(config_path), "store.path", "a remote config cannot move the store"))
+    if issues:
+        raise ConfigError(issues)
+    return cfg
+
+
+def issues_text(err: ConfigError, limit: int = 6000) -> str:
+    """Every issue as `key path: message`, for a command's detail (cut at `limit` characters)."""
+    text = f"{len(err.issues)} issue(s): " + "; ".join(f"{i.shown}: {i.message}" for i in err.issues)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def redacted(text: str) -> str:
+    """The config with secrets replaced (as in the support bundle)."""
+    from citynerve.gateway.commissioning.redact import redact_config
+
+    return tomli_w.dumps(redact_config(tomllib.loads(text)))
+
+
+def issue_list(err: ConfigError) -> list[Mapping[str, str]]:
+    return [{"path": i.path, "shown": i.shown, "message": i.message} for i in err.issues]

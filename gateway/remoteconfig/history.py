@@ -1,0 +1,221 @@
+"""The config file's history: snapshots of configs that ran, the pending (unconfirmed) change and a
+log of what happened (applied, confirmed, reverted, rolled back), in a folder beside the config.
+
+    gw.toml                the running config
+    gw.toml.history/       index.json, 0007.toml ... (at most MAX_SNAPSHOTS), pending.json
+
+Every write is atomic (a temporary file, fsync, rename), so a power cut leaves the old or the new
+file, never half of one. The folder holds copies of the config, so it is the service user's alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from citynerve.gateway.api import GatewayError
+
+MAX_SNAPSHOTS = 10
+MAX_LOG = 100
+LOCAL_VERSION = "local"  # a config written by hand, not by the platform or a rollback
+
+
+class HistoryError(GatewayError):
+    """The config history folder cannot be read or written (or names no such version)."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"config history {path}: {problem}")
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def atomic_write(path: Path, data: str, mode: int = 0o600) -> None:
+    """Write `data` to `path` through a temporary file in the same folder: all or nothing."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    with contextlib.suppress(OSError):  # the rename itself durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    seq: int
+    version: str
+    sha256: str
+    file: str
+    saved_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "version": self.version,
+            "sha256": self.sha256,
+            "file": self.file,
+            "saved_at": self.saved_at,
+        }
+
+
+class ConfigHistory:
+    """Snapshots, the pending change and the log of one config file."""
+
+    def __init__(self, config_path: Path, max_snapshots: int = MAX_SNAPSHOTS) -> None:
+        self.config_path = Path(config_path)
+        self.dir = self.config_path.with_name(self.config_path.name + ".history")
+        self.max_snapshots = max_snapshots
+
+    # -- files -----------------------------------------------------------------------------------
+
+    def _index(self) -> dict[str, Any]:
+        path = self.dir / "index.json"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {"current": None, "snapshots": [], "log": [], "next_seq": 1}
+        except (OSError, ValueError) as err:
+            raise HistoryError(path, f"unreadable: {err}") from err
+        if not isinstance(data, dict):
+            raise HistoryError(path, "not a JSON object")
+        return data
+
+    def _save_index(self, data: Mapping[str, Any]) -> None:
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        atomic_write(self.dir / "index.json", json.dumps(data, indent=1, sort_keys=True))
+
+    def read_config(self) -> str:
+        return self.config_path.read_text(encoding="utf-8")
+
+    def write_config(self, text: str) -> None:
+        try:
+            mode = self.config_path.stat().st_mode & 0o777
+        except FileNotFoundError:
+            mode = 0o600
+        atomic_write(self.config_path, text, mode)
+
+    # -- what runs -------------------------------------------------------------------------------
+
+    def current(self, text: str | None = None) -> dict[str, str]:
+        """The running config's version and hash. A file changed by hand since the platform (or a
+        rollback) wrote it is version `local`."""
+        text = self.read_config() if text is None else text
+        digest = sha256_text(text)
+        cur = self._index().get("current") or {}
+        version = cur.get("version") if cur.get("sha256") == digest else None
+        return {"version": str(version or LOCAL_VERSION), "sha256": digest}
+
+    def set_current(self, version: str, digest: str) -> None:
+        data = self._index()
+        data["current"] = {"version": version, "sha256": digest}
+        self._save_index(data)
+
+    def snapshots(self) -> list[Snapshot]:
+        return [Snapshot(**s) for s in self._index().get("snapshots", [])]
+
+    def log(self) -> list[dict[str, Any]]:
+        return list(self._index().get("log", []))
+
+    def snapshot(self, text: str, version: str) -> Snapshot:
+        """Keep a copy of `text` (the config that runs now); the oldest beyond the bound go."""
+        data = self._index()
+        seq = int(data.get("next_seq", 1))
+        name = f"{seq:04d}.toml"
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        atomic_write(self.dir / name, text)
+        snap = Snapshot(seq, version, sha256_text(text), name, round(time.time(), 3))
+        snaps = [*data.get("snapshots", []), snap.to_dict()]
+        for old in snaps[: max(0, len(snaps) - self.max_snapshots)]:
+            with contextlib.suppress(FileNotFoundError):
+                (self.dir / old["file"]).unlink()
+        data["snapshots"] = snaps[-self.max_snapshots :]
+        data["next_seq"] = seq + 1
+        self._save_index(data)
+        return snap
+
+    def snapshot_text(self, snap: Snapshot) -> str:
+        text = (self.dir / snap.file).read_text(encoding="utf-8")
+        if sha256_text(text) != snap.sha256:
+            raise HistoryError(self.dir / snap.file, "snapshot does not match its hash")
+        return text
+
+    def find(self, version: str | None) -> Snapshot:
+        """The newest snapshot of `version` (None: the newest snapshot)."""
+        snaps = self.snapshots()
+        for snap in reversed(snaps):
+            if version is None or snap.version == version or snap.sha256.startswith(version):
+                return snap
+        known = ", ".join(s.version for s in snaps) or "none"
+        raise HistoryError(self.dir, f"no snapshot of version {version!r} (kept: {known})")
+
+    def note(self, what: str, version: str, digest: str, **more: Any) -> None:
+        """Add a line to the log (applied, confirmed, reverted, rollback, rejected)."""
+        data = self._index()
+        entry = {"at": round(time.time(), 3), "what": what, "version": version, "sha256": digest}
+        entry.update({k: v for k, v in more.items() if v is not None})
+        data["log"] = [*data.get("log", []), entry][-MAX_LOG:]
+        self._save_index(data)
+
+    # -- the change waiting for its health check ---------------------------------------------------
+
+    def pending(self) -> dict[str, Any] | None:
+        path = self.dir / "pending.json"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as err:
+            raise HistoryError(path, f"unreadable: {err}") from err
+        return data if isinstance(data, dict) else None
+
+    def set_pending(self, data: Mapping[str, Any]) -> None:
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        atomic_write(self.dir / "pending.json", json.dumps(data, sort_keys=True))
+
+    def clear_pending(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.dir / "pending.json").unlink()
+
+    # -- local rollback ----------------------------------------------------------------------------
+
+    def rollback(self, version: str | None, by: str) -> tuple[Snapshot, dict[str, str]]:
+        """Put the snapshot of `version` (default: the newest) in place of the config; the config
+        it replaces is snapshotted first. Returns the snapshot used and what ran before."""
+        snap = self.find(version)
+        text = self.snapshot_text(snap)
+        before_text = self.read_config()
+        before = self.current(before_text)
+        self.snapshot(before_text, before["version"])
+        self.write_config(text)
+        self.set_current(snap.version, snap.sha256)
+        self.clear_pending()
+        self.note("rollback", snap.version, snap.sha256, by=by, replaced=before["version"])
+        return snap, before
+
+    def find_seq(self, seq: int) -> Snapshot:
+        for snap in self.snapshots():
+            if snap.seq == seq:
+                return snap
+        raise HistoryError(self.dir, f"no snapshot {seq}")

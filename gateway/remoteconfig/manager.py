@@ -1,0 +1,457 @@
+"""Remote configuration with commit-confirm (docs/fleet.md, "Remote configuration").
+
+`config_apply` validates the document like `config check`, snapshots the running config, writes
+the new one with a pending marker, answers, then applies it: a hot reload for buses and devices, a
+new uplink for `[upstream]`, a service restart for the rest. A health check follows: the uplink
+connected, no bus down that was up, no device faulted that was not. Healthy within `confirm_s`:
+confirmed. Not: the snapshot goes back in place, applied the same way, and the gateway reports
+why, as an event and as a second result of the same command. A restart in the middle (crash,
+power cut) finds the pending marker: the check runs again from the start; after
+MAX_PENDING_STARTS starts without a verdict the snapshot is put back before the config is loaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from citynerve.gateway.api import (
+    SYSTEM_CLOCK,
+    Clock,
+    ConfigError,
+    Event,
+    EventState,
+    GatewayError,
+    Severity,
+)
+from citynerve.gateway.config import GatewayConfig
+from citynerve.gateway.remoteconfig.document import (
+    ChunkAssembler,
+    DocumentError,
+    candidate_text,
+    check_hash,
+    issues_text,
+    redacted,
+    validate,
+)
+from citynerve.gateway.remoteconfig.history import ConfigHistory, HistoryError, sha256_text
+from citynerve.gateway.uplink.commands import Caller, Chunked, RemoteAction
+from citynerve.gateway.uplink.encoding import CommandOutcome, CommandResult, RejectReason
+from citynerve.gateway.uplink.errors import CommandRejectedError
+from citynerve.gateway.uplink.permissions import Permission
+
+log = logging.getLogger("citynerve.remoteconfig")
+
+CONFIG_KIND = "config"
+CONFIG_RULE = "config"
+DEFAULT_CONFIRM_S = 120.0
+MIN_CONFIRM_S, MAX_CONFIRM_S = 5.0, 1800.0
+SETTLE_S = 3.0  # at least this long after applying before a verdict (devices polled once more)
+APPLY_DELAY_S = 0.5  # the answer leaves before the uplink may be replaced
+MAX_PENDING_STARTS = 3  # starts of a pending config without a verdict, then it is reverted unseen
+HOT_SECTIONS = frozenset({"upstream"})  # restart_needed_for entries handled without a restart
+_VERSION_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-")
+
+
+class Reconfigurable(Protocol):
+    """What the runtime offers (citynerve.gateway.runtime.Gateway)."""
+
+    config: GatewayConfig
+
+    async def reload(self) -> dict[str, Any]: ...
+
+    async def restart_uplink(self) -> None: ...
+
+    def request_restart(self, delay_s: float) -> None: ...
+
+    def uplink_state(self) -> dict[str, Any] | None: ...
+
+    def bus_stats(self) -> list[dict[str, Any]]: ...
+
+    async def publish_result(self, result: CommandResult) -> bool: ...
+
+
+def health(gateway: Reconfigurable) -> dict[str, Any]:
+    """The figures a change is judged on: uplink connected, buses down, devices faulted, devices
+    not yet polled."""
+    up = gateway.uplink_state()
+    faulted, unknown, down = [], [], []
+    for bus in gateway.bus_stats():
+        if bus.get("channel") == "down":
+            down.append(bus["id"])
+        for dev in bus.get("devices", []):
+            if dev.get("online"):
+                continue
+            if dev.get("consecutive_failures") or dev.get("errors"):
+                faulted.append(dev["id"])
+            else:
+                unknown.append(dev["id"])
+    return {
+        "uplink": None if up is None else bool(up.get("connected")),
+        "buses_down": sorted(down),
+        "faulted": sorted(faulted),
+        "unpolled": sorted(unknown),
+    }
+
+
+def verdict(before: Mapping[str, Any], now: Mapping[str, Any], *, require_polled: bool = True) -> str | None:
+    """None when `now` is healthy compared with `before`, else why not. `require_polled`: devices
+    not polled yet count against it (the first half of the window; a device that reports rarely,
+    a radio sensor, must not fail a change by keeping quiet)."""
+    if now["uplink"] is False:
+        return "uplink not connected"
+    new_down = sorted(set(now["buses_down"]) - set(before.get("buses_down", [])))
+    if new_down:
+        return f"buses down: {', '.join(new_down)}"
+    new_faults = sorted(set(now["faulted"]) - set(before.get("faulted", [])))
+    if new_faults:
+        return f"devices faulted: {', '.join(new_faults[:20])}"
+    if require_polled and now["unpolled"]:
+        return f"devices not polled yet: {', '.join(now['unpolled'][:20])}"
+    return None
+
+
+def prepare_start(config_path: Path) -> str | None:
+    """Before `citynerve run` loads its config: count a start of a pending (unconfirmed) config;
+    past MAX_PENDING_STARTS, put its snapshot back (a config that keeps the gateway from running
+    long enough to confirm is a bad config). Returns what was done, for the log."""
+    hist = ConfigHistory(config_path)
+    try:
+        pending = hist.pending()
+        if pending is None or pending.get("state") == "reverted":
+            return None
+        starts = int(pending.get("starts", 0)) + 1
+        if starts <= MAX_PENDING_STARTS:
+            hist.set_pending({**pending, "starts": starts})
+            return f"config {pending.get('version')} pending confirmation (start {starts})"
+        text = hist.snapshot_text(hist.find_seq(int(pending["snapshot"])))
+        hist.write_config(text)
+        prev = pending.get("previous") or {}
+        hist.set_current(str(prev.get("version", "local")), sha256_text(text))
+        reason = f"not confirmed after {MAX_PENDING_STARTS} starts"
+        hist.note("reverted", str(pending.get("version")), str(pending.get("sha256")), reason=reason)
+        hist.set_pending({**pending, "state": "reverted", "reason": reason, "starts": starts})
+        return f"config {pending.get('version')} reverted: {reason}"
+    except (HistoryError, OSError, ValueError, KeyError) as err:
+        return f"pending config change unreadable: {err}"
+
+
+class RemoteConfig:
+    """The gateway's side of remote configuration: its remote actions and the health check."""
+
+    def __init__(
+        self,
+        gateway: Reconfigurable,
+        *,
+        events: Callable[[Event], None],
+        spawn: Callable[[Any, str], Any],
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.gateway = gateway
+        self.history = ConfigHistory(gateway.config.source)
+        self._events = events
+        self._spawn = spawn  # starts a task in the gateway's task group
+        self._clock = clock
+        self.chunks = ChunkAssembler(clock=clock.monotonic)
+        self._busy = False
+        self.last: dict[str, Any] | None = None
+        self.pending: dict[str, Any] | None = None
+        try:
+            self.current = self.history.current()
+        except (HistoryError, OSError) as err:
+            log.error("config history unreadable: %s", err)
+            self.current = {"version": "local", "sha256": ""}
+
+    # -- status ----------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """For status and the birth message."""
+        out: dict[str, Any] = {"version": self.current["version"], "sha256": self.current["sha256"]}
+        if self.pending is not None:
+            out["pending"] = {
+                k: self.pending.get(k) for k in ("version", "sha256", "command_id", "confirm_s", "applied")
+            }
+        if self.last is not None:
+            out["last"] = self.last
+        return out
+
+    # -- remote actions ----------------------------------------------------------------------------
+
+    def actions(self) -> dict[str, RemoteAction]:
+        return {
+            "config_chunk": RemoteAction(Permission.CONFIGURE, self._chunk),
+            "config_apply": RemoteAction(Permission.CONFIGURE, self._apply),
+            "config_get": RemoteAction(Permission.READ, self._get),
+        }
+
+    async def _chunk(self, args: dict[str, Any], caller: Caller) -> Mapping[str, Any]:
+        upload, index, count, data = (args.get(k) for k in ("upload", "index", "count", "data"))
+        if not isinstance(upload, str) or not 0 < len(upload) <= 64:
+            raise CommandRejectedError(RejectReason.BAD_VALUE, "upload must be a short string")
+        if not _is_int(index) or not _is_int(count) or not isinstance(data, str):
+            raise CommandRejectedError(
+                RejectReason.BAD_VALUE, "index, count (int) and data (base64) are required"
+            )
+        assert isinstance(index, int) and isinstance(count, int)
+        try:
+            return self.chunks.add(upload, index, count, data)
+        except DocumentError as err:
+            raise CommandRejectedError(RejectReason.BAD_VALUE, err.detail) from err
+
+    async def _get(self, args: dict[str, Any], caller: Caller) -> Chunked:
+        from citynerve.gateway.fleet import chunked
+
+        text = self.history.read_config()
+        data = redacted(text).encode("utf-8")
+        out = chunked(data, caller.command_id)
+        summary = {**out.summary, "version": self.current["version"], "config_sha256": sha256_text(text)}
+        return Chunked(summary, out.parts)
+
+    async def _apply(self, args: dict[str, Any], caller: Caller) -> Mapping[str, Any]:
+        def bad(detail: str) -> CommandRejectedError:
+            return CommandRejectedError(RejectReason.BAD_VALUE, detail)
+
+        version, mode = args.get("version"), args.get("mode", "replace")
+        confirm_s = args.get("confirm_s", DEFAULT_CONFIRM_S)
+        if not isinstance(version, str) or not 0 < len(version) <= 64 or set(version) - _VERSION_CHARS:
+            raise bad("version must be a short string (letters, digits, . _ : -)")
+        if version == "local":
+            raise bad("version 'local' is reserved for configs written by hand")
+        if (
+            isinstance(confirm_s, bool)
+            or not isinstance(confirm_s, int | float)
+            or not math.isfinite(confirm_s)
+        ):
+            raise bad("confirm_s must be a number")
+        if not MIN_CONFIRM_S <= confirm_s <= MAX_CONFIRM_S:
+            raise bad(f"confirm_s must be in {MIN_CONFIRM_S:g}..{MAX_CONFIRM_S:g}")
+        if "document" in args:
+            doc = args["document"]
+            if not isinstance(doc, str):
+                raise bad("document must be a string")
+            data = doc.encode("utf-8")
+        elif isinstance(args.get("upload"), str):
+            try:
+                data = self.chunks.take(args["upload"])
+            except DocumentError as err:
+                raise bad(err.detail) from err
+        else:
+            raise bad("give the document inline (document) or as chunks (upload)")
+        if self._busy or self.pending is not None:
+            raise bad("another config change is waiting for its health check")
+        self._busy = True
+        try:
+            check_hash(data, args.get("sha256"))
+            running = self.history.read_config()
+            text = candidate_text(running, data, str(mode))
+            try:
+                await asyncio.to_thread(validate, self.gateway.config.source, text, self.gateway.config)
+            except ConfigError as err:
+                detail = f"invalid config: {issues_text(err)}"
+                self._report("rejected", version, sha256_text(text), caller, detail, Severity.WARNING)
+                raise bad(detail) from err
+            digest = sha256_text(text)
+            if digest == sha256_text(running):
+                self.current = {"version": version, "sha256": digest}
+                self.history.set_current(version, digest)
+                return {"version": version, "sha256": digest, "state": "unchanged"}
+            snap = self.history.snapshot(running, self.current["version"])
+            pending = {
+                "command_id": caller.command_id,
+                "by": caller.key_id,
+                "version": version,
+                "sha256": digest,
+                "previous": dict(self.current),
+                "snapshot": snap.seq,
+                "confirm_s": float(confirm_s),
+                "baseline": health(self.gateway),
+                "starts": 0,
+                "state": "pending",
+            }
+            self.history.set_pending(pending)
+            self.history.write_config(text)
+            self.history.set_current(version, digest)
+            self.history.note("applied", version, digest, by=f"platform key {caller.key_id}")
+        except DocumentError as err:
+            raise bad(err.detail) from err
+        except (HistoryError, OSError) as err:
+            raise CommandRejectedError(RejectReason.INTERNAL, f"cannot write the config: {err}") from err
+        finally:
+            self._busy = False
+        self.pending = pending
+        self.current = {"version": version, "sha256": digest}
+        self._spawn(self._apply_and_check(pending), "config.apply")
+        log.warning(
+            "config %s (%s) written by platform key %s; applying", version, digest[:12], caller.key_id
+        )
+        return {"version": version, "sha256": digest, "state": "pending", "confirm_s": float(confirm_s)}
+
+    # -- applying and the health check ---------------------------------------------------------------
+
+    async def resume(self) -> None:
+        """At start: a pending change (the process restarted in the middle) is checked again, or
+        reported when prepare_start reverted it."""
+        try:
+            pending = self.history.pending()
+        except HistoryError as err:
+            log.error("%s", err)
+            return
+        if pending is None:
+            return
+        if pending.get("state") == "reverted":
+            self.history.clear_pending()
+            await self._verdict(pending, str(pending.get("reason")), reverted=True)
+            return
+        self.pending = pending
+        log.warning("config %s pending confirmation after a restart: checking health", pending.get("version"))
+        await self._check(pending, self._clock.monotonic())
+
+    async def _apply_and_check(self, pending: dict[str, Any]) -> None:
+        await asyncio.sleep(APPLY_DELAY_S)
+        started = self._clock.monotonic()
+        try:
+            applied = await self._apply_file()
+        except (GatewayError, OSError) as err:
+            await self._revert(pending, f"cannot apply: {err}")
+            return
+        if applied == "restart":
+            return  # the next start checks health (resume)
+        pending["applied"] = applied
+        await self._check(pending, started)
+
+    async def _apply_file(self) -> str:
+        """Apply the config file now in place: `hot`, `uplink` or `restart` (requested)."""
+        before = self.gateway.config
+        outcome = await self.gateway.reload()
+        needs = set(outcome.get("restart_needed_for", []))
+        after = self.gateway.config
+        # Read only at start, and not compared by reload: the log setup and the security switches.
+        needs.update(n for n in ("log", "security") if getattr(before, n) != getattr(after, n))
+        if needs - HOT_SECTIONS:
+            log.warning("config change needs a restart (%s): restarting", ", ".join(sorted(needs)))
+            self.gateway.request_restart(0.5)
+            return "restart"
+        if "upstream" in needs:
+            await self.gateway.restart_uplink()
+            return "uplink"
+        return "hot"
+
+    async def _check(self, pending: dict[str, Any], started: float) -> None:
+        deadline = started + float(pending.get("confirm_s", DEFAULT_CONFIRM_S))
+        baseline = pending.get("baseline") or {}
+        why: str | None = "no verdict"
+        while True:
+            now = self._clock.monotonic()
+            window = float(pending.get("confirm_s", DEFAULT_CONFIRM_S))
+            why = verdict(baseline, health(self.gateway), require_polled=now - started < window / 2)
+            if why is None and now - started >= SETTLE_S:
+                break
+            if now >= deadline:
+                await self._revert(
+                    pending, f"health not confirmed within {pending.get('confirm_s'):g} s: {why}"
+                )
+                return
+            await asyncio.sleep(0.5)
+        self.history.clear_pending()
+        self.history.note("confirmed", str(pending["version"]), str(pending["sha256"]))
+        self.pending = None
+        await self._verdict(pending, "healthy", reverted=False)
+
+    async def _revert(self, pending: dict[str, Any], reason: str) -> None:
+        log.error("config %s: %s; reverting to %s", pending.get("version"), reason, pending.get("previous"))
+        try:
+            text = self.history.snapshot_text(self.history.find_seq(int(pending["snapshot"])))
+            self.history.write_config(text)
+            prev = pending.get("previous") or {}
+            self.current = {"version": str(prev.get("version", "local")), "sha256": sha256_text(text)}
+            self.history.set_current(self.current["version"], self.current["sha256"])
+            self.history.note("reverted", str(pending["version"]), str(pending["sha256"]), reason=reason)
+            self.history.set_pending({**pending, "state": "reverted", "reason": reason})
+            applied = await self._apply_file()
+        except (GatewayError, OSError, KeyError, ValueError) as err:
+            log.exception("config %s: the revert failed", pending.get("version"))
+            reason = f"{reason}; the revert failed: {err}"
+            applied = "failed"
+        if applied == "restart":
+            return  # reported after the restart (resume sees state reverted)
+        self.history.clear_pending()
+        self.pending = None
+        await self._verdict(pending, reason, reverted=True)
+
+    async def _verdict(self, pending: Mapping[str, Any], reason: str, *, reverted: bool) -> None:
+        what = "reverted" if reverted else "confirmed"
+        version, digest = str(pending.get("version")), str(pending.get("sha256"))
+        self.last = {
+            "command_id": pending.get("command_id"),
+            "version": version,
+            "sha256": digest,
+            "outcome": what,
+            "reason": reason,
+            "at": round(self._clock.wall(), 3),
+        }
+        self.pending = None
+        caller = Caller(str(pending.get("by", "?")), str(pending.get("command_id", "")))
+        self._report(what, version, digest, caller, reason, Severity.WARNING if reverted else Severity.INFO)
+        result = CommandResult(
+            str(pending.get("command_id")),
+            "config_apply",
+            CommandOutcome.FAILED if reverted else CommandOutcome.OK,
+            RejectReason.DEVICE_ERROR if reverted else None,
+            reason if reverted else "",
+            result={
+                "version": version,
+                "sha256": digest,
+                "state": what,
+                "reason": reason,
+                "running": self.current,
+            },
+        )
+        # The platform hears the verdict as a second result of the same command, once the uplink
+        # (the old one, after a revert) is connected; the event is the durable record.
+        self._spawn(self._publish_late(result), "config.result")
+
+    async def _publish_late(self, result: CommandResult) -> None:
+        end = time.monotonic() + 600.0
+        while time.monotonic() < end:
+            try:
+                if await self.gateway.publish_result(result):
+                    return
+            except Exception as err:  # a broken link: try again while the window lasts
+                log.debug("config result not published yet: %s", err)
+            await asyncio.sleep(1.0)
+        log.warning(
+            "config result for %s not published: no uplink for 600 s (the event carries it)",
+            result.command_id,
+        )
+
+    def _report(
+        self, what: str, version: str, digest: str, caller: Caller, reason: str, severity: Severity
+    ) -> None:
+        attrs = {"what": what, "version": version, "sha256": digest, "command_id": caller.command_id}
+        if reason:
+            attrs["reason"] = reason[:2000]
+        attrs["who"] = f"platform key {caller.key_id}"
+        log.warning("config %s %s: %s", version, what, reason)
+        self._events(
+            Event(
+                self.gateway.config.gateway.id,
+                CONFIG_KIND,
+                EventState.RAISED,
+                severity,
+                self._clock.wall(),
+                CONFIG_RULE,
+                None,
+                f"config {version} {what}" + (f": {reason[:200]}" if reason else ""),
+                attrs,
+                one_shot=True,
+            )
+        )
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
