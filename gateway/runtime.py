@@ -50,6 +50,7 @@ from citynerve.gateway.uplink.commands import PointInfo
 from citynerve.gateway.wiring import BusSupervisor, BusWiring, RuledBusSink
 
 if TYPE_CHECKING:
+    from citynerve.gateway.release.remote import RemoteUpdate
     from citynerve.gateway.rules import PersistentRuleEngine
     from citynerve.gateway.uplink import Uplink
     from citynerve.gateway.web import StatusServer
@@ -116,6 +117,7 @@ class Gateway:
         self.host = HostControl()  # tests put a subclass here: a test never reboots the machine
         self.restart_requested = False
         self._stop: asyncio.Event | None = None
+        self.remote_update: RemoteUpdate | None = None
 
     @property
     def owners(self) -> dict[str, BusOwner]:
@@ -233,6 +235,8 @@ class Gateway:
                 uplink = self._make_uplink(self.outbox)
                 if uplink is not None:
                     others.append(tg.create_task(uplink.run(), name="uplink"))
+                if self.remote_update is not None:
+                    others.append(tg.create_task(self.remote_update.run(), name="update"))
                 web = self._make_web()
                 if web is not None:
                     others.append(tg.create_task(web.run(), name="web"))
@@ -380,13 +384,28 @@ class Gateway:
             return None
         from citynerve.gateway.uplink import Uplink
 
+        actions = self._remote_actions()
+        inbound = {}
+        if self.config.update is not None:  # software updates from the platform (docs/fleet.md)
+            from citynerve.gateway.release.remote import RemoteUpdate
+
+            self.remote_update = RemoteUpdate(
+                self.config.update,
+                config_path=self.config.source,
+                gateway_id=self.config.gateway.id,
+                topic_base=f"{self.config.upstream.topic_prefix}/{self.config.gateway.id}",
+                events=self._event,
+            )
+            actions.update(self.remote_update.actions())
+            inbound[self.remote_update.chunk_filter] = self.remote_update.on_chunk
         self.uplink = Uplink(
             self.config.upstream,
             gateway_id=self.config.gateway.id,
             outbox=outbox,
             inventory=self.inventory,
             commands=self,
-            actions=self._remote_actions(),
+            actions=actions,
+            inbound=inbound,
             status=self.brief_status,
             restamp=self.clock_sync.restamp,
         )
@@ -570,6 +589,7 @@ class Gateway:
             "writer": self.writer.counters().to_dict() if self.writer else None,
             "pipeline": self.pipeline.counters().to_dict() if self.pipeline else None,
             "uplink": self.uplink.snapshot().to_dict() if self.uplink is not None else None,
+            "software_update": self.remote_update.status() if self.remote_update is not None else None,
             "clock": {
                 **self.clock_sync.wire(),
                 **self.clock_sync.to_dict(),

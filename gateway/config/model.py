@@ -132,6 +132,7 @@ class GatewayConfig:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     warnings: tuple[ConfigIssue, ...] = ()  # allowed but weakening: `config check` shows, `run` logs
     clock: ClockConfig = field(default_factory=ClockConfig)
+    update: Any | None = None  # citynerve.gateway.release.config.UpdateConfig
 
     def bus(self, bus_id: str) -> BusConfig:
         for b in self.buses:

@@ -17,7 +17,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -86,8 +86,12 @@ class Uplink:
         status: Callable[[], dict[str, Any]] | None = None,
         encoding: Encoding | None = None,
         restamp: Callable[[OutboxRow], OutboxRow] | None = None,
+        inbound: Mapping[str, Callable[[str, bytes], Awaitable[None]]] | None = None,
     ) -> None:
         self.config = config
+        # More topics from the platform (filter -> handler), e.g. software update chunks: the
+        # handler checks every message itself and never raises.
+        self._inbound = dict(inbound or {})
         # events stamped before the clock was synchronised (citynerve.gateway.timesync)
         self._restamp = restamp
         self.gateway_id = gateway_id
@@ -310,6 +314,8 @@ class Uplink:
         self._events_clear = -1
         self._replay_until = self._outbox.next_seq - 1
         await client.subscribe(self._enc.command_topic, qos=1)
+        for topic_filter in self._inbound:
+            await client.subscribe(topic_filter, qos=1)
         if self._e2e:
             await client.subscribe(self._enc.ack_topic, qos=1)
         birth = await self._status_message(online=True)
@@ -661,6 +667,11 @@ class Uplink:
                     continue
                 await running.acquire()
                 tg.create_task(self._command(client, payload, running), name="uplink.command")
+            else:
+                for topic_filter, handler in self._inbound.items():
+                    if message.topic.matches(topic_filter):
+                        await handler(topic, payload)
+                        break
 
     async def _command(self, client: aiomqtt.Client, payload: bytes, running: asyncio.Semaphore) -> None:
         try:

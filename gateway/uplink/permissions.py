@@ -22,7 +22,7 @@ class Permission(enum.StrEnum):
     READ = "read"  # look: read a point, diagnostics, logs
     OPERATE = "operate"  # day-to-day operation: write a point, restart a bus, away, maintenance, ack
     CONFIGURE = "configure"  # change how the gateway runs: log level, (later) config documents
-    UPDATE = "update"  # software updates (reserved for the releases issue)
+    UPDATE = "update"  # software updates (update_start; citynerve.gateway.release.remote)
     REBOOT = "reboot"  # restart the machine
 
 
