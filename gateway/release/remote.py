@@ -159,7 +159,7 @@ class RemoteUpdate:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._fd: int | None = None
-        self._tokens = 0.0
+        self._tokens = config.max_chunks_per_s  # a full bucket: one second's worth at once
         self._tokens_t = time.monotonic()
         self.dropped = 0
         self.chunks = 0

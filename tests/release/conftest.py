@@ -4,12 +4,17 @@ into a signed bundle by the same tool a release manager runs (hil/tools/bundle.p
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import platform
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -108,3 +113,23 @@ def resigned(bundle: Path, dest: Path) -> Path:
     with tarfile.open(out, "w:gz") as tar:
         tar.add(folder, arcname=folder.name)
     return out
+
+
+class _QuietFiles(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def http_folder(folder: Path) -> Iterator[str]:
+    """`folder` served over HTTP on a free loopback port (the URL a platform would give)."""
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietFiles, directory=str(folder))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

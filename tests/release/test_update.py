@@ -13,17 +13,13 @@ rollback` then goes back to 1.0.0, which reads the outbox 1.0.1 wrote."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import hashlib
-import http.server
 import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,7 +34,7 @@ from citynerve.hil.platform.fleet import FleetClient
 from citynerve.hil.platform.fleet_update import Bundle, update_gateway
 from tests.integration.conftest import gateway_config
 
-from .conftest import ReleaseKey, build, install_from_bundle, resigned
+from .conftest import ReleaseKey, build, http_folder, install_from_bundle, resigned
 
 pytestmark = pytest.mark.slow
 DEADLINE = "20"
@@ -62,26 +58,6 @@ def remote_update_config(site: Path, root: Path) -> str:
         f'\n[update]\nroot = "{root}"\nservice = "process"\ndeadline_s = {DEADLINE}\nsettle_s = 2\n'
         f"disk_budget_bytes = {200 * MIB}\n"
     )
-
-
-class _QuietFiles(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def http_folder(folder: Path) -> Iterator[str]:
-    """`folder` served over HTTP on a free loopback port (the URL a platform would give)."""
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_QuietFiles, directory=str(folder))
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 async def remote_updates(
