@@ -6,9 +6,10 @@ updates it remotely: a key without the `update` class is refused, a bundle too b
 budget is refused before any byte moves, a bundle signed with a foreign key (served over HTTP on
 loopback) is downloaded and refused; 1.0.1 is pushed in chunks, the gateway is restarted in the
 middle, the transfer resumes, the update applies and is confirmed healthy, reported on the result
-topic and on the events lane. Then locally: 1.0.2 migrates the outbox and never reports healthy
-(rolled back, outbox restored to what 1.0.1 reads); 1.0.3 crash-loops (rolled back); `update
-rollback` then goes back to 1.0.0, which reads the outbox 1.0.1 wrote."""
+topic and on the events lane. 1.0.2, downloaded by the gateway from a URL, migrates the outbox and
+never reports healthy: rolled back, outbox restored to what 1.0.1 reads, the rollback reported to
+the platform. Then locally: 1.0.3 crash-loops (rolled back); `update rollback` goes back to 1.0.0,
+which reads the outbox 1.0.1 wrote."""
 
 from __future__ import annotations
 
@@ -60,6 +61,41 @@ def remote_update_config(site: Path, root: Path) -> str:
     )
 
 
+def update_steps(platform: PlatformConsumer, update_id: str) -> list[str]:
+    """The phases of one update, as the platform received them on the events lane."""
+    return [
+        e["attrs"]["phase"]
+        for e in platform.store.events(GW)
+        if e["kind"] == "software_update" and e["attrs"]["update_id"] == update_id
+    ]
+
+
+async def until_step(platform: PlatformConsumer, update_id: str, phase: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while phase not in update_steps(platform, update_id):
+        assert time.monotonic() < deadline, update_steps(platform, update_id)
+        await asyncio.sleep(0.5)
+
+
+async def remote_rollback(broker: MosquittoBroker, bundle: Path, tmp: Path) -> None:
+    """A release that never reports healthy, downloaded from a URL: rolled back and reported."""
+    releases = CommandSigner(hmac_key=RELEASES_KEY)
+    async with (
+        PlatformConsumer(host=broker.host, port=broker.port, db_path=tmp / "platform.db") as platform,
+        FleetClient(broker.host, broker.port, releases, key_id="releases", timeout_s=5) as fleet,
+    ):
+        await platform.wait_connected()  # subscribed before the first event
+        with http_folder(bundle.parent) as base:
+            url_bundle = Bundle.from_file(bundle, url=f"{base}/{bundle.name}")
+            out = await update_gateway(fleet, GW, url_bundle, timeout_s=400)
+        assert out.phase == "rolled-back" and "control socket does not answer" in out.reason, out
+        assert (out.release["from"], out.release["to"], out.release["current"]) == ("1.0.1", "1.0.2", "1.0.1")
+        await until_step(platform, out.update_id, "rolled-back")
+        # The verdict is written after the outbox restore; earlier steps may be gone with it (the
+        # restored outbox numbers its rows from the copy again): only the verdict is asserted.
+        assert update_steps(platform, out.update_id)[-1] == "rolled-back"
+
+
 async def remote_updates(
     broker: MosquittoBroker, service: ProcessService, bundles: dict[str, Path], tmp: Path, root: Path
 ) -> None:
@@ -75,6 +111,7 @@ async def remote_updates(
         FleetClient(broker.host, broker.port, releases, key_id="releases", timeout_s=5) as fleet,
         FleetClient(broker.host, broker.port, CommandSigner(hmac_key=OPS_KEY), key_id="district-ops") as ops,
     ):
+        await platform.wait_connected()  # subscribed before the first event
         # A district operator's key cannot update.
         out = await update_gateway(ops, GW, bundles["1.0.1"], timeout_s=60)
         assert (out.phase, out.rejected) == ("refused", "not_permitted"), out
@@ -119,22 +156,11 @@ async def remote_updates(
         assert "bytes on disk, waiting for the rest" in (root / "update" / "service.log").read_text()
 
         # The events lane carries every step, durable across the restart.
-        def steps(update_id: str) -> list[str]:
-            events = platform.store.events(GW)
-            return [
-                e["attrs"]["phase"]
-                for e in events
-                if e["kind"] == "software_update" and e["attrs"]["update_id"] == update_id
-            ]
-
-        deadline = time.monotonic() + 60
-        while "confirmed" not in steps(out.update_id):
-            assert time.monotonic() < deadline, steps(out.update_id)
-            await asyncio.sleep(0.5)
-        got = steps(out.update_id)
+        await until_step(platform, out.update_id, "confirmed")
+        got = update_steps(platform, out.update_id)
         assert got[0] == "receiving" and got[-1] == "confirmed", got
         assert {"verifying", "applying", "restarting"} <= set(got), got
-        assert steps(bad.update_id)[-1] == "failed"
+        assert update_steps(platform, bad.update_id)[-1] == "failed"
 
 
 def never_healthy_with_a_migration(src: Path) -> None:
@@ -249,10 +275,12 @@ def test_apply_confirms_a_good_release_and_rolls_back_bad_ones(
         wait_for("1.0.1 running", lambda: running("1.0.1"))
         schema = sqlite3.connect(outbox).execute("PRAGMA user_version").fetchone()[0]
 
-        # Migrates the outbox, then never reports healthy: the watchdog switches back by itself
-        # and restores the outbox that 1.0.1 reads.
-        code, state = update("apply", str(bundles["1.0.2"]))
-        assert code == 1 and state["phase"] == "rolled-back", state
+        # Migrates the outbox, then never reports healthy (the platform gives its URL): the
+        # watchdog switches back by itself and restores the outbox that 1.0.1 reads; the 1.0.1
+        # running again reports the rollback to the platform.
+        asyncio.run(remote_rollback(broker, bundles["1.0.2"], tmp_path))
+        state = json.loads((root / "update" / "state.json").read_text())
+        assert state["phase"] == "rolled-back", state
         assert "control socket does not answer" in state["reason"]
         assert state["outbox_restored"] is True and state["old_healthy"] is True
         assert links() == ("releases/1.0.1", "releases/1.0.1")
