@@ -51,6 +51,7 @@ from citynerve.gateway.uplink.commands import PointInfo
 from citynerve.gateway.wiring import BusSupervisor, BusWiring, RuledBusSink
 
 if TYPE_CHECKING:
+    from citynerve.gateway.release.remote import RemoteUpdate
     from citynerve.gateway.remoteconfig import RemoteConfig
     from citynerve.gateway.rules import PersistentRuleEngine
     from citynerve.gateway.uplink import Uplink
@@ -124,6 +125,7 @@ class Gateway:
         self.remote_config: RemoteConfig | None = None
         self._uplink_tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[None]] = set()  # config apply and its health check
+        self.remote_update: RemoteUpdate | None = None
 
     @property
     def owners(self) -> dict[str, BusOwner]:
@@ -256,6 +258,8 @@ class Gateway:
                     )
                 if self.credentials is not None:
                     others.append(tg.create_task(self.credentials.run(), name="credentials"))
+                if self.remote_update is not None:
+                    others.append(tg.create_task(self.remote_update.run(), name="update"))
                 web = self._make_web()
                 if web is not None:
                     others.append(tg.create_task(web.run(), name="web"))
@@ -415,6 +419,21 @@ class Gateway:
             {c.id: DestinationFilter.of(c).lanes for c in configs if c.enabled}
             or {configs[0].id: tuple(Lane)}
         )
+        actions = self._remote_actions()
+        inbound: dict[str, Any] = {}
+        if self.config.update is not None:  # software updates from the platform (docs/fleet.md)
+            if self.remote_update is None:
+                from citynerve.gateway.release.remote import RemoteUpdate
+
+                self.remote_update = RemoteUpdate(
+                    self.config.update,
+                    config_path=self.config.source,
+                    gateway_id=self.config.gateway.id,
+                    topic_base=f"{configs[0].topic_prefix}/{self.config.gateway.id}",
+                    events=self._event,
+                )
+            actions.update(self.remote_update.actions())
+            inbound[self.remote_update.chunk_filter] = self.remote_update.on_chunk
         creds = self.credentials  # keys and certificates of the first destination
         self.uplinks = [
             Uplink(
@@ -423,7 +442,8 @@ class Gateway:
                 outbox=outbox,
                 inventory=self.inventory,
                 commands=self,
-                actions=self._remote_actions(),
+                actions=actions,
+                inbound=inbound if i == 0 else None,  # update chunks come from the first destination
                 status=self.brief_status,
                 restamp=self.clock_sync.restamp,
             )
@@ -479,9 +499,7 @@ class Gateway:
         self.uplink = None
         self.uplinks = []
         for uplink in await self._make_uplinks(self.outbox):
-            self._uplink_tasks.append(
-                self._tg.create_task(uplink.run(), name=f"uplink.{uplink.destination}")
-            )
+            self._uplink_tasks.append(self._tg.create_task(uplink.run(), name=f"uplink.{uplink.destination}"))
         if self.credentials is not None and self.uplink is not None:
             self.credentials.attach(self.uplink)
         log.warning("uplinks restarted with the new [upstream]")
@@ -676,6 +694,7 @@ class Gateway:
             "writer": self.writer.counters().to_dict() if self.writer else None,
             "pipeline": self.pipeline.counters().to_dict() if self.pipeline else None,
             "uplink": uplink,
+            "software_update": self.remote_update.status() if self.remote_update is not None else None,
             "clock": {
                 **self.clock_sync.wire(),
                 **self.clock_sync.to_dict(),

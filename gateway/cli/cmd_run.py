@@ -197,6 +197,11 @@ def show_status(st: dict[str, Any]) -> None:
     console.print(table)
     show_alarms(st.get("alarms") or [])
     show_operator(st.get("operator") or {})
+    upd = st.get("software_update")
+    if upd:  # a software update the platform started (docs/fleet.md)
+        why = f": {upd['reason']}" if upd.get("reason") else ""
+        console.print(f"software update {upd['update_id']}: {upd['phase']}, {upd['received_bytes']} of "
+                      f"{upd['size']} bytes{why}", highlight=False)  # fmt: skip
     for bus in st["buses"]:  # what a listening bus refused (garbage, over-rate): counted, not stored
         refused = {k: v for k, v in (bus.get("input") or {}).items() if v}
         if refused:

@@ -60,6 +60,7 @@ TOP_KEYS = (
     "upstream",
     "rules",
     "web",
+    "update",
     "security",
     "profile_dirs",
     "buses",
@@ -101,6 +102,10 @@ def _section_model(name: str) -> type[BaseModel]:
         from citynerve.gateway.rules.config import RulesConfig
 
         return RulesConfig
+    if name == "update":
+        from citynerve.gateway.release.config import UpdateConfig
+
+        return UpdateConfig
     if name == "web":
         from citynerve.gateway.web.config import WebConfig
 
@@ -188,6 +193,9 @@ class _Loader:
         web = None
         if "web" in raw:
             web = self.validate(_section_model("web"), raw["web"], "web")
+        update = None
+        if "update" in raw:
+            update = self.validate(_section_model("update"), raw["update"], "update")
         security = self.validate(SecurityConfig, raw.get("security", {}), "security")
         self.profile_dirs = self._profile_dirs(raw.get("profile_dirs", []))
         buses, specs = self._buses(raw.get("buses", []))
@@ -209,6 +217,7 @@ class _Loader:
         destinations = [resolve_paths(d, base) for d in destinations]
         upstream = destinations[0] if destinations else None
         web = resolve_paths(web, base) if web is not None else None
+        update = resolve_paths(update, base) if update is not None else None
         devices = [resolve_paths(d, base) for d in devices]
         self._check_secret_files(
             [
@@ -257,6 +266,7 @@ class _Loader:
             ),
             warnings=tuple(_with_subjects(self.warnings, raw, self.file)),
             clock=clock,
+            update=update,
         )
 
     def _check_secret_files(self, sections: list[tuple[str, BaseModel | None]], allow: bool) -> None:

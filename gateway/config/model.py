@@ -133,6 +133,7 @@ class GatewayConfig:
     warnings: tuple[ConfigIssue, ...] = ()  # allowed but weakening: `config check` shows, `run` logs
     clock: ClockConfig = field(default_factory=ClockConfig)
     destinations: tuple[Any, ...] = ()  # every UpstreamConfig, `upstream` (the first) included
+    update: Any | None = None  # citynerve.gateway.release.config.UpdateConfig
 
     def bus(self, bus_id: str) -> BusConfig:
         for b in self.buses:

@@ -9,7 +9,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -49,6 +49,8 @@ class UplinkMessages:
     _actions: Mapping[str, RemoteAction] | None
     _client: aiomqtt.Client | None
     _state: LinkState
+    _reconnect_reason: str | None
+    _inbound: dict[str, Callable[[str, bytes], Awaitable[None]]]
     _platform_key: KeyRing | None
     _processor: CommandProcessor | None
     _ack_seq: dict[Lane, int]
@@ -144,6 +146,11 @@ class UplinkMessages:
                     continue
                 await running.acquire()
                 tg.create_task(self._command(client, payload, running), name="uplink.command")
+            else:
+                for topic_filter, handler in self._inbound.items():
+                    if message.topic.matches(topic_filter):
+                        await handler(topic, payload)
+                        break
 
     async def _command(self, client: aiomqtt.Client, payload: bytes, running: asyncio.Semaphore) -> None:
         try:

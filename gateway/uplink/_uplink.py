@@ -16,7 +16,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,7 @@ from citynerve.gateway.uplink.config import BrokerUrl, UpstreamConfig
 from citynerve.gateway.uplink.destinations import DestinationFilter
 from citynerve.gateway.uplink.encoding import Encoding, PlatformAck, RowBatch
 from citynerve.gateway.uplink.json_v1 import LANE_NAMES, JsonV1Encoding
+from citynerve.gateway.uplink.permissions import KeyRing
 from citynerve.gateway.uplink.state import LinkState, UplinkState
 
 log = logging.getLogger(__name__)
@@ -80,10 +81,14 @@ class Uplink(UplinkMessages):
         status: Callable[[], dict[str, Any]] | None = None,
         encoding: Encoding | None = None,
         restamp: Callable[[OutboxRow], OutboxRow] | None = None,
+        inbound: Mapping[str, Callable[[str, bytes], Awaitable[None]]] | None = None,
     ) -> None:
         self.config = config
         self.destination = config.id
         self._filter = DestinationFilter.of(config)
+        # More topics from the platform (filter -> handler), e.g. software update chunks: the
+        # handler checks every message itself and never raises.
+        self._inbound = dict(inbound or {})
         # events stamped before the clock was synchronised (citynerve.gateway.timesync)
         self._restamp = restamp
         self.gateway_id = gateway_id
@@ -326,6 +331,8 @@ class Uplink(UplinkMessages):
         self._events_clear = -1
         self._replay_until = self._outbox.next_seq - 1
         await client.subscribe(self._enc.command_topic, qos=1)
+        for topic_filter in self._inbound:
+            await client.subscribe(topic_filter, qos=1)
         if self._e2e:
             await client.subscribe(self._enc.ack_topic, qos=1)
         birth = await self._status_message(online=True)

@@ -214,6 +214,4 @@ class CertWatch:
 
     def _still_fine(self, key: str) -> bool:
         now = self._wall()
-        return any(
-            c.subject_key == key and (c.not_after - now) / 86400 > self.warn_days for c in self._certs
-        )
+        return any(c.subject_key == key and (c.not_after - now) / 86400 > self.warn_days for c in self._certs)

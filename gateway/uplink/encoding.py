@@ -80,6 +80,8 @@ class RejectReason(enum.StrEnum):
     UNKNOWN_BUS = "unknown_bus"
     NOT_PERMITTED = "not_permitted"  # the signing key does not grant the action's permission class
     UNKNOWN_ALARM = "unknown_alarm"  # ack of an alarm that is not active
+    NO_SPACE = "no_space"  # a software update that would not fit the disk budget (refused before download)
+    BUSY = "busy"  # another software update is being verified or applied
     # failures while carrying out an accepted command
     DEVICE_ERROR = "device_error"
     TIMEOUT = "timeout"

@@ -22,8 +22,8 @@ class Permission(enum.StrEnum):
 
     READ = "read"  # look: read a point, diagnostics, logs
     OPERATE = "operate"  # day-to-day operation: write a point, restart a bus, away, maintenance, ack
-    CONFIGURE = "configure"  # change how the gateway runs: log level, config documents
-    UPDATE = "update"  # software updates (reserved for the releases issue)
+    CONFIGURE = "configure"  # change how the gateway runs: log level, config documents, keys
+    UPDATE = "update"  # software updates (update_start; citynerve.gateway.release.remote)
     REBOOT = "reboot"  # restart the machine
 
 

@@ -3,7 +3,7 @@
 consume  subscribe (shared subscription group), store in SQLite, e2e acks, print arrivals
 view     what the platform holds: rows, contiguous seq, duplicates, gaps per gateway lane
 command  sign and send a command to a gateway, print the result
-fleet    operator controls, diagnostics and logs on a gateway (docs/fleet.md)
+fleet    operator controls, diagnostics, logs and updates on a gateway (docs/fleet.md)
 broker   run a demo broker (Mosquitto if installed, else embedded amqtt)
 """
 

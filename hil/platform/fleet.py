@@ -77,6 +77,11 @@ class FleetClient:
                     self._results.setdefault(cid, []).append(body)
                     self._arrived.notify_all()
 
+    async def publish(self, topic: str, payload: bytes) -> None:
+        """Publish raw bytes (software update chunks) at QoS 1."""
+        assert self._client is not None
+        await self._client.publish(topic, payload, qos=1)
+
     async def send_all(
         self, gateway_id: str, action: str, args: Mapping[str, Any] | None = None
     ) -> list[dict[str, Any]]:

@@ -1,5 +1,5 @@
-"""`python -m citynerve.hil.platform fleet ...`: operator controls, diagnostics, logs and config on a
-gateway, and staged config rollouts over many (`rollout-config`).
+"""`python -m citynerve.hil.platform fleet ...`: operator controls, diagnostics, logs, config and
+software updates on a gateway, and staged config rollouts over many (`rollout-config`).
 
 Each subcommand signs one command with the given key, sends it and prints the gateway's answer as
 JSON (exit 0 when the outcome is ok). `logs` reassembles the chunked log tail and checks its hash.
@@ -323,6 +323,43 @@ def rollout_config(
         out = report.to_dict()
         out["outcome"] = "ok" if all(g.ok for g in report.gateways) else "failed"
         return out
+
+    _print(main)
+
+
+@fleet.command()
+@click.option("--bundle", "bundle_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="the signed release bundle (in chunks; with --url: only its size and hash)")  # fmt: skip
+@click.option("--url", help="http(s) URL the gateway downloads the bundle from (instead of chunks)")
+@click.option("--sha256", help="with --url and no --bundle: the bundle's SHA-256")
+@click.option("--size", type=int, help="with --url and no --bundle: the bundle's size in bytes")
+@click.option("--chunk-bytes", type=int, default=64 * 1024, show_default=True)
+@click.option("--wait", "wait_s", type=float, default=900.0, show_default=True,
+              help="seconds to wait for the gateway's verdict")  # fmt: skip
+@click.pass_context
+def update(
+    ctx: click.Context, bundle_path: Path | None, url: str | None, sha256: str | None, size: int | None,
+    chunk_bytes: int, wait_s: float,
+) -> None:  # fmt: skip
+    """Software update: send a signed release bundle (or its URL), follow it to the verdict.
+
+    Prints the outcome as JSON (phase confirmed, rolled-back, failed or refused, with the reason);
+    exit 0 only when the gateway confirmed the new release healthy.
+    """
+    from citynerve.hil.platform.fleet_update import Bundle, update_gateway
+
+    o = ctx.obj
+    if bundle_path is not None:
+        bundle = Bundle.from_file(bundle_path, chunk_bytes=chunk_bytes, url=url or "")
+    elif url and sha256 and size:
+        bundle = Bundle(size, sha256.lower(), url=url)
+    else:
+        raise click.UsageError("give --bundle FILE, or --url URL with --sha256 and --size")
+
+    async def main() -> dict[str, Any]:
+        async with _client(o) as f:
+            outcome = await update_gateway(f, o["gateway"], bundle, timeout_s=wait_s)
+        return {**outcome.to_dict(), "outcome": "ok" if outcome.ok else "failed"}
 
     _print(main)
 

@@ -343,14 +343,15 @@ def render() -> str:
         "(before `$CITYNERVE_PROFILES`, `profiles/` beside the config and the shipped profiles) |",
         "| `[gateway]` | table | *required* | | who this gateway is (below) |",
         "| `[control]`, `[log]`, `[store]` | table | (table defaults) | | below |",
-        "| `[upstream]`, `[rules]`, `[web]` | table | none (off) | | below; absent: that part is off |",
+        "| `[upstream]`, `[rules]`, `[web]`, `[update]` | table | none (off) | "
+        "| below; absent: that part is off |",
         "| `[[buses]]` | array of tables | `[]` | | one per bus; keys by `protocol` below |",
         "| `[[devices]]` | array of tables | `[]` | | one per device; keys by its bus's protocol below |",
         "",
     ]
     for name, model in (("gateway", Identity), ("control", ControlConfig), ("log", LogConfig)):
         out += list(table(model, f"[{name}]"))
-    for name in ("store", "upstream", "rules", "web"):
+    for name in ("store", "upstream", "rules", "web", "update"):
         out += list(table(_section_model(name), f"[{name}]"))
     for protocol in known_protocols():
         spec = driver_spec(protocol)

@@ -4,12 +4,17 @@ into a signed bundle by the same tool a release manager runs (hil/tools/bundle.p
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import platform
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -85,3 +90,46 @@ def install_from_bundle(
     (folder,) = list(unpacked.iterdir())
     cmd = [sys.executable, str(folder / "install.py"), "--root", str(root), "--key", str(key)]
     return subprocess.run([*cmd, *(["--sim"] if sim else [])], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def base_bundles(tmp_path_factory: pytest.TempPathFactory, release_key: ReleaseKey) -> dict[str, Path]:
+    """1.0.0 and 1.0.1, plain releases, built once for every test that needs them."""
+    tmp = tmp_path_factory.mktemp("base-releases")
+    return {"1.0.0": build(tmp, "1.0.0", release_key), "1.0.1": build(tmp, "1.0.1", release_key)}
+
+
+def resigned(bundle: Path, dest: Path) -> Path:
+    """`bundle` with its manifest signed by a key the gateway does not trust (contents unchanged)."""
+    import tarfile
+
+    unpacked = dest / "resign"
+    unpacked.mkdir(parents=True)
+    subprocess.run(["tar", "xzf", str(bundle), "-C", str(unpacked)], check=True)
+    (folder,) = list(unpacked.iterdir())
+    raw = (folder / "MANIFEST.json").read_bytes()
+    (folder / "MANIFEST.json.sig").write_bytes(Ed25519PrivateKey.generate().sign(raw))
+    out = dest / bundle.name
+    with tarfile.open(out, "w:gz") as tar:
+        tar.add(folder, arcname=folder.name)
+    return out
+
+
+class _QuietFiles(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def http_folder(folder: Path) -> Iterator[str]:
+    """`folder` served over HTTP on a free loopback port (the URL a platform would give)."""
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietFiles, directory=str(folder))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

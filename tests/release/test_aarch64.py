@@ -21,9 +21,7 @@ from .conftest import ReleaseKey, source_copy
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        not os.environ.get("CITYNERVE_AARCH64_ROOT"), reason="opt-in: CITYNERVE_AARCH64_ROOT"
-    ),
+    pytest.mark.skipif(not os.environ.get("CITYNERVE_AARCH64_ROOT"), reason="opt-in: CITYNERVE_AARCH64_ROOT"),
 ]
 
 

@@ -1,12 +1,19 @@
 """A/B update with rollback, with real releases built in the test and a real `citynerve run` started
 from the `current` link as the service (ProcessService: the same command the systemd unit runs).
 
-1.0.0 is installed from its bundle; 1.0.1 is a good update (confirmed); 1.0.2 migrates the outbox
-and never reports healthy (rolled back, outbox restored to what 1.0.1 reads); 1.0.3 crash-loops
-(rolled back); `update rollback` then goes back to 1.0.0, which reads the outbox 1.0.1 wrote."""
+1.0.0 is installed from its bundle. The platform (the fleet tool, over a real Mosquitto) then
+updates it remotely: a key without the `update` class is refused, a bundle too big for the disk
+budget is refused before any byte moves, a bundle signed with a foreign key (served over HTTP on
+loopback) is downloaded and refused; 1.0.1 is pushed in chunks, the gateway is restarted in the
+middle, the transfer resumes, the update applies and is confirmed healthy, reported on the result
+topic and on the events lane. 1.0.2, downloaded by the gateway from a URL, migrates the outbox and
+never reports healthy: rolled back, outbox restored to what 1.0.1 reads, the rollback reported to
+the platform. Then locally: 1.0.3 crash-loops (rolled back); `update rollback` goes back to 1.0.0,
+which reads the outbox 1.0.1 wrote."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -23,13 +30,137 @@ import pytest
 
 from citynerve.gateway.release.service import ProcessService
 from citynerve.gateway.release.update import gateway_status
-from citynerve.hil.platform import MosquittoBroker, find_mosquitto
+from citynerve.hil.platform import CommandSigner, MosquittoBroker, PlatformConsumer, find_mosquitto
+from citynerve.hil.platform.fleet import FleetClient
+from citynerve.hil.platform.fleet_update import Bundle, update_gateway
 from tests.integration.conftest import gateway_config
 
-from .conftest import ReleaseKey, build, install_from_bundle
+from .conftest import ReleaseKey, build, http_folder, install_from_bundle, resigned
 
 pytestmark = pytest.mark.slow
 DEADLINE = "20"
+GW = "gw-test"
+MIB = 1 << 20
+RELEASES_KEY = bytes.fromhex("55" * 32)
+OPS_KEY = bytes.fromhex("66" * 32)
+
+
+def remote_update_config(site: Path, root: Path) -> str:
+    """Commands with two keys (only "releases" may update) and the [update] table."""
+    for name, key in (("releases.key", RELEASES_KEY), ("ops.key", OPS_KEY)):
+        (site / name).write_text(key.hex())
+        (site / name).chmod(0o600)
+    return (
+        "[upstream.commands]\nenabled = true\n"
+        f'[[upstream.commands.keys]]\nid = "releases"\nhmac_key_file = "{site / "releases.key"}"\n'
+        'classes = ["read", "update"]\n'
+        f'[[upstream.commands.keys]]\nid = "district-ops"\nhmac_key_file = "{site / "ops.key"}"\n'
+        'classes = ["read", "operate"]\n'
+        f'\n[update]\nroot = "{root}"\nservice = "process"\ndeadline_s = {DEADLINE}\nsettle_s = 2\n'
+        f"disk_budget_bytes = {200 * MIB}\n"
+    )
+
+
+def update_steps(platform: PlatformConsumer, update_id: str) -> list[str]:
+    """The phases of one update, as the platform received them on the events lane."""
+    return [
+        e["attrs"]["phase"]
+        for e in platform.store.events(GW)
+        if e["kind"] == "software_update" and e["attrs"]["update_id"] == update_id
+    ]
+
+
+async def until_step(platform: PlatformConsumer, update_id: str, phase: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while phase not in update_steps(platform, update_id):
+        assert time.monotonic() < deadline, update_steps(platform, update_id)
+        await asyncio.sleep(0.5)
+
+
+async def remote_rollback(broker: MosquittoBroker, bundle: Path, tmp: Path) -> None:
+    """A release that never reports healthy, downloaded from a URL: rolled back and reported."""
+    releases = CommandSigner(hmac_key=RELEASES_KEY)
+    async with (
+        PlatformConsumer(host=broker.host, port=broker.port, db_path=tmp / "platform.db") as platform,
+        FleetClient(broker.host, broker.port, releases, key_id="releases", timeout_s=5) as fleet,
+    ):
+        await platform.wait_connected()  # subscribed before the first event
+        with http_folder(bundle.parent) as base:
+            url_bundle = Bundle.from_file(bundle, url=f"{base}/{bundle.name}")
+            out = await update_gateway(fleet, GW, url_bundle, timeout_s=400)
+        assert out.phase == "rolled-back" and "control socket does not answer" in out.reason, out
+        assert (out.release["from"], out.release["to"], out.release["current"]) == ("1.0.1", "1.0.2", "1.0.1")
+        await until_step(platform, out.update_id, "rolled-back")
+        # The verdict is written after the outbox restore; earlier steps may be gone with it (the
+        # restored outbox numbers its rows from the copy again): only the verdict is asserted.
+        assert update_steps(platform, out.update_id)[-1] == "rolled-back"
+
+
+async def remote_updates(
+    broker: MosquittoBroker, service: ProcessService, bundles: dict[str, Path], tmp: Path, root: Path
+) -> None:
+    """The platform's side: refusals first, then 1.0.1 in chunks with a gateway restart mid-way."""
+    foreign = resigned(bundles["1.0.1"], tmp / "foreign")
+    big = tmp / "big" / "citynerve-9.9.9-x86_64.tar.gz"
+    big.parent.mkdir()
+    with big.open("wb") as f:
+        f.truncate(30 * MIB)  # 8 x 30 MiB > the 200 MiB budget
+    releases = CommandSigner(hmac_key=RELEASES_KEY)
+    async with (
+        PlatformConsumer(host=broker.host, port=broker.port, db_path=tmp / "platform.db") as platform,
+        FleetClient(broker.host, broker.port, releases, key_id="releases", timeout_s=5) as fleet,
+        FleetClient(broker.host, broker.port, CommandSigner(hmac_key=OPS_KEY), key_id="district-ops") as ops,
+    ):
+        await platform.wait_connected()  # subscribed before the first event
+        # A district operator's key cannot update.
+        out = await update_gateway(ops, GW, bundles["1.0.1"], timeout_s=60)
+        assert (out.phase, out.rejected) == ("refused", "not_permitted"), out
+        assert "needs the update permission" in out.reason
+
+        # Too big for the disk budget: refused at the start, before any chunk.
+        out = await update_gateway(fleet, GW, big, timeout_s=60)
+        assert (out.phase, out.rejected, out.chunks_sent) == ("refused", "no_space", 0), out
+        assert "disk_budget_bytes" in out.reason
+        assert not (root / "update" / "transfer").exists()
+
+        # Signed with a key the gateway does not trust, downloaded from a URL: refused.
+        with http_folder(foreign.parent) as base:
+            url_bundle = Bundle.from_file(foreign, url=f"{base}/{foreign.name}")
+            bad = await update_gateway(fleet, GW, url_bundle, timeout_s=180)
+        assert bad.phase == "failed" and "signature does not verify" in bad.reason, bad
+        assert os.readlink(root / "current") == "releases/1.0.0"
+
+        # 1.0.1 in chunks; the gateway restarts once it has some, and the transfer resumes.
+        loop = asyncio.get_running_loop()
+        restart: list[asyncio.Future[None]] = []
+        after: list[int] = []
+        before = [0]
+
+        def on_progress(res: dict[str, Any]) -> None:
+            if res.get("phase") != "receiving":
+                return
+            if restart and restart[0].done():
+                after.append(int(res["received_bytes"]))
+            elif not restart and res["received_bytes"] > 0:
+                before[0] = int(res["received_bytes"])
+                restart.append(loop.run_in_executor(None, service.restart))
+
+        good = Bundle.from_file(bundles["1.0.1"], chunk_bytes=16 * 1024)
+        out = await update_gateway(fleet, GW, good, timeout_s=400, window=32, on_progress=on_progress)
+        assert restart, "the transfer finished before the restart"
+        await restart[0]
+        assert out.ok and out.phase == "confirmed", out
+        assert out.release["current"] == out.release["known_good"] == "1.0.1", out
+        # the restarted gateway found what it had on disk: no answer after it started from zero
+        assert after and min(after) >= before[0] > 0, (before, after)
+        assert "bytes on disk, waiting for the rest" in (root / "update" / "service.log").read_text()
+
+        # The events lane carries every step, durable across the restart.
+        await until_step(platform, out.update_id, "confirmed")
+        got = update_steps(platform, out.update_id)
+        assert got[0] == "receiving" and got[-1] == "confirmed", got
+        assert {"verifying", "applying", "restarting"} <= set(got), got
+        assert update_steps(platform, bad.update_id)[-1] == "failed"
 
 
 def never_healthy_with_a_migration(src: Path) -> None:
@@ -56,11 +187,12 @@ def crash_loop(src: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def bundles(tmp_path_factory: pytest.TempPathFactory, release_key: ReleaseKey) -> dict[str, Path]:
+def bundles(
+    tmp_path_factory: pytest.TempPathFactory, release_key: ReleaseKey, base_bundles: dict[str, Path]
+) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("releases")
     return {
-        "1.0.0": build(tmp, "1.0.0", release_key),
-        "1.0.1": build(tmp, "1.0.1", release_key),
+        **base_bundles,
         "1.0.2": build(tmp, "1.0.2", release_key, patch=never_healthy_with_a_migration),
         "1.0.3": build(tmp, "1.0.3", release_key, patch=crash_loop),
     }
@@ -104,7 +236,9 @@ def test_apply_confirms_a_good_release_and_rolls_back_bad_ones(
     assert install_from_bundle(bundles["1.0.0"], root, release_key.public).returncode == 0
     config = gateway_config(tmp_path / "site", modbus_peer_port, buses=1, units=3)
     config.write_text(
-        config.read_text() + f'\n[upstream]\nbrokers = ["mqtt://{broker.host}:{broker.port}"]\n'
+        config.read_text()
+        + f'\n[upstream]\nbrokers = ["mqtt://{broker.host}:{broker.port}"]\n'
+        + remote_update_config(tmp_path / "site", root)
     )
     config_hash = hashlib.sha256(config.read_bytes()).hexdigest()
     socket = tmp_path / "site" / "var" / "gw.sock"
@@ -134,18 +268,19 @@ def test_apply_confirms_a_good_release_and_rolls_back_bad_ones(
     try:
         wait_for("1.0.0 running with its uplink connected", lambda: running("1.0.0"))
 
-        # A good release: installed beside, switched, confirmed.
-        code, state = update("apply", str(bundles["1.0.1"]))
-        assert code == 0 and state["phase"] == "confirmed", state
+        # From the platform: refusals, then a good release in chunks with a restart in the middle.
+        asyncio.run(remote_updates(broker, service, bundles, tmp_path, root))
         assert links() == ("releases/1.0.1", "releases/1.0.1")
         assert sorted(p.name for p in (root / "releases").iterdir()) == ["1.0.0", "1.0.1"]
         wait_for("1.0.1 running", lambda: running("1.0.1"))
         schema = sqlite3.connect(outbox).execute("PRAGMA user_version").fetchone()[0]
 
-        # Migrates the outbox, then never reports healthy: the watchdog switches back by itself
-        # and restores the outbox that 1.0.1 reads.
-        code, state = update("apply", str(bundles["1.0.2"]))
-        assert code == 1 and state["phase"] == "rolled-back", state
+        # Migrates the outbox, then never reports healthy (the platform gives its URL): the
+        # watchdog switches back by itself and restores the outbox that 1.0.1 reads; the 1.0.1
+        # running again reports the rollback to the platform.
+        asyncio.run(remote_rollback(broker, bundles["1.0.2"], tmp_path))
+        state = json.loads((root / "update" / "state.json").read_text())
+        assert state["phase"] == "rolled-back", state
         assert "control socket does not answer" in state["reason"]
         assert state["outbox_restored"] is True and state["old_healthy"] is True
         assert links() == ("releases/1.0.1", "releases/1.0.1")

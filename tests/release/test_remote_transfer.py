@@ -1,0 +1,197 @@
+"""The gateway's side of remote updates without a release build: the transfer's checks and bounds
+on a real folder (chunks against the signed table, resume from the data on disk after a restart,
+the whole hash, the disk budget, busy, the rate limit) and a URL download over HTTP on loopback.
+The whole flow with real releases, processes and Mosquitto is in test_update.py."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from citynerve.gateway.api import Event, boot_id
+from citynerve.gateway.release.config import UpdateConfig
+from citynerve.gateway.release.remote import RemoteUpdate
+from citynerve.gateway.uplink.commands import Caller
+from citynerve.gateway.uplink.encoding import RejectReason
+from citynerve.gateway.uplink.errors import CommandRejectedError
+from citynerve.hil.platform.fleet_update import Bundle
+
+from .conftest import http_folder
+
+BASE = "citynerve/gw-1"
+CHUNK = 4096
+CALLER = Caller("releases", "c-1")
+
+
+class Gateway:
+    """One gateway process's RemoteUpdate on a root folder, with the events it emitted."""
+
+    def __init__(self, root: Path, **cfg: Any) -> None:
+        self.events: list[Event] = []
+        self._new = asyncio.Event()
+        defaults: dict[str, Any] = {"disk_budget_bytes": 64 << 20, "min_free_bytes": 0}
+        config = UpdateConfig(root=root, service="process", **{**defaults, **cfg})
+        self.ru = RemoteUpdate(config, config_path=root / "gw.toml", gateway_id="gw-1", topic_base=BASE,
+                               events=self._event)  # fmt: skip
+        self.task: asyncio.Task[None] | None = None
+
+    def _event(self, event: Event) -> None:
+        self.events.append(event)
+        self._new.set()
+
+    async def __aenter__(self) -> Gateway:
+        self.task = asyncio.create_task(self.ru.run())
+        await asyncio.sleep(0.05)  # the resume step runs first
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.task is not None
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+    async def start(self, args: dict[str, Any]) -> dict[str, Any]:
+        return dict(await self.ru.actions()["update_start"].handler(args, CALLER))
+
+    def phases(self) -> list[str]:
+        return [e.attrs["phase"] for e in self.events]
+
+    async def until(self, phase: str, timeout_s: float = 30.0) -> None:
+        async with asyncio.timeout(timeout_s):
+            while phase not in self.phases():
+                self._new.clear()
+                await self._new.wait()
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    (tmp_path / "opt" / "releases").mkdir(parents=True)
+    return tmp_path / "opt"
+
+
+def bundle_of(data: bytes) -> Bundle:
+    return Bundle(len(data), hashlib.sha256(data).hexdigest(), data, chunk_bytes=CHUNK)
+
+
+async def test_chunks_are_checked_and_a_restart_resumes_from_disk(root: Path) -> None:
+    data = os.urandom(10 * CHUNK + 123)  # 11 chunks, the last one short
+    b = bundle_of(data)
+    args = b.start_args("u-1")
+    topic = f"{BASE}/update/u-1"
+    async with Gateway(root) as gw:
+        answer = await gw.start(args)
+        assert (answer["phase"], answer["count"], answer["missing"], answer["table"]) == (
+            "receiving", 11, [[0, 10]], False
+        )  # fmt: skip
+        assert answer["topic"] == topic
+        await gw.ru.on_chunk(f"{topic}/0", b.chunk(0))  # before the table: dropped
+        await gw.ru.on_chunk(f"{topic}/table", b.table()[:-1] + b"x")  # not the signed table
+        await gw.ru.on_chunk(f"{topic}/table", b.table())
+        await gw.ru.on_chunk(f"{topic}/1", b.chunk(2))  # another chunk's bytes
+        await gw.ru.on_chunk(f"{topic}/10", b.chunk(10) + b"!")  # too long
+        await gw.ru.on_chunk(f"{BASE}/update/u-2/3", b.chunk(3))  # not this update
+        await gw.ru.on_chunk(f"{topic}/11", b.chunk(3))  # out of range
+        await gw.ru.on_chunk(f"{topic}/-1", b.chunk(3))
+        for i in (0, 1, 2, 5, 10, 2):  # the second 2 is a repeat
+            await gw.ru.on_chunk(f"{topic}/{i}", b.chunk(i))
+        assert gw.ru.dropped == 8 and gw.ru.chunks == 5
+        answer = await gw.start(args)  # again: the same transfer, what is missing
+        assert answer["missing"] == [[3, 4], [6, 9]] and answer["missing_chunks"] == 6
+        assert answer["received_bytes"] == 4 * CHUNK + 123
+    # A new process on the same disk: the chunks are found again from their hashes.
+    async with Gateway(root) as gw:
+        answer = await gw.start(args)
+        assert answer["missing"] == [[3, 4], [6, 9]] and answer["table"] is True
+        for i in (3, 4, 6, 7, 8, 9):
+            await gw.ru.on_chunk(f"{topic}/{i}", b.chunk(i))
+        # complete and hash-checked: applying refuses what is not a bundle, and says why
+        await gw.until("failed")
+        assert gw.phases()[-3:] == ["verifying", "applying", "failed"], gw.phases()
+        assert "not a readable .tar.gz" in gw.events[-1].attrs["reason"]
+        assert gw.events[-1].kind == "software_update" and gw.events[-1].device_id == "gw-1"
+        assert not (root / "update" / "transfer" / "bundle.part").exists()
+        # the same id once more starts over
+        again = await gw.start(args)
+        assert again["phase"] == "receiving" and again["received_bytes"] == 0
+
+
+async def test_the_whole_hash_is_checked(root: Path) -> None:
+    data = os.urandom(3 * CHUNK)
+    b = bundle_of(data)
+    args = {**b.start_args("u-1"), "sha256": hashlib.sha256(b"something else").hexdigest()}
+    async with Gateway(root) as gw:
+        await gw.start(args)
+        for name in ("table", "0", "1", "2"):
+            await gw.ru.on_chunk(
+                f"{BASE}/update/u-1/{name}", b.table() if name == "table" else b.chunk(int(name))
+            )
+        await gw.until("failed")
+        assert "SHA-256 of the whole bundle does not match" in gw.events[-1].attrs["reason"]
+
+
+async def test_refusals_before_any_byte(root: Path, tmp_path: Path) -> None:
+    b = bundle_of(os.urandom(CHUNK))
+
+    async def refused(gw: Gateway, args: dict[str, Any]) -> tuple[RejectReason, str]:
+        with pytest.raises(CommandRejectedError) as err:
+            await gw.start(args)
+        return err.value.reason, err.value.detail
+
+    async with Gateway(root, max_bundle_bytes=2 << 20) as gw:
+        reason, detail = await refused(gw, {**b.start_args("u-1"), "size": 3 << 20})
+        assert reason == RejectReason.NO_SPACE and "max_bundle_bytes" in detail
+        reason, detail = await refused(gw, {**b.start_args("u-1"), "chunk_bytes": 1 << 21})
+        assert reason == RejectReason.BAD_VALUE and "chunk_bytes" in detail
+        reason, _ = await refused(gw, {**b.start_args("u 1")})
+        assert reason == RejectReason.BAD_VALUE
+        reason, _ = await refused(gw, {**b.start_args("u-1"), "url": "file:///etc/passwd"})
+        assert reason == RejectReason.BAD_VALUE
+    async with Gateway(root) as gw:  # 8 x 9 MiB > the 64 MiB budget
+        reason, detail = await refused(gw, {**b.start_args("u-1"), "size": 9 << 20})
+        assert reason == RejectReason.NO_SPACE and "disk_budget_bytes is 67108864" in detail
+    async with Gateway(root, min_free_bytes=1 << 60) as gw:
+        reason, detail = await refused(gw, b.start_args("u-1"))
+        assert reason == RejectReason.NO_SPACE and "kept free" in detail
+    assert not (root / "update" / "transfer").exists()
+    # An update the watchdog is confirming: busy.
+    state = {"phase": "confirming", "to": "1.0.1", "watchdog_pid": os.getpid(), "boot_id": boot_id()}
+    (root / "update").mkdir()
+    (root / "update" / "state.json").write_text(json.dumps(state))
+    async with Gateway(root) as gw:
+        reason, detail = await refused(gw, b.start_args("u-1"))
+        assert reason == RejectReason.BUSY and "1.0.1" in detail
+    # Not an install root (a gateway installed from a wheel, not a bundle).
+    async with Gateway(tmp_path / "elsewhere") as gw:
+        reason, detail = await refused(gw, b.start_args("u-1"))
+        assert reason == RejectReason.BAD_VALUE and "install root" in detail
+
+
+async def test_chunks_over_the_rate_are_dropped(root: Path) -> None:
+    b = bundle_of(os.urandom(40 * CHUNK))
+    async with Gateway(root, max_chunks_per_s=10) as gw:
+        await gw.start(b.start_args("u-1"))
+        await gw.ru.on_chunk(f"{BASE}/update/u-1/table", b.table())
+        for i in range(40):
+            await gw.ru.on_chunk(f"{BASE}/update/u-1/{i}", b.chunk(i))
+        # a burst of at most one second's worth (the table took one), the rest dropped
+        assert 5 <= gw.ru.chunks <= 15 and gw.ru.dropped == 40 - gw.ru.chunks
+        assert (await gw.start(b.start_args("u-1")))["missing_chunks"] == 40 - gw.ru.chunks
+
+
+async def test_a_url_serving_more_than_announced_fails(root: Path, tmp_path: Path) -> None:
+    served = tmp_path / "www"
+    served.mkdir()
+    (served / "b.tar.gz").write_bytes(os.urandom(50_000))
+    async with Gateway(root) as gw:
+        with http_folder(served) as base:
+            b = Bundle(40_000, hashlib.sha256(b"x").hexdigest(), url=f"{base}/b.tar.gz")
+            answer = await gw.start(b.start_args("u-1"))
+            assert answer["phase"] == "downloading" and answer["url"].endswith("/b.tar.gz")
+            await gw.until("failed")
+        assert "more than the announced 40000 bytes" in gw.events[-1].attrs["reason"]
+        assert not (root / "update" / "transfer" / "bundle.part").exists()
