@@ -1,0 +1,187 @@
+"""Benchmark: drain a backlog through a three-node NATS cluster (MQTT + JetStream) while the node the
+gateway is connected to is killed, against the same drain through a single Mosquitto in the same run.
+
+For each broker kind: the Uplink drains N queued readings from a real outbox file (rows leave on the
+broker's PUBACK), the reference platform consumer (same process, SQLite store) receives them. Through
+the cluster, the gateway's node is SIGKILLed once the broker has acknowledged `--kill-at` of the
+readings; the gateway and the consumer fail over to the other nodes. Printed per kind:
+
+- rows: distinct readings at the platform (must be N), gaps: lanes with a hole left (must be 0),
+  duplicates: rows received again (the price of at-least-once across a failover);
+- readings_per_s: N / (start of the drain until the platform holds every reading);
+- failover_s (cluster): last PUBACK-ed batch before the kill to the first one after it, seen by the
+  uplink's own counters (polled every 10 ms: that is the timing's grain);
+- ratio: the cluster's readings_per_s over Mosquitto's.
+
+    python -m citynerve.hil.bench.cluster [--readings 100000] [--kill-at 0.3] [--json]
+
+Both sides use MQTT 3.1.1 (NATS speaks no MQTT 5) and no shared subscription (NATS has none).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from citynerve.gateway.store import AsyncOutbox
+from citynerve.gateway.uplink import Uplink, UpstreamConfig
+from citynerve.hil.bench.uplink import GW, make_backlog, remove_outbox
+from citynerve.hil.platform import MosquittoBroker, PlatformConsumer
+from citynerve.hil.platform.nats import NatsCluster
+
+
+def config(urls: list[str], args: argparse.Namespace) -> UpstreamConfig:
+    return UpstreamConfig.model_validate(
+        {
+            "brokers": urls,
+            "protocol": "3.1.1",
+            "max_batch_readings": args.batch,
+            "max_inflight": args.inflight,
+            "replay_max_msgs_per_s": 1e9,  # paces fleets; out of the way here
+            "replay_burst": 1_000_000,
+            "connect_timeout_s": 5.0,
+            "backoff": {"initial_s": 0.2, "max_s": 1.0, "jitter": 0.2},
+        }
+    )
+
+
+async def drain(
+    urls: list[str],
+    endpoints: list[tuple[str, int]],
+    path: Path,
+    db: Path,
+    args: argparse.Namespace,
+    cluster: NatsCluster | None,
+) -> dict[str, Any]:
+    """One drain of the backlog at `path`; with `cluster`, kill the gateway's node on the way."""
+    n = args.readings
+    host, port = endpoints[0]
+    consumer = PlatformConsumer(
+        host=host,
+        port=port,
+        fallbacks=endpoints[1:],
+        db_path=db,
+        protocol="3.1.1",
+        group=None,
+        e2e_ack=False,
+    )
+    acks: list[float] = []  # monotonic times at which the uplink's acked rows advanced
+    killed_at: float | None = None
+    async with consumer:
+        await consumer.wait_connected(timeout_s=60)
+        async with AsyncOutbox(path, synchronous="normal", max_bytes=8 << 30) as ob:
+            t0 = time.monotonic()
+            async with Uplink(config(urls, args), gateway_id=GW, outbox=ob, inventory=lambda: []) as up:
+                last_acked = 0
+                rows = 0
+                tick = 0
+                deadline = t0 + args.timeout
+                while rows < n:
+                    await asyncio.sleep(0.01)
+                    tick += 1
+                    now = time.monotonic()
+                    acked = up.snapshot().acked_rows["telemetry"]
+                    if acked != last_acked:
+                        acks.append(now)
+                        last_acked = acked
+                    if cluster is not None and killed_at is None and acked >= args.kill_at * n:
+                        node = await asyncio.to_thread(cluster.node_of_client, f"citynerve-{GW}")
+                        if node is None:
+                            raise RuntimeError("the gateway's connection is on no node of the cluster")
+                        await asyncio.to_thread(cluster.kill, node)
+                        killed_at = time.monotonic()
+                    if tick % 10 == 0:  # the platform's count every 100 ms: its store has work to do
+                        lanes = await consumer.query(lambda s: [v for v in s.lanes() if v.gateway_id == GW])
+                        rows = sum(v.rows for v in lanes if v.lane == "telemetry")
+                    if now > deadline:
+                        raise TimeoutError(f"{rows} of {n} readings at the platform after {args.timeout} s")
+                elapsed = time.monotonic() - t0
+                reconnects = up.snapshot().reconnects
+        lanes = await consumer.query(lambda s: [v for v in s.lanes() if v.gateway_id == GW])
+    out: dict[str, Any] = {
+        "rows": sum(v.rows for v in lanes if v.lane == "telemetry"),
+        "gaps": sum(1 for v in lanes if v.open_gap is not None),
+        "gaps_seen": sum(v.gaps_seen for v in lanes),
+        "duplicates": sum(v.duplicates for v in lanes),
+        "readings_per_s": round(n / elapsed),
+        "seconds": round(elapsed, 2),
+        "reconnects": reconnects,
+    }
+    if killed_at is not None:
+        before = [t for t in acks if t <= killed_at]
+        after = [t for t in acks if t > killed_at]
+        out["killed_after_s"] = round(killed_at - t0, 2)
+        out["failover_s"] = round(after[0] - before[-1], 2) if before and after else None
+    return out
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="citynerve-bench-cluster-"))
+    try:
+        template = tmp / "backlog.sqlite"
+        make_backlog(template, args.readings)
+        path = tmp / "run.sqlite"
+
+        shutil.copy(template, path)
+        with MosquittoBroker(workdir=tmp) as broker:
+            single = await drain(
+                [broker.url], [(broker.host, broker.port)], path, tmp / "p1.sqlite", args, None
+            )
+        remove_outbox(path)
+
+        shutil.copy(template, path)
+        with NatsCluster(workdir=tmp / "nats", ack_wait_s=args.ack_wait) as cluster:
+            endpoints = [("127.0.0.1", node.mqtt_port) for node in cluster.nodes]
+            clustered = await drain(cluster.urls, endpoints, path, tmp / "p2.sqlite", args, cluster)
+        remove_outbox(path)
+        return {
+            "readings": args.readings,
+            "batch_readings": args.batch,
+            "inflight": args.inflight,
+            "kill_at": args.kill_at,
+            "nats_ack_wait_s": args.ack_wait,
+            "mosquitto": single,
+            "cluster": clustered,
+            "ratio": round(clustered["readings_per_s"] / single["readings_per_s"], 3),
+            "cpu_count": os.cpu_count(),
+        }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cli() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--readings", type=int, default=100_000)
+    p.add_argument("--kill-at", type=float, default=0.3, help="share of readings PUBACKed at the kill")
+    p.add_argument("--batch", type=int, default=200, help="max readings per message (default of the config)")
+    p.add_argument("--inflight", type=int, default=32, help="QoS 1 window (default of the config)")
+    p.add_argument("--ack-wait", type=float, default=5.0, help="NATS mqtt.ack_wait (s): redelivery after it")
+    p.add_argument("--timeout", type=float, default=300.0, help="give up on a drain after this long (s)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    args = p.parse_args()
+    res = asyncio.run(main(args))
+    if args.json:
+        print(json.dumps(res))
+    else:
+        for kind in ("mosquitto", "cluster"):
+            r = res[kind]
+            extra = f", failover {r['failover_s']} s" if kind == "cluster" else ""
+            print(
+                f"{kind:<10} rows {r['rows']:,}, gaps {r['gaps']}, duplicates {r['duplicates']}, "
+                f"{r['readings_per_s']:,} readings/s{extra}"
+            )
+        print(f"ratio (cluster with a node killed / single Mosquitto) {res['ratio']}")
+    ok = all(res[k]["rows"] == args.readings and res[k]["gaps"] == 0 for k in ("mosquitto", "cluster"))
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    cli()
