@@ -111,7 +111,12 @@ class NatsCluster:
         self.workdir = workdir
         self.replicas = replicas or size
         self.ack_wait_s = ack_wait_s
-        ports = distinct_free_ports(4 * size)
+        self.size = size
+        self.nodes: list[NatsNode] = []
+        self._choose_ports()
+
+    def _choose_ports(self) -> None:
+        ports = distinct_free_ports(4 * self.size)
         self.nodes = [
             NatsNode(
                 name=f"n{i}",
@@ -119,9 +124,9 @@ class NatsCluster:
                 route_port=ports[4 * i + 1],
                 mqtt_port=ports[4 * i + 2],
                 http_port=ports[4 * i + 3],
-                workdir=workdir / f"n{i}",
+                workdir=self.workdir / f"n{i}",
             )
-            for i in range(size)
+            for i in range(self.size)
         ]
 
     @property
@@ -169,12 +174,25 @@ mqtt {{
         except TimeoutError as err:
             raise NatsClusterError(node.name, f"MQTT port not open after 20 s; see {node.log_path}") from err
 
-    def start(self, timeout_s: float = 60.0) -> None:
-        """Start every node and wait until each one serves MQTT sessions."""
-        for i in range(len(self.nodes)):
-            self.start_node(i)
-        for node in self.nodes:
-            self.wait_ready(node, timeout_s=timeout_s)
+    def start(self, timeout_s: float = 60.0, attempts: int = 3) -> None:
+        """Start every node and wait until each one serves MQTT sessions. A node that exits at once
+        (another process took one of its free ports meanwhile) makes the cluster start over on new
+        ports, up to `attempts` times."""
+        for attempt in range(attempts):
+            try:
+                for i in range(len(self.nodes)):
+                    self.start_node(i)
+                for node in self.nodes:
+                    self.wait_ready(node, timeout_s=timeout_s)
+                return
+            except NatsClusterError:
+                exited = any(not n.running for n in self.nodes)
+                self.stop()
+                if attempt + 1 == attempts or not exited:
+                    raise
+                for node in self.nodes:
+                    shutil.rmtree(node.workdir, ignore_errors=True)
+                self._choose_ports()
 
     def wait_ready(self, node: NatsNode, timeout_s: float = 60.0) -> None:
         """Block until JetStream on `node` is part of a cluster with a meta leader (MQTT sessions can
