@@ -3,21 +3,24 @@ gateway is connected to is killed, against the same drain through a single Mosqu
 
 For each broker kind: the Uplink drains N queued readings from a real outbox file (rows leave on the
 broker's PUBACK), the reference platform consumer (same process, SQLite store) receives them. Through
-the cluster, the gateway's node is SIGKILLed once the broker has acknowledged `--kill-at` of the
+the cluster, the gateway's node is SIGKILLed once the gateway has published `--kill-at` of the
 readings; the gateway and the consumer fail over to the other nodes. Printed per kind:
 
 - rows: distinct readings at the platform (must be N), gaps: lanes with a hole left (must be 0),
   duplicates: rows received again (the price of at-least-once across a failover);
 - readings_per_s: N / (start of the drain until the platform holds every reading);
-- failover_s (cluster): from the last PUBACK before the kill to the first one from another node:
-  the longest pause in the uplink's acked rows from the kill on (its own counters, polled every
-  10 ms: that is the timing's grain); platform_failover_s: the same for the rows arriving at the
-  platform (polled every 100 ms), whose consumer fails over too;
+- failover_s (cluster): from the last PUBACK (with --e2e: platform ack) before the kill to the first
+  one from another node: the longest pause in the uplink's acked rows from the kill on (its own
+  counters, polled every 10 ms: that is the timing's grain); platform_failover_s: the same for the
+  rows arriving at the platform (polled every 100 ms), whose consumer fails over too;
 - ratio: the cluster's readings_per_s over Mosquitto's; the same drain through the cluster with no
   node killed (`cluster_no_kill`, same cluster, before the kill) separates the failover's cost from
   the cost of a replicated PUBACK.
 
-    python -m citynerve.hil.bench.cluster [--readings 100000] [--kill-at 0.3] [--json]
+    python -m citynerve.hil.bench.cluster [--readings 100000] [--kill-at 0.3] [--e2e] [--json]
+
+`--e2e`: rows leave the gateway on the platform's signed end-to-end acks instead of the PUBACK (the
+acks go back through the same broker or cluster).
 
 Both sides use MQTT 3.1.1 (NATS speaks no MQTT 5) and no shared subscription (NATS has none).
 """
@@ -28,6 +31,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -38,13 +42,15 @@ from typing import Any
 from citynerve.gateway.store import AsyncOutbox
 from citynerve.gateway.uplink import Uplink, UpstreamConfig
 from citynerve.hil.bench.uplink import GW, make_backlog, remove_outbox
-from citynerve.hil.platform import MosquittoBroker, PlatformConsumer
+from citynerve.hil.platform import CommandSigner, MosquittoBroker, PlatformConsumer
 from citynerve.hil.platform.nats import NatsCluster
 
 
 def config(urls: list[str], args: argparse.Namespace) -> UpstreamConfig:
+    e2e = {"e2e_ack": True, "commands": {"hmac_key_file": str(args.key_file)}} if args.e2e else {}
     return UpstreamConfig.model_validate(
         {
+            **e2e,
             "brokers": urls,
             "protocol": "3.1.1",
             "max_batch_readings": args.batch,
@@ -75,7 +81,8 @@ async def drain(
         db_path=db,
         protocol="3.1.1",
         group=None,
-        e2e_ack=False,
+        e2e_ack=args.e2e,
+        ack_signer=CommandSigner(hmac_key=args.key) if args.e2e else None,
     )
     acks: list[float] = []  # monotonic times at which the uplink's acked rows advanced
     arrivals: list[float] = []  # monotonic times at which the platform's row count advanced
@@ -93,11 +100,13 @@ async def drain(
                     await asyncio.sleep(0.01)
                     tick += 1
                     now = time.monotonic()
-                    acked = up.snapshot().acked_rows["telemetry"]
+                    snap = up.snapshot()
+                    acked = snap.acked_rows["telemetry"]
                     if acked != last_acked:
                         acks.append(now)
                         last_acked = acked
-                    if cluster is not None and killed_at is None and acked >= args.kill_at * n:
+                    sent = snap.published_rows["telemetry"]
+                    if cluster is not None and killed_at is None and sent >= args.kill_at * n:
                         node = await asyncio.to_thread(cluster.node_of_client, f"citynerve-{GW}")
                         if node is None:
                             raise RuntimeError("the gateway's connection is on no node of the cluster")
@@ -142,6 +151,11 @@ def _longest_pause(times: list[float], killed_at: float) -> float | None:
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="citynerve-bench-cluster-"))
     try:
+        if args.e2e:  # the platform signs its acks with the gateway's command key
+            args.key = secrets.token_bytes(32)
+            args.key_file = tmp / "platform.key"
+            args.key_file.write_text(args.key.hex())
+            args.key_file.chmod(0o600)
         template = tmp / "backlog.sqlite"
         make_backlog(template, args.readings)
         path = tmp / "run.sqlite"
@@ -167,6 +181,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "inflight": args.inflight,
             "kill_at": args.kill_at,
             "nats_ack_wait_s": args.ack_wait,
+            "e2e_ack": args.e2e,
             "mosquitto": single,
             "cluster_no_kill": steady,
             "cluster": clustered,
@@ -181,11 +196,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 def cli() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--readings", type=int, default=100_000)
-    p.add_argument("--kill-at", type=float, default=0.3, help="share of readings PUBACKed at the kill")
+    p.add_argument("--kill-at", type=float, default=0.3, help="share of readings published at the kill")
     p.add_argument("--batch", type=int, default=200, help="max readings per message (default of the config)")
     p.add_argument("--inflight", type=int, default=32, help="QoS 1 window (default of the config)")
     p.add_argument("--ack-wait", type=float, default=5.0, help="NATS mqtt.ack_wait (s): redelivery after it")
     p.add_argument("--timeout", type=float, default=300.0, help="give up on a drain after this long (s)")
+    p.add_argument("--e2e", action="store_true", help="rows leave on the platform's signed acks")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args()
     res = asyncio.run(main(args))
