@@ -3,7 +3,8 @@
 - `PlatformConsumer`: subscribes with MQTT 5 shared subscriptions, dedupes, detects gaps, e2e acks,
   stores in SQLite (`PlatformStore`).
 - `CommandSigner`: signs commands for a gateway (HMAC-SHA256 or Ed25519).
-- `MosquittoBroker`, `start_demo_broker`: brokers for tests and the demo.
+- `MosquittoBroker`, `start_demo_broker`: brokers for tests and the demo; `NatsCluster`
+  (citynerve.hil.platform.nats): a three-node clustered broker (NATS with MQTT and JetStream).
 - `print_platform_view`: the platform's view of readings and alarms arriving (the demo shows it).
 Run `python -m citynerve.hil.platform --help`.
 """

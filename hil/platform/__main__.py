@@ -45,7 +45,19 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--broker", "url", default="mqtt://127.0.0.1:1883", show_default=True, help="broker URL")
+@click.option(
+    "--broker",
+    "urls",
+    multiple=True,
+    default=("mqtt://127.0.0.1:1883",),
+    show_default=True,
+    help="broker URL; repeat for the nodes of a cluster (tried in turn when one is lost)",
+)
+@click.option(
+    "--client-id",
+    default=None,
+    help="MQTT client id (default: random); keep it stable where sessions outlive the process (NATS)",
+)
 @click.option(
     "--db",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -77,7 +89,8 @@ def cli() -> None:
 @click.option("--protocol", type=click.Choice(["5", "3.1.1"]), default="5", show_default=True)
 @click.option("--quiet", is_flag=True, help="do not print arrivals")
 def consume(
-    url: str,
+    urls: tuple[str, ...],
+    client_id: str | None,
     db: Path,
     pg_dsn: str | None,
     prefix: str,
@@ -88,7 +101,7 @@ def consume(
     quiet: bool,
 ) -> None:
     """Subscribe, store, dedupe, detect gaps and ack, until interrupted."""
-    host, port = _broker(url)
+    (host, port), *fallbacks = [_broker(u) for u in urls]
     console = Console(highlight=False)
 
     def show(a: object) -> None:
@@ -100,6 +113,8 @@ def consume(
         c = PlatformConsumer(
             host=host,
             port=port,
+            fallbacks=fallbacks,
+            consumer_id=client_id,
             db_path=db,
             store=PgPlatformStore(pg_dsn) if pg_dsn else None,
             topic_prefix=prefix,
@@ -110,7 +125,7 @@ def consume(
             ack_signer=CommandSigner.from_hmac_file(hmac_key_file) if hmac_key_file else None,
         )
         where = "PostgreSQL" if pg_dsn else db
-        console.print(f"platform consumer {c.consumer_id} on {url}, storing in {where}")
+        console.print(f"platform consumer {c.consumer_id} on {', '.join(urls)}, storing in {where}")
         async with c:
             await asyncio.Event().wait()
 

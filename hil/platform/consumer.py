@@ -9,7 +9,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,8 +67,13 @@ class PlatformConsumer:
         session_expiry_s: int = 3600,
         ack_signer: CommandSigner | None = None,
         store: PlatformStore | PgPlatformStore | None = None,
+        fallbacks: Sequence[tuple[str, int]] = (),
     ) -> None:
         self.host, self.port = host, port
+        # Other nodes of a clustered broker, tried in turn when the current one is lost: the
+        # persistent session (clean start off) follows the consumer to the node it reaches.
+        self.endpoints: list[tuple[str, int]] = [(host, port), *fallbacks]
+        self._endpoint = 0
         self.prefix = topic_prefix
         self.group = group
         self.e2e_ack = e2e_ack
@@ -135,6 +140,8 @@ class PlatformConsumer:
                         await self._handle(client, str(message.topic), message.payload)
             except aiomqtt.MqttError as err:
                 log.info("platform consumer %s: %s; reconnecting", self.consumer_id, err)
+                self._endpoint = (self._endpoint + 1) % len(self.endpoints)
+                self.host, self.port = self.endpoints[self._endpoint]
             finally:
                 self._client = None
                 self.connected.clear()

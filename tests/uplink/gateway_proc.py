@@ -2,7 +2,8 @@
 generator of readings (and an alarm every K readings). Stands in for `citynerve run` so the uplink's
 crash behaviour is tested on its own.
 
-    python -m tests.uplink.gateway_proc --outbox F --broker mqtt://127.0.0.1:P --generate N [--e2e]
+    python -m tests.uplink.gateway_proc --outbox F --broker mqtt://127.0.0.1:P [--broker URL2 ...]
+        --generate N [--e2e]
         [--offline: fill the outbox with no uplink, as a gateway whose uplink was down, and exit]
 """
 
@@ -22,7 +23,8 @@ from tests.uplink.conftest import platform_key_file
 async def main(args: argparse.Namespace) -> None:
     cfg = UpstreamConfig.model_validate(
         {
-            "brokers": [args.broker],
+            "brokers": args.broker,  # failover order (a cluster's nodes)
+            "protocol": args.protocol,
             "e2e_ack": args.e2e,
             "e2e_resend_after_s": 2.0,
             "max_batch_readings": args.batch,
@@ -79,7 +81,8 @@ async def generate(writer: OutboxWriter, args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--outbox", required=True)
-    p.add_argument("--broker", required=True)
+    p.add_argument("--broker", required=True, action="append", help="repeat: failover order")
+    p.add_argument("--protocol", default="5", choices=("5", "3.1.1"))
     p.add_argument("--gateway-id", default="gw-proc")
     p.add_argument("--generate", type=int, default=0)
     p.add_argument("--start", type=int, default=0)
