@@ -70,7 +70,50 @@ def proc_sample(pid: int) -> tuple[float, float, float]:
     return rss, hwm, cpu
 
 
-async def measure(devices: int, seconds: float, warmup_s: float, interval_s: float, uplink: bool) -> dict:
+def disk_written(pid: int) -> int:
+    """Bytes the process caused to be written to storage (write_bytes of /proc/<pid>/io)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("write_bytes:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no write_bytes in /proc/{pid}/io")
+
+
+def stored_bytes_per_reading(db: Path) -> float | None:
+    """Bytes one reading takes in the outbox (telemetry blocks still queued), None if none are."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
+    try:
+        size, readings = conn.execute(
+            "SELECT sum(length(body) + 32), sum(last_seq - first_seq + 1) FROM reading_blocks"
+        ).fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    return size / readings if readings else None
+
+
+async def polled(sock: Path) -> int:
+    """Modbus transactions the gateway has run so far (0 while its control socket is not up)."""
+    from citynerve.gateway.control import ask
+    from citynerve.gateway.control.protocol import ControlError, GatewayNotRunningError
+
+    try:
+        status = await ask(sock, "status", timeout_s=10.0)
+    except (GatewayNotRunningError, ControlError, OSError):
+        return 0
+    return sum(int(b["counters"]["transactions"]) for b in status["buses"])
+
+
+async def measure(
+    devices: int,
+    seconds: float,
+    warmup_s: float,
+    interval_s: float,
+    uplink: bool,
+    profile: Path | None = None,
+) -> dict:
     fleet = await start_tcp_devices([PROFILE], devices)
     broker = None
     if uplink and find_mosquitto():
@@ -79,10 +122,14 @@ async def measure(devices: int, seconds: float, warmup_s: float, interval_s: flo
     try:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = Path(tmp) / "gw.toml"
+            sock = Path(tmp) / "gw.sock"
             url = f"mqtt://{broker.host}:{broker.port}" if broker else None
             cfg.write_text(config_text(fleet.addresses, url, interval_s))
+            runner = ["-m", "cProfile", "-o", str(profile)] if profile else []
+            started = time.monotonic()
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
+                *runner,
                 "-m",
                 "citynerve.gateway.cli",
                 "run",
@@ -92,11 +139,28 @@ async def measure(devices: int, seconds: float, warmup_s: float, interval_s: flo
                 stderr=asyncio.subprocess.PIPE,
             )
             try:
-                await asyncio.sleep(warmup_s)
+                # Start-up: until the first transaction, then until every device was read once.
+                first_poll_s = all_polled_s = None
+                while time.monotonic() - started < warmup_s:
+                    if proc.returncode is not None:
+                        break
+                    done = await polled(sock)
+                    now = time.monotonic() - started
+                    if done and first_poll_s is None:
+                        first_poll_s = now
+                    if done >= devices:
+                        all_polled_s = now
+                        break
+                    await asyncio.sleep(0.1)
+                await asyncio.sleep(max(0.0, warmup_s - (time.monotonic() - started)))
                 if proc.returncode is not None:
                     err = await proc.stderr.read() if proc.stderr else b""
                     raise SystemExit(f"gateway exited: {err.decode()[-2000:]}")
+                from citynerve.gateway.control import ask
+
+                before = await ask(sock, "status")
                 _, _, cpu0 = proc_sample(proc.pid)
+                written0 = disk_written(proc.pid)
                 t0 = time.monotonic()
                 peak = 0.0
                 rss_samples = []
@@ -106,10 +170,10 @@ async def measure(devices: int, seconds: float, warmup_s: float, interval_s: flo
                     peak = max(peak, hwm)
                     rss_samples.append(rss)
                 wall = time.monotonic() - t0
+                written = disk_written(proc.pid) - written0
                 cpu_pct = (cpu1 - cpu0) / wall * 100
-                from citynerve.gateway.control import ask
-
-                status = await ask(Path(tmp) / "gw.sock", "status")
+                status = await ask(sock, "status")
+                per_reading = stored_bytes_per_reading(Path(tmp) / "gw.db")
             finally:
                 proc.terminate()
                 await proc.wait()
@@ -118,6 +182,10 @@ async def measure(devices: int, seconds: float, warmup_s: float, interval_s: flo
         if broker:
             broker.close()
     transactions = sum(b["counters"]["transactions"] for b in status["buses"])
+    tx_window = transactions - sum(b["counters"]["transactions"] for b in before["buses"])
+    stored = status["writer"]["committed_rows"] - before["writer"]["committed_rows"]
+    readings = status["writer"]["committed_readings"] - before["writer"]["committed_readings"]
+    record_bytes = readings * per_reading if per_reading is not None else None
     return {
         "devices": devices,
         "devices_online": status["devices_online"],
@@ -128,6 +196,15 @@ async def measure(devices: int, seconds: float, warmup_s: float, interval_s: flo
         "rss_mean_mb": round(sum(rss_samples) / len(rss_samples), 1),
         "cpu_percent": round(cpu_pct, 2),
         "transactions": transactions,
+        "cpu_ms_per_transaction": round((cpu1 - cpu0) * 1000 / tx_window, 3) if tx_window else None,
+        "first_poll_s": round(first_poll_s, 2) if first_poll_s is not None else None,
+        "all_polled_s": round(all_polled_s, 2) if all_polled_s is not None else None,
+        "disk_write_bytes_per_s": round(written / wall),
+        "disk_write_gb_per_day": round(written / wall * 86400 / 1e9, 2),
+        "stored_rows": stored,
+        "disk_write_bytes_per_row": round(written / stored, 1) if stored else None,
+        "record_bytes_per_reading": round(per_reading, 1) if per_reading is not None else None,
+        "write_amplification": round(written / record_bytes, 1) if record_bytes else None,
     }
 
 
@@ -139,8 +216,11 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=10.0, help="poll interval of every device")
     parser.add_argument("--no-uplink", action="store_true", help="leave the MQTT uplink out")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--profile", type=Path, help="run the gateway under cProfile, stats to this file")
     args = parser.parse_args()
-    result = asyncio.run(measure(args.devices, args.seconds, args.warmup, args.interval, not args.no_uplink))
+    result = asyncio.run(
+        measure(args.devices, args.seconds, args.warmup, args.interval, not args.no_uplink, args.profile)
+    )
     if args.json:
         print(json.dumps(result))
     else:
@@ -149,7 +229,11 @@ def main() -> None:
             f"every {result['poll_interval_s']} s, "
             f"uplink {'on' if result['uplink'] else 'off'}: peak RSS {result['rss_mb']} MB "
             f"(mean {result['rss_mean_mb']} MB), CPU {result['cpu_percent']} % of one core "
-            f"over {result['window_s']} s"
+            f"over {result['window_s']} s ({result['cpu_ms_per_transaction']} ms per transaction); "
+            f"first poll {result['first_poll_s']} s, every device read {result['all_polled_s']} s "
+            f"after start; disk {result['disk_write_bytes_per_s']} B/s "
+            f"({result['disk_write_gb_per_day']} GB/day, {result['disk_write_bytes_per_row']} B per "
+            f"stored row, write amplification {result['write_amplification']})"
         )
 
 
