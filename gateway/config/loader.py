@@ -185,9 +185,10 @@ class _Loader:
         if clock.sync_file:
             clock = clock.model_copy(update={"sync_file": str(self._resolve(clock.sync_file))})
         base = self.path.resolve().parent
-        upstream = resolve_paths(upstream, base) if upstream is not None else None
-        web = resolve_paths(web, base) if web is not None else None
-        devices = [resolve_paths(d, base) for d in devices]
+        memo: dict[int, Any] = {}  # devices of one profile share their point table: walked once
+        upstream = resolve_paths(upstream, base, memo) if upstream is not None else None
+        web = resolve_paths(web, base, memo) if web is not None else None
+        devices = [resolve_paths(d, base, memo) for d in devices]
         self._check_secret_files(
             [("upstream", upstream), ("web", web), *((f"devices[{i}]", d) for i, d in enumerate(devices))],
             security.allow_insecure_secret_files or self.allow_insecure_secrets,
@@ -198,9 +199,10 @@ class _Loader:
             self.warnings.append(warning)
         if self.issues:
             raise ConfigError(_with_subjects(self.issues, raw, self.file))
+        seen: dict[int, Any] = {}
         for model in (upstream, web, *devices):
             if model is not None:
-                register_secrets(model)
+                register_secrets(model, seen)
         if upstream is not None:
             # The broker password is read at connect time; learn it now so no log line can show it.
             with contextlib.suppress(GatewayError):

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -78,32 +79,42 @@ def disk_written(pid: int) -> int:
     raise RuntimeError(f"no write_bytes in /proc/{pid}/io")
 
 
-def stored_bytes_per_reading(db: Path) -> float | None:
-    """Bytes one reading takes in the outbox (telemetry blocks still queued), None if none are."""
+def next_seq(db: Path) -> int | None:
+    """The outbox's next record number (every stored reading and event takes one)."""
     import sqlite3
 
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
     try:
-        size, readings = conn.execute(
-            "SELECT sum(length(body) + 32), sum(last_seq - first_seq + 1) FROM reading_blocks"
-        ).fetchone()
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1.0)
+        try:
+            row = conn.execute("SELECT value FROM counters WHERE name = 'next_seq'").fetchone()
+        finally:
+            conn.close()
     except sqlite3.Error:
         return None
-    finally:
-        conn.close()
-    return size / readings if readings else None
+    return int(row[0]) if row else None
 
 
-async def polled(sock: Path) -> int:
-    """Modbus transactions the gateway has run so far (0 while its control socket is not up)."""
-    from citynerve.gateway.control import ask
-    from citynerve.gateway.control.protocol import ControlError, GatewayNotRunningError
+def queued_blocks(db: Path) -> dict[int, tuple[int, int]]:
+    """Telemetry blocks queued in the outbox now: first_seq -> (record bytes, readings).
+
+    Record bytes are the block's body plus 32 bytes for its other columns (two seqs, ts, codec,
+    raw_len): what the store has to keep, before SQLite's pages, journal and WAL.
+    """
+    import sqlite3
 
     try:
-        status = await ask(sock, "status", timeout_s=10.0)
-    except (GatewayNotRunningError, ControlError, OSError):
-        return 0
-    return sum(int(b["counters"]["transactions"]) for b in status["buses"])
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1.0)
+    except sqlite3.Error:
+        return {}
+    try:
+        rows = conn.execute(
+            "SELECT first_seq, length(body) + 32, last_seq - first_seq + 1 FROM reading_blocks"
+        ).fetchall()
+    except sqlite3.Error:
+        return {}
+    finally:
+        conn.close()
+    return {first: (size, n) for first, size, n in rows}
 
 
 async def measure(
@@ -113,6 +124,7 @@ async def measure(
     interval_s: float,
     uplink: bool,
     profile: Path | None = None,
+    python: str = sys.executable,
 ) -> dict:
     fleet = await start_tcp_devices([PROFILE], devices)
     broker = None
@@ -128,7 +140,7 @@ async def measure(
             runner = ["-m", "cProfile", "-o", str(profile)] if profile else []
             started = time.monotonic()
             proc = await asyncio.create_subprocess_exec(
-                sys.executable,
+                python,
                 *runner,
                 "-m",
                 "citynerve.gateway.cli",
@@ -144,36 +156,48 @@ async def measure(
                 while time.monotonic() - started < warmup_s:
                     if proc.returncode is not None:
                         break
-                    done = await polled(sock)
+                    # Counted at the simulated devices: asking the gateway would cost it CPU and memory.
+                    done = sum(1 for _, device in fleet.devices() if device.reads)
                     now = time.monotonic() - started
                     if done and first_poll_s is None:
                         first_poll_s = now
                     if done >= devices:
                         all_polled_s = now
                         break
-                    await asyncio.sleep(0.1)
+                    await asyncio.sleep(0.05)
                 await asyncio.sleep(max(0.0, warmup_s - (time.monotonic() - started)))
                 if proc.returncode is not None:
                     err = await proc.stderr.read() if proc.stderr else b""
                     raise SystemExit(f"gateway exited: {err.decode()[-2000:]}")
                 from citynerve.gateway.control import ask
 
-                before = await ask(sock, "status")
+                # Window figures from outside the gateway (the simulated devices' read counters,
+                # the outbox's record numbers): asking its status here would raise its peak RSS.
+                reads0 = sum(device.reads for _, device in fleet.devices())
+                seq0 = next_seq(Path(tmp) / "gw.db")
                 _, _, cpu0 = proc_sample(proc.pid)
                 written0 = disk_written(proc.pid)
                 t0 = time.monotonic()
                 peak = 0.0
                 rss_samples = []
+                blocks: dict[int, tuple[int, int]] = {}
                 while time.monotonic() - t0 < seconds:
-                    await asyncio.sleep(1.0)
+                    await asyncio.sleep(0.5)
+                    # Blocks stay queued from their commit until the platform's ack: sampled
+                    # twice a second, they give the bytes a stored reading takes.
+                    blocks.update(queued_blocks(Path(tmp) / "gw.db"))
                     rss, hwm, cpu1 = proc_sample(proc.pid)
                     peak = max(peak, hwm)
                     rss_samples.append(rss)
                 wall = time.monotonic() - t0
                 written = disk_written(proc.pid) - written0
+                tx_window = sum(device.reads for _, device in fleet.devices()) - reads0
+                seq1 = next_seq(Path(tmp) / "gw.db")
                 cpu_pct = (cpu1 - cpu0) / wall * 100
                 status = await ask(sock, "status")
-                per_reading = stored_bytes_per_reading(Path(tmp) / "gw.db")
+                sizes = list(blocks.values())
+                readings_seen = sum(n for _, n in sizes)
+                per_reading = sum(b for b, _ in sizes) / readings_seen if readings_seen else None
             finally:
                 proc.terminate()
                 await proc.wait()
@@ -182,10 +206,8 @@ async def measure(
         if broker:
             broker.close()
     transactions = sum(b["counters"]["transactions"] for b in status["buses"])
-    tx_window = transactions - sum(b["counters"]["transactions"] for b in before["buses"])
-    stored = status["writer"]["committed_rows"] - before["writer"]["committed_rows"]
-    readings = status["writer"]["committed_readings"] - before["writer"]["committed_readings"]
-    record_bytes = readings * per_reading if per_reading is not None else None
+    stored = seq1 - seq0 if seq0 is not None and seq1 is not None else 0
+    record_bytes = stored * per_reading if per_reading is not None else None
     return {
         "devices": devices,
         "devices_online": status["devices_online"],
@@ -201,11 +223,46 @@ async def measure(
         "all_polled_s": round(all_polled_s, 2) if all_polled_s is not None else None,
         "disk_write_bytes_per_s": round(written / wall),
         "disk_write_gb_per_day": round(written / wall * 86400 / 1e9, 2),
-        "stored_rows": stored,
-        "disk_write_bytes_per_row": round(written / stored, 1) if stored else None,
+        "stored_records": stored,
+        "disk_write_bytes_per_record": round(written / stored, 1) if stored else None,
         "record_bytes_per_reading": round(per_reading, 1) if per_reading is not None else None,
         "write_amplification": round(written / record_bytes, 1) if record_bytes else None,
     }
+
+
+FIGURES = (
+    "rss_mb",
+    "rss_mean_mb",
+    "cpu_percent",
+    "cpu_ms_per_transaction",
+    "first_poll_s",
+    "all_polled_s",
+    "disk_write_bytes_per_s",
+    "write_amplification",
+)
+
+
+def median_of(results: list[dict], key: str) -> float | None:
+    values = [r[key] for r in results if r.get(key) is not None]
+    return round(statistics.median(values), 3) if values else None
+
+
+def compare(args: argparse.Namespace) -> dict:
+    """Alternate runs of this checkout's gateway and the baseline's; medians and ratios."""
+    ours: list[dict] = []
+    base: list[dict] = []
+    for _ in range(args.runs):
+        for python, into in ((args.baseline_python, base), (sys.executable, ours)):
+            uplink = not args.no_uplink
+            run = measure(args.devices, args.seconds, args.warmup, args.interval, uplink, None, python)
+            into.append(asyncio.run(run))
+    out: dict = {"runs": args.runs, "gateway": ours, "baseline": base}
+    for key in FIGURES:
+        mine, theirs = median_of(ours, key), median_of(base, key)
+        out[key] = mine
+        out[f"baseline_{key}"] = theirs
+        out[f"ratio_{key}"] = round(mine / theirs, 3) if mine is not None and theirs else None
+    return out
 
 
 def main() -> None:
@@ -217,7 +274,15 @@ def main() -> None:
     parser.add_argument("--no-uplink", action="store_true", help="leave the MQTT uplink out")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--profile", type=Path, help="run the gateway under cProfile, stats to this file")
+    parser.add_argument(
+        "--baseline-python",
+        help="python of another checkout's venv: alternate runs of both gateways, print medians, ratios",
+    )
+    parser.add_argument("--runs", type=int, default=3, help="runs of each gateway with --baseline-python")
     args = parser.parse_args()
+    if args.baseline_python:
+        print(json.dumps(compare(args), indent=None if args.json else 1))
+        return
     result = asyncio.run(
         measure(args.devices, args.seconds, args.warmup, args.interval, not args.no_uplink, args.profile)
     )
@@ -232,8 +297,8 @@ def main() -> None:
             f"over {result['window_s']} s ({result['cpu_ms_per_transaction']} ms per transaction); "
             f"first poll {result['first_poll_s']} s, every device read {result['all_polled_s']} s "
             f"after start; disk {result['disk_write_bytes_per_s']} B/s "
-            f"({result['disk_write_gb_per_day']} GB/day, {result['disk_write_bytes_per_row']} B per "
-            f"stored row, write amplification {result['write_amplification']})"
+            f"({result['disk_write_gb_per_day']} GB/day, {result['disk_write_bytes_per_record']} B per "
+            f"stored record, write amplification {result['write_amplification']})"
         )
 
 
