@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -66,6 +67,7 @@ class Reply:
     registers: tuple[int, ...] = ()
     bits: tuple[bool, ...] = ()
     objects: tuple[tuple[int, bytes], ...] = ()  # FC 43/14 device identification objects
+    data: bytes = b""  # the registers as sent (2 bytes each, big-endian): decoded without copies
 
 
 class ModbusChannel:
@@ -288,7 +290,7 @@ class ModbusChannel:
             return Reply()
         if isinstance(response, PduReply) and not response.isError():
             found = tuple(sorted(response.information.items()))
-            return Reply(registers=response.registers, bits=response.bits, objects=found)
+            return Reply(response.registers, response.bits, found, response.data)
         if response.isError():
             code = int(getattr(response, "exception_code", 0))
             reason = EXCEPTION_REASONS.get(code, "unknown exception code")
@@ -305,7 +307,8 @@ class ModbusChannel:
                     (int(k), v if isinstance(v, bytes) else str(v).encode()) for k, v in information.items()
                 )
             )
-        return Reply(registers=registers, bits=bits, objects=objects)
+        data = struct.pack(f">{len(registers)}H", *registers) if registers else b""
+        return Reply(registers=registers, bits=bits, objects=objects, data=data)
 
     def _frame_error(self, unit: int) -> FrameError:
         data = self._rx

@@ -39,6 +39,7 @@ class PduReply:
     registers: tuple[int, ...] = ()
     bits: tuple[bool, ...] = ()
     information: dict[int, bytes] = field(default_factory=dict)
+    data: bytes = b""  # register data as received (FC 3/4)
 
     def isError(self) -> bool:  # the name pymodbus gives it
         return self.function >= 0x80
@@ -68,7 +69,7 @@ def split_reply(function: int, pdu: bytes) -> PduReply:
         if function in (3, 4):
             if len(data) % 2:
                 raise _frame_error(f"odd byte count {len(data)} for 16-bit registers", pdu)
-            return PduReply(got, registers=struct.unpack(f">{len(data) // 2}H", data))
+            return PduReply(got, registers=struct.unpack(f">{len(data) // 2}H", data), data=data)
         return PduReply(got, bits=tuple(bool((byte >> i) & 1) for byte in data for i in range(8)))
     if function in (5, 6, 15, 16):
         if len(pdu) != 5:

@@ -240,3 +240,57 @@ async def test_bad_header_drops_the_connection_and_late_replies_are_ignored() ->
     finally:
         client.close()
         server.close()
+
+
+def test_decode_plan_gives_what_decode_point_gives() -> None:
+    """The driver's per-read decode plan (bytes straight from the reply) against `decode_point`."""
+    import math
+
+    from modbus_support import LOCATION, device_model
+
+    from citynerve.drivers.modbus._channel import Reply
+    from citynerve.drivers.modbus.driver import ModbusRequest, decode_plan, decode_point, decode_samples
+
+    rng = random.Random(17)
+    types = ["int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string", "bool"]
+    for _ in range(200):
+        points: dict[str, dict[str, Any]] = {}
+        address = 0
+        for i in range(rng.randint(1, 8)):
+            kind = rng.choice(types)
+            spec: dict[str, Any] = {"table": "holding", "address": address, "type": kind}
+            spec["word_order"], spec["byte_order"] = rng.choice(
+                [("big", "big")] * 3 + [("little", "big"), ("big", "little")]
+            )
+            if kind == "string":
+                spec["length"] = 3
+            if kind == "bool":
+                spec["bit"] = rng.randrange(16)
+            points[f"p{i}"] = spec
+            address += {
+                "int16": 1,
+                "uint16": 1,
+                "bool": 1,
+                "string": 3,
+                "int64": 4,
+                "uint64": 4,
+                "float64": 4,
+            }.get(kind, 2)
+        device = device_model(id="d", bus="b", profile="t", address=1, location=LOCATION, points=points)
+        registers = [rng.choice([rng.randrange(65536), 0, 0x7FC0, 0xFF80, 0x4366]) for _ in range(address)]
+        reply = Reply(registers=tuple(registers), data=struct.pack(f">{address}H", *registers))
+        request = ModbusRequest(
+            points=tuple(points), interval_s=10.0, table="holding", function=3, address=0, count=address
+        )
+        fast = decode_samples(decode_plan(device.points, request), reply)
+        for sample, name in zip(fast, points, strict=True):
+            point = device.points[name]
+            expected = decode_point(point, point.address, reply, name)
+            assert sample.point == expected.point and sample.quality == expected.quality
+            same = sample.value == expected.value or (
+                isinstance(sample.value, float)
+                and isinstance(expected.value, float)
+                and math.isnan(sample.value)
+                and math.isnan(expected.value)
+            )
+            assert same and type(sample.value) is type(expected.value), (name, point.type, sample, expected)
