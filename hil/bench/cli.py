@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from citynerve.hil.bench.footprint import config_text
+from citynerve.hil.bench.footprint import config_text, installed_env, precompile
 from citynerve.hil.sim.modbus import start_tcp_devices
 
 PROFILE = "modbus-water-meter"
@@ -54,7 +54,7 @@ def commands(cfg: Path) -> dict[str, list[str]]:
 def wall(argv: list[str], cwd: Path) -> float:
     """Seconds from spawn to exit of one process (it must succeed)."""
     t0 = time.monotonic()
-    done = subprocess.run(argv, cwd=cwd, capture_output=True, timeout=120)
+    done = subprocess.run(argv, cwd=cwd, capture_output=True, timeout=120, env=installed_env())
     took = time.monotonic() - t0
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.decode()[-1500:]}")
@@ -73,6 +73,9 @@ async def wait_first_poll(fleet: object, proc: asyncio.subprocess.Process, timeo
 
 
 async def measure(devices: int, runs: int, baseline_python: str | None) -> dict:
+    precompile(sys.executable)
+    if baseline_python:
+        precompile(baseline_python)
     fleet = await start_tcp_devices([PROFILE], devices)
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -88,6 +91,7 @@ async def measure(devices: int, runs: int, baseline_python: str | None) -> dict:
                 str(cfg),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
+                env=installed_env(),
             )
             try:
                 await wait_first_poll(fleet, proc, 60.0)

@@ -27,6 +27,34 @@ from citynerve.hil.platform import MosquittoBroker, find_mosquitto
 from citynerve.hil.sim.modbus import start_tcp_devices
 
 PROFILE = "modbus-water-meter"
+TRACED = (
+    "import sys, threading, time, tracemalloc\n"
+    "from collections import Counter\n"
+    "tracemalloc.start(1)\n"
+    "def dump():\n"
+    "    time.sleep({after_s})\n"
+    "    stats = tracemalloc.take_snapshot().statistics('filename')\n"
+    "    by_package = Counter()\n"
+    "    for st in stats:\n"
+    "        name = st.traceback[0].filename\n"
+    "        for cut in ('site-packages/', '/lib/python3.11/', '/citynerve/', '/gateway/', '/drivers/'):\n"
+    "            if cut in name:\n"
+    "                name = cut.strip('/') + ':' + name.split(cut, 1)[1].split('/')[0]\n"
+    "                break\n"
+    "        by_package[name] += st.size\n"
+    "    with open({out!r}, 'w') as f:\n"
+    "        f.write(f'traced {{sum(by_package.values()) / 1e6:.2f}} MB\\n')\n"
+    "        for name, size in by_package.most_common(25):\n"
+    "            f.write(f'{{size / 1e6:8.2f}} MB  {{name}}\\n')\n"
+    "        for st in stats[:25]:\n"
+    "            f.write(f'{{st}}\\n')\n"
+    "threading.Thread(target=dump, daemon=True).start()\n"
+    "sys.argv[0] = 'citynerve'\n"
+    "from citynerve.gateway.cli import main\n"
+    "main()\n"
+)
+"""`--tracemalloc`: the gateway under tracemalloc, what holds Python memory by package after warm-up."""
+
 PROFILED = (
     "import cProfile, sys, time\n"
     "from citynerve.gateway.cli import main\n"
@@ -135,6 +163,29 @@ def queued_blocks(db: Path) -> dict[int, tuple[int, int]]:
     return {first: (size, n) for first, size, n in rows}
 
 
+def installed_env() -> dict[str, str]:
+    """The environment for gateway processes: bytecode cached as on an installed box."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def precompile(python: str) -> None:
+    """Compile the package `python` imports, as `pip install` does: start-up then measures the
+    gateway, not the compiler (a checkout run with PYTHONDONTWRITEBYTECODE compiles every start)."""
+    where = subprocess.run(
+        [
+            python,
+            "-c",
+            "import citynerve.gateway as g, citynerve.drivers as d; print(g.__path__[0], d.__path__[0])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    subprocess.run([python, "-m", "compileall", "-q", *where], check=True, env=installed_env())
+
+
 async def measure(
     devices: int,
     seconds: float,
@@ -143,6 +194,7 @@ async def measure(
     uplink: bool,
     profile: Path | None = None,
     python: str = sys.executable,
+    traced: Path | None = None,
 ) -> dict:
     fleet = await start_tcp_devices([PROFILE], devices)
     broker = None
@@ -158,6 +210,8 @@ async def measure(
             # The profile counts the main thread's CPU time (time.thread_time), not wall time: a
             # socket send that waits for the CPU is not the gateway's work.
             runner = ["-c", PROFILED.format(out=str(profile))] if profile else []
+            if traced:
+                runner = ["-c", TRACED.format(out=str(traced), after_s=warmup_s)]
             started = time.monotonic()
             proc = await asyncio.create_subprocess_exec(
                 python,
@@ -167,6 +221,7 @@ async def measure(
                 str(cfg),
                 stdout=subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
+                env=installed_env(),
             )
             try:
                 # Start-up: until the first transaction, then until every device was read once.
@@ -273,6 +328,8 @@ def compare(args: argparse.Namespace) -> dict:
     """Alternate runs of this checkout's gateway and the baseline's; medians and ratios."""
     ours: list[dict] = []
     base: list[dict] = []
+    precompile(sys.executable)
+    precompile(args.baseline_python)
     for _ in range(args.runs):
         for python, into in ((args.baseline_python, base), (sys.executable, ours)):
             uplink = not args.no_uplink
@@ -296,17 +353,27 @@ def main() -> None:
     parser.add_argument("--no-uplink", action="store_true", help="leave the MQTT uplink out")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--profile", type=Path, help="run the gateway under cProfile, stats to this file")
+    parser.add_argument("--tracemalloc", type=Path, help="gateway under tracemalloc: top holders to this")
     parser.add_argument(
         "--baseline-python",
         help="python of another checkout's venv: alternate runs of both gateways, print medians, ratios",
     )
     parser.add_argument("--runs", type=int, default=3, help="runs of each gateway with --baseline-python")
     args = parser.parse_args()
+    precompile(sys.executable)
     if args.baseline_python:
         print(json.dumps(compare(args), indent=None if args.json else 1))
         return
     result = asyncio.run(
-        measure(args.devices, args.seconds, args.warmup, args.interval, not args.no_uplink, args.profile)
+        measure(
+            args.devices,
+            args.seconds,
+            args.warmup,
+            args.interval,
+            not args.no_uplink,
+            args.profile,
+            traced=args.tracemalloc,
+        )
     )
     if args.json:
         print(json.dumps(result))
