@@ -1,6 +1,8 @@
-"""The pymodbus side of the driver: one client per bus, one transaction at a time.
+"""The client side of the driver: one client per bus, one transaction at a time.
 
-pymodbus types stop here: callers get registers/bits as tuples and typed gateway errors.
+Modbus TCP runs on the gateway's own MBAP transaction layer (`_tcp.MbapClient`: the reason is
+written there); RTU and RTU over TCP run on pymodbus, imported only when such a bus opens.
+Client types stop here: callers get registers/bits as tuples and typed gateway errors.
 pymodbus is configured not to do the bus owner's job: retries=0, no reconnect of its own
 (reconnect_delay=0), no disconnect after N silent requests (a silent unit behind a TCP gateway
 must not cut off the other units), and the per-transaction timeout is set for every call.
@@ -11,15 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
-from pymodbus.framer import FramerType
-from pymodbus.pdu import ModbusPDU
-
+from citynerve.drivers.modbus._tcp import MbapClient, PduReply
 from citynerve.drivers.modbus.codec import (
     EXCEPTION_REASONS,
     TRANSIENT_EXCEPTIONS,
@@ -35,13 +34,19 @@ from citynerve.gateway.api import (
     FrameFault,
 )
 
+if TYPE_CHECKING:
+    from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+
 _NEVER_DISCONNECT = 1_000_000_000
 
-# pymodbus logs every timeout and dropped frame at ERROR. The driver raises a typed error for each
-# and the bus owner logs once per device state change, so pymodbus' lines would only repeat them
-# (and flood the log from one silent device). A level set explicitly by the operator is kept.
-if logging.getLogger("pymodbus").level == logging.NOTSET:
-    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+def _quiet_pymodbus() -> None:
+    # pymodbus logs every timeout and dropped frame at ERROR. The driver raises a typed error for
+    # each and the bus owner logs once per device state change, so pymodbus' lines would only
+    # repeat them (and flood the log from one silent device). A level set by the operator is kept.
+    if logging.getLogger("pymodbus").level == logging.NOTSET:
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
 
 BROADCAST_TURNAROUND_S = 0.1
 
@@ -62,6 +67,7 @@ class Reply:
     registers: tuple[int, ...] = ()
     bits: tuple[bool, ...] = ()
     objects: tuple[tuple[int, bytes], ...] = ()  # FC 43/14 device identification objects
+    data: bytes = b""  # the registers as sent (2 bytes each, big-endian): decoded without copies
 
 
 class ModbusChannel:
@@ -69,7 +75,7 @@ class ModbusChannel:
 
     def __init__(self, bus: ModbusBusConfig) -> None:
         self.bus = bus
-        self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
+        self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | MbapClient | None = None
         self._lock = asyncio.Lock()
         self._rx = b""
         self._tx = b""  # the last request sent, for diagnostics (`last_frames`)
@@ -80,6 +86,10 @@ class ModbusChannel:
     # -- open / close ------------------------------------------------------------------------
 
     def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+        from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+        from pymodbus.framer import FramerType
+
+        _quiet_pymodbus()
         bus = self.bus
         common: dict[str, Any] = {
             "timeout": bus.timeout_s,
@@ -112,6 +122,9 @@ class ModbusChannel:
         if self._client is not None and self._client.connected:
             return
         await self.close()
+        if isinstance(self.bus, ModbusTcpBusConfig):
+            await self._open_native(self.bus)
+            return
         client = self._make_client()
         try:
             # client.connect() would add a fixed 0.1 s sleep; the transaction manager's connect
@@ -127,6 +140,20 @@ class ModbusChannel:
             client.close()
             raise ChannelError(self.bus.id, await self._why_not_open())
         self._client = client
+
+    async def _open_native(self, bus: ModbusTcpBusConfig) -> None:
+        native = MbapClient(bus.host, bus.port, bus.timeout_s)
+        where = f"{bus.host}:{bus.port}"
+        try:
+            await native.connect()
+        except TimeoutError as err:
+            raise ChannelError(bus.id, f"no TCP answer from {where} within {bus.timeout_s:g} s") from err
+        except ConnectionRefusedError as err:
+            reason = f"cannot connect to {where}: connection refused (nothing listens on that port)"
+            raise ChannelError(bus.id, reason) from err
+        except OSError as err:
+            raise ChannelError(bus.id, f"cannot connect to {where}: {err.strerror or err}") from err
+        self._client = native
 
     @property
     def bus_port(self) -> str:
@@ -198,40 +225,75 @@ class ModbusChannel:
         unit: int,
         points: tuple[str, ...],
         timeout_s: float,
-        call: Callable[[Any], Awaitable[ModbusPDU | None]],
+        call: Callable[[Any], Awaitable[Any]],
     ) -> Reply:
         """Run one request (`call(client)`) and return the reply, or raise a typed error."""
         async with self._lock:
             client = self._client
             if client is None or not client.connected:
                 raise ChannelError(self.bus.id, "not connected" if client is None else "connection lost")
-            await self._keep_silence()
-            self._rx = self._tx = b""
-            # pymodbus reads its per-request timeout from here; set it per device (pinned minor).
-            client.ctx.comm_params.timeout_connect = timeout_s
-            try:
-                response = await call(client)
-            except ModbusIOException as err:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    # pymodbus turns a cancellation into ModbusIOException; the owner's timeout
-                    # or shutdown must still see CancelledError.
-                    raise asyncio.CancelledError from err
-                if self._rx:
-                    raise self._frame_error(unit) from err
-                raise DeviceTimeoutError(device_id, points, timeout_s) from err
-            except ConnectionException as err:
-                raise ChannelError(self.bus.id, "connection lost") from err
-            except ModbusException as err:
-                raise FrameError(self.frame_protocol, f"unusable reply: {err}", self._rx) from err
-            finally:
-                # Unit 0 is a broadcast nobody answers: give every device the turnaround delay
-                # (100 ms and up in the spec) to act on it before the line is used again.
-                rtu = self.frame_protocol == "modbus-rtu"
-                gap = max(self._gap_s, BROADCAST_TURNAROUND_S) if unit == 0 and rtu else self._gap_s
-                self._quiet_until = asyncio.get_running_loop().time() + gap
+            if isinstance(client, MbapClient):
+                client.timeout_s = timeout_s
+                try:
+                    response = await call(client)
+                except TimeoutError as err:
+                    if client.received:
+                        raise FrameError(
+                            self.frame_protocol,
+                            f"no valid reply in {len(client.received)} bytes received",
+                            client.received,
+                        ) from err
+                    raise DeviceTimeoutError(device_id, points, timeout_s) from err
+                except ConnectionError as err:
+                    raise ChannelError(self.bus.id, "connection lost") from err
+            else:
+                response = await self._transact_pymodbus(client, device_id, unit, points, timeout_s, call)
+        return self._reply(device_id, points, response)
+
+    async def _transact_pymodbus(
+        self,
+        client: AsyncModbusTcpClient | AsyncModbusSerialClient,
+        device_id: str,
+        unit: int,
+        points: tuple[str, ...],
+        timeout_s: float,
+        call: Callable[[Any], Awaitable[Any]],
+    ) -> Any:
+        from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+
+        await self._keep_silence()
+        self._rx = self._tx = b""
+        # pymodbus reads its per-request timeout from here; set it per device (pinned minor).
+        client.ctx.comm_params.timeout_connect = timeout_s
+        try:
+            response = await call(client)
+        except ModbusIOException as err:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # pymodbus turns a cancellation into ModbusIOException; the owner's timeout
+                # or shutdown must still see CancelledError.
+                raise asyncio.CancelledError from err
+            if self._rx:
+                raise self._frame_error(unit) from err
+            raise DeviceTimeoutError(device_id, points, timeout_s) from err
+        except ConnectionException as err:
+            raise ChannelError(self.bus.id, "connection lost") from err
+        except ModbusException as err:
+            raise FrameError(self.frame_protocol, f"unusable reply: {err}", self._rx) from err
+        finally:
+            # Unit 0 is a broadcast nobody answers: give every device the turnaround delay
+            # (100 ms and up in the spec) to act on it before the line is used again.
+            rtu = self.frame_protocol == "modbus-rtu"
+            gap = max(self._gap_s, BROADCAST_TURNAROUND_S) if unit == 0 and rtu else self._gap_s
+            self._quiet_until = asyncio.get_running_loop().time() + gap
+        return response
+
+    def _reply(self, device_id: str, points: tuple[str, ...], response: Any) -> Reply:
         if response is None:  # broadcast: nobody answers
             return Reply()
+        if isinstance(response, PduReply) and not response.isError():
+            found = tuple(sorted(response.information.items()))
+            return Reply(response.registers, response.bits, found, response.data)
         if response.isError():
             code = int(getattr(response, "exception_code", 0))
             reason = EXCEPTION_REASONS.get(code, "unknown exception code")
@@ -248,11 +310,15 @@ class ModbusChannel:
                     (int(k), v if isinstance(v, bytes) else str(v).encode()) for k, v in information.items()
                 )
             )
-        return Reply(registers=registers, bits=bits, objects=objects)
+        data = struct.pack(f">{len(registers)}H", *registers) if registers else b""
+        return Reply(registers=registers, bits=bits, objects=objects, data=data)
 
     def last_frames(self) -> dict[str, str]:
         """The bytes of the last transaction as they went over the wire (RTU with CRC, TCP with the
         MBAP header), hex: what a remote `device_read` shows next to the decoded registers."""
+        client = self._client
+        if isinstance(client, MbapClient):  # the gateway's own TCP transactions keep their frames
+            return {"protocol": self.frame_protocol, "tx": client.sent.hex(" "), "rx": client.received.hex(" ")}
         return {"protocol": self.frame_protocol, "tx": self._tx.hex(" "), "rx": self._rx.hex(" ")}
 
     def _frame_error(self, unit: int) -> FrameError:

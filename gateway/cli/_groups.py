@@ -12,39 +12,76 @@ import click
 
 from citynerve.gateway import __version__
 
+_PACKAGE = "citynerve.gateway.cli"
 
-class _LazyMain(click.Group):
+
+class _LazyGroup(click.Group):
     """Imports command modules only when they are needed.
 
     `citynerve run` is the long-lived service on a small box: it must not carry the memory of every
-    diagnostic and commissioning command, so only its own module is imported for it.
+    diagnostic and commissioning command. The commands a technician types (`status`, `config
+    check`, `diag ...`) must start fast on a slow CPU, so each imports only the modules that
+    define it (`lazy`: command name -> modules). A name not in `lazy`, and `--help`'s listing,
+    import every command module. tests/fieldtools/test_cli_lazy.py checks `lazy` against the tree.
     """
 
-    _light: ClassVar[dict[str, str]] = {
-        "run": "citynerve.gateway.cli.cmd_run",
-        "status": "citynerve.gateway.cli.cmd_run",
-        "demo": "citynerve.gateway.cli.cmd_demo",
-    }
-    _loaded_all = False
+    lazy: ClassVar[dict[str, tuple[str, ...]]] = {}
+    _loaded_all: ClassVar[bool] = False
 
-    def _load_all(self) -> None:
-        if not self._loaded_all:
+    @staticmethod
+    def _load_all() -> None:
+        if not _LazyGroup._loaded_all:
             from citynerve.gateway.cli import load_command_modules
 
             load_command_modules()
-            self._loaded_all = True
+            _LazyGroup._loaded_all = True
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        module = self._light.get(cmd_name)
-        if module is not None:
-            importlib.import_module(module)
-        else:
+        modules = self.lazy.get(cmd_name)
+        if modules is None:
             self._load_all()
+        else:
+            for module in modules:
+                importlib.import_module(f"{_PACKAGE}.{module}")
         return super().get_command(ctx, cmd_name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._load_all()
         return super().list_commands(ctx)
+
+
+class _LazyMain(_LazyGroup):
+    lazy: ClassVar[dict[str, tuple[str, ...]]] = {
+        "run": ("cmd_run",),
+        "status": ("cmd_run",),
+        "demo": ("cmd_demo",),
+        "init": ("cmd_init",),
+        "report": ("cmd_report",),
+        "devices": ("cmd_devices", "cmd_register"),
+        "operator": ("cmd_operator",),
+        "service": ("cmd_service",),
+        "update": ("cmd_update",),
+        "config": ("cmd_config",),
+        "store": ("cmd_store",),
+        "diag": (),  # a group of its own: its commands are looked up in _LazyDiag
+    }
+
+
+class _LazyDiag(_LazyGroup):
+    lazy: ClassVar[dict[str, tuple[str, ...]]] = {
+        "ports": ("cmd_diag",),
+        "store": ("cmd_diag",),
+        "bundle": ("cmd_diag",),
+        "modbus": ("cmd_diag", "cmd_probe"),
+        "ble": ("cmd_ble",),
+        "decode": ("cmd_decode",),
+        "line": ("cmd_line",),
+        "rules": ("cmd_rules",),
+        "dlt645": ("cmd_serial",),
+        "cjt188": ("cmd_serial",),
+        "firepanel": ("cmd_serial",),
+        "uplink": ("cmd_uplink",),
+    }
 
 
 @click.group(
@@ -69,6 +106,6 @@ def store() -> None:
     """Inspect the SQLite outbox."""
 
 
-@main.group()
+@main.group(cls=_LazyDiag)
 def diag() -> None:
     """Diagnostics for field technicians. Every check has --json and exits non-zero on failure."""

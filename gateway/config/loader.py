@@ -214,11 +214,12 @@ class _Loader:
         if clock.sync_file:
             clock = clock.model_copy(update={"sync_file": str(self._resolve(clock.sync_file))})
         base = self.path.resolve().parent
-        destinations = [resolve_paths(d, base) for d in destinations]
+        memo: dict[int, Any] = {}  # devices of one profile share their point table: walked once
+        destinations = [resolve_paths(d, base, memo) for d in destinations]
         upstream = destinations[0] if destinations else None
-        web = resolve_paths(web, base) if web is not None else None
-        update = resolve_paths(update, base) if update is not None else None
-        devices = [resolve_paths(d, base) for d in devices]
+        web = resolve_paths(web, base, memo) if web is not None else None
+        update = resolve_paths(update, base, memo) if update is not None else None
+        devices = [resolve_paths(d, base, memo) for d in devices]
         self._check_secret_files(
             [
                 *((_where("upstream", i, destinations), d) for i, d in enumerate(destinations)),
@@ -234,9 +235,10 @@ class _Loader:
             self.warnings.append(warning)
         if self.issues:
             raise ConfigError(_with_subjects(self.issues, raw, self.file))
+        seen: dict[int, Any] = {}
         for model in (*destinations, web, *devices):
             if model is not None:
-                register_secrets(model)
+                register_secrets(model, seen)
         for d in destinations:
             # The broker password is read at connect time; learn it now so no log line can show it.
             with contextlib.suppress(GatewayError):

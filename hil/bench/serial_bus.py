@@ -75,14 +75,19 @@ def _cjt_devices() -> list[Cjt188Device]:
 
 
 async def _cycle(
-    port_dlt: str, port_cjt: str, dlt_devices: list[Dlt645Device], cjt_devices: list[Cjt188Device]
+    port_dlt: str,
+    port_cjt: str,
+    dlt_devices: list[Dlt645Device],
+    cjt_devices: list[Cjt188Device],
+    gap_s: float | None = None,
 ) -> tuple[float, int]:
+    gap = {} if gap_s is None else {"gap_s": gap_s}
     dlt_driver = Dlt645Driver(
-        SerialBusConfig.model_validate({"id": "bench-e", "protocol": "dlt645", "port": port_dlt}),
+        SerialBusConfig.model_validate({"id": "bench-e", "protocol": "dlt645", "port": port_dlt, **gap}),
         dlt_devices,
     )
     cjt_driver = Cjt188Driver(
-        SerialBusConfig.model_validate({"id": "bench-w", "protocol": "cjt188", "port": port_cjt}),
+        SerialBusConfig.model_validate({"id": "bench-w", "protocol": "cjt188", "port": port_cjt, **gap}),
         cjt_devices,
     )
     await dlt_driver.open()
@@ -104,7 +109,7 @@ async def _cycle(
         await cjt_driver.close()
 
 
-async def bench_cycle(runs: int) -> dict[str, Any]:
+async def bench_cycle(runs: int, gap_s: float | None = None) -> dict[str, Any]:
     dlt_devices, cjt_devices = _dlt_devices(), _cjt_devices()
     dlt_meters = [SimDlt645Meter(d.address) for d in dlt_devices]
     cjt_meters = [SimCjt188Meter(d.address) for d in cjt_devices]
@@ -120,7 +125,7 @@ async def bench_cycle(runs: int) -> dict[str, Any]:
     ):
         for _ in range(runs):
             before = bus_e.bytes_in + bus_e.bytes_out + bus_w.bytes_in + bus_w.bytes_out
-            elapsed, transactions = await _cycle(bus_e.port, bus_w.port, dlt_devices, cjt_devices)
+            elapsed, transactions = await _cycle(bus_e.port, bus_w.port, dlt_devices, cjt_devices, gap_s)
             wire_bytes = bus_e.bytes_in + bus_e.bytes_out + bus_w.bytes_in + bus_w.bytes_out - before
             floor = wire_bytes * BITS_PER_BYTE / BAUD
             cycles.append(elapsed)
@@ -132,6 +137,7 @@ async def bench_cycle(runs: int) -> dict[str, Any]:
         "cycle_ratio": statistics.median(ratios),
         "transactions_per_cycle": transactions,
         "cycle_runs": runs,
+        "gap_s": 0.02 if gap_s is None else gap_s,
     }
 
 
@@ -212,8 +218,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="poll cycles / decode runs (median reported)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--gap", type=float, help="the buses' gap_s (turnaround silence; default 0.02)")
     args = parser.parse_args()
-    result = {**asyncio.run(bench_cycle(args.runs)), **bench_decode(max(3, args.runs))}
+    result = {**asyncio.run(bench_cycle(args.runs, args.gap)), **bench_decode(max(3, args.runs))}
     if args.json:
         print(json.dumps(result))
         return

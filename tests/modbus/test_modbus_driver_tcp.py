@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from pymodbus.client.mixin import ModbusClientMixin
 
 from citynerve.drivers.modbus import TCP_DRIVER
+from citynerve.drivers.modbus._tcp import MbapClient
 from citynerve.drivers.modbus.config import ModbusDeviceConfig, ModbusRtuOverTcpBusConfig, ModbusTcpBusConfig
 from citynerve.drivers.modbus.driver import ModbusDriver, ModbusRequest
 from citynerve.gateway.api import (
@@ -164,16 +165,11 @@ async def test_single_register_write_can_use_fc16(bank_server: BankServer, make_
     device = make_device(points, single_register_write_fc16=True)
     driver = ModbusDriver(tcp_bus(bank_server), [device])
     await driver.open()
-    original = driver.channel._trace_packet
-
-    def spy(sending: bool, data: bytes) -> bytes:
-        if sending:
-            seen.append(bytes(data))
-        return original(sending, data)
-
-    driver.channel._client.ctx.trace_packet = spy  # type: ignore[union-attr]
+    client = driver.channel._client
+    assert isinstance(client, MbapClient)
     try:
         await driver.write(device, "sp", 9)
+        seen.append(client.sent)
     finally:
         await driver.close()
     assert bank_server.banks[1].tables["holding"][7] == 9

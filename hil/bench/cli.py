@@ -1,0 +1,142 @@
+"""Wall time of the commands a technician types on the box, at 1,000 configured devices.
+
+Starts the footprint fleet (1,000 simulated Modbus TCP water meters, hil/bench/footprint.py) and a
+`citynerve run` on it, then times whole processes: `citynerve status`, `citynerve config check`,
+`citynerve diag modbus read` (routed through the running gateway) and `citynerve diag store`. Each
+command runs `--runs` times; the figure is the median. Baselines in the same run: a bare
+`python -c pass` (the interpreter's own start) and, with `--baseline-python`, the same commands from
+another checkout's venv, alternating with this one's run by run.
+
+    .venv/bin/python hil/bench/cli.py --json
+    .venv/bin/python hil/bench/cli.py --baseline-python ../before/.venv/bin/python --runs 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from citynerve.hil.bench.footprint import config_text, installed_env, precompile
+from citynerve.hil.sim.modbus import start_tcp_devices
+
+PROFILE = "modbus-water-meter"
+
+
+def commands(cfg: Path) -> dict[str, list[str]]:
+    c = str(cfg)
+    return {
+        "status": ["status", "-c", c, "--json"],
+        "config_check": ["config", "check", c],
+        "diag_modbus_read": [
+            "diag",
+            "modbus",
+            "read",
+            "-c",
+            c,
+            "--bus",
+            "tcp-0",
+            "--unit",
+            "1",
+            "--address",
+            "0",
+        ],
+        "diag_store": ["diag", "store", "-c", c, "--json"],
+    }
+
+
+def wall(argv: list[str], cwd: Path) -> float:
+    """Seconds from spawn to exit of one process (it must succeed)."""
+    t0 = time.monotonic()
+    done = subprocess.run(argv, cwd=cwd, capture_output=True, timeout=120, env=installed_env())
+    took = time.monotonic() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.decode()[-1500:]}")
+    return took
+
+
+async def wait_first_poll(fleet: object, proc: asyncio.subprocess.Process, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.returncode is not None:
+            raise SystemExit("gateway exited during start-up")
+        if all(device.reads for _, device in fleet.devices()):  # type: ignore[attr-defined]
+            return
+        await asyncio.sleep(0.1)
+    raise SystemExit(f"not every device was read within {timeout_s} s")
+
+
+async def measure(devices: int, runs: int, baseline_python: str | None) -> dict:
+    precompile(sys.executable)
+    if baseline_python:
+        precompile(baseline_python)
+    fleet = await start_tcp_devices([PROFILE], devices)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            where = Path(tmp)
+            cfg = where / "gw.toml"
+            cfg.write_text(config_text(fleet.addresses, None, 10.0))
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "citynerve.gateway.cli",
+                "run",
+                "-c",
+                str(cfg),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=installed_env(),
+            )
+            try:
+                await wait_first_poll(fleet, proc, 60.0)
+                pythons = {"gateway": sys.executable}
+                if baseline_python:
+                    pythons["baseline"] = baseline_python
+                times: dict[str, dict[str, list[float]]] = {k: {} for k in pythons}
+                floor: list[float] = []
+                for _ in range(runs):
+                    floor.append(await asyncio.to_thread(wall, [sys.executable, "-c", "pass"], where))
+                    for name, argv in commands(cfg).items():
+                        for who, python in pythons.items():
+                            run = [python, "-m", "citynerve.gateway.cli", *argv]
+                            times[who].setdefault(name, []).append(await asyncio.to_thread(wall, run, where))
+            finally:
+                proc.terminate()
+                await proc.wait()
+    finally:
+        await fleet.aclose()
+    out: dict = {"devices": devices, "runs": runs, "python_start_s": round(statistics.median(floor), 3)}
+    for name in commands(cfg):
+        ours = statistics.median(times["gateway"][name])
+        out[f"{name}_s"] = round(ours, 3)
+        out[f"{name}_over_python_start"] = round(ours / out["python_start_s"], 1)
+        if baseline_python:
+            base = statistics.median(times["baseline"][name])
+            out[f"baseline_{name}_s"] = round(base, 3)
+            out[f"ratio_{name}"] = round(ours / base, 3)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=5, help="runs of each command (median)")
+    parser.add_argument("--baseline-python", help="python of another checkout's venv, run alternately")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    result = asyncio.run(measure(args.devices, args.runs, args.baseline_python))
+    if args.json:
+        print(json.dumps(result))
+        return
+    for key, value in result.items():
+        print(f"{key}: {value}")
+
+
+if __name__ == "__main__":
+    main()
