@@ -17,7 +17,15 @@ from types import TracebackType
 from typing import Any
 
 from citynerve.hil.sim.ble import ManholeCoverNode, VirtualRadio
-from citynerve.hil.sim.modbus import DEFAULT_BUILDING, ModbusBuilding
+from citynerve.hil.sim.ble.street import BedFootNode, EntranceNode
+from citynerve.hil.sim.modbus import (
+    DEFAULT_BUILDING,
+    ModbusBuilding,
+    SimDevice,
+    SimEndpoint,
+    SimProfile,
+    serve_tcp,
+)
 from citynerve.hil.sim.serial import SerialBuilding
 
 log = logging.getLogger("citynerve.demo")
@@ -39,12 +47,15 @@ COVERS = (
     ("A4:C1:38:00:07:02", "3101060102000702", bytes.fromhex("0f1e2d3c4b5a69788796a5b4c3d2e1f0")),
 )
 HEARTBEAT_S = 5.0  # real nodes: 300 s; the demo wants to see them
+BOX_UNIT = 21  # the stairwell meter box's electrical fire detector, on its own converter
+DOOR_MAC, BED_MAC = "A4:C1:38:00:07:11", "A4:C1:38:00:07:12"  # entrance door, bed-foot sensor in 302
 
 
 class DemoBuilding:
     """A residential building and its street: Modbus meters and smoke detectors behind a TCP
-    converter, DL/T 645 and CJ/T 188 household meters and the fire panel on RS-485 (pty pairs), and
-    BTHome manhole covers outside on a virtual BLE radio.
+    converter, DL/T 645 and CJ/T 188 household meters and the fire panel on RS-485 (pty pairs), the
+    stairwell meter box's electrical fire detector on a second converter, and on a virtual BLE radio
+    the building's entrance door, an elderly resident's bed-foot sensor and the manhole covers outside.
 
     `speed` runs simulated time faster so the daily load curve moves during a short demo.
     """
@@ -55,6 +66,10 @@ class DemoBuilding:
         self.radio = VirtualRadio("demo")
         self.covers: list[ManholeCoverNode] = []
         self.tilt = {mac: 0.4 for mac, _, _ in COVERS}
+        self.door = EntranceNode(self.radio, DOOR_MAC, seed=11)
+        self.bed = BedFootNode(self.radio, BED_MAC, seed=12)
+        self.box = SimDevice(SimProfile.load("modbus-meter-box-efm"), BOX_UNIT, speed=speed)
+        self.box_endpoint: SimEndpoint | None = None
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> DemoBuilding:
@@ -66,6 +81,10 @@ class DemoBuilding:
                 node = ManholeCoverNode(self.radio, mac, key=key)  # no name: 31 bytes hold the payload only
                 self.covers.append(node)
                 self._stack.push_async_callback(node.close)
+            for street_node in (self.door, self.bed):
+                self._stack.push_async_callback(street_node.close)
+            self.box_endpoint = await serve_tcp([self.box])
+            self._stack.push_async_callback(self.box_endpoint.close)
             heartbeat = asyncio.create_task(self._heartbeats(), name="demo.covers")
             self._stack.callback(heartbeat.cancel)
         except BaseException:
@@ -82,6 +101,11 @@ class DemoBuilding:
                     await node.state(tilt_deg=round(tilt + random.uniform(-0.2, 0.2), 1), water_mm=850)
                 except Exception:  # a radio hiccup must not end the demo, but must be seen
                     log.exception("manhole cover %s could not advertise", node.mac)
+            for street_node in (self.door, self.bed):
+                try:
+                    await street_node.report_at(0.0)
+                except Exception:
+                    log.exception("node %s could not advertise", street_node.mac)
             await asyncio.sleep(HEARTBEAT_S)
 
     def lift_cover(self, index: int, tilt_deg: float) -> None:
@@ -96,15 +120,50 @@ class DemoBuilding:
         host, port = self.modbus.endpoint
         return (
             f"{len(DEFAULT_BUILDING)} Modbus devices on modbus-tcp://{host}:{port}; "
-            f"{self.serial.describe()}; "
-            f"{len(COVERS)} BTHome manhole covers on BLE radio {self.radio.transport}"
+            f"{self.serial.describe()}; meter box detector on modbus-tcp://{self._box_host_port()}; "
+            f"entrance door, bed-foot sensor and {len(COVERS)} manhole covers (BTHome) "
+            f"on BLE radio {self.radio.transport}"
         )
+
+    def _box_host_port(self) -> str:
+        assert self.box_endpoint is not None
+        return f"{self.box_endpoint.host}:{self.box_endpoint.port}"
+
+    async def _door(self, *, unlocked: bool, open_: bool) -> None:
+        """The entrance changes: the node advertises at once (real nodes send every change)."""
+        self.door.release_lock(unlocked)
+        if open_:
+            self.door.open_door()
+        else:
+            self.door.close_door()
+        await self.door.report_at(0.0)
+
+    async def _wedge(self) -> None:
+        await self._door(unlocked=True, open_=True)
+        self.door.release_lock(False)  # the lock re-engages after 5 s; the wedge keeps the door open
+
+    def _residual(self, ma: float) -> None:
+        self.box.state.levels.update(residual_ma=ma)
 
     def extra_scenario(self) -> list[tuple[float, str, Callable[[], Any]]]:
         return [
             *self.serial.extra_scenario(),
             (30.0, f"manhole cover {COVERS[1][0]} lifted to 35 deg", lambda: self.lift_cover(1, 35.0)),
             (40.0, f"manhole cover {COVERS[1][0]} back in place", lambda: self.lift_cover(1, 0.4)),
+            (
+                4.0,
+                "insulation fault in the 3F meter box: residual current 420 mA",
+                lambda: self._residual(400.0),
+            ),
+            (5.0, "the entrance door is forced open", lambda: self._door(unlocked=False, open_=True)),
+            (8.0, "the forced door swings shut", lambda: self._door(unlocked=False, open_=False)),
+            (9.0, "a resident opens the entrance with a card, wedges it open", self._wedge),
+            (
+                24.0,
+                "the wedge is taken away: the door closes",
+                lambda: self._door(unlocked=False, open_=False),
+            ),
+            (34.0, "the meter box's insulation fault is repaired", lambda: self._residual(0.0)),
         ]
 
     @staticmethod
@@ -165,6 +224,21 @@ class DemoBuilding:
             name = "elderly-water"
             select = {{ profiles = ["cjt188-water-cold"] }}
 
+            # The street's packs for the building's new points; hold times shortened for a short demo.
+            [[rules.packs]]
+            name = "meter-box"
+            select = {{ profiles = ["modbus-meter-box-efm"] }}
+            params = {{ residual_hold_s = 5 }}
+
+            [[rules.packs]]
+            name = "entrance"
+            select = {{ profiles = ["bthome-entrance-door"] }}
+            params = {{ held_open_s = 8 }}
+
+            [[rules.packs]]
+            name = "elderly-bed"
+            select = {{ profiles = ["bthome-bed-occupancy"] }}
+
             [[buses]]
             id = "modbus-tcp"
             protocol = "modbus_tcp"
@@ -200,17 +274,57 @@ class DemoBuilding:
                 """
             )
         text += self.serial.config_toml(address_code=ADDRESS_CODE)
+        assert self.box_endpoint is not None
+        text += textwrap.dedent(
+            f"""
+            [[buses]]
+            id = "modbus-stairwell"
+            protocol = "modbus_tcp"
+            description = "RS-485 to Ethernet converter in the 3F stairwell"
+            host = "{self.box_endpoint.host}"
+            port = {self.box_endpoint.port}
+            timeout_s = 0.5
+            retries = 1
+            offline_after = 2
+
+            [[devices]]
+            id = "box-3f"
+            name = "Meter box, stairwell 3F (electrical fire detector)"
+            bus = "modbus-stairwell"
+            profile = "modbus-meter-box-efm"
+            address = {BOX_UNIT}
+            poll_interval_s = 2
+            location = {{ address_code = "{ADDRESS_CODE}", building = "7", floor = "3", room = "stairwell" }}
+            """
+        )
         text += textwrap.dedent(
             f"""
             [[buses]]
             id = "ble-street"
             protocol = "bthome"
-            description = "BLE scanner for the manhole covers outside (virtual radio)"
+            description = "BLE scanner: entrance, bed-foot sensor, manhole covers (virtual radio)"
             backend = "bumble"
             transport = "{self.radio.transport}"
             offline_after = 3
             """
         )
+        for dev_id, node, name, floor, room in (
+            ("door-01", self.door, "Entrance door, building 7", "1", "lobby"),
+            ("bed-302", self.bed, "Bed-foot sensor, room 302", "3", "302"),
+        ):
+            loc = f'{{ address_code = "{ADDRESS_CODE}", building = "7", floor = "{floor}", room = "{room}" }}'
+            text += textwrap.dedent(
+                f"""
+                [[devices]]
+                id = "{dev_id}"
+                name = "{name}"
+                bus = "ble-street"
+                profile = "{node.profile_id}"
+                address = "{node.mac}"
+                poll_interval_s = {HEARTBEAT_S}
+                location = {loc}
+                """
+            )
         for i, (mac, component, key) in enumerate(COVERS):
             cover_location = (
                 f'{{ address_code = "{ADDRESS_CODE}", lat = 31.2545, lon = 121.455{i}, '

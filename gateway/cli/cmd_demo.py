@@ -41,7 +41,8 @@ SIM_PACKAGES = ("bumble", "amqtt")
     type=click.Choice(["building", "street"]),
     default="building",
     show_default=True,
-    help="building: meters, smoke detectors, fire panel, manhole covers; street: hydrant, fire lane, "
+    help="building: meters, smoke detectors, fire panel, meter box detector, entrance door, bed-foot "
+    "sensor, manhole covers; street: hydrant, fire lane, "
     "litter bin, entrance, bed-foot sensor, meter box detector, street lamp.",
 )
 def demo(duration_s: float, workdir: Path, scenario_name: str) -> None:

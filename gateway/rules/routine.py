@@ -57,7 +57,10 @@ class RoutineCondition(Condition):
         if self.cur is None:
             self.last_long_out = ts  # what came before the first reading is unknown: no alarm from it
         if now_active != self.cur:
-            if self.cur is False and ts - self.changed >= self.rule.up_s:
+            # An absence is as long as it was seen: from its first reading to the last one still
+            # showing it. A lost "back" advert repaired by the next heartbeat does not stretch a
+            # 4-minute visit to the bathroom into getting up.
+            if self.cur is False and self.last_ts - self.changed >= self.rule.up_s:
                 self.last_long_out = ts  # a long absence just ended
             self.cur, self.changed = now_active, ts
         self.last_ts = max(self.last_ts, ts)

@@ -5,7 +5,8 @@ weekends and on holidays, one or two short visits to the bathroom most nights, s
 edge now and then, an afternoon nap on some days, and on a few nights insomnia (up for half an hour
 to two hours, then back to bed). Some go to their family for the National Day holiday (the operator
 marks half of them away). The node debounces the strip for 20 s, sends every change and a heartbeat
-every 600 s; 5 % of adverts are lost (the heartbeat repairs the state). One node goes silent.
+every 600 s; 5 % of adverts are lost (a change is sent in a burst, lost only if three adverts in a
+row are; the heartbeat repairs the state). One node goes silent.
 
 Ground truth is the situation, not a rule: a resident who falls at night during a bathroom visit
 and lies until found (the episode starts when they left the bed); a resident who is unwell and does
@@ -25,6 +26,7 @@ DAY = 86400
 HOUR = 3600
 HEARTBEAT_S = 600
 LOSS = 0.05
+REPEATS = 3  # a change goes out in a burst (device_fw/bedfoot: 3 s at 50 ms); counted as 3 adverts
 DEBOUNCE_S = 20
 
 
@@ -146,11 +148,15 @@ def _adverts(
         if t_change <= next_beat:
             t, state = t_change, changes[k][1]
             k += 1
+            repeats = REPEATS
         else:
             t = next_beat
             next_beat += HEARTBEAT_S
+            repeats = 1
         if t >= end:
             return out
-        if t < start or (dead is not None and dead[0] <= t < dead[1]) or rng.random() < LOSS:
+        if t < start or (dead is not None and dead[0] <= t < dead[1]):
+            continue
+        if all(rng.random() < LOSS for _ in range(repeats)):
             continue
         out.append(SampleBatch(dev_id, round(t, 3), (Sample("in_bed", state),)))

@@ -5,7 +5,8 @@ vehicle now and then stands 5-15 s). Vehicles stop with the driver present: cour
 riders and taxis by day (median 100 s, log-normal, a long tail), the refuse truck every morning for
 4-7 min. Vehicles are parked - the driver walks away - mostly in the evening when residents come
 home and find no space, for 20 min to a night. Carts and bins left in the lane stand for hours.
-The detector sends every change and a heartbeat every 600 s; 5 % of adverts are lost; now and then
+The detector sends every change in a burst of adverts with one packet id (lost only if three in a
+row are: 5 % each) and a heartbeat every 600 s in one (5 % lost); now and then
 metal under a passing bicycle flickers it for a few seconds.
 
 Ground truth: a lane is blocked while a parked (unattended) vehicle or goods stand in it - from
@@ -26,6 +27,7 @@ DAY = 86400
 HOUR = 3600
 HEARTBEAT_S = 600
 LOSS = 0.05
+REPEATS = 3  # a change goes out in a burst of adverts (the firmware family: 3 s at 50 ms); counted as 3
 POINTS = {"occupied": "", "distance": "mm", "battery": "%"}
 
 
@@ -108,12 +110,14 @@ def _adverts(
         if t_change <= next_beat:
             t, state = t_change, changes[k][1]
             k += 1
+            lost = all(rng.random() < LOSS for _ in range(REPEATS))
         else:
             t = next_beat
             next_beat += HEARTBEAT_S
+            lost = rng.random() < LOSS
         if t >= end:
             return out
-        if rng.random() < LOSS:
+        if lost:
             continue
         dist = rng.uniform(300, 900) if state else 4000
         samples = (

@@ -126,14 +126,14 @@ def build(seed: int = 4716, bins: int = 20, days: int = 21) -> Scenario:
             episodes.append(Episode(dev.id, ("bin_full",), full_since, end, "a bag no longer fits"))
     batches.sort(key=lambda b: b.ts)
     episodes.sort(key=lambda e: e.start)
-    # The installer sets full_mm per bin model (15 % of its depth: about 85 % full): the pack once,
+    # The installer sets full_mm per bin model (10 % of its depth: no room for another bag): the pack once,
     # its `full` rule once per model (a pack is used once per gateway).
     per_model = []
     for depth_mm in BIN_DEPTH_MM:
         ref = PackRef(
             name="litter-bin",
             select=Selector(tags=(f"bin-{depth_mm:.0f}",)),
-            params={"full_mm": round(0.15 * depth_mm)},
+            params={"full_mm": round(0.10 * depth_mm)},
         )
         (full,) = [r for r in ref.rules if r.id == "litter-bin.full"]
         per_model.append(full.model_copy(update={"id": f"litter-bin.full-{depth_mm:.0f}"}))

@@ -15,6 +15,7 @@ from citynerve.hil.eval import (
     bed,
     curtainwall,
     electricity,
+    entrance,
     firelane,
     hydrant,
     lamps,
@@ -44,6 +45,7 @@ INDEPENDENT: dict[str, Callable[..., Scenario]] = {
     "curtain-wall": curtainwall.build,
     "meter-box": meterbox.build,
     "street-lamp": lamps.build,
+    "entrance": entrance.build,
 }
 """Pack name -> physical-situation model labelled by what happened (issue 18)."""
 
@@ -73,4 +75,5 @@ def build_independent(small: bool = False) -> list[Scenario]:
         curtainwall.build(panels=8, days=30),
         meterbox.build(boxes=8, days=5),
         lamps.build(lamps=12, days=5),
+        entrance.build(doors=4, days=7),
     ]

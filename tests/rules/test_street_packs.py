@@ -101,6 +101,16 @@ def test_up_early_and_back_to_bed_is_not_an_alarm() -> None:
     assert _run(e, r, _ts(22, "10:00")) == []
 
 
+def test_a_lost_back_in_bed_advert_does_not_make_a_visit_getting_up() -> None:
+    """A 4-min visit at 05:20 whose 'back in bed' advert is lost: the next heartbeat (05:31) shows
+    the resident in bed. Seen out for 32 s, not 11 min: not up, so 09:00 still raises."""
+    e = _bed_engine("up_by", by="09:00", since="04:00", up_s=600)
+    r = [(_ts(21, "22:00"), True), (_ts(22, "05:20"), False), (_ts(22, "05:20") + 32, False)]
+    r += [(_ts(22, "05:31"), True), (_ts(22, "09:40"), False), (_ts(22, "09:50"), False)]
+    got = _run(e, r, _ts(22, "10:00"))
+    assert got == [(_ts(22, "09:00"), EventState.RAISED), (_ts(22, "09:40"), EventState.CLEARED)]
+
+
 def test_out_of_bed_at_night_and_not_back() -> None:
     e = _bed_engine("back_within", start="22:00", end="06:00", away_s=2400)
     r = [(_ts(21, "22:00"), True), (_ts(22, "02:00"), False), (_ts(22, "02:20"), False)]
