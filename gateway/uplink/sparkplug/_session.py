@@ -73,7 +73,7 @@ class SparkplugSession:
         self.sent_records = 0
         self.bad_inputs = 0  # STATE / NCMD messages refused (SparkplugInputError)
         self.host_online = primary_host_id is None
-        self._host_ts = -1
+        self.host_state_ts = -1  # timestamp of the STATE acted on last (older ones are ignored)
         self._online = asyncio.Event()
         self._born = asyncio.Event()
         self._lock = asyncio.Lock()  # births and data take seqs in publish order
@@ -148,9 +148,9 @@ class SparkplugSession:
             try:
                 if topic == state_topic and self.primary_host_id is not None:
                     state = self.node.host_state(topic, self.primary_host_id, payload)
-                    if state.timestamp_ms < self._host_ts:
+                    if state.timestamp_ms < self.host_state_ts:
                         continue  # an older STATE than the one we act on (3.0: ignore it)
-                    self._host_ts = state.timestamp_ms
+                    self.host_state_ts = state.timestamp_ms
                     if state.online:
                         self.host_online = True
                         self._online.set()
