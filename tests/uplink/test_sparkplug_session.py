@@ -181,6 +181,10 @@ async def test_births_data_device_death_and_rebirth(
         assert host.verbs(again, ddata + 1) == ["NBIRTH", "DBIRTH", "DDATA"]
         await eventually(lambda: session.bad_inputs == 1)
         assert session.sessions == 1
+        last = len(host.seen)
+    # stopped: a clean disconnect drops the will, so the session published NDEATH itself
+    ndeath = await host.wait_for(verb("NDEATH"), after=last)
+    assert bd_seq_of(host.seen[ndeath]) == 7
 
 
 async def test_publishes_only_while_the_primary_host_is_online(broker: MosquittoBroker, host: Host) -> None:

@@ -26,6 +26,9 @@ from citynerve.gateway.uplink.sparkplug._node import EdgeNode, SparkplugMessage,
 log = logging.getLogger(__name__)
 
 
+FAREWELL_S = 2.0  # how long a stopping session tries to publish its NDEATH
+
+
 class _HostOffline(Exception):
     """The primary host went offline: this session ended with an NDEATH."""
 
@@ -104,7 +107,10 @@ class SparkplugSession:
             self.sessions += 1
             self._born.clear()
             self.host_online = self.primary_host_id is None
-            self._online.set() if self.host_online else self._online.clear()
+            if self.host_online:
+                self._online.set()
+            else:
+                self._online.clear()
             client = aiomqtt.Client(
                 self.host,
                 self.port,
@@ -120,7 +126,11 @@ class SparkplugSession:
                 async with client:
                     mark_disconnect_seen(client)
                     self.backoff.reset()
-                    await self._connected(client)
+                    try:
+                        await self._connected(client)
+                    except asyncio.CancelledError:
+                        await self._farewell(client)
+                        raise
             except* _HostOffline:
                 log.warning("sparkplug: primary host %s offline: session ended", self.primary_host_id)
             except* aiomqtt.MqttError as group:
@@ -135,6 +145,16 @@ class SparkplugSession:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._inbound(client), name=f"sparkplug[{self.node.edge_node_id}].inbound")
             tg.create_task(self._outbound(client), name=f"sparkplug[{self.node.edge_node_id}].outbound")
+
+    async def _farewell(self, client: aiomqtt.Client) -> None:
+        """Stopping: a clean DISCONNECT makes the broker drop the will, so say NDEATH ourselves
+        (best effort, briefly: the session is being stopped)."""
+        if not self.node.born:
+            return
+        death = self.node.death()
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            async with asyncio.timeout(FAREWELL_S):
+                await client.publish(death.topic, death.payload, qos=death.qos, retain=death.retain)
 
     async def _publish(self, client: aiomqtt.Client, messages: list[SparkplugMessage]) -> None:
         for m in messages:
