@@ -394,3 +394,75 @@ def test_bdseq_file_survives_restarts(tmp_path: Path) -> None:
     assert f.load() == 0
     f.path.write_bytes(b"1" * 100)
     assert f.load() == 0
+
+
+class HostModel:
+    """What a Sparkplug host application tracks, strictly: it refuses data it could not place."""
+
+    def __init__(self) -> None:
+        self.seq: int | None = None
+        self.node_aliases: set[int] = set()
+        self.aliases: dict[str, set[int]] = {}
+        self.alive: set[str] = set()
+
+    def take(self, m: Any) -> None:
+        p = decode(m.payload)
+        if m.verb is Verb.NBIRTH:
+            assert p.seq == 0
+            self.node_aliases = {x.alias for x in p.metrics if x.name != "bdSeq"}
+            self.alive = set()
+        else:
+            assert self.seq is not None and p.seq == (self.seq + 1) % 256, "seq must follow"
+        self.seq = int(p.seq)
+        if m.verb is Verb.DBIRTH:
+            self.aliases[m.device_id] = {x.alias for x in p.metrics}
+            self.alive.add(m.device_id)
+            assert all(x.name for x in p.metrics)
+        elif m.verb is Verb.DDEATH:
+            self.alive.discard(m.device_id)
+        elif m.verb is Verb.DDATA:
+            assert m.device_id in self.alive, "DDATA of a device that is not born"
+            assert {x.alias for x in p.metrics} <= self.aliases[m.device_id], "alias not in its DBIRTH"
+        elif m.verb is Verb.NDATA:
+            assert {x.alias for x in p.metrics} <= self.node_aliases
+        if m.verb in (Verb.NDATA, Verb.DDATA):
+            assert all(list(x.properties.keys)[:2] == ["epoch", "seq"] for x in p.metrics)
+
+
+DEVICES = ("meter-1", "m2", "gw-1")
+RECORDS = st.one_of(
+    st.builds(
+        lambda d, p, v, q: Reading(d, p, v, "", (T0 + 1000) / 1000, q),
+        st.sampled_from(DEVICES),
+        st.sampled_from(("voltage", "temp", "other")),
+        st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=5)),
+        st.sampled_from(list(Quality)),
+    ),
+    st.builds(
+        lambda d, k, s, subj, one: Event(d, k, s, Severity.MAJOR, (T0 + 1000) / 1000, subject=subj,
+                                         one_shot=one),
+        st.sampled_from(DEVICES),
+        st.sampled_from(("device_offline", "over_voltage", "tamper")),
+        st.sampled_from(list(EventState)),
+        st.sampled_from(("", "*", "a", "b")),
+        st.booleans(),
+    ),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(RECORDS, max_size=12), max_size=6), st.integers(1, 5))
+def test_a_strict_host_can_follow_every_message(batches: list[list[Reading | Event]], per_msg: int) -> None:
+    n = node(max_metrics_per_message=per_msg)
+    host = HostModel()
+    n.start_session()
+    for m in n.birth(T0):
+        host.take(m)
+    seq = 0
+    for batch in batches:
+        stored = []
+        for r in batch:
+            seq += 1
+            stored.append(rec(seq, r))
+        for m in n.encode(stored, T0 + 2000):
+            host.take(m)
