@@ -376,11 +376,28 @@ def test_floats_round_trip_through_the_wire(f32: float, f64: float) -> None:
     assert a.float_value == f32 and b.double_value == f64
 
 
-def test_values_a_datatype_cannot_hold_are_null() -> None:
+def test_a_value_its_datatype_cannot_hold_retypes_the_metric_with_a_birth() -> None:
     n = born()
     recs = [rec(1, reading("temp", 2.5)), rec(2, reading("temp", None)), rec(3, reading("temp", 2**40))]
-    (m,) = n.encode(recs, T0 + 5000)
-    assert [x.is_null for x in decode(m.payload).metrics] == [True, True, True]
+    dbirth, ddata = n.encode(recs, T0 + 5000)
+    assert dbirth.verb is Verb.DBIRTH
+    temp = {x.name: x for x in decode(dbirth.payload).metrics}["temp"]
+    assert temp.datatype == DataType.DOUBLE
+    metrics = decode(ddata.payload).metrics
+    assert [x.alias for x in metrics] == [temp.alias] * 3
+    assert [(x.datatype, value_of(x), x.is_null) for x in metrics] == [
+        (DataType.DOUBLE, 2.5, False),
+        (DataType.DOUBLE, None, True),
+        (DataType.DOUBLE, float(2**40), False),
+    ]
+    # a string then: String, and numbers after it stay readable as text
+    out = n.encode([rec(4, reading("temp", "n/a")), rec(5, reading("temp", 3))], T0 + 6000)
+    assert [m.verb for m in out] == [Verb.DBIRTH, Verb.DDATA]
+    assert [value_of(x) for x in decode(out[1].payload).metrics] == ["n/a", "3"]
+    # 2**70 fits no integer type: Double
+    n2 = born(devices=[DeviceSpec("d", (PointSpec("p", DataType.INT64),))])
+    _, ddata = n2.encode([rec(1, reading("p", 2**70, device="d"))], T0 + 5000)
+    assert decode(ddata.payload).metrics[0].double_value == float(2**70)
 
 
 def test_bdseq_file_survives_restarts(tmp_path: Path) -> None:

@@ -376,6 +376,14 @@ class EdgeNode:
             if len(dev.metrics) >= self.max_metrics_per_device or not rec.point:
                 return None
             m = self._declare(dev, rec.point, datatype_of_value(rec.value), rec.unit, alias=False)
+        elif rec.value is not None and metric_value(m.datatype, rec.value).field is None:
+            # A value its datatype cannot hold (a fractional value of an integer point, a string of
+            # a number point): the metric takes the value's datatype and its owner is born again
+            # with it, rather than the value being lost. Datatypes only widen, so this settles.
+            m.datatype = datatype_of_value(rec.value)
+            if metric_value(m.datatype, rec.value).field is None:
+                m.datatype = DataType.DOUBLE  # an integer past 64 bits
+            dev.undeclared = True
         return [(m, rec.value)]
 
     def _event_metrics(self, dev: _Device, ev: Event) -> list[tuple[MetricState, Value]] | None:
