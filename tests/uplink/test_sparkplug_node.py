@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from citynerve.gateway.api import Event, EventState, Quality, Reading, Severity
+from citynerve.gateway.config.loader import load_config
 from citynerve.gateway.uplink.sparkplug import (
     MAX_COMMAND_BYTES,
     MAX_STATE_BYTES,
@@ -32,6 +33,7 @@ from citynerve.gateway.uplink.sparkplug import (
     StoredRecord,
     Verb,
     datatype_for_point,
+    device_spec,
     parse_node_command,
     parse_state,
 )
@@ -195,13 +197,16 @@ def test_events_are_metrics_of_an_alarms_folder() -> None:
 
 def test_unforeseen_metrics_cause_a_birth_first() -> None:
     n = born()
-    # a kind the DBIRTH did not declare, with a subject: the device is born again with it
+    # a kind the DBIRTH did not declare, with a subject, and a new point: the device is born again
+    # with both (once for the batch), then the data follows in one DDATA
     ev = Event("meter-1", "tamper", EventState.RAISED, Severity.MAJOR, (T0 + 1) / 1000, subject="lid")
-    out = n.encode([rec(1, ev), rec(2, reading("new_point", 7))], T0 + 10)
-    assert [m.verb for m in out] == [Verb.DBIRTH, Verb.DDATA, Verb.DBIRTH, Verb.DDATA]
-    assert "Alarms/tamper/lid/Active" in {x.name for x in decode(out[0].payload).metrics}
-    new = {x.name: x for x in decode(out[2].payload).metrics}["new_point"]
-    assert new.datatype == DataType.INT64
+    out = n.encode([rec(1, ev), rec(2, reading("new_point", 7)), rec(3, reading("other_point", 1.5))],
+                   T0 + 10)
+    assert [m.verb for m in out] == [Verb.DBIRTH, Verb.DDATA]
+    birth = {x.name: x for x in decode(out[0].payload).metrics}
+    assert "Alarms/tamper/lid/Active" in birth
+    assert birth["new_point"].datatype == DataType.INT64 and birth["other_point"].datatype == DataType.DOUBLE
+    assert {x.alias for x in decode(out[1].payload).metrics} <= {x.alias for x in birth.values()}
     # a device the config did not name; a node-level event of an unforeseen kind: a full rebirth
     node_ev = Event("gw-1", "outbox_dropped", EventState.RAISED, Severity.MAJOR, (T0 + 3) / 1000,
                     one_shot=True)
@@ -483,3 +488,23 @@ def test_a_strict_host_can_follow_every_message(batches: list[list[Reading | Eve
             stored.append(rec(seq, r))
         for m in n.encode(stored, T0 + 2000):
             host.take(m)
+
+
+def test_device_specs_from_the_shipped_example_configs() -> None:
+    examples = Path(__file__).resolve().parents[2] / "config" / "examples"
+    modbus = {d.id: d for d in load_config(examples / "building-modbus.toml").devices}
+    spec = device_spec(modbus["wm-0301"], ("leak", "leak"))
+    types = {p.name: (p.datatype, p.unit) for p in spec.points}
+    assert types["flow_rate"] == (DataType.FLOAT, "m3/h")
+    assert types["positive_total"] == (DataType.INT32, "m3")
+    assert spec.alarm_kinds == ("leak",)
+    smoke = {p.name: p.datatype for p in device_spec(modbus["sd-3f"]).points}
+    assert smoke["smoke_alarm"] is DataType.BOOLEAN and smoke["alarm_state"] is DataType.UINT16
+    # DL/T 645 and fire panel points state no type: they are declared by their first value
+    meters = {d.id: d for d in load_config(examples / "building-rs485-meters.toml").devices}
+    em = device_spec(meters["em-301"])
+    assert em.points == ()
+    n = born(devices=[em])
+    out = n.encode([rec(1, reading("voltage", 230.1, device="em-301")),
+                    rec(2, reading("energy_import", 1234.5, device="em-301"))], T0 + 5000)
+    assert [m.verb for m in out] == [Verb.DBIRTH, Verb.DDATA]

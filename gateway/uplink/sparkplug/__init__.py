@@ -6,6 +6,7 @@ rebirth). docs/sparkplug.md describes the mapping.
 """
 
 from citynerve.gateway.uplink.sparkplug._bdseq import BdSeqFile
+from citynerve.gateway.uplink.sparkplug._devices import device_spec
 from citynerve.gateway.uplink.sparkplug._inputs import (
     MAX_COMMAND_BYTES,
     MAX_STATE_BYTES,
@@ -63,6 +64,7 @@ __all__ = [
     "Verb",
     "datatype_for_point",
     "datatype_of_value",
+    "device_spec",
     "parse_node_command",
     "parse_state",
 ]

@@ -116,7 +116,7 @@ class _Device:
         self.metrics: dict[str, MetricState] = {}
         self.online = True
         self.alarm_kinds: set[str] = set()
-        self.undeclared = False  # metrics added since the last birth (alias -1): a birth is due
+        self.undeclared = False  # metrics added or retyped since its last birth: a birth is due
 
 
 class EdgeNode:
@@ -226,6 +226,7 @@ class EdgeNode:
             self._birth_metric(payload, m, now_ms)
         self._seq = 0
         self._born = True
+        self._node.undeclared = False
         out = [SparkplugMessage(self.topic(Verb.NBIRTH), payload.SerializeToString(), self.data_qos, False,
                                 Verb.NBIRTH, None, 0)]
         out += [self._device_birth(dev, now_ms) for dev in self._devices.values() if dev.online]
@@ -282,20 +283,24 @@ class EdgeNode:
                 out.append(self._data_message(group, metrics, now_ms))
             metrics = []
 
+        # First every metric the records need is declared (or retyped), so that a device with
+        # several new points is born once per batch, not once per point.
+        prepared: list[tuple[StoredRecord, _Device, list[tuple[MetricState, Value]]]] = []
         for stored in records:
             rec = stored.record
-            historical = stored.replayed or ms(rec.ts) < self._session_ms
             dev = self._target(rec.device_id)
-            if dev is None:
+            wanted: list[tuple[MetricState, Value]] | None = None
+            if dev is not None:
+                wanted = (self._reading_metrics(dev, rec) if isinstance(rec, Reading)
+                          else self._event_metrics(dev, rec))
+            if dev is None or wanted is None:
                 self.skipped += 1
                 continue
-            if isinstance(rec, Reading):
-                wanted: list[tuple[MetricState, Value]] | None = self._reading_metrics(dev, rec)
-            else:
-                wanted = self._event_metrics(dev, rec)
-            if wanted is None:
-                self.skipped += 1
-                continue
+            prepared.append((stored, dev, wanted))
+
+        for stored, dev, wanted in prepared:
+            rec = stored.record
+            historical = stored.replayed or ms(rec.ts) < self._session_ms
             node_level = dev is self._node
             offline_event = isinstance(rec, Event) and rec.kind == OFFLINE_KIND and not node_level
             needs_birth = dev.undeclared or (not node_level and not dev.online)
@@ -307,11 +312,6 @@ class EdgeNode:
                 flush()
                 group = dev
             if needs_birth:
-                if dev.undeclared:
-                    for m in dev.metrics.values():
-                        if m.alias < 0:
-                            m.alias = self._take_alias()
-                    dev.undeclared = False
                 if node_level:
                     out += self.birth(now_ms)
                 elif dev.online:
@@ -343,18 +343,17 @@ class EdgeNode:
         return alias
 
     def _declare(self, dev: _Device, name: str, datatype: DataType, unit: str = "", *,
-                 alias: bool = True) -> MetricState:
+                 born: bool = True) -> MetricState:
         m = dev.metrics.get(name)
         if m is None:
-            m = dev.metrics[name] = MetricState(name[:MAX_NAME], self._take_alias() if alias else -1,
-                                                datatype, unit)
-            dev.undeclared |= not alias
+            m = dev.metrics[name] = MetricState(name[:MAX_NAME], self._take_alias(), datatype, unit)
+            dev.undeclared |= not born
         return m
 
-    def _declare_alarm(self, dev: _Device, folder: str, *, alias: bool = True) -> list[MetricState]:
+    def _declare_alarm(self, dev: _Device, folder: str, *, born: bool = True) -> list[MetricState]:
         dev.alarm_kinds.add(folder)
         base = f"Alarms/{folder[:MAX_NAME]}"
-        return [self._declare(dev, f"{base}/{f}", dt, alias=alias) for f, dt in ALARM_FIELDS]
+        return [self._declare(dev, f"{base}/{f}", dt, born=born) for f, dt in ALARM_FIELDS]
 
     def _device(self, device_id: str) -> _Device | None:
         dev = self._devices.get(device_id)
@@ -375,7 +374,7 @@ class EdgeNode:
         if m is None:
             if len(dev.metrics) >= self.max_metrics_per_device or not rec.point:
                 return None
-            m = self._declare(dev, rec.point, datatype_of_value(rec.value), rec.unit, alias=False)
+            m = self._declare(dev, rec.point, datatype_of_value(rec.value), rec.unit, born=False)
         elif rec.value is not None and metric_value(m.datatype, rec.value).field is None:
             # A value its datatype cannot hold (a fractional value of an integer point, a string of
             # a number point): the metric takes the value's datatype and its owner is born again
@@ -396,7 +395,7 @@ class EdgeNode:
             full = len(dev.metrics) + len(ALARM_FIELDS) > self.max_metrics_per_device
             if folder not in dev.alarm_kinds and full:
                 return None
-            active, severity, rule, message, event_id = self._declare_alarm(dev, folder, alias=False)
+            active, severity, rule, message, event_id = self._declare_alarm(dev, folder, born=False)
             if not ev.one_shot:
                 out.append((active, ev.state is EventState.RAISED))
             out += [(severity, int(ev.severity)), (rule, ev.rule), (message, ev.message), (event_id, ev.id)]
@@ -418,6 +417,7 @@ class EdgeNode:
         payload = Payload(timestamp=now_ms, seq=self._next_seq())
         for m in dev.metrics.values():
             self._birth_metric(payload, m, now_ms)
+        dev.undeclared = False
         return SparkplugMessage(self.topic(Verb.DBIRTH, dev.device_id), payload.SerializeToString(),
                                 self.data_qos, False, Verb.DBIRTH, dev.device_id, payload.seq)
 
