@@ -1,7 +1,8 @@
 """Every Sparkplug B message type the gateway sends, decoded by two third-party codecs: Eclipse
-Tahu's JavaScript codec (npm `sparkplug-payload`, under Debian's node) and PyPI `pysparkplug` (in a
-venv of its own: it pins paho-mqtt < 2, which aiomqtt cannot share). Both must see the values,
-datatypes, aliases, timestamps, seqs, historical flags and properties we meant to send.
+Tahu's JavaScript codec (npm `sparkplug-payload`, under Debian's node) and PyPI `pysparkplug`
+(installed into a directory of its own and run with `python -S`: it pins paho-mqtt < 2, which
+aiomqtt cannot share). Both must see the values, datatypes, aliases, timestamps, seqs, historical
+flags and properties we meant to send.
 
 The kits live in hil/conformance/sparkplug (package-lock.json, requirements-pysparkplug.txt);
 CI installs them the way an integrator would (`npm ci`, `pip install -r`).
@@ -10,10 +11,12 @@ CI installs them the way an integrator would (`npm ci`, `pip install -r`).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,37 +101,36 @@ def scenario() -> tuple[list[SparkplugMessage], dict[str, Any]]:
     return out, {"records": records}
 
 
-def _run(args: list[str], stdin: str, cwd: Path | None = None) -> Any:
+def _run(args: list[str], stdin: str, env: dict[str, str] | None = None) -> Any:
     done = subprocess.run(
-        args, input=stdin, capture_output=True, text=True, cwd=cwd, timeout=120, check=False
+        args, input=stdin, capture_output=True, text=True, env=env, timeout=120, check=False
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout)
 
 
+@dataclass(frozen=True)
+class Oracles:
+    js_kit: Path  # decode.js with node_modules/sparkplug-payload
+    py_path: Path  # pysparkplug and its pinned dependencies (pip --target)
+
+
 @pytest.fixture(scope="module")
-def tahu_js(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def oracles(tmp_path_factory: pytest.TempPathFactory) -> Oracles:
+    """Both kits installed the way an integrator would, at the same time (both are network-bound)."""
     npm = shutil.which("npm")
     assert shutil.which("node") and npm, "node and npm are needed (Debian: nodejs, npm; .ci/run has them)"
     kit = tmp_path_factory.mktemp("sparkplug-js")
     for name in ("package.json", "package-lock.json", "decode.js"):
         shutil.copy(KIT / name, kit / name)
-    install = [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"]
-    subprocess.run(install, cwd=kit, check=True, timeout=600)
-    return kit
-
-
-@pytest.fixture(scope="module")
-def pysparkplug_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    venv = tmp_path_factory.mktemp("pysparkplug-venv")
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    python = venv / "bin" / "python"
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "-r", str(KIT / "requirements-pysparkplug.txt")],
-        check=True,
-        timeout=600,
-    )
-    return python
+    py_path = tmp_path_factory.mktemp("pysparkplug")
+    installs = [
+        subprocess.Popen([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=kit),
+        subprocess.Popen([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                          "--target", str(py_path), "-r", str(KIT / "requirements-pysparkplug.txt")]),
+    ]
+    assert [p.wait(timeout=600) for p in installs] == [0, 0]
+    return Oracles(kit, py_path)
 
 
 def _from_js(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -258,11 +260,13 @@ def _check_expected(view: list[dict[str, Any]]) -> None:
     assert reborn["Alarms/smoke/Active"] is True
 
 
-def test_tahu_js_and_pysparkplug_decode_every_message_type(tahu_js: Path, pysparkplug_python: Path) -> None:
+def test_tahu_js_and_pysparkplug_decode_every_message_type(oracles: Oracles) -> None:
     messages, _ = scenario()
     wire = json.dumps([{"topic": m.topic, "hex": m.payload.hex()} for m in messages])
-    js = _from_js(_run(["node", str(tahu_js / "decode.js")], wire))
-    py_out = _run([str(pysparkplug_python), str(KIT / "decode_pysparkplug.py")], wire)
+    js = _from_js(_run(["node", str(oracles.js_kit / "decode.js")], wire))
+    # -S: none of our venv's packages (aiomqtt's paho-mqtt 2, our protobuf), only pysparkplug's own
+    py_out = _run([sys.executable, "-S", str(KIT / "decode_pysparkplug.py")], wire,
+                  env={"PYTHONPATH": str(oracles.py_path), "PATH": os.environ.get("PATH", "")})
     py = _from_py(py_out["messages"])
     _check_expected(js)
     _check_expected(py)

@@ -1,7 +1,8 @@
 """Decodes the gateway's Sparkplug B messages with PyPI `pysparkplug` and prints what it sees as JSON.
 
-Run by tests/uplink/test_sparkplug_oracles.py with the python of a separate venv (pysparkplug pins
-paho-mqtt < 2, which the gateway's aiomqtt cannot share a venv with). stdin: [{"topic", "hex"}, ...]
+Run by tests/uplink/test_sparkplug_oracles.py as `python -S` with PYTHONPATH = a directory that
+`pip install --target` filled from requirements-pysparkplug.txt (pysparkplug pins paho-mqtt < 2,
+which the gateway's aiomqtt cannot share a venv with). stdin: [{"topic", "hex"}, ...]
 in publish order; stdout: {"messages": [...], "schema": {...}}. Data messages are decoded against
 the latest birth of their node or device, as a host application does (aliases -> names, datatypes).
 Metric properties (which pysparkplug's Metric does not keep) are read from its generated protobuf
