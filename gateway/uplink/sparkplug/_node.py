@@ -60,6 +60,10 @@ class Verb(enum.StrEnum):
     DCMD = "DCMD"
 
 
+_Entry = tuple[MetricState, Value, "StoredRecord", bool]
+"""One metric of a data message: the metric, its value, its record, historical or not."""
+
+
 class SparkplugNameError(PermanentError):
     """A group, edge node or device id that cannot be a Sparkplug topic level."""
 
@@ -275,7 +279,7 @@ class EdgeNode:
         assert self._session_ms is not None
         out: list[SparkplugMessage] = []
         group: _Device | None = None
-        metrics: list[Any] = []
+        metrics: list[_Entry] = []
 
         def flush() -> None:
             nonlocal metrics
@@ -319,7 +323,9 @@ class EdgeNode:
                 else:
                     out += self.device_online(dev.device_id, now_ms)
             for m, value in wanted:
-                metrics.append(self._data_metric(m, value, stored, historical))
+                if not historical:
+                    m.value, m.ts_ms = value, ms(rec.ts)  # what the next birth says is current
+                metrics.append((m, value, stored, historical))
             if offline_event and isinstance(rec, Event) and not rec.one_shot:
                 flush()
                 if rec.state is EventState.RAISED:
@@ -421,32 +427,26 @@ class EdgeNode:
         return SparkplugMessage(self.topic(Verb.DBIRTH, dev.device_id), payload.SerializeToString(),
                                 self.data_qos, False, Verb.DBIRTH, dev.device_id, payload.seq)
 
-    def _data_metric(self, m: MetricState, value: Value, stored: StoredRecord, historical: bool) -> Any:
-        rec = stored.record
-        ts_ms = ms(rec.ts)
-        if not historical:
-            m.value, m.ts_ms = value, ts_ms  # what the next birth says is current
-        metric = Payload.Metric(alias=m.alias, datatype=m.datatype, timestamp=ts_ms)
-        if historical:
-            metric.is_historical = True
-        mv = metric_value(m.datatype, value)
-        if mv.field is None:
-            metric.is_null = True
-        else:
-            setattr(metric, mv.field, mv.value)
-        props = metric.properties
-        props.keys.extend(("epoch", "seq"))
-        props.values.add(type=DataType.STRING, string_value=stored.epoch)
-        props.values.add(type=DataType.UINT64, long_value=stored.seq)
-        quality = _QUALITY.get(rec.quality) if isinstance(rec, Reading) else None
-        if quality is not None:
-            props.keys.append("Quality")
-            props.values.add(type=DataType.INT32, int_value=int(quality))
-        return metric
-
-    def _data_message(self, dev: _Device, metrics: list[Any], now_ms: int) -> SparkplugMessage:
+    def _data_message(self, dev: _Device, entries: list[_Entry], now_ms: int) -> SparkplugMessage:
         payload = Payload(timestamp=now_ms, seq=self._next_seq())
-        payload.metrics.extend(metrics)
+        add = payload.metrics.add  # metrics built in place: twice as fast as building then copying
+        for m, value, stored, historical in entries:
+            rec = stored.record
+            mv = metric_value(m.datatype, value)
+            if mv.field is None:
+                metric = add(alias=m.alias, datatype=m.datatype, timestamp=ms(rec.ts), is_null=True)
+            else:
+                metric = add(alias=m.alias, datatype=m.datatype, timestamp=ms(rec.ts), **{mv.field: mv.value})
+            if historical:
+                metric.is_historical = True
+            props = metric.properties
+            props.keys.extend(("epoch", "seq"))
+            props.values.add(type=DataType.STRING, string_value=stored.epoch)
+            props.values.add(type=DataType.UINT64, long_value=stored.seq)
+            quality = _QUALITY.get(rec.quality) if isinstance(rec, Reading) else None
+            if quality is not None:
+                props.keys.append("Quality")
+                props.values.add(type=DataType.INT32, int_value=int(quality))
         if dev is self._node:
             return SparkplugMessage(self.topic(Verb.NDATA), payload.SerializeToString(), self.data_qos, False,
                                     Verb.NDATA, None, payload.seq)
