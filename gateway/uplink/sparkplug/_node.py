@@ -1,0 +1,454 @@
+"""The Sparkplug B edge node: the gateway as a Sparkplug edge node, its devices as Sparkplug devices.
+
+Pure and sans-I/O: it turns stored records, device online/offline and node commands into MQTT
+messages (topic, payload bytes, qos, retain) and keeps what a Sparkplug session needs (bdSeq, seq,
+aliases, the last value of every metric for births). The async part is `_session.SparkplugSession`.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from citynerve.gateway.api import Event, EventState, PermanentError, Quality, Reading, Value
+from citynerve.gateway.uplink.sparkplug._inputs import (
+    REBIRTH_METRIC,
+    HostState,
+    NodeCommand,
+    parse_node_command,
+    parse_state,
+)
+from citynerve.gateway.uplink.sparkplug._metrics import (
+    DataType,
+    DeviceSpec,
+    MetricState,
+    datatype_of_value,
+    metric_value,
+)
+from citynerve.gateway.uplink.sparkplug._metrics import Quality as SpQuality
+from citynerve.gateway.uplink.sparkplug._proto import Payload
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "spBv1.0"
+BD_SEQ_METRIC = "bdSeq"
+OFFLINE_KIND = "device_offline"  # the bus owner's event for a device that stopped answering
+ALARM_FIELDS: tuple[tuple[str, DataType], ...] = (
+    ("Active", DataType.BOOLEAN),
+    ("Severity", DataType.INT32),
+    ("Rule", DataType.STRING),
+    ("Message", DataType.STRING),
+    ("EventId", DataType.STRING),
+)
+MAX_NAME = 200  # a metric name built from a kind or subject is cut to this many characters
+_QUALITY = {Quality.BAD: SpQuality.BAD, Quality.STALE: SpQuality.STALE, Quality.SUSPECT: SpQuality.UNCERTAIN}
+
+
+class Verb(enum.StrEnum):
+    """Sparkplug B message types (the topic's third level)."""
+
+    NBIRTH = "NBIRTH"
+    NDEATH = "NDEATH"
+    DBIRTH = "DBIRTH"
+    DDEATH = "DDEATH"
+    NDATA = "NDATA"
+    DDATA = "DDATA"
+    NCMD = "NCMD"
+    DCMD = "DCMD"
+
+
+_Entry = tuple[MetricState, Value, "StoredRecord", bool]
+"""One metric of a data message: the metric, its value, its record, historical or not."""
+
+
+class SparkplugNameError(PermanentError):
+    """A group, edge node or device id that cannot be a Sparkplug topic level."""
+
+    def __init__(self, what: str, name: str) -> None:
+        self.what = what
+        self.name = name
+        super().__init__(f"sparkplug {what} {name!r}: must be non-empty, without '/', '+' or '#'")
+
+
+class SessionStateError(PermanentError):
+    """Data asked for outside a session (before `start_session` and `birth`): a caller's bug."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """An outbox record with its identity: `epoch` and `seq` travel as metric properties, so that
+    a platform tells a gap from a duplicate. `replayed`: from the backlog (sent as historical)."""
+
+    epoch: str
+    seq: int
+    record: Reading | Event
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SparkplugMessage:
+    """One MQTT publish of the edge node."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    verb: Verb
+    device_id: str | None = None
+    seq: int | None = None
+
+
+def _check_name(what: str, name: str) -> str:
+    if not name or any(c in name for c in "/+#"):
+        raise SparkplugNameError(what, name)
+    return name
+
+
+def ms(ts: float) -> int:
+    """Seconds since the epoch (a record's ts) as Sparkplug's milliseconds."""
+    return round(ts * 1000)
+
+
+class _Device:
+    __slots__ = ("alarm_kinds", "device_id", "metrics", "online", "undeclared")
+
+    def __init__(self, device_id: str) -> None:
+        self.device_id = device_id
+        self.metrics: dict[str, MetricState] = {}
+        self.online = True
+        self.alarm_kinds: set[str] = set()
+        self.undeclared = False  # metrics added or retyped since its last birth: a birth is due
+
+
+class EdgeNode:
+    """A Sparkplug B 3.0 edge node (`group_id`/`edge_node_id`) with `devices`.
+
+    Life of a session: `start_session()` gives the NDEATH to set as the MQTT will and uses up the
+    bdSeq (persist `next_bd_seq` before connecting); once the primary host is online, `birth()`
+    gives NBIRTH and a DBIRTH per live device; then `encode(records)`, `device_online/offline`,
+    `command(...)` give what to publish. Every message after NBIRTH takes the next seq (0-255).
+    """
+
+    def __init__(
+        self,
+        *,
+        group_id: str,
+        edge_node_id: str,
+        devices: Iterable[DeviceSpec] = (),
+        node_alarm_kinds: Iterable[str] = (),
+        bd_seq: int = 0,
+        data_qos: int = 1,
+        max_metrics_per_message: int = 500,
+        max_devices: int = 10_000,
+        max_metrics_per_device: int = 2_000,
+    ) -> None:
+        self.group_id = _check_name("group_id", group_id)
+        self.edge_node_id = _check_name("edge_node_id", edge_node_id)
+        self.next_bd_seq = bd_seq % 256
+        self.bd_seq: int | None = None  # the current session's
+        self.data_qos = data_qos
+        self.max_metrics_per_message = max(1, max_metrics_per_message)
+        self.max_devices = max_devices
+        self.max_metrics_per_device = max_metrics_per_device
+        self.skipped = 0  # records that could not be sent (limits, stale data of a dead device)
+        self._next_alias = 0
+        self._node = _Device(edge_node_id)
+        self._rebirth = self._declare(self._node, REBIRTH_METRIC, DataType.BOOLEAN)
+        self._rebirth.value = False
+        for kind in node_alarm_kinds:
+            self._declare_alarm(self._node, kind)
+        self._devices: dict[str, _Device] = {}
+        for spec in devices:
+            dev = self._devices[_check_name("device id", spec.device_id)] = _Device(spec.device_id)
+            for point in spec.points:
+                self._declare(dev, point.name, point.datatype, point.unit)
+            for kind in (*spec.alarm_kinds, OFFLINE_KIND):  # every device can go offline
+                if kind not in dev.alarm_kinds:
+                    self._declare_alarm(dev, kind)
+        self._seq = 0
+        self._born = False
+        self._session_ms: int | None = None
+
+    # --- topics -------------------------------------------------------------------------------
+
+    def topic(self, verb: Verb, device_id: str | None = None) -> str:
+        base = f"{NAMESPACE}/{self.group_id}/{verb.value}/{self.edge_node_id}"
+        return base if device_id is None else f"{base}/{device_id}"
+
+    @property
+    def command_topic(self) -> str:
+        return self.topic(Verb.NCMD)
+
+    @staticmethod
+    def state_topic(host_id: str) -> str:
+        return f"{NAMESPACE}/STATE/{_check_name('primary host id', host_id)}"
+
+    @property
+    def born(self) -> bool:
+        return self._born
+
+    def device_ids(self) -> list[str]:
+        return list(self._devices)
+
+    def is_online(self, device_id: str) -> bool:
+        dev = self._devices.get(device_id)
+        return dev is not None and dev.online
+
+    # --- session ------------------------------------------------------------------------------
+
+    def start_session(self) -> SparkplugMessage:
+        """A new MQTT session: its bdSeq, and the NDEATH to register as the will."""
+        self.bd_seq = self.next_bd_seq
+        self.next_bd_seq = (self.bd_seq + 1) % 256
+        self._born = False
+        self._session_ms = None
+        return self.death()
+
+    def death(self) -> SparkplugMessage:
+        """The NDEATH of the current session (the will, or published before a clean disconnect)."""
+        if self.bd_seq is None:
+            raise SessionStateError("no session: call start_session() first")
+        payload = Payload()
+        payload.metrics.add(name=BD_SEQ_METRIC, datatype=DataType.UINT64, long_value=self.bd_seq)
+        self._born = False
+        return SparkplugMessage(self.topic(Verb.NDEATH), payload.SerializeToString(), 1, False, Verb.NDEATH)
+
+    def birth(self, now_ms: int) -> list[SparkplugMessage]:
+        """NBIRTH (seq 0, bdSeq of the session) and a DBIRTH per live device: on connect once the
+        primary host is online, and again on a rebirth command."""
+        if self.bd_seq is None:
+            raise SessionStateError("no session: call start_session() first")
+        if self._session_ms is None:
+            self._session_ms = now_ms
+        payload = Payload(timestamp=now_ms, seq=0)
+        payload.metrics.add(name=BD_SEQ_METRIC, datatype=DataType.UINT64, long_value=self.bd_seq,
+                            timestamp=now_ms)
+        for m in self._node.metrics.values():
+            self._birth_metric(payload, m, now_ms)
+        self._seq = 0
+        self._born = True
+        self._node.undeclared = False
+        out = [SparkplugMessage(self.topic(Verb.NBIRTH), payload.SerializeToString(), self.data_qos, False,
+                                Verb.NBIRTH, None, 0)]
+        out += [self._device_birth(dev, now_ms) for dev in self._devices.values() if dev.online]
+        return out
+
+    def device_online(self, device_id: str, now_ms: int) -> list[SparkplugMessage]:
+        """DBIRTH when `device_id` comes back (or is new); nothing when it is already born."""
+        self._require_born()
+        dev = self._device(device_id)
+        if dev is None or dev.online:
+            return []
+        dev.online = True
+        return [self._device_birth(dev, now_ms)]
+
+    def device_offline(self, device_id: str, now_ms: int) -> list[SparkplugMessage]:
+        """DDEATH when `device_id` stops answering; nothing when it is unknown or already dead."""
+        self._require_born()
+        dev = self._devices.get(device_id)
+        if dev is None or not dev.online:
+            return []
+        dev.online = False
+        payload = Payload(timestamp=now_ms, seq=self._next_seq())
+        return [SparkplugMessage(self.topic(Verb.DDEATH, device_id), payload.SerializeToString(),
+                                 self.data_qos, False, Verb.DDEATH, device_id, payload.seq)]
+
+    def host_state(self, topic: str, host_id: str, payload: bytes) -> HostState:
+        """The primary host's STATE (SparkplugInputError when malformed)."""
+        return parse_state(topic, host_id, payload)
+
+    def command(self, topic: str, payload: bytes, now_ms: int) -> list[SparkplugMessage]:
+        """What an NCMD asks: a full rebirth for `Node Control/Rebirth` = true, else nothing.
+        SparkplugInputError when the message is malformed or too big."""
+        cmd = parse_node_command(topic, self.command_topic, payload, self._rebirth.alias)
+        if cmd is NodeCommand.REBIRTH and self._born:
+            return self.birth(now_ms)
+        return []
+
+    # --- data ---------------------------------------------------------------------------------
+
+    def encode(self, records: Iterable[StoredRecord], now_ms: int) -> list[SparkplugMessage]:
+        """NDATA/DDATA for `records` in their order (one message per run of one device's records,
+        at most `max_metrics_per_message` metrics), with the births and deaths they imply: a DBIRTH
+        before data of a device not born or of a metric not declared, a DDEATH after a
+        device_offline alarm, a full rebirth for an alarm kind the NBIRTH did not declare."""
+        self._require_born()
+        assert self._session_ms is not None
+        out: list[SparkplugMessage] = []
+        group: _Device | None = None
+        metrics: list[_Entry] = []
+
+        def flush() -> None:
+            nonlocal metrics
+            if group is not None and metrics:
+                out.append(self._data_message(group, metrics, now_ms))
+            metrics = []
+
+        # First every metric the records need is declared (or retyped), so that a device with
+        # several new points is born once per batch, not once per point.
+        prepared: list[tuple[StoredRecord, _Device, list[tuple[MetricState, Value]]]] = []
+        for stored in records:
+            rec = stored.record
+            dev = self._target(rec.device_id)
+            wanted: list[tuple[MetricState, Value]] | None = None
+            if dev is not None:
+                wanted = (self._reading_metrics(dev, rec) if isinstance(rec, Reading)
+                          else self._event_metrics(dev, rec))
+            if dev is None or wanted is None:
+                self.skipped += 1
+                continue
+            prepared.append((stored, dev, wanted))
+
+        for stored, dev, wanted in prepared:
+            rec = stored.record
+            historical = stored.replayed or ms(rec.ts) < self._session_ms
+            node_level = dev is self._node
+            offline_event = isinstance(rec, Event) and rec.kind == OFFLINE_KIND and not node_level
+            needs_birth = dev.undeclared or (not node_level and not dev.online)
+            stale = isinstance(rec, Reading) and rec.quality is Quality.STALE
+            if not node_level and not dev.online and stale:
+                self.skipped += 1  # the DDEATH already told the host every metric is stale
+                continue
+            if needs_birth or group is not dev or len(metrics) + len(wanted) > self.max_metrics_per_message:
+                flush()
+                group = dev
+            if needs_birth:
+                if node_level:
+                    out += self.birth(now_ms)
+                elif dev.online:
+                    out.append(self._device_birth(dev, now_ms))
+                else:
+                    out += self.device_online(dev.device_id, now_ms)
+            for m, value in wanted:
+                if not historical:
+                    m.value, m.ts_ms = value, ms(rec.ts)  # what the next birth says is current
+                metrics.append((m, value, stored, historical))
+            if offline_event and isinstance(rec, Event) and not rec.one_shot:
+                flush()
+                if rec.state is EventState.RAISED:
+                    out += self.device_offline(dev.device_id, now_ms)
+        flush()
+        return out
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _require_born(self) -> None:
+        if not self._born:
+            raise SessionStateError("no NBIRTH in this session yet: call birth() first")
+
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) % 256
+        return self._seq
+
+    def _take_alias(self) -> int:
+        alias = self._next_alias
+        self._next_alias += 1
+        return alias
+
+    def _declare(self, dev: _Device, name: str, datatype: DataType, unit: str = "", *,
+                 born: bool = True) -> MetricState:
+        m = dev.metrics.get(name)
+        if m is None:
+            m = dev.metrics[name] = MetricState(name[:MAX_NAME], self._take_alias(), datatype, unit)
+            dev.undeclared |= not born
+        return m
+
+    def _declare_alarm(self, dev: _Device, folder: str, *, born: bool = True) -> list[MetricState]:
+        dev.alarm_kinds.add(folder)
+        base = f"Alarms/{folder[:MAX_NAME]}"
+        return [self._declare(dev, f"{base}/{f}", dt, born=born) for f, dt in ALARM_FIELDS]
+
+    def _device(self, device_id: str) -> _Device | None:
+        dev = self._devices.get(device_id)
+        if dev is None:
+            if len(self._devices) >= self.max_devices or not device_id or any(c in device_id for c in "/+#"):
+                return None
+            dev = self._devices[device_id] = _Device(device_id)
+            dev.online = False  # not born yet: the caller births it
+        return dev
+
+    def _target(self, device_id: str) -> _Device | None:
+        if device_id in ("", self.edge_node_id) and device_id not in self._devices:
+            return self._node
+        return self._device(device_id)
+
+    def _reading_metrics(self, dev: _Device, rec: Reading) -> list[tuple[MetricState, Value]] | None:
+        m = dev.metrics.get(rec.point)
+        if m is None:
+            if len(dev.metrics) >= self.max_metrics_per_device or not rec.point:
+                return None
+            m = self._declare(dev, rec.point, datatype_of_value(rec.value), rec.unit, born=False)
+        elif rec.value is not None and metric_value(m.datatype, rec.value).field is None:
+            # A value its datatype cannot hold (a fractional value of an integer point, a string of
+            # a number point): the metric takes the value's datatype and its owner is born again
+            # with it, rather than the value being lost. Datatypes only widen, so this settles.
+            m.datatype = datatype_of_value(rec.value)
+            if metric_value(m.datatype, rec.value).field is None:
+                m.datatype = DataType.DOUBLE  # an integer past 64 bits
+            dev.undeclared = True
+        return [(m, rec.value)]
+
+    def _event_metrics(self, dev: _Device, ev: Event) -> list[tuple[MetricState, Value]] | None:
+        subjects = [""] if ev.subject in ("", "*") else [ev.subject]
+        if ev.subject == "*" and ev.state is EventState.CLEARED:
+            subjects += sorted(f.split("/", 1)[1] for f in dev.alarm_kinds if f.startswith(f"{ev.kind}/"))
+        out: list[tuple[MetricState, Value]] = []
+        for subject in subjects:
+            folder = ev.kind if not subject else f"{ev.kind}/{subject}"
+            full = len(dev.metrics) + len(ALARM_FIELDS) > self.max_metrics_per_device
+            if folder not in dev.alarm_kinds and full:
+                return None
+            active, severity, rule, message, event_id = self._declare_alarm(dev, folder, born=False)
+            if not ev.one_shot:
+                out.append((active, ev.state is EventState.RAISED))
+            out += [(severity, int(ev.severity)), (rule, ev.rule), (message, ev.message), (event_id, ev.id)]
+        return out
+
+    def _birth_metric(self, payload: Any, m: MetricState, now_ms: int) -> None:
+        metric = payload.metrics.add(name=m.name, alias=m.alias, datatype=m.datatype,
+                                     timestamp=m.ts_ms if m.ts_ms is not None else now_ms)
+        mv = metric_value(m.datatype, m.value)
+        if mv.field is None:
+            metric.is_null = True
+        else:
+            setattr(metric, mv.field, mv.value)
+        if m.unit:
+            metric.properties.keys.append("engUnit")
+            metric.properties.values.add(type=DataType.STRING, string_value=m.unit)
+
+    def _device_birth(self, dev: _Device, now_ms: int) -> SparkplugMessage:
+        payload = Payload(timestamp=now_ms, seq=self._next_seq())
+        for m in dev.metrics.values():
+            self._birth_metric(payload, m, now_ms)
+        dev.undeclared = False
+        return SparkplugMessage(self.topic(Verb.DBIRTH, dev.device_id), payload.SerializeToString(),
+                                self.data_qos, False, Verb.DBIRTH, dev.device_id, payload.seq)
+
+    def _data_message(self, dev: _Device, entries: list[_Entry], now_ms: int) -> SparkplugMessage:
+        payload = Payload(timestamp=now_ms, seq=self._next_seq())
+        add = payload.metrics.add  # metrics built in place: twice as fast as building then copying
+        for m, value, stored, historical in entries:
+            rec = stored.record
+            mv = metric_value(m.datatype, value)
+            if mv.field is None:
+                metric = add(alias=m.alias, datatype=m.datatype, timestamp=ms(rec.ts), is_null=True)
+            else:
+                metric = add(alias=m.alias, datatype=m.datatype, timestamp=ms(rec.ts), **{mv.field: mv.value})
+            if historical:
+                metric.is_historical = True
+            props = metric.properties
+            props.keys.extend(("epoch", "seq"))
+            props.values.add(type=DataType.STRING, string_value=stored.epoch)
+            props.values.add(type=DataType.UINT64, long_value=stored.seq)
+            quality = _QUALITY.get(rec.quality) if isinstance(rec, Reading) else None
+            if quality is not None:
+                props.keys.append("Quality")
+                props.values.add(type=DataType.INT32, int_value=int(quality))
+        if dev is self._node:
+            return SparkplugMessage(self.topic(Verb.NDATA), payload.SerializeToString(), self.data_qos, False,
+                                    Verb.NDATA, None, payload.seq)
+        return SparkplugMessage(self.topic(Verb.DDATA, dev.device_id), payload.SerializeToString(),
+                                self.data_qos, False, Verb.DDATA, dev.device_id, payload.seq)

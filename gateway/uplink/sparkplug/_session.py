@@ -1,0 +1,221 @@
+"""A Sparkplug B session over aiomqtt: the `EdgeNode`'s messages on a real broker.
+
+Connect with the NDEATH as will (bdSeq persisted first), subscribe to NCMD and to the primary
+host's STATE, publish NBIRTH and DBIRTHs only once the host is online, then NDATA/DDATA for the
+records from a queue. A STATE `online: false` ends the session the Sparkplug 3.0 way (NDEATH,
+disconnect) and the next one waits for the host again; an NCMD rebirth re-publishes every birth.
+A batch is taken off `pending` only once all its messages were published; a batch cut by a lost
+connection goes out again in the next session (as historical data, it is older than that session).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+
+import aiomqtt
+
+from citynerve.gateway.api import stop_task, utc_now
+from citynerve.gateway.uplink._connection import Backoff, mark_disconnect_seen
+from citynerve.gateway.uplink.sparkplug._bdseq import BdSeqFile
+from citynerve.gateway.uplink.sparkplug._inputs import SparkplugInputError
+from citynerve.gateway.uplink.sparkplug._node import EdgeNode, SparkplugMessage, StoredRecord
+
+log = logging.getLogger(__name__)
+
+
+FAREWELL_S = 2.0  # how long a stopping session tries to publish its NDEATH
+
+
+class _HostOffline(Exception):
+    """The primary host went offline: this session ended with an NDEATH."""
+
+
+def now_ms() -> int:
+    return round(utc_now() * 1000)
+
+
+class SparkplugSession:
+    """Runs `node` against the broker at host:port, fed by `records`; an async context manager."""
+
+    def __init__(
+        self,
+        node: EdgeNode,
+        records: asyncio.Queue[StoredRecord],
+        *,
+        host: str,
+        port: int,
+        primary_host_id: str | None = None,
+        bd_seq_file: BdSeqFile | None = None,
+        client_id: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        keepalive_s: int = 30,
+        batch_records: int = 500,
+        backoff: Backoff | None = None,
+        on_sent: Callable[[Sequence[StoredRecord]], None] | None = None,
+    ) -> None:
+        self.node = node
+        self.records = records
+        self.host = host
+        self.port = port
+        self.primary_host_id = primary_host_id
+        self.bd_seq_file = bd_seq_file
+        self.client_id = client_id or f"{node.group_id}.{node.edge_node_id}"
+        self.username = username
+        self.password = password
+        self.keepalive_s = keepalive_s
+        self.batch_records = batch_records
+        self.backoff = backoff or Backoff(0.2, 10.0, 0.2)
+        self.on_sent = on_sent
+        self.pending: list[StoredRecord] = []
+        self.sessions = 0  # MQTT sessions started
+        self.births = 0  # NBIRTHs published
+        self.sent_records = 0
+        self.bad_inputs = 0  # STATE / NCMD messages refused (SparkplugInputError)
+        self.host_online = primary_host_id is None
+        self.host_state_ts = -1  # timestamp of the STATE acted on last (older ones are ignored)
+        self._online = asyncio.Event()
+        self._born = asyncio.Event()
+        self._lock = asyncio.Lock()  # births and data take seqs in publish order
+        self._task: asyncio.Task[None] | None = None
+        if bd_seq_file is not None:
+            node.next_bd_seq = bd_seq_file.load()
+
+    async def __aenter__(self) -> SparkplugSession:
+        self._task = asyncio.create_task(self._run(), name=f"sparkplug[{self.node.edge_node_id}]")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            await stop_task(self._task)
+            self._task = None
+
+    async def wait_born(self, timeout_s: float = 30.0) -> None:
+        """Until this session's NBIRTH is out (tests, and the lead's status)."""
+        await asyncio.wait_for(self._born.wait(), timeout_s)
+
+    # --- sessions ------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            will = self.node.start_session()
+            if self.bd_seq_file is not None:
+                await asyncio.to_thread(self.bd_seq_file.save, self.node.next_bd_seq)
+            self.sessions += 1
+            self._born.clear()
+            self.host_online = self.primary_host_id is None
+            if self.host_online:
+                self._online.set()
+            else:
+                self._online.clear()
+            client = aiomqtt.Client(
+                self.host,
+                self.port,
+                identifier=self.client_id,
+                username=self.username,
+                password=self.password,
+                will=aiomqtt.Will(will.topic, will.payload, will.qos, will.retain),
+                keepalive=self.keepalive_s,
+                clean_session=True,
+                max_queued_outgoing_messages=0,
+            )
+            try:
+                async with client:
+                    mark_disconnect_seen(client)
+                    self.backoff.reset()
+                    try:
+                        await self._connected(client)
+                    except asyncio.CancelledError:
+                        await self._farewell(client)
+                        raise
+            except* _HostOffline:
+                log.warning("sparkplug: primary host %s offline: session ended", self.primary_host_id)
+            except* aiomqtt.MqttError as group:
+                log.warning("sparkplug: broker %s:%d: %s", self.host, self.port, group.exceptions[0])
+            self._born.clear()
+            await asyncio.sleep(self.backoff.next_delay())
+
+    async def _connected(self, client: aiomqtt.Client) -> None:
+        await client.subscribe(self.node.command_topic, qos=1)
+        if self.primary_host_id is not None:
+            await client.subscribe(self.node.state_topic(self.primary_host_id), qos=1)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._inbound(client), name=f"sparkplug[{self.node.edge_node_id}].inbound")
+            tg.create_task(self._outbound(client), name=f"sparkplug[{self.node.edge_node_id}].outbound")
+
+    async def _farewell(self, client: aiomqtt.Client) -> None:
+        """Stopping: a clean DISCONNECT makes the broker drop the will, so say NDEATH ourselves
+        (best effort, briefly: the session is being stopped)."""
+        if not self.node.born:
+            return
+        death = self.node.death()
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            async with asyncio.timeout(FAREWELL_S):
+                await client.publish(death.topic, death.payload, qos=death.qos, retain=death.retain)
+
+    async def _publish(self, client: aiomqtt.Client, messages: list[SparkplugMessage]) -> None:
+        for m in messages:
+            await client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
+
+    async def _inbound(self, client: aiomqtt.Client) -> None:
+        state_topic = self.node.state_topic(self.primary_host_id) if self.primary_host_id else None
+        async for message in client.messages:
+            topic = str(message.topic)
+            payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+            try:
+                if topic == state_topic and self.primary_host_id is not None:
+                    state = self.node.host_state(topic, self.primary_host_id, payload)
+                    if state.timestamp_ms < self.host_state_ts:
+                        continue  # an older STATE than the one we act on (3.0: ignore it)
+                    self.host_state_ts = state.timestamp_ms
+                    if state.online:
+                        self.host_online = True
+                        self._online.set()
+                    elif self.host_online:
+                        self.host_online = False
+                        self._online.clear()
+                        async with self._lock:
+                            if self.node.born:
+                                await self._publish(client, [self.node.death()])
+                        raise _HostOffline
+                elif topic == self.node.command_topic:
+                    async with self._lock:
+                        births = self.node.command(topic, payload, now_ms())
+                        if births:
+                            log.info("sparkplug: rebirth asked by NCMD")
+                            await self._publish(client, births)
+                            self.births += 1
+            except SparkplugInputError as err:
+                self.bad_inputs += 1
+                log.warning("sparkplug: ignored: %s", err)
+
+    async def _outbound(self, client: aiomqtt.Client) -> None:
+        while True:
+            await self._online.wait()
+            async with self._lock:
+                if not self.node.born and self.host_online:
+                    await self._publish(client, self.node.birth(now_ms()))
+                    self.births += 1
+                    self._born.set()
+            if not self.pending:
+                self.pending = await self._take_batch()
+            async with self._lock:
+                if not self.node.born:
+                    continue
+                await self._publish(client, self.node.encode(self.pending, now_ms()))
+            sent, self.pending = self.pending, []
+            self.sent_records += len(sent)
+            if self.on_sent is not None:
+                self.on_sent(sent)
+
+    async def _take_batch(self) -> list[StoredRecord]:
+        batch = [await self.records.get()]
+        with contextlib.suppress(asyncio.QueueEmpty):
+            while len(batch) < self.batch_records:
+                batch.append(self.records.get_nowait())
+        return batch
+
+

@@ -1,0 +1,264 @@
+"""The Sparkplug B session against a real Mosquitto on loopback, watched by a host-side subscriber:
+births once the primary host is online, data, device death, rebirth on NCMD, STATE gating, and the
+NDEATH the broker sends when the gateway's process dies."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from citynerve.gateway.api import Event, EventState, Reading, Severity, stop_task
+from citynerve.gateway.uplink.sparkplug import (
+    REBIRTH_METRIC,
+    BdSeqFile,
+    DataType,
+    DeviceSpec,
+    EdgeNode,
+    Payload,
+    PointSpec,
+    SparkplugSession,
+    StoredRecord,
+)
+from citynerve.hil.platform import MosquittoBroker
+from tests.uplink.conftest import wait_for as wait_until
+
+HOST_ID = "scada"
+STATE_TOPIC = f"spBv1.0/STATE/{HOST_ID}"
+METER = DeviceSpec("meter-1", (PointSpec("voltage", DataType.DOUBLE, "V"),))
+
+
+@dataclass
+class Seen:
+    topic: str
+    payload: bytes
+
+    @property
+    def verb(self) -> str:
+        return self.topic.split("/")[2]
+
+    def decoded(self) -> Any:
+        return Payload.FromString(self.payload)
+
+
+class Host:
+    """A Sparkplug host application's view of the broker: every spBv1.0 message, in order; it also
+    publishes STATE and NCMD."""
+
+    def __init__(self, broker: MosquittoBroker) -> None:
+        self.client = aiomqtt.Client(broker.host, broker.port, identifier="test-host")
+        self.seen: list[Seen] = []
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Host:
+        await self.client.__aenter__()
+        await self.client.subscribe("spBv1.0/city/#", qos=1)
+        self._task = asyncio.create_task(self._read(), name="test-host.read")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            await stop_task(self._task)
+        with contextlib.suppress(aiomqtt.MqttError):
+            await self.client.__aexit__(None, None, None)
+
+    async def _read(self) -> None:
+        async for m in self.client.messages:
+            assert isinstance(m.payload, bytes)
+            if str(m.topic).split("/")[2] == "NCMD":
+                continue  # our own commands
+            self.seen.append(Seen(str(m.topic), m.payload))
+            self._changed.set()
+
+    async def state(self, online: bool, ts: int, *, retain: bool = True) -> None:
+        body = json.dumps({"online": online, "timestamp": ts}).encode()
+        await self.client.publish(STATE_TOPIC, body, qos=1, retain=retain)
+
+    async def wait_for(self, pred: Callable[[Seen], bool], *, after: int = 0, timeout_s: float = 20.0) -> int:
+        """Index of the first message from `after` on that matches `pred` (waiting for it)."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                for i in range(after, len(self.seen)):
+                    if pred(self.seen[i]):
+                        return i
+                self._changed.clear()
+                await self._changed.wait()
+
+    def verbs(self, start: int = 0, end: int | None = None) -> list[str]:
+        return [s.verb for s in self.seen[start:end]]
+
+
+async def eventually(pred: Callable[[], bool]) -> None:
+    """Until the session's counters say so (they change inside its tasks; there is no event)."""
+
+    async def check() -> bool:
+        return pred()
+
+    await wait_until(check)
+
+
+def verb(v: str, device: str | None = None) -> Callable[[Seen], bool]:
+    return lambda s: s.verb == v and (device is None or s.topic.endswith(f"/{device}"))
+
+
+@pytest.fixture
+async def host(broker: MosquittoBroker) -> AsyncIterator[Host]:
+    async with Host(broker) as h:
+        yield h
+
+
+def edge_node() -> EdgeNode:
+    return EdgeNode(group_id="city", edge_node_id="gw-1", devices=[METER])
+
+
+def reading(seq: int, value: float, ts: float) -> StoredRecord:
+    return StoredRecord("ep-1", seq, Reading("meter-1", "voltage", value, "V", ts))
+
+
+def bd_seq_of(seen: Seen) -> int:
+    return int(next(m.long_value for m in seen.decoded().metrics if m.name == "bdSeq"))
+
+
+async def test_births_data_device_death_and_rebirth(
+    broker: MosquittoBroker, host: Host, tmp_path: Path
+) -> None:
+    await host.state(True, 1000)
+    queue: asyncio.Queue[StoredRecord] = asyncio.Queue()
+    sent: list[int] = []
+    bd_file = BdSeqFile(tmp_path / "sparkplug.bdseq")
+    bd_file.save(7)
+    session = SparkplugSession(
+        edge_node(), queue, host=broker.host, port=broker.port, primary_host_id=HOST_ID,
+        bd_seq_file=bd_file, on_sent=lambda recs: sent.extend(r.seq for r in recs),
+    )
+    async with session:
+        nbirth = await host.wait_for(verb("NBIRTH"))
+        assert bd_seq_of(host.seen[nbirth]) == 7 and bd_file.load() == 8  # persisted before connecting
+        dbirth = await host.wait_for(verb("DBIRTH", "meter-1"), after=nbirth)
+        birth = host.seen[dbirth].decoded()
+        assert (birth.metrics[0].name, birth.metrics[0].datatype) == ("voltage", DataType.DOUBLE)
+        alias = birth.metrics[0].alias
+
+        now = time.time() + 3600  # after the session began: live data
+        for i in range(3):
+            queue.put_nowait(reading(i + 1, 230.0 + i, now + i))
+        queue.put_nowait(StoredRecord("ep-1", 4, Event("meter-1", "device_offline", EventState.RAISED,
+                                                      Severity.MAJOR, now + 5, rule="bus")))
+        ddeath = await host.wait_for(verb("DDEATH", "meter-1"), after=dbirth)
+        data = [host.seen[i].decoded() for i in range(dbirth + 1, ddeath) if host.seen[i].verb == "DDATA"]
+        values = [m.double_value for p in data for m in p.metrics if m.alias == alias]
+        assert values == [230.0, 231.0, 232.0]
+        seqs = [host.seen[i].decoded().seq for i in range(nbirth, ddeath + 1)]
+        assert seqs == list(range(len(seqs)))  # NBIRTH 0, then one more per message
+        assert sent == [1, 2, 3, 4]
+
+        # rebirth on NCMD: NBIRTH again, same bdSeq (same MQTT session), seq from 0; the dead device
+        # stays dead
+        cmd = Payload(timestamp=1)
+        cmd.metrics.add(name=REBIRTH_METRIC, datatype=DataType.BOOLEAN, boolean_value=True)
+        await host.client.publish("spBv1.0/city/NCMD/gw-1", cmd.SerializeToString(), qos=1)
+        again = await host.wait_for(verb("NBIRTH"), after=ddeath)
+        assert bd_seq_of(host.seen[again]) == 7 and host.seen[again].decoded().seq == 0
+        # a malformed NCMD is ignored, the session goes on
+        await host.client.publish("spBv1.0/city/NCMD/gw-1", b"\xff\x00garbage", qos=1)
+        queue.put_nowait(reading(5, 240.0, now + 10))
+        back = await host.wait_for(verb("DBIRTH", "meter-1"), after=again)
+        ddata = await host.wait_for(verb("DDATA", "meter-1"), after=back)
+        assert [m.double_value for m in host.seen[ddata].decoded().metrics] == [240.0]
+        assert host.verbs(again, ddata + 1) == ["NBIRTH", "DBIRTH", "DDATA"]
+        await eventually(lambda: session.bad_inputs == 1)
+        assert session.sessions == 1
+        last = len(host.seen)
+    # stopped: a clean disconnect drops the will, so the session published NDEATH itself
+    ndeath = await host.wait_for(verb("NDEATH"), after=last)
+    assert bd_seq_of(host.seen[ndeath]) == 7
+
+
+async def test_publishes_only_while_the_primary_host_is_online(broker: MosquittoBroker, host: Host) -> None:
+    queue: asyncio.Queue[StoredRecord] = asyncio.Queue()
+    queue.put_nowait(reading(1, 1.0, time.time() + 3600))  # stamped after the session began: live
+    node = edge_node()
+    session = SparkplugSession(node, queue, host=broker.host, port=broker.port, primary_host_id=HOST_ID)
+    async with session as s:
+        # The host is not online (no STATE yet): the session is connected but births nothing. Its
+        # subscriptions are in place once a retained offline STATE reaches it and is acted on:
+        # then the online STATE is the first thing that can let it publish.
+        await host.state(False, 500)
+        await eventually(lambda: s.sessions >= 1 and s.host_state_ts == 500)
+        assert host.seen == []
+        await host.state(True, 1000)
+        first = await host.wait_for(verb("NBIRTH"))
+        assert first == 0
+        ddata = await host.wait_for(verb("DDATA"), after=first)
+        (m,) = host.seen[ddata].decoded().metrics
+        assert m.double_value == 1.0 and not m.is_historical
+        bd_first = bd_seq_of(host.seen[first])
+
+        # An older STATE (timestamp below the one acted on) is ignored: a rebirth asked after it is
+        # answered and nothing died.
+        await host.state(False, 900, retain=False)
+        cmd = Payload(timestamp=1)
+        cmd.metrics.add(name=REBIRTH_METRIC, datatype=DataType.BOOLEAN, boolean_value=True)
+        await host.client.publish("spBv1.0/city/NCMD/gw-1", cmd.SerializeToString(), qos=1)
+        rebirth = await host.wait_for(verb("NBIRTH"), after=ddata + 1)
+        assert "NDEATH" not in host.verbs(ddata, rebirth)
+
+        # The host goes offline: NDEATH (this session's bdSeq), disconnect; nothing while it is away
+        await host.state(False, 2000)
+        ndeath = await host.wait_for(verb("NDEATH"), after=rebirth)
+        assert bd_seq_of(host.seen[ndeath]) == bd_first
+        queue.put_nowait(reading(2, 2.0, time.time() - 0.01))  # before the next session
+        await eventually(lambda: s.sessions >= 2 and s.host_state_ts == 2000)
+        assert host.verbs(ndeath + 1) == []
+        # back online: a new session (bdSeq + 1) births, then the record held meanwhile, historical
+        # as it is older than the new session
+        await host.state(True, 3000)
+        nbirth = await host.wait_for(verb("NBIRTH"), after=ndeath)
+        assert nbirth == ndeath + 1 and bd_seq_of(host.seen[nbirth]) == (bd_first + 1) % 256
+        ddata = await host.wait_for(verb("DDATA"), after=nbirth)
+        (m,) = host.seen[ddata].decoded().metrics
+        assert m.double_value == 2.0 and m.is_historical
+
+
+EDGE_PROCESS = textwrap.dedent(
+    """
+    import asyncio, sys
+    from citynerve.gateway.uplink.sparkplug import DataType, DeviceSpec, EdgeNode, PointSpec, SparkplugSession
+
+    async def main() -> None:
+        node = EdgeNode(group_id="city", edge_node_id="gw-1",
+                        devices=[DeviceSpec("meter-1", (PointSpec("v", DataType.DOUBLE),))], bd_seq=42)
+        async with SparkplugSession(node, asyncio.Queue(), host="127.0.0.1", port=int(sys.argv[1])):
+            await asyncio.Event().wait()
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_the_broker_sends_ndeath_when_the_gateway_dies(broker: MosquittoBroker, host: Host) -> None:
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", EDGE_PROCESS, str(broker.port))
+    try:
+        nbirth = await host.wait_for(verb("NBIRTH"), timeout_s=60)
+        assert bd_seq_of(host.seen[nbirth]) == 42
+        os.kill(proc.pid, signal.SIGKILL)  # no DISCONNECT: the broker publishes the will
+        ndeath = await host.wait_for(verb("NDEATH"), after=nbirth)
+        assert bd_seq_of(host.seen[ndeath]) == 42
+        assert host.seen[ndeath].topic == "spBv1.0/city/NDEATH/gw-1"
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await asyncio.wait_for(proc.wait(), 10)
