@@ -318,7 +318,8 @@ class ModbusChannel:
         MBAP header), hex: what a remote `device_read` shows next to the decoded registers."""
         client = self._client
         if isinstance(client, MbapClient):  # the gateway's own TCP transactions keep their frames
-            return {"protocol": self.frame_protocol, "tx": client.sent.hex(" "), "rx": client.received.hex(" ")}
+            tx, rx = client.sent, client.received
+            return {"protocol": self.frame_protocol, "tx": tx.hex(" "), "rx": rx.hex(" ")}
         return {"protocol": self.frame_protocol, "tx": self._tx.hex(" "), "rx": self._rx.hex(" ")}
 
     def _frame_error(self, unit: int) -> FrameError:
