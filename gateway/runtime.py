@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from citynerve.gateway.rules import PersistentRuleEngine
     from citynerve.gateway.uplink import Uplink
     from citynerve.gateway.uplink.encoding import CommandResult
+    from citynerve.gateway.uplink.sparkplug import SparkplugUplink
     from citynerve.gateway.web import StatusServer
 
 log = logging.getLogger("citynerve.gateway")
@@ -110,7 +111,7 @@ class Gateway:
         self.writer: OutboxWriter | None = None
         self.rules: PersistentRuleEngine | None = None
         self.uplink: Uplink | None = None  # the first destination's (commands, platform clock)
-        self.uplinks: list[Uplink] = []  # one per destination ([[upstream]])
+        self.uplinks: list[Uplink | SparkplugUplink] = []  # one per destination ([[upstream]])
         self.wiring: BusWiring | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._owner_tasks: dict[str, asyncio.Task[None]] = {}
@@ -404,7 +405,7 @@ class Gateway:
         except Exception:
             log.exception("cannot save the active alarms")
 
-    async def _make_uplinks(self, outbox: AsyncOutbox) -> list[Uplink]:
+    async def _make_uplinks(self, outbox: AsyncOutbox) -> list[Uplink | SparkplugUplink]:
         """One uplink per destination, registered with the outbox first (a row leaves it once every
         destination that wants it has acknowledged it)."""
         configs = self.config.destinations or (
@@ -435,22 +436,37 @@ class Gateway:
             actions.update(self.remote_update.actions())
             inbound[self.remote_update.chunk_filter] = self.remote_update.on_chunk
         creds = self.credentials  # keys and certificates of the first destination
-        self.uplinks = [
-            Uplink(
-                creds.tls.effective(c) if creds is not None and i == 0 else c,
-                gateway_id=self.config.gateway.id,
-                outbox=outbox,
-                inventory=self.inventory,
-                commands=self,
-                actions=actions,
-                inbound=inbound if i == 0 else None,  # update chunks come from the first destination
-                status=self.brief_status,
-                restamp=self.clock_sync.restamp,
+        self.uplinks = []
+        for i, c in enumerate(configs):
+            if c.encoding == "sparkplug-b":  # a Sparkplug B host application (docs/sparkplug.md)
+                from citynerve.gateway.uplink.sparkplug import SparkplugUplink
+
+                self.uplinks.append(
+                    SparkplugUplink(
+                        c,
+                        gateway_id=self.config.gateway.id,
+                        outbox=outbox,
+                        devices=self._devices,
+                        state_dir=Path(self.config.store.path).parent,
+                    )
+                )
+                continue
+            self.uplinks.append(
+                Uplink(
+                    creds.tls.effective(c) if creds is not None and i == 0 else c,
+                    gateway_id=self.config.gateway.id,
+                    outbox=outbox,
+                    inventory=self.inventory,
+                    commands=self,
+                    actions=actions,
+                    inbound=inbound if i == 0 else None,  # update chunks come from the first destination
+                    status=self.brief_status,
+                    restamp=self.clock_sync.restamp,
+                )
             )
-            for i, c in enumerate(configs)
-        ]
-        self.uplink = self.uplinks[0]
-        if creds is not None:
+        # Commands, results and the status message travel on the first json-v1 destination.
+        self.uplink = next((u for u in self.uplinks if isinstance(u, Uplink)), None)
+        if creds is not None and self.uplink is not None:
             creds.attach(self.uplink)
         return self.uplinks
 

@@ -42,6 +42,7 @@ async def run_listen(owner: BusOwner, driver: ListenDriver[Any, Any]) -> None:
             owner._channel_backoff = max(owner._channel_backoff, owner.bus.backoff_initial_s / 4)
             await asyncio.sleep(owner._channel_backoff)
 
+
 async def _listen_watchdog(owner: BusOwner) -> None:
     """Devices not heard for `poll_interval_s * offline_after` go offline (monotonic clock: a step
     of the wall clock is no silence)."""
@@ -60,8 +61,6 @@ async def _listen_watchdog(owner: BusOwner) -> None:
                 now = owner.clock.wall()
                 owner.sink.mark_offline(device.id, now)
                 owner.sink.event(device_event(device, OFFLINE, EventState.RAISED, now, reason))
-
-
 
 
 class ListenSink:

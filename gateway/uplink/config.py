@@ -174,6 +174,25 @@ class FilterConfig(_Model):
     )
 
 
+class SparkplugConfig(_Model):
+    """Sparkplug B 3.0 settings of a destination with `encoding = "sparkplug-b"` (docs/sparkplug.md)."""
+
+    group_id: str = Field(
+        default="citynerve",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Sparkplug group id of this gateway (the edge node id is the gateway id)",
+    )
+    primary_host_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="publish only while this primary host application's STATE is online (none: always)",
+    )
+    data_qos: Literal[0, 1] = Field(
+        default=1, description="QoS of births and data: 1 lets the outbox delete only acknowledged rows"
+    )
+    batch_records: int = Field(default=500, ge=1, le=10_000, description="records per publish round")
+
+
 class UpstreamConfig(_Model):
     """How the gateway reaches one platform destination (an `[upstream]` table, or each of several
     `[[upstream]]` tables)."""
@@ -197,7 +216,13 @@ class UpstreamConfig(_Model):
     username: str | None = None
     password_file: SecretPath | None = None
     password_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    encoding: Literal["json-v1"] = "json-v1"
+    encoding: Literal["json-v1", "sparkplug-b"] = Field(
+        default="json-v1",
+        description="json-v1 (docs/upstream-contract.md) or sparkplug-b (docs/sparkplug.md)",
+    )
+    sparkplug: SparkplugConfig = Field(
+        default_factory=SparkplugConfig, description="Sparkplug B settings (encoding = sparkplug-b)"
+    )
     max_batch_readings: int = Field(default=200, ge=1, le=10000)
     max_batch_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     max_inflight: int = Field(default=32, ge=1, le=1000, description="QoS 1 messages awaiting PUBACK")

@@ -6,6 +6,7 @@ rebirth). docs/sparkplug.md describes the mapping.
 """
 
 from citynerve.gateway.uplink.sparkplug._bdseq import BdSeqFile
+from citynerve.gateway.uplink.sparkplug._destination import SparkplugUplink
 from citynerve.gateway.uplink.sparkplug._devices import device_spec
 from citynerve.gateway.uplink.sparkplug._inputs import (
     MAX_COMMAND_BYTES,
@@ -60,6 +61,7 @@ __all__ = [
     "SparkplugMessage",
     "SparkplugNameError",
     "SparkplugSession",
+    "SparkplugUplink",
     "StoredRecord",
     "Verb",
     "datatype_for_point",

@@ -81,8 +81,9 @@ def parse_node_command(
     if len(msg.metrics) > MAX_COMMAND_METRICS:
         raise SparkplugInputError(topic, f"{len(msg.metrics)} metrics, more than {MAX_COMMAND_METRICS}")
     for metric in msg.metrics:
-        named = metric.name == REBIRTH_METRIC or (not metric.name and metric.HasField("alias")
-                                                  and metric.alias == rebirth_alias)
+        named = metric.name == REBIRTH_METRIC or (
+            not metric.name and metric.HasField("alias") and metric.alias == rebirth_alias
+        )
         if named:
             if metric.WhichOneof("value") != "boolean_value":
                 raise SparkplugInputError(topic, f"{REBIRTH_METRIC} must be a Boolean")

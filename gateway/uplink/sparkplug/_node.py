@@ -224,15 +224,25 @@ class EdgeNode:
         if self._session_ms is None:
             self._session_ms = now_ms
         payload = Payload(timestamp=now_ms, seq=0)
-        payload.metrics.add(name=BD_SEQ_METRIC, datatype=DataType.UINT64, long_value=self.bd_seq,
-                            timestamp=now_ms)
+        payload.metrics.add(
+            name=BD_SEQ_METRIC, datatype=DataType.UINT64, long_value=self.bd_seq, timestamp=now_ms
+        )
         for m in self._node.metrics.values():
             self._birth_metric(payload, m, now_ms)
         self._seq = 0
         self._born = True
         self._node.undeclared = False
-        out = [SparkplugMessage(self.topic(Verb.NBIRTH), payload.SerializeToString(), self.data_qos, False,
-                                Verb.NBIRTH, None, 0)]
+        out = [
+            SparkplugMessage(
+                self.topic(Verb.NBIRTH),
+                payload.SerializeToString(),
+                self.data_qos,
+                False,
+                Verb.NBIRTH,
+                None,
+                0,
+            )
+        ]
         out += [self._device_birth(dev, now_ms) for dev in self._devices.values() if dev.online]
         return out
 
@@ -253,8 +263,17 @@ class EdgeNode:
             return []
         dev.online = False
         payload = Payload(timestamp=now_ms, seq=self._next_seq())
-        return [SparkplugMessage(self.topic(Verb.DDEATH, device_id), payload.SerializeToString(),
-                                 self.data_qos, False, Verb.DDEATH, device_id, payload.seq)]
+        return [
+            SparkplugMessage(
+                self.topic(Verb.DDEATH, device_id),
+                payload.SerializeToString(),
+                self.data_qos,
+                False,
+                Verb.DDEATH,
+                device_id,
+                payload.seq,
+            )
+        ]
 
     def host_state(self, topic: str, host_id: str, payload: bytes) -> HostState:
         """The primary host's STATE (SparkplugInputError when malformed)."""
@@ -295,8 +314,11 @@ class EdgeNode:
             dev = self._target(rec.device_id)
             wanted: list[tuple[MetricState, Value]] | None = None
             if dev is not None:
-                wanted = (self._reading_metrics(dev, rec) if isinstance(rec, Reading)
-                          else self._event_metrics(dev, rec))
+                wanted = (
+                    self._reading_metrics(dev, rec)
+                    if isinstance(rec, Reading)
+                    else self._event_metrics(dev, rec)
+                )
             if dev is None or wanted is None:
                 self.skipped += 1
                 continue
@@ -348,8 +370,9 @@ class EdgeNode:
         self._next_alias += 1
         return alias
 
-    def _declare(self, dev: _Device, name: str, datatype: DataType, unit: str = "", *,
-                 born: bool = True) -> MetricState:
+    def _declare(
+        self, dev: _Device, name: str, datatype: DataType, unit: str = "", *, born: bool = True
+    ) -> MetricState:
         m = dev.metrics.get(name)
         if m is None:
             m = dev.metrics[name] = MetricState(name[:MAX_NAME], self._take_alias(), datatype, unit)
@@ -408,8 +431,12 @@ class EdgeNode:
         return out
 
     def _birth_metric(self, payload: Any, m: MetricState, now_ms: int) -> None:
-        metric = payload.metrics.add(name=m.name, alias=m.alias, datatype=m.datatype,
-                                     timestamp=m.ts_ms if m.ts_ms is not None else now_ms)
+        metric = payload.metrics.add(
+            name=m.name,
+            alias=m.alias,
+            datatype=m.datatype,
+            timestamp=m.ts_ms if m.ts_ms is not None else now_ms,
+        )
         mv = metric_value(m.datatype, m.value)
         if mv.field is None:
             metric.is_null = True
@@ -424,8 +451,15 @@ class EdgeNode:
         for m in dev.metrics.values():
             self._birth_metric(payload, m, now_ms)
         dev.undeclared = False
-        return SparkplugMessage(self.topic(Verb.DBIRTH, dev.device_id), payload.SerializeToString(),
-                                self.data_qos, False, Verb.DBIRTH, dev.device_id, payload.seq)
+        return SparkplugMessage(
+            self.topic(Verb.DBIRTH, dev.device_id),
+            payload.SerializeToString(),
+            self.data_qos,
+            False,
+            Verb.DBIRTH,
+            dev.device_id,
+            payload.seq,
+        )
 
     def _data_message(self, dev: _Device, entries: list[_Entry], now_ms: int) -> SparkplugMessage:
         payload = Payload(timestamp=now_ms, seq=self._next_seq())
@@ -448,7 +482,21 @@ class EdgeNode:
                 props.keys.append("Quality")
                 props.values.add(type=DataType.INT32, int_value=int(quality))
         if dev is self._node:
-            return SparkplugMessage(self.topic(Verb.NDATA), payload.SerializeToString(), self.data_qos, False,
-                                    Verb.NDATA, None, payload.seq)
-        return SparkplugMessage(self.topic(Verb.DDATA, dev.device_id), payload.SerializeToString(),
-                                self.data_qos, False, Verb.DDATA, dev.device_id, payload.seq)
+            return SparkplugMessage(
+                self.topic(Verb.NDATA),
+                payload.SerializeToString(),
+                self.data_qos,
+                False,
+                Verb.NDATA,
+                None,
+                payload.seq,
+            )
+        return SparkplugMessage(
+            self.topic(Verb.DDATA, dev.device_id),
+            payload.SerializeToString(),
+            self.data_qos,
+            False,
+            Verb.DDATA,
+            dev.device_id,
+            payload.seq,
+        )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Callable, Sequence
 
 import aiomqtt
@@ -56,6 +57,7 @@ class SparkplugSession:
         batch_records: int = 500,
         backoff: Backoff | None = None,
         on_sent: Callable[[Sequence[StoredRecord]], None] | None = None,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         self.node = node
         self.records = records
@@ -70,6 +72,8 @@ class SparkplugSession:
         self.batch_records = batch_records
         self.backoff = backoff or Backoff(0.2, 10.0, 0.2)
         self.on_sent = on_sent
+        self.tls_context = tls_context
+        self.last_error: str | None = None
         self.pending: list[StoredRecord] = []
         self.sessions = 0  # MQTT sessions started
         self.births = 0  # NBIRTHs published
@@ -121,6 +125,7 @@ class SparkplugSession:
                 keepalive=self.keepalive_s,
                 clean_session=True,
                 max_queued_outgoing_messages=0,
+                tls_context=self.tls_context,
             )
             try:
                 async with client:
@@ -134,6 +139,7 @@ class SparkplugSession:
             except* _HostOffline:
                 log.warning("sparkplug: primary host %s offline: session ended", self.primary_host_id)
             except* aiomqtt.MqttError as group:
+                self.last_error = str(group.exceptions[0])
                 log.warning("sparkplug: broker %s:%d: %s", self.host, self.port, group.exceptions[0])
             self._born.clear()
             await asyncio.sleep(self.backoff.next_delay())
@@ -217,5 +223,3 @@ class SparkplugSession:
             while len(batch) < self.batch_records:
                 batch.append(self.records.get_nowait())
         return batch
-
-
