@@ -43,3 +43,29 @@ filter = { lanes = ["event"], event_kinds = ["smoke", "fire"], min_severity = "m
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert any(i.path == "upstream[1].id" for i in err.value.issues)
+
+
+def test_a_sparkplug_destination_next_to_a_json_one(tmp_path: Path) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text(
+        HEAD
+        + """
+[[upstream]]
+id = "city"
+brokers = ["mqtt://127.0.0.1:1883"]
+
+[[upstream]]
+id = "scada"
+brokers = ["mqtt://127.0.0.1:1884"]
+encoding = "sparkplug-b"
+sparkplug = { group_id = "district-7", primary_host_id = "scada-main" }
+"""
+    )
+    cfg = load_config(path)
+    sp = cfg.destinations[1]
+    assert sp.encoding == "sparkplug-b" and sp.sparkplug.group_id == "district-7"
+    assert sp.sparkplug.primary_host_id == "scada-main" and sp.sparkplug.data_qos == 1
+    path.write_text(path.read_text().replace('group_id = "district-7"', 'group_id = "a/b"'))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert any(i.path == "upstream[1].sparkplug.group_id" for i in err.value.issues)

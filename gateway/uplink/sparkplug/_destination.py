@@ -71,7 +71,7 @@ class SparkplugUplink:
             port=broker.port,
             primary_host_id=sp.primary_host_id,
             bd_seq_file=BdSeqFile(state_dir / f"sparkplug-{config.id}.bdseq"),
-            client_id=config.client_id or f"citynerve-{gateway_id}-{config.id}",
+            client_id=config.effective_client_id(gateway_id),
             username=config.username,
             password=password.get_secret_value() if password is not None else None,
             keepalive_s=config.keepalive_s,
