@@ -124,7 +124,7 @@ class _Mbap(asyncio.Protocol):
                 return
             waiting = self.waiting
             if waiting is not None and waiting[0] == tid and not waiting[1].done():
-                waiting[1].set_result(bytes(buffer[7:end]))
+                waiting[1].set_result(bytes(buffer[:end]))  # the whole frame: diagnostics show it
             # else: a late reply to a request that timed out, dropped
             del buffer[:end]
 
@@ -197,8 +197,8 @@ class MbapClient:
                 raise
         finally:
             protocol.waiting = None
-        self.received = reply
-        return split_reply(pdu[0], reply)
+        self.received = reply  # MBAP header and PDU, as on the wire
+        return split_reply(pdu[0], reply[7:])
 
     # -- the calls the driver and the diagnostics make (pymodbus' names and keywords) ----------
 
