@@ -163,8 +163,11 @@ class SparkplugSession:
                 await client.publish(death.topic, death.payload, qos=death.qos, retain=death.retain)
 
     async def _publish(self, client: aiomqtt.Client, messages: list[SparkplugMessage]) -> None:
-        for m in messages:
-            await client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
+        # All at once, then wait for every PUBACK: paho queues them in this order (the seqs stay in
+        # order on the wire) and the round trips overlap instead of adding up.
+        await asyncio.gather(
+            *(client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain) for m in messages)
+        )
 
     async def _inbound(self, client: aiomqtt.Client) -> None:
         state_topic = self.node.state_topic(self.primary_host_id) if self.primary_host_id else None
