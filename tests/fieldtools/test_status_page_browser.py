@@ -175,3 +175,41 @@ async def test_page_works_behind_the_password(
             assert browser.find_element(By.ID, "error").is_displayed() is False
         finally:
             browser.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {}})
+
+
+async def test_page_shows_each_destination(
+    short_dir: Path, building: ModbusBuilding, browser: webdriver.Chrome
+) -> None:
+    """Two destinations, the district's broker down: the uplink tile names both and warns."""
+    from citynerve.gateway.config import load_config
+    from citynerve.hil.platform import MosquittoBroker
+
+    from .conftest import gateway_toml, run_gateway
+
+    broker = MosquittoBroker(workdir=short_dir)
+    broker.start()
+    try:
+        host, port = building.endpoint
+        path = short_dir / "gateway.toml"
+        extra = f"""
+[[upstream]]
+id = "city"
+brokers = ["{broker.url}"]
+
+[[upstream]]
+id = "district"
+brokers = ["mqtt://127.0.0.1:9"]
+"""
+        path.write_text(gateway_toml(host, port) + extra)
+        async with run_gateway(load_config(path)) as gateway:
+            cfg = WebConfig(enabled=True, port=0, refresh_s=0.5)
+            async with StatusServer(cfg, gateway) as server:
+                await asyncio.to_thread(browser.get, f"http://127.0.0.1:{server.port}/")
+                await wait_for(
+                    lambda: "district DOWN" in _text(browser, "#uplink-detail"), 20, interval_s=0.2
+                )
+                detail = _text(browser, "#uplink-detail")
+                assert "city up" in detail, detail
+                assert "warn" in (browser.find_element(By.ID, "tile-uplink").get_attribute("class") or "")
+    finally:
+        broker.close()

@@ -97,8 +97,18 @@
       let d = up.broker || "";
       if (!up.connected && up.last_error) d = up.last_error;
       if (st.uplink_publish_rate !== null && st.uplink_publish_rate !== undefined) d += " · " + st.uplink_publish_rate.toFixed(1) + " msg/s";
+      // Several destinations (city, district, fire centre): each one's state and backlog.
+      const dests = up.destinations ? Object.entries(up.destinations) : [];
+      let allUp = up.connected;
+      if (dests.length > 1) {
+        d += " · " + dests.map(([id, x]) => {
+          const backlog = x.backlog ? Object.values(x.backlog).reduce((a, b) => a + b, 0) : 0;
+          if (!x.connected) allUp = false;
+          return id + " " + (x.connected ? "up" : "DOWN") + (backlog ? " (" + fmt(backlog) + " queued)" : "");
+        }).join(", ");
+      }
       upDetail.textContent = d;
-      setTile("tile-uplink", up.connected ? "ok" : "bad");
+      setTile("tile-uplink", up.connected ? (allUp ? "ok" : "warn") : "bad");
     }
 
     const t = st.time;
