@@ -76,12 +76,7 @@ def build(seed: int = 14287, boxes: int = 16, days: int = 6) -> Scenario:
                     smoke = t < t0 + 1800
                 elif kind == "door":
                     door = True
-            if (
-                kind == "terminal"
-                and over_since is None
-                and t0 <= t < t1
-                and temps[phase] > CABLE_LIMIT_C
-            ):
+            if kind == "terminal" and over_since is None and t0 <= t < t1 and temps[phase] > CABLE_LIMIT_C:
                 over_since = t  # from the first time the joint passes its cable's rating until repaired
             if rng.random() < 0.005:
                 samples: tuple[Sample, ...] = tuple(Sample(p, None, Quality.BAD) for p in POINTS)

@@ -69,9 +69,7 @@ async def test_reads_the_simulated_building(rig: Rig) -> None:
     for phase in "abc":
         assert 220.0 < power[f"voltage_{phase}"] < 240.0
         assert power[f"current_{phase}"] > 0
-    assert power["power"] == pytest.approx(
-        power["power_a"] + power["power_b"] + power["power_c"], rel=0.05
-    )
+    assert power["power"] == pytest.approx(power["power_a"] + power["power_b"] + power["power_c"], rel=0.05)
     assert 49.9 < power["frequency"] < 50.1
     water = await rig.read_all(WATER)
     assert water["flow_rate"] >= 0 and water["positive_total"] > 0

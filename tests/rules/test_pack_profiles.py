@@ -13,9 +13,7 @@ from citynerve.gateway import shipped
 from citynerve.gateway.config import Profile, read_toml
 from citynerve.gateway.rules import PACKS_DIR, RulePack, Selector, load_pack
 
-PROFILES = {
-    p.stem: Profile.model_validate(read_toml(p)) for p in sorted(shipped.profiles().glob("*.toml"))
-}
+PROFILES = {p.stem: Profile.model_validate(read_toml(p)) for p in sorted(shipped.profiles().glob("*.toml"))}
 PACKS = {p.stem: load_pack(p) for p in sorted(PACKS_DIR.glob("*.toml"))}
 # Rule fields whose parameter a reader of the event needs to know (the limit and how long it held).
 SHOWN = ("above", "below", "hold_s", "window_s", "after_s", "slots", "slot_s", "hours")

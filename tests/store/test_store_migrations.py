@@ -100,8 +100,7 @@ def test_v3_json_fragment_blocks_become_neutral_blocks(tmp_path: Path) -> None:
     conn.execute("PRAGMA user_version = 3")
     conn.execute("UPDATE counters SET value = 9 WHERE name = 'next_seq'")
     ins = (
-        "INSERT INTO reading_blocks (first_seq, last_seq, ts, codec, body, raw_len) "
-        "VALUES (?, ?, ?, 1, ?, ?)"
+        "INSERT INTO reading_blocks (first_seq, last_seq, ts, codec, body, raw_len) VALUES (?, ?, ?, 1, ?, ?)"
     )
     conn.execute(ins, (5, 6, 1.0, *codec1(frags)))
     conn.execute(ins, (7, 8, 3.0, b"damaged", 40))

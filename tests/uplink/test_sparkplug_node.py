@@ -172,10 +172,26 @@ def test_device_offline_event_sends_alarm_then_ddeath_and_data_rebirths() -> Non
 
 def test_events_are_metrics_of_an_alarms_folder() -> None:
     n = born()
-    raised = Event("meter-1", "over_voltage", EventState.RAISED, Severity.CRITICAL, (T0 + 1) / 1000,
-                   rule="v>250", message="253 V", id="ev-1")
-    cleared = Event("meter-1", "over_voltage", EventState.CLEARED, Severity.CRITICAL, (T0 + 2) / 1000,
-                    rule="v>250", message="back", id="ev-2")
+    raised = Event(
+        "meter-1",
+        "over_voltage",
+        EventState.RAISED,
+        Severity.CRITICAL,
+        (T0 + 1) / 1000,
+        rule="v>250",
+        message="253 V",
+        id="ev-1",
+    )
+    cleared = Event(
+        "meter-1",
+        "over_voltage",
+        EventState.CLEARED,
+        Severity.CRITICAL,
+        (T0 + 2) / 1000,
+        rule="v>250",
+        message="back",
+        id="ev-2",
+    )
     (m,) = n.encode([rec(1, raised), rec(2, cleared)], T0 + 10)
     names = {}
     for b in n.birth(T0 + 20):
@@ -200,16 +216,18 @@ def test_unforeseen_metrics_cause_a_birth_first() -> None:
     # a kind the DBIRTH did not declare, with a subject, and a new point: the device is born again
     # with both (once for the batch), then the data follows in one DDATA
     ev = Event("meter-1", "tamper", EventState.RAISED, Severity.MAJOR, (T0 + 1) / 1000, subject="lid")
-    out = n.encode([rec(1, ev), rec(2, reading("new_point", 7)), rec(3, reading("other_point", 1.5))],
-                   T0 + 10)
+    out = n.encode(
+        [rec(1, ev), rec(2, reading("new_point", 7)), rec(3, reading("other_point", 1.5))], T0 + 10
+    )
     assert [m.verb for m in out] == [Verb.DBIRTH, Verb.DDATA]
     birth = {x.name: x for x in decode(out[0].payload).metrics}
     assert "Alarms/tamper/lid/Active" in birth
     assert birth["new_point"].datatype == DataType.INT64 and birth["other_point"].datatype == DataType.DOUBLE
     assert {x.alias for x in decode(out[1].payload).metrics} <= {x.alias for x in birth.values()}
     # a device the config did not name; a node-level event of an unforeseen kind: a full rebirth
-    node_ev = Event("gw-1", "outbox_dropped", EventState.RAISED, Severity.MAJOR, (T0 + 3) / 1000,
-                    one_shot=True)
+    node_ev = Event(
+        "gw-1", "outbox_dropped", EventState.RAISED, Severity.MAJOR, (T0 + 3) / 1000, one_shot=True
+    )
     out = n.encode([rec(3, reading("x", True, device="other")), rec(4, node_ev)], T0 + 20)
     assert [(m.verb, m.device_id) for m in out] == [
         (Verb.DBIRTH, "other"),
@@ -345,8 +363,10 @@ def test_state_of_another_host_is_refused() -> None:
 @given(st.binary(max_size=300))
 def test_any_bytes_as_ncmd_or_state_give_a_result_or_a_typed_error(raw: bytes) -> None:
     topic = "spBv1.0/city/NCMD/gw-1"
-    for parse in (lambda: parse_node_command(topic, topic, raw, 0), lambda: parse_state(
-            "spBv1.0/STATE/h", "h", raw)):
+    for parse in (
+        lambda: parse_node_command(topic, topic, raw, 0),
+        lambda: parse_state("spBv1.0/STATE/h", "h", raw),
+    ):
         with contextlib.suppress(SparkplugInputError):
             parse()
 
@@ -461,8 +481,9 @@ RECORDS = st.one_of(
         st.sampled_from(list(Quality)),
     ),
     st.builds(
-        lambda d, k, s, subj, one: Event(d, k, s, Severity.MAJOR, (T0 + 1000) / 1000, subject=subj,
-                                         one_shot=one),
+        lambda d, k, s, subj, one: Event(
+            d, k, s, Severity.MAJOR, (T0 + 1000) / 1000, subject=subj, one_shot=one
+        ),
         st.sampled_from(DEVICES),
         st.sampled_from(("device_offline", "over_voltage", "tamper")),
         st.sampled_from(list(EventState)),
@@ -505,6 +526,11 @@ def test_device_specs_from_the_shipped_example_configs() -> None:
     em = device_spec(meters["em-301"])
     assert em.points == ()
     n = born(devices=[em])
-    out = n.encode([rec(1, reading("voltage", 230.1, device="em-301")),
-                    rec(2, reading("energy_import", 1234.5, device="em-301"))], T0 + 5000)
+    out = n.encode(
+        [
+            rec(1, reading("voltage", 230.1, device="em-301")),
+            rec(2, reading("energy_import", 1234.5, device="em-301")),
+        ],
+        T0 + 5000,
+    )
     assert [m.verb for m in out] == [Verb.DBIRTH, Verb.DDATA]

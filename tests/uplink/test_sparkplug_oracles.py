@@ -79,20 +79,51 @@ def scenario() -> tuple[list[SparkplugMessage], dict[str, Any]]:
         bd_seq=41,
     )
     out = [node.start_session(), *node.birth(T0)]
-    records = [StoredRecord(EPOCH, 100 + i, Reading("meter-1", p, v, "", LIVE / 1000))
-               for i, (p, v) in enumerate(LIVE_VALUES.items())]
+    records = [
+        StoredRecord(EPOCH, 100 + i, Reading("meter-1", p, v, "", LIVE / 1000))
+        for i, (p, v) in enumerate(LIVE_VALUES.items())
+    ]
     old = Reading("meter-1", "voltage", 229.5, "V", OLD / 1000)
     records.append(StoredRecord(EPOCH, 20, old, replayed=True))
-    records.append(StoredRecord(EPOCH, 108, Reading("meter-1", "status", 3, "", (LIVE + 1) / 1000,
-                                                    Quality.STALE)))
-    smoke = Event("smoke-3f", "smoke", EventState.RAISED, Severity.CRITICAL, (LIVE + 2) / 1000, rule="smoke",
-                  message="smoke on 3F", id="ev-smoke")
-    report = Event("gw-7", "outbox_dropped", EventState.RAISED, Severity.MAJOR, (LIVE + 3) / 1000,
-                   rule="outbox", message="seq 5..9 dropped", id="ev-drop", one_shot=True)
-    offline = Event("meter-1", "device_offline", EventState.RAISED, Severity.MAJOR, (LIVE + 4) / 1000,
-                    rule="bus", message="no answer", id="ev-off")
-    records += [StoredRecord(EPOCH, 110, smoke), StoredRecord(EPOCH, 111, report),
-                StoredRecord(EPOCH, 112, offline)]
+    records.append(
+        StoredRecord(EPOCH, 108, Reading("meter-1", "status", 3, "", (LIVE + 1) / 1000, Quality.STALE))
+    )
+    smoke = Event(
+        "smoke-3f",
+        "smoke",
+        EventState.RAISED,
+        Severity.CRITICAL,
+        (LIVE + 2) / 1000,
+        rule="smoke",
+        message="smoke on 3F",
+        id="ev-smoke",
+    )
+    report = Event(
+        "gw-7",
+        "outbox_dropped",
+        EventState.RAISED,
+        Severity.MAJOR,
+        (LIVE + 3) / 1000,
+        rule="outbox",
+        message="seq 5..9 dropped",
+        id="ev-drop",
+        one_shot=True,
+    )
+    offline = Event(
+        "meter-1",
+        "device_offline",
+        EventState.RAISED,
+        Severity.MAJOR,
+        (LIVE + 4) / 1000,
+        rule="bus",
+        message="no answer",
+        id="ev-off",
+    )
+    records += [
+        StoredRecord(EPOCH, 110, smoke),
+        StoredRecord(EPOCH, 111, report),
+        StoredRecord(EPOCH, 112, offline),
+    ]
     out += node.encode(records, T0 + 5_000)
     cmd = Payload(timestamp=T0)
     cmd.metrics.add(name=REBIRTH_METRIC, datatype=DataType.BOOLEAN, boolean_value=True)
@@ -126,8 +157,20 @@ def oracles(tmp_path_factory: pytest.TempPathFactory) -> Oracles:
     py_path = tmp_path_factory.mktemp("pysparkplug")
     installs = [
         subprocess.Popen([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=kit),
-        subprocess.Popen([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                          "--target", str(py_path), "-r", str(KIT / "requirements-pysparkplug.txt")]),
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "--target",
+                str(py_path),
+                "-r",
+                str(KIT / "requirements-pysparkplug.txt"),
+            ]
+        ),
     ]
     assert [p.wait(timeout=600) for p in installs] == [0, 0]
     return Oracles(kit, py_path)
@@ -151,23 +194,29 @@ def _from_js(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             value = x["value"]
             if value is not None and datatype in ("INT64", "UINT64"):
                 value = int(value)
-            props = {k: (int(v["value"]) if v["type"] in ("UInt64", "Int64") else v["value"])
-                     for k, v in x.get("properties", {}).items()}
-            metrics.append({
-                "name": name,
-                "alias": alias,
-                "datatype": datatype,
-                "value": value,
-                "timestamp": int(x["timestamp"]) if "timestamp" in x else None,
-                "is_historical": bool(x.get("isHistorical", False)),
-                "properties": props,
-            })
-        out.append({
-            "topic": topic,
-            "timestamp": int(p["timestamp"]) if "timestamp" in p else None,
-            "seq": int(p["seq"]) if "seq" in p else None,
-            "metrics": metrics,
-        })
+            props = {
+                k: (int(v["value"]) if v["type"] in ("UInt64", "Int64") else v["value"])
+                for k, v in x.get("properties", {}).items()
+            }
+            metrics.append(
+                {
+                    "name": name,
+                    "alias": alias,
+                    "datatype": datatype,
+                    "value": value,
+                    "timestamp": int(x["timestamp"]) if "timestamp" in x else None,
+                    "is_historical": bool(x.get("isHistorical", False)),
+                    "properties": props,
+                }
+            )
+        out.append(
+            {
+                "topic": topic,
+                "timestamp": int(p["timestamp"]) if "timestamp" in p else None,
+                "seq": int(p["seq"]) if "seq" in p else None,
+                "metrics": metrics,
+            }
+        )
     return out
 
 
@@ -182,12 +231,14 @@ def _from_py(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ]
         if verb == "NDEATH":  # pysparkplug reads an NDEATH's bdSeq only, as the spec defines it
             metrics = [x | {"timestamp": None} for x in metrics]
-        out.append({
-            "topic": m["topic"],
-            "timestamp": m.get("timestamp") if verb != "NDEATH" else None,
-            "seq": m.get("seq"),
-            "metrics": metrics,
-        })
+        out.append(
+            {
+                "topic": m["topic"],
+                "timestamp": m.get("timestamp") if verb != "NDEATH" else None,
+                "seq": m.get("seq"),
+                "metrics": metrics,
+            }
+        )
     return out
 
 
@@ -232,10 +283,17 @@ def _check_expected(view: list[dict[str, Any]]) -> None:
     assert [x["properties"] for x in data[:8]] == [{"epoch": EPOCH, "seq": 100 + i} for i in range(8)]
     hist, stale = data[8], data[9]
     assert (hist["name"], hist["value"], hist["timestamp"], hist["is_historical"]) == (
-        "voltage", f32(229.5), OLD, True)
+        "voltage",
+        f32(229.5),
+        OLD,
+        True,
+    )
     assert hist["properties"] == {"epoch": EPOCH, "seq": 20}
     assert (stale["name"], stale["value"], stale["properties"]) == (
-        "status", 3, {"epoch": EPOCH, "seq": 108, "Quality": 500})
+        "status",
+        3,
+        {"epoch": EPOCH, "seq": 108, "Quality": 500},
+    )
 
     smoke = {x["name"]: x["value"] for x in view[5]["metrics"]}
     assert smoke == {
@@ -265,8 +323,11 @@ def test_tahu_js_and_pysparkplug_decode_every_message_type(oracles: Oracles) -> 
     wire = json.dumps([{"topic": m.topic, "hex": m.payload.hex()} for m in messages])
     js = _from_js(_run(["node", str(oracles.js_kit / "decode.js")], wire))
     # -S: none of our venv's packages (aiomqtt's paho-mqtt 2, our protobuf), only pysparkplug's own
-    py_out = _run([sys.executable, "-S", str(KIT / "decode_pysparkplug.py")], wire,
-                  env={"PYTHONPATH": str(oracles.py_path), "PATH": os.environ.get("PATH", "")})
+    py_out = _run(
+        [sys.executable, "-S", str(KIT / "decode_pysparkplug.py")],
+        wire,
+        env={"PYTHONPATH": str(oracles.py_path), "PATH": os.environ.get("PATH", "")},
+    )
     py = _from_py(py_out["messages"])
     _check_expected(js)
     _check_expected(py)

@@ -141,8 +141,13 @@ async def test_births_data_device_death_and_rebirth(
     bd_file = BdSeqFile(tmp_path / "sparkplug.bdseq")
     bd_file.save(7)
     session = SparkplugSession(
-        edge_node(), queue, host=broker.host, port=broker.port, primary_host_id=HOST_ID,
-        bd_seq_file=bd_file, on_sent=lambda recs: sent.extend(r.seq for r in recs),
+        edge_node(),
+        queue,
+        host=broker.host,
+        port=broker.port,
+        primary_host_id=HOST_ID,
+        bd_seq_file=bd_file,
+        on_sent=lambda recs: sent.extend(r.seq for r in recs),
     )
     async with session:
         nbirth = await host.wait_for(verb("NBIRTH"))
@@ -155,8 +160,13 @@ async def test_births_data_device_death_and_rebirth(
         now = time.time() + 3600  # after the session began: live data
         for i in range(3):
             queue.put_nowait(reading(i + 1, 230.0 + i, now + i))
-        queue.put_nowait(StoredRecord("ep-1", 4, Event("meter-1", "device_offline", EventState.RAISED,
-                                                      Severity.MAJOR, now + 5, rule="bus")))
+        queue.put_nowait(
+            StoredRecord(
+                "ep-1",
+                4,
+                Event("meter-1", "device_offline", EventState.RAISED, Severity.MAJOR, now + 5, rule="bus"),
+            )
+        )
         ddeath = await host.wait_for(verb("DDEATH", "meter-1"), after=dbirth)
         data = [host.seen[i].decoded() for i in range(dbirth + 1, ddeath) if host.seen[i].verb == "DDATA"]
         values = [m.double_value for p in data for m in p.metrics if m.alias == alias]

@@ -41,8 +41,12 @@ def properties(pb_metric: Any) -> dict[str, Any]:
 
 def schema() -> dict[str, dict[str, list[Any]]]:
     out: dict[str, dict[str, list[Any]]] = {}
-    messages = {"Payload": PbPayload, "Payload.PropertyValue": PbPayload.PropertyValue,
-                "Payload.PropertySet": PbPayload.PropertySet, "Payload.Metric": PbPayload.Metric}
+    messages = {
+        "Payload": PbPayload,
+        "Payload.PropertyValue": PbPayload.PropertyValue,
+        "Payload.PropertySet": PbPayload.PropertySet,
+        "Payload.Metric": PbPayload.Metric,
+    }
     for name, cls in messages.items():
         out[name] = {
             f.name: [f.number, f.type, 3 if f.is_repeated else 1, f.containing_oneof is not None]
