@@ -81,6 +81,7 @@ class _LazyDiag(_LazyGroup):
         "cjt188": ("cmd_serial",),
         "firepanel": ("cmd_serial",),
         "uplink": ("cmd_uplink",),
+        "certs": ("cmd_certs",),
     }
 
 
