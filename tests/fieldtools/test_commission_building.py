@@ -42,6 +42,7 @@ def short_config_dir(short_dir: Path) -> Path:
     return folder
 
 
+@pytest.mark.long
 async def test_the_demo_building_is_commissioned_right(short_dir: Path) -> None:
     path = short_config_dir(short_dir) / "gateway.toml"  # no profiles/ beside it: the shipped ones
     async with DemoBuilding(speed=1.0) as b:

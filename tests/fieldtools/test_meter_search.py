@@ -30,6 +30,7 @@ def _config(folder: Path, protocol: str, port: str) -> Path:
     return path
 
 
+@pytest.mark.long
 async def test_thirty_meters_on_each_line(short_dir: Path) -> None:
     # Both risers searched at once (two lines, two searches): half the wall time of one after the other.
     dlt_meters, cjt_meters = riser_dlt645(), riser_cjt188()

@@ -18,6 +18,7 @@ CLI = (sys.executable, "-m", "citynerve.gateway.cli")
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_street_demo_alarms_reach_the_platform(tmp_path: Path) -> None:
     proc = subprocess.run(
         [*CLI, "demo", "--scenario", "street", "--duration", "40", "--workdir", str(tmp_path)],
