@@ -141,6 +141,11 @@ class Fleet:
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
+    @property
+    def silent_port(self) -> int:
+        """A TCP peer that accepts and never answers (a meter on it faults)."""
+        return int(self._silent.getsockname()[1])
+
     def config_path(self, gw: str) -> Path:
         return self.dir / gw / "gw.toml"
 
