@@ -81,16 +81,29 @@ enabled = true
 [[upstream.commands.keys]]
 id = "noc"
 hmac_key_file = "{key_file}"
-classes = ["read", "operate", "configure"]
+classes = {classes}
+{update}"""
+
+UPDATE = """
+[update]
+root = "{root}"
+service = "process"
+disk_budget_bytes = {budget}
+min_free_bytes = 0
 """
+UPDATE_BUDGET = 64 << 20
 
 
 class Fleet:
     """N gateway processes, a broker, a simulated building and a silent peer; the platform's
     consumer and fleet client on the broker."""
 
-    def __init__(self, n: int, workdir: Path | None = None) -> None:
+    def __init__(self, n: int, workdir: Path | None = None, *, update: bool = False) -> None:
         self.n = n
+        # [update] on every gateway (an install root of its own; a budget per gateway, see
+        # update_budget) and the update class for the key: for update rollouts
+        self.update = update
+        self.update_budget: dict[str, int] = {}
         self.ids = [f"gw-{i:02d}" for i in range(n)]
         self._own_dir = workdir is None
         self.dir = Path(tempfile.mkdtemp(prefix="fleet-")) if workdir is None else workdir
@@ -151,6 +164,13 @@ class Fleet:
 
     def config_text(self, gw: str) -> str:
         assert self.broker is not None
+        classes = ["read", "operate", "configure"]
+        update = ""
+        if self.update:
+            classes.append("update")
+            root = self.dir / gw / "opt"
+            (root / "releases").mkdir(parents=True, exist_ok=True)
+            update = UPDATE.format(root=root, budget=self.update_budget.get(gw, UPDATE_BUDGET))
         return CONFIG.format(
             gw=gw,
             modbus_port=self.modbus_port,
@@ -158,6 +178,8 @@ class Fleet:
             broker_host=self.broker.host,
             broker_port=self.broker.port,
             key_file=self.dir / "noc.key",
+            classes=json.dumps(classes),
+            update=update,
         )
 
     def start(self, gw: str) -> None:
