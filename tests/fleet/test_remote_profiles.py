@@ -154,3 +154,33 @@ def test_profiles_travel_with_the_config_and_revert_and_roll_back_with_it(tmp_pa
             await until(lambda: running().get("sha256") == digest, 30)
 
     asyncio.run(scenario())
+
+
+def test_a_crash_looping_config_is_put_back_with_its_profiles(tmp_path: Path) -> None:
+    """The revert before the config is even loaded (MAX_PENDING_STARTS starts without a verdict)
+    restores the managed profiles of the snapshot too; a tampered profile snapshot is refused."""
+    from citynerve.gateway.remoteconfig import prepare_start
+    from citynerve.gateway.remoteconfig.manager import MAX_PENDING_STARTS
+
+    config = tmp_path / "gw.toml"
+    config.write_text("old = 1\n")
+    hist = ConfigHistory(config)
+    hist.write_state("old = 1\n", {"a": "id = 'a'\n"})
+    snap = hist.snapshot("old = 1\n", "v1")
+    assert snap.profiles and snap.sha256 == state_digest("old = 1\n", {"a": "id = 'a'\n"})
+    hist.set_pending({"version": "v2", "sha256": "x", "snapshot": snap.seq, "previous": {"version": "v1"}})
+    hist.write_state("new = 1\n", {"b": "id = 'b'\n"})
+    assert sorted(p.name for p in hist.profile_dir.iterdir()) == ["b.toml"]
+    for _ in range(MAX_PENDING_STARTS):
+        prepare_start(config)
+    assert "reverted" in str(prepare_start(config))
+    assert config.read_text() == "old = 1\n" and hist.read_profiles() == {"a": "id = 'a'\n"}
+    assert hist.current() == {"version": "v1", "sha256": snap.sha256}
+    assert (hist.profile_dir.stat().st_mode & 0o777) == 0o700
+    (hist.dir / snap.profiles).write_text('{"a": "id = \'evil\'\\n"}')
+    try:
+        hist.snapshot_state(snap)
+    except Exception as err:
+        assert "hash" in str(err)
+    else:
+        raise AssertionError("a tampered profile snapshot was accepted")
