@@ -8,6 +8,9 @@ release it came from and went to. Long: it builds two bundles and installs three
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,14 +23,31 @@ from citynerve.hil.platform.fleet_update import Bundle
 from citynerve.hil.platform.rollout import parse_waves, rollout, update_action
 from tests.integration.conftest import gateway_config
 
-from . import test_update
 from .conftest import ReleaseKey, install_from_bundle
 from .test_update import RELEASES_KEY, remote_update_config, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.long]
 GATEWAYS = ("gw-u0", "gw-u1", "gw-u2")
-# test_update's fixtures (a Modbus peer process, a Mosquitto), registered here under their names
-_peer_fixture, _broker_fixture = test_update.modbus_peer_port, test_update.broker
+
+
+@pytest.fixture
+def modbus_peer_port() -> Iterator[int]:
+    """The Modbus TCP peer process of the integration tests (every unit a counter)."""
+    peer = Path(__file__).parents[1] / "integration" / "modbus_peer.py"
+    proc = subprocess.Popen([sys.executable, str(peer), "--units", "2"], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    yield int(proc.stdout.readline())
+    proc.kill()
+    proc.wait()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    b = MosquittoBroker(workdir=tmp_path / "broker")
+    (tmp_path / "broker").mkdir()
+    b.start()
+    yield b
+    b.close()
 
 
 def test_update_rollout_confirms_every_gateway_wave_by_wave(
