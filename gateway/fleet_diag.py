@@ -1,10 +1,12 @@
 """Remote diagnostics beyond `citynerve.gateway.fleet`: a device read with the raw frames, and the
 redacted support bundle uploaded in chunks with its SHA-256 (docs/fleet.md).
 
-`device_read` reads registers of a configured Modbus device through its bus owner (between polls,
-never a second master on the line), addressed by the device's own unit: the platform names a
-device, never a bus address, so it cannot reach anything the config does not list. The answer has
-the registers, their decodings and the request and reply as they went over the wire.
+`device_read` reads a configured device through its bus owner (between polls, never a second
+master on the line), addressed by the device's own unit or meter address: the platform names a
+device, never a bus address, so it cannot reach anything the config does not list. Modbus:
+registers and their decodings; DL/T 645: one data item (DI) decoded; CJ/T 188: the 901F data; each
+with the request and reply as they went over the wire. A BLE (BTHome) node is never asked: the
+answer is its last advert, raw, and its link statistics.
 
 `support_bundle` builds the same archive as `citynerve diag bundle` (config with secrets redacted,
 versions, store health, status, journal) in a private temporary folder and uploads it like a log
@@ -52,29 +54,19 @@ def diag_actions(
         if device is None:
             raise CommandRejectedError(RejectReason.UNKNOWN_DEVICE, f"no device {dev_id!r}")
         protocol = protocol_of(device.bus) or ""
-        if not protocol.startswith("modbus"):
-            raise CommandRejectedError(
-                RejectReason.BAD_VALUE, f"device_read reads Modbus devices; {dev_id} is on {protocol}"
-            )
-        table = args.get("table", "holding")
-        address, count = args.get("address"), args.get("count", 1)
-        if table not in READ_TABLES:
-            raise CommandRejectedError(
-                RejectReason.BAD_VALUE, f"table must be one of {', '.join(READ_TABLES)}"
-            )
-        limit = 2000 if table in ("coil", "discrete") else 125
-        if not _int_in(address, 0, 65535) or not _int_in(count, 1, limit):
-            raise CommandRejectedError(
-                RejectReason.BAD_VALUE, f"address (0..65535) and count (1..{limit}) must be integers"
-            )
         owner = owner_of(device.bus)
         if owner is None:
             raise CommandRejectedError(RejectReason.UNKNOWN_BUS, f"bus {device.bus} is not running")
-        params: dict[str, Any] = {"unit": device.address, "table": table, "address": address, "count": count}
-        for key in ("type", "order"):
-            if isinstance(args.get(key), str):
-                params[key] = args[key]
-        result = await owner.diag("read", params)  # a GatewayError is answered device_error
+        if protocol.startswith("modbus"):
+            action, params = _modbus_read(device, args)
+        elif protocol in OTHER_READS:
+            action, params = OTHER_READS[protocol](device, args)
+        else:
+            raise CommandRejectedError(
+                RejectReason.BAD_VALUE,
+                f"device_read reads Modbus, DL/T 645, CJ/T 188 and BTHome devices; {dev_id} is on {protocol}",
+            )
+        result = await owner.diag(action, params)  # a GatewayError is answered device_error
         return {"device_id": device.id, "bus": device.bus, **result}
 
     async def support_bundle(args: dict[str, Any], caller: Caller) -> Chunked:
@@ -99,6 +91,67 @@ def diag_actions(
         "device_read": RemoteAction(Permission.READ, device_read),
         "support_bundle": RemoteAction(Permission.READ, support_bundle),
     }
+
+
+def _modbus_read(device: DeviceConfig, args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Registers or bits at the device's own unit (the bus owner's `read`, which adds the frames)."""
+    table = args.get("table", "holding")
+    address, count = args.get("address"), args.get("count", 1)
+    if table not in READ_TABLES:
+        raise CommandRejectedError(RejectReason.BAD_VALUE, f"table must be one of {', '.join(READ_TABLES)}")
+    limit = 2000 if table in ("coil", "discrete") else 125
+    if not _int_in(address, 0, 65535) or not _int_in(count, 1, limit):
+        raise CommandRejectedError(
+            RejectReason.BAD_VALUE, f"address (0..65535) and count (1..{limit}) must be integers"
+        )
+    params: dict[str, Any] = {"unit": device.address, "table": table, "address": address, "count": count}
+    for key in ("type", "order"):
+        if isinstance(args.get(key), str):
+            params[key] = args[key]
+    return "read", params
+
+
+def _dlt645_read(device: DeviceConfig, args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """One data item of a DL/T 645 meter: a configured `point` (its DI and format) or a `di`
+    (8 hex digits, 4 for a 1997 meter) with optional `format`, `length`, `decimals`, `signed`."""
+    params: dict[str, Any] = {"address": device.address, "frames": True}
+    point, di = args.get("point"), args.get("di")
+    if isinstance(point, str):
+        spec = device.points.get(point)
+        if spec is None:
+            raise CommandRejectedError(RejectReason.BAD_VALUE, f"{device.id} has no point {point!r}")
+        for key in ("di", "format", "length", "decimals", "signed"):
+            if getattr(spec, key, None) is not None:
+                params[key] = getattr(spec, key)
+    elif isinstance(di, str) and len(di) in (4, 8):
+        params["di"] = di
+        for key, kind in (("format", str), ("length", int), ("decimals", int), ("signed", bool)):
+            if isinstance(args.get(key), kind):
+                params[key] = args[key]
+    else:
+        raise CommandRejectedError(
+            RejectReason.BAD_VALUE, "give a configured point, or di (8 hex digits; 4 for DL/T 645-1997)"
+        )
+    return "read-di", params
+
+
+def _cjt188_read(device: DeviceConfig, args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The meter's current data (DI 901F: flows, time, status), the data item a poll reads."""
+    if str(args.get("di", "901F")).upper() != "901F":
+        raise CommandRejectedError(RejectReason.BAD_VALUE, "CJ/T 188 meters are read with di 901F")
+    return "read", {"address": device.address, "frames": True}
+
+
+def _bthome_read(device: DeviceConfig, args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A BLE node is never asked, it advertises: its last advert, raw, and link statistics."""
+    return "last-advert", {"device": device.id}
+
+
+OTHER_READS: dict[str, Callable[[DeviceConfig, dict[str, Any]], tuple[str, dict[str, Any]]]] = {
+    "dlt645": _dlt645_read,
+    "cjt188": _cjt188_read,
+    "bthome": _bthome_read,
+}
 
 
 def _bundle_bytes(config_source: Path, journal_lines: int) -> tuple[bytes, dict[str, Any]]:

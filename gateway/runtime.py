@@ -375,6 +375,8 @@ class Gateway:
             self.buses[bus_id] = self._supervisor(bus_id)
             self._start_owner(bus_id)
         log.info("config reloaded: buses changed %s, added %s, removed %s", changed, added, removed)
+        if self.remote_config is not None:  # a local rollback changes the version in status too
+            self.remote_config.refresh()
         return {"changed": changed, "added": added, "removed": removed, "restart_needed_for": needs_restart}
 
     async def _make_rules(self, outbox: AsyncOutbox) -> PersistentRuleEngine | None:

@@ -127,6 +127,7 @@ class _DeviceRuntime:
     last_payload: bytes = b""
     last_ts: float = 0.0
     last_mono: float = -1e18  # monotonic time of `last_payload` (the duplicate window)
+    heard: tuple[bytes, float, int | None] | None = None  # the last advert heard, even refused
     alarms: dict[str, bool] = field(default_factory=dict)
     alarms_loaded: bool = False
 
@@ -265,6 +266,7 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
         if rt is None or payload is None:
             return
         stats = rt.stats
+        rt.heard = (payload, adv.ts, adv.rssi)
         if payload == rt.last_payload and payload[0] & codec.FLAG_ENCRYPTED:
             # The node repeating its last advert, already authenticated: skip the decryption.
             stats.duplicates += 1
@@ -397,6 +399,8 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
                     "last_heard": sc.last_heard,
                 },
             }
+        if action == "last-advert":
+            return self._last_advert(str(params.get("device", "")))
         if action == "reset-counter":
             rt = self._runtime.get(str(params.get("device", "")))
             if rt is None:
@@ -405,6 +409,36 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
             await self._guard.flush()
             return {"device": rt.config.id, "counter": None}
         return await super().diag(action, params)
+
+    def _last_advert(self, device_id: str) -> dict[str, Any]:
+        """What a BLE node "answers" a remote device_read with: a node is never asked, it
+        advertises; so its last accepted advert (BTHome service data, hex, as received: encrypted
+        nodes' stays encrypted), the last one heard even if refused, and its link statistics."""
+        rt = self._runtime.get(device_id)
+        if rt is None:
+            raise PermanentError(f"bus {self.bus.id}: no device {device_id!r}")
+        accepted = None
+        if rt.last_payload:
+            accepted = {
+                "service_data": rt.last_payload.hex(" "),
+                "ts": rt.last_ts,
+                "age_s": round(max(0.0, time.monotonic() - rt.last_mono), 3),
+                "rssi": rt.stats.last_rssi,
+                "counter": rt.stats.last_counter,
+                "packet_id": rt.stats.last_packet_id,
+            }
+        heard = None
+        if rt.heard is not None:
+            payload, ts, rssi = rt.heard
+            heard = {"service_data": payload.hex(" "), "ts": ts, "rssi": rssi}
+        return {
+            "mac": rt.config.address,
+            "uuid16": f"{codec.UUID16:04x}",
+            "encrypted": rt.config.encrypted,
+            "last_advert": accepted,
+            "last_heard": heard,
+            "link": rt.stats.as_dict(),
+        }
 
     async def _diag_scan(self, duration: float) -> dict[str, Any]:
         if not 0 < duration <= 300:

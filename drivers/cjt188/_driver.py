@@ -8,7 +8,14 @@ from typing import Any
 from citynerve.drivers.cjt188 import codec
 from citynerve.drivers.cjt188.models import Cjt188Device
 from citynerve.drivers.cjt188.readings import parse_901f
-from citynerve.drivers.serialio import LineTiming, ReplyTimeout, SerialBusConfig, SerialLine, search
+from citynerve.drivers.serialio import (
+    LineTiming,
+    ReplyTimeout,
+    SerialBusConfig,
+    SerialLine,
+    frames_of,
+    search,
+)
 from citynerve.gateway.api import (
     FrameError,
     PermanentError,
@@ -53,6 +60,7 @@ class Cjt188Driver(PollDriver[SerialBusConfig, Cjt188Device]):
         super().__init__(bus, devices, state)
         self.line = SerialLine(bus.id, bus.serial, timing=LineTiming(gap_s=bus.gap_s))
         self._ser = 0
+        self._trace: list[tuple[bytes, bytes]] | None = None  # exchanges of a diagnostic read
 
     async def open(self) -> None:
         await self.line.open()
@@ -136,6 +144,9 @@ class Cjt188Driver(PollDriver[SerialBusConfig, Cjt188Device]):
             )
         except ReplyTimeout as err:
             raise err.as_error(codec.PROTOCOL, device.id, points) from err
+        finally:
+            if self._trace is not None:
+                self._trace.append(self.line.last_exchange)
         codec.check_reply(frame, device.id, points)
         if not codec.di_matches(frame.di, di):
             raise FrameError(
@@ -174,7 +185,14 @@ class Cjt188Driver(PollDriver[SerialBusConfig, Cjt188Device]):
             return (await self.probe(params)).to_dict()
         if action == "read":
             device = self._adhoc_device(params)
-            return {"address": device.address, **await self.read_901f(device)}
+            self._trace = [] if params.get("frames") else None
+            try:
+                out = {"address": device.address, "di": "901F", **await self.read_901f(device)}
+                if self._trace is not None:
+                    out["frames"] = frames_of(codec.PROTOCOL, self._trace)
+                return out
+            finally:
+                self._trace = None
         if action == "valve":
             device = self._adhoc_device(params)
             try:

@@ -9,7 +9,14 @@ from typing import Any
 from citynerve.drivers.dlt645 import codec
 from citynerve.drivers.dlt645.models import Dlt645Device, Dlt645Point, resolve_item
 from citynerve.drivers.dlt645.registry import DataItem
-from citynerve.drivers.serialio import LineTiming, ReplyTimeout, SerialBusConfig, SerialLine, search
+from citynerve.drivers.serialio import (
+    LineTiming,
+    ReplyTimeout,
+    SerialBusConfig,
+    SerialLine,
+    frames_of,
+    search,
+)
 from citynerve.gateway.api import (
     ConfigError,
     ConfigIssue,
@@ -62,6 +69,7 @@ class Dlt645Driver(PollDriver[SerialBusConfig, Dlt645Device]):
         if issues:
             raise ConfigError(issues)
         self.line = SerialLine(bus.id, bus.serial, timing=LineTiming(gap_s=bus.gap_s))
+        self._trace: list[tuple[bytes, bytes]] | None = None  # exchanges of a diagnostic read
 
     async def open(self) -> None:
         await self.line.open()
@@ -151,6 +159,9 @@ class Dlt645Driver(PollDriver[SerialBusConfig, Dlt645Device]):
             )
         except ReplyTimeout as err:
             raise err.as_error(codec.PROTOCOL, device.id, points) from err
+        finally:
+            if self._trace is not None:
+                self._trace.append(self.line.last_exchange)
 
     async def diag(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """`read-address` (one meter on the bus: AA..AA wildcard, function 13) and `read-di`
@@ -186,14 +197,21 @@ class Dlt645Driver(PollDriver[SerialBusConfig, Dlt645Device]):
                 item = resolve_item(device, point)
             except ValueError as err:  # pydantic's ValidationError is a ValueError too
                 raise PermanentError(f"bad DI request: {_first_line(err)}") from err
-            value = await self.read_item(device, item)
-            return {
-                "address": device.address,
-                "di": item.di_hex,
-                "name": item.name,
-                "value": value,
-                "unit": item.unit,
-            }
+            self._trace = [] if params.get("frames") else None
+            try:
+                value = await self.read_item(device, item)
+                out: dict[str, Any] = {
+                    "address": device.address,
+                    "di": item.di_hex,
+                    "name": item.name,
+                    "value": value,
+                    "unit": item.unit,
+                }
+                if self._trace is not None:
+                    out["frames"] = frames_of(codec.PROTOCOL, self._trace)
+                return out
+            finally:
+                self._trace = None
         return await super().diag(action, params)
 
     async def probe(self, params: Mapping[str, Any]) -> search.ProbeResult:

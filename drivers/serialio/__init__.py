@@ -1,7 +1,14 @@
 """Shared async serial transport of the RS-485 meter drivers (DL/T 645, CJ/T 188) and fire panels."""
 
 from citynerve.drivers.serialio._config import MeterSerialSettings, SerialBusConfig, serial_settings
-from citynerve.drivers.serialio._line import FrameAssembler, LineTiming, ReplyTimeout, SerialLine, byte_time_s
+from citynerve.drivers.serialio._line import (
+    FrameAssembler,
+    LineTiming,
+    ReplyTimeout,
+    SerialLine,
+    byte_time_s,
+    frames_of,
+)
 
 __all__ = [
     "FrameAssembler",
@@ -11,5 +18,6 @@ __all__ = [
     "SerialBusConfig",
     "SerialLine",
     "byte_time_s",
+    "frames_of",
     "serial_settings",
 ]

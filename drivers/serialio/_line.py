@@ -22,7 +22,7 @@ import termios
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import serial
 import serial_asyncio_fast
@@ -183,6 +183,7 @@ class SerialLine:
         self._transport: asyncio.Transport | None = None
         self._protocol: _LineProtocol | None = None
         self._last_activity = 0.0
+        self.last_exchange: tuple[bytes, bytes] = (b"", b"")  # the last transact: request, bytes heard
         self._lock = asyncio.Lock()
         self.opens = 0  # how often the port was opened: > 1 means it came back after a loss
 
@@ -311,6 +312,8 @@ class SerialLine:
                     await protocol.wait(left)
             finally:
                 self._last_activity = time.monotonic()
+                # what went over the wire, for a remote device_read (docs/fleet.md)
+                self.last_exchange = (bytes(request), bytes(received))
 
     async def send(self, data: bytes) -> None:
         """Send without waiting for a reply (broadcasts)."""
@@ -335,3 +338,13 @@ class SerialLine:
             if left <= 0:
                 return b""
             await protocol.wait(left)
+
+
+def frames_of(protocol: str, exchanges: Sequence[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """The frames of a diagnostic read as a remote `device_read` shows them: the first request
+    and reply, hex, and every exchange when there were several (DL/T 645 follow-up frames)."""
+    tx, rx = exchanges[0] if exchanges else (b"", b"")
+    out: dict[str, Any] = {"protocol": protocol, "tx": tx.hex(" "), "rx": rx.hex(" ")}
+    if len(exchanges) > 1:
+        out["exchanges"] = [{"tx": a.hex(" "), "rx": b.hex(" ")} for a, b in exchanges]
+    return out

@@ -67,6 +67,15 @@ TOP_KEYS = (
     "devices",
 )
 PROFILES_ENV = "CITYNERVE_PROFILES"
+MANAGED_PROFILES_SUFFIX = ".profiles"
+
+
+def managed_profile_dir(config_path: Path) -> Path:
+    """The profiles the platform sent with a remote config (docs/fleet.md): `<config>.profiles/`
+    beside the config file, searched before every other profile folder."""
+    return config_path.with_name(config_path.name + MANAGED_PROFILES_SUFFIX)
+
+
 SHIPPED_PROFILES = shipped.profiles()
 
 
@@ -200,6 +209,10 @@ class _Loader:
         self.profile_dirs = self._profile_dirs(raw.get("profile_dirs", []))
         buses, specs = self._buses(raw.get("buses", []))
         devices = self._devices(raw.get("devices", []), buses, specs)
+        managed = managed_profile_dir(self.path)
+        if managed.is_dir():  # profiles the platform sent are checked even when no device uses them
+            for f in sorted(managed.glob("*.toml")):
+                self._profile(f.stem, f"profiles.{f.stem}")
         if rules is not None:
             from citynerve.gateway.rules import check_rules
 
@@ -294,6 +307,8 @@ class _Loader:
             self.issue("profile_dirs", "expected a list of folder paths")
             extra = []
         base = self.path.parent
+        if (managed := managed_profile_dir(self.path)).is_dir():
+            dirs.append(managed)  # the platform's word (remote config) first
         dirs += [p if (p := Path(x)).is_absolute() else base / p for x in extra]
         dirs += [Path(x) for x in os.environ.get(PROFILES_ENV, "").split(os.pathsep) if x]
         dirs += [base / "profiles", base.parent / "profiles"]

@@ -8,8 +8,10 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import dataclasses
 import hashlib
 import json
+import shutil
 import time
 import tomllib
 from collections.abc import Mapping
@@ -21,6 +23,7 @@ import tomli_w
 
 from citynerve.gateway.api import ConfigError, ConfigIssue, GatewayError
 from citynerve.gateway.config import GatewayConfig, load_config
+from citynerve.gateway.config.loader import managed_profile_dir
 
 MAX_DOCUMENT_BYTES = 512 * 1024  # a big district config is ~100 KB
 MAX_CHUNK_BYTES = 8 * 1024  # raw bytes per chunk: base64 in a command stays under the 16 KB inbound cap
@@ -29,7 +32,8 @@ MAX_UPLOADS = 4  # uploads assembled at once; the oldest is dropped for a fifth
 UPLOAD_TTL_S = 600.0  # an upload not applied within this (monotonic) time is dropped
 MAX_PATCH_DEPTH = 16
 PATCH_SECTIONS = frozenset({"buses", "devices", "rules", "upstream", "web", "log", "clock"})
-"""Top-level sections a patch may change. `gateway` (the identity), `store`, `control`, `security`
+"""Top-level sections a patch may change (and `profiles`, the managed profiles: profiles.py).
+`gateway` (the identity), `store`, `control`, `security`
 and `profile_dirs` change only with a whole document, and the gateway id and store path never."""
 
 
@@ -161,18 +165,31 @@ def _depth(value: Any, level: int = 0) -> int:
     return level
 
 
-def validate(config_path: Path, text: str, running: GatewayConfig) -> GatewayConfig:
+def validate(
+    config_path: Path, text: str, running: GatewayConfig, profiles: Mapping[str, str] | None = None
+) -> GatewayConfig:
     """Check `text` as `config check` would, as if it were the file at `config_path` (relative
-    paths resolve the same), and refuse what would cut the gateway off its own data: another
-    gateway id or store. Raises ConfigError listing every issue with its key path."""
+    paths resolve the same), with `profiles` (`{id: TOML text}`) as its managed profiles, checked
+    as profile files are; and refuse what would cut the gateway off its own data: another gateway
+    id or store. Raises ConfigError listing every issue with its key path (`profiles.<id>.<key>`
+    for a managed profile)."""
     candidate = config_path.with_name(f".{config_path.name}.candidate")
+    staged = managed_profile_dir(candidate)
+    shutil.rmtree(staged, ignore_errors=True)
     candidate.write_text(text, encoding="utf-8")
     candidate.chmod(0o600)
+    if profiles:
+        staged.mkdir(mode=0o700)
+        for pid, body in profiles.items():
+            (staged / f"{pid}.toml").write_text(body, encoding="utf-8")
     try:
         cfg = load_config(candidate, allow_insecure_secrets=running.security.allow_insecure_secret_files)
+    except ConfigError as err:
+        raise ConfigError([_profile_issue(i, staged, config_path) for i in err.issues]) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             candidate.unlink()
+        shutil.rmtree(staged, ignore_errors=True)
     issues = []
     if cfg.gateway.id != running.gateway.id:
         issues.append(
@@ -183,6 +200,15 @@ def validate(config_path: Path, text: str, running: GatewayConfig) -> GatewayCon
     if issues:
         raise ConfigError(issues)
     return cfg
+
+
+def _profile_issue(issue: ConfigIssue, staged: Path, config_path: Path) -> ConfigIssue:
+    """An issue in a staged managed profile, named by its key path in the document."""
+    f = Path(issue.file)
+    if f.parent != staged:
+        return issue
+    path = f"profiles.{f.stem}" + (f".{issue.path}" if issue.path else "")
+    return dataclasses.replace(issue, file=str(config_path), path=path)
 
 
 def issues_text(err: ConfigError, limit: int = 6000) -> str:

@@ -2,7 +2,9 @@
 log of what happened (applied, confirmed, reverted, rolled back), in a folder beside the config.
 
     gw.toml                the running config
-    gw.toml.history/       index.json, 0007.toml ... (at most MAX_SNAPSHOTS), pending.json
+    gw.toml.history/       index.json, 0007.toml ... (at most MAX_SNAPSHOTS), pending.json,
+                           0007.profiles.json (the managed profiles of snapshot 7, if any)
+    gw.toml.profiles/      the managed profiles (sent by the platform): <id>.toml
 
 Every write is atomic (a temporary file, fsync, rename), so a power cut leaves the old or the new
 file, never half of one. The folder holds copies of the config, so it is the service user's alone.
@@ -14,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from citynerve.gateway.api import GatewayError
+from citynerve.gateway.config.loader import managed_profile_dir
 
 MAX_SNAPSHOTS = 10
 MAX_LOG = 100
@@ -62,6 +66,49 @@ def atomic_write(path: Path, data: str, mode: int = 0o600) -> None:
             os.close(dfd)
 
 
+def state_digest(text: str, profiles: Mapping[str, str]) -> str:
+    """The config's version hash: of the text alone without managed profiles, else of the text
+    and every profile (by id, in order)."""
+    if not profiles:
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    blob = json.dumps({"config": text, "profiles": dict(sorted(profiles.items()))}, sort_keys=True)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def read_profiles(directory: Path) -> dict[str, str]:
+    """The managed profiles as `{id: TOML text}` (empty when the folder does not exist)."""
+    if not directory.is_dir():
+        return {}
+    return {f.stem: f.read_text(encoding="utf-8") for f in sorted(directory.glob("*.toml"))}
+
+
+def write_profiles(directory: Path, profiles: Mapping[str, str]) -> None:
+    """Make the managed folder hold exactly `profiles`: written into a new folder, then swapped in
+    by two renames (a power cut in between leaves no managed folder; the pending marker then
+    reverts the change at the next start, `prepare_start`)."""
+    new = directory.with_name(directory.name + ".new")
+    old = directory.with_name(directory.name + ".old")
+    for d in (new, old):
+        shutil.rmtree(d, ignore_errors=True)
+    if not profiles and not directory.exists():
+        return
+    if profiles:
+        new.mkdir(mode=0o700, parents=True)
+        for pid, text in profiles.items():
+            atomic_write(new / f"{pid}.toml", text, 0o600)
+    if directory.exists():
+        os.replace(directory, old)
+    if profiles:
+        os.replace(new, directory)
+    shutil.rmtree(old, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        dfd = os.open(directory.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     seq: int
@@ -69,15 +116,19 @@ class Snapshot:
     sha256: str
     file: str
     saved_at: float
+    profiles: str = ""  # the managed profiles' file (JSON {id: text}), when there were any
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "seq": self.seq,
             "version": self.version,
             "sha256": self.sha256,
             "file": self.file,
             "saved_at": self.saved_at,
         }
+        if self.profiles:
+            out["profiles"] = self.profiles
+        return out
 
 
 class ConfigHistory:
@@ -86,6 +137,7 @@ class ConfigHistory:
     def __init__(self, config_path: Path, max_snapshots: int = MAX_SNAPSHOTS) -> None:
         self.config_path = Path(config_path)
         self.dir = self.config_path.with_name(self.config_path.name + ".history")
+        self.profile_dir = managed_profile_dir(self.config_path)
         self.max_snapshots = max_snapshots
 
     # -- files -----------------------------------------------------------------------------------
@@ -109,6 +161,16 @@ class ConfigHistory:
     def read_config(self) -> str:
         return self.config_path.read_text(encoding="utf-8")
 
+    def read_profiles(self) -> dict[str, str]:
+        """The managed profiles (sent by the platform) as `{id: TOML text}`."""
+        return read_profiles(self.profile_dir)
+
+    def write_state(self, text: str, profiles: Mapping[str, str]) -> None:
+        """The config and the managed profiles: the profiles first (a config naming a profile
+        must not run without it)."""
+        write_profiles(self.profile_dir, profiles)
+        self.write_config(text)
+
     def write_config(self, text: str) -> None:
         try:
             mode = self.config_path.stat().st_mode & 0o777
@@ -118,11 +180,11 @@ class ConfigHistory:
 
     # -- what runs -------------------------------------------------------------------------------
 
-    def current(self, text: str | None = None) -> dict[str, str]:
-        """The running config's version and hash. A file changed by hand since the platform (or a
-        rollback) wrote it is version `local`."""
+    def current(self, text: str | None = None, profiles: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The running config's version and hash (of the managed profiles too, `state_digest`). A
+        file changed by hand since the platform (or a rollback) wrote it is version `local`."""
         text = self.read_config() if text is None else text
-        digest = sha256_text(text)
+        digest = state_digest(text, self.read_profiles() if profiles is None else profiles)
         cur = self._index().get("current") or {}
         version = cur.get("version") if cur.get("sha256") == digest else None
         return {"version": str(version or LOCAL_VERSION), "sha256": digest}
@@ -138,28 +200,46 @@ class ConfigHistory:
     def log(self) -> list[dict[str, Any]]:
         return list(self._index().get("log", []))
 
-    def snapshot(self, text: str, version: str) -> Snapshot:
-        """Keep a copy of `text` (the config that runs now); the oldest beyond the bound go."""
+    def snapshot(self, text: str, version: str, profiles: Mapping[str, str] | None = None) -> Snapshot:
+        """Keep a copy of `text` (the config that runs now) and of the managed profiles (default:
+        those on disk now); the oldest beyond the bound go."""
+        profiles = self.read_profiles() if profiles is None else dict(profiles)
         data = self._index()
         seq = int(data.get("next_seq", 1))
         name = f"{seq:04d}.toml"
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         atomic_write(self.dir / name, text)
-        snap = Snapshot(seq, version, sha256_text(text), name, round(time.time(), 3))
+        pname = ""
+        if profiles:
+            pname = f"{seq:04d}.profiles.json"
+            atomic_write(self.dir / pname, json.dumps(profiles, sort_keys=True))
+        snap = Snapshot(seq, version, state_digest(text, profiles), name, round(time.time(), 3), pname)
         snaps = [*data.get("snapshots", []), snap.to_dict()]
         for old in snaps[: max(0, len(snaps) - self.max_snapshots)]:
-            with contextlib.suppress(FileNotFoundError):
-                (self.dir / old["file"]).unlink()
+            for f in (old["file"], old.get("profiles")):
+                if f:
+                    with contextlib.suppress(FileNotFoundError):
+                        (self.dir / f).unlink()
         data["snapshots"] = snaps[-self.max_snapshots :]
         data["next_seq"] = seq + 1
         self._save_index(data)
         return snap
 
     def snapshot_text(self, snap: Snapshot) -> str:
+        return self.snapshot_state(snap)[0]
+
+    def snapshot_state(self, snap: Snapshot) -> tuple[str, dict[str, str]]:
+        """The config text and the managed profiles of a snapshot, checked against its hash."""
         text = (self.dir / snap.file).read_text(encoding="utf-8")
-        if sha256_text(text) != snap.sha256:
+        profiles: dict[str, str] = {}
+        if snap.profiles:
+            try:
+                profiles = json.loads((self.dir / snap.profiles).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as err:
+                raise HistoryError(self.dir / snap.profiles, f"unreadable: {err}") from err
+        if state_digest(text, profiles) != snap.sha256:
             raise HistoryError(self.dir / snap.file, "snapshot does not match its hash")
-        return text
+        return text, profiles
 
     def find(self, version: str | None) -> Snapshot:
         """The newest snapshot of `version` (None: the newest snapshot)."""
@@ -204,11 +284,11 @@ class ConfigHistory:
         """Put the snapshot of `version` (default: the newest) in place of the config; the config
         it replaces is snapshotted first. Returns the snapshot used and what ran before."""
         snap = self.find(version)
-        text = self.snapshot_text(snap)
-        before_text = self.read_config()
-        before = self.current(before_text)
-        self.snapshot(before_text, before["version"])
-        self.write_config(text)
+        text, profiles = self.snapshot_state(snap)
+        before_text, before_profiles = self.read_config(), self.read_profiles()
+        before = self.current(before_text, before_profiles)
+        self.snapshot(before_text, before["version"], before_profiles)
+        self.write_state(text, profiles)
         self.set_current(snap.version, snap.sha256)
         self.clear_pending()
         self.note("rollback", snap.version, snap.sha256, by=by, replaced=before["version"])

@@ -16,9 +16,12 @@ import asyncio
 import logging
 import math
 import time
+import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
+
+import tomli_w
 
 from citynerve.gateway.api import (
     SYSTEM_CLOCK,
@@ -33,13 +36,13 @@ from citynerve.gateway.config import GatewayConfig
 from citynerve.gateway.remoteconfig.document import (
     ChunkAssembler,
     DocumentError,
-    candidate_text,
     check_hash,
     issues_text,
     redacted,
     validate,
 )
-from citynerve.gateway.remoteconfig.history import ConfigHistory, HistoryError, sha256_text
+from citynerve.gateway.remoteconfig.history import ConfigHistory, HistoryError, sha256_text, state_digest
+from citynerve.gateway.remoteconfig.profiles import candidate
 from citynerve.gateway.uplink.commands import Caller, Chunked, RemoteAction
 from citynerve.gateway.uplink.encoding import CommandOutcome, CommandResult, RejectReason
 from citynerve.gateway.uplink.errors import CommandRejectedError
@@ -129,10 +132,10 @@ def prepare_start(config_path: Path) -> str | None:
         if starts <= MAX_PENDING_STARTS:
             hist.set_pending({**pending, "starts": starts})
             return f"config {pending.get('version')} pending confirmation (start {starts})"
-        text = hist.snapshot_text(hist.find_seq(int(pending["snapshot"])))
-        hist.write_config(text)
+        text, profiles = hist.snapshot_state(hist.find_seq(int(pending["snapshot"])))
+        hist.write_state(text, profiles)
         prev = pending.get("previous") or {}
-        hist.set_current(str(prev.get("version", "local")), sha256_text(text))
+        hist.set_current(str(prev.get("version", "local")), state_digest(text, profiles))
         reason = f"not confirmed after {MAX_PENDING_STARTS} starts"
         hist.note("reverted", str(pending.get("version")), str(pending.get("sha256")), reason=reason)
         hist.set_pending({**pending, "state": "reverted", "reason": reason, "starts": starts})
@@ -168,6 +171,16 @@ class RemoteConfig:
             self.current = {"version": "local", "sha256": ""}
 
     # -- status ----------------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """After a reload: the version and hash of what is on disk now (a local `config rollback`),
+        unless a remote change is in progress (its own bookkeeping holds)."""
+        if self.pending is not None or self._busy:
+            return
+        try:
+            self.current = self.history.current()
+        except (HistoryError, OSError) as err:
+            log.error("config history unreadable: %s", err)
 
     def snapshot(self) -> dict[str, Any]:
         """For status and the birth message."""
@@ -206,10 +219,17 @@ class RemoteConfig:
     async def _get(self, args: dict[str, Any], caller: Caller) -> Chunked:
         from citynerve.gateway.fleet import chunked
 
-        text = self.history.read_config()
-        data = redacted(text).encode("utf-8")
-        out = chunked(data, caller.command_id)
-        summary = {**out.summary, "version": self.current["version"], "config_sha256": sha256_text(text)}
+        text, profiles = self.history.read_config(), self.history.read_profiles()
+        shown = redacted(text)
+        if profiles:  # as a whole document carries them: [profiles.<id>] tables
+            shown += "\n" + tomli_w.dumps({"profiles": {k: tomllib.loads(v) for k, v in profiles.items()}})
+        out = chunked(shown.encode("utf-8"), caller.command_id)
+        summary = {
+            **out.summary,
+            "version": self.current["version"],
+            "config_sha256": sha256_text(text),
+            "profiles": sorted(profiles),
+        }
         return Chunked(summary, out.parts)
 
     async def _apply(self, args: dict[str, Any], caller: Caller) -> Mapping[str, Any]:
@@ -247,20 +267,22 @@ class RemoteConfig:
         self._busy = True
         try:
             check_hash(data, args.get("sha256"))
-            running = self.history.read_config()
-            text = candidate_text(running, data, str(mode))
+            running, running_profiles = self.history.read_config(), self.history.read_profiles()
+            text, profiles = candidate(running, running_profiles, data, str(mode))
+            digest = state_digest(text, profiles)
             try:
-                await asyncio.to_thread(validate, self.gateway.config.source, text, self.gateway.config)
+                await asyncio.to_thread(
+                    validate, self.gateway.config.source, text, self.gateway.config, profiles
+                )
             except ConfigError as err:
                 detail = f"invalid config: {issues_text(err)}"
-                self._report("rejected", version, sha256_text(text), caller, detail, Severity.WARNING)
+                self._report("rejected", version, digest, caller, detail, Severity.WARNING)
                 raise bad(detail) from err
-            digest = sha256_text(text)
-            if digest == sha256_text(running):
+            if digest == state_digest(running, running_profiles):
                 self.current = {"version": version, "sha256": digest}
                 self.history.set_current(version, digest)
                 return {"version": version, "sha256": digest, "state": "unchanged"}
-            snap = self.history.snapshot(running, self.current["version"])
+            snap = self.history.snapshot(running, self.current["version"], running_profiles)
             pending = {
                 "command_id": caller.command_id,
                 "by": caller.key_id,
@@ -274,7 +296,7 @@ class RemoteConfig:
                 "state": "pending",
             }
             self.history.set_pending(pending)
-            self.history.write_config(text)
+            self.history.write_state(text, profiles)
             self.history.set_current(version, digest)
             self.history.note("applied", version, digest, by=f"platform key {caller.key_id}")
         except DocumentError as err:
@@ -365,10 +387,13 @@ class RemoteConfig:
     async def _revert(self, pending: dict[str, Any], reason: str) -> None:
         log.error("config %s: %s; reverting to %s", pending.get("version"), reason, pending.get("previous"))
         try:
-            text = self.history.snapshot_text(self.history.find_seq(int(pending["snapshot"])))
-            self.history.write_config(text)
+            text, profiles = self.history.snapshot_state(self.history.find_seq(int(pending["snapshot"])))
+            self.history.write_state(text, profiles)
             prev = pending.get("previous") or {}
-            self.current = {"version": str(prev.get("version", "local")), "sha256": sha256_text(text)}
+            self.current = {
+                "version": str(prev.get("version", "local")),
+                "sha256": state_digest(text, profiles),
+            }
             self.history.set_current(self.current["version"], self.current["sha256"])
             self.history.note("reverted", str(pending["version"]), str(pending["sha256"]), reason=reason)
             self.history.set_pending({**pending, "state": "reverted", "reason": reason})

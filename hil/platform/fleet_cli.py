@@ -1,5 +1,5 @@
 """`python -m citynerve.hil.platform fleet ...`: operator controls, diagnostics, logs, config and
-software updates on a gateway, and staged config rollouts over many (`rollout-config`).
+software updates on a gateway, and staged rollouts over many (`rollout-config`, `rollout-update`).
 
 Each subcommand signs one command with the given key, sends it and prints the gateway's answer as
 JSON (exit 0 when the outcome is ok). `logs` reassembles the chunked log tail and checks its hash.
@@ -24,7 +24,7 @@ from citynerve.hil.platform.fleet import FleetClient, UploadError
 @click.group()
 @click.option("--broker", "url", default="mqtt://127.0.0.1:1883", show_default=True)
 @click.option("--prefix", default="citynerve", show_default=True)
-@click.option("--gateway", "gateway_id", help="the gateway (every subcommand but rollout-config)")
+@click.option("--gateway", "gateway_id", help="the gateway (every subcommand but the rollouts)")
 @click.option("--hmac-key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
 @click.option("--key-id", help="id of the signing key on the gateway ([[upstream.commands.keys]])")
 @click.option("--timeout", "timeout_s", type=float, default=20.0, show_default=True)
@@ -291,23 +291,11 @@ def rollout_config(
     (rejected, reverted, no verdict) passes --max-failure-rate. Prints the report per gateway as
     JSON; exit 0 when every gateway confirmed. A whole-config (replace) document fits one gateway
     only: fleets use patches (devices, rules, upstream, ...)."""
-    from citynerve.hil.platform.rollout import WaveSpecError, config_action, parse_waves, rollout
+    from citynerve.hil.platform.rollout import config_action, rollout
 
     o = ctx.obj
-    if gateways.startswith("@"):
-        ids = [line.strip() for line in Path(gateways[1:]).read_text().splitlines() if line.strip()]
-    else:
-        ids = [g.strip() for g in gateways.split(",") if g.strip()]
-    try:
-        plan = parse_waves(waves)
-    except WaveSpecError as err:
-        raise click.BadParameter(str(err), param_hint="--waves") from err
-    if not 0 <= max_failure_rate <= 1:
-        raise click.BadParameter("must be in 0..1", param_hint="--max-failure-rate")
+    ids, plan = _fleet_plan(gateways, waves, max_failure_rate)
     text = document.read_text(encoding="utf-8")
-
-    def progress(rep: Any) -> None:
-        click.echo(f"wave {rep.wave}: {rep.gateway} {rep.outcome} {rep.detail}".rstrip(), err=True)
 
     async def main() -> dict[str, Any]:
         async with _client(o) as f:
@@ -318,9 +306,84 @@ def rollout_config(
                 waves=plan,
                 max_failure_rate=max_failure_rate,
                 concurrency=concurrency,
-                on_gateway=progress,
+                on_gateway=_progress,
             )
         out = report.to_dict()
+        out["outcome"] = "ok" if all(g.ok for g in report.gateways) else "failed"
+        return out
+
+    _print(main)
+
+
+def _fleet_plan(gateways: str, waves: str, max_failure_rate: float) -> tuple[list[str], list[str]]:
+    """--gateways (ids, or @FILE with one per line) and --waves, checked."""
+    from citynerve.hil.platform.rollout import WaveSpecError, parse_waves
+
+    if gateways.startswith("@"):
+        ids = [line.strip() for line in Path(gateways[1:]).read_text().splitlines() if line.strip()]
+    else:
+        ids = [g.strip() for g in gateways.split(",") if g.strip()]
+    try:
+        plan = parse_waves(waves)
+    except WaveSpecError as err:
+        raise click.BadParameter(str(err), param_hint="--waves") from err
+    if not 0 <= max_failure_rate <= 1:
+        raise click.BadParameter("must be in 0..1", param_hint="--max-failure-rate")
+    return ids, plan
+
+
+def _progress(rep: Any) -> None:
+    click.echo(f"wave {rep.wave}: {rep.gateway} {rep.outcome} {rep.detail}".rstrip(), err=True)
+
+
+@fleet.command("rollout-update")
+@click.option(
+    "--bundle",
+    "bundle_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="the signed release bundle (in chunks; with --url: its size and hash)",
+)
+@click.option("--url", help="http(s) URL every gateway downloads the bundle from (instead of chunks)")
+@click.option("--gateways", required=True, help="comma-separated gateway ids, or @FILE with one per line")
+@click.option("--chunk-bytes", type=int, default=64 * 1024, show_default=True)
+@click.option("--update-id", help="the update's id on every gateway (default: a new one)")
+@click.option("--wait", "wait_s", type=float, default=900.0, show_default=True,
+              help="seconds per gateway to wait for its verdict")  # fmt: skip
+@click.option("--waves", default="1,10%,rest", show_default=True, help="counts, percentages, 'rest' last")
+@click.option("--max-failure-rate", type=float, default=0.0, show_default=True, help="0..1, per wave")
+@click.option("--concurrency", type=int, default=20, show_default=True)
+@click.pass_context
+def rollout_update(
+    ctx: click.Context, bundle_path: Path, url: str | None, gateways: str, chunk_bytes: int,
+    update_id: str | None, wait_s: float, waves: str, max_failure_rate: float, concurrency: int,
+) -> None:  # fmt: skip
+    """Update many gateways in waves; stop when a wave's failure rate (refused, failed,
+    rolled back, no verdict) passes --max-failure-rate. Prints the report per gateway (final
+    phase, reason, release from/to) as JSON; exit 0 when every gateway confirmed the new release."""
+    import uuid
+
+    from citynerve.hil.platform.fleet_update import Bundle
+    from citynerve.hil.platform.rollout import rollout, update_action
+
+    o = ctx.obj
+    ids, plan = _fleet_plan(gateways, waves, max_failure_rate)
+    bundle = Bundle.from_file(bundle_path, chunk_bytes=chunk_bytes, url=url or "")
+    uid = update_id or f"roll-{uuid.uuid4().hex[:12]}"
+
+    async def main() -> dict[str, Any]:
+        async with _client(o) as f:
+            action = update_action(f, bundle, update_id=uid, timeout_s=wait_s)
+            report = await rollout(
+                ids,
+                action,
+                waves=plan,
+                max_failure_rate=max_failure_rate,
+                concurrency=concurrency,
+                gateway_timeout_s=wait_s + 60,
+                on_gateway=_progress,
+            )
+        out = {"update_id": uid, "size": bundle.size, "sha256": bundle.sha256, **report.to_dict()}
         out["outcome"] = "ok" if all(g.ok for g in report.gateways) else "failed"
         return out
 

@@ -1,8 +1,9 @@
 """`python -m citynerve.hil.platform fleet` subcommands for device reads with raw frames, the support
 bundle, keys and certificates (docs/fleet.md):
 
-    read DEVICE --address A [--count N] [--table T] [--type T]
-                                           registers of a configured Modbus device with the frames
+    read DEVICE [--address A [--count N] [--table T] [--type T]] [--di DI | --point P]
+                                           a configured device with the frames: Modbus registers,
+                                           a DL/T 645 data item, CJ/T 188 901F, a BLE node's advert
     bundle [--journal-lines N] --out F     the redacted support bundle (chunked, hash-checked)
 
     certs                                  expiry of the gateway's TLS client certificate and CA
@@ -94,15 +95,33 @@ def rotate_key(ctx: click.Context, new_key_file: Path, ed25519: bool, overlap_s:
 
 @fleet.command("read")
 @click.argument("device")
-@click.option("--address", type=int, required=True)
-@click.option("--count", type=int, default=1, show_default=True)
+@click.option("--address", type=int, help="Modbus: the first register (or bit)")
+@click.option("--count", type=int, default=1, show_default=True, help="Modbus: registers (or bits)")
 @click.option("--table", type=click.Choice(["holding", "input", "coil", "discrete"]), default="holding")
-@click.option("--type", "type_", help="decode as (uint16, int32, float32, ...)")
+@click.option("--type", "type_", help="Modbus: decode as (uint16, int32, float32, ...)")
+@click.option("--di", help="DL/T 645: the data item (8 hex digits, 4 for 1997); CJ/T 188: 901F")
+@click.option("--point", help="DL/T 645: a configured point (its DI and format)")
 @click.pass_context
-def read(ctx: click.Context, device: str, address: int, count: int, table: str, type_: str | None) -> None:
-    """Read registers of a configured Modbus device; the answer has the request and reply frames."""
-    args: dict[str, Any] = {"device_id": device, "table": table, "address": address, "count": count}
-    _send(ctx, "device_read", {**args, **({"type": type_} if type_ else {})})
+def read(
+    ctx: click.Context,
+    device: str,
+    address: int | None,
+    count: int,
+    table: str,
+    type_: str | None,
+    di: str | None,
+    point: str | None,
+) -> None:
+    """Read a configured device with the request and reply frames: Modbus registers (--address),
+    a DL/T 645 data item (--di or --point), a CJ/T 188 meter's 901F data (no option); a BTHome
+    node answers with its last advert."""
+    args: dict[str, Any] = {"device_id": device}
+    if address is not None:
+        args.update({"table": table, "address": address, "count": count})
+        if type_:
+            args["type"] = type_
+    args.update({k: v for k, v in (("di", di), ("point", point)) if v})
+    _send(ctx, "device_read", args)
 
 
 @fleet.command()

@@ -3,7 +3,7 @@ stop when a wave's failure rate passes a threshold, report per gateway.
 
 The engine knows nothing of configs or updates: `action(gateway_id)` does the work and returns a
 `GatewayOutcome`; an exception or a timeout counts as a failure of that gateway. A config push
-(`config_action`) and a software update use the same engine.
+(`config_action`) and a software update (`update_action`) use the same engine.
 
     report = await rollout(gateways, config_action(fleet, text, version="v7"),
                            waves=parse_waves("1,10%,rest"), max_failure_rate=0.2)
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from citynerve.hil.platform.fleet import FleetClient
+from citynerve.hil.platform.fleet_update import WINDOW, Bundle, update_gateway
 
 MAX_WAVES = 20
 
@@ -36,6 +37,7 @@ class GatewayOutcome:
     outcome: str
     detail: str = ""
     data: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)  # shown in the report (an update's versions)
 
 
 @dataclass
@@ -46,9 +48,10 @@ class GatewayReport:
     ok: bool
     detail: str = ""
     seconds: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "gateway": self.gateway,
             "wave": self.wave,
             "outcome": self.outcome,
@@ -56,6 +59,7 @@ class GatewayReport:
             "detail": self.detail,
             "seconds": round(self.seconds, 3),
         }
+        return {**out, **self.info} if self.info else out
 
 
 @dataclass
@@ -179,7 +183,7 @@ async def rollout(
             try:
                 async with asyncio.timeout(gateway_timeout_s):
                     res = await action(gw)
-                rep = GatewayReport(gw, wave, res.outcome, res.ok, res.detail)
+                rep = GatewayReport(gw, wave, res.outcome, res.ok, res.detail, info=dict(res.info))
             except TimeoutError:
                 rep = GatewayReport(gw, wave, "timeout", False, f"no outcome within {gateway_timeout_s:g} s")
             except Exception as err:  # one gateway's trouble is that gateway's failure
@@ -230,5 +234,36 @@ def config_action(
         verdict = out.get("verdict") or {}
         detail = (verdict.get("result") or {}).get("reason") or answer.get("detail") or ""
         return GatewayOutcome(outcome in ("confirmed", "unchanged"), outcome, str(detail), out)
+
+    return act
+
+
+def update_action(
+    fleet: FleetClient,
+    bundle: Bundle,
+    *,
+    update_id: str,
+    timeout_s: float = 900.0,
+    window: int = WINDOW,
+) -> Callable[[str], Awaitable[GatewayOutcome]]:
+    """The per-gateway action of an update rollout: `update_gateway` (chunks or URL, resumed when
+    the gateway goes away) up to its verdict. Only `confirmed` is success; the outcome is the final
+    phase (`confirmed`, `rolled-back`, `failed`, or `refused` with the reject reason in `detail`,
+    e.g. `no_space: ...`). The same `update_id` on every gateway, so its events are one rollout's."""
+
+    async def act(gateway_id: str) -> GatewayOutcome:
+        out = await update_gateway(
+            fleet, gateway_id, bundle, update_id=update_id, timeout_s=timeout_s, window=window
+        )
+        detail = f"{out.rejected}: {out.reason}" if out.rejected else out.reason
+        release = {k: out.release.get(k) for k in ("from", "to", "current") if out.release.get(k)}
+        info = {
+            "update_id": out.update_id,
+            "chunks_sent": out.chunks_sent,
+            "commands_sent": out.commands_sent,
+        }
+        if release:
+            info["release"] = release
+        return GatewayOutcome(out.ok, out.phase, detail, out.to_dict(), info)
 
     return act

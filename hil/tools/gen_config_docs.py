@@ -340,7 +340,8 @@ def render() -> str:
         "| key | type | default | range | meaning |",
         "|---|---|---|---|---|",
         "| `profile_dirs` | array of path | `[]` | | extra folders searched for device profiles "
-        "(before `$CITYNERVE_PROFILES`, `profiles/` beside the config and the shipped profiles) |",
+        "(after `<config>.profiles/`, the profiles a remote config brought (docs/fleet.md); "
+        "before `$CITYNERVE_PROFILES`, `profiles/` beside the config and the shipped profiles) |",
         "| `[gateway]` | table | *required* | | who this gateway is (below) |",
         "| `[control]`, `[log]`, `[store]` | table | (table defaults) | | below |",
         "| `[upstream]`, `[rules]`, `[web]`, `[update]` | table | none (off) | "

@@ -335,3 +335,37 @@ async def test_advert_flood_of_one_node_is_rate_limited(radio: VirtualRadio) -> 
     assert driver_mod.ADVERTS_BURST <= len(sink.batches) <= driver_mod.ADVERTS_BURST + 5
     assert stats.rate_limited == n - len(sink.batches) - stats.duplicates
     assert driver.input_stats()["rate_limited"] == stats.rate_limited
+
+
+async def test_remote_device_read_answers_with_the_last_advert(radio: VirtualRadio, listening: Any) -> None:
+    """A remote `device_read` of a BLE node (gateway/fleet_diag.py): the node is never asked; the
+    answer is its last accepted advert (raw service data, which decodes to what it sent), the last
+    one heard even if refused, and its link statistics."""
+    from citynerve.gateway.fleet_diag import diag_actions
+    from citynerve.gateway.uplink.commands import Caller
+
+    device = manhole_device()
+    driver, sink = await listening([device], MemoryState())
+    read = diag_actions(
+        config_source=None,
+        devices=lambda: {device.id: device},
+        protocol_of=lambda bus: "bthome",
+        owner_of=lambda bus: driver,  # the bus owner hands a listening driver's diag to it as is
+    )["device_read"].handler
+    node = ManholeCoverNode(radio, MAC, key=KEY, counter=7)
+    before = await read({"device_id": "mh-1"}, Caller("noc", "c-1"))
+    assert before["last_advert"] is None and before["last_heard"] is None
+    sent = await node.state(tilt_deg=6.5)
+    await sink.wait_for(lambda: len(sink.batches) == 1)
+    forger = VirtualAdvertiser(radio, MAC)  # then a forged advert from the same MAC: refused
+    await forger.power_on()
+    forger.send_now(codec.build([(0x11, False)], mac=MAC, key=bytes(16), counter=900))
+    await asyncio.sleep(0.2)
+    out = await read({"device_id": "mh-1"}, Caller("noc", "c-2"))
+    assert out["device_id"] == "mh-1" and out["mac"] == MAC and out["encrypted"] is True
+    last = out["last_advert"]
+    assert bytes.fromhex(last["service_data"]) == sent and last["counter"] == 7
+    decoded = codec.parse(bytes.fromhex(last["service_data"]), mac=MAC, cipher=driver._runtime["mh-1"].cipher)
+    assert any(m.value == 6.5 for m in decoded.measurements)
+    assert out["last_heard"]["service_data"] != last["service_data"]  # the forged one
+    assert out["link"]["accepted"] == 1 and out["link"]["rejected"]
