@@ -120,8 +120,8 @@ class LineTiming:
 
     `gap_s`: the turnaround a meter gets after the end of a frame before the next request's frame
     starts (its first 68): many meters drop a request whose start follows their reply too closely.
-    The FE wake-up bytes in front of a request exist for a receiver that is not listening yet (meters
-    skip them, the standards say so), so their wire time counts toward `gap_s`; the line is silent
+    The FE wake-up bytes in front of a request exist for a receiver that is not listening yet (every
+    receiver skips FE before the first 68), so their wire time counts toward `gap_s`; the line is silent
     for the rest, and never less than `min_silence_chars` character times (the meter's transmitter
     is off before the first FE starts). A request without preamble gets the whole `gap_s` in silence.
     """
