@@ -27,10 +27,19 @@ class SerialBusConfig(BusConfig, MeterSerialSettings):
     """An RS-485 meter bus, flat like every serial bus in the config (as Modbus RTU):
     `port = "/dev/ttyUSB0"`, optional `baudrate` (2400), `parity` ("E"), `bytesize`, `stopbits`.
 
-    `gap_s` is the silence kept between the end of one frame and the next request (RS-485 turnaround).
+    `gap_s` is the RS-485 turnaround a meter gets between the end of a frame and the start of the next
+    request's frame; the request's FE wake-up bytes count toward it (`LineTiming`).
     """
 
-    gap_s: float = Field(default=0.02, ge=0, le=2)
+    gap_s: float = Field(
+        default=0.02,
+        ge=0,
+        le=2,
+        description=(
+            "turnaround between the end of a frame and the start (68) of the next request; the FE "
+            "wake-up bytes count toward it, the line is silent for the rest (at least one character)"
+        ),
+    )
 
     @property
     def serial(self) -> SerialSettings:

@@ -118,12 +118,27 @@ def byte_time_s(settings: SerialSettings) -> float:
 class LineTiming:
     """Half-duplex timing of one line.
 
-    `gap_s`: silence kept between the end of one frame and the next request; meters need it to turn
-    their RS-485 driver around (DL/T 645 slaves wait 20 ms or more before answering, and many drop a
-    request that follows their reply too closely).
+    `gap_s`: the turnaround a meter gets after the end of a frame before the next request's frame
+    starts (its first 68): many meters drop a request whose start follows their reply too closely.
+    The FE wake-up bytes in front of a request exist for a receiver that is not listening yet (every
+    receiver skips FE before the first 68), so their wire time counts toward `gap_s`; the line is silent
+    for the rest, and never less than `min_silence_chars` character times (the meter's transmitter
+    is off before the first FE starts). A request without preamble gets the whole `gap_s` in silence.
     """
 
     gap_s: float = 0.02
+    min_silence_chars: float = 1.0
+
+
+WAKE_UP_BYTE = 0xFE
+
+
+def silence_before(request: bytes, timing: LineTiming, byte_time: float) -> float:
+    """The silence to keep before sending `request`: `timing.gap_s` less the wire time of its FE
+    wake-up preamble, at least `timing.min_silence_chars` character times (never more than gap_s)."""
+    wake_up = len(request) - len(request.lstrip(bytes([WAKE_UP_BYTE])))
+    floor = min(timing.gap_s, timing.min_silence_chars * byte_time)
+    return max(floor, timing.gap_s - wake_up * byte_time)
 
 
 class _LineProtocol(asyncio.Protocol):
@@ -279,7 +294,8 @@ class SerialLine:
         async with self._lock:
             protocol = await self._ready()
             self._check(protocol)
-            wait = self._last_activity + self.timing.gap_s - time.monotonic()
+            silence = silence_before(request, self.timing, byte_time_s(self.settings))
+            wait = self._last_activity + silence - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
             protocol.take()  # stale bytes: a late reply to an earlier request, line noise

@@ -10,6 +10,9 @@ preamble, replies with theirs), measured from the simulator's byte counters in t
 `cycle_ratio = measured / floor` (lower is better; 1.0 is a line that never rests). The drivers keep
 the default 20 ms inter-frame gap, as in the field.
 
+Modbus RTU on the same kind of line (2400 baud, paced byte by byte): hil/bench/serial_rtu.py, keys
+`modbus_rtu_*`; its floor without and with the t3.5 silence Modbus requires before each request.
+
 Decode rate: DL/T 645 and CJ/T 188 replies through the stream parsers and value decoders
 (frames/s). Baseline in the same run: the third-party `dlt645` package's own frame parser against
 our stream parser on the same DL/T 645 frames, frames only (a ratio > 1 means ours is faster).
@@ -33,6 +36,7 @@ from citynerve.drivers.dlt645 import Dlt645Device, Dlt645Driver
 from citynerve.drivers.dlt645 import codec as dlt
 from citynerve.drivers.dlt645.registry import DI_2007
 from citynerve.drivers.serialio import SerialBusConfig
+from citynerve.hil.bench.serial_rtu import bench_rtu_cycle
 from citynerve.hil.sim.serial import SerialMeterBus, SimCjt188Meter, SimDlt645Meter
 
 BAUD = 2400
@@ -220,7 +224,11 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--gap", type=float, help="the buses' gap_s (turnaround silence; default 0.02)")
     args = parser.parse_args()
-    result = {**asyncio.run(bench_cycle(args.runs, args.gap)), **bench_decode(max(3, args.runs))}
+    result = {
+        **asyncio.run(bench_cycle(args.runs, args.gap)),
+        **asyncio.run(bench_rtu_cycle(args.runs, BAUD)),
+        **bench_decode(max(3, args.runs)),
+    }
     if args.json:
         print(json.dumps(result))
         return
@@ -228,6 +236,13 @@ def main() -> None:
     print(
         f"  measured {result['cycle_s']:.3f} s, wire floor {result['wire_floor_s']:.3f} s, "
         f"ratio {result['cycle_ratio']:.3f} (floor <= 1.3)"
+    )
+    print(
+        f"Modbus RTU ({result['modbus_rtu_transactions_per_cycle']} transactions at {BAUD} baud, paced pty): "
+        f"measured {result['modbus_rtu_cycle_s']:.3f} s, "
+        f"wire floor {result['modbus_rtu_wire_floor_s']:.3f} s, "
+        f"ratio {result['modbus_rtu_cycle_ratio']:.3f}, over the floor with t3.5 "
+        f"{result['modbus_rtu_ratio_over_t35_floor']:.3f}"
     )
     print(f"decode (both codecs, frames and values): {result['decode_frames_per_s']:,.0f} frames/s")
     print(

@@ -5,11 +5,13 @@ CITYNERVE_AARCH64_ROOT names the folder for the arm64 root (made on first use, r
 
     CITYNERVE_AARCH64_ROOT=/var/tmp/arm64-root .venv/bin/python -m pytest tests/release/test_aarch64.py
 
-Results and emulated timings are recorded in docs/benchmarks.md.
+Results and emulated timings are recorded in docs/benchmarks.md. After the proof, the technician
+commands of hil/bench/cli.py run emulated in that root against a native gateway (`--aarch64-root`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -35,3 +37,10 @@ def test_aarch64_bundle_installs_offline_and_runs_the_demo(tmp_path: Path, relea
     assert result["arch"] == "aarch64" and str(result["version"]).endswith("1.0.0")
     assert result["examples"] == 3
     assert "demo done" in str(result["demo"]) and " 0 open gaps" in str(result["demo"])
+    # the same root, now with the bundle installed: the technician commands emulated vs native
+    from citynerve.hil.bench.cli import commands, measure
+
+    figures = asyncio.run(measure(20, 1, None, Path(os.environ["CITYNERVE_AARCH64_ROOT"]).resolve()))
+    for name in commands(Path("gw.toml")):
+        assert figures[f"aarch64_{name}_s"] > 0 and figures[f"aarch64_ratio_{name}"] > 0
+    assert figures["aarch64_python_start_s"] > 0

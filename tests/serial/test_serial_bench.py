@@ -20,3 +20,20 @@ def test_bench_frames_are_valid_and_decode_keys() -> None:
         "parse_ratio_vs_baseline",
     }
     assert result["decode_frames_per_s"] > 0
+
+
+async def test_modbus_rtu_cycle_counts_the_wire_and_prints_its_keys() -> None:
+    from citynerve.hil.bench.serial_rtu import bench_rtu_cycle
+
+    result = await bench_rtu_cycle(1, baud=19200)
+    assert set(result) == {
+        "modbus_rtu_cycle_s",
+        "modbus_rtu_wire_floor_s",
+        "modbus_rtu_cycle_ratio",
+        "modbus_rtu_ratio_over_t35_floor",
+        "modbus_rtu_transactions_per_cycle",
+    }
+    assert result["modbus_rtu_transactions_per_cycle"] >= 6  # every device of the building, once or more
+    # the link paces every byte, so no cycle can beat the wire time of the bytes it counted
+    assert result["modbus_rtu_cycle_ratio"] >= 1.0
+    assert result["modbus_rtu_wire_floor_s"] > 0

@@ -87,7 +87,7 @@ class SerialMeterBus:
         self._master = -1
         self._slave = -1
         self._slave_path = ""
-        self._queue: asyncio.Queue[tuple[bytes, int]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[bytes, int, float]] = asyncio.Queue()
         self._rx_since_frame = 0  # bytes heard since the last request frame (its FE preamble too)
         self._task: asyncio.Task[None] | None = None
         self._dlt = dlt.StreamParser()
@@ -162,16 +162,20 @@ class SerialMeterBus:
         for raw in raws:
             self.requests += 1
             # the request held the line for every byte heard since the previous one (FE included)
-            self._queue.put_nowait((raw, max(len(raw), self._rx_since_frame)))
+            self._queue.put_nowait((raw, max(len(raw), self._rx_since_frame), time.monotonic()))
             self._rx_since_frame = 0
         self._dlt.rejected()
         self._cjt.rejected()
 
     async def _respond(self) -> None:
         while True:
-            raw, wire_bytes = await self._queue.get()
-            if self.wire_time:  # the request held the line for its own wire time
-                await asyncio.sleep(wire_bytes * self.byte_time_s)
+            raw, wire_bytes, heard_at = await self._queue.get()
+            # The request held the line for its own wire time from when it was heard; the reply is
+            # timed from that instant, not from when a timer woke us (the event loop's timers round
+            # up to the millisecond, which a real line does not add).
+            due = heard_at + wire_bytes * self.byte_time_s if self.wire_time else time.monotonic()
+            if self.wire_time:
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
             if self.enforce_baud and not self._speed_matches():
                 continue  # at another baud rate the meter hears noise, not a frame: no reply
             reply, address = self._answer(raw)
@@ -181,8 +185,9 @@ class SerialMeterBus:
             if not reply:
                 continue
             if self.reply_delay_s:
-                await asyncio.sleep(self.reply_delay_s)
-            await self._send(reply)
+                due += self.reply_delay_s
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+            await self._send(reply, due)
             self.replies += 1
 
     def _answer(self, raw: bytes) -> tuple[bytes | None, str]:
@@ -241,13 +246,14 @@ class SerialMeterBus:
         self._faults = [i for i in self._faults if i.count > 0]
         return reply
 
-    async def _send(self, data: bytes) -> None:
+    async def _send(self, data: bytes, started: float) -> None:
+        """Send `data` as if its first byte began at `started` (monotonic): byte n is complete and
+        written n + 1 byte times later; bytes already due go out at once."""
         if self._master < 0:
             return
         if not self.wire_time:
             self._write(data)
             return
-        started = time.monotonic()
         bt = self.byte_time_s
         sent = 0
         while sent < len(data):
