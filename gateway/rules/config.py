@@ -153,7 +153,11 @@ class ConsumptionRule(_RuleBase):
     min_per_slot: FiniteFloat = Field(default=0.0, ge=0)
     rollover_at: FiniteFloat | None = Field(default=None, gt=0)
     max_step: FiniteFloat | None = Field(default=None, gt=0)
-    gap_s: FiniteFloat = Field(default=7200.0, gt=0)
+    gap_s: FiniteFloat = Field(
+        default=7200.0,
+        gt=0,
+        description="readings further apart than this, seconds: the use between them is unknown",
+    )
     stale_s: FiniteFloat = Field(default=7200.0, gt=0)
     tz: str = "Asia/Shanghai"
 
@@ -209,7 +213,11 @@ class AnomalyRule(_RuleBase):
     hours: tuple[int, int] | None = Field(default=None, description="[start, end) local hours scored")
     rollover_at: FiniteFloat | None = Field(default=None, gt=0)
     max_step: FiniteFloat | None = Field(default=None, gt=0)
-    gap_s: FiniteFloat = Field(default=7200.0, gt=0)
+    gap_s: FiniteFloat = Field(
+        default=7200.0,
+        gt=0,
+        description="readings further apart than this, seconds: the use between them is unknown",
+    )
     tz: str = "Asia/Shanghai"
 
     @model_validator(mode="after")
