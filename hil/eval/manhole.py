@@ -181,7 +181,7 @@ def _labels(cv: _Cover, dev_id: str, end: float) -> list[Episode]:
         out.append(
             Episode(
                 dev_id,
-                ("manhole_tilt", "manhole_open"),
+                ("manhole_tilt", "manhole_open", "manhole_ajar"),
                 cross + 2.0,
                 t0 + ramp + hold + ramp,
                 f"{angle:.0f} deg",

@@ -167,7 +167,9 @@ def build(seed: int = 41401, covers: int = 12, days: int = 14) -> Scenario:
             if kind in ("maintenance",):
                 t0 = START + math.floor((t0 - START) / DAY) * DAY + rng.uniform(9, 16) * HOUR  # working hours
             t1, what = _opening(rng, cv, kind, t0)
-            kinds = ("manhole_tilt", "manhole_open") + (("node_offline",) if kind == "stolen" else ())
+            kinds = ("manhole_tilt", "manhole_open", "manhole_ajar") + (
+                ("node_offline",) if kind == "stolen" else ()
+            )
             episodes.append(Episode(dev.id, kinds, t0, min(t1, end), what))
         if c % 6 == 4 and cv.gone_at == math.inf:
             cv.gone_at = START + rng.uniform(3, days - 2) * DAY  # water in the housing: the node dies
