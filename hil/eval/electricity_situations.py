@@ -46,7 +46,7 @@ HEAT_DAYS = range(10, 15)  # a late heat spell: 24-29 Sep
 MID_AUTUMN = 11  # 25 Sep
 
 
-def _day(rng: random.Random, load: list[float], d: int, kind: str, base: int, away: bool) -> None:
+def _day(rng: random.Random, load: list[float], d: int, kind: str, away: bool) -> None:
     b = d * MIN_PER_DAY
     for m in range(b, b + MIN_PER_DAY):
         load[m] += 30 + (110 if (m // 20) % 2 == 0 else 0)  # standby, fridge cycling
@@ -99,7 +99,7 @@ def build(seed: int = 12325, households: int = 10, days: int = 35) -> Scenario:
     for h in range(households):
         load = [0.0] * n
         for d in range(days):
-            _day(rng, load, d, KINDS[h % len(KINDS)], 0, h in travel and 17 <= d <= 20)
+            _day(rng, load, d, KINDS[h % len(KINDS)], h in travel and 17 <= d <= 20)
         if h in travel and days > 21:
             b = 21 * MIN_PER_DAY
             _add(load, b + rng.uniform(0, 40), 45, 2800)  # home at midnight: water heater, kettle

@@ -36,6 +36,8 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from collections.abc import Callable
+from functools import partial
 
 from citynerve.gateway.api import Sample, SampleBatch
 from citynerve.hil.eval.model import START, Episode, Scenario, device
@@ -164,7 +166,7 @@ def build(seed: int = 41401, covers: int = 12, days: int = 14) -> Scenario:
         for kind, t0 in incidents:
             if cv.poses and t0 < cv.poses[-1][1][-1][0] + HOUR:
                 continue  # overlapping incidents: keep the first
-            if kind in ("maintenance",):
+            if kind == "maintenance":
                 t0 = START + math.floor((t0 - START) / DAY) * DAY + rng.uniform(9, 16) * HOUR  # working hours
             t1, what = _opening(rng, cv, kind, t0)
             kinds = ("manhole_tilt", "manhole_open", "manhole_ajar") + (
@@ -275,14 +277,13 @@ def _node(
     return out
 
 
-def _spans(f: object, t0: float, t1: float, step: float) -> list[tuple[float, float]]:
+def _spans(f: Callable[[float], bool], t0: float, t1: float, step: float) -> list[tuple[float, float]]:
     """Where the predicate f(t) holds in [t0, t1), sampled every `step`."""
-    fn = f  # type: ignore[assignment]
     out: list[tuple[float, float]] = []
     start = None
     t = t0
     while t < t1:
-        if fn(t):  # type: ignore[operator]
+        if f(t):
             start = t if start is None else start
         elif start is not None:
             out.append((start, t))
@@ -309,7 +310,11 @@ def _truth(
     for gas, t0, rise, hold, _ in cv.gas:
         if t0 >= cv.gone_at:
             continue
-        fn = lambda t, g=gas: cv.gas_level(g, t) > limits[g]  # noqa: E731
-        for a, b in _spans(fn, t0, t0 + 2 * rise + hold, 10.0):
+        hazard = partial(_above, cv, gas, limits[gas])
+        for a, b in _spans(hazard, t0, t0 + 2 * rise + hold, 10.0):
             eps.append(Episode(dev_id, ("manhole_gas",), a, b, f"{gas} above the hazard line"))
     return eps
+
+
+def _above(cv: _Cover, gas: str, limit: float, t: float) -> bool:
+    return cv.gas_level(gas, t) > limit
