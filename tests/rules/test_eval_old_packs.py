@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import random
 from datetime import datetime, timedelta
+from importlib.metadata import PackageNotFoundError
 from pathlib import Path
 
 import pytest
 
 from citynerve.gateway.api import Quality
+from citynerve.hil.bench import rules_eval
 from citynerve.hil.eval import INDEPENDENT, electricity_public, evaluate
 from citynerve.hil.eval.electricity_situations import build as electricity
 from citynerve.hil.eval.manhole_situations import build as manhole
@@ -114,3 +116,16 @@ def test_public_loader_reads_the_packages_format_and_injects_incidents(tmp_path:
     wrong.write_text("Date;Time;Global_active_power\n")
     with pytest.raises(ValueError, match="header"):
         list(electricity_public.read_minutes(wrong))
+
+
+def test_public_row_is_left_out_with_a_reason_when_the_data_is_not_installed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def missing(name: str) -> None:
+        raise PackageNotFoundError(name)
+
+    monkeypatch.setattr(electricity_public, "distribution", missing)
+    with pytest.raises(electricity_public.PublicDataMissing, match="public-data"):
+        electricity_public.csv_path()
+    assert rules_eval._public(0.9) == []
+    assert "electricity/public: not scored" in capsys.readouterr().err
