@@ -129,3 +129,16 @@ def test_public_row_is_left_out_with_a_reason_when_the_data_is_not_installed(
         electricity_public.csv_path()
     assert rules_eval._public(0.9) == []
     assert "electricity/public: not scored" in capsys.readouterr().err
+
+
+def test_labels_are_consistent() -> None:
+    for scn in (manhole(covers=4, days=4), smoke(flats=6, days=5), electricity(households=3, days=12)):
+        ids = {d.id for d in scn.devices}
+        assert scn.episodes and scn.batches
+        for e in scn.episodes:
+            assert e.device_id in ids and e.kinds and e.what, e
+            assert e.start <= e.end, e
+        ts = [b.ts for b in scn.batches]
+        assert ts == sorted(ts) and {b.device_id for b in scn.batches} <= ids
+        points = {d.id: set(d.points) for d in scn.devices}
+        assert all(s.point in points[b.device_id] for b in scn.batches for s in b.samples)
