@@ -27,8 +27,9 @@ has passed):
   of its lower explosive limit (the 'hazardous atmosphere' of OSHA 29 CFR 1910.146(b)); the sensors
   (electrochemical H2S +/-0.5 ppm, catalytic CH4 +/-1 %LEL) report at the heartbeat;
 - a node dies (water in the housing): silent from then on.
-None of these lines is the pack's (10 / 90 deg, 500 mm, 20 %LEL, 10 ppm): where the pack's line
-differs from what happened, the scores say so.
+None of these lines is the pack's (10 / 90 / 5 deg, 500 mm, 20 %LEL) - except H2S: the pack's line
+was 10 ppm and is now GBZ 2.1's 7 ppm, the standard it cites. Where the pack's line differs from
+what happened, the scores say so.
 """
 
 from __future__ import annotations
