@@ -6,7 +6,8 @@
 
 Two kinds of data, named in each pack's "data" field: "rule-labelled" scenarios (issue 6: episodes
 start where the published rule becomes true - they check the engine, not the rule) and
-"independent" models of the physical situation, labelled by what happened (issue 18). Every
+"independent" models of the physical situation, labelled by what happened (issue 18), and "public":
+measured data from a package (electricity/public, when the extra `public-data` is installed). Every
 scenario has a fixed seed; each is replayed through citynerve.gateway.pipeline.Pipeline with the RuleEngine on
 a simulated clock (hil/eval). Floors: F1 >= 0.95 on rule-labelled data, >= 0.90 on independent data,
 no vibration alarms. Exit status 1 if a floor is missed (docs/benchmarks.md says which and why).
@@ -18,7 +19,7 @@ import argparse
 import json
 import sys
 
-from citynerve.hil.eval import build_all, build_independent, evaluate
+from citynerve.hil.eval import PackScore, build_all, build_independent, electricity_public, evaluate
 
 F1_FLOOR = 0.95
 F1_FLOOR_INDEPENDENT = 0.90
@@ -35,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         # A pack with both kinds of data: "<pack>/independent" next to "<pack>".
         name = f"{s.pack}/independent" if s.pack in seen else s.pack
         rows.append((name, s, "independent", F1_FLOOR_INDEPENDENT))
+    if not args.small:  # measured data from a package, when installed (issue 18): electricity/public
+        rows += _public(F1_FLOOR_INDEPENDENT)
     met = {name: s.f1 >= floor and s.false_alarms_vibration == 0 for name, s, _, floor in rows}
     ok = all(met.values())
     if args.json:
@@ -52,6 +55,16 @@ def main(argv: list[str] | None = None) -> int:
     floors = f"F1 >= {F1_FLOOR} rule-labelled, >= {F1_FLOOR_INDEPENDENT} independent, no vibration alarms"
     print(f"floors ({floors}): {'met' if ok else 'MISSED by ' + missed}")
     return 0 if ok else 1
+
+
+def _public(floor: float) -> list[tuple[str, PackScore, str, float]]:
+    """The electricity pack's night rule on a measured household (the optional extra `public-data`)."""
+    try:
+        scn = electricity_public.build()
+    except electricity_public.PublicDataMissing as e:
+        print(f"electricity/public: not scored ({e})", file=sys.stderr)
+        return []
+    return [(f"{s.pack}/public", s, "public", floor) for s in evaluate([scn])]
 
 
 if __name__ == "__main__":

@@ -181,7 +181,7 @@ def _labels(cv: _Cover, dev_id: str, end: float) -> list[Episode]:
         out.append(
             Episode(
                 dev_id,
-                ("manhole_tilt", "manhole_open"),
+                ("manhole_tilt", "manhole_open", "manhole_ajar"),
                 cross + 2.0,
                 t0 + ramp + hold + ramp,
                 f"{angle:.0f} deg",
@@ -193,7 +193,7 @@ def _labels(cv: _Cover, dev_id: str, end: float) -> list[Episode]:
         # Seen at the next heartbeat, then held 30 s: the gateway cannot know earlier.
         out.append(Episode(dev_id, ("manhole_high_water",), down, up, "storm", slack_s=300))
     for p, t0, tt, tf, t1, _ in cv.gas:
-        limit = 20.0 if p == "ch4" else 10.0
+        limit = 20.0 if p == "ch4" else 7.0  # the pack's published lines
         up = _crossing(lambda t, p=p: cv.gas_level(p, t), t0, tt, limit)
         down = _crossing(lambda t, p=p: cv.gas_level(p, t), tf, t1, limit, rising=False)
         out.append(Episode(dev_id, ("manhole_gas",), up + 5.0, down, p, slack_s=60))

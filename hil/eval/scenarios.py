@@ -15,14 +15,17 @@ from citynerve.hil.eval import (
     bed,
     curtainwall,
     electricity,
+    electricity_situations,
     entrance,
     firelane,
     hydrant,
     lamps,
     litterbin,
     manhole,
+    manhole_situations,
     meterbox,
     smoke,
+    smoke_situations,
     water,
     water_situations,
 )
@@ -46,6 +49,9 @@ INDEPENDENT: dict[str, Callable[..., Scenario]] = {
     "meter-box": meterbox.build,
     "street-lamp": lamps.build,
     "entrance": entrance.build,
+    "manhole": manhole_situations.build,
+    "smoke-fire": smoke_situations.build,
+    "electricity": electricity_situations.build,
 }
 """Pack name -> physical-situation model labelled by what happened (issue 18)."""
 
@@ -76,4 +82,7 @@ def build_independent(small: bool = False) -> list[Scenario]:
         meterbox.build(boxes=8, days=5),
         lamps.build(lamps=12, days=5),
         entrance.build(doors=4, days=7),
+        manhole_situations.build(covers=5, days=5),
+        smoke_situations.build(flats=12, days=7),
+        electricity_situations.build(households=5, days=14),
     ]
