@@ -13,8 +13,11 @@ import random
 import struct
 from pathlib import Path
 
-from citynerve.gateway.api import Reading
+import pytest
+
+from citynerve.gateway.api import Event, EventState, Reading, Severity
 from citynerve.gateway.store import Lane, Outbox
+from citynerve.gateway.store import _file as store_file
 from citynerve.gateway.store._config import TELEMETRY_WINDOW_MS
 
 RATE = 188  # readings per second stored at the footprint load
@@ -83,3 +86,47 @@ def test_deleting_acknowledged_blocks_does_not_rewrite_the_freed_pages(tmp_path:
         used = int(ob._conn.execute("PRAGMA page_count").fetchone()[0])
         # The ack frees about 25 pages of blocks; it writes the pages that point at them, not them.
         assert ack_frames <= 8, (ack_frames, used)  # 35 with secure_delete ON
+
+
+def old_file(db: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, int, list[int]]:
+    """An outbox as gateways made them before 1 KiB pages: 4 KiB pages, a backlog, some acked.
+    Returns its epoch, next seq and queued seqs."""
+    with monkeypatch.context() as m:
+        m.setattr(store_file, "PAGE_SIZE", 4096)  # SQLite's default, which the store used to keep
+        ob = Outbox(db)
+    with ob:
+        assert int(ob._conn.execute("PRAGMA page_size").fetchone()[0]) == 4096
+        rnd = random.Random(5)
+        ob.append(window_readings(rnd, 1000, 1.7e9), [alarm()])
+        ob.ack(Lane.TELEMETRY, 400)
+        queued = [r.seq for lane in Lane for r in ob.peek(lane, limit=10_000)]
+        return ob.epoch, ob.next_seq, queued
+
+
+def alarm() -> Event:
+    return Event("s1", "smoke", EventState.RAISED, Severity.CRITICAL, 1.7e9)
+
+
+def test_an_older_file_with_4k_pages_is_rebuilt_with_small_pages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "old.db"
+    epoch, next_seq, queued = old_file(db, monkeypatch)
+    with Outbox(db) as ob:
+        assert int(ob._conn.execute("PRAGMA page_size").fetchone()[0]) == 1024
+        assert str(ob._conn.execute("PRAGMA journal_mode").fetchone()[0]) == "wal"
+        assert ob.epoch == epoch and ob.next_seq == next_seq  # the same file, not a new epoch
+        assert [r.seq for lane in Lane for r in ob.peek(lane, limit=10_000)] == queued
+        first, _ = ob.append([], [alarm()])
+        assert first == next_seq
+        assert ob._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_an_older_file_holding_much_keeps_its_pages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "big.db"
+    _, next_seq, queued = old_file(db, monkeypatch)
+    monkeypatch.setattr(store_file, "_REBUILD_MAX_BYTES", 4096)  # "much": more than this
+    with Outbox(db) as ob:
+        assert int(ob._conn.execute("PRAGMA page_size").fetchone()[0]) == 4096
+        assert [r.seq for lane in Lane for r in ob.peek(lane, limit=10_000)] == queued
+        assert ob.append([], [alarm()])[0] == next_seq
