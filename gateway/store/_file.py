@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 Synchronous = Literal["normal", "full"]
 
+PAGE_SIZE = 1024  # bytes per page of a new outbox file (see _setup)
+_REBUILD_MAX_BYTES = 8 * MIB  # an older file with bigger pages is rebuilt at open up to this size
 _NOTICE_INTERVAL_S = 60.0  # a lane's trims are announced at most this often (merged ranges)
 _PENDING_PREFIX = "outbox.dropped_pending."  # + lane.reason, in `state`
 _CORRUPT = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
@@ -196,12 +198,21 @@ class OutboxFile:
 
     def _setup(self) -> None:
         conn = self._conn
+        # SD-card wear (docs/store.md, "Disk writes"): every commit writes whole pages to the WAL
+        # (the header page, the seq counter, the B-tree root, the freelist, the data). Small pages
+        # make that overhead small: 1 KiB pages write a third of what 4 KiB pages did at the
+        # footprint load. Set here for a new file (before WAL mode); an older file is rebuilt with
+        # them below when it holds little.
+        conn.execute(f"PRAGMA page_size = {PAGE_SIZE:d}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StoreError(self.path, f"cannot switch to WAL mode (got {mode})")
         conn.execute(f"PRAGMA synchronous = {'FULL' if self.synchronous == 'full' else 'NORMAL'}")
         # Keep the -wal file from growing without bound after a large burst.
         conn.execute(f"PRAGMA journal_size_limit = {8 * MIB:d}")
+        # Deleted rows are zeroed only inside pages a commit writes anyway: with secure_delete ON
+        # (Debian's build default) every freed page of an acknowledged block was written again.
+        conn.execute("PRAGMA secure_delete = FAST")
         found = current_version(conn)
         if found > latest_version():
             raise SchemaVersionError(self.path, found, latest_version())
@@ -209,7 +220,34 @@ class OutboxFile:
         if applied:
             log.info("outbox %s: schema migrated to version %d", self.path, applied[-1])
         self._page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        if self._page_size != PAGE_SIZE:
+            self._rebuild_pages()
         self._next_seq = self._counter("next_seq")
+
+    def _rebuild_pages(self) -> None:
+        """A file made with other pages (4 KiB before 2026-12) is rebuilt with PAGE_SIZE pages
+        (VACUUM: the whole file rewritten, in rollback-journal mode, atomic) when it holds at most
+        _REBUILD_MAX_BYTES; a bigger backlog waits for a start when it was drained. Any failure
+        (a reader holding the file, no room for the copy) keeps the old pages."""
+        conn = self._conn
+        used = self._used_bytes()
+        if used > _REBUILD_MAX_BYTES:
+            log.info(
+                "outbox %s: %d-byte pages kept while it holds %d bytes", self.path, self._page_size, used
+            )
+            return
+        try:
+            conn.execute("PRAGMA journal_mode = DELETE")
+            conn.execute(f"PRAGMA page_size = {PAGE_SIZE:d}")
+            conn.execute("VACUUM")
+        except sqlite3.OperationalError as err:
+            log.warning("outbox %s: kept %d-byte pages: %s", self.path, self._page_size, err)
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(self.path, f"cannot switch back to WAL mode (got {mode})")
+        old, self._page_size = self._page_size, int(conn.execute("PRAGMA page_size").fetchone()[0])
+        if self._page_size != old:
+            log.info("outbox %s: rebuilt with %d-byte pages (were %d)", self.path, self._page_size, old)
 
     def _counter(self, name: str) -> int:
         return int(self._conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0])

@@ -13,6 +13,7 @@ from typing import Any
 from citynerve.gateway.api import Event, Reading
 from citynerve.gateway.store._async import AsyncOutbox
 from citynerve.gateway.store._codec import unstorable
+from citynerve.gateway.store._config import TELEMETRY_WINDOW_MS
 from citynerve.gateway.store._errors import RecordError
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,8 @@ class OutboxWriter:
 
     - Events are committed as soon as the writer gets to run, in a commit of their own: an alarm
       never waits for a telemetry batch to fill.
-    - Readings are committed when `max_rows` are waiting or the oldest has waited `max_latency_s`.
+    - Readings are committed when `max_rows` are waiting or the oldest has waited `max_latency_s`
+      (the telemetry window, `[store] commit_interval_ms`: what a power cut can lose of them).
     - `put_readings` / `put_event` never block and never fail the caller (the bus owners). Backlog
       policy: at most `max_backlog` readings wait in memory; beyond that the OLDEST waiting readings
       are dropped and counted (`dropped_readings`). Events are never dropped here.
@@ -61,7 +63,7 @@ class OutboxWriter:
         self,
         outbox: AsyncOutbox,
         *,
-        max_latency_s: float = 0.2,
+        max_latency_s: float = TELEMETRY_WINDOW_MS / 1000,
         max_rows: int = 5000,
         max_backlog: int = 100_000,
     ) -> None:

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,67 @@ def test_sigkill_with_writer_loses_nothing_committed(tmp_path: Path) -> None:
         ev = [r.seq for r in ob.peek(Lane.EVENT, limit=1_000_000)]
         # Lanes share one counter: together they are a gapless run from 1.
         assert sorted(tele + ev) == list(range(1, ob.next_seq))
+
+
+WINDOW_CHILD = """
+import asyncio, sys, time
+from citynerve.gateway.api import Event, EventState, Reading, Severity
+from citynerve.gateway.store import AsyncOutbox, OutboxWriter
+
+async def main():
+    async with AsyncOutbox(sys.argv[1]) as ob:
+        ob.on_commit(lambda lane, seq: print(int(lane), seq, flush=True))
+        writer = OutboxWriter(ob, max_latency_s=float(sys.argv[2]))
+        task = asyncio.create_task(writer.run())
+        i = 0
+        while True:
+            writer.put_readings([Reading("m1", "flow", float(i), "m3/h", time.time())])
+            if i % 40 == 39:
+                writer.put_event(Event("s1", "smoke", EventState.RAISED, Severity.CRITICAL, time.time()))
+            i += 1
+            await asyncio.sleep(0.005)
+
+asyncio.run(main())
+"""
+
+
+def test_sigkill_right_after_an_event_keeps_it_and_loses_at_most_the_window(tmp_path: Path) -> None:
+    """Telemetry waits in memory for the window (1 s here), events are committed at once: a kill
+    -9 right after an event commit keeps the event and loses at most the last window of readings."""
+    db, window_s, slack_s = tmp_path / "window.db", 1.0, 2.0
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(WINDOW_CHILD), str(db), str(window_s)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    event_seqs: list[int] = []
+    telemetry_commits = 0
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lane, seq = map(int, line.split())
+            if lane == Lane.TELEMETRY:
+                telemetry_commits += 1
+            else:
+                event_seqs.append(seq)
+            if telemetry_commits >= 2 and len(event_seqs) >= 8:
+                killed_at = time.time()
+                os.kill(proc.pid, signal.SIGKILL)  # right after an event was committed
+                break
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    with Outbox(db) as ob:
+        stored = [r.seq for r in ob.peek(Lane.EVENT, limit=10_000)]
+        assert event_seqs == stored[: len(event_seqs)]  # every event seen committed is there
+        readings = ob.peek(Lane.TELEMETRY, limit=100_000)
+    values = [r.record.value for r in readings]  # type: ignore[union-attr]
+    assert values == [float(i) for i in range(len(values))]  # lost at the tail only
+    lost_s = killed_at - readings[-1].ts
+    assert lost_s <= window_s + slack_s, f"the last {lost_s:.2f} s of readings lost (window {window_s} s)"
+    # Events did not wait for the window: eight of them in about two windows of telemetry.
+    assert telemetry_commits <= 3
