@@ -187,12 +187,20 @@ def event_fragment(seq: int, e: Event) -> str:
     )
 
 
-def _jsonable(obj: Any) -> Any:
+def _jsonable(obj: Any, memo: dict[int, Any] | None = None) -> Any:
     # attrs come from rules; keep what JSON can carry and stringify the rest rather than fail a batch.
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
+    # `memo`: containers converted already, by identity (the inventory's devices of one profile
+    # share one point list: converted once, not once per device). Only for inputs that stay alive.
+    if isinstance(obj, Mapping | list | tuple):
+        if memo is not None and id(obj) in memo:
+            return memo[id(obj)]
+        if isinstance(obj, Mapping):
+            out: Any = {str(k): _jsonable(v, memo) for k, v in obj.items()}
+        else:
+            out = [_jsonable(v, memo) for v in obj]
+        if memo is not None:
+            memo[id(obj)] = out
+        return out
     if isinstance(obj, float):
         return _json_value(obj)
     if obj is None or isinstance(obj, bool | int | str):
@@ -245,7 +253,8 @@ class JsonV1Encoding:
 
     def inventory(self, *, seq: int, devices: Sequence[Mapping[str, Any]]) -> MqttMessage:
         body = self._envelope("inventory", seq)
-        body["devices"] = [_jsonable(d) for d in devices]
+        memo: dict[int, Any] = {}
+        body["devices"] = [_jsonable(d, memo) for d in devices]
         return MqttMessage(self.inventory_topic, _dumps(body).encode(), qos=1, retain=True)
 
     def command_result(self, result: CommandResult, *, seq: int) -> MqttMessage:
