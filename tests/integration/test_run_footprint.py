@@ -2,7 +2,7 @@
 
 A real `citynerve run` with a Modbus peer and an uplink to a real Mosquitto records the modules it
 imported when it stops; `citynerve status` asks it while the config file has since gone invalid in
-another section (status reads only `[control]`).
+another section (status reads only `[control]`, `diag store` only `[store]`).
 """
 
 from __future__ import annotations
@@ -74,6 +74,9 @@ def test_running_gateway_imports_only_what_it_runs_and_status_reads_only_control
             done = subprocess.run(cli, capture_output=True, text=True, timeout=60)
             assert done.returncode == 0, done.stderr
             assert json.loads(done.stdout)["devices_online"] == 2
+            diag = [sys.executable, "-m", "citynerve.gateway.cli", "diag", "store", "-c", str(cfg), "--json"]
+            done = subprocess.run(diag, capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0 and json.loads(done.stdout)["healthy"], done
             # A bad [control] is refused like `config check` refuses it, naming the key.
             cfg.write_text(cfg.read_text().replace('socket = "var/gw.sock"', "socket = 5"))
             done = subprocess.run(cli, capture_output=True, text=True, timeout=60)
