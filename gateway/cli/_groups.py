@@ -10,8 +10,6 @@ from typing import ClassVar
 
 import click
 
-from citynerve.gateway import __version__
-
 _PACKAGE = "citynerve.gateway.cli"
 
 
@@ -85,10 +83,26 @@ class _LazyDiag(_LazyGroup):
     }
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    # The version (importlib.metadata) is looked up only when asked for: most commands never show it.
+    if value and not ctx.resilient_parsing:
+        from citynerve.gateway import __version__
+
+        click.echo(f"citynerve, version {__version__}")
+        ctx.exit()
+
+
 @click.group(
     cls=_LazyMain, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
 )
-@click.version_option(__version__, prog_name="citynerve")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and exit.",
+)
 def main() -> None:
     """CityNerve: edge gateway for city operations.
 

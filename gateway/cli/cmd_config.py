@@ -26,7 +26,6 @@ from citynerve.gateway.cli._common import (
 )
 from citynerve.gateway.cli._groups import config
 from citynerve.gateway.config import load_config
-from citynerve.gateway.remoteconfig import ConfigHistory, HistoryError
 
 
 @config.command("check")
@@ -78,6 +77,8 @@ def check(file: Path, allow_insecure_secrets: bool, as_json: bool) -> None:
 def history(config_path: Path, as_json: bool) -> None:
     """List the config's snapshots and what happened to it (remote changes applied, confirmed,
     reverted; local rollbacks), from the history folder beside the config (FILE.history/)."""
+    from citynerve.gateway.remoteconfig import ConfigHistory, HistoryError  # not for `config check`
+
     hist = ConfigHistory(config_path)
     try:
         current, snaps, events, pending = hist.current(), hist.snapshots(), hist.log(), hist.pending()
@@ -117,6 +118,7 @@ def rollback(version: str | None, config_path: Path, no_reload: bool, as_json: b
     replaces is snapshotted first. A running gateway is then asked to reload; sections a reload
     cannot change ([upstream], [rules], ...) need `systemctl restart citynerve`."""
     from citynerve.gateway.commissioning import ask_reload
+    from citynerve.gateway.remoteconfig import ConfigHistory, HistoryError
 
     hist = ConfigHistory(config_path)
     try:

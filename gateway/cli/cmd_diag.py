@@ -13,24 +13,21 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from citynerve.gateway.api import GatewayError
+from citynerve.gateway.api import ConfigError, GatewayError
+from citynerve.gateway.cli import _common
 from citynerve.gateway.cli._common import (
     EXIT_FAILED,
     EXIT_INVALID,
     config_option,
-    console,
-    err_console,
     fail,
     json_option,
     load_or_exit,
+    print_config_issues,
     print_json,
 )
 from citynerve.gateway.cli._groups import diag
 from citynerve.gateway.config import GatewayConfig
-from citynerve.gateway.diagbus import DiagSession
 
 SCAN_CHUNK = 8  # unit ids per request to the bus owner: the bar moves, the bus is shared fairly
 
@@ -65,6 +62,8 @@ def ports(as_json: bool) -> None:
     Use it to find which /dev/ttyUSB* is the RS-485 adapter (the serial number stays the same when
     the adapter moves to another USB socket; see /dev/serial/by-id). Exits 1 when there is none.
     """
+    from rich.table import Table
+
     found = list_ports()
     if as_json:
         print_json({"ports": found})
@@ -74,9 +73,9 @@ def ports(as_json: bool) -> None:
             table.add_column(col)
         for p in found:
             table.add_row(p["device"], p["usb_id"] or "-", p["serial_number"] or "-", p["description"] or "-")
-        console.print(table)
+        _common.console.print(table)
     else:
-        err_console.print("no serial ports found (is the USB RS-485 adapter plugged in?)")
+        _common.err_console.print("no serial ports found (is the USB RS-485 adapter plugged in?)")
     if not found:
         raise SystemExit(EXIT_FAILED)
 
@@ -96,6 +95,8 @@ def _modbus_config(config_path: Path, bus_id: str) -> GatewayConfig:
 
 
 async def _one(cfg: GatewayConfig, bus_id: str, action: str, params: dict[str, Any]) -> dict[str, Any]:
+    from citynerve.gateway.diagbus import DiagSession
+
     async with DiagSession(cfg, bus_id) as session:
         result = await session.run(action, params)
         result["route"] = session.route.value if session.route else None
@@ -170,6 +171,11 @@ def modbus_scan(
         params["timeout_s"] = timeout_s
     _settings(params, baud, parity)
 
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from citynerve.gateway.diagbus import DiagSession
+
     async def scan() -> dict[str, Any]:
         answered: list[dict[str, Any]] = []
         garbled: list[int] = []
@@ -181,7 +187,7 @@ def modbus_scan(
                 MofNCompleteColumn(),
                 TextColumn("found {task.fields[hits]}"),
                 TimeElapsedColumn(),
-                console=err_console,
+                console=_common.err_console,
                 disable=as_json,
                 transient=True,
             )
@@ -214,8 +220,8 @@ def modbus_scan(
                 t.add_column(col)
             for a in result["answered"]:
                 t.add_row(str(a["unit"]), a["reply"], str(a.get("exception_code") or "-"))
-            console.print(t)
-        console.print(
+            _common.console.print(t)
+        _common.console.print(
             f"{len(result['answered'])} of {last - first + 1} unit ids answered in {result['elapsed_s']} s"
             + (
                 f"; garbled replies from {result['garbled']}: at one unit while others are clean, two "
@@ -279,6 +285,8 @@ def modbus_read(
     if as_json:
         print_json(result)
         return
+    from rich.table import Table
+
     t = Table(title=f"bus {bus_id} unit {unit} {table} from {address} ({result['route']})")
     t.add_column("address", justify="right")
     t.add_column("value", justify="right")
@@ -289,9 +297,9 @@ def modbus_read(
         t.add_column("hex")
         for i, reg in enumerate(result["registers"]):
             t.add_row(str(address + i), str(reg), f"0x{reg:04X}")
-    console.print(t)
+    _common.console.print(t)
     if "value" in result:
-        console.print(f"as {result['type']}: [bold]{result['value']}[/]", highlight=False)
+        _common.console.print(f"as {result['type']}: [bold]{result['value']}[/]", highlight=False)
     if "orders" in result:
         _show_orders(result)
 
@@ -313,6 +321,8 @@ def _plausible_orders(
 
 
 def _show_orders(result: dict[str, Any]) -> None:
+    from rich.table import Table
+
     orders: dict[str, dict[str, Any]] = result["orders"]
     types = list(next(iter(orders.values())).keys()) if orders else []
     t = Table(title="the first registers in each word / byte order")
@@ -326,7 +336,7 @@ def _show_orders(result: dict[str, Any]) -> None:
             for tp in types
         ]
         t.add_row(layout, *cells)
-    console.print(t)
+    _common.console.print(t)
     where = result["plausible_orders"]
     against = (
         f"the bounds of {where['point']} {where['bounds']}"
@@ -334,7 +344,7 @@ def _show_orders(result: dict[str, Any]) -> None:
         else "generic bounds (no point here)"
     )
     found = "; ".join(f"{tp}: {', '.join(layouts)}" for tp, layouts in plausible.items()) or "none"
-    console.print(f"plausible against {against}: {found}", highlight=False)
+    _common.console.print(f"plausible against {against}: {found}", highlight=False)
 
 
 def _parse_value(text: str) -> int:
@@ -399,7 +409,7 @@ def modbus_write(
     if as_json:
         print_json(result)
         return
-    console.print(
+    _common.console.print(
         f"[green]written[/]: unit {unit} {table} {address} = {result['values']} "
         f"(function {result['function']}, {result['route']})",
         highlight=False,
@@ -418,25 +428,32 @@ def store_check(config_path: Path, as_json: bool) -> None:
     Read-only, safe while the gateway runs. Exits 1 when the file is missing or damaged.
     """
     from citynerve.gateway.commissioning.bundle import store_health
+    from citynerve.gateway.config.sections import store_path
 
-    cfg = load_or_exit(config_path)
+    try:  # only [store] is checked: a device table broken by an edit does not hide the outbox
+        path = str(store_path(config_path))
+    except ConfigError as err:
+        print_config_issues(err)
+        raise SystemExit(EXIT_INVALID) from None
     try:
-        health = store_health(cfg.store.path)
+        health = store_health(path)
     except GatewayError as err:
         if as_json:
-            print_json({"healthy": False, "path": cfg.store.path, "error": str(err)})
+            print_json({"healthy": False, "path": path, "error": str(err)})
             raise SystemExit(EXIT_FAILED) from None
         fail(str(err))
     if as_json:
         print_json(health)
     else:
         mark = "[green]ok[/]" if health["healthy"] else f"[red]{health['integrity']}[/]"
-        console.print(f"outbox {health['path']}: integrity {mark}", highlight=False)
-        console.print(
+        _common.console.print(f"outbox {health['path']}: integrity {mark}", highlight=False)
+        _common.console.print(
             f"file {health['file_bytes'] / 1e6:.2f} MB, WAL {health['wal_bytes'] / 1e6:.2f} MB, "
             f"schema v{health['schema_version']}, next seq {health['next_seq']}",
             highlight=False,
         )
+        from rich.table import Table
+
         t = Table()
         for col in ("lane", "rows", "oldest", "dropped by size cap"):
             t.add_column(col)
@@ -445,7 +462,7 @@ def store_check(config_path: Path, as_json: bool) -> None:
             t.add_row(
                 lane["lane"], str(lane["rows"]), "-" if age is None else f"{age:.0f} s", str(lane["dropped"])
             )
-        console.print(t)
+        _common.console.print(t)
     if not health["healthy"]:
         raise SystemExit(EXIT_FAILED)
 
@@ -490,6 +507,6 @@ def bundle(
     if as_json:
         print_json(report.to_dict())
         return
-    console.print(f"[green]wrote[/] {report.path} ({len(report.members)} files)", highlight=False)
+    _common.console.print(f"[green]wrote[/] {report.path} ({len(report.members)} files)", highlight=False)
     for part, why in report.missing.items():
-        console.print(f"  [yellow]not included[/]: {part}: {why}", highlight=False, markup=True)
+        _common.console.print(f"  [yellow]not included[/]: {part}: {why}", highlight=False, markup=True)

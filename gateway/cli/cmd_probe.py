@@ -13,16 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
 from citynerve.gateway.api import GatewayError
 from citynerve.gateway.bus.probe import PROBE
+from citynerve.gateway.cli import _common
 from citynerve.gateway.cli._common import (
     EXIT_FAILED,
     EXIT_INVALID,
     config_option,
-    console,
-    err_console,
     fail,
     json_option,
     load_or_exit,
@@ -118,7 +116,7 @@ def run_probe(
             from citynerve.gateway.commissioning import ask_reload
 
             report = asyncio.run(ask_reload(Path(cfg.control.socket)))
-            err_console.print(
+            _common.err_console.print(
                 f"wrote {result['found']} to bus {bus_id} in {config_path}"
                 + (f" (previous file kept as {backup})" if backup else "")
                 + f"; running gateway: {report.outcome.value}",
@@ -129,6 +127,8 @@ def run_probe(
 
 
 def _show(result: dict[str, Any]) -> None:
+    from rich.table import Table
+
     t = Table(title=f"bus {result['bus']}: settings tried ({result.get('route')})")
     for col in ("settings", "answered", "garbled (something answers)", "silent"):
         t.add_column(col)
@@ -139,8 +139,8 @@ def _show(result: dict[str, Any]) -> None:
             ", ".join(trial["garbled"]) or "-",
             ", ".join(trial["silent"]) or "-",
         )
-    console.print(t)
-    console.print(f"[bold]{result['conclusion']}[/]", highlight=False)
+    _common.console.print(t)
+    _common.console.print(f"[bold]{result['conclusion']}[/]", highlight=False)
 
 
 def _register() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from citynerve.gateway.api import GatewayError
+from citynerve.gateway.api import ConfigError, GatewayError
 from citynerve.gateway.cli import _common
 from citynerve.gateway.cli._common import (
     allow_insecure_secrets_option,
@@ -90,9 +90,17 @@ def run(
 
 
 def socket_of(config_path: Path, socket: Path | None) -> Path:
+    """The control socket: `--socket`, else the config's `[control]` (only that section is checked:
+    validating a thousand devices to find a path is most of a slow box's wait)."""
     if socket is not None:
         return socket
-    return Path(load_or_exit(config_path).control.socket)
+    from citynerve.gateway.config.sections import control_socket
+
+    try:
+        return control_socket(config_path)
+    except ConfigError as err:
+        _common.print_config_issues(err)
+        sys.exit(_common.EXIT_INVALID)
 
 
 @main.command()

@@ -29,6 +29,7 @@ from citynerve.gateway.api import (
     PointConfig,
     is_id,
 )
+from citynerve.gateway.config.compact import Shared
 from citynerve.gateway.config.drivers import DriverNotFoundError, driver_spec
 from citynerve.gateway.config.errors import issues_from
 from citynerve.gateway.config.limits import describe, min_poll_interval_s
@@ -140,6 +141,7 @@ class _Loader:
         self.profile_dirs: list[Path] = []
         self._point_tables: dict[tuple[str, type[PointConfig], str], dict[str, PointConfig]] = {}
         self._bad_buses: dict[str, int] = {}  # id -> index of a bus entry that has errors
+        self._shared = Shared()  # what validated devices hold once (compact.py)
 
     def _destinations(self, raw: Any) -> list[Any]:
         """`[upstream]` (one destination, named "default" unless it says) or `[[upstream]]` (several,
@@ -477,7 +479,7 @@ class _Loader:
             self.validate(_without_points(model), data, where)
             return None
         device: DeviceConfig | None = self.validate(model, {**data, "points": points}, where)
-        return device
+        return self._shared.device(device, points) if device is not None else None
 
     def _points(
         self, overrides: Any, where: str, profile: Profile | None, spec: DriverSpec | None

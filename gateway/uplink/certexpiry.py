@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-
 from citynerve.gateway.api import Event, EventState, Severity
 from citynerve.gateway.uplink.certinfo import MAX_CA_BYTES, _name
 from citynerve.gateway.uplink.config import TlsConfig
@@ -87,6 +85,10 @@ def read_expiries(tls: TlsConfig, now: float) -> list[CertExpiry]:
         files.append(("client", tls.cert_file, MAX_CERT_BYTES))
     if tls.ca_file is not None:
         files.append(("ca", tls.ca_file, MAX_CA_BYTES))
+    if not files:
+        return out
+    from cryptography import x509  # only with TLS files: the running gateway imports this module
+
     for role, path, limit in files:
         try:
             certs = x509.load_pem_x509_certificates(_read(path, limit))

@@ -12,14 +12,20 @@ import asyncio
 import datetime as dt
 import ssl
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
+if TYPE_CHECKING:
+    from cryptography import x509
+
+# cryptography (8 MB of shared library and modules) is imported where a certificate is read: the
+# running gateway imports this module, and reads certificates only when TLS files are configured.
 
 MAX_CA_BYTES = 1_000_000
 
 
 def _name(name: x509.Name) -> str:
+    from cryptography.x509.oid import NameOID
+
     cn = name.get_attributes_for_oid(NameOID.COMMON_NAME)
     if cn:
         value = cn[0].value
@@ -28,6 +34,8 @@ def _name(name: x509.Name) -> str:
 
 
 def describe_certificate(der: bytes, now: dt.datetime | None = None) -> str:
+    from cryptography import x509
+
     cert = x509.load_der_x509_certificate(der)
     now = now or dt.datetime.now(dt.UTC)
     start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
@@ -43,6 +51,8 @@ def describe_certificate(der: bytes, now: dt.datetime | None = None) -> str:
 def describe_ca_file(path: Path | None) -> str:
     if path is None:
         return "the system's CA bundle"
+    from cryptography import x509
+
     try:
         data = path.read_bytes()[:MAX_CA_BYTES]
         certs = x509.load_pem_x509_certificates(data)

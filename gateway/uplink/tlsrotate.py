@@ -24,13 +24,9 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiomqtt
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from citynerve.gateway.api import Event, EventState, Severity
 from citynerve.gateway.uplink._connection import make_client
@@ -38,6 +34,11 @@ from citynerve.gateway.uplink.commands import Caller, KeyValueState
 from citynerve.gateway.uplink.config import UpstreamConfig
 from citynerve.gateway.uplink.encoding import RejectReason
 from citynerve.gateway.uplink.errors import CommandRejectedError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+# cryptography (8 MB) is imported by the two commands that need it, not by the running gateway.
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ def _both_files(*paths: Path) -> bool:
 
 
 def _public_der(key: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     der: bytes = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return der
 
@@ -171,6 +174,11 @@ class TlsRotation:
         cn = args.get("common_name", self._gateway_id)
         if not isinstance(cn, str) or not 0 < len(cn) <= 64:
             raise CommandRejectedError(RejectReason.BAD_VALUE, "common_name must be 1..64 characters")
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
         async with self._lock:
             key = ec.generate_private_key(ec.SECP256R1())
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -202,6 +210,9 @@ class TlsRotation:
         }
 
     def _pending_key(self) -> ec.EllipticCurvePrivateKey:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
         path = self.directory / PENDING_KEY
         try:
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)
@@ -223,6 +234,8 @@ class TlsRotation:
             )
         who = f"platform key {caller.key_id}"
         self._check_tls()
+        from cryptography import x509
+
         async with self._lock:
             key = self._pending_key()
             try:

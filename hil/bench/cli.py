@@ -3,7 +3,8 @@
 Starts the footprint fleet (1,000 simulated Modbus TCP water meters, hil/bench/footprint.py) and a
 `citynerve run` on it, then times whole processes: `citynerve status`, `citynerve config check`,
 `citynerve diag modbus read` (routed through the running gateway) and `citynerve diag store`. Each
-command runs `--runs` times; the figure is the median. Baselines in the same run: a bare
+command runs `--runs` times; the figure is the median, of the wall time and of the process' CPU
+time (`<command>_cpu_s`: less moved by other work on a shared machine). Baselines in the same run: a bare
 `python -c pass` (the interpreter's own start) and, with `--baseline-python`, the same commands from
 another checkout's venv, alternating with this one's run by run.
 
@@ -25,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import resource
 import shlex
 import statistics
 import subprocess
@@ -63,14 +65,20 @@ def commands(cfg: Path) -> dict[str, list[str]]:
     }
 
 
-def wall(argv: list[str], cwd: Path) -> float:
-    """Seconds from spawn to exit of one process (it must succeed)."""
+def wall(argv: list[str], cwd: Path) -> tuple[float, float]:
+    """(seconds from spawn to exit, CPU seconds user + system) of one process (it must succeed).
+
+    The CPU time is the process' own (getrusage of waited-for children): on a machine other work
+    shares it moves less than the wall time."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     done = subprocess.run(argv, cwd=cwd, capture_output=True, timeout=120, env=installed_env())
     took = time.monotonic() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.decode()[-1500:]}")
-    return took
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return took, cpu
 
 
 async def wait_first_poll(fleet: object, proc: asyncio.subprocess.Process, timeout_s: float) -> None:
@@ -132,6 +140,7 @@ async def measure(
                 if aarch64_root is not None:
                     pythons["aarch64"] = AARCH64_PYTHON
                 times: dict[str, dict[str, list[float]]] = {k: {} for k in pythons}
+                cpus: dict[str, dict[str, list[float]]] = {k: {} for k in pythons}
                 floor: list[float] = []
                 emulated_floor: list[float] = []
 
@@ -142,14 +151,16 @@ async def measure(
                     return [python, *args]
 
                 for _ in range(runs):
-                    floor.append(await asyncio.to_thread(wall, [sys.executable, "-c", "pass"], where))
+                    floor.append((await asyncio.to_thread(wall, [sys.executable, "-c", "pass"], where))[0])
                     if aarch64_root is not None:
                         bare = argv_of("aarch64", AARCH64_PYTHON, ["-c", "pass"])
-                        emulated_floor.append(await asyncio.to_thread(wall, bare, where))
+                        emulated_floor.append((await asyncio.to_thread(wall, bare, where))[0])
                     for name, argv in commands(cfg).items():
                         for who, python in pythons.items():
                             run = argv_of(who, python, ["-m", "citynerve.gateway.cli", *argv])
-                            times[who].setdefault(name, []).append(await asyncio.to_thread(wall, run, where))
+                            took, cpu = await asyncio.to_thread(wall, run, where)
+                            times[who].setdefault(name, []).append(took)
+                            cpus[who].setdefault(name, []).append(cpu)
             finally:
                 proc.terminate()
                 await proc.wait()
@@ -160,10 +171,15 @@ async def measure(
         ours = statistics.median(times["gateway"][name])
         out[f"{name}_s"] = round(ours, 3)
         out[f"{name}_over_python_start"] = round(ours / out["python_start_s"], 1)
+        ours_cpu = statistics.median(cpus["gateway"][name])
+        out[f"{name}_cpu_s"] = round(ours_cpu, 3)
         if baseline_python:
             base = statistics.median(times["baseline"][name])
             out[f"baseline_{name}_s"] = round(base, 3)
             out[f"ratio_{name}"] = round(ours / base, 3)
+            base_cpu = statistics.median(cpus["baseline"][name])
+            out[f"baseline_{name}_cpu_s"] = round(base_cpu, 3)
+            out[f"ratio_{name}_cpu"] = round(ours_cpu / base_cpu, 3)
         if aarch64_root is not None:
             emu = statistics.median(times["aarch64"][name])
             out[f"aarch64_{name}_s"] = round(emu, 3)
