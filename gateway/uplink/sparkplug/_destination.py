@@ -140,6 +140,7 @@ class SparkplugUplink:
                         for seq, reading in block.readings():
                             await self._put(epoch, seq, reading)
                             queued += 1
+                        await asyncio.sleep(0)  # a block at a time: the loop is shared
             if not queued:
                 await asyncio.sleep(IDLE_S)
 

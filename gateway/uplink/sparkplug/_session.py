@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import ssl
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -24,7 +25,7 @@ from collections.abc import Callable, Sequence
 import aiomqtt
 
 from citynerve.gateway.api import stop_task, utc_now
-from citynerve.gateway.uplink._connection import Backoff, mark_disconnect_seen
+from citynerve.gateway.uplink._connection import Backoff, describe_link_error, mark_disconnect_seen
 from citynerve.gateway.uplink.sparkplug._bdseq import BdSeqFile
 from citynerve.gateway.uplink.sparkplug._inputs import SparkplugInputError
 from citynerve.gateway.uplink.sparkplug._node import EdgeNode, SparkplugMessage, StoredRecord
@@ -62,6 +63,7 @@ class SparkplugSession:
         batch_records: int = 500,
         window_batches: int = 4,
         max_inflight: int = 32,
+        puback_timeout_s: float = 30.0,
         backoff: Backoff | None = None,
         on_sent: Callable[[Sequence[StoredRecord]], None] | None = None,
         tls_context: ssl.SSLContext | None = None,
@@ -79,6 +81,7 @@ class SparkplugSession:
         self.batch_records = batch_records
         self.window_batches = max(1, window_batches)
         self.max_inflight = max_inflight
+        self.puback_timeout_s = puback_timeout_s  # a broker that takes publishes and never answers
         self.backoff = backoff or Backoff(0.2, 10.0, 0.2)
         self.on_sent = on_sent
         self.tls_context = tls_context
@@ -151,8 +154,8 @@ class SparkplugSession:
             except* _HostOffline:
                 log.warning("sparkplug: primary host %s offline: session ended", self.primary_host_id)
             except* aiomqtt.MqttError as group:
-                self.last_error = str(group.exceptions[0])
-                log.warning("sparkplug: broker %s:%d: %s", self.host, self.port, group.exceptions[0])
+                self.last_error = describe_link_error(group)  # the first error, out of nested groups
+                log.warning("sparkplug: broker %s:%d: %s", self.host, self.port, self.last_error)
             self._born.clear()
             await asyncio.sleep(self.backoff.next_delay())
 
@@ -237,11 +240,19 @@ class SparkplugSession:
                         resend.insert(0, batch)
                         continue
                     # Tasks created here, under the lock, start in this order: the seqs go out in order.
+                    # No timer per publish (as much work as the rest of a publish): `_settle` gives
+                    # the whole batch one.
                     publishes = [
-                        tg.create_task(client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain))
+                        tg.create_task(
+                            client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain, timeout=math.inf)
+                        )
                         for m in self.node.encode(batch, now_ms())
                     ]
                 previous = tg.create_task(self._settle(batch, publishes, previous, window))
+                # Let this batch's publishes and everything else on the loop (the other
+                # destinations' alarms) run before the next batch is encoded: without it a full
+                # window (encoding and a few hundred publishes) ran as one block of the loop.
+                await asyncio.sleep(0)
 
     async def _settle(
         self,
@@ -252,7 +263,11 @@ class SparkplugSession:
     ) -> None:
         """Once `batch` is acknowledged and the batch before it settled: off `pending`, `on_sent`."""
         try:
-            await asyncio.gather(*publishes)
+            try:
+                async with asyncio.timeout(self.puback_timeout_s):
+                    await asyncio.gather(*publishes)
+            except TimeoutError:
+                raise aiomqtt.MqttError(f"no PUBACK within {self.puback_timeout_s:g} s") from None
             if previous is not None:
                 await previous
         finally:
