@@ -3,8 +3,9 @@
     python -m citynerve.hil.bench.northbound [--readings N] [--outage-s S] [--json]
 
 - `city`: JSON v1 to broker A, every lane (the reference platform consumer stores it);
-- `scada`: Sparkplug B to broker B, every lane (a subscriber decodes the payloads and counts the
-  outbox seqs of the backlog's readings carried in the metric properties);
+- `scada`: Sparkplug B to broker B, every lane, with the SCADA host as its primary host application
+  (the host decodes the payloads and counts the outbox seqs of the backlog's readings carried in the
+  metric properties; the gateway publishes only while the host's STATE says online);
 - `fire`: JSON v1 to broker A under the topic prefix `fire`, events of severity critical only.
 
 A backlog of N readings is queued; alarms are written every 50 ms while it drains. Broker B is
@@ -57,15 +58,22 @@ def destination(url: str, id_: str, **kw: Any) -> UpstreamConfig:
 
 
 SCADA_HOST = r"""
-import asyncio, contextlib, json, sys
+import asyncio, contextlib, json, sys, time
 import aiomqtt
 from citynerve.gateway.uplink.sparkplug import Payload
 seqs = {}
+STATE = "spBv1.0/STATE/scada-host"
+def state(online):
+    return json.dumps({"online": online, "timestamp": int(time.time() * 1000)})
 async def consume(host, port):
     while True:
         with contextlib.suppress(aiomqtt.MqttError):
-            async with aiomqtt.Client(host, port, identifier="scada-host", clean_session=False) as client:
+            will = aiomqtt.Will(STATE, state(False), qos=1, retain=True)
+            async with aiomqtt.Client(host, port, identifier="scada-host", will=will) as client:
                 await client.subscribe("spBv1.0/+/DDATA/#", qos=1)
+                # The primary host application: the edge node publishes only while this says online
+                # (Sparkplug 3.0), so nothing goes out before this subscription exists.
+                await client.publish(STATE, state(True), qos=1, retain=True)
                 print("ready", flush=True)
                 async for m in client.messages:
                     seen = set()  # an alarm is several metrics with one seq
@@ -207,7 +215,9 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 inventory=lambda: [],
             )
             spark = SparkplugUplink(
-                destination(b.url, "scada", encoding="sparkplug-b"),
+                destination(
+                    b.url, "scada", encoding="sparkplug-b", sparkplug={"primary_host_id": "scada-host"}
+                ),
                 gateway_id=GW,
                 outbox=ob,
                 devices={},

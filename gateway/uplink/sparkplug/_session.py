@@ -60,7 +60,7 @@ class SparkplugSession:
         username: str | None = None,
         password: str | None = None,
         keepalive_s: int = 30,
-        batch_records: int = 500,
+        batch_records: int = 100,
         window_batches: int = 4,
         max_inflight: int = 32,
         puback_timeout_s: float = 30.0,
