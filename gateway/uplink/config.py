@@ -190,7 +190,9 @@ class SparkplugConfig(_Model):
     data_qos: Literal[0, 1] = Field(
         default=1, description="QoS of births and data: 1 lets the outbox delete only acknowledged rows"
     )
-    batch_records: int = Field(default=500, ge=1, le=10_000, description="records per publish round")
+    batch_records: int = Field(
+        default=100, ge=1, le=10_000, description="records per publish round (up to 4 rounds in flight)"
+    )
 
 
 class UpstreamConfig(_Model):

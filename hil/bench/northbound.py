@@ -3,22 +3,30 @@
     python -m citynerve.hil.bench.northbound [--readings N] [--outage-s S] [--json]
 
 - `city`: JSON v1 to broker A, every lane (the reference platform consumer stores it);
-- `scada`: Sparkplug B to broker B, every lane (a subscriber decodes the payloads and counts the
-  outbox seqs of the backlog's readings carried in the metric properties);
+- `scada`: Sparkplug B to broker B, every lane, with the SCADA host as its primary host application
+  (the host decodes the payloads and counts the outbox seqs of the backlog's readings carried in the
+  metric properties; the gateway publishes only while the host's STATE says online);
 - `fire`: JSON v1 to broker A under the topic prefix `fire`, events of severity critical only.
 
 A backlog of N readings is queued; alarms are written every 50 ms while it drains. Broker B is
 stopped when the drain starts and started again `--outage-s` later: `city` and `fire` must not wait
 for it. Prints per destination the rows delivered, gaps, duplicates and drain readings/s, the bare
 aiomqtt loop publishing the same JSON messages to broker A (the baseline, same run) and the alarm
-latency at the city's consumer (p50/p99). Nothing here is a test verdict: docs/benchmarks.md.
+latency (p50/p99) twice: at a subscriber to the events topic only (the gateway's latency, measured
+as hil/bench/uplink.py does) and at the city's consumer (which takes the telemetry too, so its
+alarms wait behind the backlog it is still storing: the platform's latency, not the gateway's).
+
+The platform side (the city and fire consumers, the events subscriber, the SCADA host decoding the
+Sparkplug payloads) runs in child processes, as a platform runs on other machines: in the gateway's
+process it took the loop from the gateway being measured. The drains are timed from the uplinks'
+own acknowledged positions, looked at every 10 ms. Nothing here is a test verdict:
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import shutil
 import sys
@@ -27,15 +35,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
-
 from citynerve.gateway.api import Event, EventState, Severity, stop_task
-from citynerve.gateway.store import AsyncOutbox, Lane, OutboxWriter, position_key
+from citynerve.gateway.store import AsyncOutbox, Lane, OutboxWriter
 from citynerve.gateway.uplink import Uplink, UpstreamConfig
-from citynerve.gateway.uplink.sparkplug import Payload, SparkplugUplink
-from citynerve.hil.bench.uplink import GW, bare_run, make_backlog, payloads, pct
-from citynerve.hil.platform import PlatformConsumer
+from citynerve.gateway.uplink.sparkplug import SparkplugUplink
+from citynerve.hil.bench.uplink import GW, SUBSCRIBER, bare_run, make_backlog, payloads, pct
 from citynerve.hil.platform.broker import MosquittoBroker
+from citynerve.hil.platform.store import LaneView, PlatformStore
 
 
 def destination(url: str, id_: str, **kw: Any) -> UpstreamConfig:
@@ -51,43 +57,126 @@ def destination(url: str, id_: str, **kw: Any) -> UpstreamConfig:
     return UpstreamConfig.model_validate(base)
 
 
-class SparkplugHost:
-    """Counts the outbox seqs of the readings a Sparkplug host receives (distinct and again)."""
+SCADA_HOST = r"""
+import asyncio, contextlib, json, sys, time
+import aiomqtt
+from citynerve.gateway.uplink.sparkplug import Payload
+seqs = {}
+STATE = "spBv1.0/STATE/scada-host"
+def state(online):
+    return json.dumps({"online": online, "timestamp": int(time.time() * 1000)})
+async def consume(host, port):
+    while True:
+        with contextlib.suppress(aiomqtt.MqttError):
+            will = aiomqtt.Will(STATE, state(False), qos=1, retain=True)
+            async with aiomqtt.Client(host, port, identifier="scada-host", will=will) as client:
+                await client.subscribe("spBv1.0/+/DDATA/#", qos=1)
+                # The primary host application: the edge node publishes only while this says online
+                # (Sparkplug 3.0), so nothing goes out before this subscription exists.
+                await client.publish(STATE, state(True), qos=1, retain=True)
+                print("ready", flush=True)
+                async for m in client.messages:
+                    seen = set()  # an alarm is several metrics with one seq
+                    for metric in Payload.FromString(m.payload).metrics:
+                        props = dict(zip(metric.properties.keys, metric.properties.values))
+                        if "seq" in props:
+                            seen.add(props["seq"].long_value)
+                    for seq in seen:
+                        seqs[seq] = seqs.get(seq, 0) + 1
+        await asyncio.sleep(0.2)
+async def main(host, port, n):
+    task = asyncio.create_task(consume(host, int(port)))
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the parent closes it
+    task.cancel()
+    backlog = [c for s, c in seqs.items() if 1 <= s <= int(n)]  # the backlog's readings: seqs 1..n
+    print(json.dumps({"rows": len(backlog), "duplicates": sum(c - 1 for c in backlog)}), flush=True)
+asyncio.run(main(*sys.argv[1:]))
+"""
 
-    def __init__(self, broker: MosquittoBroker) -> None:
-        self.broker = broker
-        self.seqs: dict[int, int] = {}
-        self._task: asyncio.Task[None] | None = None
+PLATFORM = r"""
+import asyncio, json, sys, time
+from citynerve.hil.platform import PlatformConsumer
+def arrived(arrival):
+    if arrival.kind != "events":
+        return
+    now = time.time()
+    for rec in arrival.body.get("events", ()):
+        t0 = rec.get("attrs", {}).get("t0") if isinstance(rec, dict) else None
+        if isinstance(t0, float):
+            print(json.dumps({"ms": (now - t0) * 1000}), flush=True)
+async def main(host, port, work):
+    async with (
+        PlatformConsumer(
+            host=host, port=int(port), db_path=f"{work}/city.db", e2e_ack=False, on_arrival=arrived
+        ) as city,
+        PlatformConsumer(
+            host=host, port=int(port), db_path=f"{work}/fire.db", topic_prefix="fire", e2e_ack=False
+        ) as fire,
+    ):
+        await city.wait_connected()
+        await fire.wait_connected()
+        print("ready", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the parent closes it
+asyncio.run(main(*sys.argv[1:]))
+"""
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
+
+class Child:
+    """A platform-side process: started, waited for ("ready"), its JSON lines collected. `on_eof`:
+    it finishes (printing a summary) when its stdin is closed; else it is terminated."""
+
+    def __init__(self, script: str, *args: str, on_eof: bool = True) -> None:
+        self.script, self.args, self.on_eof = script, args, on_eof
+        self.lines: list[Any] = []
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            self.script,
+            *self.args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert self._proc.stdout is not None
+        async with asyncio.timeout(30):
+            line = await self._proc.stdout.readline()
+        if line.strip() != b"ready":
+            raise RuntimeError(f"platform child did not start: {line!r}")
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        async for line in self._proc.stdout:
+            if line.strip() not in (b"", b"ready"):  # the SCADA host says ready again on reconnects
+                self.lines.append(json.loads(line))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            await stop_task(self._task)
-
-    async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(aiomqtt.MqttError):
-                async with aiomqtt.Client(
-                    self.broker.host, self.broker.port, identifier="scada-host", clean_session=False
-                ) as client:
-                    await client.subscribe("spBv1.0/+/DDATA/#", qos=1)
-                    async for m in client.messages:
-                        assert isinstance(m.payload, bytes)
-                        seen = set()  # an alarm is several metrics with one seq
-                        for metric in Payload.FromString(m.payload).metrics:
-                            props = dict(zip(metric.properties.keys, metric.properties.values, strict=True))
-                            if "seq" in props:
-                                seen.add(props["seq"].long_value)
-                        for seq in seen:
-                            self.seqs[seq] = self.seqs.get(seq, 0) + 1
-            await asyncio.sleep(0.2)
+        """Close its stdin (it finishes and prints its summary) or terminate it, wait for it."""
+        if self._proc is None:
+            return
+        assert self._proc.stdin is not None
+        self._proc.stdin.close()
+        if not self.on_eof:
+            self._proc.terminate()
+        try:
+            async with asyncio.timeout(30):
+                await self._proc.wait()
+        except TimeoutError:
+            self._proc.kill()
+            await self._proc.wait()
+        if self._reader is not None:
+            await self._reader
 
 
-async def position(ob: AsyncOutbox, dest: str, lane: Lane) -> int:
-    raw = await ob.get(position_key(dest, lane))
-    return int(raw) if raw else 0
+def lane(db: Path, name: str) -> LaneView | None:
+    store = PlatformStore(db)
+    try:
+        return store.lane(GW, name)
+    finally:
+        store.close()
 
 
 async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -101,51 +190,34 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     make_backlog(path, n)
     msgs, _ = payloads(path, n, argparse.Namespace(batch=200))
     bare = await bare_run(a.host, a.port, msgs, n, 32)
-    latencies: list[float] = []
     sent_alarms = 0
-
-    def arrived(arrival: Any) -> None:
-        if arrival.kind != "events":
-            return
-        for rec in arrival.body.get("events", ()):
-            t0 = rec.get("attrs", {}).get("t0") if isinstance(rec, dict) else None
-            if isinstance(t0, float):
-                latencies.append((time.time() - t0) * 1000)
-
-    host = SparkplugHost(b)
-    host.start()
+    platform = Child(PLATFORM, a.host, str(a.port), str(work))
+    events = Child(SUBSCRIBER, a.host, str(a.port), f"citynerve/{GW}/events", on_eof=False)
+    host = Child(SCADA_HOST, b.host, str(b.port), str(n))
     done_at: dict[str, float] = {}
     try:
-        async with (
-            AsyncOutbox(path, synchronous="normal", max_bytes=8 << 30) as ob,
-            PlatformConsumer(
-                host=a.host, port=a.port, db_path=work / "city.db", e2e_ack=False, on_arrival=arrived
-            ) as city,
-            PlatformConsumer(
-                host=a.host, port=a.port, db_path=work / "fire.db", topic_prefix="fire", e2e_ack=False
-            ) as fire,
-        ):
-            await city.wait_connected()
-            await fire.wait_connected()
+        for child in (platform, events, host):
+            await child.start()
+        async with AsyncOutbox(path, synchronous="normal", max_bytes=8 << 30) as ob:
             await ob.set_destinations({"city": tuple(Lane), "scada": tuple(Lane), "fire": (Lane.EVENT,)})
             writer = OutboxWriter(ob, max_latency_s=0.05)
             wtask = asyncio.create_task(writer.run())
-            ups: list[Any] = [
-                Uplink(destination(a.url, "city"), gateway_id=GW, outbox=ob, inventory=lambda: []),
-                Uplink(
-                    destination(
-                        a.url,
-                        "fire",
-                        topic_prefix="fire",
-                        filter={"lanes": ["event"], "min_severity": "critical"},
-                    ),
-                    gateway_id=GW,
-                    outbox=ob,
-                    inventory=lambda: [],
+            city = Uplink(destination(a.url, "city"), gateway_id=GW, outbox=ob, inventory=lambda: [])
+            fire = Uplink(
+                destination(
+                    a.url,
+                    "fire",
+                    topic_prefix="fire",
+                    filter={"lanes": ["event"], "min_severity": "critical"},
                 ),
-            ]
+                gateway_id=GW,
+                outbox=ob,
+                inventory=lambda: [],
+            )
             spark = SparkplugUplink(
-                destination(b.url, "scada", encoding="sparkplug-b"),
+                destination(
+                    b.url, "scada", encoding="sparkplug-b", sparkplug={"primary_host_id": "scada-host"}
+                ),
                 gateway_id=GW,
                 outbox=ob,
                 devices={},
@@ -153,7 +225,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             )
             b.stop()  # the SCADA centre's broker is down as the drain starts
             t0 = time.perf_counter()
-            for u in ups:
+            for u in (city, fire):
                 await u.__aenter__()
             stask = asyncio.create_task(spark.run())
             restarted = False
@@ -179,29 +251,30 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     if not restarted and now >= args.outage_s:
                         b.start()
                         restarted = True
-                    for dest, lane in (
-                        ("city", Lane.TELEMETRY),
-                        ("scada", Lane.TELEMETRY),
-                        ("fire", Lane.EVENT),
-                    ):
-                        if dest not in done_at and tick % 10 == 0:
-                            target = n if lane is Lane.TELEMETRY else 1
-                            if await position(ob, dest, lane) >= target:
-                                done_at[dest] = now
+                    # The uplinks' own acknowledged positions (no store query on the drain's thread).
+                    acked = {
+                        "city": city.snapshot().ack_seq.get("telemetry", 0),
+                        "scada": spark.snapshot().ack_seq.get("telemetry", 0),
+                        "fire": fire.snapshot().ack_seq.get("event", 0),
+                    }
+                    for dest, seq in acked.items():
+                        if dest not in done_at and seq >= (1 if dest == "fire" else n):
+                            done_at[dest] = now
             finally:
                 await stop_task(stask)
-                for u in ups:
+                for u in (city, fire):
                     await u.__aexit__(None, None, None)
                 wtask.cancel()
-            await asyncio.sleep(1.0)
-            c_lane = await city.query(lambda s: s.lane(GW, "telemetry"))
-            f_lane = await fire.query(lambda s: s.lane(GW, "event"))
-            await asyncio.sleep(0)
+            await asyncio.sleep(1.0)  # the last alarms reach the platform
     finally:
-        await host.stop()
+        for child in (platform, events, host):
+            await child.stop()
         a.close()
         b.close()
-    distinct = len([s for s in host.seqs if 1 <= s <= n])  # the backlog's readings are seqs 1..n
+    c_lane, f_lane = lane(work / "city.db", "telemetry"), lane(work / "fire.db", "event")
+    scada = host.lines[-1] if host.lines else {"rows": 0, "duplicates": None}
+    at_city = [line["ms"] for line in platform.lines]
+    at_broker = [line["ms"] for line in events.lines]
     out = {
         "readings": n,
         "alarms_written": sent_alarms,
@@ -213,14 +286,14 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "rows": c_lane.rows if c_lane else 0,
                 "gaps": c_lane.gaps_seen if c_lane else None,
                 "duplicates": c_lane.duplicates if c_lane else None,
-                "drain_s": round(done_at.get("city", float("nan")), 2),
+                "drain_s": round(done_at.get("city", float("nan")), 3),
                 "readings_per_s": round(n / done_at["city"]) if "city" in done_at else None,
             },
             "scada": {
                 "encoding": "sparkplug-b",
-                "rows": distinct,
-                "gaps": n - len([s for s in host.seqs if 1 <= s <= n]),
-                "duplicates": sum(c - 1 for s, c in host.seqs.items() if 1 <= s <= n),
+                "rows": scada["rows"],
+                "gaps": n - scada["rows"],
+                "duplicates": scada["duplicates"],
                 "drain_s": round(done_at.get("scada", float("nan")), 2),
                 "readings_per_s_after_outage": (
                     round(n / (done_at["scada"] - args.outage_s)) if "scada" in done_at else None
@@ -234,9 +307,14 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             },
         },
         "alarm_latency_ms": {
-            "p50": round(pct(latencies, 50), 1) if latencies else None,
-            "p99": round(pct(latencies, 99), 1) if latencies else None,
-            "n": len(latencies),
+            "p50": round(pct(at_broker, 50), 1) if at_broker else None,
+            "p99": round(pct(at_broker, 99), 1) if at_broker else None,
+            "n": len(at_broker),
+        },
+        "alarm_latency_at_city_consumer_ms": {
+            "p50": round(pct(at_city, 50), 1) if at_city else None,
+            "p99": round(pct(at_city, 99), 1) if at_city else None,
+            "n": len(at_city),
         },
     }
     out["city_ratio_to_bare"] = (
@@ -249,7 +327,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--readings", type=int, default=100_000)
+    ap.add_argument("--readings", type=int, default=300_000)
     ap.add_argument("--outage-s", type=float, default=5.0, help="how long broker B is down at the start")
     ap.add_argument("--timeout-s", type=float, default=300.0)
     ap.add_argument("--json", action="store_true")

@@ -135,3 +135,16 @@ def _line_with(proc: subprocess.Popen[str], needle: str) -> str:
         if needle in line:
             return line
     raise AssertionError(f"the gateway ended without {needle}; stderr: {proc.stderr.read()[-2000:]}")
+
+
+def test_the_bench_drains_do_not_share_an_epoch(tmp_path: Path) -> None:
+    # hil/bench/cluster.py once copied one template outbox for each drain: one epoch for all, so the
+    # third drain's consumer took the second drain's retained status (rows up to N settled in that
+    # epoch) as its chain's start, acked rows it never got, and the e2e drain stalled at 85-90 %.
+    from citynerve.hil.bench.cluster import fresh_backlog
+
+    first = fresh_backlog(tmp_path / "run2.sqlite", 10)
+    second = fresh_backlog(tmp_path / "run3.sqlite", 10)
+    assert first and second and first != second
+    stats = read_stats(tmp_path / "run3.sqlite")
+    assert stats.epoch == second and stats.next_seq == 11

@@ -273,3 +273,68 @@ async def test_the_broker_sends_ndeath_when_the_gateway_dies(broker: MosquittoBr
         if proc.returncode is None:
             proc.kill()
         await asyncio.wait_for(proc.wait(), 10)
+
+
+async def test_batches_are_pipelined_and_settle_in_order(broker: MosquittoBroker, host: Host) -> None:
+    # Stop-and-wait paid the broker's delayed PUBACK once per batch (about 8,500 readings/s); now a
+    # window of batches is in flight, published in seq order, and `on_sent` follows their order.
+    queue: asyncio.Queue[StoredRecord] = asyncio.Queue()
+    now = time.time() + 3600
+    n = 400
+    for i in range(n):
+        queue.put_nowait(reading(i + 1, float(i), now + i))
+    sent: list[int] = []
+    in_flight: list[int] = []  # batches still pending when one settles
+    session = SparkplugSession(
+        edge_node(),
+        queue,
+        host=broker.host,
+        port=broker.port,
+        batch_records=10,
+        window_batches=4,
+        on_sent=lambda recs: (sent.extend(r.seq for r in recs), in_flight.append(len(session.pending))),
+    )
+    async with session:
+        await eventually(lambda: len(sent) == n)
+        nbirth = await host.wait_for(verb("NBIRTH"))
+        await host.wait_for(lambda s: s.verb == "DDATA" and s.decoded().metrics[-1].double_value == n - 1)
+    assert sent == list(range(1, n + 1))
+    assert max(in_flight) >= 2  # more than one batch was out at a time
+    seen = host.seen[nbirth:]
+    data = [s.decoded() for s in seen if s.verb in ("NBIRTH", "DBIRTH", "DDATA")]
+    assert [p.seq for p in data] == [i % 256 for i in range(len(data))]  # in order on the wire
+    values = [m.double_value for s in seen if s.verb == "DDATA" for m in s.decoded().metrics]
+    assert values == [float(i) for i in range(n)]
+
+
+async def test_a_broker_that_stops_answering_ends_the_session_and_the_batches_go_again(
+    broker: MosquittoBroker, host: Host
+) -> None:
+    # No timer per publish: one per batch. A frozen broker (SIGSTOP: the connection stays open,
+    # nothing is answered) ends the session after `puback_timeout_s`; the batches it cut go out
+    # again in the next session, in order, and settle once.
+    queue: asyncio.Queue[StoredRecord] = asyncio.Queue()
+    sent: list[int] = []
+    session = SparkplugSession(
+        edge_node(),
+        queue,
+        host=broker.host,
+        port=broker.port,
+        batch_records=10,
+        puback_timeout_s=1.0,
+        on_sent=lambda recs: sent.extend(r.seq for r in recs),
+    )
+    now = time.time() + 3600
+    async with session:
+        await session.wait_born()
+        broker.freeze()
+        try:
+            for i in range(50):
+                queue.put_nowait(reading(i + 1, float(i), now + i))
+            await eventually(lambda: "no PUBACK" in (session.last_error or ""))
+            assert sent == []
+        finally:
+            broker.thaw()
+        await eventually(lambda: len(sent) == 50)
+    assert sent == list(range(1, 51))
+    assert session.sessions >= 2

@@ -3,10 +3,10 @@
 The outbox keeps this destination's position per lane like any other's. A feeder reads the rows
 after that position (events first), keeps the ones the destination's filter wants and queues them
 as `StoredRecord`s (epoch and seq travel as metric properties); the session publishes them with
-QoS 1 and, once a batch's publishes are acknowledged by the broker, the position advances to the
-last seq of each lane in the batch. Rows published but not acknowledged when the process dies are
-sent again after the restart (as historical data, with the same epoch and seq): a duplicate a
-platform recognises, never a gap.
+QoS 1 (a few batches in flight) and, once a batch's publishes are acknowledged by the broker (and
+the batches before it), the position advances to the last seq of each lane in the batch. Rows
+published but not acknowledged when the process dies are sent again after the restart (as
+historical data, with the same epoch and seq): a duplicate a platform recognises, never a gap.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ class SparkplugUplink:
             password=password.get_secret_value() if password is not None else None,
             keepalive_s=config.keepalive_s,
             batch_records=sp.batch_records,
+            max_inflight=config.max_inflight,
             on_sent=self._sent,
             tls_context=tls_context(config.tls) if broker.tls else None,
         )
@@ -139,6 +140,7 @@ class SparkplugUplink:
                         for seq, reading in block.readings():
                             await self._put(epoch, seq, reading)
                             queued += 1
+                        await asyncio.sleep(0)  # a block at a time: the loop is shared
             if not queued:
                 await asyncio.sleep(IDLE_S)
 
