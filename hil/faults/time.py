@@ -127,7 +127,7 @@ async def command_replay_after_clock_back(folder: Path) -> str:
                 enabled = true
                 hmac_key_file = "{folder / "cmd.key"}"
                 max_clock_skew_s = 1
-                max_lifetime_s = 2
+                max_lifetime_s = 6
                 """
             )
             clock = SteppedWallClock(folder)
@@ -160,13 +160,13 @@ async def command_replay_after_clock_back(folder: Path) -> str:
                     return str(r["outcome"]), r.get("reason")
 
                 seen: dict[str, int] = {}
-                captured = signer.command("gw-time", "resend_inventory", {}, lifetime_s=2.0)
+                captured = signer.command("gw-time", "resend_inventory", {}, lifetime_s=6.0)
                 issued = captured["issued_at_ms"] / 1000
                 first = await outcome(captured)
                 if first != ("ok", None):
                     raise Broken(f"a fresh signed command was not carried out: {first}")
-                await asyncio.sleep(4.0)  # the captured command expires
-                later = await outcome(signer.command("gw-time", "resend_inventory", {}, lifetime_s=2.0))
+                await asyncio.sleep(8.0)  # the captured command expires (6 s lifetime + 1 s skew)
+                later = await outcome(signer.command("gw-time", "resend_inventory", {}, lifetime_s=6.0))
                 if later != ("ok", None):
                     raise Broken(f"a fresh signed command was not carried out: {later}")
                 # Someone sets the gateway's clock back to within the captured command's lifetime
