@@ -4,17 +4,22 @@ judged together (issue 18).
 A bed sensor alone cannot tell a resident lying on the floor from one who cannot sleep and sits in
 the kitchen; a water meter alone needs 12 h of silence. Together (the reasons, in order):
 
-- `tap running while in bed`: the meter shows a tap's flow (`running_m3_h`) while the resident has
-  been in bed for `settle_s` - a tap or hose left running;
+- `tap running while in bed`: two reads in a row show a tap's flow (`running_m3_h`) while the
+  resident has been in bed for `settle_s` - a tap or hose left running (a washing machine's fills
+  come and go);
 - `out of bed at night, no water use`: the resident left the bed at night (or never went to bed by
   `night_start`) and for `night_out_s` neither came back nor used water (a sleepless resident who
   goes to the kitchen or the bathroom uses water; a fallen one does not);
-- `out of bed at night for long`: at night, out of bed `night_long_s` and no water use in the last
-  `night_out_s` (a fall after a flush);
-- `not up`: at `up_by` still in bed, not out of it for `up_s` since `day_starts`, and less than
+- `out of bed at night for long`: out of bed since the night for `night_long_s` and no water use
+  in the last `night_out_s` (a fall after a flush); after the night's end only while nobody has
+  used water since it ended;
+- `not up`: at `up_by` in bed (or out for less than `up_s`), not out of it for `up_s` since
+  `day_starts`, and less than
   `morning_m3` used since `day_starts` (the morning routine shows on the meter even when an advert
   was lost); with the bed sensor silent, no water use at all this morning;
-- `no water use while up`: out of bed (by day) and no water use for `quiet_s`.
+- `no water use while up`: out of bed and no water use for `quiet_s` (12 h, the published
+  Changning / Longgang no-use window, field-protocols.md section 9; shorter windows raise on every
+  day out: a door sensor would be needed to tell an outing from a fall).
 
 Unknown is not "fine" and not "alarm": with the meter silent the night reasons judge from the bed
 alone (as the elderly-bed pack does); with the bed silent only the morning reason judges, from
@@ -33,6 +38,7 @@ from citynerve.gateway.rules.meter import LocalDays, MeterTrack, Step, spread
 
 DAY = 86400.0
 EVENT_KIND = "check_on_person"
+RUNNING_READS = 2  # a tap runs on; a washing machine's fills during a nap come and go
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +103,7 @@ class HouseholdCondition(Condition):
         self.last_use = 0.0  # last read that showed someone using water
         self.morning_ref = 0.0  # the day start the morning use belongs to
         self.morning_use = 0.0
-        self.running = False  # the last read showed a tap's flow while in bed
+        self.running = 0  # reads in a row that showed a tap's flow while in bed
 
     # -- local time -------------------------------------------------------------------------------
 
@@ -130,7 +136,7 @@ class HouseholdCondition(Condition):
                 self.last_long_out = ts
             self.cur, self.changed = b, ts
             self.changed_night = self._at_night(self._minute(ts)[1])
-            self.running = False
+            self.running = 0
         self.last_bed = max(self.last_bed, ts)
         return self._judge(ts)
 
@@ -156,9 +162,10 @@ class HouseholdCondition(Condition):
             self.morning_ref, self.morning_use = day, 0.0
         self.morning_use += use if t0 >= day else spread(use, t0, ts, day, ts)
         in_bed_from = self.changed + self.cfg.settle_s
-        self.running = bool(
+        flowing = (
             self.cur and t0 >= in_bed_from and ts > t0 and use * 3600.0 / (ts - t0) >= self.cfg.running_m3_h
         )
+        self.running = self.running + 1 if flowing else 0
         return self._judge(ts)
 
     def on_tick(self, now: float) -> bool | None:
@@ -179,7 +186,7 @@ class HouseholdCondition(Condition):
     def _reason(self, now: float, bed: bool, water: bool) -> str:
         cfg = self.cfg
         midnight, m = self._minute(now)
-        if bed and self.cur and self.running and water:
+        if bed and self.cur and self.running >= RUNNING_READS and water:
             return "tap running while in bed"
         if bed and self.cur is False:
             night = self._at_night(m)
@@ -192,21 +199,25 @@ class HouseholdCondition(Condition):
                 ref = max(start, self.changed)
             if ref is not None:
                 out = now - ref
-                used = water and self.last_use >= ref
-                if out >= cfg.night_out_s and not used:
+                if out >= cfg.night_out_s and not (water and self.last_use >= ref):
                     return "out of bed at night, no water use"
+                # Long: no water in the last night_out_s either (a fall after the flush); after the
+                # night's end only while nobody has used water since it ended.
+                e = minutes(cfg.night_end)
+                ended = midnight + e * 60.0 if m >= e else midnight - DAY + e * 60.0
                 if (
-                    night
-                    and out >= cfg.night_long_s
+                    out >= cfg.night_long_s
                     and not (water and now - self.last_use < cfg.night_out_s)
+                    and (night or not (water and self.last_use >= ended))
                 ):
                     return "out of bed at night for long"
-            elif water and now - max(self.last_use, self.changed) >= cfg.quiet_s:
+            if water and now - max(self.last_use, self.changed) >= cfg.quiet_s:
                 return "no water use while up"
         if m >= minutes(cfg.up_by):
             day = self._day_start(now)
             morning = self.morning_use if self.morning_ref == day else 0.0
-            if bed and self.cur and self.last_long_out < day:
+            # Not up: still in bed, or out for less than up_s (to the toilet and back is not up).
+            if bed and self.last_long_out < day and (self.cur or now - self.changed < cfg.up_s):
                 if not water or morning < cfg.morning_m3:
                     return "not up"
             elif not bed and water and morning < cfg.activity_m3 and self.last_water - day > 0:
@@ -236,7 +247,7 @@ class HouseholdCondition(Condition):
         self.last_bed, self.last_long_out = float(data[3]), float(data[4])
         self.meter.restore(data[5])
         self.last_water, self.last_use = float(data[6]), float(data[7])
-        self.morning_ref, self.morning_use, self.running = float(data[8]), float(data[9]), bool(data[10])
+        self.morning_ref, self.morning_use, self.running = float(data[8]), float(data[9]), int(data[10])
 
     def shift(self, delta: float) -> None:
         self.meter.shift(delta)

@@ -66,10 +66,10 @@ class HouseholdConfig(BaseModel):
         description="water used since `day_starts` that shows the morning routine (the resident is up)",
     )
     quiet_s: FiniteFloat = Field(
-        default=21600.0,
+        default=43200.0,
         gt=0,
         le=7 * 86400,
-        description="out of bed (by day) with no water use this long: raise",
+        description="out of bed with no water use this long: raise (the published 12 h no-use window)",
     )
     activity_m3: FiniteFloat = Field(
         default=0.002, gt=0, description="use between two reads that shows someone using water"

@@ -17,6 +17,7 @@ from citynerve.hil.eval import (
     electricity,
     entrance,
     firelane,
+    household,
     hydrant,
     lamps,
     litterbin,
@@ -46,6 +47,8 @@ INDEPENDENT: dict[str, Callable[..., Scenario]] = {
     "meter-box": meterbox.build,
     "street-lamp": lamps.build,
     "entrance": entrance.build,
+    "household": household.build,  # bed sensor and water meter of one resident: the composite
+    "household-packs": household.build_packs,  # the same data, the per-device packs' alarms joined
 }
 """Pack name -> physical-situation model labelled by what happened (issue 18)."""
 
@@ -76,4 +79,6 @@ def build_independent(small: bool = False) -> list[Scenario]:
         meterbox.build(boxes=8, days=5),
         lamps.build(lamps=12, days=5),
         entrance.build(doors=4, days=7),
+        household.build(residents=16, days=30),
+        household.build_packs(residents=16, days=30),
     ]
