@@ -190,13 +190,14 @@ class HouseholdCondition(Condition):
             return "tap running while in bed"
         if bed and self.cur is False:
             night = self._at_night(m)
+            # The absence began at night, or it spans the last night's start (never went to bed).
+            s = minutes(cfg.night_start)
+            start = midnight + s * 60.0 if m >= s else midnight - DAY + s * 60.0
             ref = None
             if self.changed_night and now - self.changed < DAY:
                 ref = self.changed
-            elif night:
-                s = minutes(cfg.night_start)
-                start = midnight + s * 60.0 if m >= s else midnight - DAY + s * 60.0
-                ref = max(start, self.changed)
+            elif self.changed < start:
+                ref = start
             if ref is not None:
                 out = now - ref
                 if out >= cfg.night_out_s and not (water and self.last_use >= ref):

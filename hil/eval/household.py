@@ -181,19 +181,27 @@ def _life(
     def ts(m: float) -> float:
         return START + m * 60
 
-    used: set[int] = {17, 18, 19, 20, 21}
-    if rng.random() < 0.3:  # visits the family over the National Day holiday
+    busy: set[int] = {17, 18, 19, 20, 21} if days >= 23 else set()
+    if busy and rng.random() < 0.3:  # visits the family over the National Day holiday
         a, b = wakes[17] + 60, beds[21] - 120
         flat.set_bed(a, b, 0)
         flat.quiet(a, b)
         flat.use(b, 12, 5)  # back home: toilet, kettle
         if rng.random() < 0.5:
             aways.append((ts(a) - 1800, ts(b) + 1800))
-    free = [d for d in range(2, days - 2) if d not in used and d - 1 not in used]
+    free = list(range(2, days - 2))
     rng.shuffle(free)
 
-    if rng.random() < 0.25 and free:  # a fall at night, to or from the bathroom
-        d = free.pop()
+    def take(span: int) -> int | None:
+        """A day for an incident whose consequences last `span` days, clear of the others."""
+        for d in free:
+            days_ = set(range(d - 1, d + span + 1))
+            if not days_ & busy:
+                busy.update(days_)
+                return d
+        return None
+
+    if rng.random() < 0.25 and (d := take(1)) is not None:  # a fall at night, to or from the bathroom
         t = rng.uniform(beds[d - 1] + 90, wakes[d] - 40)
         fall = t + (3 if rng.random() < 0.5 else 0)
         if fall > t:
@@ -203,8 +211,7 @@ def _life(
         flat.quiet(fall, found)
         flat.use(found, 20, 10)  # the carer
         eps.append(Episode(dev_id, KIND, ts(t), ts(found), "fell at night, lay until found"))
-    if rng.random() < 0.15 and free:  # a fall by day, found after hours, then hospital
-        d = free.pop()
+    if rng.random() < 0.15 and (d := take(8)) is not None:  # a fall by day, found after hours, then hospital
         t = rng.uniform(wakes[d] + 120, beds[d] - 60)
         found = t + min(60.0, max(2.0, math.exp(rng.gauss(math.log(10), 0.7)))) * 60
         back = found + rng.uniform(2, 5) * DAY_MIN
@@ -215,9 +222,7 @@ def _life(
         what = f"fell by day, found after {(found - t) / 60:.0f} h"
         eps.append(Episode(dev_id, KIND, ts(t), ts(found), what))
         aways.append((ts(found + rng.uniform(30, 120)), ts(back) + 1800))
-        free = [x for x in free if not t - DAY_MIN <= x * DAY_MIN <= back + DAY_MIN]
-    if rng.random() < 0.25 and free:  # unwell, stays in bed
-        d = free.pop()
+    if rng.random() < 0.25 and (d := take(1)) is not None:  # unwell, stays in bed
         got_up = d * DAY_MIN + rng.uniform(11, 15) * 60
         flat.set_bed(wakes[d], got_up, 1)
         flat.quiet(wakes[d] - 30, got_up)
@@ -227,8 +232,7 @@ def _life(
             flat.use(v + 2, 6)
         start = ts(d * DAY_MIN + (wake_h + 1) * 60)
         eps.append(Episode(dev_id, KIND, start, ts(got_up), "unwell, stayed in bed"))
-    if rng.random() < 0.15 and free:  # a basin tap left running at bedtime
-        d = free.pop()
+    if rng.random() < 0.15 and (d := take(1)) is not None:  # a basin tap left running at bedtime
         a = beds[d] - rng.uniform(2, 8)
         m = int(beds[d]) + 10
         while m < n and flat.bed[m]:
@@ -236,8 +240,9 @@ def _life(
         off = m + rng.uniform(1, 3)
         flat.use(a, rng.uniform(3, 9) * (off - a), off - a)
         eps.append(Episode(dev_id, KIND, ts(a), ts(off), "tap left running at bedtime"))
-    if rng.random() < 0.08 and free:  # taken to hospital (an illness), the community told later
-        d = free.pop()
+    if (
+        rng.random() < 0.08 and (d := take(7)) is not None
+    ):  # taken to hospital (an illness), the community told later
         t = rng.uniform(wakes[d] + 60, beds[d] - 60)
         back = t + rng.uniform(2, 6) * DAY_MIN
         flat.set_bed(t, back, 0)

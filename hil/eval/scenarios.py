@@ -79,6 +79,6 @@ def build_independent(small: bool = False) -> list[Scenario]:
         meterbox.build(boxes=8, days=5),
         lamps.build(lamps=12, days=5),
         entrance.build(doors=4, days=7),
-        household.build(residents=16, days=30),
-        household.build_packs(residents=16, days=30),
+        household.build(residents=10, days=30),
+        household.build_packs(residents=10, days=30),
     ]
