@@ -165,16 +165,16 @@ def _life(
     naps = rng.uniform(0.0, 0.5)
     shower = rng.uniform(0.4, 0.9)
     wakes, beds = [], []
-    for d in range(days + 1):
-        base = d * DAY_MIN
-        late = late_h * 60 if is_weekend(START + d * 86400) or is_holiday(START + d * 86400) else 0.0
+    for i in range(days + 1):
+        base = i * DAY_MIN
+        late = late_h * 60 if is_weekend(START + i * 86400) or is_holiday(START + i * 86400) else 0.0
         wakes.append(base + wake_h * 60 + late + rng.gauss(0, 24))
         beds.append(base + bed_h * 60 + rng.gauss(0, 24))
     flat.set_bed(0, wakes[0], 1)
-    for d in range(days):
-        _night(rng, flat, beds[d - 1] if d else -60.0, wakes[d])
-        _day(rng, flat, d, wakes[d], beds[d], naps, shower)
-        flat.set_bed(beds[d], wakes[d + 1] if d + 1 < len(wakes) else n, 1)
+    for i in range(days):
+        _night(rng, flat, beds[i - 1] if i else -60.0, wakes[i])
+        _day(rng, flat, i, wakes[i], beds[i], naps, shower)
+        flat.set_bed(beds[i], wakes[i + 1] if i + 1 < len(wakes) else n, 1)
     eps: list[Episode] = []
     aways: list[tuple[float, float]] = []
 
