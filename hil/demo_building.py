@@ -246,7 +246,8 @@ class DemoBuilding:
 
             # Flat 301: its resident's bed-foot sensor and water meter, one "check on this person".
             # For a short demo the night lasts all day and 8 s out of bed without water is enough
-            # (a resident's own settings: 22:30-05:00 and 40 min).
+            # (a resident's own settings: 22:30-05:00 and 40 min); the simulated meter counts in
+            # 10 L steps, so use between two reads counts from 50 L (a real flat: 2 L).
             [[rules.households]]
             id = "301"
             bed = "bed-301"
@@ -255,6 +256,7 @@ class DemoBuilding:
             night_end = "23:59"
             night_out_s = 8
             night_long_s = 10
+            activity_m3 = 0.05
 
             [[buses]]
             id = "modbus-tcp"
