@@ -48,7 +48,7 @@ COVERS = (
 )
 HEARTBEAT_S = 5.0  # real nodes: 300 s; the demo wants to see them
 BOX_UNIT = 21  # the stairwell meter box's electrical fire detector, on its own converter
-DOOR_MAC, BED_MAC = "A4:C1:38:00:07:11", "A4:C1:38:00:07:12"  # entrance door, bed-foot sensor in 302
+DOOR_MAC, BED_MAC = "A4:C1:38:00:07:11", "A4:C1:38:00:07:12"  # entrance door, bed-foot sensor in 301
 
 
 class DemoBuilding:
@@ -138,6 +138,10 @@ class DemoBuilding:
             self.door.close_door()
         await self.door.report_at(0.0)
 
+    async def _out_of_bed(self) -> None:
+        self.bed.in_bed = False
+        await self.bed.report_at(0.0)
+
     async def _wedge(self) -> None:
         await self._door(unlocked=True, open_=True)
         self.door.release_lock(False)  # the lock re-engages after 5 s; the wedge keeps the door open
@@ -156,6 +160,7 @@ class DemoBuilding:
                 lambda: self._residual(400.0),
             ),
             (5.0, "the entrance door is forced open", lambda: self._door(unlocked=False, open_=True)),
+            (6.0, "the resident of flat 301 gets out of bed and does not come back", self._out_of_bed),
             (8.0, "the forced door swings shut", lambda: self._door(unlocked=False, open_=False)),
             (9.0, "a resident opens the entrance with a card, wedges it open", self._wedge),
             (
@@ -239,6 +244,20 @@ class DemoBuilding:
             name = "elderly-bed"
             select = {{ profiles = ["bthome-bed-occupancy"] }}
 
+            # Flat 301: its resident's bed-foot sensor and water meter, one "check on this person".
+            # For a short demo the night lasts all day and 8 s out of bed without water is enough
+            # (a resident's own settings: 22:30-05:00 and 40 min); the simulated meter counts in
+            # 10 L steps, so use between two reads counts from 50 L (a real flat: 2 L).
+            [[rules.households]]
+            id = "301"
+            bed = "bed-301"
+            water = "wm-301"
+            night_start = "00:00"
+            night_end = "23:59"
+            night_out_s = 8
+            night_long_s = 10
+            activity_m3 = 0.05
+
             [[buses]]
             id = "modbus-tcp"
             protocol = "modbus_tcp"
@@ -310,7 +329,7 @@ class DemoBuilding:
         )
         for dev_id, node, name, floor, room in (
             ("door-01", self.door, "Entrance door, building 7", "1", "lobby"),
-            ("bed-302", self.bed, "Bed-foot sensor, room 302", "3", "302"),
+            ("bed-301", self.bed, "Bed-foot sensor, room 301", "3", "301"),
         ):
             loc = f'{{ address_code = "{ADDRESS_CODE}", building = "7", floor = "{floor}", room = "{room}" }}'
             text += textwrap.dedent(

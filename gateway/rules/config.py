@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, PrivateAttr, TypeAdapter, ValidationError
 
 from citynerve.gateway import shipped
 from citynerve.gateway.api import STRICT, ConfigIssue, DeviceConfig, FiniteFloat, Severity
+from citynerve.gateway.rules.household_config import HouseholdConfig, check_households, household_problems
 from citynerve.gateway.rules.interlocks import DEFAULT_INTERLOCKS, InterlockConfig
 
 _STRICT = STRICT
@@ -398,7 +399,12 @@ class RulesConfig(_Model):
     dry_run_actions: bool = Field(default=False, description="log and report actions, write nothing")
     schedules: tuple[Schedule, ...] = ()
     contacts: tuple[Contact, ...] = ()
-    away: tuple[str, ...] = Field(default=(), description="device ids of households marked away")
+    households: tuple[HouseholdConfig, ...] = Field(
+        default=(), description="a bed-foot sensor and a water meter of one resident: 'check on this person'"
+    )
+    away: tuple[str, ...] = Field(
+        default=(), description="device ids (or household ids) of households marked away"
+    )
     snapshot_interval_s: FiniteFloat = Field(
         default=300.0, gt=0, description="how often detector state is saved"
     )
@@ -423,6 +429,7 @@ class RulesConfig(_Model):
                 f"rule {r.id}: unknown schedule {s}" for s in r.suppress_during if s not in schedules
             ]
             problems += [f"rule {r.id}: unknown contact {c}" for c in r.escalate if c not in contacts]
+        problems += household_problems(self.households, known, contacts)
         for a in self.actions:
             problems += [f"action {a.id}: `on` names unknown rule {o}" for o in a.on if o not in known]
         action_ids = {a.id for a in self.actions}
@@ -648,8 +655,10 @@ def check_rules(config: RulesConfig, devices: Sequence[DeviceConfig], file: str 
                     file, f"rules.actions[{i}].point", f"device {a.device!r} has no point {a.point!r}"
                 )
             )
+    issues += check_households(config.households, by_id, file)
+    homes = {h.id for h in config.households}
     for i, dev in enumerate(config.away):
-        if dev not in by_id:
+        if dev not in by_id and dev not in homes:
             issues.append(ConfigIssue(file, f"rules.away[{i}]", f"unknown device {dev!r}"))
     return issues
 

@@ -41,6 +41,7 @@ from citynerve.gateway.rules.conditions import (
     ThresholdCondition,
 )
 from citynerve.gateway.rules.config import (
+    SEVERITY,
     AnomalyRule,
     BooleanRule,
     CompositeRule,
@@ -53,8 +54,9 @@ from citynerve.gateway.rules.config import (
     RulesConfig,
     ThresholdRule,
     rule_points,
-    severity_of,
 )
+from citynerve.gateway.rules.household import HouseholdCondition, HouseholdRule
+from citynerve.gateway.rules.household_config import HouseholdConfig
 from citynerve.gateway.rules.routine import RoutineCondition
 from citynerve.gateway.rules.suppression import QuietHours
 
@@ -107,6 +109,7 @@ class RuleInstance:
     __slots__ = (
         "alarm",
         "attrs",
+        "away_ids",
         "cond",
         "device_id",
         "key",
@@ -119,17 +122,20 @@ class RuleInstance:
         "suppress_away",
     )
 
-    def __init__(self, rule: RuleConfig, device_id: str, cond: Condition, attrs: dict[str, Any]) -> None:
+    def __init__(
+        self, rule: RuleConfig | HouseholdRule, device_id: str, cond: Condition, attrs: dict[str, Any]
+    ) -> None:
         self.rule = rule
         self.device_id = device_id
         self.key = f"{rule.id}|{device_id}"
         self.cond = cond
         self.alarm = Alarm(rule.hold_s, rule.clear_hold_s)
         self.kind = rule.event_kind
-        self.severity = severity_of(rule)
+        self.severity = SEVERITY[rule.severity]
         self.attrs = attrs
         self.quiet: list[QuietHours] = []
         self.suppress_away = rule.suppress_when_away
+        self.away_ids: tuple[str, ...] = (device_id,)  # marked away: the device, or its household
         self.parents: list[RuleInstance] = []
         self.raised_at = 0.0
 
@@ -216,6 +222,10 @@ class RuleEngine:
         self._offline: dict[str, list[RuleInstance]] = {}
         self._ticked: list[RuleInstance] = []
         self._waiting: set[RuleInstance] = set()
+        # Household alarms: (device, point) -> the instances and their condition's feed for it.
+        self._feeds: dict[
+            str, dict[str, list[tuple[RuleInstance, Callable[[Value, float], bool | None]]]]
+        ] = {}
         for rule in config.all_rules():
             if not rule.enabled:
                 continue
@@ -239,8 +249,31 @@ class RuleEngine:
                     self._any_point.setdefault(dev.id, []).append(inst)
                 if inst.cond.time_driven:
                     self._ticked.append(inst)
+        for hh in config.households:
+            if hh.enabled and hh.bed in self.devices:
+                self._add_household(hh, contacts)
 
-    def _instance(self, rule: RuleConfig, dev: DeviceConfig) -> RuleInstance | None:
+    def _add_household(self, hh: HouseholdConfig, contacts: Mapping[str, dict[str, Any]]) -> None:
+        """One "check on this person" alarm, raised on the bed sensor, fed by the bed and the meter."""
+        cond = HouseholdCondition(hh)
+        rule = HouseholdRule.of(hh)
+        attrs = {**self._attrs[hh.bed], "household": hh.id}
+        if hh.water:
+            attrs["water_meter"] = hh.water
+        if hh.escalate:
+            attrs["escalation"] = [contacts[c] for c in hh.escalate]
+        inst = RuleInstance(rule, hh.bed, cond, attrs)
+        inst.away_ids = tuple(d for d in (hh.id, hh.bed, hh.water) if d)
+        self.instances[inst.key] = inst
+        self._ticked.append(inst)
+        self._feeds.setdefault(hh.bed, {}).setdefault(hh.bed_point, []).append((inst, cond.on_bed))
+        if hh.water in self.devices:
+            self._feeds.setdefault(hh.water, {}).setdefault(hh.water_point, []).append((inst, cond.on_water))
+
+    def _instance(self, rule: RuleConfig | HouseholdRule, dev: DeviceConfig) -> RuleInstance | None:
+        if isinstance(rule, HouseholdRule):
+            fresh = HouseholdCondition(rule.cfg)
+            return RuleInstance(rule, dev.id, fresh, self._attrs[dev.id])
         if not rule.select.matches(dev):
             return None
         point = rule_points(rule)
@@ -273,6 +306,8 @@ class RuleEngine:
         good, idle, pending, active = Quality.GOOD, AlarmPhase.IDLE, AlarmPhase.PENDING, AlarmPhase.ACTIVE
         last_dev: str | None = None
         points: dict[str, list[RuleInstance]] | None = None
+        feeds = self._feeds
+        fed: dict[str, list[tuple[RuleInstance, Callable[[Value, float], bool | None]]]] | None = None
         at = None if self.steady is None else self.now()
         for r in readings:
             if r.quality is not good:
@@ -280,6 +315,7 @@ class RuleEngine:
             if r.device_id != last_dev:  # a batch is one device: look it up once
                 last_dev = r.device_id
                 points = by_dev.get(last_dev)
+                fed = feeds.get(last_dev) if feeds else None
             if points is not None:
                 insts = points.get(r.point)
                 if insts is not None:
@@ -299,6 +335,10 @@ class RuleEngine:
                         elif phase is idle:
                             continue
                         self._update(inst, cond, ts, out)
+            if fed is not None and r.point in fed:
+                ts = r.ts if at is None else at
+                for inst, feed in fed[r.point]:
+                    self._update(inst, feed(r.value, ts), ts, out)
             if any_point:
                 ts = r.ts if at is None else at
                 for inst in any_point.get(r.device_id, ()):
@@ -365,7 +405,7 @@ class RuleEngine:
     # -- state changes ---------------------------------------------------------------------------
 
     def _allowed(self, inst: RuleInstance, ts: float) -> bool:
-        if inst.suppress_away and inst.device_id in self.away:
+        if inst.suppress_away and any(d in self.away for d in inst.away_ids):
             return False
         return not any(q.open_at(ts) for q in inst.quiet)
 

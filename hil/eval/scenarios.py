@@ -18,6 +18,7 @@ from citynerve.hil.eval import (
     electricity_situations,
     entrance,
     firelane,
+    household,
     hydrant,
     lamps,
     litterbin,
@@ -52,6 +53,8 @@ INDEPENDENT: dict[str, Callable[..., Scenario]] = {
     "manhole": manhole_situations.build,
     "smoke-fire": smoke_situations.build,
     "electricity": electricity_situations.build,
+    "household": household.build,  # bed sensor and water meter of one resident: the composite
+    "household-packs": household.build_packs,  # the same data, the per-device packs' alarms joined
 }
 """Pack name -> physical-situation model labelled by what happened (issue 18)."""
 
@@ -85,4 +88,6 @@ def build_independent(small: bool = False) -> list[Scenario]:
         manhole_situations.build(covers=5, days=5),
         smoke_situations.build(flats=12, days=7),
         electricity_situations.build(households=5, days=14),
+        household.build(residents=10, days=30),
+        household.build_packs(residents=10, days=30),
     ]

@@ -1,0 +1,259 @@
+"""The "check on this person" alarm of one household: a bed-foot sensor and the flat's water meter,
+judged together (issue 18).
+
+A bed sensor alone cannot tell a resident lying on the floor from one who cannot sleep and sits in
+the kitchen; a water meter alone needs 12 h of silence. Together (the reasons, in order):
+
+- `tap running while in bed`: two reads in a row show a tap's flow (`running_m3_h`) while the
+  resident has been in bed for `settle_s` - a tap or hose left running (a washing machine's fills
+  come and go);
+- `out of bed at night, no water use`: the resident left the bed at night (or never went to bed by
+  `night_start`) and for `night_out_s` neither came back nor used water (a sleepless resident who
+  goes to the kitchen or the bathroom uses water; a fallen one does not);
+- `out of bed at night for long`: out of bed since the night for `night_long_s` and no water use
+  in the last `night_out_s` (a fall after a flush); after the night's end only while nobody has
+  used water since it ended;
+- `not up`: at `up_by` in bed (or out for less than `up_s`), not out of it for `up_s` since
+  `day_starts`, and less than
+  `morning_m3` used since `day_starts` (the morning routine shows on the meter even when an advert
+  was lost); with the bed sensor silent, no water use at all this morning;
+- `no water use while up`: out of bed and no water use for `quiet_s` (12 h, the published
+  Changning / Longgang no-use window, field-protocols.md section 9; shorter windows raise on every
+  day out: a door sensor would be needed to tell an outing from a fall).
+
+Unknown is not "fine" and not "alarm": with the meter silent the night reasons judge from the bed
+alone (as the elderly-bed pack does); with the bed silent only the morning reason judges, from
+water. What came before the first reading never raises. Constant memory per household.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from citynerve.gateway.api import Value
+from citynerve.gateway.rules.conditions import Condition, as_bool, as_float
+from citynerve.gateway.rules.household_config import HouseholdConfig, minutes
+from citynerve.gateway.rules.meter import LocalDays, MeterTrack, Step, spread
+
+DAY = 86400.0
+EVENT_KIND = "check_on_person"
+RUNNING_READS = 2  # a tap runs on; a washing machine's fills during a nap come and go
+
+
+@dataclass(frozen=True, slots=True)
+class HouseholdRule:
+    """What the engine's rule instances read of a rule, for one household's alarm (no hold time of
+    its own: each reason already waits its time)."""
+
+    cfg: HouseholdConfig
+    id: str = ""
+    severity: str = "critical"
+    message: str = ""
+    escalate: tuple[str, ...] = ()
+    suppress_when_away: bool = True
+    hold_s: float = 0.0
+    clear_hold_s: float = 0.0
+    suppress_during: tuple[str, ...] = field(default=())
+    event_kind: str = EVENT_KIND
+
+    @classmethod
+    def of(cls, cfg: HouseholdConfig) -> HouseholdRule:
+        return cls(
+            cfg,
+            cfg.rule_id,
+            cfg.severity,
+            f"check on this person (household {cfg.id}): {{value}}",
+            cfg.escalate,
+            cfg.suppress_when_away,
+        )
+
+
+class HouseholdCondition(Condition):
+    """See the module. `on_bed` / `on_water` take the two devices' readings; time drives the rest."""
+
+    __slots__ = (
+        "cfg",
+        "changed",
+        "changed_night",
+        "cur",
+        "days",
+        "last_bed",
+        "last_long_out",
+        "last_use",
+        "last_water",
+        "meter",
+        "morning_ref",
+        "morning_use",
+        "running",
+    )
+    time_driven = True
+
+    def __init__(self, cfg: HouseholdConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.days = LocalDays(cfg.tz)
+        self.meter = MeterTrack(cfg.rollover_m3, cfg.max_step_m3)
+        self.cur: bool | None = None  # in bed
+        self.changed = 0.0  # when `cur` began
+        self.changed_night = False  # `cur` began at night
+        self.last_bed = 0.0
+        self.last_long_out = -1.0  # end of the last absence of at least up_s
+        self.last_water = 0.0  # last good meter read
+        self.last_use = 0.0  # last read that showed someone using water
+        self.morning_ref = 0.0  # the day start the morning use belongs to
+        self.morning_use = 0.0
+        self.running = 0  # reads in a row that showed a tap's flow while in bed
+
+    # -- local time -------------------------------------------------------------------------------
+
+    def _minute(self, ts: float) -> tuple[float, float]:
+        """(local midnight, minutes after it) of ts."""
+        start, end = self.days.locate(ts)
+        return start, (ts - start) * 1440.0 / (end - start)
+
+    def _at_night(self, m: float) -> bool:
+        s, e = minutes(self.cfg.night_start), minutes(self.cfg.night_end)
+        return (m >= s or m < e) if s > e else s <= m < e
+
+    def _day_start(self, ts: float) -> float:
+        """The resident's day (from `day_starts`) containing ts."""
+        midnight, m = self._minute(ts)
+        d = minutes(self.cfg.day_starts)
+        return midnight + d * 60.0 if m >= d else midnight - DAY + d * 60.0
+
+    # -- readings ---------------------------------------------------------------------------------
+
+    def on_bed(self, value: Value, ts: float) -> bool | None:
+        b = as_bool(value)
+        if b is None:
+            return None
+        if self.cur is None:
+            self.last_long_out = ts  # what came before the first reading is unknown
+        if b != self.cur:
+            # An absence is as long as readings showed it (a lost "back" advert is not getting up).
+            if self.cur is False and self.last_bed - self.changed >= self.cfg.up_s:
+                self.last_long_out = ts
+            self.cur, self.changed = b, ts
+            self.changed_night = self._at_night(self._minute(ts)[1])
+            self.running = 0
+        self.last_bed = max(self.last_bed, ts)
+        return self._judge(ts)
+
+    def on_water(self, value: Value, ts: float) -> bool | None:
+        x = as_float(value)
+        if x is None:
+            return None
+        meter = self.meter
+        first = meter.last_total is None
+        step = meter.feed(x, ts)
+        if step is None:
+            return None
+        self.last_water = ts
+        if first:
+            self.last_use = ts  # what came before the first read is unknown
+        if step is Step.REBASE:
+            return self._judge(ts)
+        use, t0 = meter.use, meter.t0
+        if use >= self.cfg.activity_m3:
+            self.last_use = ts
+        day = self._day_start(ts)
+        if day != self.morning_ref:
+            self.morning_ref, self.morning_use = day, 0.0
+        self.morning_use += use if t0 >= day else spread(use, t0, ts, day, ts)
+        in_bed_from = self.changed + self.cfg.settle_s
+        flowing = (
+            self.cur and t0 >= in_bed_from and ts > t0 and use * 3600.0 / (ts - t0) >= self.cfg.running_m3_h
+        )
+        self.running = self.running + 1 if flowing else 0
+        return self._judge(ts)
+
+    def on_tick(self, now: float) -> bool | None:
+        return self._judge(now)
+
+    # -- the judgement ------------------------------------------------------------------------------
+
+    def _judge(self, now: float) -> bool | None:
+        cfg = self.cfg
+        bed = self.cur is not None and now - self.last_bed <= cfg.bed_stale_s
+        water = self.meter.last_total is not None and now - self.last_water <= cfg.water_stale_s
+        if not (bed or water):
+            return None
+        reason = self._reason(now, bed, water)
+        self.value = reason
+        return bool(reason)
+
+    def _reason(self, now: float, bed: bool, water: bool) -> str:
+        cfg = self.cfg
+        midnight, m = self._minute(now)
+        if bed and self.cur and self.running >= RUNNING_READS and water:
+            return "tap running while in bed"
+        if bed and self.cur is False:
+            night = self._at_night(m)
+            # The absence began at night, or it spans the last night's start (never went to bed).
+            s = minutes(cfg.night_start)
+            start = midnight + s * 60.0 if m >= s else midnight - DAY + s * 60.0
+            ref = None
+            if self.changed_night and now - self.changed < DAY:
+                ref = self.changed
+            elif self.changed < start:
+                ref = start
+            if ref is not None:
+                out = now - ref
+                if out >= cfg.night_out_s and not (water and self.last_use >= ref):
+                    return "out of bed at night, no water use"
+                # Long: no water in the last night_out_s either (a fall after the flush); after the
+                # night's end only while nobody has used water since it ended.
+                e = minutes(cfg.night_end)
+                ended = midnight + e * 60.0 if m >= e else midnight - DAY + e * 60.0
+                if (
+                    out >= cfg.night_long_s
+                    and not (water and now - self.last_use < cfg.night_out_s)
+                    and (night or not (water and self.last_use >= ended))
+                ):
+                    return "out of bed at night for long"
+            if water and now - max(self.last_use, self.changed) >= cfg.quiet_s:
+                return "no water use while up"
+        if m >= minutes(cfg.up_by):
+            day = self._day_start(now)
+            morning = self.morning_use if self.morning_ref == day else 0.0
+            # Not up: still in bed, or out for less than up_s (to the toilet and back is not up).
+            if bed and self.last_long_out < day and (self.cur or now - self.changed < cfg.up_s):
+                if not water or morning < cfg.morning_m3:
+                    return "not up"
+            elif not bed and water and morning < cfg.activity_m3 and self.last_water - day > 0:
+                return "not up (bed sensor silent, no water use)"
+        return ""
+
+    # -- persistence --------------------------------------------------------------------------------
+
+    def snapshot(self) -> list[Any]:
+        return [
+            self.cur,
+            self.changed,
+            self.changed_night,
+            self.last_bed,
+            self.last_long_out,
+            self.meter.snapshot(),
+            self.last_water,
+            self.last_use,
+            self.morning_ref,
+            self.morning_use,
+            self.running,
+        ]
+
+    def restore(self, data: list[Any]) -> None:
+        self.cur = None if data[0] is None else bool(data[0])
+        self.changed, self.changed_night = float(data[1]), bool(data[2])
+        self.last_bed, self.last_long_out = float(data[3]), float(data[4])
+        self.meter.restore(data[5])
+        self.last_water, self.last_use = float(data[6]), float(data[7])
+        self.morning_ref, self.morning_use, self.running = float(data[8]), float(data[9]), int(data[10])
+
+    def shift(self, delta: float) -> None:
+        self.meter.shift(delta)
+        self.changed += delta
+        self.last_bed += delta
+        self.last_long_out += delta
+        self.last_water += delta
+        self.last_use += delta
