@@ -10,19 +10,14 @@ from __future__ import annotations
 
 import logging
 import math
-import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from citynerve.drivers.modbus._channel import READ_FUNCTION, ModbusChannel, Reply
+from citynerve.drivers.modbus._channel import READ_FUNCTION, ModbusChannel
 from citynerve.drivers.modbus._diag import run_diag
-from citynerve.drivers.modbus.codec import (
-    CodecError,
-    decode_registers,
-    encode_value,
-    register_bit,
-)
+from citynerve.drivers.modbus._plan import DecodePlan, decode_plan, decode_samples
+from citynerve.drivers.modbus.codec import CodecError, encode_value
 from citynerve.drivers.modbus.config import (
     BIT_TABLES,
     ModbusBusConfig,
@@ -40,7 +35,6 @@ from citynerve.gateway.api import (
     StateStore,
     Value,
     WriteRejectedError,
-    shortest_float32,
 )
 
 DEFAULT_INTERVAL_S = 60.0
@@ -84,95 +78,6 @@ def plan_device(device: ModbusDeviceConfig) -> tuple[ModbusRequest, ...]:
         )
         for r in plan_reads(spans, limits)
     )
-
-
-def decode_point(point: ModbusPointConfig, offset: int, reply: Reply, name: str = "") -> Sample:
-    """The raw value of one point from a read reply; Quality.BAD if the device sent no value."""
-    name = name or point.name
-    if point.table in BIT_TABLES:
-        return Sample(name, reply.bits[offset])
-    regs = reply.registers[offset : offset + point.register_count]
-    if point.type == "bool":
-        return Sample(name, register_bit(regs[0], point.bit or 0))
-    value = decode_registers(
-        regs, point.type, word_order=point.word_order, byte_order=point.byte_order, encoding=point.encoding
-    )
-    if isinstance(value, float) and not math.isfinite(value):
-        # Meters send NaN/inf for "not available"; it must not travel as a number.
-        return Sample(name, None, Quality.BAD)
-    return Sample(name, value)
-
-
-_FAST: dict[str, tuple[struct.Struct, int]] = {
-    "int16": (struct.Struct(">h"), 0),
-    "uint16": (struct.Struct(">H"), 0),
-    "int32": (struct.Struct(">i"), 0),
-    "uint32": (struct.Struct(">I"), 0),
-    "int64": (struct.Struct(">q"), 0),
-    "uint64": (struct.Struct(">Q"), 0),
-    "float32": (struct.Struct(">f"), 32),
-    "float64": (struct.Struct(">d"), 64),
-}
-"""Types read straight from the reply bytes when the point is big-endian (ABCD): (layout, float bits)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Slot:
-    """How one point of a planned read is decoded: from the reply bytes, or by `decode_point`."""
-
-    name: str
-    point: ModbusPointConfig
-    offset: int  # registers from the start of the read
-    layout: struct.Struct | None  # None: decode_point (bits, bools, strings, other orders)
-    float_bits: int
-
-
-def decode_plan(points: Mapping[str, ModbusPointConfig], request: ModbusRequest) -> tuple[_Slot, ...]:
-    """The decoding of every point of `request`, worked out once per point table and read."""
-    slots = []
-    for name in request.points:
-        point = points[name]
-        fast = _FAST.get(point.type)
-        big = point.word_order == "big" and point.byte_order == "big"
-        if point.table in BIT_TABLES or fast is None or not big:
-            slots.append(_Slot(name, point, point.address - request.address, None, 0))
-        else:
-            slots.append(_Slot(name, point, point.address - request.address, fast[0], fast[1]))
-    return tuple(slots)
-
-
-_Plan = tuple[Mapping[str, ModbusPointConfig], tuple[_Slot, ...]]  # the point table, its slots
-
-_SHORTEST: dict[float, float] = {}
-_SHORTEST_MAX = 4096  # meters repeat their values (totals, set points): remembered, bounded
-
-
-def decode_samples(slots: Sequence[_Slot], reply: Reply) -> list[Sample]:
-    """The raw samples of a read reply; the same values as `decode_point` point by point."""
-    samples = []
-    data = reply.data
-    for slot in slots:
-        layout = slot.layout
-        if layout is None:
-            try:
-                samples.append(decode_point(slot.point, slot.offset, reply, slot.name))
-            except CodecError:
-                samples.append(Sample(slot.name, None, Quality.BAD))
-            continue
-        value = layout.unpack_from(data, 2 * slot.offset)[0]
-        if slot.float_bits:
-            if not math.isfinite(value):
-                samples.append(Sample(slot.name, None, Quality.BAD))
-                continue
-            if slot.float_bits == 32 and value:  # +-0.0 are their own shortest form (and equal keys)
-                short = _SHORTEST.get(value)
-                if short is None:
-                    if len(_SHORTEST) >= _SHORTEST_MAX:
-                        _SHORTEST.clear()
-                    short = _SHORTEST[value] = shortest_float32(value)
-                value = short
-        samples.append(Sample(slot.name, value))
-    return samples
 
 
 def raw_from_engineering(point: ModbusPointConfig, value: Value) -> Value:
@@ -231,9 +136,7 @@ class ModbusDriver(PollDriver[ModbusBusConfig, ModbusDeviceConfig]):
         self.channel = ModbusChannel(bus)
         # Merged reads a device refused for an unmapped address: read point by point instead.
         self._read_apart: set[tuple[str, str, int, int]] = set()
-        self._plans: dict[
-            tuple[int, ModbusRequest], tuple[Mapping[str, ModbusPointConfig], tuple[_Slot, ...]]
-        ] = {}
+        self._plans: dict[tuple[int, ModbusRequest], DecodePlan] = {}
 
     async def open(self) -> None:
         await self.channel.open()
@@ -294,12 +197,12 @@ class ModbusDriver(PollDriver[ModbusBusConfig, ModbusDeviceConfig]):
             )
         # Devices of one profile share one point table: one decode plan per table and read.
         key = (id(device.points), request)
-        known = self._plans.get(key)
-        if known is None or known[0] is not device.points:
+        plan = self._plans.get(key)
+        if plan is None or plan.points is not device.points:
             if len(self._plans) >= MAX_PLANS:
                 self._plans.clear()
-            known = self._plans[key] = (device.points, decode_plan(device.points, request))
-        return tuple(decode_samples(known[1], reply))
+            plan = self._plans[key] = decode_plan(device.points, request.points, request.address)
+        return tuple(decode_samples(plan, reply))
 
     async def _read_points_apart(
         self, device: ModbusDeviceConfig, request: ModbusRequest
