@@ -22,7 +22,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from citynerve.gateway.api import FrameError
+from citynerve.gateway.api import FrameError, SerialTimeout
 
 PROTOCOL = "modbus-tcp"
 MAX_PDU = 253  # Modbus application protocol v1.1b3, 4.1: PDU <= 253 bytes
@@ -150,6 +150,7 @@ class MbapClient:
         self.timeout_s = timeout_s  # per transaction; the channel sets it per device
         self._protocol: _Mbap | None = None
         self._tid = 0
+        self._timeout = SerialTimeout()  # one loop timer for all its transactions, not one each
         self.sent = b""  # the last request frame, and the bytes received for it (for diagnosis)
         self.received = b""
 
@@ -188,7 +189,7 @@ class MbapClient:
             if no_response_expected:
                 return None
             try:
-                async with asyncio.timeout(self.timeout_s):
+                async with self._timeout.after(self.timeout_s):
                     reply = await future
             except TimeoutError:
                 self.received = bytes(protocol.buffer)

@@ -54,6 +54,7 @@ from citynerve.gateway.api._records import (
     utc_now,
 )
 from citynerve.gateway.api._tasks import stop_task
+from citynerve.gateway.api._timeouts import SerialTimeout
 
 __all__ = [
     "ID_PATTERN",
@@ -91,6 +92,7 @@ __all__ = [
     "SecretFile",
     "SecretPath",
     "SerialSettings",
+    "SerialTimeout",
     "Severity",
     "StateStore",
     "SteadyWall",

@@ -39,3 +39,34 @@ class _Job:
     run: Callable[[Driver[Any, Any]], Awaitable[Any]]
     future: asyncio.Future[Any]
     name: str
+
+
+class Wakeup:
+    """How a bus owner sleeps until its next poll: a future and a loop timer per sleep (what
+    `asyncio.sleep` costs; an `asyncio.Event` under `asyncio.timeout` cost twice that, at every
+    poll), ended early by `set` when a job or a restart arrives. `set` while nobody sleeps does
+    nothing: the owner looks at its queue before it sleeps."""
+
+    def __init__(self) -> None:
+        self._waiter: asyncio.Future[bool] | None = None
+
+    def set(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
+
+    async def sleep(self, seconds: float) -> bool:
+        """Sleep `seconds`; True when `set` ended it early."""
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(seconds, _over, waiter)
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+
+def _over(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)

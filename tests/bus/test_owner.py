@@ -55,6 +55,7 @@ class ScriptedDriver(PollDriver[BusConfig, DeviceConfig]):
         super().__init__(bus, devices)
         self.silent: set[str] = set()
         self.refusing: set[str] = set()
+        self.hanging: set[str] = set()  # a driver bug: the read never ends, whatever its timeout
         self.reads: list[tuple[str, float]] = []
         self.writes: list[tuple[str, str, Value]] = []
         self.opens = 0
@@ -82,6 +83,8 @@ class ScriptedDriver(PollDriver[BusConfig, DeviceConfig]):
             if device.id in self.silent:
                 await asyncio.sleep(self.bus.timeout_s)
                 raise DeviceTimeoutError(device.id, request.points, self.bus.timeout_s)
+            if device.id in self.hanging:
+                await asyncio.sleep(3600)
             if device.id in self.refusing:
                 raise DeviceExceptionError(device.id, 2, "illegal data address", request.points)
             await asyncio.sleep(0.001)
@@ -177,6 +180,28 @@ async def test_device_comes_back_online_with_one_cleared_event() -> None:
     states = [e.state for e in sink.events if e.kind == OFFLINE_KIND]
     assert states == [EventState.RAISED, EventState.CLEARED]
     assert owner.health["d0"].online is True
+
+
+async def test_a_read_that_hangs_is_ended_by_the_owners_guard_and_the_others_go_on() -> None:
+    # guard = 2 x bus timeout + 1 s: 1.1 s here
+    owner, driver, sink = make(2, retries=0, offline_after=1)
+    driver.hanging.add("d0")
+    task = asyncio.create_task(owner.run())
+    for _ in range(400):  # up to 20 s
+        if owner.health["d0"].online is False:
+            break
+        await asyncio.sleep(0.05)
+    assert owner.health["d0"].online is False
+    polls_after = len([r for r in driver.reads if r[0] == "d1"])
+    await asyncio.sleep(0.3)
+    hung = driver.in_flight  # the next probe of d0 may be hanging again, nothing else
+    task.cancel()  # a cancel from outside still stops the owner, hanging read or not
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert owner.counters.timeouts >= 1
+    assert [e.device_id for e in sink.events if e.kind == OFFLINE_KIND] == ["d0"]
+    assert len([r for r in driver.reads if r[0] == "d1"]) > polls_after  # d1 polled on
+    assert hung <= 1 and driver.in_flight == 0
 
 
 async def test_exception_reply_marks_points_bad_but_device_stays_online() -> None:
