@@ -47,7 +47,7 @@ from citynerve.gateway.bus import linetest, probe
 from citynerve.gateway.bus.events import FAULT, OFFLINE, DeviceFaultError, device_event
 from citynerve.gateway.bus.facts import bus_verdict
 from citynerve.gateway.bus.health import BusCounters, DeviceHealth
-from citynerve.gateway.bus.jobs import BusNotRunningError, BusSink, Wakeup, _Entry, _Job
+from citynerve.gateway.bus.jobs import BusNotRunningError, BusSink, Wakeup, _Entry, _Job, wake_time
 from citynerve.gateway.bus.listening import run_listen
 from citynerve.gateway.bus.screening import Screening
 from citynerve.gateway.bus.verdict import LineQuality, kind_of
@@ -337,9 +337,9 @@ class BusOwner:
                 await self._wait(3600)
                 continue
             entry = self._heap[0]
-            delay = entry.due - loop.time()
-            if delay > 0:
-                await self._wait(delay)
+            now = loop.time()
+            if entry.due > now:
+                await self._wait(wake_time(entry.due, entry.request.interval_s) - now)
                 continue
             heapq.heappop(self._heap)
             if entry.index == _REPLAN:

@@ -11,6 +11,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -202,6 +203,66 @@ async def test_a_read_that_hangs_is_ended_by_the_owners_guard_and_the_others_go_
     assert [e.device_id for e in sink.events if e.kind == OFFLINE_KIND] == ["d0"]
     assert len([r for r in driver.reads if r[0] == "d1"]) > polls_after  # d1 polled on
     assert hung <= 1 and driver.in_flight == 0
+
+
+def test_wake_times_are_rounded_up_to_a_shared_grid() -> None:
+    from citynerve.gateway.bus.jobs import COALESCE_S, wake_time
+
+    assert COALESCE_S == 0.2
+    assert wake_time(100.05, 10.0) == pytest.approx(100.2)  # 0.2 s grid for a 10 s interval
+    assert wake_time(100.05, 60.0) == pytest.approx(100.2)  # capped at 0.2 s
+    assert wake_time(100.005, 1.0) == pytest.approx(100.02)  # 2 % of a 1 s interval
+    assert wake_time(100.4, 10.0) >= 100.4  # on the grid already: not moved (never early)
+    assert wake_time(5.0001, 0.0) == 5.0001  # no interval (a replan): no rounding
+    rng = random.Random(3)
+    for _ in range(10_000):
+        due, interval = rng.uniform(0, 1e6), rng.choice([0.05, 1.0, 10.0, 60.0, 3600.0])
+        wake = wake_time(due, interval)
+        assert due <= wake <= due + min(0.2, interval * 0.02) + 1e-6
+
+
+def test_owners_of_several_buses_wake_on_the_same_grid() -> None:
+    """Every timer an owner arms to wait for a poll ends on the 20 ms grid of a 1 s interval, on
+    every bus: the owners wake together (the loop is the real one, counting what it is asked)."""
+    from citynerve.gateway.bus import jobs
+
+    class RecordingLoop(asyncio.SelectorEventLoop):
+        def __init__(self) -> None:
+            super().__init__()
+            self.waits: list[float] = []
+
+        def call_at(self, when: float, callback: Any, *args: Any, context: Any = None) -> asyncio.TimerHandle:
+            if callback is jobs._over:  # an owner's sleep until its next poll
+                self.waits.append(when)
+            return super().call_at(when, callback, *args, context=context)
+
+    async def main() -> list[ScriptedDriver]:
+        drivers = []
+        tasks = []
+        for b in range(3):
+            bus = BusConfig(id=f"b{b}", protocol="test", timeout_s=0.05, retries=0)
+            devices = [device(f"d{b}{i}", interval=1.0) for i in range(4)]
+            driver = ScriptedDriver(bus, devices)
+            owner = BusOwner(bus, devices, driver, Collector([], [], []), rng=random.Random(b))
+            drivers.append(driver)
+            tasks.append(asyncio.create_task(owner.run()))
+        await asyncio.sleep(2.5)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return drivers
+
+    loop = RecordingLoop()
+    try:
+        drivers = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert all(len(d.reads) >= 8 for d in drivers)  # 4 devices x 2 s at 1 s: the cadence holds
+    assert len(loop.waits) >= 10
+    for when in loop.waits:
+        # computed as the grid point minus the few microseconds between two clock reads
+        off = when - round(when / 0.02) * 0.02
+        assert abs(off) < 0.002, (when, off)
 
 
 async def test_exception_reply_marks_points_bad_but_device_stays_online() -> None:
