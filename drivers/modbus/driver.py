@@ -38,6 +38,12 @@ from citynerve.gateway.api import (
 )
 
 DEFAULT_INTERVAL_S = 60.0
+_READ_METHOD = {
+    "coil": "read_coils",
+    "discrete": "read_discrete_inputs",
+    "holding": "read_holding_registers",
+    "input": "read_input_registers",
+}
 MAX_PLANS = 4096  # decode plans kept per bus (one per point table and read; cleared when full)
 ILLEGAL_DATA_ADDRESS = 2
 
@@ -180,14 +186,10 @@ class ModbusDriver(PollDriver[ModbusBusConfig, ModbusDeviceConfig]):
         unit = device.address
         table, address, count = request.table, request.address, request.count
 
-        async def call(client: Any) -> Any:
-            method = {
-                "coil": client.read_coils,
-                "discrete": client.read_discrete_inputs,
-                "holding": client.read_holding_registers,
-                "input": client.read_input_registers,
-            }[table]
-            return await method(address, count=count, device_id=unit)
+        method = _READ_METHOD[table]
+
+        def call(client: Any) -> Any:  # the client's coroutine: awaited by the channel
+            return getattr(client, method)(address, count=count, device_id=unit)
 
         reply = await self.channel.transact(device.id, unit, request.points, self._timeout(device), call)
         have = len(reply.bits) if table in BIT_TABLES else len(reply.registers)
