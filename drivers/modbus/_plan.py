@@ -74,7 +74,6 @@ class _Slot:
 class DecodePlan:
     """The decoding of one read of one point table: `pick` + `numbers` unpack every numeric point."""
 
-    points: Mapping[str, ModbusPointConfig]  # the table it was made for (plans are shared by identity)
     slots: tuple[_Slot, ...]
     pick: Callable[[bytes], tuple[int, ...]] | None  # byte values of the numbers, big-endian each
     numbers: struct.Struct | None
@@ -106,9 +105,9 @@ def decode_plan(points: Mapping[str, ModbusPointConfig], names: Sequence[str], a
         size = REGISTERS_OF_TYPE[point.type]
         positions += _byte_positions(offset, size, point.word_order, point.byte_order)
     if not formats:
-        return DecodePlan(points, tuple(slots), None, None)
+        return DecodePlan(tuple(slots), None, None)
     numbers = struct.Struct(">" + "".join(formats))
-    return DecodePlan(points, tuple(slots), operator.itemgetter(*positions), numbers)
+    return DecodePlan(tuple(slots), operator.itemgetter(*positions), numbers)
 
 
 def decode_samples(plan: DecodePlan, reply: Reply) -> list[Sample]:

@@ -33,6 +33,7 @@ from citynerve.gateway.api import (
     Quality,
     Sample,
     StateStore,
+    TableCache,
     Value,
     WriteRejectedError,
 )
@@ -44,7 +45,6 @@ _READ_METHOD = {
     "holding": "read_holding_registers",
     "input": "read_input_registers",
 }
-MAX_PLANS = 4096  # decode plans kept per bus (one per point table and read; cleared when full)
 ILLEGAL_DATA_ADDRESS = 2
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ class ModbusDriver(PollDriver[ModbusBusConfig, ModbusDeviceConfig]):
         self.channel = ModbusChannel(bus)
         # Merged reads a device refused for an unmapped address: read point by point instead.
         self._read_apart: set[tuple[str, str, int, int]] = set()
-        self._plans: dict[tuple[int, ModbusRequest], DecodePlan] = {}
+        self._plans: TableCache[DecodePlan] = TableCache(decode_plan)
 
     async def open(self) -> None:
         await self.channel.open()
@@ -197,13 +197,8 @@ class ModbusDriver(PollDriver[ModbusBusConfig, ModbusDeviceConfig]):
             raise FrameError(
                 self.channel.frame_protocol, f"device {device.id} sent {have} values for a read of {count}"
             )
-        # Devices of one profile share one point table: one decode plan per table and read.
-        key = (id(device.points), request)
-        plan = self._plans.get(key)
-        if plan is None or plan.points is not device.points:
-            if len(self._plans) >= MAX_PLANS:
-                self._plans.clear()
-            plan = self._plans[key] = decode_plan(device.points, request.points, request.address)
+        # Devices of one profile share their point configs: one decode plan per table and read.
+        plan = self._plans.get((device.id, request), device.points, request.points, request.address)
         return tuple(decode_samples(plan, reply))
 
     async def _read_points_apart(

@@ -53,6 +53,7 @@ from citynerve.gateway.api._records import (
     shortest_float32,
     utc_now,
 )
+from citynerve.gateway.api._tables import TableCache
 from citynerve.gateway.api._tasks import stop_task
 from citynerve.gateway.api._timeouts import SerialTimeout
 
@@ -96,6 +97,7 @@ __all__ = [
     "Severity",
     "StateStore",
     "SteadyWall",
+    "TableCache",
     "TransientError",
     "Value",
     "WriteRejectedError",

@@ -3,9 +3,9 @@
 `Screening.screen` marks readings outside their physical bounds SUSPECT (the rules of
 `plausibility.check`, which stays the reference) and reads the meter's own clock where the batch has
 one (`MeterClocks`). What both need from a point table (bounds after scale and offset; whether the
-table has a clock point at all) is worked out once per table: the devices of one profile share one
-table, and at 100 transactions a second looking it up sample by sample was a measurable share of
-the owner's CPU (docs/benchmarks.md, "Gateway footprint").
+table has a clock point at all) is worked out once per table (`TableCache`: the devices of one
+profile share their point configs): at 100 transactions a second looking it up sample by sample
+was a measurable share of the owner's CPU (docs/benchmarks.md, "Gateway footprint").
 """
 
 from __future__ import annotations
@@ -14,18 +14,16 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from citynerve.gateway.api import PointConfig, Quality, Sample
+from citynerve.gateway.api import PointConfig, Quality, Sample, TableCache
 from citynerve.gateway.bus.plausibility import bounds_of
 from citynerve.gateway.timecheck import DLT645_DATE_POINT, DLT645_TIME_POINT, METER_CLOCK_POINTS, MeterClocks
 
-MAX_TABLES = 1024  # point tables remembered (one per profile, and per device with its own points)
 _CLOCK_POINTS = frozenset((*METER_CLOCK_POINTS, DLT645_DATE_POINT, DLT645_TIME_POINT))
 _GOOD, _SUSPECT = Quality.GOOD, Quality.SUSPECT
 
 
 @dataclass(frozen=True, slots=True)
 class _Table:
-    points: Mapping[str, PointConfig]  # the table this was made for (remembered by identity)
     bounds: dict[str, tuple[float, float, float, float]]  # point -> scale, offset, low, high
     clocked: bool  # a point that carries the meter's clock
 
@@ -36,7 +34,7 @@ def _table(points: Mapping[str, PointConfig]) -> _Table:
         limits = bounds_of(point)
         if limits is not None:
             bounds[name] = (point.scale, point.offset, limits[0], limits[1])
-    return _Table(points, bounds, any(name in _CLOCK_POINTS for name in points))
+    return _Table(bounds, any(name in _CLOCK_POINTS for name in points))
 
 
 class Screening:
@@ -44,18 +42,14 @@ class Screening:
 
     def __init__(self) -> None:
         self.clocks = MeterClocks()
-        self._tables: dict[int, _Table] = {}
+        self._tables: TableCache[_Table] = TableCache(_table)
 
     def screen(
         self, device_id: str, points: Mapping[str, PointConfig], samples: tuple[Sample, ...]
     ) -> tuple[tuple[Sample, ...], list[str], float | None]:
         """The samples (those outside their bounds marked SUSPECT), the names of those points, and
         the meter clock's skew when the batch tells it."""
-        table = self._tables.get(id(points))
-        if table is None or table.points is not points:
-            if len(self._tables) >= MAX_TABLES:
-                self._tables.clear()
-            table = self._tables[id(points)] = _table(points)
+        table = self._tables.get(device_id, points)
         suspect: list[str] = []
         bounds = table.bounds
         if bounds:
