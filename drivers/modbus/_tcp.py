@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 
-from citynerve.gateway.api import FrameError
+from citynerve.gateway.api import FrameError, SerialTimeout
 
 PROTOCOL = "modbus-tcp"
 MAX_PDU = 253  # Modbus application protocol v1.1b3, 4.1: PDU <= 253 bytes
@@ -150,6 +150,7 @@ class MbapClient:
         self.timeout_s = timeout_s  # per transaction; the channel sets it per device
         self._protocol: _Mbap | None = None
         self._tid = 0
+        self._timeout = SerialTimeout()  # one loop timer for all its transactions, not one each
         self.sent = b""  # the last request frame, and the bytes received for it (for diagnosis)
         self.received = b""
 
@@ -188,7 +189,7 @@ class MbapClient:
             if no_response_expected:
                 return None
             try:
-                async with asyncio.timeout(self.timeout_s):
+                async with self._timeout.after(self.timeout_s):
                     reply = await future
             except TimeoutError:
                 self.received = bytes(protocol.buffer)
@@ -201,27 +202,26 @@ class MbapClient:
         return split_reply(pdu[0], reply[7:])
 
     # -- the calls the driver and the diagnostics make (pymodbus' names and keywords) ----------
+    # The reads return `execute`'s coroutine itself (awaited by the caller, as with pymodbus):
+    # no coroutine of their own around it on the poll path.
 
-    async def _read(self, function: int, address: int, count: int, device_id: int) -> PduReply | None:
-        return await self.execute(device_id, _READ.pack(function, address, count))
+    def read_coils(self, address: int, *, count: int = 1, device_id: int = 1) -> Awaitable[PduReply | None]:
+        return self.execute(device_id, _READ.pack(1, address, count))
 
-    async def read_coils(self, address: int, *, count: int = 1, device_id: int = 1) -> PduReply | None:
-        return await self._read(1, address, count, device_id)
-
-    async def read_discrete_inputs(
+    def read_discrete_inputs(
         self, address: int, *, count: int = 1, device_id: int = 1
-    ) -> PduReply | None:
-        return await self._read(2, address, count, device_id)
+    ) -> Awaitable[PduReply | None]:
+        return self.execute(device_id, _READ.pack(2, address, count))
 
-    async def read_holding_registers(
+    def read_holding_registers(
         self, address: int, *, count: int = 1, device_id: int = 1
-    ) -> PduReply | None:
-        return await self._read(3, address, count, device_id)
+    ) -> Awaitable[PduReply | None]:
+        return self.execute(device_id, _READ.pack(3, address, count))
 
-    async def read_input_registers(
+    def read_input_registers(
         self, address: int, *, count: int = 1, device_id: int = 1
-    ) -> PduReply | None:
-        return await self._read(4, address, count, device_id)
+    ) -> Awaitable[PduReply | None]:
+        return self.execute(device_id, _READ.pack(4, address, count))
 
     async def write_coil(
         self, address: int, value: bool, *, device_id: int = 1, no_response_expected: bool = False

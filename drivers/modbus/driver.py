@@ -10,19 +10,14 @@ from __future__ import annotations
 
 import logging
 import math
-import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from citynerve.drivers.modbus._channel import READ_FUNCTION, ModbusChannel, Reply
+from citynerve.drivers.modbus._channel import READ_FUNCTION, ModbusChannel
 from citynerve.drivers.modbus._diag import run_diag
-from citynerve.drivers.modbus.codec import (
-    CodecError,
-    decode_registers,
-    encode_value,
-    register_bit,
-)
+from citynerve.drivers.modbus._plan import DecodePlan, decode_plan, decode_samples
+from citynerve.drivers.modbus.codec import CodecError, encode_value
 from citynerve.drivers.modbus.config import (
     BIT_TABLES,
     ModbusBusConfig,
@@ -38,13 +33,18 @@ from citynerve.gateway.api import (
     Quality,
     Sample,
     StateStore,
+    TableCache,
     Value,
     WriteRejectedError,
-    shortest_float32,
 )
 
 DEFAULT_INTERVAL_S = 60.0
-MAX_PLANS = 4096  # decode plans kept per bus (one per point table and read; cleared when full)
+_READ_METHOD = {
+    "coil": "read_coils",
+    "discrete": "read_discrete_inputs",
+    "holding": "read_holding_registers",
+    "input": "read_input_registers",
+}
 ILLEGAL_DATA_ADDRESS = 2
 
 log = logging.getLogger(__name__)
@@ -84,95 +84,6 @@ def plan_device(device: ModbusDeviceConfig) -> tuple[ModbusRequest, ...]:
         )
         for r in plan_reads(spans, limits)
     )
-
-
-def decode_point(point: ModbusPointConfig, offset: int, reply: Reply, name: str = "") -> Sample:
-    """The raw value of one point from a read reply; Quality.BAD if the device sent no value."""
-    name = name or point.name
-    if point.table in BIT_TABLES:
-        return Sample(name, reply.bits[offset])
-    regs = reply.registers[offset : offset + point.register_count]
-    if point.type == "bool":
-        return Sample(name, register_bit(regs[0], point.bit or 0))
-    value = decode_registers(
-        regs, point.type, word_order=point.word_order, byte_order=point.byte_order, encoding=point.encoding
-    )
-    if isinstance(value, float) and not math.isfinite(value):
-        # Meters send NaN/inf for "not available"; it must not travel as a number.
-        return Sample(name, None, Quality.BAD)
-    return Sample(name, value)
-
-
-_FAST: dict[str, tuple[struct.Struct, int]] = {
-    "int16": (struct.Struct(">h"), 0),
-    "uint16": (struct.Struct(">H"), 0),
-    "int32": (struct.Struct(">i"), 0),
-    "uint32": (struct.Struct(">I"), 0),
-    "int64": (struct.Struct(">q"), 0),
-    "uint64": (struct.Struct(">Q"), 0),
-    "float32": (struct.Struct(">f"), 32),
-    "float64": (struct.Struct(">d"), 64),
-}
-"""Types read straight from the reply bytes when the point is big-endian (ABCD): (layout, float bits)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Slot:
-    """How one point of a planned read is decoded: from the reply bytes, or by `decode_point`."""
-
-    name: str
-    point: ModbusPointConfig
-    offset: int  # registers from the start of the read
-    layout: struct.Struct | None  # None: decode_point (bits, bools, strings, other orders)
-    float_bits: int
-
-
-def decode_plan(points: Mapping[str, ModbusPointConfig], request: ModbusRequest) -> tuple[_Slot, ...]:
-    """The decoding of every point of `request`, worked out once per point table and read."""
-    slots = []
-    for name in request.points:
-        point = points[name]
-        fast = _FAST.get(point.type)
-        big = point.word_order == "big" and point.byte_order == "big"
-        if point.table in BIT_TABLES or fast is None or not big:
-            slots.append(_Slot(name, point, point.address - request.address, None, 0))
-        else:
-            slots.append(_Slot(name, point, point.address - request.address, fast[0], fast[1]))
-    return tuple(slots)
-
-
-_Plan = tuple[Mapping[str, ModbusPointConfig], tuple[_Slot, ...]]  # the point table, its slots
-
-_SHORTEST: dict[float, float] = {}
-_SHORTEST_MAX = 4096  # meters repeat their values (totals, set points): remembered, bounded
-
-
-def decode_samples(slots: Sequence[_Slot], reply: Reply) -> list[Sample]:
-    """The raw samples of a read reply; the same values as `decode_point` point by point."""
-    samples = []
-    data = reply.data
-    for slot in slots:
-        layout = slot.layout
-        if layout is None:
-            try:
-                samples.append(decode_point(slot.point, slot.offset, reply, slot.name))
-            except CodecError:
-                samples.append(Sample(slot.name, None, Quality.BAD))
-            continue
-        value = layout.unpack_from(data, 2 * slot.offset)[0]
-        if slot.float_bits:
-            if not math.isfinite(value):
-                samples.append(Sample(slot.name, None, Quality.BAD))
-                continue
-            if slot.float_bits == 32 and value:  # +-0.0 are their own shortest form (and equal keys)
-                short = _SHORTEST.get(value)
-                if short is None:
-                    if len(_SHORTEST) >= _SHORTEST_MAX:
-                        _SHORTEST.clear()
-                    short = _SHORTEST[value] = shortest_float32(value)
-                value = short
-        samples.append(Sample(slot.name, value))
-    return samples
 
 
 def raw_from_engineering(point: ModbusPointConfig, value: Value) -> Value:
@@ -231,9 +142,7 @@ class ModbusDriver(PollDriver[ModbusBusConfig, ModbusDeviceConfig]):
         self.channel = ModbusChannel(bus)
         # Merged reads a device refused for an unmapped address: read point by point instead.
         self._read_apart: set[tuple[str, str, int, int]] = set()
-        self._plans: dict[
-            tuple[int, ModbusRequest], tuple[Mapping[str, ModbusPointConfig], tuple[_Slot, ...]]
-        ] = {}
+        self._plans: TableCache[DecodePlan] = TableCache(decode_plan)
 
     async def open(self) -> None:
         await self.channel.open()
@@ -277,14 +186,10 @@ class ModbusDriver(PollDriver[ModbusBusConfig, ModbusDeviceConfig]):
         unit = device.address
         table, address, count = request.table, request.address, request.count
 
-        async def call(client: Any) -> Any:
-            method = {
-                "coil": client.read_coils,
-                "discrete": client.read_discrete_inputs,
-                "holding": client.read_holding_registers,
-                "input": client.read_input_registers,
-            }[table]
-            return await method(address, count=count, device_id=unit)
+        method = _READ_METHOD[table]
+
+        def call(client: Any) -> Any:  # the client's coroutine: awaited by the channel
+            return getattr(client, method)(address, count=count, device_id=unit)
 
         reply = await self.channel.transact(device.id, unit, request.points, self._timeout(device), call)
         have = len(reply.bits) if table in BIT_TABLES else len(reply.registers)
@@ -292,14 +197,9 @@ class ModbusDriver(PollDriver[ModbusBusConfig, ModbusDeviceConfig]):
             raise FrameError(
                 self.channel.frame_protocol, f"device {device.id} sent {have} values for a read of {count}"
             )
-        # Devices of one profile share one point table: one decode plan per table and read.
-        key = (id(device.points), request)
-        known = self._plans.get(key)
-        if known is None or known[0] is not device.points:
-            if len(self._plans) >= MAX_PLANS:
-                self._plans.clear()
-            known = self._plans[key] = (device.points, decode_plan(device.points, request))
-        return tuple(decode_samples(known[1], reply))
+        # Devices of one profile share their point configs: one decode plan per table and read.
+        plan = self._plans.get((device.id, request), device.points, request.points, request.address)
+        return tuple(decode_samples(plan, reply))
 
     async def _read_points_apart(
         self, device: ModbusDeviceConfig, request: ModbusRequest

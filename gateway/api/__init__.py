@@ -53,7 +53,9 @@ from citynerve.gateway.api._records import (
     shortest_float32,
     utc_now,
 )
+from citynerve.gateway.api._tables import TableCache
 from citynerve.gateway.api._tasks import stop_task
+from citynerve.gateway.api._timeouts import SerialTimeout
 
 __all__ = [
     "ID_PATTERN",
@@ -91,9 +93,11 @@ __all__ = [
     "SecretFile",
     "SecretPath",
     "SerialSettings",
+    "SerialTimeout",
     "Severity",
     "StateStore",
     "SteadyWall",
+    "TableCache",
     "TransientError",
     "Value",
     "WriteRejectedError",

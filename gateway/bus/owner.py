@@ -13,7 +13,6 @@ period, so it never delays the others by more than its own timeout budget.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import logging
 import random
@@ -40,17 +39,18 @@ from citynerve.gateway.api import (
     Quality,
     Sample,
     SampleBatch,
+    SerialTimeout,
     TransientError,
     Value,
 )
-from citynerve.gateway.bus import linetest, plausibility, probe
+from citynerve.gateway.bus import linetest, probe
 from citynerve.gateway.bus.events import FAULT, OFFLINE, DeviceFaultError, device_event
 from citynerve.gateway.bus.facts import bus_verdict
 from citynerve.gateway.bus.health import BusCounters, DeviceHealth
-from citynerve.gateway.bus.jobs import BusNotRunningError, BusSink, _Entry, _Job
+from citynerve.gateway.bus.jobs import BusNotRunningError, BusSink, Wakeup, _Entry, _Job, wake_time
 from citynerve.gateway.bus.listening import run_listen
+from citynerve.gateway.bus.screening import Screening
 from citynerve.gateway.bus.verdict import LineQuality, kind_of
-from citynerve.gateway.timecheck import MeterClocks
 
 log = logging.getLogger("citynerve.bus")
 T = TypeVar("T")
@@ -97,12 +97,13 @@ class BusOwner:
                 self.health[device_id].faulted = "faulted when the gateway last stopped"
         self.counters = BusCounters()
         self.quality = LineQuality()  # outcomes of every attempt (before retries), for the verdict
-        self._clocks = MeterClocks()  # the meters' own clocks, for the gateway's time check
+        self._screening = Screening()  # plausibility, and the meters' own clocks for the time check
+        self._guard = SerialTimeout()  # the owner's guard around each transaction (one loop timer)
         self.channel_open = False
         self.channel_error: str | None = None
         self._rng = rng or random.Random()
         self._jobs: deque[_Job] = deque()
-        self._wakeup = asyncio.Event()
+        self._wakeup = Wakeup()
         self._heap: list[_Entry] = []
         self._order = 0
         self._plans: dict[str, list[PollRequest]] = {}
@@ -306,19 +307,14 @@ class BusOwner:
 
     async def _wait(self, seconds: float) -> None:
         """Sleep up to `seconds`, waking early when a job or a restart arrives."""
-        if seconds <= 0:
-            return
-        self._wakeup.clear()
-        if self._jobs or self._restart:
+        if seconds <= 0 or self._jobs or self._restart:
             return
         # In slices, so that an idle owner still shows progress to the service watchdog.
         end = self.clock.monotonic() + seconds
         while (left := end - self.clock.monotonic()) > 0:
             self.progress = self.clock.monotonic()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(left, PROGRESS_SLICE_S)):
-                    await self._wakeup.wait()
-                    return
+            if await self._wakeup.sleep(min(left, PROGRESS_SLICE_S)):
+                return
 
     async def _run_poll(self) -> None:
         loop = asyncio.get_running_loop()
@@ -341,9 +337,9 @@ class BusOwner:
                 await self._wait(3600)
                 continue
             entry = self._heap[0]
-            delay = entry.due - loop.time()
-            if delay > 0:
-                await self._wait(delay)
+            now = loop.time()
+            if entry.due > now:
+                await self._wait(wake_time(entry.due, entry.request.interval_s) - now)
                 continue
             heapq.heappop(self._heap)
             if entry.index == _REPLAN:
@@ -439,7 +435,7 @@ class BusOwner:
         timeout_s = getattr(device, "timeout_s", None) or self.bus.timeout_s
         guard = max(timeout_s, self.bus.timeout_s) * 2 + 1.0
         try:
-            async with asyncio.timeout(guard):
+            async with self._guard.after(guard):
                 samples = await self.driver.read(device, request)
         except TimeoutError:
             err: GatewayError = DeviceTimeoutError(device.id, request.points, self.bus.timeout_s)
@@ -483,10 +479,9 @@ class BusOwner:
 
     def _plausible(self, device: DeviceConfig, samples: tuple[Sample, ...]) -> tuple[Sample, ...]:
         """Readings outside their physical bounds become SUSPECT and count for the verdict."""
-        samples, suspect = plausibility.check(device.points, samples)
+        samples, suspect, skew = self._screening.screen(device.id, device.points, samples)
         for point in suspect:
             self.quality.implausible(device.id, point)
-        skew = self._clocks.observe(device.id, samples)
         if skew is not None:
             self.quality.meter_skew[device.id] = skew
         return samples

@@ -412,11 +412,11 @@ def judge_bus(
                 f.device_id, state, Cause.LINE_GARBLED, bus_reason, f.counts
             )
 
-    others_clean = {d: [o for o in judged if o.device_id != d and _clean(o.counts)] for d in polled}
+    clean = {o.device_id for o in judged if _clean(o.counts)}  # once: not per device (100 x 100)
     for d, f in polled.items():
         if d in verdicts:
             continue
-        verdicts[d] = _judge_polled(f, settings, bool(others_clean[d]))
+        verdicts[d] = _judge_polled(f, settings, len(clean) > (d in clean))  # another device is clean
     for d, f in radio.items():
         verdicts[d] = _judge_radio(f)
 

@@ -11,6 +11,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -55,6 +56,7 @@ class ScriptedDriver(PollDriver[BusConfig, DeviceConfig]):
         super().__init__(bus, devices)
         self.silent: set[str] = set()
         self.refusing: set[str] = set()
+        self.hanging: set[str] = set()  # a driver bug: the read never ends, whatever its timeout
         self.reads: list[tuple[str, float]] = []
         self.writes: list[tuple[str, str, Value]] = []
         self.opens = 0
@@ -82,6 +84,8 @@ class ScriptedDriver(PollDriver[BusConfig, DeviceConfig]):
             if device.id in self.silent:
                 await asyncio.sleep(self.bus.timeout_s)
                 raise DeviceTimeoutError(device.id, request.points, self.bus.timeout_s)
+            if device.id in self.hanging:
+                await asyncio.sleep(3600)
             if device.id in self.refusing:
                 raise DeviceExceptionError(device.id, 2, "illegal data address", request.points)
             await asyncio.sleep(0.001)
@@ -177,6 +181,88 @@ async def test_device_comes_back_online_with_one_cleared_event() -> None:
     states = [e.state for e in sink.events if e.kind == OFFLINE_KIND]
     assert states == [EventState.RAISED, EventState.CLEARED]
     assert owner.health["d0"].online is True
+
+
+async def test_a_read_that_hangs_is_ended_by_the_owners_guard_and_the_others_go_on() -> None:
+    # guard = 2 x bus timeout + 1 s: 1.1 s here
+    owner, driver, sink = make(2, retries=0, offline_after=1)
+    driver.hanging.add("d0")
+    task = asyncio.create_task(owner.run())
+    for _ in range(400):  # up to 20 s
+        if owner.health["d0"].online is False:
+            break
+        await asyncio.sleep(0.05)
+    assert owner.health["d0"].online is False
+    polls_after = len([r for r in driver.reads if r[0] == "d1"])
+    await asyncio.sleep(0.3)
+    hung = driver.in_flight  # the next probe of d0 may be hanging again, nothing else
+    task.cancel()  # a cancel from outside still stops the owner, hanging read or not
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert owner.counters.timeouts >= 1
+    assert [e.device_id for e in sink.events if e.kind == OFFLINE_KIND] == ["d0"]
+    assert len([r for r in driver.reads if r[0] == "d1"]) > polls_after  # d1 polled on
+    assert hung <= 1 and driver.in_flight == 0
+
+
+def test_wake_times_are_rounded_up_to_a_shared_grid() -> None:
+    from citynerve.gateway.bus.jobs import COALESCE_S, wake_time
+
+    assert COALESCE_S == 0.2
+    assert wake_time(100.05, 10.0) == pytest.approx(100.2)  # 0.2 s grid for a 10 s interval
+    assert wake_time(100.05, 60.0) == pytest.approx(100.2)  # capped at 0.2 s
+    assert wake_time(100.005, 1.0) == pytest.approx(100.02)  # 2 % of a 1 s interval
+    assert wake_time(100.4, 10.0) >= 100.4  # on the grid already: not moved (never early)
+    assert wake_time(5.0001, 0.0) == 5.0001  # no interval (a replan): no rounding
+    rng = random.Random(3)
+    for _ in range(10_000):
+        due, interval = rng.uniform(0, 1e6), rng.choice([0.05, 1.0, 10.0, 60.0, 3600.0])
+        wake = wake_time(due, interval)
+        assert due <= wake <= due + min(0.2, interval * 0.02) + 1e-6
+
+
+def test_owners_of_several_buses_wake_on_the_same_grid() -> None:
+    """Every timer an owner arms to wait for a poll ends on the 20 ms grid of a 1 s interval, on
+    every bus: the owners wake together (the loop is the real one, counting what it is asked)."""
+    from citynerve.gateway.bus import jobs
+
+    class RecordingLoop(asyncio.SelectorEventLoop):
+        def __init__(self) -> None:
+            super().__init__()
+            self.waits: list[float] = []
+
+        def call_at(self, when: float, callback: Any, *args: Any, context: Any = None) -> asyncio.TimerHandle:
+            if callback is jobs._over:  # an owner's sleep until its next poll
+                self.waits.append(when)
+            return super().call_at(when, callback, *args, context=context)
+
+    async def main() -> list[ScriptedDriver]:
+        drivers = []
+        tasks = []
+        for b in range(3):
+            bus = BusConfig(id=f"b{b}", protocol="test", timeout_s=0.05, retries=0)
+            devices = [device(f"d{b}{i}", interval=1.0) for i in range(4)]
+            driver = ScriptedDriver(bus, devices)
+            owner = BusOwner(bus, devices, driver, Collector([], [], []), rng=random.Random(b))
+            drivers.append(driver)
+            tasks.append(asyncio.create_task(owner.run()))
+        await asyncio.sleep(2.5)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return drivers
+
+    loop = RecordingLoop()
+    try:
+        drivers = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert all(len(d.reads) >= 8 for d in drivers)  # 4 devices x 2 s at 1 s: the cadence holds
+    assert len(loop.waits) >= 10
+    for when in loop.waits:
+        # computed as the grid point minus the few microseconds between two clock reads
+        off = when - round(when / 0.02) * 0.02
+        assert abs(off) < 0.002, (when, off)
 
 
 async def test_exception_reply_marks_points_bad_but_device_stays_online() -> None:

@@ -55,6 +55,47 @@ def test_check_marks_only_out_of_bounds_numbers_after_scale() -> None:
     assert none == []
 
 
+def test_the_owners_screening_marks_what_check_marks() -> None:
+    """`Screening` (bounds worked out once per point table) against `check`, on random batches:
+    every unit of the shared table, point bounds, scales and offsets, odd types and qualities."""
+    import math
+    import random
+
+    from citynerve.gateway.bus.plausibility import UNIT_BOUNDS
+    from citynerve.gateway.bus.screening import Screening
+
+    rng = random.Random(5)
+    screening = Screening()
+    units = [*UNIT_BOUNDS, "widgets", ""]
+    tables = []
+    for _ in range(20):
+        points: dict[str, PointConfig] = {}
+        for i in range(rng.randint(1, 12)):
+            spec: dict[str, Any] = {"unit": rng.choice(units)}
+            if rng.random() < 0.2:
+                low = rng.uniform(-100, 100)
+                spec["bounds"] = (low, low + rng.uniform(0, 500))
+            if rng.random() < 0.3:
+                spec["scale"], spec["offset"] = rng.choice([0.1, 0.01, -1.0, 1000.0]), rng.uniform(-50, 50)
+            points[f"p{i}"] = PointConfig(**spec)
+        tables.append(points)
+    values = [0, -0.0, 1, 50.01, 8.08e37, -3e9, 2**63, math.inf, math.nan, True, "x", None, 1e-300]
+    for _ in range(2000):
+        points = rng.choice(tables)
+        names = [*points, "not_in_table"]
+        samples = tuple(
+            Sample(
+                rng.choice(names), rng.choice([*values, rng.uniform(-1e7, 1e7)]), rng.choice(list(Quality))
+            )
+            for _ in range(rng.randint(0, 10))
+        )
+        expected, expected_suspect = check(points, samples)
+        got, suspect, skew = screening.screen("d", points, samples)
+        assert suspect == expected_suspect and skew is None
+        assert [(s.point, s.quality) for s in got] == [(s.point, s.quality) for s in expected]
+        assert all(a.value is b.value for a, b in zip(got, expected, strict=True))
+
+
 async def until(check: Callable[[], bool], within: float = 20.0) -> None:
     async with asyncio.timeout(within):
         while True:

@@ -243,47 +243,47 @@ async def test_bad_header_drops_the_connection_and_late_replies_are_ignored() ->
 
 
 def test_decode_plan_gives_what_decode_point_gives() -> None:
-    """The driver's per-read decode plan (bytes straight from the reply) against `decode_point`."""
+    """The driver's per-read decode plan (one unpack of the reply bytes) against `decode_point`,
+    on random maps: every type and all four word/byte orders, gaps, points sharing registers, reads
+    that start before the first point, special float patterns (NaN, infinities, -0.0)."""
     import math
 
     from modbus_support import LOCATION, device_model
 
     from citynerve.drivers.modbus._channel import Reply
-    from citynerve.drivers.modbus.driver import ModbusRequest, decode_plan, decode_point, decode_samples
+    from citynerve.drivers.modbus._plan import decode_plan, decode_point, decode_samples
 
     rng = random.Random(17)
     types = ["int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string", "bool"]
-    for _ in range(200):
+    sizes = {"int16": 1, "uint16": 1, "bool": 1, "string": 3, "int64": 4, "uint64": 4, "float64": 4}
+    orders = [("big", "big"), ("little", "big"), ("big", "little"), ("little", "little")]
+    specials = [0, 0x7FC0, 0xFF80, 0x7F80, 0x8000, 0x4366, 0xFFFF, 0x7FF0, 0xFFF0]
+    for _ in range(400):
         points: dict[str, dict[str, Any]] = {}
-        address = 0
+        start = rng.randrange(3)  # the read starts this many registers before the first point
+        address = start
         for i in range(rng.randint(1, 8)):
             kind = rng.choice(types)
             spec: dict[str, Any] = {"table": "holding", "address": address, "type": kind}
-            spec["word_order"], spec["byte_order"] = rng.choice(
-                [("big", "big")] * 3 + [("little", "big"), ("big", "little")]
-            )
+            spec["word_order"], spec["byte_order"] = rng.choice(orders)
             if kind == "string":
                 spec["length"] = 3
             if kind == "bool":
                 spec["bit"] = rng.randrange(16)
             points[f"p{i}"] = spec
-            address += {
-                "int16": 1,
-                "uint16": 1,
-                "bool": 1,
-                "string": 3,
-                "int64": 4,
-                "uint64": 4,
-                "float64": 4,
-            }.get(kind, 2)
+            size = sizes.get(kind, 2)
+            # the next point: after a gap, right after, or on the same registers
+            address = rng.choice(
+                [address, address + size, address + size, address + size + rng.randrange(1, 4)]
+            )
+        end = max(p["address"] + sizes.get(p["type"], 2) for p in points.values())
         device = device_model(id="d", bus="b", profile="t", address=1, location=LOCATION, points=points)
-        registers = [rng.choice([rng.randrange(65536), 0, 0x7FC0, 0xFF80, 0x4366]) for _ in range(address)]
-        reply = Reply(registers=tuple(registers), data=struct.pack(f">{address}H", *registers))
-        request = ModbusRequest(
-            points=tuple(points), interval_s=10.0, table="holding", function=3, address=0, count=address
-        )
-        fast = decode_samples(decode_plan(device.points, request), reply)
-        for sample, name in zip(fast, points, strict=True):
+        registers = [rng.choice([rng.randrange(65536), rng.choice(specials)]) for _ in range(end)]
+        reply = Reply(registers=tuple(registers), data=struct.pack(f">{end}H", *registers))
+        names = list(points)
+        rng.shuffle(names)  # the request's order is the samples' order, whatever the addresses
+        fast = decode_samples(decode_plan(device.points, names, 0), reply)
+        for sample, name in zip(fast, names, strict=True):
             point = device.points[name]
             expected = decode_point(point, point.address, reply, name)
             assert sample.point == expected.point and sample.quality == expected.quality
@@ -294,3 +294,5 @@ def test_decode_plan_gives_what_decode_point_gives() -> None:
                 and math.isnan(expected.value)
             )
             assert same and type(sample.value) is type(expected.value), (name, point.type, sample, expected)
+            if isinstance(sample.value, float) and sample.value == 0:  # -0.0 stays -0.0
+                assert math.copysign(1, sample.value) == math.copysign(1, expected.value)  # type: ignore[arg-type]
