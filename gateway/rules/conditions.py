@@ -19,6 +19,7 @@ from citynerve.gateway.rules.config import (
     ThresholdRule,
 )
 from citynerve.gateway.rules.meter import LocalDays, MeterTrack, Step, spread
+from citynerve.gateway.rules.peers import PeerSlots
 from citynerve.gateway.rules.stats import Estimator
 
 _TRUE_WORDS = frozenset({"1", "true", "on", "yes", "alarm", "active", "open"})
@@ -418,8 +419,10 @@ class AnomalyCondition(Condition):
         "est",
         "gap_s",
         "hours",
+        "member",
         "meter",
         "min_value",
+        "peers",
         "rule",
         "warmup",
         "z",
@@ -442,6 +445,12 @@ class AnomalyCondition(Condition):
         self.gap_s = rule.gap_s
         self.cur = -1
         self.cur_use = 0.0
+        self.peers: PeerSlots | None = None  # set by the engine for a device in a peer group
+        self.member = ""
+
+    def join(self, peers: PeerSlots, member: str) -> None:
+        """Score this device's slot use relative to its group's (gateway/rules/peers.py)."""
+        self.peers, self.member = peers, member
 
     def _in_hours(self, ts: float) -> bool:
         if self.hours is None:
@@ -486,13 +495,24 @@ class AnomalyCondition(Condition):
         result: bool | None = None
         while self.cur < idx:
             self.cur_use += spread(use, t0, ts, self.cur * s, (self.cur + 1) * s)
-            mid = (self.cur + 0.5) * s
-            bin_ = int(self.days.hour(mid) * len(self.est) / 24) % len(self.est) if self.rule.profile else 0
-            result = self._score(self.cur_use, mid, bin_)
+            result = self._close(self.cur, self.cur_use)
             self.cur += 1
             self.cur_use = 0.0
         self.cur_use += use if t0 >= idx * s else spread(use, t0, ts, idx * s, (idx + 1) * s)
         return result
+
+    def _close(self, slot: int, use: float) -> bool | None:
+        """A slot's use is known: score it, or with peers, score the slot before against the group."""
+        if self.peers is not None:
+            self.peers.put(slot, self.member, use)
+            excess = self.peers.excess(slot - 1, self.member)
+            if excess is None:
+                return None
+            slot, use = slot - 1, excess
+        s = self.rule.slot_s
+        mid = (slot + 0.5) * s
+        bin_ = int(self.days.hour(mid) * len(self.est) / 24) % len(self.est) if self.rule.profile else 0
+        return self._score(use, mid, bin_)
 
     def snapshot(self) -> list[Any]:
         return [

@@ -220,12 +220,20 @@ class AnomalyRule(_RuleBase):
         description="readings further apart than this, seconds: the use between them is unknown",
     )
     tz: str = "Asia/Shanghai"
+    peers: str = Field(
+        default="",
+        pattern=r"^([a-z][a-z0-9_-]{0,31})?$",
+        description="tag prefix of a peer group (`feeder`: devices tagged `feeder:<id>`): a slot's use "
+        "is scored as the excess over the other members' median (gateway/rules/peers.py)",
+    )
 
     @model_validator(mode="after")
     def _shape(self) -> AnomalyRule:
         _check_tz(self.tz)
         if self.profile and (86400 % self.slot_s or not self.cumulative):
             raise ValueError("`profile` needs `cumulative` and a `slot_s` that divides a day")
+        if self.peers and not self.cumulative:
+            raise ValueError("`peers` compares slot uses: it needs `cumulative`")
         if self.hours is not None and not (0 <= self.hours[0] <= 24 and 0 <= self.hours[1] <= 24):
             raise ValueError("`hours` are local hours 0..24")
         return self

@@ -57,6 +57,7 @@ from citynerve.gateway.rules.config import (
 )
 from citynerve.gateway.rules.household import HouseholdCondition, HouseholdRule
 from citynerve.gateway.rules.household_config import HouseholdConfig
+from citynerve.gateway.rules.peers import PeerSlots
 from citynerve.gateway.rules.routine import RoutineCondition
 from citynerve.gateway.rules.suppression import QuietHours
 
@@ -222,6 +223,7 @@ class RuleEngine:
         self._offline: dict[str, list[RuleInstance]] = {}
         self._ticked: list[RuleInstance] = []
         self._waiting: set[RuleInstance] = set()
+        self._peers: dict[str, PeerSlots] = {}  # anomaly rules with `peers`: one per rule and group
         # Household alarms: (device, point) -> the instances and their condition's feed for it.
         self._feeds: dict[
             str, dict[str, list[tuple[RuleInstance, Callable[[Value, float], bool | None]]]]
@@ -289,7 +291,12 @@ class RuleEngine:
             if any(c is None for c in children):
                 return None
             return RuleInstance(rule, dev.id, CompositeCondition(rule, [c for c in children if c]), attrs)
-        return RuleInstance(rule, dev.id, _condition(rule), attrs)
+        cond = _condition(rule)
+        if isinstance(rule, AnomalyRule) and isinstance(cond, AnomalyCondition) and rule.peers:
+            group = next((t for t in sorted(dev.tags) if t.startswith(rule.peers + ":")), "")
+            if group:  # without the tag: scored on its own use
+                cond.join(self._peers.setdefault(f"{rule.id}|{group}", PeerSlots()), dev.id)
+        return RuleInstance(rule, dev.id, cond, attrs)
 
     def _household(self, dev: DeviceConfig) -> list[DeviceConfig]:
         """The device, then the other devices sharing one of its `household:` tags."""

@@ -7,7 +7,9 @@
 Two kinds of data, named in each pack's "data" field: "rule-labelled" scenarios (issue 6: episodes
 start where the published rule becomes true - they check the engine, not the rule) and
 "independent" models of the physical situation, labelled by what happened (issue 18), and "public":
-measured data from a package (electricity/public, when the extra `public-data` is installed). Every
+measured data from a package (electricity/public, when the extra `public-data` is installed). A pack
+that raises a confirmed second stage (smoke_confirmed) gets a row `<pack>/confirmed` on independent
+data beside its immediate alarms (hil/eval/harness.py CONFIRMED). Every
 scenario has a fixed seed; each is replayed through citynerve.gateway.pipeline.Pipeline with the RuleEngine on
 a simulated clock (hil/eval). Floors: F1 >= 0.95 on rule-labelled data, >= 0.90 on independent data,
 no vibration alarms. Exit status 1 if a floor is missed (docs/benchmarks.md says which and why).
@@ -36,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         # A pack with both kinds of data: "<pack>/independent" next to "<pack>".
         name = f"{s.pack}/independent" if s.pack in seen else s.pack
         rows.append((name, s, "independent", F1_FLOOR_INDEPENDENT))
+        if s.confirmed is not None:  # the pack's second stage (smoke_confirmed): what a centre dispatches on
+            rows.append((f"{s.pack}/confirmed", s.confirmed, "independent", F1_FLOOR_INDEPENDENT))
     if not args.small:  # measured data from a package, when installed (issue 18): electricity/public
         rows += _public(F1_FLOOR_INDEPENDENT)
     met = {name: s.f1 >= floor and s.false_alarms_vibration == 0 for name, s, _, floor in rows}

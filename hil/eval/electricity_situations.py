@@ -91,7 +91,10 @@ def _day(rng: random.Random, load: list[float], d: int, kind: str, away: bool) -
 def build(seed: int = 12325, households: int = 10, days: int = 35) -> Scenario:
     """The situation-labelled scenario for the electricity pack."""
     rng = random.Random(seed)
-    devices = [device(f"elec-{h:02d}", "dlt645-single-phase", POINTS, h) for h in range(households)]
+    devices = [
+        device(f"elec-{h:02d}", "dlt645-single-phase", POINTS, h).model_copy(update={"tags": ("feeder:F1",)})
+        for h in range(households)
+    ]  # the installer tags each meter with its feeder: the night rule compares it with its neighbours
     breakers = [(32, 40, 63, 40, 32)[h % 5] for h in range(households)]
     n = days * MIN_PER_DAY
     loads = []

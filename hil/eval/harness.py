@@ -16,6 +16,9 @@ from citynerve.hil.eval.model import Episode, Scenario
 
 TICK_IDLE_S = 30.0  # between readings with nothing on a hold timer: missing-data rules only
 TICK_S = 1.0  # the runtime's tick period
+CONFIRMED = "_confirmed"
+"""Event kinds ending so are a pack's second, confirmed stage of an alarm (smoke_confirmed after smoke):
+scored apart from the immediate alarms, against the same episodes (`score(..., confirmed=True)`)."""
 
 
 class CollectingSink:
@@ -98,6 +101,7 @@ class PackScore:
     replay_s: float
     missed: list[Episode] = field(default_factory=list)
     false: list[Event] = field(default_factory=list)
+    confirmed: PackScore | None = None  # the confirmed stage, for a pack that raises one
 
     def figures(self) -> dict[str, float | int]:
         return {
@@ -113,14 +117,24 @@ class PackScore:
         }
 
 
-def score(scn: Scenario, events: Sequence[Event], readings: int = 0, seconds: float = 0.0) -> PackScore:
+def score(
+    scn: Scenario,
+    events: Sequence[Event],
+    readings: int = 0,
+    seconds: float = 0.0,
+    confirmed: bool = False,
+) -> PackScore:
     """Match raised alarms to episodes. A second raise of the same kind in one episode is a false alarm
-    (flapping is penalised); an alarm matching no episode is a false alarm."""
+    (flapping is penalised); an alarm matching no episode is a false alarm. `confirmed`: score only the
+    confirmed stage (kind `<kind>_confirmed` matches an episode of `<kind>`), else only the rest."""
     prefix = scn.pack + "."
     alarms = [
         e
         for e in events
-        if e.state is EventState.RAISED and e.kind != ACTION_KIND and e.rule.startswith(prefix)
+        if e.state is EventState.RAISED
+        and e.kind != ACTION_KIND
+        and e.rule.startswith(prefix)
+        and e.kind.endswith(CONFIRMED) == confirmed
     ]
     by_dev: dict[str, list[int]] = {}
     for i, ep in enumerate(scn.episodes):
@@ -132,7 +146,7 @@ def score(scn: Scenario, events: Sequence[Event], readings: int = 0, seconds: fl
         cands = [
             i
             for i in by_dev.get(e.device_id, ())
-            if e.kind in scn.episodes[i].kinds
+            if e.kind.removesuffix(CONFIRMED) in scn.episodes[i].kinds
             and scn.episodes[i].start - scn.before_s - scn.episodes[i].slack_s
             <= e.ts
             <= scn.episodes[i].end + scn.after_s
@@ -190,5 +204,8 @@ def evaluate(scenarios: Sequence[Scenario]) -> list[PackScore]:
     out = []
     for scn in scenarios:
         r = replay(scn, scn.rules if isinstance(scn.rules, RulesConfig) else None)
-        out.append(score(scn, r.events, r.readings_in, r.seconds))
+        s = score(scn, r.events, r.readings_in, r.seconds)
+        if any(e.kind.endswith(CONFIRMED) for e in r.events):
+            s.confirmed = score(scn, r.events, r.readings_in, r.seconds, confirmed=True)
+        out.append(s)
     return out
