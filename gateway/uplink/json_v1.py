@@ -187,20 +187,12 @@ def event_fragment(seq: int, e: Event) -> str:
     )
 
 
-def _jsonable(obj: Any, memo: dict[int, Any] | None = None) -> Any:
+def _jsonable(obj: Any) -> Any:
     # attrs come from rules; keep what JSON can carry and stringify the rest rather than fail a batch.
-    # `memo`: containers converted already, by identity (the inventory's devices of one profile
-    # share one point list: converted once, not once per device). Only for inputs that stay alive.
-    if isinstance(obj, Mapping | list | tuple):
-        if memo is not None and id(obj) in memo:
-            return memo[id(obj)]
-        if isinstance(obj, Mapping):
-            out: Any = {str(k): _jsonable(v, memo) for k, v in obj.items()}
-        else:
-            out = [_jsonable(v, memo) for v in obj]
-        if memo is not None:
-            memo[id(obj)] = out
-        return out
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
     if isinstance(obj, float):
         return _json_value(obj)
     if obj is None or isinstance(obj, bool | int | str):
