@@ -246,8 +246,9 @@ class HouseholdCondition(Condition):
                 return f"not home by {cfg.home_by}"
             return ""  # out: nothing else to judge
         if bed and self.cur is False and moving:
-            last = max(self.changed, p.last_motion, self.last_use if water else -1.0)
-            if self._night_ref(now, midnight, m) is not None and now - last >= cfg.night_out_s:
+            last = max(self.changed, p.last_sign(now), self.last_use if water else -1.0)
+            at_night = self._at_night(m) and self._night_ref(now, midnight, m) is not None
+            if at_night and now - last >= cfg.night_out_s:
                 return "out of bed at night, no movement"
             if home_known and now - last >= cfg.still_s:
                 return "no movement at home"

@@ -63,7 +63,7 @@ class HouseholdConfig(BaseModel):
         description="out (door and PIR) at this time or later, until `day_starts`: raise; empty: off",
     )
     node_stale_s: FiniteFloat = Field(
-        default=1800.0,
+        default=3600.0,
         gt=0,
         le=86400,
         description="door or PIR node silent this long: its signal is unknown; a maintenance event is raised",

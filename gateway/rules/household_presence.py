@@ -28,6 +28,7 @@ class Presence:
 
     __slots__ = (
         "door_closed",
+        "door_moved",
         "door_open",
         "door_seen",
         "last_motion",
@@ -43,6 +44,7 @@ class Presence:
         self.motion_seen = -1.0
         self.door_open: bool | None = None
         self.door_closed = -1.0  # when the door last closed (-1: not since the first reading)
+        self.door_moved = -1.0  # when the door last opened or closed: someone was at it
         self.last_motion = -1.0  # last reading that showed motion
 
     def on_door(self, value: Value, ts: float) -> bool:
@@ -52,6 +54,8 @@ class Presence:
             return False
         if self.door_open and not b:
             self.door_closed = ts
+        if self.door_open is not None and b != self.door_open:
+            self.door_moved = ts
         self.door_open = b
         self.door_seen = max(self.door_seen, ts)
         return True
@@ -65,6 +69,12 @@ class Presence:
             self.last_motion = max(self.last_motion, ts)
         self.motion_seen = max(self.motion_seen, ts)
         return True
+
+    def last_sign(self, now: float) -> float:
+        """The last movement the nodes saw: a motion reading, the door opened or closed (someone
+        was at it), with each node counted only while it is fresh."""
+        t = self.last_motion if self.motion_fresh(now) else -1.0
+        return max(t, self.door_moved) if self.door_fresh(now) else t
 
     def door_fresh(self, now: float) -> bool:
         return self.door_seen >= 0 and now - self.door_seen <= self.stale_s
@@ -84,15 +94,23 @@ class Presence:
         return self.last_motion <= t + GRACE_S and home_since <= t
 
     def snapshot(self) -> list[Any]:
-        return [self.door_seen, self.motion_seen, self.door_open, self.door_closed, self.last_motion]
+        return [
+            self.door_seen,
+            self.motion_seen,
+            self.door_open,
+            self.door_closed,
+            self.last_motion,
+            self.door_moved,
+        ]
 
     def restore(self, data: list[Any]) -> None:
         self.door_seen, self.motion_seen = float(data[0]), float(data[1])
         self.door_open = None if data[2] is None else bool(data[2])
         self.door_closed, self.last_motion = float(data[3]), float(data[4])
+        self.door_moved = float(data[5])
 
     def shift(self, delta: float) -> None:
-        for name in ("door_seen", "motion_seen", "door_closed", "last_motion"):
+        for name in ("door_seen", "motion_seen", "door_closed", "last_motion", "door_moved"):
             t = getattr(self, name)
             if t >= 0:
                 setattr(self, name, t + delta)
