@@ -207,7 +207,7 @@ class HouseholdCondition(Condition):
         return self._judge(ts)
 
     def on_door(self, value: Value, ts: float) -> bool | None:
-        return self._judge(ts) if self.presence.on_door(value, ts) else None
+        return self._judge(ts) if self.presence.on_door(value, ts, self._home_since(ts)) else None
 
     def on_motion(self, value: Value, ts: float) -> bool | None:
         return self._judge(ts) if self.presence.on_motion(value, ts) else None
@@ -235,20 +235,18 @@ class HouseholdCondition(Condition):
         p = self.presence
         moving = bool(cfg.motion) and p.motion_fresh(now)
         home_known = moving and bool(cfg.door) and p.door_fresh(now)
-        # Out: someone getting into or out of bed, or drawing water, after the door closed is at home.
-        if (
-            home_known
-            and not (bed and self.cur)
-            and p.out(now, max(self.use_from, self.changed if bed else -1.0))
-        ):
+        if home_known and not (bed and self.cur) and p.out(now, self._home_since(now)):
             off = minutes(cfg.day_starts)
             if cfg.home_by and (m >= minutes(cfg.home_by) or m < off):
                 return f"not home by {cfg.home_by}"
             return ""  # out: nothing else to judge
         if bed and self.cur is False and moving:
             last = max(self.changed, p.last_sign(now), self.last_use if water else -1.0)
-            at_night = self._at_night(m) and self._night_ref(now, midnight, m) is not None
-            if at_night and now - last >= cfg.night_out_s:
+            # The absence began at night; after the night's end only while nothing moved since.
+            e = minutes(cfg.night_end)
+            ended = midnight + e * 60.0 if m >= e else midnight - DAY + e * 60.0
+            at_night = self._at_night(m) or last < ended
+            if at_night and self._night_ref(now, midnight, m) is not None and now - last >= cfg.night_out_s:
                 return "out of bed at night, no movement"
             if home_known and now - last >= cfg.still_s:
                 return "no movement at home"
@@ -294,6 +292,12 @@ class HouseholdCondition(Condition):
             elif not bed and water and morning < cfg.activity_m3 and self.last_water - day > 0:
                 return "not up (bed sensor silent, no water use)"
         return ""
+
+    def _home_since(self, now: float) -> float:
+        """The last sign of someone at home the bed and the meter gave: water drawn (from the read
+        before the one that showed it), getting into or out of bed."""
+        bed = self.cur is not None and now - self.last_bed <= self.cfg.bed_stale_s
+        return max(self.use_from, self.changed if bed else -1.0)
 
     def _night_ref(self, now: float, midnight: float, m: float) -> float | None:
         """When the night's absence began (left the bed at night, or the night began with the

@@ -31,6 +31,7 @@ class Presence:
         "door_moved",
         "door_open",
         "door_seen",
+        "entered",
         "last_motion",
         "motion_seen",
         "quiet_s",
@@ -45,13 +46,17 @@ class Presence:
         self.door_open: bool | None = None
         self.door_closed = -1.0  # when the door last closed (-1: not since the first reading)
         self.door_moved = -1.0  # when the door last opened or closed: someone was at it
+        self.entered = False  # the door last opened on an empty flat: someone came in
         self.last_motion = -1.0  # last reading that showed motion
 
-    def on_door(self, value: Value, ts: float) -> bool:
-        """A door reading; False if it carries no state."""
+    def on_door(self, value: Value, ts: float, home_since: float) -> bool:
+        """A door reading; False if it carries no state. Opening the door of a flat judged empty is
+        someone coming in: at home until the door next closes behind someone."""
         b = as_bool(value)
         if b is None:
             return False
+        if b and not self.door_open:
+            self.entered = self.out(ts, home_since)
         if self.door_open and not b:
             self.door_closed = ts
         if self.door_open is not None and b != self.door_open:
@@ -88,6 +93,8 @@ class Presence:
         `home_since` (water drawn, getting into bed: the caller's latest such time)."""
         if not (self.door_fresh(now) and self.motion_fresh(now)) or self.door_open is not False:
             return False
+        if self.entered:
+            return False
         t = self.door_closed
         if t < 0 or now - t < self.quiet_s:
             return False
@@ -101,13 +108,14 @@ class Presence:
             self.door_closed,
             self.last_motion,
             self.door_moved,
+            self.entered,
         ]
 
     def restore(self, data: list[Any]) -> None:
         self.door_seen, self.motion_seen = float(data[0]), float(data[1])
         self.door_open = None if data[2] is None else bool(data[2])
         self.door_closed, self.last_motion = float(data[3]), float(data[4])
-        self.door_moved = float(data[5])
+        self.door_moved, self.entered = float(data[5]), bool(data[6])
 
     def shift(self, delta: float) -> None:
         for name in ("door_seen", "motion_seen", "door_closed", "last_motion", "door_moved"):

@@ -112,8 +112,20 @@ def _presence(
     changes (seconds since START, open)."""
     n = flat.n
     out, down, company = bytearray(n), bytearray(n), bytearray(n)
-    for a, b in flat.outings + flat.gone:
+    for a, b in flat.outings:
+        m = int(a)
+        while m < b and m < n and flat.bed[m]:  # an errand drawn during a nap: they get up first
+            m += 1
+        if m < b:
+            _mark(out, m + rng.uniform(2, 8), b)
+    for a, b in flat.gone:
         _mark(out, a, b)
+    for m in range(n):  # in bed is at home (a nap drawn during a day out: home for it, out again)
+        if flat.bed[m]:
+            out[m] = 0
+    for a, b in _spans(out):
+        if a > 0 and flat.bed[a - 1]:  # up from the bed, dressed, then out of the door
+            _mark(out, a, min(b, a + rng.randint(2, 8)), 0)
     for a, b in flat.falls:
         _mark(out, a, b, 0)  # an errand drawn for that day never happened: they fell
         _mark(down, a, b)

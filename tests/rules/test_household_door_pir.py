@@ -216,3 +216,17 @@ def test_config_errors_name_their_key_paths() -> None:
         ("rules.households[0].door", "unknown device 'door-9'"),
         ("rules.households[0].motion", "device 'pir-301' has no point 'pir'; it has ['motion']"),
     ]
+
+
+def test_coming_home_to_an_empty_flat_and_falling_at_the_door_is_raised() -> None:
+    """Out at 09:00 (judged out at 09:10), the door opens on the empty flat at 17:00: someone came
+    in, at home even though the PIR sees nothing after (a fall in the hallway): raised 2 h after
+    the door closed."""
+    in_bed = lambda t: t < _ts(22, "07:00")  # noqa: E731
+    door = _between((_ts(22, "09:00"), _ts(22, "09:01")), (_ts(22, "17:00"), _ts(22, "17:01")))
+    motion = _between((_ts(22, "07:00"), _ts(22, "09:00")))
+    uses = _uses((_ts(22, "07:05"), 6), (_ts(22, "07:20"), 20))
+    got = _live(_engine(), _ts(22, "05:00"), _ts(22, "20:00"), in_bed, uses, door=door, motion=motion)
+    assert [(round(t), s, v) for t, _, s, v in got] == [
+        (_ts(22, "19:01"), EventState.RAISED, "no movement at home")
+    ]
