@@ -28,7 +28,8 @@ def minutes(hhmm: str) -> int:
 
 
 class HouseholdConfig(BaseModel):
-    """One household: its bed-foot sensor, its water meter and the resident's own times."""
+    """One household: its bed-foot sensor, its water meter, optionally its door contact and PIR, and
+    the resident's own times."""
 
     model_config = STRICT
 
