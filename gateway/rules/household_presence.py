@@ -20,6 +20,10 @@ GRACE_S = 120.0
 """After the door closed, motion this soon is the leaving resident still in the PIR's view (battery
 PIR nodes clear 30-60 s after the last movement), not someone at home."""
 
+CLEAR_S = 60.0
+"""A PIR's "clear" comes this long after the last movement it saw (the usual clear time of battery
+PIR nodes): a clear after a detection dates movement until then."""
+
 NODE_EVENT_KIND = "household_node_silent"
 
 
@@ -33,6 +37,7 @@ class Presence:
         "door_seen",
         "entered",
         "last_motion",
+        "motion_on",
         "motion_seen",
         "quiet_s",
         "stale_s",
@@ -47,7 +52,8 @@ class Presence:
         self.door_closed = -1.0  # when the door last closed (-1: not since the first reading)
         self.door_moved = -1.0  # when the door last opened or closed: someone was at it
         self.entered = False  # the door last opened on an empty flat: someone came in
-        self.last_motion = -1.0  # last reading that showed motion
+        self.last_motion = -1.0  # last movement the PIR showed
+        self.motion_on = False
 
     def on_door(self, value: Value, ts: float, home_since: float) -> bool:
         """A door reading; False if it carries no state. Opening the door of a flat judged empty is
@@ -72,6 +78,9 @@ class Presence:
             return False
         if b:
             self.last_motion = max(self.last_motion, ts)
+        elif self.motion_on:  # the clear after a detection: movement until CLEAR_S before it
+            self.last_motion = max(self.last_motion, ts - CLEAR_S)
+        self.motion_on = b
         self.motion_seen = max(self.motion_seen, ts)
         return True
 
@@ -109,13 +118,14 @@ class Presence:
             self.last_motion,
             self.door_moved,
             self.entered,
+            self.motion_on,
         ]
 
     def restore(self, data: list[Any]) -> None:
         self.door_seen, self.motion_seen = float(data[0]), float(data[1])
         self.door_open = None if data[2] is None else bool(data[2])
         self.door_closed, self.last_motion = float(data[3]), float(data[4])
-        self.door_moved, self.entered = float(data[5]), bool(data[6])
+        self.door_moved, self.entered, self.motion_on = float(data[5]), bool(data[6]), bool(data[7])
 
     def shift(self, delta: float) -> None:
         for name in ("door_seen", "motion_seen", "door_closed", "last_motion", "door_moved"):

@@ -12,7 +12,8 @@ draws); the door and the PIR draw from a random stream of their own. From each r
 - the PIR sees a resident who is up and at home in bursts of 1-3 min separated by gaps out of its
   view or sitting still, log-normal with a median of 4 min (sigma 0.8: a gap over 40 min in 1 of
   200, over 2 h in 1 of 30,000 - a model assumption, not a measurement, docs/benchmarks.md gives the
-  figures with a heavier tail); it sees them pass the hallway on each trip out of bed, a dozing
+  figures with a heavier tail); it sees them pass the hallway on each trip out of bed and coming
+  in (after the door opened), a dozing
   resident (an afternoon in the armchair, 15 % of days, 20-80 min) not at all, nor a resident who
   spends a sleepless spell in the bedroom (20 % of spells); someone who fell is seen struggling
   for 2-10 min in 30 % of falls, then not at all; visitors and the carer are seen all along;
@@ -175,7 +176,7 @@ def _seen(
     up = bytearray(1 if not (flat.bed[m] or out[m] or down[m] or hidden[m]) else 0 for m in range(n))
     spans: list[tuple[float, float]] = []
     for a, b in _spans(up):
-        t = a * 60 + rng.uniform(0, 50)  # passes the hallway on the way out of bed (or in the door)
+        t = a * 60 + rng.uniform(50, 60)  # passes the hallway out of bed, or in from the door
         while t < b * 60:
             burst = rng.uniform(60, 180)
             spans.append((t, min(t + burst, b * 60)))
