@@ -132,25 +132,25 @@ def _presence(
         _mark(down, a, b)
     for a, b in flat.gone:  # away for days overrides the day's errands drawn meanwhile
         _mark(out, a, b)
-    opens = [a for a, _ in _spans(out)] + [b for _, b in _spans(out) if b < n]
+    opens: list[float] = [float(a) for a, _ in _spans(out)] + [float(b) for _, b in _spans(out) if b < n]
     for _, found in flat.falls:
         opens += [found, found + 60]  # the carer comes, and leaves an hour later
         _mark(company, found, found + 60)
     for d in range(n // 1440):
         base = d * 1440
         if is_holiday(START + d * 86400) and rng.random() < 0.6:  # visitors on a holiday afternoon
-            a = base + rng.uniform(14 * 60, 17 * 60)
-            b = a + rng.uniform(60, 180)
-            if not any(out[int(a) : int(b)]) and not any(down[int(a) : int(b)]):
-                opens += [a, b]
-                _mark(company, a, b)
+            va = base + rng.uniform(14 * 60, 17 * 60)
+            vb = va + rng.uniform(60, 180)
+            if not any(out[int(va) : int(vb)]) and not any(down[int(va) : int(vb)]):
+                opens += [va, vb]
+                _mark(company, va, vb)
         for _ in range(poisson(rng, 0.4)):  # a delivery, a neighbour: the resident stays in
             t = base + rng.uniform(9 * 60, 19 * 60)
             if not out[int(t)] and not down[int(t)] and not flat.bed[int(t)]:
                 opens.append(t)
     doors: list[tuple[float, bool]] = []
-    for m in sorted(opens):
-        t = START + m * 60 + rng.uniform(0, 50)
+    for at in sorted(opens):
+        t = START + at * 60 + rng.uniform(0, 50)
         doors += [(t, True), (t + rng.uniform(10, 40), False)]
     return out, down, doors, company
 
