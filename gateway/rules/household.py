@@ -19,7 +19,7 @@ the kitchen; a water meter alone needs 12 h of silence. Together (the reasons, i
   was lost); with the bed sensor silent, no water use at all this morning;
 - `no water use while up`: out of bed and no water use for `quiet_s` (12 h, the published
   Changning / Longgang no-use window, field-protocols.md section 9; shorter windows raise on every
-  day out: a door sensor would be needed to tell an outing from a fall).
+  day out: the door contact below tells an outing from a fall).
 
 With the third signal, the flat's door contact and a PIR (`door`, `motion`;
 gateway/rules/household_presence.py), while both nodes are fresh:
