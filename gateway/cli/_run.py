@@ -136,6 +136,9 @@ def start(args: RunArgs) -> None:
     import logging
     import signal
 
+    from citynerve.gateway import heap
+
+    heap.tune()  # before any thread starts (the outbox's worker, asyncio's executor)
     from citynerve.gateway.api import GatewayError
     from citynerve.gateway.cli._exit import fail, load_or_exit
     from citynerve.gateway.logs import setup_logging
