@@ -20,6 +20,7 @@ from citynerve.gateway.api import (
     Severity,
     Value,
 )
+from citynerve.gateway.pipeline.derived import Derivation, derivations, derive, derived_points
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +140,12 @@ class Pipeline:
             self.alarms.devices_with(RULE_FAULT_KIND, RULE_FAULT_RULE), "rules raised before the last restart"
         )
         self._points: dict[str, dict[str, _Point]] = {
-            dev_id: {name: _Point(name, p) for name, p in dev.points.items() if p.enabled}
+            dev_id: {name: _Point(name, p) for name, p in _with_derived(dev).items() if p.enabled}
             for dev_id, dev in devices.items()
+        }
+        # Points derived from a reading and an installation figure (derived.py): few devices have one.
+        self._derived: dict[str, tuple[Derivation, ...]] = {
+            dev_id: table for dev_id, dev in devices.items() if (table := derivations(dev))
         }
         self.readings_in = 0
         self.reported = 0
@@ -158,10 +163,11 @@ class Pipeline:
         state and last reading; new points start fresh; removed devices and points are forgotten."""
         old = self._points
         self._points = {}
+        self._derived = {dev_id: table for dev_id, dev in devices.items() if (table := derivations(dev))}
         for dev_id, dev in devices.items():
             kept = old.get(dev_id, {})
             table: dict[str, _Point] = {}
-            for name, cfg in dev.points.items():
+            for name, cfg in _with_derived(dev).items():
                 if not cfg.enabled:
                     continue
                 previous = kept.get(name)
@@ -179,6 +185,8 @@ class Pipeline:
         if points is None:
             self.unknown_devices += 1
             return
+        if self._derived and (derived := self._derived.get(batch.device_id)) is not None:
+            batch = derive(batch, derived)
         device_id = batch.device_id
         ts = batch.ts
         normalized: list[Reading] = []
@@ -341,3 +349,9 @@ class Pipeline:
             rule_errors=self.rule_errors,
             events=self.events,
         )
+
+
+def _with_derived(dev: DeviceConfig) -> dict[str, PointConfig]:
+    """The device's points and the points the gateway derives for it (derived.py)."""
+    extra = derived_points(dev)
+    return {**dev.points, **{k: v for k, v in extra.items() if k not in dev.points}} if extra else dev.points

@@ -26,6 +26,7 @@ from citynerve.gateway.api import (
     Value,
     utc_now,
 )
+from citynerve.gateway.pipeline.derived import point_names
 from citynerve.gateway.rules.actions import ActionRunner, ActionTarget
 from citynerve.gateway.rules.alarm import Alarm, AlarmPhase, Transition
 from citynerve.gateway.rules.conditions import (
@@ -279,7 +280,7 @@ class RuleEngine:
         if not rule.select.matches(dev):
             return None
         point = rule_points(rule)
-        if point and dev.points and point not in dev.points:
+        if point and dev.points and point not in dev.points and point not in point_names(dev):
             return None  # selected by profile or tag, but this device has no such point
         attrs = self._attrs[dev.id]
         if isinstance(rule, CompositeRule):
