@@ -163,7 +163,7 @@ class Pipeline:
         state and last reading; new points start fresh; removed devices and points are forgotten."""
         old = self._points
         self._points = {}
-        self._derived = {dev_id: table for dev_id, dev in devices.items() if (table := derivations(dev))}
+        self._derived = {dev_id: tab for dev_id, dev in devices.items() if (tab := derivations(dev))}
         for dev_id, dev in devices.items():
             kept = old.get(dev_id, {})
             table: dict[str, _Point] = {}

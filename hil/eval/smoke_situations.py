@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import random
 
-from citynerve.gateway.api import Quality, Sample, SampleBatch
+from citynerve.gateway.api import DeviceConfig, Quality, Sample, SampleBatch
 from citynerve.hil.eval.model import START, Episode, Scenario, device
 
 DAY = 86400
@@ -87,14 +87,14 @@ class _Detector:
 def build(seed: int = 5475, flats: int = 24, days: int = 21) -> Scenario:
     """The situation-labelled scenario for the smoke-fire pack: two detectors per flat (one `zone:` tag)."""
     rng = random.Random(seed)
-    devices = []
+    devices: list[DeviceConfig] = []
     dets: list[_Detector] = []
     for i in range(flats):
         for k, place in enumerate(PAIRS[i % len(PAIRS)]):
-            d = device(
+            cfg = device(
                 f"smoke-{i:02d}{'ab'[k]}", "modbus-smoke-detector", {"smoke_alarm": ""}, 2 * i + k, "0702"
             )
-            devices.append(d.model_copy(update={"tags": (f"zone:flat-{i:02d}",)}))
+            devices.append(cfg.model_copy(update={"tags": (f"zone:flat-{i:02d}",)}))
             dets.append(_Detector(rng, place))
     panels = [device(f"panel-{b}", "firepanel-gst", {"fire_alarm": ""}, 90 + b) for b in range(2)]
     end = START + days * DAY
