@@ -177,12 +177,21 @@ class ConsumptionRule(_RuleBase):
 
 
 class CompositeRule(_RuleBase):
-    """Combine other rules of the same device: all / any active, or raised in sequence within a time."""
+    """Combine other rules of the same device: all / any active, or raised in sequence within a time;
+    or `coincidence`: a device's alarm confirmed by other devices of its area (coincidence.py)."""
 
     kind: Literal["composite"]
-    mode: Literal["all", "any", "sequence", "coincidence"]
+    mode: Literal["all", "any", "sequence", "coincidence"] = Field(
+        description="all or any of the rules active, raised in sequence, or in coincidence on `count` "
+        "devices of one area"
+    )
     of: tuple[str, ...] = Field(min_length=1)
-    within_s: FiniteFloat = Field(default=60.0, gt=0)
+    within_s: FiniteFloat = Field(
+        default=60.0,
+        gt=0,
+        description="sequence mode: the rules must raise within this many seconds; coincidence: the "
+        "area's alarms within this many seconds of each other",
+    )
     household: bool = Field(
         default=False,
         description="children may be on any device sharing the device's `household:<id>` tag "
