@@ -5,8 +5,9 @@ smoke detectors (modbus-smoke-detector: the status register, polled every 2 s, r
 and at least every 60 s; 0.5 % of polls fail), in two of the hallway, the living room next to an
 open kitchen and a bedroom, tagged `zone:flat-NN` (the pack's coincidence, issue 18). A detector
 alarms when the smoke in its chamber passes its own response threshold (2.5-4.5 %/m obscuration:
-the spread of a certified EN 54-7 / UL 217 population) and clears below 80 % of it. Each building's fire panel (GST print port) reports a first fire alarm
-when any of its detectors alarms, and is reset by the operator 5-20 min after the smoke has gone.
+the spread of a certified EN 54-7 / UL 217 population) and clears below 80 % of it. Each
+building's fire panel (GST print port) reports a first fire alarm when any of its detectors
+alarms, and is reset by the operator 5-20 min after the smoke has gone.
 
 What reaches the chamber:
 - dust: a chamber's clean-air reading rises with age (installed 0-8 years ago, 0.1-1 %/m per year,
