@@ -43,6 +43,7 @@ from citynerve.gateway.fleet import HostControl, LogLevel, LogRing
 from citynerve.gateway.logs import field
 from citynerve.gateway.operator import OperatorControls
 from citynerve.gateway.pipeline import NoRules, Pipeline
+from citynerve.gateway.pipeline.derived import derived_points
 from citynerve.gateway.service.notify import Notifier, Watchdog, WriterProgress
 from citynerve.gateway.store import BLOCK_READINGS, AsyncOutbox, Lane, OutboxWriter
 from citynerve.gateway.timecheck import time_status
@@ -810,6 +811,8 @@ def _inventory_entry(
     points = shared.get(key)
     if points is None:
         points = shared[key] = [_inventory_point(p) for p in device.points.values() if p.enabled]
+    if derived := derived_points(device):  # water_over_crown of a cover with crown_mm: its own list
+        points = [*points, *(_inventory_point(p) for n, p in derived.items() if n not in device.points)]
     return {
         "device_id": device.id,
         "name": device.name,

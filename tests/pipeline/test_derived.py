@@ -91,3 +91,15 @@ def test_surcharge_through_the_pipeline_each_well_by_its_own_depth() -> None:
     assert pipe.latest("mh-shallow")[WATER_OVER_CROWN].value == 1400 - 1700
     assert pipe.latest("mh-shallow")[WATER_OVER_CROWN].unit == "mm"
     assert WATER_OVER_CROWN not in pipe.latest("mh-plain")
+
+
+def test_the_platform_inventory_lists_the_derived_point() -> None:
+    from citynerve.gateway.runtime import _inventory_entry
+
+    shared: dict[tuple[int, ...], list[dict[str, object]]] = {}
+    plain = _inventory_entry(_cover("mh-plain", None), "bthome", shared)
+    measured = _inventory_entry(_cover("mh-1", 1850), "bthome", shared)
+    assert len(plain["points"]) == 3 and WATER_OVER_CROWN not in {p["name"] for p in plain["points"]}
+    derived = [p for p in measured["points"] if p["name"] == WATER_OVER_CROWN]
+    assert len(derived) == 1 and derived[0]["unit"] == "mm" and derived[0]["writable"] is False
+    assert "1850" in str(derived[0]["description"])
