@@ -6,6 +6,7 @@ from typing import Any
 
 from citynerve.gateway.api import DeviceConfig, PointConfig
 from citynerve.gateway.config import GatewayConfig
+from citynerve.gateway.pipeline.derived import derived_points
 
 __all__ = ["device_inventory"]
 
@@ -39,6 +40,8 @@ def _inventory_entry(
     points = shared.get(key)
     if points is None:
         points = shared[key] = [_inventory_point(p) for p in device.points.values() if p.enabled]
+    if derived := derived_points(device):  # water_over_crown of a cover with crown_mm: its own list
+        points = [*points, *(_inventory_point(p) for n, p in derived.items() if n not in device.points)]
     return {
         "device_id": device.id,
         "name": device.name,

@@ -133,6 +133,14 @@ class DeviceConfig(_Model):
     )
     tags: tuple[str, ...] = ()
     points: dict[str, PointConfig] = Field(default_factory=dict)
+    crown_mm: FiniteFloat | None = Field(
+        default=None,
+        gt=0,
+        le=20_000,
+        description="manhole covers: depth of the sewer pipe's crown below the cover (mm), measured at "
+        "installation; the gateway derives the point `water_over_crown` (= crown_mm - water_level, mm) "
+        "for the manhole pack's surcharge rule",
+    )
 
     def event_attrs(self) -> dict[str, Any]:
         """What every event about this device carries, so the platform can place it on the map."""

@@ -20,6 +20,7 @@ from citynerve.gateway.api import (
     Severity,
     Value,
 )
+from citynerve.gateway.pipeline.derived import Derivation, derivations, derive, derived_points
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,10 @@ class Pipeline:
         self._points: dict[str, tuple[dict[str, int], list[_Point]]] = {
             dev_id: self._device_points(dev, None) for dev_id, dev in devices.items()
         }
+        # Points derived from a reading and an installation figure (derived.py): few devices have one.
+        self._derived: dict[str, tuple[Derivation, ...]] = {
+            dev_id: table for dev_id, dev in devices.items() if (table := derivations(dev))
+        }
         self.readings_in = 0
         self.reported = 0
         self.suppressed = 0
@@ -178,6 +183,7 @@ class Pipeline:
         old = self._points
         self._norms = {}
         self._indexes = {}
+        self._derived = {dev_id: tab for dev_id, dev in devices.items() if (tab := derivations(dev))}
         self._points = {dev_id: self._device_points(dev, old.get(dev_id)) for dev_id, dev in devices.items()}
 
     def _device_points(
@@ -186,7 +192,7 @@ class Pipeline:
         """A device's point state; points in `kept` whose settings are unchanged keep theirs."""
         names: list[str] = []
         points: list[_Point] = []
-        for name, cfg in dev.points.items():
+        for name, cfg in _with_derived(dev).items():
             if not cfg.enabled:
                 continue
             key = _norm_key(name, cfg)
@@ -212,6 +218,8 @@ class Pipeline:
             self.unknown_devices += 1
             return
         index, points = state
+        if self._derived and (derived := self._derived.get(batch.device_id)) is not None:
+            batch = derive(batch, derived)
         device_id = batch.device_id
         ts = batch.ts
         normalized: list[Reading] = []
@@ -386,3 +394,9 @@ class Pipeline:
             rule_errors=self.rule_errors,
             events=self.events,
         )
+
+
+def _with_derived(dev: DeviceConfig) -> dict[str, PointConfig]:
+    """The device's points and the points the gateway derives for it (derived.py)."""
+    extra = derived_points(dev)
+    return {**dev.points, **{k: v for k, v in extra.items() if k not in dev.points}} if extra else dev.points

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, PrivateAttr, model_validator
 
 from citynerve.gateway.api import ConfigIssue, DeviceConfig, FiniteFloat
+from citynerve.gateway.pipeline.derived import point_names
 from citynerve.gateway.rules.household_config import HouseholdConfig, check_households, household_problems
 from citynerve.gateway.rules.interlocks import DEFAULT_INTERLOCKS, InterlockConfig
 from citynerve.gateway.rules.kinds import (
@@ -258,8 +259,8 @@ def check_rules(config: RulesConfig, devices: Sequence[DeviceConfig], file: str 
         for i, dev in enumerate(sel.devices):
             if dev not in by_id:
                 issues.append(ConfigIssue(file, f"{where}.select.devices[{i}]", f"unknown device {dev!r}"))
-            elif point and by_id[dev].points and point not in by_id[dev].points:
-                have = sorted(by_id[dev].points)
+            elif point and by_id[dev].points and point not in point_names(by_id[dev]):
+                have = sorted(point_names(by_id[dev]))
                 issues.append(
                     ConfigIssue(
                         file, f"{where}.point", f"device {dev!r} has no point {point!r}; it has {have}"

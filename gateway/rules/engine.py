@@ -26,8 +26,10 @@ from citynerve.gateway.api import (
     Value,
     utc_now,
 )
+from citynerve.gateway.pipeline.derived import point_names
 from citynerve.gateway.rules.actions import ActionRunner, ActionTarget
 from citynerve.gateway.rules.alarm import Alarm, AlarmPhase, Transition
+from citynerve.gateway.rules.coincidence import CoincidenceCondition, area
 from citynerve.gateway.rules.conditions import (
     AnomalyCondition,
     BooleanCondition,
@@ -242,7 +244,7 @@ class RuleEngine:
                 point = rule_points(rule)
                 if isinstance(inst.cond, OfflineCondition):
                     self._offline.setdefault(dev.id, []).append(inst)
-                elif isinstance(inst.cond, CompositeCondition):
+                elif isinstance(inst.cond, CompositeCondition | CoincidenceCondition):
                     for child in inst.cond.children:
                         child.parents.append(inst)
                 elif point:
@@ -294,9 +296,11 @@ class RuleEngine:
         if not rule.select.matches(dev):
             return None
         point = rule_points(rule)
-        if point and dev.points and point not in dev.points:
+        if point and dev.points and point not in dev.points and point not in point_names(dev):
             return None  # selected by profile or tag, but this device has no such point
         attrs = self._attrs[dev.id]
+        if isinstance(rule, CompositeRule) and rule.mode == "coincidence":
+            return self._coincidence(rule, dev, attrs)
         if isinstance(rule, CompositeRule):
             homes = [d.id for d in self._household(dev)] if rule.household else [dev.id]
             children = [
@@ -312,6 +316,19 @@ class RuleEngine:
             if group:  # without the tag: scored on its own use
                 cond.join(self._peers.setdefault(f"{rule.id}|{group}", PeerSlots()), dev.id)
         return RuleInstance(rule, dev.id, cond, attrs)
+
+    def _coincidence(
+        self, rule: CompositeRule, dev: DeviceConfig, attrs: dict[str, Any]
+    ) -> RuleInstance | None:
+        """A coincidence composite on a device with one of its children (coincidence.py)."""
+        members = area(dev, list(self.devices.values()), rule.group)
+        found = [
+            [i for c in rule.of if (i := self.instances.get(f"{c}|{m.id}")) is not None] for m in members
+        ]
+        if not found[0]:
+            return None  # the device has none of the alarms that count
+        others = [i for insts in found[1:] for i in insts]
+        return RuleInstance(rule, dev.id, CoincidenceCondition(rule, found[0], others), attrs)
 
     def _household(self, dev: DeviceConfig) -> list[DeviceConfig]:
         """The device, then the other devices sharing one of its `household:` tags."""
@@ -462,8 +479,12 @@ class RuleEngine:
         if self.actions.wants(rule.id):
             out.extend(self.actions.trigger(ev))
         for parent in inst.parents:
-            assert isinstance(parent.cond, CompositeCondition)
-            self._update(parent, parent.cond.evaluate(), ts, out)
+            pc = parent.cond
+            if isinstance(pc, CoincidenceCondition):
+                self._update(parent, pc.at(ts), ts, out)
+                continue
+            assert isinstance(pc, CompositeCondition)
+            self._update(parent, pc.evaluate(), ts, out)
 
     @property
     def waiting(self) -> int:

@@ -163,17 +163,49 @@ class ConsumptionRule(_RuleBase):
 
 
 class CompositeRule(_RuleBase):
-    """Combine other rules of the same device: all / any active, or raised in sequence within a time."""
+    """Combine other rules of the same device: all / any active, or raised in sequence within a time;
+    or `coincidence`: a device's alarm confirmed by other devices of its area (coincidence.py)."""
 
     kind: Literal["composite"]
-    mode: Literal["all", "any", "sequence"]
-    of: tuple[str, ...] = Field(min_length=2)
-    within_s: FiniteFloat = Field(default=60.0, gt=0)
+    mode: Literal["all", "any", "sequence", "coincidence"] = Field(
+        description="all or any of the rules active, raised in sequence, or in coincidence on `count` "
+        "devices of one area"
+    )
+    of: tuple[str, ...] = Field(min_length=1)
+    within_s: FiniteFloat = Field(
+        default=60.0,
+        gt=0,
+        description="sequence mode: the rules must raise within this many seconds; coincidence: the "
+        "area's alarms within this many seconds of each other",
+    )
     household: bool = Field(
         default=False,
         description="children may be on any device sharing the device's `household:<id>` tag "
         "(a bed sensor and the same flat's water meter: one 'check on this person' alarm)",
     )
+    count: int = Field(
+        default=2,
+        ge=2,
+        le=64,
+        description="coincidence: devices of the area in alarm (or raised within `within_s`) that confirm",
+    )
+    alone_s: FiniteFloat | None = Field(
+        default=None,
+        gt=0,
+        le=7 * 86400,
+        description="coincidence: a device's own alarm lasting this long confirms without a second device",
+    )
+    group: str = Field(
+        default="zone",
+        pattern=r"^[a-z][a-z0-9_-]{0,31}$",
+        description="coincidence: devices sharing a `<group>:<id>` tag form an area (a flat, a zone)",
+    )
+
+    @model_validator(mode="after")
+    def _children(self) -> CompositeRule:
+        if self.mode != "coincidence" and len(self.of) < 2:
+            raise ValueError(f"mode {self.mode!r} combines at least 2 rules in `of`")
+        return self
 
 
 class AnomalyRule(_RuleBase):

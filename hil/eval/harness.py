@@ -138,8 +138,11 @@ def score(
     ]
     by_dev: dict[str, list[int]] = {}
     for i, ep in enumerate(scn.episodes):
-        by_dev.setdefault(ep.device_id, []).append(i)
-    used: set[tuple[int, str]] = set()
+        for dev in (ep.device_id, *ep.also):
+            by_dev.setdefault(dev, []).append(i)
+    # One raise per episode, kind and device: a second from the same device is flapping; the second
+    # detector of a flat seeing the same fire is not.
+    used: set[tuple[int, str, str]] = set()
     first: dict[int, float] = {}
     false: list[Event] = []
     for e in alarms:
@@ -151,12 +154,12 @@ def score(
             <= e.ts
             <= scn.episodes[i].end + scn.after_s
         ]
-        fresh = [i for i in cands if (i, e.kind) not in used]
+        fresh = [i for i in cands if (i, e.kind, e.device_id) not in used]
         if not fresh:
             false.append(e)
             continue
         i = fresh[0]
-        used.add((i, e.kind))
+        used.add((i, e.kind, e.device_id))
         first[i] = min(first.get(i, math.inf), e.ts)
     tp = len(alarms) - len(false)
     precision = tp / len(alarms) if alarms else 1.0

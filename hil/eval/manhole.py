@@ -197,6 +197,10 @@ def _labels(cv: _Cover, dev_id: str, end: float) -> list[Episode]:
         up = _crossing(lambda t, p=p: cv.gas_level(p, t), t0, tt, limit)
         down = _crossing(lambda t, p=p: cv.gas_level(p, t), tf, t1, limit, rising=False)
         out.append(Episode(dev_id, ("manhole_gas",), up + 5.0, down, p, slack_s=60))
+        if p == "ch4":  # the warning stage's published line (10 %LEL, issue 18)
+            up = _crossing(lambda t: cv.gas_level("ch4", t), t0, tt, 10.0)
+            down = _crossing(lambda t: cv.gas_level("ch4", t), tf, t1, 10.0, rising=False)
+            out.append(Episode(dev_id, ("manhole_gas_warning",), up + 5.0, down, "ch4 warning", slack_s=60))
     if cv.battery(end) < 20:
         t20 = START + (cv.battery0 - 20) / cv.drain * DAY
         # Reading noise (0.3 %) against a drain of 1 %/day blurs the crossing by half a day.

@@ -149,12 +149,17 @@ def build(seed: int = 41401, covers: int = 12, days: int = 14) -> Scenario:
     rng = random.Random(seed)
     devices = [device(f"cover-{c:02d}", "bthome-manhole-cover", POINTS, c, "0101") for c in range(covers)]
     storms = _storms(rng, days)
+    survey = random.Random(seed + 1)
     end = START + days * DAY
     batches: list[SampleBatch] = []
     episodes: list[Episode] = []
     vibration: list[tuple[str, float, float]] = []
     for c, dev in enumerate(devices):
         cv = _Cover(rng)
+        # The installer measures the crown's depth below the cover (a tape down the shaft, +/- 20 mm):
+        # the device option crown_mm (the gateway derives water_over_crown). Its own stream: the
+        # situation is the same with or without it.
+        devices[c] = dev = dev.model_copy(update={"crown_mm": round(1000 * cv.crown + survey.gauss(0, 20))})
         if c % 3 == 1:
             cv.seat *= rng.uniform(3, 6)  # a worn seat: the cover rocks and clunks
         incidents: list[tuple[str, float]] = []
@@ -306,14 +311,19 @@ def _truth(
         flood = _water(cv, storms, t0 + rise) == 0.0
         what = "surcharged, floods the street" if flood else "surcharged"
         for a, b in _spans(lambda t: _water(cv, storms, t) < cv.crown, t0, t1, 10.0):
-            eps.append(Episode(dev_id, ("manhole_high_water",), a, b, what))
+            # slack: a level read once a heartbeat with +/-30 mm of noise (and the installer's +/-20 mm
+            # on the crown) crosses the crown up to a heartbeat either side of the true moment
+            kinds = ("manhole_high_water", "manhole_surcharge")
+            eps.append(Episode(dev_id, kinds, a, b, what, slack_s=HEARTBEAT_S))
     limits = {"h2s": H2S_MAC_PPM, "ch4": CH4_HAZARD_LEL}
     for gas, t0, rise, hold, _ in cv.gas:
         if t0 >= cv.gone_at:
             continue
         hazard = partial(_above, cv, gas, limits[gas])
         for a, b in _spans(hazard, t0, t0 + 2 * rise + hold, 10.0):
-            eps.append(Episode(dev_id, ("manhole_gas",), a, b, f"{gas} above the hazard line"))
+            kinds = ("manhole_gas", "manhole_gas_warning")
+            # slack: the sensors' +/-0.5 ppm / +/-1 %LEL noise near the line, read once a heartbeat
+            eps.append(Episode(dev_id, kinds, a, b, f"{gas} above the hazard line", slack_s=HEARTBEAT_S))
     return eps
 
 

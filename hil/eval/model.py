@@ -31,6 +31,7 @@ class Episode:
     end: float
     what: str
     slack_s: float = 0.0  # extra tolerance before `start` for slowly drifting, noisy quantities
+    also: tuple[str, ...] = ()  # other devices whose alarms detect it too (a flat's second smoke detector)
 
 
 @dataclass(slots=True)

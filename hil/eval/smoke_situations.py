@@ -1,27 +1,32 @@
 """Smoke detectors in flats, labelled by what happened - fires, not alarms (issue 18).
 
-Two residential buildings of twelve flats, three weeks. Each flat has one RS-485 photoelectric
-smoke detector (modbus-smoke-detector: the status register, polled every 2 s, reported on a change
-and at least every 60 s; 0.5 % of polls fail) in the hallway, the living room next to an open
-kitchen, or a bedroom. The detector alarms when the smoke in its chamber passes its own response
-threshold (2.5-4.5 %/m obscuration: the spread of a certified EN 54-7 / UL 217 population) and
-clears below 80 % of it. Each building's fire panel (GST print port) reports a first fire alarm
-when any of its detectors alarms, and is reset by the operator 5-20 min after the smoke has gone.
+Two residential buildings of twelve flats, three weeks. Each flat has two RS-485 photoelectric
+smoke detectors (modbus-smoke-detector: the status register, polled every 2 s, reported on a change
+and at least every 60 s; 0.5 % of polls fail), in two of the hallway, the living room next to an
+open kitchen and a bedroom, tagged `zone:flat-NN` (the pack's coincidence, issue 18). A detector
+alarms when the smoke in its chamber passes its own response threshold (2.5-4.5 %/m obscuration:
+the spread of a certified EN 54-7 / UL 217 population) and clears below 80 % of it. Each
+building's fire panel (GST print port) reports a first fire alarm when any of its detectors
+alarms, and is reset by the operator 5-20 min after the smoke has gone.
 
 What reaches the chamber:
 - dust: a chamber's clean-air reading rises with age (installed 0-8 years ago, 0.1-1 %/m per year,
   twice that next to a kitchen); half the detectors compensate drift, the other half do not, so
   their margin to alarm shrinks;
-- cooking: 2-3 meals a day, each a smoke and aerosol puff at the detector (log-normal peak, median
-  0.4 %/m next to a kitchen, 0.1 in a hallway, 0.03 in a bedroom), 5 % of meals burnt (8x);
+- cooking: 2-3 meals a day, each one puff of smoke and aerosol reaching both detectors of the flat
+  by their place (log-normal peak, median 0.2 %/m next to a kitchen, 0.05 in a hallway, 0.02 in a
+  bedroom), 2 % of meals burnt (5x);
 - steam from a shower (hallway detectors next to the bathroom, median 0.3 %/m peaks);
 - an insect in one chamber for a day: spikes of 3-8 %/m now and then;
-- fires (the ground truth, from ignition until put out 20-90 min later; each flat at most one):
+- fires (the ground truth, from ignition until put out 20-90 min later; each flat at most one; one
+  incident that either detector of the flat detects): started in the first detector's room (50 %),
+  the second's (20 %) or a room without one (30 %); a detector outside the room of origin gets
+  0.3 of the smoke.
   flaming fires growing as t-squared fires (NFPA 72 Annex B / BS 7974: slow, medium, fast alpha =
   0.0029, 0.012, 0.047 kW/s2, after 0-10 min of incubation), the smoke at the detector taken as
   0.15 %/m per kW at the room of origin and 0.3 of that in the next room; smouldering fires (a
   cigarette on a mattress, an overheated cable: the EN 54-7 TF2/TF3 kind) whose smoke grows as the
-  square of time to 5-20 %/m over 20-75 min, a third of them bursting into flame.
+  square of time to 5-20 %/m over 20-75 min.
 
 An alarm on cooking smoke, steam, dust or an insect is a false alarm for the operations centre: the
 pack passes what the detector says at once (GB 26875), so the pack's precision here is the
@@ -35,7 +40,7 @@ from __future__ import annotations
 import math
 import random
 
-from citynerve.gateway.api import Quality, Sample, SampleBatch
+from citynerve.gateway.api import DeviceConfig, Quality, Sample, SampleBatch
 from citynerve.hil.eval.model import START, Episode, Scenario, device
 
 DAY = 86400
@@ -43,6 +48,11 @@ POLL_S = 2.0
 REPORT_S = 60.0
 FIRES = {"slow": 0.0029, "medium": 0.012, "fast": 0.047}  # NFPA 72 Annex B alpha, kW/s2
 PLACES = ("hallway", "living room by the kitchen", "bedroom")
+PAIRS = (  # the two detectors of a flat (BS 5839-6 / GB 50116: the escape route and a room)
+    ("living room by the kitchen", "hallway"),
+    ("hallway", "bedroom"),
+    ("living room by the kitchen", "bedroom"),
+)
 COOK_PEAK = {"hallway": 0.05, "living room by the kitchen": 0.2, "bedroom": 0.02}
 
 
@@ -80,41 +90,56 @@ class _Detector:
 
 
 def build(seed: int = 5475, flats: int = 24, days: int = 21) -> Scenario:
-    """The situation-labelled scenario for the smoke-fire pack."""
+    """The situation-labelled scenario for the smoke-fire pack: two detectors per flat (one `zone:` tag)."""
     rng = random.Random(seed)
-    devices = [
-        device(f"smoke-{i:02d}", "modbus-smoke-detector", {"smoke_alarm": ""}, i, "0702")
-        for i in range(flats)
-    ]
+    devices: list[DeviceConfig] = []
+    dets: list[_Detector] = []
+    for i in range(flats):
+        for k, place in enumerate(PAIRS[i % len(PAIRS)]):
+            cfg = device(
+                f"smoke-{i:02d}{'ab'[k]}", "modbus-smoke-detector", {"smoke_alarm": ""}, 2 * i + k, "0702"
+            )
+            devices.append(cfg.model_copy(update={"tags": (f"zone:flat-{i:02d}",)}))
+            dets.append(_Detector(rng, place))
     panels = [device(f"panel-{b}", "firepanel-gst", {"fire_alarm": ""}, 90 + b) for b in range(2)]
     end = START + days * DAY
-    dets = [_Detector(rng, PLACES[i % 3]) for i in range(flats)]
-    for i, d in enumerate(dets):
+    fires: list[tuple[int, float, float, str]] = []  # flat, ignition, put out, what
+    for i in range(flats):
+        pair = dets[2 * i : 2 * i + 2]
         for day in range(days):
             for meal_h in (7.0, 12.0, 18.5)[: rng.choice((2, 3, 3))]:
                 t0 = START + day * DAY + (meal_h + rng.gauss(0, 0.5)) * 3600
-                peak = COOK_PEAK[d.place] * math.exp(rng.gauss(0, 1.0)) * (5 if rng.random() < 0.02 else 1)
-                d.puffs.append((t0, rng.uniform(120, 600), rng.uniform(300, 900), peak))
-            if d.place == "hallway" and i % 2 == 0:
-                t0 = START + day * DAY + rng.choice((7.0, 21.5)) * 3600 + rng.gauss(0, 1800)
-                d.puffs.append(
-                    (t0, rng.uniform(300, 600), rng.uniform(120, 400), 0.15 * math.exp(rng.gauss(0, 1.0)))
-                )
-        if i == 7:  # an insect in the chamber for a day
+                rise, fall = rng.uniform(120, 600), rng.uniform(300, 900)
+                meal = math.exp(rng.gauss(0, 1.0)) * (5 if rng.random() < 0.02 else 1)  # one meal, both rooms
+                for d in pair:
+                    d.puffs.append((t0, rise, fall, COOK_PEAK[d.place] * meal * math.exp(rng.gauss(0, 0.3))))
+            for d in pair:
+                if d.place == "hallway" and i % 2 == 0:  # next to the bathroom: steam from the shower
+                    t0 = START + day * DAY + rng.choice((7.0, 21.5)) * 3600 + rng.gauss(0, 1800)
+                    peak = 0.15 * math.exp(rng.gauss(0, 1.0))
+                    d.puffs.append((t0, rng.uniform(300, 600), rng.uniform(120, 400), peak))
+        if i == 7:  # an insect in one chamber for a day
             day0 = START + rng.uniform(2, days - 2) * DAY
             for _ in range(rng.randint(3, 8)):
-                d.puffs.append((day0 + rng.uniform(0, DAY), 1.0, rng.uniform(2, 20), rng.uniform(3, 8)))
+                pair[0].puffs.append((day0 + rng.uniform(0, DAY), 1.0, rng.uniform(2, 20), rng.uniform(3, 8)))
         if i % 3 == 1 or i % 6 == 0:
             t0 = START + rng.uniform(1, days - 1) * DAY
             out = t0 + rng.uniform(20, 90) * 60
+            # Where it starts: the room of the first detector, of the second, or a room without one.
+            r = rng.random()
+            near = (1.0, 0.3) if r < 0.5 else (0.3, 1.0) if r < 0.7 else (0.3, 0.3)
             if rng.random() < 0.35:
                 a = rng.uniform(5, 20) / rng.uniform(20 * 60, 75 * 60) ** 2  # %/m at the end of TF2/TF3
-                d.fire = (t0, out, "smoulder", a, 1.0)
+                for d, n in zip(pair, near, strict=True):
+                    d.fire = (t0, out, "smoulder", a * n, 1.0)
+                kind = "smoulder"
             else:
                 kind = rng.choice(tuple(FIRES))
                 t0 += rng.uniform(0, 600)  # incubation: the fire takes hold
-                near = 1.0 if rng.random() < 0.6 else 0.3
-                d.fire = (t0, out, kind, FIRES[kind], near)
+                for d, n in zip(pair, near, strict=True):
+                    d.fire = (t0, out, kind, FIRES[kind], n)
+            origin = PAIRS[i % len(PAIRS)][0 if r < 0.5 else 1] if r < 0.7 else "room without a detector"
+            fires.append((i, t0, out, f"{kind} fire in the {origin}"))
     batches: list[SampleBatch] = []
     episodes: list[Episode] = []
     nuisance = 0
@@ -125,12 +150,11 @@ def build(seed: int = 5475, flats: int = 24, days: int = 21) -> Scenario:
         fire_span = (d.fire[0], d.fire[1] + 1800) if d.fire else None
         nuisance += sum(1 for a, _ in spans if not (fire_span and fire_span[0] <= a <= fire_span[1]))
         batches += _polls(rng, dev.id, spans, end)
-        if d.fire is not None:
-            what = f"{d.fire[2]} fire in the {d.place}" + ("" if d.fire[4] == 1.0 else " (next room)")
-            episodes.append(Episode(dev.id, ("smoke",), d.fire[0], d.fire[1], what))
+    for i, t0, out, what in fires:  # one incident per fire: either detector of the flat reports it
+        episodes.append(Episode(devices[2 * i].id, ("smoke",), t0, out, what, also=(devices[2 * i + 1].id,)))
     for b, panel in enumerate(panels):
         members = range(b * flats // 2, (b + 1) * flats // 2)
-        spans = sorted(s for i in members for s in alarm_spans[i])
+        spans = sorted(s for i in members for k in (0, 1) for s in alarm_spans[2 * i + k])
         state_t = -math.inf
         for a, z in _merge(spans):
             if a < state_t:
@@ -139,13 +163,12 @@ def build(seed: int = 5475, flats: int = 24, days: int = 21) -> Scenario:
             batches.append(SampleBatch(panel.id, round(a + 1.0, 3), (Sample("fire_alarm", True),)))
             batches.append(SampleBatch(panel.id, round(reset, 3), (Sample("fire_alarm", False),)))
             state_t = reset
-        for i in members:
-            f = dets[i].fire
-            if f is not None:
-                episodes.append(Episode(panel.id, ("fire",), f[0], f[1], f"fire in flat {i}"))
+        for i, t0, out, _ in fires:
+            if i in members:
+                episodes.append(Episode(panel.id, ("fire",), t0, out, f"fire in flat {i}"))
     batches.sort(key=lambda x: x.ts)
     episodes.sort(key=lambda e: e.start)
-    years = flats * days / 365
+    years = len(dets) * days / 365
     return Scenario(
         "smoke-fire",
         [*devices, *panels],

@@ -53,7 +53,9 @@ def test_independent_scores_through_the_benchmark_json(capsys: pytest.CaptureFix
             assert out[key]["recall"] >= 0.85, (pack, out[key])
     for pack in ("fire-hydrant", "fire-lane", "litter-bin", "curtain-wall", "entrance"):
         assert scores[pack]["f1"] >= 0.9, (pack, scores[pack])
-    # The smoke pack's confirmed stage is its own row, on the same fires, never ahead of the immediate one.
+    # The smoke pack's confirmed stage is its own row, on the same fires, never ahead of the immediate one
+    # (a coincidence of the flat's two detectors since issue 18: no longer a fixed 180 s behind it).
     confirmed, immediate = out["smoke-fire/confirmed"], out["smoke-fire/independent"]
     assert confirmed["data"] == "independent" and confirmed["episodes"] == immediate["episodes"]
-    assert confirmed["recall"] == 1.0 and confirmed["median_delay_s"] >= immediate["median_delay_s"] + 170
+    assert confirmed["recall"] == 1.0 and confirmed["median_delay_s"] >= immediate["median_delay_s"]
+    assert confirmed["false_alarms"] < immediate["false_alarms"]

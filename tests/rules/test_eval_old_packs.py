@@ -81,14 +81,20 @@ def test_old_packs_are_scored_on_their_models() -> None:
     scores = {s.pack: s for s in evaluate([manhole(covers=5, days=5), smoke(flats=12, days=7)])}
     # Openings that tip the cover are found within seconds; no passing vehicle raises anything.
     assert scores["manhole"].false_alarms_vibration == 0 and scores["manhole"].precision >= 0.9
+    # Surcharges judged against each well's crown (crown_mm) and methane from 10 %LEL: nothing missed here.
+    assert scores["manhole"].recall >= 0.9
     # Every fire is reported; the smoke pack passes the detectors' nuisance alarms too (benchmarks.md).
     assert scores["smoke-fire"].recall == 1.0
-    # The confirmed stage (alarm still present after 180 s) finds every fire too, later, with fewer
-    # nuisance alarms: the insect's and the short puffs' are gone, lingering cooking smoke's are not.
+    # The confirmed stage (a second detector of the flat within 30 min, or one alone for 30 min) finds
+    # every fire too, with fewer nuisance alarms: the insect's and the short puffs' are gone. It was
+    # "the alarm still present after 180 s" and asserted >= 170 s more delay; a coincidence confirms
+    # as soon as the flat's second detector joins, often within a minute, so only "never ahead of the
+    # immediate alarm" holds now.
     confirmed = scores["smoke-fire"].confirmed
     assert confirmed is not None and confirmed.recall == 1.0
     assert confirmed.false_alarms < scores["smoke-fire"].false_alarms
-    assert confirmed.median_delay_s >= scores["smoke-fire"].median_delay_s + 170
+    assert confirmed.median_delay_s >= scores["smoke-fire"].median_delay_s
+    assert confirmed.f1 > scores["smoke-fire"].f1
 
 
 def _write_minutes(path: Path, days: int, seed: int = 3) -> None:

@@ -1,0 +1,72 @@
+"""The `coincidence` composite mode: an alarm confirmed by a second device of the same area (issue 18).
+
+Smoke detectors alarm on burnt toast, steam and insects as well as on fires; a fire's smoke spreads
+and sets off a second detector of the same flat, a puff of cooking smoke seldom does. A rule
+
+    kind = "composite"
+    mode = "coincidence"
+    of = ["smoke", "smoke_register"]   # the per-device alarms that count
+    group = "zone"                      # devices sharing a `zone:<id>` tag form an area
+    count = 2                           # devices in alarm ...
+    within_s = 1800                     # ... within 30 min of each other
+    alone_s = 1800                      # or one device in alarm on its own for 30 min
+
+raises on a device while its own child alarm is active and either `count` devices of its area
+(itself included) are in alarm or raised one within the last `within_s`, or its own alarm has lasted
+`alone_s` (a device alone in its area, or a fire only one detector sees). This is the coincidence
+(dependency on more than one alarm signal) of EN 54-2 clause 7.12 and BS 5839-1's two-detector
+coincidence, and the "AND of two independent alarm devices" GB 50116-2013 4.1.6 asks for before
+a fire alarm system drives its linked equipment. The condition keeps no state of its own: it is read
+off its children's alarms (kept in the rules snapshot), on their changes and on every tick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from citynerve.gateway.api import DeviceConfig
+from citynerve.gateway.rules.conditions import Condition
+from citynerve.gateway.rules.config import CompositeRule
+
+if TYPE_CHECKING:
+    from citynerve.gateway.rules.engine import RuleInstance
+
+
+def area(dev: DeviceConfig, devices: Sequence[DeviceConfig], group: str) -> list[DeviceConfig]:
+    """The device, then the other devices sharing one of its `<group>:<id>` tags (alone without one)."""
+    tags = {t for t in dev.tags if t.startswith(group + ":")}
+    if not tags:
+        return [dev]
+    return [dev, *(d for d in devices if d.id != dev.id and tags & set(d.tags))]
+
+
+class CoincidenceCondition(Condition):
+    """True while the device's own child alarm is active and confirmed by its area or by lasting."""
+
+    __slots__ = ("alone_s", "children", "count", "own", "within_s")
+    time_driven = True  # `alone_s` runs out without a reading
+
+    def __init__(self, rule: CompositeRule, own: list[RuleInstance], others: list[RuleInstance]) -> None:
+        super().__init__()
+        self.count, self.within_s, self.alone_s = rule.count, rule.within_s, rule.alone_s
+        self.own = own
+        self.children = [*own, *others]  # every child instance in the area: their changes re-evaluate
+
+    def at(self, now: float) -> bool:
+        own = [c for c in self.own if c.alarm.active]
+        if not own:
+            self.value = 0
+            return False
+        recent = now - self.within_s
+        devices = {
+            c.device_id for c in self.children if c.alarm.active or (c.raised_at and c.raised_at >= recent)
+        }
+        self.value = len(devices)
+        if len(devices) >= self.count:
+            return True
+        alone = self.alone_s
+        return alone is not None and any(now - c.raised_at >= alone for c in own)
+
+    def on_tick(self, now: float) -> bool | None:
+        return self.at(now)
