@@ -42,6 +42,10 @@ DAY = 86400
 MIN_PER_DAY = 1440
 BAND = (198.0, 235.4)  # GB/T 12325-2008, 220 V single phase: +7 % / -10 %
 KINDS = ("couple", "early riser", "family", "shift worker", "e-bike", "early riser", "family", "couple")
+NORMAL_AT_NIGHT = frozenset({"dehumidifier left on", "electric blanket left on high"})
+"""Appliances made to run unattended through the night (IEC 60335-2-40 dehumidifiers, IEC 60335-2-17
+electric blankets, both with their own thermostat / humidistat and overheat protection): a night of
+use is what they are for, so it is labelled normal, and an alarm on it is false."""
 HEAT_DAYS = range(10, 15)  # a late heat spell: 24-29 Sep
 MID_AUTUMN = 11  # 25 Sep
 
@@ -129,6 +133,8 @@ def build(seed: int = 12325, households: int = 10, days: int = 35) -> Scenario:
                 )
             )
             _add(loads[h], m0, hours * 60, watts)
+            if what in NORMAL_AT_NIGHT:
+                continue  # made to run unattended through the night: normal use, not an incident
             episodes.append(
                 Episode(dev.id, ("night_consumption",), START + m0 * 60, START + (m0 + hours * 60) * 60, what)
             )
