@@ -5,9 +5,10 @@ conditioning all night, far above each one's own past. An anomaly rule with `pee
 scores, for a device tagged `<prefix>:<group>`, its use in a slot minus the median use of the other
 members of the group in that slot (its *excess over its peers*), against its own usual excess; a
 device without such a tag is scored on its own use. `peers_quantile` takes another quantile of the
-others' uses than the median (0.75: the use a quarter of the feeder exceeds). Slots close at each member's next reading, so
-a slot is scored one slot later, when every member that still reports has closed it. Fewer than
-`MIN_PEERS` others reporting: the slot is not judged (unknown is neither fine nor alarm).
+others' uses than the median (0.75: the use a quarter of the feeder exceeds). Slots close at each
+member's next reading, so a slot is scored one slot later, when every member that still reports has
+closed it. Fewer than `MIN_PEERS` others reporting: the slot is not judged (unknown is neither fine
+nor alarm).
 """
 
 from __future__ import annotations

@@ -21,10 +21,11 @@ What happens (the ground truth, from when it starts until it ends):
   the feeder on hot evenings, a broken neutral in the building (the phase's households see
   245-265 V or 170-190 V for 30-120 min);
 - something left on or broken at night: a heater left on (1-2 kW), a water heater's thermostat
-  stuck (2.5 kW until someone notices next day), an iron left on (1 kW, cycling), a dehumidifier
-  or an electric blanket left on (150-400 W).
+  stuck (2.5 kW until someone notices next day), an iron left on (500 W).
 The heat spell, the festival, the travellers, the early risers, the shift worker and the e-bike
-are normal life: an alarm on them is a false alarm.
+are normal life: an alarm on them is a false alarm. So is a dehumidifier or an electric blanket
+running all night (150-400 W, drawn like the incidents above): IEC 60335-2-40 / -17 appliances made
+to run unattended, with their own humidistat / thermostat and overheat protection (`NORMAL_AT_NIGHT`).
 """
 
 from __future__ import annotations
