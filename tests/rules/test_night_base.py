@@ -14,6 +14,8 @@ from citynerve.gateway.rules.conditions import AnomalyCondition
 from citynerve.gateway.rules.config import AnomalyRule
 from citynerve.gateway.rules.peers import PeerSlots, quantile
 from citynerve.gateway.rules.stats import SlotMin
+from citynerve.hil.eval import Scenario
+from citynerve.hil.eval import electricity_situations as model
 
 from .conftest import T0, dev
 
@@ -116,3 +118,21 @@ def test_without_persistence_the_travellers_return_raises() -> None:
     # Each half-hour judged alone (base_s 0) with the pack's 30 min hold: the water heater's two
     # half-hours raise, a false alarm the persistence removes.
     assert _raised({"night_base_s": 0}) == {("m1", 9), ("m3", 11)}
+
+
+def test_a_dehumidifier_or_blanket_all_night_is_drawn_but_labelled_normal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+
+    def build(seed: int) -> Scenario:
+        return model.build(seed=seed, households=3, days=10)
+
+    labelled = {s: build(s) for s in range(1, 5)}
+    monkeypatch.setattr(model, "NORMAL_AT_NIGHT", frozenset())
+    as_incidents = {s: build(s) for s in range(1, 5)}
+    normal = {"dehumidifier left on", "electric blanket left on high"}
+    seeds = [s for s, scn in as_incidents.items() if any(ep.what in normal for ep in scn.episodes)]
+    assert seeds, "no seed draws a dehumidifier or a blanket"
+    for s in seeds:
+        assert labelled[s].batches == as_incidents[s].batches  # the same load, readings and meters
+        assert labelled[s].episodes == [ep for ep in as_incidents[s].episodes if ep.what not in normal]
