@@ -20,7 +20,7 @@ from citynerve.gateway.rules.config import (
 )
 from citynerve.gateway.rules.meter import LocalDays, MeterTrack, Step, spread
 from citynerve.gateway.rules.peers import PeerSlots
-from citynerve.gateway.rules.stats import Estimator
+from citynerve.gateway.rules.stats import Estimator, SlotMin
 
 _TRUE_WORDS = frozenset({"1", "true", "on", "yes", "alarm", "active", "open"})
 _FALSE_WORDS = frozenset({"0", "false", "off", "no", "normal", "inactive", "closed"})
@@ -412,6 +412,7 @@ class AnomalyCondition(Condition):
     """Statistical score of a value, or of a meter's use per slot against a learned daily profile."""
 
     __slots__ = (
+        "base",
         "cur",
         "cur_use",
         "days",
@@ -447,6 +448,8 @@ class AnomalyCondition(Condition):
         self.cur_use = 0.0
         self.peers: PeerSlots | None = None  # set by the engine for a device in a peer group
         self.member = ""
+        # `base_s`: the lowest slot value over that span (a load present all along) is scored.
+        self.base = SlotMin(round(rule.base_s / rule.slot_s)) if rule.base_s else None
 
     def join(self, peers: PeerSlots, member: str) -> None:
         """Score this device's slot use relative to its group's (gateway/rules/peers.py)."""
@@ -509,6 +512,11 @@ class AnomalyCondition(Condition):
             if excess is None:
                 return None
             slot, use = slot - 1, excess
+        if self.base is not None:
+            low = self.base.push(slot, use)
+            if low is None:
+                return None
+            use = low
         s = self.rule.slot_s
         mid = (slot + 0.5) * s
         bin_ = int(self.days.hour(mid) * len(self.est) / 24) % len(self.est) if self.rule.profile else 0
@@ -520,6 +528,7 @@ class AnomalyCondition(Condition):
             self.meter.snapshot() if self.meter else None,
             self.cur,
             self.cur_use,
+            self.base.snapshot() if self.base else None,
         ]
 
     def restore(self, data: list[Any]) -> None:
@@ -529,6 +538,8 @@ class AnomalyCondition(Condition):
         if self.meter is not None and data[1] is not None:
             self.meter.restore(data[1])
         self.cur, self.cur_use = int(data[2]), float(data[3])
+        if self.base is not None and len(data) > 4 and data[4] is not None:
+            self.base.restore(data[4])
 
     def shift(self, delta: float) -> None:
         if self.meter is not None:

@@ -314,7 +314,8 @@ class RuleEngine:
         if isinstance(rule, AnomalyRule) and isinstance(cond, AnomalyCondition) and rule.peers:
             group = next((t for t in sorted(dev.tags) if t.startswith(rule.peers + ":")), "")
             if group:  # without the tag: scored on its own use
-                cond.join(self._peers.setdefault(f"{rule.id}|{group}", PeerSlots()), dev.id)
+                slots = self._peers.setdefault(f"{rule.id}|{group}", PeerSlots(rule.peers_quantile))
+                cond.join(slots, dev.id)
         return RuleInstance(rule, dev.id, cond, attrs)
 
     def _coincidence(

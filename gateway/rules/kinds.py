@@ -245,6 +245,20 @@ class AnomalyRule(_RuleBase):
         description="tag prefix of a peer group (`feeder`: devices tagged `feeder:<id>`): a slot's use "
         "is scored as the excess over the other members' median (gateway/rules/peers.py)",
     )
+    peers_quantile: FiniteFloat = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="with `peers`: the quantile of the other members' uses a slot is compared with "
+        "(0.5 the median; 0.75 the use a quarter of the group exceeds)",
+    )
+    base_s: FiniteFloat = Field(
+        default=0.0,
+        ge=0,
+        le=86400,
+        description="with `cumulative`: score the lowest slot value over this many seconds (slots in a "
+        "row, a multiple of `slot_s`): a load present all along, not one burst; 0 = each slot",
+    )
 
     @model_validator(mode="after")
     def _shape(self) -> AnomalyRule:
@@ -253,6 +267,13 @@ class AnomalyRule(_RuleBase):
             raise ValueError("`profile` needs `cumulative` and a `slot_s` that divides a day")
         if self.peers and not self.cumulative:
             raise ValueError("`peers` compares slot uses: it needs `cumulative`")
+        if self.peers_quantile != 0.5 and not self.peers:
+            raise ValueError("`peers_quantile` is a quantile of the peers' uses: it needs `peers`")
+        if self.base_s and (not self.cumulative or self.base_s % self.slot_s):
+            raise ValueError(
+                f"`base_s` ({self.base_s:g}) spans whole slots of a meter: it needs `cumulative` and "
+                f"a multiple of `slot_s` ({self.slot_s:g})"
+            )
         if self.hours is not None and not (0 <= self.hours[0] <= 24 and 0 <= self.hours[1] <= 24):
             raise ValueError("`hours` are local hours 0..24")
         return self

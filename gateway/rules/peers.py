@@ -4,9 +4,11 @@ Weather is shared: on the nights of a heat spell most households of a feeder run
 conditioning all night, far above each one's own past. An anomaly rule with `peers = "<prefix>"`
 scores, for a device tagged `<prefix>:<group>`, its use in a slot minus the median use of the other
 members of the group in that slot (its *excess over its peers*), against its own usual excess; a
-device without such a tag is scored on its own use. Slots close at each member's next reading, so
-a slot is scored one slot later, when every member that still reports has closed it. Fewer than
-`MIN_PEERS` others reporting: the slot is not judged (unknown is neither fine nor alarm).
+device without such a tag is scored on its own use. `peers_quantile` takes another quantile of the
+others' uses than the median (0.75: the use a quarter of the feeder exceeds). Slots close at each
+member's next reading, so a slot is scored one slot later, when every member that still reports has
+closed it. Fewer than `MIN_PEERS` others reporting: the slot is not judged (unknown is neither fine
+nor alarm).
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ KEEP_SLOTS = 4
 class PeerSlots:
     """The slot uses of one group's members, the last few slots only (constant memory per group)."""
 
-    __slots__ = ("uses",)
+    __slots__ = ("q", "uses")
 
-    def __init__(self) -> None:
+    def __init__(self, q: float = 0.5) -> None:
+        self.q = q
         self.uses: dict[int, dict[str, float]] = {}
 
     def put(self, slot: int, member: str, use: float) -> None:
@@ -31,10 +34,21 @@ class PeerSlots:
             del self.uses[old]
 
     def excess(self, slot: int, member: str) -> float | None:
-        """The member's use in `slot` minus the others' median, or None when not known."""
+        """The member's use in `slot` minus the others' quantile `q`, or None when not known."""
         row = self.uses.get(slot, {})
         own = row.get(member)
         others = [u for m, u in row.items() if m != member]
         if own is None or len(others) < MIN_PEERS:
             return None
-        return own - statistics.median(others)
+        return own - quantile(others, self.q)
+
+
+def quantile(values: list[float], q: float) -> float:
+    """The `q` quantile of `values` (0..1), linear between order statistics (q = 0.5: the median)."""
+    if q == 0.5:
+        return statistics.median(values)
+    xs = sorted(values)
+    pos = q * (len(xs) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)

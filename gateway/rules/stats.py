@@ -67,3 +67,35 @@ class Estimator:
         self.n, self.loc, self.spread = int(data[0]), float(data[1]), float(data[2])
         s = _MAD_TO_SIGMA * self.spread if self.robust else math.sqrt(max(self.spread, 0.0))
         self._s = max(s, self._floor)
+
+
+class SlotMin:
+    """The lowest of the last `slots` consecutive slot values: a load present in each of them.
+
+    Something left on persists for hours; a kettle, a water heater's cycle or a late meal fill one
+    or two half-hours. `push` returns the minimum once `slots` consecutive slots are known, else
+    None (unknown). A slot that is not the next one (a gap) starts the run again.
+    """
+
+    __slots__ = ("last", "slots", "values")
+
+    def __init__(self, slots: int) -> None:
+        self.slots = max(1, slots)
+        self.last = -1
+        self.values: list[float] = []
+
+    def push(self, slot: int, value: float) -> float | None:
+        if self.last >= 0 and slot != self.last + 1:
+            self.values = []
+        self.last = slot
+        self.values.append(value)
+        if len(self.values) > self.slots:
+            del self.values[0]
+        return min(self.values) if len(self.values) == self.slots else None
+
+    def snapshot(self) -> list[Any]:
+        return [self.last, list(self.values)]
+
+    def restore(self, data: list[Any]) -> None:
+        self.last = int(data[0])
+        self.values = [float(v) for v in data[1]][-self.slots :]

@@ -15,7 +15,8 @@ interval). Nobody labelled this house's nights, so incidents are injected into t
 seeded - the kinds and powers of hil/eval/electricity_situations.py (a heater or an iron left on,
 a stuck water heater, a dehumidifier, an electric blanket), one every 20-40 days after the first
 month - and every alarm on another night counts as false: some may be the family's real unusual
-nights, nobody can say.
+nights, nobody can say. As in the model, a dehumidifier or an electric blanket running all night is
+normal use (`NORMAL_AT_NIGHT`): added to the load, not labelled, an alarm on it is false.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 from citynerve.gateway.api import Sample, SampleBatch
 from citynerve.gateway.rules import PackRef, RulesConfig
 from citynerve.hil.eval.electricity import POINTS
+from citynerve.hil.eval.electricity_situations import NORMAL_AT_NIGHT
 from citynerve.hil.eval.model import TZ, Episode, Scenario, device
 
 READ_S = 900
@@ -95,9 +97,10 @@ def build(seed: int = 58, path: Path | None = None, days: int | None = None) -> 
         watts, dur = rng.uniform(w_lo, w_hi), int(rng.uniform(h_lo, h_hi) * 60)
         for m in range(start, min(len(minutes), start + dur)):
             extra[m] += watts / 1000
-        episodes.append(
-            Episode(dev.id, ("night_consumption",), t0 + start * 60, t0 + (start + dur) * 60, what)
-        )
+        if what not in NORMAL_AT_NIGHT:  # a dehumidifier or a blanket all night: normal use, unlabelled
+            episodes.append(
+                Episode(dev.id, ("night_consumption",), t0 + start * 60, t0 + (start + dur) * 60, what)
+            )
         k = start + int(rng.uniform(20, 40) * 1440)
     batches: list[SampleBatch] = []
     energy = 0.0
