@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--outage-s", type=float, default=5.0, help="how long broker B is down at the start")
     ap.add_argument("--timeout-s", type=float, default=300.0)
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--no-settle", action="store_true", help="skip settle_heap() (gc.freeze) before the drain")
+    ap.add_argument("--no-settle", action="store_true", help="no settle_heap() (gc.freeze)")
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="northbound-"))
     try:
