@@ -2,9 +2,9 @@
 
 - `LoopStalls`: how late a 5 ms sleep wakes on the gateway's loop (a stall delays every alarm);
 - `GcPauses`: the cyclic collector's pauses in the gateway's process, per generation;
-- `sparkplug_payloads`: the backlog encoded as the Sparkplug destination encodes it (one `EdgeNode`,
-  the same batches), timed: the protobuf encoding cost per reading, which bounds the destination's
-  rate on one core whatever the uplink around it does;
+- `sparkplug_payloads`: the backlog encoded as the Sparkplug destination encodes it (one
+  `EdgeNode`, the same batches, device by device), timed: the protobuf encoding cost per reading,
+  which bounds the destination's rate on one core whatever the uplink around it does;
 - `bare_sparkplug_run`: a bare aiomqtt loop publishing those pre-encoded payloads (QoS 1, the
   same in-flight window) to the Sparkplug broker: the Sparkplug destination's baseline.
 """
@@ -23,6 +23,7 @@ import aiomqtt
 from citynerve.gateway.store import Outbox
 from citynerve.gateway.uplink.sparkplug import EdgeNode
 from citynerve.gateway.uplink.sparkplug._node import StoredRecord
+from citynerve.gateway.uplink.sparkplug._session import by_device
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -107,7 +108,9 @@ def sparkplug_payloads(
             readings += len(records)
             for i in range(0, len(records), batch_records):
                 t = time.perf_counter()
-                messages = node.encode(records[i : i + batch_records], now_ms)
+                messages = [
+                    m for part in by_device(records[i : i + batch_records]) for m in node.encode(part, now_ms)
+                ]
                 encode_s += time.perf_counter() - t
                 out += [(m.topic, m.payload) for m in messages]
     return out, encode_s / max(1, readings) * 1e6

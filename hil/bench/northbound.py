@@ -218,7 +218,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     msgs = payloads(path, n, argparse.Namespace(batch=200))[0]
     bare = await bare_run(a.host, a.port, msgs, n, 32)
     del msgs
-    batch_records = SparkplugConfig().batch_records
+    batch_records = args.sparkplug_batch or SparkplugConfig().batch_records
     spark_msgs, encode_us = sparkplug_payloads(path, batch_records, GW)
     bare_spark_s = await bare_sparkplug_run(b.host, b.port, spark_msgs, 32)
     del spark_msgs
@@ -227,6 +227,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     events = Child(EVENTS, a.host, str(a.port), f"citynerve/{GW}/events", on_eof=False)
     host = Child(SCADA_HOST, b.host, str(b.port), str(n))
     done_at: dict[str, float] = {}
+    sparkplug = {"primary_host_id": "scada-host", "batch_records": batch_records}
     try:
         for child in (platform, events, host):
             await child.start()
@@ -247,9 +248,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 inventory=lambda: [],
             )
             spark = SparkplugUplink(
-                destination(
-                    b.url, "scada", encoding="sparkplug-b", sparkplug={"primary_host_id": "scada-host"}
-                ),
+                destination(b.url, "scada", encoding="sparkplug-b", sparkplug=sparkplug),
                 gateway_id=GW,
                 outbox=ob,
                 devices={},
@@ -385,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--outage-s", type=float, default=5.0, help="how long broker B is down at the start")
     ap.add_argument("--timeout-s", type=float, default=300.0)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--sparkplug-batch", type=int, default=0, help="batch_records (default: the config's)")
     ap.add_argument("--no-settle", action="store_true", help="no settle_heap() (gc.freeze)")
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="northbound-"))
