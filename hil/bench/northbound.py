@@ -16,6 +16,14 @@ latency (p50/p99) twice: at a subscriber to the events topic only (the gateway's
 as hil/bench/uplink.py does) and at the city's consumer (which takes the telemetry too, so its
 alarms wait behind the backlog it is still storing: the platform's latency, not the gateway's).
 
+Also printed: the Sparkplug destination's baseline (a bare aiomqtt loop publishing the backlog
+pre-encoded, device by device as the destination does, to broker B before the drain), what the
+encoding costs per reading (`EdgeNode.encode`, and the protobuf package's least: one metric built
+and serialized), the gateway loop's stalls, the collector's pauses, the slowest alarms (when they
+were written, seconds from the drain's start) and the process's peak RSS (hil/bench/_northbound_probes.py).
+The heap is settled (gateway/heap.py, as the runtime does once ready) before the drain unless
+`--no-settle`; `--sparkplug-batch N` sets the Sparkplug destination's `batch_records`.
+
 The platform side (the city and fire consumers, the events subscriber, the SCADA host decoding the
 Sparkplug payloads) runs in child processes, as a platform runs on other machines: in the gateway's
 process it took the loop from the gateway being measured. The drains are timed from the uplinks'
@@ -46,6 +54,7 @@ from citynerve.hil.bench._northbound_probes import (
     LoopStalls,
     bare_sparkplug_run,
     max_rss_mib,
+    protobuf_floor_us,
     sparkplug_payloads,
 )
 from citynerve.hil.bench.uplink import GW, bare_run, make_backlog, payloads, pct
@@ -222,6 +231,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     spark_msgs, encode_us = sparkplug_payloads(path, batch_records, GW)
     bare_spark_s = await bare_sparkplug_run(b.host, b.port, spark_msgs, 32)
     del spark_msgs
+    floor_us = protobuf_floor_us()
     sent_alarms = 0
     platform = Child(PLATFORM, a.host, str(a.port), str(work))
     events = Child(EVENTS, a.host, str(a.port), f"citynerve/{GW}/events", on_eof=False)
@@ -359,6 +369,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     out["scada_bare"] = {
         "readings_per_s": round(n / bare_spark_s),
         "encode_us_per_reading": round(encode_us, 2),
+        "protobuf_floor_us_per_reading": round(floor_us, 2),
         "encode_bound_readings_per_s": round(1e6 / encode_us),
         "batch_records": batch_records,
     }
