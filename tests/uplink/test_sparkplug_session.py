@@ -32,6 +32,7 @@ from citynerve.gateway.uplink.sparkplug import (
     SparkplugSession,
     StoredRecord,
 )
+from citynerve.gateway.uplink.sparkplug._session import PART_RECORDS, by_device
 from citynerve.hil.platform import MosquittoBroker
 from tests.uplink.conftest import wait_for as wait_until
 
@@ -333,6 +334,15 @@ async def test_a_batch_goes_out_device_by_device(broker: MosquittoBroker, host: 
     assert [s.topic.rsplit("/", 1)[1] for s in ddata] == ["meter-1", "meter-2"]
     for k, s in enumerate(ddata):
         assert [m.double_value for m in s.decoded().metrics] == [float(i) for i in range(k, 40, 2)]
+
+
+def test_one_device_s_backlog_is_encoded_in_parts() -> None:
+    # A gateway with one device: a 5,000-record round is encoded 500 records at a time (the loop
+    # runs between parts), in order.
+    batch = [reading(i + 1, float(i), 1e9 + i) for i in range(1_200)]
+    parts = by_device(batch)
+    assert [len(p) for p in parts] == [PART_RECORDS, PART_RECORDS, 200]
+    assert [r.seq for p in parts for r in p] == list(range(1, 1_201))
 
 
 async def test_a_broker_that_stops_answering_ends_the_session_and_the_batches_go_again(
