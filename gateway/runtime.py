@@ -8,25 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from citynerve.gateway import __version__
-from citynerve.gateway.alarms import MAX_STATUS_ALARMS, ActiveAlarms
+from citynerve.gateway.alarms import ActiveAlarms
 from citynerve.gateway.api import (
     SYSTEM_CLOCK,
     ChannelError,
     Clock,
-    DeviceConfig,
     Event,
-    GatewayError,
     PermanentError,
-    PointConfig,
     Reading,
     SteadyWall,
     Value,
@@ -36,19 +30,20 @@ from citynerve.gateway.api import (
 from citynerve.gateway.bus import BusOwner
 from citynerve.gateway.config import GatewayConfig
 from citynerve.gateway.control import ControlServer
-from citynerve.gateway.control.server import PEER
+from citynerve.gateway.control.handlers import control_handlers
 from citynerve.gateway.credentials import Credentials
-from citynerve.gateway.diagbus import RAW_WRITE, RawWriteRefusedError, audit_raw_write, check_raw_write
 from citynerve.gateway.fleet import HostControl, LogLevel, LogRing
 from citynerve.gateway.heap import settle_heap
-from citynerve.gateway.logs import field
+from citynerve.gateway.inventory import device_inventory
 from citynerve.gateway.operator import OperatorControls
 from citynerve.gateway.pipeline import NoRules, Pipeline
+from citynerve.gateway.runlock import GatewayLockedError, run_lock
 from citynerve.gateway.service.notify import Notifier, Watchdog, WriterProgress
-from citynerve.gateway.store import BLOCK_READINGS, AsyncOutbox, Lane, OutboxWriter
-from citynerve.gateway.timecheck import time_status
-from citynerve.gateway.timesync import ClockSync, UnsyncedMarks, kernel_state
+from citynerve.gateway.status import brief_status, full_status, service_status
+from citynerve.gateway.store import BLOCK_READINGS, AsyncOutbox, OutboxWriter
+from citynerve.gateway.timesync import ClockSync, UnsyncedMarks
 from citynerve.gateway.uplink.commands import PointInfo
+from citynerve.gateway.uplinks import make_uplinks
 from citynerve.gateway.wiring import BusSupervisor, BusWiring, RuledBusSink
 
 if TYPE_CHECKING:
@@ -60,35 +55,9 @@ if TYPE_CHECKING:
     from citynerve.gateway.uplink.sparkplug import SparkplugUplink
     from citynerve.gateway.web import StatusServer
 
+__all__ = ["Gateway", "GatewayLockedError", "run_lock"]  # the run lock lives in gateway/runlock.py
+
 log = logging.getLogger("citynerve.gateway")
-
-
-class GatewayLockedError(PermanentError):
-    """Another gateway process already runs on this store."""
-
-    def __init__(self, path: Path, pid: str) -> None:
-        self.path = path
-        self.pid = pid
-        super().__init__(f"another citynerve run (pid {pid or '?'}) is using {path}")
-
-
-@contextlib.contextmanager
-def run_lock(db_path: Path) -> Iterator[None]:
-    """One gateway per store: an flock on `<db>.lock`, released by the kernel even on kill -9."""
-    lock_path = db_path.with_name(db_path.name + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            raise GatewayLockedError(db_path, pid) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)
 
 
 class Gateway:
@@ -252,9 +221,9 @@ class Gateway:
                     self._start_owner(bus_id)
                 others = [tg.create_task(self._tick(), name="rules.tick")]
                 others.append(tg.create_task(self._keep_alarms(), name="alarms.keeper"))
-                control = ControlServer(Path(self.config.control.socket), self._control_handlers())
+                control = ControlServer(Path(self.config.control.socket), control_handlers(self))
                 others.append(tg.create_task(control.run(), name="control"))
-                for uplink in await self._make_uplinks(self.outbox):
+                for uplink in await make_uplinks(self, self.outbox):
                     self._uplink_tasks.append(
                         tg.create_task(uplink.run(), name=f"uplink.{uplink.destination}")
                     )
@@ -313,12 +282,6 @@ class Gateway:
         for bus_id, owner in self.owners.items():
             parts[f"bus[{bus_id}]"] = owner.progress_at
         return parts
-
-    def _service_status(self) -> str:
-        b = self.brief_status()
-        clock = "" if self.clock_sync.synced else f", clock {self.clock_sync.to_dict()['state']}"
-        down = f", buses down: {' '.join(b['buses_down'])}" if b["buses_down"] else ""
-        return f"devices online {b['devices_online']}/{b['devices_total']}{down}{clock}"
 
     def _start_owner(self, bus_id: str) -> None:
         assert self._tg is not None
@@ -410,93 +373,6 @@ class Gateway:
         except Exception:
             log.exception("cannot save the active alarms")
 
-    async def _make_uplinks(self, outbox: AsyncOutbox) -> list[Uplink | SparkplugUplink]:
-        """One uplink per destination, registered with the outbox first (a row leaves it once every
-        destination that wants it has acknowledged it)."""
-        configs = self.config.destinations or (
-            (self.config.upstream,) if self.config.upstream is not None else ()
-        )
-        if not configs:
-            return []
-        from citynerve.gateway.uplink import Uplink
-        from citynerve.gateway.uplink.destinations import DestinationFilter
-
-        await outbox.set_destinations(
-            {c.id: DestinationFilter.of(c).lanes for c in configs if c.enabled}
-            or {configs[0].id: tuple(Lane)}
-        )
-        actions = self._remote_actions()
-        inbound: dict[str, Any] = {}
-        if self.config.update is not None:  # software updates from the platform (docs/fleet.md)
-            if self.remote_update is None:
-                from citynerve.gateway.release.remote import RemoteUpdate
-
-                self.remote_update = RemoteUpdate(
-                    self.config.update,
-                    config_path=self.config.source,
-                    gateway_id=self.config.gateway.id,
-                    topic_base=f"{configs[0].topic_prefix}/{self.config.gateway.id}",
-                    events=self._event,
-                )
-            actions.update(self.remote_update.actions())
-            inbound[self.remote_update.chunk_filter] = self.remote_update.on_chunk
-        creds = self.credentials  # keys and certificates of the first destination
-        self.uplinks = []
-        for i, c in enumerate(configs):
-            if c.encoding == "sparkplug-b":  # a Sparkplug B host application (docs/sparkplug.md)
-                from citynerve.gateway.uplink.sparkplug import SparkplugUplink
-
-                self.uplinks.append(
-                    SparkplugUplink(
-                        c,
-                        gateway_id=self.config.gateway.id,
-                        outbox=outbox,
-                        devices=self._devices,
-                        state_dir=Path(self.config.store.path).parent,
-                    )
-                )
-                continue
-            self.uplinks.append(
-                Uplink(
-                    creds.tls.effective(c) if creds is not None and i == 0 else c,
-                    gateway_id=self.config.gateway.id,
-                    outbox=outbox,
-                    inventory=self.inventory,
-                    commands=self,
-                    actions=actions,
-                    inbound=inbound if i == 0 else None,  # update chunks come from the first destination
-                    status=self.brief_status,
-                    restamp=self.clock_sync.restamp,
-                )
-            )
-        # Commands, results and the status message travel on the first json-v1 destination.
-        self.uplink = next((u for u in self.uplinks if isinstance(u, Uplink)), None)
-        if creds is not None and self.uplink is not None:
-            creds.attach(self.uplink)
-        return self.uplinks
-
-    def _remote_actions(self) -> dict[str, Any]:
-        from citynerve.gateway.fleet import remote_actions
-        from citynerve.gateway.fleet_diag import diag_actions
-
-        assert self.operator is not None
-        actions = remote_actions(
-            operator=self.operator, gateway=self, ring=self.log_ring, level=self.log_level, host=self.host
-        )
-        actions.update(
-            diag_actions(
-                config_source=self.config.source,
-                devices=lambda: self._devices,
-                protocol_of=lambda bus: next((b.protocol for b in self.config.buses if b.id == bus), None),
-                owner_of=self.owners.get,
-            )
-        )
-        if self.credentials is not None:
-            actions.update(self.credentials.remote_actions())
-        if self.remote_config is not None:
-            actions.update(self.remote_config.actions())
-        return actions
-
     # -- remote configuration (citynerve.gateway.remoteconfig.Reconfigurable) ----------------------
 
     def _make_remote_config(self) -> None:
@@ -519,7 +395,7 @@ class Gateway:
         self._uplink_tasks = []
         self.uplink = None
         self.uplinks = []
-        for uplink in await self._make_uplinks(self.outbox):
+        for uplink in await make_uplinks(self, self.outbox):
             self._uplink_tasks.append(self._tg.create_task(uplink.run(), name=f"uplink.{uplink.destination}"))
         if self.credentials is not None and self.uplink is not None:
             self.credentials.attach(self.uplink)
@@ -620,11 +496,7 @@ class Gateway:
         await sup.owner.restart()
 
     def inventory(self) -> list[dict[str, Any]]:
-        # Devices of one profile share their point list (the same frozen point configs): build it
-        # once per distinct table, so a thousand meters do not make a thousand copies.
-        shared: dict[tuple[int, ...], list[dict[str, Any]]] = {}
-        protocols = {b.id: b.protocol for b in self.config.buses}
-        return [_inventory_entry(d, protocols[d.bus], shared) for d in self.config.devices]
+        return device_inventory(self.config)
 
     # -- diagnostics (citynerve.gateway.fleet.Diagnosable) --------------------------------------------------
 
@@ -662,166 +534,12 @@ class Gateway:
     # -- status ----------------------------------------------------------------------------------
 
     def brief_status(self) -> dict[str, Any]:
-        """Small figures for /healthz and the platform's retained status message (with the active
-        alarms, most severe first, at most MAX_STATUS_ALARMS of them; the count is exact)."""
-        owners = self.owners
-        online = sum(1 for o in owners.values() for h in o.health.values() if h.online)
-        total = sum(len(o.health) for o in owners.values())
-        return {
-            "version": __version__,
-            "uptime_s": round(self.clock.monotonic() - self._started_mono, 1),
-            "devices_online": online,
-            "devices_total": total,
-            "buses_down": [b for b, o in owners.items() if not o.channel_open],
-            "alarms_active": len(self.alarms),
-            "alarms": self.alarms.to_status(MAX_STATUS_ALARMS),
-            "clock": self.clock_sync.wire(),
-            "operator": self.operator.snapshot() if self.operator is not None else None,
-            "certificates": self.credentials.status() if self.credentials is not None else None,
-            "config": self.remote_config.snapshot() if self.remote_config is not None else None,
-        }
+        """Small figures for /healthz and the platform's retained status message."""
+        return brief_status(self)
 
     async def status(self) -> dict[str, Any]:
-        """Everything `citynerve status` shows: buses, devices with last readings, store, uplink,
-        and every active alarm (the registry: rules, drivers, bus owners, supervisors)."""
-        buses = []
-        for sup in self.buses.values():
-            snap = sup.snapshot()
-            for dev in snap["devices"]:
-                if self.pipeline is not None and not dev.get("faulted"):
-                    dev["faulted"] = self.pipeline.rule_fault(dev["id"])
-                latest = self.pipeline.latest(dev["id"]) if self.pipeline else {}
-                dev["readings"] = {
-                    p: {"value": r.value, "unit": r.unit, "ts": r.ts, "quality": str(r.quality)}
-                    for p, r in latest.items()
-                }
-            buses.append(snap)
-        store = (await self.outbox.stats()).to_dict() if self.outbox else None
-        uplink = self.uplink_state()
-        if uplink is not None and self.outbox is not None:
-            # Each destination's own backlog, positions and losses (outbox.destination_stats).
-            with contextlib.suppress(GatewayError):
-                for dest, figures in (await self.outbox.destination_stats()).items():
-                    if dest in uplink["destinations"]:
-                        uplink["destinations"][dest].update(figures)
-        return {
-            "gateway_id": self.config.gateway.id,
-            "name": self.config.gateway.name,
-            **self.brief_status(),
-            "alarms": self.alarms.to_status(),
-            "alarm_counts": self.alarms.counts(),
-            "buses": buses,
-            "store": store,
-            "writer": self.writer.counters().to_dict() if self.writer else None,
-            "pipeline": self.pipeline.counters().to_dict() if self.pipeline else None,
-            "uplink": uplink,
-            "software_update": self.remote_update.status() if self.remote_update is not None else None,
-            "clock": {
-                **self.clock_sync.wire(),
-                **self.clock_sync.to_dict(),
-                "wall_steps": self.steady.steps,
-                "marked_events": self.marks.marked_events if self.marks else 0,
-                "unsynced_readings": self.marks.unsynced_readings if self.marks else 0,
-            },
-            "time": time_status(
-                {d: s for o in self.owners.values() for d, s in o.quality.meter_skew.items()},
-                synchronized=self.clock_sync.synced,
-                max_error_s=kernel_state()[1],
-                platform_skew_s=self.uplink.platform_skew_s if self.uplink is not None else None,
-            ),
-        }
+        """Everything `citynerve status` shows (gateway/status.py)."""
+        return await full_status(self)
 
-    def _control_handlers(self) -> dict[str, Any]:
-        async def ping(_: dict[str, Any]) -> dict[str, Any]:
-            return {"gateway_id": self.config.gateway.id, "pid": os.getpid()}
-
-        async def status(_: dict[str, Any]) -> dict[str, Any]:
-            return await self.status()
-
-        async def diag(req: dict[str, Any]) -> dict[str, Any]:
-            owner = self.owners.get(str(req["bus"]))
-            if owner is None:
-                raise PermanentError(f"no running bus {field(req['bus'])}")
-            action, params = str(req["action"]), dict(req.get("params") or {})
-            if action != RAW_WRITE:
-                return await owner.diag(action, params)
-            who = str(req.get(PEER, "unknown peer"))
-            try:
-                check_raw_write(self.config, owner.bus.id, params)
-            except RawWriteRefusedError as err:
-                audit_raw_write(who, owner.bus.id, params, f"refused ({err.reason})")
-                raise
-            try:
-                result = await owner.diag(action, params)
-            except GatewayError as err:
-                audit_raw_write(who, owner.bus.id, params, f"failed ({err})")
-                raise
-            audit_raw_write(who, owner.bus.id, params, "written")
-            return result
-
-        async def read(req: dict[str, Any]) -> dict[str, Any]:
-            r = await self.read_point(str(req["device"]), str(req["point"]))
-            return {"device": r.device_id, "point": r.point, "value": r.value, "unit": r.unit, "ts": r.ts}
-
-        async def write(req: dict[str, Any]) -> dict[str, Any]:
-            await self.write_point(str(req["device"]), str(req["point"]), req["value"])
-            return {"written": True}
-
-        async def restart_bus(req: dict[str, Any]) -> dict[str, Any]:
-            await self.restart_bus(str(req["bus"]))
-            return {"restarting": req["bus"]}
-
-        async def reload(_: dict[str, Any]) -> dict[str, Any]:
-            return await self.reload()
-
-        async def operator(req: dict[str, Any]) -> dict[str, Any]:
-            assert self.operator is not None
-            who = f"local {req.get(PEER, 'unknown peer')}"
-            if req.get("user"):
-                who = f"{str(req['user'])[:64]} ({who})"
-            return await self.operator.request(str(req["request"]), dict(req.get("args") or {}), who)
-
-        return {
-            "ping": ping,
-            "status": status,
-            "diag": diag,
-            "read": read,
-            "write": write,
-            "restart_bus": restart_bus,
-            "reload": reload,
-            "operator": operator,
-        }
-
-
-def _inventory_point(p: PointConfig) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "name": p.name,
-        "unit": p.unit,
-        "writable": p.writable,
-        "description": p.description,
-    }
-    domain = p.value_domain() if p.writable else None
-    if domain is not None:
-        entry["domain"] = domain  # what a write_point command may send (docs/upstream-contract.md)
-    return entry
-
-
-def _inventory_entry(
-    device: DeviceConfig, protocol: str, shared: dict[tuple[int, ...], list[dict[str, Any]]]
-) -> dict[str, Any]:
-    key = tuple(id(p) for p in device.points.values())
-    points = shared.get(key)
-    if points is None:
-        points = shared[key] = [_inventory_point(p) for p in device.points.values() if p.enabled]
-    return {
-        "device_id": device.id,
-        "name": device.name,
-        "profile": device.profile,
-        "bus": device.bus,
-        "protocol": protocol,
-        "address": device.address,
-        "component_code": device.component_code,
-        "location": device.location.model_dump(exclude_defaults=True),
-        "tags": list(device.tags),
-        "points": points,
-    }
+    def _service_status(self) -> str:
+        return service_status(self)

@@ -16,7 +16,6 @@ before can be re-stamped: wall = sync_wall - (sync_mono - capture_mono).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import dataclasses
 import functools
 import logging
@@ -52,8 +51,18 @@ class _Timex(ctypes.Structure):
 
 @functools.cache
 def _libc() -> ctypes.CDLL | None:
-    try:  # find_library runs ldconfig: once per process, not once a second
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    try:  # the C library the interpreter runs on (its symbols are the process's own)
+        libc = ctypes.CDLL(None, use_errno=True)
+        if hasattr(libc, "adjtimex"):
+            return libc
+    except OSError:
+        pass
+    # ctypes.util (and the ldconfig it runs) only where the process's own symbols lack adjtimex:
+    # imported here, once per process, not by every running gateway.
+    from ctypes.util import find_library
+
+    try:
+        return ctypes.CDLL(find_library("c") or "libc.so.6", use_errno=True)
     except OSError:
         return None
 

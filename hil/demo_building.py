@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any
 
 from citynerve.hil.sim.ble import ManholeCoverNode, VirtualRadio
-from citynerve.hil.sim.ble.street import BedFootNode, EntranceNode
+from citynerve.hil.sim.ble.street import BedFootNode, EntranceNode, FlatDoorNode, MotionNode
 from citynerve.hil.sim.modbus import (
     DEFAULT_BUILDING,
     ModbusBuilding,
@@ -49,6 +49,7 @@ COVERS = (
 HEARTBEAT_S = 5.0  # real nodes: 300 s; the demo wants to see them
 BOX_UNIT = 21  # the stairwell meter box's electrical fire detector, on its own converter
 DOOR_MAC, BED_MAC = "A4:C1:38:00:07:11", "A4:C1:38:00:07:12"  # entrance door, bed-foot sensor in 301
+FLAT_DOOR_MAC, PIR_MAC = "A4:C1:38:00:07:13", "A4:C1:38:00:07:14"  # flat 301's door contact and PIR
 
 
 class DemoBuilding:
@@ -68,6 +69,8 @@ class DemoBuilding:
         self.tilt = {mac: 0.4 for mac, _, _ in COVERS}
         self.door = EntranceNode(self.radio, DOOR_MAC, seed=11)
         self.bed = BedFootNode(self.radio, BED_MAC, seed=12)
+        self.flat_door = FlatDoorNode(self.radio, FLAT_DOOR_MAC, seed=13)
+        self.pir = MotionNode(self.radio, PIR_MAC, seed=14)
         self.box = SimDevice(SimProfile.load("modbus-meter-box-efm"), BOX_UNIT, speed=speed)
         self.box_endpoint: SimEndpoint | None = None
         self._stack = contextlib.AsyncExitStack()
@@ -81,7 +84,7 @@ class DemoBuilding:
                 node = ManholeCoverNode(self.radio, mac, key=key)  # no name: 31 bytes hold the payload only
                 self.covers.append(node)
                 self._stack.push_async_callback(node.close)
-            for street_node in (self.door, self.bed):
+            for street_node in (self.door, self.bed, self.flat_door, self.pir):
                 self._stack.push_async_callback(street_node.close)
             self.box_endpoint = await serve_tcp([self.box])
             self._stack.push_async_callback(self.box_endpoint.close)
@@ -101,7 +104,7 @@ class DemoBuilding:
                     await node.state(tilt_deg=round(tilt + random.uniform(-0.2, 0.2), 1), water_mm=850)
                 except Exception:  # a radio hiccup must not end the demo, but must be seen
                     log.exception("manhole cover %s could not advertise", node.mac)
-            for street_node in (self.door, self.bed):
+            for street_node in (self.door, self.bed, self.flat_door, self.pir):
                 try:
                     await street_node.report_at(0.0)
                 except Exception:
@@ -121,7 +124,8 @@ class DemoBuilding:
         return (
             f"{len(DEFAULT_BUILDING)} Modbus devices on modbus-tcp://{host}:{port}; "
             f"{self.serial.describe()}; meter box detector on modbus-tcp://{self._box_host_port()}; "
-            f"entrance door, bed-foot sensor and {len(COVERS)} manhole covers (BTHome) "
+            f"entrance door, flat 301's bed-foot sensor, door contact and PIR and {len(COVERS)} "
+            "manhole covers (BTHome) "
             f"on BLE radio {self.radio.transport}"
         )
 
@@ -244,7 +248,8 @@ class DemoBuilding:
             name = "elderly-bed"
             select = {{ profiles = ["bthome-bed-occupancy"] }}
 
-            # Flat 301: its resident's bed-foot sensor and water meter, one "check on this person".
+            # Flat 301: its resident's bed-foot sensor, water meter, door contact and PIR, one
+            # "check on this person" (the resident falls beside the bed, out of the PIR's view).
             # For a short demo the night lasts all day and 8 s out of bed without water is enough
             # (a resident's own settings: 22:30-05:00 and 40 min); the simulated meter counts in
             # 10 L steps, so use between two reads counts from 50 L (a real flat: 2 L).
@@ -252,6 +257,8 @@ class DemoBuilding:
             id = "301"
             bed = "bed-301"
             water = "wm-301"
+            door = "door-301"
+            motion = "pir-301"
             night_start = "00:00"
             night_end = "23:59"
             night_out_s = 8
@@ -321,7 +328,7 @@ class DemoBuilding:
             [[buses]]
             id = "ble-street"
             protocol = "bthome"
-            description = "BLE scanner: entrance, bed-foot sensor, manhole covers (virtual radio)"
+            description = "BLE scanner: entrance, flat 301 (bed, door, PIR), manhole covers (virtual radio)"
             backend = "bumble"
             transport = "{self.radio.transport}"
             offline_after = 3
@@ -330,6 +337,8 @@ class DemoBuilding:
         for dev_id, node, name, floor, room in (
             ("door-01", self.door, "Entrance door, building 7", "1", "lobby"),
             ("bed-301", self.bed, "Bed-foot sensor, room 301", "3", "301"),
+            ("door-301", self.flat_door, "Flat door contact, room 301", "3", "301"),
+            ("pir-301", self.pir, "PIR motion sensor, living room 301", "3", "301"),
         ):
             loc = f'{{ address_code = "{ADDRESS_CODE}", building = "7", floor = "{floor}", room = "{room}" }}'
             text += textwrap.dedent(

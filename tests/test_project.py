@@ -1,4 +1,4 @@
-"""The project's own promises: README commands match CI, lint and types are clean."""
+"""The project's own promises: README commands match CI, lint and types are clean, modules are small."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# STYLE.md: small modules, split before ~600 lines. Every .py of these folders, no exemptions.
+MAX_MODULE_LINES = 600
+SOURCE_DIRS = ("gateway", "drivers", "hil", "device_fw", "tests")
 
 
 def readme_commands() -> list[str]:
@@ -44,3 +47,15 @@ def test_mypy_is_clean() -> None:
         [sys.executable, "-m", "citynerve.hil.tools.typecheck"], cwd=REPO, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+
+
+def test_no_module_is_over_600_lines() -> None:
+    lengths = {
+        path.relative_to(REPO).as_posix(): len(path.read_text(encoding="utf-8").splitlines())
+        for folder in SOURCE_DIRS
+        for path in sorted((REPO / folder).rglob("*.py"))
+    }
+    assert len(lengths) > 100, f"found only {len(lengths)} modules under {SOURCE_DIRS}: wrong folder?"
+    over = {name: n for name, n in lengths.items() if n > MAX_MODULE_LINES}
+    listing = "\n".join(f"  {name}: {n} lines" for name, n in sorted(over.items(), key=lambda kv: -kv[1]))
+    assert not over, f"modules over {MAX_MODULE_LINES} lines (split them, STYLE.md):\n{listing}"

@@ -1,5 +1,5 @@
 """`python -m citynerve.gateway.cli` is `citynerve`."""
 
-from citynerve.gateway.cli import main
+from citynerve.gateway.cli import entry
 
-main()
+entry()

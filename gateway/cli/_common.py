@@ -2,36 +2,31 @@
 
 from __future__ import annotations
 
-import functools
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from citynerve.gateway.api import ConfigError, ConfigIssue, GatewayError
-from citynerve.gateway.config import GatewayConfig, load_config
+from citynerve.gateway.api import ConfigIssue, GatewayError
+from citynerve.gateway.cli._exit import (
+    DEFAULT_CONFIG,
+    EXIT_FAILED,
+    EXIT_INVALID,
+    fail,
+    load_or_exit,
+    print_config_issues,
+)
+from citynerve.gateway.cli._exit import consoles as _consoles
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-DEFAULT_CONFIG = "/etc/citynerve/gateway.toml"
-EXIT_FAILED = 1  # a check failed / the gateway could not do it
-EXIT_INVALID = 2  # bad input: invalid config, bad arguments
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     console: Console
     err_console: Console
-
-
-@functools.cache
-def _consoles() -> tuple[Console, Console]:
-    from rich.console import Console
-
-    return Console(), Console(stderr=True)
 
 
 def __getattr__(name: str) -> Any:
@@ -61,12 +56,6 @@ def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON object for programs.")(f)
 
 
-def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    """One clear line on stderr, no traceback, and a non-zero exit."""
-    _consoles()[1].print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    sys.exit(code)
-
-
 def issue_dict(issue: ConfigIssue) -> dict[str, str]:
     """A config issue for --json output."""
     out = {"file": issue.file, "path": issue.path, "shown": issue.shown, "message": issue.message}
@@ -82,25 +71,25 @@ allow_insecure_secrets_option = click.option(
 )
 
 
-def print_config_issues(err: ConfigError) -> None:
-    out = _consoles()[1]
-    out.print(f"[bold red]{len(err.issues)} problem(s) in the config:[/]", highlight=False)
-    for issue in err.issues:
-        out.print(f"  {issue}", highlight=False, soft_wrap=True, markup=False)
-
-
-def load_or_exit(path: Path, *, allow_insecure_secrets: bool = False) -> GatewayConfig:
-    """Load a config; on any problem print every issue and exit 2."""
-    try:
-        return load_config(path, allow_insecure_secrets=allow_insecure_secrets)
-    except ConfigError as err:
-        print_config_issues(err)
-        sys.exit(EXIT_INVALID)
-
-
 def print_json(obj: Any) -> None:
     click.echo(json.dumps(obj, ensure_ascii=False, indent=2, default=str))
 
 
 def gateway_error_exit(err: GatewayError) -> NoReturn:
     fail(str(err))
+
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "EXIT_FAILED",
+    "EXIT_INVALID",
+    "allow_insecure_secrets_option",
+    "config_option",
+    "fail",
+    "gateway_error_exit",
+    "issue_dict",
+    "json_option",
+    "load_or_exit",
+    "print_config_issues",
+    "print_json",
+]

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import logging
-import signal
 import sys
 import time
 from pathlib import Path
@@ -13,25 +10,24 @@ from typing import Any
 
 import click
 
-from citynerve.gateway.api import ConfigError, GatewayError
+from citynerve.gateway.api import ConfigError
 from citynerve.gateway.cli import _common
 from citynerve.gateway.cli._common import (
     allow_insecure_secrets_option,
     config_option,
     fail,
     json_option,
-    load_or_exit,
     print_json,
 )
 from citynerve.gateway.cli._groups import main
+from citynerve.gateway.cli._run import LOG_FORMATS, LOG_LEVELS
 from citynerve.gateway.control import ControlError, GatewayNotRunningError, ask
-from citynerve.gateway.logs import setup_logging
 
 
 @main.command()
 @config_option
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Override [log].")
-@click.option("--log-format", type=click.Choice(["auto", "text", "json"]), help="Override [log].")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), help="Override [log].")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), help="Override [log].")
 @allow_insecure_secrets_option
 @click.option(
     "--dry-run-actions",
@@ -49,44 +45,11 @@ def run(
 
     An invalid config is refused with the same messages as `config check` (exit 2).
     """
-    from citynerve.gateway.remoteconfig import prepare_start
+    # The console entry point runs `citynerve run` through _run's own parser (no click in the
+    # service's memory); this command has the same options and does the same.
+    from citynerve.gateway.cli._run import RunArgs, start
 
-    pending = prepare_start(config_path)  # a remote config change not confirmed yet: count or revert
-    cfg = load_or_exit(config_path, allow_insecure_secrets=allow_insecure_secrets)
-    setup_logging(log_level or cfg.log.level, log_format or cfg.log.format)
-    if pending:
-        logging.getLogger("citynerve.remoteconfig").warning("%s", pending)
-    for warning in cfg.warnings:  # allowed, but an operator must see it in the journal
-        logging.getLogger("citynerve.gateway.config").warning("%s", warning)
-    if dry_run_actions and cfg.rules is not None:
-        cfg = dataclasses.replace(cfg, rules=cfg.rules.model_copy(update={"dry_run_actions": True}))
-    if cfg.rules is not None and cfg.rules.dry_run_actions:
-        logging.getLogger("citynerve.gateway.rules.actions").warning(
-            "dry run: local actions write nothing to devices"
-        )
-    from citynerve.gateway.runtime import Gateway
-
-    async def main_() -> bool:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        gateway = Gateway(cfg)
-        await gateway.run(stop)
-        return gateway.restart_requested
-
-    try:
-        if asyncio.run(main_()):  # the platform asked for a restart: the service manager restarts us
-            from citynerve.gateway.fleet import RESTART_EXIT_CODE
-
-            sys.exit(RESTART_EXIT_CODE)
-    except GatewayError as err:
-        fail(str(err))
-    except ExceptionGroup as group:  # from the task group: report our own errors plainly
-        matched, rest = group.split(GatewayError)
-        if rest is not None or matched is None:
-            raise
-        fail("; ".join(str(e) for e in matched.exceptions))
+    start(RunArgs(config_path, log_level, log_format, allow_insecure_secrets, dry_run_actions))
 
 
 def socket_of(config_path: Path, socket: Path | None) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -42,6 +41,8 @@ def issues_from(
             allowed = _allowed_keys(model, loc[:-1])
             hint = ""
             if allowed:
+                import difflib  # only for a bad key: not in every running gateway's memory
+
                 close = difflib.get_close_matches(name, allowed, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(allowed)})"
             msg = f"unknown key{hint}"

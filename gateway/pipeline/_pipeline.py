@@ -78,23 +78,11 @@ class PipelineCounters:
         return asdict(self)
 
 
-class _Point:
-    """Per point: how to normalize it and what was last reported (mutable, hot path)."""
+class _Norm:
+    """How to normalize one point and when to report it: shared by every device whose point has the
+    same settings (the devices of one profile), so 1,000 meters hold one per profile point."""
 
-    __slots__ = (
-        "deadband",
-        "identity",
-        "last",
-        "last_q",
-        "last_ts",
-        "last_v",
-        "max_interval",
-        "name",
-        "offset",
-        "scale",
-        "stale_sent",
-        "unit",
-    )
+    __slots__ = ("deadband", "identity", "max_interval", "name", "offset", "scale", "unit")
 
     def __init__(self, name: str, cfg: PointConfig) -> None:
         self.name = name
@@ -105,7 +93,35 @@ class _Point:
         self.unit = cfg.unit
         self.deadband = cfg.deadband
         self.max_interval = cfg.max_interval_s
-        self.last: Reading | None = None  # last normalized reading (for status)
+
+
+def _norm_key(name: str, cfg: PointConfig) -> tuple[object, ...]:
+    return (name, cfg.scale, cfg.offset, cfg.unit, cfg.deadband, cfg.max_interval_s)
+
+
+def _norm_key_of(norm: _Norm) -> tuple[object, ...]:
+    return (norm.name, norm.scale, norm.offset, norm.unit, norm.deadband, norm.max_interval)
+
+
+def _point_of(state: tuple[dict[str, int], list[_Point]], name: str) -> _Point | None:
+    i = state[0].get(name)
+    return None if i is None else state[1][i]
+
+
+class _Point:
+    """Per device and point: the last normalized value and what was last reported (hot path).
+
+    The last reading is kept as its parts (value, time, quality), not as a `Reading`: `latest`
+    builds one when a status page asks, and 13,000 points do not each hold a record of 6 fields.
+    """
+
+    __slots__ = ("last_q", "last_ts", "last_v", "norm", "q", "stale_sent", "ts", "v")
+
+    def __init__(self, norm: _Norm) -> None:
+        self.norm = norm
+        self.v: Value = None  # last normalized value (for status)
+        self.ts: float | None = None  # its time; None: never read
+        self.q: Quality = _GOOD
         self.last_v: Value = None  # last reported value
         self.last_ts: float | None = None  # when it was reported; None: report the next one
         self.last_q: Quality = _GOOD
@@ -138,9 +154,12 @@ class Pipeline:
         self._rule_faulted: dict[str, str] = dict.fromkeys(
             self.alarms.devices_with(RULE_FAULT_KIND, RULE_FAULT_RULE), "rules raised before the last restart"
         )
-        self._points: dict[str, dict[str, _Point]] = {
-            dev_id: {name: _Point(name, p) for name, p in dev.points.items() if p.enabled}
-            for dev_id, dev in devices.items()
+        # Per device: point name -> position (one dict shared by the devices with the same point
+        # names) and the device's own `_Point`s in that order.
+        self._norms: dict[tuple[object, ...], _Norm] = {}
+        self._indexes: dict[tuple[str, ...], dict[str, int]] = {}
+        self._points: dict[str, tuple[dict[str, int], list[_Point]]] = {
+            dev_id: self._device_points(dev, None) for dev_id, dev in devices.items()
         }
         self.readings_in = 0
         self.reported = 0
@@ -157,48 +176,64 @@ class Pipeline:
         """Take a reloaded device list: points whose config is unchanged keep their report-by-exception
         state and last reading; new points start fresh; removed devices and points are forgotten."""
         old = self._points
-        self._points = {}
-        for dev_id, dev in devices.items():
-            kept = old.get(dev_id, {})
-            table: dict[str, _Point] = {}
-            for name, cfg in dev.points.items():
-                if not cfg.enabled:
-                    continue
-                previous = kept.get(name)
-                fresh = _Point(name, cfg)
-                same = previous is not None and all(
-                    getattr(previous, a) == getattr(fresh, a)
-                    for a in ("scale", "offset", "unit", "deadband", "max_interval")
-                )
-                table[name] = previous if same and previous is not None else fresh
-            self._points[dev_id] = table
+        self._norms = {}
+        self._indexes = {}
+        self._points = {dev_id: self._device_points(dev, old.get(dev_id)) for dev_id, dev in devices.items()}
+
+    def _device_points(
+        self, dev: DeviceConfig, kept: tuple[dict[str, int], list[_Point]] | None
+    ) -> tuple[dict[str, int], list[_Point]]:
+        """A device's point state; points in `kept` whose settings are unchanged keep theirs."""
+        names: list[str] = []
+        points: list[_Point] = []
+        for name, cfg in dev.points.items():
+            if not cfg.enabled:
+                continue
+            key = _norm_key(name, cfg)
+            norm = self._norms.get(key)
+            if norm is None:
+                norm = self._norms[key] = _Norm(name, cfg)
+            previous = None if kept is None else _point_of(kept, name)
+            if previous is not None and _norm_key_of(previous.norm) == key:
+                previous.norm = norm
+                points.append(previous)
+            else:
+                points.append(_Point(norm))
+            names.append(name)
+        index = self._indexes.get(tuple(names))
+        if index is None:
+            index = self._indexes[tuple(names)] = {name: i for i, name in enumerate(names)}
+        return index, points
 
     def submit(self, batch: SampleBatch) -> None:
         """Normalize, evaluate rules, report by exception, hand to the sink."""
-        points = self._points.get(batch.device_id)
-        if points is None:
+        state = self._points.get(batch.device_id)
+        if state is None:
             self.unknown_devices += 1
             return
+        index, points = state
         device_id = batch.device_id
         ts = batch.ts
         normalized: list[Reading] = []
         reported: list[Reading] = []
         unknown = 0
         for sample in batch.samples:
-            pt = points.get(sample.point)
-            if pt is None:
+            i = index.get(sample.point)
+            if i is None:
                 unknown += 1
                 continue
+            pt = points[i]
+            norm = pt.norm
             v = sample.value
             q = sample.quality
             t = type(v)
             if t is float or t is int:
-                if not pt.identity:
+                if not norm.identity:
                     try:
-                        v = v * pt.scale + pt.offset  # type: ignore[operator]
+                        v = v * norm.scale + norm.offset  # type: ignore[operator]
                     except OverflowError:  # an int beyond float range
                         v = math.inf
-                if (t is float or not pt.identity) and not -math.inf < v < math.inf:  # type: ignore[operator]
+                if (t is float or not norm.identity) and not -math.inf < v < math.inf:  # type: ignore[operator]
                     v = None  # NaN or infinity: the device sent something unusable
                     t = _NONE_TYPE
                     q = _BAD
@@ -206,18 +241,20 @@ class Pipeline:
             elif v is None:
                 q = _BAD
             elif t is not bool and t is not str:
-                v, q = self._odd_value(v, pt)
+                v, q = self._odd_value(v, norm)
                 t = type(v)
-            reading = Reading(device_id, pt.name, v, pt.unit, ts, q)
-            pt.last = reading
+            reading = Reading(device_id, norm.name, v, norm.unit, ts, q)
+            pt.v = v
+            pt.ts = ts
+            pt.q = q
             normalized.append(reading)
             # Report by exception.
             last_ts = pt.last_ts
-            if last_ts is not None and q is pt.last_q and ts >= last_ts and ts - last_ts < pt.max_interval:
+            if last_ts is not None and q is pt.last_q and ts >= last_ts and ts - last_ts < norm.max_interval:
                 lv = pt.last_v
                 lt = type(lv)
                 if (t is float or t is int) and (lt is float or lt is int):
-                    if not abs(v - lv) > pt.deadband:  # type: ignore[operator]
+                    if not abs(v - lv) > norm.deadband:  # type: ignore[operator]
                         continue
                 elif lt is type(v) and lv == v:
                     continue
@@ -254,7 +291,7 @@ class Pipeline:
         if reported:
             self.sink.put_readings(reported)
 
-    def _odd_value(self, v: object, pt: _Point) -> tuple[Value, Quality]:
+    def _odd_value(self, v: object, pt: _Norm) -> tuple[Value, Quality]:
         # Drivers should give bool/int/float/str/None; anything else (Decimal, numpy...) is
         # converted when it is a plain number, else stored as None with quality BAD.
         try:
@@ -304,16 +341,17 @@ class Pipeline:
         """The device stopped answering: report each point's last value once with quality STALE, so
         the platform shows it unavailable rather than frozen, and reset report by exception so the
         first good reading after recovery is always reported. Points never read are skipped."""
-        points = self._points.get(device_id)
-        if points is None:
+        state = self._points.get(device_id)
+        if state is None:
             self.unknown_devices += 1
             return
         stale: list[Reading] = []
-        for pt in points.values():
-            if pt.last is None or pt.stale_sent:
+        for pt in state[1]:
+            if pt.ts is None or pt.stale_sent:
                 continue
-            reading = Reading(device_id, pt.name, pt.last.value, pt.unit, ts, _STALE)
-            pt.last = reading
+            reading = Reading(device_id, pt.norm.name, pt.v, pt.norm.unit, ts, _STALE)
+            pt.ts = ts
+            pt.q = _STALE
             pt.stale_sent = True
             pt.last_ts = None
             stale.append(reading)
@@ -327,8 +365,15 @@ class Pipeline:
 
     def latest(self, device_id: str) -> dict[str, Reading]:
         """The last normalized reading per point (STALE ones while offline), for status pages."""
-        points = self._points.get(device_id, {})
-        return {name: pt.last for name, pt in points.items() if pt.last is not None}
+        state = self._points.get(device_id)
+        if state is None:
+            return {}
+        index, points = state
+        return {
+            name: Reading(device_id, pt.norm.name, pt.v, pt.norm.unit, pt.ts, pt.q)
+            for name, i in index.items()
+            if (pt := points[i]).ts is not None
+        }
 
     def counters(self) -> PipelineCounters:
         return PipelineCounters(

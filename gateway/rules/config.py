@@ -2,294 +2,71 @@
 
 Every check that can be made without the device list is a pydantic validator, so the config loader
 reports it with its key path. `check_rules` adds the cross-checks against the configured devices.
+The rule kinds live in rules/kinds.py, rule packs in rules/packs.py; both are re-exported here.
 """
 
 from __future__ import annotations
 
-import re
-import tomllib
-import zoneinfo
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, Field, PrivateAttr, TypeAdapter, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
-from citynerve.gateway import shipped
-from citynerve.gateway.api import STRICT, ConfigIssue, DeviceConfig, FiniteFloat, Severity
+from citynerve.gateway.api import ConfigIssue, DeviceConfig, FiniteFloat
 from citynerve.gateway.rules.household_config import HouseholdConfig, check_households, household_problems
 from citynerve.gateway.rules.interlocks import DEFAULT_INTERLOCKS, InterlockConfig
+from citynerve.gateway.rules.kinds import (
+    RULE_ID,
+    SEVERITY,
+    AnomalyRule,
+    BooleanRule,
+    CompositeRule,
+    ConsumptionRule,
+    MissingRule,
+    OfflineRule,
+    PointRule,
+    RateRule,
+    RoutineRule,
+    RuleConfig,
+    Selector,
+    SeverityName,
+    ThresholdRule,
+    _check_tz,
+    _Model,
+    rule_points,
+    severity_of,
+)
+from citynerve.gateway.rules.packs import PACKS_DIR, RulePack, load_pack
 
-_STRICT = STRICT
-RULE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,95}$"
-PACKS_DIR = shipped.rule_packs()
-"""Where shipped packs live (config/rules/<name>.toml in the repo, package data when installed)."""
-
-SeverityName = Literal["info", "warning", "minor", "major", "critical"]
-SEVERITY: dict[str, Severity] = {s.name.lower(): s for s in Severity}
-
-
-class _Model(BaseModel):
-    model_config = _STRICT
-
-
-class Selector(_Model):
-    """Which devices a rule applies to: a device matches if its id, profile or any tag is listed.
-
-    An empty selector matches every device that has the rule's point.
-    """
-
-    devices: tuple[str, ...] = ()
-    profiles: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()
-
-    @property
-    def empty(self) -> bool:
-        return not (self.devices or self.profiles or self.tags)
-
-    def matches(self, device: DeviceConfig) -> bool:
-        """True if the device is selected."""
-        if self.empty:
-            return True
-        return (
-            device.id in self.devices
-            or device.profile in self.profiles
-            or any(t in self.tags for t in device.tags)
-        )
-
-
-class _RuleBase(_Model):
-    id: str = Field(pattern=RULE_ID)
-    event: str = Field(default="", description="event kind; defaults to the rule id's last part")
-    severity: SeverityName = "warning"
-    select: Selector = Selector()
-    hold_s: FiniteFloat = Field(default=0.0, ge=0, le=7 * 86400, description="condition held before raising")
-    clear_hold_s: FiniteFloat = Field(
-        default=0.0, ge=0, le=7 * 86400, description="clear held before clearing"
-    )
-    message: str = ""
-    suppress_during: tuple[str, ...] = Field(default=(), description="schedule ids (quiet hours)")
-    suppress_when_away: bool = False
-    escalate: tuple[str, ...] = Field(default=(), description="contact ids, in escalation order")
-    enabled: bool = True
-
-    @property
-    def event_kind(self) -> str:
-        return self.event or self.id.rsplit(".", 1)[-1]
-
-
-class ThresholdRule(_RuleBase):
-    """Raise when the value is above `above` or below `below` (a band if both); clear past hysteresis."""
-
-    kind: Literal["threshold"]
-    point: str
-    above: FiniteFloat | None = None
-    below: FiniteFloat | None = None
-    hysteresis: FiniteFloat = Field(default=0.0, ge=0)
-
-    @model_validator(mode="after")
-    def _limits(self) -> ThresholdRule:
-        if self.above is None and self.below is None:
-            raise ValueError("a threshold rule needs `above`, `below` or both")
-        if self.above is not None and self.below is not None and self.below >= self.above:
-            raise ValueError(f"`below` ({self.below}) must be less than `above` ({self.above})")
-        if (
-            self.above is not None
-            and self.below is not None
-            and 2 * self.hysteresis >= self.above - self.below
-        ):
-            raise ValueError("`hysteresis` must be less than half the band between `below` and `above`")
-        return self
-
-
-class RateRule(_RuleBase):
-    """Raise when the value changes by more than `max_change` within `window_s`."""
-
-    kind: Literal["rate"]
-    point: str
-    max_change: FiniteFloat = Field(gt=0)
-    window_s: FiniteFloat = Field(gt=0, le=86400)
-    direction: Literal["rising", "falling", "both"] = "both"
-
-
-class MissingRule(_RuleBase):
-    """Raise when no good reading of `point` (any point if empty) arrived for `after_s`."""
-
-    kind: Literal["missing"]
-    point: str = ""
-    after_s: FiniteFloat = Field(gt=0, le=30 * 86400)
-
-
-class OfflineRule(_RuleBase):
-    """Raise when the bus owner reports the device offline (held `hold_s`), clear when it is back."""
-
-    kind: Literal["offline"]
-
-
-class BooleanRule(_RuleBase):
-    """Raise while a boolean input (smoke, tamper, door) is in its active state."""
-
-    kind: Literal["boolean"]
-    point: str
-    active: bool = True
-
-
-class ConsumptionRule(_RuleBase):
-    """Use over a cumulative meter: sliding window, calendar day, or use in every slot.
-
-    The meter's total is differenced; a drop is a rollover when the old total was near `rollover_at`,
-    otherwise a meter replacement (re-baseline, no use counted); a jump above `max_step` is also a
-    replacement. Use across a gap is spread over the gap; gaps longer than `gap_s` leave it unknown.
-    """
-
-    kind: Literal["consumption"]
-    point: str
-    window: Literal["sliding", "day", "slots"]
-    window_s: FiniteFloat = Field(default=43200.0, gt=0, le=7 * 86400)
-    bin_s: FiniteFloat = Field(default=900.0, gt=0, le=86400, description="resolution of sliding windows")
-    below: FiniteFloat | None = Field(default=None, ge=0)
-    above: FiniteFloat | None = Field(default=None, ge=0)
-    slot_s: FiniteFloat = Field(default=1800.0, gt=0, le=86400)
-    slots: int = Field(default=48, ge=1, le=1000)
-    min_per_slot: FiniteFloat = Field(default=0.0, ge=0)
-    rollover_at: FiniteFloat | None = Field(default=None, gt=0)
-    max_step: FiniteFloat | None = Field(default=None, gt=0)
-    gap_s: FiniteFloat = Field(
-        default=7200.0,
-        gt=0,
-        description="readings further apart than this, seconds: the use between them is unknown",
-    )
-    stale_s: FiniteFloat = Field(default=7200.0, gt=0)
-    tz: str = "Asia/Shanghai"
-
-    @model_validator(mode="after")
-    def _shape(self) -> ConsumptionRule:
-        _check_tz(self.tz)
-        if self.window == "slots":
-            if self.below is not None or self.above is not None:
-                raise ValueError("a `slots` window uses `min_per_slot`, not `below`/`above`")
-        elif (self.below is None) == (self.above is None):
-            raise ValueError(f"a `{self.window}` window needs exactly one of `below` or `above`")
-        if self.window == "sliding" and self.window_s / self.bin_s > 2016:
-            raise ValueError("window_s / bin_s must be at most 2016 (memory per point is bounded)")
-        return self
-
-
-class CompositeRule(_RuleBase):
-    """Combine other rules of the same device: all / any active, or raised in sequence within a time."""
-
-    kind: Literal["composite"]
-    mode: Literal["all", "any", "sequence"]
-    of: tuple[str, ...] = Field(min_length=2)
-    within_s: FiniteFloat = Field(default=60.0, gt=0)
-    household: bool = Field(
-        default=False,
-        description="children may be on any device sharing the device's `household:<id>` tag "
-        "(a bed sensor and the same flat's water meter: one 'check on this person' alarm)",
-    )
-
-
-class AnomalyRule(_RuleBase):
-    """Streaming statistical detector for points without a fixed threshold.
-
-    `method` "ewma": exponentially weighted mean and deviation; "robust": streaming median and mean
-    absolute deviation. With `cumulative`, the use per `slot_s` of a meter is scored; with `profile`,
-    against a learned daily profile (one bin per slot of the local day). Scoring starts after `warmup`
-    values (per bin with a profile). `min_scale` floors the deviation so a flat history cannot make
-    every small change an anomaly; `min_value` ignores values too small to matter.
-    """
-
-    kind: Literal["anomaly"]
-    point: str
-    method: Literal["ewma", "robust"] = "robust"
-    alpha: FiniteFloat = Field(default=0.05, gt=0, le=1)
-    z: FiniteFloat = Field(default=5.0, gt=0)
-    warmup: int = Field(default=20, ge=1)
-    direction: Literal["high", "low", "both"] = "high"
-    min_scale: FiniteFloat = Field(default=0.0, ge=0)
-    min_value: FiniteFloat = Field(default=float("-inf"))
-    cumulative: bool = False
-    profile: bool = False
-    slot_s: FiniteFloat = Field(default=1800.0, gt=0, le=86400)
-    hours: tuple[int, int] | None = Field(default=None, description="[start, end) local hours scored")
-    rollover_at: FiniteFloat | None = Field(default=None, gt=0)
-    max_step: FiniteFloat | None = Field(default=None, gt=0)
-    gap_s: FiniteFloat = Field(
-        default=7200.0,
-        gt=0,
-        description="readings further apart than this, seconds: the use between them is unknown",
-    )
-    tz: str = "Asia/Shanghai"
-    peers: str = Field(
-        default="",
-        pattern=r"^([a-z][a-z0-9_-]{0,31})?$",
-        description="tag prefix of a peer group (`feeder`: devices tagged `feeder:<id>`): a slot's use "
-        "is scored as the excess over the other members' median (gateway/rules/peers.py)",
-    )
-
-    @model_validator(mode="after")
-    def _shape(self) -> AnomalyRule:
-        _check_tz(self.tz)
-        if self.profile and (86400 % self.slot_s or not self.cumulative):
-            raise ValueError("`profile` needs `cumulative` and a `slot_s` that divides a day")
-        if self.peers and not self.cumulative:
-            raise ValueError("`peers` compares slot uses: it needs `cumulative`")
-        if self.hours is not None and not (0 <= self.hours[0] <= 24 and 0 <= self.hours[1] <= 24):
-            raise ValueError("`hours` are local hours 0..24")
-        return self
-
-
-_HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
-
-
-class RoutineRule(_RuleBase):
-    """Time-of-day expectations on a two-state point (in bed / out of bed), local time.
-
-    `up_by`: at `by` the point is still in its `active` state and has not left it for at least `up_s`
-    since `since` (the day has not started: a night-time visit to the bathroom is shorter).
-    `back_within`: the point left its `active` state between `start` and `end` (may span midnight)
-    and has not returned within `away_s`. `stale_s`: a state older than this is unknown.
-    """
-
-    kind: Literal["routine"]
-    point: str
-    mode: Literal["up_by", "back_within"]
-    active: bool = True
-    since: str = Field(default="04:00", pattern=_HHMM, description="up_by: the day may start from (HH:MM)")
-    by: str = Field(default="09:00", pattern=_HHMM, description="up_by: out of bed by this time (HH:MM)")
-    up_s: FiniteFloat = Field(
-        default=600.0, ge=0, le=86400, description="up_by: out of the active state at least this long"
-    )
-    start: str = Field(default="22:00", pattern=_HHMM)
-    end: str = Field(default="06:00", pattern=_HHMM)
-    away_s: FiniteFloat = Field(
-        default=2400.0, gt=0, le=86400, description="back_within: back in the active state within this"
-    )
-    stale_s: FiniteFloat = Field(default=1800.0, gt=0, le=7 * 86400)
-    tz: str = "Asia/Shanghai"
-
-    @model_validator(mode="after")
-    def _shape(self) -> RoutineRule:
-        _check_tz(self.tz)
-        if self.mode == "up_by" and self.since >= self.by:
-            raise ValueError(f"`since` ({self.since}) must be earlier in the day than `by` ({self.by})")
-        return self
-
-
-RuleConfig = Annotated[
-    ThresholdRule
-    | RateRule
-    | MissingRule
-    | OfflineRule
-    | BooleanRule
-    | ConsumptionRule
-    | CompositeRule
-    | AnomalyRule
-    | RoutineRule,
-    Field(discriminator="kind"),
+__all__ = [
+    "PACKS_DIR",
+    "RULE_ID",
+    "SEVERITY",
+    "ActionConfig",
+    "AnomalyRule",
+    "BooleanRule",
+    "CompositeRule",
+    "ConsumptionRule",
+    "Contact",
+    "MissingRule",
+    "OfflineRule",
+    "PackRef",
+    "PointRule",
+    "RateRule",
+    "RoutineRule",
+    "RuleConfig",
+    "RulePack",
+    "RulesConfig",
+    "Schedule",
+    "Selector",
+    "SeverityName",
+    "ThresholdRule",
+    "check_rules",
+    "load_pack",
+    "rule_points",
+    "severity_of",
 ]
-PointRule = ThresholdRule | RateRule | BooleanRule | ConsumptionRule | AnomalyRule | RoutineRule
-_RULES = TypeAdapter(tuple[RuleConfig, ...])
 
 
 class ActionConfig(_Model):
@@ -472,161 +249,6 @@ class RulesConfig(_Model):
         return tuple(out)
 
 
-class RulePack:
-    """A shipped rule pack: rule tables with `$param` placeholders, parameter defaults, its source."""
-
-    def __init__(
-        self,
-        id: str,
-        description: str,
-        source: str,
-        params: dict[str, Any],
-        rules: list[dict[str, Any]],
-        classes: tuple[str, ...] = (),
-    ) -> None:
-        self.id = id
-        self.description = description
-        self.source = source
-        self.params = params
-        self.rules = rules
-        self.classes = classes  # the device classes (profiles' `device_class`) the pack is written for
-
-    def rule_classes(self, rule: Mapping[str, Any]) -> tuple[str, ...]:
-        """The device classes one of the pack's rules is for (`for_classes`, else the pack's)."""
-        return tuple(rule.get("for_classes") or self.classes)
-
-    def expand(
-        self,
-        params: Mapping[str, Any],
-        points: Mapping[str, str],
-        select: Selector,
-        disable: Sequence[str] = (),
-    ) -> tuple[RuleConfig, ...]:
-        """Rules with parameters substituted, ids qualified and the pack's selector applied."""
-        values = {**self.params, **params}
-        local = {r["id"] for r in self.rules}
-        raw: list[dict[str, Any]] = []
-        for r in self.rules:
-            if r["id"] in disable:
-                continue
-            d = {k: _subst(v, values) for k, v in r.items() if k not in _PACK_ONLY}
-            d["id"] = f"{self.id}.{r['id']}"
-            if "point" in d and d["point"] in points:
-                d["point"] = points[d["point"]]
-            if "of" in d:
-                d["of"] = [f"{self.id}.{c}" if c in local else c for c in d["of"]]
-            if "select" not in d:
-                d["select"] = select.model_dump()
-            raw.append(d)
-        try:
-            return _RULES.validate_python(raw)
-        except ValidationError as err:
-            # Name the pack's rule, not its index: "pack manhole: rule cover_tilt: threshold.above: ..."
-            parts = []
-            for e in err.errors():
-                loc = list(e["loc"])
-                local_id = raw[loc[0]]["id"].split(".", 1)[1] if loc and isinstance(loc[0], int) else ""
-                where = f"rule {local_id}"
-                rest = ".".join(str(p) for p in loc[1:])
-                parts.append(f"{where}: {rest}: {e['msg']}" if rest else f"{where}: {e['msg']}")
-            raise ValueError(f"pack {self.id}: {'; '.join(parts)}") from err
-
-
-def load_pack(path: Path) -> RulePack:
-    """Read a pack file. Raises ValueError (inside validation this becomes a pydantic error)."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        shipped = sorted(p.stem for p in PACKS_DIR.glob("*.toml"))
-        raise ValueError(f"no rule pack at {path}; shipped packs: {shipped}") from err
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"cannot read rule pack {path}: {err}") from err
-    try:
-        header = _PackHeader.model_validate({k: v for k, v in data.items() if k not in ("params", "rules")})
-    except ValidationError as err:
-        raise ValueError(f"rule pack {path}: {_flatten(err)}") from err
-    if header.id != path.stem:
-        raise ValueError(f"rule pack {path}: id {header.id!r} must equal the file stem {path.stem!r}")
-    rules = data.get("rules", [])
-    if not isinstance(rules, list) or not all(isinstance(r, dict) and "id" in r for r in rules):
-        raise ValueError(f"rule pack {path}: `rules` must be an array of tables each with an `id`")
-    params = data.get("params", {})
-    if not isinstance(params, dict):
-        raise ValueError(f"rule pack {path}: `params` must be a table")
-    for r in rules:
-        unknown = set(r.get("for_classes") or ()) - set(header.classes)
-        if unknown:
-            raise ValueError(
-                f"rule pack {path}: rule {r['id']}: for_classes {sorted(unknown)} not in `classes`"
-            )
-    return RulePack(header.id, header.description, header.source, params, rules, header.classes)
-
-
-class _PackHeader(_Model):
-    id: str = Field(pattern=RULE_ID)
-    description: str = Field(min_length=1)
-    source: str = Field(min_length=1, description="where the rules come from")
-    classes: tuple[str, ...] = Field(default=(), description="device classes the pack is written for")
-
-
-# Keys of a pack's rule table that describe how the pack fits profiles, not the rule itself:
-# `for_classes` (the classes this rule is for) and `optional` (a point only some models have).
-_PACK_ONLY = ("for_classes", "optional")
-
-
-_PARAM = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
-_INLINE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::(h|min))?\}")
-_UNIT_S = {"h": 3600, "min": 60}
-
-
-def _shown(value: Any, unit: str | None = None) -> str:
-    """A parameter inside a message: 90.0 -> "90", 235.4 -> "235.4", [0, 6] -> "0-6";
-    `${window_s:h}` shows seconds as hours (43200 -> "12"), `:min` as minutes."""
-    if unit and isinstance(value, int | float) and not isinstance(value, bool):
-        value = round(value / _UNIT_S[unit], 2)
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, list):
-        return "-".join(_shown(v) for v in value)
-    return str(value)
-
-
-def _param(name: str, values: Mapping[str, Any]) -> Any:
-    if name not in values:
-        raise ValueError(f"parameter ${name} is not defined in the pack's [params]")
-    return values[name]
-
-
-def _subst(v: Any, values: Mapping[str, Any]) -> Any:
-    """`"$name"` becomes the parameter's value; `${name}` inside a text (a message) its text."""
-    if isinstance(v, str):
-        m = _PARAM.match(v)
-        if m:
-            return _param(m.group(1), values)
-        return _INLINE.sub(lambda m: _shown(_param(m.group(1), values), m.group(2)), v)
-    if isinstance(v, list):
-        return [_subst(x, values) for x in v]
-    if isinstance(v, dict):
-        return {k: _subst(x, values) for k, x in v.items()}
-    return v
-
-
-def _flatten(err: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
-
-
-def _check_tz(tz: str) -> None:
-    try:
-        zoneinfo.ZoneInfo(tz)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as err:
-        raise ValueError(f"unknown time zone {tz!r}") from err
-
-
-def rule_points(rule: RuleConfig) -> str:
-    """The point a rule reads, or "" for device-level rules (offline, composite, missing any)."""
-    return getattr(rule, "point", "")
-
-
 def check_rules(config: RulesConfig, devices: Sequence[DeviceConfig], file: str = "") -> list[ConfigIssue]:
     """Cross-checks that need the device list: unknown devices, points the devices do not have."""
     issues: list[ConfigIssue] = []
@@ -669,8 +291,3 @@ def check_rules(config: RulesConfig, devices: Sequence[DeviceConfig], file: str 
         if dev not in by_id and dev not in homes:
             issues.append(ConfigIssue(file, f"rules.away[{i}]", f"unknown device {dev!r}"))
     return issues
-
-
-def severity_of(rule: RuleConfig) -> Severity:
-    """The rule's severity as the API enum."""
-    return SEVERITY[rule.severity]

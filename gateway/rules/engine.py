@@ -271,11 +271,26 @@ class RuleEngine:
         self._feeds.setdefault(hh.bed, {}).setdefault(hh.bed_point, []).append((inst, cond.on_bed))
         if hh.water in self.devices:
             self._feeds.setdefault(hh.water, {}).setdefault(hh.water_point, []).append((inst, cond.on_water))
+        # The third signal: the door contact and the PIR feed the alarm; a silent one is maintenance.
+        node_rule = HouseholdRule.node(hh)
+        for dev_id, point, feed in (
+            (hh.door, hh.door_point, cond.on_door),
+            (hh.motion, hh.motion_point, cond.on_motion),
+        ):
+            if dev_id not in self.devices:
+                continue
+            node = RuleInstance(
+                node_rule, dev_id, node_rule.condition(), {**self._attrs[dev_id], "household": hh.id}
+            )
+            self.instances[node.key] = node
+            self._ticked.append(node)
+            self._feeds.setdefault(dev_id, {}).setdefault(point, []).extend(
+                [(inst, feed), (node, node.cond.on_reading)]
+            )
 
     def _instance(self, rule: RuleConfig | HouseholdRule, dev: DeviceConfig) -> RuleInstance | None:
         if isinstance(rule, HouseholdRule):
-            fresh = HouseholdCondition(rule.cfg)
-            return RuleInstance(rule, dev.id, fresh, self._attrs[dev.id])
+            return RuleInstance(rule, dev.id, rule.condition(), self._attrs[dev.id])
         if not rule.select.matches(dev):
             return None
         point = rule_points(rule)

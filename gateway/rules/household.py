@@ -19,7 +19,22 @@ the kitchen; a water meter alone needs 12 h of silence. Together (the reasons, i
   was lost); with the bed sensor silent, no water use at all this morning;
 - `no water use while up`: out of bed and no water use for `quiet_s` (12 h, the published
   Changning / Longgang no-use window, field-protocols.md section 9; shorter windows raise on every
-  day out: a door sensor would be needed to tell an outing from a fall).
+  day out: the door contact below tells an outing from a fall).
+
+With the third signal, the flat's door contact and a PIR (`door`, `motion`;
+gateway/rules/household_presence.py), while both nodes are fresh:
+
+- `not home by HH:MM`: the resident went out (door closed, then nothing showed anyone home for
+  `motion_quiet_s`) and is still out at `home_by` or later in the night (only if `home_by` is set);
+  otherwise nothing is raised while the resident is out (an unannounced outing or visit is no fall);
+- `out of bed at night, no movement`: out of bed at night, and no motion and no water use for
+  `night_out_s` since the resident left the bed or last moved (a sleepless resident in the living
+  room moves; one on the floor does not) - it replaces the two night reasons above;
+- `no movement at home`: at home and out of bed, no motion and no water use for `still_s` - it
+  replaces the 12 h water window (an outing is told apart by the door).
+
+With only the PIR fresh, motion counts as activity in the night reason; the rest is judged as without
+it. A silent door or PIR node raises a maintenance event of its own (not this alarm).
 
 Unknown is not "fine" and not "alarm": with the meter silent the night reasons judge from the bed
 alone (as the elderly-bed pack does); with the bed silent only the morning reason judges, from
@@ -34,6 +49,7 @@ from typing import Any
 from citynerve.gateway.api import Value
 from citynerve.gateway.rules.conditions import Condition, as_bool, as_float
 from citynerve.gateway.rules.household_config import HouseholdConfig, minutes
+from citynerve.gateway.rules.household_presence import NODE_EVENT_KIND, NodeSilentCondition, Presence
 from citynerve.gateway.rules.meter import LocalDays, MeterTrack, Step, spread
 
 DAY = 86400.0
@@ -68,6 +84,24 @@ class HouseholdRule:
             cfg.suppress_when_away,
         )
 
+    @classmethod
+    def node(cls, cfg: HouseholdConfig) -> HouseholdRule:
+        """The maintenance rule of the household's door and PIR nodes (raised on the silent node)."""
+        return cls(
+            cfg,
+            f"{cfg.rule_id}.node",
+            "minor",
+            f"household {cfg.id}: node silent for {{value}} s, door / motion signal unknown",
+            suppress_when_away=False,
+            event_kind=NODE_EVENT_KIND,
+        )
+
+    def condition(self) -> Condition:
+        """A fresh condition for this rule."""
+        if self.event_kind == NODE_EVENT_KIND:
+            return NodeSilentCondition(self.cfg.node_stale_s)
+        return HouseholdCondition(self.cfg)
+
 
 class HouseholdCondition(Condition):
     """See the module. `on_bed` / `on_water` take the two devices' readings; time drives the rest."""
@@ -85,7 +119,9 @@ class HouseholdCondition(Condition):
         "meter",
         "morning_ref",
         "morning_use",
+        "presence",
         "running",
+        "use_from",
     )
     time_driven = True
 
@@ -104,6 +140,8 @@ class HouseholdCondition(Condition):
         self.morning_ref = 0.0  # the day start the morning use belongs to
         self.morning_use = 0.0
         self.running = 0  # reads in a row that showed a tap's flow while in bed
+        self.use_from = -1.0  # the previous read of the last read that showed use (use came after)
+        self.presence = Presence(cfg.motion_quiet_s, cfg.node_stale_s)
 
     # -- local time -------------------------------------------------------------------------------
 
@@ -156,7 +194,7 @@ class HouseholdCondition(Condition):
             return self._judge(ts)
         use, t0 = meter.use, meter.t0
         if use >= self.cfg.activity_m3:
-            self.last_use = ts
+            self.last_use, self.use_from = ts, t0
         day = self._day_start(ts)
         if day != self.morning_ref:
             self.morning_ref, self.morning_use = day, 0.0
@@ -167,6 +205,12 @@ class HouseholdCondition(Condition):
         )
         self.running = self.running + 1 if flowing else 0
         return self._judge(ts)
+
+    def on_door(self, value: Value, ts: float) -> bool | None:
+        return self._judge(ts) if self.presence.on_door(value, ts, self._home_since(ts)) else None
+
+    def on_motion(self, value: Value, ts: float) -> bool | None:
+        return self._judge(ts) if self.presence.on_motion(value, ts) else None
 
     def on_tick(self, now: float) -> bool | None:
         return self._judge(now)
@@ -188,7 +232,25 @@ class HouseholdCondition(Condition):
         midnight, m = self._minute(now)
         if bed and self.cur and self.running >= RUNNING_READS and water:
             return "tap running while in bed"
-        if bed and self.cur is False:
+        p = self.presence
+        moving = bool(cfg.motion) and p.motion_fresh(now)
+        home_known = moving and bool(cfg.door) and p.door_fresh(now)
+        if home_known and not (bed and self.cur) and p.out(now, self._home_since(now)):
+            off = minutes(cfg.day_starts)
+            if cfg.home_by and (m >= minutes(cfg.home_by) or m < off):
+                return f"not home by {cfg.home_by}"
+            return ""  # out: nothing else to judge
+        if bed and self.cur is False and moving:
+            last = max(self.changed, p.last_sign(now), self.last_use if water else -1.0)
+            # The absence began at night; after the night's end only while nothing moved since.
+            e = minutes(cfg.night_end)
+            ended = midnight + e * 60.0 if m >= e else midnight - DAY + e * 60.0
+            at_night = self._at_night(m) or last < ended
+            if at_night and self._night_ref(now, midnight, m) is not None and now - last >= cfg.night_out_s:
+                return "out of bed at night, no movement"
+            if home_known and now - last >= cfg.still_s:
+                return "no movement at home"
+        if bed and self.cur is False and not moving:
             night = self._at_night(m)
             # The absence began at night, or it spans the last night's start (never went to bed).
             s = minutes(cfg.night_start)
@@ -212,8 +274,14 @@ class HouseholdCondition(Condition):
                     and (night or not (water and self.last_use >= ended))
                 ):
                     return "out of bed at night for long"
-            if water and now - max(self.last_use, self.changed) >= cfg.quiet_s:
-                return "no water use while up"
+        if (
+            bed
+            and self.cur is False
+            and not home_known
+            and water
+            and now - max(self.last_use, self.changed) >= cfg.quiet_s
+        ):
+            return "no water use while up"
         if m >= minutes(cfg.up_by):
             day = self._day_start(now)
             morning = self.morning_use if self.morning_ref == day else 0.0
@@ -224,6 +292,23 @@ class HouseholdCondition(Condition):
             elif not bed and water and morning < cfg.activity_m3 and self.last_water - day > 0:
                 return "not up (bed sensor silent, no water use)"
         return ""
+
+    def _home_since(self, now: float) -> float:
+        """The last sign of someone at home the bed and the meter gave: water drawn (from the read
+        before the one that showed it), getting into or out of bed."""
+        bed = self.cur is not None and now - self.last_bed <= self.cfg.bed_stale_s
+        return max(self.use_from, self.changed if bed else -1.0)
+
+    def _night_ref(self, now: float, midnight: float, m: float) -> float | None:
+        """When the night's absence began (left the bed at night, or the night began with the
+        resident out of bed), or None."""
+        s = minutes(self.cfg.night_start)
+        start = midnight + s * 60.0 if m >= s else midnight - DAY + s * 60.0
+        if self.changed_night and now - self.changed < DAY:
+            return self.changed
+        if self.changed < start:
+            return start
+        return None
 
     # -- persistence --------------------------------------------------------------------------------
 
@@ -240,6 +325,8 @@ class HouseholdCondition(Condition):
             self.morning_ref,
             self.morning_use,
             self.running,
+            self.use_from,
+            self.presence.snapshot(),
         ]
 
     def restore(self, data: list[Any]) -> None:
@@ -249,6 +336,9 @@ class HouseholdCondition(Condition):
         self.meter.restore(data[5])
         self.last_water, self.last_use = float(data[6]), float(data[7])
         self.morning_ref, self.morning_use, self.running = float(data[8]), float(data[9]), int(data[10])
+        if len(data) > 11:  # snapshots from before the third signal have none
+            self.use_from = float(data[11])
+            self.presence.restore(data[12])
 
     def shift(self, delta: float) -> None:
         self.meter.shift(delta)
@@ -257,3 +347,6 @@ class HouseholdCondition(Condition):
         self.last_long_out += delta
         self.last_water += delta
         self.last_use += delta
+        if self.use_from >= 0:
+            self.use_from += delta
+        self.presence.shift(delta)

@@ -1,5 +1,6 @@
 """`[[rules.households]]`: one elderly resident living alone, seen by a bed-foot sensor and the flat's
-water meter, and the settings of their "check on this person" alarm (gateway/rules/household.py).
+water meter (and, as a third signal, the flat's door contact and a PIR), and the settings of their
+"check on this person" alarm (gateway/rules/household.py).
 
 Every time of day is the resident's own (set with the family or the community worker); the
 defaults are local defaults an installer must confirm (docs/rules.md, "Households").
@@ -16,6 +17,7 @@ from pydantic import BaseModel, Field, model_validator
 from citynerve.gateway.api import STRICT, ConfigIssue, DeviceConfig, FiniteFloat
 
 _HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+_HHMM_OR_OFF = r"^(([01][0-9]|2[0-3]):[0-5][0-9])?$"
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,95}$"
 
 
@@ -26,7 +28,8 @@ def minutes(hhmm: str) -> int:
 
 
 class HouseholdConfig(BaseModel):
-    """One household: its bed-foot sensor, its water meter and the resident's own times."""
+    """One household: its bed-foot sensor, its water meter, optionally its door contact and PIR, and
+    the resident's own times."""
 
     model_config = STRICT
 
@@ -36,6 +39,35 @@ class HouseholdConfig(BaseModel):
     bed_point: str = Field(default="in_bed", min_length=1, description="the bed sensor's in-bed point")
     water_point: str = Field(
         default="flow_total", min_length=1, description="the meter's cumulative total (m3)"
+    )
+    door: str = Field(default="", description="device id of the flat's door contact; empty: no door signal")
+    door_point: str = Field(default="door_open", min_length=1, description="the door contact's open point")
+    motion: str = Field(
+        default="", description="device id of the PIR in the living room / hallway; empty: no motion signal"
+    )
+    motion_point: str = Field(default="motion", min_length=1, description="the PIR's motion point")
+    motion_quiet_s: FiniteFloat = Field(
+        default=600.0,
+        gt=0,
+        le=86400,
+        description="door closed and no motion, water use or bed since for this long: the resident is out",
+    )
+    still_s: FiniteFloat = Field(
+        default=7200.0,
+        gt=0,
+        le=86400,
+        description="at home (door: not out), out of bed, no motion and no water use this long: raise",
+    )
+    home_by: str = Field(
+        default="",
+        pattern=_HHMM_OR_OFF,
+        description="out (door and PIR) at this time or later, until `day_starts`: raise; empty: off",
+    )
+    node_stale_s: FiniteFloat = Field(
+        default=3600.0,
+        gt=0,
+        le=86400,
+        description="door or PIR node silent this long: its signal is unknown; a maintenance event is raised",
     )
     tz: str = "Asia/Shanghai"
     night_start: str = Field(
@@ -107,8 +139,20 @@ class HouseholdConfig(BaseModel):
             raise ValueError(f"`day_starts` ({self.day_starts}) must be earlier than `up_by` ({self.up_by})")
         if self.night_long_s < self.night_out_s:
             raise ValueError("`night_long_s` must be at least `night_out_s`")
-        if self.water and self.water == self.bed:
-            raise ValueError("`water` and `bed` must be different devices")
+        named = [
+            (k, v)
+            for k, v in (
+                ("bed", self.bed),
+                ("water", self.water),
+                ("door", self.door),
+                ("motion", self.motion),
+            )
+            if v
+        ]
+        for i, (k, v) in enumerate(named):
+            for k2, v2 in named[:i]:
+                if v == v2:
+                    raise ValueError(f"`{k2}` and `{k}` must be different devices")
         return self
 
     @property
@@ -135,10 +179,16 @@ def household_problems(
 def check_households(
     households: Sequence[HouseholdConfig], by_id: Mapping[str, DeviceConfig], file: str = ""
 ) -> list[ConfigIssue]:
-    """The bed sensor and the meter must be configured devices with the named points."""
+    """The bed sensor, the meter, the door contact and the PIR must be configured devices with the
+    named points."""
     issues: list[ConfigIssue] = []
     for i, h in enumerate(households):
-        for key, dev_id, point in (("bed", h.bed, h.bed_point), ("water", h.water, h.water_point)):
+        for key, dev_id, point in (
+            ("bed", h.bed, h.bed_point),
+            ("water", h.water, h.water_point),
+            ("door", h.door, h.door_point),
+            ("motion", h.motion, h.motion_point),
+        ):
             if not dev_id:
                 continue
             where = f"rules.households[{i}].{key}"

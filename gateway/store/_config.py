@@ -36,7 +36,7 @@ class StoreConfig(BaseModel):
         le=60_000,
         description="telemetry window: readings committed at most this late (what a power cut can lose)",
     )
-    commit_max_rows: int = Field(default=5000, ge=1, le=1_000_000, description="max readings per commit")
+    commit_max_rows: int = Field(default=1000, ge=1, le=1_000_000, description="max readings per commit")
     synchronous: Literal["normal", "full"] = Field(
         default="full", description="full: durable on power loss; normal: durable on process crash"
     )

@@ -64,7 +64,7 @@ class OutboxWriter:
         outbox: AsyncOutbox,
         *,
         max_latency_s: float = TELEMETRY_WINDOW_MS / 1000,
-        max_rows: int = 5000,
+        max_rows: int = 1000,
         max_backlog: int = 100_000,
     ) -> None:
         if max_latency_s <= 0 or max_rows < 1 or max_backlog < max_rows:

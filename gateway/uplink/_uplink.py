@@ -17,13 +17,13 @@ import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
 
 from citynerve.gateway.api import ConfigError, ConfigIssue, GatewayError, stop_task
-from citynerve.gateway.store import DEFAULT_DESTINATION, AsyncOutbox, Lane, OutboxRow, position_key
+from citynerve.gateway.store import AsyncOutbox, Lane, OutboxRow
+from citynerve.gateway.uplink._acks import LANES, UplinkAcks, _InFlight, ack_key
 from citynerve.gateway.uplink._connection import (
     LINK_ERRORS,
     Backoff,
@@ -38,15 +38,13 @@ from citynerve.gateway.uplink._readahead import ReadAhead
 from citynerve.gateway.uplink.commands import CommandTarget, RemoteAction
 from citynerve.gateway.uplink.config import BrokerUrl, UpstreamConfig
 from citynerve.gateway.uplink.destinations import DestinationFilter
-from citynerve.gateway.uplink.encoding import Encoding, PlatformAck, RowBatch
+from citynerve.gateway.uplink.encoding import Encoding, RowBatch
 from citynerve.gateway.uplink.json_v1 import LANE_NAMES, JsonV1Encoding
 from citynerve.gateway.uplink.permissions import KeyRing
 from citynerve.gateway.uplink.state import LinkState, UplinkState
 
 log = logging.getLogger(__name__)
 
-LANES = (Lane.EVENT, Lane.TELEMETRY)
-CHAIN_KEY = "uplink.ack_seq.{lane}.chain"  # + ".<destination>" but for the default one
 # Readings per telemetry read: the loop renders a read at once (~5 ms for 4,000 in JSON v1), so an
 # alarm that arrives meanwhile waits at most that long before the pump sees it (10,000 gave an
 # alarm p99 of 163 ms in the drain benchmark, 4,000 35 ms at a higher drain rate).
@@ -55,18 +53,11 @@ EVENTS_PER_MESSAGE = 50
 STABLE_SESSION_S = 5.0  # a session this long resets the backoff
 
 
-@dataclass(slots=True)
-class _InFlight:
-    batch: RowBatch
-    sent: float  # time.monotonic() when handed to the client
-    done: bool = False
-
-
 class _SessionLost(Exception):
     """Internal: the broker connection ended; carries the reason for the log and the snapshot."""
 
 
-class Uplink(UplinkMessages):
+class Uplink(UplinkAcks, UplinkMessages):
     """Publishes the outbox to the platform until cancelled. See the module docstring."""
 
     def __init__(
@@ -449,32 +440,6 @@ class Uplink(UplinkMessages):
         finally:
             ahead.cancel()
 
-    def _maybe_rewind(self) -> None:
-        """e2e mode: the platform stopped acknowledging a lane (it may have missed messages while it
-        was away from the broker, or lost one); send that lane again from its last ack. Each lane
-        has its own timer. Duplicates are dropped by seq there."""
-        if not self._e2e:
-            return
-        now = time.monotonic()
-        for lane in LANES:
-            if self._sent_seq[lane] <= self._platform_seq[lane]:
-                self._ack_progress_t[lane] = now  # nothing outstanding: nothing to wait for
-                continue
-            if now - self._ack_progress_t[lane] < self.config.e2e_resend_after_s:
-                continue
-            log.info(
-                "uplink: no e2e ack for %s since %.0f s; resending from seq %d",
-                LANE_NAMES[lane],
-                self.config.e2e_resend_after_s,
-                self._platform_seq[lane],
-            )
-            self._sent_seq[lane] = max(self._platform_seq[lane], self._ack_seq[lane])
-            self._prev[lane] = max(self._platform_seq[lane], self._chain[lane])
-            self._rewinds += 1
-            if lane is Lane.EVENT:
-                self._events_clear = -1
-            self._ack_progress_t[lane] = now
-
     async def _sleep_unless_events(self, delay: float) -> None:
         end = time.monotonic() + delay
         while (left := end - time.monotonic()) > 0 and not self._events_waiting():
@@ -515,96 +480,11 @@ class Uplink(UplinkMessages):
         self._published_rows[lane] += entry.batch.count
         self._settle(lane)
 
-    def _settle(self, lane: Lane) -> None:
-        """Messages PUBACKed (and rows left out) at the head of the lane's queue are settled."""
-        q = self._inflight[lane]
-        while q and q[0].done:
-            batch = q.popleft().batch
-            self._puback_seq[lane] = batch.last_seq
-            if batch.message is not None:
-                self._puback_chain[lane] = batch.last_seq
-        if not self._e2e:
-            self._ack_wake.set()
-
-    # ------------------------------------------------------------------ acks
-    def _ack_target(self, lane: Lane) -> int:
-        if self._e2e:
-            # Never beyond what we published in this run: a stale ack from before a restart could
-            # otherwise name rows the platform has not got.
-            return min(self._platform_seq[lane], max(self._sent_seq[lane], self._ack_seq[lane]))
-        return self._puback_seq[lane]
-
-    async def _ack_loop(self) -> None:
-        # One delete commit at a time; the acks that arrive while it runs are applied together by
-        # the next. A crash loses at most that much ack progress: those rows are sent again
-        # (dedupe by seq). Acks commit without an fsync (`Outbox.ack`).
-        while True:
-            await self._ack_wake.wait()
-            self._ack_wake.clear()
-            await self._apply_acks()
-
-    async def _apply_acks(self) -> None:
-        for lane in LANES:
-            target = self._ack_target(lane)
-            if target > self._ack_seq[lane] and lane in self._filter.lanes:
-                # The position and the chain (last seq a message carried: the next session's
-                # prev_seq) are stored in one commit with the delete.
-                chain = target if self._e2e else min(self._puback_chain[lane], target)
-                n = await self._outbox.ack(
-                    lane, target, destination=self.destination, state=(self._chain_key(lane), str(chain))
-                )
-                self._acked_rows[lane] += n
-                self._ack_seq[lane] = target
-                self._chain[lane] = chain
-
-    def _chain_key(self, lane: Lane) -> str:
-        key = CHAIN_KEY.format(lane=LANE_NAMES[lane])
-        return key if self.destination == DEFAULT_DESTINATION else f"{key}.{self.destination}"
-
-    async def _load_positions(self) -> None:
-        for lane in LANES:
-            raw = await self._outbox.get(position_key(self.destination, lane))
-            chain = await self._outbox.get(self._chain_key(lane))
-            try:
-                self._ack_seq[lane] = int(raw) if raw else 0
-                self._chain[lane] = int(chain) if chain else self._ack_seq[lane]
-            except ValueError:
-                self._ack_seq[lane] = self._chain[lane] = 0
-            self._sent_seq[lane] = self._puback_seq[lane] = self._ack_seq[lane]
-            self._prev[lane] = self._puback_chain[lane] = self._chain[lane]
-            self._platform_seq[lane] = self._ack_seq[lane]
-
-    def _on_platform_ack(self, ack: PlatformAck) -> None:
-        if ack.epoch is not None and ack.epoch != self._outbox.epoch:
-            log.info(
-                "uplink: ignored an e2e ack for store epoch %r (ours is %s)",
-                ack.epoch[:32],
-                self._outbox.epoch,
-            )
-            return
-        if ack.seq > self._platform_seq[ack.lane]:
-            self._platform_seq[ack.lane] = ack.seq
-            self._ack_progress_t[ack.lane] = time.monotonic()
-            self._ack_wake.set()
-            # Held by the platform from now on: a size-cap trim before our delete does not count
-            # them as dropped (status `dropped`, `outbox_dropped`).
-            self._outbox.note_delivered(ack.lane, self._ack_target(ack.lane), destination=self.destination)
-        elif ack.seq < self._ack_seq[ack.lane]:
-            now = time.monotonic()
-            if now - self._behind_status_t >= self.config.e2e_resend_after_s:
-                self._behind_status_t = now
-                self._status_soon.set()
-
     def _note_error(self, text: str) -> None:
         if text != self._last_error:
             log.warning("uplink: %s", text)
         self._last_error = text
         self._last_error_ts = time.time()
-
-
-def ack_key(lane: Lane, destination: str = DEFAULT_DESTINATION) -> str:
-    """The outbox state key that holds a destination's acknowledged position for `lane`."""
-    return position_key(destination, lane)
 
 
 def _skipped(lane: Lane, after: int, upto: int) -> RowBatch:

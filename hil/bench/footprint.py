@@ -50,18 +50,18 @@ TRACED = (
     "            f.write(f'{{st}}\\n')\n"
     "threading.Thread(target=dump, daemon=True).start()\n"
     "sys.argv[0] = 'citynerve'\n"
-    "from citynerve.gateway.cli import main\n"
-    "main()\n"
+    "from citynerve.gateway.cli import entry\n"
+    "entry()\n"
 )
 """`--tracemalloc`: the gateway under tracemalloc, what holds Python memory by package after warm-up."""
 
 PROFILED = (
     "import cProfile, sys, time\n"
-    "from citynerve.gateway.cli import main\n"
+    "from citynerve.gateway.cli import entry\n"
     "sys.argv[0] = 'citynerve'\n"
     "p = cProfile.Profile(time.thread_time)\n"
     "try:\n"
-    "    p.runcall(main)\n"
+    "    p.runcall(entry)\n"
     "except SystemExit:\n"
     "    pass\n"
     "finally:\n"

@@ -127,7 +127,7 @@ def score(
     """Match raised alarms to episodes. A second raise of the same kind in one episode is a false alarm
     (flapping is penalised); an alarm matching no episode is a false alarm. `confirmed`: score only the
     confirmed stage (kind `<kind>_confirmed` matches an episode of `<kind>`), else only the rest."""
-    prefix = scn.pack + "."
+    prefix = scn.rule_prefix or scn.pack + "."
     alarms = [
         e
         for e in events

@@ -48,6 +48,12 @@ class _Flat:
         self.n = n
         self.bed = bytearray(n)
         self.flow = [0.0] * n
+        # What the door and the PIR would see (hil/eval/household_nodes.py), in minutes; recorded
+        # only, never drawn here, so the bed and the meter see the same life with or without them.
+        self.outings: list[tuple[float, float]] = []  # out of the flat for the day's errands
+        self.gone: list[tuple[float, float]] = []  # away for days (family, hospital)
+        self.falls: list[tuple[float, float]] = []  # on the floor, from the fall until found
+        self.spells: list[tuple[float, float]] = []  # sleepless, up at night
 
     def use(self, m: float, litres: float, dur: float = 1) -> None:
         a, k = int(m), max(1, int(dur))
@@ -68,8 +74,14 @@ class _Flat:
 
 def build(seed: int = 81, residents: int = 30, days: int = 30) -> Scenario:
     """The household scenario: one bed sensor and one water meter per resident."""
+    return build_flats(seed, residents, days)[0]
+
+
+def build_flats(seed: int = 81, residents: int = 30, days: int = 30) -> tuple[Scenario, list[_Flat]]:
+    """The household scenario and each resident's simulated flat (for the door and PIR model)."""
     rng = random.Random(seed)
     devices, batches, episodes, away, homes = [], [], [], [], []
+    flats: list[_Flat] = []
     n = days * DAY_MIN
     end = START + days * 86400
     for i in range(residents):
@@ -79,6 +91,7 @@ def build(seed: int = 81, residents: int = 30, days: int = 30) -> Scenario:
         wake_h, bed_h = rng.uniform(6.0, 7.5), rng.uniform(20.8, 22.8)
         flat, eps, aways = _life(rng, n, days, wake_h, bed_h, bed_dev.id)
         episodes += eps
+        flats.append(flat)
         away += [(wm.id, a, b) for a, b in aways]
         homes.append(
             HouseholdConfig(
@@ -100,7 +113,8 @@ def build(seed: int = 81, residents: int = 30, days: int = 30) -> Scenario:
     batches.sort(key=lambda b: b.ts)
     episodes.sort(key=lambda e: e.start)
     rules = RulesConfig(households=tuple(homes))
-    return Scenario("household", devices, batches, episodes, before_s=60, after_s=900, away=away, rules=rules)
+    scn = Scenario("household", devices, batches, episodes, before_s=60, after_s=900, away=away, rules=rules)
+    return scn, flats
 
 
 def build_packs(seed: int = 81, residents: int = 30, days: int = 30) -> Scenario:
@@ -187,6 +201,7 @@ def _life(
         flat.set_bed(a, b, 0)
         flat.quiet(a, b)
         flat.use(b, 12, 5)  # back home: toilet, kettle
+        flat.gone.append((a, b))
         if rng.random() < 0.5:
             aways.append((ts(a) - 1800, ts(b) + 1800))
     free = list(range(2, days - 2))
@@ -210,6 +225,7 @@ def _life(
         flat.set_bed(t, found, 0)
         flat.quiet(fall, found)
         flat.use(found, 20, 10)  # the carer
+        flat.falls.append((fall, found))
         eps.append(Episode(dev_id, KIND, ts(t), ts(found), "fell at night, lay until found"))
     if rng.random() < 0.15 and (d := take(8)) is not None:  # a fall by day, found after hours, then hospital
         t = rng.uniform(wakes[d] + 120, beds[d] - 60)
@@ -219,6 +235,8 @@ def _life(
         flat.quiet(t, back)
         flat.use(found, 20, 10)
         flat.use(back, 12, 5)
+        flat.falls.append((t, found))
+        flat.gone.append((found + 30, back))  # the ambulance
         what = f"fell by day, found after {(found - t) / 60:.0f} h"
         eps.append(Episode(dev_id, KIND, ts(t), ts(found), what))
         aways.append((ts(found + rng.uniform(30, 120)), ts(back) + 1800))
@@ -248,6 +266,7 @@ def _life(
         flat.set_bed(t, back, 0)
         flat.quiet(t, back)
         flat.use(back, 12, 5)  # home again: toilet, kettle
+        flat.gone.append((t, back))
         aways.append((ts(t + rng.uniform(60, 480)), ts(back) + 1800))
     return flat, eps, aways
 
@@ -265,6 +284,7 @@ def _night(rng: random.Random, flat: _Flat, bed: float, wake: float) -> None:
         t = rng.uniform(bed + 60, wake - 150)
         dur = rng.uniform(30, 120)
         flat.set_bed(t, t + dur, 0)
+        flat.spells.append((t, t + dur))
         if rng.random() < 0.6:  # the kitchen or the bathroom
             k = t + rng.uniform(2, 15)
             flat.use(k, rng.uniform(0.8, 1.5))  # the kettle
@@ -317,3 +337,4 @@ def _day(
             flat.use(m, litres, dur)
     for _, b in outings:
         flat.use(b + rng.uniform(1, 10), 6)  # back home: the toilet
+    flat.outings += outings

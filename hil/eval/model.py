@@ -47,6 +47,7 @@ class Scenario:
     away: list[tuple[str, float, float]] = field(default_factory=list)  # operator marks a household away
     params: dict[str, object] = field(default_factory=dict)
     rules: object | None = None  # a RulesConfig when the installer sets the pack per device group
+    rule_prefix: str = ""  # the scored rules' id prefix when it is not "<pack>." (households)
 
 
 def device(

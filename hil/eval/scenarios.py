@@ -19,6 +19,7 @@ from citynerve.hil.eval import (
     entrance,
     firelane,
     household,
+    household_nodes,
     hydrant,
     lamps,
     litterbin,
@@ -55,6 +56,7 @@ INDEPENDENT: dict[str, Callable[..., Scenario]] = {
     "electricity": electricity_situations.build,
     "household": household.build,  # bed sensor and water meter of one resident: the composite
     "household-packs": household.build_packs,  # the same data, the per-device packs' alarms joined
+    "household-door-pir": household_nodes.build,  # the same lives, with the flat's door and a PIR
 }
 """Pack name -> physical-situation model labelled by what happened (issue 18)."""
 
@@ -90,4 +92,5 @@ def build_independent(small: bool = False) -> list[Scenario]:
         electricity_situations.build(households=5, days=14),
         household.build(residents=10, days=30),
         household.build_packs(residents=10, days=30),
+        household_nodes.build(residents=10, days=30),
     ]

@@ -28,6 +28,9 @@ def test_the_profiles_ship() -> None:
         "bthome-litter-bin",
         "bthome-curtain-wall",
         "bthome-entrance-door",
+        # issue 18: the third signal of a household (door contact, PIR)
+        "bthome-door-contact",
+        "bthome-motion-pir",
     }
 
 

@@ -17,8 +17,10 @@ from citynerve.hil.sim.ble.street import (
     CurtainWallNode,
     EntranceNode,
     FireLaneNode,
+    FlatDoorNode,
     HydrantNode,
     LitterBinNode,
+    MotionNode,
     ProfileNode,
 )
 
@@ -47,7 +49,17 @@ def normalized(node: ProfileNode, point: str, raw: Any) -> Any:
 
 
 @pytest.mark.parametrize(
-    "cls", [BedFootNode, HydrantNode, FireLaneNode, LitterBinNode, CurtainWallNode, EntranceNode]
+    "cls",
+    [
+        BedFootNode,
+        HydrantNode,
+        FireLaneNode,
+        LitterBinNode,
+        CurtainWallNode,
+        EntranceNode,
+        FlatDoorNode,
+        MotionNode,
+    ],
 )
 async def test_node_values_reach_the_driver(radio: VirtualRadio, listening: Any, cls: type) -> None:
     node = cls(radio, "A4:C1:38:00:10:01", seed=3)

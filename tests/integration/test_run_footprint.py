@@ -22,13 +22,16 @@ RECORDER = (
     "import atexit, json, sys\n"
     "atexit.register(lambda: open({out!r}, 'w').write(json.dumps(sorted(sys.modules))))\n"
     "sys.argv = ['citynerve', 'run', '-c', {cfg!r}]\n"
-    "from citynerve.gateway.cli import main\n"
-    "main()\n"
+    "from citynerve.gateway.cli import entry\n"
+    "entry()\n"
 )
 
 NOT_RUN = {
     "cryptography": "certificates are read only when TLS files are configured, keys made on tls_csr",
     "rich": "terminal output of the technician's commands",
+    "click": "`run` parses its own arguments (gateway/cli/_run.py)",
+    "difflib": "suggestions for a mistyped config key",
+    "ctypes.util": "finding libc by name: the clock check uses the process's own symbols",
     "citynerve.gateway.cli.cmd_diag": "diagnostic commands",
     "citynerve.gateway.commissioning": "commissioning",
 }

@@ -436,7 +436,9 @@ async def test_diag_bad_params_name_the_parameter(
 ) -> None:
     from citynerve.drivers.modbus._diag import DiagParamError
 
-    driver = ModbusDriver(tcp_bus(bank_server), [])
+    # The verdict is about parameter checks; a generous timeout keeps a busy machine's slow connect
+    # from turning a DiagParamError into a DeviceTimeoutError.
+    driver = ModbusDriver(tcp_bus(bank_server, timeout_s=10), [])
     await driver.open()
     try:
         with pytest.raises(DiagParamError) as info:

@@ -352,3 +352,23 @@ def test_huge_int_with_scaling_is_bad_not_a_crash() -> None:
     got = {r.point: r for r in sink.readings}
     assert got["flow"].value is None and got["flow"].quality is Quality.BAD
     assert got["total"].value == 10**400  # unscaled ints are kept exactly
+
+
+def test_a_reloaded_device_list_keeps_the_state_of_unchanged_points() -> None:
+    sink = RecordingSink()
+    p = Pipeline({"meter-1": device()}, sink)
+    p.submit(batch(10.0, flow=1000, total=5, temp=500))
+    assert len(sink.readings) == 3
+    changed = device(
+        flow=PointConfig(name="flow", unit="m3/h", scale=0.01, deadband=0.05, max_interval_s=60),
+        total=PointConfig(name="total", unit="m3", scale=2.0, max_interval_s=300),  # scale changed
+    )
+    p.update_devices({"meter-1": changed, "meter-2": device("meter-2")})
+    assert set(p.latest("meter-1")) == {"flow"}  # temp removed, total starts afresh
+    assert p.latest("meter-1")["flow"] == Reading("meter-1", "flow", 10.0, "m3/h", 10.0)
+    p.submit(batch(20.0, flow=1000, total=5))
+    p.submit(batch(20.0, "meter-2", flow=1000))
+    reported = [(r.device_id, r.point, r.value) for r in sink.readings[3:]]
+    assert reported == [("meter-1", "total", 10.0), ("meter-2", "flow", 10.0)]  # flow: unchanged, held back
+    p.submit(batch(30.0, temp=1))
+    assert p.counters().unknown_points == 1

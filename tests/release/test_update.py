@@ -37,7 +37,8 @@ from tests.integration.conftest import gateway_config
 
 from .conftest import ReleaseKey, build, http_folder, install_from_bundle, resigned
 
-pytestmark = pytest.mark.slow
+# Each test waits up to 400 s for an update on a loaded machine; the suite's 300 s default would cut it first.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 DEADLINE = "20"
 GW = "gw-test"
 MIB = 1 << 20

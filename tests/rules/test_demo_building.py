@@ -38,6 +38,8 @@ def test_building_demo_shows_new_points_and_their_alarms_reach_the_platform(tmp_
     # Three alarms of the new packs: forced door (at once), door wedged open (8 s hold in the demo),
     # residual current in the meter box (5 s hold), next to the building's own.
     assert {"door_forced", "door_held_open", "residual_current"} <= kinds, kinds
-    # Flat 301's resident out of bed with no water use: the household's "check on this person".
+    # Flat 301's resident out of bed, no water use, no movement the PIR sees: "check on this person".
     assert "check_on_person" in kinds, kinds
-    assert {"in_bed", "door_open", "forced_open", "residual_current", "cable_temp_a"} <= points, points
+    assert {"in_bed", "door_open", "forced_open", "residual_current", "cable_temp_a", "motion"} <= points, (
+        points
+    )

@@ -84,6 +84,34 @@ class BedFootNode(ProfileNode):
         return {"in_bed": self.in_bed, "battery": self.battery, "battery_voltage": volts}
 
 
+class FlatDoorNode(ProfileNode):
+    """The door contact of an elderly resident's flat (the household's third signal)."""
+
+    profile_id = "bthome-door-contact"
+
+    def __init__(self, radio: VirtualRadio, mac: str, **kw: Any) -> None:
+        super().__init__(radio, mac, **kw)
+        self.door_open = False
+
+    def values(self, t: float) -> dict[str, Value]:
+        return {"door_open": self.door_open, "battery": self.battery}
+
+
+class MotionNode(ProfileNode):
+    """A PIR in the living room and hallway of an elderly resident's flat."""
+
+    profile_id = "bthome-motion-pir"
+
+    def __init__(self, radio: VirtualRadio, mac: str, **kw: Any) -> None:
+        super().__init__(radio, mac, **kw)
+        self.motion = False
+        self.lux = 120.0
+
+    def values(self, t: float) -> dict[str, Value]:
+        lux = round(max(0.0, self.lux + self.rng.gauss(0, 2)), 2)
+        return {"motion": self.motion, "illuminance": lux, "battery": self.battery}
+
+
 class HydrantNode(ProfileNode):
     profile_id = "bthome-fire-hydrant"
 

@@ -1,0 +1,79 @@
+"""What the control socket answers (`citynerve status`, diag, read, write, reload, operator...):
+the request handlers over the running Gateway `gw` (moved from runtime.py)."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from citynerve.gateway.api import GatewayError, PermanentError
+from citynerve.gateway.control.server import PEER
+from citynerve.gateway.diagbus import RAW_WRITE, RawWriteRefusedError, audit_raw_write, check_raw_write
+from citynerve.gateway.logs import field
+
+if TYPE_CHECKING:
+    from citynerve.gateway.runtime import Gateway
+
+__all__ = ["control_handlers"]
+
+
+def control_handlers(gw: Gateway) -> dict[str, Any]:
+    async def ping(_: dict[str, Any]) -> dict[str, Any]:
+        return {"gateway_id": gw.config.gateway.id, "pid": os.getpid()}
+
+    async def status(_: dict[str, Any]) -> dict[str, Any]:
+        return await gw.status()
+
+    async def diag(req: dict[str, Any]) -> dict[str, Any]:
+        owner = gw.owners.get(str(req["bus"]))
+        if owner is None:
+            raise PermanentError(f"no running bus {field(req['bus'])}")
+        action, params = str(req["action"]), dict(req.get("params") or {})
+        if action != RAW_WRITE:
+            return await owner.diag(action, params)
+        who = str(req.get(PEER, "unknown peer"))
+        try:
+            check_raw_write(gw.config, owner.bus.id, params)
+        except RawWriteRefusedError as err:
+            audit_raw_write(who, owner.bus.id, params, f"refused ({err.reason})")
+            raise
+        try:
+            result = await owner.diag(action, params)
+        except GatewayError as err:
+            audit_raw_write(who, owner.bus.id, params, f"failed ({err})")
+            raise
+        audit_raw_write(who, owner.bus.id, params, "written")
+        return result
+
+    async def read(req: dict[str, Any]) -> dict[str, Any]:
+        r = await gw.read_point(str(req["device"]), str(req["point"]))
+        return {"device": r.device_id, "point": r.point, "value": r.value, "unit": r.unit, "ts": r.ts}
+
+    async def write(req: dict[str, Any]) -> dict[str, Any]:
+        await gw.write_point(str(req["device"]), str(req["point"]), req["value"])
+        return {"written": True}
+
+    async def restart_bus(req: dict[str, Any]) -> dict[str, Any]:
+        await gw.restart_bus(str(req["bus"]))
+        return {"restarting": req["bus"]}
+
+    async def reload(_: dict[str, Any]) -> dict[str, Any]:
+        return await gw.reload()
+
+    async def operator(req: dict[str, Any]) -> dict[str, Any]:
+        assert gw.operator is not None
+        who = f"local {req.get(PEER, 'unknown peer')}"
+        if req.get("user"):
+            who = f"{str(req['user'])[:64]} ({who})"
+        return await gw.operator.request(str(req["request"]), dict(req.get("args") or {}), who)
+
+    return {
+        "ping": ping,
+        "status": status,
+        "diag": diag,
+        "read": read,
+        "write": write,
+        "restart_bus": restart_bus,
+        "reload": reload,
+        "operator": operator,
+    }

@@ -1,0 +1,237 @@
+"""The bundle's transfer for a platform-started software update (gateway/release/remote.py): the
+`Transfer` record kept in `update/transfer/meta.json`, chunks received over MQTT (each checked against
+the signed table) and the resumable download from a URL. `ChunkedTransfer` is a mixin of
+`RemoteUpdate`, kept apart so each module stays small; the attributes below are RemoteUpdate's."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from citynerve.gateway.api import PermanentError
+from citynerve.gateway.release.config import UpdateConfig
+
+log = logging.getLogger("citynerve.update")
+
+MIN_CHUNK_BYTES = 4096
+MAX_CHUNKS = 65536
+MAX_RANGES = 64  # missing ranges listed in one answer (the rest follow once these arrive)
+READ_BLOCK = 64 * 1024
+_INDEX_RE = re.compile(r"^[0-9]{1,6}$")
+
+
+class TransferError(PermanentError):
+    """A download that cannot go on (the server sends more than announced, a bad status)."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        self.where = where
+        self.reason = reason
+        super().__init__(f"{where}: {reason}")
+
+
+@dataclass
+class Transfer:
+    """The one update in progress (or the last one), as kept in `update/transfer/meta.json`."""
+
+    update_id: str
+    size: int
+    sha256: str
+    chunk_bytes: int = 0  # 0: from a URL
+    chunks_sha256: str = ""
+    url: str = ""
+    phase: str = "receiving"
+    reason: str = ""
+    command_id: str = ""
+    key_id: str = ""
+    started: float = 0.0
+    release_from: str | None = None
+    release_to: str | None = None
+    reported: bool = False
+    # not persisted: derived from the data on load
+    have: bytearray = field(default_factory=bytearray, repr=False)
+    table: bytes | None = field(default=None, repr=False)
+    received: int = 0
+    progress_step: int = 0
+
+    @property
+    def count(self) -> int:
+        return math.ceil(self.size / self.chunk_bytes) if self.chunk_bytes else 0
+
+    def chunk_len(self, index: int) -> int:
+        return min(self.chunk_bytes, self.size - index * self.chunk_bytes)
+
+    def meta(self) -> dict[str, Any]:
+        skip = ("have", "table", "received", "progress_step")
+        return {k: v for k, v in asdict(self).items() if k not in skip}
+
+    def missing(self) -> tuple[list[list[int]], int]:
+        """Up to MAX_RANGES [first, last] index ranges not received, and how many chunks are missing."""
+        ranges: list[list[int]] = []
+        total = 0
+        start = None
+        for i in range(self.count + 1):
+            absent = i < self.count and not self.have[i]
+            if absent:
+                total += 1
+                if start is None:
+                    start = i
+            elif start is not None:
+                if len(ranges) < MAX_RANGES:
+                    ranges.append([start, i - 1])
+                start = None
+        return ranges, total
+
+
+class ChunkedTransfer:
+    """Chunks over MQTT and the download from a URL, into the part file of the update in progress."""
+
+    config: UpdateConfig
+    topic_base: str
+    folder: Path
+    dropped: int
+    chunks: int
+    _t: Transfer | None
+    _fd: int | None
+    _tokens: float
+    _tokens_t: float
+
+    def _begin(self, work: Any) -> None:
+        raise NotImplementedError
+
+    async def _finish(self, t: Transfer) -> None:
+        raise NotImplementedError
+
+    def _emit(self, t: Transfer, **extra: Any) -> None:
+        raise NotImplementedError
+
+    def _set(self, t: Transfer, phase: str, reason: str = "", **extra: Any) -> None:
+        raise NotImplementedError
+
+    @property
+    def _part(self) -> Path:
+        return self.folder / "bundle.part"
+
+    # -- chunks -------------------------------------------------------------------------------
+
+    async def on_chunk(self, topic: str, payload: bytes) -> None:
+        """One message on the chunk topic: checked, written or dropped (never raises)."""
+        try:
+            if not self._admit():
+                self.dropped += 1
+                return
+            if not self._chunk(topic, payload):
+                self.dropped += 1
+        except Exception:  # a bad chunk (or a full disk) must not end the uplink's session
+            self.dropped += 1
+            log.exception("update chunk on %s", topic[-120:])
+
+    def _admit(self) -> bool:
+        rate = self.config.max_chunks_per_s
+        now = time.monotonic()
+        self._tokens = min(rate, self._tokens + (now - self._tokens_t) * rate)
+        self._tokens_t = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    def _chunk(self, topic: str, payload: bytes) -> bool:
+        t = self._t
+        prefix = f"{self.topic_base}/update/"
+        if t is None or t.phase != "receiving" or not t.chunk_bytes or not topic.startswith(prefix):
+            return False
+        uid, _, index = topic[len(prefix) :].partition("/")
+        if uid != t.update_id:
+            return False
+        if index == "table":
+            if t.table is not None or len(payload) != 32 * t.count:
+                return False
+            if hashlib.sha256(payload).hexdigest() != t.chunks_sha256:
+                return False
+            tmp = self.folder / "table.bin.tmp"
+            tmp.write_bytes(payload)
+            os.replace(tmp, self.folder / "table.bin")
+            t.table = bytes(payload)
+            return True
+        if t.table is None or not _INDEX_RE.match(index):
+            return False
+        i = int(index)
+        if i >= t.count or t.have[i] or len(payload) != t.chunk_len(i):
+            return False
+        if hashlib.sha256(payload).digest() != t.table[32 * i : 32 * i + 32]:
+            return False
+        assert self._fd is not None
+        os.pwrite(self._fd, payload, i * t.chunk_bytes)
+        t.have[i] = 1
+        t.received += len(payload)
+        self.chunks += 1
+        step = 4 * t.received // t.size  # a progress event at each quarter
+        if step > t.progress_step and t.received < t.size:
+            t.progress_step = step
+            self._emit(t)
+        if t.received == t.size:
+            self._begin(self._finish(t))
+        return True
+
+    # -- download from a URL ------------------------------------------------------------------
+
+    async def _download(self, t: Transfer) -> None:
+        delay = 1.0
+        while True:
+            try:
+                if await asyncio.to_thread(self._fetch, t):
+                    break
+            except TransferError as err:
+                self._set(t, "failed", f"download: {err.reason}")
+                await asyncio.to_thread(self._part.unlink, True)
+                return
+            except (OSError, urllib.error.URLError, ValueError) as err:
+                log.warning("update %s: download stopped at %d bytes (%s); resuming in %.0f s", t.update_id,
+                            t.received, err, delay)  # fmt: skip
+            await asyncio.sleep(delay)
+            delay = min(30.0, delay * 2)
+        await self._finish(t)
+
+    def _fetch(self, t: Transfer) -> bool:
+        """Download the rest of `t.url` into the part file (from where it stopped); True when complete."""
+        offset = self._part.stat().st_size if self._part.exists() else 0
+        if offset > t.size:
+            self._part.unlink()
+            offset = 0
+        t.received = offset
+        if offset == t.size:
+            return True
+        req = urllib.request.Request(t.url, headers={"Range": f"bytes={offset}-"} if offset else {})
+        with urllib.request.urlopen(req, timeout=self.config.download_timeout_s) as resp:
+            if resp.status == 200 and offset:
+                offset = 0  # the server ignored the range: from the start
+            elif resp.status not in (200, 206):
+                raise TransferError(t.url, f"HTTP status {resp.status}")
+            with self._part.open("r+b" if offset else "wb") as out:
+                out.seek(offset)
+                out.truncate()
+                while block := resp.read(READ_BLOCK):
+                    offset += len(block)
+                    if offset > t.size:
+                        raise TransferError(t.url, f"more than the announced {t.size} bytes")
+                    out.write(block)
+                    t.received = offset
+        return offset == t.size
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

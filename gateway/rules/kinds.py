@@ -1,0 +1,296 @@
+"""The rule kinds of `[rules]` (threshold, rate, missing, offline, boolean, consumption, composite,
+anomaly, routine): their pydantic models and the `RuleConfig` union (moved from rules/config.py)."""
+
+from __future__ import annotations
+
+import zoneinfo
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter, model_validator
+
+from citynerve.gateway.api import STRICT, DeviceConfig, FiniteFloat, Severity
+
+_STRICT = STRICT
+RULE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,95}$"
+SeverityName = Literal["info", "warning", "minor", "major", "critical"]
+SEVERITY: dict[str, Severity] = {s.name.lower(): s for s in Severity}
+
+
+class _Model(BaseModel):
+    model_config = _STRICT
+
+
+class Selector(_Model):
+    """Which devices a rule applies to: a device matches if its id, profile or any tag is listed.
+
+    An empty selector matches every device that has the rule's point.
+    """
+
+    devices: tuple[str, ...] = ()
+    profiles: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.devices or self.profiles or self.tags)
+
+    def matches(self, device: DeviceConfig) -> bool:
+        """True if the device is selected."""
+        if self.empty:
+            return True
+        return (
+            device.id in self.devices
+            or device.profile in self.profiles
+            or any(t in self.tags for t in device.tags)
+        )
+
+
+class _RuleBase(_Model):
+    id: str = Field(pattern=RULE_ID)
+    event: str = Field(default="", description="event kind; defaults to the rule id's last part")
+    severity: SeverityName = "warning"
+    select: Selector = Selector()
+    hold_s: FiniteFloat = Field(default=0.0, ge=0, le=7 * 86400, description="condition held before raising")
+    clear_hold_s: FiniteFloat = Field(
+        default=0.0, ge=0, le=7 * 86400, description="clear held before clearing"
+    )
+    message: str = ""
+    suppress_during: tuple[str, ...] = Field(default=(), description="schedule ids (quiet hours)")
+    suppress_when_away: bool = False
+    escalate: tuple[str, ...] = Field(default=(), description="contact ids, in escalation order")
+    enabled: bool = True
+
+    @property
+    def event_kind(self) -> str:
+        return self.event or self.id.rsplit(".", 1)[-1]
+
+
+class ThresholdRule(_RuleBase):
+    """Raise when the value is above `above` or below `below` (a band if both); clear past hysteresis."""
+
+    kind: Literal["threshold"]
+    point: str
+    above: FiniteFloat | None = None
+    below: FiniteFloat | None = None
+    hysteresis: FiniteFloat = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _limits(self) -> ThresholdRule:
+        if self.above is None and self.below is None:
+            raise ValueError("a threshold rule needs `above`, `below` or both")
+        if self.above is not None and self.below is not None and self.below >= self.above:
+            raise ValueError(f"`below` ({self.below}) must be less than `above` ({self.above})")
+        if (
+            self.above is not None
+            and self.below is not None
+            and 2 * self.hysteresis >= self.above - self.below
+        ):
+            raise ValueError("`hysteresis` must be less than half the band between `below` and `above`")
+        return self
+
+
+class RateRule(_RuleBase):
+    """Raise when the value changes by more than `max_change` within `window_s`."""
+
+    kind: Literal["rate"]
+    point: str
+    max_change: FiniteFloat = Field(gt=0)
+    window_s: FiniteFloat = Field(gt=0, le=86400)
+    direction: Literal["rising", "falling", "both"] = "both"
+
+
+class MissingRule(_RuleBase):
+    """Raise when no good reading of `point` (any point if empty) arrived for `after_s`."""
+
+    kind: Literal["missing"]
+    point: str = ""
+    after_s: FiniteFloat = Field(gt=0, le=30 * 86400)
+
+
+class OfflineRule(_RuleBase):
+    """Raise when the bus owner reports the device offline (held `hold_s`), clear when it is back."""
+
+    kind: Literal["offline"]
+
+
+class BooleanRule(_RuleBase):
+    """Raise while a boolean input (smoke, tamper, door) is in its active state."""
+
+    kind: Literal["boolean"]
+    point: str
+    active: bool = True
+
+
+class ConsumptionRule(_RuleBase):
+    """Use over a cumulative meter: sliding window, calendar day, or use in every slot.
+
+    The meter's total is differenced; a drop is a rollover when the old total was near `rollover_at`,
+    otherwise a meter replacement (re-baseline, no use counted); a jump above `max_step` is also a
+    replacement. Use across a gap is spread over the gap; gaps longer than `gap_s` leave it unknown.
+    """
+
+    kind: Literal["consumption"]
+    point: str
+    window: Literal["sliding", "day", "slots"]
+    window_s: FiniteFloat = Field(default=43200.0, gt=0, le=7 * 86400)
+    bin_s: FiniteFloat = Field(default=900.0, gt=0, le=86400, description="resolution of sliding windows")
+    below: FiniteFloat | None = Field(default=None, ge=0)
+    above: FiniteFloat | None = Field(default=None, ge=0)
+    slot_s: FiniteFloat = Field(default=1800.0, gt=0, le=86400)
+    slots: int = Field(default=48, ge=1, le=1000)
+    min_per_slot: FiniteFloat = Field(default=0.0, ge=0)
+    rollover_at: FiniteFloat | None = Field(default=None, gt=0)
+    max_step: FiniteFloat | None = Field(default=None, gt=0)
+    gap_s: FiniteFloat = Field(
+        default=7200.0,
+        gt=0,
+        description="readings further apart than this, seconds: the use between them is unknown",
+    )
+    stale_s: FiniteFloat = Field(default=7200.0, gt=0)
+    tz: str = "Asia/Shanghai"
+
+    @model_validator(mode="after")
+    def _shape(self) -> ConsumptionRule:
+        _check_tz(self.tz)
+        if self.window == "slots":
+            if self.below is not None or self.above is not None:
+                raise ValueError("a `slots` window uses `min_per_slot`, not `below`/`above`")
+        elif (self.below is None) == (self.above is None):
+            raise ValueError(f"a `{self.window}` window needs exactly one of `below` or `above`")
+        if self.window == "sliding" and self.window_s / self.bin_s > 2016:
+            raise ValueError("window_s / bin_s must be at most 2016 (memory per point is bounded)")
+        return self
+
+
+class CompositeRule(_RuleBase):
+    """Combine other rules of the same device: all / any active, or raised in sequence within a time."""
+
+    kind: Literal["composite"]
+    mode: Literal["all", "any", "sequence"]
+    of: tuple[str, ...] = Field(min_length=2)
+    within_s: FiniteFloat = Field(default=60.0, gt=0)
+    household: bool = Field(
+        default=False,
+        description="children may be on any device sharing the device's `household:<id>` tag "
+        "(a bed sensor and the same flat's water meter: one 'check on this person' alarm)",
+    )
+
+
+class AnomalyRule(_RuleBase):
+    """Streaming statistical detector for points without a fixed threshold.
+
+    `method` "ewma": exponentially weighted mean and deviation; "robust": streaming median and mean
+    absolute deviation. With `cumulative`, the use per `slot_s` of a meter is scored; with `profile`,
+    against a learned daily profile (one bin per slot of the local day). Scoring starts after `warmup`
+    values (per bin with a profile). `min_scale` floors the deviation so a flat history cannot make
+    every small change an anomaly; `min_value` ignores values too small to matter.
+    """
+
+    kind: Literal["anomaly"]
+    point: str
+    method: Literal["ewma", "robust"] = "robust"
+    alpha: FiniteFloat = Field(default=0.05, gt=0, le=1)
+    z: FiniteFloat = Field(default=5.0, gt=0)
+    warmup: int = Field(default=20, ge=1)
+    direction: Literal["high", "low", "both"] = "high"
+    min_scale: FiniteFloat = Field(default=0.0, ge=0)
+    min_value: FiniteFloat = Field(default=float("-inf"))
+    cumulative: bool = False
+    profile: bool = False
+    slot_s: FiniteFloat = Field(default=1800.0, gt=0, le=86400)
+    hours: tuple[int, int] | None = Field(default=None, description="[start, end) local hours scored")
+    rollover_at: FiniteFloat | None = Field(default=None, gt=0)
+    max_step: FiniteFloat | None = Field(default=None, gt=0)
+    gap_s: FiniteFloat = Field(
+        default=7200.0,
+        gt=0,
+        description="readings further apart than this, seconds: the use between them is unknown",
+    )
+    tz: str = "Asia/Shanghai"
+    peers: str = Field(
+        default="",
+        pattern=r"^([a-z][a-z0-9_-]{0,31})?$",
+        description="tag prefix of a peer group (`feeder`: devices tagged `feeder:<id>`): a slot's use "
+        "is scored as the excess over the other members' median (gateway/rules/peers.py)",
+    )
+
+    @model_validator(mode="after")
+    def _shape(self) -> AnomalyRule:
+        _check_tz(self.tz)
+        if self.profile and (86400 % self.slot_s or not self.cumulative):
+            raise ValueError("`profile` needs `cumulative` and a `slot_s` that divides a day")
+        if self.peers and not self.cumulative:
+            raise ValueError("`peers` compares slot uses: it needs `cumulative`")
+        if self.hours is not None and not (0 <= self.hours[0] <= 24 and 0 <= self.hours[1] <= 24):
+            raise ValueError("`hours` are local hours 0..24")
+        return self
+
+
+_HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
+class RoutineRule(_RuleBase):
+    """Time-of-day expectations on a two-state point (in bed / out of bed), local time.
+
+    `up_by`: at `by` the point is still in its `active` state and has not left it for at least `up_s`
+    since `since` (the day has not started: a night-time visit to the bathroom is shorter).
+    `back_within`: the point left its `active` state between `start` and `end` (may span midnight)
+    and has not returned within `away_s`. `stale_s`: a state older than this is unknown.
+    """
+
+    kind: Literal["routine"]
+    point: str
+    mode: Literal["up_by", "back_within"]
+    active: bool = True
+    since: str = Field(default="04:00", pattern=_HHMM, description="up_by: the day may start from (HH:MM)")
+    by: str = Field(default="09:00", pattern=_HHMM, description="up_by: out of bed by this time (HH:MM)")
+    up_s: FiniteFloat = Field(
+        default=600.0, ge=0, le=86400, description="up_by: out of the active state at least this long"
+    )
+    start: str = Field(default="22:00", pattern=_HHMM)
+    end: str = Field(default="06:00", pattern=_HHMM)
+    away_s: FiniteFloat = Field(
+        default=2400.0, gt=0, le=86400, description="back_within: back in the active state within this"
+    )
+    stale_s: FiniteFloat = Field(default=1800.0, gt=0, le=7 * 86400)
+    tz: str = "Asia/Shanghai"
+
+    @model_validator(mode="after")
+    def _shape(self) -> RoutineRule:
+        _check_tz(self.tz)
+        if self.mode == "up_by" and self.since >= self.by:
+            raise ValueError(f"`since` ({self.since}) must be earlier in the day than `by` ({self.by})")
+        return self
+
+
+RuleConfig = Annotated[
+    ThresholdRule
+    | RateRule
+    | MissingRule
+    | OfflineRule
+    | BooleanRule
+    | ConsumptionRule
+    | CompositeRule
+    | AnomalyRule
+    | RoutineRule,
+    Field(discriminator="kind"),
+]
+PointRule = ThresholdRule | RateRule | BooleanRule | ConsumptionRule | AnomalyRule | RoutineRule
+_RULES = TypeAdapter(tuple[RuleConfig, ...])
+
+
+def _check_tz(tz: str) -> None:
+    try:
+        zoneinfo.ZoneInfo(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as err:
+        raise ValueError(f"unknown time zone {tz!r}") from err
+
+
+def rule_points(rule: RuleConfig) -> str:
+    """The point a rule reads, or "" for device-level rules (offline, composite, missing any)."""
+    return getattr(rule, "point", "")
+
+
+def severity_of(rule: RuleConfig) -> Severity:
+    """The rule's severity as the API enum."""
+    return SEVERITY[rule.severity]

@@ -1,0 +1,83 @@
+"""The pipeline's per-point state at 1,000 meters (issue 17, deliverable 2: peak RSS <= 50 MB).
+
+Devices of one profile share one normalisation record per point (`_Norm`); each device keeps only
+its last value and what it last reported per point. tracemalloc bounds what the pipeline retains
+per meter after every point has been read once (13 points like the TUF-2000M profile's).
+"""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+from collections.abc import Sequence
+
+from citynerve.gateway.api import (
+    DeviceConfig,
+    Event,
+    Location,
+    PointConfig,
+    Reading,
+    Sample,
+    SampleBatch,
+)
+from citynerve.gateway.pipeline import Pipeline
+
+METERS = 500
+POINTS = {
+    f"p{i}": PointConfig(name=f"p{i}", unit="m3/h", scale=0.01 if i % 2 else 1.0, deadband=0.05)
+    for i in range(13)
+}
+BYTES_PER_METER = 1_900  # measured 1,668 (3,341 with a normalisation copy and a Reading per device and point)
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def put_readings(self, readings: Sequence[Reading]) -> None:
+        self.count += len(readings)  # the outbox holds them, not the pipeline: count only
+
+    def put_event(self, event: Event) -> None:
+        pass
+
+
+def _devices() -> dict[str, DeviceConfig]:
+    return {
+        f"m{n:04d}": DeviceConfig(
+            id=f"m{n:04d}",
+            bus="tcp-1",
+            profile="modbus-water-meter",
+            address=n % 247 + 1,
+            location=Location(address_code="320508001"),
+            points=POINTS,
+        )
+        for n in range(METERS)
+    }
+
+
+def test_per_meter_state_is_small_and_normalisation_is_shared() -> None:
+    devices = _devices()
+    batches = [
+        SampleBatch(dev_id, 1000.0 + n, tuple(Sample(p, float(n + i)) for i, p in enumerate(POINTS)))
+        for n, dev_id in enumerate(devices)
+    ]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        sink = Sink()
+        pipeline = Pipeline(devices, sink)
+        for b in batches:
+            pipeline.submit(b)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert sink.count == METERS * len(POINTS)
+    per_meter = held / METERS
+    assert per_meter <= BYTES_PER_METER, f"{per_meter:.0f} bytes per meter"
+    # One normalisation record per profile point, not per device and point.
+    assert len(pipeline._norms) == len(POINTS)
+    latest = pipeline.latest("m0007")
+    assert latest["p1"] == Reading("m0007", "p1", (7 + 1) * 0.01, "m3/h", 1007.0)
+    assert latest["p0"].value == 7.0
