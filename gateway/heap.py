@@ -11,12 +11,26 @@ lower and the start-up's large blocks returned.
 Called once by `citynerve run` before any thread starts. A setting given in the environment
 (`MALLOC_ARENA_MAX`, `MALLOC_TRIM_THRESHOLD_`, `MALLOC_MMAP_THRESHOLD_`, glibc's own variables) is
 left as the operator set it. Other C libraries (musl): nothing is changed.
+
+`settle_heap()` is about Python's own collector: a full (generation 2) collection walks every
+tracked object in the process (the imported modules, the config models, the drivers and rule
+packs, most of which live as long as the process); during a northbound drain one took up to 180 ms
+on this box (docs/benchmarks.md, 2026-12-06), a stall of the event loop that every alarm waiting to
+be published pays. It collects once and then moves what survives to the permanent generation
+(`gc.freeze`), so later collections walk only what was allocated since. Called by the runtime once
+it is ready and after each reload (which unfreezes first, so the previous config's cyclic garbage
+is still collected).
 """
 
 from __future__ import annotations
 
 import ctypes
+import gc
+import logging
 import os
+import time
+
+log = logging.getLogger(__name__)
 
 # mallopt(3) parameters (glibc malloc.h)
 M_TRIM_THRESHOLD = -1
@@ -49,3 +63,14 @@ def tune(environ: dict[str, str] | None = None) -> dict[str, int]:
         if mallopt(param, value) == 1:
             applied[name] = value
     return applied
+
+
+def settle_heap() -> int:
+    """Collect, then freeze what survives; returns the number of frozen objects."""
+    started = time.perf_counter()
+    gc.unfreeze()  # what an earlier settle froze and is garbage now is collected too
+    gc.collect()
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    log.debug("heap settled: %d objects frozen in %.0f ms", frozen, (time.perf_counter() - started) * 1000)
+    return frozen

@@ -33,6 +33,7 @@ from citynerve.gateway.control import ControlServer
 from citynerve.gateway.control.handlers import control_handlers
 from citynerve.gateway.credentials import Credentials
 from citynerve.gateway.fleet import HostControl, LogLevel, LogRing
+from citynerve.gateway.heap import settle_heap
 from citynerve.gateway.inventory import device_inventory
 from citynerve.gateway.operator import OperatorControls
 from citynerve.gateway.pipeline import NoRules, Pipeline
@@ -240,6 +241,7 @@ class Gateway:
                 # The outbox is open and every bus owner started (a bus whose channel is down keeps
                 # retrying on its own): ready.
                 self.notifier.send(READY="1", STATUS=self._service_status())
+                settle_heap()  # what start-up built lives on: later collections skip it
                 if self.remote_config is not None:  # a config change pending across a restart
                     self._spawn(self.remote_config.resume(), "config.resume")
                 await stop.wait()
@@ -338,6 +340,7 @@ class Gateway:
             self.buses[bus_id] = self._supervisor(bus_id)
             self._start_owner(bus_id)
         log.info("config reloaded: buses changed %s, added %s, removed %s", changed, added, removed)
+        settle_heap()
         if self.remote_config is not None:  # a local rollback changes the version in status too
             self.remote_config.refresh()
         return {"changed": changed, "added": added, "removed": removed, "restart_needed_for": needs_restart}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -123,6 +124,12 @@ class AsyncOutbox:
     def on_commit(self, callback: CommitCallback) -> None:
         """Call `callback(lane, last_seq)` on the event loop after each commit that added rows to lane."""
         self._callbacks.append(callback)
+
+    def remove_on_commit(self, callback: CommitCallback) -> None:
+        """Stop calling `callback` (a reader that stops: an uplink replaced on reload must not stay
+        reachable from the outbox); a callback not registered is ignored."""
+        with contextlib.suppress(ValueError):
+            self._callbacks.remove(callback)
 
     async def append(
         self,

@@ -126,7 +126,6 @@ class Uplink(UplinkAcks, UplinkMessages):
         self._stopping = False
         self._client: aiomqtt.Client | None = None
         self._task: asyncio.Task[None] | None = None
-        self._registered = False
         self._platform_key = self._load_platform_key()
         # End-to-end acks delete rows, so only acks signed with the platform's key count. Without a
         # key they cannot be authenticated: rows then leave on the broker's PUBACK (logged at start).
@@ -226,11 +225,9 @@ class Uplink(UplinkAcks, UplinkMessages):
                 "hmac_key_file or ed25519_public_key_file): acks cannot be authenticated, so rows "
                 "leave the outbox on the broker's PUBACK instead"
             )
-        if not self._registered:
-            self._outbox.on_commit(self._on_commit)
-            self._registered = True
-        await self._load_positions()
+        self._outbox.on_commit(self._on_commit)
         try:
+            await self._load_positions()
             while True:
                 for broker in self._brokers:
                     started = time.monotonic()
@@ -253,6 +250,7 @@ class Uplink(UplinkAcks, UplinkMessages):
         finally:
             self._state = LinkState.STOPPED
             self._client = None
+            self._outbox.remove_on_commit(self._on_commit)
 
     # ------------------------------------------------------------------ session
     async def _session(self, broker: BrokerUrl) -> None:

@@ -191,7 +191,10 @@ class SparkplugConfig(_Model):
         default=1, description="QoS of births and data: 1 lets the outbox delete only acknowledged rows"
     )
     batch_records: int = Field(
-        default=100, ge=1, le=10_000, description="records per publish round (up to 4 rounds in flight)"
+        default=5000,
+        ge=1,
+        le=10_000,
+        description="most records per publish round (a DDATA per device and round; 4 rounds in flight)",
     )
 
 

@@ -16,6 +16,14 @@ latency (p50/p99) twice: at a subscriber to the events topic only (the gateway's
 as hil/bench/uplink.py does) and at the city's consumer (which takes the telemetry too, so its
 alarms wait behind the backlog it is still storing: the platform's latency, not the gateway's).
 
+Also printed: the Sparkplug destination's baseline (a bare aiomqtt loop publishing the backlog
+pre-encoded, device by device as the destination does, to broker B before the drain), what the
+encoding costs per reading (`EdgeNode.encode`, and the protobuf package's least: one metric built
+and serialized), the gateway loop's stalls, the collector's pauses, the slowest alarms (when they
+were written, seconds from the drain's start) and the process's peak RSS (hil/bench/_northbound_probes.py).
+The heap is settled (gateway/heap.py, as the runtime does once ready) before the drain unless
+`--no-settle`; `--sparkplug-batch N` sets the Sparkplug destination's `batch_records`.
+
 The platform side (the city and fire consumers, the events subscriber, the SCADA host decoding the
 Sparkplug payloads) runs in child processes, as a platform runs on other machines: in the gateway's
 process it took the loop from the gateway being measured. The drains are timed from the uplinks'
@@ -36,10 +44,20 @@ from pathlib import Path
 from typing import Any
 
 from citynerve.gateway.api import Event, EventState, Severity, stop_task
+from citynerve.gateway.heap import settle_heap
 from citynerve.gateway.store import AsyncOutbox, Lane, OutboxWriter
 from citynerve.gateway.uplink import Uplink, UpstreamConfig
+from citynerve.gateway.uplink.config import SparkplugConfig
 from citynerve.gateway.uplink.sparkplug import SparkplugUplink
-from citynerve.hil.bench.uplink import GW, SUBSCRIBER, bare_run, make_backlog, payloads, pct
+from citynerve.hil.bench._northbound_probes import (
+    GcPauses,
+    LoopStalls,
+    bare_sparkplug_run,
+    max_rss_mib,
+    protobuf_floor_us,
+    sparkplug_payloads,
+)
+from citynerve.hil.bench.uplink import GW, bare_run, make_backlog, payloads, pct
 from citynerve.hil.platform.broker import MosquittoBroker
 from citynerve.hil.platform.store import LaneView, PlatformStore
 
@@ -90,6 +108,22 @@ async def main(host, port, n):
     task.cancel()
     backlog = [c for s, c in seqs.items() if 1 <= s <= int(n)]  # the backlog's readings: seqs 1..n
     print(json.dumps({"rows": len(backlog), "duplicates": sum(c - 1 for c in backlog)}), flush=True)
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+EVENTS = r"""
+import asyncio, json, sys, time
+import aiomqtt
+async def main(host, port, topic):
+    async with aiomqtt.Client(host, int(port)) as c:
+        await c.subscribe(topic, qos=1)
+        print("ready", flush=True)
+        async for m in c.messages:
+            now = time.time()
+            for e in json.loads(m.payload)["events"]:
+                t0 = e["attrs"].get("t0")
+                if t0 is not None:
+                    print(json.dumps({"t0": t0, "ms": (now - t0) * 1000}), flush=True)
 asyncio.run(main(*sys.argv[1:]))
 """
 
@@ -188,13 +222,22 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     n = args.readings
     path = work / "outbox.sqlite"
     make_backlog(path, n)
-    msgs, _ = payloads(path, n, argparse.Namespace(batch=200))
+    # Only the encoded messages are kept: the 300,000 rows `payloads` reads are freed before the
+    # drain (held, they made every full collection of the gateway's heap walk them).
+    msgs = payloads(path, n, argparse.Namespace(batch=200))[0]
     bare = await bare_run(a.host, a.port, msgs, n, 32)
+    del msgs
+    batch_records = args.sparkplug_batch or SparkplugConfig().batch_records
+    spark_msgs, encode_us = sparkplug_payloads(path, batch_records, GW)
+    bare_spark_s = await bare_sparkplug_run(b.host, b.port, spark_msgs, 32)
+    del spark_msgs
+    floor_us = protobuf_floor_us()
     sent_alarms = 0
     platform = Child(PLATFORM, a.host, str(a.port), str(work))
-    events = Child(SUBSCRIBER, a.host, str(a.port), f"citynerve/{GW}/events", on_eof=False)
+    events = Child(EVENTS, a.host, str(a.port), f"citynerve/{GW}/events", on_eof=False)
     host = Child(SCADA_HOST, b.host, str(b.port), str(n))
     done_at: dict[str, float] = {}
+    sparkplug = {"primary_host_id": "scada-host", "batch_records": batch_records}
     try:
         for child in (platform, events, host):
             await child.start()
@@ -215,16 +258,19 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 inventory=lambda: [],
             )
             spark = SparkplugUplink(
-                destination(
-                    b.url, "scada", encoding="sparkplug-b", sparkplug={"primary_host_id": "scada-host"}
-                ),
+                destination(b.url, "scada", encoding="sparkplug-b", sparkplug=sparkplug),
                 gateway_id=GW,
                 outbox=ob,
                 devices={},
                 state_dir=work,
             )
             b.stop()  # the SCADA centre's broker is down as the drain starts
-            t0 = time.perf_counter()
+            if not args.no_settle:
+                settle_heap()  # as the runtime does once it is ready
+            stalls = LoopStalls()
+            probe = asyncio.create_task(stalls.run())
+            gc_pauses = GcPauses().__enter__()
+            t0, wall_t0 = time.perf_counter(), time.time()
             for u in (city, fire):
                 await u.__aenter__()
             stask = asyncio.create_task(spark.run())
@@ -261,6 +307,8 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                         if dest not in done_at and seq >= (1 if dest == "fire" else n):
                             done_at[dest] = now
             finally:
+                gc_pauses.__exit__()
+                await stop_task(probe)
                 await stop_task(stask)
                 for u in (city, fire):
                     await u.__aexit__(None, None, None)
@@ -275,6 +323,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     scada = host.lines[-1] if host.lines else {"rows": 0, "duplicates": None}
     at_city = [line["ms"] for line in platform.lines]
     at_broker = [line["ms"] for line in events.lines]
+    slowest = sorted(events.lines, key=lambda line: -line["ms"])[:5]
     out = {
         "readings": n,
         "alarms_written": sent_alarms,
@@ -317,6 +366,21 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "n": len(at_city),
         },
     }
+    out["scada_bare"] = {
+        "readings_per_s": round(n / bare_spark_s),
+        "encode_us_per_reading": round(encode_us, 2),
+        "protobuf_floor_us_per_reading": round(floor_us, 2),
+        "encode_bound_readings_per_s": round(1e6 / encode_us),
+        "batch_records": batch_records,
+    }
+    scada_rate = out["destinations"]["scada"]["readings_per_s_after_outage"]
+    out["scada_ratio_to_bare"] = round(scada_rate * bare_spark_s / n, 3) if scada_rate else None
+    out["slowest_alarms"] = [
+        {"ms": round(line["ms"], 1), "at_s": round(line["t0"] - wall_t0, 2)} for line in slowest
+    ]
+    out["loop_stalls"] = stalls.summary()
+    out["gc"] = gc_pauses.summary()
+    out["max_rss_mib"] = max_rss_mib()
     out["city_ratio_to_bare"] = (
         round(out["destinations"]["city"]["readings_per_s"] / bare, 3)
         if out["destinations"]["city"]["readings_per_s"]
@@ -331,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--outage-s", type=float, default=5.0, help="how long broker B is down at the start")
     ap.add_argument("--timeout-s", type=float, default=300.0)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--sparkplug-batch", type=int, default=0, help="batch_records (default: the config's)")
+    ap.add_argument("--no-settle", action="store_true", help="no settle_heap() (gc.freeze)")
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="northbound-"))
     try:

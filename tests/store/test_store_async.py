@@ -159,3 +159,19 @@ async def test_peek_telemetry_blocks_and_ack_with_state(tmp_path: Path) -> None:
         assert (left.first_seq, left.last_seq, left.count) == (21, 25, 5)
     with pytest.raises(StoreError):
         await ob.peek_telemetry_blocks()
+
+
+async def test_remove_on_commit_stops_the_calls(tmp_path: Path) -> None:
+    """A reader that stops (an uplink replaced on reload) removes its callback: no more calls."""
+    got: list[int] = []
+
+    def heard(lane: Lane, seq: int) -> None:
+        got.append(seq)
+
+    async with AsyncOutbox(tmp_path / "r.db") as ob:
+        ob.on_commit(heard)
+        assert await ob.append(readings(1), []) == (1, 1)
+        ob.remove_on_commit(heard)
+        ob.remove_on_commit(heard)  # not registered any more: ignored
+        assert await ob.append(readings(1, 1), []) == (2, 2)
+    assert got == [1]

@@ -32,6 +32,7 @@ from citynerve.gateway.uplink.sparkplug import (
     SparkplugSession,
     StoredRecord,
 )
+from citynerve.gateway.uplink.sparkplug._session import PART_RECORDS, by_device
 from citynerve.hil.platform import MosquittoBroker
 from tests.uplink.conftest import wait_for as wait_until
 
@@ -305,6 +306,43 @@ async def test_batches_are_pipelined_and_settle_in_order(broker: MosquittoBroker
     assert [p.seq for p in data] == [i % 256 for i in range(len(data))]  # in order on the wire
     values = [m.double_value for s in seen if s.verb == "DDATA" for m in s.decoded().metrics]
     assert values == [float(i) for i in range(n)]
+
+
+async def test_a_batch_goes_out_device_by_device(broker: MosquittoBroker, host: Host) -> None:
+    # A backlog interleaves devices (one poll of each in turn): a batch becomes one DDATA per device
+    # with its records in order, not one per run of a device's records.
+    other = DeviceSpec("meter-2", (PointSpec("voltage", DataType.DOUBLE, "V"),))
+    node = EdgeNode(group_id="city", edge_node_id="gw-1", devices=[METER, other])
+    queue: asyncio.Queue[StoredRecord] = asyncio.Queue()
+    now = time.time() + 3600
+    for i in range(40):  # meter-1, meter-2, meter-1, ...: 20 readings each
+        queue.put_nowait(
+            StoredRecord("ep-1", i + 1, Reading(f"meter-{i % 2 + 1}", "voltage", float(i), "V", now + i))
+        )
+    sent: list[int] = []
+    async with SparkplugSession(
+        node,
+        queue,
+        host=broker.host,
+        port=broker.port,
+        batch_records=40,
+        on_sent=lambda r: sent.extend(x.seq for x in r),
+    ):
+        await eventually(lambda: len(sent) == 40)
+        await host.wait_for(verb("DDATA", "meter-2"))
+    ddata = [s for s in host.seen if s.verb == "DDATA"]
+    assert [s.topic.rsplit("/", 1)[1] for s in ddata] == ["meter-1", "meter-2"]
+    for k, s in enumerate(ddata):
+        assert [m.double_value for m in s.decoded().metrics] == [float(i) for i in range(k, 40, 2)]
+
+
+def test_one_device_s_backlog_is_encoded_in_parts() -> None:
+    # A gateway with one device: a 5,000-record round is encoded 500 records at a time (the loop
+    # runs between parts), in order.
+    batch = [reading(i + 1, float(i), 1e9 + i) for i in range(1_200)]
+    parts = by_device(batch)
+    assert [len(p) for p in parts] == [PART_RECORDS, PART_RECORDS, 200]
+    assert [r.seq for p in parts for r in p] == list(range(1, 1_201))
 
 
 async def test_a_broker_that_stops_answering_ends_the_session_and_the_batches_go_again(

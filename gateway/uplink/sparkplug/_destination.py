@@ -34,8 +34,6 @@ log = logging.getLogger(__name__)
 QUEUE_RECORDS = 5_000
 """Records read ahead of the session (bounded: the outbox is the buffer, not memory)."""
 READ_READINGS = 2_000
-IDLE_S = 0.5
-"""How often an idle feeder looks for new rows."""
 
 
 class SparkplugUplink:
@@ -84,6 +82,7 @@ class SparkplugUplink:
         self._acked = {lane: 0 for lane in Lane}
         self._replay_until = 0
         self._ack_wake = asyncio.Event()
+        self._rows = asyncio.Event()  # the outbox committed rows (its on_commit)
         self._pending_ack: dict[Lane, int] = {}
         self._published = 0
 
@@ -93,9 +92,16 @@ class SparkplugUplink:
                 raw = await self._outbox.get(position_key(self.destination, lane))
                 self._acked[lane] = self._read[lane] = int(raw) if raw else 0
         self._replay_until = self._outbox.next_seq - 1
-        async with self.session, asyncio.TaskGroup() as tg:
-            tg.create_task(self._acks(), name=f"sparkplug[{self.destination}].acks")
-            await self._feed()
+        self._outbox.on_commit(self._on_commit)
+        try:
+            async with self.session, asyncio.TaskGroup() as tg:
+                tg.create_task(self._acks(), name=f"sparkplug[{self.destination}].acks")
+                await self._feed()
+        finally:
+            self._outbox.remove_on_commit(self._on_commit)
+
+    def _on_commit(self, lane: Lane, seq: int) -> None:
+        self._rows.set()
 
     def _sent(self, records: Sequence[StoredRecord]) -> None:
         """The session's publishes of `records` are acknowledged: advance the positions."""
@@ -118,6 +124,7 @@ class SparkplugUplink:
     async def _feed(self) -> None:
         epoch = self._outbox.epoch
         while True:
+            self._rows.clear()  # before reading: a commit from here on wakes the wait below
             if epoch != self._outbox.epoch:  # a new store epoch: its seqs start again
                 epoch = self._outbox.epoch
                 self._read = {lane: 0 for lane in Lane}
@@ -142,7 +149,7 @@ class SparkplugUplink:
                             queued += 1
                         await asyncio.sleep(0)  # a block at a time: the loop is shared
             if not queued:
-                await asyncio.sleep(IDLE_S)
+                await self._rows.wait()
 
     async def _put(self, epoch: str, seq: int, record: Reading | Event) -> None:
         await self._queue.put(StoredRecord(epoch, seq, record, replayed=seq <= self._replay_until))
