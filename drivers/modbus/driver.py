@@ -148,6 +148,9 @@ class ModbusDriver(PollDriver[ModbusBusConfig, ModbusDeviceConfig]):
         # interval and limits): the devices of one profile share one plan (~0.3 MB at 1,000).
         # Entries hold the point objects, so their ids are not reused while an entry lives.
         self._requests: dict[Hashable, tuple[tuple[object, ...], tuple[ModbusRequest, ...]]] = {}
+        # The decode plan of each request in those plans, by the request's identity (the entry
+        # keeps the request alive): one per profile read, not one per device and read.
+        self._decodes: dict[int, DecodePlan] = {}
 
     async def open(self) -> None:
         await self.channel.open()
@@ -171,7 +174,10 @@ class ModbusDriver(PollDriver[ModbusBusConfig, ModbusDeviceConfig]):
         if hit is None:
             if len(self._requests) >= _MAX_PLANS:  # what reloads leave behind
                 self._requests.clear()
+                self._decodes.clear()
             hit = self._requests[key] = (table, plan_device(device))
+            for r in hit[1]:
+                self._decodes[id(r)] = decode_plan(device.points, r.points, r.address)
         return hit[1]
 
     async def read(self, device: ModbusDeviceConfig, request: PollRequest) -> tuple[Sample, ...]:
@@ -215,8 +221,12 @@ class ModbusDriver(PollDriver[ModbusBusConfig, ModbusDeviceConfig]):
             raise FrameError(
                 self.channel.frame_protocol, f"device {device.id} sent {have} values for a read of {count}"
             )
-        # Devices of one profile share their point configs: one decode plan per table and read.
-        plan = self._plans.get((device.id, request), device.points, request.points, request.address)
+        # Devices of one profile share their point configs: one decode plan per table and read,
+        # found by the planned request itself when it was planned for these point objects; a read
+        # planned elsewhere (points read apart, a caller's own request) by the device's table.
+        plan = self._decodes.get(id(request))
+        if plan is None or any(device.points.get(slot.name) is not slot.point for slot in plan.slots):
+            plan = self._plans.get((device.id, request), device.points, request.points, request.address)
         return tuple(decode_samples(plan, reply))
 
     async def _read_points_apart(
