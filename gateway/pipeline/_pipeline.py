@@ -208,7 +208,7 @@ class Pipeline:
                 unknown += 1
                 continue
             norm = norms[i]
-            at = i * _W
+            at = i * 7  # _W, and the slots' offsets below as literals: no global lookups here
             v = sample.value
             q = sample.quality
             t = type(v)
@@ -230,28 +230,28 @@ class Pipeline:
                 t = type(v)
             reading = Reading(device_id, norm.name, v, norm.unit, ts, q)
             slots[at] = v
-            slots[at + _TS] = ts
-            slots[at + _Q] = q
+            slots[at + 1] = ts  # _TS
+            slots[at + 2] = q  # _Q
             normalized.append(reading)
             # Report by exception.
-            last_ts = slots[at + _LTS]
+            last_ts = slots[at + 4]  # _LTS
             if (
                 last_ts is not None
-                and q is slots[at + _LQ]
+                and q is slots[at + 5]  # _LQ
                 and ts >= last_ts
                 and ts - last_ts < norm.max_interval
             ):
-                lv = slots[at + _LV]
+                lv = slots[at + 3]  # _LV
                 lt = type(lv)
                 if (t is float or t is int) and (lt is float or lt is int):
                     if not abs(v - lv) > norm.deadband:  # type: ignore[operator]
                         continue
                 elif lt is type(v) and lv == v:
                     continue
-            slots[at + _LV] = v
-            slots[at + _LTS] = ts
-            slots[at + _LQ] = q
-            slots[at + _STALE_SENT] = False
+            slots[at + 3] = v  # _LV
+            slots[at + 4] = ts  # _LTS
+            slots[at + 5] = q  # _LQ
+            slots[at + 6] = False  # _STALE_SENT
             reported.append(reading)
         n = len(normalized)
         self.readings_in += n
