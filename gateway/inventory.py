@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from citynerve.gateway.api import DeviceConfig, PointConfig
 from citynerve.gateway.config import GatewayConfig
 from citynerve.gateway.pipeline.derived import derived_points
 
-__all__ = ["device_inventory"]
+__all__ = ["device_inventory", "iter_device_inventory"]
 
 
 def device_inventory(config: GatewayConfig) -> list[dict[str, Any]]:
     """Every configured device with its bus's protocol and its enabled points (Gateway.inventory)."""
+    return list(iter_device_inventory(config))
+
+
+def iter_device_inventory(config: GatewayConfig) -> Iterator[dict[str, Any]]:
+    """The same entries one at a time, in config order: the uplink renders each device as it comes,
+    so the thousand devices' dicts never exist at once (~0.7 MB at the first connect's peak)."""
     # Devices of one profile share their point list (the same frozen point configs): build it
     # once per distinct table, so a thousand meters do not make a thousand copies.
     shared: dict[tuple[int, ...], list[dict[str, Any]]] = {}
     protocols = {b.id: b.protocol for b in config.buses}
-    return [_inventory_entry(d, protocols[d.bus], shared) for d in config.devices]
+    for d in config.devices:
+        yield _inventory_entry(d, protocols[d.bus], shared)
 
 
 def _inventory_point(p: PointConfig) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +34,7 @@ from citynerve.gateway.control.handlers import control_handlers
 from citynerve.gateway.credentials import Credentials
 from citynerve.gateway.fleet import HostControl, LogLevel, LogRing
 from citynerve.gateway.heap import settle_heap
-from citynerve.gateway.inventory import device_inventory
+from citynerve.gateway.inventory import device_inventory, iter_device_inventory
 from citynerve.gateway.operator import OperatorControls
 from citynerve.gateway.pipeline import NoRules, Pipeline
 from citynerve.gateway.runlock import GatewayLockedError, run_lock
@@ -497,6 +497,10 @@ class Gateway:
 
     def inventory(self) -> list[dict[str, Any]]:
         return device_inventory(self.config)
+
+    def inventory_devices(self) -> Iterator[dict[str, Any]]:
+        """The inventory one device at a time (what the uplink renders and publishes)."""
+        return iter_device_inventory(self.config)
 
     # -- diagnostics (citynerve.gateway.fleet.Diagnosable) --------------------------------------------------
 

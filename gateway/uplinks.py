@@ -64,7 +64,7 @@ async def make_uplinks(gw: Gateway, outbox: AsyncOutbox) -> list[Uplink | Sparkp
                 creds.tls.effective(c) if creds is not None and i == 0 else c,
                 gateway_id=gw.config.gateway.id,
                 outbox=outbox,
-                inventory=gw.inventory,
+                inventory=gw.inventory_devices,
                 commands=gw,
                 actions=actions,
                 inbound=inbound if i == 0 else None,  # update chunks come from the first destination

@@ -106,7 +106,7 @@ class BusOwner:
         self._wakeup = Wakeup()
         self._heap: list[_Entry] = []
         self._order = 0
-        self._plans: dict[str, list[PollRequest]] = {}
+        self._plans: dict[str, Sequence[PollRequest]] = {}  # a driver may share one between devices
         self._channel_backoff = 0.0
         self._restart = False
 
@@ -277,10 +277,10 @@ class BusOwner:
 
     # -- polling ---------------------------------------------------------------------------------
 
-    def _plan(self, device: DeviceConfig) -> list[PollRequest]:
+    def _plan(self, device: DeviceConfig) -> Sequence[PollRequest]:
         if device.id not in self._plans:
             assert isinstance(self.driver, PollDriver)
-            self._plans[device.id] = list(self.driver.plan(device))
+            self._plans[device.id] = tuple(self.driver.plan(device))  # the same tuple when shared
         return self._plans[device.id]
 
     def _schedule_all(self, now: float) -> None:

@@ -9,7 +9,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -44,7 +44,7 @@ class UplinkMessages:
     destination: str
     _outbox: AsyncOutbox
     _enc: Encoding
-    _inventory: Callable[[], list[dict[str, Any]]]
+    _inventory: Callable[[], Iterable[Mapping[str, Any]]]
     _status: Callable[[], dict[str, Any]] | None
     _actions: Mapping[str, RemoteAction] | None
     _client: aiomqtt.Client | None
@@ -67,13 +67,13 @@ class UplinkMessages:
         raise NotImplementedError
 
     async def _publish_inventory(self, client: aiomqtt.Client) -> None:
+        # The devices come one at a time (the runtime's iterator): each is rendered and dropped, so
+        # only the document itself is alive when it is sent.
         try:
-            devices = self._inventory()
+            msg = self._enc.inventory(seq=self._outbox.next_seq - 1, devices=self._inventory())
         except Exception:  # the runtime's bug must not keep readings from leaving
             log.exception("uplink: inventory callback failed; inventory not published")
             return
-        msg = self._enc.inventory(seq=self._outbox.next_seq - 1, devices=devices)
-        del devices  # the devices' dicts (~1 MB at 1,000 devices) are not needed while it is sent
         await client.publish(msg.topic, msg.payload, qos=1, retain=True)
 
     async def _goodbye(self, client: aiomqtt.Client) -> None:

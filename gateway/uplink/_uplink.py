@@ -16,7 +16,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import aiomqtt
@@ -66,7 +66,7 @@ class Uplink(UplinkAcks, UplinkMessages):
         *,
         gateway_id: str,
         outbox: AsyncOutbox,
-        inventory: Callable[[], list[dict[str, Any]]],
+        inventory: Callable[[], Iterable[Mapping[str, Any]]],
         commands: CommandTarget | None = None,
         actions: Mapping[str, RemoteAction] | None = None,
         status: Callable[[], dict[str, Any]] | None = None,

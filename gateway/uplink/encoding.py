@@ -12,7 +12,7 @@ mark), events as `Event`s. An encoding renders them when the uplink publishes th
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -123,7 +123,7 @@ class Encoding(Protocol):
         """Retained status: birth (online) or death (offline, used as the MQTT will)."""
         ...
 
-    def inventory(self, *, seq: int, devices: Sequence[Mapping[str, Any]]) -> MqttMessage:
+    def inventory(self, *, seq: int, devices: Iterable[Mapping[str, Any]]) -> MqttMessage:
         """Retained device inventory."""
         ...
 

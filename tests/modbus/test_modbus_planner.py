@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from citynerve.drivers.modbus.driver import plan_device
+from citynerve.drivers.modbus.config import ModbusTcpBusConfig
+from citynerve.drivers.modbus.driver import ModbusDriver, plan_device
 from citynerve.drivers.modbus.planner import Limits, PlannedRead, PointSpan, plan_reads, run_feasible
 
 
@@ -185,3 +186,19 @@ def test_planner_is_fast_on_a_large_device() -> None:
     reads = plan_reads(points, Limits())
     assert time.perf_counter() - start < 2.0
     assert len(reads) == 48  # 2000 points x 3 addresses = 6000 -> ceil(5999 / 125) reads
+
+
+def test_devices_of_one_profile_share_one_read_plan(make_device: Any) -> None:
+    # The loader gives the devices of one profile the same point objects, each in its own mapping.
+    first = make_device({"a": {"table": "holding", "address": 0}, "b": {"table": "input", "address": 4}})
+    second = first.model_copy(update={"id": "dev2", "address": 2, "points": dict(first.points)})
+    slower = first.model_copy(update={"id": "dev3", "points": dict(first.points), "poll_interval_s": 30})
+    other = make_device({"a": {"table": "holding", "address": 0}, "b": {"table": "input", "address": 4}})
+    bus = ModbusTcpBusConfig(id="b1", host="127.0.0.1", port=1)
+    driver = ModbusDriver(bus, [first, second, slower, other])
+    plan = driver.plan(first)
+    assert plan == plan_device(first) and len(plan) == 2
+    assert driver.plan(second) is plan
+    # Another interval (or other point objects, as after a reload) is planned for itself.
+    assert driver.plan(slower) is not plan and {r.interval_s for r in driver.plan(slower)} == {30.0}
+    assert driver.plan(other) == plan and driver.plan(other) is not plan

@@ -1,8 +1,9 @@
 """The pipeline's per-point state at 1,000 meters (issue 17, deliverable 2: peak RSS <= 50 MB).
 
-Devices of one profile share one normalisation record per point (`_Norm`); each device keeps only
-its last value and what it last reported per point. tracemalloc bounds what the pipeline retains
-per meter after every point has been read once (13 points like the TUF-2000M profile's).
+Devices of one profile share one normalisation record per point (`_Norm`) and one name index;
+each device keeps only its last value and what it last reported per point, as one flat list.
+tracemalloc bounds what the pipeline retains per meter after every point has been read once (13
+points like the TUF-2000M profile's).
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ POINTS = {
     f"p{i}": PointConfig(name=f"p{i}", unit="m3/h", scale=0.01 if i % 2 else 1.0, deadband=0.05)
     for i in range(13)
 }
-BYTES_PER_METER = 1_900  # measured 1,668 (3,341 with a normalisation copy and a Reading per device and point)
+# measured 1,039 with one flat list of slots per meter; 1,668 with an object per point; 3,341 with
+# a normalisation copy and a Reading per device and point
+BYTES_PER_METER = 1_200
 
 
 class Sink:
@@ -78,6 +81,8 @@ def test_per_meter_state_is_small_and_normalisation_is_shared() -> None:
     assert per_meter <= BYTES_PER_METER, f"{per_meter:.0f} bytes per meter"
     # One normalisation record per profile point, not per device and point.
     assert len(pipeline._norms) == len(POINTS)
+    # ... and one name index and norm table for the profile, not one per meter.
+    assert len(pipeline._tables) == 1
     latest = pipeline.latest("m0007")
     assert latest["p1"] == Reading("m0007", "p1", (7 + 1) * 0.01, "m3/h", 1007.0)
     assert latest["p0"].value == 7.0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import json
 import tracemalloc
+from collections.abc import Iterator
 
 from citynerve.gateway.api import Reading
 from citynerve.gateway.store._blocks import CODEC_NEUTRAL_Z, decode_block, encode_block
@@ -92,4 +93,46 @@ def test_an_inventory_device_renders_as_json_dumps_does() -> None:
     )
     assert msg.payload.endswith(
         b'"devices":[' + b",".join(json_v1._dumps(json_v1._jsonable(d)).encode() for d in devices) + b"]}"
+    )
+
+
+def _meters(n: int, points: list) -> Iterator[dict]:
+    for d in range(n):
+        yield {"device_id": f"dev-{d:05d}", "profile": "meter", "tags": [f"t{d}"], "points": points}
+
+
+def test_the_inventory_from_an_iterator_holds_only_the_document() -> None:
+    # The gateway hands the devices one at a time: what is alive at the peak is the document's
+    # buffer (and one device), not the devices' dicts nor per-device pieces to join.
+    enc = json_v1.JsonV1Encoding(topic_prefix="city", gateway_id="gw-1", epoch="e1")
+    points = [{"name": f"pt{i}", "unit": "m3/h", "writable": False, "description": "flow"} for i in range(11)]
+    enc.inventory(seq=0, devices=_meters(2, points))
+    gc.collect()
+    tracemalloc.start()
+    try:
+        msg = enc.inventory(seq=7, devices=_meters(1000, points))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # 1.8 x the payload with a list of devices and the pieces joined; 1.05 x measured here (the
+    # buffer grows by an eighth past what it holds before it is cut to size without a copy).
+    assert peak < 1.3 * len(msg.payload), (peak, len(msg.payload))
+    body = json.loads(msg.payload)
+    whole = enc._envelope("inventory", 7)
+    whole.update(ts=body["ts"], ts_ms=body["ts_ms"], devices=list(_meters(1000, points)))
+    assert msg.payload == json_v1._dumps(whole).encode()
+
+
+def test_an_object_rendered_once_is_not_mistaken_for_a_later_one() -> None:
+    # Each device's long list is new and freed after it is rendered: its id comes back for the next
+    # device's list, which must still be rendered as itself.
+    def devices() -> Iterator[dict]:
+        for d in range(50):
+            points = [{"name": f"p{d}-{i}", "unit": "x" * 20} for i in range(10)]
+            yield {"device_id": f"d{d}", "points": points}
+
+    enc = json_v1.JsonV1Encoding(topic_prefix="x", gateway_id="g", epoch="e")
+    msg = enc.inventory(seq=1, devices=devices())
+    assert msg.payload.endswith(
+        b'"devices":[' + b",".join(json_v1._dumps(d).encode() for d in devices()) + b"]}"
     )
