@@ -180,11 +180,10 @@ def never_healthy_with_a_migration(src: Path) -> None:
 
 
 def crash_loop(src: Path) -> None:
-    with (src / "gateway" / "cli" / "cmd_run.py").open("a") as f:
-        f.write(
-            "\n\ndef _crash(*args, **kwargs):  # type: ignore[no-untyped-def]\n    raise SystemExit(3)\n\n\n"
-        )
-        f.write("run.callback = _crash\n")
+    # `citynerve run` starts the gateway through gateway/cli/_run.py's `start` (the click command
+    # calls the same function): a release whose `start` exits at once crash-loops however it is run.
+    with (src / "gateway" / "cli" / "_run.py").open("a") as f:
+        f.write("\n\ndef start(args: RunArgs) -> None:  # noqa: F811\n    raise SystemExit(3)\n")
 
 
 @pytest.fixture(scope="module")
