@@ -17,10 +17,11 @@ raises on a device while its own child alarm is active and either `count` device
 whose alarms on the area's other devices confirm (default: `of`): a fire panel's `fire` (of) is
 confirmed by a `smoke_confirmed` of a detector in its building (by, group `building`), not by the
 detector alarm it merely relays. `solo_s` replaces `alone_s` for a device with nothing in its area
-that could confirm it (a panel without gateway detectors keeps its own verification time). This is the coincidence
-(dependency on more than one alarm signal) of EN 54-2 clause 7.12 and BS 5839-1's two-detector
-coincidence, and the "AND of two independent alarm devices" GB 50116-2013 4.1.6 asks for before
-a fire alarm system drives its linked equipment. The condition keeps no state of its own: it is read
+that could confirm it (a panel without gateway detectors keeps its own verification time).
+
+This is the coincidence (dependency on more than one alarm signal) of EN 54-2 clause 7.12 and BS
+5839-1's two-detector coincidence, and the "AND of two independent alarm devices" GB 50116-2013
+4.1.6 asks for before a fire alarm system drives its linked equipment. The condition keeps no state of its own: it is read
 off its children's alarms (kept in the rules snapshot), on their changes and on every tick.
 """
 
