@@ -326,7 +326,7 @@ class RuleEngine:
         own = [i for c in rule.of if (i := self.instances.get(f"{c}|{dev.id}")) is not None]
         if not own:
             return None  # the device has none of the alarms that count
-        by = rule.by or rule.of  # what the area's other devices confirm with
+        by = rule.confirmed_by or rule.of  # what the area's other devices confirm with
         others = [i for m in members[1:] for c in by if (i := self.instances.get(f"{c}|{m.id}")) is not None]
         return RuleInstance(rule, dev.id, CoincidenceCondition(rule, own, others), attrs)
 

@@ -202,7 +202,7 @@ class CompositeRule(_RuleBase):
         description="coincidence: for a device with no other device of its area to confirm it (no "
         "`<group>:` tag shared), its own alarm lasting this long confirms (default: `alone_s`)",
     )
-    by: tuple[str, ...] = Field(
+    confirmed_by: tuple[str, ...] = Field(
         default=(),
         description="coincidence: the rules whose alarms on the area's other devices confirm (default: "
         "`of`); a fire panel's `fire` confirmed by a detector's `smoke_confirmed`",
@@ -217,8 +217,8 @@ class CompositeRule(_RuleBase):
     def _children(self) -> CompositeRule:
         if self.mode != "coincidence" and len(self.of) < 2:
             raise ValueError(f"mode {self.mode!r} combines at least 2 rules in `of`")
-        if self.by and self.mode != "coincidence":
-            raise ValueError(f"`by` is for mode 'coincidence', not {self.mode!r}")
+        if self.confirmed_by and self.mode != "coincidence":
+            raise ValueError(f"`confirmed_by` is for mode 'coincidence', not {self.mode!r}")
         return self
 
 

@@ -1,4 +1,4 @@
-"""A fire panel's fire_confirmed (issue 18): the coincidence mode with `by` and `solo_s`.
+"""A fire panel's fire_confirmed (issue 18): the coincidence mode with `confirmed_by` and `solo_s`.
 
 The panel relays the detectors' alarms, so its fire is confirmed by a confirmed detector alarm of its
 building (the double knock of EN 54-2 7.12 / BS 5839-1 / GB 50116-2013 4.1.6), or by lasting
@@ -34,7 +34,7 @@ FIRE_CONFIRMED = {
     "kind": "composite",
     "mode": "coincidence",
     "of": ["fire"],
-    "by": ["smoke_confirmed"],
+    "confirmed_by": ["smoke_confirmed"],
     "group": "building",
     "within_s": 1800,
     "alone_s": 1800,
@@ -111,17 +111,23 @@ def test_the_panel_alone_in_fire_for_alone_s_and_a_lone_panel_after_solo_s() -> 
 
 
 def test_bad_by_names_the_key() -> None:
-    with pytest.raises(ValidationError, match="`by` names unknown rule nope"):
+    with pytest.raises(ValidationError, match="`confirmed_by` names unknown rule nope"):
         RulesConfig.model_validate(
-            {"rules": [SMOKE, FIRE, SMOKE_CONFIRMED, {**FIRE_CONFIRMED, "by": ["nope"]}]}
+            {"rules": [SMOKE, FIRE, SMOKE_CONFIRMED, {**FIRE_CONFIRMED, "confirmed_by": ["nope"]}]}
         )
-    with pytest.raises(ValidationError, match="`by` is for mode 'coincidence'"):
+    with pytest.raises(ValidationError, match="`confirmed_by` is for mode 'coincidence'"):
         RulesConfig.model_validate(
             {
                 "rules": [
                     SMOKE,
                     FIRE,
-                    {"id": "x", "kind": "composite", "mode": "any", "of": ["smoke", "fire"], "by": ["smoke"]},
+                    {
+                        "id": "x",
+                        "kind": "composite",
+                        "mode": "any",
+                        "of": ["smoke", "fire"],
+                        "confirmed_by": ["smoke"],
+                    },
                 ]
             }
         )
