@@ -13,11 +13,17 @@ and sets off a second detector of the same flat, a puff of cooking smoke seldom 
 
 raises on a device while its own child alarm is active and either `count` devices of its area
 (itself included) are in alarm or raised one within the last `within_s`, or its own alarm has lasted
-`alone_s` (a device alone in its area, or a fire only one detector sees). This is the coincidence
-(dependency on more than one alarm signal) of EN 54-2 clause 7.12 and BS 5839-1's two-detector
-coincidence, and the "AND of two independent alarm devices" GB 50116-2013 4.1.6 asks for before
-a fire alarm system drives its linked equipment. The condition keeps no state of its own: it is read
-off its children's alarms (kept in the rules snapshot), on their changes and on every tick.
+`alone_s` (a device alone in its area, or a fire only one detector sees). `confirmed_by` names the
+rules whose alarms on the area's other devices confirm (default: `of`): a fire panel's `fire` (of)
+is confirmed by a `smoke_confirmed` of a detector in its building (group `building`), not by the
+detector alarm it merely relays. `solo_s` replaces `alone_s` for a device with nothing in its area
+that could confirm it (a panel without gateway detectors keeps its own verification time).
+
+This is the coincidence (dependency on more than one alarm signal) of EN 54-2 clause 7.12 and BS
+5839-1's two-detector coincidence, and the "AND of two independent alarm devices" GB 50116-2013
+4.1.6 asks for before a fire alarm system drives its linked equipment. The condition keeps no state
+of its own: it is read off its children's alarms (kept in the rules snapshot), on their changes and
+on every tick.
 """
 
 from __future__ import annotations
@@ -49,7 +55,9 @@ class CoincidenceCondition(Condition):
 
     def __init__(self, rule: CompositeRule, own: list[RuleInstance], others: list[RuleInstance]) -> None:
         super().__init__()
-        self.count, self.within_s, self.alone_s = rule.count, rule.within_s, rule.alone_s
+        self.count, self.within_s = rule.count, rule.within_s
+        # Alone in its area (nothing there could confirm it): `solo_s`, if the rule sets one.
+        self.alone_s = rule.solo_s if not others and rule.solo_s is not None else rule.alone_s
         self.own = own
         self.children = [*own, *others]  # every child instance in the area: their changes re-evaluate
 

@@ -209,7 +209,12 @@ class RulesConfig(_Model):
         for r in rules:
             if isinstance(r, CompositeRule):
                 problems += [f"rule {r.id}: `of` names unknown rule {c}" for c in r.of if c not in known]
-                if r.id in r.of:
+                problems += [
+                    f"rule {r.id}: `confirmed_by` names unknown rule {c}"
+                    for c in r.confirmed_by
+                    if c not in known
+                ]
+                if r.id in r.of or r.id in r.confirmed_by:
                     problems.append(f"rule {r.id}: a composite cannot include itself")
             problems += [
                 f"rule {r.id}: unknown schedule {s}" for s in r.suppress_during if s not in schedules

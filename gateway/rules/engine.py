@@ -323,13 +323,12 @@ class RuleEngine:
     ) -> RuleInstance | None:
         """A coincidence composite on a device with one of its children (coincidence.py)."""
         members = area(dev, list(self.devices.values()), rule.group)
-        found = [
-            [i for c in rule.of if (i := self.instances.get(f"{c}|{m.id}")) is not None] for m in members
-        ]
-        if not found[0]:
+        own = [i for c in rule.of if (i := self.instances.get(f"{c}|{dev.id}")) is not None]
+        if not own:
             return None  # the device has none of the alarms that count
-        others = [i for insts in found[1:] for i in insts]
-        return RuleInstance(rule, dev.id, CoincidenceCondition(rule, found[0], others), attrs)
+        by = rule.confirmed_by or rule.of  # what the area's other devices confirm with
+        others = [i for m in members[1:] for c in by if (i := self.instances.get(f"{c}|{m.id}")) is not None]
+        return RuleInstance(rule, dev.id, CoincidenceCondition(rule, own, others), attrs)
 
     def _household(self, dev: DeviceConfig) -> list[DeviceConfig]:
         """The device, then the other devices sharing one of its `household:` tags."""

@@ -195,6 +195,18 @@ class CompositeRule(_RuleBase):
         le=7 * 86400,
         description="coincidence: a device's own alarm lasting this long confirms without a second device",
     )
+    solo_s: FiniteFloat | None = Field(
+        default=None,
+        gt=0,
+        le=7 * 86400,
+        description="coincidence: for a device with no other device of its area to confirm it (no "
+        "`<group>:` tag shared), its own alarm lasting this long confirms (default: `alone_s`)",
+    )
+    confirmed_by: tuple[str, ...] = Field(
+        default=(),
+        description="coincidence: the rules whose alarms on the area's other devices confirm (default: "
+        "`of`); a fire panel's `fire` confirmed by a detector's `smoke_confirmed`",
+    )
     group: str = Field(
         default="zone",
         pattern=r"^[a-z][a-z0-9_-]{0,31}$",
@@ -205,6 +217,8 @@ class CompositeRule(_RuleBase):
     def _children(self) -> CompositeRule:
         if self.mode != "coincidence" and len(self.of) < 2:
             raise ValueError(f"mode {self.mode!r} combines at least 2 rules in `of`")
+        if self.confirmed_by and self.mode != "coincidence":
+            raise ValueError(f"`confirmed_by` is for mode 'coincidence', not {self.mode!r}")
         return self
 
 

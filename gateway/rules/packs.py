@@ -59,8 +59,9 @@ class RulePack:
             d["id"] = f"{self.id}.{r['id']}"
             if "point" in d and d["point"] in points:
                 d["point"] = points[d["point"]]
-            if "of" in d:
-                d["of"] = [f"{self.id}.{c}" if c in local else c for c in d["of"]]
+            for key in ("of", "confirmed_by"):
+                if key in d:
+                    d[key] = [f"{self.id}.{c}" if c in local else c for c in d[key]]
             if "select" not in d:
                 d["select"] = select.model_dump()
             raw.append(d)

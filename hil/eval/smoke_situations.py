@@ -3,11 +3,11 @@
 Two residential buildings of twelve flats, three weeks. Each flat has two RS-485 photoelectric
 smoke detectors (modbus-smoke-detector: the status register, polled every 2 s, reported on a change
 and at least every 60 s; 0.5 % of polls fail), in two of the hallway, the living room next to an
-open kitchen and a bedroom, tagged `zone:flat-NN` (the pack's coincidence, issue 18). A detector
-alarms when the smoke in its chamber passes its own response threshold (2.5-4.5 %/m obscuration:
-the spread of a certified EN 54-7 / UL 217 population) and clears below 80 % of it. Each
-building's fire panel (GST print port) reports a first fire alarm when any of its detectors
-alarms, and is reset by the operator 5-20 min after the smoke has gone.
+open kitchen and a bedroom, tagged `zone:flat-NN` and `building:bN` (the pack's coincidences, issue
+18). A detector alarms when the smoke in its chamber passes its own response threshold (2.5-4.5
+%/m obscuration: the spread of a certified EN 54-7 / UL 217 population) and clears below 80 % of
+it. Each building's fire panel (GST print port, `building:bN`) reports a first fire alarm when any
+of its detectors alarms, and is reset by the operator 5-20 min after the smoke has gone.
 
 What reaches the chamber:
 - dust: a chamber's clean-air reading rises with age (installed 0-8 years ago, 0.1-1 %/m per year,
@@ -99,9 +99,15 @@ def build(seed: int = 5475, flats: int = 24, days: int = 21) -> Scenario:
             cfg = device(
                 f"smoke-{i:02d}{'ab'[k]}", "modbus-smoke-detector", {"smoke_alarm": ""}, 2 * i + k, "0702"
             )
-            devices.append(cfg.model_copy(update={"tags": (f"zone:flat-{i:02d}",)}))
+            tags = (f"zone:flat-{i:02d}", f"building:b{i * 2 // flats}")  # two buildings, one panel each
+            devices.append(cfg.model_copy(update={"tags": tags}))
             dets.append(_Detector(rng, place))
-    panels = [device(f"panel-{b}", "firepanel-gst", {"fire_alarm": ""}, 90 + b) for b in range(2)]
+    panels = [
+        device(f"panel-{b}", "firepanel-gst", {"fire_alarm": ""}, 90 + b).model_copy(
+            update={"tags": (f"building:b{b}",)}
+        )
+        for b in range(2)
+    ]
     end = START + days * DAY
     fires: list[tuple[int, float, float, str]] = []  # flat, ignition, put out, what
     for i in range(flats):
