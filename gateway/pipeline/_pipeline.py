@@ -111,11 +111,15 @@ def _norm_key_of(norm: _Norm) -> tuple[object, ...]:
 # `latest` builds one when a status page asks.
 _V, _TS, _Q, _LV, _LTS, _LQ, _STALE_SENT = range(7)
 _W = 7
-_FRESH: tuple[object, ...] = (None, None, _GOOD, None, None, _GOOD, False)
+_FRESH: tuple[Any, ...] = (None, None, _GOOD, None, None, _GOOD, False)
 
 # Per device: point name -> position and the norms in that order (both shared by the devices of
-# one profile), and the device's own flat slots.
-_State = tuple[dict[str, int], tuple[_Norm, ...], list[Any]]
+# one profile), and the device's own flat slots. A device not read yet holds its table's fresh
+# slots, one tuple shared by the devices of the profile: its own list is made by its first batch,
+# so 1,000 meters do not each hold 736 bytes of None before the first poll round (the gateway's
+# peak RSS is the inventory publish at the first connect, before most devices are read).
+_State = tuple[dict[str, int], tuple[_Norm, ...], list[Any] | tuple[Any, ...]]
+_Table = tuple[dict[str, int], tuple[_Norm, ...], tuple[Any, ...]]
 
 
 class Pipeline:
@@ -145,7 +149,7 @@ class Pipeline:
             self.alarms.devices_with(RULE_FAULT_KIND, RULE_FAULT_RULE), "rules raised before the last restart"
         )
         self._norms: dict[tuple[object, ...], _Norm] = {}
-        self._tables: dict[tuple[int, ...], tuple[dict[str, int], tuple[_Norm, ...]]] = {}
+        self._tables: dict[tuple[int, ...], _Table] = {}
         self._points: dict[str, _State] = {
             dev_id: self._device_points(dev, None) for dev_id, dev in devices.items()
         }
@@ -193,7 +197,9 @@ class Pipeline:
         table = self._tables.get(tuple(map(id, norms)))
         if table is None:
             index = {n.name: i for i, n in enumerate(norms)}
-            table = self._tables[tuple(map(id, norms))] = (index, tuple(norms))
+            table = self._tables[tuple(map(id, norms))] = (index, tuple(norms), _FRESH * len(norms))
+        if kept is None or type(kept[2]) is tuple:
+            return table  # not read yet: the shared fresh slots (submit makes the device's list)
         return table[0], table[1], slots
 
     def submit(self, batch: SampleBatch) -> None:
@@ -203,6 +209,9 @@ class Pipeline:
             self.unknown_devices += 1
             return
         index, norms, slots = state
+        if isinstance(slots, tuple):  # the device's first batch: its own slots from the shared fresh ones
+            slots = list(slots)
+            self._points[batch.device_id] = (index, norms, slots)
         if self._derived and (derived := self._derived.get(batch.device_id)) is not None:
             batch = derive(batch, derived)
         device_id = batch.device_id
@@ -345,6 +354,8 @@ class Pipeline:
             return
         stale: list[Reading] = []
         _, norms, slots = state
+        if isinstance(slots, tuple):
+            return  # never read: nothing to mark
         for i, norm in enumerate(norms):
             at = i * _W
             if slots[at + _TS] is None or slots[at + _STALE_SENT]:

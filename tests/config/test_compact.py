@@ -54,5 +54,25 @@ def test_a_validated_meter_costs_about_a_kilobyte(tmp_path: Path) -> None:
     load_config(_meters(tmp_path, 10))  # imports and the profile's models, outside the measurement
     n = 400
     per_device = _retained_per_device(_meters(tmp_path, n), n)
-    # 2,400 bytes before the tables and field sets were shared (a Modbus water meter, 13 points).
-    assert 200 < per_device < 1300, per_device
+    # 2,400 bytes before the tables and field sets were shared (a Modbus water meter, 13 points);
+    # 1,015 before equal locations were (663 since).
+    assert 200 < per_device < 800, per_device
+
+
+def test_devices_at_equal_locations_share_one_location(tmp_path: Path) -> None:
+    other = '\n[[devices]]\nid = "wm-other"\nbus = "tcp-0"\nprofile = "modbus-water-meter"\naddress = 99\n'
+    path = _meters(tmp_path, 20, other + 'location = { address_code = "310106013007", room = "B1" }\n')
+    first, *same, odd = load_config(path).devices
+    assert all(d.location is first.location for d in same)
+    assert odd.location is not first.location
+    assert odd.location.room == "B1" and first.location.room == ""
+    assert odd.location.address_code == first.location.address_code == "310106013007"
+    # Given or defaulted is kept apart (what `exclude_unset` dumps): a room given as "" is not shared.
+    given = other.replace("wm-other", "wm-given").replace("99", "98")
+    path = _meters(tmp_path, 3, given + 'location = { address_code = "310106013007", room = "" }\n')
+    *meters, given_room = load_config(path).devices
+    assert given_room.location is not meters[0].location
+    assert given_room.location.model_dump(exclude_unset=True) == {"address_code": "310106013007", "room": ""}
+    # A copy with another location leaves the shared one alone.
+    moved = meters[0].model_copy(update={"location": meters[0].location.model_copy(update={"room": "C"})})
+    assert moved.location.room == "C" and meters[1].location.room == ""

@@ -86,3 +86,49 @@ def test_per_meter_state_is_small_and_normalisation_is_shared() -> None:
     latest = pipeline.latest("m0007")
     assert latest["p1"] == Reading("m0007", "p1", (7 + 1) * 0.01, "m3/h", 1007.0)
     assert latest["p0"].value == 7.0
+
+
+# measured 39 (its entry in the pipeline's dict: the state is its table's); 1,039 with the slots
+# built up front
+BYTES_PER_UNREAD_METER = 100
+
+
+def test_meters_not_read_yet_share_their_fresh_slots() -> None:
+    """Before its first batch a meter holds no slots of its own (the gateway's peak RSS is the
+    inventory publish at the first connect, before most meters are read); its first batch gives it
+    its own, and the others stay shared and untouched."""
+    devices = _devices()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        sink = Sink()
+        pipeline = Pipeline(devices, sink)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    per_meter = held / METERS
+    assert per_meter <= BYTES_PER_UNREAD_METER, f"{per_meter:.0f} bytes per unread meter"
+    # Never read: no stale readings, nothing in latest, and the shared slots stay fresh.
+    pipeline.mark_offline("m0001", 2000.0)
+    assert sink.count == 0 and pipeline.latest("m0001") == {}
+    pipeline.submit(SampleBatch("m0001", 1000.0, (Sample("p0", 5.0), Sample("p1", 300.0))))
+    assert sink.count == 2
+    assert pipeline.latest("m0001") == {
+        "p0": Reading("m0001", "p0", 5.0, "m3/h", 1000.0),
+        "p1": Reading("m0001", "p1", 3.0, "m3/h", 1000.0),
+    }
+    assert pipeline.latest("m0002") == {}
+    pipeline.mark_offline("m0002", 2000.0)
+    assert sink.count == 2
+    # The second meter's first batch is reported in full too (its slots were not the first's).
+    pipeline.submit(SampleBatch("m0002", 1000.0, (Sample("p0", 5.0), Sample("p1", 300.0))))
+    assert sink.count == 4
+    # A reload keeps the read meter's state and leaves the unread ones shared.
+    pipeline.update_devices(devices)
+    pipeline.submit(SampleBatch("m0001", 1001.0, (Sample("p0", 5.0),)))
+    assert sink.count == 4  # unchanged within the deadband: suppressed, so the state was kept
+    pipeline.mark_offline("m0001", 2000.0)
+    assert sink.count == 6  # both points read before the reload go STALE
+    assert pipeline.latest("m0003") == {}
