@@ -140,22 +140,46 @@ def next_seq(db: Path) -> int | None:
     return int(row[0]) if row else None
 
 
-def queued_blocks(db: Path) -> dict[int, tuple[int, int]]:
-    """Telemetry blocks queued in the outbox now: first_seq -> (record bytes, readings).
+def watch_blocks(db: Path) -> bool:
+    """Record every telemetry block the gateway commits from now on: first_seq -> (bytes, readings).
 
-    Record bytes are the block's body plus 32 bytes for its other columns (two seqs, ts, codec,
-    raw_len): what the store has to keep, before SQLite's pages, journal and WAL.
+    The uplink deletes a block as soon as the broker acknowledges it (woken by the commit), so
+    sampling the queued blocks misses most of them. A trigger the bench adds to the gateway's
+    outbox copies each new block's size into a side table instead: record bytes are the block's
+    body plus 32 bytes for its other columns (two seqs, ts, codec, raw_len), what the store has to
+    keep before SQLite's pages, journal and WAL. The trigger's own row (a few bytes per block, one
+    block per commit window) is written by the gateway and counts in its disk figures.
     """
     import sqlite3
 
     try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1.0)
+        conn = sqlite3.connect(db, timeout=5.0)
+        with conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS bench_block_sizes "
+                "(first_seq INTEGER PRIMARY KEY, bytes INTEGER, readings INTEGER)"
+            )
+            conn.execute(
+                "CREATE TRIGGER IF NOT EXISTS bench_block_sizes AFTER INSERT ON reading_blocks BEGIN "
+                "INSERT OR REPLACE INTO bench_block_sizes VALUES "
+                "(NEW.first_seq, length(NEW.body) + 32, NEW.last_seq - NEW.first_seq + 1); END"
+            )
+        conn.close()
+    except sqlite3.Error:
+        return False
+    return True
+
+
+def watched_blocks(db: Path) -> dict[int, tuple[int, int]]:
+    """The blocks `watch_blocks` recorded: first_seq -> (record bytes, readings)."""
+    import sqlite3
+
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
     except sqlite3.Error:
         return {}
     try:
-        rows = conn.execute(
-            "SELECT first_seq, length(body) + 32, last_seq - first_seq + 1 FROM reading_blocks"
-        ).fetchall()
+        rows = conn.execute("SELECT first_seq, bytes, readings FROM bench_block_sizes").fetchall()
     except sqlite3.Error:
         return {}
     finally:
@@ -248,18 +272,15 @@ async def measure(
                 # the outbox's record numbers): asking its status here would raise its peak RSS.
                 reads0 = sum(device.reads for _, device in fleet.devices())
                 seq0 = next_seq(Path(tmp) / "gw.db")
+                watch_blocks(Path(tmp) / "gw.db")
                 _, _, cpu0 = proc_sample(proc.pid)
                 sys0 = system_cpu(proc.pid)
                 written0 = disk_written(proc.pid)
                 t0 = time.monotonic()
                 peak = 0.0
                 rss_samples = []
-                blocks: dict[int, tuple[int, int]] = {}
                 while time.monotonic() - t0 < seconds:
                     await asyncio.sleep(0.5)
-                    # Blocks stay queued from their commit until the platform's ack: sampled
-                    # twice a second, they give the bytes a stored reading takes.
-                    blocks.update(queued_blocks(Path(tmp) / "gw.db"))
                     rss, hwm, cpu1 = proc_sample(proc.pid)
                     peak = max(peak, hwm)
                     rss_samples.append(rss)
@@ -270,7 +291,7 @@ async def measure(
                 seq1 = next_seq(Path(tmp) / "gw.db")
                 cpu_pct = (cpu1 - cpu0) / wall * 100
                 status = await ask(sock, "status")
-                sizes = list(blocks.values())
+                sizes = list(watched_blocks(Path(tmp) / "gw.db").values())
                 readings_seen = sum(n for _, n in sizes)
                 per_reading = sum(b for b, _ in sizes) / readings_seen if readings_seen else None
             finally:
