@@ -139,8 +139,23 @@ def _adverts(
             continue
         changes += [(a + DEBOUNCE_S, False), (b + DEBOUNCE_S, True)]
     changes.sort()
+    return node_adverts(rng, dev_id, "in_bed", changes, start, end, dead, state=True)
+
+
+def node_adverts(
+    rng: random.Random,
+    dev_id: str,
+    point: str,
+    changes: list[tuple[float, bool]],
+    start: float,
+    end: float,
+    dead: tuple[float, float] | None,
+    *,
+    state: bool,
+) -> list[SampleBatch]:
+    """A BTHome node's adverts: each change (sorted) as a burst of REPEATS, the state every
+    HEARTBEAT_S; each advert lost with probability LOSS, nothing sent while `dead`."""
     out: list[SampleBatch] = []
-    state = True
     k = 0
     next_beat = start + rng.uniform(0, HEARTBEAT_S)
     while True:
@@ -159,4 +174,4 @@ def _adverts(
             continue
         if all(rng.random() < LOSS for _ in range(repeats)):
             continue
-        out.append(SampleBatch(dev_id, round(t, 3), (Sample("in_bed", state),)))
+        out.append(SampleBatch(dev_id, round(t, 3), (Sample(point, state),)))

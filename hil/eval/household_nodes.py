@@ -30,17 +30,14 @@ from __future__ import annotations
 import math
 import random
 
-from citynerve.gateway.api import Sample, SampleBatch
+from citynerve.gateway.api import SampleBatch
 from citynerve.gateway.rules import RulesConfig
 from citynerve.gateway.rules.household_config import HouseholdConfig
 from citynerve.gateway.rules.household_presence import NODE_EVENT_KIND
-from citynerve.hil.eval.bed import poisson
+from citynerve.hil.eval.bed import node_adverts, poisson
 from citynerve.hil.eval.household import _Flat, build_flats
 from citynerve.hil.eval.model import START, Episode, Scenario, device, is_holiday
 
-HEARTBEAT_S = 600
-LOSS = 0.05
-REPEATS = 3
 CLEAR_S = 60  # the PIR reports "clear" after this long without movement
 GAP_MEDIAN_MIN, GAP_SIGMA = 4.0, 0.8
 SILENT_NODE = 3  # the resident whose PIR goes silent for a few hours
@@ -217,24 +214,5 @@ def _node(
     end: float,
     dead: tuple[float, float] | None,
 ) -> list[SampleBatch]:
-    """A node: each change as a burst, the state every HEARTBEAT_S; lost adverts, a silent spell."""
-    out: list[SampleBatch] = []
-    state, k = False, 0
-    next_beat = START + rng.uniform(0, HEARTBEAT_S)
-    while True:
-        t_change = changes[k][0] if k < len(changes) else math.inf
-        if t_change <= next_beat:
-            t, state = t_change, changes[k][1]
-            k += 1
-            repeats = REPEATS
-        else:
-            t = next_beat
-            next_beat += HEARTBEAT_S
-            repeats = 1
-        if t >= end:
-            return out
-        if t < START or (dead is not None and dead[0] <= t < dead[1]):
-            continue
-        if all(rng.random() < LOSS for _ in range(repeats)):
-            continue
-        out.append(SampleBatch(dev_id, round(t, 3), (Sample(point, state),)))
+    """A node's adverts, as the bed-foot sensor's (bed.node_adverts): bursts, heartbeats, losses."""
+    return node_adverts(rng, dev_id, point, changes, START, end, dead, state=False)
