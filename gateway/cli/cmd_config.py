@@ -1,4 +1,4 @@
-"""`citynerve config check | history | rollback`."""
+"""`citynerve config check | history | rollback | reload`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import click
 
 from citynerve.gateway.api import ConfigError
 from citynerve.gateway.cli._common import (
+    EXIT_FAILED,
     EXIT_INVALID,
     allow_insecure_secrets_option,
     config_option,
@@ -143,6 +144,40 @@ def rollback(version: str | None, config_path: Path, no_reload: bool, as_json: b
     console.print(f"config rolled back to version {snap.version} (was {before['version']}); {reloaded}")
     if out["restart_needed_for"]:
         console.print(f"restart needed for: {', '.join(out['restart_needed_for'])}")
+
+
+@config.command("reload")
+@config_option
+@json_option
+def reload_(config_path: Path, as_json: bool) -> None:
+    """Ask the running gateway to re-read its config (what `systemctl reload citynerve` runs).
+
+    The file is checked first: an invalid config exits 2 with every problem and the running gateway
+    keeps its config. Exits 0 when the gateway took the change, 3 when it took it but names sections
+    ([upstream], [rules], ...) that apply only after `systemctl restart citynerve`, and 1 when no
+    gateway answers or it could not reload.
+    """
+    from citynerve.gateway.commissioning import ReloadOutcome, ask_reload
+
+    cfg = load_or_exit(config_path)
+    report = asyncio.run(ask_reload(Path(cfg.control.socket)))
+    if as_json:
+        print_json(report.to_dict())
+    elif report.outcome is ReloadOutcome.RELOADED:
+        console.print(report.message(), highlight=False, markup=False)
+    else:
+        err_console.print(report.message(), highlight=False, markup=False)
+    sys.exit(_RELOAD_EXIT[report.outcome.value])
+
+
+EXIT_RESTART_NEEDED = 3  # `config reload`: taken, but a section applies only after a restart
+_RELOAD_EXIT = {
+    "reloaded": 0,
+    "restart_needed": EXIT_RESTART_NEEDED,
+    "not_running": EXIT_FAILED,
+    "unsupported": EXIT_FAILED,
+    "failed": EXIT_FAILED,
+}
 
 
 def _when(ts: float) -> str:

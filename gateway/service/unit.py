@@ -36,6 +36,9 @@ Group={user}
 # RS-485 adapters (/dev/ttyUSB*) belong to dialout; BlueZ allows the bluetooth group.
 SupplementaryGroups={groups}
 {resume_hook}ExecStart={exec_start} run --config {config_file}
+# `systemctl reload citynerve`: the file is checked, then the running gateway re-reads it (the buses
+# whose settings changed restart; [upstream], [rules] and a few others need a restart, and say so).
+ExecReload={exec_start} config reload --config {config_file}
 WorkingDirectory={data_dir}
 Environment=PYTHONUNBUFFERED=1 CITYNERVE_CONFIG={config_file}
 StateDirectory=citynerve

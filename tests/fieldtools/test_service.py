@@ -36,6 +36,8 @@ def test_the_unit_is_hardened() -> None:
     assert s["User"] == "citynerve" and s["Group"] == "citynerve"
     assert s["SupplementaryGroups"].split() == ["dialout", "bluetooth"]
     assert s["ExecStart"] == "/opt/citynerve/bin/citynerve run --config /etc/citynerve/gateway.toml"
+    reload = "/opt/citynerve/bin/citynerve config reload --config /etc/citynerve/gateway.toml"
+    assert s["ExecReload"] == reload
     assert s["ProtectSystem"] == "strict" and s["ReadWritePaths"] == "/var/lib/citynerve"
     assert s["NoNewPrivileges"] == "yes" and s["PrivateTmp"] == "yes"
     assert s["Restart"] == "on-failure"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,6 +38,10 @@ def test_reload_adds_a_device_and_keeps_the_outbox(
         asyncio.run(ask(sock, "reload"))
     assert info.value.type == "ConfigError", info.value.message
     assert "devices[4] (id 'bad').bus" in info.value.message
+    # `citynerve config reload` (the unit's ExecReload) checks the file first: exit 2, every issue.
+    cli = reload_cli(config)
+    assert cli.returncode == 2, cli.stderr
+    assert "devices[4] (id 'bad').bus" in cli.stderr
 
     config.write_text(
         good
@@ -42,14 +49,34 @@ def test_reload_adds_a_device_and_keeps_the_outbox(
         + 'location = { address_code = "310106013007" }\n'
     )
     rows_before = sum(lane.rows for lane in read_stats(db).lanes)
-    result = asyncio.run(ask(sock, "reload"))
-    assert result == {"changed": ["tcp-1"], "added": [], "removed": [], "restart_needed_for": []}
+    cli = reload_cli(config, "--json")
+    assert cli.returncode == 0, cli.stderr
+    report = json.loads(cli.stdout)
+    assert report["outcome"] == "reloaded"
+    assert report["detail"] == {"changed": ["tcp-1"], "added": [], "removed": [], "restart_needed_for": []}
     gw.wait_for(lambda: status(sock)["devices_online"] == 5)
     after = status(sock)
     # tcp-0 was not touched: its owner (and counters) kept going.
     assert after["buses"][0]["counters"]["transactions"] > polls_tcp0
     assert assert_rows_kept(db, rows_before)
+    # A change to [store] applies only at a start: exit 3 names the section to restart for.
+    config.write_text(config.read_text().replace("commit_interval_ms = 20", "commit_interval_ms = 30"))
+    cli = reload_cli(config)
+    assert cli.returncode == 3, (cli.stdout, cli.stderr)
+    assert "store" in cli.stderr and "systemctl restart citynerve" in cli.stderr
     assert gw.kill(signal.SIGTERM) == 0
+    # With no gateway running, `systemctl reload` must not report success.
+    cli = reload_cli(config)
+    assert cli.returncode == 1 and "no gateway is running" in cli.stderr
+
+
+def reload_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "citynerve.gateway.cli", "config", "reload", "-c", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
 
 
 def assert_rows_kept(db: Path, rows_before: int) -> bool:
