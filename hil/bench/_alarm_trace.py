@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
+import json
 import os
 import threading
 import time
@@ -122,8 +124,6 @@ class AlarmTrace:
             msg = entry.batch.message
             t0s: list[float] = []
             if msg is not None and msg.topic.endswith("/events"):
-                import json
-
                 t0s = [e["attrs"]["t0"] for e in json.loads(msg.payload)["events"] if "t0" in e["attrs"]]
                 now = time.time()
                 for t0 in t0s:
@@ -135,10 +135,12 @@ class AlarmTrace:
 
         city._publish = traced  # type: ignore[method-assign]
 
-    def breakdown(self, received: Sequence[dict[str, float]], wall_t0: float, slowest: int = 8) -> dict[str, Any]:
+    def breakdown(
+        self, received: Sequence[dict[str, float]], wall_t0: float, slowest: int = 8
+    ) -> dict[str, Any]:
         """`received`: the events subscriber's lines ({"t0", "ms"}). Per phase p50 / p99 / max in
         ms, and the `slowest` alarms phase by phase (at_s: written, seconds from the drain's start)."""
-        rows = []
+        rows: list[dict[str, Any]] = []
         for line in received:
             t0 = line["t0"]
             if t0 not in self.acked:
@@ -184,13 +186,12 @@ class AlarmTrace:
         return {
             "n": len(rows),
             "phases": {
-                p: {"p50": _pct([r[p] for r in rows], 50), "p99": _pct([r[p] for r in rows], 99), "max": _pct([r[p] for r in rows], 100)}
+                p: {q: _pct([r[p] for r in rows], n) for q, n in (("p50", 50), ("p99", 99), ("max", 100))}
                 for p in phases
             },
             "store_ops": self._op_summary(),
             "slowest": sorted(rows, key=lambda r: -r["total"])[:slowest],
         }
-
 
     def _peek_phases(self, t0: float, committed: float, published: float) -> dict[str, float]:
         """The city's peek of the alarm: the last event-lane peek that returned it before the
@@ -198,7 +199,7 @@ class AlarmTrace:
         before = [p for p in self.peeks.get(t0, []) if p[3] <= published]
         if not before:
             return {"to_peek": 0.0, "peek_waits": 0.0, "peek_on_thread": 0.0, "peek_to_publish": 0.0}
-        submitted, began, ended, resumed = max(before, key=lambda p: p[3])
+        submitted, began, ended, _ = max(before, key=lambda p: p[3])
         return {
             "to_peek": round((submitted - committed) * 1000, 1),
             "peek_waits": round((began - submitted) * 1000, 1),
@@ -287,7 +288,7 @@ class CpuShares:
 
     def windows(self, edges: Sequence[float]) -> list[dict[str, Any]]:
         out = []
-        for lo, hi in zip(edges, edges[1:], strict=False):
+        for lo, hi in itertools.pairwise(edges):
             inside = [s for s in self.samples if lo <= s[0] <= hi]
             if len(inside) < 2:
                 continue
@@ -298,5 +299,12 @@ class CpuShares:
                 if first is not None and first[0] < t_b:
                     shares[name] = round((ticks - first[1][name][1]) / TICK / (t_b - first[0]) * 100)
             idle = round((idle_b - idle_a) / max(1, all_b - all_a) * 100)
-            out.append({"from_s": round(t_a, 1), "to_s": round(t_b, 1), "cpu_pct_of_one_core": shares, "machine_idle_pct": idle})
+            out.append(
+                {
+                    "from_s": round(t_a, 1),
+                    "to_s": round(t_b, 1),
+                    "cpu_pct_of_one_core": shares,
+                    "machine_idle_pct": idle,
+                }
+            )
         return out

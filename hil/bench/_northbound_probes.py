@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import resource
 import time
 from pathlib import Path
@@ -56,7 +57,7 @@ class LoopStalls:
         """Per window of the run (seconds from its start): the longest stall and the most
         callbacks found ready on the loop at once (asyncio's `_ready` queue, sampled every period)."""
         out = []
-        for lo, hi in zip(edges, edges[1:], strict=False):
+        for lo, hi in itertools.pairwise(edges):
             inside = [(lag, ready) for t, lag, ready in self.series if lo <= t < hi]
             if inside:
                 lags = [lag for lag, _ in inside]

@@ -398,7 +398,8 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     out["max_rss_mib"] = max_rss_mib()
     if args.trace:
         # Windows: the city's drain, until broker B is back, the Sparkplug catch-up, the rest.
-        edges = sorted({0.0, done_at.get("city", 1.0), args.outage_s, done_at.get("scada", args.outage_s + 1)})
+        scada_done = done_at.get("scada", args.outage_s + 1)
+        edges = sorted({0.0, done_at.get("city", 1.0), args.outage_s, scada_done})
         edges.append(edges[-1] + 5.0)
         out["trace"] = {
             "alarm_phases_ms": trace.breakdown(events.lines, wall_t0),
@@ -428,13 +429,13 @@ def main(argv: list[str] | None = None) -> int:
         "--switch-interval-ms",
         type=float,
         default=0.0,
-        help="sys.setswitchinterval in this process (a diagnosis of the GIL's hand-over; default: Python's 5 ms)",
+        help="sys.setswitchinterval here (a diagnosis of the GIL's hand-over; default: Python's 5 ms)",
     )
     ap.add_argument(
         "--nice-platform",
         type=int,
         default=0,
-        help="os.nice() in the SCADA host and city consumer children (their work runs elsewhere in the field)",
+        help="os.nice() in the SCADA host and city consumer children (elsewhere in the field)",
     )
     args = ap.parse_args(argv)
     if args.switch_interval_ms:
