@@ -24,6 +24,12 @@ were written, seconds from the drain's start) and the process's peak RSS (hil/be
 The heap is settled (gateway/heap.py, as the runtime does once ready) before the drain unless
 `--no-settle`; `--sparkplug-batch N` sets the Sparkplug destination's `batch_records`.
 
+`--trace` adds where each alarm's time goes (the writer, the outbox's thread, the city uplink's read
+and publish, the subscriber), the store thread's calls (wall and CPU time), the loop's ready queue
+and the CPU of every process per window of the drain (hil/bench/_alarm_trace.py). Diagnoses:
+`--switch-interval-ms` (the GIL's switch interval here), `--nice-platform N` (the SCADA host and the
+city consumer at a lower priority; their work runs on other machines in the field).
+
 The platform side (the city and fire consumers, the events subscriber, the SCADA host decoding the
 Sparkplug payloads) runs in child processes, as a platform runs on other machines: in the gateway's
 process it took the loop from the gateway being measured. The drains are timed from the uplinks'
