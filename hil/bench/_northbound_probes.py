@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import resource
 import time
 from pathlib import Path
@@ -40,13 +41,37 @@ class LoopStalls:
     def __init__(self, period_s: float = 0.005) -> None:
         self.period_s = period_s
         self.lags_ms: list[float] = []
+        self.series: list[tuple[float, float, int]] = []  # (s from start, lag ms, ready callbacks)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        start = loop.time()
         while True:
             t = loop.time()
             await asyncio.sleep(self.period_s)
-            self.lags_ms.append((loop.time() - t - self.period_s) * 1000)
+            lag = (loop.time() - t - self.period_s) * 1000
+            self.lags_ms.append(lag)
+            self.series.append((t - start, lag, len(getattr(loop, "_ready", ()))))
+
+    def windows(self, edges: list[float]) -> list[dict[str, Any]]:
+        """Per window of the run (seconds from its start): the longest stall and the most
+        callbacks found ready on the loop at once (asyncio's `_ready` queue, sampled every period)."""
+        out = []
+        for lo, hi in itertools.pairwise(edges):
+            inside = [(lag, ready) for t, lag, ready in self.series if lo <= t < hi]
+            if inside:
+                lags = [lag for lag, _ in inside]
+                out.append(
+                    {
+                        "from_s": round(lo, 1),
+                        "to_s": round(hi, 1),
+                        "stall_p99_ms": round(_pct(lags, 99), 1),
+                        "stall_max_ms": round(max(lags), 1),
+                        "ready_p50": round(_pct([r for _, r in inside], 50)),
+                        "ready_max": max(r for _, r in inside),
+                    }
+                )
+        return out
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -24,6 +24,12 @@ were written, seconds from the drain's start) and the process's peak RSS (hil/be
 The heap is settled (gateway/heap.py, as the runtime does once ready) before the drain unless
 `--no-settle`; `--sparkplug-batch N` sets the Sparkplug destination's `batch_records`.
 
+`--trace` adds where each alarm's time goes (the writer, the outbox's thread, the city uplink's read
+and publish, the subscriber), the store thread's calls (wall and CPU time), the loop's ready queue
+and the CPU of every process per window of the drain (hil/bench/_alarm_trace.py). Diagnoses:
+`--switch-interval-ms` (the GIL's switch interval here), `--nice-platform N` (the SCADA host and the
+city consumer at a lower priority; their work runs on other machines in the field).
+
 The platform side (the city and fire consumers, the events subscriber, the SCADA host decoding the
 Sparkplug payloads) runs in child processes, as a platform runs on other machines: in the gateway's
 process it took the loop from the gateway being measured. The drains are timed from the uplinks'
@@ -49,6 +55,7 @@ from citynerve.gateway.store import AsyncOutbox, Lane, OutboxWriter
 from citynerve.gateway.uplink import Uplink, UpstreamConfig
 from citynerve.gateway.uplink.config import SparkplugConfig
 from citynerve.gateway.uplink.sparkplug import SparkplugUplink
+from citynerve.hil.bench._alarm_trace import AlarmTrace, CpuShares
 from citynerve.hil.bench._northbound_probes import (
     GcPauses,
     LoopStalls,
@@ -159,8 +166,11 @@ class Child:
     """A platform-side process: started, waited for ("ready"), its JSON lines collected. `on_eof`:
     it finishes (printing a summary) when its stdin is closed; else it is terminated."""
 
-    def __init__(self, script: str, *args: str, on_eof: bool = True) -> None:
-        self.script, self.args, self.on_eof = script, args, on_eof
+    def __init__(self, script: str, *args: str, on_eof: bool = True, nice: int = 0) -> None:
+        # `nice`: the child lowers its own priority first (the platform's work that runs on other
+        # machines in the field; never the events subscriber, which measures the latency).
+        self.script = f"import os; os.nice({nice})\n{script}" if nice else script
+        self.args, self.on_eof = args, on_eof
         self.lines: list[Any] = []
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -205,6 +215,12 @@ class Child:
             await self._reader
 
 
+def pids(*brokers: MosquittoBroker, **children: Child) -> dict[str, int]:
+    out = {f"broker_{'ab'[i]}": b.proc.pid for i, b in enumerate(brokers) if b.proc is not None and b.running}
+    out.update({name: c._proc.pid for name, c in children.items() if c._proc is not None})
+    return out
+
+
 def lane(db: Path, name: str) -> LaneView | None:
     store = PlatformStore(db)
     try:
@@ -233,9 +249,9 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     del spark_msgs
     floor_us = protobuf_floor_us()
     sent_alarms = 0
-    platform = Child(PLATFORM, a.host, str(a.port), str(work))
+    platform = Child(PLATFORM, a.host, str(a.port), str(work), nice=args.nice_platform)
     events = Child(EVENTS, a.host, str(a.port), f"citynerve/{GW}/events", on_eof=False)
-    host = Child(SCADA_HOST, b.host, str(b.port), str(n))
+    host = Child(SCADA_HOST, b.host, str(b.port), str(n), nice=args.nice_platform)
     done_at: dict[str, float] = {}
     sparkplug = {"primary_host_id": "scada-host", "batch_records": batch_records}
     try:
@@ -268,6 +284,10 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             if not args.no_settle:
                 settle_heap()  # as the runtime does once it is ready
             stalls = LoopStalls()
+            trace, cpu = AlarmTrace(), CpuShares()
+            if args.trace:
+                trace.install(ob, city)
+                cpu.start(lambda: pids(a, b, platform=platform, events=events, scada_host=host))
             probe = asyncio.create_task(stalls.run())
             gc_pauses = GcPauses().__enter__()
             t0, wall_t0 = time.perf_counter(), time.time()
@@ -308,6 +328,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                             done_at[dest] = now
             finally:
                 gc_pauses.__exit__()
+                cpu.stop()
                 await stop_task(probe)
                 await stop_task(stask)
                 for u in (city, fire):
@@ -381,6 +402,16 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     out["loop_stalls"] = stalls.summary()
     out["gc"] = gc_pauses.summary()
     out["max_rss_mib"] = max_rss_mib()
+    if args.trace:
+        # Windows: the city's drain, until broker B is back, the Sparkplug catch-up, the rest.
+        scada_done = done_at.get("scada", args.outage_s + 1)
+        edges = sorted({0.0, done_at.get("city", 1.0), args.outage_s, scada_done})
+        edges.append(edges[-1] + 5.0)
+        out["trace"] = {
+            "alarm_phases_ms": trace.breakdown(events.lines, wall_t0),
+            "loop": stalls.windows(edges),
+            "cpu": cpu.windows(edges),
+        }
     out["city_ratio_to_bare"] = (
         round(out["destinations"]["city"]["readings_per_s"] / bare, 3)
         if out["destinations"]["city"]["readings_per_s"]
@@ -397,7 +428,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--sparkplug-batch", type=int, default=0, help="batch_records (default: the config's)")
     ap.add_argument("--no-settle", action="store_true", help="no settle_heap() (gc.freeze)")
+    ap.add_argument(
+        "--trace", action="store_true", help="where the alarms' time goes (hil/bench/_alarm_trace.py)"
+    )
+    ap.add_argument(
+        "--switch-interval-ms",
+        type=float,
+        default=0.0,
+        help="sys.setswitchinterval here (a diagnosis of the GIL's hand-over; default: Python's 5 ms)",
+    )
+    ap.add_argument(
+        "--nice-platform",
+        type=int,
+        default=0,
+        help="os.nice() in the SCADA host and city consumer children (elsewhere in the field)",
+    )
     args = ap.parse_args(argv)
+    if args.switch_interval_ms:
+        sys.setswitchinterval(args.switch_interval_ms / 1000)
     work = Path(tempfile.mkdtemp(prefix="northbound-"))
     try:
         out = asyncio.run(run(args, work))

@@ -31,6 +31,7 @@ from citynerve.gateway.uplink.sparkplug import (
     PointSpec,
     SparkplugSession,
     StoredRecord,
+    _session,
 )
 from citynerve.gateway.uplink.sparkplug._session import PART_RECORDS, by_device
 from citynerve.hil.platform import MosquittoBroker
@@ -343,6 +344,23 @@ def test_one_device_s_backlog_is_encoded_in_parts() -> None:
     parts = by_device(batch)
     assert [len(p) for p in parts] == [PART_RECORDS, PART_RECORDS, 200]
     assert [r.seq for p in parts for r in p] == list(range(1, 1_201))
+
+
+async def test_a_catch_up_pauses_after_busy_s_and_only_then(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Yielding alone between device parts left the loop no idle moment, and the outbox's thread
+    # (every destination's alarm commits) waited for the interpreter lock: after BUSY_S of the loop
+    # the rounds sleep IDLE_S; before it, they only yield.
+    session = SparkplugSession(edge_node(), asyncio.Queue(), host="127.0.0.1", port=1)
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(_session, "BUSY_S", 0.0)
+    t = loop.time()
+    await session._breathe()
+    assert loop.time() - t >= _session.IDLE_S * 0.99
+    paused_at = session._busy_since
+    assert paused_at > 0
+    monkeypatch.setattr(_session, "BUSY_S", 3600.0)
+    await session._breathe()
+    assert session._busy_since == paused_at  # a yield, no pause
 
 
 async def test_a_broker_that_stops_answering_ends_the_session_and_the_batches_go_again(

@@ -9,7 +9,9 @@ waiting for their PUBACKs while the next one is encoded (stop-and-wait paid a br
 PUBACK, Nagle's algorithm on its side, once per batch: about 8,500 readings/s). `on_sent` is called
 for the batches in their order, each once all its messages are acknowledged; a batch stays in
 `pending` until then, and the batches a lost connection cut go out again, first and in order, in
-the next session (as historical data, they are older than that session).
+the next session (as historical data, they are older than that session). A catch-up pauses 2 ms
+after every 5 ms of the loop (`BUSY_S`, `IDLE_S`): other threads, the outbox's first, need a loop
+that is sometimes idle.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import contextlib
 import logging
 import math
 import ssl
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
@@ -49,6 +52,14 @@ def by_device(batch: Sequence[StoredRecord]) -> list[list[StoredRecord]]:
     for stored in batch:
         parts.setdefault(stored.record.device_id, []).append(stored)
     return [part[i : i + PART_RECORDS] for part in parts.values() for i in range(0, len(part), PART_RECORDS)]
+
+
+BUSY_S = 0.005
+"""A catch-up takes the loop for about this long at most, then pauses IDLE_S. Yielding alone
+(`sleep(0)`) left the loop no idle moment: the outbox's thread, which every destination's alarms go
+through (their commit, the uplinks' reads), then waited for the interpreter lock, tens of ms per
+call (docs/benchmarks.md, "2026-12-06 session 9"). In the pause the loop goes idle and it runs."""
+IDLE_S = 0.002
 
 
 class _HostOffline(Exception):
@@ -112,6 +123,7 @@ class SparkplugSession:
         self._born = asyncio.Event()
         self._lock = asyncio.Lock()  # births and data take seqs in publish order
         self._task: asyncio.Task[None] | None = None
+        self._busy_since = 0.0  # monotonic end of the last pause (`_breathe`)
         if bd_seq_file is not None:
             node.next_bd_seq = bd_seq_file.load()
 
@@ -266,12 +278,20 @@ class SparkplugSession:
                                 m.topic, m.payload, qos=m.qos, retain=m.retain, timeout=math.inf
                             )
                             publishes.append(tg.create_task(publish))
-                        await asyncio.sleep(0)
+                        await self._breathe()
                 previous = tg.create_task(self._settle(batch, publishes, previous, window))
                 # Let this batch's publishes and everything else on the loop (the other
                 # destinations' alarms) run before the next batch is encoded: without it a full
                 # window (encoding and a few hundred publishes) ran as one block of the loop.
                 await asyncio.sleep(0)
+
+    async def _breathe(self) -> None:
+        """Between device parts: the loop runs the others; after BUSY_S, a pause of IDLE_S."""
+        if time.monotonic() - self._busy_since < BUSY_S:
+            await asyncio.sleep(0)
+            return
+        await asyncio.sleep(IDLE_S)
+        self._busy_since = time.monotonic()
 
     async def _settle(
         self,
