@@ -144,8 +144,7 @@ async def test_births_data_device_death_and_rebirth(
     session = SparkplugSession(
         edge_node(),
         queue,
-        host=broker.host,
-        port=broker.port,
+        brokers=[broker.url],
         primary_host_id=HOST_ID,
         bd_seq_file=bd_file,
         on_sent=lambda recs: sent.extend(r.seq for r in recs),
@@ -203,7 +202,7 @@ async def test_publishes_only_while_the_primary_host_is_online(broker: Mosquitto
     queue: asyncio.Queue[StoredRecord] = asyncio.Queue()
     queue.put_nowait(reading(1, 1.0, time.time() + 3600))  # stamped after the session began: live
     node = edge_node()
-    session = SparkplugSession(node, queue, host=broker.host, port=broker.port, primary_host_id=HOST_ID)
+    session = SparkplugSession(node, queue, brokers=[broker.url], primary_host_id=HOST_ID)
     async with session as s:
         # The host is not online (no STATE yet): the session is connected but births nothing. Its
         # subscriptions are in place once a retained offline STATE reaches it and is acted on:
@@ -253,7 +252,7 @@ EDGE_PROCESS = textwrap.dedent(
     async def main() -> None:
         node = EdgeNode(group_id="city", edge_node_id="gw-1",
                         devices=[DeviceSpec("meter-1", (PointSpec("v", DataType.DOUBLE),))], bd_seq=42)
-        async with SparkplugSession(node, asyncio.Queue(), host="127.0.0.1", port=int(sys.argv[1])):
+        async with SparkplugSession(node, asyncio.Queue(), brokers=["mqtt://127.0.0.1:" + sys.argv[1]]):
             await asyncio.Event().wait()
 
     asyncio.run(main())
@@ -289,8 +288,7 @@ async def test_batches_are_pipelined_and_settle_in_order(broker: MosquittoBroker
     session = SparkplugSession(
         edge_node(),
         queue,
-        host=broker.host,
-        port=broker.port,
+        brokers=[broker.url],
         batch_records=10,
         window_batches=4,
         on_sent=lambda recs: (sent.extend(r.seq for r in recs), in_flight.append(len(session.pending))),
@@ -323,8 +321,7 @@ async def test_a_batch_goes_out_device_by_device(broker: MosquittoBroker, host: 
     async with SparkplugSession(
         node,
         queue,
-        host=broker.host,
-        port=broker.port,
+        brokers=[broker.url],
         batch_records=40,
         on_sent=lambda r: sent.extend(x.seq for x in r),
     ):
@@ -356,8 +353,7 @@ async def test_a_broker_that_stops_answering_ends_the_session_and_the_batches_go
     session = SparkplugSession(
         edge_node(),
         queue,
-        host=broker.host,
-        port=broker.port,
+        brokers=[broker.url],
         batch_records=10,
         puback_timeout_s=1.0,
         on_sent=lambda recs: sent.extend(r.seq for r in recs),
