@@ -212,8 +212,10 @@ class SparkplugSession:
                 "sparkplug: primary host %s offline on %s: session ended", self.primary_host_id, broker
             )
         except* (*LINK_ERRORS, GatewayError) as group:  # GatewayError: credentials, TLS files
-            self.last_error = f"{broker}: {describe_link_error(group)}"  # the first, out of nested groups
-            log.warning("sparkplug: %s", self.last_error)
+            error = f"{broker}: {describe_link_error(group)}"  # the first, out of nested groups
+            if error != self.last_error:  # a broker down for hours: one line, as the JSON uplink
+                log.warning("sparkplug: %s", error)
+            self.last_error = error
         self._born.clear()
         if end is _End.FAILED:
             self.connect_failures += 1
