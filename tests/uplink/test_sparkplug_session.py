@@ -372,3 +372,33 @@ async def test_a_broker_that_stops_answering_ends_the_session_and_the_batches_go
         await eventually(lambda: len(sent) == 50)
     assert sent == list(range(1, 51))
     assert session.sessions >= 2
+
+
+async def test_the_primary_host_offline_sends_the_node_to_the_next_broker(
+    broker: MosquittoBroker, host: Host, tmp_path: Path
+) -> None:
+    # Sparkplug 3.0: an edge node whose primary host goes offline on its server disconnects and
+    # connects to the next server of its list. The host is online on both brokers; it leaves the
+    # first: NDEATH there, then a new session (bdSeq + 1) births on the second and the data follows.
+    (tmp_path / "b").mkdir()
+    second = MosquittoBroker(workdir=tmp_path / "b")
+    second.start()
+    try:
+        async with Host(second) as host_b:
+            await host.state(True, 1000)
+            await host_b.state(True, 1000)
+            queue: asyncio.Queue[StoredRecord] = asyncio.Queue()
+            brokers = [broker.url, second.url]
+            async with SparkplugSession(edge_node(), queue, brokers=brokers, primary_host_id=HOST_ID) as s:
+                nbirth = await host.wait_for(verb("NBIRTH"))
+                assert s.broker.port == broker.port and host_b.seen == []
+                await host.state(False, 2000)
+                ndeath = await host.wait_for(verb("NDEATH"), after=nbirth)
+                born_b = await host_b.wait_for(verb("NBIRTH"))
+                assert bd_seq_of(host_b.seen[born_b]) == (bd_seq_of(host.seen[ndeath]) + 1) % 256
+                assert s.broker.port == second.port
+                queue.put_nowait(reading(1, 1.0, time.time() + 3600))
+                await host_b.wait_for(verb("DDATA"), after=born_b)
+                assert host.verbs(ndeath + 1) == []  # nothing more on the first broker
+    finally:
+        second.close()

@@ -186,6 +186,8 @@ class SparkplugSession:
         if self.bd_seq_file is not None:
             await asyncio.to_thread(self.bd_seq_file.save, self.node.next_bd_seq)
         self.sessions += 1
+        if broker != self.broker:  # STATE timestamps are compared with the same server's only
+            self.host_state_ts = -1
         self.broker = broker
         self._born.clear()
         self.host_online = self.primary_host_id is None
