@@ -149,6 +149,8 @@ def retrieve_exception(fut: asyncio.Future[Any]) -> None:
 
 
 LINK_ERRORS = (aiomqtt.MqttError, OSError, TimeoutError)
+STABLE_SESSION_S = 5.0
+"""A session this long resets the backoff and sends the next connect to the preferred (first) broker."""
 
 
 def drop_leaked_cancel(before: int) -> None:

@@ -26,6 +26,7 @@ from citynerve.gateway.store import AsyncOutbox, Lane, OutboxRow
 from citynerve.gateway.uplink._acks import LANES, UplinkAcks, _InFlight, ack_key
 from citynerve.gateway.uplink._connection import (
     LINK_ERRORS,
+    STABLE_SESSION_S,
     Backoff,
     RateLimiter,
     describe_link_error,
@@ -50,7 +51,6 @@ log = logging.getLogger(__name__)
 # alarm p99 of 163 ms in the drain benchmark, 4,000 35 ms at a higher drain rate).
 PEEK_READINGS = 4_000
 EVENTS_PER_MESSAGE = 50
-STABLE_SESSION_S = 5.0  # a session this long resets the backoff
 
 
 class _SessionLost(Exception):

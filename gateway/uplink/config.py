@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from citynerve.gateway.api import STRICT, ConfigError, ConfigIssue, FiniteFloat, SecretPath
 
@@ -250,6 +250,16 @@ class UpstreamConfig(_Model):
     def _urls(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for url in v:
             parse_broker_url(url)
+        return v
+
+    @field_validator("e2e_ack")
+    @classmethod
+    def _e2e_encoding(cls, v: bool, info: ValidationInfo) -> bool:
+        if v and info.data.get("encoding") == "sparkplug-b":
+            raise ValueError(
+                "false with encoding = sparkplug-b: Sparkplug has no platform acks, rows leave the "
+                "outbox on the broker's PUBACK (docs/sparkplug.md)"
+            )
         return v
 
     @model_validator(mode="after")

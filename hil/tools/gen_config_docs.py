@@ -168,7 +168,8 @@ MEANING = {
     "max_batch_readings": "most readings in one uplink message",
     "max_batch_bytes": "largest uplink message",
     "replay_burst": "messages sent back to back when a backlog is replayed",
-    "e2e_ack": "wait for the platform's end-to-end acknowledgement before a message leaves the outbox",
+    "e2e_ack": "wait for the platform's end-to-end acknowledgement before a message leaves the outbox "
+    "(json-v1; refused with sparkplug-b)",
     "status_interval_s": "seconds between status messages",
     "backend": "BLE stack: bleak (BlueZ) or bumble (a virtual or USB radio)",
     "format": "how the raw bytes become a value (bcd, binary, ascii, datetime)",

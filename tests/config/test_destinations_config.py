@@ -69,3 +69,29 @@ sparkplug = { group_id = "district-7", primary_host_id = "scada-main" }
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert any(i.path == "upstream[1].sparkplug.group_id" for i in err.value.issues)
+
+
+def test_e2e_ack_on_a_sparkplug_destination_is_refused(tmp_path: Path) -> None:
+    # Sparkplug has no platform acks here: `e2e_ack = true` would be silently ignored, so the
+    # loader refuses it with the key path; on a JSON v1 destination it stays valid.
+    path = tmp_path / "gw.toml"
+    path.write_text(
+        HEAD
+        + """
+[[upstream]]
+id = "city"
+brokers = ["mqtt://127.0.0.1:1883"]
+e2e_ack = true
+
+[[upstream]]
+id = "scada"
+brokers = ["mqtt://127.0.0.1:1884"]
+encoding = "sparkplug-b"
+e2e_ack = true
+"""
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    paths = [i.path for i in err.value.issues]
+    assert paths == ["upstream[1].e2e_ack"], err.value.issues
+    assert "sparkplug-b" in err.value.issues[0].message

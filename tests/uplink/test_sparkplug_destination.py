@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +40,13 @@ class Host:
         await stop_task(self._task)
 
     async def _run(self) -> None:
-        async with aiomqtt.Client(self.broker.host, self.broker.port, identifier="host") as client:
-            await client.subscribe("spBv1.0/#", qos=1)
-            self._ready.set()
-            async for m in client.messages:
-                assert isinstance(m.payload, bytes)
-                self.seen.append((str(m.topic), Payload.FromString(m.payload)))
+        with contextlib.suppress(aiomqtt.MqttError):  # the broker may be stopped under it
+            async with aiomqtt.Client(self.broker.host, self.broker.port, identifier="host") as client:
+                await client.subscribe("spBv1.0/#", qos=1)
+                self._ready.set()
+                async for m in client.messages:
+                    assert isinstance(m.payload, bytes)
+                    self.seen.append((str(m.topic), Payload.FromString(m.payload)))
 
     def seqs(self) -> list[int]:
         """The outbox seqs carried by data and alarm metrics (properties epoch, seq)."""
@@ -106,15 +108,145 @@ async def test_sparkplug_destination_next_to_json_loses_nothing(tmp_path: Path) 
         broker.close()
 
 
+async def _carried(host: Host, seqs: set[int]) -> bool:
+    """The host has every one of `seqs` (a PUBACK can come before the subscriber has the message)."""
+    return seqs <= set(host.seqs())
+
+
 class _Slice:
     def __init__(self, seen: list[tuple[str, Any]]) -> None:
         self.seen = seen
 
 
-async def _position(ob: AsyncOutbox, lane: Lane, seq: int) -> bool:
+async def _position(ob: AsyncOutbox, lane: Lane, seq: int, destination: str = "scada") -> bool:
     from citynerve.gateway.store import position_key
 
-    raw = await ob.get(position_key("scada", lane))
+    raw = await ob.get(position_key(destination, lane))
     with contextlib.suppress(ValueError, TypeError):
         return int(raw or 0) >= seq
     return False
+
+
+async def test_rows_the_filter_leaves_out_are_settled(tmp_path: Path) -> None:
+    # The JSON v1 rule: rows a filter leaves out are covered by the destination's position once
+    # everything before them is acknowledged, so the outbox can delete them when the other
+    # destinations have them. "nobody" wants nothing at all; "pumps" wants wm-2's readings only,
+    # and the last readings (wm-1) come after them.
+    broker = MosquittoBroker(workdir=tmp_path)
+    broker.start()
+    try:
+        async with AsyncOutbox(tmp_path / "outbox.sqlite", synchronous="normal") as ob, Host(broker) as host:
+            # registered as make_uplinks does: the lanes of each filter
+            await ob.set_destinations(
+                {"city": tuple(Lane), "nobody": tuple(Lane), "pumps": (Lane.TELEMETRY,)}
+            )
+            rows = readings(100) + readings(100, start=100, device="wm-2") + readings(50, start=200)
+            await ob.append(rows, [alarm(1)])  # seqs 1-250 readings, 251 the alarm
+            nobody = upstream(
+                broker,
+                id="nobody",
+                encoding="sparkplug-b",
+                filter={"min_severity": "critical", "devices": ["nobody"]},
+            )
+            pumps = upstream(
+                broker,
+                id="pumps",
+                encoding="sparkplug-b",
+                filter={"devices": ["wm-2"], "lanes": ["telemetry"]},
+            )
+            ups = [
+                SparkplugUplink(cfg, gateway_id=GW, outbox=ob, devices={}, state_dir=tmp_path)
+                for cfg in (nobody, pumps)
+            ]
+            tasks = [asyncio.create_task(u.run()) for u in ups]
+            try:
+                await wait_for(lambda: _position(ob, Lane.TELEMETRY, 250, "nobody"), timeout_s=30)
+                await wait_for(lambda: _position(ob, Lane.TELEMETRY, 250, "pumps"), timeout_s=30)
+                await wait_for(lambda: _position(ob, Lane.EVENT, 251, "nobody"), timeout_s=30)
+                stats = await ob.destination_stats()
+                assert stats["nobody"]["backlog"] == {"event": 0, "telemetry": 0}
+                assert stats["pumps"]["backlog"] == {"telemetry": 0}
+                # The city acknowledges: every row leaves the outbox.
+                await ob.ack(Lane.TELEMETRY, 250, destination="city")
+                await ob.ack(Lane.EVENT, 251, destination="city")
+                assert all(lane.rows == 0 for lane in (await ob.stats()).lanes)
+            finally:
+                for t in tasks:
+                    await stop_task(t)
+            # What went out: wm-2's readings (seqs 101-200) for "pumps", nothing for "nobody".
+            await wait_for(lambda: _carried(host, set(range(101, 201))), timeout_s=30)
+            assert sorted(set(host.seqs())) == list(range(101, 201))
+            assert ups[0].snapshot().published_rows == {"records": 0}
+    finally:
+        broker.close()
+
+
+async def test_failover_to_the_next_broker(tmp_path: Path) -> None:
+    # brokers = [a, b]: a is down, so the destination is born on b; b then stops mid-session and a
+    # is back: the destination moves to a (the JSON v1 uplink's failover), nothing is lost.
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, b = MosquittoBroker(workdir=tmp_path / "a"), MosquittoBroker(workdir=tmp_path / "b")
+    a.start()
+    a.stop()
+    b.start()
+    try:
+        async with AsyncOutbox(tmp_path / "outbox.sqlite", synchronous="normal") as ob:
+            await ob.set_destinations({"scada": tuple(Lane)})
+            await ob.append(readings(50), [])
+            cfg = upstream(a, id="scada", encoding="sparkplug-b", brokers=[a.url, b.url])
+            up = SparkplugUplink(cfg, gateway_id=GW, outbox=ob, devices={}, state_dir=tmp_path)
+            async with Host(b) as host_b:
+                task = asyncio.create_task(up.run())
+                try:
+                    await wait_for(lambda: _position(ob, Lane.TELEMETRY, 50), timeout_s=30)
+                    await wait_for(lambda: _carried(host_b, set(range(1, 51))), timeout_s=30)
+                    assert sorted(set(host_b.seqs())) == list(range(1, 51))
+                    assert up.snapshot().broker == b.url and up.snapshot().connect_failures >= 1
+                    a.start()
+                    async with Host(a) as host_a:
+                        b.stop()
+                        await ob.append(readings(30, start=50), [])
+                        await wait_for(lambda: _position(ob, Lane.TELEMETRY, 80), timeout_s=30)
+                        await wait_for(lambda: _carried(host_a, set(range(51, 81))), timeout_s=30)
+                        assert host_a.verbs()[0] == "NBIRTH" and up.snapshot().broker == a.url
+                finally:
+                    await stop_task(task)
+    finally:
+        a.close()
+        b.close()
+
+
+async def test_the_backlog_is_paced_by_replay_max_msgs_per_s(tmp_path: Path) -> None:
+    # 200 readings queued before the start, 10 per round: about 20 DDATA at 20 messages/s, burst 1.
+    # The token bucket makes the N-th message wait (N - 1) / rate at least: a lower bound only.
+    broker = MosquittoBroker(workdir=tmp_path)
+    broker.start()
+    try:
+        async with AsyncOutbox(tmp_path / "outbox.sqlite", synchronous="normal") as ob, Host(broker) as host:
+            await ob.set_destinations({"scada": tuple(Lane)})
+            await ob.append(readings(200), [])
+            rate = 20.0
+            cfg = upstream(
+                broker,
+                id="scada",
+                encoding="sparkplug-b",
+                sparkplug={"batch_records": 10},
+                replay_max_msgs_per_s=rate,
+                replay_burst=1,
+            )
+            up = SparkplugUplink(cfg, gateway_id=GW, outbox=ob, devices={}, state_dir=tmp_path)
+            started = time.monotonic()
+            task = asyncio.create_task(up.run())
+            try:
+                await wait_for(lambda: _position(ob, Lane.TELEMETRY, 200), timeout_s=30)
+                elapsed = time.monotonic() - started
+            finally:
+                await stop_task(task)
+            await wait_for(lambda: _carried(host, set(range(1, 201))), timeout_s=30)
+            ddata = host.verbs().count("DDATA")  # each one a message the limiter counted
+            assert ddata >= 20
+            # Every message but the burst's and the last round's waited for its token.
+            assert elapsed >= (ddata - 2) / rate, (elapsed, ddata)
+    finally:
+        broker.close()

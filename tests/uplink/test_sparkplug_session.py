@@ -145,8 +145,7 @@ async def test_births_data_device_death_and_rebirth(
     session = SparkplugSession(
         edge_node(),
         queue,
-        host=broker.host,
-        port=broker.port,
+        brokers=[broker.url],
         primary_host_id=HOST_ID,
         bd_seq_file=bd_file,
         on_sent=lambda recs: sent.extend(r.seq for r in recs),
@@ -204,7 +203,7 @@ async def test_publishes_only_while_the_primary_host_is_online(broker: Mosquitto
     queue: asyncio.Queue[StoredRecord] = asyncio.Queue()
     queue.put_nowait(reading(1, 1.0, time.time() + 3600))  # stamped after the session began: live
     node = edge_node()
-    session = SparkplugSession(node, queue, host=broker.host, port=broker.port, primary_host_id=HOST_ID)
+    session = SparkplugSession(node, queue, brokers=[broker.url], primary_host_id=HOST_ID)
     async with session as s:
         # The host is not online (no STATE yet): the session is connected but births nothing. Its
         # subscriptions are in place once a retained offline STATE reaches it and is acted on:
@@ -254,7 +253,7 @@ EDGE_PROCESS = textwrap.dedent(
     async def main() -> None:
         node = EdgeNode(group_id="city", edge_node_id="gw-1",
                         devices=[DeviceSpec("meter-1", (PointSpec("v", DataType.DOUBLE),))], bd_seq=42)
-        async with SparkplugSession(node, asyncio.Queue(), host="127.0.0.1", port=int(sys.argv[1])):
+        async with SparkplugSession(node, asyncio.Queue(), brokers=["mqtt://127.0.0.1:" + sys.argv[1]]):
             await asyncio.Event().wait()
 
     asyncio.run(main())
@@ -290,8 +289,7 @@ async def test_batches_are_pipelined_and_settle_in_order(broker: MosquittoBroker
     session = SparkplugSession(
         edge_node(),
         queue,
-        host=broker.host,
-        port=broker.port,
+        brokers=[broker.url],
         batch_records=10,
         window_batches=4,
         on_sent=lambda recs: (sent.extend(r.seq for r in recs), in_flight.append(len(session.pending))),
@@ -324,8 +322,7 @@ async def test_a_batch_goes_out_device_by_device(broker: MosquittoBroker, host: 
     async with SparkplugSession(
         node,
         queue,
-        host=broker.host,
-        port=broker.port,
+        brokers=[broker.url],
         batch_records=40,
         on_sent=lambda r: sent.extend(x.seq for x in r),
     ):
@@ -350,7 +347,7 @@ async def test_a_catch_up_pauses_after_busy_s_and_only_then(monkeypatch: pytest.
     # Yielding alone between device parts left the loop no idle moment, and the outbox's thread
     # (every destination's alarm commits) waited for the interpreter lock: after BUSY_S of the loop
     # the rounds sleep IDLE_S; before it, they only yield.
-    session = SparkplugSession(edge_node(), asyncio.Queue(), host="127.0.0.1", port=1)
+    session = SparkplugSession(edge_node(), asyncio.Queue(), brokers=["mqtt://127.0.0.1:1"])
     loop = asyncio.get_running_loop()
     monkeypatch.setattr(_session, "BUSY_S", 0.0)
     t = loop.time()
@@ -374,8 +371,7 @@ async def test_a_broker_that_stops_answering_ends_the_session_and_the_batches_go
     session = SparkplugSession(
         edge_node(),
         queue,
-        host=broker.host,
-        port=broker.port,
+        brokers=[broker.url],
         batch_records=10,
         puback_timeout_s=1.0,
         on_sent=lambda recs: sent.extend(r.seq for r in recs),
@@ -394,3 +390,33 @@ async def test_a_broker_that_stops_answering_ends_the_session_and_the_batches_go
         await eventually(lambda: len(sent) == 50)
     assert sent == list(range(1, 51))
     assert session.sessions >= 2
+
+
+async def test_the_primary_host_offline_sends_the_node_to_the_next_broker(
+    broker: MosquittoBroker, host: Host, tmp_path: Path
+) -> None:
+    # Sparkplug 3.0: an edge node whose primary host goes offline on its server disconnects and
+    # connects to the next server of its list. The host is online on both brokers; it leaves the
+    # first: NDEATH there, then a new session (bdSeq + 1) births on the second and the data follows.
+    (tmp_path / "b").mkdir()
+    second = MosquittoBroker(workdir=tmp_path / "b")
+    second.start()
+    try:
+        async with Host(second) as host_b:
+            await host.state(True, 1000)
+            await host_b.state(True, 1000)
+            queue: asyncio.Queue[StoredRecord] = asyncio.Queue()
+            brokers = [broker.url, second.url]
+            async with SparkplugSession(edge_node(), queue, brokers=brokers, primary_host_id=HOST_ID) as s:
+                nbirth = await host.wait_for(verb("NBIRTH"))
+                assert s.broker.port == broker.port and host_b.seen == []
+                await host.state(False, 2000)
+                ndeath = await host.wait_for(verb("NDEATH"), after=nbirth)
+                born_b = await host_b.wait_for(verb("NBIRTH"))
+                assert bd_seq_of(host_b.seen[born_b]) == (bd_seq_of(host.seen[ndeath]) + 1) % 256
+                assert s.broker.port == second.port
+                queue.put_nowait(reading(1, 1.0, time.time() + 3600))
+                await host_b.wait_for(verb("DDATA"), after=born_b)
+                assert host.verbs(ndeath + 1) == []  # nothing more on the first broker
+    finally:
+        second.close()

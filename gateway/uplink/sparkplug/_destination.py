@@ -7,6 +7,9 @@ QoS 1 (a few batches in flight) and, once a batch's publishes are acknowledged b
 the batches before it), the position advances to the last seq of each lane in the batch. Rows
 published but not acknowledged when the process dies are sent again after the restart (as
 historical data, with the same epoch and seq): a duplicate a platform recognises, never a gap.
+Rows the filter leaves out are settled like the JSON v1 uplink's (`_settled`). The connection
+follows the JSON v1 uplink too: its client (`make_client`), the broker list in failover order with
+`backoff`, `replay_max_msgs_per_s` for the backlog; `enabled = false` starts nothing.
 """
 
 from __future__ import annotations
@@ -18,14 +21,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from citynerve.gateway.api import DeviceConfig, Event, Reading
+import aiomqtt
+
+from citynerve.gateway.api import ConfigError, ConfigIssue, DeviceConfig, Event, Reading
 from citynerve.gateway.store import AsyncOutbox, Lane, position_key
-from citynerve.gateway.uplink._connection import tls_context
-from citynerve.gateway.uplink.config import UpstreamConfig, parse_broker_url
+from citynerve.gateway.uplink._connection import Backoff, RateLimiter, make_client
+from citynerve.gateway.uplink.config import BrokerUrl, UpstreamConfig
 from citynerve.gateway.uplink.destinations import DestinationFilter
+from citynerve.gateway.uplink.encoding import MqttMessage
 from citynerve.gateway.uplink.sparkplug._bdseq import BdSeqFile
 from citynerve.gateway.uplink.sparkplug._devices import device_spec
-from citynerve.gateway.uplink.sparkplug._node import EdgeNode, StoredRecord
+from citynerve.gateway.uplink.sparkplug._node import EdgeNode, SparkplugMessage, StoredRecord
 from citynerve.gateway.uplink.sparkplug._session import SparkplugSession
 from citynerve.gateway.uplink.state import LinkState, UplinkState
 
@@ -59,64 +65,93 @@ class SparkplugUplink:
             devices=[device_spec(d) for d in devices.values() if d.enabled],
             data_qos=sp.data_qos,
         )
-        broker = parse_broker_url(config.brokers[0])
-        password = config.password()
         self._queue: asyncio.Queue[StoredRecord] = asyncio.Queue(QUEUE_RECORDS)
+        self._client_id = config.effective_client_id(gateway_id)
+        b = config.backoff
         self.session = SparkplugSession(
             self.node,
             self._queue,
-            host=broker.host,
-            port=broker.port,
+            brokers=config.brokers,
+            connect=self._client,
             primary_host_id=sp.primary_host_id,
             bd_seq_file=BdSeqFile(state_dir / f"sparkplug-{config.id}.bdseq"),
-            client_id=config.effective_client_id(gateway_id),
-            username=config.username,
-            password=password.get_secret_value() if password is not None else None,
-            keepalive_s=config.keepalive_s,
+            client_id=self._client_id,
             batch_records=sp.batch_records,
             max_inflight=config.max_inflight,
+            backoff=Backoff(b.initial_s, b.max_s, b.jitter),
+            replay=RateLimiter(config.replay_max_msgs_per_s, config.replay_burst),
             on_sent=self._sent,
-            tls_context=tls_context(config.tls) if broker.tls else None,
         )
-        self._read = {lane: 0 for lane in Lane}  # queued up to this seq
-        self._acked = {lane: 0 for lane in Lane}
+        self._read = {lane: 0 for lane in Lane}  # read up to this seq (its wanted rows queued)
+        self._queued = {lane: 0 for lane in Lane}  # the last seq queued
+        self._delivered = {lane: 0 for lane in Lane}  # the last seq the broker acknowledged
+        self._acked = {lane: 0 for lane in Lane}  # the destination's position in the outbox
         self._replay_until = 0
         self._ack_wake = asyncio.Event()
         self._rows = asyncio.Event()  # the outbox committed rows (its on_commit)
-        self._pending_ack: dict[Lane, int] = {}
         self._published = 0
+        self._running = False
+
+    def _client(self, broker: BrokerUrl, will: SparkplugMessage) -> aiomqtt.Client:
+        """The session's MQTT client, built like the JSON v1 uplink's (`make_client`): protocol,
+        credentials read now, TLS for mqtts://, connect timeout; a clean session, as Sparkplug asks."""
+        try:
+            return make_client(
+                self.config,
+                broker,
+                client_id=self._client_id,
+                will=MqttMessage(will.topic, will.payload, will.qos, will.retain),
+            )
+        except (OSError, ValueError) as err:  # TLS files unreadable or bad
+            issue = ConfigIssue("<config>", "upstream.tls", f"{self.destination}: cannot set up TLS: {err}")
+            raise ConfigError([issue]) from err
 
     async def run(self) -> None:
+        """Publish until cancelled. With `enabled = false` it returns at once, as the JSON v1
+        uplink does (the outbox does not wait for a disabled destination)."""
+        if not self.config.enabled:
+            log.info("sparkplug[%s]: disabled in [[upstream]]; not started", self.destination)
+            return
         for lane in Lane:
             with contextlib.suppress(ValueError, TypeError):
                 raw = await self._outbox.get(position_key(self.destination, lane))
                 self._acked[lane] = self._read[lane] = int(raw) if raw else 0
         self._replay_until = self._outbox.next_seq - 1
         self._outbox.on_commit(self._on_commit)
+        self._running = True
         try:
             async with self.session, asyncio.TaskGroup() as tg:
                 tg.create_task(self._acks(), name=f"sparkplug[{self.destination}].acks")
                 await self._feed()
         finally:
+            self._running = False
             self._outbox.remove_on_commit(self._on_commit)
 
     def _on_commit(self, lane: Lane, seq: int) -> None:
         self._rows.set()
 
     def _sent(self, records: Sequence[StoredRecord]) -> None:
-        """The session's publishes of `records` are acknowledged: advance the positions."""
+        """The session's publishes of `records` are acknowledged: the positions may advance."""
         self._published += len(records)
         for rec in records:
             lane = Lane.EVENT if isinstance(rec.record, Event) else Lane.TELEMETRY
-            self._pending_ack[lane] = max(self._pending_ack.get(lane, 0), rec.seq)
+            self._delivered[lane] = max(self._delivered[lane], rec.seq)
         self._ack_wake.set()
+
+    def _settled(self, lane: Lane) -> int:
+        """The seq up to which every row of `lane` is acknowledged or left out by the filter. The
+        JSON v1 uplink's rule (`_skipped` in gateway/uplink/_uplink.py): rows left out after the
+        last record queued are settled once everything queued is acknowledged."""
+        if self._queued[lane] > self._delivered[lane]:
+            return self._delivered[lane]  # covers the left-out rows before it
+        return max(self._delivered[lane], self._read[lane])
 
     async def _acks(self) -> None:
         while True:
             await self._ack_wake.wait()
             self._ack_wake.clear()
-            todo, self._pending_ack = self._pending_ack, {}
-            for lane, upto in todo.items():
+            for lane in self._filter.lanes:
+                upto = self._settled(lane)
                 if upto > self._acked[lane]:
                     await self._outbox.ack(lane, upto, destination=self.destination)
                     self._acked[lane] = upto
@@ -132,34 +167,39 @@ class SparkplugUplink:
             if Lane.EVENT in self._filter.lanes:
                 rows = await self._outbox.peek(Lane.EVENT, after_seq=self._read[Lane.EVENT], limit=500)
                 if rows:
-                    self._read[Lane.EVENT] = rows[-1].seq
                     for row in self._filter.events(rows, self.destination):
                         await self._put(epoch, row.seq, row.record)
                         queued += 1
+                    self._read[Lane.EVENT] = rows[-1].seq  # after the puts: see `_settled`
+                    self._ack_wake.set()
                     continue  # events first, always
             if Lane.TELEMETRY in self._filter.lanes:
                 blocks = await self._outbox.peek_telemetry_blocks(
                     after_seq=self._read[Lane.TELEMETRY], max_readings=READ_READINGS
                 )
                 if blocks:
-                    self._read[Lane.TELEMETRY] = blocks[-1].last_seq
                     for block in self._filter.blocks(blocks):
                         for seq, reading in block.readings():
                             await self._put(epoch, seq, reading)
                             queued += 1
                         await asyncio.sleep(0)  # a block at a time: the loop is shared
+                    self._read[Lane.TELEMETRY] = blocks[-1].last_seq
+                    self._ack_wake.set()
+                    queued += 1  # read something: look again before waiting
             if not queued:
                 await self._rows.wait()
 
     async def _put(self, epoch: str, seq: int, record: Reading | Event) -> None:
         await self._queue.put(StoredRecord(epoch, seq, record, replayed=seq <= self._replay_until))
+        self._queued[Lane.EVENT if isinstance(record, Event) else Lane.TELEMETRY] = seq
 
     def snapshot(self) -> UplinkState:
-        born = self.node.born
+        born = self.node.born and self._running
+        state = LinkState.CONNECTED if born else LinkState.CONNECTING
         return UplinkState(
-            state=LinkState.CONNECTED if born else LinkState.CONNECTING,
+            state=state if self._running else LinkState.STOPPED,
             connected=born,
-            broker=self.config.brokers[0],
+            broker=str(self.session.broker),
             connected_since=None,
             published_msgs=self.session.births,
             published_rows={"records": self._published},
@@ -167,13 +207,13 @@ class SparkplugUplink:
             ack_seq={lane.name.lower(): seq for lane, seq in self._acked.items()},
             sent_seq={lane.name.lower(): seq for lane, seq in self._read.items()},
             reconnects=max(0, self.session.sessions - 1),
-            connect_failures=0,
+            connect_failures=self.session.connect_failures,
             last_error=self.session.last_error,
             last_error_ts=None,
             commands_accepted=0,
             commands_rejected=self.session.bad_inputs,
             e2e=False,
-            replaying=False,
+            replaying=born and self._read[Lane.TELEMETRY] < self._replay_until,
             extra=self._extra(),
         )
 

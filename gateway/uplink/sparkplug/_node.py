@@ -207,6 +207,10 @@ class EdgeNode:
         self._session_ms = None
         return self.death()
 
+    def historical(self, stored: StoredRecord) -> bool:
+        """Replayed from the backlog, or older than this session's births: historical data."""
+        return stored.replayed or (self._session_ms is not None and ms(stored.record.ts) < self._session_ms)
+
     def death(self) -> SparkplugMessage:
         """The NDEATH of the current session (the will, or published before a clean disconnect)."""
         if self.bd_seq is None:
@@ -326,7 +330,7 @@ class EdgeNode:
 
         for stored, dev, wanted in prepared:
             rec = stored.record
-            historical = stored.replayed or ms(rec.ts) < self._session_ms
+            historical = self.historical(stored)
             node_level = dev is self._node
             offline_event = isinstance(rec, Event) and rec.kind == OFFLINE_KIND and not node_level
             needs_birth = dev.undeclared or (not node_level and not dev.online)

@@ -12,23 +12,36 @@ for the batches in their order, each once all its messages are acknowledged; a b
 the next session (as historical data, they are older than that session). A catch-up pauses 2 ms
 after every 5 ms of the loop (`BUSY_S`, `IDLE_S`): other threads, the outbox's first, need a loop
 that is sometimes idle.
+
+The brokers are tried in their failover order (the next one when a connect fails, the link drops
+or, as Sparkplug 3.0 asks, the primary host goes offline on the current one; back to the first
+after a stable session). Batches with historical data are paced by a `RateLimiter`
+(`replay_max_msgs_per_s`, counted in MQTT messages like the JSON v1 uplink's replay).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import math
-import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
 import aiomqtt
 
-from citynerve.gateway.api import stop_task, utc_now
-from citynerve.gateway.uplink._connection import Backoff, describe_link_error, mark_disconnect_seen
+from citynerve.gateway.api import GatewayError, stop_task, utc_now
+from citynerve.gateway.uplink._connection import (
+    LINK_ERRORS,
+    STABLE_SESSION_S,
+    Backoff,
+    RateLimiter,
+    describe_link_error,
+    mark_disconnect_seen,
+)
+from citynerve.gateway.uplink.config import BrokerUrl, parse_broker_url
 from citynerve.gateway.uplink.sparkplug._bdseq import BdSeqFile
 from citynerve.gateway.uplink.sparkplug._inputs import SparkplugInputError
 from citynerve.gateway.uplink.sparkplug._node import EdgeNode, SparkplugMessage, StoredRecord
@@ -66,54 +79,64 @@ class _HostOffline(Exception):
     """The primary host went offline: this session ended with an NDEATH."""
 
 
+class _End(enum.Enum):
+    """How a session ended."""
+
+    FAILED = "no connection"
+    LOST = "the link ended"
+    HOST_OFFLINE = "the primary host went offline"
+
+
+ClientFactory = Callable[[BrokerUrl, SparkplugMessage], aiomqtt.Client]
+"""An unconnected client for a broker, with a session's NDEATH as its will."""
+
+
 def now_ms() -> int:
     return round(utc_now() * 1000)
 
 
 class SparkplugSession:
-    """Runs `node` against the broker at host:port, fed by `records`; an async context manager."""
+    """Runs `node` against `brokers` (failover order), fed by `records`; an async context manager."""
 
     def __init__(
         self,
         node: EdgeNode,
         records: asyncio.Queue[StoredRecord],
         *,
-        host: str,
-        port: int,
+        brokers: Sequence[str],
+        connect: ClientFactory | None = None,
         primary_host_id: str | None = None,
         bd_seq_file: BdSeqFile | None = None,
         client_id: str | None = None,
-        username: str | None = None,
-        password: str | None = None,
-        keepalive_s: int = 30,
         batch_records: int = 5000,
         window_batches: int = 4,
         max_inflight: int = 32,
         puback_timeout_s: float = 30.0,
         backoff: Backoff | None = None,
+        replay: RateLimiter | None = None,
         on_sent: Callable[[Sequence[StoredRecord]], None] | None = None,
-        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         self.node = node
         self.records = records
-        self.host = host
-        self.port = port
+        self.brokers = [parse_broker_url(url) for url in brokers]  # failover order
+        if not self.brokers:
+            raise ValueError("a Sparkplug session needs at least one broker")
+        self.broker = self.brokers[0]  # the one of the current (or last) session
         self.primary_host_id = primary_host_id
         self.bd_seq_file = bd_seq_file
         self.client_id = client_id or f"{node.group_id}.{node.edge_node_id}"
-        self.username = username
-        self.password = password
-        self.keepalive_s = keepalive_s
+        self._connect = connect or self._plain_client
         self.batch_records = batch_records
         self.window_batches = max(1, window_batches)
         self.max_inflight = max_inflight
         self.puback_timeout_s = puback_timeout_s  # a broker that takes publishes and never answers
         self.backoff = backoff or Backoff(0.2, 10.0, 0.2)
+        self.replay = replay  # paces the messages of batches with historical data (None: no limit)
         self.on_sent = on_sent
-        self.tls_context = tls_context
         self.last_error: str | None = None
         self.pending: deque[list[StoredRecord]] = deque()  # batches taken, not yet acknowledged
         self.sessions = 0  # MQTT sessions started
+        self.connect_failures = 0  # connects that failed
         self.births = 0  # NBIRTHs published
         self.sent_records = 0
         self.bad_inputs = 0  # STATE / NCMD messages refused (SparkplugInputError)
@@ -126,6 +149,18 @@ class SparkplugSession:
         self._busy_since = 0.0  # monotonic end of the last pause (`_breathe`)
         if bd_seq_file is not None:
             node.next_bd_seq = bd_seq_file.load()
+
+    def _plain_client(self, broker: BrokerUrl, will: SparkplugMessage) -> aiomqtt.Client:
+        """No credentials, no TLS, MQTT 3.1.1 (the destination passes `make_client` instead)."""
+        return aiomqtt.Client(
+            broker.host,
+            broker.port,
+            identifier=self.client_id,
+            will=aiomqtt.Will(will.topic, will.payload, will.qos, will.retain),
+            clean_session=True,
+            max_queued_outgoing_messages=0,
+            max_inflight_messages=self.max_inflight,
+        )
 
     async def __aenter__(self) -> SparkplugSession:
         self._task = asyncio.create_task(self._run(), name=f"sparkplug[{self.node.edge_node_id}]")
@@ -143,48 +178,61 @@ class SparkplugSession:
     # --- sessions ------------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        # The broker list in failover order, as the JSON v1 uplink walks it: the next broker when a
+        # connect fails, the link drops or the primary host goes offline (Sparkplug 3.0); after a
+        # stable session, back to the first; a backoff once the whole list is tried.
         while True:
-            will = self.node.start_session()
-            if self.bd_seq_file is not None:
-                await asyncio.to_thread(self.bd_seq_file.save, self.node.next_bd_seq)
-            self.sessions += 1
-            self._born.clear()
-            self.host_online = self.primary_host_id is None
-            if self.host_online:
-                self._online.set()
-            else:
-                self._online.clear()
-            client = aiomqtt.Client(
-                self.host,
-                self.port,
-                identifier=self.client_id,
-                username=self.username,
-                password=self.password,
-                will=aiomqtt.Will(will.topic, will.payload, will.qos, will.retain),
-                keepalive=self.keepalive_s,
-                clean_session=True,
-                max_queued_outgoing_messages=0,
-                max_inflight_messages=self.max_inflight,
-                tls_context=self.tls_context,
-            )
+            for broker in self.brokers:
+                started = time.monotonic()
+                end = await self._session(broker)
+                if end is not _End.FAILED and time.monotonic() - started >= STABLE_SESSION_S:
+                    self.backoff.reset()
+                    if end is _End.LOST:
+                        break
+            await asyncio.sleep(self.backoff.next_delay())
+
+    async def _session(self, broker: BrokerUrl) -> _End:
+        """One MQTT session with `broker`, until it ends (never raises but to be cancelled)."""
+        will = self.node.start_session()
+        if self.bd_seq_file is not None:
+            await asyncio.to_thread(self.bd_seq_file.save, self.node.next_bd_seq)
+        self.sessions += 1
+        if broker != self.broker:  # STATE timestamps are compared with the same server's only
+            self.host_state_ts = -1
+        self.broker = broker
+        self._born.clear()
+        self.host_online = self.primary_host_id is None
+        if self.host_online:
+            self._online.set()
+        else:
+            self._online.clear()
+        end = _End.FAILED
+        try:
+            client = self._connect(broker, will)
             # A window of batches is deliberate; aiomqtt would log a warning per publish past 10.
             client.pending_calls_threshold = self.window_batches * self.batch_records + 64
-            try:
-                async with client:
-                    mark_disconnect_seen(client)
-                    self.backoff.reset()
-                    try:
-                        await self._connected(client)
-                    except asyncio.CancelledError:
-                        await self._farewell(client)
-                        raise
-            except* _HostOffline:
-                log.warning("sparkplug: primary host %s offline: session ended", self.primary_host_id)
-            except* aiomqtt.MqttError as group:
-                self.last_error = describe_link_error(group)  # the first error, out of nested groups
-                log.warning("sparkplug: broker %s:%d: %s", self.host, self.port, self.last_error)
-            self._born.clear()
-            await asyncio.sleep(self.backoff.next_delay())
+            async with client:
+                end = _End.LOST
+                mark_disconnect_seen(client)
+                try:
+                    await self._connected(client)
+                except asyncio.CancelledError:
+                    await self._farewell(client)
+                    raise
+        except* _HostOffline:
+            end = _End.HOST_OFFLINE
+            log.warning(
+                "sparkplug: primary host %s offline on %s: session ended", self.primary_host_id, broker
+            )
+        except* (*LINK_ERRORS, GatewayError) as group:  # GatewayError: credentials, TLS files
+            error = f"{broker}: {describe_link_error(group)}"  # the first, out of nested groups
+            if error != self.last_error:  # a broker down for hours: one line, as the JSON uplink
+                log.warning("sparkplug: %s", error)
+            self.last_error = error
+        self._born.clear()
+        if end is _End.FAILED:
+            self.connect_failures += 1
+        return end
 
     async def _connected(self, client: aiomqtt.Client) -> None:
         await client.subscribe(self.node.command_topic, qos=1)
@@ -283,7 +331,9 @@ class SparkplugSession:
                 # Let this batch's publishes and everything else on the loop (the other
                 # destinations' alarms) run before the next batch is encoded: without it a full
                 # window (encoding and a few hundred publishes) ran as one block of the loop.
-                await asyncio.sleep(0)
+                # Historical data (a backlog) is paced: its messages are paid for after they
+                # went out, so the wait is never taken under the lock (births, NCMD, STATE).
+                await asyncio.sleep(self._replay_delay(batch, len(publishes)))
 
     async def _breathe(self) -> None:
         """Between device parts: the loop runs the others; after BUSY_S, a pause of IDLE_S."""
@@ -316,6 +366,16 @@ class SparkplugSession:
         self.sent_records += len(batch)
         if self.on_sent is not None:
             self.on_sent(batch)
+
+    def _replay_delay(self, batch: Sequence[StoredRecord], messages: int) -> float:
+        """How long to wait before the next batch: `messages` tokens of the replay limiter when
+        `batch` holds historical data (`replay_max_msgs_per_s`), else 0."""
+        if self.replay is None or not any(self.node.historical(r) for r in batch):
+            return 0.0
+        delay = 0.0
+        for _ in range(messages):
+            delay = self.replay.delay()
+        return delay
 
     async def _take_batch(self) -> list[StoredRecord]:
         batch = [await self.records.get()]
