@@ -1,0 +1,210 @@
+"""What a filtered destination receives on the wire (issue 16 D1): a real Mosquitto, the reference
+platform consumer as each centre. A district filtered to one device and to events of severity >=
+major gets exactly those rows, a fire centre filtered to one event kind gets exactly those, and
+both chains have no gap and no duplicate: `prev_seq` links over the rows a filter leaves out, also
+across a restart of the uplink and when the left-out rows end a read. The unfiltered city gets
+everything; rows leave the outbox once every destination that wants them has acknowledged them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from citynerve.gateway.api import Event, EventState, Reading, Severity
+from citynerve.gateway.store import AsyncOutbox, Lane
+from citynerve.gateway.uplink import Uplink
+from citynerve.gateway.uplink.destinations import DestinationFilter
+from citynerve.hil.platform import MosquittoBroker, PlatformConsumer
+from tests.uplink.conftest import INVENTORY, upstream, validate_message, wait_for
+
+GW = "gw-filter"
+FILTERS: dict[str, dict[str, Any]] = {
+    "city": {},
+    "district": {"devices": ["wm-2"], "min_severity": "major"},
+    "fire": {"lanes": ["event"], "event_kinds": ["smoke"]},
+}
+
+
+def _readings(devices: Iterable[str], start: int) -> list[Reading]:
+    return [
+        Reading(d, "flow", float(start + k), "m3/h", 1_780_000_000.0 + start + k)
+        for k, d in enumerate(devices)
+    ]
+
+
+def _event(device: str, kind: str, severity: Severity, i: int) -> Event:
+    return Event(device, kind, EventState.RAISED, severity, 1_780_000_000.0 + i, rule=kind, message=f"#{i}")
+
+
+# (readings' devices, events): each batch one append; several left-out runs inside and at the end
+BATCHES: list[tuple[list[str], list[Event]]] = [
+    (
+        ["wm-1", "wm-2", "wm-2", "wm-1", "wm-1", "wm-2"],
+        [
+            _event("wm-2", "leak", Severity.INFO, 1),
+            _event("wm-2", "leak", Severity.MAJOR, 2),
+            _event("smoke-3f", "smoke", Severity.CRITICAL, 3),  # another device: not the district's
+            _event("", "uplink_test", Severity.MAJOR, 4),  # the gateway itself: every device filter
+            _event("wm-2", "leak", Severity.CRITICAL, 5),
+            _event("smoke-3f", "smoke", Severity.WARNING, 6),
+        ],
+    ),
+    (["wm-1"] * 5, [_event("wm-2", "leak", Severity.MINOR, 7)]),  # all left out by the district
+    (["wm-2"] * 3 + ["wm-1"] * 2, [_event("", "uplink_test", Severity.WARNING, 8)]),  # left-out tails
+]
+LIVE = (
+    ["wm-1", "wm-2"],
+    [_event("wm-2", "leak", Severity.MAJOR, 9), _event("wm-1", "leak", Severity.MAJOR, 10)],
+)
+
+
+@asynccontextmanager
+async def _consumer(broker: MosquittoBroker, prefix: str, db: Path) -> AsyncIterator[PlatformConsumer]:
+    errors: list[str] = []
+
+    def check(kind: str, body: dict[str, Any]) -> None:
+        try:
+            validate_message(kind, body)
+        except jsonschema.ValidationError as err:
+            errors.append(f"{kind}: {err.message}")
+            raise
+
+    async with PlatformConsumer(
+        host=broker.host, port=broker.port, db_path=db, topic_prefix=prefix, group=prefix, validate=check
+    ) as c:
+        await c.wait_connected()
+        yield c
+    assert not errors and c.invalid == 0, errors[:5]
+
+
+async def _rows(c: PlatformConsumer) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    return await c.query(lambda s: (s.readings(GW), s.events(GW)))
+
+
+async def _seqs(c: PlatformConsumer) -> set[int]:
+    readings, events = await _rows(c)
+    return {r["seq"] for r in readings} | {e["seq"] for e in events}
+
+
+async def _append(ob: AsyncOutbox, batch: tuple[list[str], list[Event]], start: int) -> int:
+    devices, events = batch
+    await ob.append(_readings(devices, start), events)
+    return len(devices) + len(events)
+
+
+async def test_filtered_destinations_get_exactly_their_rows_with_no_gap(
+    broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    async with AsyncExitStack() as stack:
+        ob = await stack.enter_async_context(AsyncOutbox(tmp_path / "outbox.sqlite", synchronous="normal"))
+        cfgs = {
+            name: upstream(broker, id=name, topic_prefix=name, filter=f, max_batch_readings=4)
+            for name, f in FILTERS.items()
+        }
+        await ob.set_destinations({n: DestinationFilter.of(c).lanes for n, c in cfgs.items()})
+        consumers = {
+            n: await stack.enter_async_context(_consumer(broker, n, tmp_path / f"{n}.db")) for n in FILTERS
+        }
+        total = 0
+        for batch in BATCHES:  # a backlog before the uplinks start
+            total += await _append(ob, batch, total)
+
+        def uplink(name: str) -> Uplink:
+            return Uplink(cfgs[name], gateway_id=GW, outbox=ob, inventory=lambda: INVENTORY)
+
+        ups = {n: uplink(n) for n in FILTERS}
+        for u in ups.values():
+            await u.__aenter__()
+        try:
+            city = consumers["city"]
+
+            async def city_has(n: int) -> bool:
+                return len(await _seqs(city)) >= n
+
+            await wait_for(lambda: city_has(total), timeout_s=20)
+            await wait_for(lambda: _outbox_empty(ob), timeout_s=20)  # every destination got past them
+            # New rows in the same sessions: the district's chain went on from its last carried row.
+            total += await _append(ob, LIVE, total)
+            await wait_for(lambda: city_has(total), timeout_s=20)
+            await wait_for(lambda: _outbox_empty(ob), timeout_s=20)
+            # The district's chain ends with rows it left out: restart its uplink (the next session
+            # starts its chain from the stored link, not from its position) and stop the fire
+            # centre's, then new rows arrive.
+            await ups["district"].stop()
+            await ups["fire"].stop()
+            ups["district"] = uplink("district")
+            await ups["district"].__aenter__()
+            total += await _append(ob, LIVE, total)
+            await wait_for(lambda: city_has(total), timeout_s=20)
+            want_district = await _wanted(city, FILTERS["district"])
+            await wait_for(lambda: _has(consumers["district"], want_district), timeout_s=20)
+            # Telemetry is gone (city and district have it, the fire centre does not take it); the
+            # live events wait for the fire centre, which wants that lane.
+            await wait_for(lambda: _lane_rows(ob, Lane.TELEMETRY, 0), timeout_s=20)
+            assert await _lane_rows(ob, Lane.EVENT, len(LIVE[1]))
+            ups["fire"] = uplink("fire")
+            await ups["fire"].__aenter__()
+            await wait_for(lambda: _outbox_empty(ob), timeout_s=20)
+            want_fire = await _wanted(city, FILTERS["fire"])
+            await wait_for(lambda: _has(consumers["fire"], want_fire), timeout_s=20)
+        finally:
+            for u in ups.values():
+                await u.stop()
+
+        assert await _seqs(city) == set(range(1, total + 1))  # everything, once
+        for name, c in consumers.items():
+            want = await _wanted(city, FILTERS[name])
+            assert await _seqs(c) == want, name  # exactly the wanted rows
+            lanes = await c.query(lambda s: {v.lane: v for v in s.lanes() if v.gateway_id == GW})
+            for lane, v in lanes.items():
+                assert (v.gaps_seen, v.open_gap, v.duplicates) == (0, None, 0), (name, lane, v)
+                readings, events = await _rows(c)
+                carried = [r["seq"] for r in (readings if lane == "telemetry" else events)]
+                # (the goodbye status's `acked` may settle the lane past its last carried row)
+                assert v.contiguous >= max(carried) and v.rows == len(carried), (name, lane)
+        district_readings, district_events = await _rows(consumers["district"])
+        assert {r["device_id"] for r in district_readings} == {"wm-2"}
+        assert {(e["device_id"], e["severity"]) for e in district_events} == {
+            ("wm-2", "major"),
+            ("wm-2", "critical"),
+            ("", "major"),
+        }
+        fire_readings, fire_events = await _rows(consumers["fire"])
+        assert fire_readings == [] and {e["kind"] for e in fire_events} == {"smoke"} and len(fire_events) == 2
+
+
+async def _wanted(city: PlatformConsumer, f: dict[str, Any]) -> set[int]:
+    """The seqs a destination with filter `f` wants, from everything the city holds."""
+    readings, events = await _rows(city)
+    lanes = f.get("lanes", ["event", "telemetry"])
+    devices = set(f.get("devices", ())) or None
+    kinds = set(f.get("event_kinds", ())) or None
+    floor = Severity[f.get("min_severity", "info").upper()]
+    out: set[int] = set()
+    if "telemetry" in lanes:
+        out |= {r["seq"] for r in readings if devices is None or r["device_id"] in devices}
+    if "event" in lanes:
+        out |= {
+            e["seq"]
+            for e in events
+            if (devices is None or e["device_id"] in devices or e["device_id"] == "")
+            and (kinds is None or e["kind"] in kinds)
+            and e["severity_level"] >= floor
+        }
+    return out
+
+
+async def _has(c: PlatformConsumer, seqs: set[int]) -> bool:
+    return seqs <= await _seqs(c)
+
+
+async def _lane_rows(ob: AsyncOutbox, lane: Lane, n: int) -> bool:
+    return (await ob.stats()).lane(lane).rows == n
+
+
+async def _outbox_empty(ob: AsyncOutbox) -> bool:
+    return all(s.rows == 0 for s in (await ob.stats()).lanes)
