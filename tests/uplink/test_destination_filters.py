@@ -19,7 +19,7 @@ from citynerve.gateway.store import AsyncOutbox, Lane
 from citynerve.gateway.uplink import Uplink
 from citynerve.gateway.uplink.destinations import DestinationFilter
 from citynerve.hil.platform import MosquittoBroker, PlatformConsumer
-from tests.uplink.conftest import INVENTORY, upstream, validate_message, wait_for
+from tests.uplink.conftest import INVENTORY, PLATFORM_SIGNER, upstream, validate_message, wait_for
 
 GW = "gw-filter"
 FILTERS: dict[str, dict[str, Any]] = {
@@ -63,7 +63,9 @@ LIVE = (
 
 
 @asynccontextmanager
-async def _consumer(broker: MosquittoBroker, prefix: str, db: Path) -> AsyncIterator[PlatformConsumer]:
+async def _consumer(
+    broker: MosquittoBroker, prefix: str, db: Path, *, signed: bool = False
+) -> AsyncIterator[PlatformConsumer]:
     errors: list[str] = []
 
     def check(kind: str, body: dict[str, Any]) -> None:
@@ -74,7 +76,13 @@ async def _consumer(broker: MosquittoBroker, prefix: str, db: Path) -> AsyncIter
             raise
 
     async with PlatformConsumer(
-        host=broker.host, port=broker.port, db_path=db, topic_prefix=prefix, group=prefix, validate=check
+        host=broker.host,
+        port=broker.port,
+        db_path=db,
+        topic_prefix=prefix,
+        group=prefix,
+        validate=check,
+        ack_signer=PLATFORM_SIGNER if signed else None,
     ) as c:
         await c.wait_connected()
         yield c
@@ -208,3 +216,37 @@ async def _lane_rows(ob: AsyncOutbox, lane: Lane, n: int) -> bool:
 
 async def _outbox_empty(ob: AsyncOutbox) -> bool:
     return all(s.rows == 0 for s in (await ob.stats()).lanes)
+
+
+async def test_end_to_end_destination_settles_the_rows_it_leaves_out(
+    broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    """End-to-end acks name the last row a platform got; rows its filter left out after that row
+    are settled with it, not held until the next wanted row (nor sent again on every resend)."""
+    cfg = upstream(
+        broker,
+        id="fire",
+        topic_prefix="fire",
+        filter={"lanes": ["event"], "event_kinds": ["smoke"]},
+        e2e_ack=True,
+        e2e_resend_after_s=0.5,
+    )
+    async with AsyncOutbox(tmp_path / "outbox.sqlite", synchronous="normal") as ob, AsyncExitStack() as stack:
+        await ob.set_destinations({"fire": DestinationFilter.of(cfg).lanes})
+        fire = await stack.enter_async_context(_consumer(broker, "fire", tmp_path / "fire.db", signed=True))
+        up = await stack.enter_async_context(
+            Uplink(cfg, gateway_id=GW, outbox=ob, inventory=lambda: INVENTORY)
+        )
+        for i in range(3):  # each time: a wanted row, then rows left out (the last rows of the lane)
+            await ob.append(
+                [],
+                [
+                    _event("smoke-3f", "smoke", Severity.CRITICAL, i),
+                    _event("wm-2", "leak", Severity.MAJOR, i),
+                ],
+            )
+            await wait_for(lambda: _lane_rows(ob, Lane.EVENT, 0), timeout_s=10)
+        assert [e["kind"] for e in (await _rows(fire))[1]] == ["smoke"] * 3
+        assert up.snapshot().extra["e2e_rewinds"] == 0  # nothing was outstanding: nothing resent
+        lane = await fire.query(lambda s: s.lane(GW, "event"))
+        assert (lane.gaps_seen, lane.open_gap, lane.duplicates) == (0, None, 0)
