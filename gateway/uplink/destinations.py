@@ -3,8 +3,10 @@
 Rows a filter leaves out are still covered by the destination's position (so the outbox can
 delete them once every destination is past them), but no message carries them: the next message's
 `prev_seq` is the last seq a message of that lane carried, so the platform sees no gap for them.
-`outbox_dropped` notices always go, with `count` set to the rows that destination never got
-(the notice's `destinations` attr), and not at all when it got them all.
+The outbox's own notices (device "", kinds `outbox_dropped` and `outbox_new_epoch`) go to every
+destination that takes events, whatever its device, kind and severity filter: `outbox_dropped`
+with `count` set to the rows that destination never got (the notice's `destinations` attr), and
+not at all when it got them all.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from citynerve.gateway.store import Lane, OutboxRow, ReadingBlock
 from citynerve.gateway.uplink.config import UpstreamConfig
 
 _LANES = {"event": Lane.EVENT, "telemetry": Lane.TELEMETRY}
-_NOTICE = "outbox_dropped"
+_DROPPED = "outbox_dropped"
+_NOTICES = frozenset({_DROPPED, "outbox_new_epoch"})  # citynerve.gateway.store._epoch KIND_*
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +47,8 @@ class DestinationFilter:
             e = row.record
             if not isinstance(e, Event):
                 continue
-            if e.kind == _NOTICE and e.device_id == "":
-                mine = e.attrs.get("destinations")
+            if e.kind in _NOTICES and e.device_id == "":
+                mine = e.attrs.get("destinations") if e.kind == _DROPPED else None
                 if isinstance(mine, dict):
                     n = mine.get(destination, 0)
                     if not n:

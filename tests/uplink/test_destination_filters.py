@@ -7,6 +7,7 @@ everything; rows leave the outbox once every destination that wants them has ack
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import jsonschema
 
 from citynerve.gateway.api import Event, EventState, Reading, Severity
-from citynerve.gateway.store import AsyncOutbox, Lane
+from citynerve.gateway.store import AsyncOutbox, Lane, OutboxRow, ReadingBlock, ReadingMark
 from citynerve.gateway.uplink import Uplink
 from citynerve.gateway.uplink.destinations import DestinationFilter
 from citynerve.hil.platform import MosquittoBroker, PlatformConsumer
@@ -250,3 +251,76 @@ async def test_end_to_end_destination_settles_the_rows_it_leaves_out(
         assert up.snapshot().extra["e2e_rewinds"] == 0  # nothing was outstanding: nothing resent
         lane = await fire.query(lambda s: s.lane(GW, "event"))
         assert (lane.gaps_seen, lane.open_gap, lane.duplicates) == (0, None, 0)
+
+
+def _row(seq: int, e: Event) -> OutboxRow:
+    return OutboxRow(seq, Lane.EVENT, e.ts, e)
+
+
+def _filter(**f: Any) -> DestinationFilter:
+    return DestinationFilter.of(upstream("mqtt://127.0.0.1:1", id="x", filter=f))
+
+
+def test_outbox_notices_reach_every_filter_each_with_its_own_count() -> None:
+    """The outbox's own notices pass every device, kind and severity filter; a dropped-rows notice
+    goes with `count` set to that destination's loss, to no destination that lost nothing, and
+    unchanged with a single destination (no `destinations` attr)."""
+    dropped = Event(
+        "", "outbox_dropped", EventState.RAISED, Severity.WARNING, 1.0, rule="", message="dropped",
+        attrs={"lane": "telemetry", "count": 300, "destinations": {"city": 0, "fire": 120}},
+    )  # fmt: skip
+    single = dataclasses.replace(dropped, attrs={"lane": "telemetry", "count": 300})
+    epoch = Event("", "outbox_new_epoch", EventState.RAISED, Severity.MAJOR, 2.0, rule="", message="new")
+    rows = [
+        _row(1, dropped),
+        _row(2, single),
+        _row(3, epoch),
+        _row(4, _event("wm-2", "leak", Severity.MAJOR, 4)),
+    ]
+    strict = _filter(devices=["sd-1"], event_kinds=["smoke"], min_severity="critical")
+    got = strict.events(rows, "fire")
+    assert [r.seq for r in got] == [1, 2, 3]
+    assert got[0].record.attrs == {"lane": "telemetry", "count": 120}  # type: ignore[union-attr]
+    assert got[1].record is single
+    assert [r.seq for r in strict.events(rows, "city")] == [2, 3]  # it had every dropped row
+
+
+def test_event_filters_by_device_kind_and_severity() -> None:
+    rows = [
+        _row(1, _event("wm-2", "leak", Severity.MINOR, 1)),
+        _row(2, _event("wm-2", "leak", Severity.MAJOR, 2)),
+        _row(3, _event("wm-1", "leak", Severity.CRITICAL, 3)),
+        _row(4, _event("", "uplink_test", Severity.MAJOR, 4)),  # the gateway itself: any device filter
+        _row(5, _event("wm-2", "smoke", Severity.CRITICAL, 5)),
+    ]
+    seqs = lambda f, d="x": [r.seq for r in f.events(rows, d)]  # noqa: E731
+    assert seqs(_filter()) == [1, 2, 3, 4, 5]
+    assert seqs(_filter(devices=["wm-2"], min_severity="major")) == [2, 4, 5]
+    assert seqs(_filter(event_kinds=["leak"], min_severity="critical")) == [3]
+    assert seqs(_filter(devices=["wm-2"], event_kinds=["smoke", "uplink_test"])) == [4, 5]
+
+
+def test_telemetry_blocks_are_cut_to_runs_of_the_wanted_devices() -> None:
+    devices = ["wm-1", "wm-2", "wm-2", "wm-1", "wm-2", "wm-1", "wm-1"]
+    series = [("wm-1", "flow", "m3/h"), ("wm-2", "flow", "m3/h")]
+    mark = ReadingMark(capture_mono=5.0, boot_id="b")
+    block = ReadingBlock(
+        first_seq=11, last_seq=17, series=series, sidx=[0 if d == "wm-1" else 1 for d in devices],
+        ts=[float(k) for k in range(7)], quality=[0] * 7, values=[float(k) for k in range(7)],
+        marks={4: mark},
+    )  # fmt: skip
+    assert _filter().blocks([block]) == [block]
+    runs = _filter(devices=["wm-2"]).blocks([block])
+    assert [(b.first_seq, b.last_seq) for b in runs] == [(12, 13), (15, 15)]
+    assert [(s, r.device_id, r.value) for b in runs for s, r in b.readings()] == [
+        (12, "wm-2", 1.0),
+        (13, "wm-2", 2.0),
+        (15, "wm-2", 4.0),
+    ]
+    assert runs[1].mark_of(15) == mark
+    assert _filter(devices=["wm-3"]).blocks([block]) == []
+    assert [(b.first_seq, b.last_seq) for b in _filter(devices=["wm-1"]).blocks([block])] == [
+        (11, 11),
+        (14, 14),
+        (16, 17),
+    ]
