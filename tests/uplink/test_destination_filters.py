@@ -18,7 +18,7 @@ import jsonschema
 from citynerve.gateway.api import Event, EventState, Reading, Severity
 from citynerve.gateway.store import AsyncOutbox, Lane, OutboxRow, ReadingBlock, ReadingMark
 from citynerve.gateway.uplink import Uplink
-from citynerve.gateway.uplink.destinations import DestinationFilter
+from citynerve.gateway.uplink.destinations import DestinationFilter, register_destinations
 from citynerve.hil.platform import MosquittoBroker, PlatformConsumer
 from tests.uplink.conftest import INVENTORY, PLATFORM_SIGNER, upstream, validate_message, wait_for
 
@@ -114,7 +114,7 @@ async def test_filtered_destinations_get_exactly_their_rows_with_no_gap(
             name: upstream(broker, id=name, topic_prefix=name, filter=f, max_batch_readings=4)
             for name, f in FILTERS.items()
         }
-        await ob.set_destinations({n: DestinationFilter.of(c).lanes for n, c in cfgs.items()})
+        await register_destinations(ob, list(cfgs.values()))
         consumers = {
             n: await stack.enter_async_context(_consumer(broker, n, tmp_path / f"{n}.db")) for n in FILTERS
         }
@@ -233,7 +233,7 @@ async def test_end_to_end_destination_settles_the_rows_it_leaves_out(
         e2e_resend_after_s=0.5,
     )
     async with AsyncOutbox(tmp_path / "outbox.sqlite", synchronous="normal") as ob, AsyncExitStack() as stack:
-        await ob.set_destinations({"fire": DestinationFilter.of(cfg).lanes})
+        await register_destinations(ob, [cfg])
         fire = await stack.enter_async_context(_consumer(broker, "fire", tmp_path / "fire.db", signed=True))
         up = await stack.enter_async_context(
             Uplink(cfg, gateway_id=GW, outbox=ob, inventory=lambda: INVENTORY)

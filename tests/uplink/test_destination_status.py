@@ -15,7 +15,7 @@ import jsonschema
 from citynerve.gateway.api import Reading
 from citynerve.gateway.store import AsyncOutbox, Lane
 from citynerve.gateway.uplink import Uplink, UpstreamConfig
-from citynerve.gateway.uplink.destinations import DestinationFilter
+from citynerve.gateway.uplink.destinations import register_destinations
 from citynerve.hil.platform import MosquittoBroker, PlatformConsumer
 from citynerve.hil.platform.consumer import Arrival
 from tests.uplink.conftest import INVENTORY, alarm, upstream, validate_message, wait_for
@@ -90,6 +90,14 @@ async def test_each_destination_reports_its_own_backlog_and_losses(tmp_path: Pat
         cfgs: dict[str, UpstreamConfig] = {
             "city": upstream(city_broker, id="city", status_interval_s=0.3),
             "street": upstream(street_broker, id="street", status_interval_s=0.3),
+            # the district centre shares the street's broker (down) and wants one meter only
+            "district": upstream(
+                street_broker,
+                id="district",
+                topic_prefix="district",
+                filter={"devices": ["meter-1"]},
+                status_interval_s=0.3,
+            ),
             "fire": upstream(
                 city_broker,
                 id="fire",
@@ -98,7 +106,7 @@ async def test_each_destination_reports_its_own_backlog_and_losses(tmp_path: Pat
                 status_interval_s=0.3,
             ),
         }
-        await ob.set_destinations({n: DestinationFilter.of(c).lanes for n, c in cfgs.items()})
+        await register_destinations(ob, list(cfgs.values()))
         city = await stack.enter_async_context(_centre(city_broker, "citynerve", tmp_path / "city.db"))
         fire = await stack.enter_async_context(_centre(city_broker, "fire", tmp_path / "fire.db"))
         ups = {n: Uplink(c, gateway_id=GW, outbox=ob, inventory=lambda: INVENTORY) for n, c in cfgs.items()}
@@ -113,17 +121,25 @@ async def test_each_destination_reports_its_own_backlog_and_losses(tmp_path: Pat
         lost = before["street"]["dropped"]["telemetry"]
         assert lost > 0 and before["street"]["dropped"]["event"] == 0
         assert before["street"]["backlog"]["telemetry"] + lost == BATCHES * PER_BATCH
+        # The cap dropped the oldest readings, i = 0..lost-1; the district wanted meter-1's only.
+        meter_1 = [i for i in range(BATCHES * PER_BATCH) if i % 97 == 1]
+        district_lost = sum(i < lost for i in meter_1)
+        assert before["district"]["dropped"] == {"event": 0, "telemetry": district_lost}
+        assert before["district"]["backlog"] == before["street"]["backlog"]  # (every row of its lanes)
         assert before["city"]["dropped"] == {"event": 0, "telemetry": 0}
         assert before["fire"]["dropped"] == {"event": 0}
         assert ups["street"].snapshot().connected is False
         # What the outbox announced: how many rows of each drop every destination had not got.
         notices = [r.record for r in await ob.peek(Lane.EVENT, after_seq=0, limit=500)]
         notices = [e for e in notices if e.kind == "outbox_dropped"]
-        assert notices and all(set(n.attrs["destinations"]) == {"city", "street"} for n in notices)
+        assert notices and all(
+            set(n.attrs["destinations"]) == {"city", "street", "district"} for n in notices
+        )
         assert all(n.attrs["destinations"]["city"] == 0 for n in notices)
-        street_counts = sorted(n.attrs["destinations"]["street"] for n in notices)
-        print(f"street lost {lost}, notices {street_counts}, backlog {before['street']['backlog']}")
-        assert 0 < sum(street_counts) <= lost  # (later drops wait, merged, for the next notice)
+        counts = {d: sorted(n.attrs["destinations"][d] for n in notices) for d in ("street", "district")}
+        print(f"street lost {lost}, district {district_lost}, notices {counts}")
+        assert 0 < sum(counts["street"]) <= lost  # (later drops wait, merged, for the next notice)
+        assert 0 < sum(counts["district"]) <= district_lost
 
         # The city and the fire centre: their own figures, nothing queued, nothing lost, no notice.
         async def settled(centre: Centre, name: str, lanes: tuple[str, ...]) -> bool:
@@ -135,35 +151,43 @@ async def test_each_destination_reports_its_own_backlog_and_losses(tmp_path: Pat
         assert await city.events("outbox_dropped") == [] and await fire.events("outbox_dropped") == []
         assert len(await fire.events("smoke")) == 1
 
-        # The street centre comes back (the gateway restarts its uplink): its birth status says what
-        # was queued for it and what it lost; then it drains, and its status says nothing is queued.
+        # The street and district centres come back (the gateway restarts their uplinks): the birth
+        # status says what was queued for each and what each lost; then they drain, and their
+        # status says nothing is queued.
         await ups["street"].stop()
+        await ups["district"].stop()
         street_broker.start()
-        street = await stack.enter_async_context(_centre(street_broker, "citynerve", tmp_path / "street.db"))
-        ups["street"] = await stack.enter_async_context(
-            Uplink(cfgs["street"], gateway_id=GW, outbox=ob, inventory=lambda: INVENTORY)
-        )
-        await wait_for(lambda: _any(street.statuses), timeout_s=20)
-        birth = street.statuses[0]
-        assert birth["state"] == "online"
-        assert _figures(birth) == (
-            "street",
-            before["street"]["backlog"],
-            {"event": 0, "telemetry": lost},
-        )
-        await wait_for(lambda: settled_dropped(street, lost), timeout_s=30)
+        wanted = {"street": lost, "district": district_lost}
+        for name in ("street", "district"):
+            prefix = "citynerve" if name == "street" else name
+            centre = await stack.enter_async_context(_centre(street_broker, prefix, tmp_path / f"{name}.db"))
+            ups[name] = await stack.enter_async_context(
+                Uplink(cfgs[name], gateway_id=GW, outbox=ob, inventory=lambda: INVENTORY)
+            )
+            await wait_for(lambda c=centre: _any(c.statuses), timeout_s=20)
+            birth = centre.statuses[0]
+            assert birth["state"] == "online"
+            assert _figures(birth) == (name, before[name]["backlog"], {"event": 0, "telemetry": wanted[name]})
+            await wait_for(lambda c=centre, n=name: settled_dropped(c, n, wanted[n]), timeout_s=30)
+            got = await centre.events("outbox_dropped")
+            assert sorted(e["attrs"]["count"] for e in got) == counts[name]  # its own loss, per notice
+            assert all("destinations" not in e["attrs"] for e in got)
+            lanes = await centre.consumer.query(
+                lambda s: {v.lane: v for v in s.lanes() if v.gateway_id == GW}
+            )
+            assert all(v.gaps_seen == 0 and v.open_gap is None for v in lanes.values())
+            readings = await centre.consumer.query(lambda s: s.readings(GW))
+            if name == "street":
+                assert len(readings) == before["street"]["backlog"]["telemetry"]
+            else:  # meter-1's readings the cap left
+                assert len(readings) == len(meter_1) - district_lost
+                assert {r["device_id"] for r in readings} == {"meter-1"}
         await wait_for(lambda: _outbox_empty(ob), timeout_s=20)
-        got = await street.events("outbox_dropped")
-        assert sorted(e["attrs"]["count"] for e in got) == street_counts  # its own loss, per notice
-        assert all("destinations" not in e["attrs"] for e in got)
-        lanes = await street.consumer.query(lambda s: {v.lane: v for v in s.lanes() if v.gateway_id == GW})
-        assert lanes["telemetry"].rows == before["street"]["backlog"]["telemetry"]
-        assert all(v.gaps_seen == 0 and v.open_gap is None for v in lanes.values())
 
 
-async def settled_dropped(centre: Centre, lost: int) -> bool:
+async def settled_dropped(centre: Centre, name: str, lost: int) -> bool:
     return _figures(centre.last_status()) == (
-        "street",
+        name,
         {"event": 0, "telemetry": 0},
         {"event": 0, "telemetry": lost},
     )
