@@ -100,6 +100,7 @@ async def test_two_consumer_processes_share_the_load_and_store_every_row_once(
             (GW,),
         ).fetchall()
         (links,) = conn.execute("SELECT count(*) FROM links WHERE gateway_id=%s", (GW,)).fetchone() or (0,)
+    assert [p.returncode for p in procs] == [0, 0]  # Ctrl-C stops a consumer cleanly
     assert rows == distinct == n_readings and events == n_events
     last = n_readings + n_events
     assert {lane: contig for lane, contig, *_ in lanes} == {"event": last, "telemetry": last - 1}
