@@ -228,7 +228,7 @@ async def test_end_to_end_destination_settles_the_rows_it_leaves_out(
         broker,
         id="fire",
         topic_prefix="fire",
-        filter={"lanes": ["event"], "event_kinds": ["smoke"]},
+        filter={"devices": ["wm-2", "smoke-3f"], "event_kinds": ["smoke"]},
         e2e_ack=True,
         e2e_resend_after_s=0.5,
     )
@@ -238,19 +238,20 @@ async def test_end_to_end_destination_settles_the_rows_it_leaves_out(
         up = await stack.enter_async_context(
             Uplink(cfg, gateway_id=GW, outbox=ob, inventory=lambda: INVENTORY)
         )
-        for i in range(3):  # each time: a wanted row, then rows left out (the last rows of the lane)
-            await ob.append(
-                [],
-                [
-                    _event("smoke-3f", "smoke", Severity.CRITICAL, i),
-                    _event("wm-2", "leak", Severity.MAJOR, i),
-                ],
+        for i in range(3):  # each time: wanted rows, then rows left out (the last rows of each lane)
+            smoke, leak = (
+                _event("smoke-3f", "smoke", Severity.CRITICAL, i),
+                _event("wm-2", "leak", Severity.MAJOR, i),
             )
-            await wait_for(lambda: _lane_rows(ob, Lane.EVENT, 0), timeout_s=10)
-        assert [e["kind"] for e in (await _rows(fire))[1]] == ["smoke"] * 3
+            await ob.append(_readings(["wm-2", "wm-1", "wm-1"], 10 * i), [smoke, leak])
+            await wait_for(lambda: _outbox_empty(ob), timeout_s=10)
+        readings, events = await _rows(fire)
+        assert [e["kind"] for e in events] == ["smoke"] * 3
+        assert [r["device_id"] for r in readings] == ["wm-2"] * 3
         assert up.snapshot().extra["e2e_rewinds"] == 0  # nothing was outstanding: nothing resent
-        lane = await fire.query(lambda s: s.lane(GW, "event"))
-        assert (lane.gaps_seen, lane.open_gap, lane.duplicates) == (0, None, 0)
+        lanes = await fire.query(lambda s: {v.lane: v for v in s.lanes() if v.gateway_id == GW})
+        for v in lanes.values():
+            assert (v.gaps_seen, v.open_gap, v.duplicates) == (0, None, 0), v
 
 
 def _row(seq: int, e: Event) -> OutboxRow:
