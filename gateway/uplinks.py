@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from citynerve.gateway.store import AsyncOutbox, Lane
+from citynerve.gateway.store import AsyncOutbox
 
 if TYPE_CHECKING:
     from citynerve.gateway.runtime import Gateway
@@ -23,11 +23,9 @@ async def make_uplinks(gw: Gateway, outbox: AsyncOutbox) -> list[Uplink | Sparkp
     if not configs:
         return []
     from citynerve.gateway.uplink import Uplink
-    from citynerve.gateway.uplink.destinations import DestinationFilter
+    from citynerve.gateway.uplink.destinations import register_destinations
 
-    await outbox.set_destinations(
-        {c.id: DestinationFilter.of(c).lanes for c in configs if c.enabled} or {configs[0].id: tuple(Lane)}
-    )
+    await register_destinations(outbox, configs)
     actions = remote_actions_of(gw)
     inbound: dict[str, Any] = {}
     if gw.config.update is not None:  # software updates from the platform (docs/fleet.md)

@@ -10,7 +10,7 @@ from citynerve.gateway.store._async import AsyncOutbox, CommitCallback
 from citynerve.gateway.store._blocks import QUALITIES, BlockError, MarkedReading, ReadingBlock, ReadingMark
 from citynerve.gateway.store._codec import unstorable
 from citynerve.gateway.store._config import StoreConfig
-from citynerve.gateway.store._destinations import DEFAULT_DESTINATION, position_key
+from citynerve.gateway.store._destinations import DEFAULT_DESTINATION, RecordFilter, position_key
 from citynerve.gateway.store._errors import (
     RecordError,
     SchemaVersionError,
@@ -41,6 +41,7 @@ __all__ = [
     "ReadingBlock",
     "ReadingMark",
     "RecordError",
+    "RecordFilter",
     "SchemaVersionError",
     "StoreBusyError",
     "StoreConfig",

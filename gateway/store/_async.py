@@ -14,7 +14,7 @@ from typing import TypeVar
 from citynerve.gateway.api import Event, Reading
 from citynerve.gateway.store._blocks import ReadingBlock, ReadingMark
 from citynerve.gateway.store._config import MIB, StoreConfig
-from citynerve.gateway.store._destinations import DEFAULT_DESTINATION
+from citynerve.gateway.store._destinations import DEFAULT_DESTINATION, RecordFilter
 from citynerve.gateway.store._errors import StoreError
 from citynerve.gateway.store._outbox import Outbox, OutboxRow, Synchronous
 from citynerve.gateway.store._schema import BLOCK_READINGS
@@ -169,10 +169,13 @@ class AsyncOutbox:
             functools.partial(ob.peek_telemetry_blocks, after_seq=after_seq, max_readings=max_readings)
         )
 
-    async def set_destinations(self, wants: Mapping[str, Iterable[Lane]]) -> None:
+    async def set_destinations(
+        self, wants: Mapping[str, Iterable[Lane]], keeps: Mapping[str, RecordFilter] | None = None
+    ) -> None:
         """`Outbox.set_destinations` on the worker thread (before any uplink acks)."""
         ob = self._ob()
-        await self._run(functools.partial(ob.set_destinations, {d: tuple(v) for d, v in wants.items()}))
+        lanes = {d: tuple(v) for d, v in wants.items()}
+        await self._run(functools.partial(ob.set_destinations, lanes, dict(keeps or {})))
 
     def note_delivered(self, lane: Lane, upto_seq: int, *, destination: str = DEFAULT_DESTINATION) -> None:
         """`Outbox.note_delivered` (no I/O: a number the next size-cap trim reads)."""

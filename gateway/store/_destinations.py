@@ -8,13 +8,24 @@ table (`position_key`), in the ack's own commit.
 
 Without `Outbox.set_destinations` there is one destination, `default`, wanting both lanes: the
 outbox then behaves as a single queue (and its positions keep the keys they always had).
+
+A destination whose filter narrows its lanes (some devices, event kinds, a minimum severity) may
+give the outbox that filter (`RecordFilter`): rows the size cap drops are then counted as its loss
+(its `dropped` counter, the `destinations` attr of the `outbox_dropped` notice) only when it
+wanted them. The drop decodes the dropped rows for that; nothing else does (a backlog counts every
+row of its lanes after its position).
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from citynerve.gateway.api import Event
+from citynerve.gateway.store._blocks import BlockError, decode_block
+from citynerve.gateway.store._codec import decode_event
 from citynerve.gateway.store._stats import Lane
 
 DEFAULT_DESTINATION = "default"
@@ -28,6 +39,44 @@ def position_key(destination: str, lane: Lane) -> str:
     return base if destination == DEFAULT_DESTINATION else f"{base}.{destination}"
 
 
+class RecordFilter(Protocol):
+    """What a destination wants of its lanes (`citynerve.gateway.uplink.destinations.DestinationFilter`)."""
+
+    def wants_device(self, device_id: str) -> bool:
+        """Its readings of this device."""
+        ...
+
+    def wants_event(self, event: Event) -> bool:
+        """This event (the outbox's own notices always)."""
+        ...
+
+
+def wanted_after(
+    conn: sqlite3.Connection, lane: Lane, after: int, where: str, args: tuple[object, ...], keep: RecordFilter
+) -> int:
+    """Records of `lane` after seq `after` among the rows matching `where` that `keep` wants (rows
+    that cannot be decoded count as wanted: nobody can tell)."""
+    where = f"{where} AND" if where else " WHERE"
+    n = 0
+    if lane is Lane.EVENT:
+        for ts, body in conn.execute(f"SELECT ts, body FROM events{where} seq > ?", (*args, after)):
+            try:
+                n += keep.wants_event(decode_event(ts, body))
+            except (ValueError, TypeError, KeyError):
+                n += 1
+        return n
+    sql = f"SELECT first_seq, last_seq, codec, body, raw_len FROM reading_blocks{where} last_seq > ?"
+    for first, last, codec, body, raw_len in conn.execute(sql, (*args, after)):
+        try:
+            block = decode_block(first, last, codec, body, raw_len).after(after)
+        except BlockError:
+            n += last - max(first, after + 1) + 1
+            continue
+        wanted = [keep.wants_device(s[0]) for s in block.series]
+        n += sum(map(wanted.__getitem__, block.sidx))
+    return n
+
+
 @dataclass(slots=True)
 class Destinations:
     """The destinations of one outbox, the lanes each wants and their positions (in memory; the
@@ -36,9 +85,16 @@ class Destinations:
     wants: dict[str, frozenset[Lane]] = field(default_factory=dict)
     acked: dict[str, dict[Lane, int]] = field(default_factory=dict)
     delivered: dict[str, dict[Lane, int]] = field(default_factory=dict)  # end-to-end: held by the platform
+    keeps: dict[str, RecordFilter] = field(default_factory=dict)  # narrowing filters only
 
-    def set(self, wants: Mapping[str, Iterable[Lane]], positions: Mapping[tuple[str, Lane], int]) -> None:
+    def set(
+        self,
+        wants: Mapping[str, Iterable[Lane]],
+        positions: Mapping[tuple[str, Lane], int],
+        keeps: Mapping[str, RecordFilter] | None = None,
+    ) -> None:
         self.wants = {d: frozenset(Lane(x) for x in lanes) for d, lanes in wants.items()}
+        self.keeps = {d: k for d, k in (keeps or {}).items() if d in self.wants}
         self.acked = {d: {lane: positions.get((d, lane), 0) for lane in Lane} for d in self.wants}
         self.delivered = {d: dict.fromkeys(Lane, 0) for d in self.wants}
 

@@ -27,7 +27,13 @@ from citynerve.gateway.store._blocks import (
 from citynerve.gateway.store._cap import CappedFile
 from citynerve.gateway.store._codec import check_storable, decode_event, encode_event
 from citynerve.gateway.store._config import MIB
-from citynerve.gateway.store._destinations import DEFAULT_DESTINATION, Destinations, position_key
+from citynerve.gateway.store._destinations import (
+    DEFAULT_DESTINATION,
+    Destinations,
+    RecordFilter,
+    position_key,
+    wanted_after,
+)
 from citynerve.gateway.store._errors import RecordError, StoreFullError
 from citynerve.gateway.store._file import PUT_STATE, Synchronous, busy_or_store
 from citynerve.gateway.store._schema import BLOCK_READINGS
@@ -271,17 +277,21 @@ class Outbox(CappedFile):
 
     # -- destinations ------------------------------------------------------------------------------
 
-    def set_destinations(self, wants: Mapping[str, Iterable[Lane]]) -> None:
+    def set_destinations(
+        self, wants: Mapping[str, Iterable[Lane]], keeps: Mapping[str, RecordFilter] | None = None
+    ) -> None:
         """The destinations this outbox feeds and the lanes each wants (citynerve.gateway.store.
         _destinations): a row is deleted once every destination wanting its lane acknowledged it.
-        Call before any `ack`; positions come from the file. Unset: one, `default`, wanting both."""
+        `keeps`: the filters of destinations that want only some rows of their lanes (their drops
+        count only those rows). Call before any `ack`; positions come from the file. Unset: one,
+        `default`, wanting both."""
         positions = {}
         for destination in wants:
             for lane in Lane:
                 raw = self.get_state(position_key(destination, lane))
                 with contextlib.suppress(ValueError, TypeError):
                     positions[(destination, lane)] = int(raw) if raw else 0
-        self._destinations.set(wants, positions)
+        self._destinations.set(wants, positions, keeps)
 
     def _dests(self) -> Destinations:
         if not self._destinations.wants:
@@ -307,7 +317,14 @@ class Outbox(CappedFile):
         dests = self._dests()
         if list(dests.wants) == [DEFAULT_DESTINATION]:
             return {}
-        return {d: self._rows_after(lane, dests.acked[d][lane], where, args) for d in dests.wanting(lane)}
+        out = {}
+        for d in dests.wanting(lane):
+            keep, after = dests.keeps.get(d), dests.acked[d][lane]
+            if keep is None:
+                out[d] = self._rows_after(lane, after, where, args)
+            else:  # only the rows it wanted (decoded: drops are rare)
+                out[d] = wanted_after(self._conn, lane, after, where, args, keep)
+        return out
 
     def _rows_after(self, lane: Lane, after: int, where: str = "", args: tuple[object, ...] = ()) -> int:
         """Records of `lane` after seq `after` (among the rows matching `where`, if given)."""

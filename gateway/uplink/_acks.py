@@ -62,7 +62,7 @@ class UplinkAcks:
             return
         now = time.monotonic()
         for lane in LANES:
-            if self._sent_seq[lane] <= self._platform_seq[lane]:
+            if self._platform_has_all(lane):
                 self._ack_progress_t[lane] = now  # nothing outstanding: nothing to wait for
                 continue
             if now - self._ack_progress_t[lane] < self.config.e2e_resend_after_s:
@@ -92,11 +92,22 @@ class UplinkAcks:
             self._ack_wake.set()
 
     # ------------------------------------------------------------------ acks
+    def _platform_has_all(self, lane: Lane) -> bool:
+        """e2e mode: the platform acknowledged every row a message of this session carried (the
+        rows sent after the last of them, if any, were left out by the filter)."""
+        return self._platform_seq[lane] >= self._prev[lane]
+
     def _ack_target(self, lane: Lane) -> int:
         if self._e2e:
+            sent = max(self._sent_seq[lane], self._ack_seq[lane])
+            if self._platform_has_all(lane):
+                # Rows the filter left out after the last carried one are settled with it: no
+                # platform acks them (it never gets them), and they must not wait for the next
+                # wanted row, which may be days away (an events-only fire centre).
+                return sent
             # Never beyond what we published in this run: a stale ack from before a restart could
             # otherwise name rows the platform has not got.
-            return min(self._platform_seq[lane], max(self._sent_seq[lane], self._ack_seq[lane]))
+            return min(self._platform_seq[lane], sent)
         return self._puback_seq[lane]
 
     async def _ack_loop(self) -> None:
@@ -114,7 +125,7 @@ class UplinkAcks:
             if target > self._ack_seq[lane] and lane in self._filter.lanes:
                 # The position and the chain (last seq a message carried: the next session's
                 # prev_seq) are stored in one commit with the delete.
-                chain = target if self._e2e else min(self._puback_chain[lane], target)
+                chain = min(self._platform_seq[lane] if self._e2e else self._puback_chain[lane], target)
                 n = await self._outbox.ack(
                     lane, target, destination=self.destination, state=(self._chain_key(lane), str(chain))
                 )

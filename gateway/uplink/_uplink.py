@@ -458,6 +458,8 @@ class Uplink(UplinkAcks, UplinkMessages):
             self._inflight[lane].append(_InFlight(batch, time.monotonic(), done=True))
             self._sent_seq[lane] = batch.last_seq
             self._settle(lane)
+            if self._e2e:  # settled without a platform ack, once the carried rows are acked
+                self._ack_wake.set()
             return
         await window.acquire()
         entry = _InFlight(batch, time.monotonic())

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
+import re
 import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from selenium import webdriver
@@ -180,7 +183,9 @@ async def test_page_works_behind_the_password(
 async def test_page_shows_each_destination(
     short_dir: Path, building: ModbusBuilding, browser: webdriver.Chrome
 ) -> None:
-    """Two destinations, the district's broker down: the uplink tile names both and warns."""
+    """Two destinations, the district's broker down: the uplink tile names both and warns, and shows
+    the district's backlog (its own figure from the status: it only grows while its broker is down,
+    so the page's figure lies between the status read before it and the one after)."""
     from citynerve.gateway.config import load_config
     from citynerve.hil.platform import MosquittoBroker
 
@@ -200,16 +205,57 @@ brokers = ["{broker.url}"]
 id = "district"
 brokers = ["mqtt://127.0.0.1:9"]
 """
-        path.write_text(gateway_toml(host, port) + extra)
+        # readings reach the outbox (the district's backlog) within 0.2 s, not the default 5 s
+        fast = gateway_toml(host, port).replace(
+            'synchronous = "normal"', 'synchronous = "normal"\ncommit_interval_ms = 200'
+        )
+        path.write_text(fast + extra)
         async with run_gateway(load_config(path)) as gateway:
             cfg = WebConfig(enabled=True, port=0, refresh_s=0.5)
             async with StatusServer(cfg, gateway) as server:
                 await asyncio.to_thread(browser.get, f"http://127.0.0.1:{server.port}/")
+                # (the city's uplink may still be connecting when the page first shows the district)
                 await wait_for(
-                    lambda: "district DOWN" in _text(browser, "#uplink-detail"), 20, interval_s=0.2
+                    lambda: {"district DOWN", "city up"} <= _words(_text(browser, "#uplink-detail")),
+                    20,
+                    interval_s=0.2,
                 )
-                detail = _text(browser, "#uplink-detail")
-                assert "city up" in detail, detail
                 assert "warn" in (browser.find_element(By.ID, "tile-uplink").get_attribute("class") or "")
+                api = f"http://127.0.0.1:{server.port}/api/status"
+
+                async def district_queued() -> int:
+                    return _queued(await asyncio.to_thread(_json, api))
+
+                await wait_for(district_queued, 20, interval_s=0.2)  # the building's readings wait
+                low = await district_queued()
+
+                async def page_caught_up() -> bool:
+                    return _page_queued(_text(browser, "#uplink-detail")) >= low
+
+                await wait_for(page_caught_up, 20, interval_s=0.2)
+                shown = _page_queued(_text(browser, "#uplink-detail"))
+                high = await district_queued()
+                assert low <= shown <= high, (low, shown, high)
     finally:
         broker.close()
+
+
+def _json(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.loads(resp.read())  # type: ignore[no-any-return]
+
+
+def _queued(status: dict[str, Any]) -> int:
+    """The district's backlog (rows, both lanes) in the page's status JSON."""
+    return sum(status["uplink"]["destinations"]["district"]["backlog"].values())
+
+
+def _page_queued(detail: str) -> int:
+    """The district's backlog as the page shows it: `district DOWN (1234 queued)`, or 0."""
+    found = re.search(r"district DOWN \((\d+) queued\)", detail)
+    return int(found.group(1)) if found else 0
+
+
+def _words(detail: str) -> set[str]:
+    """`city up`, `district DOWN`, ... as the uplink tile names each destination."""
+    return set(re.findall(r"\b\w+ (?:up|DOWN)\b", detail))

@@ -62,3 +62,41 @@ def test_size_cap_accounts_drops_per_destination(tmp_path: Path) -> None:
         street = sum(n.attrs["destinations"]["street"] for n in notices)
         assert street == stats["street"]["dropped"]["telemetry"]
         assert all(n.attrs["destinations"]["city"] == 0 for n in notices)
+
+
+def test_a_filtered_destination_counts_only_the_dropped_rows_it_wanted(tmp_path: Path) -> None:
+    """A fire centre that takes smoke events only: when the cap drops events it had not got, its
+    loss counts the smoke events among them (and the outbox's own notices, which always go), not
+    the leak events its filter leaves out."""
+    from citynerve.gateway.uplink import UpstreamConfig
+    from citynerve.gateway.uplink.destinations import DestinationFilter
+
+    fire = DestinationFilter.of(
+        UpstreamConfig.model_validate(
+            {
+                "id": "fire",
+                "brokers": ["mqtt://127.0.0.1:1"],
+                "filter": {"lanes": ["event"], "event_kinds": ["smoke"]},
+            }
+        )
+    )
+    kinds: dict[int, str] = {}
+    with Outbox(tmp_path / "f.db", max_bytes=64 * 1024, synchronous="normal") as ob:
+        ob.set_destinations({"city": tuple(Lane), "fire": (Lane.EVENT,)}, keeps={"fire": fire})
+        for batch in range(40):
+            events = [
+                Event("d-1", "smoke" if i % 3 == 0 else "leak", EventState.RAISED, Severity.MAJOR, 1.7e9 + i,
+                      message=f"event {batch * 50 + i} " + "x" * 40)
+                for i in range(50)
+            ]  # fmt: skip
+            first, last = ob.append([], events)
+            kinds.update(zip(range(first, last + 1), (e.kind for e in events), strict=True))
+            ob.ack(Lane.EVENT, last, destination="city")  # the city keeps up; the fire centre is down
+        stats = ob.destination_stats()
+        dropped = ob.stats().lane(Lane.EVENT).dropped
+        left = {r.seq for r in ob.peek(Lane.EVENT, limit=100_000)}
+    gone = [kinds[s] for s in kinds if s not in left]
+    assert dropped > 0 and "leak" in gone and "smoke" in gone
+    # every dropped row that is not one of ours was an outbox notice: wanted too
+    assert stats["fire"]["dropped"] == {"event": dropped - gone.count("leak")}
+    assert stats["city"]["dropped"] == {"event": 0, "telemetry": 0}

@@ -85,23 +85,3 @@ async def _at_least(consumer: PlatformConsumer, lane: str, n: int) -> bool:
 
 async def _outbox_empty(ob: AsyncOutbox) -> bool:
     return all(s.rows == 0 for s in (await ob.stats()).lanes)
-
-
-def test_metrics_show_each_destination() -> None:
-    from citynerve.gateway.web.metrics import render_metrics
-
-    status = {
-        "gateway_id": "gw",
-        "uplink": {
-            "state": "connected",
-            "connected": True,
-            "destinations": {
-                "city": {"connected": True, "backlog": {"telemetry": 0}, "dropped": {"telemetry": 0}},
-                "street": {"connected": False, "backlog": {"telemetry": 510}, "dropped": {"telemetry": 7}},
-            },
-        },
-    }
-    text = render_metrics(status, now=0.0)
-    assert 'citynerve_destination_connected{destination="street"} 0' in text
-    assert 'citynerve_destination_backlog_rows{destination="street",lane="telemetry"} 510' in text
-    assert 'citynerve_destination_dropped_rows_total{destination="street",lane="telemetry"} 7' in text

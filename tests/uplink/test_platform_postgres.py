@@ -1,23 +1,27 @@
-"""The reference platform on PostgreSQL: two consumer processes' worth of consumers (each with its own
-connection) share the rows through an MQTT shared subscription on a real Mosquitto, store into one
-real PostgreSQL server (Debian's, started on a loopback port), ack end to end; every row is stored
-exactly once and both consumers did part of the work."""
+"""The reference platform on PostgreSQL as an integrator runs it: two consumer processes
+(`python -m citynerve.hil.platform consume --pg DSN`) share the rows through an MQTT shared
+subscription on a real Mosquitto, store into one real PostgreSQL server (Debian's, started on a
+loopback port) and ack end to end; every row is stored exactly once and both processes handled
+messages."""
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Iterator
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from citynerve.gateway.store import AsyncOutbox
 from citynerve.gateway.uplink import Uplink
-from citynerve.hil.platform import MosquittoBroker, PlatformConsumer
-from citynerve.hil.platform.consumer import Arrival
-from citynerve.hil.platform.pgstore import PgPlatformStore
+from citynerve.hil.platform import MosquittoBroker
 from citynerve.hil.platform.postgres import PostgresServer
-from tests.uplink.conftest import INVENTORY, PLATFORM_SIGNER, alarm, readings, upstream, wait_for
+from tests.uplink.conftest import INVENTORY, alarm, platform_key_file, readings, upstream, wait_for
 
 GW = "gw-pg"
 pytestmark = pytest.mark.slow
@@ -29,68 +33,85 @@ def postgres() -> Iterator[PostgresServer]:
         yield pg
 
 
-async def test_two_consumers_share_the_load_and_store_every_row_once(
-    broker: MosquittoBroker, outbox: AsyncOutbox, postgres: PostgresServer
+def _consumer_process(broker: MosquittoBroker, dsn: str, name: str, out: Path) -> subprocess.Popen[bytes]:
+    cmd = [
+        *(sys.executable, "-m", "citynerve.hil.platform", "consume"),
+        *("--broker", broker.url, "--pg", dsn, "--group", "pg", "--client-id", name),
+        *("--hmac-key-file", str(platform_key_file())),
+    ]
+    env = {**os.environ, "COLUMNS": "400"}  # one arrival, one line
+    with out.open("wb") as f:
+        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+
+
+def _lines(out: Path, start: str) -> int:
+    return sum(line.startswith(start) for line in out.read_text(errors="replace").splitlines())
+
+
+async def test_two_consumer_processes_share_the_load_and_store_every_row_once(
+    broker: MosquittoBroker, outbox: AsyncOutbox, postgres: PostgresServer, tmp_path: Path
 ) -> None:
     n_readings, n_events = 3000, 20
-    handled: Counter[str] = Counter()
-
-    def counter(name: str) -> Callable[[Arrival], None]:
-        def on_arrival(a: Arrival) -> None:
-            if a.kind in ("telemetry", "events"):
-                handled[name] += 1
-
-        return on_arrival
-
-    consumers = [
-        PlatformConsumer(
-            host=broker.host,
-            port=broker.port,
-            group="pg",
-            consumer_id=f"platform-pg-{i}",
-            ack_signer=PLATFORM_SIGNER,
-            store=PgPlatformStore(postgres.dsn),
-            on_arrival=counter(f"c{i}"),
-        )
-        for i in range(2)
-    ]
-    for c in consumers:
-        await c.__aenter__()
+    outs = [tmp_path / f"consumer-{i}.out" for i in range(2)]
+    cfg = upstream(broker, e2e_ack=True, e2e_resend_after_s=2.0, max_batch_readings=25)
+    procs: list[subprocess.Popen[bytes]] = []
     try:
-        for c in consumers:
-            await c.wait_connected()
-        cfg = upstream(broker, e2e_ack=True, e2e_resend_after_s=2.0, max_batch_readings=25)
         async with Uplink(cfg, gateway_id=GW, outbox=outbox, inventory=lambda: INVENTORY):
+            # The gateway's retained status reaches each process once it has subscribed (the
+            # shared row topics are subscribed before the status topic).
+            procs = [_consumer_process(broker, postgres.dsn, f"platform-pg-{i}", outs[i]) for i in range(2)]
+
+            async def subscribed() -> bool:
+                for p, out in zip(procs, outs, strict=True):
+                    assert p.poll() is None, out.read_text(errors="replace")
+                return all(_lines(out, f"status {GW} online") for out in outs)
+
+            await wait_for(subscribed, timeout_s=30)
             for i in range(n_events):  # live traffic: readings and alarms interleaved
                 await outbox.append(readings(n_readings // n_events, start=i * 150), [alarm(i)])
 
-            async def all_stored() -> bool:
-                lanes = await consumers[0].query(
-                    lambda s: {v.lane: v for v in s.lanes() if v.gateway_id == GW}
-                )
-                t, e = lanes.get("telemetry"), lanes.get("event")
-                return bool(t and e and t.rows == n_readings and e.rows == n_events)
+            with psycopg.connect(postgres.dsn, autocommit=True) as conn:
 
-            await wait_for(all_stored, timeout_s=90)
-            await wait_for(lambda: _outbox_empty(outbox), timeout_s=30)
+                async def all_stored() -> bool:
+                    t = conn.execute("SELECT count(*) FROM readings WHERE gateway_id=%s", (GW,)).fetchone()
+                    e = conn.execute("SELECT count(*) FROM events WHERE gateway_id=%s", (GW,)).fetchone()
+                    return (t, e) == ((n_readings,), (n_events,))
+
+                await wait_for(all_stored, timeout_s=90)
+            await wait_for(lambda: _outbox_empty(outbox), timeout_s=30)  # acked end to end
     finally:
-        for c in consumers:
-            await c.__aexit__(None, None, None)
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 10
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
     with psycopg.connect(postgres.dsn) as conn:
         (rows, distinct) = conn.execute(
             "SELECT count(*), count(DISTINCT (epoch, seq)) FROM readings WHERE gateway_id=%s", (GW,)
         ).fetchone() or (0, 0)
         (events,) = conn.execute("SELECT count(*) FROM events WHERE gateway_id=%s", (GW,)).fetchone() or (0,)
         lanes = conn.execute(
-            "SELECT lane, contiguous, rows, duplicates FROM lanes WHERE gateway_id=%s ORDER BY lane", (GW,)
+            "SELECT lane, contiguous, rows, duplicates, gaps_seen FROM lanes WHERE gateway_id=%s "
+            "ORDER BY lane",
+            (GW,),
         ).fetchall()
         (links,) = conn.execute("SELECT count(*) FROM links WHERE gateway_id=%s", (GW,)).fetchone() or (0,)
+    assert [p.returncode for p in procs] == [0, 0]  # Ctrl-C stops a consumer cleanly
     assert rows == distinct == n_readings and events == n_events
     last = n_readings + n_events
-    assert {lane: contig for lane, contig, _, _ in lanes} == {"event": last, "telemetry": last - 1}
+    assert {lane: contig for lane, contig, *_ in lanes} == {"event": last, "telemetry": last - 1}
+    assert {lane: n for lane, _, n, *_ in lanes} == {"event": n_events, "telemetry": n_readings}
     assert links == 0  # no open gap
-    assert handled["c0"] > 0 and handled["c1"] > 0, handled  # the shared subscription split the rows
-    print(f"messages handled per consumer: {dict(handled)}; duplicates {[d for *_, d in lanes]}")
+    # Both processes stored rows: the shared subscription split the messages between them.
+    handled = {out.stem: (_lines(out, "data "), _lines(out, "ALARM ")) for out in outs}
+    assert all(data + alarms > 0 for data, alarms in handled.values()), handled
+    assert sum(data for data, _ in handled.values()) >= n_readings // 25  # every message, some twice
+    assert sum(alarms for _, alarms in handled.values()) >= n_events
+    print(f"messages handled per process (telemetry, alarms): {handled}; lanes {lanes}")
 
 
 async def _outbox_empty(outbox: AsyncOutbox) -> bool:
