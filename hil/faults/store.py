@@ -61,6 +61,13 @@ def modbus_peer(port: int = 0) -> Iterator[Peer]:
         peer.stop()
 
 
+PEER_GONE_BACKOFF_S = (0.4, 2.0)
+"""The bus's reconnect waits (initial, max) in the scenarios whose Modbus peer goes away (and comes
+back): 0.4 s doubling up to 2 s instead of the defaults' 5 s up to 300 s, so the devices go offline
+and are polled again within seconds, not the 15-25 s the defaults' doubling takes. What these
+scenarios check is the store; the bus's backoff itself is tested in tests/bus."""
+
+
 def write_config(
     work: Path,
     port: int,
@@ -324,7 +331,7 @@ async def corrupt_outbox_quarantined(work: Path) -> str:
     db = work / "var" / "gw.db"
     with modbus_peer() as peer:
         port = peer.port
-        gw = Gateway(write_config(work, port))
+        gw = Gateway(write_config(work, port, backoff_s=PEER_GONE_BACKOFF_S))
         async with running(gw):
             await until(lambda: len(blocks_in(db)) >= 5 if db.exists() else False, "some telemetry", gw)
         data = bytearray(db.read_bytes())
@@ -401,11 +408,7 @@ async def disk_full(work: Path) -> str:
         db = disk / "gw.db"
         with modbus_peer() as peer:
             port = peer.port
-            # The peer goes away and comes back: the bus's reconnect waits short (0.4 s doubling up
-            # to 2 s, not 5 s up to 300 s), so the devices go offline and are polled again within
-            # seconds instead of the 15-25 s the defaults' doubling takes (what is checked is the
-            # store, not the bus's backoff: tests/bus covers that).
-            gw = Gateway(write_config(work, port, db=str(db), backoff_s=(0.4, 2.0)))
+            gw = Gateway(write_config(work, port, db=str(db), backoff_s=PEER_GONE_BACKOFF_S))
             gw.start()
             try:
                 await until(lambda: db.exists() and len(blocks_in(db)) >= 50, "telemetry stored", gw)
