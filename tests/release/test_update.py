@@ -35,7 +35,7 @@ from citynerve.hil.platform.fleet import FleetClient
 from citynerve.hil.platform.fleet_update import Bundle, update_gateway
 from tests.integration.conftest import gateway_config
 
-from .conftest import ReleaseKey, build, http_folder, install_from_bundle, resigned
+from .conftest import RELEASES, ReleaseKey, http_folder, install_from_bundle, resigned
 
 # Each test waits up to 400 s for an update on a loaded machine; the suite's 300 s default would cut it first.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -186,16 +186,13 @@ def crash_loop(src: Path) -> None:
         f.write("\n\ndef start(args: RunArgs) -> None:  # noqa: F811\n    raise SystemExit(3)\n")
 
 
+RELEASES.want("1.0.2", "1.0.2", patch=never_healthy_with_a_migration)
+RELEASES.want("1.0.3", "1.0.3", patch=crash_loop)
+
+
 @pytest.fixture(scope="module")
-def bundles(
-    tmp_path_factory: pytest.TempPathFactory, release_key: ReleaseKey, base_bundles: dict[str, Path]
-) -> dict[str, Path]:
-    tmp = tmp_path_factory.mktemp("releases")
-    return {
-        **base_bundles,
-        "1.0.2": build(tmp, "1.0.2", release_key, patch=never_healthy_with_a_migration),
-        "1.0.3": build(tmp, "1.0.3", release_key, patch=crash_loop),
-    }
+def bundles(base_bundles: dict[str, Path]) -> dict[str, Path]:
+    return {**base_bundles, "1.0.2": RELEASES.get("1.0.2"), "1.0.3": RELEASES.get("1.0.3")}
 
 
 @pytest.fixture

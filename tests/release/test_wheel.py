@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, ReleaseKey, build, install_from_bundle
+from .conftest import RELEASES, REPO, ReleaseKey, install_from_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -36,9 +36,12 @@ def _run(
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, **kw)  # type: ignore[call-overload,no-any-return]
 
 
+RELEASES.want("both-pythons", VERSION, pythons=("3.11", "3.13"))
+
+
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory, release_key: ReleaseKey) -> Path:
-    return build(tmp_path_factory.mktemp("wheel"), VERSION, release_key, pythons=("3.11", "3.13"))
+def bundle() -> Path:
+    return RELEASES.get("both-pythons")
 
 
 def test_the_bundle_holds_wheels_for_both_pythons(bundle: Path) -> None:
