@@ -3,8 +3,9 @@ is the package data the installed gateway verifies bundles against), one version
 into a signed bundle by the same tool a release manager runs (hil/tools/bundle.py).
 
 Every bundle the release tests use is built once per session by `RELEASES`, in one background thread
-started when collection ends (the builds are pip subprocesses, niced: they overlap the tests that run
-before tests/release instead of adding a minute to the run); a fixture waits for the bundle it needs."""
+started when collection ends, which then makes each test's own offline install (pip subprocesses,
+niced: they overlap the tests that run before tests/release instead of adding two minutes to the
+run); a fixture or test waits for the bundle or install it needs."""
 
 from __future__ import annotations
 
@@ -106,6 +107,8 @@ class Releases:
     def __init__(self) -> None:
         self._wanted: dict[str, tuple[str, tuple[str, ...], Callable[[Path], None] | None]] = {}
         self._futures: dict[str, Future[Path]] = {}
+        self._installs: dict[str, tuple[str, bool]] = {}
+        self._installed: dict[str, Future[tuple[Path, subprocess.CompletedProcess[str]]]] = {}
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._folder: Path | None = None
@@ -117,6 +120,10 @@ class Releases:
     ) -> None:  # fmt: skip
         """A bundle of `version` named `name` (a test module calls this when it is imported)."""
         self._wanted[name] = (version, pythons, patch)
+
+    def want_install(self, name: str, bundle: str, *, sim: bool = False) -> None:
+        """An install of the bundle `bundle` (offline, by its own install.py) for one test alone."""
+        self._installs[name] = (bundle, sim)
 
     @property
     def folder(self) -> Path:
@@ -145,11 +152,24 @@ class Releases:
                     tmp = self._folder / name  # type: ignore[operator]
                     self._futures[name] = self._pool.submit(build, tmp, version, key, pythons=pythons,
                                                             patch=patch)  # fmt: skip
+            # After the builds they need (one thread, in order: an install never waits for a later job).
+            for name, (bundle, sim) in self._installs.items():
+                if name not in self._installed:
+                    self._installed[name] = self._pool.submit(self._install, name, bundle, sim)
+
+    def _install(self, name: str, bundle: str, sim: bool) -> tuple[Path, subprocess.CompletedProcess[str]]:
+        root = self.folder / "installs" / name / "opt"
+        return root, install_from_bundle(self._futures[bundle].result(), root, self.key.public, sim=sim)
 
     def get(self, name: str) -> Path:
         """The bundle `name`, once built (a build error is raised here, in the test that needs it)."""
         self.start()
         return self._futures[name].result()
+
+    def installed(self, name: str) -> tuple[Path, subprocess.CompletedProcess[str]]:
+        """The install root of `name` and its install.py's result, once done (a test's own install)."""
+        self.start()
+        return self._installed[name].result()
 
     def close(self) -> None:
         if self._pool is not None:

@@ -35,7 +35,7 @@ from citynerve.hil.platform.fleet import FleetClient
 from citynerve.hil.platform.fleet_update import Bundle, update_gateway
 from tests.integration.conftest import gateway_config
 
-from .conftest import RELEASES, ReleaseKey, http_folder, install_from_bundle, resigned
+from .conftest import RELEASES, http_folder, resigned
 
 # Each test waits up to 400 s for an update on a loaded machine; the suite's 300 s default would cut it first.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -188,6 +188,7 @@ def crash_loop(src: Path) -> None:
 
 RELEASES.want("1.0.2", "1.0.2", patch=never_healthy_with_a_migration)
 RELEASES.want("1.0.3", "1.0.3", patch=crash_loop)
+RELEASES.want_install("update-1.0.0", "1.0.0")  # the test's own install, made in the background
 
 
 @pytest.fixture(scope="module")
@@ -226,11 +227,11 @@ def wait_for(what: str, predicate: Any, timeout_s: float = 60.0) -> Any:
 
 
 def test_apply_confirms_a_good_release_and_rolls_back_bad_ones(
-    bundles: dict[str, Path], tmp_path: Path, release_key: ReleaseKey, modbus_peer_port: int,
+    bundles: dict[str, Path], tmp_path: Path, modbus_peer_port: int,
     broker: MosquittoBroker,
 ) -> None:  # fmt: skip
-    root = tmp_path / "opt"
-    assert install_from_bundle(bundles["1.0.0"], root, release_key.public).returncode == 0
+    root, installed = RELEASES.installed("update-1.0.0")  # install_from_bundle(bundles["1.0.0"], ...)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
     config = gateway_config(tmp_path / "site", modbus_peer_port, buses=1, units=3)
     config.write_text(
         config.read_text()

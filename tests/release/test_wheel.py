@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import RELEASES, REPO, ReleaseKey, install_from_bundle
+from .conftest import RELEASES, REPO
 
 pytestmark = pytest.mark.slow
 
@@ -37,6 +37,10 @@ def _run(
 
 
 RELEASES.want("both-pythons", VERSION, pythons=("3.11", "3.13"))
+# Each test's own install, made in the background after the build (tests/release/conftest.py).
+RELEASES.want_install("wheel-examples", "both-pythons", sim=True)
+RELEASES.want_install("wheel-runtime", "both-pythons")
+RELEASES.want_install("wheel-smoke", "both-pythons", sim=True)
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +58,8 @@ def test_the_bundle_holds_wheels_for_both_pythons(bundle: Path) -> None:
     assert {"install.py", "MANIFEST.json", "MANIFEST.json.sig"} <= set(names)
 
 
-def test_the_installed_release_checks_every_example_and_runs_the_demo(
-    bundle: Path, tmp_path: Path, release_key: ReleaseKey
-) -> None:
-    root = tmp_path / "opt"
-    proc = install_from_bundle(bundle, root, release_key.public, sim=True)
+def test_the_installed_release_checks_every_example_and_runs_the_demo(tmp_path: Path) -> None:
+    root, proc = RELEASES.installed("wheel-examples")  # install_from_bundle(bundle, ..., sim=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     cn = root / "bin" / "citynerve"
     work = tmp_path / "work"
@@ -79,11 +80,9 @@ def test_the_installed_release_checks_every_example_and_runs_the_demo(
     assert "demo done" in demo.stdout
 
 
-def test_the_runtime_install_has_no_simulator_dependencies(
-    bundle: Path, tmp_path: Path, release_key: ReleaseKey
-) -> None:
-    root = tmp_path / "opt"
-    assert install_from_bundle(bundle, root, release_key.public).returncode == 0
+def test_the_runtime_install_has_no_simulator_dependencies(tmp_path: Path) -> None:
+    root, proc = RELEASES.installed("wheel-runtime")  # install_from_bundle(bundle, ...), no --sim
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     py = str(root / "current" / "bin" / "python")
     probe = (
         "import sys, importlib.util\n"
@@ -101,11 +100,9 @@ def test_the_runtime_install_has_no_simulator_dependencies(
     assert demo.returncode == 1 and "citynerve[sim]" in demo.stderr, demo.stderr
 
 
-def test_a_smoke_subset_of_the_tests_passes_against_the_installed_package(
-    bundle: Path, tmp_path: Path, release_key: ReleaseKey
-) -> None:
-    root = tmp_path / "opt"
-    assert install_from_bundle(bundle, root, release_key.public, sim=True).returncode == 0
+def test_a_smoke_subset_of_the_tests_passes_against_the_installed_package(tmp_path: Path) -> None:
+    root, proc = RELEASES.installed("wheel-smoke")  # install_from_bundle(bundle, ..., sim=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     py = str(root / "current" / "bin" / "python")
     # The test tools are not part of a release: from PyPI (the test extra's versions).
     extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
