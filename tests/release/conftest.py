@@ -10,6 +10,7 @@ run); a fixture or test waits for the bundle or install it needs."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import http.server
 import os
@@ -100,6 +101,15 @@ def install_from_bundle(
     return subprocess.run([*cmd, *(["--sim"] if sim else [])], capture_output=True, text=True, timeout=600)
 
 
+@dataclasses.dataclass(frozen=True)
+class Installed:
+    """One test's install: its root, install.py's result, and pip's for the extra requirements (if any)."""
+
+    root: Path
+    install: subprocess.CompletedProcess[str]
+    pip: subprocess.CompletedProcess[str] | None
+
+
 class Releases:
     """The session's signed bundles, each built once (`want` at import, `get` in a fixture), in order,
     by one background thread, into a folder of their own (removed at the session's end)."""
@@ -107,8 +117,8 @@ class Releases:
     def __init__(self) -> None:
         self._wanted: dict[str, tuple[str, tuple[str, ...], Callable[[Path], None] | None]] = {}
         self._futures: dict[str, Future[Path]] = {}
-        self._installs: dict[str, tuple[str, bool]] = {}
-        self._installed: dict[str, Future[tuple[Path, subprocess.CompletedProcess[str]]]] = {}
+        self._installs: dict[str, tuple[str, bool, tuple[str, ...]]] = {}
+        self._installed: dict[str, Future[Installed]] = {}
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._folder: Path | None = None
@@ -121,9 +131,10 @@ class Releases:
         """A bundle of `version` named `name` (a test module calls this when it is imported)."""
         self._wanted[name] = (version, pythons, patch)
 
-    def want_install(self, name: str, bundle: str, *, sim: bool = False) -> None:
-        """An install of the bundle `bundle` (offline, by its own install.py) for one test alone."""
-        self._installs[name] = (bundle, sim)
+    def want_install(self, name: str, bundle: str, *, sim: bool = False, pip: tuple[str, ...] = ()) -> None:
+        """An install of the bundle `bundle` (offline, by its own install.py) for one test alone; `pip`:
+        requirements then installed into it with its own pip (when the install succeeded)."""
+        self._installs[name] = (bundle, sim, pip)
 
     @property
     def folder(self) -> Path:
@@ -153,21 +164,27 @@ class Releases:
                     self._futures[name] = self._pool.submit(build, tmp, version, key, pythons=pythons,
                                                             patch=patch)  # fmt: skip
             # After the builds they need (one thread, in order: an install never waits for a later job).
-            for name, (bundle, sim) in self._installs.items():
+            for name, (bundle, sim, pip) in self._installs.items():
                 if name not in self._installed:
-                    self._installed[name] = self._pool.submit(self._install, name, bundle, sim)
+                    self._installed[name] = self._pool.submit(self._install, name, bundle, sim, pip)
 
-    def _install(self, name: str, bundle: str, sim: bool) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    def _install(self, name: str, bundle: str, sim: bool, pip: tuple[str, ...]) -> Installed:
         root = self.folder / "installs" / name / "opt"
-        return root, install_from_bundle(self._futures[bundle].result(), root, self.key.public, sim=sim)
+        done = install_from_bundle(self._futures[bundle].result(), root, self.key.public, sim=sim)
+        if done.returncode != 0 or not pip:
+            return Installed(root, done, None)
+        cmd = [str(root / "current" / "bin" / "python"), "-m", "pip", "install", "-q"]
+        more = subprocess.run([*cmd, "--disable-pip-version-check", *pip], capture_output=True, text=True,
+                              timeout=600, cwd=root.parent)  # fmt: skip
+        return Installed(root, done, more)
 
     def get(self, name: str) -> Path:
         """The bundle `name`, once built (a build error is raised here, in the test that needs it)."""
         self.start()
         return self._futures[name].result()
 
-    def installed(self, name: str) -> tuple[Path, subprocess.CompletedProcess[str]]:
-        """The install root of `name` and its install.py's result, once done (a test's own install)."""
+    def installed(self, name: str) -> Installed:
+        """The install `name` (a test's own), once done."""
         self.start()
         return self._installed[name].result()
 

@@ -230,8 +230,9 @@ def test_apply_confirms_a_good_release_and_rolls_back_bad_ones(
     bundles: dict[str, Path], tmp_path: Path, modbus_peer_port: int,
     broker: MosquittoBroker,
 ) -> None:  # fmt: skip
-    root, installed = RELEASES.installed("update-1.0.0")  # install_from_bundle(bundles["1.0.0"], ...)
-    assert installed.returncode == 0, installed.stdout + installed.stderr
+    installed = RELEASES.installed("update-1.0.0")  # install_from_bundle(bundles["1.0.0"], ...)
+    root = installed.root
+    assert installed.install.returncode == 0, installed.install.stdout + installed.install.stderr
     config = gateway_config(tmp_path / "site", modbus_peer_port, buses=1, units=3)
     config.write_text(
         config.read_text()
