@@ -61,6 +61,13 @@ def modbus_peer(port: int = 0) -> Iterator[Peer]:
         peer.stop()
 
 
+PEER_GONE_BACKOFF_S = (0.4, 2.0)
+"""The bus's reconnect waits (initial, max) in the scenarios whose Modbus peer goes away (and comes
+back): 0.4 s doubling up to 2 s instead of the defaults' 5 s up to 300 s, so the devices go offline
+and are polled again within seconds, not the 15-25 s the defaults' doubling takes. What these
+scenarios check is the store; the bus's backoff itself is tested in tests/bus."""
+
+
 def write_config(
     work: Path,
     port: int,
@@ -68,6 +75,7 @@ def write_config(
     db: str = "var/gw.db",
     broker: MosquittoBroker | None = None,
     commit_ms: int = 20,
+    backoff_s: tuple[float, float] | None = None,
 ) -> Path:
     (work / "profiles").mkdir(parents=True, exist_ok=True)
     (work / "profiles" / "fault-counter.toml").write_text(
@@ -105,6 +113,8 @@ def write_config(
         min_poll_interval_s = 0.05  # the fault profile polls every 50 ms
         """
     )
+    if backoff_s is not None:  # (initial, max) waits before a failed bus is tried again
+        text += f"backoff_initial_s = {backoff_s[0]}\nbackoff_max_s = {backoff_s[1]}\n"
     for u in (1, 2, 3):
         text += (
             f'\n[[devices]]\nid = "d{u}"\nbus = "tcp-0"\nprofile = "fault-counter"\naddress = {u}\n'
@@ -321,7 +331,7 @@ async def corrupt_outbox_quarantined(work: Path) -> str:
     db = work / "var" / "gw.db"
     with modbus_peer() as peer:
         port = peer.port
-        gw = Gateway(write_config(work, port))
+        gw = Gateway(write_config(work, port, backoff_s=PEER_GONE_BACKOFF_S))
         async with running(gw):
             await until(lambda: len(blocks_in(db)) >= 5 if db.exists() else False, "some telemetry", gw)
         data = bytearray(db.read_bytes())
@@ -388,7 +398,7 @@ def fill(disk: Path) -> Path:
     area="store",
     promise="on a full disk the oldest telemetry is evicted (announced, counted) to store alarms, "
     "nothing waits in RAM for long, the state shows in status; telemetry is stored again when space is back",
-    slow=True,  # ~45 s (devices must go offline and come back); tests/store/test_store_real.py runs it
+    slow=True,  # ~10 s (devices must go offline and come back); tests/store/test_store_real.py runs it
     timeout_s=240.0,
 )
 async def disk_full(work: Path) -> str:
@@ -398,7 +408,7 @@ async def disk_full(work: Path) -> str:
         db = disk / "gw.db"
         with modbus_peer() as peer:
             port = peer.port
-            gw = Gateway(write_config(work, port, db=str(db)))
+            gw = Gateway(write_config(work, port, db=str(db), backoff_s=PEER_GONE_BACKOFF_S))
             gw.start()
             try:
                 await until(lambda: db.exists() and len(blocks_in(db)) >= 50, "telemetry stored", gw)

@@ -1,18 +1,27 @@
 """Releases built in the test: a copy of the source tree with a test release key (its public half
 is the package data the installed gateway verifies bundles against), one version per copy, built
-into a signed bundle by the same tool a release manager runs (hil/tools/bundle.py)."""
+into a signed bundle by the same tool a release manager runs (hil/tools/bundle.py).
+
+Every bundle the release tests use is built once per session by `RELEASES`, in one background thread
+started when collection ends, which then makes each test's own offline install (pip subprocesses,
+niced: they overlap the tests that run before tests/release instead of adding two minutes to the
+run); a fixture or test waits for the bundle or install it needs."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import http.server
+import os
 import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +52,8 @@ class ReleaseKey:
 
 
 @pytest.fixture(scope="session")
-def release_key(tmp_path_factory: pytest.TempPathFactory) -> ReleaseKey:
-    return ReleaseKey(tmp_path_factory.mktemp("key"))
+def release_key() -> ReleaseKey:
+    return RELEASES.key
 
 
 def source_copy(
@@ -92,11 +101,126 @@ def install_from_bundle(
     return subprocess.run([*cmd, *(["--sim"] if sim else [])], capture_output=True, text=True, timeout=600)
 
 
+@dataclasses.dataclass(frozen=True)
+class Installed:
+    """One test's install: its root, install.py's result, and pip's for the extra requirements (if any)."""
+
+    root: Path
+    install: subprocess.CompletedProcess[str]
+    pip: subprocess.CompletedProcess[str] | None
+
+
+class Releases:
+    """The session's signed bundles, each built once (`want` at import, `get` in a fixture), in order,
+    by one background thread, into a folder of their own (removed at the session's end)."""
+
+    def __init__(self) -> None:
+        self._wanted: dict[str, tuple[str, tuple[str, ...], Callable[[Path], None] | None]] = {}
+        self._futures: dict[str, Future[Path]] = {}
+        self._installs: dict[str, tuple[str, bool, tuple[str, ...]]] = {}
+        self._installed: dict[str, Future[Installed]] = {}
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._folder: Path | None = None
+        self._key: ReleaseKey | None = None
+
+    def want(
+        self, name: str, version: str, *, pythons: tuple[str, ...] = (HOST_PYTHON,),
+        patch: Callable[[Path], None] | None = None,
+    ) -> None:  # fmt: skip
+        """A bundle of `version` named `name` (a test module calls this when it is imported)."""
+        self._wanted[name] = (version, pythons, patch)
+
+    def want_install(self, name: str, bundle: str, *, sim: bool = False, pip: tuple[str, ...] = ()) -> None:
+        """An install of the bundle `bundle` (offline, by its own install.py) for one test alone; `pip`:
+        requirements then installed into it with its own pip (when the install succeeded)."""
+        self._installs[name] = (bundle, sim, pip)
+
+    @property
+    def folder(self) -> Path:
+        with self._lock:
+            if self._folder is None:
+                self._folder = Path(tempfile.mkdtemp(prefix="citynerve-releases-"))
+            return self._folder
+
+    @property
+    def key(self) -> ReleaseKey:
+        folder = self.folder
+        with self._lock:
+            if self._key is None:
+                (folder / "key").mkdir()
+                self._key = ReleaseKey(folder / "key")
+            return self._key
+
+    def start(self) -> None:
+        """Queue every wanted bundle not queued yet (the thread builds them one after the other)."""
+        key = self.key
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, "release-builds", initializer=_nice)
+            for name, (version, pythons, patch) in self._wanted.items():
+                if name not in self._futures:
+                    tmp = self._folder / name  # type: ignore[operator]
+                    self._futures[name] = self._pool.submit(build, tmp, version, key, pythons=pythons,
+                                                            patch=patch)  # fmt: skip
+            # After the builds they need (one thread, in order: an install never waits for a later job).
+            for name, (bundle, sim, pip) in self._installs.items():
+                if name not in self._installed:
+                    self._installed[name] = self._pool.submit(self._install, name, bundle, sim, pip)
+
+    def _install(self, name: str, bundle: str, sim: bool, pip: tuple[str, ...]) -> Installed:
+        root = self.folder / "installs" / name / "opt"
+        done = install_from_bundle(self._futures[bundle].result(), root, self.key.public, sim=sim)
+        if done.returncode != 0 or not pip:
+            return Installed(root, done, None)
+        cmd = [str(root / "current" / "bin" / "python"), "-m", "pip", "install", "-q"]
+        more = subprocess.run([*cmd, "--disable-pip-version-check", *pip], capture_output=True, text=True,
+                              timeout=600, cwd=root.parent)  # fmt: skip
+        return Installed(root, done, more)
+
+    def get(self, name: str) -> Path:
+        """The bundle `name`, once built (a build error is raised here, in the test that needs it)."""
+        self.start()
+        return self._futures[name].result()
+
+    def installed(self, name: str) -> Installed:
+        """The install `name` (a test's own), once done."""
+        self.start()
+        return self._installed[name].result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+
+
+def _nice() -> None:
+    """The build thread (and the pip processes it starts, which inherit it) at a lower priority."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+
+
+RELEASES = Releases()
+RELEASES.want("1.0.0", "1.0.0")
+RELEASES.want("1.0.1", "1.0.1")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the builds as soon as release tests are selected, before the first test runs."""
+    here = Path(__file__).parent
+    if any(item.path.is_relative_to(here) for item in session.items):
+        RELEASES.start()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    RELEASES.close()
+
+
 @pytest.fixture(scope="session")
-def base_bundles(tmp_path_factory: pytest.TempPathFactory, release_key: ReleaseKey) -> dict[str, Path]:
+def base_bundles() -> dict[str, Path]:
     """1.0.0 and 1.0.1, plain releases, built once for every test that needs them."""
-    tmp = tmp_path_factory.mktemp("base-releases")
-    return {"1.0.0": build(tmp, "1.0.0", release_key), "1.0.1": build(tmp, "1.0.1", release_key)}
+    return {"1.0.0": RELEASES.get("1.0.0"), "1.0.1": RELEASES.get("1.0.1")}
 
 
 def resigned(bundle: Path, dest: Path) -> Path:

@@ -35,7 +35,7 @@ from citynerve.hil.platform.fleet import FleetClient
 from citynerve.hil.platform.fleet_update import Bundle, update_gateway
 from tests.integration.conftest import gateway_config
 
-from .conftest import ReleaseKey, build, http_folder, install_from_bundle, resigned
+from .conftest import RELEASES, http_folder, resigned
 
 # Each test waits up to 400 s for an update on a loaded machine; the suite's 300 s default would cut it first.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -186,16 +186,14 @@ def crash_loop(src: Path) -> None:
         f.write("\n\ndef start(args: RunArgs) -> None:  # noqa: F811\n    raise SystemExit(3)\n")
 
 
+RELEASES.want("1.0.2", "1.0.2", patch=never_healthy_with_a_migration)
+RELEASES.want("1.0.3", "1.0.3", patch=crash_loop)
+RELEASES.want_install("update-1.0.0", "1.0.0")  # the test's own install, made in the background
+
+
 @pytest.fixture(scope="module")
-def bundles(
-    tmp_path_factory: pytest.TempPathFactory, release_key: ReleaseKey, base_bundles: dict[str, Path]
-) -> dict[str, Path]:
-    tmp = tmp_path_factory.mktemp("releases")
-    return {
-        **base_bundles,
-        "1.0.2": build(tmp, "1.0.2", release_key, patch=never_healthy_with_a_migration),
-        "1.0.3": build(tmp, "1.0.3", release_key, patch=crash_loop),
-    }
+def bundles(base_bundles: dict[str, Path]) -> dict[str, Path]:
+    return {**base_bundles, "1.0.2": RELEASES.get("1.0.2"), "1.0.3": RELEASES.get("1.0.3")}
 
 
 @pytest.fixture
@@ -229,11 +227,12 @@ def wait_for(what: str, predicate: Any, timeout_s: float = 60.0) -> Any:
 
 
 def test_apply_confirms_a_good_release_and_rolls_back_bad_ones(
-    bundles: dict[str, Path], tmp_path: Path, release_key: ReleaseKey, modbus_peer_port: int,
+    bundles: dict[str, Path], tmp_path: Path, modbus_peer_port: int,
     broker: MosquittoBroker,
 ) -> None:  # fmt: skip
-    root = tmp_path / "opt"
-    assert install_from_bundle(bundles["1.0.0"], root, release_key.public).returncode == 0
+    installed = RELEASES.installed("update-1.0.0")  # install_from_bundle(bundles["1.0.0"], ...)
+    root = installed.root
+    assert installed.install.returncode == 0, installed.install.stdout + installed.install.stderr
     config = gateway_config(tmp_path / "site", modbus_peer_port, buses=1, units=3)
     config.write_text(
         config.read_text()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, ReleaseKey, build, install_from_bundle
+from .conftest import RELEASES, REPO
 
 pytestmark = pytest.mark.slow
 
@@ -36,9 +36,21 @@ def _run(
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, **kw)  # type: ignore[call-overload,no-any-return]
 
 
+RELEASES.want("both-pythons", VERSION, pythons=("3.11", "3.13"))
+# Each test's own install, made in the background after the build (tests/release/conftest.py).
+RELEASES.want_install("wheel-examples", "both-pythons", sim=True)
+RELEASES.want_install("wheel-runtime", "both-pythons")
+# The test tools are not part of a release: from PyPI (the test extra's versions), into the smoke install.
+_EXTRA = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
+RELEASES.want_install(
+    "wheel-smoke", "both-pythons", sim=True,
+    pip=tuple(r for r in _EXTRA if r.split(">")[0].split("=")[0].strip() in TEST_TOOLS),
+)  # fmt: skip
+
+
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory, release_key: ReleaseKey) -> Path:
-    return build(tmp_path_factory.mktemp("wheel"), VERSION, release_key, pythons=("3.11", "3.13"))
+def bundle() -> Path:
+    return RELEASES.get("both-pythons")
 
 
 def test_the_bundle_holds_wheels_for_both_pythons(bundle: Path) -> None:
@@ -51,11 +63,9 @@ def test_the_bundle_holds_wheels_for_both_pythons(bundle: Path) -> None:
     assert {"install.py", "MANIFEST.json", "MANIFEST.json.sig"} <= set(names)
 
 
-def test_the_installed_release_checks_every_example_and_runs_the_demo(
-    bundle: Path, tmp_path: Path, release_key: ReleaseKey
-) -> None:
-    root = tmp_path / "opt"
-    proc = install_from_bundle(bundle, root, release_key.public, sim=True)
+def test_the_installed_release_checks_every_example_and_runs_the_demo(tmp_path: Path) -> None:
+    installed = RELEASES.installed("wheel-examples")  # install_from_bundle(bundle, ..., sim=True)
+    root, proc = installed.root, installed.install
     assert proc.returncode == 0, proc.stdout + proc.stderr
     cn = root / "bin" / "citynerve"
     work = tmp_path / "work"
@@ -76,11 +86,10 @@ def test_the_installed_release_checks_every_example_and_runs_the_demo(
     assert "demo done" in demo.stdout
 
 
-def test_the_runtime_install_has_no_simulator_dependencies(
-    bundle: Path, tmp_path: Path, release_key: ReleaseKey
-) -> None:
-    root = tmp_path / "opt"
-    assert install_from_bundle(bundle, root, release_key.public).returncode == 0
+def test_the_runtime_install_has_no_simulator_dependencies(tmp_path: Path) -> None:
+    installed = RELEASES.installed("wheel-runtime")  # install_from_bundle(bundle, ...), no --sim
+    root = installed.root
+    assert installed.install.returncode == 0, installed.install.stdout + installed.install.stderr
     py = str(root / "current" / "bin" / "python")
     probe = (
         "import sys, importlib.util\n"
@@ -98,17 +107,13 @@ def test_the_runtime_install_has_no_simulator_dependencies(
     assert demo.returncode == 1 and "citynerve[sim]" in demo.stderr, demo.stderr
 
 
-def test_a_smoke_subset_of_the_tests_passes_against_the_installed_package(
-    bundle: Path, tmp_path: Path, release_key: ReleaseKey
-) -> None:
-    root = tmp_path / "opt"
-    assert install_from_bundle(bundle, root, release_key.public, sim=True).returncode == 0
+def test_a_smoke_subset_of_the_tests_passes_against_the_installed_package(tmp_path: Path) -> None:
+    # install_from_bundle(bundle, ..., sim=True), then the test tools with the install's pip (_EXTRA)
+    installed = RELEASES.installed("wheel-smoke")
+    root = installed.root
+    assert installed.install.returncode == 0, installed.install.stdout + installed.install.stderr
+    assert installed.pip is not None and installed.pip.returncode == 0, installed.pip
     py = str(root / "current" / "bin" / "python")
-    # The test tools are not part of a release: from PyPI (the test extra's versions).
-    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
-    tools = [r for r in extra if r.split(">")[0].split("=")[0].strip() in TEST_TOOLS]
-    pip = _run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", *tools], cwd=tmp_path)
-    assert pip.returncode == 0, pip.stderr
     checkout = tmp_path / "checkout"  # tests and pytest settings only: no gateway source beside them
     shutil.copytree(REPO / "tests", checkout / "tests", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(REPO / "pyproject.toml", checkout / "pyproject.toml")

@@ -1,9 +1,13 @@
-"""Shared helpers for the rules tests: devices as the config loader gives them, readings, engines."""
+"""Shared helpers for the rules tests: devices as the config loader gives them, readings, engines; and
+one replay per labelled scenario for the whole session (`eval_replays`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
+
+import pytest
 
 from citynerve.gateway.api import (
     DeviceConfig,
@@ -16,6 +20,7 @@ from citynerve.gateway.api import (
     Value,
 )
 from citynerve.gateway.rules import RuleEngine, RulesConfig
+from citynerve.hil.eval import PackScore, Scenario, harness
 
 T0 = 1_790_000_000.0  # Monday 2026-09-21 22:13:20 +08:00
 
@@ -65,3 +70,48 @@ def feed(
 
 def states(events: Iterable[Event]) -> list[tuple[str, EventState]]:
     return [(ev.rule, ev.state) for ev in events]
+
+
+class ReplayCache:
+    """`harness.replay`, remembered for the session: a scenario equal to one already replayed with equal
+    rules gives that replay's result again instead of a second pass through the pipeline and engine.
+
+    The evaluation tests build the same reduced scenarios as the benchmark's `--small` run (the household
+    of 10 residents over 30 days, the smoke flats, the rule-labelled four...); each replay takes seconds
+    to a minute and is deterministic (seeded models, simulated clock), so one replay per scenario serves
+    every test. A test still builds its scenario itself and every figure is still computed by the real
+    replay and `score`: only a second, identical replay is skipped. Order does not matter: whichever
+    test comes first replays, the others find it."""
+
+    def __init__(self) -> None:
+        self._done: list[tuple[Scenario, RulesConfig | None, harness.Replay]] = []
+        self.replayed = 0  # real replays (the rest came from the cache)
+
+    def replay(self, scn: Scenario, rules: RulesConfig | None = None) -> harness.Replay:
+        for seen, seen_rules, result in self._done:
+            if seen.pack == scn.pack and seen_rules == rules and seen == scn:
+                return result
+        result = _REPLAY(scn, rules)
+        self._done.append((scn, rules, result))
+        self.replayed += 1
+        return result
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """Within: every `harness.replay` (as `evaluate` and hil/bench/rules_eval.py call it) is this one."""
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(harness, "replay", self.replay)
+            yield
+
+    def evaluate(self, scenarios: Sequence[Scenario]) -> list[PackScore]:
+        """`harness.evaluate` (replay and score each scenario with its own pack), replays shared."""
+        with self.active():
+            return harness.evaluate(scenarios)
+
+
+_REPLAY = harness.replay
+
+
+@pytest.fixture(scope="session")
+def eval_replays() -> ReplayCache:
+    return ReplayCache()

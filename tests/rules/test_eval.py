@@ -6,9 +6,11 @@ from __future__ import annotations
 import pytest
 
 from citynerve.gateway.api import Event, EventState, Severity
-from citynerve.hil.eval import Episode, Scenario, build_all, evaluate
+from citynerve.hil.eval import Episode, Scenario, build_all
 from citynerve.hil.eval.harness import score
 from citynerve.hil.eval.water import build as water
+
+from .conftest import ReplayCache
 
 R, C = EventState.RAISED, EventState.CLEARED
 
@@ -51,8 +53,8 @@ def test_generator_is_deterministic_with_its_seed() -> None:
 
 
 @pytest.mark.slow
-def test_every_shipped_pack_meets_its_floors_on_labelled_data() -> None:
-    scores = {s.pack: s for s in evaluate(build_all(small=True))}
+def test_every_shipped_pack_meets_its_floors_on_labelled_data(eval_replays: ReplayCache) -> None:
+    scores = {s.pack: s for s in eval_replays.evaluate(build_all(small=True))}
     assert sorted(scores) == ["elderly-water", "electricity", "manhole", "smoke-fire"]
     for s in scores.values():
         assert s.episodes >= 8, s.pack

@@ -7,8 +7,10 @@ from __future__ import annotations
 import pytest
 
 from citynerve.gateway.api import EventState
-from citynerve.hil.eval.harness import replay, score
+from citynerve.hil.eval.harness import score
 from citynerve.hil.eval.household import build, build_packs
+
+from .conftest import ReplayCache
 
 
 def test_one_resident_drives_both_sensors_and_labels_are_situations() -> None:
@@ -28,9 +30,10 @@ def test_one_resident_drives_both_sensors_and_labels_are_situations() -> None:
 
 
 @pytest.mark.slow
-def test_the_composite_beats_the_per_device_packs_on_the_same_households() -> None:
+def test_the_composite_beats_the_per_device_packs_on_the_same_households(eval_replays: ReplayCache) -> None:
     comp_scn, packs_scn = build(residents=10, days=30), build_packs(residents=10, days=30)
-    rc, rp = replay(comp_scn, comp_scn.rules), replay(packs_scn, packs_scn.rules)  # type: ignore[arg-type]
+    rc = eval_replays.replay(comp_scn, comp_scn.rules)  # type: ignore[arg-type]
+    rp = eval_replays.replay(packs_scn, packs_scn.rules)  # type: ignore[arg-type]
     comp, packs = score(comp_scn, rc.events), score(packs_scn, rp.events)
     assert comp.episodes == packs.episodes >= 6
     # At this size the two share their false alarms (sleepless spells without water, unannounced

@@ -8,7 +8,9 @@ import pytest
 
 from citynerve.gateway.api import EventState
 from citynerve.hil.eval import household, household_nodes
-from citynerve.hil.eval.harness import replay, score
+from citynerve.hil.eval.harness import score
+
+from .conftest import ReplayCache
 
 
 def test_the_door_and_pir_ride_on_the_same_lives() -> None:
@@ -34,9 +36,10 @@ def test_the_door_and_pir_ride_on_the_same_lives() -> None:
 
 
 @pytest.mark.slow
-def test_the_third_signal_beats_bed_and_water_on_the_same_households() -> None:
+def test_the_third_signal_beats_bed_and_water_on_the_same_households(eval_replays: ReplayCache) -> None:
     base, nodes = household.build(residents=10, days=30), household_nodes.build(residents=10, days=30)
-    rb, rn = replay(base, base.rules), replay(nodes, nodes.rules)  # type: ignore[arg-type]
+    rb = eval_replays.replay(base, base.rules)  # type: ignore[arg-type]
+    rn = eval_replays.replay(nodes, nodes.rules)  # type: ignore[arg-type]
     old, new = score(base, rb.events), score(nodes, rn.events)
     assert new.episodes == old.episodes + 1  # the silent PIR node
     assert new.false_alarms < old.false_alarms, (new.figures(), old.figures())

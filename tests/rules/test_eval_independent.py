@@ -13,6 +13,8 @@ from citynerve.hil.eval import INDEPENDENT, SCENARIOS
 from citynerve.hil.eval.bed import build as bed
 from citynerve.hil.eval.hydrant import build as hydrant
 
+from .conftest import ReplayCache
+
 
 def test_models_are_deterministic_with_their_seed() -> None:
     a, b = bed(residents=4, days=6), bed(residents=4, days=6)
@@ -34,9 +36,13 @@ def test_labels_come_from_the_situation_not_from_the_pack() -> None:
 
 
 @pytest.mark.slow
-def test_independent_scores_through_the_benchmark_json(capsys: pytest.CaptureFixture[str]) -> None:
-    # One run of the benchmark script (as a reader would run it) carries every figure checked here.
-    rules_eval.main(["--json", "--small"])
+def test_independent_scores_through_the_benchmark_json(
+    capsys: pytest.CaptureFixture[str], eval_replays: ReplayCache
+) -> None:
+    # One run of the benchmark script (as a reader would run it) carries every figure checked here
+    # (its scenarios' replays shared with the other evaluation tests: tests/rules/conftest.py).
+    with eval_replays.active():
+        rules_eval.main(["--json", "--small"])
     out = json.loads(capsys.readouterr().out)
     assert out["manhole"]["data"] == "rule-labelled"
     assert out["fire-hydrant"]["data"] == "independent" and out["fire-hydrant"]["floor_met"] is True

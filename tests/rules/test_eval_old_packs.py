@@ -18,6 +18,8 @@ from citynerve.hil.eval.electricity_situations import build as electricity
 from citynerve.hil.eval.manhole_situations import build as manhole
 from citynerve.hil.eval.smoke_situations import build as smoke
 
+from .conftest import ReplayCache
+
 
 def test_models_are_deterministic_with_their_seed() -> None:
     for build, kw in ((manhole, {"covers": 3, "days": 2}), (smoke, {"flats": 4, "days": 3})):
@@ -76,9 +78,9 @@ def test_electricity_labels_and_the_installers_breaker_setting() -> None:
 
 
 @pytest.mark.slow
-def test_old_packs_are_scored_on_their_models() -> None:
+def test_old_packs_are_scored_on_their_models(eval_replays: ReplayCache) -> None:
     assert {"manhole", "smoke-fire", "electricity"} <= set(INDEPENDENT)
-    scores = {s.pack: s for s in evaluate([manhole(covers=5, days=5), smoke(flats=12, days=7)])}
+    scores = {s.pack: s for s in eval_replays.evaluate([manhole(covers=5, days=5), smoke(flats=12, days=7)])}
     # Openings that tip the cover are found within seconds; no passing vehicle raises anything.
     assert scores["manhole"].false_alarms_vibration == 0 and scores["manhole"].precision >= 0.9
     # Surcharges judged against each well's crown (crown_mm) and methane from 10 %LEL: nothing missed here.
