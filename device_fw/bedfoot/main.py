@@ -1,5 +1,6 @@
 # Boot entry of the bed-foot build (copy to the board as main.py): one look at the strip, then
-# deep sleep. Errors go to error.log and the node retries later, like the manhole node.
+# deep sleep. Errors go to error.log (capped: manhole/errlog.py, shared with the manhole node) and
+# the node retries later.
 
 import machine
 
@@ -14,10 +15,12 @@ def main():
         hw = hal.Hardware(cfg)
         sleep_ms = node.BedNode(hw, cfg).wake()
     except Exception as exc:
-        import sys
+        try:
+            from manhole.errlog import log_error
 
-        with open("error.log", "a") as f:
-            sys.print_exception(exc, f)
+            log_error(exc)
+        except Exception:
+            pass  # the core itself is missing or broken: nothing to log with; retry anyway
         machine.deepsleep(RETRY_MS)
         return
     hw.deep_sleep(sleep_ms)

@@ -105,25 +105,6 @@ def test_wrong_key_does_not_decode_firmware_advert() -> None:
         codec.parse(fw.service_data, mac=MAC, key=bytes(16))
 
 
-def test_example_config_loads_on_the_node(tmp_path: object) -> None:
-    example = TESTS.parent / "config.example.json"
-    proc = subprocess.run(
-        [
-            micropython_binary(),
-            "-c",
-            f"from manhole import config; c = config.load({str(example)!r}); "
-            "print(c['tilt_hold_ms'], len(c['key_bytes']))",
-        ],
-        cwd=str(tmp_path),
-        env=micropython_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert proc.stdout.split() == ["2000", "16"], proc.stdout + proc.stderr
-
-
 def test_provision_tool(tmp_path: Path) -> None:
     import tomllib
 
@@ -225,40 +206,6 @@ def test_firmware_adverts_decode_as_measured(boots: list[dict[str, Any]]) -> Non
         assert ours["tamper"] is boot["tamper"] is theirs["binary:tamper"]
         assert 0 <= ours["battery"] <= 100
     assert counters == sorted(set(counters))
-
-
-def test_main_boots_and_sleeps(tmp_path: Path) -> None:
-    # A good config: one wake, then deep sleep for the heartbeat (the host stand-in raises).
-    example = json.loads((TESTS.parent / "config.example.json").read_text())
-    (tmp_path / "config.json").write_text(json.dumps({**example, "key": KEY.hex()}))
-    proc = subprocess.run(
-        [micropython_binary(), str(TESTS.parent / "main.py")],
-        cwd=str(tmp_path),
-        env=micropython_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    out = proc.stdout + proc.stderr  # MicroPython prints tracebacks on stdout
-    assert "DeepSleep: 300000" in out, out + (tmp_path / "error.log").read_text()
-    assert (tmp_path / "counter.dat").read_text() == "65"  # the first block reserved before use
-
-
-def test_main_with_a_broken_config_logs_and_sleeps(tmp_path: Path) -> None:
-    (tmp_path / "config.json").write_text('{"key": "not-a-key"}')
-    proc = subprocess.run(
-        [micropython_binary(), str(TESTS.parent / "main.py")],
-        cwd=str(tmp_path),
-        env=micropython_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    out = proc.stdout + proc.stderr
-    assert "DeepSleep: 600000" in out, out  # retry later, not the REPL
-    assert "key" in (tmp_path / "error.log").read_text()
 
 
 def test_family_builds_adverts_decode_into_their_profiles(tmp_path: Path) -> None:

@@ -1,0 +1,193 @@
+"""Each build of the node family (manhole, bedfoot, hydrant) as it is installed on a board.
+
+The boot tests lay out a board's flash the way the README installs it: the files listed in the
+build's package.json under lib/ (what `mpremote mip install` copies) and the build's main.py at
+the top, then run main.py under the real MicroPython interpreter on the host stand-ins. So a
+module missing from a package.json fails here, not on a node in the street.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from citynerve.hil.sim.ble.firmware import DEVICE_FW, TESTS, micropython_binary, micropython_env
+
+KEY = "231d39c1d7cc1ab1aee224cd096db932"
+RETRY_MS = 600_000
+ERRLOG = DEVICE_FW / "manhole" / "errlog.py"
+
+
+@dataclass(frozen=True)
+class Build:
+    package: str  # the build's own package (its config loader is <package>/config.py)
+    root: Path  # where its main.py, package.json and config.example.json live
+    first_sleep_ms: int  # deep sleep after the first wake with the example config
+
+
+BUILDS = {
+    "manhole": Build("manhole", DEVICE_FW, 300_000),  # heartbeat
+    "bedfoot": Build("bedfoot", DEVICE_FW / "bedfoot", 5_000),  # next look at the strip
+    "hydrant": Build("hydrant", DEVICE_FW / "hydrant", 10_000),  # next pressure sample
+}
+ALL = pytest.mark.parametrize("build", list(BUILDS.values()), ids=list(BUILDS))
+
+
+def _error_log_max() -> int:
+    found = re.search(r"^ERROR_LOG_MAX = (\d+)$", ERRLOG.read_text(), re.M)
+    assert found, "manhole/errlog.py sets ERROR_LOG_MAX"
+    return int(found.group(1))
+
+
+def _package_files(build: Build) -> list[str]:
+    urls = json.loads((build.root / "package.json").read_text())["urls"]
+    for dest, src in urls:
+        assert dest == src, (dest, src)  # installed where it lives in the repository
+    return [dest for dest, _ in urls]
+
+
+def _install(build: Build, board: Path) -> None:
+    """The board's flash after `mip install --target /lib <package.json>` and `cp main.py`."""
+    for name in _package_files(build):
+        (board / "lib" / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(DEVICE_FW / name, board / "lib" / name)
+    shutil.copy(build.root / "main.py", board / "main.py")
+
+
+def _boot(board: Path) -> str:
+    env = {**os.environ, "MICROPYPATH": os.pathsep.join((str(TESTS / "host"), str(board / "lib")))}
+    proc = subprocess.run(
+        [micropython_binary(), str(board / "main.py")],
+        cwd=str(board),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return proc.stdout + proc.stderr  # MicroPython prints tracebacks on stdout
+
+
+def _example(build: Build) -> dict[str, object]:
+    return json.loads((build.root / "config.example.json").read_text())
+
+
+@ALL
+def test_main_boots_and_sleeps(build: Build, tmp_path: Path) -> None:
+    # A good config: one wake, then deep sleep (the host stand-in raises DeepSleep).
+    _install(build, tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({**_example(build), "key": KEY}))
+    out = _boot(tmp_path)
+    log = tmp_path / "error.log"
+    assert f"DeepSleep: {build.first_sleep_ms}\n" in out, out + (log.read_text() if log.exists() else "")
+    assert not log.exists()
+    assert (tmp_path / "counter.dat").read_text() == "65"  # the first block reserved before use
+
+
+@ALL
+def test_main_with_a_broken_config_logs_and_sleeps(build: Build, tmp_path: Path) -> None:
+    _install(build, tmp_path)
+    (tmp_path / "config.json").write_text('{"key": "not-a-key"}')
+    out = _boot(tmp_path)
+    assert f"DeepSleep: {RETRY_MS}\n" in out, out  # retry later, not the REPL
+    assert "ConfigError" not in out, out  # the error went to the log, not out of main()
+    log = (tmp_path / "error.log").read_text()
+    assert "ConfigError" in log and "key" in log, log
+
+
+@ALL
+def test_main_error_log_stays_capped(build: Build, tmp_path: Path) -> None:
+    # A node with a bad config retries every 10 minutes for months: error.log must not fill the
+    # flash. It is emptied once over ERROR_LOG_MAX, so it stays under the cap plus one traceback.
+    cap = _error_log_max()
+    _install(build, tmp_path)
+    (tmp_path / "config.json").write_text('{"key": "not-a-key"}')
+    log = tmp_path / "error.log"
+    log.write_text("old\n" * (cap // 4))  # a log at its cap
+    assert log.stat().st_size == cap
+    sizes = []
+    for _ in range(4):
+        out = _boot(tmp_path)
+        assert f"DeepSleep: {RETRY_MS}\n" in out, out
+        sizes.append(log.stat().st_size)
+    assert "old" not in log.read_text()
+    one = sizes[1]  # the log over its cap was started afresh: one traceback
+    assert 0 < one < 1024, sizes
+    # at the cap (not over it) the first failure is still appended, the next starts afresh,
+    # and the later ones grow the log again towards the cap
+    assert sizes == [cap + one, one, 2 * one, 3 * one], sizes
+
+
+@ALL
+def test_example_config_loads_through_the_build_loader(build: Build, tmp_path: Path) -> None:
+    # The example is what the build's own config loader accepts, and says what the defaults are.
+    example = build.root / "config.example.json"
+    code = (
+        "import json\n"
+        f"from {build.package} import config\n"
+        f"c = config.load({str(example)!r})\n"
+        f"d = config.validate({{'key': {KEY!r}}})\n"
+        "print(len(c.pop('key_bytes')))\n"
+        "d.pop('key_bytes'); c.pop('key'); d.pop('key')\n"
+        "print(json.dumps(c)); print(json.dumps(d))\n"
+    )
+    proc = subprocess.run(
+        [micropython_binary(), "-c", code],
+        cwd=str(tmp_path),
+        env=micropython_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    n, loaded, defaults = proc.stdout.splitlines()
+    assert n == "16"
+    assert json.loads(loaded) == json.loads(defaults)  # every value in the example is the default
+
+
+_IMPORT = re.compile(
+    r"^\s*(?:from\s+(\w+)(?:\.(\w+))?\s+import\s+([\w \t,]+)|import\s+(\w+)(?:\.(\w+))?)", re.M
+)
+PACKAGES = ("manhole", "bedfoot", "hydrant")
+
+
+def _imports(path: Path) -> set[str]:
+    """The firmware modules a file imports (anywhere in it, lazily too), as paths under device_fw."""
+    out: set[str] = set()
+    for pkg, sub, names, ipkg, isub in _IMPORT.findall(path.read_text()):
+        pkg, sub = (pkg, sub) if pkg else (ipkg, isub)
+        if pkg not in PACKAGES:
+            continue
+        out.add(f"{pkg}/__init__.py")
+        if sub:
+            out.add(f"{pkg}/{sub}.py")
+        elif names:  # from pkg import a, b as c: modules of the package (or names in __init__)
+            for name in names.split(","):
+                mod = name.split()[0] if name.strip() else ""
+                if mod and (DEVICE_FW / pkg / f"{mod}.py").exists():
+                    out.add(f"{pkg}/{mod}.py")
+    return out
+
+
+@ALL
+def test_package_json_lists_every_module_the_build_imports(build: Build) -> None:
+    listed = _package_files(build)
+    assert len(listed) == len(set(listed))
+    for name in listed:
+        assert (DEVICE_FW / name).is_file(), name
+    needed: set[str] = set()
+    todo = [build.root / "main.py"]
+    while todo:
+        for mod in _imports(todo.pop()) - needed:
+            needed.add(mod)
+            todo.append(DEVICE_FW / mod)
+    assert "manhole/errlog.py" in needed  # main.py logs through the shared core module
+    assert needed <= set(listed), sorted(needed - set(listed))
