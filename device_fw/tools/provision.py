@@ -1,7 +1,12 @@
-"""Provision a manhole node: make its key, write its config.json, print its gateway config entry.
+"""Provision a node of the firmware family: make its key, write its config.json, print its gateway
+config entry.
 
     python device_fw/tools/provision.py --id mh-0001 --mac A4:C1:38:12:34:56 \
         --address-code 320508001001 --component-code 3205080101000001 --out build/mh-0001
+    python device_fw/tools/provision.py --build bedfoot --id bed-0301 --mac ... --out build/bed-0301
+
+`--build` (manhole, the default; bedfoot; hydrant) picks the build's config.example.json, which
+its loader accepts, and the gateway profile its adverts decode into.
 
 Writes <out>/config.json (copy it to the node with mpremote) and <out>/<id>.key (install it on the
 gateway, mode 0600, and point `key_file` at it), and prints the `[[devices]]` table to paste into
@@ -19,7 +24,12 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-EXAMPLE = HERE.parent / "config.example.json"
+# build -> (its config.example.json, the gateway profile of its adverts)
+BUILDS = {
+    "manhole": (HERE.parent / "config.example.json", "bthome-manhole-cover"),
+    "bedfoot": (HERE.parent / "bedfoot" / "config.example.json", "bthome-bed-occupancy"),
+    "hydrant": (HERE.parent / "hydrant" / "config.example.json", "bthome-fire-hydrant"),
+}
 
 
 def provision(
@@ -29,8 +39,11 @@ def provision(
     component_code: str | None,
     out: Path,
     key: str | None = None,
-    heartbeat_s: int = 300,
+    heartbeat_s: int | None = None,
+    build: str = "manhole",
 ) -> tuple[Path, Path, str]:
+    if build not in BUILDS:
+        raise ValueError(f"build {build!r}: expected one of {', '.join(BUILDS)}")
     if not re.fullmatch(r"([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}", mac):
         raise ValueError(f"MAC {mac!r}: expected six hex pairs separated by ':'")
     if not re.fullmatch(r"[0-9]{6,20}", address_code):
@@ -41,8 +54,13 @@ def provision(
     if not re.fullmatch(r"[0-9a-fA-F]{32}", key):
         raise ValueError("key: expected 32 hex digits")
     out.mkdir(parents=True, exist_ok=True)
-    cfg = json.loads(EXAMPLE.read_text())
+    example, profile = BUILDS[build]
+    cfg = json.loads(example.read_text())
     cfg["key"] = key.lower()
+    if heartbeat_s is None:
+        heartbeat_s = int(cfg["heartbeat_interval_s"])
+    if not 10 <= heartbeat_s <= 86400:
+        raise ValueError(f"heartbeat {heartbeat_s} s: expected 10-86400")
     cfg["heartbeat_interval_s"] = heartbeat_s
     cfg_path = out / "config.json"
     cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
@@ -54,7 +72,7 @@ def provision(
         "[[devices]]",
         f'id = "{node_id}"',
         'bus = "ble0"',
-        'profile = "bthome-manhole-cover"',
+        f'profile = "{profile}"',
         f'address = "{mac.upper()}"',
         f'key_file = "/etc/citynerve/keys/{node_id}.key"',
         f"poll_interval_s = {heartbeat_s}",
@@ -66,18 +84,19 @@ def provision(
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description="Provision a CityNerve manhole node.")
+    ap = argparse.ArgumentParser(description="Provision a CityNerve sensor node.")
+    ap.add_argument("--build", choices=sorted(BUILDS), default="manhole", help="the node's firmware")
     ap.add_argument("--id", required=True, help="device id in the gateway config, e.g. mh-0001")
     ap.add_argument("--mac", required=True, help="the node's BLE MAC (mpremote exec: see README)")
     ap.add_argument("--address-code", required=True)
     ap.add_argument("--component-code")
     ap.add_argument("--key", help="use this key instead of a fresh random one (32 hex digits)")
-    ap.add_argument("--heartbeat-s", type=int, default=300)
+    ap.add_argument("--heartbeat-s", type=int, help="default: the build's example config")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     try:
         cfg_path, key_path, entry = provision(
-            a.id, a.mac, a.address_code, a.component_code, a.out, a.key, a.heartbeat_s
+            a.id, a.mac, a.address_code, a.component_code, a.out, a.key, a.heartbeat_s, a.build
         )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -191,3 +191,48 @@ def test_package_json_lists_every_module_the_build_imports(build: Build) -> None
             todo.append(DEVICE_FW / mod)
     assert "manhole/errlog.py" in needed  # main.py logs through the shared core module
     assert needed <= set(listed), sorted(needed - set(listed))
+
+
+@ALL
+def test_provisioned_node_boots_and_its_entry_names_the_build_profile(build: Build, tmp_path: Path) -> None:
+    # device_fw/tools/provision.py --build <b>: the config it writes is what that build's main.py
+    # boots with, and the [[devices]] entry it prints names the profile its adverts decode into.
+    import sys
+    import tomllib
+
+    from citynerve.drivers.bthome import BTHomeDevice
+
+    out_dir = tmp_path / "out"
+    printed = subprocess.run(
+        [
+            sys.executable,
+            str(DEVICE_FW / "tools" / "provision.py"),
+            "--build",
+            build.package,
+            "--id",
+            f"{build.package}-0001",
+            "--mac",
+            "a4:c1:38:00:00:01",
+            "--address-code",
+            "310105001001",
+            "--out",
+            str(out_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    board = tmp_path / "board"
+    board.mkdir()
+    _install(build, board)
+    shutil.copy(out_dir / "config.json", board / "config.json")
+    assert f"DeepSleep: {build.first_sleep_ms}\n" in _boot(board)
+    assert not (board / "error.log").exists()
+    entry = tomllib.loads("\n".join(x for x in printed.splitlines() if not x.startswith("#")))
+    dev = BTHomeDevice.model_validate(entry["devices"][0])
+    profile = {"manhole": "bthome-manhole-cover", "bedfoot": "bthome-bed-occupancy"}
+    assert dev.profile == profile.get(build.package, "bthome-fire-hydrant")
+    assert dev.poll_interval_s == _example(build)["heartbeat_interval_s"]
+    key = (out_dir / f"{build.package}-0001.key").read_text().strip()
+    assert json.loads((out_dir / "config.json").read_text())["key"] == key
