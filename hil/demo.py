@@ -149,13 +149,14 @@ async def run_demo(
         return summary
 
 
-def _event_kinds(events: list[dict[str, Any]]) -> set[str]:
-    """Kinds of the raised events the platform holds (whatever the envelope nests them in)."""
+def _event_kinds(events: list[dict[str, Any]], state: str = "raised") -> set[str]:
+    """Kinds of the events in `state` (raised, cleared) the platform holds (whatever the envelope
+    nests them in)."""
     out: set[str] = set()
     for e in events:
         body = e.get("event", e) if isinstance(e.get("event"), dict) else e
         kind = body.get("kind") or body.get("type")
-        if isinstance(kind, str) and body.get("state", "raised") == "raised":
+        if isinstance(kind, str) and body.get("state", "raised") == state:
             out.add(kind)
     return out
 

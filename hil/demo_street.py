@@ -1,27 +1,37 @@
 """The simulated street of `citynerve demo --scenario street` (issue 18).
 
-Outside a residential compound: a fire hydrant, a fire lane, a litter bin and the compound's
-entrance (BTHome nodes on a virtual BLE radio), an elderly resident's bed-foot sensor, and on a
-Modbus TCP converter the stairwell meter box's electrical fire detector and a street lamp
-controller. The street's rule packs run with their hold times shortened so that a one-minute demo
-shows the alarms (the shortened values are written into the generated config, next to the packs).
+Outside a residential compound: a fire hydrant, a fire lane, a litter bin, the compound's
+entrance and a glass curtain wall panel on the facade of No. 9 (BTHome nodes on a virtual BLE
+radio), an elderly resident's bed-foot sensor, and on a Modbus TCP converter the stairwell meter
+box's electrical fire detector and a street lamp controller. The street's rule packs run with their
+hold times shortened so that a one-minute demo shows the alarms (the shortened values are written
+into the generated config, next to the packs). Clear holds are not pack parameters: for the alarms
+the demo resolves (the hydrant closed, the van gone) the generated config disables the pack's rule
+and carries the same rule, expanded from the shipped pack, with a shorter `clear_hold_s`, so the
+platform also sees them cleared. The shipped packs are not changed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
+import tomli_w
+
+from citynerve.gateway.rules.kinds import Selector
+from citynerve.gateway.rules.packs import PACKS_DIR, load_pack
 from citynerve.hil.demo_building import PLATFORM_KEY_FILE, DemoBuilding
 from citynerve.hil.sim.ble import VirtualRadio
 from citynerve.hil.sim.ble.street import (
     BedFootNode,
+    CurtainWallNode,
     EntranceNode,
     FireLaneNode,
     HydrantNode,
@@ -38,7 +48,7 @@ HEARTBEAT_S = 2.0  # real nodes: 300-1800 s; the demo wants to see them
 BOX_UNIT, LAMP_UNIT = 21, 31
 
 # (device id, node class, MAC, name, pack, shortened pack params)
-NODES: tuple[tuple[str, type[ProfileNode], str, str, str, dict[str, float]], ...] = (
+NODES: tuple[tuple[str, type[ProfileNode], str, str, str, dict[str, float | str]], ...] = (
     (
         "hy-01",
         HydrantNode,
@@ -57,8 +67,28 @@ NODES: tuple[tuple[str, type[ProfileNode], str, str, str, dict[str, float]], ...
     ),
     ("bin-01", LitterBinNode, "A4:C1:38:00:18:03", "Litter bin, bus stop", "litter-bin", {"full_hold_s": 4}),
     ("door-01", EntranceNode, "A4:C1:38:00:18:04", "Compound entrance gate", "entrance", {"held_open_s": 8}),
-    ("bed-01", BedFootNode, "A4:C1:38:00:18:05", "Bed-foot sensor, 3F room 302", "elderly-bed", {}),
+    # For a short demo the night lasts all day and 8 s out of bed is "not back" (a resident's own
+    # settings: 22:00-05:00 and 40 min).
+    (
+        "bed-01",
+        BedFootNode,
+        "A4:C1:38:00:18:05",
+        "Bed-foot sensor, 3F room 302",
+        "elderly-bed",
+        {"night_start": "00:00", "night_end": "23:59", "back_within_s": 8},
+    ),
+    (
+        "cw-01",
+        CurtainWallNode,
+        "A4:C1:38:00:18:06",
+        "Curtain wall panel, No. 9 facade, 4F",
+        "curtain-wall",
+        {"tilt_hold_s": 4, "vibration_hold_s": 4},
+    ),
 )
+# Clear holds shortened so the demo shows the alarms it resolves cleared: device id -> pack rule
+# id -> clear_hold_s (the shipped values: the hydrant's outlet 30 s, the fire lane 60 s).
+CLEAR_HOLDS: dict[str, dict[str, float]] = {"hy-01": {"outlet_open": 3}, "fl-01": {"blocked": 4}}
 
 
 class DemoStreet:
@@ -128,11 +158,19 @@ class DemoStreet:
         lane = self.nodes["fl-01"]
         bin_ = self.nodes["bin-01"]
         door = self.nodes["door-01"]
+        bed = self.nodes["bed-01"]
+        panel = self.nodes["cw-01"]
         assert isinstance(hydrant, HydrantNode) and isinstance(lane, FireLaneNode)
         assert isinstance(bin_, LitterBinNode) and isinstance(door, EntranceNode)
+        assert isinstance(bed, BedFootNode) and isinstance(panel, CurtainWallNode)
         assert self.box is not None and self.lamp is not None
         box, lamp = self.box, self.lamp
         return [
+            (
+                4.0,
+                "the resident of room 302 gets out of bed and does not come back",
+                lambda: setattr(bed, "in_bed", False),
+            ),
             (6.0, "a van parks in the fire lane and the driver walks away", lane.park),
             (8.0, "water drawn from the hydrant (outlet opened)", hydrant.open_outlet),
             (
@@ -143,8 +181,11 @@ class DemoStreet:
             (12.0, "the entrance gate is forced open", door.open_door),
             (14.0, "the street lamp goes out", lambda: setattr(lamp.state, "fault", True)),
             (16.0, "the litter bin fills to the lid", lambda: bin_.add_rubbish(0.95)),
-            (26.0, "the hydrant is closed again", lambda: hydrant.open_outlet(False)),
-            (30.0, "the van leaves the fire lane", lane.leave),
+            (18.0, "a typhoon's edge: wind 28 m/s on the No. 9 facade", lambda: panel.wind(28.0)),
+            (20.0, "a curtain wall panel works loose: it rattles in the gusts", panel.loosen),
+            (22.0, "the hydrant is closed again", lambda: hydrant.open_outlet(False)),
+            (24.0, "a fixing of the panel breaks: it drops 1.5 deg", lambda: panel.slip(1.5)),
+            (28.0, "the van leaves the fire lane", lane.leave),
             (32.0, "the gate closes", door.close_door),
         ]
 
@@ -154,7 +195,8 @@ class DemoStreet:
         text = textwrap.dedent(
             f"""
             # Generated by `citynerve demo --scenario street`: the simulated street's gateway.
-            # Hold times are shortened so a one-minute demo shows the alarms (see each pack's [params]).
+            # Hold times are shortened so a one-minute demo shows the alarms (see each pack's [params]);
+            # two rules are repeated inline with shorter clear holds, so it shows them cleared too.
             [gateway]
             id = "{GATEWAY_ID}"
             name = "Demo street, Daning Road"
@@ -195,15 +237,7 @@ class DemoStreet:
             """
         )
         for dev_id, _cls, _, _, pack, params in NODES:
-            shown = ", ".join(f"{k} = {v}" for k, v in params.items())
-            text += textwrap.dedent(
-                f"""
-                [[rules.packs]]
-                name = "{pack}"
-                select = {{ devices = ["{dev_id}"] }}
-                params = {{ {shown} }}
-                """
-            )
+            text += _pack_toml(dev_id, pack, params)
         text += textwrap.dedent(
             f"""
             [[buses]]
@@ -258,3 +292,35 @@ class DemoStreet:
                 """
             )
         return text
+
+
+def _toml(v: float | str | list[str]) -> str:
+    """A TOML value (json's strings and lists of strings are TOML's for the demo's ASCII values)."""
+    return json.dumps(v) if isinstance(v, str | list) else repr(v)
+
+
+def _pack_toml(dev_id: str, pack: str, params: Mapping[str, float | str]) -> str:
+    """One device's pack with the demo's shortened parameters; a rule whose clear hold the demo
+    shortens is disabled in the pack and follows as an inline rule (`_short_clear`)."""
+    shown = ", ".join(f"{k} = {_toml(v)}" for k, v in params.items())
+    text = f'\n[[rules.packs]]\nname = "{pack}"\nselect = {{ devices = ["{dev_id}"] }}\n'
+    text += f"params = {{ {shown} }}\n"
+    clear = CLEAR_HOLDS.get(dev_id, {})
+    if clear:
+        text += f"disable = {_toml(sorted(clear))}  # below, with a shorter clear hold\n"
+    for rule in load_pack(PACKS_DIR / f"{pack}.toml").expand(params, {}, Selector(devices=(dev_id,))):
+        local = rule.id.split(".", 1)[1]
+        if local in clear:
+            text += _short_clear(rule.model_dump(mode="json", exclude_defaults=True), clear[local])
+    return text
+
+
+def _short_clear(rule: dict[str, Any], clear_hold_s: float) -> str:
+    """A shipped pack's rule as the pack expands it (same id, event, message, parameters) with the
+    demo's `clear_hold_s`: an inline rule of the generated config."""
+    shipped = rule["clear_hold_s"]
+    text = f"\n[[rules.rules]]  # as shipped but clear_hold_s {shipped:g} s -> {clear_hold_s:g} s\n"
+    rule = {**rule, "clear_hold_s": clear_hold_s}
+    devices = rule.pop("select")["devices"]
+    text += "".join(tomli_w.dumps({k: v}) for k, v in rule.items())
+    return text + f"select = {{ devices = {_toml(devices)} }}\n"

@@ -42,8 +42,8 @@ SIM_PACKAGES = ("bumble", "amqtt")
     default="building",
     show_default=True,
     help="building: meters, smoke detectors, fire panel, meter box detector, entrance door, bed-foot "
-    "sensor, manhole covers; street: hydrant, fire lane, "
-    "litter bin, entrance, bed-foot sensor, meter box detector, street lamp.",
+    "sensor, manhole covers; street: hydrant, fire lane, litter bin, entrance, curtain wall panel, "
+    "bed-foot sensor, meter box detector, street lamp.",
 )
 def demo(duration_s: float, workdir: Path, scenario_name: str) -> None:
     """Run the gateway against a simulated building or street (no hardware, no root).

@@ -5,13 +5,14 @@ objects (the first object id of each name in the BTHome table, values divided by
 `scale`, as a real node would send them). The node classes below keep a physical state with
 realistic noise and can be put into their faults:
 
-- `BedFootNode`: in bed / out of bed; `sit_on_edge()` (a short blip the node's debounce hides).
+- `BedFootNode`: in bed / out of bed (its `in_bed` attribute).
 - `HydrantNode`: network pressure with a pump cycle and transducer noise; `open_outlet()`,
   `leak(mpa)`, `knock(deg, broken=)`.
 - `FireLaneNode`: `park()` / `leave()`; radar range with noise.
 - `LitterBinNode`: `add_rubbish(share)`, `empty()`, `knock()`, `ignite()` (the lid heats ~4 degC/min).
 - `CurtainWallNode`: `wind(m/s)`, `loosen()` (six times the vibration), `slip(deg)`.
-- `EntranceNode`: `open_door()`, `close_door()`, `release_lock()`, `force()`.
+- `EntranceNode`: `release_lock()`, `open_door()` (forced open unless the lock was released first),
+  `close_door()`.
 
 Each node's `values(t)` is its state at simulated time `t` (seconds); `report(t)` advertises it.
 """
