@@ -13,31 +13,34 @@ import pytest
 from citynerve.gateway.config import load_config
 from citynerve.gateway.rules.packs import PACKS_DIR, load_pack
 from citynerve.hil.demo import _event_kinds
-from citynerve.hil.demo_street import CLEAR_HOLDS, GATEWAY_ID, NODES, DemoStreet
+from citynerve.hil.demo_street import GATEWAY_ID, NODES, DemoStreet
 from citynerve.hil.platform.store import PlatformStore
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = (sys.executable, "-m", "citynerve.gateway.cli")
 
 
-async def test_street_config_shortens_clear_holds_only_in_the_demo(tmp_path: Path) -> None:
-    """The demo's config carries the two rules with shortened clear holds as the shipped pack has
-    them otherwise; no other rule of the street's packs goes missing or changes kind."""
+async def test_street_config_shortens_holds_only_in_the_demo(tmp_path: Path) -> None:
+    """The demo's config shortens holds and two clear holds through the packs' params; every rule
+    of the street's packs is there as shipped otherwise, and the shipped packs keep their values."""
     async with DemoStreet() as street:
         path = tmp_path / "gateway.toml"
         path.write_text(street.config_toml(broker="mqtt://127.0.0.1:1883"), encoding="utf-8")
     rules = {r.id: r for r in load_config(path).rules.all_rules()}
-    assert rules["fire-hydrant.outlet_open"].clear_hold_s == CLEAR_HOLDS["hy-01"]["outlet_open"]
-    assert rules["fire-lane.blocked"].clear_hold_s == CLEAR_HOLDS["fl-01"]["blocked"]
+    assert rules["fire-hydrant.outlet_open"].clear_hold_s == 3
+    assert rules["fire-lane.blocked"].clear_hold_s == 4
     assert rules["curtain-wall.vibration"].hold_s == 4 and rules["curtain-wall.tilted"].hold_s == 4
-    for dev_id, _, _, _, pack, _ in NODES:
+    for dev_id, _, _, _, pack, params in NODES:
         shipped = load_pack(PACKS_DIR / f"{pack}.toml")
+        for key in params:
+            assert key in shipped.params, (pack, key)  # a pack parameter, not a new rule
         for raw in shipped.rules:
             rule = rules[f"{pack}.{raw['id']}"]
             assert rule.kind == raw["kind"] and rule.event == raw["event"]
             assert rule.select.devices == (dev_id,)
-            if raw["id"] in CLEAR_HOLDS.get(dev_id, {}):
-                assert raw["clear_hold_s"] > rule.clear_hold_s  # shortened here, not in the pack
+    shipped_rules = {r["id"]: r for r in load_pack(PACKS_DIR / "fire-lane.toml").rules}
+    assert shipped_rules["blocked"]["clear_hold_s"] == "$blocked_clear_hold_s"
+    assert load_pack(PACKS_DIR / "fire-lane.toml").params["blocked_clear_hold_s"] == 60
 
 
 @pytest.mark.slow
