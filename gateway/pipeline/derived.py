@@ -177,9 +177,9 @@ def _lamp_dark(batch: SampleBatch, d: LampDark, seen: dict[str, Sample]) -> list
         if s.point != d.source:
             continue
         relay = seen.get(d.relay)
-        if relay is None or relay.quality is not Quality.GOOD or type(relay.value) is not bool:
+        if relay is None or relay.quality is not Quality.GOOD or type(relay.value) not in (bool, int):
             out.append(Sample(d.point, None, _unknown(relay.quality if relay else Quality.BAD)))
-        elif not relay.value:
+        elif not relay.value:  # a coil's bool, or a register's 0 / 1
             out.append(Sample(d.point, False, Quality.GOOD))  # switched off: not dark while on
         elif _number(s.value) and s.quality is Quality.GOOD:
             amps = s.value * d.scale + d.source_offset  # type: ignore[operator]
