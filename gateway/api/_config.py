@@ -141,6 +141,14 @@ class DeviceConfig(_Model):
         "installation; the gateway derives the point `water_over_crown` (= crown_mm - water_level, mm) "
         "for the manhole pack's surcharge rule",
     )
+    rated_current_a: FiniteFloat | None = Field(
+        default=None,
+        gt=0,
+        le=100,
+        description="street lamp controllers: the lamp's rated current (A, from its nameplate or driver "
+        "sheet); the gateway's point `lamp_dark` (switched on and drawing less than a tenth of it) "
+        "feeds the street-lamp pack's no_current rule. Unset: 0.02 A is the no-load limit",
+    )
 
     def event_attrs(self) -> dict[str, Any]:
         """What every event about this device carries, so the platform can place it on the map."""

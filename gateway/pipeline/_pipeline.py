@@ -16,11 +16,12 @@ from citynerve.gateway.api import (
     PointConfig,
     Quality,
     Reading,
+    Sample,
     SampleBatch,
     Severity,
     Value,
 )
-from citynerve.gateway.pipeline.derived import Derivation, derivations, derive, derived_points
+from citynerve.gateway.pipeline.derived import AnyDerivation, derivations, derive, derived_points
 
 log = logging.getLogger(__name__)
 
@@ -154,9 +155,11 @@ class Pipeline:
             dev_id: self._device_points(dev, None) for dev_id, dev in devices.items()
         }
         # Points derived from a reading and an installation figure (derived.py): few devices have one.
-        self._derived: dict[str, tuple[Derivation, ...]] = {
+        self._derived: dict[str, tuple[AnyDerivation, ...]] = {
             dev_id: table for dev_id, dev in devices.items() if (table := derivations(dev))
         }
+        # Per device, the last samples a derivation reads from another batch (a lamp's relay).
+        self._derived_seen: dict[str, dict[str, Sample]] = {}
         self.readings_in = 0
         self.reported = 0
         self.suppressed = 0
@@ -175,6 +178,7 @@ class Pipeline:
         self._norms = {}
         self._tables = {}
         self._derived = {dev_id: tab for dev_id, dev in devices.items() if (tab := derivations(dev))}
+        self._derived_seen = {k: v for k, v in self._derived_seen.items() if k in self._derived}
         self._points = {dev_id: self._device_points(dev, old.get(dev_id)) for dev_id, dev in devices.items()}
 
     def _device_points(self, dev: DeviceConfig, kept: _State | None) -> _State:
@@ -213,7 +217,7 @@ class Pipeline:
             slots = list(slots)
             self._points[batch.device_id] = (index, norms, slots)
         if self._derived and (derived := self._derived.get(batch.device_id)) is not None:
-            batch = derive(batch, derived)
+            batch = derive(batch, derived, self._derived_seen.setdefault(batch.device_id, {}))
         device_id = batch.device_id
         ts = batch.ts
         normalized: list[Reading] = []

@@ -2,12 +2,15 @@
 
 Lamps switch on at dusk (18:20-18:40) and off at dawn (05:40-06:00). Half are LED (lit within 2 s),
 half high-pressure sodium (HPS: the ignitor strikes them within 2-10 s, after which they draw current
-while they warm up; the controller's open-circuit bit is set only until the strike). The supply dips
-towards 200 V at the evening peak. Polls fail 1 % of the time.
+while they warm up; the controller's open-circuit bit is set only until the strike). Every third
+controller is an older model without open-circuit detection: its fault bit never sets, only the
+relay and the current tell. The supply dips towards 200 V at the evening peak. Polls fail 1 % of
+the time.
 
 Incidents, the ground truth: a lamp fails (an LED driver or an HPS burner dies at some time of the
-night) and stays dark until the crew replaces it 1-4 days later - from the failure to the repair;
-a feeder fault drops the supply below 190 V for 10-60 min.
+night) and stays dark until the crew replaces it 1-4 days later - from the failure to the repair,
+seen by the controller's bit (lamp_out) or by the gateway's relay-on-no-current check
+(lamp_no_current), either is a detection; a feeder fault drops the supply below 190 V for 10-60 min.
 """
 
 from __future__ import annotations
@@ -42,13 +45,15 @@ def build(seed: int = 227, lamps: int = 20, days: int = 7) -> Scenario:
     end = START + days * DAY
     for i, dev in enumerate(devices):
         hps = i % 2 == 1
+        diagnoses = i % 3 != 0  # the older controllers have no open-circuit detection
         warm_s = rng.uniform(2, 10) if hps else 2.0
         fail = None
         if i % 4 == 0:
             d = rng.randrange(0, days - 2)
             fail = START + d * DAY + (on_at[d] + rng.uniform(0.5, 10.0)) * HOUR
             fixed = fail + rng.uniform(1, 4) * DAY
-            episodes.append(Episode(dev.id, ("lamp_out",), fail, min(fixed, end), "lamp failed"))
+            kinds = ("lamp_out", "lamp_no_current")
+            episodes.append(Episode(dev.id, kinds, fail, min(fixed, end), "lamp failed"))
         if i < lamps // 2:  # the feeder with the fault feeds half the street
             episodes.append(
                 Episode(dev.id, ("supply_voltage",), feeder[0], feeder[0] + feeder[1], "feeder fault")
@@ -72,7 +77,7 @@ def build(seed: int = 227, lamps: int = 20, days: int = 7) -> Scenario:
                     Sample("lamp_on", on),
                     Sample("current", round(current, 3)),
                     Sample("voltage", round(volts, 1)),
-                    Sample("lamp_fault", on and not lit),  # the controller: relay on, no current
+                    Sample("lamp_fault", diagnoses and on and not lit),  # relay on, no current
                     Sample("driver_fault", False),
                     Sample("relay_fault", False),
                 )

@@ -53,3 +53,76 @@ async def test_meter_box_and_lamp_over_tcp_with_faults() -> None:
     finally:
         await driver.close()
         await endpoint.close()
+
+
+async def test_lamp_on_without_current_raises_on_the_gateway_check_alone() -> None:
+    """Issue 18: a lamp whose controller does not diagnose it (fault bit clear) is switched on and
+    draws nothing. The pipeline derives `lamp_dark` from the relay coil and the current register, read
+    by the real driver from the simulator in separate batches, and the shipped street-lamp pack raises
+    `lamp_no_current` after three polls: not while switched off, not while a lamp strikes, cleared
+    after a day without a dark night."""
+    from citynerve.gateway.api import EventState, SampleBatch
+    from citynerve.gateway.pipeline import Pipeline
+    from citynerve.gateway.pipeline.derived import LAMP_DARK
+    from citynerve.gateway.rules import PackRef, RuleEngine, RulesConfig
+    from citynerve.hil.eval.harness import CollectingSink
+
+    day1 = at_local_hour(12.0)
+    clock = FakeClock(day1)
+    lamp = SimDevice(SimProfile.load("modbus-lamp-controller"), 31, clock=clock)
+    endpoint = await serve_tcp([lamp])
+    cfg = device_config("modbus-lamp-controller", 31)
+    driver = ModbusDriver(
+        ModbusTcpBusConfig(id="b", host=endpoint.host, port=endpoint.port, timeout_s=0.5), [cfg]
+    )
+    rules = RuleEngine(RulesConfig(packs=(PackRef(name="street-lamp"),)), [cfg], clock=clock)
+    sink = CollectingSink()
+    pipe = Pipeline({cfg.id: cfg}, sink, rules)
+    dark: list[tuple[float, object]] = []  # the derived point's values as polled
+
+    async def poll_until(t_end: float, step_s: float) -> None:
+        while clock.t < t_end:
+            for r in driver.plan(cfg):  # one batch per request, as the bus owner submits them
+                pipe.submit(SampleBatch(cfg.id, clock.t, tuple(await driver.read(cfg, r))))
+            pipe.tick(clock.t)
+            dark.append((clock.t, pipe.latest(cfg.id)[LAMP_DARK].value))
+            clock.t += step_s
+
+    def lamp_events() -> list[tuple[str, EventState, float]]:
+        kinds = ("lamp_no_current", "lamp_out")
+        return [(e.kind, e.state, e.ts) for e in sink.events if e.kind in kinds]
+
+    await driver.open()
+    try:
+        # The lamp failed during the day: relay off, nothing to judge, no alarm.
+        lamp.state.levels["undiagnosed"] = 1.0
+        await poll_until(at_local_hour(18.0), 600.0)
+        assert lamp_events() == [] and {v for _, v in dark} == {False}
+        # Replaced before dusk; the new lamp strikes 150 s after the switch-on at 18:30: dark for two
+        # polls, less than the hold.
+        lamp.state.levels.update(undiagnosed=0.0, strike_s=150.0)
+        await poll_until(at_local_hour(19.0), 60.0)
+        assert [t for t, v in dark if v] == [at_local_hour(18.5) + k * 60 for k in range(3)]
+        assert lamp_events() == []
+        # 21:00: it fails, the controller's bit stays clear. Raised three polls later, by the gateway.
+        fail = at_local_hour(21.0)
+        await poll_until(fail, 300.0)
+        lamp.state.levels["undiagnosed"] = 1.0
+        await poll_until(fail + 600, 60.0)
+        assert lamp_events() == [("lamp_no_current", EventState.RAISED, fail + 180)]
+        assert pipe.latest(cfg.id)["lamp_fault"].value is False
+        assert pipe.latest(cfg.id)["lamp_on"].value is True and pipe.latest(cfg.id)["current"].value < 0.01
+        # Dawn switches it off (not dark while on any more), the crew replaces it by day, the next
+        # night is lit: cleared a day after the last dark poll, not re-raised in between.
+        await poll_until(day1 + 86400, 600.0)
+        lamp.state.levels.update(undiagnosed=0.0, strike_s=0.0)  # an LED lamp: lit at once (a dark
+        # poll while a lamp strikes would restart the clear hold, as with the controller's bit)
+        await poll_until(day1 + 86400 + 19 * 3600.0, 600.0)
+        dawn = at_local_hour(6.0) + 86400
+        assert lamp_events() == [
+            ("lamp_no_current", EventState.RAISED, fail + 180),
+            ("lamp_no_current", EventState.CLEARED, dawn + 86400),
+        ]
+    finally:
+        await driver.close()
+        await endpoint.close()

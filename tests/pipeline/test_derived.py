@@ -1,16 +1,30 @@
 """Derived points (gateway/pipeline/derived.py, issue 18): a manhole cover with the installer's
-`crown_mm` gets `water_over_crown`, and the manhole pack's surcharge rule judges each well by it."""
+`crown_mm` gets `water_over_crown`, and the manhole pack's surcharge rule judges each well by it; a
+street lamp controller gets `lamp_dark` (switched on, no current) for the street-lamp pack."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from citynerve.gateway.api import DeviceConfig, EventState, PointConfig, Quality, Sample, SampleBatch
+from citynerve.gateway.config import load_config
 from citynerve.gateway.pipeline import Pipeline
-from citynerve.gateway.pipeline.derived import WATER_OVER_CROWN, derivations, derive, point_names
+from citynerve.gateway.pipeline.derived import (
+    DEFAULT_NO_LOAD_A,
+    LAMP_DARK,
+    WATER_OVER_CROWN,
+    AnyDerivation,
+    LampDark,
+    derivations,
+    derive,
+    point_names,
+)
 from citynerve.gateway.rules import PackRef, RuleEngine, RulesConfig
 from citynerve.hil.eval.harness import CollectingSink
+from tests.config.test_config_errors import BUS, HEAD, LOC, issues, write
 
 T0 = 1_790_000_000.0
 
@@ -103,3 +117,134 @@ def test_the_platform_inventory_lists_the_derived_point() -> None:
     derived = [p for p in measured["points"] if p["name"] == WATER_OVER_CROWN]
     assert len(derived) == 1 and derived[0]["unit"] == "mm" and derived[0]["writable"] is False
     assert "1850" in str(derived[0]["description"])
+
+
+# -- lamp_dark: a street lamp switched on that draws no current --------------------------------------
+
+
+def _lamp(dev_id: str = "lamp-1", rated_current_a: float | None = None) -> DeviceConfig:
+    data: dict[str, object] = {
+        "id": dev_id,
+        "bus": "rs485",
+        "profile": "modbus-lamp-controller",
+        "address": 31,
+        "location": {"address_code": "320508001001"},
+        "points": {
+            "lamp_on": PointConfig(max_interval_s=900),
+            "current": PointConfig(unit="A", scale=0.001, deadband=0.01),  # raw mA, as the profile
+            "dimming": PointConfig(unit="%"),
+            "lamp_fault": PointConfig(),
+        },
+    }
+    if rated_current_a is not None:
+        data["rated_current_a"] = rated_current_a
+    return DeviceConfig.model_validate(data)
+
+
+def _dark(table: tuple[AnyDerivation, ...], seen: dict[str, Sample], *samples: Sample) -> Sample | None:
+    """The lamp_dark sample derived from one batch (None: the batch derives none)."""
+    out = derive(SampleBatch("lamp-1", T0, samples), table, seen).samples[len(samples) :]
+    assert len(out) <= 1
+    return out[0] if out else None
+
+
+def test_lamp_dark_is_relay_on_and_current_under_the_no_load_limit() -> None:
+    (d,) = derivations(_lamp())
+    assert isinstance(d, LampDark) and d.limit_a == DEFAULT_NO_LOAD_A == 0.02
+    (rated,) = derivations(_lamp(rated_current_a=1.2))  # a 250 W HPS lamp
+    assert isinstance(rated, LampDark) and rated.limit_a == pytest.approx(0.12)
+    assert LAMP_DARK in point_names(_lamp()) and derivations(_cover("mh-1", None)) == ()
+    seen: dict[str, Sample] = {}
+    # Coil and registers come in separate batches of one poll: the relay is remembered.
+    assert _dark((d,), seen, Sample("lamp_on", True)) is None
+    assert _dark((d,), seen, Sample("current", 2)) == Sample(LAMP_DARK, True)  # 0.002 A
+    assert _dark((d,), seen, Sample("current", 450)) == Sample(LAMP_DARK, False)  # lit
+    assert _dark((d,), seen, Sample("current", 19)) == Sample(LAMP_DARK, True)  # under 0.02 A
+    assert _dark((rated,), seen, Sample("current", 100)) == Sample(LAMP_DARK, True)  # under 0.12 A
+    # Switched off: not dark while on, whatever the current.
+    assert _dark((d,), seen, Sample("lamp_on", False), Sample("current", 1)) == Sample(LAMP_DARK, False)
+    # Dimmed: the limit follows the level (dimmed to 0 with the relay on is dark on purpose).
+    on = Sample("lamp_on", True)
+    assert _dark((d,), seen, on, Sample("current", 15), Sample("dimming", 100)) == Sample(LAMP_DARK, True)
+    assert _dark((d,), seen, on, Sample("current", 15), Sample("dimming", 50)) == Sample(LAMP_DARK, False)
+    assert _dark((d,), seen, on, Sample("current", 2), Sample("dimming", 0)) == Sample(LAMP_DARK, False)
+
+
+def test_lamp_dark_is_unknown_when_either_reading_is() -> None:
+    (d,) = derivations(_lamp())
+    assert _dark((d,), {}, Sample("current", 2)) == Sample(LAMP_DARK, None, Quality.BAD)  # relay never read
+    seen = {"lamp_on": Sample("lamp_on", None, Quality.BAD)}  # the coil read failed
+    assert _dark((d,), seen, Sample("current", 2)) == Sample(LAMP_DARK, None, Quality.BAD)
+    seen = {"lamp_on": Sample("lamp_on", True)}
+    assert _dark((d,), seen, Sample("current", None, Quality.BAD)) == Sample(LAMP_DARK, None, Quality.BAD)
+    stale = Sample("current", 2, Quality.STALE)
+    assert _dark((d,), seen, stale) == Sample(LAMP_DARK, None, Quality.STALE)
+    # Without the caller's memory only the batch counts: a batch with both still derives.
+    assert derive(SampleBatch("lamp-1", T0, (Sample("lamp_on", True), Sample("current", 2))), (d,)).samples[
+        -1
+    ] == Sample(LAMP_DARK, True)
+
+
+def test_rated_current_is_checked_with_its_key() -> None:
+    for bad in (0, -0.5, 500):
+        with pytest.raises(ValidationError, match="rated_current_a"):
+            _lamp(rated_current_a=bad)
+
+
+def test_rated_current_in_a_config_file_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
+    text = (
+        HEAD
+        + BUS
+        + f"""
+[[devices]]
+id = "lamp-1"
+bus = "rs485-1"
+profile = "modbus-lamp-controller"
+address = 31
+rated_current_a = -0.45
+{LOC}
+
+[[devices]]
+id = "lamp-2"
+bus = "rs485-1"
+profile = "modbus-lamp-controller"
+address = 32
+rated_current_a = "half an amp"
+{LOC}
+
+[[devices]]
+id = "lamp-3"
+bus = "rs485-1"
+profile = "modbus-lamp-controller"
+address = 33
+rated_current_a = 0.45
+{LOC}
+"""
+    )
+    found = issues(write(tmp_path, text))
+    assert set(found) == {"devices[0].rated_current_a", "devices[1].rated_current_a"}, found
+    assert "greater than 0" in found["devices[0].rated_current_a"]
+    ok = write(tmp_path, HEAD + BUS + "[[devices]]" + text.split("[[devices]]")[-1], "ok.toml")  # lamp-3
+    cfg = load_config(ok)
+    (d,) = derivations(cfg.devices[0])
+    assert isinstance(d, LampDark) and d.limit_a == pytest.approx(0.045) and d.scale == 0.001
+
+
+def test_lamp_dark_through_the_pipeline_and_the_inventory() -> None:
+    from citynerve.gateway.inventory import _inventory_entry
+
+    dev = _lamp()
+    eng = RuleEngine(RulesConfig(packs=(PackRef(name="street-lamp"),)), [dev], clock=lambda: T0)
+    assert "street-lamp.no_current|lamp-1" in eng.instances
+    sink = CollectingSink()
+    pipe = Pipeline({dev.id: dev}, sink, eng)
+    for k in range(5):  # switched on, dark: the relay's batch, then the registers'
+        t = T0 + 60.0 * k
+        pipe.submit(SampleBatch(dev.id, t, (Sample("lamp_on", True),)))
+        pipe.submit(SampleBatch(dev.id, t + 0.05, (Sample("current", 3), Sample("lamp_fault", False))))
+        pipe.tick(t + 0.05)
+    ((kind, at),) = [(e.kind, e.ts) for e in sink.events if e.state is EventState.RAISED]
+    assert kind == "lamp_no_current" and at == T0 + 180.05
+    assert pipe.latest(dev.id)[LAMP_DARK].value is True and pipe.latest(dev.id)[LAMP_DARK].unit == ""
+    (point,) = [p for p in _inventory_entry(dev, "modbus", {})["points"] if p["name"] == LAMP_DARK]
+    assert point["writable"] is False and "0.02 A" in str(point["description"])

@@ -65,3 +65,18 @@ def test_independent_scores_through_the_benchmark_json(
     assert confirmed["data"] == "independent" and confirmed["episodes"] == immediate["episodes"]
     assert confirmed["recall"] == 1.0 and confirmed["median_delay_s"] >= immediate["median_delay_s"]
     assert confirmed["false_alarms"] < immediate["false_alarms"]
+
+
+def test_lamps_the_controller_does_not_diagnose_are_found_by_the_gateway() -> None:
+    # Every third controller of the lamp model has no open-circuit bit: its failed lamps are found by
+    # the pack's lamp_no_current (lamp_dark, derived by the gateway) alone.
+    from citynerve.hil.eval import harness
+    from citynerve.hil.eval.lamps import build as lamps
+
+    scn = lamps(lamps=12, days=5)
+    events = harness.replay(scn).events
+    score = harness.score(scn, events)
+    assert score.f1 >= 0.9 and score.false_alarms == 0, score.figures()
+    bit_only = harness.score(scn, [e for e in events if e.kind != "lamp_no_current"])
+    assert {e.device_id for e in bit_only.missed} == {"lamp-00"}  # failed, its controller silent
+    assert harness.score(scn, [e for e in events if e.kind != "lamp_out"]).recall == 1.0

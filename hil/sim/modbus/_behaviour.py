@@ -167,14 +167,24 @@ METER_BOX: dict[str, ValueFn] = {
 # -- street lamp controller (issue 18) -----------------------------------------------------------
 # Lit from dusk (18:30) to dawn (06:00) local time; a 100 W LED with a driver: 0.45 A at 230 V.
 # `fault` = the lamp is out (open circuit): the relay is on and no current flows.
+# `levels["undiagnosed"]` > 0: the lamp or its driver failed the same way, but the controller does not
+# diagnose it (no open-circuit detection, or a wrong one): no current and its fault bit stays clear -
+# only the gateway's own check (relay on, no current: lamp_dark) sees it. `levels["strike_s"]`: the
+# lamp draws no current for that long after the evening switch-on (an HPS lamp striking, a hot restrike).
 
 
 def _lamp_on(s: DeviceState, t: float, h: float) -> bool:
     return h >= 18.5 or h < 6.0
 
 
+def _lamp_dark(s: DeviceState, h: float) -> bool:
+    """Switched on and drawing nothing: failed, or not yet struck after the switch-on."""
+    striking = ((h - 18.5) % 24) * 3600.0 < s.levels.get("strike_s", 0.0)
+    return s.fault or s.levels.get("undiagnosed", 0.0) > 0 or striking
+
+
 def _lamp_a(s: DeviceState, t: float, h: float) -> float:
-    if not _lamp_on(s, t, h) or s.fault:
+    if not _lamp_on(s, t, h) or _lamp_dark(s, h):
         return max(0.0, 0.002 + _wobble(s, t, 60.0, 0.001))
     return 0.45 + _wobble(s, t, 120.0, 0.005)
 
