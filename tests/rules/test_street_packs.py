@@ -56,6 +56,16 @@ def test_cited_thresholds() -> None:
         assert "local default" in src or "controller" in src, pack
 
 
+@pytest.mark.parametrize("pack", sorted(PACK_PROFILE))
+def test_every_pack_parameter_states_its_basis(pack: str) -> None:
+    # Each [params] line carries its basis as a comment: the clause it is cited to, or "local
+    # default" (the installer confirms it), or the polls / heartbeats it counts.
+    text = (PACKS_DIR / f"{pack}.toml").read_text(encoding="utf-8")
+    params = text.split("\n[params]\n", 1)[1].split("\n[", 1)[0]
+    bare = [line for line in params.splitlines() if line.strip() and "#" not in line]
+    assert not bare, f"{pack}: parameters without their basis: {bare}"
+
+
 def _ts(day: int, hhmm: str) -> float:
     h, m = hhmm.split(":")
     return datetime(2026, 9, day, int(h), int(m), tzinfo=TZ).timestamp()
