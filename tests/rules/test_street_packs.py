@@ -3,6 +3,7 @@ the routine kind (bed-foot sensor) raises at a time of day and after a night-tim
 
 from __future__ import annotations
 
+import math
 import tomllib
 from datetime import datetime
 from pathlib import Path
@@ -188,3 +189,52 @@ def test_check_on_this_person_combines_bed_and_water_of_one_household() -> None:
         t += 900
     (ev,) = [ev for ev in out if ev.rule == "check_on_person"]
     assert ev.device_id == "bed-302" and ev.state is EventState.RAISED
+
+
+def _panel_run(tilt, days: float) -> list[tuple[float, str, EventState]]:  # type: ignore[no-untyped-def]
+    """A curtain wall node under the shipped pack: `tilt(hours)` reported every 300 s, rounded to the
+    node's 0.1 deg, for `days`; the pack's raises and clears as (hours, event kind, state)."""
+    panel = dev(points=("tilt", "vibration_peak", "vibration", "battery"), profile="bthome-curtain-wall")
+    e = engine([], [panel], packs=[{"name": "curtain-wall"}])
+    t0 = _ts(1, "00:00")
+    out = []
+    for k in range(int(days * 288)):
+        t = t0 + 300 * k
+        out += feed(e, [(t, round(tilt((t - t0) / 3600), 1))], point="tilt")
+    return [(round((ev.ts - t0) / 3600, 2), ev.kind, ev.state) for ev in out]
+
+
+def _sun(h: float) -> float:
+    return 0.05 * math.sin(2 * math.pi * (h - 9) / 24)  # the facade's daily thermal swing
+
+
+def test_curtain_wall_creep_raises_after_a_day_above_its_limit() -> None:
+    # An anchor creeping 0.1 deg a day from 0.05, the sun's swing on top: every report reads 0.3 deg
+    # or more from the second night's trough (about hour 55); panel_creep (an inspection) a day later,
+    # more than a day before the tilt passes panel_tilt's 0.5 deg (a 0.6 reading, held 30 min).
+    got = _panel_run(lambda h: 0.05 + 0.1 * h / 24 + _sun(h), days=5)
+    assert [(k, s) for _, k, s in got] == [
+        ("panel_creep", EventState.RAISED),
+        ("panel_tilt", EventState.RAISED),
+    ]
+    (creep_h, *_), (tilt_h, *_) = got
+    assert 54 + 24 <= creep_h <= 57 + 24 and tilt_h - creep_h > 24, got
+
+
+def test_curtain_wall_storm_tilt_does_not_raise_creep() -> None:
+    # Two 12 h storms tilting a sound panel by 0.4 deg (a day apart), the sun's swing in between:
+    # wind-driven tilt does not persist a day, so neither storm raises panel_creep (nor panel_tilt).
+    def storm(h: float) -> float:
+        return 0.02 + _sun(h) + (0.4 if 6 <= h % 48 < 18 else 0.0)
+
+    assert _panel_run(storm, days=4) == []
+    # A panel that settled at 0.3 deg by day, back to 0.2 each night: not in every report of a day.
+    assert _panel_run(lambda h: 0.26 + 2 * _sun(h), days=4) == []
+
+
+def test_curtain_wall_creep_limit_is_below_the_tilt_limit_and_latched() -> None:
+    rules = {r.id: r for r in RulesConfig.model_validate({"packs": [{"name": "curtain-wall"}]}).all_rules()}
+    creep, tilt = rules["curtain-wall.creeping"], rules["curtain-wall.tilted"]
+    assert creep.event_kind == "panel_creep" and creep.severity == "minor" and tilt.severity == "major"
+    assert creep.above < tilt.above and creep.hold_s >= 86400 > 12 * 3600  # type: ignore[union-attr]
+    assert creep.clear_hold_s == tilt.clear_hold_s == 86400
