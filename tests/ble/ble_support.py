@@ -4,6 +4,7 @@ conftest.py, and `from conftest import` would pick whichever was imported first)
 from __future__ import annotations
 
 import asyncio
+import tomllib
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,7 @@ from citynerve.drivers.ble import BleBusConfig
 from citynerve.drivers.bthome import BTHomeDevice
 from citynerve.gateway.api import Event, SampleBatch, SampleSink, StateStore
 from citynerve.hil.sim.ble import VirtualRadio
+from citynerve.hil.sim.ble.street import PROFILES_DIR, ProfileNode
 
 KEY = bytes.fromhex("231d39c1d7cc1ab1aee224cd096db932")
 MAC = "A4:C1:38:00:00:01"
@@ -82,3 +84,26 @@ def manhole_device(mac: str = MAC, key: bytes | None = KEY, dev_id: str = "mh-1"
     if key is not None:
         data["key"] = key.hex()
     return BTHomeDevice.model_validate(data)
+
+
+def device_of(node: ProfileNode, dev_id: str, key: bytes | None = None) -> BTHomeDevice:
+    """The gateway's device for a simulated street node: its shipped profile's points."""
+    prof = tomllib.loads((PROFILES_DIR / f"{node.profile_id}.toml").read_text())
+    points = {name: {**p, "name": name} for name, p in prof["points"].items()}
+    data: dict[str, Any] = {
+        "id": dev_id,
+        "bus": "ble0",
+        "profile": node.profile_id,
+        "address": node.mac,
+        "location": {"address_code": "320508001"},
+        "points": points,
+    }
+    if key is not None:
+        data["key"] = key.hex()
+    return BTHomeDevice.model_validate(data)
+
+
+def normalized(node: ProfileNode, point: str, raw: Any) -> Any:
+    """The engineering value the pipeline makes of a raw sample (the point's scale)."""
+    _, scale = node.points[point]
+    return raw if isinstance(raw, bool) else raw * scale

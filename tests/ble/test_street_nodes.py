@@ -3,14 +3,11 @@ BTHome driver with the points of their shipped profiles: what a node sends is wh
 
 from __future__ import annotations
 
-import tomllib
-from pathlib import Path
 from typing import Any
 
 import pytest
-from ble_support import MemoryState
+from ble_support import MemoryState, device_of, normalized
 
-from citynerve.drivers.bthome import BTHomeDevice
 from citynerve.hil.sim.ble import VirtualRadio
 from citynerve.hil.sim.ble.street import (
     BedFootNode,
@@ -21,31 +18,7 @@ from citynerve.hil.sim.ble.street import (
     HydrantNode,
     LitterBinNode,
     MotionNode,
-    ProfileNode,
 )
-
-PROFILES = Path(__file__).resolve().parents[2] / "config" / "profiles"
-
-
-def device_of(node: ProfileNode, dev_id: str) -> BTHomeDevice:
-    prof = tomllib.loads((PROFILES / f"{node.profile_id}.toml").read_text())
-    points = {name: {**p, "name": name} for name, p in prof["points"].items()}
-    return BTHomeDevice.model_validate(
-        {
-            "id": dev_id,
-            "bus": "ble0",
-            "profile": node.profile_id,
-            "address": node.mac,
-            "location": {"address_code": "320508001"},
-            "points": points,
-        }
-    )
-
-
-def normalized(node: ProfileNode, point: str, raw: Any) -> Any:
-    """The engineering value the pipeline makes of a raw sample (the point's scale)."""
-    _, scale = node.points[point]
-    return raw if isinstance(raw, bool) else raw * scale
 
 
 @pytest.mark.parametrize(
