@@ -5,7 +5,7 @@ maintenance event (BS 5839-1: investigate a detector that is the source of three
 NFPA 72 14.4.4.3: sensitivity kept within its listed range) and is no longer confirmed on its own
 until four weeks pass without such an alarm; its immediate alarm and the second detector's
 confirmation are untouched. A panel relaying a gateway detector is confirmed by that detector's
-confirmation only. Readings go through the real engine.
+confirmation only. Readings go through the real engine, and the shipped pack through the pipeline.
 """
 
 from __future__ import annotations
@@ -13,9 +13,12 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from citynerve.gateway.api import Event, EventState
-from citynerve.gateway.rules import RuleEngine, RulesConfig
+from citynerve.gateway.api import Event, EventState, Sample, SampleBatch
+from citynerve.gateway.pipeline import Pipeline
+from citynerve.gateway.rules import PackRef, RuleEngine, RulesConfig
+from citynerve.hil.eval.harness import CollectingSink
 from tests.rules.conftest import T0, dev, engine, feed
+from tests.rules.test_panel_confirmed import _device
 
 WEEK = 7 * 86400.0
 SMOKE = {"id": "smoke", "kind": "boolean", "point": "smoke", "severity": "critical"}
@@ -173,3 +176,47 @@ def test_config_is_checked() -> None:
         )
     with pytest.raises(ValidationError, match="are for mode 'coincidence'"):
         RulesConfig.model_validate({"rules": [SMOKE, {**UNWANTED, "alone_unless": ["smoke"]}]})
+
+
+def test_shipped_pack_through_the_pipeline() -> None:
+    # Flat 301: detector a alarms 40 min on four evenings a week apart (the panel relays it, reset 10
+    # min later); b never. Then a fire reaches both.
+    devs = [
+        _device("sd-301a", 1, "modbus-smoke-detector", "smoke_alarm", ["zone:301", "building:B1"]),
+        _device("sd-301b", 2, "modbus-smoke-detector", "smoke_alarm", ["zone:301", "building:B1"]),
+        _device("p1", 3, "firepanel-gst", "fire_alarm", ["building:B1"]),
+    ]
+    clock = [T0]
+    eng = RuleEngine(RulesConfig(packs=(PackRef(name="smoke-fire"),)), devs, clock=lambda: clock[0])
+    sink = CollectingSink()
+    pipe = Pipeline({d.id: d for d in devs}, sink, eng)
+    nights = [k * WEEK for k in range(4)]
+    fire = 5 * WEEK
+    spans = {
+        "sd-301a": [(t, t + 2400) for t in nights] + [(fire, fire + 1800)],
+        "sd-301b": [(fire + 120, fire + 1800)],
+        "p1": [(t + 2, t + 3000) for t in nights] + [(fire + 2, fire + 2400)],
+    }
+    points = {d.id: next(iter(d.points)) for d in devs}
+    for start in [*nights, fire]:
+        for k in range(1600):  # 2 s polls over each evening, the runtime's tick with them
+            t = T0 + start + 2.0 * k
+            clock[0] = t
+            for d in devs:
+                on = any(T0 + a <= t < T0 + b for a, b in spans[d.id])
+                pipe.submit(SampleBatch(d.id, t, (Sample(points[d.id], on),)))
+            pipe.tick(t)
+    raised = [(e.device_id, e.kind, e.ts - T0) for e in sink.events if e.state is EventState.RAISED]
+    # Every detector alarm and panel fire goes out at once, as before.
+    assert [t for d, k, t in raised if k == "smoke" and d == "sd-301a"] == [*nights, fire]
+    assert [t for d, k, t in raised if k == "fire"] == [t + 2 for t in [*nights, fire]]
+    # Three evenings confirmed alone (30 min); then reported for maintenance once, and the fourth
+    # evening is not confirmed (the detector nor the panel relaying it). The fire: when b joins.
+    assert [d for d, k, _ in raised if k == "detector_unwanted_alarms"] == ["sd-301a"]
+    confirmed = [(d, t) for d, k, t in raised if k == "smoke_confirmed"]
+    assert confirmed == [
+        *(("sd-301a", t + 1800) for t in nights[:3]),
+        ("sd-301a", fire + 120),
+        ("sd-301b", fire + 120),
+    ]
+    assert [t for d, k, t in raised if k == "fire_confirmed"] == [*(t + 1800 for t in nights[:3]), fire + 120]
