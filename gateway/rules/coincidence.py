@@ -18,6 +18,10 @@ rules whose alarms on the area's other devices confirm (default: `of`): a fire p
 is confirmed by a `smoke_confirmed` of a detector in its building (group `building`), not by the
 detector alarm it merely relays. `solo_s` replaces `alone_s` for a device with nothing in its area
 that could confirm it (a panel without gateway detectors keeps its own verification time).
+`alone_unless` names rules of the device itself that take the `alone_s` path away while active (a
+detector under unwanted-alarm management, unwanted.py); `relays` names the rules of the area's other
+devices a device relays (a panel: its building's detectors): while its alarm follows one of them, its
+lasting is the operator's reset time, not the fire's, and only `confirmed_by` confirms it.
 
 This is the coincidence (dependency on more than one alarm signal) of EN 54-2 clause 7.12 and BS
 5839-1's two-detector coincidence, and the "AND of two independent alarm devices" GB 50116-2013
@@ -50,11 +54,20 @@ def area(dev: DeviceConfig, devices: Sequence[DeviceConfig], group: str) -> list
 class CoincidenceCondition(Condition):
     """True while the device's own child alarm is active and confirmed by its area or by lasting."""
 
-    __slots__ = ("alone_s", "children", "count", "own", "within_s")
+    __slots__ = ("alone_s", "blockers", "children", "count", "own", "relayed", "within_s")
     time_driven = True  # `alone_s` runs out without a reading
 
-    def __init__(self, rule: CompositeRule, own: list[RuleInstance], others: list[RuleInstance]) -> None:
+    def __init__(
+        self,
+        rule: CompositeRule,
+        own: list[RuleInstance],
+        others: list[RuleInstance],
+        *,
+        blockers: Sequence[RuleInstance] = (),
+        relayed: Sequence[RuleInstance] = (),
+    ) -> None:
         super().__init__()
+        self.blockers, self.relayed = tuple(blockers), tuple(relayed)
         self.count, self.within_s = rule.count, rule.within_s
         # Alone in its area (nothing there could confirm it): `solo_s`, if the rule sets one.
         self.alone_s = rule.solo_s if not others and rule.solo_s is not None else rule.alone_s
@@ -74,7 +87,12 @@ class CoincidenceCondition(Condition):
         if len(devices) >= self.count:
             return True
         alone = self.alone_s
-        return alone is not None and any(now - c.raised_at >= alone for c in own)
+        if alone is None or any(b.alarm.active for b in self.blockers):
+            return False
+        since = min(c.raised_at for c in own) - self.within_s
+        if any(r.alarm.active or (r.raised_at and r.raised_at >= since) for r in self.relayed):
+            return False  # relaying another device's alarm: that device's confirmation decides
+        return any(now - c.raised_at >= alone for c in own)
 
     def on_tick(self, now: float) -> bool | None:
         return self.at(now)

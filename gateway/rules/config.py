@@ -210,11 +210,16 @@ class RulesConfig(_Model):
             if isinstance(r, CompositeRule):
                 problems += [f"rule {r.id}: `of` names unknown rule {c}" for c in r.of if c not in known]
                 problems += [
-                    f"rule {r.id}: `confirmed_by` names unknown rule {c}"
-                    for c in r.confirmed_by
+                    f"rule {r.id}: `{key}` names unknown rule {c}"
+                    for key, refs in (
+                        ("confirmed_by", r.confirmed_by),
+                        ("alone_unless", r.alone_unless),
+                        ("relays", r.relays),
+                    )
+                    for c in refs
                     if c not in known
                 ]
-                if r.id in r.of or r.id in r.confirmed_by:
+                if r.id in (*r.of, *r.confirmed_by, *r.alone_unless, *r.relays):
                     problems.append(f"rule {r.id}: a composite cannot include itself")
             problems += [
                 f"rule {r.id}: unknown schedule {s}" for s in r.suppress_during if s not in schedules

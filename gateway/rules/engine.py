@@ -62,6 +62,7 @@ from citynerve.gateway.rules.household_config import HouseholdConfig
 from citynerve.gateway.rules.peers import PeerSlots
 from citynerve.gateway.rules.routine import RoutineCondition
 from citynerve.gateway.rules.suppression import QuietHours
+from citynerve.gateway.rules.unwanted import UnwantedCondition
 
 log = logging.getLogger("citynerve.gateway.rules")
 
@@ -244,7 +245,7 @@ class RuleEngine:
                 point = rule_points(rule)
                 if isinstance(inst.cond, OfflineCondition):
                     self._offline.setdefault(dev.id, []).append(inst)
-                elif isinstance(inst.cond, CompositeCondition | CoincidenceCondition):
+                elif isinstance(inst.cond, CompositeCondition | CoincidenceCondition | UnwantedCondition):
                     for child in inst.cond.children:
                         child.parents.append(inst)
                 elif point:
@@ -299,7 +300,7 @@ class RuleEngine:
         if point and dev.points and point not in dev.points and point not in point_names(dev):
             return None  # selected by profile or tag, but this device has no such point
         attrs = self._attrs[dev.id]
-        if isinstance(rule, CompositeRule) and rule.mode == "coincidence":
+        if isinstance(rule, CompositeRule) and rule.mode in ("coincidence", "unwanted"):
             return self._coincidence(rule, dev, attrs)
         if isinstance(rule, CompositeRule):
             homes = [d.id for d in self._household(dev)] if rule.household else [dev.id]
@@ -321,14 +322,22 @@ class RuleEngine:
     def _coincidence(
         self, rule: CompositeRule, dev: DeviceConfig, attrs: dict[str, Any]
     ) -> RuleInstance | None:
-        """A coincidence composite on a device with one of its children (coincidence.py)."""
+        """A coincidence (coincidence.py) or unwanted (unwanted.py) composite on a device with one of
+        its children."""
         members = area(dev, list(self.devices.values()), rule.group)
-        own = [i for c in rule.of if (i := self.instances.get(f"{c}|{dev.id}")) is not None]
+
+        def found(rules: Sequence[str], devs: Sequence[DeviceConfig]) -> list[RuleInstance]:
+            return [i for m in devs for c in rules if (i := self.instances.get(f"{c}|{m.id}")) is not None]
+
+        own = found(rule.of, members[:1])
         if not own:
             return None  # the device has none of the alarms that count
-        by = rule.confirmed_by or rule.of  # what the area's other devices confirm with
-        others = [i for m in members[1:] for c in by if (i := self.instances.get(f"{c}|{m.id}")) is not None]
-        return RuleInstance(rule, dev.id, CoincidenceCondition(rule, own, others), attrs)
+        others = found(rule.confirmed_by or rule.of, members[1:])  # what the area's others confirm with
+        if rule.mode == "unwanted":
+            return RuleInstance(rule, dev.id, UnwantedCondition(rule, own, others), attrs)
+        blockers, relayed = found(rule.alone_unless, members[:1]), found(rule.relays, members[1:])
+        cond = CoincidenceCondition(rule, own, others, blockers=blockers, relayed=relayed)
+        return RuleInstance(rule, dev.id, cond, attrs)
 
     def _household(self, dev: DeviceConfig) -> list[DeviceConfig]:
         """The device, then the other devices sharing one of its `household:` tags."""
@@ -480,7 +489,7 @@ class RuleEngine:
             out.extend(self.actions.trigger(ev))
         for parent in inst.parents:
             pc = parent.cond
-            if isinstance(pc, CoincidenceCondition):
+            if isinstance(pc, CoincidenceCondition | UnwantedCondition):
                 self._update(parent, pc.at(ts), ts, out)
                 continue
             assert isinstance(pc, CompositeCondition)

@@ -164,12 +164,13 @@ class ConsumptionRule(_RuleBase):
 
 class CompositeRule(_RuleBase):
     """Combine other rules of the same device: all / any active, or raised in sequence within a time;
-    or `coincidence`: a device's alarm confirmed by other devices of its area (coincidence.py)."""
+    or `coincidence`: a device's alarm confirmed by other devices of its area (coincidence.py);
+    or `unwanted`: a device whose alarms no other device of its area confirms (unwanted.py)."""
 
     kind: Literal["composite"]
-    mode: Literal["all", "any", "sequence", "coincidence"] = Field(
-        description="all or any of the rules active, raised in sequence, or in coincidence on `count` "
-        "devices of one area"
+    mode: Literal["all", "any", "sequence", "coincidence", "unwanted"] = Field(
+        description="all or any of the rules active, raised in sequence, in coincidence on `count` "
+        "devices of one area, or `count` unwanted alarms of a device (none of its area's confirmed them)"
     )
     of: tuple[str, ...] = Field(min_length=1)
     within_s: FiniteFloat = Field(
@@ -187,7 +188,9 @@ class CompositeRule(_RuleBase):
         default=2,
         ge=2,
         le=64,
-        description="coincidence: devices of the area in alarm (or raised within `within_s`) that confirm",
+        description="coincidence: devices of the area in alarm (or raised within `within_s`) that confirm; "
+        "unwanted: alarms of the device, each within `quiet_s` of the last, that no other device of its "
+        "area confirmed within `within_s`",
     )
     alone_s: FiniteFloat | None = Field(
         default=None,
@@ -207,18 +210,42 @@ class CompositeRule(_RuleBase):
         description="coincidence: the rules whose alarms on the area's other devices confirm (default: "
         "`of`); a fire panel's `fire` confirmed by a detector's `smoke_confirmed`",
     )
+    alone_unless: tuple[str, ...] = Field(
+        default=(),
+        description="coincidence: while one of these rules is active on the device (its `unwanted` "
+        "alarms), its alarm lasting `alone_s` does not confirm; a second device still does",
+    )
+    relays: tuple[str, ...] = Field(
+        default=(),
+        description="coincidence: the rules of the area's other devices this device relays (a fire "
+        "panel: its building's detectors); while its alarm follows one of them (raised within `within_s` "
+        "before it or during it), lasting `alone_s` does not confirm: `confirmed_by` decides",
+    )
+    quiet_s: FiniteFloat | None = Field(
+        default=None,
+        gt=0,
+        le=366 * 86400,
+        description="unwanted: clears after this long without an unwanted alarm; `count` unwanted alarms "
+        "each within this long of the last raise it",
+    )
     group: str = Field(
         default="zone",
         pattern=r"^[a-z][a-z0-9_-]{0,31}$",
-        description="coincidence: devices sharing a `<group>:<id>` tag form an area (a flat, a zone)",
+        description="coincidence, unwanted: devices sharing a `<group>:<id>` tag form an area (a flat, "
+        "a zone)",
     )
 
     @model_validator(mode="after")
     def _children(self) -> CompositeRule:
-        if self.mode != "coincidence" and len(self.of) < 2:
+        area_modes = ("coincidence", "unwanted")
+        if self.mode not in area_modes and len(self.of) < 2:
             raise ValueError(f"mode {self.mode!r} combines at least 2 rules in `of`")
-        if self.confirmed_by and self.mode != "coincidence":
-            raise ValueError(f"`confirmed_by` is for mode 'coincidence', not {self.mode!r}")
+        if self.confirmed_by and self.mode not in area_modes:
+            raise ValueError(f"`confirmed_by` is for mode 'coincidence' or 'unwanted', not {self.mode!r}")
+        if (self.alone_unless or self.relays) and self.mode != "coincidence":
+            raise ValueError(f"`alone_unless` and `relays` are for mode 'coincidence', not {self.mode!r}")
+        if (self.quiet_s is None) != (self.mode != "unwanted"):
+            raise ValueError("mode 'unwanted' needs `quiet_s`; no other mode takes it")
         return self
 
 

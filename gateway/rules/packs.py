@@ -59,7 +59,7 @@ class RulePack:
             d["id"] = f"{self.id}.{r['id']}"
             if "point" in d and d["point"] in points:
                 d["point"] = points[d["point"]]
-            for key in ("of", "confirmed_by"):
+            for key in ("of", "confirmed_by", "alone_unless", "relays"):
                 if key in d:
                     d[key] = [f"{self.id}.{c}" if c in local else c for c in d[key]]
             if "select" not in d:
