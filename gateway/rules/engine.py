@@ -334,6 +334,8 @@ class RuleEngine:
             return None  # the device has none of the alarms that count
         others = found(rule.confirmed_by or rule.of, members[1:])  # what the area's others confirm with
         if rule.mode == "unwanted":
+            if not others:  # alone in its area: lasting alone is its only confirmation, never taken away
+                return None
             return RuleInstance(rule, dev.id, UnwantedCondition(rule, own, others), attrs)
         blockers, relayed = found(rule.alone_unless, members[:1]), found(rule.relays, members[1:])
         cond = CoincidenceCondition(rule, own, others, blockers=blockers, relayed=relayed)

@@ -19,7 +19,9 @@ raises on the device (a maintenance event) once `count` of its alarms ended with
 of its area (`confirmed_by`, default `of`) in alarm or raising one within `within_s` of its own, each
 within `quiet_s` of the previous; it clears after `quiet_s` without one. A coincidence rule naming it
 in `alone_unless` stops confirming that device on its own while it is active; the device's immediate
-alarm and its confirmation by a second device are untouched.
+alarm and its confirmation by a second device are untouched. A device with no other device in its
+area (no `group` tag, or alone under it) gets no such rule: lasting alone is then its only way to be
+confirmed, and a fire in a flat with one detector must still be confirmed.
 """
 
 from __future__ import annotations

@@ -109,6 +109,22 @@ def test_three_unconfirmed_alarms_raise_it_once_and_take_the_alone_path_away() -
     ]
 
 
+def test_a_detector_alone_in_its_area_keeps_its_alone_path() -> None:
+    # No second detector could ever confirm it: after any number of lone alarms it is still
+    # confirmed by lasting alone (a fire in a one-detector flat), and no maintenance event claims
+    # its alarms were unwanted.
+    e = engine(RULES, [dev("solo", ("smoke",), tags=("building:b1",)), dev("x", ("smoke",))])
+    out: list[Event] = []
+    for day in range(5):
+        out += _alarm(e, "solo", day * WEEK, 40)
+        out += _alarm(e, "x", day * WEEK + 3600, 40)
+    assert not _events(out, "unwanted_alarms")
+    confirmed = [(d, s) for d, s, _ in _events(out, "smoke_confirmed") if s is EventState.RAISED]
+    assert (
+        confirmed.count(("solo", EventState.RAISED)) == 5 and confirmed.count(("x", EventState.RAISED)) == 5
+    )
+
+
 def test_it_clears_after_four_quiet_weeks_and_the_detector_is_believed_again() -> None:
     e = _flat()
     for day in range(3):
