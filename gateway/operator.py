@@ -63,6 +63,8 @@ class RulesControl(Protocol):
 
     def set_override(self, device_id: str, action_id: str, on: bool) -> None: ...
 
+    def serviced(self, device_id: str) -> list[str]: ...
+
 
 @dataclass(slots=True)
 class Window:
@@ -138,7 +140,11 @@ class OperatorControls:
         elif op == "maintenance_end":
             dev = self._device(args)
             self.maintenance.pop(dev, None)
-            result = {"maintenance_end": dev}
+            rules = self._rules()
+            # Ended by hand: the work is done, so history-based judgements of the device (a
+            # detector's unwanted alarms) start afresh. A window that runs out proves nothing.
+            reset = rules.serviced(dev) if rules is not None else []
+            result = {"maintenance_end": dev, "reset": reset}
         elif op == "ack":
             dev = _text(args.get("device_id"), "device_id", 64)
             kind = _text(args.get("kind"), "kind", 64)

@@ -60,6 +60,9 @@ def _send(config_path: Path, socket: Path | None, request: str, args: dict[str, 
         return
     until = result.get("until") if isinstance(result, dict) else None
     tail = f" until {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(until))}" if until else ""
+    reset = result.get("reset") if isinstance(result, dict) else None
+    if reset:  # maintenance ended by hand: rules judging the device by its history start afresh
+        tail += f"; reset {', '.join(map(str, reset))}"
     _common.console.print(f"{request}: done{tail}", highlight=False)
 
 

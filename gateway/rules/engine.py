@@ -524,6 +524,16 @@ class RuleEngine:
         else:
             self.away.discard(device_id)
 
+    def serviced(self, device_id: str) -> list[str]:
+        """The device was serviced (an operator ended its maintenance): conditions that judge it by
+        its own history (unwanted-alarm management) start afresh. Returns the rule ids reset."""
+        done = []
+        for i in self.instances.values():
+            if i.device_id == device_id and isinstance(i.cond, UnwantedCondition):
+                i.cond.serviced()
+                done.append(i.rule.id)
+        return done
+
     def set_override(self, device_id: str, action_id: str, on: bool) -> None:
         """Manual override of a local action on a device (durable through `snapshot`)."""
         self.actions.set_override(device_id, action_id, on)

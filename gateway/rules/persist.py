@@ -103,6 +103,13 @@ class PersistentRuleEngine(RuleEngine):
         super().set_override(device_id, action_id, on)
         self._schedule_save()
 
+    def serviced(self, device_id: str) -> list[str]:
+        """As RuleEngine.serviced, saved at once: a restart must not bring the old count back."""
+        done = super().serviced(device_id)
+        if done:
+            self._schedule_save()
+        return done
+
     def _schedule_save(self) -> None:
         try:
             loop = asyncio.get_running_loop()

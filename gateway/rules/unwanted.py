@@ -21,7 +21,10 @@ within `quiet_s` of the previous; it clears after `quiet_s` without one. A coinc
 in `alone_unless` stops confirming that device on its own while it is active; the device's immediate
 alarm and its confirmation by a second device are untouched. A device with no other device in its
 area (no `group` tag, or alone under it) gets no such rule: lasting alone is then its only way to be
-confirmed, and a fire in a flat with one detector must still be confirmed.
+confirmed, and a fire in a flat with one detector must still be confirmed. Ending a maintenance
+window on the detector by hand (`citynerve operator maintenance DEVICE --end`, or the platform's
+`end_maintenance`) says it was serviced: the count is forgotten and the rule clears
+(RuleEngine.serviced).
 """
 
 from __future__ import annotations
@@ -75,9 +78,14 @@ class UnwantedCondition(Condition):
         return len(self.times) >= self.count
 
     def on_tick(self, now: float) -> bool | None:
-        if self.opened is None and not self.times:
+        if self.opened is None and not self.times and not self.value:
             return None  # nothing to age (the usual case): the children's changes call `at`
         return self.at(now)
+
+    def serviced(self) -> None:
+        """The detector was serviced (cleaned, moved, replaced): its unwanted alarms are forgotten,
+        and the next tick clears the rule (`value` still holds the old count until then)."""
+        self.opened, self.confirmed, self.times = None, False, []
 
     def snapshot(self) -> list[Any]:
         return [self.opened, self.confirmed, list(self.times)]

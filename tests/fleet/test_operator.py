@@ -161,3 +161,30 @@ async def test_bad_requests_are_refused_with_a_reason(
             await ops.request(op, args, "ops")
         assert err.value.reason == reason
         assert events == []
+
+
+async def test_maintenance_ended_by_hand_resets_a_detector_under_unwanted_alarm_management(
+    tmp_path: Path,
+) -> None:
+    # A detector flagged for unwanted alarms (the smoke-fire pack's rules, tests/rules) is cleaned
+    # during a maintenance window; ending the window by hand says the work is done, so the flag
+    # clears at the next tick. A window that runs out by itself resets nothing.
+    from tests.rules.test_unwanted_alarms import WEEK, _alarm, _flat
+
+    rules = _flat()
+    for n in range(3):
+        _alarm(rules, "a", n * WEEK, 10)
+    flagged = [i.rule.id for i in rules.instances.values() if i.alarm.active]
+    assert flagged == ["unwanted_alarms"], flagged
+    clocks = Clocks()
+    async with AsyncOutbox(tmp_path / "o.db") as outbox:
+        ops, _, _ = make(outbox, rules, clocks)
+        await ops.request("maintenance", {"device_id": "a", "for_s": 600}, "crew")
+        clocks.mono += 601
+        assert ops.expire() == ["maintenance_end a"]  # ran out: nothing reset
+        assert rules.tick(T0 + 2 * WEEK + 1800) == []
+        await ops.request("maintenance", {"device_id": "a", "for_s": 3600}, "crew")
+        result = await ops.request("maintenance_end", {"device_id": "a"}, "crew")
+        assert result == {"maintenance_end": "a", "reset": ["unwanted_alarms"]}
+    out = rules.tick(T0 + 2 * WEEK + 3600)
+    assert [(e.rule, e.state) for e in out] == [("unwanted_alarms", EventState.CLEARED)]

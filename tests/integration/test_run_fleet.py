@@ -217,6 +217,11 @@ def test_operator_controls_permissions_diagnostics_and_restart(
                 assert b"operator back on d0-2" in (tmp_path / "tail.log").read_bytes()
                 out = await asyncio.to_thread(fleet, "log-level", "debug")
                 assert out.returncode == 1 and json.loads(out.stdout)["reason"] == "not_permitted"
+                # the technician ends the maintenance by hand on site (nothing history-based to reset)
+                out = cli(config, "operator", "maintenance", "ghost", "--end", "--json")
+                assert out.returncode == 0, out.stderr
+                assert json.loads(out.stdout) == {"maintenance_end": "ghost", "reset": []}
+                assert status(config)["operator"]["maintenance"] == []
 
                 # restart on request: answered, then the process exits for the service manager
                 await until(lambda: (status(config).get("uplink") or {}).get("state") == "connected")

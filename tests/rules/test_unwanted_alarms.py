@@ -125,6 +125,24 @@ def test_a_detector_alone_in_its_area_keeps_its_alone_path() -> None:
     )
 
 
+def test_servicing_the_detector_clears_it_and_it_is_believed_again() -> None:
+    # The technician cleaned the chamber and ended the maintenance window: the count is forgotten,
+    # the maintenance event clears at the next tick, and lasting alone confirms it again.
+    e = _flat()
+    for day in range(3):
+        _alarm(e, "a", day * WEEK, 10)
+    assert e.serviced("a") == ["unwanted_alarms"]  # the rule ids it reset
+    assert e.serviced("panel") == []  # nothing judged by its own history on the panel
+    out = e.tick(T0 + 2 * WEEK + 3600)
+    assert _events(out, "unwanted_alarms") == [("a", EventState.CLEARED, 2 * WEEK + 3600)]
+    out = _alarm(e, "a", 2 * WEEK + 7200, 40)
+    assert [s for d, s, _ in _events(out, "smoke_confirmed") if d == "a"] == [
+        EventState.RAISED,
+        EventState.CLEARED,
+    ]
+    assert not _events(out, "unwanted_alarms")
+
+
 def test_it_clears_after_four_quiet_weeks_and_the_detector_is_believed_again() -> None:
     e = _flat()
     for day in range(3):
