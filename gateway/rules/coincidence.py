@@ -51,6 +51,11 @@ def area(dev: DeviceConfig, devices: Sequence[DeviceConfig], group: str) -> list
     return [dev, *(d for d in devices if d.id != dev.id and tags & set(d.tags))]
 
 
+def in_alarm_since(inst: RuleInstance, since: float) -> bool:
+    """The instance's alarm is active, or was raised at or after `since` (a wall time)."""
+    return inst.alarm.active or bool(inst.raised_at and inst.raised_at >= since)
+
+
 class CoincidenceCondition(Condition):
     """True while the device's own child alarm is active and confirmed by its area or by lasting."""
 
@@ -80,9 +85,7 @@ class CoincidenceCondition(Condition):
             self.value = 0
             return False
         recent = now - self.within_s
-        devices = {
-            c.device_id for c in self.children if c.alarm.active or (c.raised_at and c.raised_at >= recent)
-        }
+        devices = {c.device_id for c in self.children if in_alarm_since(c, recent)}
         self.value = len(devices)
         if len(devices) >= self.count:
             return True
@@ -90,7 +93,7 @@ class CoincidenceCondition(Condition):
         if alone is None or any(b.alarm.active for b in self.blockers):
             return False
         since = min(c.raised_at for c in own) - self.within_s
-        if any(r.alarm.active or (r.raised_at and r.raised_at >= since) for r in self.relayed):
+        if any(in_alarm_since(r, since) for r in self.relayed):
             return False  # relaying another device's alarm: that device's confirmation decides
         return any(now - c.raised_at >= alone for c in own)
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from citynerve.gateway.rules.coincidence import in_alarm_since
 from citynerve.gateway.rules.conditions import Condition
 from citynerve.gateway.rules.config import CompositeRule
 
@@ -63,9 +64,7 @@ class UnwantedCondition(Condition):
             self.opened, self.confirmed = min(c.raised_at for c in active), False
         if self.opened is not None:
             since = self.opened - self.within_s
-            self.confirmed = self.confirmed or any(
-                o.alarm.active or (o.raised_at and o.raised_at >= since) for o in self.others
-            )
+            self.confirmed = self.confirmed or any(in_alarm_since(o, since) for o in self.others)
             if not active:  # the alarm ended: unwanted unless the area confirmed it
                 if not self.confirmed:
                     if self.times and now - self.times[-1] > self.quiet_s:
