@@ -19,6 +19,7 @@ from typing import Any
 
 from rich.console import Console
 
+from citynerve.gateway.api import GatewayError
 from citynerve.gateway.config import load_config
 from citynerve.gateway.runtime import Gateway
 from citynerve.hil.demo_building import DemoBuilding
@@ -27,6 +28,7 @@ from citynerve.hil.platform import (
     CommandSigner,
     PlatformConsumer,
     PlatformStore,
+    find_mosquitto,
     free_port,
     start_demo_broker,
 )
@@ -60,20 +62,44 @@ def scenario(b: DemoBuilding) -> list[Step]:
 
 
 SCENARIOS = ("building", "street")
+BROKERS = ("auto", "mosquitto", "embedded")
+
+
+def demo_broker_kind(broker: str) -> bool:
+    """Whether the demo uses the embedded amqtt broker: `broker` "auto" (Mosquitto when installed),
+    "mosquitto" or "embedded". amqtt speaks MQTT 3.1.1 only and has no shared subscriptions, so the
+    gateway's uplink and the platform consumer are configured for it (`protocol = "3.1.1"`)."""
+    if broker not in BROKERS:
+        raise ValueError(f"unknown demo broker {broker!r}; known: {', '.join(BROKERS)}")
+    if broker == "auto":
+        return find_mosquitto() is None
+    if broker == "mosquitto" and find_mosquitto() is None:
+        raise GatewayError(
+            "the demo was asked for Mosquitto, which is not installed (apt-get install mosquitto)"
+        )
+    return broker == "embedded"
 
 
 async def run_demo(
-    duration_s: float, workdir: Path, console: Console | None = None, scenario_name: str = "building"
+    duration_s: float,
+    workdir: Path,
+    console: Console | None = None,
+    scenario_name: str = "building",
+    broker: str = "auto",
 ) -> DemoSummary:
-    """Run the demo: `scenario_name` "building" (hil/demo_building.py) or "street" (hil/demo_street.py)."""
+    """Run the demo: `scenario_name` "building" (hil/demo_building.py) or "street" (hil/demo_street.py);
+    `broker` as in `demo_broker_kind`."""
     if scenario_name not in SCENARIOS:
         raise ValueError(f"unknown demo scenario {scenario_name!r}; known: {', '.join(SCENARIOS)}")
+    embedded = demo_broker_kind(broker)
+    protocol = "3.1.1" if embedded else "5"
     console = console or Console()
     await asyncio.to_thread(_fresh_workdir, workdir)
     async with contextlib.AsyncExitStack() as stack:
-        host, port, stop_broker = await start_demo_broker()
+        host, port, stop_broker = await start_demo_broker(embedded=embedded)
         stack.push_async_callback(stop_broker)
-        console.print(f"[bold]broker[/] mqtt://{host}:{port}", highlight=False)
+        kind = "embedded amqtt, MQTT 3.1.1" if embedded else "Mosquitto, MQTT 5"
+        console.print(f"[bold]broker[/] mqtt://{host}:{port} ({kind})", highlight=False)
         building: DemoBuilding | DemoStreet
         if scenario_name == "street":
             building = await stack.enter_async_context(DemoStreet())
@@ -101,11 +127,15 @@ async def run_demo(
                 db_path=workdir / "platform.db",
                 on_arrival=on_arrival,
                 ack_signer=CommandSigner(hmac_key=building.write_platform_key(workdir)),
+                protocol=protocol,
+                group=None if embedded else "platform",
             )
         )
         config_path = workdir / "gateway.toml"
         web_port = free_port()
-        config_path.write_text(building.config_toml(broker=f"mqtt://{host}:{port}", web_port=web_port))
+        config_path.write_text(
+            building.config_toml(broker=f"mqtt://{host}:{port}", web_port=web_port, protocol=protocol)
+        )
         cfg = load_config(config_path)
         console.print(
             f"[bold]gateway[/] {cfg.gateway.id}: {len(cfg.buses)} buses, {len(cfg.devices)} devices "

@@ -184,7 +184,7 @@ class DemoBuilding:
         path.chmod(0o600)
         return key
 
-    def config_toml(self, *, broker: str, web_port: int = 0) -> str:
+    def config_toml(self, *, broker: str, web_port: int = 0, protocol: str = "5") -> str:
         host, port = self.modbus.endpoint
         text = textwrap.dedent(
             f"""
@@ -212,6 +212,7 @@ class DemoBuilding:
 
             [upstream]
             brokers = ["{broker}"]
+            protocol = "{protocol}"
             e2e_ack = true
             status_interval_s = 10
             commands = {{ hmac_key_file = "{PLATFORM_KEY_FILE}" }}  # the platform signs its acks

@@ -180,7 +180,7 @@ class DemoStreet:
             (32.0, "the gate closes", door.close_door),
         ]
 
-    def config_toml(self, *, broker: str, web_port: int = 0) -> str:
+    def config_toml(self, *, broker: str, web_port: int = 0, protocol: str = "5") -> str:
         assert self.endpoint is not None
         host, port = self.endpoint.host, self.endpoint.port
         text = textwrap.dedent(
@@ -211,6 +211,7 @@ class DemoStreet:
 
             [upstream]
             brokers = ["{broker}"]
+            protocol = "{protocol}"
             e2e_ack = true
             status_interval_s = 10
             commands = {{ hmac_key_file = "{PLATFORM_KEY_FILE}" }}  # the platform signs its acks

@@ -45,7 +45,15 @@ SIM_PACKAGES = ("bumble", "amqtt")
     "sensor, manhole covers; street: hydrant, fire lane, litter bin, entrance, curtain wall panel, "
     "bed-foot sensor, meter box detector, street lamp.",
 )
-def demo(duration_s: float, workdir: Path, scenario_name: str) -> None:
+@click.option(
+    "--broker",
+    type=click.Choice(["auto", "mosquitto", "embedded"]),
+    default="auto",
+    show_default=True,
+    help="The local MQTT broker: Mosquitto when installed (auto), else the embedded pure-Python amqtt "
+    "broker (MQTT 3.1.1; no root needed).",
+)
+def demo(duration_s: float, workdir: Path, scenario_name: str, broker: str) -> None:
     """Run the gateway against a simulated building or street (no hardware, no root).
 
     Simulated devices answer on real protocols; a local MQTT broker and the reference platform
@@ -61,7 +69,7 @@ def demo(duration_s: float, workdir: Path, scenario_name: str) -> None:
     from citynerve.hil.demo import run_demo
 
     try:
-        summary = asyncio.run(run_demo(duration_s, workdir, _common.console, scenario_name))
+        summary = asyncio.run(run_demo(duration_s, workdir, _common.console, scenario_name, broker))
     except KeyboardInterrupt:
         return
     except GatewayError as err:

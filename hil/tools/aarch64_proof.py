@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-# mosquitto: the demo's broker, as on a Pi (the embedded amqtt fallback rejects the gateway's CONNECT).
+# mosquitto: the demo's broker, as on a Pi (without it the demo falls back to embedded amqtt, MQTT 3.1.1).
 PACKAGES = "python3,python3-venv,openssl,ca-certificates,mosquitto"
 
 
