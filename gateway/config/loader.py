@@ -218,7 +218,9 @@ class _Loader:
         if rules is not None:
             from citynerve.gateway.rules import check_rules
 
-            self.issues.extend(i for i in check_rules(rules, devices, self.file) if i not in self.issues)
+            classes = {pid: prof.device_class for pid, prof in self.profiles.items()}
+            found = check_rules(rules, devices, self.file, classes)
+            self.issues.extend(i for i in found if i not in self.issues)
         if self.issues:
             raise ConfigError(_with_subjects(self.issues, raw, self.file))
         assert identity is not None and control is not None and log is not None

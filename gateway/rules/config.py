@@ -7,9 +7,9 @@ The rule kinds live in rules/kinds.py, rule packs in rules/packs.py; both are re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, model_validator
 
@@ -239,9 +239,12 @@ class RulesConfig(_Model):
             raise ValueError("; ".join(problems))
         return self
 
-    def check(self, devices: Sequence[DeviceConfig], file: str = "") -> list[ConfigIssue]:
-        """Cross-checks against the configured devices (the config loader calls this)."""
-        return check_rules(self, devices, file)
+    def check(
+        self, devices: Sequence[DeviceConfig], file: str = "", classes: Mapping[str, str] | None = None
+    ) -> list[ConfigIssue]:
+        """Cross-checks against the configured devices (the config loader calls this); `classes`:
+        profile id -> device_class."""
+        return check_rules(self, devices, file, classes)
 
     def effective_interlocks(self) -> tuple[InterlockConfig, ...]:
         """The shipped interlocks, each replaced by a configured one of the same id, then the others;
@@ -260,16 +263,27 @@ class RulesConfig(_Model):
         return tuple(out)
 
 
-def check_rules(config: RulesConfig, devices: Sequence[DeviceConfig], file: str = "") -> list[ConfigIssue]:
-    """Cross-checks that need the device list: unknown devices, points the devices do not have."""
+def check_rules(
+    config: RulesConfig,
+    devices: Sequence[DeviceConfig],
+    file: str = "",
+    classes: Mapping[str, str] | None = None,
+) -> list[ConfigIssue]:
+    """Cross-checks that need the device list: unknown devices, points the devices do not have.
+
+    `classes` (profile id -> device_class) lets a pack's rule that is `optional` or written for
+    other classes (`for_classes`) pass over a device selected by id that lacks its point: the engine
+    gives that device no such rule, as it does for devices selected by profile or tag."""
     issues: list[ConfigIssue] = []
     by_id = {d.id: d for d in devices}
 
-    def sel_issues(sel: Selector, where: str, point: str) -> None:
+    def sel_issues(
+        sel: Selector, where: str, point: str, wants: Callable[[DeviceConfig], bool] = lambda d: True
+    ) -> None:
         for i, dev in enumerate(sel.devices):
             if dev not in by_id:
                 issues.append(ConfigIssue(file, f"{where}.select.devices[{i}]", f"unknown device {dev!r}"))
-            elif point and by_id[dev].points and point not in point_names(by_id[dev]):
+            elif point and by_id[dev].points and point not in point_names(by_id[dev]) and wants(by_id[dev]):
                 have = sorted(point_names(by_id[dev]))
                 issues.append(
                     ConfigIssue(
@@ -279,10 +293,17 @@ def check_rules(config: RulesConfig, devices: Sequence[DeviceConfig], file: str 
 
     for i, p in enumerate(config.packs):
         sel_issues(p.select, f"rules.packs[{i}]", "")
+        raw = {f"{p.pack.id}.{r['id']}": r for r in p.pack.rules}
         for r in p.rules:
             point = rule_points(r)
             if point and p.select.devices:
-                sel_issues(p.select, f"rules.packs[{i}]({r.id})", point)
+                others = [
+                    (rule_points(o), raw.get(o.id, {}))
+                    for o in p.rules
+                    if o is not r and o.event_kind == r.event_kind
+                ]
+                wants = _wants_point(p.pack, raw.get(r.id, {}), classes or {}, others)
+                sel_issues(p.select, f"rules.packs[{i}]({r.id})", point, wants)
     for i, r in enumerate(config.rules):
         sel_issues(r.select, f"rules.rules[{i}]", rule_points(r))
         if not r.select.empty and not any(r.select.matches(d) for d in devices):
@@ -302,3 +323,30 @@ def check_rules(config: RulesConfig, devices: Sequence[DeviceConfig], file: str 
         if dev not in by_id and dev not in homes:
             issues.append(ConfigIssue(file, f"rules.away[{i}]", f"unknown device {dev!r}"))
     return issues
+
+
+def _wants_point(
+    pack: RulePack,
+    rule: Mapping[str, Any],
+    classes: Mapping[str, str],
+    others: Sequence[tuple[str, Mapping[str, Any]]],
+) -> Callable[[DeviceConfig], bool]:
+    """Whether a device selected by id must have a pack rule's point. Not for a rule only some models
+    have (`optional`); not for a rule written for classes other than the device's profile's; not for
+    a rule of every class of the pack when a rule of the same event written for the device's class
+    (`for_classes`) reads a point the device has (`others`: the point and pack table of each rule of
+    the same event; a relay's toroid-connected bit for a detector's fault bit). A device whose
+    profile has no known class is held to every rule that is not optional."""
+
+    def wants(dev: DeviceConfig) -> bool:
+        if rule.get("optional"):
+            return False
+        cls = classes.get(dev.profile, "")
+        if not cls:
+            return True
+        if rule.get("for_classes"):
+            return cls in pack.rule_classes(rule)
+        have = point_names(dev)
+        return not any(point in have and cls in (other.get("for_classes") or ()) for point, other in others)
+
+    return wants

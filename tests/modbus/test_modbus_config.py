@@ -135,9 +135,11 @@ def test_shipped_profiles_are_valid_and_documented(path: Path) -> None:
 
 def test_profiles_ship_the_device_types() -> None:
     assert [p.stem for p in PROFILES] == [
+        "modbus-acrel-asj-rcm",
         "modbus-lamp-controller",
         "modbus-meter-box-efm",
         "modbus-power-meter-3ph",
+        "modbus-schneider-rhu-rcm",
         "modbus-smoke-detector",
         "modbus-water-meter",
     ]

@@ -243,3 +243,23 @@ select = { devices = ["mh-0001", "ghost"] }
     assert "manhole.cover_tilt|mh-0001" in engine.instances and "x|mh-0001" in engine.instances
     assert "manhole.gas_ch4|mh-0001" not in engine.instances
     assert "manhole.gas|mh-0002" in engine.instances
+
+
+def test_pack_rules_for_other_classes_are_not_asked_of_devices_selected_by_id() -> None:
+    """With the profiles' classes known, a meter selected by id is held to the rules written for its
+    class only: a single-phase meter is not asked for `current_a`, a three-phase one for `current`;
+    a three-phase meter without phase B current is still refused. Without the classes every rule
+    that is not optional is asked (a profile of unknown class)."""
+    one = dev("m1", points=("voltage", "current", "energy_import", "power"), profile="p1")
+    three = ("voltage_a", "voltage_b", "voltage_c", "current_a", "current_b", "current_c", "energy_import")
+    cfg = RulesConfig.model_validate(
+        {"packs": [{"name": "electricity", "select": {"devices": ["m1", "m3"]}}]}
+    )
+    classes = {"p1": "electricity-meter-1ph", "p3": "electricity-meter-3ph"}
+    assert check_rules(cfg, [one, dev("m3", points=three, profile="p3")], "gw.toml", classes) == []
+    no_b = dev("m3", points=[p for p in three if p != "current_b"], profile="p3")
+    issues = check_rules(cfg, [one, no_b], "gw.toml", classes)
+    assert [i.path for i in issues] == ["rules.packs[0](electricity.over_current_b).point"]
+    strict = {i.path for i in check_rules(cfg, [one, dev("m3", points=three, profile="p3")], "gw.toml")}
+    assert "rules.packs[0](electricity.over_current_a).point" in strict
+    assert "rules.packs[0](electricity.over_current).point" in strict
