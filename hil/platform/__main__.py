@@ -21,7 +21,7 @@ import click
 from rich.console import Console
 
 from citynerve.gateway.uplink.config import parse_broker_url
-from citynerve.hil.platform.broker import start_demo_broker
+from citynerve.hil.platform.broker import find_mosquitto, start_demo_broker
 from citynerve.hil.platform.commands import CommandSigner
 from citynerve.hil.platform.consumer import PlatformConsumer
 from citynerve.hil.platform.pgstore import PgPlatformStore
@@ -207,7 +207,14 @@ def broker(port: int, embedded: bool) -> None:
 
     async def main() -> None:
         host, p, stop = await start_demo_broker("127.0.0.1", port, embedded=embedded or None)
-        click.echo(f"demo broker on mqtt://{host}:{p}")
+        if embedded or find_mosquitto() is None:
+            # amqtt refuses an MQTT 5 CONNECT: say what the gateway and the consumer need.
+            click.echo(
+                f"demo broker on mqtt://{host}:{p} (embedded amqtt, MQTT 3.1.1 only: set "
+                '`protocol = "3.1.1"` under [upstream] and run `consume --protocol 3.1.1 --group ""`)'
+            )
+        else:
+            click.echo(f"demo broker on mqtt://{host}:{p} (Mosquitto)")
         try:
             await asyncio.Event().wait()
         finally:
