@@ -126,3 +126,58 @@ async def test_lamp_on_without_current_raises_on_the_gateway_check_alone() -> No
     finally:
         await driver.close()
         await endpoint.close()
+
+
+async def test_residual_current_relays_simulated_on_their_manuals_maps() -> None:
+    """The Acrel ASJ and Schneider RHU profiles (real devices' maps) are served by the simulator with
+    the meter box's circuit: natural leakage, an insulation fault, the current transformer unplugged."""
+    clock = FakeClock(at_local_hour(20.0))
+    asj = SimDevice(SimProfile.load("modbus-acrel-asj-rcm"), 41, clock=clock)
+    rhu = SimDevice(SimProfile.load("modbus-schneider-rhu-rcm"), 42, clock=clock)
+    endpoint = await serve_tcp([asj, rhu])
+    asj_cfg, rhu_cfg = (
+        device_config("modbus-acrel-asj-rcm", 41),
+        device_config("modbus-schneider-rhu-rcm", 42),
+    )
+    driver = ModbusDriver(
+        ModbusTcpBusConfig(id="b", host=endpoint.host, port=endpoint.port, timeout_s=0.5), [asj_cfg, rhu_cfg]
+    )
+    await driver.open()
+
+    async def read(device: ModbusDeviceConfig) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for r in driver.plan(device):
+            for s in await driver.read(device, r):
+                scale = device.points[s.point].scale
+                out[s.point] = s.value if isinstance(s.value, bool) else s.value * scale
+        return out
+
+    try:
+        a, r = await read(asj_cfg), await read(rhu_cfg)
+        for v in (a, r):  # natural leakage, nothing raised
+            assert 20 < v["residual_current"] < 100, v
+            assert v["residual_alarm"] is False and v["residual_prewarning"] is False
+            assert v["residual_setting"] == 300
+        assert a["sensor_fault"] is False and a["prewarning_setting"] == 240
+        assert r["toroid_connected"] is True and r["alarm_memorized"] is False
+        for dev in (asj, rhu):
+            dev.state.levels["residual_ma"] = 230.0  # an insulation fault: past the prewarning
+        a, r = await read(asj_cfg), await read(rhu_cfg)
+        for v in (a, r):
+            assert v["residual_prewarning"] is True and v["residual_alarm"] is False, v
+        for dev in (asj, rhu):
+            dev.state.levels["residual_ma"] = 400.0  # worse: past the alarm setting
+        a, r = await read(asj_cfg), await read(rhu_cfg)
+        for v in (a, r):
+            assert v["residual_current"] > 400 and v["residual_alarm"] is True, v
+        assert r["alarm_memorized"] is True and r["residual_current_max"] > 400
+        for dev in (asj, rhu):  # repaired, then the current transformer comes unplugged
+            dev.state.levels["residual_ma"] = 0.0
+            dev.state.fault = True
+        a, r = await read(asj_cfg), await read(rhu_cfg)
+        assert a["residual_current"] == 0 and a["sensor_fault"] is True and a["residual_alarm"] is False
+        assert r["residual_current"] == 0 and r["toroid_connected"] is False
+        assert r["alarm_memorized"] is True and r["residual_current_max"] > 400  # kept until reset
+    finally:
+        await driver.close()
+        await endpoint.close()

@@ -164,6 +164,45 @@ METER_BOX: dict[str, ValueFn] = {
     "residual_setting": lambda s, t, h: 300,
 }
 
+# -- residual current relays on their manuals' maps (Acrel ASJ, Schneider RHU) ---------------------
+# The same circuit as the meter box's detector (natural leakage following the load, an insulation
+# fault in `levels["residual_ma"]`); alarm at the relay's 300 mA setting, prewarning at 240 mA (an
+# 80 % prewarning, a common setting; the ASJ's 0009H and the RHU's pre-alarm are both set per site).
+# `fault` = the current transformer (toroid) is disconnected: the relay reads no current and says so
+# (the ASJ's break-line bit, the RHU's toroid-connected bit clear).
+RELAY_ALARM_MA, RELAY_PREWARN_MA = 300, 240
+
+
+def _relay_ma(s: DeviceState, t: float, h: float) -> float:
+    return 0.0 if s.fault else _residual_ma(s, t, h)
+
+
+def _relay_max_ma(s: DeviceState, t: float, h: float) -> float:
+    """The RHU's maximum since reset (0x01A4): kept in the state, as the relay keeps it."""
+    peak = max(s.levels.get("max_ma", 0.0), _relay_ma(s, t, h))
+    s.levels["max_ma"] = peak
+    return peak
+
+
+def _relay_memorized(s: DeviceState, t: float, h: float) -> bool:
+    """The RHU's alarm memorized (0x00CD): set by an alarm, held until the relay is reset."""
+    if _relay_ma(s, t, h) > RELAY_ALARM_MA:
+        s.levels["memorized"] = 1.0
+    return s.levels.get("memorized", 0.0) > 0
+
+
+RESIDUAL_RELAY: dict[str, ValueFn] = {
+    "residual_current": _relay_ma,
+    "residual_alarm": lambda s, t, h: _relay_ma(s, t, h) > RELAY_ALARM_MA,
+    "residual_prewarning": lambda s, t, h: _relay_ma(s, t, h) > RELAY_PREWARN_MA,
+    "residual_setting": lambda s, t, h: RELAY_ALARM_MA,
+    "prewarning_setting": lambda s, t, h: RELAY_PREWARN_MA,
+    "sensor_fault": lambda s, t, h: s.fault,  # ASJ 001BH bit 2: break line
+    "toroid_connected": lambda s, t, h: not s.fault,  # RHU 0x00CF bit 0
+    "alarm_memorized": _relay_memorized,
+    "residual_current_max": _relay_max_ma,
+}
+
 # -- street lamp controller (issue 18) -----------------------------------------------------------
 # Lit from dusk (18:30) to dawn (06:00) local time; a 100 W LED with a driver: 0.45 A at 230 V.
 # `fault` = the lamp is out (open circuit): the relay is on and no current flows.
@@ -208,6 +247,8 @@ BEHAVIOURS: dict[str, dict[str, ValueFn]] = {
     "modbus-smoke-detector": SMOKE_DETECTOR,
     "modbus-meter-box-efm": METER_BOX,
     "modbus-lamp-controller": LAMP_CONTROLLER,
+    "modbus-acrel-asj-rcm": RESIDUAL_RELAY,
+    "modbus-schneider-rhu-rcm": RESIDUAL_RELAY,
 }
 
 RATES: dict[str, tuple[str, Callable[[DeviceState, float, float], float]]] = {
