@@ -19,14 +19,38 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 
 from citynerve.gateway.api import SampleBatch
 from citynerve.hil.eval.model import START, Episode, Scenario, device
 from citynerve.hil.eval.water import MIN, READ_S, STALE_S, _day, _draw, _reads
 
+NormalUse = Callable[[random.Random, int, int], list[float]]
+"""(rng, household, days) -> the household's normal use, litres per minute for `days` days."""
 
-def build(seed: int = 60, households: int = 24, days: int = 30) -> Scenario:
-    """The situation-labelled water scenario for the elderly-water pack."""
+
+def own_model(rng: random.Random, household: int, days: int) -> list[float]:
+    """Normal use from this project's model of an elderly resident (hil/eval/water.py `_day`)."""
+    p = {
+        "wake": rng.uniform(360, 450),
+        "sleep": rng.uniform(1260, 1335),
+        "shower": rng.uniform(0.4, 0.9),
+        "night": rng.uniform(0.5, 0.9),
+    }
+    flow = [0.0] * (days * 1440)
+    for d in range(days):
+        _day(rng, flow, d, p)
+    return flow
+
+
+def build(
+    seed: int = 60, households: int = 24, days: int = 30, normal_use: NormalUse = own_model
+) -> Scenario:
+    """The situation-labelled water scenario for the elderly-water pack.
+
+    `normal_use` gives each household's everyday use (default: our own model; hil/eval/water_simdeum.py
+    passes a third-party one); the incidents and the meter reads are drawn the same way for either.
+    """
     rng = random.Random(seed)
     devices = [
         device(f"water-{h:02d}", "cjt188-water-cold", {"flow_total": "m3"}, h) for h in range(households)
@@ -35,15 +59,9 @@ def build(seed: int = 60, households: int = 24, days: int = 30) -> Scenario:
     batches: list[SampleBatch] = []
     episodes: list[Episode] = []
     for h, dev in enumerate(devices):
-        p = {
-            "wake": rng.uniform(360, 450),
-            "sleep": rng.uniform(1260, 1335),
-            "shower": rng.uniform(0.4, 0.9),
-            "night": rng.uniform(0.5, 0.9),
-        }
-        flow = [0.0] * n_min
-        for d in range(days):
-            _day(rng, flow, d, p)
+        flow = normal_use(rng, h, days)
+        if len(flow) != n_min:
+            raise ValueError(f"normal use of household {h}: {len(flow)} minutes, not {n_min}")
         incident = ("fall", "leak", "tap", "none")[h % 4] if h > 1 else "none"
         t0 = int(rng.uniform(2, days - 12) * 1440)
         if incident == "fall":
