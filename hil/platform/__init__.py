@@ -11,7 +11,6 @@ Run `python -m citynerve.hil.platform --help`.
 
 from citynerve.hil.platform.broker import (
     MosquittoBroker,
-    demo_protocol,
     find_mosquitto,
     free_port,
     start_demo_broker,
@@ -28,7 +27,6 @@ __all__ = [
     "MosquittoBroker",
     "PlatformConsumer",
     "PlatformStore",
-    "demo_protocol",
     "find_mosquitto",
     "format_arrival",
     "free_port",

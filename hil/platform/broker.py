@@ -180,7 +180,8 @@ async def start_demo_broker(
     """A broker for the demo: Mosquitto when installed, else an embedded amqtt broker in this loop.
 
     Returns (host, port, stop). `embedded=True` forces amqtt, which speaks MQTT 3.1.1 only and has no
-    shared subscriptions: use `demo_protocol()` for the uplink and the consumer, and group=None.
+    shared subscriptions: configure the uplink and the consumer for MQTT 3.1.1 and group=None
+    (hil/demo.py `demo_broker_kind`).
     For the demo only: the tests run against Mosquitto.
     """
     port = port or free_port(host)
@@ -208,8 +209,3 @@ async def start_demo_broker(
         await amqtt_broker.shutdown()
 
     return host, port, stop_amqtt
-
-
-def demo_protocol() -> str:
-    """The MQTT version the demo broker speaks: "5" with Mosquitto, "3.1.1" with embedded amqtt."""
-    return "5" if find_mosquitto() is not None else "3.1.1"

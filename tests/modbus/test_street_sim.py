@@ -12,6 +12,16 @@ from citynerve.drivers.modbus.driver import ModbusDriver
 from citynerve.hil.sim.modbus import SimDevice, SimProfile, serve_tcp
 
 
+async def read_values(driver: ModbusDriver, device: ModbusDeviceConfig) -> dict[str, Any]:
+    """Engineering values: the driver's raw samples times the point's scale (as the pipeline does)."""
+    out: dict[str, Any] = {}
+    for r in driver.plan(device):
+        for s in await driver.read(device, r):
+            scale = device.points[s.point].scale
+            out[s.point] = s.value if isinstance(s.value, bool) else s.value * scale
+    return out
+
+
 async def test_meter_box_and_lamp_over_tcp_with_faults() -> None:
     clock = FakeClock(at_local_hour(20.0))
     box = SimDevice(SimProfile.load("modbus-meter-box-efm"), 21, clock=clock)
@@ -23,32 +33,23 @@ async def test_meter_box_and_lamp_over_tcp_with_faults() -> None:
     )
     await driver.open()
 
-    async def read(device: ModbusDeviceConfig) -> dict[str, Any]:
-        """Engineering values: the driver's raw samples times the point's scale (as the pipeline does)."""
-        out: dict[str, Any] = {}
-        for r in driver.plan(device):
-            for s in await driver.read(device, r):
-                scale = device.points[s.point].scale
-                out[s.point] = s.value if isinstance(s.value, bool) else s.value * scale
-        return out
-
     try:
-        b = await read(box_cfg)
+        b = await read_values(driver, box_cfg)
         assert 20 < b["residual_current"] < 100 and b["residual_alarm"] is False  # natural leakage
         assert b["smoke"] is False and b["door_open"] is False and b["residual_setting"] == 300
         box.state.levels["residual_ma"] = 400.0  # an insulation fault
         box.state.levels["terminal_c"] = 50.0  # a loose terminal on phase A
         box.state.smoke = True
-        b = await read(box_cfg)
+        b = await read_values(driver, box_cfg)
         assert b["residual_current"] > 400 and b["residual_alarm"] is True
         assert b["cable_temp_a"] > 70 and b["temperature_alarm"] is True and b["smoke"] is True
-        lit = await read(lamp_cfg)  # 20:00: the lamp is on and draws its current
+        lit = await read_values(driver, lamp_cfg)  # 20:00: the lamp is on and draws its current
         assert lit["lamp_on"] is True and lit["current"] > 0.4 and lit["lamp_fault"] is False
         lamp.state.fault = True  # the lamp fails: relay on, no current
-        out = await read(lamp_cfg)
+        out = await read_values(driver, lamp_cfg)
         assert out["lamp_on"] is True and out["current"] < 0.05 and out["lamp_fault"] is True
         clock.t = at_local_hour(12.0)  # by day the relay is off: no fault bit, no current
-        day = await read(lamp_cfg)
+        day = await read_values(driver, lamp_cfg)
         assert day["lamp_on"] is False and day["lamp_fault"] is False and day["dimming"] == 0
     finally:
         await driver.close()
@@ -144,16 +145,8 @@ async def test_residual_current_relays_simulated_on_their_manuals_maps() -> None
     )
     await driver.open()
 
-    async def read(device: ModbusDeviceConfig) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for r in driver.plan(device):
-            for s in await driver.read(device, r):
-                scale = device.points[s.point].scale
-                out[s.point] = s.value if isinstance(s.value, bool) else s.value * scale
-        return out
-
     try:
-        a, r = await read(asj_cfg), await read(rhu_cfg)
+        a, r = await read_values(driver, asj_cfg), await read_values(driver, rhu_cfg)
         for v in (a, r):  # natural leakage, nothing raised
             assert 20 < v["residual_current"] < 100, v
             assert v["residual_alarm"] is False and v["residual_prewarning"] is False
@@ -162,19 +155,19 @@ async def test_residual_current_relays_simulated_on_their_manuals_maps() -> None
         assert r["toroid_connected"] is True and r["alarm_memorized"] is False
         for dev in (asj, rhu):
             dev.state.levels["residual_ma"] = 230.0  # an insulation fault: past the prewarning
-        a, r = await read(asj_cfg), await read(rhu_cfg)
+        a, r = await read_values(driver, asj_cfg), await read_values(driver, rhu_cfg)
         for v in (a, r):
             assert v["residual_prewarning"] is True and v["residual_alarm"] is False, v
         for dev in (asj, rhu):
             dev.state.levels["residual_ma"] = 400.0  # worse: past the alarm setting
-        a, r = await read(asj_cfg), await read(rhu_cfg)
+        a, r = await read_values(driver, asj_cfg), await read_values(driver, rhu_cfg)
         for v in (a, r):
             assert v["residual_current"] > 400 and v["residual_alarm"] is True, v
         assert r["alarm_memorized"] is True and r["residual_current_max"] > 400
         for dev in (asj, rhu):  # repaired, then the current transformer comes unplugged
             dev.state.levels["residual_ma"] = 0.0
             dev.state.fault = True
-        a, r = await read(asj_cfg), await read(rhu_cfg)
+        a, r = await read_values(driver, asj_cfg), await read_values(driver, rhu_cfg)
         assert a["residual_current"] == 0 and a["sensor_fault"] is True and a["residual_alarm"] is False
         assert r["residual_current"] == 0 and r["toroid_connected"] is False
         assert r["alarm_memorized"] is True and r["residual_current_max"] > 400  # kept until reset
