@@ -148,6 +148,34 @@ class ModbusDeviceConfig(DeviceConfig):
     single_register_write_fc16: bool = Field(
         default=False, description="write one register with FC 16 (some devices lack FC 6)"
     )
+    register_base: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="added to every point's address: one of several instances behind one unit id "
+        "(a DALI gateway's ballast at short address n is at 100 x n)",
+    )
+
+    @model_validator(mode="after")
+    def _shift_to_register_base(self) -> ModbusDeviceConfig:
+        # The profile's addresses are those of instance 0; this device's are `register_base` on.
+        # A device with a base holds its own point table (the shared one is left as it is).
+        points = self.points if isinstance(self.points, dict) else {}
+        if not self.register_base or not points:
+            return self
+        shifted: dict[str, ModbusPointConfig] = {}
+        for name, p in points.items():
+            if not isinstance(p, ModbusPointConfig):
+                return self
+            last = p.address + self.register_base + p.register_count - 1
+            if last > 65535:
+                raise ValueError(
+                    f"register_base {self.register_base} moves point {name} (address {p.address}) "
+                    f"past the last address 65535"
+                )
+            shifted[name] = p.model_copy(update={"address": p.address + self.register_base})
+        self.__dict__["points"] = shifted  # frozen model: set once, while it is being built
+        return self
 
     @model_validator(mode="after")
     def _points_fit_one_request(self) -> ModbusDeviceConfig:

@@ -36,7 +36,8 @@ def describe_settings(bus: BusConfig) -> str:
 
 def describe_address(device: DeviceConfig) -> str:
     if isinstance(device.address, int):
-        return f"address {device.address}"
+        base = getattr(device, "register_base", 0)  # one of several instances behind one unit id
+        return f"address {device.address}" + (f", registers from {base}" if base else "")
     return str(device.address)
 
 

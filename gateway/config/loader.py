@@ -420,7 +420,7 @@ class _Loader:
             self.issue("devices", "expected an array of tables ([[devices]])")
             return devices
         seen: dict[str, int] = {}
-        addresses: dict[tuple[str, str], int] = {}
+        addresses: dict[tuple[str, str, int], int] = {}
         for i, item in enumerate(raw):
             where = f"devices[{i}]"
             if not isinstance(item, dict):
@@ -435,10 +435,14 @@ class _Loader:
                 seen[dev_id] = i
             addr = item.get("address")
             if isinstance(item.get("bus"), str) and isinstance(addr, int | str):
-                addr_key = (item["bus"], str(addr).lower())
+                # Instances behind one unit id (a DALI gateway's ballasts) differ by register_base.
+                base = item.get("register_base", 0)
+                addr_key = (item["bus"], str(addr).lower(), base if isinstance(base, int) else 0)
                 if addr_key in addresses:
                     first = addresses[addr_key]
                     msg = f"address {addr!r} is already used on bus {item['bus']!r} by devices[{first}]"
+                    if base:
+                        msg += f" with register_base {base}"
                     self.issue(f"{where}.address", msg)
                 addresses.setdefault(addr_key, i)
             device = self._device(item, where, buses, specs)

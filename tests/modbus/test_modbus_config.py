@@ -136,6 +136,7 @@ def test_shipped_profiles_are_valid_and_documented(path: Path) -> None:
 def test_profiles_ship_the_device_types() -> None:
     assert [p.stem for p in PROFILES] == [
         "modbus-acrel-asj-rcm",
+        "modbus-intesis-dali-lamp",
         "modbus-lamp-controller",
         "modbus-meter-box-efm",
         "modbus-power-meter-3ph",
