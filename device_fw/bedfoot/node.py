@@ -6,26 +6,16 @@
 # State in RTC memory (lost on power loss: the first look then decides at once).
 
 from manhole import bthome
-from manhole.counter import Counter, CounterStore
-from manhole.hal import CounterRtc
+from manhole.core import NodeCore
 
 
-class BedNode:
+class BedNode(NodeCore):
     def __init__(self, hw, cfg, counter_path="counter.dat"):
-        self.hw = hw
-        self.cfg = cfg
-        self.mac = hw.mac()
-        self.counter = Counter(CounterStore(CounterRtc(hw.rtc), counter_path), cfg["counter_block"])
+        NodeCore.__init__(self, hw, cfg, counter_path)
         state = hw.rtc.state()
         self.in_bed = state.get("in_bed")  # None: unknown (power-up)
         self.pending_s = state.get("pending_s", -1)  # seconds the other state has been seen; -1 none
         self.beat_s = state.get("beat_s", cfg["heartbeat_interval_s"])  # a power-up sends at once
-        self.adverts = []
-
-    def battery_pct(self, volts):
-        lo, hi = self.cfg["battery_empty_v"], self.cfg["battery_full_v"]
-        pct = (volts - lo) / (hi - lo) * 100.0
-        return 0 if pct < 0 else 100 if pct > 100 else int(pct + 0.5)
 
     def look(self):
         """Update the debounced state from one look at the strip. True when it changed."""
@@ -46,12 +36,6 @@ class BedNode:
             return True
         return False
 
-    def broadcast(self, adv, interval_ms, duration_ms):
-        self.adverts.append((adv, interval_ms, duration_ms))
-        self.hw.advertise(adv, interval_ms)
-        self.hw.sleep_ms(duration_ms)
-        self.hw.advertise(None, 0)
-
     def wake(self):
         """One wake cycle. Returns the deep-sleep time in ms."""
         cfg = self.cfg
@@ -63,13 +47,7 @@ class BedNode:
                 (bthome.VOLTAGE, volts),
                 (bthome.OCCUPANCY, self.in_bed),
             ]
-            sdata = bthome.service_data(objs, cfg["key_bytes"], self.mac, self.counter.next())
-            adv = bthome.adv_payload(sdata, cfg["name"] or None)
-            if changed:
-                self.broadcast(adv, cfg["alarm_advert_interval_ms"], cfg["alarm_burst_ms"])
-            else:
-                iv = cfg["heartbeat_advert_interval_ms"]
-                self.broadcast(adv, iv, cfg["heartbeat_adverts"] * iv)
+            self.send(self.advert(objs), changed)
             self.beat_s = 0
         self.beat_s += cfg["sample_interval_s"]
         state = self.hw.rtc.state()  # the counter wrote its slot meanwhile

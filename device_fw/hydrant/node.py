@@ -4,53 +4,16 @@
 # the heartbeat is due. Deep-sleeps `pressure_interval_s` between samples.
 
 from manhole import bthome
-from manhole.alarm import HoldAlarm
-from manhole.counter import Counter, CounterStore
-from manhole.hal import CounterRtc
-from manhole.tilt import tilt_deg
-
-ALWAYS_ALARM_DEG = 90.0
+from manhole.core import TiltNode
 
 
-class HydrantNode:
+class HydrantNode(TiltNode):
     def __init__(self, hw, cfg, counter_path="counter.dat"):
-        self.hw = hw
-        self.cfg = cfg
-        self.mac = hw.mac()
-        self.counter = Counter(CounterStore(CounterRtc(hw.rtc), counter_path), cfg["counter_block"])
         state = hw.rtc.state()
         self.prev = state.get("alarms", {})
-        threshold = min(cfg["tilt_threshold_deg"], ALWAYS_ALARM_DEG)
-        self.tilt = HoldAlarm(threshold, min(cfg["tilt_clear_deg"], threshold), cfg["tilt_hold_ms"],
-                              self.prev.get("tilt", False))
+        TiltNode.__init__(self, hw, cfg, self.prev.get("tilt", False), counter_path)
         self.last_p = state.get("last_p")  # pressure in the last advert (None: send at once)
         self.beat_s = state.get("beat_s", 0)
-        self.adverts = []
-
-    def battery_pct(self, volts):
-        lo, hi = self.cfg["battery_empty_v"], self.cfg["battery_full_v"]
-        pct = (volts - lo) / (hi - lo) * 100.0
-        return 0 if pct < 0 else 100 if pct > 100 else int(pct + 0.5)
-
-    def read_tilt(self):
-        return tilt_deg(self.hw.accel_g(), self.cfg["reference_g"])
-
-    def settle_tilt(self):
-        start = self.hw.ticks_ms()
-        angle = self.read_tilt()
-        changed = self.tilt.update(angle, start)
-        limit = 3 * self.cfg["tilt_hold_ms"] + self.cfg["sample_interval_ms"]
-        while self.tilt.pending() and self.hw.ticks_diff(self.hw.ticks_ms(), start) < limit:
-            self.hw.sleep_ms(self.cfg["sample_interval_ms"])
-            angle = self.read_tilt()
-            changed = self.tilt.update(angle, self.hw.ticks_ms()) or changed
-        return angle, changed
-
-    def broadcast(self, adv, interval_ms, duration_ms):
-        self.adverts.append((adv, interval_ms, duration_ms))
-        self.hw.advertise(adv, interval_ms)
-        self.hw.sleep_ms(duration_ms)
-        self.hw.advertise(None, 0)
 
     def wake(self):
         """One wake cycle. Returns the deep-sleep time in ms."""
@@ -71,13 +34,7 @@ class HydrantNode:
                 (bthome.TAMPER, tamper),
                 (bthome.ROTATION, angle if angle is not None else 0.0),
             ]
-            sdata = bthome.service_data(objs, cfg["key_bytes"], self.mac, self.counter.next())
-            adv = bthome.adv_payload(sdata, cfg["name"] or None)
-            if changed or moved or alarm:
-                self.broadcast(adv, cfg["alarm_advert_interval_ms"], cfg["alarm_burst_ms"])
-            else:
-                iv = cfg["heartbeat_advert_interval_ms"]
-                self.broadcast(adv, iv, cfg["heartbeat_adverts"] * iv)
+            self.send(self.advert(objs), changed or moved or alarm)
             self.last_p, self.beat_s = p, 0
         sleep_s = cfg["alarm_interval_s"] if alarm else cfg["pressure_interval_s"]
         self.beat_s += sleep_s

@@ -28,6 +28,18 @@ _TABLE_OF_FC = {
 
 LOCATION = {"address_code": "320508001001", "building": "B1", "floor": "1", "room": "plant"}
 
+GATEWAY_RS485_TOML = """
+[gateway]
+id = "gw-1"
+org = { city = "310100", district = "310106", street = "310106013" }
+
+[[buses]]
+id = "rs485-1"
+protocol = "modbus_rtu"
+port = "/dev/ttyUSB0"
+"""
+"""The head of a gateway config with one RS-485 Modbus RTU bus, for tests that add devices and packs."""
+
 
 @dataclass
 class RegisterBank(ModbusBaseDeviceContext):

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from modbus_support import LOCATION, BankServer, device_model, start_bank_server
+from modbus_support import GATEWAY_RS485_TOML, LOCATION, BankServer, device_model, start_bank_server
 from pydantic import ValidationError
 from test_modbus_sim import PROFILES_DIR, FakeClock, at_local_hour
 
@@ -150,14 +150,19 @@ async def test_each_lamp_is_read_at_its_short_address_per_the_manual() -> None:
     await with_street(body)
 
 
-async def test_a_failed_lamp_and_a_failed_driver_raise_the_street_lamp_packs_events() -> None:
+async def test_failed_lamps_and_drivers_raise_the_street_lamp_packs_events() -> None:
     async def body(street: Street) -> None:
         rules = {(i.device_id, i.rule.id) for i in street.rules.instances.values()}
         # The DALI map has no relay and no supply voltage (optional rules), no current (no lamp_dark).
         assert rules == {
             (f"lamp-{sa}", rule)
             for sa in SHORT_ADDRESSES
-            for rule in ("street-lamp.lamp_out", "street-lamp.driver_fault", "street-lamp.controller_offline")
+            for rule in (
+                "street-lamp.lamp_out",
+                "street-lamp.driver_fault",
+                "street-lamp.driver_overheat",
+                "street-lamp.controller_offline",
+            )
         }
         t0 = street.clock.t
         await street.poll_until(t0 + 300)
@@ -171,23 +176,24 @@ async def test_a_failed_lamp_and_a_failed_driver_raise_the_street_lamp_packs_eve
         street.put(63, BALLAST_STATUS, LAMP_POWER_ON | BALL_FAIL)
         await street.poll_until(failed + 300)
         assert street.events()[1:] == [("lamp-63", "lamp_driver_fault", EventState.RAISED, failed + 120)]
+        # Lamp 0's driver overheats: output off, no lamp failure bit; raised after the same hold,
+        # cleared an hour after it restarts (not on each cool-down flicker).
+        hot = street.clock.t
+        street.put(0, LED_FAILURE, THERMAL_SHUTDOWN)
+        await street.poll_until(hot + 180)
+        street.put(0, LED_FAILURE, 0)
+        await street.poll_until(hot + 180 + 3600 + 120)
+        assert street.events()[2:] == [
+            ("lamp-0", "lamp_driver_overheat", EventState.RAISED, hot + 120),
+            ("lamp-0", "lamp_driver_overheat", EventState.CLEARED, hot + 180 + 3600),
+        ]
 
     await with_street(body)
 
 
 def _config(tmp_path: Path, lamps: str, packs: str = "") -> Path:
     path = tmp_path / "gw.toml"
-    head = textwrap.dedent("""
-        [gateway]
-        id = "gw-1"
-        org = { city = "310100", district = "310106", street = "310106013" }
-
-        [[buses]]
-        id = "rs485-1"
-        protocol = "modbus_rtu"
-        port = "/dev/ttyUSB0"
-        """)
-    path.write_text(head + textwrap.dedent(packs) + textwrap.dedent(lamps))
+    path.write_text(GATEWAY_RS485_TOML + textwrap.dedent(packs) + textwrap.dedent(lamps))
     return path
 
 
@@ -225,8 +231,9 @@ def test_lamps_behind_one_gateway_load_with_their_register_base(tmp_path: Path) 
     rules: dict[str, set[str]] = {}
     for inst in engine.instances.values():
         rules.setdefault(inst.device_id, set()).add(inst.rule.id.split(".", 1)[1])
-    assert rules["lamp-5"] == {"lamp_out", "driver_fault", "controller_offline"}
+    assert rules["lamp-5"] == {"lamp_out", "driver_fault", "driver_overheat", "controller_offline"}
     assert {"lamp_out", "no_current", "relay_fault", "supply_voltage"} <= rules["ctl-1"]
+    assert "driver_overheat" not in rules["ctl-1"]  # the reference controller has no such bit
 
     # A lamp whose failure bit was left out is still refused: the pack's lamp_out needs it.
     lamp = by_id["lamp-5"]

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from modbus_support import LOCATION, BankServer, device_model, start_bank_server
+from modbus_support import GATEWAY_RS485_TOML, LOCATION, BankServer, device_model, start_bank_server
 from test_modbus_sim import FakeClock, at_local_hour, device_config
 
 from citynerve.drivers.modbus.config import ModbusTcpBusConfig
@@ -246,16 +246,7 @@ def test_a_relay_selected_by_id_loads_without_the_meter_box_only_points(tmp_path
             (("asj-1", ASJ), ("rhu-1", RHU), ("efm-1", "modbus-meter-box-efm")), start=1
         )
     )
-    head = textwrap.dedent("""
-        [gateway]
-        id = "gw-1"
-        org = { city = "310100", district = "310106", street = "310106013" }
-
-        [[buses]]
-        id = "rs485-1"
-        protocol = "modbus_rtu"
-        port = "/dev/ttyUSB0"
-
+    head = GATEWAY_RS485_TOML + textwrap.dedent("""
         [[rules.packs]]
         name = "meter-box"
         select = { devices = ["asj-1", "rhu-1", "efm-1"] }

@@ -174,3 +174,64 @@ async def test_residual_current_relays_simulated_on_their_manuals_maps() -> None
     finally:
         await driver.close()
         await endpoint.close()
+
+
+async def test_dali_lamps_simulated_behind_one_modbus_dali_gateway() -> None:
+    """The Intesis Modbus-DALI gateway's map (modbus-intesis-dali-lamp): three LED drivers at short
+    addresses 0, 5 and 63 behind unit 40, each read by the real driver as its own device
+    (`register_base` = 100 x short address): lit and dimmed at midnight, one lamp failed open, one
+    driver shut down hot, dark by day; undefined signals read 0, past address 20000 an exception."""
+    import tomllib
+
+    from modbus_support import LOCATION, device_model
+    from pymodbus.constants import ExcCodes
+
+    from citynerve.hil.sim.modbus import PROFILES_DIR, SimDaliGateway
+
+    profile = "modbus-intesis-dali-lamp"
+    points = tomllib.loads((PROFILES_DIR / f"{profile}.toml").read_text())["points"]
+    clock = FakeClock(at_local_hour(20.0))
+    gateway = SimDaliGateway(40, (0, 5, 63), clock=clock)
+    endpoint = await serve_tcp([gateway])
+    lamps = {
+        sa: device_model(
+            id=f"lamp-{sa}",
+            bus="b",
+            profile=profile,
+            address=40,
+            location=LOCATION,
+            points=points,
+            register_base=100 * sa,
+        )
+        for sa in (0, 5, 63)
+    }
+    driver = ModbusDriver(
+        ModbusTcpBusConfig(id="b", host=endpoint.host, port=endpoint.port, timeout_s=0.5),
+        list(lamps.values()),
+    )
+    await driver.open()
+    try:
+        for cfg in lamps.values():
+            v = await read_values(driver, cfg)
+            assert v["lamp_on"] is True and v["dimming"] == 100 and v["device_type"] == 6
+            assert v["lamp_fault"] is False and v["driver_fault"] is False and v["open_circuit"] is False
+        gateway.ballasts[5].state.fault = True  # lamp 5's LED module fails open
+        gateway.ballasts[63].state.levels["overheat"] = 1.0  # lamp 63's driver shuts down hot
+        clock.t = at_local_hour(23.5)
+        v0, v5, v63 = [await read_values(driver, lamps[sa]) for sa in (0, 5, 63)]
+        assert v0["dimming"] == 50 and v0["lamp_fault"] is False and v0["thermal_shutdown"] is False
+        assert v5["lamp_fault"] is True and v5["open_circuit"] is True and v5["driver_fault"] is False
+        assert v63["thermal_shutdown"] is True and v63["lamp_fault"] is False
+        clock.t = at_local_hour(12.0)  # by day: off, no lamp failure reported
+        v5 = await read_values(driver, lamps[5])
+        assert v5["lamp_on"] is False and v5["dimming"] == 0 and v5["lamp_fault"] is False
+        # Signals the profile does not read are 0 (the manual: undefined addresses report 0) ...
+        assert gateway.registers("holding", 520, 3) == [0, 0, 0]
+        assert gateway.registers("holding", 1005, 1) == [0]  # short address 10: no ballast there
+        # ... FC 04 reads the same registers, and nothing is answered past address 20000.
+        assert gateway.registers("input", 505, 2) == gateway.registers("holding", 505, 2)
+        assert gateway.registers("holding", 20000, 2) == ExcCodes.ILLEGAL_ADDRESS
+        assert gateway.registers("coil", 0, 1) == ExcCodes.ILLEGAL_FUNCTION
+    finally:
+        await driver.close()
+        await endpoint.close()

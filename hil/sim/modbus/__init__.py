@@ -28,11 +28,16 @@ Usage::
     fleet.addresses                        # [(host, port, unit), ...]
     await fleet.aclose()
 
+A Modbus-DALI gateway (the Intesis map of `modbus-intesis-dali-lamp`): `SimDaliGateway(unit,
+[short addresses])` serves a DALI LED driver at 100 x each short address behind one unit id;
+`gateway.ballasts[sa].state.fault` puts one lamp out.
+
 Lower level: `SimProfile.load(id_or_path)`, `SimDevice(profile, unit, speed=..)`,
 `serve_tcp(devices, host=, port=, rtu_framing=)`, `serve_rtu(devices, url=, baudrate=)`.
 Registers are encoded with pymodbus' own converters, independent of the driver's codec.
 """
 
+from citynerve.hil.sim.modbus._dali import SimDaliGateway
 from citynerve.hil.sim.modbus._devices import (
     PROFILES_DIR,
     SimDevice,
@@ -56,6 +61,7 @@ __all__ = [
     "PROFILES_DIR",
     "ModbusBuilding",
     "PtyLink",
+    "SimDaliGateway",
     "SimDevice",
     "SimDeviceContext",
     "SimEndpoint",

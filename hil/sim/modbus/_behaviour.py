@@ -241,6 +241,33 @@ LAMP_CONTROLLER: dict[str, ValueFn] = {
     "dimming": lambda s, t, h: 100 if _lamp_on(s, t, h) else 0,
 }
 
+# -- street lamp on a DALI LED driver behind a Modbus-DALI gateway (issue 18) ------------------------
+# The cabinet keeps the mains on and DALI switches the driver's output: on from dusk (18:30) to dawn
+# (06:00), at 100 % and dimmed to 50 % from 23:00 to 05:00 (a midnight dimming schedule; the level is
+# the site's). `fault` = the LED module fails open: the driver reports lamp failure and, as an LED
+# driver (IEC 62386-207 failure status), open circuit. `levels["driver_fault"]` > 0: control gear
+# failure. `levels["overheat"]` > 0: the driver shuts its output down on over-temperature while on
+# (the lamp is dark; its lamp failure bit stays clear).
+
+
+def _dali_level(s: DeviceState, t: float, h: float) -> int:
+    if not _lamp_on(s, t, h):
+        return 0
+    return 50 if h >= 23.0 or h < 5.0 else 100
+
+
+DALI_LAMP: dict[str, ValueFn] = {
+    "lamp_on": _lamp_on,
+    "lamp_fault": lambda s, t, h: _lamp_on(s, t, h) and s.fault,
+    "driver_fault": lambda s, t, h: s.levels.get("driver_fault", 0.0) > 0,
+    "power_cycle_seen": lambda s, t, h: False,
+    "dimming": _dali_level,
+    "device_type": lambda s, t, h: 6,  # LED module
+    "short_circuit": lambda s, t, h: False,
+    "open_circuit": lambda s, t, h: _lamp_on(s, t, h) and s.fault,
+    "thermal_shutdown": lambda s, t, h: _lamp_on(s, t, h) and s.levels.get("overheat", 0.0) > 0,
+}
+
 BEHAVIOURS: dict[str, dict[str, ValueFn]] = {
     "modbus-power-meter-3ph": POWER_METER,
     "modbus-water-meter": WATER_METER,
@@ -249,6 +276,7 @@ BEHAVIOURS: dict[str, dict[str, ValueFn]] = {
     "modbus-lamp-controller": LAMP_CONTROLLER,
     "modbus-acrel-asj-rcm": RESIDUAL_RELAY,
     "modbus-schneider-rhu-rcm": RESIDUAL_RELAY,
+    "modbus-intesis-dali-lamp": DALI_LAMP,
 }
 
 RATES: dict[str, tuple[str, Callable[[DeviceState, float, float], float]]] = {
