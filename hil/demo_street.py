@@ -3,7 +3,8 @@
 Outside a residential compound: a fire hydrant, a fire lane, a litter bin, the compound's
 entrance and a glass curtain wall panel on the facade of No. 9 (BTHome nodes on a virtual BLE
 radio), an elderly resident's bed-foot sensor, and on a Modbus TCP converter the stairwell meter
-box's electrical fire detector and a street lamp controller. The street's rule packs run with their
+box's electrical fire detector, a street lamp controller and a Modbus-DALI gateway with the DALI
+LED drivers of two more lamps. The street's rule packs run with their
 hold times shortened so that a one-minute demo shows the alarms (the shortened values are written
 into the generated config, next to the packs), and the clear holds of the alarms it resolves (the
 hydrant closed, the van gone) shortened the same way, so the platform also sees them cleared.
@@ -32,14 +33,16 @@ from citynerve.hil.sim.ble.street import (
     LitterBinNode,
     ProfileNode,
 )
-from citynerve.hil.sim.modbus import SimDevice, SimEndpoint, SimProfile, serve_tcp
+from citynerve.hil.sim.modbus import SimDaliGateway, SimDevice, SimEndpoint, SimProfile, serve_tcp
 
 log = logging.getLogger("citynerve.demo")
 
 GATEWAY_ID = "gw-310106-street-0001"
 ADDRESS_CODE = "310106013007"
 HEARTBEAT_S = 2.0  # real nodes: 300-1800 s; the demo wants to see them
-BOX_UNIT, LAMP_UNIT = 21, 31
+BOX_UNIT, LAMP_UNIT, DALI_UNIT = 21, 31, 41
+DALI_LAMPS = (("lamp-08", "Street lamp No. 8", 8), ("lamp-09", "Street lamp No. 9", 9))
+"""Lamps on the DALI line behind the Modbus-DALI gateway: device id, name, DALI short address."""
 
 # (device id, node class, MAC, name, pack, shortened pack params)
 NODES: tuple[tuple[str, type[ProfileNode], str, str, str, dict[str, float | str]], ...] = (
@@ -93,6 +96,7 @@ class DemoStreet:
         self.nodes: dict[str, ProfileNode] = {}
         self.box: SimDevice | None = None
         self.lamp: SimDevice | None = None
+        self.dali: SimDaliGateway | None = None
         self.endpoint: SimEndpoint | None = None
         self._stack = contextlib.AsyncExitStack()
         self._t = 0.0
@@ -113,7 +117,13 @@ class DemoStreet:
                 speed=self.speed,
                 utc_offset_h=20.0 - utc_h,
             )
-            self.endpoint = await serve_tcp([self.box, self.lamp])
+            self.dali = SimDaliGateway(
+                DALI_UNIT,
+                [sa for _, _, sa in DALI_LAMPS],
+                speed=self.speed,
+                utc_offset_h=20.0 - utc_h,
+            )
+            self.endpoint = await serve_tcp([self.box, self.lamp, self.dali])
             self._stack.push_async_callback(self.endpoint.close)
             task = asyncio.create_task(self._heartbeats(), name="demo.street")
             self._stack.callback(task.cancel)
@@ -141,7 +151,8 @@ class DemoStreet:
         assert self.endpoint is not None
         return (
             f"{len(self.nodes)} BTHome street nodes on BLE radio {self.radio.transport}; meter box "
-            f"detector and lamp controller on modbus-tcp://{self.endpoint.host}:{self.endpoint.port}"
+            f"detector, lamp controller and DALI gateway on "
+            f"modbus-tcp://{self.endpoint.host}:{self.endpoint.port}"
         )
 
     def scenario(self) -> list[tuple[float, str, Callable[[], Any]]]:
@@ -154,8 +165,8 @@ class DemoStreet:
         assert isinstance(hydrant, HydrantNode) and isinstance(lane, FireLaneNode)
         assert isinstance(bin_, LitterBinNode) and isinstance(door, EntranceNode)
         assert isinstance(bed, BedFootNode) and isinstance(panel, CurtainWallNode)
-        assert self.box is not None and self.lamp is not None
-        box, lamp = self.box, self.lamp
+        assert self.box is not None and self.lamp is not None and self.dali is not None
+        box, lamp, hot = self.box, self.lamp, self.dali.ballasts[DALI_LAMPS[1][2]]
         return [
             (
                 4.0,
@@ -176,6 +187,11 @@ class DemoStreet:
             (20.0, "a curtain wall panel works loose: it rattles in the gusts", panel.loosen),
             (22.0, "the hydrant is closed again", lambda: hydrant.open_outlet(False)),
             (24.0, "a fixing of the panel breaks: it drops 1.5 deg", lambda: panel.slip(1.5)),
+            (
+                26.0,
+                "street lamp No. 9's LED driver overheats and shuts down (DALI)",
+                lambda: hot.state.levels.update(overheat=1.0),
+            ),
             (28.0, "the van leaves the fire lane", lane.leave),
             (32.0, "the gate closes", door.close_door),
         ]
@@ -224,7 +240,7 @@ class DemoStreet:
 
             [[rules.packs]]
             name = "street-lamp"
-            select = {{ profiles = ["modbus-lamp-controller"] }}
+            select = {{ profiles = ["modbus-lamp-controller", "modbus-intesis-dali-lamp"] }}
             params = {{ fault_hold_s = 4 }}
             """
         )
@@ -259,6 +275,28 @@ class DemoStreet:
             address = {LAMP_UNIT}
             poll_interval_s = 2
             location = {{ address_code = "{ADDRESS_CODE}", lat = 31.2543, lon = 121.4552, text = "No. 7" }}
+            """
+        )
+        for i, (dev_id, name, sa) in enumerate(DALI_LAMPS):
+            # One DALI line behind one unit id: each lamp's registers at 100 x its short address.
+            loc = (
+                f'{{ address_code = "{ADDRESS_CODE}", lat = 31.2543, lon = 121.455{3 + i}, text = "{name}" }}'
+            )
+            text += textwrap.dedent(
+                f"""
+                [[devices]]
+                id = "{dev_id}"
+                name = "{name} (DALI driver, short address {sa})"
+                bus = "modbus-street"
+                profile = "modbus-intesis-dali-lamp"
+                address = {DALI_UNIT}
+                register_base = {100 * sa}
+                poll_interval_s = 2
+                location = {loc}
+                """
+            )
+        text += textwrap.dedent(
+            f"""
 
             [[buses]]
             id = "ble-street"

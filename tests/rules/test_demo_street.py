@@ -13,7 +13,7 @@ import pytest
 from citynerve.gateway.config import load_config
 from citynerve.gateway.rules.packs import PACKS_DIR, load_pack
 from citynerve.hil.demo import _event_kinds
-from citynerve.hil.demo_street import GATEWAY_ID, NODES, DemoStreet
+from citynerve.hil.demo_street import DALI_LAMPS, GATEWAY_ID, NODES, DemoStreet
 from citynerve.hil.platform.store import PlatformStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,7 +26,12 @@ async def test_street_config_shortens_holds_only_in_the_demo(tmp_path: Path) -> 
     async with DemoStreet() as street:
         path = tmp_path / "gateway.toml"
         path.write_text(street.config_toml(broker="mqtt://127.0.0.1:1883"), encoding="utf-8")
-    rules = {r.id: r for r in load_config(path).rules.all_rules()}
+    cfg = load_config(path)
+    rules = {r.id: r for r in cfg.rules.all_rules()}
+    # The DALI lamps: one unit id, each lamp's registers at 100 x its short address.
+    devices = {d.id: d for d in cfg.devices}
+    for dev_id, _, sa in DALI_LAMPS:
+        assert devices[dev_id].points["lamp_fault"].address == 100 * sa + 5  # type: ignore[attr-defined]
     assert rules["fire-hydrant.outlet_open"].clear_hold_s == 3
     assert rules["fire-lane.blocked"].clear_hold_s == 4
     assert rules["curtain-wall.vibration"].hold_s == 4 and rules["curtain-wall.tilted"].hold_s == 4
@@ -65,12 +70,16 @@ def test_street_demo_alarms_reach_the_platform(tmp_path: Path) -> None:
     # The street's new alarms from six different packs arrived: the curtain wall panel's rattle in
     # the typhoon's gusts and its tilt when a fixing breaks among them.
     street = {"fire_lane_blocked", "hydrant_opened", "residual_current", "door_forced", "not_back_in_bed"}
-    assert street | {"panel_vibration", "panel_tilt"} <= kinds, kinds
+    assert street | {"panel_vibration", "panel_tilt", "lamp_driver_overheat"} <= kinds, kinds
     # The demo's shortened clear holds: the closed hydrant and the freed lane are cleared.
     assert {"hydrant_opened", "fire_lane_blocked"} <= cleared, cleared
     points = {r.get("point") for r in readings}
     new_points = {"in_bed", "pressure", "occupied", "fill_distance", "residual_current", "lamp_on"}
     assert new_points <= points, points
+    dali = {
+        (r.get("device_id"), r["point"]) for r in readings if r.get("device_id") in ("lamp-08", "lamp-09")
+    }
+    assert {("lamp-08", "lamp_on"), ("lamp-08", "dimming"), ("lamp-09", "thermal_shutdown")} <= dali, dali
     panel = {r["point"] for r in readings if r.get("device_id") == "cw-01"}
     assert {"tilt", "vibration_peak", "vibration"} <= panel, panel
     assert max(r["value"] for r in readings if (r.get("device_id"), r["point"]) == ("cw-01", "tilt")) > 1.0
