@@ -53,6 +53,8 @@ def list_devices(config_path: Path, as_json: bool) -> None:
             "enabled": d.enabled,
             "location": d.location.model_dump(exclude_defaults=True),
             "points": len(d.points),
+            # One of several instances behind one unit id (a DALI gateway's lamps): where its registers start.
+            **({"register_base": base} if (base := getattr(d, "register_base", 0)) else {}),
         }
         for d in cfg.devices
     ]
@@ -65,9 +67,8 @@ def list_devices(config_path: Path, as_json: bool) -> None:
     for r in rows:
         loc = r["location"]
         where = " / ".join(str(loc[k]) for k in ("building", "floor", "room", "text") if loc.get(k))
-        t.add_row(
-            r["id"], r["bus"], r["profile"], str(r["address"]), where, str(r["points"]), str(r["enabled"])
-        )
+        address = f"{r['address']} +{r['register_base']}" if "register_base" in r else str(r["address"])
+        t.add_row(r["id"], r["bus"], r["profile"], address, where, str(r["points"]), str(r["enabled"]))
     console.print(t)
 
 

@@ -6,6 +6,7 @@ unit id (`register_base`), the real driver polls them and the shipped street-lam
 
 from __future__ import annotations
 
+import json
 import textwrap
 import tomllib
 from collections.abc import Callable
@@ -260,3 +261,33 @@ def test_lamps_behind_one_gateway_load_with_their_register_base(tmp_path: Path) 
             points={"open_circuit": {"table": "holding", "address": 80, "type": "bool", "bit": 1}},
             register_base=65500,
         )
+
+
+def test_an_installer_adds_the_lamps_of_a_dali_line_from_the_cli(tmp_path: Path) -> None:
+    """`citynerve devices add --set register_base=...` per lamp; `devices list` shows where each
+    lamp's registers start; a second lamp at a taken short address leaves the file alone."""
+    from click.testing import CliRunner
+
+    from citynerve.gateway.cli import main
+
+    path = _config(tmp_path, "")
+
+    def cli(*args: str) -> Any:
+        return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+    def add(dev: str, *extra: str) -> Any:
+        return cli(
+            "devices", "add", "-c", str(path), "--id", dev, "--bus", "rs485-1", "--profile", PROFILE,
+            "--address", str(UNIT), "--no-reload", *extra,
+        )  # fmt: skip
+
+    assert add("lamp-0").exit_code == 0
+    assert add("lamp-5", "--set", "register_base=500").exit_code == 0
+    before = path.read_text()
+    r = add("lamp-5b", "--set", "register_base=500")
+    assert r.exit_code == 2 and "already used" in r.output and "register_base 500" in r.output
+    assert path.read_text() == before
+    r = cli("devices", "list", "-c", str(path), "--json")
+    listed = {d["id"]: (d["address"], d.get("register_base")) for d in json.loads(r.output)["devices"]}
+    assert listed == {"lamp-0": (UNIT, None), "lamp-5": (UNIT, 500)}
+    assert f"{UNIT} +500" in cli("devices", "list", "-c", str(path)).output
