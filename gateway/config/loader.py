@@ -420,7 +420,7 @@ class _Loader:
             self.issue("devices", "expected an array of tables ([[devices]])")
             return devices
         seen: dict[str, int] = {}
-        addresses: dict[tuple[str, str, int], int] = {}
+        addresses: dict[tuple[str, str, str], int] = {}
         for i, item in enumerate(raw):
             where = f"devices[{i}]"
             if not isinstance(item, dict):
@@ -437,7 +437,7 @@ class _Loader:
             if isinstance(item.get("bus"), str) and isinstance(addr, int | str):
                 # Instances behind one unit id (a DALI gateway's ballasts) differ by register_base.
                 base = item.get("register_base", 0)
-                addr_key = (item["bus"], str(addr).lower(), base if isinstance(base, int) else 0)
+                addr_key = (item["bus"], str(addr).lower(), str(base).lower())
                 if addr_key in addresses:
                     first = addresses[addr_key]
                     msg = f"address {addr!r} is already used on bus {item['bus']!r} by devices[{first}]"

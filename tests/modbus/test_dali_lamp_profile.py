@@ -291,3 +291,22 @@ def test_an_installer_adds_the_lamps_of_a_dali_line_from_the_cli(tmp_path: Path)
     listed = {d["id"]: (d["address"], d.get("register_base")) for d in json.loads(r.output)["devices"]}
     assert listed == {"lamp-0": (UNIT, None), "lamp-5": (UNIT, 500)}
     assert f"{UNIT} +500" in cli("devices", "list", "-c", str(path)).output
+
+
+def test_a_bad_register_base_is_a_typed_error_naming_the_device(tmp_path: Path) -> None:
+    for bad, why in (
+        ("-1", "greater than or equal to 0"),
+        ("65536", "less than or equal to 65535"),
+        ("2.5", "integer"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            load_config(
+                _config(tmp_path, _lamp("lamp-x", 0).replace("register_base = 0", f"register_base = {bad}"))
+            )
+        found = {i.path: i.message for i in err.value.issues}
+        assert why in found["devices[0].register_base"], found
+    # Written as a string it still names the same base: two lamps there are refused.
+    lamps = _lamp("lamp-a", 500) + _lamp("lamp-b", 0).replace("register_base = 0", 'register_base = "500"')
+    with pytest.raises(ConfigError) as err:
+        load_config(_config(tmp_path, lamps))
+    assert "already used" in {i.path: i.message for i in err.value.issues}["devices[1].address"]
