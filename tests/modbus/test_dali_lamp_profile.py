@@ -177,16 +177,20 @@ async def test_failed_lamps_and_drivers_raise_the_street_lamp_packs_events() -> 
         street.put(63, BALLAST_STATUS, LAMP_POWER_ON | BALL_FAIL)
         await street.poll_until(failed + 300)
         assert street.events()[1:] == [("lamp-63", "lamp_driver_fault", EventState.RAISED, failed + 120)]
-        # Lamp 0's driver overheats: output off, no lamp failure bit; raised after the same hold,
-        # cleared an hour after it restarts (not on each cool-down flicker).
+        # Lamp 0's driver overheats: output off, no lamp failure bit; raised after the same hold.
+        # It restarts when it cools and shuts down again: one event, cleared after a day without.
         hot = street.clock.t
         street.put(0, LED_FAILURE, THERMAL_SHUTDOWN)
         await street.poll_until(hot + 180)
+        street.put(0, LED_FAILURE, 0)  # cooled: it restarts ...
+        await street.poll_until(hot + 1800)
+        street.put(0, LED_FAILURE, THERMAL_SHUTDOWN)  # ... and shuts down again half an hour later
+        await street.poll_until(hot + 2400)
         street.put(0, LED_FAILURE, 0)
-        await street.poll_until(hot + 180 + 3600 + 120)
+        await street.poll_until(hot + 2400 + 86400 + 120, step_s=600)
         assert street.events()[2:] == [
             ("lamp-0", "lamp_driver_overheat", EventState.RAISED, hot + 120),
-            ("lamp-0", "lamp_driver_overheat", EventState.CLEARED, hot + 180 + 3600),
+            ("lamp-0", "lamp_driver_overheat", EventState.CLEARED, hot + 2400 + 86400),
         ]
 
     await with_street(body)
