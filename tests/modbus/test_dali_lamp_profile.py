@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import textwrap
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 from modbus_support import GATEWAY_RS485_TOML, LOCATION, BankServer, device_model, start_bank_server
 from pydantic import ValidationError
-from test_modbus_sim import PROFILES_DIR, FakeClock, at_local_hour
+from test_modbus_sim import FakeClock, at_local_hour, device_config
 
 from citynerve.drivers.modbus.config import ModbusDeviceConfig, ModbusTcpBusConfig
 from citynerve.drivers.modbus.driver import ModbusDriver
@@ -43,16 +42,7 @@ def register(short_address: int, signal: int, channel: int = 0) -> int:
 
 
 def lamp_model(sa: int) -> ModbusDeviceConfig:
-    points = tomllib.loads((PROFILES_DIR / f"{PROFILE}.toml").read_text())["points"]
-    return device_model(
-        id=f"lamp-{sa}",
-        bus="b",
-        profile=PROFILE,
-        address=UNIT,
-        location=LOCATION,
-        points=points,
-        register_base=100 * sa,
-    )
+    return device_config(PROFILE, UNIT, device_id=f"lamp-{sa}", register_base=100 * sa)
 
 
 class Street:

@@ -35,15 +35,19 @@ class FakeClock:
         return self.t
 
 
-def device_config(profile: str, unit: int, bus: str = "b") -> ModbusDeviceConfig:
+def device_config(
+    profile: str, unit: int, bus: str = "b", *, device_id: str = "", **fields: Any
+) -> ModbusDeviceConfig:
+    """A device of a shipped profile at `unit`; `fields`: more device fields (e.g. register_base)."""
     data = tomllib.loads((PROFILES_DIR / f"{profile}.toml").read_text())
     return device_model(
-        id=f"{profile}-{unit}",
+        id=device_id or f"{profile}-{unit}",
         bus=bus,
         profile=profile,
         address=unit,
         location=LOCATION,
         points=data["points"],
+        **fields,
     )
 
 

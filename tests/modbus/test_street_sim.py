@@ -181,28 +181,15 @@ async def test_dali_lamps_simulated_behind_one_modbus_dali_gateway() -> None:
     addresses 0, 5 and 63 behind unit 40, each read by the real driver as its own device
     (`register_base` = 100 x short address): lit and dimmed at midnight, one lamp failed open, one
     driver shut down hot, dark by day; undefined signals read 0, past address 20000 an exception."""
-    import tomllib
-
-    from modbus_support import LOCATION, device_model
     from pymodbus.constants import ExcCodes
 
-    from citynerve.hil.sim.modbus import PROFILES_DIR, SimDaliGateway
+    from citynerve.hil.sim.modbus import SimDaliGateway
 
-    profile = "modbus-intesis-dali-lamp"
-    points = tomllib.loads((PROFILES_DIR / f"{profile}.toml").read_text())["points"]
     clock = FakeClock(at_local_hour(20.0))
     gateway = SimDaliGateway(40, (0, 5, 63), clock=clock)
     endpoint = await serve_tcp([gateway])
     lamps = {
-        sa: device_model(
-            id=f"lamp-{sa}",
-            bus="b",
-            profile=profile,
-            address=40,
-            location=LOCATION,
-            points=points,
-            register_base=100 * sa,
-        )
+        sa: device_config("modbus-intesis-dali-lamp", 40, device_id=f"lamp-{sa}", register_base=100 * sa)
         for sa in (0, 5, 63)
     }
     driver = ModbusDriver(
