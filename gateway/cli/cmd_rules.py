@@ -1,4 +1,4 @@
-"""`citynerve diag rules packs` and `citynerve diag rules check`: rule packs for installers."""
+"""`citynerve diag rules packs | check | replay`: rule packs for installers."""
 
 from __future__ import annotations
 
@@ -10,13 +10,21 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from citynerve.gateway.cli._common import EXIT_INVALID, console, fail, json_option, print_json
+from citynerve.gateway.cli._common import (
+    EXIT_INVALID,
+    config_option,
+    console,
+    fail,
+    json_option,
+    load_or_exit,
+    print_json,
+)
 from citynerve.gateway.cli._groups import diag
 
 
 @diag.group("rules")
 def rules() -> None:
-    """Edge rule packs: list the shipped ones, check a pack or a [rules] table."""
+    """Edge rule packs: list the shipped ones, check a pack or a [rules] table, replay readings."""
 
 
 @rules.command("packs")
@@ -106,3 +114,136 @@ def check(file: Path, as_json: bool) -> None:
         print_json({"valid": True, "file": str(file), "what": what, "rules": ids})
         return
     console.print(f"[green]valid[/]: {what}, {len(ids)} rules", highlight=False)
+
+
+SHOWN_SKIPPED = 50  # names of unknown devices / points listed in a replay's report
+
+
+@rules.command("replay")
+@click.argument("readings", type=click.Path(dir_okay=False, path_type=Path))
+@config_option
+@click.option(
+    "--tz",
+    "tz_name",
+    default=None,
+    metavar="ZONE",
+    help="Zone of times written without a UTC offset, and of the times shown (e.g. Asia/Shanghai).",
+)
+@json_option
+def replay(readings: Path, config_path: Path, tz_name: str | None, as_json: bool) -> None:
+    """Replay READINGS through the config's rules, off line: which alarms they would have raised,
+    and when each cleared. READINGS is a CSV export of the site's readings from the platform, with
+    the columns ts, device, point, value (and quality); ts is seconds since 1970 or ISO 8601. For
+    checking a pack's parameters against a site's own first weeks before its alarms go live.
+    Nothing is written to a device (actions are dry-run) and the running gateway is not asked.
+    Exits 0 with or without alarms, 2 on a bad config or file."""
+    from datetime import UTC
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from citynerve.gateway.rules.replay import ReadingsFileError, read_readings
+    from citynerve.gateway.rules.replay import replay as run_replay
+
+    tz: Any = UTC
+    if tz_name is not None:
+        try:
+            tz = ZoneInfo(tz_name)
+        except (ZoneInfoNotFoundError, ValueError):
+            fail(f"--tz {tz_name!r}: not a time zone (e.g. Asia/Shanghai, UTC)", EXIT_INVALID)
+    cfg = load_or_exit(config_path)
+    if cfg.rules is None:
+        fail(f"{config_path}: no [rules] table: nothing to replay", EXIT_INVALID)
+    devices = {d.id: d for d in cfg.devices}
+    try:
+        data = read_readings(readings, devices, tz if tz_name is not None else None)
+    except ReadingsFileError as err:
+        fail(str(err), EXIT_INVALID)
+    result = run_replay(cfg.rules, cfg.devices, data.readings)
+    report = _replay_report(readings, config_path, data, result, tz)
+    if as_json:
+        print_json(report)
+    else:
+        _print_replay(report)
+
+
+def _when(ts: float | None, tz: Any) -> str | None:
+    from datetime import datetime
+
+    if ts is None or ts != ts:
+        return None
+    return datetime.fromtimestamp(ts, tz).isoformat(timespec="seconds")
+
+
+def _replay_report(file: Path, config: Path, data: Any, result: Any, tz: Any) -> dict[str, Any]:
+    by_rule: dict[str, dict[str, Any]] = {}
+    for a in result.alarms:
+        r = by_rule.setdefault(a.rule, {"rule": a.rule, "event": a.kind, "raised": 0, "devices": set()})
+        r["raised"] += 1
+        r["devices"].add(a.device_id)
+    return {
+        "file": str(file),
+        "config": str(config),
+        "readings": result.readings,
+        "devices": len({r.device_id for r in data.readings}),
+        "from": _when(result.first, tz),
+        "to": _when(result.last, tz),
+        "alarms": [
+            {
+                "raised": _when(a.raised, tz),
+                "cleared": _when(a.cleared, tz),
+                "device": a.device_id,
+                "rule": a.rule,
+                "event": a.kind,
+                "severity": str(a.severity),
+                "subject": a.subject,
+                "message": a.message,
+            }
+            for a in result.alarms
+        ],
+        "by_rule": [{**r, "devices": len(r["devices"])} for _, r in sorted(by_rule.items())],
+        "actions": [
+            {"at": _when(e.ts, tz), "device": e.device_id, "rule": e.rule, "message": e.message}
+            for e in result.actions
+        ],
+        "skipped": {  # rows of devices / points the config does not have: the 50 most frequent
+            "rows": data.unknown_devices.total() + data.unknown_points.total(),
+            "devices": dict(data.unknown_devices.most_common(SHOWN_SKIPPED)),
+            "points": {f"{d}/{p}": n for (d, p), n in data.unknown_points.most_common(SHOWN_SKIPPED)},
+        },
+    }
+
+
+def _print_replay(report: dict[str, Any]) -> None:
+    def short(when: str | None) -> str:
+        return when[:16].replace("T", " ") if when else "-"
+
+    alarms = report["alarms"]
+    active = sum(1 for a in alarms if a["cleared"] is None)
+    say = console.print
+    say(
+        f"{report['readings']:,} readings of {report['devices']} devices, "
+        f"{short(report['from'])} to {short(report['to'])}: {len(alarms)} alarms raised, "
+        f"{active} still active at the end",
+        highlight=False,
+        soft_wrap=True,
+    )
+    unknown = (("devices", "devices not in the config"), ("points", "points the devices do not have"))
+    for key, what in unknown:
+        if skipped := report["skipped"][key]:
+            names = ", ".join(sorted(skipped)[:5]) + (", ..." if len(skipped) > 5 else "")
+            line = f"  skipped {sum(skipped.values()):,} rows of {what}: {names}"
+            say(line, highlight=False, markup=False, soft_wrap=True)
+    for r in report["by_rule"]:
+        say(f"  {r['rule']} ({r['event']}): {r['raised']} raised on {r['devices']} devices", highlight=False)
+    for a in alarms:
+        until = f"cleared {short(a['cleared'])}" if a["cleared"] else "still active"
+        say(
+            f"{short(a['raised'])}  {a['device']}  {a['event']}, {until}: {a['message']}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+    for a in report["actions"]:
+        line = (
+            f"{short(a['at'])}  {a['device']}  action (dry run: nothing written) {a['rule']}: {a['message']}"
+        )
+        say(line, highlight=False, markup=False, soft_wrap=True)

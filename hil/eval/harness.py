@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from citynerve.gateway.api import Event, EventState, Reading
 from citynerve.gateway.pipeline import Pipeline
 from citynerve.gateway.rules import ACTION_KIND, PackRef, RuleEngine, RulesConfig
+from citynerve.gateway.rules.replay import next_tick_after, on_second
 from citynerve.hil.eval.model import Episode, Scenario
 
-TICK_IDLE_S = 30.0  # between readings with nothing on a hold timer: missing-data rules only
-TICK_S = 1.0  # the runtime's tick period
 CONFIRMED = "_confirmed"
 """Event kinds ending so are a pack's second, confirmed stage of an alarm (smoke_confirmed after smoke):
 scored apart from the immediate alarms, against the same episodes (`score(..., confirmed=True)`)."""
@@ -61,26 +60,16 @@ def replay(scn: Scenario, rules: RulesConfig | None = None) -> Replay:
                 ai += 1
             clock[0] = next_tick
             pipe.tick(next_tick)
-            next_tick = _next(engine, next_tick)
+            next_tick = next_tick_after(engine, next_tick)
         clock[0] = batch.ts
         pipe.submit(batch)
         if engine.waiting:
-            next_tick = min(next_tick, _on_second(engine.next_deadline(batch.ts)))
+            next_tick = min(next_tick, on_second(engine.next_deadline(batch.ts)))
     end = clock[0] + 60  # let hold timers run out, not the missing-data rules after the data ends
     while next_tick < end:
         pipe.tick(next_tick)
-        next_tick = _next(engine, next_tick)
+        next_tick = next_tick_after(engine, next_tick)
     return Replay(sink.events, pipe.readings_in, time.perf_counter() - t0)
-
-
-def _on_second(t: float) -> float:
-    """The runtime ticks about once a second: a deadline is seen at the next whole second."""
-    return math.ceil(t) if math.isfinite(t) else t
-
-
-def _next(engine: RuleEngine, now: float) -> float:
-    """The next tick: every TICK_IDLE_S, sooner when a hold time runs out (what a 1 s tick would see)."""
-    return min(now + TICK_IDLE_S, max(now + TICK_S, _on_second(engine.next_deadline(now))))
 
 
 @dataclass(slots=True)
