@@ -31,8 +31,11 @@ def consoles() -> tuple[Console, Console]:
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    """One clear line on stderr, no traceback, and a non-zero exit."""
-    consoles()[1].print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """One clear line on stderr, no traceback, and a non-zero exit. `message` is plain text: a file
+    name or a device's reply with brackets in it is printed as it is, not read as markup."""
+    from rich.markup import escape
+
+    consoles()[1].print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 
