@@ -60,3 +60,10 @@ def test_bad_input_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     other.write_text("x = 1\n")
     code, _, err = run("check", str(other))
     assert code == 2 and "neither a rule pack" in err
+
+
+def test_an_error_naming_a_file_with_brackets_is_printed_as_it_is(tmp_path: Path) -> None:
+    """fail() prints plain text: '[/x]' in a path is not rich markup (it raised MarkupError)."""
+    odd = tmp_path / "[/x] [rules].toml"
+    code, _, err = run("check", str(odd))
+    assert code == 2 and "no such file" in err and "[/x] [rules].toml" in err and "Traceback" not in err
