@@ -3,7 +3,8 @@
 One driver per BLE adapter (bus protocol "bthome"). Every advert of a configured node is decoded,
 decrypted with the node's key, checked against replay (the counter must increase; the last one
 survives gateway restarts through `self.state`) and duplicates, then delivered as one SampleBatch.
-Rejected adverts are counted per node and reason; nothing in an advert can stop the scanner.
+Rejected adverts are counted per node and reason; nothing in an advert can stop the scanner, and a
+fault of the driver on one advert is counted (`advert_faults`) and does not stop the listener.
 Offline detection is the bus owner's: it reads `last_seen()` against each node's heartbeat.
 """
 
@@ -155,6 +156,7 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
         self.nearby: dict[str, NearbyNode] = {}
         self.unknown_adverts = 0  # BTHome adverts from MACs that are not configured
         self.dropped_adverts = 0  # queue overflow: the consumer fell behind
+        self.advert_faults: dict[str, int] = {}  # adverts the driver failed on, by exception type
         for dev in devices:
             points = tuple((name, p) for name, p in dev.points.items() if p.enabled)
             rt = _DeviceRuntime(dev, None, points, DeviceLinkStats())
@@ -260,24 +262,43 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
                     rt.alarms[name] = stored == "1"
 
     async def handle(self, adv: Advertisement, sink: SampleSink) -> None:
-        """Decode, check and deliver one advertisement. Bad adverts are counted, never raised."""
+        """Decode, check and deliver one advertisement. Bad adverts are counted, never raised; so is
+        a fault of the driver itself on one advert (`advert_faults`), so that one advert can never
+        stop the listener. What `sink` raises is the caller's (the bus owner restarts `listen`)."""
         rt = self._by_mac.get(adv.address)
         payload = adv.service_data_16(codec.UUID16)
         if rt is None or payload is None:
             return
+        try:
+            readings = await self._readings(rt, adv, payload)
+        except Exception as err:  # a driver bug on one advert: counted and logged, the others go on
+            self._advert_fault(rt, err)
+            return
+        if readings is None:
+            return
+        batch, events = readings
+        if batch is not None:
+            sink.submit(batch)
+        for event in events:
+            sink.event(event)
+
+    async def _readings(
+        self, rt: _DeviceRuntime, adv: Advertisement, payload: bytes
+    ) -> tuple[SampleBatch | None, list[Event]] | None:
+        """What one advert of a configured node delivers, or None (a duplicate, refused, over rate)."""
         stats = rt.stats
         rt.heard = (payload, adv.ts, adv.rssi)
-        if payload == rt.last_payload and payload[0] & codec.FLAG_ENCRYPTED:
+        if payload and payload == rt.last_payload and payload[0] & codec.FLAG_ENCRYPTED:
             # The node repeating its last advert, already authenticated: skip the decryption.
             stats.duplicates += 1
-            return
+            return None
         try:
             advert = codec.parse(payload, mac=adv.address, cipher=rt.cipher)
             if rt.config.encrypted and not advert.encrypted:
                 raise UnencryptedAdvertError(adv.address, payload)
             if self._is_duplicate(rt, advert, payload, adv.mono):
                 stats.duplicates += 1
-                return
+                return None
             if advert.counter is not None:
                 last = await self._guard.last(adv.address)
                 if last is not None and advert.counter <= last:
@@ -290,7 +311,7 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
             if not stats.failing:
                 stats.failing = True
                 log.warning("device %s: advert rejected (%s): %s", rt.config.id, reason, err)
-            return
+            return None
         if stats.failing:
             stats.failing = False
             log.info("device %s: adverts accepted again", rt.config.id)
@@ -302,7 +323,7 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
                     ADVERTS_PER_S,
                     stats.rate_limited,
                 )
-            return
+            return None
         stats.accepted += 1
         stats.last_seen = adv.ts
         stats.last_rssi = adv.rssi
@@ -311,7 +332,21 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
         rt.last_payload, rt.last_ts, rt.last_mono = payload, adv.ts, adv.mono
         if not rt.alarms_loaded:
             await self._load_alarms(rt)
-        self._deliver(rt, advert, adv.ts, sink)
+        return self._batch(rt, advert, adv.ts)
+
+    def _advert_fault(self, rt: _DeviceRuntime, err: Exception) -> None:
+        kind = type(err).__name__
+        n = self.advert_faults[kind] = self.advert_faults.get(kind, 0) + 1
+        rt.stats.last_error = f"driver fault ({kind}): {err}"
+        if n == 1 or n % 10_000 == 0:  # once per kind, then rarely: a flood must not flood the log
+            log.error(
+                "bus %s: device %s: advert dropped, the driver failed on it (%s, %d so far)",
+                self.bus.id,
+                rt.config.id,
+                kind,
+                n,
+                exc_info=err,
+            )
 
     def _is_duplicate(self, rt: _DeviceRuntime, advert: codec.Advert, payload: bytes, mono: float) -> bool:
         if payload != rt.last_payload:
@@ -322,7 +357,9 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
         pid = advert.packet_id
         return pid is not None and mono - rt.last_mono < DEDUPE_WINDOW_S
 
-    def _deliver(self, rt: _DeviceRuntime, advert: codec.Advert, ts: float, sink: SampleSink) -> None:
+    def _batch(
+        self, rt: _DeviceRuntime, advert: codec.Advert, ts: float
+    ) -> tuple[SampleBatch | None, list[Event]]:
         samples: list[Sample] = []
         events: list[Event] = []
         for name, point in rt.points:
@@ -338,10 +375,7 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
                     self._alarms_dirty.add((rt.config.id, name))
                 if on != bool(was) and (was is not None or on):
                     events.append(self._event(rt.config, name, point, on, m.value, ts))
-        if samples:
-            sink.submit(SampleBatch(rt.config.id, ts, tuple(samples)))
-        for event in events:
-            sink.event(event)
+        return (SampleBatch(rt.config.id, ts, tuple(samples)) if samples else None), events
 
     @staticmethod
     def _event(dev: BTHomeDevice, name: str, point: BTHomePoint, on: bool, value: Any, ts: float) -> Event:
@@ -372,12 +406,14 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
         return {dev_id: rt.stats for dev_id, rt in self._runtime.items()}
 
     def input_stats(self) -> dict[str, int]:
-        """Adverts refused on this radio: unknown nodes, queue overflow, over-rate, rejected."""
+        """Adverts refused on this radio: unknown nodes, queue overflow, over-rate, rejected, and
+        those the driver failed on (`advert_faults`: a bug, logged with its traceback)."""
         return {
             "unknown_adverts": self.unknown_adverts,
             "dropped_adverts": self.dropped_adverts,
             "rate_limited": sum(rt.stats.rate_limited for rt in self._runtime.values()),
             "rejected_adverts": sum(rt.stats.rejected_total for rt in self._runtime.values()),
+            "advert_faults": sum(self.advert_faults.values()),
         }
 
     async def diag(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -390,6 +426,7 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
                 "devices": {dev_id: s.as_dict() for dev_id, s in self.stats().items()},
                 "unknown_adverts": self.unknown_adverts,
                 "dropped_adverts": self.dropped_adverts,
+                "advert_faults": dict(self.advert_faults),
                 "scanner": None
                 if sc is None
                 else {
