@@ -9,6 +9,7 @@ from citynerve.drivers.bthome.config import BTHomeDevice, BTHomePoint
 from citynerve.drivers.bthome.driver import BTHomeDriver, DeviceLinkStats, NearbyNode
 from citynerve.drivers.bthome.errors import (
     BTHomeFrameError,
+    CounterUnavailableError,
     DecryptionError,
     MalformedAdvertError,
     MissingKeyError,
@@ -36,6 +37,7 @@ __all__ = [
     "BTHomeFrameError",
     "BTHomePoint",
     "BleBusConfig",
+    "CounterUnavailableError",
     "DecryptionError",
     "DeviceLinkStats",
     "MalformedAdvertError",
