@@ -4,7 +4,7 @@
 """
 
 from citynerve.drivers.ble import BleBusConfig
-from citynerve.drivers.bthome.codec import Advert, Measurement, build, parse
+from citynerve.drivers.bthome.codec import Advert, Measurement, build, normalize_mac, parse
 from citynerve.drivers.bthome.config import BTHomeDevice, BTHomePoint
 from citynerve.drivers.bthome.driver import BTHomeDriver, DeviceLinkStats, NearbyNode
 from citynerve.drivers.bthome.errors import (
@@ -27,6 +27,7 @@ DRIVER = DriverSpec(
     point_model=BTHomePoint,
     factory=BTHomeDriver,
     description="BTHome v2 BLE sensors (manhole covers, smoke, water leak, temperature), AES-CCM keys",
+    normalize_address=normalize_mac,
 )
 
 __all__ = [

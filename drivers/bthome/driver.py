@@ -32,6 +32,8 @@ from citynerve.drivers.bthome.errors import (
 from citynerve.drivers.bthome.replay import CounterGuard
 from citynerve.gateway.api import (
     ChannelError,
+    ConfigError,
+    ConfigIssue,
     Event,
     EventState,
     ListenDriver,
@@ -158,6 +160,10 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
         self.dropped_adverts = 0  # queue overflow: the consumer fell behind
         self.advert_faults: dict[str, int] = {}  # adverts the driver failed on, by exception type
         for dev in devices:
+            if (other := self._by_mac.get(dev.address)) is not None:
+                # One MAC, two devices: the adverts would go to one of them and the other be "offline".
+                msg = f"address {dev.address} is already used on bus {bus.id!r} by device {other.config.id!r}"
+                raise ConfigError([ConfigIssue("", f"devices[{dev.id}].address", msg, subject=dev.id)])
             points = tuple((name, p) for name, p in dev.points.items() if p.enabled)
             rt = _DeviceRuntime(dev, None, points, DeviceLinkStats())
             self._runtime[dev.id] = rt

@@ -219,6 +219,17 @@ async def test_key_file_and_config_errors(tmp_path: Path, radio: VirtualRadio) -
     assert "abcdef" not in repr(manhole_device(key=bytes.fromhex("abcdef" + "00" * 13)))  # key is secret
 
 
+def test_two_devices_with_one_mac_are_a_config_error(radio: VirtualRadio) -> None:
+    """The loader refuses this already; a driver built otherwise (diag, tests) must not silently
+    give the node's adverts to the last device only."""
+    devices = [manhole_device(), manhole_device(mac="a4c138000001", dev_id="mh-2")]
+    with pytest.raises(ConfigError) as info:
+        BTHomeDriver(bus_config(radio), devices)
+    (issue,) = info.value.issues
+    assert issue.path == "devices[mh-2].address"
+    assert issue.message == f"address {MAC} is already used on bus 'ble0' by device 'mh-1'"
+
+
 def test_point_model() -> None:
     assert BTHomePoint(name="t", object="0x3F").object == 0x3F
     assert BTHomePoint(name="t", object=63).object == 0x3F
