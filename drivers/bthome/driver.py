@@ -25,6 +25,7 @@ from citynerve.drivers.bthome import codec
 from citynerve.drivers.bthome.config import BTHomeDevice, BTHomePoint
 from citynerve.drivers.bthome.errors import (
     BTHomeFrameError,
+    DiagParamError,
     RejectReason,
     ReplayError,
     UnencryptedAdvertError,
@@ -42,7 +43,6 @@ from citynerve.gateway.api import (
     SampleBatch,
     SampleSink,
     StateStore,
-    utc_now,
 )
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,8 @@ class NearbyNode:
     address: str
     rssi: int | None
     payload: bytes
-    ts: float
+    ts: float  # utc time last heard: shown, never compared (the wall clock may step)
+    mono: float  # monotonic time last heard: "heard during this scan", the longest unheard
     device_id: str | None
     count: int = 1
 
@@ -202,12 +203,13 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
         node = self.nearby.get(adv.address)
         if node is None:
             if len(self.nearby) >= NEARBY_MAX:
-                del self.nearby[min(self.nearby, key=lambda a: self.nearby[a].ts)]
+                del self.nearby[min(self.nearby, key=lambda a: self.nearby[a].mono)]
             self.nearby[adv.address] = NearbyNode(
-                adv.address, adv.rssi, payload, adv.ts, rt.config.id if rt else None
+                adv.address, adv.rssi, payload, adv.ts, adv.mono, rt.config.id if rt else None
             )
         else:
-            node.rssi, node.payload, node.ts, node.count = adv.rssi, payload, adv.ts, node.count + 1
+            node.rssi, node.payload, node.ts, node.mono = adv.rssi, payload, adv.ts, adv.mono
+            node.count += 1
         if rt is None:
             self.unknown_adverts += 1
             return
@@ -425,7 +427,7 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
     async def diag(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """Actions: `scan` {duration}, `stats`, `reset-counter` {device}."""
         if action == "scan":
-            return await self._diag_scan(float(params.get("duration", 5.0)))
+            return await self._diag_scan(_scan_duration(params.get("duration", 5.0)))
         if action == "stats":
             sc = self._scanner.stats if self._scanner else None
             return {
@@ -484,9 +486,7 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
         }
 
     async def _diag_scan(self, duration: float) -> dict[str, Any]:
-        if not 0 < duration <= 300:
-            raise PermanentError(f"scan duration {duration:g} s is outside 0..300 s")
-        since = utc_now()
+        since = time.monotonic()  # not the wall clock: a step during the scan would hide every node
         scanner = self.scanner
         started = not scanner.scanning
         if started:
@@ -504,7 +504,7 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
         }
 
     def _seen_since(self, since: float) -> list[NearbyNode]:
-        return sorted((n for n in self.nearby.values() if n.ts >= since), key=lambda n: -(n.rssi or -999))
+        return sorted((n for n in self.nearby.values() if n.mono >= since), key=lambda n: -(n.rssi or -999))
 
     def _describe_nearby(self, node: NearbyNode) -> dict[str, Any]:
         rt = self._by_mac.get(node.address)
@@ -531,3 +531,14 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
         except BTHomeFrameError as err:
             out["error"] = f"{err.reason_code}: {err.reason}"
         return out
+
+
+def _scan_duration(raw: Any) -> float:
+    """The `duration` of diag `scan` (seconds, 0 < d <= 300). Raises DiagParamError."""
+    try:
+        duration = float(raw)
+    except (TypeError, ValueError) as err:
+        raise DiagParamError("scan", "duration", f"expected seconds, got {raw!r}") from err
+    if isinstance(raw, bool) or not 0 < duration <= 300:  # NaN fails the comparison too
+        raise DiagParamError("scan", "duration", f"expected 0 < seconds <= 300, got {raw!r}")
+    return duration

@@ -1,10 +1,10 @@
-"""Typed errors of the BTHome codec. All are FrameErrors: a bad advert is a transient thing."""
+"""Typed errors of the BTHome driver. Advert errors are FrameErrors: a bad advert is a transient thing."""
 
 from __future__ import annotations
 
 import enum
 
-from citynerve.gateway.api import FrameError, FrameFault
+from citynerve.gateway.api import FrameError, FrameFault, PermanentError
 
 PROTOCOL = "bthome"
 
@@ -95,3 +95,13 @@ class CounterUnavailableError(BTHomeFrameError):
             f"cannot read the last counter of {mac} from the gateway's store ({cause}): refused until "
             "it can be read"
         )
+
+
+class DiagParamError(PermanentError):
+    """A diagnostic action got a parameter it cannot use (from the CLI or a remote command)."""
+
+    def __init__(self, action: str, param: str, reason: str) -> None:
+        self.action = action
+        self.param = param
+        self.reason = reason
+        super().__init__(f"diag {action}: parameter {param!r}: {reason}")
