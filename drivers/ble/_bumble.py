@@ -11,7 +11,7 @@ from typing import Any
 from bumble.controller import Controller
 from bumble.device import Advertisement as BumbleAdvertisement
 from bumble.device import Device
-from bumble.hci import Address
+from bumble.hci import Address, HCI_LE_Advertising_Report_Event, HCI_LE_Extended_Advertising_Report_Event
 from bumble.host import Host
 from bumble.transport import open_transport
 from bumble.transport.common import AsyncPipeSink, Transport
@@ -24,6 +24,33 @@ from citynerve.gateway.api import ChannelError, utc_now
 log = logging.getLogger(__name__)
 
 _SCANNER_ADDRESSES = (f"F0:CA:FE:00:{i >> 8 & 0xFF:02X}:{i & 0xFF:02X}" for i in itertools.count(1))
+
+ACCUMULATORS_MAX = 256
+"""Advertisers whose advert may still be merged with its scan response (active scanning only)."""
+
+
+class _ScanningDevice(Device):
+    """bumble's Device, without its per-advertiser memory growing for the whole scan.
+
+    bumble keeps one AdvertisementDataAccumulator (~1 KiB) per advertiser address for as long as a
+    scan runs, to merge an advert with its scan response; phones rotate random addresses every few
+    minutes and the watchdog never restarts a scan that hears adverts, so the dict would grow
+    without end. A passive scan has no scan responses to wait for: the accumulator is dropped after
+    each report. An active scan keeps the most recently heard ACCUMULATORS_MAX.
+    """
+
+    def on_advertising_report(
+        self,
+        report: HCI_LE_Advertising_Report_Event.Report | HCI_LE_Extended_Advertising_Report_Event.Report,
+    ) -> None:
+        super().on_advertising_report(report)
+        accumulators = self.advertisement_accumulators
+        accumulator = accumulators.pop(report.address, None)
+        if accumulator is None or self.scanning_is_passive:
+            return
+        accumulators[report.address] = accumulator  # now the most recently heard
+        while len(accumulators) > ACCUMULATORS_MAX:
+            del accumulators[next(iter(accumulators))]
 
 
 class BumbleBackend(ScannerBackend):
@@ -64,10 +91,10 @@ class BumbleBackend(ScannerBackend):
             if link is not None:
                 self._controller = Controller("citynerve-scanner", link=link, public_address=self._address)
                 host = Host(self._controller, AsyncPipeSink(self._controller))
-                device = Device(name="citynerve", address=Address(self._address), host=host)
+                device: Device = _ScanningDevice(name="citynerve", address=Address(self._address), host=host)
             else:
                 self._transport = await open_transport(self.transport_name)
-                device = Device.with_hci(
+                device = _ScanningDevice.with_hci(
                     "citynerve", Address(self._address), self._transport.source, self._transport.sink
                 )
             device.on(device.EVENT_ADVERTISEMENT, self._on_advertisement)

@@ -4,12 +4,14 @@
 """
 
 from citynerve.drivers.ble import BleBusConfig
-from citynerve.drivers.bthome.codec import Advert, Measurement, build, parse
+from citynerve.drivers.bthome.codec import Advert, Measurement, build, normalize_mac, parse
 from citynerve.drivers.bthome.config import BTHomeDevice, BTHomePoint
 from citynerve.drivers.bthome.driver import BTHomeDriver, DeviceLinkStats, NearbyNode
 from citynerve.drivers.bthome.errors import (
     BTHomeFrameError,
+    CounterUnavailableError,
     DecryptionError,
+    DiagParamError,
     MalformedAdvertError,
     MissingKeyError,
     RejectReason,
@@ -26,6 +28,7 @@ DRIVER = DriverSpec(
     point_model=BTHomePoint,
     factory=BTHomeDriver,
     description="BTHome v2 BLE sensors (manhole covers, smoke, water leak, temperature), AES-CCM keys",
+    normalize_address=normalize_mac,
 )
 
 __all__ = [
@@ -36,8 +39,10 @@ __all__ = [
     "BTHomeFrameError",
     "BTHomePoint",
     "BleBusConfig",
+    "CounterUnavailableError",
     "DecryptionError",
     "DeviceLinkStats",
+    "DiagParamError",
     "MalformedAdvertError",
     "Measurement",
     "MissingKeyError",

@@ -8,6 +8,7 @@ MAC(6) + `D2 FC` + device info + counter(4).
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -74,12 +75,19 @@ class Advert:
         return hits[index] if index < len(hits) else None
 
 
+_MAC = re.compile(r"[0-9A-Fa-f]{2}([:-]?)[0-9A-Fa-f]{2}(?:\1[0-9A-Fa-f]{2}){4}")
+"""Six hex pairs, all separated by ':' or all by '-' or not at all (no '0x', sign or '_')."""
+
+
 def normalize_mac(mac: str) -> str:
     """`a4c138000001` / `a4-c1-38-00-00-01` -> `A4:C1:38:00:00:01`. Raises ValueError."""
-    digits = mac.replace(":", "").replace("-", "").strip()
-    if len(digits) != 12:
-        raise ValueError(f"MAC {mac!r} is not 6 bytes")
-    int(digits, 16)
+    text = mac.strip()
+    if _MAC.fullmatch(text) is None:
+        raise ValueError(
+            f"MAC {mac!r} is not 6 bytes in hex (like 'A4:C1:38:12:34:56', 'a4-c1-38-12-34-56' "
+            "or 'a4c138123456')"
+        )
+    digits = text.replace(":", "").replace("-", "")
     return ":".join(digits[i : i + 2] for i in range(0, 12, 2)).upper()
 
 

@@ -12,6 +12,9 @@ from citynerve.gateway.api import ConfigError, ConfigIssue, DeviceConfig, PointC
 
 SeverityName = Literal["info", "warning", "minor", "major", "critical"]
 
+KEY_FILE_MAX_BYTES = 128
+"""A key file holds 32 hex digits, perhaps with ':' or spaces between bytes and a line end."""
+
 
 def parse_object_ref(value: int | str) -> int | str:
     """A point's `object`: an id (63, "0x3f") or a name from the BTHome table ("rotation")."""
@@ -65,7 +68,9 @@ class BTHomeDevice(DeviceConfig):
 
     address: str = Field(description="the node's BLE MAC, e.g. 'A4:C1:38:12:34:56'")
     key: SecretStr | None = Field(default=None, description="AES-128 key, 32 hex digits")
-    key_file: SecretPath | None = Field(default=None, description="file holding the key (32 hex digits)")
+    key_file: SecretPath | None = Field(
+        default=None, description=f"file holding the key (32 hex digits; at most {KEY_FILE_MAX_BYTES} bytes)"
+    )
     points: dict[str, BTHomePoint] = Field(default_factory=dict)  # type: ignore[assignment]
 
     @field_validator("address", mode="before")
@@ -104,8 +109,11 @@ class BTHomeDevice(DeviceConfig):
             return None
         where = f"devices[{self.id}].key_file"
         try:
-            text = self.key_file.read_text(encoding="ascii").strip()
-            return parse_key(text)
+            with self.key_file.open("rb") as f:
+                raw = f.read(KEY_FILE_MAX_BYTES + 1)  # a wrong path (a log, a disk image) is not read whole
+            if len(raw) > KEY_FILE_MAX_BYTES:
+                raise ValueError(f"longer than {KEY_FILE_MAX_BYTES} bytes: not a key file (32 hex digits)")
+            return parse_key(raw.decode("ascii").strip())
         except OSError as err:
             raise ConfigError(
                 [ConfigIssue(config_file, where, f"cannot read {self.key_file}: {err}")]

@@ -3,7 +3,8 @@
 One driver per BLE adapter (bus protocol "bthome"). Every advert of a configured node is decoded,
 decrypted with the node's key, checked against replay (the counter must increase; the last one
 survives gateway restarts through `self.state`) and duplicates, then delivered as one SampleBatch.
-Rejected adverts are counted per node and reason; nothing in an advert can stop the scanner.
+Rejected adverts are counted per node and reason; nothing in an advert can stop the scanner, and a
+fault of the driver on one advert is counted (`advert_faults`) and does not stop the listener.
 Offline detection is the bus owner's: it reads `last_seen()` against each node's heartbeat.
 """
 
@@ -24,6 +25,7 @@ from citynerve.drivers.bthome import codec
 from citynerve.drivers.bthome.config import BTHomeDevice, BTHomePoint
 from citynerve.drivers.bthome.errors import (
     BTHomeFrameError,
+    DiagParamError,
     RejectReason,
     ReplayError,
     UnencryptedAdvertError,
@@ -31,6 +33,8 @@ from citynerve.drivers.bthome.errors import (
 from citynerve.drivers.bthome.replay import CounterGuard
 from citynerve.gateway.api import (
     ChannelError,
+    ConfigError,
+    ConfigIssue,
     Event,
     EventState,
     ListenDriver,
@@ -39,7 +43,6 @@ from citynerve.gateway.api import (
     SampleBatch,
     SampleSink,
     StateStore,
-    utc_now,
 )
 
 log = logging.getLogger(__name__)
@@ -113,7 +116,8 @@ class NearbyNode:
     address: str
     rssi: int | None
     payload: bytes
-    ts: float
+    ts: float  # utc time last heard: shown, never compared (the wall clock may step)
+    mono: float  # monotonic time last heard: "heard during this scan", the longest unheard
     device_id: str | None
     count: int = 1
 
@@ -155,7 +159,12 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
         self.nearby: dict[str, NearbyNode] = {}
         self.unknown_adverts = 0  # BTHome adverts from MACs that are not configured
         self.dropped_adverts = 0  # queue overflow: the consumer fell behind
+        self.advert_faults: dict[str, int] = {}  # adverts the driver failed on, by exception type
         for dev in devices:
+            if (other := self._by_mac.get(dev.address)) is not None:
+                # One MAC, two devices: the adverts would go to one of them and the other be "offline".
+                msg = f"address {dev.address} is already used on bus {bus.id!r} by device {other.config.id!r}"
+                raise ConfigError([ConfigIssue("", f"devices[{dev.id}].address", msg, subject=dev.id)])
             points = tuple((name, p) for name, p in dev.points.items() if p.enabled)
             rt = _DeviceRuntime(dev, None, points, DeviceLinkStats())
             self._runtime[dev.id] = rt
@@ -194,12 +203,13 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
         node = self.nearby.get(adv.address)
         if node is None:
             if len(self.nearby) >= NEARBY_MAX:
-                del self.nearby[min(self.nearby, key=lambda a: self.nearby[a].ts)]
+                del self.nearby[min(self.nearby, key=lambda a: self.nearby[a].mono)]
             self.nearby[adv.address] = NearbyNode(
-                adv.address, adv.rssi, payload, adv.ts, rt.config.id if rt else None
+                adv.address, adv.rssi, payload, adv.ts, adv.mono, rt.config.id if rt else None
             )
         else:
-            node.rssi, node.payload, node.ts, node.count = adv.rssi, payload, adv.ts, node.count + 1
+            node.rssi, node.payload, node.ts, node.mono = adv.rssi, payload, adv.ts, adv.mono
+            node.count += 1
         if rt is None:
             self.unknown_adverts += 1
             return
@@ -260,24 +270,43 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
                     rt.alarms[name] = stored == "1"
 
     async def handle(self, adv: Advertisement, sink: SampleSink) -> None:
-        """Decode, check and deliver one advertisement. Bad adverts are counted, never raised."""
+        """Decode, check and deliver one advertisement. Bad adverts are counted, never raised; so is
+        a fault of the driver itself on one advert (`advert_faults`), so that one advert can never
+        stop the listener. What `sink` raises is the caller's (the bus owner restarts `listen`)."""
         rt = self._by_mac.get(adv.address)
         payload = adv.service_data_16(codec.UUID16)
         if rt is None or payload is None:
             return
+        try:
+            readings = await self._readings(rt, adv, payload)
+        except Exception as err:  # a driver bug on one advert: counted and logged, the others go on
+            self._advert_fault(rt, err)
+            return
+        if readings is None:
+            return
+        batch, events = readings
+        if batch is not None:
+            sink.submit(batch)
+        for event in events:
+            sink.event(event)
+
+    async def _readings(
+        self, rt: _DeviceRuntime, adv: Advertisement, payload: bytes
+    ) -> tuple[SampleBatch | None, list[Event]] | None:
+        """What one advert of a configured node delivers, or None (a duplicate, refused, over rate)."""
         stats = rt.stats
         rt.heard = (payload, adv.ts, adv.rssi)
-        if payload == rt.last_payload and payload[0] & codec.FLAG_ENCRYPTED:
+        if payload and payload == rt.last_payload and payload[0] & codec.FLAG_ENCRYPTED:
             # The node repeating its last advert, already authenticated: skip the decryption.
             stats.duplicates += 1
-            return
+            return None
         try:
             advert = codec.parse(payload, mac=adv.address, cipher=rt.cipher)
             if rt.config.encrypted and not advert.encrypted:
                 raise UnencryptedAdvertError(adv.address, payload)
             if self._is_duplicate(rt, advert, payload, adv.mono):
                 stats.duplicates += 1
-                return
+                return None
             if advert.counter is not None:
                 last = await self._guard.last(adv.address)
                 if last is not None and advert.counter <= last:
@@ -290,7 +319,7 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
             if not stats.failing:
                 stats.failing = True
                 log.warning("device %s: advert rejected (%s): %s", rt.config.id, reason, err)
-            return
+            return None
         if stats.failing:
             stats.failing = False
             log.info("device %s: adverts accepted again", rt.config.id)
@@ -302,7 +331,7 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
                     ADVERTS_PER_S,
                     stats.rate_limited,
                 )
-            return
+            return None
         stats.accepted += 1
         stats.last_seen = adv.ts
         stats.last_rssi = adv.rssi
@@ -311,7 +340,21 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
         rt.last_payload, rt.last_ts, rt.last_mono = payload, adv.ts, adv.mono
         if not rt.alarms_loaded:
             await self._load_alarms(rt)
-        self._deliver(rt, advert, adv.ts, sink)
+        return self._batch(rt, advert, adv.ts)
+
+    def _advert_fault(self, rt: _DeviceRuntime, err: Exception) -> None:
+        kind = type(err).__name__
+        n = self.advert_faults[kind] = self.advert_faults.get(kind, 0) + 1
+        rt.stats.last_error = f"driver fault ({kind}): {err}"
+        if n == 1 or n % 10_000 == 0:  # once per kind, then rarely: a flood must not flood the log
+            log.error(
+                "bus %s: device %s: advert dropped, the driver failed on it (%s, %d so far)",
+                self.bus.id,
+                rt.config.id,
+                kind,
+                n,
+                exc_info=err,
+            )
 
     def _is_duplicate(self, rt: _DeviceRuntime, advert: codec.Advert, payload: bytes, mono: float) -> bool:
         if payload != rt.last_payload:
@@ -322,7 +365,9 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
         pid = advert.packet_id
         return pid is not None and mono - rt.last_mono < DEDUPE_WINDOW_S
 
-    def _deliver(self, rt: _DeviceRuntime, advert: codec.Advert, ts: float, sink: SampleSink) -> None:
+    def _batch(
+        self, rt: _DeviceRuntime, advert: codec.Advert, ts: float
+    ) -> tuple[SampleBatch | None, list[Event]]:
         samples: list[Sample] = []
         events: list[Event] = []
         for name, point in rt.points:
@@ -338,10 +383,7 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
                     self._alarms_dirty.add((rt.config.id, name))
                 if on != bool(was) and (was is not None or on):
                     events.append(self._event(rt.config, name, point, on, m.value, ts))
-        if samples:
-            sink.submit(SampleBatch(rt.config.id, ts, tuple(samples)))
-        for event in events:
-            sink.event(event)
+        return (SampleBatch(rt.config.id, ts, tuple(samples)) if samples else None), events
 
     @staticmethod
     def _event(dev: BTHomeDevice, name: str, point: BTHomePoint, on: bool, value: Any, ts: float) -> Event:
@@ -372,24 +414,27 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
         return {dev_id: rt.stats for dev_id, rt in self._runtime.items()}
 
     def input_stats(self) -> dict[str, int]:
-        """Adverts refused on this radio: unknown nodes, queue overflow, over-rate, rejected."""
+        """Adverts refused on this radio: unknown nodes, queue overflow, over-rate, rejected, and
+        those the driver failed on (`advert_faults`: a bug, logged with its traceback)."""
         return {
             "unknown_adverts": self.unknown_adverts,
             "dropped_adverts": self.dropped_adverts,
             "rate_limited": sum(rt.stats.rate_limited for rt in self._runtime.values()),
             "rejected_adverts": sum(rt.stats.rejected_total for rt in self._runtime.values()),
+            "advert_faults": sum(self.advert_faults.values()),
         }
 
     async def diag(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """Actions: `scan` {duration}, `stats`, `reset-counter` {device}."""
         if action == "scan":
-            return await self._diag_scan(float(params.get("duration", 5.0)))
+            return await self._diag_scan(_scan_duration(params.get("duration", 5.0)))
         if action == "stats":
             sc = self._scanner.stats if self._scanner else None
             return {
                 "devices": {dev_id: s.as_dict() for dev_id, s in self.stats().items()},
                 "unknown_adverts": self.unknown_adverts,
                 "dropped_adverts": self.dropped_adverts,
+                "advert_faults": dict(self.advert_faults),
                 "scanner": None
                 if sc is None
                 else {
@@ -441,9 +486,7 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
         }
 
     async def _diag_scan(self, duration: float) -> dict[str, Any]:
-        if not 0 < duration <= 300:
-            raise PermanentError(f"scan duration {duration:g} s is outside 0..300 s")
-        since = utc_now()
+        since = time.monotonic()  # not the wall clock: a step during the scan would hide every node
         scanner = self.scanner
         started = not scanner.scanning
         if started:
@@ -461,7 +504,7 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
         }
 
     def _seen_since(self, since: float) -> list[NearbyNode]:
-        return sorted((n for n in self.nearby.values() if n.ts >= since), key=lambda n: -(n.rssi or -999))
+        return sorted((n for n in self.nearby.values() if n.mono >= since), key=lambda n: -(n.rssi or -999))
 
     def _describe_nearby(self, node: NearbyNode) -> dict[str, Any]:
         rt = self._by_mac.get(node.address)
@@ -488,3 +531,14 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
         except BTHomeFrameError as err:
             out["error"] = f"{err.reason_code}: {err.reason}"
         return out
+
+
+def _scan_duration(raw: Any) -> float:
+    """The `duration` of diag `scan` (seconds, 0 < d <= 300). Raises DiagParamError."""
+    try:
+        duration = float(raw)
+    except (TypeError, ValueError) as err:
+        raise DiagParamError("scan", "duration", f"expected seconds, got {raw!r}") from err
+    if isinstance(raw, bool) or not 0 < duration <= 300:  # NaN fails the comparison too
+        raise DiagParamError("scan", "duration", f"expected 0 < seconds <= 300, got {raw!r}")
+    return duration

@@ -1,10 +1,10 @@
-"""Typed errors of the BTHome codec. All are FrameErrors: a bad advert is a transient thing."""
+"""Typed errors of the BTHome driver. Advert errors are FrameErrors: a bad advert is a transient thing."""
 
 from __future__ import annotations
 
 import enum
 
-from citynerve.gateway.api import FrameError, FrameFault
+from citynerve.gateway.api import FrameError, FrameFault, PermanentError
 
 PROTOCOL = "bthome"
 
@@ -17,6 +17,7 @@ class RejectReason(enum.StrEnum):
     NO_KEY = "no_key"  # encrypted, but no key is configured for the device
     UNENCRYPTED = "unencrypted"  # plaintext from a device that has a key (downgrade attempt)
     REPLAY = "replay"  # counter not above the last accepted one
+    STORE_UNAVAILABLE = "store_unavailable"  # the last accepted counter could not be read: no check
 
 
 class BTHomeFrameError(FrameError):
@@ -78,3 +79,29 @@ class ReplayError(BTHomeFrameError):
         self.counter = counter
         self.last_counter = last_counter
         super().__init__(f"counter {counter} from {mac} is not above the last accepted {last_counter}", data)
+
+
+class CounterUnavailableError(BTHomeFrameError):
+    """The node's last accepted counter could not be read from the gateway's store, so a replay
+    could not be told from a fresh advert: refused, and the read is tried again at the next one.
+    Nothing is wrong with the advert itself; `cause` is what the store raised."""
+
+    reason_code = RejectReason.STORE_UNAVAILABLE
+
+    def __init__(self, mac: str, cause: BaseException) -> None:
+        self.mac = mac
+        self.cause = cause
+        super().__init__(
+            f"cannot read the last counter of {mac} from the gateway's store ({cause}): refused until "
+            "it can be read"
+        )
+
+
+class DiagParamError(PermanentError):
+    """A diagnostic action got a parameter it cannot use (from the CLI or a remote command)."""
+
+    def __init__(self, action: str, param: str, reason: str) -> None:
+        self.action = action
+        self.param = param
+        self.reason = reason
+        super().__init__(f"diag {action}: parameter {param!r}: {reason}")

@@ -10,6 +10,7 @@ Drivers never schedule, retry or back off: the bus owner does, the same way for 
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -115,6 +116,17 @@ class DriverSpec:
     point_model: type[PointConfig]
     factory: Callable[..., Driver[Any, Any]]  # (bus, devices, state=None) -> Driver
     description: str = ""
+    normalize_address: Callable[[str], str] | None = None
+    """A device address as the driver reads it (BTHome: 'a4c138000001' -> 'A4:C1:38:00:00:01'), so
+    that two spellings of one address are one address. Raises ValueError for a bad address."""
+
+    def address_key(self, address: int | str) -> str:
+        """What two devices on one bus must not share: the address as the driver reads it, or as
+        written (any case) without a normalizer or when it is bad (the device model reports that)."""
+        if self.normalize_address is not None:
+            with contextlib.suppress(ValueError):
+                return self.normalize_address(str(address))
+        return str(address).lower()
 
 
 FrameDecoder = Callable[..., dict[str, Any]]

@@ -435,9 +435,11 @@ class _Loader:
                 seen[dev_id] = i
             addr = item.get("address")
             if isinstance(item.get("bus"), str) and isinstance(addr, int | str):
-                # Instances behind one unit id (a DALI gateway's ballasts) differ by register_base.
-                base = item.get("register_base", 0)
-                addr_key = (item["bus"], str(addr).lower(), str(base).lower())
+                # Instances behind one unit id (a DALI gateway's ballasts) differ by register_base;
+                # an address counts as its driver reads it ('a4c138000001' is A4:C1:38:00:00:01).
+                base, spec = item.get("register_base", 0), specs.get(item["bus"])
+                read_as = spec.address_key(addr) if spec else str(addr).lower()
+                addr_key = (item["bus"], read_as, str(base).lower())
                 if addr_key in addresses:
                     first = addresses[addr_key]
                     msg = f"address {addr!r} is already used on bus {item['bus']!r} by devices[{first}]"

@@ -8,8 +8,10 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from ble_support import manhole_device
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from citynerve.drivers.bthome import codec
 from citynerve.drivers.bthome.decode import decode
@@ -147,8 +149,42 @@ def test_key_and_mac_parsing() -> None:
     with pytest.raises(ValueError, match="16 bytes"):
         codec.parse_key("abcd")
     assert codec.normalize_mac("5448e68f80a5") == DOC_MAC
+    assert codec.normalize_mac(" 54-48-e6-8f-80-a5 ") == codec.normalize_mac("54:48:e6:8f:80:a5") == DOC_MAC
     with pytest.raises(ValueError):
         codec.normalize_mac("54:48:E6")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "0x5448e68f80",
+        "+5448e68f80a",
+        "5448_e68f80a",
+        "54:48:e6:8f:80:a5:",
+        "54:48-e6:8f:80:a5",
+        "5448e6 8f80a5",
+    ],
+)
+def test_a_mac_is_twelve_hex_digits_and_nothing_else(bad: str) -> None:
+    """int(digits, 16) took a '0x' prefix, a sign and '_' separators as hex: a config with such a
+    MAC passed, and the decoder then raised an untyped ValueError on it."""
+    with pytest.raises(ValueError, match="not 6 bytes"):
+        codec.normalize_mac(bad)
+    with pytest.raises(ValidationError, match="not 6 bytes"):
+        manhole_device(mac=bad)  # a config naming it is refused
+    payload = bytes.fromhex("41a47266c95f730011223378237214")
+    with pytest.raises(MalformedAdvertError, match="bad MAC"):
+        decode(payload, mac=bad, key=DOC_KEY.hex())
+
+
+@given(st.text(alphabet="0123456789abcdefABCDEFxX:-_+ ", max_size=20))
+def test_normalize_mac_gives_a_mac_or_a_value_error(text: str) -> None:
+    try:
+        mac = codec.normalize_mac(text)
+    except ValueError:
+        return
+    assert codec.normalize_mac(mac) == mac and len(codec.mac_bytes(mac)) == 6
+    assert mac.replace(":", "") == text.strip().replace(":", "").replace("-", "").upper()
 
 
 def test_decoder_entry_point() -> None:

@@ -219,6 +219,46 @@ async def test_key_file_and_config_errors(tmp_path: Path, radio: VirtualRadio) -
     assert "abcdef" not in repr(manhole_device(key=bytes.fromhex("abcdef" + "00" * 13)))  # key is secret
 
 
+def test_a_key_file_is_read_up_to_a_bound(tmp_path: Path) -> None:
+    """key_file pointing at something big (a log, a disk image): refused without reading it whole."""
+    import tracemalloc
+
+    from citynerve.drivers.bthome.config import KEY_FILE_MAX_BYTES
+
+    big = tmp_path / "big.key"
+    with big.open("wb") as f:
+        f.truncate(8 * 2**20)  # sparse: 8 MiB to read, none on disk
+    dev = manhole_device(key=None, key_file=str(big))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ConfigError) as info:
+            dev.resolve_key("gw.toml")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024, peak
+    (issue,) = info.value.issues
+    assert (issue.file, issue.path) == ("gw.toml", "devices[mh-1].key_file")
+    assert f"longer than {KEY_FILE_MAX_BYTES} bytes" in issue.message
+    at_bound = tmp_path / "padded.key"  # the key, padded with blanks up to the bound: accepted
+    at_bound.write_text(KEY.hex().ljust(KEY_FILE_MAX_BYTES - 1) + "\n")
+    assert manhole_device(key=None, key_file=str(at_bound)).resolve_key() == KEY
+    at_bound.write_text(KEY.hex().ljust(KEY_FILE_MAX_BYTES) + "\n")
+    with pytest.raises(ConfigError, match="longer than"):
+        manhole_device(key=None, key_file=str(at_bound)).resolve_key()
+
+
+def test_two_devices_with_one_mac_are_a_config_error(radio: VirtualRadio) -> None:
+    """The loader refuses this already; a driver built otherwise (diag, tests) must not silently
+    give the node's adverts to the last device only."""
+    devices = [manhole_device(), manhole_device(mac="a4c138000001", dev_id="mh-2")]
+    with pytest.raises(ConfigError) as info:
+        BTHomeDriver(bus_config(radio), devices)
+    (issue,) = info.value.issues
+    assert issue.path == "devices[mh-2].address"
+    assert issue.message == f"address {MAC} is already used on bus 'ble0' by device 'mh-1'"
+
+
 def test_point_model() -> None:
     assert BTHomePoint(name="t", object="0x3F").object == 0x3F
     assert BTHomePoint(name="t", object=63).object == 0x3F
@@ -303,9 +343,14 @@ def test_diag_decode_cli_uses_this_decoder() -> None:
 
 
 async def test_store_failure_does_not_stop_delivery(radio: VirtualRadio, listening: Any) -> None:
+    """The alarm state cannot be read: alarms are raised from what the node says (a counter that
+    cannot be read refuses the advert instead: test_replay_store.py)."""
+
     class BrokenState(MemoryState):
         async def get(self, key: str) -> str | None:
-            raise OSError("disk I/O error")
+            if key.startswith("bthome.alarm."):
+                raise OSError("disk I/O error")
+            return await super().get(key)
 
     driver, sink = await listening([manhole_device()], BrokenState())
     node = ManholeCoverNode(radio, MAC, key=KEY)

@@ -114,6 +114,47 @@ async def test_scanner_accepts_a_link_object(radio: VirtualRadio) -> None:
     assert got and got[0].service_data_16(0xFCD2) == b"\x40\x01\x64"
 
 
+@pytest.mark.parametrize("passive", [True, False])
+async def test_thousands_of_rotating_addresses_leave_no_state_in_bumble(
+    radio: VirtualRadio, passive: bool
+) -> None:
+    """Phones rotate their random address every few minutes: a street cabinet hears thousands a
+    day. bumble's per-address accumulators must not keep one for each (about 1 KiB apiece)."""
+    from bumble import ll
+    from bumble.hci import Address
+
+    from citynerve.drivers.ble._bumble import ACCUMULATORS_MAX, BumbleBackend
+
+    heard = 0
+
+    def count(adv: Advertisement) -> None:
+        nonlocal heard
+        heard += 1
+
+    n = 3 * ACCUMULATORS_MAX + 1000
+    phone_data = bytes([2, 1, 6, 9, 0xFF, 0x4C, 0, 1, 2, 3, 4, 5, 6])  # manufacturer data, no BTHome
+    async with Scanner(bus_config(radio, passive=passive), count) as scanner:
+        backend = scanner.backend
+        assert isinstance(backend, BumbleBackend) and backend._device is not None
+        accumulators = backend._device.advertisement_accumulators
+        sender = VirtualAdvertiser(radio, "C0:00:00:00:00:01")
+        await sender.power_on()
+        most = 0
+        for i in range(n):
+            mac = f"C1:00:00:{i >> 16 & 0xFF:02X}:{i >> 8 & 0xFF:02X}:{i & 0xFF:02X}"
+            pdu = ll.AdvInd(advertiser_address=Address(mac), data=phone_data)
+            sender.controller.send_advertising_pdu(pdu)
+            if i % 100 == 99:
+                await asyncio.sleep(0)
+                most = max(most, len(accumulators))
+        async with asyncio.timeout(30):
+            while heard < n:
+                await asyncio.sleep(0.01)
+                most = max(most, len(accumulators))
+    assert heard >= n  # an active scan also reports the virtual controller's scan responses
+    assert most <= (1 if passive else ACCUMULATORS_MAX), most
+
+
 class CountingBackend(ScannerBackend):
     """Records what the watchdog asks of a backend (the real one is exercised above)."""
 

@@ -146,6 +146,34 @@ address = 7
     assert found == {"devices[1].address": "address 7 is already used on bus 'rs485-1' by devices[0]"}
 
 
+@pytest.mark.parametrize("second", ["a4c138000001", "a4-c1-38-00-00-01", " A4:c1:38:00:00:01"])
+def test_one_ble_mac_written_two_ways_is_used_twice(tmp_path: Path, second: str) -> None:
+    """A MAC is compared as the driver reads it: the driver would give one node's adverts to one
+    device and leave the other without readings."""
+    ble = """
+[[buses]]
+id = "ble0"
+protocol = "bthome"
+backend = "bleak"
+"""
+    devices = "".join(
+        f"""
+[[devices]]
+id = "mh-{i}"
+bus = "ble0"
+profile = "bthome-manhole-cover"
+address = "{mac}"
+{LOC}
+"""
+        for i, mac in enumerate(["A4:C1:38:00:00:01", second])
+    )
+    found = issues(write(tmp_path, HEAD + ble + devices))
+    assert found == {"devices[1].address": f"address {second!r} is already used on bus 'ble0' by devices[0]"}
+    # A bad MAC is not compared: the device model says what is wrong with it.
+    found = issues(write(tmp_path, HEAD + ble + devices.replace(second, "0xA4C1380000")))
+    assert set(found) == {"devices[1].address"} and "not 6 bytes" in found["devices[1].address"]
+
+
 def test_bad_values_in_sections_and_missing_gateway(tmp_path: Path) -> None:
     path = write(
         tmp_path,
