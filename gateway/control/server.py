@@ -96,7 +96,8 @@ class ControlServer:
                         "control client %s sent no request in %.0f s: closed", peer, self.idle_timeout_s
                     )
                     return
-                except ValueError:  # the line is over the reader's limit
+                except ValueError:  # the line is over the reader's limit: say so, then close
+                    await self._send(writer, _error("BadRequest", f"request larger than {MAX_LINE} bytes"))
                     return
                 if not line:
                     return

@@ -14,7 +14,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from citynerve.gateway.control import ask
+import pytest
+
+from citynerve.gateway.control import ControlError, ask
 from citynerve.gateway.control.server import ControlServer
 from tests.fieldtools.conftest import wait_for
 
@@ -77,6 +79,9 @@ async def test_clients_over_the_limit_are_refused_at_once(short_dir: Path) -> No
         # The server holds the 4 it serves and none of the 40 (each of which it closed).
         assert _fds() - before <= 4 + 4 + 40
         assert server.open_clients == 4 and server.refused_busy == 40
+        with pytest.raises(ControlError) as busy:  # what the CLI then says
+            await ask(path, "ping")
+        assert busy.value.type == "Busy" and "control socket busy" in busy.value.message
         for _, writer in extras:
             writer.close()
         held.pop()[1].close()
