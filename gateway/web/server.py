@@ -79,7 +79,8 @@ class WebServerError(PermanentError):
 
 
 class _ClientGone(Exception):
-    """The client closed the connection before sending a request (a browser's spare socket)."""
+    """The client closed or reset the connection before sending a whole request (a browser's spare
+    socket, a phone leaving the Wi-Fi): nothing to answer, nothing to log."""
 
 
 _Answer = tuple[int, str, bytes, dict[str, str]]
@@ -326,6 +327,8 @@ class StatusServer:
         except TimeoutError:
             self.timeouts += 1
             raise _BadRequest(408, "timeout") from None
+        except OSError as err:  # reset or broken by the client: it went away, not a server bug
+            raise _ClientGone from err
 
     async def _read_head(self, reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str]]:
         try:
@@ -457,8 +460,8 @@ class StatusServer:
                 writer.write(body)
             async with asyncio.timeout(WRITE_DEADLINE_S):  # a client that does not read is dropped
                 await writer.drain()
-        except (ConnectionError, TimeoutError, _ClientGone):
-            pass  # the client went away
+        except (OSError, _ClientGone):  # ConnectionError, TimeoutError: the client went away
+            pass
         finally:
             self._open.discard(writer)
             writer.close()
