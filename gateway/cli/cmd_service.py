@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from citynerve.gateway.cli._common import console, fail, json_option, print_json
+from citynerve.gateway.cli._common import console, esc, fail, json_option, print_json
 from citynerve.gateway.cli._groups import main
 from citynerve.gateway.service import StepKind, install, plan_install, render_unit
 from citynerve.gateway.service.install import ServiceInstallError, citynerve_command
@@ -67,8 +67,8 @@ def install_cmd(
             mark = "[dim]skip[/]"
         else:
             mark = "[yellow]would[/]" if dry_run else "[green]done[/]"
-        cmd = f"  [dim]$ {' '.join(step.command)}[/]" if step.command and dry_run else ""
-        console.print(f"{mark} {step.what}{cmd}", highlight=False)
+        cmd = f"  [dim]$ {esc(' '.join(step.command))}[/]" if step.command and dry_run else ""
+        console.print(f"{mark} {esc(step.what)}{cmd}", highlight=False)
 
 
 @service.command("unit")
