@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import click
 from pydantic import ValidationError
 
+from citynerve.gateway.api import ConfigError
 from citynerve.gateway.cli._common import (
     EXIT_INVALID,
     config_option,
@@ -83,14 +83,15 @@ def packs(as_json: bool) -> None:
 def check(file: Path, as_json: bool) -> None:
     """Validate FILE: a rule pack (top-level id, description, source, [[rules]]) or a TOML file with a
     [rules] table as in the gateway config. Exits 2 and lists every problem with its key path."""
+    from citynerve.gateway.config.tomlfile import read_toml
     from citynerve.gateway.rules import RulesConfig
 
-    try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not file.exists():
         fail(f"no such file: {file}", EXIT_INVALID)
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        fail(f"{file}: cannot read TOML: {err}", EXIT_INVALID)
+    try:
+        data = read_toml(file)  # bounded: size first, nesting cannot escape as a RecursionError
+    except ConfigError as err:
+        fail(f"{file}: cannot read TOML: {err.issues[0].message}", EXIT_INVALID)
     if "rules" in data and isinstance(data["rules"], dict):
         table, what = data["rules"], "[rules] table"
     elif "id" in data:
