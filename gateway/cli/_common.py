@@ -75,6 +75,14 @@ def print_json(obj: Any) -> None:
     click.echo(json.dumps(obj, ensure_ascii=False, indent=2, default=str))
 
 
+def esc(value: object) -> str:
+    """`value` as plain text inside rich markup: a device's, a file's or an operator's words with
+    brackets in them (`[/]`, `[east]`) print as they are instead of crashing or vanishing."""
+    from rich.markup import escape
+
+    return escape(str(value))
+
+
 def gateway_error_exit(err: GatewayError) -> NoReturn:
     fail(str(err))
 
@@ -85,6 +93,7 @@ __all__ = [
     "EXIT_INVALID",
     "allow_insecure_secrets_option",
     "config_option",
+    "esc",
     "fail",
     "gateway_error_exit",
     "issue_dict",

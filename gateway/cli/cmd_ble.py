@@ -22,6 +22,7 @@ from citynerve.gateway.cli._common import (
     EXIT_INVALID,
     config_option,
     console,
+    esc,
     fail,
     json_option,
     load_or_exit,
@@ -143,23 +144,23 @@ def scan(
 
 def _table(devices: list[dict[str, Any]], where: str, duration: float) -> None:
     if not devices:
-        console.print(f"[bold red]nothing heard[/] on {where} in {duration:g} s", highlight=False)
+        console.print(f"[bold red]nothing heard[/] on {esc(where)} in {duration:g} s", highlight=False)
         return
-    table = Table(title=f"BTHome devices heard on {where} in {duration:g} s")
+    table = Table(title=f"BTHome devices heard on {esc(where)} in {duration:g} s")
     for col in ("address", "RSSI", "encrypted", "configured", "values / error"):
         table.add_column(col)
     for d in devices:
         values = d.get("values")
         shown = (
-            f"[red]{d['error']}[/]"
+            f"[red]{esc(d['error'])}[/]"
             if d.get("error")
-            else ", ".join(f"{k}={v}" for k, v in (values or {}).items())
+            else esc(", ".join(f"{k}={v}" for k, v in (values or {}).items()))
         )
         table.add_row(
-            d["address"],
+            esc(d["address"]),
             "" if d.get("rssi") is None else f"{d['rssi']} dBm",
             "yes" if d.get("encrypted") else "no",
-            f"[green]{d['device_id']}[/]" if d.get("configured") else "no",
-            shown.replace("[", r"\[") if not d.get("error") else shown,
+            f"[green]{esc(d['device_id'])}[/]" if d.get("configured") else "no",
+            shown,
         )
     console.print(table)

@@ -17,6 +17,7 @@ from citynerve.gateway.cli._common import (
     EXIT_FAILED,
     config_option,
     console,
+    esc,
     fail,
     json_option,
     load_or_exit,
@@ -73,11 +74,11 @@ def certs(config_path: Path, as_json: bool) -> None:
         for c in found:
             days = f"{c.days_left:.1f}"
             mark = f"[red]{days}[/]" if c.days_left <= warn else days
-            t.add_row(c.role, c.subject, c.issuer, c.to_dict()["not_after_iso"], mark, c.file)
+            t.add_row(c.role, esc(c.subject), esc(c.issuer), c.to_dict()["not_after_iso"], mark, esc(c.file))
         if found:
             console.print(t)
         if expiring:
-            names = ", ".join(c.subject_key for c in expiring)
+            names = esc(", ".join(c.subject_key for c in expiring))
             console.print(f"[red]inside the {warn:g}-day warning window: {names}[/]", highlight=False)
     if expiring:
         raise SystemExit(EXIT_FAILED)

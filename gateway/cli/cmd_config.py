@@ -18,6 +18,7 @@ from citynerve.gateway.cli._common import (
     config_option,
     console,
     err_console,
+    esc,
     fail,
     issue_dict,
     json_option,
@@ -66,8 +67,9 @@ def check(file: Path, allow_insecure_secrets: bool, as_json: bool) -> None:
     for warning in cfg.warnings:
         err_console.print(str(warning), style="yellow", highlight=False, markup=False, soft_wrap=True)
     console.print(
-        f"[green]valid[/]: gateway {cfg.gateway.id}, {len(cfg.buses)} buses, {len(cfg.devices)} devices, "
-        f"{points} points, profiles: {', '.join(sorted(cfg.profiles)) or 'none'}",
+        f"[green]valid[/]: gateway {esc(cfg.gateway.id)}, {len(cfg.buses)} buses, "
+        f"{len(cfg.devices)} devices, {points} points, "
+        f"profiles: {esc(', '.join(sorted(cfg.profiles)) or 'none')}",
         highlight=False,
     )
 
@@ -90,12 +92,20 @@ def history(config_path: Path, as_json: bool) -> None:
             {"current": current, "pending": pending, "snapshots": [s.to_dict() for s in snaps], "log": events}
         )
         return
-    console.print(f"running: version {current['version']} sha256 {current['sha256'][:16]}", highlight=False)
+    console.print(
+        f"running: version {current['version']} sha256 {current['sha256'][:16]}",
+        highlight=False,
+        markup=False,
+    )
     if pending:
-        console.print(f"pending health check: version {pending.get('version')}", highlight=False)
+        console.print(
+            f"pending health check: version {pending.get('version')}", highlight=False, markup=False
+        )
     for s in reversed(snaps):
         console.print(
-            f"snapshot {s.seq:4d}  {_when(s.saved_at)}  version {s.version}  {s.sha256[:16]}", highlight=False
+            f"snapshot {s.seq:4d}  {_when(s.saved_at)}  version {s.version}  {s.sha256[:16]}",
+            highlight=False,
+            markup=False,
         )
     for e in reversed(events[-20:]):
         why = f"  ({e['reason']})" if e.get("reason") else ""
@@ -141,9 +151,11 @@ def rollback(version: str | None, config_path: Path, no_reload: bool, as_json: b
         print_json(out)
         return
     reloaded = report.message() if report else "not reloaded"
-    console.print(f"config rolled back to version {snap.version} (was {before['version']}); {reloaded}")
+    console.print(
+        f"config rolled back to version {snap.version} (was {before['version']}); {reloaded}", markup=False
+    )
     if out["restart_needed_for"]:
-        console.print(f"restart needed for: {', '.join(out['restart_needed_for'])}")
+        console.print(f"restart needed for: {', '.join(out['restart_needed_for'])}", markup=False)
 
 
 @config.command("reload")

@@ -15,7 +15,15 @@ import click
 from rich.tree import Tree
 
 from citynerve.gateway.api import FrameError, GatewayError
-from citynerve.gateway.cli._common import EXIT_FAILED, EXIT_INVALID, console, fail, json_option, print_json
+from citynerve.gateway.cli._common import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    console,
+    esc,
+    fail,
+    json_option,
+    print_json,
+)
 from citynerve.gateway.cli._groups import diag
 
 GROUP = "citynerve.decoders"
@@ -67,9 +75,9 @@ def _tree(node: Tree, value: Any) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
             if isinstance(item, dict | list) and item:
-                _tree(node.add(f"[bold]{key}[/]"), item)
+                _tree(node.add(f"[bold]{esc(key)}[/]"), item)
             else:
-                node.add(f"[bold]{key}[/]: {_text(key, item)}")
+                node.add(f"[bold]{esc(key)}[/]: {_text(key, item)}")
     elif isinstance(value, list):
         for i, item in enumerate(value):
             if isinstance(item, dict | list):
@@ -81,7 +89,7 @@ def _tree(node: Tree, value: Any) -> None:
 def _text(key: str, item: Any) -> str:
     if key == "ok" and isinstance(item, bool):
         return "[green]yes[/]" if item else "[bold red]NO (mismatch)[/]"
-    return str(item).replace("[", r"\[")
+    return esc(item)
 
 
 def _options(pairs: tuple[str, ...]) -> dict[str, str]:

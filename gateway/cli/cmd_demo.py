@@ -61,9 +61,7 @@ def demo(duration_s: float, workdir: Path, scenario_name: str, broker: str) -> N
     """
     missing = [name for name in SIM_PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
-        from rich.markup import escape  # fail() prints markup: keep the brackets of '.[sim]'
-
-        fail(escape(f"the demo needs {', '.join(missing)}: pip install 'citynerve[sim]'"))
+        fail(f"the demo needs {', '.join(missing)}: pip install 'citynerve[sim]'")  # plain text
     setup_logging("warning", "text")
     logging.getLogger("citynerve").setLevel(logging.WARNING)
     from citynerve.hil.demo import run_demo

@@ -21,6 +21,7 @@ from citynerve.gateway.cli._common import (
     EXIT_INVALID,
     config_option,
     console,
+    esc,
     fail,
     json_option,
     load_or_exit,
@@ -68,7 +69,9 @@ def list_devices(config_path: Path, as_json: bool) -> None:
         loc = r["location"]
         where = " / ".join(str(loc[k]) for k in ("building", "floor", "room", "text") if loc.get(k))
         address = f"{r['address']} +{r['register_base']}" if "register_base" in r else str(r["address"])
-        t.add_row(r["id"], r["bus"], r["profile"], address, where, str(r["points"]), str(r["enabled"]))
+        t.add_row(
+            *(esc(c) for c in (r["id"], r["bus"], r["profile"], address, where, r["points"], r["enabled"]))
+        )
     console.print(t)
 
 
@@ -100,7 +103,7 @@ def _apply_and_reload(
         cfg, backup = editor.save(text)
     except ConfigError as err:
         print_config_issues(err)
-        console.print(f"{editor.path} was not changed", highlight=False)
+        console.print(f"{editor.path} was not changed", highlight=False, markup=False)
         sys.exit(EXIT_INVALID)
     if no_reload:
         return backup, None
@@ -128,11 +131,11 @@ def _report(
         return
     style = {"reloaded": "green", "not_running": "green", "not_asked": "green"}.get(outcome, "yellow")
     console.print(
-        f"[green]{action}[/] {device_id} in {path} (previous file kept as {backup})",
+        f"[green]{action}[/] {esc(device_id)} in {esc(path)} (previous file kept as {esc(backup)})",
         highlight=False,
         soft_wrap=True,
     )
-    console.print(f"[{style}]{message}[/]", highlight=False, soft_wrap=True)
+    console.print(f"[{style}]{esc(message)}[/]", highlight=False, soft_wrap=True)
 
 
 @devices.command("add")

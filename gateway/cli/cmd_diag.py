@@ -72,7 +72,9 @@ def ports(as_json: bool) -> None:
         for col in ("device", "usb id", "serial number", "description"):
             table.add_column(col)
         for p in found:
-            table.add_row(p["device"], p["usb_id"] or "-", p["serial_number"] or "-", p["description"] or "-")
+            table.add_row(
+                *(_common.esc(p[k] or "-") for k in ("device", "usb_id", "serial_number", "description"))
+            )
         _common.console.print(table)
     else:
         _common.err_console.print("no serial ports found (is the USB RS-485 adapter plugged in?)")
@@ -215,11 +217,11 @@ def modbus_scan(
         print_json(result)
     else:
         if result["answered"]:
-            t = Table(title=f"bus {bus_id}: units that answered ({result['route']})")
+            t = Table(title=_common.esc(f"bus {bus_id}: units that answered ({result['route']})"))
             for col in ("unit", "reply", "exception code"):
                 t.add_column(col)
             for a in result["answered"]:
-                t.add_row(str(a["unit"]), a["reply"], str(a.get("exception_code") or "-"))
+                t.add_row(str(a["unit"]), _common.esc(a["reply"]), str(a.get("exception_code") or "-"))
             _common.console.print(t)
         _common.console.print(
             f"{len(result['answered'])} of {last - first + 1} unit ids answered in {result['elapsed_s']} s"
@@ -299,7 +301,9 @@ def modbus_read(
             t.add_row(str(address + i), str(reg), f"0x{reg:04X}")
     _common.console.print(t)
     if "value" in result:
-        _common.console.print(f"as {result['type']}: [bold]{result['value']}[/]", highlight=False)
+        _common.console.print(
+            f"as {result['type']}: [bold]{_common.esc(result['value'])}[/]", highlight=False
+        )
     if "orders" in result:
         _show_orders(result)
 
@@ -332,7 +336,7 @@ def _show_orders(result: dict[str, Any]) -> None:
     plausible = result["plausible_orders"]["by_type"]
     for layout, values in orders.items():
         cells = [
-            f"{values.get(tp)}" + (" [green]plausible[/]" if layout in plausible.get(tp, []) else "")
+            _common.esc(values.get(tp)) + (" [green]plausible[/]" if layout in plausible.get(tp, []) else "")
             for tp in types
         ]
         t.add_row(layout, *cells)
@@ -344,7 +348,7 @@ def _show_orders(result: dict[str, Any]) -> None:
         else "generic bounds (no point here)"
     )
     found = "; ".join(f"{tp}: {', '.join(layouts)}" for tp, layouts in plausible.items()) or "none"
-    _common.console.print(f"plausible against {against}: {found}", highlight=False)
+    _common.console.print(f"plausible against {against}: {found}", highlight=False, markup=False)
 
 
 def _parse_value(text: str) -> int:
@@ -445,8 +449,8 @@ def store_check(config_path: Path, as_json: bool) -> None:
     if as_json:
         print_json(health)
     else:
-        mark = "[green]ok[/]" if health["healthy"] else f"[red]{health['integrity']}[/]"
-        _common.console.print(f"outbox {health['path']}: integrity {mark}", highlight=False)
+        mark = "[green]ok[/]" if health["healthy"] else f"[red]{_common.esc(health['integrity'])}[/]"
+        _common.console.print(f"outbox {_common.esc(health['path'])}: integrity {mark}", highlight=False)
         _common.console.print(
             f"file {health['file_bytes'] / 1e6:.2f} MB, WAL {health['wal_bytes'] / 1e6:.2f} MB, "
             f"schema v{health['schema_version']}, next seq {health['next_seq']}",
@@ -507,6 +511,8 @@ def bundle(
     if as_json:
         print_json(report.to_dict())
         return
-    _common.console.print(f"[green]wrote[/] {report.path} ({len(report.members)} files)", highlight=False)
+    _common.console.print(
+        f"[green]wrote[/] {_common.esc(report.path)} ({len(report.members)} files)", highlight=False
+    )
     for part, why in report.missing.items():
-        _common.console.print(f"  [yellow]not included[/]: {part}: {why}", highlight=False, markup=True)
+        _common.console.print(f"  [yellow]not included[/]: {_common.esc(f'{part}: {why}')}", highlight=False)

@@ -18,6 +18,7 @@ from citynerve.gateway.cli._common import (
     config_option,
     console,
     err_console,
+    esc,
     fail,
     json_option,
     print_config_issues,
@@ -85,7 +86,7 @@ def _gather(
             try:
                 parse_bus_spec(spec)
             except BusSpecError as err:
-                err_console.print(f"[red]{err}[/] - try again", highlight=False)
+                err_console.print(f"[red]{esc(err)}[/] - try again", highlight=False)
                 continue
             specs.append(spec)
     return answers, specs
@@ -201,12 +202,14 @@ def _choose(
                 else:
                     left.append(p)
                 continue
-            err_console.print(f"{what}: {p.reason}", highlight=False)
+            err_console.print(f"{what}: {p.reason}", highlight=False, markup=False)
             ids = [c.id for c in p.candidates]
             for i, c in enumerate(p.candidates, 1):
                 v = p.verdict(c.id)
                 score = f"score {v.score:>3}" if v else "no evidence"
-                err_console.print(f"  {i}. {c.id}  ({score})  {c.vendor} {c.model}", highlight=False)
+                err_console.print(
+                    f"  {i}. {c.id}  ({score})  {c.vendor} {c.model}", highlight=False, markup=False
+                )
             n = click.prompt(
                 "profile (0: leave it out)", type=click.IntRange(0, len(ids)), default=0, err=True
             )
@@ -333,7 +336,7 @@ def init(
         "problems": [],
     }
     if not as_json:
-        console.print(f"[green]wrote[/] {config_path} ({len(answers.buses)} buses)", highlight=False)
+        console.print(f"[green]wrote[/] {esc(config_path)} ({len(answers.buses)} buses)", highlight=False)
     if discover and answers.buses:
         try:
             found, problems, _routes = _discover(cfg, first, last, ble_duration, as_json, search_timeout)
@@ -368,16 +371,21 @@ def init(
         print_json(summary)
     else:
         if summary["added"]:
-            console.print(f"[green]added[/] {len(summary['added'])} devices: {', '.join(summary['added'])}")
+            console.print(
+                f"[green]added[/] {len(summary['added'])} devices: {esc(', '.join(summary['added']))}"
+            )
         for item in summary.get("left_out", []):
             console.print(
-                f"[yellow]left out[/] {item['bus']} {item['address']}: {item['reason']}; candidates: "
-                f"{', '.join(item['candidates']) or 'none'} (add it: `citynerve devices add`)",
+                f"[yellow]left out[/] {esc(item['bus'])} {esc(item['address'])}: {esc(item['reason'])}; "
+                f"candidates: {esc(', '.join(item['candidates']) or 'none')} "
+                "(add it: `citynerve devices add`)",
                 highlight=False,
                 soft_wrap=True,
             )
         console.print(
-            f"next: `citynerve config check {config_path}`, then `citynerve service install`", highlight=False
+            f"next: `citynerve config check {config_path}`, then `citynerve service install`",
+            highlight=False,
+            markup=False,
         )
     if discover and summary["problems"] and not summary["discovered"]:
         raise SystemExit(EXIT_FAILED)
@@ -385,7 +393,7 @@ def init(
 
 def _show_proposals(proposals: list[Proposal], problems: list[Any]) -> None:
     for p in problems:
-        err_console.print(f"[yellow]bus {p.bus}[/]: {p.message}", highlight=False)
+        err_console.print(f"[yellow]bus {esc(p.bus)}[/]: {esc(p.message)}", highlight=False)
     if not proposals:
         console.print("no new devices found")
         return
@@ -395,12 +403,14 @@ def _show_proposals(proposals: list[Proposal], problems: list[Any]) -> None:
     for p in proposals:
         ranked = sorted(p.verdicts, key=lambda v: -v.score)
         t.add_row(
-            p.found.bus,
-            str(p.found.address),
-            p.found.family,
-            str(p.draft.get("id", "-")),
-            p.profile or "[yellow]not assigned[/]",
-            p.reason,
-            ", ".join(f"{v.profile} ({v.score})" for v in ranked) or ", ".join(c.id for c in p.candidates),
+            esc(p.found.bus),
+            esc(p.found.address),
+            esc(p.found.family),
+            esc(p.draft.get("id", "-")),
+            esc(p.profile) if p.profile else "[yellow]not assigned[/]",
+            esc(p.reason),
+            esc(
+                ", ".join(f"{v.profile} ({v.score})" for v in ranked) or ", ".join(c.id for c in p.candidates)
+            ),
         )
     console.print(t)

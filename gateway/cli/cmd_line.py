@@ -15,6 +15,7 @@ from citynerve.gateway.cli._common import (
     EXIT_FAILED,
     config_option,
     console,
+    esc,
     fail,
     json_option,
     load_or_exit,
@@ -71,13 +72,14 @@ def show_line_test(r: dict[str, Any]) -> None:
         f"bus {r['bus']} ({r.get('route')}): {r['ok']} of {r['transactions']} transactions succeeded "
         f"({r['success_rate']:.1%}) in {r['duration_s']} s",
         highlight=False,
+        markup=False,
     )
     if r["failures_by_kind"]:
         t = Table(title="failures by kind")
         for col in ("kind", "count", "first error"):
             t.add_column(col)
         for kind, n in sorted(r["failures_by_kind"].items(), key=lambda kv: -kv[1]):
-            t.add_row(kind, str(n), r["first_error_by_kind"].get(kind, ""))
+            t.add_row(esc(kind), str(n), esc(r["first_error_by_kind"].get(kind, "")))
         console.print(t)
     lat = r.get("latency_ms")
     if lat:
@@ -90,11 +92,13 @@ def show_line_test(r: dict[str, Any]) -> None:
         t.add_column(col)
     for dev, row in r["devices"].items():
         failures = ", ".join(f"{n} {k}" for k, n in row.items() if k not in ("attempts", "ok"))
-        t.add_row(dev, str(row["attempts"]), str(row["ok"]), failures or "-")
+        t.add_row(esc(dev), str(row["attempts"]), str(row["ok"]), esc(failures or "-"))
     console.print(t)
     counters = r.get("serial_counters")
     if counters is None:
-        console.print(f"serial driver counters: {r.get('serial_counters_note')}", highlight=False)
+        console.print(
+            f"serial driver counters: {r.get('serial_counters_note')}", highlight=False, markup=False
+        )
     else:
         console.print(
             "serial driver counters during the test: "

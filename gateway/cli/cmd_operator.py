@@ -63,7 +63,7 @@ def _send(config_path: Path, socket: Path | None, request: str, args: dict[str, 
     reset = result.get("reset") if isinstance(result, dict) else None
     if reset:  # maintenance ended by hand: rules judging the device by its history start afresh
         tail += f"; reset {', '.join(map(str, reset))}"
-    _common.console.print(f"{request}: done{tail}", highlight=False)
+    _common.console.print(f"{request}: done{tail}", highlight=False, markup=False)
 
 
 _socket = click.option("--socket", type=click.Path(path_type=Path), help="Control socket.")

@@ -121,6 +121,7 @@ def run_probe(
                 + (f" (previous file kept as {backup})" if backup else "")
                 + f"; running gateway: {report.outcome.value}",
                 highlight=False,
+                markup=False,
             )
     if result.get("found") is None:
         raise SystemExit(EXIT_FAILED)
@@ -129,18 +130,18 @@ def run_probe(
 def _show(result: dict[str, Any]) -> None:
     from rich.table import Table
 
-    t = Table(title=f"bus {result['bus']}: settings tried ({result.get('route')})")
+    t = Table(title=_common.esc(f"bus {result['bus']}: settings tried ({result.get('route')})"))
     for col in ("settings", "answered", "garbled (something answers)", "silent"):
         t.add_column(col)
     for trial in result["trials"]:
         t.add_row(
-            trial["settings"],
-            ", ".join(trial["answered"]) or "-",
-            ", ".join(trial["garbled"]) or "-",
-            ", ".join(trial["silent"]) or "-",
+            _common.esc(trial["settings"]),
+            _common.esc(", ".join(trial["answered"]) or "-"),
+            _common.esc(", ".join(trial["garbled"]) or "-"),
+            _common.esc(", ".join(trial["silent"]) or "-"),
         )
     _common.console.print(t)
-    _common.console.print(f"[bold]{result['conclusion']}[/]", highlight=False)
+    _common.console.print(f"[bold]{_common.esc(result['conclusion'])}[/]", highlight=False)
 
 
 def _register() -> None:

@@ -15,6 +15,7 @@ from citynerve.gateway.cli._common import (
     EXIT_INVALID,
     config_option,
     console,
+    esc,
     fail,
     json_option,
     load_or_exit,
@@ -64,7 +65,7 @@ def import_register(config_path: Path, register: Path, dry_run: bool, as_json: b
             _cfg, backup = editor.save(text)
         except ConfigError as err:
             print_config_issues(err)
-            console.print(f"{config_path} was not changed", highlight=False)
+            console.print(f"{config_path} was not changed", highlight=False, markup=False)
             sys.exit(EXIT_INVALID)
     result: dict[str, Any] = {
         "config": str(config_path),
@@ -96,16 +97,16 @@ def _show(result: dict[str, Any], dry_run: bool) -> None:
     t = Table(title="rows and devices that do not match")
     for col in ("line", "address", "what"):
         t.add_column(col)
+    # Every cell is the register's or the config's text: printed as it is, never read as markup.
     for r in result["not_on_bus"]:
-        t.add_row(str(r["line"]), r["address"], r["why"])
+        t.add_row(str(r["line"]), esc(r["address"]), esc(r["why"]))
     for r in result["type_mismatch"]:
-        t.add_row(
-            str(r["line"]), r["address"], f"register says {r.get('type')!r}; {r['device']} is {r['profile']}"
-        )
+        what = f"register says {r.get('type')!r}; {r['device']} is {r['profile']}"
+        t.add_row(str(r["line"]), esc(r["address"]), esc(what))
     for r in result["duplicates"]:
-        t.add_row(str(r["line"]), r["address"], f"given twice (first on line {r['first_line']})")
+        t.add_row(str(r["line"]), esc(r["address"]), f"given twice (first on line {r['first_line']})")
     for dev in result["not_in_register"]:
-        t.add_row("-", dev, "on the bus, not in the register")
+        t.add_row("-", esc(dev), "on the bus, not in the register")
     console.print(t)
 
 
@@ -127,4 +128,4 @@ def export_register(config_path: Path, out: Path, as_json: bool) -> None:
     if as_json:
         print_json({"out": str(out), "devices": len(rows)})
     else:
-        console.print(f"[green]wrote[/] {out} ({len(rows)} devices)", highlight=False)
+        console.print(f"[green]wrote[/] {esc(out)} ({len(rows)} devices)", highlight=False)

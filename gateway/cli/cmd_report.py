@@ -11,6 +11,7 @@ from citynerve.gateway.cli._common import (
     EXIT_FAILED,
     config_option,
     console,
+    esc,
     json_option,
     load_or_exit,
     print_json,
@@ -43,7 +44,7 @@ def report(config_path: Path, out: Path, as_json: bool) -> None:
         write_atomically(out, render_html(data), backup=False, mode=0o644)
         s = data["summary"]
         console.print(
-            f"[green]wrote[/] {out}: {s['devices']} devices, {s['identified']} identified, "
+            f"[green]wrote[/] {esc(out)}: {s['devices']} devices, {s['identified']} identified, "
             f"{s['open']} open items",
             highlight=False,
         )

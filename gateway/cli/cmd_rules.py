@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import click
 from pydantic import ValidationError
 
+from citynerve.gateway.api import ConfigError
 from citynerve.gateway.cli._common import (
     EXIT_INVALID,
     config_option,
     console,
+    esc,
     fail,
     json_option,
     load_or_exit,
@@ -65,13 +66,15 @@ def packs(as_json: bool) -> None:
     from rich.table import Table
 
     for p in out:
-        table = Table(title=f"{p['id']}: {p['description']}", title_justify="left", show_lines=False)
+        table = Table(title=esc(f"{p['id']}: {p['description']}"), title_justify="left", show_lines=False)
         for col in ("rule", "kind", "event", "severity", "point", "hold s"):
             table.add_column(col)
         for r in p["rules"]:
-            table.add_row(r["id"], r["kind"], r["event"], r["severity"], r["point"], f"{r['hold_s']:g}")
+            table.add_row(
+                *(esc(r[k]) for k in ("id", "kind", "event", "severity", "point")), f"{r['hold_s']:g}"
+            )
         console.print(table)
-        console.print(f"  source: {p['source']}", highlight=False, soft_wrap=True)
+        console.print(f"  source: {p['source']}", highlight=False, soft_wrap=True, markup=False)
 
 
 @rules.command("check")
@@ -80,14 +83,15 @@ def packs(as_json: bool) -> None:
 def check(file: Path, as_json: bool) -> None:
     """Validate FILE: a rule pack (top-level id, description, source, [[rules]]) or a TOML file with a
     [rules] table as in the gateway config. Exits 2 and lists every problem with its key path."""
+    from citynerve.gateway.config.tomlfile import read_toml
     from citynerve.gateway.rules import RulesConfig
 
-    try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not file.exists():
         fail(f"no such file: {file}", EXIT_INVALID)
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        fail(f"{file}: cannot read TOML: {err}", EXIT_INVALID)
+    try:
+        data = read_toml(file)  # bounded: size first, nesting cannot escape as a RecursionError
+    except ConfigError as err:
+        fail(f"{file}: cannot read TOML: {err.issues[0].message}", EXIT_INVALID)
     if "rules" in data and isinstance(data["rules"], dict):
         table, what = data["rules"], "[rules] table"
     elif "id" in data:
@@ -104,7 +108,7 @@ def check(file: Path, as_json: bool) -> None:
         if as_json:
             print_json({"valid": False, "file": str(file), "issues": issues})
         else:
-            console.print(f"[bold red]{len(issues)} problem(s) in {file}:[/]", highlight=False)
+            console.print(f"[bold red]{len(issues)} problem(s) in {esc(file)}:[/]", highlight=False)
             for i in issues:
                 prefix = "rules." if what.startswith("[rules]") else ""
                 console.print(f"  {prefix}{i['path']}: {i['message']}", highlight=False, markup=False)
@@ -113,7 +117,7 @@ def check(file: Path, as_json: bool) -> None:
     if as_json:
         print_json({"valid": True, "file": str(file), "what": what, "rules": ids})
         return
-    console.print(f"[green]valid[/]: {what}, {len(ids)} rules", highlight=False)
+    console.print(f"[green]valid[/]: {esc(what)}, {len(ids)} rules", highlight=False)
 
 
 SHOWN_SKIPPED = 50  # names of unknown devices / points listed in a replay's report

@@ -15,6 +15,7 @@ from citynerve.gateway.cli import _common
 from citynerve.gateway.cli._common import (
     allow_insecure_secrets_option,
     config_option,
+    esc,
     fail,
     json_option,
     print_json,
@@ -103,9 +104,9 @@ def show_time(t: dict[str, Any] | None) -> None:
     platform = t.get("platform_skew_s")
     if platform is not None:
         meters += f"; platform's clock {platform:+.1f} s"
-    _common.console.print(f"time: gateway {t['gateway_utc']} UTC, NTP {ntp}{meters}", highlight=False)
+    _common.console.print(f"time: gateway {esc(t['gateway_utc'])} UTC, NTP {ntp}{meters}", highlight=False)
     if t.get("reason"):
-        _common.console.print(f"[yellow]time: {t['reason']}[/]", highlight=False)
+        _common.console.print(f"[yellow]time: {esc(t['reason'])}[/]", highlight=False)
 
 
 def _errors(dev: dict[str, Any]) -> str:
@@ -132,7 +133,8 @@ def show_status(st: dict[str, Any]) -> None:
 
     console = _common.console
     console.print(
-        f"[bold]{st['gateway_id']}[/] {st.get('name') or ''}  v{st['version']}  up {st['uptime_s']:.0f}s  "
+        f"[bold]{esc(st['gateway_id'])}[/] {esc(st.get('name') or '')}  v{esc(st['version'])}  "
+        f"up {st['uptime_s']:.0f}s  "
         f"devices online {st['devices_online']}/{st['devices_total']}",
         highlight=False,
     )
@@ -140,7 +142,9 @@ def show_status(st: dict[str, Any]) -> None:
     for col in ("bus", "device", "state", "last success", "failed (window)", "last reading / reason"):
         table.add_column(col)
     for bus in st["buses"]:
-        bus_state = "" if bus["channel"] == "open" else f" [red](channel down: {bus['channel_error']})[/]"
+        bus_state = (
+            "" if bus["channel"] == "open" else f" [red](channel down: {esc(bus['channel_error'])})[/]"
+        )
         for dev in bus["devices"]:
             verdict_state = dev.get("state")
             state = (
@@ -163,7 +167,12 @@ def show_status(st: dict[str, Any]) -> None:
                 heard = f"heard {_age(radio['last_heard'])}" if radio.get("last_heard") else "never heard"
                 detail = f"{heard}{rssi}" + (f", rejected {rejected}" if rejected else "") + f"; {detail}"
             table.add_row(
-                bus["id"] + bus_state, dev["id"], state, _age(dev["last_success"]), _errors(dev), detail
+                esc(bus["id"]) + bus_state,
+                esc(dev["id"]),
+                state,
+                _age(dev["last_success"]),
+                _errors(dev),
+                esc(detail),
             )
     console.print(table)
     show_alarms(st.get("alarms") or [])
@@ -172,39 +181,43 @@ def show_status(st: dict[str, Any]) -> None:
     if upd:  # a software update the platform started (docs/fleet.md)
         why = f": {upd['reason']}" if upd.get("reason") else ""
         console.print(f"software update {upd['update_id']}: {upd['phase']}, {upd['received_bytes']} of "
-                      f"{upd['size']} bytes{why}", highlight=False)  # fmt: skip
+                      f"{upd['size']} bytes{why}", highlight=False, markup=False)  # fmt: skip
     for bus in st["buses"]:  # what a listening bus refused (garbage, over-rate): counted, not stored
         refused = {k: v for k, v in (bus.get("input") or {}).items() if v}
         if refused:
             text = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(refused.items()))
-            console.print(f"bus {bus['id']} refused input: {text}", highlight=False)
+            console.print(f"bus {bus['id']} refused input: {text}", highlight=False, markup=False)
     clock = st.get("clock")
     if clock:
         color = "green" if clock.get("synchronized") else "yellow"
         steps = f", {clock['wall_steps']} wall clock step(s) seen" if clock.get("wall_steps") else ""
         note = "" if clock.get("synchronized") else " (events stamped now are marked clock_unsynced)"
         console.print(
-            f"clock: [{color}]{clock.get('state')}[/] (source {clock.get('source') or 'none'}){note}{steps}",
+            f"clock: [{color}]{esc(clock.get('state'))}[/] (source {esc(clock.get('source') or 'none')})"
+            f"{note}{steps}",
             highlight=False,
         )
     for bus in st["buses"]:
         verdict = bus.get("verdict") or {}
         if verdict.get("cause", "ok") != "ok":
             colour = "red" if verdict.get("state") == "offline" else "yellow"
-            console.print(f"[{colour}]bus {bus['id']}: {verdict.get('reason')}[/]", highlight=False)
+            console.print(f"[{colour}]bus {esc(bus['id'])}: {esc(verdict.get('reason'))}[/]", highlight=False)
     store = st.get("store")
     if store:
         lanes = ", ".join(
             f"{lane['lane']}: {lane['rows']} rows, dropped {lane['dropped']}"
             for lane in store.get("lanes", [])
         )
-        console.print(f"outbox: {lanes}; file {store.get('file_bytes', 0) / 1e6:.1f} MB", highlight=False)
+        console.print(
+            f"outbox: {lanes}; file {store.get('file_bytes', 0) / 1e6:.1f} MB", highlight=False, markup=False
+        )
         state = store.get("state", "ok")
         mark = "green" if state == "ok" else "red"
         by = ", ".join(f"{k} {v}" for k, v in (store.get("dropped_by") or {}).items()) or "none"
         console.print(
-            f"outbox state [{mark}]{state}[/], epoch {store.get('epoch') or '-'}, dropped unsent: {by}"
-            + (f", corrupt file moved to {store['quarantined']}" if store.get("quarantined") else ""),
+            f"outbox state [{mark}]{esc(state)}[/], epoch {esc(store.get('epoch') or '-')}, "
+            f"dropped unsent: {esc(by)}"
+            + (f", corrupt file moved to {esc(store['quarantined'])}" if store.get("quarantined") else ""),
             highlight=False,
         )
     show_time(st.get("time"))
@@ -217,6 +230,7 @@ def show_status(st: dict[str, Any]) -> None:
             f"acked {up.get('acked_rows')}, reconnects {up.get('reconnects')}"
             + (f", last error: {up['last_error']}" if up.get("last_error") else ""),
             highlight=False,
+            markup=False,
         )
 
 
@@ -238,7 +252,6 @@ _SEVERITY_STYLE = {"critical": "bold red", "major": "red", "minor": "yellow", "w
 
 def show_alarms(alarms: list[dict[str, Any]]) -> None:
     """Every active alarm, whatever raised it (rules, fire panel, BTHome nodes, bus owners)."""
-    from rich.markup import escape
     from rich.table import Table
 
     console = _common.console
@@ -256,13 +269,13 @@ def show_alarms(alarms: list[dict[str, Any]]) -> None:
         if a.get("maintenance"):
             source += " (maintenance)"
         if a.get("acked_by"):
-            source += f" (acknowledged by {escape(str(a['acked_by']))})"
+            source += f" (acknowledged by {a['acked_by']})"
         table.add_row(
-            f"[{style}]{sev}[/]" if style else sev,
-            str(a.get("device_id", "")),
-            what,
+            f"[{style}]{esc(sev)}[/]" if style else esc(sev),
+            esc(a.get("device_id", "")),
+            esc(what),
             _age(a.get("raised_at")),
-            source,
-            str(a.get("message", ""))[:80],
+            esc(source),
+            esc(str(a.get("message", ""))[:80]),
         )
     console.print(table)

@@ -27,6 +27,7 @@ from citynerve.gateway.cli._common import (
     EXIT_INVALID,
     config_option,
     console,
+    esc,
     fail,
     json_option,
     load_or_exit,
@@ -218,7 +219,7 @@ def _show(title: str, result: dict[str, Any], as_json: bool) -> None:
         return
     table = Table(title=title, show_header=False)
     for key, value in result.items():
-        table.add_row(f"[bold]{key}[/]", str(value).replace("[", r"\["))
+        table.add_row(f"[bold]{esc(key)}[/]", esc(value))
     console.print(table)
 
 
@@ -386,8 +387,8 @@ class _PrintSink:
         else:
             colour = "bold red" if event.severity.name == "CRITICAL" else "yellow"
             console.print(
-                f"[{colour}]{event.kind} {event.state}[/] {event.message} "
-                f"[dim](panel time {event.attrs.get('panel_time')})[/]",
+                f"[{colour}]{esc(event.kind)} {esc(event.state)}[/] {esc(event.message)} "
+                f"[dim](panel time {esc(event.attrs.get('panel_time'))})[/]",
                 highlight=False,
             )
 

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import click
 
-from citynerve.gateway.cli._common import console, fail, json_option, print_json
+from citynerve.gateway.cli._common import EXIT_INVALID, console, esc, fail, json_option, print_json
 from citynerve.gateway.cli._groups import main
 from citynerve.gateway.service import StepKind, install, plan_install, render_unit
 from citynerve.gateway.service.install import ServiceInstallError, citynerve_command
+from citynerve.gateway.service.unit import UnitValueError
 
 
 @main.group()
@@ -57,6 +58,8 @@ def install_cmd(
         )
         if not dry_run:
             install(plan)
+    except UnitValueError as err:
+        fail(str(err), EXIT_INVALID)
     except ServiceInstallError as err:
         fail(str(err))
     if as_json:
@@ -67,8 +70,8 @@ def install_cmd(
             mark = "[dim]skip[/]"
         else:
             mark = "[yellow]would[/]" if dry_run else "[green]done[/]"
-        cmd = f"  [dim]$ {' '.join(step.command)}[/]" if step.command and dry_run else ""
-        console.print(f"{mark} {step.what}{cmd}", highlight=False)
+        cmd = f"  [dim]$ {esc(' '.join(step.command))}[/]" if step.command and dry_run else ""
+        console.print(f"{mark} {esc(step.what)}{cmd}", highlight=False)
 
 
 @service.command("unit")
@@ -78,5 +81,7 @@ def unit_cmd(exec_start: str | None, user: str) -> None:
     """Print the systemd unit that `service install` writes (for review or config management)."""
     try:
         click.echo(render_unit(exec_start or citynerve_command(), user=user), nl=False)
+    except UnitValueError as err:
+        fail(str(err), EXIT_INVALID)
     except ServiceInstallError as err:
         fail(str(err))

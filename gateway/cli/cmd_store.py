@@ -123,7 +123,7 @@ def stats_command(config_path: Path, db_path: Path | None, as_json: bool) -> Non
     if as_json:
         print_json({"ok": True, **doc})
         return
-    table = Table(title=f"outbox {stats.path}", title_justify="left")
+    table = Table(title=Text(f"outbox {stats.path}"), title_justify="left")
     table.add_column("lane")
     table.add_column("rows", justify="right")
     table.add_column("oldest", justify="right")
@@ -131,7 +131,7 @@ def stats_command(config_path: Path, db_path: Path | None, as_json: bool) -> Non
     for lane in doc["lanes"]:
         dropped = lane["dropped"]
         table.add_row(
-            lane["lane"],
+            Text(lane["lane"]),
             f"{lane['rows']:,}",
             _human_age(lane["oldest_age_s"]),
             f"[yellow]{dropped:,}[/]" if dropped else "0",
@@ -141,10 +141,11 @@ def stats_command(config_path: Path, db_path: Path | None, as_json: bool) -> Non
         f"file {_human_bytes(stats.file_bytes)} (+ WAL {_human_bytes(stats.wal_bytes)}), "
         f"schema version {stats.schema_version}, next seq {stats.next_seq:,}, epoch {stats.epoch or '-'}",
         highlight=False,
+        markup=False,
     )
     if stats.dropped_by:
         by = ", ".join(f"{reason} {n:,}" for reason, n in sorted(stats.dropped_by.items()))
-        console.print(f"dropped unsent by reason: {by}", highlight=False)
+        console.print(f"dropped unsent by reason: {by}", highlight=False, markup=False)
 
 
 def row_document(row: OutboxRow) -> dict[str, Any]:
@@ -216,7 +217,7 @@ def peek_command(
         print_json({"ok": True, "path": str(db), "lane": lane, "rows": [row_document(r) for r in rows]})
         return
     table = Table(
-        title=f"outbox {db}: {lane} lane, {'newest' if newest else 'oldest'} {len(rows)}",
+        title=Text(f"outbox {db}: {lane} lane, {'newest' if newest else 'oldest'} {len(rows)}"),
         title_justify="left",
     )
     table.add_column("seq", justify="right")

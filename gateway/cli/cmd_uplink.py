@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import click
-from rich.markup import escape
 from rich.table import Table
 
 from citynerve.gateway.cli._common import (
@@ -15,6 +14,7 @@ from citynerve.gateway.cli._common import (
     EXIT_INVALID,
     config_option,
     console,
+    esc,
     fail,
     json_option,
     load_or_exit,
@@ -46,9 +46,7 @@ def uplink(config_path: Path, as_json: bool, timeout_s: float) -> None:
     """
     cfg = load_or_exit(config_path)
     if cfg.upstream is None:
-        fail(
-            escape(f"{config_path}: no [upstream] table: the gateway has no platform to reach"), EXIT_INVALID
-        )
+        fail(f"{config_path}: no [upstream] table: the gateway has no platform to reach", EXIT_INVALID)
     reports = asyncio.run(probe_uplink(cfg.upstream, gateway_id=cfg.gateway.id, timeout_s=timeout_s))
     ok = any(r.ok for r in reports)
     if as_json:
@@ -56,13 +54,16 @@ def uplink(config_path: Path, as_json: bool, timeout_s: float) -> None:
     else:
         for r in reports:
             table = Table(
-                title=f"{r.broker}: {'reachable' if r.ok else 'NOT reachable'}", title_justify="left"
+                title=esc(f"{r.broker}: {'reachable' if r.ok else 'NOT reachable'}"), title_justify="left"
             )
             for col in ("step", "verdict", "ms", "detail"):
                 table.add_column(col)
             for c in r.checks:
                 table.add_row(
-                    c.step, _STYLE[c.verdict], f"{c.elapsed_ms:.0f}" if c.elapsed_ms else "", c.detail
+                    esc(c.step),
+                    _STYLE[c.verdict],
+                    f"{c.elapsed_ms:.0f}" if c.elapsed_ms else "",
+                    esc(c.detail),
                 )
             console.print(table)
         if not ok:

@@ -12,6 +12,7 @@ building, type, component_code, name. Only `address` is required.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import re
@@ -123,8 +124,17 @@ def read_register(path: Path) -> list[Row]:
         raise RegisterError(path, f"cannot read: {err.strerror or err}") from err
     except UnicodeDecodeError as err:
         raise RegisterError(path, f"not UTF-8 text (save the CSV as UTF-8): {err.reason}") from err
-    dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t") if text.strip() else csv.excel
-    return _rows(path, [list(r) for r in csv.reader(io.StringIO(text), dialect)])
+    dialect: type[csv.Dialect] = csv.excel
+    # One column has no delimiter for the sniffer to find (csv.Error): commas are as good as any.
+    with contextlib.suppress(csv.Error):
+        if text.strip():
+            dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
+    reader = csv.reader(io.StringIO(text), dialect)
+    try:
+        table = [list(r) for r in reader]
+    except csv.Error as err:  # a field over csv's limit (128 KiB), a stray NUL ...
+        raise RegisterError(path, f"not a readable CSV table (line {reader.line_num}): {err}") from None
+    return _rows(path, table)
 
 
 def _openpyxl(path: Path) -> Any:

@@ -11,7 +11,6 @@ import dataclasses
 import json
 import os
 import re
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,7 @@ from citynerve.gateway.config.secrets import (
     secret_paths,
     weak_settings,
 )
+from citynerve.gateway.config.tomlfile import read_toml
 from citynerve.gateway.logs import register_secret
 
 TOP_KEYS = (
@@ -78,23 +78,6 @@ def managed_profile_dir(config_path: Path) -> Path:
 
 
 SHIPPED_PROFILES = shipped.profiles()
-
-
-def read_toml(path: Path) -> dict[str, Any]:
-    """Parse a TOML file; a missing, unreadable or malformed file is a ConfigError naming it."""
-    try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError([ConfigIssue(str(path), "", "no such file")]) from None
-    except IsADirectoryError:
-        raise ConfigError([ConfigIssue(str(path), "", "is a folder, expected a TOML file")]) from None
-    except PermissionError:
-        raise ConfigError([ConfigIssue(str(path), "", "permission denied")]) from None
-    except UnicodeDecodeError as err:
-        raise ConfigError([ConfigIssue(str(path), "", f"not UTF-8 text: {err.reason}")]) from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError([ConfigIssue(str(path), "", f"not valid TOML: {err}")]) from None
 
 
 def _section_model(name: str) -> type[BaseModel]:

@@ -1,7 +1,11 @@
 """The local control socket the CLI and the status page use while the gateway runs.
 
 A Unix socket readable by the gateway's user and group only (mode 0660): local technicians in the
-service's group may ask; nobody on the network can.
+service's group may ask; nobody on the network can. Even so, every client is bounded like network
+input: at most `MAX_CLIENTS` connections (more are answered `Busy` and closed at once), a client
+that sends nothing for `IDLE_TIMEOUT_S` or does not read its answer within `WRITE_DEADLINE_S` is
+dropped, and a request over `MAX_LINE` bytes is answered `BadRequest` before the connection closes.
+A stuck or hostile client never holds the descriptors the buses and the uplink need.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import logging
 import os
 import socket
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -24,13 +29,37 @@ log = logging.getLogger("citynerve.control")
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
+MAX_CLIENTS = 16  # the CLI asks one request per connection; 16 open at once is a stuck client
+IDLE_TIMEOUT_S = 60.0  # no complete request line within this: the client is gone or stuck
+WRITE_DEADLINE_S = 10.0  # a client that does not read its answer is dropped
+BUSY_LOG_INTERVAL_S = 60.0  # refusals over the limit are logged at most once per interval
+
 
 class ControlServer:
-    """Serves `handlers[op](request)` on a Unix socket until cancelled."""
+    """Serves `handlers[op](request)` on a Unix socket until cancelled.
 
-    def __init__(self, path: Path, handlers: dict[str, Handler]) -> None:
+    The limits are keyword arguments so tests can shorten them; the defaults are the module's.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        handlers: dict[str, Handler],
+        *,
+        max_clients: int = MAX_CLIENTS,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+        write_deadline_s: float = WRITE_DEADLINE_S,
+    ) -> None:
         self.path = path
         self.handlers = handlers
+        self.max_clients = max_clients
+        self.idle_timeout_s = idle_timeout_s
+        self.write_deadline_s = write_deadline_s
+        self.open_clients = 0
+        self.refused_busy = 0
+        self.timeouts = 0
+        self._busy_logged = -BUSY_LOG_INTERVAL_S
+        self._busy_unlogged = 0
 
     async def run(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,15 +75,68 @@ class ControlServer:
                 self.path.unlink()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.open_clients >= self.max_clients:
+            self._note_busy()
+            with contextlib.suppress(OSError):
+                writer.write(
+                    encode(_error("Busy", f"control socket busy: {self.open_clients} connections open"))
+                )
+            writer.close()  # unread: a flood holds no more than the limit's descriptors
+            return
+        self.open_clients += 1
         peer = peer_of(writer)
         try:
-            while line := await reader.readline():
-                writer.write(encode(await self._answer(line, peer)))
-                await writer.drain()
-        except (ConnectionError, asyncio.LimitOverrunError, ValueError):
-            pass
+            while True:
+                try:
+                    async with asyncio.timeout(self.idle_timeout_s):
+                        line = await reader.readline()
+                except TimeoutError:
+                    self.timeouts += 1
+                    log.debug(
+                        "control client %s sent no request in %.0f s: closed", peer, self.idle_timeout_s
+                    )
+                    return
+                except ValueError:  # the line is over the reader's limit: say so, then close
+                    await self._send(writer, _error("BadRequest", f"request larger than {MAX_LINE} bytes"))
+                    return
+                if not line:
+                    return
+                if not await self._send(writer, await self._answer(line, peer)):
+                    return
+        except OSError:
+            pass  # the client went away (reset, broken pipe)
         finally:
+            self.open_clients -= 1
             writer.close()
+
+    async def _send(self, writer: asyncio.StreamWriter, reply: dict[str, Any]) -> bool:
+        """Write one reply; False when the client did not take it within the write deadline."""
+        writer.write(encode(reply))
+        try:
+            async with asyncio.timeout(self.write_deadline_s):
+                await writer.drain()
+        except TimeoutError:
+            self.timeouts += 1
+            log.debug("control client did not read its answer in %.0f s: closed", self.write_deadline_s)
+            writer.transport.abort()  # close() would wait for the unread answer to drain, fd held
+            return False
+        return True
+
+    def _note_busy(self) -> None:
+        """A connection refused over the limit: counted, and logged at most once per interval."""
+        self.refused_busy += 1
+        now = time.monotonic()
+        if now - self._busy_logged >= BUSY_LOG_INTERVAL_S:
+            held = f"; {self._busy_unlogged} more refused since the last line" if self._busy_unlogged else ""
+            log.warning(
+                "control socket busy: refused a connection (%d open, limit %d)%s",
+                self.open_clients,
+                self.max_clients,
+                held,
+            )
+            self._busy_logged, self._busy_unlogged = now, 0
+        else:
+            self._busy_unlogged += 1
 
     async def _answer(self, line: bytes, peer: str = "unknown peer") -> dict[str, Any]:
         try:

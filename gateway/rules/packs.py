@@ -4,7 +4,6 @@ substitution and their expansion into rules (moved from rules/config.py)."""
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 from pydantic import Field, ValidationError
 
 from citynerve.gateway import shipped
+from citynerve.gateway.api import ConfigError
 from citynerve.gateway.rules.kinds import _RULES, RULE_ID, RuleConfig, Selector, _Model
 
 PACKS_DIR = shipped.rule_packs()
@@ -81,13 +81,15 @@ class RulePack:
 
 def load_pack(path: Path) -> RulePack:
     """Read a pack file. Raises ValueError (inside validation this becomes a pydantic error)."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
+    from citynerve.gateway.config.tomlfile import read_toml
+
+    if not path.exists():
         shipped = sorted(p.stem for p in PACKS_DIR.glob("*.toml"))
-        raise ValueError(f"no rule pack at {path}; shipped packs: {shipped}") from err
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"cannot read rule pack {path}: {err}") from err
+        raise ValueError(f"no rule pack at {path}; shipped packs: {shipped}")
+    try:
+        data = read_toml(path)  # bounded: size first, nesting cannot escape as a RecursionError
+    except ConfigError as err:
+        raise ValueError(f"cannot read rule pack {path}: {err.issues[0].message}") from err
     try:
         header = _PackHeader.model_validate({k: v for k, v in data.items() if k not in ("params", "rules")})
     except ValidationError as err:

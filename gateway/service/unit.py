@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
+from citynerve.gateway.api import PermanentError
+
 UNIT_NAME = "citynerve.service"
 CONFIG_DIR = "/etc/citynerve"
 CONFIG_FILE = "/etc/citynerve/gateway.toml"
@@ -86,20 +90,48 @@ WantedBy=multi-user.target
 """
 
 
+_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")  # POSIX portable user names, as useradd takes them
+_PLAIN = re.compile(r"[A-Za-z0-9_./+:,@=-]+")  # needs no quoting in a systemd command line
+
+
+class UnitValueError(PermanentError):
+    """A value that cannot go into the unit: `what` names the option, `reason` says why."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        self.what = what
+        self.reason = reason
+        super().__init__(f"{what}: {reason}")
+
+
+def exec_arg(arg: str) -> str:
+    """One argument of an Exec*= line, quoted as systemd.syntax(7) and systemd.service(5) read it:
+    double quotes with C escapes for spaces and quotes, `%%` for a specifier, `$$` for a variable."""
+    if any(ord(c) < 0x20 or c == "\x7f" for c in arg):
+        raise UnitValueError("--exec", f"{arg!r} has a control character (a newline would add unit lines)")
+    arg = arg.replace("%", "%%").replace("$", "$$")
+    if _PLAIN.fullmatch(arg):
+        return arg
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def render_unit(
     exec_start: str, *, user: str = "citynerve", groups: tuple[str, ...] = ("dialout", "bluetooth")
 ) -> str:
-    """The unit text. `exec_start` is the absolute path of the `citynerve` command."""
+    """The unit text. `exec_start` is the absolute path of the `citynerve` command. Raises
+    UnitValueError for a user name that is not a POSIX user name or a path with a control character."""
+    if not _USER.fullmatch(user):
+        raise UnitValueError("--user", f"{user!r} is not a user name (lower case letters, digits, _ and -)")
     resume_hook = ""
     if exec_start.endswith("/current/bin/citynerve"):
         # Installed from a bundle: before each start, the known-good release rolls back an update
         # that a power cut interrupted before it was confirmed ('+': outside the sandbox, it writes
         # the install root; '-': a failing hook never keeps the gateway from starting).
         root = exec_start.removesuffix("/current/bin/citynerve")
-        resume_hook = f"ExecStartPre=+-{root}/known-good/bin/citynerve update resume --root {root}\n"
+        known_good = exec_arg(f"{root}/known-good/bin/citynerve")
+        resume_hook = f"ExecStartPre=+-{known_good} update resume --root {exec_arg(root)}\n"
     return _TEMPLATE.format(
         resume_hook=resume_hook,
-        exec_start=exec_start,
+        exec_start=exec_arg(exec_start),
         user=user,
         groups=" ".join(groups),
         config_dir=CONFIG_DIR,

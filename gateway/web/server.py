@@ -79,7 +79,8 @@ class WebServerError(PermanentError):
 
 
 class _ClientGone(Exception):
-    """The client closed the connection before sending a request (a browser's spare socket)."""
+    """The client closed or reset the connection before sending a whole request (a browser's spare
+    socket, a phone leaving the Wi-Fi): nothing to answer, nothing to log."""
 
 
 _Answer = tuple[int, str, bytes, dict[str, str]]
@@ -87,6 +88,24 @@ _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 )
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# Errors of one connection, not of the listening socket: Linux accept(2) passes a new connection's
+# pending network error up from accept() and says to retry as for EAGAIN (ENETDOWN ... ENETUNREACH);
+# ECONNABORTED is a connection gone before it was accepted, EPERM a firewall rule refusing it.
+_RETRY_ACCEPT = frozenset(
+    {
+        errno.ECONNABORTED,
+        errno.EINTR,
+        errno.EPERM,
+        errno.ENETDOWN,
+        errno.EPROTO,
+        errno.ENOPROTOOPT,
+        errno.EHOSTDOWN,
+        errno.ENONET,
+        errno.EHOSTUNREACH,
+        errno.EOPNOTSUPP,
+        errno.ENETUNREACH,
+    }
+)
 
 
 class _BadRequest(Exception):
@@ -126,6 +145,7 @@ class StatusServer:
         self._busy_unlogged = 0
         self.timeouts = 0
         self.peers_refused = 0
+        self.accept_errors = 0
 
     def limits(self) -> dict[str, int]:
         """The page's limits and what they refused (for status, metrics and tests)."""
@@ -138,6 +158,7 @@ class StatusServer:
             "failed_logins": self._logins.failures,
             "throttled_logins": self._logins.throttled,
             "refused_peers": self.peers_refused,
+            "accept_errors": self.accept_errors,
         }
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -185,7 +206,8 @@ class StatusServer:
     async def stop(self) -> None:
         if self._accepting is not None:
             self._accepting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # An error that ended accepting was logged when it happened; stopping does not raise it.
+            with contextlib.suppress(asyncio.CancelledError, OSError):
                 await self._accepting
             self._accepting = None
         if self._sock is not None:
@@ -207,7 +229,12 @@ class StatusServer:
             try:
                 conn, addr = await loop.sock_accept(sock)
             except OSError as err:
+                if err.errno in _RETRY_ACCEPT:
+                    self.accept_errors += 1
+                    log.debug("status page: accept() failed for one connection: %s", err)
+                    continue
                 if err.errno not in _OUT_OF_RESOURCES:
+                    log.error("status page stopped accepting connections: %s", err)
                     raise
                 self._note_busy("(out of descriptors)")  # counted; logged once a minute
                 await asyncio.sleep(0.5)
@@ -300,6 +327,8 @@ class StatusServer:
         except TimeoutError:
             self.timeouts += 1
             raise _BadRequest(408, "timeout") from None
+        except OSError as err:  # reset or broken by the client: it went away, not a server bug
+            raise _ClientGone from err
 
     async def _read_head(self, reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str]]:
         try:
@@ -431,8 +460,8 @@ class StatusServer:
                 writer.write(body)
             async with asyncio.timeout(WRITE_DEADLINE_S):  # a client that does not read is dropped
                 await writer.drain()
-        except (ConnectionError, TimeoutError, _ClientGone):
-            pass  # the client went away
+        except (OSError, _ClientGone):  # ConnectionError, TimeoutError: the client went away
+            pass
         finally:
             self._open.discard(writer)
             writer.close()

@@ -90,3 +90,23 @@ def test_unreadable_registers_are_one_line(tmp_path: Path, config_path: Path) ->
     nohead.write_text("room,floor\n1,2\n")
     r = cli("devices", "import", "-c", str(config_path), str(nohead))
     assert r.exit_code == 2 and "no address" in r.output
+
+
+def test_single_column_register_is_read_as_csv(config_path: Path) -> None:
+    """One column has no delimiter for csv.Sniffer to find: it raised csv.Error, a traceback."""
+    register = config_path.parent / "register.csv"
+    register.write_text("address\n1\n2\n", encoding="utf-8")
+    assert [r.address for r in read_register(register)] == ["1", "2"]
+    r = CliRunner().invoke(main, ["devices", "import", "-c", str(config_path), str(register), "--dry-run"])
+    assert isinstance(r.exception, SystemExit) and r.exit_code == 1, r.output  # devices not listed
+    assert "on the bus, not in the register" in r.output
+
+
+def test_unparsable_csv_is_a_register_error_naming_the_file(config_path: Path) -> None:
+    register = config_path.parent / "register.csv"
+    register.write_text(
+        'address,name\n1,"' + "x" * 200_000 + '"\n', encoding="utf-8"
+    )  # over csv's field limit
+    r = CliRunner().invoke(main, ["devices", "import", "-c", str(config_path), str(register), "--dry-run"])
+    assert isinstance(r.exception, SystemExit) and r.exit_code == 2, r.output
+    assert f"{register}: not a readable CSV table (line 2)" in r.output.replace("\n", ""), r.output

@@ -143,3 +143,37 @@ def test_dry_run_for_the_real_system_plans_user_and_systemctl(short_dir: Path) -
     config.write_text('[gateway]\nid = "gw-1"\n')
     plan = plan_install(prefix=Path("/"), config=config, exec_start="/opt/citynerve/bin/citynerve")
     assert ("systemctl", "restart", "citynerve.service") in [s.command for s in plan.steps]
+
+
+@pytest.mark.parametrize(
+    "user", ["citynerve\nExecStartPre=/bin/sh -c id", "Root", "a b", "-x", "x" * 33, "gw;rm", ""]
+)
+def test_a_user_that_is_not_a_user_name_is_refused(user: str, tmp_path: Path) -> None:
+    for args in (["service", "unit"], ["service", "install", "--prefix", str(tmp_path), "--dry-run"]):
+        r = CliRunner().invoke(main, [*args, "--exec", "/usr/bin/citynerve", "--user", user])
+        assert r.exit_code == 2 and isinstance(r.exception, SystemExit), r.output
+        assert "--user" in r.output and "not a user name" in r.output
+        assert "\nExecStartPre" not in r.output  # no unit printed, let alone an injected line
+
+
+def test_exec_path_with_spaces_is_quoted_as_systemd_reads_it(tmp_path: Path) -> None:
+    root = tmp_path / "my gw 100%"
+    command = root / "current" / "bin" / "citynerve"
+    command.parent.mkdir(parents=True)
+    command.write_text("#!/bin/sh\n")
+    command.chmod(0o755)
+    text = render_unit(str(command), user="svc_gw-1")
+    assert f'ExecStart="{str(command).replace("%", "%%")}" run --config' in text
+    assert "User=svc_gw-1\n" in text
+    r = CliRunner().invoke(main, ["service", "unit", "--exec", "/usr/bin/citynerve\nExecStartPre=/bin/sh"])
+    assert r.exit_code == 2 and "control character" in r.output
+    if shutil.which("systemd-analyze"):  # systemd's own parser: the quoted path is one executable
+        unit = tmp_path / "citynerve.service"
+        unit.write_text(text)
+        proc = subprocess.run(
+            ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert proc.returncode == 0 and "not executable" not in proc.stderr, proc.stderr
+        assert (
+            "Invalid" not in proc.stderr and "Ignoring" not in proc.stderr and "ignoring" not in proc.stderr
+        ), proc.stderr

@@ -1,0 +1,51 @@
+"""The one bounded TOML reader of every file the CLI and the gateway parse: the config, rule packs,
+profiles. Size is checked before parsing and nesting cannot escape as a RecursionError: every
+refusal is a ConfigError naming the file."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from citynerve.gateway.api import ConfigError, ConfigIssue
+
+MAX_TOML_BYTES = 16 << 20
+"""Largest TOML file read: a generated config of 1,000 devices is ~200 KB, so this leaves room for
+tens of thousands; a bigger file (or a device or pipe that never ends) is refused, not read whole."""
+
+
+def read_toml(path: Path, *, max_bytes: int = MAX_TOML_BYTES) -> dict[str, Any]:
+    """Parse a TOML file of at most `max_bytes`; a missing, unreadable, oversized, too deeply
+    nested or malformed file is a ConfigError naming it."""
+
+    def refused(message: str) -> ConfigError:
+        return ConfigError([ConfigIssue(str(path), "", message)])
+
+    try:
+        with path.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > max_bytes:
+                raise refused(f"{size} bytes, larger than {max_bytes} ({max_bytes >> 20} MiB)")
+            data = f.read(max_bytes + 1)  # bounded even where st_size says nothing (a pipe, /dev/zero)
+        if len(data) > max_bytes:
+            raise refused(f"larger than {max_bytes} bytes ({max_bytes >> 20} MiB)")
+        return tomllib.loads(data.decode("utf-8"))
+    except FileNotFoundError:
+        raise refused("no such file") from None
+    except IsADirectoryError:
+        raise refused("is a folder, expected a TOML file") from None
+    except PermissionError:
+        raise refused("permission denied") from None
+    except UnicodeDecodeError as err:
+        raise refused(f"not UTF-8 text: {err.reason}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise refused(f"not valid TOML: {err}") from None
+    except RecursionError:  # arrays or inline tables nested thousands deep: the parser recurses
+        raise refused("not valid TOML: nested too deeply") from None
+    except OSError as err:
+        raise refused(f"cannot read: {err.strerror or err}") from None
+
+
+__all__ = ["MAX_TOML_BYTES", "read_toml"]
