@@ -21,6 +21,7 @@ import pytest
 
 from citynerve.gateway.api import Event
 from citynerve.gateway.config import GatewayConfig, load_config
+from citynerve.gateway.remoteconfig import prepare_start
 from citynerve.gateway.remoteconfig.document import MAX_DEPTH, DocumentError, candidate_text
 from citynerve.gateway.remoteconfig.manager import Reconfigurable, RemoteConfig
 from citynerve.gateway.remoteconfig.profiles import candidate
@@ -199,3 +200,75 @@ async def test_deep_documents_are_answered_bad_value_inline_and_chunked(rig: Rig
     assert rig.remote.pending is None and rig.config.read_text() == rig.gateway.config.source.read_text()
     ok = await rig.send("config_apply", apply_args('{"log": {"level": "debug"}}', mode="patch"))
     assert ok.outcome is CommandOutcome.OK, ok  # the session goes on
+
+
+# -- a write that fails half way ---------------------------------------------------------------------
+
+LITE = {
+    "id": "wm-lite",
+    "family": "modbus",
+    "poll_interval_s": 2,
+    "points": {"flow_rate": {"table": "holding", "address": 0, "type": "float32", "unit": "m3/h"}},
+}
+PATCH = json.dumps({"profiles": {"wm-lite": LITE}, "log": {"level": "debug"}})
+
+
+def _fail_config_writes(config: Path) -> Path:
+    """The disk refuses the config file's write (stands for ENOSPC or EIO): its temporary file's
+    name is taken by a folder, so the atomic write fails after the profiles were written."""
+    blocker = config.with_name(f".{config.name}.tmp")
+    blocker.mkdir()
+    return blocker
+
+
+async def test_a_config_write_that_fails_leaves_the_previous_state_and_no_marker(rig: Rig) -> None:
+    hist = rig.remote.history
+    before_text, before_current = rig.config.read_text(), hist.current()
+    blocker = _fail_config_writes(rig.config)
+    r = await rig.send("config_apply", apply_args(PATCH, mode="patch"), command_id="cmd-v2")
+    assert (r.outcome, r.reason) == (CommandOutcome.FAILED, RejectReason.INTERNAL), r
+    assert "cannot write the config" in r.detail
+    # The previous state, whole: config, managed profiles (none), current version; no marker.
+    assert rig.config.read_text() == before_text
+    assert hist.read_profiles() == {} and not hist.profile_dir.exists()
+    assert hist.pending() is None and hist.current() == before_current
+    assert rig.remote.pending is None and rig.remote.current == before_current
+    assert [e["what"] for e in hist.log()] == ["failed"]
+    blocker.rmdir()
+    # A restart finds nothing to confirm: no late "confirmed" for a command answered failed.
+    assert prepare_start(rig.config) is None
+    again = RemoteConfig(rig.gateway, events=rig.events.append, spawn=lambda c, n: c.close())
+    await again.resume()
+    assert again.last is None and rig.gateway.results == []
+    # The disk has room again: the same change goes through.
+    r = await rig.send("config_apply", apply_args(PATCH, mode="patch", version="v3"))
+    assert r.outcome is CommandOutcome.OK and r.result is not None and r.result["state"] == "pending"
+    assert set(hist.read_profiles()) == {"wm-lite"}
+
+
+async def test_when_putting_the_previous_state_back_fails_too_the_next_start_reverts(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    hist = rig.remote.history
+    before_text = rig.config.read_text()
+    blocker = _fail_config_writes(rig.config)
+    # ... and the managed folder cannot be swapped back either (its rename target is a file).
+    stuck = hist.profile_dir.with_name(hist.profile_dir.name + ".old")
+    stuck.write_text("")
+    r = await rig.send("config_apply", apply_args(PATCH, mode="patch"), command_id="cmd-v2")
+    assert (r.outcome, r.reason) == (CommandOutcome.FAILED, RejectReason.INTERNAL), r
+    assert any(
+        rec.levelname == "CRITICAL" and "cannot put the previous config back" in rec.getMessage()
+        for rec in caplog.records
+    )
+    pending = hist.pending()
+    assert pending is not None and pending["state"] == "unwritten"
+    blocker.rmdir()
+    stuck.unlink()
+    # The next start puts the snapshot back before the config is loaded, and reports the revert.
+    assert "reverted: its write failed" in str(prepare_start(rig.config))
+    assert rig.config.read_text() == before_text and hist.read_profiles() == {}
+    again = RemoteConfig(FileGateway(rig.config), events=rig.events.append, spawn=lambda c, n: c.close())
+    await again.resume()
+    assert again.last is not None and again.last["outcome"] == "reverted"
+    assert hist.pending() is None
