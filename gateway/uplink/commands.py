@@ -33,6 +33,7 @@ from citynerve.gateway.uplink.permissions import (
     ACTION_CLASSES,
     LEGACY_KEY_ID,
     LEGACY_PERMISSIONS,
+    RETIRING_PERMISSIONS,
     CommandKey,
     KeyRing,
     Permission,
@@ -383,6 +384,12 @@ class CommandProcessor:
             raise reject(
                 RejectReason.NOT_PERMITTED,
                 f"{action} needs the {needed.value} permission; key {key.id!r} grants {granted}",
+            )
+        if key.retiring and needed not in RETIRING_PERMISSIONS:
+            raise reject(
+                RejectReason.RETIRING_KEY,
+                f"{action} needs the {needed.value} permission, which the retiring key of {key.id!r} "
+                "no longer grants (rotated): sign with its new key",
             )
         args = cmd.get("args", {})
         if not isinstance(args, dict):
