@@ -9,6 +9,7 @@ came from and why, so a caller catches exactly one type and a bad payload never 
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -59,7 +60,8 @@ def nesting_depth(data: bytes, limit: int) -> int:
 def load_json(data: bytes | str, *, where: str, max_bytes: int, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     """Parse JSON text from outside within `max_bytes` and `max_depth`; raise `PayloadError`.
 
-    NaN and infinities are refused (they are not JSON); text must be UTF-8.
+    NaN and infinities are refused (they are not JSON), also as numbers too large for a float
+    (`1e999`); text must be UTF-8.
     """
     raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
     if len(raw) > max_bytes:
@@ -67,7 +69,7 @@ def load_json(data: bytes | str, *, where: str, max_bytes: int, max_depth: int =
     if nesting_depth(raw, max_depth) > max_depth:
         raise PayloadError(where, f"nested deeper than {max_depth} levels")
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
+        return json.loads(raw.decode("utf-8"), parse_constant=_no_constants, parse_float=_finite)
     except UnicodeDecodeError as err:
         raise PayloadError(where, f"not UTF-8 (byte {err.start})") from None
     except RecursionError:  # cannot happen below max_depth; kept so no parser error escapes typed
@@ -78,6 +80,14 @@ def load_json(data: bytes | str, *, where: str, max_bytes: int, max_depth: int =
 
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    # 1e999 is valid JSON text but parses to inf, which no JSON number stands for.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:32]} is out of range (not finite)")
+    return value
 
 
 __all__ = ["DEFAULT_MAX_DEPTH", "PayloadError", "load_json", "nesting_depth"]

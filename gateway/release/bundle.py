@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,41 +154,71 @@ def verify_signature_openssl(public_key_pem: bytes, signature: bytes, data: byte
 
 
 def unpack(bundle: Path, dest: Path) -> Path:
-    """Extract a bundle tarball into `dest` (bounded: regular files and folders only, no links, no
-    paths outside); returns the bundle's folder. Verification is separate (`verify`)."""
+    """Extract a bundle tarball into `dest` (bounded: regular files and folders only, each name
+    once, no links, no paths outside, nothing beneath a file); returns the bundle's folder.
+    Every failure, a damaged or truncated file included, is a BundleError. Verification is
+    separate (`verify`)."""
     where = str(bundle)
+    damaged = (OSError, tarfile.TarError, EOFError, zlib.error)  # zlib: a flipped bit in the stream
     try:
         tar = tarfile.open(bundle, "r:gz")  # noqa: SIM115 (closed by the `with` below)
-    except (OSError, tarfile.TarError) as err:
+    except damaged as err:
         raise BundleError(where, f"not a readable .tar.gz: {err}") from None
     with tar:
-        members = []
-        total = 0
         try:
-            for member in tar:
-                members.append(member)
-                total += member.size
-                if len(members) > MAX_MEMBERS or total > MAX_BUNDLE_BYTES:
-                    raise BundleError(where, f"more than {MAX_MEMBERS} files or {MAX_BUNDLE_BYTES} bytes")
-                if not (member.isfile() or member.isdir()) or not _safe_relative(member.name.rstrip("/")):
-                    raise BundleError(where, f"member {member.name!r} is not a plain file or folder inside")
-        except (OSError, tarfile.TarError, EOFError) as err:
+            members = _members(tar, where)
+        except damaged as err:
             raise BundleError(where, f"damaged tarball: {err}") from None
         tops = {m.name.split("/", 1)[0] for m in members}
         if len(tops) != 1:
             raise BundleError(where, f"expected one top folder, found {sorted(tops)}")
-        for member in members:
-            target = dest / member.name
-            if member.isdir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            src = tar.extractfile(member)
-            if src is None:
-                raise BundleError(where, f"member {member.name!r} has no data")
-            with src, target.open("wb") as out:
-                shutil.copyfileobj(src, out)
+        try:
+            for member in members:
+                target = dest / member.name
+                if member.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                src = tar.extractfile(member)
+                if src is None:
+                    raise BundleError(where, f"member {member.name!r} has no data")
+                with src, target.open("wb") as out:
+                    shutil.copyfileobj(src, out)
+        except damaged as err:
+            raise BundleError(where, f"cannot unpack (damaged, or no room): {err}") from None
     return dest / tops.pop()
+
+
+def _members(tar: tarfile.TarFile, where: str) -> list[tarfile.TarInfo]:
+    """The members, checked before anything is written: bounded, plain, inside, each name once and
+    none beneath a file (a file and a folder of one name cannot both be unpacked)."""
+    members: list[tarfile.TarInfo] = []
+    total = 0
+    names: set[str] = set()
+    files: set[str] = set()
+    folders: set[str] = set()  # every folder above a name, listed or not
+    for member in tar:
+        members.append(member)
+        total += member.size
+        if len(members) > MAX_MEMBERS or total > MAX_BUNDLE_BYTES:
+            raise BundleError(where, f"more than {MAX_MEMBERS} files or {MAX_BUNDLE_BYTES} bytes")
+        name = member.name.rstrip("/")
+        if not (member.isfile() or member.isdir()) or not _safe_relative(name):
+            raise BundleError(where, f"member {member.name!r} is not a plain file or folder inside")
+        if name in names:
+            raise BundleError(where, f"member {name!r} is in the bundle twice")
+        if member.isfile() and name in folders:
+            raise BundleError(where, f"member {name!r} is a file and a folder")
+        parts = name.split("/")
+        above = ["/".join(parts[:i]) for i in range(1, len(parts))]
+        under = next((p for p in above if p in files), None)
+        if under is not None:
+            raise BundleError(where, f"member {name!r} is beneath the file {under!r}")
+        names.add(name)
+        folders.update(above)
+        if member.isfile():
+            files.add(name)
+    return members
 
 
 def verify(folder: Path, public_key_pem: bytes) -> Manifest:

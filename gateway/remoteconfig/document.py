@@ -10,7 +10,7 @@ import binascii
 import contextlib
 import dataclasses
 import hashlib
-import json
+import re
 import shutil
 import time
 import tomllib
@@ -24,13 +24,16 @@ import tomli_w
 from citynerve.gateway.api import ConfigError, ConfigIssue, GatewayError
 from citynerve.gateway.config import GatewayConfig, load_config
 from citynerve.gateway.config.loader import managed_profile_dir
+from citynerve.gateway.payload import PayloadError, load_json
 
 MAX_DOCUMENT_BYTES = 512 * 1024  # a big district config is ~100 KB
 MAX_CHUNK_BYTES = 8 * 1024  # raw bytes per chunk: base64 in a command stays under the 16 KB inbound cap
 MAX_CHUNKS = MAX_DOCUMENT_BYTES // MAX_CHUNK_BYTES
 MAX_UPLOADS = 4  # uploads assembled at once; the oldest is dropped for a fifth
 UPLOAD_TTL_S = 600.0  # an upload not applied within this (monotonic) time is dropped
-MAX_PATCH_DEPTH = 16
+MAX_DEPTH = 16
+"""Deepest nesting of a document or a profile in it (a shipped config nests 6 levels): bounded
+before the parsers see the text, since tomllib and json recurse per array and table."""
 PATCH_SECTIONS = frozenset({"buses", "devices", "rules", "upstream", "web", "log", "clock"})
 """Top-level sections a patch may change (and `profiles`, the managed profiles: profiles.py).
 `gateway` (the identity), `store`, `control`, `security`
@@ -117,29 +120,71 @@ def candidate_text(current: str, document: bytes, mode: str) -> str:
     except UnicodeDecodeError as err:
         raise DocumentError(f"the document is not UTF-8: {err}") from err
     if mode == "replace":
-        try:
-            tomllib.loads(text)
-        except tomllib.TOMLDecodeError as err:
-            raise DocumentError(f"the document is not TOML: {err}") from err
+        load_toml(text, "the document")
         return text
     if mode != "patch":
         raise DocumentError("mode must be replace or patch")
-    try:
-        patch = json.loads(text)
-    except ValueError as err:
-        raise DocumentError(f"the patch is not JSON: {err}") from err
+    patch = load_patch(text)
     if not isinstance(patch, dict) or not patch:
         raise DocumentError("the patch must be a non-empty JSON object")
     bad = sorted(set(patch) - PATCH_SECTIONS)
     if bad:
         raise DocumentError(f"a patch may change {', '.join(sorted(PATCH_SECTIONS))}; not {', '.join(bad)}")
-    if _depth(patch) > MAX_PATCH_DEPTH:
-        raise DocumentError(f"the patch nests deeper than {MAX_PATCH_DEPTH}")
     merged = merge_patch(tomllib.loads(current), patch)
     try:
         return tomli_w.dumps(merged)
     except (TypeError, ValueError) as err:  # e.g. a null inside a list: TOML has no null
         raise DocumentError(f"the patched config cannot be written as TOML: {err}") from err
+
+
+def load_patch(text: str) -> Any:
+    """A JSON patch, nested at most MAX_DEPTH (checked on the text before parsing), finite numbers
+    only; else DocumentError."""
+    try:
+        return load_json(text, where="the patch", max_bytes=MAX_DOCUMENT_BYTES, max_depth=MAX_DEPTH)
+    except PayloadError as err:
+        raise DocumentError(f"the patch is {err.reason}") from None
+
+
+# What can hold a bracket in TOML without nesting (strings, comments), or one bracket.
+_TOML_TOKENS = re.compile(
+    r'"""(?:[^\\]|\\.)*?"""|\'\'\'.*?\'\'\'|"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\'|#[^\n]*|[\[\]{}]',
+    re.DOTALL,
+)
+
+
+def _toml_too_deep(text: str, limit: int) -> int | None:
+    """The line where TOML text's arrays and inline tables nest deeper than `limit`, or None."""
+    depth = 0
+    for m in _TOML_TOKENS.finditer(text):
+        c = m.group()
+        if len(c) != 1:
+            continue  # a string or a comment
+        if c in "[{":
+            depth += 1
+            if depth > limit:
+                return text.count("\n", 0, m.start()) + 1
+        else:
+            depth -= 1
+    return None
+
+
+def load_toml(text: str, where: str) -> dict[str, Any]:
+    """TOML from the platform nested at most MAX_DEPTH, else DocumentError naming `where`. Checked
+    on the text before tomllib sees it (it recurses per array and inline table) and on the result
+    (dotted keys and table headers nest without recursing, but everything after would)."""
+    line = _toml_too_deep(text, MAX_DEPTH - 1)  # the root table is a level without a bracket
+    if line is not None:
+        raise DocumentError(f"{where} nests deeper than {MAX_DEPTH} levels (line {line})")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise DocumentError(f"{where} is not TOML: {err}") from err
+    except RecursionError:  # not below MAX_DEPTH; kept so that no parser error escapes untyped
+        raise DocumentError(f"{where} nests too deep") from None
+    if _depth(data) > MAX_DEPTH:
+        raise DocumentError(f"{where} nests deeper than {MAX_DEPTH} levels (dotted keys or tables)")
+    return data
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -156,7 +201,7 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 
 def _depth(value: Any, level: int = 0) -> int:
-    if level > MAX_PATCH_DEPTH:
+    if level > MAX_DEPTH:
         return level
     if isinstance(value, dict):
         return max((_depth(v, level + 1) for v in value.values()), default=level + 1)

@@ -171,6 +171,15 @@ class ConfigHistory:
         write_profiles(self.profile_dir, profiles)
         self.write_config(text)
 
+    def put_back(self, text: str, profiles: Mapping[str, str]) -> None:
+        """Make the config and the managed profiles `text` and `profiles` again after a write that
+        failed half way, writing only what differs (what just failed to write may fail again). The
+        config first: the old config beside the new profiles names none that is missing."""
+        if self.read_config() != text:
+            self.write_config(text)
+        if self.read_profiles() != dict(profiles):
+            write_profiles(self.profile_dir, profiles)
+
     def write_config(self, text: str) -> None:
         try:
             mode = self.config_path.stat().st_mode & 0o777

@@ -57,6 +57,7 @@ MIN_CONFIRM_S, MAX_CONFIRM_S = 5.0, 1800.0
 SETTLE_S = 3.0  # at least this long after applying before a verdict (devices polled once more)
 APPLY_DELAY_S = 0.5  # the answer leaves before the uplink may be replaced
 MAX_PENDING_STARTS = 3  # starts of a pending config without a verdict, then it is reverted unseen
+UNWRITTEN = "unwritten"  # pending marker state: the write failed and so did putting the old one back
 HOT_SECTIONS = frozenset({"upstream"})  # restart_needed_for entries handled without a restart
 _VERSION_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-")
 
@@ -129,14 +130,18 @@ def prepare_start(config_path: Path) -> str | None:
         if pending is None or pending.get("state") == "reverted":
             return None
         starts = int(pending.get("starts", 0)) + 1
-        if starts <= MAX_PENDING_STARTS:
+        unwritten = pending.get("state") == UNWRITTEN
+        if starts <= MAX_PENDING_STARTS and not unwritten:
             hist.set_pending({**pending, "starts": starts})
             return f"config {pending.get('version')} pending confirmation (start {starts})"
         text, profiles = hist.snapshot_state(hist.find_seq(int(pending["snapshot"])))
         hist.write_state(text, profiles)
         prev = pending.get("previous") or {}
         hist.set_current(str(prev.get("version", "local")), state_digest(text, profiles))
-        reason = f"not confirmed after {MAX_PENDING_STARTS} starts"
+        if unwritten:
+            reason = f"its write failed ({pending.get('reason')})"
+        else:
+            reason = f"not confirmed after {MAX_PENDING_STARTS} starts"
         hist.note("reverted", str(pending.get("version")), str(pending.get("sha256")), reason=reason)
         hist.set_pending({**pending, "state": "reverted", "reason": reason, "starts": starts})
         return f"config {pending.get('version')} reverted: {reason}"
@@ -295,10 +300,14 @@ class RemoteConfig:
                 "starts": 0,
                 "state": "pending",
             }
-            self.history.set_pending(pending)
-            self.history.write_state(text, profiles)
-            self.history.set_current(version, digest)
-            self.history.note("applied", version, digest, by=f"platform key {caller.key_id}")
+            try:
+                self.history.set_pending(pending)
+                self.history.write_state(text, profiles)
+                self.history.set_current(version, digest)
+                self.history.note("applied", version, digest, by=f"platform key {caller.key_id}")
+            except (HistoryError, OSError) as err:
+                self._put_back(running, running_profiles, pending, err)
+                raise
         except DocumentError as err:
             raise bad(err.detail) from err
         except (HistoryError, OSError) as err:
@@ -312,6 +321,34 @@ class RemoteConfig:
             "config %s (%s) written by platform key %s; applying", version, digest[:12], caller.key_id
         )
         return {"version": version, "sha256": digest, "state": "pending", "confirm_s": float(confirm_s)}
+
+    def _put_back(
+        self, text: str, profiles: Mapping[str, str], pending: dict[str, Any], err: Exception
+    ) -> None:
+        """A write of a new config failed half way (disk full, I/O error): the previous config and
+        managed profiles go back, and the pending marker with them (else the next start would check
+        the mixed state and confirm a change the platform was told failed). When that fails too,
+        the marker says so and the next start puts the snapshot back before loading the config."""
+        version, digest = str(pending["version"]), str(pending["sha256"])
+        try:
+            self.history.put_back(text, profiles)
+            self.history.set_current(self.current["version"], self.current["sha256"])
+            self.history.clear_pending()
+            self.history.note("failed", version, digest, reason=f"cannot write the config: {err}")
+            log.error("config %s: cannot write it (%s); the previous config is in place", version, err)
+        except (HistoryError, OSError) as again:
+            log.critical(
+                "config %s: cannot write it (%s) and cannot put the previous config back (%s): the "
+                "config and its profiles may be mixed; the next start puts snapshot %s back",
+                version,
+                err,
+                again,
+                pending["snapshot"],
+            )
+            try:
+                self.history.set_pending({**pending, "state": UNWRITTEN, "reason": str(err)})
+            except (HistoryError, OSError) as third:
+                log.critical("config %s: cannot mark the failed write either: %s", version, third)
 
     # -- applying and the health check ---------------------------------------------------------------
 

@@ -18,7 +18,6 @@ them: with managed profiles it is the SHA-256 of the config text and every profi
 from __future__ import annotations
 
 import json
-import tomllib
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,6 +28,8 @@ from citynerve.gateway.remoteconfig.document import (
     MAX_DOCUMENT_BYTES,
     DocumentError,
     candidate_text,
+    load_patch,
+    load_toml,
 )
 from citynerve.gateway.remoteconfig.history import read_profiles, state_digest, write_profiles
 
@@ -45,10 +46,7 @@ def _profile_text(pid: object, value: Any) -> str:
             f"profiles: {str(pid)[:64]!r} is not a profile id (letters, digits, `_ . : -`, at most 64)"
         )
     if isinstance(value, str):
-        try:
-            tomllib.loads(value)
-        except tomllib.TOMLDecodeError as err:
-            raise DocumentError(f"profiles.{pid}: not TOML: {err}") from err
+        load_toml(value, f"profiles.{pid}")
         text = value
     elif isinstance(value, dict):
         try:
@@ -79,10 +77,7 @@ def candidate(
     except UnicodeDecodeError as err:
         raise DocumentError(f"the document is not UTF-8: {err}") from err
     if mode == "patch":
-        try:
-            patch = json.loads(text)
-        except ValueError as err:
-            raise DocumentError(f"the patch is not JSON: {err}") from err
+        patch = load_patch(text)
         if not isinstance(patch, dict) or PROFILES_KEY not in patch:
             return candidate_text(current, document, mode), dict(current_profiles)
         changes = patch.pop(PROFILES_KEY)
@@ -99,7 +94,7 @@ def candidate(
     config = candidate_text(current, document, mode)
     if mode != "replace":
         return config, dict(current_profiles)
-    raw = tomllib.loads(config)
+    raw = load_toml(config, "the document")
     if PROFILES_KEY not in raw:
         return config, dict(current_profiles)
     tables = raw.pop(PROFILES_KEY)

@@ -198,7 +198,7 @@ class UplinkMessages:
             target=target,
             verifier=verifier,
             nonces=NonceCache(self._outbox, max_keep_s=cfg.max_lifetime_s + 2 * cfg.max_clock_skew_s),
-            outcomes=CommandOutcomes(self._outbox, keep_s=cfg.max_lifetime_s + cfg.max_clock_skew_s),
+            outcomes=CommandOutcomes(self._outbox, keep_s=cfg.max_lifetime_s + 2 * cfg.max_clock_skew_s),
             decode=self._enc.decode_command,
             resend_inventory=resend,
             enabled=cfg.enabled,

@@ -1,9 +1,13 @@
 """Commands are idempotent by id: a command id runs once; a command arriving again with an id already
 seen (the platform resent it, the broker delivered it twice) gets the first outcome, not a second run.
 
-Outcomes are kept in the outbox's key/value state (so a restart does not run a command twice) for the
-window a command can live (`max_lifetime_s + max_clock_skew_s`), at most `max_entries` of them
-(the oldest forgotten first: the nonce check still refuses a replay of a forgotten one).
+Outcomes are kept in the outbox's key/value state (so a restart does not run a command twice), each
+at least as long as its command can be accepted: until its own expiry plus the clock skew allowed
+(`valid_until`, else `keep_s`), on the wall clock AND for as long on the monotonic clock, so that a
+wall clock stepped forward (NTP after a boot without a real-time clock) cannot forget an outcome
+while the broker may still deliver its command again. Across a reboot (the boot id tells) each kept
+outcome is kept its whole span again. At most `max_entries` (the soonest to expire forgotten first:
+the nonce check still refuses a replay of a forgotten one).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from citynerve.gateway.api import SYSTEM_CLOCK, Clock, boot_id
 from citynerve.gateway.uplink.commands import KeyValueState
 from citynerve.gateway.uplink.encoding import CommandOutcome, CommandResult, RejectReason
 
@@ -44,14 +49,32 @@ def _from_json(d: dict[str, Any]) -> CommandResult:
     )
 
 
-class CommandOutcomes:
-    """First outcome per command id, persisted; concurrent copies of one id wait for the first."""
+class _Kept:
+    """One outcome and how long it is kept: wall time, monotonic time, and the span (for a reboot)."""
 
-    def __init__(self, state: KeyValueState, *, keep_s: float, max_entries: int = 2_000) -> None:
+    __slots__ = ("mono_until", "result", "span", "wall_until")
+
+    def __init__(self, wall_until: float, mono_until: float, span: float, result: dict[str, Any]) -> None:
+        self.wall_until, self.mono_until, self.span, self.result = wall_until, mono_until, span, result
+
+    def live(self, wall: float, mono: float) -> bool:
+        return self.wall_until >= wall or self.mono_until >= mono
+
+
+class CommandOutcomes:
+    """First outcome per command id, persisted; concurrent copies of one id wait for the first.
+
+    `keep_s`: how long an outcome is kept when its command gives no expiry (a malformed one)."""
+
+    def __init__(
+        self, state: KeyValueState, *, keep_s: float, max_entries: int = 2_000, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self._state = state
         self._keep_s = keep_s
         self._max = max_entries
-        self._done: dict[str, tuple[float, dict[str, Any]]] = {}  # id -> (keep until, result)
+        self._clock = clock
+        self._boot = boot_id()
+        self._done: dict[str, _Kept] = {}
         self._running: dict[str, asyncio.Future[CommandResult]] = {}
         self._loaded = False
         self.repeats = 0
@@ -63,24 +86,50 @@ class CommandOutcomes:
         raw = await self._state.get(OUTCOMES_KEY)
         if not raw:
             return
+        mono = self._clock.monotonic()
         try:
             data = json.loads(raw) if isinstance(raw, str | bytes) else raw
-            self._done = {str(k): (float(v[0]), dict(v[1])) for k, v in dict(data).items()}
-            for _, d in self._done.values():
-                _from_json(d)  # every entry must decode
+            if isinstance(data, dict) and data.get("v") == 2:
+                same_boot = bool(self._boot) and data.get("boot") == self._boot
+                done = {}
+                for k, (wall_until, mono_until, span, result) in dict(data["done"]).items():
+                    span = float(span)
+                    until = float(mono_until) if same_boot else mono + span
+                    done[str(k)] = _Kept(float(wall_until), until, span, dict(result))
+            else:  # version 1: {id: [wall keep-until, result]}
+                done = {
+                    str(k): _Kept(float(v[0]), mono + self._keep_s, self._keep_s, dict(v[1]))
+                    for k, v in dict(data).items()
+                }
+            for kept in done.values():
+                _from_json(kept.result)  # every entry must decode
+            self._done = done
         except (ValueError, TypeError, KeyError, IndexError):
             log.warning("command outcomes unreadable; starting empty (the nonce check still holds)")
             self._done = {}
 
+    async def _save(self) -> None:
+        done = {k: [v.wall_until, v.mono_until, v.span, v.result] for k, v in self._done.items()}
+        data = {"v": 2, "boot": self._boot, "done": done}
+        await self._state.put(OUTCOMES_KEY, json.dumps(data, separators=(",", ":")))
+
     async def once(
-        self, command_id: str, now: float, run: Callable[[], Awaitable[CommandResult]]
+        self,
+        command_id: str,
+        now: float,
+        run: Callable[[], Awaitable[CommandResult]],
+        *,
+        valid_until: float | None = None,
     ) -> CommandResult:
-        """The outcome of `command_id`: `run()` the first time, the stored outcome after."""
+        """The outcome of `command_id`: `run()` the first time, the stored outcome after. `now` is
+        the wall time; `valid_until` the last wall time the command can be accepted (its expiry
+        plus the skew allowed): its outcome is kept at least that long, on both clocks."""
         await self._load()
-        self._done = {k: v for k, v in self._done.items() if v[0] >= now}
+        mono = self._clock.monotonic()
+        self._done = {k: v for k, v in self._done.items() if v.live(now, mono)}
         if command_id in self._done:
             self.repeats += 1
-            return _from_json(self._done[command_id][1])
+            return _from_json(self._done[command_id].result)
         running = self._running.get(command_id)
         if running is not None:
             self.repeats += 1
@@ -89,10 +138,11 @@ class CommandOutcomes:
         self._running[command_id] = fut
         try:
             result = await run()
-            self._done[command_id] = (now + self._keep_s, _to_json(result))
+            span = self._keep_s if valid_until is None else max(0.0, valid_until - now)
+            self._done[command_id] = _Kept(now + span, mono + span, span, _to_json(result))
             while len(self._done) > self._max:
-                del self._done[min(self._done, key=lambda k: self._done[k][0])]
-            await self._state.put(OUTCOMES_KEY, json.dumps(self._done, separators=(",", ":")))
+                del self._done[min(self._done, key=lambda k: self._done[k].mono_until)]
+            await self._save()
             fut.set_result(result)
             return result
         except BaseException as err:

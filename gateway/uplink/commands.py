@@ -33,6 +33,7 @@ from citynerve.gateway.uplink.permissions import (
     ACTION_CLASSES,
     LEGACY_KEY_ID,
     LEGACY_PERMISSIONS,
+    RETIRING_PERMISSIONS,
     CommandKey,
     KeyRing,
     Permission,
@@ -272,7 +273,19 @@ class CommandProcessor:
         if self._outcomes is None:
             return await self._run(cid, key, cmd)
         # Authenticated: idempotent by id (a repeat gets the first outcome, never a second run).
-        return await self._outcomes.once(cid, self._clock(), lambda: self._run(cid, key, cmd))
+        now = self._clock()
+        return await self._outcomes.once(
+            cid, now, lambda: self._run(cid, key, cmd), valid_until=self._valid_until(cmd, now)
+        )
+
+    def _valid_until(self, cmd: dict[str, Any], now: float) -> float | None:
+        """The last wall time `cmd` can be accepted (its expiry plus the skew allowed), no later
+        than the longest any command can be (one of an unchecked expiry must not be kept for ever)."""
+        expires = cmd.get("expires_at_ms")
+        if not _is_int(expires):
+            return None
+        assert isinstance(expires, int)
+        return min(expires / 1000 + self._skew, now + self._lifetime + 2 * self._skew)
 
     async def _run(self, cid: str, key: CommandKey, cmd: dict[str, Any]) -> CommandResult:
         try:
@@ -371,6 +384,12 @@ class CommandProcessor:
             raise reject(
                 RejectReason.NOT_PERMITTED,
                 f"{action} needs the {needed.value} permission; key {key.id!r} grants {granted}",
+            )
+        if key.retiring and needed not in RETIRING_PERMISSIONS:
+            raise reject(
+                RejectReason.RETIRING_KEY,
+                f"{action} needs the {needed.value} permission, which the retiring key of {key.id!r} "
+                "no longer grants (rotated): sign with its new key",
             )
         args = cmd.get("args", {})
         if not isinstance(args, dict):

@@ -82,6 +82,7 @@ class RejectReason(enum.StrEnum):
     UNKNOWN_ALARM = "unknown_alarm"  # ack of an alarm that is not active
     NO_SPACE = "no_space"  # a software update that would not fit the disk budget (refused before download)
     BUSY = "busy"  # another software update is being verified or applied
+    RETIRING_KEY = "retiring_key"  # signed with a key being rotated out: configure/update/reboot refused
     # failures while carrying out an accepted command
     DEVICE_ERROR = "device_error"
     TIMEOUT = "timeout"

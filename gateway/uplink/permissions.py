@@ -4,6 +4,8 @@ Every platform command belongs to one class (`ACTION_CLASSES`, plus the class ea
 diagnostic action declares). A gateway holds one or more command keys (`[[upstream.commands.keys]]`),
 each with an id and the classes it grants; a command verified with a key whose classes do not
 include the action's class is rejected `not_permitted`, and the answer names the key and the class.
+During a key rotation's overlap the key's previous verifier grants only RETIRING_PERMISSIONS
+(`retiring_key` for the rest).
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ ACTION_CLASSES: dict[str, Permission] = {
 }
 """The classes of the built-in actions (citynerve.gateway.uplink.commands.ACTIONS)."""
 
+RETIRING_PERMISSIONS = frozenset({Permission.READ, Permission.OPERATE})
+"""What a key's previous (retiring) verifier still grants during a rotation's overlap, within the
+key's own classes: looking and day-to-day operation (acks verify too). Never configure, update or
+reboot: whoever still holds the old key must not rotate the new one away or change the gateway."""
+
 LEGACY_KEY_ID = "platform"
 
 
@@ -50,6 +57,9 @@ class CommandKey:
     id: str
     verifier: CommandVerifier
     classes: frozenset[Permission]
+    retiring: bool = False
+    """True when a command verified with the key's previous verifier during a rotation's overlap
+    (`KeyRing.identify`): it grants only RETIRING_PERMISSIONS of `classes`."""
 
 
 class KeyRing:
@@ -93,7 +103,7 @@ class KeyRing:
 
     def identify(self, message: Mapping[str, Any], *, context: bytes = SIGNING_CONTEXT) -> CommandKey | None:
         """The key whose signature `message` carries (only the key named by `key_id` when it names
-        one), or None."""
+        one), or None. Verified by a retiring verifier: that verifier, with `retiring` set."""
         named = message.get("key_id")
         for key in self.keys:
             if named is not None and key.id != named:
@@ -105,7 +115,7 @@ class KeyRing:
                 if time.monotonic() >= old[1]:
                     del self._retiring[key.id]  # the overlap is over: the old key is retired
                 elif old[0].verify(message, context=context):
-                    return key
+                    return CommandKey(key.id, old[0], key.classes, retiring=True)
         return None
 
     def verify(self, message: Mapping[str, Any], *, context: bytes = SIGNING_CONTEXT) -> bool:

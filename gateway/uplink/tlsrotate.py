@@ -235,11 +235,14 @@ class TlsRotation:
         who = f"platform key {caller.key_id}"
         self._check_tls()
         from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
 
         async with self._lock:
             key = self._pending_key()
             try:
-                chain = x509.load_pem_x509_certificates(text.encode("ascii", "replace"))
+                # UTF-8: explanatory text beside the PEM blocks may be anything (a CA tool writes
+                # `subject=O = Stadtwerke Zürich`); only the certificates themselves are kept.
+                chain = x509.load_pem_x509_certificates(text.encode("utf-8"))
             except ValueError as err:
                 raise CommandRejectedError(RejectReason.BAD_VALUE, f"not a PEM certificate: {err}") from err
             cert = chain[0]
@@ -257,7 +260,7 @@ class TlsRotation:
             stamp = now.strftime("%Y%m%dT%H%M%S")
             cert_file = self.directory / f"client-{stamp}.pem"
             key_file = self.directory / f"client-{stamp}.key"
-            write_private(cert_file, text.encode("ascii"))
+            write_private(cert_file, b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain))
             write_private(key_file, (self.directory / PENDING_KEY).read_bytes())
             upstream = self._upstream()
             if upstream is None:

@@ -1,7 +1,8 @@
 """The control socket parses its requests with the same bounded loader as network input: a deeply
-nested or broken request gets a BadRequest answer and the connection keeps serving; one over the
-line limit gets a BadRequest naming the limit before the connection closes. The client, `ask`,
-turns every connection failure into a ControlError, so the CLI prints one line, not a traceback."""
+nested or broken request, or a number no float holds, gets a BadRequest answer and the connection
+keeps serving; one over the line limit gets a BadRequest naming the limit before the connection
+closes. The client, `ask`, turns every connection failure into a ControlError, so the CLI prints
+one line, not a traceback."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ async def test_deep_request_is_a_bad_request_and_the_connection_goes_on(short_di
         async with asyncio.timeout(10):
             reader, writer = await asyncio.open_unix_connection(str(path))
             answers = []
-            for line in (b"[" * 100_000, b"\xff\xfe", b"[1]", b'{"op":"ping"}'):
+            lines = (b"[" * 100_000, b"\xff\xfe", b"[1]", b'{"op":"ping","for_s":1e999}', b'{"op":"ping"}')
+            for line in lines:
                 writer.write(line + b"\n")
                 await writer.drain()
                 answers.append(json.loads(await reader.readline()))
@@ -47,8 +49,9 @@ async def test_deep_request_is_a_bad_request_and_the_connection_goes_on(short_di
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    assert [a["ok"] for a in answers] == [False, False, False, True]
-    assert "deeper" in answers[0]["error"]["message"] and answers[3]["result"] == "pong"
+    assert [a["ok"] for a in answers] == [False, False, False, False, True]
+    assert "deeper" in answers[0]["error"]["message"] and answers[4]["result"] == "pong"
+    assert "1e999 is out of range (not finite)" in answers[3]["error"]["message"]  # never inf
 
 
 async def test_request_over_the_line_limit_is_answered_bad_request(short_dir: Path) -> None:

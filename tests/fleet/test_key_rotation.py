@@ -22,7 +22,7 @@ from citynerve.gateway.uplink import (
 from citynerve.gateway.uplink.commands import RemoteAction
 from citynerve.gateway.uplink.keyrotation import CommandKeyRotation
 from citynerve.gateway.uplink.keys import load_key_ring
-from citynerve.gateway.uplink.permissions import KeyRing, Permission
+from citynerve.gateway.uplink.permissions import RETIRING_PERMISSIONS, KeyRing, Permission
 from citynerve.gateway.uplink.signing import ACK_SIGNING_CONTEXT
 from citynerve.hil.platform import CommandSigner
 from tests.fleet.test_permissions import CENTRE, GW, OPS, key_files
@@ -37,7 +37,9 @@ async def _nothing() -> None:
     return None
 
 
-async def setup(tmp_path: Path, outbox: AsyncOutbox) -> tuple[CommandProcessor, KeyRing, list[Event]]:
+async def setup(
+    tmp_path: Path, outbox: AsyncOutbox, more: dict[str, RemoteAction] | None = None
+) -> tuple[CommandProcessor, KeyRing, list[Event]]:
     cfg = key_files(tmp_path)
     ring = load_key_ring(cfg)
     events: list[Event] = []
@@ -58,7 +60,10 @@ async def setup(tmp_path: Path, outbox: AsyncOutbox) -> tuple[CommandProcessor, 
         decode=JsonV1Encoding(topic_prefix="citynerve", gateway_id=GW).decode_command,
         resend_inventory=_nothing,
         enabled=True,
-        extra_actions={"rotate_command_key": RemoteAction(Permission.CONFIGURE, rotation.rotate)},
+        extra_actions={
+            "rotate_command_key": RemoteAction(Permission.CONFIGURE, rotation.rotate),
+            **(more or {}),
+        },
     )
     return proc, ring, events
 
@@ -196,3 +201,45 @@ async def test_an_ed25519_key_rotates_with_its_public_key_only(tmp_path: Path) -
         stale = await proc.handle(CommandSigner.payload(old_signer.command(GW, "rotate_command_key", args)))
         assert stale.reason is RejectReason.BAD_SIGNATURE
         assert ring.verify(new_signer.sign_ack({"gateway_id": GW, "seq": 1}), context=ACK_SIGNING_CONTEXT)
+
+
+async def test_the_retiring_key_may_look_and_operate_but_never_configure_update_or_reboot(
+    tmp_path: Path,
+) -> None:
+    """Whoever still holds the old key during the overlap cannot rotate the platform's new key
+    away (or change, update or reboot the gateway): `retiring_key`. Reads, writes and acks go on."""
+    ran: list[str] = []
+
+    def action(name: str, permission: Permission) -> RemoteAction:
+        async def handler(args: dict[str, Any], caller: Any) -> dict[str, Any]:
+            ran.append(name)
+            return {}
+
+        return RemoteAction(permission, handler)
+
+    # What the ops-centre key grants beyond reading and operating (update it lacks: not_permitted).
+    classes = {f"try_{p.value}": p for p in (Permission.CONFIGURE, Permission.REBOOT)}
+    assert {Permission.READ, Permission.OPERATE} == RETIRING_PERMISSIONS
+    async with AsyncOutbox(tmp_path / "o.db") as outbox:
+        proc, ring, _ = await setup(tmp_path, outbox, {n: action(n, p) for n, p in classes.items()})
+        evil = bytes.fromhex("33" * 32)
+        assert (await send(proc, CENTRE, "rotate_command_key", rotate_args(NEW_KEY, 3600))).outcome is (
+            CommandOutcome.OK
+        )
+        r = await send(proc, CENTRE, "rotate_command_key", rotate_args(evil, 0))
+        assert r.reason is RejectReason.RETIRING_KEY and "sign with its new key" in r.detail, r
+        for name in classes:
+            assert (await send(proc, CENTRE, name)).reason is RejectReason.RETIRING_KEY, name
+        assert ran == []
+        # The platform's new key is still the key, and may do all of it.
+        assert (await send(proc, NEW, "resend_inventory")).outcome is CommandOutcome.OK
+        for name in classes:
+            assert (await send(proc, NEW, name)).outcome is CommandOutcome.OK, name
+        assert sorted(ran) == sorted(classes)
+        # The old key still reads, operates and signs acks until the overlap ends.
+        assert (await send(proc, CENTRE, "resend_inventory")).outcome is CommandOutcome.OK
+        write = {"device_id": "wm-1", "point": "valve", "value": True}
+        assert (await send(proc, CENTRE, "write_point", write)).outcome is CommandOutcome.OK
+        ack = CENTRE.sign_ack({"gateway_id": GW, "lane": "events", "seq": 3, "ts_ms": 1})
+        assert ring.verify(ack, context=ACK_SIGNING_CONTEXT)
+        assert not ring.verify(CommandSigner(hmac_key=evil).command(GW, "resend_inventory", {}))

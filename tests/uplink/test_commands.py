@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from citynerve.gateway.api import DeviceTimeoutError, Reading, Value, WriteRejectedError
+from citynerve.gateway.api import Clock, DeviceTimeoutError, Reading, Value, WriteRejectedError
 from citynerve.gateway.store import AsyncOutbox
 from citynerve.gateway.uplink import (
     CommandOutcome,
@@ -232,6 +232,19 @@ class CountingTarget(BuildingTarget):
         await super().write_point(device_id, point, value)
 
 
+class LaterClock(Clock):
+    """The system clocks, `ahead_s` seconds later on both (time that really passed)."""
+
+    def __init__(self, ahead_s: float) -> None:
+        self.ahead_s = ahead_s
+
+    def monotonic(self) -> float:
+        return super().monotonic() + self.ahead_s
+
+    def wall(self) -> float:
+        return super().wall() + self.ahead_s
+
+
 async def test_a_reused_command_id_runs_once_and_returns_the_first_outcome(tmp_path: Path) -> None:
     target = CountingTarget()
     c = cmd("write_point", {"device_id": "wm-1", "point": "valve", "value": True})
@@ -249,8 +262,10 @@ async def test_a_reused_command_id_runs_once_and_returns_the_first_outcome(tmp_p
         p = processor(target, ob, outcomes=CommandOutcomes(ob, keep_s=330))
         assert await p.handle(raw(c)) == first
         assert target.writes == 1
-        # Bounded: after the window an id is forgotten (the nonce check then refuses the replay).
-        late = processor(target, ob, outcomes=CommandOutcomes(ob, keep_s=330), now=NOW + 400)
+        # Bounded: once the window has passed on both clocks an id is forgotten (the expiry check
+        # then refuses the replay). tests/uplink/test_command_outcomes.py: a wall clock step alone.
+        later = LaterClock(400.0)
+        late = processor(target, ob, outcomes=CommandOutcomes(ob, keep_s=330, clock=later), now=NOW + 400)
         assert (await late.handle(raw(c))).reason is RejectReason.EXPIRED
     forged = {**c, "args": {**c["args"], "value": False}}  # same id, not signed by the platform
     async with AsyncOutbox(tmp_path / "o.sqlite") as ob:

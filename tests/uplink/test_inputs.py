@@ -58,6 +58,8 @@ def test_brackets_inside_strings_do_not_count() -> None:
         (b"x" * 5000, "larger than"),
         (b"\xff\xfe", "not UTF-8"),
         (b'{"a": NaN}', "not JSON"),
+        (b'{"a": 1e999}', "1e999 is out of range"),  # valid JSON text, but inf as a float
+        (b"[-1E400]", "not finite"),
         (b"{", "not JSON"),
         (b"[" * 17 + b"]" * 17, "deeper"),
     ],

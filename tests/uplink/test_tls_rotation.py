@@ -18,12 +18,23 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from citynerve.gateway.api import Event
 from citynerve.gateway.credentials import Credentials
 from citynerve.gateway.store import AsyncOutbox
-from citynerve.gateway.uplink import Uplink, UpstreamConfig
-from citynerve.gateway.uplink.commands import Caller
+from citynerve.gateway.uplink import (
+    CommandOutcome,
+    CommandProcessor,
+    JsonV1Encoding,
+    NonceCache,
+    RejectReason,
+    Uplink,
+    UpstreamConfig,
+)
+from citynerve.gateway.uplink.commands import Caller, RemoteAction
+from citynerve.gateway.uplink.permissions import Permission
+from citynerve.gateway.uplink.signing import CommandVerifier
 from citynerve.gateway.uplink.tlsrotate import TlsRotation
-from citynerve.hil.platform import MosquittoBroker, free_port
+from citynerve.hil.platform import CommandSigner, MosquittoBroker, free_port
 from tests.uplink.certs import make_pki_with_key
 from tests.uplink.conftest import wait_for
+from tests.uplink.test_commands import KEY, SIGNER, BuildingTarget
 
 GW = "gw-rot"
 CALLER = Caller("ops-centre", "c-1")
@@ -138,3 +149,69 @@ async def test_switch_is_confirmed_or_falls_back_to_the_old_pair(tmp_path: Path,
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_certificate_with_non_ascii_explanatory_text_is_installed(
+    tmp_path: Path, outbox: AsyncOutbox
+) -> None:
+    """CA tools write `subject=...` lines above the PEM block, in UTF-8 (a city's name with an
+    umlaut): the certificate is installed through a signed command, the real trial connection to a
+    Mosquitto that requires client certificates passes, and only the certificates are stored."""
+    pki, ca_key = make_pki_with_key(tmp_path / "pki")
+    port = free_port()
+    tls = [f"cafile {pki.ca}", f"certfile {pki.server_cert}", f"keyfile {pki.server_key}"]
+    broker = MosquittoBroker(
+        workdir=tmp_path,
+        extra_config="\n".join([f"listener {port} 127.0.0.1", *tls, "require_certificate true"]),
+    )
+    broker.start()
+    cfg = UpstreamConfig.model_validate(
+        {
+            "brokers": [f"mqtts://127.0.0.1:{port}"],
+            "connect_timeout_s": 2.0,
+            "tls": {
+                "ca_file": str(pki.ca),
+                "cert_file": str(pki.client_cert),
+                "key_file": str(pki.client_key),
+            },
+        }
+    )
+    switched: list[UpstreamConfig] = []
+    rotation = TlsRotation(
+        state=outbox,
+        directory=tmp_path / "credentials",
+        gateway_id=GW,
+        upstream=lambda: cfg,
+        switch=switched.append,
+        events=lambda e: None,
+    )
+    actions = {
+        "tls_csr": RemoteAction(Permission.CONFIGURE, rotation.make_csr),
+        "tls_install_cert": RemoteAction(Permission.CONFIGURE, rotation.install),
+    }
+    enc = JsonV1Encoding(topic_prefix="citynerve", gateway_id=GW)
+
+    async def nothing() -> None:
+        return None
+
+    proc = CommandProcessor(
+        gateway_id=GW, target=BuildingTarget(), verifier=CommandVerifier.hmac(KEY), nonces=NonceCache(outbox),
+        decode=enc.decode_command, resend_inventory=nothing, enabled=True, extra_actions=actions,
+    )  # fmt: skip
+
+    async def send(action: str, args: dict[str, Any]) -> Any:
+        return await proc.handle(CommandSigner.payload(SIGNER.command(GW, action, args)))
+
+    try:
+        csr = await send("tls_csr", {})
+        assert csr.outcome is CommandOutcome.OK, csr
+        pem = sign(csr.result["csr"], pki.ca, ca_key)
+        r = await send("tls_install_cert", {"certificate": "subject=O = Stadtwerke Zürich, CN = gw\n" + pem})
+        assert (r.outcome, r.result["switched"]) == (CommandOutcome.OK, True), r
+        stored = next((tmp_path / "credentials").glob("client-*.pem")).read_bytes()
+        assert stored == pem.encode("ascii")  # the certificate alone, ASCII as PEM is
+        assert (await send("tls_csr", {})).outcome is CommandOutcome.OK  # the next rotation
+        bad = await send("tls_install_cert", {"certificate": "Zürich: no certificate here"})
+        assert bad.reason is RejectReason.BAD_VALUE and "not a PEM certificate" in bad.detail, bad
+    finally:
+        broker.close()
