@@ -50,7 +50,7 @@ MAX_ID_CHARS = 1024  # device_id, point, unit, kind, rule, event id
 MAX_TEXT_CHARS = 8192  # a string value, an event message
 MAX_ATTRS_CHARS = 16384  # an event's attrs as JSON
 MAX_TS = 253402300799.0  # 9999-12-31T23:59:59Z: beyond it no ISO 8601 time can be written
-_ID_FIELDS = {Reading: ("device_id", "point", "unit"), Event: ("device_id", "kind", "rule", "id")}
+_ID_FIELDS = {Reading: ("device_id", "point", "unit"), Event: ("device_id", "kind", "rule", "id", "subject")}
 
 
 def unstorable(record: Reading | Event) -> str | None:
@@ -83,6 +83,8 @@ def unstorable(record: Reading | Event) -> str | None:
         return f"message is not a string of at most {MAX_TEXT_CHARS} characters"
     if not isinstance(record.attrs, dict):
         return "attrs is not a mapping"
+    if not isinstance(record.one_shot, bool):
+        return "one_shot is not a bool"
     try:
         state, severity = EventState(record.state), Severity(record.severity)
         del state, severity
@@ -134,7 +136,9 @@ def decode_reading(device_id: str, point: str, unit: str, ts: float, kind: int, 
 
 
 def encode_event(event: Event) -> str:
-    """Compact JSON array (positional: short rows, fast to parse). `ts` has its own column."""
+    """Compact JSON array (positional: short rows, fast to parse). `ts` has its own column.
+
+    11 elements; rows written before `subject` and `one_shot` were stored have the first 9."""
     try:
         return json.dumps(
             [
@@ -147,6 +151,8 @@ def encode_event(event: Event) -> str:
                 event.message,
                 event.attrs,
                 event.id,
+                event.subject,
+                event.one_shot,
             ],
             separators=(",", ":"),
             ensure_ascii=False,
@@ -159,9 +165,15 @@ def encode_event(event: Event) -> str:
 
 
 def decode_event(ts: float, body: str) -> Event:
-    device_id, kind, state, severity, rule, value, message, attrs, event_id = json.loads(body)
-    if not all(isinstance(x, str) for x in (device_id, kind, rule, message, event_id)):
+    fields = json.loads(body)
+    if not isinstance(fields, list) or len(fields) not in (9, 11):
+        raise ValueError("an event row is a list of 9 or 11 fields")
+    device_id, kind, state, severity, rule, value, message, attrs, event_id = fields[:9]
+    subject, one_shot = fields[9:] or ("", False)
+    if not all(isinstance(x, str) for x in (device_id, kind, rule, message, event_id, subject)):
         raise ValueError("event text fields are not strings")
+    if not isinstance(one_shot, bool):
+        raise ValueError("event one_shot is not a bool")
     if not isinstance(attrs, dict) or isinstance(value, list | dict):
         raise ValueError("event attrs is not an object or value is not a scalar")
     return Event(
@@ -175,4 +187,6 @@ def decode_event(ts: float, body: str) -> Event:
         message=message,
         attrs=attrs,
         id=event_id,
+        subject=subject,
+        one_shot=one_shot,
     )
