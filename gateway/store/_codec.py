@@ -53,6 +53,18 @@ MAX_TS = 253402300799.0  # 9999-12-31T23:59:59Z: beyond it no ISO 8601 time can 
 _ID_FIELDS = {Reading: ("device_id", "point", "unit"), Event: ("device_id", "kind", "rule", "id", "subject")}
 
 
+def _utf8(text: str) -> bool:
+    """Whether `text` can be written as UTF-8 (a lone surrogate, which json.loads makes of
+    "\\ud800", cannot: SQLite would refuse it inside the commit)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def unstorable(record: Reading | Event) -> str | None:
     """Why `record` cannot be stored, or None when it can: THE definition of storable.
 
@@ -64,11 +76,11 @@ def unstorable(record: Reading | Event) -> str | None:
         return f"ts {ts!r} is not a time (finite seconds since 1970, before year 10000)"
     for name in _ID_FIELDS.get(Reading if isinstance(record, Reading) else type(record), ()):
         text = getattr(record, name)
-        if not isinstance(text, str) or len(text) > MAX_ID_CHARS:
-            return f"{name} is not a string of at most {MAX_ID_CHARS} characters"
+        if not isinstance(text, str) or len(text) > MAX_ID_CHARS or not _utf8(text):
+            return f"{name} is not a UTF-8 string of at most {MAX_ID_CHARS} characters"
     value = record.value
-    if isinstance(value, str) and len(value) > MAX_TEXT_CHARS:
-        return f"string value longer than {MAX_TEXT_CHARS} characters"
+    if isinstance(value, str) and (len(value) > MAX_TEXT_CHARS or not _utf8(value)):
+        return f"string value not UTF-8 or longer than {MAX_TEXT_CHARS} characters"
     if isinstance(record, Reading):
         if not isinstance(record.quality, Quality):
             return f"quality {record.quality!r} is not a Quality"
@@ -79,8 +91,12 @@ def unstorable(record: Reading | Event) -> str | None:
         return None
     if value is not None and not isinstance(value, bool | int | float | str):
         return f"event value of type {type(value).__name__} is not a scalar"
-    if not isinstance(record.message, str) or len(record.message) > MAX_TEXT_CHARS:
-        return f"message is not a string of at most {MAX_TEXT_CHARS} characters"
+    if (
+        not isinstance(record.message, str)
+        or len(record.message) > MAX_TEXT_CHARS
+        or not _utf8(record.message)
+    ):
+        return f"message is not a UTF-8 string of at most {MAX_TEXT_CHARS} characters"
     if not isinstance(record.attrs, dict):
         return "attrs is not a mapping"
     if not isinstance(record.one_shot, bool):
@@ -91,8 +107,8 @@ def unstorable(record: Reading | Event) -> str | None:
         attrs = json.dumps(record.attrs, ensure_ascii=False, allow_nan=True)
     except (TypeError, ValueError, RecursionError) as err:
         return f"attrs, state or severity not storable: {err}"
-    if len(attrs) > MAX_ATTRS_CHARS:
-        return f"attrs longer than {MAX_ATTRS_CHARS} characters as JSON"
+    if len(attrs) > MAX_ATTRS_CHARS or not _utf8(attrs):
+        return f"attrs not UTF-8 or longer than {MAX_ATTRS_CHARS} characters as JSON"
     return None
 
 
