@@ -29,6 +29,7 @@ from citynerve.gateway.store._epoch import (
     notice,
     quarantine,
     read_marker,
+    reserve_path,
     write_marker,
 )
 from citynerve.gateway.store._errors import SchemaVersionError, StoreBusyError, StoreError, StoreFullError
@@ -52,6 +53,7 @@ _REBUILD_MAX_BYTES = 8 * MIB  # an older file with bigger pages is rebuilt at op
 _NOTICE_INTERVAL_S = 60.0  # a lane's trims are announced at most this often (merged ranges)
 _PENDING_PREFIX = "outbox.dropped_pending."  # + lane.reason, in `state`
 _CORRUPT = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+_NO_ROOM = {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR}  # e.g. no room for the -shm (IOERR_SHMSIZE)
 _ADD_COUNTER = (
     "INSERT INTO counters (name, value) VALUES (?, ?) "
     "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value"
@@ -63,6 +65,10 @@ PUT_STATE = (
 
 class _CorruptError(Exception):
     """The file is damaged beyond use (SQLite: malformed / not a database / integrity check)."""
+
+
+class _NoRoomError(Exception):
+    """Opening failed with SQLITE_FULL or SQLITE_IOERR: most likely a full disk."""
 
 
 def busy_or_store(path: str, err: sqlite3.Error) -> StoreError | StoreBusyError:
@@ -102,7 +108,7 @@ class OutboxFile:
         existed = os.path.exists(self.path)
         empty = existed and os.path.getsize(self.path) == 0
         try:
-            self._connect()
+            self._connect_on_full_disk()
         except _CorruptError as err:
             self.quarantined = quarantine(self.path)
             log.error(
@@ -111,7 +117,7 @@ class OutboxFile:
                 err,
                 self.quarantined,
             )
-            self._connect()
+            self._connect_on_full_disk()
         self._tx_next = self._next_seq
         self.epoch = self.get_state(EPOCH_KEY) or ""
         reason = self._new_epoch_reason(marker, existed, empty)
@@ -121,6 +127,22 @@ class OutboxFile:
         self._write_marker()
         self._announce_pending()
         self._open = True
+
+    def _connect_on_full_disk(self) -> None:
+        """`_connect`; if the disk is too full for it (the -shm, the -wal), the reserve file is given
+        back and the outbox opens in disk-full mode (its cap applies, see CappedFile)."""
+        try:
+            self._connect()
+            return
+        except _NoRoomError as err:
+            log.error("outbox %s: cannot open (%s): disk full? giving back the reserve", self.path, err)
+        with contextlib.suppress(OSError):
+            os.unlink(reserve_path(self.path))
+        self.disk_full = True
+        try:
+            self._connect()
+        except _NoRoomError as err:
+            raise StoreError(self.path, f"not a usable outbox file (disk full?): {err}") from err
 
     def _connect(self) -> None:
         try:
@@ -134,8 +156,11 @@ class OutboxFile:
                 raise _CorruptError(f"integrity check: {check}")
         except sqlite3.DatabaseError as err:
             self._conn.close()
-            if getattr(err, "sqlite_errorcode", 0) & 0xFF in _CORRUPT:
+            code = getattr(err, "sqlite_errorcode", 0) & 0xFF
+            if code in _CORRUPT:
                 raise _CorruptError(str(err)) from err
+            if code in _NO_ROOM:
+                raise _NoRoomError(str(err)) from err
             raise StoreError(self.path, f"not a usable outbox file: {err}") from err
         except BaseException:
             self._conn.close()
@@ -419,6 +444,7 @@ class OutboxFile:
             self._announce_pending()
             self._write_marker()
         self._conn.close()
+        make_reserve(self.path)  # also after a disk-full spell: the -wal's room is free now
 
     def __enter__(self) -> Self:
         return self
