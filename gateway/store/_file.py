@@ -23,6 +23,7 @@ from citynerve.gateway.store._epoch import (
     EPOCH_STATE_PREFIXES,
     KIND_DROPPED,
     KIND_NEW_EPOCH,
+    SEQ_RESERVE,
     Marker,
     make_reserve,
     new_epoch,
@@ -119,10 +120,15 @@ class OutboxFile:
             )
             self._connect_on_full_disk()
         self._tx_next = self._next_seq
+        self._reserved = marker.reserved if marker is not None else 0  # seqs below it may be used
         self.epoch = self.get_state(EPOCH_KEY) or ""
         reason = self._new_epoch_reason(marker, existed, empty)
         if reason is not None:
             self._start_epoch(reason, marker)
+        elif self._reserved > self._next_seq:  # an unclean stop: see _epoch
+            log.info("outbox %s: not closed cleanly: seq goes on from %d", self.path, self._reserved)
+            with self._transaction():
+                self._tx_next = self._reserved
         self._marker_at = -math.inf
         self._write_marker()
         self._announce_pending()
@@ -184,11 +190,11 @@ class OutboxFile:
 
     def _start_epoch(self, reason: str, marker: Marker | None) -> None:
         previous = marker.epoch if marker is not None else (self.epoch or None)
-        epoch = new_epoch()
+        epoch = self.epoch = new_epoch()  # (before the transaction: it may write the marker)
         with self._transaction():
             # seq never goes back: a consumer that ignores epochs sees no false duplicates.
             if marker is not None:
-                self._tx_next = max(self._tx_next, marker.next_seq)
+                self._tx_next = max(self._tx_next, marker.reserved)
             for prefix in EPOCH_STATE_PREFIXES:
                 self._conn.execute("DELETE FROM state WHERE substr(key, 1, ?) = ?", (len(prefix), prefix))
             self._conn.execute(PUT_STATE, (EPOCH_KEY, epoch))
@@ -196,7 +202,7 @@ class OutboxFile:
                 attrs = {
                     "epoch": epoch,
                     "previous_epoch": previous,
-                    "previous_next_seq": marker.next_seq if marker is not None else None,
+                    "previous_next_seq": marker.reserved if marker is not None else None,
                     "first_seq": self._tx_next,
                     "reason": reason,
                     "quarantined_as": self.quarantined,
@@ -206,7 +212,6 @@ class OutboxFile:
                         KIND_NEW_EPOCH, Severity.MAJOR, f"outbox: new store epoch {epoch}: {reason}", attrs
                     )
                 )
-        self.epoch = epoch
         if reason != "created":
             log.error("outbox %s: new store epoch %s (was %s): %s", self.path, epoch, previous, reason)
 
@@ -217,7 +222,7 @@ class OutboxFile:
         if not self.disk_full:
             make_reserve(self.path)
         try:
-            write_marker(self.path, Marker(self.epoch, self._next_seq))
+            write_marker(self.path, Marker(self.epoch, self._next_seq, self._reserved))
         except OSError as err:
             log.warning("outbox %s: cannot write the epoch marker: %s", self.path, err)
 
@@ -288,6 +293,9 @@ class OutboxFile:
             yield
             if self._tx_next != self._next_seq:
                 conn.execute("UPDATE counters SET value = ? WHERE name = 'next_seq'", (self._tx_next,))
+            if self._tx_next > self._reserved:  # the marker reserves the seqs before they are used
+                self._reserved = self._tx_next + SEQ_RESERVE
+                self._write_marker()
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -442,6 +450,7 @@ class OutboxFile:
         if self._open:
             self._open = False
             self._announce_pending()
+            self._reserved = self._next_seq  # a clean close: no seq at or above it was used
             self._write_marker()
         self._conn.close()
         make_reserve(self.path)  # also after a disk-full spell: the -wal's room is free now
