@@ -154,22 +154,24 @@ def decode_reading(device_id: str, point: str, unit: str, ts: float, kind: int, 
 def encode_event(event: Event) -> str:
     """Compact JSON array (positional: short rows, fast to parse). `ts` has its own column.
 
-    11 elements; rows written before `subject` and `one_shot` were stored have the first 9."""
+    9 elements, and `subject` and `one_shot` as two more when they are not "" and False: an older
+    release (after an update's rollback) reads the 9 of every other event."""
     try:
+        fields = [
+            event.device_id,
+            event.kind,
+            event.state.value,
+            int(event.severity),
+            event.rule,
+            event.value,
+            event.message,
+            event.attrs,
+            event.id,
+        ]
+        if event.subject or event.one_shot:
+            fields += [event.subject, event.one_shot]
         return json.dumps(
-            [
-                event.device_id,
-                event.kind,
-                event.state.value,
-                int(event.severity),
-                event.rule,
-                event.value,
-                event.message,
-                event.attrs,
-                event.id,
-                event.subject,
-                event.one_shot,
-            ],
+            fields,
             separators=(",", ":"),
             ensure_ascii=False,
             allow_nan=True,

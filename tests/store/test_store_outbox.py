@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sqlite3
 from collections.abc import Iterator
@@ -205,11 +206,11 @@ def test_events_round_trip_exactly(
 def test_an_event_row_stored_before_subject_and_one_shot_still_decodes(db: Path) -> None:
     # Rows written by gateways before subject and one_shot were stored have 9 fields: no migration.
     with Outbox(db) as ob:
-        ob.append([], [event(1)])
+        ob.append([], [event(1), event(2)])
     conn = sqlite3.connect(db)
-    with conn:
+    with conn:  # seq 2 as such a gateway wrote it
         conn.execute(
-            "INSERT INTO events (seq, ts, body) VALUES (2, 7.5, ?)",
+            "UPDATE events SET ts = 7.5, body = ? WHERE seq = 2",
             ('["smoke-3","smoke","raised",4,"smoke.alarm",true,"old row",{"floor":3},"e-old"]',),
         )
     conn.close()
@@ -221,6 +222,12 @@ def test_an_event_row_stored_before_subject_and_one_shot_still_decodes(db: Path)
             "smoke-3", "smoke", EventState.RAISED, Severity.CRITICAL, 7.5, "smoke.alarm", True, "old row",
             {"floor": 3}, "e-old", subject="", one_shot=False,
         )  # fmt: skip
+        ob.append([], [event(3), dataclasses.replace(event(4), subject="L1-D23")])
+    # An older release (after an update's rollback) reads every event without subject or one_shot.
+    conn = sqlite3.connect(db)
+    bodies = [json.loads(b) for (b,) in conn.execute("SELECT body FROM events WHERE seq > 2 ORDER BY seq")]
+    conn.close()
+    assert [len(b) for b in bodies] == [9, 11] and bodies[1][9:] == ["L1-D23", False]
 
 
 def test_unstorable_records_are_refused_before_writing(db: Path) -> None:
