@@ -42,6 +42,8 @@ class CappedFile(OutboxFile):
         self._trim_logged_at = self._cap_logged_at = -math.inf
         self._full_cap: int | None = None  # bytes the outbox may use while the disk is full
         super().__init__(path, synchronous=synchronous)
+        if self.disk_full:  # opened on a full disk, the reserve given back: as after SQLITE_FULL
+            self._full_cap = int(self._used_bytes() * _FULL_CAP_STEP)
 
     def _delete_upto(self, lane: Lane, upto_seq: int) -> int:
         """Delete `lane`'s rows with seq <= upto_seq inside the open transaction; how many."""

@@ -50,7 +50,19 @@ MAX_ID_CHARS = 1024  # device_id, point, unit, kind, rule, event id
 MAX_TEXT_CHARS = 8192  # a string value, an event message
 MAX_ATTRS_CHARS = 16384  # an event's attrs as JSON
 MAX_TS = 253402300799.0  # 9999-12-31T23:59:59Z: beyond it no ISO 8601 time can be written
-_ID_FIELDS = {Reading: ("device_id", "point", "unit"), Event: ("device_id", "kind", "rule", "id")}
+_ID_FIELDS = {Reading: ("device_id", "point", "unit"), Event: ("device_id", "kind", "rule", "id", "subject")}
+
+
+def _utf8(text: str) -> bool:
+    """Whether `text` can be written as UTF-8 (a lone surrogate, which json.loads makes of
+    "\\ud800", cannot: SQLite would refuse it inside the commit)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def unstorable(record: Reading | Event) -> str | None:
@@ -64,11 +76,11 @@ def unstorable(record: Reading | Event) -> str | None:
         return f"ts {ts!r} is not a time (finite seconds since 1970, before year 10000)"
     for name in _ID_FIELDS.get(Reading if isinstance(record, Reading) else type(record), ()):
         text = getattr(record, name)
-        if not isinstance(text, str) or len(text) > MAX_ID_CHARS:
-            return f"{name} is not a string of at most {MAX_ID_CHARS} characters"
+        if not isinstance(text, str) or len(text) > MAX_ID_CHARS or not _utf8(text):
+            return f"{name} is not a UTF-8 string of at most {MAX_ID_CHARS} characters"
     value = record.value
-    if isinstance(value, str) and len(value) > MAX_TEXT_CHARS:
-        return f"string value longer than {MAX_TEXT_CHARS} characters"
+    if isinstance(value, str) and (len(value) > MAX_TEXT_CHARS or not _utf8(value)):
+        return f"string value not UTF-8 or longer than {MAX_TEXT_CHARS} characters"
     if isinstance(record, Reading):
         if not isinstance(record.quality, Quality):
             return f"quality {record.quality!r} is not a Quality"
@@ -79,18 +91,24 @@ def unstorable(record: Reading | Event) -> str | None:
         return None
     if value is not None and not isinstance(value, bool | int | float | str):
         return f"event value of type {type(value).__name__} is not a scalar"
-    if not isinstance(record.message, str) or len(record.message) > MAX_TEXT_CHARS:
-        return f"message is not a string of at most {MAX_TEXT_CHARS} characters"
+    if (
+        not isinstance(record.message, str)
+        or len(record.message) > MAX_TEXT_CHARS
+        or not _utf8(record.message)
+    ):
+        return f"message is not a UTF-8 string of at most {MAX_TEXT_CHARS} characters"
     if not isinstance(record.attrs, dict):
         return "attrs is not a mapping"
+    if not isinstance(record.one_shot, bool):
+        return "one_shot is not a bool"
     try:
         state, severity = EventState(record.state), Severity(record.severity)
         del state, severity
         attrs = json.dumps(record.attrs, ensure_ascii=False, allow_nan=True)
     except (TypeError, ValueError, RecursionError) as err:
         return f"attrs, state or severity not storable: {err}"
-    if len(attrs) > MAX_ATTRS_CHARS:
-        return f"attrs longer than {MAX_ATTRS_CHARS} characters as JSON"
+    if len(attrs) > MAX_ATTRS_CHARS or not _utf8(attrs):
+        return f"attrs not UTF-8 or longer than {MAX_ATTRS_CHARS} characters as JSON"
     return None
 
 
@@ -134,20 +152,26 @@ def decode_reading(device_id: str, point: str, unit: str, ts: float, kind: int, 
 
 
 def encode_event(event: Event) -> str:
-    """Compact JSON array (positional: short rows, fast to parse). `ts` has its own column."""
+    """Compact JSON array (positional: short rows, fast to parse). `ts` has its own column.
+
+    9 elements, and `subject` and `one_shot` as two more when they are not "" and False: an older
+    release (after an update's rollback) reads the 9 of every other event."""
     try:
+        fields = [
+            event.device_id,
+            event.kind,
+            event.state.value,
+            int(event.severity),
+            event.rule,
+            event.value,
+            event.message,
+            event.attrs,
+            event.id,
+        ]
+        if event.subject or event.one_shot:
+            fields += [event.subject, event.one_shot]
         return json.dumps(
-            [
-                event.device_id,
-                event.kind,
-                event.state.value,
-                int(event.severity),
-                event.rule,
-                event.value,
-                event.message,
-                event.attrs,
-                event.id,
-            ],
+            fields,
             separators=(",", ":"),
             ensure_ascii=False,
             allow_nan=True,
@@ -159,9 +183,15 @@ def encode_event(event: Event) -> str:
 
 
 def decode_event(ts: float, body: str) -> Event:
-    device_id, kind, state, severity, rule, value, message, attrs, event_id = json.loads(body)
-    if not all(isinstance(x, str) for x in (device_id, kind, rule, message, event_id)):
+    fields = json.loads(body)
+    if not isinstance(fields, list) or len(fields) not in (9, 11):
+        raise ValueError("an event row is a list of 9 or 11 fields")
+    device_id, kind, state, severity, rule, value, message, attrs, event_id = fields[:9]
+    subject, one_shot = fields[9:] or ("", False)
+    if not all(isinstance(x, str) for x in (device_id, kind, rule, message, event_id, subject)):
         raise ValueError("event text fields are not strings")
+    if not isinstance(one_shot, bool):
+        raise ValueError("event one_shot is not a bool")
     if not isinstance(attrs, dict) or isinstance(value, list | dict):
         raise ValueError("event attrs is not an object or value is not a scalar")
     return Event(
@@ -175,4 +205,6 @@ def decode_event(ts: float, body: str) -> Event:
         message=message,
         attrs=attrs,
         id=event_id,
+        subject=subject,
+        one_shot=one_shot,
     )

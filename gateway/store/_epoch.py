@@ -5,9 +5,12 @@ recreated (missing or empty where one existed before), restored from an older co
 after it was found corrupt; every message the uplink sends carries it, so `(gateway_id, epoch, seq)`
 is never reused even when a file's seqs are.
 
-The marker `<outbox>.epoch` (JSON: epoch and next seq, written atomically at open, at close and at
-most once a minute after commits) is what lets the gateway tell "a new gateway" from "the outbox
-that was here is gone": it outlives the file it describes.
+The marker `<outbox>.epoch` (JSON: epoch, next seq and the seqs reserved, written atomically at
+open, at close, at most once a minute after commits, and before a commit uses seqs beyond the
+reserved ones) is what lets the gateway tell "a new gateway" from "the outbox that was here is
+gone": it outlives the file it describes. Its reserved bound keeps seqs from being given twice
+when a crash costs the file its last commits (a -wal lost or damaged, or not written by a card
+that ignores fsync): the next open goes on from the bound.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ EPOCH_STATE_PREFIXES = ("uplink.ack_seq.",)
 MAX_MARKER_BYTES = 4096
 RESERVE_SUFFIX = ".reserve"
 RESERVE_BYTES = 2 * 1024 * 1024  # room for a checkpoint and an eviction once the disk is full
+SEQ_RESERVE = 100_000  # seqs the marker reserves at a time: one marker write per so many rows
 
 # Event kinds the outbox itself writes into the event lane (device_id "": the gateway itself).
 KIND_NEW_EPOCH = "outbox_new_epoch"
@@ -42,10 +46,12 @@ KIND_DROPPED = "outbox_dropped"
 
 @dataclass(frozen=True, slots=True)
 class Marker:
-    """What the marker file says: the last epoch and a lower bound of its next seq."""
+    """What the marker file says: the last epoch, a lower bound of its next seq, and an upper bound
+    (`reserved`: no row got a seq at or above it; equal to next_seq after a clean close)."""
 
     epoch: str
     next_seq: int
+    reserved: int
 
 
 def new_epoch() -> str:
@@ -64,9 +70,10 @@ def read_marker(path: str) -> Marker | None:
             raw = f.read(MAX_MARKER_BYTES + 1)
         obj = json.loads(raw)
         epoch, next_seq = obj["epoch"], obj["next_seq"]
-        if not isinstance(epoch, str) or isinstance(next_seq, bool) or not isinstance(next_seq, int):
-            raise ValueError("epoch must be a string and next_seq an integer")
-        return Marker(epoch[:64], max(1, next_seq))
+        reserved = obj.get("reserved", next_seq)  # markers before it: next_seq
+        if not isinstance(epoch, str) or any(type(n) is not int for n in (next_seq, reserved)):
+            raise ValueError("epoch must be a string, next_seq and reserved integers")
+        return Marker(epoch[:64], max(1, next_seq), max(1, next_seq, reserved))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as err:
@@ -78,7 +85,9 @@ def write_marker(path: str, marker: Marker) -> None:
     """Write the marker atomically (temporary file, fsync, rename, fsync of the folder). Raises OSError."""
     target = marker_path(path)
     tmp = f"{target}.tmp"
-    data = json.dumps({"epoch": marker.epoch, "next_seq": marker.next_seq}).encode()
+    data = json.dumps(
+        {"epoch": marker.epoch, "next_seq": marker.next_seq, "reserved": marker.reserved}
+    ).encode()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         os.write(fd, data)

@@ -23,12 +23,14 @@ from citynerve.gateway.store._epoch import (
     EPOCH_STATE_PREFIXES,
     KIND_DROPPED,
     KIND_NEW_EPOCH,
+    SEQ_RESERVE,
     Marker,
     make_reserve,
     new_epoch,
     notice,
     quarantine,
     read_marker,
+    reserve_path,
     write_marker,
 )
 from citynerve.gateway.store._errors import SchemaVersionError, StoreBusyError, StoreError, StoreFullError
@@ -52,6 +54,7 @@ _REBUILD_MAX_BYTES = 8 * MIB  # an older file with bigger pages is rebuilt at op
 _NOTICE_INTERVAL_S = 60.0  # a lane's trims are announced at most this often (merged ranges)
 _PENDING_PREFIX = "outbox.dropped_pending."  # + lane.reason, in `state`
 _CORRUPT = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+_NO_ROOM = {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR}  # e.g. no room for the -shm (IOERR_SHMSIZE)
 _ADD_COUNTER = (
     "INSERT INTO counters (name, value) VALUES (?, ?) "
     "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value"
@@ -63,6 +66,10 @@ PUT_STATE = (
 
 class _CorruptError(Exception):
     """The file is damaged beyond use (SQLite: malformed / not a database / integrity check)."""
+
+
+class _NoRoomError(Exception):
+    """Opening failed with SQLITE_FULL or SQLITE_IOERR: most likely a full disk."""
 
 
 def busy_or_store(path: str, err: sqlite3.Error) -> StoreError | StoreBusyError:
@@ -102,7 +109,7 @@ class OutboxFile:
         existed = os.path.exists(self.path)
         empty = existed and os.path.getsize(self.path) == 0
         try:
-            self._connect()
+            self._connect_on_full_disk()
         except _CorruptError as err:
             self.quarantined = quarantine(self.path)
             log.error(
@@ -111,16 +118,37 @@ class OutboxFile:
                 err,
                 self.quarantined,
             )
-            self._connect()
+            self._connect_on_full_disk()
         self._tx_next = self._next_seq
+        self._reserved = marker.reserved if marker is not None else 0  # seqs below it may be used
         self.epoch = self.get_state(EPOCH_KEY) or ""
         reason = self._new_epoch_reason(marker, existed, empty)
         if reason is not None:
             self._start_epoch(reason, marker)
+        elif self._reserved > self._next_seq:  # an unclean stop: see _epoch
+            log.info("outbox %s: not closed cleanly: seq goes on from %d", self.path, self._reserved)
+            with self._transaction():
+                self._tx_next = self._reserved
         self._marker_at = -math.inf
         self._write_marker()
         self._announce_pending()
         self._open = True
+
+    def _connect_on_full_disk(self) -> None:
+        """`_connect`; if the disk is too full for it (the -shm, the -wal), the reserve file is given
+        back and the outbox opens in disk-full mode (its cap applies, see CappedFile)."""
+        try:
+            self._connect()
+            return
+        except _NoRoomError as err:
+            log.error("outbox %s: cannot open (%s): disk full? giving back the reserve", self.path, err)
+        with contextlib.suppress(OSError):
+            os.unlink(reserve_path(self.path))
+        self.disk_full = True
+        try:
+            self._connect()
+        except _NoRoomError as err:
+            raise StoreError(self.path, f"not a usable outbox file (disk full?): {err}") from err
 
     def _connect(self) -> None:
         try:
@@ -134,8 +162,11 @@ class OutboxFile:
                 raise _CorruptError(f"integrity check: {check}")
         except sqlite3.DatabaseError as err:
             self._conn.close()
-            if getattr(err, "sqlite_errorcode", 0) & 0xFF in _CORRUPT:
+            code = getattr(err, "sqlite_errorcode", 0) & 0xFF
+            if code in _CORRUPT:
                 raise _CorruptError(str(err)) from err
+            if code in _NO_ROOM:
+                raise _NoRoomError(str(err)) from err
             raise StoreError(self.path, f"not a usable outbox file: {err}") from err
         except BaseException:
             self._conn.close()
@@ -159,11 +190,11 @@ class OutboxFile:
 
     def _start_epoch(self, reason: str, marker: Marker | None) -> None:
         previous = marker.epoch if marker is not None else (self.epoch or None)
-        epoch = new_epoch()
+        epoch = self.epoch = new_epoch()  # (before the transaction: it may write the marker)
         with self._transaction():
             # seq never goes back: a consumer that ignores epochs sees no false duplicates.
             if marker is not None:
-                self._tx_next = max(self._tx_next, marker.next_seq)
+                self._tx_next = max(self._tx_next, marker.reserved)
             for prefix in EPOCH_STATE_PREFIXES:
                 self._conn.execute("DELETE FROM state WHERE substr(key, 1, ?) = ?", (len(prefix), prefix))
             self._conn.execute(PUT_STATE, (EPOCH_KEY, epoch))
@@ -171,7 +202,7 @@ class OutboxFile:
                 attrs = {
                     "epoch": epoch,
                     "previous_epoch": previous,
-                    "previous_next_seq": marker.next_seq if marker is not None else None,
+                    "previous_next_seq": marker.reserved if marker is not None else None,
                     "first_seq": self._tx_next,
                     "reason": reason,
                     "quarantined_as": self.quarantined,
@@ -181,7 +212,6 @@ class OutboxFile:
                         KIND_NEW_EPOCH, Severity.MAJOR, f"outbox: new store epoch {epoch}: {reason}", attrs
                     )
                 )
-        self.epoch = epoch
         if reason != "created":
             log.error("outbox %s: new store epoch %s (was %s): %s", self.path, epoch, previous, reason)
 
@@ -192,7 +222,7 @@ class OutboxFile:
         if not self.disk_full:
             make_reserve(self.path)
         try:
-            write_marker(self.path, Marker(self.epoch, self._next_seq))
+            write_marker(self.path, Marker(self.epoch, self._next_seq, self._reserved))
         except OSError as err:
             log.warning("outbox %s: cannot write the epoch marker: %s", self.path, err)
 
@@ -263,6 +293,9 @@ class OutboxFile:
             yield
             if self._tx_next != self._next_seq:
                 conn.execute("UPDATE counters SET value = ? WHERE name = 'next_seq'", (self._tx_next,))
+            if self._tx_next > self._reserved:  # the marker reserves the seqs before they are used
+                self._reserved = self._tx_next + SEQ_RESERVE
+                self._write_marker()
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -417,8 +450,10 @@ class OutboxFile:
         if self._open:
             self._open = False
             self._announce_pending()
+            self._reserved = self._next_seq  # a clean close: no seq at or above it was used
             self._write_marker()
         self._conn.close()
+        make_reserve(self.path)  # also after a disk-full spell: the -wal's room is free now
 
     def __enter__(self) -> Self:
         return self

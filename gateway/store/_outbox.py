@@ -130,6 +130,8 @@ class Outbox(CappedFile):
                 self._append_rows(blocks, events, bodies, first, len(readings))
             except sqlite3.IntegrityError as err:  # defence in depth: check_storable refuses these first
                 raise RecordError("reading or event", f"not storable: {err}") from err
+            except UnicodeError as err:  # text SQLite cannot bind (check_storable refuses it first)
+                raise RecordError("reading or event", f"not storable: {err}") from err
             except sqlite3.Error as err:
                 failure = busy_or_store(self.path, err)
                 if not isinstance(failure, StoreFullError) or attempt == _DISK_FULL_TRIES:

@@ -127,6 +127,10 @@ class OutboxWriter:
         why = unstorable(record)
         if why is None:
             return True
+        self._reject(record, why)
+        return False
+
+    def _reject(self, record: Reading | Event, why: str) -> None:
         self._rejected += 1
         if self._rejected <= _REJECT_LOG_FIRST or self._rejected % _REJECT_LOG_EVERY == 0:
             log.error(
@@ -135,7 +139,6 @@ class OutboxWriter:
                 self._rejected,
                 why,
             )
-        return False
 
     def counters(self) -> WriterCounters:
         return WriterCounters(
@@ -233,9 +236,9 @@ class OutboxWriter:
             good_r = [r for r in readings if self._storable(r)]
             good_e = [e for e in events if self._storable(e)]
             if len(good_r) + len(good_e) == len(readings) + len(events):
-                self._failed += 1
-                self._requeue(readings, events)
-                raise
+                # Refused though each looked storable: one at a time, so only the bad are lost.
+                await self._one_by_one(readings, events)
+                return
             await self._append_task(good_r, good_e)
             return
         except BaseException:
@@ -248,6 +251,29 @@ class OutboxWriter:
         self._commits += 1
         self._committed_readings += len(readings)
         self._committed_events += len(events)
+
+    async def _one_by_one(self, readings: list[Reading], events: list[Event]) -> None:
+        """Append each record in a commit of its own; one the outbox refuses (RecordError) is
+        counted as rejected. Any other failure keeps the records not committed yet, as a batch's."""
+        records: list[Reading | Event] = [*readings, *events]
+        for k, record in enumerate(records):
+            one_r, one_e = ([record], []) if isinstance(record, Reading) else ([], [record])
+            self.commit_started = time.monotonic()
+            try:
+                await self.outbox.append(one_r, one_e)
+            except RecordError as err:
+                self._reject(record, err.reason)
+                continue
+            except BaseException:
+                self._failed += 1
+                rest = records[k:]
+                self._requeue(
+                    [r for r in rest if isinstance(r, Reading)], [e for e in rest if isinstance(e, Event)]
+                )
+                raise
+            self._commits += 1
+            self._committed_readings += len(one_r)
+            self._committed_events += len(one_e)
 
     def _requeue(self, readings: list[Reading], events: list[Event]) -> None:
         self._events[0:0] = events

@@ -100,7 +100,7 @@ def test_epoch_is_kept_across_restarts_and_recorded_in_the_marker(tmp_path: Path
         epoch = ob.epoch
         assert len(epoch) == 16 and notices(ob, "outbox_new_epoch") == []  # a first start is no news
         ob.append([reading(1), reading(2)], [])
-    assert json.loads((tmp_path / "o.db.epoch").read_text()) == {"epoch": epoch, "next_seq": 3}
+    assert json.loads((tmp_path / "o.db.epoch").read_text()) == {"epoch": epoch, "next_seq": 3, "reserved": 3}
     with Outbox(db, synchronous="normal") as ob:
         assert ob.epoch == epoch and ob.stats().epoch == epoch and ob.next_seq == 3
 

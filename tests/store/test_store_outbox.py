@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import sqlite3
 from collections.abc import Iterator
@@ -180,6 +182,8 @@ json_values = st.recursive(
     severity=st.sampled_from(list(Severity)),
     state=st.sampled_from(list(EventState)),
     message=st.text(max_size=50),
+    subject=st.text(max_size=8),
+    one_shot=st.booleans(),
 )
 def test_events_round_trip_exactly(
     shared: Outbox,
@@ -188,12 +192,42 @@ def test_events_round_trip_exactly(
     severity: Severity,
     state: EventState,
     message: str,
+    subject: str,
+    one_shot: bool,
 ) -> None:
     ev = Event("dev", "kind", state, severity, 12.5, "rule", value, message, attrs)  # type: ignore[arg-type]
+    ev = dataclasses.replace(ev, subject=subject, one_shot=one_shot)
     first, _ = shared.append([], [ev])
     (row,) = shared.peek(Lane.EVENT, after_seq=first - 1)
     shared.ack(Lane.EVENT, first)
     assert row.record == ev
+
+
+def test_an_event_row_stored_before_subject_and_one_shot_still_decodes(db: Path) -> None:
+    # Rows written by gateways before subject and one_shot were stored have 9 fields: no migration.
+    with Outbox(db) as ob:
+        ob.append([], [event(1), event(2)])
+    conn = sqlite3.connect(db)
+    with conn:  # seq 2 as such a gateway wrote it
+        conn.execute(
+            "UPDATE events SET ts = 7.5, body = ? WHERE seq = 2",
+            ('["smoke-3","smoke","raised",4,"smoke.alarm",true,"old row",{"floor":3},"e-old"]',),
+        )
+    conn.close()
+    with Outbox(db) as ob:
+        rows = ob.peek(Lane.EVENT)
+        assert [r.seq for r in rows] == [1, 2] and ob.undecodable == 0
+        old = rows[1].record
+        assert old == Event(
+            "smoke-3", "smoke", EventState.RAISED, Severity.CRITICAL, 7.5, "smoke.alarm", True, "old row",
+            {"floor": 3}, "e-old", subject="", one_shot=False,
+        )  # fmt: skip
+        ob.append([], [event(3), dataclasses.replace(event(4), subject="L1-D23")])
+    # An older release (after an update's rollback) reads every event without subject or one_shot.
+    conn = sqlite3.connect(db)
+    bodies = [json.loads(b) for (b,) in conn.execute("SELECT body FROM events WHERE seq > 2 ORDER BY seq")]
+    conn.close()
+    assert [len(b) for b in bodies] == [9, 11] and bodies[1][9:] == ["L1-D23", False]
 
 
 def test_unstorable_records_are_refused_before_writing(db: Path) -> None:

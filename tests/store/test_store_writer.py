@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from citynerve.gateway.api import Event, EventState, Reading, Severity
 from citynerve.gateway.store import AsyncOutbox, Lane, OutboxWriter, StoreBusyError
+from citynerve.gateway.store._blocks import MarkedReading, ReadingMark
 
 
 def readings(n: int, start: int = 0) -> list[Reading]:
@@ -203,6 +205,28 @@ async def test_garbage_records_are_rejected_never_retried_forever(outbox: AsyncO
     c = writer.counters()
     assert c.rejected == 3 and c.committed_readings == 3 and c.failed_commits == 0
     assert [r.record.value for r in await outbox.peek(Lane.TELEMETRY)] == [0.0, 1.0, 2.0]  # type: ignore[union-attr]
+
+
+async def test_text_that_is_not_utf8_is_rejected_never_retried_forever(outbox: AsyncOutbox) -> None:
+    # json.loads makes a lone surrogate of "\\ud800" (an MQTT command, a panel's text): SQLite
+    # cannot store it. Refused at the door; a record that passes the door and is then refused by
+    # the outbox (a clock mark's boot id) costs only itself: the rest are committed one by one.
+    lone = json.loads('"\\ud800"')
+    writer = OutboxWriter(outbox, max_latency_s=0.01)
+    writer.put_event(Event("dev-1", "note", EventState.RAISED, Severity.MINOR, 1e9, message="x" + lone))
+    writer.put_event(Event("dev-1", "note", EventState.RAISED, Severity.MINOR, 1e9, attrs={"t": lone}))
+    good = alarm(1)
+    writer.put_event(good)
+    marked = MarkedReading("m", "p", 9.0, "", 1e9, mark=ReadingMark(1.0, "boot" + lone))
+    writer.put_readings(
+        [*readings(2), Reading("dev-1", "label", "y" + lone, "", 1e9), marked, *readings(1, 2)]
+    )
+    await asyncio.wait_for(writer.flush(), 5.0)
+    c = writer.counters()
+    assert (c.rejected, c.committed_events, c.committed_readings) == (4, 1, 3)
+    assert (c.pending_events, c.pending_readings, c.failed_commits) == (0, 0, 0)
+    assert [r.record.value for r in await outbox.peek(Lane.TELEMETRY)] == [0.0, 1.0, 2.0]  # type: ignore[union-attr]
+    assert [r.record for r in await outbox.peek(Lane.EVENT)] == [good]
 
 
 async def test_disk_full_keeps_records_until_space_returns(outbox: AsyncOutbox) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiomqtt
 
-from citynerve.gateway.api import stop_task
+from citynerve.gateway.api import Event, EventState, Severity, stop_task
 from citynerve.gateway.store import AsyncOutbox, Lane
 from citynerve.gateway.uplink.sparkplug import Payload, SparkplugUplink
 from citynerve.hil.platform import MosquittoBroker
@@ -248,5 +248,65 @@ async def test_the_backlog_is_paced_by_replay_max_msgs_per_s(tmp_path: Path) -> 
             assert ddata >= 20
             # Every message but the burst's and the last round's waited for its token.
             assert elapsed >= (ddata - 2) / rate, (elapsed, ddata)
+    finally:
+        broker.close()
+
+
+def _alarm_actives(host: Host) -> list[tuple[str, bool]]:
+    """Every `Alarms/<folder>/Active` value the host received in DDATA, in order, by name (the
+    aliases resolved from the births)."""
+    names: dict[int, str] = {}
+    out = []
+    for topic, p in host.seen:
+        for m in p.metrics:
+            if m.name:
+                names[m.alias] = m.name
+            name = m.name or names.get(m.alias, "")
+            if "/DDATA/" in topic and name.startswith("Alarms/") and name.endswith("/Active"):
+                out.append((name, m.boolean_value))
+    return out
+
+
+async def test_alarm_subject_and_one_shot_survive_the_outbox(tmp_path: Path) -> None:
+    # A fire panel's loop-devices are one alarm each (subject), and a panel reset is a report
+    # (one_shot), never an active alarm: both are read back from the outbox by the destination.
+    broker = MosquittoBroker(workdir=tmp_path)
+    broker.start()
+    try:
+        async with AsyncOutbox(tmp_path / "outbox.sqlite", synchronous="normal") as ob, Host(broker) as host:
+            await ob.set_destinations({"scada": (Lane.EVENT,)})
+            t, raised, cleared = 1_780_000_000.0, EventState.RAISED, EventState.CLEARED
+            fire = {"device_id": "panel-1", "kind": "fire", "rule": "panel:x"}
+            await ob.append(
+                [],
+                [
+                    Event(**fire, state=raised, severity=Severity.CRITICAL, ts=t, subject="L1-D23"),
+                    Event(**fire, state=raised, severity=Severity.CRITICAL, ts=t + 1, subject="L1-D24"),
+                    Event(**fire, state=cleared, severity=Severity.INFO, ts=t + 2, subject="L1-D23"),
+                    Event(
+                        "panel-1",
+                        "panel_reset",
+                        raised,
+                        Severity.INFO,
+                        t + 3,
+                        "panel:x",
+                        subject="*",
+                        one_shot=True,
+                    ),
+                ],
+            )
+            cfg = upstream(broker, id="scada", encoding="sparkplug-b")
+            up = SparkplugUplink(cfg, gateway_id=GW, outbox=ob, devices={}, state_dir=tmp_path)
+            task = asyncio.create_task(up.run())
+            try:
+                await wait_for(lambda: _position(ob, Lane.EVENT, 4), timeout_s=30)
+                await wait_for(lambda: _carried(host, {1, 2, 3, 4}), timeout_s=30)
+            finally:
+                await stop_task(task)
+            assert _alarm_actives(host) == [
+                ("Alarms/fire/L1-D23/Active", True),
+                ("Alarms/fire/L1-D24/Active", True),
+                ("Alarms/fire/L1-D23/Active", False),  # L1-D24 stays in alarm
+            ]  # and the reset set no Active at all
     finally:
         broker.close()
