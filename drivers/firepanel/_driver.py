@@ -96,15 +96,19 @@ class PanelStream:
         text = raw.decode(self.device.encoding, errors="replace").strip("\x00\x0c \t")
         if not text.strip():
             return []
-        if not self.guard.line_ok(raw, text):  # counted and reported, never stored
+        if not self.guard.length_ok(raw):  # counted and reported, never parsed nor stored
             return []
-        self.state.lines += 1
+        # Parse before judging the text: one noise byte (U+FFFD after decoding) in a real alarm's
+        # location text must not drop the alarm. Only lines no parser knew are judged and limited.
         try:
             record = self.parser.parse_line(text)
         except Exception:  # a plugin bug must not stop the listener: keep the line as raw
             log.exception("panel %s: parser %s failed on %r", self.device.id, self.parser.model, text)
             self.state.parser_errors += 1
             record = None
+        if record is None and not self.guard.text_ok(raw, text):  # counted, never stored
+            return []
+        self.state.lines += 1
         if record is None:
             if not self.guard.admit_raw(len(raw)):  # unparsed text over the rate: counted only
                 return []
