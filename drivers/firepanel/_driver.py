@@ -28,6 +28,9 @@ from citynerve.gateway.api import (
 log = logging.getLogger(__name__)
 
 IDLE_FLUSH_S = 2.0  # a line the printer never ends (no CR/LF) is taken after this much silence
+# The listener reads all the time; this only bounds what piles up while the event loop is held up
+# elsewhere (68 s of a 9600-baud printer), oldest bytes dropped and counted (`line_dropped_bytes`).
+LISTEN_PENDING = 65_536
 _ALARMS = frozenset({RecordKind.FIRE, RecordKind.SMOKE})
 _FAULTS = frozenset({RecordKind.PANEL_FAULT, RecordKind.MAINS_FAULT, RecordKind.BATTERY_FAULT})
 # Reports, never active: the panel does not print a clear for them.
@@ -221,7 +224,7 @@ class FirePanelDriver(ListenDriver[FirePanelBusConfig, FirePanelDevice]):
     ) -> None:
         devices = [_as_device(d) for d in devices]
         super().__init__(bus, devices, state)
-        self.line = SerialLine(bus.id, bus.serial, timing=LineTiming(gap_s=0.0))
+        self.line = SerialLine(bus.id, bus.serial, timing=LineTiming(gap_s=0.0), max_pending=LISTEN_PENDING)
         self.streams = [PanelStream(d) for d in devices if d.enabled]
 
     async def open(self) -> None:
@@ -260,11 +263,13 @@ class FirePanelDriver(ListenDriver[FirePanelBusConfig, FirePanelDevice]):
         }
 
     def input_stats(self) -> dict[str, int]:
-        """Garbage lines and bytes refused on this printer port (all panels on it)."""
+        """Garbage lines and bytes refused on this printer port (all panels on it), and bytes the
+        line dropped because the listener fell behind."""
         out: dict[str, int] = {"garbage_lines": 0, "garbage_bytes": 0, "raw_dropped": 0}
         for stream in self.streams:
             for key, n in stream.guard.status().items():
                 out[key] += n
+        out["line_dropped_bytes"] = self.line.stats().dropped_bytes
         return out
 
     async def listen(self, sink: SampleSink) -> None:

@@ -141,11 +141,32 @@ def silence_before(request: bytes, timing: LineTiming, byte_time: float) -> floa
     return max(floor, timing.gap_s - wake_up * byte_time)
 
 
-class _LineProtocol(asyncio.Protocol):
-    """Collects received bytes and wakes the waiting reader; records why the port went away."""
+MAX_PENDING = 4096
+"""Bytes a line holds for its reader. Between two transactions nobody reads a meter bus, and a
+babbling device or a noisy line (2400 baud: 20 MB a day) must not pile up: the oldest bytes go (the
+next transaction drains them as stale anyway) and are counted in `LineStats.dropped_bytes`."""
 
-    def __init__(self) -> None:
+
+@dataclass(frozen=True, slots=True)
+class LineStats:
+    """What a line did with the bytes it heard, for status and diagnostics."""
+
+    opens: int  # how often the port was opened: > 1 means it came back after a loss
+    dropped_bytes: int  # received while nobody read, over `max_pending`: dropped, oldest first
+    pending_bytes: int  # held now for the next read
+
+    def to_dict(self) -> dict[str, int]:
+        return {"opens": self.opens, "dropped_bytes": self.dropped_bytes, "pending_bytes": self.pending_bytes}
+
+
+class _LineProtocol(asyncio.Protocol):
+    """Collects received bytes (at most `max_pending`, the newest) and wakes the waiting reader;
+    records why the port went away."""
+
+    def __init__(self, max_pending: int = MAX_PENDING) -> None:
         self.buffer = bytearray()
+        self.max_pending = max_pending
+        self.dropped = 0
         self.lost: BaseException | None = None
         self.closed = False
         self.last_rx = 0.0
@@ -154,6 +175,10 @@ class _LineProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
+        excess = len(self.buffer) - self.max_pending
+        if excess > 0:
+            del self.buffer[:excess]
+            self.dropped += excess
         self.last_rx = time.monotonic()
         self._waiter.set()
 
@@ -183,6 +208,7 @@ class SerialLine:
     """One serial port shared by every device of a bus. Not reentrant: the bus owner serializes use.
 
     Use as `async with SerialLine(bus_id, settings) as line:` or call `open()` / `close()`.
+    `max_pending`: bytes held for a reader that is not reading (see `MAX_PENDING`).
     """
 
     def __init__(
@@ -191,10 +217,15 @@ class SerialLine:
         settings: SerialSettings,
         *,
         timing: LineTiming | None = None,
+        max_pending: int = MAX_PENDING,
     ) -> None:
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be at least 1 byte, got {max_pending}")
         self.bus_id = bus_id
         self.settings = settings
         self.timing = timing or LineTiming()
+        self.max_pending = max_pending
+        self._dropped_closed = 0  # dropped_bytes of the ports opened before this one
         self._transport: asyncio.Transport | None = None
         self._protocol: _LineProtocol | None = None
         self._last_activity = 0.0
@@ -205,6 +236,15 @@ class SerialLine:
     @property
     def is_open(self) -> bool:
         return self._protocol is not None and not self._protocol.closed
+
+    def stats(self) -> LineStats:
+        """Opens, bytes dropped while nobody read (since the line was made), bytes pending now."""
+        protocol = self._protocol
+        return LineStats(
+            opens=self.opens,
+            dropped_bytes=self._dropped_closed + (protocol.dropped if protocol else 0),
+            pending_bytes=len(protocol.buffer) if protocol else 0,
+        )
 
     async def __aenter__(self) -> SerialLine:
         await self.open()
@@ -219,7 +259,7 @@ class SerialLine:
             return
         await self.close()
         loop = asyncio.get_running_loop()
-        protocol = _LineProtocol()
+        protocol = _LineProtocol(self.max_pending)
         s = self.settings
         # a pseudo-terminal (simulators, socat bridges) has no parity bits and refuses PARENB
         parity = "N" if _is_pty(s.port) else s.parity
@@ -245,6 +285,8 @@ class SerialLine:
         """Close the port; safe to call twice or after a failed open."""
         transport, protocol = self._transport, self._protocol
         self._transport = self._protocol = None
+        if protocol is not None:
+            self._dropped_closed += protocol.dropped
         if transport is None or protocol is None:
             return
         with contextlib.suppress(Exception):
@@ -273,6 +315,8 @@ class SerialLine:
     def _check(self, protocol: _LineProtocol) -> None:
         if protocol.closed:
             err = protocol.lost
+            if self._protocol is protocol:
+                self._dropped_closed += protocol.dropped
             self._transport = None
             self._protocol = None
             reason = f"port lost ({err})" if err else "port closed by the device (end of stream)"
