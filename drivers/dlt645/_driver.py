@@ -252,7 +252,7 @@ class Dlt645Driver(PollDriver[SerialBusConfig, Dlt645Device]):
                     accept=lambda f: f.is_reply and f.address == address,
                 )
             except ReplyTimeout as err:
-                evidence[v] = "no reply" if not err.received.strip(b"\xfe") else "garbled reply"
+                evidence[v] = "garbled reply" if err.heard_data else "no reply"
                 continue
             if frame.is_error:
                 evidence[v] = f"error reply (ERR {frame.data[:1].hex().upper() or '?'})"

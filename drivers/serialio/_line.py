@@ -27,6 +27,7 @@ from typing import Any, Protocol, TypeVar
 import serial
 import serial_asyncio_fast
 
+from citynerve.drivers.serialio.resync import KEEP_REJECTED
 from citynerve.gateway.api import (
     ChannelError,
     DeviceTimeoutError,
@@ -53,7 +54,13 @@ class FrameAssembler(Protocol[F_co]):
         ...
 
     def rejected(self) -> list[FrameError]:
-        """Candidate frames thrown away since the last call (bad checksum, bad end byte...)."""
+        """Candidate frames thrown away since the last call (bad checksum, bad end byte...): the
+        first few only, the assembler counts the rest."""
+        ...
+
+    @property
+    def rejected_total(self) -> int:
+        """Every candidate frame thrown away since the assembler was made."""
         ...
 
 
@@ -65,18 +72,65 @@ def _is_pty(port: str) -> bool:
         return False
 
 
+KEEP_HEARD = 256
+"""Bytes a transaction keeps from the start, and from the end, of what it heard (a noisy line
+carries 4800 bytes in a 5 s poll at 9600 baud); the rest is counted only."""
+
+
+class _Heard:
+    """What a transaction heard, bounded: the first and the last `keep` bytes and the total."""
+
+    def __init__(self, keep: int = KEEP_HEARD) -> None:
+        self._keep = keep
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+        self.data = False  # anything but FE wake-up bytes
+
+    def add(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        if not self.data and chunk.strip(b"\xfe"):
+            self.data = True
+        room = self._keep - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        if chunk:
+            self.tail += chunk
+            if len(self.tail) > self._keep:
+                del self.tail[: len(self.tail) - self._keep]
+
+    def kept(self) -> bytes:
+        return bytes(self.head + self.tail)
+
+
 class ReplyTimeout(TransientError):
     """No acceptable frame arrived in time. Carries what did arrive so the caller can tell a silent
-    device from a garbled or truncated reply."""
+    device from a garbled or truncated reply.
+
+    Bounded however long a noisy line talks: `received` is what arrived, or its first and last
+    `KEEP_HEARD` bytes (`received_total` counts all); `rejected` the first few candidate frames
+    thrown away (`rejected_total` counts all). `heard_data`: anything but FE wake-up bytes arrived."""
 
     def __init__(
-        self, timeout_s: float, received: bytes, rejected: tuple[FrameError, ...], ignored: int = 0
+        self,
+        timeout_s: float,
+        received: bytes,
+        rejected: tuple[FrameError, ...],
+        ignored: int = 0,
+        *,
+        received_total: int | None = None,
+        rejected_total: int | None = None,
+        heard_data: bool | None = None,
     ) -> None:
         self.timeout_s = timeout_s
         self.received = received
         self.rejected = rejected
         self.ignored = ignored  # complete frames that were not the awaited reply (other address, echo)
-        super().__init__(f"no complete reply within {timeout_s:g} s ({len(received)} bytes received)")
+        self.received_total = len(received) if received_total is None else received_total
+        self.rejected_total = len(rejected) if rejected_total is None else rejected_total
+        self.heard_data = bool(received.strip(b"\xfe")) if heard_data is None else heard_data
+        super().__init__(f"no complete reply within {timeout_s:g} s ({self.received_total} bytes received)")
 
     def as_error(self, protocol: str, device_id: str, points: tuple[str, ...] = ()) -> GatewayError:
         """What the bus owner should hear: a silent device is a timeout; garbage, half a frame or
@@ -87,7 +141,7 @@ class ReplyTimeout(TransientError):
         checksum = [r for r in self.rejected if r.fault is FrameFault.CHECKSUM]
         if checksum:
             first = checksum[0]
-            more = f" ({len(self.rejected)} candidate frames rejected)" if len(self.rejected) > 1 else ""
+            more = f" ({self.rejected_total} candidate frames rejected)" if self.rejected_total > 1 else ""
             return FrameError(
                 protocol, f"device {device_id}: {first.reason}{more}", first.data, fault=FrameFault.CHECKSUM
             )
@@ -98,11 +152,11 @@ class ReplyTimeout(TransientError):
                 self.received,
                 fault=FrameFault.ADDRESS,
             )
-        if self.rejected or self.received.strip(b"\xfe"):
-            what = "garbled reply" if self.rejected else "incomplete reply"
+        if self.rejected_total or self.heard_data:
+            what = "garbled reply" if self.rejected_total else "incomplete reply"
             return FrameError(
                 protocol,
-                f"device {device_id}: {what}: {len(self.received)} bytes that do not form a frame",
+                f"device {device_id}: {what}: {self.received_total} bytes that do not form a frame",
                 self.received,
             )
         return DeviceTimeoutError(device_id, points, self.timeout_s)
@@ -352,28 +406,37 @@ class SerialLine:
             sent_at = time.monotonic()
             # the reply cannot start before the request has left the wire
             deadline = sent_at + timeout_s + len(request) * byte_time_s(self.settings)
-            received = bytearray()
+            heard = _Heard()  # bounded: a noisy line talks all through a long timeout
             rejected: list[FrameError] = []
             ignored = 0
             try:
                 while True:
                     chunk = protocol.take()
                     if chunk:
-                        received += chunk
+                        heard.add(chunk)
                         for frame in assembler.feed(chunk):
                             if accept is None or accept(frame):
                                 return frame
                             ignored += 1
-                        rejected += assembler.rejected()
+                        rejected += assembler.rejected()[: KEEP_REJECTED - len(rejected)]
                     self._check(protocol)
                     left = deadline - time.monotonic()
                     if left <= 0:
-                        raise ReplyTimeout(timeout_s, bytes(received), tuple(rejected), ignored)
+                        raise ReplyTimeout(
+                            timeout_s,
+                            heard.kept(),
+                            tuple(rejected),
+                            ignored,
+                            received_total=heard.total,
+                            rejected_total=assembler.rejected_total,
+                            heard_data=heard.data,
+                        )
                     await protocol.wait(left)
             finally:
                 self._last_activity = time.monotonic()
-                # what went over the wire, for a remote device_read (docs/fleet.md)
-                self.last_exchange = (bytes(request), bytes(received))
+                # what went over the wire (its first and last KEEP_HEARD bytes), for a remote
+                # device_read (docs/fleet.md)
+                self.last_exchange = (bytes(request), heard.kept())
 
     async def send(self, data: bytes) -> None:
         """Send without waiting for a reply (broadcasts)."""

@@ -55,8 +55,8 @@ def fits(pattern: str, address: str) -> bool:
 
 def from_timeout(err: ReplyTimeout) -> ProbeResult:
     """No acceptable frame: silence, or the garble of overlapping replies."""
-    if err.received.strip(b"\xfe") or err.rejected:
+    if err.heard_data or err.rejected_total:
         return ProbeResult(
-            Probe.COLLISION, detail={"bytes": len(err.received), "rejected": len(err.rejected)}
+            Probe.COLLISION, detail={"bytes": err.received_total, "rejected": err.rejected_total}
         )
     return ProbeResult(Probe.SILENT)

@@ -10,8 +10,12 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from citynerve.drivers.cjt188 import codec as cjt_codec
 from citynerve.drivers.dlt645 import codec
-from citynerve.drivers.serialio import MAX_PENDING, MeterSerialSettings, SerialLine
+from citynerve.drivers.serialio import MAX_PENDING, MeterSerialSettings, ReplyTimeout, SerialLine
+from citynerve.drivers.serialio._line import KEEP_HEARD
+from citynerve.drivers.serialio.resync import KEEP_REJECTED
+from citynerve.gateway.api import FrameError, FrameFault
 from citynerve.hil.sim.serial._bus import _open_pty
 from tests.serial.test_firepanel import until
 
@@ -74,3 +78,48 @@ async def test_bytes_between_transactions_are_capped_newest_kept() -> None:
 def test_max_pending_must_hold_a_byte() -> None:
     with pytest.raises(ValueError, match="max_pending"):
         SerialLine("rs485-1", MeterSerialSettings(port="/dev/null"), max_pending=0)
+
+
+def test_a_line_of_68_noise_keeps_a_few_rejects_and_calls_it_noise() -> None:
+    for parser in (codec.StreamParser(), cjt_codec.StreamParser()):
+        for _ in range(0, 14_400, 4):  # 60 s of 2400-baud noise in the chunks a slow line gives
+            assert parser.feed(b"\x68" * 4) == []
+        rejected = parser.rejected()
+        assert len(rejected) == KEEP_REJECTED and parser.rejected() == []
+        assert parser.rejected_total > 14_000
+        assert all(r.fault is FrameFault.FRAMING and r.reason.startswith("noise") for r in rejected)
+    # a frame after the noise is still found, and a real frame with a bad checksum is still one
+    # (under 96 bytes of it: 96 x 68 and the reply's first 18 bytes happen to sum to its checksum)
+    parser = codec.StreamParser()
+    assert parser.feed(b"\x68" * 90 + REPLY) == [codec.parse_frame(REPLY)]
+    parser = codec.StreamParser()
+    assert parser.feed(REPLY[:-2] + b"\x00\x16") == []
+    assert parser.rejected()[0].fault is FrameFault.CHECKSUM
+
+
+async def test_a_transaction_on_a_noisy_line_holds_a_bounded_account() -> None:
+    noise = b"\x68" * 4800  # 5 s of 9600-baud noise, all of it heard before the timeout
+    async with pty_line(9600) as (master, line):
+        sent: list[asyncio.Task[None]] = []
+        loop = asyncio.get_running_loop()
+
+        def on_request() -> None:  # the request arrives: the line answers with noise
+            with contextlib.suppress(BlockingIOError):
+                os.read(master, 4096)
+                if not sent:
+                    sent.append(asyncio.ensure_future(write_all(master, noise)))
+
+        loop.add_reader(master, on_request)
+        try:
+            with pytest.raises(ReplyTimeout) as info:
+                await line.transact(REQUEST, codec.StreamParser(), timeout_s=3.0)
+        finally:
+            loop.remove_reader(master)
+        err = info.value
+    assert err.received_total == len(noise) and err.heard_data
+    assert len(err.received) == 2 * KEEP_HEARD and len(err.rejected) <= KEEP_REJECTED
+    assert err.rejected_total > 4000
+    assert len(line.last_exchange[1]) == 2 * KEEP_HEARD
+    error = err.as_error("dlt645", "em-0161")
+    assert isinstance(error, FrameError) and error.fault is FrameFault.FRAMING  # noise, not a checksum
+    assert error.reason == f"device em-0161: garbled reply: {len(noise)} bytes that do not form a frame"
