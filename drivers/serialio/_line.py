@@ -77,6 +77,18 @@ KEEP_HEARD = 256
 carries 4800 bytes in a 5 s poll at 9600 baud); the rest is counted only."""
 
 
+SHOWN_BYTES = 64
+"""Bytes of a reply a timeout's FrameError carries (and shows as hex in its text): the text goes
+into the device's last_error, the log and the OFFLINE event stored in the outbox."""
+
+
+def _shown(data: bytes) -> tuple[bytes, str]:
+    """At most SHOWN_BYTES of `data`, and a note for the text when that is not all of it."""
+    if len(data) <= SHOWN_BYTES:
+        return data, ""
+    return data[:SHOWN_BYTES], f", the first {SHOWN_BYTES} shown"
+
+
 class _Heard:
     """What a transaction heard, bounded: the first and the last `keep` bytes and the total."""
 
@@ -137,27 +149,31 @@ class ReplyTimeout(TransientError):
         only other devices' frames is a frame error (worth telling a technician apart).
 
         The text names what failed first in the terms of the line (checksum mismatch, a reply from
-        another address, a garbled or incomplete reply), not the parser's resync steps."""
+        another address, a garbled or incomplete reply), not the parser's resync steps, and shows at
+        most SHOWN_BYTES of the bytes heard (the count of all is in the text)."""
         checksum = [r for r in self.rejected if r.fault is FrameFault.CHECKSUM]
         if checksum:
             first = checksum[0]
+            data, note = _shown(first.data)
             more = f" ({self.rejected_total} candidate frames rejected)" if self.rejected_total > 1 else ""
             return FrameError(
-                protocol, f"device {device_id}: {first.reason}{more}", first.data, fault=FrameFault.CHECKSUM
+                protocol, f"device {device_id}: {first.reason}{more}{note}", data, fault=FrameFault.CHECKSUM
             )
+        data, note = _shown(self.received)
         if self.ignored:
             return FrameError(
                 protocol,
-                f"device {device_id}: reply from another address (only frames for other addresses)",
-                self.received,
+                f"device {device_id}: reply from another address (only frames for other addresses; "
+                f"{self.received_total} bytes{note})",
+                data,
                 fault=FrameFault.ADDRESS,
             )
         if self.rejected_total or self.heard_data:
             what = "garbled reply" if self.rejected_total else "incomplete reply"
             return FrameError(
                 protocol,
-                f"device {device_id}: {what}: {self.received_total} bytes that do not form a frame",
-                self.received,
+                f"device {device_id}: {what}: {self.received_total} bytes that do not form a frame{note}",
+                data,
             )
         return DeviceTimeoutError(device_id, points, self.timeout_s)
 

@@ -11,12 +11,13 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from citynerve.drivers.cjt188 import codec as cjt_codec
-from citynerve.drivers.dlt645 import codec
+from citynerve.drivers.dlt645 import Dlt645Driver, codec
 from citynerve.drivers.serialio import MAX_PENDING, MeterSerialSettings, ReplyTimeout, SerialLine
-from citynerve.drivers.serialio._line import KEEP_HEARD
+from citynerve.drivers.serialio._line import KEEP_HEARD, SHOWN_BYTES
 from citynerve.drivers.serialio.resync import KEEP_REJECTED
 from citynerve.gateway.api import FrameError, FrameFault
 from citynerve.hil.sim.serial._bus import _open_pty
+from tests.serial.serial_support import bus_config, dlt_device
 from tests.serial.test_firepanel import until
 
 REPLY = bytes.fromhex("68 61 01 00 00 00 00 68 91 08 33 33 34 33 59 33 33 33 8A 16")
@@ -122,4 +123,59 @@ async def test_a_transaction_on_a_noisy_line_holds_a_bounded_account() -> None:
     assert len(line.last_exchange[1]) == 2 * KEEP_HEARD
     error = err.as_error("dlt645", "em-0161")
     assert isinstance(error, FrameError) and error.fault is FrameFault.FRAMING  # noise, not a checksum
-    assert error.reason == f"device em-0161: garbled reply: {len(noise)} bytes that do not form a frame"
+    assert error.reason.startswith(
+        f"device em-0161: garbled reply: {len(noise)} bytes that do not form a frame"
+    )
+
+
+def test_a_timeout_error_text_is_bounded_whatever_was_heard() -> None:
+    heard = bytes(range(0x00, 0x40)) * 200  # 12 800 bytes without a frame (no 68 in them)
+    bad_frame = codec.encode_frame("000000000161", 0x91, bytes(200), preamble=False)
+    checksum = FrameError(
+        "dlt645", "checksum mismatch: expected 01, found 02", bad_frame, fault=FrameFault.CHECKSUM
+    )
+    cases = {
+        "garbled": ReplyTimeout(5.0, heard, (FrameError("dlt645", "noise", heard),), rejected_total=9000),
+        "incomplete": ReplyTimeout(5.0, heard, ()),
+        "address": ReplyTimeout(5.0, heard, (), ignored=3),
+        "checksum": ReplyTimeout(5.0, heard, (checksum,), rejected_total=2),
+    }
+    for name, timeout in cases.items():
+        error = timeout.as_error("dlt645", "em-0161", ("energy",))
+        assert isinstance(error, FrameError)
+        assert len(error.data) <= SHOWN_BYTES and len(str(error)) < 400, (name, len(str(error)))
+        assert f"the first {SHOWN_BYTES} shown" in str(error), name
+    assert "12800 bytes" in str(cases["garbled"].as_error("dlt645", "em-0161"))
+    short = ReplyTimeout(5.0, b"\x68\x61\x01", ()).as_error("dlt645", "em-0161")
+    assert (
+        str(short)
+        == "dlt645: device em-0161: incomplete reply: 3 bytes that do not form a frame (frame 68 61 01)"
+    )
+
+
+async def test_a_poll_on_a_noisy_line_fails_with_a_short_error() -> None:
+    noise = bytes(range(0x00, 0x40)) * 80  # 5120 bytes, no 68: the repro's noise, heard in one poll
+    master, slave, path = _open_pty()
+    driver = Dlt645Driver(bus_config(path, timeout_s=1.0), [dlt_device(points={"e": {"di": "00010000"}})])
+    loop = asyncio.get_running_loop()
+    sent: list[asyncio.Task[None]] = []
+
+    def on_request() -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(master, 4096)
+            if not sent:
+                sent.append(asyncio.ensure_future(write_all(master, noise)))
+
+    loop.add_reader(master, on_request)
+    try:
+        device = next(iter(driver.devices.values()))
+        (request,) = driver.plan(device)
+        with pytest.raises(FrameError) as info:
+            await driver.read(device, request)
+    finally:
+        loop.remove_reader(master)
+        await driver.close()
+        os.close(master)
+        os.close(slave)
+    text = str(info.value)
+    assert f"{len(noise)} bytes that do not form a frame" in text and len(text) < 400, len(text)
