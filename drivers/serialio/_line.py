@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import termios
 import time
@@ -34,6 +35,7 @@ from citynerve.gateway.api import (
     FrameError,
     FrameFault,
     GatewayError,
+    PermanentError,
     SerialSettings,
     TransientError,
 )
@@ -403,8 +405,14 @@ class SerialLine:
         """Send `request` and return the first frame `assembler` completes that `accept` takes.
 
         Raises ReplyTimeout (with the bytes seen) when nothing acceptable completes in `timeout_s`
-        seconds after the request left, ChannelError when the port is gone.
+        seconds after the request left, ChannelError when the port is gone, PermanentError (before
+        sending) for a timeout that is not a finite number of seconds > 0: a NaN never expires.
         """
+        if not (isinstance(timeout_s, int | float) and math.isfinite(timeout_s) and timeout_s > 0):
+            raise PermanentError(
+                f"bus {self.bus_id}: transact timeout_s must be a finite number of seconds > 0, "
+                f"got {timeout_s!r}"
+            )
         async with self._lock:
             protocol = await self._ready()
             self._check(protocol)

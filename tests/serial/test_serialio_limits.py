@@ -10,14 +10,16 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from citynerve.drivers.cjt188 import Cjt188Driver
 from citynerve.drivers.cjt188 import codec as cjt_codec
 from citynerve.drivers.dlt645 import Dlt645Driver, codec
 from citynerve.drivers.serialio import MAX_PENDING, MeterSerialSettings, ReplyTimeout, SerialLine
 from citynerve.drivers.serialio._line import KEEP_HEARD, SHOWN_BYTES
 from citynerve.drivers.serialio.resync import KEEP_REJECTED
-from citynerve.gateway.api import FrameError, FrameFault
+from citynerve.drivers.serialio.search import DiagParamError
+from citynerve.gateway.api import FrameError, FrameFault, PermanentError
 from citynerve.hil.sim.serial._bus import _open_pty
-from tests.serial.serial_support import bus_config, dlt_device
+from tests.serial.serial_support import bus_config, cjt_device, dlt_device
 from tests.serial.test_firepanel import until
 
 REPLY = bytes.fromhex("68 61 01 00 00 00 00 68 91 08 33 33 34 33 59 33 33 33 8A 16")
@@ -179,3 +181,51 @@ async def test_a_poll_on_a_noisy_line_fails_with_a_short_error() -> None:
         os.close(slave)
     text = str(info.value)
     assert f"{len(noise)} bytes that do not form a frame" in text and len(text) < 400, len(text)
+
+
+@pytest.mark.parametrize(
+    "bad", ["nan", float("nan"), "inf", float("-inf"), "abc", None, True, [1], "9" * 400]
+)
+async def test_a_probe_timeout_that_is_not_a_finite_number_is_refused_by_name(bad: object) -> None:
+    master, slave, path = _open_pty()
+    drivers = (
+        (Dlt645Driver(bus_config(path), [dlt_device()]), "A" * 12),
+        (Cjt188Driver(bus_config(path, protocol="cjt188"), [cjt_device()]), "A" * 14),
+    )
+    try:
+        for driver, pattern in drivers:
+            async with asyncio.timeout(3.0):  # a NaN timeout used to hang the bus here for ever
+                with pytest.raises(DiagParamError) as info:
+                    await driver.diag("probe", {"pattern": pattern, "timeout_s": bad})
+            assert (info.value.action, info.value.param) == ("probe", "timeout_s")
+            assert isinstance(info.value, PermanentError) and len(str(info.value)) < 120
+            await driver.close()
+        with pytest.raises(BlockingIOError):
+            os.read(master, 4096)  # nothing was sent
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+async def test_a_probe_timeout_is_clamped_and_a_silent_line_answers_silent() -> None:
+    master, slave, path = _open_pty()
+    driver = Dlt645Driver(bus_config(path), [dlt_device()])
+    try:
+        for value in ("0.05", -3, 0):  # clamped up to 0.01 s: silent, quickly
+            async with asyncio.timeout(3.0):
+                result = await driver.diag("probe", {"pattern": "A" * 12, "timeout_s": value})
+            assert result == {"outcome": "silent", "address": ""}
+    finally:
+        await driver.close()
+        os.close(master)
+        os.close(slave)
+
+
+@pytest.mark.timeout(20)  # before the fix a NaN timeout hung here: the line never timed out
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 0.0, -1.0])
+async def test_transact_refuses_a_timeout_that_never_or_always_expires(bad: float) -> None:
+    async with pty_line() as (master, line):
+        with pytest.raises(PermanentError, match="timeout_s"):
+            await line.transact(REQUEST, codec.StreamParser(), timeout_s=bad)
+        with pytest.raises(BlockingIOError):
+            os.read(master, 4096)  # refused before sending
