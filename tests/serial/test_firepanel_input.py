@@ -4,12 +4,19 @@ garbage stays bounded and counted."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
 from citynerve.drivers.firepanel import PanelStream
 from citynerve.drivers.serialio.guard import LineGuard
-from citynerve.gateway.api import Event, EventState, SampleBatch
+from citynerve.gateway.api import ConfigError, Event, EventState, SampleBatch
+from citynerve.gateway.config import load_config
 from tests.serial.test_firepanel import GOLDEN, panel
 
 FIRE_KINDS = {"fire", "smoke"}
+DATA = Path(__file__).parent / "data"
 
 
 def fire_events(items: list[Event | SampleBatch]) -> list[Event]:
@@ -72,3 +79,49 @@ def test_garbage_that_does_not_parse_is_still_refused_and_limited() -> None:
     # an alarm after all that still gets through, noise byte and all
     line = GOLDEN.encode("gb18030")
     assert len(fire_events(stream.feed(line[:10] + b"\xff" + line[10:] + b"\r\n"))) == 1
+
+
+@pytest.mark.parametrize(
+    "encoding",
+    [
+        "hex",
+        "base64",
+        "rot13",
+        "zlib",
+        "bz2",
+        "utf-16",
+        "utf-16-le",
+        "utf-32",
+        "cp037",
+        "idna",
+        "no-such-codec",
+    ],
+)
+def test_an_encoding_the_listener_cannot_read_lines_in_is_a_config_error(
+    encoding: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        panel(encoding=encoding)
+    (error,) = info.value.errors()
+    assert error["loc"] == ("encoding",) and repr(encoding) in error["msg"]
+    # through the gateway's loader: one issue naming the key path (a bare LookupError before)
+    text = (DATA / "building-meters.toml").read_text(encoding="utf-8")
+    text = text.replace('profile = "firepanel-gst"', f'profile = "firepanel-gst"\nencoding = "{encoding}"')
+    path = tmp_path / "gateway.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as loaded:
+        load_config(path)
+    (issue,) = loaded.value.issues
+    assert issue.path.endswith(".encoding") and repr(encoding) in issue.message, str(issue)
+
+
+@pytest.mark.parametrize("encoding", ["gb18030", "gb2312", "GBK", "big5", "utf-8", "latin-1"])
+def test_text_encodings_still_read_lines(encoding: str) -> None:
+    stream = PanelStream(panel(encoding=encoding))
+    line = GOLDEN if encoding not in ("big5", "latin-1") else "火警 004回路004号"
+    try:
+        data = line.encode(encoding)
+    except UnicodeEncodeError:
+        data = "FIRE 004-004".encode(encoding)  # not a record in latin-1: a raw line, no crash
+    out = stream.feed(data + b"\r\n")
+    assert out  # an event and values, or a raw line
