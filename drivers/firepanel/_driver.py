@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,7 @@ _FAULTS = frozenset({RecordKind.PANEL_FAULT, RecordKind.MAINS_FAULT, RecordKind.
 _REPORTS = frozenset(
     {RecordKind.RESET, RecordKind.SILENCED, RecordKind.SELF_TEST, RecordKind.LINKAGE_FEEDBACK}
 )
+_LINE_END = re.compile(rb"[\r\n]")  # CR, LF or CRLF end a line (CRLF: an empty line between)
 WILDCARD = "*"  # citynerve.gateway.api.Event.subject: every loop-device
 
 
@@ -76,15 +78,13 @@ class PanelStream:
 
     def feed(self, data: bytes) -> list[Event | SampleBatch]:
         """Complete lines in `data` (CR, LF or CRLF end a line) -> what to deliver."""
-        self._buf += data
+        buf = bytes(self._buf + data)
         out: list[Event | SampleBatch] = []
-        while True:
-            ends = [i for i in (self._buf.find(b"\n"), self._buf.find(b"\r")) if i >= 0]
-            if not ends:
-                break
-            end = min(ends)
-            raw, self._buf = bytes(self._buf[:end]), self._buf[end + 1 :]
-            out += self.line(raw)
+        start = 0
+        for end in _LINE_END.finditer(buf):  # one pass: re-slicing the rest per line was quadratic
+            out += self.line(buf[start : end.start()])
+            start = end.end()
+        self._buf = bytearray(buf[start:])
         if len(self._buf) > MAX_LINE:  # no line end within a line's length: garbage, do not grow
             self.guard.discard(len(self._buf))
             self._buf = bytearray()

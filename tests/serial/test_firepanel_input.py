@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from citynerve.drivers.firepanel import PanelStream
@@ -125,3 +127,36 @@ def test_text_encodings_still_read_lines(encoding: str) -> None:
         data = "FIRE 004-004".encode(encoding)  # not a record in latin-1: a raw line, no crash
     out = stream.feed(data + b"\r\n")
     assert out  # an event and values, or a raw line
+
+
+PIECES = [
+    (GOLDEN + "\r\n").encode("gb18030"),
+    "故障 24/03/05 08:01 001-012 感温探测器 车库\n".encode("gb18030"),
+    "故障恢复 24/03/05 08:05 001-012 感温探测器 车库\r".encode("gb18030"),
+    "复位 08/12/02 17:40\r\n".encode("gb18030"),
+    b"\x01\x02\x03\x04\r\n",
+    b"\xff" * 300 + b"\n",  # (a line over MAX_LINE without its end is cut where the chunk ends)
+]
+
+
+def summary(stream: PanelStream, items: list[Event | SampleBatch]) -> tuple[object, ...]:
+    events = [(e.kind, e.state, e.value) for e in items if isinstance(e, Event)]
+    return (events, stream.guard.status(), stream.state.lines, stream.state.records)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=40), st.lists(st.integers(1, 700), max_size=20))
+def test_one_big_chunk_reads_like_many_small_ones(pieces: list[bytes], cuts: list[int]) -> None:
+    """feed() takes a chunk in one pass (it re-sliced the rest per line: quadratic in the chunk);
+    what comes out does not depend on how the bytes were chunked."""
+    data = b"".join(pieces)
+    whole = PanelStream(panel())
+    expected = summary(whole, whole.feed(data))
+    split = PanelStream(panel())
+    items: list[Event | SampleBatch] = []
+    pos = 0
+    for cut in cuts:
+        items += split.feed(data[pos : pos + cut])
+        pos += cut
+    items += split.feed(data[pos:])
+    assert summary(split, items) == expected
