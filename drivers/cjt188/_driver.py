@@ -207,7 +207,7 @@ class Cjt188Driver(PollDriver[SerialBusConfig, Cjt188Device]):
         """One step of a meter search: read-address (810A) at an address pattern (A: any digit).
         The reply says the meter's type (its T byte) and the DI byte order it speaks."""
         pattern = search.check_pattern(params.get("pattern"), 14)
-        timeout = min(max(float(params.get("timeout_s", self.bus.timeout_s)), 0.01), 5.0)
+        timeout = search.probe_timeout_s(params, self.bus.timeout_s)
         data = codec.di_bytes(codec.DI_ADDRESS) + bytes([self._next_ser()])
         request = codec.encode_frame(0xAA, pattern, codec.Control.READ_ADDRESS, data)
         try:

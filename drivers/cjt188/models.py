@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from citynerve.drivers.cjt188.codec import DiOrder
 from citynerve.drivers.cjt188.readings import STATUS_MAPS, StatusMap
@@ -52,6 +52,20 @@ def _standard_valve_states() -> dict[str, ValveState]:
     return {"0": "open", "1": "closed", "3": "abnormal"}
 
 
+def _valve_code(key: object) -> int:
+    """A valve_states key: the valve bits' value, decimal ("3") or hex ("0x3"); TOML keys are text."""
+    if isinstance(key, int) and not isinstance(key, bool):
+        return key
+    text = str(key).strip()
+    try:
+        return int(text[2:], 16) if text[:2].lower() == "0x" else int(text, 10)
+    except ValueError:
+        raise ValueError(
+            f"valve_states key {key!r} is not a valve code: expected the valve bits' value, "
+            'decimal ("3") or hex ("0x3")'
+        ) from None
+
+
 class StatusBits(BaseModel):
     """A firmware's own status-bit layout (ST0 | ST1 << 8)."""
 
@@ -59,8 +73,38 @@ class StatusBits(BaseModel):
 
     valve_shift: int = Field(default=0, ge=0, le=14)
     valve_mask: int = Field(default=3, ge=1, le=3)
-    valve_states: dict[str, ValveState] = Field(default_factory=_standard_valve_states)
+    valve_states: dict[str, ValveState] = Field(
+        default_factory=_standard_valve_states,
+        description=(
+            "valve bit values and what they mean (open, closed, abnormal); a key is the value of the "
+            'valve bits, decimal or hex ("3", "0x3"), within valve_mask'
+        ),
+    )
     battery_low_bit: int = Field(default=2, ge=0, le=15)
+
+    @field_validator("valve_states", mode="before")
+    @classmethod
+    def _valve_codes(cls, v: object, info: ValidationInfo) -> object:
+        """Keys checked here, once, as codes within the mask (written back in decimal), not on
+        every poll. (The standard states, when not given, are not checked against a narrower mask:
+        a code that cannot be read there does no harm.)"""
+        if not isinstance(v, dict):
+            return v  # pydantic names the type error
+        mask = info.data.get("valve_mask")  # absent when valve_mask itself is invalid
+        out: dict[str, object] = {}
+        seen: dict[int, object] = {}
+        for key, state in v.items():
+            code = _valve_code(key)
+            if isinstance(mask, int) and (code < 0 or code & ~mask):
+                raise ValueError(
+                    f"valve_states key {key!r} can never be read: the valve bits are masked with "
+                    f"valve_mask {mask}, so a code uses only those bits"
+                )
+            if code in seen:
+                raise ValueError(f"valve_states keys {seen[code]!r} and {key!r} are one valve code, {code}")
+            seen[code] = key
+            out[str(code)] = state
+        return out
 
     def to_map(self) -> StatusMap:
         return StatusMap(

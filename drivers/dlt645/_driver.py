@@ -220,7 +220,7 @@ class Dlt645Driver(PollDriver[SerialBusConfig, Dlt645Device]):
         pattern = search.check_pattern(params.get("pattern"), 12)
         version = str(params.get("version", "2007"))
         di = PROBE_DI[version] if version in PROBE_DI else PROBE_DI["2007"]
-        timeout = min(max(float(params.get("timeout_s", self.bus.timeout_s)), 0.01), 5.0)
+        timeout = search.probe_timeout_s(params, self.bus.timeout_s)
         request = codec.build_read(pattern, di, version)
         try:
             frame = await self.line.transact(
@@ -252,7 +252,7 @@ class Dlt645Driver(PollDriver[SerialBusConfig, Dlt645Device]):
                     accept=lambda f: f.is_reply and f.address == address,
                 )
             except ReplyTimeout as err:
-                evidence[v] = "no reply" if not err.received.strip(b"\xfe") else "garbled reply"
+                evidence[v] = "garbled reply" if err.heard_data else "no reply"
                 continue
             if frame.is_error:
                 evidence[v] = f"error reply (ERR {frame.data[:1].hex().upper() or '?'})"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,12 +29,16 @@ from citynerve.gateway.api import (
 log = logging.getLogger(__name__)
 
 IDLE_FLUSH_S = 2.0  # a line the printer never ends (no CR/LF) is taken after this much silence
+# The listener reads all the time; this only bounds what piles up while the event loop is held up
+# elsewhere (68 s of a 9600-baud printer), oldest bytes dropped and counted (`line_dropped_bytes`).
+LISTEN_PENDING = 65_536
 _ALARMS = frozenset({RecordKind.FIRE, RecordKind.SMOKE})
 _FAULTS = frozenset({RecordKind.PANEL_FAULT, RecordKind.MAINS_FAULT, RecordKind.BATTERY_FAULT})
 # Reports, never active: the panel does not print a clear for them.
 _REPORTS = frozenset(
     {RecordKind.RESET, RecordKind.SILENCED, RecordKind.SELF_TEST, RecordKind.LINKAGE_FEEDBACK}
 )
+_LINE_END = re.compile(rb"[\r\n]")  # CR, LF or CRLF end a line (CRLF: an empty line between)
 WILDCARD = "*"  # citynerve.gateway.api.Event.subject: every loop-device
 
 
@@ -73,15 +78,13 @@ class PanelStream:
 
     def feed(self, data: bytes) -> list[Event | SampleBatch]:
         """Complete lines in `data` (CR, LF or CRLF end a line) -> what to deliver."""
-        self._buf += data
+        buf = bytes(self._buf + data)
         out: list[Event | SampleBatch] = []
-        while True:
-            ends = [i for i in (self._buf.find(b"\n"), self._buf.find(b"\r")) if i >= 0]
-            if not ends:
-                break
-            end = min(ends)
-            raw, self._buf = bytes(self._buf[:end]), self._buf[end + 1 :]
-            out += self.line(raw)
+        start = 0
+        for end in _LINE_END.finditer(buf):  # one pass: re-slicing the rest per line was quadratic
+            out += self.line(buf[start : end.start()])
+            start = end.end()
+        self._buf = bytearray(buf[start:])
         if len(self._buf) > MAX_LINE:  # no line end within a line's length: garbage, do not grow
             self.guard.discard(len(self._buf))
             self._buf = bytearray()
@@ -96,15 +99,19 @@ class PanelStream:
         text = raw.decode(self.device.encoding, errors="replace").strip("\x00\x0c \t")
         if not text.strip():
             return []
-        if not self.guard.line_ok(raw, text):  # counted and reported, never stored
+        if not self.guard.length_ok(raw):  # counted and reported, never parsed nor stored
             return []
-        self.state.lines += 1
+        # Parse before judging the text: one noise byte (U+FFFD after decoding) in a real alarm's
+        # location text must not drop the alarm. Only lines no parser knew are judged and limited.
         try:
             record = self.parser.parse_line(text)
         except Exception:  # a plugin bug must not stop the listener: keep the line as raw
             log.exception("panel %s: parser %s failed on %r", self.device.id, self.parser.model, text)
             self.state.parser_errors += 1
             record = None
+        if record is None and not self.guard.text_ok(raw, text):  # counted, never stored
+            return []
+        self.state.lines += 1
         if record is None:
             if not self.guard.admit_raw(len(raw)):  # unparsed text over the rate: counted only
                 return []
@@ -217,7 +224,7 @@ class FirePanelDriver(ListenDriver[FirePanelBusConfig, FirePanelDevice]):
     ) -> None:
         devices = [_as_device(d) for d in devices]
         super().__init__(bus, devices, state)
-        self.line = SerialLine(bus.id, bus.serial, timing=LineTiming(gap_s=0.0))
+        self.line = SerialLine(bus.id, bus.serial, timing=LineTiming(gap_s=0.0), max_pending=LISTEN_PENDING)
         self.streams = [PanelStream(d) for d in devices if d.enabled]
 
     async def open(self) -> None:
@@ -256,11 +263,13 @@ class FirePanelDriver(ListenDriver[FirePanelBusConfig, FirePanelDevice]):
         }
 
     def input_stats(self) -> dict[str, int]:
-        """Garbage lines and bytes refused on this printer port (all panels on it)."""
+        """Garbage lines and bytes refused on this printer port (all panels on it), and bytes the
+        line dropped because the listener fell behind."""
         out: dict[str, int] = {"garbage_lines": 0, "garbage_bytes": 0, "raw_dropped": 0}
         for stream in self.streams:
             for key, n in stream.guard.status().items():
                 out[key] += n
+        out["line_dropped_bytes"] = self.line.stats().dropped_bytes
         return out
 
     async def listen(self, sink: SampleSink) -> None:

@@ -76,6 +76,7 @@ SMOKE_TYPES = ("感烟", "光束")
 
 _NEEDS_POINT = frozenset({RecordKind.LINKAGE_START, RecordKind.LINKAGE_FEEDBACK})
 
+_NOISE = re.compile(r"[\ufffd\x00-\x08\x0b-\x1f\x7f]")  # not tab, LF or CR (LF/CR end lines)
 _TIME = re.compile(r"(\d{2,4})[/.-](\d{1,2})[/.-](\d{1,2})\s*(\d{1,2}):(\d{2})(?::(\d{2}))?")
 _LOOP_DEVICE = (
     re.compile(r"(\d{1,3})\s*回路\s*(\d{1,3})\s*号?"),
@@ -90,7 +91,9 @@ class GstParser(PanelParser):
     """GST-style print records (see the module docstring)."""
 
     def parse_line(self, line: str) -> PanelRecord | None:
-        text = line.replace("\u3000", " ").strip()
+        # A noise byte on the wire decodes to U+FFFD or a control character: it carries no meaning,
+        # and left in place it splits an event word (首次火\ufffd警) or a loop number. `raw` keeps it.
+        text = _NOISE.sub("", line).replace("\u3000", " ").strip()
         if not text:
             return None
         match = next(((w, k, s, sev) for w, k, s, sev in EVENT_WORDS if w in text), None)

@@ -46,7 +46,13 @@ class FirePanelDevice(DeviceConfig):
 
     address: str = Field(min_length=1, max_length=64)
     panel_model: str = Field(default="gst", description="parser plugin name")
-    encoding: str = "gb18030"  # superset of GB2312: never fails on a panel that strays outside it
+    encoding: str = Field(  # gb18030 is a superset of GB2312: never fails on a panel that strays outside it
+        default="gb18030",
+        description=(
+            "character set the panel prints in: a text encoding in which CR and LF are the bytes 0D 0A "
+            "(gb18030, gb2312, big5, utf-8...; not UTF-16/32)"
+        ),
+    )
     date_order: Literal["ymd", "dmy", "mdy"] = "ymd"
     points: dict[str, FirePanelPoint] = Field(default_factory=dict)  # type: ignore[assignment]
 
@@ -58,7 +64,28 @@ class FirePanelDevice(DeviceConfig):
     @field_validator("encoding")
     @classmethod
     def _encoding(cls, v: str) -> str:
-        codecs.lookup(v)  # LookupError -> config error naming the key
+        """A text encoding the listener can use: lines are split at CR/LF bytes, then each is
+        decoded with errors="replace". Bytes-to-bytes codecs (hex, base64, zlib, rot13) and
+        encodings in which CR/LF are not those bytes (UTF-16/32, EBCDIC) would fail or garble
+        every line, so they are refused here, once, naming the key."""
+        try:
+            info = codecs.lookup(v)
+        except LookupError:
+            raise ValueError(
+                f"encoding {v!r} is not a known codec (e.g. gb18030, gb2312, big5, utf-8)"
+            ) from None
+        if not getattr(info, "_is_text_encoding", True):
+            raise ValueError(f"encoding {v!r} is not a text encoding (a bytes-to-bytes codec)")
+        try:
+            line_ends = "\r\n".encode(info.name) == b"\r\n"
+            b"\r\n text \xff".decode(info.name, errors="replace")
+        except (UnicodeError, LookupError, ValueError, TypeError):
+            line_ends = False
+        if not line_ends:
+            raise ValueError(
+                f"encoding {v!r} cannot be read line by line: CR and LF are not the bytes 0D 0A in it, "
+                "or it cannot replace an invalid byte (UTF-16/32 and EBCDIC cannot be used)"
+            )
         return v
 
     @field_validator("panel_model")

@@ -2,7 +2,9 @@
 
 from citynerve.drivers.serialio._config import MeterSerialSettings, SerialBusConfig, serial_settings
 from citynerve.drivers.serialio._line import (
+    MAX_PENDING,
     FrameAssembler,
+    LineStats,
     LineTiming,
     ReplyTimeout,
     SerialLine,
@@ -11,7 +13,9 @@ from citynerve.drivers.serialio._line import (
 )
 
 __all__ = [
+    "MAX_PENDING",
     "FrameAssembler",
+    "LineStats",
     "LineTiming",
     "MeterSerialSettings",
     "ReplyTimeout",

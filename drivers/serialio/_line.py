@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import termios
 import time
@@ -27,12 +28,14 @@ from typing import Any, Protocol, TypeVar
 import serial
 import serial_asyncio_fast
 
+from citynerve.drivers.serialio.resync import KEEP_REJECTED
 from citynerve.gateway.api import (
     ChannelError,
     DeviceTimeoutError,
     FrameError,
     FrameFault,
     GatewayError,
+    PermanentError,
     SerialSettings,
     TransientError,
 )
@@ -53,7 +56,13 @@ class FrameAssembler(Protocol[F_co]):
         ...
 
     def rejected(self) -> list[FrameError]:
-        """Candidate frames thrown away since the last call (bad checksum, bad end byte...)."""
+        """Candidate frames thrown away since the last call (bad checksum, bad end byte...): the
+        first few only, the assembler counts the rest."""
+        ...
+
+    @property
+    def rejected_total(self) -> int:
+        """Every candidate frame thrown away since the assembler was made."""
         ...
 
 
@@ -65,45 +74,108 @@ def _is_pty(port: str) -> bool:
         return False
 
 
+KEEP_HEARD = 256
+"""Bytes a transaction keeps from the start, and from the end, of what it heard (a noisy line
+carries 4800 bytes in a 5 s poll at 9600 baud); the rest is counted only."""
+
+
+SHOWN_BYTES = 64
+"""Bytes of a reply a timeout's FrameError carries (and shows as hex in its text): the text goes
+into the device's last_error, the log and the OFFLINE event stored in the outbox."""
+
+
+def _shown(data: bytes) -> tuple[bytes, str]:
+    """At most SHOWN_BYTES of `data`, and a note for the text when that is not all of it."""
+    if len(data) <= SHOWN_BYTES:
+        return data, ""
+    return data[:SHOWN_BYTES], f", the first {SHOWN_BYTES} shown"
+
+
+class _Heard:
+    """What a transaction heard, bounded: the first and the last `keep` bytes and the total."""
+
+    def __init__(self, keep: int = KEEP_HEARD) -> None:
+        self._keep = keep
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+        self.data = False  # anything but FE wake-up bytes
+
+    def add(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        if not self.data and chunk.strip(b"\xfe"):
+            self.data = True
+        room = self._keep - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        if chunk:
+            self.tail += chunk
+            if len(self.tail) > self._keep:
+                del self.tail[: len(self.tail) - self._keep]
+
+    def kept(self) -> bytes:
+        return bytes(self.head + self.tail)
+
+
 class ReplyTimeout(TransientError):
     """No acceptable frame arrived in time. Carries what did arrive so the caller can tell a silent
-    device from a garbled or truncated reply."""
+    device from a garbled or truncated reply.
+
+    Bounded however long a noisy line talks: `received` is what arrived, or its first and last
+    `KEEP_HEARD` bytes (`received_total` counts all); `rejected` the first few candidate frames
+    thrown away (`rejected_total` counts all). `heard_data`: anything but FE wake-up bytes arrived."""
 
     def __init__(
-        self, timeout_s: float, received: bytes, rejected: tuple[FrameError, ...], ignored: int = 0
+        self,
+        timeout_s: float,
+        received: bytes,
+        rejected: tuple[FrameError, ...],
+        ignored: int = 0,
+        *,
+        received_total: int | None = None,
+        rejected_total: int | None = None,
+        heard_data: bool | None = None,
     ) -> None:
         self.timeout_s = timeout_s
         self.received = received
         self.rejected = rejected
         self.ignored = ignored  # complete frames that were not the awaited reply (other address, echo)
-        super().__init__(f"no complete reply within {timeout_s:g} s ({len(received)} bytes received)")
+        self.received_total = len(received) if received_total is None else received_total
+        self.rejected_total = len(rejected) if rejected_total is None else rejected_total
+        self.heard_data = bool(received.strip(b"\xfe")) if heard_data is None else heard_data
+        super().__init__(f"no complete reply within {timeout_s:g} s ({self.received_total} bytes received)")
 
     def as_error(self, protocol: str, device_id: str, points: tuple[str, ...] = ()) -> GatewayError:
         """What the bus owner should hear: a silent device is a timeout; garbage, half a frame or
         only other devices' frames is a frame error (worth telling a technician apart).
 
         The text names what failed first in the terms of the line (checksum mismatch, a reply from
-        another address, a garbled or incomplete reply), not the parser's resync steps."""
+        another address, a garbled or incomplete reply), not the parser's resync steps, and shows at
+        most SHOWN_BYTES of the bytes heard (the count of all is in the text)."""
         checksum = [r for r in self.rejected if r.fault is FrameFault.CHECKSUM]
         if checksum:
             first = checksum[0]
-            more = f" ({len(self.rejected)} candidate frames rejected)" if len(self.rejected) > 1 else ""
+            data, note = _shown(first.data)
+            more = f" ({self.rejected_total} candidate frames rejected)" if self.rejected_total > 1 else ""
             return FrameError(
-                protocol, f"device {device_id}: {first.reason}{more}", first.data, fault=FrameFault.CHECKSUM
+                protocol, f"device {device_id}: {first.reason}{more}{note}", data, fault=FrameFault.CHECKSUM
             )
+        data, note = _shown(self.received)
         if self.ignored:
             return FrameError(
                 protocol,
-                f"device {device_id}: reply from another address (only frames for other addresses)",
-                self.received,
+                f"device {device_id}: reply from another address (only frames for other addresses; "
+                f"{self.received_total} bytes{note})",
+                data,
                 fault=FrameFault.ADDRESS,
             )
-        if self.rejected or self.received.strip(b"\xfe"):
-            what = "garbled reply" if self.rejected else "incomplete reply"
+        if self.rejected_total or self.heard_data:
+            what = "garbled reply" if self.rejected_total else "incomplete reply"
             return FrameError(
                 protocol,
-                f"device {device_id}: {what}: {len(self.received)} bytes that do not form a frame",
-                self.received,
+                f"device {device_id}: {what}: {self.received_total} bytes that do not form a frame{note}",
+                data,
             )
         return DeviceTimeoutError(device_id, points, self.timeout_s)
 
@@ -141,11 +213,32 @@ def silence_before(request: bytes, timing: LineTiming, byte_time: float) -> floa
     return max(floor, timing.gap_s - wake_up * byte_time)
 
 
-class _LineProtocol(asyncio.Protocol):
-    """Collects received bytes and wakes the waiting reader; records why the port went away."""
+MAX_PENDING = 4096
+"""Bytes a line holds for its reader. Between two transactions nobody reads a meter bus, and a
+babbling device or a noisy line (2400 baud: 20 MB a day) must not pile up: the oldest bytes go (the
+next transaction drains them as stale anyway) and are counted in `LineStats.dropped_bytes`."""
 
-    def __init__(self) -> None:
+
+@dataclass(frozen=True, slots=True)
+class LineStats:
+    """What a line did with the bytes it heard, for status and diagnostics."""
+
+    opens: int  # how often the port was opened: > 1 means it came back after a loss
+    dropped_bytes: int  # received while nobody read, over `max_pending`: dropped, oldest first
+    pending_bytes: int  # held now for the next read
+
+    def to_dict(self) -> dict[str, int]:
+        return {"opens": self.opens, "dropped_bytes": self.dropped_bytes, "pending_bytes": self.pending_bytes}
+
+
+class _LineProtocol(asyncio.Protocol):
+    """Collects received bytes (at most `max_pending`, the newest) and wakes the waiting reader;
+    records why the port went away."""
+
+    def __init__(self, max_pending: int = MAX_PENDING) -> None:
         self.buffer = bytearray()
+        self.max_pending = max_pending
+        self.dropped = 0
         self.lost: BaseException | None = None
         self.closed = False
         self.last_rx = 0.0
@@ -154,6 +247,10 @@ class _LineProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
+        excess = len(self.buffer) - self.max_pending
+        if excess > 0:
+            del self.buffer[:excess]
+            self.dropped += excess
         self.last_rx = time.monotonic()
         self._waiter.set()
 
@@ -183,6 +280,7 @@ class SerialLine:
     """One serial port shared by every device of a bus. Not reentrant: the bus owner serializes use.
 
     Use as `async with SerialLine(bus_id, settings) as line:` or call `open()` / `close()`.
+    `max_pending`: bytes held for a reader that is not reading (see `MAX_PENDING`).
     """
 
     def __init__(
@@ -191,10 +289,15 @@ class SerialLine:
         settings: SerialSettings,
         *,
         timing: LineTiming | None = None,
+        max_pending: int = MAX_PENDING,
     ) -> None:
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be at least 1 byte, got {max_pending}")
         self.bus_id = bus_id
         self.settings = settings
         self.timing = timing or LineTiming()
+        self.max_pending = max_pending
+        self._dropped_closed = 0  # dropped_bytes of the ports opened before this one
         self._transport: asyncio.Transport | None = None
         self._protocol: _LineProtocol | None = None
         self._last_activity = 0.0
@@ -205,6 +308,15 @@ class SerialLine:
     @property
     def is_open(self) -> bool:
         return self._protocol is not None and not self._protocol.closed
+
+    def stats(self) -> LineStats:
+        """Opens, bytes dropped while nobody read (since the line was made), bytes pending now."""
+        protocol = self._protocol
+        return LineStats(
+            opens=self.opens,
+            dropped_bytes=self._dropped_closed + (protocol.dropped if protocol else 0),
+            pending_bytes=len(protocol.buffer) if protocol else 0,
+        )
 
     async def __aenter__(self) -> SerialLine:
         await self.open()
@@ -219,7 +331,7 @@ class SerialLine:
             return
         await self.close()
         loop = asyncio.get_running_loop()
-        protocol = _LineProtocol()
+        protocol = _LineProtocol(self.max_pending)
         s = self.settings
         # a pseudo-terminal (simulators, socat bridges) has no parity bits and refuses PARENB
         parity = "N" if _is_pty(s.port) else s.parity
@@ -245,6 +357,8 @@ class SerialLine:
         """Close the port; safe to call twice or after a failed open."""
         transport, protocol = self._transport, self._protocol
         self._transport = self._protocol = None
+        if protocol is not None:
+            self._dropped_closed += protocol.dropped
         if transport is None or protocol is None:
             return
         with contextlib.suppress(Exception):
@@ -273,6 +387,8 @@ class SerialLine:
     def _check(self, protocol: _LineProtocol) -> None:
         if protocol.closed:
             err = protocol.lost
+            if self._protocol is protocol:
+                self._dropped_closed += protocol.dropped
             self._transport = None
             self._protocol = None
             reason = f"port lost ({err})" if err else "port closed by the device (end of stream)"
@@ -289,8 +405,14 @@ class SerialLine:
         """Send `request` and return the first frame `assembler` completes that `accept` takes.
 
         Raises ReplyTimeout (with the bytes seen) when nothing acceptable completes in `timeout_s`
-        seconds after the request left, ChannelError when the port is gone.
+        seconds after the request left, ChannelError when the port is gone, PermanentError (before
+        sending) for a timeout that is not a finite number of seconds > 0: a NaN never expires.
         """
+        if not (isinstance(timeout_s, int | float) and math.isfinite(timeout_s) and timeout_s > 0):
+            raise PermanentError(
+                f"bus {self.bus_id}: transact timeout_s must be a finite number of seconds > 0, "
+                f"got {timeout_s!r}"
+            )
         async with self._lock:
             protocol = await self._ready()
             self._check(protocol)
@@ -308,28 +430,37 @@ class SerialLine:
             sent_at = time.monotonic()
             # the reply cannot start before the request has left the wire
             deadline = sent_at + timeout_s + len(request) * byte_time_s(self.settings)
-            received = bytearray()
+            heard = _Heard()  # bounded: a noisy line talks all through a long timeout
             rejected: list[FrameError] = []
             ignored = 0
             try:
                 while True:
                     chunk = protocol.take()
                     if chunk:
-                        received += chunk
+                        heard.add(chunk)
                         for frame in assembler.feed(chunk):
                             if accept is None or accept(frame):
                                 return frame
                             ignored += 1
-                        rejected += assembler.rejected()
+                        rejected += assembler.rejected()[: KEEP_REJECTED - len(rejected)]
                     self._check(protocol)
                     left = deadline - time.monotonic()
                     if left <= 0:
-                        raise ReplyTimeout(timeout_s, bytes(received), tuple(rejected), ignored)
+                        raise ReplyTimeout(
+                            timeout_s,
+                            heard.kept(),
+                            tuple(rejected),
+                            ignored,
+                            received_total=heard.total,
+                            rejected_total=assembler.rejected_total,
+                            heard_data=heard.data,
+                        )
                     await protocol.wait(left)
             finally:
                 self._last_activity = time.monotonic()
-                # what went over the wire, for a remote device_read (docs/fleet.md)
-                self.last_exchange = (bytes(request), bytes(received))
+                # what went over the wire (its first and last KEEP_HEARD bytes), for a remote
+                # device_read (docs/fleet.md)
+                self.last_exchange = (bytes(request), heard.kept())
 
     async def send(self, data: bytes) -> None:
         """Send without waiting for a reply (broadcasts)."""

@@ -3,13 +3,16 @@
 A printer port can carry anything: a disconnected wire's noise, a wrong baud rate, an attacker on
 the RS-232 cable. `LineGuard` sorts every line before it can become a row in the outbox:
 
-- longer than `max_line` bytes, or mostly not text (invalid encoding, control characters): garbage;
+- longer than `max_line` bytes: garbage, before anything else looks at it (`length_ok`);
+- then the parser: a line it knows is a record, never limited, so a real fire alarm in the middle
+  of a flood, or with a noise byte in its location text, still gets through;
+- a line no parser knew that is mostly not text (invalid encoding, control characters): garbage
+  (`text_ok`);
 - text no parser knew ("raw" lines): kept, but at most `raw_per_s` a second (burst `raw_burst`);
-  more than that is garbage too.
+  more than that is garbage too (`admit_raw`).
 
 Garbage is counted (lines and bytes, in the bus's status) and reported in one log line per
-`log_interval_s`, never stored line by line. Lines that parse are never limited: a real fire alarm
-in the middle of a flood still gets through. Durations use the monotonic clock.
+`log_interval_s`, never stored line by line. Durations use the monotonic clock.
 """
 
 from __future__ import annotations
@@ -63,9 +66,16 @@ class LineGuard:
         self.garbage_bytes = 0
         self.raw_dropped = 0  # text lines over the raw rate (also counted as garbage)
 
-    def line_ok(self, raw: bytes, text: str) -> bool:
-        """False (and counted) when the line is garbage: too long or not text."""
-        if len(raw) > self.max_line or not is_text(text):
+    def length_ok(self, raw: bytes) -> bool:
+        """False (and counted) when the line is longer than `max_line` bytes: checked before parsing."""
+        if len(raw) > self.max_line:
+            self.discard(len(raw))
+            return False
+        return True
+
+    def text_ok(self, raw: bytes, text: str) -> bool:
+        """False (and counted) when a line no parser knew is not mostly text."""
+        if not is_text(text):
             self.discard(len(raw))
             return False
         return True

@@ -13,6 +13,8 @@ The search itself (which patterns to ask, in what order) is citynerve.gateway.co
 from __future__ import annotations
 
 import enum
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +22,46 @@ from citynerve.drivers.serialio._line import ReplyTimeout
 from citynerve.gateway.api import PermanentError
 
 WILDCARD_DIGIT = "A"
+PROBE_TIMEOUT_S = (0.01, 5.0)  # a probe's timeout_s is clamped into this range
+
+
+class DiagParamError(PermanentError):
+    """A meter diagnostic action (probe, read) got a parameter it cannot use; names it."""
+
+    def __init__(self, action: str, param: str, reason: str) -> None:
+        self.action = action
+        self.param = param
+        self.reason = reason
+        super().__init__(f"diag {action}: parameter {param!r}: {reason}")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def number_param(
+    params: Mapping[str, Any], name: str, default: float, *, low: float, high: float, action: str
+) -> float:
+    """Parameter `name` as a finite number (a number, or text that is one), clamped to low..high.
+    NaN, infinities, booleans and anything that is not a number raise DiagParamError: a NaN
+    passes min/max clamps untouched, and a NaN timeout never expires."""
+    raw = params.get(name, default)
+    if isinstance(raw, bool):
+        raise DiagParamError(action, name, f"expected a number, got {_shown(raw)}")
+    try:
+        value = float(raw)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise DiagParamError(action, name, f"expected a number, got {_shown(raw)}") from err
+    if not math.isfinite(value):
+        raise DiagParamError(action, name, f"expected a finite number, got {_shown(raw)}")
+    return min(max(value, low), high)
+
+
+def probe_timeout_s(params: Mapping[str, Any], default: float) -> float:
+    """A probe's `timeout_s`: a finite number of seconds, clamped to PROBE_TIMEOUT_S."""
+    low, high = PROBE_TIMEOUT_S
+    return number_param(params, "timeout_s", default, low=low, high=high, action="probe")
 
 
 class Probe(enum.StrEnum):
@@ -55,8 +97,8 @@ def fits(pattern: str, address: str) -> bool:
 
 def from_timeout(err: ReplyTimeout) -> ProbeResult:
     """No acceptable frame: silence, or the garble of overlapping replies."""
-    if err.received.strip(b"\xfe") or err.rejected:
+    if err.heard_data or err.rejected_total:
         return ProbeResult(
-            Probe.COLLISION, detail={"bytes": len(err.received), "rejected": len(err.rejected)}
+            Probe.COLLISION, detail={"bytes": err.received_total, "rejected": err.rejected_total}
         )
     return ProbeResult(Probe.SILENT)

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from serial_support import bus_config, cjt_device
 
 from citynerve.drivers.cjt188 import DRIVER, Cjt188Driver, Cjt188Point, codec
 from citynerve.drivers.cjt188.readings import STATUS_MAPS
-from citynerve.gateway.api import DeviceTimeoutError, FrameError, PermanentError, Quality, WriteRejectedError
+from citynerve.gateway.api import (
+    ConfigError,
+    DeviceTimeoutError,
+    FrameError,
+    PermanentError,
+    Quality,
+    WriteRejectedError,
+)
+from citynerve.gateway.config import load_config
 from citynerve.hil.sim.serial import Fault, SerialMeterBus, SimCjt188Meter, SimDlt645Meter
+
+DATA = Path(__file__).parent / "data"
 
 
 async def read(driver: Cjt188Driver, device_id: str) -> dict[str, tuple[object, Quality]]:
@@ -137,3 +149,49 @@ async def test_diag_read_address_read_and_valve() -> None:
         await Cjt188Driver(
             bus_config("/dev/null"), [cjt_device("00000000000001"), cjt_device("00000000000002")]
         ).diag("read-address", {})
+
+
+@pytest.mark.parametrize(
+    ("states", "mask", "named"),
+    [
+        ({"0": "open", "closed": "closed"}, 3, "'closed'"),  # not a code at all
+        ({"0": "open", "1.5": "closed"}, 3, "'1.5'"),
+        ({"0": "open", "0x4": "closed"}, 3, "'0x4'"),  # outside the mask: never read
+        ({"0": "open", "2": "closed"}, 1, "'2'"),
+        ({"-1": "open"}, 3, "'-1'"),
+        ({"1": "closed", "0x1": "open"}, 3, "'1' and '0x1'"),  # one code twice
+    ],
+)
+def test_valve_state_keys_are_checked_when_the_config_loads(
+    states: dict[str, str], mask: int, named: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match=named):
+        cjt_device(status_bits={"valve_mask": mask, "valve_states": states})
+    # through the gateway's loader: a ConfigError whose issue names the key path and the key
+    text = (DATA / "building-meters.toml").read_text(encoding="utf-8")
+    table = ", ".join(f'"{k}" = "{v}"' for k, v in states.items())
+    text = text.replace(
+        'address = "00000000000301"',
+        f'address = "00000000000301"\nstatus_bits = {{ valve_mask = {mask}, valve_states = {{ {table} }} }}',
+    )
+    path = tmp_path / "gateway.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    (issue,) = info.value.issues
+    assert issue.path.endswith("status_bits.valve_states") and named in issue.message, str(issue)
+
+
+async def test_hex_valve_state_keys_read_on_every_poll() -> None:
+    bits = {"valve_states": {"0x0": "open", "0x1": "closed", "0X3": "abnormal"}}
+    device = cjt_device(status_bits=bits)
+    assert device.status_bits is not None and device.status_bits.valve_states == {
+        "0": "open",
+        "1": "closed",
+        "3": "abnormal",
+    }
+    async with SerialMeterBus(meters=[SimCjt188Meter("00000000000012", valve="closed")]) as bus:
+        driver = Cjt188Driver(bus_config(bus.port, protocol="cjt188"), [device])
+        for _ in range(2):
+            assert (await read(driver, "wm-0012"))["valve"] == ("closed", Quality.GOOD)
+        await driver.close()
