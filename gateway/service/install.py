@@ -39,6 +39,7 @@ class StepKind(enum.Enum):
     USER = "user"
     FOLDER = "folder"
     CONFIG = "config"
+    CONFIG_ACCESS = "config_access"  # an existing config: group and mode only, content untouched
     UNIT = "unit"
     ENABLE = "enable"
     SKIP = "skip"
@@ -113,6 +114,30 @@ def _under(prefix: Path, path: str) -> Path:
     return prefix / path.lstrip("/")
 
 
+def _config_access(target: Path, config: Path | None, user: str, real: bool) -> Step:
+    """An existing config stays as it is, except that the service must read it: `citynerve init`
+    run with sudo wrote it root:root 0640."""
+    try:
+        mode = target.stat().st_mode & 0o7777
+    except OSError as err:
+        raise ServiceInstallError("config", f"{target}: {err.strerror or err}") from err
+    kept = f"config {CONFIG_FILE} exists: kept as it is" + (f" (not replaced by {config})" if config else "")
+    if real:
+        return Step(
+            StepKind.CONFIG_ACCESS,
+            f"{kept}; group {user}, readable by the group (the service reads it)",
+            path=CONFIG_FILE,
+            mode=mode | 0o040,
+            owner=f":{user}",
+        )
+    return Step(
+        StepKind.CONFIG_ACCESS,
+        f"{kept}; readable by its group (group {user} is given only when installing into /)",
+        path=CONFIG_FILE,
+        mode=mode | 0o040,
+    )
+
+
 def plan_install(
     *,
     prefix: Path = Path("/"),
@@ -179,12 +204,10 @@ def plan_install(
         )
     )
     target = _under(prefix, CONFIG_FILE)
+    if target.exists():
+        plan.steps.append(_config_access(target, config, user, real))
     if config is not None:
-        if target.exists():
-            plan.steps.append(
-                Step(StepKind.SKIP, f"config {CONFIG_FILE} exists: kept as it is (not replaced by {config})")
-            )
-        else:
+        if not target.exists():
             try:
                 text = config.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as err:
@@ -254,7 +277,10 @@ def _chown(path: Path, owner: str) -> None:
     if not owner or os.geteuid() != 0:
         return
     user, _, group = owner.partition(":")
-    shutil.chown(path, user=user, group=group or None)
+    if user:
+        shutil.chown(path, user=user, group=group or None)
+    elif group:
+        shutil.chown(path, group=group)
 
 
 def _write(path: Path, text: str, mode: int) -> None:
@@ -280,6 +306,10 @@ def install(plan: InstallPlan) -> InstallPlan:
                 if step.kind is StepKind.ENABLE and shutil.which("systemctl") is None:
                     raise ServiceInstallError(step.what, "systemctl not found (not a systemd system)")
                 _run(step)
+            elif step.kind is StepKind.CONFIG_ACCESS:
+                target = _under(plan.prefix, step.path)
+                _chown(target, step.owner)
+                os.chmod(target, step.mode)
             elif step.kind is StepKind.FOLDER:
                 target = _under(plan.prefix, step.path)
                 # Only the folder itself: a recursive chown/chmod of the data folder on upgrade is
