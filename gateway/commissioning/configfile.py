@@ -125,7 +125,8 @@ def validate_text(path: Path, text: str) -> GatewayConfig:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         try:
-            return load_config(tmp)
+            # As the config itself: its managed profiles (`<config>.profiles/`) are searched too.
+            return load_config(tmp, as_path=path)
         except ConfigError as err:
             raise ConfigError(
                 [
