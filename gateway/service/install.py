@@ -23,6 +23,7 @@ from citynerve.gateway.api import PermanentError
 from citynerve.gateway.service.unit import CONFIG_FILE, DATA_DIR, UNIT_NAME, render_unit
 
 UNIT_DIR = "/etc/systemd/system"
+CONFIG_DIR_MODE = 0o2770  # root:citynerve, as the unit's ConfigurationDirectoryMode
 WANTED_GROUPS = ("dialout", "bluetooth")
 
 
@@ -188,9 +189,11 @@ def plan_install(
     plan.steps.append(
         Step(
             StepKind.FOLDER,
-            f"folder {config_dir}",
+            # Group-writable: the service writes remote config changes, their history and the
+            # platform's profiles here; setgid: what root writes here gets the service's group.
+            f"folder {config_dir} (config; the service writes remote config changes here)",
             path=config_dir,
-            mode=0o750,
+            mode=CONFIG_DIR_MODE,
             owner=f"root:{user}" if real else "",
         )
     )
@@ -315,8 +318,8 @@ def install(plan: InstallPlan) -> InstallPlan:
                 # Only the folder itself: a recursive chown/chmod of the data folder on upgrade is
                 # exactly what must never happen to a live outbox.
                 target.mkdir(parents=True, exist_ok=True)
-                os.chmod(target, step.mode)
                 _chown(target, step.owner)
+                os.chmod(target, step.mode)  # after the chown, which may clear the setgid bit
             else:
                 target = _under(plan.prefix, step.path)
                 target.parent.mkdir(parents=True, exist_ok=True)

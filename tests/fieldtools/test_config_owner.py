@@ -78,7 +78,8 @@ def readable_by_service(path: Path) -> bool:
 
 @pytest.fixture
 def etc() -> Iterator[Path]:
-    """`/etc/citynerve` as `service install` makes it: root:<service group> 0750, reachable."""
+    """`/etc/citynerve` as an older `service install` made it: root:<service group> 0750, without
+    the setgid bit (a new file gets the group from the writer, not from the filesystem)."""
     top = Path(tempfile.mkdtemp(prefix="cnown-", dir="/tmp"))
     os.chmod(top, 0o755)
     d = top / "citynerve"

@@ -38,7 +38,7 @@ def test_the_unit_is_hardened() -> None:
     assert s["ExecStart"] == "/opt/citynerve/bin/citynerve run --config /etc/citynerve/gateway.toml"
     reload = "/opt/citynerve/bin/citynerve config reload --config /etc/citynerve/gateway.toml"
     assert s["ExecReload"] == reload
-    assert s["ProtectSystem"] == "strict" and s["ReadWritePaths"] == "/var/lib/citynerve"
+    assert s["ProtectSystem"] == "strict" and s["ReadWritePaths"] == "/var/lib/citynerve /etc/citynerve"
     assert s["NoNewPrivileges"] == "yes" and s["PrivateTmp"] == "yes"
     assert s["Restart"] == "on-failure"
     assert s["StandardOutput"] == "journal"
