@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -281,11 +281,17 @@ class ConfigHistory:
 
     # -- local rollback ----------------------------------------------------------------------------
 
-    def rollback(self, version: str | None, by: str) -> tuple[Snapshot, dict[str, str]]:
+    def rollback(
+        self, version: str | None, by: str, check: Callable[[str, dict[str, str]], object] | None = None
+    ) -> tuple[Snapshot, dict[str, str]]:
         """Put the snapshot of `version` (default: the newest) in place of the config; the config
-        it replaces is snapshotted first. Returns the snapshot used and what ran before."""
+        it replaces is snapshotted first. `check(text, profiles)` is called with the snapshot's
+        state before anything is written (it raises to refuse it: a snapshot that no longer loads,
+        e.g. after an update). Returns the snapshot used and what ran before."""
         snap = self.find(version)
         text, profiles = self.snapshot_state(snap)
+        if check is not None:
+            check(text, profiles)
         before_text, before_profiles = self.read_config(), self.read_profiles()
         before = self.current(before_text, before_profiles)
         self.snapshot(before_text, before["version"], before_profiles)
