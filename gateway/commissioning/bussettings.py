@@ -15,6 +15,7 @@ from typing import Any
 from citynerve.gateway.commissioning.configfile import (
     ConfigEditError,
     _value,
+    cannot_write,
     validate_text,
     write_atomically,
 )
@@ -74,6 +75,9 @@ def save_bus_settings(path: Path, bus_id: str, settings: dict[str, Any]) -> tupl
     except OSError as err:
         raise ConfigEditError(path, f"cannot read: {err}") from err
     new = set_bus_settings(text, bus_id, settings, path=path)
-    cfg = validate_text(path, new)
-    mode = path.stat().st_mode & 0o777
-    return cfg, write_atomically(path, new, mode=mode)
+    try:
+        cfg = validate_text(path, new)
+        mode = path.stat().st_mode & 0o777
+        return cfg, write_atomically(path, new, mode=mode)
+    except OSError as err:
+        raise cannot_write(path, err) from err

@@ -35,6 +35,11 @@ class ConfigEditError(PermanentError):
         super().__init__(f"{path}: {reason}")
 
 
+def cannot_write(path: Path, err: OSError) -> ConfigEditError:
+    """A write the folder or the disk refused (permission, read-only, full), as an edit error."""
+    return ConfigEditError(path, f"cannot write: {err.strerror or err}")
+
+
 def _value(value: Any) -> str:
     """One TOML value; tables become inline tables ({ a = 1, b = "x" })."""
     if isinstance(value, dict):
@@ -243,11 +248,15 @@ class DeviceListEditor:
     def save(self, text: str) -> tuple[GatewayConfig, Path | None]:
         """Validate `text` as the new config; if valid, replace the file (with a backup).
 
-        Raises ConfigError (every issue) and leaves the file untouched when invalid.
+        Raises ConfigError (every issue) and leaves the file untouched when invalid; ConfigEditError
+        ("cannot write: ...") when the folder or the disk refuses the write (the file is untouched too).
         """
-        cfg = validate_text(self.path, text)
-        mode = self.path.stat().st_mode & 0o777 if self.path.exists() else 0o640
-        backup = write_atomically(self.path, text, mode=mode)
+        try:
+            cfg = validate_text(self.path, text)
+            mode = self.path.stat().st_mode & 0o777 if self.path.exists() else 0o640
+            backup = write_atomically(self.path, text, mode=mode)
+        except OSError as err:
+            raise cannot_write(self.path, err) from err
         self.text = text
         self.data = tomllib.loads(text)
         return cfg, backup
