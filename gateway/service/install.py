@@ -14,12 +14,12 @@ import pwd
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from citynerve.gateway.api import PermanentError
+from citynerve.gateway.atomicfile import NewFileOwner, replace_file
 from citynerve.gateway.service.unit import CONFIG_FILE, DATA_DIR, UNIT_NAME, render_unit
 
 UNIT_DIR = "/etc/systemd/system"
@@ -287,13 +287,9 @@ def _chown(path: Path, owner: str) -> None:
 
 
 def _write(path: Path, text: str, mode: int) -> None:
-    if path.exists():
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        shutil.copy2(path, path.with_name(f"{path.name}.{stamp}.bak"))
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    """Atomically, durably (file and folder fsynced), keeping the previous file as a backup that a
+    second install in the same second does not overwrite."""
+    replace_file(path, text, mode=mode, backup=True, new_owner=NewFileOwner.WRITER)
 
 
 def install(plan: InstallPlan) -> InstallPlan:
