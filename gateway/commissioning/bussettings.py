@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from citynerve.gateway.commissioning.configfile import (
+    _HEADER,
     ConfigEditError,
     _value,
     cannot_write,
@@ -21,14 +22,14 @@ from citynerve.gateway.commissioning.configfile import (
 )
 from citynerve.gateway.config import GatewayConfig
 
-_HEADER = re.compile(r"^\s*\[")
 _SETTING_KEYS = ("baudrate", "parity", "stopbits", "bytesize")
 
 
 def _bus_block(lines: list[str], bus_id: str) -> tuple[int, int] | None:
     start: int | None = None
     for i, line in enumerate([*lines, "[end]"]):
-        if not _HEADER.match(line):
+        header = _HEADER.match(line)  # the config editor's: `[[buses]]   # riser A` is a header too
+        if not header:
             continue
         if start is not None:
             try:
@@ -39,7 +40,7 @@ def _bus_block(lines: list[str], bus_id: str) -> tuple[int, int] | None:
             if items[0].get("id") == bus_id:
                 return start, i
             start = None
-        if line.strip().replace(" ", "") == "[[buses]]":
+        if line.lstrip().startswith("[[") and header.group(1).replace(" ", "") == "buses":
             start = i
     return None
 
