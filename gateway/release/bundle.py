@@ -361,11 +361,17 @@ def main(argv: list[str] | None = None) -> int:
     except BundleError as err:
         print(f"refused: {err}", file=sys.stderr)
         return 2 if err.where == "public key" else 1
-    if not (root / "current").exists():
+    # Each link is made when it is missing, on its own: running the installer again mends a first
+    # install that was interrupted after `current` (no known-good, no bin/citynerve).
+    first = not (root / "current").exists()
+    if first:
         switch_link(root / "current", f"releases/{manifest.version}")
-        switch_link(root / "known-good", f"releases/{manifest.version}")
-        (root / "bin").mkdir(exist_ok=True)
+    if not (root / "known-good").is_symlink():
+        switch_link(root / "known-good", os.readlink(root / "current"))
+    (root / "bin").mkdir(exist_ok=True)
+    if not (root / "bin" / "citynerve").is_symlink():
         switch_link(root / "bin" / "citynerve", "../current/bin/citynerve")
+    if first:
         print(f"installed {manifest.version} as the current release: {root / 'bin' / 'citynerve'}")
     else:
         print(f"installed {manifest.version} beside the current release: {release}")

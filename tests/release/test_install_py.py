@@ -4,11 +4,15 @@ mends a first install that was interrupted after `current` was made."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from citynerve.gateway.release import bundle as fmt
 
 from .conftest import ReleaseKey
 from .test_bundle_verify import make_bundle
@@ -45,3 +49,18 @@ def test_a_key_that_cannot_be_used_is_one_line(tmp_path: Path, release_key: Rele
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.strip() == expected
     assert not root.exists()
+
+
+def test_running_it_again_mends_an_interrupted_first_install(tmp_path: Path, release_key: ReleaseKey) -> None:
+    folder = make_bundle(tmp_path, release_key)
+    root = tmp_path / "opt"
+    # Power cut after the release was complete and `current` made: no known-good, no bin/citynerve.
+    release = root / "releases" / "9.9.9"
+    (release / "bin").mkdir(parents=True)
+    (release / fmt.RELEASE_INFO).write_text(json.dumps({"version": "9.9.9", "arch": "x86_64", "extras": []}))
+    os.symlink("releases/9.9.9", root / "current")
+    proc = install_py(folder, "--root", str(root), "--key", str(release_key.public))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert os.readlink(root / "current") == "releases/9.9.9"
+    assert os.readlink(root / "known-good") == "releases/9.9.9"
+    assert os.readlink(root / "bin" / "citynerve") == "../current/bin/citynerve"
