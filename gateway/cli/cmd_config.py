@@ -125,19 +125,33 @@ def history(config_path: Path, as_json: bool) -> None:
 )
 @json_option
 def rollback(version: str | None, config_path: Path, no_reload: bool, as_json: bool) -> None:
-    """Put back the snapshot of VERSION (default: the newest snapshot) as the config. The config it
-    replaces is snapshotted first. A running gateway is then asked to reload; sections a reload
-    cannot change ([upstream], [rules], ...) need `systemctl restart citynerve`."""
+    """Put back the snapshot of VERSION (default: the newest snapshot) as the config. The snapshot is
+    checked first, as `config check` would (one that no longer loads is refused, exit 2, and nothing
+    changes); the config it replaces is snapshotted. A running gateway is then asked to reload;
+    sections a reload cannot change ([upstream], [rules], ...) need `systemctl restart citynerve`."""
     from citynerve.gateway.commissioning import ask_reload
     from citynerve.gateway.remoteconfig import ConfigHistory, HistoryError
+    from citynerve.gateway.remoteconfig.document import validate
 
     hist = ConfigHistory(config_path)
     try:
+        running = load_config(config_path)
+    except ConfigError:
+        running = None  # a broken config is what a rollback mends: only the snapshot must load
+
+    def check(text: str, profiles: dict[str, str]) -> None:
+        validate(config_path, text, running, profiles)
+
+    try:
         if hist.pending():
             fail("a remote config change is waiting for its health check; wait for its verdict")
-        snap, before = hist.rollback(version, by=f"local user {getpass.getuser()}")
+        snap, before = hist.rollback(version, by=f"local user {getpass.getuser()}", check=check)
     except (HistoryError, OSError) as err:
         fail(str(err))
+    except ConfigError as err:
+        print_config_issues(err)
+        err_console.print(f"{config_path} was not changed (the snapshot does not load)", markup=False)
+        sys.exit(EXIT_INVALID)
     cfg = load_or_exit(config_path)
     report = None if no_reload else asyncio.run(ask_reload(Path(cfg.control.socket)))
     out = {

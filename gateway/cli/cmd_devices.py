@@ -105,6 +105,8 @@ def _apply_and_reload(
         print_config_issues(err)
         console.print(f"{editor.path} was not changed", highlight=False, markup=False)
         sys.exit(EXIT_INVALID)
+    except ConfigEditError as err:  # the folder or the disk refused the write
+        fail(str(err))
     if no_reload:
         return backup, None
     return backup, asyncio.run(ask_reload(Path(cfg.control.socket)))

@@ -37,7 +37,7 @@ from citynerve.gateway.commissioning import (
     propose,
     write_atomically,
 )
-from citynerve.gateway.commissioning.configfile import validate_text
+from citynerve.gateway.commissioning.configfile import ConfigEditError, cannot_write, validate_text
 from citynerve.gateway.commissioning.initconfig import HEADER, InitAnswers, default_paths, initial_config
 from citynerve.gateway.commissioning.meter_search import DIGITS, SearchProgress, estimate_s
 from citynerve.gateway.config import GatewayConfig
@@ -319,13 +319,15 @@ def init(
     answers.store_path = store_path or sys_store
     answers.socket = socket or sys_socket
     text = dump_toml(initial_config(answers), HEADER)
-    config_path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        config_path.parent.mkdir(parents=True, exist_ok=True)
         cfg = validate_text(config_path, text)
+        backup = write_atomically(config_path, text)
     except ConfigError as err:
         print_config_issues(err)
         sys.exit(EXIT_INVALID)
-    backup = write_atomically(config_path, text)
+    except OSError as err:  # the folder or the disk refused the write
+        fail(str(cannot_write(config_path, err)))
     summary: dict[str, Any] = {
         "config": str(config_path),
         "backup": str(backup) if backup else None,
@@ -366,6 +368,8 @@ def init(
             except ConfigError as err:
                 print_config_issues(err)
                 sys.exit(EXIT_INVALID)
+            except ConfigEditError as err:
+                fail(str(err))
             summary["added"] = [p.entry["id"] for p in chosen if p.entry]
     if as_json:
         print_json(summary)

@@ -67,6 +67,8 @@ def import_register(config_path: Path, register: Path, dry_run: bool, as_json: b
             print_config_issues(err)
             console.print(f"{config_path} was not changed", highlight=False, markup=False)
             sys.exit(EXIT_INVALID)
+        except ConfigEditError as err:  # the folder or the disk refused the write
+            fail(str(err))
     result: dict[str, Any] = {
         "config": str(config_path),
         "register": str(register),

@@ -12,6 +12,7 @@ from citynerve.gateway.cli._common import (
     config_option,
     console,
     esc,
+    fail,
     json_option,
     load_or_exit,
     print_json,
@@ -41,7 +42,10 @@ def report(config_path: Path, out: Path, as_json: bool) -> None:
     if as_json:
         print_json(data)
     else:
-        write_atomically(out, render_html(data), backup=False, mode=0o644)
+        try:
+            write_atomically(out, render_html(data), backup=False, mode=0o644)
+        except OSError as err:  # a folder the user may not write, a read-only or full USB stick
+            fail(f"{out.absolute()}: cannot write: {err.strerror or err}")
         s = data["summary"]
         console.print(
             f"[green]wrote[/] {esc(out)}: {s['devices']} devices, {s['identified']} identified, "

@@ -13,21 +13,23 @@ from pathlib import Path
 from typing import Any
 
 from citynerve.gateway.commissioning.configfile import (
+    _HEADER,
     ConfigEditError,
     _value,
+    cannot_write,
     validate_text,
     write_atomically,
 )
 from citynerve.gateway.config import GatewayConfig
 
-_HEADER = re.compile(r"^\s*\[")
 _SETTING_KEYS = ("baudrate", "parity", "stopbits", "bytesize")
 
 
 def _bus_block(lines: list[str], bus_id: str) -> tuple[int, int] | None:
     start: int | None = None
     for i, line in enumerate([*lines, "[end]"]):
-        if not _HEADER.match(line):
+        header = _HEADER.match(line)  # the config editor's: `[[buses]]   # riser A` is a header too
+        if not header:
             continue
         if start is not None:
             try:
@@ -38,7 +40,7 @@ def _bus_block(lines: list[str], bus_id: str) -> tuple[int, int] | None:
             if items[0].get("id") == bus_id:
                 return start, i
             start = None
-        if line.strip().replace(" ", "") == "[[buses]]":
+        if line.lstrip().startswith("[[") and header.group(1).replace(" ", "") == "buses":
             start = i
     return None
 
@@ -74,6 +76,9 @@ def save_bus_settings(path: Path, bus_id: str, settings: dict[str, Any]) -> tupl
     except OSError as err:
         raise ConfigEditError(path, f"cannot read: {err}") from err
     new = set_bus_settings(text, bus_id, settings, path=path)
-    cfg = validate_text(path, new)
-    mode = path.stat().st_mode & 0o777
-    return cfg, write_atomically(path, new, mode=mode)
+    try:
+        cfg = validate_text(path, new)
+        mode = path.stat().st_mode & 0o777
+        return cfg, write_atomically(path, new, mode=mode)
+    except OSError as err:
+        raise cannot_write(path, err) from err

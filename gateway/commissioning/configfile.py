@@ -12,9 +12,7 @@ import contextlib
 import enum
 import os
 import re
-import shutil
 import tempfile
-import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any
 import tomli_w
 
 from citynerve.gateway.api import ConfigError, ConfigIssue, GatewayError, PermanentError
+from citynerve.gateway.atomicfile import NewFileOwner, replace_file
 from citynerve.gateway.config import GatewayConfig, load_config
 from citynerve.gateway.control import ControlError, GatewayNotRunningError, ask
 
@@ -34,6 +33,11 @@ class ConfigEditError(PermanentError):
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+def cannot_write(path: Path, err: OSError) -> ConfigEditError:
+    """A write the folder or the disk refused (permission, read-only, full), as an edit error."""
+    return ConfigEditError(path, f"cannot write: {err.strerror or err}")
 
 
 def _value(value: Any) -> str:
@@ -112,45 +116,11 @@ def dump_toml(data: dict[str, Any], header: str = "") -> str:
 def write_atomically(path: Path, text: str, *, backup: bool = True, mode: int = 0o640) -> Path | None:
     """Replace `path` with `text` (temp file + fsync + rename); returns the backup's path, if any.
 
-    The backup is `<name>.<UTC timestamp>.bak` beside the file; a reader never sees half a file.
+    The backup is `<name>.<UTC timestamp>.bak` beside the file; a reader never sees half a file. The
+    new file keeps the owner and group of the one it replaces (a new file takes the folder's group:
+    `/etc/citynerve` is root:citynerve), so the service user can still read it. Raises OSError.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    backup_path: Path | None = None
-    if backup and path.exists():
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        backup_path = path.with_name(f"{path.name}.{stamp}.bak")
-        n = 1
-        while backup_path.exists():
-            backup_path = path.with_name(f"{path.name}.{stamp}-{n}.bak")
-            n += 1
-        shutil.copy2(path, backup_path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return backup_path
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on folders; the rename is still atomic
-    finally:
-        os.close(fd)
+    return replace_file(path, text, mode=mode, backup=backup, new_owner=NewFileOwner.FOLDER_GROUP)
 
 
 def validate_text(path: Path, text: str) -> GatewayConfig:
@@ -160,7 +130,8 @@ def validate_text(path: Path, text: str) -> GatewayConfig:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         try:
-            return load_config(tmp)
+            # As the config itself: its managed profiles (`<config>.profiles/`) are searched too.
+            return load_config(tmp, as_path=path)
         except ConfigError as err:
             raise ConfigError(
                 [
@@ -277,11 +248,15 @@ class DeviceListEditor:
     def save(self, text: str) -> tuple[GatewayConfig, Path | None]:
         """Validate `text` as the new config; if valid, replace the file (with a backup).
 
-        Raises ConfigError (every issue) and leaves the file untouched when invalid.
+        Raises ConfigError (every issue) and leaves the file untouched when invalid; ConfigEditError
+        ("cannot write: ...") when the folder or the disk refuses the write (the file is untouched too).
         """
-        cfg = validate_text(self.path, text)
-        mode = self.path.stat().st_mode & 0o777 if self.path.exists() else 0o640
-        backup = write_atomically(self.path, text, mode=mode)
+        try:
+            cfg = validate_text(self.path, text)
+            mode = self.path.stat().st_mode & 0o777 if self.path.exists() else 0o640
+            backup = write_atomically(self.path, text, mode=mode)
+        except OSError as err:
+            raise cannot_write(self.path, err) from err
         self.text = text
         self.data = tomllib.loads(text)
         return cfg, backup

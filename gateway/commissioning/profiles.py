@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from citynerve.gateway import shipped
 from citynerve.gateway.api import ConfigError
 from citynerve.gateway.config import Profile, read_toml
 from citynerve.gateway.config.identify import IdentifySpec
-from citynerve.gateway.config.loader import PROFILES_ENV
+from citynerve.gateway.config.loader import profile_search_dirs
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,17 +31,10 @@ class ProfileInfo:
 
 
 def profile_dirs(config_path: Path, raw_profile_dirs: Any = ()) -> list[Path]:
-    """The folders the config loader searches, in its order (see citynerve.gateway.config.loader)."""
-    base = config_path.parent
-    dirs: list[Path] = []
-    if isinstance(raw_profile_dirs, list):
-        dirs += [p if (p := Path(str(x))).is_absolute() else base / p for x in raw_profile_dirs]
-    dirs += [Path(x) for x in os.environ.get(PROFILES_ENV, "").split(os.pathsep) if x]
-    dirs += [base / "profiles", base.parent / "profiles"]
-    shipped_dir = shipped.profiles()
-    if shipped_dir not in dirs:
-        dirs.append(shipped_dir)  # the profiles that ship with CityNerve, last (as the loader does)
-    return dirs
+    """The folders the config loader searches, in its order (the managed folder first): the
+    loader's own function, so the two cannot disagree."""
+    extra = [str(x) for x in raw_profile_dirs] if isinstance(raw_profile_dirs, list) else []
+    return profile_search_dirs(config_path, extra)
 
 
 def available_profiles(config_path: Path, raw_profile_dirs: Any = None) -> list[ProfileInfo]:

@@ -80,6 +80,22 @@ def managed_profile_dir(config_path: Path) -> Path:
 SHIPPED_PROFILES = shipped.profiles()
 
 
+def profile_search_dirs(config_path: Path, extra: list[str]) -> list[Path]:
+    """The profile folders of the config at `config_path` in search order (the first profile of an
+    id wins); `extra`: its `profile_dirs`. Also what `citynerve report` and `devices` search."""
+    base = config_path.parent
+    dirs: list[Path] = []
+    if (managed := managed_profile_dir(config_path)).is_dir():
+        dirs.append(managed)  # the platform's word (remote config) first
+    dirs += [p if (p := Path(x)).is_absolute() else base / p for x in extra]
+    dirs += [Path(x) for x in os.environ.get(PROFILES_ENV, "").split(os.pathsep) if x]
+    dirs += [base / "profiles", base.parent / "profiles"]
+    shipped_dir = shipped.profiles()
+    if shipped_dir.is_dir() and shipped_dir not in dirs:
+        dirs.append(shipped_dir)  # the profiles that ship with CityNerve, last
+    return dirs
+
+
 def _section_model(name: str) -> type[BaseModel]:
     """The model of an optional section, imported only when the file has that section: a gateway
     without rules or a status page does not carry their code in memory."""
@@ -111,8 +127,9 @@ def _where(name: str, i: int, items: list[Any]) -> str:
 
 
 class _Loader:
-    def __init__(self, path: Path, allow_insecure_secrets: bool = False) -> None:
+    def __init__(self, path: Path, allow_insecure_secrets: bool = False, text_at: Path | None = None) -> None:
         self.path = path
+        self.text_at = text_at or path  # where the text is read (a candidate beside the config)
         self.allow_insecure_secrets = allow_insecure_secrets
         self.warnings: list[ConfigIssue] = []
         self.file = str(path)
@@ -167,7 +184,7 @@ class _Loader:
     # -- top level -------------------------------------------------------------------------------
 
     def load(self) -> GatewayConfig:
-        raw = read_toml(self.path)
+        raw = read_toml(self.text_at)
         for key in raw:
             if key not in TOP_KEYS:
                 self.issue(key, f"unknown key (allowed: {', '.join(TOP_KEYS)})")
@@ -289,20 +306,10 @@ class _Loader:
         return p if p.is_absolute() else self.path.resolve().parent / p
 
     def _profile_dirs(self, extra: Any) -> list[Path]:
-        dirs: list[Path] = []
         if not isinstance(extra, list) or not all(isinstance(x, str) for x in extra):
             self.issue("profile_dirs", "expected a list of folder paths")
             extra = []
-        base = self.path.parent
-        if (managed := managed_profile_dir(self.path)).is_dir():
-            dirs.append(managed)  # the platform's word (remote config) first
-        dirs += [p if (p := Path(x)).is_absolute() else base / p for x in extra]
-        dirs += [Path(x) for x in os.environ.get(PROFILES_ENV, "").split(os.pathsep) if x]
-        dirs += [base / "profiles", base.parent / "profiles"]
-        shipped_dir = shipped.profiles()
-        if shipped_dir.is_dir() and shipped_dir not in dirs:
-            dirs.append(shipped_dir)  # the profiles that ship with CityNerve, last
-        return dirs
+        return profile_search_dirs(self.path, extra)
 
     # -- buses -----------------------------------------------------------------------------------
 
@@ -575,9 +582,19 @@ def _with_subjects(issues: list[ConfigIssue], raw: dict[str, Any], file: str) ->
     return out
 
 
-def load_config(path: str | os.PathLike[str], *, allow_insecure_secrets: bool = False) -> GatewayConfig:
+def load_config(
+    path: str | os.PathLike[str],
+    *,
+    allow_insecure_secrets: bool = False,
+    as_path: str | os.PathLike[str] | None = None,
+) -> GatewayConfig:
     """Load and validate a gateway config. Raises ConfigError listing every problem found.
 
     `allow_insecure_secrets` (the CLI's --allow-insecure-secrets) turns secret files that group or
-    others may read from errors into warnings, like `[security] allow_insecure_secret_files`."""
-    return _Loader(Path(path), allow_insecure_secrets).load()
+    others may read from errors into warnings, like `[security] allow_insecure_secret_files`.
+    `as_path`: read the text at `path` as if it were the config at `as_path` (its managed profiles,
+    relative paths and issues are those of `as_path`): a candidate edit checked before it replaces
+    the config."""
+    if as_path is None:
+        return _Loader(Path(path), allow_insecure_secrets).load()
+    return _Loader(Path(as_path), allow_insecure_secrets, text_at=Path(path)).load()

@@ -122,13 +122,18 @@ def verify_signature(public_key_pem: bytes, signature: bytes, data: bytes) -> bo
     """
     if len(signature) != 64:
         return False
+    if b"-----BEGIN PUBLIC KEY-----" not in public_key_pem:
+        raise BundleError("public key", "not a PEM public key")
     try:
         from cryptography.exceptions import InvalidSignature
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
         from cryptography.hazmat.primitives.serialization import load_pem_public_key
     except ImportError:
         return verify_signature_openssl(public_key_pem, signature, data)
-    key = load_pem_public_key(public_key_pem)
+    try:
+        key = load_pem_public_key(public_key_pem)
+    except (ValueError, TypeError) as err:  # damaged armour, an unsupported algorithm
+        raise BundleError("public key", "not a PEM public key") from err
     if not isinstance(key, Ed25519PublicKey):
         raise BundleError("public key", "not an Ed25519 key")
     try:
@@ -336,7 +341,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root: Path = args.root
     if args.key is not None:
-        key = args.key.read_bytes()
+        try:
+            key = args.key.read_bytes()
+        except OSError as err:  # missing, a folder, not readable
+            print(f"refused: --key {args.key}: cannot read: {err.strerror or err}", file=sys.stderr)
+            return 2
     elif (root / "current" / "bin" / "citynerve").exists():
         key = subprocess.run(
             [str(root / "current" / "bin" / "citynerve"), "update", "key"], capture_output=True, check=True
@@ -351,12 +360,18 @@ def main(argv: list[str] | None = None) -> int:
         )
     except BundleError as err:
         print(f"refused: {err}", file=sys.stderr)
-        return 1
-    if not (root / "current").exists():
+        return 2 if err.where == "public key" else 1
+    # Each link is made when it is missing, on its own: running the installer again mends a first
+    # install that was interrupted after `current` (no known-good, no bin/citynerve).
+    first = not (root / "current").exists()
+    if first:
         switch_link(root / "current", f"releases/{manifest.version}")
-        switch_link(root / "known-good", f"releases/{manifest.version}")
-        (root / "bin").mkdir(exist_ok=True)
+    if not (root / "known-good").is_symlink():
+        switch_link(root / "known-good", os.readlink(root / "current"))
+    (root / "bin").mkdir(exist_ok=True)
+    if not (root / "bin" / "citynerve").is_symlink():
         switch_link(root / "bin" / "citynerve", "../current/bin/citynerve")
+    if first:
         print(f"installed {manifest.version} as the current release: {root / 'bin' / 'citynerve'}")
     else:
         print(f"installed {manifest.version} beside the current release: {release}")

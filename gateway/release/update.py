@@ -40,10 +40,10 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from citynerve.gateway import __version__, shipped
-from citynerve.gateway.api import PermanentError
+from citynerve.gateway.api import ConfigError, PermanentError
 from citynerve.gateway.release.bundle import (
     BundleError,
     fsync_dir,
@@ -54,6 +54,9 @@ from citynerve.gateway.release.bundle import (
     verify,
 )
 from citynerve.gateway.release.service import ServiceManager, service_from
+
+if TYPE_CHECKING:
+    from citynerve.gateway.config import GatewayConfig
 
 IN_PROGRESS = ("switching", "confirming", "rolling-back")
 TERMINAL = ("confirmed", "rolled-back", "failed")
@@ -235,10 +238,24 @@ def wait_healthy(
 # -- outbox -------------------------------------------------------------------------------------
 
 
-def _outbox_file(config: Path) -> Path | None:
+def _running_config(config: Path) -> GatewayConfig:
+    """The config the gateway runs: the watchdog needs its control socket and outbox. Checked
+    before anything is installed or switched; a config that does not load is an UpdateError that
+    lists its issues (file, key path, what is wrong)."""
     from citynerve.gateway.config import load_config
 
-    cfg = load_config(config)
+    try:
+        return load_config(config)
+    except ConfigError as err:
+        issues = "; ".join(str(i) for i in err.issues[:5])
+        more = f" (and {len(err.issues) - 5} more)" if len(err.issues) > 5 else ""
+        raise UpdateError(
+            f"the config does not load, so the gateway's health cannot be checked; nothing was changed "
+            f"(`citynerve config check {config}`): {issues}{more}"
+        ) from None
+
+
+def _outbox_file(cfg: GatewayConfig) -> Path | None:
     store = getattr(cfg, "store", None)
     return Path(store.path) if store is not None else None
 
@@ -304,6 +321,7 @@ def apply(
     with _lock(root):
         state = read_state(root)
         state = _settle_interrupted(root, state)
+        cfg = _running_config(config)  # before the bundle is installed beside the running release
         incoming = root / "update" / "incoming"
         shutil.rmtree(incoming, ignore_errors=True)
         incoming.mkdir(parents=True)
@@ -316,7 +334,7 @@ def apply(
             raise UpdateError(f"refused {bundle}: {err}") from None
         finally:
             shutil.rmtree(incoming, ignore_errors=True)
-        return _switch(root, manifest.version, config=config, service=service,
+        return _switch(root, manifest.version, config=config, cfg=cfg, service=service,
                        deadline_s=deadline_s, settle_s=settle_s, wait=wait, why="apply",
                        request_id=request_id)  # fmt: skip
 
@@ -342,24 +360,23 @@ def rollback(
             raise UpdateError(f"no earlier release to roll back to (current: {current})")
         if release_info(root / "releases" / target) is None:
             raise UpdateError(f"release {target} is not installed")
-        return _switch(root, target, config=config, service=service,
+        cfg = _running_config(config)
+        return _switch(root, target, config=config, cfg=cfg, service=service,
                        deadline_s=deadline_s, settle_s=settle_s, wait=wait, why="rollback")  # fmt: skip
 
 
 def _switch(
-    root: Path, to: str, *, config: Path, service: ServiceManager, deadline_s: float, settle_s: float,
-    wait: bool, why: str, request_id: str = "",
+    root: Path, to: str, *, config: Path, cfg: GatewayConfig, service: ServiceManager, deadline_s: float,
+    settle_s: float, wait: bool, why: str, request_id: str = "",
 ) -> dict[str, Any]:  # fmt: skip
     current = release_version(root / "current")
     if current is None:
         raise UpdateError(f"{root / 'current'} is not an installed release")
     if current == to:
         raise UpdateError(f"{to} is already the current release")
-    from citynerve.gateway.config import load_config
-
-    socket = Path(load_config(config).control.socket)
+    socket = Path(cfg.control.socket)
     baseline = baseline_of(gateway_status(socket))
-    outbox = _outbox_file(config)
+    outbox = _outbox_file(cfg)
     backup = None
     if outbox is not None and outbox.exists():
         file_schema = _schema_version(outbox)

@@ -211,13 +211,14 @@ def _depth(value: Any, level: int = 0) -> int:
 
 
 def validate(
-    config_path: Path, text: str, running: GatewayConfig, profiles: Mapping[str, str] | None = None
+    config_path: Path, text: str, running: GatewayConfig | None, profiles: Mapping[str, str] | None = None
 ) -> GatewayConfig:
     """Check `text` as `config check` would, as if it were the file at `config_path` (relative
     paths resolve the same), with `profiles` (`{id: TOML text}`) as its managed profiles, checked
     as profile files are; and refuse what would cut the gateway off its own data: another gateway
-    id or store. Raises ConfigError listing every issue with its key path (`profiles.<id>.<key>`
-    for a managed profile)."""
+    id or store than `running`'s (None: the running config does not load; only the load check).
+    Raises ConfigError listing every issue with its key path (`profiles.<id>.<key>` for a managed
+    profile)."""
     candidate = config_path.with_name(f".{config_path.name}.candidate")
     staged = managed_profile_dir(candidate)
     shutil.rmtree(staged, ignore_errors=True)
@@ -228,14 +229,17 @@ def validate(
         for pid, body in profiles.items():
             (staged / f"{pid}.toml").write_text(body, encoding="utf-8")
     try:
-        cfg = load_config(candidate, allow_insecure_secrets=running.security.allow_insecure_secret_files)
+        insecure = running is not None and running.security.allow_insecure_secret_files
+        cfg = load_config(candidate, allow_insecure_secrets=insecure)
     except ConfigError as err:
-        raise ConfigError([_profile_issue(i, staged, config_path) for i in err.issues]) from None
+        raise ConfigError([_profile_issue(i, staged, candidate, config_path) for i in err.issues]) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             candidate.unlink()
         shutil.rmtree(staged, ignore_errors=True)
     issues = []
+    if running is None:
+        return cfg
     if cfg.gateway.id != running.gateway.id:
         issues.append(
             ConfigIssue(str(config_path), "gateway.id", "a remote config cannot change the gateway id")
@@ -247,9 +251,12 @@ def validate(
     return cfg
 
 
-def _profile_issue(issue: ConfigIssue, staged: Path, config_path: Path) -> ConfigIssue:
-    """An issue in a staged managed profile, named by its key path in the document."""
+def _profile_issue(issue: ConfigIssue, staged: Path, candidate: Path, config_path: Path) -> ConfigIssue:
+    """An issue in a staged managed profile, named by its key path in the document; one in the
+    candidate config, by the config's name (the candidate file is gone when it is read)."""
     f = Path(issue.file)
+    if f == candidate:
+        return dataclasses.replace(issue, file=str(config_path))
     if f.parent != staged:
         return issue
     path = f"profiles.{f.stem}" + (f".{issue.path}" if issue.path else "")

@@ -18,12 +18,13 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from citynerve.gateway.api import GatewayError
+from citynerve.gateway.atomicfile import NewFileOwner, replace_file
 from citynerve.gateway.config.loader import managed_profile_dir
 
 MAX_SNAPSHOTS = 10
@@ -45,25 +46,10 @@ def sha256_text(text: str) -> str:
 
 
 def atomic_write(path: Path, data: str, mode: int = 0o600) -> None:
-    """Write `data` to `path` through a temporary file in the same folder: all or nothing."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    with contextlib.suppress(OSError):  # the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+    """Write `data` to `path` through a temporary file in the same folder: all or nothing. A
+    replaced file keeps its owner and group (root's `config rollback` leaves the service user's
+    config readable to it); a new one takes its folder's (the history folder is the service's)."""
+    replace_file(path, data, mode=mode, new_owner=NewFileOwner.FOLDER)
 
 
 def state_digest(text: str, profiles: Mapping[str, str]) -> str:
@@ -82,10 +68,12 @@ def read_profiles(directory: Path) -> dict[str, str]:
     return {f.stem: f.read_text(encoding="utf-8") for f in sorted(directory.glob("*.toml"))}
 
 
-def write_profiles(directory: Path, profiles: Mapping[str, str]) -> None:
+def write_profiles(directory: Path, profiles: Mapping[str, str], owner_like: Path | None = None) -> None:
     """Make the managed folder hold exactly `profiles`: written into a new folder, then swapped in
     by two renames (a power cut in between leaves no managed folder; the pending marker then
-    reverts the change at the next start, `prepare_start`)."""
+    reverts the change at the next start, `prepare_start`). The new folder gets the owner of the
+    one it replaces, else of `owner_like` (the history folder): the service user's, even when root
+    writes it (`config rollback`)."""
     new = directory.with_name(directory.name + ".new")
     old = directory.with_name(directory.name + ".old")
     for d in (new, old):
@@ -94,6 +82,10 @@ def write_profiles(directory: Path, profiles: Mapping[str, str]) -> None:
         return
     if profiles:
         new.mkdir(mode=0o700, parents=True)
+        like = directory if directory.is_dir() else owner_like
+        if like is not None and like.is_dir() and os.geteuid() == 0:
+            st = like.stat()
+            os.chown(new, st.st_uid, st.st_gid)
         for pid, text in profiles.items():
             atomic_write(new / f"{pid}.toml", text, 0o600)
     if directory.exists():
@@ -168,7 +160,7 @@ class ConfigHistory:
     def write_state(self, text: str, profiles: Mapping[str, str]) -> None:
         """The config and the managed profiles: the profiles first (a config naming a profile
         must not run without it)."""
-        write_profiles(self.profile_dir, profiles)
+        write_profiles(self.profile_dir, profiles, self.dir)
         self.write_config(text)
 
     def put_back(self, text: str, profiles: Mapping[str, str]) -> None:
@@ -178,7 +170,7 @@ class ConfigHistory:
         if self.read_config() != text:
             self.write_config(text)
         if self.read_profiles() != dict(profiles):
-            write_profiles(self.profile_dir, profiles)
+            write_profiles(self.profile_dir, profiles, self.dir)
 
     def write_config(self, text: str) -> None:
         try:
@@ -289,11 +281,17 @@ class ConfigHistory:
 
     # -- local rollback ----------------------------------------------------------------------------
 
-    def rollback(self, version: str | None, by: str) -> tuple[Snapshot, dict[str, str]]:
+    def rollback(
+        self, version: str | None, by: str, check: Callable[[str, dict[str, str]], object] | None = None
+    ) -> tuple[Snapshot, dict[str, str]]:
         """Put the snapshot of `version` (default: the newest) in place of the config; the config
-        it replaces is snapshotted first. Returns the snapshot used and what ran before."""
+        it replaces is snapshotted first. `check(text, profiles)` is called with the snapshot's
+        state before anything is written (it raises to refuse it: a snapshot that no longer loads,
+        e.g. after an update). Returns the snapshot used and what ran before."""
         snap = self.find(version)
         text, profiles = self.snapshot_state(snap)
+        if check is not None:
+            check(text, profiles)
         before_text, before_profiles = self.read_config(), self.read_profiles()
         before = self.current(before_text, before_profiles)
         self.snapshot(before_text, before["version"], before_profiles)

@@ -14,15 +14,16 @@ import pwd
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from citynerve.gateway.api import PermanentError
+from citynerve.gateway.atomicfile import NewFileOwner, replace_file
 from citynerve.gateway.service.unit import CONFIG_FILE, DATA_DIR, UNIT_NAME, render_unit
 
 UNIT_DIR = "/etc/systemd/system"
+CONFIG_DIR_MODE = 0o2770  # root:citynerve, as the unit's ConfigurationDirectoryMode
 WANTED_GROUPS = ("dialout", "bluetooth")
 
 
@@ -39,6 +40,7 @@ class StepKind(enum.Enum):
     USER = "user"
     FOLDER = "folder"
     CONFIG = "config"
+    CONFIG_ACCESS = "config_access"  # an existing config: group and mode only, content untouched
     UNIT = "unit"
     ENABLE = "enable"
     SKIP = "skip"
@@ -113,6 +115,30 @@ def _under(prefix: Path, path: str) -> Path:
     return prefix / path.lstrip("/")
 
 
+def _config_access(target: Path, config: Path | None, user: str, real: bool) -> Step:
+    """An existing config stays as it is, except that the service must read it: `citynerve init`
+    run with sudo wrote it root:root 0640."""
+    try:
+        mode = target.stat().st_mode & 0o7777
+    except OSError as err:
+        raise ServiceInstallError("config", f"{target}: {err.strerror or err}") from err
+    kept = f"config {CONFIG_FILE} exists: kept as it is" + (f" (not replaced by {config})" if config else "")
+    if real:
+        return Step(
+            StepKind.CONFIG_ACCESS,
+            f"{kept}; group {user}, readable by the group (the service reads it)",
+            path=CONFIG_FILE,
+            mode=mode | 0o040,
+            owner=f":{user}",
+        )
+    return Step(
+        StepKind.CONFIG_ACCESS,
+        f"{kept}; readable by its group (group {user} is given only when installing into /)",
+        path=CONFIG_FILE,
+        mode=mode | 0o040,
+    )
+
+
 def plan_install(
     *,
     prefix: Path = Path("/"),
@@ -163,9 +189,11 @@ def plan_install(
     plan.steps.append(
         Step(
             StepKind.FOLDER,
-            f"folder {config_dir}",
+            # Group-writable: the service writes remote config changes, their history and the
+            # platform's profiles here; setgid: what root writes here gets the service's group.
+            f"folder {config_dir} (config; the service writes remote config changes here)",
             path=config_dir,
-            mode=0o750,
+            mode=CONFIG_DIR_MODE,
             owner=f"root:{user}" if real else "",
         )
     )
@@ -179,12 +207,10 @@ def plan_install(
         )
     )
     target = _under(prefix, CONFIG_FILE)
+    if target.exists():
+        plan.steps.append(_config_access(target, config, user, real))
     if config is not None:
-        if target.exists():
-            plan.steps.append(
-                Step(StepKind.SKIP, f"config {CONFIG_FILE} exists: kept as it is (not replaced by {config})")
-            )
-        else:
+        if not target.exists():
             try:
                 text = config.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as err:
@@ -254,17 +280,16 @@ def _chown(path: Path, owner: str) -> None:
     if not owner or os.geteuid() != 0:
         return
     user, _, group = owner.partition(":")
-    shutil.chown(path, user=user, group=group or None)
+    if user:
+        shutil.chown(path, user=user, group=group or None)
+    elif group:
+        shutil.chown(path, group=group)
 
 
 def _write(path: Path, text: str, mode: int) -> None:
-    if path.exists():
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        shutil.copy2(path, path.with_name(f"{path.name}.{stamp}.bak"))
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    """Atomically, durably (file and folder fsynced), keeping the previous file as a backup that a
+    second install in the same second does not overwrite."""
+    replace_file(path, text, mode=mode, backup=True, new_owner=NewFileOwner.WRITER)
 
 
 def install(plan: InstallPlan) -> InstallPlan:
@@ -280,13 +305,17 @@ def install(plan: InstallPlan) -> InstallPlan:
                 if step.kind is StepKind.ENABLE and shutil.which("systemctl") is None:
                     raise ServiceInstallError(step.what, "systemctl not found (not a systemd system)")
                 _run(step)
+            elif step.kind is StepKind.CONFIG_ACCESS:
+                target = _under(plan.prefix, step.path)
+                _chown(target, step.owner)
+                os.chmod(target, step.mode)
             elif step.kind is StepKind.FOLDER:
                 target = _under(plan.prefix, step.path)
                 # Only the folder itself: a recursive chown/chmod of the data folder on upgrade is
                 # exactly what must never happen to a live outbox.
                 target.mkdir(parents=True, exist_ok=True)
-                os.chmod(target, step.mode)
                 _chown(target, step.owner)
+                os.chmod(target, step.mode)  # after the chown, which may clear the setgid bit
             else:
                 target = _under(plan.prefix, step.path)
                 target.parent.mkdir(parents=True, exist_ok=True)

@@ -50,7 +50,9 @@ StateDirectoryMode=0750
 RuntimeDirectory=citynerve
 RuntimeDirectoryMode=0750
 ConfigurationDirectory=citynerve
-ConfigurationDirectoryMode=0750
+# root:{user} 2770 (`service install`): the service replaces its config there when the platform
+# sends one (remote config), with the history and the platform's profiles beside it.
+ConfigurationDirectoryMode=2770
 UMask=0027
 # SIGTERM: bus owners stop, the outbox writer commits what it holds, then the process exits.
 KillSignal=SIGTERM
@@ -61,10 +63,11 @@ StandardOutput=journal
 StandardError=journal
 SyslogIdentifier=citynerve
 
-# Hardening: nothing but the data folder is writable; no privileges can be gained.
+# Hardening: nothing but the data folder and the config folder is writable; no privileges can be
+# gained.
 NoNewPrivileges=yes
 ProtectSystem=strict
-ReadWritePaths={data_dir}
+ReadWritePaths={data_dir} {config_dir}
 ProtectHome=yes
 PrivateTmp=yes
 ProtectKernelTunables=yes

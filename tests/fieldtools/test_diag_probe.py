@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import textwrap
+import tomllib
 from pathlib import Path
 
 from click.testing import CliRunner, Result
@@ -75,6 +76,16 @@ def test_set_bus_settings_keeps_comments_and_adds_missing_keys(tmp_path: Path) -
     assert 'id = "rs485-1"\nparity = "E"\n' in new
     assert "# the meter line in the basement" in new
     assert new.count("baudrate") == 1
+
+
+def test_set_bus_settings_finds_a_bus_header_with_a_comment(tmp_path: Path) -> None:
+    # `[[buses]]   # riser A` is a header (TOML allows the comment; `devices add` reads it so).
+    text = meter_toml("/dev/ttyUSB0").replace("[[buses]]", "[[buses]]   # riser A, meter room", 1)
+    assert "[[buses]]   # riser A, meter room\n" in text
+    new = set_bus_settings(text, "rs485-1", {"baudrate": 2400, "parity": "E"}, path=tmp_path / "g.toml")
+    assert "[[buses]]   # riser A, meter room\n" in new
+    assert "baudrate = 2400  # from the old cabinet's label" in new and 'parity = "E"' in new
+    tomllib.loads(new)
 
 
 async def test_probe_through_the_running_gateway_writes_the_fix(short_dir: Path) -> None:

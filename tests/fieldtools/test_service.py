@@ -38,7 +38,7 @@ def test_the_unit_is_hardened() -> None:
     assert s["ExecStart"] == "/opt/citynerve/bin/citynerve run --config /etc/citynerve/gateway.toml"
     reload = "/opt/citynerve/bin/citynerve config reload --config /etc/citynerve/gateway.toml"
     assert s["ExecReload"] == reload
-    assert s["ProtectSystem"] == "strict" and s["ReadWritePaths"] == "/var/lib/citynerve"
+    assert s["ProtectSystem"] == "strict" and s["ReadWritePaths"] == "/var/lib/citynerve /etc/citynerve"
     assert s["NoNewPrivileges"] == "yes" and s["PrivateTmp"] == "yes"
     assert s["Restart"] == "on-failure"
     assert s["StandardOutput"] == "journal"
@@ -177,3 +177,19 @@ def test_exec_path_with_spaces_is_quoted_as_systemd_reads_it(tmp_path: Path) -> 
         assert (
             "Invalid" not in proc.stderr and "Ignoring" not in proc.stderr and "ignoring" not in proc.stderr
         ), proc.stderr
+
+
+def test_upgrades_in_one_second_keep_every_previous_unit(tmp_path: Path) -> None:
+    execs = ("/opt/a/citynerve", "/opt/b/citynerve", "/opt/c/citynerve")
+    for e in execs:
+        r = cli("service", "install", "--prefix", str(tmp_path), "--no-enable", "--exec", e)
+        assert r.exit_code == 0, r.output
+    units = sorted((tmp_path / UNIT).parent.glob("citynerve.service*"))
+    starts = {
+        line.removeprefix("ExecStart=").split()[0]
+        for u in units
+        for line in u.read_text().splitlines()
+        if line.startswith("ExecStart=")
+    }
+    assert len(units) == 3 and starts == set(execs), [u.name for u in units]
+    assert not list((tmp_path / UNIT).parent.glob(".*.tmp"))

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import hashlib
 import json
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
@@ -213,18 +215,34 @@ LITE = {
 PATCH = json.dumps({"profiles": {"wm-lite": LITE}, "log": {"level": "debug"}})
 
 
-def _fail_config_writes(config: Path) -> Path:
-    """The disk refuses the config file's write (stands for ENOSPC or EIO): its temporary file's
-    name is taken by a folder, so the atomic write fails after the profiles were written."""
-    blocker = config.with_name(f".{config.name}.tmp")
-    blocker.mkdir()
-    return blocker
+@dataclass
+class _DiskFull:
+    """The disk refuses the config file's write (ENOSPC) and nothing else, so the atomic write of
+    the config fails after the profiles were written. `end()`: the disk has room again."""
+
+    config: Path
+    monkeypatch: pytest.MonkeyPatch
+
+    def __post_init__(self) -> None:
+        real = tempfile.mkstemp
+
+        def mkstemp(*args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("prefix") == f".{self.config.name}." and kwargs.get("dir") == self.config.parent:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(*args, **kwargs)
+
+        self.monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+    def end(self) -> None:
+        self.monkeypatch.undo()
 
 
-async def test_a_config_write_that_fails_leaves_the_previous_state_and_no_marker(rig: Rig) -> None:
+async def test_a_config_write_that_fails_leaves_the_previous_state_and_no_marker(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
     hist = rig.remote.history
     before_text, before_current = rig.config.read_text(), hist.current()
-    blocker = _fail_config_writes(rig.config)
+    disk_full = _DiskFull(rig.config, monkeypatch)
     r = await rig.send("config_apply", apply_args(PATCH, mode="patch"), command_id="cmd-v2")
     assert (r.outcome, r.reason) == (CommandOutcome.FAILED, RejectReason.INTERNAL), r
     assert "cannot write the config" in r.detail
@@ -234,7 +252,7 @@ async def test_a_config_write_that_fails_leaves_the_previous_state_and_no_marker
     assert hist.pending() is None and hist.current() == before_current
     assert rig.remote.pending is None and rig.remote.current == before_current
     assert [e["what"] for e in hist.log()] == ["failed"]
-    blocker.rmdir()
+    disk_full.end()
     # A restart finds nothing to confirm: no late "confirmed" for a command answered failed.
     assert prepare_start(rig.config) is None
     again = RemoteConfig(rig.gateway, events=rig.events.append, spawn=lambda c, n: c.close())
@@ -247,11 +265,11 @@ async def test_a_config_write_that_fails_leaves_the_previous_state_and_no_marker
 
 
 async def test_when_putting_the_previous_state_back_fails_too_the_next_start_reverts(
-    rig: Rig, caplog: pytest.LogCaptureFixture
+    rig: Rig, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hist = rig.remote.history
     before_text = rig.config.read_text()
-    blocker = _fail_config_writes(rig.config)
+    disk_full = _DiskFull(rig.config, monkeypatch)
     # ... and the managed folder cannot be swapped back either (its rename target is a file).
     stuck = hist.profile_dir.with_name(hist.profile_dir.name + ".old")
     stuck.write_text("")
@@ -263,7 +281,7 @@ async def test_when_putting_the_previous_state_back_fails_too_the_next_start_rev
     )
     pending = hist.pending()
     assert pending is not None and pending["state"] == "unwritten"
-    blocker.rmdir()
+    disk_full.end()
     stuck.unlink()
     # The next start puts the snapshot back before the config is loaded, and reports the revert.
     assert "reverted: its write failed" in str(prepare_start(rig.config))

@@ -79,7 +79,10 @@ def test_platform_apply_reports_a_refused_bundle_without_touching_anything(tmp_p
     switch_link(tmp_path / "current", "releases/1.0.0")
     bad = tmp_path / "bundle.tar.gz"
     bad.write_bytes(b"not a tarball")
-    report = update.platform_apply(bad, root=tmp_path, config=tmp_path / "gw.toml", service=RefusingService(),
+    config = tmp_path / "gw.toml"  # a config that loads: it is checked before the bundle
+    org = 'org = { city = "310100", district = "310106", street = "310106013" }'
+    config.write_text(f'[gateway]\nid = "gw-1"\n{org}\n')
+    report = update.platform_apply(bad, root=tmp_path, config=config, service=RefusingService(),
                                    request_id="cmd-42")  # fmt: skip
     assert report["request_id"] == "cmd-42" and report["phase"] == "failed"
     assert "not a readable .tar.gz" in report["reason"]

@@ -1,0 +1,66 @@
+"""The offline installer (`python3 install.py` in an unpacked bundle), run as on site: a --key it
+cannot read or that is not a PEM public key is one line, exit 2, nothing installed; running it again
+mends a first install that was interrupted after `current` was made."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from citynerve.gateway.release import bundle as fmt
+
+from .conftest import ReleaseKey
+from .test_bundle_verify import make_bundle
+
+
+def install_py(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(folder / "install.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("which", ["missing", "folder", "not_pem", "damaged_pem"])
+def test_a_key_that_cannot_be_used_is_one_line(tmp_path: Path, release_key: ReleaseKey, which: str) -> None:
+    folder = make_bundle(tmp_path / "usb stick", release_key)
+    key = tmp_path / "usb stick" / "release-key.pem"
+    expected = {
+        "missing": f"refused: --key {key}: cannot read: No such file or directory",
+        "folder": f"refused: --key {key}: cannot read: Is a directory",
+        "not_pem": "refused: public key: not a PEM public key",
+        "damaged_pem": "refused: public key: not a PEM public key",
+    }[which]
+    if which == "folder":
+        key.mkdir()
+    elif which == "not_pem":
+        key.write_bytes(b"\x00\x01 a photo, not a key")
+    elif which == "damaged_pem":
+        key.write_text("-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n")
+    root = tmp_path / "opt"
+    proc = install_py(folder, "--root", str(root), "--key", str(key))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.strip() == expected
+    assert not root.exists()
+
+
+def test_running_it_again_mends_an_interrupted_first_install(tmp_path: Path, release_key: ReleaseKey) -> None:
+    folder = make_bundle(tmp_path, release_key)
+    root = tmp_path / "opt"
+    # Power cut after the release was complete and `current` made: no known-good, no bin/citynerve.
+    release = root / "releases" / "9.9.9"
+    (release / "bin").mkdir(parents=True)
+    (release / fmt.RELEASE_INFO).write_text(json.dumps({"version": "9.9.9", "arch": "x86_64", "extras": []}))
+    os.symlink("releases/9.9.9", root / "current")
+    proc = install_py(folder, "--root", str(root), "--key", str(release_key.public))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert os.readlink(root / "current") == "releases/9.9.9"
+    assert os.readlink(root / "known-good") == "releases/9.9.9"
+    assert os.readlink(root / "bin" / "citynerve") == "../current/bin/citynerve"
