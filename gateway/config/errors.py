@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -83,3 +85,26 @@ def _model_of(annotation: Any) -> Any:
         if found is not None:
             return found
     return None
+
+
+_ENTRY = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*)\[(\d+)\]")
+
+
+def with_subjects(issues: list[ConfigIssue], raw: dict[str, Any], file: str) -> list[ConfigIssue]:
+    """Name the entry each issue is in by its id (`devices[4] (id 'meter-3').points.x`), when the
+    path starts in an array of tables whose entry has a string id."""
+    out = []
+    for issue in issues:
+        m = _ENTRY.match(issue.path)
+        entry: Any = None
+        if m and issue.file == file and not issue.subject:
+            table: Any = raw
+            for part in m.group(1).split("."):
+                table = table.get(part) if isinstance(table, dict) else None
+            index = int(m.group(2))
+            if isinstance(table, list) and index < len(table) and isinstance(table[index], dict):
+                entry = table[index].get("id")
+        if isinstance(entry, str) and entry:
+            issue = dataclasses.replace(issue, subject=entry[:64])
+        out.append(issue)
+    return out

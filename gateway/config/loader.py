@@ -7,10 +7,8 @@ once, each with the file, the key path and what was expected.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ from citynerve.gateway.api import (
 )
 from citynerve.gateway.config.compact import Shared
 from citynerve.gateway.config.drivers import DriverNotFoundError, driver_spec
-from citynerve.gateway.config.errors import issues_from
+from citynerve.gateway.config.errors import issues_from, with_subjects
 from citynerve.gateway.config.limits import describe, min_poll_interval_s
 from citynerve.gateway.config.model import (
     ClockConfig,
@@ -222,7 +220,7 @@ class _Loader:
             found = check_rules(rules, devices, self.file, classes)
             self.issues.extend(i for i in found if i not in self.issues)
         if self.issues:
-            raise ConfigError(_with_subjects(self.issues, raw, self.file))
+            raise ConfigError(with_subjects(self.issues, raw, self.file))
         assert identity is not None and control is not None and log is not None
         assert security is not None and clock is not None
         # Paths in the file are relative to the file's folder, wherever the gateway is started from.
@@ -251,7 +249,7 @@ class _Loader:
         if (warning := config_file_warning(self.path, holders)) is not None:
             self.warnings.append(warning)
         if self.issues:
-            raise ConfigError(_with_subjects(self.issues, raw, self.file))
+            raise ConfigError(with_subjects(self.issues, raw, self.file))
         seen: dict[int, Any] = {}
         for model in (*destinations, web, *devices):
             if model is not None:
@@ -283,7 +281,7 @@ class _Loader:
                     or self.allow_insecure_secrets
                 }
             ),
-            warnings=tuple(_with_subjects(self.warnings, raw, self.file)),
+            warnings=tuple(with_subjects(self.warnings, raw, self.file)),
             clock=clock,
             update=update,
         )
@@ -557,29 +555,6 @@ def _without_points(model: type[DeviceConfig]) -> type[BaseModel]:
     return create_model(
         f"{model.__name__}NoPoints", __base__=model, points=(Any, Field(default_factory=dict))
     )
-
-
-_ENTRY = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*)\[(\d+)\]")
-
-
-def _with_subjects(issues: list[ConfigIssue], raw: dict[str, Any], file: str) -> list[ConfigIssue]:
-    """Name the entry each issue is in by its id (`devices[4] (id 'meter-3').points.x`), when the
-    path starts in an array of tables whose entry has a string id."""
-    out = []
-    for issue in issues:
-        m = _ENTRY.match(issue.path)
-        entry: Any = None
-        if m and issue.file == file and not issue.subject:
-            table: Any = raw
-            for part in m.group(1).split("."):
-                table = table.get(part) if isinstance(table, dict) else None
-            index = int(m.group(2))
-            if isinstance(table, list) and index < len(table) and isinstance(table[index], dict):
-                entry = table[index].get("id")
-        if isinstance(entry, str) and entry:
-            issue = dataclasses.replace(issue, subject=entry[:64])
-        out.append(issue)
-    return out
 
 
 def load_config(
