@@ -6,7 +6,7 @@
 
 from citynerve.drivers.cjt188._driver import Cjt188Driver, valve_command
 from citynerve.drivers.cjt188.models import Cjt188Device, Cjt188Point, StatusBits
-from citynerve.drivers.serialio import SerialBusConfig
+from citynerve.drivers.serialio import SerialBusConfig, meter_number
 from citynerve.gateway.api import DriverSpec
 
 DRIVER = DriverSpec(
@@ -16,6 +16,7 @@ DRIVER = DriverSpec(
     device_model=Cjt188Device,
     point_model=Cjt188Point,
     factory=Cjt188Driver,
+    normalize_address=meter_number(14),
     description="CJ/T 188-2004/2018 water, gas and heat meters on RS-485 (2400 8E1 by default)",
 )
 

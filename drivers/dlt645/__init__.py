@@ -6,7 +6,7 @@
 
 from citynerve.drivers.dlt645._driver import DiRequest, Dlt645Driver
 from citynerve.drivers.dlt645.models import DataItemConfig, Dlt645Device, Dlt645Point
-from citynerve.drivers.serialio import SerialBusConfig
+from citynerve.drivers.serialio import SerialBusConfig, meter_number
 from citynerve.gateway.api import DriverSpec
 
 DRIVER = DriverSpec(
@@ -16,6 +16,7 @@ DRIVER = DriverSpec(
     device_model=Dlt645Device,
     point_model=Dlt645Point,
     factory=Dlt645Driver,
+    normalize_address=meter_number(12),
     description="DL/T 645-2007/1997 electricity meters on RS-485 (2400 8E1 by default)",
 )
 

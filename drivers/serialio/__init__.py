@@ -1,6 +1,11 @@
 """Shared async serial transport of the RS-485 meter drivers (DL/T 645, CJ/T 188) and fire panels."""
 
-from citynerve.drivers.serialio._config import MeterSerialSettings, SerialBusConfig, serial_settings
+from citynerve.drivers.serialio._config import (
+    MeterSerialSettings,
+    SerialBusConfig,
+    meter_number,
+    serial_settings,
+)
 from citynerve.drivers.serialio._line import (
     MAX_PENDING,
     FrameAssembler,
@@ -23,5 +28,6 @@ __all__ = [
     "SerialLine",
     "byte_time_s",
     "frames_of",
+    "meter_number",
     "serial_settings",
 ]

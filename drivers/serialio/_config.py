@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import Field
@@ -44,3 +46,18 @@ class SerialBusConfig(BusConfig, MeterSerialSettings):
     @property
     def serial(self) -> SerialSettings:
         return serial_settings(self)
+
+
+def meter_number(width: int) -> Callable[[str], str]:
+    """A meter's BCD address as the driver reads it (DriverSpec.normalize_address): `width` digits,
+    the leading zeros a spreadsheet dropped put back ("12345678" -> "000012345678" for DL/T 645).
+    Raises ValueError for anything that is not 1 to `width` digits."""
+    pattern = re.compile(rf"[0-9]{{1,{width}}}")
+
+    def normalize(address: str) -> str:
+        text = address.strip()
+        if not pattern.fullmatch(text):
+            raise ValueError(f"a meter number is up to {width} digits, not {address!r}")
+        return text.zfill(width)
+
+    return normalize

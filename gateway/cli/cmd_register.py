@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from citynerve.gateway.cli._common import (
 from citynerve.gateway.cli.cmd_devices import devices
 from citynerve.gateway.commissioning import ConfigEditError, DeviceListEditor
 from citynerve.gateway.commissioning.register import (
+    AddressKey,
     RegisterError,
     apply_register,
     export_rows,
@@ -33,9 +35,16 @@ from citynerve.gateway.commissioning.register import (
 )
 
 
-def _classes(config_path: Path) -> dict[str, str]:
+def _classes(config_path: Path) -> tuple[dict[str, str], dict[str, AddressKey]]:
+    """Profile id -> device class, and bus id -> its driver's address key (register matching)."""
+    from citynerve.gateway.config.drivers import DriverNotFoundError, driver_spec
+
     cfg = load_or_exit(config_path)
-    return {pid: p.device_class for pid, p in cfg.profiles.items()}
+    keys: dict[str, AddressKey] = {}
+    for bus in cfg.buses:
+        with contextlib.suppress(DriverNotFoundError):
+            keys[bus.id] = driver_spec(bus.protocol).address_key
+    return {pid: p.device_class for pid, p in cfg.profiles.items()}, keys
 
 
 @devices.command("import")
@@ -49,13 +58,13 @@ def import_register(config_path: Path, register: Path, dry_run: bool, as_json: b
     row's place, component code and name go into the device with that address. Rows that match no
     device on the bus, types that are not the device's class, and devices the register does not list
     are reported; exit 1 when there are any (the matching rows are still taken)."""
-    classes = _classes(config_path)
+    classes, bus_keys = _classes(config_path)
     try:
         rows = read_register(register)
         editor = DeviceListEditor(config_path)
     except (RegisterError, ConfigEditError) as err:
         fail(str(err), EXIT_INVALID)
-    changed, report = apply_register(rows, editor.devices(), classes)
+    changed, report = apply_register(rows, editor.devices(), classes, bus_keys)
     backup = None
     if changed and not dry_run:
         text = editor.text
@@ -119,7 +128,7 @@ def _show(result: dict[str, Any], dry_run: bool) -> None:
 def export_register(config_path: Path, out: Path, as_json: bool) -> None:
     """Write the commissioned devices to OUT (.csv or .xlsx) in the register's columns (address,
     building, floor, room, type, component_code, name, id, bus, profile): the hand-over copy."""
-    classes = _classes(config_path)
+    classes, _ = _classes(config_path)
     try:
         rows = export_rows(DeviceListEditor(config_path).devices(), classes)
         write_register(out, rows)

@@ -16,7 +16,7 @@ import contextlib
 import csv
 import io
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,26 +217,47 @@ def _norm(address: Any) -> str:
     return str(address).strip().lower()
 
 
+AddressKey = Callable[[Any], str]
+
+
 def apply_register(
-    rows: Iterable[Row], devices: Sequence[dict[str, Any]], classes: dict[str, str]
+    rows: Iterable[Row],
+    devices: Sequence[dict[str, Any]],
+    classes: dict[str, str],
+    bus_keys: Mapping[str, AddressKey] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], ImportReport]:
     """New entries for the devices the rows name (by address), and the report.
 
-    `devices`: the config's [[devices]] tables as written; `classes`: profile id -> device_class."""
+    `devices`: the config's [[devices]] tables as written; `classes`: profile id -> device_class;
+    `bus_keys`: bus id -> its driver's address key (DriverSpec.address_key), so a register row
+    matches its device however the address is written (a MAC without colons, a meter number whose
+    leading zeros the spreadsheet dropped). Without one, addresses compare as written (any case)."""
+    keys = dict(bus_keys or {})
+
+    def device_key(d: dict[str, Any]) -> str:
+        return keys.get(str(d.get("bus", "")), _norm)(str(d.get("address", "")).strip())
+
+    def row_keys(address: str, bus: str) -> list[str]:
+        if bus:
+            return [keys.get(bus, _norm)(address)]
+        return list(dict.fromkeys([_norm(address), *(k(address) for k in keys.values())]))
+
     report = ImportReport()
     by_address: dict[str, list[dict[str, Any]]] = {}
     for d in devices:
-        by_address.setdefault(_norm(d.get("address", "")), []).append(d)
+        by_address.setdefault(device_key(d), []).append(d)
     changed: dict[str, dict[str, Any]] = {}
     seen: dict[str, int] = {}
     for row in rows:
-        key = _norm(row.address)
+        found = row_keys(row.address, row.values.get("bus", ""))
         item = {"line": row.line, "address": row.address, **{k: v for k, v in row.values.items() if v}}
-        if key in seen:
-            report.duplicates.append({**item, "first_line": seen[key]})
+        first = next((seen[k] for k in found if k in seen), None)
+        if first is not None:
+            report.duplicates.append({**item, "first_line": first})
             continue
-        seen[key] = row.line
-        matches = by_address.get(key, [])
+        for k in found:
+            seen[k] = row.line
+        matches = list({id(d): d for k in found for d in by_address.get(k, [])}.values())
         if row.values.get("bus"):
             matches = [d for d in matches if d.get("bus") == row.values["bus"]]
         if len(matches) != 1:
@@ -268,7 +289,7 @@ def apply_register(
         if entry != device:
             changed[str(device["id"])] = entry
         report.updated.append(str(device["id"]))
-    named = {str(d["id"]) for ds in by_address.values() for d in ds if _norm(d.get("address", "")) in seen}
+    named = {str(d["id"]) for d in devices if device_key(d) in seen}
     report.not_in_register = [str(d.get("id")) for d in devices if str(d.get("id")) not in named]
     return changed, report
 

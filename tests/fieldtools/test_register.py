@@ -110,3 +110,50 @@ def test_unparsable_csv_is_a_register_error_naming_the_file(config_path: Path) -
     r = CliRunner().invoke(main, ["devices", "import", "-c", str(config_path), str(register), "--dry-run"])
     assert isinstance(r.exception, SystemExit) and r.exit_code == 2, r.output
     assert f"{register}: not a readable CSV table (line 2)" in r.output.replace("\n", ""), r.output
+
+
+METERS_AND_NODES = """[gateway]
+id = "gw-test-0001"
+org = { city = "310100", district = "310106", street = "310106013" }
+[control]
+socket = "var/gw.sock"
+[[buses]]
+id = "meters"
+protocol = "dlt645"
+port = "/dev/ttyUSB1"
+[[buses]]
+id = "ble"
+protocol = "bthome"
+[[devices]]
+id = "em-301"
+bus = "meters"
+profile = "dlt645-single-phase"
+address = "000012345678"
+location = { address_code = "310106013007" }
+[[devices]]
+id = "door-1"
+bus = "ble"
+profile = "bthome-door-contact"
+address = "A4:C1:38:00:00:01"
+location = { address_code = "310106013007" }
+"""
+
+
+def test_register_addresses_match_as_the_driver_reads_them(tmp_path: Path) -> None:
+    """A meter number whose leading zeros the spreadsheet dropped and a MAC written without colons
+    are the configured devices' addresses (each bus's driver normalises them); the same meter
+    written both ways is one row given twice."""
+    config = tmp_path / "gateway.toml"
+    config.write_text(METERS_AND_NODES)
+    register = tmp_path / "register.csv"
+    rows = ["meter number,building,floor,room", "12345678,7,3,301", "a4c138000001,7,1,entrance"]
+    register.write_text("\n".join(rows) + "\n")
+    r = cli("devices", "import", "-c", str(config), str(register), "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["updated"] == ["em-301", "door-1"] and not out["not_on_bus"] and not out["not_in_register"]
+    cfg = load_config(config)
+    assert cfg.device("em-301").location.room == "301" and cfg.device("door-1").location.room == "entrance"
+    register.write_text("\n".join([*rows, "000012345678,7,3,302"]) + "\n")
+    out = json.loads(cli("devices", "import", "-c", str(config), str(register), "--json").output)
+    assert [(d["line"], d["first_line"]) for d in out["duplicates"]] == [(4, 2)]
