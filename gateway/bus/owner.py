@@ -47,7 +47,15 @@ from citynerve.gateway.bus import linetest, probe
 from citynerve.gateway.bus.events import FAULT, OFFLINE, DeviceFaultError, device_event
 from citynerve.gateway.bus.facts import bus_verdict
 from citynerve.gateway.bus.health import BusCounters, DeviceHealth
-from citynerve.gateway.bus.jobs import BusNotRunningError, BusSink, Wakeup, _Entry, _Job, wake_time
+from citynerve.gateway.bus.jobs import (
+    BusNotRunningError,
+    BusSink,
+    Wakeup,
+    _Entry,
+    _Job,
+    run_job,
+    wake_time,
+)
 from citynerve.gateway.bus.listening import run_listen
 from citynerve.gateway.bus.screening import Screening
 from citynerve.gateway.bus.verdict import LineQuality, kind_of
@@ -356,20 +364,13 @@ class BusOwner:
         return self.clock.monotonic() if self._in_diag else self.progress
 
     async def _run_job(self, job: _Job) -> None:
-        if job.future.done():  # the asker gave up (cancelled)
-            return
         self._in_diag = job.name.startswith("diag ")
         try:
-            result = await job.run(self.driver)
-        except ChannelError as err:
-            self._channel_broken(err)
-            job.future.set_exception(err)
-        except Exception as err:  # any failure belongs to the asker, never to the bus
-            job.future.set_exception(err)
-        else:
-            job.future.set_result(result)
+            error = await run_job(job, self.driver, name=f"bus[{self.bus.id}].{job.name}")
         finally:
             self._in_diag = False
+        if isinstance(error, ChannelError):  # any other failure belongs to the asker, not the bus
+            self._channel_broken(error)
 
     def _count_missed_polls(self, now: float) -> None:
         """Channel down: polls that fall due count as failures, so devices go offline normally."""
