@@ -134,8 +134,11 @@ class ModbusChannel:
             for _ in range(2):
                 await asyncio.sleep(0)
         except ValueError as err:  # pyserial: a URL it cannot parse (pymodbus only catches OSError)
+            # (UnicodeError is a ValueError: a host name the IDNA codec refuses)
             client.close()
-            raise ChannelError(self.bus.id, f"cannot open serial port {self.bus_port}: {err}") from err
+            serial = isinstance(self.bus, ModbusRtuBusConfig)
+            what = f"open serial port {self.bus_port}" if serial else f"connect to {self.bus_port}"
+            raise ChannelError(self.bus.id, f"cannot {what}: {err}") from err
         if not connected:
             client.close()
             raise ChannelError(self.bus.id, await self._why_not_open())
@@ -153,6 +156,8 @@ class ModbusChannel:
             raise ChannelError(bus.id, reason) from err
         except OSError as err:
             raise ChannelError(bus.id, f"cannot connect to {where}: {err.strerror or err}") from err
+        except ValueError as err:  # UnicodeError too: a host name the IDNA codec refuses
+            raise ChannelError(bus.id, f"cannot connect to {where}: not a usable host name ({err})") from err
         self._client = native
 
     @property

@@ -264,11 +264,21 @@ class BusOwner(DeviceStates):
     async def _open(self) -> bool:
         try:
             await self.driver.open()
-        except GatewayError as err:
+        except Exception as err:  # a driver's untyped error too: the channel stays down, the bus runs
             self.counters.channel_errors += 1
-            reason = err.reason if isinstance(err, ChannelError) else str(err)
+            if isinstance(err, ChannelError):
+                reason = err.reason
+            elif isinstance(err, GatewayError):
+                reason = str(err)
+            else:
+                reason = f"driver raised {type(err).__name__}: {err}"
             if self.channel_error != reason:
-                log.error("bus %s: cannot open channel: %s", self.bus.id, reason)
+                log.error(
+                    "bus %s: cannot open channel: %s",
+                    self.bus.id,
+                    reason,
+                    exc_info=not isinstance(err, GatewayError),
+                )
             self.channel_error = reason
             await self._close()
             self._channel_backoff = min(
