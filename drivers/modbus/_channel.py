@@ -160,7 +160,7 @@ class ModbusChannel:
                 response = await call(client)
             except TimeoutError as err:
                 if client.received:
-                    raise self._frame_error(unit, client.received) from err
+                    raise self._frame_error(unit, client.sent[1:2], client.received) from err
                 raise DeviceTimeoutError(device_id, points, timeout_s) from err
             except ConnectionError as err:
                 raise ChannelError(self.bus.id, "connection lost") from err
@@ -191,7 +191,9 @@ class ModbusChannel:
         tx, rx = (client.sent, client.received) if client is not None else (b"", b"")
         return {"protocol": self.frame_protocol, "tx": tx.hex(" "), "rx": rx.hex(" ")}
 
-    def _frame_error(self, unit: int, data: bytes) -> FrameError:
+    def _frame_error(self, unit: int, function: bytes, data: bytes) -> FrameError:
+        """Why the bytes heard in a transaction (`data`, at most 256) are no reply to a request of
+        `function` (empty: unknown) to `unit`."""
         if self.frame_protocol != "modbus-rtu":
             return FrameError(self.frame_protocol, f"no valid reply in {len(data)} bytes received", data)
         try:
@@ -211,5 +213,12 @@ class ModbusChannel:
                 f"reply from another address: unit {frame.unit}, expected {unit}",
                 data,
                 fault=FrameFault.ADDRESS,
+            )
+        if function and frame.function & 0x7F != function[0]:
+            return FrameError(
+                self.frame_protocol,
+                f"reply of function {frame.function} to a request of function {function[0]}",
+                data,
+                fault=FrameFault.FUNCTION,
             )
         return FrameError(self.frame_protocol, "reply does not match the request", data)

@@ -10,7 +10,7 @@ import struct
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 
-from citynerve.gateway.api import FrameError
+from citynerve.gateway.api import FrameError, FrameFault
 
 MAX_PDU = 253  # Modbus application protocol v1.1b3, 4.1: PDU <= 253 bytes
 _READ = struct.Struct(">BHH")  # function, address, quantity (FC 1-4), also address + value (FC 5/6)
@@ -31,18 +31,50 @@ class PduReply:
         return self.function >= 0x80
 
 
-def _frame_error(reason: str, data: bytes, protocol: str = "modbus-tcp") -> FrameError:
-    return FrameError(protocol, reason, bytes(data[: MAX_PDU + 7]))
+def _frame_error(
+    reason: str, data: bytes, protocol: str = "modbus-tcp", *, fault: FrameFault = FrameFault.FRAMING
+) -> FrameError:
+    return FrameError(protocol, reason, bytes(data[: MAX_PDU + 7]), fault=fault)
 
 
-def split_reply(function: int, pdu: bytes, protocol: str = "modbus-tcp") -> PduReply:
-    """The fields of the reply PDU to a request of `function`. Raises FrameError if it is not one."""
+def split_reply(function: int, pdu: bytes, protocol: str = "modbus-tcp", request: bytes = b"") -> PduReply:
+    """The fields of the reply PDU to a request of `function`. Raises FrameError if it is not one.
+
+    With the `request` PDU, the reply must also answer it: a read exactly its quantity (registers:
+    2 bytes each; bits: ceil(quantity / 8) bytes), a write (FC 5/6/15/16) echo its address and
+    value or quantity.
+    """
     try:
-        return _split(function, pdu)
+        reply = _split(function, pdu)
+        if request and not reply.isError():
+            _check_answers(request, pdu)
+        return reply
     except FrameError as err:
         if protocol == err.protocol:
             raise
         raise FrameError(protocol, err.reason, err.data, fault=err.fault) from None
+
+
+def _check_answers(request: bytes, pdu: bytes) -> None:
+    function = request[0]
+    if function in (1, 2, 3, 4) and len(request) >= 5:
+        quantity = int.from_bytes(request[3:5], "big")
+        needed = 2 * quantity if function in (3, 4) else (quantity + 7) // 8
+        if pdu[1] != needed:
+            unit = "registers" if function in (3, 4) else "bits"
+            raise _frame_error(
+                f"{pdu[1]} data bytes for a read of {quantity} {unit} (needs {needed})",
+                pdu,
+                fault=FrameFault.FUNCTION,
+            )
+    elif function in (5, 6, 15, 16) and pdu[1:5] != request[1:5]:
+        what = "address and value" if function in (5, 6) else "address and quantity"
+        raise _frame_error(
+            f"write reply does not echo the request's {what} "
+            f"(sent {request[1:5].hex(' ')}, echoed {pdu[1:5].hex(' ')})",
+            pdu,
+            fault=FrameFault.FUNCTION,
+        )
 
 
 def _split(function: int, pdu: bytes) -> PduReply:
@@ -54,7 +86,9 @@ def _split(function: int, pdu: bytes) -> PduReply:
             raise _frame_error(f"exception reply of {len(pdu)} bytes (expected 2)", pdu)
         return PduReply(got, exception_code=pdu[1])
     if got != function:
-        raise _frame_error(f"reply of function {got} to a request of function {function}", pdu)
+        raise _frame_error(
+            f"reply of function {got} to a request of function {function}", pdu, fault=FrameFault.FUNCTION
+        )
     if function in (1, 2, 3, 4):
         if len(pdu) < 2 or len(pdu) != 2 + pdu[1]:
             raise _frame_error(

@@ -256,7 +256,7 @@ class RtuClient(PduCalls):
         finally:
             link.finder = link.future = None
         self.received = reply
-        return split_reply(pdu[0], reply[1:-2], PROTOCOL)
+        return split_reply(pdu[0], reply[1:-2], PROTOCOL, pdu)
 
 
 def _byte_time_s(settings: SerialSettings) -> float:

@@ -21,7 +21,7 @@ import asyncio
 import struct
 
 from citynerve.drivers.modbus._pdu import MAX_PDU, PduCalls, PduReply, _frame_error, split_reply
-from citynerve.gateway.api import SerialTimeout
+from citynerve.gateway.api import FrameError, FrameFault, SerialTimeout
 
 PROTOCOL = "modbus-tcp"
 _HEADER = struct.Struct(">HHHB")  # transaction id, protocol id, length, unit id
@@ -134,4 +134,11 @@ class MbapClient(PduCalls):
         finally:
             protocol.waiting = None
         self.received = reply  # MBAP header and PDU, as on the wire
-        return split_reply(pdu[0], reply[7:])
+        if reply[6] != unit:  # the server copies the request's unit id (MBAP, 4.4.1)
+            raise FrameError(
+                PROTOCOL,
+                f"reply from another address: unit {reply[6]}, expected {unit}",
+                reply,
+                fault=FrameFault.ADDRESS,
+            )
+        return split_reply(pdu[0], reply[7:], PROTOCOL, pdu)
