@@ -1,8 +1,9 @@
 """Modbus driver: TCP, RTU (any pyserial URL) and RTU over TCP, reads FC 1-4, writes FC 5/6/15/16.
 
 Exports one `DriverSpec` per bus protocol (entry points `citynerve.drivers`: modbus_tcp,
-modbus_rtu, modbus_rtu_over_tcp). pymodbus is imported only when a driver is created, so
-reading configs or decoding frames does not pay for it. See docs/modbus.md.
+modbus_rtu, modbus_rtu_over_tcp). The driver is imported only when a driver is created, so
+reading configs or decoding frames does not pay for it; it runs on its own TCP and RTU transaction
+layers (pymodbus is the tests' peer and reference). See docs/modbus.md.
 """
 
 from __future__ import annotations

@@ -7,9 +7,10 @@ next to the key path where it was found.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import ipaddress
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from citynerve.gateway.api import BusConfig, DeviceConfig, PointConfig, SerialSettings
 
@@ -202,11 +203,43 @@ class ModbusDeviceConfig(DeviceConfig):
         return self
 
 
+MAX_HOST_NAME = 253
+"""Characters of a DNS name (RFC 1035: 255 octets on the wire)."""
+
+
+def check_host(value: str) -> str:
+    """An IP literal, or a host name that resolvers take: IDNA-encodable, labels of 1..63
+    characters (one trailing dot allowed), 253 characters in all. `plc..local` or a 64-character
+    label used to pass config and then raise UnicodeError out of the bus's open."""
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if any(c.isspace() or c in "/:@[]" for c in value):
+        raise ValueError(f"{value!r} is not a host name or IP address (no spaces, '/', ':', '@' or brackets)")
+    name = value[:-1] if value.endswith(".") else value
+    labels = name.split(".")
+    bad = [label for label in labels if not 1 <= len(label) <= 63]
+    if bad:
+        raise ValueError(f"{value!r} is not a host name: every dot-separated label needs 1..63 characters")
+    try:
+        encoded = name.encode("idna")
+    except UnicodeError as err:
+        raise ValueError(f"{value!r} is not a host name a resolver takes (IDNA): {err}") from err
+    if len(encoded) > MAX_HOST_NAME:
+        raise ValueError(f"host name of {len(encoded)} characters (at most {MAX_HOST_NAME})")
+    return value
+
+
+HostName = Annotated[str, Field(min_length=1, max_length=MAX_HOST_NAME + 1), AfterValidator(check_host)]
+
+
 class ModbusTcpBusConfig(BusConfig):
     """Modbus TCP to one endpoint (a device, or a TCP gateway in front of several unit ids)."""
 
     protocol: Literal["modbus_tcp"] = "modbus_tcp"
-    host: str = Field(min_length=1)
+    host: HostName
     port: int = Field(default=502, ge=1, le=65535)
 
 
@@ -221,7 +254,7 @@ class ModbusRtuOverTcpBusConfig(BusConfig):
     """RTU frames (with CRC) tunnelled through a TCP socket, as serial-to-Ethernet converters do."""
 
     protocol: Literal["modbus_rtu_over_tcp"] = "modbus_rtu_over_tcp"
-    host: str = Field(min_length=1)
+    host: HostName
     port: int = Field(default=502, ge=1, le=65535)
 
 

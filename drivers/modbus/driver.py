@@ -28,6 +28,7 @@ from citynerve.drivers.modbus.planner import Limits, PointSpan, plan_reads
 from citynerve.gateway.api import (
     DeviceExceptionError,
     FrameError,
+    FrameFault,
     PollDriver,
     PollRequest,
     Quality,
@@ -216,10 +217,14 @@ class ModbusDriver(PollDriver[ModbusBusConfig, ModbusDeviceConfig]):
             return getattr(client, method)(address, count=count, device_id=unit)
 
         reply = await self.channel.transact(device.id, unit, request.points, self._timeout(device), call)
+        # The transaction layers check the byte count against the request; this holds whatever
+        # client answers: exactly `count` registers, or the bytes `count` bits fill.
         have = len(reply.bits) if table in BIT_TABLES else len(reply.registers)
-        if have < count:
+        if have != (8 * ((count + 7) // 8) if table in BIT_TABLES else count):
             raise FrameError(
-                self.channel.frame_protocol, f"device {device.id} sent {have} values for a read of {count}"
+                self.channel.frame_protocol,
+                f"device {device.id} sent {have} values for a read of {count}",
+                fault=FrameFault.FUNCTION,
             )
         # Devices of one profile share their point configs: one decode plan per table and read,
         # found by the planned request itself when it was planned for these point objects; a read

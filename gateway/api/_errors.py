@@ -59,6 +59,7 @@ class FrameFault(enum.StrEnum):
     FRAMING = "framing"  # truncated, no start byte, noise: not a frame at all
     CHECKSUM = "checksum"  # a whole frame whose CRC / checksum does not match
     ADDRESS = "wrong_address"  # a valid frame, but from another address than the one asked
+    FUNCTION = "wrong_function"  # a valid frame from the address asked, not answering the request
     DECRYPT = "decrypt"  # an authenticated payload whose MIC does not verify (wrong key)
 
 

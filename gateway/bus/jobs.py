@@ -42,6 +42,50 @@ class _Job:
     name: str
 
 
+async def run_job(job: _Job, driver: Driver[Any, Any], *, name: str) -> BaseException | None:
+    """Run one job on the channel and settle its asker's future; never raises for the job.
+
+    The job runs as a task of its own, tied to the asker: when the asker gives up (a local action's
+    timeout, a platform command's, a technician's Ctrl-C cancels the future), the job is cancelled
+    too, so an abandoned scan or probe stops using the line, and a future already done is never
+    set again (that raised InvalidStateError out of the owner: the bus was rebuilt). Returns the
+    job's error (for the owner: a ChannelError means the channel is gone), None otherwise. Only a
+    cancellation of the owner itself propagates (the job is cancelled and awaited first).
+    """
+    future = job.future
+    if future.done():  # the asker gave up while the job waited in the queue
+        return None
+
+    async def call() -> Any:
+        return await job.run(driver)
+
+    task = asyncio.create_task(call(), name=name)
+
+    def asker_gone(done: asyncio.Future[Any]) -> None:
+        if done.cancelled():
+            task.cancel()
+
+    future.add_done_callback(asker_gone)
+    try:
+        await asyncio.wait((task,))
+    except asyncio.CancelledError:  # the owner stops: so does its job
+        task.cancel()
+        await asyncio.wait((task,))
+        raise
+    finally:
+        future.remove_done_callback(asker_gone)
+    if task.cancelled():
+        future.cancel()
+        return None
+    error = task.exception()
+    if not future.done():
+        if error is None:
+            future.set_result(task.result())
+        else:
+            future.set_exception(error)
+    return error
+
+
 COALESCE_S = 0.2
 """The grid (seconds of the loop clock) that a bus owner's wake-ups for polls are rounded up to."""
 COALESCE_SHARE = 0.02

@@ -29,7 +29,6 @@ from citynerve.gateway.api import (
     DeviceExceptionError,
     DeviceTimeoutError,
     Driver,
-    EventState,
     FrameError,
     GatewayError,
     ListenDriver,
@@ -44,23 +43,31 @@ from citynerve.gateway.api import (
     Value,
 )
 from citynerve.gateway.bus import linetest, probe
-from citynerve.gateway.bus.events import FAULT, OFFLINE, DeviceFaultError, device_event
+from citynerve.gateway.bus.events import DeviceFaultError
 from citynerve.gateway.bus.facts import bus_verdict
 from citynerve.gateway.bus.health import BusCounters, DeviceHealth
-from citynerve.gateway.bus.jobs import BusNotRunningError, BusSink, Wakeup, _Entry, _Job, wake_time
+from citynerve.gateway.bus.jobs import (
+    BusNotRunningError,
+    BusSink,
+    Wakeup,
+    _Entry,
+    _Job,
+    run_job,
+    wake_time,
+)
 from citynerve.gateway.bus.listening import run_listen
 from citynerve.gateway.bus.screening import Screening
+from citynerve.gateway.bus.states import _REPLAN, DeviceStates
 from citynerve.gateway.bus.verdict import LineQuality, kind_of
 
 log = logging.getLogger("citynerve.bus")
 T = TypeVar("T")
 
-_REPLAN = -1  # heap entry index: plan the device again (after a fault)
 OFFLINE_KIND = "device_offline"
 PROGRESS_SLICE_S = 5.0  # an idle owner still shows progress this often (the service watchdog)
 
 
-class BusOwner:
+class BusOwner(DeviceStates):
     """Owns one bus: opens its channel, polls or listens, and serializes every other use of it."""
 
     def __init__(
@@ -257,11 +264,21 @@ class BusOwner:
     async def _open(self) -> bool:
         try:
             await self.driver.open()
-        except GatewayError as err:
+        except Exception as err:  # a driver's untyped error too: the channel stays down, the bus runs
             self.counters.channel_errors += 1
-            reason = err.reason if isinstance(err, ChannelError) else str(err)
+            if isinstance(err, ChannelError):
+                reason = err.reason
+            elif isinstance(err, GatewayError):
+                reason = str(err)
+            else:
+                reason = f"driver raised {type(err).__name__}: {err}"
             if self.channel_error != reason:
-                log.error("bus %s: cannot open channel: %s", self.bus.id, reason)
+                log.error(
+                    "bus %s: cannot open channel: %s",
+                    self.bus.id,
+                    reason,
+                    exc_info=not isinstance(err, GatewayError),
+                )
             self.channel_error = reason
             await self._close()
             self._channel_backoff = min(
@@ -356,20 +373,13 @@ class BusOwner:
         return self.clock.monotonic() if self._in_diag else self.progress
 
     async def _run_job(self, job: _Job) -> None:
-        if job.future.done():  # the asker gave up (cancelled)
-            return
         self._in_diag = job.name.startswith("diag ")
         try:
-            result = await job.run(self.driver)
-        except ChannelError as err:
-            self._channel_broken(err)
-            job.future.set_exception(err)
-        except Exception as err:  # any failure belongs to the asker, never to the bus
-            job.future.set_exception(err)
-        else:
-            job.future.set_result(result)
+            error = await run_job(job, self.driver, name=f"bus[{self.bus.id}].{job.name}")
         finally:
             self._in_diag = False
+        if isinstance(error, ChannelError):  # any other failure belongs to the asker, not the bus
+            self._channel_broken(error)
 
     def _count_missed_polls(self, now: float) -> None:
         """Channel down: polls that fall due count as failures, so devices go offline normally."""
@@ -493,85 +503,3 @@ class BusOwner:
         self.channel_error = err.reason
         self.channel_open = False
         self._channel_backoff = self.bus.backoff_initial_s / 4
-
-    # -- health ----------------------------------------------------------------------------------
-
-    def _success(self, device: DeviceConfig, ts: float) -> None:
-        health = self.health[device.id]
-        was = health.online
-        health.online = True
-        health.consecutive_failures = 0
-        health.last_success = ts
-        health.last_seen = ts
-        health.backoff_s = 0.0
-        if health.faulted is not None:
-            log.warning("device %s on bus %s recovered from its fault", device.id, self.bus.id)
-            health.faulted = None
-            health.fault_backoff_s = 0.0
-            self.sink.event(device_event(device, FAULT, EventState.CLEARED, ts, "device works again"))
-        if was is False:
-            log.warning("device %s on bus %s is back online", device.id, self.bus.id)
-            self.sink.event(device_event(device, OFFLINE, EventState.CLEARED, ts, "device answers again"))
-
-    def _note_error(self, device: DeviceConfig, err: GatewayError, ts: float) -> None:
-        health = self.health[device.id]
-        health.errors += 1
-        text = str(err)
-        if health.last_error != text:
-            log.warning("bus %s: %s", self.bus.id, text)
-        health.last_error = text
-        health.last_error_ts = ts
-
-    def _failure(self, device: DeviceConfig, reason: str, ts: float) -> None:
-        health = self.health[device.id]
-        health.errors += 1
-        health.consecutive_failures += 1
-        if health.consecutive_failures == 1 and health.online is not False:
-            log.warning("device %s on bus %s not answering: %s", device.id, self.bus.id, reason)
-        health.last_error = reason
-        health.last_error_ts = ts
-        if health.online is False:
-            health.backoff_s = self._jittered(min(self.bus.backoff_max_s, health.backoff_s * 2))
-        elif health.consecutive_failures >= self.bus.offline_after:
-            health.online = False
-            health.backoff_s = self._jittered(self.bus.backoff_initial_s)
-            log.error(
-                "device %s on bus %s is offline after %d failed polls: %s",
-                device.id,
-                self.bus.id,
-                health.consecutive_failures,
-                reason,
-            )
-            self.sink.mark_offline(device.id, ts)
-            self.sink.event(device_event(device, OFFLINE, EventState.RAISED, ts, reason))
-
-    def _fault(self, device: DeviceConfig, reason: str, now: float) -> None:
-        """Fault one device: drop its plan and queued polls, raise device_fault once, plan it again
-        after a backoff that doubles per fault (bus backoff_initial_s up to backoff_max_s)."""
-        health = self.health[device.id]
-        health.faults += 1
-        health.fault_backoff_s = min(
-            self.bus.backoff_max_s, max(self.bus.backoff_initial_s, health.fault_backoff_s * 2)
-        )
-        if health.faulted is None:
-            log.error("device %s on bus %s faulted: %s", device.id, self.bus.id, reason)
-            self.sink.event(device_event(device, FAULT, EventState.RAISED, self.clock.wall(), reason))
-        health.faulted = reason
-        health.last_error = reason
-        health.last_error_ts = self.clock.wall()
-        self._plans.pop(device.id, None)
-        self._heap = [e for e in self._heap if e.device_id != device.id]
-        heapq.heapify(self._heap)
-        self._push(now + self._jittered(health.fault_backoff_s), device.id, _REPLAN, PollRequest((), 0.0))
-
-    def _listen_fault(self, device: DeviceConfig, reason: str) -> None:
-        """A listening bus's device whose batch could not be handled: faulted (once) until one is."""
-        health = self.health[device.id]
-        health.faults += 1
-        if health.faulted is None:
-            log.exception("device %s on bus %s faulted: %s", device.id, self.bus.id, reason)
-            self.sink.event(device_event(device, FAULT, EventState.RAISED, self.clock.wall(), reason))
-        health.faulted = reason
-
-    def _jittered(self, seconds: float) -> float:
-        return seconds * self._rng.uniform(0.8, 1.2)

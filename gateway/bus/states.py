@@ -1,0 +1,113 @@
+"""How a bus owner moves its devices between online, offline and faulted, and what it tells the
+pipeline when it does (events, offline marks). Split from owner.py; `BusOwner` inherits it."""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import random
+from collections.abc import Sequence
+
+from citynerve.gateway.api import BusConfig, Clock, DeviceConfig, EventState, GatewayError, PollRequest
+from citynerve.gateway.bus.events import FAULT, OFFLINE, device_event
+from citynerve.gateway.bus.health import DeviceHealth
+from citynerve.gateway.bus.jobs import BusSink, _Entry
+
+log = logging.getLogger("citynerve.bus")
+
+_REPLAN = -1  # heap entry index: plan the device again (after a fault)
+
+
+class DeviceStates:
+    """The device state transitions of a bus owner (online, offline, faulted)."""
+
+    bus: BusConfig
+    clock: Clock
+    sink: BusSink
+    health: dict[str, DeviceHealth]
+    _rng: random.Random
+    _heap: list[_Entry]
+    _plans: dict[str, Sequence[PollRequest]]
+
+    def _push(self, due: float, device_id: str, index: int, request: PollRequest) -> None:
+        raise NotImplementedError
+
+    def _success(self, device: DeviceConfig, ts: float) -> None:
+        health = self.health[device.id]
+        was = health.online
+        health.online = True
+        health.consecutive_failures = 0
+        health.last_success = ts
+        health.last_seen = ts
+        health.backoff_s = 0.0
+        if health.faulted is not None:
+            log.warning("device %s on bus %s recovered from its fault", device.id, self.bus.id)
+            health.faulted = None
+            health.fault_backoff_s = 0.0
+            self.sink.event(device_event(device, FAULT, EventState.CLEARED, ts, "device works again"))
+        if was is False:
+            log.warning("device %s on bus %s is back online", device.id, self.bus.id)
+            self.sink.event(device_event(device, OFFLINE, EventState.CLEARED, ts, "device answers again"))
+
+    def _note_error(self, device: DeviceConfig, err: GatewayError, ts: float) -> None:
+        health = self.health[device.id]
+        health.errors += 1
+        text = str(err)
+        if health.last_error != text:
+            log.warning("bus %s: %s", self.bus.id, text)
+        health.last_error = text
+        health.last_error_ts = ts
+
+    def _failure(self, device: DeviceConfig, reason: str, ts: float) -> None:
+        health = self.health[device.id]
+        health.errors += 1
+        health.consecutive_failures += 1
+        if health.consecutive_failures == 1 and health.online is not False:
+            log.warning("device %s on bus %s not answering: %s", device.id, self.bus.id, reason)
+        health.last_error = reason
+        health.last_error_ts = ts
+        if health.online is False:
+            health.backoff_s = self._jittered(min(self.bus.backoff_max_s, health.backoff_s * 2))
+        elif health.consecutive_failures >= self.bus.offline_after:
+            health.online = False
+            health.backoff_s = self._jittered(self.bus.backoff_initial_s)
+            log.error(
+                "device %s on bus %s is offline after %d failed polls: %s",
+                device.id,
+                self.bus.id,
+                health.consecutive_failures,
+                reason,
+            )
+            self.sink.mark_offline(device.id, ts)
+            self.sink.event(device_event(device, OFFLINE, EventState.RAISED, ts, reason))
+
+    def _fault(self, device: DeviceConfig, reason: str, now: float) -> None:
+        """Fault one device: drop its plan and queued polls, raise device_fault once, plan it again
+        after a backoff that doubles per fault (bus backoff_initial_s up to backoff_max_s)."""
+        health = self.health[device.id]
+        health.faults += 1
+        health.fault_backoff_s = min(
+            self.bus.backoff_max_s, max(self.bus.backoff_initial_s, health.fault_backoff_s * 2)
+        )
+        if health.faulted is None:
+            log.error("device %s on bus %s faulted: %s", device.id, self.bus.id, reason)
+            self.sink.event(device_event(device, FAULT, EventState.RAISED, self.clock.wall(), reason))
+        health.faulted = reason
+        health.last_error = reason
+        health.last_error_ts = self.clock.wall()
+        self._plans.pop(device.id, None)
+        self._heap = [e for e in self._heap if e.device_id != device.id]
+        heapq.heapify(self._heap)
+        self._push(now + self._jittered(health.fault_backoff_s), device.id, _REPLAN, PollRequest((), 0.0))
+
+    def _listen_fault(self, device: DeviceConfig, reason: str) -> None:
+        """A listening bus's device whose batch could not be handled: faulted (once) until one is."""
+        health = self.health[device.id]
+        health.faults += 1
+        if health.faulted is None:
+            log.exception("device %s on bus %s faulted: %s", device.id, self.bus.id, reason)
+            self.sink.event(device_event(device, FAULT, EventState.RAISED, self.clock.wall(), reason))
+        health.faulted = reason
+
+    def _jittered(self, seconds: float) -> float:
+        return seconds * self._rng.uniform(0.8, 1.2)
