@@ -92,8 +92,13 @@ def check_raw_write(config: GatewayConfig, bus_id: str, params: Mapping[str, Any
     unit, table, address = params.get("unit"), params.get("table", "holding"), params.get("address")
     values = params.get("values", [params.get("value")])
     count = len(values) if isinstance(values, list) else 1
+    if isinstance(address, str):  # the driver reads "10" and "0x0a" as numbers: so does the guard
+        try:
+            address = int(address, 0)
+        except ValueError:
+            return  # the driver refuses it with its own typed error; nothing is written
     if not isinstance(address, int) or isinstance(address, bool) or not isinstance(table, str):
-        return  # the driver refuses malformed parameters with its own typed error
+        raise RawWriteRefusedError(bus_id, f"address {address!r} is not an integer: refused")
     covered: set[int] = set()
     for device in config.devices_on(bus_id):
         if device.address != unit:

@@ -11,14 +11,16 @@ from citynerve.drivers.bthome.errors import (
     BTHomeFrameError,
     CounterUnavailableError,
     DecryptionError,
-    DiagParamError,
     MalformedAdvertError,
     MissingKeyError,
     RejectReason,
     ReplayError,
     UnencryptedAdvertError,
 )
-from citynerve.gateway.api import DriverSpec
+from citynerve.gateway.api import (
+    DiagParamError,  # (shared by every driver's diag actions)
+    DriverSpec,
+)
 
 DRIVER = DriverSpec(
     protocol="bthome",

@@ -25,7 +25,6 @@ from citynerve.drivers.bthome import codec
 from citynerve.drivers.bthome.config import BTHomeDevice, BTHomePoint
 from citynerve.drivers.bthome.errors import (
     BTHomeFrameError,
-    DiagParamError,
     RejectReason,
     ReplayError,
     UnencryptedAdvertError,
@@ -35,6 +34,7 @@ from citynerve.gateway.api import (
     ChannelError,
     ConfigError,
     ConfigIssue,
+    DiagParamError,
     Event,
     EventState,
     ListenDriver,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-from citynerve.gateway.api import FrameError, FrameFault, PermanentError
+from citynerve.gateway.api import FrameError, FrameFault
 
 PROTOCOL = "bthome"
 
@@ -95,13 +95,3 @@ class CounterUnavailableError(BTHomeFrameError):
             f"cannot read the last counter of {mac} from the gateway's store ({cause}): refused until "
             "it can be read"
         )
-
-
-class DiagParamError(PermanentError):
-    """A diagnostic action got a parameter it cannot use (from the CLI or a remote command)."""
-
-    def __init__(self, action: str, param: str, reason: str) -> None:
-        self.action = action
-        self.param = param
-        self.reason = reason
-        super().__init__(f"diag {action}: parameter {param!r}: {reason}")

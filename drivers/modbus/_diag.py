@@ -9,7 +9,13 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from citynerve.drivers.modbus.codec import ORDERS, TYPES, CodecError, decode_registers, encode_value
-from citynerve.gateway.api import DeviceExceptionError, DeviceTimeoutError, FrameError, PermanentError
+from citynerve.gateway.api import (
+    DeviceExceptionError,
+    DeviceTimeoutError,
+    DiagParamError,
+    FrameError,
+    PermanentError,
+)
 
 if TYPE_CHECKING:
     from citynerve.drivers.modbus._channel import ModbusChannel
@@ -17,21 +23,13 @@ if TYPE_CHECKING:
 TABLES = ("coil", "discrete", "input", "holding")
 
 
-class DiagParamError(PermanentError):
-    """A diagnostic action got a parameter it cannot use."""
-
-    def __init__(self, action: str, param: str, reason: str) -> None:
-        self.action = action
-        self.param = param
-        self.reason = reason
-        super().__init__(f"diag {action}: parameter {param!r}: {reason}")
-
-
 def _int(params: Mapping[str, Any], action: str, name: str, default: int | None, lo: int, hi: int) -> int:
     raw = params.get(name, default)
     if raw is None:
         raise DiagParamError(action, name, f"required (an integer {lo}..{hi})")
     try:
+        if isinstance(raw, float):  # 10.7 is not address 10 (a JSON 10.0 is refused as well)
+            raise TypeError("not an integer")
         value = int(raw, 0) if isinstance(raw, str) else int(raw)
     except (TypeError, ValueError) as err:
         raise DiagParamError(action, name, f"expected an integer {lo}..{hi}, got {raw!r}") from err
@@ -192,6 +190,13 @@ async def _write(channel: ModbusChannel, params: Mapping[str, Any], bus_timeout:
             except (CodecError, ValueError, TypeError) as err:
                 raise DiagParamError("write", "value", f"a register takes 0..65535, not {v!r}") from err
         payload = regs
+    # One request's worth (FC 15: 1968 coils, FC 16: 123 registers) inside the address space.
+    most = 1968 if table == "coil" else 123
+    if len(payload) > most:
+        why = f"at most {most} {table} values in one write, got {len(payload)}"
+        raise DiagParamError("write", "values", why)
+    if address + len(payload) - 1 > 65535:
+        raise DiagParamError("write", "values", f"{len(payload)} values from address {address} pass 65535")
     function = {("coil", True): 5, ("coil", False): 15, ("holding", True): 6, ("holding", False): 16}[
         (table, len(payload) == 1 and not isinstance(raw, list | tuple))
     ]

@@ -19,20 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from citynerve.drivers.serialio._line import ReplyTimeout
-from citynerve.gateway.api import PermanentError
+from citynerve.gateway.api import DiagParamError, PermanentError
 
 WILDCARD_DIGIT = "A"
 PROBE_TIMEOUT_S = (0.01, 5.0)  # a probe's timeout_s is clamped into this range
-
-
-class DiagParamError(PermanentError):
-    """A meter diagnostic action (probe, read) got a parameter it cannot use; names it."""
-
-    def __init__(self, action: str, param: str, reason: str) -> None:
-        self.action = action
-        self.param = param
-        self.reason = reason
-        super().__init__(f"diag {action}: parameter {param!r}: {reason}")
 
 
 def _shown(value: Any) -> str:

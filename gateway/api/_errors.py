@@ -21,6 +21,17 @@ class PermanentError(GatewayError):
     """Will not succeed by retrying: bad config, bad credentials, an address the device does not have."""
 
 
+class DiagParamError(PermanentError):
+    """A diagnostic action (scan, read, write, probe, ...) got a parameter it cannot use, from the CLI
+    or a remote command: `action`, `param` and `reason` say which and why."""
+
+    def __init__(self, action: str, param: str, reason: str) -> None:
+        self.action = action
+        self.param = param
+        self.reason = reason
+        super().__init__(f"diag {action}: parameter {param!r}: {reason}")
+
+
 @dataclass(frozen=True, slots=True)
 class ConfigIssue:
     """One problem in a config file: where it is and what was expected."""

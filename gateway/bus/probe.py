@@ -14,6 +14,7 @@ diagnostic route runs it on the port directly.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from citynerve.gateway.api import (
     BusConfig,
     ChannelError,
     DeviceConfig,
+    DiagParamError,
     Driver,
     GatewayError,
     PermanentError,
@@ -199,19 +201,39 @@ def conclude(configured: LineSettings, trials: Sequence[Trial], n_devices: int) 
 
 
 def probe_params(params: dict[str, Any], bus: BusConfig) -> tuple[list[LineSettings], float]:
+    """The settings a probe tries and its timeout per try, from a diag request's parameters
+    (`bauds`, `parities`, `stopbits`: lists; `timeout_s`). Raises DiagParamError naming the one
+    that is not what a serial line takes."""
     configured = settings_of(bus)
     if configured is None:
         raise PermanentError(f"bus {bus.id} is not a serial line: nothing to probe")
-    bauds = params.get("bauds") or None
-    parities = params.get("parities") or None
-    stops = params.get("stopbits") or None
     tries = candidates(
         configured,
-        [int(b) for b in bauds] if bauds else None,
-        [str(p) for p in parities] if parities else None,
-        [int(s) for s in stops] if stops else None,
+        _listed(params, "bauds", BAUDS),
+        _listed(params, "parities", ("N", "E", "O")),
+        _listed(params, "stopbits", (1, 2)),
     )
-    return tries, float(params.get("timeout_s") or 0.3)
+    timeout_s = params.get("timeout_s", 0.3)
+    if (
+        isinstance(timeout_s, bool)
+        or not isinstance(timeout_s, int | float)
+        or not math.isfinite(timeout_s)
+        or not 0 < timeout_s <= 5
+    ):
+        raise DiagParamError("probe", "timeout_s", f"seconds in (0, 5], not {timeout_s!r}")
+    return tries, float(timeout_s)
+
+
+def _listed(params: dict[str, Any], name: str, allowed: tuple[Any, ...]) -> list[Any] | None:
+    """A probe parameter: absent or empty (the defaults), or a list of values from `allowed`."""
+    raw = params.get(name)
+    if raw is None or raw == []:
+        return None
+    ok = isinstance(raw, list) and len(raw) <= len(allowed)
+    if ok and all(type(v) is type(allowed[0]) and v in allowed for v in raw):
+        return list(dict.fromkeys(raw))
+    shown = ", ".join(str(a) for a in allowed)
+    raise DiagParamError("probe", name, f"a list of values from {shown}, not {raw!r}")
 
 
 async def run_elsewhere(

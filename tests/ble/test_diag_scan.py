@@ -14,8 +14,7 @@ from ble_support import KEY, MAC, bus_config, manhole_device
 from citynerve.drivers.ble import Advertisement
 from citynerve.drivers.bthome import BTHomeDriver, codec
 from citynerve.drivers.bthome import driver as driver_mod
-from citynerve.drivers.bthome.errors import DiagParamError
-from citynerve.gateway.api import PermanentError
+from citynerve.gateway.api import DiagParamError, PermanentError
 from citynerve.hil.sim.ble import ManholeCoverNode, VirtualRadio
 
 STRANGER = "11:22:33:44:55:66"

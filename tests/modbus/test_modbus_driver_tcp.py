@@ -21,6 +21,7 @@ from citynerve.gateway.api import (
     ChannelError,
     DeviceExceptionError,
     DeviceTimeoutError,
+    DiagParamError,
     PermanentError,
     Quality,
     Sample,
@@ -425,6 +426,10 @@ async def test_diag_scan_read_write(bank_server: BankServer) -> None:
         ("write", {"unit": 1, "address": 0, "value": 70000}, "value"),
         ("write", {"unit": 1, "address": 0, "table": "coil", "value": 3}, "value"),
         ("write", {"unit": 1, "address": 0, "values": []}, "values"),
+        ("write", {"unit": 1, "address": 0, "values": [1] * 124}, "values"),  # FC 16: 123 at most
+        ("write", {"unit": 1, "address": 0, "table": "coil", "values": [1] * 1969}, "values"),
+        ("write", {"unit": 1, "address": 65535, "values": [1, 2]}, "values"),  # past the last address
+        ("write", {"unit": 1, "address": 10.7, "value": 1}, "address"),  # not truncated to 10
         ("identify", {}, "unit"),
         ("identify", {"unit": 0}, "unit"),
         ("scan", {"first": 0}, "first"),
@@ -434,8 +439,6 @@ async def test_diag_scan_read_write(bank_server: BankServer) -> None:
 async def test_diag_bad_params_name_the_parameter(
     bank_server: BankServer, action: str, params: dict[str, Any], param: str
 ) -> None:
-    from citynerve.drivers.modbus._diag import DiagParamError
-
     # The verdict is about parameter checks; a generous timeout keeps a busy machine's slow connect
     # from turning a DiagParamError into a DeviceTimeoutError.
     driver = ModbusDriver(tcp_bus(bank_server, timeout_s=10), [])

@@ -16,8 +16,7 @@ from citynerve.drivers.dlt645 import Dlt645Driver, codec
 from citynerve.drivers.serialio import MAX_PENDING, MeterSerialSettings, ReplyTimeout, SerialLine
 from citynerve.drivers.serialio._line import KEEP_HEARD, SHOWN_BYTES
 from citynerve.drivers.serialio.resync import KEEP_REJECTED
-from citynerve.drivers.serialio.search import DiagParamError
-from citynerve.gateway.api import FrameError, FrameFault, PermanentError
+from citynerve.gateway.api import DiagParamError, FrameError, FrameFault, PermanentError
 from citynerve.hil.sim.serial._bus import _open_pty
 from tests.serial.serial_support import bus_config, cjt_device, dlt_device
 from tests.serial.test_firepanel import until
