@@ -8,11 +8,9 @@ device_online events.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from citynerve.gateway.api import (
@@ -21,48 +19,30 @@ from citynerve.gateway.api import (
     EventState,
     Quality,
     Reading,
-    Severity,
     SteadyWall,
     Value,
     utc_now,
 )
 from citynerve.gateway.pipeline.derived import point_names
 from citynerve.gateway.rules.actions import ActionRunner, ActionTarget
-from citynerve.gateway.rules.alarm import Alarm, AlarmPhase, Transition
+from citynerve.gateway.rules.alarm import AlarmPhase, Transition
 from citynerve.gateway.rules.coincidence import CoincidenceCondition, area
-from citynerve.gateway.rules.conditions import (
-    AnomalyCondition,
-    BooleanCondition,
-    Condition,
-    DayUse,
-    MissingCondition,
-    OfflineCondition,
-    RateCondition,
-    SlidingUse,
-    SlotUse,
-    ThresholdCondition,
-)
-from citynerve.gateway.rules.config import (
-    SEVERITY,
-    AnomalyRule,
-    BooleanRule,
-    CompositeRule,
-    ConsumptionRule,
-    MissingRule,
-    OfflineRule,
-    RateRule,
-    RoutineRule,
-    RuleConfig,
-    RulesConfig,
-    ThresholdRule,
-    rule_points,
-)
+from citynerve.gateway.rules.conditions import AnomalyCondition, OfflineCondition
+from citynerve.gateway.rules.config import AnomalyRule, CompositeRule, RuleConfig, RulesConfig, rule_points
 from citynerve.gateway.rules.household import HouseholdCondition, HouseholdRule
 from citynerve.gateway.rules.household_config import HouseholdConfig
+from citynerve.gateway.rules.instance import (
+    ActiveAlarm,
+    CompositeCondition,
+    RuleInstance,
+    device_attrs,
+    make_condition,
+)
 from citynerve.gateway.rules.peers import PeerSlots
-from citynerve.gateway.rules.routine import RoutineCondition
 from citynerve.gateway.rules.suppression import QuietHours
 from citynerve.gateway.rules.unwanted import UnwantedCondition
+
+__all__ = ["DEVICE_OFFLINE", "DEVICE_ONLINE", "ActiveAlarm", "RuleEngine", "RuleInstance", "device_attrs"]
 
 log = logging.getLogger("citynerve.gateway.rules")
 
@@ -70,113 +50,6 @@ DEVICE_OFFLINE = "device_offline"
 DEVICE_ONLINE = "device_online"
 SNAPSHOT_VERSION = 1
 _WAITING = (AlarmPhase.PENDING, AlarmPhase.CLEARING)
-
-
-@dataclass(frozen=True, slots=True)
-class ActiveAlarm:
-    """A raised alarm, for status pages and `citynerve status`."""
-
-    rule: str
-    device_id: str
-    kind: str
-    severity: Severity
-    raised_at: float
-    value: Value
-
-
-class CompositeCondition(Condition):
-    """All / any of other rules' alarms on the device active, or raised in order within a time."""
-
-    __slots__ = ("children", "mode", "within_s")
-
-    def __init__(self, rule: CompositeRule, children: list[RuleInstance]) -> None:
-        super().__init__()
-        self.mode, self.within_s, self.children = rule.mode, rule.within_s, children
-
-    def evaluate(self) -> bool:
-        active = [c.alarm.active for c in self.children]
-        self.value = sum(active)
-        if self.mode == "any":
-            return any(active)
-        if not all(active):
-            return False
-        if self.mode == "all":
-            return True
-        times = [c.raised_at for c in self.children]
-        in_order = all(a <= b for a, b in itertools.pairwise(times))
-        return in_order and times[-1] - times[0] <= self.within_s
-
-
-class RuleInstance:
-    """One rule on one device: its condition, its alarm and what its events carry."""
-
-    __slots__ = (
-        "alarm",
-        "attrs",
-        "away_ids",
-        "cond",
-        "device_id",
-        "key",
-        "kind",
-        "parents",
-        "quiet",
-        "raised_at",
-        "rule",
-        "severity",
-        "suppress_away",
-    )
-
-    def __init__(
-        self, rule: RuleConfig | HouseholdRule, device_id: str, cond: Condition, attrs: dict[str, Any]
-    ) -> None:
-        self.rule = rule
-        self.device_id = device_id
-        self.key = f"{rule.id}|{device_id}"
-        self.cond = cond
-        self.alarm = Alarm(rule.hold_s, rule.clear_hold_s)
-        self.kind = rule.event_kind
-        self.severity = SEVERITY[rule.severity]
-        self.attrs = attrs
-        self.quiet: list[QuietHours] = []
-        self.suppress_away = rule.suppress_when_away
-        self.away_ids: tuple[str, ...] = (device_id,)  # marked away: the device, or its household
-        self.parents: list[RuleInstance] = []
-        self.raised_at = 0.0
-
-
-def _condition(rule: RuleConfig) -> Condition:
-    if isinstance(rule, ThresholdRule):
-        return ThresholdCondition(rule)
-    if isinstance(rule, BooleanRule):
-        return BooleanCondition(rule)
-    if isinstance(rule, RateRule):
-        return RateCondition(rule)
-    if isinstance(rule, MissingRule):
-        return MissingCondition(rule)
-    if isinstance(rule, OfflineRule):
-        return OfflineCondition()
-    if isinstance(rule, ConsumptionRule):
-        if rule.window == "sliding":
-            return SlidingUse(rule)
-        return DayUse(rule) if rule.window == "day" else SlotUse(rule)
-    if isinstance(rule, AnomalyRule):
-        return AnomalyCondition(rule)
-    if isinstance(rule, RoutineRule):
-        return RoutineCondition(rule)
-    raise TypeError(f"no condition for rule kind {rule.kind}")  # composites are built by the engine
-
-
-def device_attrs(device: DeviceConfig) -> dict[str, Any]:
-    """What every event of a device carries: where it is and which city component it is."""
-    attrs: dict[str, Any] = {
-        "location": device.location.model_dump(exclude_defaults=True),
-        "profile": device.profile,
-    }
-    if device.component_code:
-        attrs["component_code"] = device.component_code
-    if device.name:
-        attrs["device_name"] = device.name
-    return attrs
 
 
 class RuleEngine:
@@ -311,7 +184,7 @@ class RuleEngine:
             if any(c is None for c in children):
                 return None
             return RuleInstance(rule, dev.id, CompositeCondition(rule, [c for c in children if c]), attrs)
-        cond = _condition(rule)
+        cond = make_condition(rule)
         if isinstance(rule, AnomalyRule) and isinstance(cond, AnomalyCondition) and rule.peers:
             group = next((t for t in sorted(dev.tags) if t.startswith(rule.peers + ":")), "")
             if group:  # without the tag: scored on its own use

@@ -37,7 +37,7 @@ from citynerve.gateway.rules.conditions import Condition
 from citynerve.gateway.rules.config import CompositeRule
 
 if TYPE_CHECKING:
-    from citynerve.gateway.rules.engine import RuleInstance
+    from citynerve.gateway.rules.instance import RuleInstance
 
 
 class UnwantedCondition(Condition):
