@@ -31,7 +31,10 @@ def as_float(v: Value) -> float | None:
     if isinstance(v, bool):
         return float(v)
     if isinstance(v, int | float):
-        f = float(v)
+        try:
+            f = float(v)
+        except OverflowError:  # an int beyond float range (10**400): as unusable as an infinity
+            return None
         return f if math.isfinite(f) else None
     return None
 
