@@ -22,6 +22,7 @@ from citynerve.gateway.api import Event, EventState, GatewayError, Quality, Read
 from citynerve.gateway.logs import field
 from citynerve.gateway.rules.config import ActionConfig
 from citynerve.gateway.rules.interlocks import InterlockConfig, Interlocks
+from citynerve.gateway.rules.snapdata import number
 
 log = logging.getLogger("citynerve.gateway.rules.actions")
 
@@ -300,13 +301,27 @@ class ActionRunner:
         }
 
     def restore(self, data: Mapping[str, Any]) -> None:
-        self.overrides = {(str(d), str(a)) for d, a in data.get("overrides", [])}
-        self.interlocks.restore(data.get("interlock_events", []))
+        """Take a snapshot's part; a malformed entry is dropped (logged), the rest restored."""
+        bad = 0
+        self.overrides = set()
+        for item in _entries(data, "overrides"):
+            if isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item):
+                self.overrides.add((item[0], item[1]))
+            else:
+                bad += 1
+        self.interlocks.restore(_entries(data, "interlock_events"))
         configs = {a.id: a for acts in self._by_rule.values() for a in acts}
-        for dev, act, times in data.get("history", []):
-            if act in configs:
-                self._history[(dev, act)] = deque((float(t) for t in times), maxlen=configs[act].max_per_day)
-        for item in data.get("held", []):
+        for item in _entries(data, "history"):
+            try:
+                dev, act, times = item
+                if act in configs:
+                    history = deque((number(t) for t in times), maxlen=configs[act].max_per_day)
+                    self._history[(str(dev), act)] = history
+            except (TypeError, ValueError):
+                bad += 1
+        if bad:
+            log.warning("rules snapshot: %d malformed override or rate-limit entries dropped", bad)
+        for item in _entries(data, "held"):
             try:
                 dev, act, lock, (t_dev, kind, state, severity, ts, rule, value, ev_id) = item
                 if act not in configs:
@@ -315,10 +330,20 @@ class ActionRunner:
                     str(t_dev), str(kind), EventState(state), Severity(severity), float(ts), str(rule), value,
                     "", {}, str(ev_id),
                 )  # fmt: skip
-            except (TypeError, ValueError) as err:
+            except (TypeError, ValueError, OverflowError) as err:
                 log.warning("rules snapshot: a held action cannot be restored (%s): dropped", err)
                 continue
             self._held[(str(dev), act)] = (configs[act], trigger, str(lock))
+
+
+def _entries(data: Mapping[str, Any], key: str) -> list[Any]:
+    """A snapshot's list under `key` (missing or not a list: empty)."""
+    got = data.get(key)
+    if isinstance(got, list):
+        return got
+    if got is not None:
+        log.warning("rules snapshot: actions.%s is %s, not a list: not restored", key, type(got))
+    return []
 
 
 _STATE_OF = {"close": "closed", "shut": "closed", "opened": "open"}

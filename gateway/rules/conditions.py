@@ -19,6 +19,7 @@ from citynerve.gateway.rules.config import (
 )
 from citynerve.gateway.rules.meter import LocalDays, MeterTrack, Step, spread
 from citynerve.gateway.rules.peers import PeerSlots
+from citynerve.gateway.rules.snapdata import number, opt_number, whole
 from citynerve.gateway.rules.stats import Estimator, SlotMin
 
 _TRUE_WORDS = frozenset({"1", "true", "on", "yes", "alarm", "active", "open"})
@@ -161,7 +162,7 @@ class RateCondition(Condition):
         return [self.ref, self.ref_ts]
 
     def restore(self, data: list[Any]) -> None:
-        self.ref, self.ref_ts = data[0], float(data[1])
+        self.ref, self.ref_ts = opt_number(data[0]), number(data[1])
 
     def shift(self, delta: float) -> None:
         self.ref_ts += delta
@@ -193,7 +194,7 @@ class MissingCondition(Condition):
         return [self.last_ts]
 
     def restore(self, data: list[Any]) -> None:
-        self.last_ts = data[0]
+        self.last_ts = opt_number(data[0])
 
     def shift(self, delta: float) -> None:
         if self.last_ts is not None:
@@ -335,7 +336,7 @@ class AnomalyCondition(Condition):
                 e.restore(d)
         if self.meter is not None and data[1] is not None:
             self.meter.restore(data[1])
-        self.cur, self.cur_use = int(data[2]), float(data[3])
+        self.cur, self.cur_use = whole(data[2]), number(data[3])
         if self.base is not None and len(data) > 4 and data[4] is not None:
             self.base.restore(data[4])
 

@@ -10,6 +10,7 @@ from citynerve.gateway.api import Value
 from citynerve.gateway.rules.conditions import Condition, as_float
 from citynerve.gateway.rules.config import ConsumptionRule
 from citynerve.gateway.rules.meter import LocalDays, MeterTrack, Step, spread
+from citynerve.gateway.rules.snapdata import number, opt_number, whole
 
 
 class SlidingUse(Condition):
@@ -86,8 +87,8 @@ class SlidingUse(Condition):
     def restore(self, data: list[Any]) -> None:
         self.meter.restore(data[0])
         if len(data[1]) == len(self.bins):
-            self.bins, self.head, self.total = [float(v) for v in data[1]], int(data[2]), float(data[3])
-        self.since = data[4]
+            self.bins, self.head, self.total = [number(v) for v in data[1]], whole(data[2]), number(data[3])
+        self.since = opt_number(data[4])
 
     def shift(self, delta: float) -> None:
         self.meter.shift(delta)  # the next reading's use spans the real interval, not the step
@@ -149,8 +150,8 @@ class DayUse(Condition):
 
     def restore(self, data: list[Any]) -> None:
         self.meter.restore(data[0])
-        self.start, self.end, self.today = float(data[1]), float(data[2]), float(data[3])
-        self.since, self.closed = data[4], data[5]
+        self.start, self.end, self.today = number(data[1]), number(data[2]), number(data[3])
+        self.since, self.closed = opt_number(data[4]), opt_number(data[5])
 
     def shift(self, delta: float) -> None:
         self.meter.shift(delta)  # the next reading's use spans the real interval, not the step
@@ -210,7 +211,7 @@ class SlotUse(Condition):
 
     def restore(self, data: list[Any]) -> None:
         self.meter.restore(data[0])
-        self.cur, self.cur_use, self.run = int(data[1]), float(data[2]), int(data[3])
+        self.cur, self.cur_use, self.run = whole(data[1]), number(data[2]), whole(data[3])
 
     def shift(self, delta: float) -> None:
         self.meter.shift(delta)  # the next reading's use spans the real interval, not the step

@@ -25,7 +25,7 @@ from citynerve.gateway.api import (
 )
 from citynerve.gateway.pipeline.derived import point_names
 from citynerve.gateway.rules.actions import ActionRunner, ActionTarget
-from citynerve.gateway.rules.alarm import AlarmPhase, Transition
+from citynerve.gateway.rules.alarm import Alarm, AlarmPhase, Transition
 from citynerve.gateway.rules.coincidence import CoincidenceCondition, area
 from citynerve.gateway.rules.conditions import AnomalyCondition, OfflineCondition
 from citynerve.gateway.rules.config import AnomalyRule, CompositeRule, RuleConfig, RulesConfig, rule_points
@@ -39,6 +39,7 @@ from citynerve.gateway.rules.instance import (
     make_condition,
 )
 from citynerve.gateway.rules.peers import PeerSlots
+from citynerve.gateway.rules.snapdata import number
 from citynerve.gateway.rules.suppression import QuietHours
 from citynerve.gateway.rules.unwanted import UnwantedCondition
 
@@ -99,6 +100,7 @@ class RuleEngine:
         self._offline: dict[str, list[RuleInstance]] = {}
         self._ticked: list[RuleInstance] = []
         self._waiting: set[RuleInstance] = set()
+        self._broken: set[str] = set()  # instances that raised in `tick` (logged once each)
         self._peers: dict[str, PeerSlots] = {}  # anomaly rules with `peers`: one per rule and group
         # Household alarms: (device, point) -> the instances and their condition's feed for it.
         self._feeds: dict[
@@ -300,17 +302,29 @@ class RuleEngine:
         """Let time pass: missing data, hold times, suppression ending. Call about once a second."""
         out: list[Event] = []
         for inst in self._ticked:
-            cond = inst.cond.on_tick(now)
-            if cond is not None:
-                self._update(inst, cond, now, out)
+            try:  # one instance's failure must not stop the others' time (nor lose `out`)
+                cond = inst.cond.on_tick(now)
+                if cond is not None:
+                    self._update(inst, cond, now, out)
+            except Exception:
+                self._failed(inst)
         for inst in list(self._waiting):
-            tr = inst.alarm.expire(now, self._allowed(inst, now))
-            if inst.alarm.phase not in _WAITING:
-                self._waiting.discard(inst)
-            if tr is not Transition.NONE:
-                self._emit(inst, tr, now, out)
+            try:
+                tr = inst.alarm.expire(now, self._allowed(inst, now))
+                if inst.alarm.phase not in _WAITING:
+                    self._waiting.discard(inst)
+                if tr is not Transition.NONE:
+                    self._emit(inst, tr, now, out)
+            except Exception:
+                self._failed(inst)
         out.extend(self.actions.drain())
         return out
+
+    def _failed(self, inst: RuleInstance) -> None:
+        """A rule instance raised in `tick`: logged once (it would fail every second), the rest goes on."""
+        if inst.key not in self._broken:
+            self._broken.add(inst.key)
+            log.exception("rule %s on %s failed at a tick (logged once)", inst.rule.id, inst.device_id)
 
     def on_event(self, event: Event) -> list[Event]:
         """Events from the bus owners and drivers: device online/offline feed offline rules; every
@@ -444,23 +458,50 @@ class RuleEngine:
             )
             return 0
         n = 0
-        for key, (alarm, cond, raised_at) in data.get("instances", {}).items():
+        instances = data.get("instances")
+        if not isinstance(instances, Mapping):
+            log.warning("rules snapshot: instances are %s, not an object: none restored", type(instances))
+            instances = {}
+        for key, entry in instances.items():
             inst = self.instances.get(key)
             if inst is None:
                 continue
             try:
+                alarm, cond, raised_at = entry
                 inst.alarm.restore(alarm)
                 inst.cond.restore(cond)
-                inst.raised_at = float(raised_at)
-            except (TypeError, ValueError, IndexError, KeyError) as err:
-                log.warning("rules snapshot: cannot restore %s (%s): starting it fresh", key, err)
-                fresh = self._instance(inst.rule, self.devices[inst.device_id])
-                if fresh is not None:
-                    inst.alarm, inst.cond = fresh.alarm, fresh.cond
+                inst.raised_at = number(raised_at)
+            except Exception as err:  # any damage costs this instance's state, never the start
+                log.warning("rules snapshot: cannot restore %s (%r): starting it fresh", key, err)
+                self._start_fresh(inst)
                 continue
             if inst.alarm.phase in _WAITING:
                 self._waiting.add(inst)
             n += 1
-        self.away = set(self.config.away) | set(data.get("away", []))
-        self.actions.restore(data.get("actions", {}))
+        away = data.get("away")
+        self.away = set(self.config.away)
+        if isinstance(away, list):
+            self.away |= {a for a in away if isinstance(a, str)}
+        actions = data.get("actions")
+        if isinstance(actions, Mapping):
+            self.actions.restore(actions)
+        elif actions is not None:
+            log.warning("rules snapshot: actions are %s, not an object: not restored", type(actions))
         return n
+
+    def _start_fresh(self, inst: RuleInstance) -> None:
+        """Give an instance a new alarm and condition (its restored state is damaged). The household
+        feeds hold the old condition's methods: they are pointed at the new one."""
+        old = inst.cond
+        fresh = self._instance(inst.rule, self.devices[inst.device_id])
+        inst.alarm = fresh.alarm if fresh is not None else Alarm(inst.rule.hold_s, inst.rule.clear_hold_s)
+        inst.raised_at = 0.0
+        self._waiting.discard(inst)
+        if fresh is None:
+            return
+        inst.cond = fresh.cond
+        for points in self._feeds.values():
+            for entries in points.values():
+                for i, (fed, feed) in enumerate(entries):
+                    if getattr(feed, "__self__", None) is old:
+                        entries[i] = (fed, getattr(inst.cond, getattr(feed, "__name__", "")))

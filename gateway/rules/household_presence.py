@@ -15,6 +15,7 @@ from typing import Any
 
 from citynerve.gateway.api import Value
 from citynerve.gateway.rules.conditions import Condition, as_bool
+from citynerve.gateway.rules.snapdata import number
 
 GRACE_S = 120.0
 """After the door closed, motion this soon is the leaving resident still in the PIR's view (battery
@@ -122,10 +123,10 @@ class Presence:
         ]
 
     def restore(self, data: list[Any]) -> None:
-        self.door_seen, self.motion_seen = float(data[0]), float(data[1])
+        self.door_seen, self.motion_seen = number(data[0]), number(data[1])
         self.door_open = None if data[2] is None else bool(data[2])
-        self.door_closed, self.last_motion = float(data[3]), float(data[4])
-        self.door_moved, self.entered, self.motion_on = float(data[5]), bool(data[6]), bool(data[7])
+        self.door_closed, self.last_motion = number(data[3]), number(data[4])
+        self.door_moved, self.entered, self.motion_on = number(data[5]), bool(data[6]), bool(data[7])
 
     def shift(self, delta: float) -> None:
         for name in ("door_seen", "motion_seen", "door_closed", "last_motion", "door_moved"):
@@ -164,7 +165,7 @@ class NodeSilentCondition(Condition):
         return [self.last]
 
     def restore(self, data: list[Any]) -> None:
-        self.last = float(data[0])
+        self.last = number(data[0])
 
     def shift(self, delta: float) -> None:
         if self.last >= 0:

@@ -123,7 +123,8 @@ class Interlocks:
         return [[*key, building] for key, building in self._raised.items()]
 
     def restore(self, data: Iterable[Any]) -> None:
-        for item in data:
+        """Take a snapshot's entries (malformed ones are skipped)."""
+        for item in data if isinstance(data, list | tuple) else ():
             if isinstance(item, list) and len(item) == 5 and all(isinstance(x, str) for x in item):
                 self._raised[(item[0], item[1], item[2], item[3])] = item[4]
 

@@ -149,7 +149,14 @@ async def build_engine(
 ) -> PersistentRuleEngine:
     """The runtime's entry point: build the engine, restore its last snapshot, return it."""
     engine = PersistentRuleEngine(config, devices, state=state, target=actions, events=events, steady=steady)
-    n = await engine.keeper.restore()
+    try:
+        n = await engine.keeper.restore()
+    except Exception:  # a snapshot the checks missed: it costs the learned state, never the start
+        log.exception("rules snapshot cannot be restored: starting fresh")
+        engine = PersistentRuleEngine(
+            config, devices, state=state, target=actions, events=events, steady=steady
+        )
+        n = 0
     log.info(
         "rules: %d rule instances on %d devices, %d restored", len(engine.instances), len(engine.devices), n
     )

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 from citynerve.gateway.api import Value
 from citynerve.gateway.rules.conditions import Condition, as_bool
 from citynerve.gateway.rules.config import RoutineRule
+from citynerve.gateway.rules.snapdata import number
 
 
 def _hhmm(text: str) -> time:
@@ -100,4 +101,4 @@ class RoutineCondition(Condition):
 
     def restore(self, data: list[Any]) -> None:
         self.cur = None if data[0] is None else bool(data[0])
-        self.changed, self.last_ts, self.last_long_out = float(data[1]), float(data[2]), float(data[3])
+        self.changed, self.last_ts, self.last_long_out = number(data[1]), number(data[2]), number(data[3])
