@@ -489,6 +489,25 @@ class RuleEngine:
             log.warning("rules snapshot: actions are %s, not an object: not restored", type(actions))
         return n
 
+    def forget_cleared(self, registry: Iterable[tuple[str, str, str, Value]]) -> int:
+        """After a restart: the registry of active alarms (saved within about a second of a change,
+        so newer than this snapshot) names every alarm still raised as (device, kind, rule, value).
+        Rule alarms restored active that it does not hold cleared before the stop: they start idle
+        (else a new occurrence would raise nothing), and interlock entries it does not hold are
+        dropped (else a fire reset before the stop would block valve closes for good). Returns how
+        many alarms and entries were dropped."""
+        active = list(registry)
+        held = {(d, k, r) for d, k, r, _ in active}
+        n = 0
+        for inst in self.instances.values():
+            if inst.alarm.active and (inst.device_id, inst.kind, inst.rule.id) not in held:
+                log.warning("rule %s on %s cleared before the stop: idle", inst.rule.id, inst.device_id)
+                inst.alarm.phase = AlarmPhase.IDLE
+                inst.cond.on_alarm(False)
+                self._waiting.discard(inst)
+                n += 1
+        return n + self.actions.interlocks.retain(held, {(d, k, r, repr(v)) for d, k, r, v in active})
+
     def _start_fresh(self, inst: RuleInstance) -> None:
         """Give an instance a new alarm and condition (its restored state is damaged). The household
         feeds hold the old condition's methods: they are pointed at the new one."""

@@ -7,12 +7,15 @@ as the fire panel, bus owners) and answers, for one action about to write, which
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import logging
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
 from citynerve.gateway.api import ID_PATTERN, STRICT, Event, EventState, Value
+
+log = logging.getLogger("citynerve.gateway.rules")
 
 InterlockValue = bool | int | float | str
 
@@ -121,6 +124,20 @@ class Interlocks:
 
     def snapshot(self) -> list[list[str]]:
         return [[*key, building] for key, building in self._raised.items()]
+
+    def retain(self, names: Collection[tuple[str, str, str]], values: Collection[tuple[str, ...]]) -> int:
+        """Keep only the entries of events still raised: a rule's alarm named in `names` (device,
+        kind, rule), a driver's event in `values` (device, kind, rule, repr of its value). Returns
+        how many were dropped."""
+        gone = [
+            key
+            for key in self._raised
+            if not (key[:3] in names if key[3] == "" else key in values)  # a rule's: by_value=False
+        ]
+        for key in gone:
+            log.warning("interlock: %s on %s no longer raised (alarm registry): dropped", key[1], key[0])
+            del self._raised[key]
+        return len(gone)
 
     def restore(self, data: Iterable[Any]) -> None:
         """Take a snapshot's entries (malformed ones are skipped)."""
