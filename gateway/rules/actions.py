@@ -98,6 +98,9 @@ class ActionRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         # actions an interlock blocked, by (device, action): the action, its trigger, the interlock
         self._held: dict[tuple[str, str], tuple[ActionConfig, Event, str]] = {}
+        # Called when what must survive a power cut changed (an action started: its rate limit;
+        # the interlocks' raised events; held actions): the persistent engine saves soon.
+        self.changed: Callable[[], None] | None = None
 
     def wants(self, rule: str) -> bool:
         return (rule, EventState.RAISED) in self._by_rule or (rule, EventState.CLEARED) in self._by_rule
@@ -115,7 +118,8 @@ class ActionRunner:
         An action an interlock held back runs once nothing blocks it any more, if its trigger still
         stands (a leak still raised when the fire is cleared closes the valve then); it is dropped
         when its trigger clears first."""
-        self.interlocks.observe(event, by_value=by_value)
+        if self.interlocks.observe(event, by_value=by_value) and self.changed is not None:
+            self.changed()
         if not self._held or event.state is not EventState.CLEARED:
             return
         for key, (a, trigger, lock_id) in list(self._held.items()):
@@ -145,6 +149,8 @@ class ActionRunner:
                 reason = f"interlock {lock.id}: {why}"
                 now_events.append(self._report(a, device, event, ActionOutcome.INTERLOCKED, event.ts, reason))
                 self._held[key] = (a, event, lock.id)
+                if self.changed is not None:
+                    self.changed()
                 continue
             self._held.pop(key, None)
             now_events += self._start(a, device, event, event.ts)
@@ -159,6 +165,8 @@ class ActionRunner:
         if (hist and ts - hist[-1] < a.min_interval_s) or len(hist) >= a.max_per_day:
             return [self._report(a, device, event, ActionOutcome.RATE_LIMITED, ts, held_by=held_by)]
         hist.append(ts)
+        if self.changed is not None:
+            self.changed()
         if self.dry_run:
             return [
                 self._report(a, device, event, ActionOutcome.DRY_RUN, ts, "dry run: nothing written", held_by)

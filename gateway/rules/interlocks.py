@@ -77,20 +77,21 @@ class Interlocks:
         # (device, kind, rule, what) -> building of each raised event an interlock cares about
         self._raised: dict[tuple[str, str, str, str], str] = {}
 
-    def observe(self, event: Event, *, by_value: bool = True) -> None:
+    def observe(self, event: Event, *, by_value: bool = True) -> bool:
         """Follow one event (raised or cleared), whatever raised it.
 
         A driver's events name what they are about in `value` (the fire panel: the zone or detector,
         the same on raise and clear), so two zones in fire are two entries and clearing one keeps
         the other. A rule's raise and clear carry different values (one alarm per rule and device):
-        the engine passes `by_value=False`."""
+        the engine passes `by_value=False`. Returns whether the raised set changed."""
         if event.kind not in self._kinds:
-            return
+            return False
         key = (event.device_id, event.kind, event.rule, repr(event.value) if by_value else "")
         if event.state is EventState.RAISED:
+            new = key not in self._raised
             self._raised[key] = self.building_of(event.device_id, event.attrs)
-        else:
-            self._raised.pop(key, None)
+            return new
+        return self._raised.pop(key, None) is not None
 
     def building_of(self, device_id: str, attrs: Mapping[str, Any] | None = None) -> str:
         for source in (self._attrs.get(device_id), attrs):

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 from citynerve.gateway.alarms import ActiveAlarms
 from citynerve.gateway.api import Event, EventState, Reading, Severity
-from citynerve.gateway.rules import RuleEngine, RulesConfig
+from citynerve.gateway.rules import RuleEngine, RulesConfig, build_engine
+from citynerve.gateway.store import AsyncOutbox
 
 from .conftest import T0, dev
 from .test_actions import LEAK_RULES, FakeValves
@@ -85,3 +88,54 @@ async def test_a_fire_reset_before_an_unclean_stop_no_longer_blocks_valves() -> 
     e.evaluate([Reading("d1", "leak", True, "", T0 + 86400)])  # a leak the next day
     await e.actions.wait_idle()
     assert valves.writes == [("d1", "valve", False)]  # closed: it used to be interlocked for good
+
+
+async def test_an_action_started_survives_a_power_cut_in_its_rate_limit(tmp_path: Path) -> None:
+    """A brown-out loop: every boot the leak sensor is still wet and the power fails 100 s later, with
+    no clean stop. The valve closes once (min_interval_s 600): the rate limit used to reach the store
+    only with the periodic snapshot, so every boot closed it again."""
+    cfg = RulesConfig.model_validate(LEAK_RULES)
+    valves = FakeValves()
+    devs = [dev(points=("leak", "valve"))]
+    for boot in range(4):
+        t = T0 + boot * 100
+        async with AsyncOutbox(tmp_path / "gw.db") as store:
+            e = await build_engine(cfg, devs, actions=valves, state=store)
+            e.tick(t)
+            e.evaluate([Reading("d1", "leak", True, "", t + 5)])
+            await e.actions.wait_idle()
+            for _ in range(20):  # the loop runs on for a moment; nothing waits 30 s (the first is prompt)
+                await asyncio.sleep(0)
+            if boot == 0:  # later boots are rate limited: nothing new to save
+                assert e._saving is not None
+                await asyncio.wait_for(e._saving, 5)
+            # power cut: no e.save()
+    assert valves.writes == [("d1", "valve", False)]
+
+
+async def test_prompt_saves_are_coalesced_and_an_interlock_change_is_saved(tmp_path: Path) -> None:
+    cfg = RulesConfig.model_validate(LEAK_RULES)
+    devs = [dev(points=("leak", "valve")), dev("panel-1", points=("fire_alarm",))]
+    async with AsyncOutbox(tmp_path / "gw.db") as store:
+        e = await build_engine(cfg, devs, state=store)
+        puts = 0
+        real_put = store.put
+
+        async def counting_put(key: str, value: str) -> None:
+            nonlocal puts
+            puts += 1
+            await real_put(key, value)
+
+        store.put = counting_put  # type: ignore[method-assign]
+        e.on_event(panel(R, T0, "1-023"))  # saved at once (the first prompt save)
+        await asyncio.wait_for(e._saving, 5)  # type: ignore[arg-type]
+        assert puts == 1
+        for i in range(50):  # a flapping panel: one more save for all of them, 30 s later at most
+            e.on_event(panel(C if i % 2 == 0 else R, T0 + i, "1-024"))
+        await asyncio.sleep(0.05)
+        assert puts == 1 and e._queued
+        await e.save()  # the stop's final snapshot does not wait the 30 s
+        assert puts == 3
+    async with AsyncOutbox(tmp_path / "gw.db") as store:
+        again = await build_engine(cfg, devs, state=store)
+        assert {k[3] for k in again.actions.interlocks._raised} == {"'1-023'", "'1-024'"}
