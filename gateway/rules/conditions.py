@@ -169,17 +169,23 @@ class RateCondition(Condition):
 
 
 class MissingCondition(Condition):
-    __slots__ = ("after_s", "last_ts")
+    """No reading for `after_s`. The gateway's start is a grace period, also after a restart: the
+    time of the last reading before the stop is not restored (a restored alarm stays raised until
+    a reading clears it or the grace period ends with none)."""
+
+    __slots__ = ("after_s", "heard", "last_ts")
     time_driven = True
 
     def __init__(self, rule: MissingRule) -> None:
         super().__init__()
         self.after_s = rule.after_s
         self.last_ts: float | None = None  # set at the first tick: the gateway's start is a grace period
+        self.heard = False  # a reading came since the start
 
     def on_reading(self, value: Value, ts: float) -> bool | None:
         if self.last_ts is None or ts > self.last_ts:
             self.last_ts = ts
+        self.heard = True
         self.value = 0.0
         return False
 
@@ -188,13 +194,12 @@ class MissingCondition(Condition):
             self.last_ts = now
         age = now - self.last_ts
         self.value = age
-        return age > self.after_s
+        if age > self.after_s:
+            return True
+        return False if self.heard else None  # in the grace period nothing is known yet
 
     def snapshot(self) -> list[Any]:
         return [self.last_ts]
-
-    def restore(self, data: list[Any]) -> None:
-        self.last_ts = opt_number(data[0])
 
     def shift(self, delta: float) -> None:
         if self.last_ts is not None:

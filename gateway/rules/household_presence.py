@@ -139,22 +139,25 @@ class NodeSilentCondition(Condition):
     """A household's door or PIR node sent nothing for `stale_s` (counted from the first tick when it
     never reported): a maintenance event; the household judges without that signal meanwhile."""
 
-    __slots__ = ("last", "stale_s")
+    __slots__ = ("heard", "last", "stale_s")
     time_driven = True
 
     def __init__(self, stale_s: float) -> None:
         super().__init__()
         self.stale_s = stale_s
         self.last = -1.0
+        self.heard = False  # a reading came since the start
 
     def on_reading(self, value: Value, ts: float) -> bool | None:
         self.last = max(self.last, ts)
+        self.heard = True
         return self._judge(ts)
 
     def on_tick(self, now: float) -> bool | None:
         if self.last < 0:
             self.last = now
-        return self._judge(now)
+        silent = self._judge(now)
+        return silent if silent or self.heard else None  # the grace period after the start: unknown
 
     def _judge(self, now: float) -> bool:
         silent = now - self.last
@@ -162,10 +165,7 @@ class NodeSilentCondition(Condition):
         return silent >= self.stale_s
 
     def snapshot(self) -> list[Any]:
-        return [self.last]
-
-    def restore(self, data: list[Any]) -> None:
-        self.last = number(data[0])
+        return [self.last]  # not restored: the gateway's start is a grace period, as for `missing`
 
     def shift(self, delta: float) -> None:
         if self.last >= 0:

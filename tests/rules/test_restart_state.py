@@ -139,3 +139,28 @@ async def test_prompt_saves_are_coalesced_and_an_interlock_change_is_saved(tmp_p
     async with AsyncOutbox(tmp_path / "gw.db") as store:
         again = await build_engine(cfg, devs, state=store)
         assert {k[3] for k in again.actions.interlocks._raised} == {"'1-023'", "'1-024'"}
+
+
+def test_the_start_is_a_grace_period_for_missing_data_after_a_restart_too() -> None:
+    """docs/rules.md: after an outage longer than after_s no missing-data alarm is raised at the first
+    tick (before any bus was polled); one raised before the stop stays raised until a reading."""
+    rules = RulesConfig.model_validate({"rules": [{"id": "silent", "kind": "missing", "point": "value",
+                                                   "after_s": 600}]})  # fmt: skip
+    devs = [dev("d1"), dev("d2"), dev("d3")]
+    e0 = RuleEngine(rules, devs)
+    e0.tick(T0)
+    for d in ("d1", "d2"):
+        e0.evaluate([Reading(d, "value", 1.0, "", T0 + 50)])
+    (was,) = e0.tick(T0 + 650)  # d3 never reported: raised before the stop
+    assert (was.device_id, was.state) == ("d3", R)
+    boot = T0 + 650 + 1800  # a 30-minute outage
+    e = RuleEngine(rules, devs)
+    e.restore(json.loads(json.dumps(e0.snapshot())))
+    assert [ev for t in range(1, 600) for ev in e.tick(boot + t)] == []  # d3 stays raised, quietly
+    assert [a.device_id for a in e.active()] == ["d3"]
+    out = e.evaluate(
+        [Reading("d1", "value", 1.0, "", boot + 600), Reading("d3", "value", 1.0, "", boot + 600)]
+    )
+    assert [(ev.device_id, ev.state) for ev in out] == [("d3", C)]
+    out = [ev for t in range(601, 1300) for ev in e.tick(boot + t)]
+    assert [(ev.device_id, ev.state) for ev in out] == [("d2", R), ("d1", R), ("d3", R)]

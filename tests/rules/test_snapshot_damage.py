@@ -110,8 +110,9 @@ async def test_any_other_failure_of_the_restore_starts_fresh(
 def test_a_restored_value_of_the_wrong_type_starts_that_instance_fresh() -> None:
     snap = good_snapshot()
     snap["instances"]["silent|d1"][1] = ["x"]  # last_ts text: it used to raise at every tick
+    snap["instances"]["hot|d2"][2] = "x"  # raised_at text
     e = RuleEngine(RulesConfig.model_validate(RULES), devices())
-    assert e.restore(snap) == 5
+    assert e.restore(snap) == 5  # (a missing rule's last reading is not restored: see test_restart_state)
     assert isinstance(e.instances["silent|d1"].cond, MissingCondition)
     out = [ev for t in range(2, 200) for ev in e.tick(T0 + t)]
     assert sorted(states(out)) == [("silent", R), ("silent", R)]
