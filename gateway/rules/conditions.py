@@ -348,3 +348,8 @@ class AnomalyCondition(Condition):
     def shift(self, delta: float) -> None:
         if self.meter is not None:
             self.meter.shift(delta)  # the next reading's use spans the real interval, not the step
+        k = round(delta / self.rule.slot_s)
+        if self.cur >= 0:
+            self.cur += k  # the slots a step spans are neither closed nor learned (as no use)
+        if self.base is not None and self.base.last >= 0:
+            self.base.last += k  # the run of known slots goes on

@@ -92,6 +92,16 @@ class SlidingUse(Condition):
 
     def shift(self, delta: float) -> None:
         self.meter.shift(delta)  # the next reading's use spans the real interval, not the step
+        if self.since is not None:
+            self.since += delta  # observed as long as before: "no use for 12 h" stays 12 h of real time
+        k = round(delta / self.bin_s)
+        if self.head >= 0 and k:
+            # The window moves with the clock by whole bins, its contents kept: a forward step does not
+            # empty it (a false "no use") nor a backward one freeze it (a false "above").
+            n = len(self.bins)
+            r = k % n
+            self.bins = self.bins[n - r :] + self.bins[: n - r]
+            self.head += k
 
 
 class DayUse(Condition):
@@ -215,3 +225,5 @@ class SlotUse(Condition):
 
     def shift(self, delta: float) -> None:
         self.meter.shift(delta)  # the next reading's use spans the real interval, not the step
+        if self.cur >= 0:
+            self.cur += round(delta / self.slot_s)  # the slots a step spans are not closed as no use
