@@ -87,6 +87,7 @@ class ActiveAlarms:
         self._max = max_active
         self.dirty = False  # changed since the last save
         self.dropped = 0  # raises refused because the registry was full
+        self.unreadable = False  # the last run's snapshot could not be read (it knows nothing)
 
     def __len__(self) -> int:
         return len(self._active)
@@ -217,6 +218,7 @@ class ActiveAlarms:
         """Take a snapshot; malformed entries are skipped (logged once). Returns how many were taken."""
         if not isinstance(data, dict) or data.get("version") != SNAPSHOT_VERSION:
             log.warning("alarm registry snapshot unreadable: starting empty")
+            self.unreadable = True
             return 0
         n = 0
         bad = 0
@@ -257,6 +259,7 @@ class ActiveAlarms:
             data = json.loads(raw)
         except ValueError:
             log.warning("alarm registry snapshot is not JSON: starting empty")
+            self.unreadable = True
             return 0
         n = self.restore(data)
         if n:

@@ -191,11 +191,11 @@ class OperatorControls:
         if until_ms is not None and for_s is not None:
             raise OperatorRequestError("bad_value", "give until_ms or for_s, not both")
         if for_s is not None:
-            if isinstance(for_s, bool) or not isinstance(for_s, int | float) or not math.isfinite(for_s):
+            if isinstance(for_s, bool) or not isinstance(for_s, int | float) or not _finite(for_s):
                 raise OperatorRequestError("bad_value", "for_s must be a number of seconds")
             until = now + float(for_s)
         elif until_ms is not None:
-            if isinstance(until_ms, bool) or not isinstance(until_ms, int):
+            if isinstance(until_ms, bool) or not isinstance(until_ms, int) or abs(until_ms) > 2**62:
                 raise OperatorRequestError("bad_value", "until_ms must be an integer (ms since the epoch)")
             until = until_ms / 1000
         elif required:
@@ -341,3 +341,11 @@ def _text(v: object, name: str, max_len: int) -> str:
 
 def _opt_text(v: object, name: str) -> str | None:
     return None if v is None else _text(v, name, 128)
+
+
+def _finite(x: float) -> bool:
+    """A finite number; an int beyond float range (10**400) is not one (math.isfinite would raise)."""
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False

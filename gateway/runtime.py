@@ -162,14 +162,19 @@ class Gateway:
             await self.alarms.load(outbox)
         except Exception:  # a damaged snapshot costs the list of old alarms, never the gateway
             log.exception("cannot restore the active alarms")
+            self.alarms.unreadable = True
 
     def _reconcile_alarms(self) -> None:
         """Restored alarms nobody can clear any more are cleared now, and the platform is told:
         rule alarms the rule engine's (older) snapshot does not hold active (still true, the rule
-        raises them again), and alarms of devices or buses no longer configured."""
+        raises them again), and alarms of devices or buses no longer configured. The other way,
+        the registry being newer: rule alarms and interlock entries the engine restored as raised
+        that the registry no longer holds cleared before the stop, and the engine forgets them."""
         if self.pipeline is None:
             return
         gone = []
+        if self.rules is not None and not self.alarms.unreadable:
+            self.rules.forget_cleared((a.device_id, a.kind, a.rule, a.value) for a in self.alarms.active())
         if self.rules is not None:
             gone += self.alarms.reconcile(
                 {i.rule.id for i in self.rules.instances.values()},

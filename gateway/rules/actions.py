@@ -22,6 +22,7 @@ from citynerve.gateway.api import Event, EventState, GatewayError, Quality, Read
 from citynerve.gateway.logs import field
 from citynerve.gateway.rules.config import ActionConfig
 from citynerve.gateway.rules.interlocks import InterlockConfig, Interlocks
+from citynerve.gateway.rules.snapdata import number
 
 log = logging.getLogger("citynerve.gateway.rules.actions")
 
@@ -97,6 +98,9 @@ class ActionRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         # actions an interlock blocked, by (device, action): the action, its trigger, the interlock
         self._held: dict[tuple[str, str], tuple[ActionConfig, Event, str]] = {}
+        # Called when what must survive a power cut changed (an action started: its rate limit;
+        # the interlocks' raised events; held actions): the persistent engine saves soon.
+        self.changed: Callable[[], None] | None = None
 
     def wants(self, rule: str) -> bool:
         return (rule, EventState.RAISED) in self._by_rule or (rule, EventState.CLEARED) in self._by_rule
@@ -114,7 +118,8 @@ class ActionRunner:
         An action an interlock held back runs once nothing blocks it any more, if its trigger still
         stands (a leak still raised when the fire is cleared closes the valve then); it is dropped
         when its trigger clears first."""
-        self.interlocks.observe(event, by_value=by_value)
+        if self.interlocks.observe(event, by_value=by_value) and self.changed is not None:
+            self.changed()
         if not self._held or event.state is not EventState.CLEARED:
             return
         for key, (a, trigger, lock_id) in list(self._held.items()):
@@ -144,6 +149,8 @@ class ActionRunner:
                 reason = f"interlock {lock.id}: {why}"
                 now_events.append(self._report(a, device, event, ActionOutcome.INTERLOCKED, event.ts, reason))
                 self._held[key] = (a, event, lock.id)
+                if self.changed is not None:
+                    self.changed()
                 continue
             self._held.pop(key, None)
             now_events += self._start(a, device, event, event.ts)
@@ -158,6 +165,8 @@ class ActionRunner:
         if (hist and ts - hist[-1] < a.min_interval_s) or len(hist) >= a.max_per_day:
             return [self._report(a, device, event, ActionOutcome.RATE_LIMITED, ts, held_by=held_by)]
         hist.append(ts)
+        if self.changed is not None:
+            self.changed()
         if self.dry_run:
             return [
                 self._report(a, device, event, ActionOutcome.DRY_RUN, ts, "dry run: nothing written", held_by)
@@ -300,13 +309,27 @@ class ActionRunner:
         }
 
     def restore(self, data: Mapping[str, Any]) -> None:
-        self.overrides = {(str(d), str(a)) for d, a in data.get("overrides", [])}
-        self.interlocks.restore(data.get("interlock_events", []))
+        """Take a snapshot's part; a malformed entry is dropped (logged), the rest restored."""
+        bad = 0
+        self.overrides = set()
+        for item in _entries(data, "overrides"):
+            if isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item):
+                self.overrides.add((item[0], item[1]))
+            else:
+                bad += 1
+        self.interlocks.restore(_entries(data, "interlock_events"))
         configs = {a.id: a for acts in self._by_rule.values() for a in acts}
-        for dev, act, times in data.get("history", []):
-            if act in configs:
-                self._history[(dev, act)] = deque((float(t) for t in times), maxlen=configs[act].max_per_day)
-        for item in data.get("held", []):
+        for item in _entries(data, "history"):
+            try:
+                dev, act, times = item
+                if act in configs:
+                    history = deque((number(t) for t in times), maxlen=configs[act].max_per_day)
+                    self._history[(str(dev), act)] = history
+            except (TypeError, ValueError):
+                bad += 1
+        if bad:
+            log.warning("rules snapshot: %d malformed override or rate-limit entries dropped", bad)
+        for item in _entries(data, "held"):
             try:
                 dev, act, lock, (t_dev, kind, state, severity, ts, rule, value, ev_id) = item
                 if act not in configs:
@@ -315,10 +338,20 @@ class ActionRunner:
                     str(t_dev), str(kind), EventState(state), Severity(severity), float(ts), str(rule), value,
                     "", {}, str(ev_id),
                 )  # fmt: skip
-            except (TypeError, ValueError) as err:
+            except (TypeError, ValueError, OverflowError) as err:
                 log.warning("rules snapshot: a held action cannot be restored (%s): dropped", err)
                 continue
             self._held[(str(dev), act)] = (configs[act], trigger, str(lock))
+
+
+def _entries(data: Mapping[str, Any], key: str) -> list[Any]:
+    """A snapshot's list under `key` (missing or not a list: empty)."""
+    got = data.get(key)
+    if isinstance(got, list):
+        return got
+    if got is not None:
+        log.warning("rules snapshot: actions.%s is %s, not a list: not restored", key, type(got))
+    return []
 
 
 _STATE_OF = {"close": "closed", "shut": "closed", "opened": "open"}

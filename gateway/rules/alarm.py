@@ -6,6 +6,7 @@ import enum
 from typing import Any
 
 from citynerve.gateway.api import Value
+from citynerve.gateway.rules.snapdata import number, value
 
 
 class AlarmPhase(enum.StrEnum):
@@ -79,6 +80,6 @@ class Alarm:
 
     def restore(self, data: list[Any]) -> None:
         self.phase = AlarmPhase(data[0])
-        self.since = float(data[1])
-        self.value = data[2]
-        self.raised_value = data[3]
+        self.since = number(data[1])
+        self.value = value(data[2])
+        self.raised_value = value(data[3])

@@ -40,7 +40,7 @@ from citynerve.gateway.rules.conditions import Condition
 from citynerve.gateway.rules.config import CompositeRule
 
 if TYPE_CHECKING:
-    from citynerve.gateway.rules.engine import RuleInstance
+    from citynerve.gateway.rules.instance import RuleInstance
 
 
 def area(dev: DeviceConfig, devices: Sequence[DeviceConfig], group: str) -> list[DeviceConfig]:

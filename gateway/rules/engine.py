@@ -8,11 +8,9 @@ device_online events.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from citynerve.gateway.api import (
@@ -21,7 +19,6 @@ from citynerve.gateway.api import (
     EventState,
     Quality,
     Reading,
-    Severity,
     SteadyWall,
     Value,
     utc_now,
@@ -30,39 +27,23 @@ from citynerve.gateway.pipeline.derived import point_names
 from citynerve.gateway.rules.actions import ActionRunner, ActionTarget
 from citynerve.gateway.rules.alarm import Alarm, AlarmPhase, Transition
 from citynerve.gateway.rules.coincidence import CoincidenceCondition, area
-from citynerve.gateway.rules.conditions import (
-    AnomalyCondition,
-    BooleanCondition,
-    Condition,
-    DayUse,
-    MissingCondition,
-    OfflineCondition,
-    RateCondition,
-    SlidingUse,
-    SlotUse,
-    ThresholdCondition,
-)
-from citynerve.gateway.rules.config import (
-    SEVERITY,
-    AnomalyRule,
-    BooleanRule,
-    CompositeRule,
-    ConsumptionRule,
-    MissingRule,
-    OfflineRule,
-    RateRule,
-    RoutineRule,
-    RuleConfig,
-    RulesConfig,
-    ThresholdRule,
-    rule_points,
-)
+from citynerve.gateway.rules.conditions import AnomalyCondition, OfflineCondition
+from citynerve.gateway.rules.config import AnomalyRule, CompositeRule, RuleConfig, RulesConfig, rule_points
 from citynerve.gateway.rules.household import HouseholdCondition, HouseholdRule
 from citynerve.gateway.rules.household_config import HouseholdConfig
+from citynerve.gateway.rules.instance import (
+    ActiveAlarm,
+    CompositeCondition,
+    RuleInstance,
+    device_attrs,
+    make_condition,
+)
 from citynerve.gateway.rules.peers import PeerSlots
-from citynerve.gateway.rules.routine import RoutineCondition
+from citynerve.gateway.rules.snapdata import number
 from citynerve.gateway.rules.suppression import QuietHours
 from citynerve.gateway.rules.unwanted import UnwantedCondition
+
+__all__ = ["DEVICE_OFFLINE", "DEVICE_ONLINE", "ActiveAlarm", "RuleEngine", "RuleInstance", "device_attrs"]
 
 log = logging.getLogger("citynerve.gateway.rules")
 
@@ -70,113 +51,6 @@ DEVICE_OFFLINE = "device_offline"
 DEVICE_ONLINE = "device_online"
 SNAPSHOT_VERSION = 1
 _WAITING = (AlarmPhase.PENDING, AlarmPhase.CLEARING)
-
-
-@dataclass(frozen=True, slots=True)
-class ActiveAlarm:
-    """A raised alarm, for status pages and `citynerve status`."""
-
-    rule: str
-    device_id: str
-    kind: str
-    severity: Severity
-    raised_at: float
-    value: Value
-
-
-class CompositeCondition(Condition):
-    """All / any of other rules' alarms on the device active, or raised in order within a time."""
-
-    __slots__ = ("children", "mode", "within_s")
-
-    def __init__(self, rule: CompositeRule, children: list[RuleInstance]) -> None:
-        super().__init__()
-        self.mode, self.within_s, self.children = rule.mode, rule.within_s, children
-
-    def evaluate(self) -> bool:
-        active = [c.alarm.active for c in self.children]
-        self.value = sum(active)
-        if self.mode == "any":
-            return any(active)
-        if not all(active):
-            return False
-        if self.mode == "all":
-            return True
-        times = [c.raised_at for c in self.children]
-        in_order = all(a <= b for a, b in itertools.pairwise(times))
-        return in_order and times[-1] - times[0] <= self.within_s
-
-
-class RuleInstance:
-    """One rule on one device: its condition, its alarm and what its events carry."""
-
-    __slots__ = (
-        "alarm",
-        "attrs",
-        "away_ids",
-        "cond",
-        "device_id",
-        "key",
-        "kind",
-        "parents",
-        "quiet",
-        "raised_at",
-        "rule",
-        "severity",
-        "suppress_away",
-    )
-
-    def __init__(
-        self, rule: RuleConfig | HouseholdRule, device_id: str, cond: Condition, attrs: dict[str, Any]
-    ) -> None:
-        self.rule = rule
-        self.device_id = device_id
-        self.key = f"{rule.id}|{device_id}"
-        self.cond = cond
-        self.alarm = Alarm(rule.hold_s, rule.clear_hold_s)
-        self.kind = rule.event_kind
-        self.severity = SEVERITY[rule.severity]
-        self.attrs = attrs
-        self.quiet: list[QuietHours] = []
-        self.suppress_away = rule.suppress_when_away
-        self.away_ids: tuple[str, ...] = (device_id,)  # marked away: the device, or its household
-        self.parents: list[RuleInstance] = []
-        self.raised_at = 0.0
-
-
-def _condition(rule: RuleConfig) -> Condition:
-    if isinstance(rule, ThresholdRule):
-        return ThresholdCondition(rule)
-    if isinstance(rule, BooleanRule):
-        return BooleanCondition(rule)
-    if isinstance(rule, RateRule):
-        return RateCondition(rule)
-    if isinstance(rule, MissingRule):
-        return MissingCondition(rule)
-    if isinstance(rule, OfflineRule):
-        return OfflineCondition()
-    if isinstance(rule, ConsumptionRule):
-        if rule.window == "sliding":
-            return SlidingUse(rule)
-        return DayUse(rule) if rule.window == "day" else SlotUse(rule)
-    if isinstance(rule, AnomalyRule):
-        return AnomalyCondition(rule)
-    if isinstance(rule, RoutineRule):
-        return RoutineCondition(rule)
-    raise TypeError(f"no condition for rule kind {rule.kind}")  # composites are built by the engine
-
-
-def device_attrs(device: DeviceConfig) -> dict[str, Any]:
-    """What every event of a device carries: where it is and which city component it is."""
-    attrs: dict[str, Any] = {
-        "location": device.location.model_dump(exclude_defaults=True),
-        "profile": device.profile,
-    }
-    if device.component_code:
-        attrs["component_code"] = device.component_code
-    if device.name:
-        attrs["device_name"] = device.name
-    return attrs
 
 
 class RuleEngine:
@@ -226,6 +100,7 @@ class RuleEngine:
         self._offline: dict[str, list[RuleInstance]] = {}
         self._ticked: list[RuleInstance] = []
         self._waiting: set[RuleInstance] = set()
+        self._broken: set[str] = set()  # instances that raised in `tick` (logged once each)
         self._peers: dict[str, PeerSlots] = {}  # anomaly rules with `peers`: one per rule and group
         # Household alarms: (device, point) -> the instances and their condition's feed for it.
         self._feeds: dict[
@@ -311,7 +186,7 @@ class RuleEngine:
             if any(c is None for c in children):
                 return None
             return RuleInstance(rule, dev.id, CompositeCondition(rule, [c for c in children if c]), attrs)
-        cond = _condition(rule)
+        cond = make_condition(rule)
         if isinstance(rule, AnomalyRule) and isinstance(cond, AnomalyCondition) and rule.peers:
             group = next((t for t in sorted(dev.tags) if t.startswith(rule.peers + ":")), "")
             if group:  # without the tag: scored on its own use
@@ -427,17 +302,29 @@ class RuleEngine:
         """Let time pass: missing data, hold times, suppression ending. Call about once a second."""
         out: list[Event] = []
         for inst in self._ticked:
-            cond = inst.cond.on_tick(now)
-            if cond is not None:
-                self._update(inst, cond, now, out)
+            try:  # one instance's failure must not stop the others' time (nor lose `out`)
+                cond = inst.cond.on_tick(now)
+                if cond is not None:
+                    self._update(inst, cond, now, out)
+            except Exception:
+                self._failed(inst)
         for inst in list(self._waiting):
-            tr = inst.alarm.expire(now, self._allowed(inst, now))
-            if inst.alarm.phase not in _WAITING:
-                self._waiting.discard(inst)
-            if tr is not Transition.NONE:
-                self._emit(inst, tr, now, out)
+            try:
+                tr = inst.alarm.expire(now, self._allowed(inst, now))
+                if inst.alarm.phase not in _WAITING:
+                    self._waiting.discard(inst)
+                if tr is not Transition.NONE:
+                    self._emit(inst, tr, now, out)
+            except Exception:
+                self._failed(inst)
         out.extend(self.actions.drain())
         return out
+
+    def _failed(self, inst: RuleInstance) -> None:
+        """A rule instance raised in `tick`: logged once (it would fail every second), the rest goes on."""
+        if inst.key not in self._broken:
+            self._broken.add(inst.key)
+            log.exception("rule %s on %s failed at a tick (logged once)", inst.rule.id, inst.device_id)
 
     def on_event(self, event: Event) -> list[Event]:
         """Events from the bus owners and drivers: device online/offline feed offline rules; every
@@ -571,23 +458,69 @@ class RuleEngine:
             )
             return 0
         n = 0
-        for key, (alarm, cond, raised_at) in data.get("instances", {}).items():
+        instances = data.get("instances")
+        if not isinstance(instances, Mapping):
+            log.warning("rules snapshot: instances are %s, not an object: none restored", type(instances))
+            instances = {}
+        for key, entry in instances.items():
             inst = self.instances.get(key)
             if inst is None:
                 continue
             try:
+                alarm, cond, raised_at = entry
                 inst.alarm.restore(alarm)
                 inst.cond.restore(cond)
-                inst.raised_at = float(raised_at)
-            except (TypeError, ValueError, IndexError, KeyError) as err:
-                log.warning("rules snapshot: cannot restore %s (%s): starting it fresh", key, err)
-                fresh = self._instance(inst.rule, self.devices[inst.device_id])
-                if fresh is not None:
-                    inst.alarm, inst.cond = fresh.alarm, fresh.cond
+                inst.raised_at = number(raised_at)
+            except Exception as err:  # any damage costs this instance's state, never the start
+                log.warning("rules snapshot: cannot restore %s (%r): starting it fresh", key, err)
+                self._start_fresh(inst)
                 continue
             if inst.alarm.phase in _WAITING:
                 self._waiting.add(inst)
             n += 1
-        self.away = set(self.config.away) | set(data.get("away", []))
-        self.actions.restore(data.get("actions", {}))
+        away = data.get("away")
+        self.away = set(self.config.away)
+        if isinstance(away, list):
+            self.away |= {a for a in away if isinstance(a, str)}
+        actions = data.get("actions")
+        if isinstance(actions, Mapping):
+            self.actions.restore(actions)
+        elif actions is not None:
+            log.warning("rules snapshot: actions are %s, not an object: not restored", type(actions))
         return n
+
+    def forget_cleared(self, registry: Iterable[tuple[str, str, str, Value]]) -> int:
+        """After a restart: the registry of active alarms (saved within about a second of a change,
+        so newer than this snapshot) names every alarm still raised as (device, kind, rule, value).
+        Rule alarms restored active that it does not hold cleared before the stop: they start idle
+        (else a new occurrence would raise nothing), and interlock entries it does not hold are
+        dropped (else a fire reset before the stop would block valve closes for good). Returns how
+        many alarms and entries were dropped."""
+        active = list(registry)
+        held = {(d, k, r) for d, k, r, _ in active}
+        n = 0
+        for inst in self.instances.values():
+            if inst.alarm.active and (inst.device_id, inst.kind, inst.rule.id) not in held:
+                log.warning("rule %s on %s cleared before the stop: idle", inst.rule.id, inst.device_id)
+                inst.alarm.phase = AlarmPhase.IDLE
+                inst.cond.on_alarm(False)
+                self._waiting.discard(inst)
+                n += 1
+        return n + self.actions.interlocks.retain(held, {(d, k, r, repr(v)) for d, k, r, v in active})
+
+    def _start_fresh(self, inst: RuleInstance) -> None:
+        """Give an instance a new alarm and condition (its restored state is damaged). The household
+        feeds hold the old condition's methods: they are pointed at the new one."""
+        old = inst.cond
+        fresh = self._instance(inst.rule, self.devices[inst.device_id])
+        inst.alarm = fresh.alarm if fresh is not None else Alarm(inst.rule.hold_s, inst.rule.clear_hold_s)
+        inst.raised_at = 0.0
+        self._waiting.discard(inst)
+        if fresh is None:
+            return
+        inst.cond = fresh.cond
+        for points in self._feeds.values():
+            for entries in points.values():
+                for i, (fed, feed) in enumerate(entries):
+                    if getattr(feed, "__self__", None) is old:
+                        entries[i] = (fed, getattr(inst.cond, getattr(feed, "__name__", "")))

@@ -51,6 +51,7 @@ from citynerve.gateway.rules.conditions import Condition, as_bool, as_float
 from citynerve.gateway.rules.household_config import HouseholdConfig, minutes
 from citynerve.gateway.rules.household_presence import NODE_EVENT_KIND, NodeSilentCondition, Presence
 from citynerve.gateway.rules.meter import LocalDays, MeterTrack, Step, spread
+from citynerve.gateway.rules.snapdata import number, whole
 
 DAY = 86400.0
 EVENT_KIND = "check_on_person"
@@ -331,13 +332,13 @@ class HouseholdCondition(Condition):
 
     def restore(self, data: list[Any]) -> None:
         self.cur = None if data[0] is None else bool(data[0])
-        self.changed, self.changed_night = float(data[1]), bool(data[2])
-        self.last_bed, self.last_long_out = float(data[3]), float(data[4])
+        self.changed, self.changed_night = number(data[1]), bool(data[2])
+        self.last_bed, self.last_long_out = number(data[3]), number(data[4])
         self.meter.restore(data[5])
-        self.last_water, self.last_use = float(data[6]), float(data[7])
-        self.morning_ref, self.morning_use, self.running = float(data[8]), float(data[9]), int(data[10])
+        self.last_water, self.last_use = number(data[6]), number(data[7])
+        self.morning_ref, self.morning_use, self.running = number(data[8]), number(data[9]), whole(data[10])
         if len(data) > 11:  # snapshots from before the third signal have none
-            self.use_from = float(data[11])
+            self.use_from = number(data[11])
             self.presence.restore(data[12])
 
     def shift(self, delta: float) -> None:

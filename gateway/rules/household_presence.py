@@ -15,6 +15,7 @@ from typing import Any
 
 from citynerve.gateway.api import Value
 from citynerve.gateway.rules.conditions import Condition, as_bool
+from citynerve.gateway.rules.snapdata import number
 
 GRACE_S = 120.0
 """After the door closed, motion this soon is the leaving resident still in the PIR's view (battery
@@ -122,10 +123,10 @@ class Presence:
         ]
 
     def restore(self, data: list[Any]) -> None:
-        self.door_seen, self.motion_seen = float(data[0]), float(data[1])
+        self.door_seen, self.motion_seen = number(data[0]), number(data[1])
         self.door_open = None if data[2] is None else bool(data[2])
-        self.door_closed, self.last_motion = float(data[3]), float(data[4])
-        self.door_moved, self.entered, self.motion_on = float(data[5]), bool(data[6]), bool(data[7])
+        self.door_closed, self.last_motion = number(data[3]), number(data[4])
+        self.door_moved, self.entered, self.motion_on = number(data[5]), bool(data[6]), bool(data[7])
 
     def shift(self, delta: float) -> None:
         for name in ("door_seen", "motion_seen", "door_closed", "last_motion", "door_moved"):
@@ -138,22 +139,25 @@ class NodeSilentCondition(Condition):
     """A household's door or PIR node sent nothing for `stale_s` (counted from the first tick when it
     never reported): a maintenance event; the household judges without that signal meanwhile."""
 
-    __slots__ = ("last", "stale_s")
+    __slots__ = ("heard", "last", "stale_s")
     time_driven = True
 
     def __init__(self, stale_s: float) -> None:
         super().__init__()
         self.stale_s = stale_s
         self.last = -1.0
+        self.heard = False  # a reading came since the start
 
     def on_reading(self, value: Value, ts: float) -> bool | None:
         self.last = max(self.last, ts)
+        self.heard = True
         return self._judge(ts)
 
     def on_tick(self, now: float) -> bool | None:
         if self.last < 0:
             self.last = now
-        return self._judge(now)
+        silent = self._judge(now)
+        return silent if silent or self.heard else None  # the grace period after the start: unknown
 
     def _judge(self, now: float) -> bool:
         silent = now - self.last
@@ -161,10 +165,7 @@ class NodeSilentCondition(Condition):
         return silent >= self.stale_s
 
     def snapshot(self) -> list[Any]:
-        return [self.last]
-
-    def restore(self, data: list[Any]) -> None:
-        self.last = float(data[0])
+        return [self.last]  # not restored: the gateway's start is a grace period, as for `missing`
 
     def shift(self, delta: float) -> None:
         if self.last >= 0:

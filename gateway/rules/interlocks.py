@@ -7,12 +7,15 @@ as the fire panel, bus owners) and answers, for one action about to write, which
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import logging
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
 from citynerve.gateway.api import ID_PATTERN, STRICT, Event, EventState, Value
+
+log = logging.getLogger("citynerve.gateway.rules")
 
 InterlockValue = bool | int | float | str
 
@@ -74,20 +77,21 @@ class Interlocks:
         # (device, kind, rule, what) -> building of each raised event an interlock cares about
         self._raised: dict[tuple[str, str, str, str], str] = {}
 
-    def observe(self, event: Event, *, by_value: bool = True) -> None:
+    def observe(self, event: Event, *, by_value: bool = True) -> bool:
         """Follow one event (raised or cleared), whatever raised it.
 
         A driver's events name what they are about in `value` (the fire panel: the zone or detector,
         the same on raise and clear), so two zones in fire are two entries and clearing one keeps
         the other. A rule's raise and clear carry different values (one alarm per rule and device):
-        the engine passes `by_value=False`."""
+        the engine passes `by_value=False`. Returns whether the raised set changed."""
         if event.kind not in self._kinds:
-            return
+            return False
         key = (event.device_id, event.kind, event.rule, repr(event.value) if by_value else "")
         if event.state is EventState.RAISED:
+            new = key not in self._raised
             self._raised[key] = self.building_of(event.device_id, event.attrs)
-        else:
-            self._raised.pop(key, None)
+            return new
+        return self._raised.pop(key, None) is not None
 
     def building_of(self, device_id: str, attrs: Mapping[str, Any] | None = None) -> str:
         for source in (self._attrs.get(device_id), attrs):
@@ -122,8 +126,23 @@ class Interlocks:
     def snapshot(self) -> list[list[str]]:
         return [[*key, building] for key, building in self._raised.items()]
 
+    def retain(self, names: Collection[tuple[str, str, str]], values: Collection[tuple[str, ...]]) -> int:
+        """Keep only the entries of events still raised: a rule's alarm named in `names` (device,
+        kind, rule), a driver's event in `values` (device, kind, rule, repr of its value). Returns
+        how many were dropped."""
+        gone = [
+            key
+            for key in self._raised
+            if not (key[:3] in names if key[3] == "" else key in values)  # a rule's: by_value=False
+        ]
+        for key in gone:
+            log.warning("interlock: %s on %s no longer raised (alarm registry): dropped", key[1], key[0])
+            del self._raised[key]
+        return len(gone)
+
     def restore(self, data: Iterable[Any]) -> None:
-        for item in data:
+        """Take a snapshot's entries (malformed ones are skipped)."""
+        for item in data if isinstance(data, list | tuple) else ():
             if isinstance(item, list) and len(item) == 5 and all(isinstance(x, str) for x in item):
                 self._raised[(item[0], item[1], item[2], item[3])] = item[4]
 

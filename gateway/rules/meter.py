@@ -8,6 +8,8 @@ import zoneinfo
 from datetime import datetime, timedelta
 from typing import Any
 
+from citynerve.gateway.rules.snapdata import number, opt_number
+
 
 class Step(enum.Enum):
     USE = "use"  # a plausible difference between two totals
@@ -81,8 +83,8 @@ class MeterTrack:
         return [self.last_total, self.last_ts]
 
     def restore(self, data: list[Any]) -> None:
-        self.last_total = None if data[0] is None else float(data[0])
-        self.last_ts = float(data[1])
+        self.last_total = opt_number(data[0])
+        self.last_ts = number(data[1])
 
 
 class LocalDays:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -16,6 +18,9 @@ from citynerve.gateway.rules.engine import RuleEngine
 log = logging.getLogger("citynerve.gateway.rules")
 
 STATE_KEY = "rules.state"
+PROMPT_SAVE_MIN_S = 30.0
+"""Saves asked for by an action start or an interlock change: at most one per this many seconds
+(each writes the whole snapshot: SD-card wear), the first at once."""
 
 
 class RuleStateKeeper:
@@ -81,6 +86,10 @@ class PersistentRuleEngine(RuleEngine):
         self.keeper = RuleStateKeeper(self, state)
         self._last_save = clock()
         self._saving: asyncio.Task[None] | None = None
+        self._queued = False  # a save is scheduled and has not taken its snapshot yet
+        self._hurry = asyncio.Event()  # set by `save`: a prompt save waiting its turn goes now
+        self._prompt_at = -math.inf  # loop time of the last prompt save
+        self.actions.changed = self._save_soon
 
     def tick(self, now: float) -> list[Event]:
         out = super().tick(now)
@@ -110,16 +119,34 @@ class PersistentRuleEngine(RuleEngine):
             self._schedule_save()
         return done
 
-    def _schedule_save(self) -> None:
+    def _save_soon(self) -> None:
+        """An action started or the interlocks changed: a power cut must not forget it (a brown-out
+        loop would actuate a valve at every boot). Coalesced with any save not yet started."""
+        self._schedule_save(prompt=True)
+
+    def _schedule_save(self, *, prompt: bool = False) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # outside a loop (a test or a replay): nothing to schedule on
+        if self._queued:  # the save waiting to start takes this change too
+            if not prompt:
+                self._hurry.set()  # an operator's change is saved at once, not after the prompt wait
+            return
         previous = self._saving
+        self._queued = True
 
         async def save_after_previous() -> None:
             if previous is not None and not previous.done():
                 await asyncio.wait([previous])
+            delay = self._prompt_at + PROMPT_SAVE_MIN_S - loop.time()
+            if prompt and delay > 0:  # cut short by `save` (the stop's final snapshot)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._hurry.wait(), delay)
+            self._hurry.clear()
+            if prompt:
+                self._prompt_at = loop.time()
+            self._queued = False  # from here the snapshot is taken: later changes need a save of their own
             await self._save_logged()
 
         self._saving = loop.create_task(save_after_previous(), name="rules.snapshot")
@@ -133,6 +160,7 @@ class PersistentRuleEngine(RuleEngine):
     async def save(self, store: Any = None) -> None:
         """Final snapshot (the runtime calls this at stop). `store` is accepted for the runtime's call."""
         if self._saving is not None and not self._saving.done():
+            self._hurry.set()
             await self._saving
         await self.actions.wait_idle()
         await self.keeper.save()
@@ -149,7 +177,14 @@ async def build_engine(
 ) -> PersistentRuleEngine:
     """The runtime's entry point: build the engine, restore its last snapshot, return it."""
     engine = PersistentRuleEngine(config, devices, state=state, target=actions, events=events, steady=steady)
-    n = await engine.keeper.restore()
+    try:
+        n = await engine.keeper.restore()
+    except Exception:  # a snapshot the checks missed: it costs the learned state, never the start
+        log.exception("rules snapshot cannot be restored: starting fresh")
+        engine = PersistentRuleEngine(
+            config, devices, state=state, target=actions, events=events, steady=steady
+        )
+        n = 0
     log.info(
         "rules: %d rule instances on %d devices, %d restored", len(engine.instances), len(engine.devices), n
     )

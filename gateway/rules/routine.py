@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 from citynerve.gateway.api import Value
 from citynerve.gateway.rules.conditions import Condition, as_bool
 from citynerve.gateway.rules.config import RoutineRule
+from citynerve.gateway.rules.snapdata import number
 
 
 def _hhmm(text: str) -> time:
@@ -100,4 +101,11 @@ class RoutineCondition(Condition):
 
     def restore(self, data: list[Any]) -> None:
         self.cur = None if data[0] is None else bool(data[0])
-        self.changed, self.last_ts, self.last_long_out = float(data[1]), float(data[2]), float(data[3])
+        self.changed, self.last_ts, self.last_long_out = number(data[1]), number(data[2]), number(data[3])
+
+    def shift(self, delta: float) -> None:
+        """The wall clock stepped: a step is no time in or out of bed (as HouseholdCondition.shift)."""
+        self.changed += delta
+        self.last_ts += delta
+        if self.last_long_out >= 0:
+            self.last_long_out += delta

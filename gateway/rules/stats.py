@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from citynerve.gateway.rules.snapdata import number, whole
+
 _MAD_TO_SIGMA = 1.2533  # mean absolute deviation of a normal distribution times this is its sigma
 
 
@@ -64,7 +66,7 @@ class Estimator:
         return [self.n, self.loc, self.spread]
 
     def restore(self, data: list[Any]) -> None:
-        self.n, self.loc, self.spread = int(data[0]), float(data[1]), float(data[2])
+        self.n, self.loc, self.spread = whole(data[0]), number(data[1]), number(data[2])
         s = _MAD_TO_SIGMA * self.spread if self.robust else math.sqrt(max(self.spread, 0.0))
         self._s = max(s, self._floor)
 
@@ -97,5 +99,5 @@ class SlotMin:
         return [self.last, list(self.values)]
 
     def restore(self, data: list[Any]) -> None:
-        self.last = int(data[0])
-        self.values = [float(v) for v in data[1]][-self.slots :]
+        self.last = whole(data[0])
+        self.values = [number(v) for v in data[1]][-self.slots :]

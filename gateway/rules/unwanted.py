@@ -35,9 +35,10 @@ from typing import TYPE_CHECKING, Any
 from citynerve.gateway.rules.coincidence import in_alarm_since
 from citynerve.gateway.rules.conditions import Condition
 from citynerve.gateway.rules.config import CompositeRule
+from citynerve.gateway.rules.snapdata import number, opt_number
 
 if TYPE_CHECKING:
-    from citynerve.gateway.rules.engine import RuleInstance
+    from citynerve.gateway.rules.instance import RuleInstance
 
 
 class UnwantedCondition(Condition):
@@ -90,7 +91,8 @@ class UnwantedCondition(Condition):
         return [self.opened, self.confirmed, list(self.times)]
 
     def restore(self, data: list[Any]) -> None:
-        self.opened, self.confirmed, self.times = data[0], bool(data[1]), [float(t) for t in data[2]]
+        self.opened, self.confirmed = opt_number(data[0]), bool(data[1])
+        self.times = [number(t) for t in data[2]][-self.count :]
 
     def shift(self, delta: float) -> None:
         if self.opened is not None:

@@ -150,6 +150,8 @@ async def test_maintenance_marks_alarms_and_ack_keeps_them_listed(tmp_path: Path
         ("override", {"device_id": "d1", "action_id": "nope", "on": True}, "bad_value"),
         ("override", {"device_id": "d1", "action_id": "shut_valve", "on": "yes"}, "bad_value"),
         ("reboot", {}, "bad_value"),
+        ("maintenance", {"device_id": "d1", "until_ms": 10**400}, "bad_value"),  # was a bare OverflowError
+        ("maintenance", {"device_id": "d1", "for_s": 10**400}, "bad_value"),
     ],
 )
 async def test_bad_requests_are_refused_with_a_reason(

@@ -372,3 +372,25 @@ def test_a_reloaded_device_list_keeps_the_state_of_unchanged_points() -> None:
     assert reported == [("meter-1", "total", 10.0), ("meter-2", "flow", 10.0)]  # flow: unchanged, held back
     p.submit(batch(30.0, temp=1))
     assert p.counters().unknown_points == 1
+
+
+def test_a_huge_unscaled_int_is_unknown_to_the_rules_and_the_batch_still_evaluates() -> None:
+    """An int beyond float range (kept exactly by the pipeline) is no number to a rule: the threshold
+    rule on it sees nothing, and the leak rule of the same batch still raises (it used to be lost with
+    the whole batch, and the device marked faulted, on OverflowError)."""
+    from citynerve.gateway.rules import RuleEngine, RulesConfig
+
+    pts = {"value": PointConfig(name="value"), "leak": PointConfig(name="leak")}
+    dev = device("d1", **pts)
+    rules = [
+        {"id": "hot", "kind": "threshold", "point": "value", "above": 10},
+        {"id": "leak", "kind": "boolean", "point": "leak"},
+    ]
+    e = RuleEngine(RulesConfig.model_validate({"rules": rules}), [dev])
+    sink = RecordingSink()
+    p = Pipeline({"d1": dev}, sink, e)
+    for big in (10**400, -(2**1024)):
+        p.submit(batch(1.0, "d1", value=big, leak=True))
+    assert [(ev.rule, ev.state) for ev in sink.events] == [("leak", EventState.RAISED)]
+    assert p.rule_errors == 0
+    assert e.instances["hot|d1"].alarm.phase.value == "idle"

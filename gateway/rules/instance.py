@@ -1,0 +1,143 @@
+"""A rule instance (one rule on one device), the conditions built for it, and what its events carry."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+from citynerve.gateway.api import DeviceConfig, Severity, Value
+from citynerve.gateway.rules.alarm import Alarm
+from citynerve.gateway.rules.conditions import (
+    AnomalyCondition,
+    BooleanCondition,
+    Condition,
+    MissingCondition,
+    OfflineCondition,
+    RateCondition,
+    ThresholdCondition,
+)
+from citynerve.gateway.rules.config import (
+    SEVERITY,
+    AnomalyRule,
+    BooleanRule,
+    CompositeRule,
+    ConsumptionRule,
+    MissingRule,
+    OfflineRule,
+    RateRule,
+    RoutineRule,
+    RuleConfig,
+    ThresholdRule,
+)
+from citynerve.gateway.rules.consumption import DayUse, SlidingUse, SlotUse
+from citynerve.gateway.rules.household import HouseholdRule
+from citynerve.gateway.rules.routine import RoutineCondition
+from citynerve.gateway.rules.suppression import QuietHours
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveAlarm:
+    """A raised alarm, for status pages and `citynerve status`."""
+
+    rule: str
+    device_id: str
+    kind: str
+    severity: Severity
+    raised_at: float
+    value: Value
+
+
+class CompositeCondition(Condition):
+    """All / any of other rules' alarms on the device active, or raised in order within a time."""
+
+    __slots__ = ("children", "mode", "within_s")
+
+    def __init__(self, rule: CompositeRule, children: list[RuleInstance]) -> None:
+        super().__init__()
+        self.mode, self.within_s, self.children = rule.mode, rule.within_s, children
+
+    def evaluate(self) -> bool:
+        active = [c.alarm.active for c in self.children]
+        self.value = sum(active)
+        if self.mode == "any":
+            return any(active)
+        if not all(active):
+            return False
+        if self.mode == "all":
+            return True
+        times = [c.raised_at for c in self.children]
+        in_order = all(a <= b for a, b in itertools.pairwise(times))
+        return in_order and times[-1] - times[0] <= self.within_s
+
+
+class RuleInstance:
+    """One rule on one device: its condition, its alarm and what its events carry."""
+
+    __slots__ = (
+        "alarm",
+        "attrs",
+        "away_ids",
+        "cond",
+        "device_id",
+        "key",
+        "kind",
+        "parents",
+        "quiet",
+        "raised_at",
+        "rule",
+        "severity",
+        "suppress_away",
+    )
+
+    def __init__(
+        self, rule: RuleConfig | HouseholdRule, device_id: str, cond: Condition, attrs: dict[str, Any]
+    ) -> None:
+        self.rule = rule
+        self.device_id = device_id
+        self.key = f"{rule.id}|{device_id}"
+        self.cond = cond
+        self.alarm = Alarm(rule.hold_s, rule.clear_hold_s)
+        self.kind = rule.event_kind
+        self.severity = SEVERITY[rule.severity]
+        self.attrs = attrs
+        self.quiet: list[QuietHours] = []
+        self.suppress_away = rule.suppress_when_away
+        self.away_ids: tuple[str, ...] = (device_id,)  # marked away: the device, or its household
+        self.parents: list[RuleInstance] = []
+        self.raised_at = 0.0
+
+
+def make_condition(rule: RuleConfig) -> Condition:
+    if isinstance(rule, ThresholdRule):
+        return ThresholdCondition(rule)
+    if isinstance(rule, BooleanRule):
+        return BooleanCondition(rule)
+    if isinstance(rule, RateRule):
+        return RateCondition(rule)
+    if isinstance(rule, MissingRule):
+        return MissingCondition(rule)
+    if isinstance(rule, OfflineRule):
+        return OfflineCondition()
+    if isinstance(rule, ConsumptionRule):
+        if rule.window == "sliding":
+            return SlidingUse(rule)
+        return DayUse(rule) if rule.window == "day" else SlotUse(rule)
+    if isinstance(rule, AnomalyRule):
+        return AnomalyCondition(rule)
+    if isinstance(rule, RoutineRule):
+        return RoutineCondition(rule)
+    raise TypeError(f"no condition for rule kind {rule.kind}")  # composites are built by the engine
+
+
+def device_attrs(device: DeviceConfig) -> dict[str, Any]:
+    """What every event of a device carries: where it is and which city component it is."""
+    attrs: dict[str, Any] = {
+        "location": device.location.model_dump(exclude_defaults=True),
+        "profile": device.profile,
+    }
+    if device.component_code:
+        attrs["component_code"] = device.component_code
+    if device.name:
+        attrs["device_name"] = device.name
+    return attrs

@@ -1,0 +1,47 @@
+"""Checks for values read back from a rules snapshot (JSON written by an older run, maybe damaged).
+
+A restore takes what it can: a value of the wrong type raises ValueError here, so the engine starts
+that one rule instance fresh instead of keeping a value that would raise on every reading or tick.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from citynerve.gateway.api import Value
+
+
+def number(v: Any) -> float:
+    """A finite number (a time, a total, a count), else ValueError."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ValueError(f"not a number: {v!r}")
+    try:
+        f = float(v)
+    except OverflowError:
+        raise ValueError(f"not a finite number: {v!r}") from None
+    if not math.isfinite(f):
+        raise ValueError(f"not a finite number: {v!r}")
+    return f
+
+
+def opt_number(v: Any) -> float | None:
+    """None, or a finite number."""
+    return None if v is None else number(v)
+
+
+def whole(v: Any) -> int:
+    """An index or a count: a finite number, as an int."""
+    return int(number(v))
+
+
+def value(v: Any) -> Value:
+    """What an event reports: None, bool, a finite number or text; anything else becomes None."""
+    if v is None or isinstance(v, bool | str):
+        return v
+    if isinstance(v, int | float):
+        try:
+            return v if math.isfinite(v) else None
+        except OverflowError:  # an int beyond float range
+            return None
+    return None
