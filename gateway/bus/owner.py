@@ -264,21 +264,11 @@ class BusOwner(DeviceStates):
     async def _open(self) -> bool:
         try:
             await self.driver.open()
-        except Exception as err:  # a driver's untyped error too: the channel stays down, the bus runs
+        except GatewayError as err:  # an untyped error is a driver bug: the supervisor's bus_fault
             self.counters.channel_errors += 1
-            if isinstance(err, ChannelError):
-                reason = err.reason
-            elif isinstance(err, GatewayError):
-                reason = str(err)
-            else:
-                reason = f"driver raised {type(err).__name__}: {err}"
+            reason = err.reason if isinstance(err, ChannelError) else str(err)
             if self.channel_error != reason:
-                log.error(
-                    "bus %s: cannot open channel: %s",
-                    self.bus.id,
-                    reason,
-                    exc_info=not isinstance(err, GatewayError),
-                )
+                log.error("bus %s: cannot open channel: %s", self.bus.id, reason)
             self.channel_error = reason
             await self._close()
             self._channel_backoff = min(

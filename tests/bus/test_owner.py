@@ -302,32 +302,3 @@ async def test_channel_that_cannot_open_is_retried_and_jobs_fail_clearly() -> No
         await task
     assert driver.opens == 1 and owner.channel_open is False  # closed on the way out
     assert any(r[0] == "d0" for r in driver.reads)
-
-
-async def test_a_driver_whose_open_raises_an_untyped_error_leaves_the_channel_down() -> None:
-    """Backstop: whatever a driver's open raises (here UnicodeError, a ValueError, as the IDNA codec
-    raised for a bad host name), the owner treats it as a channel error and keeps running."""
-
-    class UntypedOpen(ScriptedDriver):
-        async def open(self) -> None:
-            self.opens += 1
-            if self.opens <= 2:
-                raise UnicodeError("encoding with 'idna' codec failed (label empty or too long)")
-
-    owner, _, _ = make(1, backoff_initial_s=0.2)
-    driver = UntypedOpen(owner.bus, list(owner.devices.values()))
-    owner.driver = driver
-    task = asyncio.create_task(owner.run())
-    await asyncio.sleep(0.01)
-    assert not task.done()
-    assert owner.channel_open is False and "UnicodeError" in (owner.channel_error or "")
-    with pytest.raises(BusNotRunningError):
-        await owner.write("d0", "w", 1)
-    for _ in range(100):  # the third open succeeds: the bus polls
-        if driver.reads:
-            break
-        await asyncio.sleep(0.02)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert driver.opens == 3 and driver.reads and owner.counters.channel_errors == 2
