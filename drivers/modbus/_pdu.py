@@ -41,8 +41,8 @@ def split_reply(function: int, pdu: bytes, protocol: str = "modbus-tcp", request
     """The fields of the reply PDU to a request of `function`. Raises FrameError if it is not one.
 
     With the `request` PDU, the reply must also answer it: a read exactly its quantity (registers:
-    2 bytes each; bits: ceil(quantity / 8) bytes), a write (FC 5/6/15/16) echo its address and
-    value or quantity.
+    2 bytes each; bits: ceil(quantity / 8) bytes), a write (FC 5/6/15/16) echo its address (and
+    FC 15/16 its quantity).
     """
     try:
         reply = _split(function, pdu)
@@ -67,14 +67,19 @@ def _check_answers(request: bytes, pdu: bytes) -> None:
                 pdu,
                 fault=FrameFault.FUNCTION,
             )
-    elif function in (5, 6, 15, 16) and pdu[1:5] != request[1:5]:
-        what = "address and value" if function in (5, 6) else "address and quantity"
-        raise _frame_error(
-            f"write reply does not echo the request's {what} "
-            f"(sent {request[1:5].hex(' ')}, echoed {pdu[1:5].hex(' ')})",
-            pdu,
-            fault=FrameFault.FUNCTION,
-        )
+    elif function in (5, 6, 15, 16):
+        # The address (and for FC 15/16 the quantity) says which request a reply answers. The
+        # value of an FC 5/6 reply is not compared: a device that did not move is the action's
+        # read-back to find ('not_followed', MAJOR), not a framing fault.
+        end = 3 if function in (5, 6) else 5
+        if pdu[1:end] != request[1:end]:
+            what = "address" if function in (5, 6) else "address and quantity"
+            raise _frame_error(
+                f"write reply does not echo the request's {what} "
+                f"(sent {request[1:5].hex(' ')}, echoed {pdu[1:5].hex(' ')})",
+                pdu,
+                fault=FrameFault.FUNCTION,
+            )
 
 
 def _split(function: int, pdu: bytes) -> PduReply:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_config_owner import CONFIG, etc, uid_gid
+from .test_config_owner import CONFIG, RUN_AS_DAEMON, etc, uid_gid
 
 __all__ = ["etc"]  # the fixture: root:daemon 0750 folder, reachable
 
@@ -25,7 +25,7 @@ CITYNERVE = str(Path(sys.executable).with_name("citynerve"))
 
 def as_service_group(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["setpriv", "--reuid=daemon", "--regid=daemon", "--clear-groups", CITYNERVE, *args],
+        [*RUN_AS_DAEMON, CITYNERVE, *args],
         capture_output=True,
         text=True,
         check=False,

@@ -28,6 +28,13 @@ from citynerve.gateway.service.install import InstallPlan
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv"
 )
+# The gateway's own code run as the unprivileged user: it may read and enter every folder (the
+# checkout may sit where only root may enter, as a `mktemp -d` clone does) but writes only where
+# the permissions let it, which is what these tests are about.
+RUN_AS_DAEMON = (
+    *("setpriv", "--reuid=daemon", "--regid=daemon", "--clear-groups"),
+    *("--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"),
+)
 
 USER = "daemon"
 

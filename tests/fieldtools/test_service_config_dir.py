@@ -26,7 +26,7 @@ from citynerve.gateway.service import StepKind, plan_install, render_unit
 from citynerve.gateway.service.install import CONFIG_DIR_MODE
 from citynerve.gateway.service.unit import CONFIG_FILE
 
-from .test_config_owner import CONFIG, readable_by_service
+from .test_config_owner import CONFIG, RUN_AS_DAEMON, readable_by_service
 
 USER = "daemon"
 needs_root = pytest.mark.skipif(
@@ -98,7 +98,7 @@ def apply_as_service(config: Path, version: str, device: str) -> subprocess.Comp
     """What the gateway does for `config_apply`, run as the unprivileged service user."""
     return subprocess.run(
         [
-            *("setpriv", f"--reuid={USER}", f"--regid={USER}", "--clear-groups"),
+            *RUN_AS_DAEMON,
             *(sys.executable, "-c", APPLY, str(config), version, device),
         ],
         capture_output=True,

@@ -55,7 +55,7 @@ class TamperPeer:
             return unit + (7 if mode == "wrong_unit" else 0), bytes([out_fc, len(data)]) + data
         echo = bytearray(pdu[:5])
         if mode == "bad_echo":
-            echo[4] ^= 0x01  # the value (FC 5/6) or quantity (FC 15/16) the device says it wrote
+            echo[2] ^= 0x01  # the address the device says it wrote (another request's reply)
         return unit, bytes(echo)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -71,6 +71,9 @@ class Gateway:
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     (tmp_path / "opt" / "releases").mkdir(parents=True)
+    # the gateway's config, which loads: an update checks it before the bundle
+    org = 'org = { city = "310100", district = "310106", street = "310106013" }'
+    (tmp_path / "opt" / "gw.toml").write_text(f'[gateway]\nid = "gw-1"\n{org}\n')
     return tmp_path / "opt"
 
 
