@@ -6,6 +6,7 @@ Drivers import only this package from the gateway (ARCHITECTURE: drivers -> city
 from citynerve.gateway.api._clock import SYSTEM_CLOCK, Clock, SteadyWall, boot_id
 from citynerve.gateway.api._config import (
     ID_PATTERN,
+    MAX_SECRET_FILE_BYTES,
     STRICT,
     BusConfig,
     DeviceConfig,
@@ -17,6 +18,7 @@ from citynerve.gateway.api._config import (
     SecretPath,
     SerialSettings,
     is_id,
+    read_secret_file,
 )
 from citynerve.gateway.api._driver import (
     Driver,
@@ -60,6 +62,7 @@ from citynerve.gateway.api._timeouts import SerialTimeout
 
 __all__ = [
     "ID_PATTERN",
+    "MAX_SECRET_FILE_BYTES",
     "STRICT",
     "SYSTEM_CLOCK",
     "BusConfig",
@@ -105,6 +108,7 @@ __all__ = [
     "WriteRejectedError",
     "boot_id",
     "is_id",
+    "read_secret_file",
     "shortest_float32",
     "stop_task",
     "utc_now",

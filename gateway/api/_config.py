@@ -67,6 +67,20 @@ class SecretFile:
 
 SecretPath = Annotated[Path, SecretFile()]
 
+MAX_SECRET_FILE_BYTES = 16 * 1024
+"""Largest secret file read (a password, an HMAC key, a PEM public key are well under 4 KiB): a
+wrong path (a log, a disk image, /dev/zero) is refused, not read whole."""
+
+
+def read_secret_file(path: Path, max_bytes: int = MAX_SECRET_FILE_BYTES) -> bytes:
+    """The bytes of a small secret file. Raises OSError when it cannot be read and ValueError when
+    it is longer than `max_bytes` (the caller names the setting)."""
+    with path.open("rb") as f:
+        data = f.read(max_bytes + 1)  # bounded even where st_size says nothing (a pipe, a device)
+    if len(data) > max_bytes:
+        raise ValueError(f"{path}: longer than {max_bytes} bytes, not a key or password file")
+    return data
+
 
 class _Model(BaseModel):
     model_config = _STRICT

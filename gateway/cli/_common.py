@@ -102,3 +102,14 @@ __all__ = [
     "print_config_issues",
     "print_json",
 ]
+
+
+class FiniteRange(click.FloatRange):
+    """A float option within bounds that is also a number: click's FloatRange lets `nan` through
+    (every comparison with NaN is false), and a NaN timeout or duration hangs or spins the command."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        rv = super().convert(value, param, ctx)
+        if isinstance(rv, float) and rv != rv:
+            self.fail(f"{value!r} is not a number", param, ctx)
+        return rv

@@ -20,6 +20,7 @@ from citynerve.gateway.api import ConfigError, DriverSpec, GatewayError
 from citynerve.gateway.cli._common import (
     EXIT_FAILED,
     EXIT_INVALID,
+    FiniteRange,
     config_option,
     console,
     esc,
@@ -70,7 +71,7 @@ def ble() -> None:
 @ble.command("scan")
 @click.option(
     "--duration",
-    type=click.FloatRange(0.1, 300),
+    type=FiniteRange(0.1, 300),
     default=10.0,
     show_default=True,
     help="How long to listen, in seconds.",

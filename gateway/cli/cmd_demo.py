@@ -11,7 +11,7 @@ import click
 
 from citynerve.gateway.api import GatewayError
 from citynerve.gateway.cli import _common
-from citynerve.gateway.cli._common import fail
+from citynerve.gateway.cli._common import FiniteRange, fail
 from citynerve.gateway.cli._groups import main
 from citynerve.gateway.logs import setup_logging
 
@@ -23,7 +23,7 @@ SIM_PACKAGES = ("bumble", "amqtt")
 @click.option(
     "--duration",
     "duration_s",
-    type=float,
+    type=FiniteRange(min=0),
     default=60.0,
     show_default=True,
     help="Seconds to run; 0 runs until Ctrl-C.",

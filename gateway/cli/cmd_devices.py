@@ -19,6 +19,7 @@ from rich.table import Table
 from citynerve.gateway.api import ConfigError
 from citynerve.gateway.cli._common import (
     EXIT_INVALID,
+    FiniteRange,
     config_option,
     console,
     esc,
@@ -152,11 +153,11 @@ def _report(
 @click.option("--floor", default="", help="Floor, e.g. B1, 3.")
 @click.option("--room", default="", help="Room.")
 @click.option("--place", "text", default="", help="Free-text location, e.g. 'stairwell B'.")
-@click.option("--lat", type=click.FloatRange(-90, 90), help="Latitude.")
-@click.option("--lon", type=click.FloatRange(-180, 180), help="Longitude.")
+@click.option("--lat", type=FiniteRange(-90, 90), help="Latitude.")
+@click.option("--lon", type=FiniteRange(-180, 180), help="Longitude.")
 @click.option("--component-code", help="16-digit city component code.")
 @click.option("--tag", "tags", multiple=True, help="Tag (repeat).")
-@click.option("--poll-interval", type=click.FloatRange(0.01, 86400), help="Seconds between polls.")
+@click.option("--poll-interval", type=FiniteRange(0.01, 86400), help="Seconds between polls.")
 @click.option("--set", "extra", multiple=True, help="KEY=TOML_VALUE for driver fields, e.g. meter_type=16.")
 @click.option("--no-reload", is_flag=True, help="Do not ask a running gateway to reload.")
 @json_option

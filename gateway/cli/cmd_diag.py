@@ -19,6 +19,7 @@ from citynerve.gateway.cli import _common
 from citynerve.gateway.cli._common import (
     EXIT_FAILED,
     EXIT_INVALID,
+    FiniteRange,
     config_option,
     fail,
     json_option,
@@ -145,7 +146,7 @@ table_choice = click.Choice(["holding", "input", "coil", "discrete"])
 @click.option("--to", "last", type=click.IntRange(1, 247), default=247, show_default=True, help="Last unit.")
 @click.option("--table", type=table_choice, default="holding", show_default=True, help="Table to probe.")
 @click.option("--address", type=click.IntRange(0, 65535), default=0, show_default=True, help="Probe address.")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(0.01, 60), help="Per-unit timeout (s).")
+@click.option("--timeout", "timeout_s", type=FiniteRange(0.01, 60), help="Per-unit timeout (s).")
 @baud_option
 @parity_option
 @json_option

@@ -15,6 +15,7 @@ from citynerve.gateway.api import ConfigError, GatewayError
 from citynerve.gateway.cli._common import (
     EXIT_FAILED,
     EXIT_INVALID,
+    FiniteRange,
     config_option,
     console,
     err_console,
@@ -255,11 +256,11 @@ def _choose(
     "--to", "last", type=click.IntRange(1, 247), default=247, show_default=True, help="Modbus scan end."
 )
 @click.option(
-    "--ble-duration", type=click.FloatRange(1, 300), default=10.0, show_default=True, help="BLE scan (s)."
+    "--ble-duration", type=FiniteRange(1, 300), default=10.0, show_default=True, help="BLE scan (s)."
 )
 @click.option(
     "--search-timeout",
-    type=click.FloatRange(0.02, 5),
+    type=FiniteRange(0.02, 5),
     help="Meter search (DL/T 645, CJ/T 188): seconds to wait for a reply to each address pattern "
     "(default: the bus's timeout_s). Most patterns get no reply, so this sets the search's length.",
 )

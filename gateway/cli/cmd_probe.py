@@ -20,6 +20,7 @@ from citynerve.gateway.cli import _common
 from citynerve.gateway.cli._common import (
     EXIT_FAILED,
     EXIT_INVALID,
+    FiniteRange,
     config_option,
     fail,
     json_option,
@@ -49,7 +50,7 @@ def probe_options(f: Any) -> Any:
             click.option(
                 "--timeout",
                 "timeout_s",
-                type=click.FloatRange(0.05, 10),
+                type=FiniteRange(0.05, 10),
                 default=0.3,
                 show_default=True,
                 help="Reply timeout per device and setting (s).",

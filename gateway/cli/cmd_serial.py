@@ -25,6 +25,7 @@ from citynerve.gateway.api import ChannelError, DriverSpec, GatewayError, Listen
 from citynerve.gateway.cli._common import (
     EXIT_FAILED,
     EXIT_INVALID,
+    FiniteRange,
     config_option,
     console,
     esc,
@@ -146,7 +147,7 @@ def _probe_command(group: click.Group, protocol: str, title: str) -> None:
     @click.option(
         "--timeout",
         "timeout_s",
-        type=click.FloatRange(0.05, 30),
+        type=FiniteRange(0.05, 30),
         default=0.5,
         show_default=True,
         help="Reply timeout per rate (s).",
@@ -201,7 +202,7 @@ def _line_options(f: Any) -> Any:
             click.option(
                 "--timeout",
                 "timeout_s",
-                type=click.FloatRange(0.05, 30),
+                type=FiniteRange(0.05, 30),
                 default=1.0,
                 show_default=True,
                 help="Reply timeout (s).",
@@ -438,7 +439,7 @@ async def _watch(
 )
 @click.option(
     "--seconds",
-    type=click.FloatRange(0, 86400),
+    type=FiniteRange(0, 86400),
     default=0,
     show_default=True,
     help="Stop after this long (0: until Ctrl-C).",

@@ -8,7 +8,14 @@ from typing import Any
 
 import click
 
-from citynerve.gateway.cli._common import EXIT_FAILED, config_option, fail, json_option, print_json
+from citynerve.gateway.cli._common import (
+    EXIT_FAILED,
+    FiniteRange,
+    config_option,
+    fail,
+    json_option,
+    print_json,
+)
 from citynerve.gateway.cli._groups import main
 
 DEFAULT_ROOT = "/opt/citynerve"
@@ -40,9 +47,9 @@ def _switch_options(f: Any) -> Any:
         show_default=True,
         help="What runs the gateway: the systemd unit, or a detached `citynerve run` (no systemd).",
     )(f)
-    f = click.option("--deadline", type=float, default=120.0, show_default=True,
+    f = click.option("--deadline", type=FiniteRange(1, 86400), default=120.0, show_default=True,
                      help="Seconds the new release has to become healthy.")(f)  # fmt: skip
-    f = click.option("--settle", type=float, default=5.0, show_default=True,
+    f = click.option("--settle", type=FiniteRange(0, 3600), default=5.0, show_default=True,
                      help="Seconds between the two health checks that confirm it.")(f)  # fmt: skip
     f = click.option("--no-wait", is_flag=True, help="Return once the watchdog has taken over.")(f)
     f = click.option("--request-id", default="", help="Id of the platform command that asked.")(f)

@@ -12,6 +12,7 @@ from rich.table import Table
 from citynerve.gateway.cli._common import (
     EXIT_FAILED,
     EXIT_INVALID,
+    FiniteRange,
     config_option,
     console,
     esc,
@@ -32,7 +33,7 @@ _STYLE = {Verdict.PASS: "[green]pass[/]", Verdict.FAIL: "[bold red]FAIL[/]", Ver
 @click.option(
     "--timeout",
     "timeout_s",
-    type=click.FloatRange(0.1, 120),
+    type=FiniteRange(0.1, 120),
     default=5.0,
     show_default=True,
     help="Seconds allowed for each step.",

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
-from citynerve.gateway.api import STRICT, ConfigError, ConfigIssue, FiniteFloat, SecretPath
+from citynerve.gateway.api import STRICT, ConfigError, ConfigIssue, FiniteFloat, SecretPath, read_secret_file
 
 _STRICT = STRICT
 
@@ -288,7 +288,7 @@ class UpstreamConfig(_Model):
         """
         if self.password_file is not None:
             try:
-                text = self.password_file.read_text(encoding="utf-8").strip()
+                text = read_secret_file(self.password_file).decode("utf-8").strip()
             except OSError as err:
                 raise ConfigError(
                     [
@@ -296,6 +296,10 @@ class UpstreamConfig(_Model):
                             str(self.password_file), "upstream.password_file", f"cannot read: {err.strerror}"
                         )
                     ]
+                ) from err
+            except ValueError as err:  # over the bound, or not UTF-8 (UnicodeDecodeError)
+                raise ConfigError(
+                    [ConfigIssue(str(self.password_file), "upstream.password_file", str(err))]
                 ) from err
             return SecretStr(text)
         if self.password_env is not None:
@@ -317,16 +321,11 @@ def load_upstream_table(path: Path) -> UpstreamConfig:
 
     Raises ConfigError naming the file and key path of every problem.
     """
-    import tomllib
-
     from pydantic import ValidationError
 
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise ConfigError([ConfigIssue(str(path), "", f"cannot read: {err.strerror}")]) from err
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError([ConfigIssue(str(path), "", f"not valid TOML: {err}")]) from err
+    from citynerve.gateway.config.tomlfile import read_toml
+
+    data = read_toml(path)
     table = data.get("upstream")
     if not isinstance(table, dict):
         raise ConfigError([ConfigIssue(str(path), "upstream", "missing [upstream] table")])

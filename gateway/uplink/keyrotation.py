@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from citynerve.gateway.api import Event
+from citynerve.gateway.api import Event, read_secret_file
 from citynerve.gateway.uplink.commands import Caller, KeyValueState
 from citynerve.gateway.uplink.config import CommandsConfig
 from citynerve.gateway.uplink.encoding import RejectReason
@@ -50,8 +50,8 @@ def configured_key_file(cfg: CommandsConfig, key_id: str) -> Path | None:
 
 def _file_hash(path: Path | None) -> str | None:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest() if path is not None else None
-    except OSError:
+        return hashlib.sha256(read_secret_file(path)).hexdigest() if path is not None else None
+    except (OSError, ValueError):
         return None
 
 
@@ -104,7 +104,7 @@ class CommandKeyRotation:
                 if _file_hash(configured_key_file(cfg, key_id)) != rec.get("configured_sha256"):
                     log.warning("command key %s provisioned again since rotated: rotation dropped", key_id)
                     continue
-                material = bytes.fromhex(Path(str(rec["file"])).read_text().strip())
+                material = bytes.fromhex(read_secret_file(Path(str(rec["file"]))).decode("ascii").strip())
                 verifier = _verifier(str(rec["alg"]), material)
                 left = float(rec.get("old_until", 0)) - self._wall()
                 ring.rotate(key_id, verifier, old_until_mono=time.monotonic() + left if left > 0 else None)

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import rfc8785
 
+from citynerve.gateway.api import read_secret_file
+
 if TYPE_CHECKING:  # imported where used: HMAC needs only the stdlib, and cryptography costs ~6 MB RSS
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -99,7 +101,7 @@ class CommandVerifier:
             from cryptography.hazmat.primitives import serialization
             from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-            data = ed25519_public_key_file.read_bytes()
+            data = read_secret_file(ed25519_public_key_file)
             if len(data) == 32:
                 return cls.ed25519(Ed25519PublicKey.from_public_bytes(data))
             key = serialization.load_pem_public_key(data)
@@ -141,7 +143,7 @@ class CommandVerifier:
 
 def read_hmac_key(path: Path) -> bytes:
     """An HMAC key file: hex (64+ hex digits) is decoded, anything else is used as UTF-8 text, stripped."""
-    text = path.read_text(encoding="utf-8").strip()
+    text = read_secret_file(path).decode("utf-8").strip()
     try:
         if len(text) >= 32 and len(text) % 2 == 0:
             return bytes.fromhex(text)

@@ -80,3 +80,41 @@ def test_load_upstream_table(tmp_path: Path) -> None:
     f.write_text("not toml [")
     with pytest.raises(ConfigError):
         load_upstream_table(f)
+
+
+def test_secret_files_are_read_bounded_with_typed_errors(tmp_path: Path) -> None:
+    """A password or command key setting pointed at the wrong file (a log, /dev/zero) is refused
+    with the setting named, never read whole."""
+    from citynerve.gateway.api import MAX_SECRET_FILE_BYTES
+    from citynerve.gateway.uplink.config import CommandsConfig
+    from citynerve.gateway.uplink.keys import load_key_ring
+
+    big = tmp_path / "syslog"
+    big.write_bytes(b"x" * (MAX_SECRET_FILE_BYTES + 1))
+    for wrong in (big, Path("/dev/zero")):
+        c = UpstreamConfig(brokers=("mqtt://x",), username="gw", password_file=wrong)
+        with pytest.raises(ConfigError) as err:
+            c.password()
+        assert err.value.issues[0].path == "upstream.password_file"
+        assert f"longer than {MAX_SECRET_FILE_BYTES} bytes" in err.value.issues[0].message
+        for key in ("hmac_key_file", "ed25519_public_key_file"):
+            cmds = CommandsConfig.model_validate({"enabled": True, key: str(wrong)})
+            with pytest.raises(ConfigError) as err:
+                load_key_ring(cmds)
+            assert err.value.issues[0].path == f"upstream.commands.{key}"
+    latin = tmp_path / "pw-latin1"
+    latin.write_bytes("pässword".encode("latin-1"))
+    c = UpstreamConfig(brokers=("mqtt://x",), username="gw", password_file=latin)
+    with pytest.raises(ConfigError) as err:
+        c.password()
+    assert err.value.issues[0].path == "upstream.password_file"
+    at_bound = tmp_path / "pw-long"
+    at_bound.write_bytes(b"p" * MAX_SECRET_FILE_BYTES)
+    c = UpstreamConfig(brokers=("mqtt://x",), username="gw", password_file=at_bound)
+    assert c.password().get_secret_value() == "p" * MAX_SECRET_FILE_BYTES  # type: ignore[union-attr]
+
+
+def test_load_upstream_table_is_bounded(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_upstream_table(Path("/dev/zero"))
+    assert "larger than" in err.value.issues[0].message
