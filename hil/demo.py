@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from citynerve.gateway.api import GatewayError
 from citynerve.gateway.config import load_config
@@ -107,7 +108,7 @@ async def run_demo(
         else:
             building = await stack.enter_async_context(DemoBuilding())
             steps_of = scenario(building)
-        console.print(f"[bold]building[/] {building.describe()}", highlight=False)
+        console.print(f"[bold]building[/] {escape(building.describe())}", highlight=False)
 
         last_data = 0.0
 
@@ -139,7 +140,7 @@ async def run_demo(
         cfg = load_config(config_path)
         console.print(
             f"[bold]gateway[/] {cfg.gateway.id}: {len(cfg.buses)} buses, {len(cfg.devices)} devices "
-            f"(config {config_path}); status page http://127.0.0.1:{web_port}/ and /metrics",
+            f"(config {escape(str(config_path))}); status page http://127.0.0.1:{web_port}/ and /metrics",
             highlight=False,
         )
         stop = asyncio.Event()
@@ -209,7 +210,7 @@ async def _wait(task: asyncio.Task[None], duration_s: float) -> None:
 async def _play(steps: list[Step], started: float, console: Console) -> None:
     for at, what, action in sorted(steps, key=lambda s: s[0]):
         await asyncio.sleep(max(0.0, started + at - time.monotonic()))
-        console.print(f"[bold magenta]scenario[/] t={at:.0f}s {what}", highlight=False)
+        console.print(f"[bold magenta]scenario[/] t={at:.0f}s {escape(what)}", highlight=False)
         result = action()
         if isinstance(result, Awaitable):
             await result

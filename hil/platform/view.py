@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from citynerve.hil.platform.consumer import Arrival
@@ -17,16 +18,17 @@ def _hms(ts_ms: int) -> str:
 
 
 def format_arrival(a: Arrival, *, max_readings: int = 3) -> list[str]:
-    """Lines (rich markup) that describe one arriving message."""
+    """Lines (rich markup) that describe one arriving message; what the gateway sent is escaped."""
     b = a.body
     if a.kind == "events":
         out = []
         for e in b["events"]:
             colour = "red" if e["severity_level"] >= 3 and e["state"] == "raised" else "yellow"
-            out.append(
-                f"[{colour}]ALARM[/] {_hms(e['ts_ms'])} {a.gateway_id}/{e['device_id']} {e['kind']} "
+            text = (
+                f"{_hms(e['ts_ms'])} {a.gateway_id}/{e['device_id']} {e['kind']} "
                 f"{e['state']} ({e['severity']}) seq={e['seq']} {e['message']}"
             )
+            out.append(f"[{colour}]ALARM[/] {escape(text)}")
         return out
     if a.kind == "telemetry":
         rs = b["readings"]
@@ -34,14 +36,15 @@ def format_arrival(a: Arrival, *, max_readings: int = 3) -> list[str]:
         more = f" (+{len(rs) - max_readings} more)" if len(rs) > max_readings else ""
         dup = f" [dim]{a.ingested.duplicates} dup[/]" if a.ingested and a.ingested.duplicates else ""
         gap = " [red]GAP[/]" if a.ingested and a.ingested.gap else ""
-        return [f"[green]data[/]  {a.gateway_id} seq {b['first_seq']}..{b['seq']}: {shown}{more}{dup}{gap}"]
+        text = escape(f"{a.gateway_id} seq {b['first_seq']}..{b['seq']}: {shown}{more}")
+        return [f"[green]data[/]  {text}{dup}{gap}"]
     if a.kind == "status":
-        return [f"[cyan]status[/] {a.gateway_id} {b['state']} (backlog {json.dumps(b.get('backlog', {}))})"]
+        text = f"{a.gateway_id} {b['state']} (backlog {json.dumps(b.get('backlog', {}))})"
+        return [f"[cyan]status[/] {escape(text)}"]
     if a.kind == "inventory":
-        return [f"[cyan]inventory[/] {a.gateway_id}: {len(b['devices'])} devices"]
-    return [
-        f"[magenta]result[/] {a.gateway_id} {b.get('command_id')}: {b.get('outcome')} {b.get('reason') or ''}"
-    ]
+        return [f"[cyan]inventory[/] {escape(a.gateway_id)}: {len(b['devices'])} devices"]
+    text = f"{a.gateway_id} {b.get('command_id')}: {b.get('outcome')} {b.get('reason') or ''}"
+    return [f"[magenta]result[/] {escape(text)}"]
 
 
 def print_platform_view(store: PlatformStore, console: Console | None = None) -> None:
@@ -61,7 +64,7 @@ def print_platform_view(store: PlatformStore, console: Console | None = None) ->
         table.add_column(col)
     for v in store.lanes():
         table.add_row(
-            v.gateway_id,
+            escape(v.gateway_id),
             v.lane,
             str(v.rows),
             str(v.contiguous),
@@ -77,5 +80,6 @@ def print_platform_view(store: PlatformStore, console: Console | None = None) ->
         for e in events:
             console.print(
                 f"  {_hms(e['ts_ms'])} {gw}/{e['device_id']} {e['kind']} {e['state']} "
-                f"({e['severity']}) {e['message']}"
+                f"({e['severity']}) {e['message']}",
+                markup=False,  # a device's text (a panel's location "[/]") is printed as it is
             )

@@ -269,3 +269,30 @@ async def test_consumer_survives_garbage(broker: MosquittoBroker, tmp_path: Path
 
 async def _has(c: PlatformConsumer) -> bool:
     return await c.query(lambda s: s.lane(GW, "telemetry")) is not None
+
+
+def test_the_live_view_prints_gateway_text_as_it_is() -> None:
+    """A fire panel's location or a device id with brackets ("[/]", "[bold]") is shown literally,
+    never read as rich markup (a "[/]" raised MarkupError and ended the consumer's live view)."""
+    from citynerve.hil.platform.consumer import Arrival
+
+    event = {
+        "ts_ms": 0, "device_id": "panel[/]", "kind": "fire_alarm", "state": "raised", "severity": "CRITICAL",
+        "severity_level": 4, "seq": 7, "message": "loop 1 zone 3 [/] stairwell [bold]B[/bold]",
+    }  # fmt: skip
+    reading = {"device_id": "m[1]", "point": "p", "value": "[/]", "unit": "", "ts_ms": 0, "quality": "good"}
+    arrivals = [
+        Arrival("events", "gw[x]", {"events": [event]}, None),
+        Arrival("telemetry", "gw[x]", {"readings": [reading], "first_seq": 1, "seq": 1}, None),
+        Arrival("status", "gw[x]", {"state": "[/]online", "backlog": {"[/]": 1}}, None),
+        Arrival("inventory", "gw[x]", {"devices": []}, None),
+        Arrival("result", "gw[x]", {"command_id": "[/]", "outcome": "ok", "reason": "[red]"}, None),
+    ]
+    out = io.StringIO()
+    console = Console(file=out, width=200)
+    for a in arrivals:
+        for line in format_arrival(a):
+            console.print(line)
+    text = out.getvalue()
+    assert "loop 1 zone 3 [/] stairwell [bold]B[/bold]" in text and "gw[x]/panel[/]" in text, text
+    assert "m[1].p=[/]" in text and "[/]online" in text and "[red]" in text, text
