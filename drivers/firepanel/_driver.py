@@ -32,6 +32,11 @@ IDLE_FLUSH_S = 2.0  # a line the printer never ends (no CR/LF) is taken after th
 # The listener reads all the time; this only bounds what piles up while the event loop is held up
 # elsewhere (68 s of a 9600-baud printer), oldest bytes dropped and counted (`line_dropped_bytes`).
 LISTEN_PENDING = 65_536
+MAX_ACTIVE = 4096
+"""Raised-and-not-cleared records kept per panel: a large panel has 20 loops of 200 devices, but a
+noisy or hostile print stream names any of 10^6 loop-devices per kind, and the table is counted
+on every line. Past it a record still raises its event (never lost); it is only not remembered,
+so a repeat raises again and its clear is passed on as heard (`untracked`, in `diag` status)."""
 _ALARMS = frozenset({RecordKind.FIRE, RecordKind.SMOKE})
 _FAULTS = frozenset({RecordKind.PANEL_FAULT, RecordKind.MAINS_FAULT, RecordKind.BATTERY_FAULT})
 # Reports, never active: the panel does not print a clear for them.
@@ -57,6 +62,7 @@ class PanelState:
     records: int = 0
     raw_lines: int = 0
     parser_errors: int = 0
+    untracked: int = 0  # records raised but not remembered: the table was full (MAX_ACTIVE)
 
     def count(self, kinds: frozenset[RecordKind]) -> int:
         return sum(1 for kind, _ in self.active if kind in kinds)
@@ -147,7 +153,16 @@ class PanelStream:
             active[key] = record  # the panel repeats an active alarm: no second RAISED
             return out
         if record.kind not in (RecordKind.SILENCED, RecordKind.SELF_TEST, RecordKind.LINKAGE_FEEDBACK):
-            active[key] = record
+            if len(active) < MAX_ACTIVE:
+                active[key] = record
+            else:
+                if not self.state.untracked:
+                    log.warning(
+                        "panel %s: %d records raised and not cleared: later ones are passed on, not kept",
+                        self.device.id,
+                        MAX_ACTIVE,
+                    )
+                self.state.untracked += 1
         out.append(self._event(record, EventState.RAISED, now))
         return out
 
@@ -247,6 +262,7 @@ class FirePanelDriver(ListenDriver[FirePanelBusConfig, FirePanelDevice]):
                     "records": stream.state.records,
                     "raw_lines": stream.state.raw_lines,
                     "parser_errors": stream.state.parser_errors,
+                    "untracked": stream.state.untracked,
                     **stream.guard.status(),
                     "active": [
                         {

@@ -160,3 +160,40 @@ def test_one_big_chunk_reads_like_many_small_ones(pieces: list[bytes], cuts: lis
         pos += cut
     items += split.feed(data[pos:])
     assert summary(split, items) == expected
+
+
+def test_the_raised_table_is_bounded_and_no_alarm_is_lost_past_it() -> None:
+    """A print stream naming thousands of loop-devices (noise, a wrong panel model, a hostile line)
+    cannot grow the table without bound: past MAX_ACTIVE a record still raises its event and its
+    clear is passed on; it is only not remembered (counted in `untracked`)."""
+    from citynerve.drivers.firepanel._driver import MAX_ACTIVE
+
+    stream = PanelStream(panel())
+    lines = [
+        f"首次火警  08/12/02 17:24  L{n // 1000:03d}D{n % 1000:03d}  感烟探测器  房间{n}"
+        for n in range(MAX_ACTIVE + 500)
+    ]
+    raised = fire_events(stream.feed("\r\n".join(lines).encode("gb18030") + b"\r\n"))
+    assert len(raised) == MAX_ACTIVE + 500  # every alarm reached the gateway
+    assert len(stream.state.active) == MAX_ACTIVE and stream.state.untracked == 500
+    fault = [
+        e
+        for e in stream.feed("故障  08/12/02 17:30  L900D900  感烟探测器\r\n".encode("gb18030"))
+        if isinstance(e, Event)
+    ]
+    assert [(e.kind, str(e.state)) for e in fault] == [
+        ("panel_fault", "raised")
+    ] and stream.state.untracked == 501
+    back = [
+        e
+        for e in stream.feed("故障恢复  08/12/02 17:31  L900D900\r\n".encode("gb18030"))
+        if isinstance(e, Event)
+    ]
+    assert [(e.subject, e.state) for e in back] == [("900-900", EventState.CLEARED)]  # its clear is passed on
+    values = {
+        s.point: s.value
+        for b in stream.feed(lines[0].encode("gb18030") + b"\r\n")
+        if isinstance(b, SampleBatch)
+        for s in b.samples
+    }
+    assert values["alarms"] == MAX_ACTIVE and values["fire"] is True
