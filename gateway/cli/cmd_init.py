@@ -171,6 +171,7 @@ def _discover(
                 ble_duration_s=ble_s,
                 progress=step,
                 search_note=search,
+                search_timeout_s=search_timeout_s,
             )
         )
     return list(result.found), list(result.problems), result.route

@@ -54,3 +54,15 @@ def test_in_range_values_still_pass() -> None:
     assert t.convert("0.5", None, None) == 0.5
     with pytest.raises(click.BadParameter):
         t.convert("inf", None, None)
+
+
+def test_probe_timeouts_are_bounded_where_the_probe_action_bounds_them() -> None:
+    """The probe action takes a timeout in (0, 5] s: a larger one is refused by the CLI at once
+    (exit 2), not after loading the config as a failed action (exit 1)."""
+
+    probes = {path: p for path, p in _float_options() if path[-1] == "probe" and p.name == "timeout_s"}
+    assert set(probes) == {("diag", family, "probe") for family in ("cjt188", "dlt645", "modbus")}
+    for path, p in probes.items():
+        assert isinstance(p.type, FiniteRange) and p.type.max == 5, path
+    result = CliRunner().invoke(main, ["diag", "modbus", "probe", "--bus", "b", "--timeout", "8"])
+    assert result.exit_code == 2 and "0.05<=x<=5" in result.output, result.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,10 +82,21 @@ def test_time_estimate_from_the_baud_rate() -> None:
     assert 250 < estimate_s("dlt645", 30, 2400, 1.0) < 400
 
 
-async def test_init_shows_the_estimate_and_the_meters_found(short_dir: Path) -> None:
+async def test_init_shows_the_estimate_and_the_meters_found(
+    short_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from click.testing import CliRunner
 
-    from citynerve.gateway.cli import main
+    from citynerve.gateway.cli import cmd_init, main
+
+    asked: list[object] = []
+    real_discover = cmd_init.discover
+
+    async def discover(*args: Any, **kwargs: Any) -> Any:  # the real search, its settings recorded
+        asked.append(kwargs.get("search_timeout_s"))
+        return await real_discover(*args, **kwargs)
+
+    monkeypatch.setattr(cmd_init, "discover", discover)
 
     meters = [SimDlt645Meter("310106000001", phases=1), SimDlt645Meter("310106000002", phases=1)]
     async with SerialMeterBus(meters=meters, baudrate=2400, wire_time=False) as bus:
@@ -97,3 +109,4 @@ async def test_init_shows_the_estimate_and_the_meters_found(short_dir: Path) -> 
     assert r.exit_code == 0, r.output
     assert "meter search on riser (2400 baud, 0.3 s per silent question): about" in r.output
     assert "added 2 devices" in r.output
+    assert asked == [0.3]  # --search-timeout reaches the search (it was shown in the estimate only)
