@@ -10,7 +10,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from citynerve.gateway.api import ConfigError
+from citynerve.gateway.api import ConfigError, ConfigIssue
 from citynerve.gateway.cli._common import (
     EXIT_FAILED,
     EXIT_INVALID,
@@ -57,7 +57,8 @@ def import_register(config_path: Path, register: Path, dry_run: bool, as_json: b
     number, building, floor, room, type, component_code, name) into the commissioned devices: each
     row's place, component code and name go into the device with that address. Rows that match no
     device on the bus, types that are not the device's class, and devices the register does not list
-    are reported; exit 1 when there are any (the matching rows are still taken)."""
+    are reported; so are rows whose values the config check refuses (a 15-digit component code):
+    those are not taken. Exit 1 when there are any (the matching rows are still taken)."""
     classes, bus_keys = _classes(config_path)
     try:
         rows = read_register(register)
@@ -66,18 +67,28 @@ def import_register(config_path: Path, register: Path, dry_run: bool, as_json: b
         fail(str(err), EXIT_INVALID)
     changed, report = apply_register(rows, editor.devices(), classes, bus_keys)
     backup = None
-    if changed and not dry_run:
-        text = editor.text
-        for device_id, entry in changed.items():
-            text = editor.replace(text, device_id, entry)
+    if changed:
         try:
-            _cfg, backup = editor.save(text)
-        except ConfigError as err:
+            # Each changed entry is judged on its own: one bad row never refuses the others.
+            text, refused = editor.replace_valid(changed)
+        except ConfigEditError as err:  # devices written as an inline array
+            fail(str(err), EXIT_INVALID)
+        except ConfigError as err:  # rows that pass one by one but not together
             print_config_issues(err)
             console.print(f"{config_path} was not changed", highlight=False, markup=False)
             sys.exit(EXIT_INVALID)
-        except ConfigEditError as err:  # the folder or the disk refused the write
-            fail(str(err))
+        for device_id, issues in refused.items():
+            report.refuse(device_id, "; ".join(_in_entry(i) for i in issues))
+            del changed[device_id]
+        if changed and not dry_run:
+            try:
+                _cfg, backup = editor.save(text)
+            except ConfigError as err:
+                print_config_issues(err)
+                console.print(f"{config_path} was not changed", highlight=False, markup=False)
+                sys.exit(EXIT_INVALID)
+            except ConfigEditError as err:  # the folder or the disk refused the write
+                fail(str(err))
     result: dict[str, Any] = {
         "config": str(config_path),
         "register": str(register),
@@ -94,6 +105,13 @@ def import_register(config_path: Path, register: Path, dry_run: bool, as_json: b
         raise SystemExit(EXIT_FAILED)
 
 
+def _in_entry(issue: ConfigIssue) -> str:
+    """An issue within a device's entry, as a register row's problem: `component_code: expected ...`."""
+    head, sep, rest = issue.path.partition("]")
+    key = rest.lstrip(".") if sep and head.startswith("devices[") else issue.path
+    return f"{key}: {issue.message}" if key else issue.message
+
+
 def _show(result: dict[str, Any], dry_run: bool) -> None:
     verb = "would take" if dry_run else "took"
     console.print(
@@ -101,7 +119,11 @@ def _show(result: dict[str, Any], dry_run: bool) -> None:
         highlight=False,
     )
     if not (
-        result["not_on_bus"] or result["type_mismatch"] or result["duplicates"] or result["not_in_register"]
+        result["not_on_bus"]
+        or result["type_mismatch"]
+        or result["duplicates"]
+        or result["not_in_register"]
+        or result["invalid"]
     ):
         console.print("[green]the register and the bus agree[/]")
         return
@@ -116,6 +138,12 @@ def _show(result: dict[str, Any], dry_run: bool) -> None:
         t.add_row(str(r["line"]), esc(r["address"]), esc(what))
     for r in result["duplicates"]:
         t.add_row(str(r["line"]), esc(r["address"]), f"given twice (first on line {r['first_line']})")
+    for r in result["invalid"]:
+        t.add_row(
+            str(r.get("line", "-")),
+            esc(r.get("address", "")),
+            esc(f"not taken into {r['device']}: {r['why']}"),
+        )
     for dev in result["not_in_register"]:
         t.add_row("-", esc(dev), "on the bus, not in the register")
     console.print(t)

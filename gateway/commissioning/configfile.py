@@ -23,6 +23,7 @@ import tomli_w
 from citynerve.gateway.api import ConfigError, ConfigIssue, GatewayError, PermanentError
 from citynerve.gateway.atomicfile import NewFileOwner, replace_file
 from citynerve.gateway.config import GatewayConfig, load_config
+from citynerve.gateway.config.tomlfile import read_toml_text
 from citynerve.gateway.control import ControlError, GatewayNotRunningError, ask
 
 
@@ -144,6 +145,7 @@ def validate_text(path: Path, text: str) -> GatewayConfig:
             os.unlink(tmp)
 
 
+INLINE_DEVICES = "devices written as an inline array cannot be edited; write them as [[devices]] blocks"
 _HEADER = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.\"' -]+?)\s*\]\]?\s*(#.*)?$")
 
 
@@ -175,15 +177,15 @@ class DeviceListEditor:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            self.text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigEditError(path, "no such file") from None
-        except (OSError, UnicodeDecodeError) as err:
-            raise ConfigEditError(path, f"cannot read: {err}") from err
-        try:
-            self.data = tomllib.loads(self.text)
-        except tomllib.TOMLDecodeError as err:
-            raise ConfigEditError(path, f"not valid TOML: {err}") from err
+            # Bounded like every config read: size, and nesting that would escape as RecursionError.
+            self.text, self.data = read_toml_text(path)
+        except ConfigError as err:
+            raise ConfigEditError(path, "; ".join(i.message for i in err.issues)) from None
+
+    def _editable(self) -> None:
+        """Edits work on `[[devices]]` blocks; `devices = [{...}, ...]` has none to cut or rewrite."""
+        if "devices" in self.data and not _blocks(self.text.splitlines(keepends=True)):
+            raise ConfigEditError(self.path, INLINE_DEVICES)
 
     def devices(self) -> list[dict[str, Any]]:
         raw = self.data.get("devices", [])
@@ -191,6 +193,7 @@ class DeviceListEditor:
 
     def add(self, *entries: dict[str, Any]) -> str:
         """The config text with each entry appended as a `[[devices]]` block."""
+        self._editable()
         ids = [d.get("id") for d in self.devices()]
         text = self.text if self.text.endswith("\n") or not self.text else self.text + "\n"
         for entry in entries:
@@ -203,6 +206,7 @@ class DeviceListEditor:
 
     def remove(self, device_id: str) -> str:
         """The config text without the `[[devices]]` block whose id is `device_id`."""
+        self._editable()
         lines = self.text.splitlines(keepends=True)
         for start, end in _blocks(lines):
             try:
@@ -229,6 +233,7 @@ class DeviceListEditor:
     def replace(self, text: str, device_id: str, entry: dict[str, Any]) -> str:
         """`text` with the `[[devices]]` block of `device_id` rewritten from `entry`, in place (the
         comment lines above it stay; comments inside the block do not survive)."""
+        self._editable()
         lines = text.splitlines(keepends=True)
         for start, end in _blocks(lines):
             try:
@@ -244,6 +249,47 @@ class DeviceListEditor:
                 block = dump_toml({"devices": [entry]}).lstrip("\n")
                 return "".join(lines[:start]) + block + "".join(lines[end:])
         raise ConfigEditError(self.path, f"no device {device_id!r}")
+
+    def replace_valid(self, entries: dict[str, dict[str, Any]]) -> tuple[str, dict[str, list[ConfigIssue]]]:
+        """The config text with each entry's block rewritten, except the entries the config check
+        refuses: those are returned with their issues, by device id, and left as they were.
+
+        One check of all entries at once; an issue in a changed device's entry (`devices[i]`, named
+        by its id) takes that entry out and the rest is checked again. Issues that name no changed
+        entry get each entry checked on its own; entries that pass alone but fail together raise
+        ConfigError (then nothing can be taken safely)."""
+        pending = dict(entries)
+        refused: dict[str, list[ConfigIssue]] = {}
+        while True:
+            text = self.text
+            for device_id, entry in pending.items():
+                text = self.replace(text, device_id, entry)
+            if not pending:
+                return text, refused
+            try:
+                validate_text(self.path, text)
+                return text, refused
+            except ConfigError as err:
+                blamed: dict[str, list[ConfigIssue]] = {}
+                for issue in err.issues:
+                    if issue.path.startswith("devices[") and issue.subject in pending:
+                        blamed.setdefault(issue.subject, []).append(issue)
+                if not blamed:
+                    blamed = self._refused_alone(pending)
+                if not blamed:
+                    raise
+            for device_id, issues in blamed.items():
+                refused[device_id] = issues
+                del pending[device_id]
+
+    def _refused_alone(self, entries: dict[str, dict[str, Any]]) -> dict[str, list[ConfigIssue]]:
+        out: dict[str, list[ConfigIssue]] = {}
+        for device_id, entry in entries.items():
+            try:
+                validate_text(self.path, self.replace(self.text, device_id, entry))
+            except ConfigError as err:
+                out[device_id] = list(err.issues)
+        return out
 
     def save(self, text: str) -> tuple[GatewayConfig, Path | None]:
         """Validate `text` as the new config; if valid, replace the file (with a backup).

@@ -197,10 +197,20 @@ class ImportReport:
     type_mismatch: list[dict[str, Any]] = field(default_factory=list)
     duplicates: list[dict[str, Any]] = field(default_factory=list)
     not_in_register: list[str] = field(default_factory=list)  # device ids no row names
+    invalid: list[dict[str, Any]] = field(default_factory=list)  # rows the config check refused
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # device id -> the row it took
 
     @property
     def clean(self) -> bool:
-        return not (self.not_on_bus or self.type_mismatch or self.duplicates or self.not_in_register)
+        return not (
+            self.not_on_bus or self.type_mismatch or self.duplicates or self.not_in_register or self.invalid
+        )
+
+    def refuse(self, device_id: str, why: str) -> None:
+        """The row `device_id` took is not taken after all (its values fail the config check)."""
+        self.invalid.append({**self.rows.get(device_id, {}), "device": device_id, "why": why})
+        if device_id in self.updated:
+            self.updated.remove(device_id)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -209,6 +219,7 @@ class ImportReport:
             "type_mismatch": self.type_mismatch,
             "duplicates": self.duplicates,
             "not_in_register": self.not_in_register,
+            "invalid": self.invalid,
             "clean": self.clean,
         }
 
@@ -289,6 +300,7 @@ def apply_register(
         if entry != device:
             changed[str(device["id"])] = entry
         report.updated.append(str(device["id"]))
+        report.rows[str(device["id"])] = item
     named = {str(d["id"]) for d in devices if device_key(d) in seen}
     report.not_in_register = [str(d.get("id")) for d in devices if str(d.get("id")) not in named]
     return changed, report

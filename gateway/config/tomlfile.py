@@ -19,6 +19,12 @@ tens of thousands; a bigger file (or a device or pipe that never ends) is refuse
 def read_toml(path: Path, *, max_bytes: int = MAX_TOML_BYTES) -> dict[str, Any]:
     """Parse a TOML file of at most `max_bytes`; a missing, unreadable, oversized, too deeply
     nested or malformed file is a ConfigError naming it."""
+    return read_toml_text(path, max_bytes=max_bytes)[1]
+
+
+def read_toml_text(path: Path, *, max_bytes: int = MAX_TOML_BYTES) -> tuple[str, dict[str, Any]]:
+    """The text of a TOML file of at most `max_bytes` and what it parses to (an editor keeps the
+    text: comments and layout); refused as `read_toml` refuses, with a ConfigError naming the file."""
 
     def refused(message: str) -> ConfigError:
         return ConfigError([ConfigIssue(str(path), "", message)])
@@ -31,7 +37,8 @@ def read_toml(path: Path, *, max_bytes: int = MAX_TOML_BYTES) -> dict[str, Any]:
             data = f.read(max_bytes + 1)  # bounded even where st_size says nothing (a pipe, /dev/zero)
         if len(data) > max_bytes:
             raise refused(f"larger than {max_bytes} bytes ({max_bytes >> 20} MiB)")
-        return tomllib.loads(data.decode("utf-8"))
+        text = data.decode("utf-8")
+        return text, tomllib.loads(text)
     except FileNotFoundError:
         raise refused("no such file") from None
     except IsADirectoryError:
@@ -48,4 +55,4 @@ def read_toml(path: Path, *, max_bytes: int = MAX_TOML_BYTES) -> dict[str, Any]:
         raise refused(f"cannot read: {err.strerror or err}") from None
 
 
-__all__ = ["MAX_TOML_BYTES", "read_toml"]
+__all__ = ["MAX_TOML_BYTES", "read_toml", "read_toml_text"]
