@@ -89,12 +89,21 @@ def _address(cfg: GatewayConfig, bus_id: str, text: str) -> int | str:
     return text
 
 
-def _value(text: str) -> Any:
-    """A TOML value (number, bool, string, array, inline table); bare words are strings."""
+MAX_SET_CHARS = 4096
+"""Longest --set value: a driver field (meter_type=16, a short array or inline table)."""
+
+
+def _value(key: str, text: str) -> Any:
+    """A TOML value (number, bool, string, array, inline table); bare words are strings. Exits 2 on
+    a value too long or nested too deeply to parse (tomllib recurses: a RecursionError)."""
+    if len(text) > MAX_SET_CHARS:
+        fail(f"--set {key[:64]}: value of {len(text)} characters (at most {MAX_SET_CHARS})", EXIT_INVALID)
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    except RecursionError:
+        fail(f"--set {key[:64]}: value nested too deeply", EXIT_INVALID)
 
 
 def _apply_and_reload(
@@ -211,7 +220,7 @@ def add(
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             fail(f"--set {item!r}: expected KEY=VALUE", EXIT_INVALID)
-        entry[key.strip()] = _value(raw.strip())
+        entry[key.strip()] = _value(key.strip(), raw.strip())
     entry["location"] = location
     try:
         editor = DeviceListEditor(config_path)

@@ -21,11 +21,11 @@ import json
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
 import time
-import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -37,9 +37,12 @@ import tomli_w
 from citynerve.gateway.api import ConfigError, GatewayError
 from citynerve.gateway.commissioning.redact import redact_config, redact_value
 from citynerve.gateway.config import GatewayConfig, load_config
+from citynerve.gateway.config.tomlfile import read_toml
 from citynerve.gateway.control import ask
 
 JOURNAL_UNIT = "citynerve"
+LOG_TAIL_BYTES = 4_000_000
+"""How much of a --log-file goes in: its recent end; only that much is ever read."""
 PACKAGES = (
     "citynerve",
     "pymodbus",
@@ -137,6 +140,18 @@ def store_health(path: str) -> dict[str, Any]:
     return stats
 
 
+def tail(path: Path, limit: int) -> bytes:
+    """The last `limit` bytes of a file, read from there: a 3 GB log is never read whole. Only a
+    regular file (a FIFO would block the bundle, a device never ends). Raises OSError."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    with path.open("rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            f.seek(size - limit)
+        return f.read(limit)
+
+
 def _add(tar: tarfile.TarFile, name: str, data: bytes, report: BundleReport) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(data)
@@ -152,19 +167,16 @@ def _json(obj: Any) -> bytes:
 
 def _config_part(config_path: Path, report: BundleReport) -> tuple[bytes | None, GatewayConfig | None]:
     try:
-        text = config_path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        report.missing["config"] = f"cannot read {config_path}: {err}"
+        # Bounded like every config read (size; nesting that would escape as RecursionError).
+        data = read_toml(config_path)
+    except ConfigError as err:
+        why = "; ".join(i.message for i in err.issues)
+        if "not valid TOML" in why:
+            # The parser's error names line and column only, never the text around it.
+            why += ": left out, because a config that does not parse cannot be redacted safely"
+        report.missing["config"] = f"{config_path}: {why}"
         return None, None
-    try:
-        redacted = tomli_w.dumps(redact_config(tomllib.loads(text))).encode()
-    except tomllib.TOMLDecodeError as err:
-        # The error names line and column only, never the text around it.
-        report.missing["config"] = (
-            f"{config_path} is not valid TOML ({err}): left out, because a config that does not "
-            "parse cannot be redacted safely"
-        )
-        return None, None
+    redacted = tomli_w.dumps(redact_config(data)).encode()
     try:
         cfg: GatewayConfig | None = load_config(config_path)
         check: dict[str, Any] = {"valid": True}
@@ -198,8 +210,7 @@ def build_bundle(
             _add(tar, "logs/journal.txt", logs.encode(), report)
         elif log_file is not None:
             try:
-                data = log_file.read_bytes()[-4_000_000:]  # the recent end of a large file
-                _add(tar, f"logs/{log_file.name}", data, report)
+                _add(tar, f"logs/{log_file.name}", tail(log_file, LOG_TAIL_BYTES), report)
             except OSError as err:
                 report.missing["logs"] = f"cannot read {log_file}: {err}"
         else:
