@@ -40,6 +40,7 @@ from citynerve.gateway.config.model import (
     SecurityConfig,
 )
 from citynerve.gateway.config.paths import register_secrets, resolve_paths
+from citynerve.gateway.config.runnable import serial_device, socket_path_problem
 from citynerve.gateway.config.secrets import (
     check_secret_file,
     config_file_warning,
@@ -226,6 +227,8 @@ class _Loader:
         # Paths in the file are relative to the file's folder, wherever the gateway is started from.
         store = store.model_copy(update={"path": str(self._resolve(store.path))})
         control = control.model_copy(update={"socket": str(self._resolve(control.socket))})
+        if (problem := socket_path_problem(control.socket)) is not None:
+            self.issue("control.socket", problem)
         if clock.sync_file:
             clock = clock.model_copy(update={"sync_file": str(self._resolve(clock.sync_file))})
         base = self.path.resolve().parent
@@ -314,6 +317,7 @@ class _Loader:
     def _buses(self, raw: Any) -> tuple[dict[str, BusConfig], dict[str, DriverSpec]]:
         buses: dict[str, BusConfig] = {}
         specs: dict[str, DriverSpec] = {}
+        ports: dict[str, str] = {}  # serial device -> the bus that opens it (it locks it)
         if not isinstance(raw, list):
             self.issue("buses", "expected an array of tables ([[buses]])")
             return buses, specs
@@ -333,6 +337,10 @@ class _Loader:
                 continue
             buses[bus.id] = bus
             specs[bus.id] = spec
+            if (device := serial_device(bus)) is not None and ports.setdefault(device, bus.id) != bus.id:
+                self.issue(
+                    f"{where}.port", f"already used by bus {ports[device]!r} (a serial port opens once)"
+                )
         return buses, specs
 
     def _spec(self, protocol: Any, where: str) -> DriverSpec | None:

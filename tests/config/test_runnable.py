@@ -1,0 +1,129 @@
+"""`config check` refuses what `citynerve run` cannot open: two serial buses on one port (the second
+found the port locked and its devices stayed offline) and a control socket whose resolved path is
+longer than AF_UNIX allows (107 bytes: `run` died binding it, an ExceptionGroup traceback)."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import tty
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from citynerve.gateway.cli import main
+from citynerve.gateway.config import load_config
+from citynerve.gateway.config.runnable import MAX_SOCKET_PATH_BYTES
+
+GATEWAY = """[gateway]
+id = "gw-1"
+org = { city = "310100", district = "310106", street = "310106013" }
+"""
+
+
+def _cli(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args))
+
+
+def _refused(result: Result, *words: str) -> str:
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    text = " ".join(result.output.split())
+    for w in words:
+        assert w in text, text
+    return text
+
+
+# -- control socket ------------------------------------------------------------------------------
+
+
+def test_a_relative_socket_under_a_deep_folder_is_refused_by_check_and_run(tmp_path: Path) -> None:
+    folder = tmp_path.joinpath(*(f"very-long-installation-folder-name-{i:02d}" for i in (1, 2, 3)))
+    folder.mkdir(parents=True)
+    config = folder / "gw.toml"
+    config.write_text(GATEWAY)  # control.socket: the default var/citynerve.sock, relative
+    resolved = folder / "var" / "citynerve.sock"
+    assert len(os.fsencode(resolved)) > MAX_SOCKET_PATH_BYTES
+    for args in (["config", "check", str(config)], ["run", "-c", str(config)]):
+        _refused(_cli(*args), "control.socket: resolves to", "use a shorter absolute path")
+    config.write_text(GATEWAY + '[control]\nsocket = "/tmp/cn-test.sock"\n')
+    assert load_config(config).control.socket == "/tmp/cn-test.sock"
+
+
+@pytest.mark.parametrize(("size", "ok"), [(MAX_SOCKET_PATH_BYTES, True), (MAX_SOCKET_PATH_BYTES + 1, False)])
+def test_the_socket_path_bound_is_the_kernel_s(tmp_path: Path, size: int, ok: bool) -> None:
+    """107 bytes bind (sun_path is 108 with its NUL); 108 do not. Counted in bytes: 'é' is two."""
+    stem = "/tmp/é"
+    path = stem + "x" * (size - len(os.fsencode(stem)))
+    assert len(os.fsencode(path)) == size
+    config = tmp_path / "gw.toml"
+    config.write_text(GATEWAY + f'[control]\nsocket = "{path}"\n')
+    r = _cli("config", "check", str(config))
+    if ok:
+        assert r.exit_code == 0, r.output
+    else:
+        _refused(r, "control.socket", f"{size} bytes")
+
+
+# -- serial ports --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pty_port() -> Iterator[str]:
+    """A real serial device (the follower end of a pty pair)."""
+    leader, follower = os.openpty()
+    tty.setraw(follower)
+    try:
+        yield os.ttyname(follower)
+    finally:
+        os.close(leader)
+        os.close(follower)
+
+
+def _bus(bus_id: str, protocol: str, port: str, extra: str = "") -> str:
+    return (
+        textwrap.dedent(
+            f"""
+        [[buses]]
+        id = "{bus_id}"
+        protocol = "{protocol}"
+        port = "{port}"
+        """
+        )
+        + extra
+    )
+
+
+def test_two_serial_buses_on_one_port_are_refused(tmp_path: Path, pty_port: str) -> None:
+    config = tmp_path / "gw.toml"
+    config.write_text(GATEWAY + _bus("riser-a", "modbus_rtu", pty_port) + _bus("riser-b", "dlt645", pty_port))
+    _refused(
+        _cli("config", "check", str(config)), "buses[1] (id 'riser-b').port: already used by bus 'riser-a'"
+    )
+    # The same device by another name (the /dev/serial/by-id link an installer copies) is the same port.
+    link = tmp_path / "usb-FTDI-if00-port0"
+    link.symlink_to(pty_port)
+    config.write_text(
+        GATEWAY + _bus("riser-a", "modbus_rtu", pty_port) + _bus("riser-b", "firepanel", str(link))
+    )
+    _refused(
+        _cli("config", "check", str(config)), "buses[1] (id 'riser-b').port: already used by bus 'riser-a'"
+    )
+
+
+def test_ports_that_do_not_clash_pass(tmp_path: Path, pty_port: str) -> None:
+    """A disabled bus opens nothing (the spare protocol of a line); pyserial URLs open no local
+    device; Modbus TCP buses share a TCP port number (502) on different hosts."""
+    config = tmp_path / "gw.toml"
+    config.write_text(
+        GATEWAY
+        + _bus("riser-a", "modbus_rtu", pty_port)
+        + _bus("riser-spare", "dlt645", pty_port, "enabled = false\n")
+        + _bus("loop-a", "modbus_rtu", "loop://")
+        + _bus("loop-b", "modbus_rtu", "loop://")
+        + '\n[[buses]]\nid = "tcp-a"\nprotocol = "modbus_tcp"\nhost = "10.0.0.1"\nport = 502\n'
+        + '\n[[buses]]\nid = "tcp-b"\nprotocol = "modbus_tcp"\nhost = "10.0.0.2"\nport = 502\n'
+    )
+    r = _cli("config", "check", str(config))
+    assert r.exit_code == 0, r.output
