@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from citynerve.gateway.api import GatewayError
-from citynerve.gateway.commissioning.meter_search import SearchProgress, search
+from citynerve.gateway.commissioning.meter_search import SearchProgress, Stop, search
 from citynerve.gateway.config import GatewayConfig
 from citynerve.gateway.diagbus import DiagSession
 
@@ -174,6 +174,8 @@ async def _search_meters(
             info["version"] = answer.get("version")
             info["evidence"] = answer.get("evidence", {})
         hits.append((address, info))
+    if result.stop is Stop.NOISY:  # the colliding "addresses" are noise: the reason is the news
+        raise _PartialSearch(session.bus.id, hits, result.stopped)
     if result.unresolved or result.stopped:
         hits_note = "; ".join([*(f"{a} still collides" for a in result.unresolved), result.stopped])
         raise _PartialSearch(session.bus.id, hits, hits_note.strip("; "))

@@ -8,10 +8,17 @@ a depth-first walk of the address tree that only descends where meters collide.
 
 Each question costs its wire time at the line's baud rate, and a silent one its reply timeout; the
 estimate from those two figures is shown as the search goes (`SearchProgress`).
+
+A full address that still collides is two meters with one address: rare, one or two on a line. On a
+noisy line (or wrong line settings: every reply garbled) every question "collides" and each waits its
+full timeout; the search stops once more full addresses collide than a real line has
+(MAX_UNRESOLVED), with `stop = Stop.NOISY`, instead of walking on to MAX_QUESTIONS (90 minutes
+at 2400 baud).
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +28,16 @@ DIGITS = {"dlt645": 12, "cjt188": 14}
 # Request and reply sizes in bytes (preamble included), for the wire-time estimate.
 FRAME_BYTES = {"dlt645": (20, 24), "cjt188": (20, 22)}
 MAX_QUESTIONS = 5000  # a line that collides without end (two meters with one address, noise): stop
+MAX_UNRESOLVED = 3
+"""Full addresses that still collide before the line is judged noisy: one full address is one meter,
+so more than a few are not meters sharing addresses but garbled replies."""
+
+
+class Stop(enum.Enum):
+    """Why a search stopped before it had asked every pattern."""
+
+    QUESTIONS = "questions"  # MAX_QUESTIONS asked
+    NOISY = "noisy"  # more than MAX_UNRESOLVED full addresses collide: noise or wrong line settings
 
 
 Probe = Callable[[str], Awaitable[dict[str, Any]]]
@@ -40,7 +57,8 @@ class SearchResult:
     asked: int = 0
     collisions: int = 0
     unresolved: list[str] = field(default_factory=list)  # full addresses that still collide
-    stopped: str = ""  # why the search stopped early, if it did
+    stopped: str = ""  # why the search stopped early, if it did, for people
+    stop: Stop | None = None  # the same, for code
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +67,7 @@ class SearchResult:
             "collisions": self.collisions,
             "unresolved": self.unresolved,
             "stopped": self.stopped,
+            "stop": self.stop.value if self.stop else None,
         }
 
 
@@ -82,7 +101,15 @@ async def search(
     stack = [WILDCARD * digits]
     while stack:
         if result.asked >= MAX_QUESTIONS:
+            result.stop = Stop.QUESTIONS
             result.stopped = f"stopped after {MAX_QUESTIONS} questions; {len(stack)} patterns not asked"
+            break
+        if len(result.unresolved) > MAX_UNRESOLVED:
+            result.stop = Stop.NOISY
+            result.stopped = (
+                f"line noisy or settings wrong: {len(result.unresolved)} full addresses collide (one address "
+                f"is one meter); stopped after {result.asked} questions: run `citynerve diag {family} probe`"
+            )
             break
         pattern = stack.pop()
         answer = await probe(pattern)
