@@ -59,6 +59,9 @@ TYPE_WORDS = (
 )
 MAX_ROWS = 10_000
 MAX_BYTES = 16 * 1024 * 1024
+MAX_COLUMNS = 64
+"""Columns of a .xlsx sheet read (the register has ten; notes beside them are not needed). Bounds
+memory: a sheet whose stated dimension runs to column XFD would give 16,384 cells per row."""
 
 
 class RegisterError(PermanentError):
@@ -153,7 +156,11 @@ def _read_xlsx(path: Path) -> list[list[Any]]:
         raise RegisterError(path, f"not a readable .xlsx workbook: {err}") from err
     try:
         sheet = book.worksheets[0]
-        return [list(r) for _, r in zip(range(MAX_ROWS + 2), sheet.iter_rows(values_only=True), strict=False)]
+        # The cells the sheet holds, not the <dimension> it claims (A1:XFD10001 padded every row of
+        # a 140 KB file to 16,384 cells: 1.3 GB); and never past MAX_COLUMNS, whatever it holds.
+        sheet.reset_dimensions()
+        rows = sheet.iter_rows(max_col=MAX_COLUMNS, values_only=True)
+        return [list(r) for _, r in zip(range(MAX_ROWS + 2), rows, strict=False)]
     finally:
         book.close()
 
