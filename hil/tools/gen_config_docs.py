@@ -36,7 +36,10 @@ MEANING = {
     "enabled": "false: configured but not used",
     "tags": "labels rule selectors and the platform can match",
     "protocol": "the bus driver (see the bus sections)",
-    "port": "serial device (/dev/ttyUSB0, a /dev/serial/by-id path) or a pyserial URL (socket://host:port)",
+    "port": "serial device (/dev/ttyUSB0, a /dev/serial/by-id path) or a pyserial URL (socket://host:port); "
+    "one enabled bus per serial device (`config check` refuses a second: it could not open the port)",
+    "ModbusTcpBusConfig.port": "TCP port of the Modbus TCP device or converter",
+    "ModbusRtuOverTcpBusConfig.port": "TCP port of the serial-to-Ethernet converter",
     "host": "host name or IP address of the Modbus TCP converter",
     "baudrate": "line speed in baud",
     "bytesize": "data bits per character",
@@ -147,7 +150,8 @@ MEANING = {
     "actions": "writes to devices when rules raise or clear",
     "schedules": "recurring quiet hours",
     "contacts": "people to call when events escalate",
-    "socket": "Unix socket path of the local control interface",
+    "socket": "Unix socket path of the local control interface; at most 107 bytes once resolved "
+    "(AF_UNIX): under a deep folder, use a shorter absolute path",
     "level": "log level",
     "org": "administrative codes of where the gateway is",
     "username": "broker user name",
