@@ -182,7 +182,7 @@ class DeviceListEditor:
         except ConfigError as err:
             raise ConfigEditError(path, "; ".join(i.message for i in err.issues)) from None
 
-    def _editable(self) -> None:
+    def check_editable(self) -> None:
         """Edits work on `[[devices]]` blocks; `devices = [{...}, ...]` has none to cut or rewrite."""
         if "devices" in self.data and not _blocks(self.text.splitlines(keepends=True)):
             raise ConfigEditError(self.path, INLINE_DEVICES)
@@ -193,7 +193,7 @@ class DeviceListEditor:
 
     def add(self, *entries: dict[str, Any]) -> str:
         """The config text with each entry appended as a `[[devices]]` block."""
-        self._editable()
+        self.check_editable()
         ids = [d.get("id") for d in self.devices()]
         text = self.text if self.text.endswith("\n") or not self.text else self.text + "\n"
         for entry in entries:
@@ -206,7 +206,7 @@ class DeviceListEditor:
 
     def remove(self, device_id: str) -> str:
         """The config text without the `[[devices]]` block whose id is `device_id`."""
-        self._editable()
+        self.check_editable()
         lines = self.text.splitlines(keepends=True)
         for start, end in _blocks(lines):
             try:
@@ -233,7 +233,7 @@ class DeviceListEditor:
     def replace(self, text: str, device_id: str, entry: dict[str, Any]) -> str:
         """`text` with the `[[devices]]` block of `device_id` rewritten from `entry`, in place (the
         comment lines above it stay; comments inside the block do not survive)."""
-        self._editable()
+        self.check_editable()
         lines = text.splitlines(keepends=True)
         for start, end in _blocks(lines):
             try:
@@ -257,7 +257,8 @@ class DeviceListEditor:
         One check of all entries at once; an issue in a changed device's entry (`devices[i]`, named
         by its id) takes that entry out and the rest is checked again. Issues that name no changed
         entry get each entry checked on its own; entries that pass alone but fail together raise
-        ConfigError (then nothing can be taken safely)."""
+        ConfigError (then nothing can be taken safely); ConfigEditError when devices are an inline
+        array or the folder refuses the candidate file ("cannot write: ...")."""
         pending = dict(entries)
         refused: dict[str, list[ConfigIssue]] = {}
         while True:
@@ -269,6 +270,8 @@ class DeviceListEditor:
             try:
                 validate_text(self.path, text)
                 return text, refused
+            except OSError as err:  # the candidate is checked beside the config: the folder refused
+                raise cannot_write(self.path, err) from err
             except ConfigError as err:
                 blamed: dict[str, list[ConfigIssue]] = {}
                 for issue in err.issues:
@@ -287,6 +290,8 @@ class DeviceListEditor:
         for device_id, entry in entries.items():
             try:
                 validate_text(self.path, self.replace(self.text, device_id, entry))
+            except OSError as err:
+                raise cannot_write(self.path, err) from err
             except ConfigError as err:
                 out[device_id] = list(err.issues)
         return out

@@ -76,6 +76,12 @@ def test_devices_import_in_a_folder_the_user_may_not_write(etc: Path) -> None:
     os.chmod(register, 0o644)
     refused(as_service_group("devices", "import", "-c", str(path), str(register)), path)
     assert path.read_text(encoding="utf-8") == CONFIG
+    # --dry-run is a report: the rows cannot be checked beside the config, and it says so.
+    proc = as_service_group("devices", "import", "-c", str(path), str(register), "--dry-run")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Traceback" not in out, out
+    assert f"rows not checked against the config: {path}: cannot write: Permission denied" in out, out
+    assert "would take 1" in out, out
 
 
 def test_init_into_a_folder_the_user_may_not_write(etc: Path) -> None:
