@@ -87,6 +87,10 @@ class Credentials:
         self.uplink = uplink
         self.command_keys.attach(uplink.key_ring)
 
+    def rearm(self) -> None:
+        """The wall clock is synchronised now: the command keys' overlaps end at their stored wall ends."""
+        self.command_keys.rearm()
+
     def _switch(self, upstream: UpstreamConfig) -> None:
         if self.uplink is None:
             return

@@ -10,9 +10,15 @@ local CLI (the control socket). Every change is
 End times. A request carries an end time (`until_ms`, wall clock) or a duration (`for_s`). The wall
 end time is stored (it is what the operator meant, and the only reference that survives a reboot),
 but while the gateway runs expiry is checked on the monotonic clock: at set time (and at start, from
-the stored wall end time) the remaining time becomes a monotonic deadline. A wall-clock step (NTP
-fixing a box that booted in 1970, an operator setting the date) therefore neither ends a
-maintenance window early nor stretches it; only a restart re-reads the wall end time.
+the stored wall end time) the remaining time becomes a monotonic deadline, never longer than the
+table's maximum (MAX_AWAY_S, MAX_MAINTENANCE_S). A wall-clock step (an operator setting the date)
+therefore neither ends a maintenance window early nor stretches it.
+
+A box without an RTC restores its flags with a wall clock that may read 1970 (or fake-hwclock's
+saved time): the remaining time taken then is wrong, and the cap is the bound until the clock is
+synchronised. When the runtime learns that it is (ClockSync), `rearm()` takes the deadlines again
+from the stored wall end times (a window whose end passed ends at the next `expire()`); a window set
+as a duration on this run keeps its monotonic deadline and gets its wall end corrected instead.
 
 Maintenance. Events of a device in maintenance are not dropped and not held: they go upstream as
 usual, with `attrs.maintenance = {"until": ..., "by": ...}`, and the alarm registry marks them
@@ -76,6 +82,7 @@ class Window:
     until: float | None
     reason: str = ""
     deadline: float = math.inf  # monotonic; inf when open-ended
+    for_duration: bool = False  # set on this run with for_s: the deadline is the reference (rearm)
 
     def to_dict(self, mono_now: float) -> dict[str, Any]:
         d: dict[str, Any] = {"target": self.target, "by": self.by, "since": self.since, "until": self.until}
@@ -123,7 +130,7 @@ class OperatorControls:
         if op == "away":
             dev = self._device(args)
             until = self._until(args, MAX_AWAY_S, required=False)
-            self.away[dev] = self._window(dev, who, now, until)
+            self.away[dev] = self._window(dev, who, now, until, duration=args.get("for_s") is not None)
             self._apply_away(dev, True)
             result = {"away": dev, "until": until}
         elif op == "back":
@@ -135,7 +142,8 @@ class OperatorControls:
             dev = self._device(args)
             until = self._until(args, MAX_MAINTENANCE_S, required=True)
             reason = _text(args["reason"], "reason", 200) if args.get("reason") else ""
-            self.maintenance[dev] = self._window(dev, who, now, until, reason)
+            duration = args.get("for_s") is not None
+            self.maintenance[dev] = self._window(dev, who, now, until, reason, duration=duration)
             result = {"maintenance": dev, "until": until}
         elif op == "maintenance_end":
             dev = self._device(args)
@@ -167,7 +175,7 @@ class OperatorControls:
                 rules.set_override(dev, action, on)
             key = f"{dev}|{action}"
             if on:
-                self.overrides[key] = self._window(key, who, now, None)
+                self.overrides[key] = self._window(key, who, now, None, duration=False)
             else:
                 self.overrides.pop(key, None)
             result = {"override": {"device_id": dev, "action_id": action, "on": on}}
@@ -208,16 +216,38 @@ class OperatorControls:
             raise OperatorRequestError("bad_value", f"at most {max_s / 86400:g} days ahead")
         return until
 
-    def _window(self, target: str, who: str, now: float, until: float | None, reason: str = "") -> Window:
+    def _window(
+        self, target: str, who: str, now: float, until: float | None, reason: str = "", *, duration: bool
+    ) -> Window:
         if len(self.away) + len(self.maintenance) + len(self.overrides) >= MAX_ENTRIES:
             raise OperatorRequestError("bad_value", f"at most {MAX_ENTRIES} operator flags")
-        w = Window(target, who, now, until, reason)
-        self._arm(w)
+        w = Window(target, who, now, until, reason, for_duration=duration)
+        self._arm(w, math.inf)  # `_until` checked the maximum
         return w
 
-    def _arm(self, w: Window) -> None:
-        """The monotonic deadline from the wall end time, taken now (see the module docstring)."""
-        w.deadline = math.inf if w.until is None else self._mono() + max(0.0, w.until - self._wall())
+    def _arm(self, w: Window, max_s: float) -> None:
+        """The monotonic deadline from the wall end time, taken now, at most `max_s` ahead (see the
+        module docstring: the wall clock may be far behind before it is synchronised)."""
+        if w.until is None:
+            w.deadline = math.inf
+        else:
+            w.deadline = self._mono() + min(max_s, max(0.0, w.until - self._wall()))
+
+    def rearm(self) -> bool:
+        """The wall clock is synchronised now (the runtime calls this when it learns so): deadlines
+        again from the wall end times; a window whose end passed ends at the next `expire()`. A
+        window set as a duration keeps its deadline, and its wall end follows. True when a wall end
+        changed (the caller saves)."""
+        mono, wall, changed = self._mono(), self._wall(), False
+        for table, max_s in ((self.away, MAX_AWAY_S), (self.maintenance, MAX_MAINTENANCE_S)):
+            for w in table.values():
+                if w.until is None:
+                    continue
+                if w.for_duration:
+                    w.until, changed = wall + max(0.0, w.deadline - mono), True
+                else:
+                    self._arm(w, max_s)
+        return changed
 
     def _apply_away(self, dev: str, away: bool) -> None:
         rules = self._rules()
@@ -316,10 +346,11 @@ class OperatorControls:
         except (ValueError, TypeError, AttributeError) as err:
             log.warning("operator state unreadable (%s): starting without operator flags", err)
             return 0
+        max_s = {"away": MAX_AWAY_S, "maintenance": MAX_MAINTENANCE_S, "overrides": math.inf}
         for name, windows in tables.items():
             table: dict[str, Window] = getattr(self, name)
             for w in windows:
-                self._arm(w)
+                self._arm(w, max_s[name])
                 table[w.target] = w
         for dev in self.away:
             self._apply_away(dev, True)

@@ -424,11 +424,16 @@ class Gateway:
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            self.clock_sync.check()
+            # Synchronised just now (NTP stepped a box without RTC to the real time): deadlines taken
+            # at start from stored wall-clock ends are taken again (operator windows, key overlaps).
+            synced_now = self.clock_sync.check() and self.clock_sync.synced is True
+            if synced_now and self.credentials is not None:
+                self.credentials.rearm()
             if self.pipeline is not None:
                 # The rules' own time (monotonic underneath): a step of the wall clock is no time passing.
                 self.pipeline.tick(self._rules_now())  # never raises: a rule bug is logged and counted
-            if self.operator is not None and self.operator.expire():
+            rearmed = synced_now and self.operator is not None and self.operator.rearm()
+            if self.operator is not None and (self.operator.expire() or rearmed):
                 try:
                     await self.operator.save()
                 except Exception:

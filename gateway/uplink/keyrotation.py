@@ -5,8 +5,11 @@ Ed25519 public key). From then on both verify for `overlap_s` (default a day, at
 commands already signed and in flight still pass; then the old key retires. The new key is kept
 0600 in the gateway's credentials folder and the rotation in the store's key/value state: a restart
 keeps the new key and what is left of the overlap (measured on the monotonic clock while running,
-from the stored wall-clock end at start). A rotation is forgotten when the configured key file
-itself changed since (a key provisioned again on site wins).
+from the stored wall-clock end at start, at most MAX_OVERLAP_S: a box without an RTC may start with
+its wall clock in 1970). When the runtime learns that the wall clock is synchronised, `rearm()` takes
+the overlaps' ends again from the stored wall-clock ends (an overlap whose end passed is over then).
+A rotation is forgotten when the configured key file itself changed since (a key provisioned again
+on site wins).
 """
 
 from __future__ import annotations
@@ -106,21 +109,37 @@ class CommandKeyRotation:
                     continue
                 material = bytes.fromhex(read_secret_file(Path(str(rec["file"]))).decode("ascii").strip())
                 verifier = _verifier(str(rec["alg"]), material)
-                left = float(rec.get("old_until", 0)) - self._wall()
+                left = self._left(rec)
                 ring.rotate(key_id, verifier, old_until_mono=time.monotonic() + left if left > 0 else None)
                 overlap = f", the old one for {left:.0f} s more" if left > 0 else ""
                 log.info("command key %s: rotated key in force%s", key_id, overlap)
             except (KeyError, OSError, ValueError) as err:
                 log.error("command key %s: rotation not applied (%s); configured key stays", key_id, err)
 
+    def _left(self, rec: dict[str, Any]) -> float:
+        """What is left of a rotation's overlap by the wall clock, at most MAX_OVERLAP_S."""
+        return min(MAX_OVERLAP_S, float(rec.get("old_until", 0)) - self._wall())
+
+    def rearm(self) -> None:
+        """The wall clock is synchronised now: each old key retires at its stored wall-clock end
+        (at once when that passed). An overlap already over stays over."""
+        if self.ring is None:
+            return
+        for key_id, rec in self._records.items():
+            try:
+                left = self._left(rec)
+            except (TypeError, ValueError):
+                continue
+            if self.ring.retire_at(key_id, time.monotonic() + max(0.0, left)):
+                log.info("command key %s: old key retires in %.0f s (clock synchronised)", key_id, left)
+
     def status(self) -> dict[str, Any]:
-        now = self._wall()
         return {
             k: {
                 "alg": r.get("alg"),
                 "since": r.get("since"),
                 "old_until": r.get("old_until"),
-                "overlap_left_s": max(0.0, round(float(r.get("old_until", 0)) - now, 1)),
+                "overlap_left_s": max(0.0, round(self._left(r), 1)),
             }
             for k, r in self._records.items()
         }

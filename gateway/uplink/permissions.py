@@ -92,6 +92,15 @@ class KeyRing:
                 return
         raise KeyError(key_id)
 
+    def retire_at(self, key_id: str, until_mono: float) -> bool:
+        """Move the end of `key_id`'s overlap (time.monotonic(); now or before: over). False when
+        no overlap is in progress (one that ended is never reopened)."""
+        old = self._retiring.get(key_id)
+        if old is None:
+            return False
+        self._retiring[key_id] = (old[0], until_mono)
+        return True
+
     def retiring(self) -> dict[str, float]:
         """Key ids whose previous verifier is still accepted, with the monotonic end of the overlap."""
         now = time.monotonic()

@@ -286,6 +286,62 @@ async def unsynced_events_corrected_after_sync(folder: Path) -> str:
             broker.close()
 
 
+# -- operator flags restored before NTP ----------------------------------------------------------
+
+
+@scenario(
+    "time.maintenance_restored_before_sync",
+    area="time",
+    promise="a maintenance window restored at a 1970 boot (no RTC) ends when NTP syncs past its end",
+)
+async def maintenance_restored_before_sync(folder: Path) -> str:
+    from citynerve.gateway.control import ask
+
+    extra = '\n[clock]\nsync = "file"\nsync_file = "var/clock-synchronized"\n'
+    with short_folder(folder) as folder:
+        flag = folder / "var" / "clock-synchronized"
+        flag.parent.mkdir(parents=True, exist_ok=True)
+        flag.touch()
+        clock = SteppedWallClock(folder)
+        async with building_and_gateway(folder, clock.env(), extra=extra, rules=False) as (_, gw):
+            await gw.wait_online()
+            args = {"device_id": "sd-11", "for_s": 7200}
+            await ask(gw.sock, "operator", request="maintenance", args=args, user="crew")
+        # The box restarts with no RTC: the wall clock reads 1970 and nothing says it is synchronised.
+        flag.unlink()
+        clock.set_offset(-(time.time() - 3600))
+        async with building_and_gateway(folder, clock.env(), extra=extra, rules=False) as (_, gw):
+            await gw.wait_online()
+            st = await gw.wait_for("a status answer", gw.status, 30.0)
+            (window,) = st["operator"]["maintenance"]
+            if window["remaining_s"] > 30 * 86400:
+                raise Broken(f"restored at a 1970 boot with {window['remaining_s']:.0f} s left")
+            # NTP steps the clock to the real time + 3 days (the window ended long ago) and says so.
+            clock.set_offset(3 * 86400.0)
+            flag.touch()
+
+            async def ended() -> bool:
+                st = await gw.status()
+                return bool(st and st["clock"].get("synchronized") and not st["operator"]["maintenance"])
+
+            await gw.wait_for("the window to end at the sync", ended, 10.0)
+
+            def audited() -> list[Event]:
+                return [
+                    e
+                    for e in gw.events()
+                    if e.kind == "operator" and e.attrs.get("what") == "maintenance_end"
+                ]
+
+            (audit,) = await gw.wait_for("the window's end audited", audited, 5.0)
+            if audit.attrs.get("who") != "expiry":
+                raise Broken(f"ended by {audit.attrs}")
+            return (
+                f"restored at a 1970 boot with {window['remaining_s'] / 86400:.0f} days left (the cap); "
+                "ended and audited when NTP synchronised the clock"
+            )
+
+
 # -- the systemd watchdog ------------------------------------------------------------------------
 
 WATCHDOG_S = 2.0

@@ -14,6 +14,7 @@ from citynerve.hil.faults.time import (
     clock_step_back,
     clock_step_forward,
     command_replay_after_clock_back,
+    maintenance_restored_before_sync,
     unsynced_events_corrected_after_sync,
 )
 from citynerve.hil.sim.clock import libfaketime
@@ -48,3 +49,8 @@ def test_command_replay_after_clock_back(short_dir: Path) -> None:
 def test_events_stamped_unsynchronised_are_sent_corrected(short_dir: Path) -> None:
     detail = asyncio.run(unsynced_events_corrected_after_sync(short_dir))
     assert "ts_corrected" in detail
+
+
+def test_a_maintenance_window_restored_at_a_1970_boot_ends_when_ntp_syncs(short_dir: Path) -> None:
+    detail = asyncio.run(maintenance_restored_before_sync(short_dir))
+    assert "ended and audited" in detail

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from citynerve.gateway.api import Event
 from citynerve.gateway.store import AsyncOutbox
 from citynerve.gateway.uplink import (
@@ -19,8 +21,8 @@ from citynerve.gateway.uplink import (
     NonceCache,
     RejectReason,
 )
-from citynerve.gateway.uplink.commands import RemoteAction
-from citynerve.gateway.uplink.keyrotation import CommandKeyRotation
+from citynerve.gateway.uplink.commands import Caller, RemoteAction
+from citynerve.gateway.uplink.keyrotation import MAX_OVERLAP_S, CommandKeyRotation
 from citynerve.gateway.uplink.keys import load_key_ring
 from citynerve.gateway.uplink.permissions import RETIRING_PERMISSIONS, KeyRing, Permission
 from citynerve.gateway.uplink.signing import ACK_SIGNING_CONTEXT
@@ -243,3 +245,57 @@ async def test_the_retiring_key_may_look_and_operate_but_never_configure_update_
         ack = CENTRE.sign_ack({"gateway_id": GW, "lane": "events", "seq": 3, "ts_ms": 1})
         assert ring.verify(ack, context=ACK_SIGNING_CONTEXT)
         assert not ring.verify(CommandSigner(hmac_key=evil).command(GW, "resend_inventory", {}))
+
+
+# -- a box without RTC: the rotation restored before NTP has set the wall clock -------------------
+
+T_REAL = 1_767_000_000.0  # the real time of the rotation
+
+
+@pytest.mark.parametrize(
+    ("boot_wall", "synced_wall", "left_after_sync"),
+    [
+        (0.0, T_REAL + 86400, None),  # booted in 1970; a day later by the real clock: over
+        (T_REAL + 60, T_REAL + 1800, 1800.0),  # fake-hwclock's saved time; half an hour later
+    ],
+)
+async def test_an_overlap_restored_before_the_clock_is_synced_is_capped_then_follows_its_wall_end(
+    tmp_path: Path, boot_wall: float, synced_wall: float, left_after_sync: float | None
+) -> None:
+    cfg = key_files(tmp_path)
+    wall = [T_REAL]
+
+    async def started(outbox: AsyncOutbox) -> tuple[CommandKeyRotation, KeyRing]:
+        rotation = CommandKeyRotation(
+            state=outbox,
+            directory=tmp_path / "credentials",
+            gateway_id=GW,
+            config=lambda: cfg,
+            events=[].append,
+            wall=lambda: wall[0],
+        )
+        await rotation.load()
+        ring = load_key_ring(cfg)
+        rotation.attach(ring)
+        return rotation, ring
+
+    async with AsyncOutbox(tmp_path / "o.db") as outbox:
+        rotation, _ = await started(outbox)
+        await rotation.rotate(rotate_args(NEW_KEY, 3600), Caller("ops-centre", "c1"))
+    wall[0] = boot_wall  # the restart, before NTP
+    async with AsyncOutbox(tmp_path / "o.db") as outbox:
+        rotation, ring = await started(outbox)
+        old_signed = CENTRE.command(GW, "write_point", {}, key_id="ops-centre")
+        left = ring.retiring()["ops-centre"] - time.monotonic()
+        assert left <= MAX_OVERLAP_S  # never 56 years
+        wall[0] = synced_wall  # NTP stepped the clock; the runtime learns it is synchronised
+        rotation.rearm()
+        key = ring.identify(old_signed)
+        if left_after_sync is None:
+            assert ring.retiring() == {} and key is None  # the old key writes no more
+            assert rotation.status()["ops-centre"]["overlap_left_s"] == 0.0
+        else:
+            assert key is not None and key.retiring
+            left = ring.retiring()["ops-centre"] - time.monotonic()
+            assert left_after_sync - 60 < left <= left_after_sync
+        assert ring.identify(NEW.command(GW, "write_point", {}, key_id="ops-centre")) is not None

@@ -190,3 +190,81 @@ async def test_maintenance_ended_by_hand_resets_a_detector_under_unwanted_alarm_
         assert result == {"maintenance_end": "a", "reset": ["unwanted_alarms"]}
     out = rules.tick(T0 + 2 * WEEK + 3600)
     assert [(e.rule, e.state) for e in out] == [("unwanted_alarms", EventState.CLEARED)]
+
+
+# -- a box without RTC: flags restored before NTP has set the wall clock ----------------------------
+
+
+async def test_a_window_restored_at_a_1970_boot_is_capped_and_ends_when_the_clock_is_synced(
+    tmp_path: Path,
+) -> None:
+    from citynerve.gateway.operator import MAX_AWAY_S, MAX_MAINTENANCE_S
+
+    clocks = Clocks()
+    async with AsyncOutbox(tmp_path / "o.db") as outbox:
+        ops, _, _ = make(outbox, away_engine(), clocks)
+        await ops.request("away", {"device_id": "d1", "for_s": 3600}, "ops")
+        await ops.request("maintenance", {"device_id": "d2", "for_s": 7200}, "crew")
+    # Power cut; back three days later with no RTC: the wall clock reads 1970 until NTP syncs.
+    clocks.wall, clocks.mono = 0.0, 5.0
+    rules = away_engine()
+    async with AsyncOutbox(tmp_path / "o.db") as outbox:
+        ops, events, _ = make(outbox, rules, clocks)
+        assert await ops.load() == 2
+        snap = ops.snapshot()  # not 56 years: at most the longest window there can be
+        assert snap["away"][0]["remaining_s"] == MAX_AWAY_S
+        assert snap["maintenance"][0]["remaining_s"] == MAX_MAINTENANCE_S
+        # NTP steps the clock to the real time; the runtime learns it is synchronised
+        clocks.wall, clocks.mono = T0 + 3 * 86400, 35.0
+        assert ops.expire() == []  # a step alone changes nothing
+        ops.rearm()
+        assert ops.expire() == ["back d1", "maintenance_end d2"]
+        assert [(e.attrs["what"], e.attrs["who"]) for e in events] == [
+            ("back", "expiry"),
+            ("maintenance_end", "expiry"),
+        ]
+        assert "d1" not in rules.away and not ops.in_maintenance("d2")
+        ev = Event("d2", "tamper", R, Severity.CRITICAL, clocks.wall, "cover", 1)
+        ops.mark(ev)
+        assert "maintenance" not in ev.attrs  # the platform dispatches it
+
+
+async def test_a_window_restored_on_a_stale_clock_keeps_its_wall_end_after_the_sync(tmp_path: Path) -> None:
+    clocks = Clocks()
+    async with AsyncOutbox(tmp_path / "o.db") as outbox:
+        ops, _, _ = make(outbox, away_engine(), clocks)
+        await ops.request("maintenance", {"device_id": "d2", "for_s": 7200}, "crew")
+    # fake-hwclock restores the time it saved at shutdown (T0 + 600); the real time is T0 + 3600
+    clocks.wall, clocks.mono = T0 + 600, 5.0
+    async with AsyncOutbox(tmp_path / "o.db") as outbox:
+        ops, _, _ = make(outbox, away_engine(), clocks)
+        await ops.load()
+        assert ops.snapshot()["maintenance"][0]["remaining_s"] == 6600.0
+        clocks.wall, clocks.mono = T0 + 3600, 35.0
+        assert ops.rearm() is False  # nothing to save: the wall end stands
+        assert ops.snapshot()["maintenance"][0]["remaining_s"] == 3600.0
+        clocks.mono += 3599
+        assert ops.expire() == []
+        clocks.mono += 2
+        assert ops.expire() == ["maintenance_end d2"]
+
+
+async def test_a_duration_set_before_the_sync_keeps_its_length_and_its_wall_end_follows(
+    tmp_path: Path,
+) -> None:
+    clocks = Clocks()
+    clocks.wall = 0.0  # booted in 1970; the crew sets 10 minutes on site before NTP syncs
+    async with AsyncOutbox(tmp_path / "o.db") as outbox:
+        ops, _, _ = make(outbox, away_engine(), clocks)
+        await ops.request("maintenance", {"device_id": "d2", "for_s": 600}, "crew")
+        clocks.wall, clocks.mono = T0, clocks.mono + 60
+        assert ops.rearm() is True  # the wall end moved: the caller saves
+        await ops.save()
+        assert ops.expire() == [] and ops.in_maintenance("d2")
+        snap = ops.snapshot()["maintenance"][0]
+        assert (snap["until"], snap["remaining_s"]) == (T0 + 540, 540.0)
+    clocks.wall += 100  # a restart reads the corrected wall end
+    async with AsyncOutbox(tmp_path / "o.db") as outbox:
+        ops, _, _ = make(outbox, away_engine(), clocks)
+        await ops.load()
+        assert ops.snapshot()["maintenance"][0]["remaining_s"] == 440.0
