@@ -198,6 +198,7 @@ class RemoteUpdate(ChunkedTransfer):
 
     def _begin(self, work: Any) -> None:
         self._task = asyncio.get_running_loop().create_task(work, name="update.work")
+        self._task.add_done_callback(_log_end)
 
     def _open_fd(self) -> None:
         if self._fd is None:
@@ -430,3 +431,9 @@ class RemoteUpdate(ChunkedTransfer):
             await asyncio.sleep(1.0)
         t.reported = True
         self._set(t, "failed", "no verdict from the update watchdog in time")
+
+
+def _log_end(task: asyncio.Task[None]) -> None:
+    """The work task's end: its own errors are caught and reported; anything else is logged here."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("update work task ended", exc_info=task.exception())
