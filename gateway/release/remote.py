@@ -98,6 +98,7 @@ class RemoteUpdate(ChunkedTransfer):
         self._t: Transfer | None = None
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._new_url = asyncio.Event()
         self._fd: int | None = None
         self._tokens = config.max_chunks_per_s  # a full bucket: one second's worth at once
         self._tokens_t = time.monotonic()
@@ -313,6 +314,12 @@ class RemoteUpdate(ChunkedTransfer):
         async with self._lock:
             t = self._t
             same = t is not None and t.update_id == uid and t.sha256 == sha
+            if t is not None and same and t.phase == "downloading" and url and url != t.url:
+                t.url = url  # a fresh URL (the last one expired?): the download goes on from it
+                self._save(t)
+                log.info("update %s: download from the new URL of update_start", uid)
+                self._new_url.set()
+                return self._answer(t)
             if t is not None and same and t.phase != "failed":
                 return self._answer(t)  # a resume after a disconnect or restart, or a status check
             if t is not None and (t.phase in WORKING or (t.phase == "restarting" and not t.reported)):

@@ -6,6 +6,7 @@ the signed table) and the resumable download from a URL. `ChunkedTransfer` is a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import http.client
 import logging
@@ -109,6 +110,7 @@ class ChunkedTransfer:
     _fd: int | None
     _tokens: float
     _tokens_t: float
+    _new_url: asyncio.Event
 
     def _begin(self, work: Any) -> None:
         raise NotImplementedError
@@ -205,18 +207,23 @@ class ChunkedTransfer:
         """True once the part file is complete, False when the transfer failed (TransferError)."""
         delay = 1.0
         while True:
+            url = t.url
+            self._new_url.clear()  # set by update_start with a new URL: retry at once, from there
             try:
-                if await asyncio.to_thread(self._fetch, t, t.url):
+                if await asyncio.to_thread(self._fetch, t, url):
                     return True
             except TransferError as err:
-                self._set(t, "failed", f"download: {err.reason}")
-                await asyncio.to_thread(self._part.unlink, True)
-                return False
+                if t.url == url:
+                    self._set(t, "failed", f"download: {err.reason}")
+                    await asyncio.to_thread(self._part.unlink, True)
+                    return False
+                log.warning("update %s: %s; trying the new URL", t.update_id, err.reason)
             except RETRIED as err:
                 log.warning("update %s: download stopped at %d bytes (%s); resuming in %.0f s", t.update_id,
                             t.received, err, delay)  # fmt: skip
-            await asyncio.sleep(delay)
-            delay = min(30.0, delay * 2)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._new_url.wait(), delay)
+            delay = 1.0 if self._new_url.is_set() else min(30.0, delay * 2)
 
     def _fetch(self, t: Transfer, url: str) -> bool:
         """Download the rest of `url` into the part file (from where it stopped); True when complete."""

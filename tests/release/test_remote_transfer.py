@@ -1,7 +1,7 @@
 """The gateway's side of remote updates without a release build: the transfer's checks and bounds
 on a real folder (chunks against the signed table, resume from the data on disk after a restart,
 the whole hash, the disk budget, busy, the rate limit) and a URL download over HTTP on loopback
-(a refused URL, a connection cut off).
+(a refused URL, a fresh URL for the same update, a connection cut off).
 The whole flow with real releases, processes and Mosquitto is in test_update.py."""
 
 from __future__ import annotations
@@ -290,6 +290,25 @@ async def test_a_refused_url_fails_and_a_fresh_url_starts_again(root: Path, stat
             await gw.until("failed", timeout_s=10, count=2)
         assert gw.phases()[-3:] == ["verifying", "applying", "failed"], gw.phases()  # the hash matched
         assert origin.paths() == ["/expired", "/fresh"]
+
+
+async def test_a_fresh_url_is_taken_by_a_download_in_progress(root: Path) -> None:
+    data = os.urandom(200_000)
+    with Origin(data) as origin:
+        origin.status["/busy"] = 503  # the server's trouble: retried with back-off
+        async with Gateway(root) as gw:
+            await gw.start(url_args(data, f"{origin.base}/busy"))
+            await origin.until_asked()
+            again = await gw.start(url_args(data, f"{origin.base}/busy"))  # the same: nothing changes
+            assert (again["phase"], again["url"], gw.phases()) == ("downloading", f"{origin.base}/busy",
+                                                                   ["downloading"])  # fmt: skip
+            answer = await gw.start(url_args(data, f"{origin.base}/fresh"))
+            assert answer["phase"] == "downloading" and answer["url"] == f"{origin.base}/fresh"
+            meta = json.loads((root / "update" / "transfer" / "meta.json").read_text())
+            assert meta["url"] == f"{origin.base}/fresh"  # a restart goes on from it too
+            await gw.until("failed", timeout_s=10)
+        assert gw.phases() == ["downloading", "verifying", "applying", "failed"]
+        assert set(origin.paths()) == {"/busy", "/fresh"} and origin.paths()[-1] == "/fresh"
 
 
 async def test_a_connection_cut_off_mid_body_is_resumed(root: Path) -> None:
