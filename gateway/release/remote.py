@@ -179,6 +179,11 @@ class RemoteUpdate(ChunkedTransfer):
                     t.received += len(data)
 
     async def _resume(self) -> None:
+        async with self._lock:  # an update_start meanwhile waits, then finds what was resumed
+            if self._t is None:  # (one that came first has replaced the transfer on disk)
+                await self._resume_from_disk()
+
+    async def _resume_from_disk(self) -> None:
         t = await asyncio.to_thread(self._load)
         if t is None:
             return

@@ -1,7 +1,7 @@
 """The gateway's side of remote updates without a release build: the transfer's checks and bounds
 on a real folder (chunks against the signed table, resume from the data on disk after a restart,
 the whole hash, the disk budget, busy, the rate limit) and a URL download over HTTP on loopback
-(a refused URL, a fresh URL for the same update, a connection cut off).
+(a refused URL, a fresh URL for the same update, a connection cut off, a restart meanwhile).
 The whole flow with real releases, processes and Mosquitto is in test_update.py."""
 
 from __future__ import annotations
@@ -334,3 +334,41 @@ async def test_an_unexpected_error_fails_the_download(
         await gw.until("failed", timeout_s=10)
     assert gw.events[-1].attrs["reason"] == "download: RuntimeError: a bug in the download"
     assert "update u-1: download" in caplog.text and "a bug in the download" in caplog.text
+
+
+async def test_update_start_before_the_resume_makes_one_download(root: Path) -> None:
+    data = os.urandom(200_000)
+    args = url_args(data, "")
+    with Origin(data) as origin:
+        args["url"] = f"{origin.base}/b"
+        origin.status["/b"] = 503
+        async with Gateway(root) as gw:  # a download that did not get far before a restart
+            await gw.start(args)
+            await origin.until_asked()
+        del origin.status["/b"]
+        origin.requests.clear()
+        gw = Gateway(root)
+        gw.task = asyncio.create_task(gw.ru.run())
+        answer = await gw.start(args)  # the platform's update_start before run() read the disk
+        assert answer["phase"] == "downloading"
+        await gw.until("failed", timeout_s=10)
+        await asyncio.sleep(0.3)  # a second download (the defect: the resume's) would have asked by now
+        await gw.__aexit__()
+    assert origin.paths() == ["/b"] and gw.phases().count("verifying") == 1, (origin.requests, gw.phases())
+
+
+async def test_update_start_during_the_resume_waits_for_it(root: Path) -> None:
+    b = bundle_of(os.urandom(64 * CHUNK))
+    topic = f"{BASE}/update/u-1"
+    async with Gateway(root) as gw:
+        await gw.start(b.start_args("u-1"))
+        await gw.ru.on_chunk(f"{topic}/table", b.table())
+        for i in range(b.count - 1):  # all but the last one
+            await gw.ru.on_chunk(f"{topic}/{i}", b.chunk(i))
+        assert gw.ru.chunks == b.count - 1
+    gw = Gateway(root)
+    gw.task = asyncio.create_task(gw.ru.run())
+    await asyncio.sleep(0)  # run() is reading the transfer on disk (in a thread)
+    answer = await gw.start(b.start_args("u-1"))  # answered once the chunks on disk are checked
+    await gw.__aexit__()
+    assert (answer["missing"], answer["received_bytes"]) == ([[b.count - 1, b.count - 1]], b.size - CHUNK)
