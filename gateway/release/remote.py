@@ -98,6 +98,7 @@ class RemoteUpdate(ChunkedTransfer):
         self._t: Transfer | None = None
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._new_url = asyncio.Event()
         self._fd: int | None = None
         self._tokens = config.max_chunks_per_s  # a full bucket: one second's worth at once
         self._tokens_t = time.monotonic()
@@ -178,6 +179,11 @@ class RemoteUpdate(ChunkedTransfer):
                     t.received += len(data)
 
     async def _resume(self) -> None:
+        async with self._lock:  # an update_start meanwhile waits, then finds what was resumed
+            if self._t is None:  # (one that came first has replaced the transfer on disk)
+                await self._resume_from_disk()
+
+    async def _resume_from_disk(self) -> None:
         t = await asyncio.to_thread(self._load)
         if t is None:
             return
@@ -198,6 +204,7 @@ class RemoteUpdate(ChunkedTransfer):
 
     def _begin(self, work: Any) -> None:
         self._task = asyncio.get_running_loop().create_task(work, name="update.work")
+        self._task.add_done_callback(_log_end)
 
     def _open_fd(self) -> None:
         if self._fd is None:
@@ -312,6 +319,12 @@ class RemoteUpdate(ChunkedTransfer):
         async with self._lock:
             t = self._t
             same = t is not None and t.update_id == uid and t.sha256 == sha
+            if t is not None and same and t.phase == "downloading" and url and url != t.url:
+                t.url = url  # a fresh URL (the last one expired?): the download goes on from it
+                self._save(t)
+                log.info("update %s: download from the new URL of update_start", uid)
+                self._new_url.set()
+                return self._answer(t)
             if t is not None and same and t.phase != "failed":
                 return self._answer(t)  # a resume after a disconnect or restart, or a status check
             if t is not None and (t.phase in WORKING or (t.phase == "restarting" and not t.reported)):
@@ -430,3 +443,9 @@ class RemoteUpdate(ChunkedTransfer):
             await asyncio.sleep(1.0)
         t.reported = True
         self._set(t, "failed", "no verdict from the update watchdog in time")
+
+
+def _log_end(task: asyncio.Task[None]) -> None:
+    """The work task's end: its own errors are caught and reported; anything else is logged here."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("update work task ended", exc_info=task.exception())

@@ -6,7 +6,9 @@ the signed table) and the resumable download from a URL. `ChunkedTransfer` is a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import http.client
 import logging
 import math
 import os
@@ -28,6 +30,10 @@ MAX_CHUNKS = 65536
 MAX_RANGES = 64  # missing ranges listed in one answer (the rest follow once these arrive)
 READ_BLOCK = 64 * 1024
 _INDEX_RE = re.compile(r"^[0-9]{1,6}$")
+# A download that stops with one of these resumes after a back-off; an HTTP status is one of them only
+# when it may pass (5xx, 408, 429): any other (an expired pre-signed URL's 403, a 404) fails the update.
+RETRIED = (OSError, urllib.error.URLError, http.client.HTTPException, ValueError)
+RETRIED_STATUS = (408, 429)
 
 
 class TransferError(PermanentError):
@@ -104,6 +110,7 @@ class ChunkedTransfer:
     _fd: int | None
     _tokens: float
     _tokens_t: float
+    _new_url: asyncio.Event
 
     def _begin(self, work: Any) -> None:
         raise NotImplementedError
@@ -186,24 +193,40 @@ class ChunkedTransfer:
     # -- download from a URL ------------------------------------------------------------------
 
     async def _download(self, t: Transfer) -> None:
+        """Fetch `t.url` until complete (with back-off), then verify and apply; never raises."""
+        try:
+            done = await self._fetch_all(t)
+        except Exception as err:  # a bug or a surprise: the platform sees it (never a silent stall)
+            log.exception("update %s: download", t.update_id)
+            self._set(t, "failed", f"download: {type(err).__name__}: {err}")
+            return
+        if done:
+            await self._finish(t)
+
+    async def _fetch_all(self, t: Transfer) -> bool:
+        """True once the part file is complete, False when the transfer failed (TransferError)."""
         delay = 1.0
         while True:
+            url = t.url
+            self._new_url.clear()  # set by update_start with a new URL: retry at once, from there
             try:
-                if await asyncio.to_thread(self._fetch, t):
-                    break
+                if await asyncio.to_thread(self._fetch, t, url):
+                    return True
             except TransferError as err:
-                self._set(t, "failed", f"download: {err.reason}")
-                await asyncio.to_thread(self._part.unlink, True)
-                return
-            except (OSError, urllib.error.URLError, ValueError) as err:
+                if t.url == url:
+                    self._set(t, "failed", f"download: {err.reason}")
+                    await asyncio.to_thread(self._part.unlink, True)
+                    return False
+                log.warning("update %s: %s; trying the new URL", t.update_id, err.reason)
+            except RETRIED as err:
                 log.warning("update %s: download stopped at %d bytes (%s); resuming in %.0f s", t.update_id,
                             t.received, err, delay)  # fmt: skip
-            await asyncio.sleep(delay)
-            delay = min(30.0, delay * 2)
-        await self._finish(t)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._new_url.wait(), delay)
+            delay = 1.0 if self._new_url.is_set() else min(30.0, delay * 2)
 
-    def _fetch(self, t: Transfer) -> bool:
-        """Download the rest of `t.url` into the part file (from where it stopped); True when complete."""
+    def _fetch(self, t: Transfer, url: str) -> bool:
+        """Download the rest of `url` into the part file (from where it stopped); True when complete."""
         offset = self._part.stat().st_size if self._part.exists() else 0
         if offset > t.size:
             self._part.unlink()
@@ -211,19 +234,26 @@ class ChunkedTransfer:
         t.received = offset
         if offset == t.size:
             return True
-        req = urllib.request.Request(t.url, headers={"Range": f"bytes={offset}-"} if offset else {})
-        with urllib.request.urlopen(req, timeout=self.config.download_timeout_s) as resp:
+        req = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+        try:
+            resp = urllib.request.urlopen(req, timeout=self.config.download_timeout_s)
+        except urllib.error.HTTPError as err:
+            err.close()
+            if err.code >= 500 or err.code in RETRIED_STATUS:
+                raise  # the server's trouble, or too busy now: retried
+            raise TransferError(url, f"HTTP status {err.code} {err.reason}") from err
+        with resp:
             if resp.status == 200 and offset:
                 offset = 0  # the server ignored the range: from the start
             elif resp.status not in (200, 206):
-                raise TransferError(t.url, f"HTTP status {resp.status}")
+                raise TransferError(url, f"HTTP status {resp.status}")
             with self._part.open("r+b" if offset else "wb") as out:
                 out.seek(offset)
                 out.truncate()
                 while block := resp.read(READ_BLOCK):
                     offset += len(block)
                     if offset > t.size:
-                        raise TransferError(t.url, f"more than the announced {t.size} bytes")
+                        raise TransferError(url, f"more than the announced {t.size} bytes")
                     out.write(block)
                     t.received = offset
         return offset == t.size

@@ -1,14 +1,18 @@
 """The gateway's side of remote updates without a release build: the transfer's checks and bounds
 on a real folder (chunks against the signed table, resume from the data on disk after a restart,
-the whole hash, the disk budget, busy, the rate limit) and a URL download over HTTP on loopback.
+the whole hash, the disk budget, busy, the rate limit) and a URL download over HTTP on loopback
+(a refused URL, a fresh URL for the same update, a connection cut off, a restart meanwhile).
 The whole flow with real releases, processes and Mosquitto is in test_update.py."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import http.server
 import json
 import os
+import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +65,9 @@ class Gateway:
     def phases(self) -> list[str]:
         return [e.attrs["phase"] for e in self.events]
 
-    async def until(self, phase: str, timeout_s: float = 30.0) -> None:
+    async def until(self, phase: str, timeout_s: float = 30.0, count: int = 1) -> None:
         async with asyncio.timeout(timeout_s):
-            while phase not in self.phases():
+            while self.phases().count(phase) < count:
                 self._new.clear()
                 await self._new.wait()
 
@@ -198,3 +202,173 @@ async def test_a_url_serving_more_than_announced_fails(root: Path, tmp_path: Pat
             await gw.until("failed")
         assert "more than the announced 40000 bytes" in gw.events[-1].attrs["reason"]
         assert not (root / "update" / "transfer" / "bundle.part").exists()
+
+
+class Origin:
+    """A loopback HTTP server of one bundle at any path, with `Range`; `status[path]` answers that
+    status instead, and `/drop` cuts its first answer off in the middle of its chunked body. Every
+    request is kept as (path, Range header)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.status: dict[str, int] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.asked = threading.Event()
+        origin = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                origin.requests.append((self.path, self.headers.get("Range", "")))
+                origin.asked.set()
+                origin.answer(self)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def answer(self, h: http.server.BaseHTTPRequestHandler) -> None:
+        if h.path in self.status:
+            h.send_response(self.status[h.path])
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+        elif h.path == "/drop" and self.paths().count("/drop") == 1:
+            h.send_response(200)
+            h.send_header("Transfer-Encoding", "chunked")
+            h.end_headers()  # one chunk longer than a read block, then a chunk cut off
+            h.wfile.write(b"%x\r\n" % 70_000 + self.data[:70_000] + b"\r\n")
+            h.wfile.write(b"%x\r\n" % 100_000 + self.data[70_000:80_000])
+            h.wfile.flush()
+            h.close_connection = True
+        else:
+            m = re.fullmatch(r"bytes=([0-9]+)-", h.headers.get("Range", ""))
+            start = int(m.group(1)) if m else 0
+            h.send_response(206 if start else 200)
+            if start:
+                h.send_header("Content-Range", f"bytes {start}-{len(self.data) - 1}/{len(self.data)}")
+            h.send_header("Content-Length", str(len(self.data) - start))
+            h.end_headers()
+            h.wfile.write(self.data[start:])
+
+    def paths(self) -> list[str]:
+        return [path for path, _ in self.requests]
+
+    async def until_asked(self) -> None:
+        assert await asyncio.to_thread(self.asked.wait, 10), "no request"
+
+    def __enter__(self) -> Origin:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def url_args(data: bytes, url: str) -> dict[str, Any]:
+    return Bundle(len(data), hashlib.sha256(data).hexdigest(), url=url).start_args("u-1")
+
+
+@pytest.mark.parametrize("status", [403, 404])
+async def test_a_refused_url_fails_and_a_fresh_url_starts_again(root: Path, status: int) -> None:
+    data = os.urandom(200_000)
+    with Origin(data) as origin:
+        origin.status["/expired"] = status
+        async with Gateway(root) as gw:
+            await gw.start(url_args(data, f"{origin.base}/expired"))
+            await gw.until("failed", timeout_s=10)  # at once: an expired pre-signed URL does not get better
+            reason = gw.events[-1].attrs["reason"]
+            assert reason.startswith(f"download: HTTP status {status} "), reason
+            assert (await gw.ru.actions()["update_status"].handler({}, CALLER))["reason"] == reason
+            assert origin.paths() == ["/expired"]  # not retried
+            # The platform gives a fresh URL with the same update_id: a new download from it.
+            answer = await gw.start(url_args(data, f"{origin.base}/fresh"))
+            assert answer["phase"] == "downloading" and answer["url"].endswith("/fresh")
+            await gw.until("failed", timeout_s=10, count=2)
+        assert gw.phases()[-3:] == ["verifying", "applying", "failed"], gw.phases()  # the hash matched
+        assert origin.paths() == ["/expired", "/fresh"]
+
+
+async def test_a_fresh_url_is_taken_by_a_download_in_progress(root: Path) -> None:
+    data = os.urandom(200_000)
+    with Origin(data) as origin:
+        origin.status["/busy"] = 503  # the server's trouble: retried with back-off
+        async with Gateway(root) as gw:
+            await gw.start(url_args(data, f"{origin.base}/busy"))
+            await origin.until_asked()
+            again = await gw.start(url_args(data, f"{origin.base}/busy"))  # the same: nothing changes
+            assert (again["phase"], again["url"], gw.phases()) == ("downloading", f"{origin.base}/busy",
+                                                                   ["downloading"])  # fmt: skip
+            answer = await gw.start(url_args(data, f"{origin.base}/fresh"))
+            assert answer["phase"] == "downloading" and answer["url"] == f"{origin.base}/fresh"
+            meta = json.loads((root / "update" / "transfer" / "meta.json").read_text())
+            assert meta["url"] == f"{origin.base}/fresh"  # a restart goes on from it too
+            await gw.until("failed", timeout_s=10)
+        assert gw.phases() == ["downloading", "verifying", "applying", "failed"]
+        assert set(origin.paths()) == {"/busy", "/fresh"} and origin.paths()[-1] == "/fresh"
+
+
+async def test_a_connection_cut_off_mid_body_is_resumed(root: Path) -> None:
+    data = os.urandom(200_000)
+    with Origin(data) as origin:
+        async with Gateway(root) as gw:
+            await gw.start(url_args(data, f"{origin.base}/drop"))
+            await gw.until("failed", timeout_s=10)
+        assert gw.phases() == ["downloading", "verifying", "applying", "failed"]  # all bytes, in order
+        assert origin.requests == [("/drop", ""), ("/drop", "bytes=65536-")]  # from the first read block
+
+
+async def test_an_unexpected_error_fails_the_download(
+    root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(self: RemoteUpdate, t: object, url: str) -> bool:
+        raise RuntimeError("a bug in the download")
+
+    monkeypatch.setattr(RemoteUpdate, "_fetch", broken)
+    data = os.urandom(1000)
+    async with Gateway(root) as gw:
+        await gw.start(url_args(data, "http://127.0.0.1:9/never"))
+        await gw.until("failed", timeout_s=10)
+    assert gw.events[-1].attrs["reason"] == "download: RuntimeError: a bug in the download"
+    assert "update u-1: download" in caplog.text and "a bug in the download" in caplog.text
+
+
+async def test_update_start_before_the_resume_makes_one_download(root: Path) -> None:
+    data = os.urandom(200_000)
+    args = url_args(data, "")
+    with Origin(data) as origin:
+        args["url"] = f"{origin.base}/b"
+        origin.status["/b"] = 503
+        async with Gateway(root) as gw:  # a download that did not get far before a restart
+            await gw.start(args)
+            await origin.until_asked()
+        del origin.status["/b"]
+        origin.requests.clear()
+        gw = Gateway(root)
+        gw.task = asyncio.create_task(gw.ru.run())
+        answer = await gw.start(args)  # the platform's update_start before run() read the disk
+        assert answer["phase"] == "downloading"
+        await gw.until("failed", timeout_s=10)
+        await asyncio.sleep(0.3)  # a second download (the defect: the resume's) would have asked by now
+        await gw.__aexit__()
+    assert origin.paths() == ["/b"] and gw.phases().count("verifying") == 1, (origin.requests, gw.phases())
+
+
+async def test_update_start_during_the_resume_waits_for_it(root: Path) -> None:
+    b = bundle_of(os.urandom(64 * CHUNK))
+    topic = f"{BASE}/update/u-1"
+    async with Gateway(root) as gw:
+        await gw.start(b.start_args("u-1"))
+        await gw.ru.on_chunk(f"{topic}/table", b.table())
+        for i in range(b.count - 1):  # all but the last one
+            await gw.ru.on_chunk(f"{topic}/{i}", b.chunk(i))
+        assert gw.ru.chunks == b.count - 1
+    gw = Gateway(root)
+    gw.task = asyncio.create_task(gw.ru.run())
+    await asyncio.sleep(0)  # run() is reading the transfer on disk (in a thread)
+    answer = await gw.start(b.start_args("u-1"))  # answered once the chunks on disk are checked
+    await gw.__aexit__()
+    assert (answer["missing"], answer["received_bytes"]) == ([[b.count - 1, b.count - 1]], b.size - CHUNK)
