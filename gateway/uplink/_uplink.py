@@ -113,6 +113,7 @@ class Uplink(UplinkAcks, UplinkMessages):
         self._reconnects = 0
         self._connect_failures = 0
         self._sessions = 0
+        self._connected_at = 0.0  # monotonic time the current (or last) session connected
         self._last_error: str | None = None
         self._last_error_ts: float | None = None
         self._state = LinkState.STOPPED
@@ -230,7 +231,7 @@ class Uplink(UplinkAcks, UplinkMessages):
             await self._load_positions()
             while True:
                 for broker in self._brokers:
-                    started = time.monotonic()
+                    sessions = self._sessions
                     try:
                         await self._session(broker)
                     except _SessionLost as err:
@@ -240,7 +241,10 @@ class Uplink(UplinkAcks, UplinkMessages):
                     except Exception as err:  # a bug must not end store-and-forward for good
                         log.exception("uplink: session with %s failed", broker)
                         self._note_error(f"{broker}: {type(err).__name__}: {err}")
-                    if self._sessions and time.monotonic() - started >= STABLE_SESSION_S:
+                    # Stable: this attempt connected, and stayed connected long enough (a connect
+                    # that only timed out after STABLE_SESSION_S is a failure, not a session).
+                    connected = self._sessions > sessions
+                    if connected and time.monotonic() - self._connected_at >= STABLE_SESSION_S:
                         self._backoff.reset()
                         break  # after a working session, go back to the preferred broker
                 self._state = LinkState.BACKING_OFF
@@ -280,6 +284,7 @@ class Uplink(UplinkAcks, UplinkMessages):
                 if self._sessions:
                     self._reconnects += 1
                 self._sessions += 1
+                self._connected_at = time.monotonic()
                 self._state = LinkState.CONNECTED
                 self._since = time.time()
                 log.info("uplink: connected to %s", broker)
