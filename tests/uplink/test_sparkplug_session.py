@@ -420,3 +420,21 @@ async def test_the_primary_host_offline_sends_the_node_to_the_next_broker(
                 assert host.verbs(ndeath + 1) == []  # nothing more on the first broker
     finally:
         second.close()
+
+
+async def test_a_state_nested_a_thousand_deep_is_ignored_and_the_session_goes_on(
+    broker: MosquittoBroker, host: Host
+) -> None:
+    # 1,002 opening brackets fit STATE's 1 KiB limit and reached the JSON parser's recursion limit:
+    # the RecursionError ended the session task for good (the snapshot still said connected). The
+    # bounded loader refuses it as a typed input error, ignored.
+    queue: asyncio.Queue[StoredRecord] = asyncio.Queue()
+    session = SparkplugSession(edge_node(), queue, brokers=[broker.url], primary_host_id=HOST_ID)
+    async with session as s:
+        await host.state(True, 1000)
+        nbirth = await host.wait_for(verb("NBIRTH"))
+        await host.client.publish(STATE_TOPIC, b"[" * 1002, qos=1)
+        await eventually(lambda: s.bad_inputs == 1)
+        queue.put_nowait(reading(1, 1.0, time.time() + 3600))
+        await host.wait_for(verb("DDATA"), after=nbirth)
+        assert s.sessions == 1
