@@ -21,6 +21,7 @@ import aiomqtt
 import pytest
 
 from citynerve.gateway.api import Event, EventState, Reading, Severity, stop_task
+from citynerve.gateway.uplink._connection import Backoff
 from citynerve.gateway.uplink.sparkplug import (
     REBIRTH_METRIC,
     BdSeqFile,
@@ -438,3 +439,27 @@ async def test_a_state_nested_a_thousand_deep_is_ignored_and_the_session_goes_on
         queue.put_nowait(reading(1, 1.0, time.time() + 3600))
         await host.wait_for(verb("DDATA"), after=nbirth)
         assert s.sessions == 1
+
+
+async def test_an_unexpected_error_ends_one_session_not_all_of_them(
+    broker: MosquittoBroker, host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bug (an exception no handler expects) in one session is logged and the next session starts,
+    # as in the JSON v1 uplink: it used to end the sessions' task silently, for good.
+    node = edge_node()
+    queue: asyncio.Queue[StoredRecord] = asyncio.Queue()
+    async with SparkplugSession(node, queue, brokers=[broker.url], backoff=Backoff(0.1, 0.2, 0.2)) as s:
+        nbirth = await host.wait_for(verb("NBIRTH"))
+
+        def bug(*args: object) -> list[Any]:
+            monkeypatch.undo()  # once
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(node, "command", bug)
+        cmd = Payload(timestamp=1)
+        cmd.metrics.add(name=REBIRTH_METRIC, datatype=DataType.BOOLEAN, boolean_value=True)
+        await host.client.publish("spBv1.0/city/NCMD/gw-1", cmd.SerializeToString(), qos=1)
+        again = await host.wait_for(verb("NBIRTH"), after=nbirth + 1)
+        assert s.sessions == 2 and "RuntimeError: a bug" in (s.last_error or "")
+        queue.put_nowait(reading(1, 1.0, time.time() + 3600))
+        await host.wait_for(verb("DDATA"), after=again)
