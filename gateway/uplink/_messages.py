@@ -163,13 +163,17 @@ class UplinkMessages:
                 log.exception("uplink: command handling failed")
                 return
             if result.answer:
-                for part in result.parts:  # chunks first, the summary last
-                    msg = self._enc.command_result(
-                        replace(result, result=part, parts=()), seq=self._outbox.next_seq - 1
-                    )
+                try:
+                    for part in result.parts:  # chunks first, the summary last
+                        msg = self._enc.command_result(
+                            replace(result, result=part, parts=()), seq=self._outbox.next_seq - 1
+                        )
+                        await client.publish(msg.topic, msg.payload, qos=1)
+                    msg = self._enc.command_result(result, seq=self._outbox.next_seq - 1)
                     await client.publish(msg.topic, msg.payload, qos=1)
-                msg = self._enc.command_result(result, seq=self._outbox.next_seq - 1)
-                await client.publish(msg.topic, msg.payload, qos=1)
+                except Exception:  # no result may end the session (a lost link ends it anyway)
+                    self._inbound_refused += 1
+                    log.exception("uplink: command result not published")
         finally:
             running.release()
 

@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 # alarm p99 of 163 ms in the drain benchmark, 4,000 35 ms at a higher drain rate).
 PEEK_READINGS = 4_000
 EVENTS_PER_MESSAGE = 50
+EVENTS_PER_READ = 500
 
 
 class _SessionLost(Exception):
@@ -113,6 +114,7 @@ class Uplink(UplinkAcks, UplinkMessages):
         self._reconnects = 0
         self._connect_failures = 0
         self._sessions = 0
+        self._connected_at = 0.0  # monotonic time the current (or last) session connected
         self._last_error: str | None = None
         self._last_error_ts: float | None = None
         self._state = LinkState.STOPPED
@@ -230,7 +232,7 @@ class Uplink(UplinkAcks, UplinkMessages):
             await self._load_positions()
             while True:
                 for broker in self._brokers:
-                    started = time.monotonic()
+                    sessions = self._sessions
                     try:
                         await self._session(broker)
                     except _SessionLost as err:
@@ -240,7 +242,10 @@ class Uplink(UplinkAcks, UplinkMessages):
                     except Exception as err:  # a bug must not end store-and-forward for good
                         log.exception("uplink: session with %s failed", broker)
                         self._note_error(f"{broker}: {type(err).__name__}: {err}")
-                    if self._sessions and time.monotonic() - started >= STABLE_SESSION_S:
+                    # Stable: this attempt connected, and stayed connected long enough (a connect
+                    # that only timed out after STABLE_SESSION_S is a failure, not a session).
+                    connected = self._sessions > sessions
+                    if connected and time.monotonic() - self._connected_at >= STABLE_SESSION_S:
                         self._backoff.reset()
                         break  # after a working session, go back to the preferred broker
                 self._state = LinkState.BACKING_OFF
@@ -280,6 +285,7 @@ class Uplink(UplinkAcks, UplinkMessages):
                 if self._sessions:
                     self._reconnects += 1
                 self._sessions += 1
+                self._connected_at = time.monotonic()
                 self._state = LinkState.CONNECTED
                 self._since = time.time()
                 log.info("uplink: connected to %s", broker)
@@ -368,10 +374,12 @@ class Uplink(UplinkAcks, UplinkMessages):
                 rows = []
                 if high > self._events_clear and Lane.EVENT in self._filter.lanes:
                     rows = await self._outbox.peek(
-                        Lane.EVENT, after_seq=self._sent_seq[Lane.EVENT], limit=500
+                        Lane.EVENT, after_seq=self._sent_seq[Lane.EVENT], limit=EVENTS_PER_READ
                     )
-                    if not rows or rows[-1].seq >= high:
+                    if len(rows) < EVENTS_PER_READ:
                         # Everything committed up to `high` is read: no second trip to find it empty.
+                        # (Not `rows[-1].seq >= high`: `high` only knows this run's commits, not the
+                        # backlog stored before a restart or sent again after a rewind.)
                         self._events_clear = high
                 if rows:
                     end = rows[-1].seq

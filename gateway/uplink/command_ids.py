@@ -77,12 +77,16 @@ class CommandOutcomes:
         self._done: dict[str, _Kept] = {}
         self._running: dict[str, asyncio.Future[CommandResult]] = {}
         self._loaded = False
+        self._load_lock = asyncio.Lock()  # a command arriving during the load waits for it
         self.repeats = 0
 
     async def _load(self) -> None:
-        if self._loaded:
-            return
-        self._loaded = True
+        async with self._load_lock:
+            if not self._loaded:
+                await self._read()
+                self._loaded = True
+
+    async def _read(self) -> None:
         raw = await self._state.get(OUTCOMES_KEY)
         if not raw:
             return

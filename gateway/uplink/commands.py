@@ -317,9 +317,13 @@ class CommandProcessor:
                 err.reason.value,
                 detail,
             )
+        # Echoed only when well formed: a result carries no text nobody checked (a lone surrogate
+        # in an unauthenticated id cannot be encoded as UTF-8).
+        cid = err.command_id or cmd.get("id")
+        action = cmd.get("action")
         return CommandResult(
-            err.command_id or _str_or_none(cmd.get("id")),
-            _str_or_none(cmd.get("action")),
+            cid if isinstance(cid, str) and _ID_RE.match(cid) else None,
+            action if isinstance(action, str) and action in self._classes else None,
             outcome,
             err.reason,
             detail,
@@ -500,10 +504,6 @@ def domain_problem(domain: Mapping[str, Any], value: object) -> str | None:
 
 def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _str_or_none(v: object) -> str | None:
-    return v if isinstance(v, str) else None
 
 
 def _printable(v: object) -> str:

@@ -7,6 +7,7 @@ monotonic times the test moves."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -20,6 +21,7 @@ from citynerve.gateway.uplink import (
     RejectReason,
 )
 from citynerve.gateway.uplink.command_ids import OUTCOMES_KEY, CommandOutcomes
+from citynerve.gateway.uplink.commands import KeyValueState
 from citynerve.gateway.uplink.signing import CommandVerifier
 from tests.uplink.test_commands import GW, KEY, NOW, SIGNER, CountingTarget
 
@@ -44,7 +46,9 @@ class MovedClock(Clock):
         self.mono_s += seconds
 
 
-def gateway(outbox: AsyncOutbox, clock: MovedClock, target: CountingTarget) -> CommandProcessor:
+def gateway(
+    outbox: AsyncOutbox, clock: MovedClock, target: CountingTarget, state: KeyValueState | None = None
+) -> CommandProcessor:
     async def resend() -> None:
         return None
 
@@ -54,7 +58,7 @@ def gateway(outbox: AsyncOutbox, clock: MovedClock, target: CountingTarget) -> C
         verifier=CommandVerifier.hmac(KEY),
         nonces=NonceCache(outbox, max_keep_s=LIFETIME + 2 * SKEW, clock=clock),
         # As the uplink builds it (_messages.py).
-        outcomes=CommandOutcomes(outbox, keep_s=LIFETIME + 2 * SKEW, clock=clock),
+        outcomes=CommandOutcomes(state or outbox, keep_s=LIFETIME + 2 * SKEW, clock=clock),
         decode=JsonV1Encoding(topic_prefix="citynerve", gateway_id=GW).decode_command,
         resend_inventory=resend,
         enabled=True,
@@ -123,3 +127,47 @@ async def test_outcomes_stored_by_the_previous_version_are_read(outbox: AsyncOut
     await outbox.put(OUTCOMES_KEY, json.dumps(old))
     r = await gateway(outbox, clock, target).handle(write(now=NOW, lifetime_s=60))
     assert r.outcome is CommandOutcome.OK and r.result == {"v": 1} and target.writes == 0
+
+
+class GatedOutcomesState:
+    """The outbox's key/value state, whose read of the stored outcomes waits until the test opens
+    the gate: a restart's load that is slow (the store's thread is busy)."""
+
+    def __init__(self, outbox: AsyncOutbox) -> None:
+        self.outbox = outbox
+        self.reading = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def get(self, key: str) -> str | None:
+        if key == OUTCOMES_KEY:
+            self.reading.set()
+            await self.gate.wait()
+        return await self.outbox.get(key)
+
+    async def put(self, key: str, value: str) -> None:
+        await self.outbox.put(key, value)
+
+
+async def test_a_redelivery_during_the_load_after_a_restart_gets_its_first_outcome(
+    outbox: AsyncOutbox,
+) -> None:
+    clock, target = MovedClock(), CountingTarget()
+    payload = write(now=NOW, lifetime_s=60)
+    first = await gateway(outbox, clock, target).handle(payload)
+    assert first.outcome is CommandOutcome.OK
+    # Restarted: another command starts the load of the stored outcomes; the write is delivered
+    # again while that load waits. It used to run against an empty table: `replayed` (its nonce is
+    # kept), which tells the platform that a write that happened did not.
+    state = GatedOutcomesState(outbox)
+    p = gateway(outbox, clock, target, state=state)
+    read = SIGNER.command(GW, "read_point", {"device_id": "wm-1", "point": "flow"}, now=NOW)
+    other = asyncio.create_task(p.handle(json.dumps(read).encode()))
+    await asyncio.wait_for(state.reading.wait(), 20)
+    again = asyncio.create_task(p.handle(payload))
+    # The redelivery runs as far as it can while the load waits (done at once when it does not wait
+    # for the load); the verdict does not depend on how long this is.
+    await asyncio.wait({again}, timeout=0.5)
+    state.gate.set()
+    assert (await asyncio.wait_for(again, 20)) == first
+    assert (await asyncio.wait_for(other, 20)).outcome is CommandOutcome.OK
+    assert target.writes == 1

@@ -16,6 +16,7 @@ import pytest
 
 from citynerve.gateway.store import AsyncOutbox
 from citynerve.gateway.uplink import Uplink, UpstreamConfig
+from citynerve.gateway.uplink import _uplink as uplink_module
 from citynerve.gateway.uplink._connection import Backoff, RateLimiter
 from citynerve.hil.platform import MosquittoBroker, PlatformConsumer, free_port
 from tests.uplink.certs import make_pki
@@ -134,6 +135,38 @@ async def test_failover_to_second_broker_and_back(
         assert up.snapshot().broker == broker.url
         assert up.snapshot().connect_failures >= 1
         await wait_for(lambda: _drained(outbox))
+
+
+async def test_a_hung_primary_fails_over_after_a_stable_session(
+    broker: MosquittoBroker, outbox: AsyncOutbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a stable session on the primary, the primary hangs (TCP accepted, nothing answered:
+    SIGSTOP) and each connect to it times out after connect_timeout_s, longer than a stable
+    session: that failed connect is not a session, so the next one goes to the secondary.
+    (Counted as stable, it reset the backoff and went back to the primary for ever.)"""
+    monkeypatch.setattr(uplink_module, "STABLE_SESSION_S", 1.0)  # 5 s in service
+    (tmp_path / "second").mkdir()
+    second = MosquittoBroker(workdir=tmp_path / "second")
+    second.start()
+    try:
+        cfg = upstream(broker, brokers=[broker.url, second.url], connect_timeout_s=2.0)
+        async with Uplink(cfg, gateway_id=GW, outbox=outbox, inventory=lambda: INVENTORY) as up:
+            await wait_for(lambda: _connected(up))
+            assert up.snapshot().broker == broker.url
+            await asyncio.sleep(1.5)  # at least STABLE_SESSION_S connected: a stable session
+            broker.freeze()
+            try:
+                up.reconnect("test: the primary hangs")
+                await wait_for(lambda: _on(up, second.url), timeout_s=60)
+            finally:
+                broker.thaw()
+    finally:
+        second.close()
+
+
+async def _on(up: Uplink, url: str) -> bool:
+    snap = up.snapshot()
+    return snap.connected and snap.broker == url
 
 
 async def test_alarm_not_stuck_behind_rate_limited_replay(

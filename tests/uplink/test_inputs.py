@@ -225,3 +225,45 @@ async def test_junk_command_flood_is_answered_once_per_interval(
     assert not target.restarted
     lines = [r for r in caplog.records if r.name == "citynerve.gateway.uplink.commands"]
     assert len(lines) <= 3, len(lines)
+
+
+async def test_a_result_that_cannot_be_encoded_never_ends_the_session(
+    broker: MosquittoBroker, outbox: AsyncOutbox
+) -> None:
+    """A lone surrogate (valid JSON `\\ud800`, not encodable as UTF-8) in an unauthenticated
+    command's id and action: the answer echoes neither (null), the session goes on. A result that
+    still cannot be encoded (a device's text value with a lone surrogate) is not answered, counted
+    (`inbound_refused`), and ends nothing either."""
+    target = BuildingTarget()
+    target.values[("wm-1", "label")] = "caf\udce9"  # bytes decoded with surrogateescape
+    cfg = upstream(broker, commands={"enabled": True, "hmac_key_file": str(platform_key_file())})
+    async with (
+        Uplink(cfg, gateway_id=GW, outbox=outbox, inventory=target.inventory, commands=target) as up,
+        aiomqtt.Client(broker.host, broker.port) as attacker,
+    ):
+        await wait_for(lambda: _up(up))
+        await attacker.subscribe(f"citynerve/{GW}/cmd/result", qos=1)
+        junk = b'{"schema":"x","id":"\\ud800","action":"\\udfff"}'
+        await attacker.publish(f"citynerve/{GW}/cmd", junk, qos=1)
+        bad = PLATFORM_SIGNER.command(GW, "read_point", {"device_id": "wm-1", "point": "label"})
+        await attacker.publish(f"citynerve/{GW}/cmd", CommandSigner.payload(bad), qos=1)
+        good = PLATFORM_SIGNER.command(GW, "read_point", {"device_id": "wm-1", "point": "flow"})
+
+        async def unanswerable_counted() -> bool:
+            return up.snapshot().extra["inbound_refused"] == 1
+
+        await wait_for(unanswerable_counted)
+        await attacker.publish(f"citynerve/{GW}/cmd", CommandSigner.payload(good), qos=1)
+        answers = []
+        async with asyncio.timeout(20):
+            async for msg in attacker.messages:
+                body = json.loads(bytes(msg.payload))  # type: ignore[arg-type]
+                answers.append(body)
+                if body["command_id"] == good["id"]:
+                    break
+        snap = up.snapshot()
+    assert [(a["command_id"], a["action"], a["outcome"]) for a in answers] == [
+        (None, None, "rejected"),
+        (good["id"], "read_point", "ok"),
+    ]
+    assert snap.reconnects == 0 and snap.connected

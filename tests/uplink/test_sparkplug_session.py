@@ -21,6 +21,7 @@ import aiomqtt
 import pytest
 
 from citynerve.gateway.api import Event, EventState, Reading, Severity, stop_task
+from citynerve.gateway.uplink._connection import Backoff
 from citynerve.gateway.uplink.sparkplug import (
     REBIRTH_METRIC,
     BdSeqFile,
@@ -420,3 +421,45 @@ async def test_the_primary_host_offline_sends_the_node_to_the_next_broker(
                 assert host.verbs(ndeath + 1) == []  # nothing more on the first broker
     finally:
         second.close()
+
+
+async def test_a_state_nested_a_thousand_deep_is_ignored_and_the_session_goes_on(
+    broker: MosquittoBroker, host: Host
+) -> None:
+    # 1,002 opening brackets fit STATE's 1 KiB limit and reached the JSON parser's recursion limit:
+    # the RecursionError ended the session task for good (the snapshot still said connected). The
+    # bounded loader refuses it as a typed input error, ignored.
+    queue: asyncio.Queue[StoredRecord] = asyncio.Queue()
+    session = SparkplugSession(edge_node(), queue, brokers=[broker.url], primary_host_id=HOST_ID)
+    async with session as s:
+        await host.state(True, 1000)
+        nbirth = await host.wait_for(verb("NBIRTH"))
+        await host.client.publish(STATE_TOPIC, b"[" * 1002, qos=1)
+        await eventually(lambda: s.bad_inputs == 1)
+        queue.put_nowait(reading(1, 1.0, time.time() + 3600))
+        await host.wait_for(verb("DDATA"), after=nbirth)
+        assert s.sessions == 1
+
+
+async def test_an_unexpected_error_ends_one_session_not_all_of_them(
+    broker: MosquittoBroker, host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bug (an exception no handler expects) in one session is logged and the next session starts,
+    # as in the JSON v1 uplink: it used to end the sessions' task silently, for good.
+    node = edge_node()
+    queue: asyncio.Queue[StoredRecord] = asyncio.Queue()
+    async with SparkplugSession(node, queue, brokers=[broker.url], backoff=Backoff(0.1, 0.2, 0.2)) as s:
+        nbirth = await host.wait_for(verb("NBIRTH"))
+
+        def bug(*args: object) -> list[Any]:
+            monkeypatch.undo()  # once
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(node, "command", bug)
+        cmd = Payload(timestamp=1)
+        cmd.metrics.add(name=REBIRTH_METRIC, datatype=DataType.BOOLEAN, boolean_value=True)
+        await host.client.publish("spBv1.0/city/NCMD/gw-1", cmd.SerializeToString(), qos=1)
+        again = await host.wait_for(verb("NBIRTH"), after=nbirth + 1)
+        assert s.sessions == 2 and "RuntimeError: a bug" in (s.last_error or "")
+        queue.put_nowait(reading(1, 1.0, time.time() + 3600))
+        await host.wait_for(verb("DDATA"), after=again)

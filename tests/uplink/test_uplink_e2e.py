@@ -61,6 +61,20 @@ async def _empty(outbox: AsyncOutbox) -> bool:
     return all(s.rows == 0 for s in stats.lanes)
 
 
+async def test_an_event_backlog_stored_before_start_is_all_sent(
+    broker: MosquittoBroker, outbox: AsyncOutbox, consumer: PlatformConsumer
+) -> None:
+    """A restart after an outage: more events wait than one read of the events lane takes (500).
+    Every one is sent with nothing committed since the start (the lane was taken as clear after
+    the first read, and the rest waited for the next event to be committed)."""
+    await outbox.append(readings(100), [alarm(i) for i in range(1200)])
+    async with Uplink(upstream(broker), gateway_id=GW, outbox=outbox, inventory=lambda: INVENTORY):
+        await wait_for(lambda: stored(consumer, 100, 1200), timeout_s=60)
+        await wait_for(lambda: _empty(outbox))
+    lane = await consumer.query(lambda s: s.lane(GW, "event"))
+    assert lane.duplicates == 0 and lane.gaps_seen == 0 and lane.open_gap is None
+
+
 async def test_e2e_mode_keeps_rows_until_platform_acks(
     broker: MosquittoBroker, outbox: AsyncOutbox, consumer: PlatformConsumer
 ) -> None:

@@ -184,7 +184,12 @@ class SparkplugSession:
         while True:
             for broker in self.brokers:
                 started = time.monotonic()
-                end = await self._session(broker)
+                try:
+                    end = await self._session(broker)
+                except Exception as err:  # a bug must not end the sessions for good (as JSON v1)
+                    log.exception("sparkplug: session with %s failed", broker)
+                    self.last_error = f"{broker}: {describe_link_error(err)}"  # the first error
+                    end = _End.FAILED
                 if end is not _End.FAILED and time.monotonic() - started >= STABLE_SESSION_S:
                     self.backoff.reset()
                     if end is _End.LOST:
