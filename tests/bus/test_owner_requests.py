@@ -1,0 +1,141 @@
+"""A bus owner with devices of several requests, in front of the real Pipeline: a request that fails
+while its device answers others, a device dead on every request, read-now screening, a huge int.
+
+The driver subclasses the real PollDriver interface and answers from a script; nothing waits on
+luck: each test waits for a condition (a number of reads, a state) with a generous timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Sequence
+
+import pytest
+
+from citynerve.gateway.api import (
+    BusConfig,
+    DeviceConfig,
+    DeviceTimeoutError,
+    Event,
+    EventState,
+    Location,
+    PointConfig,
+    PollDriver,
+    PollRequest,
+    Quality,
+    Reading,
+    Sample,
+    Value,
+)
+from citynerve.gateway.bus import OFFLINE_KIND, BusOwner
+from citynerve.gateway.pipeline import NoRules, Pipeline
+
+LOC = Location(address_code="310106013001")
+Answer = Callable[[DeviceConfig, PollRequest], tuple[Sample, ...]]
+
+
+class Script(PollDriver[BusConfig, DeviceConfig]):
+    """One request per point, in the points' order (`grouped`: one for all); `answer` replies or
+    raises (a timeout at once: the owner's budget is not what these tests look at)."""
+
+    def __init__(
+        self, bus: BusConfig, devices: Sequence[DeviceConfig], answer: Answer, grouped: bool = False
+    ) -> None:
+        super().__init__(bus, devices)
+        self.answer = answer
+        self.grouped = grouped
+        self.reads: list[tuple[str, ...]] = []
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    def plan(self, device: DeviceConfig) -> Sequence[PollRequest]:
+        interval = device.poll_interval_s or 60
+        if self.grouped:
+            return [PollRequest(tuple(device.points), interval)]
+        return [PollRequest((p,), interval) for p in device.points]
+
+    async def read(self, device: DeviceConfig, request: PollRequest) -> tuple[Sample, ...]:
+        self.reads.append(request.points)
+        await asyncio.sleep(0.001)
+        return self.answer(device, request)
+
+    async def write(self, device: DeviceConfig, point: str, value: Value) -> None:
+        pass
+
+
+class Outbox(NoRules):
+    """The pipeline's sink and rules hook: what is stored, what the rules see."""
+
+    def __init__(self) -> None:
+        self.readings: list[Reading] = []
+        self.events: list[Event] = []
+        self.seen: list[Reading] = []
+
+    def put_readings(self, readings: Sequence[Reading]) -> None:
+        self.readings.extend(readings)
+
+    def put_event(self, event: Event) -> None:
+        self.events.append(event)
+
+    def evaluate(self, readings: Sequence[Reading]) -> Sequence[Event]:
+        self.seen.extend(readings)
+        return ()
+
+
+def timeout(device: DeviceConfig, request: PollRequest) -> DeviceTimeoutError:
+    return DeviceTimeoutError(device.id, request.points, 0.05)
+
+
+def setup(
+    points: dict[str, PointConfig], answer: Answer, interval: float = 0.05, grouped: bool = False
+) -> tuple[BusOwner, Script, Pipeline, Outbox]:
+    bus = BusConfig(
+        id="b1", protocol="test", timeout_s=0.05, retries=0, offline_after=3,
+        backoff_initial_s=0.2, backoff_max_s=0.4,
+    )  # fmt: skip
+    dev = DeviceConfig(
+        id="d1", bus="b1", profile="p", address=1, location=LOC, poll_interval_s=interval, points=points
+    )
+    driver = Script(bus, [dev], answer, grouped)
+    out = Outbox()
+    pipe = Pipeline({dev.id: dev}, out, out)
+    return BusOwner(bus, [dev], driver, pipe, rng=random.Random(1)), driver, pipe, out
+
+
+async def run_until(owner: BusOwner, done: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    task = asyncio.create_task(owner.run())
+    try:
+        for _ in range(int(timeout_s / 0.01)):
+            if done():
+                break
+            await asyncio.sleep(0.01)
+        assert done(), "the condition was not met in time"
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+def offline_events(out: Outbox) -> list[EventState]:
+    return [e.state for e in out.events if e.kind == OFFLINE_KIND]
+
+
+async def test_an_int_beyond_floats_in_a_screened_point_is_bad_and_faults_nothing() -> None:
+    """Plausibility screening took float(10**400) and raised OverflowError: the device was faulted
+    and every point of its batch dropped. The value is the pipeline's BAD; the others are stored."""
+
+    def answer(device: DeviceConfig, request: PollRequest) -> tuple[Sample, ...]:
+        return (Sample("voltage", 10**400), Sample("temp", 21.5))
+
+    pts = {"voltage": PointConfig(name="voltage", unit="V"), "temp": PointConfig(name="temp", unit="degC")}
+    owner, driver, pipe, out = setup(pts, answer, grouped=True)
+    await run_until(owner, lambda: len(driver.reads) >= 3)
+    assert owner.health["d1"].faulted is None and not out.events
+    latest = pipe.latest("d1")
+    assert (latest["voltage"].value, latest["voltage"].quality) == (None, Quality.BAD)
+    assert (latest["temp"].value, latest["temp"].quality) == (21.5, Quality.GOOD)
