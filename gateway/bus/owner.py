@@ -150,7 +150,7 @@ class BusOwner(DeviceStates):
         async def run(_: Driver[Any, Any]) -> tuple[Sample, ...]:
             out: list[Sample] = []
             for request in requests:
-                samples = await driver.read(device, request)
+                samples = self._plausible(device, await driver.read(device, request))  # as a poll's
                 self.sink.submit(SampleBatch(device_id, self.clock.wall(), samples))
                 out.extend(samples)
             return tuple(s for s in out if point is None or s.point == point)

@@ -125,6 +125,24 @@ def offline_events(out: Outbox) -> list[EventState]:
     return [e.state for e in out.events if e.kind == OFFLINE_KIND]
 
 
+async def test_read_now_screens_plausibility_like_a_poll() -> None:
+    """A platform 'read now' of a swapped-word voltage (8.08e37 V) is SUSPECT, as the same value
+    polled is: it used to reach the rules and the outbox GOOD."""
+    pts = {"voltage": PointConfig(name="voltage", unit="V")}
+    owner, _, _, out = setup(pts, lambda d, r: (Sample("voltage", 8.08e37),), interval=3600.0)
+    task = asyncio.create_task(owner.run())
+    try:
+        async with asyncio.timeout(30):
+            samples = await owner.read_now("d1", "voltage")
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert samples == (Sample("voltage", 8.08e37, Quality.SUSPECT),)
+    assert [(r.value, r.quality) for r in out.seen if r.point == "voltage"][-1] == (8.08e37, Quality.SUSPECT)
+    assert owner.quality.implausible_points("d1") == ["voltage"]
+
+
 async def test_an_int_beyond_floats_in_a_screened_point_is_bad_and_faults_nothing() -> None:
     """Plausibility screening took float(10**400) and raised OverflowError: the device was faulted
     and every point of its batch dropped. The value is the pipeline's BAD; the others are stored."""
