@@ -422,6 +422,9 @@ class BusOwner(DeviceStates):
             self.sink.submit(SampleBatch(device.id, ts, bad))
         else:
             self._failure(device, str(error), ts)
+            if health.online:  # these points are unknown now (once offline, mark_offline's STALE)
+                bad = tuple(Sample(p, None, Quality.BAD) for p in entry.request.points)
+                self.sink.submit(SampleBatch(device.id, ts, bad))
         self._reschedule(entry, asyncio.get_running_loop().time())
 
     async def _transact(self, device: DeviceConfig, request: PollRequest) -> GatewayError | None:

@@ -353,11 +353,13 @@ class Pipeline:
     def mark_offline(self, device_id: str, ts: float) -> None:
         """The device stopped answering: report each point's last value once with quality STALE, so
         the platform shows it unavailable rather than frozen, and reset report by exception so the
-        first good reading after recovery is always reported. Points never read are skipped."""
+        first good reading after recovery is always reported. Points never read are skipped. What
+        derived points remember from other batches (a lamp's relay) is forgotten."""
         state = self._points.get(device_id)
         if state is None:
             self.unknown_devices += 1
             return
+        self._derived_seen.pop(device_id, None)  # a relay read before the outage is no state now
         stale: list[Reading] = []
         _, norms, slots = state
         if isinstance(slots, tuple):

@@ -30,6 +30,7 @@ from citynerve.gateway.api import (
 )
 from citynerve.gateway.bus import OFFLINE_KIND, BusOwner
 from citynerve.gateway.pipeline import NoRules, Pipeline
+from citynerve.gateway.pipeline.derived import LAMP_DARK
 
 LOC = Location(address_code="310106013001")
 Answer = Callable[[DeviceConfig, PollRequest], tuple[Sample, ...]]
@@ -123,6 +124,37 @@ async def run_until(owner: BusOwner, done: Callable[[], bool], timeout_s: float 
 
 def offline_events(out: Outbox) -> list[EventState]:
     return [e.state for e in out.events if e.kind == OFFLINE_KIND]
+
+
+async def test_a_request_that_times_out_marks_its_points_bad_and_lamp_dark_unknown() -> None:
+    """The coil request of a lamp controller times out from its second poll on, the current request
+    answers: the device stays online (it answers), lamp_on goes BAD, and lamp_dark is unknown, not
+    derived for ever from the relay read at the start (the lamp was switched off since: no current,
+    and a relay frozen at `on` made it 'dark', the street-lamp pack's false lamp_no_current)."""
+    coil_reads = 0
+
+    def answer(device: DeviceConfig, request: PollRequest) -> tuple[Sample, ...]:
+        nonlocal coil_reads
+        if request.points == ("lamp_on",):
+            coil_reads += 1
+            if coil_reads > 1:
+                raise timeout(device, request)
+            return (Sample("lamp_on", True),)
+        return (Sample("current", 2.5 if coil_reads <= 1 else 0.0),)  # lit, then switched off
+
+    pts = {"lamp_on": PointConfig(name="lamp_on"), "current": PointConfig(name="current", unit="A")}
+    owner, driver, pipe, out = setup(pts, answer)
+    await run_until(owner, lambda: driver.reads.count(("current",)) >= 12)
+    dark = [(r.value, r.quality) for r in out.seen if r.point == LAMP_DARK]
+    assert dark[0] == (False, Quality.GOOD)  # on and lit
+    assert (True, Quality.GOOD) not in dark, dark
+    assert dark[-1] == (None, Quality.BAD)
+    assert pipe.latest("d1")["lamp_on"].quality is Quality.BAD
+    assert [(r.value, r.quality) for r in out.readings if r.point == "lamp_on"][:2] == [
+        (True, Quality.GOOD),
+        (None, Quality.BAD),
+    ]
+    assert owner.health["d1"].online is True and not offline_events(out)
 
 
 async def test_read_now_screens_plausibility_like_a_poll() -> None:

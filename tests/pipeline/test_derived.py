@@ -293,3 +293,23 @@ def test_a_derived_point_of_a_nan_infinite_or_huge_reading_is_unknown_through_th
     pipe.submit(SampleBatch(cover.id, T0 + 1, (Sample("water_level", 500), Sample("tilt", 0.4))))
     crown = [(r.ts - T0, r.value, r.quality) for r in seen if r.point == WATER_OVER_CROWN]
     assert crown == [(0, None, bad)] * 3 + [(1, 1300.0, Quality.GOOD)]
+
+
+def test_an_offline_device_forgets_its_relay() -> None:
+    """After an outage the relay read before it is no state: a current read first after recovery
+    (the probe is the registers' request) derives lamp_dark unknown until the relay is read again."""
+    dev = _lamp()
+    seen: list[Reading] = []
+
+    class Rules(NoRules):
+        def evaluate(self, readings: Sequence[Reading]) -> Sequence[Event]:
+            seen.extend(readings)
+            return ()
+
+    pipe = Pipeline({dev.id: dev}, CollectingSink(), Rules())
+    pipe.submit(SampleBatch(dev.id, T0, (Sample("lamp_on", True), Sample("current", 450))))
+    pipe.mark_offline(dev.id, T0 + 60)
+    pipe.submit(SampleBatch(dev.id, T0 + 3600, (Sample("current", 0),)))  # switched off meanwhile
+    pipe.submit(SampleBatch(dev.id, T0 + 3601, (Sample("lamp_on", False), Sample("current", 0))))
+    dark = [(r.ts - T0, r.value, r.quality) for r in seen if r.point == LAMP_DARK]
+    assert dark == [(0, False, Quality.GOOD), (3600, None, Quality.BAD), (3601, False, Quality.GOOD)]
