@@ -157,6 +157,55 @@ async def test_a_request_that_times_out_marks_its_points_bad_and_lamp_dark_unkno
     assert owner.health["d1"].online is True and not offline_events(out)
 
 
+async def test_a_device_that_drops_its_other_requests_stays_online_without_flapping() -> None:
+    """The device answers its first request and silently drops the three others: it used to go
+    offline after three of them, answer the probe (the first request), come back, and so on every
+    backoff (99 events in 5 s). It is online; the dropped requests' points are BAD and count as
+    errors."""
+
+    def answer(device: DeviceConfig, request: PollRequest) -> tuple[Sample, ...]:
+        if request.points == ("p0",):
+            return (Sample("p0", 1),)
+        raise timeout(device, request)
+
+    owner, driver, pipe, out = setup({f"p{i}": PointConfig(name=f"p{i}") for i in range(4)}, answer)
+    await run_until(owner, lambda: driver.reads.count(("p0",)) >= 15)
+    assert offline_events(out) == []
+    assert owner.health["d1"].online is True
+    assert owner.health["d1"].errors >= 3 * 14
+    latest = pipe.latest("d1")
+    assert latest["p0"].quality is Quality.GOOD and latest["p0"].value == 1
+    assert all(latest[p].quality is Quality.BAD and latest[p].value is None for p in ("p1", "p2", "p3"))
+    assert not any(r.quality is Quality.STALE for r in out.readings)
+
+
+async def test_a_dead_device_of_several_requests_goes_offline_after_offline_after_and_back_on_the_probe() -> (
+    None
+):
+    """Every request fails from the fourth round on: offline after `offline_after` (3) failed
+    transactions, the first of them the probe, as with one request; probed alone while offline;
+    back at the first answer of the probe, with one cleared event."""
+    log: list[tuple[str, bool | None]] = []  # each read: its point, the device online before it
+
+    def answer(device: DeviceConfig, request: PollRequest) -> tuple[Sample, ...]:
+        log.append((request.points[0], owner.health["d1"].online))
+        if 9 < len(log) <= 15:  # three rounds answered; then six failures: three polls, three probes
+            raise timeout(device, request)
+        return (Sample(request.points[0], 7),)
+
+    owner, _, pipe, out = setup({f"p{i}": PointConfig(name=f"p{i}") for i in range(3)}, answer)
+    await run_until(owner, lambda: len(log) >= 21 and pipe.latest("d1")["p2"].quality is Quality.GOOD)
+    assert log[9:16] == [
+        ("p0", True), ("p1", True), ("p2", True),  # the third failure takes it offline
+        ("p0", False), ("p0", False), ("p0", False),  # probes, the first request only
+        ("p0", False),  # answered: online again
+    ]  # fmt: skip
+    assert log[16:18] == [("p1", True), ("p2", True)]
+    assert offline_events(out) == [EventState.RAISED, EventState.CLEARED]
+    stale = [r.point for r in out.readings if r.quality is Quality.STALE]
+    assert stale == ["p0", "p1", "p2"]
+
+
 async def test_read_now_screens_plausibility_like_a_poll() -> None:
     """A platform 'read now' of a swapped-word voltage (8.08e37 V) is SUSPECT, as the same value
     polled is: it used to reach the rules and the outbox GOOD."""
