@@ -13,6 +13,7 @@ class DeviceHealth:
     device_id: str
     online: bool | None = None  # None until the first success or the first offline verdict
     consecutive_failures: int = 0
+    probe_failed: bool = False  # the first request of its plan failed since the last success
     transactions: int = 0
     errors: int = 0
     last_success: float | None = None

@@ -150,7 +150,7 @@ class BusOwner(DeviceStates):
         async def run(_: Driver[Any, Any]) -> tuple[Sample, ...]:
             out: list[Sample] = []
             for request in requests:
-                samples = await driver.read(device, request)
+                samples = self._plausible(device, await driver.read(device, request))  # as a poll's
                 self.sink.submit(SampleBatch(device_id, self.clock.wall(), samples))
                 out.extend(samples)
             return tuple(s for s in out if point is None or s.point == point)
@@ -380,7 +380,7 @@ class BusOwner(DeviceStates):
                 continue
             device = self.devices[entry.device_id]
             if entry.index == 0:
-                self._failure(device, self.channel_error or "channel down", self.clock.wall())
+                self._failure(device, self.channel_error or "channel down", self.clock.wall(), probe=True)
             self._reschedule(entry, now)
 
     def _reschedule(self, entry: _Entry, now: float) -> None:
@@ -421,7 +421,10 @@ class BusOwner(DeviceStates):
             bad = tuple(Sample(p, None, Quality.BAD) for p in entry.request.points)
             self.sink.submit(SampleBatch(device.id, ts, bad))
         else:
-            self._failure(device, str(error), ts)
+            self._failure(device, str(error), ts, probe=entry.index == 0)
+            if health.online:  # these points are unknown now (once offline, mark_offline's STALE)
+                bad = tuple(Sample(p, None, Quality.BAD) for p in entry.request.points)
+                self.sink.submit(SampleBatch(device.id, ts, bad))
         self._reschedule(entry, asyncio.get_running_loop().time())
 
     async def _transact(self, device: DeviceConfig, request: PollRequest) -> GatewayError | None:

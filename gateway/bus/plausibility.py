@@ -75,7 +75,10 @@ def check(
         limits = bounds_of(point)
         if limits is None:
             continue
-        x = float(v) * point.scale + point.offset  # type: ignore[arg-type]
+        try:
+            x = float(v) * point.scale + point.offset  # type: ignore[arg-type]
+        except OverflowError:  # an int beyond floats: the pipeline's BAD
+            continue
         if math.isfinite(x) and limits[0] <= x <= limits[1]:
             continue
         if not math.isfinite(x):
@@ -100,7 +103,10 @@ def plausible_orders(
         for type_, value in values.items():
             if type(value) not in (int, float):
                 continue
-            x = float(value)  # type: ignore[arg-type]
+            try:
+                x = float(value)  # type: ignore[arg-type]
+            except OverflowError:
+                x = math.inf  # an int beyond floats: no believable value
             # a wrong order of a float gives huge or vanishingly small numbers: both are out
             sized = x == 0 or abs(x) >= GENERIC_BOUNDS[0]
             if not math.isfinite(x):

@@ -62,7 +62,10 @@ class Screening:
                 t = type(v)
                 if (t is not int and t is not float) or sample.quality is not _GOOD:
                     continue
-                x = float(v) * limits[0] + limits[1]  # type: ignore[arg-type]
+                try:
+                    x = float(v) * limits[0] + limits[1]  # type: ignore[arg-type]
+                except OverflowError:  # an int beyond floats: the pipeline's BAD
+                    continue
                 if limits[2] <= x <= limits[3] or not math.isfinite(x):
                     continue  # NaN and infinities are the pipeline's BAD, not a plausibility question
                 if out is None:

@@ -37,6 +37,7 @@ class DeviceStates:
         was = health.online
         health.online = True
         health.consecutive_failures = 0
+        health.probe_failed = False
         health.last_success = ts
         health.last_seen = ts
         health.backoff_s = 0.0
@@ -58,17 +59,23 @@ class DeviceStates:
         health.last_error = text
         health.last_error_ts = ts
 
-    def _failure(self, device: DeviceConfig, reason: str, ts: float) -> None:
+    def _failure(self, device: DeviceConfig, reason: str, ts: float, *, probe: bool) -> None:
+        """A failed transaction (`probe`: of the device's first request, the one an offline device
+        is probed with). The device goes offline after `offline_after` failures in a row with the
+        probe among them: a device that answers its probe would come back at once (it flapped
+        offline and online every backoff while it dropped only its other requests); those failures
+        count in its errors and their points go BAD (`_poll`)."""
         health = self.health[device.id]
         health.errors += 1
         health.consecutive_failures += 1
+        health.probe_failed = health.probe_failed or probe
         if health.consecutive_failures == 1 and health.online is not False:
             log.warning("device %s on bus %s not answering: %s", device.id, self.bus.id, reason)
         health.last_error = reason
         health.last_error_ts = ts
         if health.online is False:
             health.backoff_s = self._jittered(min(self.bus.backoff_max_s, health.backoff_s * 2))
-        elif health.consecutive_failures >= self.bus.offline_after:
+        elif health.consecutive_failures >= self.bus.offline_after and health.probe_failed:
             health.online = False
             health.backoff_s = self._jittered(self.bus.backoff_initial_s)
             log.error(

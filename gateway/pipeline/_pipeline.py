@@ -21,7 +21,7 @@ from citynerve.gateway.api import (
     Severity,
     Value,
 )
-from citynerve.gateway.pipeline.derived import AnyDerivation, derivations, derive, derived_points
+from citynerve.gateway.pipeline.derived import MAX_INT, AnyDerivation, derivations, derive, derived_points
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +127,12 @@ class Pipeline:
     """Turns driver batches into stored readings. Synchronous and fast: the bus owners call it.
 
     For each sample of a known point: normalize (value * scale + offset for numbers; bool and
-    str untouched; None, NaN and infinities become value None with quality BAD; unit from the
-    point config), give every normalized reading to the rules, then report by exception: a reading
-    goes to the sink when it is the point's first, its quality changed, a number moved more than
-    the deadband (deadband 0: any change), any other value changed, `max_interval_s` passed since
-    the last report, or the clock went backwards. Nothing here raises to the caller.
+    str untouched; None, NaN, infinities and ints of 2**64 or more (`MAX_INT`) become value None
+    with quality BAD; unit from the point config), give every normalized reading to the rules,
+    then report by exception: a reading goes to the sink when it is the point's first, its quality
+    changed, a number moved more than the deadband (deadband 0: any change), any other value
+    changed, `max_interval_s` passed since the last report, or the clock went backwards. Nothing
+    here raises to the caller.
     """
 
     def __init__(
@@ -234,13 +235,12 @@ class Pipeline:
             q = sample.quality
             t = type(v)
             if t is float or t is int:
-                if not norm.identity:
-                    try:
-                        v = v * norm.scale + norm.offset  # type: ignore[operator]
-                    except OverflowError:  # an int beyond float range
-                        v = math.inf
-                if (t is float or not norm.identity) and not -math.inf < v < math.inf:  # type: ignore[operator]
-                    v = None  # NaN or infinity: the device sent something unusable
+                if t is int and not -MAX_INT < v < MAX_INT:  # type: ignore[operator]
+                    v = None  # beyond 64 bits: no register holds it (nor can the outbox write it)
+                elif not norm.identity:
+                    v = v * norm.scale + norm.offset  # type: ignore[operator]
+                if v is None or ((t is float or not norm.identity) and not -math.inf < v < math.inf):  # type: ignore[operator]
+                    v = None  # NaN, infinity, beyond 64 bits: unusable
                     t = _NONE_TYPE
                     q = _BAD
                     self.bad_values += 1
@@ -307,10 +307,12 @@ class Pipeline:
         # converted when it is a plain number, else stored as None with quality BAD.
         try:
             f = float(v)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an int subclass beyond floats
             f = math.nan
-        if math.isfinite(f):
-            return (f if pt.identity else f * pt.scale + pt.offset), _GOOD
+        if not pt.identity:
+            f = f * pt.scale + pt.offset
+        if math.isfinite(f):  # after scaling: Decimal("1e308") x 10 is an infinity
+            return f, _GOOD
         self.bad_values += 1
         log.debug("point %s: unusable value %r", pt.name, v)
         return None, _BAD
@@ -351,11 +353,13 @@ class Pipeline:
     def mark_offline(self, device_id: str, ts: float) -> None:
         """The device stopped answering: report each point's last value once with quality STALE, so
         the platform shows it unavailable rather than frozen, and reset report by exception so the
-        first good reading after recovery is always reported. Points never read are skipped."""
+        first good reading after recovery is always reported. Points never read are skipped. What
+        derived points remember from other batches (a lamp's relay) is forgotten."""
         state = self._points.get(device_id)
         if state is None:
             self.unknown_devices += 1
             return
+        self._derived_seen.pop(device_id, None)  # a relay read before the outage is no state now
         stale: list[Reading] = []
         _, norms, slots = state
         if isinstance(slots, tuple):

@@ -26,6 +26,7 @@ installer confirms (no standard gives a no-load current); docs/rules.md.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from citynerve.gateway.api import DeviceConfig, PointConfig, Quality, Sample, SampleBatch
@@ -40,6 +41,10 @@ current lies far from both: local default."""
 DEFAULT_NO_LOAD_A = 0.02
 """The no-load limit without `rated_current_a`: a tenth of 0.2 A, a 40 W LED lamp at 230 V, the
 smallest common street lamp (local default; set the option for the lamp's own figure)."""
+
+MAX_INT = 2**64
+"""An int reading of this magnitude or more is BAD: no register holds more than 64 bits (an unsigned
+64-bit counter stays below it). The pipeline's bound, here because `derive` reads samples first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,11 +158,10 @@ def derive(
         for s in batch.samples:
             if s.point != d.source:
                 continue
-            v = s.value
-            if (type(v) is float or type(v) is int) and s.quality is Quality.GOOD:
-                level = v * d.scale + d.source_offset
+            x = _finite(s.value) if s.quality is Quality.GOOD else None
+            if x is not None and math.isfinite(level := x * d.scale + d.source_offset):
                 extra.append(Sample(d.point, round(d.offset - level, 6), s.quality))
-            else:  # unknown source: unknown derived value
+            else:  # unknown source (or NaN, infinite, beyond 64 bits): unknown derived value
                 extra.append(Sample(d.point, None, _unknown(s.quality)))
     if not extra:
         return batch
@@ -171,8 +175,9 @@ def _lamp_dark(batch: SampleBatch, d: LampDark, seen: dict[str, Sample]) -> list
     for s in batch.samples:
         if s.point == d.relay:
             seen[d.relay] = s
-        elif s.point == d.dimming and _number(s.value) and s.quality is Quality.GOOD:
-            dimming = s.value * d.dimming_scale + d.dimming_offset  # type: ignore[operator]
+        elif s.point == d.dimming and s.quality is Quality.GOOD and (x := _finite(s.value)) is not None:
+            level = x * d.dimming_scale + d.dimming_offset
+            dimming = level if math.isfinite(level) else None  # NaN or infinite: not known
     for s in batch.samples:
         if s.point != d.source:
             continue
@@ -181,17 +186,26 @@ def _lamp_dark(batch: SampleBatch, d: LampDark, seen: dict[str, Sample]) -> list
             out.append(Sample(d.point, None, _unknown(relay.quality if relay else Quality.BAD)))
         elif not relay.value:  # a coil's bool, or a register's 0 / 1
             out.append(Sample(d.point, False, Quality.GOOD))  # switched off: not dark while on
-        elif _number(s.value) and s.quality is Quality.GOOD:
-            amps = s.value * d.scale + d.source_offset  # type: ignore[operator]
+        elif (
+            s.quality is Quality.GOOD
+            and (x := _finite(s.value)) is not None
+            and math.isfinite(amps := x * d.scale + d.source_offset)
+        ):
             share = 1.0 if dimming is None else min(1.0, max(0.0, dimming / 100.0))
             out.append(Sample(d.point, amps < d.limit_a * share, Quality.GOOD))
-        else:  # switched on, current unknown: whether it is lit is unknown
+        else:  # switched on, current unknown (or NaN, infinite): whether it is lit is unknown
             out.append(Sample(d.point, None, _unknown(s.quality)))
     return out
 
 
-def _number(v: object) -> bool:
-    return type(v) is float or type(v) is int
+def _finite(v: object) -> float | None:
+    """A number sample's value as a finite float; None for anything else (not a number, NaN, an
+    infinity, an int of `MAX_INT` or more: the pipeline stores those BAD)."""
+    if type(v) is float:
+        return v if math.isfinite(v) else None
+    if type(v) is int and -MAX_INT < v < MAX_INT:
+        return float(v)
+    return None
 
 
 def _unknown(q: Quality) -> Quality:

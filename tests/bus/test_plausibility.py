@@ -79,7 +79,24 @@ def test_the_owners_screening_marks_what_check_marks() -> None:
                 spec["scale"], spec["offset"] = rng.choice([0.1, 0.01, -1.0, 1000.0]), rng.uniform(-50, 50)
             points[f"p{i}"] = PointConfig(**spec)
         tables.append(points)
-    values = [0, -0.0, 1, 50.01, 8.08e37, -3e9, 2**63, math.inf, math.nan, True, "x", None, 1e-300]
+    # 10**400: an int beyond floats is the pipeline's BAD, neither suspect nor an OverflowError
+    values = [
+        0,
+        -0.0,
+        1,
+        50.01,
+        8.08e37,
+        -3e9,
+        2**63,
+        10**400,
+        -(10**400),
+        math.inf,
+        math.nan,
+        True,
+        "x",
+        None,
+    ]
+    values.append(1e-300)
     for _ in range(2000):
         points = rng.choice(tables)
         names = [*points, "not_in_table"]
@@ -190,3 +207,4 @@ def test_plausible_orders_against_bounds_and_generic_sizes() -> None:
     }
     assert plausible_orders(orders, (0.0, 1000.0)) == {"float32": ["ABCD"], "int32": ["CDAB", "DCBA"]}
     assert plausible_orders(orders) == {"float32": ["ABCD"], "int32": ["CDAB", "BADC", "DCBA"]}
+    assert plausible_orders({"ABCD": {"int": 10**400}}) == {}  # beyond floats: no believable value

@@ -4,14 +4,25 @@ street lamp controller gets `lamp_dark` (switched on, no current) for the street
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from citynerve.gateway.api import DeviceConfig, EventState, PointConfig, Quality, Sample, SampleBatch
+from citynerve.gateway.api import (
+    DeviceConfig,
+    Event,
+    EventState,
+    PointConfig,
+    Quality,
+    Reading,
+    Sample,
+    SampleBatch,
+)
 from citynerve.gateway.config import load_config
-from citynerve.gateway.pipeline import Pipeline
+from citynerve.gateway.pipeline import NoRules, Pipeline
 from citynerve.gateway.pipeline.derived import (
     DEFAULT_NO_LOAD_A,
     LAMP_DARK,
@@ -248,3 +259,57 @@ def test_lamp_dark_through_the_pipeline_and_the_inventory() -> None:
     assert pipe.latest(dev.id)[LAMP_DARK].value is True and pipe.latest(dev.id)[LAMP_DARK].unit == ""
     (point,) = [p for p in _inventory_entry(dev, "modbus", {})["points"] if p["name"] == LAMP_DARK]
     assert point["writable"] is False and "0.02 A" in str(point["description"])
+
+
+def test_a_derived_point_of_a_nan_infinite_or_huge_reading_is_unknown_through_the_pipeline() -> None:
+    """derive() runs before normalisation: a NaN or infinite current is no current, a NaN dimming no
+    level, and an int beyond 64 bits neither raises out of submit nor derives a depth."""
+    lamp, cover = _lamp(), _cover("mh-1", 1800)
+    seen: list[Reading] = []  # what the rules see: every normalized reading
+
+    class Rules(NoRules):
+        def evaluate(self, readings: Sequence[Reading]) -> Sequence[Event]:
+            seen.extend(readings)
+            return ()
+
+    pipe = Pipeline({lamp.id: lamp, cover.id: cover}, CollectingSink(), Rules())
+    on = Sample("lamp_on", True)
+    for k, current in enumerate((math.nan, math.inf, -math.inf)):
+        pipe.submit(SampleBatch(lamp.id, T0 + k, (on, Sample("current", current))))
+    pipe.submit(SampleBatch(lamp.id, T0 + 3, (on, Sample("current", 15), Sample("dimming", math.nan))))
+    pipe.submit(SampleBatch(lamp.id, T0 + 4, (on, Sample("current", 15), Sample("dimming", 50))))
+    dark = [(r.ts - T0, r.value, r.quality) for r in seen if r.point == LAMP_DARK]
+    # 15 mA under the 20 mA limit: dark at an unknown level (full power), lit dimmed to 50 %
+    bad = Quality.BAD
+    assert dark == [
+        (0, None, bad),
+        (1, None, bad),
+        (2, None, bad),
+        (3, True, Quality.GOOD),
+        (4, False, Quality.GOOD),
+    ]
+    for big in (10**400, -(2**1024), 2**64):
+        pipe.submit(SampleBatch(cover.id, T0, (Sample("water_level", big), Sample("tilt", 0.4))))
+    pipe.submit(SampleBatch(cover.id, T0 + 1, (Sample("water_level", 500), Sample("tilt", 0.4))))
+    crown = [(r.ts - T0, r.value, r.quality) for r in seen if r.point == WATER_OVER_CROWN]
+    assert crown == [(0, None, bad)] * 3 + [(1, 1300.0, Quality.GOOD)]
+
+
+def test_an_offline_device_forgets_its_relay() -> None:
+    """After an outage the relay read before it is no state: a current read first after recovery
+    (the probe is the registers' request) derives lamp_dark unknown until the relay is read again."""
+    dev = _lamp()
+    seen: list[Reading] = []
+
+    class Rules(NoRules):
+        def evaluate(self, readings: Sequence[Reading]) -> Sequence[Event]:
+            seen.extend(readings)
+            return ()
+
+    pipe = Pipeline({dev.id: dev}, CollectingSink(), Rules())
+    pipe.submit(SampleBatch(dev.id, T0, (Sample("lamp_on", True), Sample("current", 450))))
+    pipe.mark_offline(dev.id, T0 + 60)
+    pipe.submit(SampleBatch(dev.id, T0 + 3600, (Sample("current", 0),)))  # switched off meanwhile
+    pipe.submit(SampleBatch(dev.id, T0 + 3601, (Sample("lamp_on", False), Sample("current", 0))))
+    dark = [(r.ts - T0, r.value, r.quality) for r in seen if r.point == LAMP_DARK]
+    assert dark == [(0, False, Quality.GOOD), (3600, None, Quality.BAD), (3601, False, Quality.GOOD)]

@@ -351,7 +351,7 @@ def test_huge_int_with_scaling_is_bad_not_a_crash() -> None:
     p.submit(batch(1.0, flow=10**400, total=10**400))
     got = {r.point: r for r in sink.readings}
     assert got["flow"].value is None and got["flow"].quality is Quality.BAD
-    assert got["total"].value == 10**400  # unscaled ints are kept exactly
+    assert got["total"].value is None and got["total"].quality is Quality.BAD  # beyond 64 bits
 
 
 def test_a_reloaded_device_list_keeps_the_state_of_unchanged_points() -> None:
@@ -394,3 +394,44 @@ def test_a_huge_unscaled_int_is_unknown_to_the_rules_and_the_batch_still_evaluat
     assert [(ev.rule, ev.state) for ev in sink.events] == [("leak", EventState.RAISED)]
     assert p.rule_errors == 0
     assert e.instances["hot|d1"].alarm.phase.value == "idle"
+
+
+async def test_an_int_beyond_64_bits_is_bad_and_its_batch_reaches_the_real_outbox(tmp_path: Path) -> None:
+    """An int no register holds (10**400, 10**5000: over 4300 digits str() refuses it) is BAD before
+    anything uses it: the batch is stored whole, nothing raises (the writer used to raise on it after
+    report by exception had counted the batch's other readings as sent). 64-bit values stay exact."""
+    async with AsyncOutbox(tmp_path / "p.db", synchronous="normal") as ob:
+        writer = OutboxWriter(ob, max_latency_s=0.05)
+        p = Pipeline({"meter-1": device()}, writer, RecordingRules())
+        p.submit(batch(0.0, temp=650, total=10**5000, serial=2**64 - 1))
+        p.submit(batch(1.0, temp=650, total=-(10**400), serial=-(2**64)))
+        p.submit(batch(2.0, temp=650, total=2**64, serial=-(2**63)))
+        await writer.flush()
+        tele = [
+            (r.record.ts, r.record.point, r.record.value, r.record.quality)
+            for r in await ob.peek(Lane.TELEMETRY)
+        ]  # type: ignore[union-attr]
+    assert tele == [
+        (0.0, "temp", pytest.approx(25.0), Quality.GOOD),
+        (0.0, "total", None, Quality.BAD),
+        (0.0, "serial", 2**64 - 1, Quality.GOOD),  # an unsigned 64-bit counter, exactly
+        (1.0, "serial", None, Quality.BAD),
+        (2.0, "serial", -(2**63), Quality.GOOD),
+    ]
+    assert p.bad_values == 4
+
+
+def test_an_odd_number_that_overflows_when_scaled_is_bad() -> None:
+    """Finiteness is checked on the engineering value: Decimal 1e308 x 10 is an infinity, not GOOD."""
+    from decimal import Decimal
+
+    sink = RecordingSink()
+    p = Pipeline({"d1": device("d1", e=PointConfig(name="e", scale=10.0), c=PointConfig(name="c"))}, sink)
+    p.submit(SampleBatch("d1", 1.0, (Sample("e", Decimal("1e308")), Sample("c", Decimal("1e400")))))  # type: ignore[arg-type]
+    p.submit(SampleBatch("d1", 2.0, (Sample("e", Decimal("2.5")), Sample("c", Decimal("7")))))  # type: ignore[arg-type]
+    assert [(r.ts, r.point, r.value, r.quality) for r in sink.readings] == [
+        (1.0, "e", None, Quality.BAD),
+        (1.0, "c", None, Quality.BAD),
+        (2.0, "e", 25.0, Quality.GOOD),
+        (2.0, "c", 7.0, Quality.GOOD),
+    ]
