@@ -114,10 +114,12 @@ def _install(build: Build, board: Path, raw_github: str) -> None:
     shutil.copy(build.root / "main.py", board / "main.py")
 
 
-def _boot(board: Path) -> str:
+def _boot(board: Path, prelude: str = "") -> str:
+    """Run the board's main.py; `prelude` runs first (to change the chip the stand-ins model)."""
     env = {**os.environ, "MICROPYPATH": os.pathsep.join((str(TESTS / "host"), str(board / "lib")))}
+    run = ["-c", prelude + "\nexec(open('main.py').read())"] if prelude else [str(board / "main.py")]
     proc = subprocess.run(
-        [micropython_binary(), str(board / "main.py")],
+        [micropython_binary(), *run],
         cwd=str(board),
         env=env,
         capture_output=True,
@@ -176,6 +178,35 @@ def test_main_error_log_stays_capped(build: Build, tmp_path: Path, raw_github: s
     # at the cap (not over it) the first failure is still appended, the next starts afresh,
     # and the later ones grow the log again towards the cap
     assert sizes == [cap + one, one, 2 * one, 3 * one], sizes
+
+
+@pytest.mark.parametrize("build", [BUILDS["manhole"], BUILDS["hydrant"]], ids=["manhole", "hydrant"])
+def test_main_with_a_wake_pin_that_cannot_wake_the_chip_logs_and_sleeps_on_the_timer(
+    build: Build, tmp_path: Path, raw_github: str
+) -> None:
+    # GPIO 5 is no RTC GPIO: esp32.wake_on_ext1 raises ValueError("invalid pin"). main.py must
+    # still deep-sleep (the timer alone), not end in the REPL with BLE on.
+    _install(build, tmp_path, raw_github)
+    (tmp_path / "config.json").write_text(json.dumps({**_example(build), "key": KEY, "pins": {"tamper": 5}}))
+    out = _boot(tmp_path)
+    assert f"DeepSleep: {build.first_sleep_ms}\n" in out, out
+    assert "invalid pin" in (tmp_path / "error.log").read_text()
+
+
+@ALL
+def test_main_on_a_chip_without_ext1_wake_sleeps_on_the_timer(
+    build: Build, tmp_path: Path, raw_github: str
+) -> None:
+    # An ESP32-C3 has no esp32.wake_on_ext1 (AttributeError): sleep on the timer, log it.
+    _install(build, tmp_path, raw_github)
+    (tmp_path / "config.json").write_text(json.dumps({**_example(build), "key": KEY}))
+    out = _boot(tmp_path, prelude="import esp32\ndel esp32.wake_on_ext1")
+    assert f"DeepSleep: {build.first_sleep_ms}\n" in out, out
+    log = tmp_path / "error.log"
+    if build.package == "bedfoot":  # wakes on the timer anyway
+        assert not log.exists()
+    else:
+        assert "wake_on_ext1" in log.read_text()
 
 
 @ALL
