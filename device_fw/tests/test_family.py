@@ -153,3 +153,18 @@ def test_hydrant_outlet_open_for_hours_sleeps_on_the_alarm_timer():
     n, _ = boot_hydrant(cfg)
     assert len(n.adverts) == 1 and n.adverts[0][1] == 50  # shut: sent at once
     assert esp32.WAKE[-1][0] == (26, 27, 14)
+
+
+def test_names_up_to_the_advert_room_fit_longer_ones_are_config_errors():
+    # The longest name each build accepts fills the 31-byte advert exactly; one byte more is
+    # refused at config time (it would make every wake fail).
+    for validate, boot, room in ((bed_config.validate, boot_bed, 9), (hy_config.validate, boot_hydrant, 3)):
+        machine.SIM.reset()
+        n, _ = boot(validate({"key": KEY, "name": "n" * room}))
+        assert len(n.adverts[0][0]) == 31, (room, len(n.adverts[0][0]))
+        try:
+            validate({"key": KEY, "name": "n" * (room + 1)})
+        except bed_config.ConfigError as e:
+            assert "name" in str(e), str(e)
+        else:
+            raise AssertionError("a name past the advert's room accepted")

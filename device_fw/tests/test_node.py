@@ -199,3 +199,20 @@ def test_switch_going_high_after_the_reading_is_sent_within_the_alarm_interval()
     else:
         raise AssertionError("did not sleep")
     assert esp32.WAKE[-1][0] == (26,)
+
+
+def test_a_name_that_does_not_fit_the_advert_is_a_config_error():
+    # The cover's advert is 30 of 31 bytes (29 with gas): a name's AD structure (2 bytes + the
+    # name) does not fit, so any name is refused at config time, not by every wake.
+    from manhole import config
+
+    for gas in (False, True):
+        cfg = harness.make_config(gas=gas, name="")
+        harness.boot(cfg)
+        assert len(harness.adverts()[0]) + 2 + 1 > 31  # not even one character fits
+        try:
+            harness.make_config(gas=gas, name="m")
+        except config.ConfigError as e:
+            assert "name" in str(e), str(e)
+        else:
+            raise AssertionError("a name the advert has no room for accepted")
