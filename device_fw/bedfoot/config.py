@@ -34,8 +34,11 @@ RANGES = {
 }
 
 
+NAME_ROOM = 9  # the advert is 20 bytes: a name of up to 9 bytes fills it to 31
+
+
 def validate(raw):
-    cfg = core.validate(raw, DEFAULTS, RANGES)
+    cfg = core.validate(raw, DEFAULTS, RANGES, NAME_ROOM)
     if cfg["empty_v"] > cfg["occupied_v"]:
         raise ConfigError("empty_v above occupied_v")
     return cfg

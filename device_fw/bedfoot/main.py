@@ -15,15 +15,23 @@ def main():
         hw = hal.Hardware(cfg)
         sleep_ms = node.BedNode(hw, cfg).wake()
     except Exception as exc:
-        try:
-            from manhole.errlog import log_error
-
-            log_error(exc)
-        except Exception:
-            pass  # the core itself is missing or broken: nothing to log with; retry anyway
+        log(exc)
         machine.deepsleep(RETRY_MS)
         return
-    hw.deep_sleep(sleep_ms)
+    try:
+        hw.deep_sleep(sleep_ms)  # with its early-wake pins
+    except Exception as exc:  # a wake pin that is no RTC GPIO (ValueError), no EXT1 (AttributeError)
+        log(exc)
+        machine.deepsleep(sleep_ms)  # the timer alone
+
+
+def log(exc):
+    try:
+        from manhole.errlog import log_error
+
+        log_error(exc)
+    except Exception:
+        pass  # the core itself is missing or broken: nothing to log with; sleep anyway
 
 
 main()

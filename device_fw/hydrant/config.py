@@ -58,8 +58,11 @@ RANGES = {
 }
 
 
+NAME_ROOM = 3  # the advert is 26 bytes: a name of up to 3 bytes fills it to 31
+
+
 def validate(raw):
-    return core.validate(raw, DEFAULTS, RANGES)
+    return core.validate(raw, DEFAULTS, RANGES, NAME_ROOM)
 
 
 def load(path="config.json"):

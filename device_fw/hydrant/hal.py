@@ -19,11 +19,5 @@ class Hardware(core.Hardware):
         return self.outlet_pin.value() == 1
 
     def deep_sleep(self, ms):
-        import esp32
-
-        pins = self.cfg["pins"]
-        # Wake early when knocked (accelerometer), opened (outlet) or tampered with.
-        wake = (machine.Pin(pins["accel_int"]), self.tamper_pin, self.outlet_pin)
-        esp32.wake_on_ext1(pins=wake, level=esp32.WAKEUP_ANY_HIGH)
-        self.ble.active(False)
-        machine.deepsleep(ms)
+        # Wake early when knocked (accelerometer), tampered with or opened (outlet).
+        self.sleep_waking_on(ms, [self.tamper_pin, self.outlet_pin])

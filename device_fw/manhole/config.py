@@ -4,7 +4,7 @@ import json
 
 DEFAULTS = {
     "key": None,  # 32 hex digits, per node; provisioned with tools in device_fw/README.md
-    "name": "",  # optional local name in the advert (costs advert bytes)
+    "name": "",  # optional local name in the advert: no room in the cover's (see NAME_ROOM)
     "tilt_threshold_deg": 10.0,  # vendor default: > 10 deg is tilted
     "tilt_clear_deg": 7.0,
     "tilt_hold_ms": 2000,  # held >= 2 s: passing vehicles rock covers for less
@@ -52,6 +52,11 @@ _RANGES = {
 }
 
 
+# Bytes left for the name in the 31-byte advert: a name's AD structure is 2 bytes + the name.
+# The cover's advert is 30 bytes (29 with gas): no name fits. Each build passes its own.
+NAME_ROOM = 0
+
+
 class ConfigError(ValueError):
     pass
 
@@ -73,9 +78,9 @@ def load(path="config.json", defaults=None, ranges=None):
         return validate(json.load(f), defaults, ranges)
 
 
-def validate(raw, defaults=None, ranges=None):
+def validate(raw, defaults=None, ranges=None, name_room=NAME_ROOM):
     """Check a node's settings. Other builds of the family (bedfoot, hydrant) pass their own
-    `defaults` and `ranges`, built on these."""
+    `defaults`, `ranges` and `name_room` (bytes their advert leaves for a name), built on these."""
     defaults = DEFAULTS if defaults is None else defaults
     cfg = {}
     for k, v in defaults.items():
@@ -95,5 +100,8 @@ def validate(raw, defaults=None, ranges=None):
         raise ConfigError("tilt_clear_deg above tilt_threshold_deg")
     if "water_clear_mm" in cfg and cfg["water_clear_mm"] > cfg["water_high_mm"]:
         raise ConfigError("water_clear_mm above water_high_mm")
+    name = cfg["name"]
+    if not isinstance(name, str) or len(name.encode()) > name_room:
+        raise ConfigError("name: %r does not fit the advert: this build has room for %d bytes" % (name, name_room))
     cfg["key_bytes"] = parse_key(cfg["key"])
     return cfg

@@ -147,13 +147,28 @@ class Hardware:
         return machine.reset_cause() == machine.DEEPSLEEP_RESET
 
     def deep_sleep(self, ms):
+        # Wake early on the accelerometer's motion interrupt, the tamper switch or gas.
+        switches = [self.tamper_pin]
+        if self.gas_pin is not None:
+            switches.append(self.gas_pin)
+        self.sleep_waking_on(ms, switches)
+
+    def sleep_waking_on(self, ms, switches):
+        """Deep-sleep `ms`, woken early by the accelerometer or a switch going high.
+
+        EXT1 wake-up is level-triggered: a switch already high (housing left open, gas, an
+        outlet open for hours) would wake the chip at once, over and over. It is left out: it is
+        an active alarm, and the alarm_interval_s timer re-reports it and sees it clear. INT1 is
+        latched by the LIS3DH and cleared at boot: high now is new motion, so it always wakes.
+        A switch that went high after the node read it (while advertising) is an alarm the node
+        has not sent yet: the sleep is cut to alarm_interval_s so it is sent within that.
+        """
         import esp32
 
-        pins = self.cfg["pins"]
-        # Wake early on the accelerometer's motion interrupt, the tamper switch or gas.
-        wake = [machine.Pin(pins["accel_int"]), self.tamper_pin]
-        if self.gas_pin is not None:
-            wake.append(self.gas_pin)
+        low = [p for p in switches if not p.value()]
+        if len(low) < len(switches):
+            ms = min(ms, self.cfg["alarm_interval_s"] * 1000)
+        wake = [machine.Pin(self.cfg["pins"]["accel_int"])] + low
         esp32.wake_on_ext1(pins=tuple(wake), level=esp32.WAKEUP_ANY_HIGH)
         self.ble.active(False)
         machine.deepsleep(ms)

@@ -31,9 +31,9 @@ def boot(cfg, counter_path="counter.dat"):
     sleep_ms = n.wake()
     try:
         hw.deep_sleep(sleep_ms)
-    except machine.DeepSleep:
+    except machine.DeepSleep as e:
         machine.SIM.reset_cause = machine.DEEPSLEEP_RESET
-        time.advance(sleep_ms)
+        time.advance(e.asleep_ms)  # the timer, or 0: an EXT1 pin already high woke it at once
     return n, sleep_ms
 
 

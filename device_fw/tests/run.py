@@ -30,6 +30,7 @@ def main():
         machine.SIM.reset()
         del bluetooth.ADVERTS[:]
         del esp32.WAKE[:]
+        del esp32.ARMED[:]
         clean_files()
         try:
             getattr(mod, name)()

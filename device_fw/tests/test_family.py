@@ -23,9 +23,9 @@ def boot_bed(cfg):
     sleep_ms = n.wake()
     try:
         hw.deep_sleep(sleep_ms)
-    except machine.DeepSleep:
+    except machine.DeepSleep as e:
         machine.SIM.reset_cause = machine.DEEPSLEEP_RESET
-        time.advance(sleep_ms)
+        time.advance(e.asleep_ms)  # the timer, or 0: an EXT1 pin already high woke it at once
     return n, sleep_ms
 
 
@@ -36,9 +36,9 @@ def boot_hydrant(cfg):
     sleep_ms = n.wake()
     try:
         hw.deep_sleep(sleep_ms)
-    except machine.DeepSleep:
+    except machine.DeepSleep as e:
         machine.SIM.reset_cause = machine.DEEPSLEEP_RESET
-        time.advance(sleep_ms)
+        time.advance(e.asleep_ms)  # the timer, or 0: an EXT1 pin already high woke it at once
     return n, sleep_ms
 
 
@@ -134,3 +134,37 @@ def test_pressure_object_is_three_bytes():
     enc = bthome.encode_object(bthome.PRESSURE, 3200.0)  # 0.32 MPa in hPa
     assert enc == bytes([0x04]) + (320000).to_bytes(3, "little"), enc
     assert bthome.encode_object(bthome.OCCUPANCY, True) == b"\x23\x01"
+
+
+def test_hydrant_outlet_open_for_hours_sleeps_on_the_alarm_timer():
+    # The outlet switch held high (hydrant in use) must not keep waking the chip at once (EXT1 is
+    # level-triggered): the node re-reports every alarm_interval_s and sees the outlet shut.
+    import esp32
+
+    cfg = hy_config.validate({"key": KEY})
+    machine.SIM.adc_uv[34] = 650000
+    machine.SIM.pins[14] = 1
+    for _ in range(3):
+        n, sleep_ms = boot_hydrant(cfg)
+        assert sleep_ms == 10000 and len(n.adverts) == 1
+        assert esp32.WAKE[-1][0] == (26, 27)  # the accelerometer and the tamper switch
+    assert machine.SIM.asleep_ms == [10000, 10000, 10000], machine.SIM.asleep_ms
+    machine.SIM.pins[14] = 0
+    n, _ = boot_hydrant(cfg)
+    assert len(n.adverts) == 1 and n.adverts[0][1] == 50  # shut: sent at once
+    assert esp32.WAKE[-1][0] == (26, 27, 14)
+
+
+def test_names_up_to_the_advert_room_fit_longer_ones_are_config_errors():
+    # The longest name each build accepts fills the 31-byte advert exactly; one byte more is
+    # refused at config time (it would make every wake fail).
+    for validate, boot, room in ((bed_config.validate, boot_bed, 9), (hy_config.validate, boot_hydrant, 3)):
+        machine.SIM.reset()
+        n, _ = boot(validate({"key": KEY, "name": "n" * room}))
+        assert len(n.adverts[0][0]) == 31, (room, len(n.adverts[0][0]))
+        try:
+            validate({"key": KEY, "name": "n" * (room + 1)})
+        except bed_config.ConfigError as e:
+            assert "name" in str(e), str(e)
+        else:
+            raise AssertionError("a name past the advert's room accepted")

@@ -161,3 +161,58 @@ def test_sensor_dropping_out_mid_hold_does_not_keep_the_node_awake():
     assert not n.tilt.active
     assert time.ticks_ms() - start < 3 * 2000 + 200 + 3000 + sleep_ms  # bounded sampling
     assert machine.SIM.deep_sleeps == [sleep_ms]
+
+
+def test_switch_held_high_sleeps_on_the_alarm_timer_not_woken_at_once():
+    # EXT1 wake-up is level-triggered: a tamper switch (or gas) already high when the chip sleeps
+    # would wake it at once, over and over. It is left out of the wake pins while high; the
+    # alarm_interval_s timer re-reports it and sees it clear.
+    cfg = harness.make_config(gas=True)
+    machine.SIM.pins[27] = 1  # housing left open
+    machine.SIM.pins[25] = 1  # gas present
+    for _ in range(3):
+        n, sleep_ms = harness.boot(cfg)
+        assert sleep_ms == 10000 and len(n.adverts) == 1
+        assert esp32.WAKE[-1] == ((26,), esp32.WAKEUP_ANY_HIGH)  # only the accelerometer's INT1
+    assert machine.SIM.asleep_ms == [10000, 10000, 10000], machine.SIM.asleep_ms
+    machine.SIM.pins[25] = 0  # gas gone: it wakes the node again; the open housing still does not
+    harness.boot(cfg)
+    assert esp32.WAKE[-1][0] == (26, 25) and machine.SIM.asleep_ms[-1] == 10000
+    machine.SIM.pins[27] = 0  # housing closed: the timer wake sees the alarm clear
+    n, sleep_ms = harness.boot(cfg)
+    assert n.adverts[0][1] == 50 and sleep_ms == 300000  # the change: a fast burst
+    assert esp32.WAKE[-1][0] == (26, 27, 25)
+    assert machine.SIM.asleep_ms[-1] == 300000
+
+
+def test_switch_going_high_after_the_reading_is_sent_within_the_alarm_interval():
+    # Tamper read closed, opened while the heartbeat adverts went out: not a wake pin any more
+    # (it is high), so the sleep is cut from the heartbeat to alarm_interval_s.
+    from manhole import hal
+
+    hw = hal.Hardware(harness.make_config())
+    machine.SIM.pins[27] = 1
+    try:
+        hw.deep_sleep(300000)
+    except machine.DeepSleep as e:
+        assert e.ms == 10000 and e.asleep_ms == 10000, (e.ms, e.asleep_ms)
+    else:
+        raise AssertionError("did not sleep")
+    assert esp32.WAKE[-1][0] == (26,)
+
+
+def test_a_name_that_does_not_fit_the_advert_is_a_config_error():
+    # The cover's advert is 30 of 31 bytes (29 with gas): a name's AD structure (2 bytes + the
+    # name) does not fit, so any name is refused at config time, not by every wake.
+    from manhole import config
+
+    for gas in (False, True):
+        cfg = harness.make_config(gas=gas, name="")
+        harness.boot(cfg)
+        assert len(harness.adverts()[0]) + 2 + 1 > 31  # not even one character fits
+        try:
+            harness.make_config(gas=gas, name="m")
+        except config.ConfigError as e:
+            assert "name" in str(e), str(e)
+        else:
+            raise AssertionError("a name the advert has no room for accepted")

@@ -1,41 +1,50 @@
 """Each build of the node family (manhole, bedfoot, hydrant) as it is installed on a board.
 
-The boot tests lay out a board's flash the way the README installs it: the files listed in the
-build's package.json under lib/ (what `mpremote mip install` copies) and the build's main.py at
-the top, then run main.py under the real MicroPython interpreter on the host stand-ins. So a
-module missing from a package.json fails here, not on a node in the street.
+The boot tests lay out a board's flash the way the README installs it: the build's manifest
+installed by MicroPython's own `mip` (the interpreter's bundled one, which resolves a relative URL
+against the manifest's folder, as `mpremote mip` does) from a loopback HTTP server standing in for
+raw.githubusercontent.com, and the build's main.py copied to the top; then main.py runs under the
+real MicroPython interpreter on the host stand-ins. So a manifest whose files do not resolve, or
+that misses a module, fails here, not on a node in the street.
 """
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import os
 import re
 import shutil
 import subprocess
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from citynerve.hil.sim.ble.firmware import DEVICE_FW, TESTS, micropython_binary, micropython_env
+from citynerve.hil.sim.ble.firmware import DEVICE_FW, REPO, TESTS, micropython_binary, micropython_env
 
 KEY = "231d39c1d7cc1ab1aee224cd096db932"
 RETRY_MS = 600_000
 ERRLOG = DEVICE_FW / "manhole" / "errlog.py"
+README = DEVICE_FW / "README.md"
+GITHUB = "github:<your-org>/citynerve/"  # the README's install URLs, <your-org> for the fork
 
 
 @dataclass(frozen=True)
 class Build:
     package: str  # the build's own package (its config loader is <package>/config.py)
-    root: Path  # where its main.py, package.json and config.example.json live
+    root: Path  # where its main.py and config.example.json live
+    manifest: str  # its mip manifest, from the repository root (as in the README's github: URL)
     first_sleep_ms: int  # deep sleep after the first wake with the example config
 
 
 BUILDS = {
-    "manhole": Build("manhole", DEVICE_FW, 300_000),  # heartbeat
-    "bedfoot": Build("bedfoot", DEVICE_FW / "bedfoot", 5_000),  # next look at the strip
-    "hydrant": Build("hydrant", DEVICE_FW / "hydrant", 10_000),  # next pressure sample
+    "manhole": Build("manhole", DEVICE_FW, "device_fw/package.json", 300_000),  # heartbeat
+    "bedfoot": Build("bedfoot", DEVICE_FW / "bedfoot", "device_fw/bedfoot.json", 5_000),  # next look
+    "hydrant": Build("hydrant", DEVICE_FW / "hydrant", "device_fw/hydrant.json", 10_000),  # next sample
 }
 ALL = pytest.mark.parametrize("build", list(BUILDS.values()), ids=list(BUILDS))
 
@@ -47,24 +56,70 @@ def _error_log_max() -> int:
 
 
 def _package_files(build: Build) -> list[str]:
-    urls = json.loads((build.root / "package.json").read_text())["urls"]
-    for dest, src in urls:
-        assert dest == src, (dest, src)  # installed where it lives in the repository
-    return [dest for dest, _ in urls]
+    """The files the manifest installs, as paths under device_fw. mip fetches a relative URL from
+    the manifest's folder and writes it to the target under its destination name."""
+    manifest = REPO / build.manifest
+    files = []
+    for dest, src in json.loads(manifest.read_text())["urls"]:
+        source = (manifest.parent / src).resolve()
+        assert source.is_file(), f"{build.manifest}: {src} resolves to {source}, which does not exist"
+        assert source.relative_to(DEVICE_FW).as_posix() == dest, (dest, src)  # installed as it lives
+        files.append(dest)
+    return files
 
 
-def _install(build: Build, board: Path) -> None:
-    """The board's flash after `mip install --target /lib <package.json>` and `cp main.py`."""
-    for name in _package_files(build):
-        (board / "lib" / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(DEVICE_FW / name, board / "lib" / name)
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def raw_github() -> Iterator[str]:
+    """raw.githubusercontent.com/<org>/citynerve/HEAD/ on loopback: the checkout, read-only."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(REPO)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _mip_install(build: Build, lib: Path, raw_github: str) -> str:
+    """`mip install --target <lib> github:<org>/citynerve/<manifest>` by the interpreter's own mip,
+    its github: URLs pointed at the loopback server."""
+    raw = "https://raw.githubusercontent.com/org/citynerve/HEAD/"
+    code = (
+        "import mip\n"
+        "rewrite = mip._rewrite_url\n"
+        "def local(url, branch=None):\n"
+        f"    return rewrite(url, branch).replace({raw!r}, {raw_github!r})\n"
+        "mip._rewrite_url = local\n"
+        f"mip.install({'github:org/citynerve/' + build.manifest!r}, target={str(lib)!r})\n"
+    )
+    proc = subprocess.run(
+        [micropython_binary(), "-c", code], capture_output=True, text=True, timeout=30, check=False
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Error" not in out, out
+    return out
+
+
+def _install(build: Build, board: Path, raw_github: str) -> None:
+    """The board's flash after `mpremote mip install --target /lib <manifest>` and `cp main.py`."""
+    _mip_install(build, board / "lib", raw_github)
+    installed = {p.relative_to(board / "lib").as_posix() for p in (board / "lib").rglob("*") if p.is_file()}
+    assert installed == set(_package_files(build))
     shutil.copy(build.root / "main.py", board / "main.py")
 
 
-def _boot(board: Path) -> str:
+def _boot(board: Path, prelude: str = "") -> str:
+    """Run the board's main.py; `prelude` runs first (to change the chip the stand-ins model)."""
     env = {**os.environ, "MICROPYPATH": os.pathsep.join((str(TESTS / "host"), str(board / "lib")))}
+    run = ["-c", prelude + "\nexec(open('main.py').read())"] if prelude else [str(board / "main.py")]
     proc = subprocess.run(
-        [micropython_binary(), str(board / "main.py")],
+        [micropython_binary(), *run],
         cwd=str(board),
         env=env,
         capture_output=True,
@@ -80,9 +135,9 @@ def _example(build: Build) -> dict[str, object]:
 
 
 @ALL
-def test_main_boots_and_sleeps(build: Build, tmp_path: Path) -> None:
+def test_main_boots_and_sleeps(build: Build, tmp_path: Path, raw_github: str) -> None:
     # A good config: one wake, then deep sleep (the host stand-in raises DeepSleep).
-    _install(build, tmp_path)
+    _install(build, tmp_path, raw_github)
     (tmp_path / "config.json").write_text(json.dumps({**_example(build), "key": KEY}))
     out = _boot(tmp_path)
     log = tmp_path / "error.log"
@@ -92,8 +147,8 @@ def test_main_boots_and_sleeps(build: Build, tmp_path: Path) -> None:
 
 
 @ALL
-def test_main_with_a_broken_config_logs_and_sleeps(build: Build, tmp_path: Path) -> None:
-    _install(build, tmp_path)
+def test_main_with_a_broken_config_logs_and_sleeps(build: Build, tmp_path: Path, raw_github: str) -> None:
+    _install(build, tmp_path, raw_github)
     (tmp_path / "config.json").write_text('{"key": "not-a-key"}')
     out = _boot(tmp_path)
     assert f"DeepSleep: {RETRY_MS}\n" in out, out  # retry later, not the REPL
@@ -103,11 +158,11 @@ def test_main_with_a_broken_config_logs_and_sleeps(build: Build, tmp_path: Path)
 
 
 @ALL
-def test_main_error_log_stays_capped(build: Build, tmp_path: Path) -> None:
+def test_main_error_log_stays_capped(build: Build, tmp_path: Path, raw_github: str) -> None:
     # A node with a bad config retries every 10 minutes for months: error.log must not fill the
     # flash. It is emptied once over ERROR_LOG_MAX, so it stays under the cap plus one traceback.
     cap = _error_log_max()
-    _install(build, tmp_path)
+    _install(build, tmp_path, raw_github)
     (tmp_path / "config.json").write_text('{"key": "not-a-key"}')
     log = tmp_path / "error.log"
     log.write_text("old\n" * (cap // 4))  # a log at its cap
@@ -123,6 +178,35 @@ def test_main_error_log_stays_capped(build: Build, tmp_path: Path) -> None:
     # at the cap (not over it) the first failure is still appended, the next starts afresh,
     # and the later ones grow the log again towards the cap
     assert sizes == [cap + one, one, 2 * one, 3 * one], sizes
+
+
+@pytest.mark.parametrize("build", [BUILDS["manhole"], BUILDS["hydrant"]], ids=["manhole", "hydrant"])
+def test_main_with_a_wake_pin_that_cannot_wake_the_chip_logs_and_sleeps_on_the_timer(
+    build: Build, tmp_path: Path, raw_github: str
+) -> None:
+    # GPIO 5 is no RTC GPIO: esp32.wake_on_ext1 raises ValueError("invalid pin"). main.py must
+    # still deep-sleep (the timer alone), not end in the REPL with BLE on.
+    _install(build, tmp_path, raw_github)
+    (tmp_path / "config.json").write_text(json.dumps({**_example(build), "key": KEY, "pins": {"tamper": 5}}))
+    out = _boot(tmp_path)
+    assert f"DeepSleep: {build.first_sleep_ms}\n" in out, out
+    assert "invalid pin" in (tmp_path / "error.log").read_text()
+
+
+@ALL
+def test_main_on_a_chip_without_ext1_wake_sleeps_on_the_timer(
+    build: Build, tmp_path: Path, raw_github: str
+) -> None:
+    # An ESP32-C3 has no esp32.wake_on_ext1 (AttributeError): sleep on the timer, log it.
+    _install(build, tmp_path, raw_github)
+    (tmp_path / "config.json").write_text(json.dumps({**_example(build), "key": KEY}))
+    out = _boot(tmp_path, prelude="import esp32\ndel esp32.wake_on_ext1")
+    assert f"DeepSleep: {build.first_sleep_ms}\n" in out, out
+    log = tmp_path / "error.log"
+    if build.package == "bedfoot":  # wakes on the timer anyway
+        assert not log.exists()
+    else:
+        assert "wake_on_ext1" in log.read_text()
 
 
 @ALL
@@ -178,6 +262,14 @@ def _imports(path: Path) -> set[str]:
 
 
 @ALL
+def test_readme_installs_the_build_from_its_manifest(build: Build) -> None:
+    # The README's command is what the tests install: `mpremote mip install --target /lib <url>`.
+    urls = re.findall(r"mip install --target /lib (github:\S+?\.json)", README.read_text())
+    assert GITHUB + build.manifest in urls, urls
+    assert all(u[len(GITHUB) :] in {b.manifest for b in BUILDS.values()} for u in urls), urls
+
+
+@ALL
 def test_package_json_lists_every_module_the_build_imports(build: Build) -> None:
     listed = _package_files(build)
     assert len(listed) == len(set(listed))
@@ -194,7 +286,9 @@ def test_package_json_lists_every_module_the_build_imports(build: Build) -> None
 
 
 @ALL
-def test_provisioned_node_boots_and_its_entry_names_the_build_profile(build: Build, tmp_path: Path) -> None:
+def test_provisioned_node_boots_and_its_entry_names_the_build_profile(
+    build: Build, tmp_path: Path, raw_github: str
+) -> None:
     # device_fw/tools/provision.py --build <b>: the config it writes is what that build's main.py
     # boots with, and the [[devices]] entry it prints names the profile its adverts decode into.
     import sys
@@ -225,7 +319,7 @@ def test_provisioned_node_boots_and_its_entry_names_the_build_profile(build: Bui
     ).stdout
     board = tmp_path / "board"
     board.mkdir()
-    _install(build, board)
+    _install(build, board, raw_github)
     shutil.copy(out_dir / "config.json", board / "config.json")
     assert f"DeepSleep: {build.first_sleep_ms}\n" in _boot(board)
     assert not (board / "error.log").exists()

@@ -17,7 +17,8 @@ class _Sim:
         if not keep_rtc:
             self.rtc_memory = b""
         self.reset_cause = PWRON_RESET
-        self.deep_sleeps = []
+        self.deep_sleeps = []  # the ms each deepsleep() asked for
+        self.asleep_ms = []  # how long each one slept: 0 when EXT1 woke the chip at once
         self.i2c_writes = []
         self.adc_atten = {}
         self.accel_present = True
@@ -35,12 +36,17 @@ class _Sim:
 SIM = _Sim()
 
 
-class DeepSleep(Exception):
-    """Raised by deepsleep(): the chip resets; the harness boots it again."""
+class DeepSleep(BaseException):
+    """Raised by deepsleep(): the chip resets; the harness boots it again.
 
-    def __init__(self, ms):
+    A BaseException, like SystemExit: deepsleep() never returns on the chip, so the firmware's
+    `except Exception` must not catch it here either. `asleep_ms` is how long the chip slept.
+    """
+
+    def __init__(self, ms, asleep_ms):
         super().__init__(ms)
         self.ms = ms
+        self.asleep_ms = asleep_ms
 
 
 class Pin:
@@ -118,8 +124,17 @@ def reset_cause():
 
 
 def deepsleep(ms=0):
+    import esp32
+
+    asleep = ms
+    for ids, level in esp32.ARMED:
+        # EXT1 wake-up is level-triggered: a pin already at the wake level wakes the chip at once.
+        if level == esp32.WAKEUP_ANY_HIGH and any(SIM.pins.get(i, 0) for i in ids):
+            asleep = 0
+    del esp32.ARMED[:]
     SIM.deep_sleeps.append(ms)
-    raise DeepSleep(ms)
+    SIM.asleep_ms.append(asleep)
+    raise DeepSleep(ms, asleep)
 
 
 def unique_id():
