@@ -106,17 +106,22 @@ def _value(key: str, text: str) -> Any:
         fail(f"--set {key[:64]}: value nested too deeply", EXIT_INVALID)
 
 
-def _apply_and_reload(
-    editor: DeviceListEditor, text: str, no_reload: bool
-) -> tuple[Path | None, ReloadReport | None]:
+def save_or_exit(editor: DeviceListEditor, text: str) -> tuple[GatewayConfig, Path | None]:
+    """Save the edited config (checked first), or print why not and exit (2: invalid; 1: not written)."""
     try:
-        cfg, backup = editor.save(text)
+        return editor.save(text)
     except ConfigError as err:
         print_config_issues(err)
         console.print(f"{editor.path} was not changed", highlight=False, markup=False)
         sys.exit(EXIT_INVALID)
     except ConfigEditError as err:  # the folder or the disk refused the write
         fail(str(err))
+
+
+def _apply_and_reload(
+    editor: DeviceListEditor, text: str, no_reload: bool
+) -> tuple[Path | None, ReloadReport | None]:
+    cfg, backup = save_or_exit(editor, text)
     if no_reload:
         return backup, None
     return backup, asyncio.run(ask_reload(Path(cfg.control.socket)))

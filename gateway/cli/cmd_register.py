@@ -23,7 +23,7 @@ from citynerve.gateway.cli._common import (
     print_config_issues,
     print_json,
 )
-from citynerve.gateway.cli.cmd_devices import devices
+from citynerve.gateway.cli.cmd_devices import devices, save_or_exit
 from citynerve.gateway.commissioning import ConfigEditError, DeviceListEditor
 from citynerve.gateway.commissioning.register import (
     AddressKey,
@@ -87,14 +87,7 @@ def import_register(config_path: Path, register: Path, dry_run: bool, as_json: b
             report.refuse(device_id, "; ".join(_in_entry(i) for i in issues))
             del changed[device_id]
         if changed and not dry_run:
-            try:
-                _cfg, backup = editor.save(text)
-            except ConfigError as err:
-                print_config_issues(err)
-                console.print(f"{config_path} was not changed", highlight=False, markup=False)
-                sys.exit(EXIT_INVALID)
-            except ConfigEditError as err:  # the folder or the disk refused the write
-                fail(str(err))
+            _cfg, backup = save_or_exit(editor, text)
     result: dict[str, Any] = {
         "config": str(config_path),
         "register": str(register),
