@@ -82,7 +82,7 @@ async def test_two_consumer_processes_share_the_load_and_store_every_row_once(
     finally:
         for p in procs:
             p.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # a loaded machine: Ctrl-C is still a clean stop, only slower
         for p in procs:
             try:
                 p.wait(timeout=max(0.1, deadline - time.monotonic()))
