@@ -140,7 +140,7 @@ def start(args: RunArgs) -> None:
 
     heap.tune()  # before any thread starts (the outbox's worker, asyncio's executor)
     from citynerve.gateway.api import GatewayError
-    from citynerve.gateway.cli._exit import fail, load_or_exit
+    from citynerve.gateway.cli._exit import EXIT_INVALID, fail, load_or_exit
     from citynerve.gateway.logs import setup_logging
     from citynerve.gateway.remoteconfig import prepare_start
 
@@ -151,6 +151,10 @@ def start(args: RunArgs) -> None:
         logging.getLogger("citynerve.remoteconfig").warning("%s", pending)
     for warning in cfg.warnings:  # allowed, but an operator must see it in the journal
         logging.getLogger("citynerve.gateway.config").warning("%s", warning)
+    from citynerve.gateway.config.runnable import socket_path_problem
+
+    if (problem := socket_path_problem(cfg.control.socket)) is not None:  # the kernel would refuse the bind
+        fail(f"{args.config_path}: control.socket {problem}", EXIT_INVALID)
     if args.dry_run_actions and cfg.rules is not None:
         cfg = dataclasses.replace(cfg, rules=cfg.rules.model_copy(update={"dry_run_actions": True}))
     if cfg.rules is not None and cfg.rules.dry_run_actions:

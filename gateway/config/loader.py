@@ -228,7 +228,10 @@ class _Loader:
         store = store.model_copy(update={"path": str(self._resolve(store.path))})
         control = control.model_copy(update={"socket": str(self._resolve(control.socket))})
         if (problem := socket_path_problem(control.socket)) is not None:
-            self.issue("control.socket", problem)
+            # A warning: every other command reads this config (an example checked where it is
+            # installed, a register imported); `citynerve run` refuses it before binding.
+            warning = f"warning: {problem}; run refuses it"
+            self.warnings.append(ConfigIssue(self.file, "control.socket", warning))
         if clock.sync_file:
             clock = clock.model_copy(update={"sync_file": str(self._resolve(clock.sync_file))})
         base = self.path.resolve().parent
