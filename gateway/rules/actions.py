@@ -21,7 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 from citynerve.gateway.api import Event, EventState, GatewayError, Quality, Reading, Severity, Value, utc_now
 from citynerve.gateway.logs import field
 from citynerve.gateway.rules.config import ActionConfig
-from citynerve.gateway.rules.interlocks import InterlockConfig, Interlocks
+from citynerve.gateway.rules.interlocks import WILDCARD, InterlockConfig, Interlocks
 from citynerve.gateway.rules.snapdata import number
 
 log = logging.getLogger("citynerve.gateway.rules.actions")
@@ -117,10 +117,12 @@ class ActionRunner:
 
         An action an interlock held back runs once nothing blocks it any more, if its trigger still
         stands (a leak still raised when the fire is cleared closes the valve then); it is dropped
-        when its trigger clears first."""
+        when its trigger clears first. A one-shot event with subject "*" (a fire panel's reset)
+        clears like a CLEARED one (Interlocks.observe)."""
         if self.interlocks.observe(event, by_value=by_value) and self.changed is not None:
             self.changed()
-        if not self._held or event.state is not EventState.CLEARED:
+        clears = event.state is EventState.CLEARED or (event.one_shot and event.subject == WILDCARD)
+        if not self._held or not clears:
             return
         for key, (a, trigger, lock_id) in list(self._held.items()):
             if trigger.state is EventState.RAISED and (trigger.rule, trigger.device_id) == (

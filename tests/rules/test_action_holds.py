@@ -6,10 +6,12 @@ Pipeline into the real RuleEngine; the panel's events come from the real fire pa
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
+from citynerve.drivers.firepanel import FirePanelDevice, PanelStream
 from citynerve.gateway.api import (
     DeviceConfig,
     Event,
@@ -24,7 +26,7 @@ from citynerve.gateway.pipeline import Pipeline
 from citynerve.gateway.rules import DEVICE_OFFLINE, RuleEngine, RulesConfig
 
 from .conftest import T0, dev
-from .test_action_safety import LOC_7, _loc
+from .test_action_safety import LOC_7, _loc, reports
 from .test_actions import LEAK_RULES, CollectingSink, FakeValves
 
 HELD_LEAK: dict[str, Any] = {
@@ -89,6 +91,41 @@ def test_a_missing_data_rule_still_raises_through_bad_readings() -> None:
             submit(pipe, T0 + t, None, Quality.BAD)  # the sensor answers with nothing usable
         pipe.tick(T0 + t)
     assert leak_states(sink) == [("silent", EventState.RAISED)]
+
+
+async def test_a_panel_reset_after_a_restart_releases_the_valve_interlock() -> None:
+    """After a restart the panel's stream knows of nothing raised: a reset is one wildcard
+    panel_reset. It ends the fire for the interlock as for the alarm registry; the held close runs."""
+    panel = FirePanelDevice.model_validate(
+        {
+            "id": "fp-1",
+            "bus": "panel-1",
+            "profile": "firepanel-gst",
+            "address": "GST-01",
+            "location": {"address_code": "320508001007", "building": "7"},
+            "points": {"fire_alarm": {"field": "fire_alarm"}},
+        }
+    )
+    cfg = RulesConfig.model_validate(LEAK_RULES)
+    e = RuleEngine(cfg, [*devices(), panel], target=FakeValves(), clock=lambda: T0)
+    for item in PanelStream(panel).feed(
+        "首次火警  08/12/02 17:24  004回路004号  感烟探测器  一层".encode("gb2312") + b"\r\n"
+    ):
+        if isinstance(item, Event):
+            e.on_event(item)
+    valves = FakeValves()
+    restarted = RuleEngine(cfg, [*devices(), panel], target=valves, clock=lambda: T0)
+    restarted.restore(json.loads(json.dumps(e.snapshot())))
+    assert [r.attrs["outcome"] for r in reports(restarted.evaluate(leak_reading(T0 + 1)))] == ["interlocked"]
+    fresh_stream = PanelStream(panel)  # the driver after the restart
+    reset = [
+        i for i in fresh_stream.feed("复位 08/12/02 17:40".encode("gb2312") + b"\r\n") if isinstance(i, Event)
+    ]
+    assert [(r.kind, r.subject, r.one_shot) for r in reset] == [("panel_reset", "*", True)]
+    restarted.on_event(reset[0])
+    await restarted.actions.wait_idle()
+    assert valves.writes == [("d1", "valve", False)]
+    assert restarted.actions.interlocks.blocking("close_valve", "d1", "valve", False) is None
 
 
 def leak_reading(ts: float, on: bool = True) -> list[Reading]:
