@@ -161,6 +161,8 @@ class ActionRunner:
     def _start(self, a: ActionConfig, device: str, event: Event, ts: float, held_by: str = "") -> list[Event]:
         """Rate limits, dry run, then the write as a task. Returns the reports known at once."""
         key = (device, a.id)
+        if key in self.overrides:  # also for a held action released later: the operator always wins
+            return [self._report(a, device, event, ActionOutcome.OVERRIDDEN, ts, held_by=held_by)]
         hist = self._history.setdefault(key, deque(maxlen=a.max_per_day))
         while hist and ts - hist[0] >= 86400:
             hist.popleft()

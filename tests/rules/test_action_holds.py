@@ -26,7 +26,7 @@ from citynerve.gateway.pipeline import Pipeline
 from citynerve.gateway.rules import DEVICE_OFFLINE, RuleEngine, RulesConfig
 
 from .conftest import T0, dev
-from .test_action_safety import LOC_7, _loc, reports
+from .test_action_safety import LOC_7, _loc, fire, reports
 from .test_actions import LEAK_RULES, CollectingSink, FakeValves
 
 HELD_LEAK: dict[str, Any] = {
@@ -126,6 +126,22 @@ async def test_a_panel_reset_after_a_restart_releases_the_valve_interlock() -> N
     await restarted.actions.wait_idle()
     assert valves.writes == [("d1", "valve", False)]
     assert restarted.actions.interlocks.blocking("close_valve", "d1", "valve", False) is None
+
+
+async def test_a_held_action_released_by_the_fire_clearing_respects_the_override() -> None:
+    valves = FakeValves()
+    e = RuleEngine(RulesConfig.model_validate(LEAK_RULES), devices(), target=valves, clock=lambda: T0)
+    e.on_event(fire(EventState.RAISED, T0))
+    assert [r.attrs["outcome"] for r in reports(e.evaluate(leak_reading(T0 + 1)))] == ["interlocked"]
+    e.set_override("d1", "close_valve", True)  # the crew is on the valve: never write it
+    e.on_event(fire(EventState.CLEARED, T0 + 60))
+    await e.actions.wait_idle()
+    assert valves.writes == []
+    (report,) = reports(e.tick(T0 + 61))
+    assert (
+        report.attrs["outcome"] == "overridden"
+        and report.attrs["held_by_interlock"] == "water_on_during_fire"
+    )
 
 
 def leak_reading(ts: float, on: bool = True) -> list[Reading]:
