@@ -15,7 +15,7 @@ import asyncio
 import enum
 import logging
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from citynerve.gateway.api import Event, EventState, GatewayError, Quality, Reading, Severity, Value, utc_now
@@ -135,6 +135,10 @@ class ActionRunner:
                 log.warning("action %s on %s: interlock %s released", field(a.id), field(key[0]), lock_id)
                 for report in self._start(a, key[0], trigger, event.ts, held_by=lock_id):
                     self._deliver(report)
+            else:
+                continue
+            if self.changed is not None:  # the snapshot must not keep a held action that is gone
+                self.changed()
 
     def trigger(self, event: Event) -> list[Event]:
         """Start the actions of `event`'s rule. Returns interlock refusals now; writes report later."""
@@ -289,6 +293,21 @@ class ActionRunner:
         """Wait for running writes (tests, shutdown)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def retain_held(self, raised: Collection[tuple[str, str, str]]) -> int:
+        """After a restart: drop the held actions whose triggering alarm (device, kind, rule) is not
+        in `raised` (the alarm registry: it cleared before the stop). Returns how many."""
+        gone = [
+            key
+            for key, (_, t, _) in self._held.items()
+            if t.state is EventState.RAISED and (t.device_id, t.kind, t.rule) not in raised
+        ]
+        for key in gone:
+            log.warning("action %s on %s: its trigger cleared before the stop: not held", key[1], key[0])
+            del self._held[key]
+        if gone and self.changed is not None:
+            self.changed()
+        return len(gone)
 
     def shift(self, delta: float) -> None:
         """The wall clock stepped by `delta` s: rate-limit history moves with it (limits stay exact)."""

@@ -511,8 +511,9 @@ class RuleEngine:
         so newer than this snapshot) names every alarm still raised as (device, kind, rule, value).
         Rule alarms restored active that it does not hold cleared before the stop: they start idle
         (else a new occurrence would raise nothing), and interlock entries it does not hold are
-        dropped (else a fire reset before the stop would block valve closes for good). Returns how
-        many alarms and entries were dropped."""
+        dropped (else a fire reset before the stop would block valve closes for good), and so are
+        held actions whose triggering alarm it does not hold (else a leak that dried before the stop
+        would close the valve when the fire clears). Returns how many alarms and entries were dropped."""
         active = list(registry)
         held = {(d, k, r) for d, k, r, _ in active}
         n = 0
@@ -523,6 +524,7 @@ class RuleEngine:
                 inst.cond.on_alarm(False)
                 self._waiting.discard(inst)
                 n += 1
+        n += self.actions.retain_held(held)
         return n + self.actions.interlocks.retain(held, {(d, k, r, repr(v)) for d, k, r, v in active})
 
     def _start_fresh(self, inst: RuleInstance) -> None:

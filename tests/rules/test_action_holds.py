@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from citynerve.drivers.firepanel import FirePanelDevice, PanelStream
+from citynerve.gateway.alarms import ActiveAlarms
 from citynerve.gateway.api import (
     DeviceConfig,
     Event,
@@ -24,6 +25,8 @@ from citynerve.gateway.api import (
 )
 from citynerve.gateway.pipeline import Pipeline
 from citynerve.gateway.rules import DEVICE_OFFLINE, RuleEngine, RulesConfig
+from citynerve.gateway.rules import persist as persist_module
+from citynerve.gateway.rules.persist import STATE_KEY, PersistentRuleEngine
 
 from .conftest import T0, dev
 from .test_action_safety import LOC_7, _loc, fire, reports
@@ -93,6 +96,39 @@ def test_a_missing_data_rule_still_raises_through_bad_readings() -> None:
     assert leak_states(sink) == [("silent", EventState.RAISED)]
 
 
+async def test_a_dropped_held_action_is_saved_and_forgotten_after_a_restart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The leak dries during the fire: the held valve close is dropped and that is saved at once; a
+    snapshot older than that (a power cut first) is reconciled against the alarm registry."""
+    monkeypatch.setattr(persist_module, "PROMPT_SAVE_MIN_S", 0.0)
+    store, registry, sink = MemoryStore(), ActiveAlarms(), CollectingSink()
+    cfg = RulesConfig.model_validate(LEAK_RULES)
+    e = PersistentRuleEngine(cfg, devices(), state=store, target=FakeValves(), clock=lambda: T0)
+    pipe = Pipeline({d.id: d for d in devices()}, sink, rules=e, alarms=registry)
+    for ev in [fire(EventState.RAISED, T0), *e.on_event(fire(EventState.RAISED, T0))]:
+        pipe.event(ev)
+    submit(pipe, T0 + 1, True)
+    assert [r.attrs["outcome"] for r in reports(sink.events)] == ["interlocked"]
+    assert e._saving is not None
+    await e._saving  # the interlocked action's prompt save
+    old_snapshot = json.loads(store.data[STATE_KEY])  # held: what a power cut now would keep
+    assert old_snapshot["actions"]["held"] != []
+    submit(pipe, T0 + 2, False)  # the leak stops during the fire
+    assert e._saving is not None
+    await e._saving  # the save the drop asked for (none asked: the earlier save, held kept)
+    assert json.loads(store.data[STATE_KEY])["actions"]["held"] == []
+    # Power cut with the older snapshot: the registry (saved within a second) knows the leak is over.
+    valves = FakeValves()
+    again = RuleEngine(cfg, devices(), target=valves, clock=lambda: T0)
+    again.restore(old_snapshot)
+    assert list(again.actions._held) == [("d1", "close_valve")]
+    assert again.forget_cleared((a.device_id, a.kind, a.rule, a.value) for a in registry.active()) == 2
+    again.on_event(fire(EventState.CLEARED, T0 + 60))
+    await again.actions.wait_idle()
+    assert valves.writes == [] and reports(again.tick(T0 + 61)) == []
+
+
 async def test_a_panel_reset_after_a_restart_releases_the_valve_interlock() -> None:
     """After a restart the panel's stream knows of nothing raised: a reset is one wildcard
     panel_reset. It ends the fire for the interlock as for the alarm registry; the held close runs."""
@@ -146,3 +182,14 @@ async def test_a_held_action_released_by_the_fire_clearing_respects_the_override
 
 def leak_reading(ts: float, on: bool = True) -> list[Reading]:
     return [Reading("d1", "leak", on, "", ts)]
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+
+    async def get(self, key: str) -> str | None:
+        return self.data.get(key)
+
+    async def put(self, key: str, value: str) -> None:
+        self.data[key] = value
