@@ -331,9 +331,14 @@ class ActionRunner:
             ],
         }
 
-    def restore(self, data: Mapping[str, Any]) -> None:
-        """Take a snapshot's part; a malformed entry is dropped (logged), the rest restored."""
-        bad = 0
+    def restore(self, data: Mapping[str, Any], now: float | None = None) -> None:
+        """Take a snapshot's part; a malformed entry is dropped (logged), the rest restored.
+
+        With `now` (the engine's time), a rate-limit time later than it is taken as `now`: the
+        snapshot's times are on the last run's wall clock, and a box without an RTC starts with its
+        clock far behind (1970) until NTP steps it. Left in the future, such a time would refuse
+        every write until then, and `shift` would carry it into the future by the whole step."""
+        bad, future = 0, 0
         self.overrides = set()
         for item in _entries(data, "overrides"):
             if isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item):
@@ -346,12 +351,17 @@ class ActionRunner:
             try:
                 dev, act, times = item
                 if act in configs:
-                    history = deque((number(t) for t in times), maxlen=configs[act].max_per_day)
-                    self._history[(str(dev), act)] = history
+                    stamps = [number(t) for t in times]
+                    if now is not None:
+                        future += sum(t > now for t in stamps)
+                        stamps = [min(t, now) for t in stamps]
+                    self._history[(str(dev), act)] = deque(stamps, maxlen=configs[act].max_per_day)
             except (TypeError, ValueError):
                 bad += 1
         if bad:
             log.warning("rules snapshot: %d malformed override or rate-limit entries dropped", bad)
+        if future:
+            log.warning("rules snapshot: %d action times later than the clock now: taken as now", future)
         for item in _entries(data, "held"):
             try:
                 dev, act, lock, (t_dev, kind, state, severity, ts, rule, value, ev_id) = item

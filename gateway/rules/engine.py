@@ -501,7 +501,8 @@ class RuleEngine:
             self.away |= {a for a in away if isinstance(a, str)}
         actions = data.get("actions")
         if isinstance(actions, Mapping):
-            self.actions.restore(actions)
+            # The running gateway's clock may read far behind the snapshot's (no RTC: 1970 until NTP)
+            self.actions.restore(actions, now=None if self.steady is None else self.now())
         elif actions is not None:
             log.warning("rules snapshot: actions are %s, not an object: not restored", type(actions))
         return n

@@ -14,6 +14,7 @@ import pytest
 from citynerve.drivers.firepanel import FirePanelDevice, PanelStream
 from citynerve.gateway.alarms import ActiveAlarms
 from citynerve.gateway.api import (
+    Clock,
     DeviceConfig,
     Event,
     EventState,
@@ -22,6 +23,7 @@ from citynerve.gateway.api import (
     Sample,
     SampleBatch,
     Severity,
+    SteadyWall,
 )
 from citynerve.gateway.pipeline import Pipeline
 from citynerve.gateway.rules import DEVICE_OFFLINE, RuleEngine, RulesConfig
@@ -178,6 +180,48 @@ async def test_a_held_action_released_by_the_fire_clearing_respects_the_override
         report.attrs["outcome"] == "overridden"
         and report.attrs["held_by_interlock"] == "water_on_during_fire"
     )
+
+
+class BootClock(Clock):
+    """A box without an RTC: the wall clock is whatever it is set to; monotonic restarts at boot."""
+
+    def __init__(self, wall: float) -> None:
+        self.wall_t, self.mono_t = wall, 100.0
+
+    def wall(self) -> float:
+        return self.wall_t
+
+    def monotonic(self) -> float:
+        return self.mono_t
+
+    def advance(self, s: float) -> None:
+        self.wall_t += s
+        self.mono_t += s
+
+
+@pytest.mark.parametrize("boot_wall", [1000.0, T0 + 7000.0])  # no RTC (1970) / a right clock
+async def test_restored_rate_limits_after_a_restart_with_the_clock_at_1970(boot_wall: float) -> None:
+    cfg = RulesConfig.model_validate(LEAK_RULES)  # min_interval_s 600
+    first = BootClock(T0)
+    e = RuleEngine(cfg, devices(), target=FakeValves(), steady=SteadyWall(first))
+    e.evaluate(leak_reading(0.0))
+    await e.actions.wait_idle()
+    e.evaluate(leak_reading(0.0, on=False))
+    snap = json.loads(json.dumps(e.snapshot()))
+    # Two hours later the box boots; if it has no RTC its clock reads 1970 until NTP steps it.
+    clock = BootClock(boot_wall)
+    valves = FakeValves()
+    again = RuleEngine(cfg, devices(), target=valves, steady=SteadyWall(clock))
+    again.restore(snap)
+    clock.advance(10)
+    clock.wall_t = T0 + 7210.0  # NTP: the wall clock is right now
+    again.now()
+    (ts,) = again.actions._history[("d1", "close_valve")]
+    assert ts <= again.now()  # never in the future, so never a limit for decades
+    clock.advance(700)  # past min_interval_s since this boot (and since the last write)
+    out = again.evaluate(leak_reading(0.0))
+    await again.actions.wait_idle()
+    assert [r.attrs["outcome"] for r in reports(out)] == [] and valves.writes == [("d1", "valve", False)]
 
 
 def leak_reading(ts: float, on: bool = True) -> list[Reading]:
