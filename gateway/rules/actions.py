@@ -15,13 +15,13 @@ import asyncio
 import enum
 import logging
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from citynerve.gateway.api import Event, EventState, GatewayError, Quality, Reading, Severity, Value, utc_now
 from citynerve.gateway.logs import field
 from citynerve.gateway.rules.config import ActionConfig
-from citynerve.gateway.rules.interlocks import InterlockConfig, Interlocks
+from citynerve.gateway.rules.interlocks import WILDCARD, InterlockConfig, Interlocks
 from citynerve.gateway.rules.snapdata import number
 
 log = logging.getLogger("citynerve.gateway.rules.actions")
@@ -117,10 +117,12 @@ class ActionRunner:
 
         An action an interlock held back runs once nothing blocks it any more, if its trigger still
         stands (a leak still raised when the fire is cleared closes the valve then); it is dropped
-        when its trigger clears first."""
+        when its trigger clears first. A one-shot event with subject "*" (a fire panel's reset)
+        clears like a CLEARED one (Interlocks.observe)."""
         if self.interlocks.observe(event, by_value=by_value) and self.changed is not None:
             self.changed()
-        if not self._held or event.state is not EventState.CLEARED:
+        clears = event.state is EventState.CLEARED or (event.one_shot and event.subject == WILDCARD)
+        if not self._held or not clears:
             return
         for key, (a, trigger, lock_id) in list(self._held.items()):
             if trigger.state is EventState.RAISED and (trigger.rule, trigger.device_id) == (
@@ -133,6 +135,10 @@ class ActionRunner:
                 log.warning("action %s on %s: interlock %s released", field(a.id), field(key[0]), lock_id)
                 for report in self._start(a, key[0], trigger, event.ts, held_by=lock_id):
                     self._deliver(report)
+            else:
+                continue
+            if self.changed is not None:  # the snapshot must not keep a held action that is gone
+                self.changed()
 
     def trigger(self, event: Event) -> list[Event]:
         """Start the actions of `event`'s rule. Returns interlock refusals now; writes report later."""
@@ -159,6 +165,8 @@ class ActionRunner:
     def _start(self, a: ActionConfig, device: str, event: Event, ts: float, held_by: str = "") -> list[Event]:
         """Rate limits, dry run, then the write as a task. Returns the reports known at once."""
         key = (device, a.id)
+        if key in self.overrides:  # also for a held action released later: the operator always wins
+            return [self._report(a, device, event, ActionOutcome.OVERRIDDEN, ts, held_by=held_by)]
         hist = self._history.setdefault(key, deque(maxlen=a.max_per_day))
         while hist and ts - hist[0] >= 86400:
             hist.popleft()
@@ -286,6 +294,21 @@ class ActionRunner:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
+    def retain_held(self, raised: Collection[tuple[str, str, str]]) -> int:
+        """After a restart: drop the held actions whose triggering alarm (device, kind, rule) is not
+        in `raised` (the alarm registry: it cleared before the stop). Returns how many."""
+        gone = [
+            key
+            for key, (_, t, _) in self._held.items()
+            if t.state is EventState.RAISED and (t.device_id, t.kind, t.rule) not in raised
+        ]
+        for key in gone:
+            log.warning("action %s on %s: its trigger cleared before the stop: not held", key[1], key[0])
+            del self._held[key]
+        if gone and self.changed is not None:
+            self.changed()
+        return len(gone)
+
     def shift(self, delta: float) -> None:
         """The wall clock stepped by `delta` s: rate-limit history moves with it (limits stay exact)."""
         for key, times in self._history.items():
@@ -308,9 +331,14 @@ class ActionRunner:
             ],
         }
 
-    def restore(self, data: Mapping[str, Any]) -> None:
-        """Take a snapshot's part; a malformed entry is dropped (logged), the rest restored."""
-        bad = 0
+    def restore(self, data: Mapping[str, Any], now: float | None = None) -> None:
+        """Take a snapshot's part; a malformed entry is dropped (logged), the rest restored.
+
+        With `now` (the engine's time), a rate-limit time later than it is taken as `now`: the
+        snapshot's times are on the last run's wall clock, and a box without an RTC starts with its
+        clock far behind (1970) until NTP steps it. Left in the future, such a time would refuse
+        every write until then, and `shift` would carry it into the future by the whole step."""
+        bad, future = 0, 0
         self.overrides = set()
         for item in _entries(data, "overrides"):
             if isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item):
@@ -323,12 +351,17 @@ class ActionRunner:
             try:
                 dev, act, times = item
                 if act in configs:
-                    history = deque((number(t) for t in times), maxlen=configs[act].max_per_day)
-                    self._history[(str(dev), act)] = history
+                    stamps = [number(t) for t in times]
+                    if now is not None:
+                        future += sum(t > now for t in stamps)
+                        stamps = [min(t, now) for t in stamps]
+                    self._history[(str(dev), act)] = deque(stamps, maxlen=configs[act].max_per_day)
             except (TypeError, ValueError):
                 bad += 1
         if bad:
             log.warning("rules snapshot: %d malformed override or rate-limit entries dropped", bad)
+        if future:
+            log.warning("rules snapshot: %d action times later than the clock now: taken as now", future)
         for item in _entries(data, "held"):
             try:
                 dev, act, lock, (t_dev, kind, state, severity, ts, rule, value, ev_id) = item

@@ -236,7 +236,11 @@ class RuleEngine:
         at = None if self.steady is None else self.now()
         for r in readings:
             if r.quality is not good:
-                continue  # unknown: alarms stay as they are (missing-data rules see the silence)
+                # Unknown: a raised alarm stays as it is (missing-data rules see the silence), but a
+                # pending hold is not confirmed by missing data: it restarts at the next good reading.
+                if self._waiting and (insts := by_dev.get(r.device_id, {}).get(r.point)):
+                    self._unconfirmed(insts)
+                continue
             if r.device_id != last_dev:  # a batch is one device: look it up once
                 last_dev = r.device_id
                 points = by_dev.get(last_dev)
@@ -334,6 +338,9 @@ class RuleEngine:
         if event.kind in (DEVICE_OFFLINE, DEVICE_ONLINE):
             offline = event.kind == DEVICE_OFFLINE and event.state is EventState.RAISED
             ts = event.ts if self.steady is None else self.now()
+            if offline and self._waiting:  # no data confirms a pending hold any more
+                points = self._by_dev.get(event.device_id, {})
+                self._unconfirmed(i for insts in points.values() for i in insts)
             for inst in self._offline.get(event.device_id, ()):
                 inst.cond.value = offline
                 self._update(inst, offline, ts, out)
@@ -345,6 +352,16 @@ class RuleEngine:
         if inst.suppress_away and any(d in self.away for d in inst.away_ids):
             return False
         return not any(q.open_at(ts) for q in inst.quiet)
+
+    def _unconfirmed(self, insts: Iterable[RuleInstance]) -> None:
+        """The point reads unknown (not GOOD) or the device went offline: the pending alarms of these
+        instances go back to idle, so their hold restarts at the next good reading that meets the
+        condition (the hold is not run out on missing data). Conditions judged on the passing of
+        time (missing data, routines) are left alone: the silence is what they look at."""
+        for inst in insts:
+            if inst.alarm.phase is AlarmPhase.PENDING and not inst.cond.time_driven:
+                inst.alarm.phase = AlarmPhase.IDLE
+                self._waiting.discard(inst)
 
     def _update(self, inst: RuleInstance, cond: bool | None, ts: float, out: list[Event]) -> None:
         if cond is None:
@@ -484,7 +501,8 @@ class RuleEngine:
             self.away |= {a for a in away if isinstance(a, str)}
         actions = data.get("actions")
         if isinstance(actions, Mapping):
-            self.actions.restore(actions)
+            # The running gateway's clock may read far behind the snapshot's (no RTC: 1970 until NTP)
+            self.actions.restore(actions, now=None if self.steady is None else self.now())
         elif actions is not None:
             log.warning("rules snapshot: actions are %s, not an object: not restored", type(actions))
         return n
@@ -494,8 +512,9 @@ class RuleEngine:
         so newer than this snapshot) names every alarm still raised as (device, kind, rule, value).
         Rule alarms restored active that it does not hold cleared before the stop: they start idle
         (else a new occurrence would raise nothing), and interlock entries it does not hold are
-        dropped (else a fire reset before the stop would block valve closes for good). Returns how
-        many alarms and entries were dropped."""
+        dropped (else a fire reset before the stop would block valve closes for good), and so are
+        held actions whose triggering alarm it does not hold (else a leak that dried before the stop
+        would close the valve when the fire clears). Returns how many alarms and entries were dropped."""
         active = list(registry)
         held = {(d, k, r) for d, k, r, _ in active}
         n = 0
@@ -506,6 +525,7 @@ class RuleEngine:
                 inst.cond.on_alarm(False)
                 self._waiting.discard(inst)
                 n += 1
+        n += self.actions.retain_held(held)
         return n + self.actions.interlocks.retain(held, {(d, k, r, repr(v)) for d, k, r, v in active})
 
     def _start_fresh(self, inst: RuleInstance) -> None:

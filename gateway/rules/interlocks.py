@@ -18,6 +18,7 @@ from citynerve.gateway.api import ID_PATTERN, STRICT, Event, EventState, Value
 log = logging.getLogger("citynerve.gateway.rules")
 
 InterlockValue = bool | int | float | str
+WILDCARD = "*"  # an event's subject meaning every subject (citynerve.gateway.api.Event.subject)
 
 
 class InterlockConfig(BaseModel):
@@ -83,7 +84,19 @@ class Interlocks:
         A driver's events name what they are about in `value` (the fire panel: the zone or detector,
         the same on raise and clear), so two zones in fire are two entries and clearing one keeps
         the other. A rule's raise and clear carry different values (one alarm per rule and device):
-        the engine passes `by_value=False`. Returns whether the raised set changed."""
+        the engine passes `by_value=False`. An event with subject "*" clears as the alarm registry
+        does (citynerve.gateway.alarms): a one-shot one (a fire panel's reset, the only one sent when
+        the panel's driver knows of nothing raised, as after a restart) every entry of its device
+        and rule, a CLEARED one every entry of its device, kind and rule. Returns whether the raised
+        set changed."""
+        if event.subject == WILDCARD and (event.one_shot or event.state is EventState.CLEARED):
+            dev, kind, rule = event.device_id, event.kind, event.rule
+            gone = [
+                k for k in self._raised if k[0] == dev and k[2] == rule and (event.one_shot or k[1] == kind)
+            ]
+            for k in gone:
+                del self._raised[k]
+            return bool(gone)
         if event.kind not in self._kinds:
             return False
         key = (event.device_id, event.kind, event.rule, repr(event.value) if by_value else "")
