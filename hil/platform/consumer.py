@@ -149,7 +149,9 @@ class PlatformConsumer:
 
     def _client_for_session(self) -> aiomqtt.Client:
         # A persistent session: while this instance is away (but the broker lives) the broker keeps
-        # its messages; a platform that restarts does not depend on the gateway resending.
+        # the messages that arrive meanwhile. Not those it had delivered: paho PUBACKs a message
+        # when it is queued here, before _handle stores it (aiomqtt 2.5 has no manual ack), so a
+        # crash loses the queue; end-to-end acks make the gateway send those rows again.
         if self.protocol == "5":
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = self.session_expiry_s
@@ -178,26 +180,32 @@ class PlatformConsumer:
             return
         gateway_id = parts[prefix_len]
         kind = "/".join(parts[prefix_len + 1 :])
+        # One bad message never stops the others: whatever parsing, storing (the store rolls its
+        # transaction back) or the arrival callback raises, the message is counted and logged.
         try:
             body = json.loads(payload if isinstance(payload, bytes | str) else b"")
             if not isinstance(body, dict):
                 raise ValueError("not an object")
+            if body.get("gateway_id") != gateway_id:
+                # Stored by the body's id, acked on the topic's: another gateway's chain must not move.
+                raise ValueError(f"gateway_id {body.get('gateway_id')!r:.70} is not the topic's")
             if self.validate is not None:
                 self.validate(kind, body)
-        except Exception as err:  # a bad message is counted, never fatal to the consumer
+            self.messages += 1
+            await self._store_and_ack(client, gateway_id, kind, body)
+        except aiomqtt.MqttError:
+            raise  # the connection, not the message: run() reconnects
+        except Exception as err:
             self.invalid += 1
-            log.warning("platform: invalid message on %s: %s", topic, err)
-            return
-        self.messages += 1
+            log.warning("platform: message on %.200s refused: %.300r", topic, err)
+
+    async def _store_and_ack(
+        self, client: aiomqtt.Client, gateway_id: str, kind: str, body: dict[str, Any]
+    ) -> None:
         loop = asyncio.get_running_loop()
         ingested: Ingested | None = None
         if kind in ("telemetry", "events"):
-            try:
-                ingested = await loop.run_in_executor(self._executor, self.store.ingest, body)
-            except (KeyError, TypeError, ValueError) as err:  # valid JSON, wrong shape: count, go on
-                self.invalid += 1
-                log.warning("platform: cannot store message on %s: %r", topic, err)
-                return
+            ingested = await loop.run_in_executor(self._executor, self.store.ingest, body)
             # Ack every time, not only on progress: a resend after the gateway lost our last ack
             # (broker restart) must be answered, or the gateway would wait for it forever.
             if self.e2e_ack and ingested.contiguous > 0:

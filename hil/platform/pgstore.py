@@ -12,7 +12,7 @@ import json
 import threading
 from typing import Any
 
-from citynerve.hil.platform.store import Ingested, LaneView
+from citynerve.hil.platform.store import Ingested, LaneView, check_document, check_int, check_rows
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -85,11 +85,10 @@ class PgPlatformStore:
         return contig
 
     def ingest(self, msg: dict[str, Any]) -> Ingested:
-        """Store a telemetry or events message; duplicates are ignored and counted."""
-        gw, lane = msg["gateway_id"], msg["lane"]
-        epoch = msg.get("epoch", "")
-        if not isinstance(epoch, str):
-            raise TypeError("epoch is not a string")
+        """Store a telemetry or events message; duplicates are ignored and counted. InvalidMessage
+        for one neither store could keep the same way (the consumer counts it and goes on)."""
+        check_rows(msg)
+        gw, lane, epoch = msg["gateway_id"], msg["lane"], msg.get("epoch", "")
         key = (gw, epoch, lane)
         c = self._conn
         with self._lock, c.transaction():
@@ -157,6 +156,7 @@ class PgPlatformStore:
 
     def settle(self, gateway_id: str, epoch: str, lane: str, acked: int) -> int:
         """Rows up to `acked` are settled at the gateway (status `acked`): the chain starts there."""
+        check_int(acked, "acked")
         key = (gateway_id, epoch, lane)
         with self._lock, self._conn.transaction():
             contig = self._lane_row(key)
@@ -168,6 +168,7 @@ class PgPlatformStore:
         return new_contig
 
     def put_document(self, kind: str, msg: dict[str, Any]) -> None:
+        check_document(msg)
         with self._lock:
             self._conn.execute(
                 "INSERT INTO documents VALUES (%s,%s,%s,%s) ON CONFLICT (gateway_id, kind) "
@@ -176,6 +177,7 @@ class PgPlatformStore:
             )
 
     def put_result(self, msg: dict[str, Any]) -> None:
+        check_document(msg)
         with self._lock:
             self._conn.execute(
                 "INSERT INTO command_results (gateway_id, command_id, body, ts_ms) VALUES (%s,%s,%s,%s)",

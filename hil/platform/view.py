@@ -14,7 +14,11 @@ from citynerve.hil.platform.store import PlatformStore
 
 
 def _hms(ts_ms: int) -> str:
-    return datetime.fromtimestamp(ts_ms / 1000, UTC).strftime("%H:%M:%S")
+    """The time of day, or the number as sent when it is no time (a year past 9999: schema-valid)."""
+    try:
+        return datetime.fromtimestamp(ts_ms / 1000, UTC).strftime("%H:%M:%S")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return str(ts_ms)
 
 
 def format_arrival(a: Arrival, *, max_readings: int = 3) -> list[str]:

@@ -6,6 +6,7 @@ messages."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiomqtt
 import psycopg
 import pytest
 
@@ -116,3 +118,45 @@ async def test_two_consumer_processes_share_the_load_and_store_every_row_once(
 
 async def _outbox_empty(outbox: AsyncOutbox) -> bool:
     return all(s.rows == 0 for s in (await outbox.stats()).lanes)
+
+
+def test_postgresql_refuses_what_sqlite_refuses(postgres: PostgresServer, tmp_path: Path) -> None:
+    """Text with NUL or a lone surrogate, numbers past 2**63-1, a non-finite float: both stores
+    refuse them alike (typed, before storing); SQLite used to keep what PostgreSQL raised on."""
+    from citynerve.hil.platform.pgstore import PgPlatformStore
+    from citynerve.hil.platform.store import InvalidMessage, PlatformStore
+    from tests.uplink.test_platform_hostile import UNSTORABLE
+
+    stores = [PlatformStore(tmp_path / "p.sqlite"), PgPlatformStore(postgres.dsn)]
+    try:
+        for st in stores:
+            for body in UNSTORABLE:
+                with pytest.raises(InvalidMessage):
+                    st.ingest(json.loads(json.dumps(body)))
+            assert st.lane("gw-1", "telemetry") is None and st.lane("gw-1", "event") is None
+    finally:
+        for st in stores:
+            st.close()
+
+
+async def test_a_postgresql_consumer_goes_on_after_a_message_it_refuses(
+    broker: MosquittoBroker, postgres: PostgresServer
+) -> None:
+    from citynerve.hil.platform import PlatformConsumer
+    from citynerve.hil.platform.pgstore import PgPlatformStore
+    from tests.uplink.test_platform_hostile import tele
+
+    c = PlatformConsumer(host=broker.host, port=broker.port, store=PgPlatformStore(postgres.dsn), group=None)
+    async with c, aiomqtt.Client(broker.host, broker.port) as pub:
+        await c.wait_connected()
+        await pub.publish(
+            "citynerve/gw-5/telemetry", json.dumps(tele("gw-5", 0, [1], value="ABC\u0000")), qos=1
+        )
+        await pub.publish("citynerve/gw-6/telemetry", json.dumps(tele("gw-6", 0, [1, 2])), qos=1)
+
+        async def stored() -> bool:
+            return await c.query(lambda s: s.reading_seqs("gw-6")) == [1, 2]  # type: ignore[no-any-return]
+
+        await wait_for(stored, timeout_s=30)
+        assert await c.query(lambda s: s.reading_seqs("gw-5")) == []
+    assert c.invalid == 1
