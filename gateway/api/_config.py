@@ -110,7 +110,7 @@ class PointConfig(_Model):
 
     name: str = Field(default="", pattern=r"^$|" + ID_PATTERN)
     description: str = Field(default="", max_length=MAX_DESCRIPTION_CHARS)
-    unit: str = Field(default="", max_length=MAX_UNIT_CHARS, description="engineering unit, e.g. kWh, m3")
+    unit: str = Field(default="", max_length=MAX_UNIT_CHARS)
     scale: FiniteFloat = 1.0
     offset: FiniteFloat = 0.0
     poll_interval_s: Seconds | None = Field(default=None, le=86400)

@@ -109,12 +109,14 @@ class Profile(BaseModel):
     model: str = ""
     source: str = Field(default="", description="where the register map / object table comes from")
     poll_interval_s: FiniteFloat = Field(default=60.0, gt=0, le=86400)
-    device: dict[str, Any] = Field(default_factory=dict, description="defaults for device fields")
+    device: dict[str, Any] = Field(
+        default_factory=dict, description="defaults for device fields (never id, bus, profile, address)"
+    )
     identify: IdentifySpec = Field(
         default_factory=IdentifySpec,
         description="how commissioning recognises the device: FC 43 objects, registers, DIs, plausible",
     )
-    points: dict[str, dict[str, Any]] = Field(min_length=1)
+    points: dict[str, dict[str, Any]] = Field(min_length=1, max_length=MAX_PROFILE_POINTS)
 
     @field_validator("points", mode="before")
     @classmethod
