@@ -103,7 +103,7 @@ def decide(verdicts: list[Verdict]) -> tuple[Verdict | None, str]:
 def unusable(profile_id: str, err: Exception) -> Verdict:
     """The verdict of a profile whose own values cannot be used: it fails; the others are judged."""
     v = Verdict(profile_id)
-    v.add("the profile's values can be used", False, _short(f"{type(err).__name__}: {err}"), yes=0, no=-20)
+    v.add("the profile's values can be used", False, f"{type(err).__name__}: {_short(err)}", yes=0, no=-20)
     return v
 
 
