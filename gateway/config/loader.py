@@ -230,8 +230,8 @@ class _Loader:
         if (problem := socket_path_problem(control.socket)) is not None:
             # A warning: every other command reads this config (an example checked where it is
             # installed, a register imported); `citynerve run` refuses it before binding.
-            warning = f"warning: {problem}; run refuses it"
-            self.warnings.append(ConfigIssue(self.file, "control.socket", warning))
+            note = f"warning: {problem}; run refuses it"
+            self.warnings.append(ConfigIssue(self.file, "control.socket", note))
         if clock.sync_file:
             clock = clock.model_copy(update={"sync_file": str(self._resolve(clock.sync_file))})
         base = self.path.resolve().parent
