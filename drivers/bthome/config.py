@@ -44,7 +44,9 @@ class BTHomePoint(PointConfig):
 
     object: int | str = Field(description="BTHome object name (e.g. 'rotation') or id (e.g. '0x3f')")
     index: int = Field(default=0, ge=0, le=15, description="which occurrence of a repeated object")
-    event_kind: str = Field(default="", description="e.g. manhole_tilt, water_high, smoke, tamper")
+    event_kind: str = Field(
+        default="", max_length=64, description="e.g. manhole_tilt, water_high, smoke, tamper"
+    )
     event_severity: SeverityName = "major"
 
     @field_validator("object", mode="before")

@@ -120,6 +120,9 @@ async def _read(channel: ModbusChannel, params: Mapping[str, Any], bus_timeout: 
     natural = TYPES[type_].registers if type_ in TYPES else 1
     limit = 2000 if table in ("coil", "discrete") else 125
     count = _int(params, "read", "count", natural, 1, limit)
+    if address + count - 1 > 65535:
+        what = "count" if "count" in params else "type"
+        raise DiagParamError("read", what, f"{count} from address {address} pass 65535")
     timeout = _timeout(params, "read", bus_timeout)
     reply = await channel.transact(f"unit {unit}", unit, (), timeout, _read_call(table, address, count, unit))
     result: dict[str, Any] = {

@@ -24,6 +24,13 @@ LARGEST = 1e15
 LONGEST_S = 30 * 86400
 """No configured duration is longer than 30 days."""
 
+MAX_UNIT_CHARS = 64
+"""Longest unit of a point: every reading carries it, and the store refuses a reading whose unit is
+longer than 1,024 characters (store/_codec.py MAX_ID_CHARS); real units are a few characters."""
+
+MAX_DESCRIPTION_CHARS = 1024
+"""Longest description of a point (inventory, status page): a sentence or two."""
+
 
 def _sane(value: float) -> float:
     if abs(value) > LARGEST:
@@ -102,8 +109,8 @@ class PointConfig(_Model):
     """One point of a device: the common part. Drivers add where the value lives (register, DI...)."""
 
     name: str = Field(default="", pattern=r"^$|" + ID_PATTERN)
-    description: str = ""
-    unit: str = ""
+    description: str = Field(default="", max_length=MAX_DESCRIPTION_CHARS)
+    unit: str = Field(default="", max_length=MAX_UNIT_CHARS)
     scale: FiniteFloat = 1.0
     offset: FiniteFloat = 0.0
     poll_interval_s: Seconds | None = Field(default=None, le=86400)
@@ -128,6 +135,14 @@ class PointConfig(_Model):
     def _scale(cls, v: float) -> float:
         if v == 0:
             raise ValueError("a non-zero scale (0 would make every reading 0)")
+        return v
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        # Reversed bounds made every reading suspect, and rules ignore suspect readings.
+        if v is not None and v[0] > v[1]:
+            raise ValueError(f"bounds [min, max] with min <= max; found [{v[0]:g}, {v[1]:g}]")
         return v
 
 

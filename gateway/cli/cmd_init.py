@@ -11,7 +11,7 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from citynerve.gateway.api import ConfigError, GatewayError
+from citynerve.gateway.api import ConfigError, ConfigIssue, GatewayError
 from citynerve.gateway.cli._common import (
     EXIT_FAILED,
     EXIT_INVALID,
@@ -346,7 +346,14 @@ def init(
             found, problems, _routes = _discover(cfg, first, last, ble_duration, as_json, search_timeout)
         except GatewayError as err:
             fail(str(err))
-        choices = available_profiles(config_path, answers.profile_dirs)
+        left_out: list[ConfigIssue] = []
+        choices = available_profiles(config_path, answers.profile_dirs, left_out)
+        summary["profile_problems"] = [str(i) for i in left_out]
+        for issue in left_out:
+            if not as_json:
+                err_console.print(
+                    f"[yellow]profile left out[/]: {esc(str(issue))}", highlight=False, soft_wrap=True
+                )
         verdicts = asyncio.run(identify_found(cfg, found, choices))
         proposals = propose(found, choices, verdicts=verdicts, address_code=answers.street)
         summary["discovered"] = [p.to_dict() for p in proposals]

@@ -58,19 +58,33 @@ async def _verdicts(session: DiagSession, f: Found, candidates: Sequence[Profile
         except GatewayError:
             info = None  # no FC 43 on this device: no evidence either way
         for p in candidates:
-            verdicts.append(await idf.modbus(session.run, unit, p, idf.spec_of(p.identify), info))
+            try:
+                verdicts.append(await idf.modbus(session.run, unit, p, idf.spec_of(p.identify), info))
+            except _PROFILE_FAULTS as err:
+                verdicts.append(idf.unusable(p.id, err))
     elif f.family == "dlt645":
         for p in candidates:
-            verdicts.append(
-                await idf.dlt645(session.run, str(f.address), p, idf.spec_of(p.identify), f.detail)
-            )
+            try:
+                verdicts.append(
+                    await idf.dlt645(session.run, str(f.address), p, idf.spec_of(p.identify), f.detail)
+                )
+            except _PROFILE_FAULTS as err:
+                verdicts.append(idf.unusable(p.id, err))
     return verdicts
+
+
+_PROFILE_FAULTS = (ValueError, TypeError, KeyError, ArithmeticError)
+"""A profile value identification cannot use (available_profiles judges profiles first; this is the
+backstop): that profile fails, every other one is still judged."""
 
 
 def _offline_verdict(p: ProfileInfo, f: Found) -> idf.Verdict:
     """Families whose evidence came with the discovery reply itself."""
     if f.family == "cjt188":
-        return idf.cjt188(p, f.detail)
+        try:
+            return idf.cjt188(p, f.detail)
+        except _PROFILE_FAULTS as err:
+            return idf.unusable(p.id, err)
     v = idf.Verdict(p.id)
     values = f.detail.get("values") or {}
     if isinstance(values, dict) and values:

@@ -100,6 +100,13 @@ def decide(verdicts: list[Verdict]) -> tuple[Verdict | None, str]:
     return best, f"{best.profile}: score {best.score}"
 
 
+def unusable(profile_id: str, err: Exception) -> Verdict:
+    """The verdict of a profile whose own values cannot be used: it fails; the others are judged."""
+    v = Verdict(profile_id)
+    v.add("the profile's values can be used", False, f"{type(err).__name__}: {_short(err)}", yes=0, no=-20)
+    return v
+
+
 # -- per family ----------------------------------------------------------------------------------
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity refused: a NaN range admits no value and an infinite one every value.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class RegisterCheck(_Strict):
@@ -27,6 +28,17 @@ class RegisterCheck(_Strict):
     min: float | None = Field(default=None, description="lowest value that fits")
     max: float | None = Field(default=None, description="highest value that fits")
     what: str = Field(default="", max_length=80, description="what the register is, for the evidence")
+
+    @model_validator(mode="after")
+    def _fits(self) -> RegisterCheck:
+        width = 2 if self.type in ("uint32", "int32", "float32") else 1
+        if self.address + width - 1 > 65535:
+            raise ValueError(
+                f"address {self.address} + {width} registers ({self.type}) runs past the last address 65535"
+            )
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min <= max; found min {self.min:g}, max {self.max:g}")
+        return self
 
 
 class DiCheck(_Strict):
@@ -54,3 +66,11 @@ class IdentifySpec(_Strict):
         max_length=16,
         description="point name -> [min, max] its first value must fall in, read as the profile reads it",
     )
+
+    @field_validator("plausible")
+    @classmethod
+    def _ranges(cls, v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for name, (lo, hi) in v.items():
+            if lo > hi:
+                raise ValueError(f"{name}: a range [min, max] with min <= max; found [{lo:g}, {hi:g}]")
+        return v

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from citynerve.gateway.api import (
     ID_PATTERN,
@@ -81,6 +81,17 @@ class ClockConfig(BaseModel):
         return self
 
 
+MAX_PROFILE_POINTS = 1024
+"""Most points one profile may hold (the largest shipped profile has 24; a Modbus unit's whole
+documented map rarely passes a few hundred). Each device of a profile holds its point table, and
+checks walk it: an unbounded table made `config check` take seconds per thousand points."""
+
+DEVICE_ENTRY_KEYS = ("id", "bus", "profile", "address")
+"""Keys of a `[[devices]]` entry that a profile's `[device]` table may not set: each names one
+device, so a default would give every device of the profile the same id or address (and duplicate
+checks judge the entries as written)."""
+
+
 class Profile(BaseModel):
     """A reusable device type: what the points are and where they live (config/profiles/<id>.toml)."""
 
@@ -98,12 +109,31 @@ class Profile(BaseModel):
     model: str = ""
     source: str = Field(default="", description="where the register map / object table comes from")
     poll_interval_s: FiniteFloat = Field(default=60.0, gt=0, le=86400)
-    device: dict[str, Any] = Field(default_factory=dict, description="defaults for device fields")
+    device: dict[str, Any] = Field(
+        default_factory=dict, description="defaults for device fields (never id, bus, profile, address)"
+    )
     identify: IdentifySpec = Field(
         default_factory=IdentifySpec,
         description="how commissioning recognises the device: FC 43 objects, registers, DIs, plausible",
     )
-    points: dict[str, dict[str, Any]] = Field(min_length=1)
+    points: dict[str, dict[str, Any]] = Field(min_length=1, max_length=MAX_PROFILE_POINTS)
+
+    @field_validator("points", mode="before")
+    @classmethod
+    def _few_enough_points(cls, v: Any) -> Any:
+        if isinstance(v, dict) and len(v) > MAX_PROFILE_POINTS:
+            raise ValueError(f"at most {MAX_PROFILE_POINTS} points in a profile; found {len(v)}")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _defaults_only(cls, v: dict[str, Any]) -> dict[str, Any]:
+        given = [k for k in DEVICE_ENTRY_KEYS if k in v]
+        if given:
+            raise ValueError(
+                f"defaults of driver fields only: {', '.join(given)} belong in each [[devices]] entry"
+            )
+        return v
 
     @model_validator(mode="after")
     def _plausible_points(self) -> Profile:

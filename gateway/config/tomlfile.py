@@ -1,10 +1,12 @@
 """The one bounded TOML reader of every file the CLI and the gateway parse: the config, rule packs,
-profiles. Size is checked before parsing and nesting cannot escape as a RecursionError: every
-refusal is a ConfigError naming the file."""
+profiles. Only regular files are read (a FIFO, device or socket is refused, never waited on); size
+is checked before parsing and nesting cannot escape as a RecursionError: every refusal is a
+ConfigError naming the file."""
 
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -30,11 +32,19 @@ def read_toml_text(path: Path, *, max_bytes: int = MAX_TOML_BYTES) -> tuple[str,
         return ConfigError([ConfigIssue(str(path), "", message)])
 
     try:
-        with path.open("rb") as f:
-            size = os.fstat(f.fileno()).st_size
+        # O_NONBLOCK: opening a FIFO (a stale `mkfifo x.toml` in a profile folder) waits for a
+        # writer for ever; opened this way it returns at once and is refused below as not a file.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if stat.S_ISDIR(st.st_mode):
+                raise IsADirectoryError
+            if not stat.S_ISREG(st.st_mode):
+                raise refused("not a regular file (a pipe, device or socket), expected a TOML file")
+            size = st.st_size
             if size > max_bytes:
                 raise refused(f"{size} bytes, larger than {max_bytes} ({max_bytes >> 20} MiB)")
-            data = f.read(max_bytes + 1)  # bounded even where st_size says nothing (a pipe, /dev/zero)
+            data = f.read(max_bytes + 1)  # bounded even if the file grows while it is read
         if len(data) > max_bytes:
             raise refused(f"larger than {max_bytes} bytes ({max_bytes >> 20} MiB)")
         text = data.decode("utf-8")

@@ -1,11 +1,13 @@
 """The CLI reads TOML within bounds, through the real commands: a file nested thousands deep is a
-typed error naming the file (it was a RecursionError traceback), a file over 16 MiB - or a device
-that never ends - is refused without being read whole, and a real config of 1,000 devices (~200 KB)
-is far inside the bound and passes."""
+typed error naming the file (it was a RecursionError traceback), a file over 16 MiB is refused
+without being read whole, a FIFO or device is refused unread, and a real config of 1,000 devices
+(~200 KB) is far inside the bound and passes."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -46,7 +48,24 @@ def test_a_file_over_the_bound_is_refused_unread(tmp_path: Path, command: tuple[
     with big.open("wb") as f:
         f.truncate(2 << 30)  # sparse: 2 GiB that take no disk; reading it whole took the memory
     _refused(_cli(*command, str(big)), big, f"larger than {MAX_TOML_BYTES}")
-    _refused(_cli(*command, "/dev/zero"), "/dev/zero", f"larger than {MAX_TOML_BYTES}")  # no size
+    _refused(_cli(*command, "/dev/zero"), "/dev/zero", "not a regular file")  # never read at all
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_fifo_is_refused_not_waited_on(tmp_path: Path, command: tuple[str, ...]) -> None:
+    """Opening a FIFO for reading waits for a writer for ever: a subprocess, so a hang fails."""
+    fifo = tmp_path / "stale.toml"
+    os.mkfifo(fifo)
+    proc = subprocess.run(
+        [sys.executable, "-m", "citynerve.gateway.cli", *command, str(fifo)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert str(fifo) in proc.stdout + proc.stderr and "not a regular file" in proc.stdout + proc.stderr
 
 
 def _config_of(n_buses: int, per_bus: int) -> str:

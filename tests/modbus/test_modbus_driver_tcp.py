@@ -420,6 +420,9 @@ async def test_diag_scan_read_write(bank_server: BankServer) -> None:
         ("read", {"unit": 1, "address": 0, "table": "coil", "type": "float32"}, "type"),
         ("read", {"unit": 1, "address": 0, "type": "float32", "order": "ABDC"}, "order"),
         ("read", {"unit": 1, "address": "x"}, "address"),
+        ("read", {"unit": 1, "address": 65535, "type": "float32"}, "type"),  # past the last address
+        ("read", {"unit": 1, "address": 65530, "count": 7}, "count"),
+        ("read", {"unit": 1, "address": 65535, "table": "coil", "count": 2}, "count"),
         ("read", {"unit": 1, "address": 0, "timeout_s": -1}, "timeout_s"),
         ("write", {"unit": 1, "address": 0}, "value"),
         ("write", {"unit": 1, "address": 0, "table": "input", "value": 1}, "table"),

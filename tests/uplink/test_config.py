@@ -117,4 +117,4 @@ def test_secret_files_are_read_bounded_with_typed_errors(tmp_path: Path) -> None
 def test_load_upstream_table_is_bounded(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_upstream_table(Path("/dev/zero"))
-    assert "larger than" in err.value.issues[0].message
+    assert "not a regular file" in err.value.issues[0].message
