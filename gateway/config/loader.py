@@ -230,8 +230,8 @@ class _Loader:
         if (problem := socket_path_problem(control.socket)) is not None:
             # A warning: every other command reads this config (an example checked where it is
             # installed, a register imported); `citynerve run` refuses it before binding.
-            text = f"warning: {problem}; run refuses it"
-            self.warnings.append(ConfigIssue(self.file, "control.socket", text))
+            note = f"warning: {problem}; run refuses it"
+            self.warnings.append(ConfigIssue(self.file, "control.socket", note))
         if clock.sync_file:
             clock = clock.model_copy(update={"sync_file": str(self._resolve(clock.sync_file))})
         base = self.path.resolve().parent
@@ -542,20 +542,24 @@ class _Loader:
                 self.issue(f"{where}.{key}", f"expected at least {floor:g} s ({why}); found {interval:g}")
 
     def _check_writable_overlap(self, device: DeviceConfig, where: str) -> None:
-        """Two writable points that share a register (or coil) would fight: an error."""
-        spans: list[tuple[str, tuple[str, int, int]]] = []
+        """Two writable points that share a register (or coil) would fight: an error. Sorted and
+        swept (n log n): each span is compared with the one reaching furthest before it."""
+        spans: list[tuple[str, int, int, str]] = []
         for name, point in device.points.items():
             span_fn: Callable[[], tuple[str, int, int] | None] | None = getattr(point, "span", None)
             if point.writable and span_fn is not None and (span := span_fn()) is not None:
-                spans.append((name, span))
-        for i, (name_a, (space_a, first_a, last_a)) in enumerate(spans):
-            for name_b, (space_b, first_b, last_b) in spans[i + 1 :]:
-                if space_a == space_b and first_a <= last_b and first_b <= last_a:
-                    self.issue(
-                        f"{where}.points.{name_b}",
-                        f"writable point overlaps writable point {name_a!r} ({space_a} {first_b}..{last_b} "
-                        f"vs {first_a}..{last_a})",
-                    )
+                spans.append((*span, name))
+        spans.sort()
+        reach: tuple[str, int, int, str] | None = None  # of this space, the span ending last so far
+        for space, first, last, name in spans:
+            if reach is not None and reach[0] == space and first <= reach[2]:
+                self.issue(
+                    f"{where}.points.{name}",
+                    f"writable point overlaps writable point {reach[3]!r} ({space} {first}..{last} "
+                    f"vs {reach[1]}..{reach[2]})",
+                )
+            if reach is None or reach[0] != space or last > reach[2]:
+                reach = (space, first, last, name)
 
 
 def _without_points(model: type[DeviceConfig]) -> type[BaseModel]:
