@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from citynerve.gateway.api import Event, EventState, Severity
 from citynerve.gateway.release.config import UpdateConfig
@@ -292,12 +293,11 @@ class RemoteUpdate(ChunkedTransfer):
             raise CommandRejectedError(RejectReason.BAD_VALUE, "sha256 must be 64 lowercase hex digits")
         chunk_bytes, table_sha = 0, ""
         if url is not None:
-            if (
-                not isinstance(url, str)
-                or len(url) > MAX_URL_CHARS
-                or not url.startswith(("http://", "https://"))
-            ):
-                raise CommandRejectedError(RejectReason.BAD_VALUE, "url must be an http(s) URL")
+            if not _http_url(url):
+                raise CommandRejectedError(
+                    RejectReason.BAD_VALUE,
+                    "url must be an http(s) URL with a host, no spaces or control characters",
+                )
         else:
             chunk_arg, table_arg = args.get("chunk_bytes"), args.get("chunks_sha256")
             top = self.config.max_chunk_bytes
@@ -449,3 +449,18 @@ def _log_end(task: asyncio.Task[None]) -> None:
     """The work task's end: its own errors are caught and reported; anything else is logged here."""
     if not task.cancelled() and task.exception() is not None:
         log.error("update work task ended", exc_info=task.exception())
+
+
+def _http_url(url: object) -> bool:
+    """An http(s) URL a download can ever fetch: a host, a valid port, no spaces or control
+    characters (urllib refuses those on every attempt, which the download would retry for ever)."""
+    if not isinstance(url, str) or len(url) > MAX_URL_CHARS or not url.startswith(("http://", "https://")):
+        return False
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        return False
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (a port that is not a number in 0..65535 raises ValueError)
+    except ValueError:
+        return False
+    return bool(parts.hostname)

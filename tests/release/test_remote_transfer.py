@@ -158,6 +158,16 @@ async def test_refusals_before_any_byte(root: Path, tmp_path: Path) -> None:
         assert reason == RejectReason.BAD_VALUE
         reason, _ = await refused(gw, {**b.start_args("u-1"), "url": "file:///etc/passwd"})
         assert reason == RejectReason.BAD_VALUE
+        # URLs urllib refuses on every attempt (the download retried them for ever): refused now.
+        for url in (
+            "http://exa mple/b",
+            "http:///no-host",
+            "http://ex\x01ample/",
+            "http://h:99999/x",
+            "http://h:x/",
+        ):
+            reason, detail = await refused(gw, {**b.start_args("u-1"), "url": url})
+            assert reason == RejectReason.BAD_VALUE and "with a host" in detail, url
     async with Gateway(root) as gw:  # 8 x 9 MiB > the 64 MiB budget
         reason, detail = await refused(gw, {**b.start_args("u-1"), "size": 9 << 20})
         assert reason == RejectReason.NO_SPACE and "disk_budget_bytes is 67108864" in detail
