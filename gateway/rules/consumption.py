@@ -13,6 +13,12 @@ from citynerve.gateway.rules.meter import LocalDays, MeterTrack, Step, spread
 from citynerve.gateway.rules.snapdata import number, opt_number, whole
 
 
+def _fed(meter: MeterTrack, value: Value, ts: float) -> Step | None:
+    """The meter's step for a reading; None when the value is not a number or adds nothing."""
+    x = as_float(value)
+    return None if x is None else meter.feed(x, ts)
+
+
 class SlidingUse(Condition):
     """Use in a sliding window, in bins of `bin_s`: a ring of bins and a running sum."""
 
@@ -42,11 +48,8 @@ class SlidingUse(Condition):
         self.head = idx
 
     def on_reading(self, value: Value, ts: float) -> bool | None:
-        x = as_float(value)
-        if x is None:
-            return None
         meter = self.meter
-        step = meter.feed(x, ts)
+        step = _fed(meter, value, ts)
         if step is None:
             return None
         if step is Step.REBASE:
@@ -120,11 +123,8 @@ class DayUse(Condition):
         self.closed: float | None = None  # total of the last complete day
 
     def on_reading(self, value: Value, ts: float) -> bool | None:
-        x = as_float(value)
-        if x is None:
-            return None
         meter = self.meter
-        step = meter.feed(x, ts)
+        step = _fed(meter, value, ts)
         if step is None:
             return None
         if self.since is None:
@@ -186,11 +186,8 @@ class SlotUse(Condition):
         self.run = 0  # completed slots in a row with use
 
     def on_reading(self, value: Value, ts: float) -> bool | None:
-        x = as_float(value)
-        if x is None:
-            return None
         meter = self.meter
-        step = meter.feed(x, ts)
+        step = _fed(meter, value, ts)
         if step is None:
             return None
         s = self.slot_s
