@@ -21,7 +21,10 @@ def main():
     try:
         hw.deep_sleep(sleep_ms)  # with its early-wake pins
     except Exception as exc:  # a wake pin that is no RTC GPIO (ValueError), no EXT1 (AttributeError)
-        log(exc)
+        # Logged at a power-on or reset (the boot an installer watches), not at every wake from
+        # deep sleep: the same error every heartbeat would write the flash every few minutes.
+        if machine.reset_cause() != machine.DEEPSLEEP_RESET:
+            log(exc)
         machine.deepsleep(sleep_ms)  # the timer alone
 
 

@@ -210,6 +210,26 @@ def test_main_on_a_chip_without_ext1_wake_sleeps_on_the_timer(
 
 
 @ALL
+def test_a_wake_pin_error_is_logged_at_power_on_not_at_every_wake(
+    build: Build, tmp_path: Path, raw_github: str
+) -> None:
+    # A C3 (no EXT1) or a pin that is no RTC GPIO fails the same way at every wake: logging it each
+    # time wrote the flash every heartbeat (every 10 s during an alarm). Only a power-on or a reset
+    # logs it; a wake from deep sleep sleeps on the timer and writes nothing.
+    _install(build, tmp_path, raw_github)
+    (tmp_path / "config.json").write_text(json.dumps({**_example(build), "key": KEY}))
+    no_ext1 = "import esp32\ndel esp32.wake_on_ext1\nimport machine\n"
+    for _ in range(3):
+        out = _boot(tmp_path, prelude=no_ext1 + "machine.SIM.reset_cause = machine.DEEPSLEEP_RESET")
+        assert "DeepSleep: " in out, out
+    assert not (tmp_path / "error.log").exists()
+    out = _boot(tmp_path, prelude=no_ext1)  # power-on: the installer's boot
+    assert "DeepSleep: " in out, out
+    if build.package != "bedfoot":  # the bed-foot node wakes on the timer anyway
+        assert "wake_on_ext1" in (tmp_path / "error.log").read_text()
+
+
+@ALL
 def test_example_config_loads_through_the_build_loader(build: Build, tmp_path: Path) -> None:
     # The example is what the build's own config loader accepts, and says what the defaults are.
     example = build.root / "config.example.json"
