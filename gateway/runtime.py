@@ -323,7 +323,10 @@ class Gateway:
         removed = [b for b in old_buses if b not in new_buses]
         sections = {
             "store": (old.store, new.store),
-            "upstream": (old.upstream, new.upstream),
+            # Every [[upstream]] destination, not only the first (`upstream`): a second one removed,
+            # renamed or re-pointed needs new uplinks too (`destinations` is empty in a config
+            # built in code with `upstream` alone).
+            "upstream": ((old.upstream, old.destinations), (new.upstream, new.destinations)),
             "rules": (old.rules, new.rules),
             "web": (old.web, new.web),
             "control": (old.control, new.control),

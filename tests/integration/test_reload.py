@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from citynerve.gateway.config import load_config
 from citynerve.gateway.control import ControlError, ask
+from citynerve.gateway.runtime import Gateway
 from citynerve.gateway.store import read_stats
+from citynerve.gateway.uplink.commands import Caller
+from citynerve.hil.platform import MosquittoBroker
+from citynerve.hil.sim.modbus import ModbusBuilding
+from tests.fieldtools.conftest import gateway_toml, run_gateway, wait_for
 from tests.integration.conftest import GatewayProcess, gateway_config
 
 
@@ -81,3 +91,76 @@ def reload_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def assert_rows_kept(db: Path, rows_before: int) -> bool:
     return sum(lane.rows for lane in read_stats(db).lanes) >= rows_before
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A short folder: the control socket's path must stay under ~100 characters."""
+    d = Path(tempfile.mkdtemp(prefix="cnrl-", dir="/tmp"))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _destinations(*items: tuple[str, str]) -> str:
+    return "".join(f'\n[[upstream]]\nid = "{d}"\nbrokers = ["{url}"]\n' for d, url in items)
+
+
+@pytest.mark.slow
+async def test_a_change_to_a_later_destination_gets_new_uplinks(short_dir: Path) -> None:
+    """Removing, renaming or re-pointing the second `[[upstream]]` is a change to `upstream`, locally
+    and from the platform: before, reload compared only the first destination, so a removed one
+    kept running and kept its outbox backlog, and a renamed one never started."""
+    broker = MosquittoBroker(workdir=short_dir)
+    broker.start()
+    try:
+        async with ModbusBuilding() as building:
+            path = short_dir / "gateway.toml"
+            base = gateway_toml(*building.endpoint, rules=False)
+            dead = "mqtt://127.0.0.1:9"  # nothing listens: scada's backlog grows
+            both = base + _destinations(("city", broker.url), ("scada", dead))
+            path.write_text(both)
+            async with run_gateway(load_config(path)) as gw:
+                assert gw.outbox is not None and gw.remote_config is not None
+                assert (await gw.reload())["restart_needed_for"] == []  # the same file: nothing
+                for edited in (
+                    _destinations(("city", broker.url)),  # removed
+                    _destinations(("city", broker.url), ("scada2", dead)),  # renamed
+                    _destinations(("city", broker.url), ("scada", broker.url)),  # re-pointed
+                ):
+                    path.write_text(base + edited)
+                    assert (await gw.reload())["restart_needed_for"] == ["upstream"], edited
+                path.write_text(both)
+                assert (await gw.reload())["restart_needed_for"] == ["upstream"]
+                await wait_for(lambda: _backlog(gw, "scada"), 15.0)
+
+                # The platform removes scada: new uplinks, scada's backlog no longer held.
+                await _apply(gw, base + _destinations(("city", broker.url)), "v2")
+                assert [u.destination for u in gw.uplinks] == ["city"]
+                assert list(await gw.outbox.destination_stats()) == ["city"]
+                # ... then adds it back under a new name on the live broker: it starts and delivers.
+                await _apply(gw, base + _destinations(("city", broker.url), ("scada2", broker.url)), "v3")
+                assert [u.destination for u in gw.uplinks] == ["city", "scada2"]
+                await wait_for(lambda: gw.destination_states()["scada2"]["connected"], 15.0)
+    finally:
+        broker.close()
+
+
+async def _backlog(gw: Gateway, destination: str) -> bool:
+    assert gw.outbox is not None
+    stats = await gw.outbox.destination_stats()
+    return destination in stats and stats[destination]["backlog"]["telemetry"] > 0
+
+
+async def _apply(gw: Gateway, document: str, version: str) -> None:
+    """`config_apply` as the platform sends it; waits for its verdict (confirmed)."""
+    remote = gw.remote_config
+    assert remote is not None
+    args = {"version": version, "document": document, "sha256": hashlib.sha256(document.encode()).hexdigest()}
+    answer = await remote.actions()["config_apply"].handler(args, Caller("platform", f"c-{version}"))
+    assert answer["state"] == "pending"
+    # Applied as a change of the uplinks (not "hot": the running uplinks left as they were).
+    await wait_for(lambda: (remote.pending or {}).get("applied") == "uplink", 10.0)
+    await wait_for(lambda: remote.last is not None and remote.last["version"] == version, 30.0)
+    assert remote.last is not None and remote.last["outcome"] == "confirmed", remote.last
