@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,24 +19,19 @@ PACKS_DIR = shipped.rule_packs()
 """Where shipped packs live (config/rules/<name>.toml in the repo, package data when installed)."""
 
 
+@dataclass(frozen=True, slots=True)
 class RulePack:
-    """A shipped rule pack: rule tables with `$param` placeholders, parameter defaults, its source."""
+    """A shipped rule pack: rule tables with `$param` placeholders, parameter defaults, its source.
 
-    def __init__(
-        self,
-        id: str,
-        description: str,
-        source: str,
-        params: dict[str, Any],
-        rules: list[dict[str, Any]],
-        classes: tuple[str, ...] = (),
-    ) -> None:
-        self.id = id
-        self.description = description
-        self.source = source
-        self.params = params
-        self.rules = rules
-        self.classes = classes  # the device classes (profiles' `device_class`) the pack is written for
+    Compared by value: two loads of the same file are equal (a reload with packs is no change), a
+    file whose content changed on disk since (an update of a shipped pack) is not."""
+
+    id: str
+    description: str
+    source: str
+    params: dict[str, Any]
+    rules: list[dict[str, Any]]
+    classes: tuple[str, ...] = ()  # the device classes (profiles' `device_class`) the pack is written for
 
     def rule_classes(self, rule: Mapping[str, Any]) -> tuple[str, ...]:
         """The device classes one of the pack's rules is for (`for_classes`, else the pack's)."""

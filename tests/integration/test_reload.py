@@ -164,3 +164,22 @@ async def _apply(gw: Gateway, document: str, version: str) -> None:
     await wait_for(lambda: (remote.pending or {}).get("applied") == "uplink", 10.0)
     await wait_for(lambda: remote.last is not None and remote.last["version"] == version, 30.0)
     assert remote.last is not None and remote.last["outcome"] == "confirmed", remote.last
+
+
+async def test_a_reload_with_rule_packs_restarts_only_for_a_change(short_dir: Path) -> None:
+    """The same file with rule packs is no change to `[rules]` (two loads of a pack used to compare
+    unequal: every reload and remote config change with packs restarted the service); a pack's
+    param changed is one."""
+    async with ModbusBuilding() as building:
+        path = short_dir / "gateway.toml"
+        text = gateway_toml(*building.endpoint, rules=True)
+        path.write_text(text)
+        async with run_gateway(load_config(path)) as gw:
+            assert (await gw.reload())["restart_needed_for"] == []
+            path.write_text(
+                text.replace(
+                    'points = { smoke = "smoke_alarm" }',
+                    'params = { fault_hold_s = 90 }\npoints = { smoke = "smoke_alarm" }',
+                )
+            )
+            assert (await gw.reload())["restart_needed_for"] == ["rules"]

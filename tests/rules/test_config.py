@@ -3,6 +3,7 @@ cross-checks against devices give ConfigIssues, the gateway config loader takes 
 
 from __future__ import annotations
 
+import shutil
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from pydantic import ValidationError
 
 from citynerve.gateway.api import ConfigIssue
 from citynerve.gateway.rules import PACKS_DIR, RulesConfig, check_rules, load_pack
+from citynerve.gateway.rules import config as rules_config
 
 from .conftest import dev
 
@@ -263,3 +265,42 @@ def test_pack_rules_for_other_classes_are_not_asked_of_devices_selected_by_id() 
     strict = {i.path for i in check_rules(cfg, [one, dev("m3", points=three, profile="p3")], "gw.toml")}
     assert "rules.packs[0](electricity.over_current_a).point" in strict
     assert "rules.packs[0](electricity.over_current).point" in strict
+
+
+def test_two_loads_of_the_same_packs_are_equal_and_a_changed_pack_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`reload` compares `[rules]` of the running and the re-read config to decide on a restart:
+    with packs the two used to differ (a loaded pack compared by identity), so every reload and
+    remote config change with packs restarted the service. A change of a param, of a local pack
+    file or of a shipped pack updated on disk between the loads still counts."""
+    shipped = tmp_path / "shipped"
+    shutil.copytree(PACKS_DIR, shipped)
+    monkeypatch.setattr(rules_config, "PACKS_DIR", shipped)  # a shipped pack an update may rewrite
+    local = tmp_path / "mine.toml"
+    local.write_text(
+        'id = "mine"\ndescription = "d"\nsource = "s"\n[params]\nlimit = 5\n'
+        '[[rules]]\nid = "high"\nkind = "threshold"\npoint = "p"\nabove = "$limit"\n'
+    )
+    table = {
+        "packs": [
+            {"name": "smoke-fire", "points": {"smoke": "smoke_alarm"}},
+            {"name": "mine", "path": str(local), "params": {"limit": 7}},
+        ]
+    }
+
+    def load() -> RulesConfig:
+        return RulesConfig.model_validate(table)
+
+    running = load()
+    assert load() == running
+    table["packs"][1]["params"] = {"limit": 8}
+    assert load() != running
+    table["packs"][1]["params"] = {"limit": 7}
+    local.write_text(local.read_text().replace('description = "d"', 'description = "changed"'))
+    assert load() != running  # the expanded rules are the same: the pack file is not
+    local.write_text(local.read_text().replace('description = "changed"', 'description = "d"'))
+    assert load() == running
+    smoke = shipped / "smoke-fire.toml"
+    smoke.write_text(smoke.read_text().replace("fault_hold_s = 60", "fault_hold_s = 90"))
+    assert load() != running
