@@ -18,6 +18,18 @@ from citynerve.gateway.api import STRICT, ConfigError, ConfigIssue, FiniteFloat,
 _STRICT = STRICT
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+TOPIC_PREFIX_MAX = 128
+"""Longest `topic_prefix` (ASCII by its pattern): with a gateway id (at most 64 characters) every topic
+stays a few hundred bytes, far under MQTT's 65,535 (a longer prefix failed every connect)."""
+USERNAME_MAX = 4096
+"""Longest broker `username`: room for a signed one (cloud custom authorizers), and in UTF-8 (at most
+4 bytes a character) under MQTT's 65,535 bytes; a longer one failed every connect."""
+
+
+def _is_control(c: str) -> bool:
+    """A character an MQTT string must or should not hold: C0, DEL, C1 and lone surrogates."""
+    n = ord(c)
+    return n < 0x20 or 0x7F <= n <= 0x9F or 0xD800 <= n <= 0xDFFF
 
 
 class _Model(BaseModel):
@@ -212,13 +224,24 @@ class UpstreamConfig(_Model):
         default_factory=FilterConfig, description="what this destination receives (lanes, devices, kinds)"
     )
     brokers: tuple[str, ...] = Field(min_length=1, description="failover order, mqtt:// or mqtts://")
-    topic_prefix: str = Field(default="citynerve", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
-    client_id: str | None = Field(default=None, max_length=128, description="defaults to the gateway id")
+    # Every topic is `<topic_prefix>/<gateway id>/...` (the will too): unbounded, a prefix over
+    # 65,535 bytes passed and failed every connect with paho's untyped struct.error.
+    topic_prefix: str = Field(
+        default="citynerve", max_length=TOPIC_PREFIX_MAX, pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$"
+    )
+    client_id: str | None = Field(
+        default=None,
+        max_length=128,
+        description="defaults to `citynerve-<gateway id>` (`-<destination id>` after it but for the "
+        "default destination); no control characters",
+    )
     protocol: Literal["3.1.1", "5"] = "5"
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     connect_timeout_s: FiniteFloat = Field(default=10.0, gt=0, le=120)
     tls: TlsConfig = Field(default_factory=TlsConfig)
-    username: str | None = None
+    username: str | None = Field(
+        default=None, max_length=USERNAME_MAX, description="broker user name; no control characters"
+    )
     password_file: SecretPath | None = None
     password_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     encoding: Literal["json-v1", "sparkplug-b"] = Field(
@@ -250,6 +273,15 @@ class UpstreamConfig(_Model):
     def _urls(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for url in v:
             parse_broker_url(url)
+        return v
+
+    @field_validator("client_id", "username")
+    @classmethod
+    def _mqtt_text(cls, v: str | None) -> str | None:
+        # MQTT forbids NUL in its strings and brokers (Mosquitto) refuse other control characters:
+        # such a client id or user name would fail every connect without saying why.
+        if v is not None and any(_is_control(c) for c in v):
+            raise ValueError("must not contain control characters (NUL, newline, ...) or lone surrogates")
         return v
 
     @field_validator("e2e_ack")

@@ -95,3 +95,40 @@ e2e_ack = true
     paths = [i.path for i in err.value.issues]
     assert paths == ["upstream[1].e2e_ack"], err.value.issues
     assert "sparkplug-b" in err.value.issues[0].message
+
+
+_TWO = '\n[[upstream]]\nid = "city"\nbrokers = ["mqtt://127.0.0.1:1883"]\n'
+_TWO += '\n[[upstream]]\nid = "scada"\nbrokers = ["mqtt://127.0.0.1:1884"]\n'
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("topic_prefix", "p" * 65_600, "at most 128 characters"),  # the will topic broke paho
+        ("topic_prefix", "p" * 129, "at most 128 characters"),
+        ("client_id", "c\\u0000d", "control characters"),
+        ("client_id", "c\\nd", "control characters"),
+        ("username", "u" * 70_000, "at most 4096 characters"),
+        ("username", "u\\u0000v", "control characters"),
+    ],
+)
+def test_strings_that_would_break_every_connect_are_refused_with_the_key(
+    tmp_path: Path, key: str, value: str, message: str
+) -> None:
+    """An over-long topic prefix or user name (over MQTT's 65,535 bytes) used to pass the config and
+    fail every connect with an untyped struct.error from paho; a NUL or newline in the client id or
+    user name made the broker drop every connect. Refused at load, naming the destination's key."""
+    path = tmp_path / "gw.toml"
+    path.write_text(HEAD + _TWO + f'{key} = "{value}"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    (issue,) = err.value.issues
+    assert issue.path == f"upstream[1].{key}" and message in issue.message, issue
+
+
+def test_strings_at_the_bounds_load(tmp_path: Path) -> None:
+    path = tmp_path / "gw.toml"
+    at_bounds = {"topic_prefix": "a/" * 63 + "bc", "client_id": "é" * 128, "username": "u" * 4096}
+    path.write_text(HEAD + _TWO + "".join(f'{k} = "{v}"\n' for k, v in at_bounds.items()))
+    scada = load_config(path).destinations[1]
+    assert {k: getattr(scada, k) for k in at_bounds} == at_bounds
