@@ -332,6 +332,10 @@ class Gateway:
             "control": (old.control, new.control),
             "gateway": (old.gateway, new.gateway),
             "clock": (old.clock, new.clock),
+            # Read only at start: the log setup, the security switches, the update handler.
+            "log": (old.log, new.log),
+            "security": (old.security, new.security),
+            "update": (old.update, new.update),
         }
         needs_restart = [name for name, (was, now) in sections.items() if was != now]
         if new.rules is not None and old.devices != new.devices and "rules" not in needs_restart:

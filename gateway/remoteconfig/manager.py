@@ -385,12 +385,8 @@ class RemoteConfig:
 
     async def _apply_file(self) -> str:
         """Apply the config file now in place: `hot`, `uplink` or `restart` (requested)."""
-        before = self.gateway.config
         outcome = await self.gateway.reload()
         needs = set(outcome.get("restart_needed_for", []))
-        after = self.gateway.config
-        # Read only at start, and not compared by reload: the log setup and the security switches.
-        needs.update(n for n in ("log", "security") if getattr(before, n) != getattr(after, n))
         if needs - HOT_SECTIONS:
             log.warning("config change needs a restart (%s): restarting", ", ".join(sorted(needs)))
             self.gateway.request_restart(0.5)

@@ -183,3 +183,24 @@ async def test_a_reload_with_rule_packs_restarts_only_for_a_change(short_dir: Pa
                 )
             )
             assert (await gw.reload())["restart_needed_for"] == ["rules"]
+
+
+async def test_a_reload_reports_the_sections_read_only_at_start(short_dir: Path) -> None:
+    """[log], [security] and [update] are read once at start (the log setup, the secret-file
+    switches, the update handler). Reload now reports them; [update] was compared nowhere, so a
+    remote config changing it was applied as `hot` and ignored until the next restart."""
+    async with ModbusBuilding() as building:
+        path = short_dir / "gateway.toml"
+        text = gateway_toml(*building.endpoint, rules=False)
+        path.write_text(text)
+        async with run_gateway(load_config(path)) as gw:
+            assert (await gw.reload())["restart_needed_for"] == []
+            for extra, section in (
+                ('\n[log]\nlevel = "debug"\n', "log"),
+                ("\n[security]\nallow_insecure_secret_files = true\n", "security"),
+                (f'\n[update]\nroot = "{short_dir}"\nservice = "process"\n', "update"),
+            ):
+                path.write_text(text + extra)
+                assert section in (await gw.reload())["restart_needed_for"], section
+                path.write_text(text)
+                await gw.reload()
