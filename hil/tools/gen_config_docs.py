@@ -38,6 +38,7 @@ MEANING = {
     "protocol": "the bus driver (see the bus sections)",
     "port": "serial device (/dev/ttyUSB0, a /dev/serial/by-id path) or a pyserial URL (socket://host:port); "
     "one enabled bus per serial device (`config check` refuses a second: it could not open the port)",
+    "UpstreamConfig.protocol": "MQTT version: 5 (the broker states its limits and refusals) or 3.1.1",
     "ModbusTcpBusConfig.port": "TCP port of the Modbus TCP device or converter",
     "ModbusRtuOverTcpBusConfig.port": "TCP port of the serial-to-Ethernet converter",
     "host": "host name or IP address of the Modbus TCP converter",
