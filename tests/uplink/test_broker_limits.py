@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from citynerve.gateway.api import stop_task
+from citynerve.gateway.api import Event, EventState, Reading, Severity, stop_task
 from citynerve.gateway.store import AsyncOutbox, Lane, position_key
-from citynerve.gateway.uplink import Uplink
+from citynerve.gateway.uplink import Uplink, UplinkState
 from citynerve.gateway.uplink.sparkplug import SparkplugUplink
 from citynerve.hil.platform import MosquittoBroker, PlatformConsumer
 from tests.uplink.conftest import INVENTORY, alarm, readings, upstream, wait_for
@@ -110,6 +110,60 @@ async def test_a_refused_publish_deletes_no_row_and_ends_the_session_naming_the_
 
 async def _sessions_at_least(up: Uplink, n: int) -> bool:
     return up.snapshot().reconnects + 1 >= n
+
+
+def _long_alarm(i: int, chars: int) -> Event:
+    return Event(
+        "smoke-3f", "smoke", EventState.RAISED, Severity.CRITICAL, 1_780_000_000.0 + i, message="x" * chars
+    )
+
+
+@pytest.mark.parametrize("broker_config", ["max_packet_size 8192"])
+async def test_a_row_too_large_for_the_broker_is_dropped_announced_and_the_rest_arrives(
+    broker: MosquittoBroker, outbox: AsyncOutbox, consumer: PlatformConsumer
+) -> None:
+    # Events 1-3 (2: 8,000 characters, storable, over 8,192 bytes as a message), readings 4-104 in
+    # one block (54: a text of 8,000 characters), event 105.
+    await outbox.append([], [alarm(1), _long_alarm(2, 8000), alarm(3)])
+    text = Reading("panel-1", "display", "y" * 8000, "", 1_780_000_100.0)
+    await outbox.append([*readings(50), text, *readings(50, start=50)], [alarm(4)])
+    cfg = upstream(broker, max_batch_bytes=4096)
+    async with Uplink(cfg, gateway_id=GW, outbox=outbox, inventory=lambda: INVENTORY) as up:
+        await wait_for(lambda: _got(consumer, 100, 5))  # 3 alarms and 2 notices
+        snap: UplinkState = up.snapshot()
+    assert snap.reconnects == 0 and snap.last_error is None  # the broker never cut the session
+    assert await consumer.query(lambda s: s.reading_seqs(GW)) == [*range(4, 54), *range(55, 105)]
+    events = await consumer.query(lambda s: s.events(GW))
+    assert [e["seq"] for e in events if e["kind"] == "smoke"] == [1, 3, 105]
+    notices = [e["attrs"] for e in events if e["kind"] == "outbox_dropped"]
+    assert sorted((a["lane"], a["first_seq"], a["last_seq"], a["count"], a["reason"]) for a in notices) == [
+        ("event", 2, 2, 1, "too_large"),
+        ("telemetry", 54, 54, 1, "too_large"),
+    ]
+    # The chains link over the dropped rows: no gap for the platform to wait on.
+    lanes = await consumer.query(lambda s: [v for v in s.lanes() if v.gateway_id == GW])
+    assert {v.lane: (v.open_gap, v.contiguous) for v in lanes} == {
+        "event": (None, max(e["seq"] for e in events)),
+        "telemetry": (None, 104),
+    }
+    stats = await outbox.stats()
+    assert stats.dropped_by == {"too_large": 2}
+
+
+@pytest.mark.parametrize("broker_config", ["max_packet_size 8192"])
+async def test_an_inventory_over_the_brokers_limit_is_not_published_and_rows_flow(
+    broker: MosquittoBroker, outbox: AsyncOutbox, consumer: PlatformConsumer
+) -> None:
+    devices = [{**INVENTORY[0], "device_id": f"wm-{i}"} for i in range(40)]  # about 14 kB
+    await outbox.append(readings(20), [alarm(1)])
+    cfg = upstream(broker)
+    async with Uplink(cfg, gateway_id=GW, outbox=outbox, inventory=lambda: devices) as up:
+        await wait_for(lambda: _got(consumer, 20, 1))
+        snap = up.snapshot()
+    assert snap.reconnects == 0
+    assert snap.last_error is not None and snap.last_error.startswith("inventory not published: ")
+    assert "over the broker's maximum packet size of 8192" in snap.last_error
+    assert await consumer.query(lambda s: s.document(GW, "inventory")) is None
 
 
 @pytest.mark.parametrize("acl_rules", [NO_TELEMETRY])
