@@ -166,6 +166,29 @@ async def test_an_inventory_over_the_brokers_limit_is_not_published_and_rows_flo
     assert await consumer.query(lambda s: s.document(GW, "inventory")) is None
 
 
+@pytest.mark.parametrize("broker_config", ["max_packet_size 6000"])
+async def test_sparkplug_drops_a_record_too_large_for_the_broker_and_sends_the_rest(
+    broker: MosquittoBroker, outbox: AsyncOutbox, tmp_path: Path
+) -> None:
+    await outbox.set_destinations({"scada": tuple(Lane)})
+    await outbox.append(readings(5), [])
+    await outbox.append([Reading("panel-1", "display", "x" * 8000, "", 1_780_000_100.0)], [])  # seq 6
+    await outbox.append(readings(5, start=5), [alarm(1)])  # 7-11, 12
+    cfg = upstream(broker, id="scada", encoding="sparkplug-b")
+    async with Host(broker) as host:
+        up = SparkplugUplink(cfg, gateway_id=GW, outbox=outbox, devices={}, state_dir=tmp_path)
+        task = asyncio.create_task(up.run())
+        try:
+            await wait_for(lambda: _position(outbox, "scada", Lane.TELEMETRY, 11))
+            await wait_for(lambda: _position(outbox, "scada", Lane.EVENT, 13))  # 13: the notice
+        finally:
+            await stop_task(task)
+    assert up.session.sessions == 1 and up.snapshot().last_error is None
+    assert sorted(set(host.seqs())) == [*range(1, 6), *range(7, 14)]
+    stats = await outbox.stats()
+    assert stats.dropped_by == {"too_large": 1} and all(s.rows == 0 for s in stats.lanes)
+
+
 @pytest.mark.parametrize("acl_rules", [NO_TELEMETRY])
 async def test_sparkplug_a_refused_ddata_advances_no_position(
     broker: MosquittoBroker, outbox: AsyncOutbox, tmp_path: Path
