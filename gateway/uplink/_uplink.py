@@ -388,17 +388,17 @@ class Uplink(UplinkAcks, UplinkMessages):
                     rows = self._filter.events(rows, self.destination)
                     if self._restamp is not None:
                         rows = [self._restamp(r) for r in rows]
-                    batches = self._enc.rows(
+                    event_batches = self._enc.rows(
                         Lane.EVENT,
                         rows,
                         prev_seq=self._prev[Lane.EVENT],
                         max_rows=EVENTS_PER_MESSAGE,
                         max_bytes=max_bytes[Lane.EVENT],
                     )
-                    if await self._drop_too_large(client, batches):
+                    if await self._drop_too_large(client, event_batches):
                         self._events_clear = -1  # read the lane again: the row is gone
                         continue
-                    for batch in batches:
+                    for batch in event_batches:
                         await self._send(client, tg, window, batch)
                     if end > self._sent_seq[Lane.EVENT]:  # the rest was left out by the filter
                         await self._send(

@@ -21,11 +21,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
-
 from citynerve.gateway.api import ConfigError, ConfigIssue, DeviceConfig, Event, Reading
 from citynerve.gateway.store import AsyncOutbox, Lane, position_key
-from citynerve.gateway.uplink._connection import Backoff, RateLimiter, make_client
+from citynerve.gateway.uplink._connection import Backoff, RateLimiter, UplinkClient, make_client
 from citynerve.gateway.uplink.config import BrokerUrl, UpstreamConfig
 from citynerve.gateway.uplink.destinations import DestinationFilter
 from citynerve.gateway.uplink.encoding import MqttMessage
@@ -93,7 +91,7 @@ class SparkplugUplink:
         self._published = 0
         self._running = False
 
-    def _client(self, broker: BrokerUrl, will: SparkplugMessage) -> aiomqtt.Client:
+    def _client(self, broker: BrokerUrl, will: SparkplugMessage) -> UplinkClient:
         """The session's MQTT client, built like the JSON v1 uplink's (`make_client`): protocol,
         credentials read now, TLS for mqtts://, connect timeout; a clean session, as Sparkplug asks."""
         try:
