@@ -203,6 +203,11 @@ class AsyncOutbox:
         ob = self._ob()
         return await self._run(functools.partial(ob.ack_seqs, list(seqs)))
 
+    async def drop_too_large(self, lane: Lane, seq: int) -> int:
+        """`Outbox.drop_too_large` on the worker thread (readers are told of its notice)."""
+        ob = self._ob()
+        return await self._run(functools.partial(ob.drop_too_large, lane, seq))
+
     async def stats(self) -> StoreStats:
         ob = self._ob()
         return await self._run(ob.stats)

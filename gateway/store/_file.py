@@ -53,6 +53,7 @@ PAGE_SIZE = 1024  # bytes per page of a new outbox file (see _setup)
 _REBUILD_MAX_BYTES = 8 * MIB  # an older file with bigger pages is rebuilt at open up to this size
 _NOTICE_INTERVAL_S = 60.0  # a lane's trims are announced at most this often (merged ranges)
 _PENDING_PREFIX = "outbox.dropped_pending."  # + lane.reason, in `state`
+_AT_ONCE = ("damaged", "too_large")  # drops of single rows, announced at once (trims are merged)
 _CORRUPT = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
 _NO_ROOM = {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR}  # e.g. no room for the -shm (IOERR_SHMSIZE)
 _ADD_COUNTER = (
@@ -320,7 +321,8 @@ class OutboxFile:
         """Inside a transaction: delete `lane`'s rows matching `where`, count them (per lane and per
         reason, in the file) and announce the seq range in the event lane (`outbox_dropped`).
 
-        The one way rows leave the outbox unsent: size cap, damaged storage, disk full.
+        The one way rows leave the outbox unsent: size cap, damaged storage, disk full, a row too
+        large for a broker (`drop_too_large`).
         Returns (rows of the table deleted, records dropped)."""
         table, key, count = LANE_TABLE[lane], LANE_KEY[lane], LANE_ROWS[lane]
         conn = self._conn
@@ -349,7 +351,7 @@ class OutboxFile:
     ) -> None:
         """Inside a transaction: the `outbox_dropped` event for a dropped range.
 
-        Damaged rows are announced at once. Trims (size cap, disk full) repeat with every few
+        Damaged and too large rows are announced at once. Trims (size cap, disk full) repeat with every few
         appends while the outbox is full: their ranges are merged in the `state` table (durable,
         in the same transaction) and announced at most once a minute per lane and reason, and
         when the outbox opens or closes, so that notices never crowd out the events they make
@@ -364,7 +366,7 @@ class OutboxFile:
             for destination, k in was.get("destinations", {}).items():
                 per[destination] = per.get(destination, 0) + int(k)
         now = time.monotonic()
-        if reason != "damaged" and now - self._announced_at.get(key, -math.inf) < _NOTICE_INTERVAL_S:
+        if reason not in _AT_ONCE and now - self._announced_at.get(key, -math.inf) < _NOTICE_INTERVAL_S:
             pending = json.dumps({"first_seq": first, "last_seq": last, "count": n, "destinations": per})
             self._conn.execute(PUT_STATE, (key, pending))
             return

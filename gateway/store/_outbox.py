@@ -493,6 +493,40 @@ class Outbox(CappedFile):
             n += hit
         return n
 
+    def drop_too_large(self, lane: Lane, seq: int) -> int:
+        """Drop row `seq` of `lane` unsent, as `too_large`: an uplink found that alone it does not
+        fit in a message its broker accepts (the broker's Maximum Packet Size), so it would block
+        the lane for ever. Counted and announced at once (`outbox_dropped`), as every drop; a
+        reading is first cut out of its block. Returns the rows dropped (0: it is gone already)."""
+        lane = Lane(lane)
+        try:
+            with self._transaction():
+                if lane is Lane.TELEMETRY:
+                    self._cut_out(seq)
+                return self._drop(lane, f" WHERE {LANE_KEY[lane]} = ?", (seq,), "too_large")[1]
+        except sqlite3.Error as err:
+            raise busy_or_store(self.path, err) from err
+
+    def _cut_out(self, seq: int) -> None:
+        """Inside a transaction: the reading `seq` becomes a block of its own (the others stay)."""
+        row = self._conn.execute(
+            f"SELECT {_BLOCK_COLUMNS}, ts FROM reading_blocks WHERE first_seq <= ? "
+            "ORDER BY first_seq DESC LIMIT 1",
+            (seq,),
+        ).fetchone()
+        if row is None or row[1] < seq or row[0] == row[1]:
+            return
+        first, last, codec, body, raw_len, ts = row
+        try:
+            block = decode_block(first, last, codec, body, raw_len)
+        except BlockError as err:
+            self._undecodable_block(first, last, err)  # dropped whole, announced
+            return
+        k = seq - first
+        self._replace_block(
+            block, [block.slice(0, k), block.slice(k, k + 1), block.slice(k + 1, block.count)], ts
+        )
+
     def stats(self) -> StoreStats:
         if self.disk_full:  # space may be back although nothing was appended since
             self._after_disk_full()

@@ -22,7 +22,7 @@ LANE_KEY: dict[Lane, str] = {Lane.EVENT: "seq", Lane.TELEMETRY: "first_seq"}
 LANE_LAST: dict[Lane, str] = {Lane.EVENT: "seq", Lane.TELEMETRY: "last_seq"}
 LANE_ROWS: dict[Lane, str] = {Lane.EVENT: "1", Lane.TELEMETRY: "last_seq - first_seq + 1"}
 LANE_DROPPED_KEY: dict[Lane, str] = {Lane.EVENT: "dropped.event", Lane.TELEMETRY: "dropped.telemetry"}
-DROPPED_BY_PREFIX = "dropped_by."  # + reason (size_cap, damaged, disk_full): records dropped unsent
+DROPPED_BY_PREFIX = "dropped_by."  # + reason (size_cap, damaged, disk_full, too_large): dropped unsent
 
 
 @dataclass(frozen=True, slots=True)

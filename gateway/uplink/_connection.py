@@ -1,19 +1,31 @@
-"""Building aiomqtt clients from `UpstreamConfig`: TLS, credentials, will; and the reconnect pacing."""
+"""Building aiomqtt clients from `UpstreamConfig`: TLS, credentials, will; the broker's refusals and
+packet size limit (`UplinkClient`); and the reconnect pacing."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import ssl
 import time
 from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as mqtt
+from aiomqtt.types import PayloadType
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from citynerve.gateway.uplink.config import BrokerUrl, TlsConfig, UpstreamConfig
 from citynerve.gateway.uplink.encoding import MqttMessage
+from citynerve.gateway.uplink.errors import PublishRefusedError
+
+log = logging.getLogger(__name__)
+
+MIN_PACKET_LIMIT = 4096
+"""A broker's Maximum Packet Size below this is not acted on (logged; sent as if none were given):
+rows too large for it are dropped, and the `outbox_dropped` notice of a drop must itself fit."""
 
 
 class _NamedTlsContext(ssl.SSLContext):
@@ -51,6 +63,109 @@ def tls_context(tls: TlsConfig) -> ssl.SSLContext:
     return ctx
 
 
+def _varint_len(n: int) -> int:
+    return 1 if n < 128 else 2 if n < 16_384 else 3 if n < 2_097_152 else 4
+
+
+def publish_packet_bytes(topic: str, payload_bytes: int) -> int:
+    """The size of an MQTT 5 QoS 1 PUBLISH packet without properties, as a broker's Maximum Packet
+    Size counts it: fixed header, topic, packet id, property length, payload."""
+    rest = 2 + len(topic.encode()) + 2 + 1 + payload_bytes
+    return 1 + _varint_len(rest) + rest
+
+
+class UplinkClient(aiomqtt.Client):
+    """An aiomqtt client that never takes a refused publish for a delivered one, and keeps the
+    broker's packet size limit.
+
+    - An MQTT 5 PUBACK with a failure reason code (0x87 not authorized, 0x97 quota exceeded, 0x95
+      packet too large): aiomqtt 2.5 resolves the publish as if the broker had taken it, and the
+      rows would leave the outbox unsent. Here the refusal is kept (`refused`), the connection is
+      ended (a DISCONNECT that keeps the will: the platform sees the gateway offline) and every
+      publish of this client, waiting or later, raises `PublishRefusedError`, so the session ends
+      and its rows go again in the next one. (MQTT 3.1.1 has no such code: a broker acks or
+      disconnects.)
+    - `max_packet_size`: the CONNACK's Maximum Packet Size (MQTT 5), None when the broker gave none
+      (or one below MIN_PACKET_LIMIT); `room(topic)` is the payload a publish on `topic` may carry.
+    """
+
+    max_packet_size: int | None = None
+    refused: PublishRefusedError | None = None
+
+    def room(self, topic: str) -> int | None:
+        """The largest payload a publish on `topic` may carry (None: no known limit)."""
+        limit = self.max_packet_size
+        if limit is None:
+            return None
+        return limit - publish_packet_bytes(topic, 0) - 2  # - 2: the varint may grow with the payload
+
+    def fits(self, msg: MqttMessage) -> bool:
+        """Whether `msg` is within the broker's Maximum Packet Size (True when it gave none)."""
+        room = self.room(msg.topic)
+        return room is None or len(msg.payload) <= room
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None = None,
+    ) -> None:
+        # aiomqtt drops the CONNACK's properties; the limit is the only one needed here.
+        limit = getattr(properties, "MaximumPacketSize", None)
+        self.max_packet_size = None
+        if isinstance(limit, int):
+            if limit >= MIN_PACKET_LIMIT:
+                self.max_packet_size = limit
+            else:
+                log.warning(
+                    "uplink: the broker's maximum packet size %d is below %d bytes: not acted on "
+                    "(a message over it ends the session, as with no limit given)",
+                    limit,
+                    MIN_PACKET_LIMIT,
+                )
+        super()._on_connect(client, userdata, flags, reason_code, properties)
+
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason_code: ReasonCode, properties: Properties
+    ) -> None:
+        if reason_code.is_failure and self.refused is None:
+            sent = client._out_messages.get(mid)  # paho pops it after this callback
+            self.refused = PublishRefusedError(
+                reason_code.getName(), reason_code.value, sent.topic if sent is not None else None, mid
+            )
+            if not self._disconnected.done():
+                self._disconnected.set_exception(self.refused)
+            client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message"))
+        # Wakes the waiting publish; with a refusal it raises (`publish`).
+        super()._on_publish(client, userdata, mid, reason_code, properties)
+
+    async def publish(  # type: ignore[override]
+        self,
+        /,
+        topic: str,
+        payload: PayloadType = None,
+        qos: int = 0,
+        retain: bool = False,
+        properties: Properties | None = None,
+        *args: Any,
+        timeout: float | None = None,  # noqa: ASYNC109 (aiomqtt's signature)
+        **kwargs: Any,
+    ) -> None:
+        """`aiomqtt.Client.publish`, but PublishRefusedError once the broker refused a publish of
+        this connection (this one or another: a publish acked just before the refusal may raise
+        too, its rows are then sent again: a duplicate, never a loss)."""
+        self._raise_refused()
+        await super().publish(topic, payload, qos, retain, properties, *args, timeout=timeout, **kwargs)
+        self._raise_refused()
+
+    def _raise_refused(self) -> None:
+        r = self.refused
+        if r is not None:  # a new instance per raise: several tasks raise it at once
+            raise PublishRefusedError(r.reason, r.code, r.topic, r.mid)
+
+
 def make_client(
     config: UpstreamConfig,
     broker: BrokerUrl,
@@ -59,7 +174,7 @@ def make_client(
     will: MqttMessage | None,
     max_inflight: int | None = None,
     clean: bool = True,
-) -> aiomqtt.Client:
+) -> UplinkClient:
     """An unconnected aiomqtt client for `broker`. The password is read here, never stored or logged."""
     v5 = config.protocol == "5"
     password = config.password()
@@ -71,7 +186,7 @@ def make_client(
         kw["properties"] = props
     else:
         kw["clean_session"] = clean
-    client = aiomqtt.Client(
+    client = UplinkClient(
         broker.host,
         broker.port,
         identifier=client_id,
@@ -166,4 +281,8 @@ def describe_link_error(err: BaseException) -> str:
     exc: BaseException = err
     while isinstance(exc, BaseExceptionGroup):
         exc = exc.exceptions[0]
+    # A refusal ends the session through whichever task notices first ("Disconnected during
+    # message iteration" from the receiver): name the refusal.
+    if isinstance(exc.__cause__, PublishRefusedError):
+        exc = exc.__cause__
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

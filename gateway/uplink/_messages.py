@@ -19,6 +19,7 @@ from citynerve.gateway import __version__
 from citynerve.gateway.api import GatewayError
 from citynerve.gateway.payload import PayloadError
 from citynerve.gateway.store import AsyncOutbox, Lane
+from citynerve.gateway.uplink._connection import UplinkClient
 from citynerve.gateway.uplink.command_ids import CommandOutcomes
 from citynerve.gateway.uplink.commands import CommandProcessor, CommandTarget, NonceCache, RemoteAction
 from citynerve.gateway.uplink.config import UpstreamConfig
@@ -47,7 +48,7 @@ class UplinkMessages:
     _inventory: Callable[[], Iterable[Mapping[str, Any]]]
     _status: Callable[[], dict[str, Any]] | None
     _actions: Mapping[str, RemoteAction] | None
-    _client: aiomqtt.Client | None
+    _client: UplinkClient | None
     _state: LinkState
     _reconnect_reason: str | None
     _inbound: dict[str, Callable[[str, bytes], Awaitable[None]]]
@@ -66,13 +67,22 @@ class UplinkMessages:
     def _on_platform_ack(self, ack: PlatformAck) -> None:
         raise NotImplementedError
 
-    async def _publish_inventory(self, client: aiomqtt.Client) -> None:
+    def _note_error(self, text: str) -> None:
+        raise NotImplementedError
+
+    async def _publish_inventory(self, client: UplinkClient) -> None:
         # The devices come one at a time (the runtime's iterator): each is rendered and dropped, so
         # only the document itself is alive when it is sent.
         try:
             msg = self._enc.inventory(seq=self._outbox.next_seq - 1, devices=self._inventory())
         except Exception:  # the runtime's bug must not keep readings from leaving
             log.exception("uplink: inventory callback failed; inventory not published")
+            return
+        if not client.fits(msg):  # the broker would end the session at it, every session
+            self._note_error(
+                f"inventory not published: {len(msg.payload)} bytes, over the broker's maximum "
+                f"packet size of {client.max_packet_size}"
+            )
             return
         await client.publish(msg.topic, msg.payload, qos=1, retain=True)
 

@@ -29,6 +29,7 @@ from citynerve.gateway.uplink._connection import (
     STABLE_SESSION_S,
     Backoff,
     RateLimiter,
+    UplinkClient,
     describe_link_error,
     drop_leaked_cancel,
     make_client,
@@ -126,7 +127,7 @@ class Uplink(UplinkAcks, UplinkMessages):
         self._ack_progress_t = {lane: time.monotonic() for lane in LANES}
         self._rewinds = 0
         self._stopping = False
-        self._client: aiomqtt.Client | None = None
+        self._client: UplinkClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._platform_key = self._load_platform_key()
         # End-to-end acks delete rows, so only acks signed with the platform's key count. Without a
@@ -316,7 +317,7 @@ class Uplink(UplinkAcks, UplinkMessages):
             self._since = None
             self._state = LinkState.CONNECTING
 
-    async def _run_session(self, client: aiomqtt.Client) -> None:
+    async def _run_session(self, client: UplinkClient) -> None:
         # Start over from what was acknowledged: anything in flight is sent again (at-least-once).
         for lane in LANES:
             self._inflight[lane].clear()
@@ -352,7 +353,7 @@ class Uplink(UplinkAcks, UplinkMessages):
     def _events_waiting(self) -> bool:
         return self._high[Lane.EVENT] > self._sent_seq[Lane.EVENT]
 
-    async def _pump(self, client: aiomqtt.Client, tg: asyncio.TaskGroup) -> None:
+    async def _pump(self, client: UplinkClient, tg: asyncio.TaskGroup) -> None:
         cfg = self.config
         window = asyncio.Semaphore(cfg.max_inflight)
         limiter = RateLimiter(cfg.replay_max_msgs_per_s, cfg.replay_burst)
@@ -364,6 +365,7 @@ class Uplink(UplinkAcks, UplinkMessages):
         )
         pending: deque[RowBatch] = deque()  # encoded telemetry not yet sent, continuing from:
         pending_after = 0
+        max_bytes = {lane: self._max_bytes(client, lane) for lane in LANES}
         try:
             while True:
                 self._wake.clear()
@@ -386,13 +388,17 @@ class Uplink(UplinkAcks, UplinkMessages):
                     rows = self._filter.events(rows, self.destination)
                     if self._restamp is not None:
                         rows = [self._restamp(r) for r in rows]
-                    for batch in self._enc.rows(
+                    event_batches = self._enc.rows(
                         Lane.EVENT,
                         rows,
                         prev_seq=self._prev[Lane.EVENT],
                         max_rows=EVENTS_PER_MESSAGE,
-                        max_bytes=cfg.max_batch_bytes,
-                    ):
+                        max_bytes=max_bytes[Lane.EVENT],
+                    )
+                    if await self._drop_too_large(client, event_batches):
+                        self._events_clear = -1  # read the lane again: the row is gone
+                        continue
+                    for batch in event_batches:
                         await self._send(client, tg, window, batch)
                     if end > self._sent_seq[Lane.EVENT]:  # the rest was left out by the filter
                         await self._send(
@@ -421,9 +427,11 @@ class Uplink(UplinkAcks, UplinkMessages):
                             self._filter.blocks(blocks),
                             prev_seq=self._prev[Lane.TELEMETRY],
                             max_rows=cfg.max_batch_readings,
-                            max_bytes=cfg.max_batch_bytes,
+                            max_bytes=max_bytes[Lane.TELEMETRY],
                         )
                     )
+                    if await self._drop_too_large(client, batches):
+                        continue  # read again: the reading is gone
                     covered = batches[-1].last_seq if batches else after
                     if blocks and blocks[-1].last_seq > covered:  # the rest was left out by the filter
                         batches.append(_skipped(Lane.TELEMETRY, covered, blocks[-1].last_seq))
@@ -447,6 +455,35 @@ class Uplink(UplinkAcks, UplinkMessages):
                         await self._wake.wait()
         finally:
             ahead.cancel()
+
+    def _max_bytes(self, client: UplinkClient, lane: Lane) -> int:
+        """`max_batch_bytes`, or less: what the broker's Maximum Packet Size leaves a message of `lane`."""
+        room = client.room(self._enc.topics[lane])
+        return self.config.max_batch_bytes if room is None else min(self.config.max_batch_bytes, room)
+
+    async def _drop_too_large(self, client: UplinkClient, batches: Iterable[RowBatch]) -> bool:
+        """Drop from the outbox each row that alone makes a message over the broker's Maximum
+        Packet Size (the encoding lets a row too big for `max_bytes` go alone): the broker would end
+        every session at it, first in its lane, and nothing behind it would ever leave. Dropped as
+        `too_large`, counted and announced (`outbox_dropped`). True when one was: the caller reads
+        the lane again, so the chain (`prev_seq`) links over it. Messages of several rows are within
+        `max_bytes` (`_max_bytes`), and without a known limit nothing is dropped."""
+        dropped = False
+        for batch in batches:
+            msg = batch.message
+            if msg is None or batch.count != 1 or client.fits(msg):
+                continue
+            log.warning(
+                "uplink: %s seq %d alone makes a message of %d bytes, over the broker's maximum packet "
+                "size of %s: dropped from the outbox (too_large)",
+                LANE_NAMES[batch.lane],
+                batch.first_seq,
+                len(msg.payload),
+                client.max_packet_size,
+            )
+            await self._outbox.drop_too_large(batch.lane, batch.first_seq)
+            dropped = True
+        return dropped
 
     async def _sleep_unless_events(self, delay: float) -> None:
         end = time.monotonic() + delay

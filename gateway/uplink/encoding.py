@@ -111,6 +111,11 @@ class Encoding(Protocol):
     name: str
 
     @property
+    def topics(self) -> Mapping[Lane, str]:
+        """The topic of each lane's messages (the room a broker's packet size limit leaves)."""
+        ...
+
+    @property
     def command_topic(self) -> str:
         """Topic the gateway subscribes to for commands."""
         ...

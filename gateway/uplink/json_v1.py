@@ -248,6 +248,10 @@ class JsonV1Encoding:
         self.inventory_topic = f"{self.base}/inventory"
         self.result_topic = f"{self.base}/cmd/result"
         self._gw = f'{_dumps(gateway_id)},"epoch":{_dumps(epoch)}'
+        # A message's envelope: at most 240 bytes (seqs of 19 digits) besides gateway_id and epoch
+        # (a 64-character gateway id made 320 against the 256 allowed for it before: the message
+        # went over max_bytes, and over a broker's packet size limit when derived from it).
+        self._envelope_bytes = 256 + len(self._gw.encode())
 
     @property
     def command_topic(self) -> str:
@@ -315,8 +319,7 @@ class JsonV1Encoding:
         frags: list[str] = []
         first = last = 0
         size = 0
-        # Envelope size is bounded (~220 bytes); keep a margin so a message never exceeds max_bytes.
-        budget = max_bytes - 256
+        budget = max_bytes - self._envelope_bytes  # so a message of several rows never exceeds max_bytes
         for row in rows:
             rec = row.record
             frag = (
@@ -371,7 +374,7 @@ class JsonV1Encoding:
         texts: list[str] = []
         count = size = 0
         first = last = 0
-        budget = max_bytes - 256  # the envelope is bounded (~220 bytes)
+        budget = max_bytes - self._envelope_bytes
         ts_ms, ts = stamp(time.time())  # one build time for the messages built together
         time_part = f'"ts":"{ts}","ts_ms":{ts_ms},"readings":['
 

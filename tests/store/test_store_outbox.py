@@ -385,6 +385,30 @@ def test_a_damaged_row_is_skipped_not_fatal(db: Path, damage: str) -> None:
         assert [r.seq for r in ob.peek(Lane.TELEMETRY)] == [6]
 
 
+def test_a_row_too_large_for_a_broker_is_dropped_and_announced_at_once(db: Path) -> None:
+    """`drop_too_large` (the uplink's answer to a row no message within the broker's Maximum Packet
+    Size can carry): that row only, a reading cut out of its block; counted, announced at once."""
+    with Outbox(db) as ob:
+        ob.append([reading(i) for i in range(5)], [event(0), event(1)])  # readings 1-5 | events 6-7
+        assert ob.drop_too_large(Lane.TELEMETRY, 3) == 1
+        assert ob.drop_too_large(Lane.EVENT, 6) == 1
+        assert ob.drop_too_large(Lane.EVENT, 6) == 0  # gone already: nothing more, no notice
+        assert [r.seq for r in ob.peek(Lane.TELEMETRY)] == [1, 2, 4, 5]
+        assert [r.record.value for r in ob.peek(Lane.TELEMETRY)] == [0.0, 1.0, 3.0, 4.0]  # type: ignore[union-attr]
+        notices = [r.record.attrs for r in ob.peek(Lane.EVENT, after_seq=7)]  # type: ignore[union-attr]
+        assert [(a["lane"], a["first_seq"], a["last_seq"], a["count"], a["reason"]) for a in notices] == [
+            ("telemetry", 3, 3, 1, "too_large"),
+            ("event", 6, 6, 1, "too_large"),
+        ]
+        stats = ob.stats()
+        assert stats.dropped_by == {"too_large": 2}
+        assert {s.lane: (s.rows, s.dropped) for s in stats.lanes} == {
+            Lane.EVENT: (3, 1),
+            Lane.TELEMETRY: (4, 1),
+        }
+        assert ob.ack(Lane.TELEMETRY, 5) == 4
+
+
 def test_disk_full_is_transient_and_leaves_nothing_half_written(db: Path) -> None:
     """SQLite's own page limit gives the same SQLITE_FULL a full disk gives."""
     with Outbox(db, synchronous="normal") as ob:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from citynerve.gateway.api import Event, EventState, Quality, Reading, Severity
 from citynerve.gateway.payload import PayloadError
 from citynerve.gateway.store import Lane, OutboxRow
+from citynerve.gateway.store._blocks import CODEC_NEUTRAL_Z, decode_block, encode_block
 from citynerve.gateway.uplink import CommandOutcome, CommandResult, JsonV1Encoding, RejectReason
 from citynerve.gateway.uplink.json_v1 import event_fragment, iso_utc, stamp
 from tests.uplink.conftest import INVENTORY, validate_message
@@ -67,6 +68,39 @@ def _same_value(sent: object, got: object) -> bool:
         # Exactly: the shortest text that reads back as the same double (docs/upstream-contract.md).
         return type(got) is float and got == sent and math.copysign(1, got) == math.copysign(1, sent)
     return (sent == got and type(sent) is type(got)) or (isinstance(sent, float) and sent == got)
+
+
+def test_messages_of_several_rows_stay_within_max_bytes_with_the_longest_ids() -> None:
+    """The envelope allowance counts the gateway id and epoch: with a 64-character id and seqs of
+    19 digits every message of several rows is within max_bytes (it went 60 bytes over), which the
+    uplink relies on for a broker's packet size limit."""
+    enc = JsonV1Encoding(topic_prefix="city", gateway_id="g" * 64, epoch="5e3a09c1d2b4e6f7")
+    start = 2**63 - 10_000
+    records = [Reading("d" * 64, "p" * 20, 1.0 / 3 + i, "kWh", 1_780_000_000.0 + i) for i in range(400)]
+    for max_bytes in (1024, 1500, 4096):
+        for lane in (Lane.TELEMETRY, Lane.EVENT):
+            rows = (
+                rows_of(records, start, 1)
+                if lane is Lane.TELEMETRY
+                else [
+                    OutboxRow(
+                        start + i,
+                        lane,
+                        1.0,
+                        Event("d" * 64, "smoke", EventState.RAISED, Severity.MAJOR, 1.0 + i),
+                    )
+                    for i in range(200)
+                ]
+            )
+            batches = enc.rows(lane, rows, prev_seq=start - 1, max_rows=10_000, max_bytes=max_bytes)
+            assert all(len(b.message.payload) <= max_bytes for b in batches if b.message is not None)
+            assert sum(b.count for b in batches) == len(rows) and len(batches) > 1
+        # The drain's path: stored blocks, split where they do not fit.
+        body, raw_len = encode_block(records)
+        block = decode_block(start, start + len(records) - 1, CODEC_NEUTRAL_Z, body, raw_len)
+        batches = enc.telemetry([block], prev_seq=start - 1, max_rows=10_000, max_bytes=max_bytes)
+        assert all(len(b.message.payload) <= max_bytes for b in batches if b.message is not None)
+        assert sum(b.count for b in batches) == len(records) and len(batches) > 1
 
 
 @settings(max_examples=150, deadline=None)

@@ -37,6 +37,7 @@ from citynerve.gateway.uplink.sparkplug import (
     parse_node_command,
     parse_state,
 )
+from citynerve.gateway.uplink.sparkplug._node import METRIC_BYTES, record_bytes
 
 T0 = 1_780_000_000_000  # ms
 METER = DeviceSpec(
@@ -253,6 +254,44 @@ def test_messages_are_split_at_the_metric_limit_and_runs_follow_record_order() -
         ("m2", 1),
         ("meter-1", 3),
     ]
+
+
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=3000),
+)
+
+
+@given(
+    values=st.lists(_VALUES, min_size=1, max_size=40),
+    quality=st.sampled_from(list(Quality)),
+    message=st.text(max_size=2000),
+    replayed=st.booleans(),
+)
+@settings(max_examples=60, deadline=None)
+def test_record_bytes_bounds_a_data_message_and_max_bytes_holds(
+    values: list[Any], quality: Quality, message: str, replayed: bool
+) -> None:
+    """`record_bytes` bounds the data message carrying a record alone (what decides a drop for a
+    broker's packet size limit), and `encode(max_bytes=...)` keeps every data message within it
+    while a record fits, every record carried once, in order."""
+    n = born()
+    records: list[Reading | Event] = [
+        reading(f"p{i % 4}", v, T0 + 1000 + i, quality=quality) for i, v in enumerate(values)
+    ]
+    alarm = Event("meter-1", "over_voltage", EventState.RAISED, Severity.MAJOR, T0 / 1000, message=message)
+    stored = [rec(2**40 + i, r, replayed) for i, r in enumerate([*records, alarm])]
+    for s in stored:
+        data = [m for m in n.encode([s], T0 + 5000) if m.verb in (Verb.DDATA, Verb.NDATA)]
+        assert len(data) == 1 and len(data[0].payload) <= record_bytes(s.record)
+    limit = 4 * METRIC_BYTES + max(record_bytes(s.record) for s in stored)
+    out = [m for m in n.encode(stored, T0 + 6000, max_bytes=limit) if m.verb in (Verb.DDATA, Verb.NDATA)]
+    assert all(len(m.payload) <= limit for m in out)
+    carried = {x.properties.values[1].long_value for m in out for x in decode(m.payload).metrics}
+    assert sorted(carried) == [s.seq for s in stored]
 
 
 def test_limits_and_usage_errors() -> None:

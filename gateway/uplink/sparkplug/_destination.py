@@ -21,11 +21,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
-
 from citynerve.gateway.api import ConfigError, ConfigIssue, DeviceConfig, Event, Reading
 from citynerve.gateway.store import AsyncOutbox, Lane, position_key
-from citynerve.gateway.uplink._connection import Backoff, RateLimiter, make_client
+from citynerve.gateway.uplink._connection import Backoff, RateLimiter, UplinkClient, make_client
 from citynerve.gateway.uplink.config import BrokerUrl, UpstreamConfig
 from citynerve.gateway.uplink.destinations import DestinationFilter
 from citynerve.gateway.uplink.encoding import MqttMessage
@@ -81,6 +79,7 @@ class SparkplugUplink:
             backoff=Backoff(b.initial_s, b.max_s, b.jitter),
             replay=RateLimiter(config.replay_max_msgs_per_s, config.replay_burst),
             on_sent=self._sent,
+            drop=self._drop_too_large,
         )
         self._read = {lane: 0 for lane in Lane}  # read up to this seq (its wanted rows queued)
         self._queued = {lane: 0 for lane in Lane}  # the last seq queued
@@ -92,7 +91,7 @@ class SparkplugUplink:
         self._published = 0
         self._running = False
 
-    def _client(self, broker: BrokerUrl, will: SparkplugMessage) -> aiomqtt.Client:
+    def _client(self, broker: BrokerUrl, will: SparkplugMessage) -> UplinkClient:
         """The session's MQTT client, built like the JSON v1 uplink's (`make_client`): protocol,
         credentials read now, TLS for mqtts://, connect timeout; a clean session, as Sparkplug asks."""
         try:
@@ -137,6 +136,13 @@ class SparkplugUplink:
             lane = Lane.EVENT if isinstance(rec.record, Event) else Lane.TELEMETRY
             self._delivered[lane] = max(self._delivered[lane], rec.seq)
         self._ack_wake.set()
+
+    async def _drop_too_large(self, stored: StoredRecord) -> None:
+        """The session found `stored` too large for the broker's packet size limit: out of the
+        outbox (`too_large`, announced to every destination that wanted it) before its batch settles."""
+        if stored.epoch == self._outbox.epoch:  # else its file is gone, and its seq is another row's
+            lane = Lane.EVENT if isinstance(stored.record, Event) else Lane.TELEMETRY
+            await self._outbox.drop_too_large(lane, stored.seq)
 
     def _settled(self, lane: Lane) -> int:
         """The seq up to which every row of `lane` is acknowledged or left out by the filter. The

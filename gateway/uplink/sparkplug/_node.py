@@ -63,6 +63,26 @@ class Verb(enum.StrEnum):
 _Entry = tuple[MetricState, Value, "StoredRecord", bool]
 """One metric of a data message: the metric, its value, its record, historical or not."""
 
+DATA_BYTES = 32
+"""At most this much of a data message besides its metrics (timestamp, seq)."""
+METRIC_BYTES = 128
+"""At most this much of a data metric besides its value's text: alias, datatype, timestamp, the
+historical flag and the epoch, seq and Quality properties (about 70 bytes measured)."""
+
+
+def value_bytes(value: Value) -> int:
+    """An upper bound of a data metric's encoded size with `value` (numbers take at most 10 bytes)."""
+    return METRIC_BYTES + (len(value.encode()) if isinstance(value, str) else 10)
+
+
+def record_bytes(record: Reading | Event) -> int:
+    """An upper bound of the size of a data message carrying `record` alone (an event's cleared
+    subjects "*" counted as one): what decides whether a broker's packet size limit can ever take it."""
+    if isinstance(record, Reading):
+        return DATA_BYTES + value_bytes(record.value)
+    fields: tuple[Value, ...] = (True, int(record.severity), record.rule, record.message, record.id)
+    return DATA_BYTES + sum(map(value_bytes, fields))
+
 
 class SparkplugNameError(PermanentError):
     """A group, edge node or device id that cannot be a Sparkplug topic level."""
@@ -293,10 +313,13 @@ class EdgeNode:
 
     # --- data ---------------------------------------------------------------------------------
 
-    def encode(self, records: Iterable[StoredRecord], now_ms: int) -> list[SparkplugMessage]:
+    def encode(
+        self, records: Iterable[StoredRecord], now_ms: int, *, max_bytes: int | None = None
+    ) -> list[SparkplugMessage]:
         """NDATA/DDATA for `records` in their order (one message per run of one device's records,
-        at most `max_metrics_per_message` metrics), with the births and deaths they imply: a DBIRTH
-        before data of a device not born or of a metric not declared, a DDEATH after a
+        at most `max_metrics_per_message` metrics and, when given, `max_bytes` by `value_bytes`'
+        bound; a record goes whole into one message), with the births and deaths they imply: a
+        DBIRTH before data of a device not born or of a metric not declared, a DDEATH after a
         device_offline alarm, a full rebirth for an alarm kind the NBIRTH did not declare."""
         self._require_born()
         assert self._session_ms is not None
@@ -304,11 +327,13 @@ class EdgeNode:
         group: _Device | None = None
         metrics: list[_Entry] = []
 
+        size = DATA_BYTES  # the bound of the message being built (counted only with max_bytes)
+
         def flush() -> None:
-            nonlocal metrics
+            nonlocal metrics, size
             if group is not None and metrics:
                 out.append(self._data_message(group, metrics, now_ms))
-            metrics = []
+            metrics, size = [], DATA_BYTES
 
         # First every metric the records need is declared (or retyped), so that a device with
         # several new points is born once per batch, not once per point.
@@ -338,9 +363,16 @@ class EdgeNode:
             if not node_level and not dev.online and stale:
                 self.skipped += 1  # the DDEATH already told the host every metric is stale
                 continue
-            if needs_birth or group is not dev or len(metrics) + len(wanted) > self.max_metrics_per_message:
+            cost = 0 if max_bytes is None else sum(value_bytes(value) for _, value in wanted)
+            if (
+                needs_birth
+                or group is not dev
+                or len(metrics) + len(wanted) > self.max_metrics_per_message
+                or (max_bytes is not None and size + cost > max_bytes)
+            ):
                 flush()
                 group = dev
+            size += cost
             if needs_birth:
                 if node_level:
                     out += self.birth(now_ms)

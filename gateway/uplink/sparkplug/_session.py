@@ -28,7 +28,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import aiomqtt
 
@@ -38,13 +38,20 @@ from citynerve.gateway.uplink._connection import (
     STABLE_SESSION_S,
     Backoff,
     RateLimiter,
+    UplinkClient,
     describe_link_error,
     mark_disconnect_seen,
 )
 from citynerve.gateway.uplink.config import BrokerUrl, parse_broker_url
 from citynerve.gateway.uplink.sparkplug._bdseq import BdSeqFile
 from citynerve.gateway.uplink.sparkplug._inputs import SparkplugInputError
-from citynerve.gateway.uplink.sparkplug._node import EdgeNode, SparkplugMessage, StoredRecord
+from citynerve.gateway.uplink.sparkplug._node import (
+    EdgeNode,
+    SparkplugMessage,
+    StoredRecord,
+    Verb,
+    record_bytes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +94,7 @@ class _End(enum.Enum):
     HOST_OFFLINE = "the primary host went offline"
 
 
-ClientFactory = Callable[[BrokerUrl, SparkplugMessage], aiomqtt.Client]
+ClientFactory = Callable[[BrokerUrl, SparkplugMessage], UplinkClient]
 """An unconnected client for a broker, with a session's NDEATH as its will."""
 
 
@@ -115,6 +122,7 @@ class SparkplugSession:
         backoff: Backoff | None = None,
         replay: RateLimiter | None = None,
         on_sent: Callable[[Sequence[StoredRecord]], None] | None = None,
+        drop: Callable[[StoredRecord], Awaitable[None]] | None = None,
     ) -> None:
         self.node = node
         self.records = records
@@ -133,6 +141,9 @@ class SparkplugSession:
         self.backoff = backoff or Backoff(0.2, 10.0, 0.2)
         self.replay = replay  # paces the messages of batches with historical data (None: no limit)
         self.on_sent = on_sent
+        # Drops a record too large for the broker's packet size limit from the outbox (announced);
+        # without it such a record is sent, and the broker ends the session at it.
+        self.drop = drop
         self.last_error: str | None = None
         self.pending: deque[list[StoredRecord]] = deque()  # batches taken, not yet acknowledged
         self.sessions = 0  # MQTT sessions started
@@ -150,9 +161,9 @@ class SparkplugSession:
         if bd_seq_file is not None:
             node.next_bd_seq = bd_seq_file.load()
 
-    def _plain_client(self, broker: BrokerUrl, will: SparkplugMessage) -> aiomqtt.Client:
+    def _plain_client(self, broker: BrokerUrl, will: SparkplugMessage) -> UplinkClient:
         """No credentials, no TLS, MQTT 3.1.1 (the destination passes `make_client` instead)."""
-        return aiomqtt.Client(
+        return UplinkClient(
             broker.host,
             broker.port,
             identifier=self.client_id,
@@ -239,7 +250,7 @@ class SparkplugSession:
             self.connect_failures += 1
         return end
 
-    async def _connected(self, client: aiomqtt.Client) -> None:
+    async def _connected(self, client: UplinkClient) -> None:
         await client.subscribe(self.node.command_topic, qos=1)
         if self.primary_host_id is not None:
             await client.subscribe(self.node.state_topic(self.primary_host_id), qos=1)
@@ -296,7 +307,7 @@ class SparkplugSession:
                 self.bad_inputs += 1
                 log.warning("sparkplug: ignored: %s", err)
 
-    async def _outbound(self, client: aiomqtt.Client) -> None:
+    async def _outbound(self, client: UplinkClient) -> None:
         resend = list(self.pending)  # cut by the last session's end: first, in order
         window = asyncio.Semaphore(self.window_batches)
         previous: asyncio.Task[None] | None = None
@@ -326,7 +337,10 @@ class SparkplugSession:
                     # runs the other destinations' alarms between devices.
                     publishes: list[asyncio.Task[None]] = []
                     for records in by_device(batch):
-                        for m in self.node.encode(records, now_ms()):
+                        room = client.room(self.node.topic(Verb.DDATA, records[0].record.device_id))
+                        if room is not None and self.drop is not None:
+                            records = self._fitting(records, room, tg, publishes)
+                        for m in self.node.encode(records, now_ms(), max_bytes=room):
                             publish = client.publish(
                                 m.topic, m.payload, qos=m.qos, retain=m.retain, timeout=math.inf
                             )
@@ -371,6 +385,39 @@ class SparkplugSession:
         self.sent_records += len(batch)
         if self.on_sent is not None:
             self.on_sent(batch)
+
+    def _fitting(
+        self,
+        records: list[StoredRecord],
+        room: int,
+        tg: asyncio.TaskGroup,
+        publishes: list[asyncio.Task[None]],
+    ) -> list[StoredRecord]:
+        """`records` without those that alone make a data message over `room` bytes (the broker's
+        packet size limit): the broker would end every session at them, and the batch goes again
+        first. They are dropped from the outbox (announced, `too_large`) by a task the batch's
+        `_settle` waits for with its publishes, so its position passes them only once they are."""
+        fit: list[StoredRecord] = []
+        big: list[StoredRecord] = []
+        for r in records:
+            (big if record_bytes(r.record) > room else fit).append(r)
+        if not big:
+            return records
+        for r in big:
+            log.warning(
+                "sparkplug: seq %d (%s) alone makes a data message over the broker's packet size limit "
+                "(%d bytes for its payload): dropped from the outbox (too_large)",
+                r.seq,
+                r.record.device_id,
+                room,
+            )
+        publishes.append(tg.create_task(self._drop_all(big)))
+        return fit
+
+    async def _drop_all(self, records: list[StoredRecord]) -> None:
+        assert self.drop is not None
+        for r in records:
+            await self.drop(r)
 
     def _replay_delay(self, batch: Sequence[StoredRecord], messages: int) -> float:
         """How long to wait before the next batch: `messages` tokens of the replay limiter when
