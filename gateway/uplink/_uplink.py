@@ -251,7 +251,9 @@ class Uplink(UplinkAcks, UplinkMessages):
                         break  # after a working session, go back to the preferred broker
                 self._state = LinkState.BACKING_OFF
                 delay = self._backoff.next_delay()
-                log.info("uplink: no broker reachable; next attempt in %.1f s", delay)
+                tries = self._backoff.attempt  # failed rounds since the last working session
+                if tries & (tries - 1) == 0:  # 1, 2, 4, 8, ...: a week's outage logs ~14 lines, not 10,000
+                    log.info("uplink: no broker reachable (%d tries); next attempt in %.1f s", tries, delay)
                 await asyncio.sleep(delay)
         finally:
             self._state = LinkState.STOPPED

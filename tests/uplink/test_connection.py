@@ -233,3 +233,22 @@ def test_rate_limiter() -> None:
     assert rl.delay() == pytest.approx(0.1)
     now[0] += 1.0
     assert rl.delay() == 0.0
+
+
+async def test_an_unreachable_broker_logs_a_few_lines_not_one_per_try(
+    outbox: AsyncOutbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The uplink logged every retry ("no broker reachable") for as long as an outage lasted: ~2,000
+    lines a day into the journal on the SD card. Now the 1st, 2nd, 4th, 8th, ... round only."""
+    dead = f"mqtt://127.0.0.1:{free_port()}"  # nothing listens here
+    cfg = upstream(dead, backoff={"initial_s": 0.01, "max_s": 0.01, "jitter": 0})
+    caplog.set_level("INFO", logger="citynerve.gateway.uplink")
+    async with Uplink(cfg, gateway_id=GW, outbox=outbox, inventory=lambda: INVENTORY) as up:
+        await wait_for(lambda: _failures(up, 40), timeout_s=30)
+    tries = [r.getMessage() for r in caplog.records if "no broker reachable" in r.getMessage()]
+    assert 6 <= len(tries) <= 7, tries  # rounds 1, 2, 4, 8, 16, 32 (and 64 on a fast machine)
+    assert "(1 tries)" in tries[0] and "(32 tries)" in tries[5], tries
+
+
+async def _failures(up: Uplink, n: int) -> bool:
+    return up.snapshot().connect_failures >= n
