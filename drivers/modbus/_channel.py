@@ -3,9 +3,14 @@
 Modbus TCP runs on the gateway's own MBAP transaction layer (`_tcp.MbapClient`), RTU and RTU over
 TCP on its own RTU layer (`_rtu.RtuClient`, bounded against babbling devices): the reasons are
 written there. Client types stop here: callers get registers/bits as tuples and typed gateway
-errors. The clients do not do the bus owner's job: no retries, no reconnect, no disconnect after
-silent requests (a silent unit behind a TCP gateway must not cut off the other units), and the
+errors. The clients do not do the bus owner's job: no retries, no reconnect loop, no disconnect
+after silent requests (a silent unit behind a TCP gateway must not cut off the other units), and the
 per-transaction timeout is set for every call.
+
+One reconnect is the channel's: a connection found closed before a request is sent (converters and
+meters close TCP connections idle for a few seconds, often less than the poll interval) is opened
+again once, then the request goes out. Nothing was sent, so nothing is repeated; a connection lost
+after sending stays a ChannelError, and so does a reconnect that fails (the owner's backoff).
 """
 
 from __future__ import annotations
@@ -150,8 +155,14 @@ class ModbusChannel:
         """Run one request (`call(client)`) and return the reply, or raise a typed error."""
         async with self._lock:
             client = self._client
-            if client is None or not client.connected:
-                raise ChannelError(self.bus.id, "not connected" if client is None else "connection lost")
+            if client is None:
+                raise ChannelError(self.bus.id, "not connected")
+            if not client.connected:
+                # Closed while idle (the peer's inactivity timeout, or dropped after garbage):
+                # nothing was sent, so open it again once; ChannelError with the reason if not.
+                await self.open()
+                client = self._client
+                assert client is not None  # open() sets it or raises
             client.timeout_s = timeout_s
             rtu = isinstance(client, RtuClient)
             if rtu:

@@ -24,6 +24,9 @@ class DeviceHealth:
     faulted: str | None = None  # why the gateway's own handling of it raised (plan, decode, rules)
     faults: int = 0
     fault_backoff_s: float = 0.0
+    # The error text last logged per request (plan entry index, so at most one per request of its
+    # plan), forgotten when that request answers: a request failing alike at every poll logs once.
+    logged_errors: dict[int, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -380,7 +380,7 @@ class BusOwner(DeviceStates):
                 continue
             device = self.devices[entry.device_id]
             if entry.index == 0:
-                self._failure(device, self.channel_error or "channel down", self.clock.wall(), probe=True)
+                self._failure(device, 0, self.channel_error or "channel down", self.clock.wall(), probe=True)
             self._reschedule(entry, now)
 
     def _reschedule(self, entry: _Entry, now: float) -> None:
@@ -414,14 +414,15 @@ class BusOwner(DeviceStates):
             return
         if error is None:
             self._success(device, ts)
+            self._answered(device, entry.index)
         elif isinstance(error, DeviceExceptionError):
             # The device answered: it is alive, but these points are unusable.
             self._success(device, ts)
-            self._note_error(device, error, ts)
+            self._note_error(device, entry.index, error, ts)
             bad = tuple(Sample(p, None, Quality.BAD) for p in entry.request.points)
             self.sink.submit(SampleBatch(device.id, ts, bad))
         else:
-            self._failure(device, str(error), ts, probe=entry.index == 0)
+            self._failure(device, entry.index, str(error), ts, probe=entry.index == 0)
             if health.online:  # these points are unknown now (once offline, mark_offline's STALE)
                 bad = tuple(Sample(p, None, Quality.BAD) for p in entry.request.points)
                 self.sink.submit(SampleBatch(device.id, ts, bad))

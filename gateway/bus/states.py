@@ -50,26 +50,47 @@ class DeviceStates:
             log.warning("device %s on bus %s is back online", device.id, self.bus.id)
             self.sink.event(device_event(device, OFFLINE, EventState.CLEARED, ts, "device answers again"))
 
-    def _note_error(self, device: DeviceConfig, err: GatewayError, ts: float) -> None:
+    def _answered(self, device: DeviceConfig, index: int) -> None:
+        """Request `index` of the device's plan answered: its next error is news again."""
+        self.health[device.id].logged_errors.pop(index, None)
+
+    @staticmethod
+    def _news(health: DeviceHealth, index: int, text: str) -> bool:
+        """Whether `text` is not what request `index` last logged since it last answered (and
+        remember it as logged). Per request: a device's requests refused with texts naming their
+        points alternated in one `last_error` and each logged at every poll, for ever."""
+        if health.logged_errors.get(index) == text:
+            return False
+        health.logged_errors[index] = text
+        return True
+
+    def _note_error(self, device: DeviceConfig, index: int, err: GatewayError, ts: float) -> None:
+        """Request `index` answered with an error (an exception reply): counted and shown every
+        time (errors, last_error), logged when it is news for that request."""
         health = self.health[device.id]
         health.errors += 1
         text = str(err)
-        if health.last_error != text:
+        if self._news(health, index, text):
             log.warning("bus %s: %s", self.bus.id, text)
         health.last_error = text
         health.last_error_ts = ts
 
-    def _failure(self, device: DeviceConfig, reason: str, ts: float, *, probe: bool) -> None:
-        """A failed transaction (`probe`: of the device's first request, the one an offline device
-        is probed with). The device goes offline after `offline_after` failures in a row with the
-        probe among them: a device that answers its probe would come back at once (it flapped
-        offline and online every backoff while it dropped only its other requests); those failures
-        count in its errors and their points go BAD (`_poll`)."""
+    def _failure(self, device: DeviceConfig, index: int, reason: str, ts: float, *, probe: bool) -> None:
+        """A failed transaction of request `index` (`probe`: the device's first request, the one an
+        offline device is probed with). The device goes offline after `offline_after` failures in a
+        row with the probe among them: a device that answers its probe would come back at once (it
+        flapped offline and online every backoff while it dropped only its other requests); those
+        failures count in its errors and their points go BAD (`_poll`).
+
+        "Not answering" is logged when the device goes from answering to not (its previous
+        transaction answered) with a reason that is news for this request: a request that fails
+        alike at every poll while the device answers its others logs once, not at every poll."""
         health = self.health[device.id]
         health.errors += 1
         health.consecutive_failures += 1
         health.probe_failed = health.probe_failed or probe
-        if health.consecutive_failures == 1 and health.online is not False:
+        was_answering = health.consecutive_failures == 1 and health.online is not False
+        if was_answering and self._news(health, index, reason):
             log.warning("device %s on bus %s not answering: %s", device.id, self.bus.id, reason)
         health.last_error = reason
         health.last_error_ts = ts
@@ -102,6 +123,7 @@ class DeviceStates:
         health.faulted = reason
         health.last_error = reason
         health.last_error_ts = self.clock.wall()
+        health.logged_errors.clear()  # keyed by the plan dropped here
         self._plans.pop(device.id, None)
         self._heap = [e for e in self._heap if e.device_id != device.id]
         heapq.heapify(self._heap)

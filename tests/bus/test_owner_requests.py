@@ -8,6 +8,7 @@ luck: each test waits for a condition (a number of reads, a state) with a genero
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Callable, Sequence
 
@@ -16,6 +17,7 @@ import pytest
 from citynerve.gateway.api import (
     BusConfig,
     DeviceConfig,
+    DeviceExceptionError,
     DeviceTimeoutError,
     Event,
     EventState,
@@ -204,6 +206,86 @@ async def test_a_dead_device_of_several_requests_goes_offline_after_offline_afte
     assert offline_events(out) == [EventState.RAISED, EventState.CLEARED]
     stale = [r.point for r in out.readings if r.quality is Quality.STALE]
     assert stale == ["p0", "p1", "p2"]
+
+
+def bus_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "citynerve.bus"]
+
+
+async def test_two_refused_requests_log_once_each_and_a_change_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A meter configured with a profile of more points than it has (a single-phase DL/T 645 meter
+    with the three-phase profile) refuses two requests at every poll: their texts name their points,
+    alternated in the one `last_error` and each logged at every poll (14,399 lines/h at 1 s polls,
+    into journald on the SD card). Each logs once; a changed error of a request logs, and so does
+    its error after it answered once. The counters and `last_error` still see every error."""
+    rounds = 0
+    code_p1 = 2
+
+    def answer(device: DeviceConfig, request: PollRequest) -> tuple[Sample, ...]:
+        nonlocal rounds
+        point = request.points[0]
+        if point == "p0":
+            rounds += 1
+            return (Sample("p0", 1),)
+        if point == "p1" and 20 < rounds <= 25:
+            return (Sample("p1", 2),)  # answers for a while
+        code = code_p1 if point == "p1" else 2
+        raise DeviceExceptionError(device.id, code, "no such data", request.points)
+
+    caplog.set_level(logging.INFO, logger="citynerve.bus")
+    owner, _, pipe, _ = setup({f"p{i}": PointConfig(name=f"p{i}") for i in range(3)}, answer)
+    await run_until(owner, lambda: rounds >= 10)
+    assert bus_lines(caplog) == [
+        "bus b1: device d1: error 0x02 (no such data) for p1",
+        "bus b1: device d1: error 0x02 (no such data) for p2",
+    ]
+    code_p1 = 4  # the same request, another error: news
+    await run_until(owner, lambda: rounds >= 35)
+    assert bus_lines(caplog)[2:] == [
+        "bus b1: device d1: error 0x04 (no such data) for p1",
+        "bus b1: device d1: error 0x04 (no such data) for p1",  # again after it answered (21..25)
+    ]
+    health = owner.health["d1"]
+    assert health.errors >= 2 * 35 - 5 - 4  # every refusal counted (rounds may stop mid-round)
+    assert health.last_error is not None and health.last_error.startswith("device d1: error 0x0")
+    assert health.online is True and pipe.latest("d1")["p2"].quality is Quality.BAD
+    assert set(health.logged_errors) <= {0, 1, 2}  # one per request of the plan at most
+
+
+async def test_a_request_that_times_out_at_every_poll_logs_not_answering_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The device answers its first request and never its second: 'not answering' was logged at
+    every poll (the first request's answer reset the failure count). Once; when the whole device
+    dies, at most one more 'not answering', one line when it goes offline and one when it is back."""
+    rounds = 0
+
+    def answer(device: DeviceConfig, request: PollRequest) -> tuple[Sample, ...]:
+        nonlocal rounds
+        if request.points == ("p0",):
+            rounds += 1
+            if 20 < rounds <= 24:  # the whole device dies for a while (p0 is its probe)
+                raise timeout(device, request)
+            return (Sample("p0", 1),)
+        raise timeout(device, request)
+
+    caplog.set_level(logging.INFO, logger="citynerve.bus")
+    owner, _, _, out = setup({"p0": PointConfig(name="p0"), "p1": PointConfig(name="p1")}, answer)
+    await run_until(owner, lambda: rounds >= 20)
+    assert bus_lines(caplog) == [
+        "device d1 on bus b1 not answering: device d1: no answer within 0.05 s reading p1",
+    ]
+    await run_until(owner, lambda: rounds >= 30 and owner.health["d1"].online is True)
+    later = [line.split(":")[0] for line in bus_lines(caplog)[1:]]
+    assert later[-2:] == [
+        "device d1 on bus b1 is offline after 3 failed polls",
+        "device d1 on bus b1 is back online",
+    ]
+    assert later[:-2] in ([], ["device d1 on bus b1 not answering"]), later  # p0 logs if p1 did not fail last
+    assert offline_events(out) == [EventState.RAISED, EventState.CLEARED]
+    assert owner.health["d1"].errors >= 20
 
 
 async def test_read_now_screens_plausibility_like_a_poll() -> None:

@@ -22,6 +22,7 @@ from citynerve.drivers.serialio import (
 )
 from citynerve.gateway.api import ChannelError, Event, EventState, SampleBatch
 from citynerve.gateway.bus import OFFLINE_KIND, BusOwner
+from citynerve.hil.sim.idle_close import IdleClosingProxy
 from citynerve.hil.sim.serial import SerialMeterBus, SimDlt645Meter
 from citynerve.hil.sim.serial._bus import _open_pty
 
@@ -170,9 +171,8 @@ async def test_unplug_and_replug_under_the_bus_owner(tmp_path: Path) -> None:
         assert driver.line.opens >= 2
 
 
-async def test_serial_to_ethernet_converter_socket_url() -> None:
-    """Transparent RS-485/Ethernet converters: `port = "socket://host:port"` works like a tty."""
-    meter = SimDlt645Meter("000000000161", values={0x00010000: 3.25})
+async def _start_converter(meter: SimDlt645Meter) -> asyncio.Server:
+    """A transparent RS-485/Ethernet converter with `meter` on its line, on a free local port."""
     parser = codec.StreamParser()
 
     async def converter(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -183,7 +183,12 @@ async def test_serial_to_ethernet_converter_socket_url() -> None:
                     writer.write(reply)
         writer.close()
 
-    server = await asyncio.start_server(converter, "127.0.0.1", 0)
+    return await asyncio.start_server(converter, "127.0.0.1", 0)
+
+
+async def test_serial_to_ethernet_converter_socket_url() -> None:
+    """Transparent RS-485/Ethernet converters: `port = "socket://host:port"` works like a tty."""
+    server = await _start_converter(SimDlt645Meter("000000000161", values={0x00010000: 3.25}))
     port = server.sockets[0].getsockname()[1]
     try:
         driver = Dlt645Driver(
@@ -192,6 +197,29 @@ async def test_serial_to_ethernet_converter_socket_url() -> None:
         device = driver.devices["em-0161"]
         assert (await driver.read(device, driver.plan(device)[0]))[0].value == 3.25
         await driver.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_converter_that_closes_idle_connections_is_read_at_every_poll() -> None:
+    """A converter's inactivity timeout shorter than the poll interval: the line finds its socket
+    closed and reopens it before the request (as after an unplugged adapter), so every read works.
+    DL/T 645 and CJ/T 188 share this line; Modbus has its own channel (tests/modbus)."""
+    server = await _start_converter(SimDlt645Meter("000000000161", values={0x00010000: 3.25}))
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with IdleClosingProxy(upstream=("127.0.0.1", port), idle_s=0.1) as proxy:
+            driver = Dlt645Driver(
+                bus_config(f"socket://{proxy.host}:{proxy.port}"),
+                [dlt_device(points={"e": {"di": "00010000"}})],
+            )
+            device = driver.devices["em-0161"]
+            for _ in range(3):
+                assert (await driver.read(device, driver.plan(device)[0]))[0].value == 3.25
+                await asyncio.sleep(0.3)
+            assert proxy.idle_closed == 3 and driver.line.opens == 3
+            await driver.close()
     finally:
         server.close()
         await server.wait_closed()
