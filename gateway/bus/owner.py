@@ -65,6 +65,10 @@ T = TypeVar("T")
 
 OFFLINE_KIND = "device_offline"
 PROGRESS_SLICE_S = 5.0  # an idle owner still shows progress this often (the service watchdog)
+FIRST_POLL_SPREAD_S = 30.0
+"""A device's first poll after start, reload or restart comes within min(shortest interval, this):
+start times are still spread (devices do not poll in lockstep) but a meter polled every 900 s is
+read within half a minute, not up to 15 minutes later (commissioning waits for first readings)."""
 
 
 class BusOwner(DeviceStates):
@@ -303,8 +307,8 @@ class BusOwner(DeviceStates):
             return
         if not plan:
             return
-        # Stagger start times across the shortest interval so devices do not poll in lockstep.
-        jitter = self._rng.uniform(0, min(r.interval_s for r in plan))
+        # Stagger start times so devices do not poll in lockstep, within FIRST_POLL_SPREAD_S.
+        jitter = self._rng.uniform(0, min(FIRST_POLL_SPREAD_S, *(r.interval_s for r in plan)))
         for index, request in enumerate(plan):
             self._push(now + jitter, device.id, index, request)
 

@@ -33,6 +33,7 @@ from citynerve.gateway.api import (
     Value,
 )
 from citynerve.gateway.bus import OFFLINE_KIND, BusNotRunningError, BusOwner
+from citynerve.gateway.bus.owner import FIRST_POLL_SPREAD_S
 
 LOC = Location(address_code="310106013001")
 
@@ -148,6 +149,21 @@ async def test_polls_every_device_on_schedule_one_at_a_time() -> None:
     assert all(7 <= n <= 11 for n in per_device.values()), per_device
     assert driver.max_in_flight == 1
     assert all(b.samples == (Sample("v", 42),) for b in sink.batches)
+
+
+def test_first_polls_of_slowly_polled_meters_come_within_half_a_minute_and_spread() -> None:
+    """CJ/T 188 meters polled every 900 s: their first poll was drawn over the whole interval (up to
+    15 minutes after every start, reload or `devices add`); now within FIRST_POLL_SPREAD_S, still
+    spread. A device polled faster keeps its own interval as the bound."""
+    bus = BusConfig(id="b1", protocol="scripted")
+    devices = [device(f"m{i}", interval=900.0) for i in range(40)] + [device("fast", interval=2.0)]
+    owner = BusOwner(bus, devices, ScriptedDriver(bus, devices), Collector([], [], []), rng=random.Random(7))
+    owner._schedule_all(1000.0)
+    due = {e.device_id: e.due - 1000.0 for e in owner._heap}
+    slow = [due[f"m{i}"] for i in range(40)]
+    assert max(slow) <= FIRST_POLL_SPREAD_S == 30.0
+    assert max(slow) - min(slow) > FIRST_POLL_SPREAD_S / 2  # spread, not in lockstep
+    assert 0 <= due["fast"] <= 2.0
 
 
 async def test_silent_device_goes_offline_once_and_does_not_starve_others() -> None:
