@@ -18,9 +18,10 @@ Public API::
         await panel.line("any text"); await panel.noise()
 
 - `SimDlt645Meter(address, version="2007"|"1997", fe_count=2, values={di: value}, extra={di: (DataItem,
-  value)}, split_dis=frozenset({di}))`: answers reads of every DI in its version's table with values that
-  move (energy grows with a swinging load), read-address (13), follow-ups (12) for `split_dis`, and an
-  error reply (D1/C1, "no such data") for unknown DIs.
+  value)}, split_dis=frozenset({di}), phases=3|1)`: answers reads of every DI in its version's table with
+  values that move (energy grows with a swinging load), read-address (13), follow-ups (12) for
+  `split_dis`, and an error reply (D1/C1, "no such data") for unknown DIs; with `phases=1` also for the
+  phase B and C DIs (2007 02xx0200/0300, 1997 B6x2/B6x3).
 - `SimCjt188Meter(address, meter_type=0x10, di_order=DiOrder.HIGH_FIRST, valve="open", battery_low=False,
   bad_time=False, status_map=STATUS_MAPS[...])`: 901F readings (flow grows while the valve is open; heat
   meters give heat, temperatures...), read address (03/810A), valve control (04/A017).

@@ -44,7 +44,7 @@ class SimDlt645Meter:
     extra: dict[int, tuple[DataItem, float | int | str]] = field(default_factory=dict)
     split_dis: frozenset[int] = frozenset()
     energy_kwh: float = 1234.56
-    phases: int = 3  # 1: a single-phase meter, which has no phase B and C data (an error reply)
+    phases: int = 3  # 1: a single-phase meter, which has no phase B and C data (an error reply), 2007 or 1997
     clock_offset_s: float = 0.0  # how far the meter's own clock is off (it keeps local time)
 
     def __post_init__(self) -> None:
@@ -93,6 +93,8 @@ class SimDlt645Meter:
             return self.extra[di]
         if self.phases == 1 and self.version == "2007" and di >> 24 == 0x02 and (di >> 8) & 0xFF in (2, 3):
             return None  # phase B / C voltage, current, power... (02 xx 02 00, 02 xx 03 00)
+        if self.phases == 1 and self.version == "1997" and di >> 12 == 0xB and di & 0xF in (2, 3):
+            return None  # phase B / C voltage, current, power (B6x2, B6x3)
         item = BUILTIN[self.version].get(di)
         return None if item is None else (item, self.value(item))
 

@@ -1,0 +1,78 @@
+"""`init --discover` and `report` on RS-485 meters played by the simulators on ptys: a three-phase
+DL/T 645-1997 meter gets the 1997 three-phase profile (its single-phase profile asks that phase B
+does not answer), a CJ/T 188 hot-water meter (T=11) the hot-water profile, and the hand-over report
+of the running gateway judges each device's evidence as discovery did (same checks, same score)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from citynerve.gateway.cli import main
+from citynerve.hil.sim.serial import SerialMeterBus, SimCjt188Meter, SimDlt645Meter
+
+IDENTITY = ("--gateway-id", "gw-1", "--city", "310100", "--district", "310106", "--street", "310106013")
+HOT = "00000000000011"
+EM_2007_1PH = "000000000161"
+EM_1997_3PH = "000000000197"
+EM_1997_1PH = "000000000198"
+
+
+def cli(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@dataclass
+class Site:
+    path: Path
+    init: dict[str, Any]  # what `init --discover --json` said
+
+
+@pytest.fixture
+async def site(short_dir: Path) -> AsyncIterator[Site]:
+    water = [SimCjt188Meter(HOT, meter_type=0x11)]
+    power = [
+        SimDlt645Meter(EM_2007_1PH, phases=1),
+        SimDlt645Meter(EM_1997_3PH, version="1997"),
+        SimDlt645Meter(EM_1997_1PH, version="1997", phases=1),
+    ]
+    async with (
+        SerialMeterBus(meters=water, baudrate=2400, wire_time=False) as w,
+        SerialMeterBus(meters=power, baudrate=2400, wire_time=False) as p,
+    ):
+        path = short_dir / "gateway.toml"
+        r = await asyncio.to_thread(
+            cli, "init", "-c", str(path), *IDENTITY, "--bus", f"water:cjt188:{w.port}",
+            "--bus", f"power:dlt645:{p.port}", "--discover", "--search-timeout", "0.3", "--yes", "--json",
+        )  # fmt: skip
+        assert r.exit_code == 0, r.output
+        yield Site(path, json.loads(r.output))
+
+
+def _assigned(site: Site) -> dict[str, str | None]:
+    return {str(d["found"]["address"]): d["profile"] for d in site.init["discovered"]}
+
+
+async def test_a_three_phase_1997_meter_gets_the_1997_three_phase_profile(site: Site) -> None:
+    assigned = _assigned(site)
+    assert (assigned[EM_1997_3PH], assigned[EM_1997_1PH], assigned[EM_2007_1PH]) == (
+        "dlt645-1997-three-phase",
+        "dlt645-1997-single-phase",
+        "dlt645-single-phase",
+    )
+    evidence = {str(d["found"]["address"]): d["evidence"] for d in site.init["discovered"]}
+    # The 1997 single-phase profile no longer fits a meter whose phase B answers (it scored 12 vs -20).
+    three = {v["profile"]: v for v in evidence[EM_1997_3PH]}
+    phase_b = [e for e in three["dlt645-1997-single-phase"]["evidence"] if "B612" in e["check"]]
+    assert [(e["passed"], e["found"]) for e in phase_b] == [(False, "data")]
+    assert 180 < three["dlt645-1997-three-phase"]["first_values"]["voltage_b"] < 260
+    one = {v["profile"]: v for v in evidence[EM_1997_1PH]}
+    phase_b = [e for e in one["dlt645-1997-single-phase"]["evidence"] if "B612" in e["check"]]
+    assert [(e["passed"], e["found"]) for e in phase_b] == [(True, "error")]
