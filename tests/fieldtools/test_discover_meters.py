@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from citynerve.gateway.cli import main
+from citynerve.gateway.config import load_config
 from citynerve.hil.sim.serial import SerialMeterBus, SimCjt188Meter, SimDlt645Meter
 
 IDENTITY = ("--gateway-id", "gw-1", "--city", "310100", "--district", "310106", "--street", "310106013")
@@ -76,3 +77,10 @@ async def test_a_three_phase_1997_meter_gets_the_1997_three_phase_profile(site: 
     one = {v["profile"]: v for v in evidence[EM_1997_1PH]}
     phase_b = [e for e in one["dlt645-1997-single-phase"]["evidence"] if "B612" in e["check"]]
     assert [(e["passed"], e["found"]) for e in phase_b] == [(True, "error")]
+
+
+async def test_a_hot_water_meter_gets_the_hot_water_profile(site: Site) -> None:
+    assert _assigned(site)[HOT] == "cjt188-water-hot"
+    hot = {d.id: d for d in load_config(site.path).devices}[f"meter-{HOT}"]
+    assert (hot.profile, getattr(hot, "meter_type", None)) == ("cjt188-water-hot", 0x11)
+    assert f"meter-{HOT}" in site.init["added"]
