@@ -23,7 +23,7 @@ from typing import Any
 from citynerve.gateway.api import ChannelError, Driver, GatewayError, PermanentError
 from citynerve.gateway.bus import linetest, probe
 from citynerve.gateway.config import GatewayConfig
-from citynerve.gateway.control import ControlError, GatewayNotRunningError, ask
+from citynerve.gateway.control import ControlError, GatewayNotRunningError, ask, typed_error
 from citynerve.gateway.logs import field
 
 __all__ = [
@@ -185,16 +185,25 @@ class DiagSession:
         return await _elsewhere_direct(self, action, params)
 
     async def run(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        """Run one action. Raises the driver's typed errors (direct) or ControlError (via gateway)."""
+        """Run one action. Raises the driver's typed errors (direct), or through the gateway the
+        device's DeviceExceptionError and ControlError for anything else."""
         if self.route is DiagRoute.GATEWAY:
-            result = await ask(
-                self.socket,
-                "diag",
-                timeout_s=self.timeout_s,
-                bus=self.bus.id,
-                action=action,
-                params=dict(params),
-            )
+            try:
+                result = await ask(
+                    self.socket,
+                    "diag",
+                    timeout_s=self.timeout_s,
+                    bus=self.bus.id,
+                    action=action,
+                    params=dict(params),
+                )
+            except ControlError as err:
+                # A device's error reply comes back typed, as on the direct route: identification
+                # (discovery and the report alike) counts it as evidence.
+                typed = typed_error(err)
+                if typed is err:
+                    raise
+                raise typed from err
             return dict(result or {})
         if self._driver is None:
             raise PermanentError("DiagSession.run called outside `async with`")

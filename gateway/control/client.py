@@ -67,7 +67,12 @@ async def ask(socket_path: Path, op: str, *, timeout_s: float = 30.0, **args: An
         raise ControlError("BadReply", f"the gateway's answer is not a JSON object: {err}") from None
     if not reply.get("ok"):
         error = reply.get("error") or {}
-        raise ControlError(str(error.get("type", "Error")), str(error.get("message", "failed")))
+        data = error.get("data")
+        raise ControlError(
+            str(error.get("type", "Error")),
+            str(error.get("message", "failed")),
+            data if isinstance(data, dict) else None,
+        )
     return reply.get("result")
 
 

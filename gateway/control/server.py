@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from citynerve.gateway.api import GatewayError
-from citynerve.gateway.control.protocol import MAX_LINE, encode
+from citynerve.gateway.control.protocol import MAX_LINE, encode, error_data
 from citynerve.gateway.payload import PayloadError, load_json
 
 log = logging.getLogger("citynerve.control")
@@ -153,7 +153,7 @@ class ControlServer:
         try:
             return {"ok": True, "result": await handler(request)}
         except GatewayError as err:
-            return _error(type(err).__name__, str(err))
+            return _error(type(err).__name__, str(err), error_data(err))
         except (KeyError, TypeError, ValueError) as err:
             return _error("BadRequest", f"bad arguments for {op}: {err}")
         except Exception as err:  # a bug in one handler must not take the gateway down
@@ -176,5 +176,8 @@ def peer_of(writer: asyncio.StreamWriter) -> str:
     return f"uid {uid} pid {pid} (control socket)"
 
 
-def _error(type_: str, message: str) -> dict[str, Any]:
-    return {"ok": False, "error": {"type": type_, "message": message}}
+def _error(type_: str, message: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"type": type_, "message": message}
+    if data:
+        error["data"] = data
+    return {"ok": False, "error": error}

@@ -19,6 +19,8 @@ from citynerve.gateway.cli import main
 from citynerve.gateway.config import load_config
 from citynerve.hil.sim.serial import SerialMeterBus, SimCjt188Meter, SimDlt645Meter
 
+from .conftest import run_gateway
+
 IDENTITY = ("--gateway-id", "gw-1", "--city", "310100", "--district", "310106", "--street", "310106013")
 HOT = "00000000000011"
 EM_2007_1PH = "000000000161"
@@ -84,3 +86,24 @@ async def test_a_hot_water_meter_gets_the_hot_water_profile(site: Site) -> None:
     hot = {d.id: d for d in load_config(site.path).devices}[f"meter-{HOT}"]
     assert (hot.profile, getattr(hot, "meter_type", None)) == ("cjt188-water-hot", 0x11)
     assert f"meter-{HOT}" in site.init["added"]
+
+
+async def test_the_report_of_the_running_gateway_judges_as_discovery_did(site: Site, short_dir: Path) -> None:
+    with site.path.open("a") as f:
+        f.write(f'\n[store]\npath = "{short_dir}/outbox.db"\n[control]\nsocket = "{short_dir}/gw.sock"\n')
+    by_id = {f"{'meter' if a == HOT else 'em'}-{a}": a for a in _assigned(site)}
+    init_scores = {
+        str(d["found"]["address"]): next(v["score"] for v in d["evidence"] if v["profile"] == d["profile"])
+        for d in site.init["discovered"]
+    }
+    async with run_gateway(load_config(site.path)):
+        r = await asyncio.to_thread(cli, "report", "-c", str(site.path), "--json")
+    report = json.loads(r.output)
+    assert report["running"] is True
+    for dev in report["devices"]:
+        assert [o for o in dev["open"] if o.startswith("check")] == [], dev
+        assert all(e["passed"] is True for e in dev["evidence"]), dev["evidence"]
+        assert dev["identified"] and dev["score"] == init_scores[by_id[dev["id"]]], dev
+    em = next(d for d in report["devices"] if d["id"] == f"em-{EM_2007_1PH}")
+    phase_b = next(e for e in em["evidence"] if "02010200" in e["check"])
+    assert (phase_b["passed"], phase_b["weight"], phase_b["found"]) == (True, 4, "error")
