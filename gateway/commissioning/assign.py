@@ -42,34 +42,44 @@ async def identify_found(
         try:
             async with DiagSession(config, bus_id) as session:
                 for f in items:
-                    out[key_of(f)] = await _verdicts(session, f, candidates)
+                    out[key_of(f)] = await judge(session.run, f.family, f.address, candidates, f.detail)
         except GatewayError:
             continue
     return out
 
 
-async def _verdicts(session: DiagSession, f: Found, candidates: Sequence[ProfileInfo]) -> list[idf.Verdict]:
+async def judge(
+    run: idf.Run,
+    family: str,
+    address: Any,
+    candidates: Sequence[ProfileInfo],
+    detail: Mapping[str, Any],
+) -> list[idf.Verdict]:
+    """Every candidate profile's verdict for one device: the one scoring of discovery and of the
+    hand-over report. `run` runs a diag action on the device's bus (DiagSession.run); `detail` is
+    what the device said when found (DL/T 645: the version asked; CJ/T 188: the read-address reply
+    with its meter type and DI order). A profile whose values cannot be used fails alone."""
     verdicts: list[idf.Verdict] = []
-    if f.family == "modbus":
-        unit = int(f.address)
+    if family == "modbus":
+        unit = int(address)
         info: dict[str, str] | None
         try:
-            info = (await session.run("identify", {"unit": unit})).get("objects") or {}
+            info = (await run("identify", {"unit": unit})).get("objects") or {}
         except GatewayError:
             info = None  # no FC 43 on this device: no evidence either way
         for p in candidates:
             try:
-                verdicts.append(await idf.modbus(session.run, unit, p, idf.spec_of(p.identify), info))
+                verdicts.append(await idf.modbus(run, unit, p, idf.spec_of(p.identify), info))
             except _PROFILE_FAULTS as err:
                 verdicts.append(idf.unusable(p.id, err))
-    elif f.family == "dlt645":
+    elif family == "dlt645":
         for p in candidates:
             try:
-                verdicts.append(
-                    await idf.dlt645(session.run, str(f.address), p, idf.spec_of(p.identify), f.detail)
-                )
+                verdicts.append(await idf.dlt645(run, str(address), p, idf.spec_of(p.identify), detail))
             except _PROFILE_FAULTS as err:
                 verdicts.append(idf.unusable(p.id, err))
+    elif family == "cjt188":
+        verdicts = [_cjt188(p, detail) for p in candidates]
     return verdicts
 
 
@@ -81,10 +91,7 @@ backstop): that profile fails, every other one is still judged."""
 def _offline_verdict(p: ProfileInfo, f: Found) -> idf.Verdict:
     """Families whose evidence came with the discovery reply itself."""
     if f.family == "cjt188":
-        try:
-            return idf.cjt188(p, f.detail)
-        except _PROFILE_FAULTS as err:
-            return idf.unusable(p.id, err)
+        return _cjt188(p, f.detail)
     v = idf.Verdict(p.id)
     values = f.detail.get("values") or {}
     if isinstance(values, dict) and values:
@@ -93,6 +100,13 @@ def _offline_verdict(p: ProfileInfo, f: Found) -> idf.Verdict:
         for name in sorted(values):
             v.add(f"sends {name}", name in names, repr(values[name]), yes=4, no=-2)
     return v
+
+
+def _cjt188(p: ProfileInfo, detail: Mapping[str, Any]) -> idf.Verdict:
+    try:
+        return idf.cjt188(p, detail)
+    except _PROFILE_FAULTS as err:
+        return idf.unusable(p.id, err)
 
 
 @dataclass(frozen=True, slots=True)

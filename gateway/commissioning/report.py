@@ -16,6 +16,7 @@ from typing import Any
 
 from citynerve.gateway.api import GatewayError
 from citynerve.gateway.commissioning import identify as idf
+from citynerve.gateway.commissioning.assign import judge
 from citynerve.gateway.commissioning.profiles import ProfileInfo, available_profiles
 from citynerve.gateway.config import GatewayConfig
 from citynerve.gateway.control import ask
@@ -30,26 +31,21 @@ async def _status(cfg: GatewayConfig) -> dict[str, Any] | None:
 
 
 async def _verdict(session: DiagSession, device: Any, profile: ProfileInfo) -> idf.Verdict:
-    spec = idf.spec_of(profile.identify)
-    if profile.family == "modbus":
-        try:
-            info: dict[str, str] | None = (await session.run("identify", {"unit": int(device.address)})).get(
-                "objects"
-            ) or {}
-        except GatewayError:
-            info = None
-        return await idf.modbus(session.run, int(device.address), profile, spec, info)
+    """The device against its profile, scored as discovery scores it (assign.judge), from what the
+    device says now (DL/T 645: its version, asked; CJ/T 188: its read-address reply)."""
+    detail: dict[str, Any] = {}
     if profile.family == "dlt645":
-        asked = await session.run("identify", {"address": str(device.address)})
-        return await idf.dlt645(session.run, str(device.address), profile, spec, asked)
-    if profile.family == "cjt188":
-        answer = await session.run("probe", {"pattern": str(device.address)})
-        if answer.get("outcome") != "one":
+        detail = await session.run("identify", {"address": str(device.address)})
+    elif profile.family == "cjt188":
+        detail = await session.run("probe", {"pattern": str(device.address)})
+        if detail.get("outcome") != "one":
             v = idf.Verdict(profile.id)
-            v.add("answers read-address at its own address", False, str(answer.get("outcome")), yes=0, no=-6)
+            v.add("answers read-address at its own address", False, str(detail.get("outcome")), yes=0, no=-6)
             return v
-        return idf.cjt188(profile, answer)
-    return idf.Verdict(profile.id)  # listening devices (BLE, panels): their values are the evidence
+    elif profile.family != "modbus":
+        return idf.Verdict(profile.id)  # listening devices (BLE, panels): their values are the evidence
+    [verdict] = await judge(session.run, profile.family, device.address, [profile], detail)
+    return verdict
 
 
 async def build_report(cfg: GatewayConfig) -> dict[str, Any]:
