@@ -14,6 +14,7 @@ from citynerve.gateway.cli._common import (
     EXIT_INVALID,
     config_option,
     console,
+    err_console,
     esc,
     fail,
     json_option,
@@ -82,7 +83,9 @@ def packs(as_json: bool) -> None:
 @json_option
 def check(file: Path, as_json: bool) -> None:
     """Validate FILE: a rule pack (top-level id, description, source, [[rules]]) or a TOML file with a
-    [rules] table as in the gateway config. Exits 2 and lists every problem with its key path."""
+    [rules] table as in the gateway config. Exits 2 and lists every problem with its key path. For a
+    gateway config, also warns of a pack that selects no device, or only devices of none of the
+    classes it is written for (it raises nothing for them)."""
     from citynerve.gateway.config.tomlfile import read_toml
     from citynerve.gateway.rules import RulesConfig
 
@@ -114,10 +117,26 @@ def check(file: Path, as_json: bool) -> None:
                 console.print(f"  {prefix}{i['path']}: {i['message']}", highlight=False, markup=False)
         sys.exit(EXIT_INVALID)
     ids = [r.id for r in cfg.all_rules()]
+    warnings = _coverage(file) if "devices" in data else []
     if as_json:
-        print_json({"valid": True, "file": str(file), "what": what, "rules": ids})
+        print_json({"valid": True, "file": str(file), "what": what, "rules": ids, "warnings": warnings})
         return
+    for warning in warnings:
+        err_console.print(warning, style="yellow", highlight=False, markup=False, soft_wrap=True)
     console.print(f"[green]valid[/]: {esc(what)}, {len(ids)} rules", highlight=False)
+
+
+def _coverage(file: Path) -> list[str]:
+    """For a gateway config: the packs that select no device, or none of a class they are written
+    for (rules/coverage.py), judged against its devices as `config check` loads them."""
+    from citynerve.gateway.config import load_config
+
+    try:
+        cfg = load_config(file, allow_insecure_secrets=True)  # the rules are judged here, not the files
+    except ConfigError:
+        why = "the devices do not load (run `citynerve config check`): packs not checked against them"
+        return [f"{file}: {why}"]
+    return [str(w) for w in cfg.warnings if w.path.split(".")[0].split("[")[0] == "rules"]
 
 
 SHOWN_SKIPPED = 50  # names of unknown devices / points listed in a replay's report
