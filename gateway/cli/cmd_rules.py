@@ -97,6 +97,8 @@ def check(file: Path, as_json: bool) -> None:
         fail(f"{file}: cannot read TOML: {err.issues[0].message}", EXIT_INVALID)
     if "rules" in data and isinstance(data["rules"], dict):
         table, what = data["rules"], "[rules] table"
+    elif "gateway" in data:  # a gateway config: say what having no [rules] means
+        fail(f"{file}: no [rules] table: no alarms will be raised (docs/installer-guide.md)", EXIT_INVALID)
     elif "id" in data:
         table, what = {"packs": [{"name": file.stem, "path": str(file)}]}, f"rule pack {data['id']}"
     else:
