@@ -32,7 +32,8 @@ def rules() -> None:
 @rules.command("packs")
 @json_option
 def packs(as_json: bool) -> None:
-    """List the shipped rule packs (config/rules/) with their rules, parameters and sources."""
+    """List the shipped rule packs (config/rules/) with their device classes, rules, parameters,
+    what must be set per household first (where a pack needs it) and sources."""
     from citynerve.gateway.rules import PACKS_DIR, RulesConfig, load_pack
 
     out: list[dict[str, Any]] = []
@@ -47,6 +48,8 @@ def packs(as_json: bool) -> None:
                 "id": pack.id,
                 "description": pack.description,
                 "source": " ".join(pack.source.split()),
+                "classes": list(pack.classes),
+                "per_household": pack.per_household,
                 "params": pack.params,
                 "rules": [
                     {
@@ -75,6 +78,16 @@ def packs(as_json: bool) -> None:
                 *(esc(r[k]) for k in ("id", "kind", "event", "severity", "point")), f"{r['hold_s']:g}"
             )
         console.print(table)
+        console.print(f"  device classes: {', '.join(p['classes']) or 'any'}", highlight=False, markup=False)
+        params = ", ".join(f"{k} = {v}" for k, v in p["params"].items())
+        console.print(f"  parameters: {params or 'none'}", highlight=False, soft_wrap=True, markup=False)
+        if p["per_household"]:
+            console.print(
+                f"  set per household first: {p['per_household']}",
+                highlight=False,
+                soft_wrap=True,
+                markup=False,
+            )
         console.print(f"  source: {p['source']}", highlight=False, soft_wrap=True, markup=False)
 
 

@@ -120,3 +120,14 @@ def test_init_help_gives_the_stop_bits_of_a_bus_spec() -> None:
     # The guide's bus specs end in :STOPBITS (`parse_bus_spec` takes it); the help left it out.
     r = cli("init", "--help")
     assert "ID:PROTOCOL:PORT[:BAUD[:PARITY[:STOPBITS]]]" in " ".join(r.output.split())
+
+
+def test_diag_rules_packs_shows_classes_and_what_to_set_per_household() -> None:
+    # The guide's "turn on the alarms" step sends the installer here to match packs to classes.
+    r = cli("diag", "rules", "packs", "--json")
+    packs = {p["id"]: p for p in json.loads(r.output)["packs"]}
+    assert packs["smoke-fire"]["classes"] == ["smoke-detector", "fire-panel"]
+    assert packs["smoke-fire"]["per_household"] == ""
+    assert "no-use" in packs["elderly-water"]["per_household"]
+    text = " ".join(cli("diag", "rules", "packs").output.split())
+    assert "device classes: water-meter" in text and "set per household first: each resident's meter" in text
