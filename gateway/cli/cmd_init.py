@@ -349,6 +349,7 @@ def init(
         "discovered": [],
         "added": [],
         "problems": [],
+        "rules": [],  # the rule packs written for the devices added: on, or commented out
     }
     if not as_json:
         console.print(f"[green]wrote[/] {esc(config_path)} ({len(answers.buses)} buses)", highlight=False)
@@ -442,7 +443,8 @@ def _turn_on_alarms(config_path: Path) -> list[dict[str, Any]]:
         if cfg.rules is not None:
             return []
         packs = [load_pack(f) for f in sorted(PACKS_DIR.glob("*.toml"))]
-        devices = [(d.id, d.profile, cfg.profiles[d.profile].device_class) for d in cfg.devices]
+        classes = {pid: prof.device_class for pid, prof in cfg.profiles.items()}
+        devices = [(d.id, d.profile, classes.get(d.profile, "")) for d in cfg.devices]
         choices = fitting_packs(devices, packs)
         block = rules_text(choices)
         if not block:

@@ -131,3 +131,14 @@ def test_diag_rules_packs_shows_classes_and_what_to_set_per_household() -> None:
     assert "no-use" in packs["elderly-water"]["per_household"]
     text = " ".join(cli("diag", "rules", "packs").output.split())
     assert "device classes: water-meter" in text and "set per household first: each resident's meter" in text
+
+
+async def test_init_that_adds_no_device_writes_no_rules(short_dir: Path, building: ModbusBuilding) -> None:
+    host, port = building.endpoint
+    path = short_dir / "gw.toml"
+    r = await acli(
+        "init", "-c", str(path), *IDENTITY, "--bus", f"tcp-1:modbus_tcp:{host}:{port}",
+        "--discover", "--from", "200", "--to", "201", "--yes", "--json",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["rules"] == [] and "[rules]" not in path.read_text()
