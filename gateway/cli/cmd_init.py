@@ -39,7 +39,14 @@ from citynerve.gateway.commissioning import (
     write_atomically,
 )
 from citynerve.gateway.commissioning.configfile import ConfigEditError, cannot_write, validate_text
-from citynerve.gateway.commissioning.initconfig import HEADER, InitAnswers, default_paths, initial_config
+from citynerve.gateway.commissioning.initconfig import (
+    HEADER,
+    InitAnswers,
+    default_paths,
+    fitting_packs,
+    initial_config,
+    rules_text,
+)
 from citynerve.gateway.commissioning.meter_search import DIGITS, SearchProgress, estimate_s
 from citynerve.gateway.config import GatewayConfig
 
@@ -81,7 +88,8 @@ def _gather(
     specs = list(buses)
     if not specs and interactive:
         err_console.print(
-            "buses as ID:PROTOCOL:PORT[:BAUD[:PARITY]], e.g. rs485-1:modbus_rtu:/dev/ttyUSB0:9600:N"
+            "buses as ID:PROTOCOL:PORT[:BAUD[:PARITY[:STOPBITS]]], "
+            "e.g. rs485-1:modbus_rtu:/dev/ttyUSB0:9600:N:1"
         )
         while spec := click.prompt("bus (empty when done)", default="", err=True, show_default=False):
             try:
@@ -242,7 +250,8 @@ def _choose(
     "--bus",
     "buses",
     multiple=True,
-    help="Bus spec ID:PROTOCOL:PORT[:BAUD[:PARITY]] (or ID:PROTOCOL:HOST[:PORT]).",
+    help="Bus spec ID:PROTOCOL:PORT[:BAUD[:PARITY[:STOPBITS]]] for serial lines "
+    "(or ID:PROTOCOL:HOST[:PORT], ID:bthome[:ADAPTER]).",
 )
 @click.option("--profile-dir", "profile_dirs", multiple=True, help="Extra folder of device profiles.")
 @click.option("--store", "store_path", help="Outbox file (default: /var/lib/citynerve/outbox.db for /etc).")
@@ -302,7 +311,9 @@ def init(
     as_json: bool,
 ) -> None:
     """Write a new gateway config: identity, org codes, uplink, buses; then (--discover) find the
-    devices on the buses and add the ones accepted, with fitting profiles.
+    devices on the buses and add the ones accepted, with fitting profiles, and turn their alarms on:
+    a [rules] table with the shipped rule pack of each device class added (packs that need a
+    household's settings first, such as elderly-water, are written commented out, saying what to set).
 
     Interactive on a terminal; for scripted installs give everything as flags, e.g.
     `citynerve init -c gw.toml --gateway-id gw-1 --city 310100 --district 310106 --street 310106013
@@ -338,6 +349,7 @@ def init(
         "discovered": [],
         "added": [],
         "problems": [],
+        "rules": [],  # the rule packs written for the devices added: on, or commented out
     }
     if not as_json:
         console.print(f"[green]wrote[/] {esc(config_path)} ({len(answers.buses)} buses)", highlight=False)
@@ -380,6 +392,7 @@ def init(
             except ConfigEditError as err:
                 fail(str(err))
             summary["added"] = [p.entry["id"] for p in chosen if p.entry]
+            summary["rules"] = _turn_on_alarms(config_path)
     if as_json:
         print_json(summary)
     else:
@@ -387,6 +400,21 @@ def init(
             console.print(
                 f"[green]added[/] {len(summary['added'])} devices: {esc(', '.join(summary['added']))}"
             )
+        for item in summary.get("rules", []):
+            if item["on"]:
+                console.print(
+                    f"[green]alarms on[/]: rule pack {esc(item['pack'])} "
+                    f"for {esc(', '.join(item['devices']))}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+            else:
+                console.print(
+                    f"[yellow]alarms off[/]: rule pack {esc(item['pack'])} is written commented out: "
+                    f"set first {esc(item['per_household'])}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
         for item in summary.get("left_out", []):
             console.print(
                 f"[yellow]left out[/] {esc(item['bus'])} {esc(item['address'])}: {esc(item['reason'])}; "
@@ -402,6 +430,38 @@ def init(
         )
     if discover and summary["problems"] and not summary["discovered"]:
         raise SystemExit(EXIT_FAILED)
+
+
+def _turn_on_alarms(config_path: Path) -> list[dict[str, Any]]:
+    """Append `[rules]` with the shipped packs that fit the added devices' classes (initconfig.py):
+    a gateway with a smoke detector and no pack raises no alarm. Checked like every edit first."""
+    from citynerve.gateway.rules.packs import PACKS_DIR, load_pack
+
+    text = config_path.read_text(encoding="utf-8")
+    try:
+        cfg = validate_text(config_path, text)
+        if cfg.rules is not None:
+            return []
+        packs = [load_pack(f) for f in sorted(PACKS_DIR.glob("*.toml"))]
+        classes = {pid: prof.device_class for pid, prof in cfg.profiles.items()}
+        devices = [(d.id, d.profile, classes.get(d.profile, "")) for d in cfg.devices]
+        choices = fitting_packs(devices, packs)
+        block = rules_text(choices)
+        if not block:
+            return []
+        new = text.rstrip("\n") + "\n" + block
+        validate_text(config_path, new)
+        mode = config_path.stat().st_mode & 0o777
+        write_atomically(config_path, new, backup=False, mode=mode)
+    except ConfigError as err:
+        print_config_issues(err)
+        sys.exit(EXIT_INVALID)
+    except OSError as err:
+        fail(str(cannot_write(config_path, err)))
+    return [
+        {"pack": c.pack, "on": c.on, "devices": list(c.devices), "per_household": c.per_household}
+        for c in choices
+    ]
 
 
 def _show_proposals(proposals: list[Proposal], problems: list[Any]) -> None:

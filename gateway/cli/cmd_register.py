@@ -55,7 +55,9 @@ def _classes(config_path: Path) -> tuple[dict[str, str], dict[str, AddressKey]]:
 def import_register(config_path: Path, register: Path, dry_run: bool, as_json: bool) -> None:
     """Take the building's device register (REGISTER: .csv or .xlsx with columns address / meter
     number, building, floor, room, type, component_code, name) into the commissioned devices: each
-    row's place, component code and name go into the device with that address. Rows that match no
+    row's place, component code and name go into the device with that address. A `bus` column (the
+    bus id) is needed where two buses have a device with the same address (without it such a row
+    matches neither: "several buses have it: add a bus column"). Rows that match no
     device on the bus, types that are not the device's class, and devices the register does not list
     are reported; so are rows whose values the config check refuses (a 15-digit component code):
     those are not taken. Exit 1 when there are any (the matching rows are still taken)."""

@@ -14,6 +14,7 @@ from citynerve.gateway.cli._common import (
     EXIT_INVALID,
     config_option,
     console,
+    err_console,
     esc,
     fail,
     json_option,
@@ -31,7 +32,8 @@ def rules() -> None:
 @rules.command("packs")
 @json_option
 def packs(as_json: bool) -> None:
-    """List the shipped rule packs (config/rules/) with their rules, parameters and sources."""
+    """List the shipped rule packs (config/rules/) with their device classes, rules, parameters,
+    what must be set per household first (where a pack needs it) and sources."""
     from citynerve.gateway.rules import PACKS_DIR, RulesConfig, load_pack
 
     out: list[dict[str, Any]] = []
@@ -46,6 +48,8 @@ def packs(as_json: bool) -> None:
                 "id": pack.id,
                 "description": pack.description,
                 "source": " ".join(pack.source.split()),
+                "classes": list(pack.classes),
+                "per_household": pack.per_household,
                 "params": pack.params,
                 "rules": [
                     {
@@ -74,6 +78,16 @@ def packs(as_json: bool) -> None:
                 *(esc(r[k]) for k in ("id", "kind", "event", "severity", "point")), f"{r['hold_s']:g}"
             )
         console.print(table)
+        console.print(f"  device classes: {', '.join(p['classes']) or 'any'}", highlight=False, markup=False)
+        params = ", ".join(f"{k} = {v}" for k, v in p["params"].items())
+        console.print(f"  parameters: {params or 'none'}", highlight=False, soft_wrap=True, markup=False)
+        if p["per_household"]:
+            console.print(
+                f"  set per household first: {p['per_household']}",
+                highlight=False,
+                soft_wrap=True,
+                markup=False,
+            )
         console.print(f"  source: {p['source']}", highlight=False, soft_wrap=True, markup=False)
 
 
@@ -82,7 +96,9 @@ def packs(as_json: bool) -> None:
 @json_option
 def check(file: Path, as_json: bool) -> None:
     """Validate FILE: a rule pack (top-level id, description, source, [[rules]]) or a TOML file with a
-    [rules] table as in the gateway config. Exits 2 and lists every problem with its key path."""
+    [rules] table as in the gateway config. Exits 2 and lists every problem with its key path. For a
+    gateway config, also warns of a pack that selects no device, or only devices of none of the
+    classes it is written for (it raises nothing for them)."""
     from citynerve.gateway.config.tomlfile import read_toml
     from citynerve.gateway.rules import RulesConfig
 
@@ -94,6 +110,8 @@ def check(file: Path, as_json: bool) -> None:
         fail(f"{file}: cannot read TOML: {err.issues[0].message}", EXIT_INVALID)
     if "rules" in data and isinstance(data["rules"], dict):
         table, what = data["rules"], "[rules] table"
+    elif "gateway" in data:  # a gateway config: say what having no [rules] means
+        fail(f"{file}: no [rules] table: no alarms will be raised (docs/installer-guide.md)", EXIT_INVALID)
     elif "id" in data:
         table, what = {"packs": [{"name": file.stem, "path": str(file)}]}, f"rule pack {data['id']}"
     else:
@@ -114,10 +132,26 @@ def check(file: Path, as_json: bool) -> None:
                 console.print(f"  {prefix}{i['path']}: {i['message']}", highlight=False, markup=False)
         sys.exit(EXIT_INVALID)
     ids = [r.id for r in cfg.all_rules()]
+    warnings = _coverage(file) if "devices" in data else []
     if as_json:
-        print_json({"valid": True, "file": str(file), "what": what, "rules": ids})
+        print_json({"valid": True, "file": str(file), "what": what, "rules": ids, "warnings": warnings})
         return
+    for warning in warnings:
+        err_console.print(warning, style="yellow", highlight=False, markup=False, soft_wrap=True)
     console.print(f"[green]valid[/]: {esc(what)}, {len(ids)} rules", highlight=False)
+
+
+def _coverage(file: Path) -> list[str]:
+    """For a gateway config: the packs that select no device, or none of a class they are written
+    for (rules/coverage.py), judged against its devices as `config check` loads them."""
+    from citynerve.gateway.config import load_config
+
+    try:
+        cfg = load_config(file, allow_insecure_secrets=True)  # the rules are judged here, not the files
+    except ConfigError:
+        why = "the devices do not load (run `citynerve config check`): packs not checked against them"
+        return [f"{file}: {why}"]
+    return [str(w) for w in cfg.warnings if w.path.split(".")[0].split("[")[0] == "rules"]
 
 
 SHOWN_SKIPPED = 50  # names of unknown devices / points listed in a replay's report

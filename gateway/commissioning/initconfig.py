@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from citynerve.gateway.rules.packs import RulePack
 
 SYSTEM_CONFIG_DIR = Path("/etc/citynerve")
 SYSTEM_STORE = "/var/lib/citynerve/outbox.db"
@@ -65,3 +71,65 @@ def initial_config(answers: InitAnswers) -> dict[str, Any]:
     if answers.buses:
         data["buses"] = list(answers.buses)
     return data
+
+
+@dataclass(frozen=True, slots=True)
+class PackChoice:
+    """A shipped rule pack that fits devices `init` added: on, or written commented out until the
+    installer has set what `per_household` says."""
+
+    pack: str
+    profiles: tuple[str, ...]  # the added devices' profiles of the pack's classes
+    devices: tuple[str, ...]  # the added devices of those profiles
+    per_household: str = ""  # non-empty: written commented out, with this line
+
+    @property
+    def on(self) -> bool:
+        return not self.per_household
+
+
+def fitting_packs(devices: Sequence[tuple[str, str, str]], packs: Sequence[RulePack]) -> list[PackChoice]:
+    """The packs written for the classes of `devices` (id, profile, device_class), in pack order."""
+    out: list[PackChoice] = []
+    for pack in packs:
+        mine = [(d, p) for d, p, cls in devices if cls and cls in pack.classes]
+        if mine:
+            profiles = tuple(dict.fromkeys(p for _, p in mine))
+            out.append(PackChoice(pack.id, profiles, tuple(d for d, _ in mine), pack.per_household))
+    return out
+
+
+def rules_text(choices: Sequence[PackChoice]) -> str:
+    """The `[rules]` table for the chosen packs, as TOML text to append to the config: packs that
+    need nothing per household are on, selecting the devices' profiles (a device of the same
+    profile added later is covered too); the others are commented out with what to set."""
+    if not choices:
+        return ""
+    lines = [
+        "",
+        "# Alarms: the shipped rule packs for the device classes `init` found (docs/rules.md).",
+        "# Check with `citynerve diag rules check <this file>`; without [rules] no alarm is raised.",
+        "[rules]",
+    ]
+    for c in choices:
+        lines.append("")
+        if c.on:
+            lines += [
+                "[[rules.packs]]",
+                f"name = {_quoted(c.pack)}",
+                f"select = {{ profiles = [{', '.join(_quoted(p) for p in c.profiles)}] }}",
+            ]
+        else:
+            why = f"{c.pack}: off until set per household: {c.per_household}. Then remove the leading '# ' "
+            why += "of the lines below (select only the devices it is for):"
+            lines += [f"# {line}" for line in textwrap.wrap(why, 98)]
+            lines += [
+                "# [[rules.packs]]",
+                f"# name = {_quoted(c.pack)}",
+                f"# select = {{ devices = [{', '.join(_quoted(d) for d in c.devices)}] }}",
+            ]
+    return "\n".join(lines) + "\n"
+
+
+def _quoted(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)  # a TOML basic string: ids and profile ids are plain names

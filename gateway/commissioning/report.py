@@ -80,6 +80,10 @@ async def build_report(cfg: GatewayConfig) -> dict[str, Any]:
             )
     for dev in devices:
         open_items += [f"{dev['id']}: {item}" for item in dev["open"]]
+    # No alarms at all, or a pack that reaches none of the devices it was meant for (rules/coverage.py).
+    open_items += [
+        f"{w.path}: {w.message.removeprefix('warning: ')}" for w in cfg.warnings if w.path.startswith("rules")
+    ]
     return {
         "gateway": {"id": cfg.gateway.id, "name": cfg.gateway.name, "config": str(cfg.source)},
         "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),

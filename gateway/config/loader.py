@@ -214,12 +214,17 @@ class _Loader:
         if managed.is_dir():  # profiles the platform sent are checked even when no device uses them
             for f in sorted(managed.glob("*.toml")):
                 self._profile(f.stem, f"profiles.{f.stem}")
+        classes = {pid: prof.device_class for pid, prof in self.profiles.items()}
         if rules is not None:
             from citynerve.gateway.rules import check_rules
 
-            classes = {pid: prof.device_class for pid, prof in self.profiles.items()}
             found = check_rules(rules, devices, self.file, classes)
             self.issues.extend(i for i in found if i not in self.issues)
+        if devices and ("rules" not in raw or rules is not None):
+            # Allowed, but nobody is warned of a fire: a gateway with devices and no alarms says so.
+            from citynerve.gateway.rules.coverage import coverage_warnings
+
+            self.warnings.extend(coverage_warnings(rules, devices, classes, self.file))
         if self.issues:
             raise ConfigError(with_subjects(self.issues, raw, self.file))
         assert identity is not None and control is not None and log is not None

@@ -32,6 +32,7 @@ class RulePack:
     params: dict[str, Any]
     rules: list[dict[str, Any]]
     classes: tuple[str, ...] = ()  # the device classes (profiles' `device_class`) the pack is written for
+    per_household: str = ""  # what the installer sets per household first: `init` leaves it off
 
     def rule_classes(self, rule: Mapping[str, Any]) -> tuple[str, ...]:
         """The device classes one of the pack's rules is for (`for_classes`, else the pack's)."""
@@ -104,7 +105,9 @@ def load_pack(path: Path) -> RulePack:
             raise ValueError(
                 f"rule pack {path}: rule {r['id']}: for_classes {sorted(unknown)} not in `classes`"
             )
-    return RulePack(header.id, header.description, header.source, params, rules, header.classes)
+    return RulePack(
+        header.id, header.description, header.source, params, rules, header.classes, header.per_household
+    )
 
 
 class _PackHeader(_Model):
@@ -112,6 +115,11 @@ class _PackHeader(_Model):
     description: str = Field(min_length=1)
     source: str = Field(min_length=1, description="where the rules come from")
     classes: tuple[str, ...] = Field(default=(), description="device classes the pack is written for")
+    per_household: str = Field(
+        default="",
+        description="what must be set per household or resident before the pack is on "
+        "(`citynerve init` writes such a pack commented out, with this line)",
+    )
 
 
 # Keys of a pack's rule table that describe how the pack fits profiles, not the rule itself:
