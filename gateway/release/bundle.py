@@ -14,6 +14,8 @@ A bundle is `citynerve-<version>-<arch>.tar.gz` holding one folder `citynerve-<v
 
 Verification: the signature against a trusted public key (never the one inside the bundle), then
 every file's SHA-256 against the manifest; a file that is missing, extra or changed refuses the bundle.
+install.py also refuses a bundle whose gateway wheel trusts another release key than the one it was
+verified with (the installed gateway checks its updates against that packaged key).
 
 Install: a venv `releases/<version>` gets the wheels with `pip install --no-index`; it is a release
 only once its info file (written last, fsynced) is there. A power cut leaves either an incomplete
@@ -33,6 +35,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +48,8 @@ MAX_MANIFEST_BYTES = 1 << 20
 MAX_MEMBERS = 2000
 MAX_BUNDLE_BYTES = 1 << 31  # unpacked
 RELEASE_INFO = "citynerve-release.json"  # written into each installed release's folder
+# Where the gateway's wheel carries the release key it trusts (`citynerve update key` prints it).
+WHEEL_RELEASE_KEY = "citynerve/config/release-key.pem"
 VERSION_RE = re.compile(r"^[0-9][0-9A-Za-z.+-]{0,63}$")
 ARCHES = ("x86_64", "aarch64", "armv7l")
 
@@ -252,6 +257,37 @@ def verify(folder: Path, public_key_pem: bytes) -> Manifest:
     return manifest
 
 
+def packaged_release_key(folder: Path, manifest: Manifest) -> bytes:
+    """The release key the gateway in a verified bundle trusts: the one later updates of the
+    installed gateway are checked against (package data in its wheel)."""
+    wheels = sorted((folder / "wheels").glob(f"citynerve-{manifest.version}-*.whl"))
+    if not wheels:
+        raise BundleError(str(folder), f"no citynerve {manifest.version} wheel in wheels/")
+    try:
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            return wheel.read(WHEEL_RELEASE_KEY)
+    except (OSError, KeyError, zipfile.BadZipFile) as err:
+        raise BundleError(f"{folder}/wheels/{wheels[0].name}", f"no {WHEEL_RELEASE_KEY}: {err}") from None
+
+
+def same_key(a: bytes, b: bytes) -> bool:
+    """Two PEM public keys are the same key (line endings and blank lines aside)."""
+    return a.split() == b.split()
+
+
+def check_trusted_key(folder: Path, manifest: Manifest, key: bytes) -> None:
+    """Refuse a bundle whose gateway trusts another release key than `key`, the key the installer
+    verified it with: the installed gateway would refuse every update signed like this bundle."""
+    if not same_key(packaged_release_key(folder, manifest), key):
+        raise BundleError(
+            "release key",
+            "the gateway in this bundle trusts another release key than the one it was verified with, so "
+            "it would refuse every later update signed with that key (`citynerve update key` prints "
+            "the one it trusts); the bundle was built with a key whose public half is not the source's "
+            "config/release-key.pem: rebuild it (hil/tools/bundle.py refuses that now)",
+        )
+
+
 def fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
@@ -355,12 +391,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         manifest = verify(here, key)
+        check_trusted_key(here, manifest, key)
         release = install_release(
             here, manifest, root, extras=("sim",) if args.sim else (), python=args.python
         )
     except BundleError as err:
         print(f"refused: {err}", file=sys.stderr)
-        return 2 if err.where == "public key" else 1
+        return 2 if err.where in ("public key", "release key") else 1
     # Each link is made when it is missing, on its own: running the installer again mends a first
     # install that was interrupted after `current` (no known-good, no bin/citynerve).
     first = not (root / "current").exists()

@@ -1,6 +1,7 @@
 """The offline installer (`python3 install.py` in an unpacked bundle), run as on site: a --key it
-cannot read or that is not a PEM public key is one line, exit 2, nothing installed; running it again
-mends a first install that was interrupted after `current` was made."""
+cannot read or that is not a PEM public key is one line, exit 2, nothing installed; so is a bundle
+whose gateway trusts another release key than --key; running it again mends a first install that
+was interrupted after `current` was made."""
 
 from __future__ import annotations
 
@@ -64,3 +65,17 @@ def test_running_it_again_mends_an_interrupted_first_install(tmp_path: Path, rel
     assert os.readlink(root / "current") == "releases/9.9.9"
     assert os.readlink(root / "known-good") == "releases/9.9.9"
     assert os.readlink(root / "bin" / "citynerve") == "../current/bin/citynerve"
+
+
+def test_a_bundle_whose_gateway_trusts_another_key_is_refused(
+    tmp_path: Path, release_key: ReleaseKey
+) -> None:
+    # Signed with the key given to install.py, but the gateway inside checks updates against another
+    # one (`citynerve update key`): installing it would leave a gateway that refuses its updates.
+    other = ReleaseKey(tmp_path)
+    folder = make_bundle(tmp_path / "usb stick", release_key, trusted=other)
+    root = tmp_path / "opt"
+    proc = install_py(folder, "--root", str(root), "--key", str(release_key.public))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.startswith("refused: release key: the gateway in this bundle trusts another")
+    assert not (root / "releases").exists() and not (root / "current").exists()
