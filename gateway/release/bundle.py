@@ -52,6 +52,9 @@ RELEASE_INFO = "citynerve-release.json"  # written into each installed release's
 WHEEL_RELEASE_KEY = "citynerve/config/release-key.pem"
 VERSION_RE = re.compile(r"^[0-9][0-9A-Za-z.+-]{0,63}$")
 ARCHES = ("x86_64", "aarch64", "armv7l")
+# Extras installed into every release when the bundle ships their wheels (small, needed on site:
+# `citynerve devices import register.xlsx`); `sim` only with `install.py --sim`.
+ALWAYS_EXTRAS = ("register",)
 
 
 class BundleError(Exception):
@@ -311,12 +314,22 @@ def install_release(
 ) -> Path:
     """Install a verified bundle as `root/releases/<version>` (a venv); returns its folder.
 
-    Idempotent: a complete release of that version is kept as it is. Needs no network.
+    Every release gets the extras the bundle ships for every install (`ALWAYS_EXTRAS`: openpyxl for
+    .xlsx registers) besides `extras`. Idempotent: a complete release of that version is kept as it
+    is, except that extras it lacks (`install.py --sim` run again) are added to it. Needs no network.
     """
+    extras = tuple(dict.fromkeys([*extras, *(e for e in ALWAYS_EXTRAS if e in manifest.extras)]))
     releases = root / "releases"
     releases.mkdir(parents=True, exist_ok=True)
     final = releases / manifest.version
     if (final / RELEASE_INFO).is_file():
+        info = release_info(final) or {}
+        have = tuple(str(e) for e in info.get("extras") or ())
+        if set(extras) <= set(have):
+            return final
+        wanted = tuple(dict.fromkeys([*have, *extras]))
+        _pip_install(final, folder, manifest.version, wanted)  # adds packages; the release stays whole
+        _write_info(final, {**info, "extras": list(wanted)})
         return final
     # A venv cannot be moved (its scripts name their interpreter's path), so it is built in place and
     # counts as a release only once its info file is written, last. A folder without one was left by
@@ -327,25 +340,32 @@ def install_release(
     shutil.rmtree(final, ignore_errors=True)
     py = python or sys.executable
     _run([py, "-m", "venv", str(final)], "create the release's venv")
+    _pip_install(final, folder, manifest.version, extras)
+    os.sync()  # the release's files are on disk before the info file says it is complete
+    _write_info(final, {"version": manifest.version, "arch": manifest.arch, "extras": list(extras)})
+    return final
+
+
+def _pip_install(release: Path, folder: Path, version: str, extras: tuple[str, ...]) -> None:
     requirement = f"citynerve[{','.join(extras)}]" if extras else "citynerve"
     _run(
         [
-            str(final / "bin" / "python"), "-m", "pip", "install", "-q", "--no-index", "--no-cache-dir",
+            str(release / "bin" / "python"), "-m", "pip", "install", "-q", "--no-index", "--no-cache-dir",
             "--disable-pip-version-check", "--find-links", str(folder / "wheels"),
-            f"{requirement}=={manifest.version}",
+            f"{requirement}=={version}",
         ],
         "install the wheels",
     )  # fmt: skip
-    os.sync()  # the release's files are on disk before the info file says it is complete
-    info = {"version": manifest.version, "arch": manifest.arch, "extras": list(extras)}
-    tmp = final / f".{RELEASE_INFO}.tmp"
+
+
+def _write_info(release: Path, info: dict[str, Any]) -> None:
+    tmp = release / f".{RELEASE_INFO}.tmp"
     with tmp.open("w") as f:
         json.dump(info, f)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, final / RELEASE_INFO)
-    fsync_dir(final)
-    return final
+    os.replace(tmp, release / RELEASE_INFO)
+    fsync_dir(release)
 
 
 def _run(cmd: list[str], step: str) -> None:
@@ -372,7 +392,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--key", type=Path, help="the release public key (PEM) to trust; default: the installed release's"
     )
-    parser.add_argument("--sim", action="store_true", help="also install the simulators and the demo")
+    parser.add_argument(
+        "--sim", action="store_true",
+        help="also install the simulators, the demo and bumble (BLE HCI dongles); run again to add them",
+    )  # fmt: skip
     parser.add_argument("--python", default=sys.executable, help="Python for the release's venv")
     args = parser.parse_args(argv)
     root: Path = args.root

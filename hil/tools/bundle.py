@@ -3,12 +3,13 @@
     .venv/bin/python -m citynerve.hil.tools.bundle --arch aarch64 --key release-key.pem -o dist/
 
 Writes `dist/citynerve-<version>-<arch>.tar.gz`: the gateway's wheel and the wheels of every
-dependency (with the `sim` extra, so the demo runs offline too) for that architecture and each
-Python version (3.11: Debian 12 / Raspberry Pi OS bookworm; 3.13: Debian 13 / trixie), the stdlib
-installer `install.py` (gateway/release/bundle.py), `MANIFEST.json` with the SHA-256 of every
-file and its Ed25519 signature. Wheels only (`--only-binary=:all:`): nothing is compiled on site.
-A dependency without a wheel for the arch fails the build and is named; `--find-links DIR` adds
-wheels built elsewhere (see docs/installer-guide.md, "Architectures").
+dependency (with the `register` extra, openpyxl for .xlsx registers, which install.py installs
+every time, and the `sim` extra, installed with `install.py --sim`, so the demo runs offline too)
+for that architecture and each Python version (3.11: Debian 12 / Raspberry Pi OS bookworm; 3.13:
+Debian 13 / trixie), the stdlib installer `install.py` (gateway/release/bundle.py), `MANIFEST.json`
+with the SHA-256 of every file and its Ed25519 signature. Wheels only (`--only-binary=:all:`):
+nothing is compiled on site. A dependency without a wheel for the arch fails the build and is named;
+`--find-links DIR` adds wheels built elsewhere (see docs/installer-guide.md, "Architectures").
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def build_bundle(
     source: Path = REPO,
     wheel: Path | None = None,
     pythons: tuple[str, ...] = PYTHONS,
-    extras: tuple[str, ...] = ("sim",),
+    extras: tuple[str, ...] = ("sim", "register"),
     find_links: list[Path] | None = None,
 ) -> Path:
     """Build, sign and write the bundle; returns the tarball's path."""
@@ -187,7 +188,7 @@ def main() -> int:
         path = build_bundle(
             arch=args.arch, key_path=args.key, out=args.out, wheel=args.wheel,
             pythons=tuple(args.python or PYTHONS), find_links=args.find_links,
-            extras=() if args.no_sim else ("sim",),
+            extras=("register",) if args.no_sim else ("sim", "register"),
         )  # fmt: skip
     except BuildError as err:
         print(f"bundle: {err}", file=sys.stderr)

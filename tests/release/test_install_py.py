@@ -79,3 +79,52 @@ def test_a_bundle_whose_gateway_trusts_another_key_is_refused(
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.startswith("refused: release key: the gateway in this bundle trusts another")
     assert not (root / "releases").exists() and not (root / "current").exists()
+
+
+def _pip_requirements(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Record install_release's steps instead of running them: (venv or pip target, requirement)."""
+    calls: list[tuple[str, str]] = []
+
+    def run(cmd: list[str], step: str) -> None:
+        if cmd[1:3] == ["-m", "venv"]:
+            Path(cmd[3]).mkdir(parents=True)
+            calls.append(("venv", cmd[3]))
+        else:
+            calls.append((str(Path(cmd[0]).parents[1]), cmd[-1]))
+
+    monkeypatch.setattr(fmt, "_run", run)
+    return calls
+
+
+def _manifest(extras: tuple[str, ...]) -> fmt.Manifest:
+    return fmt.Manifest(name="citynerve", version="9.9.9", arch="x86_64", python=("3.11",), extras=extras,
+                        files={})  # fmt: skip
+
+
+def test_every_release_gets_the_register_extra_the_bundle_ships(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # openpyxl (.xlsx registers) cannot be pip-installed on site: a bundle that ships it installs it.
+    calls = _pip_requirements(monkeypatch)
+    release = fmt.install_release(tmp_path / "bundle", _manifest(("sim", "register")), tmp_path / "opt")
+    assert calls[-1] == (str(release), "citynerve[register]==9.9.9")
+    assert fmt.release_info(release) == {"version": "9.9.9", "arch": "x86_64", "extras": ["register"]}
+    old = fmt.install_release(tmp_path / "bundle", _manifest(("sim",)), tmp_path / "old")  # an older bundle
+    assert calls[-1] == (str(old), "citynerve==9.9.9")
+
+
+def test_running_it_again_with_sim_adds_the_simulators_to_the_installed_release(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The guide's advice for the demo and for a bumble HCI dongle: install.py again with --sim (a
+    # complete release was kept as it was, without them).
+    calls = _pip_requirements(monkeypatch)
+    manifest = _manifest(("sim", "register"))
+    release = fmt.install_release(tmp_path / "bundle", manifest, tmp_path / "opt")
+    calls.clear()
+    assert fmt.install_release(tmp_path / "bundle", manifest, tmp_path / "opt", extras=("sim",)) == release
+    assert calls == [(str(release), "citynerve[register,sim]==9.9.9")]
+    assert fmt.release_info(release)["extras"] == ["register", "sim"]  # type: ignore[index]
+    calls.clear()
+    fmt.install_release(tmp_path / "bundle", manifest, tmp_path / "opt", extras=("sim",))
+    assert calls == []  # nothing missing: kept as it is
