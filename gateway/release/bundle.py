@@ -431,8 +431,11 @@ def main(argv: list[str] | None = None) -> int:
     (root / "bin").mkdir(exist_ok=True)
     if not (root / "bin" / "citynerve").is_symlink():
         switch_link(root / "bin" / "citynerve", "../current/bin/citynerve")
+    extras = ", ".join((release_info(release) or {}).get("extras") or ()) or "none"
     if first:
         print(f"installed {manifest.version} as the current release: {root / 'bin' / 'citynerve'}")
+    elif (root / "current").resolve() == release.resolve():
+        print(f"{manifest.version} is the current release (extras: {extras}): {root / 'bin' / 'citynerve'}")
     else:
         print(f"installed {manifest.version} beside the current release: {release}")
         print(f"switch to it with: {root / 'bin' / 'citynerve'} update apply <this bundle>")

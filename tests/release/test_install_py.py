@@ -65,6 +65,7 @@ def test_running_it_again_mends_an_interrupted_first_install(tmp_path: Path, rel
     assert os.readlink(root / "current") == "releases/9.9.9"
     assert os.readlink(root / "known-good") == "releases/9.9.9"
     assert os.readlink(root / "bin" / "citynerve") == "../current/bin/citynerve"
+    assert proc.stdout.startswith("9.9.9 is the current release (extras: none)"), proc.stdout
 
 
 def test_a_bundle_whose_gateway_trusts_another_key_is_refused(
