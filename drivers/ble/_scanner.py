@@ -56,7 +56,11 @@ def make_backend(settings: BleBusConfig, deliver: AdvertCallback, *, link: Any =
     """The backend `settings.backend` names; its library is imported here, not before."""
     if settings.backend is Backend.BUMBLE:
         if importlib.util.find_spec("bumble") is None:
-            raise ChannelError(settings.id, "backend 'bumble' needs bumble: pip install 'citynerve[bumble]'")
+            raise ChannelError(
+                settings.id,
+                "backend 'bumble' needs bumble: on a gateway installed from a release bundle run its "
+                "install.py again with --sim; elsewhere pip install 'citynerve[bumble]'",
+            )
         from citynerve.drivers.ble._bumble import BumbleBackend
 
         return BumbleBackend(

@@ -61,7 +61,10 @@ def demo(duration_s: float, workdir: Path, scenario_name: str, broker: str) -> N
     """
     missing = [name for name in SIM_PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
-        fail(f"the demo needs {', '.join(missing)}: pip install 'citynerve[sim]'")  # plain text
+        fail(
+            f"the demo needs {', '.join(missing)}: on a gateway installed from a release bundle run its "
+            "install.py again with --sim; elsewhere pip install 'citynerve[sim]'"
+        )  # plain text
     setup_logging("warning", "text")
     logging.getLogger("citynerve").setLevel(logging.WARNING)
     from citynerve.hil.demo import run_demo

@@ -31,7 +31,9 @@ def service() -> None:
     "--config",
     "config",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Config to copy to /etc/citynerve/gateway.toml (never replaces an existing one).",
+    help="Config to copy to /etc/citynerve/gateway.toml (never replaces an existing one); a relative or "
+    "unset [store] path / [control] socket becomes /var/lib/citynerve/outbox.db / "
+    "/run/citynerve/control.sock in the copy.",
 )
 @click.option("--exec", "exec_start", help="Path of the citynerve command in the unit (default: this one).")
 @click.option("--user", default="citynerve", show_default=True, help="Service user.")

@@ -8,6 +8,8 @@ the reason, and the bundle is still written, because the broken gateway is the o
 - `logs/journal.txt` (journald, `journalctl -u citynerve`) or `logs/<file>` from a log file.
 - `store/stats.json`: outbox figures and a quick integrity check (read-only: safe while it runs).
 - `status.json`: the running gateway's status (bus error counters, devices, uplink), if it runs.
+  With a config invalid elsewhere, the socket (and the outbox) come from their own sections, as
+  `citynerve status` finds them.
 - `versions.json`: Python, OS, the citynerve package and its dependencies.
 """
 
@@ -36,7 +38,7 @@ import tomli_w
 
 from citynerve.gateway.api import ConfigError, GatewayError
 from citynerve.gateway.commissioning.redact import redact_config, redact_value
-from citynerve.gateway.config import GatewayConfig, load_config
+from citynerve.gateway.config import GatewayConfig, load_config, sections
 from citynerve.gateway.config.tomlfile import read_toml
 from citynerve.gateway.control import ask
 
@@ -186,6 +188,28 @@ def _config_part(config_path: Path, report: BundleReport) -> tuple[bytes | None,
     return redacted + b"\n# config check: " + json.dumps(check).encode() + b"\n", cfg
 
 
+def _paths(
+    config_path: Path, cfg: GatewayConfig | None, report: BundleReport
+) -> tuple[Path | None, Path | None]:
+    """The outbox and the control socket. With an invalid config, each from its own section, as
+    `citynerve status` finds the socket: a mistake elsewhere (a device's poll interval) must not
+    leave the running gateway's status and the outbox out of the bundle meant to diagnose it."""
+    if cfg is not None:
+        return Path(cfg.store.path), Path(cfg.control.socket)
+    found: list[Path | None] = []
+    for name, what, read in (
+        ("store", "store path", sections.store_path),
+        ("status", "control socket", sections.control_socket),
+    ):
+        try:
+            found.append(read(config_path))
+        except ConfigError as err:
+            why = "; ".join(redact_value(str(i)) for i in err.issues)
+            report.missing.setdefault(name, f"unknown {what} (config not valid: {why})")
+            found.append(None)
+    return found[0], found[1]
+
+
 def build_bundle(
     config_path: Path,
     out: Path,
@@ -215,19 +239,18 @@ def build_bundle(
                 report.missing["logs"] = f"cannot read {log_file}: {err}"
         else:
             report.missing["logs"] = f"no journal for unit {journal_unit} and no --log-file given"
-        if cfg is not None:
+        store, socket = _paths(config_path, cfg, report)
+        if store is not None:
             try:
-                _add(tar, "store/stats.json", _json(store_health(cfg.store.path)), report)
+                _add(tar, "store/stats.json", _json(store_health(str(store))), report)
             except GatewayError as err:
                 report.missing["store"] = str(err)
+        if socket is not None:
             try:
-                status = asyncio.run(ask(Path(cfg.control.socket), "status", timeout_s=10.0))
+                status = asyncio.run(ask(socket, "status", timeout_s=10.0))
                 _add(tar, "status.json", _json(status), report)
             except (GatewayError, OSError) as err:
                 report.missing["status"] = str(err)
-        else:
-            report.missing.setdefault("store", "unknown store path (config not valid)")
-            report.missing.setdefault("status", "unknown control socket (config not valid)")
         manifest["members"] = list(report.members)
         manifest["missing"] = dict(report.missing)
         _add(tar, "manifest.json", _json(manifest), report)

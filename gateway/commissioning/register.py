@@ -144,7 +144,11 @@ def _openpyxl(path: Path) -> Any:
     try:
         import openpyxl
     except ImportError as err:
-        raise RegisterError(path, "reading .xlsx needs openpyxl: pip install 'citynerve[register]'") from err
+        raise RegisterError(
+            path,
+            "reading .xlsx needs openpyxl: a release bundle's install.py installs it (run the current "
+            "bundle's again); elsewhere pip install 'citynerve[register]'; or save the register as CSV",
+        ) from err
     return openpyxl
 
 

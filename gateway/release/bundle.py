@@ -14,6 +14,8 @@ A bundle is `citynerve-<version>-<arch>.tar.gz` holding one folder `citynerve-<v
 
 Verification: the signature against a trusted public key (never the one inside the bundle), then
 every file's SHA-256 against the manifest; a file that is missing, extra or changed refuses the bundle.
+install.py also refuses a bundle whose gateway wheel trusts another release key than the one it was
+verified with (the installed gateway checks its updates against that packaged key).
 
 Install: a venv `releases/<version>` gets the wheels with `pip install --no-index`; it is a release
 only once its info file (written last, fsynced) is there. A power cut leaves either an incomplete
@@ -33,6 +35,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +48,13 @@ MAX_MANIFEST_BYTES = 1 << 20
 MAX_MEMBERS = 2000
 MAX_BUNDLE_BYTES = 1 << 31  # unpacked
 RELEASE_INFO = "citynerve-release.json"  # written into each installed release's folder
+# Where the gateway's wheel carries the release key it trusts (`citynerve update key` prints it).
+WHEEL_RELEASE_KEY = "citynerve/config/release-key.pem"
 VERSION_RE = re.compile(r"^[0-9][0-9A-Za-z.+-]{0,63}$")
 ARCHES = ("x86_64", "aarch64", "armv7l")
+# Extras installed into every release when the bundle ships their wheels (small, needed on site:
+# `citynerve devices import register.xlsx`); `sim` only with `install.py --sim`.
+ALWAYS_EXTRAS = ("register",)
 
 
 class BundleError(Exception):
@@ -252,6 +260,37 @@ def verify(folder: Path, public_key_pem: bytes) -> Manifest:
     return manifest
 
 
+def packaged_release_key(folder: Path, manifest: Manifest) -> bytes:
+    """The release key the gateway in a verified bundle trusts: the one later updates of the
+    installed gateway are checked against (package data in its wheel)."""
+    wheels = sorted((folder / "wheels").glob(f"citynerve-{manifest.version}-*.whl"))
+    if not wheels:
+        raise BundleError(str(folder), f"no citynerve {manifest.version} wheel in wheels/")
+    try:
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            return wheel.read(WHEEL_RELEASE_KEY)
+    except (OSError, KeyError, zipfile.BadZipFile) as err:
+        raise BundleError(f"{folder}/wheels/{wheels[0].name}", f"no {WHEEL_RELEASE_KEY}: {err}") from None
+
+
+def same_key(a: bytes, b: bytes) -> bool:
+    """Two PEM public keys are the same key (line endings and blank lines aside)."""
+    return a.split() == b.split()
+
+
+def check_trusted_key(folder: Path, manifest: Manifest, key: bytes) -> None:
+    """Refuse a bundle whose gateway trusts another release key than `key`, the key the installer
+    verified it with: the installed gateway would refuse every update signed like this bundle."""
+    if not same_key(packaged_release_key(folder, manifest), key):
+        raise BundleError(
+            "release key",
+            "the gateway in this bundle trusts another release key than the one it was verified with, so "
+            "it would refuse every later update signed with that key (`citynerve update key` prints "
+            "the one it trusts); the bundle was built with a key whose public half is not the source's "
+            "config/release-key.pem: rebuild it (hil/tools/bundle.py refuses that now)",
+        )
+
+
 def fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
@@ -275,12 +314,22 @@ def install_release(
 ) -> Path:
     """Install a verified bundle as `root/releases/<version>` (a venv); returns its folder.
 
-    Idempotent: a complete release of that version is kept as it is. Needs no network.
+    Every release gets the extras the bundle ships for every install (`ALWAYS_EXTRAS`: openpyxl for
+    .xlsx registers) besides `extras`. Idempotent: a complete release of that version is kept as it
+    is, except that extras it lacks (`install.py --sim` run again) are added to it. Needs no network.
     """
+    extras = tuple(dict.fromkeys([*extras, *(e for e in ALWAYS_EXTRAS if e in manifest.extras)]))
     releases = root / "releases"
     releases.mkdir(parents=True, exist_ok=True)
     final = releases / manifest.version
     if (final / RELEASE_INFO).is_file():
+        info = release_info(final) or {}
+        have = tuple(str(e) for e in info.get("extras") or ())
+        if set(extras) <= set(have):
+            return final
+        wanted = tuple(dict.fromkeys([*have, *extras]))
+        _pip_install(final, folder, manifest.version, wanted)  # adds packages; the release stays whole
+        _write_info(final, {**info, "extras": list(wanted)})
         return final
     # A venv cannot be moved (its scripts name their interpreter's path), so it is built in place and
     # counts as a release only once its info file is written, last. A folder without one was left by
@@ -291,25 +340,32 @@ def install_release(
     shutil.rmtree(final, ignore_errors=True)
     py = python or sys.executable
     _run([py, "-m", "venv", str(final)], "create the release's venv")
+    _pip_install(final, folder, manifest.version, extras)
+    os.sync()  # the release's files are on disk before the info file says it is complete
+    _write_info(final, {"version": manifest.version, "arch": manifest.arch, "extras": list(extras)})
+    return final
+
+
+def _pip_install(release: Path, folder: Path, version: str, extras: tuple[str, ...]) -> None:
     requirement = f"citynerve[{','.join(extras)}]" if extras else "citynerve"
     _run(
         [
-            str(final / "bin" / "python"), "-m", "pip", "install", "-q", "--no-index", "--no-cache-dir",
+            str(release / "bin" / "python"), "-m", "pip", "install", "-q", "--no-index", "--no-cache-dir",
             "--disable-pip-version-check", "--find-links", str(folder / "wheels"),
-            f"{requirement}=={manifest.version}",
+            f"{requirement}=={version}",
         ],
         "install the wheels",
     )  # fmt: skip
-    os.sync()  # the release's files are on disk before the info file says it is complete
-    info = {"version": manifest.version, "arch": manifest.arch, "extras": list(extras)}
-    tmp = final / f".{RELEASE_INFO}.tmp"
+
+
+def _write_info(release: Path, info: dict[str, Any]) -> None:
+    tmp = release / f".{RELEASE_INFO}.tmp"
     with tmp.open("w") as f:
         json.dump(info, f)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, final / RELEASE_INFO)
-    fsync_dir(final)
-    return final
+    os.replace(tmp, release / RELEASE_INFO)
+    fsync_dir(release)
 
 
 def _run(cmd: list[str], step: str) -> None:
@@ -336,7 +392,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--key", type=Path, help="the release public key (PEM) to trust; default: the installed release's"
     )
-    parser.add_argument("--sim", action="store_true", help="also install the simulators and the demo")
+    parser.add_argument(
+        "--sim", action="store_true",
+        help="also install the simulators, the demo and bumble (BLE HCI dongles); run again to add them",
+    )  # fmt: skip
     parser.add_argument("--python", default=sys.executable, help="Python for the release's venv")
     args = parser.parse_args(argv)
     root: Path = args.root
@@ -355,12 +414,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         manifest = verify(here, key)
+        check_trusted_key(here, manifest, key)
         release = install_release(
             here, manifest, root, extras=("sim",) if args.sim else (), python=args.python
         )
     except BundleError as err:
         print(f"refused: {err}", file=sys.stderr)
-        return 2 if err.where == "public key" else 1
+        return 2 if err.where in ("public key", "release key") else 1
     # Each link is made when it is missing, on its own: running the installer again mends a first
     # install that was interrupted after `current` (no known-good, no bin/citynerve).
     first = not (root / "current").exists()
@@ -371,8 +431,11 @@ def main(argv: list[str] | None = None) -> int:
     (root / "bin").mkdir(exist_ok=True)
     if not (root / "bin" / "citynerve").is_symlink():
         switch_link(root / "bin" / "citynerve", "../current/bin/citynerve")
+    extras = ", ".join((release_info(release) or {}).get("extras") or ()) or "none"
     if first:
         print(f"installed {manifest.version} as the current release: {root / 'bin' / 'citynerve'}")
+    elif (root / "current").resolve() == release.resolve():
+        print(f"{manifest.version} is the current release (extras: {extras}): {root / 'bin' / 'citynerve'}")
     else:
         print(f"installed {manifest.version} beside the current release: {release}")
         print(f"switch to it with: {root / 'bin' / 'citynerve'} update apply <this bundle>")

@@ -11,16 +11,18 @@ import enum
 import grp
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from citynerve.gateway.api import PermanentError
 from citynerve.gateway.atomicfile import NewFileOwner, replace_file
-from citynerve.gateway.service.unit import CONFIG_FILE, DATA_DIR, UNIT_NAME, render_unit
+from citynerve.gateway.service.unit import CONFIG_FILE, DATA_DIR, RUNTIME_DIR, UNIT_NAME, render_unit
 
 UNIT_DIR = "/etc/systemd/system"
 CONFIG_DIR_MODE = 0o2770  # root:citynerve, as the unit's ConfigurationDirectoryMode
@@ -139,6 +141,66 @@ def _config_access(target: Path, config: Path | None, user: str, real: bool) -> 
     )
 
 
+# Where the installed config's outbox and control socket go when the given config leaves them unset
+# or relative (as `citynerve init` writes them for /etc/citynerve).
+SYSTEM_PATHS = (
+    ("store", "path", f"{DATA_DIR}/outbox.db"),
+    ("control", "socket", f"{RUNTIME_DIR}/control.sock"),
+)
+
+
+def with_system_paths(text: str, source: Path) -> tuple[str, list[str]]:
+    """The config text with `[store] path` and `[control] socket` absolute, and what was changed.
+
+    Relative paths resolve against the config file's folder: copied to /etc/citynerve, the outbox
+    would land in /etc/citynerve/var/ (not /var/lib/citynerve, which upgrades keep) and the socket
+    beside it. Comments and layout are kept; a table written inline or as dotted keys, which this
+    line edit cannot place a key into, is refused with the key to set by hand.
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ServiceInstallError("config", f"{source} is not TOML: {err}") from err
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    changed: list[str] = []
+    for table, key, system in SYSTEM_PATHS:
+        section = data.get(table, {})
+        value = section.get(key) if isinstance(section, dict) else None
+        if isinstance(value, str) and Path(value).is_absolute():
+            continue
+        was = f"{value!r}, relative to the config's folder" if value is not None else "unset"
+        setting = f'{key} = "{system}"  # set by `citynerve service install` (was {was})\n'
+        header = next((i for i, ln in enumerate(lines) if re.match(rf"^\s*\[{table}\]\s*(#.*)?$", ln)), None)
+        if header is None and table not in data:
+            lines += ["\n", f"[{table}]\n", setting]
+        elif header is None:
+            raise ServiceInstallError(
+                "config", f"{source}: set {table}.{key} to an absolute path (e.g. {system}) and install again"
+            )
+        else:
+            end = next(
+                (i for i in range(header + 1, len(lines)) if re.match(r"^\s*\[", lines[i])), len(lines)
+            )
+            at = next((i for i in range(header + 1, end) if re.match(rf"^\s*{key}\s*=", lines[i])), None)
+            if at is None:
+                lines.insert(header + 1, setting)
+            else:
+                lines[at] = setting
+        changed.append(f"{table}.{key} = {system} (was {was})")
+    out = "".join(lines)
+    try:
+        check = tomllib.loads(out)
+    except tomllib.TOMLDecodeError as err:  # a multi-line value under the key: not ours to edit
+        raise ServiceInstallError("config", f"{source}: cannot set {', '.join(changed)}: {err}") from err
+    for table, key, system in SYSTEM_PATHS:
+        section = check.get(table, {})
+        if not isinstance(section, dict) or not Path(str(section.get(key, ""))).is_absolute():
+            raise ServiceInstallError("config", f"{source}: set {table}.{key} to {system} by hand")
+    return (out if changed else text), changed
+
+
 def plan_install(
     *,
     prefix: Path = Path("/"),
@@ -215,10 +277,12 @@ def plan_install(
                 text = config.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as err:
                 raise ServiceInstallError("config", f"cannot read {config}: {err}") from err
+            text, changed = with_system_paths(text, config)
             plan.steps.append(
                 Step(
                     StepKind.CONFIG,
-                    f"config {CONFIG_FILE} from {config}",
+                    f"config {CONFIG_FILE} from {config}"
+                    + (f", with {'; '.join(changed)}" if changed else ""),
                     path=CONFIG_FILE,
                     content=text,
                     mode=0o640,

@@ -3,12 +3,13 @@
     .venv/bin/python -m citynerve.hil.tools.bundle --arch aarch64 --key release-key.pem -o dist/
 
 Writes `dist/citynerve-<version>-<arch>.tar.gz`: the gateway's wheel and the wheels of every
-dependency (with the `sim` extra, so the demo runs offline too) for that architecture and each
-Python version (3.11: Debian 12 / Raspberry Pi OS bookworm; 3.13: Debian 13 / trixie), the stdlib
-installer `install.py` (gateway/release/bundle.py), `MANIFEST.json` with the SHA-256 of every
-file and its Ed25519 signature. Wheels only (`--only-binary=:all:`): nothing is compiled on site.
-A dependency without a wheel for the arch fails the build and is named; `--find-links DIR` adds
-wheels built elsewhere (see docs/installer-guide.md, "Architectures").
+dependency (with the `register` extra, openpyxl for .xlsx registers, which install.py installs
+every time, and the `sim` extra, installed with `install.py --sim`, so the demo runs offline too)
+for that architecture and each Python version (3.11: Debian 12 / Raspberry Pi OS bookworm; 3.13:
+Debian 13 / trixie), the stdlib installer `install.py` (gateway/release/bundle.py), `MANIFEST.json`
+with the SHA-256 of every file and its Ed25519 signature. Wheels only (`--only-binary=:all:`):
+nothing is compiled on site. A dependency without a wheel for the arch fails the build and is named;
+`--find-links DIR` adds wheels built elsewhere (see docs/installer-guide.md, "Architectures").
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import zipfile
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -95,6 +97,23 @@ def without_wheels(requirement: str, *, arch: str, python: str, find_links: list
     return missing
 
 
+def check_wheel_key(wheel: Path, public: bytes, key_path: Path) -> None:
+    """Refuse to sign with a key the gateway in the wheel does not trust: installed, it checks every
+    update against its packaged key (config/release-key.pem), so such a bundle would install (the
+    installer refuses it now) and then refuse its own updates."""
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            packaged = zf.read(bundle_format.WHEEL_RELEASE_KEY)
+    except (OSError, KeyError, zipfile.BadZipFile) as err:
+        raise BuildError(f"{wheel.name}: no {bundle_format.WHEEL_RELEASE_KEY}: {err}") from None
+    if not bundle_format.same_key(packaged, public):
+        raise BuildError(
+            f"{key_path} is not the release key the gateway trusts: put its public half in the "
+            "source's config/release-key.pem (the installed gateway checks updates against that "
+            "file) and build again"
+        )
+
+
 def sign_manifest(folder: Path, manifest: dict[str, object], key: Ed25519PrivateKey) -> None:
     raw = json.dumps(manifest, indent=1, sort_keys=True).encode() + b"\n"
     (folder / bundle_format.MANIFEST).write_bytes(raw)
@@ -109,7 +128,7 @@ def build_bundle(
     source: Path = REPO,
     wheel: Path | None = None,
     pythons: tuple[str, ...] = PYTHONS,
-    extras: tuple[str, ...] = ("sim",),
+    extras: tuple[str, ...] = ("sim", "register"),
     find_links: list[Path] | None = None,
 ) -> Path:
     """Build, sign and write the bundle; returns the tarball's path."""
@@ -120,6 +139,8 @@ def build_bundle(
     with tempfile.TemporaryDirectory(prefix="citynerve-bundle-") as tmp:
         wheel = wheel or build_wheel(source, Path(tmp) / "build")
         version = wheel.name.split("-")[1]
+        public = key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+        check_wheel_key(wheel, public, key_path)
         name = f"citynerve-{version}-{arch}"
         folder = Path(tmp) / name
         wheels = folder / "wheels"
@@ -129,7 +150,6 @@ def build_bundle(
             download_deps(wheels / wheel.name, wheels, arch=arch, python=python, extras=extras,
                           find_links=find_links or [])  # fmt: skip
         shutil.copy2(Path(bundle_format.__file__), folder / "install.py")
-        public = key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
         (folder / "release-key.pem").write_bytes(public)
         files = {
             p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -168,7 +188,7 @@ def main() -> int:
         path = build_bundle(
             arch=args.arch, key_path=args.key, out=args.out, wheel=args.wheel,
             pythons=tuple(args.python or PYTHONS), find_links=args.find_links,
-            extras=() if args.no_sim else ("sim",),
+            extras=("register",) if args.no_sim else ("sim", "register"),
         )  # fmt: skip
     except BuildError as err:
         print(f"bundle: {err}", file=sys.stderr)

@@ -62,6 +62,19 @@ def test_bus_config() -> None:
         BleBusConfig(id="ble0", protocol="bthome", backend="bluez")
 
 
+def test_bumble_missing_names_what_works_on_an_installed_gateway(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A gateway installed from the offline bundle cannot pip install: install.py --sim adds bumble.
+    from citynerve.drivers.ble import _scanner
+
+    real = _scanner.importlib.util.find_spec
+    monkeypatch.setattr(
+        _scanner.importlib.util, "find_spec", lambda name, *a: None if name == "bumble" else real(name, *a)
+    )
+    settings = BleBusConfig(id="ble0", protocol="bthome", backend="bumble", transport="usb:0")
+    with pytest.raises(ChannelError, match=r"install\.py again with --sim.*citynerve\[bumble\]"):
+        _scanner.make_backend(settings, lambda advert: None)
+
+
 def test_backends_are_imported_lazily() -> None:
     code = (
         "import sys, citynerve.drivers.bthome, citynerve.drivers.ble;"

@@ -379,6 +379,29 @@ async def test_bundle_of_the_running_gateway(gateway: Gateway, config_path: Path
     assert stats["integrity"] == "ok"
 
 
+async def test_bundle_of_a_config_invalid_elsewhere_still_holds_status_and_store(
+    gateway: Gateway, config_path: Path
+) -> None:
+    # `status` reads only [control], so it answers with this config; the bundle must find the running
+    # gateway (and its outbox) the same way instead of leaving both out.
+    broken = config_path.with_name("invalid.toml")  # same folder: the same relative socket and outbox
+    text = await asyncio.to_thread(config_path.read_text)
+    await asyncio.to_thread(
+        broken.write_text, text.replace("poll_interval_s = 0.5", 'poll_interval_s = "abc"', 1)
+    )
+    assert (await acli("status", "-c", str(broken))).exit_code == 0
+    out = config_path.with_name("invalid.tar.gz")
+    r = await acli("diag", "bundle", "-c", str(broken), "-o", str(out), "--json")
+    assert r.exit_code == 0, r.output
+    members = _members(out)
+    assert json.loads(members["status.json"])["buses"][0]["id"] == "tcp-1"
+    assert json.loads(members["store/stats.json"])["integrity"] == "ok"
+    assert "poll_interval_s" in members["config/gateway.toml"].decode()  # the check's issues, redacted
+    report = json.loads(r.output)
+    assert "status" not in report["missing"] and "store" not in report["missing"]
+    assert "config_check" in report["missing"]
+
+
 def test_bundle_of_a_broken_config_still_works_and_leaves_the_config_out(short_dir: Path) -> None:
     broken = short_dir / "broken.toml"
     # Not TOML, secrets spelled in ways no line pattern would guess.

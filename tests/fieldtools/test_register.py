@@ -4,9 +4,11 @@ with a report of what does not match the bus, and the devices back out in the sa
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import openpyxl
+import pytest
 from click.testing import CliRunner, Result
 
 from citynerve.gateway.cli import main
@@ -90,6 +92,18 @@ def test_unreadable_registers_are_one_line(tmp_path: Path, config_path: Path) ->
     nohead.write_text("room,floor\n1,2\n")
     r = cli("devices", "import", "-c", str(config_path), str(nohead))
     assert r.exit_code == 2 and "no address" in r.output
+
+
+def test_an_xlsx_without_openpyxl_says_what_works_on_an_installed_box(
+    tmp_path: Path, config_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A gateway installed offline cannot `pip install`: the message names the bundle's install.py.
+    register = tmp_path / "register.xlsx"
+    register.write_bytes(b"PK")
+    monkeypatch.setitem(sys.modules, "openpyxl", None)  # the import fails as if not installed
+    r = cli("devices", "import", "-c", str(config_path), str(register))
+    assert r.exit_code == 2
+    assert "install.py installs it" in r.output and "citynerve[register]" in r.output
 
 
 def test_single_column_register_is_read_as_csv(config_path: Path) -> None:

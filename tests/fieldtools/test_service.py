@@ -8,6 +8,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -63,7 +64,9 @@ def test_install_into_a_prefix_then_upgrade(tmp_path: Path, short_dir: Path) -> 
     assert r.exit_code == 0, r.output
     unit = tmp_path / UNIT
     assert unit.is_file()
-    assert (tmp_path / "etc/citynerve/gateway.toml").read_text() == config.read_text()
+    installed = (tmp_path / "etc/citynerve/gateway.toml").read_text()
+    assert installed.startswith(config.read_text())  # the given config, then the system paths
+    assert tomllib.loads(installed)["store"]["path"] == "/var/lib/citynerve/outbox.db"
     assert oct((tmp_path / "var/lib/citynerve").stat().st_mode & 0o777) == "0o750"
     if shutil.which("systemctl"):
         wants = tmp_path / "etc/systemd/system/multi-user.target.wants/citynerve.service"
@@ -193,3 +196,41 @@ def test_upgrades_in_one_second_keep_every_previous_unit(tmp_path: Path) -> None
     }
     assert len(units) == 3 and starts == set(execs), [u.name for u in units]
     assert not list((tmp_path / UNIT).parent.glob(".*.tmp"))
+
+
+def test_a_config_with_relative_store_and_control_paths_gets_the_system_folders(
+    tmp_path: Path, short_dir: Path
+) -> None:
+    # Relative paths resolve against the config's folder: copied as written, the outbox went to
+    # /etc/citynerve/var/citynerve.db (not /var/lib/citynerve, which upgrades keep), the socket beside it.
+    config = short_dir / "gw.toml"
+    config.write_text(
+        '# site notes\n[gateway]\nid = "gw-1"\n\n[store]\npath = "var/citynerve.db"  # outbox\n'
+        'synchronous = "full"\n\n[[buses]]\nid = "b"\n'
+    )
+    r = cli("service", "install", "--prefix", str(tmp_path), "--config", str(config), "--no-enable", "--json")
+    assert r.exit_code == 0, r.output
+    installed = (tmp_path / "etc/citynerve/gateway.toml").read_text()
+    data = tomllib.loads(installed)
+    assert data["store"] == {"path": "/var/lib/citynerve/outbox.db", "synchronous": "full"}
+    assert data["control"] == {"socket": "/run/citynerve/control.sock"}
+    assert data["buses"] == [{"id": "b"}] and installed.startswith("# site notes\n")
+    (step,) = [s["what"] for s in json.loads(r.output)["steps"] if s["kind"] == "config"]
+    assert "store.path = /var/lib/citynerve/outbox.db (was 'var/citynerve.db'" in step
+    assert "control.socket = /run/citynerve/control.sock (was unset)" in step
+    assert config.read_text().count("var/citynerve.db") == 1  # the given file is not changed
+
+
+def test_absolute_paths_are_kept_and_ones_it_cannot_place_are_refused(
+    tmp_path: Path, short_dir: Path
+) -> None:
+    config = short_dir / "gw.toml"
+    text = '[gateway]\nid = "gw-1"\n[store]\npath = "/srv/outbox.db"\n[control]\nsocket = "/run/x.sock"\n'
+    config.write_text(text)
+    r = cli("service", "install", "--prefix", str(tmp_path / "a"), "--config", str(config), "--no-enable")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "a/etc/citynerve/gateway.toml").read_text() == text
+    config.write_text('store = { path = "var/x.db" }\n[gateway]\nid = "gw-1"\n')  # inline: not placed
+    r = cli("service", "install", "--prefix", str(tmp_path / "b"), "--config", str(config), "--no-enable")
+    assert r.exit_code == 1 and "set store.path to an absolute path" in r.output, r.output
+    assert not (tmp_path / "b/etc/citynerve/gateway.toml").exists()

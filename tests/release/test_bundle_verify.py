@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tarfile
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -20,16 +21,27 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from citynerve.gateway import shipped
 from citynerve.gateway.release import bundle as fmt
 from citynerve.gateway.service.unit import render_unit
-from citynerve.hil.tools.bundle import sign_manifest
+from citynerve.hil.tools.bundle import BuildError, build_bundle, sign_manifest
 
 from .conftest import REPO, ReleaseKey
 
 
-def make_bundle(tmp: Path, key: ReleaseKey, version: str = "9.9.9") -> Path:
+def fake_wheel(path: Path, trusted: ReleaseKey) -> Path:
+    """A zip with only the release key the gateway trusts, where the real wheel carries it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(fmt.WHEEL_RELEASE_KEY, trusted.public.read_bytes())
+    return path
+
+
+def make_bundle(
+    tmp: Path, key: ReleaseKey, version: str = "9.9.9", *, trusted: ReleaseKey | None = None
+) -> Path:
+    """A bundle signed with `key` whose (fake) gateway wheel trusts `trusted` (default: `key`)."""
     folder = tmp / f"citynerve-{version}-x86_64"
     (folder / "wheels").mkdir(parents=True)
     shutil.copy2(fmt.__file__, folder / "install.py")
-    (folder / "wheels" / f"citynerve-{version}-py3-none-any.whl").write_bytes(b"not really a wheel")
+    fake_wheel(folder / "wheels" / f"citynerve-{version}-py3-none-any.whl", trusted or key)
     files = {
         p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in folder.rglob("*")
@@ -54,6 +66,17 @@ def test_another_key_is_refused(tmp_path: Path, release_key: ReleaseKey) -> None
     other = ReleaseKey(tmp_path)  # overwrites nothing of the session key: another folder
     with pytest.raises(fmt.BundleError, match="signature does not verify"):
         fmt.verify(folder, other.public.read_bytes())
+
+
+def test_the_bundle_tool_refuses_a_key_the_gateway_does_not_trust(
+    tmp_path: Path, release_key: ReleaseKey
+) -> None:
+    # The gateway checks updates against its packaged config/release-key.pem: a bundle signed with
+    # another key would install and then refuse its own updates.
+    wheel = fake_wheel(tmp_path / "build" / "citynerve-9.9.9-py3-none-any.whl", ReleaseKey(tmp_path))
+    with pytest.raises(BuildError, match="is not the release key the gateway trusts"):
+        build_bundle(arch="x86_64", key_path=release_key.private, out=tmp_path / "dist", wheel=wheel)
+    assert not (tmp_path / "dist").exists() or not list((tmp_path / "dist").iterdir())
 
 
 @pytest.mark.parametrize("tamper", ["change", "add", "remove", "manifest"])

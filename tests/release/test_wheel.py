@@ -103,8 +103,12 @@ def test_the_runtime_install_has_no_simulator_dependencies(tmp_path: Path) -> No
     )
     out = _run([py, "-c", probe], cwd=tmp_path).stdout.splitlines()
     assert out == ["[]", "[]"], out
+    # .xlsx registers are read on site, where nothing can be pip-installed: openpyxl comes with it.
+    xlsx = _run([py, "-c", "import openpyxl, et_xmlfile"], cwd=tmp_path)
+    assert xlsx.returncode == 0, xlsx.stderr
     demo = _run([str(root / "bin" / "citynerve"), "demo", "--duration", "1"], cwd=tmp_path)
     assert demo.returncode == 1 and "citynerve[sim]" in demo.stderr, demo.stderr
+    assert "install.py again with --sim" in demo.stderr, demo.stderr
 
 
 def test_a_smoke_subset_of_the_tests_passes_against_the_installed_package(tmp_path: Path) -> None:
