@@ -301,9 +301,9 @@ def apply_register(
         item = {"line": row.line, "address": row.address, **{k: v for k, v in row.values.items() if v}}
         if row.refused:  # not taken; an address that may have lost digits names no device
             matched = [] if "address" in row.refused else [d for k in found for d in by_address.get(k, [])]
-            named = str(matched[0].get("id")) if len(matched) == 1 else ""
-            report.invalid.append({**item, "device": named, "why": "; ".join(row.refused.values())})
-            if named:
+            taker = str(matched[0].get("id")) if len(matched) == 1 else ""
+            report.invalid.append({**item, "device": taker, "why": "; ".join(row.refused.values())})
+            if taker:
                 for k in found:
                     seen.setdefault(k, row.line)
             continue
