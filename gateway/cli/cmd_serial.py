@@ -155,9 +155,14 @@ def _probe_command(group: click.Group, protocol: str, title: str) -> None:
         "--bauds",
         default=",".join(map(str, PROBE_BAUDS)),
         show_default=True,
-        help="Baud rates to try, in order.",
+        help="Baud rates to try, in order (with --bus: after the configured one).",
     )
-    @click.option("--parity", type=click.Choice(["E", "N", "O"]), help="Parity (default E).")
+    @click.option(
+        "--parity",
+        type=click.Choice(["E", "N", "O"]),
+        help="With --port: the line's parity (default E). With --bus: the parity to try after the "
+        "configured one, which is always tried first (default: N, E and O).",
+    )
     @click.option(
         "--timeout",
         "timeout_s",
