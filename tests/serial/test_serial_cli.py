@@ -173,6 +173,23 @@ async def test_cjt188_commands_on_a_port() -> None:
         assert code == 0 and "5.5" in out and "closed" in out
 
 
+@pytest.mark.parametrize("protocol", ["cjt188", "dlt645"])
+async def test_read_address_with_two_meters_on_the_line_says_several_may_have_answered(protocol: str) -> None:
+    """Two meters answer the wildcard at once and their replies collide: the error says that more
+    than one meter may have answered (it said only 'checksum mismatch: expected 8E, found 10')."""
+    meters: list[SimCjt188Meter | SimDlt645Meter] = (
+        [SimCjt188Meter("00000000000012"), SimCjt188Meter("00000000000013")]
+        if protocol == "cjt188"
+        else [SimDlt645Meter("000000000161"), SimDlt645Meter("000000000162")]
+    )
+    async with SerialMeterBus(meters=meters) as bus:
+        code, _, err = await cli("diag", protocol, "read-address", "--port", bus.port, "--timeout", "0.5")
+    assert code == 1, err
+    text = " ".join(err.split())
+    assert "more than one meter may have answered the wildcard address" in text, text
+    assert "read-address is for one meter on the line" in text and "Traceback" not in text
+
+
 async def test_serial_command_bad_input() -> None:
     code, _, err = await cli_process("diag", "dlt645", "read-address")
     assert code == 2 and "either --bus" in err
