@@ -336,7 +336,10 @@ class BusOwner(DeviceStates):
                 await self._close()
                 self._channel_retry_at = 0.0
             if not self.channel_open:
-                if loop.time() >= self._channel_retry_at and not await self._open():
+                # A job (a technician's diag, a command) tries the open at once: the adapter may
+                # just have been plugged back in, and the open's backoff can be minutes by now.
+                due = self._jobs or loop.time() >= self._channel_retry_at
+                if due and not await self._open():
                     self._channel_retry_at = loop.time() + self._channel_backoff
                 if not self.channel_open:
                     self._fail_jobs(BusNotRunningError(self.bus.id, self.channel_error or "channel down"))
