@@ -15,6 +15,7 @@ from citynerve.drivers.serialio import (
     SerialLine,
     frames_of,
     search,
+    wildcard_reply_error,
 )
 from citynerve.gateway.api import (
     FrameError,
@@ -173,7 +174,7 @@ class Cjt188Driver(PollDriver[SerialBusConfig, Cjt188Device]):
                     accept=lambda f: f.is_reply and f.function == codec.Control.READ_ADDRESS,
                 )
             except ReplyTimeout as err:
-                raise err.as_error(codec.PROTOCOL, codec.WILDCARD, ()) from err
+                raise wildcard_reply_error(err, codec.PROTOCOL, codec.WILDCARD) from err
             codec.check_reply(frame, codec.WILDCARD)
             return {
                 "address": frame.address,

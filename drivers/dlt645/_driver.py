@@ -16,6 +16,7 @@ from citynerve.drivers.serialio import (
     SerialLine,
     frames_of,
     search,
+    wildcard_reply_error,
 )
 from citynerve.gateway.api import (
     ConfigError,
@@ -181,7 +182,7 @@ class Dlt645Driver(PollDriver[SerialBusConfig, Dlt645Device]):
                     accept=lambda f: f.is_reply and f.function == codec.Function.READ_ADDRESS,
                 )
             except ReplyTimeout as err:
-                raise err.as_error(codec.PROTOCOL, "AAAAAAAAAAAA", ()) from err
+                raise wildcard_reply_error(err, codec.PROTOCOL, "AAAAAAAAAAAA") from err
             codec.check_reply(frame, "AAAAAAAAAAAA")
             address = codec.decode_address(frame.data[:6]) if len(frame.data) >= 6 else frame.address
             return {"address": address, "frame": frame.raw.hex(" ").upper()}

@@ -61,7 +61,7 @@ def parse_di(text: str | int) -> int:
     if isinstance(text, int):
         return text
     cleaned = text.strip().replace(" ", "").removeprefix("0x").removeprefix("0X")
-    if len(cleaned) not in (4, 8):
+    if len(cleaned) not in (4, 8) or any(c not in "0123456789abcdefABCDEF" for c in cleaned):
         raise ValueError(f"a DI is 4 (1997) or 8 (2007) hex digits, got {text!r}")
     return int(cleaned, 16)
 

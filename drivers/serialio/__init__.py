@@ -15,6 +15,7 @@ from citynerve.drivers.serialio._line import (
     SerialLine,
     byte_time_s,
     frames_of,
+    wildcard_reply_error,
 )
 
 __all__ = [
@@ -30,4 +31,5 @@ __all__ = [
     "frames_of",
     "meter_number",
     "serial_settings",
+    "wildcard_reply_error",
 ]

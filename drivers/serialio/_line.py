@@ -180,6 +180,23 @@ class ReplyTimeout(TransientError):
         return DeviceTimeoutError(device_id, points, self.timeout_s)
 
 
+def wildcard_reply_error(err: ReplyTimeout, protocol: str, wildcard: str) -> GatewayError:
+    """What a read-address to the wildcard address heard, as an error: a garbled, corrupt or
+    incomplete reply there is most often several meters answering at once (the command is for one
+    meter on the line), so the text says so instead of a bare checksum mismatch."""
+    error = err.as_error(protocol, wildcard, ())
+    if not isinstance(error, FrameError):
+        return error
+    return FrameError(
+        protocol,
+        f"{error.reason}: more than one meter may have answered the wildcard address; read-address is "
+        "for one meter on the line (disconnect the others, or find the meters with `citynerve init "
+        "--discover`, which searches the addresses)",
+        error.data,
+        fault=error.fault,
+    )
+
+
 def byte_time_s(settings: SerialSettings) -> float:
     """Wire time of one character: start bit + data bits + parity bit + stop bits."""
     bits = 1 + settings.bytesize + (0 if settings.parity == "N" else 1) + settings.stopbits

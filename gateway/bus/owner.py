@@ -119,6 +119,7 @@ class BusOwner(DeviceStates):
         self._order = 0
         self._plans: dict[str, Sequence[PollRequest]] = {}  # a driver may share one between devices
         self._channel_backoff = 0.0
+        self._channel_retry_at = 0.0  # loop time of the next open attempt while the channel is down
         self._restart = False
 
     # -- public API: everything else asks the owner ----------------------------------------------
@@ -281,6 +282,7 @@ class BusOwner(DeviceStates):
             return False
         if self.channel_error is not None:
             log.warning("bus %s: channel open again", self.bus.id)
+            self._probe_offline_now(asyncio.get_running_loop().time())
         self.channel_open = True
         self.channel_error = None
         self._channel_backoff = 0.0
@@ -336,11 +338,18 @@ class BusOwner(DeviceStates):
                 self._restart = False
                 log.info("bus %s: restarting channel", self.bus.id)
                 await self._close()
-            if not self.channel_open and not await self._open():
-                self._fail_jobs(BusNotRunningError(self.bus.id, self.channel_error or "channel down"))
-                self._count_missed_polls(loop.time())
-                await self._wait(self._channel_backoff)
-                continue
+                self._channel_retry_at = 0.0
+            if not self.channel_open:
+                # A job (a technician's diag, a command) tries the open at once: the adapter may
+                # just have been plugged back in, and the open's backoff can be minutes by now.
+                due = self._jobs or loop.time() >= self._channel_retry_at
+                if due and not await self._open():
+                    self._channel_retry_at = loop.time() + self._channel_backoff
+                if not self.channel_open:
+                    self._fail_jobs(BusNotRunningError(self.bus.id, self.channel_error or "channel down"))
+                    self._count_missed_polls(loop.time())
+                    await self._wait(self._channel_down_wait(loop.time()))
+                    continue
             if self._jobs:
                 await self._run_job(self._jobs.popleft())
                 continue
@@ -374,6 +383,26 @@ class BusOwner(DeviceStates):
             self._in_diag = False
         if isinstance(error, ChannelError):  # any other failure belongs to the asker, not the bus
             self._channel_broken(error)
+
+    def _channel_down_wait(self, now: float) -> float:
+        """Channel down: sleep until the next open attempt or the next poll due, whichever is first.
+        Missed polls are counted on their own schedule, not at the open retries (whose backoff grows
+        to backoff_max_s): a bus whose adapter was missing at start took minutes of doubling retries
+        to reach offline_after and raised no device_offline while a silent meter did."""
+        until = self._channel_retry_at
+        if self._heap:
+            until = min(until, self._heap[0].due)
+        return max(0.0, until - now)
+
+    def _probe_offline_now(self, now: float) -> None:
+        """The channel is open again: probe the offline devices now rather than after their grown
+        backoff (the adapter, not the meters, kept them from answering), staggered over at most a
+        second."""
+        for i, entry in enumerate(self._heap):
+            if entry.index == 0 and self.health[entry.device_id].online is False and entry.due > now:
+                due = now + self._rng.uniform(0, min(1.0, entry.request.interval_s))
+                self._heap[i] = _Entry(due, entry.order, entry.device_id, 0, entry.request)
+        heapq.heapify(self._heap)
 
     def _count_missed_polls(self, now: float) -> None:
         """Channel down: polls that fall due count as failures, so devices go offline normally."""
@@ -501,3 +530,4 @@ class BusOwner(DeviceStates):
         self.channel_error = err.reason
         self.channel_open = False
         self._channel_backoff = self.bus.backoff_initial_s / 4
+        self._channel_retry_at = 0.0  # reopen at once, then back off

@@ -42,9 +42,10 @@ def check(file: Path, allow_insecure_secrets: bool, as_json: bool) -> None:
     Settings that are allowed but weaken security (tls.verify = false, a password over plain
     mqtt://) are listed as warnings; secret files that group or others may read are refused
     unless --allow-insecure-secrets (or [security] allow_insecure_secret_files) makes them warnings.
+    A secret file (password, key) that does not exist or cannot be read is refused.
     """
     try:
-        cfg = load_config(file, allow_insecure_secrets=allow_insecure_secrets)
+        cfg = load_config(file, allow_insecure_secrets=allow_insecure_secrets, secrets_must_exist=True)
     except ConfigError as err:
         if as_json:
             print_json({"valid": False, "issues": [issue_dict(i) for i in err.issues]})

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from citynerve.gateway.api import ConfigError, GatewayError
+from citynerve.gateway.api import ConfigError, DiagParamError, GatewayError
 from citynerve.gateway.cli import _common
 from citynerve.gateway.cli._common import (
     EXIT_FAILED,
@@ -28,6 +28,7 @@ from citynerve.gateway.cli._common import (
     print_json,
 )
 from citynerve.gateway.cli._groups import diag
+from citynerve.gateway.cli._usage import configured_bus
 from citynerve.gateway.config import GatewayConfig
 
 SCAN_CHUNK = 8  # unit ids per request to the bus owner: the bar moves, the bus is shared fairly
@@ -88,10 +89,7 @@ def ports(as_json: bool) -> None:
 
 def _modbus_config(config_path: Path, bus_id: str) -> GatewayConfig:
     cfg = load_or_exit(config_path)
-    try:
-        bus = cfg.bus(bus_id)
-    except KeyError:
-        fail(f"no bus {bus_id!r} in {config_path} (buses: {', '.join(b.id for b in cfg.buses) or 'none'})")
+    bus = configured_bus(cfg, bus_id)
     if not bus.protocol.startswith("modbus"):
         fail(f"bus {bus_id} speaks {bus.protocol}, not Modbus", EXIT_INVALID)
     return cfg
@@ -109,6 +107,8 @@ async def _one(cfg: GatewayConfig, bus_id: str, action: str, params: dict[str, A
 def _run_or_fail(coro: Any) -> Any:
     try:
         return asyncio.run(coro)
+    except DiagParamError as err:  # bad input the driver found: exit 2, like click's own
+        fail(str(err), EXIT_INVALID)
     except GatewayError as err:
         fail(str(err))
 

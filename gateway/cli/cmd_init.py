@@ -351,8 +351,11 @@ def init(
         "problems": [],
         "rules": [],  # the rule packs written for the devices added: on, or commented out
     }
+    summary["warnings"] = [str(w) for w in cfg.warnings]
     if not as_json:
         console.print(f"[green]wrote[/] {esc(config_path)} ({len(answers.buses)} buses)", highlight=False)
+        for warning in cfg.warnings:  # a password file not there yet: `config check` refuses it
+            err_console.print(str(warning), style="yellow", highlight=False, markup=False, soft_wrap=True)
     if discover and answers.buses:
         try:
             found, problems, _routes = _discover(cfg, first, last, ble_duration, as_json, search_timeout)

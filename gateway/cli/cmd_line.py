@@ -22,6 +22,7 @@ from citynerve.gateway.cli._common import (
     print_json,
 )
 from citynerve.gateway.cli._groups import diag
+from citynerve.gateway.cli._usage import configured_bus
 from citynerve.gateway.diagbus import DiagSession
 
 GOOD_RATE = 0.99  # below this the line needs work: exit 1
@@ -47,6 +48,7 @@ def line(config_path: Path, bus_id: str, repeat: int, as_json: bool) -> None:
     else on the port directly. Exits 1 when fewer than 99 % of the transactions succeed.
     """
     cfg = load_or_exit(config_path)
+    configured_bus(cfg, bus_id)  # an unknown bus is bad input (exit 2), before any session
 
     async def run() -> dict[str, Any]:
         async with DiagSession(cfg, bus_id, timeout_s=max(120.0, repeat * 5.0)) as session:

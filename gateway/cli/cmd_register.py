@@ -143,7 +143,7 @@ def _show(result: dict[str, Any], dry_run: bool) -> None:
         t.add_row(
             str(r.get("line", "-")),
             esc(r.get("address", "")),
-            esc(f"not taken into {r['device']}: {r['why']}"),
+            esc(f"not taken into {r['device']}: {r['why']}" if r["device"] else f"not taken: {r['why']}"),
         )
     for dev in result["not_in_register"]:
         t.add_row("-", esc(dev), "on the bus, not in the register")

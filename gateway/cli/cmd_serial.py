@@ -35,6 +35,7 @@ from citynerve.gateway.cli._common import (
     print_json,
 )
 from citynerve.gateway.cli._groups import diag
+from citynerve.gateway.cli._usage import configured_bus, dlt645_di, hex_byte, meter_address
 from citynerve.gateway.diagbus import bus_diag
 
 
@@ -68,24 +69,37 @@ async def _direct(
         await driver.close()
 
 
+ADDRESS_DIGITS = {"dlt645": (12, "DL/T 645"), "cjt188": (14, "CJ/T 188")}
+
+
 def _run(protocol: str, opts: dict[str, Any], action: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Run one diag action by --bus (config) or --port; turn typed errors into one line and an exit code."""
+    """Run one diag action by --bus (config) or --port; turn typed errors into one line and an exit code.
+    A `params["address"]` is checked first (its digits, or a device id of the bus): bad input is a
+    usage error (exit 2) before the line is touched."""
     if bool(opts["bus_id"]) == bool(opts["port"]):
         raise click.UsageError("give either --bus (a configured bus) or --port (a serial port)")
     try:
         if opts["port"]:
+            _check_address(protocol, params, set())
             serial = {"baudrate": opts["baud"], "parity": opts["parity"]}
             serial = {k: v for k, v in serial.items() if v is not None}
             return asyncio.run(_direct(protocol, opts["port"], serial, opts["timeout_s"], action, params))
         cfg = load_or_exit(opts["config_path"])
-        bus = next((b for b in cfg.buses if b.id == opts["bus_id"]), None)
-        if bus is not None and bus.protocol != protocol:
+        bus = configured_bus(cfg, opts["bus_id"])
+        if bus.protocol != protocol:
             fail(f"bus {bus.id} speaks {bus.protocol}, not {protocol}", EXIT_INVALID)
+        _check_address(protocol, params, {d.id for d in cfg.devices if d.bus == bus.id})
         return asyncio.run(bus_diag(cfg, opts["bus_id"], action, params))
     except PermanentError as err:
         fail(str(err), EXIT_INVALID)
     except GatewayError as err:
         fail(str(err), EXIT_FAILED)
+
+
+def _check_address(protocol: str, params: dict[str, Any], device_ids: set[str]) -> None:
+    if "address" in params and protocol in ADDRESS_DIGITS:
+        digits, name = ADDRESS_DIGITS[protocol]
+        meter_address(params["address"], digits=digits, protocol=name, device_ids=device_ids)
 
 
 PROBE_BAUDS = (2400, 1200, 4800, 9600)
@@ -141,9 +155,14 @@ def _probe_command(group: click.Group, protocol: str, title: str) -> None:
         "--bauds",
         default=",".join(map(str, PROBE_BAUDS)),
         show_default=True,
-        help="Baud rates to try, in order.",
+        help="Baud rates to try, in order (with --bus: after the configured one).",
     )
-    @click.option("--parity", type=click.Choice(["E", "N", "O"]), help="Parity (default E).")
+    @click.option(
+        "--parity",
+        type=click.Choice(["E", "N", "O"]),
+        help="With --port: the line's parity (default E). With --bus: the parity to try after the "
+        "configured one, which is always tried first (default: N, E and O).",
+    )
     @click.option(
         "--timeout",
         "timeout_s",
@@ -265,6 +284,7 @@ def dlt645_read(
     **opts: Any,
 ) -> None:
     """Read one DI of one meter and show the value with its unit."""
+    di = dlt645_di(di)
     params = {
         "address": address,
         "di": di,
@@ -327,6 +347,7 @@ _order_option = click.option(
 @_order_option
 def cjt188_read(address: str, meter_type: str, di_order: str, **opts: Any) -> None:
     """Read the meter's current values (901F): flows with units, meter time, valve, battery."""
+    hex_byte(meter_type, param="--type", what="a CJ/T 188 meter type")
     result = _run(
         "cjt188", opts, "read", {"address": address, "meter_type": meter_type, "di_order": di_order}
     )
@@ -341,6 +362,7 @@ def cjt188_read(address: str, meter_type: str, di_order: str, **opts: Any) -> No
 @_order_option
 def cjt188_valve(address: str, state: str, meter_type: str, di_order: str, **opts: Any) -> None:
     """Open or close a meter's valve (04, DI A017: 55 open, 99 close)."""
+    hex_byte(meter_type, param="--type", what="a CJ/T 188 meter type")
     params = {"address": address, "state": state, "meter_type": meter_type, "di_order": di_order}
     result = _run("cjt188", opts, "valve", params)
     _show(f"CJ/T 188 meter {address}", result, opts["as_json"])

@@ -73,10 +73,17 @@ class RegisterError(PermanentError):
         super().__init__(f"{path}: {reason}")
 
 
+CODE_COLUMNS = ("address", "component_code")
+"""Columns holding codes (meter numbers, 16-digit component codes): a number cell there past Excel's
+15 significant digits has lost its last digits (3101060102000007 is kept as 3101060102000000)."""
+EXCEL_DIGITS = 15
+
+
 @dataclass(frozen=True, slots=True)
 class Row:
     line: int  # the spreadsheet's row number (header = 1)
     values: dict[str, str]
+    refused: dict[str, str] = field(default_factory=dict)  # column -> why it cannot be taken as read
 
     @property
     def address(self) -> str:
@@ -102,9 +109,32 @@ def _rows(path: Path, table: list[list[Any]]) -> list[Row]:
     out = []
     for n, cells in enumerate(table[1:], start=2):
         values = {k: _text(c) for k, c in zip(header, cells, strict=False) if k is not None}
+        refused = {
+            k: f"{k} (cell {_cell_name(i, n)}) is a number cell: Excel keeps {EXCEL_DIGITS} digits "
+            f"({values[k]} may not be the code typed); format the column as text and type the code again"
+            for i, (k, c) in enumerate(zip(header, cells, strict=False))
+            if k in CODE_COLUMNS and _cut_number(c)
+        }
         if any(values.values()):
-            out.append(Row(n, values))
+            out.append(Row(n, values, refused))
     return out
+
+
+def _cut_number(cell: Any) -> bool:
+    """A number cell (only .xlsx has them) too long for Excel's 15 significant digits."""
+    if isinstance(cell, bool) or not isinstance(cell, int | float):
+        return False
+    return abs(cell) >= 10**EXCEL_DIGITS
+
+
+def _cell_name(index: int, line: int) -> str:
+    """Spreadsheet name of the cell in column `index` (0-based) and row `line`: F3."""
+    letters = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(ord("A") + rest) + letters
+    return f"{letters}{line}"
 
 
 def _text(cell: Any) -> str:
@@ -273,6 +303,14 @@ def apply_register(
     for row in rows:
         found = row_keys(row.address, row.values.get("bus", ""))
         item = {"line": row.line, "address": row.address, **{k: v for k, v in row.values.items() if v}}
+        if row.refused:  # not taken; an address that may have lost digits names no device
+            matched = [] if "address" in row.refused else [d for k in found for d in by_address.get(k, [])]
+            taker = str(matched[0].get("id")) if len(matched) == 1 else ""
+            report.invalid.append({**item, "device": taker, "why": "; ".join(row.refused.values())})
+            if taker:
+                for k in found:
+                    seen.setdefault(k, row.line)
+            continue
         first = next((seen[k] for k in found if k in seen), None)
         if first is not None:
             report.duplicates.append({**item, "first_line": first})

@@ -42,10 +42,9 @@ from citynerve.gateway.config.model import (
 from citynerve.gateway.config.paths import register_secrets, resolve_paths
 from citynerve.gateway.config.runnable import serial_device, socket_path_problem
 from citynerve.gateway.config.secrets import (
-    check_secret_file,
     config_file_warning,
     inline_secrets,
-    secret_paths,
+    secret_file_problems,
     weak_settings,
 )
 from citynerve.gateway.config.tomlfile import read_toml
@@ -126,8 +125,16 @@ def _where(name: str, i: int, items: list[Any]) -> str:
 
 
 class _Loader:
-    def __init__(self, path: Path, allow_insecure_secrets: bool = False, text_at: Path | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        allow_insecure_secrets: bool = False,
+        text_at: Path | None = None,
+        *,
+        secrets_must_exist: bool = False,
+    ) -> None:
         self.path = path
+        self.secrets_must_exist = secrets_must_exist
         self.text_at = text_at or path  # where the text is read (a candidate beside the config)
         self.allow_insecure_secrets = allow_insecure_secrets
         self.warnings: list[ConfigIssue] = []
@@ -298,17 +305,13 @@ class _Loader:
         )
 
     def _check_secret_files(self, sections: list[tuple[str, BaseModel | None]], allow: bool) -> None:
-        for prefix, model in sections:
-            if model is None:
-                continue
-            for where, path in secret_paths(model, prefix):
-                problem = check_secret_file(path)
-                if problem is None:
-                    continue
-                if allow:
-                    self.warnings.append(ConfigIssue(self.file, where, f"warning: {problem}"))
-                else:
-                    self.issue(where, problem)
+        for where, problem, is_error in secret_file_problems(
+            sections, allow_insecure=allow, must_exist=self.secrets_must_exist
+        ):
+            if is_error:
+                self.issue(where, problem)
+            else:
+                self.warnings.append(ConfigIssue(self.file, where, f"warning: {problem}"))
 
     def _resolve(self, path: str) -> Path:
         p = Path(path)
@@ -582,6 +585,7 @@ def load_config(
     *,
     allow_insecure_secrets: bool = False,
     as_path: str | os.PathLike[str] | None = None,
+    secrets_must_exist: bool = False,
 ) -> GatewayConfig:
     """Load and validate a gateway config. Raises ConfigError listing every problem found.
 
@@ -589,7 +593,10 @@ def load_config(
     others may read from errors into warnings, like `[security] allow_insecure_secret_files`.
     `as_path`: read the text at `path` as if it were the config at `as_path` (its managed profiles,
     relative paths and issues are those of `as_path`): a candidate edit checked before it replaces
-    the config."""
+    the config. `secrets_must_exist` (`config check`): a secret file that does not exist or cannot
+    be read is an error; otherwise a warning (`run` starts without it and logs it)."""
     if as_path is None:
-        return _Loader(Path(path), allow_insecure_secrets).load()
-    return _Loader(Path(as_path), allow_insecure_secrets, text_at=Path(path)).load()
+        return _Loader(Path(path), allow_insecure_secrets, secrets_must_exist=secrets_must_exist).load()
+    return _Loader(
+        Path(as_path), allow_insecure_secrets, text_at=Path(path), secrets_must_exist=secrets_must_exist
+    ).load()

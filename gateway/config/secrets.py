@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, get_args
 
@@ -45,8 +45,8 @@ def _marked(metadata: list[Any], annotation: Any) -> bool:
 
 
 def check_secret_file(path: Path) -> str | None:
-    """Why `path` is not safe to hold a secret, or None. A missing file is not judged here (the
-    part that reads it reports it when it needs it)."""
+    """Why `path` is not safe to hold a secret, or None. A missing file is not judged here (see
+    `missing_secret_file`)."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -64,6 +64,44 @@ def check_secret_file(path: Path) -> str | None:
             "[security] allow_insecure_secret_files = true to accept it with a warning"
         )
     return None
+
+
+def missing_secret_file(path: Path) -> str | None:
+    """Why the gateway cannot read the secret at `path` (it does not exist, or its owner or root
+    cannot read it), or None. A file of another user that this user cannot read is not judged: the
+    technician checking the config is often not the service's user."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return (
+            f"secret file {path} does not exist: create it, the gateway's user's alone "
+            f"(`install -o citynerve -g citynerve -m 600 FILE {path}`), or fix the path"
+        )
+    except OSError:
+        return None  # check_secret_file says why
+    mine = os.geteuid() in (0, st.st_uid)
+    if mine and stat.S_ISREG(st.st_mode) and not os.access(path, os.R_OK):
+        return f"secret file {path} cannot be read (mode {stat.S_IMODE(st.st_mode):04o}): `chmod 600 {path}`"
+    return None
+
+
+def secret_file_problems(
+    sections: Iterable[tuple[str, BaseModel | None]], *, allow_insecure: bool, must_exist: bool
+) -> Iterator[tuple[str, str, bool]]:
+    """(key path, problem, is an error) for each secret file of `sections` ((key prefix, model)).
+
+    A file that does not exist or cannot be read is an error when `must_exist` (`config check`: the
+    installer must learn it on site), else a warning (`run` starts without it: meters, rules and
+    the outbox go on, and the warning is logged). An unsafe mode is an error unless `allow_insecure`.
+    """
+    for prefix, model in sections:
+        if model is None:
+            continue
+        for where, path in secret_paths(model, prefix):
+            if (missing := missing_secret_file(path)) is not None:
+                yield where, missing, must_exist
+            elif (problem := check_secret_file(path)) is not None:
+                yield where, problem, not allow_insecure
 
 
 def inline_secrets(model: BaseModel, prefix: str) -> Iterator[str]:

@@ -232,13 +232,17 @@ class Uplink(UplinkAcks, UplinkMessages):
         try:
             await self._load_positions()
             while True:
+                refused_by_config = 0  # brokers of this round not tried: the config is incomplete
                 for broker in self._brokers:
                     sessions = self._sessions
                     try:
                         await self._session(broker)
                     except _SessionLost as err:
                         self._note_error(f"{broker}: {err}")
-                    except GatewayError as err:  # config (credentials, TLS files) or store trouble
+                    except ConfigError as err:  # a password or key file missing: no broker was asked
+                        refused_by_config += 1
+                        self._note_error(f"{broker}: {type(err).__name__}: {err}")
+                    except GatewayError as err:  # store trouble
                         self._note_error(f"{broker}: {type(err).__name__}: {err}")
                     except Exception as err:  # a bug must not end store-and-forward for good
                         log.exception("uplink: session with %s failed", broker)
@@ -253,7 +257,14 @@ class Uplink(UplinkAcks, UplinkMessages):
                 delay = self._backoff.next_delay()
                 tries = self._backoff.attempt  # failed rounds since the last working session
                 if tries & (tries - 1) == 0:  # 1, 2, 4, 8, ...: a week's outage logs ~14 lines, not 10,000
-                    log.info("uplink: no broker reachable (%d tries); next attempt in %.1f s", tries, delay)
+                    # Not "no broker reachable" when none was asked: the broker may well be reachable.
+                    what = (
+                        "not connecting: the upstream config is incomplete (see the error above; "
+                        "`citynerve config check` names the key)"
+                        if refused_by_config == len(self._brokers)
+                        else "no broker reachable"
+                    )
+                    log.info("uplink: %s (%d tries); next attempt in %.1f s", what, tries, delay)
                 await asyncio.sleep(delay)
         finally:
             self._state = LinkState.STOPPED

@@ -304,6 +304,21 @@ async def test_writes_and_reads_go_through_the_owner_between_polls() -> None:
     assert driver.max_in_flight == 1
 
 
+async def test_a_job_tries_the_open_at_once_whatever_the_channel_backoff() -> None:
+    """The open is retried on its own backoff (here 10 s) while polls fall due on their schedule; a
+    technician's job after the adapter is plugged back in opens the channel then, not at the retry."""
+    owner, driver, _ = make(1, backoff_initial_s=40.0, backoff_max_s=300.0)
+    driver.open_fails = 1
+    task = asyncio.create_task(owner.run())
+    await asyncio.sleep(0.05)
+    assert owner.channel_open is False and driver.opens == 0
+    await asyncio.wait_for(owner.write("d0", "w", 1), timeout=2.0)  # the adapter is back
+    assert owner.channel_open is True and driver.writes == [("d0", "w", 1)]
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 async def test_channel_that_cannot_open_is_retried_and_jobs_fail_clearly() -> None:
     owner, driver, _ = make(1, backoff_initial_s=0.2)
     driver.open_fails = 2

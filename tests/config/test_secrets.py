@@ -3,6 +3,7 @@ that weaken security are warnings in `config check` and in the log of `citynerve
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from click.testing import CliRunner
 from citynerve.gateway.api import ConfigError
 from citynerve.gateway.cli import main
 from citynerve.gateway.config import load_config
-from tests.config.test_config_errors import HEAD
+from tests.config.test_config_errors import EXAMPLES, HEAD
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -205,3 +206,47 @@ def test_a_config_holding_a_secret_itself_warns_when_others_can_read_it(tmp_path
     assert "00112233445566778899aabbccddeeff" not in str(warning)
     path.chmod(0o640)  # the installer's layout: root:citynerve, read through the group
     assert [w for w in load_config(path).warnings if w.path != "rules"] == []
+
+
+def test_a_secret_file_that_does_not_exist_is_refused_by_config_check_naming_the_key(tmp_path: Path) -> None:
+    """The installer learns on site that the broker password file is missing: `config check` exits 2
+    naming the key (it said valid, and `run` then failed every connect as 'no broker reachable');
+    `run` starts without it (meters, rules, the outbox go on) with a warning naming the key."""
+    path = config(tmp_path, UPSTREAM_TLS)  # mqtt.pass is not there
+    result = CliRunner().invoke(main, ["config", "check", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "upstream.password_file: secret file" in result.output
+    assert f"{tmp_path / 'mqtt.pass'} does not exist" in result.output
+    cfg = load_config(path)
+    [warning] = [w for w in cfg.warnings if not w.path.startswith("rules")]
+    assert warning.path == "upstream.password_file" and "does not exist" in warning.message
+    password_file(tmp_path, 0o600)
+    assert CliRunner().invoke(main, ["config", "check", str(path)]).exit_code == 0
+
+
+def test_init_with_a_password_file_not_there_yet_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "gw.toml"
+    args = ["init", "-c", str(path), "--gateway-id", "gw-1", "--city", "310100", "--district", "310106"]
+    args += ["--street", "310106013", "--bus", "rs485-1:modbus_tcp:127.0.0.1:1502", "--no-interactive"]
+    args += ["--upstream", "mqtts://127.0.0.1:8883", "--username", "gw", "--password-file", "mqtt.pass"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "upstream.password_file: warning: secret file" in result.output
+    assert "does not exist" in result.output
+    assert CliRunner().invoke(main, ["config", "check", str(path)]).exit_code == 2
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_the_shipped_example_names_its_absent_secret_files(example: Path) -> None:
+    """Examples naming /etc/citynerve/... secret files: on a machine without them (a dev box)
+    `config check` refuses exactly those, each by key; `run`'s loader warns; where they exist, valid."""
+    absent = {w.path: w.message for w in load_config(example).warnings if "does not exist" in w.message}
+    result = CliRunner().invoke(main, ["config", "check", "--json", str(example)])
+    report = json.loads(result.output)
+    if not absent:
+        assert result.exit_code == 0 and report["valid"], report
+        return
+    assert result.exit_code == 2
+    issues = {i["path"]: "warning: " + i["message"] for i in report["issues"]}
+    assert {k: v for k, v in issues.items() if not k.startswith("rules")} == absent
+    assert all(m.startswith("warning: secret file /etc/citynerve/") for m in absent.values()), absent

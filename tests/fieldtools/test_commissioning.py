@@ -146,10 +146,13 @@ async def test_scripted_init_discovers_the_building(short_dir: Path, building: M
     host, port = building.endpoint
     building.silence(13)
     path = short_dir / "gw.toml"
+    secret = short_dir / "broker.pw"  # `config check` refuses a password file that is not there
+    secret.write_text("pw\n")
+    secret.chmod(0o600)
     r = await acli(
         "init", "-c", str(path), *IDENTITY, "--name", "Daning Road No. 7",
         "--upstream", "mqtts://platform.example:8883", "--username", "gw-310106-0007",
-        "--password-file", "/etc/citynerve/broker.pw",
+        "--password-file", str(secret),
         "--bus", f"tcp-1:modbus_tcp:{host}:{port}", "--profile-dir", str(PROFILES),
         "--discover", "--to", "16", "--yes", "--json",
     )  # fmt: skip

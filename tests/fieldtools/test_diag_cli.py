@@ -224,8 +224,14 @@ async def test_modbus_commands_through_a_running_gateway(gateway: Gateway, confi
 
 def test_bad_input_is_one_line(config_path: Path) -> None:
     r = cli("diag", "modbus", "scan", "-c", str(config_path), "--bus", "nope")
-    assert r.exit_code == 1
-    assert "no bus 'nope'" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 2  # bad input (it was 1, a failed check)
+    assert "--bus: no bus 'nope'" in r.output and "Traceback" not in r.output
+    r = cli(
+        "diag", "modbus", "read", "-c", str(config_path), "--bus", "nope", "--unit", "1", "--address", "0"
+    )
+    assert r.exit_code == 2 and "--bus: no bus 'nope'" in r.output
+    r = cli("diag", "line", "-c", str(config_path), "--bus", "nope")
+    assert r.exit_code == 2 and "--bus: no bus 'nope'" in r.output
     r = cli("diag", "modbus", "scan", "-c", str(config_path), "--bus", "tcp-1", "--from", "9", "--to", "3")
     assert r.exit_code == 2
     r = cli("diag", "modbus", "write", "-c", str(config_path), "--bus", "tcp-1", "--unit", "1", "--address",

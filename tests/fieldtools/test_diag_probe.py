@@ -195,3 +195,27 @@ async def test_modbus_scan_at_another_baud_rate_and_probe(short_dir: Path) -> No
             assert "baudrate = 9600" in path.read_text()  # not written without --write
         finally:
             await server.close()
+
+
+async def test_probe_of_a_configured_bus_tries_the_parity_asked_after_the_configured_one(
+    short_dir: Path,
+) -> None:
+    """`--parity E` with `--bus` (configured 9600 8N1, meters at 2400): at each rate the configured
+    parity is tried first, then E, as the help now says (it said "Parity (default E)", read as the
+    only parity tried). A pty cannot carry parity, so the meters answer at 2400 8N1 here."""
+    meters = [SimDlt645Meter(a) for a in METERS]
+    async with (
+        SerialMeterBus(meters=meters, baudrate=2400) as sim,
+        LineRelay([(sim.port, LineSettings(2400, "E", 1))]) as relay,
+    ):
+        path = short_dir / "gateway.toml"
+        path.write_text(meter_toml(relay.port).replace("baudrate = 9600", 'baudrate = 9600\nparity = "N"'))
+        r = await acli(
+            "diag", "dlt645", "probe", "-c", str(path), "--bus", "rs485-1", "--bauds", "2400",
+            "--parity", "E", "--json",
+        )  # fmt: skip
+        assert r.exit_code == 0, r.output
+        out = json.loads(r.stdout)
+        assert [t["settings"] for t in out["trials"]] == ["9600 8N1", "9600 8E1", "2400 8N1"]
+    help_text = " ".join((await acli("diag", "dlt645", "probe", "--help")).output.split())
+    assert "With --bus: the parity to try after the configured one, which is always tried first" in help_text

@@ -95,3 +95,30 @@ def test_inline_device_array_is_refused_by_every_editing_command(tmp_path: Path)
         assert r.exit_code == 2 and isinstance(r.exception, SystemExit), (args, r.output)
         assert want in " ".join(r.output.split()), (args, r.output)
     assert config.read_text() == INLINE
+
+
+def test_a_component_code_in_an_xlsx_number_cell_is_refused_naming_the_cell(config_path: Path) -> None:
+    """Excel keeps 15 significant digits of a number: a typed 3101060102000007 is stored as
+    3101060102000000.0, a plausible 16-digit code that is not the one typed. Only the CSV text form
+    (3.10106E+15) was refused; the number cell was taken silently with the wrong code."""
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["address", "room", "component_code"])
+    sheet.append([2, "flat 201", 3101060102000000.0])  # what Excel stored for ...0007
+    sheet.append([3, "flat 301", "3101060102000003"])  # formatted as text: taken
+    register = config_path.parent / "register.xlsx"
+    book.save(register)
+    r = cli("devices", "import", "-c", str(config_path), str(register), "--json")
+    assert r.exit_code == 1, r.output
+    out = json.loads(r.output)
+    assert out["updated"] == ["wm-3"] and out["changed"] == ["wm-3"]
+    [bad] = out["invalid"]
+    assert (bad["line"], bad["address"], bad["device"]) == (2, "2", "wm-2")
+    assert bad["why"].startswith("component_code (cell C2) is a number cell: Excel keeps 15 digits")
+    assert "format the column as text and type the code again" in bad["why"]
+    assert "wm-2" not in out["not_in_register"]
+    cfg = load_config(config_path)
+    assert cfg.device("wm-2").component_code is None
+    assert cfg.device("wm-3").component_code == "3101060102000003"

@@ -4,6 +4,7 @@ demo, and a smoke subset of the test suite against the installed package."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -79,8 +80,17 @@ def test_the_installed_release_checks_every_example_and_runs_the_demo(tmp_path: 
     files = sorted(examples.glob("*.toml"))
     assert {f.name for f in files} == {f.name for f in (REPO / "config" / "examples").glob("*.toml")}
     for example in files:
-        check = _run([str(cn), "config", "check", str(example)], cwd=work)
-        assert check.returncode == 0, check.stdout + check.stderr
+        check = _run([str(cn), "config", "check", "--json", str(example)], cwd=work)
+        report = json.loads(check.stdout)
+        # Valid, or refused only for secret files under /etc/citynerve/ that this machine lacks.
+        missing = [
+            i
+            for i in report.get("issues", [])
+            if i["message"].startswith("secret file /etc/citynerve/") and "does not exist" in i["message"]
+        ]
+        assert report["valid"] or (check.returncode == 2 and missing == report["issues"]), (
+            check.stdout + check.stderr
+        )
     demo = _run([str(cn), "demo", "--duration", "20"], cwd=work, timeout=240)
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     assert "demo done" in demo.stdout

@@ -173,6 +173,23 @@ async def test_cjt188_commands_on_a_port() -> None:
         assert code == 0 and "5.5" in out and "closed" in out
 
 
+@pytest.mark.parametrize("protocol", ["cjt188", "dlt645"])
+async def test_read_address_with_two_meters_on_the_line_says_several_may_have_answered(protocol: str) -> None:
+    """Two meters answer the wildcard at once and their replies collide: the error says that more
+    than one meter may have answered (it said only 'checksum mismatch: expected 8E, found 10')."""
+    meters: list[SimCjt188Meter | SimDlt645Meter] = (
+        [SimCjt188Meter("00000000000012"), SimCjt188Meter("00000000000013")]
+        if protocol == "cjt188"
+        else [SimDlt645Meter("000000000161"), SimDlt645Meter("000000000162")]
+    )
+    async with SerialMeterBus(meters=meters) as bus:
+        code, _, err = await cli("diag", protocol, "read-address", "--port", bus.port, "--timeout", "0.5")
+    assert code == 1, err
+    text = " ".join(err.split())
+    assert "more than one meter may have answered the wildcard address" in text, text
+    assert "read-address is for one meter on the line" in text and "Traceback" not in text
+
+
 async def test_serial_command_bad_input() -> None:
     code, _, err = await cli_process("diag", "dlt645", "read-address")
     assert code == 2 and "either --bus" in err
@@ -216,6 +233,39 @@ async def test_meter_commands_through_a_configured_bus(tmp_path: Path) -> None:
             "diag", "cjt188", "read-address", "-c", str(config), "--bus", "rs485-power"
         )
         assert code == 2 and "not cjt188" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (
+            ("dlt645", "read", "--address", "161", "--di", "00010000"),
+            "--address: a DL/T 645 address is 12 digits",
+        ),
+        (
+            ("dlt645", "read", "--address", "em-incomer", "--di", "0001ZZ00"),
+            "--di: a DL/T 645 DI is 8 hex digits",
+        ),
+        (("cjt188", "read", "--address", "123"), "--address: a CJ/T 188 address is 14 digits"),
+        (("cjt188", "read", "--address", "00000000000012", "--type", "ZZ"), "--type: a CJ/T 188 meter type"),
+    ],
+)
+async def test_bad_input_through_a_configured_bus_is_exit_2_in_the_fields_words(
+    tmp_path: Path, args: tuple[str, ...], says: str
+) -> None:
+    """Checked before the line is touched (its port does not exist here: touching it is exit 1,
+    'cannot open'), whichever route: exit 2 and the option's own words, not pydantic's pattern or
+    int()'s 'invalid literal' (it was exit 1 through a running gateway)."""
+    text = (Path(__file__).parent / "data" / "building-meters.toml").read_text(encoding="utf-8")
+    config = tmp_path / "gateway.toml"
+    for n in range(3):  # ports that do not exist
+        text = text.replace(f'"/dev/ttyUSB{n}"', f'"{tmp_path / f"ttyUSB{n + 7}"}"')
+    config.write_text(text, encoding="utf-8")
+    bus = "rs485-power" if args[0] == "dlt645" else "rs485-water"
+    code, _, err = await cli("diag", *args, "-c", str(config), "--bus", bus)
+    assert code == 2, err
+    assert err.startswith(f"error: {says}") and err.strip().count("\n") == 0, err
+    assert "pattern" not in err and "invalid literal" not in err
 
 
 @pytest.mark.parametrize(

@@ -171,6 +171,53 @@ async def test_unplug_and_replug_under_the_bus_owner(tmp_path: Path) -> None:
         assert driver.line.opens >= 2
 
 
+async def test_adapter_missing_at_start_raises_device_offline_on_the_poll_schedule(tmp_path: Path) -> None:
+    """A bus whose adapter is missing when the gateway starts: its meters go offline with the same
+    event and after the same offline_after polls as a meter that stops answering (the open retries'
+    own backoff, 0.5 s doubling to 4 s here, used to pace the count: offline after ~7.5 s, and
+    minutes in the field), and come back when the adapter appears (a pty symlinked into place)."""
+    link = tmp_path / "ttyUSB9"
+    meter = SimDlt645Meter("000000000161", values={0x00010000: 5.5})
+    async with SerialMeterBus(meters=[meter], link=link) as bus:
+        bus.unplug()  # no such port when the owner starts
+        cfg = SerialBusConfig(
+            id="rs485-1",
+            protocol="dlt645",
+            timeout_s=0.3,
+            retries=0,
+            offline_after=3,
+            backoff_initial_s=2.0,
+            backoff_max_s=4.0,
+            port=str(link),
+        )
+        device = dlt_device(points={"e": {"di": "00010000"}}, poll_interval_s=0.2)
+        driver = Dlt645Driver(cfg, [device])
+        sink = Collector()
+        owner = BusOwner(cfg, [device], driver, sink, rng=random.Random(1))
+        started = time.monotonic()
+        task = asyncio.create_task(owner.run(), name="bus[rs485-1]")
+        try:
+
+            def raised() -> list[Event]:
+                return [e for e in sink.events if e.kind == OFFLINE_KIND and e.state is EventState.RAISED]
+
+            await wait_for(lambda: raised(), timeout_s=3.0)
+            assert time.monotonic() - started < 2.0  # 3 polls at 0.2 s (+ jitter), not the open backoff
+            assert [e.device_id for e in raised()] == ["em-0161"]
+            assert "ttyUSB9" in raised()[0].message
+            assert owner.health["em-0161"].online is False and owner.channel_open is False
+            bus.replug()
+            await wait_for(
+                lambda: any(e.kind == OFFLINE_KIND and e.state is EventState.CLEARED for e in sink.events),
+                timeout_s=8.0,
+            )
+            assert any(s.value == 5.5 for b in sink.batches for s in b.samples)
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+
 async def _start_converter(meter: SimDlt645Meter) -> asyncio.Server:
     """A transparent RS-485/Ethernet converter with `meter` on its line, on a free local port."""
     parser = codec.StreamParser()

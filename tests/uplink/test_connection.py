@@ -250,5 +250,30 @@ async def test_an_unreachable_broker_logs_a_few_lines_not_one_per_try(
     assert "(1 tries)" in tries[0] and "(32 tries)" in tries[5], tries
 
 
+async def test_a_missing_password_file_is_not_called_an_unreachable_broker(
+    broker: MosquittoBroker, outbox: AsyncOutbox, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker is up but the password file is missing: the uplink logged the ConfigError once
+    and then 'no broker reachable' at every retry round, sending the installer after the network."""
+    cfg = upstream(
+        broker,
+        username="gw",
+        password_file=str(tmp_path / "missing.pw"),
+        backoff={"initial_s": 0.01, "max_s": 0.01, "jitter": 0},
+    )
+    caplog.set_level("INFO", logger="citynerve.gateway.uplink")
+    async with Uplink(cfg, gateway_id=GW, outbox=outbox, inventory=lambda: INVENTORY) as up:
+
+        async def rounds() -> bool:
+            return sum("tries)" in r.getMessage() for r in caplog.records) >= 3  # rounds 1, 2 and 4
+
+        await wait_for(rounds, timeout_s=30)
+        assert up.snapshot().last_error is not None
+    lines = [r.getMessage() for r in caplog.records]
+    assert not [m for m in lines if "no broker reachable" in m], lines
+    assert any("not connecting: the upstream config is incomplete" in m for m in lines), lines
+    assert sum("missing.pw" in m for m in lines) == 1, lines  # the error itself, once
+
+
 async def _failures(up: Uplink, n: int) -> bool:
     return up.snapshot().connect_failures >= n
