@@ -12,7 +12,7 @@ from citynerve.gateway.api import ConfigError, ConfigIssue
 from citynerve.gateway.config import Profile, read_toml
 from citynerve.gateway.config.errors import issues_from
 from citynerve.gateway.config.identify import IdentifySpec
-from citynerve.gateway.config.loader import profile_search_dirs
+from citynerve.gateway.config.paths import profile_search_dirs
 from citynerve.gateway.config.profilecheck import check_profile
 
 

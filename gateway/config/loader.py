@@ -39,7 +39,12 @@ from citynerve.gateway.config.model import (
     Profile,
     SecurityConfig,
 )
-from citynerve.gateway.config.paths import register_secrets, resolve_paths
+from citynerve.gateway.config.paths import (
+    managed_profile_dir,
+    profile_search_dirs,
+    register_secrets,
+    resolve_paths,
+)
 from citynerve.gateway.config.runnable import serial_device, socket_path_problem
 from citynerve.gateway.config.secrets import (
     config_file_warning,
@@ -65,33 +70,7 @@ TOP_KEYS = (
     "buses",
     "devices",
 )
-PROFILES_ENV = "CITYNERVE_PROFILES"
-MANAGED_PROFILES_SUFFIX = ".profiles"
-
-
-def managed_profile_dir(config_path: Path) -> Path:
-    """The profiles the platform sent with a remote config (docs/fleet.md): `<config>.profiles/`
-    beside the config file, searched before every other profile folder."""
-    return config_path.with_name(config_path.name + MANAGED_PROFILES_SUFFIX)
-
-
 SHIPPED_PROFILES = shipped.profiles()
-
-
-def profile_search_dirs(config_path: Path, extra: list[str]) -> list[Path]:
-    """The profile folders of the config at `config_path` in search order (the first profile of an
-    id wins); `extra`: its `profile_dirs`. Also what `citynerve report` and `devices` search."""
-    base = config_path.parent
-    dirs: list[Path] = []
-    if (managed := managed_profile_dir(config_path)).is_dir():
-        dirs.append(managed)  # the platform's word (remote config) first
-    dirs += [p if (p := Path(x)).is_absolute() else base / p for x in extra]
-    dirs += [Path(x) for x in os.environ.get(PROFILES_ENV, "").split(os.pathsep) if x]
-    dirs += [base / "profiles", base.parent / "profiles"]
-    shipped_dir = shipped.profiles()
-    if shipped_dir.is_dir() and shipped_dir not in dirs:
-        dirs.append(shipped_dir)  # the profiles that ship with CityNerve, last
-    return dirs
 
 
 def _section_model(name: str) -> type[BaseModel]:

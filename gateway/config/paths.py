@@ -10,11 +10,13 @@ points, not 1,000.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, SecretStr
 
+from citynerve.gateway import shipped
 from citynerve.gateway.logs import register_secret
 
 M = TypeVar("M", bound=BaseModel)
@@ -75,3 +77,29 @@ def _register(value: Any, seen: dict[int, Any]) -> None:
     else:
         for v in value:
             _register(v, seen)
+
+
+PROFILES_ENV = "CITYNERVE_PROFILES"
+MANAGED_PROFILES_SUFFIX = ".profiles"
+
+
+def managed_profile_dir(config_path: Path) -> Path:
+    """The profiles the platform sent with a remote config (docs/fleet.md): `<config>.profiles/`
+    beside the config file, searched before every other profile folder."""
+    return config_path.with_name(config_path.name + MANAGED_PROFILES_SUFFIX)
+
+
+def profile_search_dirs(config_path: Path, extra: list[str]) -> list[Path]:
+    """The profile folders of the config at `config_path` in search order (the first profile of an
+    id wins); `extra`: its `profile_dirs`. Also what `citynerve report` and `devices` search."""
+    base = config_path.parent
+    dirs: list[Path] = []
+    if (managed := managed_profile_dir(config_path)).is_dir():
+        dirs.append(managed)  # the platform's word (remote config) first
+    dirs += [p if (p := Path(x)).is_absolute() else base / p for x in extra]
+    dirs += [Path(x) for x in os.environ.get(PROFILES_ENV, "").split(os.pathsep) if x]
+    dirs += [base / "profiles", base.parent / "profiles"]
+    shipped_dir = shipped.profiles()
+    if shipped_dir.is_dir() and shipped_dir not in dirs:
+        dirs.append(shipped_dir)  # the profiles that ship with CityNerve, last
+    return dirs

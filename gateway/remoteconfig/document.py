@@ -23,7 +23,7 @@ import tomli_w
 
 from citynerve.gateway.api import ConfigError, ConfigIssue, GatewayError
 from citynerve.gateway.config import GatewayConfig, load_config
-from citynerve.gateway.config.loader import managed_profile_dir
+from citynerve.gateway.config.paths import managed_profile_dir
 from citynerve.gateway.payload import PayloadError, load_json
 
 MAX_DOCUMENT_BYTES = 512 * 1024  # a big district config is ~100 KB

@@ -25,7 +25,7 @@ from typing import Any
 
 from citynerve.gateway.api import GatewayError
 from citynerve.gateway.atomicfile import NewFileOwner, replace_file
-from citynerve.gateway.config.loader import managed_profile_dir
+from citynerve.gateway.config.paths import managed_profile_dir
 
 MAX_SNAPSHOTS = 10
 MAX_LOG = 100

@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 from citynerve.gateway.cli import main
 from citynerve.gateway.commissioning.profiles import profile_dirs
 from citynerve.gateway.config import load_config
-from citynerve.gateway.config.loader import managed_profile_dir
+from citynerve.gateway.config.paths import managed_profile_dir
 from citynerve.hil.sim.modbus import ModbusBuilding
 
 from .conftest import ADDRESS_CODE, DEVICES, PROFILES, gateway_toml
