@@ -18,10 +18,13 @@ run from `known-good` before the service starts, finishes the job):
 3. the watchdog renames a new `current` link over the old one (atomic) -> "confirming", restarts the
    service and checks its health until the deadline. Power cut here: the boot hook sees an update
    that was never confirmed on this boot and switches `current` back before the service starts.
-4. healthy twice, `settle_s` apart -> `known-good` switched too -> "confirmed".
+4. healthy twice, `settle_s` apart -> `known-good` switched too -> "confirmed" -> the outbox copy
+   deleted (only then: a confirmed update never needs it, an unconfirmed one always may).
    Not healthy by the deadline (crash loop, hang, buses or uplink down) -> "rolling-back": stop,
    `current` back, the outbox restored if the new release migrated it beyond what the old one reads,
-   start -> "rolled-back". Power cut here: the boot hook completes the same rollback.
+   start -> "rolled-back". Power cut here: the boot hook completes the same rollback. A rollback
+   never switches back to a release that cannot open the outbox (migrated, and no copy left): it
+   stays on the new release, "failed" with the reason.
 
 Config and outbox are never written by the switch. The outbox is copied (SQLite backup API) before
 the switch only when the new release's schema is newer than the file's; see docs/installer-guide.md.
@@ -439,17 +442,43 @@ def watch(root: Path) -> dict[str, Any]:
         problems = [f"{type(err).__name__}: {err}"]
     if not problems:
         switch_link(root / "known-good", f"releases/{state['to']}")
+        # Confirmed first, the copy removed after: a power cut between the two leaves a confirmed
+        # update and a stale copy, never an unconfirmed one without its copy (rolled back at boot
+        # to a release that cannot read the migrated outbox).
+        _set(root, state, "confirmed", reason="healthy")
         backup = state.get("outbox_backup")
         if backup:
             Path(backup).unlink(missing_ok=True)
-        _set(root, state, "confirmed", reason="healthy")
         return state
     return _roll_back(root, state, service, "; ".join(problems), restart=True)
+
+
+def _unreadable_by_old(state: dict[str, Any]) -> str | None:
+    """Why the release rolled back to could not open the outbox (None: it can): the new release
+    migrated it beyond the old one's schema and the pre-update copy is gone."""
+    backup, outbox, from_schema = state.get("outbox_backup"), state.get("outbox"), state.get("from_schema")
+    if not (backup and outbox and isinstance(from_schema, int)) or Path(backup).exists():
+        return None
+    if not Path(outbox).exists():
+        return None
+    try:
+        schema = _schema_version(Path(outbox))
+    except sqlite3.Error:
+        return None  # not readable by either: the old release moves it aside as corrupt
+    if schema <= from_schema:
+        return None
+    return (
+        f"the outbox has schema {schema}, newer than {state['from']} reads ({from_schema}), and its "
+        f"pre-update copy is gone"
+    )
 
 
 def _roll_back(
     root: Path, state: dict[str, Any], service: ServiceManager, reason: str, *, restart: bool
 ) -> dict[str, Any]:
+    stuck = _unreadable_by_old(state)
+    if stuck is not None:
+        return _stay(root, state, service, f"{reason}; not rolled back: {stuck}", restart=restart)
     _set(root, state, "rolling-back", reason=reason)
     if restart:
         with contextlib.suppress(Exception):
@@ -475,6 +504,21 @@ def _roll_back(
         except Exception as err:
             reason += f"; restarting the old release: {err}"
     _set(root, state, "rolled-back", reason=reason, outbox_restored=restored, old_healthy=old_healthy)
+    return state
+
+
+def _stay(
+    root: Path, state: dict[str, Any], service: ServiceManager, reason: str, *, restart: bool
+) -> dict[str, Any]:
+    """Keep the new release: the old one would exit at every start on the migrated outbox (a dead
+    box). The update ends `failed`; the reason says why it was not rolled back."""
+    switch_link(root / "current", f"releases/{state['to']}")
+    if restart:
+        try:
+            service.restart()
+        except Exception as err:
+            reason += f"; restarting {state['to']}: {err}"
+    _set(root, state, "failed", reason=reason, outbox_restored=False, old_healthy=None)
     return state
 
 

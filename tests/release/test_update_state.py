@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +113,95 @@ def test_a_new_update_is_refused_while_a_watchdog_runs(tmp_path: Path) -> None:
     interrupted(tmp_path, "confirming", boot_id=update.boot_id(), watchdog_pid=os.getpid())
     with pytest.raises(update.UpdateError, match="in progress"):
         update.rollback(root=tmp_path, config=tmp_path / "gw.toml", service=RefusingService())
+
+
+def outbox_of(path: Path, schema: int) -> Path:
+    """A small SQLite outbox at `schema` (its user_version)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE IF NOT EXISTS rows (x INTEGER)")
+    conn.execute(f"PRAGMA user_version = {schema}")
+    conn.commit()
+    conn.close()
+    return path
+
+
+def migrating(root: Path, phase: str, *, backup: bool, **extra: Any) -> tuple[Path, Path]:
+    """An update 1.0.0 (outbox schema 4) -> 1.0.1 (schema 5) that migrated the outbox: its copy
+    (schema 4) beside it or gone."""
+    outbox = outbox_of(root.parent / "site" / "gw.db", 5)
+    copy = root / "update" / "outbox-before-1.0.1.db"
+    interrupted(root, phase, outbox=str(outbox), outbox_backup=str(copy), from_schema=4, **extra)
+    if backup:
+        outbox_of(copy, 4)
+    return outbox, copy
+
+
+def test_a_rollback_never_leaves_the_old_release_on_an_outbox_it_cannot_read(tmp_path: Path) -> None:
+    root = tmp_path / "opt"
+    outbox, _ = migrating(root, "confirming", backup=False)  # power cut after the copy was deleted
+    state = update.resume(root)
+    # 1.0.0 would exit at every start ("schema version 5 is newer than this gateway supports"):
+    # the box stays on 1.0.1 and says why.
+    assert state["phase"] == "failed", state
+    assert "not rolled back" in state["reason"] and "schema 5, newer than 1.0.0 reads (4)" in state["reason"]
+    assert os.readlink(root / "current") == "releases/1.0.1"
+    assert update._schema_version(outbox) == 5
+    assert update.resume(root)["phase"] == "failed"  # a second boot changes nothing
+
+
+class PowerCut(BaseException):
+    """Raised at one step to end the watchdog there, as a power cut would."""
+
+
+class FakeService(ServiceManager):
+    """A service that runs and is healthy as far as the update can tell; records what was asked."""
+
+    def __init__(self, root: Path | None = None, *, running: bool = True) -> None:
+        self.root = root
+        self.running = running
+        self.calls: list[str] = []
+        self.links_at_stop: list[str] = []
+
+    def start(self) -> None:
+        self.calls.append("start")
+        self.running = True
+
+    def stop(self) -> None:
+        self.calls.append("stop")
+        if self.root is not None:
+            self.links_at_stop.append(os.readlink(self.root / "current"))
+        self.running = False
+
+    def is_running(self) -> bool:
+        return self.running
+
+    def spawn_watchdog(self, argv: list[str], log: Path) -> None:
+        self.calls.append(f"spawn {' '.join(argv[1:])}")
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "process", "config": "x"}
+
+
+def test_a_power_cut_as_an_update_is_confirmed_never_loses_the_outbox_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "opt"
+    _, copy = migrating(root, "switching", backup=True)
+    monkeypatch.setattr(update, "service_from", lambda description, root: FakeService())
+    monkeypatch.setattr(update, "wait_healthy", lambda *args, **kwargs: [])  # healthy
+    unlink = Path.unlink
+
+    def cut_at_the_copy(self: Path, missing_ok: bool = False) -> None:
+        if self == copy:
+            raise PowerCut
+        unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", cut_at_the_copy)
+    with pytest.raises(PowerCut):
+        update.watch(root)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    # The copy is deleted only once the update is confirmed: the boot hook keeps the new release.
+    assert update.read_state(root)["phase"] == "confirmed"
+    assert update.resume(root)["phase"] == "confirmed"
+    assert os.readlink(root / "current") == os.readlink(root / "known-good") == "releases/1.0.1"
