@@ -53,6 +53,7 @@ from citynerve.gateway.release.transfer import (
 from citynerve.gateway.release.update import (
     IN_PROGRESS,
     TERMINAL,
+    outbox_copy_bytes,
     platform_apply,
     platform_report,
     read_state,
@@ -88,8 +89,10 @@ class RemoteUpdate(ChunkedTransfer):
         topic_base: str,
         events: Callable[[Event], None],
         clock: Callable[[], float] = time.time,
+        outbox: Path | None = None,
     ) -> None:
         self.config = config
+        self.outbox = outbox  # copied before an update that migrates it: counted in the space needed
         self.config_path = config_path
         self.gateway_id = gateway_id
         self.topic_base = topic_base
@@ -388,10 +391,14 @@ class RemoteUpdate(ChunkedTransfer):
         free = shutil.disk_usage(self.config.root).free
         if self._part.exists():
             free += self._part.stat().st_blocks * 512  # the old download goes first
-        if need > free - cfg.min_free_bytes:
+        # A release that migrates the outbox needs a copy of it too (not known before the bundle is
+        # here: counted always). Not part of the budget, which bounds the update's own files.
+        copy = outbox_copy_bytes(self.outbox) if self.outbox is not None else 0
+        if need + copy > free - cfg.min_free_bytes:
+            also = f" and {copy} for a copy of the outbox" if copy else ""
             raise CommandRejectedError(
                 RejectReason.NO_SPACE,
-                f"bundle of {size} bytes needs about {need} bytes on disk; {free} free, "
+                f"bundle of {size} bytes needs about {need} bytes on disk{also}; {free} free, "
                 f"{cfg.min_free_bytes} kept free",
             )
 

@@ -197,21 +197,53 @@ def _release_schema(release: Path) -> int:
     return int(proc.stdout.strip())
 
 
-def _copy_outbox(src: Path, dest: Path) -> None:
-    """A consistent copy of a live SQLite file (the backup API), fsynced, renamed into place."""
+def min_free_bytes(cfg: GatewayConfig) -> int:
+    """Free space an update leaves on the disk: `[update] min_free_bytes`, or its default."""
+    from citynerve.gateway.release.config import UpdateConfig
+
+    return int((getattr(cfg, "update", None) or UpdateConfig()).min_free_bytes)
+
+
+def outbox_copy_bytes(outbox: Path) -> int:
+    """At most what a copy of the outbox takes: the file and its WAL (0 when there is none)."""
+    total = 0
+    for path in (outbox, Path(f"{outbox}-wal")):
+        with contextlib.suppress(OSError):
+            total += path.stat().st_size
+    return total
+
+
+def _copy_outbox(src: Path, dest: Path, *, keep_free: int) -> None:
+    """A consistent copy of a live SQLite file (the backup API), fsynced, renamed into place.
+
+    Taken only when there is room for it and `keep_free` bytes besides: the running gateway writes
+    its outbox on the same disk, and a full disk makes it evict telemetry. A copy that fails
+    midway (the disk filled meanwhile) is removed; both are an UpdateError, nothing switched."""
+    need, free = outbox_copy_bytes(src), shutil.disk_usage(dest.parent).free
+    if free - keep_free < need:
+        raise UpdateError(
+            f"no room for the outbox copy the new release's migration needs: about {need} bytes, "
+            f"{free} free and {keep_free} kept free (min_free_bytes); nothing was switched"
+        )
     tmp = dest.with_suffix(".tmp")
-    tmp.unlink(missing_ok=True)
-    source = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
-    target = sqlite3.connect(tmp)
     try:
-        source.backup(target)
-    finally:
-        target.close()
-        source.close()
-    with tmp.open("rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, dest)
-    fsync_dir(dest.parent)
+        tmp.unlink(missing_ok=True)
+        source = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
+        try:
+            target = sqlite3.connect(tmp)
+            try:
+                source.backup(target)
+            finally:
+                target.close()
+        finally:
+            source.close()
+        with tmp.open("rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+        fsync_dir(dest.parent)
+    except (sqlite3.Error, OSError) as err:
+        tmp.unlink(missing_ok=True)
+        raise UpdateError(f"cannot copy the outbox to {dest}: {err}; nothing was switched") from err
 
 
 def _restore_outbox(src: Path, dest: Path) -> None:
@@ -298,10 +330,13 @@ def _switch(
     outbox = _outbox_file(cfg)
     backup = None
     if outbox is not None and outbox.exists():
-        file_schema = _schema_version(outbox)
+        try:
+            file_schema = _schema_version(outbox)
+        except sqlite3.Error as err:
+            raise UpdateError(f"cannot read the outbox {outbox}: {err}; nothing was switched") from err
         if _release_schema(root / "releases" / to) > file_schema:
             backup = root / "update" / f"outbox-before-{to}.db"
-            _copy_outbox(outbox, backup)
+            _copy_outbox(outbox, backup, keep_free=min_free_bytes(cfg))
     old = read_state(root)
     state = {
         "phase": "switching", "why": why, "request_id": request_id[:64],

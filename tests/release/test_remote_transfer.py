@@ -12,6 +12,7 @@ import http.server
 import json
 import os
 import re
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -382,3 +383,17 @@ async def test_update_start_during_the_resume_waits_for_it(root: Path) -> None:
     answer = await gw.start(b.start_args("u-1"))  # answered once the chunks on disk are checked
     await gw.__aexit__()
     assert (answer["missing"], answer["received_bytes"]) == ([[b.count - 1, b.count - 1]], b.size - CHUNK)
+
+
+async def test_the_space_estimate_counts_a_copy_of_the_outbox(root: Path, tmp_path: Path) -> None:
+    b = bundle_of(os.urandom(CHUNK))
+    outbox = tmp_path / "gw.db"
+    with outbox.open("wb") as f:  # sparse: as large as the free space and a byte, using none of it
+        f.truncate(shutil.disk_usage(root).free + 1)
+    async with Gateway(root) as gw:
+        gw.ru.outbox = outbox  # the gateway's outbox (uplinks.py gives [store] path)
+        with pytest.raises(CommandRejectedError) as err:
+            await gw.start(b.start_args("u-1"))
+        assert err.value.reason == RejectReason.NO_SPACE and "for a copy of the outbox" in err.value.detail
+        outbox.unlink()
+        assert (await gw.start(b.start_args("u-1")))["phase"] == "receiving"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -205,3 +207,65 @@ def test_a_power_cut_as_an_update_is_confirmed_never_loses_the_outbox_copy(
     assert update.read_state(root)["phase"] == "confirmed"
     assert update.resume(root)["phase"] == "confirmed"
     assert os.readlink(root / "current") == os.readlink(root / "known-good") == "releases/1.0.1"
+
+
+def fake_release(root: Path, version: str, schema: int) -> None:
+    """A release folder whose Python answers the outbox schema it knows (all `_switch` asks it)."""
+    folder = root / "releases" / version
+    (folder / "bin").mkdir(parents=True, exist_ok=True)
+    (folder / RELEASE_INFO).write_text(json.dumps({"version": version}))
+    (folder / "bin" / "python").write_text(f"#!/bin/sh\necho {schema}\n")
+    (folder / "bin" / "python").chmod(0o755)
+
+
+def site_config(site: Path, outbox: Path, *, min_free: int) -> Path:
+    org = 'org = { city = "310100", district = "310106", street = "310106013" }'
+    config = site / "gw.toml"
+    config.write_text(
+        f'[gateway]\nid = "gw-1"\n{org}\n[store]\npath = "{outbox}"\n[update]\nmin_free_bytes = {min_free}\n'
+    )
+    return config
+
+
+def test_no_room_for_the_outbox_copy_refuses_the_update_before_the_switch(tmp_path: Path) -> None:
+    root = tmp_path / "opt"
+    fake_release(root, "1.0.0", 4)
+    fake_release(root, "1.0.1", 5)  # migrates the outbox: a copy is needed
+    switch_link(root / "current", "releases/1.0.0")
+    outbox = outbox_of(tmp_path / "site" / "gw.db", 4)
+    # The real free-space query; min_free_bytes beyond any disk stands for a disk without room.
+    config = site_config(tmp_path / "site", outbox, min_free=1 << 60)
+    service = FakeService()
+    (root / "update").mkdir()  # as the update command's lock makes it
+    with pytest.raises(update.UpdateError, match="no room for the outbox copy") as err:
+        update._switch(root, "1.0.1", config=config, cfg=update._running_config(config), service=service,
+                       deadline_s=5, settle_s=1, wait=False, why="apply")  # fmt: skip
+    assert "nothing was switched" in err.value.reason
+    assert service.calls == [] and update.read_state(root)["phase"] == "idle"
+    assert sorted(p.name for p in (root / "update").iterdir()) == []
+    assert os.readlink(root / "current") == "releases/1.0.0"
+
+
+def test_an_outbox_copy_that_fails_midway_is_removed_and_refuses_the_update(tmp_path: Path) -> None:
+    outbox = tmp_path / "gw.db"
+    conn = sqlite3.connect(outbox)
+    conn.execute("CREATE TABLE b (x BLOB)")
+    conn.execute("INSERT INTO b VALUES (randomblob(1048576))")
+    conn.commit()
+    conn.close()
+    dest = tmp_path / "update" / "outbox-before-1.0.1.db"
+    dest.parent.mkdir()
+    # The disk fills during the copy: the copying process may write 64 KiB per file (RLIMIT_FSIZE,
+    # a real write error from the kernel, in a child so that nothing else in this run is limited).
+    code = (
+        "import resource, signal, sys\nfrom pathlib import Path\n"
+        "from citynerve.gateway.release import update\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))\n"
+        "try:\n    update._copy_outbox(Path(sys.argv[1]), Path(sys.argv[2]), keep_free=0)\n"
+        "except update.UpdateError as err:\n    print(err.reason)\n"
+    )
+    cmd = [sys.executable, "-c", code, str(outbox), str(dest)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith(f"cannot copy the outbox to {dest}"), proc
+    assert list(dest.parent.iterdir()) == []  # neither the copy nor its .tmp
