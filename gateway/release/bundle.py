@@ -16,8 +16,9 @@ Verification: the signature against a trusted public key (never the one inside t
 every file's SHA-256 against the manifest; a file that is missing, extra or changed refuses the bundle.
 
 Install: a venv `releases/<version>` gets the wheels with `pip install --no-index`; it is a release
-only once its info file (written last, fsynced) is there. A power cut leaves either an incomplete
-folder that nothing points at (removed by the next install) or a complete release.
+only once its info file (written last, fsynced) is there. An install that fails removes its folder;
+a power cut leaves either an incomplete folder that nothing points at (removed by the next install)
+or a complete release.
 """
 
 from __future__ import annotations
@@ -290,23 +291,29 @@ def install_release(
             raise BundleError(str(final), f"is {link} but not a complete release; reinstall it by hand")
     shutil.rmtree(final, ignore_errors=True)
     py = python or sys.executable
-    _run([py, "-m", "venv", str(final)], "create the release's venv")
-    requirement = f"citynerve[{','.join(extras)}]" if extras else "citynerve"
-    _run(
-        [
-            str(final / "bin" / "python"), "-m", "pip", "install", "-q", "--no-index", "--no-cache-dir",
-            "--disable-pip-version-check", "--find-links", str(folder / "wheels"),
-            f"{requirement}=={manifest.version}",
-        ],
-        "install the wheels",
-    )  # fmt: skip
-    os.sync()  # the release's files are on disk before the info file says it is complete
-    info = {"version": manifest.version, "arch": manifest.arch, "extras": list(extras)}
     tmp = final / f".{RELEASE_INFO}.tmp"
-    with tmp.open("w") as f:
-        json.dump(info, f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        _run([py, "-m", "venv", str(final)], "create the release's venv")
+        requirement = f"citynerve[{','.join(extras)}]" if extras else "citynerve"
+        _run(
+            [
+                str(final / "bin" / "python"), "-m", "pip", "install", "-q", "--no-index", "--no-cache-dir",
+                "--disable-pip-version-check", "--find-links", str(folder / "wheels"),
+                f"{requirement}=={manifest.version}",
+            ],
+            "install the wheels",
+        )  # fmt: skip
+        os.sync()  # the release's files are on disk before the info file says it is complete
+        info = {"version": manifest.version, "arch": manifest.arch, "extras": list(extras)}
+        with tmp.open("w") as f:
+            json.dump(info, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        # A failed install (pip's error, a full disk, Ctrl-C) leaves no half-built release taking
+        # the room the next try needs.
+        shutil.rmtree(final, ignore_errors=True)
+        raise
     os.replace(tmp, final / RELEASE_INFO)
     fsync_dir(final)
     return final

@@ -52,6 +52,7 @@ from citynerve.gateway.release.transfer import (
 )
 from citynerve.gateway.release.update import (
     IN_PROGRESS,
+    INSTALL_FACTOR,
     TERMINAL,
     outbox_copy_bytes,
     platform_apply,
@@ -69,7 +70,7 @@ __all__ = ["UPDATE_KIND", "RemoteUpdate", "Transfer", "TransferError"]  # Transf
 log = logging.getLogger("citynerve.update")
 
 UPDATE_KIND = "software_update"
-DISK_FACTOR = 8  # download, unpacked copy, installed release (measured: a venv ~5.5 x its bundle)
+DISK_FACTOR = 1 + INSTALL_FACTOR  # the download, then what `apply` checks for: unpacked copy, release
 MAX_URL_CHARS = 2048
 RECEIVING = ("receiving", "downloading")
 WORKING = ("verifying", "applying")

@@ -61,6 +61,7 @@ from citynerve.gateway.release.service import ServiceManager, service_from
 if TYPE_CHECKING:
     from citynerve.gateway.config import GatewayConfig
 
+INSTALL_FACTOR = 7  # room to install a bundle: its unpacked copy and the release (a venv ~5.5 x it)
 IN_PROGRESS = ("switching", "confirming", "rolling-back")
 TERMINAL = ("confirmed", "rolled-back", "failed")
 HISTORY = 20
@@ -273,6 +274,7 @@ def apply(
         state = read_state(root)
         state = _settle_interrupted(root, state)
         cfg = _running_config(config)  # before the bundle is installed beside the running release
+        _check_room(bundle, root, keep_free=min_free_bytes(cfg))
         incoming = root / "update" / "incoming"
         shutil.rmtree(incoming, ignore_errors=True)
         incoming.mkdir(parents=True)
@@ -288,6 +290,18 @@ def apply(
         return _switch(root, manifest.version, config=config, cfg=cfg, service=service,
                        deadline_s=deadline_s, settle_s=settle_s, wait=wait, why="apply",
                        request_id=request_id)  # fmt: skip
+
+
+def _check_room(bundle: Path, root: Path, *, keep_free: int) -> None:
+    """Refuse a bundle the disk has no room to install (and `keep_free` bytes besides): the running
+    gateway writes its outbox on the same disk."""
+    need, free = INSTALL_FACTOR * bundle.stat().st_size, shutil.disk_usage(root).free
+    if free - keep_free < need:
+        raise UpdateError(
+            f"no room to install {bundle.name}: about {need} bytes ({INSTALL_FACTOR} x the bundle: its "
+            f"unpacked copy and the release), {free} free and {keep_free} kept free (min_free_bytes); "
+            f"nothing was installed"
+        )
 
 
 def rollback(

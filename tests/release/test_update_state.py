@@ -220,6 +220,7 @@ def fake_release(root: Path, version: str, schema: int) -> None:
 
 def site_config(site: Path, outbox: Path, *, min_free: int) -> Path:
     org = 'org = { city = "310100", district = "310106", street = "310106013" }'
+    site.mkdir(parents=True, exist_ok=True)
     config = site / "gw.toml"
     config.write_text(
         f'[gateway]\nid = "gw-1"\n{org}\n[store]\npath = "{outbox}"\n[update]\nmin_free_bytes = {min_free}\n'
@@ -269,3 +270,17 @@ def test_an_outbox_copy_that_fails_midway_is_removed_and_refuses_the_update(tmp_
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith(f"cannot copy the outbox to {dest}"), proc
     assert list(dest.parent.iterdir()) == []  # neither the copy nor its .tmp
+
+
+def test_update_apply_refuses_a_bundle_the_disk_has_no_room_to_install(tmp_path: Path) -> None:
+    root = tmp_path / "opt"
+    layout(root)
+    switch_link(root / "current", "releases/1.0.0")
+    config = site_config(tmp_path / "site", tmp_path / "site" / "gw.db", min_free=1 << 60)
+    bundle = tmp_path / "citynerve-1.0.2-x86_64.tar.gz"
+    bundle.write_bytes(b"checked for room before it is even opened")
+    with pytest.raises(update.UpdateError, match=r"no room to install citynerve-1\.0\.2") as err:
+        update.apply(bundle, root=root, config=config, service=FakeService(), wait=False)
+    assert "nothing was installed" in err.value.reason
+    assert sorted(p.name for p in (root / "releases").iterdir()) == ["1.0.0", "1.0.1"]
+    assert not (root / "update" / "incoming").exists()
