@@ -343,6 +343,8 @@ def _switch(
     baseline = baseline_of(gateway_status(socket))
     outbox = _outbox_file(cfg)
     backup = None
+    for stale in (root / "update").glob("outbox-before-*.db"):  # a cut before an earlier update's end
+        stale.unlink()
     if outbox is not None and outbox.exists():
         try:
             file_schema = _schema_version(outbox)
@@ -469,6 +471,8 @@ def _roll_back(
         except Exception as err:
             reason += f"; restarting the old release: {err}"
     _set(root, state, "rolled-back", reason=reason, outbox_restored=restored, old_healthy=old_healthy)
+    if backup:  # restored or not needed: as large as the outbox, not to be kept for good
+        Path(backup).unlink(missing_ok=True)
     return state
 
 

@@ -284,3 +284,20 @@ def test_update_apply_refuses_a_bundle_the_disk_has_no_room_to_install(tmp_path:
     assert "nothing was installed" in err.value.reason
     assert sorted(p.name for p in (root / "releases").iterdir()) == ["1.0.0", "1.0.1"]
     assert not (root / "update" / "incoming").exists()
+
+
+def test_a_rolled_back_update_leaves_no_outbox_copy_behind(tmp_path: Path) -> None:
+    root = tmp_path / "opt"
+    outbox, copy = migrating(root, "confirming", backup=True)
+    state = update.resume(root)
+    assert state["phase"] == "rolled-back" and state["outbox_restored"] is True, state
+    assert update._schema_version(outbox) == 4
+    assert not copy.exists()  # as large as the outbox: it used to stay for good
+    # One a power cut left (after `rolled-back`, before the delete) goes at the next update.
+    outbox_of(copy, 4)
+    for version, schema in (("1.0.0", 4), ("1.0.1", 5), ("1.0.2", 5)):
+        fake_release(root, version, schema)
+    config = site_config(tmp_path / "site", outbox, min_free=0)
+    update._switch(root, "1.0.2", config=config, cfg=update._running_config(config), service=FakeService(),
+                   deadline_s=5, settle_s=1, wait=False, why="apply")  # fmt: skip
+    assert sorted(p.name for p in (root / "update").glob("outbox-before-*")) == ["outbox-before-1.0.2.db"]
