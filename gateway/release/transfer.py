@@ -224,9 +224,9 @@ class ChunkedTransfer:
             except RETRIED as err:
                 if isinstance(err, OSError) and err.errno in NO_SPACE:
                     # Retrying would keep the disk full (the outbox on it evicting telemetry) for ever.
+                    await asyncio.to_thread(self._part.unlink, True)  # removed before it is reported
                     self._set(t, "failed", f"download: no_space: {err.strerror} at {t.received} of {t.size} "
                               "bytes; the partial download is removed")  # fmt: skip
-                    await asyncio.to_thread(self._part.unlink, True)
                     return False
                 log.warning("update %s: download stopped at %d bytes (%s); resuming in %.0f s", t.update_id,
                             t.received, err, delay)  # fmt: skip
