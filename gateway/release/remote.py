@@ -334,7 +334,7 @@ class RemoteUpdate(ChunkedTransfer):
             if t is not None and (t.phase in WORKING or (t.phase == "restarting" and not t.reported)):
                 raise CommandRejectedError(RejectReason.BUSY, f"update {t.update_id} is {t.phase}")
             state = read_state(self.config.root)
-            if state.get("phase") in IN_PROGRESS and watchdog_alive(state):
+            if state.get("phase") in IN_PROGRESS and watchdog_alive(self.config.root, state):
                 raise CommandRejectedError(
                     RejectReason.BUSY, f"an update to {state.get('to')} is in progress"
                 )

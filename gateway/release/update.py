@@ -63,6 +63,9 @@ if TYPE_CHECKING:
 
 INSTALL_FACTOR = 7  # room to install a bundle: its unpacked copy and the release (a venv ~5.5 x it)
 IN_PROGRESS = ("switching", "confirming", "rolling-back")
+# A watchdog just spawned (a detached process, a systemd-run unit) may take this long on a loaded box
+# before it holds its lock; it counts as running meanwhile (monotonic time, this boot only).
+SPAWN_GRACE_S = 60.0
 TERMINAL = ("confirmed", "rolled-back", "failed")
 HISTORY = 20
 
@@ -145,8 +148,49 @@ def _pid_alive(pid: Any) -> bool:
     return True
 
 
-def watchdog_alive(state: dict[str, Any]) -> bool:
-    return state.get("boot_id") == boot_id() and _pid_alive(state.get("watchdog_pid"))
+@contextlib.contextmanager
+def _watching(root: Path, *, wait: bool) -> Iterator[bool]:
+    """update/watch.lock, held by whoever drives an update (its watchdog, or the boot hook finishing
+    an interrupted one) for as long as it does: released by the kernel when that process dies.
+    Yields False, without the lock, when another holds it and `wait` is False."""
+    (root / "update").mkdir(parents=True, exist_ok=True)
+    with (root / "update" / "watch.lock").open("a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+def _watch_lock_held(root: Path) -> bool:
+    try:
+        f = (root / "update" / "watch.lock").open("rb")
+    except OSError:
+        return False
+    with f:
+        try:  # shared and let go at once: a watchdog taking it meanwhile waits a moment, no more
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+    return False
+
+
+def _started_elsewhere(state: dict[str, Any]) -> bool:
+    """A watchdog of this boot spawned moments ago that has not taken its lock yet, or one of a
+    release before the lock that runs by its pid."""
+    if state.get("boot_id") != boot_id():
+        return False
+    pid = state.get("watchdog_pid")
+    if pid is None:
+        spawned = state.get("spawned")
+        return isinstance(spawned, (int, float)) and 0 <= time.monotonic() - spawned < SPAWN_GRACE_S
+    return not state.get("watch_lock") and _pid_alive(pid)
+
+
+def watchdog_alive(root: Path, state: dict[str, Any]) -> bool:
+    """Something drives the update in `state`: its watchdog runs or is starting."""
+    return _watch_lock_held(root) or _started_elsewhere(state)
 
 
 def release_version(link: Path) -> str | None:
@@ -361,7 +405,8 @@ def _switch(
         "socket": str(socket), "baseline": baseline, "service": service.describe(),
         "outbox": str(outbox) if outbox else None, "outbox_backup": str(backup) if backup else None,
         "from_schema": _release_schema(root / "releases" / current) if backup else None,
-        "boot_id": boot_id(), "watchdog_pid": None, "reason": "", "history": old.get("history", []),
+        "boot_id": boot_id(), "spawned": time.monotonic(), "watchdog_pid": None, "reason": "",
+        "history": old.get("history", []),
     }  # fmt: skip
     write_state(root, state)
     # The watchdog runs from the old release's own folder, never through `current`.
@@ -381,18 +426,24 @@ def _switch(
 def _settle_interrupted(root: Path, state: dict[str, Any]) -> dict[str, Any]:
     """Refuse while an update runs; roll back one whose watchdog died (as the boot hook would)."""
     if state.get("phase") in IN_PROGRESS:
-        if watchdog_alive(state):
+        if watchdog_alive(root, state):
             raise UpdateError(f"an update to {state.get('to')} is in progress")
         return resume(root)
     return state
 
 
 def watch(root: Path) -> dict[str, Any]:
-    """The watchdog: switch, restart, confirm within the deadline or switch back. Runs detached."""
+    """The watchdog: switch, restart, confirm within the deadline or switch back. Runs detached,
+    holding update/watch.lock: a second watchdog waits, then finds the update ended."""
+    with _watching(root, wait=True):
+        return _watch(root)
+
+
+def _watch(root: Path) -> dict[str, Any]:
     state = read_state(root)
     if state.get("phase") not in ("switching", "confirming"):
         return state
-    state.update(watchdog_pid=os.getpid(), boot_id=boot_id())
+    state.update(watchdog_pid=os.getpid(), boot_id=boot_id(), watch_lock=True)
     service = service_from(state.get("service") or {}, root)
     socket = Path(state["socket"])
     deadline = time.monotonic() + float(state["deadline_s"])
@@ -495,11 +546,15 @@ def resume(root: Path) -> dict[str, Any]:
     """Boot hook (before the service starts, from `known-good`): finish an update a power cut or a
     killed watchdog interrupted. An update not confirmed by its watchdog is rolled back."""
     state = read_state(root)
-    if state.get("phase") in IN_PROGRESS and not watchdog_alive(state):
+    if state.get("phase") not in IN_PROGRESS or _started_elsewhere(state):
+        return state
+    with _watching(root, wait=False) as ours:
+        state = read_state(root)  # as the watchdog that held the lock until now may have left it
+        if not ours or state.get("phase") not in IN_PROGRESS:
+            return state
         service = service_from(state.get("service") or {}, root)
         return _roll_back(root, state, service, "interrupted before the new release was confirmed "
                           "(power loss or the watchdog was killed)", restart=False)  # fmt: skip
-    return state
 
 
 def status(root: Path) -> dict[str, Any]:
@@ -514,7 +569,7 @@ def status(root: Path) -> dict[str, Any]:
         "known_good": release_version(root / "known-good"),
         "releases": installed,
         "update": {k: v for k, v in state.items() if k != "history"},
-        "in_progress": state.get("phase") in IN_PROGRESS and watchdog_alive(state),
+        "in_progress": state.get("phase") in IN_PROGRESS and watchdog_alive(root, state),
         "history": state.get("history", []),
     }
 
@@ -544,7 +599,7 @@ def platform_report(root: Path) -> dict[str, Any]:
     """The update's state for the platform: small, bounded, JSON (phase, versions, reason)."""
     state = read_state(root)
     phase = state.get("phase", "idle")
-    if phase in IN_PROGRESS and not watchdog_alive(state) and state.get("watchdog_pid"):
+    if phase in IN_PROGRESS and not watchdog_alive(root, state) and state.get("watchdog_pid"):
         phase = "interrupted"
     return {
         "request_id": str(state.get("request_id") or ""),

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -301,3 +304,59 @@ def test_a_rolled_back_update_leaves_no_outbox_copy_behind(tmp_path: Path) -> No
     update._switch(root, "1.0.2", config=config, cfg=update._running_config(config), service=FakeService(),
                    deadline_s=5, settle_s=1, wait=False, why="apply")  # fmt: skip
     assert sorted(p.name for p in (root / "update").glob("outbox-before-*")) == ["outbox-before-1.0.2.db"]
+
+
+def test_an_update_whose_watchdog_is_starting_is_not_taken_for_interrupted(tmp_path: Path) -> None:
+    # As `apply --no-wait` or platform_apply leave it: switching, the watchdog spawned, not yet
+    # started (a loaded box, systemd-run's latency).
+    interrupted(tmp_path, "switching", boot_id=update.boot_id(), watchdog_pid=None, spawned=time.monotonic())
+    with pytest.raises(update.UpdateError, match="in progress"):
+        update.rollback(root=tmp_path, config=tmp_path / "gw.toml", service=RefusingService())
+    assert update.resume(tmp_path)["phase"] == "switching"
+    assert update.status(tmp_path)["in_progress"] is True
+    assert os.readlink(tmp_path / "current") == "releases/1.0.0"
+    # Past the grace period, a watchdog that never started is one that died.
+    state = update.read_state(tmp_path)
+    update.write_state(tmp_path, {**state, "spawned": time.monotonic() - update.SPAWN_GRACE_S - 1})
+    assert update.resume(tmp_path)["phase"] == "rolled-back"
+
+
+def test_a_watchdog_is_alive_while_it_holds_its_lock(tmp_path: Path) -> None:
+    interrupted(tmp_path, "confirming")  # its pid and boot say nothing: only the lock does
+    with (tmp_path / "update" / "watch.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # as the watchdog holds it
+        assert update.watchdog_alive(tmp_path, update.read_state(tmp_path))
+        assert update.resume(tmp_path)["phase"] == "confirming"
+        with pytest.raises(update.UpdateError, match="in progress"):
+            update.rollback(root=tmp_path, config=tmp_path / "gw.toml", service=RefusingService())
+    assert update.resume(tmp_path)["phase"] == "rolled-back"  # let go (the kernel does so at its death)
+
+
+def test_a_second_watchdog_waits_and_finds_the_update_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    interrupted(tmp_path, "switching", boot_id=update.boot_id(), watchdog_pid=None)
+    service = FakeService()
+    checking = threading.Event()
+    go_on = threading.Event()
+
+    def healthy(*args: Any, **kwargs: Any) -> list[str]:
+        checking.set()
+        go_on.wait(10)
+        return []
+
+    monkeypatch.setattr(update, "service_from", lambda description, root: service)
+    monkeypatch.setattr(update, "wait_healthy", healthy)
+    first = threading.Thread(target=update.watch, args=(tmp_path,))
+    first.start()
+    assert checking.wait(10)
+    second: list[dict[str, Any]] = []
+    later = threading.Thread(target=lambda: second.append(update.watch(tmp_path)))
+    later.start()
+    later.join(0.5)
+    assert later.is_alive()  # waits for the lock
+    go_on.set()
+    first.join(10)
+    later.join(10)
+    assert second[0]["phase"] == "confirmed"
+    assert service.calls == ["stop", "start"]  # one restart: the second watchdog did nothing
