@@ -42,6 +42,7 @@ from urllib.parse import urlsplit
 from citynerve.gateway.api import Event, EventState, Severity
 from citynerve.gateway.release.config import UpdateConfig
 from citynerve.gateway.release.service import service_from
+from citynerve.gateway.release.state import IN_PROGRESS, TERMINAL, read_state, watchdog_alive
 from citynerve.gateway.release.transfer import (
     MAX_CHUNKS,
     MIN_CHUNK_BYTES,
@@ -51,14 +52,10 @@ from citynerve.gateway.release.transfer import (
     _sha256,
 )
 from citynerve.gateway.release.update import (
-    IN_PROGRESS,
     INSTALL_FACTOR,
-    TERMINAL,
     outbox_copy_bytes,
     platform_apply,
     platform_report,
-    read_state,
-    watchdog_alive,
 )
 from citynerve.gateway.uplink.commands import Caller, RemoteAction
 from citynerve.gateway.uplink.encoding import RejectReason

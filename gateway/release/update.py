@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import shutil
 import sqlite3
@@ -57,17 +56,23 @@ from citynerve.gateway.release.bundle import (
 )
 from citynerve.gateway.release.health import baseline_of, gateway_status, wait_healthy
 from citynerve.gateway.release.service import ServiceManager, service_from
+from citynerve.gateway.release.state import (
+    IN_PROGRESS,
+    TERMINAL,
+    boot_id,
+    read_state,
+    release_version,
+    set_phase,
+    started_elsewhere,
+    watchdog_alive,
+    watching,
+    write_state,
+)
 
 if TYPE_CHECKING:
     from citynerve.gateway.config import GatewayConfig
 
 INSTALL_FACTOR = 7  # room to install a bundle: its unpacked copy and the release (a venv ~5.5 x it)
-IN_PROGRESS = ("switching", "confirming", "rolling-back")
-# A watchdog just spawned (a detached process, a systemd-run unit) may take this long on a loaded box
-# before it holds its lock; it counts as running meanwhile (monotonic time, this boot only).
-SPAWN_GRACE_S = 60.0
-TERMINAL = ("confirmed", "rolled-back", "failed")
-HISTORY = 20
 
 
 class UpdateError(PermanentError):
@@ -76,43 +81,6 @@ class UpdateError(PermanentError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(f"update: {reason}")
-
-
-# -- state --------------------------------------------------------------------------------------
-
-
-def state_path(root: Path) -> Path:
-    return root / "update" / "state.json"
-
-
-def read_state(root: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(state_path(root).read_text())
-    except (OSError, ValueError):
-        return {"phase": "idle", "history": []}
-    return data if isinstance(data, dict) else {"phase": "idle", "history": []}
-
-
-def write_state(root: Path, state: dict[str, Any]) -> None:
-    """Temp file + fsync + rename + fsync of the folder: after a power cut, the old or the new state."""
-    path = state_path(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w") as f:
-        json.dump(state, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def _set(root: Path, state: dict[str, Any], phase: str, **fields: Any) -> None:
-    state.update(fields, phase=phase, updated=time.time())
-    if phase in TERMINAL:
-        keys = ("request_id", "from", "to", "phase", "reason", "started", "updated")
-        entry = {k: state.get(k) for k in keys}
-        state["history"] = [*state.get("history", []), entry][-HISTORY:]
-    write_state(root, state)
 
 
 @contextlib.contextmanager
@@ -127,76 +95,6 @@ def _lock(root: Path) -> Iterator[None]:
         except BlockingIOError:
             raise UpdateError("another update command is running") from None
         yield
-
-
-def boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def _pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-@contextlib.contextmanager
-def _watching(root: Path, *, wait: bool) -> Iterator[bool]:
-    """update/watch.lock, held by whoever drives an update (its watchdog, or the boot hook finishing
-    an interrupted one) for as long as it does: released by the kernel when that process dies.
-    Yields False, without the lock, when another holds it and `wait` is False."""
-    (root / "update").mkdir(parents=True, exist_ok=True)
-    with (root / "update" / "watch.lock").open("a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-
-
-def _watch_lock_held(root: Path) -> bool:
-    try:
-        f = (root / "update" / "watch.lock").open("rb")
-    except OSError:
-        return False
-    with f:
-        try:  # shared and let go at once: a watchdog taking it meanwhile waits a moment, no more
-            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-    return False
-
-
-def _started_elsewhere(state: dict[str, Any]) -> bool:
-    """A watchdog of this boot spawned moments ago that has not taken its lock yet, or one of a
-    release before the lock that runs by its pid."""
-    if state.get("boot_id") != boot_id():
-        return False
-    pid = state.get("watchdog_pid")
-    if pid is None:
-        spawned = state.get("spawned")
-        return isinstance(spawned, (int, float)) and 0 <= time.monotonic() - spawned < SPAWN_GRACE_S
-    return not state.get("watch_lock") and _pid_alive(pid)
-
-
-def watchdog_alive(root: Path, state: dict[str, Any]) -> bool:
-    """Something drives the update in `state`: its watchdog runs or is starting."""
-    return _watch_lock_held(root) or _started_elsewhere(state)
-
-
-def release_version(link: Path) -> str | None:
-    """The version a link (current, known-good) points at, or None."""
-    info = release_info(link)
-    return str(info["version"]) if info else None
 
 
 # -- outbox -------------------------------------------------------------------------------------
@@ -435,7 +333,7 @@ def _settle_interrupted(root: Path, state: dict[str, Any]) -> dict[str, Any]:
 def watch(root: Path) -> dict[str, Any]:
     """The watchdog: switch, restart, confirm within the deadline or switch back. Runs detached,
     holding update/watch.lock: a second watchdog waits, then finds the update ended."""
-    with _watching(root, wait=True):
+    with watching(root, wait=True):
         return _watch(root)
 
 
@@ -450,7 +348,7 @@ def _watch(root: Path) -> dict[str, Any]:
     try:
         if state["phase"] == "switching":
             switch_link(root / "current", f"releases/{state['to']}")
-            _set(root, state, "confirming")
+            set_phase(root, state, "confirming")
         else:
             write_state(root, state)
         service.restart()
@@ -463,7 +361,7 @@ def _watch(root: Path) -> dict[str, Any]:
         # Confirmed first, the copy removed after: a power cut between the two leaves a confirmed
         # update and a stale copy, never an unconfirmed one without its copy (rolled back at boot
         # to a release that cannot read the migrated outbox).
-        _set(root, state, "confirmed", reason="healthy")
+        set_phase(root, state, "confirmed", reason="healthy")
         backup = state.get("outbox_backup")
         if backup:
             Path(backup).unlink(missing_ok=True)
@@ -497,7 +395,7 @@ def _roll_back(
     stuck = _unreadable_by_old(state)
     if stuck is not None:
         return _stay(root, state, service, f"{reason}; not rolled back: {stuck}", restart=restart)
-    _set(root, state, "rolling-back", reason=reason)
+    set_phase(root, state, "rolling-back", reason=reason)
     if restart:
         with contextlib.suppress(Exception):
             service.stop()
@@ -521,7 +419,7 @@ def _roll_back(
                                            settle_s=float(state["settle_s"]))  # fmt: skip
         except Exception as err:
             reason += f"; restarting the old release: {err}"
-    _set(root, state, "rolled-back", reason=reason, outbox_restored=restored, old_healthy=old_healthy)
+    set_phase(root, state, "rolled-back", reason=reason, outbox_restored=restored, old_healthy=old_healthy)
     if backup:  # restored or not needed: as large as the outbox, not to be kept for good
         Path(backup).unlink(missing_ok=True)
     return state
@@ -538,7 +436,7 @@ def _stay(
             service.restart()
         except Exception as err:
             reason += f"; restarting {state['to']}: {err}"
-    _set(root, state, "failed", reason=reason, outbox_restored=False, old_healthy=None)
+    set_phase(root, state, "failed", reason=reason, outbox_restored=False, old_healthy=None)
     return state
 
 
@@ -546,9 +444,9 @@ def resume(root: Path) -> dict[str, Any]:
     """Boot hook (before the service starts, from `known-good`): finish an update a power cut or a
     killed watchdog interrupted. An update not confirmed by its watchdog is rolled back."""
     state = read_state(root)
-    if state.get("phase") not in IN_PROGRESS or _started_elsewhere(state):
+    if state.get("phase") not in IN_PROGRESS or started_elsewhere(state):
         return state
-    with _watching(root, wait=False) as ours:
+    with watching(root, wait=False) as ours:
         state = read_state(root)  # as the watchdog that held the lock until now may have left it
         if not ours or state.get("phase") not in IN_PROGRESS:
             return state

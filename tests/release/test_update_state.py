@@ -18,6 +18,7 @@ import pytest
 from citynerve.gateway.release import update
 from citynerve.gateway.release.bundle import RELEASE_INFO, switch_link
 from citynerve.gateway.release.service import ServiceManager
+from citynerve.gateway.release.state import SPAWN_GRACE_S
 
 
 def layout(root: Path, versions: tuple[str, ...] = ("1.0.0", "1.0.1")) -> None:
@@ -317,7 +318,7 @@ def test_an_update_whose_watchdog_is_starting_is_not_taken_for_interrupted(tmp_p
     assert os.readlink(tmp_path / "current") == "releases/1.0.0"
     # Past the grace period, a watchdog that never started is one that died.
     state = update.read_state(tmp_path)
-    update.write_state(tmp_path, {**state, "spawned": time.monotonic() - update.SPAWN_GRACE_S - 1})
+    update.write_state(tmp_path, {**state, "spawned": time.monotonic() - SPAWN_GRACE_S - 1})
     assert update.resume(tmp_path)["phase"] == "rolled-back"
 
 
