@@ -56,6 +56,7 @@ from citynerve.gateway.release.update import (
     outbox_copy_bytes,
     platform_apply,
     platform_report,
+    recover_interrupted,
 )
 from citynerve.gateway.uplink.commands import Caller, RemoteAction
 from citynerve.gateway.uplink.encoding import RejectReason
@@ -69,6 +70,7 @@ log = logging.getLogger("citynerve.update")
 UPDATE_KIND = "software_update"
 DISK_FACTOR = 1 + INSTALL_FACTOR  # the download, then what `apply` checks for: unpacked copy, release
 MAX_URL_CHARS = 2048
+WATCHDOG_CHECK_S = 30.0  # how often the running gateway looks for an update whose watchdog died
 RECEIVING = ("receiving", "downloading")
 WORKING = ("verifying", "applying")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -120,10 +122,13 @@ class RemoteUpdate(ChunkedTransfer):
         }
 
     async def run(self) -> None:
-        """Pick up where the last process left off, then keep the work task until cancelled."""
+        """Pick up where the last process left off, then keep the work task until cancelled; meanwhile
+        finish any update whose watchdog died while the box ran on (update.recover_interrupted)."""
         try:
             await self._resume()
-            await asyncio.Event().wait()
+            while True:
+                await asyncio.sleep(WATCHDOG_CHECK_S)
+                await self._recover()
         finally:
             if self._task is not None:
                 self._task.cancel()
@@ -203,6 +208,16 @@ class RemoteUpdate(ChunkedTransfer):
             self._begin(self._finish(t))
         elif t.phase == "restarting" or (t.phase in TERMINAL and not t.reported):
             self._begin(self._report(t))
+
+    async def _recover(self) -> str | None:
+        try:
+            done = await asyncio.to_thread(recover_interrupted, self.config.root)
+        except Exception:  # the check must not end the gateway's task group
+            log.exception("update: checking for an interrupted update")
+            return None
+        if done:
+            log.warning("update: the watchdog of the update in progress is gone: %s", done)
+        return done
 
     def _begin(self, work: Any) -> None:
         self._task = asyncio.get_running_loop().create_task(work, name="update.work")
@@ -331,9 +346,14 @@ class RemoteUpdate(ChunkedTransfer):
             if t is not None and (t.phase in WORKING or (t.phase == "restarting" and not t.reported)):
                 raise CommandRejectedError(RejectReason.BUSY, f"update {t.update_id} is {t.phase}")
             state = read_state(self.config.root)
-            if state.get("phase") in IN_PROGRESS and watchdog_alive(self.config.root, state):
+            done = None
+            if state.get("phase") in IN_PROGRESS and not watchdog_alive(self.config.root, state):
+                done = await self._recover()  # interrupted: finished (or handed to a new watchdog) first
+                state = read_state(self.config.root)
+            if state.get("phase") in IN_PROGRESS:
+                why = f" (its watchdog was gone: {done})" if done else ""
                 raise CommandRejectedError(
-                    RejectReason.BUSY, f"an update to {state.get('to')} is in progress"
+                    RejectReason.BUSY, f"an update to {state.get('to')} is in progress{why}"
                 )
             if not (self.config.root / "releases").is_dir():
                 raise CommandRejectedError(

@@ -26,6 +26,10 @@ run from `known-good` before the service starts, finishes the job):
    never switches back to a release that cannot open the outbox (migrated, and no copy left): it
    stays on the new release, "failed" with the reason.
 
+A watchdog killed on its own (the box runs on) is noticed by the next update command, a waiting
+`apply`, and the running gateway (`recover_interrupted`): the update is finished with the service
+stopped first, or by a new watchdog when the caller is the service itself.
+
 Config and outbox are never written by the switch. The outbox is copied (SQLite backup API) before
 the switch only when the new release's schema is newer than the file's; see docs/installer-guide.md.
 """
@@ -207,14 +211,15 @@ def _restore_outbox(src: Path, dest: Path) -> None:
 def apply(
     bundle: Path, *, root: Path, config: Path, service: ServiceManager,
     deadline_s: float = 120.0, settle_s: float = 5.0, wait: bool = True, request_id: str = "",
+    in_service: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """Verify and install `bundle` beside the running release, then switch to it under a watchdog.
 
     Returns the final state (with `wait`) or the state once the watchdog has taken over.
+    `in_service`: called from the gateway's own process (platform_apply), which must not stop it.
     """
     with _lock(root):
-        state = read_state(root)
-        state = _settle_interrupted(root, state)
+        _settle_interrupted(root, in_service=in_service)
         cfg = _running_config(config)  # before the bundle is installed beside the running release
         _check_room(bundle, root, keep_free=min_free_bytes(cfg))
         incoming = root / "update" / "incoming"
@@ -252,8 +257,10 @@ def rollback(
 ) -> dict[str, Any]:  # fmt: skip
     """Switch back to the release before the current one (or `to`), under the same watchdog."""
     with _lock(root):
-        state = read_state(root)
-        state = _settle_interrupted(root, state)
+        interrupted = read_state(root).get("phase") in IN_PROGRESS
+        state = _settle_interrupted(root, in_service=False)
+        if interrupted and to is None and state.get("phase") == "rolled-back":
+            return state  # the update its watchdog left was the one to go back from: done
         current = release_version(root / "current")
         target = to or next(
             (
@@ -307,9 +314,7 @@ def _switch(
         "history": old.get("history", []),
     }  # fmt: skip
     write_state(root, state)
-    # The watchdog runs from the old release's own folder, never through `current`.
-    argv = [str(root / "releases" / current / "bin" / "citynerve"), "update", "watch", "--root", str(root)]
-    service.spawn_watchdog(argv, root / "update" / "watch.log")
+    service.spawn_watchdog(_watchdog_argv(root, current), root / "update" / "watch.log")
     if not wait:
         return state
     limit = time.monotonic() + 2 * deadline_s + 120
@@ -317,17 +322,74 @@ def _switch(
         state = read_state(root)
         if state.get("phase") in TERMINAL:
             return state
+        if not watchdog_alive(root, state):  # killed: finished from here (not the service's process)
+            return _settle_interrupted(root, in_service=False)
         time.sleep(0.5)
     return read_state(root)
 
 
-def _settle_interrupted(root: Path, state: dict[str, Any]) -> dict[str, Any]:
-    """Refuse while an update runs; roll back one whose watchdog died (as the boot hook would)."""
-    if state.get("phase") in IN_PROGRESS:
-        if watchdog_alive(root, state):
+def _watchdog_argv(root: Path, release: str) -> list[str]:
+    """The watchdog runs from the old release's own folder, never through `current`."""
+    return [str(root / "releases" / release / "bin" / "citynerve"), "update", "watch", "--root", str(root)]
+
+
+def _settle_interrupted(root: Path, *, in_service: bool) -> dict[str, Any]:
+    """Refuse while an update runs; finish one whose watchdog died before it goes on.
+
+    "switching": the new release never ran, it is rolled back in place. Otherwise the service may
+    run the unconfirmed release on the outbox: it is rolled back with the service stopped first, by
+    a new watchdog when the caller is the service's own process (`in_service`: it would stop itself
+    halfway), which refuses meanwhile.
+    """
+    state = read_state(root)
+    if state.get("phase") not in IN_PROGRESS:
+        return state
+    if watchdog_alive(root, state):
+        raise UpdateError(f"an update to {state.get('to')} is in progress")
+    if in_service and state.get("phase") != "switching":
+        done = recover_interrupted(root)
+        if done is None and read_state(root).get("phase") not in IN_PROGRESS:
+            return read_state(root)  # its watchdog ended it meanwhile
+        raise UpdateError(
+            f"an update to {state.get('to')} was interrupted (its watchdog is gone): "
+            f"{done or 'left to the boot hook'}; send the update again once it has ended"
+        )
+    with watching(root, wait=False) as ours:
+        state = read_state(root)
+        if not ours:
             raise UpdateError(f"an update to {state.get('to')} is in progress")
-        return resume(root)
-    return state
+        if state.get("phase") not in IN_PROGRESS:
+            return state
+        service = service_from(state.get("service") or {}, root)
+        return _roll_back(root, state, service, "interrupted before the new release was confirmed (the "
+                          "watchdog was killed)", restart=state["phase"] != "switching")  # fmt: skip
+
+
+MAX_WATCHDOG_SPAWNS = 3  # for one update: one that dies at once every time is left to the boot hook
+
+
+def recover_interrupted(root: Path) -> str | None:
+    """Finish an update whose watchdog died while the box ran on (the running gateway checks for
+    one; so does `update_start`): "switching" is rolled back in place (the new release never ran),
+    "confirming" or "rolling-back" get a new watchdog, which restarts the service and confirms or
+    rolls back with it stopped, as the first would have. Returns what was done, or None."""
+    state = read_state(root)
+    if state.get("phase") not in IN_PROGRESS or watchdog_alive(root, state):
+        return None
+    if state["phase"] == "switching":
+        return f"rolled back: {resume(root).get('phase')}"
+    spawns = int(state.get("watchdog_spawns") or 0)
+    if spawns >= MAX_WATCHDOG_SPAWNS:
+        return None
+    state.update(boot_id=boot_id(), spawned=time.monotonic(), watchdog_pid=None, watch_lock=False,
+                 watchdog_spawns=spawns + 1)  # fmt: skip
+    write_state(root, state)
+    service = service_from(state.get("service") or {}, root)
+    try:
+        service.spawn_watchdog(_watchdog_argv(root, state["from"]), root / "update" / "watch.log")
+    except Exception as err:  # reported; the boot hook still rolls back
+        return f"a new watchdog could not be started: {type(err).__name__}: {err}"
+    return f"a new watchdog finishes it ({state['phase']})"
 
 
 def watch(root: Path) -> dict[str, Any]:
@@ -339,10 +401,12 @@ def watch(root: Path) -> dict[str, Any]:
 
 def _watch(root: Path) -> dict[str, Any]:
     state = read_state(root)
-    if state.get("phase") not in ("switching", "confirming"):
+    if state.get("phase") not in IN_PROGRESS:
         return state
     state.update(watchdog_pid=os.getpid(), boot_id=boot_id(), watch_lock=True)
     service = service_from(state.get("service") or {}, root)
+    if state["phase"] == "rolling-back":  # a watchdog started again after one died rolling back
+        return _roll_back(root, state, service, str(state.get("reason") or "rolling back"), restart=True)
     socket = Path(state["socket"])
     deadline = time.monotonic() + float(state["deadline_s"])
     try:
@@ -406,6 +470,12 @@ def _roll_back(
         _schema_version(Path(str(outbox))) > int(state.get("from_schema") or 0)
     )
     if newer:
+        age = _written_after(Path(str(outbox)), Path(str(backup)))
+        if age > float(state["deadline_s"]) + STALE_COPY_MARGIN_S:  # its watchdog had stopped long before
+            reason += (
+                f"; the outbox copy put back is {age:.0f} s older than the outbox's last write, past the "
+                f"{float(state['deadline_s']):.0f} s deadline: what {state['to']} stored since is lost"
+            )
         _restore_outbox(Path(str(backup)), Path(str(outbox)))
         restored = True
     old_healthy = None
@@ -423,6 +493,16 @@ def _roll_back(
     if backup:  # restored or not needed: as large as the outbox, not to be kept for good
         Path(backup).unlink(missing_ok=True)
     return state
+
+
+STALE_COPY_MARGIN_S = 180.0  # a rollback's own time past the deadline: spawn, stop, restore
+
+
+def _written_after(outbox: Path, copy: Path) -> float:
+    """Seconds the outbox (or its WAL) was written after `copy` was taken, by the file times (both
+    stamped by this box's clock, so meaningful even without an RTC unless it was set meanwhile)."""
+    last = max((p.stat().st_mtime for p in (outbox, Path(f"{outbox}-wal")) if p.exists()), default=0.0)
+    return last - copy.stat().st_mtime
 
 
 def _stay(
@@ -487,7 +567,7 @@ def platform_apply(
     """
     try:
         apply(bundle, root=root, config=config, service=service, deadline_s=deadline_s,
-              settle_s=settle_s, wait=False, request_id=request_id)  # fmt: skip
+              settle_s=settle_s, wait=False, request_id=request_id, in_service=True)  # fmt: skip
     except UpdateError as err:
         return {"request_id": request_id, "phase": "failed", "reason": err.reason[:500]}
     return platform_report(root)

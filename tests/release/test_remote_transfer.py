@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from citynerve.gateway.api import Event, boot_id
+from citynerve.gateway.release import remote
 from citynerve.gateway.release.config import UpdateConfig
 from citynerve.gateway.release.remote import RemoteUpdate
 from citynerve.gateway.uplink.commands import Caller
@@ -444,3 +445,34 @@ async def test_a_download_that_fills_the_disk_fails_and_frees_it(
         assert reason.startswith("download: no_space: No space left on device at 65536 of 200000"), reason
         assert not part.exists()
         assert origin.paths() == ["/b"]
+
+
+async def test_the_running_gateway_finishes_an_update_whose_watchdog_died(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 1.0.1 runs unconfirmed, its watchdog killed on this boot: nothing else would finish the update
+    # until a reboot, which would then put back an outbox copy from long before.
+    for version in ("1.0.0", "1.0.1"):
+        (root / "releases" / version / "bin").mkdir(parents=True)
+        (root / "releases" / version / "citynerve-release.json").write_text(json.dumps({"version": version}))
+    started = root / "watchdog-started"
+    cn = root / "releases" / "1.0.0" / "bin" / "citynerve"  # the old release's watchdog, a stand-in here
+    cn.write_text(f'#!/bin/sh\necho "$@" > {started}\n')
+    cn.chmod(0o755)
+    state = {"phase": "confirming", "from": "1.0.0", "to": "1.0.1", "boot_id": boot_id(),
+             "watchdog_pid": 2**22 + 7, "watch_lock": True,
+             "service": {"kind": "process", "config": str(root / "gw.toml")}}  # fmt: skip
+    (root / "update").mkdir()
+    (root / "update" / "state.json").write_text(json.dumps(state))
+    monkeypatch.setattr(remote, "WATCHDOG_CHECK_S", 0.05)
+    async with Gateway(root) as gw:
+        for _ in range(200):  # a separate process writes it: polled, 10 s at most
+            if started.exists() and started.read_text():
+                break
+            await asyncio.sleep(0.05)
+        assert started.read_text().split() == ["update", "watch", "--root", str(root)]
+        # meanwhile update_start is busy (the new watchdog is starting), not a second update
+        with pytest.raises(CommandRejectedError) as err:
+            await gw.start(bundle_of(os.urandom(CHUNK)).start_args("u-1"))
+        assert err.value.reason == RejectReason.BUSY
+    assert json.loads((root / "update" / "state.json").read_text())["watchdog_spawns"] == 1

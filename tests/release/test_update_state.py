@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from citynerve.gateway.release import state as state_module
 from citynerve.gateway.release import update
 from citynerve.gateway.release.bundle import RELEASE_INFO, switch_link
 from citynerve.gateway.release.service import ServiceManager
@@ -105,7 +106,8 @@ def test_platform_report_is_small_and_names_the_request(tmp_path: Path) -> None:
 
 
 def test_a_new_update_first_rolls_back_one_whose_watchdog_died(tmp_path: Path) -> None:
-    interrupted(tmp_path, "confirming")  # current -> 1.0.1, never confirmed, watchdog gone
+    interrupted(tmp_path, "switching")  # the watchdog switched `current` and died before the restart:
+    switch_link(tmp_path / "current", "releases/1.0.1")  # the old release still runs, nothing to stop
     bad = tmp_path / "bundle.tar.gz"
     bad.write_bytes(b"not a tarball")
     report = update.platform_apply(bad, root=tmp_path, config=tmp_path / "gw.toml", service=RefusingService(),
@@ -361,3 +363,71 @@ def test_a_second_watchdog_waits_and_finds_the_update_done(
     later.join(10)
     assert second[0]["phase"] == "confirmed"
     assert service.calls == ["stop", "start"]  # one restart: the second watchdog did nothing
+
+
+def test_an_update_whose_watchdog_died_is_rolled_back_with_the_service_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "opt"
+    outbox, _ = migrating(root, "confirming", backup=True)  # 1.0.1 runs, unconfirmed; watchdog killed
+    service = FakeService(root)
+    monkeypatch.setattr(update, "service_from", lambda description, root: service)
+    monkeypatch.setattr(update, "wait_healthy", lambda *args, **kwargs: [])
+    state = update.rollback(root=root, config=tmp_path / "gw.toml", service=FakeService())
+    assert state["phase"] == "rolled-back" and state["outbox_restored"] is True, state
+    # Stopped before `current` went back and the copy was put back: never under a running gateway.
+    assert service.calls == ["stop", "start"] and service.links_at_stop == ["releases/1.0.1"]
+    assert os.readlink(root / "current") == "releases/1.0.0" and update._schema_version(outbox) == 4
+
+
+def test_the_gateway_hands_an_interrupted_update_to_a_new_watchdog(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    interrupted(tmp_path, "confirming")  # 1.0.1 runs, unconfirmed; its watchdog was killed
+    service = FakeService(tmp_path)
+    monkeypatch.setattr(update, "service_from", lambda description, root: service)
+    bad = tmp_path / "bundle.tar.gz"
+    bad.write_bytes(b"not a tarball")
+    # platform_apply runs in the gateway's own process: stopping the service would stop it halfway.
+    report = update.platform_apply(bad, root=tmp_path, config=tmp_path / "gw.toml", service=service,
+                                   request_id="cmd-44")  # fmt: skip
+    assert report["phase"] == "failed" and "interrupted" in report["reason"], report
+    assert "a new watchdog finishes it (confirming)" in report["reason"]
+    assert service.calls == [f"spawn update watch --root {tmp_path}"] and service.links_at_stop == []
+    assert os.readlink(tmp_path / "current") == "releases/1.0.1"
+    state = update.read_state(tmp_path)
+    assert state["watchdog_spawns"] == 1 and update.watchdog_alive(tmp_path, state)  # starting
+    # The new watchdog (the old release's) finishes a rollback a killed one left halfway, too.
+    interrupted(tmp_path / "b", "rolling-back")
+    monkeypatch.setattr(update, "wait_healthy", lambda *args, **kwargs: [])
+    service.root = tmp_path / "b"
+    assert update.watch(tmp_path / "b")["phase"] == "rolled-back"
+    assert service.calls[1:] == ["stop", "start"]
+
+
+def test_a_rollback_says_so_when_the_outbox_copy_is_older_than_the_deadline(tmp_path: Path) -> None:
+    root = tmp_path / "opt"
+    outbox, copy = migrating(root, "confirming", backup=True)
+    now = time.time()  # the watchdog died; 1.0.1 wrote the outbox for an hour after the copy
+    os.utime(outbox, (now, now))
+    os.utime(copy, (now - 3600, now - 3600))
+    state = update.resume(root)  # a reboot
+    assert state["phase"] == "rolled-back" and state["outbox_restored"] is True
+    said = "the outbox copy put back is 3600 s older than the outbox's last write, past the 5 s deadline: "
+    assert f"{said}what 1.0.1 stored since is lost" in state["reason"], state["reason"]
+
+
+def test_an_update_command_finishes_an_update_whose_watchdog_never_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "opt"
+    fake_release(root, "1.0.0", 4)
+    fake_release(root, "1.0.1", 4)
+    switch_link(root / "current", "releases/1.0.0")
+    config = site_config(tmp_path / "site", tmp_path / "site" / "gw.db", min_free=0)
+    (root / "update").mkdir()
+    monkeypatch.setattr(state_module, "SPAWN_GRACE_S", 0.0)  # a spawn that never starts: dead at once
+    cfg = update._running_config(config)
+    state = update._switch(root, "1.0.1", config=config, cfg=cfg, service=FakeService(), deadline_s=60,
+                           settle_s=1, wait=True, why="apply")  # fmt: skip
+    assert state["phase"] == "rolled-back" and "interrupted" in state["reason"]  # not after 2 x 60 + 120 s
