@@ -38,6 +38,7 @@ async def make_uplinks(gw: Gateway, outbox: AsyncOutbox) -> list[Uplink | Sparkp
                 gateway_id=gw.config.gateway.id,
                 topic_base=f"{configs[0].topic_prefix}/{gw.config.gateway.id}",
                 events=gw._event,
+                outbox=Path(gw.config.store.path),
             )
         actions.update(gw.remote_update.actions())
         inbound[gw.remote_update.chunk_filter] = gw.remote_update.on_chunk

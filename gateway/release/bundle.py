@@ -18,8 +18,9 @@ install.py also refuses a bundle whose gateway wheel trusts another release key 
 verified with (the installed gateway checks its updates against that packaged key).
 
 Install: a venv `releases/<version>` gets the wheels with `pip install --no-index`; it is a release
-only once its info file (written last, fsynced) is there. A power cut leaves either an incomplete
-folder that nothing points at (removed by the next install) or a complete release.
+only once its info file (written last, fsynced) is there. An install that fails removes its folder;
+a power cut leaves either an incomplete folder that nothing points at (removed by the next install)
+or a complete release.
 """
 
 from __future__ import annotations
@@ -339,10 +340,16 @@ def install_release(
             raise BundleError(str(final), f"is {link} but not a complete release; reinstall it by hand")
     shutil.rmtree(final, ignore_errors=True)
     py = python or sys.executable
-    _run([py, "-m", "venv", str(final)], "create the release's venv")
-    _pip_install(final, folder, manifest.version, extras)
-    os.sync()  # the release's files are on disk before the info file says it is complete
-    _write_info(final, {"version": manifest.version, "arch": manifest.arch, "extras": list(extras)})
+    try:
+        _run([py, "-m", "venv", str(final)], "create the release's venv")
+        _pip_install(final, folder, manifest.version, extras)
+        os.sync()  # the release's files are on disk before the info file says it is complete
+        _write_info(final, {"version": manifest.version, "arch": manifest.arch, "extras": list(extras)})
+    except BaseException:
+        # A failed install (pip's error, a full disk, Ctrl-C) leaves no half-built release taking
+        # the room the next try needs.
+        shutil.rmtree(final, ignore_errors=True)
+        raise
     return final
 
 

@@ -45,7 +45,10 @@ class UpdateConfig(BaseModel):
         "as 8 x the bundle; a bundle that would not fit is refused before any byte is sent",
     )
     min_free_bytes: int = Field(
-        default=64 * MIB, ge=0, description="free space left on the disk after the update's estimate"
+        default=64 * MIB,
+        ge=0,
+        description="free space left on the disk after the update's estimate (with a copy of the outbox); "
+        "`citynerve update apply` keeps it free too",
     )
     max_chunk_bytes: int = Field(
         default=256 * 1024, ge=4096, le=1 << 20, description="largest chunk accepted over MQTT"

@@ -42,6 +42,7 @@ from urllib.parse import urlsplit
 from citynerve.gateway.api import Event, EventState, Severity
 from citynerve.gateway.release.config import UpdateConfig
 from citynerve.gateway.release.service import service_from
+from citynerve.gateway.release.state import IN_PROGRESS, TERMINAL, read_state, watchdog_alive
 from citynerve.gateway.release.transfer import (
     MAX_CHUNKS,
     MIN_CHUNK_BYTES,
@@ -51,12 +52,11 @@ from citynerve.gateway.release.transfer import (
     _sha256,
 )
 from citynerve.gateway.release.update import (
-    IN_PROGRESS,
-    TERMINAL,
+    INSTALL_FACTOR,
+    outbox_copy_bytes,
     platform_apply,
     platform_report,
-    read_state,
-    watchdog_alive,
+    recover_interrupted,
 )
 from citynerve.gateway.uplink.commands import Caller, RemoteAction
 from citynerve.gateway.uplink.encoding import RejectReason
@@ -68,8 +68,9 @@ __all__ = ["UPDATE_KIND", "RemoteUpdate", "Transfer", "TransferError"]  # Transf
 log = logging.getLogger("citynerve.update")
 
 UPDATE_KIND = "software_update"
-DISK_FACTOR = 8  # download, unpacked copy, installed release (measured: a venv ~5.5 x its bundle)
+DISK_FACTOR = 1 + INSTALL_FACTOR  # the download, then what `apply` checks for: unpacked copy, release
 MAX_URL_CHARS = 2048
+WATCHDOG_CHECK_S = 30.0  # how often the running gateway looks for an update whose watchdog died
 RECEIVING = ("receiving", "downloading")
 WORKING = ("verifying", "applying")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -88,8 +89,10 @@ class RemoteUpdate(ChunkedTransfer):
         topic_base: str,
         events: Callable[[Event], None],
         clock: Callable[[], float] = time.time,
+        outbox: Path | None = None,
     ) -> None:
         self.config = config
+        self.outbox = outbox  # copied before an update that migrates it: counted in the space needed
         self.config_path = config_path
         self.gateway_id = gateway_id
         self.topic_base = topic_base
@@ -119,10 +122,13 @@ class RemoteUpdate(ChunkedTransfer):
         }
 
     async def run(self) -> None:
-        """Pick up where the last process left off, then keep the work task until cancelled."""
+        """Pick up where the last process left off, then keep the work task until cancelled; meanwhile
+        finish any update whose watchdog died while the box ran on (update.recover_interrupted)."""
         try:
             await self._resume()
-            await asyncio.Event().wait()
+            while True:
+                await asyncio.sleep(WATCHDOG_CHECK_S)
+                await self._recover()
         finally:
             if self._task is not None:
                 self._task.cancel()
@@ -202,6 +208,16 @@ class RemoteUpdate(ChunkedTransfer):
             self._begin(self._finish(t))
         elif t.phase == "restarting" or (t.phase in TERMINAL and not t.reported):
             self._begin(self._report(t))
+
+    async def _recover(self) -> str | None:
+        try:
+            done = await asyncio.to_thread(recover_interrupted, self.config.root)
+        except Exception:  # the check must not end the gateway's task group
+            log.exception("update: checking for an interrupted update")
+            return None
+        if done:
+            log.warning("update: the watchdog of the update in progress is gone: %s", done)
+        return done
 
     def _begin(self, work: Any) -> None:
         self._task = asyncio.get_running_loop().create_task(work, name="update.work")
@@ -330,9 +346,14 @@ class RemoteUpdate(ChunkedTransfer):
             if t is not None and (t.phase in WORKING or (t.phase == "restarting" and not t.reported)):
                 raise CommandRejectedError(RejectReason.BUSY, f"update {t.update_id} is {t.phase}")
             state = read_state(self.config.root)
-            if state.get("phase") in IN_PROGRESS and watchdog_alive(state):
+            done = None
+            if state.get("phase") in IN_PROGRESS and not watchdog_alive(self.config.root, state):
+                done = await self._recover()  # interrupted: finished (or handed to a new watchdog) first
+                state = read_state(self.config.root)
+            if state.get("phase") in IN_PROGRESS:
+                why = f" (its watchdog was gone: {done})" if done else ""
                 raise CommandRejectedError(
-                    RejectReason.BUSY, f"an update to {state.get('to')} is in progress"
+                    RejectReason.BUSY, f"an update to {state.get('to')} is in progress{why}"
                 )
             if not (self.config.root / "releases").is_dir():
                 raise CommandRejectedError(
@@ -388,10 +409,14 @@ class RemoteUpdate(ChunkedTransfer):
         free = shutil.disk_usage(self.config.root).free
         if self._part.exists():
             free += self._part.stat().st_blocks * 512  # the old download goes first
-        if need > free - cfg.min_free_bytes:
+        # A release that migrates the outbox needs a copy of it too (not known before the bundle is
+        # here: counted always). Not part of the budget, which bounds the update's own files.
+        copy = outbox_copy_bytes(self.outbox) if self.outbox is not None else 0
+        if need + copy > free - cfg.min_free_bytes:
+            also = f" and {copy} for a copy of the outbox" if copy else ""
             raise CommandRejectedError(
                 RejectReason.NO_SPACE,
-                f"bundle of {size} bytes needs about {need} bytes on disk; {free} free, "
+                f"bundle of {size} bytes needs about {need} bytes on disk{also}; {free} free, "
                 f"{cfg.min_free_bytes} kept free",
             )
 

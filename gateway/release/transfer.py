@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import http.client
 import logging
@@ -31,9 +32,11 @@ MAX_RANGES = 64  # missing ranges listed in one answer (the rest follow once the
 READ_BLOCK = 64 * 1024
 _INDEX_RE = re.compile(r"^[0-9]{1,6}$")
 # A download that stops with one of these resumes after a back-off; an HTTP status is one of them only
-# when it may pass (5xx, 408, 429): any other (an expired pre-signed URL's 403, a 404) fails the update.
+# when it may pass (5xx, 408, 429): any other (an expired pre-signed URL's 403, a 404) fails the update,
+# and so does a full disk (NO_SPACE).
 RETRIED = (OSError, urllib.error.URLError, http.client.HTTPException, ValueError)
 RETRIED_STATUS = (408, 429)
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a disk that is full is not retried: it fails the transfer
 
 
 class TransferError(PermanentError):
@@ -219,6 +222,12 @@ class ChunkedTransfer:
                     return False
                 log.warning("update %s: %s; trying the new URL", t.update_id, err.reason)
             except RETRIED as err:
+                if isinstance(err, OSError) and err.errno in NO_SPACE:
+                    # Retrying would keep the disk full (the outbox on it evicting telemetry) for ever.
+                    await asyncio.to_thread(self._part.unlink, True)  # removed before it is reported
+                    self._set(t, "failed", f"download: no_space: {err.strerror} at {t.received} of {t.size} "
+                              "bytes; the partial download is removed")  # fmt: skip
+                    return False
                 log.warning("update %s: download stopped at %d bytes (%s); resuming in %.0f s", t.update_id,
                             t.received, err, delay)  # fmt: skip
             with contextlib.suppress(TimeoutError):

@@ -18,10 +18,17 @@ run from `known-good` before the service starts, finishes the job):
 3. the watchdog renames a new `current` link over the old one (atomic) -> "confirming", restarts the
    service and checks its health until the deadline. Power cut here: the boot hook sees an update
    that was never confirmed on this boot and switches `current` back before the service starts.
-4. healthy twice, `settle_s` apart -> `known-good` switched too -> "confirmed".
+4. healthy twice, `settle_s` apart -> `known-good` switched too -> "confirmed" -> the outbox copy
+   deleted (only then: a confirmed update never needs it, an unconfirmed one always may).
    Not healthy by the deadline (crash loop, hang, buses or uplink down) -> "rolling-back": stop,
    `current` back, the outbox restored if the new release migrated it beyond what the old one reads,
-   start -> "rolled-back". Power cut here: the boot hook completes the same rollback.
+   start -> "rolled-back". Power cut here: the boot hook completes the same rollback. A rollback
+   never switches back to a release that cannot open the outbox (migrated, and no copy left): it
+   stays on the new release, "failed" with the reason.
+
+A watchdog killed on its own (the box runs on) is noticed by the next update command, a waiting
+`apply`, and the running gateway (`recover_interrupted`): the update is finished with the service
+stopped first, or by a new watchdog when the caller is the service itself.
 
 Config and outbox are never written by the switch. The outbox is copied (SQLite backup API) before
 the switch only when the new release's schema is newer than the file's; see docs/installer-guide.md.
@@ -29,10 +36,8 @@ the switch only when the new release's schema is newer than the file's; see docs
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
-import json
 import os
 import shutil
 import sqlite3
@@ -53,14 +58,25 @@ from citynerve.gateway.release.bundle import (
     unpack,
     verify,
 )
+from citynerve.gateway.release.health import baseline_of, gateway_status, wait_healthy
 from citynerve.gateway.release.service import ServiceManager, service_from
+from citynerve.gateway.release.state import (
+    IN_PROGRESS,
+    TERMINAL,
+    boot_id,
+    read_state,
+    release_version,
+    set_phase,
+    started_elsewhere,
+    watchdog_alive,
+    watching,
+    write_state,
+)
 
 if TYPE_CHECKING:
     from citynerve.gateway.config import GatewayConfig
 
-IN_PROGRESS = ("switching", "confirming", "rolling-back")
-TERMINAL = ("confirmed", "rolled-back", "failed")
-HISTORY = 20
+INSTALL_FACTOR = 7  # room to install a bundle: its unpacked copy and the release (a venv ~5.5 x it)
 
 
 class UpdateError(PermanentError):
@@ -69,43 +85,6 @@ class UpdateError(PermanentError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(f"update: {reason}")
-
-
-# -- state --------------------------------------------------------------------------------------
-
-
-def state_path(root: Path) -> Path:
-    return root / "update" / "state.json"
-
-
-def read_state(root: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(state_path(root).read_text())
-    except (OSError, ValueError):
-        return {"phase": "idle", "history": []}
-    return data if isinstance(data, dict) else {"phase": "idle", "history": []}
-
-
-def write_state(root: Path, state: dict[str, Any]) -> None:
-    """Temp file + fsync + rename + fsync of the folder: after a power cut, the old or the new state."""
-    path = state_path(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w") as f:
-        json.dump(state, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def _set(root: Path, state: dict[str, Any], phase: str, **fields: Any) -> None:
-    state.update(fields, phase=phase, updated=time.time())
-    if phase in TERMINAL:
-        keys = ("request_id", "from", "to", "phase", "reason", "started", "updated")
-        entry = {k: state.get(k) for k in keys}
-        state["history"] = [*state.get("history", []), entry][-HISTORY:]
-    write_state(root, state)
 
 
 @contextlib.contextmanager
@@ -120,119 +99,6 @@ def _lock(root: Path) -> Iterator[None]:
         except BlockingIOError:
             raise UpdateError("another update command is running") from None
         yield
-
-
-def boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def _pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def watchdog_alive(state: dict[str, Any]) -> bool:
-    return state.get("boot_id") == boot_id() and _pid_alive(state.get("watchdog_pid"))
-
-
-def release_version(link: Path) -> str | None:
-    """The version a link (current, known-good) points at, or None."""
-    info = release_info(link)
-    return str(info["version"]) if info else None
-
-
-# -- health -------------------------------------------------------------------------------------
-
-
-def gateway_status(socket: Path, timeout_s: float = 5.0) -> dict[str, Any] | None:
-    """The running gateway's status over its control socket, or None if it does not answer."""
-    from citynerve.gateway.control import ControlError, GatewayNotRunningError, ask
-
-    try:
-        result = asyncio.run(ask(socket, "status", timeout_s=timeout_s))
-    except (GatewayNotRunningError, ControlError, OSError, TimeoutError, ValueError):
-        return None
-    return result if isinstance(result, dict) else None
-
-
-def baseline_of(status: dict[str, Any] | None) -> dict[str, Any]:
-    """What the running gateway does before an update: what the new release must do too."""
-    if status is None:
-        return {"running": False}
-    uplink = status.get("uplink") or {}
-    return {
-        "running": True,
-        "buses_down": sorted(status.get("buses_down") or []),
-        "polling": any(b.get("counters", {}).get("transactions", 0) > 0 for b in status.get("buses") or []),
-        "writing": bool((status.get("writer") or {}).get("commits", 0)),
-        "uplink_connected": bool(uplink.get("connected")),
-    }
-
-
-def health_problems(
-    first: dict[str, Any] | None, second: dict[str, Any] | None, *, version: str, baseline: dict[str, Any]
-) -> list[str]:
-    """Why two status snapshots `settle_s` apart are not a healthy release (empty: healthy)."""
-    if first is None or second is None:
-        return ["the control socket does not answer"]
-    problems = []
-    if second.get("version") != version:
-        problems.append(f"runs version {second.get('version')!r}, not {version!r}")
-    if second.get("uptime_s", 0) <= first.get("uptime_s", 0):
-        problems.append("restarted between two checks")
-    down = set(second.get("buses_down") or []) - set(baseline.get("buses_down") or [])
-    if down:
-        problems.append(f"buses down: {sorted(down)}")
-
-    def transactions(s: dict[str, Any]) -> int:
-        return sum(b.get("counters", {}).get("transactions", 0) for b in s.get("buses") or [])
-
-    if baseline.get("polling") and transactions(second) <= transactions(first):
-        problems.append("buses are not polling")
-    writer = second.get("writer") or {}
-    if second.get("store") is None or writer.get("failed_commits", 0):
-        problems.append("the outbox is not writable")
-    elif baseline.get("writing") and not writer.get("commits"):
-        problems.append("nothing committed to the outbox")
-    if baseline.get("uplink_connected") and not (second.get("uplink") or {}).get("connected"):
-        problems.append("the uplink is not connected (it was before the update)")
-    return problems
-
-
-def wait_healthy(
-    service: ServiceManager, socket: Path, *, version: str, baseline: dict[str, Any],
-    deadline: float, settle_s: float,
-) -> list[str]:  # fmt: skip
-    """Check until healthy or the monotonic `deadline`; returns the last problems (empty: healthy)."""
-    problems = ["not checked yet"]
-    while time.monotonic() < deadline:
-        if not service.is_running():
-            problems = ["the service is not running"]
-            time.sleep(0.5)
-            continue
-        first = gateway_status(socket)
-        if first is None:
-            problems = ["the control socket does not answer"]
-            time.sleep(0.5)
-            continue
-        time.sleep(settle_s)
-        second = gateway_status(socket)
-        problems = health_problems(first, second, version=version, baseline=baseline)
-        if not service.is_running():
-            problems.append("the service stopped")
-        if not problems:
-            return []
-    return problems
 
 
 # -- outbox -------------------------------------------------------------------------------------
@@ -278,21 +144,53 @@ def _release_schema(release: Path) -> int:
     return int(proc.stdout.strip())
 
 
-def _copy_outbox(src: Path, dest: Path) -> None:
-    """A consistent copy of a live SQLite file (the backup API), fsynced, renamed into place."""
+def min_free_bytes(cfg: GatewayConfig) -> int:
+    """Free space an update leaves on the disk: `[update] min_free_bytes`, or its default."""
+    from citynerve.gateway.release.config import UpdateConfig
+
+    return int((getattr(cfg, "update", None) or UpdateConfig()).min_free_bytes)
+
+
+def outbox_copy_bytes(outbox: Path) -> int:
+    """At most what a copy of the outbox takes: the file and its WAL (0 when there is none)."""
+    total = 0
+    for path in (outbox, Path(f"{outbox}-wal")):
+        with contextlib.suppress(OSError):
+            total += path.stat().st_size
+    return total
+
+
+def _copy_outbox(src: Path, dest: Path, *, keep_free: int) -> None:
+    """A consistent copy of a live SQLite file (the backup API), fsynced, renamed into place.
+
+    Taken only when there is room for it and `keep_free` bytes besides: the running gateway writes
+    its outbox on the same disk, and a full disk makes it evict telemetry. A copy that fails
+    midway (the disk filled meanwhile) is removed; both are an UpdateError, nothing switched."""
+    need, free = outbox_copy_bytes(src), shutil.disk_usage(dest.parent).free
+    if free - keep_free < need:
+        raise UpdateError(
+            f"no room for the outbox copy the new release's migration needs: about {need} bytes, "
+            f"{free} free and {keep_free} kept free (min_free_bytes); nothing was switched"
+        )
     tmp = dest.with_suffix(".tmp")
-    tmp.unlink(missing_ok=True)
-    source = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
-    target = sqlite3.connect(tmp)
     try:
-        source.backup(target)
-    finally:
-        target.close()
-        source.close()
-    with tmp.open("rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, dest)
-    fsync_dir(dest.parent)
+        tmp.unlink(missing_ok=True)
+        source = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
+        try:
+            target = sqlite3.connect(tmp)
+            try:
+                source.backup(target)
+            finally:
+                target.close()
+        finally:
+            source.close()
+        with tmp.open("rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+        fsync_dir(dest.parent)
+    except (sqlite3.Error, OSError) as err:
+        tmp.unlink(missing_ok=True)
+        raise UpdateError(f"cannot copy the outbox to {dest}: {err}; nothing was switched") from err
 
 
 def _restore_outbox(src: Path, dest: Path) -> None:
@@ -313,15 +211,17 @@ def _restore_outbox(src: Path, dest: Path) -> None:
 def apply(
     bundle: Path, *, root: Path, config: Path, service: ServiceManager,
     deadline_s: float = 120.0, settle_s: float = 5.0, wait: bool = True, request_id: str = "",
+    in_service: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """Verify and install `bundle` beside the running release, then switch to it under a watchdog.
 
     Returns the final state (with `wait`) or the state once the watchdog has taken over.
+    `in_service`: called from the gateway's own process (platform_apply), which must not stop it.
     """
     with _lock(root):
-        state = read_state(root)
-        state = _settle_interrupted(root, state)
+        _settle_interrupted(root, in_service=in_service)
         cfg = _running_config(config)  # before the bundle is installed beside the running release
+        _check_room(bundle, root, keep_free=min_free_bytes(cfg))
         incoming = root / "update" / "incoming"
         shutil.rmtree(incoming, ignore_errors=True)
         incoming.mkdir(parents=True)
@@ -339,14 +239,28 @@ def apply(
                        request_id=request_id)  # fmt: skip
 
 
+def _check_room(bundle: Path, root: Path, *, keep_free: int) -> None:
+    """Refuse a bundle the disk has no room to install (and `keep_free` bytes besides): the running
+    gateway writes its outbox on the same disk."""
+    need, free = INSTALL_FACTOR * bundle.stat().st_size, shutil.disk_usage(root).free
+    if free - keep_free < need:
+        raise UpdateError(
+            f"no room to install {bundle.name}: about {need} bytes ({INSTALL_FACTOR} x the bundle: its "
+            f"unpacked copy and the release), {free} free and {keep_free} kept free (min_free_bytes); "
+            f"nothing was installed"
+        )
+
+
 def rollback(
     *, root: Path, config: Path, service: ServiceManager, to: str | None = None,
     deadline_s: float = 120.0, settle_s: float = 5.0, wait: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
     """Switch back to the release before the current one (or `to`), under the same watchdog."""
     with _lock(root):
-        state = read_state(root)
-        state = _settle_interrupted(root, state)
+        interrupted = read_state(root).get("phase") in IN_PROGRESS
+        state = _settle_interrupted(root, in_service=False)
+        if interrupted and to is None and state.get("phase") == "rolled-back":
+            return state  # the update its watchdog left was the one to go back from: done
         current = release_version(root / "current")
         target = to or next(
             (
@@ -378,11 +292,16 @@ def _switch(
     baseline = baseline_of(gateway_status(socket))
     outbox = _outbox_file(cfg)
     backup = None
+    for stale in (root / "update").glob("outbox-before-*.db"):  # a cut before an earlier update's end
+        stale.unlink()
     if outbox is not None and outbox.exists():
-        file_schema = _schema_version(outbox)
+        try:
+            file_schema = _schema_version(outbox)
+        except sqlite3.Error as err:
+            raise UpdateError(f"cannot read the outbox {outbox}: {err}; nothing was switched") from err
         if _release_schema(root / "releases" / to) > file_schema:
             backup = root / "update" / f"outbox-before-{to}.db"
-            _copy_outbox(outbox, backup)
+            _copy_outbox(outbox, backup, keep_free=min_free_bytes(cfg))
     old = read_state(root)
     state = {
         "phase": "switching", "why": why, "request_id": request_id[:64],
@@ -391,12 +310,11 @@ def _switch(
         "socket": str(socket), "baseline": baseline, "service": service.describe(),
         "outbox": str(outbox) if outbox else None, "outbox_backup": str(backup) if backup else None,
         "from_schema": _release_schema(root / "releases" / current) if backup else None,
-        "boot_id": boot_id(), "watchdog_pid": None, "reason": "", "history": old.get("history", []),
+        "boot_id": boot_id(), "spawned": time.monotonic(), "watchdog_pid": None, "reason": "",
+        "history": old.get("history", []),
     }  # fmt: skip
     write_state(root, state)
-    # The watchdog runs from the old release's own folder, never through `current`.
-    argv = [str(root / "releases" / current / "bin" / "citynerve"), "update", "watch", "--root", str(root)]
-    service.spawn_watchdog(argv, root / "update" / "watch.log")
+    service.spawn_watchdog(_watchdog_argv(root, current), root / "update" / "watch.log")
     if not wait:
         return state
     limit = time.monotonic() + 2 * deadline_s + 120
@@ -404,32 +322,97 @@ def _switch(
         state = read_state(root)
         if state.get("phase") in TERMINAL:
             return state
+        if not watchdog_alive(root, state):  # killed: finished from here (not the service's process)
+            return _settle_interrupted(root, in_service=False)
         time.sleep(0.5)
     return read_state(root)
 
 
-def _settle_interrupted(root: Path, state: dict[str, Any]) -> dict[str, Any]:
-    """Refuse while an update runs; roll back one whose watchdog died (as the boot hook would)."""
-    if state.get("phase") in IN_PROGRESS:
-        if watchdog_alive(state):
+def _watchdog_argv(root: Path, release: str) -> list[str]:
+    """The watchdog runs from the old release's own folder, never through `current`."""
+    return [str(root / "releases" / release / "bin" / "citynerve"), "update", "watch", "--root", str(root)]
+
+
+def _settle_interrupted(root: Path, *, in_service: bool) -> dict[str, Any]:
+    """Refuse while an update runs; finish one whose watchdog died before it goes on.
+
+    "switching": the new release never ran, it is rolled back in place. Otherwise the service may
+    run the unconfirmed release on the outbox: it is rolled back with the service stopped first, by
+    a new watchdog when the caller is the service's own process (`in_service`: it would stop itself
+    halfway), which refuses meanwhile.
+    """
+    state = read_state(root)
+    if state.get("phase") not in IN_PROGRESS:
+        return state
+    if watchdog_alive(root, state):
+        raise UpdateError(f"an update to {state.get('to')} is in progress")
+    if in_service and state.get("phase") != "switching":
+        done = recover_interrupted(root)
+        if done is None and read_state(root).get("phase") not in IN_PROGRESS:
+            return read_state(root)  # its watchdog ended it meanwhile
+        raise UpdateError(
+            f"an update to {state.get('to')} was interrupted (its watchdog is gone): "
+            f"{done or 'left to the boot hook'}; send the update again once it has ended"
+        )
+    with watching(root, wait=False) as ours:
+        state = read_state(root)
+        if not ours:
             raise UpdateError(f"an update to {state.get('to')} is in progress")
-        return resume(root)
-    return state
+        if state.get("phase") not in IN_PROGRESS:
+            return state
+        service = service_from(state.get("service") or {}, root)
+        return _roll_back(root, state, service, "interrupted before the new release was confirmed (the "
+                          "watchdog was killed)", restart=state["phase"] != "switching")  # fmt: skip
+
+
+MAX_WATCHDOG_SPAWNS = 3  # for one update: one that dies at once every time is left to the boot hook
+
+
+def recover_interrupted(root: Path) -> str | None:
+    """Finish an update whose watchdog died while the box ran on (the running gateway checks for
+    one; so does `update_start`): "switching" is rolled back in place (the new release never ran),
+    "confirming" or "rolling-back" get a new watchdog, which restarts the service and confirms or
+    rolls back with it stopped, as the first would have. Returns what was done, or None."""
+    state = read_state(root)
+    if state.get("phase") not in IN_PROGRESS or watchdog_alive(root, state):
+        return None
+    if state["phase"] == "switching":
+        return f"rolled back: {resume(root).get('phase')}"
+    spawns = int(state.get("watchdog_spawns") or 0)
+    if spawns >= MAX_WATCHDOG_SPAWNS:
+        return None
+    state.update(boot_id=boot_id(), spawned=time.monotonic(), watchdog_pid=None, watch_lock=False,
+                 watchdog_spawns=spawns + 1)  # fmt: skip
+    write_state(root, state)
+    service = service_from(state.get("service") or {}, root)
+    try:
+        service.spawn_watchdog(_watchdog_argv(root, state["from"]), root / "update" / "watch.log")
+    except Exception as err:  # reported; the boot hook still rolls back
+        return f"a new watchdog could not be started: {type(err).__name__}: {err}"
+    return f"a new watchdog finishes it ({state['phase']})"
 
 
 def watch(root: Path) -> dict[str, Any]:
-    """The watchdog: switch, restart, confirm within the deadline or switch back. Runs detached."""
+    """The watchdog: switch, restart, confirm within the deadline or switch back. Runs detached,
+    holding update/watch.lock: a second watchdog waits, then finds the update ended."""
+    with watching(root, wait=True):
+        return _watch(root)
+
+
+def _watch(root: Path) -> dict[str, Any]:
     state = read_state(root)
-    if state.get("phase") not in ("switching", "confirming"):
+    if state.get("phase") not in IN_PROGRESS:
         return state
-    state.update(watchdog_pid=os.getpid(), boot_id=boot_id())
+    state.update(watchdog_pid=os.getpid(), boot_id=boot_id(), watch_lock=True)
     service = service_from(state.get("service") or {}, root)
+    if state["phase"] == "rolling-back":  # a watchdog started again after one died rolling back
+        return _roll_back(root, state, service, str(state.get("reason") or "rolling back"), restart=True)
     socket = Path(state["socket"])
     deadline = time.monotonic() + float(state["deadline_s"])
     try:
         if state["phase"] == "switching":
             switch_link(root / "current", f"releases/{state['to']}")
-            _set(root, state, "confirming")
+            set_phase(root, state, "confirming")
         else:
             write_state(root, state)
         service.restart()
@@ -439,18 +422,44 @@ def watch(root: Path) -> dict[str, Any]:
         problems = [f"{type(err).__name__}: {err}"]
     if not problems:
         switch_link(root / "known-good", f"releases/{state['to']}")
+        # Confirmed first, the copy removed after: a power cut between the two leaves a confirmed
+        # update and a stale copy, never an unconfirmed one without its copy (rolled back at boot
+        # to a release that cannot read the migrated outbox).
+        set_phase(root, state, "confirmed", reason="healthy")
         backup = state.get("outbox_backup")
         if backup:
             Path(backup).unlink(missing_ok=True)
-        _set(root, state, "confirmed", reason="healthy")
         return state
     return _roll_back(root, state, service, "; ".join(problems), restart=True)
+
+
+def _unreadable_by_old(state: dict[str, Any]) -> str | None:
+    """Why the release rolled back to could not open the outbox (None: it can): the new release
+    migrated it beyond the old one's schema and the pre-update copy is gone."""
+    backup, outbox, from_schema = state.get("outbox_backup"), state.get("outbox"), state.get("from_schema")
+    if not (backup and outbox and isinstance(from_schema, int)) or Path(backup).exists():
+        return None
+    if not Path(outbox).exists():
+        return None
+    try:
+        schema = _schema_version(Path(outbox))
+    except sqlite3.Error:
+        return None  # not readable by either: the old release moves it aside as corrupt
+    if schema <= from_schema:
+        return None
+    return (
+        f"the outbox has schema {schema}, newer than {state['from']} reads ({from_schema}), and its "
+        f"pre-update copy is gone"
+    )
 
 
 def _roll_back(
     root: Path, state: dict[str, Any], service: ServiceManager, reason: str, *, restart: bool
 ) -> dict[str, Any]:
-    _set(root, state, "rolling-back", reason=reason)
+    stuck = _unreadable_by_old(state)
+    if stuck is not None:
+        return _stay(root, state, service, f"{reason}; not rolled back: {stuck}", restart=restart)
+    set_phase(root, state, "rolling-back", reason=reason)
     if restart:
         with contextlib.suppress(Exception):
             service.stop()
@@ -461,6 +470,12 @@ def _roll_back(
         _schema_version(Path(str(outbox))) > int(state.get("from_schema") or 0)
     )
     if newer:
+        age = _written_after(Path(str(outbox)), Path(str(backup)))
+        if age > float(state["deadline_s"]) + STALE_COPY_MARGIN_S:  # its watchdog had stopped long before
+            reason += (
+                f"; the outbox copy put back is {age:.0f} s older than the outbox's last write, past the "
+                f"{float(state['deadline_s']):.0f} s deadline: what {state['to']} stored since is lost"
+            )
         _restore_outbox(Path(str(backup)), Path(str(outbox)))
         restored = True
     old_healthy = None
@@ -474,7 +489,34 @@ def _roll_back(
                                            settle_s=float(state["settle_s"]))  # fmt: skip
         except Exception as err:
             reason += f"; restarting the old release: {err}"
-    _set(root, state, "rolled-back", reason=reason, outbox_restored=restored, old_healthy=old_healthy)
+    set_phase(root, state, "rolled-back", reason=reason, outbox_restored=restored, old_healthy=old_healthy)
+    if backup:  # restored or not needed: as large as the outbox, not to be kept for good
+        Path(backup).unlink(missing_ok=True)
+    return state
+
+
+STALE_COPY_MARGIN_S = 180.0  # a rollback's own time past the deadline: spawn, stop, restore
+
+
+def _written_after(outbox: Path, copy: Path) -> float:
+    """Seconds the outbox (or its WAL) was written after `copy` was taken, by the file times (both
+    stamped by this box's clock, so meaningful even without an RTC unless it was set meanwhile)."""
+    last = max((p.stat().st_mtime for p in (outbox, Path(f"{outbox}-wal")) if p.exists()), default=0.0)
+    return last - copy.stat().st_mtime
+
+
+def _stay(
+    root: Path, state: dict[str, Any], service: ServiceManager, reason: str, *, restart: bool
+) -> dict[str, Any]:
+    """Keep the new release: the old one would exit at every start on the migrated outbox (a dead
+    box). The update ends `failed`; the reason says why it was not rolled back."""
+    switch_link(root / "current", f"releases/{state['to']}")
+    if restart:
+        try:
+            service.restart()
+        except Exception as err:
+            reason += f"; restarting {state['to']}: {err}"
+    set_phase(root, state, "failed", reason=reason, outbox_restored=False, old_healthy=None)
     return state
 
 
@@ -482,11 +524,15 @@ def resume(root: Path) -> dict[str, Any]:
     """Boot hook (before the service starts, from `known-good`): finish an update a power cut or a
     killed watchdog interrupted. An update not confirmed by its watchdog is rolled back."""
     state = read_state(root)
-    if state.get("phase") in IN_PROGRESS and not watchdog_alive(state):
+    if state.get("phase") not in IN_PROGRESS or started_elsewhere(state):
+        return state
+    with watching(root, wait=False) as ours:
+        state = read_state(root)  # as the watchdog that held the lock until now may have left it
+        if not ours or state.get("phase") not in IN_PROGRESS:
+            return state
         service = service_from(state.get("service") or {}, root)
         return _roll_back(root, state, service, "interrupted before the new release was confirmed "
                           "(power loss or the watchdog was killed)", restart=False)  # fmt: skip
-    return state
 
 
 def status(root: Path) -> dict[str, Any]:
@@ -501,7 +547,7 @@ def status(root: Path) -> dict[str, Any]:
         "known_good": release_version(root / "known-good"),
         "releases": installed,
         "update": {k: v for k, v in state.items() if k != "history"},
-        "in_progress": state.get("phase") in IN_PROGRESS and watchdog_alive(state),
+        "in_progress": state.get("phase") in IN_PROGRESS and watchdog_alive(root, state),
         "history": state.get("history", []),
     }
 
@@ -521,7 +567,7 @@ def platform_apply(
     """
     try:
         apply(bundle, root=root, config=config, service=service, deadline_s=deadline_s,
-              settle_s=settle_s, wait=False, request_id=request_id)  # fmt: skip
+              settle_s=settle_s, wait=False, request_id=request_id, in_service=True)  # fmt: skip
     except UpdateError as err:
         return {"request_id": request_id, "phase": "failed", "reason": err.reason[:500]}
     return platform_report(root)
@@ -531,7 +577,7 @@ def platform_report(root: Path) -> dict[str, Any]:
     """The update's state for the platform: small, bounded, JSON (phase, versions, reason)."""
     state = read_state(root)
     phase = state.get("phase", "idle")
-    if phase in IN_PROGRESS and not watchdog_alive(state) and state.get("watchdog_pid"):
+    if phase in IN_PROGRESS and not watchdog_alive(root, state) and state.get("watchdog_pid"):
         phase = "interrupted"
     return {
         "request_id": str(state.get("request_id") or ""),

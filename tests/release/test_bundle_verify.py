@@ -199,3 +199,26 @@ def test_a_unit_for_a_bundle_install_rolls_back_interrupted_updates_before_start
         "ExecStartPre=+-/opt/citynerve/known-good/bin/citynerve update resume --root /opt/citynerve" in unit
     )
     assert "ExecStartPre" not in render_unit("/usr/local/bin/citynerve")
+
+
+def test_a_failed_install_leaves_no_half_built_release(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = fmt.Manifest(name="citynerve", version="9.9.9", arch="x86_64", python=("3.11",), extras=(),
+                            files={})  # fmt: skip
+    root = tmp_path / "opt"
+    final = root / "releases" / "9.9.9"
+
+    def run(cmd: list[str], step: str) -> None:  # the venv is made, pip fills the disk midway
+        if "venv" in cmd:
+            (final / "bin").mkdir(parents=True)
+            (final / "bin" / "python").write_text("")
+            return
+        (final / "lib" / "site-packages").mkdir(parents=True)
+        (final / "lib" / "site-packages" / "pydantic_core.so").write_bytes(b"\0" * 4096)
+        raise fmt.BundleError(step, "OSError: [Errno 28] No space left on device")
+
+    monkeypatch.setattr(fmt, "_run", run)
+    with pytest.raises(fmt.BundleError, match="No space left"):
+        fmt.install_release(tmp_path, manifest, root)
+    assert not final.exists() and (root / "releases").is_dir()

@@ -7,11 +7,13 @@ The whole flow with real releases, processes and Mosquitto is in test_update.py.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import http.server
 import json
 import os
 import re
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 import pytest
 
 from citynerve.gateway.api import Event, boot_id
+from citynerve.gateway.release import remote
 from citynerve.gateway.release.config import UpdateConfig
 from citynerve.gateway.release.remote import RemoteUpdate
 from citynerve.gateway.uplink.commands import Caller
@@ -382,3 +385,94 @@ async def test_update_start_during_the_resume_waits_for_it(root: Path) -> None:
     answer = await gw.start(b.start_args("u-1"))  # answered once the chunks on disk are checked
     await gw.__aexit__()
     assert (answer["missing"], answer["received_bytes"]) == ([[b.count - 1, b.count - 1]], b.size - CHUNK)
+
+
+async def test_the_space_estimate_counts_a_copy_of_the_outbox(root: Path, tmp_path: Path) -> None:
+    b = bundle_of(os.urandom(CHUNK))
+    outbox = tmp_path / "gw.db"
+    with outbox.open("wb") as f:  # sparse: as large as the free space and a byte, using none of it
+        f.truncate(shutil.disk_usage(root).free + 1)
+    async with Gateway(root) as gw:
+        gw.ru.outbox = outbox  # the gateway's outbox (uplinks.py gives [store] path)
+        with pytest.raises(CommandRejectedError) as err:
+            await gw.start(b.start_args("u-1"))
+        assert err.value.reason == RejectReason.NO_SPACE and "for a copy of the outbox" in err.value.detail
+        outbox.unlink()
+        assert (await gw.start(b.start_args("u-1")))["phase"] == "receiving"
+
+
+class FillingDisk:
+    """The part file on a disk that fills after `room` bytes: a write past it fails with ENOSPC."""
+
+    def __init__(self, f: Any, room: int) -> None:
+        self.f, self.room = f, room
+
+    def __enter__(self) -> FillingDisk:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.f.close()
+
+    def seek(self, offset: int) -> int:
+        return int(self.f.seek(offset))
+
+    def truncate(self) -> int:
+        return int(self.f.truncate())
+
+    def write(self, data: bytes) -> int:
+        if self.f.tell() + len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return int(self.f.write(data))
+
+
+async def test_a_download_that_fills_the_disk_fails_and_frees_it(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(200_000)
+    part = root / "update" / "transfer" / "bundle.part"
+    real_open = Path.open
+
+    def open_(self: Path, *args: Any, **kwargs: Any) -> Any:
+        f = real_open(self, *args, **kwargs)
+        return FillingDisk(f, 100_000) if self == part else f
+
+    monkeypatch.setattr(Path, "open", open_)
+    with Origin(data) as origin:
+        async with Gateway(root) as gw:
+            await gw.start(url_args(data, f"{origin.base}/b"))
+            await gw.until("failed", timeout_s=5)  # at once: retrying kept the disk full for ever
+        reason = gw.events[-1].attrs["reason"]
+        assert reason.startswith("download: no_space: No space left on device at 65536 of 200000"), reason
+        assert not part.exists()
+        assert origin.paths() == ["/b"]
+
+
+async def test_the_running_gateway_finishes_an_update_whose_watchdog_died(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 1.0.1 runs unconfirmed, its watchdog killed on this boot: nothing else would finish the update
+    # until a reboot, which would then put back an outbox copy from long before.
+    for version in ("1.0.0", "1.0.1"):
+        (root / "releases" / version / "bin").mkdir(parents=True)
+        (root / "releases" / version / "citynerve-release.json").write_text(json.dumps({"version": version}))
+    started = root / "watchdog-started"
+    cn = root / "releases" / "1.0.0" / "bin" / "citynerve"  # the old release's watchdog, a stand-in here
+    cn.write_text(f'#!/bin/sh\necho "$@" > {started}\n')
+    cn.chmod(0o755)
+    state = {"phase": "confirming", "from": "1.0.0", "to": "1.0.1", "boot_id": boot_id(),
+             "watchdog_pid": 2**22 + 7, "watch_lock": True,
+             "service": {"kind": "process", "config": str(root / "gw.toml")}}  # fmt: skip
+    (root / "update").mkdir()
+    (root / "update" / "state.json").write_text(json.dumps(state))
+    monkeypatch.setattr(remote, "WATCHDOG_CHECK_S", 0.05)
+    async with Gateway(root) as gw:
+        for _ in range(200):  # a separate process writes it: polled, 10 s at most
+            if started.exists() and started.read_text():
+                break
+            await asyncio.sleep(0.05)
+        assert started.read_text().split() == ["update", "watch", "--root", str(root)]
+        # meanwhile update_start is busy (the new watchdog is starting), not a second update
+        with pytest.raises(CommandRejectedError) as err:
+            await gw.start(bundle_of(os.urandom(CHUNK)).start_args("u-1"))
+        assert err.value.reason == RejectReason.BUSY
+    assert json.loads((root / "update" / "state.json").read_text())["watchdog_spawns"] == 1

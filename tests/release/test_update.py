@@ -28,8 +28,8 @@ from typing import Any
 
 import pytest
 
+from citynerve.gateway.release.health import gateway_status
 from citynerve.gateway.release.service import ProcessService
-from citynerve.gateway.release.update import gateway_status
 from citynerve.hil.platform import CommandSigner, MosquittoBroker, PlatformConsumer, find_mosquitto
 from citynerve.hil.platform.fleet import FleetClient
 from citynerve.hil.platform.fleet_update import Bundle, update_gateway

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from citynerve.gateway.release.health import gateway_status
 from citynerve.gateway.release.service import ProcessService
-from citynerve.gateway.release.update import gateway_status
 from citynerve.hil.platform import CommandSigner, MosquittoBroker
 from citynerve.hil.platform.fleet import FleetClient
 from citynerve.hil.platform.fleet_update import Bundle
