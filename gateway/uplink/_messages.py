@@ -23,7 +23,8 @@ from citynerve.gateway.uplink._connection import UplinkClient
 from citynerve.gateway.uplink.command_ids import CommandOutcomes
 from citynerve.gateway.uplink.commands import CommandProcessor, CommandTarget, NonceCache, RemoteAction
 from citynerve.gateway.uplink.config import UpstreamConfig
-from citynerve.gateway.uplink.encoding import CommandResult, Encoding, MqttMessage, PlatformAck
+from citynerve.gateway.uplink.encoding import CommandResult, Encoding, MqttMessage, PlatformAck, RejectReason
+from citynerve.gateway.uplink.errors import CommandRejectedError
 from citynerve.gateway.uplink.json_v1 import LANE_NAMES
 from citynerve.gateway.uplink.junk import JunkLimiter
 from citynerve.gateway.uplink.keys import load_key_ring
@@ -71,19 +72,30 @@ class UplinkMessages:
         raise NotImplementedError
 
     async def _publish_inventory(self, client: UplinkClient) -> None:
+        # At the start of a session an inventory that is not published is noted (status, log) and
+        # the rows go on: the platform keeps the retained one from before.
+        with contextlib.suppress(CommandRejectedError):
+            await self._send_inventory(client)
+
+    async def _send_inventory(self, client: UplinkClient) -> None:
+        """Publish the retained inventory, or raise CommandRejectedError saying why it was not
+        (`too_large`, `internal_error`): the `resend_inventory` command answers with it."""
         # The devices come one at a time (the runtime's iterator): each is rendered and dropped, so
         # only the document itself is alive when it is sent.
         try:
             msg = self._enc.inventory(seq=self._outbox.next_seq - 1, devices=self._inventory())
-        except Exception:  # the runtime's bug must not keep readings from leaving
+        except Exception as err:  # the runtime's bug must not keep readings from leaving
             log.exception("uplink: inventory callback failed; inventory not published")
-            return
+            raise CommandRejectedError(
+                RejectReason.INTERNAL, f"inventory not published: {type(err).__name__}"
+            ) from err
         if not client.fits(msg):  # the broker would end the session at it, every session
-            self._note_error(
+            problem = (
                 f"inventory not published: {len(msg.payload)} bytes, over the broker's maximum "
                 f"packet size of {client.max_packet_size}"
             )
-            return
+            self._note_error(problem)
+            raise CommandRejectedError(RejectReason.TOO_LARGE, problem)
         await client.publish(msg.topic, msg.payload, qos=1, retain=True)
 
     async def _goodbye(self, client: aiomqtt.Client) -> None:
@@ -205,7 +217,7 @@ class UplinkMessages:
 
         async def resend() -> None:
             if self._client is not None:
-                await self._publish_inventory(self._client)
+                await self._send_inventory(self._client)
 
         return CommandProcessor(
             gateway_id=self.gateway_id,

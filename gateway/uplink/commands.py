@@ -474,7 +474,9 @@ class CommandProcessor:
             raise CommandRejectedError(RejectReason.INTERNAL, type(err).__name__, cid) from err
 
 
-_FAILURES = frozenset({RejectReason.DEVICE_ERROR, RejectReason.TIMEOUT, RejectReason.INTERNAL})
+_FAILURES = frozenset(
+    {RejectReason.DEVICE_ERROR, RejectReason.TIMEOUT, RejectReason.INTERNAL, RejectReason.TOO_LARGE}
+)
 
 
 def domain_problem(domain: Mapping[str, Any], value: object) -> str | None:

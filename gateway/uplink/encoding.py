@@ -87,6 +87,7 @@ class RejectReason(enum.StrEnum):
     DEVICE_ERROR = "device_error"
     TIMEOUT = "timeout"
     INTERNAL = "internal_error"
+    TOO_LARGE = "too_large"  # the inventory (resend_inventory) is over the broker's maximum packet size
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,24 +1,37 @@
 """What a broker refuses, against a real Mosquitto: an MQTT 5 PUBACK with a failure reason code (an
 ACL that does not let the gateway write a topic) deletes no row and ends the session naming the
 refusal; a row or an inventory over the broker's Maximum Packet Size (CONNACK) never blocks what
-follows it: the row is dropped as `too_large` and announced, the inventory is not published.
-Both encodings (JSON v1, Sparkplug B)."""
+follows it: the row is dropped as `too_large` and announced, the inventory is not published (and
+the `resend_inventory` command that asked for it fails with `too_large`). Both encodings (JSON v1,
+Sparkplug B)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiomqtt
 import pytest
 
 from citynerve.gateway.api import Event, EventState, Reading, Severity, stop_task
 from citynerve.gateway.store import AsyncOutbox, Lane, position_key
 from citynerve.gateway.uplink import Uplink, UplinkState
 from citynerve.gateway.uplink.sparkplug import SparkplugUplink
-from citynerve.hil.platform import MosquittoBroker, PlatformConsumer
-from tests.uplink.conftest import INVENTORY, alarm, readings, upstream, wait_for
+from citynerve.hil.platform import CommandSigner, MosquittoBroker, PlatformConsumer
+from tests.uplink.conftest import (
+    INVENTORY,
+    PLATFORM_SIGNER,
+    alarm,
+    platform_key_file,
+    readings,
+    upstream,
+    validate_message,
+    wait_for,
+)
+from tests.uplink.test_commands import BuildingTarget
 from tests.uplink.test_sparkplug_destination import Host
 
 GW = "gw-limits"
@@ -164,6 +177,38 @@ async def test_an_inventory_over_the_brokers_limit_is_not_published_and_rows_flo
     assert snap.last_error is not None and snap.last_error.startswith("inventory not published: ")
     assert "over the broker's maximum packet size of 8192" in snap.last_error
     assert await consumer.query(lambda s: s.document(GW, "inventory")) is None
+
+
+@pytest.mark.parametrize("broker_config", ["max_packet_size 8192"])
+async def test_resend_inventory_over_the_brokers_limit_fails_saying_why(
+    broker: MosquittoBroker, outbox: AsyncOutbox
+) -> None:
+    devices = [{**INVENTORY[0], "device_id": f"wm-{i}"} for i in range(40)]  # about 14 kB
+    cfg = upstream(broker, commands={"enabled": True, "hmac_key_file": str(platform_key_file())})
+    target = BuildingTarget()
+    async with (
+        Uplink(cfg, gateway_id=GW, outbox=outbox, inventory=lambda: devices, commands=target) as up,
+        aiomqtt.Client(broker.host, broker.port) as platform,
+    ):
+        await wait_for(lambda: _connected(up))
+        await platform.subscribe(f"citynerve/{GW}/cmd/result", qos=1)
+        command = PLATFORM_SIGNER.command(GW, "resend_inventory")
+        await platform.publish(f"citynerve/{GW}/cmd", CommandSigner.payload(command), qos=1)
+        async with asyncio.timeout(20):
+            async for msg in platform.messages:
+                result = json.loads(bytes(msg.payload))  # type: ignore[arg-type]
+                if result["command_id"] == command["id"]:
+                    break
+        snap = up.snapshot()
+    validate_message("cmd/result", result)
+    assert (result["outcome"], result["reason"], result["result"]) == ("failed", "too_large", None)
+    assert result["detail"].startswith("inventory not published: ")
+    assert "over the broker's maximum packet size of 8192" in result["detail"]
+    assert snap.reconnects == 0 and snap.connected  # the session goes on
+
+
+async def _connected(up: Uplink) -> bool:
+    return up.snapshot().connected
 
 
 @pytest.mark.parametrize("broker_config", ["max_packet_size 6000"])
