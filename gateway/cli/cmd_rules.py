@@ -231,7 +231,7 @@ def _replay_report(file: Path, config: Path, data: Any, result: Any, tz: Any) ->
                 "device": a.device_id,
                 "rule": a.rule,
                 "event": a.kind,
-                "severity": str(a.severity),
+                "severity": a.severity.name.lower(),  # named, as in status, alarms and json-v1
                 "subject": a.subject,
                 "message": a.message,
             }

@@ -215,6 +215,7 @@ def test_an_action_is_listed_not_carried_out(tmp_path: Path) -> None:
     assert code == 0, err
     report = json.loads(out)
     assert [a["event"] for a in report["alarms"]] == ["water_continuous_flow"]
+    assert report["alarms"][0]["severity"] == "major"  # named, as every other JSON output does
     assert [(a["device"], a["rule"]) for a in report["actions"]] == [("wm-301", "close_valve")]
     assert "dry run" in report["actions"][0]["message"]
 
