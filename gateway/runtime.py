@@ -58,6 +58,8 @@ if TYPE_CHECKING:
 __all__ = ["Gateway", "GatewayLockedError", "run_lock"]  # the run lock lives in gateway/runlock.py
 
 log = logging.getLogger("citynerve.gateway")
+# The config fields of a reload's section (`restart_needed_for`) where they are not its name alone.
+_FIELDS = {"upstream": ("upstream", "destinations")}
 
 
 class Gateway:
@@ -86,6 +88,8 @@ class Gateway:
         self._tg: asyncio.TaskGroup | None = None
         self._owner_tasks: dict[str, asyncio.Task[None]] = {}
         self._devices = {d.id: d for d in config.devices}
+        self._rules_devices = config.devices  # what the rule engine was bound to (at start)
+        self._reloaded: GatewayConfig | None = None  # the file as the last reload read it
         self.operator: OperatorControls | None = None
         self.credentials: Credentials | None = None  # keys and certificates (with an [upstream])
         self.log_ring = LogRing()
@@ -305,7 +309,9 @@ class Gateway:
 
         Buses whose settings or devices changed are restarted; the others keep polling. The outbox
         and the writer are untouched, so nothing buffered is lost. Changes to other sections
-        (store, upstream, rules, web) need a restart and are reported as such.
+        (store, upstream, rules, web) need a restart and are reported as such; until then
+        `self.config` keeps those sections as they run, so status, later reloads and remote config
+        changes see and compare against what is in effect, not what waits for the restart.
         """
         from citynerve.gateway.config import load_config
 
@@ -338,8 +344,10 @@ class Gateway:
             "update": (old.update, new.update),
         }
         needs_restart = [name for name, (was, now) in sections.items() if was != now]
-        if new.rules is not None and old.devices != new.devices and "rules" not in needs_restart:
+        if new.rules is not None and self._rules_devices != new.devices and "rules" not in needs_restart:
             needs_restart.append("rules")  # the rule engine binds rules to devices at start
+        self._reloaded = new
+        new = replace(new, **{f: getattr(old, f) for n in needs_restart for f in _FIELDS.get(n, (n,))})
         for bus_id in changed + removed:
             await self._stop_owner(bus_id)
         self.config = new
@@ -400,8 +408,11 @@ class Gateway:
         task.add_done_callback(self._side_tasks.discard)
 
     async def restart_uplink(self) -> None:
-        """New uplinks for the destinations of the (reloaded) config; the old ones say goodbye."""
+        """New uplinks for the destinations of the reloaded config; the old ones say goodbye."""
         assert self._tg is not None and self.outbox is not None
+        if self._reloaded is not None:  # the [upstream] that reload left for a restart: in effect now
+            up = self._reloaded
+            self.config = replace(self.config, upstream=up.upstream, destinations=up.destinations)
         for task in self._uplink_tasks:
             await stop_task(task, again_s=3.0)
         self._uplink_tasks = []

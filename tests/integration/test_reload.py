@@ -132,7 +132,7 @@ async def test_a_change_to_a_later_destination_gets_new_uplinks(short_dir: Path)
                     path.write_text(base + edited)
                     assert (await gw.reload())["restart_needed_for"] == ["upstream"], edited
                 path.write_text(both)
-                assert (await gw.reload())["restart_needed_for"] == ["upstream"]
+                assert (await gw.reload())["restart_needed_for"] == []  # what runs: none was applied
                 await wait_for(lambda: _backlog(gw, "scada"), 15.0)
 
                 # The platform removes scada: new uplinks, scada's backlog no longer held.
@@ -204,3 +204,43 @@ async def test_a_reload_reports_the_sections_read_only_at_start(short_dir: Path)
                 assert section in (await gw.reload())["restart_needed_for"], section
                 path.write_text(text)
                 await gw.reload()
+
+
+async def test_a_reload_that_needs_a_restart_keeps_what_runs(short_dir: Path) -> None:
+    """A reload that names sections for a restart leaves them as they run: status shows what is in
+    effect, the same file asks for the restart again, the running file asks for nothing, and a
+    remote config carrying such a change restarts. The new sections used to be kept in memory:
+    status showed the new gateway id, a second reload answered that nothing needed a restart, and
+    a remote config with the change was applied as `hot`, never taking effect."""
+    async with ModbusBuilding() as building:
+        path = short_dir / "gateway.toml"
+        text = gateway_toml(*building.endpoint, rules=False)
+        store = text.replace('synchronous = "normal"', 'synchronous = "normal"\ncommit_interval_ms = 40')
+        edited = store.replace('id = "gw-test-0001"', 'id = "gw-test-0002"')
+        path.write_text(text)
+        async with run_gateway(load_config(path)) as gw:
+            sock = Path(gw.config.control.socket)
+            path.write_text(edited)
+            assert (await ask(sock, "reload"))["restart_needed_for"] == ["store", "gateway"]
+            assert (await ask(sock, "status"))["gateway_id"] == "gw-test-0001"
+            assert gw.config.store.commit_interval_ms == 5000  # what the writer runs with
+            assert (await ask(sock, "reload"))["restart_needed_for"] == ["store", "gateway"]
+            path.write_text(text)
+            assert (await ask(sock, "reload"))["restart_needed_for"] == []
+            path.write_text(store)
+            assert (await ask(sock, "reload"))["restart_needed_for"] == ["store"]
+            # The platform sends the [store] change with a bus timeout: a restart, not `hot`.
+            document = store.replace("timeout_s = 0.3", "timeout_s = 0.4")
+            remote = gw.remote_config
+            assert remote is not None
+            sha = hashlib.sha256(document.encode()).hexdigest()
+            args = {"version": "v2", "document": document, "sha256": sha}
+            answer = await remote.actions()["config_apply"].handler(args, Caller("platform", "c-v2"))
+            assert answer["state"] == "pending"
+            await wait_for(lambda: _restart_or_applied(gw), 15.0)
+            assert gw.restart_requested, remote.pending
+
+
+def _restart_or_applied(gw: Gateway) -> bool:
+    assert gw.remote_config is not None
+    return gw.restart_requested or "applied" in (gw.remote_config.pending or {})
