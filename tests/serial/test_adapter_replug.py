@@ -20,10 +20,11 @@ import pytest
 from serial_support import dlt_device
 
 from citynerve.drivers.dlt645 import Dlt645Driver
+from citynerve.drivers.firepanel import FirePanelBusConfig, FirePanelDevice, FirePanelDriver
 from citynerve.drivers.serialio import MeterSerialSettings, SerialBusConfig, SerialLine
 from citynerve.gateway.api import Event, SampleBatch
 from citynerve.gateway.bus import BusOwner
-from citynerve.hil.sim.serial import SerialMeterBus, SimDlt645Meter
+from citynerve.hil.sim.serial import FirePanelStream, SerialMeterBus, SimDlt645Meter
 
 # The open's backoff is long from its first retry (backoff_initial_s / 4 = 30 s, doubling to 300 s):
 # without looking for the port, nothing would be read for at least 25 s after the adapter is back.
@@ -122,6 +123,26 @@ async def test_a_meter_bus_whose_adapter_is_pulled_and_plugged_back_reads_within
         bus.replug()
         await wait_for(lambda: read_since(sink, seen), BACK_WITHIN_S, "read after plugging back")
     assert driver.line.opens == 2
+
+
+async def test_a_fire_panel_bus_listens_within_seconds_of_its_adapter_appearing(tmp_path: Path) -> None:
+    """A listening bus (the fire panel's printer port) alike: a fire alarm is not left unheard for
+    the open's backoff."""
+    link = tmp_path / "ttyPANEL"
+    cfg = FirePanelBusConfig(id="panel-1", protocol="firepanel", port=str(link), **LONG_BACKOFF)
+    device = FirePanelDevice.model_validate(
+        {"id": "fp-1", "bus": "panel-1", "profile": "firepanel-gst", "address": "GST-01",
+         "location": {"address_code": "320508001"}, "points": {"alarms": {"field": "alarms_active"}}}
+    )  # fmt: skip
+    sink = Collector()
+    owner = BusOwner(cfg, [device], FirePanelDriver(cfg, [device]), sink, rng=random.Random(1))
+    async with running(owner):
+        await wait_for(lambda: owner.channel_error is not None, 5.0, "open tried")
+        await asyncio.sleep(2.0)
+        async with FirePanelStream(link=link) as panel:
+            await wait_for(lambda: owner.channel_open, BACK_WITHIN_S, "panel port opened")
+            await panel.alarm(4, 4, location="一层大厅东侧")
+            await wait_for(lambda: any(e.kind == "smoke" for e in sink.events), 5.0, "fire alarm heard")
 
 
 @pytest.mark.parametrize("port", ["in use by another program", "not a tty", "appears in use"])
