@@ -8,6 +8,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from citynerve.gateway.api import ChannelError, Event, EventState, GatewayError, ListenDriver, SampleBatch
+from citynerve.gateway.bus.adapter import ADAPTER_CHECK_S
 from citynerve.gateway.bus.events import OFFLINE, device_event
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ async def run_listen(owner: BusOwner, driver: ListenDriver[Any, Any]) -> None:
         tg.create_task(_listen_watchdog(owner), name=f"bus[{owner.bus.id}].watchdog")
         while True:
             if not await owner._open():
-                await asyncio.sleep(owner._channel_backoff)
+                await _sleep_while_down(owner, owner._channel_backoff)
                 continue
             try:
                 await driver.listen(ListenSink(owner))
@@ -41,6 +42,16 @@ async def run_listen(owner: BusOwner, driver: ListenDriver[Any, Any]) -> None:
             await owner._close()
             owner._channel_backoff = max(owner._channel_backoff, owner.bus.backoff_initial_s / 4)
             await asyncio.sleep(owner._channel_backoff)
+
+
+async def _sleep_while_down(owner: BusOwner, seconds: float) -> None:
+    """The channel is down: wait `seconds` (the open's backoff), or less when its missing port is
+    back (a fire panel's adapter plugged back in is opened at once, not minutes later)."""
+    end = owner.clock.monotonic() + seconds
+    while (left := end - owner.clock.monotonic()) > 0:
+        await asyncio.sleep(min(left, ADAPTER_CHECK_S) if owner.adapter.missing else left)
+        if owner.adapter.back():
+            return
 
 
 async def _listen_watchdog(owner: BusOwner) -> None:

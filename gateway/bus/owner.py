@@ -43,6 +43,7 @@ from citynerve.gateway.api import (
     Value,
 )
 from citynerve.gateway.bus import linetest, probe
+from citynerve.gateway.bus.adapter import ADAPTER_CHECK_S, AdapterWatch
 from citynerve.gateway.bus.events import DeviceFaultError
 from citynerve.gateway.bus.facts import bus_verdict
 from citynerve.gateway.bus.health import BusCounters, DeviceHealth
@@ -120,6 +121,7 @@ class BusOwner(DeviceStates):
         self._plans: dict[str, Sequence[PollRequest]] = {}  # a driver may share one between devices
         self._channel_backoff = 0.0
         self._channel_retry_at = 0.0  # loop time of the next open attempt while the channel is down
+        self.adapter = AdapterWatch(bus)  # a serial port found missing: opened as soon as it is back
         self._restart = False
 
     # -- public API: everything else asks the owner ----------------------------------------------
@@ -275,6 +277,7 @@ class BusOwner(DeviceStates):
             if self.channel_error != reason:
                 log.error("bus %s: cannot open channel: %s", self.bus.id, reason)
             self.channel_error = reason
+            self.adapter.open_failed()
             await self._close()
             self._channel_backoff = min(
                 self.bus.backoff_max_s, max(self.bus.backoff_initial_s / 4, self._channel_backoff * 2)
@@ -286,6 +289,7 @@ class BusOwner(DeviceStates):
         self.channel_open = True
         self.channel_error = None
         self._channel_backoff = 0.0
+        self.adapter.opened()
         return True
 
     # -- polling ---------------------------------------------------------------------------------
@@ -340,9 +344,9 @@ class BusOwner(DeviceStates):
                 await self._close()
                 self._channel_retry_at = 0.0
             if not self.channel_open:
-                # A job (a technician's diag, a command) tries the open at once: the adapter may
-                # just have been plugged back in, and the open's backoff can be minutes by now.
-                due = self._jobs or loop.time() >= self._channel_retry_at
+                # A job (a technician's diag, a command) or a missing port that is back tries the
+                # open at once: the adapter was plugged back in, and the backoff can be minutes by now.
+                due = self.adapter.back() or self._jobs or loop.time() >= self._channel_retry_at
                 if due and not await self._open():
                     self._channel_retry_at = loop.time() + self._channel_backoff
                 if not self.channel_open:
@@ -392,6 +396,8 @@ class BusOwner(DeviceStates):
         until = self._channel_retry_at
         if self._heap:
             until = min(until, self._heap[0].due)
+        if self.adapter.missing:  # look for the port every ADAPTER_CHECK_S
+            until = min(until, now + ADAPTER_CHECK_S)
         return max(0.0, until - now)
 
     def _probe_offline_now(self, now: float) -> None:

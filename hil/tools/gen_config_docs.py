@@ -48,7 +48,8 @@ MEANING = {
     "stopbits": "stop bits per character",
     "timeout_s": "seconds to wait for a reply before the transaction counts as failed",
     "backoff_initial_s": "first wait before a failed bus is tried again; doubles per failure",
-    "backoff_max_s": "longest wait between tries of a failed bus",
+    "backoff_max_s": "longest wait between tries of a failed bus "
+    "(a serial port that is missing is looked for every second)",
     "gap_s": "silence kept on the line between one frame and the next request",
     "poll_interval_s": "seconds between reads",
     "bus": "id of the bus the device is on",
