@@ -207,10 +207,18 @@ RELEASES.want("1.0.1", "1.0.1")
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Start the builds as soon as release tests are selected, before the first test runs."""
+    """Start the builds as soon as release tests are selected, before the first test runs (in an
+    xdist worker: at its first release test, `RELEASES.get`, so only the worker that runs them
+    builds; tests/conftest.py)."""
     here = Path(__file__).parent
+    if hasattr(session.config, "workerinput"):
+        return
     if any(item.path.is_relative_to(here) for item in session.items):
         RELEASES.start()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    RELEASES.start()  # the worker that runs tests/release (a no-op once started)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
