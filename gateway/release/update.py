@@ -18,8 +18,8 @@ run from `known-good` before the service starts, finishes the job):
 3. the watchdog renames a new `current` link over the old one (atomic) -> "confirming", restarts the
    service and checks its health until the deadline. Power cut here: the boot hook sees an update
    that was never confirmed on this boot and switches `current` back before the service starts.
-4. healthy twice, `settle_s` apart -> `known-good` switched too -> "confirmed" -> the outbox copy
-   deleted (only then: a confirmed update never needs it, an unconfirmed one always may).
+4. healthy twice, `settle_s` apart -> `known-good` switched too (power cut: the boot hook confirms)
+   -> "confirmed" -> the outbox copy deleted (only then: a confirmed update never needs it).
    Not healthy by the deadline (crash loop, hang, buses or uplink down) -> "rolling-back": stop,
    `current` back, the outbox restored if the new release migrated it beyond what the old one reads,
    start -> "rolled-back". Power cut here: the boot hook completes the same rollback. A rollback
@@ -421,16 +421,20 @@ def _watch(root: Path) -> dict[str, Any]:
     except Exception as err:  # whatever goes wrong here, the way out is the rollback below
         problems = [f"{type(err).__name__}: {err}"]
     if not problems:
-        switch_link(root / "known-good", f"releases/{state['to']}")
-        # Confirmed first, the copy removed after: a power cut between the two leaves a confirmed
-        # update and a stale copy, never an unconfirmed one without its copy (rolled back at boot
-        # to a release that cannot read the migrated outbox).
-        set_phase(root, state, "confirmed", reason="healthy")
-        backup = state.get("outbox_backup")
-        if backup:
-            Path(backup).unlink(missing_ok=True)
-        return state
+        return _confirm(root, state, "healthy")
     return _roll_back(root, state, service, "; ".join(problems), restart=True)
+
+
+def _confirm(root: Path, state: dict[str, Any], reason: str) -> dict[str, Any]:
+    switch_link(root / "known-good", f"releases/{state['to']}")
+    # Confirmed first, the copy removed after: a power cut between the two leaves a confirmed
+    # update and a stale copy, never an unconfirmed one without its copy (rolled back at boot
+    # to a release that cannot read the migrated outbox).
+    set_phase(root, state, "confirmed", reason=reason)
+    backup = state.get("outbox_backup")
+    if backup:
+        Path(backup).unlink(missing_ok=True)
+    return state
 
 
 def _unreadable_by_old(state: dict[str, Any]) -> str | None:
@@ -456,6 +460,10 @@ def _unreadable_by_old(state: dict[str, Any]) -> str | None:
 def _roll_back(
     root: Path, state: dict[str, Any], service: ServiceManager, reason: str, *, restart: bool
 ) -> dict[str, Any]:
+    if state["phase"] == "confirming" and release_version(root / "known-good") == state["to"]:
+        # Found healthy (known-good is switched only then), cut before "confirmed" was written: a
+        # rollback would put the outbox copy back over what the new release stored since.
+        return _confirm(root, state, "healthy; its confirmation was interrupted, finished now")
     stuck = _unreadable_by_old(state)
     if stuck is not None:
         return _stay(root, state, service, f"{reason}; not rolled back: {stuck}", restart=restart)

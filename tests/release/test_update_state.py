@@ -431,3 +431,34 @@ def test_an_update_command_finishes_an_update_whose_watchdog_never_started(
     state = update._switch(root, "1.0.1", config=config, cfg=cfg, service=FakeService(), deadline_s=60,
                            settle_s=1, wait=True, why="apply")  # fmt: skip
     assert state["phase"] == "rolled-back" and "interrupted" in state["reason"]  # not after 2 x 60 + 120 s
+
+
+def test_a_power_cut_after_known_good_is_switched_confirms_the_update(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found healthy, `known-good` switched, cut before "confirmed": the boot hook finishes the
+    confirmation. A rollback would leave `known-good` on the new release and `current` on the old,
+    and put the outbox copy back over what the new release stored since it started."""
+    root = tmp_path / "opt"
+    outbox, copy = migrating(root, "switching", backup=True)
+    monkeypatch.setattr(update, "service_from", lambda description, root: FakeService())
+    monkeypatch.setattr(update, "wait_healthy", lambda *args, **kwargs: [])  # healthy
+    set_phase = update.set_phase
+
+    def cut_at_confirmed(root_: Path, state: dict[str, Any], phase: str, **kw: Any) -> None:
+        if phase == "confirmed":
+            raise PowerCut
+        set_phase(root_, state, phase, **kw)
+
+    monkeypatch.setattr(update, "set_phase", cut_at_confirmed)
+    with pytest.raises(PowerCut):
+        update.watch(root)
+    monkeypatch.setattr(update, "set_phase", set_phase)
+    assert update.read_state(root)["phase"] == "confirming"
+    assert os.readlink(root / "known-good") == "releases/1.0.1"
+    stored_since = outbox.read_bytes()
+    state = update.resume(root)  # the reboot
+    assert state["phase"] == "confirmed" and "interrupted" in state["reason"], state
+    assert os.readlink(root / "current") == os.readlink(root / "known-good") == "releases/1.0.1"
+    assert outbox.read_bytes() == stored_since and not copy.exists()  # not the copy put back
+    assert update.resume(root)["phase"] == "confirmed"  # a second boot changes nothing
