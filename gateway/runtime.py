@@ -418,10 +418,10 @@ class Gateway:
         self._uplink_tasks = []
         self.uplink = None
         self.uplinks = []
+        # make_uplinks attaches the credentials to the new first uplink: once (attached twice, a
+        # command-key rotation was applied twice and its old key retired before its overlap ended).
         for uplink in await make_uplinks(self, self.outbox):
             self._uplink_tasks.append(self._tg.create_task(uplink.run(), name=f"uplink.{uplink.destination}"))
-        if self.credentials is not None and self.uplink is not None:
-            self.credentials.attach(self.uplink)
         log.warning("uplinks restarted with the new [upstream]")
 
     async def publish_result(self, result: CommandResult) -> bool:
