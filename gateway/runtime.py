@@ -413,6 +413,8 @@ class Gateway:
         if self._reloaded is not None:  # the [upstream] that reload left for a restart: in effect now
             up = self._reloaded
             self.config = replace(self.config, upstream=up.upstream, destinations=up.destinations)
+        if self.credentials is not None and self.config.upstream is not None:
+            self.credentials.reconfigure(self.config.upstream)  # as a restart builds them
         for task in self._uplink_tasks:
             await stop_task(task, again_s=3.0)
         self._uplink_tasks = []

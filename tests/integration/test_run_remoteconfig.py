@@ -251,7 +251,9 @@ def test_remote_config_of_the_upstream_keeps_command_key_rotations_as_a_restart_
     tmp_path: Path, modbus_peer: int, gateway_process: type[GatewayProcess]
 ) -> None:
     """A command key rotated from the platform keeps its overlap across an [upstream] change applied
-    by new uplinks (the old key was retired at once: the rotation was applied twice)."""
+    by new uplinks (the old key was retired at once: the rotation was applied twice); a command key
+    provisioned again by such a change is in force at once, the rotation dropped, as a restart does
+    (the credentials kept the [upstream] of the start and applied the rotation over the new key)."""
     with password_broker(tmp_path) as broker:
         docs = Documents(tmp_path, modbus_peer, broker)
         docs.config.write_text(docs("gw-a", "a.pw"))
@@ -278,5 +280,18 @@ def test_remote_config_of_the_upstream_keeps_command_key_rotations_as_a_restart_
                 assert out["outcome"] == "confirmed", out
                 assert await read_with(CENTRE_KEY) == "ok"  # the overlap goes on
                 assert await read_with(ROTATED_KEY) == "ok"
+
+                # the key provisioned again by a config change: in force at once and the rotation
+                # dropped, as after a restart (the rotated key stayed in force until a restart)
+                centre.signer = CommandSigner(hmac_key=ROTATED_KEY)
+                again = docs("gw-a", "a.pw", key="new.key")
+                out = await centre.apply_config(GW, again, version="new-key", confirm_s=CONFIRM_S)
+                assert out["outcome"] == "confirmed", out
+                assert await read_with(PROVISIONED_KEY) == "ok"
+                assert await read_with(ROTATED_KEY) == "bad_signature"
+                # the new key may configure (a key in an overlap may only read and operate)
+                centre.signer = CommandSigner(hmac_key=PROVISIONED_KEY)
+                r = await centre.send(GW, "set_log_level", {"level": "info", "for_s": 5})
+                assert r["outcome"] == "ok", r
 
         asyncio.run(scenario())
