@@ -247,6 +247,50 @@ async def start_gateway(docs: Documents, gateway_process: type[GatewayProcess]) 
     return gw
 
 
+def test_remote_config_changes_the_upstream_credentials_of_each_destination(
+    tmp_path: Path, modbus_peer: int, gateway_process: type[GatewayProcess]
+) -> None:
+    """[upstream] credentials changed from afar, applied by new uplinks (no restart), against a
+    Mosquitto that checks passwords: a new user and password file is what the broker sees; a wrong
+    password is reverted; a second destination whose password is wrong is reverted too (it was
+    confirmed while it never connected: only the first destination was judged)."""
+    with password_broker(tmp_path) as broker:
+        docs = Documents(tmp_path, modbus_peer, broker)
+        docs.config.write_text(docs("gw-a", "a.pw"))
+
+        async def scenario() -> None:
+            signer = CommandSigner(hmac_key=CENTRE_KEY)
+            async with FleetClient(broker.host, broker.port, signer, key_id="ops-centre") as centre:
+                await start_gateway(docs, gateway_process)
+                assert docs.users() == ["gw-a"]
+
+                # a new user and password: the new uplink connects with them, confirmed
+                out = await centre.apply_config(GW, docs("gw-b", "b.pw"), version="b", confirm_s=CONFIRM_S)
+                assert out["outcome"] == "confirmed", out
+                assert docs.users()[-1] == "gw-b"
+                # a wrong password: not connected, reverted, back on gw-b
+                out = await centre.apply_config(GW, docs("gw-b", "bad.pw"), version="bad", confirm_s=REVERT_S)
+                assert out["outcome"] == "reverted", out
+                assert "uplink not connected" in out["verdict"]["result"]["reason"]
+                await until(lambda: connected(docs.config) and docs.users()[-1] == "gw-b")
+
+                # a second destination with its own user: confirmed once it is connected too
+                two = docs("gw-b", "b.pw", backup="c.pw")
+                out = await centre.apply_config(GW, two, version="two", confirm_s=CONFIRM_S)
+                assert out["outcome"] == "confirmed", out
+                assert "gw-c" in docs.users()
+                assert status(docs.config)["uplink"]["destinations"]["backup"]["connected"] is True
+                # its password wrong: it never connects, and the change is reverted for it
+                wrong = docs("gw-b", "b.pw", backup="bad.pw")
+                out = await centre.apply_config(GW, wrong, version="two-bad", confirm_s=REVERT_S)
+                assert out["outcome"] == "reverted", out
+                assert "destinations not connected: backup" in out["verdict"]["result"]["reason"]
+                assert status(docs.config)["config"]["version"] == "two"
+                await until(lambda: status(docs.config)["uplink"]["destinations"]["backup"]["connected"])
+
+        asyncio.run(scenario())
+
+
 def test_remote_config_of_the_upstream_keeps_command_key_rotations_as_a_restart_does(
     tmp_path: Path, modbus_peer: int, gateway_process: type[GatewayProcess]
 ) -> None:
