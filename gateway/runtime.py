@@ -424,6 +424,8 @@ class Gateway:
         # command-key rotation was applied twice and its old key retired before its overlap ended).
         for uplink in await make_uplinks(self, self.outbox):
             self._uplink_tasks.append(self._tg.create_task(uplink.run(), name=f"uplink.{uplink.destination}"))
+        if self.credentials is not None:
+            self.credentials.watch.check()  # expiry alarms of the certificates now in use, at once
         log.warning("uplinks restarted with the new [upstream]")
 
     async def publish_result(self, result: CommandResult) -> bool:

@@ -232,3 +232,65 @@ def _other_csr() -> str:
         .sign(key, hashes.SHA256())
     )
     return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def test_a_client_certificate_changed_by_a_remote_config_clears_its_expiry_alarm_at_once(
+    tmp_path: Path, modbus_peer: int, gateway_process: type[GatewayProcess]
+) -> None:
+    """`[upstream.tls]` cert_file and key_file changed from afar (applied by a new uplink, no
+    restart): the new certificate is the one in use, and the old one's expiry alarm clears at once
+    (it stayed raised until the next hourly check)."""
+    pki, ca_key = make_pki_with_key(tmp_path / "pki")
+    tls_port, web_port = free_port(), free_port()
+    tls_listener = "\n".join(
+        [
+            f"listener {tls_port} 127.0.0.1",
+            f"cafile {pki.ca}",
+            f"certfile {pki.server_cert}",
+            f"keyfile {pki.server_key}",
+            "require_certificate true",
+        ]
+    )
+    with MosquittoBroker(extra_config=tls_listener) as broker:
+        config = write_config(tmp_path, modbus_peer, tls_port, pki, web_port)
+        # a new pair from the same CA, valid for a year (the configured one has 30 days left)
+        key = ec.generate_private_key(ec.SECP256R1())
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "gw-new")]))
+            .sign(key, hashes.SHA256())
+        )
+        new_cert, new_key = tmp_path / "new-client.pem", tmp_path / "new-client.key"
+        new_cert.write_text(
+            sign_csr(csr.public_bytes(serialization.Encoding.PEM).decode(), pki.ca, ca_key, 365)
+        )
+        der = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        new_key.write_bytes(der)
+        new_key.chmod(0o600)
+        document = config.read_text().replace(str(pki.client_cert), str(new_cert))
+        document = document.replace(str(pki.client_key), str(new_key))
+
+        def expiring() -> set[str]:
+            alarms = gw_status(tmp_path)["alarms"]
+            return {a["subject"] for a in alarms if a["kind"] == "certificate_expiry"}
+
+        async def scenario() -> None:
+            signer = CommandSigner(hmac_key=CENTRE_KEY)
+            async with FleetClient(broker.host, broker.port, signer, key_id="ops-centre") as centre:
+                gateway_process(config).start()
+                await until(lambda: socket_up(tmp_path))
+                await until(lambda: (gw_status(tmp_path).get("uplink") or {}).get("state") == "connected")
+                await until(lambda: "client" in expiring())
+
+                out = await centre.apply_config(GW, document, version="new-cert", confirm_s=30)
+                assert out["outcome"] == "confirmed", out
+                certs = (await asyncio.to_thread(gw_status, tmp_path))["certificates"]
+                assert (
+                    next(c for c in certs["certificates"] if c["role"] == "client")["subject"] == "CN=gw-new"
+                )
+                await until(lambda: "client" not in expiring(), timeout_s=10.0)
+                assert await asyncio.to_thread(expiring) == {"ca CN=CityNerve test CA"}  # still true
+
+        asyncio.run(scenario())
