@@ -414,7 +414,7 @@ class Gateway:
             up = self._reloaded
             self.config = replace(self.config, upstream=up.upstream, destinations=up.destinations)
         if self.credentials is not None and self.config.upstream is not None:
-            self.credentials.reconfigure(self.config.upstream)  # as a restart builds them
+            await self.credentials.reconfigure(self.config.upstream)  # as a restart builds them
         for task in self._uplink_tasks:
             await stop_task(task, again_s=3.0)
         self._uplink_tasks = []
