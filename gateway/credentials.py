@@ -46,6 +46,7 @@ class Credentials:
     ) -> None:
         self._configured = upstream
         self.uplink: Uplink | None = None
+        self._confirm_given = confirm_s
         # How long the uplink has to connect with a new TLS client certificate before it goes back.
         self.confirm_s = confirm_s if confirm_s is not None else max(60.0, 4 * upstream.connect_timeout_s)
         self._guard: asyncio.Task[None] | None = None
@@ -56,6 +57,7 @@ class Credentials:
             upstream=self.upstream,
             switch=self._switch,
             events=events,
+            configured=lambda: self._configured,
         )
         self.command_keys = CommandKeyRotation(
             state=state,
@@ -75,6 +77,7 @@ class Credentials:
 
     async def load(self) -> None:
         await self.tls.load()
+        await self.tls.provisioned_again(self._configured)
         await self.command_keys.load()
 
     def upstream(self) -> UpstreamConfig:
@@ -82,6 +85,17 @@ class Credentials:
         if self.uplink is not None:
             return self.uplink.config
         return self.tls.effective(self._configured)
+
+    async def reconfigure(self, upstream: UpstreamConfig) -> None:
+        """The [upstream] a remote config change puts in force without a restart (the runtime's
+        `restart_uplink`), before its uplinks are made: a command key provisioned again in it wins
+        over a recorded rotation, so does a TLS client certificate, and the expiry warning and the
+        confirmation window follow it, as after a restart."""
+        self._configured = upstream
+        await self.tls.provisioned_again(upstream)
+        self.watch.warn_days = upstream.tls.expiry_warning_days
+        if self._confirm_given is None:
+            self.confirm_s = max(60.0, 4 * upstream.connect_timeout_s)
 
     def attach(self, uplink: Uplink) -> None:
         self.uplink = uplink

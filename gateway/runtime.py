@@ -413,15 +413,19 @@ class Gateway:
         if self._reloaded is not None:  # the [upstream] that reload left for a restart: in effect now
             up = self._reloaded
             self.config = replace(self.config, upstream=up.upstream, destinations=up.destinations)
+        if self.credentials is not None and self.config.upstream is not None:
+            await self.credentials.reconfigure(self.config.upstream)  # as a restart builds them
         for task in self._uplink_tasks:
             await stop_task(task, again_s=3.0)
         self._uplink_tasks = []
         self.uplink = None
         self.uplinks = []
+        # make_uplinks attaches the credentials to the new first uplink: once (attached twice, a
+        # command-key rotation was applied twice and its old key retired before its overlap ended).
         for uplink in await make_uplinks(self, self.outbox):
             self._uplink_tasks.append(self._tg.create_task(uplink.run(), name=f"uplink.{uplink.destination}"))
-        if self.credentials is not None and self.uplink is not None:
-            self.credentials.attach(self.uplink)
+        if self.credentials is not None:
+            self.credentials.watch.check()  # expiry alarms of the certificates now in use, at once
         log.warning("uplinks restarted with the new [upstream]")
 
     async def publish_result(self, result: CommandResult) -> bool:

@@ -223,6 +223,8 @@ class BusOwner(DeviceStates):
             "protocol": self.bus.protocol,
             "channel": "open" if self.channel_open else "down",
             "channel_error": self.channel_error,
+            # The serial port's device node is missing (adapter unplugged): looked for every second.
+            "adapter_missing": self.adapter.port if self.adapter.missing else None,
             "counters": self.counters.to_dict(),
             "verdict": verdict.to_dict(),
             "devices": [{**h.to_dict(), **verdict.devices[d].to_dict()} for d, h in self.health.items()],

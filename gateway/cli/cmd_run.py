@@ -143,7 +143,11 @@ def show_status(st: dict[str, Any]) -> None:
         table.add_column(col)
     for bus in st["buses"]:
         bus_state = (
-            "" if bus["channel"] == "open" else f" [red](channel down: {esc(bus['channel_error'])})[/]"
+            ""
+            if bus["channel"] == "open"
+            else f" [red](waiting for adapter {esc(bus['adapter_missing'])})[/]"
+            if bus.get("adapter_missing")
+            else f" [red](channel down: {esc(bus['channel_error'])})[/]"
         )
         for dev in bus["devices"]:
             verdict_state = dev.get("state")
@@ -199,7 +203,15 @@ def show_status(st: dict[str, Any]) -> None:
         )
     for bus in st["buses"]:
         verdict = bus.get("verdict") or {}
-        if verdict.get("cause", "ok") != "ok":
+        if bus.get("adapter_missing"):  # in field words: what the technician at the box can do
+            console.print(
+                f"bus {bus['id']}: waiting for adapter {bus['adapter_missing']} — plug it in "
+                "(looked for every second; no restart needed)",
+                style="red",
+                highlight=False,
+                markup=False,
+            )
+        elif verdict.get("cause", "ok") != "ok":
             colour = "red" if verdict.get("state") == "offline" else "yellow"
             console.print(f"[{colour}]bus {esc(bus['id'])}: {esc(verdict.get('reason'))}[/]", highlight=False)
     store = st.get("store")

@@ -402,7 +402,7 @@ class _PrintSink:
             record = {
                 "kind": event.kind,
                 "state": str(event.state),
-                "severity": event.severity.name,
+                "severity": event.severity.name.lower(),  # named, as in status, alarms and json-v1
                 "message": event.message,
                 "attrs": event.attrs,
             }

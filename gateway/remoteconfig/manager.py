@@ -81,9 +81,12 @@ class Reconfigurable(Protocol):
 
 
 def health(gateway: Reconfigurable) -> dict[str, Any]:
-    """The figures a change is judged on: uplink connected, buses down, devices faulted, devices
-    not yet polled."""
+    """The figures a change is judged on: uplink connected, further destinations not connected,
+    buses down, devices faulted, devices not yet polled."""
     up = gateway.uplink_state()
+    # Every destination that runs (a disabled one is `stopped`); the first is `uplink` already.
+    destinations = (up or {}).get("destinations") or {}
+    unlinked = [d for d, s in destinations.items() if not s.get("connected") and s.get("state") != "stopped"]
     faulted, unknown, down = [], [], []
     for bus in gateway.bus_stats():
         if bus.get("channel") == "down":
@@ -97,6 +100,7 @@ def health(gateway: Reconfigurable) -> dict[str, Any]:
                 unknown.append(dev["id"])
     return {
         "uplink": None if up is None else bool(up.get("connected")),
+        "destinations_down": sorted(unlinked),
         "buses_down": sorted(down),
         "faulted": sorted(faulted),
         "unpolled": sorted(unknown),
@@ -109,6 +113,9 @@ def verdict(before: Mapping[str, Any], now: Mapping[str, Any], *, require_polled
     a radio sensor, must not fail a change by keeping quiet)."""
     if now["uplink"] is False:
         return "uplink not connected"
+    new_unlinked = sorted(set(now.get("destinations_down", [])) - set(before.get("destinations_down", [])))
+    if new_unlinked:  # a destination added or changed (its own credentials) that does not connect
+        return f"destinations not connected: {', '.join(new_unlinked)}"
     new_down = sorted(set(now["buses_down"]) - set(before.get("buses_down", [])))
     if new_down:
         return f"buses down: {', '.join(new_down)}"

@@ -89,6 +89,14 @@ def _both_files(*paths: Path) -> bool:
     return all(p.is_file() for p in paths)
 
 
+def _cert_sha256(path: Path | None) -> str | None:
+    """The configured client certificate file's hash (None: none configured, or unreadable)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path is not None else None
+    except OSError:
+        return None
+
+
 def _public_der(key: Any) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
@@ -127,8 +135,13 @@ class TlsRotation:
         switch: Callable[[UpstreamConfig], None],
         events: Callable[[Event], None],
         trial_timeout_s: float = 15.0,
+        configured: Callable[[], UpstreamConfig] | None = None,
     ) -> None:
         self._state = state
+        # The [upstream] as configured (not rotated): a rotation records its client certificate's
+        # hash, and is forgotten when that file changed since (provisioned again).
+        self._configured = configured
+        self._configured_sha256: str | None = None
         self.directory = directory
         self._gateway_id = gateway_id
         self._upstream = upstream
@@ -148,9 +161,29 @@ class TlsRotation:
         cert, key = Path(str(data.get("cert_file"))), Path(str(data.get("key_file")))
         if _both_files(cert, key):
             self.active = (cert, key)
+            sha = data.get("configured_sha256")
+            self._configured_sha256 = sha if isinstance(sha, str) else None
             log.info("TLS client certificate: %s (rotated)", cert)
         else:
             log.error("rotated TLS client certificate %s is gone; using the configured one", cert)
+
+    async def provisioned_again(self, configured: UpstreamConfig) -> bool:
+        """The configured client certificate file changed since the rotation (a new pair put on the
+        gateway and named in the config, on site or by a remote config change): it wins, as a
+        command key provisioned again does; the rotated pair is forgotten (recorded, audited)."""
+        if self.active is None or self._configured_sha256 is None:
+            return False
+        if _cert_sha256(configured.tls.cert_file) == self._configured_sha256:
+            return False
+        rotated, self.active, self.previous = self.active, None, None
+        self._configured_sha256 = None
+        await self._state.put(STATE_KEY, json.dumps(None))
+        self._forget(rotated)
+        cert = configured.tls.cert_file
+        message = f"configured TLS client certificate {cert} changed: it replaces the rotated one"
+        self._events(credentials_event(self._gateway_id, "tls_configured", "config", message))
+        log.warning("%s", message)
+        return True
 
     def effective(self, upstream: UpstreamConfig) -> UpstreamConfig:
         """`upstream` with the rotated certificate and key in place of the configured ones."""
@@ -290,9 +323,12 @@ class TlsRotation:
                 self._forget(self.active)
             else:
                 self.previous = (self.active, upstream)
+            configured = self._configured() if self._configured is not None else None
+            sha = _cert_sha256(configured.tls.cert_file) if configured is not None else None
             record = {"cert_file": str(cert_file), "key_file": str(key_file), "since": now.timestamp()}
-            await self._state.put(STATE_KEY, json.dumps(record))
+            await self._state.put(STATE_KEY, json.dumps({**record, "configured_sha256": sha}))
             self.active = (cert_file, key_file)
+            self._configured_sha256 = sha
             (self.directory / PENDING_KEY).unlink(missing_ok=True)
             self._switch(candidate)
         not_after = cert.not_valid_after_utc
@@ -323,7 +359,10 @@ class TlsRotation:
             return None
         (before, upstream), failed = self.previous, self.active
         self.previous = None
-        record = None if before is None else {"cert_file": str(before[0]), "key_file": str(before[1])}
+        record: dict[str, str | None] | None = None
+        if before is not None:
+            record = {"cert_file": str(before[0]), "key_file": str(before[1])}
+            record["configured_sha256"] = self._configured_sha256
         await self._state.put(STATE_KEY, json.dumps(record))
         self.active = before
         self._forget(failed)

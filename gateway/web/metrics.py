@@ -106,6 +106,13 @@ def _bus_metrics(m: Exposition, buses: Iterable[Mapping[str, Any]]) -> None:
             bl,
         )
         m.add(
+            "citynerve_bus_adapter_missing",
+            "gauge",
+            "1 while the bus's serial port is missing (USB adapter unplugged): it opens when plugged in",
+            bool(bus.get("adapter_missing")),
+            bl,
+        )
+        m.add(
             "citynerve_bus_owner_crashes",
             "counter",
             "times the bus owner task crashed and was started again",

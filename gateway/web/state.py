@@ -89,6 +89,7 @@ def page_state(status: Mapping[str, Any], config: GatewayConfig, *, refresh_s: f
                 "protocol": bus.get("protocol"),
                 "channel": bus.get("channel"),
                 "channel_error": bus.get("channel_error"),
+                "adapter_missing": bus.get("adapter_missing"),
                 "transactions": counters.get("transactions", 0),
                 "errors": counters.get("errors", 0),
                 "latency_ms": counters.get("latency_mean_ms"),

@@ -152,3 +152,6 @@ def test_verdict_judges_against_the_baseline() -> None:
     assert verdict(before, {**ok, "faulted": ["d1", "d9"]}) == "devices faulted: d1"
     assert verdict(before, {**ok, "unpolled": ["d5"]}) == "devices not polled yet: d5"
     assert verdict(before, {**ok, "unpolled": ["d5"]}, require_polled=False) is None
+    # a further destination that does not connect, unless it did not before the change either
+    assert verdict(before, {**ok, "destinations_down": ["fire"]}) == "destinations not connected: fire"
+    assert verdict({**before, "destinations_down": ["fire"]}, {**ok, "destinations_down": ["fire"]}) is None

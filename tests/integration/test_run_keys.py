@@ -232,3 +232,128 @@ def _other_csr() -> str:
         .sign(key, hashes.SHA256())
     )
     return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def test_a_client_certificate_changed_by_a_remote_config_clears_its_expiry_alarm_at_once(
+    tmp_path: Path, modbus_peer: int, gateway_process: type[GatewayProcess]
+) -> None:
+    """`[upstream.tls]` cert_file and key_file changed from afar (applied by a new uplink, no
+    restart): the new certificate is the one in use, and the old one's expiry alarm clears at once
+    (it stayed raised until the next hourly check)."""
+    pki, ca_key = make_pki_with_key(tmp_path / "pki")
+    tls_port, web_port = free_port(), free_port()
+    tls_listener = "\n".join(
+        [
+            f"listener {tls_port} 127.0.0.1",
+            f"cafile {pki.ca}",
+            f"certfile {pki.server_cert}",
+            f"keyfile {pki.server_key}",
+            "require_certificate true",
+        ]
+    )
+    with MosquittoBroker(extra_config=tls_listener) as broker:
+        config = write_config(tmp_path, modbus_peer, tls_port, pki, web_port)
+        # a new pair from the same CA, valid for a year (the configured one has 30 days left)
+        new_cert, new_key = new_pair(tmp_path, "new-client", pki.ca, ca_key)
+        document = config.read_text().replace(str(pki.client_cert), str(new_cert))
+        document = document.replace(str(pki.client_key), str(new_key))
+
+        def expiring() -> set[str]:
+            alarms = gw_status(tmp_path)["alarms"]
+            return {a["subject"] for a in alarms if a["kind"] == "certificate_expiry"}
+
+        async def scenario() -> None:
+            signer = CommandSigner(hmac_key=CENTRE_KEY)
+            async with FleetClient(broker.host, broker.port, signer, key_id="ops-centre") as centre:
+                gateway_process(config).start()
+                await until(lambda: socket_up(tmp_path))
+                await until(lambda: (gw_status(tmp_path).get("uplink") or {}).get("state") == "connected")
+                await until(lambda: "client" in expiring())
+
+                out = await centre.apply_config(GW, document, version="new-cert", confirm_s=30)
+                assert out["outcome"] == "confirmed", out
+                certs = (await asyncio.to_thread(gw_status, tmp_path))["certificates"]
+                assert (
+                    next(c for c in certs["certificates"] if c["role"] == "client")["subject"] == "CN=gw-new"
+                )
+                await until(lambda: "client" not in expiring(), timeout_s=10.0)
+                assert await asyncio.to_thread(expiring) == {"ca CN=CityNerve test CA"}  # still true
+
+        asyncio.run(scenario())
+
+
+def new_pair(tmp: Path, name: str, ca: Path, ca_key: ec.EllipticCurvePrivateKey) -> tuple[Path, Path]:
+    """A client certificate (CN=gw-new, a year) and its key, put on the gateway by someone on site."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "gw-new")]))
+        .sign(key, hashes.SHA256())
+    )
+    cert, key_file = tmp / f"{name}.pem", tmp / f"{name}.key"
+    cert.write_text(sign_csr(csr.public_bytes(serialization.Encoding.PEM).decode(), ca, ca_key, 365))
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    key_file.write_bytes(pem)
+    key_file.chmod(0o600)
+    return cert, key_file
+
+
+def test_a_client_certificate_provisioned_again_by_a_remote_config_replaces_a_rotated_one(
+    tmp_path: Path, modbus_peer: int, gateway_process: type[GatewayProcess]
+) -> None:
+    """After a TLS client key rotation, a remote config change naming a new configured pair puts
+    that pair in force (the rotated one is forgotten, audited), now and after a restart, as a
+    command key provisioned again does; a change that leaves the configured pair alone keeps the
+    rotated one. The rotated pair used to win over any configured one: the change was confirmed
+    while the gateway kept connecting with the rotated certificate."""
+    pki, ca_key = make_pki_with_key(tmp_path / "pki")
+    tls_port, web_port = free_port(), free_port()
+    tls_listener = f"listener {tls_port} 127.0.0.1\ncafile {pki.ca}\ncertfile {pki.server_cert}\n"
+    tls_listener += f"keyfile {pki.server_key}\nrequire_certificate true"
+    with MosquittoBroker(extra_config=tls_listener) as broker:
+        config = write_config(tmp_path, modbus_peer, tls_port, pki, web_port)
+        new_cert, new_key = new_pair(tmp_path, "new-client", pki.ca, ca_key)
+        same_pair = config.read_text().replace("connect_timeout_s = 3.0", "connect_timeout_s = 4.0")
+        document = config.read_text().replace(str(pki.client_cert), str(new_cert))
+        document = document.replace(str(pki.client_key), str(new_key))
+
+        def client() -> str:
+            certs = gw_status(tmp_path)["certificates"]["certificates"]
+            return str(next(c for c in certs if c["role"] == "client")["subject"])
+
+        def connected() -> bool:
+            return (gw_status(tmp_path).get("uplink") or {}).get("state") == "connected"
+
+        async def scenario() -> None:
+            signer = CommandSigner(hmac_key=CENTRE_KEY)
+            async with FleetClient(broker.host, broker.port, signer, key_id="ops-centre") as centre:
+                gw = gateway_process(config)
+                gw.start()
+                await until(lambda: socket_up(tmp_path))
+                await until(connected)
+                csr = (await centre.send(GW, "tls_csr"))["result"]["csr"]
+                r = await centre.send(
+                    GW, "tls_install_cert", {"certificate": sign_csr(csr, pki.ca, ca_key, 365)}
+                )
+                assert r["result"]["switched"] is True, r
+                await until(lambda: client() == f"CN={GW}")
+
+                # a change that leaves the configured pair alone: still on the rotated one
+                out = await centre.apply_config(GW, same_pair, version="same-pair", confirm_s=30)
+                assert out["outcome"] == "confirmed", out
+                assert await asyncio.to_thread(client) == f"CN={GW}"
+                # a new configured pair: in force, connected with it
+                out = await centre.apply_config(GW, document, version="new-pair", confirm_s=30)
+                assert out["outcome"] == "confirmed", out
+                assert await asyncio.to_thread(client) == "CN=gw-new"
+                assert not list((tmp_path / "var" / "credentials").glob("client-*"))
+                # and after a restart
+                assert gw.kill(signal.SIGTERM) == 0
+                gateway_process(config).start()
+                await until(lambda: socket_up(tmp_path))
+                await until(connected)
+                assert await asyncio.to_thread(client) == "CN=gw-new"
+
+        asyncio.run(scenario())

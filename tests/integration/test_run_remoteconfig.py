@@ -7,8 +7,10 @@ middle; the platform fetches the running config (redacted); local history and ro
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import signal
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -184,5 +186,156 @@ def test_remote_config_rejects_applies_and_reverts_a_broker_it_cannot_reach(
                 await until(
                     lambda: "d0-4" not in [d["id"] for b in status(config)["buses"] for d in b["devices"]]
                 )
+
+        asyncio.run(scenario())
+
+
+ROTATED_KEY = bytes.fromhex("66" * 32)  # the command key after `rotate_command_key`
+PROVISIONED_KEY = bytes.fromhex("77" * 32)  # the command key a later config change provisions
+
+
+def password_broker(tmp: Path) -> MosquittoBroker:
+    """A Mosquitto that checks passwords of the users gw-a, gw-b and gw-c (pass-a ...) and logs
+    each connection with its user; anonymous clients (the platform's) may connect too."""
+    pw = tmp / "passwd"
+    pw.write_text("")
+    for user in ("a", "b", "c"):
+        args = ["mosquitto_passwd", "-b", str(pw), f"gw-{user}", f"pass-{user}"]
+        subprocess.run(args, check=True, capture_output=True)
+    files = {"a.pw": "pass-a", "b.pw": "pass-b", "c.pw": "pass-c", "bad.pw": "not-it"}
+    files |= {"centre.key": CENTRE_KEY.hex(), "new.key": PROVISIONED_KEY.hex()}
+    for name, text in files.items():
+        (tmp / name).write_text(text)
+        (tmp / name).chmod(0o600)
+    extra = f"password_file {pw}\nconnection_messages true\nlog_type notice"
+    return MosquittoBroker(extra_config=extra, workdir=tmp)
+
+
+class Documents:
+    """Configs of one gateway that differ in [upstream] alone."""
+
+    def __init__(self, tmp: Path, modbus_port: int, broker: MosquittoBroker) -> None:
+        self.tmp, self.url = tmp, f"mqtt://{broker.host}:{broker.port}"
+        self.config = gateway_config(tmp, modbus_port, buses=1, units=1)
+        self.devices = self.config.read_text()
+
+    def __call__(
+        self, user: str, password: str, *, key: str = "centre.key", backup: str | None = None, more: str = ""
+    ) -> str:
+        text = self.devices + f'\n[[upstream]]\nbrokers = ["{self.url}"]\nusername = "{user}"\n'
+        text += f'password_file = "{self.tmp / password}"\n{more}'
+        text += "[upstream.backoff]\ninitial_s = 0.2\nmax_s = 1.0\n"
+        text += "[upstream.commands]\nenabled = true\n"
+        text += f'[[upstream.commands.keys]]\nid = "ops-centre"\nhmac_key_file = "{self.tmp / key}"\n'
+        text += 'classes = ["read", "operate", "configure"]\n'
+        if backup is not None:  # a second destination with its own user
+            text += f'\n[[upstream]]\nid = "backup"\nbrokers = ["{self.url}"]\ntopic_prefix = "backup"\n'
+            text += f'username = "gw-c"\npassword_file = "{self.tmp / backup}"\n'
+        return text
+
+    def users(self) -> list[str]:
+        """The users the gateway's connections named, in order (Mosquitto's connection log)."""
+        lines = (self.tmp / "mosquitto.log").read_text().splitlines()
+        return [line.split("u'")[1].split("'")[0] for line in lines if " as citynerve-gw-test" in line]
+
+
+async def start_gateway(docs: Documents, gateway_process: type[GatewayProcess]) -> GatewayProcess:
+    gw = gateway_process(docs.config)
+    gw.start()
+    await until(lambda: socket_up(docs.tmp))
+    await until(lambda: connected(docs.config))
+    return gw
+
+
+def test_remote_config_changes_the_upstream_credentials_of_each_destination(
+    tmp_path: Path, modbus_peer: int, gateway_process: type[GatewayProcess]
+) -> None:
+    """[upstream] credentials changed from afar, applied by new uplinks (no restart), against a
+    Mosquitto that checks passwords: a new user and password file is what the broker sees; a wrong
+    password is reverted; a second destination whose password is wrong is reverted too (it was
+    confirmed while it never connected: only the first destination was judged)."""
+    with password_broker(tmp_path) as broker:
+        docs = Documents(tmp_path, modbus_peer, broker)
+        docs.config.write_text(docs("gw-a", "a.pw"))
+
+        async def scenario() -> None:
+            signer = CommandSigner(hmac_key=CENTRE_KEY)
+            async with FleetClient(broker.host, broker.port, signer, key_id="ops-centre") as centre:
+                await start_gateway(docs, gateway_process)
+                assert docs.users() == ["gw-a"]
+
+                # a new user and password: the new uplink connects with them, confirmed
+                out = await centre.apply_config(GW, docs("gw-b", "b.pw"), version="b", confirm_s=CONFIRM_S)
+                assert out["outcome"] == "confirmed", out
+                assert docs.users()[-1] == "gw-b"
+                # a wrong password: not connected, reverted, back on gw-b
+                out = await centre.apply_config(GW, docs("gw-b", "bad.pw"), version="bad", confirm_s=REVERT_S)
+                assert out["outcome"] == "reverted", out
+                assert "uplink not connected" in out["verdict"]["result"]["reason"]
+                await until(lambda: connected(docs.config) and docs.users()[-1] == "gw-b")
+
+                # a second destination with its own user: confirmed once it is connected too
+                two = docs("gw-b", "b.pw", backup="c.pw")
+                out = await centre.apply_config(GW, two, version="two", confirm_s=CONFIRM_S)
+                assert out["outcome"] == "confirmed", out
+                assert "gw-c" in docs.users()
+                assert status(docs.config)["uplink"]["destinations"]["backup"]["connected"] is True
+                # its password wrong: it never connects, and the change is reverted for it
+                wrong = docs("gw-b", "b.pw", backup="bad.pw")
+                out = await centre.apply_config(GW, wrong, version="two-bad", confirm_s=REVERT_S)
+                assert out["outcome"] == "reverted", out
+                assert "destinations not connected: backup" in out["verdict"]["result"]["reason"]
+                assert status(docs.config)["config"]["version"] == "two"
+                await until(lambda: status(docs.config)["uplink"]["destinations"]["backup"]["connected"])
+
+        asyncio.run(scenario())
+
+
+def test_remote_config_of_the_upstream_keeps_command_key_rotations_as_a_restart_does(
+    tmp_path: Path, modbus_peer: int, gateway_process: type[GatewayProcess]
+) -> None:
+    """A command key rotated from the platform keeps its overlap across an [upstream] change applied
+    by new uplinks (the old key was retired at once: the rotation was applied twice); a command key
+    provisioned again by such a change is in force at once, the rotation dropped, as a restart does
+    (the credentials kept the [upstream] of the start and applied the rotation over the new key)."""
+    with password_broker(tmp_path) as broker:
+        docs = Documents(tmp_path, modbus_peer, broker)
+        docs.config.write_text(docs("gw-a", "a.pw"))
+
+        async def scenario() -> None:
+            signer = CommandSigner(hmac_key=CENTRE_KEY)
+            async with FleetClient(broker.host, broker.port, signer, key_id="ops-centre") as centre:
+
+                async def read_with(key: bytes) -> str:
+                    centre.signer = CommandSigner(hmac_key=key)
+                    r = await centre.send(GW, "diag_certs")
+                    return str(r.get("reason") or r["outcome"])
+
+                await start_gateway(docs, gateway_process)
+                # the command key rotated, the old one accepted for an hour more
+                new_key = base64.b64encode(ROTATED_KEY).decode()
+                args = {"alg": "hmac-sha256", "key": new_key, "overlap_s": 3600}
+                assert (await centre.send(GW, "rotate_command_key", args))["outcome"] == "ok"
+                assert await read_with(CENTRE_KEY) == "ok"  # in its overlap
+                # an [upstream] change (signed with the new key: the old one may only read now)
+                centre.signer = CommandSigner(hmac_key=ROTATED_KEY)
+                keepalive = docs("gw-a", "a.pw", more="keepalive_s = 20\n")
+                out = await centre.apply_config(GW, keepalive, version="keepalive", confirm_s=CONFIRM_S)
+                assert out["outcome"] == "confirmed", out
+                assert await read_with(CENTRE_KEY) == "ok"  # the overlap goes on
+                assert await read_with(ROTATED_KEY) == "ok"
+
+                # the key provisioned again by a config change: in force at once and the rotation
+                # dropped, as after a restart (the rotated key stayed in force until a restart)
+                centre.signer = CommandSigner(hmac_key=ROTATED_KEY)
+                again = docs("gw-a", "a.pw", key="new.key")
+                out = await centre.apply_config(GW, again, version="new-key", confirm_s=CONFIRM_S)
+                assert out["outcome"] == "confirmed", out
+                assert await read_with(PROVISIONED_KEY) == "ok"
+                assert await read_with(ROTATED_KEY) == "bad_signature"
+                # the new key may configure (a key in an overlap may only read and operate)
+                centre.signer = CommandSigner(hmac_key=PROVISIONED_KEY)
+                r = await centre.send(GW, "set_log_level", {"level": "info", "for_s": 5})
+                assert r["outcome"] == "ok", r
 
         asyncio.run(scenario())

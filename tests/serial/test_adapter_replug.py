@@ -2,17 +2,24 @@
 missing port about once a second and opens it as soon as it is there, whatever the open's backoff
 (which doubles up to backoff_max_s, 5 minutes by default: the technician waited that long and
 rebooted the box). A port that is there and still cannot be opened keeps the backoff: no spinning.
+While it is missing, `citynerve status`, the status page and /metrics say the bus waits for it.
 
 Real peers: the real bus owner and drivers on pty pairs, the configured path a symlink that is
-missing, then put in place (as udev does for /dev/serial/by-id)."""
+missing, then put in place (as udev does for /dev/serial/by-id); a real `citynerve run`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import random
+import subprocess
+import sys
+import textwrap
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -24,6 +31,7 @@ from citynerve.drivers.firepanel import FirePanelBusConfig, FirePanelDevice, Fir
 from citynerve.drivers.serialio import MeterSerialSettings, SerialBusConfig, SerialLine
 from citynerve.gateway.api import Event, SampleBatch
 from citynerve.gateway.bus import BusOwner
+from citynerve.hil.platform import free_port
 from citynerve.hil.sim.serial import FirePanelStream, SerialMeterBus, SimDlt645Meter
 
 # The open's backoff is long from its first retry (backoff_initial_s / 4 = 30 s, doubling to 300 s):
@@ -167,3 +175,93 @@ async def test_a_port_that_is_there_but_cannot_be_opened_keeps_the_backoff(tmp_p
             await asyncio.sleep(3.0)  # three checks of the port, well before the open's next retry
             assert owner.channel_open is False
             assert owner.counters.channel_errors == (2 if port == "appears in use" else 1)
+
+
+CITYNERVE = str(Path(sys.executable).with_name("citynerve"))
+
+
+def _status(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`citynerve status` through the running gateway's control socket, on a wide terminal."""
+    env = {**os.environ, "COLUMNS": "250"}
+    return subprocess.run(
+        [CITYNERVE, "status", "-c", str(config), *args], capture_output=True, text=True, timeout=30, env=env
+    )
+
+
+def _bus(config: Path) -> dict[str, object] | None:
+    out = _status(config, "--json")
+    if out.returncode != 0:
+        return None  # the gateway is still starting
+    bus: dict[str, object] = json.loads(out.stdout)["buses"][0]
+    return bus
+
+
+def _until(proc: subprocess.Popen[bytes], log: Path, predicate: Callable[[], object], what: str) -> None:
+    deadline = time.monotonic() + 30.0
+    while not predicate():
+        assert proc.poll() is None, f"gateway exited {proc.returncode}:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"{what}: not within 30 s\n{log.read_text()[-3000:]}"
+        time.sleep(0.2)
+
+
+def test_status_says_the_bus_waits_for_its_adapter_until_it_is_plugged_in(tmp_path: Path) -> None:
+    """A real `citynerve run` whose meter bus has no port: `citynerve status` says "waiting for
+    adapter <port> — plug it in" (and `adapter_missing` in JSON, on the status page, in /metrics),
+    not only a channel error; once a port is there the bus opens and the words go."""
+    link, web = tmp_path / "ttyUSB0", free_port()
+    config = tmp_path / "gw.toml"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            [gateway]
+            id = "gw-adapter"
+            org = {{ city = "320500", district = "320508", street = "320508001" }}
+            [store]
+            path = "var/gw.db"
+            [control]
+            socket = "var/gw.sock"
+            [web]
+            enabled = true
+            bind = "127.0.0.1"
+            port = {web}
+            [[buses]]
+            id = "rs485-1"
+            protocol = "dlt645"
+            port = "{link}"
+            timeout_s = 0.3
+            [[devices]]
+            id = "em-0161"
+            bus = "rs485-1"
+            profile = "dlt645-single-phase"
+            address = "000000000161"
+            poll_interval_s = 1
+            location = {{ address_code = "320508001007" }}
+            """
+        )
+    )
+    log = tmp_path / "gateway.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen([CITYNERVE, "run", "-c", str(config)], stdout=out, stderr=subprocess.STDOUT)
+    master, slave = os.openpty()
+    try:
+        _until(proc, log, lambda: (_bus(config) or {}).get("adapter_missing") == str(link), "adapter missing")
+        bus = _bus(config)
+        assert bus is not None and bus["channel"] == "down" and bus["channel_error"]
+        words = "".join(_status(config).stdout.split())  # a long tmp path may wrap: compare unwrapped
+        assert "".join(f"bus rs485-1: waiting for adapter {link} — plug it in".split()) in words
+        with urllib.request.urlopen(f"http://127.0.0.1:{web}/api/status", timeout=5) as resp:
+            assert json.loads(resp.read())["buses"][0]["adapter_missing"] == str(link)
+        with urllib.request.urlopen(f"http://127.0.0.1:{web}/metrics", timeout=5) as resp:
+            metrics = resp.read().decode()
+        assert 'citynerve_bus_adapter_missing{bus="rs485-1",protocol="dlt645"} 1\n' in metrics
+
+        link.symlink_to(os.ttyname(slave))  # the adapter plugged in (no meter answers: the port opens)
+        _until(proc, log, lambda: (_bus(config) or {}).get("channel") == "open", "port opened")
+        bus = _bus(config)
+        assert bus is not None and bus["adapter_missing"] is None
+        assert "waiting for adapter" not in _status(config).stdout
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        os.close(master)
+        os.close(slave)

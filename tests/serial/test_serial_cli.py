@@ -321,6 +321,8 @@ async def test_firepanel_watch_shows_parsed_records() -> None:
     assert code == 0, err
     lines = [json.loads(line) for line in out.splitlines()]
     assert lines[0]["kind"] == "smoke" and lines[0]["attrs"]["location_text"] == "一层大厅东侧"
+    # severity and state by name in lower case, as in status, the alarm views and json-v1
+    assert (lines[0]["state"], lines[0]["severity"]) == ("raised", "critical")
     assert {"raw": "GST200 V2.31"} in lines
     code, _, err = await cli("diag", "firepanel", "watch", "--port", "/nonexistent/tty", "--seconds", "1")
     assert code == 1 and "cannot open" in err

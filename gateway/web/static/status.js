@@ -174,7 +174,8 @@
     tbody.replaceChildren(...st.buses.map(function (b) {
       const tr = el("tr");
       tr.append(el("td", null, b.id), el("td", null, b.protocol));
-      tr.append(el("td", b.channel === "open" ? "" : "down", b.channel === "open" ? "open" : "down: " + (b.channel_error || "")));
+      const down = b.adapter_missing ? "waiting for adapter " + b.adapter_missing + " \u2014 plug it in" : "down: " + (b.channel_error || "");
+      tr.append(el("td", b.channel === "open" ? "" : "down", b.channel === "open" ? "open" : down));
       const v = b.verdict || {};
       tr.append(el("td", v.cause && v.cause !== "ok" ? (v.state === "offline" ? "down" : "warn") : "", v.cause && v.cause !== "ok" ? v.reason : "ok"));
       tr.append(el("td", null, fmt(b.transactions)), el("td", null, fmt(b.errors)));
