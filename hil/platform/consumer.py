@@ -162,7 +162,7 @@ class PlatformConsumer:
         # waiting on a lane's row lock another session holds, a stalled server. Waiting for it
         # without bound kept Ctrl-C from ending the process for as long as the wait lasted. That
         # call's rows are not acked (the ack follows the store, in the run task), so interrupting
-        # it loses nothing acked: its transaction rolls back and the gateway sends them again.
+        # it loses nothing acked: its transaction rolls back and the gateway sends them again (e2e acks).
         closed = asyncio.get_running_loop().run_in_executor(self._executor, self.store.close)
         done, _ = await asyncio.wait({closed}, timeout=STORE_STOP_S)
         if not done:
