@@ -5,12 +5,15 @@ sends end-to-end acks of the highest contiguous seq per store epoch and lane."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import queue
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,9 @@ from citynerve.hil.platform.store import Ingested, PlatformStore
 log = logging.getLogger(__name__)
 
 KINDS = ("telemetry", "events", "status", "inventory", "cmd/result")
+STORE_STOP_S = 5.0
+"""At stop, how long the store's call in progress may take before it is interrupted, and then how
+long the interrupted call may take before the consumer stops without it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +51,41 @@ def _raise_if_cancelling() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+class _StoreThread(Executor):
+    """The store's calls, in order, on one daemon thread. A daemon: a call stuck in the database (a
+    stalled server) never keeps the process from exiting, as ThreadPoolExecutor's threads would
+    (they are joined at exit); the server rolls that call's transaction back, and nothing it was
+    storing was acked."""
+
+    def __init__(self, name: str) -> None:
+        self._work: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = queue.SimpleQueue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        if self._closed:
+            raise RuntimeError("the store's thread is shut down")
+        if self._thread.ident is None:
+            self._thread.start()  # at the first call (calls come from the event loop's thread only)
+        f: Future[Any] = Future()
+        self._work.put((f, functools.partial(fn, *args, **kwargs)))
+        return f
+
+    def _run(self) -> None:
+        while (item := self._work.get()) is not None:
+            f, call = item
+            if not f.set_running_or_notify_cancel():
+                continue  # cancelled while queued (its awaiter was cancelled)
+            try:
+                f.set_result(call())
+            except BaseException as err:  # handed to the awaiter, as ThreadPoolExecutor does
+                f.set_exception(err)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._closed = True
+        self._work.put(None)  # the thread ends after the calls queued before
 
 
 class PlatformConsumer:
@@ -92,7 +133,7 @@ class PlatformConsumer:
         self.connected = asyncio.Event()
         self.messages = 0
         self.invalid = 0
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="platform-db")
+        self._executor = _StoreThread(f"platform-db[{self.consumer_id}]")
         self._task: asyncio.Task[None] | None = None
         self._client: aiomqtt.Client | None = None
 
@@ -117,8 +158,39 @@ class PlatformConsumer:
         task, self._task = self._task, None
         if task is not None:
             await stop_task(task)  # a cancel swallowed inside aiomqtt left a teardown waiting forever
-        await asyncio.get_running_loop().run_in_executor(self._executor, self.store.close)
+        # The store's thread may still be in a call the run task was cancelled out of: an ingest
+        # waiting on a lane's row lock another session holds, a stalled server. Waiting for it
+        # without bound kept Ctrl-C from ending the process for as long as the wait lasted. That
+        # call's rows are not acked (the ack follows the store, in the run task), so interrupting
+        # it loses nothing acked: its transaction rolls back and the gateway sends them again (e2e acks).
+        closed = asyncio.get_running_loop().run_in_executor(self._executor, self.store.close)
+        done, _ = await asyncio.wait({closed}, timeout=STORE_STOP_S)
+        if not done:
+            log.warning(
+                "platform consumer %s: a store call still runs %.0f s after stop; interrupting it",
+                self.consumer_id,
+                STORE_STOP_S,
+            )
+            # On a thread of its own: a cancel request to a server that does not answer may block.
+            threading.Thread(target=self._interrupt_store, name="platform-db-interrupt", daemon=True).start()
+            done, _ = await asyncio.wait({closed}, timeout=STORE_STOP_S)
         self._executor.shutdown(wait=False)
+        if done:
+            closed.result()
+        else:
+            closed.add_done_callback(lambda f: f.cancelled() or f.exception())
+            log.error(
+                "platform consumer %s: the store call did not end %.0f s after its interrupt; stopping "
+                "without it (the server rolls its transaction back when the connection goes)",
+                self.consumer_id,
+                STORE_STOP_S,
+            )
+
+    def _interrupt_store(self) -> None:
+        try:
+            self.store.interrupt()
+        except Exception as err:  # a server that cannot be reached: the stop goes on without it
+            log.warning("platform consumer %s: interrupting the store failed: %.300r", self.consumer_id, err)
 
     async def wait_connected(self, timeout_s: float = 10.0) -> None:
         async with asyncio.timeout(timeout_s):

@@ -14,6 +14,8 @@ from typing import Any
 
 from citynerve.hil.platform.store import Ingested, LaneView, check_document, check_int, check_rows
 
+INTERRUPT_TIMEOUT_S = 5.0
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
   gateway_id TEXT NOT NULL, epoch TEXT NOT NULL, seq BIGINT NOT NULL, device_id TEXT NOT NULL,
@@ -57,6 +59,11 @@ class PgPlatformStore:
 
     def close(self) -> None:
         self._conn.close()
+
+    def interrupt(self) -> None:
+        """From another thread: cancel the statement in progress (a wait on another session's row
+        lock, a slow server); the call raises and its transaction rolls back. Bounded."""
+        self._conn.cancel_safe(timeout=INTERRUPT_TIMEOUT_S)
 
     def _lane_row(self, key: tuple[str, str, str]) -> int:
         """Lock the lane's row for this transaction (created when new); its `contiguous`."""

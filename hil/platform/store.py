@@ -163,6 +163,10 @@ class PlatformStore:
     def close(self) -> None:
         self._conn.close()
 
+    def interrupt(self) -> None:
+        """From another thread: abort the statement in progress (its transaction rolls back)."""
+        self._conn.interrupt()
+
     def ingest(self, msg: dict[str, Any]) -> Ingested:
         """Store a telemetry or events message; duplicates are ignored and counted. InvalidMessage
         for one neither store could keep the same way (the consumer counts it and goes on)."""

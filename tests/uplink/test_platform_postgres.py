@@ -6,6 +6,7 @@ messages."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -160,3 +161,67 @@ async def test_a_postgresql_consumer_goes_on_after_a_message_it_refuses(
         await wait_for(stored, timeout_s=30)
         assert await c.query(lambda s: s.reading_seqs("gw-5")) == []
     assert c.invalid == 1
+
+
+async def test_ctrl_c_ends_a_consumer_whose_store_call_waits_on_a_row_lock(
+    broker: MosquittoBroker, postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """Ctrl-C while the consumer's ingest waits on the lane's row lock, which another session holds:
+    the process ends (exit 0) with the lock still held; the interrupted message is rolled back and
+    not acked (the gateway sends it again). The stop used to wait on that call for as long as the
+    lock was held (a stalled server: for ever)."""
+    from tests.uplink.test_platform_hostile import status, tele
+
+    gw, out = "gw-lock", tmp_path / "consumer.out"
+    acked: list[int] = []
+    async with aiomqtt.Client(broker.host, broker.port) as c:
+        await c.subscribe(f"citynerve/{gw}/ack", qos=1)
+
+        async def read_acks() -> None:
+            async for m in c.messages:
+                acked.append(json.loads(m.payload)["seq"])  # type: ignore[arg-type]
+
+        reader = asyncio.create_task(read_acks())
+        await c.publish(f"citynerve/{gw}/status", json.dumps(status(gw)), qos=1, retain=True)
+        p = _consumer_process(broker, postgres.dsn, "platform-pg-lock", out)
+        try:
+
+            async def subscribed() -> bool:
+                assert p.poll() is None, out.read_text(errors="replace")
+                return _lines(out, f"status {gw} online") > 0
+
+            await wait_for(subscribed, timeout_s=60)
+            await c.publish(f"citynerve/{gw}/telemetry", json.dumps(tele(gw, 0, [1, 2])), qos=1)
+
+            async def acked_2() -> bool:
+                return 2 in acked
+
+            await wait_for(acked_2, timeout_s=30)
+            with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+                with conn.transaction():
+                    conn.execute("SELECT 1 FROM lanes WHERE gateway_id=%s FOR UPDATE", (gw,))
+                    await c.publish(f"citynerve/{gw}/telemetry", json.dumps(tele(gw, 2, [3, 4])), qos=1)
+
+                    async def ingest_waits() -> bool:
+                        row = conn.execute(
+                            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type='Lock'"
+                        ).fetchone()
+                        return row == (1,)
+
+                    await wait_for(ingest_waits, timeout_s=30)
+                    p.send_signal(signal.SIGINT)
+                    rc = await asyncio.to_thread(p.wait, 60)  # ~5 s: the bound before the interrupt
+                    # the lock is released here, after the process ended
+                seqs = conn.execute(
+                    "SELECT seq FROM readings WHERE gateway_id=%s ORDER BY seq", (gw,)
+                ).fetchall()
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            reader.cancel()
+    text = out.read_text(errors="replace")
+    assert rc == 0, text
+    assert "a store call still runs 5 s after stop; interrupting it" in text
+    assert seqs == [(1,), (2,)]  # the interrupted ingest rolled back
+    assert acked and max(acked) == 2  # and nothing of it was acked
