@@ -44,7 +44,13 @@ def _consumer_process(broker: MosquittoBroker, dsn: str, name: str, out: Path) -
     ]
     env = {**os.environ, "COLUMNS": "400"}  # one arrival, one line
     with out.open("wb") as f:
-        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+        # SIGINT back to its default first: a suite started in the background by a non-interactive
+        # shell (`cmd &`) ignores SIGINT, the consumers would inherit that and ignore Ctrl-C.
+        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _lines(out: Path, start: str) -> int:
