@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 
 from citynerve.gateway.api import Event, EventState, Severity
 from citynerve.gateway.release.config import UpdateConfig
+from citynerve.gateway.release.outbox_copy import outbox_copy_bytes
 from citynerve.gateway.release.service import service_from
 from citynerve.gateway.release.state import IN_PROGRESS, TERMINAL, read_state, watchdog_alive
 from citynerve.gateway.release.transfer import (
@@ -53,7 +54,6 @@ from citynerve.gateway.release.transfer import (
 )
 from citynerve.gateway.release.update import (
     INSTALL_FACTOR,
-    outbox_copy_bytes,
     platform_apply,
     platform_report,
     recover_interrupted,

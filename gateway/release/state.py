@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from citynerve.gateway.api import PermanentError
 from citynerve.gateway.release.bundle import fsync_dir, release_info
 
 IN_PROGRESS = ("switching", "confirming", "rolling-back")
@@ -20,6 +21,14 @@ IN_PROGRESS = ("switching", "confirming", "rolling-back")
 SPAWN_GRACE_S = 60.0
 TERMINAL = ("confirmed", "rolled-back", "failed")
 HISTORY = 20
+
+
+class UpdateError(PermanentError):
+    """An update that cannot start or go on; `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"update: {reason}")
 
 
 def state_path(root: Path) -> Path:

@@ -48,10 +48,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from citynerve.gateway import __version__, shipped
-from citynerve.gateway.api import ConfigError, PermanentError
+from citynerve.gateway.api import ConfigError
 from citynerve.gateway.release.bundle import (
     BundleError,
-    fsync_dir,
     install_release,
     release_info,
     switch_link,
@@ -59,10 +58,19 @@ from citynerve.gateway.release.bundle import (
     verify,
 )
 from citynerve.gateway.release.health import baseline_of, gateway_status, wait_healthy
+from citynerve.gateway.release.outbox_copy import (
+    copy_outbox,
+    restore_outbox,
+    restore_reason,
+    schema_version,
+    set_aside,
+    written_after,
+)
 from citynerve.gateway.release.service import ServiceManager, service_from
 from citynerve.gateway.release.state import (
     IN_PROGRESS,
     TERMINAL,
+    UpdateError,
     boot_id,
     read_state,
     release_version,
@@ -77,14 +85,6 @@ if TYPE_CHECKING:
     from citynerve.gateway.config import GatewayConfig
 
 INSTALL_FACTOR = 7  # room to install a bundle: its unpacked copy and the release (a venv ~5.5 x it)
-
-
-class UpdateError(PermanentError):
-    """An update that cannot start or go on; `reason` says why."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(f"update: {reason}")
 
 
 @contextlib.contextmanager
@@ -126,14 +126,6 @@ def _outbox_file(cfg: GatewayConfig) -> Path | None:
     return Path(store.path) if store is not None else None
 
 
-def _schema_version(path: Path) -> int:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return int(conn.execute("PRAGMA user_version").fetchone()[0])
-    finally:
-        conn.close()
-
-
 def _release_schema(release: Path) -> int:
     """The newest outbox schema a release's code knows (asked of that release's own Python)."""
     code = "import citynerve.gateway.store._schema as s, citynerve.gateway.store; print(s.latest_version())"
@@ -149,60 +141,6 @@ def min_free_bytes(cfg: GatewayConfig) -> int:
     from citynerve.gateway.release.config import UpdateConfig
 
     return int((getattr(cfg, "update", None) or UpdateConfig()).min_free_bytes)
-
-
-def outbox_copy_bytes(outbox: Path) -> int:
-    """At most what a copy of the outbox takes: the file and its WAL (0 when there is none)."""
-    total = 0
-    for path in (outbox, Path(f"{outbox}-wal")):
-        with contextlib.suppress(OSError):
-            total += path.stat().st_size
-    return total
-
-
-def _copy_outbox(src: Path, dest: Path, *, keep_free: int) -> None:
-    """A consistent copy of a live SQLite file (the backup API), fsynced, renamed into place.
-
-    Taken only when there is room for it and `keep_free` bytes besides: the running gateway writes
-    its outbox on the same disk, and a full disk makes it evict telemetry. A copy that fails
-    midway (the disk filled meanwhile) is removed; both are an UpdateError, nothing switched."""
-    need, free = outbox_copy_bytes(src), shutil.disk_usage(dest.parent).free
-    if free - keep_free < need:
-        raise UpdateError(
-            f"no room for the outbox copy the new release's migration needs: about {need} bytes, "
-            f"{free} free and {keep_free} kept free (min_free_bytes); nothing was switched"
-        )
-    tmp = dest.with_suffix(".tmp")
-    try:
-        tmp.unlink(missing_ok=True)
-        source = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
-        try:
-            target = sqlite3.connect(tmp)
-            try:
-                source.backup(target)
-            finally:
-                target.close()
-        finally:
-            source.close()
-        with tmp.open("rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-        fsync_dir(dest.parent)
-    except (sqlite3.Error, OSError) as err:
-        tmp.unlink(missing_ok=True)
-        raise UpdateError(f"cannot copy the outbox to {dest}: {err}; nothing was switched") from err
-
-
-def _restore_outbox(src: Path, dest: Path) -> None:
-    """Put the pre-update copy back (the service is stopped): WAL and shm of the newer file go too."""
-    for suffix in ("-wal", "-shm"):
-        Path(f"{dest}{suffix}").unlink(missing_ok=True)
-    tmp = dest.with_name(f".{dest.name}.restore")
-    shutil.copyfile(src, tmp)
-    with tmp.open("rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, dest)
-    fsync_dir(dest.parent)
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -296,12 +234,12 @@ def _switch(
         stale.unlink()
     if outbox is not None and outbox.exists():
         try:
-            file_schema = _schema_version(outbox)
+            file_schema = schema_version(outbox)
         except sqlite3.Error as err:
             raise UpdateError(f"cannot read the outbox {outbox}: {err}; nothing was switched") from err
         if _release_schema(root / "releases" / to) > file_schema:
             backup = root / "update" / f"outbox-before-{to}.db"
-            _copy_outbox(outbox, backup, keep_free=min_free_bytes(cfg))
+            copy_outbox(outbox, backup, keep_free=min_free_bytes(cfg))
     old = read_state(root)
     state = {
         "phase": "switching", "why": why, "request_id": request_id[:64],
@@ -446,7 +384,7 @@ def _unreadable_by_old(state: dict[str, Any]) -> str | None:
     if not Path(outbox).exists():
         return None
     try:
-        schema = _schema_version(Path(outbox))
+        schema = schema_version(Path(outbox))
     except sqlite3.Error:
         return None  # not readable by either: the old release moves it aside as corrupt
     if schema <= from_schema:
@@ -474,17 +412,20 @@ def _roll_back(
     switch_link(root / "current", f"releases/{state['from']}")
     backup, outbox = state.get("outbox_backup"), state.get("outbox")
     restored = False
-    newer = bool(backup and outbox and Path(backup).exists() and Path(outbox).exists()) and (
-        _schema_version(Path(str(outbox))) > int(state.get("from_schema") or 0)
-    )
-    if newer:
-        age = _written_after(Path(str(outbox)), Path(str(backup)))
+    why = None
+    if backup and outbox:
+        why = restore_reason(Path(str(outbox)), Path(str(backup)), int(state.get("from_schema") or 0))
+    if why == "newer":
+        age = written_after(Path(str(outbox)), Path(str(backup)))
         if age > float(state["deadline_s"]) + STALE_COPY_MARGIN_S:  # its watchdog had stopped long before
             reason += (
                 f"; the outbox copy put back is {age:.0f} s older than the outbox's last write, past the "
                 f"{float(state['deadline_s']):.0f} s deadline: what {state['to']} stored since is lost"
             )
-        _restore_outbox(Path(str(backup)), Path(str(outbox)))
+    elif why is not None:  # not a database any more: the copy holds every row stored before the update
+        reason += f"; the outbox was {why}: moved aside as {set_aside(Path(str(outbox)))}, the copy put back"
+    if why is not None:
+        restore_outbox(Path(str(backup)), Path(str(outbox)))
         restored = True
     old_healthy = None
     if restart:
@@ -504,13 +445,6 @@ def _roll_back(
 
 
 STALE_COPY_MARGIN_S = 180.0  # a rollback's own time past the deadline: spawn, stop, restore
-
-
-def _written_after(outbox: Path, copy: Path) -> float:
-    """Seconds the outbox (or its WAL) was written after `copy` was taken, by the file times (both
-    stamped by this box's clock, so meaningful even without an RTC unless it was set meanwhile)."""
-    last = max((p.stat().st_mtime for p in (outbox, Path(f"{outbox}-wal")) if p.exists()), default=0.0)
-    return last - copy.stat().st_mtime
 
 
 def _stay(

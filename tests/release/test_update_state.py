@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from citynerve.gateway.release import outbox_copy, update
 from citynerve.gateway.release import state as state_module
-from citynerve.gateway.release import update
 from citynerve.gateway.release.bundle import RELEASE_INFO, switch_link
 from citynerve.gateway.release.service import ServiceManager
 from citynerve.gateway.release.state import SPAWN_GRACE_S
@@ -154,7 +154,7 @@ def test_a_rollback_never_leaves_the_old_release_on_an_outbox_it_cannot_read(tmp
     assert state["phase"] == "failed", state
     assert "not rolled back" in state["reason"] and "schema 5, newer than 1.0.0 reads (4)" in state["reason"]
     assert os.readlink(root / "current") == "releases/1.0.1"
-    assert update._schema_version(outbox) == 5
+    assert outbox_copy.schema_version(outbox) == 5
     assert update.resume(root)["phase"] == "failed"  # a second boot changes nothing
 
 
@@ -266,10 +266,10 @@ def test_an_outbox_copy_that_fails_midway_is_removed_and_refuses_the_update(tmp_
     # a real write error from the kernel, in a child so that nothing else in this run is limited).
     code = (
         "import resource, signal, sys\nfrom pathlib import Path\n"
-        "from citynerve.gateway.release import update\n"
+        "from citynerve.gateway.release import outbox_copy, update\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))\n"
-        "try:\n    update._copy_outbox(Path(sys.argv[1]), Path(sys.argv[2]), keep_free=0)\n"
+        "try:\n    outbox_copy.copy_outbox(Path(sys.argv[1]), Path(sys.argv[2]), keep_free=0)\n"
         "except update.UpdateError as err:\n    print(err.reason)\n"
     )
     cmd = [sys.executable, "-c", code, str(outbox), str(dest)]
@@ -297,7 +297,7 @@ def test_a_rolled_back_update_leaves_no_outbox_copy_behind(tmp_path: Path) -> No
     outbox, copy = migrating(root, "confirming", backup=True)
     state = update.resume(root)
     assert state["phase"] == "rolled-back" and state["outbox_restored"] is True, state
-    assert update._schema_version(outbox) == 4
+    assert outbox_copy.schema_version(outbox) == 4
     assert not copy.exists()  # as large as the outbox: it used to stay for good
     # One a power cut left (after `rolled-back`, before the delete) goes at the next update.
     outbox_of(copy, 4)
@@ -377,7 +377,7 @@ def test_an_update_whose_watchdog_died_is_rolled_back_with_the_service_stopped(
     assert state["phase"] == "rolled-back" and state["outbox_restored"] is True, state
     # Stopped before `current` went back and the copy was put back: never under a running gateway.
     assert service.calls == ["stop", "start"] and service.links_at_stop == ["releases/1.0.1"]
-    assert os.readlink(root / "current") == "releases/1.0.0" and update._schema_version(outbox) == 4
+    assert os.readlink(root / "current") == "releases/1.0.0" and outbox_copy.schema_version(outbox) == 4
 
 
 def test_the_gateway_hands_an_interrupted_update_to_a_new_watchdog(
@@ -462,3 +462,20 @@ def test_a_power_cut_after_known_good_is_switched_confirms_the_update(
     assert os.readlink(root / "current") == os.readlink(root / "known-good") == "releases/1.0.1"
     assert outbox.read_bytes() == stored_since and not copy.exists()  # not the copy put back
     assert update.resume(root)["phase"] == "confirmed"  # a second boot changes nothing
+
+
+def test_a_rollback_puts_the_copy_back_over_an_outbox_that_is_not_a_database_any_more(tmp_path: Path) -> None:
+    """A migrating update rolled back (a reboot before it was confirmed) whose outbox header was
+    damaged meanwhile: reading its schema raised, the rollback stopped halfway at every boot and the
+    pre-update copy was never put back. The damaged file is moved aside, the copy put back."""
+    root = tmp_path / "opt"
+    outbox, copy = migrating(root, "confirming", backup=True)
+    outbox.write_bytes(b"\0" * 4096)  # the header gone (a torn write, a failing card)
+    state = update.resume(root)
+    assert state["phase"] == "rolled-back" and state["outbox_restored"] is True, state
+    assert "moved aside as" in state["reason"] and "the copy put back" in state["reason"], state
+    assert os.readlink(root / "current") == "releases/1.0.0"
+    assert outbox_copy.schema_version(outbox) == 4  # the copy, readable by 1.0.0
+    (aside,) = outbox.parent.glob("gw.db.corrupt-*")
+    assert aside.read_bytes() == b"\0" * 4096 and not copy.exists()
+    assert update.resume(root)["phase"] == "rolled-back"  # a second boot changes nothing
