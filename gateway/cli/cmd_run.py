@@ -142,13 +142,11 @@ def show_status(st: dict[str, Any]) -> None:
     for col in ("bus", "device", "state", "last success", "failed (window)", "last reading / reason"):
         table.add_column(col)
     for bus in st["buses"]:
-        bus_state = (
-            ""
-            if bus["channel"] == "open"
-            else f" [red](waiting for adapter {esc(bus['adapter_missing'])})[/]"
-            if bus.get("adapter_missing")
-            else f" [red](channel down: {esc(bus['channel_error'])})[/]"
-        )
+        bus_state = ""
+        if bus.get("adapter_missing"):
+            bus_state = f" [red](waiting for adapter {esc(bus['adapter_missing'])})[/]"
+        elif bus["channel"] != "open":
+            bus_state = f" [red](channel down: {esc(bus['channel_error'])})[/]"
         for dev in bus["devices"]:
             verdict_state = dev.get("state")
             state = (

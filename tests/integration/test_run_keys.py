@@ -76,6 +76,12 @@ def fleet_tool(
     )
 
 
+def tls_listener(port: int, pki: Any) -> str:
+    """A Mosquitto listener on `port` that asks every client for a certificate of the test CA."""
+    lines = [f"listener {port} 127.0.0.1", f"cafile {pki.ca}", f"certfile {pki.server_cert}"]
+    return "\n".join([*lines, f"keyfile {pki.server_key}", "require_certificate true"])
+
+
 def write_config(tmp: Path, port: int, tls_port: int, pki: Any, web_port: int) -> Path:
     config = gateway_config(tmp, port, buses=1, units=1)
     (tmp / "centre.key").write_text(CENTRE_KEY.hex())
@@ -101,16 +107,7 @@ def test_certificate_expiry_and_tls_client_key_rotation(
     pki, ca_key = make_pki_with_key(tmp_path / "pki")
     _, other_key = make_pki_with_key(tmp_path / "other")
     tls_port, web_port = free_port(), free_port()
-    tls_listener = "\n".join(
-        [
-            f"listener {tls_port} 127.0.0.1",
-            f"cafile {pki.ca}",
-            f"certfile {pki.server_cert}",
-            f"keyfile {pki.server_key}",
-            "require_certificate true",
-        ]
-    )
-    with MosquittoBroker(extra_config=tls_listener) as broker:
+    with MosquittoBroker(extra_config=tls_listener(tls_port, pki)) as broker:
         config = write_config(tmp_path, modbus_peer, tls_port, pki, web_port)
 
         async def scenario() -> None:
@@ -242,16 +239,7 @@ def test_a_client_certificate_changed_by_a_remote_config_clears_its_expiry_alarm
     (it stayed raised until the next hourly check)."""
     pki, ca_key = make_pki_with_key(tmp_path / "pki")
     tls_port, web_port = free_port(), free_port()
-    tls_listener = "\n".join(
-        [
-            f"listener {tls_port} 127.0.0.1",
-            f"cafile {pki.ca}",
-            f"certfile {pki.server_cert}",
-            f"keyfile {pki.server_key}",
-            "require_certificate true",
-        ]
-    )
-    with MosquittoBroker(extra_config=tls_listener) as broker:
+    with MosquittoBroker(extra_config=tls_listener(tls_port, pki)) as broker:
         config = write_config(tmp_path, modbus_peer, tls_port, pki, web_port)
         # a new pair from the same CA, valid for a year (the configured one has 30 days left)
         new_cert, new_key = new_pair(tmp_path, "new-client", pki.ca, ca_key)
@@ -310,9 +298,7 @@ def test_a_client_certificate_provisioned_again_by_a_remote_config_replaces_a_ro
     while the gateway kept connecting with the rotated certificate."""
     pki, ca_key = make_pki_with_key(tmp_path / "pki")
     tls_port, web_port = free_port(), free_port()
-    tls_listener = f"listener {tls_port} 127.0.0.1\ncafile {pki.ca}\ncertfile {pki.server_cert}\n"
-    tls_listener += f"keyfile {pki.server_key}\nrequire_certificate true"
-    with MosquittoBroker(extra_config=tls_listener) as broker:
+    with MosquittoBroker(extra_config=tls_listener(tls_port, pki)) as broker:
         config = write_config(tmp_path, modbus_peer, tls_port, pki, web_port)
         new_cert, new_key = new_pair(tmp_path, "new-client", pki.ca, ca_key)
         same_pair = config.read_text().replace("connect_timeout_s = 3.0", "connect_timeout_s = 4.0")

@@ -7,6 +7,7 @@ from typing import Any
 from citynerve.drivers.cjt188 import Cjt188Device
 from citynerve.drivers.dlt645 import Dlt645Device
 from citynerve.drivers.serialio import SerialBusConfig
+from citynerve.gateway.api import Event, SampleBatch
 
 LOCATION = {"address_code": "320508001", "building": "B1", "floor": "1", "room": "meter room"}
 
@@ -68,3 +69,20 @@ def cjt_device(
             **extra,
         }
     )
+
+
+class Collector:
+    """A bus owner's sink that keeps what it is given (batches, events)."""
+
+    def __init__(self) -> None:
+        self.batches: list[SampleBatch] = []
+        self.events: list[Event] = []
+
+    def submit(self, batch: SampleBatch) -> None:
+        self.batches.append(batch)
+
+    def event(self, event: Event) -> None:
+        self.events.append(event)
+
+    def mark_offline(self, device_id: str, ts: float) -> None:
+        pass

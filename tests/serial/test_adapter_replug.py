@@ -24,12 +24,11 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from serial_support import dlt_device
+from serial_support import Collector, dlt_device
 
 from citynerve.drivers.dlt645 import Dlt645Driver
 from citynerve.drivers.firepanel import FirePanelBusConfig, FirePanelDevice, FirePanelDriver
 from citynerve.drivers.serialio import MeterSerialSettings, SerialBusConfig, SerialLine
-from citynerve.gateway.api import Event, SampleBatch
 from citynerve.gateway.bus import BusOwner
 from citynerve.hil.platform import free_port
 from citynerve.hil.sim.serial import FirePanelStream, SerialMeterBus, SimDlt645Meter
@@ -40,21 +39,6 @@ from citynerve.hil.sim.serial import FirePanelStream, SerialMeterBus, SimDlt645M
 # a second); BACK_WITHIN_S leaves a wide margin either way.
 LONG_BACKOFF = {"backoff_initial_s": 120.0, "backoff_max_s": 300.0}
 BACK_WITHIN_S = 8.0
-
-
-class Collector:
-    def __init__(self) -> None:
-        self.batches: list[SampleBatch] = []
-        self.events: list[Event] = []
-
-    def submit(self, batch: SampleBatch) -> None:
-        self.batches.append(batch)
-
-    def event(self, event: Event) -> None:
-        self.events.append(event)
-
-    def mark_offline(self, device_id: str, ts: float) -> None:
-        pass
 
 
 async def wait_for(predicate: Callable[[], object], timeout_s: float, what: str) -> float:

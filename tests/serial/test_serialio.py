@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from serial_support import bus_config, dlt_device
+from serial_support import Collector, bus_config, dlt_device
 
 from citynerve.drivers.dlt645 import Dlt645Driver, codec
 from citynerve.drivers.serialio import (
@@ -20,7 +20,7 @@ from citynerve.drivers.serialio import (
     SerialLine,
     byte_time_s,
 )
-from citynerve.gateway.api import ChannelError, Event, EventState, SampleBatch
+from citynerve.gateway.api import ChannelError, Event, EventState
 from citynerve.gateway.bus import OFFLINE_KIND, BusOwner
 from citynerve.hil.sim.idle_close import IdleClosingProxy
 from citynerve.hil.sim.serial import SerialMeterBus, SimDlt645Meter
@@ -106,21 +106,6 @@ async def test_unplug_and_replug_driver_level(tmp_path: Path) -> None:
         assert (await driver.read(device, request))[0].value == 5.5
         assert driver.line.opens == 2
         await driver.close()
-
-
-class Collector:
-    def __init__(self) -> None:
-        self.batches: list[SampleBatch] = []
-        self.events: list[Event] = []
-
-    def submit(self, batch: SampleBatch) -> None:
-        self.batches.append(batch)
-
-    def event(self, event: Event) -> None:
-        self.events.append(event)
-
-    def mark_offline(self, device_id: str, ts: float) -> None:
-        pass
 
 
 async def wait_for(predicate: object, timeout_s: float = 10.0) -> None:
