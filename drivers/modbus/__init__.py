@@ -17,6 +17,7 @@ from citynerve.drivers.modbus.config import (
     ModbusRtuBusConfig,
     ModbusRtuOverTcpBusConfig,
     ModbusTcpBusConfig,
+    ModbusTcpDeviceConfig,
 )
 from citynerve.gateway.api import Driver, DriverSpec, StateStore
 
@@ -33,7 +34,7 @@ TCP_DRIVER = DriverSpec(
     protocol="modbus_tcp",
     family="modbus",
     bus_model=ModbusTcpBusConfig,
-    device_model=ModbusDeviceConfig,
+    device_model=ModbusTcpDeviceConfig,
     point_model=ModbusPointConfig,
     factory=_factory,
     description="Modbus TCP (MBAP framing) to a device or a TCP gateway",
@@ -66,4 +67,5 @@ __all__ = [
     "ModbusRtuBusConfig",
     "ModbusRtuOverTcpBusConfig",
     "ModbusTcpBusConfig",
+    "ModbusTcpDeviceConfig",
 ]

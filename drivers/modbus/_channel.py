@@ -113,6 +113,12 @@ class ModbusChannel:
             return f"cannot connect to {where}: not a usable host name ({err})"
         return f"cannot connect to {where}: {type(err).__name__}: {err}"
 
+    def broadcast(self, unit: int) -> bool:
+        """Whether a request to `unit` is a broadcast nobody answers: unit 0 on a serial line (RTU
+        framing). On Modbus TCP unit 0 addresses the device itself (Messaging Implementation
+        Guide 1.0b, 4.4.2)."""
+        return unit == 0 and self.frame_protocol == "modbus-rtu"
+
     @property
     def bus_port(self) -> str:
         """The port (serial URL) or host:port this channel opens, for messages."""
@@ -151,8 +157,10 @@ class ModbusChannel:
         points: tuple[str, ...],
         timeout_s: float,
         call: Callable[[Any], Awaitable[Any]],
+        reply_unit: int | None = None,
     ) -> Reply:
-        """Run one request (`call(client)`) and return the reply, or raise a typed error."""
+        """Run one request (`call(client)`) and return the reply, or raise a typed error.
+        `reply_unit` (Modbus TCP): the unit id the device's replies carry, if not `unit`."""
         async with self._lock:
             client = self._client
             if client is None:
@@ -165,6 +173,8 @@ class ModbusChannel:
                 assert client is not None  # open() sets it or raises
             client.timeout_s = timeout_s
             rtu = isinstance(client, RtuClient)
+            if isinstance(client, MbapClient):
+                client.reply_unit = reply_unit
             if rtu:
                 await self._keep_silence()
             try:

@@ -45,6 +45,18 @@ def _choice(params: Mapping[str, Any], action: str, name: str, default: str, cho
     return value
 
 
+def _unit(channel: ModbusChannel, params: Mapping[str, Any], action: str, lo: int) -> tuple[int, int | None]:
+    """The unit id to ask (1..247 on a serial line; up to 255 on Modbus TCP, where 0 and 255 address
+    the device itself) and, on Modbus TCP, `reply_unit`: the unit id its replies carry if not that."""
+    tcp = channel.frame_protocol == "modbus-tcp"
+    unit = _int(params, action, "unit", None, lo, 255 if tcp else 247)
+    if params.get("reply_unit") is None:
+        return unit, None
+    if not tcp:
+        raise DiagParamError(action, "reply_unit", "is for Modbus TCP (an RTU reply carries the unit asked)")
+    return unit, _int(params, action, "reply_unit", None, 0, 255)
+
+
 def _timeout(params: Mapping[str, Any], action: str, default: float) -> float:
     raw = params.get("timeout_s", default)
     try:
@@ -102,7 +114,7 @@ async def _scan(channel: ModbusChannel, params: Mapping[str, Any], bus_timeout: 
 
 
 async def _read(channel: ModbusChannel, params: Mapping[str, Any], bus_timeout: float) -> dict[str, Any]:
-    unit = _int(params, "read", "unit", None, 0, 247)
+    unit, reply_unit = _unit(channel, params, "read", 0)
     table = _choice(params, "read", "table", "holding", TABLES)
     address = _int(params, "read", "address", None, 0, 65535)
     type_ = params.get("type")
@@ -124,7 +136,8 @@ async def _read(channel: ModbusChannel, params: Mapping[str, Any], bus_timeout: 
         what = "count" if "count" in params else "type"
         raise DiagParamError("read", what, f"{count} from address {address} pass 65535")
     timeout = _timeout(params, "read", bus_timeout)
-    reply = await channel.transact(f"unit {unit}", unit, (), timeout, _read_call(table, address, count, unit))
+    call = _read_call(table, address, count, unit)
+    reply = await channel.transact(f"unit {unit}", unit, (), timeout, call, reply_unit)
     result: dict[str, Any] = {
         "action": "read",
         "unit": unit,
@@ -168,7 +181,7 @@ def _all_orders(registers: Sequence[int], type_: str | None) -> dict[str, dict[s
 
 
 async def _write(channel: ModbusChannel, params: Mapping[str, Any], bus_timeout: float) -> dict[str, Any]:
-    unit = _int(params, "write", "unit", None, 0, 247)
+    unit, reply_unit = _unit(channel, params, "write", 0)
     table = _choice(params, "write", "table", "holding", ("coil", "holding"))
     address = _int(params, "write", "address", None, 0, 65535)
     timeout = _timeout(params, "write", bus_timeout)
@@ -205,7 +218,7 @@ async def _write(channel: ModbusChannel, params: Mapping[str, Any], bus_timeout:
     ]
 
     async def call(client: Any) -> Any:
-        silent = unit == 0
+        silent = channel.broadcast(unit)
         if function == 5:
             return await client.write_coil(address, payload[0], device_id=unit, no_response_expected=silent)
         if function == 15:
@@ -216,7 +229,7 @@ async def _write(channel: ModbusChannel, params: Mapping[str, Any], bus_timeout:
             )
         return await client.write_registers(address, payload, device_id=unit, no_response_expected=silent)
 
-    await channel.transact(f"unit {unit}", unit, (), timeout, call)
+    await channel.transact(f"unit {unit}", unit, (), timeout, call, reply_unit)
     return {
         "action": "write",
         "unit": unit,
@@ -239,7 +252,7 @@ OBJECT_NAMES: dict[int, str] = {
 
 
 async def _identify(channel: ModbusChannel, params: Mapping[str, Any], bus_timeout: float) -> dict[str, Any]:
-    unit = _int(params, "identify", "unit", None, 1, 247)
+    unit, reply_unit = _unit(channel, params, "identify", 0 if channel.frame_protocol == "modbus-tcp" else 1)
     timeout = _timeout(params, "identify", bus_timeout)
 
     async def call(client: Any) -> Any:
@@ -247,7 +260,7 @@ async def _identify(channel: ModbusChannel, params: Mapping[str, Any], bus_timeo
         # and answer exception 1, which is reported as such.
         return await client.read_device_information(read_code=1, object_id=0, device_id=unit)
 
-    reply = await channel.transact(f"unit {unit}", unit, (), timeout, call)
+    reply = await channel.transact(f"unit {unit}", unit, (), timeout, call, reply_unit)
     objects = {
         OBJECT_NAMES.get(k, f"object_{k:#04x}"): v.decode("latin-1").strip("\x00 ") for k, v in reply.objects
     }

@@ -86,6 +86,7 @@ class MbapClient(PduCalls):
         self._protocol: _Mbap | None = None
         self._tid = 0
         self._timeout = SerialTimeout()  # one loop timer for all its transactions, not one each
+        self.reply_unit: int | None = None  # the unit id replies carry, if not the request's
         self.sent = b""  # the last request frame, and the bytes received for it (for diagnosis)
         self.received = b""
 
@@ -134,10 +135,13 @@ class MbapClient(PduCalls):
         finally:
             protocol.waiting = None
         self.received = reply  # MBAP header and PDU, as on the wire
-        if reply[6] != unit:  # the server copies the request's unit id (MBAP, 4.4.1)
+        # The server copies the request's unit id (MBAP, 4.4.1); some answer a fixed one instead.
+        expected = unit if self.reply_unit is None else self.reply_unit
+        if reply[6] != expected:
+            hint = f" (a device that always answers so: reply_unit = {reply[6]})" if expected == unit else ""
             raise FrameError(
                 PROTOCOL,
-                f"reply from another address: unit {reply[6]}, expected {unit}",
+                f"reply from another address: unit {reply[6]}, expected {expected}{hint}",
                 reply,
                 fault=FrameFault.ADDRESS,
             )

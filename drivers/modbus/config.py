@@ -8,7 +8,7 @@ next to the key path where it was found.
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -138,6 +138,9 @@ class ModbusPointConfig(PointConfig):
 class ModbusDeviceConfig(DeviceConfig):
     """A Modbus device: `address` is its unit id; request limits shape the read plan."""
 
+    # Unit 0 is the serial line's broadcast (Modbus over Serial Line 1.02, 2.2): nobody answers.
+    UNIT_0_IS_BROADCAST: ClassVar[bool] = True
+
     address: int = Field(ge=0, le=247, description="unit id (slave address); 0 is broadcast")  # type: ignore[assignment]
     points: dict[str, ModbusPointConfig] = Field(default_factory=dict)  # type: ignore[assignment]
     max_request_registers: int = Field(default=125, ge=1, le=125, description="registers per read")
@@ -190,7 +193,8 @@ class ModbusDeviceConfig(DeviceConfig):
             and p.table not in BIT_TABLES
             and p.register_count > self.max_request_registers
         ]
-        if self.address == 0 and any(isinstance(p, ModbusPointConfig) and p.enabled for p in points.values()):
+        reads = any(isinstance(p, ModbusPointConfig) and p.enabled for p in points.values())
+        if self.UNIT_0_IS_BROADCAST and self.address == 0 and reads:
             raise ValueError(
                 "unit id 0 is the broadcast address: nothing answers a read, so its points must be "
                 "enabled = false (they can still be written)"
@@ -201,6 +205,26 @@ class ModbusDeviceConfig(DeviceConfig):
                 f"{', '.join(too_long)}: a point is read in one request"
             )
         return self
+
+
+class ModbusTcpDeviceConfig(ModbusDeviceConfig):
+    """A device on a Modbus TCP bus. The MBAP unit id may be 0..255: a device on the network
+    itself is addressed by its IP address, and the Messaging Implementation Guide (1.0b, 4.4.2)
+    has it addressed as 255, or 0 (a TCP gateway uses 1..247 for the serial devices behind it)."""
+
+    UNIT_0_IS_BROADCAST: ClassVar[bool] = False
+    address: int = Field(  # type: ignore[assignment]
+        ge=0,
+        le=255,
+        description="unit id: 1..247 behind a TCP gateway, 255 or 0 for a TCP device itself",
+    )
+    reply_unit: int | None = Field(
+        default=None,
+        ge=0,
+        le=255,
+        description="the unit id this device's replies carry, when it does not copy the request's "
+        "(some TCP devices always answer 0 or 255); unset: a reply must carry `address`",
+    )
 
 
 MAX_HOST_NAME = 253

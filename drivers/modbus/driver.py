@@ -216,7 +216,9 @@ class ModbusDriver(PollDriver[ModbusBusConfig, ModbusDeviceConfig]):
         def call(client: Any) -> Any:  # the client's coroutine: awaited by the channel
             return getattr(client, method)(address, count=count, device_id=unit)
 
-        reply = await self.channel.transact(device.id, unit, request.points, self._timeout(device), call)
+        reply = await self.channel.transact(
+            device.id, unit, request.points, self._timeout(device), call, getattr(device, "reply_unit", None)
+        )
         # The transaction layers check the byte count against the request; this holds whatever
         # client answers: exactly `count` registers, or the bytes `count` bits fill.
         have = len(reply.bits) if table in BIT_TABLES else len(reply.registers)
@@ -277,7 +279,7 @@ class ModbusDriver(PollDriver[ModbusBusConfig, ModbusDeviceConfig]):
     async def write(self, device: ModbusDeviceConfig, point: str, value: Value) -> None:
         spec, payload = encode_write(device, point, value)
         unit = device.address
-        broadcast = unit == 0
+        broadcast = self.channel.broadcast(unit)
         address = spec.address
         single_fc16 = device.single_register_write_fc16
 
@@ -294,7 +296,9 @@ class ModbusDriver(PollDriver[ModbusBusConfig, ModbusDeviceConfig]):
                 address, list(payload), device_id=unit, no_response_expected=broadcast
             )
 
-        await self.channel.transact(device.id, unit, (point,), self._timeout(device), call)
+        await self.channel.transact(
+            device.id, unit, (point,), self._timeout(device), call, getattr(device, "reply_unit", None)
+        )
 
     async def diag(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
         return await run_diag(self.channel, self.bus.timeout_s, action, params)

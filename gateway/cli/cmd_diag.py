@@ -241,7 +241,15 @@ def modbus_scan(
 @modbus.command("read")
 @config_option
 @bus_option
-@click.option("--unit", type=click.IntRange(0, 247), required=True, help="Unit id (slave address).")
+@click.option(
+    "--unit", type=click.IntRange(0, 255), required=True, help="Unit id (slave address; 248-255: Modbus TCP)."
+)
+@click.option(
+    "--reply-unit",
+    type=click.IntRange(0, 255),
+    help="Modbus TCP: the unit id the device's replies carry, if not --unit (default: the configured "
+    "device's reply_unit).",
+)
 @click.option("--table", type=table_choice, default="holding", show_default=True, help="Register table.")
 @click.option("--address", type=click.IntRange(0, 65535), required=True, help="0-based address.")
 @click.option("--count", type=click.IntRange(1, 2000), help="Registers or bits (default: what --type needs).")
@@ -261,6 +269,7 @@ def modbus_read(
     config_path: Path,
     bus_id: str,
     unit: int,
+    reply_unit: int | None,
     table: str,
     address: int,
     count: int | None,
@@ -278,7 +287,8 @@ def modbus_read(
     """
     cfg = _modbus_config(config_path, bus_id)
     params: dict[str, Any] = {"unit": unit, "table": table, "address": address}
-    for key, value in (("count", count), ("type", type_), ("order", order)):
+    reply_unit = _reply_unit(cfg, bus_id, unit, reply_unit)
+    for key, value in (("count", count), ("type", type_), ("order", order), ("reply_unit", reply_unit)):
         if value is not None:
             params[key] = value
     _settings(params, baud, parity)
@@ -307,6 +317,16 @@ def modbus_read(
         )
     if "orders" in result:
         _show_orders(result)
+
+
+def _reply_unit(cfg: GatewayConfig, bus_id: str, unit: int, given: int | None) -> int | None:
+    """--reply-unit, or else the `reply_unit` of a device configured at `unit` on the bus."""
+    if given is not None:
+        return given
+    for device in cfg.devices_on(bus_id):
+        if device.address == unit and (configured := getattr(device, "reply_unit", None)) is not None:
+            return int(configured)
+    return None
 
 
 def _plausible_orders(
@@ -362,7 +382,18 @@ def _parse_value(text: str) -> int:
 @modbus.command("write")
 @config_option
 @bus_option
-@click.option("--unit", type=click.IntRange(0, 247), required=True, help="Unit id (0 = broadcast).")
+@click.option(
+    "--unit",
+    type=click.IntRange(0, 255),
+    required=True,
+    help="Unit id (0 = broadcast on a serial line; 248-255: Modbus TCP).",
+)
+@click.option(
+    "--reply-unit",
+    type=click.IntRange(0, 255),
+    help="Modbus TCP: the unit id the device's replies carry, if not --unit (default: the configured "
+    "device's reply_unit).",
+)
 @click.option(
     "--table",
     type=click.Choice(["holding", "coil"]),
@@ -383,6 +414,7 @@ def modbus_write(
     config_path: Path,
     bus_id: str,
     unit: int,
+    reply_unit: int | None,
     table: str,
     address: int,
     values: tuple[str, ...],
@@ -407,6 +439,8 @@ def modbus_write(
     ):
         fail("not written", EXIT_FAILED)
     params: dict[str, Any] = {"unit": unit, "table": table, "address": address, "raw": True}
+    if (reply_unit := _reply_unit(cfg, bus_id, unit, reply_unit)) is not None:
+        params["reply_unit"] = reply_unit
     params["values" if len(parsed) > 1 else "value"] = parsed if len(parsed) > 1 else parsed[0]
     if force:
         params["force"] = True

@@ -364,14 +364,22 @@ def render() -> str:
     for protocol in known_protocols():
         spec = driver_spec(protocol)
         out += list(table(spec.bus_model, f'[[buses]] protocol = "{protocol}"'))
-    seen: set[type[BaseModel]] = set()
+    # One table per device model; a family whose protocols differ in devices (Modbus TCP unit
+    # ids) names the protocols of each.
+    models: dict[type[BaseModel], list[str]] = {}
+    families: dict[str, set[type[BaseModel]]] = {}
     for protocol in known_protocols():
         spec = driver_spec(protocol)
-        if spec.device_model in seen:
-            continue
-        seen.add(spec.device_model)
-        out += list(table(spec.device_model, f"[[devices]] on a {spec.family} bus", skip=("points",)))
-        out += list(table(spec.point_model, f"points of a {spec.family} device"))
+        models.setdefault(spec.device_model, []).append(protocol)
+        families.setdefault(spec.family, set()).add(spec.device_model)
+    points_seen: set[type[BaseModel]] = set()
+    for device_model, protocols in models.items():
+        spec = driver_spec(protocols[0])
+        where = spec.family if len(families[spec.family]) == 1 else " / ".join(protocols)
+        out += list(table(device_model, f"[[devices]] on a {where} bus", skip=("points",)))
+        if spec.point_model not in points_seen:
+            points_seen.add(spec.point_model)
+            out += list(table(spec.point_model, f"points of a {spec.family} device"))
     out += list(table(Profile, "Device profiles (profiles/<id>.toml)"))
     text = "\n".join(out).rstrip() + "\n"
     return re.sub(r"\n{3,}", "\n\n", text)

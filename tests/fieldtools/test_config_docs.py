@@ -33,7 +33,9 @@ def test_field_defaults_that_matter_are_there() -> None:
     section = section[: section.index("\n## ", 5)]
     assert re.search(r"\| `backoff_initial_s` \| number \| `5.0` \| > 0, <= 3600 \|", section)
     assert re.search(r"\| `backoff_max_s` \| number \| `300.0` \|", section)
-    assert "## [[devices]] on a modbus bus" in text and "## Device profiles" in text
+    assert "## [[devices]] on a modbus_rtu / modbus_rtu_over_tcp bus" in text and "## Device profiles" in text
+    assert "## [[devices]] on a modbus_tcp bus" in text and "`reply_unit`" in text
+    assert text.count("## points of a modbus device") == 1
     assert "`identify`" in text and "`device_class`" in text
 
 

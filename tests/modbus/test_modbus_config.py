@@ -20,6 +20,7 @@ from citynerve.drivers.modbus.config import (
     ModbusRtuBusConfig,
     ModbusRtuOverTcpBusConfig,
     ModbusTcpBusConfig,
+    ModbusTcpDeviceConfig,
 )
 from citynerve.drivers.modbus.driver import plan_device
 from citynerve.gateway.api import DriverSpec
@@ -176,7 +177,9 @@ def test_driver_specs_are_found_through_entry_points(name: str, spec: DriverSpec
     loaded = ep.load()
     assert loaded is spec
     assert (spec.protocol, spec.family, spec.bus_model) == (name, "modbus", bus_model)
-    assert spec.device_model is ModbusDeviceConfig and spec.point_model is ModbusPointConfig
+    assert issubclass(spec.device_model, ModbusDeviceConfig) and spec.point_model is ModbusPointConfig
+    # Modbus TCP devices take the TCP unit ids (0 and 248..255 of a device itself) and reply_unit.
+    assert (spec.device_model is ModbusTcpDeviceConfig) == (name == "modbus_tcp")
 
 
 def test_decoder_entry_point() -> None:

@@ -435,7 +435,8 @@ async def test_diag_scan_read_write(bank_server: BankServer) -> None:
         ("write", {"unit": 1, "address": 65535, "values": [1, 2]}, "values"),  # past the last address
         ("write", {"unit": 1, "address": 10.7, "value": 1}, "address"),  # not truncated to 10
         ("identify", {}, "unit"),
-        ("identify", {"unit": 0}, "unit"),
+        ("identify", {"unit": 256}, "unit"),  # TCP: 0..255 (0 and 255 are the device itself)
+        ("read", {"unit": 1, "address": 0, "reply_unit": 256}, "reply_unit"),
         ("scan", {"first": 0}, "first"),
         ("scan", {"first": 5, "last": 4}, "last"),
     ],
