@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -126,8 +127,13 @@ def consume(
         )
         where = "PostgreSQL" if pg_dsn else db
         console.print(f"platform consumer {c.consumer_id} on {', '.join(urls)}, storing in {where}")
+        # SIGTERM (systemd, docker stop, kill) stops it as Ctrl-C does: the store is closed and
+        # nothing is acked that it did not take.
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         async with c:
-            await asyncio.Event().wait()
+            await stop.wait()
+        console.print(f"platform consumer {c.consumer_id} stopped")
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())

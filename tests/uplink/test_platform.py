@@ -197,8 +197,10 @@ async def test_cli_consume_and_view(broker: MosquittoBroker, tmp_path: Path) -> 
                     break
     finally:
         proc.terminate()
-        out = await asyncio.to_thread(lambda: proc.communicate(timeout=10)[0])
+        out = await asyncio.to_thread(lambda: proc.communicate(timeout=20)[0])
     assert "data" in out
+    # SIGTERM (systemd, docker stop) is an orderly stop, as Ctrl-C is: the store closed, exit 0.
+    assert proc.returncode == 0 and "stopped" in out, (proc.returncode, out)
     view = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "citynerve.hil.platform", "view", "--db", str(db), "--json"],
