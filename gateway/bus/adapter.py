@@ -26,16 +26,17 @@ def adapter_port(bus: BusConfig) -> str | None:
 
 
 class AdapterWatch:
-    """Whether a bus's port was missing at its last failed open, and whether it is back since."""
+    """Whether a bus's port was missing when its channel last failed, and whether it is back since."""
 
     def __init__(self, bus: BusConfig) -> None:
         self.bus_id = bus.id
         self.port = adapter_port(bus)
         self.missing = False
 
-    def open_failed(self) -> None:
-        """The open failed: watch the port only if its node is gone. A port that is there and still
-        fails (busy, permission denied, not a tty) keeps the open's backoff: no reopen loop."""
+    def failed(self) -> None:
+        """An open failed, or the open channel was lost: watch the port only if its node is gone (a
+        status read right after the loss says so). A port that is there and still fails (busy,
+        permission denied, not a tty) keeps the open's backoff: no reopen loop."""
         self.missing = self.port is not None and not os.path.exists(self.port)
 
     def opened(self) -> None:

@@ -41,7 +41,8 @@ async def run_listen(owner: BusOwner, driver: ListenDriver[Any, Any]) -> None:
                 owner.channel_error = "listener crashed"
             await owner._close()
             owner._channel_backoff = max(owner._channel_backoff, owner.bus.backoff_initial_s / 4)
-            await asyncio.sleep(owner._channel_backoff)
+            # Not a plain sleep: a port lost with its node (the adapter pulled) reopens once it is back.
+            await _sleep_while_down(owner, owner._channel_backoff)
 
 
 async def _sleep_while_down(owner: BusOwner, seconds: float) -> None:

@@ -279,7 +279,7 @@ class BusOwner(DeviceStates):
             if self.channel_error != reason:
                 log.error("bus %s: cannot open channel: %s", self.bus.id, reason)
             self.channel_error = reason
-            self.adapter.open_failed()
+            self.adapter.failed()
             await self._close()
             self._channel_backoff = min(
                 self.bus.backoff_max_s, max(self.bus.backoff_initial_s / 4, self._channel_backoff * 2)
@@ -537,5 +537,6 @@ class BusOwner(DeviceStates):
             log.error("bus %s: channel lost: %s", self.bus.id, err.reason)
         self.channel_error = err.reason
         self.channel_open = False
+        self.adapter.failed()  # the node gone with it: the status says so now, not at the reopen
         self._channel_backoff = self.bus.backoff_initial_s / 4
         self._channel_retry_at = 0.0  # reopen at once, then back off

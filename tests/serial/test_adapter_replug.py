@@ -117,17 +117,21 @@ async def test_a_meter_bus_whose_adapter_is_pulled_and_plugged_back_reads_within
     assert driver.line.opens == 2
 
 
-async def test_a_fire_panel_bus_listens_within_seconds_of_its_adapter_appearing(tmp_path: Path) -> None:
-    """A listening bus (the fire panel's printer port) alike: a fire alarm is not left unheard for
-    the open's backoff."""
-    link = tmp_path / "ttyPANEL"
+def _panel_bus_owner(link: Path, sink: Collector) -> BusOwner:
     cfg = FirePanelBusConfig(id="panel-1", protocol="firepanel", port=str(link), **LONG_BACKOFF)
     device = FirePanelDevice.model_validate(
         {"id": "fp-1", "bus": "panel-1", "profile": "firepanel-gst", "address": "GST-01",
          "location": {"address_code": "320508001"}, "points": {"alarms": {"field": "alarms_active"}}}
     )  # fmt: skip
+    return BusOwner(cfg, [device], FirePanelDriver(cfg, [device]), sink, rng=random.Random(1))
+
+
+async def test_a_fire_panel_bus_listens_within_seconds_of_its_adapter_appearing(tmp_path: Path) -> None:
+    """A listening bus (the fire panel's printer port) alike: a fire alarm is not left unheard for
+    the open's backoff."""
+    link = tmp_path / "ttyPANEL"
     sink = Collector()
-    owner = BusOwner(cfg, [device], FirePanelDriver(cfg, [device]), sink, rng=random.Random(1))
+    owner = _panel_bus_owner(link, sink)
     async with running(owner):
         await wait_for(lambda: owner.channel_error is not None, 5.0, "open tried")
         await asyncio.sleep(2.0)
@@ -135,6 +139,29 @@ async def test_a_fire_panel_bus_listens_within_seconds_of_its_adapter_appearing(
             await wait_for(lambda: owner.channel_open, BACK_WITHIN_S, "panel port opened")
             await panel.alarm(4, 4, location="一层大厅东侧")
             await wait_for(lambda: any(e.kind == "smoke" for e in sink.events), 5.0, "fire alarm heard")
+
+
+async def test_a_fire_panel_bus_pulled_mid_run_says_so_at_once_and_listens_when_plugged_back(
+    tmp_path: Path,
+) -> None:
+    """Pulled while listening: the status says the bus waits for its adapter as soon as the loss is
+    seen (it used to show only after the first reopen, which a listening bus tried after the open's
+    backoff: 30 s here, 1.25 s by default), and the panel is heard within seconds of the replug, not
+    after that backoff."""
+    link = tmp_path / "ttyPANEL"
+    sink = Collector()
+    owner = _panel_bus_owner(link, sink)
+    async with running(owner):
+        async with FirePanelStream(link=link):
+            await wait_for(lambda: owner.channel_open, 5.0, "panel port opened")
+        # The adapter pulled: its node went with it, before the listener saw the port fail.
+        await wait_for(lambda: owner.counters.channel_errors == 1, 5.0, "loss seen")
+        assert owner.snapshot()["adapter_missing"] == str(link)  # at the loss, no reopen waited for
+        async with FirePanelStream(link=link) as panel:
+            await wait_for(lambda: owner.channel_open, BACK_WITHIN_S, "panel port opened again")
+            await panel.alarm(4, 4, location="一层大厅东侧")
+            await wait_for(lambda: any(e.kind == "smoke" for e in sink.events), 5.0, "fire alarm heard")
+            assert owner.snapshot()["adapter_missing"] is None
 
 
 @pytest.mark.parametrize("port", ["in use by another program", "not a tty", "appears in use"])
