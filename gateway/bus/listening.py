@@ -47,11 +47,12 @@ async def run_listen(owner: BusOwner, driver: ListenDriver[Any, Any]) -> None:
 
 async def _sleep_while_down(owner: BusOwner, seconds: float) -> None:
     """The channel is down: wait `seconds` (the open's backoff), or less when its missing port is
-    back (a fire panel's adapter plugged back in is opened at once, not minutes later)."""
+    back (a fire panel's adapter plugged back in is opened at once, not minutes later) or its
+    half-gone adapter is due another try (every ADAPTER_CHECK_S)."""
     end = owner.clock.monotonic() + seconds
     while (left := end - owner.clock.monotonic()) > 0:
-        await asyncio.sleep(min(left, ADAPTER_CHECK_S) if owner.adapter.missing else left)
-        if owner.adapter.back():
+        await asyncio.sleep(min(left, ADAPTER_CHECK_S) if owner.adapter.watching else left)
+        if owner.adapter.due():
             return
 
 

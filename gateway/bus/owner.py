@@ -281,10 +281,10 @@ class BusOwner(DeviceStates):
         except GatewayError as err:  # an untyped error is a driver bug: the supervisor's bus_fault
             self.counters.channel_errors += 1
             reason = err.reason if isinstance(err, ChannelError) else str(err)
-            if self.channel_error != reason:
+            self.adapter.failed(err)
+            if self.channel_error != self.adapter.reason(reason):
                 log.error("bus %s: cannot open channel: %s", self.bus.id, reason)
-            self.channel_error = reason
-            self.adapter.failed()
+            self.channel_error = self.adapter.reason(reason)
             await self._close()
             self._channel_backoff = self._open_backoff.next_delay()
             return False
@@ -352,7 +352,7 @@ class BusOwner(DeviceStates):
             if not self.channel_open:
                 # A job (a technician's diag, a command) or a missing port that is back tries the
                 # open at once: the adapter was plugged back in, and the backoff can be minutes by now.
-                due = self.adapter.back() or self._jobs or loop.time() >= self._channel_retry_at
+                due = self.adapter.due() or self._jobs or loop.time() >= self._channel_retry_at
                 if due and not await self._open():
                     self._channel_retry_at = loop.time() + self._channel_backoff
                 if not self.channel_open:
@@ -402,7 +402,7 @@ class BusOwner(DeviceStates):
         until = self._channel_retry_at
         if self._heap:
             until = min(until, self._heap[0].due)
-        if self.adapter.missing:  # look for the port every ADAPTER_CHECK_S
+        if self.adapter.watching:  # look at the port every ADAPTER_CHECK_S
             until = min(until, now + ADAPTER_CHECK_S)
         return max(0.0, until - now)
 

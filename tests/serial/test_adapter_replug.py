@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -188,6 +189,51 @@ async def test_a_port_that_is_there_but_cannot_be_opened_keeps_the_backoff(tmp_p
             await asyncio.sleep(3.0)  # three checks of the port, well before the open's next retry
             assert owner.channel_open is False
             assert owner.counters.channel_errors == (2 if port == "appears in use" else 1)
+
+
+class HalfGoneAdapter:
+    """A port whose node is there but whose open fails with EIO, as a USB adapter's half-gone after
+    a glitch: a real pseudo-terminal not unlocked yet (the kernel refuses its slave with EIO);
+    `recover()` unlocks it, the adapter working again under the same node."""
+
+    def __init__(self, link: Path) -> None:
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._libc.ptsname.restype = ctypes.c_char_p
+        self.master = self._libc.posix_openpt(os.O_RDWR | os.O_NOCTTY)
+        assert self.master >= 0 and self._libc.grantpt(self.master) == 0
+        link.symlink_to(self._libc.ptsname(self.master).decode())
+
+    def recover(self) -> None:
+        assert self._libc.unlockpt(self.master) == 0
+
+    def close(self) -> None:
+        os.close(self.master)
+
+
+async def test_a_port_that_is_there_but_fails_with_eio_names_it_and_opens_as_soon_as_it_works(
+    tmp_path: Path,
+) -> None:
+    """The node is there, the open fails with EIO (ENODEV, ENXIO alike): the status names the errno
+    and the port and says what to do, and the open is tried again every second, not at the open's
+    backoff (15 s to 30 s here): a half-gone adapter that works again (re-plugged, or recovered in
+    place) is read at once."""
+    link = tmp_path / "ttyUSB0"
+    adapter = HalfGoneAdapter(link)
+    owner, driver = meter_bus_owner(link, Collector(), **LONG_BACKOFF)
+    try:
+        async with running(owner):
+            await wait_for(lambda: owner.counters.channel_errors == 1, 5.0, "first open tried")
+            status = owner.snapshot()
+            assert status["adapter_missing"] is None and status["channel"] == "down"
+            assert status["channel_error"] == (
+                f"adapter {link} is there but does not work (EIO: Input/output error): unplug it and "
+                "plug it back in"
+            )
+            adapter.recover()
+            await wait_for(lambda: owner.channel_open, BACK_WITHIN_S, "opened once the adapter works")
+            assert owner.snapshot()["channel_error"] is None and driver.line.opens == 1
+    finally:
+        adapter.close()
 
 
 CITYNERVE = str(Path(sys.executable).with_name("citynerve"))
