@@ -26,11 +26,12 @@ HALF_GONE_ERRNOS = frozenset({errno.EIO, errno.ENODEV, errno.ENXIO})
 
 
 def adapter_port(bus: BusConfig) -> str | None:
-    """The device node a serial bus opens (/dev/ttyUSB0, a /dev/serial/by-id link), or None: a TCP
-    bus, a BLE adapter and a `socket://` converter URL have no node to look for."""
-    if isinstance(bus, SerialSettings) and "://" not in bus.port:
-        return bus.port
-    return None
+    """The device node a serial bus opens (/dev/ttyUSB0, a /dev/serial/by-id link), or the one its
+    config names for its adapter (a BLE bus: `BusConfig.adapter_node`), or None: a TCP bus, a
+    `socket://` converter URL and a BLE dongle found by USB index have no node to look for."""
+    if isinstance(bus, SerialSettings):
+        return bus.port if "://" not in bus.port else None
+    return bus.adapter_node()
 
 
 def os_errno(err: BaseException | None) -> int | None:
@@ -76,6 +77,10 @@ class AdapterWatch:
             f"adapter {self.port} is there but does not work ({errno.errorcode.get(code, code)}: "
             f"{os.strerror(code)}): unplug it and plug it back in"
         )
+
+    def gone(self) -> bool:
+        """Whether the port's node is not there (looked at while the channel is open: one stat)."""
+        return self.port is not None and not os.path.exists(self.port)
 
     def opened(self) -> None:
         self.missing = False
