@@ -3,6 +3,7 @@ a controller on an in-process virtual link shared with simulated advertisers (te
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
@@ -24,6 +25,10 @@ from citynerve.gateway.api import ChannelError, utc_now
 log = logging.getLogger(__name__)
 
 _SCANNER_ADDRESSES = (f"F0:CA:FE:00:{i >> 8 & 0xFF:02X}:{i & 0xFF:02X}" for i in itertools.count(1))
+
+STOP_SCAN_S = 2.0
+"""How long stopping a scan may take: a live controller answers in milliseconds; a pulled dongle
+never does, and bumble would wait out its HCI command timeout (10 s) before the bus can reopen."""
 
 ACCUMULATORS_MAX = 256
 """Advertisers whose advert may still be merged with its scan response (active scanning only)."""
@@ -138,7 +143,8 @@ class BumbleBackend(ScannerBackend):
     async def stop(self) -> None:
         if self._device is not None:
             with contextlib.suppress(Exception):
-                await self._device.stop_scanning()
+                async with asyncio.timeout(STOP_SCAN_S):
+                    await self._device.stop_scanning()
 
     async def reset_adapter(self) -> None:
         await self._teardown()

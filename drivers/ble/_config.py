@@ -28,3 +28,16 @@ class BleBusConfig(BusConfig):
         if self.backend is Backend.BUMBLE and not self.transport:
             raise ValueError("backend 'bumble' needs a transport, e.g. 'usb:0' or 'serial:/dev/ttyACM0'")
         return self
+
+    def adapter_node(self) -> str | None:
+        """What says the adapter is plugged in: BlueZ's (and bumble's `hci-socket:N`) kernel HCI
+        device under /sys/class/bluetooth, a serial dongle's port. None for bumble's USB (found by
+        index or vendor id through libusb), TCP and in-process virtual transports."""
+        if self.backend is Backend.BLEAK:
+            return f"/sys/class/bluetooth/{self.adapter}"
+        kind, _, spec = self.transport.partition(":")
+        if kind == "serial" and spec:
+            return spec.split(",", 1)[0]
+        if kind == "hci-socket":
+            return f"/sys/class/bluetooth/hci{spec or 0}"
+        return None

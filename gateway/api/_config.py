@@ -223,3 +223,9 @@ class BusConfig(_Model):
         ge=0.01,
         description="overrides the documented minimum poll interval of this bus type (a fast local PLC)",
     )
+
+    def adapter_node(self) -> str | None:
+        """The device node whose presence says the bus's adapter is plugged in (a BLE dongle's
+        /dev/ttyACM0, BlueZ's /sys/class/bluetooth/hci0), or None where there is none to look for.
+        A serial bus's port is its node already (`gateway.bus.adapter.adapter_port`)."""
+        return None

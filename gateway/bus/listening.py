@@ -7,7 +7,15 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from citynerve.gateway.api import ChannelError, Event, EventState, GatewayError, ListenDriver, SampleBatch
+from citynerve.gateway.api import (
+    ChannelError,
+    Event,
+    EventState,
+    GatewayError,
+    ListenDriver,
+    SampleBatch,
+    stop_task,
+)
 from citynerve.gateway.bus.adapter import ADAPTER_CHECK_S
 from citynerve.gateway.bus.events import OFFLINE, device_event
 
@@ -30,7 +38,7 @@ async def run_listen(owner: BusOwner, driver: ListenDriver[Any, Any]) -> None:
                 await _sleep_while_down(owner, owner._channel_backoff)
                 continue
             try:
-                await driver.listen(ListenSink(owner))
+                await _listen_while_adapter_there(owner, driver)
             except ChannelError as err:
                 owner._channel_broken(err)
             except GatewayError as err:
@@ -41,16 +49,33 @@ async def run_listen(owner: BusOwner, driver: ListenDriver[Any, Any]) -> None:
                 owner.channel_error = "listener crashed"
             await owner._close()
             owner._channel_backoff = max(owner._channel_backoff, owner.bus.backoff_initial_s / 4)
-            await asyncio.sleep(owner._channel_backoff)
+            # Not a plain sleep: a port lost with its node (the adapter pulled) reopens once it is back.
+            await _sleep_while_down(owner, owner._channel_backoff)
+
+
+async def _listen_while_adapter_there(owner: BusOwner, driver: ListenDriver[Any, Any]) -> None:
+    """Listen; where the adapter has a device node, look for it every ADAPTER_CHECK_S meanwhile. A
+    BLE adapter pulled while scanning raises nothing: the listener only stops hearing (the scan
+    watchdog notices after watchdog_s, minutes, and never says the adapter is gone)."""
+    listen = asyncio.create_task(driver.listen(ListenSink(owner)), name=f"bus[{owner.bus.id}].listen")
+    try:
+        while not listen.done():
+            await asyncio.wait({listen}, timeout=ADAPTER_CHECK_S)
+            if not listen.done() and owner.adapter.gone():
+                raise ChannelError(owner.bus.id, f"adapter {owner.adapter.port} is gone")
+        listen.result()
+    finally:
+        await stop_task(listen)
 
 
 async def _sleep_while_down(owner: BusOwner, seconds: float) -> None:
     """The channel is down: wait `seconds` (the open's backoff), or less when its missing port is
-    back (a fire panel's adapter plugged back in is opened at once, not minutes later)."""
+    back (a fire panel's adapter plugged back in is opened at once, not minutes later) or its
+    half-gone adapter is due another try (every ADAPTER_CHECK_S)."""
     end = owner.clock.monotonic() + seconds
     while (left := end - owner.clock.monotonic()) > 0:
-        await asyncio.sleep(min(left, ADAPTER_CHECK_S) if owner.adapter.missing else left)
-        if owner.adapter.back():
+        await asyncio.sleep(min(left, ADAPTER_CHECK_S) if owner.adapter.watching else left)
+        if owner.adapter.due():
             return
 
 

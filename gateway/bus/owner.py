@@ -42,6 +42,7 @@ from citynerve.gateway.api import (
     TransientError,
     Value,
 )
+from citynerve.gateway.backoff import Backoff
 from citynerve.gateway.bus import linetest, probe
 from citynerve.gateway.bus.adapter import ADAPTER_CHECK_S, AdapterWatch
 from citynerve.gateway.bus.events import DeviceFaultError
@@ -70,6 +71,9 @@ FIRST_POLL_SPREAD_S = 30.0
 """A device's first poll after start, reload or restart comes within min(shortest interval, this):
 start times are still spread (devices do not poll in lockstep) but a meter polled every 900 s is
 read within half a minute, not up to 15 minutes later (commissioning waits for first readings)."""
+OPEN_JITTER = 0.5
+"""A failed open waits its doubling backoff less up to this share of it, drawn at random: buses (and
+gateways) that a power cut restarted together do not retry their opens in lockstep."""
 
 
 class BusOwner(DeviceStates):
@@ -119,7 +123,8 @@ class BusOwner(DeviceStates):
         self._heap: list[_Entry] = []
         self._order = 0
         self._plans: dict[str, Sequence[PollRequest]] = {}  # a driver may share one between devices
-        self._channel_backoff = 0.0
+        self._channel_backoff = 0.0  # the wait before the next open attempt while the channel is down
+        self._open_backoff = Backoff(bus.backoff_initial_s / 4, bus.backoff_max_s, OPEN_JITTER, rng=self._rng)
         self._channel_retry_at = 0.0  # loop time of the next open attempt while the channel is down
         self.adapter = AdapterWatch(bus)  # a serial port found missing: opened as soon as it is back
         self._restart = False
@@ -276,14 +281,12 @@ class BusOwner(DeviceStates):
         except GatewayError as err:  # an untyped error is a driver bug: the supervisor's bus_fault
             self.counters.channel_errors += 1
             reason = err.reason if isinstance(err, ChannelError) else str(err)
-            if self.channel_error != reason:
+            self.adapter.failed(err)
+            if self.channel_error != self.adapter.reason(reason):
                 log.error("bus %s: cannot open channel: %s", self.bus.id, reason)
-            self.channel_error = reason
-            self.adapter.open_failed()
+            self.channel_error = self.adapter.reason(reason)
             await self._close()
-            self._channel_backoff = min(
-                self.bus.backoff_max_s, max(self.bus.backoff_initial_s / 4, self._channel_backoff * 2)
-            )
+            self._channel_backoff = self._open_backoff.next_delay()
             return False
         if self.channel_error is not None:
             log.warning("bus %s: channel open again", self.bus.id)
@@ -291,6 +294,7 @@ class BusOwner(DeviceStates):
         self.channel_open = True
         self.channel_error = None
         self._channel_backoff = 0.0
+        self._open_backoff.reset()
         self.adapter.opened()
         return True
 
@@ -348,7 +352,7 @@ class BusOwner(DeviceStates):
             if not self.channel_open:
                 # A job (a technician's diag, a command) or a missing port that is back tries the
                 # open at once: the adapter was plugged back in, and the backoff can be minutes by now.
-                due = self.adapter.back() or self._jobs or loop.time() >= self._channel_retry_at
+                due = self.adapter.due() or self._jobs or loop.time() >= self._channel_retry_at
                 if due and not await self._open():
                     self._channel_retry_at = loop.time() + self._channel_backoff
                 if not self.channel_open:
@@ -398,7 +402,7 @@ class BusOwner(DeviceStates):
         until = self._channel_retry_at
         if self._heap:
             until = min(until, self._heap[0].due)
-        if self.adapter.missing:  # look for the port every ADAPTER_CHECK_S
+        if self.adapter.watching:  # look at the port every ADAPTER_CHECK_S
             until = min(until, now + ADAPTER_CHECK_S)
         return max(0.0, until - now)
 
@@ -537,5 +541,6 @@ class BusOwner(DeviceStates):
             log.error("bus %s: channel lost: %s", self.bus.id, err.reason)
         self.channel_error = err.reason
         self.channel_open = False
+        self.adapter.failed()  # the node gone with it: the status says so now, not at the reopen
         self._channel_backoff = self.bus.backoff_initial_s / 4
         self._channel_retry_at = 0.0  # reopen at once, then back off

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import ssl
 import time
 from typing import Any
@@ -204,26 +203,6 @@ def make_client(
     # The window of in-flight publishes is deliberate; aiomqtt would warn about it past 10.
     client.pending_calls_threshold = (max_inflight or config.max_inflight) + 64
     return client
-
-
-class Backoff:
-    """Capped exponential backoff with jitter: delay n is min(max, initial * 2**n), minus up to
-    `jitter` of it drawn at random, so a fleet that lost its broker does not come back in step."""
-
-    def __init__(self, initial_s: float, max_s: float, jitter: float, *, rng: random.Random | None = None):
-        self.initial_s = initial_s
-        self.max_s = max_s
-        self.jitter = jitter
-        self.attempt = 0
-        self._rng = rng or random.Random()
-
-    def next_delay(self) -> float:
-        base = min(self.max_s, self.initial_s * (2 ** min(self.attempt, 30)))
-        self.attempt += 1
-        return base * (1 - self.jitter * self._rng.random())
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 class RateLimiter:

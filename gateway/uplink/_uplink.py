@@ -22,12 +22,12 @@ from typing import Any
 import aiomqtt
 
 from citynerve.gateway.api import ConfigError, ConfigIssue, GatewayError, stop_task
+from citynerve.gateway.backoff import Backoff
 from citynerve.gateway.store import AsyncOutbox, Lane, OutboxRow
 from citynerve.gateway.uplink._acks import LANES, UplinkAcks, _InFlight, ack_key
 from citynerve.gateway.uplink._connection import (
     LINK_ERRORS,
     STABLE_SESSION_S,
-    Backoff,
     RateLimiter,
     UplinkClient,
     describe_link_error,

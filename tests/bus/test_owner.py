@@ -333,3 +333,25 @@ async def test_channel_that_cannot_open_is_retried_and_jobs_fail_clearly() -> No
         await task
     assert driver.opens == 1 and owner.channel_open is False  # closed on the way out
     assert any(r[0] == "d0" for r in driver.reads)
+
+
+async def test_the_open_backoff_is_jittered_so_buses_do_not_retry_in_lockstep() -> None:
+    """Twenty gateways after a power cut, their ports there but not opening yet: each failed open
+    waits the doubling backoff (backoff_initial_s / 4 .. backoff_max_s) less up to half of it drawn
+    at random, so their retries spread instead of hitting the line (and the log) in step; the
+    configured maximum stays the maximum. Driven through the owner's open, no clock involved."""
+    bus = BusConfig(id="b1", protocol="test", backoff_initial_s=40.0, backoff_max_s=300.0)
+    delays: list[list[float]] = []
+    for seed in range(20):
+        driver = ScriptedDriver(bus, [device("d0")])
+        driver.open_fails = 7
+        owner = BusOwner(bus, [device("d0")], driver, Collector([], [], []), rng=random.Random(seed))
+        waits = []
+        for _ in range(7):
+            assert await owner._open() is False
+            waits.append(owner._channel_backoff)
+        delays.append(waits)
+    for attempt, base in enumerate([10.0, 20.0, 40.0, 80.0, 160.0, 300.0, 300.0]):
+        waits = [d[attempt] for d in delays]
+        assert all(base / 2 <= w <= base for w in waits), (attempt, waits)
+        assert max(waits) - min(waits) > base / 10, f"retry {attempt} in lockstep: {waits}"

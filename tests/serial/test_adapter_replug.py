@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -33,8 +34,9 @@ from citynerve.gateway.bus import BusOwner
 from citynerve.hil.platform import free_port
 from citynerve.hil.sim.serial import FirePanelStream, SerialMeterBus, SimDlt645Meter
 
-# The open's backoff is long from its first retry (backoff_initial_s / 4 = 30 s, doubling to 300 s):
-# without looking for the port, nothing would be read for at least 25 s after the adapter is back.
+# The open's backoff is long from its first retry (backoff_initial_s / 4 = 30 s, doubling to 300 s,
+# less up to half of it at random): without looking for the port, nothing would be read for at
+# least 15 s after the adapter is back.
 # With it, the read comes within about 2 s (one check a second, the offline meter's probe within
 # a second); BACK_WITHIN_S leaves a wide margin either way.
 LONG_BACKOFF = {"backoff_initial_s": 120.0, "backoff_max_s": 300.0}
@@ -100,7 +102,7 @@ async def test_a_meter_bus_whose_adapter_is_pulled_and_plugged_back_reads_within
     tmp_path: Path,
 ) -> None:
     """Pulled mid-run: EIO on the open port, then the node is gone; plugged back, read at once (the
-    reopen after the loss fails, and the open's backoff is 60 s by then)."""
+    reopen after the loss fails, and the open's backoff is 15 s to 30 s by then)."""
     link = tmp_path / "ttyUSB0"
     sink = Collector()
     owner, driver = meter_bus_owner(link, sink, **LONG_BACKOFF)
@@ -117,17 +119,21 @@ async def test_a_meter_bus_whose_adapter_is_pulled_and_plugged_back_reads_within
     assert driver.line.opens == 2
 
 
-async def test_a_fire_panel_bus_listens_within_seconds_of_its_adapter_appearing(tmp_path: Path) -> None:
-    """A listening bus (the fire panel's printer port) alike: a fire alarm is not left unheard for
-    the open's backoff."""
-    link = tmp_path / "ttyPANEL"
+def _panel_bus_owner(link: Path, sink: Collector) -> BusOwner:
     cfg = FirePanelBusConfig(id="panel-1", protocol="firepanel", port=str(link), **LONG_BACKOFF)
     device = FirePanelDevice.model_validate(
         {"id": "fp-1", "bus": "panel-1", "profile": "firepanel-gst", "address": "GST-01",
          "location": {"address_code": "320508001"}, "points": {"alarms": {"field": "alarms_active"}}}
     )  # fmt: skip
+    return BusOwner(cfg, [device], FirePanelDriver(cfg, [device]), sink, rng=random.Random(1))
+
+
+async def test_a_fire_panel_bus_listens_within_seconds_of_its_adapter_appearing(tmp_path: Path) -> None:
+    """A listening bus (the fire panel's printer port) alike: a fire alarm is not left unheard for
+    the open's backoff."""
+    link = tmp_path / "ttyPANEL"
     sink = Collector()
-    owner = BusOwner(cfg, [device], FirePanelDriver(cfg, [device]), sink, rng=random.Random(1))
+    owner = _panel_bus_owner(link, sink)
     async with running(owner):
         await wait_for(lambda: owner.channel_error is not None, 5.0, "open tried")
         await asyncio.sleep(2.0)
@@ -137,10 +143,34 @@ async def test_a_fire_panel_bus_listens_within_seconds_of_its_adapter_appearing(
             await wait_for(lambda: any(e.kind == "smoke" for e in sink.events), 5.0, "fire alarm heard")
 
 
+async def test_a_fire_panel_bus_pulled_mid_run_says_so_at_once_and_listens_when_plugged_back(
+    tmp_path: Path,
+) -> None:
+    """Pulled while listening: the status says the bus waits for its adapter as soon as the loss is
+    seen (it used to show only after the first reopen, which a listening bus tried after the open's
+    backoff: 30 s here, 1.25 s by default), and the panel is heard within seconds of the replug, not
+    after that backoff."""
+    link = tmp_path / "ttyPANEL"
+    sink = Collector()
+    owner = _panel_bus_owner(link, sink)
+    async with running(owner):
+        async with FirePanelStream(link=link):
+            await wait_for(lambda: owner.channel_open, 5.0, "panel port opened")
+        # The adapter pulled: its node went with it, before the listener saw the port fail.
+        await wait_for(lambda: owner.counters.channel_errors == 1, 5.0, "loss seen")
+        assert owner.snapshot()["adapter_missing"] == str(link)  # at the loss, no reopen waited for
+        async with FirePanelStream(link=link) as panel:
+            await wait_for(lambda: owner.channel_open, BACK_WITHIN_S, "panel port opened again")
+            await panel.alarm(4, 4, location="一层大厅东侧")
+            await wait_for(lambda: any(e.kind == "smoke" for e in sink.events), 5.0, "fire alarm heard")
+            assert owner.snapshot()["adapter_missing"] is None
+
+
 @pytest.mark.parametrize("port", ["in use by another program", "not a tty", "appears in use"])
 async def test_a_port_that_is_there_but_cannot_be_opened_keeps_the_backoff(tmp_path: Path, port: str) -> None:
     """Busy, not a terminal, or a missing port that appears busy: the open is tried once (once more
-    when it appears), then at the backoff (10 s, then 20 s here), not at every check of the port."""
+    when it appears), then at the backoff (5 s to 10 s, then 10 s to 20 s here), not at every
+    check of the port."""
     link, held = tmp_path / "ttyUSB0", tmp_path / "ttyHELD"
     sink = Collector()
     owner, _ = meter_bus_owner(link, sink, backoff_initial_s=40.0, backoff_max_s=300.0)
@@ -159,6 +189,51 @@ async def test_a_port_that_is_there_but_cannot_be_opened_keeps_the_backoff(tmp_p
             await asyncio.sleep(3.0)  # three checks of the port, well before the open's next retry
             assert owner.channel_open is False
             assert owner.counters.channel_errors == (2 if port == "appears in use" else 1)
+
+
+class HalfGoneAdapter:
+    """A port whose node is there but whose open fails with EIO, as a USB adapter's half-gone after
+    a glitch: a real pseudo-terminal not unlocked yet (the kernel refuses its slave with EIO);
+    `recover()` unlocks it, the adapter working again under the same node."""
+
+    def __init__(self, link: Path) -> None:
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._libc.ptsname.restype = ctypes.c_char_p
+        self.master = self._libc.posix_openpt(os.O_RDWR | os.O_NOCTTY)
+        assert self.master >= 0 and self._libc.grantpt(self.master) == 0
+        link.symlink_to(self._libc.ptsname(self.master).decode())
+
+    def recover(self) -> None:
+        assert self._libc.unlockpt(self.master) == 0
+
+    def close(self) -> None:
+        os.close(self.master)
+
+
+async def test_a_port_that_is_there_but_fails_with_eio_names_it_and_opens_as_soon_as_it_works(
+    tmp_path: Path,
+) -> None:
+    """The node is there, the open fails with EIO (ENODEV, ENXIO alike): the status names the errno
+    and the port and says what to do, and the open is tried again every second, not at the open's
+    backoff (15 s to 30 s here): a half-gone adapter that works again (re-plugged, or recovered in
+    place) is read at once."""
+    link = tmp_path / "ttyUSB0"
+    adapter = HalfGoneAdapter(link)
+    owner, driver = meter_bus_owner(link, Collector(), **LONG_BACKOFF)
+    try:
+        async with running(owner):
+            await wait_for(lambda: owner.counters.channel_errors == 1, 5.0, "first open tried")
+            status = owner.snapshot()
+            assert status["adapter_missing"] is None and status["channel"] == "down"
+            assert status["channel_error"] == (
+                f"adapter {link} is there but does not work (EIO: Input/output error): unplug it and "
+                "plug it back in"
+            )
+            adapter.recover()
+            await wait_for(lambda: owner.channel_open, BACK_WITHIN_S, "opened once the adapter works")
+            assert owner.snapshot()["channel_error"] is None and driver.line.opens == 1
+    finally:
+        adapter.close()
 
 
 CITYNERVE = str(Path(sys.executable).with_name("citynerve"))

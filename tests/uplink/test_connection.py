@@ -14,10 +14,11 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from citynerve.gateway.backoff import Backoff
 from citynerve.gateway.store import AsyncOutbox
 from citynerve.gateway.uplink import Uplink, UpstreamConfig
 from citynerve.gateway.uplink import _uplink as uplink_module
-from citynerve.gateway.uplink._connection import Backoff, RateLimiter
+from citynerve.gateway.uplink._connection import RateLimiter
 from citynerve.hil.platform import MosquittoBroker, PlatformConsumer, free_port
 from tests.uplink.certs import make_pki
 from tests.uplink.conftest import INVENTORY, alarm, readings, upstream, wait_for

@@ -21,7 +21,7 @@ import aiomqtt
 import pytest
 
 from citynerve.gateway.api import Event, EventState, Reading, Severity, stop_task
-from citynerve.gateway.uplink._connection import Backoff
+from citynerve.gateway.backoff import Backoff
 from citynerve.gateway.uplink.sparkplug import (
     REBIRTH_METRIC,
     BdSeqFile,

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from citynerve.gateway.api import ConfigError, ConfigIssue, DeviceConfig, Event, Reading
+from citynerve.gateway.backoff import Backoff
 from citynerve.gateway.store import AsyncOutbox, Lane, position_key
-from citynerve.gateway.uplink._connection import Backoff, RateLimiter, UplinkClient, make_client
+from citynerve.gateway.uplink._connection import RateLimiter, UplinkClient, make_client
 from citynerve.gateway.uplink.config import BrokerUrl, UpstreamConfig
 from citynerve.gateway.uplink.destinations import DestinationFilter
 from citynerve.gateway.uplink.encoding import MqttMessage

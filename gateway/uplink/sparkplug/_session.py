@@ -33,10 +33,10 @@ from collections.abc import Awaitable, Callable, Sequence
 import aiomqtt
 
 from citynerve.gateway.api import GatewayError, stop_task, utc_now
+from citynerve.gateway.backoff import Backoff
 from citynerve.gateway.uplink._connection import (
     LINK_ERRORS,
     STABLE_SESSION_S,
-    Backoff,
     RateLimiter,
     UplinkClient,
     describe_link_error,

@@ -2,12 +2,15 @@
 
 Another process (the `citynerve` CLI, `citynerve run`) can then use the radio exactly as it would
 use a USB dongle through bumble: bus config `backend = "bumble"`, `transport = "tcp-client:..."`.
+With `serial_link` the dongle is a serial one (H4 over a pseudo-terminal, `serial:<link>,...`):
+its device node is there while the dongle is plugged in, as /dev/ttyACM0 is.
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
+from pathlib import Path
 from types import TracebackType
 
 from bumble.controller import Controller
@@ -28,20 +31,30 @@ class VirtualDongle:
     """`async with VirtualDongle(radio) as d:` then point a bumble host at `d.client_transport`."""
 
     def __init__(
-        self, radio: VirtualRadio, *, port: int | None = None, address: str = "F0:D0:00:00:00:01"
+        self,
+        radio: VirtualRadio,
+        *,
+        port: int | None = None,
+        address: str = "F0:D0:00:00:00:01",
+        serial_link: str | Path | None = None,
     ) -> None:
         self.radio = radio
         self.port = port or free_tcp_port()
         self.address = address
+        self.serial_link = str(serial_link) if serial_link else None
         self._transport: Transport | None = None
         self.controller: Controller | None = None
 
     @property
     def client_transport(self) -> str:
+        if self.serial_link:
+            return f"serial:{self.serial_link},1000000"
         return f"tcp-client:127.0.0.1:{self.port}"
 
     async def __aenter__(self) -> VirtualDongle:
-        self._transport = await open_transport(f"tcp-server:127.0.0.1:{self.port}")
+        # bumble's pty transport links the pseudo-terminal to `serial_link`, and unlinks it at close
+        where = f"pty:{self.serial_link}" if self.serial_link else f"tcp-server:127.0.0.1:{self.port}"
+        self._transport = await open_transport(where)
         self.controller = Controller(
             "virtual-dongle",
             host_source=self._transport.source,
