@@ -47,7 +47,8 @@ MEANING = {
     "parity": "N none, E even, O odd",
     "stopbits": "stop bits per character",
     "timeout_s": "seconds to wait for a reply before the transaction counts as failed",
-    "backoff_initial_s": "first wait before a failed bus is tried again; doubles per failure",
+    "backoff_initial_s": "first wait before a failed bus is tried again; doubles per failure, less up "
+    "to half of it at random (so buses restarted together do not retry in step)",
     "backoff_max_s": "longest wait between tries of a failed bus "
     "(a serial port that is missing is looked for every second)",
     "gap_s": "silence kept on the line between one frame and the next request",
