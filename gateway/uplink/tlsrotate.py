@@ -173,7 +173,10 @@ class TlsRotation:
         command key provisioned again does; the rotated pair is forgotten (recorded, audited)."""
         if self.active is None or self._configured_sha256 is None:
             return False
-        if _cert_sha256(configured.tls.cert_file) == self._configured_sha256:
+        sha = _cert_sha256(configured.tls.cert_file)
+        # No configured certificate to use (none named: a Sparkplug destination with a password;
+        # unreadable): the rotated pair stays, and is in force again when the pair comes back.
+        if sha is None or sha == self._configured_sha256:
             return False
         rotated, self.active, self.previous = self.active, None, None
         self._configured_sha256 = None
