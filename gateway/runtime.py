@@ -411,8 +411,13 @@ class Gateway:
         """New uplinks for the destinations of the reloaded config; the old ones say goodbye."""
         await restart_uplinks(self)
 
-    async def publish_result(self, result: CommandResult) -> bool:
-        return await self.uplink.publish_result(result) if self.uplink is not None else False
+    async def publish_result(self, result: CommandResult, destination: str | None = None) -> bool:
+        """On the JSON v1 uplink of `destination` (where the command came from), else on `uplink`."""
+        from citynerve.gateway.uplink import Uplink
+
+        found = (u for u in self.uplinks if isinstance(u, Uplink) and u.destination == destination)
+        uplink = next(found, self.uplink)
+        return await uplink.publish_result(result) if uplink is not None else False
 
     def _make_web(self) -> StatusServer | None:
         if self.config.web is None or not self.config.web.enabled:
