@@ -14,8 +14,8 @@ from citynerve.gateway.store import AsyncOutbox
 if TYPE_CHECKING:
     from citynerve.gateway.config import GatewayConfig
     from citynerve.gateway.runtime import Gateway
-    from citynerve.gateway.uplink.config import UpstreamConfig
     from citynerve.gateway.uplink import Uplink
+    from citynerve.gateway.uplink.config import UpstreamConfig
     from citynerve.gateway.uplink.sparkplug import SparkplugUplink
 
 log = logging.getLogger("citynerve.gateway")

@@ -208,10 +208,14 @@ class TlsRotation:
         assert self.active is not None
         self._unhashed = False
         configured_at, rotated_at = _issued(configured.tls.cert_file), _issued(self.active[0])
-        if sha is not None and configured_at is not None and rotated_at is not None:
-            if configured_at > rotated_at:
-                await self._configured_wins(configured)
-                return True
+        if (
+            sha is not None
+            and configured_at is not None
+            and rotated_at is not None
+            and configured_at > rotated_at
+        ):
+            await self._configured_wins(configured)
+            return True
         data = decode_state(await self._state.get(STATE_KEY))
         if isinstance(data, dict):
             await self._state.put(STATE_KEY, json.dumps({**data, "configured_sha256": sha}))

@@ -81,7 +81,9 @@ async def test_the_health_check_judges_enabled_destinations_and_the_one_the_chan
             path.write_text(document(legacy=True, city=True))
             async with (
                 run_gateway(load_config(path)) as gw,
-                FleetClient(broker.host, broker.port, CommandSigner(hmac_key=KEY), key_id="ops-centre") as centre,
+                FleetClient(
+                    broker.host, broker.port, CommandSigner(hmac_key=KEY), key_id="ops-centre"
+                ) as centre,
             ):
                 await wait_for(lambda: all(u.snapshot().connected for u in gw.uplinks), timeout_s=20)
 

@@ -255,12 +255,9 @@ async def test_a_rotation_recorded_without_the_configured_hash_gives_way_to_a_ne
     folder = tmp_path / "credentials"
     folder.mkdir()
     configured = _pair(tmp_path / "site", pki.ca, ca_key, issued_days_ago=300)
-    cfg = UpstreamConfig.model_validate(
-        {
-            "brokers": ["mqtts://127.0.0.1:8883"],
-            "tls": {"ca_file": str(pki.ca), "cert_file": str(configured), "key_file": str(configured.with_suffix(".key"))},
-        }
-    )  # fmt: skip
+    key = configured.with_suffix(".key")
+    tls = {"ca_file": str(pki.ca), "cert_file": str(configured), "key_file": str(key)}
+    cfg = UpstreamConfig.model_validate({"brokers": ["mqtts://127.0.0.1:8883"], "tls": tls})
 
     async def start(issued_days_ago: float) -> tuple[Credentials, Path, list[Event]]:
         """A rotation recorded the old way, then the gateway's start (Credentials.load)."""
