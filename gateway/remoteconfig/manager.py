@@ -127,7 +127,7 @@ def verdict(
     could not reach the gateway any more (not even to send it back)."""
     if via is not None:
         if via not in now.get("command_links", ()):
-            return f"destination {via} not connected for commands (the change came through it)"
+            return f"uplink not connected: destination {via} (the change came through it)"
     elif now["uplink"] is False:  # a change from before `via` was recorded: the command uplink
         return "uplink not connected"
     new_unlinked = sorted(set(now.get("destinations_down", [])) - set(before.get("destinations_down", [])))

@@ -159,5 +159,5 @@ def test_verdict_judges_against_the_baseline() -> None:
     linked = {**ok, "uplink": False, "command_links": ["city"]}
     assert verdict(before, linked, via="city") is None
     assert verdict(before, {**ok, "command_links": ["legacy"]}, via="city") == (
-        "destination city not connected for commands (the change came through it)"
+        "uplink not connected: destination city (the change came through it)"
     )
