@@ -35,7 +35,7 @@ class Credentials:
 
     def __init__(
         self,
-        upstream: UpstreamConfig,
+        upstream: UpstreamConfig,  # the command destination's (gateway/uplinks.command_destination)
         *,
         gateway_id: str,
         state: KeyValueState,
@@ -84,6 +84,8 @@ class Credentials:
         """The [upstream] in force: the uplink's own (after a rotation), or the configured one."""
         if self.uplink is not None:
             return self.uplink.config
+        if self._configured.encoding != "json-v1":  # no JSON v1 destination: nothing rotated in use
+            return self._configured
         return self.tls.effective(self._configured)
 
     async def reconfigure(self, upstream: UpstreamConfig) -> None:
@@ -97,9 +99,11 @@ class Credentials:
         if self._confirm_given is None:
             self.confirm_s = max(60.0, 4 * upstream.connect_timeout_s)
 
-    def attach(self, uplink: Uplink) -> None:
+    def attach(self, uplink: Uplink | None) -> None:
+        """The uplink of the destination they belong to (the runtime's `uplink`), once per uplink;
+        None: no JSON v1 destination runs (nothing to rotate, no stopped uplink held)."""
         self.uplink = uplink
-        self.command_keys.attach(uplink.key_ring)
+        self.command_keys.attach(uplink.key_ring if uplink is not None else None)
 
     def rearm(self) -> None:
         """The wall clock is synchronised now: the command keys' overlaps end at their stored wall ends."""
@@ -121,18 +125,21 @@ class Credentials:
     async def _confirm(self, sessions: int) -> None:
         """The uplink must connect with the new pair within `confirm_s` (the trial connection
         passed, but the broker or the network may have changed since); else back to the old pair."""
-        assert self.uplink is not None
         deadline = time.monotonic() + self.confirm_s
         while time.monotonic() < deadline:
             await asyncio.sleep(0.2)
+            if self.uplink is None:  # no JSON v1 destination any more: nothing to confirm on
+                return
             snap = self.uplink.snapshot()
             if snap.connected and snap.reconnects > sessions:
                 self.tls.confirmed()
                 return
+        if self.uplink is None:
+            return
         before = await self.tls.fall_back(
             self.uplink.snapshot().last_error or f"not within {self.confirm_s:g} s"
         )
-        if before is not None:
+        if before is not None and self.uplink is not None:
             self.uplink.config = before
             self.uplink.reconnect("back to the previous TLS client certificate")
             self.watch.check()

@@ -43,7 +43,7 @@ from citynerve.gateway.status import brief_status, full_status, service_status
 from citynerve.gateway.store import BLOCK_READINGS, AsyncOutbox, OutboxWriter
 from citynerve.gateway.timesync import ClockSync, UnsyncedMarks
 from citynerve.gateway.uplink.commands import PointInfo
-from citynerve.gateway.uplinks import make_uplinks
+from citynerve.gateway.uplinks import command_destination, make_uplinks, restart_uplinks
 from citynerve.gateway.wiring import BusSupervisor, BusWiring, RuledBusSink
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ class Gateway:
         self.outbox: AsyncOutbox | None = None
         self.writer: OutboxWriter | None = None
         self.rules: PersistentRuleEngine | None = None
-        self.uplink: Uplink | None = None  # the first destination's (commands, platform clock)
+        self.uplink: Uplink | None = None  # the command destination's (commands, platform clock)
         self.uplinks: list[Uplink | SparkplugUplink] = []  # one per destination ([[upstream]])
         self.wiring: BusWiring | None = None
         self._tg: asyncio.TaskGroup | None = None
@@ -132,9 +132,9 @@ class Gateway:
                 )
                 self._reconcile_alarms()
                 await self._make_operator(outbox)
-                if cfg.upstream is not None:
+                if (primary := command_destination(cfg)) is not None:
                     self.credentials = Credentials(
-                        cfg.upstream,
+                        primary,
                         gateway_id=cfg.gateway.id,
                         state=outbox,
                         directory=db.parent / "credentials",
@@ -409,27 +409,15 @@ class Gateway:
 
     async def restart_uplink(self) -> None:
         """New uplinks for the destinations of the reloaded config; the old ones say goodbye."""
-        assert self._tg is not None and self.outbox is not None
-        if self._reloaded is not None:  # the [upstream] that reload left for a restart: in effect now
-            up = self._reloaded
-            self.config = replace(self.config, upstream=up.upstream, destinations=up.destinations)
-        if self.credentials is not None and self.config.upstream is not None:
-            await self.credentials.reconfigure(self.config.upstream)  # as a restart builds them
-        for task in self._uplink_tasks:
-            await stop_task(task, again_s=3.0)
-        self._uplink_tasks = []
-        self.uplink = None
-        self.uplinks = []
-        # make_uplinks attaches the credentials to the new first uplink: once (attached twice, a
-        # command-key rotation was applied twice and its old key retired before its overlap ended).
-        for uplink in await make_uplinks(self, self.outbox):
-            self._uplink_tasks.append(self._tg.create_task(uplink.run(), name=f"uplink.{uplink.destination}"))
-        if self.credentials is not None:
-            self.credentials.watch.check()  # expiry alarms of the certificates now in use, at once
-        log.warning("uplinks restarted with the new [upstream]")
+        await restart_uplinks(self)
 
-    async def publish_result(self, result: CommandResult) -> bool:
-        return await self.uplink.publish_result(result) if self.uplink is not None else False
+    async def publish_result(self, result: CommandResult, destination: str | None = None) -> bool:
+        """On the JSON v1 uplink of `destination` (where the command came from), else on `uplink`."""
+        from citynerve.gateway.uplink import Uplink
+
+        found = (u for u in self.uplinks if isinstance(u, Uplink) and u.destination == destination)
+        uplink = next(found, self.uplink)
+        return await uplink.publish_result(result) if uplink is not None else False
 
     def _make_web(self) -> StatusServer | None:
         if self.config.web is None or not self.config.web.enabled:

@@ -3,17 +3,34 @@ may call (moved from runtime.py; `gw` is the running Gateway)."""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from citynerve.gateway.api import stop_task
 from citynerve.gateway.store import AsyncOutbox
 
 if TYPE_CHECKING:
+    from citynerve.gateway.config import GatewayConfig
     from citynerve.gateway.runtime import Gateway
     from citynerve.gateway.uplink import Uplink
+    from citynerve.gateway.uplink.config import UpstreamConfig
     from citynerve.gateway.uplink.sparkplug import SparkplugUplink
 
-__all__ = ["make_uplinks", "remote_actions_of"]
+log = logging.getLogger("citynerve.gateway")
+__all__ = ["command_destination", "make_uplinks", "remote_actions_of", "restart_uplinks"]
+
+
+def command_destination(config: GatewayConfig) -> UpstreamConfig | None:
+    """The destination commands, results and the gateway's status travel on, and whose TLS client
+    identity and command keys the credentials hold (gateway/credentials.py): the first enabled
+    JSON v1 destination (a disabled one runs nothing), else the first JSON v1 one, else the first
+    destination (no commands then: only its certificates are watched). Not `[[upstream]]` number
+    one as such: a Sparkplug destination put first carries no commands."""
+    configs = config.destinations or ((config.upstream,) if config.upstream is not None else ())
+    json_v1 = [c for c in configs if c.encoding == "json-v1"]
+    return next((c for c in json_v1 if c.enabled), json_v1[0] if json_v1 else next(iter(configs), None))
 
 
 async def make_uplinks(gw: Gateway, outbox: AsyncOutbox) -> list[Uplink | SparkplugUplink]:
@@ -26,6 +43,8 @@ async def make_uplinks(gw: Gateway, outbox: AsyncOutbox) -> list[Uplink | Sparkp
     from citynerve.gateway.uplink.destinations import register_destinations
 
     await register_destinations(outbox, configs)
+    primary = command_destination(gw.config)
+    assert primary is not None
     actions = remote_actions_of(gw)
     inbound: dict[str, Any] = {}
     if gw.config.update is not None:  # software updates from the platform (docs/fleet.md)
@@ -36,15 +55,15 @@ async def make_uplinks(gw: Gateway, outbox: AsyncOutbox) -> list[Uplink | Sparkp
                 gw.config.update,
                 config_path=gw.config.source,
                 gateway_id=gw.config.gateway.id,
-                topic_base=f"{configs[0].topic_prefix}/{gw.config.gateway.id}",
+                topic_base=f"{primary.topic_prefix}/{gw.config.gateway.id}",
                 events=gw._event,
                 outbox=Path(gw.config.store.path),
             )
         actions.update(gw.remote_update.actions())
         inbound[gw.remote_update.chunk_filter] = gw.remote_update.on_chunk
-    creds = gw.credentials  # keys and certificates of the first destination
+    creds = gw.credentials  # keys and certificates of the command destination (`primary`)
     gw.uplinks = []
-    for i, c in enumerate(configs):
+    for c in configs:
         if c.encoding == "sparkplug-b":  # a Sparkplug B host application (docs/sparkplug.md)
             from citynerve.gateway.uplink.sparkplug import SparkplugUplink
 
@@ -60,22 +79,47 @@ async def make_uplinks(gw: Gateway, outbox: AsyncOutbox) -> list[Uplink | Sparkp
             continue
         gw.uplinks.append(
             Uplink(
-                creds.tls.effective(c) if creds is not None and i == 0 else c,
+                creds.tls.effective(c) if creds is not None and c is primary else c,
                 gateway_id=gw.config.gateway.id,
                 outbox=outbox,
                 inventory=gw.inventory_devices,
                 commands=gw,
                 actions=actions,
-                inbound=inbound if i == 0 else None,  # update chunks come from the first destination
+                inbound=inbound if c is primary else None,  # update chunks come with the commands
                 status=gw.brief_status,
                 restamp=gw.clock_sync.restamp,
             )
         )
-    # Commands, results and the status message travel on the first json-v1 destination.
-    gw.uplink = next((u for u in gw.uplinks if isinstance(u, Uplink)), None)
-    if creds is not None and gw.uplink is not None:
+    # Commands, results and the status message travel on the command destination's uplink; the
+    # credentials follow it (none: no JSON v1 destination, they hold no stopped uplink either).
+    gw.uplink = next((u for u in gw.uplinks if isinstance(u, Uplink) and u.destination == primary.id), None)
+    if creds is not None:
         creds.attach(gw.uplink)
     return gw.uplinks
+
+
+async def restart_uplinks(gw: Gateway) -> None:
+    """New uplinks for the destinations of the reloaded config; the old ones say goodbye (the
+    runtime's `restart_uplink`, for a remote config change)."""
+    assert gw._tg is not None and gw.outbox is not None
+    if gw._reloaded is not None:  # the [upstream] that reload left for a restart: in effect now
+        up = gw._reloaded
+        gw.config = replace(gw.config, upstream=up.upstream, destinations=up.destinations)
+    primary = command_destination(gw.config)
+    if gw.credentials is not None and primary is not None:
+        await gw.credentials.reconfigure(primary)  # as a restart builds them
+    for task in gw._uplink_tasks:
+        await stop_task(task, again_s=3.0)
+    gw._uplink_tasks = []
+    gw.uplink = None
+    gw.uplinks = []
+    # make_uplinks attaches the credentials to the new command uplink: once (attached twice, a
+    # command-key rotation was applied twice and its old key retired before its overlap ended).
+    for uplink in await make_uplinks(gw, gw.outbox):
+        gw._uplink_tasks.append(gw._tg.create_task(uplink.run(), name=f"uplink.{uplink.destination}"))
+    if gw.credentials is not None:
+        gw.credentials.watch.check()  # expiry alarms of the certificates now in use, at once
+    log.warning("uplinks restarted with the new [upstream]")
 
 
 def remote_actions_of(gw: Gateway) -> dict[str, Any]:

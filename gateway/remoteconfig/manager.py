@@ -2,8 +2,10 @@
 
 `config_apply` validates the document like `config check`, snapshots the running config, writes
 the new one with a pending marker, answers, then applies it: a hot reload for buses and devices, a
-new uplink for `[upstream]`, a service restart for the rest. A health check follows: the uplink
-connected, no bus down that was up, no device faulted that was not. Healthy within `confirm_s`:
+new uplink for `[upstream]`, a service restart for the rest. A health check follows: the
+destination the change came through connected (commands, and a change back, still reach the
+gateway), every enabled destination connected that was, no bus down that was up, no device
+faulted that was not. Healthy within `confirm_s`:
 confirmed. Not: the snapshot goes back in place, applied the same way, and the gateway reports
 why, as an event and as a second result of the same command. A restart in the middle (crash,
 power cut) finds the pending marker: the check runs again from the start; after
@@ -77,16 +79,19 @@ class Reconfigurable(Protocol):
 
     def bus_stats(self) -> list[dict[str, Any]]: ...
 
-    async def publish_result(self, result: CommandResult) -> bool: ...
+    async def publish_result(self, result: CommandResult, destination: str | None = None) -> bool: ...
 
 
 def health(gateway: Reconfigurable) -> dict[str, Any]:
-    """The figures a change is judged on: uplink connected, further destinations not connected,
+    """The figures a change is judged on: the command uplink connected, the destinations meant to
+    run (enabled) not connected, the JSON v1 ones connected (commands can come through them),
     buses down, devices faulted, devices not yet polled."""
     up = gateway.uplink_state()
-    # Every destination that runs (a disabled one is `stopped`); the first is `uplink` already.
-    destinations = (up or {}).get("destinations") or {}
-    unlinked = [d for d, s in destinations.items() if not s.get("connected") and s.get("state") != "stopped"]
+    states = (up or {}).get("destinations") or {}
+    cfg = gateway.config
+    configs = cfg.destinations or ((cfg.upstream,) if cfg.upstream is not None else ())
+    running = [c for c in configs if c.enabled]  # a disabled destination runs nothing: not judged
+    linked = {c.id for c in running if (states.get(c.id) or {}).get("connected")}
     faulted, unknown, down = [], [], []
     for bus in gateway.bus_stats():
         if bus.get("channel") == "down":
@@ -100,18 +105,30 @@ def health(gateway: Reconfigurable) -> dict[str, Any]:
                 unknown.append(dev["id"])
     return {
         "uplink": None if up is None else bool(up.get("connected")),
-        "destinations_down": sorted(unlinked),
+        "destinations_down": sorted(c.id for c in running if c.id not in linked),
+        "command_links": sorted(c.id for c in running if c.id in linked and c.encoding == "json-v1"),
         "buses_down": sorted(down),
         "faulted": sorted(faulted),
         "unpolled": sorted(unknown),
     }
 
 
-def verdict(before: Mapping[str, Any], now: Mapping[str, Any], *, require_polled: bool = True) -> str | None:
+def verdict(
+    before: Mapping[str, Any],
+    now: Mapping[str, Any],
+    *,
+    require_polled: bool = True,
+    via: str | None = None,
+) -> str | None:
     """None when `now` is healthy compared with `before`, else why not. `require_polled`: devices
     not polled yet count against it (the first half of the window; a device that reports rarely,
-    a radio sensor, must not fail a change by keeping quiet)."""
-    if now["uplink"] is False:
+    a radio sensor, must not fail a change by keeping quiet). `via`: the destination the change
+    came through; it must still carry commands, connected, or the platform that sent the change
+    could not reach the gateway any more (not even to send it back)."""
+    if via is not None:
+        if via not in now.get("command_links", ()):
+            return f"uplink not connected: destination {via} (the change came through it)"
+    elif now["uplink"] is False:  # a change from before `via` was recorded: the command uplink
         return "uplink not connected"
     new_unlinked = sorted(set(now.get("destinations_down", [])) - set(before.get("destinations_down", [])))
     if new_unlinked:  # a destination added or changed (its own credentials) that does not connect
@@ -298,6 +315,7 @@ class RemoteConfig:
             pending = {
                 "command_id": caller.command_id,
                 "by": caller.key_id,
+                "via": caller.destination,
                 "version": version,
                 "sha256": digest,
                 "previous": dict(self.current),
@@ -410,7 +428,8 @@ class RemoteConfig:
         while True:
             now = self._clock.monotonic()
             window = float(pending.get("confirm_s", DEFAULT_CONFIRM_S))
-            why = verdict(baseline, health(self.gateway), require_polled=now - started < window / 2)
+            polled = now - started < window / 2
+            why = verdict(baseline, health(self.gateway), require_polled=polled, via=pending.get("via"))
             if why is None and now - started >= SETTLE_S:
                 break
             if now >= deadline:
@@ -478,13 +497,13 @@ class RemoteConfig:
         )
         # The platform hears the verdict as a second result of the same command, once the uplink
         # (the old one, after a revert) is connected; the event is the durable record.
-        self._spawn(self._publish_late(result), "config.result")
+        self._spawn(self._publish_late(result, pending.get("via")), "config.result")
 
-    async def _publish_late(self, result: CommandResult) -> None:
+    async def _publish_late(self, result: CommandResult, via: str | None) -> None:
         end = time.monotonic() + 600.0
         while time.monotonic() < end:
-            try:
-                if await self.gateway.publish_result(result):
+            try:  # back through the destination the change came through (its platform)
+                if await self.gateway.publish_result(result, via):
                     return
             except Exception as err:  # a broken link: try again while the window lasts
                 log.debug("config result not published yet: %s", err)

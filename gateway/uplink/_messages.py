@@ -231,6 +231,7 @@ class UplinkMessages:
             max_clock_skew_s=cfg.max_clock_skew_s,
             max_lifetime_s=cfg.max_lifetime_s,
             extra_actions=self._actions,
+            destination=self.destination,
         )
 
     def _load_platform_key(self) -> KeyRing | None:

@@ -81,10 +81,12 @@ class CommandTarget(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who sent an accepted command: the id of the key that signed it, and the command's id."""
+    """Who sent an accepted command: the id of the key that signed it, the command's id, and the
+    destination (`[[upstream]] id`) it came through (None: not through an uplink)."""
 
     key_id: str
     command_id: str
+    destination: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,8 +239,10 @@ class CommandProcessor:
         junk: JunkLimiter | None = None,
         outcomes: CommandOutcomes | None = None,
         extra_actions: Mapping[str, RemoteAction] | None = None,
+        destination: str | None = None,
     ) -> None:
         self._gateway_id = gateway_id
+        self._destination = destination  # the uplink's: callers say where a command came from
         self._target = target
         if isinstance(verifier, CommandVerifier):  # one key: the platform's, as before key rings
             verifier = KeyRing([CommandKey(LEGACY_KEY_ID, verifier, LEGACY_PERMISSIONS)])
@@ -291,7 +295,7 @@ class CommandProcessor:
         try:
             action, args = await self._check(cid, key, cmd)
             self.accepted += 1
-            caller = Caller(key.id, cid)
+            caller = Caller(key.id, cid, self._destination)
             log.info("command %s %s accepted (key %s)", _printable(cid), action, key.id)
             result = await self._execute(action, args, caller)
             if isinstance(result, Chunked):

@@ -97,6 +97,19 @@ def _cert_sha256(path: Path | None) -> str | None:
         return None
 
 
+def _issued(path: Path | None) -> float | None:
+    """When the (first) certificate in `path` was issued: its notBefore, in seconds since the epoch
+    (None: no file, unreadable, not a certificate)."""
+    if path is None:
+        return None
+    from cryptography import x509
+
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes()).not_valid_before_utc.timestamp()
+    except (OSError, ValueError):
+        return None
+
+
 def _public_der(key: Any) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
@@ -142,6 +155,8 @@ class TlsRotation:
         # hash, and is forgotten when that file changed since (provisioned again).
         self._configured = configured
         self._configured_sha256: str | None = None
+        # The record predates that hash (written before the gateway recorded it): see _unhashed().
+        self._unhashed = False
         self.directory = directory
         self._gateway_id = gateway_id
         self._upstream = upstream
@@ -163,6 +178,7 @@ class TlsRotation:
             self.active = (cert, key)
             sha = data.get("configured_sha256")
             self._configured_sha256 = sha if isinstance(sha, str) else None
+            self._unhashed = "configured_sha256" not in data
             log.info("TLS client certificate: %s (rotated)", cert)
         else:
             log.error("rotated TLS client certificate %s is gone; using the configured one", cert)
@@ -171,10 +187,42 @@ class TlsRotation:
         """The configured client certificate file changed since the rotation (a new pair put on the
         gateway and named in the config, on site or by a remote config change): it wins, as a
         command key provisioned again does; the rotated pair is forgotten (recorded, audited)."""
-        if self.active is None or self._configured_sha256 is None:
+        if self.active is None:
             return False
-        if _cert_sha256(configured.tls.cert_file) == self._configured_sha256:
+        sha = _cert_sha256(configured.tls.cert_file)
+        if self._unhashed:
+            return await self._unhashed_record(configured, sha)
+        # No configured certificate to use (none named: a Sparkplug destination with a password;
+        # unreadable): the rotated pair stays, and is in force again when the pair comes back.
+        if self._configured_sha256 is None or sha is None or sha == self._configured_sha256:
             return False
+        await self._configured_wins(configured)
+        return True
+
+    async def _unhashed_record(self, configured: UpstreamConfig, sha: str | None) -> bool:
+        """A rotation recorded before rotations recorded the configured certificate's hash: whether
+        that file changed since is not known. A configured certificate issued after the rotated
+        one was put in place after the rotation (an installer's new pair): it wins. Otherwise the
+        rotated pair stays (the platform's rotation wins over the pair it replaced) and the
+        record gets the configured file's hash now, so that a later change of it wins."""
+        assert self.active is not None
+        self._unhashed = False
+        configured_at, rotated_at = _issued(configured.tls.cert_file), _issued(self.active[0])
+        if (
+            sha is not None
+            and configured_at is not None
+            and rotated_at is not None
+            and configured_at > rotated_at
+        ):
+            await self._configured_wins(configured)
+            return True
+        data = decode_state(await self._state.get(STATE_KEY))
+        if isinstance(data, dict):
+            await self._state.put(STATE_KEY, json.dumps({**data, "configured_sha256": sha}))
+        self._configured_sha256 = sha
+        return False
+
+    async def _configured_wins(self, configured: UpstreamConfig) -> None:
         rotated, self.active, self.previous = self.active, None, None
         self._configured_sha256 = None
         await self._state.put(STATE_KEY, json.dumps(None))
@@ -183,7 +231,6 @@ class TlsRotation:
         message = f"configured TLS client certificate {cert} changed: it replaces the rotated one"
         self._events(credentials_event(self._gateway_id, "tls_configured", "config", message))
         log.warning("%s", message)
-        return True
 
     def effective(self, upstream: UpstreamConfig) -> UpstreamConfig:
         """`upstream` with the rotated certificate and key in place of the configured ones."""
@@ -328,7 +375,7 @@ class TlsRotation:
             record = {"cert_file": str(cert_file), "key_file": str(key_file), "since": now.timestamp()}
             await self._state.put(STATE_KEY, json.dumps({**record, "configured_sha256": sha}))
             self.active = (cert_file, key_file)
-            self._configured_sha256 = sha
+            self._configured_sha256, self._unhashed = sha, False
             (self.directory / PENDING_KEY).unlink(missing_ok=True)
             self._switch(candidate)
         not_after = cert.not_valid_after_utc

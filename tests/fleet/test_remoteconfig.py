@@ -155,3 +155,9 @@ def test_verdict_judges_against_the_baseline() -> None:
     # a further destination that does not connect, unless it did not before the change either
     assert verdict(before, {**ok, "destinations_down": ["fire"]}) == "destinations not connected: fire"
     assert verdict({**before, "destinations_down": ["fire"]}, {**ok, "destinations_down": ["fire"]}) is None
+    # the destination the change came through must carry commands afterwards, whatever the first one
+    linked = {**ok, "uplink": False, "command_links": ["city"]}
+    assert verdict(before, linked, via="city") is None
+    assert verdict(before, {**ok, "command_links": ["legacy"]}, via="city") == (
+        "uplink not connected: destination city (the change came through it)"
+    )

@@ -69,7 +69,7 @@ class FileGateway(Reconfigurable):
     def bus_stats(self) -> list[dict[str, Any]]:
         return []
 
-    async def publish_result(self, result: CommandResult) -> bool:
+    async def publish_result(self, result: CommandResult, destination: str | None = None) -> bool:
         self.results.append(result)
         return True
 

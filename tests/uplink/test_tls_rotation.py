@@ -7,6 +7,7 @@ mind between the trial and the reconnect, to show the second line of defence."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from citynerve.gateway.uplink import (
 from citynerve.gateway.uplink.commands import Caller, RemoteAction
 from citynerve.gateway.uplink.permissions import Permission
 from citynerve.gateway.uplink.signing import CommandVerifier
-from citynerve.gateway.uplink.tlsrotate import TlsRotation
+from citynerve.gateway.uplink.tlsrotate import STATE_KEY, TlsRotation
 from citynerve.hil.platform import CommandSigner, MosquittoBroker, free_port
 from tests.uplink.certs import make_pki_with_key
 from tests.uplink.conftest import wait_for
@@ -215,3 +216,77 @@ async def test_a_certificate_with_non_ascii_explanatory_text_is_installed(
         assert bad.reason is RejectReason.BAD_VALUE and "not a PEM certificate" in bad.detail, bad
     finally:
         broker.close()
+
+
+def _pair(stem: Path, ca_file: Path, ca_key: ec.EllipticCurvePrivateKey, issued_days_ago: float) -> Path:
+    """A client certificate (`stem`.pem) and its key (`stem`.key), issued `issued_days_ago`."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    ca = x509.load_pem_x509_certificate(ca_file.read_bytes())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, stem.name)]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=issued_days_ago))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .sign(ca_key, hashes.SHA256())
+    )
+    stem.with_suffix(".pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    stem.with_suffix(".key").write_bytes(pem)
+    stem.with_suffix(".key").chmod(0o600)
+    return stem.with_suffix(".pem")
+
+
+async def test_a_rotation_recorded_without_the_configured_hash_gives_way_to_a_new_configured_pair(
+    tmp_path: Path, outbox: AsyncOutbox
+) -> None:
+    """Rotations recorded before the configured certificate's hash was (no `configured_sha256`):
+    the configured pair as it was (issued before the rotated one) stays behind the rotation, and
+    the record gets its hash, so the installer's new pair at the same paths replaces the rotated
+    one at the next start; a configured certificate issued after the rotated one (put in place
+    before this start) replaces it at once. Such a rotation used to win over any configured pair,
+    for good."""
+    pki, ca_key = make_pki_with_key(tmp_path / "pki")
+    folder = tmp_path / "credentials"
+    folder.mkdir()
+    configured = _pair(tmp_path / "site", pki.ca, ca_key, issued_days_ago=300)
+    key = configured.with_suffix(".key")
+    tls = {"ca_file": str(pki.ca), "cert_file": str(configured), "key_file": str(key)}
+    cfg = UpstreamConfig.model_validate({"brokers": ["mqtts://127.0.0.1:8883"], "tls": tls})
+
+    async def start(issued_days_ago: float) -> tuple[Credentials, Path, list[Event]]:
+        """A rotation recorded the old way, then the gateway's start (Credentials.load)."""
+        rotated = _pair(folder / "client-20260101T000000", pki.ca, ca_key, issued_days_ago)
+        record = {"cert_file": str(rotated), "key_file": str(rotated.with_suffix(".key")), "since": 1.0}
+        await outbox.put(STATE_KEY, json.dumps(record))
+        events: list[Event] = []
+        creds = Credentials(cfg, gateway_id=GW, state=outbox, directory=folder, events=events.append)
+        await creds.load()
+        return creds, rotated, events
+
+    # the configured pair is the one the platform's rotation replaced: the rotation wins
+    creds, rotated, events = await start(issued_days_ago=30)
+    assert creds.upstream().tls.cert_file == rotated and events == []
+    again = Credentials(cfg, gateway_id=GW, state=outbox, directory=folder, events=events.append)
+    await again.load()  # unchanged: still the rotated pair
+    assert again.upstream().tls.cert_file == rotated and events == []
+
+    # the installer puts a new pair in place (same file names, any issue date): used from the next start
+    _pair(tmp_path / "site", pki.ca, ca_key, issued_days_ago=400)
+    again = Credentials(cfg, gateway_id=GW, state=outbox, directory=folder, events=events.append)
+    await again.load()
+    assert again.upstream().tls.cert_file == configured and not rotated.exists()
+    assert [e.attrs["what"] for e in events] == ["tls_configured"]
+    assert json.loads(await outbox.get(STATE_KEY) or "null") is None
+
+    # an old record, and a configured pair issued after the rotated one (put in place before this
+    # start): the installer's pair, at once
+    _pair(tmp_path / "site", pki.ca, ca_key, issued_days_ago=1)
+    creds, rotated, events = await start(issued_days_ago=30)
+    assert creds.upstream().tls.cert_file == configured and not rotated.exists()
+    assert [e.attrs["what"] for e in events] == ["tls_configured"]

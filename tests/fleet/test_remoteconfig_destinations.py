@@ -1,0 +1,116 @@
+"""The health check of a remote config change judges the destinations meant to run, and the one
+the change came through: an in-process gateway with two JSON v1 destinations on a real Mosquitto
+(`legacy` first, under its own topic prefix; `city`, where the fleet client talks), changed from
+afar through `city`.
+
+- any change: its verdict (a second result) comes back through `city`, not the first destination.
+- `legacy` disabled: confirmed (a disabled destination runs nothing; `city` carries commands). It
+  was reverted, "uplink not connected": the health check judged the first destination.
+- `city` disabled and `legacy` enabled again: reverted. The gateway would be connected (to
+  `legacy`), but nothing would reach the platform that sent the change any more.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from citynerve.gateway.config import load_config
+from citynerve.hil.platform import CommandSigner, MosquittoBroker
+from citynerve.hil.platform.fleet import FleetClient
+from citynerve.hil.sim.modbus import ModbusBuilding
+from tests.fieldtools.conftest import gateway_toml, run_gateway, wait_for
+
+GW = "gw-test-0001"
+KEY = bytes.fromhex("42" * 32)
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A short folder: the control socket's path must stay under ~100 characters."""
+    d = Path(tempfile.mkdtemp(prefix="cnrd-", dir="/tmp"))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def destinations(broker: MosquittoBroker, key: Path, *, legacy: bool, city: bool) -> str:
+    def one(dest: str, prefix: str, enabled: bool) -> str:
+        return textwrap.dedent(
+            f"""
+            [[upstream]]
+            id = "{dest}"
+            enabled = {str(enabled).lower()}
+            topic_prefix = "{prefix}"
+            brokers = ["{broker.url}"]
+            backoff = {{ initial_s = 0.1, max_s = 0.5 }}
+            [upstream.commands]
+            enabled = true
+            [[upstream.commands.keys]]
+            id = "ops-centre"
+            hmac_key_file = "{key}"
+            classes = ["read", "configure"]
+            """
+        )
+
+    return one("legacy", "legacy", legacy) + one("city", "citynerve", city)
+
+
+async def test_the_health_check_judges_enabled_destinations_and_the_one_the_change_came_through(
+    short_dir: Path,
+) -> None:
+    broker = MosquittoBroker(workdir=short_dir)
+    broker.start()
+    key = short_dir / "centre.key"
+    key.write_text(KEY.hex())
+    key.chmod(0o600)
+    try:
+        async with ModbusBuilding() as building:
+            host, port = building.endpoint
+            path = short_dir / "gateway.toml"
+
+            def document(*, legacy: bool, city: bool) -> str:
+                return gateway_toml(host, port, extra=destinations(broker, key, legacy=legacy, city=city))
+
+            path.write_text(document(legacy=True, city=True))
+            async with (
+                run_gateway(load_config(path)) as gw,
+                FleetClient(
+                    broker.host, broker.port, CommandSigner(hmac_key=KEY), key_id="ops-centre"
+                ) as centre,
+            ):
+                await wait_for(lambda: all(u.snapshot().connected for u in gw.uplinks), timeout_s=20)
+
+                # a change through `city` while `legacy` comes first: the verdict comes back
+                # through `city` (it went to `legacy`'s topics, which this platform never hears)
+                out = await centre.apply_config(
+                    GW, document(legacy=True, city=True) + "# v1\n", version="v1", verdict_timeout_s=30
+                )
+                assert out["outcome"] == "confirmed", out
+
+                # the first destination disabled: the enabled one carries on, confirmed
+                out = await centre.apply_config(
+                    GW, document(legacy=False, city=True), version="v2", confirm_s=10, verdict_timeout_s=30
+                )
+                assert out["outcome"] == "confirmed", out
+                assert gw.uplink is not None and gw.uplink.destination == "city"
+                assert gw.remote_config is not None and gw.remote_config.current["version"] == "v2"
+
+                # the destination the change came through disabled, another one enabled: the
+                # gateway is connected, but not to the platform that sent it: reverted
+                out = await centre.apply_config(
+                    GW, document(legacy=True, city=False), version="v3", confirm_s=5, verdict_timeout_s=30
+                )
+                assert out["outcome"] == "reverted", out
+                reason = out["verdict"]["result"]["reason"]
+                assert "city" in reason and "came through it" in reason, reason
+                assert gw.remote_config.current["version"] == "v2"
+                assert path.read_text() == document(legacy=False, city=True)
+    finally:
+        broker.close()

@@ -1,0 +1,133 @@
+"""The gateway's credentials (TLS client identity, command keys, certificate expiry) belong to the
+destination that carries commands: the first enabled JSON v1 one. A running gateway (in-process,
+real Mosquitto asking for client certificates, a real TLS client key rotation) whose destinations
+change from afar (reload + new uplinks, as a remote config applies them): the rotated pair and the
+credentials follow that destination's new uplink, wherever it is in the list, and stay attached to
+no stopped uplink; with no JSON v1 destination left the rotated pair is kept for when one comes
+back (a revert). They followed `[[upstream]]` number one: a Sparkplug destination put first forgot
+(deleted) the rotated pair, audited as a configured certificate `None` provisioned again, and the
+JSON v1 uplink connected with the configured pair; without a JSON v1 destination they stayed on the
+old, stopped uplink."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from citynerve.gateway.config import load_config
+from citynerve.gateway.uplink import Uplink
+from citynerve.gateway.uplink.commands import Caller
+from citynerve.hil.platform import MosquittoBroker, free_port
+from citynerve.hil.sim.modbus import ModbusBuilding
+from tests.fieldtools.conftest import gateway_toml, run_gateway, wait_for
+from tests.uplink.certs import make_pki_with_key
+from tests.uplink.test_tls_rotation import sign
+
+GW = "gw-test-0001"
+CALLER = Caller("ops-centre", "c-1")
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A short folder: the control socket's path must stay under ~100 characters."""
+    d = Path(tempfile.mkdtemp(prefix="cncr-", dir="/tmp"))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+async def test_the_credentials_follow_the_json_destination_when_a_sparkplug_one_becomes_first(
+    short_dir: Path,
+) -> None:
+    pki, ca_key = make_pki_with_key(short_dir / "pki")
+    pki.client_key.chmod(0o600)
+    tls_port = free_port()
+    tls = [f"cafile {pki.ca}", f"certfile {pki.server_cert}", f"keyfile {pki.server_key}"]
+    broker = MosquittoBroker(
+        workdir=short_dir,
+        extra_config="\n".join([f"listener {tls_port} 127.0.0.1", *tls, "require_certificate true"]),
+    )
+    broker.start()
+    city = textwrap.dedent(
+        f"""
+        [[upstream]]
+        id = "city"
+        brokers = ["mqtts://127.0.0.1:{tls_port}"]
+        connect_timeout_s = 2.0
+        backoff = {{ initial_s = 0.1, max_s = 0.5 }}
+        tls = {{ ca_file = "{pki.ca}", cert_file = "{pki.client_cert}", key_file = "{pki.client_key}" }}
+        """
+    )
+    scada = textwrap.dedent(
+        f"""
+        [[upstream]]
+        id = "scada"
+        encoding = "sparkplug-b"
+        brokers = ["{broker.url}"]
+        """
+    )
+    try:
+        async with ModbusBuilding() as building:
+            host, port = building.endpoint
+            path = short_dir / "gateway.toml"
+            path.write_text(gateway_toml(host, port, extra=city))
+            async with run_gateway(load_config(path)) as gw:
+                creds = gw.credentials
+                assert creds is not None
+
+                def city_uplink() -> Uplink:
+                    return next(u for u in gw.uplinks if isinstance(u, Uplink) and u.destination == "city")
+
+                def connected_again(after: int) -> bool:
+                    s = city_uplink().snapshot()
+                    return s.connected and s.reconnects > after
+
+                def client_subject() -> Any:
+                    certs = creds.status()["certificates"]
+                    return next(c["subject"] for c in certs if c["role"] == "client")
+
+                await wait_for(lambda: connected_again(-1), timeout_s=20)
+                # the platform rotates the TLS client key of the city destination
+                csr: Any = await creds.tls.make_csr({}, CALLER)
+                r = await creds.tls.install({"certificate": sign(csr["csr"], pki.ca, ca_key)}, CALLER)
+                assert r["switched"] is True
+                assert creds.tls.active is not None
+                rotated = creds.tls.active[0]
+                await wait_for(lambda: connected_again(0), timeout_s=20)
+                await wait_for(lambda: creds.tls.previous is None, timeout_s=20)  # confirmed
+                assert client_subject() == f"CN={GW}"
+
+                # a Sparkplug destination put before it: the city uplink keeps the rotated pair
+                path.write_text(gateway_toml(host, port, extra=scada + city))
+                await gw.reload()
+                await gw.restart_uplink()
+                assert gw.uplink is city_uplink() and creds.uplink is gw.uplink
+                assert city_uplink().config.tls.cert_file == rotated and rotated.exists()
+                assert client_subject() == f"CN={GW}"
+                await wait_for(lambda: connected_again(-1), timeout_s=20)
+
+                # no JSON v1 destination left: nothing carries commands, the credentials hold no
+                # stopped uplink (a switch would have gone to it and fallen back unconnected)
+                path.write_text(gateway_toml(host, port, extra=scada))
+                await gw.reload()
+                await gw.restart_uplink()
+                assert gw.uplink is None and creds.uplink is None
+                assert rotated.exists() and "client" not in creds.status().get("expiring", [])
+                assert not any(c["role"] == "client" for c in creds.status()["certificates"])
+
+                # the city destination back (a revert): on the rotated pair again
+                path.write_text(gateway_toml(host, port, extra=city + scada))
+                await gw.reload()
+                await gw.restart_uplink()
+                assert creds.uplink is city_uplink() and city_uplink().config.tls.cert_file == rotated
+                await wait_for(lambda: connected_again(-1), timeout_s=20)
+                assert client_subject() == f"CN={GW}"
+    finally:
+        broker.close()
