@@ -195,14 +195,14 @@ def _nothing_answered(bus: Any, family: str, units: tuple[int, int]) -> str | No
     """Why a bus where nothing answered deserves a look, in field words, or None (BLE: an empty
     street is possible). A typo'd baud rate or parity, swapped A/B or unpowered meters all look like
     this; said nowhere, `init` ended with "no new devices found" and exit 0."""
-    settings = describe_settings(bus)
+    settings, bus_id = describe_settings(bus), str(bus.id)
     if family == "modbus":
         first, last = units
         if isinstance(bus, SerialSettings):
             return (
                 f"no unit id in {first}..{last} answered at {settings}: check A/B polarity, the devices' "
                 "power and that they use this baud rate, parity and stop bits (their label or manual); "
-                f"`citynerve diag modbus scan --bus {bus.id} --baud B --parity P` tries others"
+                f"`citynerve diag modbus scan --bus {bus_id} --baud B --parity P` tries others"
             )
         return (
             f"no unit id in {first}..{last} answered behind {settings}: check the serial gateway there "
