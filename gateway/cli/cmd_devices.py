@@ -65,7 +65,7 @@ def list_devices(config_path: Path, as_json: bool) -> None:
         return
     t = Table(title=f"{len(rows)} devices in {config_path}")
     for col in ("id", "bus", "profile", "address", "where", "points", "enabled"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")  # an 80-column terminal: ids wrap, never "em-0000000…"
     for r in rows:
         loc = r["location"]
         where = " / ".join(str(loc[k]) for k in ("building", "floor", "room", "text") if loc.get(k))

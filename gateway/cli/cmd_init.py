@@ -467,6 +467,9 @@ def _turn_on_alarms(config_path: Path) -> list[dict[str, Any]]:
     ]
 
 
+CANDIDATES_SHOWN = 3
+
+
 def _show_proposals(proposals: list[Proposal], problems: list[Any]) -> None:
     for p in problems:
         err_console.print(f"[yellow]bus {esc(p.bus)}[/]: {esc(p.message)}", highlight=False)
@@ -475,9 +478,11 @@ def _show_proposals(proposals: list[Proposal], problems: list[Any]) -> None:
         return
     t = Table(title="devices found")
     for col in ("bus", "address", "family", "proposed id", "profile", "why", "candidates (score)"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")  # an 80-column terminal: ids wrap, never "em-00000…"
     for p in proposals:
-        ranked = sorted(p.verdicts, key=lambda v: -v.score)
+        # The best few: a list of every installed profile of the family, most scoring 0 or less,
+        # buried the table (`--json` has every verdict).
+        ranked = sorted(p.verdicts, key=lambda v: -v.score)[:CANDIDATES_SHOWN]
         t.add_row(
             esc(p.found.bus),
             esc(p.found.address),

@@ -140,7 +140,7 @@ def show_status(st: dict[str, Any]) -> None:
     )
     table = Table(title="devices", show_lines=False)
     for col in ("bus", "device", "state", "last success", "failed (window)", "last reading / reason"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # an 80-column terminal: ids wrap, never "em-00000000…"
     for bus in st["buses"]:
         bus_state = ""
         if bus.get("adapter_missing"):

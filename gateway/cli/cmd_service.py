@@ -70,6 +70,8 @@ def install_cmd(
     for step in plan.steps:
         if step.kind is StepKind.SKIP:
             mark = "[dim]skip[/]"
+        elif step.kind is StepKind.WARN:
+            mark = "[yellow]warning:[/]"
         else:
             mark = "[yellow]would[/]" if dry_run else "[green]done[/]"
         cmd = f"  [dim]$ {esc(' '.join(step.command))}[/]" if step.command and dry_run else ""

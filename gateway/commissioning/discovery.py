@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from citynerve.gateway.api import GatewayError
+from citynerve.gateway.api import GatewayError, SerialSettings
+from citynerve.gateway.bus.facts import describe_settings
 from citynerve.gateway.commissioning.meter_search import SearchProgress, Stop, search
 from citynerve.gateway.config import GatewayConfig
 from citynerve.gateway.diagbus import DiagSession
@@ -96,11 +97,13 @@ async def discover(
                     search_timeout_s,
                 )
         except _PartialSearch as err:
-            problems.append(BusProblem(bus.id, str(err)))
+            problems.append(BusProblem(bus.id, _unprefixed(bus.id, str(err))))
             hits = err.hits
         except GatewayError as err:
-            problems.append(BusProblem(bus.id, str(err)))
+            problems.append(BusProblem(bus.id, _unprefixed(bus.id, str(err))))
             continue
+        if not hits and (silent := _nothing_answered(bus, family, (modbus_first, modbus_last))):
+            problems.append(BusProblem(bus.id, silent))
         for address, detail in hits:
             found.append(
                 Found(bus.id, bus.protocol, family, address, detail, str(address).lower() in configured)
@@ -180,6 +183,40 @@ async def _search_meters(
         hits_note = "; ".join([*(f"{a} still collides" for a in result.unresolved), result.stopped])
         raise _PartialSearch(session.bus.id, hits, hits_note.strip("; "))
     return hits
+
+
+def _unprefixed(bus_id: str, message: str) -> str:
+    """A bus error's text without its leading `bus ID: `: the problem is shown under its bus."""
+    prefix = f"bus {bus_id}: "
+    return message[len(prefix) :] if message.startswith(prefix) else message
+
+
+def _nothing_answered(bus: Any, family: str, units: tuple[int, int]) -> str | None:
+    """Why a bus where nothing answered deserves a look, in field words, or None (BLE: an empty
+    street is possible). A typo'd baud rate or parity, swapped A/B or unpowered meters all look like
+    this; said nowhere, `init` ended with "no new devices found" and exit 0."""
+    settings, bus_id = describe_settings(bus), str(bus.id)
+    if family == "modbus":
+        first, last = units
+        if isinstance(bus, SerialSettings):
+            return (
+                f"no unit id in {first}..{last} answered at {settings}: check A/B polarity, the devices' "
+                "power and that they use this baud rate, parity and stop bits (their label or manual); "
+                f"`citynerve diag modbus scan --bus {bus_id} --baud B --parity P` tries others"
+            )
+        return (
+            f"no unit id in {first}..{last} answered behind {settings}: check the serial gateway there "
+            "(its serial settings and wiring) and the unit ids"
+        )
+    if family in ("dlt645", "cjt188"):
+        name = {"dlt645": "DL/T 645", "cjt188": "CJ/T 188"}[family]
+        return (
+            f"no meter answered at {settings}: check A/B polarity, the meters' power and that they use "
+            f"this baud rate and parity (their label or display; {name} meters mostly use 2400 8E1); "
+            f"with one meter connected, `citynerve diag {family} read-address --port PORT --baud B "
+            "--parity P` tries others"
+        )
+    return None
 
 
 class _PartialSearch(GatewayError):

@@ -46,6 +46,7 @@ class StepKind(enum.Enum):
     UNIT = "unit"
     ENABLE = "enable"
     SKIP = "skip"
+    WARN = "warning"  # nothing to do: something the installer must fix by hand (printed last)
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +272,7 @@ def plan_install(
     target = _under(prefix, CONFIG_FILE)
     if target.exists():
         plan.steps.append(_config_access(target, config, user, real))
+    warnings: list[Step] = []
     if config is not None:
         if not target.exists():
             try:
@@ -289,6 +291,7 @@ def plan_install(
                     owner=f"root:{user}" if real else "",
                 )
             )
+            warnings = installed_config_problems(text, target)
     elif not target.exists():
         plan.steps.append(
             Step(
@@ -327,7 +330,48 @@ def plan_install(
                     ("systemctl", f"--root={prefix}", "enable", UNIT_NAME),
                 )
             )
+    plan.steps += warnings
     return plan
+
+
+MAX_CONFIG_WARNINGS = 10
+
+
+def installed_config_problems(text: str, target: Path) -> list[Step]:
+    """What `config check` would refuse in the config once it is at `target` (warnings: the files
+    are still written). Relative paths resolve against the config's folder, so a secret file written
+    as `password_file = "broker.pw"` beside the given config is looked for beside the installed one:
+    without this the service starts, cannot log in to the broker, and only the journal says why."""
+    import tempfile
+
+    from citynerve.gateway.api import ConfigError
+    from citynerve.gateway.config import load_config
+
+    fd, tmp = tempfile.mkstemp(prefix="citynerve-install-", suffix=".toml")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        load_config(tmp, as_path=target, secrets_must_exist=True)
+    except ConfigError as err:
+        issues = [i for i in err.issues if i.message]
+    else:
+        return []
+    finally:
+        os.unlink(tmp)
+    steps = [
+        Step(StepKind.WARN, f"the installed config {CONFIG_FILE}: {issue.shown}: {issue.message}")
+        for issue in issues[:MAX_CONFIG_WARNINGS]
+    ]
+    if len(issues) > MAX_CONFIG_WARNINGS:
+        steps.append(Step(StepKind.WARN, f"and {len(issues) - MAX_CONFIG_WARNINGS} more problems"))
+    steps.append(
+        Step(
+            StepKind.WARN,
+            f"the installed config does not pass `citynerve config check {CONFIG_FILE}`: fix it there, "
+            "then `systemctl restart citynerve`",
+        )
+    )
+    return steps
 
 
 def _run(step: Step) -> None:
@@ -362,7 +406,7 @@ def install(plan: InstallPlan) -> InstallPlan:
     if real and os.geteuid() != 0:
         raise ServiceInstallError("start", "installing into / needs root (sudo citynerve service install)")
     for step in plan.steps:
-        if step.kind is StepKind.SKIP:
+        if step.kind in (StepKind.SKIP, StepKind.WARN):
             continue
         try:
             if step.kind in (StepKind.USER, StepKind.ENABLE):

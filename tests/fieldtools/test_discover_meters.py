@@ -107,3 +107,36 @@ async def test_the_report_of_the_running_gateway_judges_as_discovery_did(site: S
     em = next(d for d in report["devices"] if d["id"] == f"em-{EM_2007_1PH}")
     phase_b = next(e for e in em["evidence"] if "02010200" in e["check"])
     assert (phase_b["passed"], phase_b["weight"], phase_b["found"]) == (True, 4, "error")
+
+
+async def test_a_line_where_nothing_answers_says_what_to_check(short_dir: Path) -> None:
+    # The meters answer at 2400 baud only (a pty carries the setting the gateway opened it at); the
+    # installer typed 9600. Discovery ended with "no new devices found" and exit 0, and a missing
+    # port's error was shown as "bus x: bus x: cannot open ...".
+    power = [SimDlt645Meter(EM_2007_1PH, phases=1)]
+    async with SerialMeterBus(meters=power, baudrate=2400, enforce_baud=True) as p:
+        path = short_dir / "gateway.toml"
+        r = await asyncio.to_thread(
+            cli, "init", "-c", str(path), *IDENTITY, "--bus", f"power:dlt645:{p.port}:9600",
+            "--bus", f"gone:dlt645:{short_dir}/ttyUSB-gone", "--discover", "--search-timeout", "0.2",
+            "--yes", "--no-interactive",
+        )  # fmt: skip
+        assert r.exit_code == 1, r.output
+        assert p.requests >= 1  # it was asked, at the wrong speed
+    text = " ".join(r.output.split())  # rich wraps at 80 columns
+    assert (
+        f"bus power: no meter answered at {p.port} 9600 8E1: check A/B polarity, the meters' power and "
+        "that they use this baud rate and parity"
+    ) in text, text
+    assert "`citynerve diag dlt645 read-address --port PORT --baud B --parity P`" in text
+    assert f"bus gone: cannot open {short_dir}/ttyUSB-gone" in text and "bus gone: bus gone" not in text
+    # At the meters' speed the same line is found, with nothing to say about it.
+    path.unlink()
+    async with SerialMeterBus(meters=power, baudrate=2400, enforce_baud=True) as p:
+        r = await asyncio.to_thread(
+            cli, "init", "-c", str(path), *IDENTITY, "--bus", f"power:dlt645:{p.port}",
+            "--discover", "--search-timeout", "0.2", "--yes", "--json",
+        )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["problems"] == [] and [d["found"]["address"] for d in out["discovered"]] == [EM_2007_1PH]

@@ -82,8 +82,11 @@ async def test_silent_line_finds_nothing_and_a_missing_port_is_a_problem(short_d
         cfg = load_config(_config(short_dir, buses))
         result = await discover(cfg)
     assert result.found == ()
-    assert [p.bus for p in result.problems] == ["gone"]
-    assert "ttyUSB-gone" in result.problems[0].message
+    assert [p.bus for p in result.problems] == ["em", "gone"]
+    # The silent line is named with its settings (a typo'd baud rate looks just like this).
+    assert result.problems[0].message.startswith(f"no meter answered at {empty.port} 2400 8E1: ")
+    assert "ttyUSB-gone" in result.problems[1].message
+    assert not result.problems[1].message.startswith("bus gone: ")  # shown under its bus already
 
 
 async def test_ble_nodes_found_by_scanning(short_dir: Path) -> None:

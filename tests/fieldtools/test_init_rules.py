@@ -140,5 +140,7 @@ async def test_init_that_adds_no_device_writes_no_rules(short_dir: Path, buildin
         "init", "-c", str(path), *IDENTITY, "--bus", f"tcp-1:modbus_tcp:{host}:{port}",
         "--discover", "--from", "200", "--to", "201", "--yes", "--json",
     )  # fmt: skip
-    assert r.exit_code == 0, r.output
-    assert json.loads(r.output)["rules"] == [] and "[rules]" not in path.read_text()
+    assert r.exit_code == 1, r.output  # nothing answered on the only bus: that bus is named
+    out = json.loads(r.output)
+    assert [p["bus"] for p in out["problems"]] == ["tcp-1"]
+    assert out["rules"] == [] and "[rules]" not in path.read_text()

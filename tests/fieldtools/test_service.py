@@ -234,3 +234,36 @@ def test_absolute_paths_are_kept_and_ones_it_cannot_place_are_refused(
     r = cli("service", "install", "--prefix", str(tmp_path / "b"), "--config", str(config), "--no-enable")
     assert r.exit_code == 1 and "set store.path to an absolute path" in r.output, r.output
     assert not (tmp_path / "b/etc/citynerve/gateway.toml").exists()
+
+
+def test_a_secret_file_that_stays_behind_is_named_by_the_install(tmp_path: Path, short_dir: Path) -> None:
+    # `init` beside a password file writes `password_file = "broker.pw"`, relative to the config's
+    # folder. Installed to /etc/citynerve, it was looked for there: the install said nothing, the
+    # service started and could not log in to the broker, and only the journal said why.
+    config = short_dir / "gw.toml"
+    secret = short_dir / "broker.pw"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o600)
+    config.write_text(
+        '[gateway]\nid = "gw-1"\norg = { city = "310100", district = "310106", street = "310106013" }\n'
+        '[upstream]\nbrokers = ["mqtts://platform.example:8883"]\nusername = "gw-1"\n'
+        'password_file = "broker.pw"\n'
+    )
+    assert cli("config", "check", str(config)).exit_code == 0  # where it was written, it is fine
+    r = cli("service", "install", "--prefix", str(tmp_path), "--config", str(config), "--no-enable", "--json")
+    assert r.exit_code == 0, r.output  # the files are written; the installer is told what to fix
+    warnings = [s["what"] for s in json.loads(r.output)["steps"] if s["kind"] == "warning"]
+    missing = tmp_path / "etc/citynerve/broker.pw"
+    assert any(
+        w.startswith("the installed config /etc/citynerve/gateway.toml: upstream.password_file: ")
+        and f"secret file {missing} does not exist" in w
+        for w in warnings
+    ), warnings
+    assert (tmp_path / "etc/citynerve/gateway.toml").exists()
+    # Copied beside the installed config (the gateway user's alone), a second install of another
+    # prefix's config has nothing to say.
+    shutil.copy(secret, missing)
+    missing.chmod(0o600)
+    (tmp_path / "etc/citynerve/gateway.toml").unlink()
+    r = cli("service", "install", "--prefix", str(tmp_path), "--config", str(config), "--no-enable")
+    assert r.exit_code == 0 and "warning" not in r.output, r.output
