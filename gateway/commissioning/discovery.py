@@ -102,7 +102,8 @@ async def discover(
         except GatewayError as err:
             problems.append(BusProblem(bus.id, _unprefixed(bus.id, str(err))))
             continue
-        if not hits and (silent := _nothing_answered(bus, family, (modbus_first, modbus_last))):
+        said = any(p.bus == bus.id for p in problems)  # a noisy line says so already
+        if not hits and not said and (silent := _nothing_answered(bus, family, (modbus_first, modbus_last))):
             problems.append(BusProblem(bus.id, silent))
         for address, detail in hits:
             found.append(

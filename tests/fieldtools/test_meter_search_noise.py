@@ -92,7 +92,5 @@ async def test_discovery_on_a_noisy_line_reports_it_and_stops(short_dir: Path, n
     assert not result.found
     [problem] = result.problems
     assert problem.bus == "riser"
-    assert problem.message.startswith(
-        "bus riser: meter search incomplete: line noisy or settings wrong: 4 full"
-    )
+    assert problem.message.startswith("meter search incomplete: line noisy or settings wrong: 4 full")
     assert "stopped after 16 questions: run `citynerve diag dlt645 probe`" in problem.message
