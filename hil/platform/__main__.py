@@ -56,7 +56,8 @@ def cli() -> None:
 @click.option(
     "--client-id",
     default=None,
-    help="MQTT client id (default: random); keep it stable where sessions outlive the process (NATS)",
+    help="MQTT client id; with one the session outlives the process and a restart with the same id "
+    "takes it back (default: a random id whose session ends with its connection)",
 )
 @click.option(
     "--db",
