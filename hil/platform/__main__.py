@@ -194,7 +194,7 @@ def command(
     try:
         result = asyncio.run(main())
     except (TimeoutError, aiomqtt.MqttError) as err:
-        click.echo(f"error: no result from {gateway_id}: {err or 'timed out'}", err=True)
+        click.echo(f"error: no result from {gateway_id}: {str(err) or 'timed out'}", err=True)
         sys.exit(1)
     click.echo(json.dumps(result))
     sys.exit(0 if result.get("outcome") == "ok" else 1)

@@ -29,7 +29,15 @@ from citynerve.hil.platform import (
     print_platform_view,
     start_demo_broker,
 )
-from tests.uplink.conftest import INVENTORY, PLATFORM_SIGNER, alarm, readings, upstream, wait_for
+from tests.uplink.conftest import (
+    INVENTORY,
+    PLATFORM_SIGNER,
+    alarm,
+    platform_key_file,
+    readings,
+    upstream,
+    wait_for,
+)
 
 GW = "gw-plat"
 REPO = Path(__file__).resolve().parents[2]
@@ -209,6 +217,22 @@ async def test_cli_consume_and_view(broker: MosquittoBroker, tmp_path: Path) -> 
     )
     lanes = json.loads(view.stdout)["lanes"]
     assert lanes[0]["gateway_id"] == GW and lanes[0]["rows"] == 2
+
+
+def test_cli_command_no_gateway_answers_says_timed_out(broker: MosquittoBroker) -> None:
+    # A TimeoutError's text is empty: the line read "error: no result from gw-plat: " and stopped.
+    out = subprocess.run(
+        [
+            *(sys.executable, "-m", "citynerve.hil.platform", "command", "--broker", broker.url),
+            *("--gateway", GW, "--hmac-key-file", str(platform_key_file()), "--timeout", "0.5"),
+            *("read_point", "device_id=d", "point=p"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (out.returncode, out.stderr.strip()) == (1, f"error: no result from {GW}: timed out")
 
 
 async def test_a_consumer_restarted_without_a_client_id_gets_every_message(
