@@ -494,7 +494,7 @@ def store_check(config_path: Path, as_json: bool) -> None:
         from rich.table import Table
 
         t = Table()
-        for col in ("lane", "rows", "oldest", "dropped by size cap"):
+        for col in ("lane", "rows", "oldest", "dropped unsent"):  # every reason, not the size cap's alone
             t.add_column(col)
         for lane in health["lanes"]:
             age = lane["oldest_age_s"]
@@ -502,6 +502,9 @@ def store_check(config_path: Path, as_json: bool) -> None:
                 lane["lane"], str(lane["rows"]), "-" if age is None else f"{age:.0f} s", str(lane["dropped"])
             )
         _common.console.print(t)
+        if health.get("dropped_by"):
+            by = ", ".join(f"{reason} {n}" for reason, n in sorted(health["dropped_by"].items()))
+            _common.console.print(f"dropped unsent by reason: {by}", highlight=False, markup=False)
     if not health["healthy"]:
         raise SystemExit(EXIT_FAILED)
 

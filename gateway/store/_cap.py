@@ -124,7 +124,7 @@ class CappedFile(OutboxFile):
                 deleted, dropped = self._drop(lane, where, args, reason)
                 if deleted <= 0:
                     break
-                self._log_trim(lane, dropped)
+                self._log_trim(lane, dropped, reason, cap)
                 now = self._used_bytes()
                 freed = used - now
                 if freed > 0:
@@ -144,7 +144,7 @@ class CappedFile(OutboxFile):
                 cap,
             )
 
-    def _log_trim(self, lane: Lane, dropped: int) -> None:
+    def _log_trim(self, lane: Lane, dropped: int, reason: str, cap: int) -> None:
         # A full outbox trims on about every 2 % of the cap appended: log at most once a minute.
         self._dropped_unlogged[lane] = self._dropped_unlogged.get(lane, 0) + dropped
         now = time.monotonic()
@@ -153,4 +153,8 @@ class CappedFile(OutboxFile):
         self._trim_logged_at = now
         what = ", ".join(f"{n} {ln.name.lower()}" for ln, n in self._dropped_unlogged.items())
         self._dropped_unlogged = {}
-        log.warning("outbox %s full (%d bytes): dropped the oldest rows: %s", self.path, self.max_bytes, what)
+        # Which cap: a disk-full spell's is far below max_bytes, which it used to name.
+        why = "the disk is full" if reason == "disk_full" else "max_bytes"
+        log.warning(
+            "outbox %s at its cap (%d bytes: %s): dropped the oldest rows: %s", self.path, cap, why, what
+        )

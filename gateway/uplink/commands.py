@@ -492,7 +492,7 @@ def domain_problem(domain: Mapping[str, Any], value: object) -> str | None:
     if kind == "string" and not isinstance(value, str):
         return "a string is required"
     if kind in ("integer", "number") and not is_number:
-        return f"a {kind} is required"
+        return "a whole number is required" if kind == "integer" else "a number is required"
     if kind == "integer" and isinstance(value, float) and not value.is_integer():
         return "a whole number is required"
     if "enum" in domain and value not in domain["enum"]:

@@ -166,7 +166,8 @@ async def probe_broker(
                 Check(
                     "mqtt_connect",
                     Verdict.FAIL,
-                    f"no MQTT session: {err or 'timed out'}",
+                    # asyncio's TimeoutError has no text (and `err or ...` never falls back)
+                    f"no MQTT session: {str(err) or f'no CONNACK within {timeout_s:g} s'}",
                     (time.perf_counter() - t0) * 1000,
                 ),
                 Check("round_trip", Verdict.SKIP, "skipped: not connected", 0.0),

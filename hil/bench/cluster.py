@@ -79,6 +79,7 @@ async def drain(
         port=port,
         fallbacks=endpoints[1:],
         db_path=db,
+        consumer_id=f"platform-{secrets.token_hex(4)}",  # given: its session follows it to another node
         protocol="3.1.1",
         group=None,
         e2e_ack=args.e2e,

@@ -57,7 +57,8 @@ def cli() -> None:
 @click.option(
     "--client-id",
     default=None,
-    help="MQTT client id (default: random); keep it stable where sessions outlive the process (NATS)",
+    help="MQTT client id; with one the session outlives the process and a restart with the same id "
+    "takes it back (default: a random id whose session ends with its connection)",
 )
 @click.option(
     "--db",
@@ -199,7 +200,7 @@ def command(
     try:
         result = asyncio.run(main())
     except (TimeoutError, aiomqtt.MqttError) as err:
-        click.echo(f"error: no result from {gateway_id}: {err or 'timed out'}", err=True)
+        click.echo(f"error: no result from {gateway_id}: {str(err) or 'timed out'}", err=True)
         sys.exit(1)
     click.echo(json.dumps(result))
     sys.exit(0 if result.get("outcome") == "ok" else 1)

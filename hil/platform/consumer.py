@@ -121,6 +121,10 @@ class PlatformConsumer:
         self.ack_signer = ack_signer  # the gateway refuses unsigned acks; None sends them unsigned
         self.protocol = protocol
         self.consumer_id = consumer_id or f"platform-{uuid.uuid4().hex[:8]}"
+        # A session only outlives the connection under an id given to us: no later process takes a
+        # random id's session back, and left behind in a `$share` group it was a member the broker
+        # handed every other message to for the session's expiry, read by no one.
+        self.persistent = consumer_id is not None
         if store is None:
             if db_path is None:
                 raise ValueError("give db_path (SQLite) or a store (e.g. PgPlatformStore)")
@@ -220,13 +224,14 @@ class PlatformConsumer:
             await asyncio.sleep(self.reconnect_s)
 
     def _client_for_session(self) -> aiomqtt.Client:
-        # A persistent session: while this instance is away (but the broker lives) the broker keeps
-        # the messages that arrive meanwhile. Not those it had delivered: paho PUBACKs a message
-        # when it is queued here, before _handle stores it (aiomqtt 2.5 has no manual ack), so a
-        # crash loses the queue; end-to-end acks make the gateway send those rows again.
+        # A persistent session (with a `consumer_id` given): while this instance is away (but the
+        # broker lives) the broker keeps the messages that arrive meanwhile. Not those it had
+        # delivered: paho PUBACKs a message when it is queued here, before _handle stores it
+        # (aiomqtt 2.5 has no manual ack), so a crash loses the queue; end-to-end acks make the
+        # gateway send those rows again. A random id's session ends with its connection.
         if self.protocol == "5":
             props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = self.session_expiry_s
+            props.SessionExpiryInterval = self.session_expiry_s if self.persistent else 0
             return aiomqtt.Client(
                 self.host,
                 self.port,
@@ -242,7 +247,7 @@ class PlatformConsumer:
             identifier=self.consumer_id,
             protocol=aiomqtt.ProtocolVersion.V311,
             keepalive=10,
-            clean_session=False,
+            clean_session=not self.persistent,
         )
 
     async def _handle(self, client: aiomqtt.Client, topic: str, payload: Any) -> None:

@@ -84,7 +84,7 @@ def _print(
     try:
         result = asyncio.run(main())
     except (TimeoutError, aiomqtt.MqttError) as err:
-        click.echo(f"error: no result: {err or 'timed out'}", err=True)
+        click.echo(f"error: no result: {str(err) or 'timed out'}", err=True)
         sys.exit(1)
     if before is not None:
         before()

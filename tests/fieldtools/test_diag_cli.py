@@ -24,7 +24,7 @@ from citynerve.gateway.control import ControlError, ask
 from citynerve.gateway.diagbus import DiagRoute, DiagSession, UnknownBusError, bus_diag
 from citynerve.gateway.logs import field
 from citynerve.gateway.runtime import Gateway
-from citynerve.gateway.store import AsyncOutbox
+from citynerve.gateway.store import AsyncOutbox, Lane
 from citynerve.hil.sim.modbus import ModbusBuilding
 
 from .conftest import gateway_toml
@@ -308,6 +308,17 @@ async def test_store_health(config: GatewayConfig, config_path: Path) -> None:
     assert telemetry["rows"] == 5 and telemetry["oldest_age_s"] > 0
     r = await acli("diag", "store", "-c", str(config_path))
     assert r.exit_code == 0 and "integrity ok" in r.output
+
+
+async def test_store_health_names_why_rows_were_dropped(config: GatewayConfig, config_path: Path) -> None:
+    # Field session: 3,512 readings evicted on a full disk were listed as "dropped by size cap".
+    await _filled_store(config)
+    async with AsyncOutbox(Path(config.store.path), synchronous="normal") as ob:
+        (row,) = await ob.peek(Lane.TELEMETRY, limit=1)
+        assert await ob.drop_too_large(Lane.TELEMETRY, row.seq) == 1
+    r = await acli("diag", "store", "-c", str(config_path))
+    assert r.exit_code == 0, r.output
+    assert "size cap" not in r.output and "dropped unsent by reason: too_large 1" in r.output
 
 
 def _scribble(db: Path) -> None:

@@ -4,6 +4,7 @@ restarted on a full disk collects alarms instead of exiting (and being restarted
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -76,3 +77,20 @@ def test_a_clean_stop_during_a_disk_full_spell_leaves_a_reserve(tmp_path: Path) 
             seq, _ = ob.append([], [alarm(999)])
             (row,) = ob.peek(Lane.EVENT, after_seq=seq - 1, limit=1)
             assert row.seq == seq and row.record == alarm(999)
+
+
+def test_the_trim_log_names_the_disk_full_cap_not_max_bytes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Field session: "outbox gw.db full (268435456 bytes): dropped the oldest rows" beside a 60 KB
+    # file on a full disk sent the reader to max_bytes; the cap that dropped them was the disk's.
+    with small_disk(tmp_path / "disk", "6m") as disk, Outbox(disk / "gw.db", max_bytes=MAX_BYTES) as ob:
+        ob.append(readings(0, 1000), [])
+        fill(disk)
+        with caplog.at_level(logging.WARNING, logger="citynerve.gateway.store"):
+            k = 1
+            while not ob.stats().dropped_by.get("disk_full") and k < 200:
+                ob.append(readings(k * 1000, 1000), [])
+                k += 1
+    (line,) = [r.getMessage() for r in caplog.records if "dropped the oldest rows" in r.getMessage()]
+    assert "the disk is full" in line and str(MAX_BYTES) not in line, line

@@ -65,6 +65,19 @@ def test_failover_list_one_dead_one_alive(broker: MosquittoBroker, tmp_path: Pat
     assert tcp["step"] == "tcp" and tcp["verdict"] == "fail" and "refused" in tcp["detail"]
 
 
+def test_a_hung_broker_is_named_in_the_connect_step(broker: MosquittoBroker, tmp_path: Path) -> None:
+    # TCP accepted, no CONNACK: the detail read "no MQTT session: " and nothing more.
+    cfg = _config(tmp_path, f'brokers = ["{broker.url}"]\n')
+    broker.freeze()
+    try:
+        code, out = _run("-c", str(cfg), "--json", "--timeout", "1")
+    finally:
+        broker.thaw()
+    connect = json.loads(out)["brokers"][0]["checks"][3]
+    assert code == 1 and (connect["step"], connect["verdict"]) == ("mqtt_connect", "fail")
+    assert connect["detail"] == "no MQTT session: no CONNACK within 1 s", connect
+
+
 def test_dns_failure(tmp_path: Path) -> None:
     cfg = _config(tmp_path, 'brokers = ["mqtt://no-such-broker.invalid:1883"]\n')
     code, out = _run("-c", str(cfg), "--json", "--timeout", "3")

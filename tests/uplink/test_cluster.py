@@ -84,6 +84,7 @@ async def test_node_of_the_gateway_killed_mid_drain(cluster: NatsCluster, tmp_pa
         port=first.mqtt_port,
         fallbacks=[("127.0.0.1", n.mqtt_port) for n in others],
         db_path=tmp_path / "platform.sqlite",
+        consumer_id=f"platform-{tmp_path.name}",  # an id given: its session follows it to another node
         protocol="3.1.1",  # NATS speaks MQTT 3.1.1
         group=None,  # and has no shared subscriptions
         validate=check,

@@ -448,6 +448,13 @@ def test_value_domain_check(domain: dict[str, Any], value: Value, ok: bool) -> N
     assert (domain_problem(domain, value) is None) is ok
 
 
+def test_value_domain_problems_read_as_english() -> None:
+    # A signed write of True or "12" to a uint16 point was answered "a integer is required".
+    integer = {"type": "integer", "min": 0, "max": 65535}
+    assert domain_problem(integer, True) == domain_problem(integer, "12") == "a whole number is required"
+    assert domain_problem({"type": "number"}, "1.5") == "a number is required"
+
+
 async def test_a_write_outside_the_domain_is_bad_value(outbox: AsyncOutbox) -> None:
     class DomainTarget(BuildingTarget):
         def point_info(self, device_id: str, point: str) -> PointInfo | None:

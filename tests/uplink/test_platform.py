@@ -29,7 +29,15 @@ from citynerve.hil.platform import (
     print_platform_view,
     start_demo_broker,
 )
-from tests.uplink.conftest import INVENTORY, PLATFORM_SIGNER, alarm, readings, upstream, wait_for
+from tests.uplink.conftest import (
+    INVENTORY,
+    PLATFORM_SIGNER,
+    alarm,
+    platform_key_file,
+    readings,
+    upstream,
+    wait_for,
+)
 
 GW = "gw-plat"
 REPO = Path(__file__).resolve().parents[2]
@@ -211,6 +219,62 @@ async def test_cli_consume_and_view(broker: MosquittoBroker, tmp_path: Path) -> 
     )
     lanes = json.loads(view.stdout)["lanes"]
     assert lanes[0]["gateway_id"] == GW and lanes[0]["rows"] == 2
+
+
+def test_cli_command_no_gateway_answers_says_timed_out(broker: MosquittoBroker) -> None:
+    # A TimeoutError's text is empty: the line read "error: no result from gw-plat: " and stopped.
+    out = subprocess.run(
+        [
+            *(sys.executable, "-m", "citynerve.hil.platform", "command", "--broker", broker.url),
+            *("--gateway", GW, "--hmac-key-file", str(platform_key_file()), "--timeout", "0.5"),
+            *("read_point", "device_id=d", "point=p"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (out.returncode, out.stderr.strip()) == (1, f"error: no result from {GW}: timed out")
+
+
+async def test_a_consumer_restarted_without_a_client_id_gets_every_message(
+    broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    # `consume` without --client-id takes a random id at each start. Its session outlived the
+    # process (expiry 3600 s) and stayed in the `$share/platform` group as a member no one reads:
+    # Mosquitto handed it every other message, so the next instance saw a gap at every other
+    # message (with --no-e2e those rows were lost). Killed -9 here, as a crash would.
+    def telemetry(prev: int, seqs: list[int]) -> str:
+        body = _msg(prev, seqs)
+        body.update({"schema": "citynerve.telemetry/1", "count": len(seqs), "ts": "2026-01-01T00:00:00.000Z"})
+        return json.dumps({**body, "ts_ms": 1})
+
+    first_db = tmp_path / "first.sqlite"
+    proc = _spawn_consumer(broker, first_db)
+    try:
+        async with aiomqtt.Client(broker.host, broker.port) as c:
+            for _ in range(100):  # until the consumer has subscribed
+                await c.publish(f"citynerve/{GW}/telemetry", telemetry(0, [1]), qos=1)
+                await asyncio.sleep(0.1)
+                if first_db.exists() and _has_lane(first_db):
+                    break
+    finally:
+        proc.kill()
+        await asyncio.to_thread(proc.communicate, timeout=10)
+    assert _has_lane(first_db)
+    async with PlatformConsumer(
+        host=broker.host, port=broker.port, db_path=tmp_path / "next.sqlite", e2e_ack=False
+    ) as nxt:
+        await nxt.wait_connected()
+        async with aiomqtt.Client(broker.host, broker.port) as c:
+            for s in range(2, 12):
+                await c.publish(f"citynerve/{GW}/telemetry", telemetry(s - 1, [s]), qos=1)
+        for _ in range(100):  # a member left behind was handed about half of them
+            if nxt.messages >= 10:
+                break
+            await asyncio.sleep(0.1)
+        lane = await nxt.query(lambda st: st.lane(GW, "telemetry"))
+    assert lane is not None and lane.rows == 10, lane
 
 
 @settings(max_examples=60, deadline=None)
