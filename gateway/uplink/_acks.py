@@ -53,6 +53,7 @@ class UplinkAcks:
     _rewinds: int
     _status_soon: asyncio.Event
     _behind_status_t: float
+    _bogus_ack_t: float
 
     def _maybe_rewind(self) -> None:
         """e2e mode: the platform stopped acknowledging a lane (it may have missed messages while it
@@ -157,6 +158,20 @@ class UplinkAcks:
                 ack.epoch[:32],
                 self._outbox.epoch,
             )
+            return
+        if ack.seq >= self._outbox.next_seq:
+            # No row of this epoch has that seq yet: the ack cannot be true (a platform fault, or a
+            # copy of this outbox in another gateway), and taken it would delete rows sent but not
+            # received. Ignored, logged at most once per resend period.
+            now = time.monotonic()
+            if now - self._bogus_ack_t >= self.config.e2e_resend_after_s:
+                self._bogus_ack_t = now
+                log.warning(
+                    "uplink: ignored an e2e ack for %s seq %d: this outbox's seqs are all below %d",
+                    LANE_NAMES[ack.lane],
+                    ack.seq,
+                    self._outbox.next_seq,
+                )
             return
         if ack.seq > self._platform_seq[ack.lane]:
             self._platform_seq[ack.lane] = ack.seq

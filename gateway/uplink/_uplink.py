@@ -142,6 +142,7 @@ class Uplink(UplinkAcks, UplinkMessages):
         # `acked` goes out soon, at most once per e2e_resend_after_s, so it can close that gap.
         self._status_soon = asyncio.Event()
         self._behind_status_t = -math.inf
+        self._bogus_ack_t = -math.inf  # last "ignored an impossible e2e ack" warning
         self._actions = actions
         self._processor = self._make_processor(commands)
         self._reconnect_reason: str | None = None

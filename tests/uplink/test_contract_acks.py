@@ -16,7 +16,7 @@ from typing import Any
 
 import aiomqtt
 
-from citynerve.gateway.store import AsyncOutbox
+from citynerve.gateway.store import AsyncOutbox, Lane
 from citynerve.gateway.uplink import JsonV1Encoding, Uplink
 from citynerve.hil.platform import MosquittoBroker, PlatformConsumer
 from tests.uplink.conftest import (
@@ -247,3 +247,40 @@ def _spawn_gateway(outbox: Path, broker: MosquittoBroker) -> subprocess.Popen[st
         text=True,
         start_new_session=True,
     )
+
+
+async def test_a_signed_ack_for_a_seq_never_given_deletes_nothing(
+    broker: MosquittoBroker, outbox: AsyncOutbox
+) -> None:
+    """A platform fault (or a copy of this outbox in another gateway) acks seq 10**9 while nobody
+    received the rows sent: they stay in the outbox, and a true ack after it settles exactly its
+    own rows. It used to count as "the platform has all", deleting every row sent (100 here)."""
+    await outbox.append(readings(100), [alarm(1)])
+    cfg = upstream(broker, e2e_ack=True, e2e_resend_after_s=600.0, max_batch_readings=25)
+
+    async def ack(seq: int) -> None:
+        body = {
+            "schema": "citynerve.ack/1", "gateway_id": GW, "epoch": outbox.epoch, "lane": "telemetry",
+            "seq": seq, "ts_ms": int(time.time() * 1000), "consumer": "faulty-platform",
+        }  # fmt: skip
+        await c.publish(f"citynerve/{GW}/ack", json.dumps(PLATFORM_SIGNER.sign_ack(body)).encode(), qos=1)
+
+    async with (
+        aiomqtt.Client(broker.host, broker.port) as c,
+        Uplink(cfg, gateway_id=GW, outbox=outbox, inventory=lambda: INVENTORY) as up,
+    ):
+
+        async def published() -> bool:
+            return up.snapshot().published_rows.get("telemetry") == 100
+
+        async def acked() -> bool:
+            return up.snapshot().acked_rows.get("telemetry", 0) > 0
+
+        await wait_for(published)
+        await ack(10**9)  # in order on one connection: handled before the next one
+        await ack(50)
+        await wait_for(acked)
+        snap = up.snapshot()
+    assert snap.acked_rows["telemetry"] == 50
+    rows = {lane.lane: lane.rows for lane in (await outbox.stats()).lanes}
+    assert rows == {Lane.TELEMETRY: 50, Lane.EVENT: 1}

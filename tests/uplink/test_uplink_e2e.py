@@ -166,9 +166,13 @@ async def test_an_ack_of_another_store_epoch_is_ignored(outbox: AsyncOutbox) -> 
     """A late ack for the old epoch's seqs must not delete rows of the new epoch."""
     from citynerve.gateway.uplink.encoding import PlatformAck
 
+    await outbox.append(readings(45), [alarm(1)])
     up = Uplink(upstream("mqtt://127.0.0.1:1"), gateway_id=GW, outbox=outbox, inventory=lambda: INVENTORY)
     up._on_platform_ack(PlatformAck(GW, Lane.TELEMETRY, 40, "0000000000000000"))
     assert up._platform_seq[Lane.TELEMETRY] == 0
     up._on_platform_ack(PlatformAck(GW, Lane.TELEMETRY, 40, outbox.epoch))
-    up._on_platform_ack(PlatformAck(GW, Lane.EVENT, 7))  # no epoch: an older platform, the current one
-    assert (up._platform_seq[Lane.TELEMETRY], up._platform_seq[Lane.EVENT]) == (40, 7)
+    up._on_platform_ack(PlatformAck(GW, Lane.EVENT, 46))  # no epoch: an older platform, the current one
+    assert (up._platform_seq[Lane.TELEMETRY], up._platform_seq[Lane.EVENT]) == (40, 46)
+    # A seq this outbox never gave (it gave 1..46) cannot be acked: ignored.
+    up._on_platform_ack(PlatformAck(GW, Lane.TELEMETRY, 47, outbox.epoch))
+    assert up._platform_seq[Lane.TELEMETRY] == 40
