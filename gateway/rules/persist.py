@@ -12,8 +12,9 @@ from typing import Any
 
 from citynerve.gateway.api import DeviceConfig, Event, StateStore, SteadyWall, utc_now
 from citynerve.gateway.rules.actions import ActionTarget
+from citynerve.gateway.rules.alarm import Transition
 from citynerve.gateway.rules.config import RulesConfig
-from citynerve.gateway.rules.engine import RuleEngine
+from citynerve.gateway.rules.engine import RuleEngine, RuleInstance
 
 log = logging.getLogger("citynerve.gateway.rules")
 
@@ -101,6 +102,14 @@ class PersistentRuleEngine(RuleEngine):
     def shift(self, delta: float) -> None:
         super().shift(delta)
         self._last_save += delta
+
+    def _emit(self, inst: RuleInstance, tr: Transition, ts: float, out: list[Event]) -> None:
+        """As RuleEngine._emit; a raise is saved promptly: a power cut before the periodic snapshot
+        left the engine restored without it, and the restart told the platform "cleared: no longer
+        active after a restart or reload" before raising it again (after its hold: minutes)."""
+        super()._emit(inst, tr, ts, out)
+        if tr is Transition.RAISE:
+            self._save_soon()
 
     def set_away(self, device_id: str, away: bool) -> None:
         """As RuleEngine.set_away, saved at once: an operator's flag must survive a power cut."""
