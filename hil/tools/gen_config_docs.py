@@ -165,7 +165,8 @@ MEANING = {
     "backoff": "reconnect waits after a lost broker connection",
     "initial_s": "first wait before reconnecting; doubles per failure",
     "max_s": "longest wait between reconnects",
-    "commands": "commands from the platform (off unless a key is provisioned)",
+    "commands": "commands from the platform: off unless `enabled = true` and a key is provisioned "
+    "(a key alone checks end-to-end acks; commands are answered commands_disabled)",
     "hmac_key_file": "file with the shared HMAC key that signs commands",
     "ed25519_public_key_file": "file with the platform's Ed25519 public key that signs commands",
     "max_clock_skew_s": "a command stamped further from the gateway's clock is refused",
