@@ -45,7 +45,7 @@ from citynerve.gateway.config.paths import (
     register_secrets,
     resolve_paths,
 )
-from citynerve.gateway.config.runnable import serial_device, socket_path_problem
+from citynerve.gateway.config.runnable import baudrate_problem, serial_device, socket_path_problem
 from citynerve.gateway.config.secrets import (
     config_file_warning,
     inline_secrets,
@@ -327,6 +327,8 @@ class _Loader:
                 continue
             buses[bus.id] = bus
             specs[bus.id] = spec
+            if (odd := baudrate_problem(bus)) is not None:
+                self.warnings.append(ConfigIssue(self.file, f"{where}.baudrate", f"warning: {odd}"))
             if (device := serial_device(bus)) is not None and ports.setdefault(device, bus.id) != bus.id:
                 self.issue(
                     f"{where}.port", f"already used by bus {ports[device]!r} (a serial port opens once)"
