@@ -43,6 +43,7 @@ from citynerve.gateway.api._errors import (
     PermanentError,
     TransientError,
     WriteRejectedError,
+    os_errno,
 )
 from citynerve.gateway.api._records import (
     Event,
@@ -108,6 +109,7 @@ __all__ = [
     "WriteRejectedError",
     "boot_id",
     "is_id",
+    "os_errno",
     "read_secret_file",
     "shortest_float32",
     "stop_task",
