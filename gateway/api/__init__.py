@@ -6,6 +6,7 @@ Drivers import only this package from the gateway (ARCHITECTURE: drivers -> city
 from citynerve.gateway.api._clock import SYSTEM_CLOCK, Clock, SteadyWall, boot_id
 from citynerve.gateway.api._config import (
     ID_PATTERN,
+    IN_FIELD_WORDS,
     MAX_SECRET_FILE_BYTES,
     STRICT,
     BusConfig,
@@ -17,7 +18,9 @@ from citynerve.gateway.api._config import (
     SecretFile,
     SecretPath,
     SerialSettings,
+    in_field_words,
     is_id,
+    meter_address_problem,
     read_secret_file,
 )
 from citynerve.gateway.api._driver import (
@@ -63,6 +66,7 @@ from citynerve.gateway.api._timeouts import SerialTimeout
 
 __all__ = [
     "ID_PATTERN",
+    "IN_FIELD_WORDS",
     "MAX_SECRET_FILE_BYTES",
     "STRICT",
     "SYSTEM_CLOCK",
@@ -108,7 +112,9 @@ __all__ = [
     "Value",
     "WriteRejectedError",
     "boot_id",
+    "in_field_words",
     "is_id",
+    "meter_address_problem",
     "os_errno",
     "read_secret_file",
     "shortest_float32",

@@ -28,7 +28,7 @@ from citynerve.gateway.api import (
 )
 from citynerve.gateway.config.compact import Shared
 from citynerve.gateway.config.drivers import DriverNotFoundError, driver_spec
-from citynerve.gateway.config.errors import issues_from, with_subjects
+from citynerve.gateway.config.errors import did_you_mean, issues_from, with_subjects
 from citynerve.gateway.config.limits import describe, min_poll_interval_s
 from citynerve.gateway.config.model import (
     ClockConfig,
@@ -369,7 +369,9 @@ class _Loader:
                 return self._read_profile(profile_id, f)
         self._bad_profiles.add(profile_id)
         searched = ", ".join(str(d) for d in self.profile_dirs)
-        self.issue(where, f"no profile {profile_id!r} (looked for {profile_id}.toml in {searched})")
+        known = {f.stem for d in self.profile_dirs if d.is_dir() for f in d.glob("*.toml")}
+        hint = did_you_mean(profile_id, sorted(known))
+        self.issue(where, f"no profile {profile_id!r}{hint}; looked for {profile_id}.toml in {searched}")
         return None
 
     def _read_profile(self, profile_id: str, f: Path) -> Profile | None:
