@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from citynerve.drivers.cjt188.codec import DiOrder
 from citynerve.drivers.cjt188.readings import STATUS_MAPS, StatusMap
-from citynerve.gateway.api import DeviceConfig, PointConfig
+from citynerve.gateway.api import DeviceConfig, PointConfig, in_field_words, meter_address_problem
 
 Field901F = Literal[
     "flow_total",
@@ -131,6 +131,8 @@ class Cjt188Device(DeviceConfig):
     def _address(cls, v: object) -> object:
         if isinstance(v, int) and not isinstance(v, bool):
             return f"{v:014d}"
+        if isinstance(v, str) and (problem := meter_address_problem(v, digits=14, protocol="CJ/T 188")):
+            raise in_field_words(problem)  # not "string should match pattern '^[0-9]{14}$'"
         return v
 
     @field_validator("meter_type", mode="before")

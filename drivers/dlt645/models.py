@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from citynerve.drivers.dlt645.registry import DataFormat, DataItem, DataRegistry, parse_di
-from citynerve.gateway.api import DeviceConfig, PointConfig
+from citynerve.gateway.api import DeviceConfig, PointConfig, in_field_words, meter_address_problem
 
 
 def _check_di(value: str) -> str:
@@ -77,6 +77,8 @@ class Dlt645Device(DeviceConfig):
         # TOML lets an installer write the address as a number; keep the leading zeros
         if isinstance(v, int) and not isinstance(v, bool):
             return f"{v:012d}"
+        if isinstance(v, str) and (problem := meter_address_problem(v, digits=12, protocol="DL/T 645")):
+            raise in_field_words(problem)  # not "string should match pattern '^[0-9]{12}$'"
         return v
 
     @field_validator("extra_dis")

@@ -92,16 +92,14 @@ class ModbusChannel:
             client.close()
             if isinstance(client, RtuClient):
                 await client.wait_closed()
+            if isinstance(bus, ModbusRtuBusConfig):
+                raise ChannelError.serial_open(bus.id, bus.port, err) from err
             raise ChannelError(bus.id, self._why_not_open(err)) from err
         self._client = client
 
     def _why_not_open(self, err: Exception) -> str:
         bus = self.bus
-        if isinstance(bus, ModbusRtuBusConfig):
-            text = str(err).replace("\n", " ")
-            if "lock" in text.lower() or "busy" in text.lower():
-                return f"serial port {bus.port} is in use by another program ({text})"
-            return f"cannot open serial port {bus.port}: {text}"
+        assert not isinstance(bus, ModbusRtuBusConfig)  # a serial port: ChannelError.serial_open
         where = f"{bus.host}:{bus.port}"
         if isinstance(err, TimeoutError):
             return f"no TCP answer from {where} within {bus.timeout_s:g} s"

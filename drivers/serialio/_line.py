@@ -364,7 +364,7 @@ class SerialLine:
                 exclusive=True,
             )
         except (OSError, serial.SerialException, ValueError, termios.error) as err:
-            raise ChannelError(self.bus_id, f"cannot open {s.port}: {err}") from err
+            raise ChannelError.serial_open(self.bus_id, s.port, err) from err
         self._transport = transport
         self._protocol = protocol
         self._last_activity = 0.0

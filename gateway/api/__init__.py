@@ -6,6 +6,7 @@ Drivers import only this package from the gateway (ARCHITECTURE: drivers -> city
 from citynerve.gateway.api._clock import SYSTEM_CLOCK, Clock, SteadyWall, boot_id
 from citynerve.gateway.api._config import (
     ID_PATTERN,
+    IN_FIELD_WORDS,
     MAX_SECRET_FILE_BYTES,
     STRICT,
     BusConfig,
@@ -17,7 +18,9 @@ from citynerve.gateway.api._config import (
     SecretFile,
     SecretPath,
     SerialSettings,
+    in_field_words,
     is_id,
+    meter_address_problem,
     read_secret_file,
 )
 from citynerve.gateway.api._driver import (
@@ -43,6 +46,7 @@ from citynerve.gateway.api._errors import (
     PermanentError,
     TransientError,
     WriteRejectedError,
+    os_errno,
 )
 from citynerve.gateway.api._records import (
     Event,
@@ -62,6 +66,7 @@ from citynerve.gateway.api._timeouts import SerialTimeout
 
 __all__ = [
     "ID_PATTERN",
+    "IN_FIELD_WORDS",
     "MAX_SECRET_FILE_BYTES",
     "STRICT",
     "SYSTEM_CLOCK",
@@ -107,7 +112,10 @@ __all__ = [
     "Value",
     "WriteRejectedError",
     "boot_id",
+    "in_field_words",
     "is_id",
+    "meter_address_problem",
+    "os_errno",
     "read_secret_file",
     "shortest_float32",
     "stop_task",

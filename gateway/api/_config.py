@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AllowInfNan, BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 STRICT = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, allow_inf_nan=False)
 """The model config of every config section: unknown keys are errors, NaN and infinity are refused
@@ -56,6 +57,32 @@ Seconds = Annotated[float, AllowInfNan(False), AfterValidator(_duration)]
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 """Ids of gateways, buses, devices and points: letters, digits, `_ . : -`, at most 64 characters.
 No `/`, so an id is safe to use as a file name (profiles, keys, state files)."""
+
+
+IN_FIELD_WORDS = "in_field_words"
+"""The type of a validation error whose message already says what is expected and what was found, in
+the field's words: a config issue shows it as it is (not "expected: ...; found ...")."""
+
+
+def in_field_words(message: str) -> PydanticCustomError:
+    """A validation error (raise it in a validator) shown as `message`, as it is."""
+    return PydanticCustomError(IN_FIELD_WORDS, "{message}", {"message": message})
+
+
+def meter_address_problem(value: str, *, digits: int, protocol: str) -> str | None:
+    """Why `value` is not a `protocol` meter address of `digits` digits, or None when it is one; the
+    one wording of every command ("a CJ/T 188 address is 14 digits, found 13 ...")."""
+    text = value.strip()
+    if text.isascii() and text.isdigit():
+        if len(text) == digits:
+            return None
+        found = str(len(text))
+    else:
+        found = repr(value[:40])
+    return (
+        f"a {protocol} address is {digits} digits, found {found} "
+        "(as printed on the meter, leading zeros included)"
+    )
 
 
 def is_id(value: object, pattern: str = ID_PATTERN) -> bool:

@@ -6,6 +6,8 @@ Errors carry typed attributes; nobody matches on message strings. Wrap with `rai
 from __future__ import annotations
 
 import enum
+import errno
+import os
 from dataclasses import dataclass
 
 
@@ -88,12 +90,44 @@ class FrameError(TransientError):
 
 
 class ChannelError(TransientError):
-    """The bus's physical channel cannot be used: port missing, in use, connection refused."""
+    """The bus's physical channel cannot be used: port missing, in use, connection refused.
+    `errno` is the OS's error number when the OS gave one (ENOENT: a serial port not there)."""
 
-    def __init__(self, bus_id: str, reason: str) -> None:
+    def __init__(self, bus_id: str, reason: str, *, errno: int | None = None) -> None:
         self.bus_id = bus_id
         self.reason = reason
+        self.errno = errno
         super().__init__(f"bus {bus_id}: {reason}")
+
+    @classmethod
+    def serial_open(cls, bus_id: str, port: str, err: BaseException) -> ChannelError:
+        """A serial port that did not open, in the words every serial bus uses (Modbus RTU, meters,
+        fire panels): "serial port X not found (is the adapter plugged in?)", "... is in use by
+        another program", instead of pyserial's text (which doubles the errno); raise it `from err`,
+        so the log keeps that text."""
+        code = os_errno(err)
+        if code == errno.ENOENT:
+            reason = f"serial port {port} not found (is the adapter plugged in?)"
+        elif code in (errno.EAGAIN, errno.EBUSY):  # another program's exclusive lock (flock), or TIOCEXCL
+            reason = f"serial port {port} is in use by another program"
+        elif code in (errno.EACCES, errno.EPERM):
+            reason = f"serial port {port}: permission denied (is the user in the dialout group?)"
+        elif code is not None:
+            name = errno.errorcode.get(code, code)
+            reason = f"cannot open serial port {port}: {os.strerror(code)} ({name})"
+        else:  # a URL pyserial refuses, a socket:// peer not there: its text, on one line
+            reason = f"cannot open serial port {port}: {' '.join(str(err).split()) or type(err).__name__}"
+        return cls(bus_id, reason, errno=code)
+
+
+def os_errno(err: BaseException | None) -> int | None:
+    """The errno of the OSError (pyserial's SerialException is one) that `err` was raised from."""
+    seen = 0
+    while err is not None and seen < 8:  # a cause chain is short; a cycle must not loop
+        if isinstance(err, OSError) and err.errno is not None:
+            return err.errno
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
 
 
 class DeviceTimeoutError(TransientError):

@@ -16,7 +16,7 @@ import errno
 import logging
 import os
 
-from citynerve.gateway.api import BusConfig, SerialSettings
+from citynerve.gateway.api import BusConfig, SerialSettings, os_errno
 
 log = logging.getLogger("citynerve.bus")
 
@@ -32,16 +32,6 @@ def adapter_port(bus: BusConfig) -> str | None:
     if isinstance(bus, SerialSettings):
         return bus.port if "://" not in bus.port else None
     return bus.adapter_node()
-
-
-def os_errno(err: BaseException | None) -> int | None:
-    """The errno of the OSError (pyserial's SerialException is one) that `err` was raised from."""
-    seen = 0
-    while err is not None and seen < 8:  # a cause chain is short; a cycle must not loop
-        if isinstance(err, OSError) and err.errno is not None:
-            return err.errno
-        err, seen = err.__cause__ or err.__context__, seen + 1
-    return None
 
 
 class AdapterWatch:

@@ -34,6 +34,16 @@ def describe_settings(bus: BusConfig) -> str:
     return f"{bus.protocol} {transport}" if transport else bus.protocol
 
 
+PROBE_GROUPS = {"modbus_rtu": "modbus", "dlt645": "dlt645", "cjt188": "cjt188"}
+"""The serial protocols whose `citynerve diag GROUP probe` tries other line settings."""
+
+
+def probe_command(bus: BusConfig) -> str | None:
+    """The command line that tries other line settings on this bus, or None where there is none."""
+    group = PROBE_GROUPS.get(bus.protocol)
+    return f"citynerve diag {group} probe --bus {bus.id}" if group else None
+
+
 def describe_address(device: DeviceConfig) -> str:
     if isinstance(device.address, int):
         base = getattr(device, "register_base", 0)  # one of several instances behind one unit id
@@ -77,4 +87,10 @@ def bus_verdict(
             h.last_error,
         )
     serial = isinstance(getattr(bus, "serial", bus), SerialSettings)
-    return judge_bus(facts, settings=describe_settings(bus), channel_error=channel_error, serial=serial)
+    return judge_bus(
+        facts,
+        settings=describe_settings(bus),
+        channel_error=channel_error,
+        serial=serial,
+        probe=probe_command(bus),
+    )

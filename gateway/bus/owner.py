@@ -283,7 +283,9 @@ class BusOwner(DeviceStates):
             reason = err.reason if isinstance(err, ChannelError) else str(err)
             self.adapter.failed(err)
             if self.channel_error != self.adapter.reason(reason):
-                log.error("bus %s: cannot open channel: %s", self.bus.id, reason)
+                # The OS's own text (errno and all) stays in the journal; the status shows `reason`.
+                cause = f" ({err.__cause__})" if err.__cause__ is not None else ""
+                log.error("bus %s: cannot open channel: %s%s", self.bus.id, reason, cause)
             self.channel_error = self.adapter.reason(reason)
             await self._close()
             self._channel_backoff = self._open_backoff.next_delay()

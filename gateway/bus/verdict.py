@@ -356,9 +356,12 @@ def judge_bus(
     settings: str,
     channel_error: str | None = None,
     serial: bool = True,
+    probe: str | None = None,
 ) -> BusVerdict:
     """Name the line's pattern and each device's cause. `settings` describes the line as configured
-    ("/dev/ttyUSB0 9600 8N1", "10.0.0.5:502"), shown when the line is the likely culprit."""
+    ("/dev/ttyUSB0 9600 8N1", "10.0.0.5:502"), shown when the line is the likely culprit; `probe` is
+    the command that tries other settings on this bus ("citynerve diag dlt645 probe --bus meters"),
+    where there is one."""
     polled = {d: f for d, f in devices.items() if f.radio is None}
     radio = {d: f for d, f in devices.items() if f.radio is not None}
     verdicts: dict[str, DeviceVerdict] = {}
@@ -379,8 +382,8 @@ def judge_bus(
             bus_reason = (
                 f"no device on the line answers ({total} requests, all unanswered): check the line's "
                 f"settings (configured {settings}: same baud rate, parity and stop bits as the devices?), "
-                "A/B polarity, the adapter and the devices' power; `diag <protocol> probe` tries other "
-                "settings"
+                "A/B polarity, the adapter and the devices' power"
+                + (f"; `{probe}` tries other settings" if probe else "")
             )
         else:
             bus_reason = (

@@ -9,7 +9,7 @@ from typing import IO, Any
 
 import click
 
-from citynerve.gateway.api import BusConfig
+from citynerve.gateway.api import BusConfig, meter_address_problem
 from citynerve.gateway.cli._exit import EXIT_INVALID, consoles
 from citynerve.gateway.config import GatewayConfig
 
@@ -47,14 +47,11 @@ def meter_address(value: str, *, digits: int, protocol: str, device_ids: set[str
     """A meter address as printed (`digits` digits, leading zeros included) or the id of a device of
     the bus (`device_ids`); else a usage error naming --address."""
     text = value.strip()
-    if (text.isascii() and text.isdigit() and len(text) == digits) or text in device_ids:
+    problem = meter_address_problem(value, digits=digits, protocol=protocol)
+    if problem is None or text in device_ids:
         return text
-    also = " or a device id of the bus" if device_ids else ""
-    raise DiagInputError(
-        "--address",
-        f"a {protocol} address is {digits} digits as printed on the meter (leading zeros included)"
-        f"{also}, got {value!r}",
-    )
+    also = "; or give a device id of the bus" if device_ids else ""
+    raise DiagInputError("--address", f"{problem}{also}")
 
 
 def dlt645_di(value: str) -> str:

@@ -388,7 +388,9 @@ def init(
         if chosen:
             editor = DeviceListEditor(config_path)
             try:
-                editor.save(editor.add(*(p.entry for p in chosen if p.entry is not None)))
+                # The file this command wrote: a backup of it would be its own half-written config
+                # (the file replaced by --force was kept by the first write).
+                editor.save(editor.add(*(p.entry for p in chosen if p.entry is not None)), backup=False)
             except ConfigError as err:
                 print_config_issues(err)
                 sys.exit(EXIT_INVALID)

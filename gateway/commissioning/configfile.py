@@ -296,8 +296,9 @@ class DeviceListEditor:
                 out[device_id] = list(err.issues)
         return out
 
-    def save(self, text: str) -> tuple[GatewayConfig, Path | None]:
-        """Validate `text` as the new config; if valid, replace the file (with a backup).
+    def save(self, text: str, *, backup: bool = True) -> tuple[GatewayConfig, Path | None]:
+        """Validate `text` as the new config; if valid, replace the file (with a backup, unless the
+        file is the command's own: `init` writes it, then adds the devices found).
 
         Raises ConfigError (every issue) and leaves the file untouched when invalid; ConfigEditError
         ("cannot write: ...") when the folder or the disk refuses the write (the file is untouched too).
@@ -305,12 +306,12 @@ class DeviceListEditor:
         try:
             cfg = validate_text(self.path, text)
             mode = self.path.stat().st_mode & 0o777 if self.path.exists() else 0o640
-            backup = write_atomically(self.path, text, mode=mode)
+            kept = write_atomically(self.path, text, mode=mode, backup=backup)
         except OSError as err:
             raise cannot_write(self.path, err) from err
         self.text = text
         self.data = tomllib.loads(text)
-        return cfg, backup
+        return cfg, kept
 
 
 class ReloadOutcome(enum.Enum):

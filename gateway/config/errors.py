@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from citynerve.gateway.api import ConfigIssue
+from citynerve.gateway.api import IN_FIELD_WORDS, ConfigIssue
 from citynerve.gateway.logs import is_secret_key
 
 
@@ -43,13 +43,12 @@ def issues_from(
             allowed = _allowed_keys(model, loc[:-1])
             hint = ""
             if allowed:
-                import difflib  # only for a bad key: not in every running gateway's memory
-
-                close = difflib.get_close_matches(name, allowed, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(allowed)})"
+                hint = did_you_mean(name, allowed) or f" (allowed: {', '.join(allowed)})"
             msg = f"unknown key{hint}"
         elif kind == "missing":
             msg = "required key is missing"
+        elif kind == IN_FIELD_WORDS:
+            msg = e["msg"]  # it says what is expected and what was found
         else:
             msg = e["msg"]
             if msg.startswith("Value error, "):
@@ -60,6 +59,14 @@ def issues_from(
                 msg += f"; found {_short(e['input'])}"
         out.append(ConfigIssue(file, path, msg))
     return out
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` naming the choice closest to a mistyped `name`, or "" when none is close."""
+    import difflib  # only for a mistake: not in every running gateway's memory
+
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _allowed_keys(model: type[BaseModel] | None, loc: Sequence[str | int]) -> list[str]:

@@ -28,7 +28,7 @@ from citynerve.gateway.api import (
 )
 from citynerve.gateway.config.compact import Shared
 from citynerve.gateway.config.drivers import DriverNotFoundError, driver_spec
-from citynerve.gateway.config.errors import issues_from, with_subjects
+from citynerve.gateway.config.errors import did_you_mean, issues_from, with_subjects
 from citynerve.gateway.config.limits import describe, min_poll_interval_s
 from citynerve.gateway.config.model import (
     ClockConfig,
@@ -45,7 +45,7 @@ from citynerve.gateway.config.paths import (
     register_secrets,
     resolve_paths,
 )
-from citynerve.gateway.config.runnable import serial_device, socket_path_problem
+from citynerve.gateway.config.runnable import baudrate_problem, serial_device, socket_path_problem
 from citynerve.gateway.config.secrets import (
     config_file_warning,
     inline_secrets,
@@ -327,6 +327,8 @@ class _Loader:
                 continue
             buses[bus.id] = bus
             specs[bus.id] = spec
+            if (odd := baudrate_problem(bus)) is not None:
+                self.warnings.append(ConfigIssue(self.file, f"{where}.baudrate", f"warning: {odd}"))
             if (device := serial_device(bus)) is not None and ports.setdefault(device, bus.id) != bus.id:
                 self.issue(
                     f"{where}.port", f"already used by bus {ports[device]!r} (a serial port opens once)"
@@ -367,7 +369,9 @@ class _Loader:
                 return self._read_profile(profile_id, f)
         self._bad_profiles.add(profile_id)
         searched = ", ".join(str(d) for d in self.profile_dirs)
-        self.issue(where, f"no profile {profile_id!r} (looked for {profile_id}.toml in {searched})")
+        known = {f.stem for d in self.profile_dirs if d.is_dir() for f in d.glob("*.toml")}
+        hint = did_you_mean(profile_id, sorted(known))
+        self.issue(where, f"no profile {profile_id!r}{hint}; looked for {profile_id}.toml in {searched}")
         return None
 
     def _read_profile(self, profile_id: str, f: Path) -> Profile | None:

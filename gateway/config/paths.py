@@ -92,7 +92,7 @@ def managed_profile_dir(config_path: Path) -> Path:
 def profile_search_dirs(config_path: Path, extra: list[str]) -> list[Path]:
     """The profile folders of the config at `config_path` in search order (the first profile of an
     id wins); `extra`: its `profile_dirs`. Also what `citynerve report` and `devices` search."""
-    base = config_path.parent
+    base = config_path.absolute().parent  # a bare `gw.toml`: its parent's profiles are ../profiles
     dirs: list[Path] = []
     if (managed := managed_profile_dir(config_path)).is_dir():
         dirs.append(managed)  # the platform's word (remote config) first
@@ -100,6 +100,12 @@ def profile_search_dirs(config_path: Path, extra: list[str]) -> list[Path]:
     dirs += [Path(x) for x in os.environ.get(PROFILES_ENV, "").split(os.pathsep) if x]
     dirs += [base / "profiles", base.parent / "profiles"]
     shipped_dir = shipped.profiles()
-    if shipped_dir.is_dir() and shipped_dir not in dirs:
+    if shipped_dir.is_dir():
         dirs.append(shipped_dir)  # the profiles that ship with CityNerve, last
-    return dirs
+    out: list[Path] = []
+    seen: set[str] = set()  # one folder once, however it was named (`profile_dirs = ["../profiles"]`)
+    for d in dirs:
+        if (key := os.path.realpath(d)) not in seen:
+            seen.add(key)
+            out.append(d)
+    return out

@@ -1,7 +1,8 @@
 """Checks that what `citynerve run` opens can be opened, so `config check` refuses it first: one bus
 per serial port (the second would find it locked, its devices offline for good), and a control
 socket path the kernel takes (AF_UNIX: at most 107 bytes; a relative path resolved under a deep
-config folder is longer, and `run` died binding it)."""
+config folder is longer, and `run` died binding it). A baud rate no adapter is usually set to
+(`96000` typed for 9600) is only warned of: odd rates exist."""
 
 from __future__ import annotations
 
@@ -24,6 +25,27 @@ def socket_path_problem(path: str) -> str | None:
     )
 
 
+STANDARD_BAUDRATES = (
+    300, 600, 1200, 1800, 2400, 4800, 9600, 19200, 38400, 57600, 115200,
+    230400, 460800, 500000, 576000, 921600, 1000000, 1152000, 1500000, 2000000, 2500000, 3000000,
+    3500000, 4000000,
+)  # fmt: skip
+"""The rates Linux's termios names from 300 baud up (pyserial sets any other through BOTHER)."""
+
+
+def baudrate_problem(bus: BusConfig) -> str | None:
+    """Why a serial bus's baud rate looks like a typo, with the standard rate meant, or None.
+
+    A digit too many or too few (96000, 960) means the rate ten times smaller or larger when that is
+    standard; otherwise the standard rate nearest by ratio is suggested."""
+    if not isinstance(bus, SerialSettings) or bus.baudrate in STANDARD_BAUDRATES:
+        return None
+    baud = bus.baudrate
+    typo = [r for r in STANDARD_BAUDRATES if r in (baud * 10, baud / 10)]
+    meant = typo[0] if typo else min(STANDARD_BAUDRATES, key=lambda r: max(r, baud) / min(r, baud))
+    return f"bus {bus.id!r}: {baud} baud is not a standard rate; did you mean {meant}?"
+
+
 def serial_device(bus: BusConfig) -> str | None:
     """The serial device an enabled bus opens (links resolved: /dev/serial/by-id/... is the
     /dev/ttyUSB0 it names), or None: not a serial bus, disabled, or a pyserial URL (socket://,
@@ -33,4 +55,10 @@ def serial_device(bus: BusConfig) -> str | None:
     return os.path.realpath(bus.port)
 
 
-__all__ = ["MAX_SOCKET_PATH_BYTES", "serial_device", "socket_path_problem"]
+__all__ = [
+    "MAX_SOCKET_PATH_BYTES",
+    "STANDARD_BAUDRATES",
+    "baudrate_problem",
+    "serial_device",
+    "socket_path_problem",
+]

@@ -125,18 +125,18 @@ def _config_access(target: Path, config: Path | None, user: str, real: bool) -> 
         mode = target.stat().st_mode & 0o7777
     except OSError as err:
         raise ServiceInstallError("config", f"{target}: {err.strerror or err}") from err
-    kept = f"config {CONFIG_FILE} exists: kept as it is" + (f" (not replaced by {config})" if config else "")
+    kept = f"keep config {CONFIG_FILE} as it is" + (f" (not replaced by {config})" if config else "")
     if real:
         return Step(
             StepKind.CONFIG_ACCESS,
-            f"{kept}; group {user}, readable by the group (the service reads it)",
+            f"{kept}; give it group {user}, readable by the group (the service reads it)",
             path=CONFIG_FILE,
             mode=mode | 0o040,
             owner=f":{user}",
         )
     return Step(
         StepKind.CONFIG_ACCESS,
-        f"{kept}; readable by its group (group {user} is given only when installing into /)",
+        f"{kept}; make it readable by its group (group {user} is given only when installing into /)",
         path=CONFIG_FILE,
         mode=mode | 0o040,
     )
@@ -249,12 +249,16 @@ def plan_install(
         )
     owner = f"{user}:{user}" if real else ""
     config_dir = str(Path(CONFIG_FILE).parent)
+
+    def folder(path: str) -> str:  # every step says what it does: "would create folder ..."
+        return f"create folder {path}" if not _under(prefix, path).is_dir() else f"set up folder {path}"
+
     plan.steps.append(
         Step(
             StepKind.FOLDER,
             # Group-writable: the service writes remote config changes, their history and the
             # platform's profiles here; setgid: what root writes here gets the service's group.
-            f"folder {config_dir} (config; the service writes remote config changes here)",
+            f"{folder(config_dir)} (config; the service writes remote config changes here)",
             path=config_dir,
             mode=CONFIG_DIR_MODE,
             owner=f"root:{user}" if real else "",
@@ -263,7 +267,7 @@ def plan_install(
     plan.steps.append(
         Step(
             StepKind.FOLDER,
-            f"folder {DATA_DIR} (outbox; contents never touched)",
+            f"{folder(DATA_DIR)} (outbox; contents never touched)",
             path=DATA_DIR,
             mode=0o750,
             owner=owner,
@@ -283,7 +287,7 @@ def plan_install(
             plan.steps.append(
                 Step(
                     StepKind.CONFIG,
-                    f"config {CONFIG_FILE} from {config}"
+                    f"install config {CONFIG_FILE} from {config}"
                     + (f", with {'; '.join(changed)}" if changed else ""),
                     path=CONFIG_FILE,
                     content=text,

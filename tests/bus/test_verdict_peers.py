@@ -99,6 +99,8 @@ async def test_wrong_baud_rate_names_the_line_settings() -> None:
         snap = await until(owner, lambda s: s["verdict"]["cause"] == "line_silent")
     assert snap["verdict"]["state"] == "offline"
     assert f"configured {sim.port} 9600 8E1" in snap["verdict"]["reason"]
+    # The command to run, as typed: the hint said "`diag <protocol> probe`".
+    assert "`citynerve diag dlt645 probe --bus rs485-1` tries other settings" in snap["verdict"]["reason"]
     assert {d["cause"] for d in snap["devices"]} == {"line_silent"}
 
 

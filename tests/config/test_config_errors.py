@@ -122,7 +122,7 @@ scale = 2
     assert found["devices[1].id"] == "duplicate device id 'wm-1' (also devices[0])"
     assert found["devices[2].bus"] == "no bus 'rs485-9' (buses: rs485-1)"
     assert found["devices[3].profile"].startswith(
-        "no profile 'no-such-profile' (looked for no-such-profile.toml"
+        "no profile 'no-such-profile'; looked for no-such-profile.toml"
     )
     assert "16-digit" in found["devices[4].component_code"]
     assert found["devices[4].colour"].startswith("unknown key")

@@ -6,6 +6,7 @@ release installed it, a register imported) and `run` refuses it in one line, exi
 
 from __future__ import annotations
 
+import json
 import os
 import textwrap
 import tty
@@ -135,3 +136,31 @@ def test_ports_that_do_not_clash_pass(tmp_path: Path, pty_port: str) -> None:
     )
     r = _cli("config", "check", str(config))
     assert r.exit_code == 0, r.output
+
+
+# -- baud rates ----------------------------------------------------------------------------------
+
+
+def test_a_typo_d_baud_rate_is_a_warning_naming_the_bus_and_the_rate_meant(tmp_path: Path) -> None:
+    # `9600` typed `96000`: init and config check passed it silently, and the line stayed silent.
+    config = tmp_path / "gw.toml"
+    init = _cli(
+        "init", "-c", str(config), "--gateway-id", "gw-1", "--city", "310100", "--district", "310106",
+        "--street", "310106013", "--bus", "rs485-1:modbus_rtu:/dev/ttyUSB7:96000:N",
+        "--bus", "meters:dlt645:/dev/ttyUSB8:2400", "--no-interactive",
+    )  # fmt: skip
+    assert init.exit_code == 0, init.output
+    warning = "bus 'rs485-1': 96000 baud is not a standard rate; did you mean 9600?"
+    assert warning in " ".join(init.output.split()), init.output
+    check = _cli("config", "check", str(config))
+    assert check.exit_code == 0, check.output  # a warning: odd rates exist
+    text = " ".join(check.output.split())
+    assert f"buses[0] (id 'rs485-1').baudrate: warning: {warning}" in text, text
+    assert "'meters'" not in text, text  # 2400 is standard
+    as_json = json.loads(_cli("config", "check", str(config), "--json").output)
+    assert [(w["path"], w["message"]) for w in as_json["warnings"] if "baud" in w["message"]] == [
+        ("buses[0].baudrate", f"warning: {warning}")
+    ]
+    config.write_text(config.read_text().replace("96000", "14400"))  # not a typo: the nearest rate
+    text = " ".join(_cli("config", "check", str(config)).output.split())
+    assert "14400 baud is not a standard rate; did you mean 19200?" in text, text

@@ -142,6 +142,10 @@ def test_redaction_leaves_no_secret_value(data: dict[str, str]) -> None:
 # -- init -------------------------------------------------------------------------------------------
 
 
+def _backups(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.bak"))
+
+
 async def test_scripted_init_discovers_the_building(short_dir: Path, building: ModbusBuilding) -> None:
     host, port = building.endpoint
     building.silence(13)
@@ -169,6 +173,16 @@ async def test_scripted_init_discovers_the_building(short_dir: Path, building: M
     ]  # fmt: skip
     check = cli("config", "check", str(path))
     assert check.exit_code == 0
+    # A fresh file: nothing existed before, so nothing is kept (it left a .bak of its own first write).
+    assert out["backup"] is None and not _backups(short_dir), _backups(short_dir)
+    first = path.read_text()
+    r = await acli(
+        "init", "-c", str(path), *IDENTITY, "--bus", f"tcp-1:modbus_tcp:{host}:{port}",
+        "--profile-dir", str(PROFILES), "--discover", "--to", "3", "--yes", "--force", "--json",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    [kept] = _backups(short_dir)  # the file that was there before; not init's own first write
+    assert kept.read_text() == first and json.loads(r.output)["backup"] == str(kept)
     # The installer reads it: a header comment, tables in order.
     text = path.read_text()
     assert text.startswith("# CityNerve gateway config")
@@ -234,7 +248,8 @@ def test_init_refuses_to_overwrite_and_bad_input(short_dir: Path) -> None:
     assert r.exit_code == 2 and "unknown protocol" in r.output
     r = cli("init", "-c", str(path), *IDENTITY, "--force", "--no-interactive")
     assert r.exit_code == 0
-    assert list(short_dir.glob("gw.toml.*.bak"))  # the replaced file was kept
+    [kept] = short_dir.glob("gw.toml.*.bak")  # the replaced file was kept
+    assert kept.read_text() == "# mine\n"
 
 
 # -- devices ----------------------------------------------------------------------------------------

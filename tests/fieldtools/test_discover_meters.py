@@ -129,7 +129,8 @@ async def test_a_line_where_nothing_answers_says_what_to_check(short_dir: Path) 
         "that they use this baud rate and parity"
     ) in text, text
     assert "`citynerve diag dlt645 read-address --port PORT --baud B --parity P`" in text
-    assert f"bus gone: cannot open {short_dir}/ttyUSB-gone" in text and "bus gone: bus gone" not in text
+    assert f"bus gone: serial port {short_dir}/ttyUSB-gone not found (is the adapter plugged in?)" in text
+    assert "bus gone: bus gone" not in text
     # At the meters' speed the same line is found, with nothing to say about it.
     path.unlink()
     async with SerialMeterBus(meters=power, baudrate=2400, enforce_baud=True) as p:

@@ -90,7 +90,7 @@ def test_install_into_a_prefix_then_upgrade(tmp_path: Path, short_dir: Path) -> 
     assert r.exit_code == 0, r.output
     whats = [s["what"] for s in json.loads(r.output)["steps"]]
     assert any(w.startswith("upgrade unit") for w in whats)
-    assert any("kept as it is" in w for w in whats)
+    assert any(w.startswith("keep config /etc/citynerve/gateway.toml as it is") for w in whats)
     assert hashlib.sha256(outbox.read_bytes()).hexdigest() == digest
     assert (tmp_path / "var/lib/citynerve/outbox.db-wal").read_bytes() == b"wal" * 100
     assert (tmp_path / "etc/citynerve/gateway.toml").read_text() == '[gateway]\nid = "gw-edited"\n'
@@ -118,7 +118,7 @@ def test_a_failed_step_is_one_line(tmp_path: Path) -> None:
     blocker.write_text("a file where a folder must go")
     r = cli("service", "install", "--prefix", str(tmp_path), "--no-enable")
     assert r.exit_code == 1
-    assert "service install: folder /etc/citynerve" in r.output and "Traceback" not in r.output
+    assert "service install: create folder /etc/citynerve" in r.output and "Traceback" not in r.output
 
 
 @pytest.mark.parametrize("missing", ["--config"])
@@ -267,3 +267,27 @@ def test_a_secret_file_that_stays_behind_is_named_by_the_install(tmp_path: Path,
     (tmp_path / "etc/citynerve/gateway.toml").unlink()
     r = cli("service", "install", "--prefix", str(tmp_path), "--config", str(config), "--no-enable")
     assert r.exit_code == 0 and "warning" not in r.output, r.output
+
+
+def test_every_dry_run_step_says_what_it_would_do(tmp_path: Path) -> None:
+    # It printed "would folder /etc/citynerve" and "would config ... from ...": a verb missing.
+    config = tmp_path / "gw.toml"
+    config.write_text(
+        '[gateway]\nid = "gw-1"\norg = { city = "310100", district = "310106", street = "310106013" }\n'
+    )
+    prefix = tmp_path / "root"
+    r = cli("service", "install", "--prefix", str(prefix), "--config", str(config), "--dry-run")
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())  # rich wraps at 80 columns
+    assert "would create folder /etc/citynerve (config; the service writes remote config changes" in text
+    assert f"would install config /etc/citynerve/gateway.toml from {config}" in text
+    r = cli("service", "install", "--prefix", str(prefix), "--config", str(config), "--dry-run", "--json")
+    would = [s["what"] for s in json.loads(r.output)["steps"] if s["kind"] not in ("skip", "warning")]
+    assert {w.split()[0] for w in would} == {"create", "install", "write", "enable"}, would
+    assert not prefix.exists()  # a dry run
+    (prefix / "etc/citynerve").mkdir(parents=True)
+    (prefix / "etc/citynerve/gateway.toml").write_text(config.read_text())
+    r = cli("service", "install", "--prefix", str(prefix), "--config", str(config), "--dry-run")
+    text = " ".join(r.output.split())
+    assert "would set up folder /etc/citynerve" in text and "would create folder /var/lib/citynerve" in text
+    assert f"would keep config /etc/citynerve/gateway.toml as it is (not replaced by {config})" in text

@@ -180,7 +180,7 @@ async def test_missing_port_is_a_channel_error() -> None:
     with pytest.raises(ChannelError) as info:
         await driver.open()
     assert info.value.bus_id == "rs485"
-    assert info.value.reason.startswith("cannot open serial port /dev/ttyNOPE-citynerve")
+    assert info.value.reason == "serial port /dev/ttyNOPE-citynerve not found (is the adapter plugged in?)"
     assert "\n" not in info.value.reason
 
 
@@ -193,7 +193,7 @@ async def test_port_in_use_is_a_channel_error() -> None:
                 await driver.open()
         finally:
             holder.close()
-    assert "in use" in info.value.reason
+    assert info.value.reason == f"serial port {link.gateway_port} is in use by another program"
 
 
 async def test_rtu_on_a_socket_url_and_writes(tmp_path: Path) -> None:
@@ -307,12 +307,12 @@ async def test_unplugged_adapter_is_a_channel_error(rig: Rig) -> None:
     await asyncio.sleep(0.1)
     with pytest.raises(ChannelError) as info:  # found closed: reopened once, and that failed
         await rig.driver.read(SMOKE, request)
-    assert info.value.reason.startswith(f"cannot open serial port {rig.link.gateway_port}")
+    assert info.value.reason.startswith(f"serial port {rig.link.gateway_port} not found")
     assert not rig.driver.channel.connected
     await rig.driver.close()
     with pytest.raises(ChannelError) as reopen:
         await rig.driver.open()
-    assert reopen.value.reason.startswith(f"cannot open serial port {rig.link.gateway_port}")
+    assert reopen.value.reason.startswith(f"serial port {rig.link.gateway_port} not found")
 
 
 @pytest.mark.parametrize("url", ["nonsense://x", "socket://127.0.0.1:notaport"])

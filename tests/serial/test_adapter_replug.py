@@ -167,7 +167,9 @@ async def test_a_fire_panel_bus_pulled_mid_run_says_so_at_once_and_listens_when_
 
 
 @pytest.mark.parametrize("port", ["in use by another program", "not a tty", "appears in use"])
-async def test_a_port_that_is_there_but_cannot_be_opened_keeps_the_backoff(tmp_path: Path, port: str) -> None:
+async def test_a_port_that_is_there_but_cannot_be_opened_keeps_the_backoff(
+    tmp_path: Path, port: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """Busy, not a terminal, or a missing port that appears busy: the open is tried once (once more
     when it appears), then at the backoff (5 s to 10 s, then 10 s to 20 s here), not at every
     check of the port."""
@@ -189,6 +191,10 @@ async def test_a_port_that_is_there_but_cannot_be_opened_keeps_the_backoff(tmp_p
             await asyncio.sleep(3.0)  # three checks of the port, well before the open's next retry
             assert owner.channel_open is False
             assert owner.counters.channel_errors == (2 if port == "appears in use" else 1)
+            if port != "not a tty":  # the status in the field's words, the journal with the errno too
+                assert owner.snapshot()["channel_error"] == f"serial port {link} is in use by another program"
+                logged = [r.getMessage() for r in caplog.records if "cannot open channel" in r.getMessage()]
+                assert logged and "in use by another program ([Errno 11]" in logged[-1], logged
 
 
 class HalfGoneAdapter:

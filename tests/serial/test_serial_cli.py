@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import serial
 from click.testing import CliRunner
 
 from citynerve.drivers.dlt645 import codec
@@ -194,7 +195,7 @@ async def test_serial_command_bad_input() -> None:
     code, _, err = await cli_process("diag", "dlt645", "read-address")
     assert code == 2 and "either --bus" in err
     code, _, err = await cli("diag", "dlt645", "read-address", "--port", "/nonexistent/ttyUSB9")
-    assert code == 1 and "cannot open" in err and "Traceback" not in err
+    assert code == 1 and "serial port /nonexistent/ttyUSB9 not found" in err and "Traceback" not in err
     code, _, err = await cli(
         "diag", "dlt645", "read", "--port", "/nonexistent/ttyUSB9", "--address", "12", "--di", "00010000"
     )
@@ -254,8 +255,8 @@ async def test_bad_input_through_a_configured_bus_is_exit_2_in_the_fields_words(
     tmp_path: Path, args: tuple[str, ...], says: str
 ) -> None:
     """Checked before the line is touched (its port does not exist here: touching it is exit 1,
-    'cannot open'), whichever route: exit 2 and the option's own words, not pydantic's pattern or
-    int()'s 'invalid literal' (it was exit 1 through a running gateway)."""
+    'serial port ... not found'), whichever route: exit 2 and the option's own words, not pydantic's
+    pattern or int()'s 'invalid literal' (it was exit 1 through a running gateway)."""
     text = (Path(__file__).parent / "data" / "building-meters.toml").read_text(encoding="utf-8")
     config = tmp_path / "gateway.toml"
     for n in range(3):  # ports that do not exist
@@ -325,6 +326,42 @@ async def test_firepanel_watch_shows_parsed_records() -> None:
     assert (lines[0]["state"], lines[0]["severity"]) == ("raised", "critical")
     assert {"raw": "GST200 V2.31"} in lines
     code, _, err = await cli("diag", "firepanel", "watch", "--port", "/nonexistent/tty", "--seconds", "1")
-    assert code == 1 and "cannot open" in err
+    assert code == 1 and "serial port /nonexistent/tty not found (is the adapter plugged in?)" in err
     code, _, err = await cli("diag", "firepanel", "watch", "--port", "/dev/null", "--model", "acme")
     assert code == 2 and "unknown panel model" in err
+
+
+@pytest.mark.parametrize("protocol", ["dlt645", "cjt188", "modbus"])
+async def test_a_serial_port_missing_or_held_is_said_in_one_wording_for_every_bus(
+    tmp_path: Path, protocol: str
+) -> None:
+    """A missing port showed pyserial's doubled text ('[Errno 2] could not open port ...: [Errno 2]
+    No such file ...'), a meter line held by another program its 'Could not exclusively lock'; Modbus
+    said 'in use by another program'. One wording now, whatever the protocol."""
+    missing = tmp_path / "ttyUSB9"
+    async with SerialMeterBus() as line:
+
+        def command(port: Path | str) -> tuple[str, ...]:
+            if protocol != "modbus":
+                return ("diag", protocol, "read-address", "--port", str(port), "--timeout", "0.2")
+            config = tmp_path / "gw.toml"
+            config.write_text(
+                '[gateway]\nid = "gw-1"\n'
+                'org = { city = "310100", district = "310106", street = "310106013" }\n'
+                f'[control]\nsocket = "{tmp_path}/gw.sock"\n'
+                f'[[buses]]\nid = "rs485-1"\nprotocol = "modbus_rtu"\nport = "{port}"\n'
+            )
+            return ("diag", "modbus", "scan", "-c", str(config), "--bus", "rs485-1", "--to", "1")
+
+        code, _, err = await cli_process(*command(missing))
+        text = " ".join(err.split())
+        assert code == 1 and f"serial port {missing} not found (is the adapter plugged in?)" in text, text
+        assert "Errno" not in text and "could not open port" not in text, text
+        holder = serial.serial_for_url(line.port, exclusive=True)  # another program holds it
+        try:
+            code, _, err = await cli_process(*command(line.port))
+        finally:
+            holder.close()
+        text = " ".join(err.split())
+        assert code == 1 and f"serial port {line.port} is in use by another program" in text, text
+        assert "exclusively lock" not in text and "Errno" not in text, text
