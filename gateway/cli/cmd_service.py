@@ -73,7 +73,7 @@ def install_cmd(
         elif step.kind is StepKind.WARN:
             mark = "[yellow]warning:[/]"
         else:
-            mark = "[yellow]would[/]" if dry_run else "[green]done[/]"
+            mark = "[yellow]would[/]" if dry_run else "[green]done:[/]"
         cmd = f"  [dim]$ {esc(' '.join(step.command))}[/]" if step.command and dry_run else ""
         console.print(f"{mark} {esc(step.what)}{cmd}", highlight=False)
 
