@@ -73,9 +73,7 @@ def revocation_list(cert_file: Path, ca_file: Path, ca_key: ec.EllipticCurvePriv
     cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
     ca = x509.load_pem_x509_certificate(ca_file.read_bytes())
     now = dt.datetime.now(dt.UTC)
-    revoked = (
-        x509.RevokedCertificateBuilder().serial_number(cert.serial_number).revocation_date(now).build()
-    )
+    revoked = x509.RevokedCertificateBuilder().serial_number(cert.serial_number).revocation_date(now).build()
     crl = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca.subject)
