@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATE_KEY = "uplink.tls_identity"
+# Recorded in place of the configured certificate's hash when the destination named none at the
+# rotation (a password over TLS): a certificate named later is one provisioned again.
+NO_CERTIFICATE = "none"
 PENDING_KEY = "pending.key"
 MAX_CERT_PEM = 12 * 1024  # a leaf and its intermediates; a command is at most 16 KiB (json_v1)
 CREDENTIALS_KIND = "credentials"
@@ -95,6 +98,13 @@ def _cert_sha256(path: Path | None) -> str | None:
         return hashlib.sha256(path.read_bytes()).hexdigest() if path is not None else None
     except OSError:
         return None
+
+
+def _configured_mark(upstream: UpstreamConfig) -> str | None:
+    """What a rotation records of the configured client certificate: its hash, NO_CERTIFICATE when
+    none is named, None when it cannot be read (not known)."""
+    cert = upstream.tls.cert_file
+    return NO_CERTIFICATE if cert is None else _cert_sha256(cert)
 
 
 def _issued(path: Path | None) -> float | None:
@@ -152,7 +162,7 @@ class TlsRotation:
     ) -> None:
         self._state = state
         # The [upstream] as configured (not rotated): a rotation records its client certificate's
-        # hash, and gives way to a certificate provisioned again (replaced_by).
+        # hash (or NO_CERTIFICATE), and gives way to a certificate provisioned again (replaced_by).
         # None: not known (a record from before hashes were kept, or the file was unreadable).
         self._configured = configured
         self._configured_sha256: str | None = None
@@ -375,7 +385,7 @@ class TlsRotation:
                 self._forget(self.active)
             else:
                 self.previous = (self.active, upstream)
-            sha = _cert_sha256(configured.tls.cert_file) if configured is not None else None
+            sha = _configured_mark(configured) if configured is not None else None
             record = {"cert_file": str(cert_file), "key_file": str(key_file), "since": now.timestamp()}
             await self._state.put(STATE_KEY, json.dumps({**record, "configured_sha256": sha}))
             self.active = (cert_file, key_file)
