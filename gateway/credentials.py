@@ -75,10 +75,19 @@ class Credentials:
             wall=wall,
         )
 
-    async def load(self) -> None:
+    async def load(self, *, settle: bool = True) -> None:
+        """What was rotated before the restart. `settle`: no remote config change waits for its
+        health check, so a TLS client certificate provisioned again wins now (else at `settle()`
+        once the change is confirmed: a revert goes back to the rotated pair)."""
         await self.tls.load()
-        await self.tls.provisioned_again(self._configured)
+        if settle:
+            await self.tls.provisioned_again(self._configured)
         await self.command_keys.load()
+
+    async def settle(self) -> None:
+        """A remote config change passed its health check: the rotated TLS client pair it replaced
+        with a configured one is forgotten now (audited `tls_configured`)."""
+        await self.tls.provisioned_again(self._configured)
 
     def upstream(self) -> UpstreamConfig:
         """The [upstream] in force: the uplink's own (after a rotation), or the configured one."""
@@ -91,10 +100,12 @@ class Credentials:
     async def reconfigure(self, upstream: UpstreamConfig) -> None:
         """The [upstream] a remote config change puts in force without a restart (the runtime's
         `restart_uplink`), before its uplinks are made: a command key provisioned again in it wins
-        over a recorded rotation, so does a TLS client certificate, and the expiry warning and the
-        confirmation window follow it, as after a restart."""
+        over a recorded rotation, so does a TLS client certificate (its uplink connects with it;
+        the rotated pair is kept until the change is confirmed, `settle`, for a revert), and the
+        expiry warning and the confirmation window follow it, as after a restart."""
         self._configured = upstream
-        await self.tls.provisioned_again(upstream)
+        if self.tls.replaced_by(upstream):  # a switch waiting for its connection is not judged now
+            self.tls.previous = None
         self.watch.warn_days = upstream.tls.expiry_warning_days
         if self._confirm_given is None:
             self.confirm_s = max(60.0, 4 * upstream.connect_timeout_s)
@@ -146,7 +157,7 @@ class Credentials:
 
     def status(self) -> dict[str, Any]:
         out = self.watch.status()
-        if self.tls.active is not None:
+        if self.tls.active is not None and self.upstream().tls.cert_file == self.tls.active[0]:
             out["tls_client_rotated"] = str(self.tls.active[0])
         rotations = self.command_keys.status()
         if rotations:

@@ -133,6 +133,8 @@ class Gateway:
                 self._reconcile_alarms()
                 await self._make_operator(outbox)
                 if (primary := command_destination(cfg)) is not None:
+                    from citynerve.gateway.remoteconfig import change_waiting
+
                     self.credentials = Credentials(
                         primary,
                         gateway_id=cfg.gateway.id,
@@ -140,7 +142,7 @@ class Gateway:
                         directory=db.parent / "credentials",
                         events=self._event,
                     )
-                    await self.credentials.load()
+                    await self.credentials.load(settle=not change_waiting(cfg.source))
                 self._make_remote_config()
                 self.wiring = BusWiring(
                     config=cfg,
@@ -410,6 +412,11 @@ class Gateway:
     async def restart_uplink(self) -> None:
         """New uplinks for the destinations of the reloaded config; the old ones say goodbye."""
         await restart_uplinks(self)
+
+    async def config_confirmed(self) -> None:
+        """A remote change passed its health check: a rotated TLS pair it replaced goes now."""
+        if self.credentials is not None:
+            await self.credentials.settle()
 
     async def publish_result(self, result: CommandResult, destination: str | None = None) -> bool:
         """On the JSON v1 uplink of `destination` (where the command came from), else on `uplink`."""

@@ -2,6 +2,6 @@
 history beside the config file, and the health check that confirms or reverts (docs/fleet.md)."""
 
 from citynerve.gateway.remoteconfig.history import ConfigHistory, HistoryError
-from citynerve.gateway.remoteconfig.manager import RemoteConfig, prepare_start
+from citynerve.gateway.remoteconfig.manager import RemoteConfig, change_waiting, prepare_start
 
-__all__ = ["ConfigHistory", "HistoryError", "RemoteConfig", "prepare_start"]
+__all__ = ["ConfigHistory", "HistoryError", "RemoteConfig", "change_waiting", "prepare_start"]

@@ -73,6 +73,8 @@ class Reconfigurable(Protocol):
 
     async def restart_uplink(self) -> None: ...
 
+    async def config_confirmed(self) -> None: ...
+
     def request_restart(self, delay_s: float) -> None: ...
 
     def uplink_state(self) -> dict[str, Any] | None: ...
@@ -171,6 +173,17 @@ def prepare_start(config_path: Path) -> str | None:
         return f"config {pending.get('version')} reverted: {reason}"
     except (HistoryError, OSError, ValueError, KeyError) as err:
         return f"pending config change unreadable: {err}"
+
+
+def change_waiting(config_path: Path) -> bool:
+    """At start, before the credentials load: a remote change applied before the restart waits for
+    its health check (what it replaced, a rotated TLS client pair, is kept for a revert). An
+    unreadable marker counts as waiting: keeping a key is safe, deleting one may not be."""
+    try:
+        pending = ConfigHistory(config_path).pending()
+    except (HistoryError, OSError):
+        return True
+    return pending is not None and pending.get("state") != "reverted"
 
 
 class RemoteConfig:
@@ -441,6 +454,12 @@ class RemoteConfig:
         self.history.clear_pending()
         self.history.note("confirmed", str(pending["version"]), str(pending["sha256"]))
         self.pending = None
+        try:  # what the change replaced may go now (else at the next start)
+            await self.gateway.config_confirmed()
+        except Exception:  # the verdict goes out all the same
+            log.exception(
+                "config %s: confirmed; what it replaced stays until a start", pending.get("version")
+            )
         await self._verdict(pending, "healthy", reverted=False)
 
     async def _revert(self, pending: dict[str, Any], reason: str) -> None:

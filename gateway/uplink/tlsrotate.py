@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATE_KEY = "uplink.tls_identity"
+# Recorded in place of the configured certificate's hash when the destination named none at the
+# rotation (a password over TLS): a certificate named later is one provisioned again.
+NO_CERTIFICATE = "none"
 PENDING_KEY = "pending.key"
 MAX_CERT_PEM = 12 * 1024  # a leaf and its intermediates; a command is at most 16 KiB (json_v1)
 CREDENTIALS_KIND = "credentials"
@@ -95,6 +98,13 @@ def _cert_sha256(path: Path | None) -> str | None:
         return hashlib.sha256(path.read_bytes()).hexdigest() if path is not None else None
     except OSError:
         return None
+
+
+def _configured_mark(upstream: UpstreamConfig) -> str | None:
+    """What a rotation records of the configured client certificate: its hash, NO_CERTIFICATE when
+    none is named, None when it cannot be read (not known)."""
+    cert = upstream.tls.cert_file
+    return NO_CERTIFICATE if cert is None else _cert_sha256(cert)
 
 
 def _issued(path: Path | None) -> float | None:
@@ -152,11 +162,10 @@ class TlsRotation:
     ) -> None:
         self._state = state
         # The [upstream] as configured (not rotated): a rotation records its client certificate's
-        # hash, and is forgotten when that file changed since (provisioned again).
+        # hash (or NO_CERTIFICATE), and gives way to a certificate provisioned again (replaced_by).
+        # None: not known (a record from before hashes were kept, or the file was unreadable).
         self._configured = configured
         self._configured_sha256: str | None = None
-        # The record predates that hash (written before the gateway recorded it): see _unhashed().
-        self._unhashed = False
         self.directory = directory
         self._gateway_id = gateway_id
         self._upstream = upstream
@@ -178,48 +187,45 @@ class TlsRotation:
             self.active = (cert, key)
             sha = data.get("configured_sha256")
             self._configured_sha256 = sha if isinstance(sha, str) else None
-            self._unhashed = "configured_sha256" not in data
             log.info("TLS client certificate: %s (rotated)", cert)
         else:
             log.error("rotated TLS client certificate %s is gone; using the configured one", cert)
 
-    async def provisioned_again(self, configured: UpstreamConfig) -> bool:
-        """The configured client certificate file changed since the rotation (a new pair put on the
-        gateway and named in the config, on site or by a remote config change): it wins, as a
-        command key provisioned again does; the rotated pair is forgotten (recorded, audited)."""
+    def replaced_by(self, configured: UpstreamConfig) -> bool:
+        """`configured` names a client certificate put in place since the rotation (on site, or by
+        a remote config change): that pair, not the rotated one, is the one to connect with. Only
+        `provisioned_again` forgets the rotated pair: until then a revert of the change finds it."""
         if self.active is None:
             return False
         sha = _cert_sha256(configured.tls.cert_file)
-        if self._unhashed:
-            return await self._unhashed_record(configured, sha)
         # No configured certificate to use (none named: a Sparkplug destination with a password;
         # unreadable): the rotated pair stays, and is in force again when the pair comes back.
-        if self._configured_sha256 is None or sha is None or sha == self._configured_sha256:
+        if sha is None:
             return False
-        await self._configured_wins(configured)
-        return True
-
-    async def _unhashed_record(self, configured: UpstreamConfig, sha: str | None) -> bool:
-        """A rotation recorded before rotations recorded the configured certificate's hash: whether
-        that file changed since is not known. A configured certificate issued after the rotated
-        one was put in place after the rotation (an installer's new pair): it wins. Otherwise the
-        rotated pair stays (the platform's rotation wins over the pair it replaced) and the
-        record gets the configured file's hash now, so that a later change of it wins."""
-        assert self.active is not None
-        self._unhashed = False
+        if self._configured_sha256 is not None:
+            return sha != self._configured_sha256
+        # Which certificate the rotation replaced is not known: one issued after the rotated one
+        # was put in place after the rotation (an installer's new pair).
         configured_at, rotated_at = _issued(configured.tls.cert_file), _issued(self.active[0])
-        if (
-            sha is not None
-            and configured_at is not None
-            and rotated_at is not None
-            and configured_at > rotated_at
-        ):
+        return configured_at is not None and rotated_at is not None and configured_at > rotated_at
+
+    async def provisioned_again(self, configured: UpstreamConfig) -> bool:
+        """At a start with no remote config change waiting for its health check, and when such a
+        change is confirmed: a client certificate provisioned again (replaced_by) wins, as a
+        command key provisioned again does; the rotated pair is forgotten (recorded, audited).
+        Otherwise a record that did not know the configured certificate gets its hash now, so a
+        later change of that file wins."""
+        if self.active is None:
+            return False
+        if self.replaced_by(configured):
             await self._configured_wins(configured)
             return True
-        data = decode_state(await self._state.get(STATE_KEY))
-        if isinstance(data, dict):
-            await self._state.put(STATE_KEY, json.dumps({**data, "configured_sha256": sha}))
-        self._configured_sha256 = sha
+        sha = _cert_sha256(configured.tls.cert_file)
+        if self._configured_sha256 is None and sha is not None:
+            data = decode_state(await self._state.get(STATE_KEY))
+            if isinstance(data, dict):
+                await self._state.put(STATE_KEY, json.dumps({**data, "configured_sha256": sha}))
+            self._configured_sha256 = sha
         return False
 
     async def _configured_wins(self, configured: UpstreamConfig) -> None:
@@ -233,8 +239,9 @@ class TlsRotation:
         log.warning("%s", message)
 
     def effective(self, upstream: UpstreamConfig) -> UpstreamConfig:
-        """`upstream` with the rotated certificate and key in place of the configured ones."""
-        if self.active is None:
+        """`upstream` with the rotated certificate and key in place of the configured ones, unless
+        it names a pair provisioned since the rotation (replaced_by)."""
+        if self.active is None or self.replaced_by(upstream):
             return upstream
         cert, key = self.active
         tls = upstream.tls.model_copy(update={"cert_file": cert, "key_file": key})
@@ -314,6 +321,14 @@ class TlsRotation:
             )
         who = f"platform key {caller.key_id}"
         self._check_tls()
+        configured = self._configured() if self._configured is not None else None
+        if configured is not None and self.replaced_by(configured):
+            # A revert of that change goes back to the rotated pair, which this one would replace.
+            raise CommandRejectedError(
+                RejectReason.BAD_VALUE,
+                "a config change naming another client certificate waits for its health check; "
+                "send the certificate after its verdict",
+            )
         from cryptography import x509
         from cryptography.hazmat.primitives import serialization
 
@@ -370,12 +385,11 @@ class TlsRotation:
                 self._forget(self.active)
             else:
                 self.previous = (self.active, upstream)
-            configured = self._configured() if self._configured is not None else None
-            sha = _cert_sha256(configured.tls.cert_file) if configured is not None else None
+            sha = _configured_mark(configured) if configured is not None else None
             record = {"cert_file": str(cert_file), "key_file": str(key_file), "since": now.timestamp()}
             await self._state.put(STATE_KEY, json.dumps({**record, "configured_sha256": sha}))
             self.active = (cert_file, key_file)
-            self._configured_sha256, self._unhashed = sha, False
+            self._configured_sha256 = sha
             (self.directory / PENDING_KEY).unlink(missing_ok=True)
             self._switch(candidate)
         not_after = cert.not_valid_after_utc

@@ -60,6 +60,9 @@ class FileGateway(Reconfigurable):
     async def restart_uplink(self) -> None:
         return None
 
+    async def config_confirmed(self) -> None:
+        return None
+
     def request_restart(self, delay_s: float) -> None:
         return None
 

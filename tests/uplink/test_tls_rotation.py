@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -29,6 +30,7 @@ from citynerve.gateway.uplink import (
     UpstreamConfig,
 )
 from citynerve.gateway.uplink.commands import Caller, RemoteAction
+from citynerve.gateway.uplink.errors import CommandRejectedError
 from citynerve.gateway.uplink.permissions import Permission
 from citynerve.gateway.uplink.signing import CommandVerifier
 from citynerve.gateway.uplink.tlsrotate import STATE_KEY, TlsRotation
@@ -290,3 +292,60 @@ async def test_a_rotation_recorded_without_the_configured_hash_gives_way_to_a_ne
     creds, rotated, events = await start(issued_days_ago=30)
     assert creds.upstream().tls.cert_file == configured and not rotated.exists()
     assert [e.attrs["what"] for e in events] == ["tls_configured"]
+
+
+async def test_a_certificate_named_after_a_rotation_without_one_replaces_it_once_confirmed(
+    tmp_path: Path, outbox: AsyncOutbox
+) -> None:
+    """A rotation on a gateway whose destination named no client certificate (a password over
+    TLS): a certificate named later, by the installer or by a remote config change, replaces the
+    rotated pair. A remote change is in force at once (`reconfigure`) but the rotated pair is kept
+    for its revert until it is confirmed (`settle`); a destination naming none keeps the rotated
+    pair. Such a rotation used to win over every certificate named later, for good."""
+    pki, ca_key = make_pki_with_key(tmp_path / "pki")
+    folder = tmp_path / "credentials"
+    none = UpstreamConfig.model_validate(
+        {"brokers": ["mqtts://127.0.0.1:8883"], "tls": {"ca_file": str(pki.ca)}}
+    )
+    site = _pair(tmp_path / "site", pki.ca, ca_key, issued_days_ago=400)  # older than the rotated one
+    tls = {"ca_file": str(pki.ca), "cert_file": str(site), "key_file": str(site.with_suffix(".key"))}
+    named = UpstreamConfig.model_validate({"brokers": ["mqtts://127.0.0.1:8883"], "tls": tls})
+    events: list[Event] = []
+
+    def credentials(cfg: UpstreamConfig) -> Credentials:
+        creds = Credentials(cfg, gateway_id=GW, state=outbox, directory=folder, events=events.append)
+        creds.tls = TrialPasses(
+            state=outbox,
+            directory=folder,
+            gateway_id=GW,
+            upstream=creds.upstream,
+            switch=creds._switch,
+            events=events.append,
+            configured=lambda: creds._configured,
+        )
+        return creds
+
+    creds = credentials(none)
+    await creds.load()
+    csr: Any = await creds.tls.make_csr({}, CALLER)
+    await creds.tls.install({"certificate": sign(csr["csr"], pki.ca, ca_key)}, CALLER)
+    assert creds.tls.active is not None
+    rotated = creds.tls.active[0]
+    assert creds.upstream().tls.cert_file == rotated
+
+    # a remote change names the certificate: in force, the rotated pair kept until the verdict
+    await creds.reconfigure(named)
+    assert creds.upstream().tls.cert_file == site and rotated.exists()
+    assert "tls_client_rotated" not in creds.status()
+    csr = await creds.tls.make_csr({}, CALLER)  # no rotation over a change waiting for its verdict
+    with pytest.raises(CommandRejectedError, match="waits for its health check"):
+        await creds.tls.install({"certificate": sign(csr["csr"], pki.ca, ca_key)}, CALLER)
+    await creds.reconfigure(none)  # reverted: the rotated pair again
+    assert creds.upstream().tls.cert_file == rotated and rotated.exists()
+    again = credentials(named)
+    await again.load(settle=False)  # a restart while such a change waits: kept
+    assert again.upstream().tls.cert_file == site and rotated.exists()
+    await again.load()  # a start with nothing waiting (the installer named it): it wins
+    assert again.upstream().tls.cert_file == site and not rotated.exists()
+    assert [e.attrs["what"] for e in events if e.attrs["what"] == "tls_configured"] == ["tls_configured"]
+    assert json.loads(await outbox.get(STATE_KEY) or "null") is None
