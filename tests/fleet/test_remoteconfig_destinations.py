@@ -85,7 +85,10 @@ async def test_the_health_check_judges_enabled_destinations_and_the_one_the_chan
                     broker.host, broker.port, CommandSigner(hmac_key=KEY), key_id="ops-centre"
                 ) as centre,
             ):
-                await wait_for(lambda: all(u.snapshot().connected for u in gw.uplinks), timeout_s=20)
+                # Not before the uplinks are made (the control socket answers first): all() of none.
+                await wait_for(
+                    lambda: bool(gw.uplinks) and all(u.snapshot().connected for u in gw.uplinks), timeout_s=20
+                )
 
                 # a change through `city` while `legacy` comes first: the verdict comes back
                 # through `city` (it went to `legacy`'s topics, which this platform never hears)
