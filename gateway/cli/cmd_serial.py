@@ -51,13 +51,25 @@ def _spec(protocol: str) -> DriverSpec:
     fail(f"no driver for protocol {protocol!r} is installed")
 
 
+DIRECT_BUS = "cli"
+"""The bus a --port command opens (no configured bus): its errors are said without that name."""
+
+
+def _said(err: GatewayError) -> str:
+    """An error's one line; a --port command's channel errors without the made-up bus name
+    ("serial port /dev/ttyUSB9 not found ...", not "bus cli: serial port ...")."""
+    if isinstance(err, ChannelError) and err.bus_id == DIRECT_BUS:
+        return err.reason
+    return str(err)
+
+
 async def _direct(
     protocol: str, port: str, serial: dict[str, Any], timeout_s: float, action: str, params: dict[str, Any]
 ) -> dict[str, Any]:
     spec = _spec(protocol)
     try:
         bus = spec.bus_model.model_validate(
-            {"id": "cli", "protocol": protocol, "timeout_s": timeout_s, "port": port, **serial}
+            {"id": DIRECT_BUS, "protocol": protocol, "timeout_s": timeout_s, "port": port, **serial}
         )
     except ValidationError as err:
         raise click.BadParameter(str(err.errors()[0]["msg"])) from err
@@ -93,7 +105,7 @@ def _run(protocol: str, opts: dict[str, Any], action: str, params: dict[str, Any
     except PermanentError as err:
         fail(str(err), EXIT_INVALID)
     except GatewayError as err:
-        fail(str(err), EXIT_FAILED)
+        fail(_said(err), EXIT_FAILED)
 
 
 def _check_address(protocol: str, params: dict[str, Any], device_ids: set[str]) -> None:
@@ -122,7 +134,7 @@ def _probe(
         except PermanentError as err:
             fail(str(err), EXIT_INVALID)
         except ChannelError as err:  # the port itself is missing or busy: other rates will not help
-            fail(str(err), EXIT_FAILED)
+            fail(_said(err), EXIT_FAILED)
         except GatewayError as err:
             tried.append({"baudrate": baud, "error": str(err)})
             continue
@@ -421,11 +433,13 @@ async def _watch(
 ) -> None:
     spec = _spec("firepanel")
     try:
-        bus = spec.bus_model.model_validate({"id": "cli", "protocol": "firepanel", "port": port, **serial})
+        bus = spec.bus_model.model_validate(
+            {"id": DIRECT_BUS, "protocol": "firepanel", "port": port, **serial}
+        )
         panel = spec.device_model.model_validate(
             {
                 "id": "panel",
-                "bus": "cli",
+                "bus": DIRECT_BUS,
                 "profile": "cli",
                 "location": {"address_code": "000000"},
                 "points": {"raw": {"field": "raw"}},
@@ -489,6 +503,6 @@ def firepanel_watch(
     except KeyboardInterrupt:
         pass
     except GatewayError as err:
-        fail(str(err), EXIT_FAILED)
+        fail(_said(err), EXIT_FAILED)
     if not as_json:
         console.print(f"{sink.events} events, {sink.raw} raw lines", highlight=False)

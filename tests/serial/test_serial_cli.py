@@ -327,6 +327,7 @@ async def test_firepanel_watch_shows_parsed_records() -> None:
     assert {"raw": "GST200 V2.31"} in lines
     code, _, err = await cli("diag", "firepanel", "watch", "--port", "/nonexistent/tty", "--seconds", "1")
     assert code == 1 and "serial port /nonexistent/tty not found (is the adapter plugged in?)" in err
+    assert "bus cli" not in err  # a --port command has no configured bus to name
     code, _, err = await cli("diag", "firepanel", "watch", "--port", "/dev/null", "--model", "acme")
     assert code == 2 and "unknown panel model" in err
 
@@ -356,7 +357,7 @@ async def test_a_serial_port_missing_or_held_is_said_in_one_wording_for_every_bu
         code, _, err = await cli_process(*command(missing))
         text = " ".join(err.split())
         assert code == 1 and f"serial port {missing} not found (is the adapter plugged in?)" in text, text
-        assert "Errno" not in text and "could not open port" not in text, text
+        assert "Errno" not in text and "could not open port" not in text and "bus cli" not in text, text
         holder = serial.serial_for_url(line.port, exclusive=True)  # another program holds it
         try:
             code, _, err = await cli_process(*command(line.port))
