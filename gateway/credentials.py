@@ -81,13 +81,15 @@ class Credentials:
         once the change is confirmed: a revert goes back to the rotated pair)."""
         await self.tls.load()
         if settle:
-            await self.tls.provisioned_again(self._configured)
+            await self.settle()
         await self.command_keys.load()
 
     async def settle(self) -> None:
         """A remote config change passed its health check: the rotated TLS client pair it replaced
-        with a configured one is forgotten now (audited `tls_configured`)."""
-        await self.tls.provisioned_again(self._configured)
+        with a configured one is forgotten now (audited `tls_configured`). Only a JSON v1 destination's
+        certificate replaces it: a Sparkplug one's (no JSON v1 destination runs) is its own pair."""
+        if self._configured.encoding == "json-v1":
+            await self.tls.provisioned_again(self._configured)
 
     def upstream(self) -> UpstreamConfig:
         """The [upstream] in force: the uplink's own (after a rotation), or the configured one."""

@@ -46,6 +46,7 @@ from citynerve.gateway.remoteconfig.document import (
 from citynerve.gateway.remoteconfig.history import ConfigHistory, HistoryError, sha256_text, state_digest
 from citynerve.gateway.remoteconfig.profiles import candidate
 from citynerve.gateway.uplink.commands import Caller, Chunked, RemoteAction
+from citynerve.gateway.uplink.config import UpstreamConfig
 from citynerve.gateway.uplink.encoding import CommandOutcome, CommandResult, RejectReason
 from citynerve.gateway.uplink.errors import CommandRejectedError
 from citynerve.gateway.uplink.permissions import Permission
@@ -86,7 +87,8 @@ class Reconfigurable(Protocol):
 
 def health(gateway: Reconfigurable) -> dict[str, Any]:
     """The figures a change is judged on: the command uplink connected, the destinations meant to
-    run (enabled) not connected, the JSON v1 ones connected (commands can come through them),
+    run (enabled) not connected, the JSON v1 ones connected with commands enabled (commands can
+    come through them),
     buses down, devices faulted, devices not yet polled."""
     up = gateway.uplink_state()
     states = (up or {}).get("destinations") or {}
@@ -108,11 +110,16 @@ def health(gateway: Reconfigurable) -> dict[str, Any]:
     return {
         "uplink": None if up is None else bool(up.get("connected")),
         "destinations_down": sorted(c.id for c in running if c.id not in linked),
-        "command_links": sorted(c.id for c in running if c.id in linked and c.encoding == "json-v1"),
+        "command_links": sorted(c.id for c in running if c.id in linked and _takes_commands(c)),
         "buses_down": sorted(down),
         "faulted": sorted(faulted),
         "unpolled": sorted(unknown),
     }
+
+
+def _takes_commands(destination: UpstreamConfig) -> bool:
+    """Whether commands (and a change back) can come through this destination once connected."""
+    return destination.encoding == "json-v1" and destination.commands.enabled
 
 
 def verdict(

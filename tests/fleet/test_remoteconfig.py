@@ -8,6 +8,8 @@ import base64
 import hashlib
 import json
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -24,7 +26,8 @@ from citynerve.gateway.remoteconfig.document import (
     merge_patch,
     validate,
 )
-from citynerve.gateway.remoteconfig.manager import MAX_PENDING_STARTS, verdict
+from citynerve.gateway.remoteconfig.manager import MAX_PENDING_STARTS, health, verdict
+from citynerve.gateway.uplink.config import CommandsConfig, UpstreamConfig
 from tests.integration.conftest import gateway_config
 
 
@@ -160,4 +163,31 @@ def test_verdict_judges_against_the_baseline() -> None:
     assert verdict(before, linked, via="city") is None
     assert verdict(before, {**ok, "command_links": ["legacy"]}, via="city") == (
         "uplink not connected: destination city (the change came through it)"
+    )
+
+
+def test_a_change_that_turns_off_commands_on_its_own_destination_is_reverted() -> None:
+    """The destination the change came through, connected and JSON v1 but with its commands turned
+    off by the change ([upstream.commands] enabled = false): no command, and no change back, reaches
+    the gateway from that platform any more. It is no command link; the change is reverted. It was
+    confirmed (connected and JSON v1 was enough)."""
+    base = UpstreamConfig.model_validate({"id": "city", "brokers": ["mqtt://127.0.0.1:1883"]})
+    on = base.model_copy(update={"commands": CommandsConfig.model_construct(enabled=True)})
+
+    def judged(city: UpstreamConfig) -> dict[str, Any]:
+        states = {"destinations": {"city": {"connected": True}}}
+        gateway: Any = SimpleNamespace(
+            config=SimpleNamespace(destinations=(city,), upstream=city),
+            uplink_state=lambda: {"connected": True, **states},
+            bus_stats=lambda: [],
+        )
+        return health(gateway)
+
+    before = judged(on)
+    assert before["command_links"] == ["city"] and verdict(before, before, via="city") is None
+    off = judged(base)
+    assert off["command_links"] == []
+    assert (
+        verdict(before, off, via="city")
+        == "uplink not connected: destination city (the change came through it)"
     )

@@ -349,3 +349,50 @@ async def test_a_certificate_named_after_a_rotation_without_one_replaces_it_once
     assert again.upstream().tls.cert_file == site and not rotated.exists()
     assert [e.attrs["what"] for e in events if e.attrs["what"] == "tls_configured"] == ["tls_configured"]
     assert json.loads(await outbox.get(STATE_KEY) or "null") is None
+
+
+async def test_a_start_with_only_a_sparkplug_destination_keeps_the_rotated_pair(
+    tmp_path: Path, outbox: AsyncOutbox
+) -> None:
+    """The pair rotated for the JSON v1 (command) destination, then a start whose only destination
+    is a Sparkplug one with a client certificate of its own (the JSON v1 one removed on site, for a
+    while): the credentials hold that destination, but its certificate is not the rotated pair's
+    replacement. The rotated pair stays for when the JSON v1 destination comes back; it was deleted
+    at that start (audited tls_configured), and the JSON v1 destination came back on the configured
+    pair, revoked since the rotation."""
+    pki, ca_key = make_pki_with_key(tmp_path / "pki")
+    folder = tmp_path / "credentials"
+    configured = _pair(tmp_path / "site", pki.ca, ca_key, issued_days_ago=300)
+    tls = {
+        "ca_file": str(pki.ca),
+        "cert_file": str(configured),
+        "key_file": str(configured.with_suffix(".key")),
+    }
+    city = UpstreamConfig.model_validate({"id": "city", "brokers": ["mqtts://127.0.0.1:8883"], "tls": tls})
+    scada_pair = _pair(tmp_path / "scada", pki.ca, ca_key, issued_days_ago=1)
+    scada_tls = {**tls, "cert_file": str(scada_pair), "key_file": str(scada_pair.with_suffix(".key"))}
+    scada = UpstreamConfig.model_validate(
+        {"id": "scada", "encoding": "sparkplug-b", "brokers": ["mqtts://127.0.0.1:8884"], "tls": scada_tls}
+    )
+    events: list[Event] = []
+    creds = Credentials(city, gateway_id=GW, state=outbox, directory=folder, events=events.append)
+    creds.tls = TrialPasses(
+        state=outbox, directory=folder, gateway_id=GW, upstream=creds.upstream, switch=creds._switch,
+        events=events.append, configured=lambda: creds._configured,
+    )  # fmt: skip
+    await creds.load()
+    csr: Any = await creds.tls.make_csr({}, CALLER)
+    await creds.tls.install({"certificate": sign(csr["csr"], pki.ca, ca_key)}, CALLER)
+    assert creds.tls.active is not None
+    rotated = creds.tls.active[0]
+    creds.tls.confirmed()
+
+    only_scada = Credentials(scada, gateway_id=GW, state=outbox, directory=folder, events=events.append)
+    await only_scada.load()
+    await only_scada.settle()  # and a remote change confirmed meanwhile
+    assert rotated.exists() and "tls_configured" not in [e.attrs["what"] for e in events]
+    assert only_scada.upstream().tls.cert_file == scada_pair
+
+    back = Credentials(city, gateway_id=GW, state=outbox, directory=folder, events=events.append)
+    await back.load()  # the city destination back: on the rotated pair
+    assert back.upstream().tls.cert_file == rotated
