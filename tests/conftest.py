@@ -15,6 +15,11 @@ one test) it starts when collection ends, as before.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 from hypothesis import settings
 
@@ -81,3 +86,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     from tests import background
 
     background.stop_all()
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A short folder under /tmp, removed afterwards: Unix socket paths (the gateway's control
+    socket, Mosquitto's) must stay under ~100 characters, and pytest's tmp_path may be longer."""
+    d = Path(tempfile.mkdtemp(prefix="cn-", dir="/tmp"))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

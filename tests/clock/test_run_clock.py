@@ -4,11 +4,7 @@ Mosquitto for command replay. The fault runner runs the same scenarios (hil/faul
 from __future__ import annotations
 
 import asyncio
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from citynerve.hil.faults.time import (
     clock_step_back,
@@ -18,13 +14,6 @@ from citynerve.hil.faults.time import (
     unsynced_events_corrected_after_sync,
 )
 from citynerve.hil.sim.clock import libfaketime
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """Unix socket paths must stay under ~100 characters: a short folder, removed afterwards."""
-    with tempfile.TemporaryDirectory(prefix="cn-clk-", dir="/tmp") as d:
-        yield Path(d)
 
 
 def test_libfaketime_is_installed() -> None:

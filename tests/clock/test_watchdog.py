@@ -6,24 +6,13 @@ from __future__ import annotations
 import asyncio
 import configparser
 import socket
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from citynerve.gateway.api import Clock
 from citynerve.gateway.service import render_unit
 from citynerve.gateway.service.notify import Notifier, Watchdog
 from citynerve.hil.faults.time import watchdog_hung_writer_stops_pings, watchdog_ready_and_pings
 from citynerve.hil.sim.clock import NotifySocket
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """Unix socket paths must stay under ~100 characters: a short folder, removed afterwards."""
-    with tempfile.TemporaryDirectory(prefix="cn-wd-", dir="/tmp") as d:
-        yield Path(d)
 
 
 def test_the_unit_asks_for_notify_and_the_watchdog() -> None:

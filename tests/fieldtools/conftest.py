@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import tempfile
 import textwrap
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +29,6 @@ DEVICES = (
     ("sd-11", "modbus-smoke-detector", 11, "7", "1", "stairwell"),
     ("sd-12", "modbus-smoke-detector", 12, "7", "2", "stairwell"),
 )
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A short temp folder: Unix socket paths must stay under ~100 characters."""
-    d = Path(tempfile.mkdtemp(prefix="cnft-", dir="/tmp"))
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def gateway_toml(

@@ -12,13 +12,8 @@ afar through `city`.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from citynerve.gateway.config import load_config
 from citynerve.hil.platform import CommandSigner, MosquittoBroker
@@ -28,16 +23,6 @@ from tests.fieldtools.conftest import gateway_toml, run_gateway, wait_for
 
 GW = "gw-test-0001"
 KEY = bytes.fromhex("42" * 32)
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A short folder: the control socket's path must stay under ~100 characters."""
-    d = Path(tempfile.mkdtemp(prefix="cnrd-", dir="/tmp"))
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def destinations(broker: MosquittoBroker, key: Path, *, legacy: bool, city: bool) -> str:

@@ -5,12 +5,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -91,16 +88,6 @@ def reload_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def assert_rows_kept(db: Path, rows_before: int) -> bool:
     return sum(lane.rows for lane in read_stats(db).lanes) >= rows_before
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A short folder: the control socket's path must stay under ~100 characters."""
-    d = Path(tempfile.mkdtemp(prefix="cnrl-", dir="/tmp"))
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def _destinations(*items: tuple[str, str]) -> str:

@@ -5,14 +5,10 @@ once it has them (the disabled destination holds none back)."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiomqtt
-import pytest
 
 from citynerve.gateway.config import load_config
 from citynerve.gateway.store import Lane
@@ -22,16 +18,6 @@ from citynerve.hil.sim.modbus import ModbusBuilding
 from tests.fieldtools.conftest import gateway_toml, run_gateway, wait_for
 
 GW = "gw-test-0001"
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A short folder: the control socket's path must stay under ~100 characters."""
-    d = Path(tempfile.mkdtemp(prefix="cnsp-", dir="/tmp"))
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 async def test_a_disabled_sparkplug_destination_starts_nothing(short_dir: Path) -> None:
