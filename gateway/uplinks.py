@@ -77,9 +77,12 @@ async def make_uplinks(gw: Gateway, outbox: AsyncOutbox) -> list[Uplink | Sparkp
                 )
             )
             continue
+        # The rotated pair on the uplink of the destination it was rotated for, wherever that is
+        # in the list (a record naming none: the command destination's).
+        rotated = creds is not None and (c is primary or c.id == creds.tls.destination)
         gw.uplinks.append(
             Uplink(
-                creds.tls.effective(c) if creds is not None and c is primary else c,
+                creds.tls.effective(c) if creds is not None and rotated else c,
                 gateway_id=gw.config.gateway.id,
                 outbox=outbox,
                 inventory=gw.inventory_devices,

@@ -173,6 +173,9 @@ class TlsRotation:
         self._events = events
         self._trial_timeout_s = trial_timeout_s
         self.active: tuple[Path, Path] | None = None  # (cert, key) rotated to; None: as configured
+        # The destination (`[[upstream]] id`) `active` was rotated for: only its uplink uses it, only
+        # its certificate replaces it. None: recorded before ids were, the command destination's.
+        self.destination: str | None = None
         # Until the uplink has connected with a new pair: the pair before it and its [upstream].
         self.previous: tuple[tuple[Path, Path] | None, UpstreamConfig] | None = None
         self._lock = asyncio.Lock()
@@ -185,17 +188,24 @@ class TlsRotation:
         cert, key = Path(str(data.get("cert_file"))), Path(str(data.get("key_file")))
         if _both_files(cert, key):
             self.active = (cert, key)
-            sha = data.get("configured_sha256")
+            sha, destination = data.get("configured_sha256"), data.get("destination")
             self._configured_sha256 = sha if isinstance(sha, str) else None
+            self.destination = destination if isinstance(destination, str) else None
             log.info("TLS client certificate: %s (rotated)", cert)
         else:
             log.error("rotated TLS client certificate %s is gone; using the configured one", cert)
 
+    def rotated_for(self, upstream: UpstreamConfig) -> bool:
+        """The rotated pair is `upstream`'s destination's (a record without a destination counts as
+        the command destination's: pass only that one's)."""
+        return self.active is not None and self.destination in (None, upstream.id)
+
     def replaced_by(self, configured: UpstreamConfig) -> bool:
         """`configured` names a client certificate put in place since the rotation (on site, or by
         a remote config change): that pair, not the rotated one, is the one to connect with. Only
-        `provisioned_again` forgets the rotated pair: until then a revert of the change finds it."""
-        if self.active is None:
+        `provisioned_again` forgets the rotated pair: until then a revert of the change finds it.
+        Another destination's certificate never replaces it (commands moved to that destination)."""
+        if self.active is None or not self.rotated_for(configured):
             return False
         sha = _cert_sha256(configured.tls.cert_file)
         # No configured certificate to use (none named: a Sparkplug destination with a password;
@@ -215,7 +225,7 @@ class TlsRotation:
         command key provisioned again does; the rotated pair is forgotten (recorded, audited).
         Otherwise a record that did not know the configured certificate gets its hash now, so a
         later change of that file wins."""
-        if self.active is None:
+        if not self.rotated_for(configured):
             return False
         if self.replaced_by(configured):
             await self._configured_wins(configured)
@@ -230,7 +240,7 @@ class TlsRotation:
 
     async def _configured_wins(self, configured: UpstreamConfig) -> None:
         rotated, self.active, self.previous = self.active, None, None
-        self._configured_sha256 = None
+        self._configured_sha256 = self.destination = None
         await self._state.put(STATE_KEY, json.dumps(None))
         self._forget(rotated)
         cert = configured.tls.cert_file
@@ -239,9 +249,10 @@ class TlsRotation:
         log.warning("%s", message)
 
     def effective(self, upstream: UpstreamConfig) -> UpstreamConfig:
-        """`upstream` with the rotated certificate and key in place of the configured ones, unless
-        it names a pair provisioned since the rotation (replaced_by)."""
-        if self.active is None or self.replaced_by(upstream):
+        """`upstream` with the rotated certificate and key in place of the configured ones when the
+        pair was rotated for its destination (rotated_for), unless it names a pair provisioned
+        since the rotation (replaced_by)."""
+        if self.active is None or not self.rotated_for(upstream) or self.replaced_by(upstream):
             return upstream
         cert, key = self.active
         tls = upstream.tls.model_copy(update={"cert_file": cert, "key_file": key})
@@ -329,6 +340,15 @@ class TlsRotation:
                 "a config change naming another client certificate waits for its health check; "
                 "send the certificate after its verdict",
             )
+        upstream = self._upstream()
+        if upstream is not None and self.active is not None and not self.rotated_for(upstream):
+            # Kept for that destination (commands moved away on site): a rotation here would end
+            # its record, and it would come back on its configured pair, perhaps revoked.
+            raise CommandRejectedError(
+                RejectReason.BAD_VALUE,
+                f"the rotated TLS client pair is destination {self.destination}'s, which does not "
+                f"carry commands now: provision {upstream.id}'s certificate on site",
+            )
         from cryptography import x509
         from cryptography.hazmat.primitives import serialization
 
@@ -387,9 +407,10 @@ class TlsRotation:
                 self.previous = (self.active, upstream)
             sha = _configured_mark(configured) if configured is not None else None
             record = {"cert_file": str(cert_file), "key_file": str(key_file), "since": now.timestamp()}
-            await self._state.put(STATE_KEY, json.dumps({**record, "configured_sha256": sha}))
+            mark = {"configured_sha256": sha, "destination": upstream.id}
+            await self._state.put(STATE_KEY, json.dumps({**record, **mark}))
             self.active = (cert_file, key_file)
-            self._configured_sha256 = sha
+            self._configured_sha256, self.destination = sha, upstream.id
             (self.directory / PENDING_KEY).unlink(missing_ok=True)
             self._switch(candidate)
         not_after = cert.not_valid_after_utc
@@ -424,6 +445,7 @@ class TlsRotation:
         if before is not None:
             record = {"cert_file": str(before[0]), "key_file": str(before[1])}
             record["configured_sha256"] = self._configured_sha256
+            record["destination"] = self.destination
         await self._state.put(STATE_KEY, json.dumps(record))
         self.active = before
         self._forget(failed)

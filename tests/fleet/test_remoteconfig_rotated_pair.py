@@ -11,6 +11,7 @@ configured pair, revoked since the rotation, and it never connected again (cut o
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import shutil
 import ssl
@@ -102,8 +103,32 @@ def in_use(gw: Gateway) -> Path | None:
     return gw.uplink.config.tls.cert_file if gw.uplink is not None else None
 
 
-def connected(gw: Gateway) -> bool:
-    return gw.uplink is not None and gw.uplink.snapshot().connected
+def connected(gw: Gateway, after: int = -1) -> bool:
+    """The command uplink is connected in a session after its `after`th reconnect (after a broker
+    restart it still says connected until it notices the old session dropped)."""
+    if gw.uplink is None:
+        return False
+    s = gw.uplink.snapshot()
+    return s.connected and s.reconnects > after
+
+
+def reconnects(gw: Gateway) -> int:
+    assert gw.uplink is not None
+    return gw.uplink.snapshot().reconnects
+
+
+async def reachable(centre: FleetClient) -> None:
+    """Commands reach the gateway: its uplink says connected before it has subscribed to them, and
+    the fleet client never sends a command again. A read command, sent again until answered."""
+    timeout_s, centre.timeout_s = centre.timeout_s, 2.0
+    try:
+        for _ in range(15):
+            with contextlib.suppress(TimeoutError):
+                await centre.send(GW, "diag_certs")
+                return
+        raise AssertionError("the gateway answers no command")
+    finally:
+        centre.timeout_s = timeout_s
 
 
 async def test_a_reverted_certificate_change_goes_back_to_the_rotated_pair(short_dir: Path) -> None:
@@ -136,6 +161,7 @@ async def test_a_reverted_certificate_change_goes_back_to_the_rotated_pair(short
                 await wait_for(lambda: connected(gw), timeout_s=20)
                 # the platform rotates the pair, then revokes the configured one
                 async with FleetClient(broker.host, broker.port, signer, key_id="ops-centre") as centre:
+                    await reachable(centre)
                     csr: Any = (await centre.send(GW, "tls_csr"))["result"]["csr"]
                     r = await centre.send(GW, "tls_install_cert", {"certificate": sign(csr, pki.ca, ca_key)})
                     assert r["result"]["switched"] is True, r
@@ -143,15 +169,17 @@ async def test_a_reverted_certificate_change_goes_back_to_the_rotated_pair(short
                     await wait_for(lambda: gw.credentials.tls.previous is None, timeout_s=20)  # confirmed
                     rotated = in_use(gw)
                     assert rotated is not None and rotated.parent == credentials
+                    sessions = reconnects(gw)
                     broker.kill()
                     crl = revocation_list(pki.client_cert, pki.ca, ca_key, short_dir / "crl.pem")
                     broker.extra_config += f"\ncrlfile {crl}"
                     broker.start()
                     assert await refused(tls_port, pki.ca, pki.client_cert, pki.client_key)
                     assert not await refused(tls_port, pki.ca, rotated, rotated.with_suffix(".key"))
-                    await wait_for(lambda: connected(gw), timeout_s=20)
+                    await wait_for(lambda: connected(gw, sessions), timeout_s=20)  # a new session
 
                 async with FleetClient(broker.host, broker.port, signer, key_id="ops-centre") as centre:
+                    await reachable(centre)
                     # a change naming a pair the broker refuses: reverted, back on the rotated pair
                     out = await centre.apply_config(
                         GW, bad_pair, version="bad-pair", confirm_s=5, verdict_timeout_s=40
@@ -160,7 +188,8 @@ async def test_a_reverted_certificate_change_goes_back_to_the_rotated_pair(short
                     assert "city" in out["verdict"]["result"]["reason"], out
                     assert in_use(gw) == rotated and rotated.exists()
                     assert gw.credentials.status().get("tls_client_rotated") == str(rotated)
-                    await wait_for(lambda: connected(gw), timeout_s=20)
+                    await wait_for(lambda: connected(gw), timeout_s=20)  # the revert's new uplink
+                    await reachable(centre)
 
                     # the same change, and a power cut before its verdict: it is still pending
                     answer = await centre.push_config(GW, bad_pair, version="bad-pair-2", confirm_s=5)

@@ -27,7 +27,7 @@ from citynerve.hil.platform import MosquittoBroker, free_port
 from citynerve.hil.sim.modbus import ModbusBuilding
 from tests.fieldtools.conftest import gateway_toml, run_gateway, wait_for
 from tests.uplink.certs import make_pki_with_key
-from tests.uplink.test_tls_rotation import sign
+from tests.uplink.test_tls_rotation import _pair, sign
 
 GW = "gw-test-0001"
 CALLER = Caller("ops-centre", "c-1")
@@ -132,5 +132,111 @@ async def test_the_credentials_follow_the_json_destination_when_a_sparkplug_one_
                 assert creds.uplink is city_uplink() and city_uplink().config.tls.cert_file == rotated
                 await wait_for(lambda: connected_again(-1), timeout_s=20)
                 assert client_subject() == f"CN={GW}"
+    finally:
+        broker.close()
+
+
+async def test_the_rotated_pair_stays_with_its_destination_when_commands_move_to_another(
+    short_dir: Path,
+) -> None:
+    """The pair rotated for `city`, then the command destination changed on site to another JSON v1
+    destination, `legacy` (city disabled, or put after it). The pair belongs to city: a start never
+    deletes it for legacy's own certificate, legacy never connects with it, and city connects with
+    it wherever it is in the list. The record named no destination: that start deleted the pair
+    (audited tls_configured) and city, re-enabled, came back on its configured pair (perhaps revoked
+    since the rotation); a legacy naming no certificate was handed city's pair."""
+    pki, ca_key = make_pki_with_key(short_dir / "pki")
+    pki.client_key.chmod(0o600)
+    legacy_cert = _pair(short_dir / "legacy", pki.ca, ca_key, issued_days_ago=1)
+    tls_port, open_port = free_port(), free_port()
+    tls = [f"cafile {pki.ca}", f"certfile {pki.server_cert}", f"keyfile {pki.server_key}"]
+    broker = MosquittoBroker(
+        workdir=short_dir,
+        extra_config="\n".join(
+            # the second listener: TLS, no client certificate asked for
+            [
+                f"listener {tls_port} 127.0.0.1",
+                *tls,
+                "require_certificate true",
+                f"listener {open_port} 127.0.0.1",
+                *tls,
+            ]
+        ),
+    )
+    broker.start()
+
+    def destination(id_: str, port: int, cert: Path | None, *, enabled: bool = True) -> str:
+        pair = f', cert_file = "{cert}", key_file = "{cert.with_suffix(".key")}"' if cert else ""
+        return textwrap.dedent(
+            f"""
+            [[upstream]]
+            id = "{id_}"
+            enabled = {str(enabled).lower()}
+            brokers = ["mqtts://127.0.0.1:{port}"]
+            connect_timeout_s = 2.0
+            backoff = {{ initial_s = 0.1, max_s = 0.5 }}
+            tls = {{ ca_file = "{pki.ca}"{pair} }}
+            """
+        )
+
+    city = destination("city", tls_port, pki.client_cert)
+    city_off = destination("city", tls_port, pki.client_cert, enabled=False)
+    legacy_own = destination("legacy", tls_port, legacy_cert)
+    legacy_none = destination("legacy", open_port, None)
+    try:
+        async with ModbusBuilding() as building:
+            host, port = building.endpoint
+            path = short_dir / "gateway.toml"
+
+            def uplink(gw: Any, id_: str) -> Uplink | None:
+                return next((u for u in gw.uplinks if isinstance(u, Uplink) and u.destination == id_), None)
+
+            def connected(gw: Any, id_: str) -> bool:
+                u = uplink(gw, id_)
+                return u is not None and u.snapshot().connected
+
+            def cert_of(gw: Any, id_: str) -> Path | None:
+                u = uplink(gw, id_)
+                assert u is not None
+                return u.config.tls.cert_file
+
+            path.write_text(gateway_toml(host, port, extra=city))
+            async with run_gateway(load_config(path)) as gw:
+                creds = gw.credentials
+                assert creds is not None
+                await wait_for(lambda: connected(gw, "city"), timeout_s=20)
+                csr: Any = await creds.tls.make_csr({}, CALLER)
+                await creds.tls.install({"certificate": sign(csr["csr"], pki.ca, ca_key)}, CALLER)
+                assert creds.tls.active is not None
+                rotated = creds.tls.active[0]
+                await wait_for(lambda: creds.tls.previous is None, timeout_s=20)  # confirmed
+
+            # (a) city disabled, legacy with its own certificate: a start keeps city's pair
+            path.write_text(gateway_toml(host, port, extra=city_off + legacy_own))
+            async with run_gateway(load_config(path)) as gw:
+                await wait_for(lambda: connected(gw, "legacy"), timeout_s=20)
+                assert cert_of(gw, "legacy") == legacy_cert and rotated.exists()
+                assert gw.credentials is not None and gw.credentials.tls.active is not None
+
+            # (b) legacy naming no certificate: not handed city's pair
+            path.write_text(gateway_toml(host, port, extra=city_off + legacy_none))
+            async with run_gateway(load_config(path)) as gw:
+                await wait_for(lambda: connected(gw, "legacy"), timeout_s=20)
+                assert cert_of(gw, "legacy") is None
+
+            # the order changed, both enabled: legacy takes commands, city keeps its rotated pair
+            path.write_text(gateway_toml(host, port, extra=legacy_none + city))
+            async with run_gateway(load_config(path)) as gw:
+                await wait_for(lambda: connected(gw, "legacy") and connected(gw, "city"), timeout_s=20)
+                assert gw.uplink is uplink(gw, "legacy") and cert_of(gw, "legacy") is None
+                assert cert_of(gw, "city") == rotated
+
+            # city first again (legacy's own certificate beside it): on the rotated pair
+            path.write_text(gateway_toml(host, port, extra=city + legacy_own))
+            async with run_gateway(load_config(path)) as gw:
+                await wait_for(lambda: connected(gw, "city") and connected(gw, "legacy"), timeout_s=20)
+                assert cert_of(gw, "city") == rotated and cert_of(gw, "legacy") == legacy_cert
+                assert gw.credentials is not None
+                assert gw.credentials.status().get("tls_client_rotated") == str(rotated)
     finally:
         broker.close()

@@ -396,3 +396,43 @@ async def test_a_start_with_only_a_sparkplug_destination_keeps_the_rotated_pair(
     back = Credentials(city, gateway_id=GW, state=outbox, directory=folder, events=events.append)
     await back.load()  # the city destination back: on the rotated pair
     assert back.upstream().tls.cert_file == rotated
+
+
+async def test_a_rotation_for_another_destination_is_refused_while_one_is_kept(
+    tmp_path: Path, outbox: AsyncOutbox
+) -> None:
+    """The pair rotated for `city`, then commands moved to `legacy` on site: a rotation for legacy
+    would end city's record (city would come back on its configured pair), so it is refused, and
+    nothing changes; city's pair is still the one city uses, and is recorded for city."""
+    pki, ca_key = make_pki_with_key(tmp_path / "pki")
+    folder = tmp_path / "credentials"
+    tls = {"ca_file": str(pki.ca), "cert_file": str(pki.client_cert), "key_file": str(pki.client_key)}
+    city = UpstreamConfig.model_validate({"id": "city", "brokers": ["mqtts://127.0.0.1:8883"], "tls": tls})
+    legacy = city.model_copy(update={"id": "legacy"})
+    events: list[Event] = []
+
+    def credentials(cfg: UpstreamConfig) -> Credentials:
+        creds = Credentials(cfg, gateway_id=GW, state=outbox, directory=folder, events=events.append)
+        creds.tls = TrialPasses(
+            state=outbox, directory=folder, gateway_id=GW, upstream=creds.upstream, switch=creds._switch,
+            events=events.append, configured=lambda: creds._configured,
+        )  # fmt: skip
+        return creds
+
+    creds = credentials(city)
+    await creds.load()
+    csr: Any = await creds.tls.make_csr({}, CALLER)
+    await creds.tls.install({"certificate": sign(csr["csr"], pki.ca, ca_key)}, CALLER)
+    assert creds.tls.active is not None
+    rotated = creds.tls.active[0]
+    assert json.loads(await outbox.get(STATE_KEY) or "null")["destination"] == "city"
+
+    moved = credentials(legacy)
+    await moved.load()
+    assert moved.upstream().tls.cert_file == pki.client_cert  # legacy's own, not city's pair
+    csr = await moved.tls.make_csr({}, CALLER)
+    with pytest.raises(CommandRejectedError, match="destination city's"):
+        await moved.tls.install({"certificate": sign(csr["csr"], pki.ca, ca_key)}, CALLER)
+    back = credentials(city)
+    await back.load()
+    assert back.upstream().tls.cert_file == rotated
