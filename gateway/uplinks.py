@@ -62,6 +62,8 @@ async def make_uplinks(gw: Gateway, outbox: AsyncOutbox) -> list[Uplink | Sparkp
         actions.update(gw.remote_update.actions())
         inbound[gw.remote_update.chunk_filter] = gw.remote_update.on_chunk
     creds = gw.credentials  # keys and certificates of the command destination (`primary`)
+    if creds is not None:
+        creds.tls.destination_gone({c.id for c in configs})
     gw.uplinks = []
     for c in configs:
         if c.encoding == "sparkplug-b":  # a Sparkplug B host application (docs/sparkplug.md)

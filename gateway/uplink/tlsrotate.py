@@ -22,7 +22,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -194,6 +194,19 @@ class TlsRotation:
             log.info("TLS client certificate: %s (rotated)", cert)
         else:
             log.error("rotated TLS client certificate %s is gone; using the configured one", cert)
+
+    def destination_gone(self, ids: Collection[str]) -> None:
+        """The destination the pair was rotated for is configured no more (renamed: one `[upstream]`
+        turned into `[[upstream]] id = "city"` to feed a second centre): the pair counts as the
+        command destination's again, as a record naming none, rather than left unused while that
+        destination connects with its configured pair (perhaps revoked since the rotation)."""
+        if self.active is not None and self.destination is not None and self.destination not in ids:
+            log.warning(
+                "rotated TLS client pair: destination %s is configured no more; the command "
+                "destination takes it",
+                self.destination,
+            )
+            self.destination = None
 
     def rotated_for(self, upstream: UpstreamConfig) -> bool:
         """The rotated pair is `upstream`'s destination's (a record without a destination counts as

@@ -13,16 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import shutil
 import ssl
-import tempfile
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -38,16 +34,6 @@ from tests.uplink.test_tls_rotation import sign
 
 GW = "gw-test-0001"
 KEY = bytes.fromhex("42" * 32)
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A short folder: the control socket's path must stay under ~100 characters."""
-    d = Path(tempfile.mkdtemp(prefix="cnrp-", dir="/tmp"))
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def city(port: int, ca: Path, cert: Path, key: Path, centre_key: Path) -> str:

@@ -11,14 +11,9 @@ old, stopped uplink."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from citynerve.gateway.config import load_config
 from citynerve.gateway.uplink import Uplink
@@ -31,16 +26,6 @@ from tests.uplink.test_tls_rotation import _pair, sign
 
 GW = "gw-test-0001"
 CALLER = Caller("ops-centre", "c-1")
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A short folder: the control socket's path must stay under ~100 characters."""
-    d = Path(tempfile.mkdtemp(prefix="cncr-", dir="/tmp"))
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 async def test_the_credentials_follow_the_json_destination_when_a_sparkplug_one_becomes_first(
@@ -238,5 +223,14 @@ async def test_the_rotated_pair_stays_with_its_destination_when_commands_move_to
                 assert cert_of(gw, "city") == rotated and cert_of(gw, "legacy") == legacy_cert
                 assert gw.credentials is not None
                 assert gw.credentials.status().get("tls_client_rotated") == str(rotated)
+
+            # city renamed on site (a second centre's config put beside it): the pair's destination
+            # is configured no more, so the command destination takes it, as a record naming none
+            # (it was left unused, and "centre" connected with the configured pair)
+            centre = destination("centre", tls_port, pki.client_cert)
+            path.write_text(gateway_toml(host, port, extra=centre + legacy_own))
+            async with run_gateway(load_config(path)) as gw:
+                await wait_for(lambda: connected(gw, "centre"), timeout_s=20)
+                assert cert_of(gw, "centre") == rotated and rotated.exists()
     finally:
         broker.close()
