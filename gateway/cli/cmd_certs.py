@@ -1,7 +1,8 @@
 """`citynerve diag certs`: when the uplink's TLS client certificate and CA expire.
 
-Reads the files the running gateway uses (the rotated client certificate when the platform rotated
-it, else the configured one). Exits 1 when one is inside the warning window
+Reads the files the running gateway uses for the destination commands come through (the first
+enabled JSON v1 one: the rotated client certificate when the platform rotated it, else the
+configured one). Exits 1 when one is inside the warning window
 (`[upstream.tls] expiry_warning_days`, default 30) or expired, or cannot be read.
 """
 
@@ -43,11 +44,16 @@ def _rotated(store_path: str, tls: TlsConfig) -> TlsConfig:
 @json_option
 def certs(config_path: Path, as_json: bool) -> None:
     """Expiry of the uplink's TLS client certificate and CA; exits 1 inside the warning window."""
+    from citynerve.gateway.uplinks import command_destination
+
     cfg = load_or_exit(config_path)
-    if cfg.upstream is None:
+    # The certificates of the destination commands come through, whose pair the platform rotates
+    # (not `[[upstream]]` number one: a Sparkplug destination put first carries no commands).
+    up = command_destination(cfg)
+    if up is None:
         fail("no [upstream] in the config: no certificates to check")
-    tls = _rotated(cfg.store.path, cfg.upstream.tls)
-    warn = cfg.upstream.tls.expiry_warning_days
+    tls = _rotated(cfg.store.path, up.tls) if up.encoding == "json-v1" else up.tls
+    warn = up.tls.expiry_warning_days
     try:
         found = read_expiries(tls, time.time())
     except CertificateFileError as err:

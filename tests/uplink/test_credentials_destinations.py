@@ -11,10 +11,14 @@ old, stopped uplink."""
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 from typing import Any
 
+from click.testing import CliRunner
+
+from citynerve.gateway.cli import main
 from citynerve.gateway.config import load_config
 from citynerve.gateway.uplink import Uplink
 from citynerve.gateway.uplink.commands import Caller
@@ -234,3 +238,34 @@ async def test_the_rotated_pair_stays_with_its_destination_when_commands_move_to
                 assert cert_of(gw, "centre") == rotated and rotated.exists()
     finally:
         broker.close()
+
+
+def test_diag_certs_reads_the_command_destinations_certificates(short_dir: Path) -> None:
+    """A Sparkplug destination first, with a client certificate of its own: `diag certs` shows the
+    JSON v1 destination's, whose pair the platform rotates (it showed the first destination's)."""
+    pki, ca_key = make_pki_with_key(short_dir / "pki")
+    pki.client_key.chmod(0o600)
+    scada_cert = _pair(short_dir / "scada", pki.ca, ca_key, issued_days_ago=1)
+    scada_key = scada_cert.with_suffix(".key")
+    scada_key.chmod(0o600)
+    path = short_dir / "gateway.toml"
+    path.write_text(
+        gateway_toml("127.0.0.1", 1)
+        + textwrap.dedent(
+            f"""
+            [[upstream]]
+            id = "scada"
+            encoding = "sparkplug-b"
+            brokers = ["mqtts://127.0.0.1:1"]
+            tls = {{ ca_file = "{pki.ca}", cert_file = "{scada_cert}", key_file = "{scada_key}" }}
+
+            [[upstream]]
+            id = "city"
+            brokers = ["mqtts://127.0.0.1:1"]
+            tls = {{ ca_file = "{pki.ca}", cert_file = "{pki.client_cert}", key_file = "{pki.client_key}" }}
+            """
+        )
+    )
+    r = CliRunner().invoke(main, ["diag", "certs", "-c", str(path), "--json"], catch_exceptions=False)
+    files = {c["role"]: c["file"] for c in json.loads(r.output)["certificates"]}
+    assert files["client"] == str(pki.client_cert), r.output
