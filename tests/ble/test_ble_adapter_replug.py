@@ -7,10 +7,7 @@ pseudo-terminal linked into place, the gateway's bumble backend opening `serial:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from ble_support import KEY, MAC, RecordingSink, manhole_device
@@ -20,6 +17,7 @@ from citynerve.drivers.bthome import BTHomeDriver
 from citynerve.gateway.bus.owner import BusOwner
 from citynerve.hil.sim.ble import ManholeCoverNode, VirtualRadio
 from citynerve.hil.sim.ble.dongle import VirtualDongle
+from tests.bus.owner_support import running, wait_for
 
 # Without the watch the open is retried at its backoff: 30 s (less up to half) doubling to 300 s.
 LONG_BACKOFF = {"backoff_initial_s": 120.0, "backoff_max_s": 300.0}
@@ -29,24 +27,6 @@ BACK_WITHIN_S = 8.0
 class OwnerSink(RecordingSink):
     def mark_offline(self, device_id: str, ts: float) -> None:
         pass
-
-
-async def wait_for(predicate: Callable[[], object], timeout_s: float, what: str) -> None:
-    started = time.monotonic()
-    while not predicate():
-        assert time.monotonic() - started < timeout_s, f"{what}: not within {timeout_s} s"
-        await asyncio.sleep(0.02)
-
-
-@contextlib.asynccontextmanager
-async def running(owner: BusOwner) -> AsyncIterator[BusOwner]:
-    task = asyncio.create_task(owner.run(), name=f"bus[{owner.bus.id}]")
-    try:
-        yield owner
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def serial_dongle_bus(link: Path) -> tuple[BusOwner, OwnerSink]:

@@ -10,7 +10,6 @@ missing, then put in place (as udev does for /dev/serial/by-id); a real `cityner
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import json
 import logging
@@ -21,7 +20,7 @@ import sys
 import textwrap
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,6 +32,7 @@ from citynerve.drivers.serialio import MeterSerialSettings, SerialBusConfig, Ser
 from citynerve.gateway.bus import BusOwner
 from citynerve.hil.platform import free_port
 from citynerve.hil.sim.serial import FirePanelStream, SerialMeterBus, SimDlt645Meter
+from tests.bus.owner_support import running, wait_for
 
 # The open's backoff is long from its first retry (backoff_initial_s / 4 = 30 s, doubling to 300 s,
 # less up to half of it at random): without looking for the port, nothing would be read for at
@@ -41,26 +41,6 @@ from citynerve.hil.sim.serial import FirePanelStream, SerialMeterBus, SimDlt645M
 # a second); BACK_WITHIN_S leaves a wide margin either way.
 LONG_BACKOFF = {"backoff_initial_s": 120.0, "backoff_max_s": 300.0}
 BACK_WITHIN_S = 8.0
-
-
-async def wait_for(predicate: Callable[[], object], timeout_s: float, what: str) -> float:
-    """Seconds until `predicate()` is true; fails after `timeout_s`."""
-    started = time.monotonic()
-    while not predicate():
-        assert time.monotonic() - started < timeout_s, f"{what}: not within {timeout_s} s"
-        await asyncio.sleep(0.02)
-    return time.monotonic() - started
-
-
-@contextlib.asynccontextmanager
-async def running(owner: BusOwner) -> AsyncIterator[BusOwner]:
-    task = asyncio.create_task(owner.run(), name=f"bus[{owner.bus.id}]")
-    try:
-        yield owner
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
 
 
 def meter_bus_owner(link: Path, sink: Collector, **bus: float) -> tuple[BusOwner, Dlt645Driver]:
