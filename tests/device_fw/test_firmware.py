@@ -234,7 +234,9 @@ def test_family_builds_adverts_decode_into_their_profiles(tmp_path: Path) -> Non
         sdata = adv[4 : 1 + adv[0]]
         advert = codec.parse(sdata, mac=MAC, key=KEY)
         got = {m.name: m.value for m in advert.measurements}
-        objects = {p["object"] for p in tomllib.loads((profiles / f"{profile}.toml").read_text())["points"].values()}
+        objects = {
+            p["object"] for p in tomllib.loads((profiles / f"{profile}.toml").read_text())["points"].values()
+        }
         assert set(got) - {"voltage"} <= objects | {"voltage"}, (build, got)
         for name, value in want.items():
             assert got[name] == pytest.approx(value), (build, got)
