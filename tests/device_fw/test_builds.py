@@ -158,6 +158,19 @@ def test_main_with_a_broken_config_logs_and_sleeps(build: Build, tmp_path: Path,
 
 
 @ALL
+def test_main_with_the_core_missing_sleeps(build: Build, tmp_path: Path, raw_github: str) -> None:
+    # An install that lost the core (an interrupted `mip install`, a full flash): main.py cannot
+    # even log, but it must still deep-sleep and try again, not stop in the REPL with BLE on.
+    _install(build, tmp_path, raw_github)
+    (tmp_path / "config.json").write_text(json.dumps({**_example(build), "key": KEY}))
+    shutil.rmtree(tmp_path / "lib" / "manhole")
+    out = _boot(tmp_path)
+    assert f"DeepSleep: {RETRY_MS}\n" in out, out  # the stand-in's deepsleep raises DeepSleep
+    assert "ImportError" not in out, out
+    assert not (tmp_path / "error.log").exists()
+
+
+@ALL
 def test_main_error_log_stays_capped(build: Build, tmp_path: Path, raw_github: str) -> None:
     # A node with a bad config retries every 10 minutes for months: error.log must not fill the
     # flash. It is emptied once over ERROR_LOG_MAX, so it stays under the cap plus one traceback.
