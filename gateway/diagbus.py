@@ -15,7 +15,7 @@ import contextlib
 import enum
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -32,6 +32,7 @@ __all__ = [
     "DiagSession",
     "RawWriteRefusedError",
     "UnknownBusError",
+    "audited_raw_write",
     "bus_diag",
     "check_raw_write",
 ]
@@ -119,8 +120,30 @@ def check_raw_write(config: GatewayConfig, bus_id: str, params: Mapping[str, Any
         )
 
 
-def audit_raw_write(who: str, bus_id: str, params: Mapping[str, Any], outcome: str) -> None:
-    """One log line per raw write attempt: who, where, what value, and what came of it."""
+async def audited_raw_write(
+    config: GatewayConfig,
+    bus_id: str,
+    who: str,
+    params: Mapping[str, Any],
+    write: Callable[[], Awaitable[dict[str, Any]]],
+) -> dict[str, Any]:
+    """Run `write` if `check_raw_write` lets it go ahead; either way one audit log line per
+    attempt: who, where, what value, and what came of it (refused, failed or written)."""
+    try:
+        check_raw_write(config, bus_id, params)
+    except RawWriteRefusedError as err:
+        _audit(who, bus_id, params, f"refused ({err.reason})")
+        raise
+    try:
+        result = await write()
+    except GatewayError as err:
+        _audit(who, bus_id, params, f"failed ({err})")
+        raise
+    _audit(who, bus_id, params, "written")
+    return result
+
+
+def _audit(who: str, bus_id: str, params: Mapping[str, Any], outcome: str) -> None:
     values = params.get("values", params.get("value"))
     audit.warning(
         "raw write by %s: bus %s unit %s %s %s = %s%s: %s",
@@ -225,18 +248,9 @@ class DiagSession:
 
     async def _raw_write(self, driver: Driver[Any, Any], params: Mapping[str, Any]) -> dict[str, Any]:
         who = f"local user uid {os.getuid()} pid {os.getpid()} (port opened directly)"
-        try:
-            check_raw_write(self.config, self.bus.id, params)
-        except RawWriteRefusedError as err:
-            audit_raw_write(who, self.bus.id, params, f"refused ({err.reason})")
-            raise
-        try:
-            result = await driver.diag(RAW_WRITE, params)
-        except GatewayError as err:
-            audit_raw_write(who, self.bus.id, params, f"failed ({err})")
-            raise
-        audit_raw_write(who, self.bus.id, params, "written")
-        return result
+        return await audited_raw_write(
+            self.config, self.bus.id, who, params, lambda: driver.diag(RAW_WRITE, params)
+        )
 
 
 async def _elsewhere_direct(session: DiagSession, action: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from citynerve.gateway.api import GatewayError, PermanentError
+from citynerve.gateway.api import PermanentError
 from citynerve.gateway.control.server import PEER
-from citynerve.gateway.diagbus import RAW_WRITE, RawWriteRefusedError, audit_raw_write, check_raw_write
+from citynerve.gateway.diagbus import RAW_WRITE, audited_raw_write
 from citynerve.gateway.logs import field
 
 if TYPE_CHECKING:
@@ -32,18 +32,9 @@ def control_handlers(gw: Gateway) -> dict[str, Any]:
         if action != RAW_WRITE:
             return await owner.diag(action, params)
         who = str(req.get(PEER, "unknown peer"))
-        try:
-            check_raw_write(gw.config, owner.bus.id, params)
-        except RawWriteRefusedError as err:
-            audit_raw_write(who, owner.bus.id, params, f"refused ({err.reason})")
-            raise
-        try:
-            result = await owner.diag(action, params)
-        except GatewayError as err:
-            audit_raw_write(who, owner.bus.id, params, f"failed ({err})")
-            raise
-        audit_raw_write(who, owner.bus.id, params, "written")
-        return result
+        return await audited_raw_write(
+            gw.config, owner.bus.id, who, params, lambda: owner.diag(action, params)
+        )
 
     async def read(req: dict[str, Any]) -> dict[str, Any]:
         r = await gw.read_point(str(req["device"]), str(req["point"]))
