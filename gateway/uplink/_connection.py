@@ -4,6 +4,8 @@ packet size limit (`UplinkClient`); and the reconnect pacing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
 import ssl
 import time
@@ -202,7 +204,26 @@ def make_client(
     )
     # The window of in-flight publishes is deliberate; aiomqtt would warn about it past 10.
     client.pending_calls_threshold = (max_inflight or config.max_inflight) + 64
+    with contextlib.suppress(RuntimeError):  # no running loop: nothing to set
+        loop = asyncio.get_running_loop()
+        if loop.get_exception_handler() is None:
+            loop.set_exception_handler(quiet_closed_socket)
     return client
+
+
+def quiet_closed_socket(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The event loop's exception handler while uplinks run: every error as asyncio reports it,
+    except one aiomqtt race. Paho asks aiomqtt to watch its socket for writing; aiomqtt schedules
+    `loop.add_writer(fd)`, and when paho closes the socket before that runs (a keepalive timeout
+    after the gateway was frozen or starved), the call fails with EBADF and asyncio logged a
+    traceback at ERROR for a connection that is already ended and being redialled."""
+    exc = context.get("exception")
+    callback = getattr(context.get("handle"), "_callback", None)
+    watch = (loop.add_writer, loop.add_reader)
+    if isinstance(exc, OSError) and exc.errno == errno.EBADF and callback in watch:
+        log.debug("uplink: a socket closed before the event loop watched it (the session ended)")
+        return
+    loop.default_exception_handler(context)
 
 
 class RateLimiter:

@@ -18,7 +18,8 @@ from citynerve.gateway.backoff import Backoff
 from citynerve.gateway.store import AsyncOutbox
 from citynerve.gateway.uplink import Uplink, UpstreamConfig
 from citynerve.gateway.uplink import _uplink as uplink_module
-from citynerve.gateway.uplink._connection import RateLimiter
+from citynerve.gateway.uplink._connection import RateLimiter, make_client, quiet_closed_socket
+from citynerve.gateway.uplink.config import parse_broker_url
 from citynerve.hil.platform import MosquittoBroker, PlatformConsumer, free_port
 from tests.uplink.certs import make_pki
 from tests.uplink.conftest import INVENTORY, alarm, readings, upstream, wait_for
@@ -278,3 +279,32 @@ async def test_a_missing_password_file_is_not_called_an_unreachable_broker(
 
 async def _failures(up: Uplink, n: int) -> bool:
     return up.snapshot().connect_failures >= n
+
+
+async def test_a_socket_closed_before_the_loop_watches_it_is_no_error_but_others_are(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # aiomqtt schedules loop.add_writer(fd) when paho asks to write; a keepalive timeout after the
+    # gateway was frozen (SIGSTOP, then SIGCONT) closes the socket first, and the scheduled call
+    # failed with EBADF: asyncio logged a traceback at ERROR for a session already being redialled.
+    loop = asyncio.get_running_loop()
+    make_client(
+        upstream("mqtt://127.0.0.1:1"), parse_broker_url("mqtt://127.0.0.1:1"), client_id="c", will=None
+    )
+    assert loop.get_exception_handler() is quiet_closed_socket  # set by the first uplink client
+    a, b = socket.socketpair()
+    fd = a.fileno()
+    a.close()
+    b.close()
+    loop.call_soon(loop.add_writer, fd, lambda: None)  # the call aiomqtt schedules, on a closed fd
+    await asyncio.sleep(0.05)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+
+    def fails() -> None:
+        raise ValueError("a real bug")
+
+    loop.call_soon(fails)  # any other error in a callback is still reported as asyncio does
+    await asyncio.sleep(0.05)
+    assert any(
+        r.levelname == "ERROR" and "a real bug" in r.getMessage() + str(r.exc_info) for r in caplog.records
+    )
