@@ -48,6 +48,7 @@ async def make_uplinks(gw: Gateway, outbox: AsyncOutbox) -> list[Uplink | Sparkp
     actions = remote_actions_of(gw)
     inbound: dict[str, Any] = {}
     if gw.config.update is not None:  # software updates from the platform (docs/fleet.md)
+        topic_base = f"{primary.topic_prefix}/{gw.config.gateway.id}"
         if gw.remote_update is None:
             from citynerve.gateway.release.remote import RemoteUpdate
 
@@ -55,10 +56,12 @@ async def make_uplinks(gw: Gateway, outbox: AsyncOutbox) -> list[Uplink | Sparkp
                 gw.config.update,
                 config_path=gw.config.source,
                 gateway_id=gw.config.gateway.id,
-                topic_base=f"{primary.topic_prefix}/{gw.config.gateway.id}",
+                topic_base=topic_base,
                 events=gw._event,
                 outbox=Path(gw.config.store.path),
             )
+        else:  # new uplinks (restart_uplinks): the chunks follow the command destination
+            gw.remote_update.move_to(topic_base)
         actions.update(gw.remote_update.actions())
         inbound[gw.remote_update.chunk_filter] = gw.remote_update.on_chunk
     creds = gw.credentials  # keys and certificates of the command destination (`primary`)

@@ -2,7 +2,8 @@
 per serial port (the second would find it locked, its devices offline for good), and a control
 socket path the kernel takes (AF_UNIX: at most 107 bytes; a relative path resolved under a deep
 config folder is longer, and `run` died binding it). A baud rate no adapter is usually set to
-(`96000` typed for 9600) is only warned of: odd rates exist."""
+(`96000` typed for 9600) is only warned of: odd rates exist (and not at all where it sets no line:
+socket://, loop://)."""
 
 from __future__ import annotations
 
@@ -33,12 +34,22 @@ STANDARD_BAUDRATES = (
 """The rates Linux's termios names from 300 baud up (pyserial sets any other through BOTHER)."""
 
 
+RATELESS_URL_SCHEMES = ("socket", "loop")
+"""pyserial URL schemes whose baud rate sets no line: a raw TCP bridge (the device server's own
+settings hold) and a loopback. Not rfc2217:// (the rate goes to the device server, which sets its
+UART with it), nor spy://, alt://, hwgrep://, cp2110:// (a real UART, opened with it)."""
+
+
 def baudrate_problem(bus: BusConfig) -> str | None:
     """Why a serial bus's baud rate looks like a typo, with the standard rate meant, or None.
 
     A digit too many or too few (96000, 960) means the rate ten times smaller or larger when that is
-    standard; otherwise the standard rate nearest by ratio is suggested."""
+    standard; otherwise the standard rate nearest by ratio is suggested. None where the rate sets no
+    line (RATELESS_URL_SCHEMES; pyserial matches the scheme in lower case)."""
     if not isinstance(bus, SerialSettings) or bus.baudrate in STANDARD_BAUDRATES:
+        return None
+    scheme, url, _ = bus.port.lower().partition("://")
+    if url and scheme in RATELESS_URL_SCHEMES:
         return None
     baud = bus.baudrate
     typo = [r for r in STANDARD_BAUDRATES if r in (baud * 10, baud / 10)]
@@ -57,6 +68,7 @@ def serial_device(bus: BusConfig) -> str | None:
 
 __all__ = [
     "MAX_SOCKET_PATH_BYTES",
+    "RATELESS_URL_SCHEMES",
     "STANDARD_BAUDRATES",
     "baudrate_problem",
     "serial_device",

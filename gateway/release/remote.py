@@ -115,6 +115,18 @@ class RemoteUpdate(ChunkedTransfer):
     def chunk_filter(self) -> str:
         return f"{self.topic_base}/update/+/+"
 
+    def move_to(self, topic_base: str) -> None:
+        """Chunks on `topic_base` from now on: the command destination moved (another topic prefix,
+        another destination), its new uplink subscribes there. A transfer in progress keeps every
+        chunk it has (they are checked against the table, never the topic); the next answer names
+        the new topic with what is missing. Chunks still sent to the old one are not taken."""
+        if topic_base == self.topic_base:
+            return
+        t = self._t
+        busy = f" (update {t.update_id} {t.phase})" if t is not None and t.phase in RECEIVING else ""
+        log.warning("update chunks on %s/update/... now, not %s%s", topic_base, self.topic_base, busy)
+        self.topic_base = topic_base
+
     def actions(self) -> dict[str, RemoteAction]:
         return {
             "update_start": RemoteAction(Permission.UPDATE, self._start),

@@ -164,3 +164,27 @@ def test_a_typo_d_baud_rate_is_a_warning_naming_the_bus_and_the_rate_meant(tmp_p
     config.write_text(config.read_text().replace("96000", "14400"))  # not a typo: the nearest rate
     text = " ".join(_cli("config", "check", str(config)).output.split())
     assert "14400 baud is not a standard rate; did you mean 19200?" in text, text
+
+
+def test_no_baud_warning_where_the_rate_sets_no_line(tmp_path: Path) -> None:
+    """socket:// (a raw TCP bridge: the device server's own settings hold) and loop:// set no line's
+    rate: 96000 there is not a typo to warn of (it was, at init and config check). rfc2217:// sends
+    the rate to the device server, which sets its UART with it: still warned, like a local port."""
+    config = tmp_path / "gw.toml"
+    init = _cli(
+        "init", "-c", str(config), "--gateway-id", "gw-1", "--city", "310100", "--district", "310106",
+        "--street", "310106013", "--bus", "rs485-1:modbus_rtu:socket://10.0.0.5:4001:96000:N",
+        "--no-interactive",
+    )  # fmt: skip
+    assert init.exit_code == 0, init.output
+    assert "not a standard rate" not in init.output, init.output
+    config.write_text(
+        GATEWAY
+        + _bus("bridge", "modbus_rtu", "SOCKET://10.0.0.5:4001", "baudrate = 96000\n")
+        + _bus("loop", "dlt645", "loop://", "baudrate = 24000\n")
+        + _bus("telnet", "modbus_rtu", "rfc2217://10.0.0.6:4001", "baudrate = 96000\n")
+    )
+    warnings = [(w.path, w.message) for w in load_config(config).warnings if "standard rate" in w.message]
+    assert warnings == [
+        ("buses[2].baudrate", "warning: bus 'telnet': 96000 baud is not a standard rate; did you mean 9600?")
+    ]

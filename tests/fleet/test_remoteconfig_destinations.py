@@ -25,7 +25,18 @@ GW = "gw-test-0001"
 KEY = bytes.fromhex("42" * 32)
 
 
-def destinations(broker: MosquittoBroker, key: Path, *, legacy: bool, city: bool) -> str:
+def destinations(
+    broker: MosquittoBroker,
+    key: Path,
+    *,
+    legacy: bool,
+    city: bool,
+    legacy_prefix: str = "legacy",
+    classes: tuple[str, ...] = ("read", "configure"),
+) -> str:
+    """`legacy` then `city` (topic prefix `citynerve`, where the fleet client talks), one key each."""
+    granted = ", ".join(f'"{c}"' for c in classes)
+
     def one(dest: str, prefix: str, enabled: bool) -> str:
         return textwrap.dedent(
             f"""
@@ -40,11 +51,11 @@ def destinations(broker: MosquittoBroker, key: Path, *, legacy: bool, city: bool
             [[upstream.commands.keys]]
             id = "ops-centre"
             hmac_key_file = "{key}"
-            classes = ["read", "configure"]
+            classes = [{granted}]
             """
         )
 
-    return one("legacy", "legacy", legacy) + one("city", "citynerve", city)
+    return one("legacy", legacy_prefix, legacy) + one("city", "citynerve", city)
 
 
 async def test_the_health_check_judges_enabled_destinations_and_the_one_the_change_came_through(

@@ -144,6 +144,26 @@ async def test_the_whole_hash_is_checked(root: Path) -> None:
         assert "SHA-256 of the whole bundle does not match" in gw.events[-1].attrs["reason"]
 
 
+async def test_a_transfer_moved_to_another_topic_keeps_its_chunks(root: Path) -> None:
+    """The command destination moved (gateway/uplinks.py): chunks are taken on the new topic only,
+    the ones already written count, and the answer names the new topic."""
+    b = bundle_of(os.urandom(3 * CHUNK))
+    async with Gateway(root) as gw:
+        await gw.start(b.start_args("u-1"))
+        for name in ("table", "0"):
+            await gw.ru.on_chunk(f"{BASE}/update/u-1/{name}", b.table() if name == "table" else b.chunk(0))
+        gw.ru.move_to("district/gw-1")
+        assert gw.ru.chunk_filter == "district/gw-1/update/+/+"
+        await gw.ru.on_chunk(f"{BASE}/update/u-1/1", b.chunk(1))  # the old topic: not taken
+        answer = await gw.start(b.start_args("u-1"))
+        assert answer["topic"] == "district/gw-1/update/u-1"
+        assert (answer["missing"], gw.ru.dropped) == ([[1, 2]], 1)
+        for i in (1, 2):
+            await gw.ru.on_chunk(f"district/gw-1/update/u-1/{i}", b.chunk(i))
+        await gw.until("failed")
+        assert "not a readable .tar.gz" in gw.events[-1].attrs["reason"]  # the whole hash matched
+
+
 async def test_refusals_before_any_byte(root: Path, tmp_path: Path) -> None:
     b = bundle_of(os.urandom(CHUNK))
 
