@@ -6,6 +6,7 @@ the one way rows leave the file unsent: `_drop`, counted and announced in the ev
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
@@ -122,6 +123,7 @@ class OutboxFile:
             self._connect_on_full_disk()
         self._tx_next = self._next_seq
         self._reserved = marker.reserved if marker is not None else 0  # seqs below it may be used
+        self._marker_failed = False  # the last marker write failed (see _write_marker)
         self.epoch = self.get_state(EPOCH_KEY) or ""
         reason = self._new_epoch_reason(marker, existed, empty)
         if reason is not None:
@@ -143,9 +145,7 @@ class OutboxFile:
             return
         except _NoRoomError as err:
             log.error("outbox %s: cannot open (%s): disk full? giving back the reserve", self.path, err)
-        with contextlib.suppress(OSError):
-            os.unlink(reserve_path(self.path))
-        self.disk_full = True
+        self._give_back_reserve()
         try:
             self._connect()
         except _NoRoomError as err:
@@ -216,16 +216,39 @@ class OutboxFile:
         if reason != "created":
             log.error("outbox %s: new store epoch %s (was %s): %s", self.path, epoch, previous, reason)
 
-    def _write_marker(self) -> None:
-        """Record epoch and next seq beside the file (see citynerve.gateway.store._epoch), and make sure the
-        reserve file is there; never raises."""
+    def _write_marker(self, reserved: int | None = None) -> None:
+        """Record epoch, next seq and `reserved` (default: as recorded) beside the file (see
+        citynerve.gateway.store._epoch), and make sure the reserve file is there; never raises.
+
+        `_reserved` is raised only once the marker holds it: a commit past it tries again. No room
+        for the marker (a disk filled by another writer while SQLite still commits in place) gives
+        back the reserve file, as SQLITE_FULL does. Should even that fail, the commit goes on: an
+        alarm is stored rather than refused, and its seq can repeat only if a crash then also loses
+        the commit (docs/store.md, "Store epoch")."""
         self._marker_at = time.monotonic()
         if not self.disk_full:
             make_reserve(self.path)
+        marker = Marker(self.epoch, self._next_seq, self._reserved if reserved is None else reserved)
         try:
-            write_marker(self.path, Marker(self.epoch, self._next_seq, self._reserved))
+            try:
+                write_marker(self.path, marker)
+            except OSError as err:
+                if err.errno != errno.ENOSPC or not os.path.exists(reserve_path(self.path)):
+                    raise
+                log.error("outbox %s: no room for the epoch marker: giving back the reserve", self.path)
+                self._give_back_reserve()
+                write_marker(self.path, marker)
+            self._reserved, self._marker_failed = marker.reserved, False
         except OSError as err:
-            log.warning("outbox %s: cannot write the epoch marker: %s", self.path, err)
+            if not self._marker_failed:  # once per spell, not at every commit that tries again
+                log.warning("outbox %s: cannot write the epoch marker: %s", self.path, err)
+            self._marker_failed = True
+
+    def _give_back_reserve(self) -> None:
+        """The disk is full: the reserve file's room goes back to the outbox (disk-full mode)."""
+        with contextlib.suppress(OSError):
+            os.unlink(reserve_path(self.path))
+        self.disk_full = True
 
     def _setup(self) -> None:
         conn = self._conn
@@ -295,8 +318,7 @@ class OutboxFile:
             if self._tx_next != self._next_seq:
                 conn.execute("UPDATE counters SET value = ? WHERE name = 'next_seq'", (self._tx_next,))
             if self._tx_next > self._reserved:  # the marker reserves the seqs before they are used
-                self._reserved = self._tx_next + SEQ_RESERVE
-                self._write_marker()
+                self._write_marker(self._tx_next + SEQ_RESERVE)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -452,8 +474,7 @@ class OutboxFile:
         if self._open:
             self._open = False
             self._announce_pending()
-            self._reserved = self._next_seq  # a clean close: no seq at or above it was used
-            self._write_marker()
+            self._write_marker(self._next_seq)  # a clean close: no seq at or above it was used
         self._conn.close()
         make_reserve(self.path)  # also after a disk-full spell: the -wal's room is free now
 
