@@ -33,11 +33,13 @@ def destinations(
     city: bool,
     legacy_prefix: str = "legacy",
     classes: tuple[str, ...] = ("read", "configure"),
+    city_key: Path | None = None,
 ) -> str:
-    """`legacy` then `city` (topic prefix `citynerve`, where the fleet client talks), one key each."""
+    """`legacy` then `city` (topic prefix `citynerve`, where the fleet client talks), one key each
+    (`key`, or `city_key` for `city`), both with the id `ops-centre`."""
     granted = ", ".join(f'"{c}"' for c in classes)
 
-    def one(dest: str, prefix: str, enabled: bool) -> str:
+    def one(dest: str, prefix: str, enabled: bool, key: Path) -> str:
         return textwrap.dedent(
             f"""
             [[upstream]]
@@ -55,7 +57,7 @@ def destinations(
             """
         )
 
-    return one("legacy", legacy_prefix, legacy) + one("city", "citynerve", city)
+    return one("legacy", legacy_prefix, legacy, key) + one("city", "citynerve", city, city_key or key)
 
 
 async def test_the_health_check_judges_enabled_destinations_and_the_one_the_change_came_through(
