@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from citynerve.gateway.api import Event
 from citynerve.gateway.uplink.certexpiry import CertWatch
-from citynerve.gateway.uplink.commands import KeyValueState, RemoteAction
+from citynerve.gateway.uplink.commands import Caller, KeyValueState, RemoteAction
 from citynerve.gateway.uplink.config import UpstreamConfig
+from citynerve.gateway.uplink.encoding import RejectReason
+from citynerve.gateway.uplink.errors import CommandRejectedError
 from citynerve.gateway.uplink.keyrotation import CommandKeyRotation
 from citynerve.gateway.uplink.permissions import Permission
 from citynerve.gateway.uplink.tlsrotate import TlsRotation
@@ -43,8 +45,13 @@ class Credentials:
         events: Callable[[Event], None],
         wall: Callable[[], float] = time.time,
         confirm_s: float | None = None,
+        config_waiting: Callable[[], bool] = lambda: False,
     ) -> None:
         self._configured = upstream
+        # A remote config change is being written or waits for its health check (remoteconfig):
+        # no new TLS pair meanwhile, as no change while a pair waits (rotation_waiting).
+        self._config_waiting = config_waiting
+        self._installing = False
         self.uplink: Uplink | None = None
         self._confirm_given = confirm_s
         # How long the uplink has to connect with a new TLS client certificate before it goes back.
@@ -159,6 +166,32 @@ class Credentials:
             self.uplink.reconnect("back to the previous TLS client certificate")
             self.watch.check()
 
+    def rotation_waiting(self) -> str | None:
+        """Why a remote config change must wait (None: it need not): a new TLS client pair is being
+        tried, or the uplink has yet to connect with it. The change would rebuild the uplinks under
+        the confirmation, which would then fall back to the [upstream] from before the change."""
+        if self._installing or (self._guard is not None and not self._guard.done()):
+            return (
+                "a TLS client certificate rotation waits for the uplink to connect with the new pair "
+                f"(at most {self.confirm_s:g} s); send the change after it"
+            )
+        return None
+
+    async def _install(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        """`tls_install_cert`, refused while a remote config change waits for its health check: its
+        revert would rebuild the uplinks under the new pair's confirmation, which would then fall
+        back to the change's [upstream], the one reverted."""
+        if self._config_waiting():
+            raise CommandRejectedError(
+                RejectReason.BAD_VALUE,
+                "a config change waits for its health check; send the certificate after its verdict",
+            )
+        self._installing = True  # set before the first await: a change arriving now is refused
+        try:
+            return await self.tls.install(args, caller)
+        finally:
+            self._installing = False
+
     def status(self) -> dict[str, Any]:
         out = self.watch.status()
         if self.tls.active is not None and self.upstream().tls.cert_file == self.tls.active[0]:
@@ -184,7 +217,7 @@ class Credentials:
     def remote_actions(self) -> dict[str, RemoteAction]:
         return {
             "tls_csr": RemoteAction(Permission.CONFIGURE, self.tls.make_csr),
-            "tls_install_cert": RemoteAction(Permission.CONFIGURE, self.tls.install),
+            "tls_install_cert": RemoteAction(Permission.CONFIGURE, self._install),
             "rotate_command_key": RemoteAction(Permission.CONFIGURE, self.command_keys.rotate),
             "diag_certs": RemoteAction(Permission.READ, self._diag_certs),
         }

@@ -141,6 +141,7 @@ class Gateway:
                         state=outbox,
                         directory=db.parent / "credentials",
                         events=self._event,
+                        config_waiting=lambda: self.remote_config is not None and self.remote_config.waiting,
                     )
                     await self.credentials.load(settle=not change_waiting(cfg.source))
                 self._make_remote_config()
@@ -400,7 +401,14 @@ class Gateway:
     def _make_remote_config(self) -> None:
         from citynerve.gateway.remoteconfig import RemoteConfig
 
-        self.remote_config = RemoteConfig(self, events=self._event, spawn=self._spawn, clock=self.clock)
+        creds = self.credentials  # one change at a time: a config change or a TLS pair on probation
+        self.remote_config = RemoteConfig(
+            self,
+            events=self._event,
+            spawn=self._spawn,
+            clock=self.clock,
+            rotation_waiting=creds.rotation_waiting if creds is not None else lambda: None,
+        )
 
     def _spawn(self, coro: Any, name: str) -> None:
         """A task in the gateway's task group that stop cancels too."""

@@ -203,8 +203,10 @@ class RemoteConfig:
         events: Callable[[Event], None],
         spawn: Callable[[Any, str], Any],
         clock: Clock = SYSTEM_CLOCK,
+        rotation_waiting: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.gateway = gateway
+        self._rotation_waiting = rotation_waiting  # the credentials': why a change must wait, or None
         self.history = ConfigHistory(gateway.config.source)
         self._events = events
         self._spawn = spawn  # starts a task in the gateway's task group
@@ -230,6 +232,11 @@ class RemoteConfig:
             self.current = self.history.current()
         except (HistoryError, OSError) as err:
             log.error("config history unreadable: %s", err)
+
+    @property
+    def waiting(self) -> bool:
+        """A change is being written, or waits for its health check (a TLS rotation must wait)."""
+        return self._busy or self.pending is not None
 
     def snapshot(self) -> dict[str, Any]:
         """For status and the birth message."""
@@ -313,6 +320,8 @@ class RemoteConfig:
             raise bad("give the document inline (document) or as chunks (upload)")
         if self._busy or self.pending is not None:
             raise bad("another config change is waiting for its health check")
+        if (rotating := self._rotation_waiting()) is not None:
+            raise bad(rotating)
         self._busy = True
         try:
             check_hash(data, args.get("sha256"))

@@ -326,8 +326,15 @@ def test_a_client_certificate_provisioned_again_by_a_remote_config_replaces_a_ro
                 assert r["result"]["switched"] is True, r
                 await until(lambda: client() == f"CN={GW}")
 
-                # a change that leaves the configured pair alone: still on the rotated one
-                out = await centre.apply_config(GW, same_pair, version="same-pair", confirm_s=30)
+                # a change that leaves the configured pair alone: still on the rotated one (refused
+                # while the new pair is on probation, until the uplink connected with it: sent again
+                # once it reconnected; a command sent while it reconnects is lost)
+                await until(lambda: connected() and gw_status(tmp_path)["uplink"]["reconnects"] > 0)
+                for _ in range(20):
+                    out = await centre.apply_config(GW, same_pair, version="same-pair", confirm_s=30)
+                    if out["outcome"] != "rejected" or "rotation waits" not in out["answer"]["detail"]:
+                        break
+                    await asyncio.sleep(0.5)
                 assert out["outcome"] == "confirmed", out
                 assert await asyncio.to_thread(client) == f"CN={GW}"
                 # a new configured pair: in force, connected with it
