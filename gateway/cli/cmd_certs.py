@@ -1,13 +1,16 @@
 """`citynerve diag certs`: when the uplink's TLS client certificate and CA expire.
 
 Reads the files the running gateway uses for the destination commands come through (the first
-enabled JSON v1 one: the rotated client certificate when the platform rotated it, else the
-configured one). Exits 1 when one is inside the warning window
-(`[upstream.tls] expiry_warning_days`, default 30) or expired, or cannot be read.
+enabled JSON v1 one: the client certificate the platform rotated to when its rotation record in the
+outbox names that destination and none was provisioned since, else the configured one). Exits 1
+when one is inside the warning window (`[upstream.tls] expiry_warning_days`, default 30) or
+expired, or cannot be read.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from pathlib import Path
 
@@ -25,18 +28,50 @@ from citynerve.gateway.cli._common import (
     print_json,
 )
 from citynerve.gateway.cli._groups import diag
+from citynerve.gateway.config import GatewayConfig
+from citynerve.gateway.store import StoreError, read_state
 from citynerve.gateway.uplink.certexpiry import CertificateFileError, read_expiries
-from citynerve.gateway.uplink.config import TlsConfig
-from citynerve.gateway.uplink.tlsrotate import latest_rotated
+from citynerve.gateway.uplink.config import UpstreamConfig
+from citynerve.gateway.uplink.tlsrotate import STATE_KEY, TlsRotation
+
+log = logging.getLogger(__name__)
 
 
-def _rotated(store_path: str, tls: TlsConfig) -> TlsConfig:
-    """`tls` with the client certificate the platform rotated to, when there is one (the newest
-    pair in the credentials folder next to the store: older ones are removed at each switch)."""
-    pair = latest_rotated(Path(store_path).parent / "credentials")
-    if pair is None:
-        return tls
-    return tls.model_copy(update={"cert_file": pair[0], "key_file": pair[1]})
+class _RecordOnly:
+    """The outbox's key/value state as TlsRotation reads it, holding only the rotation record."""
+
+    def __init__(self, record: str | None) -> None:
+        self.record = record
+
+    async def get(self, key: str) -> str | None:
+        return self.record if key == STATE_KEY else None
+
+    async def put(self, key: str, value: str) -> None:  # never called: nothing is written here
+        raise AssertionError("diag certs writes nothing")
+
+
+def _in_force(cfg: GatewayConfig, up: UpstreamConfig) -> UpstreamConfig:
+    """`up` (the command destination) with the client pair its uplink connects with: the rotated
+    pair when the platform rotated it for this destination and no certificate was provisioned
+    since, by the gateway's own rule (TlsRotation: the record in the outbox, its files in the
+    credentials folder next to it), else as configured."""
+    try:
+        record = read_state(cfg.store.path, STATE_KEY)
+    except StoreError as err:  # no outbox yet (never started), unreadable: nothing rotated known
+        log.info("no TLS rotation record read (%s): the configured pair", err)
+        return up
+    rotation = TlsRotation(
+        state=_RecordOnly(record),
+        directory=Path(cfg.store.path).parent / "credentials",
+        gateway_id=cfg.gateway.id,
+        upstream=lambda: up,
+        switch=lambda _: None,
+        events=lambda _: None,
+    )
+    asyncio.run(rotation.load())
+    configs = cfg.destinations or ((cfg.upstream,) if cfg.upstream is not None else ())
+    rotation.destination_gone({c.id for c in configs})
+    return rotation.effective(up)
 
 
 @diag.command("certs")
@@ -52,7 +87,7 @@ def certs(config_path: Path, as_json: bool) -> None:
     up = command_destination(cfg)
     if up is None:
         fail("no [upstream] in the config: no certificates to check")
-    tls = _rotated(cfg.store.path, up.tls) if up.encoding == "json-v1" else up.tls
+    tls = _in_force(cfg, up).tls if up.encoding == "json-v1" else up.tls
     warn = up.tls.expiry_warning_days
     try:
         found = read_expiries(tls, time.time())

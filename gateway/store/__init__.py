@@ -19,7 +19,7 @@ from citynerve.gateway.store._errors import (
     StoreFullError,
 )
 from citynerve.gateway.store._outbox import Outbox, OutboxRow
-from citynerve.gateway.store._readonly import read_rows, read_stats
+from citynerve.gateway.store._readonly import read_rows, read_state, read_stats
 from citynerve.gateway.store._schema import BLOCK_READINGS
 from citynerve.gateway.store._schema import latest_version as schema_version
 from citynerve.gateway.store._stats import Lane, LaneStats, StoreStats
@@ -51,6 +51,7 @@ __all__ = [
     "WriterCounters",
     "position_key",
     "read_rows",
+    "read_state",
     "read_stats",
     "schema_version",
     "unstorable",

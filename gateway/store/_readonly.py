@@ -67,6 +67,14 @@ def read_stats(path: str | os.PathLike[str]) -> StoreStats:
         return query_stats(conn, p)
 
 
+def read_state(path: str | os.PathLike[str], key: str) -> str | None:
+    """One value of the outbox's key/value state (None: unset), without writing to it. Raises
+    StoreError as read_stats does."""
+    with _snapshot(path) as (_, conn):
+        row = conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+
 def read_rows(
     path: str | os.PathLike[str], lane: Lane, *, after_seq: int = 0, limit: int = 20, newest: bool = False
 ) -> list[OutboxRow]:

@@ -64,19 +64,6 @@ def write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def latest_rotated(directory: Path) -> tuple[Path, Path] | None:
-    """The newest rotated (certificate, key) pair in `directory`, or None."""
-    try:
-        certs = sorted(directory.glob("client-*.pem"))
-    except OSError:
-        return None
-    for cert in reversed(certs):
-        key = cert.with_suffix(".key")
-        if key.is_file():
-            return cert, key
-    return None
-
-
 def decode_state(text: object) -> object:
     """A JSON value of the store's key/value state (None when absent or damaged)."""
     if not isinstance(text, str):

@@ -11,6 +11,7 @@ old, stopped uplink."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import textwrap
 from pathlib import Path
@@ -206,6 +207,9 @@ async def test_the_rotated_pair_stays_with_its_destination_when_commands_move_to
                 await wait_for(lambda: connected(gw, "legacy"), timeout_s=20)
                 assert cert_of(gw, "legacy") == legacy_cert and rotated.exists()
                 assert gw.credentials is not None and gw.credentials.tls.active is not None
+                # `diag certs` shows the command destination's pair too (it took the newest
+                # rotated pair in the credentials folder, city's, for legacy's)
+                assert await asyncio.to_thread(diag_client_cert, path) == str(legacy_cert)
 
             # (b) legacy naming no certificate: not handed city's pair
             path.write_text(gateway_toml(host, port, extra=city_off + legacy_none))
@@ -227,6 +231,7 @@ async def test_the_rotated_pair_stays_with_its_destination_when_commands_move_to
                 assert cert_of(gw, "city") == rotated and cert_of(gw, "legacy") == legacy_cert
                 assert gw.credentials is not None
                 assert gw.credentials.status().get("tls_client_rotated") == str(rotated)
+            assert await asyncio.to_thread(diag_client_cert, path) == str(rotated)  # the record names city
 
             # city renamed on site (a second centre's config put beside it): the pair's destination
             # is configured no more, so the command destination takes it, as a record naming none
@@ -238,6 +243,12 @@ async def test_the_rotated_pair_stays_with_its_destination_when_commands_move_to
                 assert cert_of(gw, "centre") == rotated and rotated.exists()
     finally:
         broker.close()
+
+
+def diag_client_cert(path: Path) -> str:
+    """The client certificate file `citynerve diag certs --json` reads for the config at `path`."""
+    r = CliRunner().invoke(main, ["diag", "certs", "-c", str(path), "--json"], catch_exceptions=False)
+    return {c["role"]: c["file"] for c in json.loads(r.output)["certificates"]}["client"]
 
 
 def test_diag_certs_reads_the_command_destinations_certificates(short_dir: Path) -> None:
@@ -266,6 +277,4 @@ def test_diag_certs_reads_the_command_destinations_certificates(short_dir: Path)
             """
         )
     )
-    r = CliRunner().invoke(main, ["diag", "certs", "-c", str(path), "--json"], catch_exceptions=False)
-    files = {c["role"]: c["file"] for c in json.loads(r.output)["certificates"]}
-    assert files["client"] == str(pki.client_cert), r.output
+    assert diag_client_cert(path) == str(pki.client_cert)
