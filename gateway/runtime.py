@@ -37,6 +37,7 @@ from citynerve.gateway.heap import settle_heap
 from citynerve.gateway.inventory import device_inventory, iter_device_inventory
 from citynerve.gateway.operator import OperatorControls
 from citynerve.gateway.pipeline import NoRules, Pipeline
+from citynerve.gateway.reload_plan import plan_reload
 from citynerve.gateway.runlock import GatewayLockedError, run_lock
 from citynerve.gateway.service.notify import Notifier, Watchdog, WriterProgress
 from citynerve.gateway.status import brief_status, full_status, service_status
@@ -58,10 +59,9 @@ if TYPE_CHECKING:
 __all__ = ["Gateway", "GatewayLockedError", "run_lock"]  # the run lock lives in gateway/runlock.py
 
 log = logging.getLogger("citynerve.gateway")
+
+
 # The config fields of a reload's section (`restart_needed_for`) where they are not its name alone.
-_FIELDS = {"upstream": ("upstream", "destinations")}
-
-
 class Gateway:
     """One running gateway. Also the target of platform commands and local actions."""
 
@@ -324,33 +324,10 @@ class Gateway:
         )
         for warning in new.warnings:
             log.warning("%s", warning)
-        old = self.config
-        old_buses = {b.id: (b, old.devices_on(b.id)) for b in old.buses if b.enabled}
-        new_buses = {b.id: (b, new.devices_on(b.id)) for b in new.buses if b.enabled}
-        changed = [b for b in new_buses if b in old_buses and new_buses[b] != old_buses[b]]
-        added = [b for b in new_buses if b not in old_buses]
-        removed = [b for b in old_buses if b not in new_buses]
-        sections = {
-            "store": (old.store, new.store),
-            # Every [[upstream]] destination, not only the first (`upstream`): a second one removed,
-            # renamed or re-pointed needs new uplinks too (`destinations` is empty in a config
-            # built in code with `upstream` alone).
-            "upstream": ((old.upstream, old.destinations), (new.upstream, new.destinations)),
-            "rules": (old.rules, new.rules),
-            "web": (old.web, new.web),
-            "control": (old.control, new.control),
-            "gateway": (old.gateway, new.gateway),
-            "clock": (old.clock, new.clock),
-            # Read only at start: the log setup, the security switches, the update handler.
-            "log": (old.log, new.log),
-            "security": (old.security, new.security),
-            "update": (old.update, new.update),
-        }
-        needs_restart = [name for name, (was, now) in sections.items() if was != now]
-        if new.rules is not None and self._rules_devices != new.devices and "rules" not in needs_restart:
-            needs_restart.append("rules")  # the rule engine binds rules to devices at start
+        plan = plan_reload(self.config, new, self._rules_devices)
+        changed, added, removed = plan.changed, plan.added, plan.removed
         self._reloaded = new
-        new = replace(new, **{f: getattr(old, f) for n in needs_restart for f in _FIELDS.get(n, (n,))})
+        new = plan.config
         for bus_id in changed + removed:
             await self._stop_owner(bus_id)
         self.config = new
@@ -366,7 +343,7 @@ class Gateway:
         settle_heap()
         if self.remote_config is not None:  # a local rollback changes the version in status too
             self.remote_config.refresh()
-        return {"changed": changed, "added": added, "removed": removed, "restart_needed_for": needs_restart}
+        return plan.report()
 
     async def _make_rules(self, outbox: AsyncOutbox) -> PersistentRuleEngine | None:
         if self.config.rules is None:
