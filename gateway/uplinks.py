@@ -4,6 +4,7 @@ may call (moved from runtime.py; `gw` is the running Gateway)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from citynerve.gateway.config import GatewayConfig
     from citynerve.gateway.runtime import Gateway
     from citynerve.gateway.uplink import Uplink
+    from citynerve.gateway.uplink.commands import RemoteAction
     from citynerve.gateway.uplink.config import UpstreamConfig
     from citynerve.gateway.uplink.sparkplug import SparkplugUplink
 
@@ -64,6 +66,7 @@ async def make_uplinks(gw: Gateway, outbox: AsyncOutbox) -> list[Uplink | Sparkp
             gw.remote_update.move_to(topic_base)
         actions.update(gw.remote_update.actions())
         inbound[gw.remote_update.chunk_filter] = gw.remote_update.on_chunk
+    actions = command_destination_actions(gw, actions, primary.id)
     creds = gw.credentials  # keys and certificates of the command destination (`primary`)
     if creds is not None:
         creds.tls.destination_gone({c.id for c in configs})
@@ -128,6 +131,46 @@ async def restart_uplinks(gw: Gateway) -> None:
     if gw.credentials is not None:
         gw.credentials.watch.check()  # expiry alarms of the certificates now in use, at once
     log.warning("uplinks restarted with the new [upstream]")
+
+
+# Actions on what belongs to the command destination alone: its TLS client pair (and the pending
+# key of its rotation), the software update whose chunks come on its topics. Commands arrive
+# through every JSON v1 destination, each verified with its own keys: through another one these
+# would act on the command destination's state and tell the asking platform "ok" for it.
+# (`rotate_command_key` checks the same in gateway/uplink/keyrotation.py.)
+COMMAND_DESTINATION_ONLY = {
+    "tls_csr": "TLS client keys are rotated",
+    "tls_install_cert": "TLS client keys are rotated",
+    "update_start": "software updates are started",
+}
+
+
+def command_destination_actions(
+    gw: Gateway, actions: dict[str, RemoteAction], primary: str
+) -> dict[str, RemoteAction]:
+    """`actions` with those of COMMAND_DESTINATION_ONLY refused (`not_permitted`) through any
+    destination but `primary`."""
+    from citynerve.gateway.uplink.commands import Caller, Chunked, RemoteAction
+    from citynerve.gateway.uplink.encoding import RejectReason
+    from citynerve.gateway.uplink.errors import CommandRejectedError
+
+    def only_primary(name: str, action: RemoteAction) -> RemoteAction:
+        async def handler(args: dict[str, Any], caller: Caller) -> Mapping[str, Any] | Chunked | None:
+            via = caller.destination
+            if via is not None and via != primary:
+                raise CommandRejectedError(
+                    RejectReason.NOT_PERMITTED,
+                    f"{COMMAND_DESTINATION_ONLY[name]} through destination {primary!r}, which "
+                    f"carries commands, not through {via!r}",
+                )
+            return await action.handler(args, caller)
+
+        return RemoteAction(action.permission, handler)
+
+    out = dict(actions)
+    for name in COMMAND_DESTINATION_ONLY.keys() & out.keys():
+        out[name] = only_primary(name, out[name])
+    return out
 
 
 def remote_actions_of(gw: Gateway) -> dict[str, Any]:
