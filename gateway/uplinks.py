@@ -4,6 +4,7 @@ may call (moved from runtime.py; `gw` is the running Gateway)."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from citynerve.gateway.config import GatewayConfig
     from citynerve.gateway.runtime import Gateway
     from citynerve.gateway.uplink import Uplink
-    from citynerve.gateway.uplink.commands import RemoteAction
+    from citynerve.gateway.uplink.commands import RemoteAction, RemoteHandler
     from citynerve.gateway.uplink.config import UpstreamConfig
     from citynerve.gateway.uplink.sparkplug import SparkplugUplink
 
@@ -149,7 +150,7 @@ def command_destination_actions(
     gw: Gateway, actions: dict[str, RemoteAction], primary: str
 ) -> dict[str, RemoteAction]:
     """`actions` with those of COMMAND_DESTINATION_ONLY refused (`not_permitted`) through any
-    destination but `primary`."""
+    destination but `primary`, and `diag_certs` answering for the destination asked through."""
     from citynerve.gateway.uplink.commands import Caller, Chunked, RemoteAction
     from citynerve.gateway.uplink.encoding import RejectReason
     from citynerve.gateway.uplink.errors import CommandRejectedError
@@ -170,7 +171,33 @@ def command_destination_actions(
     out = dict(actions)
     for name in COMMAND_DESTINATION_ONLY.keys() & out.keys():
         out[name] = only_primary(name, out[name])
+    certs = out.get("diag_certs")
+    if certs is not None:
+        out["diag_certs"] = RemoteAction(certs.permission, _diag_certs(gw, certs, primary))
     return out
+
+
+def _diag_certs(gw: Gateway, action: RemoteAction, primary: str) -> RemoteHandler:
+    """`diag_certs` through the command destination: the credentials' figures (rotations
+    included); through another: that destination's uplink's certificates. Both name it."""
+    from citynerve.gateway.uplink.certexpiry import CertWatch
+    from citynerve.gateway.uplink.commands import Caller
+
+    async def handler(args: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        via = caller.destination or primary
+        uplink = next((u for u in gw.uplinks if u.destination == via), None)
+        if via == primary or uplink is None:
+            answer = await action.handler(args, caller)
+            assert isinstance(answer, Mapping)  # Credentials._diag_certs: a status dict
+            return {**answer, "destination": primary}
+        tls = uplink.config.tls
+        watch = CertWatch(
+            lambda: tls, gateway_id=gw.config.gateway.id, warn_days=tls.expiry_warning_days,
+            events=lambda event: None, wall=time.time,
+        )  # fmt: skip
+        return {**watch.status(), "destination": via}
+
+    return handler
 
 
 def remote_actions_of(gw: Gateway) -> dict[str, Any]:

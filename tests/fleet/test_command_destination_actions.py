@@ -9,9 +9,11 @@ under the prefix `legacy`; `city`, prefix `citynerve`), each with its own key un
 - `tls_csr` through `city` replaced the pending key of `legacy`'s rotation (whose certificate was
   then refused as "not for the pending key"); `tls_install_cert` through `city` switched `legacy`'s
   TLS client pair, the one its uplink connects with.
+- `diag_certs` through `city` showed `legacy`'s certificates, as if they were `city`'s.
 
 Now `update_start`, `tls_csr` and `tls_install_cert` through `city` are `rejected, not_permitted`,
-naming the command destination, and change nothing; `update_status` (read) still answers."""
+naming the command destination, and change nothing; `update_status` (read) still answers, and
+`diag_certs` answers with the certificates of the destination asked through, naming it."""
 
 from __future__ import annotations
 
@@ -214,3 +216,12 @@ async def test_tls_rotation_through_another_destination_is_refused_and_changes_n
         creds = t.gw.credentials
         assert creds is not None
         await wait_for(lambda: creds.tls.previous is None, timeout_s=20)  # confirmed
+
+
+async def test_diag_certs_answers_for_the_destination_asked_through(short_dir: Path) -> None:
+    async with tls_gateway(short_dir) as t:
+        mine = (await t.legacy.send(GW, "diag_certs"))["result"]
+        clients = [c["file"] for c in mine["certificates"] if c["role"] == "client"]
+        assert (mine["destination"], clients) == ("legacy", [str(t.pki.client_cert)]), mine
+        theirs = (await t.city.send(GW, "diag_certs"))["result"]
+        assert (theirs.get("destination"), theirs["certificates"]) == ("city", []), theirs
