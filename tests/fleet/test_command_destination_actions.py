@@ -225,3 +225,15 @@ async def test_diag_certs_answers_for_the_destination_asked_through(short_dir: P
         assert (mine["destination"], clients) == ("legacy", [str(t.pki.client_cert)]), mine
         theirs = (await t.city.send(GW, "diag_certs"))["result"]
         assert (theirs.get("destination"), theirs["certificates"]) == ("city", []), theirs
+
+
+async def test_diag_uplink_probes_the_brokers_of_the_destination_asked_through(short_dir: Path) -> None:
+    """`legacy` on the TLS listener, `city` on the plain one: a probe through `city` probed
+    `legacy`'s broker (the first destination's), the one `city`'s platform does not use."""
+    async with tls_gateway(short_dir) as t:
+        legacy_url = t.gw.uplinks[0].config.brokers[0]
+        city_url = t.gw.uplinks[1].config.brokers[0]
+        for client, url in ((t.legacy, legacy_url), (t.city, city_url)):
+            out = await client.send(GW, "diag_uplink", {"probe": True})
+            probed = [(r["broker"], r["ok"]) for r in out["result"]["probe"]]
+            assert probed == [(url, True)], out
