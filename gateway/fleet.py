@@ -49,7 +49,7 @@ class Diagnosable(Protocol):
 
     def uplink_state(self) -> dict[str, Any] | None: ...
 
-    async def uplink_probe(self) -> list[dict[str, Any]]: ...
+    async def uplink_probe(self, destination: str | None = None) -> list[dict[str, Any]]: ...
 
     def request_restart(self, delay_s: float) -> None: ...
 
@@ -168,7 +168,7 @@ def remote_actions(
     async def diag_uplink(args: dict[str, Any], caller: Caller) -> Mapping[str, Any]:
         out: dict[str, Any] = {"state": gateway.uplink_state()}
         if args.get("probe") is True:
-            out["probe"] = await gateway.uplink_probe()
+            out["probe"] = await gateway.uplink_probe(caller.destination)  # the asker's brokers
         return out
 
     async def set_log_level(args: dict[str, Any], caller: Caller) -> Mapping[str, Any]:

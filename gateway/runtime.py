@@ -533,12 +533,16 @@ class Gateway:
         """Each destination's uplink state (connection, positions, counts), by destination id."""
         return {u.destination: u.snapshot().to_dict() for u in self.uplinks}
 
-    async def uplink_probe(self) -> list[dict[str, Any]]:
+    async def uplink_probe(self, destination: str | None = None) -> list[dict[str, Any]]:
+        """Every broker of `destination` (a command's: it came through it), else of the command
+        destination, probed with what its uplink connects with (a rotated TLS pair)."""
         from citynerve.gateway.uplink.probe import probe_uplink
 
-        if self.config.upstream is None:
+        uplink = next((u for u in self.uplinks if u.destination == destination), self.uplink)
+        config = uplink.config if uplink is not None else self.config.upstream
+        if config is None:
             return []
-        reports = await probe_uplink(self.config.upstream, gateway_id=self.config.gateway.id)
+        reports = await probe_uplink(config, gateway_id=self.config.gateway.id)
         return [r.to_dict() for r in reports]
 
     def request_restart(self, delay_s: float) -> None:

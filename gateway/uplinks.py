@@ -4,6 +4,8 @@ may call (moved from runtime.py; `gw` is the running Gateway)."""
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +17,7 @@ if TYPE_CHECKING:
     from citynerve.gateway.config import GatewayConfig
     from citynerve.gateway.runtime import Gateway
     from citynerve.gateway.uplink import Uplink
+    from citynerve.gateway.uplink.commands import RemoteAction, RemoteHandler
     from citynerve.gateway.uplink.config import UpstreamConfig
     from citynerve.gateway.uplink.sparkplug import SparkplugUplink
 
@@ -64,6 +67,7 @@ async def make_uplinks(gw: Gateway, outbox: AsyncOutbox) -> list[Uplink | Sparkp
             gw.remote_update.move_to(topic_base)
         actions.update(gw.remote_update.actions())
         inbound[gw.remote_update.chunk_filter] = gw.remote_update.on_chunk
+    actions = command_destination_actions(gw, actions, primary.id)
     creds = gw.credentials  # keys and certificates of the command destination (`primary`)
     if creds is not None:
         creds.tls.destination_gone({c.id for c in configs})
@@ -128,6 +132,72 @@ async def restart_uplinks(gw: Gateway) -> None:
     if gw.credentials is not None:
         gw.credentials.watch.check()  # expiry alarms of the certificates now in use, at once
     log.warning("uplinks restarted with the new [upstream]")
+
+
+# Actions on what belongs to the command destination alone: its TLS client pair (and the pending
+# key of its rotation), the software update whose chunks come on its topics. Commands arrive
+# through every JSON v1 destination, each verified with its own keys: through another one these
+# would act on the command destination's state and tell the asking platform "ok" for it.
+# (`rotate_command_key` checks the same in gateway/uplink/keyrotation.py.)
+COMMAND_DESTINATION_ONLY = {
+    "tls_csr": "TLS client keys are rotated",
+    "tls_install_cert": "TLS client keys are rotated",
+    "update_start": "software updates are started",
+}
+
+
+def command_destination_actions(
+    gw: Gateway, actions: dict[str, RemoteAction], primary: str
+) -> dict[str, RemoteAction]:
+    """`actions` with those of COMMAND_DESTINATION_ONLY refused (`not_permitted`) through any
+    destination but `primary`, and `diag_certs` answering for the destination asked through."""
+    from citynerve.gateway.uplink.commands import Caller, Chunked, RemoteAction
+    from citynerve.gateway.uplink.encoding import RejectReason
+    from citynerve.gateway.uplink.errors import CommandRejectedError
+
+    def only_primary(name: str, action: RemoteAction) -> RemoteAction:
+        async def handler(args: dict[str, Any], caller: Caller) -> Mapping[str, Any] | Chunked | None:
+            via = caller.destination
+            if via is not None and via != primary:
+                raise CommandRejectedError(
+                    RejectReason.NOT_PERMITTED,
+                    f"{COMMAND_DESTINATION_ONLY[name]} through destination {primary!r}, which "
+                    f"carries commands, not through {via!r}",
+                )
+            return await action.handler(args, caller)
+
+        return RemoteAction(action.permission, handler)
+
+    out = dict(actions)
+    for name in COMMAND_DESTINATION_ONLY.keys() & out.keys():
+        out[name] = only_primary(name, out[name])
+    certs = out.get("diag_certs")
+    if certs is not None:
+        out["diag_certs"] = RemoteAction(certs.permission, _diag_certs(gw, certs, primary))
+    return out
+
+
+def _diag_certs(gw: Gateway, action: RemoteAction, primary: str) -> RemoteHandler:
+    """`diag_certs` through the command destination: the credentials' figures (rotations
+    included); through another: that destination's uplink's certificates. Both name it."""
+    from citynerve.gateway.uplink.certexpiry import CertWatch
+    from citynerve.gateway.uplink.commands import Caller
+
+    async def handler(args: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        via = caller.destination or primary
+        uplink = next((u for u in gw.uplinks if u.destination == via), None)
+        if via == primary or uplink is None:
+            answer = await action.handler(args, caller)
+            assert isinstance(answer, Mapping)  # Credentials._diag_certs: a status dict
+            return {**answer, "destination": primary}
+        tls = uplink.config.tls
+        watch = CertWatch(
+            lambda: tls, gateway_id=gw.config.gateway.id, warn_days=tls.expiry_warning_days,
+            events=lambda event: None, wall=time.time,
+        )  # fmt: skip
+        return {**watch.status(), "destination": via}
+
+    return handler
 
 
 def remote_actions_of(gw: Gateway) -> dict[str, Any]:

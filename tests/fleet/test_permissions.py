@@ -73,7 +73,7 @@ class Runtime:
     def uplink_state(self) -> dict[str, Any] | None:
         return None
 
-    async def uplink_probe(self) -> list[dict[str, Any]]:
+    async def uplink_probe(self, destination: str | None = None) -> list[dict[str, Any]]:
         return []
 
     def request_restart(self, delay_s: float) -> None:

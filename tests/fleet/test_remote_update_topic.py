@@ -6,11 +6,13 @@ Mosquitto. One transfer is started, then moved twice before it completes:
 - `legacy`'s topic prefix changed (`legacy` -> `district`);
 - `legacy` disabled: commands, and the chunks, move to `city` (prefix `citynerve`).
 
-After each move `update_start` (same id) names the new chunk topic with what is still missing, and
-chunks published there are taken; the whole bundle's hash then matches (nothing was lost or
-written twice on the way). The RemoteUpdate was made once, with the first prefix: it kept naming
-and subscribing to `legacy/<gw>/update/...`, so a platform sending to the documented
-`<prefix>/<gw>/update/<id>` of the command destination never reached it.
+`update_start` goes through the command destination, on its prefix (updates are its alone, refused
+through another one); config changes go through `city`. After each move `update_start` (same id)
+names the new chunk topic with what is still missing, and chunks published there are taken; the
+whole bundle's hash then matches (nothing was lost or written twice on the way). The RemoteUpdate
+was made once, with the first prefix: it kept naming and subscribing to `legacy/<gw>/update/...`,
+so a platform sending to the documented `<prefix>/<gw>/update/<id>` of the command destination
+never reached it.
 """
 
 from __future__ import annotations
@@ -66,7 +68,15 @@ async def test_update_chunks_follow_the_command_destination_across_remote_change
                 assert ru is not None
 
                 async def start(topic: str, missing: list[list[int]]) -> None:
-                    answer = await centre.send(GW, "update_start", b.start_args("u-1"))
+                    # through the command destination (its prefix is `topic`): updates are its alone
+                    async with FleetClient(
+                        broker.host,
+                        broker.port,
+                        CommandSigner(hmac_key=KEY),
+                        key_id="ops-centre",
+                        prefix=topic,
+                    ) as via:
+                        answer = await via.send(GW, "update_start", b.start_args("u-1"))
                     res: dict[str, Any] = answer.get("result") or {}
                     assert (answer["outcome"], res.get("topic"), res.get("missing")) == (
                         "ok", f"{topic}/{GW}/update/u-1", missing
