@@ -123,9 +123,7 @@ class Credentials:
         """The uplink of the destination they belong to (the runtime's `uplink`), once per uplink;
         None: no JSON v1 destination runs (nothing to rotate, no stopped uplink held)."""
         self.uplink = uplink
-        self.command_keys.attach(
-            uplink.key_ring if uplink is not None else None, uplink.destination if uplink else None
-        )
+        self.command_keys.attach(uplink.key_ring if uplink is not None else None)
 
     def rearm(self) -> None:
         """The wall clock is synchronised now: the command keys' overlaps end at their stored wall ends."""

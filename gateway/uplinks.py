@@ -137,9 +137,11 @@ async def restart_uplinks(gw: Gateway) -> None:
 # Actions on what belongs to the command destination alone: its TLS client pair (and the pending
 # key of its rotation), the software update whose chunks come on its topics. Commands arrive
 # through every JSON v1 destination, each verified with its own keys: through another one these
-# would act on the command destination's state and tell the asking platform "ok" for it.
-# (`rotate_command_key` checks the same in gateway/uplink/keyrotation.py.)
+# would act on the command destination's state and tell the asking platform "ok" for it (a key
+# rotation through another destination, of that destination's own key of the same id, replaced the
+# command destination's key: its platform lost its commands, the asking one kept its old key).
 COMMAND_DESTINATION_ONLY = {
+    "rotate_command_key": "command keys are rotated",
     "tls_csr": "TLS client keys are rotated",
     "tls_install_cert": "TLS client keys are rotated",
     "update_start": "software updates are started",

@@ -91,16 +91,14 @@ class CommandKeyRotation:
         self._wall = wall
         self._records: dict[str, dict[str, Any]] = {}
         self.ring: KeyRing | None = None
-        self.destination: str | None = None  # the destination whose uplink holds `ring`
 
     async def load(self) -> None:
         data = decode_state(await self._state.get(STATE_KEY))
         self._records = dict(data) if isinstance(data, dict) else {}
 
-    def attach(self, ring: KeyRing | None, destination: str | None = None) -> None:
-        """Apply the recorded rotations to `ring` (the uplink's, made from the config; that uplink's
-        `destination`)."""
-        self.ring, self.destination = ring, destination
+    def attach(self, ring: KeyRing | None) -> None:
+        """Apply the recorded rotations to `ring` (the uplink's, made from the config)."""
+        self.ring = ring
         cfg = self._config()
         if ring is None or cfg is None:
             return
@@ -165,23 +163,11 @@ class CommandKeyRotation:
         if verifier.algorithm.value != alg:
             raise CommandRejectedError(RejectReason.BAD_VALUE, "alg does not match the key")
         key_id = caller.key_id
-        # The keys rotated are the command destination's. Another destination verifies commands
-        # with its own keys: a key of the same id there is another key, and rotating this one on
-        # its word would take the command destination's platform its commands (and keep the old
-        # key for the platform that asked).
-        via = caller.destination
+        # The command destination's keys: a command through another destination is refused before
+        # it gets here (gateway/uplinks.py, COMMAND_DESTINATION_ONLY).
         current = next((k for k in self.ring.keys if k.id == key_id), None)
-        if via is not None and via != self.destination:
-            raise CommandRejectedError(
-                RejectReason.NOT_PERMITTED,
-                f"command keys are rotated through destination {self.destination!r}, which carries "
-                f"commands; destination {via!r}'s keys are provisioned in its config",
-            )
         if current is None:
-            raise CommandRejectedError(
-                RejectReason.NOT_PERMITTED,
-                f"{key_id!r} is no command key of destination {self.destination!r}",
-            )
+            raise CommandRejectedError(RejectReason.NOT_PERMITTED, f"{key_id!r} is no command key here")
         if current.verifier.algorithm is not verifier.algorithm:
             raise CommandRejectedError(
                 RejectReason.BAD_VALUE,
