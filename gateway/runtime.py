@@ -43,6 +43,7 @@ from citynerve.gateway.service.notify import Notifier, Watchdog, WriterProgress
 from citynerve.gateway.status import brief_status, full_status, service_status
 from citynerve.gateway.store import BLOCK_READINGS, AsyncOutbox, OutboxWriter
 from citynerve.gateway.timesync import ClockSync, UnsyncedMarks
+from citynerve.gateway.uplink.certexpiry import EXPIRY_KIND
 from citynerve.gateway.uplink.commands import PointInfo
 from citynerve.gateway.uplinks import command_destination, make_uplinks, restart_uplinks
 from citynerve.gateway.wiring import BusSupervisor, BusWiring, RuledBusSink
@@ -144,6 +145,7 @@ class Gateway:
                         config_waiting=lambda: self.remote_config is not None and self.remote_config.waiting,
                     )
                     await self.credentials.load(settle=not change_waiting(cfg.source))
+                self._adopt_expiry_alarms()
                 self._make_remote_config()
                 self.wiring = BusWiring(
                     config=cfg,
@@ -193,6 +195,19 @@ class Gateway:
         for a in gone:
             log.warning("alarm %s on %s (%s) no longer active: cleared", a.kind, a.device_id, a.rule)
             self.pipeline.event(a.cleared("no longer active after a restart or reload", self.clock.wall()))
+
+    def _adopt_expiry_alarms(self) -> None:
+        """Certificate expiry alarms restored from the last run: the certificate watch judges them
+        at its first check (a certificate replaced while the gateway was stopped clears its alarm);
+        with no uplink left nothing would, so they clear now."""
+        assert self.pipeline is not None
+        gw_id = self.config.gateway.id
+        restored = [a for a in self.alarms.active() if a.device_id == gw_id and a.kind == EXPIRY_KIND]
+        if self.credentials is not None:
+            self.credentials.watch.adopt({a.subject: a.severity for a in restored})
+            return
+        for a in restored:
+            self.pipeline.event(a.cleared("no uplink certificates any more", self.clock.wall()))
 
     def _supervisor(self, bus_id: str) -> BusSupervisor:
         return BusSupervisor(bus_id, self._current_wiring, self._event)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,6 +124,12 @@ class CertWatch:
         self._certs: list[CertExpiry] = []
         self._error: str | None = None
         self._raised: dict[str, Severity] = {}  # alarm subject -> severity raised
+
+    def adopt(self, raised: Mapping[str, Severity]) -> None:
+        """Expiry alarms still active from before a restart (alarm subject -> severity): the next
+        check judges them as its own, so one whose certificate was replaced while the gateway was
+        stopped clears then (it stayed active for good: nothing in this run had raised it)."""
+        self._raised.update(raised)
 
     def _file_stamp(self, tls: TlsConfig) -> tuple[Any, ...]:
         stamp: list[Any] = []

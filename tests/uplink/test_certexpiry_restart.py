@@ -1,0 +1,84 @@
+"""An expiry alarm raised before a restart is judged again after it: the real runtime, in-process,
+restarted on the same outbox. The client certificate replaced while the gateway was stopped (what
+an installer does about the alarm) cleared nothing: the alarm, restored at start, stayed active for
+good, as nothing in the new run had raised it. With the `[upstream]` removed, it clears at start."""
+
+from __future__ import annotations
+
+import datetime as dt
+import textwrap
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from citynerve.gateway.config import load_config
+from citynerve.gateway.runtime import Gateway
+from citynerve.gateway.uplink.certexpiry import EXPIRY_KIND
+from tests.fieldtools.conftest import gateway_toml, run_gateway, wait_for
+
+
+def _pair(path: Path, cn: str, days: float) -> tuple[Path, Path]:
+    """A self-signed certificate valid for `days` more days, and its key (0600)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .sign(key, hashes.SHA256())
+    )
+    pem, key_file = path.with_suffix(".pem"), path.with_suffix(".key")
+    pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    key_file.chmod(0o600)
+    return pem, key_file
+
+
+def _expiring(gw: Gateway) -> list[str]:
+    return [a.subject for a in gw.alarms.active() if a.kind == EXPIRY_KIND]
+
+
+async def test_an_expiry_alarm_clears_after_a_restart_once_its_certificate_was_replaced(
+    short_dir: Path,
+) -> None:
+    cert, key = _pair(short_dir / "client", "gw-test-0001", 10)  # inside the 30-day window
+    ca, _ = _pair(short_dir / "ca", "City CA", 3650)
+    upstream = textwrap.dedent(
+        f"""
+        [upstream]
+        brokers = ["mqtts://127.0.0.1:1"]
+        tls = {{ ca_file = "{ca}", cert_file = "{cert}", key_file = "{key}" }}
+        """
+    )
+    path = short_dir / "gateway.toml"
+    path.write_text(gateway_toml("127.0.0.1", 1, extra=upstream))
+    async with run_gateway(load_config(path)) as gw:
+        await wait_for(lambda: _expiring(gw) == ["client"], timeout_s=10)
+
+    async with run_gateway(load_config(path)) as gw:  # not replaced: still active, not raised again
+        await wait_for(lambda: gw.credentials is not None, timeout_s=10)
+        assert _expiring(gw) == ["client"]
+        assert [a.restored for a in gw.alarms.active() if a.kind == EXPIRY_KIND] == [True]
+
+    _pair(short_dir / "client", "gw-test-0001", 365)  # replaced on site while stopped
+    async with run_gateway(load_config(path)) as gw:
+        await wait_for(lambda: not _expiring(gw), timeout_s=10)
+
+    cert, key = _pair(short_dir / "client", "gw-test-0001", 10)  # expiring again, then no uplink
+    async with run_gateway(load_config(path)) as gw:
+        await wait_for(lambda: _expiring(gw) == ["client"], timeout_s=10)
+    path.write_text(gateway_toml("127.0.0.1", 1))
+    async with run_gateway(load_config(path)) as gw:
+        await wait_for(lambda: not _expiring(gw), timeout_s=10)
