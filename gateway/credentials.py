@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from citynerve.gateway.api import Event
-from citynerve.gateway.uplink.certexpiry import CertWatch
+from citynerve.gateway.api import Event, Severity
+from citynerve.gateway.uplink.certexpiry import CertWatch, DestinationWatches
 from citynerve.gateway.uplink.commands import Caller, KeyValueState, RemoteAction
 from citynerve.gateway.uplink.config import UpstreamConfig
 from citynerve.gateway.uplink.encoding import RejectReason
@@ -81,6 +81,7 @@ class Credentials:
             events=events,
             wall=wall,
         )
+        self.others = DestinationWatches(gateway_id=gateway_id, events=events, wall=wall)
 
     async def load(self, *, settle: bool = True) -> None:
         """What was rotated before the restart. `settle`: no remote config change waits for its
@@ -124,6 +125,12 @@ class Credentials:
         None: no JSON v1 destination runs (nothing to rotate, no stopped uplink held)."""
         self.uplink = uplink
         self.command_keys.attach(uplink.key_ring if uplink is not None else None)
+
+    def adopt(self, raised: Mapping[str, Severity]) -> None:
+        """Expiry alarms still active from before a restart (subject -> severity), each to the watch
+        that raises it: judged again at its first check, not raised a second time."""
+        self.watch.adopt({k: v for k, v in raised.items() if self.watch.owns(k)})
+        self.others.adopt({k: v for k, v in raised.items() if not self.watch.owns(k)})
 
     def rearm(self) -> None:
         """The wall clock is synchronised now: the command keys' overlaps end at their stored wall ends."""
@@ -205,6 +212,7 @@ class Credentials:
             while True:
                 try:
                     self.watch.check()
+                    self.others.check()
                 except Exception:  # a bug here must not stop the gateway
                     log.exception("certificate check failed")
                 await asyncio.sleep(CHECK_INTERVAL_S)

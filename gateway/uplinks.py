@@ -107,6 +107,14 @@ async def make_uplinks(gw: Gateway, outbox: AsyncOutbox) -> list[Uplink | Sparkp
     gw.uplink = next((u for u in gw.uplinks if isinstance(u, Uplink) and u.destination == primary.id), None)
     if creds is not None:
         creds.attach(gw.uplink)
+        # The other destinations' certificates are watched for expiry too, as their uplinks use them.
+        creds.others.update(
+            {
+                u.destination: u.config.tls
+                for u in gw.uplinks
+                if u.destination != primary.id and any(b.tls for b in u.config.broker_urls())
+            }
+        )
     return gw.uplinks
 
 

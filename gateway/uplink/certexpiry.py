@@ -11,6 +11,7 @@ left; it clears when the certificate is replaced by one with time left.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -114,8 +115,12 @@ class CertWatch:
         warn_days: float,
         events: Callable[[Event], None],
         wall: Callable[[], float],
+        destination: str | None = None,
     ) -> None:
         self._tls = tls
+        # None: the command destination's (alarm subjects `client`, `ca CN=…`); another
+        # destination's alarms name it (`client @ city`): one alarm per destination's certificate.
+        self.destination = destination
         self._gateway_id = gateway_id
         self.warn_days = warn_days
         self._events = events
@@ -124,6 +129,22 @@ class CertWatch:
         self._certs: list[CertExpiry] = []
         self._error: str | None = None
         self._raised: dict[str, Severity] = {}  # alarm subject -> severity raised
+
+    def subject(self, cert: CertExpiry) -> str:
+        """The alarm subject of `cert` (see `destination`)."""
+        return cert.subject_key if self.destination is None else f"{cert.subject_key} @ {self.destination}"
+
+    def owns(self, subject: str) -> bool:
+        """Whether an alarm subject is one this watch raises."""
+        if self.destination is None:
+            return " @ " not in subject
+        return subject.endswith(f" @ {self.destination}")
+
+    def release(self, message: str) -> None:
+        """Clear every alarm this watch raised (its destination is configured no more)."""
+        for key in list(self._raised):
+            del self._raised[key]
+            self._events(self._cleared(key, message))
 
     def adopt(self, raised: Mapping[str, Severity]) -> None:
         """Expiry alarms still active from before a restart (alarm subject -> severity): the next
@@ -180,7 +201,7 @@ class CertWatch:
         now = self._wall()
         seen: set[str] = set()
         for c in self.current():
-            key = c.subject_key
+            key = self.subject(c)
             seen.add(key)
             if c.days_left > self.warn_days:
                 continue
@@ -189,6 +210,10 @@ class CertWatch:
                 continue
             self._raised[key] = severity
             when = "expired" if c.days_left <= 0 else f"expires in {c.days_left:.1f} days"
+            where = f", destination {self.destination}" if self.destination is not None else ""
+            attrs: dict[str, Any] = {**c.to_dict(), "certificate": key}
+            if self.destination is not None:
+                attrs["destination"] = self.destination
             self._events(
                 Event(
                     self._gateway_id,
@@ -198,28 +223,83 @@ class CertWatch:
                     now,
                     EXPIRY_RULE,
                     round(c.days_left, 2),
-                    f"{c.role} certificate {c.subject} {when} ({c.file})",
-                    {**c.to_dict(), "certificate": key},
+                    f"{c.role} certificate {c.subject} {when} ({c.file}{where})",
+                    attrs,
                     subject=key,
                 )
             )
         for key in [k for k in self._raised if k not in seen or self._still_fine(k)]:
             del self._raised[key]
-            self._events(
-                Event(
-                    self._gateway_id,
-                    EXPIRY_KIND,
-                    EventState.CLEARED,
-                    Severity.INFO,
-                    now,
-                    EXPIRY_RULE,
-                    None,
-                    "certificate replaced",
-                    {"certificate": key},
-                    subject=key,
-                )
-            )
+            self._events(self._cleared(key, "certificate replaced"))
+
+    def _cleared(self, key: str, message: str) -> Event:
+        return Event(
+            self._gateway_id,
+            EXPIRY_KIND,
+            EventState.CLEARED,
+            Severity.INFO,
+            self._wall(),
+            EXPIRY_RULE,
+            None,
+            message,
+            {"certificate": key},
+            subject=key,
+        )
 
     def _still_fine(self, key: str) -> bool:
         now = self._wall()
-        return any(c.subject_key == key and (c.not_after - now) / 86400 > self.warn_days for c in self._certs)
+        return any(
+            self.subject(c) == key and (c.not_after - now) / 86400 > self.warn_days for c in self._certs
+        )
+
+
+class DestinationWatches:
+    """Expiry of the certificates of every destination but the command destination (whose watch is
+    the credentials' own): each destination's uplink's TLS files, with alarms naming it. A district
+    centre's client certificate must not run out unseen either: that centre would be cut off."""
+
+    def __init__(
+        self, *, gateway_id: str, events: Callable[[Event], None], wall: Callable[[], float]
+    ) -> None:
+        self._gateway_id, self._events, self._wall = gateway_id, events, wall
+        self.watches: dict[str, CertWatch] = {}
+        self._tls: dict[str, TlsConfig] = {}
+        self._restored: dict[str, Severity] = {}  # until the first update
+
+    def adopt(self, raised: Mapping[str, Severity]) -> None:
+        """Alarms of other destinations still active from before a restart (see CertWatch.adopt)."""
+        self._restored.update(raised)
+
+    def update(self, tls_of: Mapping[str, TlsConfig]) -> None:
+        """The destinations and the TLS settings their uplinks use, as they run now (new uplinks):
+        checked at once; the alarms of a destination configured no more clear."""
+        self._tls.clear()  # in place: each watch reads its destination's entry of this dict
+        self._tls.update(tls_of)
+        for dest in [d for d in self.watches if d not in tls_of]:
+            self.watches.pop(dest).release(f"destination {dest} removed, or it carries the commands now")
+        for dest, tls in tls_of.items():
+            watch = self.watches.get(dest)
+            if watch is None:
+                watch = self.watches[dest] = CertWatch(
+                    functools.partial(self._tls.__getitem__, dest),
+                    gateway_id=self._gateway_id,
+                    warn_days=tls.expiry_warning_days,
+                    events=self._events,
+                    wall=self._wall,
+                    destination=dest,
+                )
+                watch.adopt({k: v for k, v in self._restored.items() if watch.owns(k)})
+            watch.warn_days = tls.expiry_warning_days
+            watch.check()
+        gone = {k: v for k, v in self._restored.items() if not any(w.owns(k) for w in self.watches.values())}
+        self._restored = {}
+        if gone:  # restored alarms of destinations removed while the gateway was stopped
+            orphans = CertWatch(
+                TlsConfig, gateway_id=self._gateway_id, warn_days=0, events=self._events, wall=self._wall
+            )
+            orphans.adopt(gone)
+            orphans.release("its destination is configured no more")
+
+    def check(self) -> None:
+        for watch in self.watches.values():
+            watch.check()

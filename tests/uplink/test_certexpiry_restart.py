@@ -82,3 +82,45 @@ async def test_an_expiry_alarm_clears_after_a_restart_once_its_certificate_was_r
     path.write_text(gateway_toml("127.0.0.1", 1))
     async with run_gateway(load_config(path)) as gw:
         await wait_for(lambda: not _expiring(gw), timeout_s=10)
+
+
+async def test_another_destinations_certificate_is_watched_too(short_dir: Path) -> None:
+    # A district centre's client certificate ran out unseen: only the command destination's were
+    # watched. Its alarm names the destination, follows restarts, and clears when it is replaced
+    # or when the destination is removed.
+    city_cert, city_key = _pair(short_dir / "city", "gw-test-0001", 365)
+    district_cert, district_key = _pair(short_dir / "district", "gw-test-0001", 5)
+    ca, _ = _pair(short_dir / "ca", "City CA", 3650)
+
+    def destination(id_: str, cert: Path, key: Path) -> str:
+        return textwrap.dedent(
+            f"""
+            [[upstream]]
+            id = "{id_}"
+            brokers = ["mqtts://127.0.0.1:1"]
+            tls = {{ ca_file = "{ca}", cert_file = "{cert}", key_file = "{key}" }}
+            """
+        )
+
+    both = destination("city", city_cert, city_key) + destination("district", district_cert, district_key)
+    path = short_dir / "gateway.toml"
+    path.write_text(gateway_toml("127.0.0.1", 1, extra=both))
+    async with run_gateway(load_config(path)) as gw:
+        await wait_for(lambda: _expiring(gw) == ["client @ district"], timeout_s=10)
+        (alarm,) = [a for a in gw.alarms.active() if a.kind == EXPIRY_KIND]
+        assert alarm.severity.name == "MAJOR" and "destination district" in alarm.message
+
+    async with run_gateway(load_config(path)) as gw:  # kept across a restart, not raised again
+        await wait_for(lambda: len(gw.uplinks) == 2, timeout_s=10)
+        assert [a.restored for a in gw.alarms.active() if a.kind == EXPIRY_KIND] == [True]
+
+    _pair(short_dir / "district", "gw-test-0001", 365)  # replaced while stopped
+    async with run_gateway(load_config(path)) as gw:
+        await wait_for(lambda: len(gw.uplinks) == 2 and not _expiring(gw), timeout_s=10)
+
+    _pair(short_dir / "district", "gw-test-0001", 5)
+    async with run_gateway(load_config(path)) as gw:
+        await wait_for(lambda: _expiring(gw) == ["client @ district"], timeout_s=10)
+    path.write_text(gateway_toml("127.0.0.1", 1, extra=destination("city", city_cert, city_key)))
+    async with run_gateway(load_config(path)) as gw:  # the district's destination removed
+        await wait_for(lambda: len(gw.uplinks) == 1 and not _expiring(gw), timeout_s=10)
