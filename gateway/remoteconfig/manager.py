@@ -306,6 +306,11 @@ class RemoteConfig:
             raise bad("confirm_s must be a number")
         if not MIN_CONFIRM_S <= confirm_s <= MAX_CONFIRM_S:
             raise bad(f"confirm_s must be in {MIN_CONFIRM_S:g}..{MAX_CONFIRM_S:g}")
+        # Before the upload is taken: "send the change after it" must find its chunks still there.
+        if self._busy or self.pending is not None:
+            raise bad("another config change is waiting for its health check")
+        if (rotating := self._rotation_waiting()) is not None:
+            raise bad(rotating)
         if "document" in args:
             doc = args["document"]
             if not isinstance(doc, str):
@@ -318,10 +323,6 @@ class RemoteConfig:
                 raise bad(err.detail) from err
         else:
             raise bad("give the document inline (document) or as chunks (upload)")
-        if self._busy or self.pending is not None:
-            raise bad("another config change is waiting for its health check")
-        if (rotating := self._rotation_waiting()) is not None:
-            raise bad(rotating)
         self._busy = True
         try:
             check_hash(data, args.get("sha256"))

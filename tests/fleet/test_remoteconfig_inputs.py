@@ -84,6 +84,7 @@ class Rig:
     remote: RemoteConfig
     processor: CommandProcessor
     events: list[Event]
+    rotating: list[str]  # a TLS rotation waiting (its reason), as Credentials.rotation_waiting says
 
     async def send(self, action: str, args: dict[str, Any], command_id: str | None = None) -> CommandResult:
         c = SIGNER.command(GW, action, args, now=time.time(), command_id=command_id)
@@ -105,7 +106,10 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     def spawn(coro: Awaitable[Any], name: str) -> None:
         tasks.append(asyncio.ensure_future(coro))
 
-    remote = RemoteConfig(gateway, events=events.append, spawn=spawn)
+    rotating: list[str] = []
+    remote = RemoteConfig(
+        gateway, events=events.append, spawn=spawn, rotation_waiting=lambda: rotating[0] if rotating else None
+    )
     async with AsyncOutbox(tmp_path / "outbox.sqlite") as ob:
 
         async def resend() -> None:
@@ -121,7 +125,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
             enabled=True,
             extra_actions=remote.actions(),
         )
-        yield Rig(config, gateway, remote, processor, events)
+        yield Rig(config, gateway, remote, processor, events, rotating)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -205,6 +209,29 @@ async def test_deep_documents_are_answered_bad_value_inline_and_chunked(rig: Rig
     assert rig.remote.pending is None and rig.config.read_text() == rig.gateway.config.source.read_text()
     ok = await rig.send("config_apply", apply_args('{"log": {"level": "debug"}}', mode="patch"))
     assert ok.outcome is CommandOutcome.OK, ok  # the session goes on
+
+
+async def test_a_chunked_change_refused_while_a_rotation_waits_keeps_its_upload(rig: Rig) -> None:
+    # "send the change after it": the chunks were taken (deleted) before the refusal, so the
+    # resent config_apply failed "no upload" and every chunk had to go again.
+    doc = json.dumps({"log": {"level": "debug"}})
+    data64 = base64.b64encode(doc.encode()).decode()
+    chunk = {"upload": "up-1", "index": 0, "count": 1, "data": data64}
+    assert (await rig.send("config_chunk", chunk)).outcome is CommandOutcome.OK
+    apply = {
+        "version": "v2",
+        "mode": "patch",
+        "upload": "up-1",
+        "sha256": hashlib.sha256(doc.encode()).hexdigest(),
+    }
+    rig.rotating.append("a TLS client certificate rotation waits for the uplink to connect")
+    r = await rig.send("config_apply", apply)
+    assert (r.outcome, r.reason) == (CommandOutcome.REJECTED, RejectReason.BAD_VALUE), r
+    assert "rotation waits" in r.detail
+    rig.rotating.clear()
+    r = await rig.send("config_apply", apply)  # the same upload, after the rotation
+    assert r.outcome is CommandOutcome.OK, r
+    assert rig.remote.pending is not None
 
 
 # -- a write that fails half way ---------------------------------------------------------------------
