@@ -10,7 +10,6 @@ expired, or cannot be read.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from pathlib import Path
 
@@ -34,8 +33,6 @@ from citynerve.gateway.uplink.certexpiry import CertificateFileError, read_expir
 from citynerve.gateway.uplink.config import UpstreamConfig
 from citynerve.gateway.uplink.tlsrotate import STATE_KEY, TlsRotation
 
-log = logging.getLogger(__name__)
-
 
 class _RecordOnly:
     """The outbox's key/value state as TlsRotation reads it, holding only the rotation record."""
@@ -55,20 +52,29 @@ def _in_force(cfg: GatewayConfig, up: UpstreamConfig) -> UpstreamConfig:
     pair when the platform rotated it for this destination and no certificate was provisioned
     since, by the gateway's own rule (TlsRotation: the record in the outbox, its files in the
     credentials folder next to it), else as configured."""
+    if not Path(cfg.store.path).exists():  # never started: nothing rotated yet
+        return up
     try:
         record = read_state(cfg.store.path, STATE_KEY)
-    except StoreError as err:  # no outbox yet (never started), unreadable: nothing rotated known
-        log.info("no TLS rotation record read (%s): the configured pair", err)
+    except StoreError as err:  # unreadable, or another schema (an update half done): say so
+        click.echo(f"warning: TLS rotation record not read ({err}): the configured pair is shown", err=True)
         return up
+    credentials = Path(cfg.store.path).parent / "credentials"
     rotation = TlsRotation(
         state=_RecordOnly(record),
-        directory=Path(cfg.store.path).parent / "credentials",
+        directory=credentials,
         gateway_id=cfg.gateway.id,
         upstream=lambda: up,
         switch=lambda _: None,
         events=lambda _: None,
     )
-    asyncio.run(rotation.load())
+    try:
+        asyncio.run(rotation.load())
+    except OSError as err:  # the folder is the gateway's (0700): a user of its group cannot look in
+        fail(
+            f"cannot read the credentials folder {credentials} ({err.strerror}): "
+            "run as root or as the gateway's user"
+        )
     configs = cfg.destinations or ((cfg.upstream,) if cfg.upstream is not None else ())
     rotation.destination_gone({c.id for c in configs})
     return rotation.effective(up)

@@ -1,0 +1,65 @@
+"""`citynerve diag certs` run by a user who may read the config and the outbox but not the gateway's
+credentials folder (0700, the gateway's user; the citynerve group reads the rest). It ended in a
+PermissionError traceback; it now says what it cannot read and what to do (exit 1). Run as root
+without capabilities (setpriv), the folder owned by nobody: root cannot look in either."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from citynerve.gateway.store import Outbox
+from citynerve.gateway.uplink.tlsrotate import STATE_KEY
+from tests.fieldtools.conftest import gateway_toml
+from tests.uplink.certs import make_pki
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv (CI runs as root)"
+)
+NOBODY = 65534
+
+
+def test_diag_certs_without_access_to_the_credentials_folder_says_so(short_dir: Path) -> None:
+    pki = make_pki(short_dir / "pki")
+    pki.client_key.chmod(0o600)
+    upstream = textwrap.dedent(
+        f"""
+        [upstream]
+        brokers = ["mqtts://127.0.0.1:1"]
+        tls = {{ ca_file = "{pki.ca}", cert_file = "{pki.client_cert}", key_file = "{pki.client_key}" }}
+        """
+    )
+    path = short_dir / "gateway.toml"
+    path.write_text(gateway_toml("127.0.0.1", 1, extra=upstream))
+    var = short_dir / "var"
+    credentials = var / "credentials"
+    credentials.mkdir(parents=True, mode=0o700)
+    rotated = credentials / "client-20261207T000000.pem"
+    shutil.copy(pki.client_cert, rotated)
+    shutil.copy(pki.client_key, rotated.with_suffix(".key"))
+    with Outbox(var / "outbox.db") as ob:  # the record a platform rotation leaves
+        ob.put_state(
+            STATE_KEY, json.dumps({"cert_file": str(rotated), "key_file": str(rotated.with_suffix(".key"))})
+        )
+    for p in (credentials, *credentials.iterdir()):
+        os.chown(p, NOBODY, NOBODY)
+    cli = [sys.executable, "-m", "citynerve.gateway.cli", "diag", "certs", "-c", str(path), "--json"]
+    out = subprocess.run(
+        ["setpriv", "--inh-caps=-all", "--bounding-set=-all", "--", *cli],
+        cwd=short_dir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 1, out
+    assert "Traceback" not in out.stderr, out.stderr
+    said = "".join(out.stderr.split())
+    assert "cannotreadthecredentialsfolder" in said and "runasrootorasthegateway'suser" in said, out.stderr
