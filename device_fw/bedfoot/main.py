@@ -15,7 +15,13 @@ def wake():
 
 try:
     from manhole.boot import run
-except Exception:  # the core is missing or broken: nothing to log with; try again in 10 min
-    machine.deepsleep(600000)
+except Exception as exc:  # the core is missing or broken (an older core: no boot.py)
+    try:
+        from manhole.errlog import log_error
+
+        log_error(exc)
+    except Exception:
+        pass  # nothing to log with either
+    machine.deepsleep(600000)  # try again in 10 min
 else:
     run(wake)

@@ -171,6 +171,20 @@ def test_main_with_the_core_missing_sleeps(build: Build, tmp_path: Path, raw_git
 
 
 @ALL
+def test_main_over_an_older_core_without_the_boot_module_logs_and_sleeps(
+    build: Build, tmp_path: Path, raw_github: str
+) -> None:
+    # main.py copied alone onto a board whose core predates manhole/boot.py: it slept for ever
+    # without a word in error.log, although the core's errlog.py was there to say why.
+    _install(build, tmp_path, raw_github)
+    (tmp_path / "config.json").write_text(json.dumps({**_example(build), "key": KEY}))
+    (tmp_path / "lib" / "manhole" / "boot.py").unlink()
+    out = _boot(tmp_path)
+    assert f"DeepSleep: {RETRY_MS}\n" in out, out
+    assert "boot" in (tmp_path / "error.log").read_text()
+
+
+@ALL
 def test_main_error_log_stays_capped(build: Build, tmp_path: Path, raw_github: str) -> None:
     # A node with a bad config retries every 10 minutes for months: error.log must not fill the
     # flash. It is emptied once over ERROR_LOG_MAX, so it stays under the cap plus one traceback.
