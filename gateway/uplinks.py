@@ -112,7 +112,9 @@ async def make_uplinks(gw: Gateway, outbox: AsyncOutbox) -> list[Uplink | Sparkp
             {
                 u.destination: u.config.tls
                 for u in gw.uplinks
-                if u.destination != primary.id and any(b.tls for b in u.config.broker_urls())
+                if u.destination != primary.id
+                and u.config.enabled  # a disabled destination uses no certificate
+                and any(b.tls for b in u.config.broker_urls())
             }
         )
     return gw.uplinks

@@ -124,3 +124,9 @@ async def test_another_destinations_certificate_is_watched_too(short_dir: Path) 
     path.write_text(gateway_toml("127.0.0.1", 1, extra=destination("city", city_cert, city_key)))
     async with run_gateway(load_config(path)) as gw:  # the district's destination removed
         await wait_for(lambda: len(gw.uplinks) == 1 and not _expiring(gw), timeout_s=10)
+    off = both.replace('id = "district"', 'id = "district"\nenabled = false')
+    path.write_text(gateway_toml("127.0.0.1", 1, extra=off))
+    async with run_gateway(load_config(path)) as gw:  # disabled: its certificate is used by nothing
+        await wait_for(lambda: len(gw.uplinks) == 2, timeout_s=10)
+        assert gw.credentials is not None and list(gw.credentials.others.watches) == []
+        assert not _expiring(gw)
