@@ -28,12 +28,15 @@ __all__ = ["command_destination", "make_uplinks", "remote_actions_of", "restart_
 def command_destination(config: GatewayConfig) -> UpstreamConfig | None:
     """The destination commands, results and the gateway's status travel on, and whose TLS client
     identity and command keys the credentials hold (gateway/credentials.py): the first enabled
-    JSON v1 destination (a disabled one runs nothing), else the first JSON v1 one, else the first
-    destination (no commands then: only its certificates are watched). Not `[[upstream]]` number
-    one as such: a Sparkplug destination put first carries no commands."""
+    JSON v1 destination that takes commands, else the first enabled JSON v1 one (a disabled one
+    runs nothing), else the first JSON v1 one, else the first destination (no commands then: only
+    its certificates are watched). Not `[[upstream]]` number one as such: a Sparkplug destination
+    put first carries no commands, nor does a JSON v1 one with commands off (the platforms that
+    send them could rotate no key and start no update)."""
     configs = config.destinations or ((config.upstream,) if config.upstream is not None else ())
     json_v1 = [c for c in configs if c.encoding == "json-v1"]
-    return next((c for c in json_v1 if c.enabled), json_v1[0] if json_v1 else next(iter(configs), None))
+    ranked = [c for c in json_v1 if c.enabled and c.commands.enabled] + [c for c in json_v1 if c.enabled]
+    return next(iter(ranked), json_v1[0] if json_v1 else next(iter(configs), None))
 
 
 async def make_uplinks(gw: Gateway, outbox: AsyncOutbox) -> list[Uplink | SparkplugUplink]:

@@ -86,3 +86,39 @@ async def test_a_key_rotation_through_another_destination_is_refused_and_rotates
                 assert (await city.send(GW, "diag_certs"))["outcome"] == "ok"  # city's key untouched
     finally:
         broker.close()
+
+
+async def test_a_first_destination_with_commands_off_does_not_hold_the_keys(short_dir: Path) -> None:
+    # `legacy` first but with commands off: it was the command destination all the same, so every
+    # key rotation (and update) through `city`, the only platform that can send commands, was
+    # refused "through destination 'legacy'", which takes none.
+    broker = MosquittoBroker(workdir=short_dir)
+    broker.start()
+    legacy_key = _key(short_dir / "legacy.key", LEGACY_KEY)
+    city_key = _key(short_dir / "city.key", CITY_KEY)
+    try:
+        async with ModbusBuilding() as building:
+            host, port = building.endpoint
+            extra = destinations(broker, legacy_key, legacy=True, city=True, city_key=city_key)
+            extra = extra.replace(
+                "[upstream.commands]\nenabled = true", "[upstream.commands]\nenabled = false", 1
+            )
+            path = short_dir / "gateway.toml"
+            path.write_text(gateway_toml(host, port, extra=extra))
+            async with (
+                run_gateway(load_config(path)) as gw,
+                FleetClient(
+                    broker.host, broker.port, CommandSigner(hmac_key=CITY_KEY), key_id="ops-centre"
+                ) as city,
+            ):
+                await wait_for(
+                    lambda: len(gw.uplinks) == 2 and all(u.snapshot().connected for u in gw.uplinks),
+                    timeout_s=20,
+                )
+                assert gw.uplink is not None and gw.uplink.destination == "city"
+                args = {"alg": "hmac-sha256", "key": base64.b64encode(NEW_KEY).decode(), "overlap_s": 0}
+                assert (await city.send(GW, "rotate_command_key", args))["outcome"] == "ok"
+                city.signer = CommandSigner(hmac_key=NEW_KEY)
+                assert (await city.send(GW, "diag_certs"))["outcome"] == "ok"
+    finally:
+        broker.close()
