@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from citynerve.gateway.api import Event, Severity
 from citynerve.gateway.uplink.certexpiry import CertWatch, DestinationWatches
 from citynerve.gateway.uplink.commands import Caller, KeyValueState, RemoteAction
-from citynerve.gateway.uplink.config import UpstreamConfig
+from citynerve.gateway.uplink.config import TlsConfig, UpstreamConfig
 from citynerve.gateway.uplink.encoding import RejectReason
 from citynerve.gateway.uplink.errors import CommandRejectedError
 from citynerve.gateway.uplink.keyrotation import CommandKeyRotation
@@ -25,10 +26,12 @@ from citynerve.gateway.uplink.permissions import Permission
 from citynerve.gateway.uplink.tlsrotate import TlsRotation
 
 if TYPE_CHECKING:
+    from citynerve.gateway.alarms import ActiveAlarm
     from citynerve.gateway.uplink import Uplink
 
 log = logging.getLogger(__name__)
 
+_NO_TLS = TlsConfig()
 CHECK_INTERVAL_S = 3600.0  # certificates are checked at start and then hourly
 
 
@@ -75,7 +78,8 @@ class Credentials:
             wall=wall,
         )
         self.watch = CertWatch(
-            lambda: self.upstream().tls,
+            # A disabled command destination (no JSON v1 one is enabled) uses no certificate.
+            lambda: self.upstream().tls if self._configured.enabled else _NO_TLS,
             gateway_id=gateway_id,
             warn_days=upstream.tls.expiry_warning_days,
             events=events,
@@ -126,9 +130,14 @@ class Credentials:
         self.uplink = uplink
         self.command_keys.attach(uplink.key_ring if uplink is not None else None)
 
-    def adopt(self, raised: Mapping[str, Severity]) -> None:
-        """Expiry alarms still active from before a restart (subject -> severity), each to the watch
-        that raises it: judged again at its first check, not raised a second time."""
+    def adopt(self, restored: Iterable[ActiveAlarm]) -> None:
+        """Expiry alarms still active from before a restart, each to the watch that raises it,
+        judged again at its first check. The end of the certificate an alarm was raised for: its
+        raise time plus the days left then (its value)."""
+        raised: dict[str, tuple[Severity, float]] = {}
+        for a in restored:
+            days = a.value if isinstance(a.value, int | float) and not isinstance(a.value, bool) else math.nan
+            raised[a.subject] = (a.severity, a.raised_at + days * 86400)
         self.watch.adopt({k: v for k, v in raised.items() if self.watch.owns(k)})
         self.others.adopt({k: v for k, v in raised.items() if not self.watch.owns(k)})
 

@@ -204,7 +204,7 @@ class Gateway:
         gw_id = self.config.gateway.id
         restored = [a for a in self.alarms.active() if a.device_id == gw_id and a.kind == EXPIRY_KIND]
         if self.credentials is not None:
-            self.credentials.adopt({a.subject: a.severity for a in restored})
+            self.credentials.adopt(restored)
             return
         for a in restored:
             self.pipeline.event(a.cleared("no uplink certificates any more", self.clock.wall()))

@@ -29,6 +29,10 @@ EXPIRY_KIND = "certificate_expiry"
 EXPIRY_RULE = "certificates"
 MAX_CERT_BYTES = 64 * 1024  # a client certificate chain
 URGENT_DAYS = 7.0  # fewer days left than this (or expired): the alarm is MAJOR
+SAME_CERT_S = 43200.0
+"""An alarm's certificate is the one now in use when their ends are this close (an alarm restored
+from before a restart knows its end only from its raise time and days left, to 0.01 day)."""
+GONE = "destination removed or disabled, or it carries the commands now (watched as such)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +123,8 @@ class CertWatch:
     ) -> None:
         self._tls = tls
         # None: the command destination's (alarm subjects `client`, `ca CN=…`); another
-        # destination's alarms name it (`client @ city`): one alarm per destination's certificate.
+        # destination's alarms name it first (`city: client`; a destination id has no space, and the
+        # command destination's subjects are `client` or start `ca `): one alarm per certificate.
         self.destination = destination
         self._gateway_id = gateway_id
         self.warn_days = warn_days
@@ -128,28 +133,33 @@ class CertWatch:
         self._stamp: tuple[Any, ...] | None = None
         self._certs: list[CertExpiry] = []
         self._error: str | None = None
-        self._raised: dict[str, Severity] = {}  # alarm subject -> severity raised
+        # alarm subject -> (severity, not_after) raised: a certificate of the same subject with
+        # another end (the command destination changed, a pair replaced inside the window) is
+        # raised again, so the alarm describes the certificate in use.
+        self._raised: dict[str, tuple[Severity, float]] = {}
 
     def subject(self, cert: CertExpiry) -> str:
         """The alarm subject of `cert` (see `destination`)."""
-        return cert.subject_key if self.destination is None else f"{cert.subject_key} @ {self.destination}"
+        return cert.subject_key if self.destination is None else f"{self.destination}: {cert.subject_key}"
 
     def owns(self, subject: str) -> bool:
         """Whether an alarm subject is one this watch raises."""
         if self.destination is None:
-            return " @ " not in subject
-        return subject.endswith(f" @ {self.destination}")
+            return subject == "client" or subject.startswith("ca ")
+        return subject.startswith(f"{self.destination}: ")
 
     def release(self, message: str) -> None:
-        """Clear every alarm this watch raised (its destination is configured no more)."""
+        """Clear every alarm this watch raised (its certificates are watched no more here)."""
         for key in list(self._raised):
             del self._raised[key]
             self._events(self._cleared(key, message))
 
-    def adopt(self, raised: Mapping[str, Severity]) -> None:
-        """Expiry alarms still active from before a restart (alarm subject -> severity): the next
-        check judges them as its own, so one whose certificate was replaced while the gateway was
-        stopped clears then (it stayed active for good: nothing in this run had raised it)."""
+    def adopt(self, raised: Mapping[str, tuple[Severity, float]]) -> None:
+        """Expiry alarms still active from before a restart (subject -> severity and the end of
+        the certificate they were raised for): the next check judges them as its own, so one whose
+        certificate was replaced while the gateway was stopped clears then, or is raised again for
+        the new one still inside the window (it stayed active for good: nothing in this run had
+        raised it)."""
         self._raised.update(raised)
 
     def _file_stamp(self, tls: TlsConfig) -> tuple[Any, ...]:
@@ -206,9 +216,10 @@ class CertWatch:
             if c.days_left > self.warn_days:
                 continue
             severity = Severity.MAJOR if c.days_left <= URGENT_DAYS else Severity.WARNING
-            if self._raised.get(key) == severity:
+            held = self._raised.get(key)
+            if held is not None and held[0] == severity and abs(held[1] - c.not_after) <= SAME_CERT_S:
                 continue
-            self._raised[key] = severity
+            self._raised[key] = (severity, c.not_after)
             when = "expired" if c.days_left <= 0 else f"expires in {c.days_left:.1f} days"
             where = f", destination {self.destination}" if self.destination is not None else ""
             attrs: dict[str, Any] = {**c.to_dict(), "certificate": key}
@@ -264,19 +275,19 @@ class DestinationWatches:
         self._gateway_id, self._events, self._wall = gateway_id, events, wall
         self.watches: dict[str, CertWatch] = {}
         self._tls: dict[str, TlsConfig] = {}
-        self._restored: dict[str, Severity] = {}  # until the first update
+        self._restored: dict[str, tuple[Severity, float]] = {}  # until the first update
 
-    def adopt(self, raised: Mapping[str, Severity]) -> None:
+    def adopt(self, raised: Mapping[str, tuple[Severity, float]]) -> None:
         """Alarms of other destinations still active from before a restart (see CertWatch.adopt)."""
         self._restored.update(raised)
 
     def update(self, tls_of: Mapping[str, TlsConfig]) -> None:
         """The destinations and the TLS settings their uplinks use, as they run now (new uplinks):
-        checked at once; the alarms of a destination configured no more clear."""
+        checked at once; the alarms of a destination no longer among them clear."""
         self._tls.clear()  # in place: each watch reads its destination's entry of this dict
         self._tls.update(tls_of)
         for dest in [d for d in self.watches if d not in tls_of]:
-            self.watches.pop(dest).release(f"destination {dest} removed, or it carries the commands now")
+            self.watches.pop(dest).release(GONE)
         for dest, tls in tls_of.items():
             watch = self.watches.get(dest)
             if watch is None:
@@ -298,7 +309,7 @@ class DestinationWatches:
                 TlsConfig, gateway_id=self._gateway_id, warn_days=0, events=self._events, wall=self._wall
             )
             orphans.adopt(gone)
-            orphans.release("its destination is configured no more")
+            orphans.release(GONE)
 
     def check(self) -> None:
         for watch in self.watches.values():

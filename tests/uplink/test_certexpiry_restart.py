@@ -106,7 +106,7 @@ async def test_another_destinations_certificate_is_watched_too(short_dir: Path) 
     path = short_dir / "gateway.toml"
     path.write_text(gateway_toml("127.0.0.1", 1, extra=both))
     async with run_gateway(load_config(path)) as gw:
-        await wait_for(lambda: _expiring(gw) == ["client @ district"], timeout_s=10)
+        await wait_for(lambda: _expiring(gw) == ["district: client"], timeout_s=10)
         (alarm,) = [a for a in gw.alarms.active() if a.kind == EXPIRY_KIND]
         assert alarm.severity.name == "MAJOR" and "destination district" in alarm.message
 
@@ -120,7 +120,7 @@ async def test_another_destinations_certificate_is_watched_too(short_dir: Path) 
 
     _pair(short_dir / "district", "gw-test-0001", 5)
     async with run_gateway(load_config(path)) as gw:
-        await wait_for(lambda: _expiring(gw) == ["client @ district"], timeout_s=10)
+        await wait_for(lambda: _expiring(gw) == ["district: client"], timeout_s=10)
     path.write_text(gateway_toml("127.0.0.1", 1, extra=destination("city", city_cert, city_key)))
     async with run_gateway(load_config(path)) as gw:  # the district's destination removed
         await wait_for(lambda: len(gw.uplinks) == 1 and not _expiring(gw), timeout_s=10)
@@ -130,3 +130,64 @@ async def test_another_destinations_certificate_is_watched_too(short_dir: Path) 
         await wait_for(lambda: len(gw.uplinks) == 2, timeout_s=10)
         assert gw.credentials is not None and list(gw.credentials.others.watches) == []
         assert not _expiring(gw)
+
+
+async def test_an_alarm_follows_the_certificate_in_use_not_only_its_subject(short_dir: Path) -> None:
+    # The pair replaced while stopped by one still inside the window, at the same severity: the
+    # restored alarm kept the old certificate's end and file. The alarm is raised again for the
+    # new one. A CA named like another destination's subject ("Root @ district", "district: x")
+    # stays the command destination's alarm: restored, not cleared and raised again at each start.
+    cert, key = _pair(short_dir / "client", "gw-test-0001", 20)
+    ca, _ = _pair(short_dir / "ca", "district: Root @ district", 5)
+    upstream = textwrap.dedent(
+        f"""
+        [[upstream]]
+        id = "city"
+        brokers = ["mqtts://127.0.0.1:1"]
+        tls = {{ ca_file = "{ca}", cert_file = "{cert}", key_file = "{key}" }}
+        [[upstream]]
+        id = "district"
+        brokers = ["mqtts://127.0.0.1:1"]
+        tls = {{ ca_file = "{ca}" }}
+        """
+    )
+    path = short_dir / "gateway.toml"
+    path.write_text(gateway_toml("127.0.0.1", 1, extra=upstream))
+    ca_subject = "ca CN=district: Root @ district"
+
+    def alarms(gw: Gateway) -> dict[str, str]:
+        return {a.subject: a.message for a in gw.alarms.active() if a.kind == EXPIRY_KIND}
+
+    async with run_gateway(load_config(path)) as gw:
+        want = {"client", ca_subject, f"district: {ca_subject}"}
+        await wait_for(lambda: set(alarms(gw)) == want, timeout_s=10)
+        first = alarms(gw)["client"]
+    _pair(short_dir / "client", "gw-test-0001", 25)  # a new pair, still inside the 30-day window
+    async with run_gateway(load_config(path)) as gw:
+        await wait_for(
+            lambda: len(gw.uplinks) == 2 and alarms(gw).get("client", first) != first, timeout_s=10
+        )
+        assert "expires in 25.0 days" in alarms(gw)["client"] or "expires in 24.9" in alarms(gw)["client"]
+        restored = {a.subject: a.restored for a in gw.alarms.active() if a.kind == EXPIRY_KIND}
+        assert restored == {"client": False, ca_subject: True, f"district: {ca_subject}": True}, restored
+
+
+async def test_a_disabled_upstream_raises_no_expiry_alarm_and_clears_its_own(short_dir: Path) -> None:
+    cert, key = _pair(short_dir / "client", "gw-test-0001", 10)
+    ca, _ = _pair(short_dir / "ca", "City CA", 3650)
+    upstream = textwrap.dedent(
+        f"""
+        [upstream]
+        brokers = ["mqtts://127.0.0.1:1"]
+        tls = {{ ca_file = "{ca}", cert_file = "{cert}", key_file = "{key}" }}
+        """
+    )
+    path = short_dir / "gateway.toml"
+    path.write_text(gateway_toml("127.0.0.1", 1, extra=upstream))
+    async with run_gateway(load_config(path)) as gw:
+        await wait_for(lambda: _expiring(gw) == ["client"], timeout_s=10)
+    path.write_text(
+        gateway_toml("127.0.0.1", 1, extra=upstream.replace("[upstream]", "[upstream]\nenabled = false"))
+    )
+    async with run_gateway(load_config(path)) as gw:  # nothing uses its certificate now
+        await wait_for(lambda: not _expiring(gw), timeout_s=10)
