@@ -62,7 +62,6 @@ __all__ = ["Gateway", "GatewayLockedError", "run_lock"]  # the run lock lives in
 log = logging.getLogger("citynerve.gateway")
 
 
-# The config fields of a reload's section (`restart_needed_for`) where they are not its name alone.
 class Gateway:
     """One running gateway. Also the target of platform commands and local actions."""
 

@@ -10,6 +10,8 @@ expired, or cannot be read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import time
 from pathlib import Path
 
@@ -52,8 +54,13 @@ def _in_force(cfg: GatewayConfig, up: UpstreamConfig) -> UpstreamConfig:
     pair when the platform rotated it for this destination and no certificate was provisioned
     since, by the gateway's own rule (TlsRotation: the record in the outbox, its files in the
     credentials folder next to it), else as configured."""
-    if not Path(cfg.store.path).exists():  # never started: nothing rotated yet
+    access = "run as root or as the gateway's user"
+    try:
+        os.stat(cfg.store.path)
+    except FileNotFoundError:  # never started: nothing rotated yet
         return up
+    except OSError as err:
+        fail(f"cannot read the outbox {cfg.store.path} ({err.strerror}): {access}")
     try:
         record = read_state(cfg.store.path, STATE_KEY)
     except StoreError as err:  # unreadable, or another schema (an update half done): say so
@@ -68,13 +75,12 @@ def _in_force(cfg: GatewayConfig, up: UpstreamConfig) -> UpstreamConfig:
         switch=lambda _: None,
         events=lambda _: None,
     )
-    try:
+    try:  # the folder is the gateway's (0700): a user of its group cannot look in
+        with contextlib.suppress(FileNotFoundError):
+            os.listdir(credentials)  # said here, not left to how pathlib treats EACCES
         asyncio.run(rotation.load())
-    except OSError as err:  # the folder is the gateway's (0700): a user of its group cannot look in
-        fail(
-            f"cannot read the credentials folder {credentials} ({err.strerror}): "
-            "run as root or as the gateway's user"
-        )
+    except OSError as err:
+        fail(f"cannot read the credentials folder {credentials} ({err.strerror}): {access}")
     configs = cfg.destinations or ((cfg.upstream,) if cfg.upstream is not None else ())
     rotation.destination_gone({c.id for c in configs})
     return rotation.effective(up)
