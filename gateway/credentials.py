@@ -142,8 +142,14 @@ class Credentials:
         self.others.adopt({k: v for k, v in raised.items() if not self.watch.owns(k)})
 
     def rearm(self) -> None:
-        """The wall clock is synchronised now: the command keys' overlaps end at their stored wall ends."""
+        """The wall clock is synchronised now: the command keys' overlaps end at their stored wall
+        ends, and the certificates' days left are judged again (not an hour later)."""
         self.command_keys.rearm()
+        try:
+            self.watch.check()
+            self.others.check()
+        except Exception:  # a bug here must not stop the gateway
+            log.exception("certificate check failed")
 
     def _switch(self, upstream: UpstreamConfig) -> None:
         if self.uplink is None:

@@ -1,10 +1,10 @@
 """`citynerve diag certs`: when the uplink's TLS client certificate and CA expire.
 
 Reads the files the running gateway uses for the destination commands come through (the first
-enabled JSON v1 one: the client certificate the platform rotated to when its rotation record in the
-outbox names that destination and none was provisioned since, else the configured one). Exits 1
-when one is inside the warning window (`[upstream.tls] expiry_warning_days`, default 30) or
-expired, or cannot be read.
+enabled JSON v1 one that takes commands: the client certificate the platform rotated to when its
+rotation record in the outbox names that destination and none was provisioned since, else the
+configured one). Exits 1 when one is inside the warning window (`[upstream.tls]
+expiry_warning_days`, default 30) or expired, or cannot be read.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def _in_force(cfg: GatewayConfig, up: UpstreamConfig) -> UpstreamConfig:
     credentials folder next to it), else as configured."""
     access = "run as root or as the gateway's user"
     try:
-        os.stat(cfg.store.path)
+        open(cfg.store.path, "rb").close()  # readable, not only there (a 0600 file of another user)
     except FileNotFoundError:  # never started: nothing rotated yet
         return up
     except OSError as err:
@@ -99,6 +99,13 @@ def certs(config_path: Path, as_json: bool) -> None:
     up = command_destination(cfg)
     if up is None:
         fail("no [upstream] in the config: no certificates to check")
+    if not up.enabled:  # no destination of its kind is enabled: the gateway uses no certificate
+        said = f"destination {up.id} is disabled: its certificates are not in use"
+        if as_json:
+            print_json({"ok": True, "disabled": up.id, "certificates": [], "expiring": []})
+        else:
+            console.print(said, highlight=False)
+        return
     tls = _in_force(cfg, up).tls if up.encoding == "json-v1" else up.tls
     warn = up.tls.expiry_warning_days
     try:

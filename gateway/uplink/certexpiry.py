@@ -45,6 +45,7 @@ class CertExpiry:
     issuer: str
     not_after: float  # seconds since the epoch
     days_left: float
+    not_before: float = 0.0  # seconds since the epoch: a wall clock before it is wrong
 
     @property
     def subject_key(self) -> str:
@@ -101,8 +102,11 @@ def read_expiries(tls: TlsConfig, now: float) -> list[CertExpiry]:
             raise CertificateFileError(path, role, str(err)) from err
         for cert in certs[:1] if role == "client" else certs[:50]:
             end = cert.not_valid_after_utc.timestamp()
+            start = cert.not_valid_before_utc.timestamp()
             out.append(
-                CertExpiry(role, str(path), _name(cert.subject), _name(cert.issuer), end, (end - now) / 86400)
+                CertExpiry(
+                    role, str(path), _name(cert.subject), _name(cert.issuer), end, (end - now) / 86400, start
+                )
             )
     return out
 
@@ -137,6 +141,7 @@ class CertWatch:
         # another end (the command destination changed, a pair replaced inside the window) is
         # raised again, so the alarm describes the certificate in use.
         self._raised: dict[str, tuple[Severity, float]] = {}
+        self._clock_wrong = False  # the last check found the wall clock before an issue date
 
     def subject(self, cert: CertExpiry) -> str:
         """The alarm subject of `cert` (see `destination`)."""
@@ -191,7 +196,9 @@ class CertWatch:
         self._refresh()
         now = self._wall()
         return [
-            CertExpiry(c.role, c.file, c.subject, c.issuer, c.not_after, (c.not_after - now) / 86400)
+            CertExpiry(
+                c.role, c.file, c.subject, c.issuer, c.not_after, (c.not_after - now) / 86400, c.not_before
+            )
             for c in self._certs
         ]
 
@@ -209,8 +216,18 @@ class CertWatch:
     def check(self) -> None:
         """Raise or clear the warning alarms (call now and then: every minute is plenty)."""
         now = self._wall()
+        certs = self.current()
+        if any(now < c.not_before for c in certs):
+            # The wall clock is before a certificate was issued: a box without an RTC booted in
+            # 1970, before NTP. Days left mean nothing yet: no alarm raised or cleared (a restored
+            # one cleared as "replaced") until the clock is set (Credentials.rearm checks again).
+            if not self._clock_wrong:
+                log.warning("certificates: the wall clock is before they were issued; expiry not judged yet")
+            self._clock_wrong = True
+            return
+        self._clock_wrong = False
         seen: set[str] = set()
-        for c in self.current():
+        for c in certs:
             key = self.subject(c)
             seen.add(key)
             if c.days_left > self.warn_days:

@@ -14,7 +14,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from citynerve.gateway.cli import main
 from citynerve.gateway.store import Outbox
 from citynerve.gateway.uplink.tlsrotate import STATE_KEY
 from tests.fieldtools.conftest import gateway_toml
@@ -63,3 +65,60 @@ def test_diag_certs_without_access_to_the_credentials_folder_says_so(short_dir: 
     assert "Traceback" not in out.stderr, out.stderr
     said = "".join(out.stderr.split())
     assert "cannotreadthecredentialsfolder" in said and "runasrootorasthegateway'suser" in said, out.stderr
+
+
+def test_diag_certs_with_an_unreadable_outbox_says_so(short_dir: Path) -> None:
+    # The outbox there but not readable (0600, another user): the rotation record could not be
+    # read, and the configured pair was shown with "ok" while the gateway used a rotated one.
+    pki = make_pki(short_dir / "pki")
+    pki.client_key.chmod(0o600)
+    upstream = textwrap.dedent(
+        f"""
+        [upstream]
+        brokers = ["mqtts://127.0.0.1:1"]
+        tls = {{ ca_file = "{pki.ca}", cert_file = "{pki.client_cert}", key_file = "{pki.client_key}" }}
+        """
+    )
+    path = short_dir / "gateway.toml"
+    path.write_text(gateway_toml("127.0.0.1", 1, extra=upstream))
+    (short_dir / "var").mkdir()
+    with Outbox(short_dir / "var" / "outbox.db") as ob:
+        ob.put_state(STATE_KEY, json.dumps(None))
+    outbox = short_dir / "var" / "outbox.db"
+    outbox.chmod(0o600)
+    os.chown(outbox, NOBODY, NOBODY)
+    cli = [sys.executable, "-m", "citynerve.gateway.cli", "diag", "certs", "-c", str(path), "--json"]
+    out = subprocess.run(
+        ["setpriv", "--inh-caps=-all", "--bounding-set=-all", "--", *cli],
+        cwd=short_dir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out
+    assert "cannotreadtheoutbox" in "".join(out.stderr.split()), out.stderr
+
+
+def test_diag_certs_of_a_disabled_destination_says_they_are_not_in_use(short_dir: Path) -> None:
+    # The only destination disabled: the gateway uses (and watches) no certificate; diag certs
+    # failed (exit 1) on its certificate all the same.
+    pki = make_pki(short_dir / "pki")
+    pki.client_key.chmod(0o600)
+    upstream = textwrap.dedent(
+        f"""
+        [upstream]
+        enabled = false
+        brokers = ["mqtts://127.0.0.1:1"]
+        [upstream.tls]
+        ca_file = "{pki.ca}"
+        cert_file = "{pki.client_cert}"
+        key_file = "{pki.client_key}"
+        expiry_warning_days = 3650
+        """
+    )
+    path = short_dir / "gateway.toml"
+    path.write_text(gateway_toml("127.0.0.1", 1, extra=upstream))
+    r = CliRunner().invoke(main, ["diag", "certs", "-c", str(path), "--json"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output) == {"ok": True, "disabled": "default", "certificates": [], "expiring": []}

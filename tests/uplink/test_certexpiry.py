@@ -81,3 +81,25 @@ def test_a_damaged_file_is_reported_not_fatal(tmp_path: Path) -> None:
     assert status["certificates"] == [] and "client certificate" in status["error"]
     watch.check()  # nothing to raise, nothing raised
     assert read_expiries(TlsConfig(), NOW) == []
+
+
+def test_a_wall_clock_before_the_certificates_were_issued_judges_nothing(tmp_path: Path) -> None:
+    # A Pi without an RTC boots in 1970, before NTP: every certificate seemed to have ~20,000 days
+    # left, so an alarm restored at start was cleared as "certificate replaced", and raised again
+    # only at the next hourly check after the clock was set.
+    client = cert_file(tmp_path / "client.pem", "gw-1", 10)
+    tls = TlsConfig(cert_file=client, key_file=tmp_path / "client.key")
+    wall = [1000.0]
+    events: list[Event] = []
+    watch = CertWatch(
+        lambda: tls, gateway_id="gw-1", warn_days=30, events=events.append, wall=lambda: wall[0]
+    )
+    watch.adopt({"client": (Severity.WARNING, NOW + 10 * 86400)})  # restored from before the restart
+    watch.check()
+    assert events == []  # neither cleared nor raised while the clock is wrong
+    wall[0] = NOW  # NTP set it: the same certificate, the alarm held as it was
+    watch.check()
+    assert events == []
+    fresh = CertWatch(lambda: tls, gateway_id="gw-1", warn_days=30, events=events.append, wall=lambda: 1000.0)
+    fresh.check()
+    assert events == []  # nor raised for a certificate judged on a 1970 clock
