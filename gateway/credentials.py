@@ -214,6 +214,8 @@ class Credentials:
 
     def status(self) -> dict[str, Any]:
         out = self.watch.status()
+        if self.others.watches:  # the other destinations' certificates, by destination
+            out["destinations"] = {d: w.status() for d, w in self.others.watches.items()}
         if self.tls.active is not None and self.upstream().tls.cert_file == self.tls.active[0]:
             out["tls_client_rotated"] = str(self.tls.active[0])
         rotations = self.command_keys.status()

@@ -468,9 +468,15 @@ def render_metrics(
 
 
 def _cert_metrics(m: Exposition, certs: Mapping[str, Any] | None) -> None:
-    """Expiry of the uplink's TLS client certificate and CAs (citynerve.gateway.uplink.certexpiry)."""
-    for c in (certs or {}).get("certificates") or []:
-        labels = {"role": str(c.get("role")), "subject": str(c.get("subject"))}
+    """Expiry of the uplink's TLS client certificate and CAs (citynerve.gateway.uplink.certexpiry):
+    the command destination's, and with a `destination` label each other destination's."""
+    found: list[tuple[dict[str, str], Mapping[str, Any]]] = [
+        ({}, c) for c in (certs or {}).get("certificates") or []
+    ]
+    for dest, other in ((certs or {}).get("destinations") or {}).items():
+        found += [({"destination": str(dest)}, c) for c in (other or {}).get("certificates") or []]
+    for where, c in found:
+        labels = {"role": str(c.get("role")), "subject": str(c.get("subject")), **where}
         m.add(
             "citynerve_tls_cert_not_after_seconds",
             "gauge",

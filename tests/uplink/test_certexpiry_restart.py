@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import textwrap
+import time
 from pathlib import Path
 
 from cryptography import x509
@@ -17,6 +18,7 @@ from cryptography.x509.oid import NameOID
 from citynerve.gateway.config import load_config
 from citynerve.gateway.runtime import Gateway
 from citynerve.gateway.uplink.certexpiry import EXPIRY_KIND
+from citynerve.gateway.web.metrics import render_metrics
 from tests.fieldtools.conftest import gateway_toml, run_gateway, wait_for
 
 
@@ -109,6 +111,14 @@ async def test_another_destinations_certificate_is_watched_too(short_dir: Path) 
         await wait_for(lambda: _expiring(gw) == ["district: client"], timeout_s=10)
         (alarm,) = [a for a in gw.alarms.active() if a.kind == EXPIRY_KIND]
         assert alarm.severity.name == "MAJOR" and "destination district" in alarm.message
+        # in status and metrics too, by destination (the command destination's: as before)
+        status = await gw.status()
+        assert status["certificates"]["destinations"]["district"]["expiring"] == ["client"]
+        metrics = render_metrics(status, now=time.time())
+        assert (
+            'citynerve_tls_cert_days_left{role="client",subject="CN=gw-test-0001",destination="district"} '
+            in metrics
+        )
 
     async with run_gateway(load_config(path)) as gw:  # kept across a restart, not raised again
         await wait_for(lambda: len(gw.uplinks) == 2, timeout_s=10)
