@@ -205,11 +205,15 @@ def _diag_certs(gw: Gateway, action: RemoteAction, primary: str) -> RemoteHandle
             answer = await action.handler(args, caller)
             assert isinstance(answer, Mapping)  # Credentials._diag_certs: a status dict
             return {**answer, "destination": primary}
-        tls = uplink.config.tls
-        watch = CertWatch(
-            lambda: tls, gateway_id=gw.config.gateway.id, warn_days=tls.expiry_warning_days,
-            events=lambda event: None, wall=time.time,
-        )  # fmt: skip
+        # The watch that raises that destination's expiry alarms; one for the occasion where none
+        # runs (a plain mqtt:// destination: a CA file at most).
+        watch = gw.credentials.others.watches.get(via) if gw.credentials is not None else None
+        if watch is None:
+            tls = uplink.config.tls
+            watch = CertWatch(
+                lambda: tls, gateway_id=gw.config.gateway.id, warn_days=tls.expiry_warning_days,
+                events=lambda event: None, wall=time.time,
+            )  # fmt: skip
         return {**watch.status(), "destination": via}
 
     return handler

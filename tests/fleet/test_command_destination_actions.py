@@ -30,24 +30,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from citynerve.gateway.config import load_config
 from citynerve.gateway.runtime import Gateway
-from citynerve.hil.platform import CommandSigner, MosquittoBroker, free_port
+from citynerve.hil.platform import MosquittoBroker, free_port
 from citynerve.hil.platform.fleet import FleetClient
 from citynerve.hil.platform.fleet_update import Bundle
 from citynerve.hil.sim.modbus import ModbusBuilding
 from tests.fieldtools.conftest import gateway_toml, run_gateway, wait_for
-from tests.fleet.test_key_rotation_destinations import CITY_KEY, GW, LEGACY_KEY, _key
+from tests.fleet.test_key_rotation_destinations import CITY_KEY, GW, LEGACY_KEY, _key, platform
 from tests.fleet.test_remoteconfig_destinations import destinations
 from tests.uplink.certs import Pki, make_pki_with_key
 from tests.uplink.test_tls_rotation import sign
 
 CHUNK = 4096
-
-
-def platform(broker: MosquittoBroker, key: bytes, prefix: str = "citynerve") -> FleetClient:
-    """A destination's platform: its own key (id `ops-centre`), its own topic prefix."""
-    return FleetClient(
-        broker.host, broker.port, CommandSigner(hmac_key=key), key_id="ops-centre", prefix=prefix
-    )
 
 
 def refused_through_city(out: dict[str, Any]) -> bool:

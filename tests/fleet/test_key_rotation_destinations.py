@@ -11,9 +11,12 @@ ended in an untyped internal error (StopIteration)."""
 from __future__ import annotations
 
 import base64
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from citynerve.gateway.config import load_config
+from citynerve.gateway.runtime import Gateway
 from citynerve.gateway.uplink import Uplink
 from citynerve.hil.platform import CommandSigner, MosquittoBroker
 from citynerve.hil.platform.fleet import FleetClient
@@ -33,9 +36,21 @@ def _key(path: Path, key: bytes) -> Path:
     return path
 
 
-async def test_a_key_rotation_through_another_destination_is_refused_and_rotates_nothing(
-    short_dir: Path,
-) -> None:
+def platform(broker: MosquittoBroker, key: bytes, prefix: str = "citynerve") -> FleetClient:
+    """A destination's platform: its own key (id `ops-centre`), its own topic prefix."""
+    return FleetClient(
+        broker.host, broker.port, CommandSigner(hmac_key=key), key_id="ops-centre", prefix=prefix
+    )
+
+
+ROTATE = {"alg": "hmac-sha256", "key": base64.b64encode(NEW_KEY).decode(), "overlap_s": 0}
+
+
+@contextlib.asynccontextmanager
+async def _two_centres(
+    short_dir: Path, *, legacy_commands: bool = True
+) -> AsyncIterator[tuple[Gateway, MosquittoBroker]]:
+    """The gateway running with `legacy` then `city`, each its own key, both connected."""
     broker = MosquittoBroker(workdir=short_dir)
     broker.start()
     legacy_key = _key(short_dir / "legacy.key", LEGACY_KEY)
@@ -44,81 +59,61 @@ async def test_a_key_rotation_through_another_destination_is_refused_and_rotates
         async with ModbusBuilding() as building:
             host, port = building.endpoint
             extra = destinations(broker, legacy_key, legacy=True, city=True, city_key=city_key)
+            if not legacy_commands:
+                extra = extra.replace(
+                    "[upstream.commands]\nenabled = true", "[upstream.commands]\nenabled = false", 1
+                )
             path = short_dir / "gateway.toml"
             path.write_text(gateway_toml(host, port, extra=extra))
-            async with (
-                run_gateway(load_config(path)) as gw,
-                FleetClient(
-                    broker.host, broker.port, CommandSigner(hmac_key=CITY_KEY), key_id="ops-centre"
-                ) as city,
-                FleetClient(
-                    broker.host,
-                    broker.port,
-                    CommandSigner(hmac_key=LEGACY_KEY),
-                    key_id="ops-centre",
-                    prefix="legacy",
-                ) as legacy,
-            ):
+            async with run_gateway(load_config(path)) as gw:
                 await wait_for(
                     lambda: len(gw.uplinks) == 2 and all(u.snapshot().connected for u in gw.uplinks),
                     timeout_s=20,
                 )
-                assert gw.uplink is not None and gw.uplink.destination == "legacy"
-                uplinks = {u.destination: u for u in gw.uplinks if isinstance(u, Uplink)}
-                assert (await city.send(GW, "diag_certs"))["outcome"] == "ok"  # city's key is city's own
-
-                args = {"alg": "hmac-sha256", "key": base64.b64encode(NEW_KEY).decode(), "overlap_s": 0}
-                out = await city.send(GW, "rotate_command_key", args)
-                assert out["outcome"] == "rejected" and out["reason"] == "not_permitted", out
-                assert "through destination 'legacy'" in out["detail"], out
-
-                # nothing rotated: each platform's key still commands through its own destination
-                assert (await legacy.send(GW, "diag_certs"))["outcome"] == "ok"
-                assert (await city.send(GW, "diag_certs"))["outcome"] == "ok"
-                ring = uplinks["legacy"].key_ring
-                assert ring is not None and [k.id for k in ring.keys] == ["ops-centre"]
-
-                # through the command destination, with its own key: rotated there
-                out = await legacy.send(GW, "rotate_command_key", args)
-                assert out["outcome"] == "ok", out
-                legacy.signer = CommandSigner(hmac_key=NEW_KEY)
-                assert (await legacy.send(GW, "diag_certs"))["outcome"] == "ok"
-                assert (await city.send(GW, "diag_certs"))["outcome"] == "ok"  # city's key untouched
+                yield gw, broker
     finally:
         broker.close()
+
+
+async def test_a_key_rotation_through_another_destination_is_refused_and_rotates_nothing(
+    short_dir: Path,
+) -> None:
+    async with (
+        _two_centres(short_dir) as (gw, broker),
+        platform(broker, CITY_KEY) as city,
+        platform(broker, LEGACY_KEY, prefix="legacy") as legacy,
+    ):
+        assert gw.uplink is not None and gw.uplink.destination == "legacy"
+        uplinks = {u.destination: u for u in gw.uplinks if isinstance(u, Uplink)}
+        assert (await city.send(GW, "diag_certs"))["outcome"] == "ok"  # city's key is city's own
+
+        out = await city.send(GW, "rotate_command_key", ROTATE)
+        assert out["outcome"] == "rejected" and out["reason"] == "not_permitted", out
+        assert "through destination 'legacy'" in out["detail"], out
+
+        # nothing rotated: each platform's key still commands through its own destination
+        assert (await legacy.send(GW, "diag_certs"))["outcome"] == "ok"
+        assert (await city.send(GW, "diag_certs"))["outcome"] == "ok"
+        ring = uplinks["legacy"].key_ring
+        assert ring is not None and [k.id for k in ring.keys] == ["ops-centre"]
+
+        # through the command destination, with its own key: rotated there
+        out = await legacy.send(GW, "rotate_command_key", ROTATE)
+        assert out["outcome"] == "ok", out
+        legacy.signer = CommandSigner(hmac_key=NEW_KEY)
+        assert (await legacy.send(GW, "diag_certs"))["outcome"] == "ok"
+        assert (await city.send(GW, "diag_certs"))["outcome"] == "ok"  # city's key untouched
 
 
 async def test_a_first_destination_with_commands_off_does_not_hold_the_keys(short_dir: Path) -> None:
     # `legacy` first but with commands off: it was the command destination all the same, so every
     # key rotation (and update) through `city`, the only platform that can send commands, was
     # refused "through destination 'legacy'", which takes none.
-    broker = MosquittoBroker(workdir=short_dir)
-    broker.start()
-    legacy_key = _key(short_dir / "legacy.key", LEGACY_KEY)
-    city_key = _key(short_dir / "city.key", CITY_KEY)
-    try:
-        async with ModbusBuilding() as building:
-            host, port = building.endpoint
-            extra = destinations(broker, legacy_key, legacy=True, city=True, city_key=city_key)
-            extra = extra.replace(
-                "[upstream.commands]\nenabled = true", "[upstream.commands]\nenabled = false", 1
-            )
-            path = short_dir / "gateway.toml"
-            path.write_text(gateway_toml(host, port, extra=extra))
-            async with (
-                run_gateway(load_config(path)) as gw,
-                FleetClient(
-                    broker.host, broker.port, CommandSigner(hmac_key=CITY_KEY), key_id="ops-centre"
-                ) as city,
-            ):
-                await wait_for(
-                    lambda: len(gw.uplinks) == 2 and all(u.snapshot().connected for u in gw.uplinks),
-                    timeout_s=20,
-                )
-                assert gw.uplink is not None and gw.uplink.destination == "city"
-                args = {"alg": "hmac-sha256", "key": base64.b64encode(NEW_KEY).decode(), "overlap_s": 0}
-                assert (await city.send(GW, "rotate_command_key", args))["outcome"] == "ok"
-                city.signer = CommandSigner(hmac_key=NEW_KEY)
-                assert (await city.send(GW, "diag_certs"))["outcome"] == "ok"
-    finally:
-        broker.close()
+    async with (
+        _two_centres(short_dir, legacy_commands=False) as (gw, broker),
+        platform(broker, CITY_KEY) as city,
+    ):
+        assert gw.uplink is not None and gw.uplink.destination == "city"
+        assert (await city.send(GW, "rotate_command_key", ROTATE))["outcome"] == "ok"
+        city.signer = CommandSigner(hmac_key=NEW_KEY)
+        assert (await city.send(GW, "diag_certs"))["outcome"] == "ok"

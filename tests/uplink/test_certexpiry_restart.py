@@ -48,14 +48,10 @@ def _pair(path: Path, cn: str, days: float) -> tuple[Path, Path]:
     return pem, key_file
 
 
-def _expiring(gw: Gateway) -> list[str]:
-    return [a.subject for a in gw.alarms.active() if a.kind == EXPIRY_KIND]
-
-
-async def test_an_expiry_alarm_clears_after_a_restart_once_its_certificate_was_replaced(
-    short_dir: Path,
-) -> None:
-    cert, key = _pair(short_dir / "client", "gw-test-0001", 10)  # inside the 30-day window
+def _one_upstream(short_dir: Path) -> tuple[Path, str]:
+    """A config with one `[upstream]` whose client certificate has 10 days left (inside the
+    30-day window): its path, and the `[upstream]` text."""
+    cert, key = _pair(short_dir / "client", "gw-test-0001", 10)
     ca, _ = _pair(short_dir / "ca", "City CA", 3650)
     upstream = textwrap.dedent(
         f"""
@@ -66,6 +62,17 @@ async def test_an_expiry_alarm_clears_after_a_restart_once_its_certificate_was_r
     )
     path = short_dir / "gateway.toml"
     path.write_text(gateway_toml("127.0.0.1", 1, extra=upstream))
+    return path, upstream
+
+
+def _expiring(gw: Gateway) -> list[str]:
+    return [a.subject for a in gw.alarms.active() if a.kind == EXPIRY_KIND]
+
+
+async def test_an_expiry_alarm_clears_after_a_restart_once_its_certificate_was_replaced(
+    short_dir: Path,
+) -> None:
+    path, _ = _one_upstream(short_dir)
     async with run_gateway(load_config(path)) as gw:
         await wait_for(lambda: _expiring(gw) == ["client"], timeout_s=10)
 
@@ -78,7 +85,7 @@ async def test_an_expiry_alarm_clears_after_a_restart_once_its_certificate_was_r
     async with run_gateway(load_config(path)) as gw:
         await wait_for(lambda: not _expiring(gw), timeout_s=10)
 
-    cert, key = _pair(short_dir / "client", "gw-test-0001", 10)  # expiring again, then no uplink
+    _pair(short_dir / "client", "gw-test-0001", 10)  # expiring again, then no uplink
     async with run_gateway(load_config(path)) as gw:
         await wait_for(lambda: _expiring(gw) == ["client"], timeout_s=10)
     path.write_text(gateway_toml("127.0.0.1", 1))
@@ -183,17 +190,7 @@ async def test_an_alarm_follows_the_certificate_in_use_not_only_its_subject(shor
 
 
 async def test_a_disabled_upstream_raises_no_expiry_alarm_and_clears_its_own(short_dir: Path) -> None:
-    cert, key = _pair(short_dir / "client", "gw-test-0001", 10)
-    ca, _ = _pair(short_dir / "ca", "City CA", 3650)
-    upstream = textwrap.dedent(
-        f"""
-        [upstream]
-        brokers = ["mqtts://127.0.0.1:1"]
-        tls = {{ ca_file = "{ca}", cert_file = "{cert}", key_file = "{key}" }}
-        """
-    )
-    path = short_dir / "gateway.toml"
-    path.write_text(gateway_toml("127.0.0.1", 1, extra=upstream))
+    path, upstream = _one_upstream(short_dir)
     async with run_gateway(load_config(path)) as gw:
         await wait_for(lambda: _expiring(gw) == ["client"], timeout_s=10)
     path.write_text(
