@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -12,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from citynerve.gateway.control import GatewayNotRunningError, ask
 
 HERE = Path(__file__).parent
 
@@ -137,3 +140,15 @@ def gateway_process() -> Iterator[type[GatewayProcess]]:
     yield Tracked
     for g in made:
         g.stop()
+
+
+def devices_online(sock: Path) -> int | None:
+    """`devices_online` of the gateway answering at `sock`; None while none answers yet. The socket
+    file appears at bind(), a moment before listen(): a connect in between is refused, which a
+    starting gateway is, not a stopped one."""
+    if not sock.exists():
+        return None
+    try:
+        return int(asyncio.run(ask(sock, "status"))["devices_online"])
+    except GatewayNotRunningError:
+        return None

@@ -20,7 +20,7 @@ from citynerve.gateway.uplink.commands import Caller
 from citynerve.hil.platform import MosquittoBroker
 from citynerve.hil.sim.modbus import ModbusBuilding
 from tests.fieldtools.conftest import gateway_toml, run_gateway, wait_for
-from tests.integration.conftest import GatewayProcess, gateway_config
+from tests.integration.conftest import GatewayProcess, devices_online, gateway_config
 
 
 def status(sock: Path) -> dict:
@@ -34,7 +34,7 @@ def test_reload_adds_a_device_and_keeps_the_outbox(
     sock, db = tmp_path / "var" / "gw.sock", tmp_path / "var" / "gw.db"
     gw = gateway_process(config)
     gw.start()
-    gw.wait_for(lambda: sock.exists() and status(sock)["devices_online"] == 4)
+    gw.wait_for(lambda: devices_online(sock) == 4)
     before = status(sock)
     polls_tcp0 = before["buses"][0]["counters"]["transactions"]
 

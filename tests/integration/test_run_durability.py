@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from citynerve.gateway.control import ask
-from tests.integration.conftest import GatewayProcess, gateway_config
+from tests.integration.conftest import GatewayProcess, devices_online, gateway_config
 
 
 def committed_seqs(db: Path) -> set[int]:
@@ -44,7 +44,7 @@ def test_sigkill_mid_write_loses_nothing_committed(
     sock = tmp_path / "var" / "gw.sock"
     gw = gateway_process(config)
     gw.start()
-    gw.wait_for(lambda: sock.exists() and status(sock)["devices_online"] == 10)
+    gw.wait_for(lambda: devices_online(sock) == 10)
     st = status(sock)
     assert st["gateway_id"] == "gw-test"
     assert all(d["readings"]["count"]["unit"] == "" for b in st["buses"] for d in b["devices"])
@@ -82,7 +82,7 @@ def test_second_gateway_on_the_same_store_is_refused(
     sock = tmp_path / "var" / "gw.sock"
     first = gateway_process(config)
     first.start()
-    first.wait_for(lambda: sock.exists() and status(sock)["devices_online"] == 1)
+    first.wait_for(lambda: devices_online(sock) == 1)
     second = gateway_process(config)
     second.log = tmp_path / "second.log"
     second.start()

@@ -11,7 +11,7 @@ from pathlib import Path
 from citynerve.gateway.api import Event
 from citynerve.gateway.control import ask
 from citynerve.gateway.store import Lane, Outbox
-from tests.integration.conftest import HERE, GatewayProcess, gateway_config
+from tests.integration.conftest import HERE, GatewayProcess, devices_online, gateway_config
 
 
 def status(sock: Path) -> dict:
@@ -64,7 +64,7 @@ def test_devices_go_offline_and_come_back(tmp_path: Path, gateway_process: type[
     gw = gateway_process(config)
     gw.start()
     try:
-        gw.wait_for(lambda: sock.exists() and status(sock)["devices_online"] == 3)
+        gw.wait_for(lambda: devices_online(sock) == 3)
         peer.kill()
         peer.wait()
         gw.wait_for(lambda: status(sock)["devices_online"] == 0)
