@@ -7,7 +7,6 @@ telemetry is at most the readings of the last window.
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import time
 from pathlib import Path
@@ -15,10 +14,9 @@ from pathlib import Path
 from pymodbus.client import ModbusTcpClient
 
 from citynerve.gateway.api import Event
-from citynerve.gateway.control import ask
 from citynerve.gateway.store import Lane, read_rows
 from citynerve.gateway.store._errors import StoreError
-from tests.integration.conftest import GatewayProcess, gateway_config
+from tests.integration.conftest import GatewayProcess, devices_online, gateway_config
 
 WINDOW_S = 4.0
 SLACK_S = 3.0  # the commit itself and a busy machine's scheduling, on top of the window
@@ -66,7 +64,7 @@ def test_kill_right_after_an_alarm_keeps_it_and_loses_at_most_a_window(
     sock = tmp_path / "var" / "gw.sock"
     gw = gateway_process(config)
     gw.start()
-    gw.wait_for(lambda: sock.exists() and asyncio.run(ask(sock, "status"))["devices_online"] == 4)
+    gw.wait_for(lambda: devices_online(sock) == 4)
     gw.wait_for(lambda: newest_reading_ts(db) is not None)  # the first window was committed
     time.sleep(WINDOW_S / 4)  # into the next window: its readings wait in memory
 
