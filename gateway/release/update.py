@@ -38,10 +38,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 from citynerve.gateway import __version__, shipped
 from citynerve.gateway.api import ConfigError
 from citynerve.gateway.release.bundle import (
+    RELEASE_INFO,
     BundleError,
     install_release,
     release_info,
@@ -83,6 +86,8 @@ from citynerve.gateway.release.state import (
 
 if TYPE_CHECKING:
     from citynerve.gateway.config import GatewayConfig
+
+log = logging.getLogger(__name__)
 
 INSTALL_FACTOR = 7  # room to install a bundle: its unpacked copy and the release (a venv ~5.5 x it)
 
@@ -159,6 +164,7 @@ def apply(
     with _lock(root):
         _settle_interrupted(root, in_service=in_service)
         cfg = _running_config(config)  # before the bundle is installed beside the running release
+        prune_releases(root)
         _check_room(bundle, root, keep_free=min_free_bytes(cfg))
         incoming = root / "update" / "incoming"
         shutil.rmtree(incoming, ignore_errors=True)
@@ -175,6 +181,38 @@ def apply(
         return _switch(root, manifest.version, config=config, cfg=cfg, service=service,
                        deadline_s=deadline_s, settle_s=settle_s, wait=wait, why="apply",
                        request_id=request_id)  # fmt: skip
+
+
+def rollback_target(root: Path, state: dict[str, Any]) -> str | None:
+    """The release `rollback` goes back to: the one the current release was updated from."""
+    current = release_version(root / "current")
+    past = reversed(state.get("history", []))
+    return next((h["from"] for h in past if h.get("to") == current and h.get("from")), None)
+
+
+def prune_releases(root: Path, *, running: Path | None = None) -> list[str]:
+    """Remove the releases no link, rollback or process needs, before an update installs another
+    (80 MB each: a box updated monthly by its platform, never visited, would fill its SD card).
+    Kept: `current`, `known-good`, the release to roll back to, and the one whose code runs this
+    (`running`, default this interpreter's venv). Also removed: folders an install or a removal
+    cut short (no info file). Called with no update in progress, under the update lock."""
+    releases = root / "releases"
+    keep = {release_version(root / "current"), release_version(root / "known-good")}
+    keep.add(rollback_target(root, read_state(root)))
+    running = (running or Path(sys.prefix)).resolve()
+    for link in ("current", "known-good"):  # an incomplete release a link names is not for us to touch
+        keep.add(os.path.basename(os.path.realpath(root / link)))
+    removed = []
+    for folder in sorted(releases.iterdir()):
+        if folder.name in keep or folder.is_symlink() or not folder.is_dir() or folder.resolve() == running:
+            continue
+        # The info file first: a removal cut short leaves an incomplete folder, never a release
+        # that looks whole.
+        (folder / RELEASE_INFO).unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder.name)
+        log.warning("removed release %s (not current, known-good or the one to roll back to)", folder.name)
+    return removed
 
 
 def _check_room(bundle: Path, root: Path, *, keep_free: int) -> None:
@@ -200,14 +238,7 @@ def rollback(
         if interrupted and to is None and state.get("phase") == "rolled-back":
             return state  # the update its watchdog left was the one to go back from: done
         current = release_version(root / "current")
-        target = to or next(
-            (
-                h["from"]
-                for h in reversed(state.get("history", []))
-                if h.get("to") == current and h.get("from")
-            ),
-            None,
-        )
+        target = to or rollback_target(root, state)
         if target is None or target == current:
             raise UpdateError(f"no earlier release to roll back to (current: {current})")
         if release_info(root / "releases" / target) is None:

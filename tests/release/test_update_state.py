@@ -288,7 +288,8 @@ def test_update_apply_refuses_a_bundle_the_disk_has_no_room_to_install(tmp_path:
     with pytest.raises(update.UpdateError, match=r"no room to install citynerve-1\.0\.2") as err:
         update.apply(bundle, root=root, config=config, service=FakeService(), wait=False)
     assert "nothing was installed" in err.value.reason
-    assert sorted(p.name for p in (root / "releases").iterdir()) == ["1.0.0", "1.0.1"]
+    # 1.0.1, neither current, known-good nor the one to roll back to, was removed to make room first
+    assert sorted(p.name for p in (root / "releases").iterdir()) == ["1.0.0"]
     assert not (root / "update" / "incoming").exists()
 
 
