@@ -77,11 +77,21 @@ def value_bytes(value: Value) -> int:
 
 def record_bytes(record: Reading | Event) -> int:
     """An upper bound of the size of a data message carrying `record` alone (an event's cleared
-    subjects "*" counted as one): what decides whether a broker's packet size limit can ever take it."""
+    subjects "*" counted as one, its message as in its kind's folder, where it starts with the
+    subject): what decides whether a broker's packet size limit can ever take it."""
     if isinstance(record, Reading):
         return DATA_BYTES + value_bytes(record.value)
-    fields: tuple[Value, ...] = (True, int(record.severity), record.rule, record.message, record.id)
+    message = record.message
+    if record.subject not in ("", "*"):
+        message = subject_message(record.subject, record.message)
+    fields: tuple[Value, ...] = (True, int(record.severity), record.rule, message, record.id)
     return DATA_BYTES + sum(map(value_bytes, fields))
+
+
+def subject_message(subject: str, message: str) -> str:
+    """The Message of a subject's event in its kind's folder (no room for the subject's own): the
+    subject first, so that the host tells which loop-device, meter or door it is."""
+    return f"{subject}: {message}" if message else subject
 
 
 class SparkplugNameError(PermanentError):
@@ -133,13 +143,16 @@ def ms(ts: float) -> int:
 
 
 class _Device:
-    __slots__ = ("alarm_kinds", "device_id", "metrics", "online", "undeclared")
+    __slots__ = ("alarm_kinds", "device_id", "held", "metrics", "online", "undeclared")
 
     def __init__(self, device_id: str) -> None:
         self.device_id = device_id
         self.metrics: dict[str, MetricState] = {}
         self.online = True
         self.alarm_kinds: set[str] = set()
+        # Per kind, the raised alarms its own folder `Alarms/<kind>` carries: the subject-less one
+        # ("") and the subjects that had no room for a folder of their own. Active while any is.
+        self.held: dict[str, set[str]] = {}
         self.undeclared = False  # metrics added or retyped since its last birth: a birth is due
 
 
@@ -450,20 +463,36 @@ class EdgeNode:
             dev.undeclared = True
         return [(m, rec.value)]
 
-    def _event_metrics(self, dev: _Device, ev: Event) -> list[tuple[MetricState, Value]] | None:
+    def _event_metrics(self, dev: _Device, ev: Event) -> list[tuple[MetricState, Value]]:
+        """The metrics of `ev`: in its subject's folder `Alarms/<kind>/<subject>`, or in its kind's
+        folder `Alarms/<kind>` when it has no subject, the subject "*", or a subject the device's
+        metric budget has no room for (its Message then starts with the subject). A kind's folder is
+        declared even past the budget: kinds are a small set (the gateway's rules and drivers),
+        subjects come from the field. A clear of "*" clears every subject of the kind."""
+        raised = ev.state is EventState.RAISED
         subjects = [""] if ev.subject in ("", "*") else [ev.subject]
-        if ev.subject == "*" and ev.state is EventState.CLEARED:
+        if ev.subject == "*" and not raised:
             subjects += sorted(f.split("/", 1)[1] for f in dev.alarm_kinds if f.startswith(f"{ev.kind}/"))
+            dev.held.pop(ev.kind, None)
         out: list[tuple[MetricState, Value]] = []
         for subject in subjects:
-            folder = ev.kind if not subject else f"{ev.kind}/{subject}"
+            folder, text, active = f"{ev.kind}/{subject}" if subject else ev.kind, ev.message, raised
             full = len(dev.metrics) + len(ALARM_FIELDS) > self.max_metrics_per_device
-            if folder not in dev.alarm_kinds and full:
-                return None
-            active, severity, rule, message, event_id = self._declare_alarm(dev, folder, born=False)
+            if subject and folder not in dev.alarm_kinds and full:
+                folder, text = ev.kind, subject_message(subject, ev.message)
+            if folder == ev.kind and not ev.one_shot:
+                held = dev.held.setdefault(ev.kind, set())
+                if raised:
+                    held.add(subject)
+                else:
+                    held.discard(subject)
+                active = bool(held)
+                if not held:
+                    del dev.held[ev.kind]
+            m_active, severity, rule, message, event_id = self._declare_alarm(dev, folder, born=False)
             if not ev.one_shot:
-                out.append((active, ev.state is EventState.RAISED))
-            out += [(severity, int(ev.severity)), (rule, ev.rule), (message, ev.message), (event_id, ev.id)]
+                out.append((m_active, active))
+            out += [(severity, int(ev.severity)), (rule, ev.rule), (message, text), (event_id, ev.id)]
         return out
 
     def _birth_metric(self, payload: Any, m: MetricState, now_ms: int) -> None:
