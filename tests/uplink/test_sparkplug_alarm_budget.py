@@ -1,14 +1,17 @@
 """A Sparkplug device's metric budget (2,000) and alarm subjects: a fire panel's loop-devices each get a
 folder `Alarms/<kind>/<subject>` that stays for the life of the process, so after a walk test of ~400
 detectors the budget is full. An event of a new subject then goes into its kind's folder, its Message
-starting with the subject: never settled without being sent."""
+starting with the subject: never settled without being sent. What still cannot be sent (readings of
+a new point past the budget, a device past max_devices) is counted and logged once per device."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,8 +19,10 @@ from citynerve.drivers.firepanel import PanelStream
 from citynerve.gateway.api import Event, EventState, Quality, Reading, Severity, stop_task
 from citynerve.gateway.store import AsyncOutbox, Lane
 from citynerve.gateway.uplink.sparkplug import (
+    DataType,
     DeviceSpec,
     EdgeNode,
+    PointSpec,
     SparkplugMessage,
     SparkplugUplink,
     StoredRecord,
@@ -151,6 +156,32 @@ def test_subjects_past_the_budget_share_their_kinds_folder() -> None:
     assert [m.verb for m in out] == [Verb.DBIRTH, Verb.DDATA]
     assert {x.name for x in decode(out[0].payload).metrics} >= {"Alarms/heat/Active", "Alarms/heat/Message"}
     assert node.skipped == 0
+
+
+def test_records_that_still_cannot_be_sent_are_logged_once_per_device(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    meter = DeviceSpec("meter-1", (PointSpec("voltage", DataType.FLOAT),))
+    node = EdgeNode(
+        group_id="city", edge_node_id="gw-1", devices=[meter], max_devices=1, max_metrics_per_device=6
+    )
+    node.start_session()
+    node.birth(T0)
+    ts = (T0 + 1) / 1000
+    records = [
+        Reading("meter-1", "voltage", 230.0, "V", ts),
+        *(Reading("meter-1", f"extra_{i}", i, "", ts) for i in range(4)),  # no room: the budget is full
+        *(Reading("meter-2", "voltage", 1.0, "V", ts) for _ in range(3)),  # past max_devices
+        Event("meter-2", "tamper", EventState.RAISED, Severity.MAJOR, ts),  # so is its event
+    ]
+    with caplog.at_level(logging.WARNING, logger="citynerve.gateway.uplink.sparkplug"):
+        node.encode([StoredRecord("ep", i, r) for i, r in enumerate(records)], T0 + 10)
+        node.encode([StoredRecord("ep", 99, Reading("meter-1", "extra_9", 9, "", ts))], T0 + 20)
+    assert node.skipped == 4 + 3 + 1 + 1
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert "'meter-1'" in lines[0] and "a new point past 6 metrics" in lines[0]
+    assert "'meter-2'" in lines[1] and "past 1 devices" in lines[1]
 
 
 SUBJECTS = st.sampled_from(("", "*", *(f"L1-D{i}" for i in range(8))))

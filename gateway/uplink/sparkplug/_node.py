@@ -30,6 +30,7 @@ from citynerve.gateway.uplink.sparkplug._metrics import (
 )
 from citynerve.gateway.uplink.sparkplug._metrics import Quality as SpQuality
 from citynerve.gateway.uplink.sparkplug._proto import Payload
+from citynerve.gateway.uplink.sparkplug._skips import SkipLog
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,8 @@ class EdgeNode:
         self.max_metrics_per_message = max(1, max_metrics_per_message)
         self.max_devices = max_devices
         self.max_metrics_per_device = max_metrics_per_device
-        self.skipped = 0  # records that could not be sent (limits, stale data of a dead device)
+        self._skips = SkipLog()  # records that could not be sent (limits)
+        self._stale_skipped = 0  # stale readings of a dead device (its DDEATH told the host)
         self._next_alias = 0
         self._node = _Device(edge_node_id)
         self._rebirth = self._declare(self._node, REBIRTH_METRIC, DataType.BOOLEAN)
@@ -218,6 +220,13 @@ class EdgeNode:
     @staticmethod
     def state_topic(host_id: str) -> str:
         return f"{NAMESPACE}/STATE/{_check_name('primary host id', host_id)}"
+
+    @property
+    def skipped(self) -> int:
+        """Records that could not be sent: readings and events of a device past `max_devices` (or
+        whose id cannot be a topic level), readings of a new point past `max_metrics_per_device`
+        (each cause logged once), and stale readings of a dead device (its DDEATH said so)."""
+        return self._skips.count + self._stale_skipped
 
     @property
     def born(self) -> bool:
@@ -354,15 +363,19 @@ class EdgeNode:
         for stored in records:
             rec = stored.record
             dev = self._target(rec.device_id)
-            wanted: list[tuple[MetricState, Value]] | None = None
-            if dev is not None:
-                wanted = (
-                    self._reading_metrics(dev, rec)
-                    if isinstance(rec, Reading)
-                    else self._event_metrics(dev, rec)
-                )
-            if dev is None or wanted is None:
-                self.skipped += 1
+            if dev is None:
+                bad = not rec.device_id or any(c in rec.device_id for c in "/+#")
+                why = "not a topic level" if bad else f"past {self.max_devices} devices"
+                self._skips.skip(rec.device_id, why)
+                continue
+            if isinstance(rec, Event):
+                prepared.append((stored, dev, self._event_metrics(dev, rec)))
+                continue
+            wanted = self._reading_metrics(dev, rec)
+            if wanted is None:
+                limit = self.max_metrics_per_device
+                why = f"a new point past {limit} metrics" if rec.point else "no point name"
+                self._skips.skip(rec.device_id, why)
                 continue
             prepared.append((stored, dev, wanted))
 
@@ -374,7 +387,7 @@ class EdgeNode:
             needs_birth = dev.undeclared or (not node_level and not dev.online)
             stale = isinstance(rec, Reading) and rec.quality is Quality.STALE
             if not node_level and not dev.online and stale:
-                self.skipped += 1  # the DDEATH already told the host every metric is stale
+                self._stale_skipped += 1  # the DDEATH already told the host every metric is stale
                 continue
             cost = 0 if max_bytes is None else sum(value_bytes(value) for _, value in wanted)
             if (
