@@ -30,6 +30,7 @@ from citynerve.gateway.uplink.sparkplug._metrics import (
 )
 from citynerve.gateway.uplink.sparkplug._metrics import Quality as SpQuality
 from citynerve.gateway.uplink.sparkplug._proto import Payload
+from citynerve.gateway.uplink.sparkplug._skips import SkipLog
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +78,21 @@ def value_bytes(value: Value) -> int:
 
 def record_bytes(record: Reading | Event) -> int:
     """An upper bound of the size of a data message carrying `record` alone (an event's cleared
-    subjects "*" counted as one): what decides whether a broker's packet size limit can ever take it."""
+    subjects "*" counted as one, its message as in its kind's folder, where it starts with the
+    subject): what decides whether a broker's packet size limit can ever take it."""
     if isinstance(record, Reading):
         return DATA_BYTES + value_bytes(record.value)
-    fields: tuple[Value, ...] = (True, int(record.severity), record.rule, record.message, record.id)
+    message = record.message
+    if record.subject not in ("", "*"):
+        message = subject_message(record.subject, record.message)
+    fields: tuple[Value, ...] = (True, int(record.severity), record.rule, message, record.id)
     return DATA_BYTES + sum(map(value_bytes, fields))
+
+
+def subject_message(subject: str, message: str) -> str:
+    """The Message of a subject's event in its kind's folder (no room for the subject's own): the
+    subject first, so that the host tells which loop-device, meter or door it is."""
+    return f"{subject}: {message}" if message else subject
 
 
 class SparkplugNameError(PermanentError):
@@ -133,13 +144,16 @@ def ms(ts: float) -> int:
 
 
 class _Device:
-    __slots__ = ("alarm_kinds", "device_id", "metrics", "online", "undeclared")
+    __slots__ = ("alarm_kinds", "device_id", "held", "metrics", "online", "undeclared")
 
     def __init__(self, device_id: str) -> None:
         self.device_id = device_id
         self.metrics: dict[str, MetricState] = {}
         self.online = True
         self.alarm_kinds: set[str] = set()
+        # Per kind, the raised alarms its own folder `Alarms/<kind>` carries: the subject-less one
+        # ("") and the subjects that had no room for a folder of their own. Active while any is.
+        self.held: dict[str, set[str]] = {}
         self.undeclared = False  # metrics added or retyped since its last birth: a birth is due
 
 
@@ -173,7 +187,8 @@ class EdgeNode:
         self.max_metrics_per_message = max(1, max_metrics_per_message)
         self.max_devices = max_devices
         self.max_metrics_per_device = max_metrics_per_device
-        self.skipped = 0  # records that could not be sent (limits, stale data of a dead device)
+        self._skips = SkipLog()  # records that could not be sent (limits)
+        self._stale_skipped = 0  # stale readings of a dead device (its DDEATH told the host)
         self._next_alias = 0
         self._node = _Device(edge_node_id)
         self._rebirth = self._declare(self._node, REBIRTH_METRIC, DataType.BOOLEAN)
@@ -205,6 +220,13 @@ class EdgeNode:
     @staticmethod
     def state_topic(host_id: str) -> str:
         return f"{NAMESPACE}/STATE/{_check_name('primary host id', host_id)}"
+
+    @property
+    def skipped(self) -> int:
+        """Records that could not be sent: readings and events of a device past `max_devices` (or
+        whose id cannot be a topic level), readings of a new point past `max_metrics_per_device`
+        (each cause logged once), and stale readings of a dead device (its DDEATH said so)."""
+        return self._skips.count + self._stale_skipped
 
     @property
     def born(self) -> bool:
@@ -341,15 +363,19 @@ class EdgeNode:
         for stored in records:
             rec = stored.record
             dev = self._target(rec.device_id)
-            wanted: list[tuple[MetricState, Value]] | None = None
-            if dev is not None:
-                wanted = (
-                    self._reading_metrics(dev, rec)
-                    if isinstance(rec, Reading)
-                    else self._event_metrics(dev, rec)
-                )
-            if dev is None or wanted is None:
-                self.skipped += 1
+            if dev is None:
+                bad = not rec.device_id or any(c in rec.device_id for c in "/+#")
+                why = "not a topic level" if bad else f"past {self.max_devices} devices"
+                self._skips.skip(rec.device_id, why)
+                continue
+            if isinstance(rec, Event):
+                prepared.append((stored, dev, self._event_metrics(dev, rec)))
+                continue
+            wanted = self._reading_metrics(dev, rec)
+            if wanted is None:
+                limit = self.max_metrics_per_device
+                why = f"a new point past {limit} metrics" if rec.point else "no point name"
+                self._skips.skip(rec.device_id, why)
                 continue
             prepared.append((stored, dev, wanted))
 
@@ -361,7 +387,7 @@ class EdgeNode:
             needs_birth = dev.undeclared or (not node_level and not dev.online)
             stale = isinstance(rec, Reading) and rec.quality is Quality.STALE
             if not node_level and not dev.online and stale:
-                self.skipped += 1  # the DDEATH already told the host every metric is stale
+                self._stale_skipped += 1  # the DDEATH already told the host every metric is stale
                 continue
             cost = 0 if max_bytes is None else sum(value_bytes(value) for _, value in wanted)
             if (
@@ -450,20 +476,36 @@ class EdgeNode:
             dev.undeclared = True
         return [(m, rec.value)]
 
-    def _event_metrics(self, dev: _Device, ev: Event) -> list[tuple[MetricState, Value]] | None:
+    def _event_metrics(self, dev: _Device, ev: Event) -> list[tuple[MetricState, Value]]:
+        """The metrics of `ev`: in its subject's folder `Alarms/<kind>/<subject>`, or in its kind's
+        folder `Alarms/<kind>` when it has no subject, the subject "*", or a subject the device's
+        metric budget has no room for (its Message then starts with the subject). A kind's folder is
+        declared even past the budget: kinds are a small set (the gateway's rules and drivers),
+        subjects come from the field. A clear of "*" clears every subject of the kind."""
+        raised = ev.state is EventState.RAISED
         subjects = [""] if ev.subject in ("", "*") else [ev.subject]
-        if ev.subject == "*" and ev.state is EventState.CLEARED:
+        if ev.subject == "*" and not raised:
             subjects += sorted(f.split("/", 1)[1] for f in dev.alarm_kinds if f.startswith(f"{ev.kind}/"))
+            dev.held.pop(ev.kind, None)
         out: list[tuple[MetricState, Value]] = []
         for subject in subjects:
-            folder = ev.kind if not subject else f"{ev.kind}/{subject}"
+            folder, text, active = f"{ev.kind}/{subject}" if subject else ev.kind, ev.message, raised
             full = len(dev.metrics) + len(ALARM_FIELDS) > self.max_metrics_per_device
-            if folder not in dev.alarm_kinds and full:
-                return None
-            active, severity, rule, message, event_id = self._declare_alarm(dev, folder, born=False)
+            if subject and folder not in dev.alarm_kinds and full:
+                folder, text = ev.kind, subject_message(subject, ev.message)
+            if folder == ev.kind and not ev.one_shot:
+                held = dev.held.setdefault(ev.kind, set())
+                if raised:
+                    held.add(subject)
+                else:
+                    held.discard(subject)
+                active = bool(held)
+                if not held:
+                    del dev.held[ev.kind]
+            m_active, severity, rule, message, event_id = self._declare_alarm(dev, folder, born=False)
             if not ev.one_shot:
-                out.append((active, ev.state is EventState.RAISED))
-            out += [(severity, int(ev.severity)), (rule, ev.rule), (message, ev.message), (event_id, ev.id)]
+                out.append((m_active, active))
+            out += [(severity, int(ev.severity)), (rule, ev.rule), (message, text), (event_id, ev.id)]
         return out
 
     def _birth_metric(self, payload: Any, m: MetricState, now_ms: int) -> None:
