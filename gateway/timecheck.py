@@ -7,6 +7,9 @@ agree with each other and not with the gateway, the gateway is the one to fix.
 
 Whether the wall clock is synchronised comes from `citynerve.gateway.timesync` (the configured source: the
 kernel's NTP state, timesyncd, a flag file), passed in by the caller.
+
+Meters keep the site's wall-clock time with no UTC offset: it is read in the site's zone (`[gateway]
+tz`), never the process's (an image left at UTC would put every right meter 8 h ahead in Beijing).
 """
 
 from __future__ import annotations
@@ -15,25 +18,39 @@ import datetime as dt
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from citynerve.gateway.api import Sample
 
+SITE_TZ = "Asia/Shanghai"  # `[gateway] tz` when the config does not say
+SITE_ZONE = ZoneInfo(SITE_TZ)
 METER_CLOCK_POINTS = ("meter_time", "meter_clock", "clock")
 SKEW_WARN_S = 300.0  # beyond five minutes the stamps of readings and events are misleading
 
 
-def meter_clock_skew(samples: Iterable[Sample], now: float | None = None) -> float | None:
-    """Seconds the meter's clock is ahead of the gateway's (meters keep local time), or None."""
+def meter_clock_skew(
+    samples: Iterable[Sample], now: float | None = None, tz: dt.tzinfo = SITE_ZONE
+) -> float | None:
+    """Seconds the meter's clock is ahead of the gateway's, or None. A time without an offset is the
+    site's wall-clock time, in `tz`."""
     for s in samples:
         if s.point in METER_CLOCK_POINTS and isinstance(s.value, str):
             try:
                 meter = dt.datetime.fromisoformat(s.value)
             except ValueError:
                 return None
-            # a meter keeps wall-clock local time: read it in the gateway's time zone
-            meter_epoch = time.mktime(meter.timetuple()) if meter.tzinfo is None else meter.timestamp()
-            return round(meter_epoch - (time.time() if now is None else now), 1)
+            now = time.time() if now is None else now
+            return round(_epoch(meter, tz, now) - now, 1)
     return None
+
+
+def _epoch(meter: dt.datetime, tz: dt.tzinfo, now: float) -> float:
+    if meter.tzinfo is not None:
+        return meter.timestamp()
+    # The hour a DST change repeats reads two ways (and one it skips has no right way): take the
+    # reading nearer the gateway's clock, so a right meter is not an hour off once a year.
+    first, second = (meter.replace(tzinfo=tz, fold=fold).timestamp() for fold in (0, 1))
+    return first if abs(first - now) <= abs(second - now) else second
 
 
 DLT645_DATE_POINT = "meter_date"  # DI 04000101, YYMMDDWW
@@ -43,14 +60,15 @@ DLT645_TIME_POINT = "meter_clock_hms"  # DI 04000102, hhmmss
 class MeterClocks:
     """Meter clock skew per device. DL/T 645 meters give date and time in two DIs (two transactions):
     the last date seen is kept and joined with the next time (a read across midnight is off by a
-    day once, and right at the next poll)."""
+    day once, and right at the next poll). `tz`: the site's zone, which the meters' clocks keep."""
 
-    def __init__(self) -> None:
+    def __init__(self, tz: dt.tzinfo = SITE_ZONE) -> None:
+        self.tz = tz
         self._dates: dict[str, str] = {}
 
     def observe(self, device_id: str, samples: Iterable[Sample], now: float | None = None) -> float | None:
         samples = list(samples)
-        skew = meter_clock_skew(samples, now)
+        skew = meter_clock_skew(samples, now, self.tz)
         if skew is not None:
             return skew
         for s in samples:
@@ -61,7 +79,7 @@ class MeterClocks:
             if s.point == DLT645_TIME_POINT and isinstance(s.value, str) and date:
                 iso = _dlt645_iso(date, s.value)
                 if iso is not None:
-                    return meter_clock_skew([Sample("meter_time", iso)], now)
+                    return meter_clock_skew([Sample("meter_time", iso)], now, self.tz)
         return None
 
 

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 from citynerve.gateway.alarms import ActiveAlarms
 from citynerve.gateway.api import (
@@ -98,6 +99,7 @@ class BusWiring:
             offline=self.alarms.devices_with(OFFLINE_KIND),
             faulted=self.alarms.devices_with(FAULT_KIND, FAULT_RULE),
             clock=self.clock,
+            tz=ZoneInfo(self.config.gateway.tz),
         )
 
 

@@ -18,6 +18,7 @@ import logging
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from datetime import tzinfo
 from typing import Any, TypeVar
 
 from citynerve.gateway.api import (
@@ -61,6 +62,7 @@ from citynerve.gateway.bus.listening import run_listen
 from citynerve.gateway.bus.screening import Screening
 from citynerve.gateway.bus.states import _REPLAN, DeviceStates
 from citynerve.gateway.bus.verdict import LineQuality, kind_of
+from citynerve.gateway.timecheck import SITE_ZONE
 
 log = logging.getLogger("citynerve.bus")
 T = TypeVar("T")
@@ -90,9 +92,11 @@ class BusOwner(DeviceStates):
         offline: Collection[str] = (),
         faulted: Collection[str] = (),
         clock: Clock = SYSTEM_CLOCK,
+        tz: tzinfo = SITE_ZONE,
     ) -> None:
         """`offline`, `faulted`: devices that were offline or faulted when the gateway last stopped
-        (their alarm is still active): they start so, and their first good poll clears it."""
+        (their alarm is still active): they start so, and their first good poll clears it. `tz`:
+        the site's zone (`[gateway] tz`), in which the meters' clocks are read."""
         self.bus = bus
         self.clock = clock
         self.progress = clock.monotonic()  # last turn of the owner's loop (the service watchdog)
@@ -113,7 +117,7 @@ class BusOwner(DeviceStates):
                 self.health[device_id].faulted = "faulted when the gateway last stopped"
         self.counters = BusCounters()
         self.quality = LineQuality()  # outcomes of every attempt (before retries), for the verdict
-        self._screening = Screening()  # plausibility, and the meters' own clocks for the time check
+        self._screening = Screening(tz)  # plausibility, and the meters' own clocks for the time check
         self._guard = SerialTimeout()  # the owner's guard around each transaction (one loop timer)
         self.channel_open = False
         self.channel_error: str | None = None

@@ -13,10 +13,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import tzinfo
 
 from citynerve.gateway.api import PointConfig, Quality, Sample, TableCache
 from citynerve.gateway.bus.plausibility import bounds_of
-from citynerve.gateway.timecheck import DLT645_DATE_POINT, DLT645_TIME_POINT, METER_CLOCK_POINTS, MeterClocks
+from citynerve.gateway.timecheck import (
+    DLT645_DATE_POINT,
+    DLT645_TIME_POINT,
+    METER_CLOCK_POINTS,
+    SITE_ZONE,
+    MeterClocks,
+)
 
 _CLOCK_POINTS = frozenset((*METER_CLOCK_POINTS, DLT645_DATE_POINT, DLT645_TIME_POINT))
 _GOOD, _SUSPECT = Quality.GOOD, Quality.SUSPECT
@@ -38,10 +45,11 @@ def _table(points: Mapping[str, PointConfig]) -> _Table:
 
 
 class Screening:
-    """Plausibility and meter clocks for the batches of one bus (the owner's, one task)."""
+    """Plausibility and meter clocks for the batches of one bus (the owner's, one task); `tz`: the
+    site's zone, which the meters' clocks keep."""
 
-    def __init__(self) -> None:
-        self.clocks = MeterClocks()
+    def __init__(self, tz: tzinfo = SITE_ZONE) -> None:
+        self.clocks = MeterClocks(tz)
         self._tables: TableCache[_Table] = TableCache(_table)
 
     def screen(

@@ -165,7 +165,8 @@ SHOWN_SKIPPED = 50  # names of unknown devices / points listed in a replay's rep
     "tz_name",
     default=None,
     metavar="ZONE",
-    help="Zone of times written without a UTC offset, and of the times shown (e.g. Asia/Shanghai).",
+    help="Zone of times written without a UTC offset (one its DST repeats or skips is refused), and of "
+    "the times shown (default UTC; e.g. Asia/Shanghai).",
 )
 @json_option
 def replay(readings: Path, config_path: Path, tz_name: str | None, as_json: bool) -> None:
@@ -252,7 +253,8 @@ def _replay_report(file: Path, config: Path, data: Any, result: Any, tz: Any) ->
 
 def _print_replay(report: dict[str, Any]) -> None:
     def short(when: str | None) -> str:
-        return when[:16].replace("T", " ") if when else "-"
+        # to the minute, with the UTC offset: the hour DST repeats shows the same wall times twice
+        return f"{when[:16].replace('T', ' ')} {when[19:]}" if when else "-"
 
     alarms = report["alarms"]
     active = sum(1 for a in alarms if a["cleared"] is None)

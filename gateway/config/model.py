@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -18,6 +19,7 @@ from citynerve.gateway.api import (
     FiniteFloat,
 )
 from citynerve.gateway.config.identify import IdentifySpec
+from citynerve.gateway.timecheck import SITE_TZ
 
 _STRICT = STRICT
 
@@ -36,6 +38,21 @@ class Identity(BaseModel):
     id: str = Field(pattern=ID_PATTERN)
     name: str = ""
     org: OrgCodes
+    tz: str = Field(
+        default=SITE_TZ,
+        description="the site's time zone (IANA name, e.g. Europe/Zurich): meters' clocks carry no UTC "
+        "offset and are read in it (the time check of `status`), whatever zone the system is set to; "
+        "rules and schedules have their own `tz`",
+    )
+
+    @field_validator("tz")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}: an IANA name such as Asia/Shanghai") from None
+        return v
 
 
 class ControlConfig(BaseModel):

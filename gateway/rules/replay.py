@@ -20,7 +20,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TextIO
 
@@ -77,8 +77,9 @@ class ReadingsFile:
 def read_readings(path: Path, devices: Mapping[str, DeviceConfig], tz: tzinfo | None = None) -> ReadingsFile:
     """Read a CSV export (columns ts, device, point, value[, quality]; `,` `;` or tab) into readings
     of the configured devices, sorted by time. `ts`: seconds since 1970, or ISO 8601 with a UTC offset
-    (without one only when `tz` is given). Rows of devices or points the config does not have are
-    counted, not read. Raises ReadingsFileError naming the line."""
+    (without one only when `tz` is given, and not a wall time its DST repeats or skips). Rows of
+    devices or points the config does not have are counted, not read. Raises ReadingsFileError
+    naming the line."""
     try:
         size = path.stat().st_size
         if size > MAX_BYTES:
@@ -187,8 +188,23 @@ def _iso_ts(path: Path, line: int, text: str, tz: tzinfo | None) -> float:
         if tz is None:
             why = f"time {text!r} has no UTC offset: say which zone it is in (--tz Asia/Shanghai)"
             raise ReadingsFileError(path, line, why)
-        when = when.replace(tzinfo=tz)
+        when = _local(path, line, text, when, tz)
     return when.timestamp()
+
+
+def _local(path: Path, line: int, text: str, when: datetime, tz: tzinfo) -> datetime:
+    """A wall time in `tz`, refused where the zone's DST makes it two instants or none: taking one
+    silently put a repeated hour's second pass on its first (a meter's totals then out of order)."""
+    first, second = when.replace(tzinfo=tz, fold=0), when.replace(tzinfo=tz, fold=1)
+    if first.utcoffset() == second.utcoffset():
+        return first
+    ask = "write it with its UTC offset or as seconds since 1970"
+    if first.astimezone(UTC).astimezone(tz).replace(tzinfo=None) != when:
+        why = f"time {text!r} does not exist in {tz} (the clocks jumped over it when DST began); {ask}"
+        raise ReadingsFileError(path, line, why)
+    passes = f"{first.isoformat()} or {second.isoformat()}"
+    why = f"time {text!r} happens twice in {tz} (the hour repeated when DST ends: {passes}); {ask}"
+    raise ReadingsFileError(path, line, why)
 
 
 def _value(path: Path, line: int, text: str) -> tuple[Value, Quality]:

@@ -200,9 +200,70 @@ def test_text_and_json_and_every_way_of_writing_time(tmp_path: Path) -> None:
     assert report["from"] == "2026-09-14T00:00:00+08:00" and report["readings"] == 576
     code, out, _ = cli(str(tmp_path / "offset.csv"), "-c", cfg, "--tz", "Asia/Shanghai")
     assert code == 0
-    assert "576 readings of 2 devices, 2026-09-14 00:00 to 2026-09-16 23:45: 2 alarms raised" in out
-    assert "2026-09-15 10:15  wm-301  water_no_use, cleared 2026-09-16 07:30: less than 0.01 m3" in out
+    assert (
+        "576 readings of 2 devices, 2026-09-14 00:00 +08:00 to 2026-09-16 23:45 +08:00: 2 alarms raised"
+        in out
+    )
+    assert (
+        "2026-09-15 10:15 +08:00  wm-301  water_no_use, cleared 2026-09-16 07:30 +08:00: less than 0.01 m3"
+        in out
+    )
     assert "skipped 1 rows of devices not in the config: wm-999" in out
+
+
+@pytest.mark.parametrize(
+    ("rows", "line", "says"),
+    [
+        # 02:00-03:00 happens twice on 2026-10-25 in Zurich (CEST, then CET): which pass is unknown
+        (
+            ["2026-10-25T01:59:59", "2026-10-25T02:30:00", "2026-10-25T03:00:00"],
+            3,
+            "time '2026-10-25T02:30:00' happens twice in Europe/Zurich (the hour repeated when DST ends: "
+            "2026-10-25T02:30:00+02:00 or 2026-10-25T02:30:00+01:00)",
+        ),
+        (["2026-10-25 02:00"], 2, "time '2026-10-25 02:00' happens twice in Europe/Zurich"),
+        # 02:00-03:00 never happens on 2026-03-29
+        (
+            ["2026-03-29T01:59:59", "2026-03-29T02:30:00"],
+            3,
+            "time '2026-03-29T02:30:00' does not exist in Europe/Zurich (the clocks jumped over it",
+        ),
+    ],
+    ids=["repeated", "repeated-from-its-start", "skipped"],
+)
+def test_a_wall_time_dst_repeats_or_skips_is_refused(
+    tmp_path: Path, rows: list[str], line: int, says: str
+) -> None:
+    """Taken silently, a repeated hour's second pass got the first pass's stamps (a meter's totals
+    then out of order, a bed sensor's changes an hour early), and a skipped time became another."""
+    (tmp_path / "gw.toml").write_text(HEAD + RULES + METERS)
+    data = "".join(f"{t},wm-301,flow_total,{100 + k}\n" for k, t in enumerate(rows))
+    (tmp_path / "r.csv").write_text("ts,device,point,value\n" + data)
+    code, out, err = cli(str(tmp_path / "r.csv"), "-c", str(tmp_path / "gw.toml"), "--tz", "Europe/Zurich")
+    assert code == 2 and "Traceback" not in err + out
+    assert f"r.csv, line {line}: {says}" in err
+    assert "write it with its UTC offset or as seconds since 1970" in err
+
+
+def test_times_in_the_repeated_hour_are_told_apart(tmp_path: Path) -> None:
+    """With their offsets the two passes of 02:30 are two readings an hour apart, and the text says
+    so (cut to the minute without the offset, both printed as 02:30)."""
+    (tmp_path / "gw.toml").write_text(HEAD + RULES + METERS)
+    rows = [
+        "2026-10-25T02:30:00+02:00,wm-301,flow_total,100",
+        "2026-10-25T02:30:00+01:00,wm-301,flow_total,101",
+    ]
+    (tmp_path / "r.csv").write_text("ts,device,point,value\n" + "\n".join(rows) + "\n")
+    args = (str(tmp_path / "r.csv"), "-c", str(tmp_path / "gw.toml"), "--tz", "Europe/Zurich")
+    code, out, err = cli(*args, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert (report["from"], report["to"]) == ("2026-10-25T02:30:00+02:00", "2026-10-25T02:30:00+01:00")
+    code, out, err = cli(*args)
+    assert code == 0, err
+    assert "2 readings of 1 devices, 2026-10-25 02:30 +02:00 to 2026-10-25 02:30 +01:00" in out
+    code, out, err = cli(*args[:3])  # without --tz: UTC, and the text says so
+    assert "2026-10-25 00:30 +00:00 to 2026-10-25 01:30 +00:00" in out
 
 
 def test_an_action_is_listed_not_carried_out(tmp_path: Path) -> None:

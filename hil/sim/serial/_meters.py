@@ -7,12 +7,14 @@ import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from citynerve.drivers.cjt188 import codec as cjt
 from citynerve.drivers.cjt188.readings import STATUS_MAPS, StatusMap, build_901f
 from citynerve.drivers.dlt645 import codec as dlt
 from citynerve.drivers.dlt645.registry import BUILTIN, DataFormat, DataItem
 from citynerve.drivers.serialio.search import fits
+from citynerve.gateway.timecheck import SITE_TZ
 
 
 class _Moving:
@@ -28,6 +30,11 @@ class _Moving:
         return (
             base + swing * math.sin(2 * math.pi * t / period_s + self.phase) + self.rng.gauss(0, swing / 20)
         )
+
+
+def _wall_clock(tz: str, offset_s: float) -> datetime:
+    """A meter's clock: the site's wall time without an offset, `offset_s` off."""
+    return datetime.now(ZoneInfo(tz)).replace(tzinfo=None) + timedelta(seconds=offset_s)
 
 
 @dataclass
@@ -46,6 +53,7 @@ class SimDlt645Meter:
     energy_kwh: float = 1234.56
     phases: int = 3  # 1: a single-phase meter, which has no phase B and C data (an error reply), 2007 or 1997
     clock_offset_s: float = 0.0  # how far the meter's own clock is off (it keeps local time)
+    tz: str = SITE_TZ  # the site's zone: its clock keeps that wall time, whatever the host's zone
 
     def __post_init__(self) -> None:
         self._moving = _Moving(self.seed or int(self.address))
@@ -62,7 +70,7 @@ class SimDlt645Meter:
         self._last = now
         name = item.name
         if item.di in (0x04000101, 0x04000102):  # the meter's clock: local time, maybe off
-            clock = datetime.now() + timedelta(seconds=self.clock_offset_s)
+            clock = _wall_clock(self.tz, self.clock_offset_s)
             return (
                 clock.strftime("%y%m%d0") + str(clock.isoweekday() % 7)
                 if item.di == 0x04000101
@@ -149,6 +157,7 @@ class SimCjt188Meter:
     battery_low: bool = False
     bad_time: bool = False  # an all-zero meter clock (flat clock battery)
     clock_offset_s: float = 0.0  # how far the meter's own clock is off (it keeps local time)
+    tz: str = SITE_TZ  # the site's zone: its clock keeps that wall time, whatever the host's zone
     status_map: StatusMap = field(default_factory=lambda: STATUS_MAPS["standard"])
 
     def __post_init__(self) -> None:
@@ -199,7 +208,7 @@ class SimCjt188Meter:
                 self.meter_type,
                 self.reading(),
                 self.status_map,
-                datetime.now() + timedelta(seconds=self.clock_offset_s),  # local time, like real meters
+                _wall_clock(self.tz, self.clock_offset_s),  # local time, like real meters
                 raw_time,
             )
             data = cjt.di_bytes(cjt.DI_READ, self.di_order) + ser + payload
