@@ -340,7 +340,14 @@ def _kind(model: type[BaseModel]) -> str:
 def render() -> str:
     from citynerve.gateway.config.drivers import driver_spec, known_protocols
     from citynerve.gateway.config.loader import _section_model
-    from citynerve.gateway.config.model import ControlConfig, Identity, LogConfig, Profile
+    from citynerve.gateway.config.model import (
+        ClockConfig,
+        ControlConfig,
+        Identity,
+        LogConfig,
+        Profile,
+        SecurityConfig,
+    )
 
     out: list[str] = [INTRO]
     out += [
@@ -352,14 +359,21 @@ def render() -> str:
         "(after `<config>.profiles/`, the profiles a remote config brought (docs/fleet.md); "
         "before `$CITYNERVE_PROFILES`, `profiles/` beside the config and the shipped profiles) |",
         "| `[gateway]` | table | *required* | | who this gateway is (below) |",
-        "| `[control]`, `[log]`, `[store]` | table | (table defaults) | | below |",
+        "| `[control]`, `[log]`, `[clock]`, `[security]`, `[store]` | table | (table defaults) | | below |",
         "| `[upstream]`, `[rules]`, `[web]`, `[update]` | table | none (off) | "
         "| below; absent: that part is off |",
         "| `[[buses]]` | array of tables | `[]` | | one per bus; keys by `protocol` below |",
         "| `[[devices]]` | array of tables | `[]` | | one per device; keys by its bus's protocol below |",
         "",
     ]
-    for name, model in (("gateway", Identity), ("control", ControlConfig), ("log", LogConfig)):
+    own: tuple[tuple[str, type[BaseModel]], ...] = (
+        ("gateway", Identity),
+        ("control", ControlConfig),
+        ("log", LogConfig),
+        ("clock", ClockConfig),
+        ("security", SecurityConfig),
+    )
+    for name, model in own:
         out += list(table(model, f"[{name}]"))
     for name in ("store", "upstream", "rules", "web", "update"):
         out += list(table(_section_model(name), f"[{name}]"))

@@ -44,3 +44,13 @@ def test_guides_link_to_the_reference() -> None:
     missing = [g for g in GUIDES if "configuration.md" not in (docs / g).read_text(encoding="utf-8")]
     assert not missing, missing
     assert Path(docs.parent / "README.md").read_text(encoding="utf-8").count("docs/configuration.md")
+
+
+def test_every_table_the_loader_reads_is_documented() -> None:
+    from citynerve.gateway.config.loader import TOP_KEYS
+
+    text = render()
+    tables = [k for k in TOP_KEYS if k not in ("profile_dirs", "buses", "devices")]
+    missing = [k for k in tables if f"\n## [{k}]\n" not in text]
+    assert not missing, f"tables the config loader reads with no section in docs/configuration.md: {missing}"
+    assert "`profile_dirs`" in text and "## [[buses]]" in text and "## [[devices]]" in text
