@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from citynerve.gateway.api import stop_task
+from citynerve.gateway.bus import OFFLINE_KIND
 from citynerve.gateway.store import AsyncOutbox
 
 if TYPE_CHECKING:
@@ -86,6 +87,8 @@ async def make_uplinks(gw: Gateway, outbox: AsyncOutbox) -> list[Uplink | Sparkp
                     outbox=outbox,
                     devices=gw._devices,
                     state_dir=Path(gw.config.store.path).parent,
+                    # Devices offline now start dead (after a restart, as their bus owners do).
+                    offline=lambda: gw.alarms.devices_with(OFFLINE_KIND),
                 )
             )
             continue

@@ -56,9 +56,11 @@ class DestinationFilter:
             return True
         if self.devices is not None and e.device_id not in self.devices and e.device_id != "":
             return False
-        if self.event_kinds is not None and e.kind not in self.event_kinds:
-            return False
-        return e.severity >= self.min_severity
+        return self.wants_kind(e.kind, e.severity)
+
+    def wants_kind(self, kind: str, severity: Severity) -> bool:
+        """Whether events of `kind` and `severity` go to this destination (of a wanted device)."""
+        return (self.event_kinds is None or kind in self.event_kinds) and severity >= self.min_severity
 
     def events(self, rows: Sequence[OutboxRow], destination: str) -> list[OutboxRow]:
         out = []

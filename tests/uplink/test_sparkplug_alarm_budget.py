@@ -29,7 +29,7 @@ from citynerve.gateway.uplink.sparkplug import (
     Verb,
     device_spec,
 )
-from citynerve.gateway.uplink.sparkplug._node import record_bytes
+from citynerve.gateway.uplink.sparkplug._sizes import record_bytes
 from citynerve.hil.platform import MosquittoBroker
 from tests.serial.test_firepanel import panel
 from tests.uplink.conftest import upstream, wait_for

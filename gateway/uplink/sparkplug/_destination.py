@@ -7,7 +7,10 @@ QoS 1 (a few batches in flight) and, once a batch's publishes are acknowledged b
 the batches before it), the position advances to the last seq of each lane in the batch. Rows
 published but not acknowledged when the process dies are sent again after the restart (as
 historical data, with the same epoch and seq): a duplicate a platform recognises, never a gap.
-Rows the filter leaves out are settled like the JSON v1 uplink's (`_settled`). The connection
+Rows the filter leaves out are settled like the JSON v1 uplink's (`_settled`). The edge node has
+the devices the filter wants; those offline in the gateway (`offline`, the registry's active
+device_offline alarms) start dead. When the filter leaves the device_offline events out, the
+feeder tells the node the changes of that set instead (`_follow_offline`). The connection
 follows the JSON v1 uplink too: its client (`make_client`), the broker list in failover order with
 `backoff`, `replay_max_msgs_per_s` for the backlog; `enabled = false` starts nothing.
 """
@@ -17,12 +20,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
-from citynerve.gateway.api import ConfigError, ConfigIssue, DeviceConfig, Event, Reading
+from citynerve.gateway.api import ConfigError, ConfigIssue, DeviceConfig, Event, EventState, Reading
 from citynerve.gateway.backoff import Backoff
+from citynerve.gateway.bus.events import OFFLINE
 from citynerve.gateway.store import AsyncOutbox, Lane, position_key
 from citynerve.gateway.uplink._connection import RateLimiter, UplinkClient, make_client
 from citynerve.gateway.uplink.config import BrokerUrl, UpstreamConfig
@@ -52,18 +58,28 @@ class SparkplugUplink:
         outbox: AsyncOutbox,
         devices: Mapping[str, DeviceConfig],
         state_dir: Path,
+        offline: Callable[[], AbstractSet[str]] = frozenset,
     ) -> None:
+        """`offline`: the devices whose device_offline alarm is active now (the gateway's registry)."""
         self.config = config
         self.destination = config.id
         self._outbox = outbox
-        self._filter = DestinationFilter.of(config)
+        self._filter = f = DestinationFilter.of(config)
         sp = config.sparkplug
+        wanted = [device_spec(d) for d in devices.values() if d.enabled and f.wants_device(d.id)]
+        self._offline = offline
+        self._device_ids = frozenset(d.device_id for d in wanted)
+        self._told_offline = offline() & self._device_ids  # the offline devices the node knows of
         self.node = EdgeNode(
             group_id=sp.group_id,
             edge_node_id=gateway_id,
-            devices=[device_spec(d) for d in devices.values() if d.enabled],
+            devices=wanted,
+            offline=self._told_offline,
             data_qos=sp.data_qos,
         )
+        # The device_offline rows give the DDEATH, in order with the device's data, when the
+        # destination takes them; else the gateway's offline set does (`_follow_offline`).
+        self._rows_tell_offline = Lane.EVENT in f.lanes and f.wants_kind(OFFLINE.kind, OFFLINE.severity)
         self._queue: asyncio.Queue[StoredRecord] = asyncio.Queue(QUEUE_RECORDS)
         self._client_id = config.effective_client_id(gateway_id)
         b = config.backoff
@@ -132,8 +148,10 @@ class SparkplugUplink:
 
     def _sent(self, records: Sequence[StoredRecord]) -> None:
         """The session's publishes of `records` are acknowledged: the positions may advance."""
-        self._published += len(records)
         for rec in records:
+            if rec.state_only:  # no outbox row
+                continue
+            self._published += 1
             lane = Lane.EVENT if isinstance(rec.record, Event) else Lane.TELEMETRY
             self._delivered[lane] = max(self._delivered[lane], rec.seq)
         self._ack_wake.set()
@@ -170,6 +188,8 @@ class SparkplugUplink:
             if epoch != self._outbox.epoch:  # a new store epoch: its seqs start again
                 epoch = self._outbox.epoch
                 self._read = {lane: 0 for lane in Lane}
+            if not self._rows_tell_offline:
+                await self._follow_offline(epoch)
             queued = 0
             if Lane.EVENT in self._filter.lanes:
                 rows = await self._outbox.peek(Lane.EVENT, after_seq=self._read[Lane.EVENT], limit=500)
@@ -195,6 +215,20 @@ class SparkplugUplink:
                     queued += 1  # read something: look again before waiting
             if not queued:
                 await self._rows.wait()
+
+    async def _follow_offline(self, epoch: str) -> None:
+        """The changes of the gateway's offline set since the last call, as `state_only` records.
+        Read before each round of rows: a device_offline event is in the registry before its row
+        (and the readings put with it) is committed, and that commit wakes the feeder, so a device
+        coming back is born before its first reading goes out. Data of a dead device read anyway
+        (older than its DDEATH) births it again and, while the gateway holds it offline, the node
+        kills it again after that data (`EdgeNode.encode`): the host ends with the gateway's state."""
+        now = self._offline() & self._device_ids
+        for device_id in sorted(now ^ self._told_offline):
+            state = EventState.RAISED if device_id in now else EventState.CLEARED
+            event = Event(device_id, OFFLINE.kind, state, OFFLINE.severity, time.time(), OFFLINE.rule)
+            await self._queue.put(StoredRecord(epoch, 0, event, state_only=True))
+        self._told_offline = now
 
     async def _put(self, epoch: str, seq: int, record: Reading | Event) -> None:
         await self._queue.put(StoredRecord(epoch, seq, record, replayed=seq <= self._replay_until))

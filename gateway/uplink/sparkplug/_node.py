@@ -30,6 +30,11 @@ from citynerve.gateway.uplink.sparkplug._metrics import (
 )
 from citynerve.gateway.uplink.sparkplug._metrics import Quality as SpQuality
 from citynerve.gateway.uplink.sparkplug._proto import Payload
+from citynerve.gateway.uplink.sparkplug._sizes import (
+    DATA_BYTES,
+    subject_message,
+    value_bytes,
+)
 from citynerve.gateway.uplink.sparkplug._skips import SkipLog
 
 log = logging.getLogger(__name__)
@@ -64,36 +69,6 @@ class Verb(enum.StrEnum):
 _Entry = tuple[MetricState, Value, "StoredRecord", bool]
 """One metric of a data message: the metric, its value, its record, historical or not."""
 
-DATA_BYTES = 32
-"""At most this much of a data message besides its metrics (timestamp, seq)."""
-METRIC_BYTES = 128
-"""At most this much of a data metric besides its value's text: alias, datatype, timestamp, the
-historical flag and the epoch, seq and Quality properties (about 70 bytes measured)."""
-
-
-def value_bytes(value: Value) -> int:
-    """An upper bound of a data metric's encoded size with `value` (numbers take at most 10 bytes)."""
-    return METRIC_BYTES + (len(value.encode()) if isinstance(value, str) else 10)
-
-
-def record_bytes(record: Reading | Event) -> int:
-    """An upper bound of the size of a data message carrying `record` alone (an event's cleared
-    subjects "*" counted as one, its message as in its kind's folder, where it starts with the
-    subject): what decides whether a broker's packet size limit can ever take it."""
-    if isinstance(record, Reading):
-        return DATA_BYTES + value_bytes(record.value)
-    message = record.message
-    if record.subject not in ("", "*"):
-        message = subject_message(record.subject, record.message)
-    fields: tuple[Value, ...] = (True, int(record.severity), record.rule, message, record.id)
-    return DATA_BYTES + sum(map(value_bytes, fields))
-
-
-def subject_message(subject: str, message: str) -> str:
-    """The Message of a subject's event in its kind's folder (no room for the subject's own): the
-    subject first, so that the host tells which loop-device, meter or door it is."""
-    return f"{subject}: {message}" if message else subject
-
 
 class SparkplugNameError(PermanentError):
     """A group, edge node or device id that cannot be a Sparkplug topic level."""
@@ -117,6 +92,10 @@ class StoredRecord:
     seq: int
     record: Reading | Event
     replayed: bool = False
+    state_only: bool = False
+    """A `device_offline` raise or clear that tells the device's state alone (DDEATH / DBIRTH),
+    without its alarm metrics: the gateway's offline set, for a destination whose filter leaves
+    those events out (no outbox row; its seq is 0)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,12 +123,13 @@ def ms(ts: float) -> int:
 
 
 class _Device:
-    __slots__ = ("alarm_kinds", "device_id", "held", "metrics", "online", "undeclared")
+    __slots__ = ("alarm_kinds", "device_id", "held", "metrics", "offline_alarm", "online", "undeclared")
 
     def __init__(self, device_id: str) -> None:
         self.device_id = device_id
         self.metrics: dict[str, MetricState] = {}
-        self.online = True
+        self.online = True  # born on the host (a DBIRTH and no DDEATH since)
+        self.offline_alarm = False  # the gateway holds its device_offline alarm active
         self.alarm_kinds: set[str] = set()
         # Per kind, the raised alarms its own folder `Alarms/<kind>` carries: the subject-less one
         # ("") and the subjects that had no room for a folder of their own. Active while any is.
@@ -158,7 +138,9 @@ class _Device:
 
 
 class EdgeNode:
-    """A Sparkplug B 3.0 edge node (`group_id`/`edge_node_id`) with `devices`.
+    """A Sparkplug B 3.0 edge node (`group_id`/`edge_node_id`) with `devices`; those in `offline`
+    (their device_offline alarm active, restored after a restart) start dead: left out of the
+    births until the clear of that alarm (data of theirs meanwhile: DBIRTH, data, DDEATH).
 
     Life of a session: `start_session()` gives the NDEATH to set as the MQTT will and uses up the
     bdSeq (persist `next_bd_seq` before connecting); once the primary host is online, `birth()`
@@ -172,6 +154,7 @@ class EdgeNode:
         group_id: str,
         edge_node_id: str,
         devices: Iterable[DeviceSpec] = (),
+        offline: Iterable[str] = (),
         node_alarm_kinds: Iterable[str] = (),
         bd_seq: int = 0,
         data_qos: int = 1,
@@ -196,8 +179,11 @@ class EdgeNode:
         for kind in node_alarm_kinds:
             self._declare_alarm(self._node, kind)
         self._devices: dict[str, _Device] = {}
+        offline = set(offline)
         for spec in devices:
             dev = self._devices[_check_name("device id", spec.device_id)] = _Device(spec.device_id)
+            dev.offline_alarm = spec.device_id in offline
+            dev.online = not dev.offline_alarm
             for point in spec.points:
                 self._declare(dev, point.name, point.datatype, point.unit)
             for kind in (*spec.alarm_kinds, OFFLINE_KIND):  # every device can go offline
@@ -342,7 +328,10 @@ class EdgeNode:
         at most `max_metrics_per_message` metrics and, when given, `max_bytes` by `value_bytes`'
         bound; a record goes whole into one message), with the births and deaths they imply: a
         DBIRTH before data of a device not born or of a metric not declared, a DDEATH after a
-        device_offline alarm, a full rebirth for an alarm kind the NBIRTH did not declare."""
+        device_offline alarm, a full rebirth for an alarm kind the NBIRTH did not declare. A
+        device whose device_offline alarm is active, born again by its records (older data from
+        a backlog or after a restart), dies again (DDEATH) after them; a `state_only` record
+        gives the DDEATH or DBIRTH alone."""
         self._require_born()
         assert self._session_ms is not None
         out: list[SparkplugMessage] = []
@@ -357,11 +346,22 @@ class EdgeNode:
                 out.append(self._data_message(group, metrics, now_ms))
             metrics, size = [], DATA_BYTES
 
+        def settle(dev: _Device | None) -> None:
+            """After a device's run: still offline in the gateway, so dead on the host again."""
+            if dev is not None and dev is not self._node and dev.online and dev.offline_alarm:
+                out.extend(self.device_offline(dev.device_id, now_ms))
+
         # First every metric the records need is declared (or retyped), so that a device with
         # several new points is born once per batch, not once per point.
         prepared: list[tuple[StoredRecord, _Device, list[tuple[MetricState, Value]]]] = []
         for stored in records:
             rec = stored.record
+            if stored.state_only:
+                known = self._devices.get(rec.device_id)
+                if known is None or not isinstance(rec, Event) or rec.kind != OFFLINE_KIND:
+                    continue  # not an outbox row: nothing is lost
+                prepared.append((stored, known, []))
+                continue
             dev = self._target(rec.device_id)
             if dev is None:
                 bad = not rec.device_id or any(c in rec.device_id for c in "/+#")
@@ -381,6 +381,14 @@ class EdgeNode:
 
         for stored, dev, wanted in prepared:
             rec = stored.record
+            if stored.state_only and isinstance(rec, Event):
+                flush()
+                dev.offline_alarm = rec.state is EventState.RAISED
+                if dev.offline_alarm:
+                    out += self.device_offline(dev.device_id, now_ms)
+                else:
+                    out += self.device_online(dev.device_id, now_ms)
+                continue
             historical = self.historical(stored)
             node_level = dev is self._node
             offline_event = isinstance(rec, Event) and rec.kind == OFFLINE_KIND and not node_level
@@ -397,6 +405,8 @@ class EdgeNode:
                 or (max_bytes is not None and size + cost > max_bytes)
             ):
                 flush()
+                if group is not dev:
+                    settle(group)
                 group = dev
             size += cost
             if needs_birth:
@@ -412,9 +422,11 @@ class EdgeNode:
                 metrics.append((m, value, stored, historical))
             if offline_event and isinstance(rec, Event) and not rec.one_shot:
                 flush()
-                if rec.state is EventState.RAISED:
+                dev.offline_alarm = rec.state is EventState.RAISED
+                if dev.offline_alarm:
                     out += self.device_offline(dev.device_id, now_ms)
         flush()
+        settle(group)
         return out
 
     # --- internals ----------------------------------------------------------------------------

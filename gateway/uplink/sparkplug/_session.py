@@ -50,8 +50,8 @@ from citynerve.gateway.uplink.sparkplug._node import (
     SparkplugMessage,
     StoredRecord,
     Verb,
-    record_bytes,
 )
+from citynerve.gateway.uplink.sparkplug._sizes import record_bytes
 
 log = logging.getLogger(__name__)
 
