@@ -1,11 +1,12 @@
 """A Sparkplug B session over aiomqtt: the `EdgeNode`'s messages on a real broker.
 
-Connect with the NDEATH as will (bdSeq persisted first), subscribe to NCMD and to the primary
-host's STATE, publish NBIRTH and DBIRTHs only once the host is online, then NDATA/DDATA for the
-records from a queue. A STATE `online: false` ends the session the Sparkplug 3.0 way (NDEATH,
-disconnect) and the next one waits for the host again; an NCMD rebirth re-publishes every birth
-(at most once every REBIRTH_INTERVAL_S: the requests meanwhile are answered by one rebirth after
-it). A bad STATE or NCMD is counted and logged at most once per 10 s (`JunkLimiter`).
+Connect with the NDEATH as will (bdSeq persisted first; on a full disk, from memory), subscribe
+to NCMD and to the primary host's STATE, publish NBIRTH and DBIRTHs only once the host is online,
+then NDATA/DDATA for the records from a queue. A STATE `online: false` ends the session the
+Sparkplug 3.0 way (NDEATH, disconnect) and the next one waits for the host again; an NCMD rebirth
+re-publishes every birth (at most once every REBIRTH_INTERVAL_S: the requests meanwhile are
+answered by one rebirth after it). A bad STATE or NCMD is counted and logged at most once per
+10 s (`JunkLimiter`).
 Data goes out in a bounded window of batches: up to `window_batches` batches are published and
 waiting for their PUBACKs while the next one is encoded (stop-and-wait paid a broker's delayed
 PUBACK, Nagle's algorithm on its side, once per batch: about 8,500 readings/s). `on_sent` is called
@@ -165,6 +166,7 @@ class SparkplugSession:
         self._rebirth_asked = asyncio.Event()
         self._rebirth_requests = 0  # NCMD rebirth requests not answered yet
         self._last_rebirth = -math.inf  # monotonic end of the last rebirth asked by NCMD
+        self.bd_seq_unsaved = False  # the last save of the next bdSeq failed (a full disk)
         self.host_online = primary_host_id is None
         self.host_state_ts = -1  # timestamp of the STATE acted on last (older ones are ignored)
         self._online = asyncio.Event()
@@ -225,7 +227,7 @@ class SparkplugSession:
         """One MQTT session with `broker`, until it ends (never raises but to be cancelled)."""
         will = self.node.start_session()
         if self.bd_seq_file is not None:
-            await asyncio.to_thread(self.bd_seq_file.save, self.node.next_bd_seq)
+            await self._save_bd_seq(self.bd_seq_file)
         self.sessions += 1
         if broker != self.broker:  # STATE timestamps are compared with the same server's only
             self.host_state_ts = -1
@@ -265,6 +267,27 @@ class SparkplugSession:
         if end is _End.FAILED:
             self.connect_failures += 1
         return end
+
+    async def _save_bd_seq(self, file: BdSeqFile) -> None:
+        """The next bdSeq to `file` before connecting. When it cannot be written (a full disk, a
+        read-only file system) the session connects all the same with the bdSeq in memory and the
+        next session tries again: being down is worse than a restart before a save reusing a bdSeq
+        (docs/sparkplug.md, "Sessions"). One warning while it lasts."""
+        try:
+            await asyncio.to_thread(file.save, self.node.next_bd_seq)
+        except OSError as err:
+            if not self.bd_seq_unsaved:
+                log.warning(
+                    "sparkplug: cannot save the next bdSeq to %s (%s): connecting with the one in "
+                    "memory, saved again at the next session",
+                    file.path,
+                    err.strerror or err,
+                )
+            self.bd_seq_unsaved = True
+            return
+        if self.bd_seq_unsaved:
+            log.info("sparkplug: the next bdSeq is saved to %s again", file.path)
+        self.bd_seq_unsaved = False
 
     async def _connected(self, client: UplinkClient) -> None:
         await client.subscribe(self.node.command_topic, qos=1)
