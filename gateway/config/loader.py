@@ -27,6 +27,7 @@ from citynerve.gateway.api import (
     is_id,
 )
 from citynerve.gateway.config.compact import Shared
+from citynerve.gateway.config.destinations import destination_issues
 from citynerve.gateway.config.drivers import DriverNotFoundError, driver_spec
 from citynerve.gateway.config.errors import did_you_mean, issues_from, with_subjects
 from citynerve.gateway.config.limits import describe, min_poll_interval_s
@@ -128,9 +129,9 @@ class _Loader:
         self._bad_buses: dict[str, int] = {}  # id -> index of a bus entry that has errors
         self._shared = Shared()  # what validated devices hold once (compact.py)
 
-    def _destinations(self, raw: Any) -> list[Any]:
+    def _destinations(self, raw: Any, gateway_id: str | None) -> list[Any]:
         """`[upstream]` (one destination, named "default" unless it says) or `[[upstream]]` (several,
-        each with its own `id`)."""
+        each with its own `id`, and its own client id on a broker it shares with another)."""
         if raw is None:
             return []
         model = _section_model("upstream")
@@ -139,13 +140,11 @@ class _Loader:
         if not isinstance(raw, list) or not raw or len(raw) > 16:
             self.issue("upstream", "must be a table or a list of 1 to 16 tables ([[upstream]])")
             return []
-        out = [self.validate(model, item, f"upstream[{i}]") for i, item in enumerate(raw)]
-        out = [d for d in out if d is not None]
-        ids = [d.id for d in out]
-        for i, d in enumerate(out):
-            if ids.index(d.id) != i:
-                self.issue(f"upstream[{i}].id", f"destination id {d.id!r} is used twice")
-        return out
+        out = [(i, self.validate(model, item, f"upstream[{i}]")) for i, item in enumerate(raw)]
+        valid = [(i, d) for i, d in out if d is not None]
+        for path, message in destination_issues(valid, gateway_id):
+            self.issue(path, message)
+        return [d for _, d in valid]
 
     def issue(self, path: str, message: str, file: str | None = None) -> None:
         item = ConfigIssue(file or self.file, path, message)
@@ -182,7 +181,8 @@ class _Loader:
         log = self.validate(LogConfig, raw.get("log", {}), "log")
         clock = self.validate(ClockConfig, raw.get("clock", {}), "clock")
         store = self.validate(_section_model("store"), raw.get("store", {}), "store")
-        destinations = self._destinations(raw.get("upstream"))
+        gateway_id = identity.id if identity is not None else None
+        destinations = self._destinations(raw.get("upstream"), gateway_id)
         rules = None
         if "rules" in raw:
             rules = self.validate(_section_model("rules"), raw["rules"], "rules")

@@ -233,7 +233,8 @@ class UpstreamConfig(_Model):
         default=None,
         max_length=128,
         description="defaults to `citynerve-<gateway id>` (`-<destination id>` after it but for the "
-        "default destination); no control characters",
+        "default destination); no control characters; two enabled destinations sharing a broker "
+        "need different ones",
     )
     protocol: Literal["3.1.1", "5"] = "5"
     keepalive_s: int = Field(default=30, ge=5, le=3600)

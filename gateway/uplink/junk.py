@@ -55,7 +55,7 @@ class JunkLimiter:
             total = sum(self._held.values())
             parts = ", ".join(f"{k}={v}" for k, v in sorted(self._held.items()))
             since = f"{now - self._last:.0f}" if self._last is not None else "?"
-            summary = f"{total} more rejected without answer in the last {since} s ({parts})"
+            summary = f"{total} more rejected and not logged in the last {since} s ({parts})"
         self._held.clear()
         self._last = now
         return summary

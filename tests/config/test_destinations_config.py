@@ -132,3 +132,80 @@ def test_strings_at_the_bounds_load(tmp_path: Path) -> None:
     path.write_text(HEAD + _TWO + "".join(f'{k} = "{v}"\n' for k, v in at_bounds.items()))
     scada = load_config(path).destinations[1]
     assert {k: getattr(scada, k) for k in at_bounds} == at_bounds
+
+
+def _city_and_scada(city: str, scada: str) -> str:
+    """Two destinations, the city's JSON v1 one and the district centre's Sparkplug one, with the
+    keys given (TOML lines) added to each."""
+    return (
+        HEAD
+        + f'\n[[upstream]]\nid = "city"\n{city}\n'
+        + f'\n[[upstream]]\nid = "scada"\nencoding = "sparkplug-b"\n{scada}\n'
+    )
+
+
+BROKER = 'brokers = ["mqtt://broker.city.example:1883"]'
+
+
+@pytest.mark.parametrize(
+    ("city", "scada"),
+    [
+        # the city's block copied for the centre's (a broker that ACLs by client id)
+        (f'{BROKER}\nclient_id = "gw-0001"', f'{BROKER}\nclient_id = "gw-0001"'),
+        # one broker named in another case, another scheme, second in the failover list
+        (
+            f'{BROKER}\nclient_id = "gw-0001"',
+            'brokers = ["mqtt://other.example:1883", "mqtts://Broker.City.Example:1883"]\n'
+            'client_id = "gw-0001"',
+        ),
+        # the centre's client id written as the city's default one
+        (BROKER, f'{BROKER}\nclient_id = "citynerve-gw-1-city"'),
+    ],
+    ids=["copied", "in-the-failover-list", "the-other-s-default"],
+)
+def test_two_destinations_on_one_broker_with_one_client_id_are_refused(
+    tmp_path: Path, city: str, scada: str
+) -> None:
+    # A broker keeps one session per client id: the two took each other's session over for ever
+    # (the Sparkplug host saw NBIRTH and NDEATH over and over), and `config check` said valid.
+    path = tmp_path / "gw.toml"
+    path.write_text(_city_and_scada(city, scada))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    (issue,) = err.value.issues
+    assert issue.path == "upstream[1].client_id", issue
+    assert "'city' and 'scada'" in issue.message and "broker.city.example:1883" in issue.message
+
+
+@pytest.mark.parametrize(
+    ("city", "scada"),
+    [
+        (
+            f'{BROKER}\nclient_id = "gw-0001"',
+            'brokers = ["mqtt://broker.city.example:1884"]\nclient_id = "gw-0001"',
+        ),
+        (f'{BROKER}\nclient_id = "gw-0001"', f'{BROKER}\nclient_id = "gw-0001"\nenabled = false'),
+        (BROKER, BROKER),  # the default client ids differ: citynerve-gw-1-city, citynerve-gw-1-scada
+    ],
+    ids=["another-port", "one-disabled", "defaults"],
+)
+def test_one_client_id_on_two_brokers_or_with_a_disabled_destination_loads(
+    tmp_path: Path, city: str, scada: str
+) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text(_city_and_scada(city, scada))
+    assert [d.id for d in load_config(path).destinations] == ["city", "scada"]
+
+
+def test_a_second_id_used_twice_is_named_by_its_place_in_the_file(tmp_path: Path) -> None:
+    # The index was counted among the valid destinations only: past an invalid one it named another.
+    path = tmp_path / "gw.toml"
+    path.write_text(
+        HEAD
+        + '\n[[upstream]]\nid = "bad"\n'
+        + _TWO
+        + '\n[[upstream]]\nid = "city"\nbrokers = ["mqtt://h:1"]\n'
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "upstream[3].id" in [i.path for i in err.value.issues], err.value.issues

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -455,7 +456,7 @@ async def test_an_unexpected_error_ends_one_session_not_all_of_them(
             monkeypatch.undo()  # once
             raise RuntimeError("a bug")
 
-        monkeypatch.setattr(node, "command", bug)
+        monkeypatch.setattr(node, "asks_rebirth", bug)
         cmd = Payload(timestamp=1)
         cmd.metrics.add(name=REBIRTH_METRIC, datatype=DataType.BOOLEAN, boolean_value=True)
         await host.client.publish("spBv1.0/city/NCMD/gw-1", cmd.SerializeToString(), qos=1)
@@ -463,3 +464,44 @@ async def test_an_unexpected_error_ends_one_session_not_all_of_them(
         assert s.sessions == 2 and "RuntimeError: a bug" in (s.last_error or "")
         queue.put_nowait(reading(1, 1.0, time.time() + 3600))
         await host.wait_for(verb("DDATA"), after=again)
+
+
+async def test_an_ncmd_flood_is_counted_logged_in_bounded_lines_and_rebirths_are_coalesced(
+    broker: MosquittoBroker, host: Host, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 1,500 NCMDs in a burst (a third rebirth requests, the rest junk; a looping host, anyone allowed
+    # to publish there): each request was a full rebirth (NBIRTH and every DBIRTH: 500 of them) and
+    # each message a log line. Requests within REBIRTH_INTERVAL_S of the last rebirth are answered
+    # by one rebirth after it; junk is counted and logged once per 10 s.
+    interval = 1.0
+    monkeypatch.setattr(_session, "REBIRTH_INTERVAL_S", interval)
+    caplog.set_level(logging.INFO, logger="citynerve")
+    devices = [DeviceSpec(f"m-{i}", (PointSpec("p", DataType.DOUBLE, "V"),)) for i in range(50)]
+    node = EdgeNode(group_id="city", edge_node_id="gw-1", devices=devices)
+    rebirth = Payload(timestamp=1)
+    rebirth.metrics.add(name=REBIRTH_METRIC, datatype=DataType.BOOLEAN, boolean_value=True)
+    async with SparkplugSession(node, asyncio.Queue(), brokers=[broker.url]) as s:
+        await s.wait_born()
+        started = time.monotonic()
+        for i in range(1500):  # the last one is junk: all requests are in once it is counted
+            payload = rebirth.SerializeToString() if i % 3 == 0 else b"\xff\x00garbage"
+            await host.client.publish("spBv1.0/city/NCMD/gw-1", payload, qos=1)
+        await eventually(lambda: s.bad_inputs == 1000)
+        span = time.monotonic() - started
+        # one at once, one per interval while they came, one after the last: not one per request
+        assert s.births - 1 <= 2 + span / interval, (s.births, span)
+        # The requests are answered once no rebirth waits any more (one that started after the last
+        # request cleared it) and that rebirth is out (it holds the lock while it publishes).
+        await eventually(lambda: not s._rebirth_asked.is_set())
+        async with s._lock:
+            rebirths = s.births - 1
+    assert 1 <= rebirths <= 2 + span / interval, (rebirths, span)
+    await host.wait_for(lambda seen: sum(x.verb == "DBIRTH" for x in host.seen) == 50 * (1 + rebirths))
+    assert host.verbs().count("NBIRTH") == 1 + rebirths
+    last = max(i for i, x in enumerate(host.seen) if x.verb == "NBIRTH")
+    assert host.verbs(last, last + 51) == ["NBIRTH"] + ["DBIRTH"] * 50  # a full birth
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("citynerve")]
+    ignored = [m for m in lines if m.startswith("sparkplug: ignored:")]
+    assert 1 <= len(ignored) <= 1 + span / 10, ignored
+    assert "not a Sparkplug B payload" in ignored[0]
+    assert len([m for m in lines if "rebirth asked by NCMD" in m]) == rebirths

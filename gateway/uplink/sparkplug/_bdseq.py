@@ -35,13 +35,18 @@ class BdSeqFile:
 
     def save(self, next_bd_seq: int) -> None:
         """Write `next_bd_seq` durably (temp file, fsync, rename) before the session that used the
-        previous one connects."""
+        previous one connects. OSError (a full disk) leaves the file as it was."""
         tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(f"{next_bd_seq % 256}\n".encode())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(f"{next_bd_seq % 256}\n".encode())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except OSError:  # a full disk: leave no half-written temp file taking room
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
         with contextlib.suppress(OSError):
             dir_fd = os.open(self.path.parent, os.O_RDONLY)
             try:

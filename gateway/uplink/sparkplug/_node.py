@@ -311,11 +311,16 @@ class EdgeNode:
         """The primary host's STATE (SparkplugInputError when malformed)."""
         return parse_state(topic, host_id, payload)
 
+    def asks_rebirth(self, topic: str, payload: bytes) -> bool:
+        """Whether an NCMD asks for a rebirth (`Node Control/Rebirth` = true). SparkplugInputError
+        when the message is malformed or too big."""
+        cmd = parse_node_command(topic, self.command_topic, payload, self._rebirth.alias)
+        return cmd is NodeCommand.REBIRTH
+
     def command(self, topic: str, payload: bytes, now_ms: int) -> list[SparkplugMessage]:
         """What an NCMD asks: a full rebirth for `Node Control/Rebirth` = true, else nothing.
         SparkplugInputError when the message is malformed or too big."""
-        cmd = parse_node_command(topic, self.command_topic, payload, self._rebirth.alias)
-        if cmd is NodeCommand.REBIRTH and self._born:
+        if self.asks_rebirth(topic, payload) and self._born:
             return self.birth(now_ms)
         return []
 

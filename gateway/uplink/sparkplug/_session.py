@@ -1,9 +1,12 @@
 """A Sparkplug B session over aiomqtt: the `EdgeNode`'s messages on a real broker.
 
-Connect with the NDEATH as will (bdSeq persisted first), subscribe to NCMD and to the primary
-host's STATE, publish NBIRTH and DBIRTHs only once the host is online, then NDATA/DDATA for the
-records from a queue. A STATE `online: false` ends the session the Sparkplug 3.0 way (NDEATH,
-disconnect) and the next one waits for the host again; an NCMD rebirth re-publishes every birth.
+Connect with the NDEATH as will (bdSeq persisted first; on a full disk, from memory), subscribe
+to NCMD and to the primary host's STATE, publish NBIRTH and DBIRTHs only once the host is online,
+then NDATA/DDATA for the records from a queue. A STATE `online: false` ends the session the
+Sparkplug 3.0 way (NDEATH, disconnect) and the next one waits for the host again; an NCMD rebirth
+re-publishes every birth (at most once every REBIRTH_INTERVAL_S: the requests meanwhile are
+answered by one rebirth after it). A bad STATE or NCMD is counted and logged at most once per
+10 s (`JunkLimiter`).
 Data goes out in a bounded window of batches: up to `window_batches` batches are published and
 waiting for their PUBACKs while the next one is encoded (stop-and-wait paid a broker's delayed
 PUBACK, Nagle's algorithm on its side, once per batch: about 8,500 readings/s). `on_sent` is called
@@ -43,6 +46,7 @@ from citynerve.gateway.uplink._connection import (
     mark_disconnect_seen,
 )
 from citynerve.gateway.uplink.config import BrokerUrl, parse_broker_url
+from citynerve.gateway.uplink.junk import JunkLimiter
 from citynerve.gateway.uplink.sparkplug._bdseq import BdSeqFile
 from citynerve.gateway.uplink.sparkplug._inputs import SparkplugInputError
 from citynerve.gateway.uplink.sparkplug._node import (
@@ -80,6 +84,13 @@ BUSY_S = 0.005
 through (their commit, the uplinks' reads), then waited for the interpreter lock, tens of ms per
 call (docs/benchmarks.md, "2026-12-06 session 9"). In the pause the loop goes idle and it runs."""
 IDLE_S = 0.002
+
+
+REBIRTH_INTERVAL_S = 5.0
+"""Rebirths asked by NCMD are at least this far apart. A request within this long of the last
+rebirth, or while one waits, is answered by one rebirth once the interval is over: the host gets
+a full birth at most this long after its last request. Each request used to be answered with a
+full birth (NBIRTH and every DBIRTH): a flood of 500 gave 500 of them."""
 
 
 class _HostOffline(Exception):
@@ -151,6 +162,11 @@ class SparkplugSession:
         self.births = 0  # NBIRTHs published
         self.sent_records = 0
         self.bad_inputs = 0  # STATE / NCMD messages refused (SparkplugInputError)
+        self._refused = JunkLimiter()  # bad_inputs: one log line per interval, with counts
+        self._rebirth_asked = asyncio.Event()
+        self._rebirth_requests = 0  # NCMD rebirth requests not answered yet
+        self._last_rebirth = -math.inf  # monotonic end of the last rebirth asked by NCMD
+        self.bd_seq_unsaved = False  # the last save of the next bdSeq failed (a full disk)
         self.host_online = primary_host_id is None
         self.host_state_ts = -1  # timestamp of the STATE acted on last (older ones are ignored)
         self._online = asyncio.Event()
@@ -211,12 +227,14 @@ class SparkplugSession:
         """One MQTT session with `broker`, until it ends (never raises but to be cancelled)."""
         will = self.node.start_session()
         if self.bd_seq_file is not None:
-            await asyncio.to_thread(self.bd_seq_file.save, self.node.next_bd_seq)
+            await self._save_bd_seq(self.bd_seq_file)
         self.sessions += 1
         if broker != self.broker:  # STATE timestamps are compared with the same server's only
             self.host_state_ts = -1
         self.broker = broker
         self._born.clear()
+        self._rebirth_asked.clear()  # a new session's birth is a full one
+        self._rebirth_requests = 0
         self.host_online = self.primary_host_id is None
         if self.host_online:
             self._online.set()
@@ -250,6 +268,27 @@ class SparkplugSession:
             self.connect_failures += 1
         return end
 
+    async def _save_bd_seq(self, file: BdSeqFile) -> None:
+        """The next bdSeq to `file` before connecting. When it cannot be written (a full disk, a
+        read-only file system) the session connects all the same with the bdSeq in memory and the
+        next session tries again: being down is worse than a restart before a save reusing a bdSeq
+        (docs/sparkplug.md, "Sessions"). One warning while it lasts."""
+        try:
+            await asyncio.to_thread(file.save, self.node.next_bd_seq)
+        except OSError as err:
+            if not self.bd_seq_unsaved:
+                log.warning(
+                    "sparkplug: cannot save the next bdSeq to %s (%s): connecting with the one in "
+                    "memory, saved again at the next session",
+                    file.path,
+                    err.strerror or err,
+                )
+            self.bd_seq_unsaved = True
+            return
+        if self.bd_seq_unsaved:
+            log.info("sparkplug: the next bdSeq is saved to %s again", file.path)
+        self.bd_seq_unsaved = False
+
     async def _connected(self, client: UplinkClient) -> None:
         await client.subscribe(self.node.command_topic, qos=1)
         if self.primary_host_id is not None:
@@ -257,6 +296,7 @@ class SparkplugSession:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._inbound(client), name=f"sparkplug[{self.node.edge_node_id}].inbound")
             tg.create_task(self._outbound(client), name=f"sparkplug[{self.node.edge_node_id}].outbound")
+            tg.create_task(self._rebirths(client), name=f"sparkplug[{self.node.edge_node_id}].rebirths")
 
     async def _farewell(self, client: aiomqtt.Client) -> None:
         """Stopping: a clean DISCONNECT makes the broker drop the will, so say NDEATH ourselves
@@ -296,16 +336,30 @@ class SparkplugSession:
                             if self.node.born:
                                 await self._publish(client, [self.node.death()])
                         raise _HostOffline
-                elif topic == self.node.command_topic:
-                    async with self._lock:
-                        births = self.node.command(topic, payload, now_ms())
-                        if births:
-                            log.info("sparkplug: rebirth asked by NCMD")
-                            await self._publish(client, births)
-                            self.births += 1
+                elif topic == self.node.command_topic and self.node.asks_rebirth(topic, payload):
+                    self._rebirth_requests += 1
+                    self._rebirth_asked.set()
             except SparkplugInputError as err:
                 self.bad_inputs += 1
-                log.warning("sparkplug: ignored: %s", err)
+                summary = self._refused.admit("STATE" if topic == state_topic else "NCMD")
+                if summary is not None:
+                    log.warning("sparkplug: ignored: %s%s", err, f"; {summary}" if summary else "")
+
+    async def _rebirths(self, client: aiomqtt.Client) -> None:
+        """Answers the NCMD rebirth requests: at once, or REBIRTH_INTERVAL_S after the last rebirth,
+        one rebirth for all the requests that came meanwhile."""
+        while True:
+            await self._rebirth_asked.wait()
+            await asyncio.sleep(max(0.0, self._last_rebirth + REBIRTH_INTERVAL_S - time.monotonic()))
+            self._rebirth_asked.clear()
+            asked, self._rebirth_requests = self._rebirth_requests, 0
+            async with self._lock:
+                if not self.node.born:
+                    continue  # the host is offline; its next birth is a full one
+                log.info("sparkplug: rebirth asked by NCMD (%d requests)", asked)
+                await self._publish(client, self.node.birth(now_ms()))
+                self.births += 1
+            self._last_rebirth = time.monotonic()
 
     async def _outbound(self, client: UplinkClient) -> None:
         resend = list(self.pending)  # cut by the last session's end: first, in order
