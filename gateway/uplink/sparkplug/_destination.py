@@ -264,4 +264,6 @@ class SparkplugUplink:
             "bd_seq": self.node.bd_seq,
             "host_online": self.session.host_online,
             "skipped_records": self.node.skipped,
+            # The last save of the next bdSeq failed (a full disk): a restart now may reuse one.
+            "bd_seq_unsaved": self.session.bd_seq_unsaved,
         }
