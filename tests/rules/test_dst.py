@@ -81,7 +81,7 @@ def test_a_repeated_time_stays_passed_through_the_repeated_hour() -> None:
     assert at(10, 25, 2, 15, fold=1) > deadline  # 02:15 winter time comes after 02:30 summer time
 
 
-# -- the anomaly rule's hours ----------------------------------------------------------------------
+# -- the anomaly rule's hours and the electricity pack ----------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -98,6 +98,17 @@ def test_anomaly_hours_are_local_clock_hours(ts: float, inside: bool) -> None:
         {"id": "n", "kind": "anomaly", "point": "p", "hours": [0, 6], "tz": "Europe/Zurich"}
     )
     assert AnomalyCondition(rule)._in_hours(ts) is inside
+
+
+def test_the_electricity_packs_night_is_in_the_sites_zone() -> None:
+    def night(params: dict[str, object]) -> AnomalyRule:
+        cfg = RulesConfig.model_validate({"packs": [{"name": "electricity", "params": params}]})
+        rule = next(r for r in cfg.packs[0].rules if r.id == "electricity.night_use")
+        assert isinstance(rule, AnomalyRule)
+        return rule
+
+    assert night({}).tz == "Asia/Shanghai"
+    assert night({"tz": "Europe/Zurich"}).tz == "Europe/Zurich"
 
 
 # -- the household's times ---------------------------------------------------------------------------
