@@ -331,13 +331,15 @@ class ActionRunner:
             ],
         }
 
-    def restore(self, data: Mapping[str, Any], now: float | None = None) -> None:
+    def restore(self, data: Mapping[str, Any], now: float | None = None, shift: float = 0.0) -> None:
         """Take a snapshot's part; a malformed entry is dropped (logged), the rest restored.
 
-        With `now` (the engine's time), a rate-limit time later than it is taken as `now`: the
-        snapshot's times are on the last run's wall clock, and a box without an RTC starts with its
-        clock far behind (1970) until NTP steps it. Left in the future, such a time would refuse
-        every write until then, and `shift` would carry it into the future by the whole step."""
+        Rate-limit times are moved by `shift` (the engine's clock reads that far behind the
+        snapshot's save: RuleEngine.restore). With `now` (the engine's time), a rate-limit time
+        still later than it is taken as `now`: the snapshot's times are on the last run's wall
+        clock, and a box without an RTC starts with its clock far behind (1970) until NTP steps it.
+        Left in the future, such a time would refuse every write until then, and `shift` would
+        carry it into the future by the whole step."""
         bad, future = 0, 0
         self.overrides = set()
         for item in _entries(data, "overrides"):
@@ -351,7 +353,7 @@ class ActionRunner:
             try:
                 dev, act, times = item
                 if act in configs:
-                    stamps = [number(t) for t in times]
+                    stamps = [number(t) + shift for t in times]
                     if now is not None:
                         future += sum(t > now for t in stamps)
                         stamps = [min(t, now) for t in stamps]

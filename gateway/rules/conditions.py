@@ -19,7 +19,7 @@ from citynerve.gateway.rules.config import (
 )
 from citynerve.gateway.rules.meter import LocalDays, MeterTrack, Step, spread
 from citynerve.gateway.rules.peers import PeerSlots
-from citynerve.gateway.rules.snapdata import number, opt_number, whole
+from citynerve.gateway.rules.snapdata import NO_SLOT, number, opt_number, whole
 from citynerve.gateway.rules.stats import Estimator, SlotMin
 
 _TRUE_WORDS = frozenset({"1", "true", "on", "yes", "alarm", "active", "open"})
@@ -248,7 +248,7 @@ class AnomalyCondition(Condition):
         self.days = LocalDays(rule.tz)
         self.meter = MeterTrack(rule.rollover_at, rule.max_step) if rule.cumulative else None
         self.gap_s = rule.gap_s
-        self.cur = -1
+        self.cur = NO_SLOT
         self.cur_use = 0.0
         self.peers: PeerSlots | None = None  # set by the engine for a device in a peer group
         self.member = ""
@@ -296,7 +296,7 @@ class AnomalyCondition(Condition):
         s = self.rule.slot_s
         idx = int(ts // s)
         use, t0 = meter.use, meter.t0
-        if step is Step.REBASE or self.cur < 0 or ts - t0 > self.gap_s:
+        if step is Step.REBASE or self.cur == NO_SLOT or ts - t0 > self.gap_s:
             self.cur, self.cur_use = idx, 0.0
             return None
         result: bool | None = None
@@ -349,7 +349,7 @@ class AnomalyCondition(Condition):
         if self.meter is not None:
             self.meter.shift(delta)  # the next reading's use spans the real interval, not the step
         k = round(delta / self.rule.slot_s)
-        if self.cur >= 0:
+        if self.cur != NO_SLOT:
             self.cur += k  # the slots a step spans are neither closed nor learned (as no use)
-        if self.base is not None and self.base.last >= 0:
+        if self.base is not None and self.base.last != NO_SLOT:
             self.base.last += k  # the run of known slots goes on

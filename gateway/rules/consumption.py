@@ -10,7 +10,7 @@ from citynerve.gateway.api import Value
 from citynerve.gateway.rules.conditions import Condition, as_float
 from citynerve.gateway.rules.config import ConsumptionRule
 from citynerve.gateway.rules.meter import LocalDays, MeterTrack, Step, spread
-from citynerve.gateway.rules.snapdata import number, opt_number, whole
+from citynerve.gateway.rules.snapdata import NO_SLOT, number, opt_number, whole
 
 
 def _fed(meter: MeterTrack, value: Value, ts: float) -> Step | None:
@@ -31,14 +31,14 @@ class SlidingUse(Condition):
         # One bin more than the window: the newest bin is partly elapsed, and "no use in 12 h" must
         # cover at least 12 h (never raise early); the window is window_s .. window_s + bin_s.
         self.bins = [0.0] * (max(1, math.ceil(rule.window_s / rule.bin_s)) + 1)
-        self.head = -1  # absolute index of the newest bin
+        self.head = NO_SLOT  # absolute index of the newest bin
         self.total = 0.0
         self.since: float | None = None  # start of continuous observation
         self.below, self.above, self.stale_s = rule.below, rule.above, rule.stale_s
 
     def _advance(self, idx: int) -> None:
         n = len(self.bins)
-        if self.head < 0 or idx - self.head >= n:
+        if self.head == NO_SLOT or idx - self.head >= n:
             self.bins = [0.0] * n
             self.total = 0.0
         else:
@@ -98,7 +98,7 @@ class SlidingUse(Condition):
         if self.since is not None:
             self.since += delta  # observed as long as before: "no use for 12 h" stays 12 h of real time
         k = round(delta / self.bin_s)
-        if self.head >= 0 and k:
+        if self.head != NO_SLOT and k:
             # The window moves with the clock by whole bins, its contents kept: a forward step does not
             # empty it (a false "no use") nor a backward one freeze it (a false "above").
             n = len(self.bins)
@@ -181,7 +181,7 @@ class SlotUse(Condition):
             rule.min_per_slot,
             rule.gap_s,
         )
-        self.cur = -1  # absolute index of the open slot
+        self.cur = NO_SLOT  # absolute index of the open slot
         self.cur_use = 0.0
         self.run = 0  # completed slots in a row with use
 
@@ -193,7 +193,7 @@ class SlotUse(Condition):
         s = self.slot_s
         idx = int(ts // s)
         use, t0 = meter.use, meter.t0
-        if step is Step.REBASE or self.cur < 0 or ts - t0 > self.gap_s:
+        if step is Step.REBASE or self.cur == NO_SLOT or ts - t0 > self.gap_s:
             # Unknown how use was spread (first reading, new meter, long gap): the run starts again.
             if idx != self.cur:
                 self.run = 0
@@ -222,5 +222,5 @@ class SlotUse(Condition):
 
     def shift(self, delta: float) -> None:
         self.meter.shift(delta)  # the next reading's use spans the real interval, not the step
-        if self.cur >= 0:
+        if self.cur != NO_SLOT:
             self.cur += round(delta / self.slot_s)  # the slots a step spans are not closed as no use

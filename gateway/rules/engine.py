@@ -295,11 +295,7 @@ class RuleEngine:
             "wall clock stepped by %+.1f s: rule timers keep counting real time (monotonic clock)", delta
         )
         for inst in self.instances.values():
-            if inst.alarm.phase is not AlarmPhase.IDLE:
-                inst.alarm.since += delta
-            if inst.raised_at:
-                inst.raised_at += delta
-            inst.cond.shift(delta)
+            _shift(inst, delta)
         self.actions.shift(delta)
 
     def tick(self, now: float) -> list[Event]:
@@ -453,9 +449,15 @@ class RuleEngine:
     # -- persistence -------------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """Detector and alarm state, JSON-serializable, to survive a restart."""
+        """Detector and alarm state, JSON-serializable, to survive a restart.
+
+        With `steady` (the running gateway) it holds the engine's time of the save (`saved_at`):
+        `restore` tells by it a clock that cannot be right yet. Without, the engine's time is the
+        readings' and there is no time of the save to give."""
+        saved_at = {} if self.steady is None else {"saved_at": self.now()}
         return {
             "version": SNAPSHOT_VERSION,
+            **saved_at,
             "instances": {
                 k: [i.alarm.snapshot(), i.cond.snapshot(), i.raised_at] for k, i in self.instances.items()
             },
@@ -468,6 +470,16 @@ class RuleEngine:
 
         Returns how many instances were restored. A malformed entry is skipped and logged, so an old
         or damaged snapshot costs learned state, never the gateway.
+
+        A box without an RTC starts with its wall clock far behind (1970 until NTP, or the stale time
+        fake-hwclock saved), while the snapshot's times are on the calendar of the last run. With
+        `steady`, an engine time earlier than the snapshot's `saved_at` cannot be right: every
+        restored time (alarm holds, raise times, the conditions' last readings and meter totals'
+        times, household routines, action rate limits) is moved by (now - saved_at), as if the
+        clock had stepped back, so that NTP's step later moves them back onto the calendar as it
+        moves everything else. The outage then counts as no time: a pending hold goes on where it
+        stopped, not 56 years in the future. A snapshot without `saved_at` (older gateways) is
+        restored as it is (action rate limits later than now are taken as now).
         """
         if data.get("version") != SNAPSHOT_VERSION:
             log.warning(
@@ -475,6 +487,7 @@ class RuleEngine:
             )
             return 0
         n = 0
+        back = self._clock_behind(data.get("saved_at"))
         instances = data.get("instances")
         if not isinstance(instances, Mapping):
             log.warning("rules snapshot: instances are %s, not an object: none restored", type(instances))
@@ -492,6 +505,8 @@ class RuleEngine:
                 log.warning("rules snapshot: cannot restore %s (%r): starting it fresh", key, err)
                 self._start_fresh(inst)
                 continue
+            if back:
+                _shift(inst, back)
             if inst.alarm.phase in _WAITING:
                 self._waiting.add(inst)
             n += 1
@@ -502,10 +517,33 @@ class RuleEngine:
         actions = data.get("actions")
         if isinstance(actions, Mapping):
             # The running gateway's clock may read far behind the snapshot's (no RTC: 1970 until NTP)
-            self.actions.restore(actions, now=None if self.steady is None else self.now())
+            # and an old snapshot has no saved_at: rate-limit times later than now are taken as now.
+            self.actions.restore(actions, now=None if self.steady is None else self.now(), shift=back)
         elif actions is not None:
             log.warning("rules snapshot: actions are %s, not an object: not restored", type(actions))
         return n
+
+    def _clock_behind(self, saved_at: object) -> float:
+        """How far (s, negative) the engine's clock reads behind a snapshot's `saved_at`, or 0.0:
+        no `steady`, no (or a malformed) `saved_at`, or a clock at or after it."""
+        if self.steady is None or saved_at is None:
+            return 0.0
+        try:
+            saved = number(saved_at)
+        except (TypeError, ValueError) as err:
+            log.warning("rules snapshot: saved_at %r (%s): restored times taken as they are", saved_at, err)
+            return 0.0
+        now = self.now()
+        if now >= saved:
+            return 0.0
+        log.warning(
+            "rules snapshot saved at %.0f, the clock reads %.0f: restored times moved by %+.0f s "
+            "(the wall clock is not set yet; its step will move them back)",
+            saved,
+            now,
+            now - saved,
+        )
+        return now - saved
 
     def forget_cleared(self, registry: Iterable[tuple[str, str, str, Value]]) -> int:
         """After a restart: the registry of active alarms (saved within about a second of a change,
@@ -544,3 +582,13 @@ class RuleEngine:
                 for i, (fed, feed) in enumerate(entries):
                     if getattr(feed, "__self__", None) is old:
                         entries[i] = (fed, getattr(inst.cond, getattr(feed, "__name__", "")))
+
+
+def _shift(inst: RuleInstance, delta: float) -> None:
+    """Move an instance's stored times by `delta` s (a step of the wall clock, or a restore on a
+    clock behind the snapshot's)."""
+    if inst.alarm.phase is not AlarmPhase.IDLE:
+        inst.alarm.since += delta
+    if inst.raised_at:
+        inst.raised_at += delta
+    inst.cond.shift(delta)

@@ -51,7 +51,7 @@ from citynerve.gateway.rules.conditions import Condition, as_bool, as_float
 from citynerve.gateway.rules.household_config import HouseholdConfig, minutes
 from citynerve.gateway.rules.household_presence import NODE_EVENT_KIND, NodeSilentCondition, Presence
 from citynerve.gateway.rules.meter import LocalDays, MeterTrack, Step, spread
-from citynerve.gateway.rules.snapdata import number, whole
+from citynerve.gateway.rules.snapdata import NEVER, number, whole
 
 DAY = 86400.0
 EVENT_KIND = "check_on_person"
@@ -135,31 +135,38 @@ class HouseholdCondition(Condition):
         self.changed = 0.0  # when `cur` began
         self.changed_night = False  # `cur` began at night
         self.last_bed = 0.0
-        self.last_long_out = -1.0  # end of the last absence of at least up_s
+        self.last_long_out = NEVER  # end of the last absence of at least up_s
         self.last_water = 0.0  # last good meter read
         self.last_use = 0.0  # last read that showed someone using water
         self.morning_ref = 0.0  # the day start the morning use belongs to
         self.morning_use = 0.0
         self.running = 0  # reads in a row that showed a tap's flow while in bed
-        self.use_from = -1.0  # the previous read of the last read that showed use (use came after)
+        self.use_from = NEVER  # the previous read of the last read that showed use (use came after)
         self.presence = Presence(cfg.motion_quiet_s, cfg.node_stale_s)
 
     # -- local time -------------------------------------------------------------------------------
 
-    def _minute(self, ts: float) -> tuple[float, float]:
-        """(local midnight, minutes after it) of ts."""
-        start, end = self.days.locate(ts)
-        return start, (ts - start) * 1440.0 / (end - start)
+    # The resident's times are read off the local clock; on a day the clock changes (DST) a time it
+    # skips is the first instant after the gap and a repeated one its first pass (LocalDays).
 
-    def _at_night(self, m: float) -> bool:
-        s, e = minutes(self.cfg.night_start), minutes(self.cfg.night_end)
-        return (m >= s or m < e) if s > e else s <= m < e
+    def _at(self, ts: float, hhmm: str) -> float:
+        """When the local clock reaches hhmm on ts's local day."""
+        return self.days.at(ts, minutes(hhmm))
+
+    def _last(self, ts: float, hhmm: str) -> float:
+        """When the local clock last reached hhmm at or before ts (today, else yesterday)."""
+        return self.days.last(ts, minutes(hhmm))
+
+    def _at_night(self, ts: float) -> bool:
+        cfg = self.cfg
+        s, e = self._at(ts, cfg.night_start), self._at(ts, cfg.night_end)
+        if minutes(cfg.night_start) > minutes(cfg.night_end):
+            return ts >= s or ts < e
+        return s <= ts < e
 
     def _day_start(self, ts: float) -> float:
         """The resident's day (from `day_starts`) containing ts."""
-        midnight, m = self._minute(ts)
-        d = minutes(self.cfg.day_starts)
-        return midnight + d * 60.0 if m >= d else midnight - DAY + d * 60.0
+        return self._last(ts, self.cfg.day_starts)
 
     # -- readings ---------------------------------------------------------------------------------
 
@@ -174,7 +181,7 @@ class HouseholdCondition(Condition):
             if self.cur is False and self.last_bed - self.changed >= self.cfg.up_s:
                 self.last_long_out = ts
             self.cur, self.changed = b, ts
-            self.changed_night = self._at_night(self._minute(ts)[1])
+            self.changed_night = self._at_night(ts)
             self.running = 0
         self.last_bed = max(self.last_bed, ts)
         return self._judge(ts)
@@ -230,32 +237,27 @@ class HouseholdCondition(Condition):
 
     def _reason(self, now: float, bed: bool, water: bool) -> str:
         cfg = self.cfg
-        midnight, m = self._minute(now)
         if bed and self.cur and self.running >= RUNNING_READS and water:
             return "tap running while in bed"
         p = self.presence
         moving = bool(cfg.motion) and p.motion_fresh(now)
         home_known = moving and bool(cfg.door) and p.door_fresh(now)
         if home_known and not (bed and self.cur) and p.out(now, self._home_since(now)):
-            off = minutes(cfg.day_starts)
-            if cfg.home_by and (m >= minutes(cfg.home_by) or m < off):
+            if cfg.home_by and (now >= self._at(now, cfg.home_by) or now < self._at(now, cfg.day_starts)):
                 return f"not home by {cfg.home_by}"
             return ""  # out: nothing else to judge
         if bed and self.cur is False and moving:
             last = max(self.changed, p.last_sign(now), self.last_use if water else -1.0)
             # The absence began at night; after the night's end only while nothing moved since.
-            e = minutes(cfg.night_end)
-            ended = midnight + e * 60.0 if m >= e else midnight - DAY + e * 60.0
-            at_night = self._at_night(m) or last < ended
-            if at_night and self._night_ref(now, midnight, m) is not None and now - last >= cfg.night_out_s:
+            at_night = self._at_night(now) or last < self._last(now, cfg.night_end)
+            if at_night and self._night_ref(now) is not None and now - last >= cfg.night_out_s:
                 return "out of bed at night, no movement"
             if home_known and now - last >= cfg.still_s:
                 return "no movement at home"
         if bed and self.cur is False and not moving:
-            night = self._at_night(m)
+            night = self._at_night(now)
             # The absence began at night, or it spans the last night's start (never went to bed).
-            s = minutes(cfg.night_start)
-            start = midnight + s * 60.0 if m >= s else midnight - DAY + s * 60.0
+            start = self._last(now, cfg.night_start)
             ref = None
             if self.changed_night and now - self.changed < DAY:
                 ref = self.changed
@@ -267,8 +269,7 @@ class HouseholdCondition(Condition):
                     return "out of bed at night, no water use"
                 # Long: no water in the last night_out_s either (a fall after the flush); after the
                 # night's end only while nobody has used water since it ended.
-                e = minutes(cfg.night_end)
-                ended = midnight + e * 60.0 if m >= e else midnight - DAY + e * 60.0
+                ended = self._last(now, cfg.night_end)
                 if (
                     out >= cfg.night_long_s
                     and not (water and now - self.last_use < cfg.night_out_s)
@@ -283,7 +284,7 @@ class HouseholdCondition(Condition):
             and now - max(self.last_use, self.changed) >= cfg.quiet_s
         ):
             return "no water use while up"
-        if m >= minutes(cfg.up_by):
+        if now >= self._at(now, cfg.up_by):
             day = self._day_start(now)
             morning = self.morning_use if self.morning_ref == day else 0.0
             # Not up: still in bed, or out for less than up_s (to the toilet and back is not up).
@@ -300,11 +301,10 @@ class HouseholdCondition(Condition):
         bed = self.cur is not None and now - self.last_bed <= self.cfg.bed_stale_s
         return max(self.use_from, self.changed if bed else -1.0)
 
-    def _night_ref(self, now: float, midnight: float, m: float) -> float | None:
+    def _night_ref(self, now: float) -> float | None:
         """When the night's absence began (left the bed at night, or the night began with the
         resident out of bed), or None."""
-        s = minutes(self.cfg.night_start)
-        start = midnight + s * 60.0 if m >= s else midnight - DAY + s * 60.0
+        start = self._last(now, self.cfg.night_start)
         if self.changed_night and now - self.changed < DAY:
             return self.changed
         if self.changed < start:
@@ -342,12 +342,17 @@ class HouseholdCondition(Condition):
             self.presence.restore(data[12])
 
     def shift(self, delta: float) -> None:
+        # The morning's use belongs to the day of the read that counted it: it moves with that read.
+        same_day = self.meter.last_total is not None and self.morning_ref == self._day_start(self.last_water)
         self.meter.shift(delta)
         self.changed += delta
         self.last_bed += delta
-        self.last_long_out += delta
+        if self.last_long_out != NEVER:
+            self.last_long_out += delta
         self.last_water += delta
+        if same_day:
+            self.morning_ref = self._day_start(self.last_water)
         self.last_use += delta
-        if self.use_from >= 0:
+        if self.use_from != NEVER:
             self.use_from += delta
         self.presence.shift(delta)

@@ -15,7 +15,7 @@ from typing import Any
 
 from citynerve.gateway.api import Value
 from citynerve.gateway.rules.conditions import Condition, as_bool
-from citynerve.gateway.rules.snapdata import number
+from citynerve.gateway.rules.snapdata import NEVER, number
 
 GRACE_S = 120.0
 """After the door closed, motion this soon is the leaving resident still in the PIR's view (battery
@@ -47,13 +47,13 @@ class Presence:
     def __init__(self, motion_quiet_s: float, node_stale_s: float) -> None:
         self.quiet_s = motion_quiet_s
         self.stale_s = node_stale_s
-        self.door_seen = -1.0  # last door reading (-1: none yet)
-        self.motion_seen = -1.0
+        self.door_seen = NEVER  # last door reading
+        self.motion_seen = NEVER
         self.door_open: bool | None = None
-        self.door_closed = -1.0  # when the door last closed (-1: not since the first reading)
-        self.door_moved = -1.0  # when the door last opened or closed: someone was at it
+        self.door_closed = NEVER  # when the door last closed (NEVER: not since the first reading)
+        self.door_moved = NEVER  # when the door last opened or closed: someone was at it
         self.entered = False  # the door last opened on an empty flat: someone came in
-        self.last_motion = -1.0  # last movement the PIR showed
+        self.last_motion = NEVER  # last movement the PIR showed
         self.motion_on = False
 
     def on_door(self, value: Value, ts: float, home_since: float) -> bool:
@@ -92,10 +92,10 @@ class Presence:
         return max(t, self.door_moved) if self.door_fresh(now) else t
 
     def door_fresh(self, now: float) -> bool:
-        return self.door_seen >= 0 and now - self.door_seen <= self.stale_s
+        return self.door_seen != NEVER and now - self.door_seen <= self.stale_s
 
     def motion_fresh(self, now: float) -> bool:
-        return self.motion_seen >= 0 and now - self.motion_seen <= self.stale_s
+        return self.motion_seen != NEVER and now - self.motion_seen <= self.stale_s
 
     def out(self, now: float, home_since: float) -> bool:
         """The resident went out: both nodes fresh, the door closed at least `motion_quiet_s` ago,
@@ -106,7 +106,7 @@ class Presence:
         if self.entered:
             return False
         t = self.door_closed
-        if t < 0 or now - t < self.quiet_s:
+        if t == NEVER or now - t < self.quiet_s:
             return False
         return self.last_motion <= t + GRACE_S and home_since <= t
 
@@ -131,7 +131,7 @@ class Presence:
     def shift(self, delta: float) -> None:
         for name in ("door_seen", "motion_seen", "door_closed", "last_motion", "door_moved"):
             t = getattr(self, name)
-            if t >= 0:
+            if t != NEVER:
                 setattr(self, name, t + delta)
 
 
@@ -145,7 +145,7 @@ class NodeSilentCondition(Condition):
     def __init__(self, stale_s: float) -> None:
         super().__init__()
         self.stale_s = stale_s
-        self.last = -1.0
+        self.last = NEVER
         self.heard = False  # a reading came since the start
 
     def on_reading(self, value: Value, ts: float) -> bool | None:
@@ -154,7 +154,7 @@ class NodeSilentCondition(Condition):
         return self._judge(ts)
 
     def on_tick(self, now: float) -> bool | None:
-        if self.last < 0:
+        if self.last == NEVER:
             self.last = now
         silent = self._judge(now)
         return silent if silent or self.heard else None  # the grace period after the start: unknown
@@ -168,5 +168,5 @@ class NodeSilentCondition(Condition):
         return [self.last]  # not restored: the gateway's start is a grace period, as for `missing`
 
     def shift(self, delta: float) -> None:
-        if self.last >= 0:
+        if self.last != NEVER:
             self.last += delta

@@ -14,7 +14,8 @@ from zoneinfo import ZoneInfo
 from citynerve.gateway.api import Value
 from citynerve.gateway.rules.conditions import Condition, as_bool
 from citynerve.gateway.rules.config import RoutineRule
-from citynerve.gateway.rules.snapdata import number
+from citynerve.gateway.rules.meter import LocalDays
+from citynerve.gateway.rules.snapdata import NEVER, number
 
 
 def _hhmm(text: str) -> time:
@@ -29,6 +30,7 @@ class RoutineCondition(Condition):
         "by_t",
         "changed",
         "cur",
+        "days",
         "end_t",
         "last_long_out",
         "last_ts",
@@ -43,12 +45,13 @@ class RoutineCondition(Condition):
         super().__init__()
         self.rule = rule
         self.tz = ZoneInfo(rule.tz)
+        self.days = LocalDays(rule.tz)
         self.since_t, self.by_t = _hhmm(rule.since), _hhmm(rule.by)
         self.start_t, self.end_t = _hhmm(rule.start), _hhmm(rule.end)
         self.cur: bool | None = None  # the point is in its `active` state
         self.changed = 0.0  # when `cur` began
         self.last_ts = 0.0  # last reading of the point
-        self.last_long_out = -1.0  # end of the last absence of at least up_s (now, while it lasts)
+        self.last_long_out = NEVER  # end of the last absence of at least up_s (now, while it lasts)
 
     def on_reading(self, value: Value, ts: float) -> bool | None:
         b = as_bool(value)
@@ -70,19 +73,20 @@ class RoutineCondition(Condition):
     def on_tick(self, now: float) -> bool | None:
         return self._judge(now)
 
-    def _local(self, t: time, day: datetime) -> float:
-        return datetime.combine(day.date(), t, self.tz).timestamp()
+    def _local(self, t: time, now: float) -> float:
+        """When the local clock reaches t on now's local day (LocalDays: a time the clock skips is
+        the first instant after the gap, a repeated one its first pass)."""
+        return self.days.at(now, t.hour * 60 + t.minute)
 
     def _judge(self, now: float) -> bool | None:
         if self.cur is None or now - self.last_ts > self.rule.stale_s:
             return None
         self.value = now - self.changed  # seconds in the current state
-        day = datetime.fromtimestamp(now, self.tz)
         if self.rule.mode == "up_by":
-            by = self._local(self.by_t, day)
+            by = self._local(self.by_t, now)
             if now < by:
                 return False
-            since = self._local(self.since_t, day)
+            since = self._local(self.since_t, now)
             # An absence still going on counts as up only once it is up_s long (then cur is False).
             return self.cur and self.last_long_out < since
         if self.cur:
@@ -107,5 +111,5 @@ class RoutineCondition(Condition):
         """The wall clock stepped: a step is no time in or out of bed (as HouseholdCondition.shift)."""
         self.changed += delta
         self.last_ts += delta
-        if self.last_long_out >= 0:
+        if self.last_long_out != NEVER:
             self.last_long_out += delta

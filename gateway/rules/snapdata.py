@@ -11,6 +11,12 @@ from typing import Any
 
 from citynerve.gateway.api import Value
 
+NEVER = -1.0
+"""A stored time not set yet. Compared by equality, never by sign: a restore on a clock far behind
+the snapshot's (1970 before NTP, RuleEngine.restore) moves real times below zero."""
+NO_SLOT = -(2**62)
+"""A slot or bin index not set yet; below any index of a real time, moved or not (see NEVER)."""
+
 
 def number(v: Any) -> float:
     """A finite number (a time, a total, a count), else ValueError."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from citynerve.gateway.rules.snapdata import number, whole
+from citynerve.gateway.rules.snapdata import NO_SLOT, number, whole
 
 _MAD_TO_SIGMA = 1.2533  # mean absolute deviation of a normal distribution times this is its sigma
 
@@ -83,11 +83,11 @@ class SlotMin:
 
     def __init__(self, slots: int) -> None:
         self.slots = max(1, slots)
-        self.last = -1
+        self.last = NO_SLOT
         self.values: list[float] = []
 
     def push(self, slot: int, value: float) -> float | None:
-        if self.last >= 0 and slot != self.last + 1:
+        if self.last != NO_SLOT and slot != self.last + 1:
             self.values = []
         self.last = slot
         self.values.append(value)

@@ -1,0 +1,245 @@
+"""A restart on a wall clock behind the snapshot's (no RTC: 1970 until NTP, or fake-hwclock's stale
+time), then NTP's step: the restored times must come out on the calendar, not moved by the step.
+
+The snapshot says when it was saved (`saved_at`); a clock that reads earlier cannot be right, so
+the restore moves every restored time by (now - saved_at) and NTP's step moves them back: the
+outage counts as no time (RuleEngine.restore). Boot walls: a right clock (an RTC), 1970 a minute
+after boot (restored times land below zero), and a stale fake-hwclock time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from citynerve.gateway.api import Clock, DeviceConfig, Event, EventState, Reading, SteadyWall
+from citynerve.gateway.rules import RuleEngine, RulesConfig
+from tests.rules.conftest import dev
+
+TZ = ZoneInfo("Asia/Shanghai")
+BOOTS = ["rtc", "1970", "fake-hwclock"]
+
+
+class BootClock(Clock):
+    """No RTC: the wall clock reads what it was set to; the monotonic clock restarts at boot."""
+
+    def __init__(self, wall: float) -> None:
+        self.wall_t, self.mono_t = wall, 100.0
+
+    def wall(self) -> float:
+        return self.wall_t
+
+    def monotonic(self) -> float:
+        return self.mono_t
+
+    def advance(self, s: float) -> None:
+        self.wall_t += s
+        self.mono_t += s
+
+
+def local(d: int, hh: int, mm: int) -> float:
+    return datetime(2026, 9, d, hh, mm, tzinfo=TZ).timestamp()
+
+
+def run(
+    e: RuleEngine,
+    clock: BootClock,
+    seconds: float,
+    readings: Callable[[float], list[Reading]],
+    ntp: tuple[float, float] | None = None,
+) -> list[Event]:
+    """Tick every 60 s, readings every 600 s; `ntp` (monotonic time, true wall at boot): NTP sets
+    the wall clock then."""
+    out: list[Event] = []
+    mono0 = clock.mono_t
+    for s in range(0, int(seconds), 60):
+        if ntp is not None and clock.mono_t >= ntp[0]:
+            clock.wall_t = ntp[1] + (clock.mono_t - mono0)
+            ntp = None
+        if s % 600 == 0:
+            out += e.evaluate(readings(clock.wall_t))
+        out += e.tick(e.now())
+        clock.advance(60)
+    return out
+
+
+def restarted(
+    cfg: RulesConfig,
+    devices: Sequence[DeviceConfig],
+    snap: dict[str, Any],
+    boot: str,
+    true_boot: float,
+    stale: float,
+) -> tuple[RuleEngine, BootClock]:
+    """A new engine on a box booting at `true_boot` with its clock at `boot`, the snapshot restored."""
+    clock = BootClock({"rtc": true_boot, "1970": 60.0, "fake-hwclock": stale}[boot])
+    e = RuleEngine(cfg, devices, steady=SteadyWall(clock))
+    e.restore(json.loads(json.dumps(snap)))  # as the store gives it back
+    return e, clock
+
+
+def raised(out: list[Event], rule: str) -> list[Event]:
+    return [ev for ev in out if ev.rule == rule and ev.state is EventState.RAISED]
+
+
+@pytest.mark.parametrize("boot", BOOTS)
+def test_not_up_is_raised_after_a_power_cut_at_night(boot: str) -> None:
+    """elderly-bed: in bed through a power cut at 03:00, never up: `not_up` at 09:00 (before the
+    fix the restored times were carried decades into the future and it never raised)."""
+    cfg = RulesConfig.model_validate({"packs": [{"name": "elderly-bed"}]})
+    devices = [dev("bed", points=("in_bed",), profile="bthome-bed-occupancy")]
+    clock = BootClock(local(21, 21, 30))
+    e = RuleEngine(cfg, devices, steady=SteadyWall(clock))
+
+    def in_bed(ts: float) -> list[Reading]:
+        return [Reading("bed", "in_bed", True, "", ts)]
+
+    run(e, clock, local(22, 3, 0) - local(21, 21, 30), in_bed)
+    true_boot = local(22, 3, 5)
+    again, clock = restarted(cfg, devices, e.snapshot(), boot, true_boot, stale=local(21, 22, 0))
+    out = run(again, clock, local(22, 10, 0) - true_boot, in_bed, ntp=(clock.mono_t + 600, true_boot))
+    got = [datetime.fromtimestamp(ev.ts, TZ).strftime("%H:%M") for ev in raised(out, "elderly-bed.not_up")]
+    assert got[:1] == ["09:00"], f"boot clock {boot}: not_up raised at {got}"
+
+
+@pytest.mark.parametrize("boot", BOOTS)
+def test_up_before_a_power_cut_is_not_not_up(boot: str) -> None:
+    """elderly-bed: up from 05:00 to 05:30 (a long absence: up), back to bed, a power cut at 06:00:
+    no `not_up` at 09:00 (the restored end of the absence lies below zero on a 1970 clock; it must
+    still move with NTP's step, not be taken for "never")."""
+    cfg = RulesConfig.model_validate({"packs": [{"name": "elderly-bed"}]})
+    devices = [dev("bed", points=("in_bed",), profile="bthome-bed-occupancy")]
+    clock = BootClock(local(21, 21, 30))
+    e = RuleEngine(cfg, devices, steady=SteadyWall(clock))
+
+    def bed(ts: float) -> list[Reading]:
+        return [Reading("bed", "in_bed", not local(22, 5, 0) <= ts < local(22, 5, 30), "", ts)]
+
+    run(e, clock, local(22, 6, 0) - local(21, 21, 30), bed)
+    true_boot = local(22, 6, 5)
+    again, clock = restarted(cfg, devices, e.snapshot(), boot, true_boot, stale=local(21, 22, 0))
+    out = run(again, clock, local(22, 10, 0) - true_boot, bed, ntp=(clock.mono_t + 600, true_boot))
+    assert not raised(out, "elderly-bed.not_up")
+
+
+@pytest.mark.parametrize("boot", BOOTS)
+def test_a_pending_hold_goes_on_after_a_restart(boot: str) -> None:
+    """A leak pending 120 s of its 300 s hold at the stop, still leaking after the restart: raised
+    within minutes (the outage counts as no time on a wrong clock; with an RTC it counts)."""
+    cfg = RulesConfig.model_validate(
+        {"rules": [{"id": "leak", "kind": "boolean", "point": "leak", "severity": "major", "hold_s": 300}]}
+    )
+    devices = [dev(points=("leak",))]
+    t0 = local(22, 12, 0)
+    clock = BootClock(t0)
+    e = RuleEngine(cfg, devices, steady=SteadyWall(clock))
+    e.evaluate([Reading("d1", "leak", True, "", t0)])
+    clock.advance(120)
+    e.tick(e.now())
+    snap = e.snapshot()
+    assert snap["instances"]["leak|d1"][0][0] == "pending"
+    assert snap["saved_at"] == t0 + 120
+    true_boot = t0 + (8 * 3600 if boot == "fake-hwclock" else 300)  # fake-hwclock: an 8 h outage
+    again, clock = restarted(cfg, devices, snap, boot, true_boot, stale=t0 - 1800)
+
+    def leak(ts: float) -> list[Reading]:
+        return [Reading("d1", "leak", True, "", ts)]
+
+    out = run(again, clock, 3600, leak, ntp=(clock.mono_t + 120, true_boot))
+    got = raised(out, "leak")
+    assert got and got[0].ts <= true_boot + (0 if boot == "rtc" else 240), f"boot clock {boot}: {got}"
+
+
+@pytest.mark.parametrize("boot", BOOTS)
+def test_no_water_use_after_a_restart_is_raised(boot: str) -> None:
+    """elderly-water: water used normally until a power cut at 07:00, none from the restart on:
+    `water_no_use_12h` raises about 12 h after the last use (before the fix every reading after
+    the restart was taken as out of order, the meter's last time being in the future)."""
+    cfg = RulesConfig.model_validate({"packs": [{"name": "elderly-water"}]})
+    devices = [dev("wm", points=("flow_total",), profile="cjt188-water-cold")]
+    clock = BootClock(local(21, 7, 0))
+    e = RuleEngine(cfg, devices, steady=SteadyWall(clock))
+    used = {"m3": 100.0}
+
+    def meter(ts: float) -> list[Reading]:
+        return [Reading("wm", "flow_total", round(used["m3"], 3), "", ts)]
+
+    def using(ts: float) -> list[Reading]:
+        used["m3"] += 0.01  # 10 L per 10 min: someone at home
+        return meter(ts)
+
+    run(e, clock, 24 * 3600, using)
+    true_boot = local(22, 7, 5)
+    again, clock = restarted(cfg, devices, e.snapshot(), boot, true_boot, stale=local(22, 6, 0))
+    out = run(again, clock, 16 * 3600, meter, ntp=(clock.mono_t + 600, true_boot))
+    got = raised(out, "elderly-water.water_no_use_12h")
+    hours = [(ev.ts - local(22, 6, 50)) / 3600 for ev in got]  # the last use was read at 06:50
+    assert got and 11.5 <= hours[0] <= 13, f"boot clock {boot}: raised {hours} h after the last use"
+    assert len(got) == 1
+
+
+@pytest.mark.parametrize("washed", [True, False], ids=["washed", "no-water"])
+@pytest.mark.parametrize("boot", BOOTS)
+def test_the_mornings_water_use_survives_a_restart(boot: str, washed: bool) -> None:
+    """A household: out of bed for 5 min at 06:30 (less than up_s), back in bed, a power cut at
+    07:00, up at 09:30. With 40 L of water at 06:30 the morning's use shows the resident up: no
+    `not up`, also when the meter is read on the wrong clock before NTP's step; without, `not up`
+    at 09:00."""
+    cfg = RulesConfig.model_validate({"households": [{"id": "1", "bed": "bed", "water": "wm"}]})
+    devices = [
+        dev("bed", points=("in_bed",), profile="bthome-bed-occupancy"),
+        dev("wm", points=("flow_total",), profile="cjt188-water-cold"),
+    ]
+    clock = BootClock(local(21, 22, 0))
+    e = RuleEngine(cfg, devices, steady=SteadyWall(clock))
+    used = {"m3": 50.0}
+    true_boot = local(22, 7, 5)
+    offset = {"wall": 0.0}  # true time - wall time, after the restart until NTP
+
+    def home(ts: float) -> list[Reading]:
+        t = ts + offset["wall"]
+        up = local(22, 6, 30) <= t < local(22, 6, 35) or t >= local(22, 9, 30)
+        if washed and local(22, 6, 30) <= t < local(22, 6, 50):
+            used["m3"] += 0.02
+        return [
+            Reading("bed", "in_bed", not up, "", ts),
+            Reading("wm", "flow_total", round(used["m3"], 3), "", ts),
+        ]
+
+    out = run(e, clock, local(22, 7, 0) - local(21, 22, 0), home)
+    assert not raised(out, "household.1")
+    again, clock = restarted(cfg, devices, e.snapshot(), boot, true_boot, stale=local(22, 6, 0))
+    offset["wall"] = true_boot - clock.wall_t
+    out = again.evaluate(home(clock.wall_t))  # the meter read on the wrong clock
+    offset["wall"] = 0.0
+    out += run(again, clock, local(22, 10, 0) - true_boot, home, ntp=(clock.mono_t + 60, true_boot))
+    got = [
+        (datetime.fromtimestamp(ev.ts, TZ).strftime("%H:%M"), ev.value) for ev in raised(out, "household.1")
+    ]
+    assert got == ([] if washed else [("09:00", "not up")])
+
+
+def test_a_snapshot_without_saved_at_is_restored_as_it_is() -> None:
+    """An older gateway's snapshot (no `saved_at`) loads; its times are taken as they are."""
+    cfg = RulesConfig.model_validate(
+        {"rules": [{"id": "leak", "kind": "boolean", "point": "leak", "severity": "major", "hold_s": 300}]}
+    )
+    t0 = local(22, 12, 0)
+    e = RuleEngine(cfg, [dev(points=("leak",))], steady=SteadyWall(BootClock(t0)))
+    e.evaluate([Reading("d1", "leak", True, "", t0)])
+    snap = e.snapshot()
+    del snap["saved_at"]
+    again = RuleEngine(cfg, [dev(points=("leak",))], steady=SteadyWall(BootClock(60.0)))
+    assert again.restore(snap) == 1
+    assert again.instances["leak|d1"].alarm.since == t0
+
+
+def test_without_steady_the_snapshot_has_no_saved_at() -> None:
+    """A replay's engine time is the readings': it has no time of the save to write."""
+    cfg = RulesConfig.model_validate({"rules": [{"id": "leak", "kind": "boolean", "point": "leak"}]})
+    assert "saved_at" not in RuleEngine(cfg, [dev(points=("leak",))]).snapshot()
