@@ -185,7 +185,10 @@ class _Loader:
         destinations = self._destinations(raw.get("upstream"), gateway_id)
         rules = None
         if "rules" in raw:
-            rules = self.validate(_section_model("rules"), raw["rules"], "rules")
+            from citynerve.gateway.rules.site_zone import with_site_zone
+
+            raw_rules = raw["rules"] if identity is None else with_site_zone(raw["rules"], identity.tz)
+            rules = self.validate(_section_model("rules"), raw_rules, "rules")
         web = None
         if "web" in raw:
             web = self.validate(_section_model("web"), raw["web"], "web")

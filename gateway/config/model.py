@@ -42,7 +42,7 @@ class Identity(BaseModel):
         default=SITE_TZ,
         description="the site's time zone (IANA name, e.g. Europe/Zurich): meters' clocks carry no UTC "
         "offset and are read in it (the time check of `status`), whatever zone the system is set to; "
-        "rules and schedules have their own `tz`",
+        "also the `tz` of every rule, pack, schedule and household in [rules] that does not set its own",
     )
 
     @field_validator("tz")
