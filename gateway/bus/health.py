@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
+
+FLAPS_KEPT = 16  # offline times kept per device: more within the window would change no hold
 
 
 @dataclass(slots=True)
@@ -27,6 +30,13 @@ class DeviceHealth:
     # The error text last logged per request (plan entry index, so at most one per request of its
     # plan), forgotten when that request answers: a request failing alike at every poll logs once.
     logged_errors: dict[int, str] = field(default_factory=dict)
+    # Hysteresis of the device_offline alarm (states.py): raised and not cleared yet, the monotonic
+    # times the device went offline lately, the steady answering its clear waits for, and since when
+    # it answers (None: not answering, or no wait).
+    offline_alarm: bool = False
+    offlines: deque[float] = field(default_factory=lambda: deque(maxlen=FLAPS_KEPT))
+    offline_hold_s: float = 0.0
+    answering_since: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -41,6 +51,8 @@ class DeviceHealth:
             "backoff_s": round(self.backoff_s, 3),
             "faulted": self.faulted,
             "faults": self.faults,
+            "offline_alarm": self.offline_alarm,
+            "offline_hold_s": self.offline_hold_s,
         }
 
 

@@ -10,14 +10,12 @@ from typing import TYPE_CHECKING, Any
 from citynerve.gateway.api import (
     ChannelError,
     Event,
-    EventState,
     GatewayError,
     ListenDriver,
     SampleBatch,
     stop_task,
 )
 from citynerve.gateway.bus.adapter import ADAPTER_CHECK_S
-from citynerve.gateway.bus.events import OFFLINE, device_event
 
 if TYPE_CHECKING:
     from citynerve.gateway.bus.owner import BusOwner
@@ -81,7 +79,7 @@ async def _sleep_while_down(owner: BusOwner, seconds: float) -> None:
 
 async def _listen_watchdog(owner: BusOwner) -> None:
     """Devices not heard for `poll_interval_s * offline_after` go offline (monotonic clock: a step
-    of the wall clock is no silence)."""
+    of the wall clock is no silence), with the same hysteresis as polled ones (`_gone_offline`)."""
     while True:
         await asyncio.sleep(1.0)
         mono = owner.progress = owner.clock.monotonic()
@@ -91,12 +89,7 @@ async def _listen_watchdog(owner: BusOwner) -> None:
             silent = mono - owner._heard.get(device.id, mono)
             if health.online is not False and silent > expected:
                 health.consecutive_failures = owner.bus.offline_after
-                health.online = False
-                reason = f"not heard for {silent:.0f} s"
-                log.error("device %s on bus %s is offline: %s", device.id, owner.bus.id, reason)
-                now = owner.clock.wall()
-                owner.sink.mark_offline(device.id, now)
-                owner.sink.event(device_event(device, OFFLINE, EventState.RAISED, now, reason))
+                owner._gone_offline(device, f"not heard for {silent:.0f} s", owner.clock.wall())
 
 
 class ListenSink:

@@ -110,6 +110,7 @@ class BusOwner(DeviceStates):
             if device_id in self.health:
                 health = self.health[device_id]
                 health.online = False
+                health.offline_alarm = True  # cleared by its first answer (no offline counted yet)
                 health.consecutive_failures = bus.offline_after
                 health.backoff_s = bus.backoff_initial_s
         for device_id in faulted:

@@ -17,6 +17,19 @@ log = logging.getLogger("citynerve.bus")
 
 _REPLAN = -1  # heap entry index: plan the device again (after a fault)
 
+FLAP_WINDOW_S = 600.0  # a device's offlines are counted over this span (monotonic)
+FLAP_COUNT = 3  # this many offlines within the window: the device flaps
+FLAP_HOLD_S = 60.0  # a flapping device's device_offline clears after this long answering,
+FLAP_HOLD_MAX_S = 600.0  # doubled with each further offline within the window, up to this
+
+
+def flap_hold_s(offlines: int) -> float:
+    """How long a device that went offline `offlines` times within FLAP_WINDOW_S must answer before
+    its device_offline clears: 0 (its first answer clears it) until it flaps."""
+    if offlines < FLAP_COUNT:
+        return 0.0
+    return min(FLAP_HOLD_MAX_S, FLAP_HOLD_S * 2.0 ** min(offlines - FLAP_COUNT, 16))
+
 
 class DeviceStates:
     """The device state transitions of a bus owner (online, offline, faulted)."""
@@ -33,6 +46,8 @@ class DeviceStates:
         raise NotImplementedError
 
     def _success(self, device: DeviceConfig, ts: float) -> None:
+        """The device answered: online, its fault cleared, and its device_offline cleared once it has
+        answered for its hold (`_gone_offline`; none unless it flaps: its first answer clears it)."""
         health = self.health[device.id]
         was = health.online
         health.online = True
@@ -46,9 +61,18 @@ class DeviceStates:
             health.faulted = None
             health.fault_backoff_s = 0.0
             self.sink.event(device_event(device, FAULT, EventState.CLEARED, ts, "device works again"))
-        if was is False:
+        if not health.offline_alarm:
+            return
+        now = self.clock.monotonic()
+        if was is False or health.answering_since is None:
+            health.answering_since = now
+        if now - health.answering_since >= health.offline_hold_s:
+            health.offline_alarm = False
+            health.answering_since = None
             log.warning("device %s on bus %s is back online", device.id, self.bus.id)
             self.sink.event(device_event(device, OFFLINE, EventState.CLEARED, ts, "device answers again"))
+        elif was is False:
+            log.debug("device %s on bus %s answers again (alarm held)", device.id, self.bus.id)
 
     def _answered(self, device: DeviceConfig, index: int) -> None:
         """Request `index` of the device's plan answered: its next error is news again."""
@@ -90,24 +114,47 @@ class DeviceStates:
         health.consecutive_failures += 1
         health.probe_failed = health.probe_failed or probe
         was_answering = health.consecutive_failures == 1 and health.online is not False
-        if was_answering and self._news(health, index, reason):
+        if was_answering and not health.offline_alarm and self._news(health, index, reason):
             log.warning("device %s on bus %s not answering: %s", device.id, self.bus.id, reason)
         health.last_error = reason
         health.last_error_ts = ts
         if health.online is False:
             health.backoff_s = self._jittered(min(self.bus.backoff_max_s, health.backoff_s * 2))
         elif health.consecutive_failures >= self.bus.offline_after and health.probe_failed:
-            health.online = False
             health.backoff_s = self._jittered(self.bus.backoff_initial_s)
-            log.error(
-                "device %s on bus %s is offline after %d failed polls: %s",
-                device.id,
-                self.bus.id,
-                health.consecutive_failures,
-                reason,
+            self._gone_offline(device, reason, ts, f" after {health.consecutive_failures} failed polls")
+
+    def _gone_offline(self, device: DeviceConfig, reason: str, ts: float, how: str = "") -> None:
+        """The device stopped answering: offline at once, its points STALE, and device_offline raised
+        unless the gateway still holds it (`how`: the log's words after "offline").
+
+        Hysteresis: a device that went offline FLAP_COUNT times within FLAP_WINDOW_S flaps (a meter
+        on the edge of its line). Its alarm then clears only after it has answered FLAP_HOLD_S
+        without going offline, doubled with each further offline in the window up to
+        FLAP_HOLD_MAX_S; its readings flow meanwhile. Going offline again while the alarm is held
+        raises nothing and logs at debug: it raised and cleared device_offline (and the offline
+        rules that follow it) every few seconds for ever, 40 events and 50 log lines a minute."""
+        health = self.health[device.id]
+        health.online = False
+        now = self.clock.monotonic()
+        health.offlines.append(now)
+        while health.offlines[0] < now - FLAP_WINDOW_S:
+            health.offlines.popleft()
+        health.offline_hold_s = flap_hold_s(len(health.offlines))
+        health.answering_since = None
+        self.sink.mark_offline(device.id, ts)
+        if health.offline_alarm:
+            log.debug("device %s on bus %s is offline again (alarm held): %s", device.id, self.bus.id, reason)
+            return
+        health.offline_alarm = True
+        held = ""
+        if health.offline_hold_s:
+            held = (
+                f" (offline {len(health.offlines)} times in {FLAP_WINDOW_S:.0f} s: the alarm clears"
+                f" once it has answered for {health.offline_hold_s:.0f} s)"
             )
-            self.sink.mark_offline(device.id, ts)
-            self.sink.event(device_event(device, OFFLINE, EventState.RAISED, ts, reason))
+        log.error("device %s on bus %s is offline%s: %s%s", device.id, self.bus.id, how, reason, held)
+        self.sink.event(device_event(device, OFFLINE, EventState.RAISED, ts, reason))
 
     def _fault(self, device: DeviceConfig, reason: str, now: float) -> None:
         """Fault one device: drop its plan and queued polls, raise device_fault once, plan it again
