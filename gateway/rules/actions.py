@@ -7,6 +7,13 @@ an Event of kind "action" that goes upstream with the rest.
 Safe to leave unattended: a state interlock (interlocks.py: no valve closes during a fire in the same
 building) blocks before any write; every write is read back, with bounded retries, and a device
 that did not follow raises a major event; `dry_run` writes nothing and says what it would have done.
+
+Rate limits count what moves the device, per target device and action: a write of the value the
+gateway last wrote to that point (the relay already on, the valve already closed) is made again but
+not counted, and a write for a raised critical event (a fire: the siren) is never limited. An action
+the limits refuse is held and runs at a tick once they let it, if its trigger still stands; when the
+trigger changes first (the leak cleared) it is dropped and reported. So a flapping sensor cannot
+spend a shared siren's day, and the valve ends as the last alarm state asks.
 """
 
 from __future__ import annotations
@@ -47,7 +54,8 @@ class ActionOutcome(enum.StrEnum):
     DONE = "done"
     FAILED = "failed"
     TIMEOUT = "timeout"
-    RATE_LIMITED = "rate_limited"  # interlock: too soon after the last write, or too many today
+    RATE_LIMITED = "rate_limited"  # too soon after the last write, or too many today: held until allowed
+    DROPPED = "dropped"  # held by the rate limit, then its trigger changed: not run
     OVERRIDDEN = "overridden"  # interlock: manual override set for this device and action
     NO_TARGET = "no_target"  # the runtime gave the engine no way to write
     INTERLOCKED = "interlocked"  # a state interlock: e.g. a fire alarm raised in the same building
@@ -59,6 +67,7 @@ class ActionOutcome(enum.StrEnum):
 _SEVERITY = {
     ActionOutcome.DONE: Severity.WARNING,
     ActionOutcome.DRY_RUN: Severity.INFO,
+    ActionOutcome.DROPPED: Severity.INFO,
     ActionOutcome.INTERLOCKED: Severity.MAJOR,
     ActionOutcome.NOT_FOLLOWED: Severity.MAJOR,
 }
@@ -98,6 +107,13 @@ class ActionRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         # actions an interlock blocked, by (device, action): the action, its trigger, the interlock
         self._held: dict[tuple[str, str], tuple[ActionConfig, Event, str]] = {}
+        # actions the rate limit refused, by (device, action): the action, its trigger, the interlock
+        # that held it before ("" none); run at a tick once the limit lets them (`run_due`)
+        self._due: dict[tuple[str, str], tuple[ActionConfig, Event, str]] = {}
+        # what the gateway last wrote (or is writing) to a point, by (device, point): the value and
+        # the write's number; forgotten when that write did not end done
+        self._written: dict[tuple[str, str], tuple[Value, int]] = {}
+        self._writes = 0
         # Called when what must survive a power cut changed (an action started: its rate limit;
         # the interlocks' raised events; held actions): the persistent engine saves soon.
         self.changed: Callable[[], None] | None = None
@@ -121,6 +137,8 @@ class ActionRunner:
         clears like a CLEARED one (Interlocks.observe)."""
         if self.interlocks.observe(event, by_value=by_value) and self.changed is not None:
             self.changed()
+        if self._due and not event.one_shot:
+            self._drop_due(event)
         clears = event.state is EventState.CLEARED or (event.one_shot and event.subject == WILDCARD)
         if not self._held or not clears:
             return
@@ -155,6 +173,7 @@ class ActionRunner:
                 reason = f"interlock {lock.id}: {why}"
                 now_events.append(self._report(a, device, event, ActionOutcome.INTERLOCKED, event.ts, reason))
                 self._held[key] = (a, event, lock.id)
+                self._due.pop(key, None)  # the interlock's hold now: it runs once that lets it
                 if self.changed is not None:
                     self.changed()
                 continue
@@ -162,20 +181,65 @@ class ActionRunner:
             now_events += self._start(a, device, event, event.ts)
         return now_events
 
+    def _drop_due(self, event: Event) -> None:
+        """Drop the actions held by the rate limit whose trigger `event` undoes (the leak that was to
+        close the valve cleared, or raised again before the valve could open): reported."""
+        source = (event.rule, event.device_id)
+        for key, (a, trigger, held_by) in list(self._due.items()):
+            if (trigger.rule, trigger.device_id) != source or trigger.state is event.state:
+                continue
+            del self._due[key]
+            why = f"{trigger.rule} {event.state.value} on {event.device_id} before the rate limit let it run"
+            self._deliver(self._report(a, key[0], trigger, ActionOutcome.DROPPED, event.ts, why, held_by))
+            if self.changed is not None:
+                self.changed()
+
+    def run_due(self, now: float) -> None:
+        """Run the actions held by the rate limit that it lets run at `now` (the engine's tick).
+        Their trigger still stands (else `observe` dropped them); an interlock raised meanwhile
+        holds them as in `trigger`. Reports go where write reports go."""
+        if not self._due:
+            return
+        for key, (a, trigger, held_by) in list(self._due.items()):
+            hist = self._history.get(key)
+            if hist is not None and _wait(a, hist, now) > 0:
+                continue
+            del self._due[key]
+            if self.changed is not None:
+                self.changed()
+            blocked = self.interlocks.blocking(a.id, key[0], a.point, a.value)
+            if blocked is not None:
+                lock, why = blocked
+                self._held[key] = (a, trigger, lock.id)
+                reason = f"interlock {lock.id}: {why}"
+                self._deliver(self._report(a, key[0], trigger, ActionOutcome.INTERLOCKED, now, reason))
+                continue
+            for report in self._start(a, key[0], trigger, now, held_by):
+                self._deliver(report)
+
     def _start(self, a: ActionConfig, device: str, event: Event, ts: float, held_by: str = "") -> list[Event]:
         """Rate limits, dry run, then the write as a task. Returns the reports known at once."""
         key = (device, a.id)
         if key in self.overrides:  # also for a held action released later: the operator always wins
             return [self._report(a, device, event, ActionOutcome.OVERRIDDEN, ts, held_by=held_by)]
-        hist = self._history.setdefault(key, deque(maxlen=a.max_per_day))
-        while hist and ts - hist[0] >= 86400:
-            hist.popleft()
-        if (hist and ts - hist[-1] < a.min_interval_s) or len(hist) >= a.max_per_day:
-            return [self._report(a, device, event, ActionOutcome.RATE_LIMITED, ts, held_by=held_by)]
-        hist.append(ts)
+        if not self._free(a, device, event):
+            hist = self._history.setdefault(key, deque(maxlen=a.max_per_day))
+            wait = _wait(a, hist, ts)
+            if wait > 0:
+                self._due[key] = (a, event, held_by)
+                if self.changed is not None:
+                    self.changed()
+                why = (
+                    f"{'max_per_day' if len(hist) >= a.max_per_day else 'min_interval_s'}: held, runs in "
+                    f"{wait:.0f} s if {event.rule} is still {event.state.value} on {event.device_id}"
+                )
+                return [self._report(a, device, event, ActionOutcome.RATE_LIMITED, ts, why, held_by)]
+            hist.append(ts)
+        self._due.pop(key, None)  # an older trigger's held write: this one does it
         if self.changed is not None:
             self.changed()
         if self.dry_run:
+            self._wrote(device, a)
             return [
                 self._report(a, device, event, ActionOutcome.DRY_RUN, ts, "dry run: nothing written", held_by)
             ]
@@ -187,10 +251,29 @@ class ActionRunner:
             return [
                 self._report(a, device, event, ActionOutcome.FAILED, ts, "no running event loop", held_by)
             ]
-        task = loop.create_task(self._write(a, device, event, held_by), name=f"rules.action[{a.id}:{device}]")
+        write = self._wrote(device, a)
+        task = loop.create_task(
+            self._write(a, device, event, held_by, write), name=f"rules.action[{a.id}:{device}]"
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return []
+
+    def _free(self, a: ActionConfig, device: str, event: Event) -> bool:
+        """Whether this write is outside the rate limit: it does not move the device (the gateway
+        last wrote this value to the point: the relay is already on), or it answers a raised
+        critical event (a fire: the siren sounds for every one; a valve's closing that moves it
+        follows an opening, and openings stay limited)."""
+        if event.state is EventState.RAISED and event.severity is Severity.CRITICAL:
+            return True
+        last = self._written.get((device, a.point))
+        return last is not None and _matches(last[0], a.value)
+
+    def _wrote(self, device: str, a: ActionConfig) -> int:
+        """Remember `a.value` as what the point is set to; returns the write's number."""
+        self._writes += 1
+        self._written[(device, a.point)] = (a.value, self._writes)
+        return self._writes
 
     def _deliver(self, report: Event) -> None:
         if self.events is None:
@@ -202,7 +285,9 @@ class ActionRunner:
             log.exception("action report callback failed")
             self._pending.append(report)
 
-    async def _write(self, a: ActionConfig, device: str, trigger: Event, held_by: str = "") -> None:
+    async def _write(
+        self, a: ActionConfig, device: str, trigger: Event, held_by: str = "", write: int = 0
+    ) -> None:
         assert self.target is not None
         error = ""
         try:
@@ -217,6 +302,9 @@ class ActionRunner:
         except Exception as err:  # a bug in the target must not kill the engine; report it upstream
             log.exception("action %s on %s: unexpected error", a.id, device)
             outcome, error = ActionOutcome.FAILED, f"{type(err).__name__}: {err}"
+        written = self._written.get((device, a.point))
+        if outcome is not ActionOutcome.DONE and written is not None and written[1] == write:
+            del self._written[(device, a.point)]  # what the point is set to is not known any more
         self._deliver(self._report(a, device, trigger, outcome, self.clock(), error, held_by))
 
     async def _verify(self, a: ActionConfig, device: str) -> tuple[ActionOutcome, str]:
@@ -296,7 +384,8 @@ class ActionRunner:
 
     def retain_held(self, raised: Collection[tuple[str, str, str]]) -> int:
         """After a restart: drop the held actions whose triggering alarm (device, kind, rule) is not
-        in `raised` (the alarm registry: it cleared before the stop). Returns how many."""
+        in `raised` (the alarm registry: it cleared before the stop), and those the rate limit held
+        whose trigger changed before the stop (a cleared trigger's alarm raised again). Returns how many."""
         gone = [
             key
             for key, (_, t, _) in self._held.items()
@@ -305,9 +394,17 @@ class ActionRunner:
         for key in gone:
             log.warning("action %s on %s: its trigger cleared before the stop: not held", key[1], key[0])
             del self._held[key]
-        if gone and self.changed is not None:
+        due = [
+            key
+            for key, (_, t, _) in self._due.items()
+            if ((t.device_id, t.kind, t.rule) in raised) is not (t.state is EventState.RAISED)
+        ]
+        for key in due:
+            log.warning("action %s on %s: its trigger changed before the stop: dropped", key[1], key[0])
+            del self._due[key]
+        if (gone or due) and self.changed is not None:
             self.changed()
-        return len(gone)
+        return len(gone) + len(due)
 
     def shift(self, delta: float) -> None:
         """The wall clock stepped by `delta` s: rate-limit history moves with it (limits stay exact)."""
@@ -320,15 +417,9 @@ class ActionRunner:
             "history": [[k[0], k[1], list(v)] for k, v in self._history.items() if v],
             "interlock_events": self.interlocks.snapshot(),
             # held actions: a gateway restarted mid-fire still closes the valve once the fire is out
-            "held": [
-                [
-                    dev,
-                    act,
-                    lock,
-                    [t.device_id, t.kind, t.state.value, int(t.severity), t.ts, t.rule, t.value, t.id],
-                ]
-                for (dev, act), (_, t, lock) in self._held.items()
-            ],
+            "held": [[dev, act, lock, _trigger_entry(t)] for (dev, act), (_, t, lock) in self._held.items()],
+            # and those the rate limit holds: a restart does not forget the valve's close
+            "due": [[dev, act, lock, _trigger_entry(t)] for (dev, act), (_, t, lock) in self._due.items()],
         }
 
     def restore(self, data: Mapping[str, Any], now: float | None = None, shift: float = 0.0) -> None:
@@ -364,19 +455,36 @@ class ActionRunner:
             log.warning("rules snapshot: %d malformed override or rate-limit entries dropped", bad)
         if future:
             log.warning("rules snapshot: %d action times later than the clock now: taken as now", future)
-        for item in _entries(data, "held"):
-            try:
-                dev, act, lock, (t_dev, kind, state, severity, ts, rule, value, ev_id) = item
-                if act not in configs:
-                    continue  # the action is no longer configured
-                trigger = Event(
-                    str(t_dev), str(kind), EventState(state), Severity(severity), float(ts), str(rule), value,
-                    "", {}, str(ev_id),
-                )  # fmt: skip
-            except (TypeError, ValueError, OverflowError) as err:
-                log.warning("rules snapshot: a held action cannot be restored (%s): dropped", err)
-                continue
-            self._held[(str(dev), act)] = (configs[act], trigger, str(lock))
+        for name, held in (("held", self._held), ("due", self._due)):
+            for item in _entries(data, name):
+                try:
+                    dev, act, lock, (t_dev, kind, state, severity, ts, rule, value, ev_id) = item
+                    if act not in configs:
+                        continue  # the action is no longer configured
+                    trigger = Event(
+                        str(t_dev), str(kind), EventState(state), Severity(severity), float(ts), str(rule),
+                        value, "", {}, str(ev_id),
+                    )  # fmt: skip
+                except (TypeError, ValueError, OverflowError) as err:
+                    log.warning("rules snapshot: a held action cannot be restored (%s): dropped", err)
+                    continue
+                held[(str(dev), act)] = (configs[act], trigger, str(lock))
+
+
+def _trigger_entry(t: Event) -> list[Any]:
+    """A held action's trigger in the snapshot (restored by `ActionRunner.restore`)."""
+    return [t.device_id, t.kind, t.state.value, int(t.severity), t.ts, t.rule, t.value, t.id]
+
+
+def _wait(a: ActionConfig, hist: deque[float], ts: float) -> float:
+    """Seconds from `ts` until the rate limit lets `a` write again (<= 0: now), given the times of
+    its counted writes `hist` (those a day old are dropped)."""
+    while hist and ts - hist[0] >= 86400:
+        hist.popleft()
+    wait = hist[-1] + a.min_interval_s - ts if hist else 0.0
+    if len(hist) >= a.max_per_day:
+        wait = max(wait, hist[0] + 86400 - ts)
+    return wait
 
 
 def _entries(data: Mapping[str, Any], key: str) -> list[Any]:

@@ -73,11 +73,13 @@ __all__ = [
 class ActionConfig(_Model):
     """A local action: on an event of one of `on` rules, write `value` to a point through its bus owner.
 
-    `device` "" means the device that raised the event. Interlocks: at most one write per target per
-    `min_interval_s`, at most `max_per_day`, a manual override flag per device and action, and the
-    state interlocks of `[[rules.interlocks]]`. After the write the point is read back (`verify`):
-    `verify_after_s` later, up to `verify_retries` more times, it must read `expect` (default: the
-    written value), else the action reports that the device did not follow.
+    `device` "" means the device that raised the event. Interlocks: at most one write that moves the
+    target per `min_interval_s`, at most `max_per_day` (a write of the value last written, or for a
+    raised critical event, is not limited; a refused write waits while its trigger stands), a
+    manual override flag per device and action, and the state interlocks of `[[rules.interlocks]]`.
+    After the write the point is read back (`verify`): `verify_after_s` later, up to
+    `verify_retries` more times, it must read `expect` (default: the written value), else the
+    action reports that the device did not follow.
     """
 
     id: str = Field(pattern=RULE_ID)

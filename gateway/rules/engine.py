@@ -317,6 +317,7 @@ class RuleEngine:
                     self._emit(inst, tr, now, out)
             except Exception:
                 self._failed(inst)
+        self.actions.run_due(now)  # actions the rate limit held, once it lets them
         out.extend(self.actions.drain())
         return out
 

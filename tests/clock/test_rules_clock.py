@@ -94,7 +94,9 @@ async def test_action_rate_limit_is_not_reset_by_a_forward_step() -> None:
 
     clock = SteppedClock()
     valves = FakeValves()
-    cfg = RulesConfig.model_validate(LEAK_RULES)  # close_valve: at most every 600 s
+    # close_valve: at most every 600 s; the valve opens when dry, so the second close would move it
+    opener = {**LEAK_RULES["actions"][0], "id": "open_valve", "when": "cleared", "value": True}
+    cfg = RulesConfig.model_validate({**LEAK_RULES, "actions": [LEAK_RULES["actions"][0], opener]})
     e = RuleEngine(
         cfg, [dev(points=("leak", "valve"))], target=valves, clock=clock.wall, steady=SteadyWall(clock)
     )
@@ -107,5 +109,6 @@ async def test_action_rate_limit_is_not_reset_by_a_forward_step() -> None:
     clock.step(DAYS2)  # two days "pass" on the wall clock, ten seconds really did
     again = e.evaluate([reading(clock, True, "leak")])
     await e.actions.wait_idle()
-    assert valves.writes == [("d1", "valve", False)]  # still within 600 s: no second actuation
+    # still within 600 s: no second actuation (the close waits for the limit)
+    assert valves.writes == [("d1", "valve", False), ("d1", "valve", True)]
     assert [x.attrs.get("outcome") for x in again if x.rule == "close_valve"] == ["rate_limited"]

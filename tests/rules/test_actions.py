@@ -88,21 +88,30 @@ async def test_action_writes_and_reports_upstream_as_an_event() -> None:
 
 async def test_rate_limit_min_interval_and_max_per_day() -> None:
     valves = FakeValves()
-    e = make(valves)
-    outcomes = []
+    # The valve opens again on every clear, so each close moves it (a close of a closed valve is free).
+    opener = {**LEAK_RULES["actions"][0], "id": "open_valve", "when": "cleared", "value": True}
+    e = make(valves, actions=[LEAK_RULES["actions"][0], {**opener, "min_interval_s": 0, "max_per_day": 10}])
+    closes = []
     for k, ts in enumerate([T0, T0 + 100, T0 + 700, T0 + 1400]):
-        ev = leak(e, ts, True) + leak(e, ts + 1, False)
+        ev = leak(e, ts, True)
+        await e.actions.wait_idle()
+        ev += leak(e, ts + 1, False)
         await e.actions.wait_idle()
         ev += e.tick(ts + 2)
-        outcomes += [x.attrs["outcome"] for x in ev if x.kind == ACTION_KIND]
+        closes += [x for x in ev if x.kind == ACTION_KIND and x.rule == "close_valve"]
         assert len([x for x in ev if x.kind == "leak"]) == 2, k
-    # 2nd: within 600 s of the first; 4th: third write of the day > max_per_day 2.
-    assert outcomes == ["done", "rate_limited", "done", "rate_limited"]
-    assert len(valves.writes) == 2
+    # 2nd: within 600 s of the first; 4th: third write of the day > max_per_day 2. Each is held,
+    # then dropped when the leak clears before the limit lets it run.
+    outcomes = [x.attrs["outcome"] for x in closes]
+    assert outcomes == ["done", "rate_limited", "dropped", "done", "rate_limited", "dropped"]
+    assert closes[1].attrs["error"] == "min_interval_s: held, runs in 500 s if leak is still raised on d1"
+    assert closes[4].attrs["error"] == "max_per_day: held, runs in 85000 s if leak is still raised on d1"
+    assert closes[5].attrs["error"] == "leak cleared on d1 before the rate limit let it run"
+    assert [v for _, _, v in valves.writes].count(False) == 2
     # A day later the limit has rolled over.
     leak(e, T0 + 90_000, True)
     await e.actions.wait_idle()
-    assert len(valves.writes) == 3
+    assert [v for _, _, v in valves.writes].count(False) == 3
 
 
 async def test_manual_override_blocks_the_write_and_is_reported() -> None:

@@ -1,0 +1,190 @@
+"""Local actions under a flapping sensor (a loose wire, water just reaching a probe): the rate limit
+counts what moves the device, never silences the siren for a fire, and holds a refused write until
+it may run, so a valve or siren ends as the last alarm state asks (docs/rules.md, Local actions)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from citynerve.gateway.api import Event, Reading, WriteRejectedError
+from citynerve.gateway.rules import ACTION_KIND, RuleEngine, RulesConfig
+
+from .conftest import T0, dev
+from .test_actions import FakeValves
+
+# docs/rules.md "Example": the siren on every smoke alarm, `min_interval_s = 0`, max_per_day left
+# at its default (10).
+SIREN: dict[str, Any] = {
+    "id": "siren",
+    "on": ["smoke"],
+    "device": "siren-relay-1",
+    "point": "relay",
+    "value": True,
+    "min_interval_s": 0,
+    "verify_after_s": 0,  # the read-back at once (the fake relay reads what was written)
+}
+SIREN_OFF = {**SIREN, "id": "siren_off", "when": "cleared", "value": False}
+DETECTORS = [
+    dev("sd-11", points=("smoke_alarm",)),
+    dev("sd-12", points=("smoke_alarm",)),
+    dev("siren-relay-1", points=("relay",)),
+]
+
+
+def smoke_rules(severity: str, actions: list[dict[str, Any]]) -> RulesConfig:
+    rule = {"id": "smoke", "kind": "boolean", "event": "smoke", "severity": severity, "point": "smoke_alarm"}
+    return RulesConfig.model_validate({"rules": [rule], "actions": actions})
+
+
+def reports(events: list[Event], action: str | None = None) -> list[Event]:
+    return [e for e in events if e.kind == ACTION_KIND and action in (None, e.rule)]
+
+
+@pytest.mark.parametrize("switched_off", [False, True], ids=["siren", "siren_and_siren_off"])
+async def test_a_flapping_detector_does_not_silence_the_siren_for_a_fire_elsewhere(
+    switched_off: bool,
+) -> None:
+    relay = FakeValves()
+    t = [T0]
+    actions = [SIREN, SIREN_OFF] if switched_off else [SIREN]
+    e = RuleEngine(smoke_rules("critical", actions), DETECTORS, target=relay, clock=lambda: t[0])
+    # sd-11: a loose wire, its alarm register toggles at every 1 s poll for 30 s
+    for i in range(30):
+        t[0] = T0 + i
+        e.evaluate([Reading("sd-11", "smoke_alarm", i % 2 == 0, "", t[0])])
+        await e.actions.wait_idle()
+    assert relay.writes.count(("siren-relay-1", "relay", True)) == 15  # more than max_per_day 10
+    # 10 hours later a real fire on sd-12, in another flat: the siren sounds
+    t[0] = T0 + 10 * 3600
+    e.evaluate([Reading("sd-12", "smoke_alarm", True, "", t[0])])
+    await e.actions.wait_idle()
+    assert relay.writes[-1] == ("siren-relay-1", "relay", True)
+    (report,) = reports(e.tick(t[0] + 1), "siren")
+    assert report.attrs["outcome"] == "done" and report.attrs["trigger_device"] == "sd-12"
+
+
+async def test_a_write_that_leaves_the_point_as_set_is_not_counted() -> None:
+    """A major alarm (not a fire) on a shared relay: only the first write moves it."""
+    relay = FakeValves()
+    e = RuleEngine(smoke_rules("major", [SIREN]), DETECTORS, target=relay, clock=lambda: T0)
+    for i in range(30):
+        e.evaluate([Reading("sd-11", "smoke_alarm", i % 2 == 0, "", T0 + i)])
+        await e.actions.wait_idle()
+    out = e.evaluate([Reading("sd-12", "smoke_alarm", True, "", T0 + 3600)])
+    await e.actions.wait_idle()
+    out += e.tick(T0 + 3601)
+    assert [r.attrs["outcome"] for r in reports(out)] == ["done"]
+    assert len(relay.writes) == 16
+    assert list(e.actions._history[("siren-relay-1", "siren")]) == [T0]  # one write moved the relay
+    # A write that failed leaves the point unknown: the next one counts again.
+    relay.fail = WriteRejectedError("siren-relay-1", "relay", "device busy")
+    e.evaluate([Reading("sd-12", "smoke_alarm", False, "", T0 + 3700)])
+    e.evaluate([Reading("sd-12", "smoke_alarm", True, "", T0 + 3710)])
+    await e.actions.wait_idle()
+    relay.fail = None
+    e.evaluate([Reading("sd-12", "smoke_alarm", False, "", T0 + 3720)])
+    e.evaluate([Reading("sd-12", "smoke_alarm", True, "", T0 + 3730)])
+    await e.actions.wait_idle()
+    assert list(e.actions._history[("siren-relay-1", "siren")]) == [T0, T0 + 3730]
+
+
+LEAK: dict[str, Any] = {
+    "rules": [{"id": "leak", "kind": "boolean", "point": "leak", "severity": "major"}],
+    "actions": [
+        # close on a leak, open again when it is dry (defaults: min_interval_s 600, max_per_day 10)
+        {"id": "close_valve", "on": ["leak"], "point": "valve", "value": False, "verify": False},
+        {
+            "id": "open_valve",
+            "on": ["leak"],
+            "when": "cleared",
+            "point": "valve",
+            "value": True,
+            "verify": False,
+        },
+    ],
+}
+
+
+def leak_engine(valves: FakeValves, t: list[float], severity: str = "major") -> RuleEngine:
+    rules = [{**LEAK["rules"][0], "severity": severity}]
+    cfg = RulesConfig.model_validate({**LEAK, "rules": rules})
+    return RuleEngine(cfg, [dev(points=("leak", "valve"))], target=valves, clock=lambda: t[0])
+
+
+async def run_probe(e: RuleEngine, t: list[float], wet: list[bool], start: float = T0) -> list[Event]:
+    """One reading a second, then a tick, as the runtime does; writes finish before the next poll."""
+    out: list[Event] = []
+    for i, w in enumerate(wet):
+        t[0] = start + i
+        out += e.evaluate([Reading("d1", "leak", w, "", t[0])])
+        out += e.tick(t[0])
+        await e.actions.wait_idle()
+    return out + e.tick(t[0])
+
+
+def moves(valves: FakeValves) -> list[bool]:
+    """The valve's positions in turn (a write of the position it has is no move)."""
+    out: list[bool] = []
+    for _, _, v in valves.writes:
+        if not out or out[-1] != v:
+            out.append(bool(v))
+    return out
+
+
+async def test_a_leak_probe_that_flaps_then_stays_wet_leaves_the_valve_closed() -> None:
+    valves = FakeValves()
+    t = [T0]
+    e = leak_engine(valves, t)
+    out = await run_probe(e, t, [True, False, True, False, True] + [True] * 700)
+    assert moves(valves) == [False, True, False]  # closed, opened, closed once the limit let it
+    closes = reports(out, "close_valve")
+    assert [r.attrs["outcome"] for r in closes] == ["done", "rate_limited", "dropped", "rate_limited", "done"]
+    assert closes[2].attrs["error"] == "leak cleared on d1 before the rate limit let it run"
+    assert closes[3].attrs["error"] == "min_interval_s: held, runs in 596 s if leak is still raised on d1"
+    assert closes[4].ts == T0 + 600  # the first tick the limit allows
+
+
+async def test_a_held_close_survives_a_restart_and_is_dropped_if_the_leak_dried_meanwhile() -> None:
+    valves = FakeValves()
+    t = [T0]
+    e = leak_engine(valves, t)
+    await run_probe(e, t, [True, False, True])
+    assert moves(valves) == [False, True] and list(e.actions._due) == [("d1", "close_valve")]
+    snap = json.loads(json.dumps(e.snapshot()))  # as the snapshot is stored
+    # Restarted with the leak still raised (the alarm registry holds it): the close runs at 600 s.
+    restarted = leak_engine(valves, t)
+    restarted.restore(snap)
+    assert restarted.forget_cleared([("d1", "leak", "leak", True)]) == 0
+    t[0] = T0 + 599
+    restarted.tick(t[0])
+    await restarted.actions.wait_idle()
+    assert moves(valves) == [False, True]
+    t[0] = T0 + 600
+    restarted.tick(t[0])
+    await restarted.actions.wait_idle()
+    assert moves(valves) == [False, True, False]
+    # Restarted after the leak cleared before the stop: the close is dropped, the valve stays open.
+    valves = FakeValves()
+    again = leak_engine(valves, t)
+    again.restore(snap)
+    assert again.forget_cleared([]) == 2  # the leak alarm and the held close
+    again.tick(T0 + 700)
+    await again.actions.wait_idle()
+    assert valves.writes == []
+
+
+async def test_a_critical_leak_closes_at_once_and_openings_stay_limited() -> None:
+    """A raise of severity critical is never rate-limited; the valve still cannot chatter, since a
+    close that moves it must follow an opening, and openings stay limited (water hammer, wear)."""
+    valves = FakeValves()
+    t = [T0]
+    e = leak_engine(valves, t, severity="critical")
+    out = await run_probe(e, t, [True, False] * 30 + [False] * 700)  # flapping 60 s, then dry
+    assert moves(valves) == [False, True, False, True]  # the last opening once the limit let it
+    opens = reports(out, "open_valve")
+    assert [r.attrs["outcome"] for r in opens][:3] == ["done", "rate_limited", "dropped"]
+    assert opens[-1].attrs["outcome"] == "done" and opens[-1].ts == T0 + 601
+    assert all(r.attrs["outcome"] != "rate_limited" for r in reports(out, "close_valve"))
