@@ -39,7 +39,7 @@ from citynerve.gateway.rules.instance import (
     make_condition,
 )
 from citynerve.gateway.rules.peers import PeerSlots
-from citynerve.gateway.rules.snapdata import number
+from citynerve.gateway.rules.snapdata import clock_behind, number
 from citynerve.gateway.rules.suppression import QuietHours
 from citynerve.gateway.rules.unwanted import UnwantedCondition
 
@@ -487,7 +487,7 @@ class RuleEngine:
             )
             return 0
         n = 0
-        back = self._clock_behind(data.get("saved_at"))
+        back = clock_behind(data.get("saved_at"), None if self.steady is None else self.now)
         instances = data.get("instances")
         if not isinstance(instances, Mapping):
             log.warning("rules snapshot: instances are %s, not an object: none restored", type(instances))
@@ -522,28 +522,6 @@ class RuleEngine:
         elif actions is not None:
             log.warning("rules snapshot: actions are %s, not an object: not restored", type(actions))
         return n
-
-    def _clock_behind(self, saved_at: object) -> float:
-        """How far (s, negative) the engine's clock reads behind a snapshot's `saved_at`, or 0.0:
-        no `steady`, no (or a malformed) `saved_at`, or a clock at or after it."""
-        if self.steady is None or saved_at is None:
-            return 0.0
-        try:
-            saved = number(saved_at)
-        except (TypeError, ValueError) as err:
-            log.warning("rules snapshot: saved_at %r (%s): restored times taken as they are", saved_at, err)
-            return 0.0
-        now = self.now()
-        if now >= saved:
-            return 0.0
-        log.warning(
-            "rules snapshot saved at %.0f, the clock reads %.0f: restored times moved by %+.0f s "
-            "(the wall clock is not set yet; its step will move them back)",
-            saved,
-            now,
-            now - saved,
-        )
-        return now - saved
 
     def forget_cleared(self, registry: Iterable[tuple[str, str, str, Value]]) -> int:
         """After a restart: the registry of active alarms (saved within about a second of a change,
