@@ -19,6 +19,7 @@ from citynerve.gateway.api import (
     EventState,
     Quality,
     Reading,
+    Severity,
     SteadyWall,
     Value,
     utc_now,
@@ -29,6 +30,7 @@ from citynerve.gateway.rules.alarm import Alarm, AlarmPhase, Transition
 from citynerve.gateway.rules.coincidence import CoincidenceCondition, area
 from citynerve.gateway.rules.conditions import AnomalyCondition, OfflineCondition
 from citynerve.gateway.rules.config import AnomalyRule, CompositeRule, RuleConfig, RulesConfig, rule_points
+from citynerve.gateway.rules.flapping import FLAP_KIND, Flapping, Verdict, notice
 from citynerve.gateway.rules.household import HouseholdCondition, HouseholdRule
 from citynerve.gateway.rules.household_config import HouseholdConfig
 from citynerve.gateway.rules.instance import (
@@ -100,6 +102,7 @@ class RuleEngine:
         self._offline: dict[str, list[RuleInstance]] = {}
         self._ticked: list[RuleInstance] = []
         self._waiting: set[RuleInstance] = set()
+        self.flapping = Flapping()  # instances whose alarm their flap damper holds raised
         self._broken: set[str] = set()  # instances that raised in `tick` (logged once each)
         self._peers: dict[str, PeerSlots] = {}  # anomaly rules with `peers`: one per rule and group
         # Household alarms: (device, point) -> the instances and their condition's feed for it.
@@ -317,6 +320,13 @@ class RuleEngine:
                     self._emit(inst, tr, now, out)
             except Exception:
                 self._failed(inst)
+        for inst in list(self.flapping.held):
+            if inst.flap.settled(now, inst.alarm.phase is AlarmPhase.IDLE):
+                self.flapping.held.discard(inst)
+                self._send(inst, False, now, out)  # the clear held back
+                out.append(notice(inst, False, now))
+                log.info("rule %s on %s: no longer flapping", inst.rule.id, inst.device_id)
+                inst.flap.reset()
         out.extend(self.actions.drain())
         return out
 
@@ -369,11 +379,38 @@ class RuleEngine:
         if tr is not Transition.NONE:
             self._emit(inst, tr, ts, out)
 
-    def _emit(self, inst: RuleInstance, tr: Transition, ts: float, out: list[Event]) -> None:
+    def _emit(self, inst: RuleInstance, tr: Transition, ts: float, out: list[Event]) -> bool:
+        """A raise or clear of an instance's alarm: its event (unless its flap damper holds it back),
+        then its composites. True if something was raised (the alarm or a flapping notice)."""
         raised = tr is Transition.RAISE
         inst.cond.on_alarm(raised)
         if raised:
             inst.raised_at = ts
+        verdict = inst.flap.transition(ts)
+        if verdict is Verdict.SEND or (raised and verdict is Verdict.START):
+            self._send(inst, raised, ts, out)
+        if verdict is Verdict.START:
+            self.flapping.held.add(inst)
+            out.append(notice(inst, True, ts))
+            log.warning(
+                "rule %s on %s flapping: %d raises and clears within %g s: held raised until clear %g s",
+                *(inst.rule.id, inst.device_id, inst.flap.total, inst.flap.window_s, inst.flap.settle_s),
+            )
+        elif verdict is Verdict.HOLD and (n := inst.flap.log_due(ts)):
+            log.info(
+                "rule %s on %s flapping: %d more raises and clears held", inst.rule.id, inst.device_id, n
+            )
+        for parent in inst.parents:
+            pc = parent.cond
+            if isinstance(pc, CoincidenceCondition | UnwantedCondition):
+                self._update(parent, pc.at(ts), ts, out)
+                continue
+            assert isinstance(pc, CompositeCondition)
+            self._update(parent, pc.evaluate(), ts, out)
+        return verdict is Verdict.START or (raised and verdict is Verdict.SEND)
+
+    def _send(self, inst: RuleInstance, raised: bool, ts: float, out: list[Event]) -> None:
+        """The event of a raise or clear, and the local actions it triggers."""
         rule = inst.rule
         value = inst.alarm.raised_value if raised else inst.alarm.value
         if type(value) is float:
@@ -389,13 +426,6 @@ class RuleEngine:
         log.info("rule %s on %s: %s value=%r", rule.id, inst.device_id, state.value, value)
         if self.actions.wants(rule.id):
             out.extend(self.actions.trigger(ev))
-        for parent in inst.parents:
-            pc = parent.cond
-            if isinstance(pc, CoincidenceCondition | UnwantedCondition):
-                self._update(parent, pc.at(ts), ts, out)
-                continue
-            assert isinstance(pc, CompositeCondition)
-            self._update(parent, pc.evaluate(), ts, out)
 
     @property
     def waiting(self) -> int:
@@ -413,7 +443,7 @@ class RuleEngine:
             a = inst.alarm
             due = a.since + (a.hold_s if a.phase is AlarmPhase.PENDING else a.clear_hold_s)
             best = min(best, due if due > now else now + 60.0)
-        return best
+        return min(best, self.flapping.deadline(now))
 
     # -- operator controls -----------------------------------------------------------------------
 
@@ -439,11 +469,14 @@ class RuleEngine:
         self.actions.set_override(device_id, action_id, on)
 
     def active(self) -> list[ActiveAlarm]:
-        """Alarms raised and not cleared."""
+        """Alarms raised and not cleared: held raised while flapping, with the flapping notice."""
         return [
             ActiveAlarm(i.rule.id, i.device_id, i.kind, i.severity, i.raised_at, i.alarm.raised_value)
             for i in self.instances.values()
-            if i.alarm.active
+            if i.alarm.active or i in self.flapping.held
+        ] + [
+            ActiveAlarm(i.rule.id, i.device_id, FLAP_KIND, Severity.MINOR, i.flap.since, i.flap.total)
+            for i in self.flapping.held
         ]
 
     # -- persistence -------------------------------------------------------------------------------
@@ -461,6 +494,7 @@ class RuleEngine:
             "instances": {
                 k: [i.alarm.snapshot(), i.cond.snapshot(), i.raised_at] for k, i in self.instances.items()
             },
+            "flapping": self.flapping.snapshot(self.instances),
             "away": sorted(self.away),
             "actions": self.actions.snapshot(),
         }
@@ -510,6 +544,7 @@ class RuleEngine:
             if inst.alarm.phase in _WAITING:
                 self._waiting.add(inst)
             n += 1
+        self.flapping.restore(self.instances, data.get("flapping"), back)
         away = data.get("away")
         self.away = set(self.config.away)
         if isinstance(away, list):
@@ -541,6 +576,7 @@ class RuleEngine:
                 inst.cond.on_alarm(False)
                 self._waiting.discard(inst)
                 n += 1
+        n += self.flapping.forget(held)
         n += self.actions.retain_held(held)
         return n + self.actions.interlocks.retain(held, {(d, k, r, repr(v)) for d, k, r, v in active})
 
@@ -570,3 +606,4 @@ def _shift(inst: RuleInstance, delta: float) -> None:
     if inst.raised_at:
         inst.raised_at += delta
     inst.cond.shift(delta)
+    inst.flap.shift(delta)

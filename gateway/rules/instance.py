@@ -31,6 +31,7 @@ from citynerve.gateway.rules.config import (
     ThresholdRule,
 )
 from citynerve.gateway.rules.consumption import DayUse, SlidingUse, SlotUse
+from citynerve.gateway.rules.flapping import FlapDamper
 from citynerve.gateway.rules.household import HouseholdRule
 from citynerve.gateway.rules.routine import RoutineCondition
 from citynerve.gateway.rules.suppression import QuietHours
@@ -80,6 +81,7 @@ class RuleInstance:
         "away_ids",
         "cond",
         "device_id",
+        "flap",
         "key",
         "kind",
         "parents",
@@ -98,6 +100,7 @@ class RuleInstance:
         self.key = f"{rule.id}|{device_id}"
         self.cond = cond
         self.alarm = Alarm(rule.hold_s, rule.clear_hold_s)
+        self.flap = FlapDamper(rule.flap_limit, rule.flap_window_s, rule.flap_settle_s)
         self.kind = rule.event_kind
         self.severity = SEVERITY[rule.severity]
         self.attrs = attrs
