@@ -69,7 +69,10 @@ class _RuleBase(_Model):
         default=60.0, gt=0, le=86400, description="the sliding window `flap_limit` counts in, seconds"
     )
     flap_settle_s: FiniteFloat = Field(
-        default=300.0, gt=0, le=86400, description="a flapping alarm clears once its input stayed clear this long, seconds"
+        default=300.0,
+        gt=0,
+        le=86400,
+        description="a flapping alarm clears once its input stayed clear this long, seconds",
     )
     enabled: bool = True
 
