@@ -19,6 +19,7 @@ from citynerve.gateway.api import (
     EventState,
     Quality,
     Reading,
+    Severity,
     SteadyWall,
     Value,
     utc_now,
@@ -29,6 +30,7 @@ from citynerve.gateway.rules.alarm import Alarm, AlarmPhase, Transition
 from citynerve.gateway.rules.coincidence import CoincidenceCondition, area
 from citynerve.gateway.rules.conditions import AnomalyCondition, OfflineCondition
 from citynerve.gateway.rules.config import AnomalyRule, CompositeRule, RuleConfig, RulesConfig, rule_points
+from citynerve.gateway.rules.flapping import FLAP_KIND, Flapping, Verdict, notice
 from citynerve.gateway.rules.household import HouseholdCondition, HouseholdRule
 from citynerve.gateway.rules.household_config import HouseholdConfig
 from citynerve.gateway.rules.instance import (
@@ -39,7 +41,7 @@ from citynerve.gateway.rules.instance import (
     make_condition,
 )
 from citynerve.gateway.rules.peers import PeerSlots
-from citynerve.gateway.rules.snapdata import number
+from citynerve.gateway.rules.snapdata import clock_behind, number
 from citynerve.gateway.rules.suppression import QuietHours
 from citynerve.gateway.rules.unwanted import UnwantedCondition
 
@@ -100,6 +102,7 @@ class RuleEngine:
         self._offline: dict[str, list[RuleInstance]] = {}
         self._ticked: list[RuleInstance] = []
         self._waiting: set[RuleInstance] = set()
+        self.flapping = Flapping()  # instances whose alarm their flap damper holds raised
         self._broken: set[str] = set()  # instances that raised in `tick` (logged once each)
         self._peers: dict[str, PeerSlots] = {}  # anomaly rules with `peers`: one per rule and group
         # Household alarms: (device, point) -> the instances and their condition's feed for it.
@@ -295,7 +298,7 @@ class RuleEngine:
             "wall clock stepped by %+.1f s: rule timers keep counting real time (monotonic clock)", delta
         )
         for inst in self.instances.values():
-            _shift(inst, delta)
+            inst.shift(delta)
         self.actions.shift(delta)
 
     def tick(self, now: float) -> list[Event]:
@@ -317,6 +320,13 @@ class RuleEngine:
                     self._emit(inst, tr, now, out)
             except Exception:
                 self._failed(inst)
+        for inst in list(self.flapping.held):
+            if inst.flap.settled(now, inst.alarm.phase is AlarmPhase.IDLE):
+                self.flapping.held.discard(inst)
+                self._send(inst, False, now, out)  # the clear held back
+                out.append(notice(inst, False, now))
+                log.info("rule %s on %s: no longer flapping", inst.rule.id, inst.device_id)
+                inst.flap.reset()
         self.actions.run_due(now)  # actions the rate limit held, once it lets them
         out.extend(self.actions.drain())
         return out
@@ -370,11 +380,38 @@ class RuleEngine:
         if tr is not Transition.NONE:
             self._emit(inst, tr, ts, out)
 
-    def _emit(self, inst: RuleInstance, tr: Transition, ts: float, out: list[Event]) -> None:
+    def _emit(self, inst: RuleInstance, tr: Transition, ts: float, out: list[Event]) -> bool:
+        """A raise or clear of an instance's alarm: its event (unless its flap damper holds it back),
+        then its composites. True if something was raised (the alarm or a flapping notice)."""
         raised = tr is Transition.RAISE
         inst.cond.on_alarm(raised)
         if raised:
             inst.raised_at = ts
+        verdict = inst.flap.transition(ts)
+        if verdict is Verdict.SEND or (raised and verdict is Verdict.START):
+            self._send(inst, raised, ts, out)
+        if verdict is Verdict.START:
+            self.flapping.held.add(inst)
+            out.append(notice(inst, True, ts))
+            log.warning(
+                "rule %s on %s flapping: %d raises and clears within %g s: held raised until clear %g s",
+                *(inst.rule.id, inst.device_id, inst.flap.total, inst.flap.window_s, inst.flap.settle_s),
+            )
+        elif verdict is Verdict.HOLD and (n := inst.flap.log_due(ts)):
+            log.info(
+                "rule %s on %s flapping: %d more raises and clears held", inst.rule.id, inst.device_id, n
+            )
+        for parent in inst.parents:
+            pc = parent.cond
+            if isinstance(pc, CoincidenceCondition | UnwantedCondition):
+                self._update(parent, pc.at(ts), ts, out)
+                continue
+            assert isinstance(pc, CompositeCondition)
+            self._update(parent, pc.evaluate(), ts, out)
+        return verdict is Verdict.START or (raised and verdict is Verdict.SEND)
+
+    def _send(self, inst: RuleInstance, raised: bool, ts: float, out: list[Event]) -> None:
+        """The event of a raise or clear, and the local actions it triggers."""
         rule = inst.rule
         value = inst.alarm.raised_value if raised else inst.alarm.value
         if type(value) is float:
@@ -390,13 +427,6 @@ class RuleEngine:
         log.info("rule %s on %s: %s value=%r", rule.id, inst.device_id, state.value, value)
         if self.actions.wants(rule.id):
             out.extend(self.actions.trigger(ev))
-        for parent in inst.parents:
-            pc = parent.cond
-            if isinstance(pc, CoincidenceCondition | UnwantedCondition):
-                self._update(parent, pc.at(ts), ts, out)
-                continue
-            assert isinstance(pc, CompositeCondition)
-            self._update(parent, pc.evaluate(), ts, out)
 
     @property
     def waiting(self) -> int:
@@ -414,7 +444,7 @@ class RuleEngine:
             a = inst.alarm
             due = a.since + (a.hold_s if a.phase is AlarmPhase.PENDING else a.clear_hold_s)
             best = min(best, due if due > now else now + 60.0)
-        return best
+        return min(best, self.flapping.deadline(now))
 
     # -- operator controls -----------------------------------------------------------------------
 
@@ -440,11 +470,14 @@ class RuleEngine:
         self.actions.set_override(device_id, action_id, on)
 
     def active(self) -> list[ActiveAlarm]:
-        """Alarms raised and not cleared."""
+        """Alarms raised and not cleared: held raised while flapping, with the flapping notice."""
         return [
             ActiveAlarm(i.rule.id, i.device_id, i.kind, i.severity, i.raised_at, i.alarm.raised_value)
             for i in self.instances.values()
-            if i.alarm.active
+            if i.alarm.active or i in self.flapping.held
+        ] + [
+            ActiveAlarm(i.rule.id, i.device_id, FLAP_KIND, Severity.MINOR, i.flap.since, i.flap.total)
+            for i in self.flapping.held
         ]
 
     # -- persistence -------------------------------------------------------------------------------
@@ -462,6 +495,7 @@ class RuleEngine:
             "instances": {
                 k: [i.alarm.snapshot(), i.cond.snapshot(), i.raised_at] for k, i in self.instances.items()
             },
+            "flapping": self.flapping.snapshot(self.instances),
             "away": sorted(self.away),
             "actions": self.actions.snapshot(),
         }
@@ -472,15 +506,11 @@ class RuleEngine:
         Returns how many instances were restored. A malformed entry is skipped and logged, so an old
         or damaged snapshot costs learned state, never the gateway.
 
-        A box without an RTC starts with its wall clock far behind (1970 until NTP, or the stale time
-        fake-hwclock saved), while the snapshot's times are on the calendar of the last run. With
-        `steady`, an engine time earlier than the snapshot's `saved_at` cannot be right: every
-        restored time (alarm holds, raise times, the conditions' last readings and meter totals'
-        times, household routines, action rate limits) is moved by (now - saved_at), as if the
-        clock had stepped back, so that NTP's step later moves them back onto the calendar as it
-        moves everything else. The outage then counts as no time: a pending hold goes on where it
-        stopped, not 56 years in the future. A snapshot without `saved_at` (older gateways) is
-        restored as it is (action rate limits later than now are taken as now).
+        No RTC: the clock may start far behind the snapshot's (1970 until NTP, a stale fake-hwclock
+        time). With `steady`, an engine time before the snapshot's `saved_at` cannot be right: every
+        restored time (holds, raise times, conditions, meters, routines, action limits, flap
+        dampers) moves by (now - saved_at), so NTP's step later puts it back on the calendar with
+        everything else (the outage counts as no time). Without `saved_at` (older gateways): as is.
         """
         if data.get("version") != SNAPSHOT_VERSION:
             log.warning(
@@ -488,7 +518,7 @@ class RuleEngine:
             )
             return 0
         n = 0
-        back = self._clock_behind(data.get("saved_at"))
+        back = clock_behind(data.get("saved_at"), None if self.steady is None else self.now)
         instances = data.get("instances")
         if not isinstance(instances, Mapping):
             log.warning("rules snapshot: instances are %s, not an object: none restored", type(instances))
@@ -507,10 +537,11 @@ class RuleEngine:
                 self._start_fresh(inst)
                 continue
             if back:
-                _shift(inst, back)
+                inst.shift(back)
             if inst.alarm.phase in _WAITING:
                 self._waiting.add(inst)
             n += 1
+        self.flapping.restore(self.instances, data.get("flapping"), back)
         away = data.get("away")
         self.away = set(self.config.away)
         if isinstance(away, list):
@@ -523,28 +554,6 @@ class RuleEngine:
         elif actions is not None:
             log.warning("rules snapshot: actions are %s, not an object: not restored", type(actions))
         return n
-
-    def _clock_behind(self, saved_at: object) -> float:
-        """How far (s, negative) the engine's clock reads behind a snapshot's `saved_at`, or 0.0:
-        no `steady`, no (or a malformed) `saved_at`, or a clock at or after it."""
-        if self.steady is None or saved_at is None:
-            return 0.0
-        try:
-            saved = number(saved_at)
-        except (TypeError, ValueError) as err:
-            log.warning("rules snapshot: saved_at %r (%s): restored times taken as they are", saved_at, err)
-            return 0.0
-        now = self.now()
-        if now >= saved:
-            return 0.0
-        log.warning(
-            "rules snapshot saved at %.0f, the clock reads %.0f: restored times moved by %+.0f s "
-            "(the wall clock is not set yet; its step will move them back)",
-            saved,
-            now,
-            now - saved,
-        )
-        return now - saved
 
     def forget_cleared(self, registry: Iterable[tuple[str, str, str, Value]]) -> int:
         """After a restart: the registry of active alarms (saved within about a second of a change,
@@ -564,6 +573,7 @@ class RuleEngine:
                 inst.cond.on_alarm(False)
                 self._waiting.discard(inst)
                 n += 1
+        n += self.flapping.forget(held)
         n += self.actions.retain_held(held)
         return n + self.actions.interlocks.retain(held, {(d, k, r, repr(v)) for d, k, r, v in active})
 
@@ -583,13 +593,3 @@ class RuleEngine:
                 for i, (fed, feed) in enumerate(entries):
                     if getattr(feed, "__self__", None) is old:
                         entries[i] = (fed, getattr(inst.cond, getattr(feed, "__name__", "")))
-
-
-def _shift(inst: RuleInstance, delta: float) -> None:
-    """Move an instance's stored times by `delta` s (a step of the wall clock, or a restore on a
-    clock behind the snapshot's)."""
-    if inst.alarm.phase is not AlarmPhase.IDLE:
-        inst.alarm.since += delta
-    if inst.raised_at:
-        inst.raised_at += delta
-    inst.cond.shift(delta)

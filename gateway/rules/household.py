@@ -73,6 +73,9 @@ class HouseholdRule:
     clear_hold_s: float = 0.0
     suppress_during: tuple[str, ...] = field(default=())
     event_kind: str = EVENT_KIND
+    flap_limit: int = 6  # the rules' defaults (rules/kinds.py)
+    flap_window_s: float = 60.0
+    flap_settle_s: float = 300.0
 
     @classmethod
     def of(cls, cfg: HouseholdConfig) -> HouseholdRule:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from citynerve.gateway.api import DeviceConfig, Severity, Value
-from citynerve.gateway.rules.alarm import Alarm
+from citynerve.gateway.rules.alarm import Alarm, AlarmPhase
 from citynerve.gateway.rules.conditions import (
     AnomalyCondition,
     BooleanCondition,
@@ -31,6 +31,7 @@ from citynerve.gateway.rules.config import (
     ThresholdRule,
 )
 from citynerve.gateway.rules.consumption import DayUse, SlidingUse, SlotUse
+from citynerve.gateway.rules.flapping import FlapDamper
 from citynerve.gateway.rules.household import HouseholdRule
 from citynerve.gateway.rules.routine import RoutineCondition
 from citynerve.gateway.rules.suppression import QuietHours
@@ -80,6 +81,7 @@ class RuleInstance:
         "away_ids",
         "cond",
         "device_id",
+        "flap",
         "key",
         "kind",
         "parents",
@@ -98,6 +100,7 @@ class RuleInstance:
         self.key = f"{rule.id}|{device_id}"
         self.cond = cond
         self.alarm = Alarm(rule.hold_s, rule.clear_hold_s)
+        self.flap = FlapDamper(rule.flap_limit, rule.flap_window_s, rule.flap_settle_s)
         self.kind = rule.event_kind
         self.severity = SEVERITY[rule.severity]
         self.attrs = attrs
@@ -106,6 +109,16 @@ class RuleInstance:
         self.away_ids: tuple[str, ...] = (device_id,)  # marked away: the device, or its household
         self.parents: list[RuleInstance] = []
         self.raised_at = 0.0
+
+    def shift(self, delta: float) -> None:
+        """Move the stored times by `delta` s (a step of the wall clock, or a restore on a clock
+        behind the snapshot's)."""
+        if self.alarm.phase is not AlarmPhase.IDLE:
+            self.alarm.since += delta
+        if self.raised_at:
+            self.raised_at += delta
+        self.cond.shift(delta)
+        self.flap.shift(delta)
 
 
 def make_condition(rule: RuleConfig) -> Condition:

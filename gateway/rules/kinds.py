@@ -58,6 +58,22 @@ class _RuleBase(_Model):
     suppress_during: tuple[str, ...] = Field(default=(), description="schedule ids (quiet hours)")
     suppress_when_away: bool = False
     escalate: tuple[str, ...] = Field(default=(), description="contact ids, in escalation order")
+    flap_limit: int = Field(
+        default=6,
+        ge=0,
+        le=1000,
+        description="more raises and clears than this within `flap_window_s`: flapping (alarm held "
+        "raised, one `input_flapping` event; docs/rules.md); 0 = off",
+    )
+    flap_window_s: FiniteFloat = Field(
+        default=60.0, gt=0, le=86400, description="the sliding window `flap_limit` counts in, seconds"
+    )
+    flap_settle_s: FiniteFloat = Field(
+        default=300.0,
+        gt=0,
+        le=86400,
+        description="a flapping alarm clears once its input stayed clear this long, seconds",
+    )
     enabled: bool = True
 
     @property

@@ -103,13 +103,15 @@ class PersistentRuleEngine(RuleEngine):
         super().shift(delta)
         self._last_save += delta
 
-    def _emit(self, inst: RuleInstance, tr: Transition, ts: float, out: list[Event]) -> None:
-        """As RuleEngine._emit; a raise is saved promptly: a power cut before the periodic snapshot
-        left the engine restored without it, and the restart told the platform "cleared: no longer
-        active after a restart or reload" before raising it again (after its hold: minutes)."""
-        super()._emit(inst, tr, ts, out)
-        if tr is Transition.RAISE:
+    def _emit(self, inst: RuleInstance, tr: Transition, ts: float, out: list[Event]) -> bool:
+        """As RuleEngine._emit; a raise (or a flapping notice) is saved promptly: a power cut before
+        the periodic snapshot left the engine restored without it, and the restart told the platform
+        "cleared: no longer active after a restart or reload" before raising it again (after its
+        hold: minutes). The raises a flapping instance holds back ask for no save."""
+        raised = super()._emit(inst, tr, ts, out)
+        if raised:
             self._save_soon()
+        return raised
 
     def set_away(self, device_id: str, away: bool) -> None:
         """As RuleEngine.set_away, saved at once: an operator's flag must survive a power cut."""

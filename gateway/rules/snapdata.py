@@ -6,10 +6,14 @@ that one rule instance fresh instead of keeping a value that would raise on ever
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 from citynerve.gateway.api import Value
+
+log = logging.getLogger("citynerve.gateway.rules")
 
 NEVER = -1.0
 """A stored time not set yet. Compared by equality, never by sign: a restore on a clock far behind
@@ -51,3 +55,27 @@ def value(v: Any) -> Value:
         except OverflowError:  # an int beyond float range
             return None
     return None
+
+
+def clock_behind(saved_at: object, now: Callable[[], float] | None) -> float:
+    """How far (s, negative) the engine's clock `now` (None: no `steady`) reads behind a snapshot's
+    `saved_at`, or 0.0: no `steady`, no (or a malformed) `saved_at`, or a clock at or after it
+    (RuleEngine.restore; moved here from rules/engine.py)."""
+    if now is None or saved_at is None:
+        return 0.0
+    try:
+        saved = number(saved_at)
+    except (TypeError, ValueError) as err:
+        log.warning("rules snapshot: saved_at %r (%s): restored times taken as they are", saved_at, err)
+        return 0.0
+    t = now()
+    if t >= saved:
+        return 0.0
+    log.warning(
+        "rules snapshot saved at %.0f, the clock reads %.0f: restored times moved by %+.0f s "
+        "(the wall clock is not set yet; its step will move them back)",
+        saved,
+        t,
+        t - saved,
+    )
+    return t - saved

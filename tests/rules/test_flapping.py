@@ -1,5 +1,6 @@
 """No flapping floods: noisy input around a threshold gives alternating raise/clear pairs, each
-raise preceded by the condition held for the hold time (hypothesis)."""
+raise preceded by the condition held for the hold time (hypothesis). Inputs that flap past the hold
+times: the flap damper, tests/rules/test_flap_damper.py."""
 
 from __future__ import annotations
 
@@ -42,6 +43,9 @@ def test_noise_around_threshold_alternates_and_respects_hold(values: list[float]
         series.append((t, v))
     events = feed(e, series)
     events += e.tick(t + 100)
+    # The alarm's own events (more than 6 raises and clears a minute also give one `input_flapping`
+    # event and hold the rest back: tests/rules/test_flap_damper.py).
+    events = [ev for ev in events if ev.kind == "tilt"]
     kinds = [ev.state for ev in events]
     # Alternating, starting with a raise.
     assert all(k is (EventState.RAISED if i % 2 == 0 else EventState.CLEARED) for i, k in enumerate(kinds))
