@@ -36,6 +36,9 @@ DETECTORS = [
 
 def smoke_rules(severity: str, actions: list[dict[str, Any]]) -> RulesConfig:
     rule = {"id": "smoke", "kind": "boolean", "event": "smoke", "severity": severity, "point": "smoke_alarm"}
+    # The rule's flap damper off: these tests are of the actions' own limits, which must hold
+    # without it (flap_limit = 0 is a setting; the damper: test_flap_damper.py).
+    rule["flap_limit"] = 0
     return RulesConfig.model_validate({"rules": [rule], "actions": actions})
 
 
@@ -58,6 +61,27 @@ async def test_a_flapping_detector_does_not_silence_the_siren_for_a_fire_elsewhe
         await e.actions.wait_idle()
     assert relay.writes.count(("siren-relay-1", "relay", True)) == 15  # more than max_per_day 10
     # 10 hours later a real fire on sd-12, in another flat: the siren sounds
+    t[0] = T0 + 10 * 3600
+    e.evaluate([Reading("sd-12", "smoke_alarm", True, "", t[0])])
+    await e.actions.wait_idle()
+    assert relay.writes[-1] == ("siren-relay-1", "relay", True)
+    (report,) = reports(e.tick(t[0] + 1), "siren")
+    assert report.attrs["outcome"] == "done" and report.attrs["trigger_device"] == "sd-12"
+
+
+async def test_with_the_flap_damper_too_the_siren_sounds_for_a_fire_elsewhere() -> None:
+    """The rule's damper on (its default): the loose wire's alarm is held raised after a few
+    toggles, and a real fire on another detector still sounds the siren."""
+    relay = FakeValves()
+    t = [T0]
+    cfg = smoke_rules("critical", [SIREN, SIREN_OFF])
+    rule = cfg.rules[0].model_copy(update={"flap_limit": 6})
+    e = RuleEngine(cfg.model_copy(update={"rules": (rule,)}), DETECTORS, target=relay, clock=lambda: t[0])
+    for i in range(30):
+        t[0] = T0 + i
+        e.evaluate([Reading("sd-11", "smoke_alarm", i % 2 == 0, "", t[0])])
+        await e.actions.wait_idle()
+    assert relay.writes[-1] == ("siren-relay-1", "relay", True)  # held raised: the siren stays on
     t[0] = T0 + 10 * 3600
     e.evaluate([Reading("sd-12", "smoke_alarm", True, "", t[0])])
     await e.actions.wait_idle()
