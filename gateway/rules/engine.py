@@ -193,7 +193,8 @@ class RuleEngine:
         if isinstance(rule, AnomalyRule) and isinstance(cond, AnomalyCondition) and rule.peers:
             group = next((t for t in sorted(dev.tags) if t.startswith(rule.peers + ":")), "")
             if group:  # without the tag: scored on its own use
-                slots = self._peers.setdefault(f"{rule.id}|{group}", PeerSlots(rule.peers_quantile))
+                key = f"{rule.id}|{group}"
+                slots = self._peers.setdefault(key, PeerSlots(rule.peers_quantile, rule.slot_s))
                 cond.join(slots, dev.id)
         return RuleInstance(rule, dev.id, cond, attrs)
 
@@ -299,6 +300,8 @@ class RuleEngine:
         )
         for inst in self.instances.values():
             inst.shift(delta)
+        for peers in self._peers.values():
+            peers.shift(delta)
         self.actions.shift(delta)
 
     def tick(self, now: float) -> list[Event]:

@@ -22,11 +22,19 @@ KEEP_SLOTS = 4
 class PeerSlots:
     """The slot uses of one group's members, the last few slots only (constant memory per group)."""
 
-    __slots__ = ("q", "uses")
+    __slots__ = ("q", "slot_s", "uses")
 
-    def __init__(self, q: float = 0.5) -> None:
+    def __init__(self, q: float = 0.5, slot_s: float = 3600.0) -> None:
         self.q = q
+        self.slot_s = slot_s
         self.uses: dict[int, dict[str, float]] = {}
+
+    def shift(self, delta: float) -> None:
+        """The wall clock stepped by `delta` s: the slots move with it, as the members' (their
+        AnomalyCondition.shift); a backward step must not leave old slots where new ones come."""
+        k = round(delta / self.slot_s)
+        if k:
+            self.uses = {s + k: row for s, row in self.uses.items()}
 
     def put(self, slot: int, member: str, use: float) -> None:
         self.uses.setdefault(slot, {})[member] = use

@@ -65,6 +65,18 @@ def test_peer_slots_score_the_excess_over_the_others_median() -> None:
     assert 5 not in g.uses  # only the last few slots are kept
 
 
+def test_peer_slots_move_with_a_clock_step() -> None:
+    """A backward step of the wall clock by 3 slots: the members' slots move with it (their
+    AnomalyCondition.shift), so the group's slots do too: an old slot is not taken for a new one."""
+    g = PeerSlots(slot_s=1800.0)
+    for m, use in (("a", 1.0), ("b", 0.2), ("c", 0.4)):
+        g.put(9, m, use)
+    g.shift(-3 * 1800.0)
+    assert sorted(g.uses) == [6]
+    g.put(9, "a", 0.3)  # three slots on, after the step
+    assert g.excess(9, "a") is None  # b and c have not closed slot 9 yet
+
+
 def test_a_shared_heat_spell_is_no_incident_a_heater_left_on_is() -> None:
     # Against its own past only, every meter raises on the heat spell's night.
     assert sorted({d for d, n in _raised("") if n == 10}) == ["m0", "m1", "m2", "m3"]
