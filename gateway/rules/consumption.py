@@ -136,12 +136,17 @@ class DayUse(Condition):
             use, t0 = 0.0, ts
         while ts >= self.end:  # close every day the step crosses
             self.today += spread(use, t0, ts, self.start, self.end)
-            # A day counts if it was watched from its start and the last read was not a long gap.
+            # A day counts if it was watched from its start, the last read was not a long gap, and it
+            # is a whole day long (not the rest of one after a clock step moved the day: `shift`).
             complete = self.since <= self.start and ts - t0 <= self.stale_s
+            if complete:
+                start, end = self.days.locate(self.start)
+                complete = self.end - self.start >= end - start
             self.closed = self.today if complete else None
             if self.below is not None and self.closed is not None:
                 result = self.closed < self.below
-            self.start, self.end = self.days.locate(self.end)
+            # The next day runs to the calendar's next midnight (after a moved day: the rest of it).
+            self.start, self.end = self.end, self.days.locate(self.end)[1]
             self.today = 0.0
         self.today += use if t0 >= self.start else spread(use, t0, ts, self.start, self.end)
         if self.above is not None:
@@ -165,6 +170,14 @@ class DayUse(Condition):
 
     def shift(self, delta: float) -> None:
         self.meter.shift(delta)  # the next reading's use spans the real interval, not the step
+        if self.since is not None:
+            # The day moves with its readings: a restore on a 1970 clock adds the next reads' use to
+            # it (not to a day they are not in), and NTP's step moves it back to its calendar day.
+            # Moved by the outage then, it closes that much late; the next day ends at midnight
+            # again (shorter: `below` does not judge it).
+            self.since += delta
+            self.start += delta
+            self.end += delta
 
 
 class SlotUse(Condition):

@@ -51,7 +51,7 @@ from citynerve.gateway.rules.conditions import Condition, as_bool, as_float
 from citynerve.gateway.rules.household_config import HouseholdConfig, minutes
 from citynerve.gateway.rules.household_presence import NODE_EVENT_KIND, NodeSilentCondition, Presence
 from citynerve.gateway.rules.meter import LocalDays, MeterTrack, Step, spread
-from citynerve.gateway.rules.snapdata import NEVER, number, whole
+from citynerve.gateway.rules.snapdata import NEVER, latest, number, whole
 
 DAY = 86400.0
 EVENT_KIND = "check_on_person"
@@ -250,7 +250,7 @@ class HouseholdCondition(Condition):
                 return f"not home by {cfg.home_by}"
             return ""  # out: nothing else to judge
         if bed and self.cur is False and moving:
-            last = max(self.changed, p.last_sign(now), self.last_use if water else -1.0)
+            last = latest(self.changed, p.last_sign(now), self.last_use if water else NEVER)
             # The absence began at night; after the night's end only while nothing moved since.
             at_night = self._at_night(now) or last < self._last(now, cfg.night_end)
             if at_night and self._night_ref(now) is not None and now - last >= cfg.night_out_s:
@@ -300,9 +300,9 @@ class HouseholdCondition(Condition):
 
     def _home_since(self, now: float) -> float:
         """The last sign of someone at home the bed and the meter gave: water drawn (from the read
-        before the one that showed it), getting into or out of bed."""
+        before the one that showed it), getting into or out of bed; NEVER if none."""
         bed = self.cur is not None and now - self.last_bed <= self.cfg.bed_stale_s
-        return max(self.use_from, self.changed if bed else -1.0)
+        return latest(self.use_from, self.changed if bed else NEVER)
 
     def _night_ref(self, now: float) -> float | None:
         """When the night's absence began (left the bed at night, or the night began with the

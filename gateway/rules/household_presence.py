@@ -15,7 +15,7 @@ from typing import Any
 
 from citynerve.gateway.api import Value
 from citynerve.gateway.rules.conditions import Condition, as_bool
-from citynerve.gateway.rules.snapdata import NEVER, number
+from citynerve.gateway.rules.snapdata import NEVER, latest, number
 
 GRACE_S = 120.0
 """After the door closed, motion this soon is the leaving resident still in the PIR's view (battery
@@ -69,7 +69,7 @@ class Presence:
         if self.door_open is not None and b != self.door_open:
             self.door_moved = ts
         self.door_open = b
-        self.door_seen = max(self.door_seen, ts)
+        self.door_seen = latest(self.door_seen, ts)
         return True
 
     def on_motion(self, value: Value, ts: float) -> bool:
@@ -78,18 +78,18 @@ class Presence:
         if b is None:
             return False
         if b:
-            self.last_motion = max(self.last_motion, ts)
+            self.last_motion = latest(self.last_motion, ts)
         elif self.motion_on:  # the clear after a detection: movement until CLEAR_S before it
-            self.last_motion = max(self.last_motion, ts - CLEAR_S)
+            self.last_motion = latest(self.last_motion, ts - CLEAR_S)
         self.motion_on = b
-        self.motion_seen = max(self.motion_seen, ts)
+        self.motion_seen = latest(self.motion_seen, ts)
         return True
 
     def last_sign(self, now: float) -> float:
         """The last movement the nodes saw: a motion reading, the door opened or closed (someone
-        was at it), with each node counted only while it is fresh."""
-        t = self.last_motion if self.motion_fresh(now) else -1.0
-        return max(t, self.door_moved) if self.door_fresh(now) else t
+        was at it), with each node counted only while it is fresh; NEVER if none."""
+        t = self.last_motion if self.motion_fresh(now) else NEVER
+        return latest(t, self.door_moved) if self.door_fresh(now) else t
 
     def door_fresh(self, now: float) -> bool:
         return self.door_seen != NEVER and now - self.door_seen <= self.stale_s
@@ -100,7 +100,7 @@ class Presence:
     def out(self, now: float, home_since: float) -> bool:
         """The resident went out: both nodes fresh, the door closed at least `motion_quiet_s` ago,
         and no motion since (after GRACE_S) nor any other sign of someone at home after
-        `home_since` (water drawn, getting into bed: the caller's latest such time)."""
+        `home_since` (water drawn, getting into bed: the caller's latest such time, NEVER if none)."""
         if not (self.door_fresh(now) and self.motion_fresh(now)) or self.door_open is not False:
             return False
         if self.entered:
@@ -108,7 +108,9 @@ class Presence:
         t = self.door_closed
         if t == NEVER or now - t < self.quiet_s:
             return False
-        return self.last_motion <= t + GRACE_S and home_since <= t
+        return (self.last_motion == NEVER or self.last_motion <= t + GRACE_S) and (
+            home_since == NEVER or home_since <= t
+        )
 
     def snapshot(self) -> list[Any]:
         return [
@@ -149,7 +151,7 @@ class NodeSilentCondition(Condition):
         self.heard = False  # a reading came since the start
 
     def on_reading(self, value: Value, ts: float) -> bool | None:
-        self.last = max(self.last, ts)
+        self.last = latest(self.last, ts)
         self.heard = True
         return self._judge(ts)
 

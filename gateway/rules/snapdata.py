@@ -22,6 +22,16 @@ NO_SLOT = -(2**62)
 """A slot or bin index not set yet; below any index of a real time, moved or not (see NEVER)."""
 
 
+def latest(*times: float) -> float:
+    """The latest of some stored times, NEVER skipped (NEVER when all are): not `max`, which takes
+    NEVER for a time when the real ones were moved below zero (a restore on a 1970 clock)."""
+    best = NEVER
+    for t in times:
+        if t != NEVER and (best == NEVER or t > best):
+            best = t
+    return best
+
+
 def number(v: Any) -> float:
     """A finite number (a time, a total, a count), else ValueError."""
     if isinstance(v, bool) or not isinstance(v, int | float):
