@@ -197,6 +197,8 @@ def prune_releases(root: Path, *, running: Path | None = None) -> list[str]:
     (`running`, default this interpreter's venv). Also removed: folders an install or a removal
     cut short (no info file). Called with no update in progress, under the update lock."""
     releases = root / "releases"
+    if not releases.is_dir():
+        return []
     keep = {release_version(root / "current"), release_version(root / "known-good")}
     keep.add(rollback_target(root, read_state(root)))
     running = (running or Path(sys.prefix)).resolve()

@@ -87,3 +87,7 @@ def test_pruning_keeps_what_runs_and_what_a_link_names(tmp_path: Path) -> None:
     switch_link(root / "known-good", "releases/1.2.0")
     assert update.prune_releases(root, running=Path(sys.prefix)) == ["0.9.0"]
     assert installed(root) == ["1.2.0", "1.3.0"]
+
+
+def test_pruning_a_root_without_releases_removes_nothing(tmp_path: Path) -> None:
+    assert update.prune_releases(tmp_path) == []
