@@ -149,25 +149,25 @@ class ActionRunner:
         else:
             self.overrides.discard((device_id, action_id))
 
-    def observe(self, event: Event, *, by_value: bool = True) -> None:
+    def observe(self, event: Event, *, by_value: bool = True, damped: bool = False) -> None:
         """Follow every raised and cleared event (rules, drivers, bus owners) for the interlocks.
 
         An action an interlock held back runs once nothing blocks it any more, if its trigger still
         stands (a leak still raised when the fire is cleared closes the valve then); it is dropped
         when its trigger clears first. A one-shot event with subject "*" (a fire panel's reset)
-        clears like a CLEARED one (Interlocks.observe)."""
+        clears like a CLEARED one (Interlocks.observe). `damped`: a transition the rule's flap
+        damper holds back from the platform (flapping.py): only the interlocks follow it, the
+        actions its rule triggered stay as the platform sees the alarm."""
         if self.interlocks.observe(event, by_value=by_value) and self.changed is not None:
             self.changed()
-        if self._due and not event.one_shot:
+        if self._due and not event.one_shot and not damped:
             self._drop_due(event)
         clears = event.state is EventState.CLEARED or (event.one_shot and event.subject == WILDCARD)
         if not self._held or not clears:
             return
         for key, (a, trigger, lock_id) in list(self._held.items()):
-            if trigger.state is EventState.RAISED and (trigger.rule, trigger.device_id) == (
-                event.rule,
-                event.device_id,
-            ):
+            source = (trigger.rule, trigger.device_id)
+            if trigger.state is EventState.RAISED and source == (event.rule, event.device_id) and not damped:
                 del self._held[key]  # the leak is gone: nothing left to do
             elif self.interlocks.blocking(a.id, key[0], a.point, a.value) is None:
                 del self._held[key]

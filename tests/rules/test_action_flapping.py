@@ -288,3 +288,40 @@ async def test_a_held_close_waits_for_every_probe_behind_it_to_dry(restart: bool
     (closed,) = [r for r in reports(out, "close_valve") if r.attrs["outcome"] == "done" and r.ts > T0]
     assert closed.ts == T0 + 600 and closed.attrs["trigger_device"] == "p1"
 
+
+async def test_a_flapping_smoke_detector_does_not_block_leak_valves_in_its_building() -> None:
+    """sd-11's loose wire toggles its smoke register every second (damper on: the platform sees the
+    smoke held raised). The interlock water_on_during_fire follows the real input: a real leak on
+    d1 in the same building is interlocked while the register reads smoke, and closes the valve at
+    the next poll that reads it clear."""
+    valves = FakeValves()
+    t = [T0]
+    smoke = {
+        "id": "smoke",
+        "kind": "boolean",
+        "point": "smoke_alarm",
+        "severity": "critical",
+        "flap_limit": 6,
+    }
+    cfg = RulesConfig.model_validate({**LEAK, "rules": [smoke, LEAK["rules"][0]]})
+    e = RuleEngine(
+        cfg,
+        [dev("sd-11", points=("smoke_alarm",)), dev(points=("leak", "valve"))],
+        target=valves,
+        clock=lambda: t[0],
+    )
+    out: list[Event] = []
+    for s in range(700):
+        t[0] = T0 + s
+        rs = [Reading("sd-11", "smoke_alarm", s % 2 == 0, "", t[0])]
+        if s >= 600:
+            rs.append(Reading("d1", "leak", True, "", t[0]))
+        out += e.evaluate(rs)
+        out += e.tick(t[0])
+        await e.actions.wait_idle()
+    out += e.tick(t[0])
+    assert {(a.device_id, a.kind) for a in e.active()} >= {("sd-11", "smoke"), ("d1", "leak")}
+    assert valves.writes == [("d1", "valve", False)]
+    closes = reports(out, "close_valve")
+    assert [(r.ts - T0, r.attrs["outcome"]) for r in closes] == [(600, "interlocked"), (601, "done")]
+    assert closes[1].attrs["held_by_interlock"] == "water_on_during_fire"
