@@ -14,6 +14,12 @@ not counted, and a write for a raised critical event (a fire: the siren) is neve
 the limits refuse is held and runs at a tick once they let it, if its trigger still stands; when the
 trigger changes first (the leak cleared) it is dropped and reported. So a flapping sensor cannot
 spend a shared siren's day, and the valve ends as the last alarm state asks.
+
+A point has at most one held write: the value its standing triggers ask for (`_Due`). Every trigger
+asking for that value stands behind it, and it is dropped only when none stands any more (two leak
+probes on one valve: the close waits for both to dry). A write of another value to the point
+replaces it (a leak raised after the dry probe's held opening), except a cleared event's write while
+an alarm still raised stands behind the held one: that write is dropped (an alarm wins over a clear).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import enum
 import logging
 from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from citynerve.gateway.api import Event, EventState, GatewayError, Quality, Reading, Severity, Value, utc_now
@@ -73,6 +80,20 @@ _SEVERITY = {
 }
 
 
+@dataclass
+class _Due:
+    """The write the rate limit holds for a point: the action that asked last, the triggers standing
+    behind it (each asks for its value; oldest first) and the interlock that held it before ("")."""
+
+    action: ActionConfig
+    triggers: list[Event]
+    held_by: str
+
+    def stands(self, state: EventState) -> Event | None:
+        """The latest trigger of this state behind the write."""
+        return next((t for t in reversed(self.triggers) if t.state is state), None)
+
+
 class ActionRunner:
     """Runs configured actions as tasks (never blocking evaluation) and reports each as an Event.
 
@@ -107,9 +128,9 @@ class ActionRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         # actions an interlock blocked, by (device, action): the action, its trigger, the interlock
         self._held: dict[tuple[str, str], tuple[ActionConfig, Event, str]] = {}
-        # actions the rate limit refused, by (device, action): the action, its trigger, the interlock
-        # that held it before ("" none); run at a tick once the limit lets them (`run_due`)
-        self._due: dict[tuple[str, str], tuple[ActionConfig, Event, str]] = {}
+        # writes the rate limit refused, by (device, point): run at a tick once the limit lets them
+        # (`run_due`), while a trigger behind them stands
+        self._due: dict[tuple[str, str], _Due] = {}
         # what the gateway last wrote (or is writing) to a point, by (device, point): the value and
         # the write's number; forgotten when that write did not end done
         self._written: dict[tuple[str, str], tuple[Value, int]] = {}
@@ -128,25 +149,25 @@ class ActionRunner:
         else:
             self.overrides.discard((device_id, action_id))
 
-    def observe(self, event: Event, *, by_value: bool = True) -> None:
+    def observe(self, event: Event, *, by_value: bool = True, damped: bool = False) -> None:
         """Follow every raised and cleared event (rules, drivers, bus owners) for the interlocks.
 
         An action an interlock held back runs once nothing blocks it any more, if its trigger still
         stands (a leak still raised when the fire is cleared closes the valve then); it is dropped
         when its trigger clears first. A one-shot event with subject "*" (a fire panel's reset)
-        clears like a CLEARED one (Interlocks.observe)."""
+        clears like a CLEARED one (Interlocks.observe). `damped`: a transition the rule's flap
+        damper holds back from the platform (flapping.py): only the interlocks follow it, the
+        actions its rule triggered stay as the platform sees the alarm."""
         if self.interlocks.observe(event, by_value=by_value) and self.changed is not None:
             self.changed()
-        if self._due and not event.one_shot:
+        if self._due and not event.one_shot and not damped:
             self._drop_due(event)
         clears = event.state is EventState.CLEARED or (event.one_shot and event.subject == WILDCARD)
         if not self._held or not clears:
             return
         for key, (a, trigger, lock_id) in list(self._held.items()):
-            if trigger.state is EventState.RAISED and (trigger.rule, trigger.device_id) == (
-                event.rule,
-                event.device_id,
-            ):
+            source = (trigger.rule, trigger.device_id)
+            if trigger.state is EventState.RAISED and source == (event.rule, event.device_id) and not damped:
                 del self._held[key]  # the leak is gone: nothing left to do
             elif self.interlocks.blocking(a.id, key[0], a.point, a.value) is None:
                 del self._held[key]
@@ -173,7 +194,9 @@ class ActionRunner:
                 reason = f"interlock {lock.id}: {why}"
                 now_events.append(self._report(a, device, event, ActionOutcome.INTERLOCKED, event.ts, reason))
                 self._held[key] = (a, event, lock.id)
-                self._due.pop(key, None)  # the interlock's hold now: it runs once that lets it
+                due = self._due.get((device, a.point))
+                if due is not None and _matches(due.action.value, a.value):
+                    del self._due[(device, a.point)]  # the interlock's hold now: it runs once that lets it
                 if self.changed is not None:
                     self.changed()
                 continue
@@ -182,39 +205,50 @@ class ActionRunner:
         return now_events
 
     def _drop_due(self, event: Event) -> None:
-        """Drop the actions held by the rate limit whose trigger `event` undoes (the leak that was to
-        close the valve cleared, or raised again before the valve could open): reported."""
+        """`event` undoes the triggers of held writes from its rule and device (the leak that was to
+        close the valve cleared, or raised again before the valve could open): a held write with no
+        trigger left standing is dropped and reported."""
         source = (event.rule, event.device_id)
-        for key, (a, trigger, held_by) in list(self._due.items()):
-            if (trigger.rule, trigger.device_id) != source or trigger.state is event.state:
+        for key, due in list(self._due.items()):
+            stand = [t for t in due.triggers if (t.rule, t.device_id) != source or t.state is event.state]
+            if len(stand) == len(due.triggers):
                 continue
-            del self._due[key]
-            why = f"{trigger.rule} {event.state.value} on {event.device_id} before the rate limit let it run"
-            self._deliver(self._report(a, key[0], trigger, ActionOutcome.DROPPED, event.ts, why, held_by))
+            if not stand:  # its last trigger is the one undone
+                del self._due[key]
+                why = (
+                    f"{event.rule} {event.state.value} on {event.device_id} before the rate limit let it run"
+                )
+                report = self._report(
+                    due.action, key[0], due.triggers[-1], ActionOutcome.DROPPED, event.ts, why, due.held_by
+                )
+                self._deliver(report)
+            due.triggers = stand
             if self.changed is not None:
                 self.changed()
 
     def run_due(self, now: float) -> None:
-        """Run the actions held by the rate limit that it lets run at `now` (the engine's tick).
-        Their trigger still stands (else `observe` dropped them); an interlock raised meanwhile
-        holds them as in `trigger`. Reports go where write reports go."""
+        """Run the writes held by the rate limit that it lets run at `now` (the engine's tick).
+        A trigger behind each still stands (else `observe` dropped it) and no newer trigger asked
+        for another value (else `_start` replaced it); an interlock raised meanwhile holds it as in
+        `trigger`. Reports go where write reports go."""
         if not self._due:
             return
-        for key, (a, trigger, held_by) in list(self._due.items()):
-            hist = self._history.get(key)
+        for key, due in list(self._due.items()):
+            a, trigger, device = due.action, due.triggers[-1], key[0]
+            hist = self._history.get((device, a.id))
             if hist is not None and _wait(a, hist, now) > 0:
                 continue
             del self._due[key]
             if self.changed is not None:
                 self.changed()
-            blocked = self.interlocks.blocking(a.id, key[0], a.point, a.value)
+            blocked = self.interlocks.blocking(a.id, device, a.point, a.value)
             if blocked is not None:
                 lock, why = blocked
-                self._held[key] = (a, trigger, lock.id)
+                self._held[(device, a.id)] = (a, trigger, lock.id)
                 reason = f"interlock {lock.id}: {why}"
-                self._deliver(self._report(a, key[0], trigger, ActionOutcome.INTERLOCKED, now, reason))
+                self._deliver(self._report(a, device, trigger, ActionOutcome.INTERLOCKED, now, reason))
                 continue
-            for report in self._start(a, key[0], trigger, now, held_by):
+            for report in self._start(a, device, trigger, now, due.held_by):
                 self._deliver(report)
 
     def _start(self, a: ActionConfig, device: str, event: Event, ts: float, held_by: str = "") -> list[Event]:
@@ -222,11 +256,28 @@ class ActionRunner:
         key = (device, a.id)
         if key in self.overrides:  # also for a held action released later: the operator always wins
             return [self._report(a, device, event, ActionOutcome.OVERRIDDEN, ts, held_by=held_by)]
+        point = (device, a.point)
+        due = self._due.get(point)
+        if due is not None and not _matches(due.action.value, a.value):
+            alarm = due.stands(EventState.RAISED)
+            if event.state is EventState.CLEARED and alarm is not None:  # an alarm wins over a clear
+                why = (
+                    f"{a.point}={due.action.value!r} held for {alarm.rule} still raised on {alarm.device_id}"
+                )
+                return [self._report(a, device, event, ActionOutcome.DROPPED, ts, why, held_by)]
+            del self._due[point]  # the newer trigger asks for another value: it decides
+            why = f"{event.rule} {event.state.value} on {event.device_id} asked for {a.value!r} first"
+            self._deliver(
+                self._report(
+                    due.action, device, due.triggers[-1], ActionOutcome.DROPPED, ts, why, due.held_by
+                )
+            )
+            due = None
         if not self._free(a, device, event):
             hist = self._history.setdefault(key, deque(maxlen=a.max_per_day))
             wait = _wait(a, hist, ts)
             if wait > 0:
-                self._due[key] = (a, event, held_by)
+                self._hold(point, a, event, held_by, due)
                 if self.changed is not None:
                     self.changed()
                 why = (
@@ -235,7 +286,7 @@ class ActionRunner:
                 )
                 return [self._report(a, device, event, ActionOutcome.RATE_LIMITED, ts, why, held_by)]
             hist.append(ts)
-        self._due.pop(key, None)  # an older trigger's held write: this one does it
+        self._due.pop(point, None)  # a held write of this value: this one does it
         if self.changed is not None:
             self.changed()
         if self.dry_run:
@@ -258,6 +309,18 @@ class ActionRunner:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return []
+
+    def _hold(
+        self, point: tuple[str, str], a: ActionConfig, event: Event, held_by: str, due: _Due | None
+    ) -> None:
+        """Hold `a`'s write for `event` (the rate limit refused it); `due`: the point's held write of
+        the same value, which `event` now stands behind too (its own older trigger replaced)."""
+        if due is None:
+            self._due[point] = _Due(a, [event], held_by)
+            return
+        source = (event.rule, event.device_id)
+        due.triggers = [t for t in due.triggers if (t.rule, t.device_id) != source] + [event]
+        due.action, due.held_by = a, held_by or due.held_by
 
     def _free(self, a: ActionConfig, device: str, event: Event) -> bool:
         """Whether this write is outside the rate limit: it does not move the device (the gateway
@@ -394,17 +457,23 @@ class ActionRunner:
         for key in gone:
             log.warning("action %s on %s: its trigger cleared before the stop: not held", key[1], key[0])
             del self._held[key]
-        due = [
-            key
-            for key, (_, t, _) in self._due.items()
-            if ((t.device_id, t.kind, t.rule) in raised) is not (t.state is EventState.RAISED)
-        ]
-        for key in due:
-            log.warning("action %s on %s: its trigger changed before the stop: dropped", key[1], key[0])
-            del self._due[key]
+        due = 0
+        for key, held in list(self._due.items()):
+            stands = [
+                t
+                for t in held.triggers
+                if ((t.device_id, t.kind, t.rule) in raised) is (t.state is EventState.RAISED)
+            ]
+            due += len(held.triggers) - len(stands)
+            held.triggers = stands
+            if not stands:
+                log.warning(
+                    "action %s on %s: its triggers changed before the stop: dropped", held.action.id, key[0]
+                )
+                del self._due[key]
         if (gone or due) and self.changed is not None:
             self.changed()
-        return len(gone) + len(due)
+        return len(gone) + due
 
     def shift(self, delta: float) -> None:
         """The wall clock stepped by `delta` s: rate-limit history moves with it (limits stay exact)."""
@@ -418,8 +487,12 @@ class ActionRunner:
             "interlock_events": self.interlocks.snapshot(),
             # held actions: a gateway restarted mid-fire still closes the valve once the fire is out
             "held": [[dev, act, lock, _trigger_entry(t)] for (dev, act), (_, t, lock) in self._held.items()],
-            # and those the rate limit holds: a restart does not forget the valve's close
-            "due": [[dev, act, lock, _trigger_entry(t)] for (dev, act), (_, t, lock) in self._due.items()],
+            # and those the rate limit holds, a row per trigger: a restart does not forget the close
+            "due": [
+                [dev, d.action.id, d.held_by, _trigger_entry(t)]
+                for (dev, _), d in self._due.items()
+                for t in d.triggers
+            ],
         }
 
     def restore(self, data: Mapping[str, Any], now: float | None = None, shift: float = 0.0) -> None:
@@ -455,7 +528,7 @@ class ActionRunner:
             log.warning("rules snapshot: %d malformed override or rate-limit entries dropped", bad)
         if future:
             log.warning("rules snapshot: %d action times later than the clock now: taken as now", future)
-        for name, held in (("held", self._held), ("due", self._due)):
+        for name in ("held", "due"):
             for item in _entries(data, name):
                 try:
                     dev, act, lock, (t_dev, kind, state, severity, ts, rule, value, ev_id) = item
@@ -468,7 +541,13 @@ class ActionRunner:
                 except (TypeError, ValueError, OverflowError) as err:
                     log.warning("rules snapshot: a held action cannot be restored (%s): dropped", err)
                     continue
-                held[(str(dev), act)] = (configs[act], trigger, str(lock))
+                if name == "held":
+                    self._held[(str(dev), act)] = (configs[act], trigger, str(lock))
+                    continue
+                a, point = configs[act], (str(dev), configs[act].point)
+                due = self._due.get(point)
+                same = due is not None and _matches(due.action.value, a.value)
+                self._hold(point, a, trigger, str(lock), due if same else None)
 
 
 def _trigger_entry(t: Event) -> list[Any]:

@@ -393,6 +393,8 @@ class RuleEngine:
         verdict = inst.flap.transition(ts)
         if verdict is Verdict.SEND or (raised and verdict is Verdict.START):
             self._send(inst, raised, ts, out)
+        else:  # held back from the platform, but the interlocks follow the input (flapping.py)
+            self.actions.observe(inst.event(raised, ts), by_value=False, damped=True)
         if verdict is Verdict.START:
             self.flapping.held.add(inst)
             out.append(notice(inst, True, ts))
@@ -415,20 +417,11 @@ class RuleEngine:
 
     def _send(self, inst: RuleInstance, raised: bool, ts: float, out: list[Event]) -> None:
         """The event of a raise or clear, and the local actions it triggers."""
-        rule = inst.rule
-        value = inst.alarm.raised_value if raised else inst.alarm.value
-        if type(value) is float:
-            value = round(value, 6)  # meter sums carry float noise (0.009000000001)
-        state = EventState.RAISED if raised else EventState.CLEARED
-        text = rule.message.replace("{value}", str(value)).replace("{device}", inst.device_id)
-        message = f"{text or rule.id} ({state.value}, value {value!r})"
-        # A copy per event: whoever handles the event (uplink, outbox) may add to its attrs.
-        attrs = dict(inst.attrs)
-        ev = Event(inst.device_id, inst.kind, state, inst.severity, ts, rule.id, value, message, attrs)
+        ev = inst.event(raised, ts)
         out.append(ev)
         self.actions.observe(ev, by_value=False)
-        log.info("rule %s on %s: %s value=%r", rule.id, inst.device_id, state.value, value)
-        if self.actions.wants(rule.id):
+        log.info("rule %s on %s: %s value=%r", ev.rule, ev.device_id, ev.state.value, ev.value)
+        if self.actions.wants(ev.rule):
             out.extend(self.actions.trigger(ev))
 
     @property

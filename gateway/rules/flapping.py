@@ -20,8 +20,10 @@ flapping:
   does the maintenance event (its value then: the transitions of the whole episode).
 
 The alarm's own state machine and the composites built on it see every transition as before
-(unwanted-alarm management still counts the detector's alarms); only the events are held. Constant
-memory: the last `flap_limit + 1` transition times.
+(unwanted-alarm management still counts the detector's alarms); only the events are held. So do the
+state interlocks (interlocks.py): they follow the real input, so a loose wire does not block the
+building's leak valves while its alarm is held raised (RuleEngine._emit); the actions of the
+flapping rule itself follow its events. Constant memory: the last `flap_limit + 1` transition times.
 """
 
 from __future__ import annotations

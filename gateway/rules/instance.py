@@ -6,7 +6,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from citynerve.gateway.api import DeviceConfig, Severity, Value
+from citynerve.gateway.api import DeviceConfig, Event, EventState, Severity, Value
 from citynerve.gateway.rules.alarm import Alarm, AlarmPhase
 from citynerve.gateway.rules.conditions import (
     AnomalyCondition,
@@ -119,6 +119,19 @@ class RuleInstance:
             self.raised_at += delta
         self.cond.shift(delta)
         self.flap.shift(delta)
+
+    def event(self, raised: bool, ts: float) -> Event:
+        """The event of a raise or clear of this instance's alarm."""
+        rule = self.rule
+        value = self.alarm.raised_value if raised else self.alarm.value
+        if type(value) is float:
+            value = round(value, 6)  # meter sums carry float noise (0.009000000001)
+        state = EventState.RAISED if raised else EventState.CLEARED
+        text = rule.message.replace("{value}", str(value)).replace("{device}", self.device_id)
+        message = f"{text or rule.id} ({state.value}, value {value!r})"
+        # A copy per event: whoever handles the event (uplink, outbox) may add to its attrs.
+        attrs = dict(self.attrs)
+        return Event(self.device_id, self.kind, state, self.severity, ts, rule.id, value, message, attrs)
 
 
 def make_condition(rule: RuleConfig) -> Condition:

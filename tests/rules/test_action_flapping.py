@@ -176,7 +176,7 @@ async def test_a_held_close_survives_a_restart_and_is_dropped_if_the_leak_dried_
     t = [T0]
     e = leak_engine(valves, t)
     await run_probe(e, t, [True, False, True])
-    assert moves(valves) == [False, True] and list(e.actions._due) == [("d1", "close_valve")]
+    assert moves(valves) == [False, True] and list(e.actions._due) == [("d1", "valve")]
     snap = json.loads(json.dumps(e.snapshot()))  # as the snapshot is stored
     # Restarted with the leak still raised (the alarm registry holds it): the close runs at 600 s.
     restarted = leak_engine(valves, t)
@@ -212,3 +212,116 @@ async def test_a_critical_leak_closes_at_once_and_openings_stay_limited() -> Non
     assert [r.attrs["outcome"] for r in opens][:3] == ["done", "rate_limited", "dropped"]
     assert opens[-1].attrs["outcome"] == "done" and opens[-1].ts == T0 + 601
     assert all(r.attrs["outcome"] != "rate_limited" for r in reports(out, "close_valve"))
+
+
+# One valve shared by two leak probes (docs/rules.md: "a valve shared by several leak probes").
+SHARED: dict[str, Any] = {
+    "rules": [{"id": "leak", "kind": "boolean", "point": "leak", "severity": "major", "flap_limit": 0}],
+    "actions": [
+        {**LEAK["actions"][0], "device": "valve-1"},
+        {**LEAK["actions"][1], "device": "valve-1"},
+    ],
+}
+PROBES = [dev("p1", points=("leak",)), dev("p2", points=("leak",)), dev("valve-1", points=("valve",))]
+
+
+async def probes(e: RuleEngine, t: list[float], steps: list[tuple[float, str, bool]]) -> list[Event]:
+    """Each step: at T0 + s a reading of one probe, then the runtime's ticks, writes finished."""
+    out: list[Event] = []
+    for s, probe, wet in steps:
+        t[0] = T0 + s
+        out += e.evaluate([Reading(probe, "leak", wet, "", t[0])])
+        out += e.tick(t[0])
+        await e.actions.wait_idle()
+        out += e.tick(t[0])
+    return out
+
+
+async def tick_until(e: RuleEngine, t: list[float], start: float, end: float) -> list[Event]:
+    out: list[Event] = []
+    for s in range(int(start), int(end)):
+        t[0] = T0 + s
+        out += e.tick(t[0])
+        await e.actions.wait_idle()
+    return out
+
+
+async def test_a_held_opening_does_not_run_while_another_probe_on_the_valve_leaks() -> None:
+    """p1 dries: its opening is held (the last opening < 600 s ago). p2 leaks before it runs: its
+    close is free (the valve is closed), and it drops the held opening: the valve stays closed."""
+    valves = FakeValves()
+    t = [T0]
+    e = RuleEngine(RulesConfig.model_validate(SHARED), PROBES, target=valves, clock=lambda: t[0])
+    out = await probes(e, t, [(0, "p1", True), (10, "p1", False), (20, "p1", True)])
+    out += await tick_until(e, t, 21, 601)  # the held close runs at 600 s
+    out += await probes(e, t, [(605, "p1", False), (607, "p2", True)])
+    out += await tick_until(e, t, 608, 1300)
+    assert [a.device_id for a in e.active()] == ["p2"]
+    assert moves(valves) == [False, True, False]  # closed while p2 leaks
+    opens = reports(out, "open_valve")
+    assert [r.attrs["outcome"] for r in opens] == ["done", "rate_limited", "dropped"]
+    assert opens[-1].ts == T0 + 607
+    assert opens[-1].attrs["error"] == "leak raised on p2 asked for False first"
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["running", "restarted"])
+async def test_a_held_close_waits_for_every_probe_behind_it_to_dry(restart: bool) -> None:
+    """p1 leaks again 10 s after the valve opened: its close is held (the last close < 600 s ago).
+    p2 leaks too, then dries: the close is still held for p1 (also across a restart), p2's opening
+    is dropped, and the valve closes at 600 s."""
+    valves = FakeValves()
+    t = [T0]
+    cfg = RulesConfig.model_validate(SHARED)
+    e = RuleEngine(cfg, PROBES, target=valves, clock=lambda: t[0])
+    out = await probes(e, t, [(0, "p1", True), (10, "p1", False), (20, "p1", True), (30, "p2", True)])
+    if restart:
+        snap = json.loads(json.dumps(e.snapshot()))
+        assert len(snap["actions"]["due"]) == 2  # a row per trigger
+        e = RuleEngine(cfg, PROBES, target=valves, clock=lambda: t[0])
+        e.restore(snap)
+        assert e.forget_cleared([("p1", "leak", "leak", True), ("p2", "leak", "leak", True)]) == 0
+    out += await probes(e, t, [(40, "p2", False)])
+    out += await tick_until(e, t, 41, 700)
+    assert [a.device_id for a in e.active()] == ["p1"]
+    assert moves(valves) == [False, True, False]
+    assert reports(out, "open_valve")[-1].attrs["error"] == "valve=False held for leak still raised on p1"
+    (closed,) = [r for r in reports(out, "close_valve") if r.attrs["outcome"] == "done" and r.ts > T0]
+    assert closed.ts == T0 + 600 and closed.attrs["trigger_device"] == "p1"
+
+
+async def test_a_flapping_smoke_detector_does_not_block_leak_valves_in_its_building() -> None:
+    """sd-11's loose wire toggles its smoke register every second (damper on: the platform sees the
+    smoke held raised). The interlock water_on_during_fire follows the real input: a real leak on
+    d1 in the same building is interlocked while the register reads smoke, and closes the valve at
+    the next poll that reads it clear."""
+    valves = FakeValves()
+    t = [T0]
+    smoke = {
+        "id": "smoke",
+        "kind": "boolean",
+        "point": "smoke_alarm",
+        "severity": "critical",
+        "flap_limit": 6,
+    }
+    cfg = RulesConfig.model_validate({**LEAK, "rules": [smoke, LEAK["rules"][0]]})
+    e = RuleEngine(
+        cfg,
+        [dev("sd-11", points=("smoke_alarm",)), dev(points=("leak", "valve"))],
+        target=valves,
+        clock=lambda: t[0],
+    )
+    out: list[Event] = []
+    for s in range(700):
+        t[0] = T0 + s
+        rs = [Reading("sd-11", "smoke_alarm", s % 2 == 0, "", t[0])]
+        if s >= 600:
+            rs.append(Reading("d1", "leak", True, "", t[0]))
+        out += e.evaluate(rs)
+        out += e.tick(t[0])
+        await e.actions.wait_idle()
+    out += e.tick(t[0])
+    assert {(a.device_id, a.kind) for a in e.active()} >= {("sd-11", "smoke"), ("d1", "leak")}
+    assert valves.writes == [("d1", "valve", False)]
+    closes = reports(out, "close_valve")
+    assert [(r.ts - T0, r.attrs["outcome"]) for r in closes] == [(600, "interlocked"), (601, "done")]
+    assert closes[1].attrs["held_by_interlock"] == "water_on_during_fire"
