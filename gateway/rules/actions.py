@@ -15,7 +15,7 @@ the limits refuse is held and runs at a tick once they let it, if its trigger st
 trigger changes first (the leak cleared) it is dropped and reported. So a flapping sensor cannot
 spend a shared siren's day, and the valve ends as the last alarm state asks.
 
-A point has at most one held write: the value its standing triggers ask for (`_Due`). Every trigger
+A point has at most one held write: the value its standing triggers ask for (`Due`). Every trigger
 asking for that value stands behind it, and it is dropped only when none stands any more (two leak
 probes on one valve: the close waits for both to dry). A write of another value to the point
 replaces it (a leak raised after the dry probe's held opening), except a cleared event's write while
@@ -29,11 +29,11 @@ import enum
 import logging
 from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from citynerve.gateway.api import Event, EventState, GatewayError, Quality, Reading, Severity, Value, utc_now
 from citynerve.gateway.logs import field
+from citynerve.gateway.rules.action_helpers import Due, entries, matches, trigger_entry, wait_s
 from citynerve.gateway.rules.config import ActionConfig
 from citynerve.gateway.rules.interlocks import WILDCARD, InterlockConfig, Interlocks
 from citynerve.gateway.rules.snapdata import number
@@ -80,20 +80,6 @@ _SEVERITY = {
 }
 
 
-@dataclass
-class _Due:
-    """The write the rate limit holds for a point: the action that asked last, the triggers standing
-    behind it (each asks for its value; oldest first) and the interlock that held it before ("")."""
-
-    action: ActionConfig
-    triggers: list[Event]
-    held_by: str
-
-    def stands(self, state: EventState) -> Event | None:
-        """The latest trigger of this state behind the write."""
-        return next((t for t in reversed(self.triggers) if t.state is state), None)
-
-
 class ActionRunner:
     """Runs configured actions as tasks (never blocking evaluation) and reports each as an Event.
 
@@ -130,11 +116,14 @@ class ActionRunner:
         self._held: dict[tuple[str, str], tuple[ActionConfig, Event, str]] = {}
         # writes the rate limit refused, by (device, point): run at a tick once the limit lets them
         # (`run_due`), while a trigger behind them stands
-        self._due: dict[tuple[str, str], _Due] = {}
+        self._due: dict[tuple[str, str], Due] = {}
         # what the gateway last wrote (or is writing) to a point, by (device, point): the value and
         # the write's number; forgotten when that write did not end done
         self._written: dict[tuple[str, str], tuple[Value, int]] = {}
         self._writes = 0
+        # An alarm of these rules still raised on another device (the engine's instances): a shared
+        # target's `cleared` action waits for the last of them (`trigger`).
+        self.standing: Callable[[Collection[str], str], str | None] | None = None
         # Called when what must survive a power cut changed (an action started: its rate limit;
         # the interlocks' raised events; held actions): the persistent engine saves soon.
         self.changed: Callable[[], None] | None = None
@@ -195,14 +184,27 @@ class ActionRunner:
                 now_events.append(self._report(a, device, event, ActionOutcome.INTERLOCKED, event.ts, reason))
                 self._held[key] = (a, event, lock.id)
                 due = self._due.get((device, a.point))
-                if due is not None and _matches(due.action.value, a.value):
+                if due is not None and matches(due.action.value, a.value):
                     del self._due[(device, a.point)]  # the interlock's hold now: it runs once that lets it
                 if self.changed is not None:
                     self.changed()
                 continue
+            other = self._other_standing(a, event)
+            if other is not None:
+                why = f"{other} is still raised: {a.point} of {device} stays as that alarm asks"
+                now_events.append(self._report(a, device, event, ActionOutcome.DROPPED, event.ts, why))
+                continue
             self._held.pop(key, None)
             now_events += self._start(a, device, event, event.ts)
         return now_events
+
+    def _other_standing(self, a: ActionConfig, event: Event) -> str | None:
+        """For a `cleared` action on a shared target (its own `device`: a valve of several leak
+        probes, a siren of several detectors), an alarm of its rules still raised elsewhere: the
+        valve must not open, nor the siren stop, while another probe leaks or detector alarms."""
+        if event.state is not EventState.CLEARED or not a.device or self.standing is None:
+            return None
+        return self.standing(a.on, event.device_id)
 
     def _drop_due(self, event: Event) -> None:
         """`event` undoes the triggers of held writes from its rule and device (the leak that was to
@@ -236,7 +238,7 @@ class ActionRunner:
         for key, due in list(self._due.items()):
             a, trigger, device = due.action, due.triggers[-1], key[0]
             hist = self._history.get((device, a.id))
-            if hist is not None and _wait(a, hist, now) > 0:
+            if hist is not None and wait_s(a, hist, now) > 0:
                 continue
             del self._due[key]
             if self.changed is not None:
@@ -258,7 +260,7 @@ class ActionRunner:
             return [self._report(a, device, event, ActionOutcome.OVERRIDDEN, ts, held_by=held_by)]
         point = (device, a.point)
         due = self._due.get(point)
-        if due is not None and not _matches(due.action.value, a.value):
+        if due is not None and not matches(due.action.value, a.value):
             alarm = due.stands(EventState.RAISED)
             if event.state is EventState.CLEARED and alarm is not None:  # an alarm wins over a clear
                 why = (
@@ -275,7 +277,7 @@ class ActionRunner:
             due = None
         if not self._free(a, device, event):
             hist = self._history.setdefault(key, deque(maxlen=a.max_per_day))
-            wait = _wait(a, hist, ts)
+            wait = wait_s(a, hist, ts)
             if wait > 0:
                 self._hold(point, a, event, held_by, due)
                 if self.changed is not None:
@@ -311,12 +313,12 @@ class ActionRunner:
         return []
 
     def _hold(
-        self, point: tuple[str, str], a: ActionConfig, event: Event, held_by: str, due: _Due | None
+        self, point: tuple[str, str], a: ActionConfig, event: Event, held_by: str, due: Due | None
     ) -> None:
         """Hold `a`'s write for `event` (the rate limit refused it); `due`: the point's held write of
         the same value, which `event` now stands behind too (its own older trigger replaced)."""
         if due is None:
-            self._due[point] = _Due(a, [event], held_by)
+            self._due[point] = Due(a, [event], held_by)
             return
         source = (event.rule, event.device_id)
         due.triggers = [t for t in due.triggers if (t.rule, t.device_id) != source] + [event]
@@ -330,7 +332,7 @@ class ActionRunner:
         if event.state is EventState.RAISED and event.severity is Severity.CRITICAL:
             return True
         last = self._written.get((device, a.point))
-        return last is not None and _matches(last[0], a.value)
+        return last is not None and matches(last[0], a.value)
 
     def _wrote(self, device: str, a: ActionConfig) -> int:
         """Remember `a.value` as what the point is set to; returns the write's number."""
@@ -385,7 +387,7 @@ class ActionRunner:
             except GatewayError as err:
                 problem = f"read-back: {type(err).__name__}: {err}"
                 continue
-            if reading.quality is Quality.GOOD and _matches(reading.value, want):
+            if reading.quality is Quality.GOOD and matches(reading.value, want):
                 return ActionOutcome.DONE, ""
             problem, read_other = f"reads {reading.value!r} ({reading.quality}), expected {want!r}", True
         tries = a.verify_retries + 1
@@ -486,10 +488,10 @@ class ActionRunner:
             "history": [[k[0], k[1], list(v)] for k, v in self._history.items() if v],
             "interlock_events": self.interlocks.snapshot(),
             # held actions: a gateway restarted mid-fire still closes the valve once the fire is out
-            "held": [[dev, act, lock, _trigger_entry(t)] for (dev, act), (_, t, lock) in self._held.items()],
+            "held": [[dev, act, lock, trigger_entry(t)] for (dev, act), (_, t, lock) in self._held.items()],
             # and those the rate limit holds, a row per trigger: a restart does not forget the close
             "due": [
-                [dev, d.action.id, d.held_by, _trigger_entry(t)]
+                [dev, d.action.id, d.held_by, trigger_entry(t)]
                 for (dev, _), d in self._due.items()
                 for t in d.triggers
             ],
@@ -506,14 +508,14 @@ class ActionRunner:
         carry it into the future by the whole step."""
         bad, future = 0, 0
         self.overrides = set()
-        for item in _entries(data, "overrides"):
+        for item in entries(data, "overrides"):
             if isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item):
                 self.overrides.add((item[0], item[1]))
             else:
                 bad += 1
-        self.interlocks.restore(_entries(data, "interlock_events"))
+        self.interlocks.restore(entries(data, "interlock_events"))
         configs = {a.id: a for acts in self._by_rule.values() for a in acts}
-        for item in _entries(data, "history"):
+        for item in entries(data, "history"):
             try:
                 dev, act, times = item
                 if act in configs:
@@ -529,7 +531,7 @@ class ActionRunner:
         if future:
             log.warning("rules snapshot: %d action times later than the clock now: taken as now", future)
         for name in ("held", "due"):
-            for item in _entries(data, name):
+            for item in entries(data, name):
                 try:
                     dev, act, lock, (t_dev, kind, state, severity, ts, rule, value, ev_id) = item
                     if act not in configs:
@@ -546,46 +548,5 @@ class ActionRunner:
                     continue
                 a, point = configs[act], (str(dev), configs[act].point)
                 due = self._due.get(point)
-                same = due is not None and _matches(due.action.value, a.value)
+                same = due is not None and matches(due.action.value, a.value)
                 self._hold(point, a, trigger, str(lock), due if same else None)
-
-
-def _trigger_entry(t: Event) -> list[Any]:
-    """A held action's trigger in the snapshot (restored by `ActionRunner.restore`)."""
-    return [t.device_id, t.kind, t.state.value, int(t.severity), t.ts, t.rule, t.value, t.id]
-
-
-def _wait(a: ActionConfig, hist: deque[float], ts: float) -> float:
-    """Seconds from `ts` until the rate limit lets `a` write again (<= 0: now), given the times of
-    its counted writes `hist` (those a day old are dropped)."""
-    while hist and ts - hist[0] >= 86400:
-        hist.popleft()
-    wait = hist[-1] + a.min_interval_s - ts if hist else 0.0
-    if len(hist) >= a.max_per_day:
-        wait = max(wait, hist[0] + 86400 - ts)
-    return wait
-
-
-def _entries(data: Mapping[str, Any], key: str) -> list[Any]:
-    """A snapshot's list under `key` (missing or not a list: empty)."""
-    got = data.get(key)
-    if isinstance(got, list):
-        return got
-    if got is not None:
-        log.warning("rules snapshot: actions.%s is %s, not a list: not restored", key, type(got))
-    return []
-
-
-_STATE_OF = {"close": "closed", "shut": "closed", "opened": "open"}
-"""A command word and the state a device reports after it (CJ/T 188 valves: "close" -> "closed")."""
-
-
-def _matches(read: Value, want: Value) -> bool:
-    """Whether a read-back shows the written state: numbers (and bools) within a relative 1e-6,
-    text without regard to case, a command word as the state it leads to."""
-    if isinstance(read, str) or isinstance(want, str):
-        a, b = (str(v).strip().casefold() for v in (read, want))
-        return _STATE_OF.get(a, a) == _STATE_OF.get(b, b)
-    if read is None or want is None:
-        return read is want
-    return abs(float(read) - float(want)) <= 1e-6 * max(1.0, abs(float(want)))

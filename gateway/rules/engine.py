@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from citynerve.gateway.api import (
@@ -39,6 +39,7 @@ from citynerve.gateway.rules.instance import (
     RuleInstance,
     device_attrs,
     make_condition,
+    still_raised,
 )
 from citynerve.gateway.rules.peers import PeerSlots
 from citynerve.gateway.rules.snapdata import clock_behind, number
@@ -93,6 +94,7 @@ class RuleEngine:
             interlocks=config.effective_interlocks(),
             dry_run=config.dry_run_actions,
         )
+        self.actions.standing = self._standing  # a shared target's `cleared` action waits for the last
         self.away: set[str] = set(config.away)
         quiet = {s.id: QuietHours(s) for s in config.schedules}
         contacts = {c.id: c.model_dump(exclude_defaults=True) for c in config.contacts}
@@ -333,6 +335,9 @@ class RuleEngine:
         self.actions.run_due(now)  # actions the rate limit held, once it lets them
         out.extend(self.actions.drain())
         return out
+
+    def _standing(self, rules: Collection[str], but: str) -> str | None:
+        return still_raised(self.instances.values(), self.flapping.held, rules, but)
 
     def _failed(self, inst: RuleInstance) -> None:
         """A rule instance raised in `tick`: logged once (it would fail every second), the rest goes on."""

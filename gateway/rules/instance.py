@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Collection, Container, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,3 +168,14 @@ def device_attrs(device: DeviceConfig) -> dict[str, Any]:
     if device.name:
         attrs["device_name"] = device.name
     return attrs
+
+
+def still_raised(
+    instances: Iterable[RuleInstance], held: Container[RuleInstance], rules: Collection[str], but: str
+) -> str | None:
+    """An alarm of `rules` raised on a device other than `but` (held raised by a flap damper
+    counts: the platform sees it raised), as "<rule> on <device>"; None when there is none."""
+    for i in instances:
+        if i.rule.id in rules and i.device_id != but and (i.alarm.active or i in held):
+            return f"{i.rule.id} on {i.device_id}"
+    return None

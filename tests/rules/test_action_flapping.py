@@ -284,7 +284,9 @@ async def test_a_held_close_waits_for_every_probe_behind_it_to_dry(restart: bool
     out += await tick_until(e, t, 41, 700)
     assert [a.device_id for a in e.active()] == ["p1"]
     assert moves(valves) == [False, True, False]
-    assert reports(out, "open_valve")[-1].attrs["error"] == "valve=False held for leak still raised on p1"
+    kept = reports(out, "open_valve")[-1]  # p1 still leaks: the valve is not to open for p2
+    assert kept.attrs["outcome"] == "dropped"
+    assert kept.attrs["error"] == "leak on p1 is still raised: valve of valve-1 stays as that alarm asks"
     (closed,) = [r for r in reports(out, "close_valve") if r.attrs["outcome"] == "done" and r.ts > T0]
     assert closed.ts == T0 + 600 and closed.attrs["trigger_device"] == "p1"
 
@@ -325,3 +327,34 @@ async def test_a_flapping_smoke_detector_does_not_block_leak_valves_in_its_build
     closes = reports(out, "close_valve")
     assert [(r.ts - T0, r.attrs["outcome"]) for r in closes] == [(600, "interlocked"), (601, "done")]
     assert closes[1].attrs["held_by_interlock"] == "water_on_during_fire"
+
+
+async def test_a_probe_drying_does_not_open_a_shared_valve_while_another_leaks() -> None:
+    """No rate limit in the way (the opening 20 min after the first): p1 dries while p2 still leaks,
+    and the valve stays closed; it opens when the last probe dries."""
+    valves = FakeValves()
+    t = [T0]
+    e = RuleEngine(RulesConfig.model_validate(SHARED), PROBES, target=valves, clock=lambda: t[0])
+    out = await probes(e, t, [(0, "p1", True), (600, "p2", True), (1200, "p1", False)])
+    assert moves(valves) == [False]  # closed, and still closed while p2 leaks
+    (kept,) = [r for r in reports(out, "open_valve") if r.ts == T0 + 1200]
+    assert kept.attrs["outcome"] == "dropped"
+    assert kept.attrs["error"] == "leak on p2 is still raised: valve of valve-1 stays as that alarm asks"
+    out += await probes(e, t, [(1800, "p2", False)])
+    assert moves(valves) == [False, True]
+    assert reports(out, "open_valve")[-1].attrs["outcome"] == "done"
+
+
+async def test_a_siren_of_several_detectors_stays_on_while_one_still_alarms() -> None:
+    relay = FakeValves()
+    t = [T0]
+    e = RuleEngine(smoke_rules("critical", [SIREN, SIREN_OFF]), DETECTORS, target=relay, clock=lambda: t[0])
+    for ts, device, smoke in [(0, "sd-11", True), (5, "sd-12", True), (60, "sd-11", False)]:
+        t[0] = T0 + ts
+        e.evaluate([Reading(device, "smoke_alarm", smoke, "", t[0])])
+        await e.actions.wait_idle()
+    assert relay.writes[-1] == ("siren-relay-1", "relay", True)  # sd-12 still alarms
+    t[0] = T0 + 120
+    e.evaluate([Reading("sd-12", "smoke_alarm", False, "", t[0])])
+    await e.actions.wait_idle()
+    assert relay.writes[-1] == ("siren-relay-1", "relay", False)
