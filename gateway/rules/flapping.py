@@ -43,6 +43,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("citynerve.gateway.rules")
 
 FLAP_KIND = "input_flapping"
+# The defaults of a rule's `flap_limit`, `flap_window_s` and `flap_settle_s` (rules/kinds.py),
+# also those of the household rules (rules/household.py).
+FLAP_LIMIT = 6
+FLAP_WINDOW_S = 60.0
+FLAP_SETTLE_S = 300.0
 
 
 class Verdict(enum.Enum):

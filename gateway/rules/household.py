@@ -48,6 +48,7 @@ from typing import Any
 
 from citynerve.gateway.api import Value
 from citynerve.gateway.rules.conditions import Condition, as_bool, as_float
+from citynerve.gateway.rules.flapping import FLAP_LIMIT, FLAP_SETTLE_S, FLAP_WINDOW_S
 from citynerve.gateway.rules.household_config import HouseholdConfig, minutes
 from citynerve.gateway.rules.household_presence import NODE_EVENT_KIND, NodeSilentCondition, Presence
 from citynerve.gateway.rules.meter import LocalDays, MeterTrack, Step, spread
@@ -73,9 +74,9 @@ class HouseholdRule:
     clear_hold_s: float = 0.0
     suppress_during: tuple[str, ...] = field(default=())
     event_kind: str = EVENT_KIND
-    flap_limit: int = 6  # the rules' defaults (rules/kinds.py)
-    flap_window_s: float = 60.0
-    flap_settle_s: float = 300.0
+    flap_limit: int = FLAP_LIMIT
+    flap_window_s: float = FLAP_WINDOW_S
+    flap_settle_s: float = FLAP_SETTLE_S
 
     @classmethod
     def of(cls, cfg: HouseholdConfig) -> HouseholdRule:

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, TypeAdapter, model_validator
 
 from citynerve.gateway.api import STRICT, DeviceConfig, FiniteFloat, Severity
+from citynerve.gateway.rules.flapping import FLAP_LIMIT, FLAP_SETTLE_S, FLAP_WINDOW_S
 
 _STRICT = STRICT
 RULE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,95}$"
@@ -59,17 +60,20 @@ class _RuleBase(_Model):
     suppress_when_away: bool = False
     escalate: tuple[str, ...] = Field(default=(), description="contact ids, in escalation order")
     flap_limit: int = Field(
-        default=6,
+        default=FLAP_LIMIT,
         ge=0,
         le=1000,
         description="more raises and clears than this within `flap_window_s`: flapping (alarm held "
         "raised, one `input_flapping` event; docs/rules.md); 0 = off",
     )
     flap_window_s: FiniteFloat = Field(
-        default=60.0, gt=0, le=86400, description="the sliding window `flap_limit` counts in, seconds"
+        default=FLAP_WINDOW_S,
+        gt=0,
+        le=86400,
+        description="the sliding window `flap_limit` counts in, seconds",
     )
     flap_settle_s: FiniteFloat = Field(
-        default=300.0,
+        default=FLAP_SETTLE_S,
         gt=0,
         le=86400,
         description="a flapping alarm clears once its input stayed clear this long, seconds",

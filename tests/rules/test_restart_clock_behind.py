@@ -17,29 +17,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from citynerve.gateway.api import Clock, DeviceConfig, Event, EventState, Reading, SteadyWall
+from citynerve.gateway.api import DeviceConfig, Event, EventState, Reading, SteadyWall
 from citynerve.gateway.rules import RuleEngine, RulesConfig
 from tests.rules.conftest import dev
+from tests.rules.test_action_holds import BootClock
 
 TZ = ZoneInfo("Asia/Shanghai")
 BOOTS = ["rtc", "1970", "fake-hwclock"]
-
-
-class BootClock(Clock):
-    """No RTC: the wall clock reads what it was set to; the monotonic clock restarts at boot."""
-
-    def __init__(self, wall: float) -> None:
-        self.wall_t, self.mono_t = wall, 100.0
-
-    def wall(self) -> float:
-        return self.wall_t
-
-    def monotonic(self) -> float:
-        return self.mono_t
-
-    def advance(self, s: float) -> None:
-        self.wall_t += s
-        self.mono_t += s
 
 
 def local(d: int, hh: int, mm: int) -> float:

@@ -27,16 +27,6 @@ Seen = list[tuple[str, Payload]]
 
 
 @pytest.fixture
-async def broker(short_dir: Path) -> AsyncIterator[MosquittoBroker]:
-    b = MosquittoBroker(workdir=short_dir)
-    b.start()
-    try:
-        yield b
-    finally:
-        b.close()
-
-
-@pytest.fixture
 async def seen(broker: MosquittoBroker) -> AsyncIterator[Seen]:
     """Every spBv1.0 message, in order (a host application's view)."""
     out: Seen = []
