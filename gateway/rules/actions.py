@@ -189,11 +189,6 @@ class ActionRunner:
                 if self.changed is not None:
                     self.changed()
                 continue
-            other = self._other_standing(a, event)
-            if other is not None:
-                why = f"{other} is still raised: {a.point} of {device} stays as that alarm asks"
-                now_events.append(self._report(a, device, event, ActionOutcome.DROPPED, event.ts, why))
-                continue
             self._held.pop(key, None)
             now_events += self._start(a, device, event, event.ts)
         return now_events
@@ -258,6 +253,10 @@ class ActionRunner:
         key = (device, a.id)
         if key in self.overrides:  # also for a held action released later: the operator always wins
             return [self._report(a, device, event, ActionOutcome.OVERRIDDEN, ts, held_by=held_by)]
+        other = self._other_standing(a, event)  # also for a write an interlock or the rate limit held
+        if other is not None:
+            why = f"{other} is still raised: {a.point} of {device} stays as that alarm asks"
+            return [self._report(a, device, event, ActionOutcome.DROPPED, ts, why, held_by)]
         point = (device, a.point)
         due = self._due.get(point)
         if due is not None and not matches(due.action.value, a.value):

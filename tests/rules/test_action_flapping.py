@@ -5,11 +5,12 @@ it may run, so a valve or siren ends as the last alarm state asks (docs/rules.md
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from citynerve.gateway.api import Event, Reading, WriteRejectedError
+from citynerve.gateway.api import Event, EventState, Reading, Severity, WriteRejectedError
 from citynerve.gateway.rules import ACTION_KIND, RuleEngine, RulesConfig
 
 from .conftest import T0, dev
@@ -358,3 +359,23 @@ async def test_a_siren_of_several_detectors_stays_on_while_one_still_alarms() ->
     e.evaluate([Reading("sd-12", "smoke_alarm", False, "", t[0])])
     await e.actions.wait_idle()
     assert relay.writes[-1] == ("siren-relay-1", "relay", False)
+
+
+async def test_an_opening_an_interlock_held_does_not_run_while_another_probe_leaks() -> None:
+    """p1 dries while an interlock holds openings; p2 still leaks when the interlock lets go: the
+    released opening is dropped, not run (the check is in the one place every write starts)."""
+    valves = FakeValves()
+    t = [T0]
+    lock = {"id": "no_open_in_maintenance", "actions": ["open_valve"], "while_raised": ["maintenance"]}
+    cfg = RulesConfig.model_validate({**SHARED, "interlocks": [lock]})
+    e = RuleEngine(cfg, PROBES, target=valves, clock=lambda: t[0])
+    out = await probes(e, t, [(0, "p1", True), (600, "p2", True)])
+    maint = Event("valve-1", "maintenance", EventState.RAISED, Severity.MINOR, T0 + 700, "maint")
+    out += e.on_event(maint)
+    out += await probes(e, t, [(1200, "p1", False)])
+    assert [r.attrs["outcome"] for r in reports(out, "open_valve")] == ["interlocked"]
+    out += e.on_event(replace(maint, state=EventState.CLEARED, ts=T0 + 1300))
+    await e.actions.wait_idle()
+    out += e.tick(T0 + 1301)
+    assert moves(valves) == [False]  # still closed: p2 leaks
+    assert reports(out, "open_valve")[-1].attrs["outcome"] == "dropped"
