@@ -43,10 +43,12 @@ def test_a_real_bundle_damaged_anywhere_is_refused_typed(
     # eighth of the file, the first flip (if any) that breaks the deflate stream itself (zlib.error).
     starts = _offsets(len(raw))[::2]
     inflate = [o for o in (_inflate_breaker(start, raw) for start in starts) if o is not None]
-    assert len(inflate) >= 2, inflate  # most of a bundle is wheels, stored: few flips break deflate
-    for n, offset in enumerate(_offsets(len(raw)) + inflate):
+    # Most of a bundle is wheels, stored: few flips break deflate, and where depends on the bundle's
+    # bytes. The first block's header made reserved breaks it always.
+    damaged = [_damaged(raw, o) for o in _offsets(len(raw)) + inflate] + [_reserved_first_block(raw)]
+    for n, data in enumerate(damaged):
         path = tmp_path / f"bad-{n}.tar.gz"
-        path.write_bytes(_damaged(raw, offset))
+        path.write_bytes(data)
         dest = tmp_path / f"out-{n}"
         dest.mkdir()
         try:
@@ -57,10 +59,10 @@ def test_a_real_bundle_damaged_anywhere_is_refused_typed(
         outcomes[kind] = outcomes.get(kind, 0) + 1
         path.unlink()
         shutil.rmtree(dest)
-    assert sum(outcomes.values()) == OFFSETS + len(inflate)
+    assert sum(outcomes.values()) == OFFSETS + len(inflate) + 1
     assert outcomes.get("accepted", 0) <= 2, outcomes  # nearly every flip is caught
     stream = ("not a readable .tar.gz", "damaged tarball", "cannot unpack (damaged, or no room)")
-    assert sum(outcomes.get(k, 0) for k in stream) >= len(inflate), outcomes
+    assert sum(outcomes.get(k, 0) for k in stream) >= len(inflate) + 1, outcomes
     for cut in (len(raw) // 3, len(raw) * 2 // 3, 5):  # cut inside the data, or in the header
         path = tmp_path / f"cut-{cut}.tar.gz"
         path.write_bytes(raw[:cut])
@@ -76,9 +78,8 @@ def test_update_apply_answers_a_damaged_bundle_in_one_line(
     root = tmp_path / "opt"
     (root / "releases").mkdir(parents=True)
     config = gateway_config(tmp_path / "site", 5020, buses=1, units=1)
-    # A flip that breaks the deflate stream (zlib.error), found the same way every run.
-    offset = next(o for o in (_inflate_breaker(start, raw) for start in _offsets(len(raw))[2::2]) if o)
-    for name, data in (("flipped", _damaged(raw, offset)), ("truncated", raw[: len(raw) // 2])):
+    # A damage that breaks the deflate stream (zlib.error), whatever the bundle's bytes.
+    for name, data in (("flipped", _reserved_first_block(raw)), ("truncated", raw[: len(raw) // 2])):
         bad = tmp_path / f"{name}.tar.gz"
         bad.write_bytes(data)
         cmd = [sys.executable, "-m", "citynerve.gateway.cli", "update", "apply", str(bad)]
@@ -96,6 +97,16 @@ def _inflate_breaker(start: int, raw: bytes) -> int | None:
     the file fail, found the same way every run."""
     tries = range(start, min(start + 101 * 100, len(raw)), 101)
     return next((o for o in tries if _inflate_fails(_damaged(raw, o))), None)
+
+
+def _reserved_first_block(raw: bytes) -> bytes:
+    """`raw` with its first deflate block's type made the reserved one (BTYPE 11): inflating it
+    fails at once, whatever the bundle holds."""
+    start = raw.index(b"\0", 10) + 1 if raw[3] & 0x08 else 10
+    bad = bytearray(raw)
+    bad[start] |= 0x06
+    assert _inflate_fails(bytes(bad))
+    return bytes(bad)
 
 
 def _inflate_fails(data: bytes) -> bool:
