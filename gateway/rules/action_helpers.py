@@ -17,8 +17,10 @@ log = logging.getLogger("citynerve.gateway.rules.actions")
 
 @dataclass
 class Due:
-    """The write the rate limit holds for a point: the action that asked last, the triggers standing
-    behind it (each asks for its value; oldest first) and the interlock that held it before ("")."""
+    """A held write: the action that asked last, the triggers standing behind it (each asks for its
+    value; oldest first, one per rule and device) and an interlock. The rate limit's held writes (by
+    point) keep the interlock that held them before (""); an interlock's (by device and action), the
+    interlock that holds them."""
 
     action: ActionConfig
     triggers: list[Event]
@@ -27,6 +29,19 @@ class Due:
     def stands(self, state: EventState) -> Event | None:
         """The latest trigger of this state behind the write."""
         return next((t for t in reversed(self.triggers) if t.state is state), None)
+
+    def add(self, event: Event) -> None:
+        """`event` stands behind the write too, in place of an older trigger of its rule and device."""
+        source = (event.rule, event.device_id)
+        self.triggers = [t for t in self.triggers if (t.rule, t.device_id) != source] + [event]
+
+    def undo(self, source: tuple[str, str], state: EventState) -> bool:
+        """Rule and device `source` went to `state`: its trigger asking for another state no longer
+        stands (the leak that was to close the valve dried). Returns whether one was dropped."""
+        stand = [t for t in self.triggers if (t.rule, t.device_id) != source or t.state is state]
+        undone = len(stand) != len(self.triggers)
+        self.triggers = stand
+        return undone
 
 
 def trigger_entry(t: Event) -> list[Any]:

@@ -112,8 +112,9 @@ class ActionRunner:
         self._history: dict[tuple[str, str], deque[float]] = {}
         self._pending: list[Event] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        # actions an interlock blocked, by (device, action): the action, its trigger, the interlock
-        self._held: dict[tuple[str, str], tuple[ActionConfig, Event, str]] = {}
+        # writes an interlock holds, by (device, action): run once it lets them, while a trigger
+        # behind them stands (a valve's close asked for by two leak probes waits for both to dry)
+        self._held: dict[tuple[str, str], Due] = {}
         # writes the rate limit refused, by (device, point): run at a tick once the limit lets them
         # (`run_due`), while a trigger behind them stands
         self._due: dict[tuple[str, str], Due] = {}
@@ -149,24 +150,24 @@ class ActionRunner:
         actions its rule triggered stay as the platform sees the alarm."""
         if self.interlocks.observe(event, by_value=by_value) and self.changed is not None:
             self.changed()
-        if self._due and not event.one_shot and not damped:
-            self._drop_due(event)
         clears = event.state is EventState.CLEARED or (event.one_shot and event.subject == WILDCARD)
+        if not damped and (not event.one_shot or clears):
+            state = EventState.CLEARED if clears else event.state
+            self._drop_undone(self._due, event, state, "the rate limit")
+            self._drop_undone(self._held, event, state, "the interlock")
         if not self._held or not clears:
             return
-        for key, (a, trigger, lock_id) in list(self._held.items()):
-            source = (trigger.rule, trigger.device_id)
-            if trigger.state is EventState.RAISED and source == (event.rule, event.device_id) and not damped:
-                del self._held[key]  # the leak is gone: nothing left to do
-            elif self.interlocks.blocking(a.id, key[0], a.point, a.value) is None:
-                del self._held[key]
-                log.warning("action %s on %s: interlock %s released", field(a.id), field(key[0]), lock_id)
-                for report in self._start(a, key[0], trigger, event.ts, held_by=lock_id):
-                    self._deliver(report)
-            else:
+        for key, held in list(self._held.items()):
+            a = held.action
+            if self.interlocks.blocking(a.id, key[0], a.point, a.value) is not None:
                 continue
+            del self._held[key]
             if self.changed is not None:  # the snapshot must not keep a held action that is gone
                 self.changed()
+            log.warning("action %s on %s: interlock %s released", field(a.id), field(key[0]), held.held_by)
+            *behind, trigger = held.triggers
+            for report in self._start(a, key[0], trigger, event.ts, held.held_by, behind):
+                self._deliver(report)
 
     def trigger(self, event: Event) -> list[Event]:
         """Start the actions of `event`'s rule. Returns interlock refusals now; writes report later."""
@@ -177,17 +178,9 @@ class ActionRunner:
             if key in self.overrides:
                 now_events.append(self._report(a, device, event, ActionOutcome.OVERRIDDEN, event.ts))
                 continue
-            blocked = self.interlocks.blocking(a.id, device, a.point, a.value)
-            if blocked is not None:
-                lock, why = blocked
-                reason = f"interlock {lock.id}: {why}"
-                now_events.append(self._report(a, device, event, ActionOutcome.INTERLOCKED, event.ts, reason))
-                self._held[key] = (a, event, lock.id)
-                due = self._due.get((device, a.point))
-                if due is not None and matches(due.action.value, a.value):
-                    del self._due[(device, a.point)]  # the interlock's hold now: it runs once that lets it
-                if self.changed is not None:
-                    self.changed()
+            refused = self._interlocked(a, device, [event], event.ts)
+            if refused is not None:
+                now_events.append(refused)
                 continue
             self._held.pop(key, None)
             now_events += self._start(a, device, event, event.ts)
@@ -201,27 +194,48 @@ class ActionRunner:
             return None
         return self.standing(a.on, event.device_id)
 
-    def _drop_due(self, event: Event) -> None:
-        """`event` undoes the triggers of held writes from its rule and device (the leak that was to
-        close the valve cleared, or raised again before the valve could open): a held write with no
-        trigger left standing is dropped and reported."""
+    def _interlocked(self, a: ActionConfig, device: str, triggers: list[Event], ts: float) -> Event | None:
+        """Whether an interlock blocks `a` on `device` now: if so the write is held for `triggers`
+        (oldest first; with those of a write the rate limit held for the same value) until it lets
+        it, and the refusal is returned."""
+        blocked = self.interlocks.blocking(a.id, device, a.point, a.value)
+        if blocked is None:
+            return None
+        lock, why = blocked
+        held = self._held.setdefault((device, a.id), Due(a, [], lock.id))
+        held.held_by = lock.id
+        due = self._due.get((device, a.point))
+        if due is not None and matches(due.action.value, a.value):
+            del self._due[(device, a.point)]  # the interlock's hold now: it runs once that lets it
+            triggers = [*due.triggers, *triggers]
+        for t in triggers:
+            held.add(t)
+        if self.changed is not None:
+            self.changed()
+        reason = f"interlock {lock.id}: {why}"
+        return self._report(a, device, triggers[-1], ActionOutcome.INTERLOCKED, ts, reason)
+
+    def _drop_undone(
+        self, holds: dict[tuple[str, str], Due], event: Event, state: EventState, holder: str
+    ) -> None:
+        """`event` (its rule and device now in `state`) undoes the triggers of held writes from its
+        rule and device (the leak that was to close the valve cleared, or raised again before the
+        valve could open): a held write with no trigger left standing is dropped and reported."""
         source = (event.rule, event.device_id)
-        for key, due in list(self._due.items()):
-            stand = [t for t in due.triggers if (t.rule, t.device_id) != source or t.state is event.state]
-            if len(stand) == len(due.triggers):
+        for key, held in list(holds.items()):
+            last = held.triggers[-1]
+            if not held.undo(source, state):
                 continue
-            if not stand:  # its last trigger is the one undone
-                del self._due[key]
-                why = (
-                    f"{event.rule} {event.state.value} on {event.device_id} before the rate limit let it run"
-                )
-                report = self._report(
-                    due.action, key[0], due.triggers[-1], ActionOutcome.DROPPED, event.ts, why, due.held_by
-                )
-                self._deliver(report)
-            due.triggers = stand
             if self.changed is not None:
                 self.changed()
+            if held.triggers:
+                continue
+            del holds[key]  # its last trigger is the one undone
+            why = f"{event.rule} {state.value} on {event.device_id} before {holder} let it run"
+            report = self._report(
+                held.action, key[0], last, ActionOutcome.DROPPED, event.ts, why, held.held_by
+            )
+            self._deliver(report)
 
     def run_due(self, now: float) -> None:
         """Run the writes held by the rate limit that it lets run at `now` (the engine's tick).
@@ -238,18 +252,24 @@ class ActionRunner:
             del self._due[key]
             if self.changed is not None:
                 self.changed()
-            blocked = self.interlocks.blocking(a.id, device, a.point, a.value)
-            if blocked is not None:
-                lock, why = blocked
-                self._held[(device, a.id)] = (a, trigger, lock.id)
-                reason = f"interlock {lock.id}: {why}"
-                self._deliver(self._report(a, device, trigger, ActionOutcome.INTERLOCKED, now, reason))
+            refused = self._interlocked(a, device, due.triggers, now)
+            if refused is not None:
+                self._deliver(refused)
                 continue
-            for report in self._start(a, device, trigger, now, due.held_by):
+            for report in self._start(a, device, trigger, now, due.held_by, due.triggers[:-1]):
                 self._deliver(report)
 
-    def _start(self, a: ActionConfig, device: str, event: Event, ts: float, held_by: str = "") -> list[Event]:
-        """Rate limits, dry run, then the write as a task. Returns the reports known at once."""
+    def _start(
+        self,
+        a: ActionConfig,
+        device: str,
+        event: Event,
+        ts: float,
+        held_by: str = "",
+        behind: Sequence[Event] = (),
+    ) -> list[Event]:
+        """Rate limits, dry run, then the write as a task. Returns the reports known at once.
+        `behind`: older triggers of a held write released now, which stand behind it too."""
         key = (device, a.id)
         if key in self.overrides:  # also for a held action released later: the operator always wins
             return [self._report(a, device, event, ActionOutcome.OVERRIDDEN, ts, held_by=held_by)]
@@ -278,7 +298,7 @@ class ActionRunner:
             hist = self._history.setdefault(key, deque(maxlen=a.max_per_day))
             wait = wait_s(a, hist, ts)
             if wait > 0:
-                self._hold(point, a, event, held_by, due)
+                self._hold(point, a, [*behind, event], held_by, due)
                 if self.changed is not None:
                     self.changed()
                 why = (
@@ -312,15 +332,15 @@ class ActionRunner:
         return []
 
     def _hold(
-        self, point: tuple[str, str], a: ActionConfig, event: Event, held_by: str, due: Due | None
+        self, point: tuple[str, str], a: ActionConfig, triggers: list[Event], held_by: str, due: Due | None
     ) -> None:
-        """Hold `a`'s write for `event` (the rate limit refused it); `due`: the point's held write of
-        the same value, which `event` now stands behind too (its own older trigger replaced)."""
+        """Hold `a`'s write for `triggers` (the rate limit refused it; the last asked now); `due`:
+        the point's held write of the same value, which they now stand behind too (each in place of
+        an older trigger of its rule and device)."""
         if due is None:
-            self._due[point] = Due(a, [event], held_by)
-            return
-        source = (event.rule, event.device_id)
-        due.triggers = [t for t in due.triggers if (t.rule, t.device_id) != source] + [event]
+            due = self._due[point] = Due(a, [], held_by)
+        for t in triggers:
+            due.add(t)
         due.action, due.held_by = a, held_by or due.held_by
 
     def _free(self, a: ActionConfig, device: str, event: Event) -> bool:
@@ -447,34 +467,30 @@ class ActionRunner:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     def retain_held(self, raised: Collection[tuple[str, str, str]]) -> int:
-        """After a restart: drop the held actions whose triggering alarm (device, kind, rule) is not
-        in `raised` (the alarm registry: it cleared before the stop), and those the rate limit held
-        whose trigger changed before the stop (a cleared trigger's alarm raised again). Returns how many."""
-        gone = [
-            key
-            for key, (_, t, _) in self._held.items()
-            if t.state is EventState.RAISED and (t.device_id, t.kind, t.rule) not in raised
-        ]
-        for key in gone:
-            log.warning("action %s on %s: its trigger cleared before the stop: not held", key[1], key[0])
-            del self._held[key]
-        due = 0
-        for key, held in list(self._due.items()):
-            stands = [
-                t
-                for t in held.triggers
-                if ((t.device_id, t.kind, t.rule) in raised) is (t.state is EventState.RAISED)
-            ]
-            due += len(held.triggers) - len(stands)
-            held.triggers = stands
-            if not stands:
-                log.warning(
-                    "action %s on %s: its triggers changed before the stop: dropped", held.action.id, key[0]
-                )
-                del self._due[key]
-        if (gone or due) and self.changed is not None:
+        """After a restart: drop the triggers of held writes (an interlock's or the rate limit's)
+        that changed before the stop: a raised trigger whose alarm (device, kind, rule) is not in
+        `raised` (the alarm registry: it cleared), a cleared one whose alarm is (raised again). A
+        held write with no trigger left is dropped. Returns how many triggers were dropped."""
+        gone = 0
+        for holds in (self._held, self._due):
+            for key, held in list(holds.items()):
+                stands = [
+                    t
+                    for t in held.triggers
+                    if ((t.device_id, t.kind, t.rule) in raised) is (t.state is EventState.RAISED)
+                ]
+                gone += len(held.triggers) - len(stands)
+                held.triggers = stands
+                if not stands:
+                    log.warning(
+                        "action %s on %s: its triggers changed before the stop: dropped",
+                        held.action.id,
+                        key[0],
+                    )
+                    del holds[key]
+        if gone and self.changed is not None:
             self.changed()
-        return len(gone) + due
+        return gone
 
     def shift(self, delta: float) -> None:
         """The wall clock stepped by `delta` s: rate-limit history moves with it (limits stay exact)."""
@@ -487,7 +503,11 @@ class ActionRunner:
             "history": [[k[0], k[1], list(v)] for k, v in self._history.items() if v],
             "interlock_events": self.interlocks.snapshot(),
             # held actions: a gateway restarted mid-fire still closes the valve once the fire is out
-            "held": [[dev, act, lock, trigger_entry(t)] for (dev, act), (_, t, lock) in self._held.items()],
+            "held": [
+                [dev, act, h.held_by, trigger_entry(t)]
+                for (dev, act), h in self._held.items()
+                for t in h.triggers
+            ],
             # and those the rate limit holds, a row per trigger: a restart does not forget the close
             "due": [
                 [dev, d.action.id, d.held_by, trigger_entry(t)]
@@ -543,9 +563,9 @@ class ActionRunner:
                     log.warning("rules snapshot: a held action cannot be restored (%s): dropped", err)
                     continue
                 if name == "held":
-                    self._held[(str(dev), act)] = (configs[act], trigger, str(lock))
+                    self._held.setdefault((str(dev), act), Due(configs[act], [], str(lock))).add(trigger)
                     continue
                 a, point = configs[act], (str(dev), configs[act].point)
                 due = self._due.get(point)
                 same = due is not None and matches(due.action.value, a.value)
-                self._hold(point, a, trigger, str(lock), due if same else None)
+                self._hold(point, a, [trigger], str(lock), due if same else None)
