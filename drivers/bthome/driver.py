@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,9 +146,11 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
         state: StateStore | None = None,
         *,
         link: Any = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(bus, devices, state)
         self._link = link  # an in-process bumble LocalLink (tests, simulators); else bus.transport
+        self._clock = clock  # monotonic: the advert rate (tests step it)
         self._guard = CounterGuard(state)
         self._runtime: dict[str, _DeviceRuntime] = {}
         self._by_mac: dict[str, _DeviceRuntime] = {}
@@ -311,7 +313,6 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
                 last = await self._guard.last(adv.address)
                 if last is not None and advert.counter <= last:
                     raise ReplayError(adv.address, advert.counter, last, payload)
-                self._guard.accept(adv.address, advert.counter)
         except BTHomeFrameError as err:
             reason = err.reason_code
             stats.rejected[reason] = stats.rejected.get(reason, 0) + 1
@@ -323,7 +324,7 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
         if stats.failing:
             stats.failing = False
             log.info("device %s: adverts accepted again", rt.config.id)
-        if not stats.admit(time.monotonic()):
+        if not stats.admit(self._clock()):
             if stats.rate_limited == 1 or stats.rate_limited % 10_000 == 0:
                 log.warning(
                     "device %s: more than %g adverts/s; %d counted, not stored",
@@ -332,6 +333,10 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
                     stats.rate_limited,
                 )
             return None
+        if advert.counter is not None:
+            # Only now, after the rate: a refused advert that had used up its counter made the node's
+            # own repeat of it, once the rate allowed, a "replay" (and its reading was never delivered).
+            self._guard.accept(adv.address, advert.counter)
         stats.accepted += 1
         stats.last_seen = adv.ts
         stats.last_rssi = adv.rssi
