@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +62,9 @@ ADVERTS_BURST = 20
 """Fresh adverts delivered per node: a node advertises every few seconds (faster only while an
 alarm changes); more than this is a spoofer (plaintext nodes) or a broken node, and is counted
 (`rate_limited`), not stored advert by advert. Nodes repeat their state in every advert."""
+LOG_INTERVAL_S = 60.0
+"""A node whose adverts flap between refused and accepted logs at most one rejected / accepted-again
+pair per interval; the changes in between are counted in its next "rejected" line."""
 
 
 @dataclass(slots=True)
@@ -80,6 +83,29 @@ class DeviceLinkStats:
     rate_limited: int = 0  # fresh adverts over ADVERTS_PER_S: counted, not delivered
     _tokens: float = float(ADVERTS_BURST)
     _refill_t: float | None = None
+    _unlogged_fails: int = 0  # changes from accepted to rejected not logged yet
+    _fail_logged_t: float | None = None  # monotonic time of the last "rejected" line
+    _fail_logged: bool = False  # the log's last word on this node is "rejected"
+
+    def fail(self, reason: RejectReason, error: str, now: float) -> int:
+        """Count a refused advert (monotonic `now`). Returns the changes from accepted to rejected
+        to log now, or 0: at most one line per LOG_INTERVAL_S, a flapping node must not flood the log."""
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        self.last_error = error
+        if not self.failing:
+            self.failing = True
+            self._unlogged_fails += 1
+        logged_t = self._fail_logged_t
+        if not self._unlogged_fails or (logged_t is not None and now - logged_t < LOG_INTERVAL_S):
+            return 0
+        changes, self._unlogged_fails = self._unlogged_fails, 0
+        self._fail_logged_t, self._fail_logged = now, True
+        return changes
+
+    def recover(self) -> bool:
+        """An advert delivered: True when the log should say so (only after a logged "rejected")."""
+        logged, self._fail_logged, self.failing = self._fail_logged, False, False
+        return logged
 
     def admit(self, now: float) -> bool:
         """Token bucket of fresh adverts (monotonic `now`); False (and counted) over the rate."""
@@ -146,9 +172,11 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
         state: StateStore | None = None,
         *,
         link: Any = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(bus, devices, state)
         self._link = link  # an in-process bumble LocalLink (tests, simulators); else bus.transport
+        self._clock = clock  # monotonic: the advert rate (tests step it)
         self._guard = CounterGuard(state)
         self._runtime: dict[str, _DeviceRuntime] = {}
         self._by_mac: dict[str, _DeviceRuntime] = {}
@@ -311,19 +339,18 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
                 last = await self._guard.last(adv.address)
                 if last is not None and advert.counter <= last:
                     raise ReplayError(adv.address, advert.counter, last, payload)
-                self._guard.accept(adv.address, advert.counter)
         except BTHomeFrameError as err:
-            reason = err.reason_code
-            stats.rejected[reason] = stats.rejected.get(reason, 0) + 1
-            stats.last_error = str(err)
-            if not stats.failing:
-                stats.failing = True
-                log.warning("device %s: advert rejected (%s): %s", rt.config.id, reason, err)
+            if changes := stats.fail(err.reason_code, str(err), self._clock()):
+                more = f" ({changes} times since the last such line, logged once a minute at most)"
+                log.warning(
+                    "device %s: advert rejected (%s): %s%s",
+                    rt.config.id,
+                    err.reason_code,
+                    err,
+                    more if changes > 1 else "",
+                )
             return None
-        if stats.failing:
-            stats.failing = False
-            log.info("device %s: adverts accepted again", rt.config.id)
-        if not stats.admit(time.monotonic()):
+        if not stats.admit(self._clock()):
             if stats.rate_limited == 1 or stats.rate_limited % 10_000 == 0:
                 log.warning(
                     "device %s: more than %g adverts/s; %d counted, not stored",
@@ -332,6 +359,12 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
                     stats.rate_limited,
                 )
             return None
+        if advert.counter is not None:
+            # Only now, after the rate: a refused advert that had used up its counter made the node's
+            # own repeat of it, once the rate allowed, a "replay" (and its reading was never delivered).
+            self._guard.accept(adv.address, advert.counter)
+        if stats.recover():  # only an admitted advert: one over the rate is not accepted
+            log.info("device %s: adverts accepted again", rt.config.id)
         stats.accepted += 1
         stats.last_seen = adv.ts
         stats.last_rssi = adv.rssi

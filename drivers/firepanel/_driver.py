@@ -91,9 +91,9 @@ class PanelStream:
             out += self.line(buf[start : end.start()])
             start = end.end()
         self._buf = bytearray(buf[start:])
-        if len(self._buf) > MAX_LINE:  # no line end within a line's length: garbage, do not grow
-            self.guard.discard(len(self._buf))
-            self._buf = bytearray()
+        if len(self._buf) > 2 * MAX_LINE:  # no line end: keep the newest MAX_LINE (a line arriving)
+            self.guard.discard(len(self._buf) - MAX_LINE)
+            del self._buf[:-MAX_LINE]
         return out
 
     def flush(self) -> list[Event | SampleBatch]:
@@ -105,8 +105,13 @@ class PanelStream:
         text = raw.decode(self.device.encoding, errors="replace").strip("\x00\x0c \t")
         if not text.strip():
             return []
-        if not self.guard.length_ok(raw):  # counted and reported, never parsed nor stored
-            return []
+        head = 0
+        if len(raw) > MAX_LINE:
+            # Noise without a line end (a replugged cable's NULs, interference's 0xff) sticks to the
+            # front of the panel's next line, and the panel's record is at the line's end: an
+            # over-long line is parsed on its last MAX_LINE bytes, and is garbage if no record is there.
+            head, raw = len(raw) - MAX_LINE, raw[-MAX_LINE:]
+            text = raw.decode(self.device.encoding, errors="replace").strip("\x00\x0c \t")
         # Parse before judging the text: one noise byte (U+FFFD after decoding) in a real alarm's
         # location text must not drop the alarm. Only lines no parser knew are judged and limited.
         try:
@@ -115,6 +120,10 @@ class PanelStream:
             log.exception("panel %s: parser %s failed on %r", self.device.id, self.parser.model, text)
             self.state.parser_errors += 1
             record = None
+        if head:  # counted and reported: the noise in front of a record, or the whole line
+            self.guard.discard(head if record is not None else head + len(raw))
+            if record is None:
+                return []
         if record is None and not self.guard.text_ok(raw, text):  # counted, never stored
             return []
         self.state.lines += 1

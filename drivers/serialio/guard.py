@@ -3,7 +3,9 @@
 A printer port can carry anything: a disconnected wire's noise, a wrong baud rate, an attacker on
 the RS-232 cable. `LineGuard` sorts every line before it can become a row in the outbox:
 
-- longer than `max_line` bytes: garbage, before anything else looks at it (`length_ok`);
+- longer than `max_line` bytes: garbage, before anything else looks at it (`length_ok`); the fire
+  panel first parses such a line's last `max_line` bytes, since noise without a line end sticks to
+  the front of the panel's next line, and counts only the bytes in front when they hold a record;
 - then the parser: a line it knows is a record, never limited, so a real fire alarm in the middle
   of a flood, or with a noise byte in its location text, still gets through;
 - a line no parser knew that is mostly not text (invalid encoding, control characters): garbage
