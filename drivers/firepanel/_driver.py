@@ -75,7 +75,7 @@ class PanelStream:
         self.device = device
         self.parser = parser or parser_for(device.panel_model, date_order=device.date_order)
         self.state = PanelState()
-        self.guard = LineGuard(f"panel {device.id}", max_line=MAX_LINE)
+        self.guard = LineGuard(f"panel {device.id}")
         self._buf = bytearray()
         self._fields: dict[str, list[str]] = {}
         for name, point in device.points.items():

@@ -3,9 +3,9 @@
 A printer port can carry anything: a disconnected wire's noise, a wrong baud rate, an attacker on
 the RS-232 cable. `LineGuard` sorts every line before it can become a row in the outbox:
 
-- longer than `max_line` bytes: garbage, before anything else looks at it (`length_ok`); the fire
-  panel first parses such a line's last `max_line` bytes, since noise without a line end sticks to
-  the front of the panel's next line, and counts only the bytes in front when they hold a record;
+- longer than `MAX_LINE` bytes: the fire panel parses only its last `MAX_LINE` bytes, since noise
+  without a line end sticks to the front of the panel's next line, and counts the bytes in front as
+  garbage (the whole line when no record is there: `discard`);
 - then the parser: a line it knows is a record, never limited, so a real fire alarm in the middle
   of a flood, or with a noise byte in its location text, still gets through;
 - a line no parser knew that is mostly not text (invalid encoding, control characters): garbage
@@ -47,14 +47,12 @@ class LineGuard:
         self,
         owner: str,
         *,
-        max_line: int = MAX_LINE,
         raw_per_s: float = RAW_PER_S,
         raw_burst: int = RAW_BURST,
         log_interval_s: float = LOG_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.owner = owner
-        self.max_line = max_line
         self._rate = raw_per_s
         self._burst = float(raw_burst)
         self._tokens = float(raw_burst)
@@ -67,13 +65,6 @@ class LineGuard:
         self.garbage_lines = 0
         self.garbage_bytes = 0
         self.raw_dropped = 0  # text lines over the raw rate (also counted as garbage)
-
-    def length_ok(self, raw: bytes) -> bool:
-        """False (and counted) when the line is longer than `max_line` bytes: checked before parsing."""
-        if len(raw) > self.max_line:
-            self.discard(len(raw))
-            return False
-        return True
 
     def text_ok(self, raw: bytes, text: str) -> bool:
         """False (and counted) when a line no parser knew is not mostly text."""
