@@ -1,6 +1,7 @@
 """Remote configuration with commit-confirm (docs/fleet.md, "Remote configuration").
 
-`config_apply` validates the document like `config check`, snapshots the running config, writes
+`config_apply` validates the document like `config check` (and refuses one that would take the
+sending key away: lockout.py), snapshots the running config, writes
 the new one with a pending marker, answers, then applies it: a hot reload for buses and devices, a
 new uplink for `[upstream]`, a service restart for the rest. A health check follows: the
 destination the change came through connected (commands, and a change back, still reach the
@@ -44,6 +45,7 @@ from citynerve.gateway.remoteconfig.document import (
     validate,
 )
 from citynerve.gateway.remoteconfig.history import ConfigHistory, HistoryError, sha256_text, state_digest
+from citynerve.gateway.remoteconfig.lockout import lockout
 from citynerve.gateway.remoteconfig.profiles import candidate
 from citynerve.gateway.uplink.commands import Caller, Chunked, RemoteAction
 from citynerve.gateway.uplink.config import UpstreamConfig
@@ -330,7 +332,7 @@ class RemoteConfig:
             text, profiles = candidate(running, running_profiles, data, str(mode))
             digest = state_digest(text, profiles)
             try:
-                await asyncio.to_thread(
+                cfg = await asyncio.to_thread(
                     validate, self.gateway.config.source, text, self.gateway.config, profiles
                 )
             except ConfigError as err:
@@ -341,6 +343,10 @@ class RemoteConfig:
                 self.current = {"version": version, "sha256": digest}
                 self.history.set_current(version, digest)
                 return {"version": version, "sha256": digest, "state": "unchanged"}
+            # Up front: the health check would confirm it (the destination still connects).
+            if (locked := await asyncio.to_thread(lockout, self.gateway.config, cfg, caller)) is not None:
+                self._report("rejected", version, digest, caller, locked, Severity.WARNING)
+                raise bad(locked)
             snap = self.history.snapshot(running, self.current["version"], running_profiles)
             pending = {
                 "command_id": caller.command_id,

@@ -6,8 +6,10 @@ afar through `city`.
 - any change: its verdict (a second result) comes back through `city`, not the first destination.
 - `legacy` disabled: confirmed (a disabled destination runs nothing; `city` carries commands). It
   was reverted, "uplink not connected": the health check judged the first destination.
-- `city` disabled and `legacy` enabled again: reverted. The gateway would be connected (to
-  `legacy`), but nothing would reach the platform that sent the change any more.
+- `city` disabled and `legacy` enabled again: refused up front (`bad_value`), nothing written. The
+  gateway would be connected (to `legacy`), but nothing would reach the platform that sent the
+  change any more. It was applied and reverted by the health check; the refusal names what the
+  change would do (tests/integration/test_run_remoteconfig_lockout.py).
 """
 
 from __future__ import annotations
@@ -104,13 +106,12 @@ async def test_the_health_check_judges_enabled_destinations_and_the_one_the_chan
                 assert gw.remote_config is not None and gw.remote_config.current["version"] == "v2"
 
                 # the destination the change came through disabled, another one enabled: the
-                # gateway is connected, but not to the platform that sent it: reverted
+                # gateway would be connected, but not to the platform that sent it: refused
                 out = await centre.apply_config(
                     GW, document(legacy=True, city=False), version="v3", confirm_s=5, verdict_timeout_s=30
                 )
-                assert out["outcome"] == "reverted", out
-                reason = out["verdict"]["result"]["reason"]
-                assert "city" in reason and "came through it" in reason, reason
+                assert (out["outcome"], out["answer"]["reason"]) == ("rejected", "bad_value"), out
+                assert "disables destination 'city'" in out["answer"]["detail"], out
                 assert gw.remote_config.current["version"] == "v2"
                 assert path.read_text() == document(legacy=False, city=True)
     finally:

@@ -192,6 +192,7 @@ def test_remote_config_rejects_applies_and_reverts_a_broker_it_cannot_reach(
 
 ROTATED_KEY = bytes.fromhex("66" * 32)  # the command key after `rotate_command_key`
 PROVISIONED_KEY = bytes.fromhex("77" * 32)  # the command key a later config change provisions
+SITE_KEY = bytes.fromhex("88" * 32)  # a second platform key, added to provision the first again
 
 
 def password_broker(tmp: Path) -> MosquittoBroker:
@@ -203,7 +204,7 @@ def password_broker(tmp: Path) -> MosquittoBroker:
         args = ["mosquitto_passwd", "-b", str(pw), f"gw-{user}", f"pass-{user}"]
         subprocess.run(args, check=True, capture_output=True)
     files = {"a.pw": "pass-a", "b.pw": "pass-b", "c.pw": "pass-c", "bad.pw": "not-it"}
-    files |= {"centre.key": CENTRE_KEY.hex(), "new.key": PROVISIONED_KEY.hex()}
+    files |= {"centre.key": CENTRE_KEY.hex(), "new.key": PROVISIONED_KEY.hex(), "site.key": SITE_KEY.hex()}
     for name, text in files.items():
         (tmp / name).write_text(text)
         (tmp / name).chmod(0o600)
@@ -297,7 +298,9 @@ def test_remote_config_of_the_upstream_keeps_command_key_rotations_as_a_restart_
     """A command key rotated from the platform keeps its overlap across an [upstream] change applied
     by new uplinks (the old key was retired at once: the rotation was applied twice); a command key
     provisioned again by such a change is in force at once, the rotation dropped, as a restart does
-    (the credentials kept the [upstream] of the start and applied the rotation over the new key)."""
+    (the credentials kept the [upstream] of the start and applied the rotation over the new key).
+    The key is provisioned again with a change sent by another key: one signed by the key it
+    replaces is refused (the gateway cannot know that the platform holds the new one)."""
     with password_broker(tmp_path) as broker:
         docs = Documents(tmp_path, modbus_peer, broker)
         docs.config.write_text(docs("gw-a", "a.pw"))
@@ -326,10 +329,20 @@ def test_remote_config_of_the_upstream_keeps_command_key_rotations_as_a_restart_
                 assert await read_with(ROTATED_KEY) == "ok"
 
                 # the key provisioned again by a config change: in force at once and the rotation
-                # dropped, as after a restart (the rotated key stayed in force until a restart)
+                # dropped, as after a restart (the rotated key stayed in force until a restart).
+                # Not by a change it signs itself (refused), but by one of a second key added first
                 centre.signer = CommandSigner(hmac_key=ROTATED_KEY)
+                site = f'[[upstream.commands.keys]]\nid = "site"\nhmac_key_file = "{tmp_path / "site.key"}"\n'
+                site += 'classes = ["read", "configure"]\n'
                 again = docs("gw-a", "a.pw", key="new.key")
-                out = await centre.apply_config(GW, again, version="new-key", confirm_s=CONFIRM_S)
+                r = await centre.push_config(GW, again + site, version="new-key", confirm_s=CONFIRM_S)
+                assert "points key 'ops-centre' at a file with another key" in r["detail"], r
+                out = await centre.apply_config(GW, keepalive + site, version="site", confirm_s=CONFIRM_S)
+                assert out["outcome"] == "confirmed", out
+                async with FleetClient(
+                    broker.host, broker.port, CommandSigner(hmac_key=SITE_KEY), key_id="site"
+                ) as other:
+                    out = await other.apply_config(GW, again + site, version="new-key", confirm_s=CONFIRM_S)
                 assert out["outcome"] == "confirmed", out
                 assert await read_with(PROVISIONED_KEY) == "ok"
                 assert await read_with(ROTATED_KEY) == "bad_signature"
