@@ -349,10 +349,11 @@ class RuleEngine:
         """Events from the bus owners and drivers: device online/offline feed offline rules; every
         event is followed by the action interlocks."""
         out: list[Event] = []
-        self.actions.observe(event)  # a fire from the panel's driver holds back valve actions
+        now = None if self.steady is None else self.now()  # first: a clock step shifts stored times
+        self.actions.observe(event, now=now)  # a fire from the panel's driver holds back valve actions
         if event.kind in (DEVICE_OFFLINE, DEVICE_ONLINE):
             offline = event.kind == DEVICE_OFFLINE and event.state is EventState.RAISED
-            ts = event.ts if self.steady is None else self.now()
+            ts = event.ts if now is None else now
             if offline and self._waiting:  # no data confirms a pending hold any more
                 points = self._by_dev.get(event.device_id, {})
                 self._unconfirmed(i for insts in points.values() for i in insts)
