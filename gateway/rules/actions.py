@@ -160,8 +160,13 @@ class ActionRunner:
             state = EventState.CLEARED if clears else event.state
             self._drop_undone(self._due, event, state, "the rate limit", now)
             self._drop_undone(self._held, event, state, "the interlock", now)
-        if not self._held or not clears:
-            return
+        if clears:
+            self.release(now)
+
+    def release(self, now: float) -> None:
+        """Run the writes an interlock held that nothing blocks any more (their triggers stand, else
+        `observe` dropped them): at a clearing event, and at every tick for entries gone without
+        one (the alarm registry cleared them at a start or reload: RuleEngine.forget_cleared)."""
         for key, held in list(self._held.items()):
             a = held.action
             if self.interlocks.blocking(a.id, key[0], a.point, a.value) is not None:
@@ -241,10 +246,11 @@ class ActionRunner:
             self._deliver(report)
 
     def run_due(self, now: float) -> None:
-        """Run the writes held by the rate limit that it lets run at `now` (the engine's tick).
-        A trigger behind each still stands (else `observe` dropped it) and no newer trigger asked
-        for another value (else `_start` replaced it); an interlock raised meanwhile holds it as in
-        `trigger`. Reports go where write reports go."""
+        """Run the writes held by the rate limit that it lets run at `now` (the engine's tick), and
+        those an interlock no longer holds (`release`). A trigger behind each still stands (else
+        `observe` dropped it) and no newer trigger asked for another value (else `_start` replaced
+        it); an interlock raised meanwhile holds it as in `trigger`. Reports go where write reports go."""
+        self.release(now)
         if not self._due:
             return
         for key, due in list(self._due.items()):
