@@ -155,6 +155,7 @@ async def test_a_detector_removed_by_a_reload_while_in_alarm_releases_the_valve(
         assert not any(a.device_id == "sd-3" for a in gw.alarms.active())  # told cleared
         await wait_for(lambda: not s.valve_open(), 10.0)
         assert gw.rules.actions.interlocks.blocking("close_valve", "riser-1", "valve", False) is None
+        await gw.rules.actions.wait_idle()  # its read-back, before the stop takes the bus away
 
 
 async def test_a_detector_removed_while_the_alarm_registry_is_unreadable_releases_it_too(
@@ -166,10 +167,12 @@ async def test_a_detector_removed_while_the_alarm_registry_is_unreadable_release
         first = load_config(s.config(short_dir, detector=True))
         async with run_gateway(first) as gw:
             s.smoke()
-            s.leak()
+            await wait_for(lambda: any(a.device_id == "sd-3" for a in gw.alarms.active()), 10.0)
+            s.leak()  # after the smoke: a leak read first would close the valve before the interlock
             await wait_for(lambda: bool(gw.rules and gw.rules.actions._held), 10.0)  # interlocked
         async with AsyncOutbox.from_config(first.store) as outbox:
             await outbox.put(ALARMS_KEY, "{damaged")
         async with run_gateway(load_config(s.config(short_dir, detector=False))) as gw:
-            assert gw.alarms.unreadable
+            assert gw.alarms.unreadable and gw.rules is not None
             await wait_for(lambda: not s.valve_open(), 10.0)
+            await gw.rules.actions.wait_idle()
