@@ -177,12 +177,13 @@ class Gateway:
         rule alarms the rule engine's (older) snapshot does not hold active (still true, the rule
         raises them again), and alarms of devices or buses no longer configured. The other way,
         the registry being newer: rule alarms and interlock entries the engine restored as raised
-        that the registry no longer holds cleared before the stop, and the engine forgets them."""
+        that the registry no longer holds cleared before the stop, and the engine forgets them.
+        The registry is cleaned first: an alarm it clears here (a smoke detector stuck in alarm,
+        removed from the config) must not keep its interlock entry, which held every valve close
+        in its building until the next restart; the writes that entry held run at the next tick."""
         if self.pipeline is None:
             return
         gone = []
-        if self.rules is not None and not self.alarms.unreadable:
-            self.rules.forget_cleared((a.device_id, a.kind, a.rule, a.value) for a in self.alarms.active())
         if self.rules is not None:
             gone += self.alarms.reconcile(
                 {i.rule.id for i in self.rules.instances.values()},
@@ -191,6 +192,11 @@ class Gateway:
         # Alarms on the gateway itself (certificate_expiry) stay: it is always configured.
         keep = {*self._devices, *(b.id for b in self.config.buses), self.config.gateway.id}
         gone += self.alarms.forget_devices(keep)
+        if self.rules is not None:
+            self.rules.actions.interlocks.forget_devices(keep)  # also with the registry unreadable
+            if not self.alarms.unreadable:
+                registry = self.alarms.active()
+                self.rules.forget_cleared((a.device_id, a.kind, a.rule, a.value) for a in registry)
         for a in gone:
             log.warning("alarm %s on %s (%s) no longer active: cleared", a.kind, a.device_id, a.rule)
             self.pipeline.event(a.cleared("no longer active after a restart or reload", self.clock.wall()))

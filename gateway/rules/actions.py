@@ -139,7 +139,9 @@ class ActionRunner:
         else:
             self.overrides.discard((device_id, action_id))
 
-    def observe(self, event: Event, *, by_value: bool = True, damped: bool = False) -> None:
+    def observe(
+        self, event: Event, *, by_value: bool = True, damped: bool = False, now: float | None = None
+    ) -> None:
         """Follow every raised and cleared event (rules, drivers, bus owners) for the interlocks.
 
         An action an interlock held back runs once nothing blocks it any more, if its trigger still
@@ -147,16 +149,24 @@ class ActionRunner:
         when its trigger clears first. A one-shot event with subject "*" (a fire panel's reset)
         clears like a CLEARED one (Interlocks.observe). `damped`: a transition the rule's flap
         damper holds back from the platform (flapping.py): only the interlocks follow it, the
-        actions its rule triggered stay as the platform sees the alarm."""
+        actions its rule triggered stay as the platform sees the alarm. `now`: the engine's time
+        (default the event's): a driver stamps its events with the wall clock, which may already
+        be past a step the engine has not seen, and a write's time goes into its rate limit."""
+        now = event.ts if now is None else now
         if self.interlocks.observe(event, by_value=by_value) and self.changed is not None:
             self.changed()
         clears = event.state is EventState.CLEARED or (event.one_shot and event.subject == WILDCARD)
         if not damped and (not event.one_shot or clears):
             state = EventState.CLEARED if clears else event.state
-            self._drop_undone(self._due, event, state, "the rate limit")
-            self._drop_undone(self._held, event, state, "the interlock")
-        if not self._held or not clears:
-            return
+            self._drop_undone(self._due, event, state, "the rate limit", now)
+            self._drop_undone(self._held, event, state, "the interlock", now)
+        if clears:
+            self.release(now)
+
+    def release(self, now: float) -> None:
+        """Run the writes an interlock held that nothing blocks any more (their triggers stand, else
+        `observe` dropped them): at a clearing event, and at every tick for entries gone without
+        one (the alarm registry cleared them at a start or reload: RuleEngine.forget_cleared)."""
         for key, held in list(self._held.items()):
             a = held.action
             if self.interlocks.blocking(a.id, key[0], a.point, a.value) is not None:
@@ -166,7 +176,7 @@ class ActionRunner:
                 self.changed()
             log.warning("action %s on %s: interlock %s released", field(a.id), field(key[0]), held.held_by)
             *behind, trigger = held.triggers
-            for report in self._start(a, key[0], trigger, event.ts, held.held_by, behind):
+            for report in self._start(a, key[0], trigger, now, held.held_by, behind):
                 self._deliver(report)
 
     def trigger(self, event: Event) -> list[Event]:
@@ -216,7 +226,7 @@ class ActionRunner:
         return self._report(a, device, triggers[-1], ActionOutcome.INTERLOCKED, ts, reason)
 
     def _drop_undone(
-        self, holds: dict[tuple[str, str], Due], event: Event, state: EventState, holder: str
+        self, holds: dict[tuple[str, str], Due], event: Event, state: EventState, holder: str, now: float
     ) -> None:
         """`event` (its rule and device now in `state`) undoes the triggers of held writes from its
         rule and device (the leak that was to close the valve cleared, or raised again before the
@@ -232,16 +242,15 @@ class ActionRunner:
                 continue
             del holds[key]  # its last trigger is the one undone
             why = f"{event.rule} {state.value} on {event.device_id} before {holder} let it run"
-            report = self._report(
-                held.action, key[0], last, ActionOutcome.DROPPED, event.ts, why, held.held_by
-            )
+            report = self._report(held.action, key[0], last, ActionOutcome.DROPPED, now, why, held.held_by)
             self._deliver(report)
 
     def run_due(self, now: float) -> None:
-        """Run the writes held by the rate limit that it lets run at `now` (the engine's tick).
-        A trigger behind each still stands (else `observe` dropped it) and no newer trigger asked
-        for another value (else `_start` replaced it); an interlock raised meanwhile holds it as in
-        `trigger`. Reports go where write reports go."""
+        """Run the writes held by the rate limit that it lets run at `now` (the engine's tick), and
+        those an interlock no longer holds (`release`). A trigger behind each still stands (else
+        `observe` dropped it) and no newer trigger asked for another value (else `_start` replaced
+        it); an interlock raised meanwhile holds it as in `trigger`. Reports go where write reports go."""
+        self.release(now)
         if not self._due:
             return
         for key, due in list(self._due.items()):

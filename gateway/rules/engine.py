@@ -332,7 +332,7 @@ class RuleEngine:
                 out.append(notice(inst, False, now))
                 log.info("rule %s on %s: no longer flapping", inst.rule.id, inst.device_id)
                 inst.flap.reset()
-        self.actions.run_due(now)  # actions the rate limit held, once it lets them
+        self.actions.run_due(now)  # actions the rate limit or an interlock held, once they let them
         out.extend(self.actions.drain())
         return out
 
@@ -349,10 +349,11 @@ class RuleEngine:
         """Events from the bus owners and drivers: device online/offline feed offline rules; every
         event is followed by the action interlocks."""
         out: list[Event] = []
-        self.actions.observe(event)  # a fire from the panel's driver holds back valve actions
+        now = None if self.steady is None else self.now()  # first: a clock step shifts stored times
+        self.actions.observe(event, now=now)  # a fire from the panel's driver holds back valve actions
         if event.kind in (DEVICE_OFFLINE, DEVICE_ONLINE):
             offline = event.kind == DEVICE_OFFLINE and event.state is EventState.RAISED
-            ts = event.ts if self.steady is None else self.now()
+            ts = event.ts if now is None else now
             if offline and self._waiting:  # no data confirms a pending hold any more
                 points = self._by_dev.get(event.device_id, {})
                 self._unconfirmed(i for insts in points.values() for i in insts)
@@ -557,8 +558,9 @@ class RuleEngine:
         return n
 
     def forget_cleared(self, registry: Iterable[tuple[str, str, str, Value]]) -> int:
-        """After a restart: the registry of active alarms (saved within about a second of a change,
-        so newer than this snapshot) names every alarm still raised as (device, kind, rule, value).
+        """After a restart or reload: the registry of active alarms (saved within about a second of a
+        change, so newer than this snapshot; without the alarms of removed devices) names every
+        alarm still raised as (device, kind, rule, value).
         Rule alarms restored active that it does not hold cleared before the stop: they start idle
         (else a new occurrence would raise nothing), and interlock entries it does not hold are
         dropped (else a fire reset before the stop would block valve closes for good), and so are
@@ -569,7 +571,7 @@ class RuleEngine:
         n = 0
         for inst in self.instances.values():
             if inst.alarm.active and (inst.device_id, inst.kind, inst.rule.id) not in held:
-                log.warning("rule %s on %s cleared before the stop: idle", inst.rule.id, inst.device_id)
+                log.warning("rule %s on %s not in the alarm registry: idle", inst.rule.id, inst.device_id)
                 inst.alarm.phase = AlarmPhase.IDLE
                 inst.cond.on_alarm(False)
                 self._waiting.discard(inst)

@@ -153,6 +153,15 @@ class Interlocks:
             del self._raised[key]
         return len(gone)
 
+    def forget_devices(self, keep: Collection[str]) -> int:
+        """Drop the entries of devices not in `keep` (removed from the config: nothing clears their
+        events any more), as the alarm registry drops their alarms. Returns how many were dropped."""
+        gone = [key for key in self._raised if key[0] not in keep]
+        for key in gone:
+            log.warning("interlock: %s on %s, a device no longer configured: dropped", key[1], key[0])
+            del self._raised[key]
+        return len(gone)
+
     def restore(self, data: Iterable[Any]) -> None:
         """Take a snapshot's entries (malformed ones are skipped)."""
         for item in data if isinstance(data, list | tuple) else ():

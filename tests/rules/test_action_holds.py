@@ -31,6 +31,7 @@ from citynerve.gateway.rules import persist as persist_module
 from citynerve.gateway.rules.persist import STATE_KEY, PersistentRuleEngine
 
 from .conftest import T0, dev
+from .test_action_flapping import LEAK
 from .test_action_safety import LOC_7, _loc, fire, reports
 from .test_actions import LEAK_RULES, CollectingSink, FakeValves
 
@@ -222,6 +223,35 @@ async def test_restored_rate_limits_after_a_restart_with_the_clock_at_1970(boot_
     out = again.evaluate(leak_reading(0.0))
     await again.actions.wait_idle()
     assert [r.attrs["outcome"] for r in reports(out)] == [] and valves.writes == [("d1", "valve", False)]
+
+
+async def test_a_close_released_just_as_the_clock_steps_is_not_rate_limited_for_decades() -> None:
+    """No RTC: NTP steps the wall clock from 1970 and, before the engine's next tick notices the
+    step, the panel's clear (stamped by its driver on the new clock) releases a held close. Its
+    rate-limit time was the event's, on the new clock, and the step's shift then moved it again:
+    decades ahead, the next leak's close was `rate_limited ... runs in 1789992398 s`."""
+    cfg = RulesConfig.model_validate({**LEAK, "rules": [{**LEAK["rules"][0], "flap_limit": 0}]})
+    clock = BootClock(1000.0)  # 1970 at boot
+    valves = FakeValves()
+    e = RuleEngine(cfg, devices(), target=valves, steady=SteadyWall(clock))
+    e.on_event(fire(EventState.RAISED, clock.wall()))
+    clock.advance(1)
+    assert [r.attrs["outcome"] for r in reports(e.evaluate(leak_reading(0.0)))] == ["interlocked"]
+    clock.advance(1)
+    clock.wall_t = T0  # NTP steps the clock; the panel's clear comes before the next tick
+    e.on_event(fire(EventState.CLEARED, clock.wall()))
+    await e.actions.wait_idle()
+    assert valves.writes == [("d1", "valve", False)]
+    e.tick(e.now())
+    assert all(t <= e.now() for t in e.actions._history[("d1", "close_valve")])
+    clock.advance(3600)
+    e.evaluate(leak_reading(0.0, on=False))  # dry: the valve opens
+    await e.actions.wait_idle()
+    clock.advance(3600)
+    out = e.evaluate(leak_reading(0.0))  # leaks again, an hour later: past min_interval_s
+    await e.actions.wait_idle()
+    assert "rate_limited" not in [r.attrs["outcome"] for r in reports(out)]
+    assert valves.writes[-1] == ("d1", "valve", False)
 
 
 def leak_reading(ts: float, on: bool = True) -> list[Reading]:
