@@ -7,7 +7,8 @@ at least as long as its command can be accepted: until its own expiry plus the c
 wall clock stepped forward (NTP after a boot without a real-time clock) cannot forget an outcome
 while the broker may still deliver its command again. Across a reboot (the boot id tells) each kept
 outcome is kept its whole span again. At most `max_entries` (the soonest to expire forgotten first:
-the nonce check still refuses a replay of a forgotten one).
+the nonce check still refuses a replay of a forgotten one). A chunked answer is kept without its
+parts: its repeat is refused (`repeat_answer`).
 """
 
 from __future__ import annotations
@@ -63,6 +64,21 @@ class _Kept:
 
     def row(self, boot: str) -> str:
         return json.dumps([self.wall_until, self.mono_until, boot, self.span, self.result])
+
+
+def repeat_answer(first: CommandResult) -> CommandResult:
+    """What a repeat of the command that got `first` gets: `first` again, but a chunked answer's
+    parts are not kept (they can be megabytes), so its repeat is refused rather than answered
+    with a summary of chunks that never come."""
+    if not first.parts:
+        return first
+    return CommandResult(
+        first.command_id,
+        first.action,
+        CommandOutcome.REJECTED,
+        RejectReason.REPEAT_CHUNKED,
+        "repeat of a chunked command: its parts are not kept; send a new id",
+    )
 
 
 class CommandOutcomes:
@@ -133,8 +149,8 @@ class CommandOutcomes:
         *,
         valid_until: float | None = None,
     ) -> CommandResult:
-        """The outcome of `command_id`: `run()` the first time, the stored outcome after. `now` is
-        the wall time; `valid_until` the last wall time the command can be accepted (its expiry
+        """The outcome of `command_id`: `run()` the first time, `repeat_answer` of it after. `now`
+        is the wall time; `valid_until` the last wall time the command can be accepted (its expiry
         plus the skew allowed): its outcome is kept at least that long, on both clocks."""
         await self._load()
         mono = self._clock.monotonic()
@@ -153,7 +169,7 @@ class CommandOutcomes:
         try:
             result = await run()
             span = self._keep_s if valid_until is None else max(0.0, valid_until - now)
-            kept = _Kept(now + span, mono + span, span, _to_json(result))
+            kept = _Kept(now + span, mono + span, span, _to_json(repeat_answer(result)))
             self._done[command_id] = kept
             self._gone.discard(command_id)
             while len(self._done) > self._max:
@@ -164,7 +180,7 @@ class CommandOutcomes:
             gone = set(self._gone)  # (other ids may join it while this commits)
             await self._state.keep(OUTCOMES, put, gone)
             self._gone -= gone
-            fut.set_result(result)
+            fut.set_result(repeat_answer(result))
             return result
         except BaseException as err:
             if isinstance(err, asyncio.CancelledError):
