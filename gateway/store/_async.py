@@ -7,7 +7,7 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -221,6 +221,23 @@ class AsyncOutbox:
         """StateStore.put: set a small durable value; committed when this returns."""
         ob = self._ob()
         await self._run(functools.partial(ob.put_state, key, value))
+
+    async def kept(self, kind: str) -> dict[str, str]:
+        """Every entry of the kept set `kind` (key -> value)."""
+        ob = self._ob()
+        return await self._run(functools.partial(ob.get_kept, kind))
+
+    async def keep(
+        self,
+        kind: str,
+        put: Mapping[str, str],
+        forget: Collection[str] = (),
+        *,
+        state: Mapping[str, str | None] | None = None,
+    ) -> None:
+        """`Outbox.keep` on the worker thread: entries of a kept set (and state values) in one commit."""
+        ob = self._ob()
+        await self._run(functools.partial(ob.keep, kind, dict(put), list(forget), state=dict(state or {})))
 
     @property
     def epoch(self) -> str:

@@ -13,7 +13,7 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Literal, Self
 
 from citynerve.gateway.api import Event, Severity
@@ -63,6 +63,10 @@ _ADD_COUNTER = (
 )
 PUT_STATE = (
     "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+_PUT_KEPT = (
+    "INSERT INTO kept (kind, key, value) VALUES (?, ?, ?) "
+    "ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value"
 )
 
 
@@ -459,6 +463,37 @@ class OutboxFile:
         """Set a small durable value; committed when this returns."""
         try:
             self._conn.execute(PUT_STATE, (str(key), str(value)))
+        except sqlite3.Error as err:
+            raise busy_or_store(self.path, err) from err
+
+    def get_kept(self, kind: str) -> dict[str, str]:
+        """Every entry of the kept set `kind` (key -> value)."""
+        try:
+            rows = self._conn.execute("SELECT key, value FROM kept WHERE kind = ?", (kind,)).fetchall()
+        except sqlite3.Error as err:
+            raise busy_or_store(self.path, err) from err
+        return {str(k): str(v) for k, v in rows}
+
+    def keep(
+        self,
+        kind: str,
+        put: Mapping[str, str],
+        forget: Iterable[str] = (),
+        *,
+        state: Mapping[str, str | None] | None = None,
+    ) -> None:
+        """In one commit: set the entries `put` of the kept set `kind`, delete those in `forget`,
+        and set the `state` values (None: delete). A set of many entries changes by its own rows."""
+        conn = self._conn
+        try:
+            with self._transaction():
+                conn.executemany("DELETE FROM kept WHERE kind = ? AND key = ?", [(kind, k) for k in forget])
+                conn.executemany(_PUT_KEPT, [(kind, k, v) for k, v in put.items()])
+                for key, value in (state or {}).items():
+                    if value is None:
+                        conn.execute("DELETE FROM state WHERE key = ?", (key,))
+                    else:
+                        conn.execute(PUT_STATE, (key, value))
         except sqlite3.Error as err:
             raise busy_or_store(self.path, err) from err
 

@@ -216,3 +216,15 @@ def _v4_neutral_blocks(conn: sqlite3.Connection) -> None:
             "UPDATE reading_blocks SET codec = ?, body = ?, raw_len = ? WHERE first_seq = ?",
             (CODEC_NEUTRAL_Z, new_body, new_len, first),
         )
+
+
+@migration(5)
+def _v5_kept(conn: sqlite3.Connection) -> None:
+    """Sets of small entries kept a while, one row each (the uplink's command nonces and outcomes):
+    a command adds and deletes its own rows. Each set was one `state` value rewritten whole per
+    command, its writes growing with the command rate squared; the uplink moves such a value into
+    rows when it first reads its set."""
+    conn.execute(
+        "CREATE TABLE kept (kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, "
+        "PRIMARY KEY (kind, key)) WITHOUT ROWID"
+    )

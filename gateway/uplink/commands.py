@@ -46,7 +46,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ACTIONS = ("read_point", "write_point", "resend_inventory", "restart_bus")
-NONCE_KEY = "uplink.command_nonces"
+NONCES = "uplink.nonces"  # kept set: one row per nonce
+FLOOR_KEY = "uplink.command_floor"  # state: the wall clock's floor
+NONCE_KEY = "uplink.command_nonces"  # state: every nonce in one value, as versions before NONCES kept them
 _NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 
@@ -119,6 +121,28 @@ class KeyValueState(Protocol):
     async def put(self, key: str, value: Any) -> None: ...
 
 
+class KeptState(KeyValueState, Protocol):
+    """The outbox's kept sets (AsyncOutbox.kept / keep): many small entries, one row each, so that
+    a command writes its own entry rather than every kept one again."""
+
+    async def kept(self, kind: str) -> dict[str, str]: ...
+
+    async def keep(
+        self,
+        kind: str,
+        put: Mapping[str, str],
+        forget: Collection[str] = (),
+        *,
+        state: Mapping[str, str | None] | None = None,
+    ) -> None: ...
+
+
+def same_boot(stored: object, boot: str) -> bool:
+    """Whether monotonic times stored under the boot id `stored` count on the clock of `boot` (this
+    boot's id; "" where the kernel has none: then never)."""
+    return bool(boot) and stored == boot
+
+
 class NonceCache:
     """Nonces of accepted commands until they expire, persisted so a replay fails across restarts too,
     and a floor under the wall clock so a clock set back does not make an old command valid again.
@@ -130,12 +154,14 @@ class NonceCache:
       wall clock can pretend to be. The command's expiry is checked against it.
     - Across a reboot (the monotonic clock restarts; the boot id tells) every kept nonce is kept
       `max_keep_s` more and the floor counts from the time of loading.
+    - One row per nonce (kept set NONCES: [wall expiry, monotonic keep-until, boot id]); a claim
+      writes its own and deletes the pruned ones, with the floor (state FLOOR_KEY), in one commit.
     Bounded: commands live at most `max_lifetime_s`, so only that window's nonces are kept.
     """
 
     def __init__(
         self,
-        state: KeyValueState,
+        state: KeptState,
         *,
         max_entries: int = 10_000,
         max_keep_s: float = 600.0,
@@ -143,6 +169,7 @@ class NonceCache:
     ) -> None:
         self._state = state
         self._seen: dict[str, tuple[float, float]] = {}  # nonce -> (wall expiry, monotonic keep-until)
+        self._pruned: set[str] = set()  # nonces whose rows the next claim deletes
         self._floor: tuple[float, float] | None = None  # (wall time known to have passed, at monotonic)
         self._loaded = False
         self._max = max_entries
@@ -155,38 +182,48 @@ class NonceCache:
         if self._loaded:
             return
         self._loaded = True
-        raw = await self._state.get(NONCE_KEY)
-        if not raw:
-            return
+        rows = await self._state.kept(NONCES)
         mono = self._clock.monotonic()
         try:
-            data = json.loads(raw) if isinstance(raw, str | bytes) else raw
-            if isinstance(data, dict) and data.get("v") == 2:
-                same_boot = bool(self._boot) and data.get("boot") == self._boot
-                seen = {str(k): (float(v[0]), float(v[1])) for k, v in dict(data["seen"]).items()}
-                floor = data.get("floor")
-                if same_boot:
-                    self._seen = seen
-                    self._floor = (float(floor[0]), float(floor[1])) if floor else None
-                else:
-                    self._seen = {n: (exp, mono + self._keep) for n, (exp, _) in seen.items()}
-                    self._floor = (float(floor[0]), mono) if floor else None
-            else:  # version 1: {nonce: wall expiry}
-                self._seen = {str(k): (float(v), mono + self._keep) for k, v in dict(data).items()}
+            for nonce, row in rows.items():
+                exp, until, boot = json.loads(row)
+                self._seen[nonce] = (
+                    float(exp),
+                    float(until) if same_boot(boot, self._boot) else mono + self._keep,
+                )
+            if floor := await self._state.get(FLOOR_KEY):
+                wall, at, boot = json.loads(floor)
+                self._floor = (float(wall), float(at) if same_boot(boot, self._boot) else mono)
+            if single := await self._state.get(NONCE_KEY):
+                self._read_single(single, mono)
+                moved = {n: self._row(n) for n in self._seen}
+                await self._state.keep(NONCES, moved, state={NONCE_KEY: None, FLOOR_KEY: self._floor_row()})
         except (ValueError, TypeError, KeyError, IndexError):
             log.warning("command nonce cache unreadable; starting empty")
             self._seen, self._floor = {}, None
-            return
-        await self._save()
+            await self._state.keep(NONCES, {}, rows, state={NONCE_KEY: None, FLOOR_KEY: None})
 
-    async def _save(self) -> None:
-        data = {
-            "v": 2,
-            "boot": self._boot,
-            "floor": list(self._floor) if self._floor else None,
-            "seen": {n: [exp, until] for n, (exp, until) in self._seen.items()},
-        }
-        await self._state.put(NONCE_KEY, json.dumps(data, separators=(",", ":")))
+    def _read_single(self, raw: str, mono: float) -> None:
+        """Every nonce in one value, as versions before the rows stored them (moved into rows)."""
+        data = json.loads(raw)
+        if isinstance(data, dict) and data.get("v") == 2:
+            seen = {str(k): (float(v[0]), float(v[1])) for k, v in dict(data["seen"]).items()}
+            floor = data.get("floor")
+            if same_boot(data.get("boot"), self._boot):
+                self._seen.update(seen)
+                self._floor = (float(floor[0]), float(floor[1])) if floor else self._floor
+            else:
+                self._seen.update({n: (exp, mono + self._keep) for n, (exp, _) in seen.items()})
+                self._floor = (float(floor[0]), mono) if floor else self._floor
+        else:  # version 1: {nonce: wall expiry}
+            self._seen.update({str(k): (float(v), mono + self._keep) for k, v in dict(data).items()})
+
+    def _row(self, nonce: str) -> str:
+        exp, until = self._seen[nonce]
+        return json.dumps([exp, until, self._boot])
+
+    def _floor_row(self) -> str | None:
+        return json.dumps([*self._floor, self._boot]) if self._floor else None
 
     async def trusted_now(self, wall: float) -> float:
         """`wall`, or later when accepted commands prove that more time has passed."""
@@ -204,18 +241,25 @@ class NonceCache:
         async with self._lock:
             await self._load()
             mono = self._clock.monotonic()
-            self._seen = {n: (e, u) for n, (e, u) in self._seen.items() if e >= now or u >= mono}
+            for n in [n for n, (e, u) in self._seen.items() if e < now and u < mono]:
+                del self._seen[n]
+                self._pruned.add(n)
             if nonce in self._seen:
                 return False
             if len(self._seen) >= self._max:
                 # Refusing beats forgetting: a forgotten nonce could be replayed.
                 return False
             self._seen[nonce] = (expires_at, mono + max(0.0, expires_at - now))
+            self._pruned.discard(nonce)
             if issued_at is not None:
                 floor = None if self._floor is None else self._floor[0] + (mono - self._floor[1])
                 if floor is None or issued_at > floor:
                     self._floor = (issued_at, mono)
-            await self._save()
+            floor_row = self._floor_row()
+            await self._state.keep(
+                NONCES, {nonce: self._row(nonce)}, self._pruned, state={FLOOR_KEY: floor_row}
+            )
+            self._pruned.clear()
             return True
 
 

@@ -83,6 +83,7 @@ class RejectReason(enum.StrEnum):
     NO_SPACE = "no_space"  # a software update that would not fit the disk budget (refused before download)
     BUSY = "busy"  # another software update is being verified or applied
     RETIRING_KEY = "retiring_key"  # signed with a key being rotated out: configure/update/reboot refused
+    REPEAT_CHUNKED = "repeat_chunked"  # a repeated id whose first answer was chunked: its parts are not kept
     # failures while carrying out an accepted command
     DEVICE_ERROR = "device_error"
     TIMEOUT = "timeout"

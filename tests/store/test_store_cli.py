@@ -39,7 +39,7 @@ def test_stats_json_from_db(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["store", "stats", "--db", str(db), "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)
-    assert doc["ok"] is True and doc["schema_version"] == 4 and doc["next_seq"] == 12
+    assert doc["ok"] is True and doc["schema_version"] == 5 and doc["next_seq"] == 12
     lanes = {lane["lane"]: lane for lane in doc["lanes"]}
     assert lanes["telemetry"]["rows"] == 10 and lanes["event"]["rows"] == 1
     assert 55 <= lanes["telemetry"]["oldest_age_s"] < 120
@@ -58,7 +58,7 @@ def test_stats_from_config_resolves_relative_path(tmp_path: Path) -> None:
     assert json.loads(result.output)["path"] == str(site / "var" / "gw.db")
     # Rich output for people.
     human = CliRunner().invoke(main, ["store", "stats", "-c", str(cfg)])
-    assert human.exit_code == 0 and "telemetry" in human.output and "schema version 4" in human.output
+    assert human.exit_code == 0 and "telemetry" in human.output and "schema version 5" in human.output
 
 
 @pytest.mark.parametrize(

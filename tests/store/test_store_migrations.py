@@ -46,7 +46,7 @@ def test_v1_file_is_migrated_with_rows_seqs_and_counters(tmp_path: Path) -> None
     make_v1(db)
     with Outbox(db) as ob:
         s = ob.stats()
-        assert s.schema_version == schema_version() == 4
+        assert s.schema_version == schema_version() == 5
         assert s.next_seq == 42
         assert s.lane(Lane.TELEMETRY).dropped == 7 and s.lane(Lane.EVENT).dropped == 3
         rows = ob.peek(Lane.TELEMETRY)
@@ -72,12 +72,12 @@ def test_v1_file_is_migrated_with_rows_seqs_and_counters(tmp_path: Path) -> None
         ).fetchall()
         assert blocks == [(10, 13), (40, 40), (42, 42)]
         assert ob.stats().lane(Lane.TELEMETRY).rows == 6
-    assert read_stats(db).schema_version == 4
+    assert read_stats(db).schema_version == 5
     conn = sqlite3.connect(db)
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     conn.close()
     assert not {"telemetry", "readings", "series"} & tables
-    assert {"reading_blocks", "state", "events", "counters"} <= tables
+    assert {"reading_blocks", "state", "events", "counters", "kept"} <= tables
 
 
 def test_v3_json_fragment_blocks_become_neutral_blocks(tmp_path: Path) -> None:
@@ -98,6 +98,7 @@ def test_v3_json_fragment_blocks_become_neutral_blocks(tmp_path: Path) -> None:
 
     conn = sqlite3.connect(db)
     conn.execute("PRAGMA user_version = 3")
+    conn.execute("DROP TABLE kept")  # version 5's
     conn.execute("UPDATE counters SET value = 9 WHERE name = 'next_seq'")
     ins = (
         "INSERT INTO reading_blocks (first_seq, last_seq, ts, codec, body, raw_len) VALUES (?, ?, ?, 1, ?, ?)"
@@ -107,7 +108,7 @@ def test_v3_json_fragment_blocks_become_neutral_blocks(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     with Outbox(db) as ob:
-        assert ob.stats().schema_version == 4
+        assert ob.stats().schema_version == 5
         assert [(r.seq, r.record) for r in ob.peek(Lane.TELEMETRY)] == [
             (5, Reading("m-1", "flow", 1.5, "m3/h", 1.0)),
             (6, Reading("m-1", "flow", None, "m3/h", 2.0, Quality.BAD)),

@@ -2,13 +2,14 @@
 wall clock does: the broker's redelivery of a write that ran gets `ok` again, never `replayed` or
 `expired` (which would tell the platform that a write that happened did not).
 
-Real outbox (key/value state), real signer; the clocks are a `Clock` subclass whose wall and
+Real outbox (its kept rows), real signer; the clocks are a `Clock` subclass whose wall and
 monotonic times the test moves."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from citynerve.gateway.api import Clock
@@ -20,8 +21,8 @@ from citynerve.gateway.uplink import (
     NonceCache,
     RejectReason,
 )
-from citynerve.gateway.uplink.command_ids import OUTCOMES_KEY, CommandOutcomes
-from citynerve.gateway.uplink.commands import KeyValueState
+from citynerve.gateway.uplink.command_ids import OUTCOMES, OUTCOMES_KEY, CommandOutcomes
+from citynerve.gateway.uplink.commands import KeptState
 from citynerve.gateway.uplink.signing import CommandVerifier
 from tests.uplink.test_commands import GW, KEY, NOW, SIGNER, CountingTarget
 
@@ -47,7 +48,7 @@ class MovedClock(Clock):
 
 
 def gateway(
-    outbox: AsyncOutbox, clock: MovedClock, target: CountingTarget, state: KeyValueState | None = None
+    outbox: AsyncOutbox, clock: MovedClock, target: CountingTarget, state: KeptState | None = None
 ) -> CommandProcessor:
     async def resend() -> None:
         return None
@@ -109,11 +110,10 @@ async def test_after_a_reboot_each_outcome_is_kept_its_whole_span_again(outbox: 
     payload = write(now=NOW, lifetime_s=60)
     first = await gateway(outbox, clock, target).handle(payload)
     # Another boot wrote the state: its monotonic times mean nothing now (the clock restarted).
-    data = json.loads(str(await outbox.get(OUTCOMES_KEY)))
-    assert data["v"] == 2 and data["done"]["cmd-1"][2] == 90.0  # span: expiry + skew - now
-    data["boot"] = "an-earlier-boot"
-    data["done"]["cmd-1"][1] = -1.0e9
-    await outbox.put(OUTCOMES_KEY, json.dumps(data))
+    wall_until, _, _, span, result = json.loads((await outbox.kept(OUTCOMES))["cmd-1"])
+    assert span == 90.0  # expiry + skew - now
+    row = [wall_until, -1.0e9, "an-earlier-boot", span, result]  # monotonic keep-until, boot id
+    await outbox.keep(OUTCOMES, {"cmd-1": json.dumps(row)})
     clock.mono_s = 5.0  # just booted
     clock.wall_s += 600  # and NTP stepped the clock a board without a real-time clock woke up with
     assert await gateway(outbox, clock, target).handle(payload) == first
@@ -130,8 +130,8 @@ async def test_outcomes_stored_by_the_previous_version_are_read(outbox: AsyncOut
 
 
 class GatedOutcomesState:
-    """The outbox's key/value state, whose read of the stored outcomes waits until the test opens
-    the gate: a restart's load that is slow (the store's thread is busy)."""
+    """The outbox's state, whose read of the stored outcomes waits until the test opens the gate:
+    a restart's load that is slow (the store's thread is busy)."""
 
     def __init__(self, outbox: AsyncOutbox) -> None:
         self.outbox = outbox
@@ -139,13 +139,26 @@ class GatedOutcomesState:
         self.gate = asyncio.Event()
 
     async def get(self, key: str) -> str | None:
-        if key == OUTCOMES_KEY:
-            self.reading.set()
-            await self.gate.wait()
         return await self.outbox.get(key)
 
     async def put(self, key: str, value: str) -> None:
         await self.outbox.put(key, value)
+
+    async def kept(self, kind: str) -> dict[str, str]:
+        if kind == OUTCOMES:
+            self.reading.set()
+            await self.gate.wait()
+        return await self.outbox.kept(kind)
+
+    async def keep(
+        self,
+        kind: str,
+        put: Mapping[str, str],
+        forget: Collection[str] = (),
+        *,
+        state: Mapping[str, str | None] | None = None,
+    ) -> None:
+        await self.outbox.keep(kind, put, forget, state=state)
 
 
 async def test_a_redelivery_during_the_load_after_a_restart_gets_its_first_outcome(
