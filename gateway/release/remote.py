@@ -89,6 +89,7 @@ class RemoteUpdate(ChunkedTransfer):
         topic_base: str,
         events: Callable[[Event], None],
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         outbox: Path | None = None,
     ) -> None:
         self.config = config
@@ -99,6 +100,7 @@ class RemoteUpdate(ChunkedTransfer):
         self.folder = config.root / "update" / "transfer"
         self._events = events
         self._clock = clock
+        self._mono = monotonic  # how long a transfer made no progress (transfer_give_up_s)
         self._t: Transfer | None = None
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -215,6 +217,7 @@ class RemoteUpdate(ChunkedTransfer):
             if t.received == t.size:
                 self._begin(self._finish(t))
         elif t.phase == "downloading":
+            t.progress_t = self._mono()  # transfer_give_up_s from the restart on
             self._begin(self._download(t))
         elif t.phase in WORKING:
             self._begin(self._finish(t))
@@ -349,6 +352,7 @@ class RemoteUpdate(ChunkedTransfer):
             same = t is not None and t.update_id == uid and t.sha256 == sha
             if t is not None and same and t.phase == "downloading" and url and url != t.url:
                 t.url = url  # a fresh URL (the last one expired?): the download goes on from it
+                t.progress_t = self._mono()  # with a new transfer_give_up_s
                 self._save(t)
                 log.info("update %s: download from the new URL of update_start", uid)
                 self._new_url.set()
@@ -385,6 +389,7 @@ class RemoteUpdate(ChunkedTransfer):
                 command_id=caller.command_id,
                 key_id=caller.key_id,
                 started=self._clock(),
+                progress_t=self._mono(),
             )
             t.have = bytearray(t.count)
             self.folder.mkdir(parents=True, exist_ok=True)

@@ -17,9 +17,11 @@ import re
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from citynerve.gateway.api import PermanentError
 from citynerve.gateway.release.config import UpdateConfig
@@ -37,6 +39,8 @@ _INDEX_RE = re.compile(r"^[0-9]{1,6}$")
 RETRIED = (OSError, urllib.error.URLError, http.client.HTTPException, ValueError)
 RETRIED_STATUS = (408, 429)
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a disk that is full is not retried: it fails the transfer
+RETRY_MIN_S = 1.0  # the back-off between download attempts: doubled up to RETRY_MAX_S
+RETRY_MAX_S = 30.0
 
 
 class TransferError(PermanentError):
@@ -71,6 +75,7 @@ class Transfer:
     table: bytes | None = field(default=None, repr=False)
     received: int = 0
     progress_step: int = 0
+    progress_t: float = 0.0  # monotonic: the last new byte (transfer_give_up_s counts from it)
 
     @property
     def count(self) -> int:
@@ -80,7 +85,7 @@ class Transfer:
         return min(self.chunk_bytes, self.size - index * self.chunk_bytes)
 
     def meta(self) -> dict[str, Any]:
-        skip = ("have", "table", "received", "progress_step")
+        skip = ("have", "table", "received", "progress_step", "progress_t")
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
     def missing(self) -> tuple[list[list[int]], int]:
@@ -111,6 +116,7 @@ class ChunkedTransfer:
     chunks: int
     _t: Transfer | None
     _fd: int | None
+    _mono: Callable[[], float]
     _tokens: float
     _tokens_t: float
     _new_url: asyncio.Event
@@ -207,20 +213,26 @@ class ChunkedTransfer:
             await self._finish(t)
 
     async def _fetch_all(self, t: Transfer) -> bool:
-        """True once the part file is complete, False when the transfer failed (TransferError)."""
-        delay = 1.0
+        """True once the part file is complete, False when the transfer failed: a permanent error
+        (TransferError, a full disk) or no new byte for transfer_give_up_s (a server gone, a URL
+        that answers 503 for good: it used to retry, and log, every 30 s for ever)."""
+        delay = RETRY_MIN_S
+        tries = 0
+        best = await asyncio.to_thread(self._part_bytes, t)  # what a resume starts from is no progress
         while True:
             url = t.url
             self._new_url.clear()  # set by update_start with a new URL: retry at once, from there
             try:
                 if await asyncio.to_thread(self._fetch, t, url):
                     return True
+                last = f"the answer ended at {t.received} bytes"
             except TransferError as err:
                 if t.url == url:
                     self._set(t, "failed", f"download: {err.reason}")
                     await asyncio.to_thread(self._part.unlink, True)
                     return False
                 log.warning("update %s: %s; trying the new URL", t.update_id, err.reason)
+                last = err.reason
             except RETRIED as err:
                 if isinstance(err, OSError) and err.errno in NO_SPACE:
                     # Retrying would keep the disk full (the outbox on it evicting telemetry) for ever.
@@ -228,11 +240,29 @@ class ChunkedTransfer:
                     self._set(t, "failed", f"download: no_space: {err.strerror} at {t.received} of {t.size} "
                               "bytes; the partial download is removed")  # fmt: skip
                     return False
-                log.warning("update %s: download stopped at %d bytes (%s); resuming in %.0f s", t.update_id,
-                            t.received, err, delay)  # fmt: skip
+                last = _why(err)
+            bound = self.config.transfer_give_up_s
+            if t.received > best:
+                best, t.progress_t = t.received, self._mono()
+            elif self._mono() - t.progress_t >= bound:
+                await asyncio.to_thread(self._part.unlink, True)
+                removed = "; the partial download is removed" if t.received else ""
+                self._set(t, "failed", f"download: no progress from {_host(url)} for {bound:.0f} s "
+                          f"(last: {last[:200]}) at {t.received} of {t.size} bytes{removed}")  # fmt: skip
+                return False
+            tries += 1
+            if tries & (tries - 1) == 0:  # 1, 2, 4, 8, ...: a dead server logs ~10 lines in 6 h, not 720
+                log.warning("update %s: download from %s stopped at %d of %d bytes (%s); retry %d in %.0f s",
+                            t.update_id, _host(url), t.received, t.size, last[:200], tries,
+                            delay)  # fmt: skip
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._new_url.wait(), delay)
-            delay = 1.0 if self._new_url.is_set() else min(30.0, delay * 2)
+            delay = RETRY_MIN_S if self._new_url.is_set() else min(RETRY_MAX_S, delay * 2)
+
+    def _part_bytes(self, t: Transfer) -> int:
+        """The bytes a download resumes from (none when the part file is longer than the bundle)."""
+        size = self._part.stat().st_size if self._part.exists() else 0
+        return size if size <= t.size else 0
 
     def _fetch(self, t: Transfer, url: str) -> bool:
         """Download the rest of `url` into the part file (from where it stopped); True when complete."""
@@ -274,3 +304,21 @@ def _sha256(path: Path) -> str:
         while block := f.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _why(err: BaseException) -> str:
+    """What stopped a download attempt, for its log line and reason: never the URL (a pre-signed URL's
+    query is a credential)."""
+    if isinstance(err, urllib.error.HTTPError):
+        return f"HTTP status {err.code} {err.reason}"
+    if isinstance(err, urllib.error.URLError):
+        return str(err.reason)
+    return f"{type(err).__name__}: {err}"
+
+
+def _host(url: str) -> str:
+    """The host (and port) of a download URL: what a log line or a reason may name of it."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{parts.port}" if parts.port else host
