@@ -140,9 +140,11 @@ class RemoteUpdate(ChunkedTransfer):
         finish any update whose watchdog died while the box ran on (update.recover_interrupted)."""
         try:
             await self._resume()
+            await self._expire()
             while True:
                 await asyncio.sleep(WATCHDOG_CHECK_S)
                 await self._recover()
+                await self._expire()
         finally:
             if self._task is not None:
                 self._task.cancel()
@@ -199,6 +201,12 @@ class RemoteUpdate(ChunkedTransfer):
                     t.have[i] = 1
                     t.received += len(data)
 
+    def _idle_s(self) -> float:
+        """Seconds since the transfer's files were last written (wall clock: it spans a restart or a
+        power cut; a clock set back at boot counts as no time)."""
+        times = [f.stat().st_mtime for f in self.folder.iterdir() if f.is_file()]
+        return self._clock() - max(times, default=self._clock())
+
     async def _resume(self) -> None:
         async with self._lock:  # an update_start meanwhile waits, then finds what was resumed
             if self._t is None:  # (one that came first has replaced the transfer on disk)
@@ -209,6 +217,9 @@ class RemoteUpdate(ChunkedTransfer):
         if t is None:
             return
         self._t = t
+        if t.phase in RECEIVING:  # idle since its files were last written: a restart does not reset it
+            idle = await asyncio.to_thread(self._idle_s)
+            t.progress_t = self._mono() - min(max(idle, 0.0), self.config.transfer_give_up_s)
         if t.phase == "receiving":
             await asyncio.to_thread(self._scan, t)
             self._open_fd()
@@ -217,7 +228,6 @@ class RemoteUpdate(ChunkedTransfer):
             if t.received == t.size:
                 self._begin(self._finish(t))
         elif t.phase == "downloading":
-            t.progress_t = self._mono()  # transfer_give_up_s from the restart on
             self._begin(self._download(t))
         elif t.phase in WORKING:
             self._begin(self._finish(t))

@@ -116,6 +116,7 @@ class ChunkedTransfer:
     chunks: int
     _t: Transfer | None
     _fd: int | None
+    _lock: asyncio.Lock
     _mono: Callable[[], float]
     _tokens: float
     _tokens_t: float
@@ -131,6 +132,9 @@ class ChunkedTransfer:
         raise NotImplementedError
 
     def _set(self, t: Transfer, phase: str, reason: str = "", **extra: Any) -> None:
+        raise NotImplementedError
+
+    def _close_fd(self) -> None:
         raise NotImplementedError
 
     @property
@@ -178,6 +182,7 @@ class ChunkedTransfer:
             tmp.write_bytes(payload)
             os.replace(tmp, self.folder / "table.bin")
             t.table = bytes(payload)
+            t.progress_t = self._mono()
             return True
         if t.table is None or not _INDEX_RE.match(index):
             return False
@@ -190,6 +195,7 @@ class ChunkedTransfer:
         os.pwrite(self._fd, payload, i * t.chunk_bytes)
         t.have[i] = 1
         t.received += len(payload)
+        t.progress_t = self._mono()
         self.chunks += 1
         step = 4 * t.received // t.size  # a progress event at each quarter
         if step > t.progress_step and t.received < t.size:
@@ -198,6 +204,29 @@ class ChunkedTransfer:
         if t.received == t.size:
             self._begin(self._finish(t))
         return True
+
+    async def _expire(self) -> None:
+        """Fail a chunked transfer with no new chunk for transfer_give_up_s (the platform stopped
+        sending): its part file, reserved for the whole bundle, is not kept until the next
+        update_start. Looked at by the run loop, and at start (the idle time counts across restarts)."""
+        async with self._lock:
+            t = self._t
+            bound = self.config.transfer_give_up_s
+            if (
+                t is None
+                or t.phase != "receiving"
+                or t.received == t.size
+                or self._mono() - t.progress_t < bound
+            ):
+                return
+            t.phase = "failed"  # from here no chunk is taken
+            self._close_fd()
+            try:
+                await asyncio.to_thread(self._part.unlink, True)  # removed before it is reported
+                self._set(t, "failed", f"no new chunk for {bound:.0f} s at {t.received} of {t.size} bytes; "
+                          "the partial transfer is removed")  # fmt: skip
+            except Exception:  # a disk error must not end the update's task
+                log.exception("update %s: giving up the transfer", t.update_id)
 
     # -- download from a URL ------------------------------------------------------------------
 
