@@ -59,3 +59,11 @@ class UpdateConfig(BaseModel):
     download_timeout_s: FiniteFloat = Field(
         default=30.0, gt=0, le=600, description="a URL download that stalls this long is resumed later"
     )
+    transfer_give_up_s: FiniteFloat = Field(
+        default=6 * 3600.0,
+        ge=600,
+        le=7 * 86400,
+        description="a transfer with no new byte this long fails and its partial bundle is removed: a URL "
+        "download whose server refuses or answers 5xx, chunks the platform stopped sending (counted "
+        "across restarts from the files' times)",
+    )

@@ -89,6 +89,7 @@ class RemoteUpdate(ChunkedTransfer):
         topic_base: str,
         events: Callable[[Event], None],
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         outbox: Path | None = None,
     ) -> None:
         self.config = config
@@ -99,6 +100,7 @@ class RemoteUpdate(ChunkedTransfer):
         self.folder = config.root / "update" / "transfer"
         self._events = events
         self._clock = clock
+        self._mono = monotonic  # how long a transfer made no progress (transfer_give_up_s)
         self._t: Transfer | None = None
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -138,9 +140,11 @@ class RemoteUpdate(ChunkedTransfer):
         finish any update whose watchdog died while the box ran on (update.recover_interrupted)."""
         try:
             await self._resume()
+            await self._expire()
             while True:
                 await asyncio.sleep(WATCHDOG_CHECK_S)
                 await self._recover()
+                await self._expire()
         finally:
             if self._task is not None:
                 self._task.cancel()
@@ -197,6 +201,12 @@ class RemoteUpdate(ChunkedTransfer):
                     t.have[i] = 1
                     t.received += len(data)
 
+    def _idle_s(self) -> float:
+        """Seconds since the transfer's files were last written (wall clock: it spans a restart or a
+        power cut; a clock set back at boot counts as no time)."""
+        times = [f.stat().st_mtime for f in self.folder.iterdir() if f.is_file()]
+        return self._clock() - max(times, default=self._clock())
+
     async def _resume(self) -> None:
         async with self._lock:  # an update_start meanwhile waits, then finds what was resumed
             if self._t is None:  # (one that came first has replaced the transfer on disk)
@@ -207,6 +217,9 @@ class RemoteUpdate(ChunkedTransfer):
         if t is None:
             return
         self._t = t
+        if t.phase in RECEIVING:  # idle since its files were last written: a restart does not reset it
+            idle = await asyncio.to_thread(self._idle_s)
+            t.progress_t = self._mono() - min(max(idle, 0.0), self.config.transfer_give_up_s)
         if t.phase == "receiving":
             await asyncio.to_thread(self._scan, t)
             self._open_fd()
@@ -349,6 +362,7 @@ class RemoteUpdate(ChunkedTransfer):
             same = t is not None and t.update_id == uid and t.sha256 == sha
             if t is not None and same and t.phase == "downloading" and url and url != t.url:
                 t.url = url  # a fresh URL (the last one expired?): the download goes on from it
+                t.progress_t = self._mono()  # with a new transfer_give_up_s
                 self._save(t)
                 log.info("update %s: download from the new URL of update_start", uid)
                 self._new_url.set()
@@ -385,6 +399,7 @@ class RemoteUpdate(ChunkedTransfer):
                 command_id=caller.command_id,
                 key_id=caller.key_id,
                 started=self._clock(),
+                progress_t=self._mono(),
             )
             t.have = bytearray(t.count)
             self.folder.mkdir(parents=True, exist_ok=True)

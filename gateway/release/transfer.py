@@ -17,9 +17,11 @@ import re
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from citynerve.gateway.api import PermanentError
 from citynerve.gateway.release.config import UpdateConfig
@@ -37,6 +39,8 @@ _INDEX_RE = re.compile(r"^[0-9]{1,6}$")
 RETRIED = (OSError, urllib.error.URLError, http.client.HTTPException, ValueError)
 RETRIED_STATUS = (408, 429)
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a disk that is full is not retried: it fails the transfer
+RETRY_MIN_S = 1.0  # the back-off between download attempts: doubled up to RETRY_MAX_S
+RETRY_MAX_S = 30.0
 
 
 class TransferError(PermanentError):
@@ -71,6 +75,7 @@ class Transfer:
     table: bytes | None = field(default=None, repr=False)
     received: int = 0
     progress_step: int = 0
+    progress_t: float = 0.0  # monotonic: the last new byte (transfer_give_up_s counts from it)
 
     @property
     def count(self) -> int:
@@ -80,7 +85,7 @@ class Transfer:
         return min(self.chunk_bytes, self.size - index * self.chunk_bytes)
 
     def meta(self) -> dict[str, Any]:
-        skip = ("have", "table", "received", "progress_step")
+        skip = ("have", "table", "received", "progress_step", "progress_t")
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
     def missing(self) -> tuple[list[list[int]], int]:
@@ -111,6 +116,8 @@ class ChunkedTransfer:
     chunks: int
     _t: Transfer | None
     _fd: int | None
+    _lock: asyncio.Lock
+    _mono: Callable[[], float]
     _tokens: float
     _tokens_t: float
     _new_url: asyncio.Event
@@ -125,6 +132,9 @@ class ChunkedTransfer:
         raise NotImplementedError
 
     def _set(self, t: Transfer, phase: str, reason: str = "", **extra: Any) -> None:
+        raise NotImplementedError
+
+    def _close_fd(self) -> None:
         raise NotImplementedError
 
     @property
@@ -172,6 +182,7 @@ class ChunkedTransfer:
             tmp.write_bytes(payload)
             os.replace(tmp, self.folder / "table.bin")
             t.table = bytes(payload)
+            t.progress_t = self._mono()
             return True
         if t.table is None or not _INDEX_RE.match(index):
             return False
@@ -184,6 +195,7 @@ class ChunkedTransfer:
         os.pwrite(self._fd, payload, i * t.chunk_bytes)
         t.have[i] = 1
         t.received += len(payload)
+        t.progress_t = self._mono()
         self.chunks += 1
         step = 4 * t.received // t.size  # a progress event at each quarter
         if step > t.progress_step and t.received < t.size:
@@ -192,6 +204,29 @@ class ChunkedTransfer:
         if t.received == t.size:
             self._begin(self._finish(t))
         return True
+
+    async def _expire(self) -> None:
+        """Fail a chunked transfer with no new chunk for transfer_give_up_s (the platform stopped
+        sending): its part file, reserved for the whole bundle, is not kept until the next
+        update_start. Looked at by the run loop, and at start (the idle time counts across restarts)."""
+        async with self._lock:
+            t = self._t
+            bound = self.config.transfer_give_up_s
+            if (
+                t is None
+                or t.phase != "receiving"
+                or t.received == t.size
+                or self._mono() - t.progress_t < bound
+            ):
+                return
+            t.phase = "failed"  # from here no chunk is taken
+            self._close_fd()
+            try:
+                await asyncio.to_thread(self._part.unlink, True)  # removed before it is reported
+                self._set(t, "failed", f"no new chunk for {bound:.0f} s at {t.received} of {t.size} bytes; "
+                          "the partial transfer is removed")  # fmt: skip
+            except Exception:  # a disk error must not end the update's task
+                log.exception("update %s: giving up the transfer", t.update_id)
 
     # -- download from a URL ------------------------------------------------------------------
 
@@ -207,20 +242,26 @@ class ChunkedTransfer:
             await self._finish(t)
 
     async def _fetch_all(self, t: Transfer) -> bool:
-        """True once the part file is complete, False when the transfer failed (TransferError)."""
-        delay = 1.0
+        """True once the part file is complete, False when the transfer failed: a permanent error
+        (TransferError, a full disk) or no new byte for transfer_give_up_s (a server gone, a URL
+        that answers 503 for good: it used to retry, and log, every 30 s for ever)."""
+        delay = RETRY_MIN_S
+        tries = 0
+        best = await asyncio.to_thread(self._part_bytes, t)  # what a resume starts from is no progress
         while True:
             url = t.url
             self._new_url.clear()  # set by update_start with a new URL: retry at once, from there
             try:
                 if await asyncio.to_thread(self._fetch, t, url):
                     return True
+                last = f"the answer ended at {t.received} bytes"
             except TransferError as err:
                 if t.url == url:
                     self._set(t, "failed", f"download: {err.reason}")
                     await asyncio.to_thread(self._part.unlink, True)
                     return False
                 log.warning("update %s: %s; trying the new URL", t.update_id, err.reason)
+                last = err.reason
             except RETRIED as err:
                 if isinstance(err, OSError) and err.errno in NO_SPACE:
                     # Retrying would keep the disk full (the outbox on it evicting telemetry) for ever.
@@ -228,11 +269,29 @@ class ChunkedTransfer:
                     self._set(t, "failed", f"download: no_space: {err.strerror} at {t.received} of {t.size} "
                               "bytes; the partial download is removed")  # fmt: skip
                     return False
-                log.warning("update %s: download stopped at %d bytes (%s); resuming in %.0f s", t.update_id,
-                            t.received, err, delay)  # fmt: skip
+                last = _why(err)
+            bound = self.config.transfer_give_up_s
+            if t.received > best:
+                best, t.progress_t = t.received, self._mono()
+            elif self._mono() - t.progress_t >= bound:
+                await asyncio.to_thread(self._part.unlink, True)
+                removed = "; the partial download is removed" if t.received else ""
+                self._set(t, "failed", f"download: no progress from {_host(url)} for {bound:.0f} s "
+                          f"(last: {last[:200]}) at {t.received} of {t.size} bytes{removed}")  # fmt: skip
+                return False
+            tries += 1
+            if tries & (tries - 1) == 0:  # 1, 2, 4, 8, ...: a dead server logs ~10 lines in 6 h, not 720
+                log.warning("update %s: download from %s stopped at %d of %d bytes (%s); retry %d in %.0f s",
+                            t.update_id, _host(url), t.received, t.size, last[:200], tries,
+                            delay)  # fmt: skip
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._new_url.wait(), delay)
-            delay = 1.0 if self._new_url.is_set() else min(30.0, delay * 2)
+            delay = RETRY_MIN_S if self._new_url.is_set() else min(RETRY_MAX_S, delay * 2)
+
+    def _part_bytes(self, t: Transfer) -> int:
+        """The bytes a download resumes from (none when the part file is longer than the bundle)."""
+        size = self._part.stat().st_size if self._part.exists() else 0
+        return size if size <= t.size else 0
 
     def _fetch(self, t: Transfer, url: str) -> bool:
         """Download the rest of `url` into the part file (from where it stopped); True when complete."""
@@ -274,3 +333,21 @@ def _sha256(path: Path) -> str:
         while block := f.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _why(err: BaseException) -> str:
+    """What stopped a download attempt, for its log line and reason: never the URL (a pre-signed URL's
+    query is a credential)."""
+    if isinstance(err, urllib.error.HTTPError):
+        return f"HTTP status {err.code} {err.reason}"
+    if isinstance(err, urllib.error.URLError):
+        return str(err.reason)
+    return f"{type(err).__name__}: {err}"
+
+
+def _host(url: str) -> str:
+    """The host (and port) of a download URL: what a log line or a reason may name of it."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{parts.port}" if parts.port else host

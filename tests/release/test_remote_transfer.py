@@ -15,6 +15,8 @@ import os
 import re
 import shutil
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +41,13 @@ CALLER = Caller("releases", "c-1")
 class Gateway:
     """One gateway process's RemoteUpdate on a root folder, with the events it emitted."""
 
-    def __init__(self, root: Path, **cfg: Any) -> None:
+    def __init__(self, root: Path, monotonic: Callable[[], float] = time.monotonic, **cfg: Any) -> None:
         self.events: list[Event] = []
         self._new = asyncio.Event()
         defaults: dict[str, Any] = {"disk_budget_bytes": 64 << 20, "min_free_bytes": 0}
         config = UpdateConfig(root=root, service="process", **{**defaults, **cfg})
         self.ru = RemoteUpdate(config, config_path=root / "gw.toml", gateway_id="gw-1", topic_base=BASE,
-                               events=self._event)  # fmt: skip
+                               events=self._event, monotonic=monotonic)  # fmt: skip
         self.task: asyncio.Task[None] | None = None
 
     def _event(self, event: Event) -> None:
