@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -83,6 +84,16 @@ def esc(value: object) -> str:
     return escape(str(value))
 
 
+def corrupt_copy_line(copy: dict[str, Any]) -> str:
+    """A store document's `corrupt_copy` in words (plain text): the file a technician may look at,
+    how much of the disk it takes, and that it does not stay for ever."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(copy["mtime"]))
+    return (
+        f"corrupt outbox kept aside: {copy['path']} ({copy['bytes'] / 1e6:.1f} MB with its -wal/-shm, "
+        f"last written {when}); only the newest is kept, deleted first when the disk fills up"
+    )
+
+
 def gateway_error_exit(err: GatewayError) -> NoReturn:
     fail(str(err))
 
@@ -93,6 +104,7 @@ __all__ = [
     "EXIT_INVALID",
     "allow_insecure_secrets_option",
     "config_option",
+    "corrupt_copy_line",
     "esc",
     "fail",
     "gateway_error_exit",

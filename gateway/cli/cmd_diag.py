@@ -505,6 +505,9 @@ def store_check(config_path: Path, as_json: bool) -> None:
         if health.get("dropped_by"):
             by = ", ".join(f"{reason} {n}" for reason, n in sorted(health["dropped_by"].items()))
             _common.console.print(f"dropped unsent by reason: {by}", highlight=False, markup=False)
+        if health.get("corrupt_copy"):
+            line = _common.corrupt_copy_line(health["corrupt_copy"])
+            _common.console.print(line, style="yellow", highlight=False, markup=False)
     if not health["healthy"]:
         raise SystemExit(EXIT_FAILED)
 

@@ -15,6 +15,7 @@ from citynerve.gateway.cli import _common
 from citynerve.gateway.cli._common import (
     allow_insecure_secrets_option,
     config_option,
+    corrupt_copy_line,
     esc,
     fail,
     json_option,
@@ -230,6 +231,10 @@ def show_status(st: dict[str, Any]) -> None:
             + (f", corrupt file moved to {esc(store['quarantined'])}" if store.get("quarantined") else ""),
             highlight=False,
         )
+        if store.get("corrupt_copy"):
+            console.print(
+                corrupt_copy_line(store["corrupt_copy"]), style="yellow", highlight=False, markup=False
+            )
     show_time(st.get("time"))
     up = st.get("uplink")
     if up is None:

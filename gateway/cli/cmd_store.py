@@ -19,6 +19,7 @@ from citynerve.gateway.cli._common import (
     EXIT_INVALID,
     config_option,
     console,
+    corrupt_copy_line,
     fail,
     json_option,
     print_json,
@@ -146,6 +147,8 @@ def stats_command(config_path: Path, db_path: Path | None, as_json: bool) -> Non
     if stats.dropped_by:
         by = ", ".join(f"{reason} {n:,}" for reason, n in sorted(stats.dropped_by.items()))
         console.print(f"dropped unsent by reason: {by}", highlight=False, markup=False)
+    if doc["corrupt_copy"]:
+        console.print(corrupt_copy_line(doc["corrupt_copy"]), style="yellow", highlight=False, markup=False)
 
 
 def row_document(row: OutboxRow) -> dict[str, Any]:

@@ -20,9 +20,20 @@ import subprocess
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from citynerve.gateway.api import PermanentError
+
+LOG_MAX_BYTES = 1024 * 1024  # update/service.log and watch.log: rotated at open past this
+
+
+def open_log(path: Path) -> BinaryIO:
+    """`path` opened to append a detached process's output, renamed to `<name>.1` first (replacing
+    the older one) when over LOG_MAX_BYTES: nothing else rotates it, and every start appends."""
+    with contextlib.suppress(OSError):
+        if path.stat().st_size > LOG_MAX_BYTES:
+            os.replace(path, path.with_name(f"{path.name}.1"))
+    return path.open("ab")
 
 
 class ServiceError(PermanentError):
@@ -117,7 +128,7 @@ class ProcessService(ServiceManager):
 
     def start(self) -> None:
         self.pidfile.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as out:
+        with open_log(self.log) as out:
             proc = subprocess.Popen(
                 [str(self.root / "current" / "bin" / "citynerve"), "run", "-c", str(self.config)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
@@ -146,7 +157,7 @@ class ProcessService(ServiceManager):
 
     def spawn_watchdog(self, argv: list[str], log: Path) -> None:
         log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("ab") as out:
+        with open_log(log) as out:
             subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
 
     def describe(self) -> dict[str, Any]:

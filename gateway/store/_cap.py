@@ -14,7 +14,7 @@ import sqlite3
 import time
 
 from citynerve.gateway.store._config import MIB
-from citynerve.gateway.store._epoch import RESERVE_BYTES, make_reserve, reserve_path
+from citynerve.gateway.store._epoch import RESERVE_BYTES, make_reserve, remove_corrupt_copies, reserve_path
 from citynerve.gateway.store._errors import StoreFullError
 from citynerve.gateway.store._file import OutboxFile, Synchronous
 from citynerve.gateway.store._stats import LANE_KEY, LANE_TABLE, Lane
@@ -62,7 +62,13 @@ class CappedFile(OutboxFile):
         start instead of growing) and caps the outbox below the pages it uses now: the size cap then
         evicts the oldest telemetry (events stay) inside each append, as `disk_full` (counted,
         announced), so that the file stops growing and freed pages are reused in place. Lifted once
-        the disk has room for the reserve again (`_after_disk_full`)."""
+        the disk has room for the reserve again (`_after_disk_full`). A corrupt outbox kept from
+        before (quarantine) is deleted first: its room is the outbox's before any telemetry."""
+        if freed := remove_corrupt_copies(self.path):
+            log.error(
+                "outbox %s: disk full: deleted the corrupt outbox kept aside (%d bytes)", self.path, freed
+            )
+            return
         if not self.disk_full:
             self.disk_full = True
             log.error("outbox %s: disk full (%s): evicting old telemetry to go on", self.path, err.reason)

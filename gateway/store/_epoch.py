@@ -16,6 +16,7 @@ that ignores fsync): the next open goes on from the bound.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ EPOCH_KEY = "outbox.epoch"  # in the outbox's `state` table
 EPOCH_STATE_PREFIXES = ("uplink.ack_seq.",)
 MAX_MARKER_BYTES = 4096
 RESERVE_SUFFIX = ".reserve"
+CORRUPT_INFIX = ".corrupt-"  # + UTC time: a corrupt outbox moved aside (quarantine)
 RESERVE_BYTES = 2 * 1024 * 1024  # room for a checkpoint and an eviction once the disk is full
 SEQ_RESERVE = 100_000  # seqs the marker reserves at a time: one marker write per so many rows
 
@@ -132,14 +134,35 @@ def make_reserve(path: str) -> bool:
         return False
 
 
+def corrupt_copies(path: str) -> list[str]:
+    """The corrupt outboxes moved aside beside `path` (not their -wal / -shm), oldest first."""
+    found = glob.glob(glob.escape(path + CORRUPT_INFIX) + "*")
+    return sorted(p for p in found if not p.endswith(("-wal", "-shm")))
+
+
+def remove_corrupt_copies(path: str) -> int:
+    """Delete every corrupt outbox moved aside beside `path`, with its -wal / -shm; the bytes freed."""
+    freed = 0
+    for name in glob.glob(glob.escape(path + CORRUPT_INFIX) + "*"):
+        with contextlib.suppress(OSError):
+            size = os.path.getsize(name)
+            os.unlink(name)
+            freed += size
+    return freed
+
+
 def quarantine(path: str) -> str:
-    """Move a corrupt outbox (and its -wal / -shm) aside for forensics; returns its new name."""
+    """Move a corrupt outbox (and its -wal / -shm) aside for forensics; returns its new name.
+
+    Only the newest copy is kept: a failing card corrupts the outbox again and again, and every
+    copy is as large as the outbox was (max_bytes is the live file's bound, not theirs)."""
+    remove_corrupt_copies(path)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    aside = f"{path}.corrupt-{stamp}"
+    aside = f"{path}{CORRUPT_INFIX}{stamp}"
     n = 1
-    while os.path.exists(aside):
+    while os.path.exists(aside):  # one that could not be deleted: never mix its -wal with ours
         n += 1
-        aside = f"{path}.corrupt-{stamp}-{n}"
+        aside = f"{path}{CORRUPT_INFIX}{stamp}-{n}"
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(path + suffix):
             os.replace(path + suffix, aside + suffix)

@@ -31,6 +31,7 @@ from citynerve.gateway.store._epoch import (
     notice,
     quarantine,
     read_marker,
+    remove_corrupt_copies,
     reserve_path,
     write_marker,
 )
@@ -142,13 +143,20 @@ class OutboxFile:
         self._open = True
 
     def _connect_on_full_disk(self) -> None:
-        """`_connect`; if the disk is too full for it (the -shm, the -wal), the reserve file is given
-        back and the outbox opens in disk-full mode (its cap applies, see CappedFile)."""
+        """`_connect`; if the disk is too full for it (the -shm, the -wal), a corrupt outbox kept
+        aside is deleted, and if that is not room enough the reserve file is given back and the
+        outbox opens in disk-full mode (its cap applies, see CappedFile)."""
         try:
             self._connect()
             return
         except _NoRoomError as err:
-            log.error("outbox %s: cannot open (%s): disk full? giving back the reserve", self.path, err)
+            log.error("outbox %s: cannot open (%s): disk full?", self.path, err)
+        if freed := remove_corrupt_copies(self.path):
+            log.error("outbox %s: deleted the corrupt outbox kept aside (%d bytes)", self.path, freed)
+            with contextlib.suppress(_NoRoomError):
+                self._connect()
+                return
+        log.error("outbox %s: no room to open: giving back the reserve", self.path)
         self._give_back_reserve()
         try:
             self._connect()

@@ -8,6 +8,8 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
+from citynerve.gateway.store._epoch import corrupt_copies
+
 
 class Lane(enum.IntEnum):
     """An outbox lane. Lower value = higher priority: events never wait behind telemetry."""
@@ -42,6 +44,19 @@ class LaneStats:
 
 
 @dataclass(frozen=True, slots=True)
+class CorruptCopy:
+    """The corrupt outbox kept aside (the newest; older ones are deleted): for a technician to look
+    at or recover rows from. Deleted when the disk fills up."""
+
+    path: str
+    bytes: int  # with its -wal and -shm
+    mtime: float  # when it was last written
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "bytes": self.bytes, "mtime": self.mtime}
+
+
+@dataclass(frozen=True, slots=True)
 class StoreStats:
     path: str
     file_bytes: int  # the main database file
@@ -53,6 +68,7 @@ class StoreStats:
     dropped_by: dict[str, int] = field(default_factory=dict)  # records dropped unsent, per reason
     disk_full: bool = False  # the last commit found the disk full (known to the running gateway only)
     quarantined: str | None = None  # where a corrupt outbox was moved when this one was opened
+    corrupt_copy: CorruptCopy | None = None  # a corrupt outbox kept aside, this run or before
 
     @property
     def state(self) -> str:
@@ -77,6 +93,7 @@ class StoreStats:
             "dropped_by": dict(self.dropped_by),
             "disk_full": self.disk_full,
             "quarantined": self.quarantined,
+            "corrupt_copy": None if self.corrupt_copy is None else self.corrupt_copy.to_dict(),
         }
 
 
@@ -85,6 +102,19 @@ def _size(path: str) -> int:
         return os.path.getsize(path)
     except OSError:
         return 0
+
+
+def corrupt_copy(path: str) -> CorruptCopy | None:
+    """The newest corrupt outbox moved aside beside `path`, if there is one."""
+    copies = corrupt_copies(path)
+    if not copies:
+        return None
+    newest = copies[-1]
+    try:
+        mtime = os.path.getmtime(newest)
+    except OSError:  # deleted meanwhile
+        return None
+    return CorruptCopy(newest, sum(_size(newest + s) for s in ("", "-wal", "-shm")), mtime)
 
 
 def query_stats(conn: sqlite3.Connection, path: str, rows: dict[Lane, int] | None = None) -> StoreStats:
@@ -122,4 +152,5 @@ def query_stats(conn: sqlite3.Connection, path: str, rows: dict[Lane, int] | Non
             for k, v in counters.items()
             if k.startswith(DROPPED_BY_PREFIX)
         },
+        corrupt_copy=corrupt_copy(path),
     )
