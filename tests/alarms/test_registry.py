@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Collection, Mapping
 
-from citynerve.gateway.alarms import STATE_KEY, ActiveAlarms
+from citynerve.gateway.alarms import KEPT, STATE_KEY, ActiveAlarms
 from citynerve.gateway.api import Event, EventState, Severity
 
 
@@ -24,16 +25,35 @@ def ev(
 
 
 class MemoryState:
-    """The StateStore protocol in memory (the outbox's durable key/value state has no other peer)."""
+    """The outbox's state and kept sets in memory (AsyncOutbox get / kept / keep)."""
 
     def __init__(self) -> None:
         self.data: dict[str, str] = {}
+        self.rows: dict[str, dict[str, str]] = {}
 
     async def get(self, key: str) -> str | None:
         return self.data.get(key)
 
-    async def put(self, key: str, value: str) -> None:
-        self.data[key] = value
+    async def kept(self, kind: str) -> dict[str, str]:
+        return dict(self.rows.get(kind, {}))
+
+    async def keep(
+        self,
+        kind: str,
+        put: Mapping[str, str],
+        forget: Collection[str] = (),
+        *,
+        state: Mapping[str, str | None] | None = None,
+    ) -> None:
+        rows = self.rows.setdefault(kind, {})
+        for k in forget:
+            rows.pop(k, None)
+        rows.update(put)
+        for key, value in (state or {}).items():
+            if value is None:
+                self.data.pop(key, None)
+            else:
+                self.data[key] = value
 
 
 def names(alarms: ActiveAlarms) -> set[tuple[str, str, str]]:
@@ -91,9 +111,7 @@ def test_persisted_and_restored_marked() -> None:
     alarms.apply(ev("sd-1", "smoke", rule="smoke-fire.smoke"))
     asyncio.run(alarms.save(state))
     assert not alarms.dirty
-    raw = json.loads(state.data[STATE_KEY])
-    raw["active"].append({"device_id": "x"})  # a damaged entry is skipped, the others kept
-    state.data[STATE_KEY] = json.dumps(raw)
+    state.rows[KEPT]['["x"]'] = json.dumps({"device_id": "x"})  # a damaged row is skipped, the others kept
 
     again = ActiveAlarms()
     assert asyncio.run(again.load(state)) == 3
