@@ -53,14 +53,17 @@ class ActiveAlarm:
     maintenance: bool = False  # raised while its device was in maintenance mode (citynerve.gateway.operator)
     acked_by: str | None = None  # acknowledged (silenced) by an operator: still listed until cleared
     acked_at: float | None = None  # wall clock of the acknowledgement (a record stamp)
+    by_rules: bool = False  # raised by the rule engine: cleared once its rule is no longer configured
 
     @property
     def key(self) -> AlarmKey:
         return (self.device_id, self.kind, self.rule, self.subject)
 
     def to_dict(self) -> dict[str, Any]:
+        """What the views show (status, page, the platform's retained status)."""
         d = asdict(self)
         d["severity"] = self.severity.name.lower()
+        del d["by_rules"]  # the registry's own bookkeeping: saved, not shown
         return d
 
     def cleared(self, message: str, ts: float) -> Event:
@@ -110,6 +113,7 @@ class ActiveAlarms:
         self._value_left = False  # the single value of a version before the rows: the next save deletes it
         self.dropped = 0  # raises refused because the registry was full
         self.unreadable = False  # the last run's snapshot could not be read (it knows nothing)
+        self._rules: frozenset[str] = frozenset()  # the rule engine's rule ids (`reconcile`)
 
     def __len__(self) -> int:
         return len(self._active)
@@ -155,6 +159,7 @@ class ActiveAlarms:
             # raised again while still active: an acknowledgement holds until the alarm clears
             acked_by=was.acked_by if was is not None else None,
             acked_at=was.acked_at if was is not None else None,
+            by_rules=event.rule in self._rules,
         )
         self._changed.add(key)
         return True
@@ -212,16 +217,28 @@ class ActiveAlarms:
     def reconcile(
         self, rules: Collection[str], still_active: Iterable[tuple[str, str, str]]
     ) -> list[ActiveAlarm]:
-        """After a restart: drop restored alarms of rules in `rules` that the rule engine does not
-        hold active (its own snapshot, older by up to its interval, is the truth for its rules);
-        returns them, so the caller tells the platform they are cleared."""
+        """After a restart or reload, `rules` being the rule engine's rule ids: drop restored alarms
+        of those rules that the engine does not hold active (its own snapshot, older by up to its
+        interval, is the truth for its rules), and alarms the engine raised under a rule it no
+        longer has (removed or renamed in the config: nothing would ever clear them, nor their
+        interlock entries). Returns them, so the caller tells the platform they are cleared.
+
+        Whether the engine raised an alarm is recorded when it is raised, by its rule id (a
+        driver's or bus owner's alarm names its own source, e.g. `panel:gst`, `bus.offline`);
+        an alarm saved before that was recorded counts as the engine's if its rule is one now."""
+        self._rules = frozenset(rules)
         keep = set(still_active)
         gone = [
             a
             for k, a in self._active.items()
-            if a.restored and k[2] in rules and (a.device_id, a.kind, a.rule) not in keep
+            if (a.restored and k[2] in rules and (a.device_id, a.kind, a.rule) not in keep)
+            or (a.by_rules and k[2] not in rules)
         ]
         self._clear_where(lambda k: any(k == a.key for a in gone))
+        for k, a in self._active.items():
+            if not a.by_rules and k[2] in rules:
+                self._active[k] = replace(a, by_rules=True)
+                self._changed.add(k)
         return gone
 
     def forget_devices(self, keep: Collection[str]) -> list[ActiveAlarm]:
@@ -262,6 +279,7 @@ class ActiveAlarms:
                     maintenance=bool(item.get("maintenance", False)),
                     acked_by=str(item["acked_by"]) if item.get("acked_by") is not None else None,
                     acked_at=float(item["acked_at"]) if item.get("acked_at") is not None else None,
+                    by_rules=bool(item.get("by_rules", False)),
                 )
             except (KeyError, TypeError, ValueError):
                 bad += 1
@@ -328,7 +346,7 @@ def _row_key(key: AlarmKey) -> str:
 
 
 def _dumps(alarm: ActiveAlarm) -> str:
-    return json.dumps(alarm.to_dict(), default=str, separators=(",", ":"))
+    return json.dumps(alarm.to_dict() | {"by_rules": alarm.by_rules}, default=str, separators=(",", ":"))
 
 
 def _loads(row: str) -> Any:
