@@ -6,9 +6,11 @@ offline and fault detection, the bus supervisor), passes through the pipeline's 
 applies it here: a RAISED event makes its alarm active until the CLEARED event with the same name
 (device_id, kind, rule, subject), see `citynerve.gateway.api.Event`. One-shot reports are never active.
 
-The active set survives a restart: it is kept in the store's durable key/value state (`STATE_KEY`),
-saved within about a second of a change and at stop, and restored before the buses start. Restored
-alarms are marked `restored` until their source says something about them again.
+The active set survives a restart: it is kept in the store, one row per alarm (the kept set
+`KEPT`), saved within about a second of a change and at stop, and restored before the buses start;
+a save writes the rows of the alarms changed since the last and deletes those cleared (the whole set
+as one value was megabytes a second in a fault storm). Restored alarms are marked `restored` until
+their source says something about them again.
 """
 
 from __future__ import annotations
@@ -16,15 +18,16 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
-from citynerve.gateway.api import Event, EventState, Severity, StateStore, Value
+from citynerve.gateway.api import Event, EventState, Severity, Value
 
 log = logging.getLogger("citynerve.alarms")
 
-STATE_KEY = "alarms.active"
+KEPT = "alarms"  # kept set: one row per active alarm, keyed by its name as a JSON array
+STATE_KEY = "alarms.active"  # state: the whole set in one value, before KEPT held it
 SNAPSHOT_VERSION = 1
 MAX_ACTIVE = 10_000  # a bound on what a flood of distinct alarms can hold in memory
 MAX_STATUS_ALARMS = 50  # the retained status message lists at most this many (the count is exact)
@@ -50,14 +53,17 @@ class ActiveAlarm:
     maintenance: bool = False  # raised while its device was in maintenance mode (citynerve.gateway.operator)
     acked_by: str | None = None  # acknowledged (silenced) by an operator: still listed until cleared
     acked_at: float | None = None  # wall clock of the acknowledgement (a record stamp)
+    by_rules: bool = False  # raised by the rule engine: cleared once its rule is no longer configured
 
     @property
     def key(self) -> AlarmKey:
         return (self.device_id, self.kind, self.rule, self.subject)
 
     def to_dict(self) -> dict[str, Any]:
+        """What the views show (status, page, the platform's retained status)."""
         d = asdict(self)
         d["severity"] = self.severity.name.lower()
+        del d["by_rules"]  # the registry's own bookkeeping: saved, not shown
         return d
 
     def cleared(self, message: str, ts: float) -> Event:
@@ -75,6 +81,23 @@ class ActiveAlarm:
         )
 
 
+class AlarmRows(Protocol):
+    """Where the registry is saved: the outbox's kept sets and state (AsyncOutbox)."""
+
+    async def get(self, key: str) -> str | None: ...
+
+    async def kept(self, kind: str) -> dict[str, str]: ...
+
+    async def keep(
+        self,
+        kind: str,
+        put: Mapping[str, str],
+        forget: Collection[str] = (),
+        *,
+        state: Mapping[str, str | None] | None = None,
+    ) -> None: ...
+
+
 def alarm_key(event: Event) -> AlarmKey:
     return (event.device_id, event.kind, event.rule, event.subject)
 
@@ -85,12 +108,20 @@ class ActiveAlarms:
     def __init__(self, *, max_active: int = MAX_ACTIVE) -> None:
         self._active: dict[AlarmKey, ActiveAlarm] = {}
         self._max = max_active
-        self.dirty = False  # changed since the last save
+        self._changed: set[AlarmKey] = set()  # names whose rows the next save writes or deletes
+        self._forget: set[str] = set()  # rows naming no alarm (damaged, or older than the value)
+        self._value_left = False  # the single value of a version before the rows: the next save deletes it
         self.dropped = 0  # raises refused because the registry was full
         self.unreadable = False  # the last run's snapshot could not be read (it knows nothing)
+        self._rules: frozenset[str] = frozenset()  # the rule engine's rule ids (`reconcile`)
 
     def __len__(self) -> int:
         return len(self._active)
+
+    @property
+    def dirty(self) -> bool:
+        """Changed since the last save."""
+        return bool(self._changed or self._forget or self._value_left)
 
     def apply(self, event: Event) -> bool:
         """Take one event; returns True when the active set changed."""
@@ -104,7 +135,7 @@ class ActiveAlarms:
                 return self._clear_where(lambda k: k[:3] == key[:3])
             if self._active.pop(key, None) is None:
                 return False
-            self.dirty = True
+            self._changed.add(key)
             return True
         if key not in self._active and len(self._active) >= self._max:
             self.dropped += 1
@@ -128,8 +159,9 @@ class ActiveAlarms:
             # raised again while still active: an acknowledgement holds until the alarm clears
             acked_by=was.acked_by if was is not None else None,
             acked_at=was.acked_at if was is not None else None,
+            by_rules=event.rule in self._rules,
         )
-        self.dirty = True
+        self._changed.add(key)
         return True
 
     def acknowledge(
@@ -151,17 +183,15 @@ class ActiveAlarms:
             if (rule is not None and k[2] != rule) or (subject is not None and k[3] != subject):
                 continue
             self._active[k] = replace(a, acked_by=by, acked_at=ts)
+            self._changed.add(k)
             done.append(self._active[k])
-        if done:
-            self.dirty = True
         return done
 
     def _clear_where(self, match: Any) -> bool:
         gone = [k for k in self._active if match(k)]
         for k in gone:
             del self._active[k]
-        if gone:
-            self.dirty = True
+        self._changed.update(gone)
         return bool(gone)
 
     def active(self) -> list[ActiveAlarm]:
@@ -187,16 +217,28 @@ class ActiveAlarms:
     def reconcile(
         self, rules: Collection[str], still_active: Iterable[tuple[str, str, str]]
     ) -> list[ActiveAlarm]:
-        """After a restart: drop restored alarms of rules in `rules` that the rule engine does not
-        hold active (its own snapshot, older by up to its interval, is the truth for its rules);
-        returns them, so the caller tells the platform they are cleared."""
+        """After a restart or reload, `rules` being the rule engine's rule ids: drop restored alarms
+        of those rules that the engine does not hold active (its own snapshot, older by up to its
+        interval, is the truth for its rules), and alarms the engine raised under a rule it no
+        longer has (removed or renamed in the config: nothing would ever clear them, nor their
+        interlock entries). Returns them, so the caller tells the platform they are cleared.
+
+        Whether the engine raised an alarm is recorded when it is raised, by its rule id (a
+        driver's or bus owner's alarm names its own source, e.g. `panel:gst`, `bus.offline`);
+        an alarm saved before that was recorded counts as the engine's if its rule is one now."""
+        self._rules = frozenset(rules)
         keep = set(still_active)
         gone = [
             a
             for k, a in self._active.items()
-            if a.restored and k[2] in rules and (a.device_id, a.kind, a.rule) not in keep
+            if (a.restored and k[2] in rules and (a.device_id, a.kind, a.rule) not in keep)
+            or (a.by_rules and k[2] not in rules)
         ]
         self._clear_where(lambda k: any(k == a.key for a in gone))
+        for k, a in self._active.items():
+            if not a.by_rules and k[2] in rules:
+                self._active[k] = replace(a, by_rules=True)
+                self._changed.add(k)
         return gone
 
     def forget_devices(self, keep: Collection[str]) -> list[ActiveAlarm]:
@@ -205,8 +247,7 @@ class ActiveAlarms:
         gone = [a for a in self._active.values() if a.device_id not in keep]
         for a in gone:
             del self._active[a.key]
-        if gone:
-            self.dirty = True
+        self._changed.update(a.key for a in gone)
         return gone
 
     # -- persistence -------------------------------------------------------------------------------
@@ -238,6 +279,7 @@ class ActiveAlarms:
                     maintenance=bool(item.get("maintenance", False)),
                     acked_by=str(item["acked_by"]) if item.get("acked_by") is not None else None,
                     acked_at=float(item["acked_at"]) if item.get("acked_at") is not None else None,
+                    by_rules=bool(item.get("by_rules", False)),
                 )
             except (KeyError, TypeError, ValueError):
                 bad += 1
@@ -251,8 +293,25 @@ class ActiveAlarms:
             log.warning("alarm registry snapshot: %d malformed entries skipped", bad)
         return n
 
-    async def load(self, store: StateStore) -> int:
+    async def load(self, store: AlarmRows) -> int:
+        """Take the last run's alarms from their rows, or from the one value a version before the
+        rows saved (newer than any rows beside it: an update's rollback left those). Nothing is
+        written here: the first save moves the value into rows and deletes damaged rows (a stop
+        before it finds them as they were)."""
+        rows = await store.kept(KEPT)
         raw = await store.get(STATE_KEY)
+        if raw is not None:
+            self._value_left = True
+            n = self._restore_value(raw)
+        else:
+            n = self.restore({"version": SNAPSHOT_VERSION, "active": [_loads(v) for v in rows.values()]})
+        self._forget = set(rows) - {_row_key(k) for k in self._active}
+        self._changed = {k for k in self._active if raw is not None or _row_key(k) not in rows}
+        if n:
+            log.warning("%d alarms still active from the last run", n)
+        return n
+
+    def _restore_value(self, raw: str) -> int:
         if not raw:
             return 0
         try:
@@ -261,18 +320,38 @@ class ActiveAlarms:
             log.warning("alarm registry snapshot is not JSON: starting empty")
             self.unreadable = True
             return 0
-        n = self.restore(data)
-        if n:
-            log.warning("%d alarms still active from the last run", n)
-        return n
+        return self.restore(data)
 
-    async def save(self, store: StateStore) -> None:
-        """Write the active set if it changed (a failure leaves it dirty for the next try)."""
+    async def save(self, store: AlarmRows) -> None:
+        """Write the rows of the alarms changed since the last save and delete those cleared, in one
+        commit (a failure leaves them for the next try)."""
         if not self.dirty:
             return
-        self.dirty = False
+        changed, forget, value_left = self._changed, self._forget, self._value_left
+        self._changed, self._forget = set(), set()
+        put = {_row_key(k): _dumps(a) for k in changed if (a := self._active.get(k)) is not None}
+        gone = forget | {_row_key(k) for k in changed if k not in self._active}
         try:
-            await store.put(STATE_KEY, json.dumps(self.snapshot(), default=str, separators=(",", ":")))
+            await store.keep(KEPT, put, gone, state={STATE_KEY: None} if value_left else None)
         except Exception:
-            self.dirty = True
+            self._changed |= changed
+            self._forget |= forget
             raise
+        if value_left:
+            self._value_left = False
+
+
+def _row_key(key: AlarmKey) -> str:
+    return json.dumps(list(key), separators=(",", ":"))
+
+
+def _dumps(alarm: ActiveAlarm) -> str:
+    return json.dumps(alarm.to_dict() | {"by_rules": alarm.by_rules}, default=str, separators=(",", ":"))
+
+
+def _loads(row: str) -> Any:
+    """A row's alarm as `restore` takes it (a damaged row: None, skipped there)."""
+    try:
+        return json.loads(row)
+    except ValueError:
+        return None

@@ -175,25 +175,25 @@ class Gateway:
     def _reconcile_alarms(self) -> None:
         """Restored alarms nobody can clear any more are cleared now, and the platform is told:
         rule alarms the rule engine's (older) snapshot does not hold active (still true, the rule
-        raises them again), and alarms of devices or buses no longer configured. The other way,
-        the registry being newer: rule alarms and interlock entries the engine restored as raised
-        that the registry no longer holds cleared before the stop, and the engine forgets them.
+        raises them again), alarms of rules no longer configured (or of no rules section), and
+        alarms of devices or buses no longer configured. The other way, the registry being newer:
+        rule alarms and interlock entries the engine restored as raised that the registry no
+        longer holds cleared before the stop, and the engine forgets them.
         The registry is cleaned first: an alarm it clears here (a smoke detector stuck in alarm,
-        removed from the config) must not keep its interlock entry, which held every valve close
-        in its building until the next restart; the writes that entry held run at the next tick."""
+        removed from the config, or its smoke rule) must not keep its interlock entry, which held
+        every valve close in its building; the writes that entry held run at the next tick."""
         if self.pipeline is None:
             return
-        gone = []
-        if self.rules is not None:
-            gone += self.alarms.reconcile(
-                {i.rule.id for i in self.rules.instances.values()},
-                [(a.device_id, a.kind, a.rule) for a in self.rules.active()],
-            )
+        rules = self.rules
+        ids = {i.rule.id for i in rules.instances.values()} if rules is not None else set()
+        active = [(a.device_id, a.kind, a.rule) for a in rules.active()] if rules is not None else []
+        gone = self.alarms.reconcile(ids, active)
         # Alarms on the gateway itself (certificate_expiry) stay: it is always configured.
         keep = {*self._devices, *(b.id for b in self.config.buses), self.config.gateway.id}
         gone += self.alarms.forget_devices(keep)
         if self.rules is not None:
             self.rules.actions.interlocks.forget_devices(keep)  # also with the registry unreadable
+            self.rules.actions.interlocks.forget_rules(ids)
             if not self.alarms.unreadable:
                 registry = self.alarms.active()
                 self.rules.forget_cleared((a.device_id, a.kind, a.rule, a.value) for a in registry)

@@ -162,6 +162,15 @@ class Interlocks:
             del self._raised[key]
         return len(gone)
 
+    def forget_rules(self, keep: Collection[str]) -> int:
+        """Drop the entries of rule alarms (the engine's, by_value=False) of rules not in `keep`
+        (removed or renamed in the config: nothing clears them any more). Returns how many."""
+        gone = [key for key in self._raised if key[3] == "" and key[2] not in keep]
+        for key in gone:
+            log.warning("interlock: %s on %s, rule %s no longer configured: dropped", key[1], key[0], key[2])
+            del self._raised[key]
+        return len(gone)
+
     def restore(self, data: Iterable[Any]) -> None:
         """Take a snapshot's entries (malformed ones are skipped)."""
         for item in data if isinstance(data, list | tuple) else ():

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from citynerve.gateway.alarms import STATE_KEY
+from citynerve.gateway.alarms import KEPT
 from citynerve.gateway.control import ask
 from citynerve.hil.faults import Broken, scenario
 from citynerve.hil.platform.broker import MosquittoBroker, find_mosquitto, free_port
@@ -407,10 +407,10 @@ async def _saved(db: Path, want: set[tuple[str, str]]) -> bool:
     def read() -> set[tuple[str, str]]:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
         try:
-            row = conn.execute("SELECT value FROM state WHERE key = ?", (STATE_KEY,)).fetchone()
+            rows = conn.execute("SELECT value FROM kept WHERE kind = ?", (KEPT,)).fetchall()
         finally:
             conn.close()
-        return alarm_names(json.loads(row[0])["active"]) if row else set()
+        return alarm_names([json.loads(row[0]) for row in rows])
 
     return want <= await asyncio.to_thread(read)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Collection, Mapping
 
-from citynerve.gateway.alarms import STATE_KEY, ActiveAlarms
+from citynerve.gateway.alarms import KEPT, STATE_KEY, ActiveAlarms
 from citynerve.gateway.api import Event, EventState, Severity
 
 
@@ -24,16 +25,35 @@ def ev(
 
 
 class MemoryState:
-    """The StateStore protocol in memory (the outbox's durable key/value state has no other peer)."""
+    """The outbox's state and kept sets in memory (AsyncOutbox get / kept / keep)."""
 
     def __init__(self) -> None:
         self.data: dict[str, str] = {}
+        self.rows: dict[str, dict[str, str]] = {}
 
     async def get(self, key: str) -> str | None:
         return self.data.get(key)
 
-    async def put(self, key: str, value: str) -> None:
-        self.data[key] = value
+    async def kept(self, kind: str) -> dict[str, str]:
+        return dict(self.rows.get(kind, {}))
+
+    async def keep(
+        self,
+        kind: str,
+        put: Mapping[str, str],
+        forget: Collection[str] = (),
+        *,
+        state: Mapping[str, str | None] | None = None,
+    ) -> None:
+        rows = self.rows.setdefault(kind, {})
+        for k in forget:
+            rows.pop(k, None)
+        rows.update(put)
+        for key, value in (state or {}).items():
+            if value is None:
+                self.data.pop(key, None)
+            else:
+                self.data[key] = value
 
 
 def names(alarms: ActiveAlarms) -> set[tuple[str, str, str]]:
@@ -91,9 +111,7 @@ def test_persisted_and_restored_marked() -> None:
     alarms.apply(ev("sd-1", "smoke", rule="smoke-fire.smoke"))
     asyncio.run(alarms.save(state))
     assert not alarms.dirty
-    raw = json.loads(state.data[STATE_KEY])
-    raw["active"].append({"device_id": "x"})  # a damaged entry is skipped, the others kept
-    state.data[STATE_KEY] = json.dumps(raw)
+    state.rows[KEPT]['["x"]'] = json.dumps({"device_id": "x"})  # a damaged row is skipped, the others kept
 
     again = ActiveAlarms()
     assert asyncio.run(again.load(state)) == 3
@@ -125,3 +143,31 @@ def test_alarms_of_removed_devices_are_forgotten_with_a_clear() -> None:
     again = ActiveAlarms()
     again.apply(ev(gone[0].device_id, gone[0].kind, rule=gone[0].rule))
     assert again.apply(clear) and len(again) == 0  # the clear names the same alarm
+
+
+def test_alarms_of_rules_no_longer_configured_are_forgotten_not_the_drivers() -> None:
+    """The engine's rule ids name its alarms when they are raised: a restart without a rule clears
+    that rule's alarms (nothing else would) and leaves the fire panel's and bus owners' alone."""
+    state = MemoryState()
+    alarms = ActiveAlarms()
+    alarms.reconcile({"smoke", "leak"}, [])
+    alarms.apply(ev("sd-3", "smoke", rule="smoke", severity=Severity.CRITICAL))
+    alarms.apply(ev("fp", "smoke", rule="panel:gst", subject="1-4", severity=Severity.CRITICAL))
+    alarms.apply(ev("wm-3", "device_offline", rule="bus.offline"))
+    asyncio.run(alarms.save(state))
+
+    again = ActiveAlarms()
+    assert asyncio.run(again.load(state)) == 3
+    gone = again.reconcile({"leak"}, [])  # the smoke rule removed (or renamed) from the config
+    assert [a.key for a in gone] == [("sd-3", "smoke", "smoke", "")]
+    assert names(again) == {("fp", "smoke", "1-4"), ("wm-3", "device_offline", "")}
+    assert again.reconcile(set(), []) == []  # no rules at all: still the drivers' alarms
+
+    # Saved before the registry recorded it: an alarm of a rule the engine has counts as its own.
+    old = ActiveAlarms()
+    old.apply(ev("sd-4", "smoke", rule="smoke"))
+    state.data[STATE_KEY] = json.dumps({"version": 1, "active": [a.to_dict() for a in old.active()]})
+    again = ActiveAlarms()
+    asyncio.run(again.load(state))
+    assert again.reconcile({"smoke"}, [("sd-4", "smoke", "smoke")]) == []
+    assert [a.device_id for a in again.reconcile(set(), [])] == ["sd-4"]
