@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
-from citynerve.gateway.api import STRICT, ConfigError, ConfigIssue, FiniteFloat, SecretPath, read_secret_file
+from citynerve.gateway.api import STRICT, ConfigError, ConfigIssue, FiniteFloat, SecretPath, read_secret_text
 from citynerve.gateway.logs import URL_SECRET
 
 _STRICT = STRICT
@@ -335,7 +335,7 @@ class UpstreamConfig(_Model):
         """
         if self.password_file is not None:
             try:
-                text = read_secret_file(self.password_file).decode("utf-8").strip()
+                text = read_secret_text(self.password_file)
             except OSError as err:
                 raise ConfigError(
                     [
