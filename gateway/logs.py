@@ -49,7 +49,26 @@ def _escape_controls(text: str) -> str:
     return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
+URL_SECRET = "<redacted>"
+
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*:)\S+@")
+"""`scheme://user:password@`: to the last @ of the run (a password may hold @ or /), the user kept."""
+_URL_TOKEN = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://)[^/@:\s]+@")
+"""`scheme://token@` (a user part alone is often a token): all of it."""
+
+
+def redact_urls(text: str) -> str:
+    """`text` with the secret part of every URL in it replaced (`mqtt://gw:<redacted>@host`): a
+    message or a log line that quotes a URL someone wrote never carries its password."""
+    if "@" not in text:
+        return text
+    text = _URL_PASSWORD.sub(lambda m: f"{m['head']}{URL_SECRET}@", text)
+    return _URL_TOKEN.sub(lambda m: f"{m['head']}{URL_SECRET}@", text)
+
+
 def redact(text: str) -> str:
+    """`text` without URL passwords nor any value registered with `register_secret`."""
+    text = redact_urls(text)
     for secret in _SECRETS:
         if secret in text:
             text = text.replace(secret, _REDACTED)

@@ -62,6 +62,7 @@ from citynerve.gateway.api._records import (
 )
 from citynerve.gateway.api._tables import TableCache
 from citynerve.gateway.api._tasks import stop_task
+from citynerve.gateway.api._text import NotUtf8Error, decode_text, read_secret_text, read_text
 from citynerve.gateway.api._timeouts import SerialTimeout
 
 __all__ = [
@@ -90,6 +91,7 @@ __all__ = [
     "GatewayError",
     "ListenDriver",
     "Location",
+    "NotUtf8Error",
     "PermanentError",
     "PointConfig",
     "PollDriver",
@@ -112,11 +114,14 @@ __all__ = [
     "Value",
     "WriteRejectedError",
     "boot_id",
+    "decode_text",
     "in_field_words",
     "is_id",
     "meter_address_problem",
     "os_errno",
     "read_secret_file",
+    "read_secret_text",
+    "read_text",
     "shortest_float32",
     "stop_task",
     "utc_now",

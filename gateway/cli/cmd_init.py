@@ -11,7 +11,7 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from citynerve.gateway.api import ConfigError, ConfigIssue, GatewayError
+from citynerve.gateway.api import ConfigError, ConfigIssue, GatewayError, read_text
 from citynerve.gateway.cli._common import (
     EXIT_FAILED,
     EXIT_INVALID,
@@ -442,7 +442,7 @@ def _turn_on_alarms(config_path: Path) -> list[dict[str, Any]]:
     a gateway with a smoke detector and no pack raises no alarm. Checked like every edit first."""
     from citynerve.gateway.rules.packs import PACKS_DIR, load_pack
 
-    text = config_path.read_text(encoding="utf-8")
+    text = read_text(config_path)
     try:
         cfg = validate_text(config_path, text)
         if cfg.rules is not None:

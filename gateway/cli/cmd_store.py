@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from rich.table import Table
 from rich.text import Text
 
-from citynerve.gateway.api import Event, Reading
+from citynerve.gateway.api import Event, Reading, read_text
 from citynerve.gateway.cli._common import (
     EXIT_FAILED,
     EXIT_INVALID,
@@ -43,7 +43,7 @@ def db_from_config(config_path: Path) -> Path:
     another part of its config does not validate (that is `citynerve config check`'s job).
     """
     try:
-        raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(read_text(config_path))
     except FileNotFoundError:
         fail(f"{config_path}: no such config file (give -c FILE or --db FILE)", EXIT_INVALID)
     except (OSError, UnicodeDecodeError) as err:

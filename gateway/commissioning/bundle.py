@@ -5,7 +5,8 @@ the reason, and the bundle is still written, because the broken gateway is the o
 - `config/gateway.toml`: the config, secrets redacted (see redact.py), with the result of validating
   it. A config that is not valid TOML is left out (only the parse error is kept): redaction needs
   the parsed keys, and guessing at broken text could leak a secret.
-- `logs/journal.txt` (journald, `journalctl -u citynerve`) or `logs/<file>` from a log file.
+- `logs/journal.txt` (journald, `journalctl -u citynerve`) or `logs/<file>` from a log file, with
+  URL passwords redacted in every line (a refused `mqtt://user:pw@host` is quoted by config check).
 - `store/stats.json`: outbox figures and a quick integrity check (read-only: safe while it runs).
 - `status.json`: the running gateway's status (bus error counters, devices, uplink), if it runs.
   With a config invalid elsewhere, the socket (and the outbox) come from their own sections, as
@@ -41,6 +42,7 @@ from citynerve.gateway.commissioning.redact import redact_config, redact_value
 from citynerve.gateway.config import GatewayConfig, load_config, sections
 from citynerve.gateway.config.tomlfile import read_toml
 from citynerve.gateway.control import ask
+from citynerve.gateway.logs import redact_urls
 
 JOURNAL_UNIT = "citynerve"
 LOG_TAIL_BYTES = 4_000_000
@@ -154,6 +156,15 @@ def tail(path: Path, limit: int) -> bytes:
         return f.read(limit)
 
 
+def redacted_log(data: bytes, *, cut: bool = False) -> bytes:
+    """Journal or log text as it may leave the gateway: URL passwords redacted, every other byte as
+    it was (bytes that are not UTF-8 pass through). `cut`: the text starts mid-file, so its first
+    line, perhaps a URL cut after its `scheme://`, is dropped."""
+    if cut:
+        data = data.partition(b"\n")[2]
+    return redact_urls(data.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
+
+
 def _add(tar: tarfile.TarFile, name: str, data: bytes, report: BundleReport) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(data)
@@ -231,10 +242,12 @@ def build_bundle(
         _add(tar, "versions.json", _json(versions()), report)
         logs = journal(journal_unit, journal_lines)
         if logs is not None:
-            _add(tar, "logs/journal.txt", logs.encode(), report)
+            _add(tar, "logs/journal.txt", redacted_log(logs.encode()), report)
         elif log_file is not None:
             try:
-                _add(tar, f"logs/{log_file.name}", tail(log_file, LOG_TAIL_BYTES), report)
+                data = tail(log_file, LOG_TAIL_BYTES)
+                cut = len(data) == LOG_TAIL_BYTES and log_file.stat().st_size > LOG_TAIL_BYTES
+                _add(tar, f"logs/{log_file.name}", redacted_log(data, cut=cut), report)
             except OSError as err:
                 report.missing["logs"] = f"cannot read {log_file}: {err}"
         else:

@@ -12,6 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from citynerve.gateway.api import read_text
 from citynerve.gateway.commissioning.configfile import (
     _HEADER,
     ConfigEditError,
@@ -72,9 +73,11 @@ def set_bus_settings(text: str, bus_id: str, settings: dict[str, Any], *, path: 
 def save_bus_settings(path: Path, bus_id: str, settings: dict[str, Any]) -> tuple[GatewayConfig, Path | None]:
     """Change the bus's settings in the config file: validated first, atomically, with a backup."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except OSError as err:
         raise ConfigEditError(path, f"cannot read: {err}") from err
+    except ValueError as err:  # not UTF-8: where, and what to do
+        raise ConfigEditError(path, str(err)) from err
     new = set_bus_settings(text, bus_id, settings, path=path)
     try:
         cfg = validate_text(path, new)

@@ -8,22 +8,19 @@ parsed document is redacted: text that does not parse is never guessed at (the b
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from citynerve.gateway.logs import SECRET_KEY, is_secret_key
+from citynerve.gateway.logs import SECRET_KEY, URL_SECRET, is_secret_key, redact_urls
 
 __all__ = ["REDACTED", "SECRET_KEY", "is_secret_key", "redact_config", "redact_value"]
 
-REDACTED = "<redacted>"
-
-_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*:)(?P<pw>[^/@\s]+)(?P<at>@)")
+REDACTED = URL_SECRET
 
 
 def redact_value(value: Any) -> Any:
     """Strings lose URL passwords; containers are walked."""
     if isinstance(value, str):
-        return _URL_PASSWORD.sub(lambda m: f"{m['head']}{REDACTED}{m['at']}", value)
+        return redact_urls(value)
     if isinstance(value, list):
         return [redact_value(v) for v in value]
     if isinstance(value, dict):

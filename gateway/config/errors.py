@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from citynerve.gateway.api import IN_FIELD_WORDS, ConfigIssue
-from citynerve.gateway.logs import is_secret_key
+from citynerve.gateway.logs import is_secret_key, redact_urls
 
 
 def key_path(loc: Iterable[str | int], prefix: str = "") -> str:
@@ -25,7 +25,7 @@ def key_path(loc: Iterable[str | int], prefix: str = "") -> str:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    text = redact_urls(repr(value))  # before it is cut: a cut could leave a password without its @
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -57,7 +57,7 @@ def issues_from(
             secret = any(isinstance(p, str) and is_secret_key(p) for p in loc)
             if "input" in e and not isinstance(e["input"], dict | list) and not secret:
                 msg += f"; found {_short(e['input'])}"
-        out.append(ConfigIssue(file, path, msg))
+        out.append(ConfigIssue(file, path, redact_urls(msg)))
     return out
 
 

@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from citynerve.gateway.api import ConfigError, ConfigIssue
+from citynerve.gateway.api import ConfigError, ConfigIssue, decode_text
 
 MAX_TOML_BYTES = 16 << 20
 """Largest TOML file read: a generated config of 1,000 devices is ~200 KB, so this leaves room for
@@ -47,7 +47,7 @@ def read_toml_text(path: Path, *, max_bytes: int = MAX_TOML_BYTES) -> tuple[str,
             data = f.read(max_bytes + 1)  # bounded even if the file grows while it is read
         if len(data) > max_bytes:
             raise refused(f"larger than {max_bytes} bytes ({max_bytes >> 20} MiB)")
-        text = data.decode("utf-8")
+        text = decode_text(data)  # a BOM (Notepad) dropped: TOML would refuse line 1
         return text, tomllib.loads(text)
     except FileNotFoundError:
         raise refused("no such file") from None
@@ -56,7 +56,7 @@ def read_toml_text(path: Path, *, max_bytes: int = MAX_TOML_BYTES) -> tuple[str,
     except PermissionError:
         raise refused("permission denied") from None
     except UnicodeDecodeError as err:
-        raise refused(f"not UTF-8 text: {err.reason}") from None
+        raise refused(str(err)) from None  # a NotUtf8Error: the line, the column, what to do
     except tomllib.TOMLDecodeError as err:
         raise refused(f"not valid TOML: {err}") from None
     except RecursionError:  # arrays or inline tables nested thousands deep: the parser recurses

@@ -21,7 +21,7 @@ from typing import Any
 
 import tomli_w
 
-from citynerve.gateway.api import ConfigError, ConfigIssue, GatewayError
+from citynerve.gateway.api import ConfigError, ConfigIssue, GatewayError, decode_text
 from citynerve.gateway.config import GatewayConfig, load_config
 from citynerve.gateway.config.paths import managed_profile_dir
 from citynerve.gateway.payload import PayloadError, load_json
@@ -116,9 +116,9 @@ def candidate_text(current: str, document: bytes, mode: str) -> str:
     if len(document) > MAX_DOCUMENT_BYTES:
         raise DocumentError(f"a document holds at most {MAX_DOCUMENT_BYTES} bytes")
     try:
-        text = document.decode("utf-8")
+        text = decode_text(document)  # a file uploaded from Windows may start with a BOM
     except UnicodeDecodeError as err:
-        raise DocumentError(f"the document is not UTF-8: {err}") from err
+        raise DocumentError(f"the document: {err}") from err
     if mode == "replace":
         load_toml(text, "the document")
         return text

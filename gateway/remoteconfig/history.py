@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from citynerve.gateway.api import GatewayError
+from citynerve.gateway.api import GatewayError, read_text
 from citynerve.gateway.atomicfile import NewFileOwner, replace_file
 from citynerve.gateway.config.paths import managed_profile_dir
 
@@ -151,7 +151,8 @@ class ConfigHistory:
         atomic_write(self.dir / "index.json", json.dumps(data, indent=1, sort_keys=True))
 
     def read_config(self) -> str:
-        return self.config_path.read_text(encoding="utf-8")
+        """The config file's text, a BOM dropped (a patch parses it as TOML)."""
+        return read_text(self.config_path)
 
     def read_profiles(self) -> dict[str, str]:
         """The managed profiles (sent by the platform) as `{id: TOML text}`."""

@@ -23,7 +23,7 @@ from typing import Any
 
 import tomli_w
 
-from citynerve.gateway.api import is_id
+from citynerve.gateway.api import decode_text, is_id
 from citynerve.gateway.remoteconfig.document import (
     MAX_DOCUMENT_BYTES,
     DocumentError,
@@ -73,9 +73,9 @@ def candidate(
     if len(document) > MAX_DOCUMENT_BYTES:
         raise DocumentError(f"a document holds at most {MAX_DOCUMENT_BYTES} bytes")
     try:
-        text = document.decode("utf-8")
+        text = decode_text(document)
     except UnicodeDecodeError as err:
-        raise DocumentError(f"the document is not UTF-8: {err}") from err
+        raise DocumentError(f"the document: {err}") from err
     if mode == "patch":
         patch = load_patch(text)
         if not isinstance(patch, dict) or PROFILES_KEY not in patch:

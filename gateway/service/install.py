@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from citynerve.gateway.api import PermanentError
+from citynerve.gateway.api import PermanentError, read_text
 from citynerve.gateway.atomicfile import NewFileOwner, replace_file
 from citynerve.gateway.service.unit import CONFIG_FILE, DATA_DIR, RUNTIME_DIR, UNIT_NAME, render_unit
 
@@ -280,7 +280,7 @@ def plan_install(
     if config is not None:
         if not target.exists():
             try:
-                text = config.read_text(encoding="utf-8")
+                text = read_text(config)
             except (OSError, UnicodeDecodeError) as err:
                 raise ServiceInstallError("config", f"cannot read {config}: {err}") from err
             text, changed = with_system_paths(text, config)

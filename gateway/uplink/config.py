@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
-from citynerve.gateway.api import STRICT, ConfigError, ConfigIssue, FiniteFloat, SecretPath, read_secret_file
+from citynerve.gateway.api import STRICT, ConfigError, ConfigIssue, FiniteFloat, SecretPath, read_secret_text
+from citynerve.gateway.logs import URL_SECRET
 
 _STRICT = STRICT
 
@@ -52,23 +53,36 @@ class BrokerUrl(_Model):
         return f"{self.scheme}://{host}:{self.port}"
 
 
+def shown_url(url: str) -> str:
+    """A broker URL as a message may quote it: what was written before its last @ (a user, a
+    password) is not shown. Config check and run print their messages, and under systemd those
+    go to the journal and from there into support bundles."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    if "@" in rest:
+        rest = f"{URL_SECRET}@{rest.rpartition('@')[2]}"
+    return repr(scheme + sep + rest)
+
+
 def parse_broker_url(url: str) -> BrokerUrl:
     """Parse `mqtt[s]://host[:port]`; raises ValueError naming what is wrong."""
     parts = urlsplit(url.strip())
+    shown = shown_url(url)
     if parts.scheme not in DEFAULT_PORTS:
-        raise ValueError(f"broker URL {url!r}: scheme must be mqtt:// or mqtts://")
+        raise ValueError(f"broker URL {shown}: scheme must be mqtt:// or mqtts://")
     if not parts.hostname:
-        raise ValueError(f"broker URL {url!r}: no host")
+        raise ValueError(f"broker URL {shown}: no host")
     if parts.username or parts.password:
         raise ValueError(
-            f"broker URL {url!r}: credentials do not belong in the URL; use username/password_file"
+            f"broker URL {shown}: credentials do not belong in the URL; use username/password_file"
         )
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"broker URL {url!r}: only scheme, host and port are allowed")
+        raise ValueError(f"broker URL {shown}: only scheme, host and port are allowed")
     try:
         port = parts.port or DEFAULT_PORTS[parts.scheme]
     except ValueError as err:
-        raise ValueError(f"broker URL {url!r}: bad port") from err
+        raise ValueError(f"broker URL {shown}: bad port") from err
     return BrokerUrl(scheme=parts.scheme, host=parts.hostname, port=port)  # type: ignore[arg-type]
 
 
@@ -321,7 +335,7 @@ class UpstreamConfig(_Model):
         """
         if self.password_file is not None:
             try:
-                text = read_secret_file(self.password_file).decode("utf-8").strip()
+                text = read_secret_text(self.password_file)
             except OSError as err:
                 raise ConfigError(
                     [

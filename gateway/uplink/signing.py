@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import rfc8785
 
-from citynerve.gateway.api import read_secret_file
+from citynerve.gateway.api import read_secret_file, read_secret_text
 
 if TYPE_CHECKING:  # imported where used: HMAC needs only the stdlib, and cryptography costs ~6 MB RSS
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -143,7 +143,7 @@ class CommandVerifier:
 
 def read_hmac_key(path: Path) -> bytes:
     """An HMAC key file: hex (64+ hex digits) is decoded, anything else is used as UTF-8 text, stripped."""
-    text = read_secret_file(path).decode("utf-8").strip()
+    text = read_secret_text(path)
     try:
         if len(text) >= 32 and len(text) % 2 == 0:
             return bytes.fromhex(text)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from citynerve.gateway import shipped
-from citynerve.gateway.api import PermanentError
+from citynerve.gateway.api import PermanentError, read_secret_text
 from citynerve.gateway.web.config import WebConfig, is_loopback
 from citynerve.gateway.web.limits import (
     REQUEST_DEADLINE_S,
@@ -174,8 +174,8 @@ class StatusServer:
         path = self._password_path()
         if path is not None:
             try:
-                secret = path.read_text(encoding="utf-8").strip()
-            except (OSError, UnicodeDecodeError) as err:
+                secret = read_secret_text(path)  # a BOM would be part of it: 401 for ever
+            except (OSError, ValueError) as err:
                 raise WebServerError(f"cannot read password_file {path}: {err}") from err
             if not secret:
                 raise WebServerError(f"password_file {path} is empty")

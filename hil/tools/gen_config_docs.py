@@ -201,6 +201,11 @@ names every problem with its key path and the entry's id. Guides: installer-guid
 commissioning), technician-guide.md (diagnosis), rules.md (the `[rules]` section in depth),
 modbus.md and serial-meters.md (point tables of each protocol).
 
+The config, profiles, rule packs and the password and key files it names are UTF-8 text. A byte
+order mark at the start (Windows Notepad writes one) is ignored, never part of a key or password;
+a file in another encoding (GBK/GB18030, what an editor on a Chinese Windows writes by default) is
+refused naming the line and byte of its first bad byte: save it as UTF-8.
+
 Columns: **key**, **type**, **default** (*required* when there is none), **range** (limits the
 loader enforces), **meaning**. A nested table is listed under its own heading. Relative paths are
 relative to the config file's folder.
