@@ -93,8 +93,9 @@ def versions() -> dict[str, Any]:
     }
 
 
-def journal(unit: str = JOURNAL_UNIT, lines: int = 2000) -> str | None:
-    """The unit's recent journal, or None when journald has nothing for it (not a systemd host)."""
+def journal(unit: str = JOURNAL_UNIT, lines: int = 2000) -> bytes | None:
+    """The unit's recent journal as journald gives it (bytes: a line need not be UTF-8, e.g. a
+    panel's GB18030 text), or None when journald has nothing for it (not a systemd host)."""
     exe = shutil.which("journalctl")
     if exe is None:
         return None
@@ -102,16 +103,15 @@ def journal(unit: str = JOURNAL_UNIT, lines: int = 2000) -> str | None:
         proc = subprocess.run(
             [exe, "-u", unit, "-n", str(lines), "--no-pager", "-o", "short-iso"],
             capture_output=True,
-            text=True,
             timeout=20,
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    text = proc.stdout
-    if proc.returncode != 0 or not text.strip() or text.strip() == "-- No entries --":
+    out: bytes = proc.stdout
+    if proc.returncode != 0 or not out.strip() or out.strip() == b"-- No entries --":
         return None
-    return text
+    return out
 
 
 def quick_check(path: str) -> str:
@@ -242,7 +242,7 @@ def build_bundle(
         _add(tar, "versions.json", _json(versions()), report)
         logs = journal(journal_unit, journal_lines)
         if logs is not None:
-            _add(tar, "logs/journal.txt", redacted_log(logs.encode()), report)
+            _add(tar, "logs/journal.txt", redacted_log(logs), report)
         elif log_file is not None:
             try:
                 data = tail(log_file, LOG_TAIL_BYTES)

@@ -121,7 +121,7 @@ def test_bundle_of_a_journal_holding_a_url_password(tmp_path: Path, monkeypatch:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "journalctl"  # stands in for journald: prints the unit's lines as it would
-    (tmp_path / "journal.txt").write_bytes(LOG)
+    (tmp_path / "journal.txt").write_bytes(LOG + b"panel line in GB18030 \xbb\xf0\xbe\xaf\n")  # not UTF-8
     fake.write_text(f"#!/bin/sh\nexec /bin/cat {tmp_path / 'journal.txt'}\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", str(bin_dir))
@@ -129,6 +129,7 @@ def test_bundle_of_a_journal_holding_a_url_password(tmp_path: Path, monkeypatch:
     build_bundle(leaky_config(tmp_path, BROKERS[0]), out)
     data = _bundle_logs(out)["logs/journal.txt"]
     assert SECRET.encode() not in data and b"<redacted>@10.0.0.2:8883" in data
+    assert data.endswith(b"GB18030 \xbb\xf0\xbe\xaf\n")  # bytes as journald gave them
 
 
 def test_bundle_of_a_long_log_cut_inside_a_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
