@@ -12,7 +12,10 @@ differential test on a pymodbus server). RTU and RTU over TCP have their own lay
 The client offers the subset of pymodbus' client methods the driver and the diagnostics call
 (`_pdu.PduCalls`: `read_holding_registers(address, count=, device_id=)`, ...). Every input is
 bounded: an MBAP length outside 2..254 or a protocol id other than 0 is a FrameError and the
-connection is dropped (a TCP stream cannot be re-synchronised).
+connection is dropped (a TCP stream cannot be re-synchronised). So is a reply that does not split
+or is followed by bytes of no whole frame (a length too short: its leftover would be read as the
+start of the next reply, and that unit blamed). A reply with another transaction id (a late reply
+to a request that timed out) is dropped.
 """
 
 from __future__ import annotations
@@ -92,7 +95,12 @@ class MbapClient(PduCalls):
 
     @property
     def connected(self) -> bool:
-        return self._protocol is not None and self._protocol.transport is not None
+        """Open and in step: bytes of no whole frame left between transactions (a reply's tail
+        that came after it was taken) would start the next reply, so the channel reopens first."""
+        protocol = self._protocol
+        if protocol is None or protocol.transport is None:
+            return False
+        return protocol.waiting is not None or not protocol.buffer
 
     async def connect(self) -> None:
         """Open the connection; OSError / TimeoutError as the OS reports them."""
@@ -119,6 +127,8 @@ class MbapClient(PduCalls):
         self.received = b""
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         protocol.waiting = (tid, future)
+        # The server copies the request's unit id (MBAP, 4.4.1); some answer a fixed one instead.
+        expected = unit if self.reply_unit is None else self.reply_unit
         try:
             self.sent = _HEADER.pack(tid, 0, len(pdu) + 1, unit) + pdu
             protocol.transport.write(self.sent)
@@ -135,8 +145,9 @@ class MbapClient(PduCalls):
         finally:
             protocol.waiting = None
         self.received = reply  # MBAP header and PDU, as on the wire
-        # The server copies the request's unit id (MBAP, 4.4.1); some answer a fixed one instead.
-        expected = unit if self.reply_unit is None else self.reply_unit
+        leftover = len(protocol.buffer)
+        if leftover:
+            protocol.drop()  # bytes of no whole frame after the reply: the stream is out of step
         if reply[6] != expected:
             hint = f" (a device that always answers so: reply_unit = {reply[6]})" if expected == unit else ""
             raise FrameError(
@@ -145,4 +156,10 @@ class MbapClient(PduCalls):
                 reply,
                 fault=FrameFault.ADDRESS,
             )
-        return split_reply(pdu[0], reply[7:], PROTOCOL, pdu)
+        try:
+            return split_reply(pdu[0], reply[7:], PROTOCOL, pdu)
+        except FrameError as err:
+            protocol.drop()  # its length may be wrong: the next reply would be read out of step
+            after = f"; {leftover} byte{'s' if leftover > 1 else ''} after it (MBAP length too short?)"
+            reason = f"unit {reply[6]}: {err.reason}{after if leftover else ''}"
+            raise FrameError(PROTOCOL, reason, reply, fault=err.fault) from None
