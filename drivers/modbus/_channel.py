@@ -135,6 +135,12 @@ class ModbusChannel:
         """RTU: bytes heard while no request was pending (a babbling device), since the open."""
         return self._client.dropped if isinstance(self._client, RtuClient) else 0
 
+    @property
+    def stray_replies(self) -> int:
+        """Modbus TCP: replies with a transaction id not pending (late replies, a gateway that
+        does not copy the id): dropped, counted since the open."""
+        return self._client.stray_replies if isinstance(self._client, MbapClient) else 0
+
     async def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:
