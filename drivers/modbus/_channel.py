@@ -39,6 +39,8 @@ from citynerve.gateway.api import (
 )
 
 BROADCAST_TURNAROUND_S = 0.1
+LATE_REPLY_GRACE_MAX_S = 1.0
+"""RTU: after a timeout the line stays quiet for the device's timeout, at most this long."""
 
 READ_FUNCTION: dict[str, int] = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 
@@ -133,6 +135,12 @@ class ModbusChannel:
         """RTU: bytes heard while no request was pending (a babbling device), since the open."""
         return self._client.dropped if isinstance(self._client, RtuClient) else 0
 
+    @property
+    def stray_replies(self) -> int:
+        """Modbus TCP: replies with a transaction id not pending (late replies, a gateway that
+        does not copy the id): dropped, counted since the open."""
+        return self._client.stray_replies if isinstance(self._client, MbapClient) else 0
+
     async def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:
@@ -142,11 +150,19 @@ class ModbusChannel:
 
     # -- transactions ------------------------------------------------------------------------
 
-    async def _keep_silence(self) -> None:
+    async def _keep_silence(self, client: RtuClient) -> None:
+        """Wait until the line may be used: the gap after the last transaction (t3.5, the broadcast
+        turnaround, the grace after a timeout) and t3.5 since the last byte heard, so a frame
+        still arriving (a late reply) ends, and is dropped, before the request goes out and is
+        never taken as its answer. A line that never falls silent (a babbling device) is waited on
+        for at most LATE_REPLY_GRACE_MAX_S."""
         loop = asyncio.get_running_loop()
-        wait = self._quiet_until - loop.time()
-        if wait > 0:
-            await asyncio.sleep(wait)
+        give_up = loop.time() + LATE_REPLY_GRACE_MAX_S
+        while (now := loop.time()) < give_up:
+            wait = max(self._quiet_until, client.heard_at + self._gap_s) - now
+            if wait <= 0:
+                return
+            await asyncio.sleep(min(wait, give_up - now))
 
     async def transact(
         self,
@@ -173,11 +189,16 @@ class ModbusChannel:
             rtu = isinstance(client, RtuClient)
             if isinstance(client, MbapClient):
                 client.reply_unit = reply_unit
-            if rtu:
-                await self._keep_silence()
+            if isinstance(client, RtuClient):
+                await self._keep_silence(client)
+            grace = 0.0
             try:
                 response = await call(client)
             except TimeoutError as err:
+                # RTU has no transaction ids: a reply slower than the timeout would be taken for
+                # the next request's if it has the same shape (stored as its values, GOOD). Keep
+                # the line quiet long enough for it to come in and be dropped (counted).
+                grace = min(timeout_s, LATE_REPLY_GRACE_MAX_S)
                 if client.received:
                     raise self._frame_error(unit, client.sent[1:2], client.received) from err
                 raise DeviceTimeoutError(device_id, points, timeout_s) from err
@@ -188,6 +209,7 @@ class ModbusChannel:
                     # Unit 0 is a broadcast nobody answers: give every device the turnaround delay
                     # (100 ms and up in the spec) to act on it before the line is used again.
                     gap = max(self._gap_s, BROADCAST_TURNAROUND_S) if unit == 0 else self._gap_s
+                    gap = max(gap, grace)
                     self._quiet_until = asyncio.get_running_loop().time() + gap
         return self._reply(device_id, points, response)
 

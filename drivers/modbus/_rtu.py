@@ -7,7 +7,8 @@ byte and rescans its whole receive buffer on every chunk at super-linear cost (1
 the event loop, every bus and the uplink with it, for seconds. Here every input is bounded:
 
 - bytes that arrive while no request is pending are dropped (counted): a one-master line has
-  nothing to say between transactions, and a late reply must not be taken for the next one;
+  nothing to say between transactions, and a late reply must not be taken for the next one (the
+  channel keeps the line quiet for a grace after a timeout, and sends only after t3.5 of silence);
 - a reply is found by a linear resync (`ReplyFinder`): only the expected unit with the request's
   function (or its exception) can start a frame, the function's layout gives its length (a
   length over 256 bytes, the largest RTU frame, is refused at once), and the CRC decides; a
@@ -130,6 +131,8 @@ class _RtuLink(asyncio.Protocol):
         self.finder: ReplyFinder | None = None
         self.future: asyncio.Future[bytes] | None = None
         self.dropped = 0  # bytes heard while no request was pending
+        self.heard_at = 0.0  # loop time of the last bytes heard: the channel waits for silence
+        self._loop = asyncio.get_running_loop()
         self.made = asyncio.Event()
         self.gone = asyncio.Event()
 
@@ -145,6 +148,7 @@ class _RtuLink(asyncio.Protocol):
             self.future.set_exception(ConnectionError("connection lost"))
 
     def data_received(self, data: bytes) -> None:
+        self.heard_at = self._loop.time()
         finder, future = self.finder, self.future
         if finder is None or future is None or future.done():
             self.dropped += len(data)
@@ -186,6 +190,11 @@ class RtuClient(PduCalls):
     def dropped(self) -> int:
         """Bytes heard while no request was pending, since the line opened."""
         return self._link.dropped if self._link is not None else 0
+
+    @property
+    def heard_at(self) -> float:
+        """Loop time of the last bytes heard (0.0: none yet)."""
+        return self._link.heard_at if self._link is not None else 0.0
 
     async def connect(self) -> None:
         """Open the port or connection; OSError, serial.SerialException, ValueError, TimeoutError

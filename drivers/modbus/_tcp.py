@@ -12,7 +12,10 @@ differential test on a pymodbus server). RTU and RTU over TCP have their own lay
 The client offers the subset of pymodbus' client methods the driver and the diagnostics call
 (`_pdu.PduCalls`: `read_holding_registers(address, count=, device_id=)`, ...). Every input is
 bounded: an MBAP length outside 2..254 or a protocol id other than 0 is a FrameError and the
-connection is dropped (a TCP stream cannot be re-synchronised).
+connection is dropped (a TCP stream cannot be re-synchronised). So is a reply that does not split
+or is followed by bytes of no whole frame (a length too short: its leftover would be read as the
+start of the next reply, and that unit blamed). Replies with another transaction id are dropped
+and counted (`stray_replies`); a timeout after one is a FrameError naming both ids, not "no answer".
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ class _Mbap(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.waiting: tuple[int, asyncio.Future[bytes]] | None = None
+        self.stray_replies = 0  # whole frames with a transaction id not pending, since the open
+        self.stray: tuple[int, int] | None = None  # (transaction id, unit) of the last one heard
+        # while a transaction was pending
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -60,7 +66,10 @@ class _Mbap(asyncio.Protocol):
             waiting = self.waiting
             if waiting is not None and waiting[0] == tid and not waiting[1].done():
                 waiting[1].set_result(bytes(buffer[:end]))  # the whole frame: diagnostics show it
-            # else: a late reply to a request that timed out, dropped
+            else:  # a late reply to a request that timed out, or a gateway that changes the id
+                self.stray_replies += 1
+                if waiting is not None:
+                    self.stray = (tid, buffer[6])
             del buffer[:end]
 
     def _garbage(self, reason: str) -> None:
@@ -92,7 +101,17 @@ class MbapClient(PduCalls):
 
     @property
     def connected(self) -> bool:
-        return self._protocol is not None and self._protocol.transport is not None
+        """Open and in step: bytes of no whole frame left between transactions (a reply's tail
+        that came after it was taken) would start the next reply, so the channel reopens first."""
+        protocol = self._protocol
+        if protocol is None or protocol.transport is None:
+            return False
+        return protocol.waiting is not None or not protocol.buffer
+
+    @property
+    def stray_replies(self) -> int:
+        """Replies with a transaction id not pending (late, or another id), since the open."""
+        return self._protocol.stray_replies if self._protocol is not None else 0
 
     async def connect(self) -> None:
         """Open the connection; OSError / TimeoutError as the OS reports them."""
@@ -118,7 +137,9 @@ class MbapClient(PduCalls):
         self._tid = tid = (self._tid + 1) & 0xFFFF
         self.received = b""
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        protocol.waiting = (tid, future)
+        protocol.waiting, protocol.stray = (tid, future), None
+        # The server copies the request's unit id (MBAP, 4.4.1); some answer a fixed one instead.
+        expected = unit if self.reply_unit is None else self.reply_unit
         try:
             self.sent = _HEADER.pack(tid, 0, len(pdu) + 1, unit) + pdu
             protocol.transport.write(self.sent)
@@ -127,16 +148,20 @@ class MbapClient(PduCalls):
             try:
                 async with self._timeout.after(self.timeout_s):
                     reply = await future
-            except TimeoutError:
+            except TimeoutError as err:
                 self.received = bytes(protocol.buffer)
                 if self.received:
                     protocol.drop()  # part of a frame: the next bytes would be read out of step
+                stray = protocol.stray
+                if stray is not None and stray[1] == expected:  # it answered, with another id
+                    raise self._stray_reply_error(tid, stray[0]) from err
                 raise
         finally:
             protocol.waiting = None
         self.received = reply  # MBAP header and PDU, as on the wire
-        # The server copies the request's unit id (MBAP, 4.4.1); some answer a fixed one instead.
-        expected = unit if self.reply_unit is None else self.reply_unit
+        leftover = len(protocol.buffer)
+        if leftover:
+            protocol.drop()  # bytes of no whole frame after the reply: the stream is out of step
         if reply[6] != expected:
             hint = f" (a device that always answers so: reply_unit = {reply[6]})" if expected == unit else ""
             raise FrameError(
@@ -145,4 +170,23 @@ class MbapClient(PduCalls):
                 reply,
                 fault=FrameFault.ADDRESS,
             )
-        return split_reply(pdu[0], reply[7:], PROTOCOL, pdu)
+        try:
+            return split_reply(pdu[0], reply[7:], PROTOCOL, pdu)
+        except FrameError as err:
+            protocol.drop()  # its length may be wrong: the next reply would be read out of step
+            after = f"; {leftover} byte{'s' if leftover > 1 else ''} after it (MBAP length too short?)"
+            reason = f"unit {reply[6]}: {err.reason}{after if leftover else ''}"
+            raise FrameError(PROTOCOL, reason, reply, fault=err.fault) from None
+
+    def _stray_reply_error(self, tid: int, got: int) -> FrameError:
+        """The device answered, but not with the pending transaction id: say so, not "no answer"."""
+        if 0 < (tid - got) & 0xFFFF <= 16:
+            why = "a late reply to an earlier request: the device answers slower than timeout_s?"
+        else:
+            why = "a gateway that does not copy the transaction id?"
+        return FrameError(
+            PROTOCOL,
+            f"no reply with transaction id {tid} within {self.timeout_s:g} s;"
+            f" a reply with transaction id {got} came ({why})",
+            fault=FrameFault.FUNCTION,
+        )
