@@ -67,6 +67,13 @@ from citynerve.gateway.timecheck import SITE_ZONE
 log = logging.getLogger("citynerve.bus")
 T = TypeVar("T")
 
+
+def _retried(err: GatewayError) -> bool:
+    """Whether a poll asks again (within the bus's `retries`): transient errors, and exception
+    replies the protocol calls transient (Modbus 5 acknowledge, 6 busy)."""
+    return isinstance(err, TransientError) or (isinstance(err, DeviceExceptionError) and err.transient)
+
+
 OFFLINE_KIND = "device_offline"
 PROGRESS_SLICE_S = 5.0  # an idle owner still shows progress this often (the service watchdog)
 FIRST_POLL_SPREAD_S = 30.0
@@ -458,7 +465,7 @@ class BusOwner(DeviceStates):
         for _ in range(attempts):
             error = await self._transact(device, entry.request)
             self.quality.record(device.id, None if error is None else kind_of(error))
-            if error is None or not isinstance(error, TransientError) or isinstance(error, ChannelError):
+            if error is None or not _retried(error) or isinstance(error, ChannelError):
                 break
         ts = self.clock.wall()
         if isinstance(error, DeviceFaultError):
@@ -468,7 +475,8 @@ class BusOwner(DeviceStates):
             self._success(device, ts)
             self._answered(device, entry.index)
         elif isinstance(error, DeviceExceptionError):
-            # The device answered: it is alive, but these points are unusable.
+            # The device answered: it is alive, but these points are unusable. (A gateway's word
+            # that the device behind it is silent is a DeviceUnreachableError: a failure below.)
             self._success(device, ts)
             self._note_error(device, entry.index, error, ts)
             bad = tuple(Sample(p, None, Quality.BAD) for p in entry.request.points)
