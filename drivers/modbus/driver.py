@@ -27,6 +27,7 @@ from citynerve.drivers.modbus.config import (
 from citynerve.drivers.modbus.planner import Limits, PointSpan, plan_reads
 from citynerve.gateway.api import (
     DeviceExceptionError,
+    DeviceUnreachableError,
     FrameError,
     FrameFault,
     PollDriver,
@@ -47,6 +48,9 @@ _READ_METHOD = {
     "input": "read_input_registers",
 }
 ILLEGAL_DATA_ADDRESS = 2
+GATEWAY_NO_TARGET: frozenset[int] = frozenset({10, 11})
+"""Exceptions a TCP-to-RTU gateway answers for the device behind it: path unavailable (10), target
+device failed to respond (11). The device's silence, not its answer."""
 _MAX_PLANS = 4096
 
 log = logging.getLogger(__name__)
@@ -182,6 +186,17 @@ class ModbusDriver(PollDriver[ModbusBusConfig, ModbusDeviceConfig]):
         return hit[1]
 
     async def read(self, device: ModbusDeviceConfig, request: PollRequest) -> tuple[Sample, ...]:
+        try:
+            return await self._read(device, request)
+        except DeviceExceptionError as err:
+            if err.code not in GATEWAY_NO_TARGET:
+                raise
+            # The gateway's word that the meter is silent: a failure of the device (the owner takes
+            # it offline), not an answer (a dead meter stayed online for ever).
+            unit, points = device.address, request.points
+            raise DeviceUnreachableError(device.id, unit, err.code, err.reason, points) from err
+
+    async def _read(self, device: ModbusDeviceConfig, request: PollRequest) -> tuple[Sample, ...]:
         if not isinstance(request, ModbusRequest):
             raise TypeError(f"ModbusDriver.read needs a ModbusRequest, got {type(request).__name__}")
         key = (device.id, request.table, request.address, request.count)

@@ -141,6 +141,26 @@ class DeviceTimeoutError(TransientError):
         super().__init__(f"device {device_id}: no answer within {timeout_s:g} s{what}")
 
 
+class DeviceUnreachableError(DeviceTimeoutError):
+    """A gateway in front of the device (a Modbus TCP-to-RTU converter) answered for it that the
+    device did not respond on its side, or that the path to it is unavailable (Modbus exceptions
+    0x0B, 0x0A): the device is silent one hop further away. A failure of the device, like a
+    timeout, never proof that it is alive."""
+
+    def __init__(
+        self, device_id: str, unit: int, code: int, reason: str, points: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(device_id, points)
+        self.unit = unit
+        self.code = code
+        self.reason = reason
+        what = f" reading {', '.join(points)}" if points else ""
+        self.args = (
+            f"device {device_id} (unit {unit}): the gateway in front of it answered exception"
+            f" {code:#04x} ({reason}){what}",
+        )
+
+
 class DeviceExceptionError(GatewayError):
     """The device answered with a protocol-level error (Modbus exception, DL/T 645 error reply...)."""
 

@@ -35,6 +35,7 @@ async def run_listen(owner: BusOwner, driver: ListenDriver[Any, Any]) -> None:
             if not await owner._open():
                 await _sleep_while_down(owner, owner._channel_backoff)
                 continue
+            owner._channel_works()  # nothing to wait a reply for: the open's backoff starts again
             try:
                 await _listen_while_adapter_there(owner, driver)
             except ChannelError as err:

@@ -29,6 +29,7 @@ from citynerve.gateway.api import (
     DeviceConfig,
     DeviceExceptionError,
     DeviceTimeoutError,
+    DeviceUnreachableError,
     Driver,
     FrameError,
     GatewayError,
@@ -46,6 +47,7 @@ from citynerve.gateway.api import (
 from citynerve.gateway.backoff import Backoff
 from citynerve.gateway.bus import linetest, probe
 from citynerve.gateway.bus.adapter import ADAPTER_CHECK_S, AdapterWatch
+from citynerve.gateway.bus.channel import ChannelLoss
 from citynerve.gateway.bus.events import DeviceFaultError
 from citynerve.gateway.bus.facts import bus_verdict
 from citynerve.gateway.bus.health import BusCounters, DeviceHealth
@@ -67,6 +69,13 @@ from citynerve.gateway.timecheck import SITE_ZONE
 log = logging.getLogger("citynerve.bus")
 T = TypeVar("T")
 
+
+def _retried(err: GatewayError) -> bool:
+    """Whether a poll asks again (within the bus's `retries`): transient errors, and exception
+    replies the protocol calls transient (Modbus 5 acknowledge, 6 busy)."""
+    return isinstance(err, TransientError) or (isinstance(err, DeviceExceptionError) and err.transient)
+
+
 OFFLINE_KIND = "device_offline"
 PROGRESS_SLICE_S = 5.0  # an idle owner still shows progress this often (the service watchdog)
 FIRST_POLL_SPREAD_S = 30.0
@@ -78,7 +87,7 @@ OPEN_JITTER = 0.5
 gateways) that a power cut restarted together do not retry their opens in lockstep."""
 
 
-class BusOwner(DeviceStates):
+class BusOwner(DeviceStates, ChannelLoss):
     """Owns one bus: opens its channel, polls or listens, and serializes every other use of it."""
 
     def __init__(
@@ -131,6 +140,7 @@ class BusOwner(DeviceStates):
         self._channel_backoff = 0.0  # the wait before the next open attempt while the channel is down
         self._open_backoff = Backoff(bus.backoff_initial_s / 4, bus.backoff_max_s, OPEN_JITTER, rng=self._rng)
         self._channel_retry_at = 0.0  # loop time of the next open attempt while the channel is down
+        ChannelLoss.__init__(self)
         self.adapter = AdapterWatch(bus)  # a serial port found missing: opened as soon as it is back
         self._restart = False
 
@@ -295,13 +305,10 @@ class BusOwner(DeviceStates):
             await self._close()
             self._channel_backoff = self._open_backoff.next_delay()
             return False
-        if self.channel_error is not None:
-            log.warning("bus %s: channel open again", self.bus.id)
-            self._probe_offline_now(asyncio.get_running_loop().time())
+        self._channel_opened()
         self.channel_open = True
         self.channel_error = None
         self._channel_backoff = 0.0
-        self._open_backoff.reset()
         self.adapter.opened()
         return True
 
@@ -413,16 +420,6 @@ class BusOwner(DeviceStates):
             until = min(until, now + ADAPTER_CHECK_S)
         return max(0.0, until - now)
 
-    def _probe_offline_now(self, now: float) -> None:
-        """The channel is open again: probe the offline devices now rather than after their grown
-        backoff (the adapter, not the meters, kept them from answering), staggered over at most a
-        second."""
-        for i, entry in enumerate(self._heap):
-            if entry.index == 0 and self.health[entry.device_id].online is False and entry.due > now:
-                due = now + self._rng.uniform(0, min(1.0, entry.request.interval_s))
-                self._heap[i] = _Entry(due, entry.order, entry.device_id, 0, entry.request)
-        heapq.heapify(self._heap)
-
     def _count_missed_polls(self, now: float) -> None:
         """Channel down: polls that fall due count as failures, so devices go offline normally."""
         while self._heap and self._heap[0].due <= now:
@@ -458,7 +455,7 @@ class BusOwner(DeviceStates):
         for _ in range(attempts):
             error = await self._transact(device, entry.request)
             self.quality.record(device.id, None if error is None else kind_of(error))
-            if error is None or not isinstance(error, TransientError) or isinstance(error, ChannelError):
+            if error is None or not _retried(error) or isinstance(error, ChannelError):
                 break
         ts = self.clock.wall()
         if isinstance(error, DeviceFaultError):
@@ -468,7 +465,8 @@ class BusOwner(DeviceStates):
             self._success(device, ts)
             self._answered(device, entry.index)
         elif isinstance(error, DeviceExceptionError):
-            # The device answered: it is alive, but these points are unusable.
+            # The device answered: it is alive, but these points are unusable. (A gateway's word
+            # that the device behind it is silent is a DeviceUnreachableError: a failure below.)
             self._success(device, ts)
             self._note_error(device, entry.index, error, ts)
             bad = tuple(Sample(p, None, Quality.BAD) for p in entry.request.points)
@@ -501,18 +499,22 @@ class BusOwner(DeviceStates):
         except DeviceTimeoutError as err:
             self.counters.timeouts += 1
             self.counters.count_error("timeout")
+            if isinstance(err, DeviceUnreachableError):  # a gateway answered for the device
+                self._channel_answers(device.id)
             return err
         except FrameError as err:
             self.counters.frame_errors += 1
             self.counters.count_error("frame")
+            self._channel_answers(device.id)
             return err
         except DeviceExceptionError as err:
             self.counters.exceptions += 1
             self.counters.count_error("exception")
+            self._channel_answers(device.id)
             return err
         except ChannelError as err:
             self.counters.count_error("channel")
-            self._channel_broken(err)
+            self._channel_broken(err, device.id)
             return err
         except GatewayError as err:
             self.counters.count_error(type(err).__name__)
@@ -525,6 +527,7 @@ class BusOwner(DeviceStates):
         finally:
             self.counters.latency_sum_s += self.clock.monotonic() - started
             self.counters.latency_count += 1
+        self._channel_answers(device.id)
         samples = self._plausible(device, samples)
         try:
             self.sink.submit(SampleBatch(device.id, self.clock.wall(), samples))
@@ -541,13 +544,3 @@ class BusOwner(DeviceStates):
         if skew is not None:
             self.quality.meter_skew[device.id] = skew
         return samples
-
-    def _channel_broken(self, err: ChannelError) -> None:
-        self.counters.channel_errors += 1
-        if self.channel_error != err.reason:
-            log.error("bus %s: channel lost: %s", self.bus.id, err.reason)
-        self.channel_error = err.reason
-        self.channel_open = False
-        self.adapter.failed()  # the node gone with it: the status says so now, not at the reopen
-        self._channel_backoff = self.bus.backoff_initial_s / 4
-        self._channel_retry_at = 0.0  # reopen at once, then back off

@@ -119,9 +119,9 @@ class DeviceStates:
         health.last_error = reason
         health.last_error_ts = ts
         if health.online is False:
-            health.backoff_s = self._jittered(min(self.bus.backoff_max_s, health.backoff_s * 2))
+            health.backoff_s = self._backoff(health.backoff_s * 2)
         elif health.consecutive_failures >= self.bus.offline_after and health.probe_failed:
-            health.backoff_s = self._jittered(self.bus.backoff_initial_s)
+            health.backoff_s = self._backoff(self.bus.backoff_initial_s)
             self._gone_offline(device, reason, ts, f" after {health.consecutive_failures} failed polls")
 
     def _gone_offline(self, device: DeviceConfig, reason: str, ts: float, how: str = "") -> None:
@@ -174,7 +174,7 @@ class DeviceStates:
         self._plans.pop(device.id, None)
         self._heap = [e for e in self._heap if e.device_id != device.id]
         heapq.heapify(self._heap)
-        self._push(now + self._jittered(health.fault_backoff_s), device.id, _REPLAN, PollRequest((), 0.0))
+        self._push(now + self._backoff(health.fault_backoff_s), device.id, _REPLAN, PollRequest((), 0.0))
 
     def _listen_fault(self, device: DeviceConfig, reason: str) -> None:
         """A listening bus's device whose batch could not be handled: faulted (once) until one is."""
@@ -187,3 +187,8 @@ class DeviceStates:
 
     def _jittered(self, seconds: float) -> float:
         return seconds * self._rng.uniform(0.8, 1.2)
+
+    def _backoff(self, seconds: float) -> float:
+        """`seconds` +-20 % at random (devices do not retry in step), then capped at backoff_max_s:
+        jitter after the cap made a 300 s maximum up to 360 s."""
+        return min(self.bus.backoff_max_s, self._jittered(min(self.bus.backoff_max_s, seconds)))

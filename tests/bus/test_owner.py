@@ -355,3 +355,17 @@ async def test_the_open_backoff_is_jittered_so_buses_do_not_retry_in_lockstep() 
         waits = [d[attempt] for d in delays]
         assert all(base / 2 <= w <= base for w in waits), (attempt, waits)
         assert max(waits) - min(waits) > base / 10, f"retry {attempt} in lockstep: {waits}"
+
+
+def test_the_offline_backoff_never_exceeds_backoff_max_s() -> None:
+    """An offline device's probe backoff doubles up to backoff_max_s, jittered +-20 %: the jitter is
+    drawn before the cap (350.9 s was seen with a 300 s maximum)."""
+    owner, _, _ = make(1, backoff_initial_s=40.0, backoff_max_s=300.0, offline_after=1)
+    d0 = owner.devices["d0"]
+    waits = []
+    for _ in range(30):
+        owner._failure(d0, 0, "no answer", 0.0, probe=True)
+        waits.append(owner.health["d0"].backoff_s)
+    assert owner.health["d0"].online is False
+    assert max(waits) <= 300.0, max(waits)
+    assert min(waits[5:]) >= 0.8 * 300.0  # at the maximum, less the jitter
