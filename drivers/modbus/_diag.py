@@ -8,7 +8,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from citynerve.drivers.modbus.codec import ORDERS, TYPES, CodecError, decode_registers, encode_value
+from citynerve.drivers.modbus.codec import (
+    GATEWAY_NO_TARGET,
+    ORDERS,
+    TYPES,
+    CodecError,
+    decode_registers,
+    encode_value,
+)
 from citynerve.gateway.api import (
     DeviceExceptionError,
     DeviceTimeoutError,
@@ -89,12 +96,16 @@ async def _scan(channel: ModbusChannel, params: Mapping[str, Any], bus_timeout: 
     timeout = _timeout(params, "scan", min(bus_timeout, 0.2))
     answered: list[dict[str, Any]] = []
     garbled: list[int] = []
+    behind_gateway: list[int] = []  # exception 10/11: the gateway's word that nothing answered there
     for unit in range(first, last + 1):
         try:
             await channel.transact(f"unit {unit}", unit, (), timeout, _read_call(table, address, 1, unit))
         except DeviceTimeoutError:
             continue
         except DeviceExceptionError as err:
+            if err.code in GATEWAY_NO_TARGET:  # a TCP gateway answering for a unit it cannot reach
+                behind_gateway.append(unit)
+                continue
             # An exception reply still proves a device with this unit id is on the line.
             answered.append({"unit": unit, "reply": "exception", "exception_code": err.code})
             continue
@@ -110,6 +121,7 @@ async def _scan(channel: ModbusChannel, params: Mapping[str, Any], bus_timeout: 
         "timeout_s": timeout,
         "answered": answered,
         "garbled": garbled,
+        "gateway_no_answer": behind_gateway,
     }
 
 

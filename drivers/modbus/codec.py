@@ -231,6 +231,9 @@ EXCEPTION_REASONS: dict[int, str] = {
     11: "gateway target device failed to respond",
 }
 
+GATEWAY_NO_TARGET: frozenset[int] = frozenset({10, 11})
+"""Exceptions a TCP-to-RTU gateway answers for the device behind it: path unavailable (10), target
+device failed to respond (11). The device's silence, not its answer."""
 TRANSIENT_EXCEPTIONS: frozenset[int] = frozenset({5, 6, 10, 11})
 """Exception codes that may clear by themselves: busy/acknowledge, and a gateway whose target did
 not answer (a timeout one hop further away)."""

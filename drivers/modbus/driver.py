@@ -17,7 +17,7 @@ from typing import Any
 from citynerve.drivers.modbus._channel import READ_FUNCTION, ModbusChannel
 from citynerve.drivers.modbus._diag import run_diag
 from citynerve.drivers.modbus._plan import DecodePlan, decode_plan, decode_samples
-from citynerve.drivers.modbus.codec import CodecError, encode_value
+from citynerve.drivers.modbus.codec import GATEWAY_NO_TARGET, CodecError, encode_value
 from citynerve.drivers.modbus.config import (
     BIT_TABLES,
     ModbusBusConfig,
@@ -48,9 +48,6 @@ _READ_METHOD = {
     "input": "read_input_registers",
 }
 ILLEGAL_DATA_ADDRESS = 2
-GATEWAY_NO_TARGET: frozenset[int] = frozenset({10, 11})
-"""Exceptions a TCP-to-RTU gateway answers for the device behind it: path unavailable (10), target
-device failed to respond (11). The device's silence, not its answer."""
 _MAX_PLANS = 4096
 
 log = logging.getLogger(__name__)

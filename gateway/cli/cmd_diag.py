@@ -182,6 +182,7 @@ def modbus_scan(
     async def scan() -> dict[str, Any]:
         answered: list[dict[str, Any]] = []
         garbled: list[int] = []
+        unreached: list[int] = []
         started = time.monotonic()
         async with DiagSession(cfg, bus_id) as session:
             progress = Progress(
@@ -201,6 +202,7 @@ def modbus_scan(
                     part = await session.run("scan", {**params, "first": start, "last": end})
                     answered += part.get("answered", [])
                     garbled += part.get("garbled", [])
+                    unreached += part.get("gateway_no_answer", [])
                     progress.update(task, completed=end - first + 1, hits=len(answered))
             return {
                 "bus": bus_id,
@@ -210,6 +212,7 @@ def modbus_scan(
                 "address": address,
                 "answered": answered,
                 "garbled": garbled,
+                "gateway_no_answer": unreached,
                 "elapsed_s": round(time.monotonic() - started, 2),
             }
 
@@ -230,6 +233,12 @@ def modbus_scan(
                 f"; garbled replies from {result['garbled']}: at one unit while others are clean, two "
                 "devices share that address; at every unit, parity / baud rate (`probe`) or line quality"
                 if result["garbled"]
+                else ""
+            )
+            + (
+                f"; the TCP gateway answered for {len(result['gateway_no_answer'])} unit ids that nothing "
+                "behind it answered (exception 10/11): not listed"
+                if result["gateway_no_answer"]
                 else ""
             ),
             highlight=False,

@@ -124,3 +124,18 @@ async def test_a_busy_reply_is_retried_within_the_requests_retries(gateway: Bank
     assert [s.value for s in sink.batches[0].samples] == [7]
     assert sink.batches[0].samples[0].quality is Quality.GOOD
     assert owner.health["wm-1"].errors == 0 and owner.counters.exceptions == 3
+
+
+async def test_a_scan_through_a_gateway_does_not_list_the_units_it_cannot_reach(gateway: BankServer) -> None:
+    """`diag modbus scan` through a TCP gateway that answers 0x0B for a unit with no device behind
+    it: that unit is not listed as present (every one of 247 was), only as the gateway's no-answer."""
+    gateway.banks[2].exceptions[("holding", 0)] = 11
+    bus = ModbusTcpBusConfig(id="b1", host=gateway.host, port=gateway.port, timeout_s=0.3)
+    driver = ModbusDriver(bus, [])
+    await driver.open()
+    try:
+        scan = await driver.diag("scan", {"first": 1, "last": 2, "timeout_s": 0.2})
+    finally:
+        await driver.close()
+    assert scan["answered"] == [{"unit": 1, "reply": "data"}]
+    assert scan["gateway_no_answer"] == [2]
