@@ -35,6 +35,9 @@ async def run_listen(owner: BusOwner, driver: ListenDriver[Any, Any]) -> None:
             if not await owner._open():
                 await _sleep_while_down(owner, owner._channel_backoff)
                 continue
+            for device_id, err in driver.device_faults().items():
+                if (device := owner.devices.get(device_id)) is not None:
+                    owner._unusable(device, str(err))
             try:
                 await _listen_while_adapter_there(owner, driver)
             except ChannelError as err:
