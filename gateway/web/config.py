@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -51,3 +52,15 @@ class WebConfig(BaseModel):
     @property
     def auth_required(self) -> bool:
         return self.password_file is not None
+
+
+def read_password_file(path: Path) -> bytes:
+    """The status page's password: the file's text, stripped. Raises ValueError naming the file when
+    it cannot be read or is empty (`config check` refuses it; the page would not start)."""
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read password_file {path}: {err}") from err
+    if not secret:
+        raise ValueError(f"password_file {path} is empty: write the status page's password in it")
+    return secret.encode()
