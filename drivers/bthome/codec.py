@@ -97,11 +97,25 @@ def mac_bytes(mac: str) -> bytes:
 
 
 def parse_key(key: str | bytes) -> bytes:
-    """A 16-byte AES key from 32 hex digits (spaces/colons allowed) or bytes. Raises ValueError."""
-    raw = key if isinstance(key, bytes) else bytes.fromhex(key.replace(":", "").replace(" ", "").strip())
-    if len(raw) != 16:
-        raise ValueError(f"a BTHome key is 16 bytes (32 hex digits), got {len(raw)} bytes")
-    return raw
+    """A 16-byte AES key from 32 hex digits (spaces/colons allowed) or bytes. Raises ValueError
+    saying what is wrong in words ("31 hex digits, expected 32"), never showing the key."""
+    if isinstance(key, bytes):
+        if len(key) != 16:
+            raise ValueError(f"a BTHome key is 16 bytes (32 hex digits), got {len(key)} bytes")
+        return key
+    text = key.strip()
+    digits = text.replace(":", "").replace(" ", "")
+    if (at := next((i for i, c in enumerate(text) if c not in _KEY_CHARS), None)) is not None:
+        raise ValueError(
+            f"character {at + 1} is not a hex digit: a BTHome key is 32 hex digits (0-9, a-f), "
+            "with ':' or spaces between bytes at most"
+        )
+    if len(digits) != 32:
+        raise ValueError(f"{len(digits)} hex digits, expected 32 (a BTHome key is 16 bytes)")
+    return bytes.fromhex(digits)
+
+
+_KEY_CHARS = frozenset("0123456789abcdefABCDEF: ")
 
 
 def nonce(mac: bytes, device_info: int, counter: int) -> bytes:

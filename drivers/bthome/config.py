@@ -8,7 +8,15 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from citynerve.drivers.bthome.codec import normalize_mac, parse_key
 from citynerve.drivers.bthome.objects import OBJECT_NAMES, OBJECTS
-from citynerve.gateway.api import ConfigError, ConfigIssue, DeviceConfig, PointConfig, SecretPath, Severity
+from citynerve.gateway.api import (
+    ConfigError,
+    ConfigIssue,
+    DeviceConfig,
+    PointConfig,
+    SecretPath,
+    Severity,
+    in_field_words,
+)
 
 SeverityName = Literal["info", "warning", "minor", "major", "critical"]
 
@@ -89,7 +97,7 @@ class BTHomeDevice(DeviceConfig):
             try:
                 parse_key(v.get_secret_value())
             except ValueError as err:
-                raise ValueError(str(err).replace("a BTHome key", "key")) from None
+                raise in_field_words(str(err).replace("a BTHome key", "the key")) from None
         return v
 
     @model_validator(mode="after")
@@ -102,6 +110,9 @@ class BTHomeDevice(DeviceConfig):
     def encrypted(self) -> bool:
         """A device with a key must send encrypted adverts; plaintext from it is refused."""
         return self.key is not None or self.key_file is not None
+
+    def read_files(self) -> None:
+        self.resolve_key()
 
     def resolve_key(self, config_file: str = "") -> bytes | None:
         """The key bytes, reading `key_file` if given. Raises ConfigError naming the device."""

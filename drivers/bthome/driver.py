@@ -37,6 +37,7 @@ from citynerve.gateway.api import (
     DiagParamError,
     Event,
     EventState,
+    GatewayError,
     ListenDriver,
     PermanentError,
     Sample,
@@ -160,6 +161,7 @@ class _DeviceRuntime:
     heard: tuple[bytes, float, int | None] | None = None  # the last advert heard, even refused
     alarms: dict[str, bool] = field(default_factory=dict)
     alarms_loaded: bool = False
+    key_error: ConfigError | None = None  # its key file cannot be read: its adverts are refused
 
 
 class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
@@ -201,10 +203,19 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
     # -- channel ------------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Read keys, open the adapter and start scanning. Raises ConfigError, ChannelError."""
+        """Read keys, open the adapter and start scanning. Raises ChannelError. A node whose key
+        cannot be read is faulted on its own (`device_faults`): one bad key file must not keep the
+        adapter, and every other node on it, down."""
         for rt in self._runtime.values():
-            key = rt.config.resolve_key()
+            try:
+                key = rt.config.resolve_key()
+            except ConfigError as err:
+                if rt.key_error is None or str(rt.key_error) != str(err):
+                    log.error("bus %s: device %s: adverts refused: %s", self.bus.id, rt.config.id, err)
+                rt.cipher, rt.key_error = None, err
+                continue
             rt.cipher = AESCCM(key, tag_length=4) if key is not None else None
+            rt.key_error = None
         if self._scanner is None:
             self._scanner = Scanner(self.bus, self._on_advertisement, link=self._link)
         if not self._scanner.scanning:
@@ -324,6 +335,9 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
         """What one advert of a configured node delivers, or None (a duplicate, refused, over rate)."""
         stats = rt.stats
         rt.heard = (payload, adv.ts, adv.rssi)
+        if rt.key_error is not None:  # its key file, refused at open: logged there, not per advert
+            stats.fail(RejectReason.NO_KEY, str(rt.key_error), self._clock())
+            return None
         if payload and payload == rt.last_payload and payload[0] & codec.FLAG_ENCRYPTED:
             # The node repeating its last advert, already authenticated: skip the decryption.
             stats.duplicates += 1
@@ -441,6 +455,10 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
         """UTC time of the device's last fresh advert (duplicates and rejects do not count)."""
         rt = self._runtime.get(device_id)
         return rt.stats.last_seen if rt else None
+
+    def device_faults(self) -> dict[str, GatewayError]:
+        """Nodes whose key file could not be read at the last open, by device id."""
+        return {dev_id: rt.key_error for dev_id, rt in self._runtime.items() if rt.key_error is not None}
 
     def stats(self) -> Mapping[str, DeviceLinkStats]:
         """Per-device link statistics, by device id."""

@@ -180,21 +180,42 @@ class ReplyTimeout(TransientError):
         return DeviceTimeoutError(device_id, points, self.timeout_s)
 
 
+FRAME_START = 0x68
+NOISE_RUN_BYTES = 48
+"""Bytes without a frame start (0x68) that overlapping replies to one read-address do not have (a
+reply is under 30 bytes): a longer run is the line's settings, its polarity or noise."""
+
+
+def _overlapping_frames(heard: bytes) -> bool:
+    """Whether garbled bytes look like several meters' replies at once: after the FE wake-up bytes
+    they start with a frame start, and no long run goes without one. A/B swapped, a wrong baud rate
+    or noise give bytes that do not start like a frame, or long runs of them."""
+    data = heard.lstrip(bytes([WAKE_UP_BYTE]))
+    if not data or data[0] != FRAME_START:
+        return False
+    return max(len(run) for run in data.split(bytes([FRAME_START]))) < NOISE_RUN_BYTES
+
+
 def wildcard_reply_error(err: ReplyTimeout, protocol: str, wildcard: str) -> GatewayError:
-    """What a read-address to the wildcard address heard, as an error: a garbled, corrupt or
-    incomplete reply there is most often several meters answering at once (the command is for one
-    meter on the line), so the text says so instead of a bare checksum mismatch."""
+    """What a read-address to the wildcard address heard, as an error. Overlapping frames are most
+    often several meters answering at once (the command is for one meter on the line); bytes that
+    do not look like frames are the line (baud, parity, A/B polarity, noise). The text says which
+    instead of a bare checksum mismatch."""
     error = err.as_error(protocol, wildcard, ())
     if not isinstance(error, FrameError):
         return error
-    return FrameError(
-        protocol,
-        f"{error.reason}: more than one meter may have answered the wildcard address; read-address is "
-        "for one meter on the line (disconnect the others, or find the meters with `citynerve init "
-        "--discover`, which searches the addresses)",
-        error.data,
-        fault=error.fault,
-    )
+    if _overlapping_frames(err.received):
+        why = (
+            "more than one meter may have answered the wildcard address; read-address is for one "
+            "meter on the line (disconnect the others, or find the meters with `citynerve init "
+            "--discover`, which searches the addresses)"
+        )
+    else:
+        why = (
+            "not like meters answering at once: check the line settings (baud, parity), A/B "
+            f"polarity or noise (`citynerve diag {protocol} probe --port PORT` tries the baud rates)"
+        )
+    return FrameError(protocol, f"{error.reason}: {why}", error.data, fault=error.fault)
 
 
 def byte_time_s(settings: SerialSettings) -> float:

@@ -206,6 +206,11 @@ class DeviceConfig(_Model):
         "feeds the street-lamp pack's no_current rule. Unset: 0.02 A is the no-load limit",
     )
 
+    def read_files(self) -> None:
+        """Read the files this device's config names (a key file) as its driver will at start, so
+        that `config check` refuses what the driver would. Raises ConfigError naming the key and
+        the file. Most devices name none."""
+
     def event_attrs(self) -> dict[str, Any]:
         """What every event about this device carries, so the platform can place it on the map."""
         return {

@@ -98,6 +98,11 @@ class ListenDriver(Driver[B, D]):
     async def listen(self, sink: SampleSink) -> None:
         """Deliver samples and events until cancelled. Bad input is counted, never raised."""
 
+    def device_faults(self) -> Mapping[str, Exception]:
+        """Devices the driver cannot serve after `open` (a key file it cannot read), with why: the
+        bus owner faults them and takes them offline on their own while the others listen."""
+        return {}
+
     def input_stats(self) -> dict[str, int]:
         """Input the listener refused (garbage lines and bytes, over-rate lines), for status and
         metrics. Listeners without such limits report nothing."""

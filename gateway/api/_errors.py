@@ -54,8 +54,8 @@ class ConfigIssue:
 
     def __str__(self) -> str:
         path = self.shown
-        where = f"{self.file}: {path}" if path else self.file
-        return f"{where}: {self.message}"
+        where = ": ".join(w for w in (self.file, path) if w)  # no stray ": " for an unnamed file
+        return f"{where}: {self.message}" if where else self.message
 
 
 class ConfigError(PermanentError):

@@ -85,6 +85,7 @@ def bus_verdict(
             tuple(quality.implausible_points(device_id)),
             radio,
             h.last_error,
+            h.faulted,
         )
     serial = isinstance(getattr(bus, "serial", bus), SerialSettings)
     return judge_bus(

@@ -36,6 +36,9 @@ async def run_listen(owner: BusOwner, driver: ListenDriver[Any, Any]) -> None:
                 await _sleep_while_down(owner, owner._channel_backoff)
                 continue
             owner._channel_works()  # nothing to wait a reply for: the open's backoff starts again
+            for device_id, err in driver.device_faults().items():
+                if (device := owner.devices.get(device_id)) is not None:
+                    owner._unusable(device, str(err))
             try:
                 await _listen_while_adapter_there(owner, driver)
             except ChannelError as err:

@@ -176,6 +176,20 @@ class DeviceStates:
         heapq.heapify(self._heap)
         self._push(now + self._backoff(health.fault_backoff_s), device.id, _REPLAN, PollRequest((), 0.0))
 
+    def _unusable(self, device: DeviceConfig, reason: str) -> None:
+        """A listening bus's device its driver cannot serve (its key file cannot be read): faulted
+        and offline at once, with why; the other devices listen on. Cleared once it is heard."""
+        health = self.health[device.id]
+        wall = self.clock.wall()
+        if health.faulted is None:
+            health.faults += 1
+            log.error("device %s on bus %s faulted: %s", device.id, self.bus.id, reason)
+            self.sink.event(device_event(device, FAULT, EventState.RAISED, wall, reason))
+        health.faulted = health.last_error = reason
+        health.last_error_ts = wall
+        if health.online is not False:
+            self._gone_offline(device, reason, wall)
+
     def _listen_fault(self, device: DeviceConfig, reason: str) -> None:
         """A listening bus's device whose batch could not be handled: faulted (once) until one is."""
         health = self.health[device.id]

@@ -106,6 +106,7 @@ class Cause(enum.StrEnum):
     IMPLAUSIBLE_VALUES = "implausible_values"
     EXCEPTION_REPLIES = "exception_replies"
     WRONG_KEY = "wrong_key"
+    DEVICE_FAULT = "device_fault"  # the gateway cannot serve it (a key file it cannot read)
     REJECTED_ADVERTS = "rejected_adverts"
     NEVER_HEARD = "never_heard"
     NOT_HEARD = "not_heard"
@@ -275,6 +276,7 @@ class DeviceFacts:
     implausible_points: tuple[str, ...] = ()
     radio: RadioFacts | None = None
     last_error: str | None = None
+    faulted: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -512,6 +514,8 @@ def _judge_radio(f: DeviceFacts) -> DeviceVerdict:
     c = Counts(r.accepted + rejected, rejected, dict(r.rejected), f.counts.implausible, f.counts.window_s)
     wrong_key = r.rejected.get("wrong_key", 0) + r.rejected.get("no_key", 0)
     last_error = r.last_error.split(" (frame ")[0]  # the bytes are in the log; the words go here
+    if f.faulted is not None and f.online is False:  # its key file: not the node's fault
+        return DeviceVerdict(d, DeviceState.OFFLINE, Cause.DEVICE_FAULT, f.faulted, c, r)
     if wrong_key and wrong_key * 2 >= r.accepted + rejected:
         reason = (
             f"node {f.address} is heard but its adverts are rejected ({wrong_key} of "

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -14,6 +16,9 @@ from citynerve.gateway.cli import _common
 from citynerve.gateway.cli._common import FiniteRange, fail
 from citynerve.gateway.cli._groups import main
 from citynerve.gateway.logs import setup_logging
+
+if TYPE_CHECKING:
+    from citynerve.hil.demo import DemoSummary
 
 # What the `sim` extra adds (pyproject.toml): the runtime install does not have them.
 SIM_PACKAGES = ("bumble", "amqtt")
@@ -69,9 +74,17 @@ def demo(duration_s: float, workdir: Path, scenario_name: str, broker: str) -> N
     logging.getLogger("citynerve").setLevel(logging.WARNING)
     from citynerve.hil.demo import run_demo
 
+    async def until_sigterm() -> DemoSummary:
+        # SIGTERM (a service manager, `timeout`, `kill`) stops it as Ctrl-C does: the demo's cleanup
+        # runs and stops its Mosquitto, which was left listening, adopted by init.
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await run_demo(duration_s, workdir, _common.console, scenario_name, broker)
+
     try:
-        summary = asyncio.run(run_demo(duration_s, workdir, _common.console, scenario_name, broker))
-    except KeyboardInterrupt:
+        summary = asyncio.run(until_sigterm())
+    except (KeyboardInterrupt, asyncio.CancelledError):
         return
     except GatewayError as err:
         fail(str(err))

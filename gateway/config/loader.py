@@ -27,6 +27,7 @@ from citynerve.gateway.api import (
     is_id,
 )
 from citynerve.gateway.config.compact import Shared
+from citynerve.gateway.config.contents import content_problems
 from citynerve.gateway.config.destinations import destination_issues
 from citynerve.gateway.config.drivers import DriverNotFoundError, driver_spec
 from citynerve.gateway.config.errors import did_you_mean, issues_from, with_subjects
@@ -287,9 +288,14 @@ class _Loader:
         )
 
     def _check_secret_files(self, sections: list[tuple[str, BaseModel | None]], allow: bool) -> None:
-        for where, problem, is_error in secret_file_problems(
-            sections, allow_insecure=allow, must_exist=self.secrets_must_exist
-        ):
+        """Existence and mode, then the contents as `run` reads them (of files with neither
+        problem); an error for `config check`, else a warning like a missing file."""
+        problems = list(
+            secret_file_problems(sections, allow_insecure=allow, must_exist=self.secrets_must_exist)
+        )
+        seen = {where for where, _, _ in problems}
+        contents = [(w, p, self.secrets_must_exist) for w, p in content_problems(sections) if w not in seen]
+        for where, problem, is_error in problems + contents:
             if is_error:
                 self.issue(where, problem)
             else:

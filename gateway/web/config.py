@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 from pydantic import BaseModel, Field, model_validator
 
-from citynerve.gateway.api import STRICT, FiniteFloat, SecretPath
+from citynerve.gateway.api import STRICT, FiniteFloat, SecretPath, read_secret_text
 
 _STRICT = STRICT
 
@@ -51,3 +52,15 @@ class WebConfig(BaseModel):
     @property
     def auth_required(self) -> bool:
         return self.password_file is not None
+
+
+def read_password_file(path: Path) -> bytes:
+    """The status page's password: the file's text, stripped. Raises ValueError naming the file when
+    it cannot be read or is empty (`config check` refuses it; the page would not start)."""
+    try:
+        secret = read_secret_text(path)  # a BOM would be part of it: 401 for ever
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read password_file {path}: {err}") from err
+    if not secret:
+        raise ValueError(f"password_file {path} is empty: write the status page's password in it")
+    return secret.encode()

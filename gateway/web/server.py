@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from citynerve.gateway import shipped
-from citynerve.gateway.api import PermanentError, read_secret_text
-from citynerve.gateway.web.config import WebConfig, is_loopback
+from citynerve.gateway.api import PermanentError
+from citynerve.gateway.web.config import WebConfig, is_loopback, read_password_file
 from citynerve.gateway.web.limits import (
     REQUEST_DEADLINE_S,
     WRITE_DEADLINE_S,
@@ -174,12 +174,9 @@ class StatusServer:
         path = self._password_path()
         if path is not None:
             try:
-                secret = read_secret_text(path)  # a BOM would be part of it: 401 for ever
-            except (OSError, ValueError) as err:
-                raise WebServerError(f"cannot read password_file {path}: {err}") from err
-            if not secret:
-                raise WebServerError(f"password_file {path} is empty")
-            self._password = secret.encode()
+                self._password = read_password_file(path)
+            except ValueError as err:
+                raise WebServerError(str(err)) from err
         try:
             family = socket.AF_INET6 if ":" in self.config.bind else socket.AF_INET
             sock = socket.create_server(

@@ -207,12 +207,14 @@ async def test_key_file_and_config_errors(tmp_path: Path, radio: VirtualRadio) -
     dev = manhole_device(key=None, key_file=str(key_file))
     assert dev.encrypted and dev.resolve_key() == KEY
     bad = manhole_device(key=None, key_file=str(tmp_path / "missing.key"))
-    with pytest.raises(ConfigError) as info:
-        await BTHomeDriver(bus_config(radio), [bad]).open()
-    assert "key_file" in info.value.issues[0].path
+    driver = BTHomeDriver(bus_config(radio), [bad])
+    await driver.open()  # the adapter opens: only this node is faulted (tests/ble/test_bad_key_file.py)
+    (err,) = driver.device_faults().values()
+    assert isinstance(err, ConfigError) and "key_file" in err.issues[0].path
+    await driver.close()
     with pytest.raises(ValidationError, match="key or key_file"):
         manhole_device(key_file=str(key_file))
-    with pytest.raises(ValidationError, match="16 bytes"):
+    with pytest.raises(ValidationError, match="16 hex digits, expected 32"):
         manhole_device(key=b"\x01" * 8)
     with pytest.raises(ValidationError, match="not 6 bytes"):
         manhole_device(mac="A4:C1:38")
