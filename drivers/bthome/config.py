@@ -15,6 +15,7 @@ from citynerve.gateway.api import (
     PointConfig,
     SecretPath,
     Severity,
+    decode_text,
     in_field_words,
 )
 
@@ -126,7 +127,7 @@ class BTHomeDevice(DeviceConfig):
                 raw = f.read(KEY_FILE_MAX_BYTES + 1)  # a wrong path (a log, a disk image) is not read whole
             if len(raw) > KEY_FILE_MAX_BYTES:
                 raise ValueError(f"longer than {KEY_FILE_MAX_BYTES} bytes: not a key file (32 hex digits)")
-            return parse_key(raw.decode("ascii").strip())
+            return parse_key(decode_text(raw).strip())  # a leading BOM (a Windows editor) is not the key
         except OSError as err:
             raise ConfigError(
                 [ConfigIssue(config_file, where, f"cannot read {self.key_file}: {err}")]

@@ -62,3 +62,11 @@ async def test_a_bad_key_file_faults_its_node_only(tmp_path: Path, radio: Virtua
         assert str(bad) in text and "devices[mh-1].key_file" in text, text
         assert "31 hex digits, expected 32" in text and ": :" not in text and "fromhex" not in text, text
         assert KEY.hex()[:31] not in text  # never the key itself
+
+
+def test_a_key_file_saved_with_a_bom_gives_the_key(tmp_path: Path) -> None:
+    """Notepad's UTF-8 BOM and CRLF around the 32 hex digits: the key, as every other secret file."""
+    saved = tmp_path / "mh1.key"
+    saved.write_bytes(b"\xef\xbb\xbf" + KEY.hex().encode() + b"\r\n")
+    saved.chmod(0o600)
+    assert manhole_device(MAC, key=None, key_file=str(saved)).resolve_key() == KEY
