@@ -181,7 +181,9 @@ class NonceCache:
     async def _load(self) -> None:
         if self._loaded:
             return
-        self._loaded = True
+        # A store that cannot answer now raises (the command is not run) and is asked again by the
+        # next command: marked loaded before reading, the cache ran empty for the whole run, and a
+        # nonce used before the restart could be replayed.
         rows = await self._state.kept(NONCES)
         mono = self._clock.monotonic()
         try:
@@ -202,6 +204,7 @@ class NonceCache:
             log.warning("command nonce cache unreadable; starting empty")
             self._seen, self._floor = {}, None
             await self._state.keep(NONCES, {}, rows, state={NONCE_KEY: None, FLOOR_KEY: None})
+        self._loaded = True
 
     def _read_single(self, raw: str, mono: float) -> None:
         """Every nonce in one value, as versions before the rows stored them (moved into rows)."""

@@ -12,8 +12,10 @@ import json
 from collections.abc import Collection, Mapping
 from typing import Any
 
+import pytest
+
 from citynerve.gateway.api import Reading
-from citynerve.gateway.store import AsyncOutbox
+from citynerve.gateway.store import AsyncOutbox, StoreBusyError
 from citynerve.gateway.uplink import (
     CommandOutcome,
     CommandProcessor,
@@ -178,3 +180,34 @@ async def test_the_bounds_hold_in_the_rows(outbox: AsyncOutbox) -> None:
     assert (await p.handle(read(99, now=clock.wall_s))).outcome is CommandOutcome.OK
     assert len(await outbox.kept("uplink.nonces")) == 1
     assert len(await outbox.kept("uplink.outcomes")) == 1
+
+
+class BusyOnce(CountingState):
+    """The outbox, busy (another writer holds it) the first time the kept nonces are read."""
+
+    def __init__(self, outbox: AsyncOutbox) -> None:
+        super().__init__(outbox)
+        self.busy = True
+
+    async def kept(self, kind: str) -> dict[str, str]:
+        if self.busy and kind == "uplink.nonces":
+            self.busy = False
+            raise StoreBusyError("gw.db", "database is locked")
+        return await super().kept(kind)
+
+
+async def test_a_store_busy_at_the_first_read_after_a_restart_does_not_forget_the_nonces(
+    outbox: AsyncOutbox,
+) -> None:
+    """The nonces are read again at the next command: marked read before reading, the cache ran
+    empty for the whole run and a nonce used before the restart was accepted again."""
+    clock, target = MovedClock(), CountingTarget()
+    payload = read(1, now=NOW)
+    assert (await gateway(outbox, clock, target).handle(payload)).outcome is CommandOutcome.OK
+    clock.passes(5)
+    p = gateway(BusyOnce(outbox), clock, target)  # restarted, its store busy at the first read
+    replay = read(2, now=NOW, nonce=nonce(payload))  # the used nonce under a new id
+    with pytest.raises(StoreBusyError):  # not run; the uplink logs it, the platform times out
+        await p.handle(replay)
+    assert (await p.handle(replay)).reason is RejectReason.REPLAYED  # its resend
+    assert target.reads == 1
