@@ -77,6 +77,8 @@ def test_bundle_reads_only_the_end_of_a_large_log_file(tmp_path: Path) -> None:
     size = 16 * LOG_TAIL_BYTES
     with log.open("wb") as f:
         f.truncate(size - 16)
+        f.seek(size - LOG_TAIL_BYTES)  # a line ends where the tail starts (its cut first line goes)
+        f.write(b"\n")
         f.seek(size - 16)
         f.write(b"last line: end\n".ljust(16, b"."))
     assert os.path.getsize(log) == size
@@ -93,7 +95,7 @@ def test_bundle_reads_only_the_end_of_a_large_log_file(tmp_path: Path) -> None:
         member = tar.extractfile("logs/big.log")
         assert member is not None
         data = member.read()
-    assert len(data) == LOG_TAIL_BYTES and data.endswith(b"last line: end\n.")
+    assert len(data) == LOG_TAIL_BYTES - 1 and data.endswith(b"last line: end\n.")
 
 
 def test_bundle_refuses_a_log_that_is_not_a_regular_file(tmp_path: Path) -> None:
