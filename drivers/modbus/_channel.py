@@ -70,6 +70,7 @@ class ModbusChannel:
         self._client: MbapClient | RtuClient | None = None
         self._lock = asyncio.Lock()
         self._quiet_until = 0.0
+        self._timed_out = False  # the last transaction timed out: its reply may still come
         self._gap_s = silent_interval_s(bus.baudrate) if isinstance(bus, ModbusRtuBusConfig) else 0.0
         self.frame_protocol = "modbus-tcp" if isinstance(bus, ModbusTcpBusConfig) else "modbus-rtu"
 
@@ -152,14 +153,20 @@ class ModbusChannel:
 
     async def _keep_silence(self, client: RtuClient) -> None:
         """Wait until the line may be used: the gap after the last transaction (t3.5, the broadcast
-        turnaround, the grace after a timeout) and t3.5 since the last byte heard, so a frame
-        still arriving (a late reply) ends, and is dropped, before the request goes out and is
-        never taken as its answer. A line that never falls silent (a babbling device) is waited on
-        for at most LATE_REPLY_GRACE_MAX_S."""
+        turnaround, the grace after a timeout). After a timeout, also t3.5 since the last byte
+        heard, so a late reply still arriving when the grace ends is heard out (and dropped)
+        before the request goes out, never taken as its answer; a line that never falls silent is
+        waited on for at most LATE_REPLY_GRACE_MAX_S more. Only then: bytes on a noisy idle line
+        (an unbiased RS-485 pair) held every request for that long (one transaction a second)."""
         loop = asyncio.get_running_loop()
+        if (wait := self._quiet_until - loop.time()) > 0:
+            await asyncio.sleep(wait)
+        if not self._timed_out:
+            return
+        self._timed_out = False
         give_up = loop.time() + LATE_REPLY_GRACE_MAX_S
         while (now := loop.time()) < give_up:
-            wait = max(self._quiet_until, client.heard_at + self._gap_s) - now
+            wait = client.heard_at + self._gap_s - now
             if wait <= 0:
                 return
             await asyncio.sleep(min(wait, give_up - now))
@@ -211,6 +218,7 @@ class ModbusChannel:
                     gap = max(self._gap_s, BROADCAST_TURNAROUND_S) if unit == 0 else self._gap_s
                     gap = max(gap, grace)
                     self._quiet_until = asyncio.get_running_loop().time() + gap
+                    self._timed_out = grace > 0
         return self._reply(device_id, points, response)
 
     def _reply(self, device_id: str, points: tuple[str, ...], response: PduReply | None) -> Reply:

@@ -89,14 +89,16 @@ class SlowMeter:
 
 
 @asynccontextmanager
-async def slow_meter_line(baudrate: int = 19200) -> AsyncIterator[tuple[SlowMeter, ModbusDriver]]:
+async def slow_meter_line(
+    baudrate: int = 19200, timeout_s: float = TIMEOUT_S
+) -> AsyncIterator[tuple[SlowMeter, ModbusDriver]]:
     master, slave = os.openpty()
     tty.setraw(master)
     tty.setraw(slave)
     meter = SlowMeter(master)
     serving = asyncio.create_task(meter.serve())
     bus = ModbusRtuBusConfig(
-        id="rs485", port=os.ttyname(slave), baudrate=baudrate, timeout_s=TIMEOUT_S, retries=0
+        id="rs485", port=os.ttyname(slave), baudrate=baudrate, timeout_s=timeout_s, retries=0
     )
     driver = ModbusDriver(bus, [METER])
     await driver.open()
@@ -133,21 +135,52 @@ async def test_a_late_reply_is_dropped_not_taken_for_the_next_read_of_the_same_s
         assert values == {"at100": ((100 << 16) | 101, "good")}
 
 
-async def test_a_reply_still_arriving_when_the_grace_ends_is_heard_out_before_the_next_request() -> None:
+@pytest.mark.parametrize("timeout_s", [TIMEOUT_S, LATE_REPLY_GRACE_MAX_S])
+async def test_a_reply_still_arriving_when_the_grace_ends_is_heard_out_before_the_next_request(
+    timeout_s: float,
+) -> None:
     # 300 baud: t3.5 is 128 ms; the late reply's 9 bytes come 10 ms apart, its first byte 0.05 s
-    # before the grace ends: the next request waits for t3.5 of silence after its last byte.
+    # before the grace ends: the next request waits for t3.5 of silence after its last byte. Also
+    # with the grace as long as its cap (the default timeout_s): the wait for silence has its own.
     gap = silent_interval_s(300)
-    async with slow_meter_line(baudrate=300) as (meter, driver):
+    async with slow_meter_line(baudrate=300, timeout_s=timeout_s) as (meter, driver):
         at0, at100 = driver.plan(METER)
         request_time = 8 * 11 / 300  # the timeout counts from the request's last byte
-        meter.delay_s, meter.byte_gap_s = 2 * TIMEOUT_S + request_time - 0.05, 0.01
+        meter.delay_s, meter.byte_gap_s = 2 * timeout_s + request_time - 0.05, 0.01
         with pytest.raises(DeviceTimeoutError):
             await driver.read(METER, at0)
         meter.delay_s, meter.byte_gap_s = 0.0, 0.0
         values = {s.point: s.value for s in await driver.read(METER, at100)}
         assert values == {"at100": (100 << 16) | 101}
         (first, last, _), _ = meter.replies
-        grace_end = meter.requests[0][0] + request_time + 2 * TIMEOUT_S
+        grace_end = meter.requests[0][0] + request_time + 2 * timeout_s
         assert first < grace_end < last  # it was still arriving when the grace ended
         assert meter.requests[1][0] >= last + gap
         assert driver.channel.dropped_bytes == 9
+
+
+async def test_bytes_on_a_noisy_idle_line_do_not_hold_up_requests() -> None:
+    """An unbiased RS-485 pair picks up a byte every half millisecond while nobody sends: the line
+    is never silent for t3.5. Only after a timeout does a request wait for silence (a late reply
+    still arriving); otherwise each waited the 1 s cap, one transaction a second instead of
+    hundreds. 20 reads take well under a second here; 20 s with the wait."""
+    async with slow_meter_line() as (meter, driver):
+        (at0, _) = driver.plan(METER)
+
+        async def noise() -> None:
+            while True:
+                if not meter.answering:
+                    os.write(meter.fd, b"\x55")
+                await asyncio.sleep(0.0005)
+
+        humming = asyncio.create_task(noise())
+        loop = asyncio.get_running_loop()
+        try:
+            start = loop.time()
+            values = [s.value for _ in range(20) for s in await driver.read(METER, at0)]
+            took = loop.time() - start
+        finally:
+            humming.cancel()
+            await asyncio.gather(humming, return_exceptions=True)
+        assert values == [1] * 20
+        assert took < 10.0, took  # 20 s with a wait for silence before every request
