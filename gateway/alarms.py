@@ -18,11 +18,11 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
-from citynerve.gateway.api import Event, EventState, Severity, Value
+from citynerve.gateway.api import Event, EventState, KeptStore, Severity, Value
 
 log = logging.getLogger("citynerve.alarms")
 
@@ -79,23 +79,6 @@ class ActiveAlarm:
             message,
             subject=self.subject,
         )
-
-
-class AlarmRows(Protocol):
-    """Where the registry is saved: the outbox's kept sets and state (AsyncOutbox)."""
-
-    async def get(self, key: str) -> str | None: ...
-
-    async def kept(self, kind: str) -> dict[str, str]: ...
-
-    async def keep(
-        self,
-        kind: str,
-        put: Mapping[str, str],
-        forget: Collection[str] = (),
-        *,
-        state: Mapping[str, str | None] | None = None,
-    ) -> None: ...
 
 
 def alarm_key(event: Event) -> AlarmKey:
@@ -293,7 +276,7 @@ class ActiveAlarms:
             log.warning("alarm registry snapshot: %d malformed entries skipped", bad)
         return n
 
-    async def load(self, store: AlarmRows) -> int:
+    async def load(self, store: KeptStore) -> int:
         """Take the last run's alarms from their rows, or from the one value a version before the
         rows saved (newer than any rows beside it: an update's rollback left those). Nothing is
         written here: the first save moves the value into rows and deletes damaged rows (a stop
@@ -322,7 +305,7 @@ class ActiveAlarms:
             return 0
         return self.restore(data)
 
-    async def save(self, store: AlarmRows) -> None:
+    async def save(self, store: KeptStore) -> None:
         """Write the rows of the alarms changed since the last save and delete those cleared, in one
         commit (a failure leaves them for the next try)."""
         if not self.dirty:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -48,6 +48,23 @@ class StateStore(Protocol):
     async def get(self, key: str) -> str | None: ...
 
     async def put(self, key: str, value: str) -> None: ...
+
+
+class KeptStore(StateStore, Protocol):
+    """The store's kept sets too (AsyncOutbox.kept / keep): many small entries of a `kind`, one row
+    each, so that a change writes its own entries rather than the whole set again (the uplink's
+    command nonces and outcomes, the registry of active alarms)."""
+
+    async def kept(self, kind: str) -> dict[str, str]: ...
+
+    async def keep(
+        self,
+        kind: str,
+        put: Mapping[str, str],
+        forget: Collection[str] = (),
+        *,
+        state: Mapping[str, str | None] | None = None,
+    ) -> None: ...
 
 
 class Driver(ABC, Generic[B, D]):

@@ -19,8 +19,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from citynerve.gateway.api import SYSTEM_CLOCK, Clock, boot_id
-from citynerve.gateway.uplink.commands import KeptState, same_boot
+from citynerve.gateway.api import SYSTEM_CLOCK, Clock, KeptStore, boot_id
+from citynerve.gateway.uplink.commands import same_boot
 from citynerve.gateway.uplink.encoding import CommandOutcome, CommandResult, RejectReason
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class CommandOutcomes:
     result]); a command writes its own and deletes the expired or evicted ones in one commit."""
 
     def __init__(
-        self, state: KeptState, *, keep_s: float, max_entries: int = 2_000, clock: Clock = SYSTEM_CLOCK
+        self, state: KeptStore, *, keep_s: float, max_entries: int = 2_000, clock: Clock = SYSTEM_CLOCK
     ) -> None:
         self._state = state
         self._keep_s = keep_s

@@ -21,6 +21,7 @@ from citynerve.gateway.api import (
     Clock,
     DeviceTimeoutError,
     GatewayError,
+    KeptStore,
     Reading,
     Value,
     WriteRejectedError,
@@ -121,22 +122,6 @@ class KeyValueState(Protocol):
     async def put(self, key: str, value: Any) -> None: ...
 
 
-class KeptState(KeyValueState, Protocol):
-    """The outbox's kept sets (AsyncOutbox.kept / keep): many small entries, one row each, so that
-    a command writes its own entry rather than every kept one again."""
-
-    async def kept(self, kind: str) -> dict[str, str]: ...
-
-    async def keep(
-        self,
-        kind: str,
-        put: Mapping[str, str],
-        forget: Collection[str] = (),
-        *,
-        state: Mapping[str, str | None] | None = None,
-    ) -> None: ...
-
-
 def same_boot(stored: object, boot: str) -> bool:
     """Whether monotonic times stored under the boot id `stored` count on the clock of `boot` (this
     boot's id; "" where the kernel has none: then never)."""
@@ -161,7 +146,7 @@ class NonceCache:
 
     def __init__(
         self,
-        state: KeptState,
+        state: KeptStore,
         *,
         max_entries: int = 10_000,
         max_keep_s: float = 600.0,

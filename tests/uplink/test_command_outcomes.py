@@ -12,7 +12,7 @@ import json
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from citynerve.gateway.api import Clock
+from citynerve.gateway.api import Clock, KeptStore
 from citynerve.gateway.store import AsyncOutbox
 from citynerve.gateway.uplink import (
     CommandOutcome,
@@ -22,7 +22,6 @@ from citynerve.gateway.uplink import (
     RejectReason,
 )
 from citynerve.gateway.uplink.command_ids import OUTCOMES, OUTCOMES_KEY, CommandOutcomes
-from citynerve.gateway.uplink.commands import KeptState
 from citynerve.gateway.uplink.signing import CommandVerifier
 from tests.uplink.test_commands import GW, KEY, NOW, SIGNER, CountingTarget
 
@@ -48,7 +47,7 @@ class MovedClock(Clock):
 
 
 def gateway(
-    outbox: AsyncOutbox, clock: MovedClock, target: CountingTarget, state: KeptState | None = None
+    outbox: AsyncOutbox, clock: MovedClock, target: CountingTarget, state: KeptStore | None = None
 ) -> CommandProcessor:
     async def resend() -> None:
         return None
