@@ -14,6 +14,8 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusTcpServer
 
 from citynerve.drivers.modbus.config import ModbusDeviceConfig, ModbusTcpBusConfig
+from citynerve.gateway.api import Event, EventState, SampleBatch
+from citynerve.gateway.bus import OFFLINE_KIND
 
 _TABLE_OF_FC = {
     1: "coil",
@@ -147,3 +149,31 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class OfflineSink:
+    """A bus owner's sink that keeps what it is given and tells a device's offline transitions."""
+
+    def __init__(self) -> None:
+        self.batches: list[SampleBatch] = []
+        self.events: list[Event] = []
+
+    def submit(self, batch: SampleBatch) -> None:
+        self.batches.append(batch)
+
+    def event(self, event: Event) -> None:
+        self.events.append(event)
+
+    def mark_offline(self, device_id: str, ts: float) -> None:
+        pass
+
+    def offline(self, device_id: str) -> list[EventState]:
+        return [e.state for e in self.events if e.kind == OFFLINE_KIND and e.device_id == device_id]
+
+
+def holding_meter(dev_id: str, unit: int, interval_s: float = 0.1) -> ModbusDeviceConfig:
+    """A device on bus "b1" reading holding[0] as point `v`."""
+    return device_model(
+        id=dev_id, bus="b1", profile="t", address=unit, location=LOCATION, poll_interval_s=interval_s,
+        points={"v": {"table": "holding", "address": 0}},
+    )  # fmt: skip

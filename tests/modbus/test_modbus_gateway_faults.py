@@ -9,38 +9,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from modbus_support import LOCATION, BankServer, device_model, start_bank_server
+from modbus_support import BankServer, start_bank_server
+from modbus_support import OfflineSink as Sink
+from modbus_support import holding_meter as meter
 
-from citynerve.drivers.modbus.config import ModbusDeviceConfig, ModbusTcpBusConfig
+from citynerve.drivers.modbus.config import ModbusTcpBusConfig
 from citynerve.drivers.modbus.driver import ModbusDriver
-from citynerve.gateway.api import DeviceUnreachableError, Event, EventState, Quality, SampleBatch
-from citynerve.gateway.bus import OFFLINE_KIND, BusOwner
+from citynerve.gateway.api import DeviceUnreachableError, EventState, Quality
+from citynerve.gateway.bus import BusOwner
 from tests.bus.owner_support import running, wait_for
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.batches: list[SampleBatch] = []
-        self.events: list[Event] = []
-
-    def submit(self, batch: SampleBatch) -> None:
-        self.batches.append(batch)
-
-    def event(self, event: Event) -> None:
-        self.events.append(event)
-
-    def mark_offline(self, device_id: str, ts: float) -> None:
-        pass
-
-    def offline(self, device_id: str) -> list[EventState]:
-        return [e.state for e in self.events if e.kind == OFFLINE_KIND and e.device_id == device_id]
-
-
-def meter(dev_id: str, unit: int, interval_s: float = 0.1) -> ModbusDeviceConfig:
-    return device_model(
-        id=dev_id, bus="b1", profile="t", address=unit, location=LOCATION, poll_interval_s=interval_s,
-        points={"v": {"table": "holding", "address": 0}},
-    )  # fmt: skip
 
 
 @pytest.fixture
