@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
 
 from citynerve.gateway.alarms import KEPT, STATE_KEY, ActiveAlarms
 from citynerve.gateway.api import Event, EventState, Severity
+from citynerve.gateway.store import AsyncOutbox
 
 
 def ev(
@@ -24,36 +27,11 @@ def ev(
     return Event(device, kind, state, severity, ts, rule, None, "", subject=subject, one_shot=one_shot)
 
 
-class MemoryState:
-    """The outbox's state and kept sets in memory (AsyncOutbox get / kept / keep)."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, str] = {}
-        self.rows: dict[str, dict[str, str]] = {}
-
-    async def get(self, key: str) -> str | None:
-        return self.data.get(key)
-
-    async def kept(self, kind: str) -> dict[str, str]:
-        return dict(self.rows.get(kind, {}))
-
-    async def keep(
-        self,
-        kind: str,
-        put: Mapping[str, str],
-        forget: Collection[str] = (),
-        *,
-        state: Mapping[str, str | None] | None = None,
-    ) -> None:
-        rows = self.rows.setdefault(kind, {})
-        for k in forget:
-            rows.pop(k, None)
-        rows.update(put)
-        for key, value in (state or {}).items():
-            if value is None:
-                self.data.pop(key, None)
-            else:
-                self.data[key] = value
+@pytest.fixture
+async def outbox(tmp_path: Path) -> AsyncIterator[AsyncOutbox]:
+    """The registry is saved in the real outbox (its state and kept sets)."""
+    async with AsyncOutbox(tmp_path / "gw.db") as ob:
+        yield ob
 
 
 def names(alarms: ActiveAlarms) -> set[tuple[str, str, str]]:
@@ -103,18 +81,19 @@ def test_bounded() -> None:
     assert alarms.apply(ev("d0", "smoke"))  # a raise again of a listed one still updates it
 
 
-def test_persisted_and_restored_marked() -> None:
-    state = MemoryState()
+async def test_persisted_and_restored_marked(outbox: AsyncOutbox) -> None:
+    state = outbox
     alarms = ActiveAlarms()
     alarms.apply(ev("fp", "smoke", rule="panel:gst", subject="1-4", severity=Severity.CRITICAL))
     alarms.apply(ev("wm-3", "device_offline", rule="bus.offline"))
     alarms.apply(ev("sd-1", "smoke", rule="smoke-fire.smoke"))
-    asyncio.run(alarms.save(state))
+    await alarms.save(state)
     assert not alarms.dirty
-    state.rows[KEPT]['["x"]'] = json.dumps({"device_id": "x"})  # a damaged row is skipped, the others kept
+    damaged = {'["x"]': json.dumps({"device_id": "x"})}
+    await state.keep(KEPT, damaged)  # a damaged row is skipped, the others kept
 
     again = ActiveAlarms()
-    assert asyncio.run(again.load(state)) == 3
+    assert await again.load(state) == 3
     assert all(a.restored for a in again.active())
     assert again.devices_with("device_offline") == {"wm-3"}
     assert again.active()[0].severity is Severity.CRITICAL
@@ -125,8 +104,8 @@ def test_persisted_and_restored_marked() -> None:
     again.apply(ev("wm-3", "device_offline", rule="bus.offline"))
     assert not next(a for a in again.active() if a.device_id == "wm-3").restored
 
-    state.data[STATE_KEY] = "{not json"
-    assert asyncio.run(ActiveAlarms().load(state)) == 0
+    await state.put(STATE_KEY, "{not json")
+    assert await ActiveAlarms().load(state) == 0
 
 
 def test_alarms_of_removed_devices_are_forgotten_with_a_clear() -> None:
@@ -145,19 +124,21 @@ def test_alarms_of_removed_devices_are_forgotten_with_a_clear() -> None:
     assert again.apply(clear) and len(again) == 0  # the clear names the same alarm
 
 
-def test_alarms_of_rules_no_longer_configured_are_forgotten_not_the_drivers() -> None:
+async def test_alarms_of_rules_no_longer_configured_are_forgotten_not_the_drivers(
+    outbox: AsyncOutbox,
+) -> None:
     """The engine's rule ids name its alarms when they are raised: a restart without a rule clears
     that rule's alarms (nothing else would) and leaves the fire panel's and bus owners' alone."""
-    state = MemoryState()
+    state = outbox
     alarms = ActiveAlarms()
     alarms.reconcile({"smoke", "leak"}, [])
     alarms.apply(ev("sd-3", "smoke", rule="smoke", severity=Severity.CRITICAL))
     alarms.apply(ev("fp", "smoke", rule="panel:gst", subject="1-4", severity=Severity.CRITICAL))
     alarms.apply(ev("wm-3", "device_offline", rule="bus.offline"))
-    asyncio.run(alarms.save(state))
+    await alarms.save(state)
 
     again = ActiveAlarms()
-    assert asyncio.run(again.load(state)) == 3
+    assert await again.load(state) == 3
     gone = again.reconcile({"leak"}, [])  # the smoke rule removed (or renamed) from the config
     assert [a.key for a in gone] == [("sd-3", "smoke", "smoke", "")]
     assert names(again) == {("fp", "smoke", "1-4"), ("wm-3", "device_offline", "")}
@@ -166,8 +147,8 @@ def test_alarms_of_rules_no_longer_configured_are_forgotten_not_the_drivers() ->
     # Saved before the registry recorded it: an alarm of a rule the engine has counts as its own.
     old = ActiveAlarms()
     old.apply(ev("sd-4", "smoke", rule="smoke"))
-    state.data[STATE_KEY] = json.dumps({"version": 1, "active": [a.to_dict() for a in old.active()]})
+    await state.put(STATE_KEY, json.dumps({"version": 1, "active": [a.to_dict() for a in old.active()]}))
     again = ActiveAlarms()
-    asyncio.run(again.load(state))
+    await again.load(state)
     assert again.reconcile({"smoke"}, [("sd-4", "smoke", "smoke")]) == []
     assert [a.device_id for a in again.reconcile(set(), [])] == ["sd-4"]
