@@ -128,14 +128,11 @@ async def test_outcomes_stored_by_the_previous_version_are_read(outbox: AsyncOut
     assert r.outcome is CommandOutcome.OK and r.result == {"v": 1} and target.writes == 0
 
 
-class GatedOutcomesState:
-    """The outbox's state, whose read of the stored outcomes waits until the test opens the gate:
-    a restart's load that is slow (the store's thread is busy)."""
+class OutboxProxy:
+    """The real outbox's state and kept sets, passed through: a test subclass changes one call."""
 
     def __init__(self, outbox: AsyncOutbox) -> None:
         self.outbox = outbox
-        self.reading = asyncio.Event()
-        self.gate = asyncio.Event()
 
     async def get(self, key: str) -> str | None:
         return await self.outbox.get(key)
@@ -144,9 +141,6 @@ class GatedOutcomesState:
         await self.outbox.put(key, value)
 
     async def kept(self, kind: str) -> dict[str, str]:
-        if kind == OUTCOMES:
-            self.reading.set()
-            await self.gate.wait()
         return await self.outbox.kept(kind)
 
     async def keep(
@@ -158,6 +152,22 @@ class GatedOutcomesState:
         state: Mapping[str, str | None] | None = None,
     ) -> None:
         await self.outbox.keep(kind, put, forget, state=state)
+
+
+class GatedOutcomesState(OutboxProxy):
+    """The outbox, whose read of the stored outcomes waits until the test opens the gate: a
+    restart's load that is slow (the store's thread is busy)."""
+
+    def __init__(self, outbox: AsyncOutbox) -> None:
+        super().__init__(outbox)
+        self.reading = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def kept(self, kind: str) -> dict[str, str]:
+        if kind == OUTCOMES:
+            self.reading.set()
+            await self.gate.wait()
+        return await super().kept(kind)
 
 
 async def test_a_redelivery_during_the_load_after_a_restart_gets_its_first_outcome(

@@ -25,7 +25,7 @@ from citynerve.gateway.uplink import (
 )
 from citynerve.gateway.uplink.command_ids import CommandOutcomes
 from citynerve.gateway.uplink.signing import CommandVerifier
-from tests.uplink.test_command_outcomes import LIFETIME, SKEW, MovedClock
+from tests.uplink.test_command_outcomes import LIFETIME, SKEW, MovedClock, OutboxProxy
 from tests.uplink.test_commands import GW, KEY, NOW, SIGNER, BuildingTarget
 
 
@@ -41,22 +41,16 @@ class CountingTarget(BuildingTarget):
         return await super().read_point(device_id, point)
 
 
-class CountingState:
+class CountingState(OutboxProxy):
     """The outbox, counting the bytes of what each call asks it to store."""
 
     def __init__(self, outbox: AsyncOutbox) -> None:
-        self.outbox = outbox
+        super().__init__(outbox)
         self.stored = 0
-
-    async def get(self, key: str) -> str | None:
-        return await self.outbox.get(key)
 
     async def put(self, key: str, value: str) -> None:
         self.stored += len(key) + len(value)
-        await self.outbox.put(key, value)
-
-    async def kept(self, kind: str) -> dict[str, str]:
-        return await self.outbox.kept(kind)
+        await super().put(key, value)
 
     async def keep(
         self,
@@ -68,7 +62,7 @@ class CountingState:
     ) -> None:
         self.stored += sum(len(k) + len(v) for k, v in put.items())
         self.stored += sum(len(k) + len(v or "") for k, v in (state or {}).items())
-        await self.outbox.keep(kind, put, forget, state=state)
+        await super().keep(kind, put, forget, state=state)
 
 
 def gateway(state: Any, clock: MovedClock, target: CountingTarget, **kw: Any) -> CommandProcessor:
