@@ -125,14 +125,19 @@ class Run:
             await asyncio.wait_for(self.proc.wait(), 30)
 
 
+async def stuck_smoke_holds_the_close(s: Site, short_dir: Path) -> None:
+    """Run 1: sd-3 stuck in alarm, then the riser leaks: its close is held by the interlock."""
+    async with Run(s.config(short_dir, detector=True)) as run:
+        s.smoke()  # stuck in alarm
+        await run.until("rule smoke on sd-3: raised")
+        s.leak()
+        held = await run.until("action close_valve on riser-1.valve")
+        assert "interlocked interlock water_on_during_fire: smoke raised on sd-3" in held, held
+
+
 async def test_a_detector_removed_while_in_alarm_releases_the_valve_after_a_restart(short_dir: Path) -> None:
     async with site() as s:
-        async with Run(s.config(short_dir, detector=True)) as run:
-            s.smoke()  # stuck in alarm
-            await run.until("rule smoke on sd-3: raised")
-            s.leak()
-            held = await run.until("action close_valve on riser-1.valve")
-            assert "interlocked interlock water_on_during_fire: smoke raised on sd-3" in held, held
+        await stuck_smoke_holds_the_close(s, short_dir)
         assert s.valve_open()
         # The technician replaces the detector and removes it from the config; the riser still leaks.
         async with Run(s.config(short_dir, detector=False)) as run:

@@ -16,7 +16,7 @@ from citynerve.gateway.api import Event, EventState
 from citynerve.gateway.config import load_config
 from citynerve.gateway.store import AsyncOutbox, Lane
 from tests.fieldtools.conftest import run_gateway, wait_for
-from tests.integration.test_run_removed_detector import Run, Site, site
+from tests.integration.test_run_removed_detector import Run, Site, site, stuck_smoke_holds_the_close
 
 SMOKE_RULE = '[[rules.rules]]\nid = "smoke"\nkind = "boolean"\npoint = "smoke"\nseverity = "critical"\n'
 
@@ -60,12 +60,7 @@ async def test_a_rule_removed_while_raised_is_cleared_and_releases_the_valve_aft
     short_dir: Path,
 ) -> None:
     async with site() as s:
-        async with Run(s.config(short_dir, detector=True)) as run:
-            s.smoke()  # stuck in alarm
-            await run.until("rule smoke on sd-3: raised")
-            s.leak()
-            held = await run.until("action close_valve on riser-1.valve")
-            assert "interlocked interlock water_on_during_fire: smoke raised on sd-3" in held, held
+        await stuck_smoke_holds_the_close(s, short_dir)
         assert s.valve_open() and not await smoke_clears(short_dir)
         # The smoke rule is taken out of the config (the detector stays, still in alarm).
         async with Run(config(s, short_dir, smoke_rule=False)) as run:
