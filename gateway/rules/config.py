@@ -18,6 +18,8 @@ from citynerve.gateway.pipeline.derived import point_names
 from citynerve.gateway.rules.household_config import HouseholdConfig, check_households, household_problems
 from citynerve.gateway.rules.interlocks import DEFAULT_INTERLOCKS, InterlockConfig
 from citynerve.gateway.rules.kinds import (
+    RESERVED_RULE_IDS,
+    RESERVED_RULE_PREFIXES,
     RULE_ID,
     SEVERITY,
     AnomalyRule,
@@ -204,6 +206,13 @@ class RulesConfig(_Model):
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
             raise ValueError(f"duplicate rule ids: {dup}")
+        for i in ids:
+            if i in RESERVED_RULE_IDS or i.startswith(RESERVED_RULE_PREFIXES):
+                raise ValueError(
+                    f"rule id {i!r} is the gateway's own (its alarms come from the gateway itself, not "
+                    f"the rules): choose another id (not {sorted(RESERVED_RULE_IDS)}, nor starting "
+                    f"with {' or '.join(RESERVED_RULE_PREFIXES)})"
+                )
         known = set(ids)
         schedules = {s.id for s in self.schedules}
         contacts = {c.id for c in self.contacts}

@@ -13,6 +13,16 @@ from citynerve.gateway.rules.flapping import FLAP_LIMIT, FLAP_SETTLE_S, FLAP_WIN
 
 _STRICT = STRICT
 RULE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,95}$"
+# The `rule` the gateway's other event sources stamp on their alarms (bus supervisor, offline
+# tracking, pipeline, remote config, credentials, certificates, operator, update, fire panels,
+# BTHome nodes): a configured rule of the same id would make those alarms the engine's (the
+# registry clears them at a restart when the engine does not hold them). tests/rules/test_config.py
+# checks every source's constant is here.
+RESERVED_RULE_IDS = frozenset(
+    {"bus.offline", "bus.supervisor", "pipeline.rules", "config", "credentials", "certificates"}
+    | {"operator", "update"}
+)
+RESERVED_RULE_PREFIXES = ("panel:", "bthome.")
 SeverityName = Literal["info", "warning", "minor", "major", "critical"]
 SEVERITY: dict[str, Severity] = {s.name.lower(): s for s in Severity}
 

@@ -304,3 +304,28 @@ def test_two_loads_of_the_same_packs_are_equal_and_a_changed_pack_is_not(
     smoke = shipped / "smoke-fire.toml"
     smoke.write_text(smoke.read_text().replace("fault_hold_s = 60", "fault_hold_s = 90"))
     assert load() != running
+
+
+def _source_rule_names() -> list[str]:
+    """The `rule` every event source outside the rule engine stamps on its alarms."""
+    from citynerve.gateway.bus.events import FAULT_RULE, OFFLINE
+    from citynerve.gateway.operator import OPERATOR_RULE
+    from citynerve.gateway.pipeline._pipeline import RULE_FAULT_RULE
+    from citynerve.gateway.remoteconfig.manager import CONFIG_RULE
+    from citynerve.gateway.uplink.certexpiry import EXPIRY_RULE
+    from citynerve.gateway.uplink.tlsrotate import CREDENTIALS_RULE
+    from citynerve.gateway.wiring import BUS_FAULT_RULE
+
+    return [
+        OFFLINE.rule, FAULT_RULE, BUS_FAULT_RULE, RULE_FAULT_RULE, CONFIG_RULE, CREDENTIALS_RULE,
+        EXPIRY_RULE, OPERATOR_RULE, "update", "panel:gst", "bthome.smoke",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", _source_rule_names())
+def test_a_rule_id_that_is_a_sources_own_name_is_refused(name: str) -> None:
+    """A rule named `operator` (or `bus.offline`, `panel:...`) would make that source's alarms the
+    engine's: the registry marks them raised by a configured rule and clears them at a restart's
+    reconcile when the engine does not hold them (an operator's maintenance alarm, a bus fault)."""
+    (err,) = errors({"rules": [{"id": name, "kind": "boolean", "point": "p"}]})
+    assert f"rule id {name!r} is the gateway's own" in err[1]
