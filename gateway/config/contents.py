@@ -51,12 +51,7 @@ def _issues(prefix: str, strip: str, read: Callable[[], object]) -> Iterator[tup
 
 def _upstream(prefix: str, up: Any) -> Iterator[tuple[str, str]]:
     if up.password_file is not None:
-        problems = list(_issues(prefix, "upstream", up.password))
-        if not problems and not up.password().get_secret_value():
-            problems = [
-                (f"{prefix}.password_file", f"{up.password_file} is empty: write the broker password in it")
-            ]
-        yield from problems
+        yield from _issues(prefix, "upstream", up.password)
     if any(b.tls for b in up.broker_urls()):
         yield from _tls(prefix, up.tls)
     commands = up.commands

@@ -348,6 +348,16 @@ class UpstreamConfig(_Model):
                 raise ConfigError(
                     [ConfigIssue(str(self.password_file), "upstream.password_file", str(err))]
                 ) from err
+            if not text:  # `config check` says the same: a file made and never written
+                raise ConfigError(
+                    [
+                        ConfigIssue(
+                            str(self.password_file),
+                            "upstream.password_file",
+                            f"{self.password_file} is empty: write the broker password in it",
+                        )
+                    ]
+                )
             return SecretStr(text)
         if self.password_env is not None:
             value = os.environ.get(self.password_env)

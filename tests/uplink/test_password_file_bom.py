@@ -39,3 +39,22 @@ async def test_a_password_file_with_a_bom_logs_in(
             return up.snapshot().connected
 
         await wait_for(connected, timeout_s=10)
+
+
+async def test_an_empty_password_file_is_refused_before_the_broker_is_asked(
+    auth_broker: MosquittoBroker, outbox: AsyncOutbox, tmp_path: Path
+) -> None:
+    """An empty (or blank) password file is an installation left half done: `config check` refuses
+    it, and `run` says the same instead of logging in with an empty password the broker refuses as
+    "not authorised" (which reads as a wrong password, or an ACL)."""
+    pwf = tmp_path / "gw.password"
+    pwf.write_bytes(b" \r\n")
+    cfg = upstream(auth_broker, username="gw", password_file=str(pwf))
+    async with Uplink(cfg, gateway_id="gw-empty", outbox=outbox, inventory=lambda: INVENTORY) as up:
+
+        async def refused() -> bool:
+            return "ConfigError" in (up.snapshot().last_error or "")
+
+        await wait_for(refused, timeout_s=10)
+        assert f"{pwf} is empty: write the broker password in it" in (up.snapshot().last_error or "")
+        assert not up.snapshot().connected
