@@ -2,12 +2,17 @@
 # wake: the node must say "sensor fault" (BTHome 0x26 problem) instead of a healthy-looking reading,
 # and the config loader must refuse the setting, naming it and its allowed range.
 
+import machine
+
 import harness
 from bedfoot import config as bed_config
 from hydrant import config as hy_config
-from manhole import config
+from manhole import bthome, config, errlog
+
+import test_family as family
 
 KEY = harness.KEY
+PROBLEM = 0x26
 
 
 def refused(validate, raw, *words):
@@ -18,6 +23,83 @@ def refused(validate, raw, *words):
             assert w in str(e), (w, str(e))
         return str(e)
     raise AssertionError("accepted %r" % (raw,))
+
+
+def error_log():
+    try:
+        with open(errlog.ERROR_LOG) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def test_dead_accelerometer_is_a_sensor_fault_not_a_closed_cover():
+    # A LIS3DH that answers WHO_AM_I but reads 0 g on every axis (dead MEMS, stuck in power-down).
+    cfg = harness.make_config()
+    machine.SIM.accel = (0.0, 0.0, 0.0)
+    n, sleep_ms = harness.boot(cfg)
+    objs = harness.objects(harness.adverts()[0])
+    assert bthome.ROTATION not in objs, objs  # no "0 deg" the gateway would take for closed
+    assert objs[PROBLEM] == 1, objs
+    assert n.adverts[0][1] == 50  # the fault is news: a fast burst
+    log = error_log()
+    assert "accelerometer" in log, log
+    for _ in range(5):  # still dead: every advert says so, the log is written once, not each wake
+        harness.boot(cfg)
+        assert harness.objects(harness.adverts()[0])[PROBLEM] == 1
+    assert error_log() == log
+    machine.SIM.accel = (0.0, 0.0, 1.0)  # replaced: the rotation is back, the fault is gone
+    n, _ = harness.boot(cfg)
+    objs = harness.objects(harness.adverts()[0])
+    assert PROBLEM not in objs and objs[bthome.ROTATION] == 0, objs
+    assert n.adverts[0][1] == 50  # the end of the fault is news too
+
+
+def test_a_lifted_cover_whose_sensor_then_dies_stays_open():
+    cfg = harness.make_config()
+    machine.SIM.accel = (0.5, 0.0, 0.866)  # 30 deg
+    n, _ = harness.boot(cfg)
+    assert n.tilt.active
+    machine.SIM.accel = (0.0, 0.0, 0.0)
+    n, s = harness.boot(cfg)
+    objs = harness.objects(harness.adverts()[0])
+    assert n.tilt.active and objs[bthome.OPENING] == 1 and objs[PROBLEM] == 1, objs
+    assert s == 10000
+
+
+def test_a_momentary_free_fall_is_not_a_fault():
+    import time
+
+    cfg = harness.make_config()
+    machine.SIM.accel_script = [(time.ticks_ms() + 100, (0.0, 0.0, 0.0))]  # one sample in free fall
+    harness.boot(cfg)
+    objs = harness.objects(harness.adverts()[0])
+    assert PROBLEM not in objs and objs[bthome.ROTATION] == 0, objs
+
+
+def test_hydrant_dead_accelerometer_is_a_sensor_fault():
+    cfg = hy_config.validate({"key": KEY})
+    machine.SIM.adc_uv[34] = 650000
+    machine.SIM.accel = (0.0, 0.0, 0.0)
+    n, _ = family.boot_hydrant(cfg)
+    objs = harness.objects(n.adverts[0][0])
+    assert bthome.ROTATION not in objs and objs[PROBLEM] == 1, objs
+    assert "accelerometer" in error_log()
+
+
+def test_bed_strip_shorted_is_a_sensor_fault_not_in_bed():
+    # A strip crushed flat or its wire shorted to the supply reads the ADC's top: "in bed" for ever
+    # would hide a fall at night. It is a fault, and the occupancy is left out.
+    cfg = bed_config.validate({"key": KEY})
+    machine.SIM.adc_uv[family.LOAD_PIN] = 3300000
+    n, _ = family.boot_bed(cfg)
+    objs = harness.objects(n.adverts[0][0])
+    assert bthome.OCCUPANCY not in objs and objs[PROBLEM] == 1, objs
+    assert "strip" in error_log()
+    machine.SIM.adc_uv[family.LOAD_PIN] = 2000000  # mended, someone in bed
+    n, _ = family.boot_bed(cfg)
+    objs = harness.objects(n.adverts[0][0])
+    assert objs[bthome.OCCUPANCY] == 1 and PROBLEM not in objs, objs
 
 
 def test_reference_g_must_be_gravity():
