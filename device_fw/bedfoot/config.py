@@ -9,6 +9,7 @@ DEFAULTS = {
     "name": "",
     "occupied_v": 1.2,  # strip divider voltage above this: someone lies on the bed
     "empty_v": 0.8,  # below this: the bed is empty (between the two: no change)
+    "strip_fault_v": 3.0,  # at or above this: the ADC's top, a shorted strip or wire, not a person (fault)
     "debounce_s": 20,  # a new state must hold this long before it is sent (turning over, sitting up)
     "sample_interval_s": 5,  # deep sleep between two looks at the strip (a few ms awake)
     "heartbeat_interval_s": 600,
@@ -31,6 +32,7 @@ RANGES = {
     "counter_block": (1, 100000),
     "occupied_v": (0.1, 3.3),
     "empty_v": (0.0, 3.3),
+    "strip_fault_v": (1.3, 3.3),
 }
 
 
@@ -41,6 +43,8 @@ def validate(raw):
     cfg = core.validate(raw, DEFAULTS, RANGES, NAME_ROOM)
     if cfg["empty_v"] > cfg["occupied_v"]:
         raise ConfigError("empty_v above occupied_v")
+    if cfg["strip_fault_v"] <= cfg["occupied_v"]:
+        raise ConfigError("strip_fault_v (%s V) must be above occupied_v (%s V)" % (cfg["strip_fault_v"], cfg["occupied_v"]))
     return cfg
 
 

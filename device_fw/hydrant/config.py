@@ -48,6 +48,8 @@ RANGES = {
     "tilt_clear_deg": (0.0, 90.0),
     "tilt_hold_ms": (0, 60000),
     "sample_interval_ms": (20, 5000),
+    "pressure_zero_v": (0.0, 3.0),  # at the ADC pin: 11 dB attenuation reads 0..~3.1 V
+    "pressure_mpa_per_v": (0.01, 100.0),
     "pressure_step_mpa": (0.001, 1.0),
     "pressure_interval_s": (1, 600),
     "heartbeat_interval_s": (10, 86400),

@@ -19,6 +19,7 @@ class HydrantNode(TiltNode):
         """One wake cycle. Returns the deep-sleep time in ms."""
         cfg = self.cfg
         angle, changed = self.settle_tilt()
+        changed = self.tilt_fault(angle) or changed
         p = self.hw.pressure_mpa()
         outlet = self.hw.outlet()
         tamper = self.hw.tamper()
@@ -32,8 +33,7 @@ class HydrantNode(TiltNode):
                 (bthome.PRESSURE, p * 10000.0),  # MPa -> hPa
                 (bthome.OPENING, outlet),
                 (bthome.TAMPER, tamper),
-                (bthome.ROTATION, angle if angle is not None else 0.0),
-            ]
+            ] + self.tilt_objects(angle)
             self.send(self.advert(objs), changed or moved or alarm)
             self.last_p, self.beat_s = p, 0
         sleep_s = cfg["alarm_interval_s"] if alarm else cfg["pressure_interval_s"]

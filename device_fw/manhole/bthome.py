@@ -14,8 +14,9 @@ PRESSURE = 0x04  # uint24 0.01 hPa (hydrant build)
 VOLTAGE = 0x0C  # uint16 0.001 V
 OPENING = 0x11  # binary: the node's tilt alarm (tilt held beyond threshold)
 GAS = 0x1C  # binary: gas detected
-OCCUPANCY = 0x23  # binary: in bed (bedfoot build)
 MOISTURE = 0x20  # binary: high water
+OCCUPANCY = 0x23  # binary: in bed (bedfoot build)
+PROBLEM = 0x26  # binary: a sensor of the node gives no reading (sent only while so, in its reading's place)
 TAMPER = 0x2B  # binary
 ROTATION = 0x3F  # sint16 0.1 deg: the cover's tilt
 DISTANCE_MM = 0x40  # uint16 mm: the water level
@@ -28,6 +29,7 @@ _FORMATS = {
     GAS: ("<B", 1),
     OCCUPANCY: ("<B", 1),
     MOISTURE: ("<B", 1),
+    PROBLEM: ("<B", 1),
     TAMPER: ("<B", 1),
     ROTATION: ("<h", 0.1),
     DISTANCE_MM: ("<H", 1),

@@ -1,6 +1,7 @@
 # Node configuration: config.json next to main.py. Every setting has a default except the key.
 
 import json
+import math
 
 DEFAULTS = {
     "key": None,  # 32 hex digits, per node; provisioned with tools in device_fw/README.md
@@ -52,6 +53,21 @@ _RANGES = {
 }
 
 
+# Settings every build has: its adverts (a BLE advertising interval is 20 ms..10.24 s), the burst
+# (at least a few adverts; the node is awake all of it) and the battery scale.
+_COMMON_RANGES = {
+    "heartbeat_advert_interval_ms": (20, 10240),
+    "alarm_advert_interval_ms": (20, 10240),
+    "alarm_burst_ms": (100, 10000),
+    "battery_divider": (1.0, 10.0),
+    "battery_empty_v": (0.5, 12.0),
+    "battery_full_v": (0.5, 12.0),
+}
+
+# Gravity at rest reads about 1 g on any axis combination; a reference far from it is a typo (a
+# missing digit) or a reading of a dead sensor, and would leave the node without a tilt.
+REFERENCE_G = (0.5, 1.5)
+
 # Bytes left for the name in the 31-byte advert: a name's AD structure is 2 bytes + the name.
 # The cover's advert is 30 bytes (29 with gas): no name fits. Each build passes its own.
 NAME_ROOM = 0
@@ -71,6 +87,17 @@ def parse_key(text):
         return bytes(int(text[i : i + 2], 16) for i in range(0, 32, 2))
     except ValueError:
         raise ConfigError("key: not hex")
+
+
+def check_reference(v):
+    """`reference_g`: three numbers, gravity as the sensor saw it with the node installed."""
+    if not isinstance(v, (list, tuple)) or len(v) != 3 or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in v):
+        raise ConfigError("reference_g: %r is not three numbers (g on x, y, z with the node installed)" % (v,))
+    g = math.sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2])
+    lo, hi = REFERENCE_G
+    if not lo <= g <= hi:
+        raise ConfigError("reference_g: %r is %.2f g, outside %s..%s g: gravity at rest reads about 1 g "
+                          "(read it from the installed node, device_fw/README.md)" % (v, g, lo, hi))
 
 
 def load(path="config.json", defaults=None, ranges=None):
@@ -93,9 +120,22 @@ def validate(raw, defaults=None, ranges=None, name_room=NAME_ROOM):
             pins.update(v)
             v = pins
         cfg[k] = v
-    for k, (lo, hi) in (_RANGES if ranges is None else ranges).items():
-        if not lo <= cfg[k] <= hi:
-            raise ConfigError("%s: %s outside %s..%s" % (k, cfg[k], lo, hi))
+    checks = list((_RANGES if ranges is None else ranges).items())
+    checks += [(k, r) for k, r in _COMMON_RANGES.items() if k in defaults]
+    for k, (lo, hi) in checks:
+        v = cfg[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError("%s: %r is not a number (allowed %s..%s)" % (k, v, lo, hi))
+        if not lo <= v <= hi:
+            raise ConfigError("%s: %s outside %s..%s" % (k, v, lo, hi))
+    if cfg["battery_empty_v"] >= cfg["battery_full_v"]:
+        raise ConfigError("battery_empty_v (%s V) must be below battery_full_v (%s V)"
+                          % (cfg["battery_empty_v"], cfg["battery_full_v"]))
+    if cfg["alarm_burst_ms"] < cfg["alarm_advert_interval_ms"]:
+        raise ConfigError("alarm_burst_ms (%s) shorter than alarm_advert_interval_ms (%s): no advert in the burst"
+                          % (cfg["alarm_burst_ms"], cfg["alarm_advert_interval_ms"]))
+    if "reference_g" in cfg:
+        check_reference(cfg["reference_g"])
     if "tilt_clear_deg" in cfg and cfg["tilt_clear_deg"] > cfg["tilt_threshold_deg"]:
         raise ConfigError("tilt_clear_deg above tilt_threshold_deg")
     if "water_clear_mm" in cfg and cfg["water_clear_mm"] > cfg["water_high_mm"]:

@@ -9,6 +9,15 @@ ERROR_LOG_MAX = 4096
 
 
 def log_error(exc, path=ERROR_LOG, max_bytes=ERROR_LOG_MAX):
+    _append(lambda f: sys.print_exception(exc, f), path, max_bytes)
+
+
+def log_message(text, path=ERROR_LOG, max_bytes=ERROR_LOG_MAX):
+    """One line (a sensor fault of a node that still runs), under the same cap."""
+    _append(lambda f: f.write(text[:512] + "\n"), path, max_bytes)
+
+
+def _append(write, path, max_bytes):
     import os
 
     try:
@@ -18,6 +27,6 @@ def log_error(exc, path=ERROR_LOG, max_bytes=ERROR_LOG_MAX):
         pass
     try:
         with open(path, "a") as f:
-            sys.print_exception(exc, f)
+            write(f)
     except OSError:
         pass  # flash full or read-only: nothing more to do

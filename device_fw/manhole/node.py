@@ -24,9 +24,9 @@ class Node(TiltNode):
             (bthome.OPENING, self.tilt.active),
             (bthome.MOISTURE, self.water.active),
             (bthome.TAMPER, tamper),
-            (bthome.ROTATION, angle if angle is not None else 0.0),
             (bthome.DISTANCE_MM, water_mm),
         ]
+        objs += self.tilt_objects(angle)  # 0x26 in 0x3F's place: the advert stays within 31 bytes
         if gas is None:
             objs.append((bthome.VOLTAGE, volts))
         else:
@@ -38,6 +38,7 @@ class Node(TiltNode):
         """One wake cycle. Returns the deep-sleep time in ms."""
         cfg = self.cfg
         angle, changed = self.settle_tilt()
+        changed = self.tilt_fault(angle) or changed
         water_mm = self.hw.water_mm()
         changed = self.water.update(water_mm, self.hw.ticks_ms()) or changed
         tamper = self.hw.tamper()

@@ -2,6 +2,7 @@
 # check with the gateway's decoder and the bthome-ble parser, and to replay over a virtual radio.
 #
 #   micropython emit.py scenario.json    ({"config": {...}, "mac": "a4c138000001", "boots": [{"tilt": 30}]})
+#   (a boot's "accel": [x, y, z] in g sets the accelerometer's reading instead of "tilt")
 #
 # The scenario comes in a file: this unix build of MicroPython aborts ("FATAL: uncaught NLR") on a
 # command-line argument longer than about 256 characters.
@@ -25,7 +26,7 @@ def main():
         if b.get("power_loss"):
             harness.power_loss()
         r = b.get("tilt", 0.0) * math.pi / 180
-        machine.SIM.accel = (math.sin(r), 0.0, math.cos(r))
+        machine.SIM.accel = tuple(b["accel"]) if "accel" in b else (math.sin(r), 0.0, math.cos(r))  # g
         machine.SIM.adc_uv[34] = int(b.get("water_v", 0.12) * 1e6)
         machine.SIM.adc_uv[35] = int(b.get("battery_v", 3.4) / cfg["battery_divider"] * 1e6)
         machine.SIM.pins[27] = 1 if b.get("tamper") else 0

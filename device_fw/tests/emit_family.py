@@ -20,3 +20,13 @@ machine.SIM.adc_uv[34] = 650000
 machine.SIM.pins[14] = 1
 n, _ = test_family.boot_hydrant(test_family.hy_config.validate({"key": test_family.KEY}))
 print("HYDRANT", n.adverts[0][0].hex())
+# Their sensor faults: a dead accelerometer on the hydrant, a shorted strip under the bed.
+machine.SIM.reset()
+machine.SIM.adc_uv[34] = 3300000
+n, _ = test_family.boot_bed(test_family.bed_config.validate({"key": test_family.KEY}))
+print("BED_FAULT", n.adverts[0][0].hex())
+machine.SIM.reset()
+machine.SIM.adc_uv[34] = 650000
+machine.SIM.accel = (0.0, 0.0, 0.0)
+n, _ = test_family.boot_hydrant(test_family.hy_config.validate({"key": test_family.KEY}))
+print("HYDRANT_FAULT", n.adverts[0][0].hex())

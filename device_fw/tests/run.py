@@ -10,7 +10,7 @@ import machine
 
 
 def clean_files():
-    for name in ("counter.dat", "counter.dat.tmp"):
+    for name in ("counter.dat", "counter.dat.tmp", "error.log"):
         try:
             os.remove(name)
         except OSError:

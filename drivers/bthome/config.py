@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from citynerve.drivers.bthome.codec import normalize_mac, parse_key
+from citynerve.drivers.bthome.codec import Advert, Scalar, normalize_mac, parse_key
 from citynerve.drivers.bthome.objects import OBJECT_NAMES, OBJECTS
 from citynerve.gateway.api import (
     ConfigError,
@@ -57,6 +57,12 @@ class BTHomePoint(PointConfig):
         default="", max_length=64, description="e.g. manhole_tilt, water_high, smoke, tamper"
     )
     event_severity: SeverityName = "major"
+    absent_means_off: bool = Field(
+        default=False,
+        description="an advert without this object means false: for an object the node sends only while "
+        "it is true (device_fw's 0x26 problem, in the place of the reading it lacks); with event_kind, "
+        "such an advert clears the event",
+    )
 
     @field_validator("object", mode="before")
     @classmethod
@@ -64,6 +70,13 @@ class BTHomePoint(PointConfig):
         if not isinstance(v, int | str):
             raise ValueError("object must be a BTHome object name or id")
         return parse_object_ref(v)
+
+    def value_in(self, advert: Advert) -> Scalar | None:
+        """This point's value in one advert; None when the advert does not carry it."""
+        m = advert.find(self.object, self.index)
+        if m is not None:
+            return m.value
+        return False if self.absent_means_off else None
 
     @property
     def severity(self) -> Severity:

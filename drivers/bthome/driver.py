@@ -418,18 +418,18 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
         samples: list[Sample] = []
         events: list[Event] = []
         for name, point in rt.points:
-            m = advert.find(point.object, point.index)
-            if m is None:  # nodes may send a subset of objects per advert (e.g. alarm-only)
+            value = point.value_in(advert)
+            if value is None:  # nodes may send a subset of objects per advert (e.g. alarm-only)
                 continue
-            samples.append(Sample(name, m.value))
+            samples.append(Sample(name, value))
             if point.event_kind:
-                on = bool(m.value)
+                on = bool(value)
                 was = rt.alarms.get(name)
                 rt.alarms[name] = on
                 if on != was:
                     self._alarms_dirty.add((rt.config.id, name))
                 if on != bool(was) and (was is not None or on):
-                    events.append(self._event(rt.config, name, point, on, m.value, ts))
+                    events.append(self._event(rt.config, name, point, on, value, ts))
         return (SampleBatch(rt.config.id, ts, tuple(samples)) if samples else None), events
 
     @staticmethod

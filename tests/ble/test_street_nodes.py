@@ -36,10 +36,14 @@ from citynerve.hil.sim.ble.street import (
 )
 async def test_node_values_reach_the_driver(radio: VirtualRadio, listening: Any, cls: type) -> None:
     node = cls(radio, "A4:C1:38:00:10:01", seed=3)
-    _, sink = await listening([device_of(node, "n1")], MemoryState())
+    device = device_of(node, "n1")
+    _, sink = await listening([device], MemoryState())
     sent = await node.report_at(100.0)
     await sink.wait_for(lambda: len(sink.batches) == 1)
     got = {s.point: normalized(node, s.point, s.value) for s in sink.batches[0].samples}
+    # a point sent only while true (the node's sensor fault) reads false in an advert without it
+    off = {name for name, p in device.points.items() if p.absent_means_off} - set(sent)
+    assert {got.pop(name) for name in off} <= {False}
     assert set(got) == set(sent)
     for point, value in sent.items():
         assert got[point] == pytest.approx(value, abs=1e-3), point

@@ -228,6 +228,9 @@ def test_family_builds_adverts_decode_into_their_profiles(tmp_path: Path) -> Non
     for build, profile, want in (
         ("BED", "bthome-bed-occupancy", {"occupancy": True}),
         ("HYDRANT", "bthome-fire-hydrant", {"opening": True, "pressure": 3200.0}),
+        # a sensor that reads nothing: 0x26 problem in the reading's place
+        ("BED_FAULT", "bthome-bed-occupancy", {"problem": True}),
+        ("HYDRANT_FAULT", "bthome-fire-hydrant", {"problem": True, "pressure": 3200.0}),
     ):
         adv = bytes.fromhex(lines[build])
         assert len(adv) <= 31
@@ -242,3 +245,21 @@ def test_family_builds_adverts_decode_into_their_profiles(tmp_path: Path) -> Non
             assert got[name] == pytest.approx(value), (build, got)
         theirs = bthome_ble_values(sdata, MAC, KEY)
         assert theirs, build
+        if build.endswith("_FAULT"):
+            assert theirs["binary:problem"] is True, theirs
+            assert "rotation" not in got and "occupancy" not in got, (build, got)
+
+
+def test_dead_accelerometer_advert_says_problem_not_rotation() -> None:
+    """A manhole node whose accelerometer reads no gravity: the gateway's codec and bthome-ble both
+    read a problem (0x26) and no rotation, in the 31 bytes, gas detector or not."""
+    for gas in (False, True):
+        boots = [{"accel": [0.0, 0.0, 0.0], "gas": gas}]
+        scenario = {"mac": MAC.replace(":", "").lower(), "config": {"gas": gas}, "boots": boots}
+        (fw,) = run_scenario(scenario)
+        assert len(fw.adv) <= 31
+        ours = {m.name: m.value for m in codec.parse(fw.service_data, mac=MAC, key=KEY).measurements}
+        theirs = bthome_ble_values(fw.service_data, MAC, KEY)
+        assert ours["problem"] is True and theirs["binary:problem"] is True
+        assert "rotation" not in ours and "rotation" not in theirs
+        assert ours["opening"] is False  # the node does not know; the fault says so
