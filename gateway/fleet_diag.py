@@ -8,6 +8,8 @@ registers and their decodings; DL/T 645: one data item (DI) decoded; CJ/T 188: t
 with the request and reply as they went over the wire. A BLE (BTHome) node is never asked: the
 answer is its last advert, raw, and its link statistics.
 
+`reset_counter` forgets a BLE node's replay counter (as `citynerve diag ble reset-counter`).
+
 `support_bundle` builds the same archive as `citynerve diag bundle` (config with secrets redacted,
 versions, store health, status, journal) in a private temporary folder and uploads it like a log
 tail; at most MAX_BUNDLE_BYTES.
@@ -16,6 +18,7 @@ tail; at most MAX_BUNDLE_BYTES.
 from __future__ import annotations
 
 import asyncio
+import logging
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -32,6 +35,8 @@ MAX_BUNDLE_BYTES = 2 * 1024 * 1024  # 256 chunks of 8 KiB
 MAX_JOURNAL_LINES = 20_000
 READ_TABLES = ("holding", "input", "coil", "discrete")
 
+audit = logging.getLogger("gateway.audit")
+
 
 class BusDiag(Protocol):
     """The bus owner's diagnostic entry (citynerve.gateway.bus.BusOwner.diag)."""
@@ -46,7 +51,7 @@ def diag_actions(
     protocol_of: Callable[[str], str | None],
     owner_of: Callable[[str], BusDiag | None],
 ) -> dict[str, RemoteAction]:
-    """`device_read` and `support_bundle`, each with its permission class."""
+    """`device_read`, `support_bundle` and `reset_counter`, each with its permission class."""
 
     async def device_read(args: dict[str, Any], caller: Caller) -> Mapping[str, Any]:
         dev_id = args.get("device_id")
@@ -87,9 +92,32 @@ def diag_actions(
         summary = {**out.summary, "members": report.get("members", []), "missing": report.get("missing", {})}
         return Chunked(summary, out.parts)
 
+    async def reset_counter(args: dict[str, Any], caller: Caller) -> Mapping[str, Any]:
+        """A BLE node's replay counter forgotten (a node reflashed with its old key): `configure`,
+        since it lowers that node's replay protection until its counter passes the old one."""
+        dev_id = args.get("device_id")
+        device = devices().get(dev_id) if isinstance(dev_id, str) else None
+        if device is None:
+            raise CommandRejectedError(RejectReason.UNKNOWN_DEVICE, f"no device {dev_id!r}")
+        if protocol_of(device.bus) != "bthome":
+            raise CommandRejectedError(RejectReason.BAD_VALUE, f"{device.id} is no BLE (BTHome) node")
+        owner = owner_of(device.bus)
+        if owner is None:
+            raise CommandRejectedError(RejectReason.UNKNOWN_BUS, f"bus {device.bus} is not running")
+        audit.warning(
+            "replay counter reset by platform key %s (command %s): bus %s device %s",
+            caller.key_id,
+            caller.command_id,
+            device.bus,
+            device.id,
+        )
+        result = await owner.diag("reset-counter", {"device": device.id})
+        return {"device_id": device.id, "bus": device.bus, **result}
+
     return {
         "device_read": RemoteAction(Permission.READ, device_read),
         "support_bundle": RemoteAction(Permission.READ, support_bundle),
+        "reset_counter": RemoteAction(Permission.CONFIGURE, reset_counter),
     }
 
 

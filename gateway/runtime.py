@@ -37,7 +37,7 @@ from citynerve.gateway.heap import settle_heap
 from citynerve.gateway.inventory import device_inventory, iter_device_inventory
 from citynerve.gateway.operator import OperatorControls
 from citynerve.gateway.pipeline import NoRules, Pipeline
-from citynerve.gateway.reload_plan import plan_reload
+from citynerve.gateway.reload_plan import plan_reload, secret_digests
 from citynerve.gateway.runlock import GatewayLockedError, run_lock
 from citynerve.gateway.service.notify import Notifier, Watchdog, WriterProgress
 from citynerve.gateway.status import brief_status, full_status, service_status
@@ -90,6 +90,7 @@ class Gateway:
         self._devices = {d.id: d for d in config.devices}
         self._rules_devices = config.devices  # what the rule engine was bound to (at start)
         self._reloaded: GatewayConfig | None = None  # the file as the last reload read it
+        self._secrets = secret_digests(config)  # key files as read at start: a reload compares them
         self.operator: OperatorControls | None = None
         self.credentials: Credentials | None = None  # keys and certificates (with an [upstream])
         self.log_ring = LogRing()
@@ -344,7 +345,8 @@ class Gateway:
         )
         for warning in new.warnings:
             log.warning("%s", warning)
-        plan = plan_reload(self.config, new, self._rules_devices)
+        plan = plan_reload(self.config, new, self._rules_devices, self._secrets)
+        self._secrets = plan.secrets
         changed, added, removed = plan.changed, plan.added, plan.removed
         self._reloaded = new
         new = plan.config

@@ -20,12 +20,24 @@ class CounterStore:
         self.path = path
 
     def read_reserved(self):
+        # No file (a new node, or its flash erased: esptool erase_flash, LittleFS reformatted) or a
+        # bad one: the counter starts again at 1. Said in error.log, because a gateway that heard
+        # this node before refuses it as a replay until it is reset there or given a new key.
         try:
             with open(self.path) as f:
                 text = f.read().strip()
-            return int(text) if text else 0
-        except (OSError, ValueError):
-            return 0
+            return int(text)
+        except OSError:
+            why = "missing"
+        except ValueError:
+            why = "unreadable"
+        from manhole.errlog import log_message
+
+        log_message(
+            "counter: %s %s, counter starts at 1: a gateway that heard this node before refuses it "
+            "(replay) until `citynerve diag ble reset-counter DEVICE` there, or provision a new key" % (self.path, why)
+        )
+        return 0
 
     def write_reserved(self, value):
         tmp = self.path + ".tmp"

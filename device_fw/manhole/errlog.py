@@ -13,7 +13,8 @@ def log_error(exc, path=ERROR_LOG, max_bytes=ERROR_LOG_MAX):
 
 
 def log_message(text, path=ERROR_LOG, max_bytes=ERROR_LOG_MAX):
-    """One line (a sensor fault of a node that still runs), under the same cap."""
+    """One line about something the node went on despite (a sensor fault, its counter file
+    missing), under the same cap."""
     _append(lambda f: f.write(text[:512] + "\n"), path, max_bytes)
 
 

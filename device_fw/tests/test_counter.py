@@ -73,3 +73,33 @@ def test_many_reboots_never_repeat():
             v = c.next()
             assert v not in seen, v
             seen.add(v)
+
+
+def _error_log():
+    try:
+        with open("error.log") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def test_a_missing_counter_file_is_said_in_the_error_log():
+    # esptool erase_flash: counter.dat is gone, the counter starts again at 1, and the gateway that
+    # heard the node before refuses it as a replay. The node says why in error.log.
+    try:
+        os.remove("error.log")
+    except OSError:
+        pass
+    rtc = Rtc()
+    c = Counter(CounterStore(rtc), block=8)
+    assert c.next() == 1
+    log = _error_log()
+    assert "counter.dat missing, counter starts at 1" in log, log
+    assert "reset-counter" in log, log
+    Counter(CounterStore(rtc), block=8)  # the file is there now: nothing more logged
+    assert _error_log() == log
+    with open("counter.dat", "w") as f:
+        f.write("12x")
+    assert CounterStore(rtc).read_reserved() == 0
+    assert "counter.dat unreadable" in _error_log()
+    os.remove("error.log")

@@ -29,7 +29,9 @@ from citynerve.drivers.bthome.errors import (
     ReplayError,
     UnencryptedAdvertError,
 )
-from citynerve.drivers.bthome.replay import CounterGuard
+from citynerve.drivers.bthome.link import ADVERTS_BURST as ADVERTS_BURST  # moved; read by tests
+from citynerve.drivers.bthome.link import ADVERTS_PER_S, DeviceLinkStats, NearbyNode
+from citynerve.drivers.bthome.replay import CounterGuard, key_fingerprint
 from citynerve.gateway.api import (
     ChannelError,
     ConfigError,
@@ -58,95 +60,6 @@ ALARM_KEY = "bthome.alarm.{device}.{point}"
 """State key of an event point's last state ("1"/"0"), so an alarm raised before a gateway restart
 is not raised again after it (events are raised once and cleared once)."""
 STATE_FLUSH_S = 1.0
-ADVERTS_PER_S = 2.0
-ADVERTS_BURST = 20
-"""Fresh adverts delivered per node: a node advertises every few seconds (faster only while an
-alarm changes); more than this is a spoofer (plaintext nodes) or a broken node, and is counted
-(`rate_limited`), not stored advert by advert. Nodes repeat their state in every advert."""
-LOG_INTERVAL_S = 60.0
-"""A node whose adverts flap between refused and accepted logs at most one rejected / accepted-again
-pair per interval; the changes in between are counted in its next "rejected" line."""
-
-
-@dataclass(slots=True)
-class DeviceLinkStats:
-    """Per-node link health: what was accepted, what was refused and why, when it was last heard."""
-
-    accepted: int = 0
-    duplicates: int = 0
-    rejected: dict[RejectReason, int] = field(default_factory=dict)
-    last_seen: float | None = None  # utc time of the last accepted (fresh) advert
-    last_rssi: int | None = None
-    last_counter: int | None = None
-    last_packet_id: int | None = None
-    last_error: str = ""
-    failing: bool = False
-    rate_limited: int = 0  # fresh adverts over ADVERTS_PER_S: counted, not delivered
-    _tokens: float = float(ADVERTS_BURST)
-    _refill_t: float | None = None
-    _unlogged_fails: int = 0  # changes from accepted to rejected not logged yet
-    _fail_logged_t: float | None = None  # monotonic time of the last "rejected" line
-    _fail_logged: bool = False  # the log's last word on this node is "rejected"
-
-    def fail(self, reason: RejectReason, error: str, now: float) -> int:
-        """Count a refused advert (monotonic `now`). Returns the changes from accepted to rejected
-        to log now, or 0: at most one line per LOG_INTERVAL_S, a flapping node must not flood the log."""
-        self.rejected[reason] = self.rejected.get(reason, 0) + 1
-        self.last_error = error
-        if not self.failing:
-            self.failing = True
-            self._unlogged_fails += 1
-        logged_t = self._fail_logged_t
-        if not self._unlogged_fails or (logged_t is not None and now - logged_t < LOG_INTERVAL_S):
-            return 0
-        changes, self._unlogged_fails = self._unlogged_fails, 0
-        self._fail_logged_t, self._fail_logged = now, True
-        return changes
-
-    def recover(self) -> bool:
-        """An advert delivered: True when the log should say so (only after a logged "rejected")."""
-        logged, self._fail_logged, self.failing = self._fail_logged, False, False
-        return logged
-
-    def admit(self, now: float) -> bool:
-        """Token bucket of fresh adverts (monotonic `now`); False (and counted) over the rate."""
-        if self._refill_t is not None:
-            self._tokens = min(float(ADVERTS_BURST), self._tokens + (now - self._refill_t) * ADVERTS_PER_S)
-        self._refill_t = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        self.rate_limited += 1
-        return False
-
-    @property
-    def rejected_total(self) -> int:
-        return sum(self.rejected.values())
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "accepted": self.accepted,
-            "duplicates": self.duplicates,
-            "rejected": {str(k): v for k, v in sorted(self.rejected.items())},
-            "rate_limited": self.rate_limited,
-            "last_seen": self.last_seen,
-            "last_rssi": self.last_rssi,
-            "last_counter": self.last_counter,
-            "last_error": self.last_error,
-        }
-
-
-@dataclass(slots=True)
-class NearbyNode:
-    """A BTHome advertiser heard on this adapter, configured or not (for `diag ble scan`)."""
-
-    address: str
-    rssi: int | None
-    payload: bytes
-    ts: float  # utc time last heard: shown, never compared (the wall clock may step)
-    mono: float  # monotonic time last heard: "heard during this scan", the longest unheard
-    device_id: str | None
-    count: int = 1
 
 
 @dataclass(slots=True)
@@ -162,6 +75,7 @@ class _DeviceRuntime:
     alarms: dict[str, bool] = field(default_factory=dict)
     alarms_loaded: bool = False
     key_error: ConfigError | None = None  # its key file cannot be read: its adverts are refused
+    fingerprint: str = ""  # of its key (key_fingerprint): names its replay counter
 
 
 class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
@@ -215,6 +129,7 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
                 rt.cipher, rt.key_error = None, err
                 continue
             rt.cipher = AESCCM(key, tag_length=4) if key is not None else None
+            rt.fingerprint = key_fingerprint(key) if key is not None else ""
             rt.key_error = None
         if self._scanner is None:
             self._scanner = Scanner(self.bus, self._on_advertisement, link=self._link)
@@ -350,10 +265,12 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
                 stats.duplicates += 1
                 return None
             if advert.counter is not None:
-                last = await self._guard.last(adv.address)
+                last = await self._guard.last(adv.address, rt.fingerprint)
                 if last is not None and advert.counter <= last:
                     raise ReplayError(adv.address, advert.counter, last, payload)
         except BTHomeFrameError as err:
+            if isinstance(err, ReplayError):
+                stats.counter_restarted = err.restarted
             if changes := stats.fail(err.reason_code, str(err), self._clock()):
                 more = f" ({changes} times since the last such line, logged once a minute at most)"
                 log.warning(
@@ -376,7 +293,7 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
         if advert.counter is not None:
             # Only now, after the rate: a refused advert that had used up its counter made the node's
             # own repeat of it, once the rate allowed, a "replay" (and its reading was never delivered).
-            self._guard.accept(adv.address, advert.counter)
+            self._guard.accept(adv.address, rt.fingerprint, advert.counter)
         if stats.recover():  # only an admitted advert: one over the rate is not accepted
             log.info("device %s: adverts accepted again", rt.config.id)
         stats.accepted += 1
@@ -501,10 +418,26 @@ class BTHomeDriver(ListenDriver[BleBusConfig, BTHomeDevice]):
             rt = self._runtime.get(str(params.get("device", "")))
             if rt is None:
                 raise PermanentError(f"bus {self.bus.id}: no device {params.get('device')!r}")
-            self._guard.reset(rt.config.address)
-            await self._guard.flush()
-            return {"device": rt.config.id, "counter": None}
+            return await self._reset_counter(rt)
         return await super().diag(action, params)
+
+    async def _reset_counter(self, rt: _DeviceRuntime) -> dict[str, Any]:
+        """Forget the node's replay counter under its current key (a node whose flash was erased and
+        that kept its key): its next advert is accepted whatever its counter. Refused for a node
+        whose key cannot be read (there is no counter to reset)."""
+        if rt.key_error is not None:
+            raise PermanentError(f"bus {self.bus.id}: device {rt.config.id}: {rt.key_error}")
+        was = self._guard.cached(rt.config.address, rt.fingerprint)
+        self._guard.reset(rt.config.address, rt.fingerprint)
+        await self._guard.flush()
+        rt.stats.forgive_replays()
+        log.warning(
+            "bus %s: device %s: replay counter reset (was %s): its next advert is accepted",
+            self.bus.id,
+            rt.config.id,
+            "unknown" if was is None else was,
+        )
+        return {"device": rt.config.id, "counter": None, "was": was}
 
     def _last_advert(self, device_id: str) -> dict[str, Any]:
         """What a BLE node "answers" a remote device_read with: a node is never asked, it

@@ -69,8 +69,15 @@ class UnencryptedAdvertError(BTHomeFrameError):
         super().__init__(f"plaintext advert from {mac}, which has a key: refused", data)
 
 
+COUNTER_RESTART_GAP = 64
+"""A counter at least this far below the last accepted one, and below half of it, looks like a node
+whose counter started again (its flash erased: device_fw reserves counters in blocks of 64), not a
+re-ordered advert. It is refused all the same: only the technician can tell it from a replay."""
+
+
 class ReplayError(BTHomeFrameError):
-    """The encryption counter did not increase: a replayed (or re-ordered) advert."""
+    """The encryption counter did not increase: a replayed (or re-ordered) advert. `restarted`: the
+    counter is far below the last accepted one, as a node's is after its flash was erased."""
 
     reason_code = RejectReason.REPLAY
 
@@ -78,7 +85,15 @@ class ReplayError(BTHomeFrameError):
         self.mac = mac
         self.counter = counter
         self.last_counter = last_counter
-        super().__init__(f"counter {counter} from {mac} is not above the last accepted {last_counter}", data)
+        self.restarted = last_counter - counter >= COUNTER_RESTART_GAP and counter * 2 < last_counter
+        why = (
+            ": far below it, as when a node's flash was erased (or an old advert replayed)"
+            if self.restarted
+            else ""
+        )
+        super().__init__(
+            f"counter {counter} from {mac} is not above the last accepted {last_counter}{why}", data
+        )
 
 
 class CounterUnavailableError(BTHomeFrameError):

@@ -17,6 +17,7 @@ class _LinkStats(Protocol):
     last_seen: float | None
     last_rssi: int | None
     last_error: str
+    counter_restarted: bool
 
     @property
     def rejected(self) -> Mapping[Any, int]: ...
@@ -75,6 +76,7 @@ def bus_verdict(
                     s.last_seen,
                     s.last_rssi,
                     s.last_error,
+                    s.counter_restarted,
                 )
             )
         facts[device_id] = DeviceFacts(

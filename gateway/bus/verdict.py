@@ -108,6 +108,7 @@ class Cause(enum.StrEnum):
     WRONG_KEY = "wrong_key"
     DEVICE_FAULT = "device_fault"  # the gateway cannot serve it (a key file it cannot read)
     REJECTED_ADVERTS = "rejected_adverts"
+    COUNTER_RESTARTED = "counter_restarted"  # a node's counter far below the last accepted (reflashed?)
     NEVER_HEARD = "never_heard"
     NOT_HEARD = "not_heard"
     INTERMITTENT = "intermittent"
@@ -263,6 +264,7 @@ class RadioFacts:
     last_seen: float | None = None
     last_rssi: int | None = None
     last_error: str = ""
+    counter_restarted: bool = False  # its last replay was far below the last accepted counter
 
 
 @dataclass(frozen=True, slots=True)
@@ -520,9 +522,19 @@ def _judge_radio(f: DeviceFacts) -> DeviceVerdict:
         reason = (
             f"node {f.address} is heard but its adverts are rejected ({wrong_key} of "
             f"{r.accepted + rejected} failed decryption: {last_error or 'MIC check failed'}): the "
-            "configured key does not match the node's - copy the key from the node's label or app"
+            "configured key does not match the node's - a CityNerve node (device_fw): the key file "
+            f"device_fw/tools/provision.py wrote for it (<out>/{d}.key, the key in its config.json); another "
+            "sensor: the key from its label or app; then `citynerve config reload`"
         )
         return DeviceVerdict(d, _problem_state(f), Cause.WRONG_KEY, reason, c, r)
+    replays = r.rejected.get("replay", 0)
+    if r.counter_restarted and replays * 2 >= r.accepted + rejected:
+        reason = (
+            f"node {f.address} is heard but its adverts are refused as replays ({replays} of "
+            f"{r.accepted + rejected}: {last_error}): counter restarted (node reflashed?): provision it "
+            f"anew with a new key, or run citynerve diag ble reset-counter {d}"
+        )
+        return DeviceVerdict(d, _problem_state(f), Cause.COUNTER_RESTARTED, reason, c, r)
     if rejected and rejected * 2 >= r.accepted + rejected:
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(r.rejected.items()))
         reason = f"node {f.address} is heard but its adverts are rejected ({kinds}): {last_error}"

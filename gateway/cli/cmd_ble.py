@@ -1,4 +1,5 @@
-"""`citynerve diag ble scan`: which BTHome nodes this gateway hears, how well, and what they say.
+"""`citynerve diag ble scan`: which BTHome nodes this gateway hears, how well, and what they say;
+`citynerve diag ble reset-counter`: forget a reflashed node's replay counter.
 
 For installers at a manhole: is the node heard, how strong (RSSI), is it encrypted, does the
 configured key open it, is it in the config. Through the running gateway when there is one (it
@@ -31,6 +32,7 @@ from citynerve.gateway.cli._common import (
 )
 from citynerve.gateway.cli._groups import diag
 from citynerve.gateway.config import GatewayConfig
+from citynerve.gateway.control import ControlError, GatewayNotRunningError, ask
 from citynerve.gateway.diagbus import DiagSession
 
 PROTOCOL = "bthome"
@@ -141,6 +143,54 @@ def scan(
         _table(devices, where, duration)
     if not ok:
         raise SystemExit(EXIT_FAILED)
+
+
+@ble.command("reset-counter")
+@click.argument("device")
+@config_option
+@json_option
+def reset_counter(device: str, config_path: Path, as_json: bool) -> None:
+    """Forget a BLE node's replay counter, so that its next advert is accepted.
+
+    For a node whose flash was erased and that kept its key: its encryption counter started again
+    at 1, and the gateway refuses every advert below the last one it accepted (status: counter
+    restarted). Provisioning it anew with a new key needs no reset (each key has its own counter).
+    Only reset a node you have just reflashed: any advert of it ever captured is accepted once
+    more until the node's counter passes it again. Runs through the running gateway (its store
+    holds the counters); exits 1 when no gateway answers, 2 when DEVICE is no BLE node of the config.
+
+    \b
+    citynerve diag ble reset-counter mh-0001
+    """
+    cfg = load_or_exit(config_path)
+    dev = next((d for d in cfg.devices if d.id == device), None)
+    bus = next((b for b in cfg.buses if dev is not None and b.id == dev.bus), None)
+    if dev is None or bus is None or bus.protocol != PROTOCOL:
+        nodes = [d.id for d in cfg.devices for b in cfg.buses if b.id == d.bus and b.protocol == PROTOCOL]
+        fail(
+            f"no BLE node {device!r} in {config_path} (BLE nodes: {', '.join(nodes[:10]) or 'none'}"
+            f"{', ...' if len(nodes) > 10 else ''})",
+            EXIT_INVALID,
+        )
+    socket = Path(cfg.control.socket)
+    try:
+        result = asyncio.run(
+            ask(socket, "diag", bus=bus.id, action="reset-counter", params={"device": device})
+        )
+    except GatewayNotRunningError as err:
+        fail(f"{err}: the counters are in the running gateway's store; start it, then run this again")
+    except (ControlError, GatewayError, OSError) as err:
+        fail(f"bus {bus.id}: device {device}: counter not reset: {err}")
+    if as_json:
+        print_json({"ok": True, "bus": bus.id, **dict(result or {})})
+        return
+    was = (result or {}).get("was")
+    console.print(
+        f"{device}: replay counter reset (was {'not loaded' if was is None else was}); "
+        "its next advert is accepted",
+        highlight=False,
+        markup=False,
+    )
 
 
 def _table(devices: list[dict[str, Any]], where: str, duration: float) -> None:

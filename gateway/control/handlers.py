@@ -3,6 +3,7 @@ the request handlers over the running Gateway `gw` (moved from runtime.py)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,11 @@ if TYPE_CHECKING:
     from citynerve.gateway.runtime import Gateway
 
 __all__ = ["control_handlers"]
+
+RESET_COUNTER = "reset-counter"
+"""The BLE driver's action that forgets a node's replay counter (`citynerve diag ble reset-counter`)."""
+
+audit = logging.getLogger("gateway.audit")
 
 
 def control_handlers(gw: Gateway) -> dict[str, Any]:
@@ -29,9 +35,16 @@ def control_handlers(gw: Gateway) -> dict[str, Any]:
         if owner is None:
             raise PermanentError(f"no running bus {field(req['bus'])}")
         action, params = str(req["action"]), dict(req.get("params") or {})
+        who = str(req.get(PEER, "unknown peer"))
+        if action == RESET_COUNTER:  # lowers a node's replay protection: who did it is kept
+            audit.warning(
+                "replay counter reset by local %s: bus %s device %s",
+                who,
+                field(owner.bus.id),
+                field(params.get("device")),
+            )
         if action != RAW_WRITE:
             return await owner.diag(action, params)
-        who = str(req.get(PEER, "unknown peer"))
         return await audited_raw_write(
             gw.config, owner.bus.id, who, params, lambda: owner.diag(action, params)
         )

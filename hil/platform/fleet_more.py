@@ -124,6 +124,14 @@ def read(
     _send(ctx, "device_read", args)
 
 
+@fleet.command("reset-counter")
+@click.argument("device")
+@click.pass_context
+def reset_counter(ctx: click.Context, device: str) -> None:
+    """Forget a BLE node's replay counter (a node reflashed with its old key; configure permission)."""
+    _send(ctx, "reset_counter", {"device_id": device})
+
+
 @fleet.command()
 @click.option("--journal-lines", type=int, default=2000, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)

@@ -11,6 +11,7 @@ from ble_support import KEY, MAC, MemoryState, RecordingSink, bus_config, manhol
 from pydantic import ValidationError
 
 from citynerve.drivers.bthome import DRIVER, BTHomeDevice, BTHomeDriver, BTHomePoint, RejectReason, codec
+from citynerve.drivers.bthome.replay import counter_key, key_fingerprint
 from citynerve.gateway.api import ConfigError, EventState, PermanentError, Severity
 from citynerve.hil.sim.ble import BTHomeNode, ManholeCoverNode, VirtualAdvertiser, VirtualRadio
 
@@ -98,7 +99,7 @@ async def test_counter_survives_gateway_restart(radio: VirtualRadio, listening: 
     old = await node.state(tilt_deg=1.0)
     await sink.wait_for(lambda: len(sink.batches) == 1)
     await driver.close()  # flushes the counter
-    assert state.data["bthome.counter." + MAC] == "10"
+    assert state.data[counter_key(MAC, key_fingerprint(KEY))] == "10"
 
     driver2, sink2 = await listening([manhole_device()], state)
     replayer = VirtualAdvertiser(radio, "A4:C1:38:00:00:01")
@@ -112,14 +113,19 @@ async def test_counter_survives_gateway_restart(radio: VirtualRadio, listening: 
 
 async def test_reset_counter_for_a_replaced_node(radio: VirtualRadio, listening: Any) -> None:
     state = MemoryState()
-    state.data["bthome.counter." + MAC] = "5000"
+    state.data["bthome.counter." + MAC] = "5000"  # an older release's, by MAC: this key's
     driver, sink = await listening([manhole_device()], state)
     node = ManholeCoverNode(radio, MAC, key=KEY, counter=1)  # new node, counter from 1
     await node.state(tilt_deg=1.0)
     await asyncio.sleep(0.15)
     # every copy of the burst is heard and refused
     assert sink.batches == [] and driver.stats()["mh-1"].rejected[RejectReason.REPLAY] >= 1
-    assert await driver.diag("reset-counter", {"device": "mh-1"}) == {"device": "mh-1", "counter": None}
+    assert await driver.diag("reset-counter", {"device": "mh-1"}) == {
+        "device": "mh-1",
+        "counter": None,
+        "was": 5000,
+    }
+    assert driver.stats()["mh-1"].rejected == {}  # its refusals as replays no longer describe it
     await node.state(tilt_deg=1.5)
     await sink.wait_for(lambda: len(sink.batches) == 1)
     with pytest.raises(PermanentError):

@@ -11,6 +11,7 @@ from pathlib import Path
 from ble_support import KEY, MAC, bus_config, manhole_device
 
 from citynerve.drivers.bthome import BTHomeDriver, RejectReason, codec
+from citynerve.drivers.bthome.replay import counter_key, key_fingerprint
 from citynerve.gateway.api import EventState, Reading
 from citynerve.gateway.pipeline import Pipeline
 from citynerve.gateway.store import AsyncOutbox, Lane, OutboxWriter
@@ -100,5 +101,5 @@ async def test_firmware_to_outbox(radio: VirtualRadio, tmp_path: Path) -> None:
     assert stats.rejected[RejectReason.MALFORMED] == 1
     # the last accepted counter is in the store, for the next gateway start
     last = codec.parse(fw[2].service_data, mac=MAC, key=KEY).counter
-    assert await outbox.get("bthome.counter." + MAC) == str(last)
+    assert await outbox.get(counter_key(MAC, key_fingerprint(KEY))) == str(last)
     await outbox.close()

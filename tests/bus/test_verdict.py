@@ -183,3 +183,30 @@ def test_radio_node_heard_and_accepted_is_online_with_rssi() -> None:
     radio = RadioFacts(accepted=10, last_seen=1.0, last_rssi=-70)
     v = judge_bus({"n1": facts("n1", Counts(), online=True, radio=radio)}, settings="ble")
     assert v.devices["n1"].state is DeviceState.ONLINE and "-70 dBm" in v.devices["n1"].reason
+
+
+def test_radio_node_with_another_key_names_both_places_a_key_comes_from() -> None:
+    radio = RadioFacts(accepted=0, rejected={"wrong_key": 4}, last_error="MIC check failed for AA:BB")
+    reason = (
+        judge_bus({"n1": facts("n1", Counts(), online=False, radio=radio)}, settings="ble")
+        .devices["n1"]
+        .reason
+    )
+    assert "device_fw/tools/provision.py" in reason and "n1.key" in reason  # CityNerve's own nodes
+    assert "label or app" in reason  # other sensors
+
+
+def test_radio_node_whose_counter_restarted_names_the_remedy() -> None:
+    """A node reflashed (counter from 1, far below the last accepted): refused as replays, never
+    let in by itself; the reason says what the technician can do."""
+    radio = RadioFacts(
+        accepted=1, rejected={"replay": 9}, last_error="counter 3 ... far below it", counter_restarted=True
+    )
+    d = judge_bus({"n1": facts("n1", Counts(), online=False, radio=radio)}, settings="ble").devices["n1"]
+    assert d.cause is Cause.COUNTER_RESTARTED and d.state is DeviceState.OFFLINE
+    assert "counter restarted (node reflashed?): provision it anew with a new key" in d.reason
+    assert "citynerve diag ble reset-counter n1" in d.reason
+    # a replay just below the last counter (a re-ordered or replayed advert): no such advice
+    radio = RadioFacts(accepted=1, rejected={"replay": 9}, last_error="counter 99 ...")
+    d = judge_bus({"n1": facts("n1", Counts(), online=False, radio=radio)}, settings="ble").devices["n1"]
+    assert d.cause is Cause.REJECTED_ADVERTS and "reset-counter" not in d.reason
