@@ -10,6 +10,8 @@ import asyncio
 import itertools
 import json
 import os
+import signal
+import socket
 import sys
 import textwrap
 import time
@@ -194,3 +196,68 @@ async def test_a_scan_through_the_gateway_lets_the_detectors_be_polled(
     for unit in POLLED:
         gap = _largest_gap(peer.banks[unit].stamps, started + 2.0, ended - 0.5)
         assert gap < 3.0, f"unit {unit}: {gap:.1f} s without a poll during the scan"
+
+
+async def _diag_read(config: Path) -> tuple[int, str, str]:
+    """`citynerve diag modbus read` of a polled detector: exit code, stdout, stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "citynerve.gateway.cli", "diag", "modbus", "read", "-c", str(config)),
+        *("--bus", "tcp-1", "--unit", "1", "--address", "0", "--json"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_a_busy_control_socket_is_not_taken_for_a_stopped_gateway(
+    gateway: GatewayProcess, peer: Peer, tmp_path: Path
+) -> None:
+    sock = tmp_path / "var" / "gw.sock"
+    await _all_online(gateway, sock)
+    # Stuck clients take every connection the control socket allows (MAX_CLIENTS, 16).
+    held: list[socket.socket] = []
+    try:
+        while True:
+            try:
+                await ask(sock, "ping", timeout_s=5.0)
+            except ControlError as err:
+                assert err.type == "Busy"
+                break
+            assert len(held) < 64, "the control socket never said Busy"
+            c = socket.socket(socket.AF_UNIX)
+            c.connect(str(sock))
+            held.append(c)
+        connected = len(peer.connections)
+        code, out, err = await _diag_read(gateway.config)
+    finally:
+        for c in held:
+            c.close()
+    # Before, diag took Busy for "no gateway", opened its own connection to the line the gateway
+    # polls (two masters) and printed the register with `route: direct`.
+    assert code == 1, out
+    assert out == ""
+    assert "the gateway is running but did not answer" in err and "Busy" in err and "retry" in err
+    assert len(peer.connections) == connected  # nobody but the gateway's bus on the line
+    # Once the stuck clients are gone, the same command goes through the gateway.
+    code, out, err = await _diag_read(gateway.config)
+    assert code == 0, err
+    assert json.loads(out)["route"] == "gateway"
+
+
+async def test_a_gateway_too_slow_to_answer_is_not_taken_for_a_stopped_one(
+    gateway: GatewayProcess, peer: Peer, tmp_path: Path
+) -> None:
+    await _all_online(gateway, tmp_path / "var" / "gw.sock")
+    assert gateway.proc is not None
+    gateway.proc.send_signal(signal.SIGSTOP)  # its socket still takes connections; nothing answers
+    connected = len(peer.connections)
+    try:
+        code, out, err = await _diag_read(gateway.config)
+    finally:
+        gateway.proc.send_signal(signal.SIGCONT)
+    assert code == 1, out
+    assert out == ""
+    assert "the gateway is running but did not answer" in err and "Timeout" in err
+    assert len(peer.connections) == connected
