@@ -2,8 +2,9 @@
 
 While `citynerve run` runs, its bus owner is the only master on each RS-485 line, so a technician's
 scan or raw read must go through it (control op `diag`); two masters on one line garble each other's
-frames. When no gateway answers on the control socket, the action opens the bus itself with the
-configured driver, runs, and closes.
+frames. When no gateway runs (no control socket, or one a stopped gateway left), the action opens
+the bus itself with the configured driver, runs, and closes. A gateway that is there but does not
+answer (its socket busy, the gateway slow) is not "no gateway": diag refuses and says to retry.
 
 `DiagSession` keeps one route for several actions (a scan split into chunks for a progress bar opens
 the port once); `bus_diag` is the one-shot form the CLI commands of other areas call.
@@ -20,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from citynerve.gateway.api import ChannelError, Driver, GatewayError, PermanentError
+from citynerve.gateway.api import ChannelError, Driver, GatewayError, PermanentError, TransientError
 from citynerve.gateway.bus import linetest, probe
 from citynerve.gateway.config import GatewayConfig
 from citynerve.gateway.control import ControlError, GatewayNotRunningError, ask, typed_error
@@ -30,12 +31,16 @@ __all__ = [
     "ControlSocketDeniedError",
     "DiagRoute",
     "DiagSession",
+    "GatewayNotAnsweringError",
     "RawWriteRefusedError",
     "UnknownBusError",
     "audited_raw_write",
     "bus_diag",
     "check_raw_write",
 ]
+
+PING_TIMEOUT_S = 2.0
+"""How long diag waits for the running gateway's answer before it refuses (GatewayNotAnsweringError)."""
 
 RAW_WRITE = "write"
 """The diagnostic action that writes registers or coils by address, bypassing the point table."""
@@ -68,6 +73,22 @@ class ControlSocketDeniedError(PermanentError):
         super().__init__(
             f"a gateway may be running but its control socket {socket} is not accessible to this user: "
             "run as a member of the citynerve group (or root)"
+        )
+
+
+class GatewayNotAnsweringError(TransientError):
+    """A gateway runs (its control socket takes connections) but did not answer diag's ping: the
+    socket is busy (`Busy`: its connections are all taken) or the gateway is slow (`Timeout`).
+    Opening the port directly instead would make a second master on a line the gateway polls (on
+    a serial bus, a "port in use" that reads as if the service were stopped), so diag refuses;
+    `reason` is the control socket's (`ControlError.type`: message)."""
+
+    def __init__(self, socket: Path, reason: str) -> None:
+        self.socket = socket
+        self.reason = reason
+        super().__init__(
+            f"the gateway is running but did not answer on its control socket {socket} ({reason}): "
+            "retry in a moment (diag does not open the bus itself while the gateway polls it)"
         )
 
 
@@ -163,7 +184,8 @@ class DiagSession:
 
     On enter it asks the control socket whether a gateway runs; if so every `run` goes through it,
     else it opens the bus's driver once (ChannelError: missing port, port in use) and closes it on
-    exit. `route` tells which was taken.
+    exit. `route` tells which was taken. A gateway that runs but does not answer (control socket
+    busy, gateway slow) is refused with GatewayNotAnsweringError, never bypassed.
     """
 
     def __init__(self, config: GatewayConfig, bus_id: str, *, timeout_s: float = 120.0) -> None:
@@ -284,12 +306,19 @@ def _denied(socket: Path) -> bool:
 
 
 async def _gateway_answers(socket: Path) -> bool:
+    """True when a gateway answers; False only when none runs (no socket, or one left by a stopped
+    gateway). A gateway that is there but busy or slow raises GatewayNotAnsweringError: going
+    direct then made two masters on one line."""
     if _denied(socket):
         raise ControlSocketDeniedError(socket)
     try:
-        await ask(socket, "ping", timeout_s=2.0)
-    except (GatewayNotRunningError, ControlError, OSError):
+        await ask(socket, "ping", timeout_s=PING_TIMEOUT_S)
+    except GatewayNotRunningError:
         return False
+    except ControlError as err:
+        raise GatewayNotAnsweringError(socket, f"{err.type}: {err.message}") from err
+    except OSError as err:  # this process could not even ask (out of descriptors): do not guess
+        raise GatewayNotAnsweringError(socket, err.strerror or str(err)) from err
     return True
 
 

@@ -5,7 +5,8 @@ Every result is a JSON-able dict; bad parameters raise `DiagParamError` naming t
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from citynerve.drivers.modbus.codec import (
@@ -20,6 +21,7 @@ from citynerve.gateway.api import (
     DeviceExceptionError,
     DeviceTimeoutError,
     DiagParamError,
+    DiagSteps,
     FrameError,
     PermanentError,
 )
@@ -88,41 +90,63 @@ def _read_call(table: str, address: int, count: int, unit: int) -> Any:
     return call
 
 
-async def _scan(channel: ModbusChannel, params: Mapping[str, Any], bus_timeout: float) -> dict[str, Any]:
+def scan_steps(channel: ModbusChannel, params: Mapping[str, Any], bus_timeout: float) -> DiagSteps:
+    """`scan`, one step per unit id: the bus owner runs each as its own job, with the polls due
+    in between (a scan as one job held the line for units x timeout: 8 minutes at 60 s)."""
     first = _int(params, "scan", "first", 1, 1, 247)
     last = _int(params, "scan", "last", 247, first, 247)
     table = _choice(params, "scan", "table", "holding", TABLES)
     address = _int(params, "scan", "address", 0, 0, 65535)
     timeout = _timeout(params, "scan", min(bus_timeout, 0.2))
-    answered: list[dict[str, Any]] = []
-    garbled: list[int] = []
-    behind_gateway: list[int] = []  # exception 10/11: the gateway's word that nothing answered there
-    for unit in range(first, last + 1):
-        try:
-            await channel.transact(f"unit {unit}", unit, (), timeout, _read_call(table, address, 1, unit))
-        except DeviceTimeoutError:
-            continue
-        except DeviceExceptionError as err:
-            if err.code in GATEWAY_NO_TARGET:  # a TCP gateway answering for a unit it cannot reach
-                behind_gateway.append(unit)
-                continue
-            # An exception reply still proves a device with this unit id is on the line.
-            answered.append({"unit": unit, "reply": "exception", "exception_code": err.code})
-            continue
-        except FrameError:
-            garbled.append(unit)
-            continue
-        answered.append({"unit": unit, "reply": "data"})
-    return {
-        "action": "scan",
-        "table": table,
-        "address": address,
-        "scanned": [first, last],
-        "timeout_s": timeout,
-        "answered": answered,
-        "garbled": garbled,
-        "gateway_no_answer": behind_gateway,
-    }
+
+    def ask(unit: int) -> Callable[[], Awaitable[_UnitReply]]:
+        async def step() -> _UnitReply:
+            call = _read_call(table, address, 1, unit)
+            try:
+                await channel.transact(f"unit {unit}", unit, (), timeout, call)
+            except DeviceTimeoutError:
+                return _UnitReply(unit, "silent")
+            except DeviceExceptionError as err:
+                if err.code in GATEWAY_NO_TARGET:  # a TCP gateway answering for a unit it cannot reach
+                    return _UnitReply(unit, "gateway_no_answer")
+                # An exception reply still proves a device with this unit id is on the line.
+                return _UnitReply(unit, "exception", err.code)
+            except FrameError:
+                return _UnitReply(unit, "garbled")
+            return _UnitReply(unit, "data")
+
+        return step
+
+    def join(replies: list[_UnitReply]) -> dict[str, Any]:
+        answered: list[dict[str, Any]] = []
+        for r in replies:
+            if r.reply == "data":
+                answered.append({"unit": r.unit, "reply": "data"})
+            elif r.reply == "exception":
+                answered.append({"unit": r.unit, "reply": "exception", "exception_code": r.code})
+        return {
+            "action": "scan",
+            "table": table,
+            "address": address,
+            "scanned": [first, last],
+            "timeout_s": timeout,
+            "answered": answered,
+            "garbled": [r.unit for r in replies if r.reply == "garbled"],
+            # exception 10/11: the gateway's word that nothing answered there
+            "gateway_no_answer": [r.unit for r in replies if r.reply == "gateway_no_answer"],
+        }
+
+    return DiagSteps(tuple(ask(unit) for unit in range(first, last + 1)), join)
+
+
+@dataclass(frozen=True, slots=True)
+class _UnitReply:
+    """What one unit id of a scan gave: data, exception (with its code), garbled,
+    gateway_no_answer (a TCP gateway's exception 10/11) or silent."""
+
+    unit: int
+    reply: str
+    code: int | None = None
 
 
 async def _read(channel: ModbusChannel, params: Mapping[str, Any], bus_timeout: float) -> dict[str, Any]:
@@ -284,7 +308,7 @@ async def run_diag(
 ) -> dict[str, Any]:
     """Run one technician action; see the module docstring."""
     if action == "scan":
-        return await _scan(channel, params, bus_timeout)
+        return await scan_steps(channel, params, bus_timeout).run()
     if action == "read":
         return await _read(channel, params, bus_timeout)
     if action == "write":

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from citynerve.drivers.modbus._channel import READ_FUNCTION, ModbusChannel
-from citynerve.drivers.modbus._diag import run_diag
+from citynerve.drivers.modbus._diag import run_diag, scan_steps
 from citynerve.drivers.modbus._plan import DecodePlan, decode_plan, decode_samples
 from citynerve.drivers.modbus.codec import GATEWAY_NO_TARGET, CodecError, encode_value
 from citynerve.drivers.modbus.config import (
@@ -28,6 +28,7 @@ from citynerve.drivers.modbus.planner import Limits, PointSpan, plan_reads
 from citynerve.gateway.api import (
     DeviceExceptionError,
     DeviceUnreachableError,
+    DiagSteps,
     FrameError,
     FrameFault,
     PollDriver,
@@ -314,3 +315,7 @@ class ModbusDriver(PollDriver[ModbusBusConfig, ModbusDeviceConfig]):
 
     async def diag(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
         return await run_diag(self.channel, self.bus.timeout_s, action, params)
+
+    def diag_steps(self, action: str, params: Mapping[str, Any]) -> DiagSteps | None:
+        """A scan runs one unit id per owner job."""
+        return scan_steps(self.channel, params, self.bus.timeout_s) if action == "scan" else None

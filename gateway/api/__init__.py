@@ -24,6 +24,7 @@ from citynerve.gateway.api._config import (
     read_secret_file,
 )
 from citynerve.gateway.api._driver import (
+    DiagSteps,
     Driver,
     DriverSpec,
     FrameDecoder,
@@ -83,6 +84,7 @@ __all__ = [
     "DeviceTimeoutError",
     "DeviceUnreachableError",
     "DiagParamError",
+    "DiagSteps",
     "Driver",
     "DriverSpec",
     "Event",

@@ -40,6 +40,9 @@ class _Job:
     run: Callable[[Driver[Any, Any]], Awaitable[Any]]
     future: asyncio.Future[Any]
     name: str
+    polls_before: float | None = None
+    """A step of a longer diag (a scan's unit, a line test's transaction): loop time it was queued;
+    the polls due by then run first, so polling keeps its pace however many steps follow."""
 
 
 async def run_job(job: _Job, driver: Driver[Any, Any], *, name: str) -> BaseException | None:

@@ -70,6 +70,13 @@ log = logging.getLogger("citynerve.bus")
 T = TypeVar("T")
 
 
+def _step(step: Callable[[], Awaitable[T]]) -> Callable[[Driver[Any, Any]], Awaitable[T]]:
+    async def run(_: Driver[Any, Any]) -> T:
+        return await step()
+
+    return run
+
+
 def _retried(err: GatewayError) -> bool:
     """Whether a poll asks again (within the bus's `retries`): transient errors, and exception
     replies the protocol calls transient (Modbus 5 acknowledge, 6 busy)."""
@@ -195,6 +202,10 @@ class BusOwner(DeviceStates, ChannelLoss):
             return await linetest.line_test_with(
                 self.driver, list(self.devices.values()), self.bus, params, self._line_transact
             )
+        steps = self.driver.diag_steps(action, params)
+        if steps is not None:  # a scan: one job per unit id, the polls due run between them
+            results = [await self._submit(_step(step), f"diag {action}", step=True) for step in steps.steps]
+            return steps.join(results)
 
         async def run(drv: Driver[Any, Any]) -> dict[str, Any]:
             return await drv.diag(action, params)
@@ -221,7 +232,7 @@ class BusOwner(DeviceStates, ChannelLoss):
         async def run(_: Driver[Any, Any]) -> object:
             return await driver.read(device, request)
 
-        return await self._submit(run, f"line test {device.id}")
+        return await self._submit(run, f"line test {device.id}", step=True)
 
     async def restart(self) -> None:
         """Close and reopen the channel (platform command 'restart bus')."""
@@ -271,9 +282,14 @@ class BusOwner(DeviceStates, ChannelLoss):
         except KeyError:
             raise PermanentError(f"no device {device_id!r} on bus {self.bus.id}") from None
 
-    async def _submit(self, run: Callable[[Driver[Any, Any]], Awaitable[T]], name: str) -> T:
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._jobs.append(_Job(run, future, name))
+    async def _submit(
+        self, run: Callable[[Driver[Any, Any]], Awaitable[T]], name: str, *, step: bool = False
+    ) -> T:
+        """Queue a job and wait for its result. `step`: one of many of a diag (a scan's unit): the
+        polls due by the time it is queued run before it (a job otherwise goes before polls)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.append(_Job(run, future, name, loop.time() if step else None))
         self._wakeup.set()
         return await future
 
@@ -374,7 +390,7 @@ class BusOwner(DeviceStates, ChannelLoss):
                     self._count_missed_polls(loop.time())
                     await self._wait(self._channel_down_wait(loop.time()))
                     continue
-            if self._jobs:
+            if self._jobs and not self._polls_owed(self._jobs[0], loop.time()):
                 await self._run_job(self._jobs.popleft())
                 continue
             if not self._heap:
@@ -393,6 +409,13 @@ class BusOwner(DeviceStates, ChannelLoss):
                 await self._poll(entry, loop.time())
             except Exception as err:  # a bug around one device faults that device, not the bus
                 self._fault(self.devices[entry.device_id], f"poll raised {err!r}", loop.time())
+
+    def _polls_owed(self, job: _Job, now: float) -> bool:
+        """Whether a poll due before the step `job` was queued is still to run: it goes first. Only
+        those: polls falling due meanwhile wait for the step, so a busy bus still ends the scan."""
+        if job.polls_before is None or not self._heap:
+            return False
+        return self._heap[0].due <= min(job.polls_before, now)
 
     def progress_at(self) -> float:
         """Monotonic time of the owner's last progress, for the service watchdog. A technician's

@@ -123,4 +123,9 @@ def store() -> None:
 
 @main.group(cls=_LazyDiag)
 def diag() -> None:
-    """Diagnostics for field technicians. Every check has --json and exits non-zero on failure."""
+    """Diagnostics for field technicians. Every check has --json and exits non-zero on failure.
+
+    A check on a configured bus (--bus) goes through the running gateway, else opens the port
+    itself; a gateway that runs but does not answer (its control socket busy, the gateway slow) is
+    refused with exit 1 and "retry", never bypassed (two masters on one line).
+    """

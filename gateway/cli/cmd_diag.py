@@ -164,7 +164,9 @@ def modbus_scan(
 ) -> None:
     """Find which unit ids answer on a Modbus bus (one read each; an exception reply counts).
 
-    Shows a progress bar and a table of what answered. Exits 1 when nothing answered.
+    Through the running gateway one unit id at a time, with the polls due run between them, so
+    polling goes on; each unit holds the line for at most --timeout. Shows a progress bar and a
+    table of what answered. Exits 1 when nothing answered.
     """
     if last < first:
         fail(f"--to {last} is below --from {first}", EXIT_INVALID)
