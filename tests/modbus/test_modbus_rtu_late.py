@@ -139,14 +139,16 @@ async def test_a_late_reply_is_dropped_not_taken_for_the_next_read_of_the_same_s
 async def test_a_reply_still_arriving_when_the_grace_ends_is_heard_out_before_the_next_request(
     timeout_s: float,
 ) -> None:
-    # 300 baud: t3.5 is 128 ms; the late reply's 9 bytes come 10 ms apart, its first byte 0.05 s
-    # before the grace ends: the next request waits for t3.5 of silence after its last byte. Also
-    # with the grace as long as its cap (the default timeout_s): the wait for silence has its own.
+    # 300 baud: t3.5 is 128 ms; the late reply's 9 bytes come 50 ms apart (78 ms short of a
+    # silence), its first byte 0.2 s before the grace ends and its last 0.2 s after: the next
+    # request waits for t3.5 of silence after its last byte. The margins hold on a loaded machine
+    # (the meter shares the test's event loop). Also with the grace as long as its cap (the
+    # default timeout_s): the wait for silence has its own.
     gap = silent_interval_s(300)
     async with slow_meter_line(baudrate=300, timeout_s=timeout_s) as (meter, driver):
         at0, at100 = driver.plan(METER)
         request_time = 8 * 11 / 300  # the timeout counts from the request's last byte
-        meter.delay_s, meter.byte_gap_s = 2 * timeout_s + request_time - 0.05, 0.01
+        meter.delay_s, meter.byte_gap_s = 2 * timeout_s + request_time - 0.2, 0.05
         with pytest.raises(DeviceTimeoutError):
             await driver.read(METER, at0)
         meter.delay_s, meter.byte_gap_s = 0.0, 0.0
