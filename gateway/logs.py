@@ -86,7 +86,8 @@ class _RedactingFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts (UTC ISO 8601), level, logger, msg, and exc when there is one."""
+    """One JSON object per line: ts (UTC ISO 8601), level, logger, msg, `destination` on an uplink's
+    lines (the `[[upstream]] id`), and exc when there is one."""
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -96,6 +97,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        destination = getattr(record, "destination", None)  # set by the uplink's DestinationLog
+        if isinstance(destination, str):
+            out["destination"] = destination
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return redact(json.dumps(out, ensure_ascii=False))

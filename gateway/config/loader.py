@@ -244,8 +244,8 @@ class _Loader:
             ],
             security.allow_insecure_secret_files or self.allow_insecure_secrets,
         )
-        for d in destinations:
-            self.warnings.extend(weak_settings(d, self.file))
+        for i, d in enumerate(destinations):
+            self.warnings.extend(weak_settings(d, self.file, _where("upstream", i, destinations)))
         holders = [w for i, d in enumerate(devices) for w in inline_secrets(d, f"devices[{i}]")]
         if (warning := config_file_warning(self.path, holders)) is not None:
             self.warnings.append(warning)

@@ -132,16 +132,29 @@ def config_file_warning(path: Path, holders: list[str]) -> ConfigIssue | None:
     )
 
 
-def weak_settings(upstream: Any, file: str) -> list[ConfigIssue]:
-    """Warnings for uplink settings that are allowed but weaken security."""
+def weak_settings(upstream: Any, file: str, where: str = "upstream") -> list[ConfigIssue]:
+    """Warnings for uplink settings that are allowed but weaken security or delivery (`where`: the
+    destination's key path, `upstream` or `upstream[i]`)."""
     out: list[ConfigIssue] = []
     if upstream is None:
         return out
+    if upstream.protocol == "3.1.1" and not upstream.e2e_ack:
+        # docs/uplink.md, "What a broker refuses"
+        drop = "warning: under MQTT 3.1.1 a broker may acknowledge a publish it drops (Mosquitto 2.0 does"
+        note = (
+            f"{drop} for a topic its ACL denies) and Sparkplug B has no platform acks: such rows are "
+            'lost unseen; check the broker\'s ACL, or use protocol = "5"'
+            if upstream.encoding == "sparkplug-b"
+            else f"{drop} for a topic its ACL denies, then closes the connection: the gateway keeps those "
+            "rows; a broker that stays connected loses them unseen): set e2e_ack = true so rows leave "
+            "only on the platform's ack"
+        )
+        out.append(ConfigIssue(file, f"{where}.protocol", note))
     if not upstream.tls.verify:
         out.append(
             ConfigIssue(
                 file,
-                "upstream.tls.verify",
+                f"{where}.tls.verify",
                 "warning: TLS server verification is off: anyone on the path can pose as the broker",
             )
         )
@@ -151,7 +164,7 @@ def weak_settings(upstream: Any, file: str) -> list[ConfigIssue]:
         out.append(
             ConfigIssue(
                 file,
-                "upstream.brokers",
+                f"{where}.brokers",
                 f"warning: the broker password is sent in clear text to {', '.join(plain)}: use mqtts://",
             )
         )

@@ -12,12 +12,11 @@ from collections import deque
 from dataclasses import dataclass
 
 from citynerve.gateway.store import DEFAULT_DESTINATION, AsyncOutbox, Lane, position_key
+from citynerve.gateway.uplink._connection import UplinkClient
 from citynerve.gateway.uplink.config import UpstreamConfig
 from citynerve.gateway.uplink.destinations import DestinationFilter
 from citynerve.gateway.uplink.encoding import PlatformAck, RowBatch
 from citynerve.gateway.uplink.json_v1 import LANE_NAMES
-
-log = logging.getLogger("citynerve.gateway.uplink._uplink")  # the Uplink's logger, as before the split
 
 LANES = (Lane.EVENT, Lane.TELEMETRY)
 CHAIN_KEY = "uplink.ack_seq.{lane}.chain"  # + ".<destination>" but for the default one
@@ -27,7 +26,8 @@ CHAIN_KEY = "uplink.ack_seq.{lane}.chain"  # + ".<destination>" but for the defa
 class _InFlight:
     batch: RowBatch
     sent: float  # time.monotonic() when handed to the client
-    done: bool = False
+    done: bool = False  # PUBACKed (MQTT 3.1.1: and the connection lived on after it), or left out
+    puback: int | None = None  # the client's `heard` when its PUBACK was taken
 
 
 class UplinkAcks:
@@ -35,9 +35,11 @@ class UplinkAcks:
 
     config: UpstreamConfig
     destination: str
+    _log: logging.LoggerAdapter[logging.Logger]
     _outbox: AsyncOutbox
     _filter: DestinationFilter
     _e2e: bool
+    _confirm_pubacks: bool  # MQTT 3.1.1 without e2e acks: `_confirm`
     _ack_wake: asyncio.Event
     _events_clear: int
     _ack_seq: dict[Lane, int]
@@ -68,8 +70,8 @@ class UplinkAcks:
                 continue
             if now - self._ack_progress_t[lane] < self.config.e2e_resend_after_s:
                 continue
-            log.info(
-                "uplink: no e2e ack for %s since %.0f s; resending from seq %d",
+            self._log.info(
+                "no e2e ack for %s since %.0f s; resending from seq %d",
                 LANE_NAMES[lane],
                 self.config.e2e_resend_after_s,
                 self._platform_seq[lane],
@@ -91,6 +93,23 @@ class UplinkAcks:
                 self._puback_chain[lane] = batch.last_seq
         if not self._e2e:
             self._ack_wake.set()
+
+    def _confirm(self, client: UplinkClient) -> None:
+        """MQTT 3.1.1: a PUBACK the broker followed with another packet (a later PUBACK; a PINGRESP
+        within `keepalive_s` of quiet) settles its message; one followed by the connection's end
+        does not: sent again. (Packets read before the message's task resumed count as earlier.)"""
+        if not self._confirm_pubacks:
+            return
+        for lane in LANES:
+            confirmed = False
+            for entry in self._inflight[lane]:
+                if entry.done:
+                    continue
+                if entry.puback is None or entry.puback >= client.heard:
+                    break
+                entry.done = confirmed = True
+            if confirmed:
+                self._settle(lane)
 
     # ------------------------------------------------------------------ acks
     def _platform_has_all(self, lane: Lane) -> bool:
@@ -153,8 +172,8 @@ class UplinkAcks:
 
     def _on_platform_ack(self, ack: PlatformAck) -> None:
         if ack.epoch is not None and ack.epoch != self._outbox.epoch:
-            log.info(
-                "uplink: ignored an e2e ack for store epoch %r (ours is %s)",
+            self._log.info(
+                "ignored an e2e ack for store epoch %r (ours is %s)",
                 ack.epoch[:32],
                 self._outbox.epoch,
             )
@@ -166,8 +185,8 @@ class UplinkAcks:
             now = time.monotonic()
             if now - self._bogus_ack_t >= self.config.e2e_resend_after_s:
                 self._bogus_ack_t = now
-                log.warning(
-                    "uplink: ignored an e2e ack for %s seq %d: this outbox's seqs are all below %d",
+                self._log.warning(
+                    "ignored an e2e ack for %s seq %d: this outbox's seqs are all below %d",
                     LANE_NAMES[ack.lane],
                     ack.seq,
                     self._outbox.next_seq,

@@ -9,6 +9,7 @@ import errno
 import logging
 import ssl
 import time
+from collections.abc import MutableMapping
 from typing import Any
 
 import aiomqtt
@@ -27,6 +28,19 @@ log = logging.getLogger(__name__)
 MIN_PACKET_LIMIT = 4096
 """A broker's Maximum Packet Size below this is not acted on (logged; sent as if none were given):
 rows too large for it are dropped, and the `outbox_dropped` notice of a drop must itself fit."""
+
+
+class DestinationLog(logging.LoggerAdapter[logging.Logger]):
+    """The log of one destination's uplink: every line starts `uplink[<id>]: ` (two destinations
+    on one broker log apart) and carries `destination` on its record (a field of JSON log lines)."""
+
+    def __init__(self, logger: logging.Logger, destination: str) -> None:
+        super().__init__(logger, {"destination": destination})
+        self.destination = destination
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        kwargs["extra"] = {**(kwargs.get("extra") or {}), "destination": self.destination}
+        return f"uplink[{self.destination}]: {msg}", kwargs
 
 
 class _NamedTlsContext(ssl.SSLContext):
@@ -84,14 +98,31 @@ class UplinkClient(aiomqtt.Client):
       rows would leave the outbox unsent. Here the refusal is kept (`refused`), the connection is
       ended (a DISCONNECT that keeps the will: the platform sees the gateway offline) and every
       publish of this client, waiting or later, raises `PublishRefusedError`, so the session ends
-      and its rows go again in the next one. (MQTT 3.1.1 has no such code: a broker acks or
-      disconnects.)
+      and its rows go again in the next one. (MQTT 3.1.1 has no such code: a broker acks, or
+      disconnects, or both: Mosquitto 2.0 acks a publish its ACL denies, then disconnects; see
+      `heard`.)
     - `max_packet_size`: the CONNACK's Maximum Packet Size (MQTT 5), None when the broker gave none
       (or one below MIN_PACKET_LIMIT); `room(topic)` is the payload a publish on `topic` may carry.
     """
 
     max_packet_size: int | None = None
     refused: PublishRefusedError | None = None
+    heard = 0
+    """Packets read from the broker on this connection (PUBACKs, PINGRESPs, ...), counted before
+    each is handled: one read after a publish's PUBACK shows the broker kept the connection after
+    that publish (the MQTT 3.1.1 settling of `Uplink`)."""
+    destination = "default"
+    """The destination (`[[upstream]] id`) this client is for: named in its log lines."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        handle = self._client._packet_handle  # paho's one entry for every packet read
+
+        def counted() -> mqtt.MQTTErrorCode:
+            self.heard += 1
+            return handle()
+
+        self._client._packet_handle = counted  # type: ignore[method-assign]
 
     def room(self, topic: str) -> int | None:
         """The largest payload a publish on `topic` may carry (None: no known limit)."""
@@ -120,8 +151,8 @@ class UplinkClient(aiomqtt.Client):
             if limit >= MIN_PACKET_LIMIT:
                 self.max_packet_size = limit
             else:
-                log.warning(
-                    "uplink: the broker's maximum packet size %d is below %d bytes: not acted on "
+                DestinationLog(log, self.destination).warning(
+                    "the broker's maximum packet size %d is below %d bytes: not acted on "
                     "(a message over it ends the session, as with no limit given)",
                     limit,
                     MIN_PACKET_LIMIT,
@@ -202,6 +233,7 @@ def make_client(
         max_queued_outgoing_messages=0,
         **kw,
     )
+    client.destination = config.id
     # The window of in-flight publishes is deliberate; aiomqtt would warn about it past 10.
     client.pending_calls_threshold = (max_inflight or config.max_inflight) + 64
     with contextlib.suppress(RuntimeError):  # no running loop: nothing to set

@@ -32,8 +32,6 @@ from citynerve.gateway.uplink.permissions import KeyRing
 from citynerve.gateway.uplink.signing import ACK_SIGNING_CONTEXT
 from citynerve.gateway.uplink.state import LinkState, UplinkState
 
-log = logging.getLogger("citynerve.gateway.uplink._uplink")
-
 LANES = (Lane.EVENT, Lane.TELEMETRY)
 PUBACK_TIMEOUT_MIN_S = 30.0  # no PUBACK for this long (or 2 x keepalive) and the link is dead
 
@@ -44,6 +42,7 @@ class UplinkMessages:
     config: UpstreamConfig
     gateway_id: str
     destination: str
+    _log: logging.LoggerAdapter[logging.Logger]
     _outbox: AsyncOutbox
     _enc: Encoding
     _inventory: Callable[[], Iterable[Mapping[str, Any]]]
@@ -85,7 +84,7 @@ class UplinkMessages:
         try:
             msg = self._enc.inventory(seq=self._outbox.next_seq - 1, devices=self._inventory())
         except Exception as err:  # the runtime's bug must not keep readings from leaving
-            log.exception("uplink: inventory callback failed; inventory not published")
+            self._log.exception("inventory callback failed; inventory not published")
             raise CommandRejectedError(
                 RejectReason.INTERNAL, f"inventory not published: {type(err).__name__}"
             ) from err
@@ -130,7 +129,7 @@ class UplinkMessages:
             try:
                 details["gateway"] = self._status()
             except Exception:  # the runtime's figures are a bonus; never fail a status for them
-                log.exception("uplink: status callback failed")
+                self._log.exception("status callback failed")
         return self._enc.status(online=online, seq=seq, details=details)
 
     async def _status_loop(self, client: aiomqtt.Client) -> None:
@@ -163,7 +162,7 @@ class UplinkMessages:
                     summary = refused.admit("ack")
                     if summary is not None:
                         more = f"; {summary}" if summary else ""
-                        log.warning("uplink: refused an e2e ack: %s%s", err, more)
+                        self._log.warning("refused an e2e ack: %s%s", err, more)
             elif topic == self._enc.command_topic:
                 if self._processor is None:
                     continue
@@ -182,7 +181,7 @@ class UplinkMessages:
                 result = await self._processor.handle(payload)
             except Exception:  # a bug in a check must not end the session; the platform times out
                 self._inbound_refused += 1
-                log.exception("uplink: command handling failed")
+                self._log.exception("command handling failed")
                 return
             if result.answer:
                 try:
@@ -195,7 +194,7 @@ class UplinkMessages:
                     await client.publish(msg.topic, msg.payload, qos=1)
                 except Exception:  # no result may end the session (a lost link ends it anyway)
                     self._inbound_refused += 1
-                    log.exception("uplink: command result not published")
+                    self._log.exception("command result not published")
         finally:
             running.release()
 
@@ -257,8 +256,10 @@ class UplinkMessages:
                 raise ConnectionResetError(f"reconnecting: {reason}")
             now = time.monotonic()
             for lane in LANES:
-                q = self._inflight[lane]
-                if q and now - q[0].sent > limit:
+                # The oldest message without its PUBACK (MQTT 3.1.1: PUBACKed ones wait in the
+                # queue for the next packet, a PINGRESP at the latest; paho's keepalive watches that).
+                oldest = next((e for e in self._inflight[lane] if e.puback is None and not e.done), None)
+                if oldest is not None and now - oldest.sent > limit:
                     raise TimeoutError(
-                        f"no PUBACK within {limit:g} s for {LANE_NAMES[lane]} seq {q[0].batch.last_seq}"
+                        f"no PUBACK within {limit:g} s for {LANE_NAMES[lane]} seq {oldest.batch.last_seq}"
                     )

@@ -19,8 +19,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-import aiomqtt
-
 from citynerve.gateway.api import ConfigError, ConfigIssue, GatewayError, stop_task
 from citynerve.gateway.backoff import Backoff
 from citynerve.gateway.store import AsyncOutbox, Lane, OutboxRow
@@ -28,6 +26,7 @@ from citynerve.gateway.uplink._acks import LANES, UplinkAcks, _InFlight, ack_key
 from citynerve.gateway.uplink._connection import (
     LINK_ERRORS,
     STABLE_SESSION_S,
+    DestinationLog,
     RateLimiter,
     UplinkClient,
     describe_link_error,
@@ -56,7 +55,12 @@ EVENTS_PER_READ = 500
 
 
 class _SessionLost(Exception):
-    """Internal: the broker connection ended; carries the reason for the log and the snapshot."""
+    """Internal: the broker connection ended; the reason for the log and the snapshot, and whether
+    the broker refused a publish (MQTT 5)."""
+
+    def __init__(self, reason: str, *, refused: bool) -> None:
+        super().__init__(reason)
+        self.refused = refused
 
 
 class Uplink(UplinkAcks, UplinkMessages):
@@ -78,6 +82,7 @@ class Uplink(UplinkAcks, UplinkMessages):
     ) -> None:
         self.config = config
         self.destination = config.id
+        self._log = DestinationLog(log, config.id)
         self._filter = DestinationFilter.of(config)
         # More topics from the platform (filter -> handler), e.g. software update chunks: the
         # handler checks every message itself and never raises.
@@ -133,6 +138,10 @@ class Uplink(UplinkAcks, UplinkMessages):
         # End-to-end acks delete rows, so only acks signed with the platform's key count. Without a
         # key they cannot be authenticated: rows then leave on the broker's PUBACK (logged at start).
         self._e2e = config.e2e_ack and self._platform_key is not None
+        # MQTT 3.1.1 has no refusal in a PUBACK, and Mosquitto 2.0 acks a publish its ACL denies,
+        # then closes the connection: a PUBACK settles rows only once the broker sent another
+        # packet after it (`_confirm`). With e2e acks the platform's word settles them anyway.
+        self._confirm_pubacks = config.protocol == "3.1.1" and not self._e2e
         self._acks_refused = 0
         # The platform's clock against ours, from the `ts_ms` of its last signed ack (MQTT brokers
         # publish no date of their own): shown in the time-and-trust view. None: no ack yet.
@@ -221,11 +230,11 @@ class Uplink(UplinkAcks, UplinkMessages):
         """Connect, publish, fail over and reconnect until cancelled. With `enabled = false` in
         [upstream] it returns at once: the outbox keeps everything for later."""
         if not self.config.enabled:
-            log.info("uplink: disabled in [upstream]; readings stay in the outbox")
+            self._log.info("disabled in [upstream]; readings stay in the outbox")
             return
         if self.config.e2e_ack and not self._e2e:
-            log.error(
-                "uplink: e2e_ack is on but no platform key is provisioned (upstream.commands."
+            self._log.error(
+                "e2e_ack is on but no platform key is provisioned (upstream.commands."
                 "hmac_key_file or ed25519_public_key_file): acks cannot be authenticated, so rows "
                 "leave the outbox on the broker's PUBACK instead"
             )
@@ -234,11 +243,14 @@ class Uplink(UplinkAcks, UplinkMessages):
             await self._load_positions()
             while True:
                 refused_by_config = 0  # brokers of this round not tried: the config is incomplete
+                refused_by_broker = 0  # sessions of this round that ended at a refused publish
+                round_sessions = self._sessions
                 for broker in self._brokers:
                     sessions = self._sessions
                     try:
                         await self._session(broker)
                     except _SessionLost as err:
+                        refused_by_broker += err.refused
                         self._note_error(f"{broker}: {err}")
                     except ConfigError as err:  # a password or key file missing: no broker was asked
                         refused_by_config += 1
@@ -246,7 +258,7 @@ class Uplink(UplinkAcks, UplinkMessages):
                     except GatewayError as err:  # store trouble
                         self._note_error(f"{broker}: {type(err).__name__}: {err}")
                     except Exception as err:  # a bug must not end store-and-forward for good
-                        log.exception("uplink: session with %s failed", broker)
+                        self._log.exception("session with %s failed", broker)
                         self._note_error(f"{broker}: {type(err).__name__}: {err}")
                     # Stable: this attempt connected, and stayed connected long enough (a connect
                     # that only timed out after STABLE_SESSION_S is a failure, not a session).
@@ -259,13 +271,18 @@ class Uplink(UplinkAcks, UplinkMessages):
                 tries = self._backoff.attempt  # failed rounds since the last working session
                 if tries & (tries - 1) == 0:  # 1, 2, 4, 8, ...: a week's outage logs ~14 lines, not 10,000
                     # Not "no broker reachable" when none was asked: the broker may well be reachable.
-                    what = (
-                        "not connecting: the upstream config is incomplete (see the error above; "
-                        "`citynerve config check` names the key)"
-                        if refused_by_config == len(self._brokers)
-                        else "no broker reachable"
-                    )
-                    log.info("uplink: %s (%d tries); next attempt in %.1f s", what, tries, delay)
+                    if refused_by_config == len(self._brokers):
+                        what = (
+                            "not connecting: the upstream config is incomplete (see the error above; "
+                            "`citynerve config check` names the key)"
+                        )
+                    elif refused_by_broker:  # reached, and its ACL or limits said no
+                        what = "broker refused a publish (see the error above)"
+                    elif self._sessions > round_sessions:
+                        what = "connection lost soon after connecting (see the error above)"
+                    else:
+                        what = "no broker reachable"
+                    self._log.info("%s (%d tries); next attempt in %.1f s", what, tries, delay)
                 await asyncio.sleep(delay)
         finally:
             self._state = LinkState.STOPPED
@@ -283,7 +300,9 @@ class Uplink(UplinkAcks, UplinkMessages):
         # than any status of this session: `will: true` says its seq/ts are of this connect, so a
         # platform orders statuses by arrival, never by ts (docs/upstream-contract.md).
         will = self._enc.status(
-            online=False, seq=seq_now, details={"reason": "connection_lost", "will": True}
+            online=False,
+            seq=seq_now,
+            details={"reason": "connection_lost", "will": True, "destination": self.destination},
         )
         try:
             client = make_client(
@@ -303,7 +322,7 @@ class Uplink(UplinkAcks, UplinkMessages):
                 self._connected_at = time.monotonic()
                 self._state = LinkState.CONNECTED
                 self._since = time.time()
-                log.info("uplink: connected to %s", broker)
+                self._log.info("connected to %s", broker)
                 try:
                     await self._run_session(client)
                 except asyncio.CancelledError:
@@ -311,22 +330,23 @@ class Uplink(UplinkAcks, UplinkMessages):
                     # "offline" ourselves or the retained status would stay "online".
                     self._stopping = True
                     await self._goodbye(client)
+                    self._confirm(client)  # the goodbye's PUBACK came after every other one
                     raise
         except LINK_ERRORS as err:
             if self._state is not LinkState.CONNECTED:
                 self._connect_failures += 1
             drop_leaked_cancel(cancels_before)
-            raise _SessionLost(describe_link_error(err)) from None
+            raise self._lost(client, describe_link_error(err)) from None
         except BaseExceptionGroup as group:
             drop_leaked_cancel(cancels_before)
             _, rest = group.split(LINK_ERRORS)
             if rest is not None:
                 raise
-            raise _SessionLost(describe_link_error(group)) from None
+            raise self._lost(client, describe_link_error(group)) from None
         finally:
             mark_disconnect_seen(client)
             if self._state is LinkState.CONNECTED and not self._stopping:
-                log.warning("uplink: lost %s", broker)
+                self._log.warning("lost %s", broker)
             self._client = None
             self._since = None
             self._state = LinkState.CONNECTING
@@ -384,6 +404,7 @@ class Uplink(UplinkAcks, UplinkMessages):
             while True:
                 self._wake.clear()
                 self._maybe_rewind()
+                self._confirm(client)  # a PINGRESP after the last PUBACK of a quiet spell
                 # Events first, always: every pass starts with the events lane (read when a commit
                 # added events since it was last found empty).
                 high = self._high[Lane.EVENT]
@@ -487,8 +508,8 @@ class Uplink(UplinkAcks, UplinkMessages):
             msg = batch.message
             if msg is None or batch.count != 1 or client.fits(msg):
                 continue
-            log.warning(
-                "uplink: %s seq %d alone makes a message of %d bytes, over the broker's maximum packet "
+            self._log.warning(
+                "%s seq %d alone makes a message of %d bytes, over the broker's maximum packet "
                 "size of %s: dropped from the outbox (too_large)",
                 LANE_NAMES[batch.lane],
                 batch.first_seq,
@@ -510,7 +531,7 @@ class Uplink(UplinkAcks, UplinkMessages):
         # this telemetry message simply goes out before them, within the replay budget.
 
     async def _send(
-        self, client: aiomqtt.Client, tg: asyncio.TaskGroup, window: asyncio.Semaphore, batch: RowBatch
+        self, client: UplinkClient, tg: asyncio.TaskGroup, window: asyncio.Semaphore, batch: RowBatch
     ) -> None:
         lane = batch.lane
         if batch.message is None:  # left out by the filter: settled once what is before it is
@@ -526,7 +547,7 @@ class Uplink(UplinkAcks, UplinkMessages):
         self._sent_seq[lane] = self._prev[lane] = batch.last_seq
         tg.create_task(self._publish(client, window, entry))
 
-    async def _publish(self, client: aiomqtt.Client, window: asyncio.Semaphore, entry: _InFlight) -> None:
+    async def _publish(self, client: UplinkClient, window: asyncio.Semaphore, entry: _InFlight) -> None:
         msg = entry.batch.message
         assert msg is not None
         try:
@@ -535,15 +556,25 @@ class Uplink(UplinkAcks, UplinkMessages):
             await client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain, timeout=math.inf)
         finally:
             window.release()
-        entry.done = True
+        entry.puback = client.heard
         lane = entry.batch.lane
         self._published_msgs += 1
         self._published_rows[lane] += entry.batch.count
-        self._settle(lane)
+        if self._confirm_pubacks:
+            self._confirm(client)
+        else:
+            entry.done = True
+            self._settle(lane)
+
+    def _lost(self, client: UplinkClient, reason: str) -> _SessionLost:
+        if any(e.puback is not None and not e.done for q in self._inflight.values() for e in q):
+            # Every session ending so at the same row: an ACL denying its topic (MQTT 3.1.1).
+            reason += "; rows PUBACKed just before it are sent again (MQTT 3.1.1, docs/uplink.md)"
+        return _SessionLost(reason, refused=client.refused is not None)
 
     def _note_error(self, text: str) -> None:
         if text != self._last_error:
-            log.warning("uplink: %s", text)
+            self._log.warning("%s", text)
         self._last_error = text
         self._last_error_ts = time.time()
 

@@ -254,3 +254,28 @@ def test_the_shipped_example_names_its_absent_secret_files(example: Path) -> Non
         m.startswith(("warning: secret file /etc/citynerve/", "warning: /etc/citynerve/"))
         for m in absent.values()
     ), absent
+
+
+def test_config_check_warns_of_311_without_e2e_acks(tmp_path: Path) -> None:
+    """Under MQTT 3.1.1 a broker may acknowledge a publish it drops (Mosquitto 2.0: one its ACL
+    denies); only end-to-end acks make that safe (docs/uplink.md)."""
+    path = config(
+        tmp_path,
+        """
+        [[upstream]]
+        id = "city"
+        brokers = ["mqtt://127.0.0.1:1"]
+        [[upstream]]
+        id = "nats"
+        brokers = ["mqtt://127.0.0.1:2"]
+        topic_prefix = "nats"
+        protocol = "3.1.1"
+        """,
+    )
+    result = CliRunner().invoke(main, ["config", "check", str(path)])
+    assert result.exit_code == 0, result.output  # a warning, not an error
+    assert (
+        "upstream[1] (id 'nats').protocol: warning: under MQTT 3.1.1 a broker may acknowledge a publish"
+        in result.output
+    )
+    assert "set e2e_ack = true" in result.output and "'city').protocol" not in result.output

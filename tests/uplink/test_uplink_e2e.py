@@ -30,7 +30,8 @@ async def test_delivers_everything_in_order_and_deletes_after_puback(
     broker: MosquittoBroker, outbox: AsyncOutbox, consumer: PlatformConsumer, protocol: str
 ) -> None:
     await outbox.append(readings(1000), [alarm(1), alarm(2)])
-    cfg = upstream(broker, protocol=protocol, max_batch_readings=64)
+    # 3.1.1: the last PUBACK settles at the next packet, the keepalive's PINGRESP (test_puback311.py).
+    cfg = upstream(broker, protocol=protocol, max_batch_readings=64, keepalive_s=5)
     async with Uplink(cfg, gateway_id=GW, outbox=outbox, inventory=lambda: INVENTORY) as up:
         await wait_for(lambda: stored(consumer, 1000, 2))
         await outbox.append(readings(10, start=1000), [alarm(3)])
