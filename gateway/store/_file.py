@@ -12,11 +12,10 @@ import logging
 import math
 import os
 import sqlite3
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Literal, Self
 
-from citynerve.gateway.api import Event, Severity
+from citynerve.gateway.api import SYSTEM_CLOCK, Clock, Event, Severity
 from citynerve.gateway.store._codec import encode_event
 from citynerve.gateway.store._config import MIB
 from citynerve.gateway.store._epoch import (
@@ -96,9 +95,12 @@ def busy_or_store(path: str, err: sqlite3.Error) -> StoreError | StoreBusyError:
 class OutboxFile:
     """One SQLite connection to an outbox file, on one thread (see `Outbox`)."""
 
-    def __init__(self, path: str | os.PathLike[str], *, synchronous: Synchronous = "full") -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, synchronous: Synchronous = "full", clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self.path = os.fspath(path)
         self.synchronous = synchronous
+        self.clock = clock  # its monotonic() times the marker writes and the drop notices
         # Rows per lane, counted once on the first stats() and kept up to date after (a count(*)
         # of a full outbox is a scan of the table, which would stall commits on a Pi).
         self._rows: dict[Lane, int] | None = None
@@ -237,7 +239,7 @@ class OutboxFile:
         back the reserve file, as SQLITE_FULL does. Should even that fail, the commit goes on: an
         alarm is stored rather than refused, and its seq can repeat only if a crash then also loses
         the commit (docs/store.md, "Store epoch")."""
-        self._marker_at = time.monotonic()
+        self._marker_at = self.clock.monotonic()
         if not self.disk_full:
             make_reserve(self.path)
         marker = Marker(self.epoch, self._next_seq, self._reserved if reserved is None else reserved)
@@ -399,7 +401,7 @@ class OutboxFile:
             first, last, n = min(first, was["first_seq"]), max(last, was["last_seq"]), n + was["count"]
             for destination, k in was.get("destinations", {}).items():
                 per[destination] = per.get(destination, 0) + int(k)
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if reason not in _AT_ONCE and now - self._announced_at.get(key, -math.inf) < _NOTICE_INTERVAL_S:
             pending = json.dumps({"first_seq": first, "last_seq": last, "count": n, "destinations": per})
             self._conn.execute(PUT_STATE, (key, pending))

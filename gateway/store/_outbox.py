@@ -11,11 +11,10 @@ import logging
 import math
 import os
 import sqlite3
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from citynerve.gateway.api import Event, Reading
+from citynerve.gateway.api import SYSTEM_CLOCK, Clock, Event, Reading
 from citynerve.gateway.store._blocks import (
     CODEC_NEUTRAL_Z,
     BlockError,
@@ -81,6 +80,7 @@ class Outbox(CappedFile):
     - Size cap: when the used pages exceed `max_bytes`, the oldest telemetry is dropped first (whole
       blocks) and events only when no telemetry is left; every drop is counted per lane in the file.
     - `synchronous="full"` makes every commit durable on power loss, "normal" on a process crash.
+    - `clock`: its `monotonic()` times the marker writes and the merged drop notices.
     """
 
     def __init__(
@@ -90,6 +90,7 @@ class Outbox(CappedFile):
         max_bytes: int = 256 * MIB,
         synchronous: Synchronous = "full",
         block_readings: int = BLOCK_READINGS,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         if block_readings < 1:
             raise ValueError("block_readings must be >= 1")
@@ -97,7 +98,7 @@ class Outbox(CappedFile):
         self.undecodable = 0  # rows peek had to skip (damaged storage); see peek()
         self._undecodable_seqs: set[int] = set()
         self._destinations = Destinations()
-        super().__init__(path, max_bytes=max_bytes, synchronous=synchronous)
+        super().__init__(path, max_bytes=max_bytes, synchronous=synchronous, clock=clock)
         self._dests()  # the default destination's positions, read here (on the outbox's thread)
 
     def append(
@@ -141,7 +142,7 @@ class Outbox(CappedFile):
             break
         if self.disk_full:
             self._after_disk_full()
-        if self._marker_at + _MARKER_INTERVAL_S <= time.monotonic():
+        if self._marker_at + _MARKER_INTERVAL_S <= self.clock.monotonic():
             self._write_marker()
         return (first, first + n - 1)
 
