@@ -12,7 +12,7 @@ import logging
 import math
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Literal, Self
 
 from citynerve.gateway.api import SYSTEM_CLOCK, Clock, Event, Severity
@@ -389,9 +389,10 @@ class OutboxFile:
 
         Damaged and too large rows are announced at once. Trims (size cap, disk full) repeat with every few
         appends while the outbox is full: their ranges are merged in the `state` table (durable,
-        in the same transaction) and announced at most once a minute per lane and reason, and
-        when the outbox opens or closes, so that notices never crowd out the events they make
-        room for. A merged range may hold seqs that were sent: the count says how many dropped.
+        in the same transaction) and announced at most once a minute per lane and reason (by the
+        first append after the minute, with or without a drop: `_announce_due`), and when the
+        outbox opens or closes, so that notices never crowd out the events they make room for.
+        A merged range may hold seqs that were sent: the count says how many dropped.
         With several destinations, `destinations` says how many of them each had not received."""
         per = dict(per or {})
         key = f"{_PENDING_PREFIX}{lane}.{reason}"
@@ -415,13 +416,26 @@ class OutboxFile:
         message = f"outbox dropped {n} {lane} rows unsent, seq {first}..{last}: {reason}"
         self._insert_notice(notice(KIND_DROPPED, Severity.WARNING, message, attrs))
 
-    def _announce_pending(self) -> None:
-        """Announce the merged drops not announced yet (at open and at close); never raises."""
+    def _announce_due(self) -> None:
+        """After a commit: announce the merged drops whose minute has passed, also when nothing
+        more is dropped (they waited for the next drop, or for the gateway's stop)."""
+        now = self.clock.monotonic()
+        due = {key for key, at in self._announced_at.items() if now - at >= _NOTICE_INTERVAL_S}
+        if due:
+            self._announce_pending(due)
+
+    def _announce_pending(self, due: Collection[str] | None = None) -> None:
+        """Announce the merged drops not announced yet: all (at open and at close) or those of the
+        keys `due` (lane.reason); never raises."""
         try:
             pending = self._conn.execute(
                 "SELECT key, value FROM state WHERE substr(key, 1, ?) = ?",
                 (len(_PENDING_PREFIX), _PENDING_PREFIX),
             ).fetchall()
+            if due is not None:
+                pending = [(key, value) for key, value in pending if key in due]
+                for key in set(due).difference(key for key, _ in pending):
+                    self._announced_at.pop(key, None)  # nothing waits: its next drop goes at once
             if not pending:
                 return
             with self._transaction():

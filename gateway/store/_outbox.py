@@ -144,6 +144,7 @@ class Outbox(CappedFile):
             self._after_disk_full()
         if self._marker_at + _MARKER_INTERVAL_S <= self.clock.monotonic():
             self._write_marker()
+        self._announce_due()
         return (first, first + n - 1)
 
     def _append_rows(
