@@ -288,7 +288,22 @@ class Outbox(CappedFile):
         _destinations): a row is deleted once every destination wanting its lane acknowledged it.
         `keeps`: the filters of destinations that want only some rows of their lanes (their drops
         count only those rows). Call before any `ack`; positions come from the file. Unset: one,
-        `default`, wanting both."""
+        `default`, wanting both.
+
+        Rows no destination waits for any more leave now (not at the next ack)."""
+        self._use_destinations(wants, keeps)
+        dests = self._destinations
+        try:
+            with self._transaction():
+                for lane in Lane:
+                    floor = dests.floor(lane)
+                    self._tx_rows[lane] -= self._delete_upto(lane, self._next_seq if floor is None else floor)
+        except sqlite3.Error as err:
+            raise busy_or_store(self.path, err) from err
+
+    def _use_destinations(
+        self, wants: Mapping[str, Iterable[Lane]], keeps: Mapping[str, RecordFilter] | None = None
+    ) -> None:
         positions = {}
         for destination in wants:
             for lane in Lane:
@@ -299,7 +314,7 @@ class Outbox(CappedFile):
 
     def _dests(self) -> Destinations:
         if not self._destinations.wants:
-            self.set_destinations({DEFAULT_DESTINATION: tuple(Lane)})
+            self._use_destinations({DEFAULT_DESTINATION: tuple(Lane)})
         return self._destinations
 
     def position(self, destination: str, lane: Lane) -> int:

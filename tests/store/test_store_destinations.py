@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from citynerve.gateway.api import Event, EventState, Reading, Severity
-from citynerve.gateway.store import Lane, Outbox
+from citynerve.gateway.store import Lane, Outbox, read_stats
 
 
 def reading(i: int) -> Reading:
@@ -100,3 +100,26 @@ def test_a_filtered_destination_counts_only_the_dropped_rows_it_wanted(tmp_path:
     # every dropped row that is not one of ours was an outbox notice: wanted too
     assert stats["fire"]["dropped"] == {"event": dropped - gone.count("leak")}
     assert stats["city"]["dropped"] == {"event": 0, "telemetry": 0}
+
+
+def test_rows_only_a_removed_destination_waited_for_leave_when_the_destinations_change(
+    tmp_path: Path,
+) -> None:
+    """They stayed until another destination's next ack: months on a quiet site, with the lane's
+    oldest age growing all the while."""
+    db = tmp_path / "d.db"
+    with Outbox(db) as ob:
+        ob.set_destinations({"city": tuple(Lane), "street": tuple(Lane), "fire": (Lane.EVENT,)})
+        ob.append([reading(i) for i in range(10)], [event(0)])  # 1-10, event 11
+        ob.ack(Lane.TELEMETRY, 10, destination="city")
+        ob.ack(Lane.EVENT, 11, destination="city")
+        ob.ack(Lane.EVENT, 11, destination="fire")
+    with Outbox(db) as ob:
+        ob.set_destinations({"city": tuple(Lane), "fire": (Lane.EVENT,)})  # the street centre is gone
+        stats = ob.stats()
+        assert [(s.rows, s.oldest_ts) for s in stats.lanes] == [(0, None), (0, None)]
+        assert stats.lanes == read_stats(db).lanes
+        ob.set_destinations({"fire": (Lane.EVENT,)})  # telemetry: nobody wants it any more
+        ob.append([reading(i) for i in range(3)], [])
+        ob.set_destinations({"fire": (Lane.EVENT,)})
+        assert ob.peek(Lane.TELEMETRY) == []
