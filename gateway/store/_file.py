@@ -42,6 +42,7 @@ from citynerve.gateway.store._stats import (
     LANE_KEY,
     LANE_LAST,
     LANE_ROWS,
+    LANE_STORED_KEY,
     LANE_TABLE,
     Lane,
 )
@@ -54,10 +55,12 @@ PAGE_SIZE = 1024  # bytes per page of a new outbox file (see _setup)
 _REBUILD_MAX_BYTES = 8 * MIB  # an older file with bigger pages is rebuilt at open up to this size
 _NOTICE_INTERVAL_S = 60.0  # a lane's trims are announced at most this often (merged ranges)
 _PENDING_PREFIX = "outbox.dropped_pending."  # + lane.reason, in `state`
-_AT_ONCE = ("damaged", "too_large")  # drops of single rows, announced at once (trims are merged)
+# Drops of single rows, and a destination's loss while it was left out: announced at once (trims
+# are merged).
+_AT_ONCE = ("damaged", "too_large", "destination_absent")
 _CORRUPT = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
 _NO_ROOM = {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR}  # e.g. no room for the -shm (IOERR_SHMSIZE)
-_ADD_COUNTER = (
+ADD_COUNTER = (
     "INSERT INTO counters (name, value) VALUES (?, ?) "
     "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value"
 )
@@ -350,6 +353,7 @@ class OutboxFile:
         self._conn.execute(
             "INSERT INTO events (seq, ts, body) VALUES (?, ?, ?)", (seq, event.ts, encode_event(event))
         )
+        self._conn.execute(ADD_COUNTER, (LANE_STORED_KEY[Lane.EVENT], 1))
         self._tx_rows[Lane.EVENT] += 1
         self.last_event_seq = seq
 
@@ -370,12 +374,24 @@ class OutboxFile:
         per = self._dropped_for(lane, where, args)
         deleted = max(conn.execute(f"DELETE FROM {table}{where}", args).rowcount, 0)
         conn.execute("UPDATE counters SET value = value + ? WHERE name = ?", (n, LANE_DROPPED_KEY[lane]))
-        conn.execute(_ADD_COUNTER, (f"{DROPPED_BY_PREFIX}{reason}", n))
+        conn.execute(ADD_COUNTER, (f"{DROPPED_BY_PREFIX}{reason}", n))
         for destination, k in per.items():
-            conn.execute(_ADD_COUNTER, (f"{LANE_DROPPED_KEY[lane]}.{destination}", k))
+            conn.execute(ADD_COUNTER, (f"{LANE_DROPPED_KEY[lane]}.{destination}", k))
         self._tx_rows[lane] -= n
         self._announce(lane.name.lower(), reason, int(lo), int(hi), int(n), per)
         return deleted, int(n)
+
+    def _announce_absent(self, destination: str, lane: Lane, position: int, lost: int) -> None:
+        """Inside a transaction: `destination` wants `lane` again after it was left out of it, and
+        `lost` rows of the lane after its `position` left the outbox meanwhile (the others acked
+        them, or they were dropped): counted as its loss and announced to it alone
+        (`destination_absent`), from its position to the row before the first one still here."""
+        table, key, last_key = LANE_TABLE[lane], LANE_KEY[lane], LANE_LAST[lane]
+        sql = f"SELECT min({key}) FROM {table} WHERE {last_key} > ?"
+        after = self._conn.execute(sql, (position,)).fetchone()[0]
+        last = after - 1 if after is not None and after - 1 > position else self._next_seq - 1
+        self._conn.execute(ADD_COUNTER, (f"{LANE_DROPPED_KEY[lane]}.{destination}", lost))
+        self._announce(lane.name.lower(), "destination_absent", position + 1, last, lost, {destination: lost})
 
     def _dropped_for(self, lane: Lane, where: str, args: tuple[object, ...]) -> dict[str, int]:
         """Inside a transaction, before a drop: how many of the rows matching `where` each

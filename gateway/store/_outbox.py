@@ -30,13 +30,14 @@ from citynerve.gateway.store._destinations import (
     DEFAULT_DESTINATION,
     Destinations,
     RecordFilter,
+    absences,
     position_key,
     wanted_after,
 )
 from citynerve.gateway.store._errors import RecordError, StoreFullError
-from citynerve.gateway.store._file import PUT_STATE, Synchronous, busy_or_store
+from citynerve.gateway.store._file import ADD_COUNTER, PUT_STATE, Synchronous, busy_or_store
 from citynerve.gateway.store._schema import BLOCK_READINGS
-from citynerve.gateway.store._stats import LANE_KEY, Lane, StoreStats, query_stats
+from citynerve.gateway.store._stats import LANE_KEY, LANE_STORED_KEY, Lane, StoreStats, query_stats
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +160,10 @@ class Outbox(CappedFile):
             conn = self._conn
             if blocks:
                 conn.executemany(_INSERT_BLOCK, blocks)
+                conn.execute(ADD_COUNTER, (LANE_STORED_KEY[Lane.TELEMETRY], nr))
                 self._tx_rows[Lane.TELEMETRY] += nr
             if events:
+                conn.execute(ADD_COUNTER, (LANE_STORED_KEY[Lane.EVENT], len(events)))
                 start = first + nr
                 conn.executemany(
                     "INSERT INTO events (seq, ts, body) VALUES (?, ?, ?)",
@@ -290,11 +293,16 @@ class Outbox(CappedFile):
         count only those rows). Call before any `ack`; positions come from the file. Unset: one,
         `default`, wanting both.
 
-        Rows no destination waits for any more leave now (not at the next ack)."""
+        Rows no destination waits for any more leave now (not at the next ack). A destination that
+        wants a lane again after it was left out of it (removed from the config, disabled) goes on
+        from its position, and is told of the rows after it that left meanwhile (never sent to it):
+        an `outbox_dropped` notice, reason `destination_absent`, counted as its loss."""
         self._use_destinations(wants, keeps)
         dests = self._destinations
         try:
             with self._transaction():
+                for gone in absences(self._conn, dests.wants, self._rows_after):
+                    self._announce_absent(gone.destination, gone.lane, gone.position, gone.lost)
                 for lane in Lane:
                     floor = dests.floor(lane)
                     self._tx_rows[lane] -= self._delete_upto(lane, self._next_seq if floor is None else floor)
