@@ -11,8 +11,8 @@ import logging
 import math
 import os
 import sqlite3
-import time
 
+from citynerve.gateway.api import SYSTEM_CLOCK, Clock
 from citynerve.gateway.store._config import MIB
 from citynerve.gateway.store._epoch import RESERVE_BYTES, make_reserve, remove_corrupt_copies, reserve_path
 from citynerve.gateway.store._errors import StoreFullError
@@ -34,14 +34,19 @@ class CappedFile(OutboxFile):
     """The outbox file with its size cap (`max_bytes`) and disk-full eviction."""
 
     def __init__(
-        self, path: str | os.PathLike[str], *, max_bytes: int, synchronous: Synchronous = "full"
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_bytes: int,
+        synchronous: Synchronous = "full",
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.max_bytes = max_bytes
         self._row_bytes = dict(_ROW_BYTES_GUESS)
         self._dropped_unlogged: dict[Lane, int] = {}
         self._trim_logged_at = self._cap_logged_at = -math.inf
         self._full_cap: int | None = None  # bytes the outbox may use while the disk is full
-        super().__init__(path, synchronous=synchronous)
+        super().__init__(path, synchronous=synchronous, clock=clock)
         if self.disk_full:  # opened on a full disk, the reserve given back: as after SQLITE_FULL
             self._full_cap = int(self._used_bytes() * _FULL_CAP_STEP)
 
@@ -141,8 +146,8 @@ class CappedFile(OutboxFile):
                 used = now
             if used <= target:
                 return
-        if used > cap and time.monotonic() - self._cap_logged_at >= _TRIM_LOG_INTERVAL_S:
-            self._cap_logged_at = time.monotonic()
+        if used > cap and self.clock.monotonic() - self._cap_logged_at >= _TRIM_LOG_INTERVAL_S:
+            self._cap_logged_at = self.clock.monotonic()
             log.error(
                 "outbox %s: %d bytes used, more than the cap %d, with nothing left to drop",
                 self.path,
@@ -153,7 +158,7 @@ class CappedFile(OutboxFile):
     def _log_trim(self, lane: Lane, dropped: int, reason: str, cap: int) -> None:
         # A full outbox trims on about every 2 % of the cap appended: log at most once a minute.
         self._dropped_unlogged[lane] = self._dropped_unlogged.get(lane, 0) + dropped
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if now - self._trim_logged_at < _TRIM_LOG_INTERVAL_S:
             return
         self._trim_logged_at = now

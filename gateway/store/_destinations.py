@@ -9,6 +9,14 @@ table (`position_key`), in the ack's own commit.
 Without `Outbox.set_destinations` there is one destination, `default`, wanting both lanes: the
 outbox then behaves as a single queue (and its positions keep the keys they always had).
 
+A destination left out of a lane (removed from the config, disabled, its filter without the lane)
+holds nothing back there; its position stays. When it wants the lane again, the rows after its
+position that left meanwhile were never sent to it: `absences` counts them (the rows after it when
+it was left out, plus the rows the lane stored since, less the rows after it now) for an
+`outbox_dropped` notice to it (`destination_absent`). So the outbox remembers every destination it
+was given (`KNOWN_KEY`, not cleared with an epoch) and where each one left out stood (`ABSENT_PREFIX`,
+cleared with an epoch as the positions are).
+
 A destination whose filter narrows its lanes (some devices, event kinds, a minimum severity) may
 give the outbox that filter (`RecordFilter`): rows the size cap drops are then counted as its loss
 (its `dropped` counter, the `destinations` attr of the `outbox_dropped` notice) only when it
@@ -18,18 +26,23 @@ row of its lanes after its position).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from citynerve.gateway.api import Event
 from citynerve.gateway.store._blocks import BlockError, decode_block
 from citynerve.gateway.store._codec import decode_event
-from citynerve.gateway.store._stats import Lane
+from citynerve.gateway.store._file import PUT_STATE
+from citynerve.gateway.store._stats import LANE_STORED_KEY, Lane
 
 DEFAULT_DESTINATION = "default"
 POSITION_PREFIX = "uplink.ack_seq."  # cleared with every new store epoch (citynerve.gateway.store._epoch)
+KNOWN_KEY = "outbox.destinations"  # {destination: [lanes]}: every destination the outbox was given
+ABSENT_PREFIX = "outbox.absent."  # + lane.destination: where one left out of the lane stood
 _LANE_NAMES = {Lane.EVENT: "event", Lane.TELEMETRY: "telemetry"}
 
 
@@ -114,3 +127,64 @@ class Destinations:
         if not wanting:
             return 0
         return min(max(self.acked[d][lane], self.delivered[d][lane]) for d in wanting)
+
+
+@dataclass(frozen=True, slots=True)
+class Absence:
+    """A destination that wants `lane` again: `lost` rows of it after its `position` left the
+    outbox while it was left out of the lane."""
+
+    destination: str
+    lane: Lane
+    position: int
+    lost: int
+
+
+def absences(
+    conn: sqlite3.Connection, wants: Mapping[str, Iterable[Lane]], rows_after: Callable[[Lane, int], int]
+) -> list[Absence]:
+    """Inside a transaction, when the destinations are set (`wants`): record where each known
+    destination left out of a lane now stands (its position, the lane's rows after it, the rows the
+    lane stored so far), and return those wanting a lane again that lost rows of it meanwhile.
+    `rows_after(lane, seq)`: the lane's rows after seq in the outbox."""
+
+    def get(key: str) -> str | None:
+        row = conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    known: dict[str, set[Lane]] = {}
+    with contextlib.suppress(ValueError, TypeError, AttributeError):  # damaged: known from now on
+        known = {str(d): {Lane(x) for x in lanes} for d, lanes in json.loads(get(KNOWN_KEY) or "{}").items()}
+    for destination, lanes in wants.items():
+        known.setdefault(destination, set()).update(Lane(x) for x in lanes)
+    out = []
+    for destination, lanes in known.items():
+        for lane in sorted(lanes):
+            key = f"{ABSENT_PREFIX}{_LANE_NAMES[lane]}.{destination}"
+            left_out = get(key)
+            row = conn.execute(
+                "SELECT value FROM counters WHERE name = ?", (LANE_STORED_KEY[lane],)
+            ).fetchone()
+            stored = 0 if row is None else int(row[0])
+            if lane not in wants.get(destination, ()):
+                if left_out is None:  # left out from now on
+                    raw = get(position_key(destination, lane))
+                    at = int(raw) if raw and raw.isdigit() else 0
+                    mark = {"position": at, "after": rows_after(lane, at), "stored": stored}
+                    conn.execute(PUT_STATE, (key, json.dumps(mark)))
+                continue
+            if left_out is None:
+                continue
+            conn.execute("DELETE FROM state WHERE key = ?", (key,))
+            try:
+                was = json.loads(left_out)
+                at, lost = int(was["position"]), int(was["after"]) + stored - int(was["stored"])
+            except (ValueError, TypeError, KeyError):
+                continue  # damaged: nothing known of its loss
+            lost -= rows_after(lane, at)
+            if lost > 0:
+                out.append(Absence(destination, lane, at, lost))
+    conn.execute(
+        PUT_STATE, (KNOWN_KEY, json.dumps({d: sorted(map(int, lanes)) for d, lanes in sorted(known.items())}))
+    )
+    return out

@@ -34,7 +34,7 @@ EPOCH_KEY = "outbox.epoch"  # in the outbox's `state` table
 # State that describes positions in one epoch's seqs (the uplink's acknowledged positions): it is
 # cleared when an existing file gets a new epoch (restored or replaced), so the first message of
 # the new epoch links to nothing (prev_seq 0) rather than to the old epoch's seqs.
-EPOCH_STATE_PREFIXES = ("uplink.ack_seq.",)
+EPOCH_STATE_PREFIXES = ("uplink.ack_seq.", "outbox.absent.")
 MAX_MARKER_BYTES = 4096
 RESERVE_SUFFIX = ".reserve"
 CORRUPT_INFIX = ".corrupt-"  # + UTC time: a corrupt outbox moved aside (quarantine)

@@ -12,11 +12,10 @@ import logging
 import math
 import os
 import sqlite3
-import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Literal, Self
 
-from citynerve.gateway.api import Event, Severity
+from citynerve.gateway.api import SYSTEM_CLOCK, Clock, Event, Severity
 from citynerve.gateway.store._codec import encode_event
 from citynerve.gateway.store._config import MIB
 from citynerve.gateway.store._epoch import (
@@ -43,6 +42,7 @@ from citynerve.gateway.store._stats import (
     LANE_KEY,
     LANE_LAST,
     LANE_ROWS,
+    LANE_STORED_KEY,
     LANE_TABLE,
     Lane,
 )
@@ -55,10 +55,12 @@ PAGE_SIZE = 1024  # bytes per page of a new outbox file (see _setup)
 _REBUILD_MAX_BYTES = 8 * MIB  # an older file with bigger pages is rebuilt at open up to this size
 _NOTICE_INTERVAL_S = 60.0  # a lane's trims are announced at most this often (merged ranges)
 _PENDING_PREFIX = "outbox.dropped_pending."  # + lane.reason, in `state`
-_AT_ONCE = ("damaged", "too_large")  # drops of single rows, announced at once (trims are merged)
+# Drops of single rows, and a destination's loss while it was left out: announced at once (trims
+# are merged).
+_AT_ONCE = ("damaged", "too_large", "destination_absent")
 _CORRUPT = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
 _NO_ROOM = {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR}  # e.g. no room for the -shm (IOERR_SHMSIZE)
-_ADD_COUNTER = (
+ADD_COUNTER = (
     "INSERT INTO counters (name, value) VALUES (?, ?) "
     "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value"
 )
@@ -96,9 +98,12 @@ def busy_or_store(path: str, err: sqlite3.Error) -> StoreError | StoreBusyError:
 class OutboxFile:
     """One SQLite connection to an outbox file, on one thread (see `Outbox`)."""
 
-    def __init__(self, path: str | os.PathLike[str], *, synchronous: Synchronous = "full") -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, synchronous: Synchronous = "full", clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self.path = os.fspath(path)
         self.synchronous = synchronous
+        self.clock = clock  # its monotonic() times the marker writes and the drop notices
         # Rows per lane, counted once on the first stats() and kept up to date after (a count(*)
         # of a full outbox is a scan of the table, which would stall commits on a Pi).
         self._rows: dict[Lane, int] | None = None
@@ -237,7 +242,7 @@ class OutboxFile:
         back the reserve file, as SQLITE_FULL does. Should even that fail, the commit goes on: an
         alarm is stored rather than refused, and its seq can repeat only if a crash then also loses
         the commit (docs/store.md, "Store epoch")."""
-        self._marker_at = time.monotonic()
+        self._marker_at = self.clock.monotonic()
         if not self.disk_full:
             make_reserve(self.path)
         marker = Marker(self.epoch, self._next_seq, self._reserved if reserved is None else reserved)
@@ -348,6 +353,7 @@ class OutboxFile:
         self._conn.execute(
             "INSERT INTO events (seq, ts, body) VALUES (?, ?, ?)", (seq, event.ts, encode_event(event))
         )
+        self._conn.execute(ADD_COUNTER, (LANE_STORED_KEY[Lane.EVENT], 1))
         self._tx_rows[Lane.EVENT] += 1
         self.last_event_seq = seq
 
@@ -368,12 +374,24 @@ class OutboxFile:
         per = self._dropped_for(lane, where, args)
         deleted = max(conn.execute(f"DELETE FROM {table}{where}", args).rowcount, 0)
         conn.execute("UPDATE counters SET value = value + ? WHERE name = ?", (n, LANE_DROPPED_KEY[lane]))
-        conn.execute(_ADD_COUNTER, (f"{DROPPED_BY_PREFIX}{reason}", n))
+        conn.execute(ADD_COUNTER, (f"{DROPPED_BY_PREFIX}{reason}", n))
         for destination, k in per.items():
-            conn.execute(_ADD_COUNTER, (f"{LANE_DROPPED_KEY[lane]}.{destination}", k))
+            conn.execute(ADD_COUNTER, (f"{LANE_DROPPED_KEY[lane]}.{destination}", k))
         self._tx_rows[lane] -= n
         self._announce(lane.name.lower(), reason, int(lo), int(hi), int(n), per)
         return deleted, int(n)
+
+    def _announce_absent(self, destination: str, lane: Lane, position: int, lost: int) -> None:
+        """Inside a transaction: `destination` wants `lane` again after it was left out of it, and
+        `lost` rows of the lane after its `position` left the outbox meanwhile (the others acked
+        them, or they were dropped): counted as its loss and announced to it alone
+        (`destination_absent`), from its position to the row before the first one still here."""
+        table, key, last_key = LANE_TABLE[lane], LANE_KEY[lane], LANE_LAST[lane]
+        sql = f"SELECT min({key}) FROM {table} WHERE {last_key} > ?"
+        after = self._conn.execute(sql, (position,)).fetchone()[0]
+        last = after - 1 if after is not None and after - 1 > position else self._next_seq - 1
+        self._conn.execute(ADD_COUNTER, (f"{LANE_DROPPED_KEY[lane]}.{destination}", lost))
+        self._announce(lane.name.lower(), "destination_absent", position + 1, last, lost, {destination: lost})
 
     def _dropped_for(self, lane: Lane, where: str, args: tuple[object, ...]) -> dict[str, int]:
         """Inside a transaction, before a drop: how many of the rows matching `where` each
@@ -387,9 +405,10 @@ class OutboxFile:
 
         Damaged and too large rows are announced at once. Trims (size cap, disk full) repeat with every few
         appends while the outbox is full: their ranges are merged in the `state` table (durable,
-        in the same transaction) and announced at most once a minute per lane and reason, and
-        when the outbox opens or closes, so that notices never crowd out the events they make
-        room for. A merged range may hold seqs that were sent: the count says how many dropped.
+        in the same transaction) and announced at most once a minute per lane and reason (by the
+        first append after the minute, with or without a drop: `_announce_due`), and when the
+        outbox opens or closes, so that notices never crowd out the events they make room for.
+        A merged range may hold seqs that were sent: the count says how many dropped.
         With several destinations, `destinations` says how many of them each had not received."""
         per = dict(per or {})
         key = f"{_PENDING_PREFIX}{lane}.{reason}"
@@ -399,7 +418,7 @@ class OutboxFile:
             first, last, n = min(first, was["first_seq"]), max(last, was["last_seq"]), n + was["count"]
             for destination, k in was.get("destinations", {}).items():
                 per[destination] = per.get(destination, 0) + int(k)
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if reason not in _AT_ONCE and now - self._announced_at.get(key, -math.inf) < _NOTICE_INTERVAL_S:
             pending = json.dumps({"first_seq": first, "last_seq": last, "count": n, "destinations": per})
             self._conn.execute(PUT_STATE, (key, pending))
@@ -413,13 +432,26 @@ class OutboxFile:
         message = f"outbox dropped {n} {lane} rows unsent, seq {first}..{last}: {reason}"
         self._insert_notice(notice(KIND_DROPPED, Severity.WARNING, message, attrs))
 
-    def _announce_pending(self) -> None:
-        """Announce the merged drops not announced yet (at open and at close); never raises."""
+    def _announce_due(self) -> None:
+        """After a commit: announce the merged drops whose minute has passed, also when nothing
+        more is dropped (they waited for the next drop, or for the gateway's stop)."""
+        now = self.clock.monotonic()
+        due = {key for key, at in self._announced_at.items() if now - at >= _NOTICE_INTERVAL_S}
+        if due:
+            self._announce_pending(due)
+
+    def _announce_pending(self, due: Collection[str] | None = None) -> None:
+        """Announce the merged drops not announced yet: all (at open and at close) or those of the
+        keys `due` (lane.reason); never raises."""
         try:
             pending = self._conn.execute(
                 "SELECT key, value FROM state WHERE substr(key, 1, ?) = ?",
                 (len(_PENDING_PREFIX), _PENDING_PREFIX),
             ).fetchall()
+            if due is not None:
+                pending = [(key, value) for key, value in pending if key in due]
+                for key in set(due).difference(key for key, _ in pending):
+                    self._announced_at.pop(key, None)  # nothing waits: its next drop goes at once
             if not pending:
                 return
             with self._transaction():

@@ -11,11 +11,10 @@ import logging
 import math
 import os
 import sqlite3
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from citynerve.gateway.api import Event, Reading
+from citynerve.gateway.api import SYSTEM_CLOCK, Clock, Event, Reading
 from citynerve.gateway.store._blocks import (
     CODEC_NEUTRAL_Z,
     BlockError,
@@ -31,13 +30,14 @@ from citynerve.gateway.store._destinations import (
     DEFAULT_DESTINATION,
     Destinations,
     RecordFilter,
+    absences,
     position_key,
     wanted_after,
 )
 from citynerve.gateway.store._errors import RecordError, StoreFullError
-from citynerve.gateway.store._file import PUT_STATE, Synchronous, busy_or_store
+from citynerve.gateway.store._file import ADD_COUNTER, PUT_STATE, Synchronous, busy_or_store
 from citynerve.gateway.store._schema import BLOCK_READINGS
-from citynerve.gateway.store._stats import LANE_KEY, Lane, StoreStats, query_stats
+from citynerve.gateway.store._stats import LANE_KEY, LANE_STORED_KEY, Lane, StoreStats, query_stats
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ class Outbox(CappedFile):
     - Size cap: when the used pages exceed `max_bytes`, the oldest telemetry is dropped first (whole
       blocks) and events only when no telemetry is left; every drop is counted per lane in the file.
     - `synchronous="full"` makes every commit durable on power loss, "normal" on a process crash.
+    - `clock`: its `monotonic()` times the marker writes and the merged drop notices.
     """
 
     def __init__(
@@ -90,6 +91,7 @@ class Outbox(CappedFile):
         max_bytes: int = 256 * MIB,
         synchronous: Synchronous = "full",
         block_readings: int = BLOCK_READINGS,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         if block_readings < 1:
             raise ValueError("block_readings must be >= 1")
@@ -97,7 +99,7 @@ class Outbox(CappedFile):
         self.undecodable = 0  # rows peek had to skip (damaged storage); see peek()
         self._undecodable_seqs: set[int] = set()
         self._destinations = Destinations()
-        super().__init__(path, max_bytes=max_bytes, synchronous=synchronous)
+        super().__init__(path, max_bytes=max_bytes, synchronous=synchronous, clock=clock)
         self._dests()  # the default destination's positions, read here (on the outbox's thread)
 
     def append(
@@ -141,8 +143,9 @@ class Outbox(CappedFile):
             break
         if self.disk_full:
             self._after_disk_full()
-        if self._marker_at + _MARKER_INTERVAL_S <= time.monotonic():
+        if self._marker_at + _MARKER_INTERVAL_S <= self.clock.monotonic():
             self._write_marker()
+        self._announce_due()
         return (first, first + n - 1)
 
     def _append_rows(
@@ -157,8 +160,10 @@ class Outbox(CappedFile):
             conn = self._conn
             if blocks:
                 conn.executemany(_INSERT_BLOCK, blocks)
+                conn.execute(ADD_COUNTER, (LANE_STORED_KEY[Lane.TELEMETRY], nr))
                 self._tx_rows[Lane.TELEMETRY] += nr
             if events:
+                conn.execute(ADD_COUNTER, (LANE_STORED_KEY[Lane.EVENT], len(events)))
                 start = first + nr
                 conn.executemany(
                     "INSERT INTO events (seq, ts, body) VALUES (?, ?, ?)",
@@ -286,7 +291,27 @@ class Outbox(CappedFile):
         _destinations): a row is deleted once every destination wanting its lane acknowledged it.
         `keeps`: the filters of destinations that want only some rows of their lanes (their drops
         count only those rows). Call before any `ack`; positions come from the file. Unset: one,
-        `default`, wanting both."""
+        `default`, wanting both.
+
+        Rows no destination waits for any more leave now (not at the next ack). A destination that
+        wants a lane again after it was left out of it (removed from the config, disabled) goes on
+        from its position, and is told of the rows after it that left meanwhile (never sent to it):
+        an `outbox_dropped` notice, reason `destination_absent`, counted as its loss."""
+        self._use_destinations(wants, keeps)
+        dests = self._destinations
+        try:
+            with self._transaction():
+                for gone in absences(self._conn, dests.wants, self._rows_after):
+                    self._announce_absent(gone.destination, gone.lane, gone.position, gone.lost)
+                for lane in Lane:
+                    floor = dests.floor(lane)
+                    self._tx_rows[lane] -= self._delete_upto(lane, self._next_seq if floor is None else floor)
+        except sqlite3.Error as err:
+            raise busy_or_store(self.path, err) from err
+
+    def _use_destinations(
+        self, wants: Mapping[str, Iterable[Lane]], keeps: Mapping[str, RecordFilter] | None = None
+    ) -> None:
         positions = {}
         for destination in wants:
             for lane in Lane:
@@ -297,7 +322,7 @@ class Outbox(CappedFile):
 
     def _dests(self) -> Destinations:
         if not self._destinations.wants:
-            self.set_destinations({DEFAULT_DESTINATION: tuple(Lane)})
+            self._use_destinations({DEFAULT_DESTINATION: tuple(Lane)})
         return self._destinations
 
     def position(self, destination: str, lane: Lane) -> int:

@@ -24,6 +24,8 @@ LANE_KEY: dict[Lane, str] = {Lane.EVENT: "seq", Lane.TELEMETRY: "first_seq"}
 LANE_LAST: dict[Lane, str] = {Lane.EVENT: "seq", Lane.TELEMETRY: "last_seq"}
 LANE_ROWS: dict[Lane, str] = {Lane.EVENT: "1", Lane.TELEMETRY: "last_seq - first_seq + 1"}
 LANE_DROPPED_KEY: dict[Lane, str] = {Lane.EVENT: "dropped.event", Lane.TELEMETRY: "dropped.telemetry"}
+# Rows ever stored per lane (appended and notices): how many left while a destination was left out.
+LANE_STORED_KEY: dict[Lane, str] = {Lane.EVENT: "stored.event", Lane.TELEMETRY: "stored.telemetry"}
 DROPPED_BY_PREFIX = "dropped_by."  # + reason (size_cap, damaged, disk_full, too_large): dropped unsent
 
 
