@@ -67,6 +67,18 @@ def _text(driver: webdriver.Chrome, css: str) -> str:
     return str(driver.find_element(By.CSS_SELECTOR, css).text)
 
 
+def _bus_rows(driver: webdriver.Chrome) -> list[dict[str, str]]:
+    """The bus table as the technician reads it: each row's cells under their column headings."""
+    heads = [str(th.text) for th in driver.find_elements(By.CSS_SELECTOR, "#buses thead th")]
+    rows = driver.find_elements(By.CSS_SELECTOR, "#buses tbody tr")
+    out = []
+    for tr in rows:
+        cells = [str(td.text) for td in tr.find_elements(By.CSS_SELECTOR, "td")]
+        assert len(cells) == len(heads), (heads, cells)
+        out.append(dict(zip(heads, cells, strict=True)))
+    return out
+
+
 async def _on_page(driver: webdriver.Chrome, fn: object) -> object:
     # WebDriver calls block: keep them off the event loop so the gateway goes on polling.
     return await asyncio.to_thread(fn)  # type: ignore[arg-type]
@@ -110,7 +122,14 @@ async def test_status_page_live_in_chromium(
         em = _text(browser, '.card[data-device="em-1"]')
         assert "voltage_a" in em and " V" in em
         assert "rows" in _text(browser, "#outbox-depth")
-        assert "tcp-1" in _text(browser, "#buses") and "modbus_tcp" in _text(browser, "#buses")
+        # The bus table, read by its headings: each value under its own column.
+        (bus,) = _bus_rows(browser)
+        assert bus["bus"] == "tcp-1" and bus["protocol"] == "modbus_tcp", bus
+        assert bus["channel"] == "open", bus
+        assert bus["verdict"] == "ok", bus
+        assert bus["transactions"].isdigit() and int(bus["transactions"]) > 0, bus
+        assert bus["errors"].isdigit(), bus
+        assert re.fullmatch(r"[\d.]+ ms", bus["latency"]), bus
         assert _text(browser, "#uplink-state") == "off"
 
         ARTIFACTS.mkdir(exist_ok=True)

@@ -176,10 +176,11 @@
       tr.append(el("td", null, b.id), el("td", null, b.protocol));
       const down = b.adapter_missing ? "waiting for adapter " + b.adapter_missing + " \u2014 plug it in" : "down: " + (b.channel_error || "");
       tr.append(el("td", b.channel === "open" ? "" : "down", b.channel === "open" ? "open" : down));
-      const v = b.verdict || {};
-      tr.append(el("td", v.cause && v.cause !== "ok" ? (v.state === "offline" ? "down" : "warn") : "", v.cause && v.cause !== "ok" ? v.reason : "ok"));
+      // In the order of the headings in index.html; the verdict is the last column.
       tr.append(el("td", null, fmt(b.transactions)), el("td", null, fmt(b.errors)));
       tr.append(el("td", null, b.latency_ms === null || b.latency_ms === undefined ? "-" : fmt(b.latency_ms) + " ms"));
+      const v = b.verdict || {};
+      tr.append(el("td", v.cause && v.cause !== "ok" ? (v.state === "offline" ? "down" : "warn") : "", v.cause && v.cause !== "ok" ? v.reason : "ok"));
       return tr;
     }));
   }
