@@ -69,11 +69,14 @@ def _text(driver: webdriver.Chrome, css: str) -> str:
 
 def _bus_rows(driver: webdriver.Chrome) -> list[dict[str, str]]:
     """The bus table as the technician reads it: each row's cells under their column headings."""
-    heads = [str(th.text) for th in driver.find_elements(By.CSS_SELECTOR, "#buses thead th")]
-    rows = driver.find_elements(By.CSS_SELECTOR, "#buses tbody tr")
+    # One script reads it all: the page redraws the rows at every refresh.
+    heads, rows = driver.execute_script(
+        "const t = (es) => [...es].map(e => e.textContent);"
+        "return [t(document.querySelectorAll('#buses thead th')),"
+        " [...document.querySelectorAll('#buses tbody tr')].map(tr => t(tr.children))];"
+    )
     out = []
-    for tr in rows:
-        cells = [str(td.text) for td in tr.find_elements(By.CSS_SELECTOR, "td")]
+    for cells in rows:
         assert len(cells) == len(heads), (heads, cells)
         out.append(dict(zip(heads, cells, strict=True)))
     return out

@@ -18,9 +18,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from selenium import webdriver
+
+from citynerve.hil.sim.clock import SteppedWallClock
 from citynerve.hil.sim.modbus import ModbusBuilding
 
 from .conftest import gateway_toml, wait_for
+from .test_status_page_browser import browser
+
+__all__ = ["browser"]  # the module-scoped Chromium fixture
 
 USER = "citynerve"
 PAGE_LINE = re.compile(r"status page on http://([0-9.]+):(\d+)/")
@@ -155,3 +161,41 @@ async def test_a_rotated_password_file_applies_while_the_gateway_runs(
         log = gw.log.read_text(errors="replace")
         assert log.count("is empty") == 1, log[-3000:]
         assert log.count("cannot read password_file") == 1, log[-3000:]
+
+
+def _page_text(driver: webdriver.Chrome, css: str) -> str:
+    """The text of every element `css` matches, read in one script (the page redraws every 0.5 s:
+    elements found in one call may be gone by the next)."""
+    script = "return [...document.querySelectorAll(arguments[0])].map(e => e.innerText).join(' ')"
+    return str(driver.execute_script(script, css))
+
+
+TWO_DAYS_S = 2 * 86400
+
+
+async def test_ages_are_measured_on_the_gateways_clock(
+    short_dir: Path, building: ModbusBuilding, browser: webdriver.Chrome
+) -> None:
+    """A gateway without NTP whose clock is two days behind (libfaketime), seen from a phone with
+    the right time: a device read a moment ago says seconds ago, an alarm raised a moment ago says
+    since seconds ago (both stamped and measured on the gateway's clock), not "48 h ago"."""
+    clock = SteppedWallClock(short_dir)
+    clock.set_offset(-TWO_DAYS_S)
+    building.trigger_smoke(11)
+    async with gateway_with_page(short_dir, building, "", env=clock.env()) as gw:
+        await asyncio.to_thread(browser.get, gw.base + "/")
+
+        async def shown() -> bool:
+            # WebDriver calls block: off the event loop, which serves the simulated building.
+            card = await asyncio.to_thread(_page_text, browser, '.card[data-device="em-1"] .meta')
+            return "ago" in card and bool(await asyncio.to_thread(_page_text, browser, "#alarms"))
+
+        await gw.until("the page showing the meter and the smoke alarm", shown)
+        read = re.search(r"last good read (.+? ago)", _page_text(browser, '.card[data-device="em-1"] .meta'))
+        assert read and re.fullmatch(r"\d+ s ago", read.group(1)), read
+        assert int(read.group(1).split()[0]) < 30, read.group(1)
+        since = re.search(r"since (.+? ago)", _page_text(browser, "#alarms"))
+        assert since and re.fullmatch(r"\d+ s ago", since.group(1)), _page_text(browser, "#alarms")
+        # The clock tile still tells the technician this browser's clock is two days ahead.
+        skew = re.search(r"this browser \+(\d+) s", _page_text(browser, "#time-detail"))
+        assert skew and abs(int(skew.group(1)) - TWO_DAYS_S) < 60, _page_text(browser, "#time-detail")

@@ -13,9 +13,11 @@
     if (text !== undefined && text !== null) e.textContent = String(text);
     return e;
   }
-  function age(ts) {
+  // Ages are measured on the gateway's clock: `now` is the status's own time (st.generated), as the
+  // timestamps are the gateway's. The browser's clock may be days off the gateway's (no RTC, no NTP).
+  function age(ts, now) {
     if (!ts) return "never";
-    const s = Date.now() / 1000 - ts;
+    const s = now - ts;
     if (s < 90) return Math.max(0, Math.round(s)) + " s ago";
     if (s < 5400) return Math.round(s / 60) + " min ago";
     return Math.round(s / 3600) + " h ago";
@@ -40,6 +42,7 @@
 
   function render(st) {
     const g = st.gateway;
+    const now = st.generated;
     document.getElementById("gw-id").textContent = g.gateway_id || "CityNerve";
     document.getElementById("gw-name").textContent = g.name || "";
     document.getElementById("gw-version").textContent = "v" + (g.version || "?");
@@ -57,7 +60,7 @@
     list.replaceChildren(...alarms.map(function (a) {
       const li = el("li");
       li.append(el("strong", null, (a.severity || "").toUpperCase() + " " + (a.kind || "")), " ");
-      li.append(el("span", null, (a.device_id || "") + (a.subject ? " " + a.subject : "") + " since " + age(a.raised_at)));
+      li.append(el("span", null, (a.device_id || "") + (a.subject ? " " + a.subject : "") + " since " + age(a.raised_at, now)));
       if (a.message) li.append(el("span", "muted", " · " + a.message));
       if (a.value !== undefined && a.value !== null) li.append(el("span", "muted", " (value " + fmt(a.value) + ")"));
       if (a.rule) li.append(el("span", "muted", " · rule " + a.rule));
@@ -141,7 +144,7 @@
         card.append(top);
         const place = [d.room, d.place].filter(Boolean).join(", ");
         card.append(el("div", "meta", [d.id !== (d.name || d.id) ? d.id : "", d.profile, "bus " + d.bus, place].filter(Boolean).join(" · ")));
-        card.append(el("div", "meta", "last good read " + age(d.last_success)));
+        card.append(el("div", "meta", "last good read " + age(d.last_success, now)));
         if (d.faulted) card.append(el("div", "err", "faulted: " + d.faulted));
         else if ((state === "degraded" || state === "offline") && d.reason) card.append(el("div", "err", d.reason));
         else if (d.online === false && d.last_error) card.append(el("div", "err", d.last_error));
