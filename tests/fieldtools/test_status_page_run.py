@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import re
 import signal
@@ -18,8 +19,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from selenium import webdriver
 
+from citynerve.hil.faults.store import fill, small_disk
 from citynerve.hil.sim.clock import SteppedWallClock
 from citynerve.hil.sim.modbus import ModbusBuilding
 
@@ -84,12 +87,15 @@ class GatewayWithPage:
 
 @asynccontextmanager
 async def gateway_with_page(
-    folder: Path, building: ModbusBuilding, web: str, env: dict[str, str] | None = None, extra: str = ""
+    folder: Path,
+    building: ModbusBuilding,
+    web: str,
+    env: dict[str, str] | None = None,
+    store: str = "var/outbox.db",
 ) -> AsyncIterator[GatewayWithPage]:
     host, port = building.endpoint
-    config = gateway_toml(
-        host, port, extra=f"\n[web]\nenabled = true\nport = 0\nrefresh_s = 0.5\n{web}\n{extra}"
-    )
+    config = gateway_toml(host, port, extra=f"\n[web]\nenabled = true\nport = 0\nrefresh_s = 0.5\n{web}\n")
+    config = config.replace('path = "var/outbox.db"', f'path = "{store}"')
     gw = GatewayWithPage(folder, config, env)
     try:
         await gw.started()
@@ -199,3 +205,55 @@ async def test_ages_are_measured_on_the_gateways_clock(
         # The clock tile still tells the technician this browser's clock is two days ahead.
         skew = re.search(r"this browser \+(\d+) s", _page_text(browser, "#time-detail"))
         assert skew and abs(int(skew.group(1)) - TWO_DAYS_S) < 60, _page_text(browser, "#time-detail")
+
+
+def _json(url: str) -> dict[str, Any]:
+    status, body = _get(url)
+    assert status == 200, (status, body)
+    return json.loads(body)  # type: ignore[no-any-return]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root (CI runs as root)")
+async def test_a_full_disk_is_a_fault_on_the_outbox_tile(
+    short_dir: Path, building: ModbusBuilding, browser: webdriver.Chrome
+) -> None:
+    """The outbox on a real tmpfs filled up while the gateway runs (no uplink: everything stays):
+    the store evicts old telemetry to keep alarms. The tile is red, says what was dropped and what
+    to do: free space on the disk holding the outbox."""
+    with small_disk(short_dir / "disk", "6m") as disk:
+        async with gateway_with_page(short_dir, building, "", store=f"{disk}/outbox.db") as gw:
+            api = gw.base + "/api/status"
+
+            async def outbox() -> dict[str, Any]:
+                return (await asyncio.to_thread(_json, api))["outbox"]  # type: ignore[no-any-return]
+
+            async def stored() -> bool:
+                return int((await outbox())["depth"]) >= 20
+
+            await gw.until("telemetry in the outbox", stored)
+            await asyncio.to_thread(fill, disk)
+            building.silence(3)  # an offline alarm to store: old telemetry makes room for it
+
+            async def evicted() -> bool:
+                ob = await outbox()
+                return ob["state"] == "disk_full" and int(ob["dropped_by"].get("disk_full", 0)) > 0
+
+            await gw.until("the store full, telemetry evicted", evicted, 60)
+            dropped = int((await outbox())["dropped_by"]["disk_full"])
+            await asyncio.to_thread(browser.get, gw.base + "/")
+
+            async def tile() -> tuple[str, str]:
+                cls = await asyncio.to_thread(
+                    browser.execute_script, "return document.getElementById('tile-outbox').className"
+                )
+                return str(cls), await asyncio.to_thread(_page_text, browser, "#tile-outbox")
+
+            async def drawn() -> bool:
+                return "disk full" in (await tile())[1]
+
+            await gw.until("the page showing the full disk", drawn)
+            cls, text = await tile()
+            assert "bad" in cls.split(), (cls, text)
+            found = re.search(r"dropped unsent: disk full ([\d,]+)", text)
+            assert found and int(found.group(1).replace(",", "")) >= dropped, text
+            assert f"free space on the disk holding {disk}" in text, text

@@ -33,6 +33,7 @@
     if (v === null || v === undefined) return "-";
     return String(v);
   }
+  function words(state) { return String(state).replace(/_/g, " "); }
   function stateOf(online) { return online === true ? "online" : online === false ? "offline" : "unknown"; }
   function setTile(id, cls) {
     const t = document.getElementById(id);
@@ -86,10 +87,17 @@
     }));
     document.getElementById("operator-section").hidden = flags.length === 0;
 
-    document.getElementById("outbox-depth").textContent = fmt(st.outbox.depth) + " rows";
-    document.getElementById("outbox-age").textContent = st.outbox.oldest_age_s ? "oldest " + duration(st.outbox.oldest_age_s) : "empty";
-    const storeState = st.outbox.state || "ok";
-    document.getElementById("outbox-depth").textContent += storeState === "ok" ? "" : " — store " + storeState.replace("_", " ");
+    const ob = st.outbox;
+    const storeState = ob.state || "ok";
+    document.getElementById("outbox-depth").textContent = fmt(ob.depth) + " rows" + (storeState === "ok" ? "" : " — store " + words(storeState));
+    // What was lost (records dropped unsent, per reason) and what the technician should do.
+    const obParts = [ob.oldest_age_s ? "oldest " + duration(ob.oldest_age_s) : "empty"];
+    const dropped = Object.entries(ob.dropped_by || {}).filter(([, n]) => n > 0);
+    if (dropped.length) obParts.push("dropped unsent: " + dropped.map(([why, n]) => words(why) + " " + n.toLocaleString("en-US")).join(", "));
+    if (storeState === "disk_full") obParts.push("free space on the disk holding " + (ob.folder || "the outbox") + " (old telemetry is evicted to keep alarms)");
+    else if (storeState === "degraded" && ob.quarantined) obParts.push("a corrupt outbox was moved to " + ob.quarantined);
+    document.getElementById("outbox-age").textContent = obParts.join(" · ");
+    setTile("tile-outbox", storeState === "disk_full" ? "bad" : storeState === "ok" ? null : "warn");
 
     const up = st.uplink;
     const upState = document.getElementById("uplink-state");
