@@ -27,9 +27,9 @@ from citynerve.hil.sim.clock import SteppedWallClock
 from citynerve.hil.sim.modbus import ModbusBuilding
 
 from .conftest import gateway_toml, wait_for
-from .test_status_page_browser import browser
+from .test_status_page_browser import browser, chromium
 
-__all__ = ["browser"]  # the module-scoped Chromium fixture
+__all__ = ["browser", "chromium"]  # the module-scoped Chromium, blank for each test
 
 USER = "citynerve"
 PAGE_LINE = re.compile(r"status page on http://([0-9.]+):(\d+)/")

@@ -33,6 +33,8 @@
     if (v === null || v === undefined) return "-";
     return String(v);
   }
+  // The uplink's states (LinkState) as a technician says them.
+  const LINK_WORDS = { connecting: "connecting", backing_off: "down, retrying", stopped: "stopped" };
   function words(state) { return String(state).replace(/_/g, " "); }
   function stateOf(online) { return online === true ? "online" : online === false ? "offline" : "unknown"; }
   function setTile(id, cls) {
@@ -104,7 +106,7 @@
     const upDetail = document.getElementById("uplink-detail");
     if (!up) { upState.textContent = "off"; upDetail.textContent = "not configured"; setTile("tile-uplink", null); }
     else {
-      upState.textContent = up.connected ? "connected" : (up.state || "down");
+      upState.textContent = up.connected ? "connected" : LINK_WORDS[up.state] || (up.state ? words(up.state) : "down");
       let d = up.broker || "";
       if (!up.connected && up.last_error) d = up.last_error;
       if (st.uplink_publish_rate !== null && st.uplink_publish_rate !== undefined) d += " · " + st.uplink_publish_rate.toFixed(1) + " msg/s";
