@@ -35,9 +35,13 @@ class WebConfig(BaseModel):
     enabled: bool = False
     bind: str = Field(default="127.0.0.1", min_length=1, description="address to listen on")
     port: int = Field(default=8080, ge=0, le=65535, description="TCP port (0: any free port)")
-    username: str = Field(default="citynerve", min_length=1, pattern=r"^[^:]+$")
+    username: str = Field(
+        default="citynerve", min_length=1, pattern=r"^[^:]+$", description="user name of the page's login"
+    )
     password_file: SecretPath | None = Field(
-        default=None, description="file holding the password; required when bind is not loopback"
+        default=None,
+        description="file holding the password; required when bind is not loopback; "
+        "a changed file applies within a second, without a restart",
     )
     refresh_s: FiniteFloat = Field(default=2.0, ge=0.5, le=60, description="how often the page refreshes")
 

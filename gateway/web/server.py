@@ -26,7 +26,7 @@ from typing import Any
 
 from citynerve.gateway import shipped
 from citynerve.gateway.api import PermanentError
-from citynerve.gateway.web.config import WebConfig, is_loopback, read_password_file
+from citynerve.gateway.web.config import WebConfig, is_loopback
 from citynerve.gateway.web.limits import (
     REQUEST_DEADLINE_S,
     WRITE_DEADLINE_S,
@@ -36,6 +36,7 @@ from citynerve.gateway.web.limits import (
 )
 from citynerve.gateway.web.metrics import CONTENT_TYPE as METRICS_TYPE
 from citynerve.gateway.web.metrics import RateMeter, plain, render_metrics
+from citynerve.gateway.web.password import PasswordFile
 from citynerve.gateway.web.peer import loopback_peer_allowed
 from citynerve.gateway.web.state import StatusSource, page_state
 
@@ -129,7 +130,7 @@ class StatusServer:
         self.config = config
         self.gateway = gateway
         self.port: int | None = None
-        self._password: bytes | None = None
+        self._password: PasswordFile | None = None  # None: no password_file (loopback, peer rule)
         self._sock: socket.socket | None = None
         self._accepting: asyncio.Task[None] | None = None
         self._serving: set[asyncio.Task[None]] = set()
@@ -174,7 +175,7 @@ class StatusServer:
         path = self._password_path()
         if path is not None:
             try:
-                self._password = read_password_file(path)
+                self._password = PasswordFile.load(path)
             except ValueError as err:
                 raise WebServerError(str(err)) from err
         try:
@@ -370,19 +371,17 @@ class StatusServer:
             name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
         return name == "" or is_loopback(name) or name == self.config.bind
 
-    def _authorized(self, headers: dict[str, str]) -> bool:
-        if self._password is None:
-            return False
+    def _authorized(self, headers: dict[str, str], password: bytes) -> bool:
         scheme, _, token = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "basic":
             return False
         try:
-            user, _, password = base64.b64decode(token.strip(), validate=True).partition(b":")
+            user, _, given = base64.b64decode(token.strip(), validate=True).partition(b":")
         except (binascii.Error, ValueError):
             return False
         # Both compared in constant time, and both always compared, so timing tells nothing.
         ok_user = hmac.compare_digest(user, self.config.username.encode())
-        ok_pass = hmac.compare_digest(password, self._password)
+        ok_pass = hmac.compare_digest(given, password)
         return ok_user and ok_pass
 
     def _note_busy(self, client: str) -> None:
@@ -412,10 +411,20 @@ class StatusServer:
                 return None
             self.peers_refused += 1
             return 403, "text/plain", b"only the gateway's user and group may use this page\n", {}
+        password = await self._password.current()
+        if password is None:
+            # The file became unreadable or empty (logged by PasswordFile): nobody may see the page,
+            # and a 401 would have the technician retype a password that is not what is wrong.
+            return (
+                503,
+                "text/plain",
+                b"the status page's password file cannot be read: see the gateway's log\n",
+                {"Retry-After": "5"},
+            )
         wait = self._logins.wait(client)
         if wait > 0:
             return 429, "text/plain", b"too many failed logins\n", {"Retry-After": f"{wait:.0f}"}
-        if self._authorized(headers):
+        if self._authorized(headers, password):
             self._logins.succeeded(client)
             return None
         if "authorization" in headers:  # a wrong password, not a browser's first request

@@ -7,6 +7,7 @@ registry of active alarms: rules, drivers, bus owners) plus the config (device l
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -139,6 +140,9 @@ def page_state(status: Mapping[str, Any], config: GatewayConfig, *, refresh_s: f
             "state": store.get("state", "ok"),  # ok, disk_full, degraded
             "epoch": store.get("epoch"),
             "dropped_by": store.get("dropped_by") or {},
+            # Where to free space when the disk is full (the outbox's folder; `df` it for the disk).
+            "folder": os.path.dirname(str(store["path"])) if store.get("path") else None,
+            "quarantined": store.get("quarantined"),
         },
         "uplink": uplink,
         "alarms": alarms,

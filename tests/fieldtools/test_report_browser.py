@@ -18,9 +18,9 @@ from citynerve.gateway.runtime import Gateway
 from citynerve.hil.sim.modbus import ModbusBuilding
 
 from .conftest import wait_for
-from .test_status_page_browser import ARTIFACTS, browser
+from .test_status_page_browser import ARTIFACTS, browser, chromium
 
-__all__ = ["browser"]  # the module-scoped Chromium fixture
+__all__ = ["browser", "chromium"]  # the module-scoped Chromium, blank for each test
 
 
 def _report(config_path: Path, *args: str) -> tuple[int, str]:

@@ -13,7 +13,7 @@ import re
 import shutil
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ FLAGS = (
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[webdriver.Chrome]:
+def chromium() -> Iterator[webdriver.Chrome]:
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
         pytest.fail(
             "Debian chromium and chromium-driver are needed: apt-get install chromium chromium-driver"
@@ -63,13 +63,50 @@ def browser() -> Iterator[webdriver.Chrome]:
         driver.quit()
 
 
+@pytest.fixture
+def browser(chromium: webdriver.Chrome) -> Iterator[webdriver.Chrome]:
+    """The module's Chromium on a blank page before and after each test: a page left open by the
+    previous test keeps polling its port, and a later test's server may get that port again; a
+    401 with WWW-Authenticate there opens a login prompt that blocks the renderer."""
+    chromium.get("about:blank")
+    yield chromium
+    chromium.get("about:blank")
+
+
 def _text(driver: webdriver.Chrome, css: str) -> str:
-    return str(driver.find_element(By.CSS_SELECTOR, css).text)
+    """The rendered text of the element `css` matches, read in one script: the page redraws at
+    every refresh, so an element found in one WebDriver call may be gone by the next."""
+    text = driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e && e.innerText", css
+    )
+    assert text is not None, f"nothing matches {css}"
+    return str(text)
+
+
+def _bus_rows(driver: webdriver.Chrome) -> list[dict[str, str]]:
+    """The bus table as the technician reads it: each row's cells under their column headings."""
+    # One script reads it all: the page redraws the rows at every refresh.
+    heads, rows = driver.execute_script(
+        "const t = (es) => [...es].map(e => e.textContent);"
+        "return [t(document.querySelectorAll('#buses thead th')),"
+        " [...document.querySelectorAll('#buses tbody tr')].map(tr => t(tr.children))];"
+    )
+    out = []
+    for cells in rows:
+        assert len(cells) == len(heads), (heads, cells)
+        out.append(dict(zip(heads, cells, strict=True)))
+    return out
 
 
 async def _on_page(driver: webdriver.Chrome, fn: object) -> object:
     # WebDriver calls block: keep them off the event loop so the gateway goes on polling.
     return await asyncio.to_thread(fn)  # type: ignore[arg-type]
+
+
+def _off_loop(predicate: Callable[[], object]) -> Callable[[], Awaitable[object]]:
+    """A WebDriver predicate for `wait_for`, run in a thread: the event loop it would block serves
+    the page's own requests and polls the building while Chromium answers."""
+    return lambda: asyncio.to_thread(predicate)
 
 
 async def test_status_page_live_in_chromium(
@@ -81,10 +118,12 @@ async def test_status_page_live_in_chromium(
     async with StatusServer(cfg, gateway) as server:
         url = f"http://127.0.0.1:{server.port}/"
         await asyncio.to_thread(browser.get, url)
-        await wait_for(lambda: browser.execute_script("return document.body.dataset.loaded") == "1")
+        await wait_for(
+            _off_loop(lambda: browser.execute_script("return document.body.dataset.loaded") == "1")
+        )
 
         # Every configured device is on the page, grouped by building and floor, basement first.
-        await wait_for(lambda: _text(browser, "#devices-online") == "5 / 5", 10)
+        await wait_for(_off_loop(lambda: _text(browser, "#devices-online") == "5 / 5"), 10)
         groups = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".group h3")]
         assert groups == ["7 · floor B1", "7 · floor 1", "7 · floor 2", "7 · floor 3"]
         cards = browser.find_elements(By.CSS_SELECTOR, ".card")
@@ -110,7 +149,14 @@ async def test_status_page_live_in_chromium(
         em = _text(browser, '.card[data-device="em-1"]')
         assert "voltage_a" in em and " V" in em
         assert "rows" in _text(browser, "#outbox-depth")
-        assert "tcp-1" in _text(browser, "#buses") and "modbus_tcp" in _text(browser, "#buses")
+        # The bus table, read by its headings: each value under its own column.
+        (bus,) = _bus_rows(browser)
+        assert bus["bus"] == "tcp-1" and bus["protocol"] == "modbus_tcp", bus
+        assert bus["channel"] == "open", bus
+        assert bus["verdict"] == "ok", bus
+        assert bus["transactions"].isdigit() and int(bus["transactions"]) > 0, bus
+        assert bus["errors"].isdigit(), bus
+        assert re.fullmatch(r"[\d.]+ ms", bus["latency"]), bus
         assert _text(browser, "#uplink-state") == "off"
 
         ARTIFACTS.mkdir(exist_ok=True)
@@ -119,7 +165,9 @@ async def test_status_page_live_in_chromium(
         # Live refresh: a water meter is unplugged; the page shows it offline without a reload.
         building.silence(3)
         await wait_for(
-            lambda: "offline" in _text(browser, '.card[data-device="wm-3"] .badge'), 15, interval_s=0.2
+            _off_loop(lambda: "offline" in _text(browser, '.card[data-device="wm-3"] .badge')),
+            15,
+            interval_s=0.2,
         )
         assert _text(browser, "#devices-online") == "4 / 5"
         assert "bad" in (browser.find_element(By.ID, "tile-devices").get_attribute("class") or "")
@@ -171,7 +219,9 @@ async def test_page_works_behind_the_password(
         )
         try:
             await asyncio.to_thread(browser.get, base + "/")
-            await wait_for(lambda: browser.execute_script("return document.body.dataset.loaded") == "1")
+            await wait_for(
+                _off_loop(lambda: browser.execute_script("return document.body.dataset.loaded") == "1")
+            )
             assert _text(browser, "#gw-id") == "gw-test-0001"
             n = server.requests
             await wait_for(lambda: server.requests >= n + 2, 10)  # still refreshing, still allowed
@@ -216,7 +266,9 @@ brokers = ["mqtt://127.0.0.1:9"]
                 await asyncio.to_thread(browser.get, f"http://127.0.0.1:{server.port}/")
                 # (the city's uplink may still be connecting when the page first shows the district)
                 await wait_for(
-                    lambda: {"district DOWN", "city up"} <= _words(_text(browser, "#uplink-detail")),
+                    _off_loop(
+                        lambda: {"district DOWN", "city up"} <= _words(_text(browser, "#uplink-detail"))
+                    ),
                     20,
                     interval_s=0.2,
                 )
@@ -230,7 +282,7 @@ brokers = ["mqtt://127.0.0.1:9"]
                 low = await district_queued()
 
                 async def page_caught_up() -> bool:
-                    return _page_queued(_text(browser, "#uplink-detail")) >= low
+                    return _page_queued(await asyncio.to_thread(_text, browser, "#uplink-detail")) >= low
 
                 await wait_for(page_caught_up, 20, interval_s=0.2)
                 shown = _page_queued(_text(browser, "#uplink-detail"))
@@ -259,3 +311,37 @@ def _page_queued(detail: str) -> int:
 def _words(detail: str) -> set[str]:
     """`city up`, `district DOWN`, ... as the uplink tile names each destination."""
     return set(re.findall(r"\b\w+ (?:up|DOWN)\b", detail))
+
+
+async def test_uplink_down_is_said_in_words(
+    short_dir: Path, building: ModbusBuilding, browser: webdriver.Chrome
+) -> None:
+    """The only broker refuses connections: the uplink tile says the link is down and retrying, in
+    words, not the state's identifier (`backing_off`), on a red tile."""
+    from citynerve.gateway.config import load_config
+
+    from .conftest import gateway_toml, run_gateway
+
+    host, port = building.endpoint
+    path = short_dir / "gateway.toml"
+    path.write_text(
+        gateway_toml(host, port) + '\n[[upstream]]\nid = "city"\nbrokers = ["mqtt://127.0.0.1:9"]\n'
+    )
+    cfg = WebConfig(enabled=True, port=0, refresh_s=0.5)
+    async with run_gateway(load_config(path)) as gateway, StatusServer(cfg, gateway) as server:
+        await asyncio.to_thread(browser.get, f"http://127.0.0.1:{server.port}/")
+
+        async def shown() -> str:
+            text = await asyncio.to_thread(
+                browser.execute_script, "return document.getElementById('uplink-state').textContent"
+            )
+            return str(text)
+
+        await wait_for(lambda: _retrying(shown()), 20, interval_s=0.2)
+        assert "bad" in (browser.find_element(By.ID, "tile-uplink").get_attribute("class") or "")
+
+
+async def _retrying(text: Awaitable[str]) -> bool:
+    shown = await text
+    assert "_" not in shown, shown  # never an identifier such as backing_off
+    return shown == "down, retrying"

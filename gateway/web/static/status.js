@@ -13,9 +13,11 @@
     if (text !== undefined && text !== null) e.textContent = String(text);
     return e;
   }
-  function age(ts) {
+  // Ages are measured on the gateway's clock: `now` is the status's own time (st.generated), as the
+  // timestamps are the gateway's. The browser's clock may be days off the gateway's (no RTC, no NTP).
+  function age(ts, now) {
     if (!ts) return "never";
-    const s = Date.now() / 1000 - ts;
+    const s = now - ts;
     if (s < 90) return Math.max(0, Math.round(s)) + " s ago";
     if (s < 5400) return Math.round(s / 60) + " min ago";
     return Math.round(s / 3600) + " h ago";
@@ -31,6 +33,9 @@
     if (v === null || v === undefined) return "-";
     return String(v);
   }
+  // The uplink's states (LinkState) as a technician says them.
+  const LINK_WORDS = { connecting: "connecting", backing_off: "down, retrying", stopped: "stopped" };
+  function words(state) { return String(state).replace(/_/g, " "); }
   function stateOf(online) { return online === true ? "online" : online === false ? "offline" : "unknown"; }
   function setTile(id, cls) {
     const t = document.getElementById(id);
@@ -40,6 +45,7 @@
 
   function render(st) {
     const g = st.gateway;
+    const now = st.generated;
     document.getElementById("gw-id").textContent = g.gateway_id || "CityNerve";
     document.getElementById("gw-name").textContent = g.name || "";
     document.getElementById("gw-version").textContent = "v" + (g.version || "?");
@@ -57,7 +63,7 @@
     list.replaceChildren(...alarms.map(function (a) {
       const li = el("li");
       li.append(el("strong", null, (a.severity || "").toUpperCase() + " " + (a.kind || "")), " ");
-      li.append(el("span", null, (a.device_id || "") + (a.subject ? " " + a.subject : "") + " since " + age(a.raised_at)));
+      li.append(el("span", null, (a.device_id || "") + (a.subject ? " " + a.subject : "") + " since " + age(a.raised_at, now)));
       if (a.message) li.append(el("span", "muted", " · " + a.message));
       if (a.value !== undefined && a.value !== null) li.append(el("span", "muted", " (value " + fmt(a.value) + ")"));
       if (a.rule) li.append(el("span", "muted", " · rule " + a.rule));
@@ -83,17 +89,24 @@
     }));
     document.getElementById("operator-section").hidden = flags.length === 0;
 
-    document.getElementById("outbox-depth").textContent = fmt(st.outbox.depth) + " rows";
-    document.getElementById("outbox-age").textContent = st.outbox.oldest_age_s ? "oldest " + duration(st.outbox.oldest_age_s) : "empty";
-    const storeState = st.outbox.state || "ok";
-    document.getElementById("outbox-depth").textContent += storeState === "ok" ? "" : " — store " + storeState.replace("_", " ");
+    const ob = st.outbox;
+    const storeState = ob.state || "ok";
+    document.getElementById("outbox-depth").textContent = fmt(ob.depth) + " rows" + (storeState === "ok" ? "" : " — store " + words(storeState));
+    // What was lost (records dropped unsent, per reason) and what the technician should do.
+    const obParts = [ob.oldest_age_s ? "oldest " + duration(ob.oldest_age_s) : "empty"];
+    const dropped = Object.entries(ob.dropped_by || {}).filter(([, n]) => n > 0);
+    if (dropped.length) obParts.push("dropped unsent: " + dropped.map(([why, n]) => words(why) + " " + n.toLocaleString("en-US")).join(", "));
+    if (storeState === "disk_full") obParts.push("free space on the disk holding " + (ob.folder || "the outbox") + " (old telemetry is evicted to keep alarms)");
+    else if (storeState === "degraded" && ob.quarantined) obParts.push("a corrupt outbox was moved to " + ob.quarantined);
+    document.getElementById("outbox-age").textContent = obParts.join(" · ");
+    setTile("tile-outbox", storeState === "disk_full" ? "bad" : storeState === "ok" ? null : "warn");
 
     const up = st.uplink;
     const upState = document.getElementById("uplink-state");
     const upDetail = document.getElementById("uplink-detail");
     if (!up) { upState.textContent = "off"; upDetail.textContent = "not configured"; setTile("tile-uplink", null); }
     else {
-      upState.textContent = up.connected ? "connected" : (up.state || "down");
+      upState.textContent = up.connected ? "connected" : LINK_WORDS[up.state] || (up.state ? words(up.state) : "down");
       let d = up.broker || "";
       if (!up.connected && up.last_error) d = up.last_error;
       if (st.uplink_publish_rate !== null && st.uplink_publish_rate !== undefined) d += " · " + st.uplink_publish_rate.toFixed(1) + " msg/s";
@@ -141,7 +154,7 @@
         card.append(top);
         const place = [d.room, d.place].filter(Boolean).join(", ");
         card.append(el("div", "meta", [d.id !== (d.name || d.id) ? d.id : "", d.profile, "bus " + d.bus, place].filter(Boolean).join(" · ")));
-        card.append(el("div", "meta", "last good read " + age(d.last_success)));
+        card.append(el("div", "meta", "last good read " + age(d.last_success, now)));
         if (d.faulted) card.append(el("div", "err", "faulted: " + d.faulted));
         else if ((state === "degraded" || state === "offline") && d.reason) card.append(el("div", "err", d.reason));
         else if (d.online === false && d.last_error) card.append(el("div", "err", d.last_error));
@@ -176,10 +189,11 @@
       tr.append(el("td", null, b.id), el("td", null, b.protocol));
       const down = b.adapter_missing ? "waiting for adapter " + b.adapter_missing + " \u2014 plug it in" : "down: " + (b.channel_error || "");
       tr.append(el("td", b.channel === "open" ? "" : "down", b.channel === "open" ? "open" : down));
-      const v = b.verdict || {};
-      tr.append(el("td", v.cause && v.cause !== "ok" ? (v.state === "offline" ? "down" : "warn") : "", v.cause && v.cause !== "ok" ? v.reason : "ok"));
+      // In the order of the headings in index.html; the verdict is the last column.
       tr.append(el("td", null, fmt(b.transactions)), el("td", null, fmt(b.errors)));
       tr.append(el("td", null, b.latency_ms === null || b.latency_ms === undefined ? "-" : fmt(b.latency_ms) + " ms"));
+      const v = b.verdict || {};
+      tr.append(el("td", v.cause && v.cause !== "ok" ? (v.state === "offline" ? "down" : "warn") : "", v.cause && v.cause !== "ok" ? v.reason : "ok"));
       return tr;
     }));
   }
