@@ -5,9 +5,10 @@ The config models hold the paths of key and password files, not what is in them:
 into a BLE node's existing key file left the models equal, so the bus was not reopened and the node
 stayed `wrong_key` until a restart, while the reload answered that the gateway took the change. So
 the plan also compares a digest of the secret files each part reads only when it starts
-(`secret_digests`): a bus's key files (its devices' `key_file`), the platform's command keys, the
-status page's password file. The uplink's broker password and TLS files are left out: the uplink
-reads them again at every connection.
+(`secret_digests`): a bus's key files (its devices' `key_file`) and the platform's command keys.
+The uplink's broker password and TLS files are left out: the uplink reads them again at every
+connection; so is the status page's password file, which the web server reads again when it
+changes (gateway/web/password.py).
 """
 
 from __future__ import annotations
@@ -95,12 +96,11 @@ def plan_reload(
 
 def secret_digests(config: GatewayConfig) -> dict[str, str]:
     """A digest of the secret files each part of `config` reads when it starts, by part: `bus:<id>`
-    (the bus and its devices: BLE key files), `upstream` (the platform's command keys), `web` (the
-    status page's password). Never the files' contents: a SHA-256 over them."""
+    (the bus and its devices: BLE key files), `upstream` (the platform's command keys). Never the
+    files' contents: a SHA-256 over them."""
     out = {_bus(b.id): _digest([b, *config.devices_on(b.id)]) for b in config.buses if b.enabled}
     destinations = config.destinations or ((config.upstream,) if config.upstream is not None else ())
     out["upstream"] = _digest([d.commands for d in destinations])
-    out["web"] = _digest([config.web] if config.web is not None else [])
     return out
 
 

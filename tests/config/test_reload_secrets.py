@@ -63,12 +63,10 @@ def test_secret_files_read_only_at_start_ask_for_a_restart_and_the_broker_passwo
     at_start = secret_digests(running)
     secret(tmp_path / "broker.pw", "broker-password-2\n")  # read at the next connection anyway
     assert plan_reload(running, load_config(path), None, at_start).restart_needed_for == []
-    secret(tmp_path / "web.pw", "web-password-2\n")
+    secret(tmp_path / "web.pw", "web-password-2\n")  # the status page reads it again itself
+    assert plan_reload(running, load_config(path), None, at_start).restart_needed_for == []
     secret(tmp_path / "cmd.key", "fedcba9876543210fedcba9876543210\n")
     plan = plan_reload(running, load_config(path), None, at_start)
-    assert plan.restart_needed_for == ["upstream", "web"] and plan.changed == []
+    assert plan.restart_needed_for == ["upstream"] and plan.changed == []
     # until the restart they run as read at start: the next reload asks again
-    assert plan_reload(plan.config, load_config(path), None, plan.secrets).restart_needed_for == [
-        "upstream",
-        "web",
-    ]
+    assert plan_reload(plan.config, load_config(path), None, plan.secrets).restart_needed_for == ["upstream"]
