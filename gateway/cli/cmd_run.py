@@ -46,6 +46,8 @@ def run(
     """Run the gateway: poll buses, detect, store, forward. Stops cleanly on SIGTERM / Ctrl-C.
 
     An invalid config is refused with the same messages as `config check` (exit 2).
+
+    SIGHUP re-reads the config, as `config reload` does (the answer goes to the log).
     """
     # The console entry point runs `citynerve run` through _run's own parser (no click in the
     # service's memory); this command has the same options and does the same.
