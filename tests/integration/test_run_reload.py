@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import psutil
 
 from citynerve.gateway.control import ask
+from citynerve.hil.platform import MosquittoBroker, PlatformConsumer
 from tests.integration.conftest import GatewayProcess, devices_online, gateway_config
 from tests.integration.test_run_removed_detector import Run, site
 
@@ -39,6 +41,16 @@ def messages(gw: GatewayProcess) -> list[str]:
 
 def logged(gw: GatewayProcess, text: str) -> bool:
     return any(text in m for m in messages(gw))
+
+
+def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "citynerve.gateway.cli", *args, "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=config.parent,
+    )
 
 
 def test_sighup_reloads_the_config_and_the_gateway_keeps_running(
@@ -130,3 +142,49 @@ async def test_a_detector_renamed_while_in_alarm_is_raised_under_its_new_id(shor
             held = await run.until("action close_valve on riser-1.valve")
             assert "interlocked interlock water_on_during_fire: smoke raised on sd-3x" in held, held
             assert s.valve_open()
+
+
+def test_a_restart_pending_after_a_reload_is_shown_in_status_and_to_the_platform(
+    short_dir: Path, modbus_peer: int, gateway_process: type[GatewayProcess]
+) -> None:
+    """A reload whose [upstream] waits for a restart: status showed the new file's hash while the
+    old broker was in use, and nothing said a restart was pending."""
+    with MosquittoBroker(workdir=short_dir) as broker:
+        config = gateway_config(short_dir, modbus_peer, buses=1, units=1)
+        upstream = f'\n[upstream]\nbrokers = ["{broker.url}"]\nstatus_interval_s = 0.5\n'
+        config.write_text(config.read_text() + upstream)
+        sock = short_dir / "var" / "gw.sock"
+
+        async def scenario() -> None:
+            async with PlatformConsumer(
+                host=broker.host, port=broker.port, db_path=short_dir / "platform.db"
+            ) as consumer:
+                gw = gateway_process(config)
+                gw.start()
+                await asyncio.to_thread(gw.wait_for, lambda: devices_online(sock) == 1)
+                before = (await ask(sock, "status"))["config"]
+                assert before["restart_pending"] == []
+                edited = config.read_text().replace("status_interval_s = 0.5", "status_interval_s = 0.6")
+                config.write_text(edited)
+                reload = await asyncio.to_thread(cli, config, "config", "reload")
+                assert reload.returncode == 3, reload.stderr
+                said = " ".join(reload.stderr.split())  # rich wraps at the terminal's width
+                assert "its [upstream] section takes it only after a restart" in said, said
+                after = (await ask(sock, "status"))["config"]
+                assert after["restart_pending"] == ["upstream"]
+                assert after["started"] == {"version": before["version"], "sha256": before["sha256"]}
+                assert after["sha256"] != before["sha256"]  # the file's: its buses and devices are in effect
+                text = await asyncio.to_thread(cli, config, "status")
+                assert "restart pending for [upstream]" in " ".join(text.stdout.split()), text.stdout
+
+                def platform_sees() -> bool:
+                    doc = consumer.store.document("gw-test", "status") or {}
+                    return (doc.get("gateway") or {}).get("config", {}).get("restart_pending") == ["upstream"]
+
+                deadline = time.monotonic() + 15
+                while not platform_sees():
+                    assert time.monotonic() < deadline, consumer.store.document("gw-test", "status")
+                    await asyncio.sleep(0.1)
+                assert gw.kill(signal.SIGTERM) == 0
+
+        asyncio.run(scenario())
