@@ -14,7 +14,7 @@ changes (gateway/web/password.py).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -48,14 +48,11 @@ class ReloadPlan:
 
 
 def plan_reload(
-    old: GatewayConfig,
-    new: GatewayConfig,
-    rules_devices: Collection[Any] | None,
-    secrets: Mapping[str, str] | None = None,
+    old: GatewayConfig, new: GatewayConfig, secrets: Mapping[str, str] | None = None
 ) -> ReloadPlan:
-    """Compare the running config `old` with the file's `new`. `rules_devices`: the devices the
-    rule engine was bound to at start (None: no engine). `secrets`: `secret_digests` of the files
-    as the running parts read them (None: taken from `old` now, so no file counts as changed)."""
+    """Compare the running config `old` with the file's `new`. `secrets`: `secret_digests` of the
+    files as the running parts read them (None: taken from `old` now, so no file counts as changed).
+    Changed devices are no change to `rules`: the runtime binds the rule engine to them (reload.py)."""
     was = dict(secrets) if secrets is not None else secret_digests(old)
     now = secret_digests(new)
     old_buses = {b.id: (b, old.devices_on(b.id)) for b in old.buses if b.enabled}
@@ -86,8 +83,6 @@ def plan_reload(
     needs_restart = [
         n for n, (before, after) in sections.items() if before != after or was.get(n) != now.get(n)
     ]
-    if new.rules is not None and rules_devices != new.devices and "rules" not in needs_restart:
-        needs_restart.append("rules")  # the rule engine binds rules to devices at start
     kept = replace(new, **{f: getattr(old, f) for n in needs_restart for f in _FIELDS.get(n, (n,))})
     in_effect = {k: v for k, v in now.items() if k not in needs_restart}
     in_effect.update({k: was[k] for k in needs_restart if k in was})  # still read as at start

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +36,8 @@ from citynerve.gateway.heap import settle_heap
 from citynerve.gateway.inventory import device_inventory, iter_device_inventory
 from citynerve.gateway.operator import OperatorControls
 from citynerve.gateway.pipeline import NoRules, Pipeline
-from citynerve.gateway.reload_plan import plan_reload, secret_digests
+from citynerve.gateway.reload import reconcile_alarms, reload_config, reload_logged
+from citynerve.gateway.reload_plan import secret_digests
 from citynerve.gateway.runlock import GatewayLockedError, run_lock
 from citynerve.gateway.service.notify import Notifier, Watchdog, WriterProgress
 from citynerve.gateway.status import brief_status, full_status, service_status
@@ -88,7 +88,11 @@ class Gateway:
         self._tg: asyncio.TaskGroup | None = None
         self._owner_tasks: dict[str, asyncio.Task[None]] = {}
         self._devices = {d.id: d for d in config.devices}
-        self._rules_devices = config.devices  # what the rule engine was bound to (at start)
+        self._rules_devices = config.devices  # what the rule engine is bound to (reload.rebind_rules)
+        self._reload_lock = asyncio.Lock()  # one reload at a time (gateway/reload.py)
+        self._reload_asked = ""  # a SIGHUP before the task group ran: reloaded once it does
+        self.restart_pending: list[str] = []  # the last reload's restart_needed_for: in status
+        self.config_at_start: dict[str, str] = {}  # version and sha256 of the config at start
         self._reloaded: GatewayConfig | None = None  # the file as the last reload read it
         self._secrets = secret_digests(config)  # key files as read at start: a reload compares them
         self.operator: OperatorControls | None = None
@@ -131,7 +135,7 @@ class Gateway:
                 self.pipeline = Pipeline(
                     self._devices, self.marks, self.rules or NoRules(), alarms=self.alarms
                 )
-                self._reconcile_alarms()
+                reconcile_alarms(self)
                 await self._make_operator(outbox)
                 if (primary := command_destination(cfg)) is not None:
                     from citynerve.gateway.remoteconfig import change_waiting
@@ -172,35 +176,6 @@ class Gateway:
         except Exception:  # a damaged snapshot costs the list of old alarms, never the gateway
             log.exception("cannot restore the active alarms")
             self.alarms.unreadable = True
-
-    def _reconcile_alarms(self) -> None:
-        """Restored alarms nobody can clear any more are cleared now, and the platform is told:
-        rule alarms the rule engine's (older) snapshot does not hold active (still true, the rule
-        raises them again), alarms of rules no longer configured (or of no rules section), and
-        alarms of devices or buses no longer configured. The other way, the registry being newer:
-        rule alarms and interlock entries the engine restored as raised that the registry no
-        longer holds cleared before the stop, and the engine forgets them.
-        The registry is cleaned first: an alarm it clears here (a smoke detector stuck in alarm,
-        removed from the config, or its smoke rule) must not keep its interlock entry, which held
-        every valve close in its building; the writes that entry held run at the next tick."""
-        if self.pipeline is None:
-            return
-        rules = self.rules
-        ids = {i.rule.id for i in rules.instances.values()} if rules is not None else set()
-        active = [(a.device_id, a.kind, a.rule) for a in rules.active()] if rules is not None else []
-        gone = self.alarms.reconcile(ids, active)
-        # Alarms on the gateway itself (certificate_expiry) stay: it is always configured.
-        keep = {*self._devices, *(b.id for b in self.config.buses), self.config.gateway.id}
-        gone += self.alarms.forget_devices(keep)
-        if self.rules is not None:
-            self.rules.actions.interlocks.forget_devices(keep)  # also with the registry unreadable
-            self.rules.actions.interlocks.forget_rules(ids)
-            if not self.alarms.unreadable:
-                registry = self.alarms.active()
-                self.rules.forget_cleared((a.device_id, a.kind, a.rule, a.value) for a in registry)
-        for a in gone:
-            log.warning("alarm %s on %s (%s) no longer active: cleared", a.kind, a.device_id, a.rule)
-            self.pipeline.event(a.cleared("no longer active after a restart or reload", self.clock.wall()))
 
     def _adopt_expiry_alarms(self) -> None:
         """Certificate expiry alarms restored from the last run: the certificate watch judges them
@@ -277,6 +252,8 @@ class Gateway:
                 settle_heap()  # what start-up built lives on: later collections skip it
                 if self.remote_config is not None:  # a config change pending across a restart
                     self._spawn(self.remote_config.resume(), "config.resume")
+                if self._reload_asked:  # a SIGHUP while starting
+                    self.reload_soon(self._reload_asked)
                 await stop.wait()
                 log.info("stopping")
                 self.notifier.send(STOPPING="1", STATUS="stopping: committing the outbox")
@@ -317,7 +294,15 @@ class Gateway:
         return parts
 
     def _start_owner(self, bus_id: str) -> None:
+        """The owner task of `bus_id`: never a second one beside a running one (it would be orphaned,
+        still polling, and hold the stop up), and none once the gateway is stopping."""
         assert self._tg is not None
+        running = self._owner_tasks.pop(bus_id, None)
+        if running is not None and not running.done():
+            log.error("bus %s: an owner was still running when a new one started: cancelled", bus_id)
+            running.cancel()
+        if self._stop is not None and self._stop.is_set():
+            return
         self._owner_tasks[bus_id] = self._tg.create_task(
             self.buses[bus_id].run(), name=f"bus[{bus_id}].owner"
         )
@@ -328,44 +313,28 @@ class Gateway:
         if task is not None:
             await stop_task(task)
 
-    async def reload(self) -> dict[str, Any]:
-        """Re-read the config file and apply bus and device changes without a restart.
+    async def reload(self, why: str = "") -> dict[str, Any]:
+        """Re-read the config file and apply bus and device changes without a restart, one reload
+        at a time (gateway/reload.py). `why`: who asked, for the log (`SIGHUP`).
 
-        Buses whose settings or devices changed are restarted; the others keep polling. The outbox
-        and the writer are untouched, so nothing buffered is lost. Changes to other sections
-        (store, upstream, rules, web) need a restart and are reported as such; until then
-        `self.config` keeps those sections as they run, so status, later reloads and remote config
-        changes see and compare against what is in effect, not what waits for the restart.
+        Buses whose settings or devices changed are restarted; the others keep polling; the rule
+        engine takes changed devices. The outbox and the writer are untouched, so nothing buffered
+        is lost. Changes to other sections (store, upstream, rules, web) need a restart and are
+        reported as such (and in status: `restart_pending`); until then `self.config` keeps those
+        sections as they run, so status, later reloads and remote config changes see and compare
+        against what is in effect, not what waits for the restart. Raises ConfigError (logged).
         """
-        from citynerve.gateway.config import load_config
+        async with self._reload_lock:
+            return await reload_config(self, why)
 
-        # ConfigError -> the caller sees every issue. --allow-insecure-secrets at start holds for reloads.
-        new = load_config(
-            self.config.source, allow_insecure_secrets=self.config.security.allow_insecure_secret_files
-        )
-        for warning in new.warnings:
-            log.warning("%s", warning)
-        plan = plan_reload(self.config, new, self._rules_devices, self._secrets)
-        self._secrets = plan.secrets
-        changed, added, removed = plan.changed, plan.added, plan.removed
-        self._reloaded = new
-        new = plan.config
-        for bus_id in changed + removed:
-            await self._stop_owner(bus_id)
-        self.config = new
-        self._devices = {d.id: d for d in new.devices}
-        assert self.pipeline is not None and self.wiring is not None
-        self.pipeline.update_devices(self._devices)
-        self._reconcile_alarms()  # alarms of removed devices are cleared
-        self.wiring = replace(self.wiring, config=new)
-        for bus_id in changed + added:  # wired exactly as at start: same sink, rules, state, alarms
-            self.buses[bus_id] = self._supervisor(bus_id)
-            self._start_owner(bus_id)
-        log.info("config reloaded: buses changed %s, added %s, removed %s", changed, added, removed)
-        settle_heap()
-        if self.remote_config is not None:  # a local rollback changes the version in status too
-            self.remote_config.refresh()
-        return plan.report()
+    def reload_soon(self, why: str) -> None:
+        """A reload asked for by a signal (SIGHUP): run as a task; its outcome goes to the log."""
+        if self._stop is not None and self._stop.is_set():
+            log.warning("config reload (%s) ignored: the gateway is stopping", why)
+        elif self._tg is None:  # still starting: the reload runs once the buses have started
+            self._reload_asked = why
+        else:
+            self._spawn(reload_logged(self, why), f"config.reload({why})")
 
     async def _make_rules(self, outbox: AsyncOutbox) -> PersistentRuleEngine | None:
         if self.config.rules is None:
@@ -408,6 +377,7 @@ class Gateway:
             clock=self.clock,
             rotation_waiting=creds.rotation_waiting if creds is not None else lambda: None,
         )
+        self.config_at_start = dict(self.remote_config.current)  # what `restart_pending` sections run
 
     def _spawn(self, coro: Any, name: str) -> None:
         """A task in the gateway's task group that stop cancels too."""

@@ -15,7 +15,7 @@ from citynerve.gateway.timesync import kernel_state
 if TYPE_CHECKING:
     from citynerve.gateway.runtime import Gateway
 
-__all__ = ["brief_status", "full_status", "service_status"]
+__all__ = ["brief_status", "config_status", "full_status", "service_status"]
 
 
 def brief_status(gw: Gateway) -> dict[str, Any]:
@@ -35,8 +35,21 @@ def brief_status(gw: Gateway) -> dict[str, Any]:
         "clock": gw.clock_sync.wire(),
         "operator": gw.operator.snapshot() if gw.operator is not None else None,
         "certificates": gw.credentials.status() if gw.credentials is not None else None,
-        "config": gw.remote_config.snapshot() if gw.remote_config is not None else None,
+        "config": config_status(gw),
     }
+
+
+def config_status(gw: Gateway) -> dict[str, Any] | None:
+    """The config's version and hash (of the file: its buses and devices are in effect), and
+    `restart_pending`: the sections the last reload left for a restart, which still run as in the
+    config the gateway started with (`started`, given while any is pending)."""
+    if gw.remote_config is None:
+        return None
+    out = gw.remote_config.snapshot()
+    out["restart_pending"] = list(gw.restart_pending)
+    if gw.restart_pending:
+        out["started"] = dict(gw.config_at_start)
+    return out
 
 
 async def full_status(gw: Gateway) -> dict[str, Any]:

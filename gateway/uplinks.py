@@ -133,6 +133,7 @@ async def restart_uplinks(gw: Gateway) -> None:
     if gw._reloaded is not None:  # the [upstream] that reload left for a restart: in effect now
         up = gw._reloaded
         gw.config = replace(gw.config, upstream=up.upstream, destinations=up.destinations)
+        gw.restart_pending = [s for s in gw.restart_pending if s != "upstream"]
     primary = command_destination(gw.config)
     if gw.credentials is not None and primary is not None:
         await gw.credentials.reconfigure(primary)  # as a restart builds them

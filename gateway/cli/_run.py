@@ -23,6 +23,7 @@ CONFIG_ENVVAR = "CITYNERVE_CONFIG"
 
 SUMMARY = "Run the gateway: poll buses, detect, store, forward. Stops cleanly on SIGTERM / Ctrl-C."
 DETAIL = "An invalid config is refused with the same messages as `config check` (exit 2)."
+RELOAD = "SIGHUP re-reads the config, as `config reload` does (the answer goes to the log)."
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -84,7 +85,8 @@ def _metavar(opt: RunOption) -> str:
 def help_text() -> str:
     rows = [(", ".join(opt.names) + _metavar(opt), opt.help) for opt in OPTIONS]
     width = max(len(left) for left, _ in rows) + 2
-    lines = ["Usage: citynerve run [OPTIONS]", "", f"  {SUMMARY}", "", f"  {DETAIL}", "", "Options:"]
+    lines = ["Usage: citynerve run [OPTIONS]", "", f"  {SUMMARY}", "", f"  {DETAIL}", "", f"  {RELOAD}", ""]
+    lines += ["Options:"]
     lines += [f"  {left.ljust(width)}{text}" for left, text in rows]
     return "\n".join(lines) + "\n"
 
@@ -131,7 +133,8 @@ def parse_args(argv: Sequence[str], environ: dict[str, str] | None = None) -> Ru
 
 
 def start(args: RunArgs) -> None:
-    """Run the gateway until SIGTERM / SIGINT; exit 2 on an invalid config, 1 on a gateway error."""
+    """Run the gateway until SIGTERM / SIGINT (SIGHUP reloads the config); exit 2 on an invalid
+    config, 1 on a gateway error."""
     import asyncio
     import logging
     import signal
@@ -169,6 +172,9 @@ def start(args: RunArgs) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         gateway = Gateway(cfg)
+        # SIGHUP's default ends the process (exit 129: no clean stop, and systemd's Restart=on-failure
+        # takes it as clean, so no restart). Unix daemons re-read their config on it: so does this one.
+        loop.add_signal_handler(signal.SIGHUP, gateway.reload_soon, "SIGHUP")
         await gateway.run(stop)
         return gateway.restart_requested
 

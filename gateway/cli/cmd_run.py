@@ -46,6 +46,8 @@ def run(
     """Run the gateway: poll buses, detect, store, forward. Stops cleanly on SIGTERM / Ctrl-C.
 
     An invalid config is refused with the same messages as `config check` (exit 2).
+
+    SIGHUP re-reads the config, as `config reload` does (the answer goes to the log).
     """
     # The console entry point runs `citynerve run` through _run's own parser (no click in the
     # service's memory); this command has the same options and does the same.
@@ -129,6 +131,22 @@ _VERDICT_STATE = {
 }
 
 
+def show_config(config: dict[str, Any] | None) -> None:
+    """The config's version and hash, and the sections a reload left for a restart."""
+    if not config:
+        return
+    line = f"config: version {config.get('version')}, sha256 {str(config.get('sha256'))[:12]}"
+    pending = config.get("restart_pending") or []
+    if pending:
+        started = config.get("started") or {}
+        line += (
+            f"; restart pending for {', '.join(f'[{s}]' for s in pending)}: these run as in the config"
+            f" at start (version {started.get('version')}, sha256 {str(started.get('sha256'))[:12]})"
+            " until systemctl restart citynerve"
+        )
+    _common.console.print(line, highlight=False, markup=False, style="yellow" if pending else None)
+
+
 def show_status(st: dict[str, Any]) -> None:
     from rich.table import Table
 
@@ -178,6 +196,7 @@ def show_status(st: dict[str, Any]) -> None:
                 esc(detail),
             )
     console.print(table)
+    show_config(st.get("config"))
     show_alarms(st.get("alarms") or [])
     show_operator(st.get("operator") or {})
     upd = st.get("software_update")

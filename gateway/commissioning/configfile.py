@@ -336,9 +336,11 @@ class ReloadReport:
             buses = _changed_buses(self.detail)
             return "the running gateway took the change" + (f" (buses restarted: {buses})" if buses else "")
         if self.outcome is ReloadOutcome.RESTART_NEEDED:
+            sections = ", ".join(f"[{s}]" for s in self.restart_for)
+            takes = "section takes" if len(self.restart_for) == 1 else "sections take"
             return (
-                f"the running gateway polls the change, but its {', '.join(self.restart_for)} "
-                "take it only after a restart: systemctl restart citynerve"
+                f"the running gateway polls the change, but its {sections} {takes} it only after a "
+                "restart: systemctl restart citynerve"
             )
         if self.outcome is ReloadOutcome.NOT_RUNNING:
             return "no gateway is running: the change applies when it starts"

@@ -42,6 +42,7 @@ SupplementaryGroups={groups}
 {resume_hook}ExecStart={exec_start} run --config {config_file}
 # `systemctl reload citynerve`: the file is checked, then the running gateway re-reads it (the buses
 # whose settings changed restart; [upstream], [rules] and a few others need a restart, and say so).
+# A SIGHUP to the gateway (kill -HUP) reloads the same way, its outcome in the journal.
 ExecReload={exec_start} config reload --config {config_file}
 WorkingDirectory={data_dir}
 Environment=PYTHONUNBUFFERED=1 CITYNERVE_CONFIG={config_file}

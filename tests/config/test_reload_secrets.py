@@ -42,14 +42,14 @@ def test_a_new_key_in_a_ble_key_file_restarts_that_bus(tmp_path: Path) -> None:
     path = write(tmp_path, HEAD + STORE + BLE + EXTRA)
     running = load_config(path)
     at_start = secret_digests(running)
-    unchanged = plan_reload(running, load_config(path), None, at_start)
+    unchanged = plan_reload(running, load_config(path), at_start)
     assert (unchanged.changed, unchanged.restart_needed_for) == ([], [])
 
     secret(tmp_path / "mh1.key", OTHER + "\n")  # the node provisioned anew: the same file, a new key
-    plan = plan_reload(running, load_config(path), None, at_start)
+    plan = plan_reload(running, load_config(path), at_start)
     assert plan.changed == ["ble"] and plan.restart_needed_for == []
     # what runs now is the new key: the same file at the next reload is no change
-    again = plan_reload(plan.config, load_config(path), None, plan.secrets)
+    again = plan_reload(plan.config, load_config(path), plan.secrets)
     assert (again.changed, again.restart_needed_for) == ([], [])
     assert OTHER not in str(plan.secrets) and KEY not in str(at_start)  # digests, never the key
 
@@ -62,11 +62,11 @@ def test_secret_files_read_only_at_start_ask_for_a_restart_and_the_broker_passwo
     running = load_config(path)
     at_start = secret_digests(running)
     secret(tmp_path / "broker.pw", "broker-password-2\n")  # read at the next connection anyway
-    assert plan_reload(running, load_config(path), None, at_start).restart_needed_for == []
+    assert plan_reload(running, load_config(path), at_start).restart_needed_for == []
     secret(tmp_path / "web.pw", "web-password-2\n")  # the status page reads it again itself
-    assert plan_reload(running, load_config(path), None, at_start).restart_needed_for == []
+    assert plan_reload(running, load_config(path), at_start).restart_needed_for == []
     secret(tmp_path / "cmd.key", "fedcba9876543210fedcba9876543210\n")
-    plan = plan_reload(running, load_config(path), None, at_start)
+    plan = plan_reload(running, load_config(path), at_start)
     assert plan.restart_needed_for == ["upstream"] and plan.changed == []
     # until the restart they run as read at start: the next reload asks again
-    assert plan_reload(plan.config, load_config(path), None, plan.secrets).restart_needed_for == ["upstream"]
+    assert plan_reload(plan.config, load_config(path), plan.secrets).restart_needed_for == ["upstream"]

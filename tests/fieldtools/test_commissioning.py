@@ -315,18 +315,21 @@ async def test_devices_add_reloads_the_running_gateway(gateway: Gateway, config_
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     reload = out["reload"]
-    # The building's smoke rules bind devices at start: the new detector is polled now, and the
-    # report says, once, that the rules need a restart (not "reloaded" and "restart needed" both).
-    assert out["outcome"] == reload["outcome"] == "restart_needed", out
-    assert reload["restart_for"] == ["rules"]
-    assert "restart" in out["message"] and "rules" in out["message"]
+    # The new detector is polled now and the building's smoke rules apply to it at once (the
+    # rule engine is bound to the reloaded devices; it used to wait for a restart): one outcome.
+    assert out["outcome"] == reload["outcome"] == "reloaded", out
+    assert reload["restart_for"] == []
+    assert "took the change" in out["message"] and "tcp-1" in out["message"], out["message"]
     await wait_for(lambda: "sd-13" in {d["id"] for d in gateway.owners["tcp-1"].snapshot()["devices"]})
+    assert gateway.rules is not None
+    assert any(i.device_id == "sd-13" for i in gateway.rules.instances.values())
 
     r = await acli("devices", "remove", "-c", str(config_path), "sd-13")
     assert r.exit_code == 0, r.output
     lines = [line for line in r.output.splitlines() if line.strip()]
     assert len(lines) == 2 and lines[0].startswith("removed sd-13"), r.output
-    assert "restart" in lines[1] and "{" not in r.output  # one sentence, no Python dict
+    assert "took the change" in lines[1] and "{" not in r.output  # one sentence, no Python dict
+    assert not any(i.device_id == "sd-13" for i in gateway.rules.instances.values())
 
 
 def test_removed_block_takes_its_point_overrides(config_path: Path) -> None:

@@ -39,6 +39,7 @@ def test_the_options_are_the_same_as_the_click_commands() -> None:
     for opt in _run.OPTIONS:  # the help text says the same (ours adds the config's env var and default)
         assert opt.help.startswith(str(click_opts[opt.dest][3]).rstrip(".")), opt.dest
     assert _run.SUMMARY in str(_click_run().help) and _run.DETAIL in str(_click_run().help)
+    assert _run.RELOAD in str(_click_run().help) and _run.RELOAD in _run.help_text()
 
 
 @pytest.mark.parametrize(
