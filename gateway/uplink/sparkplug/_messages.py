@@ -27,8 +27,19 @@ class Verb(enum.StrEnum):
     DCMD = "DCMD"
 
 
-Entry = tuple[MetricState, Value, "StoredRecord", bool]
-"""One metric of a data message: the metric, its value, its record, historical or not."""
+Entry = tuple[MetricState, Value, "StoredRecord", bool, int]
+"""One metric of a data message: the metric, its value, its record, historical or not, and the
+record's `prev_seq` (the seq of the record of its lane sent before it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    """Per lane, the outbox seq of the last record a destination was sent in `epoch`: the next
+    record's `prev_seq`, as JSON v1's chain (docs/upstream-contract.md, "Gaps")."""
+
+    epoch: str = ""
+    event: int = 0
+    telemetry: int = 0
 
 
 class SparkplugNameError(PermanentError):
@@ -46,8 +57,9 @@ class SessionStateError(PermanentError):
 
 @dataclass(frozen=True, slots=True)
 class StoredRecord:
-    """An outbox record with its identity: `epoch` and `seq` travel as metric properties, so that
-    a platform tells a gap from a duplicate. `replayed`: from the backlog (sent as historical)."""
+    """An outbox record with its identity: `epoch` and `seq` travel as metric properties (with
+    `prev_seq`, the edge node's chain), so that a platform tells a gap from a duplicate and from a
+    skip. `replayed`: from the backlog (sent as historical)."""
 
     epoch: str
     seq: int
@@ -104,7 +116,7 @@ def birth_metric(payload: Any, m: MetricState, now_ms: int) -> None:
 def add_data_metrics(payload: Any, entries: list[Entry]) -> None:
     """`entries` as data metrics of `payload`: by alias, with the record's identity as properties."""
     add = payload.metrics.add  # metrics built in place: twice as fast as building then copying
-    for m, value, stored, historical in entries:
+    for m, value, stored, historical, prev_seq in entries:
         rec = stored.record
         mv = metric_value(m.datatype, value)
         if mv.field is None:
@@ -114,9 +126,10 @@ def add_data_metrics(payload: Any, entries: list[Entry]) -> None:
         if historical:
             metric.is_historical = True
         props = metric.properties
-        props.keys.extend(("epoch", "seq"))
+        props.keys.extend(("epoch", "seq", "prev_seq"))
         props.values.add(type=DataType.STRING, string_value=stored.epoch)
         props.values.add(type=DataType.UINT64, long_value=stored.seq)
+        props.values.add(type=DataType.UINT64, long_value=prev_seq)
         quality = _QUALITY.get(rec.quality) if isinstance(rec, Reading) else None
         if quality is not None:
             props.keys.append("Quality")

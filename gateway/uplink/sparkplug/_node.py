@@ -19,6 +19,7 @@ from citynerve.gateway.uplink.sparkplug._inputs import (
     parse_state,
 )
 from citynerve.gateway.uplink.sparkplug._messages import (
+    Chain,
     Entry,
     SessionStateError,
     SparkplugMessage,
@@ -46,6 +47,7 @@ from citynerve.gateway.uplink.sparkplug._sizes import (
 from citynerve.gateway.uplink.sparkplug._skips import SkipLog
 
 __all__ = [
+    "Chain",
     "EdgeNode",
     "SessionStateError",
     "SparkplugMessage",
@@ -139,7 +141,12 @@ class EdgeNode:
                     self._declare_alarm(dev, kind)
         self._seq = 0
         self._born = False
-        self._session_ms: int | None = None
+        # (epoch, seq): the outbox rows from this seq on were committed after this session's
+        # first birth; the rows before it are historical (whatever the wall clock said).
+        self._live_from: tuple[str, int] | None = None
+        self._behind: set[_Device] = set()  # historical data changed their values since their birth
+        self._chain_epoch = ""
+        self._chain = {"event": 0, "telemetry": 0}  # the last seq sent per lane: the next prev_seq
 
     # --- topics -------------------------------------------------------------------------------
 
@@ -180,12 +187,28 @@ class EdgeNode:
         self.bd_seq = self.next_bd_seq
         self.next_bd_seq = (self.bd_seq + 1) % 256
         self._born = False
-        self._session_ms = None
+        self._live_from = None
         return self.death()
 
     def historical(self, stored: StoredRecord) -> bool:
-        """Replayed from the backlog, or older than this session's births: historical data."""
-        return stored.replayed or (self._session_ms is not None and ms(stored.record.ts) < self._session_ms)
+        """Replayed from the backlog, or queued in the outbox before this session's first birth
+        (its row's seq below `live_from`): historical data. Decided by the outbox's order, never
+        by comparing wall times: a clock stepped back would make live alarms historical."""
+        if stored.replayed:
+            return True
+        mark = self._live_from
+        return mark is not None and stored.epoch == mark[0] and stored.seq < mark[1]
+
+    @property
+    def chain(self) -> Chain:
+        """The last seq sent per lane (the next records' `prev_seq`)."""
+        return Chain(self._chain_epoch, self._chain["event"], self._chain["telemetry"])
+
+    def restore_chain(self, chain: Chain) -> None:
+        """Go on from `chain` (what the host was sent up to the last acknowledged batch): a new
+        session sends again what the last one did not get acknowledged, with the same links."""
+        self._chain_epoch = chain.epoch
+        self._chain = {"event": chain.event, "telemetry": chain.telemetry}
 
     def death(self) -> SparkplugMessage:
         """The NDEATH of the current session (the will, or published before a clean disconnect)."""
@@ -196,13 +219,16 @@ class EdgeNode:
         self._born = False
         return SparkplugMessage(self.topic(Verb.NDEATH), payload.SerializeToString(), 1, False, Verb.NDEATH)
 
-    def birth(self, now_ms: int) -> list[SparkplugMessage]:
+    def birth(self, now_ms: int, *, live_from: tuple[str, int] | None = None) -> list[SparkplugMessage]:
         """NBIRTH (seq 0, bdSeq of the session) and a DBIRTH per live device: on connect once the
-        primary host is online, and again on a rebirth command."""
+        primary host is online, and again on a rebirth command. Births carry the present value of
+        every metric (the newest record's, sent as historical or not). `live_from`, given at the
+        session's first birth: the outbox's (epoch, next seq) then; rows before it are historical."""
         if self.bd_seq is None:
             raise SessionStateError("no session: call start_session() first")
-        if self._session_ms is None:
-            self._session_ms = now_ms
+        if self._live_from is None:
+            self._live_from = live_from
+        self._behind.clear()  # every live device is born with its present values
         payload = Payload(timestamp=now_ms, seq=0)
         payload.metrics.add(
             name=BD_SEQ_METRIC, datatype=DataType.UINT64, long_value=self.bd_seq, timestamp=now_ms
@@ -225,6 +251,17 @@ class EdgeNode:
         ]
         out += [self._device_birth(dev, now_ms) for dev in self._devices.values() if dev.online]
         return out
+
+    def present(self, now_ms: int) -> list[SparkplugMessage]:
+        """Births that make the present values current on the host, once historical data changed
+        them (a host keeps a historical value out of a tag's current value): a DBIRTH per live
+        device concerned, a full rebirth when node metrics are. Call it once the backlog is out."""
+        if not self._born or not self._behind:
+            return []
+        if self._node in self._behind:
+            return self.birth(now_ms)
+        behind, self._behind = self._behind, set()
+        return [self._device_birth(dev, now_ms) for dev in behind if dev.online]
 
     def device_online(self, device_id: str, now_ms: int) -> list[SparkplugMessage]:
         """DBIRTH when `device_id` comes back (or is new); nothing when it is already born."""
@@ -286,7 +323,6 @@ class EdgeNode:
         a backlog or after a restart), dies again (DDEATH) after them; a `state_only` record
         gives the DDEATH or DBIRTH alone."""
         self._require_born()
-        assert self._session_ms is not None
         out: list[SparkplugMessage] = []
         group: _Device | None = None
         metrics: list[Entry] = []
@@ -369,10 +405,18 @@ class EdgeNode:
                     out.append(self._device_birth(dev, now_ms))
                 else:
                     out += self.device_online(dev.device_id, now_ms)
+            if stored.epoch != self._chain_epoch:  # a new store epoch: its chain starts at 0
+                self._chain_epoch, self._chain = stored.epoch, {"event": 0, "telemetry": 0}
+            lane = "event" if isinstance(rec, Event) else "telemetry"
+            prev_seq, self._chain[lane] = self._chain[lane], stored.seq
             for m, value in wanted:
-                if not historical:
-                    m.value, m.ts_ms = value, ms(rec.ts)  # what the next birth says is current
-                metrics.append((m, value, stored, historical))
+                # The newest record's value (by outbox seq, not by wall time), sent as historical
+                # or not, is the present one: what births carry.
+                if stored.seq >= m.seq or stored.epoch != m.epoch:
+                    if historical and m.value != value:
+                        self._behind.add(dev)  # the host keeps it out of the tag's current value
+                    m.value, m.ts_ms, m.epoch, m.seq = value, ms(rec.ts), stored.epoch, stored.seq
+                metrics.append((m, value, stored, historical, prev_seq))
             if offline_event and isinstance(rec, Event) and not rec.one_shot:
                 flush()
                 dev.offline_alarm = rec.state is EventState.RAISED
@@ -474,6 +518,7 @@ class EdgeNode:
         return out
 
     def _device_birth(self, dev: _Device, now_ms: int) -> SparkplugMessage:
+        self._behind.discard(dev)
         payload = Payload(timestamp=now_ms, seq=self._next_seq())
         for m in dev.metrics.values():
             birth_metric(payload, m, now_ms)
