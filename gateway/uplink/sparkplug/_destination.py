@@ -30,6 +30,7 @@ from citynerve.gateway.api import ConfigError, ConfigIssue, DeviceConfig, Event,
 from citynerve.gateway.backoff import Backoff
 from citynerve.gateway.bus.events import OFFLINE
 from citynerve.gateway.store import AsyncOutbox, Lane, position_key
+from citynerve.gateway.store._epoch import KIND_DROPPED, KIND_NEW_EPOCH
 from citynerve.gateway.uplink._connection import RateLimiter, UplinkClient, make_client
 from citynerve.gateway.uplink.config import BrokerUrl, UpstreamConfig
 from citynerve.gateway.uplink.destinations import DestinationFilter
@@ -42,6 +43,7 @@ from citynerve.gateway.uplink.state import LinkState, UplinkState
 
 log = logging.getLogger(__name__)
 
+NOTICE_KINDS = (KIND_DROPPED, KIND_NEW_EPOCH)
 QUEUE_RECORDS = 5_000
 """Records read ahead of the session (bounded: the outbox is the buffer, not memory)."""
 READ_READINGS = 2_000
@@ -59,14 +61,18 @@ class SparkplugUplink:
         devices: Mapping[str, DeviceConfig],
         state_dir: Path,
         offline: Callable[[], AbstractSet[str]] = frozenset,
+        alarm_kinds: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
-        """`offline`: the devices whose device_offline alarm is active now (the gateway's registry)."""
+        """`offline`: the devices whose device_offline alarm is active now (the gateway's registry);
+        `alarm_kinds`: per device, the event kinds its rules can raise (declared in its DBIRTH)."""
         self.config = config
         self.destination = config.id
         self._outbox = outbox
         self._filter = f = DestinationFilter.of(config)
         sp = config.sparkplug
-        wanted = [device_spec(d) for d in devices.values() if d.enabled and f.wants_device(d.id)]
+        kinds = alarm_kinds or {}
+        enabled = [d for d in devices.values() if d.enabled and f.wants_device(d.id)]
+        wanted = [device_spec(d, kinds.get(d.id, ())) for d in enabled]
         self._offline = offline
         self._device_ids = frozenset(d.device_id for d in wanted)
         self._told_offline = offline() & self._device_ids  # the offline devices the node knows of
@@ -75,6 +81,7 @@ class SparkplugUplink:
             edge_node_id=gateway_id,
             devices=wanted,
             offline=self._told_offline,
+            node_alarm_kinds=NOTICE_KINDS,  # the outbox's notices, which every filter passes
             data_qos=sp.data_qos,
         )
         # The device_offline rows give the DDEATH, in order with the device's data, when the
