@@ -105,7 +105,7 @@ class SparkplugUplink:
             on_sent=self._sent,
             drop=self._drop_too_large,
             live_from=lambda: (outbox.epoch, outbox.next_seq),
-            confirm_pubacks=config.protocol == "3.1.1",
+            confirm_pubacks=config.protocol == "3.1.1" and sp.data_qos == 1,  # QoS 0: no PUBACK
         )
         self._read = {lane: 0 for lane in Lane}  # read up to this seq (its wanted rows queued)
         self._queued = {lane: 0 for lane in Lane}  # the last seq queued
