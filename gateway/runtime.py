@@ -515,9 +515,13 @@ class Gateway:
         return [sup.snapshot() for sup in self.buses.values()]
 
     def uplink_state(self) -> dict[str, Any] | None:
-        if self.uplink is None:
+        """The command destination's uplink state, else (no JSON v1 destination taking commands,
+        e.g. a gateway whose only destination is Sparkplug B) the first destination's, with every
+        destination's under `destinations`; None when there is no destination at all."""
+        first = self.uplink if self.uplink is not None else next(iter(self.uplinks), None)
+        if first is None:
             return None
-        state = self.uplink.snapshot().to_dict()
+        state = first.snapshot().to_dict()
         state["destinations"] = self.destination_states()
         return state
 

@@ -40,6 +40,15 @@ def command_destination(config: GatewayConfig) -> UpstreamConfig | None:
     return next(iter(ranked), json_v1[0] if json_v1 else next(iter(configs), None))
 
 
+def rule_kinds(gw: Gateway) -> dict[str, tuple[str, ...]]:
+    """Per device, the event kinds its rules can raise (declared in a Sparkplug DBIRTH, so that a
+    raise needs no rebirth). Kinds a driver raises (fire panel, BTHome) are not known ahead."""
+    kinds: dict[str, dict[str, None]] = {}
+    for inst in gw.rules.instances.values() if gw.rules is not None else ():
+        kinds.setdefault(inst.device_id, {})[inst.kind] = None
+    return {device: tuple(k) for device, k in kinds.items()}
+
+
 async def make_uplinks(gw: Gateway, outbox: AsyncOutbox) -> list[Uplink | SparkplugUplink]:
     """One uplink per destination, registered with the outbox first (a row leaves it once every
     destination that wants it has acknowledged it)."""
@@ -89,6 +98,7 @@ async def make_uplinks(gw: Gateway, outbox: AsyncOutbox) -> list[Uplink | Sparkp
                     state_dir=Path(gw.config.store.path).parent,
                     # Devices offline now start dead (after a restart, as their bus owners do).
                     offline=lambda: gw.alarms.devices_with(OFFLINE_KIND),
+                    alarm_kinds=rule_kinds(gw),
                 )
             )
             continue

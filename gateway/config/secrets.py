@@ -142,8 +142,9 @@ def weak_settings(upstream: Any, file: str, where: str = "upstream") -> list[Con
         # docs/uplink.md, "What a broker refuses"
         drop = "warning: under MQTT 3.1.1 a broker may acknowledge a publish it drops (Mosquitto 2.0 does"
         note = (
-            f"{drop} for a topic its ACL denies) and Sparkplug B has no platform acks: such rows are "
-            'lost unseen; check the broker\'s ACL, or use protocol = "5"'
+            f"{drop} for a topic its ACL denies, then closes the connection: the gateway keeps those "
+            "rows; a broker that stays connected loses them unseen, and Sparkplug B has no platform "
+            'acks): check the broker\'s ACL, or use protocol = "5"'
             if upstream.encoding == "sparkplug-b"
             else f"{drop} for a topic its ACL denies, then closes the connection: the gateway keeps those "
             "rows; a broker that stays connected loses them unseen): set e2e_ack = true so rows leave "

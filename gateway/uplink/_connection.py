@@ -117,12 +117,21 @@ class UplinkClient(aiomqtt.Client):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         handle = self._client._packet_handle  # paho's one entry for every packet read
+        self._heard = asyncio.Event()
 
         def counted() -> mqtt.MQTTErrorCode:
             self.heard += 1
+            self._heard.set()
             return handle()
 
         self._client._packet_handle = counted  # type: ignore[method-assign]
+
+    async def heard_after(self, count: int) -> None:
+        """Until the broker sent a packet after the first `count` of this connection (`heard` >
+        `count`); a connection that ends first ends the session, which cancels the wait."""
+        while self.heard <= count:
+            self._heard.clear()
+            await self._heard.wait()
 
     def room(self, topic: str) -> int | None:
         """The largest payload a publish on `topic` may carry (None: no known limit)."""

@@ -123,15 +123,17 @@ def test_aliases_are_unique_across_the_node_and_data_uses_them() -> None:
     assert not m.name and m.alias == by_name["voltage"] and m.datatype == DataType.FLOAT
     assert m.float_value == struct.unpack("<f", struct.pack("<f", 230.1))[0]
     props = dict(zip(m.properties.keys, (value_of(v) for v in m.properties.values), strict=True))
-    assert props == {"epoch": "ep-1", "seq": 5}
+    assert props == {"epoch": "ep-1", "seq": 5, "prev_seq": 0}
 
 
-def test_historical_replayed_and_older_than_the_session() -> None:
-    n = born()
+def test_historical_replayed_and_queued_before_the_session() -> None:
+    n = node()
+    n.start_session()
+    n.birth(T0, live_from=("ep-1", 2))  # the outbox's next seq at the session's first birth
     out = n.encode(
         [
-            rec(1, reading("voltage", 1.0, T0 - 60_000)),  # stamped before the session: historical
-            rec(2, reading("voltage", 2.0, T0 + 5)),
+            rec(1, reading("voltage", 1.0, T0 + 60_000)),  # queued before the session: historical
+            rec(2, reading("voltage", 2.0, T0 - 60_000)),  # after it: live, whatever its stamp
             rec(3, reading("voltage", 3.0, T0 + 6), replayed=True),  # from the backlog
             rec(4, reading("temp", -5, T0 + 7, quality=Quality.STALE)),
         ],
@@ -139,17 +141,18 @@ def test_historical_replayed_and_older_than_the_session() -> None:
     )
     metrics = decode(out[0].payload).metrics
     assert [m.is_historical for m in metrics] == [True, False, True, False]
-    assert [m.timestamp for m in metrics] == [T0 - 60_000, T0 + 5, T0 + 6, T0 + 7]
+    assert [m.timestamp for m in metrics] == [T0 + 60_000, T0 - 60_000, T0 + 6, T0 + 7]
     assert metrics[3].int_value == (-5) & 0xFFFFFFFF and list(metrics[3].properties.keys) == [
         "epoch",
         "seq",
+        "prev_seq",
         "Quality",
     ]
-    assert metrics[3].properties.values[2].int_value == 500
-    # a rebirth carries the latest live values, not historical ones
+    assert metrics[3].properties.values[3].int_value == 500
+    # a rebirth carries the present values: the newest record's, sent as historical or not
     _, db = n.birth(T0 + 20)
     current = {m.name: value_of(m) for m in decode(db.payload).metrics}
-    assert current["voltage"] == 2.0 and current["temp"] == (-5) & 0xFFFFFFFF
+    assert current["voltage"] == 3.0 and current["temp"] == (-5) & 0xFFFFFFFF
 
 
 def test_events_are_metrics_of_an_alarms_folder() -> None:

@@ -280,7 +280,9 @@ def _check_expected(view: list[dict[str, Any]]) -> None:
     assert got == LIVE_VALUES | {"voltage": f32(230.1)}
     assert [x["alias"] for x in data[:8]] == [dbirth[p.name]["alias"] for p in POINTS]
     assert all(x["timestamp"] == LIVE and not x["is_historical"] for x in data[:8])
-    assert [x["properties"] for x in data[:8]] == [{"epoch": EPOCH, "seq": 100 + i} for i in range(8)]
+    # prev_seq: the seq of the record of the lane sent before (0: the first of the chain)
+    chain = [{"epoch": EPOCH, "seq": 100 + i, "prev_seq": 99 + i if i else 0} for i in range(8)]
+    assert [x["properties"] for x in data[:8]] == chain
     hist, stale = data[8], data[9]
     assert (hist["name"], hist["value"], hist["timestamp"], hist["is_historical"]) == (
         "voltage",
@@ -288,11 +290,11 @@ def _check_expected(view: list[dict[str, Any]]) -> None:
         OLD,
         True,
     )
-    assert hist["properties"] == {"epoch": EPOCH, "seq": 20}
+    assert hist["properties"] == {"epoch": EPOCH, "seq": 20, "prev_seq": 107}
     assert (stale["name"], stale["value"], stale["properties"]) == (
         "status",
         3,
-        {"epoch": EPOCH, "seq": 108, "Quality": 500},
+        {"epoch": EPOCH, "seq": 108, "prev_seq": 20, "Quality": 500},
     )
 
     smoke = {x["name"]: x["value"] for x in view[5]["metrics"]}
@@ -303,7 +305,7 @@ def _check_expected(view: list[dict[str, Any]]) -> None:
         "Alarms/smoke/Message": "smoke on 3F",
         "Alarms/smoke/EventId": "ev-smoke",
     }
-    assert all(x["properties"] == {"epoch": EPOCH, "seq": 110} for x in view[5]["metrics"])
+    assert all(x["properties"] == {"epoch": EPOCH, "seq": 110, "prev_seq": 0} for x in view[5]["metrics"])
     report = {x["name"]: x["value"] for x in view[6]["metrics"]}
     assert report == {
         "Alarms/outbox_dropped/Severity": 3,

@@ -203,9 +203,12 @@ async def test_births_data_device_death_and_rebirth(
 
 async def test_publishes_only_while_the_primary_host_is_online(broker: MosquittoBroker, host: Host) -> None:
     queue: asyncio.Queue[StoredRecord] = asyncio.Queue()
-    queue.put_nowait(reading(1, 1.0, time.time() + 3600))  # stamped after the session began: live
+    queue.put_nowait(reading(1, 1.0, time.time() - 3600))  # queued after the outbox's mark: live
     node = edge_node()
-    session = SparkplugSession(node, queue, brokers=[broker.url], primary_host_id=HOST_ID)
+    mark = ["ep-1", 1]  # the outbox's (epoch, next seq) a session's first birth takes
+    session = SparkplugSession(
+        node, queue, brokers=[broker.url], primary_host_id=HOST_ID, live_from=lambda: (mark[0], mark[1])
+    )
     async with session as s:
         # The host is not online (no STATE yet): the session is connected but births nothing. Its
         # subscriptions are in place once a retained offline STATE reaches it and is acted on:
@@ -234,11 +237,12 @@ async def test_publishes_only_while_the_primary_host_is_online(broker: Mosquitto
         await host.state(False, 2000)
         ndeath = await host.wait_for(verb("NDEATH"), after=rebirth)
         assert bd_seq_of(host.seen[ndeath]) == bd_first
-        queue.put_nowait(reading(2, 2.0, time.time() - 0.01))  # before the next session
+        queue.put_nowait(reading(2, 2.0, time.time() + 3600))  # before the next session
+        mark[1] = 3
         await eventually(lambda: s.sessions >= 2 and s.host_state_ts == 2000)
         assert host.verbs(ndeath + 1) == []
         # back online: a new session (bdSeq + 1) births, then the record held meanwhile, historical
-        # as it is older than the new session
+        # as it was queued before the new session's birth (whatever its wall-clock stamp)
         await host.state(True, 3000)
         nbirth = await host.wait_for(verb("NBIRTH"), after=ndeath)
         assert nbirth == ndeath + 1 and bd_seq_of(host.seen[nbirth]) == (bd_first + 1) % 256

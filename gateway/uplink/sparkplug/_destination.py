@@ -30,18 +30,20 @@ from citynerve.gateway.api import ConfigError, ConfigIssue, DeviceConfig, Event,
 from citynerve.gateway.backoff import Backoff
 from citynerve.gateway.bus.events import OFFLINE
 from citynerve.gateway.store import AsyncOutbox, Lane, position_key
+from citynerve.gateway.store._epoch import KIND_DROPPED, KIND_NEW_EPOCH
 from citynerve.gateway.uplink._connection import RateLimiter, UplinkClient, make_client
 from citynerve.gateway.uplink.config import BrokerUrl, UpstreamConfig
 from citynerve.gateway.uplink.destinations import DestinationFilter
 from citynerve.gateway.uplink.encoding import MqttMessage
 from citynerve.gateway.uplink.sparkplug._bdseq import BdSeqFile
 from citynerve.gateway.uplink.sparkplug._devices import device_spec
-from citynerve.gateway.uplink.sparkplug._node import EdgeNode, SparkplugMessage, StoredRecord
+from citynerve.gateway.uplink.sparkplug._node import Chain, EdgeNode, SparkplugMessage, StoredRecord
 from citynerve.gateway.uplink.sparkplug._session import SparkplugSession
 from citynerve.gateway.uplink.state import LinkState, UplinkState
 
 log = logging.getLogger(__name__)
 
+NOTICE_KINDS = (KIND_DROPPED, KIND_NEW_EPOCH)
 QUEUE_RECORDS = 5_000
 """Records read ahead of the session (bounded: the outbox is the buffer, not memory)."""
 READ_READINGS = 2_000
@@ -59,14 +61,18 @@ class SparkplugUplink:
         devices: Mapping[str, DeviceConfig],
         state_dir: Path,
         offline: Callable[[], AbstractSet[str]] = frozenset,
+        alarm_kinds: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
-        """`offline`: the devices whose device_offline alarm is active now (the gateway's registry)."""
+        """`offline`: the devices whose device_offline alarm is active now (the gateway's registry);
+        `alarm_kinds`: per device, the event kinds its rules can raise (declared in its DBIRTH)."""
         self.config = config
         self.destination = config.id
         self._outbox = outbox
         self._filter = f = DestinationFilter.of(config)
         sp = config.sparkplug
-        wanted = [device_spec(d) for d in devices.values() if d.enabled and f.wants_device(d.id)]
+        kinds = alarm_kinds or {}
+        enabled = [d for d in devices.values() if d.enabled and f.wants_device(d.id)]
+        wanted = [device_spec(d, kinds.get(d.id, ())) for d in enabled]
         self._offline = offline
         self._device_ids = frozenset(d.device_id for d in wanted)
         self._told_offline = offline() & self._device_ids  # the offline devices the node knows of
@@ -75,6 +81,7 @@ class SparkplugUplink:
             edge_node_id=gateway_id,
             devices=wanted,
             offline=self._told_offline,
+            node_alarm_kinds=NOTICE_KINDS,  # the outbox's notices, which every filter passes
             data_qos=sp.data_qos,
         )
         # The device_offline rows give the DDEATH, in order with the device's data, when the
@@ -97,6 +104,8 @@ class SparkplugUplink:
             replay=RateLimiter(config.replay_max_msgs_per_s, config.replay_burst),
             on_sent=self._sent,
             drop=self._drop_too_large,
+            live_from=lambda: (outbox.epoch, outbox.next_seq),
+            confirm_pubacks=config.protocol == "3.1.1" and sp.data_qos == 1,  # QoS 0: no PUBACK
         )
         self._read = {lane: 0 for lane in Lane}  # read up to this seq (its wanted rows queued)
         self._queued = {lane: 0 for lane in Lane}  # the last seq queued
@@ -128,10 +137,15 @@ class SparkplugUplink:
         if not self.config.enabled:
             log.info("sparkplug[%s]: disabled in [[upstream]]; not started", self.destination)
             return
+        chain = {lane: 0 for lane in Lane}
         for lane in Lane:
             with contextlib.suppress(ValueError, TypeError):
                 raw = await self._outbox.get(position_key(self.destination, lane))
                 self._acked[lane] = self._read[lane] = int(raw) if raw else 0
+                stored = await self._outbox.get(self._chain_key(lane))
+                chain[lane] = int(stored) if stored else self._acked[lane]
+        # The records' prev_seq goes on from the last one the host was sent before the restart.
+        self.session.settled_chain = Chain(self._outbox.epoch, chain[Lane.EVENT], chain[Lane.TELEMETRY])
         self._replay_until = self._outbox.next_seq - 1
         self._outbox.on_commit(self._on_commit)
         self._running = True
@@ -142,6 +156,9 @@ class SparkplugUplink:
         finally:
             self._running = False
             self._outbox.remove_on_commit(self._on_commit)
+
+    def _chain_key(self, lane: Lane) -> str:
+        return f"sparkplug.chain.{lane.name.lower()}.{self.destination}"
 
     def _on_commit(self, lane: Lane, seq: int) -> None:
         self._rows.set()
@@ -175,10 +192,14 @@ class SparkplugUplink:
         while True:
             await self._ack_wake.wait()
             self._ack_wake.clear()
+            chain = self.session.settled_chain
             for lane in self._filter.lanes:
                 upto = self._settled(lane)
                 if upto > self._acked[lane]:
-                    await self._outbox.ack(lane, upto, destination=self.destination)
+                    # The chain with the position, in one commit: a restart's first prev_seq.
+                    last = chain.event if lane is Lane.EVENT else chain.telemetry
+                    state = (self._chain_key(lane), str(last)) if chain.epoch == self._outbox.epoch else None
+                    await self._outbox.ack(lane, upto, destination=self.destination, state=state)
                     self._acked[lane] = upto
 
     async def _feed(self) -> None:

@@ -144,7 +144,8 @@ def metric_value(datatype: DataType, value: Value) -> MetricValue:
 
 @dataclass(slots=True)
 class MetricState:
-    """A declared metric of the edge node: alias, datatype, last value (for births)."""
+    """A declared metric of the edge node: alias, datatype, present value (for births), and the
+    outbox identity of the record that gave it (`epoch`, `seq`)."""
 
     name: str
     alias: int
@@ -152,4 +153,6 @@ class MetricState:
     unit: str = ""
     value: Value = None
     ts_ms: int | None = None
+    epoch: str = ""
+    seq: int = -1
     properties: dict[str, tuple[DataType, Value]] = field(default_factory=dict)

@@ -7,19 +7,29 @@ aliases, the last value of every metric for births). The async part is `_session
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
 
-from citynerve.gateway.api import Event, EventState, PermanentError, Quality, Reading, Value
+from citynerve.gateway.api import Event, EventState, Quality, Reading, Value
 from citynerve.gateway.uplink.sparkplug._inputs import (
     REBIRTH_METRIC,
     HostState,
     NodeCommand,
     parse_node_command,
     parse_state,
+)
+from citynerve.gateway.uplink.sparkplug._messages import (
+    Chain,
+    Entry,
+    SessionStateError,
+    SparkplugMessage,
+    SparkplugNameError,
+    StoredRecord,
+    Verb,
+    add_data_metrics,
+    birth_metric,
+    check_name,
+    ms,
 )
 from citynerve.gateway.uplink.sparkplug._metrics import (
     DataType,
@@ -28,7 +38,6 @@ from citynerve.gateway.uplink.sparkplug._metrics import (
     datatype_of_value,
     metric_value,
 )
-from citynerve.gateway.uplink.sparkplug._metrics import Quality as SpQuality
 from citynerve.gateway.uplink.sparkplug._proto import Payload
 from citynerve.gateway.uplink.sparkplug._sizes import (
     DATA_BYTES,
@@ -36,6 +45,17 @@ from citynerve.gateway.uplink.sparkplug._sizes import (
     value_bytes,
 )
 from citynerve.gateway.uplink.sparkplug._skips import SkipLog
+
+__all__ = [
+    "Chain",
+    "EdgeNode",
+    "SessionStateError",
+    "SparkplugMessage",
+    "SparkplugNameError",
+    "StoredRecord",
+    "Verb",
+    "ms",
+]
 
 log = logging.getLogger(__name__)
 
@@ -50,76 +70,6 @@ ALARM_FIELDS: tuple[tuple[str, DataType], ...] = (
     ("EventId", DataType.STRING),
 )
 MAX_NAME = 200  # a metric name built from a kind or subject is cut to this many characters
-_QUALITY = {Quality.BAD: SpQuality.BAD, Quality.STALE: SpQuality.STALE, Quality.SUSPECT: SpQuality.UNCERTAIN}
-
-
-class Verb(enum.StrEnum):
-    """Sparkplug B message types (the topic's third level)."""
-
-    NBIRTH = "NBIRTH"
-    NDEATH = "NDEATH"
-    DBIRTH = "DBIRTH"
-    DDEATH = "DDEATH"
-    NDATA = "NDATA"
-    DDATA = "DDATA"
-    NCMD = "NCMD"
-    DCMD = "DCMD"
-
-
-_Entry = tuple[MetricState, Value, "StoredRecord", bool]
-"""One metric of a data message: the metric, its value, its record, historical or not."""
-
-
-class SparkplugNameError(PermanentError):
-    """A group, edge node or device id that cannot be a Sparkplug topic level."""
-
-    def __init__(self, what: str, name: str) -> None:
-        self.what = what
-        self.name = name
-        super().__init__(f"sparkplug {what} {name!r}: must be non-empty, without '/', '+' or '#'")
-
-
-class SessionStateError(PermanentError):
-    """Data asked for outside a session (before `start_session` and `birth`): a caller's bug."""
-
-
-@dataclass(frozen=True, slots=True)
-class StoredRecord:
-    """An outbox record with its identity: `epoch` and `seq` travel as metric properties, so that
-    a platform tells a gap from a duplicate. `replayed`: from the backlog (sent as historical)."""
-
-    epoch: str
-    seq: int
-    record: Reading | Event
-    replayed: bool = False
-    state_only: bool = False
-    """A `device_offline` raise or clear that tells the device's state alone (DDEATH / DBIRTH),
-    without its alarm metrics: the gateway's offline set, for a destination whose filter leaves
-    those events out (no outbox row; its seq is 0)."""
-
-
-@dataclass(frozen=True, slots=True)
-class SparkplugMessage:
-    """One MQTT publish of the edge node."""
-
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-    verb: Verb
-    device_id: str | None = None
-    seq: int | None = None
-
-
-def _check_name(what: str, name: str) -> str:
-    if not name or any(c in name for c in "/+#"):
-        raise SparkplugNameError(what, name)
-    return name
-
-
-def ms(ts: float) -> int:
-    """Seconds since the epoch (a record's ts) as Sparkplug's milliseconds."""
-    return round(ts * 1000)
 
 
 class _Device:
@@ -162,8 +112,8 @@ class EdgeNode:
         max_devices: int = 10_000,
         max_metrics_per_device: int = 2_000,
     ) -> None:
-        self.group_id = _check_name("group_id", group_id)
-        self.edge_node_id = _check_name("edge_node_id", edge_node_id)
+        self.group_id = check_name("group_id", group_id)
+        self.edge_node_id = check_name("edge_node_id", edge_node_id)
         self.next_bd_seq = bd_seq % 256
         self.bd_seq: int | None = None  # the current session's
         self.data_qos = data_qos
@@ -181,7 +131,7 @@ class EdgeNode:
         self._devices: dict[str, _Device] = {}
         offline = set(offline)
         for spec in devices:
-            dev = self._devices[_check_name("device id", spec.device_id)] = _Device(spec.device_id)
+            dev = self._devices[check_name("device id", spec.device_id)] = _Device(spec.device_id)
             dev.offline_alarm = spec.device_id in offline
             dev.online = not dev.offline_alarm
             for point in spec.points:
@@ -191,7 +141,12 @@ class EdgeNode:
                     self._declare_alarm(dev, kind)
         self._seq = 0
         self._born = False
-        self._session_ms: int | None = None
+        # (epoch, seq): the outbox rows from this seq on were committed after this session's
+        # first birth; the rows before it are historical (whatever the wall clock said).
+        self._live_from: tuple[str, int] | None = None
+        self._behind: set[_Device] = set()  # historical data changed their values since their birth
+        self._chain_epoch = ""
+        self._chain = {"event": 0, "telemetry": 0}  # the last seq sent per lane: the next prev_seq
 
     # --- topics -------------------------------------------------------------------------------
 
@@ -205,7 +160,7 @@ class EdgeNode:
 
     @staticmethod
     def state_topic(host_id: str) -> str:
-        return f"{NAMESPACE}/STATE/{_check_name('primary host id', host_id)}"
+        return f"{NAMESPACE}/STATE/{check_name('primary host id', host_id)}"
 
     @property
     def skipped(self) -> int:
@@ -232,12 +187,28 @@ class EdgeNode:
         self.bd_seq = self.next_bd_seq
         self.next_bd_seq = (self.bd_seq + 1) % 256
         self._born = False
-        self._session_ms = None
+        self._live_from = None
         return self.death()
 
     def historical(self, stored: StoredRecord) -> bool:
-        """Replayed from the backlog, or older than this session's births: historical data."""
-        return stored.replayed or (self._session_ms is not None and ms(stored.record.ts) < self._session_ms)
+        """Replayed from the backlog, or queued in the outbox before this session's first birth
+        (its row's seq below `live_from`): historical data. Decided by the outbox's order, never
+        by comparing wall times: a clock stepped back would make live alarms historical."""
+        if stored.replayed:
+            return True
+        mark = self._live_from
+        return mark is not None and stored.epoch == mark[0] and stored.seq < mark[1]
+
+    @property
+    def chain(self) -> Chain:
+        """The last seq sent per lane (the next records' `prev_seq`)."""
+        return Chain(self._chain_epoch, self._chain["event"], self._chain["telemetry"])
+
+    def restore_chain(self, chain: Chain) -> None:
+        """Go on from `chain` (what the host was sent up to the last acknowledged batch): a new
+        session sends again what the last one did not get acknowledged, with the same links."""
+        self._chain_epoch = chain.epoch
+        self._chain = {"event": chain.event, "telemetry": chain.telemetry}
 
     def death(self) -> SparkplugMessage:
         """The NDEATH of the current session (the will, or published before a clean disconnect)."""
@@ -248,19 +219,22 @@ class EdgeNode:
         self._born = False
         return SparkplugMessage(self.topic(Verb.NDEATH), payload.SerializeToString(), 1, False, Verb.NDEATH)
 
-    def birth(self, now_ms: int) -> list[SparkplugMessage]:
+    def birth(self, now_ms: int, *, live_from: tuple[str, int] | None = None) -> list[SparkplugMessage]:
         """NBIRTH (seq 0, bdSeq of the session) and a DBIRTH per live device: on connect once the
-        primary host is online, and again on a rebirth command."""
+        primary host is online, and again on a rebirth command. Births carry the present value of
+        every metric (the newest record's, sent as historical or not). `live_from`, given at the
+        session's first birth: the outbox's (epoch, next seq) then; rows before it are historical."""
         if self.bd_seq is None:
             raise SessionStateError("no session: call start_session() first")
-        if self._session_ms is None:
-            self._session_ms = now_ms
+        if self._live_from is None:
+            self._live_from = live_from
+        self._behind.clear()  # every live device is born with its present values
         payload = Payload(timestamp=now_ms, seq=0)
         payload.metrics.add(
             name=BD_SEQ_METRIC, datatype=DataType.UINT64, long_value=self.bd_seq, timestamp=now_ms
         )
         for m in self._node.metrics.values():
-            self._birth_metric(payload, m, now_ms)
+            birth_metric(payload, m, now_ms)
         self._seq = 0
         self._born = True
         self._node.undeclared = False
@@ -277,6 +251,17 @@ class EdgeNode:
         ]
         out += [self._device_birth(dev, now_ms) for dev in self._devices.values() if dev.online]
         return out
+
+    def present(self, now_ms: int) -> list[SparkplugMessage]:
+        """Births that make the present values current on the host, once historical data changed
+        them (a host keeps a historical value out of a tag's current value): a DBIRTH per live
+        device concerned, a full rebirth when node metrics are. Call it once the backlog is out."""
+        if not self._born or not self._behind:
+            return []
+        if self._node in self._behind:
+            return self.birth(now_ms)
+        behind, self._behind = self._behind, set()
+        return [self._device_birth(dev, now_ms) for dev in behind if dev.online]
 
     def device_online(self, device_id: str, now_ms: int) -> list[SparkplugMessage]:
         """DBIRTH when `device_id` comes back (or is new); nothing when it is already born."""
@@ -338,10 +323,9 @@ class EdgeNode:
         a backlog or after a restart), dies again (DDEATH) after them; a `state_only` record
         gives the DDEATH or DBIRTH alone."""
         self._require_born()
-        assert self._session_ms is not None
         out: list[SparkplugMessage] = []
         group: _Device | None = None
-        metrics: list[_Entry] = []
+        metrics: list[Entry] = []
 
         size = DATA_BYTES  # the bound of the message being built (counted only with max_bytes)
 
@@ -421,10 +405,18 @@ class EdgeNode:
                     out.append(self._device_birth(dev, now_ms))
                 else:
                     out += self.device_online(dev.device_id, now_ms)
+            if stored.epoch != self._chain_epoch:  # a new store epoch: its chain starts at 0
+                self._chain_epoch, self._chain = stored.epoch, {"event": 0, "telemetry": 0}
+            lane = "event" if isinstance(rec, Event) else "telemetry"
+            prev_seq, self._chain[lane] = self._chain[lane], stored.seq
             for m, value in wanted:
-                if not historical:
-                    m.value, m.ts_ms = value, ms(rec.ts)  # what the next birth says is current
-                metrics.append((m, value, stored, historical))
+                # The newest record's value (by outbox seq, not by wall time), sent as historical
+                # or not, is the present one: what births carry.
+                if stored.seq >= m.seq or stored.epoch != m.epoch:
+                    if historical and m.value != value:
+                        self._behind.add(dev)  # the host keeps it out of the tag's current value
+                    m.value, m.ts_ms, m.epoch, m.seq = value, ms(rec.ts), stored.epoch, stored.seq
+                metrics.append((m, value, stored, historical, prev_seq))
             if offline_event and isinstance(rec, Event) and not rec.one_shot:
                 flush()
                 dev.offline_alarm = rec.state is EventState.RAISED
@@ -525,26 +517,11 @@ class EdgeNode:
             out += [(severity, int(ev.severity)), (rule, ev.rule), (message, text), (event_id, ev.id)]
         return out
 
-    def _birth_metric(self, payload: Any, m: MetricState, now_ms: int) -> None:
-        metric = payload.metrics.add(
-            name=m.name,
-            alias=m.alias,
-            datatype=m.datatype,
-            timestamp=m.ts_ms if m.ts_ms is not None else now_ms,
-        )
-        mv = metric_value(m.datatype, m.value)
-        if mv.field is None:
-            metric.is_null = True
-        else:
-            setattr(metric, mv.field, mv.value)
-        if m.unit:
-            metric.properties.keys.append("engUnit")
-            metric.properties.values.add(type=DataType.STRING, string_value=m.unit)
-
     def _device_birth(self, dev: _Device, now_ms: int) -> SparkplugMessage:
+        self._behind.discard(dev)
         payload = Payload(timestamp=now_ms, seq=self._next_seq())
         for m in dev.metrics.values():
-            self._birth_metric(payload, m, now_ms)
+            birth_metric(payload, m, now_ms)
         dev.undeclared = False
         return SparkplugMessage(
             self.topic(Verb.DBIRTH, dev.device_id),
@@ -556,26 +533,9 @@ class EdgeNode:
             payload.seq,
         )
 
-    def _data_message(self, dev: _Device, entries: list[_Entry], now_ms: int) -> SparkplugMessage:
+    def _data_message(self, dev: _Device, entries: list[Entry], now_ms: int) -> SparkplugMessage:
         payload = Payload(timestamp=now_ms, seq=self._next_seq())
-        add = payload.metrics.add  # metrics built in place: twice as fast as building then copying
-        for m, value, stored, historical in entries:
-            rec = stored.record
-            mv = metric_value(m.datatype, value)
-            if mv.field is None:
-                metric = add(alias=m.alias, datatype=m.datatype, timestamp=ms(rec.ts), is_null=True)
-            else:
-                metric = add(alias=m.alias, datatype=m.datatype, timestamp=ms(rec.ts), **{mv.field: mv.value})
-            if historical:
-                metric.is_historical = True
-            props = metric.properties
-            props.keys.extend(("epoch", "seq"))
-            props.values.add(type=DataType.STRING, string_value=stored.epoch)
-            props.values.add(type=DataType.UINT64, long_value=stored.seq)
-            quality = _QUALITY.get(rec.quality) if isinstance(rec, Reading) else None
-            if quality is not None:
-                props.keys.append("Quality")
-                props.values.add(type=DataType.INT32, int_value=int(quality))
+        add_data_metrics(payload, entries)
         if dev is self._node:
             return SparkplugMessage(
                 self.topic(Verb.NDATA),

@@ -50,6 +50,7 @@ from citynerve.gateway.uplink.junk import JunkLimiter
 from citynerve.gateway.uplink.sparkplug._bdseq import BdSeqFile
 from citynerve.gateway.uplink.sparkplug._inputs import SparkplugInputError
 from citynerve.gateway.uplink.sparkplug._node import (
+    Chain,
     EdgeNode,
     SparkplugMessage,
     StoredRecord,
@@ -134,6 +135,9 @@ class SparkplugSession:
         replay: RateLimiter | None = None,
         on_sent: Callable[[Sequence[StoredRecord]], None] | None = None,
         drop: Callable[[StoredRecord], Awaitable[None]] | None = None,
+        live_from: Callable[[], tuple[str, int]] | None = None,
+        chain: Chain | None = None,
+        confirm_pubacks: bool = False,
     ) -> None:
         self.node = node
         self.records = records
@@ -155,6 +159,16 @@ class SparkplugSession:
         # Drops a record too large for the broker's packet size limit from the outbox (announced);
         # without it such a record is sent, and the broker ends the session at it.
         self.drop = drop
+        # The outbox's (epoch, next seq): taken at a session's first birth, the rows before it are
+        # historical (`EdgeNode.historical`). None: only `StoredRecord.replayed` makes history.
+        self.live_from = live_from
+        # The records' chain (`prev_seq`) as of the last acknowledged batch: a session starts from
+        # it, so what it sends again carries the links it had.
+        self.settled_chain = chain or Chain()
+        node.restore_chain(self.settled_chain)
+        # MQTT 3.1.1: a PUBACK settles only once the broker sent another packet after it (as
+        # `Uplink._confirm`): Mosquitto acknowledges a publish its ACL denies, then disconnects.
+        self.confirm_pubacks = confirm_pubacks
         self.last_error: str | None = None
         self.pending: deque[list[StoredRecord]] = deque()  # batches taken, not yet acknowledged
         self.sessions = 0  # MQTT sessions started
@@ -363,6 +377,7 @@ class SparkplugSession:
 
     async def _outbound(self, client: UplinkClient) -> None:
         resend = list(self.pending)  # cut by the last session's end: first, in order
+        self.node.restore_chain(self.settled_chain)  # ... with the links they had
         window = asyncio.Semaphore(self.window_batches)
         previous: asyncio.Task[None] | None = None
         async with asyncio.TaskGroup() as tg:
@@ -370,7 +385,8 @@ class SparkplugSession:
                 await self._online.wait()
                 async with self._lock:
                     if not self.node.born and self.host_online:
-                        await self._publish(client, self.node.birth(now_ms()))
+                        live_from = self.live_from() if self.live_from is not None else None
+                        await self._publish(client, self.node.birth(now_ms(), live_from=live_from))
                         self.births += 1
                         self._born.set()
                 if resend:
@@ -400,7 +416,15 @@ class SparkplugSession:
                             )
                             publishes.append(tg.create_task(publish))
                         await self._breathe()
-                previous = tg.create_task(self._settle(batch, publishes, previous, window))
+                    if self.records.empty():  # the backlog is out: its changes become current
+                        for m in self.node.present(now_ms()):
+                            publish = client.publish(
+                                m.topic, m.payload, qos=m.qos, retain=m.retain, timeout=math.inf
+                            )
+                            publishes.append(tg.create_task(publish))
+                    chain = self.node.chain
+                settle = self._settle(client, batch, publishes, previous, window, chain)
+                previous = tg.create_task(settle)
                 # Let this batch's publishes and everything else on the loop (the other
                 # destinations' alarms) run before the next batch is encoded: without it a full
                 # window (encoding and a few hundred publishes) ran as one block of the loop.
@@ -418,24 +442,32 @@ class SparkplugSession:
 
     async def _settle(
         self,
+        client: UplinkClient,
         batch: list[StoredRecord],
         publishes: list[asyncio.Task[None]],
         previous: asyncio.Task[None] | None,
         window: asyncio.Semaphore,
+        chain: Chain,
     ) -> None:
-        """Once `batch` is acknowledged and the batch before it settled: off `pending`, `on_sent`."""
+        """Once `batch` is acknowledged and the batch before it settled: off `pending`, `on_sent`.
+        Under MQTT 3.1.1 (`confirm_pubacks`) its last PUBACK counts once the broker sent another
+        packet after it (a later PUBACK, a PINGRESP within the keepalive): one followed by the
+        connection's end leaves the batch pending, sent again in the next session."""
         try:
             try:
                 async with asyncio.timeout(self.puback_timeout_s):
                     await asyncio.gather(*publishes)
             except TimeoutError:
                 raise aiomqtt.MqttError(f"no PUBACK within {self.puback_timeout_s:g} s") from None
+            if self.confirm_pubacks:
+                await client.heard_after(client.heard)  # packets read before this resumed: earlier
             if previous is not None:
                 await previous
         finally:
             window.release()
         assert self.pending[0] is batch
         self.pending.popleft()
+        self.settled_chain = chain
         self.sent_records += len(batch)
         if self.on_sent is not None:
             self.on_sent(batch)
