@@ -319,15 +319,7 @@ def check_rules(
         sel_issues(r.select, f"rules.rules[{i}]", rule_points(r))
         if not r.select.empty and not any(r.select.matches(d) for d in devices):
             issues.append(ConfigIssue(file, f"rules.rules[{i}].select", f"rule {r.id} selects no device"))
-    for i, a in enumerate(config.actions):
-        if a.device and a.device not in by_id:
-            issues.append(ConfigIssue(file, f"rules.actions[{i}].device", f"unknown device {a.device!r}"))
-        elif a.device and by_id[a.device].points and a.point not in by_id[a.device].points:
-            issues.append(
-                ConfigIssue(
-                    file, f"rules.actions[{i}].point", f"device {a.device!r} has no point {a.point!r}"
-                )
-            )
+    issues += _action_issues(config, devices, file)
     issues += check_households(config.households, by_id, file)
     homes = {h.id for h in config.households}
     for i, dev in enumerate(config.away):
@@ -361,3 +353,72 @@ def _wants_point(
         return not any(point in have and cls in (other.get("for_classes") or ()) for point, other in others)
 
     return wants
+
+
+MAX_NAMED_DEVICES = 10
+"""A config issue names at most this many devices (a pack on 1,000 detectors: the first ten, and
+how many more)."""
+
+
+def _action_issues(config: RulesConfig, devices: Sequence[DeviceConfig], file: str) -> list[ConfigIssue]:
+    """Actions whose target does not exist or cannot be written: found here, not at the first alarm
+    (a valve that does not close, found during a real leak). `device = ""` writes the device that
+    raised: every enabled device an `on` rule applies to that has the point is checked."""
+    issues: list[ConfigIssue] = []
+    by_id = {d.id: d for d in devices}
+    rules = {r.id: r for r in config.all_rules() if r.enabled}
+    for i, a in enumerate(config.actions):
+        where = f"rules.actions[{i}]"
+        target = by_id.get(a.device)
+        if a.device and target is None:
+            issues.append(ConfigIssue(file, f"{where}.device", f"unknown device {a.device!r}"))
+        elif target is not None and target.points and a.point not in target.points:
+            issues.append(
+                ConfigIssue(file, f"{where}.point", f"device {a.device!r} has no point {a.point!r}")
+            )
+        elif target is not None and target.points and not target.points[a.point].writable:
+            issues.append(
+                ConfigIssue(
+                    file,
+                    f"{where}.point",
+                    f"point {a.point!r} of device {a.device!r} is not writable (its profile "
+                    f"{target.profile!r} does not say `writable = true`): action {a.id} would fail "
+                    "at every alarm",
+                )
+            )
+        elif not a.device and a.enabled:
+            read_only = [
+                d.id
+                for d in devices
+                if d.enabled
+                and a.point in d.points
+                and not d.points[a.point].writable
+                and any(_applies(rules, o, d, set()) for o in a.on)
+            ]
+            if read_only:
+                more = len(read_only) - MAX_NAMED_DEVICES
+                named = ", ".join(read_only[:MAX_NAMED_DEVICES]) + (f" and {more} more" if more > 0 else "")
+                issues.append(
+                    ConfigIssue(
+                        file,
+                        f"{where}.point",
+                        f'point {a.point!r} is not writable on {named} (device = "": the device that '
+                        f"raised; rules {', '.join(a.on)} apply to them): action {a.id} would fail there",
+                    )
+                )
+    return issues
+
+
+def _applies(rules: Mapping[str, RuleConfig], rule_id: str, dev: DeviceConfig, seen: set[str]) -> bool:
+    """Whether the engine gives `dev` an instance of the rule (as RuleEngine._instance: selected, and
+    the point there; a composite needs its rules there, a household one is taken as selected)."""
+    rule = rules.get(rule_id)
+    if rule is None or rule_id in seen or not rule.select.matches(dev):
+        return False
+    point = rule_points(rule)
+    if point and dev.points and point not in point_names(dev):
+        return False
+    if not isinstance(rule, CompositeRule) or rule.household:
+        return True
+    children = [_applies(rules, c, dev, seen | {rule_id}) for c in rule.of]
+    return any(children) if rule.mode in ("coincidence", "unwanted") else all(children)
