@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, model_validator
 
-from citynerve.gateway.api import ConfigIssue, DeviceConfig, FiniteFloat
+from citynerve.gateway.api import ConfigIssue, DeviceConfig, in_field_words
 from citynerve.gateway.pipeline.derived import point_names
 from citynerve.gateway.rules.household_config import HouseholdConfig, check_households, household_problems
 from citynerve.gateway.rules.interlocks import DEFAULT_INTERLOCKS, InterlockConfig
@@ -40,6 +40,7 @@ from citynerve.gateway.rules.kinds import (
     rule_points,
     severity_of,
 )
+from citynerve.gateway.rules.numbers import Count, Number, is_number
 from citynerve.gateway.rules.packs import PACKS_DIR, RulePack, load_pack
 
 __all__ = [
@@ -90,12 +91,12 @@ class ActionConfig(_Model):
     device: str = ""
     point: str = Field(min_length=1)
     value: bool | int | float | str
-    min_interval_s: FiniteFloat = Field(default=600.0, ge=0)
-    max_per_day: int = Field(default=10, ge=1)
-    timeout_s: FiniteFloat = Field(default=10.0, gt=0, le=300)
+    min_interval_s: Number = Field(default=600.0, ge=0)
+    max_per_day: Count = Field(default=10, ge=1)
+    timeout_s: Number = Field(default=10.0, gt=0, le=300)
     verify: bool = True
-    verify_after_s: FiniteFloat = Field(default=1.0, ge=0, le=600, description="wait before each read-back")
-    verify_retries: int = Field(default=3, ge=0, le=10, description="read-backs after the first")
+    verify_after_s: Number = Field(default=1.0, ge=0, le=600, description="wait before each read-back")
+    verify_retries: Count = Field(default=3, ge=0, le=10, description="read-backs after the first")
     expect: bool | int | float | str | None = Field(
         default=None, description="what the point reads once the device followed (default: `value`)"
     )
@@ -132,7 +133,7 @@ class Contact(_Model):
     name: str = ""
     role: Literal["emergency_contact", "community", "street", "operator", "other"] = "other"
     phone: str = Field(default="", pattern=r"^$|^\+?[0-9 -]{3,20}$")
-    after_s: FiniteFloat = Field(default=0.0, ge=0, description="escalate to this contact after this long")
+    after_s: Number = Field(default=0.0, ge=0, description="escalate to this contact after this long")
 
 
 class PackRef(_Model):
@@ -158,6 +159,16 @@ class PackRef(_Model):
         if unknown:
             raise ValueError(
                 f"pack {pack.id} has no parameters {sorted(unknown)}; known: {sorted(pack.params)}"
+            )
+        # A bool for a number (`fault_hold_s = true`) would be taken for 1 by the rule it fills in.
+        mixed = [k for k, v in self.params.items() if isinstance(v, bool) and is_number(pack.params.get(k))]
+        if mixed:
+            raise in_field_words(
+                "; ".join(
+                    f"params.{k}: expected a number (the pack's default: {pack.params[k]!r}), found the "
+                    f"boolean {str(self.params[k]).lower()}"
+                    for k in mixed
+                )
             )
         missing = set(self.disable) - {r["id"] for r in pack.rules}
         if missing:
@@ -195,9 +206,7 @@ class RulesConfig(_Model):
     away: tuple[str, ...] = Field(
         default=(), description="device ids (or household ids) of households marked away"
     )
-    snapshot_interval_s: FiniteFloat = Field(
-        default=300.0, gt=0, description="how often detector state is saved"
-    )
+    snapshot_interval_s: Number = Field(default=300.0, gt=0, description="how often detector state is saved")
 
     @model_validator(mode="after")
     def _references(self) -> RulesConfig:
