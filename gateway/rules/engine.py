@@ -42,7 +42,7 @@ from citynerve.gateway.rules.instance import (
     still_raised,
 )
 from citynerve.gateway.rules.peers import PeerSlots
-from citynerve.gateway.rules.restored import restore_instance, saved_time, shown
+from citynerve.gateway.rules.restored import known_away, restore_instance, saved_time, shown
 from citynerve.gateway.rules.snapdata import clock_behind
 from citynerve.gateway.rules.suppression import QuietHours
 from citynerve.gateway.rules.unwanted import UnwantedCondition
@@ -546,7 +546,7 @@ class RuleEngine:
         away = data.get("away")
         self.away = set(self.config.away)
         if isinstance(away, list):
-            self.away |= {a for a in away if isinstance(a, str)}
+            self.away |= known_away(away, {*self.devices, *(h.id for h in self.config.households)})
         actions = data.get("actions")
         if isinstance(actions, Mapping):
             # The running gateway's clock may read far behind the snapshot's (no RTC: 1970 until NTP)

@@ -14,7 +14,6 @@ away flags of devices or households no longer configured are dropped.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any
@@ -95,10 +94,10 @@ def shown(err: BaseException) -> str:
     return text if len(text) <= MAX_SHOWN_CHARS else text[:MAX_SHOWN_CHARS] + "..."
 
 
-def max_snapshot_chars(engine: RuleEngine) -> int:
-    """The largest snapshot the engine's config can produce, generously: a fresh snapshot's size
-    times FRESH_FACTOR, PER_ENTRY_BYTES per instance and per device and action, BASE_BYTES."""
-    fresh = len(json.dumps(engine.snapshot(), separators=(",", ":")))
+def max_snapshot_chars(engine: RuleEngine, fresh: int) -> int:
+    """The largest snapshot the engine's config can produce, generously: the size of a fresh
+    engine's snapshot (`fresh`, characters) times FRESH_FACTOR, PER_ENTRY_BYTES per instance and per
+    device and action, BASE_BYTES."""
     entries = len(engine.instances) + len(engine.devices) * len(engine.config.actions)
     return BASE_BYTES + FRESH_FACTOR * fresh + PER_ENTRY_BYTES * entries
 

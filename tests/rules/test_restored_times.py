@@ -163,3 +163,46 @@ def test_times_up_to_the_save_are_restored_on_any_boot_clock(boot: float) -> Non
     e = engine(BootClock(boot))
     assert e.restore(snap) == 3
     assert e.instances["hot|d1"].alarm.active
+
+
+# The size of what is loaded: a snapshot is only as big as the config can make it.
+
+
+async def test_a_snapshot_bigger_than_the_config_can_make_is_not_loaded(short_dir: Path) -> None:
+    """3 MB of away ids (a damaged card, a file not ours; the review's had 138 MB) on a site of one
+    riser: not parsed, the gateway starts fresh and the snapshot it saves at stop is its own."""
+    async with site() as s:
+        path = config(s, short_dir, 1)
+        async with run_gateway(load_config(path)):
+            pass
+        snap = json.loads(await stored(path))
+        snap["away"] = [f"household-{i:032d}" for i in range(70_000)]
+        await stored(path, json.dumps(snap))
+        async with Run(path) as run:
+            warned = await run.until("rules snapshot of ")
+            assert "characters, more than this config's rules can make" in warned, warned
+            assert warned.endswith("not loaded, starting fresh"), warned
+            s.leak()
+            await run.until("rule leak on riser-1: raised")
+        assert len(await stored(path)) < 10_000
+
+
+async def test_away_ids_and_texts_the_config_cannot_make_are_dropped(short_dir: Path) -> None:
+    """Under the size bound: away flags of no configured device or household are dropped (one
+    warning with their count), the riser's own is kept; a restored text value longer than the store
+    takes is dropped."""
+    async with site() as s:
+        path = config(s, short_dir, 600)
+        s.leak()
+        async with run_gateway(load_config(path)) as gw:
+            await wait_for(lambda: gw.rules is not None and gw.rules.waiting == 1, 10.0)
+        snap = json.loads(await stored(path))
+        snap["away"] = ["riser-1", *(f"household-{i:032d}" for i in range(10_000))]
+        snap["instances"]["leak|riser-1"][0][2] = "x" * 100_000  # the pending alarm's value
+        await stored(path, json.dumps(snap))
+        async with Run(path) as run:
+            await run.until("rules: 2 rule instances on 1 devices, 2 restored")
+            assert any("10000 away flags name no configured device or household" in m for m in run.messages)
+        snap = json.loads(await stored(path))
+        assert snap["away"] == ["riser-1"]
+        assert snap["instances"]["leak|riser-1"][0][2] in (None, True)  # not the text (True: read again)
