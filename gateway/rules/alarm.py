@@ -6,7 +6,7 @@ import enum
 from typing import Any
 
 from citynerve.gateway.api import Value
-from citynerve.gateway.rules.snapdata import number, value
+from citynerve.gateway.rules.snapdata import NEVER, number, value
 
 
 class AlarmPhase(enum.StrEnum):
@@ -77,6 +77,10 @@ class Alarm:
 
     def snapshot(self) -> list[Any]:
         return [self.phase.value, self.since, self.value, self.raised_value]
+
+    def latest_time(self) -> float:
+        """The hold's start (NEVER when idle): a restore checks it against the snapshot's saved_at."""
+        return NEVER if self.phase is AlarmPhase.IDLE else self.since
 
     def restore(self, data: list[Any]) -> None:
         self.phase = AlarmPhase(data[0])

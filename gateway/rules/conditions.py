@@ -19,7 +19,7 @@ from citynerve.gateway.rules.config import (
 )
 from citynerve.gateway.rules.meter import LocalDays, MeterTrack, Step, spread
 from citynerve.gateway.rules.peers import PeerSlots
-from citynerve.gateway.rules.snapdata import NO_SLOT, number, opt_number, whole
+from citynerve.gateway.rules.snapdata import NEVER, NO_SLOT, latest, number, opt_number, whole
 from citynerve.gateway.rules.stats import Estimator, SlotMin
 
 _TRUE_WORDS = frozenset({"1", "true", "on", "yes", "alarm", "active", "open"})
@@ -82,6 +82,11 @@ class Condition:
     def shift(self, delta: float) -> None:
         """The wall clock stepped by `delta` s: move stored times with it (durations stay exact)."""
         return None
+
+    def latest_time(self) -> float:
+        """The latest of the restored times `shift` moves (NEVER if none): a restore takes one later
+        than the snapshot's `saved_at` for damage (rules/restored.py)."""
+        return NEVER
 
 
 class ThresholdCondition(Condition):
@@ -166,6 +171,9 @@ class RateCondition(Condition):
 
     def shift(self, delta: float) -> None:
         self.ref_ts += delta
+
+    def latest_time(self) -> float:
+        return self.ref_ts
 
 
 class MissingCondition(Condition):
@@ -353,3 +361,11 @@ class AnomalyCondition(Condition):
             self.cur += k  # the slots a step spans are neither closed nor learned (as no use)
         if self.base is not None and self.base.last != NO_SLOT:
             self.base.last += k  # the run of known slots goes on
+
+    def latest_time(self) -> float:
+        s = self.rule.slot_s
+        slots = (self.cur, NO_SLOT if self.base is None else self.base.last)
+        return latest(
+            NEVER if self.meter is None else self.meter.latest_time(),
+            *(i * s for i in slots if i != NO_SLOT),
+        )

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, model_validator
 
-from citynerve.gateway.api import ConfigIssue, DeviceConfig, FiniteFloat
+from citynerve.gateway.api import ConfigIssue, DeviceConfig, in_field_words
 from citynerve.gateway.pipeline.derived import point_names
 from citynerve.gateway.rules.household_config import HouseholdConfig, check_households, household_problems
 from citynerve.gateway.rules.interlocks import DEFAULT_INTERLOCKS, InterlockConfig
@@ -40,6 +40,7 @@ from citynerve.gateway.rules.kinds import (
     rule_points,
     severity_of,
 )
+from citynerve.gateway.rules.numbers import Count, Number, is_number
 from citynerve.gateway.rules.packs import PACKS_DIR, RulePack, load_pack
 
 __all__ = [
@@ -90,12 +91,12 @@ class ActionConfig(_Model):
     device: str = ""
     point: str = Field(min_length=1)
     value: bool | int | float | str
-    min_interval_s: FiniteFloat = Field(default=600.0, ge=0)
-    max_per_day: int = Field(default=10, ge=1)
-    timeout_s: FiniteFloat = Field(default=10.0, gt=0, le=300)
+    min_interval_s: Number = Field(default=600.0, ge=0)
+    max_per_day: Count = Field(default=10, ge=1)
+    timeout_s: Number = Field(default=10.0, gt=0, le=300)
     verify: bool = True
-    verify_after_s: FiniteFloat = Field(default=1.0, ge=0, le=600, description="wait before each read-back")
-    verify_retries: int = Field(default=3, ge=0, le=10, description="read-backs after the first")
+    verify_after_s: Number = Field(default=1.0, ge=0, le=600, description="wait before each read-back")
+    verify_retries: Count = Field(default=3, ge=0, le=10, description="read-backs after the first")
     expect: bool | int | float | str | None = Field(
         default=None, description="what the point reads once the device followed (default: `value`)"
     )
@@ -107,7 +108,7 @@ class Schedule(_Model):
 
     id: str = Field(pattern=RULE_ID)
     start: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
-    end: str = Field(pattern=r"^([01][0-9]|2[0-4]):[0-5][0-9]$")
+    end: str = Field(pattern=r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$")  # 24:00: to midnight
     days: tuple[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], ...] = (
         "mon",
         "tue",
@@ -132,7 +133,7 @@ class Contact(_Model):
     name: str = ""
     role: Literal["emergency_contact", "community", "street", "operator", "other"] = "other"
     phone: str = Field(default="", pattern=r"^$|^\+?[0-9 -]{3,20}$")
-    after_s: FiniteFloat = Field(default=0.0, ge=0, description="escalate to this contact after this long")
+    after_s: Number = Field(default=0.0, ge=0, description="escalate to this contact after this long")
 
 
 class PackRef(_Model):
@@ -158,6 +159,16 @@ class PackRef(_Model):
         if unknown:
             raise ValueError(
                 f"pack {pack.id} has no parameters {sorted(unknown)}; known: {sorted(pack.params)}"
+            )
+        # A bool for a number (`fault_hold_s = true`) would be taken for 1 by the rule it fills in.
+        mixed = [k for k, v in self.params.items() if isinstance(v, bool) and is_number(pack.params.get(k))]
+        if mixed:
+            raise in_field_words(
+                "; ".join(
+                    f"params.{k}: expected a number (the pack's default: {pack.params[k]!r}), found the "
+                    f"boolean {str(self.params[k]).lower()}"
+                    for k in mixed
+                )
             )
         missing = set(self.disable) - {r["id"] for r in pack.rules}
         if missing:
@@ -195,9 +206,7 @@ class RulesConfig(_Model):
     away: tuple[str, ...] = Field(
         default=(), description="device ids (or household ids) of households marked away"
     )
-    snapshot_interval_s: FiniteFloat = Field(
-        default=300.0, gt=0, description="how often detector state is saved"
-    )
+    snapshot_interval_s: Number = Field(default=300.0, gt=0, description="how often detector state is saved")
 
     @model_validator(mode="after")
     def _references(self) -> RulesConfig:
@@ -319,15 +328,7 @@ def check_rules(
         sel_issues(r.select, f"rules.rules[{i}]", rule_points(r))
         if not r.select.empty and not any(r.select.matches(d) for d in devices):
             issues.append(ConfigIssue(file, f"rules.rules[{i}].select", f"rule {r.id} selects no device"))
-    for i, a in enumerate(config.actions):
-        if a.device and a.device not in by_id:
-            issues.append(ConfigIssue(file, f"rules.actions[{i}].device", f"unknown device {a.device!r}"))
-        elif a.device and by_id[a.device].points and a.point not in by_id[a.device].points:
-            issues.append(
-                ConfigIssue(
-                    file, f"rules.actions[{i}].point", f"device {a.device!r} has no point {a.point!r}"
-                )
-            )
+    issues += _action_issues(config, devices, file)
     issues += check_households(config.households, by_id, file)
     homes = {h.id for h in config.households}
     for i, dev in enumerate(config.away):
@@ -361,3 +362,72 @@ def _wants_point(
         return not any(point in have and cls in (other.get("for_classes") or ()) for point, other in others)
 
     return wants
+
+
+MAX_NAMED_DEVICES = 10
+"""A config issue names at most this many devices (a pack on 1,000 detectors: the first ten, and
+how many more)."""
+
+
+def _action_issues(config: RulesConfig, devices: Sequence[DeviceConfig], file: str) -> list[ConfigIssue]:
+    """Actions whose target does not exist or cannot be written: found here, not at the first alarm
+    (a valve that does not close, found during a real leak). `device = ""` writes the device that
+    raised: every enabled device an `on` rule applies to that has the point is checked."""
+    issues: list[ConfigIssue] = []
+    by_id = {d.id: d for d in devices}
+    rules = {r.id: r for r in config.all_rules() if r.enabled}
+    for i, a in enumerate(config.actions):
+        where = f"rules.actions[{i}]"
+        target = by_id.get(a.device)
+        if a.device and target is None:
+            issues.append(ConfigIssue(file, f"{where}.device", f"unknown device {a.device!r}"))
+        elif target is not None and target.points and a.point not in target.points:
+            issues.append(
+                ConfigIssue(file, f"{where}.point", f"device {a.device!r} has no point {a.point!r}")
+            )
+        elif target is not None and target.points and not target.points[a.point].writable:
+            issues.append(
+                ConfigIssue(
+                    file,
+                    f"{where}.point",
+                    f"point {a.point!r} of device {a.device!r} is not writable (its profile "
+                    f"{target.profile!r} does not say `writable = true`): action {a.id} would fail "
+                    "at every alarm",
+                )
+            )
+        elif not a.device and a.enabled:
+            read_only = [
+                d.id
+                for d in devices
+                if d.enabled
+                and a.point in d.points
+                and not d.points[a.point].writable
+                and any(_applies(rules, o, d, set()) for o in a.on)
+            ]
+            if read_only:
+                more = len(read_only) - MAX_NAMED_DEVICES
+                named = ", ".join(read_only[:MAX_NAMED_DEVICES]) + (f" and {more} more" if more > 0 else "")
+                issues.append(
+                    ConfigIssue(
+                        file,
+                        f"{where}.point",
+                        f'point {a.point!r} is not writable on {named} (device = "": the device that '
+                        f"raised; rules {', '.join(a.on)} apply to them): action {a.id} would fail there",
+                    )
+                )
+    return issues
+
+
+def _applies(rules: Mapping[str, RuleConfig], rule_id: str, dev: DeviceConfig, seen: set[str]) -> bool:
+    """Whether the engine gives `dev` an instance of the rule (as RuleEngine._instance: selected, and
+    the point there; a composite needs its rules there, a household one is taken as selected)."""
+    rule = rules.get(rule_id)
+    if rule is None or rule_id in seen or not rule.select.matches(dev):
+        return False
+    point = rule_points(rule)
+    if point and dev.points and point not in point_names(dev):
+        return False
+    if not isinstance(rule, CompositeRule) or rule.household:
+        return True
+    children = [_applies(rules, c, dev, seen | {rule_id}) for c in rule.of]
+    return any(children) if rule.mode in ("coincidence", "unwanted") else all(children)

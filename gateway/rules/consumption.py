@@ -10,7 +10,7 @@ from citynerve.gateway.api import Value
 from citynerve.gateway.rules.conditions import Condition, as_float
 from citynerve.gateway.rules.config import ConsumptionRule
 from citynerve.gateway.rules.meter import LocalDays, MeterTrack, Step, spread
-from citynerve.gateway.rules.snapdata import NO_SLOT, number, opt_number, whole
+from citynerve.gateway.rules.snapdata import NEVER, NO_SLOT, latest, number, opt_number, whole
 
 
 def _fed(meter: MeterTrack, value: Value, ts: float) -> Step | None:
@@ -106,6 +106,10 @@ class SlidingUse(Condition):
             self.bins = self.bins[n - r :] + self.bins[: n - r]
             self.head += k
 
+    def latest_time(self) -> float:
+        head = NEVER if self.head == NO_SLOT else self.head * self.bin_s
+        return latest(self.meter.latest_time(), NEVER if self.since is None else self.since, head)
+
 
 class DayUse(Condition):
     """Use per local calendar day: `above` while the day runs, `below` when a complete day closes."""
@@ -179,6 +183,11 @@ class DayUse(Condition):
             self.start += delta
             self.end += delta
 
+    def latest_time(self) -> float:
+        if self.since is None:
+            return self.meter.latest_time()
+        return latest(self.meter.latest_time(), self.since, self.start)  # `end`: the coming midnight
+
 
 class SlotUse(Condition):
     """Use in every slot for `slots` slots in a row (a leak or a tap left open): a run counter."""
@@ -237,3 +246,6 @@ class SlotUse(Condition):
         self.meter.shift(delta)  # the next reading's use spans the real interval, not the step
         if self.cur != NO_SLOT:
             self.cur += round(delta / self.slot_s)  # the slots a step spans are not closed as no use
+
+    def latest_time(self) -> float:
+        return latest(self.meter.latest_time(), NEVER if self.cur == NO_SLOT else self.cur * self.slot_s)

@@ -42,7 +42,8 @@ from citynerve.gateway.rules.instance import (
     still_raised,
 )
 from citynerve.gateway.rules.peers import PeerSlots
-from citynerve.gateway.rules.snapdata import clock_behind, number
+from citynerve.gateway.rules.restored import known_away, restore_instance, saved_time, shown
+from citynerve.gateway.rules.snapdata import clock_behind
 from citynerve.gateway.rules.suppression import QuietHours
 from citynerve.gateway.rules.unwanted import UnwantedCondition
 
@@ -521,6 +522,7 @@ class RuleEngine:
             return 0
         n = 0
         back = clock_behind(data.get("saved_at"), None if self.steady is None else self.now)
+        saved = saved_time(data.get("saved_at"))  # no restored time is later (restored.py)
         instances = data.get("instances")
         if not isinstance(instances, Mapping):
             log.warning("rules snapshot: instances are %s, not an object: none restored", type(instances))
@@ -530,12 +532,9 @@ class RuleEngine:
             if inst is None:
                 continue
             try:
-                alarm, cond, raised_at = entry
-                inst.alarm.restore(alarm)
-                inst.cond.restore(cond)
-                inst.raised_at = number(raised_at)
+                restore_instance(inst, entry, saved)
             except Exception as err:  # any damage costs this instance's state, never the start
-                log.warning("rules snapshot: cannot restore %s (%r): starting it fresh", key, err)
+                log.warning("rules snapshot: cannot restore %s (%s): starting it fresh", key, shown(err))
                 self._start_fresh(inst)
                 continue
             if back:
@@ -543,11 +542,11 @@ class RuleEngine:
             if inst.alarm.phase in _WAITING:
                 self._waiting.add(inst)
             n += 1
-        self.flapping.restore(self.instances, data.get("flapping"), back)
+        self.flapping.restore(self.instances, data.get("flapping"), back, saved)
         away = data.get("away")
         self.away = set(self.config.away)
         if isinstance(away, list):
-            self.away |= {a for a in away if isinstance(a, str)}
+            self.away |= known_away(away, {*self.devices, *(h.id for h in self.config.households)})
         actions = data.get("actions")
         if isinstance(actions, Mapping):
             # The running gateway's clock may read far behind the snapshot's (no RTC: 1970 until NTP)

@@ -35,7 +35,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from citynerve.gateway.api import Event, EventState, Severity
-from citynerve.gateway.rules.snapdata import NEVER, number, whole
+from citynerve.gateway.rules.restored import RestoredTimeError, late, shown
+from citynerve.gateway.rules.snapdata import NEVER, latest, number, whole
 
 if TYPE_CHECKING:
     from citynerve.gateway.rules.instance import RuleInstance
@@ -148,6 +149,10 @@ class FlapDamper:
             if self.logged_at != NEVER:
                 self.logged_at += delta
 
+    def latest_time(self) -> float:
+        """The latest stored time (NEVER if none): checked at a restore."""
+        return latest(self.since, self.last, *self.times)
+
 
 def notice(inst: RuleInstance, raised: bool, ts: float) -> Event:
     """The maintenance event of a flapping rule instance: raised when it starts (value: the
@@ -185,9 +190,11 @@ class Flapping:
     def snapshot(instances: Mapping[str, RuleInstance]) -> dict[str, list[Any]]:
         return {k: i.flap.snapshot() for k, i in instances.items() if not i.flap.idle}
 
-    def restore(self, instances: Mapping[str, RuleInstance], data: object, shift: float) -> None:
+    def restore(
+        self, instances: Mapping[str, RuleInstance], data: object, shift: float, saved_at: float | None = None
+    ) -> None:
         """Restore the dampers of a snapshot's `flapping`, their times moved by `shift`; a damaged
-        one starts fresh."""
+        one (a time later than the snapshot's `saved_at`, too: rules/restored.py) starts fresh."""
         if not isinstance(data, Mapping):
             return
         for key, entry in data.items():
@@ -196,8 +203,10 @@ class Flapping:
                 continue
             try:
                 inst.flap.restore(entry)
+                if late(t := inst.flap.latest_time(), saved_at):
+                    raise RestoredTimeError(inst.rule.id, inst.device_id, "flapping time", t, saved_at or 0.0)
             except Exception as err:
-                log.warning("rules snapshot: cannot restore the flapping of %s (%r): fresh", key, err)
+                log.warning("rules snapshot: cannot restore the flapping of %s (%s): fresh", key, shown(err))
                 inst.flap.reset()
                 continue
             inst.flap.shift(shift)

@@ -360,3 +360,7 @@ class HouseholdCondition(Condition):
         if self.use_from != NEVER:
             self.use_from += delta
         self.presence.shift(delta)
+
+    def latest_time(self) -> float:
+        times = (self.changed, self.last_bed, self.last_long_out, self.last_water, self.last_use)
+        return latest(self.meter.latest_time(), self.presence.latest_time(), *times, self.use_from)

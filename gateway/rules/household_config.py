@@ -14,7 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from citynerve.gateway.api import STRICT, ConfigIssue, DeviceConfig, FiniteFloat
+from citynerve.gateway.api import STRICT, ConfigIssue, DeviceConfig
+from citynerve.gateway.rules.numbers import Number
 
 _HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 _HHMM_OR_OFF = r"^(([01][0-9]|2[0-3]):[0-5][0-9])?$"
@@ -46,13 +47,13 @@ class HouseholdConfig(BaseModel):
         default="", description="device id of the PIR in the living room / hallway; empty: no motion signal"
     )
     motion_point: str = Field(default="motion", min_length=1, description="the PIR's motion point")
-    motion_quiet_s: FiniteFloat = Field(
+    motion_quiet_s: Number = Field(
         default=600.0,
         gt=0,
         le=86400,
         description="door closed and no motion, water use or bed since for this long: the resident is out",
     )
-    still_s: FiniteFloat = Field(
+    still_s: Number = Field(
         default=7200.0,
         gt=0,
         le=86400,
@@ -63,7 +64,7 @@ class HouseholdConfig(BaseModel):
         pattern=_HHMM_OR_OFF,
         description="out (door and PIR) at this time or later, until `day_starts`: raise; empty: off",
     )
-    node_stale_s: FiniteFloat = Field(
+    node_stale_s: Number = Field(
         default=3600.0,
         gt=0,
         le=86400,
@@ -76,10 +77,10 @@ class HouseholdConfig(BaseModel):
     night_end: str = Field(
         default="05:00", pattern=_HHMM, description="the night ends (before their earliest usual wake time)"
     )
-    night_out_s: FiniteFloat = Field(
+    night_out_s: Number = Field(
         default=2400.0, gt=0, le=86400, description="out of bed at night this long with no water use: raise"
     )
-    night_long_s: FiniteFloat = Field(
+    night_long_s: Number = Field(
         default=10800.0,
         gt=0,
         le=86400,
@@ -89,37 +90,37 @@ class HouseholdConfig(BaseModel):
     up_by: str = Field(
         default="09:00", pattern=_HHMM, description="out of bed by this time (own wake + margin)"
     )
-    up_s: FiniteFloat = Field(
+    up_s: Number = Field(
         default=600.0, ge=0, le=86400, description="an absence this long counts as getting up"
     )
-    morning_m3: FiniteFloat = Field(
+    morning_m3: Number = Field(
         default=0.02,
         ge=0,
         description="water used since `day_starts` that shows the morning routine (the resident is up)",
     )
-    quiet_s: FiniteFloat = Field(
+    quiet_s: Number = Field(
         default=43200.0,
         gt=0,
         le=7 * 86400,
         description="out of bed with no water use this long: raise (the published 12 h no-use window)",
     )
-    activity_m3: FiniteFloat = Field(
+    activity_m3: Number = Field(
         default=0.002, gt=0, description="use between two reads that shows someone using water"
     )
-    running_m3_h: FiniteFloat = Field(
+    running_m3_h: Number = Field(
         default=0.1, gt=0, description="flow while the resident is in bed that is a tap left running"
     )
-    settle_s: FiniteFloat = Field(
+    settle_s: Number = Field(
         default=600.0, ge=0, le=86400, description="in bed this long before water use counts as running"
     )
-    bed_stale_s: FiniteFloat = Field(
+    bed_stale_s: Number = Field(
         default=1800.0, gt=0, le=86400, description="a bed state older than this is unknown"
     )
-    water_stale_s: FiniteFloat = Field(
+    water_stale_s: Number = Field(
         default=2700.0, gt=0, le=86400, description="no meter read this long: water use unknown"
     )
-    rollover_m3: FiniteFloat = Field(default=100000.0, gt=0, description="the meter's register wraps here")
-    max_step_m3: FiniteFloat = Field(
+    rollover_m3: Number = Field(default=100000.0, gt=0, description="the meter's register wraps here")
+    max_step_m3: Number = Field(
         default=5.0, gt=0, description="a larger rise between two reads is a meter change, not use"
     )
     severity: Literal["info", "warning", "minor", "major", "critical"] = "critical"

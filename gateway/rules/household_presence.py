@@ -131,10 +131,17 @@ class Presence:
         self.door_moved, self.entered, self.motion_on = number(data[5]), bool(data[6]), bool(data[7])
 
     def shift(self, delta: float) -> None:
-        for name in ("door_seen", "motion_seen", "door_closed", "last_motion", "door_moved"):
+        for name in _TIMES:
             t = getattr(self, name)
             if t != NEVER:
                 setattr(self, name, t + delta)
+
+    def latest_time(self) -> float:
+        """The latest of the stored times (NEVER if none): checked at a restore."""
+        return latest(*(getattr(self, name) for name in _TIMES))
+
+
+_TIMES = ("door_seen", "motion_seen", "door_closed", "last_motion", "door_moved")
 
 
 class NodeSilentCondition(Condition):

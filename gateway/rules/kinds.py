@@ -8,8 +8,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter, model_validator
 
-from citynerve.gateway.api import STRICT, DeviceConfig, FiniteFloat, Severity
+from citynerve.gateway.api import STRICT, DeviceConfig, Severity
 from citynerve.gateway.rules.flapping import FLAP_LIMIT, FLAP_SETTLE_S, FLAP_WINDOW_S
+from citynerve.gateway.rules.numbers import Count, Number
 
 _STRICT = STRICT
 RULE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,95}$"
@@ -61,28 +62,26 @@ class _RuleBase(_Model):
     event: str = Field(default="", description="event kind; defaults to the rule id's last part")
     severity: SeverityName = "warning"
     select: Selector = Selector()
-    hold_s: FiniteFloat = Field(default=0.0, ge=0, le=7 * 86400, description="condition held before raising")
-    clear_hold_s: FiniteFloat = Field(
-        default=0.0, ge=0, le=7 * 86400, description="clear held before clearing"
-    )
+    hold_s: Number = Field(default=0.0, ge=0, le=7 * 86400, description="condition held before raising")
+    clear_hold_s: Number = Field(default=0.0, ge=0, le=7 * 86400, description="clear held before clearing")
     message: str = ""
     suppress_during: tuple[str, ...] = Field(default=(), description="schedule ids (quiet hours)")
     suppress_when_away: bool = False
     escalate: tuple[str, ...] = Field(default=(), description="contact ids, in escalation order")
-    flap_limit: int = Field(
+    flap_limit: Count = Field(
         default=FLAP_LIMIT,
         ge=0,
         le=1000,
         description="more raises and clears than this within `flap_window_s`: flapping (alarm held "
         "raised, one `input_flapping` event; docs/rules.md); 0 = off",
     )
-    flap_window_s: FiniteFloat = Field(
+    flap_window_s: Number = Field(
         default=FLAP_WINDOW_S,
         gt=0,
         le=86400,
         description="the sliding window `flap_limit` counts in, seconds",
     )
-    flap_settle_s: FiniteFloat = Field(
+    flap_settle_s: Number = Field(
         default=FLAP_SETTLE_S,
         gt=0,
         le=86400,
@@ -100,9 +99,9 @@ class ThresholdRule(_RuleBase):
 
     kind: Literal["threshold"]
     point: str
-    above: FiniteFloat | None = None
-    below: FiniteFloat | None = None
-    hysteresis: FiniteFloat = Field(default=0.0, ge=0)
+    above: Number | None = None
+    below: Number | None = None
+    hysteresis: Number = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")
     def _limits(self) -> ThresholdRule:
@@ -124,8 +123,8 @@ class RateRule(_RuleBase):
 
     kind: Literal["rate"]
     point: str
-    max_change: FiniteFloat = Field(gt=0)
-    window_s: FiniteFloat = Field(gt=0, le=86400)
+    max_change: Number = Field(gt=0)
+    window_s: Number = Field(gt=0, le=86400)
     direction: Literal["rising", "falling", "both"] = "both"
 
 
@@ -134,7 +133,7 @@ class MissingRule(_RuleBase):
 
     kind: Literal["missing"]
     point: str = ""
-    after_s: FiniteFloat = Field(gt=0, le=30 * 86400)
+    after_s: Number = Field(gt=0, le=30 * 86400)
 
 
 class OfflineRule(_RuleBase):
@@ -162,21 +161,21 @@ class ConsumptionRule(_RuleBase):
     kind: Literal["consumption"]
     point: str
     window: Literal["sliding", "day", "slots"]
-    window_s: FiniteFloat = Field(default=43200.0, gt=0, le=7 * 86400)
-    bin_s: FiniteFloat = Field(default=900.0, gt=0, le=86400, description="resolution of sliding windows")
-    below: FiniteFloat | None = Field(default=None, ge=0)
-    above: FiniteFloat | None = Field(default=None, ge=0)
-    slot_s: FiniteFloat = Field(default=1800.0, gt=0, le=86400)
-    slots: int = Field(default=48, ge=1, le=1000)
-    min_per_slot: FiniteFloat = Field(default=0.0, ge=0)
-    rollover_at: FiniteFloat | None = Field(default=None, gt=0)
-    max_step: FiniteFloat | None = Field(default=None, gt=0)
-    gap_s: FiniteFloat = Field(
+    window_s: Number = Field(default=43200.0, gt=0, le=7 * 86400)
+    bin_s: Number = Field(default=900.0, gt=0, le=86400, description="resolution of sliding windows")
+    below: Number | None = Field(default=None, ge=0)
+    above: Number | None = Field(default=None, ge=0)
+    slot_s: Number = Field(default=1800.0, gt=0, le=86400)
+    slots: Count = Field(default=48, ge=1, le=1000)
+    min_per_slot: Number = Field(default=0.0, ge=0)
+    rollover_at: Number | None = Field(default=None, gt=0)
+    max_step: Number | None = Field(default=None, gt=0)
+    gap_s: Number = Field(
         default=7200.0,
         gt=0,
         description="readings further apart than this, seconds: the use between them is unknown",
     )
-    stale_s: FiniteFloat = Field(default=7200.0, gt=0)
+    stale_s: Number = Field(default=7200.0, gt=0)
     tz: str = "Asia/Shanghai"
 
     @model_validator(mode="after")
@@ -203,7 +202,7 @@ class CompositeRule(_RuleBase):
         "devices of one area, or `count` unwanted alarms of a device (none of its area's confirmed them)"
     )
     of: tuple[str, ...] = Field(min_length=1)
-    within_s: FiniteFloat = Field(
+    within_s: Number = Field(
         default=60.0,
         gt=0,
         description="sequence mode: the rules must raise within this many seconds; coincidence: the "
@@ -214,7 +213,7 @@ class CompositeRule(_RuleBase):
         description="children may be on any device sharing the device's `household:<id>` tag "
         "(a bed sensor and the same flat's water meter: one 'check on this person' alarm)",
     )
-    count: int = Field(
+    count: Count = Field(
         default=2,
         ge=2,
         le=64,
@@ -222,13 +221,13 @@ class CompositeRule(_RuleBase):
         "unwanted: alarms of the device, each within `quiet_s` of the last, that no other device of its "
         "area confirmed within `within_s`",
     )
-    alone_s: FiniteFloat | None = Field(
+    alone_s: Number | None = Field(
         default=None,
         gt=0,
         le=7 * 86400,
         description="coincidence: a device's own alarm lasting this long confirms without a second device",
     )
-    solo_s: FiniteFloat | None = Field(
+    solo_s: Number | None = Field(
         default=None,
         gt=0,
         le=7 * 86400,
@@ -251,7 +250,7 @@ class CompositeRule(_RuleBase):
         "panel: its building's detectors); while its alarm follows one of them (raised within `within_s` "
         "before it or during it), lasting `alone_s` does not confirm: `confirmed_by` decides",
     )
-    quiet_s: FiniteFloat | None = Field(
+    quiet_s: Number | None = Field(
         default=None,
         gt=0,
         le=366 * 86400,
@@ -292,19 +291,19 @@ class AnomalyRule(_RuleBase):
     kind: Literal["anomaly"]
     point: str
     method: Literal["ewma", "robust"] = "robust"
-    alpha: FiniteFloat = Field(default=0.05, gt=0, le=1)
-    z: FiniteFloat = Field(default=5.0, gt=0)
-    warmup: int = Field(default=20, ge=1)
+    alpha: Number = Field(default=0.05, gt=0, le=1)
+    z: Number = Field(default=5.0, gt=0)
+    warmup: Count = Field(default=20, ge=1)
     direction: Literal["high", "low", "both"] = "high"
-    min_scale: FiniteFloat = Field(default=0.0, ge=0)
-    min_value: FiniteFloat = Field(default=float("-inf"))
+    min_scale: Number = Field(default=0.0, ge=0)
+    min_value: Number = Field(default=float("-inf"))
     cumulative: bool = False
     profile: bool = False
-    slot_s: FiniteFloat = Field(default=1800.0, gt=0, le=86400)
-    hours: tuple[int, int] | None = Field(default=None, description="[start, end) local hours scored")
-    rollover_at: FiniteFloat | None = Field(default=None, gt=0)
-    max_step: FiniteFloat | None = Field(default=None, gt=0)
-    gap_s: FiniteFloat = Field(
+    slot_s: Number = Field(default=1800.0, gt=0, le=86400)
+    hours: tuple[Count, Count] | None = Field(default=None, description="[start, end) local hours scored")
+    rollover_at: Number | None = Field(default=None, gt=0)
+    max_step: Number | None = Field(default=None, gt=0)
+    gap_s: Number = Field(
         default=7200.0,
         gt=0,
         description="readings further apart than this, seconds: the use between them is unknown",
@@ -316,14 +315,14 @@ class AnomalyRule(_RuleBase):
         description="tag prefix of a peer group (`feeder`: devices tagged `feeder:<id>`): a slot's use "
         "is scored as the excess over the other members' median (gateway/rules/peers.py)",
     )
-    peers_quantile: FiniteFloat = Field(
+    peers_quantile: Number = Field(
         default=0.5,
         ge=0,
         le=1,
         description="with `peers`: the quantile of the other members' uses a slot is compared with "
         "(0.5 the median; 0.75 the use a quarter of the group exceeds)",
     )
-    base_s: FiniteFloat = Field(
+    base_s: Number = Field(
         default=0.0,
         ge=0,
         le=86400,
@@ -368,15 +367,15 @@ class RoutineRule(_RuleBase):
     active: bool = True
     since: str = Field(default="04:00", pattern=_HHMM, description="up_by: the day may start from (HH:MM)")
     by: str = Field(default="09:00", pattern=_HHMM, description="up_by: out of bed by this time (HH:MM)")
-    up_s: FiniteFloat = Field(
+    up_s: Number = Field(
         default=600.0, ge=0, le=86400, description="up_by: out of the active state at least this long"
     )
     start: str = Field(default="22:00", pattern=_HHMM)
     end: str = Field(default="06:00", pattern=_HHMM)
-    away_s: FiniteFloat = Field(
+    away_s: Number = Field(
         default=2400.0, gt=0, le=86400, description="back_within: back in the active state within this"
     )
-    stale_s: FiniteFloat = Field(default=1800.0, gt=0, le=7 * 86400)
+    stale_s: Number = Field(default=1800.0, gt=0, le=7 * 86400)
     tz: str = "Asia/Shanghai"
 
     @model_validator(mode="after")

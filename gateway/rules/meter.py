@@ -8,7 +8,7 @@ import zoneinfo
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from citynerve.gateway.rules.snapdata import number, opt_number
+from citynerve.gateway.rules.snapdata import NEVER, number, opt_number
 
 
 class Step(enum.Enum):
@@ -78,6 +78,10 @@ class MeterTrack:
         """The wall clock stepped by `delta` s: the last reading's time moves with it."""
         self.last_ts += delta
         self.t0 += delta
+
+    def latest_time(self) -> float:
+        """The last reading's time (NEVER before the first)."""
+        return NEVER if self.last_total is None else self.last_ts
 
     def snapshot(self) -> list[Any]:
         return [self.last_total, self.last_ts]

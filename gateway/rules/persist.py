@@ -15,6 +15,7 @@ from citynerve.gateway.rules.actions import ActionTarget
 from citynerve.gateway.rules.alarm import Transition
 from citynerve.gateway.rules.config import RulesConfig
 from citynerve.gateway.rules.engine import RuleEngine, RuleInstance
+from citynerve.gateway.rules.restored import max_snapshot_chars
 
 log = logging.getLogger("citynerve.gateway.rules")
 
@@ -41,6 +42,16 @@ class RuleStateKeeper:
         """Load the last snapshot, if any; returns how many rule instances were restored."""
         raw = await self.store.get(STATE_KEY)
         if not raw:
+            return 0
+        fresh = await asyncio.to_thread(json.dumps, self.engine.snapshot(), separators=(",", ":"))
+        limit = max_snapshot_chars(self.engine, len(fresh))
+        if len(raw) > limit:  # damage, or not ours: parsing it could take the box's memory
+            log.warning(
+                "rules snapshot of %d characters, more than this config's rules can make (%d): not "
+                "loaded, starting fresh",
+                len(raw),
+                limit,
+            )
             return 0
         try:
             data = await asyncio.to_thread(json.loads, raw)

@@ -15,7 +15,7 @@ from citynerve.gateway.api import Value
 from citynerve.gateway.rules.conditions import Condition, as_bool
 from citynerve.gateway.rules.config import RoutineRule
 from citynerve.gateway.rules.meter import LocalDays
-from citynerve.gateway.rules.snapdata import NEVER, number
+from citynerve.gateway.rules.snapdata import NEVER, latest, number
 
 
 def _hhmm(text: str) -> time:
@@ -113,3 +113,6 @@ class RoutineCondition(Condition):
         self.last_ts += delta
         if self.last_long_out != NEVER:
             self.last_long_out += delta
+
+    def latest_time(self) -> float:
+        return latest(self.changed, self.last_ts, self.last_long_out)

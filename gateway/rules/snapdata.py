@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import reprlib
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,8 @@ from citynerve.gateway.api import Value
 
 log = logging.getLogger("citynerve.gateway.rules")
 
+MAX_TEXT_CHARS = 8192
+"""The longest text value restored (the store's own bound on a string value, store/_codec.py)."""
 NEVER = -1.0
 """A stored time not set yet. Compared by equality, never by sign: a restore on a clock far behind
 the snapshot's (1970 before NTP, RuleEngine.restore) moves real times below zero."""
@@ -35,13 +38,13 @@ def latest(*times: float) -> float:
 def number(v: Any) -> float:
     """A finite number (a time, a total, a count), else ValueError."""
     if isinstance(v, bool) or not isinstance(v, int | float):
-        raise ValueError(f"not a number: {v!r}")
+        raise ValueError(f"not a number: {reprlib.repr(v)}")  # cut: a damaged value may be megabytes
     try:
         f = float(v)
     except OverflowError:
-        raise ValueError(f"not a finite number: {v!r}") from None
+        raise ValueError(f"not a finite number: {reprlib.repr(v)}") from None
     if not math.isfinite(f):
-        raise ValueError(f"not a finite number: {v!r}")
+        raise ValueError(f"not a finite number: {reprlib.repr(v)}")
     return f
 
 
@@ -56,9 +59,12 @@ def whole(v: Any) -> int:
 
 
 def value(v: Any) -> Value:
-    """What an event reports: None, bool, a finite number or text; anything else becomes None."""
-    if v is None or isinstance(v, bool | str):
+    """What an event reports: None, bool, a finite number or text (at most MAX_TEXT_CHARS, as the
+    store takes); anything else becomes None."""
+    if v is None or isinstance(v, bool):
         return v
+    if isinstance(v, str):
+        return v if len(v) <= MAX_TEXT_CHARS else None
     if isinstance(v, int | float):
         try:
             return v if math.isfinite(v) else None

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from citynerve.gateway.rules.coincidence import in_alarm_since
 from citynerve.gateway.rules.conditions import Condition
 from citynerve.gateway.rules.config import CompositeRule
-from citynerve.gateway.rules.snapdata import number, opt_number
+from citynerve.gateway.rules.snapdata import NEVER, latest, number, opt_number
 
 if TYPE_CHECKING:
     from citynerve.gateway.rules.instance import RuleInstance
@@ -98,3 +98,6 @@ class UnwantedCondition(Condition):
         if self.opened is not None:
             self.opened += delta
         self.times = [t + delta for t in self.times]
+
+    def latest_time(self) -> float:
+        return latest(NEVER if self.opened is None else self.opened, *self.times)
