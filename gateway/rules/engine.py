@@ -24,26 +24,21 @@ from citynerve.gateway.api import (
     Value,
     utc_now,
 )
-from citynerve.gateway.pipeline.derived import point_names
 from citynerve.gateway.rules.actions import ActionRunner, ActionTarget
 from citynerve.gateway.rules.alarm import Alarm, AlarmPhase, Transition
-from citynerve.gateway.rules.coincidence import CoincidenceCondition, area
-from citynerve.gateway.rules.conditions import AnomalyCondition, OfflineCondition
-from citynerve.gateway.rules.config import AnomalyRule, CompositeRule, RuleConfig, RulesConfig, rule_points
+from citynerve.gateway.rules.binding import RuleBinding
+from citynerve.gateway.rules.coincidence import CoincidenceCondition
+from citynerve.gateway.rules.config import RuleConfig, RulesConfig
 from citynerve.gateway.rules.flapping import FLAP_KIND, Flapping, Verdict, notice
-from citynerve.gateway.rules.household import HouseholdCondition, HouseholdRule
-from citynerve.gateway.rules.household_config import HouseholdConfig
+from citynerve.gateway.rules.household import HouseholdRule
 from citynerve.gateway.rules.instance import (
     ActiveAlarm,
     CompositeCondition,
     RuleInstance,
     device_attrs,
-    make_condition,
     still_raised,
 )
-from citynerve.gateway.rules.peers import PeerSlots
 from citynerve.gateway.rules.snapdata import clock_behind, number
-from citynerve.gateway.rules.suppression import QuietHours
 from citynerve.gateway.rules.unwanted import UnwantedCondition
 
 __all__ = ["DEVICE_OFFLINE", "DEVICE_ONLINE", "ActiveAlarm", "RuleEngine", "RuleInstance", "device_attrs"]
@@ -96,137 +91,22 @@ class RuleEngine:
         )
         self.actions.standing = self._standing  # a shared target's `cleared` action waits for the last
         self.away: set[str] = set(config.away)
-        quiet = {s.id: QuietHours(s) for s in config.schedules}
-        contacts = {c.id: c.model_dump(exclude_defaults=True) for c in config.contacts}
-        self.instances: dict[str, RuleInstance] = {}
-        self._by_dev: dict[str, dict[str, list[RuleInstance]]] = {}
-        self._any_point: dict[str, list[RuleInstance]] = {}
-        self._offline: dict[str, list[RuleInstance]] = {}
-        self._ticked: list[RuleInstance] = []
+        # The rules bound to the devices (binding.py): the instances and the routing tables.
+        self._binding = bound = RuleBinding(config, self.devices, self._attrs)
+        self.instances: dict[str, RuleInstance] = bound.instances
+        self._by_dev = bound.by_dev
+        self._any_point = bound.any_point
+        self._offline = bound.offline
+        self._ticked = bound.ticked
+        self._peers = bound.peers
+        self._feeds = bound.feeds
         self._waiting: set[RuleInstance] = set()
         self.flapping = Flapping()  # instances whose alarm their flap damper holds raised
         self._broken: set[str] = set()  # instances that raised in `tick` (logged once each)
-        self._peers: dict[str, PeerSlots] = {}  # anomaly rules with `peers`: one per rule and group
-        # Household alarms: (device, point) -> the instances and their condition's feed for it.
-        self._feeds: dict[
-            str, dict[str, list[tuple[RuleInstance, Callable[[Value, float], bool | None]]]]
-        ] = {}
-        for rule in config.all_rules():
-            if not rule.enabled:
-                continue
-            for dev in self.devices.values():
-                inst = self._instance(rule, dev)
-                if inst is None:
-                    continue
-                inst.quiet = [quiet[s] for s in rule.suppress_during]
-                if rule.escalate:
-                    inst.attrs = {**inst.attrs, "escalation": [contacts[c] for c in rule.escalate]}
-                self.instances[inst.key] = inst
-                point = rule_points(rule)
-                if isinstance(inst.cond, OfflineCondition):
-                    self._offline.setdefault(dev.id, []).append(inst)
-                elif isinstance(inst.cond, CompositeCondition | CoincidenceCondition | UnwantedCondition):
-                    for child in inst.cond.children:
-                        child.parents.append(inst)
-                elif point:
-                    self._by_dev.setdefault(dev.id, {}).setdefault(point, []).append(inst)
-                else:
-                    self._any_point.setdefault(dev.id, []).append(inst)
-                if inst.cond.time_driven:
-                    self._ticked.append(inst)
-        for hh in config.households:
-            if hh.enabled and hh.bed in self.devices:
-                self._add_household(hh, contacts)
-
-    def _add_household(self, hh: HouseholdConfig, contacts: Mapping[str, dict[str, Any]]) -> None:
-        """One "check on this person" alarm, raised on the bed sensor, fed by the bed and the meter."""
-        cond = HouseholdCondition(hh)
-        rule = HouseholdRule.of(hh)
-        attrs = {**self._attrs[hh.bed], "household": hh.id}
-        if hh.water:
-            attrs["water_meter"] = hh.water
-        if hh.escalate:
-            attrs["escalation"] = [contacts[c] for c in hh.escalate]
-        inst = RuleInstance(rule, hh.bed, cond, attrs)
-        inst.away_ids = tuple(d for d in (hh.id, hh.bed, hh.water) if d)
-        self.instances[inst.key] = inst
-        self._ticked.append(inst)
-        self._feeds.setdefault(hh.bed, {}).setdefault(hh.bed_point, []).append((inst, cond.on_bed))
-        if hh.water in self.devices:
-            self._feeds.setdefault(hh.water, {}).setdefault(hh.water_point, []).append((inst, cond.on_water))
-        # The third signal: the door contact and the PIR feed the alarm; a silent one is maintenance.
-        node_rule = HouseholdRule.node(hh)
-        for dev_id, point, feed in (
-            (hh.door, hh.door_point, cond.on_door),
-            (hh.motion, hh.motion_point, cond.on_motion),
-        ):
-            if dev_id not in self.devices:
-                continue
-            node = RuleInstance(
-                node_rule, dev_id, node_rule.condition(), {**self._attrs[dev_id], "household": hh.id}
-            )
-            self.instances[node.key] = node
-            self._ticked.append(node)
-            self._feeds.setdefault(dev_id, {}).setdefault(point, []).extend(
-                [(inst, feed), (node, node.cond.on_reading)]
-            )
 
     def _instance(self, rule: RuleConfig | HouseholdRule, dev: DeviceConfig) -> RuleInstance | None:
-        if isinstance(rule, HouseholdRule):
-            return RuleInstance(rule, dev.id, rule.condition(), self._attrs[dev.id])
-        if not rule.select.matches(dev):
-            return None
-        point = rule_points(rule)
-        if point and dev.points and point not in dev.points and point not in point_names(dev):
-            return None  # selected by profile or tag, but this device has no such point
-        attrs = self._attrs[dev.id]
-        if isinstance(rule, CompositeRule) and rule.mode in ("coincidence", "unwanted"):
-            return self._coincidence(rule, dev, attrs)
-        if isinstance(rule, CompositeRule):
-            homes = [d.id for d in self._household(dev)] if rule.household else [dev.id]
-            children = [
-                next((i for h in homes if (i := self.instances.get(f"{c}|{h}")) is not None), None)
-                for c in rule.of
-            ]
-            if any(c is None for c in children):
-                return None
-            return RuleInstance(rule, dev.id, CompositeCondition(rule, [c for c in children if c]), attrs)
-        cond = make_condition(rule)
-        if isinstance(rule, AnomalyRule) and isinstance(cond, AnomalyCondition) and rule.peers:
-            group = next((t for t in sorted(dev.tags) if t.startswith(rule.peers + ":")), "")
-            if group:  # without the tag: scored on its own use
-                key = f"{rule.id}|{group}"
-                slots = self._peers.setdefault(key, PeerSlots(rule.peers_quantile, rule.slot_s))
-                cond.join(slots, dev.id)
-        return RuleInstance(rule, dev.id, cond, attrs)
-
-    def _coincidence(
-        self, rule: CompositeRule, dev: DeviceConfig, attrs: dict[str, Any]
-    ) -> RuleInstance | None:
-        """A coincidence (coincidence.py) or unwanted (unwanted.py) composite on a device with one of
-        its children."""
-        members = area(dev, list(self.devices.values()), rule.group)
-
-        def found(rules: Sequence[str], devs: Sequence[DeviceConfig]) -> list[RuleInstance]:
-            return [i for m in devs for c in rules if (i := self.instances.get(f"{c}|{m.id}")) is not None]
-
-        own = found(rule.of, members[:1])
-        if not own:
-            return None  # the device has none of the alarms that count
-        others = found(rule.confirmed_by or rule.of, members[1:])  # what the area's others confirm with
-        if rule.mode == "unwanted":
-            if not others:  # alone in its area: lasting alone is its only confirmation, never taken away
-                return None
-            return RuleInstance(rule, dev.id, UnwantedCondition(rule, own, others), attrs)
-        blockers, relayed = found(rule.alone_unless, members[:1]), found(rule.relays, members[1:])
-        cond = CoincidenceCondition(rule, own, others, blockers=blockers, relayed=relayed)
-        return RuleInstance(rule, dev.id, cond, attrs)
-
-    def _household(self, dev: DeviceConfig) -> list[DeviceConfig]:
-        """The device, then the other devices sharing one of its `household:` tags."""
-        homes = {t for t in dev.tags if t.startswith("household:")}
-        others = [d for d in self.devices.values() if d.id != dev.id and homes & set(d.tags)]
-        return [dev, *others] if homes else [dev]
+        """A fresh instance of a rule on a device (RuleBinding.instance)."""
+        return self._binding.instance(rule, dev)
 
     # -- the RulesHook --------------------------------------------------------------------------
 

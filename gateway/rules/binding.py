@@ -1,0 +1,175 @@
+"""Binding the configured rules to the devices: one `RuleInstance` per rule and device it applies
+to, composites wired to their children (on the device, its household or its area), and the tables
+the engine routes readings, device events and ticks by. Moved from rules/engine.py; the engine
+builds one `RuleBinding` at start and at every reload that changes the devices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from citynerve.gateway.api import DeviceConfig, Value
+from citynerve.gateway.pipeline.derived import point_names
+from citynerve.gateway.rules.coincidence import CoincidenceCondition, area
+from citynerve.gateway.rules.conditions import AnomalyCondition, OfflineCondition
+from citynerve.gateway.rules.config import AnomalyRule, CompositeRule, RuleConfig, RulesConfig, rule_points
+from citynerve.gateway.rules.household import HouseholdCondition, HouseholdRule
+from citynerve.gateway.rules.household_config import HouseholdConfig
+from citynerve.gateway.rules.instance import CompositeCondition, RuleInstance, make_condition
+from citynerve.gateway.rules.peers import PeerSlots
+from citynerve.gateway.rules.suppression import QuietHours
+from citynerve.gateway.rules.unwanted import UnwantedCondition
+
+__all__ = ["Feed", "RuleBinding"]
+
+Feed = Callable[[Value, float], bool | None]
+"""A household condition's input for one (device, point): takes a value and its time."""
+
+
+class RuleBinding:
+    """The rules of `config` bound to `devices` (enabled ones, by id); `attrs`: each device's event
+    attributes (instance.device_attrs).
+
+    `instances` by key (`<rule>|<device>`); the routing tables: `by_dev` (device -> point ->
+    instances that read it), `any_point` (instances of rules without a point), `offline` (offline
+    rules by device), `ticked` (time-driven instances), `feeds` (household inputs by device and
+    point) and `peers` (anomaly peer groups by rule and group tag).
+    """
+
+    def __init__(
+        self,
+        config: RulesConfig,
+        devices: Mapping[str, DeviceConfig],
+        attrs: Mapping[str, dict[str, Any]],
+    ) -> None:
+        self.devices = devices
+        self.attrs = attrs
+        self.instances: dict[str, RuleInstance] = {}
+        self.by_dev: dict[str, dict[str, list[RuleInstance]]] = {}
+        self.any_point: dict[str, list[RuleInstance]] = {}
+        self.offline: dict[str, list[RuleInstance]] = {}
+        self.ticked: list[RuleInstance] = []
+        self.peers: dict[str, PeerSlots] = {}  # anomaly rules with `peers`: one per rule and group
+        # Household alarms: (device, point) -> the instances and their condition's feed for it.
+        self.feeds: dict[str, dict[str, list[tuple[RuleInstance, Feed]]]] = {}
+        quiet = {s.id: QuietHours(s) for s in config.schedules}
+        contacts = {c.id: c.model_dump(exclude_defaults=True) for c in config.contacts}
+        for rule in config.all_rules():
+            if not rule.enabled:
+                continue
+            for dev in self.devices.values():
+                inst = self.instance(rule, dev)
+                if inst is None:
+                    continue
+                inst.quiet = [quiet[s] for s in rule.suppress_during]
+                if rule.escalate:
+                    inst.attrs = {**inst.attrs, "escalation": [contacts[c] for c in rule.escalate]}
+                self.instances[inst.key] = inst
+                point = rule_points(rule)
+                if isinstance(inst.cond, OfflineCondition):
+                    self.offline.setdefault(dev.id, []).append(inst)
+                elif isinstance(inst.cond, CompositeCondition | CoincidenceCondition | UnwantedCondition):
+                    for child in inst.cond.children:
+                        child.parents.append(inst)
+                elif point:
+                    self.by_dev.setdefault(dev.id, {}).setdefault(point, []).append(inst)
+                else:
+                    self.any_point.setdefault(dev.id, []).append(inst)
+                if inst.cond.time_driven:
+                    self.ticked.append(inst)
+        for hh in config.households:
+            if hh.enabled and hh.bed in self.devices:
+                self._add_household(hh, contacts)
+
+    def _add_household(self, hh: HouseholdConfig, contacts: Mapping[str, dict[str, Any]]) -> None:
+        """One "check on this person" alarm, raised on the bed sensor, fed by the bed and the meter."""
+        cond = HouseholdCondition(hh)
+        rule = HouseholdRule.of(hh)
+        attrs = {**self.attrs[hh.bed], "household": hh.id}
+        if hh.water:
+            attrs["water_meter"] = hh.water
+        if hh.escalate:
+            attrs["escalation"] = [contacts[c] for c in hh.escalate]
+        inst = RuleInstance(rule, hh.bed, cond, attrs)
+        inst.away_ids = tuple(d for d in (hh.id, hh.bed, hh.water) if d)
+        self.instances[inst.key] = inst
+        self.ticked.append(inst)
+        self.feeds.setdefault(hh.bed, {}).setdefault(hh.bed_point, []).append((inst, cond.on_bed))
+        if hh.water in self.devices:
+            self.feeds.setdefault(hh.water, {}).setdefault(hh.water_point, []).append((inst, cond.on_water))
+        # The third signal: the door contact and the PIR feed the alarm; a silent one is maintenance.
+        node_rule = HouseholdRule.node(hh)
+        for dev_id, point, feed in (
+            (hh.door, hh.door_point, cond.on_door),
+            (hh.motion, hh.motion_point, cond.on_motion),
+        ):
+            if dev_id not in self.devices:
+                continue
+            node = RuleInstance(
+                node_rule, dev_id, node_rule.condition(), {**self.attrs[dev_id], "household": hh.id}
+            )
+            self.instances[node.key] = node
+            self.ticked.append(node)
+            self.feeds.setdefault(dev_id, {}).setdefault(point, []).extend(
+                [(inst, feed), (node, node.cond.on_reading)]
+            )
+
+    def instance(self, rule: RuleConfig | HouseholdRule, dev: DeviceConfig) -> RuleInstance | None:
+        """A fresh instance of `rule` on `dev` (its children those bound so far), or None if the rule
+        does not apply to the device."""
+        if isinstance(rule, HouseholdRule):
+            return RuleInstance(rule, dev.id, rule.condition(), self.attrs[dev.id])
+        if not rule.select.matches(dev):
+            return None
+        point = rule_points(rule)
+        if point and dev.points and point not in dev.points and point not in point_names(dev):
+            return None  # selected by profile or tag, but this device has no such point
+        attrs = self.attrs[dev.id]
+        if isinstance(rule, CompositeRule) and rule.mode in ("coincidence", "unwanted"):
+            return self._coincidence(rule, dev, attrs)
+        if isinstance(rule, CompositeRule):
+            homes = [d.id for d in self._household(dev)] if rule.household else [dev.id]
+            children = [
+                next((i for h in homes if (i := self.instances.get(f"{c}|{h}")) is not None), None)
+                for c in rule.of
+            ]
+            if any(c is None for c in children):
+                return None
+            return RuleInstance(rule, dev.id, CompositeCondition(rule, [c for c in children if c]), attrs)
+        cond = make_condition(rule)
+        if isinstance(rule, AnomalyRule) and isinstance(cond, AnomalyCondition) and rule.peers:
+            group = next((t for t in sorted(dev.tags) if t.startswith(rule.peers + ":")), "")
+            if group:  # without the tag: scored on its own use
+                key = f"{rule.id}|{group}"
+                slots = self.peers.setdefault(key, PeerSlots(rule.peers_quantile, rule.slot_s))
+                cond.join(slots, dev.id)
+        return RuleInstance(rule, dev.id, cond, attrs)
+
+    def _coincidence(
+        self, rule: CompositeRule, dev: DeviceConfig, attrs: dict[str, Any]
+    ) -> RuleInstance | None:
+        """A coincidence (coincidence.py) or unwanted (unwanted.py) composite on a device with one of
+        its children."""
+        members = area(dev, list(self.devices.values()), rule.group)
+
+        def found(rules: Sequence[str], devs: Sequence[DeviceConfig]) -> list[RuleInstance]:
+            return [i for m in devs for c in rules if (i := self.instances.get(f"{c}|{m.id}")) is not None]
+
+        own = found(rule.of, members[:1])
+        if not own:
+            return None  # the device has none of the alarms that count
+        others = found(rule.confirmed_by or rule.of, members[1:])  # what the area's others confirm with
+        if rule.mode == "unwanted":
+            if not others:  # alone in its area: lasting alone is its only confirmation, never taken away
+                return None
+            return RuleInstance(rule, dev.id, UnwantedCondition(rule, own, others), attrs)
+        blockers, relayed = found(rule.alone_unless, members[:1]), found(rule.relays, members[1:])
+        cond = CoincidenceCondition(rule, own, others, blockers=blockers, relayed=relayed)
+        return RuleInstance(rule, dev.id, cond, attrs)
+
+    def _household(self, dev: DeviceConfig) -> list[DeviceConfig]:
+        """The device, then the other devices sharing one of its `household:` tags."""
+        homes = {t for t in dev.tags if t.startswith("household:")}
+        others = [d for d in self.devices.values() if d.id != dev.id and homes & set(d.tags)]
+        return [dev, *others] if homes else [dev]
