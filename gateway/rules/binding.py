@@ -6,6 +6,7 @@ builds one `RuleBinding` at start and at every reload that changes the devices.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -17,11 +18,14 @@ from citynerve.gateway.rules.config import AnomalyRule, CompositeRule, RuleConfi
 from citynerve.gateway.rules.household import HouseholdCondition, HouseholdRule
 from citynerve.gateway.rules.household_config import HouseholdConfig
 from citynerve.gateway.rules.instance import CompositeCondition, RuleInstance, make_condition
+from citynerve.gateway.rules.nesting import build_order
 from citynerve.gateway.rules.peers import PeerSlots
 from citynerve.gateway.rules.suppression import QuietHours
 from citynerve.gateway.rules.unwanted import UnwantedCondition
 
 __all__ = ["Feed", "RuleBinding"]
+
+log = logging.getLogger("citynerve.gateway.rules")
 
 Feed = Callable[[Value, float], bool | None]
 """A household condition's input for one (device, point): takes a value and its time."""
@@ -53,11 +57,15 @@ class RuleBinding:
         self.peers: dict[str, PeerSlots] = {}  # anomaly rules with `peers`: one per rule and group
         # Household alarms: (device, point) -> the instances and their condition's feed for it.
         self.feeds: dict[str, dict[str, list[tuple[RuleInstance, Feed]]]] = {}
+        self.unbound: list[str] = []  # enabled rules with no instance on any device
         quiet = {s.id: QuietHours(s) for s in config.schedules}
         contacts = {c.id: c.model_dump(exclude_defaults=True) for c in config.contacts}
-        for rule in config.all_rules():
+        # Each rule after the rules it names (nesting.py): a composite listed before its children
+        # was bound to none of them and silently never raised.
+        for rule in build_order(config.all_rules()):
             if not rule.enabled:
                 continue
+            bound = len(self.instances)
             for dev in self.devices.values():
                 inst = self.instance(rule, dev)
                 if inst is None:
@@ -78,9 +86,28 @@ class RuleBinding:
                     self.any_point.setdefault(dev.id, []).append(inst)
                 if inst.cond.time_driven:
                     self.ticked.append(inst)
+            if len(self.instances) == bound:
+                self.unbound.append(rule.id)
+        self._log_unbound(config)
         for hh in config.households:
             if hh.enabled and hh.bed in self.devices:
                 self._add_household(hh, contacts)
+
+    def _log_unbound(self, config: RulesConfig) -> None:
+        """Once per build: the enabled rules that apply to no device. An inline rule is the site's
+        own (a warning: a mistake, or a device not configured yet); a pack's rules cover device
+        classes the site may not have (one line, info)."""
+        inline = {r.id for r in config.rules}
+        for rule_id in self.unbound:
+            if rule_id in inline:
+                log.warning(
+                    "rule %s applies to no device (none selected has its point, or its composite's "
+                    "rules on the same device): it raises nothing",
+                    rule_id,
+                )
+        packs = [r for r in self.unbound if r not in inline]
+        if packs:
+            log.info("rules: %d pack rules apply to no device: %s", len(packs), ", ".join(packs))
 
     def _add_household(self, hh: HouseholdConfig, contacts: Mapping[str, dict[str, Any]]) -> None:
         """One "check on this person" alarm, raised on the bed sensor, fed by the bed and the meter."""

@@ -1,0 +1,251 @@
+"""Binding the rules to the devices (gateway/rules/binding.py, nesting.py): composites listed before
+the rules they name, composites naming each other, chains of composites; through the real config
+loader, the `citynerve` command and a real `citynerve run` against a pymodbus server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
+from pymodbus.server import ModbusTcpServer
+
+from citynerve.gateway.api import EventState
+from citynerve.gateway.config import load_config
+from citynerve.gateway.rules import RuleEngine
+from citynerve.gateway.rules.coincidence import CoincidenceCondition
+from tests.rules.conftest import T0, feed
+
+HEAD = """
+[gateway]
+id = "gw-build"
+org = {{ city = "310100", district = "310106", street = "310106013" }}
+
+[store]
+path = "var/gw.db"
+
+[control]
+socket = "var/gw.sock"
+
+[web]
+enabled = false
+
+[log]
+format = "json"
+level = "info"
+
+[[buses]]
+id = "tcp"
+protocol = "modbus_tcp"
+host = "127.0.0.1"
+port = {port}
+timeout_s = 0.5
+"""
+
+DETECTOR = """
+[[devices]]
+id = "sd-{unit}"
+bus = "tcp"
+profile = "modbus-smoke-detector"
+address = {unit}
+poll_interval_s = 1
+tags = ["zone:a", "building:b1"]
+location = {{ address_code = "310106013007", building = "b1" }}
+"""
+
+
+def _toml(v: object) -> str:
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(x)}" for k, x in v.items()) + " }"
+    return json.dumps(v)  # strings, numbers, lists of strings read the same in TOML
+
+
+def rule(rule_id: str, **keys: object) -> str:
+    body = "".join(f"{k} = {_toml(v)}\n" for k, v in keys.items())
+    return f'\n[[rules.rules]]\nid = "{rule_id}"\n{body}'
+
+
+SMOKE = rule("s", kind="boolean", point="smoke_alarm", severity="critical")
+STATE = rule("t", kind="boolean", point="alarm_state")
+
+
+def site_config(folder: Path, rules: str, port: int = 1, units: int = 2) -> Path:
+    text = HEAD.format(port=port) + "".join(DETECTOR.format(unit=u) for u in range(1, units + 1))
+    path = folder / "gw.toml"
+    path.write_text(text + rules)
+    return path
+
+
+def check(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "citynerve.gateway.cli", "config", "check", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=path.parent,
+        check=False,
+    )
+
+
+# -- a composite before the rules it names ---------------------------------------------------------
+
+
+class Detectors:
+    """A pymodbus server: smoke detectors at units 1.., holding register 0 their alarm state."""
+
+    def __init__(self, units: int = 2) -> None:
+        self.registers = {u: ModbusSequentialDataBlock(0, [0] * 2010) for u in range(1, units + 1)}
+        for u, block in self.registers.items():
+            block.setValues(2001, [u, 1])  # device address, baud code (blocks are 1-based)
+        devices = {u: ModbusDeviceContext(hr=b) for u, b in self.registers.items()}
+        context = ModbusServerContext(devices=devices, single=False)
+        self.server = ModbusTcpServer(context, address=("127.0.0.1", 0))
+
+    @property
+    def port(self) -> int:
+        return int(self.server.transport.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+
+    def smoke(self, unit: int) -> None:
+        self.registers[unit].setValues(1, [1])
+
+
+@contextlib.asynccontextmanager
+async def detectors(units: int = 2) -> AsyncIterator[Detectors]:
+    d = Detectors(units)
+    await d.server.serve_forever(background=True)
+    try:
+        yield d
+    finally:
+        await d.server.shutdown()
+
+
+class Run:
+    """`citynerve run -c FILE` as a child process; `until(text)` waits for a log message."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.messages: list[str] = []
+
+    async def __aenter__(self) -> Run:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "citynerve.gateway.cli", "run", "-c", str(self.config),
+            cwd=self.config.parent, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        return self
+
+    async def until(self, text: str, timeout_s: float = 20.0) -> str:
+        assert self.proc.stderr is not None
+        async with asyncio.timeout(timeout_s):
+            while True:
+                for m in self.messages:
+                    if text in m:
+                        return m
+                line = await self.proc.stderr.readline()
+                if not line:
+                    raise AssertionError("the gateway ended:\n" + "\n".join(self.messages[-20:]))
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    self.messages.append(str(json.loads(line)["msg"]))
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.proc.returncode is None:
+            self.proc.terminate()
+            await asyncio.wait_for(self.proc.wait(), 30)
+
+
+async def test_composites_listed_before_their_rules_raise_in_a_real_run(short_dir: Path) -> None:
+    """`late` (all of s and t) and `pair` (coincidence of s, blocked alone by `lone`) stand before
+    the rules they name: `config check` said valid, and the gateway bound them to nothing (looked
+    up in file order), so they never raised. Now they are bound after their rules."""
+    rules = (
+        rule("late", kind="composite", mode="all", of=["s", "t"], severity="critical")
+        + rule("pair", kind="composite", mode="coincidence", of=["s"], alone_unless=["lone"], count=2)
+        + SMOKE
+        + STATE
+        + rule("lone", kind="boolean", point="tamper")
+    )
+    async with detectors() as site:
+        path = site_config(short_dir, rules, site.port)
+        assert check(path).returncode == 0
+        async with Run(path) as run:
+            built = await run.until("rule instances on 2 devices")
+            assert built.startswith("rules: 8 rule instances"), built  # s, t, late, pair on each
+            site.smoke(1)
+            await run.until("rule late on sd-1: raised")
+            site.smoke(2)
+            await run.until("rule pair on sd-2: raised")
+            await run.until("rule pair on sd-1: raised")
+            assert any("rule lone applies to no device" in m for m in run.messages), run.messages[:10]
+
+
+def test_a_coincidence_is_wired_to_rules_listed_after_it(tmp_path: Path) -> None:
+    """The coincidence's `confirmed_by`, `alone_unless` and `relays` rules, listed after it, are
+    wired too (the engine built from the real loader)."""
+    rules = (
+        rule(
+            "conf",
+            kind="composite",
+            mode="coincidence",
+            of=["s"],
+            confirmed_by=["t"],
+            alone_unless=["u"],
+            relays=["t"],
+            count=2,
+        )
+        + rule("u", kind="composite", mode="unwanted", of=["s"], count=2, quiet_s=600)
+        + SMOKE
+        + STATE
+    )
+    cfg = load_config(site_config(tmp_path, rules))
+    assert cfg.rules is not None
+    e = RuleEngine(cfg.rules, cfg.devices)
+    conf = e.instances["conf|sd-1"].cond
+    assert isinstance(conf, CoincidenceCondition)
+    assert [c.key for c in conf.children] == ["s|sd-1", "t|sd-2"]  # own, then the area's confirming
+    assert [c.key for c in conf.blockers] == ["u|sd-1"]
+    assert [c.key for c in conf.relayed] == ["t|sd-2"]
+    out = feed(e, [(T0, True)], "alarm_state", "sd-2") + feed(e, [(T0 + 1, True)], "smoke_alarm", "sd-1")
+    assert ("conf", "sd-1", EventState.RAISED) in [(ev.rule, ev.device_id, ev.state) for ev in out]
+
+
+def test_a_rule_bound_to_no_device_is_logged_once_at_build(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rules = SMOKE + rule("late", kind="composite", mode="all", of=["s", "nowhere"])
+    rules += rule("nowhere", kind="boolean", point="no_such_point")
+    cfg = load_config(site_config(tmp_path, rules))
+    assert cfg.rules is not None
+    with caplog.at_level(logging.INFO, "citynerve.gateway.rules"):
+        e = RuleEngine(cfg.rules, cfg.devices)
+        e.tick(T0)
+    unbound = [r.getMessage() for r in caplog.records if "applies to no device" in r.getMessage()]
+    assert len(unbound) == 2, unbound
+    assert unbound[0].startswith("rule nowhere applies to no device"), unbound
+    assert unbound[1].startswith("rule late applies to no device"), unbound  # bound after nowhere
+
+
+# -- composites naming each other -------------------------------------------------------------------
+
+
+def test_composites_naming_each_other_are_refused_with_their_ids(tmp_path: Path) -> None:
+    """a -> b -> a passed `config check` ("valid") and neither was ever bound."""
+    rules = (
+        rule("a", kind="composite", mode="any", of=["b", "s"])
+        + rule("b", kind="composite", mode="coincidence", of=["s"], confirmed_by=["c"])
+        + rule("c", kind="composite", mode="any", of=["s", "a"])
+        + SMOKE
+    )
+    proc = check(site_config(tmp_path, rules))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert "gw.toml: rules: expected: composites name each other in a cycle: " in out, out
+    assert "a --of--> b --confirmed_by--> c --of--> a" in out, out
+    assert "Traceback" not in out
