@@ -19,6 +19,7 @@ from citynerve.gateway.api import (
     EventState,
     Quality,
     Reading,
+    RulesFailedError,
     Severity,
     SteadyWall,
     Value,
@@ -111,8 +112,12 @@ class RuleEngine:
     # -- the RulesHook --------------------------------------------------------------------------
 
     def evaluate(self, readings: Sequence[Reading]) -> list[Event]:
-        """Feed a batch of normalized readings; returns the events it raised or cleared."""
+        """Feed a batch of normalized readings; returns the events it raised or cleared.
+
+        An instance that raises is passed over and the batch goes on; then RulesFailedError names
+        the failed instances and carries the other rules' events, for the caller to deliver."""
         out: list[Event] = []
+        failed: list[tuple[RuleInstance, Exception]] = []
         by_dev, any_point = self._by_dev, self._any_point
         good, idle, pending, active = Quality.GOOD, AlarmPhase.IDLE, AlarmPhase.PENDING, AlarmPhase.ACTIVE
         last_dev: str | None = None
@@ -136,32 +141,43 @@ class RuleEngine:
                 if insts is not None:
                     value, ts = r.value, (r.ts if at is None else at)
                     for inst in insts:
-                        cond = inst.cond.on_reading(value, ts)
-                        if cond is None:
-                            continue
-                        # Fast paths for the common cases: nothing going on, raised and still true,
-                        # or still waiting for the hold time.
-                        alarm = inst.alarm
-                        phase = alarm.phase
-                        if cond:
-                            if phase is active or (phase is pending and ts - alarm.since < alarm.hold_s):
-                                alarm.value = inst.cond.value
+                        try:  # free unless it raises (3.11); one instance must not cost the others
+                            cond = inst.cond.on_reading(value, ts)
+                            if cond is None:
                                 continue
-                        elif phase is idle:
-                            continue
-                        self._update(inst, cond, ts, out)
+                            # Fast paths for the common cases: nothing going on, raised and still
+                            # true, or still waiting for the hold time.
+                            alarm = inst.alarm
+                            phase = alarm.phase
+                            if cond:
+                                if phase is active or (phase is pending and ts - alarm.since < alarm.hold_s):
+                                    alarm.value = inst.cond.value
+                                    continue
+                            elif phase is idle:
+                                continue
+                            self._update(inst, cond, ts, out)
+                        except Exception as err:
+                            failed.append((inst, err))
             if fed is not None and r.point in fed:
                 ts = r.ts if at is None else at
                 for inst, feed in fed[r.point]:
-                    self._update(inst, feed(r.value, ts), ts, out)
+                    try:
+                        self._update(inst, feed(r.value, ts), ts, out)
+                    except Exception as err:
+                        failed.append((inst, err))
             if any_point:
                 ts = r.ts if at is None else at
                 for inst in any_point.get(r.device_id, ()):
-                    cond = inst.cond.on_reading(r.value, ts)
-                    if cond or inst.alarm.phase is not idle:
-                        self._update(inst, cond, ts, out)
+                    try:
+                        cond = inst.cond.on_reading(r.value, ts)
+                        if cond or inst.alarm.phase is not idle:
+                            self._update(inst, cond, ts, out)
+                    except Exception as err:
+                        failed.append((inst, err))
         if self.actions._pending:
             out.extend(self.actions.drain())
+        if failed:
+            raise RulesFailedError([i.key for i, _ in failed], out, failed[0][1]) from failed[0][1]
         return out
 
     def now(self) -> float:
@@ -262,16 +278,42 @@ class RuleEngine:
     def _update(self, inst: RuleInstance, cond: bool | None, ts: float, out: list[Event]) -> None:
         if cond is None:
             return
+        tr = self._step(inst, cond, ts)
+        if tr is not Transition.NONE:
+            self._emit(inst, tr, ts, out)
+
+    def _step(self, inst: RuleInstance, cond: bool, ts: float) -> Transition:
+        """The instance's alarm takes its condition (hold times, suppression); its transition."""
         allowed = True if not (inst.quiet or inst.suppress_away) else self._allowed(inst, ts)
         tr = inst.alarm.update(cond, ts, inst.cond.value, allowed)
         if inst.alarm.phase in _WAITING:
             self._waiting.add(inst)
-        if tr is not Transition.NONE:
-            self._emit(inst, tr, ts, out)
+        return tr
 
     def _emit(self, inst: RuleInstance, tr: Transition, ts: float, out: list[Event]) -> bool:
-        """A raise or clear of an instance's alarm: its event (unless its flap damper holds it back),
-        then its composites. True if something was raised (the alarm or a flapping notice)."""
+        """A raise or clear of an instance's alarm, then of every composite it changes, depth first
+        in the order they were bound. A worklist, not a recursion: a chain of composites as long as
+        a config can hold must not exhaust Python's stack (it did at ~330 levels, and the whole
+        batch's events were lost). True if something was raised (an alarm or a flapping notice)."""
+        raised = self._transition(inst, tr, ts, out)
+        todo = inst.parents[::-1]
+        while todo:
+            parent = todo.pop()
+            pc = parent.cond
+            if isinstance(pc, CoincidenceCondition | UnwantedCondition):
+                cond = pc.at(ts)
+            else:
+                assert isinstance(pc, CompositeCondition)
+                cond = pc.evaluate()
+            ptr = self._step(parent, cond, ts)
+            if ptr is not Transition.NONE:
+                raised = self._transition(parent, ptr, ts, out) or raised
+                todo += parent.parents[::-1]
+        return raised
+
+    def _transition(self, inst: RuleInstance, tr: Transition, ts: float, out: list[Event]) -> bool:
+        """One instance's raise or clear: its event (unless its flap damper holds it back). True if
+        something was raised (the alarm or a flapping notice)."""
         raised = tr is Transition.RAISE
         inst.cond.on_alarm(raised)
         if raised:
@@ -292,13 +334,6 @@ class RuleEngine:
             log.info(
                 "rule %s on %s flapping: %d more raises and clears held", inst.rule.id, inst.device_id, n
             )
-        for parent in inst.parents:
-            pc = parent.cond
-            if isinstance(pc, CoincidenceCondition | UnwantedCondition):
-                self._update(parent, pc.at(ts), ts, out)
-                continue
-            assert isinstance(pc, CompositeCondition)
-            self._update(parent, pc.evaluate(), ts, out)
         return verdict is Verdict.START or (raised and verdict is Verdict.SEND)
 
     def _send(self, inst: RuleInstance, raised: bool, ts: float, out: list[Event]) -> None:

@@ -18,10 +18,13 @@ import pytest
 from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
 from pymodbus.server import ModbusTcpServer
 
-from citynerve.gateway.api import EventState
+from citynerve.gateway.api import EventState, Reading, Sample, SampleBatch, Value
 from citynerve.gateway.config import load_config
+from citynerve.gateway.pipeline import Pipeline
 from citynerve.gateway.rules import RuleEngine
 from citynerve.gateway.rules.coincidence import CoincidenceCondition
+from citynerve.gateway.rules.conditions import BooleanCondition
+from citynerve.hil.eval.harness import CollectingSink
 from tests.rules.conftest import T0, feed
 
 HEAD = """
@@ -249,3 +252,70 @@ def test_composites_naming_each_other_are_refused_with_their_ids(tmp_path: Path)
     assert "gw.toml: rules: expected: composites name each other in a cycle: " in out, out
     assert "a --of--> b --confirmed_by--> c --of--> a" in out, out
     assert "Traceback" not in out
+
+
+# -- chains of composites ---------------------------------------------------------------------------
+
+
+def chain(depth: int) -> str:
+    """`t`, then composites c0 .. c<depth-1>, each of the one below (and t)."""
+    out = STATE + rule("c0", kind="composite", mode="any", of=["t", "t"])
+    return out + "".join(
+        rule(f"c{i}", kind="composite", mode="any", of=[f"c{i - 1}", "t"]) for i in range(1, depth)
+    )
+
+
+def test_composites_nested_too_deep_are_refused_with_the_chain(tmp_path: Path) -> None:
+    """A chain of 500 composites passed `config check`; in the running gateway a raise at its
+    bottom ended in RecursionError and the whole batch's events (its smoke alarm too) were lost."""
+    assert check(site_config(tmp_path, SMOKE + chain(16))).returncode == 0  # 16 levels: allowed
+    proc = check(site_config(tmp_path, SMOKE + chain(500)))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert "rules: expected: composites nested 500 deep, at most 16: c499 --of--> c498 " in out, out
+    assert "--of--> c0 --of--> t; too deep: c16, c17, c18, c19, c20, ... (484 rules)" in out, out
+    assert "Traceback" not in out
+
+
+def test_a_long_chain_of_composites_raises_without_recursion(tmp_path: Path) -> None:
+    """Propagation up the composites is a worklist: a chain far longer than the config allows (built
+    here past the check, as an engine of an older config or a pack could be) raises every level."""
+    cfg = load_config(site_config(tmp_path, SMOKE + chain(16)))
+    assert cfg.rules is not None
+    c15 = cfg.rules.rules[-1]
+    deep = [*cfg.rules.rules]
+    for i in range(16, 2000):
+        deep.append(c15.model_copy(update={"id": f"c{i}", "of": (f"c{i - 1}", "t")}))
+    unchecked = cfg.rules.model_copy(update={"rules": tuple(deep)})  # past RulesConfig's validation
+    e = RuleEngine(unchecked, cfg.devices)
+    out = e.evaluate(
+        [Reading("sd-1", "smoke_alarm", True, "", T0), Reading("sd-1", "alarm_state", 1, "", T0)]
+    )
+    raised = [ev.rule for ev in out if ev.state is EventState.RAISED]
+    assert raised == ["s", "t", *(f"c{i}" for i in range(2000))]
+
+
+class BrokenCondition(BooleanCondition):
+    """A rule's condition with a bug: it raises on every reading."""
+
+    def on_reading(self, value: Value, ts: float) -> bool | None:
+        raise ZeroDivisionError("a bug in a rule")
+
+
+def test_a_rule_that_raises_keeps_the_batch_s_smoke_alarm(tmp_path: Path) -> None:
+    """A rule raising on a batch lost every event of the batch: the smoke detector's critical
+    alarm beside it never went out. Now the smoke alarm goes out and the device is faulted, the
+    failed rule named."""
+    cfg = load_config(site_config(tmp_path, STATE + SMOKE))
+    assert cfg.rules is not None
+    e = RuleEngine(cfg.rules, cfg.devices)
+    broken = e.instances["t|sd-1"]
+    broken.cond = BrokenCondition(broken.rule)  # type: ignore[arg-type]
+    sink = CollectingSink()
+    pipe = Pipeline({d.id: d for d in cfg.devices}, sink, e)
+    pipe.submit(SampleBatch("sd-1", T0, (Sample("smoke_alarm", True), Sample("alarm_state", 1))))
+    got = [(ev.kind, ev.rule, ev.state) for ev in sink.events]
+    assert ("s", "s", EventState.RAISED) in got, got  # the smoke alarm
+    assert ("device_fault", "pipeline.rules", EventState.RAISED) in got, got
+    fault = next(ev for ev in sink.events if ev.kind == "device_fault")
+    assert "t|sd-1" in fault.message, fault.message
