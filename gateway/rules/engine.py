@@ -278,7 +278,10 @@ class RuleEngine:
     def _update(self, inst: RuleInstance, cond: bool | None, ts: float, out: list[Event]) -> None:
         if cond is None:
             return
-        tr = self._step(inst, cond, ts)
+        allowed = True if not (inst.quiet or inst.suppress_away) else self._allowed(inst, ts)
+        tr = inst.alarm.update(cond, ts, inst.cond.value, allowed)  # as _step, inlined: the hot path
+        if inst.alarm.phase in _WAITING:
+            self._waiting.add(inst)
         if tr is not Transition.NONE:
             self._emit(inst, tr, ts, out)
 
