@@ -95,18 +95,16 @@ async def reload_logged(gw: Gateway, why: str) -> None:
 async def rebind_rules(gw: Gateway, config: Any) -> bool:
     """A new rule engine on `config`'s devices, with the rules in effect (`config.rules`: a changed
     `[rules]` waits for a restart) and the running engine's state: its snapshot, what it last
-    wrote. Waits for the running engine's writes and save first, then swaps without a pause, so no
-    reading or event falls between the two. False (logged) if the engine cannot be built."""
-    from citynerve.gateway.rules import PersistentRuleEngine
+    wrote. Built in a worker thread while the running engine goes on; then waits for the running
+    engine's writes and save, and takes its snapshot and swaps without a pause, so no reading or
+    event falls between the two. False (logged) if the engine cannot be built."""
+    from citynerve.gateway.rules.persist import PersistentRuleEngine, build_off_loop
 
     old = gw.rules
     assert old is not None and gw.pipeline is not None and gw.wiring is not None
-    while old.actions._tasks or (old._saving is not None and not old._saving.done()):
-        await old.actions.wait_idle()
-        if old._saving is not None and not old._saving.done():
-            await old._saving
-    try:
-        engine = PersistentRuleEngine(
+
+    def make() -> PersistentRuleEngine:
+        return PersistentRuleEngine(
             config.rules,
             config.devices,
             state=old.keeper.store,
@@ -114,6 +112,17 @@ async def rebind_rules(gw: Gateway, config: Any) -> bool:
             events=old.actions.events,
             steady=old.steady,
         )
+
+    try:  # in a worker thread, while the old engine runs on: the loop polls and raises meanwhile
+        engine = await build_off_loop(make)
+    except Exception:  # a rule bug must not take the running engine away: it stays on the old devices
+        log.exception("rules not bound to the reloaded devices: they take them at a restart")
+        return False
+    while old.actions._tasks or (old._saving is not None and not old._saving.done()):
+        await old.actions.wait_idle()
+        if old._saving is not None and not old._saving.done():
+            await old._saving
+    try:  # from here to the swap, no await: no reading or event falls between the two
         engine.restore(json.loads(json.dumps(old.snapshot())))  # a copy: nothing shared with the old one
     except Exception:  # a rule bug must not take the running engine away: it stays on the old devices
         log.exception("rules not bound to the reloaded devices: they take them at a restart")

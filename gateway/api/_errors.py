@@ -8,7 +8,12 @@ from __future__ import annotations
 import enum
 import errno
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from citynerve.gateway.api._records import Event
 
 
 class GatewayError(Exception):
@@ -64,6 +69,18 @@ class ConfigError(PermanentError):
     def __init__(self, issues: list[ConfigIssue]) -> None:
         self.issues = issues
         super().__init__("\n".join(str(i) for i in issues))
+
+
+class RulesFailedError(PermanentError):
+    """Rule instances raised while evaluating a batch (a rule bug, retrying cannot help). `failed`
+    names them (`<rule>|<device>`); `events` are the batch's events of every other rule, which the
+    caller must still deliver: one bad rule must not take a smoke alarm of the same batch with it."""
+
+    def __init__(self, failed: Sequence[str], events: Sequence[Event], first: BaseException) -> None:
+        self.failed = tuple(failed)
+        self.events = tuple(events)
+        more = f" and {len(self.failed) - 1} more" if len(self.failed) > 1 else ""
+        super().__init__(f"rule {self.failed[0]}{more} raised {first!r}")
 
 
 class FrameFault(enum.StrEnum):

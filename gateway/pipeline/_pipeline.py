@@ -16,6 +16,7 @@ from citynerve.gateway.api import (
     PointConfig,
     Quality,
     Reading,
+    RulesFailedError,
     Sample,
     SampleBatch,
     Severity,
@@ -36,7 +37,8 @@ class RulesHook(Protocol):
     """What the rules engine offers the pipeline."""
 
     def evaluate(self, readings: Sequence[Reading]) -> Sequence[Event]:
-        """See every normalized reading (reported or not); return the events they cause."""
+        """See every normalized reading (reported or not); return the events they cause. A rule that
+        raises: RulesFailedError, with the events of the others."""
         ...
 
     def tick(self, now: float) -> Sequence[Event]:
@@ -285,7 +287,8 @@ class Pipeline:
             events = self.rules.evaluate(normalized)
         except Exception as err:
             self.rule_errors += 1
-            events = ()
+            # The other rules' events of the batch still go out (a smoke alarm beside a bad rule).
+            events = err.events if isinstance(err, RulesFailedError) else ()
             if device_id not in self._rule_faulted:
                 # The device is faulted (an event, in status) until its next batch evaluates.
                 log.exception("rules failed on a batch from %s", device_id)

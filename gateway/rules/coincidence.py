@@ -35,20 +35,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from citynerve.gateway.api import DeviceConfig
 from citynerve.gateway.rules.conditions import Condition
 from citynerve.gateway.rules.config import CompositeRule
 
 if TYPE_CHECKING:
     from citynerve.gateway.rules.instance import RuleInstance
-
-
-def area(dev: DeviceConfig, devices: Sequence[DeviceConfig], group: str) -> list[DeviceConfig]:
-    """The device, then the other devices sharing one of its `<group>:<id>` tags (alone without one)."""
-    tags = {t for t in dev.tags if t.startswith(group + ":")}
-    if not tags:
-        return [dev]
-    return [dev, *(d for d in devices if d.id != dev.id and tags & set(d.tags))]
 
 
 def in_alarm_since(inst: RuleInstance, since: float) -> bool:

@@ -40,6 +40,7 @@ from citynerve.gateway.rules.kinds import (
     rule_points,
     severity_of,
 )
+from citynerve.gateway.rules.nesting import nesting_problems
 from citynerve.gateway.rules.numbers import Count, Number, is_number
 from citynerve.gateway.rules.packs import PACKS_DIR, RulePack, load_pack
 
@@ -245,6 +246,7 @@ class RulesConfig(_Model):
                 f"rule {r.id}: unknown schedule {s}" for s in r.suppress_during if s not in schedules
             ]
             problems += [f"rule {r.id}: unknown contact {c}" for c in r.escalate if c not in contacts]
+        problems += nesting_problems(rules)  # cycles between composites, chains too deep
         problems += household_problems(self.households, known, contacts)
         for a in self.actions:
             problems += [f"action {a.id}: `on` names unknown rule {o}" for o in a.on if o not in known]

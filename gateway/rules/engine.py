@@ -19,32 +19,28 @@ from citynerve.gateway.api import (
     EventState,
     Quality,
     Reading,
+    RulesFailedError,
     Severity,
     SteadyWall,
     Value,
     utc_now,
 )
-from citynerve.gateway.pipeline.derived import point_names
 from citynerve.gateway.rules.actions import ActionRunner, ActionTarget
 from citynerve.gateway.rules.alarm import Alarm, AlarmPhase, Transition
-from citynerve.gateway.rules.coincidence import CoincidenceCondition, area
-from citynerve.gateway.rules.conditions import AnomalyCondition, OfflineCondition
-from citynerve.gateway.rules.config import AnomalyRule, CompositeRule, RuleConfig, RulesConfig, rule_points
+from citynerve.gateway.rules.binding import RuleBinding
+from citynerve.gateway.rules.coincidence import CoincidenceCondition
+from citynerve.gateway.rules.config import RuleConfig, RulesConfig
 from citynerve.gateway.rules.flapping import FLAP_KIND, Flapping, Verdict, notice
-from citynerve.gateway.rules.household import HouseholdCondition, HouseholdRule
-from citynerve.gateway.rules.household_config import HouseholdConfig
+from citynerve.gateway.rules.household import HouseholdRule
 from citynerve.gateway.rules.instance import (
     ActiveAlarm,
     CompositeCondition,
     RuleInstance,
     device_attrs,
-    make_condition,
     still_raised,
 )
-from citynerve.gateway.rules.peers import PeerSlots
 from citynerve.gateway.rules.restored import known_away, restore_instance, saved_time, shown
 from citynerve.gateway.rules.snapdata import clock_behind
-from citynerve.gateway.rules.suppression import QuietHours
 from citynerve.gateway.rules.unwanted import UnwantedCondition
 
 __all__ = ["DEVICE_OFFLINE", "DEVICE_ONLINE", "ActiveAlarm", "RuleEngine", "RuleInstance", "device_attrs"]
@@ -97,143 +93,32 @@ class RuleEngine:
         )
         self.actions.standing = self._standing  # a shared target's `cleared` action waits for the last
         self.away: set[str] = set(config.away)
-        quiet = {s.id: QuietHours(s) for s in config.schedules}
-        contacts = {c.id: c.model_dump(exclude_defaults=True) for c in config.contacts}
-        self.instances: dict[str, RuleInstance] = {}
-        self._by_dev: dict[str, dict[str, list[RuleInstance]]] = {}
-        self._any_point: dict[str, list[RuleInstance]] = {}
-        self._offline: dict[str, list[RuleInstance]] = {}
-        self._ticked: list[RuleInstance] = []
+        # The rules bound to the devices (binding.py): the instances and the routing tables.
+        self._binding = bound = RuleBinding(config, self.devices, self._attrs)
+        self.instances: dict[str, RuleInstance] = bound.instances
+        self._by_dev = bound.by_dev
+        self._any_point = bound.any_point
+        self._offline = bound.offline
+        self._ticked = bound.ticked
+        self._peers = bound.peers
+        self._feeds = bound.feeds
         self._waiting: set[RuleInstance] = set()
         self.flapping = Flapping()  # instances whose alarm their flap damper holds raised
         self._broken: set[str] = set()  # instances that raised in `tick` (logged once each)
-        self._peers: dict[str, PeerSlots] = {}  # anomaly rules with `peers`: one per rule and group
-        # Household alarms: (device, point) -> the instances and their condition's feed for it.
-        self._feeds: dict[
-            str, dict[str, list[tuple[RuleInstance, Callable[[Value, float], bool | None]]]]
-        ] = {}
-        for rule in config.all_rules():
-            if not rule.enabled:
-                continue
-            for dev in self.devices.values():
-                inst = self._instance(rule, dev)
-                if inst is None:
-                    continue
-                inst.quiet = [quiet[s] for s in rule.suppress_during]
-                if rule.escalate:
-                    inst.attrs = {**inst.attrs, "escalation": [contacts[c] for c in rule.escalate]}
-                self.instances[inst.key] = inst
-                point = rule_points(rule)
-                if isinstance(inst.cond, OfflineCondition):
-                    self._offline.setdefault(dev.id, []).append(inst)
-                elif isinstance(inst.cond, CompositeCondition | CoincidenceCondition | UnwantedCondition):
-                    for child in inst.cond.children:
-                        child.parents.append(inst)
-                elif point:
-                    self._by_dev.setdefault(dev.id, {}).setdefault(point, []).append(inst)
-                else:
-                    self._any_point.setdefault(dev.id, []).append(inst)
-                if inst.cond.time_driven:
-                    self._ticked.append(inst)
-        for hh in config.households:
-            if hh.enabled and hh.bed in self.devices:
-                self._add_household(hh, contacts)
-
-    def _add_household(self, hh: HouseholdConfig, contacts: Mapping[str, dict[str, Any]]) -> None:
-        """One "check on this person" alarm, raised on the bed sensor, fed by the bed and the meter."""
-        cond = HouseholdCondition(hh)
-        rule = HouseholdRule.of(hh)
-        attrs = {**self._attrs[hh.bed], "household": hh.id}
-        if hh.water:
-            attrs["water_meter"] = hh.water
-        if hh.escalate:
-            attrs["escalation"] = [contacts[c] for c in hh.escalate]
-        inst = RuleInstance(rule, hh.bed, cond, attrs)
-        inst.away_ids = tuple(d for d in (hh.id, hh.bed, hh.water) if d)
-        self.instances[inst.key] = inst
-        self._ticked.append(inst)
-        self._feeds.setdefault(hh.bed, {}).setdefault(hh.bed_point, []).append((inst, cond.on_bed))
-        if hh.water in self.devices:
-            self._feeds.setdefault(hh.water, {}).setdefault(hh.water_point, []).append((inst, cond.on_water))
-        # The third signal: the door contact and the PIR feed the alarm; a silent one is maintenance.
-        node_rule = HouseholdRule.node(hh)
-        for dev_id, point, feed in (
-            (hh.door, hh.door_point, cond.on_door),
-            (hh.motion, hh.motion_point, cond.on_motion),
-        ):
-            if dev_id not in self.devices:
-                continue
-            node = RuleInstance(
-                node_rule, dev_id, node_rule.condition(), {**self._attrs[dev_id], "household": hh.id}
-            )
-            self.instances[node.key] = node
-            self._ticked.append(node)
-            self._feeds.setdefault(dev_id, {}).setdefault(point, []).extend(
-                [(inst, feed), (node, node.cond.on_reading)]
-            )
 
     def _instance(self, rule: RuleConfig | HouseholdRule, dev: DeviceConfig) -> RuleInstance | None:
-        if isinstance(rule, HouseholdRule):
-            return RuleInstance(rule, dev.id, rule.condition(), self._attrs[dev.id])
-        if not rule.select.matches(dev):
-            return None
-        point = rule_points(rule)
-        if point and dev.points and point not in dev.points and point not in point_names(dev):
-            return None  # selected by profile or tag, but this device has no such point
-        attrs = self._attrs[dev.id]
-        if isinstance(rule, CompositeRule) and rule.mode in ("coincidence", "unwanted"):
-            return self._coincidence(rule, dev, attrs)
-        if isinstance(rule, CompositeRule):
-            homes = [d.id for d in self._household(dev)] if rule.household else [dev.id]
-            children = [
-                next((i for h in homes if (i := self.instances.get(f"{c}|{h}")) is not None), None)
-                for c in rule.of
-            ]
-            if any(c is None for c in children):
-                return None
-            return RuleInstance(rule, dev.id, CompositeCondition(rule, [c for c in children if c]), attrs)
-        cond = make_condition(rule)
-        if isinstance(rule, AnomalyRule) and isinstance(cond, AnomalyCondition) and rule.peers:
-            group = next((t for t in sorted(dev.tags) if t.startswith(rule.peers + ":")), "")
-            if group:  # without the tag: scored on its own use
-                key = f"{rule.id}|{group}"
-                slots = self._peers.setdefault(key, PeerSlots(rule.peers_quantile, rule.slot_s))
-                cond.join(slots, dev.id)
-        return RuleInstance(rule, dev.id, cond, attrs)
-
-    def _coincidence(
-        self, rule: CompositeRule, dev: DeviceConfig, attrs: dict[str, Any]
-    ) -> RuleInstance | None:
-        """A coincidence (coincidence.py) or unwanted (unwanted.py) composite on a device with one of
-        its children."""
-        members = area(dev, list(self.devices.values()), rule.group)
-
-        def found(rules: Sequence[str], devs: Sequence[DeviceConfig]) -> list[RuleInstance]:
-            return [i for m in devs for c in rules if (i := self.instances.get(f"{c}|{m.id}")) is not None]
-
-        own = found(rule.of, members[:1])
-        if not own:
-            return None  # the device has none of the alarms that count
-        others = found(rule.confirmed_by or rule.of, members[1:])  # what the area's others confirm with
-        if rule.mode == "unwanted":
-            if not others:  # alone in its area: lasting alone is its only confirmation, never taken away
-                return None
-            return RuleInstance(rule, dev.id, UnwantedCondition(rule, own, others), attrs)
-        blockers, relayed = found(rule.alone_unless, members[:1]), found(rule.relays, members[1:])
-        cond = CoincidenceCondition(rule, own, others, blockers=blockers, relayed=relayed)
-        return RuleInstance(rule, dev.id, cond, attrs)
-
-    def _household(self, dev: DeviceConfig) -> list[DeviceConfig]:
-        """The device, then the other devices sharing one of its `household:` tags."""
-        homes = {t for t in dev.tags if t.startswith("household:")}
-        others = [d for d in self.devices.values() if d.id != dev.id and homes & set(d.tags)]
-        return [dev, *others] if homes else [dev]
+        """A fresh instance of a rule on a device (RuleBinding.instance)."""
+        return self._binding.instance(rule, dev)
 
     # -- the RulesHook --------------------------------------------------------------------------
 
     def evaluate(self, readings: Sequence[Reading]) -> list[Event]:
-        """Feed a batch of normalized readings; returns the events it raised or cleared."""
+        """Feed a batch of normalized readings; returns the events it raised or cleared.
+
+        An instance that raises is passed over and the batch goes on; then RulesFailedError names
+        the failed instances and carries the other rules' events, for the caller to deliver."""
         out: list[Event] = []
+        failed: list[tuple[RuleInstance, Exception]] = []
         by_dev, any_point = self._by_dev, self._any_point
         good, idle, pending, active = Quality.GOOD, AlarmPhase.IDLE, AlarmPhase.PENDING, AlarmPhase.ACTIVE
         last_dev: str | None = None
@@ -257,32 +142,43 @@ class RuleEngine:
                 if insts is not None:
                     value, ts = r.value, (r.ts if at is None else at)
                     for inst in insts:
-                        cond = inst.cond.on_reading(value, ts)
-                        if cond is None:
-                            continue
-                        # Fast paths for the common cases: nothing going on, raised and still true,
-                        # or still waiting for the hold time.
-                        alarm = inst.alarm
-                        phase = alarm.phase
-                        if cond:
-                            if phase is active or (phase is pending and ts - alarm.since < alarm.hold_s):
-                                alarm.value = inst.cond.value
+                        try:  # free unless it raises (3.11); one instance must not cost the others
+                            cond = inst.cond.on_reading(value, ts)
+                            if cond is None:
                                 continue
-                        elif phase is idle:
-                            continue
-                        self._update(inst, cond, ts, out)
+                            # Fast paths for the common cases: nothing going on, raised and still
+                            # true, or still waiting for the hold time.
+                            alarm = inst.alarm
+                            phase = alarm.phase
+                            if cond:
+                                if phase is active or (phase is pending and ts - alarm.since < alarm.hold_s):
+                                    alarm.value = inst.cond.value
+                                    continue
+                            elif phase is idle:
+                                continue
+                            self._update(inst, cond, ts, out)
+                        except Exception as err:
+                            failed.append((inst, err))
             if fed is not None and r.point in fed:
                 ts = r.ts if at is None else at
                 for inst, feed in fed[r.point]:
-                    self._update(inst, feed(r.value, ts), ts, out)
+                    try:
+                        self._update(inst, feed(r.value, ts), ts, out)
+                    except Exception as err:
+                        failed.append((inst, err))
             if any_point:
                 ts = r.ts if at is None else at
                 for inst in any_point.get(r.device_id, ()):
-                    cond = inst.cond.on_reading(r.value, ts)
-                    if cond or inst.alarm.phase is not idle:
-                        self._update(inst, cond, ts, out)
+                    try:
+                        cond = inst.cond.on_reading(r.value, ts)
+                        if cond or inst.alarm.phase is not idle:
+                            self._update(inst, cond, ts, out)
+                    except Exception as err:
+                        failed.append((inst, err))
         if self.actions._pending:
             out.extend(self.actions.drain())
+        if failed:
+            raise RulesFailedError([i.key for i, _ in failed], out, failed[0][1]) from failed[0][1]
         return out
 
     def now(self) -> float:
@@ -384,15 +280,44 @@ class RuleEngine:
         if cond is None:
             return
         allowed = True if not (inst.quiet or inst.suppress_away) else self._allowed(inst, ts)
-        tr = inst.alarm.update(cond, ts, inst.cond.value, allowed)
+        tr = inst.alarm.update(cond, ts, inst.cond.value, allowed)  # as _step, inlined: the hot path
         if inst.alarm.phase in _WAITING:
             self._waiting.add(inst)
         if tr is not Transition.NONE:
             self._emit(inst, tr, ts, out)
 
+    def _step(self, inst: RuleInstance, cond: bool, ts: float) -> Transition:
+        """The instance's alarm takes its condition (hold times, suppression); its transition."""
+        allowed = True if not (inst.quiet or inst.suppress_away) else self._allowed(inst, ts)
+        tr = inst.alarm.update(cond, ts, inst.cond.value, allowed)
+        if inst.alarm.phase in _WAITING:
+            self._waiting.add(inst)
+        return tr
+
     def _emit(self, inst: RuleInstance, tr: Transition, ts: float, out: list[Event]) -> bool:
-        """A raise or clear of an instance's alarm: its event (unless its flap damper holds it back),
-        then its composites. True if something was raised (the alarm or a flapping notice)."""
+        """A raise or clear of an instance's alarm, then of every composite it changes, depth first
+        in the order they were bound. A worklist, not a recursion: a chain of composites as long as
+        a config can hold must not exhaust Python's stack (it did at ~330 levels, and the whole
+        batch's events were lost). True if something was raised (an alarm or a flapping notice)."""
+        raised = self._transition(inst, tr, ts, out)
+        todo = inst.parents[::-1]
+        while todo:
+            parent = todo.pop()
+            pc = parent.cond
+            if isinstance(pc, CoincidenceCondition | UnwantedCondition):
+                cond = pc.at(ts)
+            else:
+                assert isinstance(pc, CompositeCondition)
+                cond = pc.evaluate()
+            ptr = self._step(parent, cond, ts)
+            if ptr is not Transition.NONE:
+                raised = self._transition(parent, ptr, ts, out) or raised
+                todo += parent.parents[::-1]
+        return raised
+
+    def _transition(self, inst: RuleInstance, tr: Transition, ts: float, out: list[Event]) -> bool:
+        """One instance's raise or clear: its event (unless its flap damper holds it back). True if
+        something was raised (the alarm or a flapping notice)."""
         raised = tr is Transition.RAISE
         inst.cond.on_alarm(raised)
         if raised:
@@ -413,13 +338,6 @@ class RuleEngine:
             log.info(
                 "rule %s on %s flapping: %d more raises and clears held", inst.rule.id, inst.device_id, n
             )
-        for parent in inst.parents:
-            pc = parent.cond
-            if isinstance(pc, CoincidenceCondition | UnwantedCondition):
-                self._update(parent, pc.at(ts), ts, out)
-                continue
-            assert isinstance(pc, CompositeCondition)
-            self._update(parent, pc.evaluate(), ts, out)
         return verdict is Verdict.START or (raised and verdict is Verdict.SEND)
 
     def _send(self, inst: RuleInstance, raised: bool, ts: float, out: list[Event]) -> None:

@@ -17,3 +17,14 @@ def test_rules_bench_json_keys(capsys: pytest.CaptureFixture[str]) -> None:
     assert out["engine_rule_instances"] == 20 * 10
     assert out["pipeline_rule_instances"] == 20 * 12
     assert out["pipeline_events_per_run"] == 0
+
+
+def test_rules_build_bench_json_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    from citynerve.hil.bench import rules_build
+
+    rules_build.main(["--json", "--devices", "20", "--runs", "1"])
+    row = json.loads(capsys.readouterr().out)["sizes"][0]
+    assert row["devices"] == 20 and row["instances"] == 20 * 3  # smoke_register, unwanted, confirmed
+    assert row["baseline_instances"] == 20
+    for key in ("build_s", "baseline_without_composites_s", "build_engine_s", "longest_loop_gap_s"):
+        assert row[key] >= 0
