@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -28,6 +29,7 @@ from citynerve.gateway.store._codec import check_storable, decode_event, encode_
 from citynerve.gateway.store._config import MIB
 from citynerve.gateway.store._destinations import (
     DEFAULT_DESTINATION,
+    KNOWN_KEY,
     Destinations,
     RecordFilter,
     absences,
@@ -342,7 +344,7 @@ class Outbox(CappedFile):
 
     def _dropped_for(self, lane: Lane, where: str, args: tuple[object, ...]) -> dict[str, int]:
         dests = self._dests()
-        if list(dests.wants) == [DEFAULT_DESTINATION]:
+        if list(dests.wants) == [DEFAULT_DESTINATION] and not self._knew_others():
             return {}
         out = {}
         for d in dests.wanting(lane):
@@ -352,6 +354,16 @@ class Outbox(CappedFile):
             else:  # only the rows it wanted (decoded: drops are rare)
                 out[d] = wanted_after(self._conn, lane, after, where, args, keep)
         return out
+
+    def _knew_others(self) -> bool:
+        """Another destination than `default` was given to this outbox before (`KNOWN_KEY`). Put
+        back, it is told of what it missed (`destination_absent`), so the notices of default's
+        drops meanwhile say whose loss they are (`destinations`), or they would reach it too."""
+        row = self._conn.execute("SELECT value FROM state WHERE key = ?", (KNOWN_KEY,)).fetchone()
+        try:
+            return any(d != DEFAULT_DESTINATION for d in json.loads(row[0]))
+        except (TypeError, ValueError):  # none, or damaged (`absences` then knows none either)
+            return False
 
     def _rows_after(self, lane: Lane, after: int, where: str = "", args: tuple[object, ...] = ()) -> int:
         """Records of `lane` after seq `after` (among the rows matching `where`, if given)."""

@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 PEEK_READINGS = 4_000
 EVENTS_PER_MESSAGE = 50
 EVENTS_PER_READ = 500
+# How long a stopping uplink may take to write the acks its ack loop left (one delete commit).
+STOP_ACKS_S = 2.0
 
 
 class _SessionLost(Exception):
@@ -222,9 +224,6 @@ class Uplink(UplinkAcks, UplinkMessages):
         await stop_task(task, again_s=3.0)  # a cancel swallowed inside aiomqtt is repeated
         self._task = None
         self._stopping = False
-        # Acks the ack loop had not applied yet: fewer duplicates after a restart.
-        with contextlib.suppress(GatewayError):
-            await self._apply_acks()
 
     async def run(self) -> None:
         """Connect, publish, fail over and reconnect until cancelled. With `enabled = false` in
@@ -241,53 +240,65 @@ class Uplink(UplinkAcks, UplinkMessages):
         self._outbox.on_commit(self._on_commit)
         try:
             await self._load_positions()
-            while True:
-                refused_by_config = 0  # brokers of this round not tried: the config is incomplete
-                refused_by_broker = 0  # sessions of this round that ended at a refused publish
-                round_sessions = self._sessions
-                for broker in self._brokers:
-                    sessions = self._sessions
-                    try:
-                        await self._session(broker)
-                    except _SessionLost as err:
-                        refused_by_broker += err.refused
-                        self._note_error(f"{broker}: {err}")
-                    except ConfigError as err:  # a password or key file missing: no broker was asked
-                        refused_by_config += 1
-                        self._note_error(f"{broker}: {type(err).__name__}: {err}")
-                    except GatewayError as err:  # store trouble
-                        self._note_error(f"{broker}: {type(err).__name__}: {err}")
-                    except Exception as err:  # a bug must not end store-and-forward for good
-                        self._log.exception("session with %s failed", broker)
-                        self._note_error(f"{broker}: {type(err).__name__}: {err}")
-                    # Stable: this attempt connected, and stayed connected long enough (a connect
-                    # that only timed out after STABLE_SESSION_S is a failure, not a session).
-                    connected = self._sessions > sessions
-                    if connected and time.monotonic() - self._connected_at >= STABLE_SESSION_S:
-                        self._backoff.reset()
-                        break  # after a working session, go back to the preferred broker
-                self._state = LinkState.BACKING_OFF
-                delay = self._backoff.next_delay()
-                tries = self._backoff.attempt  # failed rounds since the last working session
-                if tries & (tries - 1) == 0:  # 1, 2, 4, 8, ...: a week's outage logs ~14 lines, not 10,000
-                    # Not "no broker reachable" when none was asked: the broker may well be reachable.
-                    if refused_by_config == len(self._brokers):
-                        what = (
-                            "not connecting: the upstream config is incomplete (see the error above; "
-                            "`citynerve config check` names the key)"
-                        )
-                    elif refused_by_broker:  # reached, and its ACL or limits said no
-                        what = "broker refused a publish (see the error above)"
-                    elif self._sessions > round_sessions:
-                        what = "connection lost soon after connecting (see the error above)"
-                    else:
-                        what = "no broker reachable"
-                    self._log.info("%s (%d tries); next attempt in %.1f s", what, tries, delay)
-                await asyncio.sleep(delay)
+            await self._serve()
+        except asyncio.CancelledError:
+            # Stopped (the runtime cancels run(); stop() too): the ack loop ended with the session,
+            # so apply the acks it left, among them what the goodbye's PUBACK settled under MQTT
+            # 3.1.1. Otherwise those rows stay and go again after the restart. Briefly: stopping.
+            with contextlib.suppress(GatewayError, TimeoutError):
+                async with asyncio.timeout(STOP_ACKS_S):
+                    await self._apply_acks()
+            raise
         finally:
             self._state = LinkState.STOPPED
             self._client = None
             self._outbox.remove_on_commit(self._on_commit)
+
+    async def _serve(self) -> None:
+        """Sessions with the brokers in failover order, with backoff between rounds, for ever."""
+        while True:
+            refused_by_config = 0  # brokers of this round not tried: the config is incomplete
+            refused_by_broker = 0  # sessions of this round that ended at a refused publish
+            round_sessions = self._sessions
+            for broker in self._brokers:
+                sessions = self._sessions
+                try:
+                    await self._session(broker)
+                except _SessionLost as err:
+                    refused_by_broker += err.refused
+                    self._note_error(f"{broker}: {err}")
+                except ConfigError as err:  # a password or key file missing: no broker was asked
+                    refused_by_config += 1
+                    self._note_error(f"{broker}: {type(err).__name__}: {err}")
+                except GatewayError as err:  # store trouble
+                    self._note_error(f"{broker}: {type(err).__name__}: {err}")
+                except Exception as err:  # a bug must not end store-and-forward for good
+                    self._log.exception("session with %s failed", broker)
+                    self._note_error(f"{broker}: {type(err).__name__}: {err}")
+                # Stable: this attempt connected, and stayed connected long enough (a connect
+                # that only timed out after STABLE_SESSION_S is a failure, not a session).
+                connected = self._sessions > sessions
+                if connected and time.monotonic() - self._connected_at >= STABLE_SESSION_S:
+                    self._backoff.reset()
+                    break  # after a working session, go back to the preferred broker
+            self._state = LinkState.BACKING_OFF
+            delay = self._backoff.next_delay()
+            tries = self._backoff.attempt  # failed rounds since the last working session
+            if tries & (tries - 1) == 0:  # 1, 2, 4, 8, ...: a week's outage logs ~14 lines, not 10,000
+                # Not "no broker reachable" when none was asked: the broker may well be reachable.
+                if refused_by_config == len(self._brokers):
+                    what = (
+                        "not connecting: the upstream config is incomplete (see the error above; "
+                        "`citynerve config check` names the key)"
+                    )
+                elif refused_by_broker:  # reached, and its ACL or limits said no
+                    what = "broker refused a publish (see the error above)"
+                elif self._sessions > round_sessions:
+                    what = "connection lost soon after connecting (see the error above)"
+                else:
+                    what = "no broker reachable"
+                self._log.info("%s (%d tries); next attempt in %.1f s", what, tries, delay)
+            await asyncio.sleep(delay)
 
     # ------------------------------------------------------------------ session
     async def _session(self, broker: BrokerUrl) -> None:

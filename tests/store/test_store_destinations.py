@@ -179,3 +179,40 @@ def test_rows_only_a_removed_destination_waited_for_leave_when_the_destinations_
         ob.append([reading(i) for i in range(3)], [])
         ob.set_destinations({"fire": (Lane.EVENT,)})
         assert ob.peek(Lane.TELEMETRY) == []
+
+
+def test_a_destination_put_back_beside_default_alone_is_told_its_loss_once(tmp_path: Path) -> None:
+    """While `default` (a single `[upstream]`) was the only destination, the size cap's notices
+    carried no `destinations`, so they went whole to every destination, also to one put back later
+    while they were still queued; its `destination_absent` notice counted the same rows again (a
+    fire centre was told 138,400 lost of 69,200). Each destination's notices, as its uplink's
+    filter hands them to it, now add up to its loss exactly."""
+    from citynerve.gateway.uplink import UpstreamConfig
+    from citynerve.gateway.uplink.destinations import DestinationFilter
+
+    def told(ob: Outbox, destination: str) -> int:
+        f = DestinationFilter.of(
+            UpstreamConfig.model_validate({"id": destination, "brokers": ["mqtt://h:1"]})
+        )
+        rows = f.events(ob.peek(Lane.EVENT, limit=10_000), destination)
+        return sum(r.record.attrs["count"] for r in rows if r.record.kind == "outbox_dropped")
+
+    db, both = tmp_path / "d.db", tuple(Lane)
+    with Outbox(db, max_bytes=64 * 1024, synchronous="normal") as ob:
+        ob.set_destinations({"default": both, "fire": both})
+        ob.append([reading(i) for i in range(10)], [])
+        for d in ("default", "fire"):
+            ob.ack(Lane.TELEMETRY, 10, destination=d)
+    with Outbox(db, max_bytes=64 * 1024, synchronous="normal") as ob:  # fire left out of the config
+        ob.set_destinations({"default": both})
+        for batch in range(40):  # default's broker is down: the cap trims
+            ob.append([reading(10 + batch * 500 + i) for i in range(500)], [])
+    with Outbox(db, max_bytes=64 * 1024, synchronous="normal") as ob:  # fire put back
+        ob.set_destinations({"default": both, "fire": both})
+        dropped = ob.stats().lane(Lane.TELEMETRY).dropped
+        stats = ob.destination_stats()
+        assert dropped > 0
+        assert told(ob, "fire") == dropped  # once: destination_absent, not the trims too
+        assert told(ob, "default") == dropped
+        # and its losses while it was alone stay counted as its own beside another destination
+        assert stats["fire"]["dropped"]["telemetry"] == stats["default"]["dropped"]["telemetry"] == dropped

@@ -93,3 +93,63 @@ async def test_a_destination_added_again_is_told_of_the_rows_that_left_while_it_
 async def _both(a: Any, b: Any) -> bool:
     first, second = await a, await b  # (both awaited)
     return bool(first and second)
+
+
+async def test_a_destination_put_back_beside_default_alone_is_told_its_loss_once(tmp_path: Path) -> None:
+    """`default` (the first `[[upstream]]`, no id) alone while `fire` is out of the config, its
+    broker down, the size cap trimming: those trims' notices carried no `destinations` and went
+    whole to fire once it was back, beside its `destination_absent` notice for the same rows (its
+    platform was told 138,400 lost of 69,200). Each platform is now told its own loss once."""
+    brokers = {d: MosquittoBroker(workdir=tmp_path / d) for d in ("default", "fire")}
+    for d, b in brokers.items():
+        (tmp_path / d).mkdir()
+        b.start()
+    both = {"default": tuple(Lane), "fire": tuple(Lane)}
+    db = tmp_path / "outbox.sqlite"
+    try:
+        async with (
+            PlatformConsumer(
+                host="127.0.0.1", port=brokers["default"].port, db_path=tmp_path / "d.db"
+            ) as city,
+            PlatformConsumer(host="127.0.0.1", port=brokers["fire"].port, db_path=tmp_path / "f.db") as fire,
+        ):
+            await city.wait_connected()
+            await fire.wait_connected()
+
+            async def told(c: PlatformConsumer) -> int:
+                events = await c.query(lambda s: s.events(GW))
+                return sum(e["attrs"]["count"] for e in events if e["kind"] == "outbox_dropped")
+
+            async def held(c: PlatformConsumer, n: int) -> bool:
+                return len(await c.query(lambda s: s.reading_seqs(GW))) >= n
+
+            async with AsyncOutbox(db, synchronous="normal", max_bytes=120_000) as ob:
+                await ob.append(readings(50), [])
+                await run_until(ob, brokers, lambda: _both(held(city, 50), held(fire, 50)), both)
+            brokers["default"].stop()
+            async with AsyncOutbox(db, synchronous="normal", max_bytes=120_000) as ob:  # fire left out
+                await ob.set_destinations({"default": tuple(Lane)})
+                for i in range(800):  # default's broker is down: the cap trims
+                    await ob.append(readings(100, start=100 + i * 100), [])
+            await wait_for(lambda: _true(not city.connected.is_set()))
+            brokers["default"].start()
+            await city.wait_connected()  # subscribed again before default's uplink publishes
+            async with AsyncOutbox(db, synchronous="normal", max_bytes=120_000) as ob:  # fire put back
+                await ob.set_destinations(both)
+                lost = (await ob.stats()).dropped_by["size_cap"]
+                stats = await ob.destination_stats()
+
+                async def told_both() -> bool:
+                    return await told(fire) >= lost and await told(city) >= lost
+
+                await run_until(ob, brokers, told_both, both)
+            assert lost > 0 and stats["fire"]["dropped"]["telemetry"] == lost
+            assert await told(fire) == lost  # once: its destination_absent notice, not the trims too
+            assert await told(city) == lost
+    finally:
+        for b in brokers.values():
+            b.close()
+
+
+async def _true(value: bool) -> bool:
+    return value
