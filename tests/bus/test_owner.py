@@ -33,7 +33,7 @@ from citynerve.gateway.api import (
     Value,
 )
 from citynerve.gateway.bus import OFFLINE_KIND, BusNotRunningError, BusOwner
-from citynerve.gateway.bus.owner import FIRST_POLL_SPREAD_S
+from citynerve.gateway.bus.schedule import FIRST_POLL_SPREAD_S
 
 LOC = Location(address_code="310106013001")
 
