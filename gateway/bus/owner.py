@@ -5,9 +5,11 @@ runs them one at a time (RS-485 is half duplex with one master; most Modbus TCP 
 request at a time). Scheduling, timeouts, retries, backoff and online/offline live here, the same for
 every protocol; drivers only frame and parse.
 
-Budget of a silent device: each of its transactions costs at most timeout x (1 + retries) while it is
-still considered online, and once offline it is probed with one transaction (no retries) per backoff
-period, so it never delays the others by more than its own timeout budget.
+Budget of silent devices (schedule.py): a transaction of a failing or offline device runs only after
+the answering devices' polls due when the previous one ended, so an answering device waits at most
+one of them (one timeout) however many are silent. Retries are for answering devices, each one a
+turn of its own among the failing; a failing device is asked once per poll, an offline one probed
+once per backoff period.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import math
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -137,7 +140,10 @@ class BusOwner(PollSchedule, ChannelLoss):
         self._rng = rng or random.Random()
         self._jobs: deque[_Job] = deque()
         self._wakeup = Wakeup()
-        self._heap: list[_Entry] = []
+        self._heap: list[_Entry] = []  # the poll schedule's three lanes (schedule.py)
+        self._failing: list[_Entry] = []
+        self._offline: list[_Entry] = []
+        self._owed_before = -math.inf
         self._order = 0
         self._plans: dict[str, Sequence[PollRequest]] = {}  # a driver may share one between devices
         self._channel_backoff = 0.0  # the wait before the next open attempt while the channel is down
@@ -350,22 +356,28 @@ class BusOwner(PollSchedule, ChannelLoss):
             if self._jobs and not self._polls_owed(self._jobs[0], loop.time()):
                 await self._run_job(self._jobs.popleft())
                 continue
-            if not self._heap:
-                await self._wait(3600)
-                continue
-            entry = self._heap[0]
             now = loop.time()
-            if entry.due > now:
-                await self._wait(wake_time(entry.due, entry.request.interval_s) - now)
+            queue = self._due_queue(now)
+            if queue is None:
+                first = self._earliest()
+                if first is None:
+                    await self._wait(3600)
+                else:
+                    await self._wait(wake_time(first[0].due, first[0].request.interval_s) - now)
                 continue
-            heapq.heappop(self._heap)
+            entry = heapq.heappop(queue)
             if entry.index == _REPLAN:
                 self._schedule_device(self.devices[entry.device_id], loop.time())
+                continue
+            if (lane := self._lane(entry)) is not queue:  # its device answered or failed since queued
+                heapq.heappush(lane, entry)  # same due, same place among its device's requests
                 continue
             try:
                 await self._poll(entry, loop.time())
             except Exception as err:  # a bug around one device faults that device, not the bus
                 self._fault(self.devices[entry.device_id], f"poll raised {err!r}", loop.time())
+            if queue is not self._heap:  # the answering devices' polls due by now go first
+                self._owed_before = loop.time()
 
     def progress_at(self) -> float:
         """Monotonic time of the owner's last progress, for the service watchdog. A technician's
@@ -388,14 +400,17 @@ class BusOwner(PollSchedule, ChannelLoss):
             # Offline devices are probed with their first transaction only.
             self._reschedule(entry, now)
             return
-        assert isinstance(self.driver, PollDriver)
-        attempts = 1 if health.online is False else 1 + self.bus.retries
-        error: GatewayError | None = None
-        for _ in range(attempts):
-            error = await self._transact(device, entry.request)
-            self.quality.record(device.id, None if error is None else kind_of(error))
-            if error is None or not _retried(error) or isinstance(error, ChannelError):
-                break
+        error = await self._transact(device, entry.request)
+        self.quality.record(device.id, None if error is None else kind_of(error))
+        # Retries are for a device that answers (a lost frame costs it no reading); one that failed
+        # its last poll, or is offline, is asked once per poll. A retry waits its turn among the
+        # failing devices' transactions: the answering devices' polls due meanwhile go first.
+        retries = 0 if health.online is False or health.consecutive_failures else self.bus.retries
+        retry = error is not None and _retried(error) and not isinstance(error, ChannelError)
+        if retry and entry.attempt < retries:
+            now = asyncio.get_running_loop().time()
+            self._push(now, device.id, entry.index, entry.request, entry.attempt + 1)
+            return
         ts = self.clock.wall()
         if isinstance(error, DeviceFaultError):
             self._fault(device, error.reason, asyncio.get_running_loop().time())
