@@ -246,7 +246,9 @@ class BusConfig(_Model):
     description: str = ""
     enabled: bool = True
     timeout_s: Seconds = Field(default=1.0, le=60)
-    retries: int = Field(default=1, ge=0, le=10, description="extra tries of one transaction")
+    retries: int = Field(
+        default=1, ge=0, le=10, description="extra tries of a failed poll of a device that answered its last"
+    )
     backoff_initial_s: Seconds = Field(default=5.0, le=3600)
     backoff_max_s: Seconds = Field(default=300.0, le=86400)
     offline_after: int = Field(default=3, ge=1, le=1000, description="failed polls in a row before offline")

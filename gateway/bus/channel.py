@@ -33,7 +33,7 @@ class ChannelLoss:
     channel_open: bool
     channel_error: str | None
     _rng: random.Random
-    _heap: list[_Entry]
+    _offline: list[_Entry]
     _open_backoff: Backoff
     _channel_backoff: float
     _channel_retry_at: float
@@ -59,14 +59,14 @@ class ChannelLoss:
         backoff (the adapter, not the meters, kept them from answering), staggered over at most a
         second. Not those whose own probe lost the channel (a gateway that resets the connection
         when asked for a dead unit): they keep their backoff, or they lost it again every reopen."""
-        for i, entry in enumerate(self._heap):
+        for i, entry in enumerate(self._offline):
             device_id = entry.device_id
             if entry.index == 0 and self.health[device_id].online is False and entry.due > now:
                 if device_id in self._breakers:  # asking it lost the channel: its own backoff
                     continue
                 due = now + self._rng.uniform(0, min(1.0, entry.request.interval_s))
-                self._heap[i] = _Entry(due, entry.order, entry.device_id, 0, entry.request)
-        heapq.heapify(self._heap)
+                self._offline[i] = _Entry(due, entry.order, entry.device_id, 0, entry.request)
+        heapq.heapify(self._offline)
 
     def _channel_broken(self, err: ChannelError, device_id: str | None = None) -> None:
         """The channel was lost (in a transaction of `device_id`, or a job's). A channel that had

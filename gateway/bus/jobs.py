@@ -33,6 +33,7 @@ class _Entry:
     device_id: str = field(compare=False)
     index: int = field(compare=False)  # position of the request in the device's plan
     request: PollRequest = field(compare=False)
+    attempt: int = field(default=0, compare=False)  # a retry of the poll: 1..retries
 
 
 @dataclass(slots=True)

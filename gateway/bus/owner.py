@@ -5,9 +5,11 @@ runs them one at a time (RS-485 is half duplex with one master; most Modbus TCP 
 request at a time). Scheduling, timeouts, retries, backoff and online/offline live here, the same for
 every protocol; drivers only frame and parse.
 
-Budget of a silent device: each of its transactions costs at most timeout x (1 + retries) while it is
-still considered online, and once offline it is probed with one transaction (no retries) per backoff
-period, so it never delays the others by more than its own timeout budget.
+Budget of silent devices (schedule.py): a transaction of a failing or offline device runs only after
+the answering devices' polls due when the previous one ended, so an answering device waits at most
+one of them (one timeout) however many are silent. Retries are for answering devices, each one a
+turn of its own among the failing; a failing device is asked once per poll, an offline one probed
+once per backoff period.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import math
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -46,7 +49,7 @@ from citynerve.gateway.api import (
 )
 from citynerve.gateway.backoff import Backoff
 from citynerve.gateway.bus import linetest, probe
-from citynerve.gateway.bus.adapter import ADAPTER_CHECK_S, AdapterWatch
+from citynerve.gateway.bus.adapter import AdapterWatch
 from citynerve.gateway.bus.channel import ChannelLoss
 from citynerve.gateway.bus.events import DeviceFaultError
 from citynerve.gateway.bus.facts import bus_verdict
@@ -61,8 +64,9 @@ from citynerve.gateway.bus.jobs import (
     wake_time,
 )
 from citynerve.gateway.bus.listening import run_listen
+from citynerve.gateway.bus.schedule import PollSchedule
 from citynerve.gateway.bus.screening import Screening
-from citynerve.gateway.bus.states import _REPLAN, DeviceStates
+from citynerve.gateway.bus.states import _REPLAN
 from citynerve.gateway.bus.verdict import LineQuality, kind_of
 from citynerve.gateway.timecheck import SITE_ZONE
 
@@ -84,17 +88,12 @@ def _retried(err: GatewayError) -> bool:
 
 
 OFFLINE_KIND = "device_offline"
-PROGRESS_SLICE_S = 5.0  # an idle owner still shows progress this often (the service watchdog)
-FIRST_POLL_SPREAD_S = 30.0
-"""A device's first poll after start, reload or restart comes within min(shortest interval, this):
-start times are still spread (devices do not poll in lockstep) but a meter polled every 900 s is
-read within half a minute, not up to 15 minutes later (commissioning waits for first readings)."""
 OPEN_JITTER = 0.5
 """A failed open waits its doubling backoff less up to this share of it, drawn at random: buses (and
 gateways) that a power cut restarted together do not retry their opens in lockstep."""
 
 
-class BusOwner(DeviceStates, ChannelLoss):
+class BusOwner(PollSchedule, ChannelLoss):
     """Owns one bus: opens its channel, polls or listens, and serializes every other use of it."""
 
     def __init__(
@@ -141,7 +140,10 @@ class BusOwner(DeviceStates, ChannelLoss):
         self._rng = rng or random.Random()
         self._jobs: deque[_Job] = deque()
         self._wakeup = Wakeup()
-        self._heap: list[_Entry] = []
+        self._heap: list[_Entry] = []  # the poll schedule's three lanes (schedule.py)
+        self._failing: list[_Entry] = []
+        self._offline: list[_Entry] = []
+        self._owed_before = -math.inf
         self._order = 0
         self._plans: dict[str, Sequence[PollRequest]] = {}  # a driver may share one between devices
         self._channel_backoff = 0.0  # the wait before the next open attempt while the channel is down
@@ -330,45 +332,6 @@ class BusOwner(DeviceStates, ChannelLoss):
 
     # -- polling ---------------------------------------------------------------------------------
 
-    def _plan(self, device: DeviceConfig) -> Sequence[PollRequest]:
-        if device.id not in self._plans:
-            assert isinstance(self.driver, PollDriver)
-            self._plans[device.id] = tuple(self.driver.plan(device))  # the same tuple when shared
-        return self._plans[device.id]
-
-    def _schedule_all(self, now: float) -> None:
-        self._heap.clear()
-        for device in self.devices.values():
-            self._schedule_device(device, now)
-
-    def _schedule_device(self, device: DeviceConfig, now: float) -> None:
-        try:
-            plan = self._plan(device)
-        except Exception as err:  # one device's plan bug never stops the others
-            self._fault(device, f"plan raised {err!r}", now)
-            return
-        if not plan:
-            return
-        # Stagger start times so devices do not poll in lockstep, within FIRST_POLL_SPREAD_S.
-        jitter = self._rng.uniform(0, min(FIRST_POLL_SPREAD_S, *(r.interval_s for r in plan)))
-        for index, request in enumerate(plan):
-            self._push(now + jitter, device.id, index, request)
-
-    def _push(self, due: float, device_id: str, index: int, request: PollRequest) -> None:
-        self._order += 1
-        heapq.heappush(self._heap, _Entry(due, self._order, device_id, index, request))
-
-    async def _wait(self, seconds: float) -> None:
-        """Sleep up to `seconds`, waking early when a job or a restart arrives."""
-        if seconds <= 0 or self._jobs or self._restart:
-            return
-        # In slices, so that an idle owner still shows progress to the service watchdog.
-        end = self.clock.monotonic() + seconds
-        while (left := end - self.clock.monotonic()) > 0:
-            self.progress = self.clock.monotonic()
-            if await self._wakeup.sleep(min(left, PROGRESS_SLICE_S)):
-                return
-
     async def _run_poll(self) -> None:
         loop = asyncio.get_running_loop()
         self._schedule_all(loop.time())
@@ -393,29 +356,28 @@ class BusOwner(DeviceStates, ChannelLoss):
             if self._jobs and not self._polls_owed(self._jobs[0], loop.time()):
                 await self._run_job(self._jobs.popleft())
                 continue
-            if not self._heap:
-                await self._wait(3600)
-                continue
-            entry = self._heap[0]
             now = loop.time()
-            if entry.due > now:
-                await self._wait(wake_time(entry.due, entry.request.interval_s) - now)
+            queue = self._due_queue(now)
+            if queue is None:
+                first = self._earliest()
+                if first is None:
+                    await self._wait(3600)
+                else:
+                    await self._wait(wake_time(first[0].due, first[0].request.interval_s) - now)
                 continue
-            heapq.heappop(self._heap)
+            entry = heapq.heappop(queue)
             if entry.index == _REPLAN:
                 self._schedule_device(self.devices[entry.device_id], loop.time())
+                continue
+            if (lane := self._lane(entry)) is not queue:  # its device answered or failed since queued
+                heapq.heappush(lane, entry)  # same due, same place among its device's requests
                 continue
             try:
                 await self._poll(entry, loop.time())
             except Exception as err:  # a bug around one device faults that device, not the bus
                 self._fault(self.devices[entry.device_id], f"poll raised {err!r}", loop.time())
-
-    def _polls_owed(self, job: _Job, now: float) -> bool:
-        """Whether a poll due before the step `job` was queued is still to run: it goes first. Only
-        those: polls falling due meanwhile wait for the step, so a busy bus still ends the scan."""
-        if job.polls_before is None or not self._heap:
-            return False
-        return self._heap[0].due <= min(job.polls_before, now)
+            if queue is not self._heap:  # the answering devices' polls due by now go first
+                self._owed_before = loop.time()
 
     def progress_at(self) -> float:
         """Monotonic time of the owner's last progress, for the service watchdog. A technician's
@@ -431,40 +393,6 @@ class BusOwner(DeviceStates, ChannelLoss):
         if isinstance(error, ChannelError):  # any other failure belongs to the asker, not the bus
             self._channel_broken(error)
 
-    def _channel_down_wait(self, now: float) -> float:
-        """Channel down: sleep until the next open attempt or the next poll due, whichever is first.
-        Missed polls are counted on their own schedule, not at the open retries (whose backoff grows
-        to backoff_max_s): a bus whose adapter was missing at start took minutes of doubling retries
-        to reach offline_after and raised no device_offline while a silent meter did."""
-        until = self._channel_retry_at
-        if self._heap:
-            until = min(until, self._heap[0].due)
-        if self.adapter.watching:  # look at the port every ADAPTER_CHECK_S
-            until = min(until, now + ADAPTER_CHECK_S)
-        return max(0.0, until - now)
-
-    def _count_missed_polls(self, now: float) -> None:
-        """Channel down: polls that fall due count as failures, so devices go offline normally."""
-        while self._heap and self._heap[0].due <= now:
-            entry = heapq.heappop(self._heap)
-            if entry.index == _REPLAN:
-                self._push(now + self._channel_backoff, entry.device_id, _REPLAN, entry.request)
-                continue
-            device = self.devices[entry.device_id]
-            if entry.index == 0:
-                self._failure(device, 0, self.channel_error or "channel down", self.clock.wall(), probe=True)
-            self._reschedule(entry, now)
-
-    def _reschedule(self, entry: _Entry, now: float) -> None:
-        health = self.health[entry.device_id]
-        interval = entry.request.interval_s
-        if health.online is False and entry.index == 0:
-            interval = health.backoff_s
-        due = entry.due + interval
-        if due <= now:  # fell behind (slow bus or long outage): skip the missed slots, keep cadence
-            due = now + interval
-        self._push(due, entry.device_id, entry.index, entry.request)
-
     async def _poll(self, entry: _Entry, now: float) -> None:
         device = self.devices[entry.device_id]
         health = self.health[device.id]
@@ -472,14 +400,17 @@ class BusOwner(DeviceStates, ChannelLoss):
             # Offline devices are probed with their first transaction only.
             self._reschedule(entry, now)
             return
-        assert isinstance(self.driver, PollDriver)
-        attempts = 1 if health.online is False else 1 + self.bus.retries
-        error: GatewayError | None = None
-        for _ in range(attempts):
-            error = await self._transact(device, entry.request)
-            self.quality.record(device.id, None if error is None else kind_of(error))
-            if error is None or not _retried(error) or isinstance(error, ChannelError):
-                break
+        error = await self._transact(device, entry.request)
+        self.quality.record(device.id, None if error is None else kind_of(error))
+        # Retries are for a device that answers (a lost frame costs it no reading); one that failed
+        # its last poll, or is offline, is asked once per poll. A retry waits its turn among the
+        # failing devices' transactions: the answering devices' polls due meanwhile go first.
+        retries = 0 if health.online is False or health.consecutive_failures else self.bus.retries
+        retry = error is not None and _retried(error) and not isinstance(error, ChannelError)
+        if retry and entry.attempt < retries:
+            now = asyncio.get_running_loop().time()
+            self._push(now, device.id, entry.index, entry.request, entry.attempt + 1)
+            return
         ts = self.clock.wall()
         if isinstance(error, DeviceFaultError):
             self._fault(device, error.reason, asyncio.get_running_loop().time())

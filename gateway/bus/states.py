@@ -3,7 +3,6 @@ pipeline when it does (events, offline marks). Split from owner.py; `BusOwner` i
 
 from __future__ import annotations
 
-import heapq
 import logging
 import random
 from collections.abc import Sequence
@@ -42,7 +41,11 @@ class DeviceStates:
     _heap: list[_Entry]
     _plans: dict[str, Sequence[PollRequest]]
 
-    def _push(self, due: float, device_id: str, index: int, request: PollRequest) -> None:
+    def _push(self, due: float, device_id: str, index: int, request: PollRequest, attempt: int = 0) -> None:
+        raise NotImplementedError
+
+    def _forget_polls(self, device_id: str) -> None:
+        """Drop every queued poll of the device."""
         raise NotImplementedError
 
     def _success(self, device: DeviceConfig, ts: float) -> None:
@@ -172,8 +175,7 @@ class DeviceStates:
         health.last_error_ts = self.clock.wall()
         health.logged_errors.clear()  # keyed by the plan dropped here
         self._plans.pop(device.id, None)
-        self._heap = [e for e in self._heap if e.device_id != device.id]
-        heapq.heapify(self._heap)
+        self._forget_polls(device.id)
         self._push(now + self._backoff(health.fault_backoff_s), device.id, _REPLAN, PollRequest((), 0.0))
 
     def _unusable(self, device: DeviceConfig, reason: str) -> None:

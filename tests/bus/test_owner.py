@@ -33,7 +33,7 @@ from citynerve.gateway.api import (
     Value,
 )
 from citynerve.gateway.bus import OFFLINE_KIND, BusNotRunningError, BusOwner
-from citynerve.gateway.bus.owner import FIRST_POLL_SPREAD_S
+from citynerve.gateway.bus.schedule import FIRST_POLL_SPREAD_S
 
 LOC = Location(address_code="310106013001")
 
@@ -175,8 +175,8 @@ async def test_silent_device_goes_offline_once_and_does_not_starve_others() -> N
     assert offline[0].attrs["location"] == {"address_code": "310106013001"}
     assert sink.offline == ["d1"]
     assert owner.health["d1"].online is False
-    # d0 keeps its cadence: the silent device costs at most timeout x (1 + retries) per poll while
-    # online, then one timeout per backoff period (0.2..0.4 s).
+    # d0 keeps its cadence: the silent device costs at most one timeout between two of d0's polls
+    # (its retry takes a turn of its own), then one timeout per backoff period (0.2..0.4 s).
     d0_polls = sum(1 for r in driver.reads if r[0] == "d0")
     assert d0_polls >= 12, d0_polls
     d1_polls = sum(1 for r in driver.reads if r[0] == "d1")
