@@ -27,7 +27,7 @@ from citynerve.gateway.heap import settle_heap
 from citynerve.gateway.reload_plan import plan_reload
 
 if TYPE_CHECKING:
-    from citynerve.gateway.rules import PersistentRuleEngine
+    from citynerve.gateway.rules import PersistentRuleEngine, RuleEngine
     from citynerve.gateway.runtime import Gateway
 
 __all__ = ["rebind_rules", "reconcile_alarms", "reload_config", "reload_logged"]
@@ -115,6 +115,7 @@ async def rebind_rules(gw: Gateway, config: Any) -> bool:
             steady=old.steady,
         )
         engine.restore(json.loads(json.dumps(old.snapshot())))  # a copy: nothing shared with the old one
+        carry_conditions(old, engine)
     except Exception:  # a rule bug must not take the running engine away: it stays on the old devices
         log.exception("rules not bound to the reloaded devices: they take them at a restart")
         return False
@@ -124,6 +125,17 @@ async def rebind_rules(gw: Gateway, config: Any) -> bool:
     swap_rules(gw, engine, config.devices)
     log.info("rules: %d rule instances on %d devices (reloaded)", len(engine.instances), len(engine.devices))
     return True
+
+
+def carry_conditions(old: RuleEngine, engine: RuleEngine) -> None:
+    """What a restart deliberately does not restore, the rebuilt engine takes from the running one,
+    instance by instance (same rule, same device): a `missing` rule's time of the last reading, a
+    household node's. A reload is no start: with a new grace period at every reload, a dead meter's
+    alarm (after_s typically an hour) came after_s after the last reload, never while they came."""
+    for key, inst in engine.instances.items():
+        running = old.instances.get(key)
+        if running is not None:
+            inst.cond.carry(running.cond)
 
 
 def swap_rules(gw: Gateway, engine: PersistentRuleEngine, devices: Any) -> None:
