@@ -95,8 +95,10 @@ async def reload_logged(gw: Gateway, why: str) -> None:
 async def rebind_rules(gw: Gateway, config: Any) -> bool:
     """A new rule engine on `config`'s devices, with the rules in effect (`config.rules`: a changed
     `[rules]` waits for a restart) and the running engine's state: its snapshot, what it last
-    wrote. Waits for the running engine's writes and save first, then swaps without a pause, so no
-    reading or event falls between the two. False (logged) if the engine cannot be built."""
+    wrote. Waits for the running engine's writes and save first (a save it put off, as a second
+    raise within 30 s does, goes at once: the reload took up to 30 s more per raise during an
+    incident), then swaps without a pause, so no reading or event falls between the two. False
+    (logged) if the engine cannot be built."""
     from citynerve.gateway.rules import PersistentRuleEngine
 
     old = gw.rules
@@ -104,6 +106,7 @@ async def rebind_rules(gw: Gateway, config: Any) -> bool:
     while old.actions._tasks or (old._saving is not None and not old._saving.done()):
         await old.actions.wait_idle()
         if old._saving is not None and not old._saving.done():
+            old._hurry.set()  # a save put off for PROMPT_SAVE_MIN_S (SD wear) goes now: the reload waits
             await old._saving
     try:
         engine = PersistentRuleEngine(

@@ -16,7 +16,7 @@ import pytest
 from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
 from pymodbus.server import ModbusTcpServer
 
-from tests.integration.test_run_removed_detector import Run
+from tests.integration.test_run_removed_detector import Run, device, site
 
 AFTER_S = 15  # the missing rule's after_s
 RELOAD_EVERY_S = 8.0
@@ -126,3 +126,26 @@ async def test_reloads_do_not_restart_a_missing_rules_grace(short_dir: Path) -> 
             assert any("(reloaded)" in m for m in run.messages)  # the engine was rebuilt meanwhile
             # Before: not before the first reload (8 s) plus after_s, i.e. at least 23 s.
             assert raised_after < AFTER_S + 5, f"raised {raised_after:.1f} s after m1 fell silent"
+
+
+async def test_a_reload_after_two_raises_does_not_wait_for_the_deferred_snapshot(short_dir: Path) -> None:
+    """The reload waited for the running engine's save; a second raise (or interlock change) within
+    30 s of the first queues its save for the end of those 30 s (PROMPT_SAVE_MIN_S, SD-card wear),
+    so `config reload` (`devices add`) took ~30 s during an incident, each further raise meanwhile
+    adding more, and could pass the CLI's 60 s. Now the reload has that save go at once."""
+    async with site() as s:
+        path = s.config(short_dir, detector=True)
+        async with Run(path) as run:
+            s.smoke()
+            await run.until("rule smoke on sd-3: raised")
+            await asyncio.sleep(1.0)
+            s.leak()
+            await run.until("rule leak on riser-1: raised")
+            await asyncio.sleep(1.0)
+            path.write_text(path.read_text() + device("sd-4", 3))
+            started = time.monotonic()
+            code, out, err = await reload(path)
+            took = time.monotonic() - started
+            assert code == 0, (out, err)
+            await run.until("rules: 6 rule instances on 3 devices (reloaded)")
+            assert took < 10.0, f"config reload took {took:.1f} s"
