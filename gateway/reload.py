@@ -27,7 +27,7 @@ from citynerve.gateway.heap import settle_heap
 from citynerve.gateway.reload_plan import plan_reload
 
 if TYPE_CHECKING:
-    from citynerve.gateway.rules import PersistentRuleEngine
+    from citynerve.gateway.rules import PersistentRuleEngine, RuleEngine
     from citynerve.gateway.runtime import Gateway
 
 __all__ = ["rebind_rules", "reconcile_alarms", "reload_config", "reload_logged"]
@@ -96,8 +96,10 @@ async def rebind_rules(gw: Gateway, config: Any) -> bool:
     """A new rule engine on `config`'s devices, with the rules in effect (`config.rules`: a changed
     `[rules]` waits for a restart) and the running engine's state: its snapshot, what it last
     wrote. Built in a worker thread while the running engine goes on; then waits for the running
-    engine's writes and save, and takes its snapshot and swaps without a pause, so no reading or
-    event falls between the two. False (logged) if the engine cannot be built."""
+    engine's writes and save (a save it put off, as a second raise within 30 s does, goes at once:
+    the reload took up to 30 s more per raise during an incident), and takes its snapshot and swaps
+    without a pause, so no reading or event falls between the two. False (logged) if the engine
+    cannot be built."""
     from citynerve.gateway.rules.persist import PersistentRuleEngine, build_off_loop
 
     old = gw.rules
@@ -121,9 +123,11 @@ async def rebind_rules(gw: Gateway, config: Any) -> bool:
     while old.actions._tasks or (old._saving is not None and not old._saving.done()):
         await old.actions.wait_idle()
         if old._saving is not None and not old._saving.done():
+            old._hurry.set()  # a save put off for PROMPT_SAVE_MIN_S (SD wear) goes now: the reload waits
             await old._saving
     try:  # from here to the swap, no await: no reading or event falls between the two
         engine.restore(json.loads(json.dumps(old.snapshot())))  # a copy: nothing shared with the old one
+        carry_conditions(old, engine)
     except Exception:  # a rule bug must not take the running engine away: it stays on the old devices
         log.exception("rules not bound to the reloaded devices: they take them at a restart")
         return False
@@ -133,6 +137,17 @@ async def rebind_rules(gw: Gateway, config: Any) -> bool:
     swap_rules(gw, engine, config.devices)
     log.info("rules: %d rule instances on %d devices (reloaded)", len(engine.instances), len(engine.devices))
     return True
+
+
+def carry_conditions(old: RuleEngine, engine: RuleEngine) -> None:
+    """What a restart deliberately does not restore, the rebuilt engine takes from the running one,
+    instance by instance (same rule, same device): a `missing` rule's time of the last reading, a
+    household node's. A reload is no start: with a new grace period at every reload, a dead meter's
+    alarm (after_s typically an hour) came after_s after the last reload, never while they came."""
+    for key, inst in engine.instances.items():
+        running = old.instances.get(key)
+        if running is not None:
+            inst.cond.carry(running.cond)
 
 
 def swap_rules(gw: Gateway, engine: PersistentRuleEngine, devices: Any) -> None:

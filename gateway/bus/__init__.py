@@ -2,7 +2,7 @@
 
 from citynerve.gateway.bus.events import FAULT_KIND, FAULT_RULE, OFFLINE_KIND, DeviceFaultError
 from citynerve.gateway.bus.health import BusCounters, DeviceHealth
-from citynerve.gateway.bus.owner import BusNotRunningError, BusOwner, BusSink
+from citynerve.gateway.bus.owner import BusNotRunningError, BusOwner, BusSink, BusStoppedError
 
 __all__ = [
     "FAULT_KIND",
@@ -12,6 +12,7 @@ __all__ = [
     "BusNotRunningError",
     "BusOwner",
     "BusSink",
+    "BusStoppedError",
     "DeviceFaultError",
     "DeviceHealth",
 ]

@@ -26,6 +26,19 @@ class BusNotRunningError(ChannelError):
     """A job was sent to a bus whose channel is down."""
 
 
+class BusStoppedError(BusNotRunningError):
+    """The bus's owner stopped before the job finished: a reload restarted the bus (its settings or
+    devices changed), or the gateway stops. Nothing more runs on that owner; a restarted bus has a
+    new one, so the job can be asked again. The control socket sends it by this class name."""
+
+    def __init__(self, bus_id: str) -> None:
+        super().__init__(
+            bus_id,
+            "stopped before the job finished (restarted by a config reload, or the gateway stops): "
+            "run it again",
+        )
+
+
 @dataclass(order=True, slots=True)
 class _Entry:
     due: float
@@ -46,7 +59,7 @@ class _Job:
     the polls due by then run first, so polling keeps its pace however many steps follow."""
 
 
-async def run_job(job: _Job, driver: Driver[Any, Any], *, name: str) -> BaseException | None:
+async def run_job(job: _Job, driver: Driver[Any, Any], *, bus_id: str, name: str) -> BaseException | None:
     """Run one job on the channel and settle its asker's future; never raises for the job.
 
     The job runs as a task of its own, tied to the asker: when the asker gives up (a local action's
@@ -54,7 +67,8 @@ async def run_job(job: _Job, driver: Driver[Any, Any], *, name: str) -> BaseExce
     too, so an abandoned scan or probe stops using the line, and a future already done is never
     set again (that raised InvalidStateError out of the owner: the bus was rebuilt). Returns the
     job's error (for the owner: a ChannelError means the channel is gone), None otherwise. Only a
-    cancellation of the owner itself propagates (the job is cancelled and awaited first).
+    cancellation of the owner itself propagates (the job is cancelled and awaited first, and its
+    asker gets BusStoppedError: a scan's step left unsettled hung its asker until its own timeout).
     """
     future = job.future
     if future.done():  # the asker gave up while the job waited in the queue
@@ -72,9 +86,11 @@ async def run_job(job: _Job, driver: Driver[Any, Any], *, name: str) -> BaseExce
     future.add_done_callback(asker_gone)
     try:
         await asyncio.wait((task,))
-    except asyncio.CancelledError:  # the owner stops: so does its job
+    except asyncio.CancelledError:  # the owner stops: so does its job, and its asker is told
         task.cancel()
         await asyncio.wait((task,))
+        if not future.done():
+            future.set_exception(BusStoppedError(bus_id))
         raise
     finally:
         future.remove_done_callback(asker_gone)

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from citynerve.gateway.api import DeviceConfig, GatewayError, PollRequest
+from citynerve.gateway.bus.jobs import BusStoppedError
 from citynerve.gateway.bus.verdict import kind_of
 
 MAX_REPEAT = 10_000
@@ -95,6 +96,8 @@ async def run_line_test(
         t0 = time.monotonic()
         try:
             await transact(device, request)
+        except BusStoppedError:
+            raise  # not a fact about the line: the test ends (it went on, each transaction refused)
         except GatewayError as err:
             kind = str(kind_of(err))
             by_kind[kind] = by_kind.get(kind, 0) + 1

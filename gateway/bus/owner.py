@@ -57,6 +57,7 @@ from citynerve.gateway.bus.health import BusCounters, DeviceHealth
 from citynerve.gateway.bus.jobs import (
     BusNotRunningError,
     BusSink,
+    BusStoppedError,
     Wakeup,
     _Entry,
     _Job,
@@ -117,6 +118,7 @@ class BusOwner(PollSchedule, ChannelLoss):
         self.progress = clock.monotonic()  # last turn of the owner's loop (the service watchdog)
         self._heard: dict[str, float] = {}
         self._in_diag = False  # listening buses: monotonic time each device was last heard
+        self._stopped = False  # the owner task ended: a job queued now would wait for ever
         self.devices = {d.id: d for d in devices if d.enabled}
         self.driver = driver
         self.sink = sink
@@ -275,7 +277,8 @@ class BusOwner(PollSchedule, ChannelLoss):
             else:
                 await self._run_poll()
         finally:
-            self._fail_jobs(BusNotRunningError(self.bus.id, "bus stopped"))
+            self._stopped = True
+            self._fail_jobs(BusStoppedError(self.bus.id))
             await self._close()
 
     def _device(self, device_id: str) -> DeviceConfig:
@@ -288,7 +291,11 @@ class BusOwner(PollSchedule, ChannelLoss):
         self, run: Callable[[Driver[Any, Any]], Awaitable[T]], name: str, *, step: bool = False
     ) -> T:
         """Queue a job and wait for its result. `step`: one of many of a diag (a scan's unit): the
-        polls due by the time it is queued run before it (a job otherwise goes before polls)."""
+        polls due by the time it is queued run before it (a job otherwise goes before polls).
+        Raises BusStoppedError at once when the owner has stopped (a reload restarted the bus while a
+        scan held this owner: its next step waited for ever)."""
+        if self._stopped:
+            raise BusStoppedError(self.bus.id)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._jobs.append(_Job(run, future, name, loop.time() if step else None))
@@ -387,7 +394,7 @@ class BusOwner(PollSchedule, ChannelLoss):
     async def _run_job(self, job: _Job) -> None:
         self._in_diag = job.name.startswith("diag ")
         try:
-            error = await run_job(job, self.driver, name=f"bus[{self.bus.id}].{job.name}")
+            error = await run_job(job, self.driver, bus_id=self.bus.id, name=f"bus[{self.bus.id}].{job.name}")
         finally:
             self._in_diag = False
         if isinstance(error, ChannelError):  # any other failure belongs to the asker, not the bus

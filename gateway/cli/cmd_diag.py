@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from citynerve.gateway.api import ConfigError, DiagParamError, GatewayError
+from citynerve.gateway.api import ConfigError, DiagParamError, GatewayError, TransientError
 from citynerve.gateway.cli import _common
 from citynerve.gateway.cli._common import (
     EXIT_FAILED,
@@ -104,6 +104,19 @@ async def _one(cfg: GatewayConfig, bus_id: str, action: str, params: dict[str, A
         return result
 
 
+class ScanInterruptedError(TransientError):
+    """A reload restarted the bus (or the gateway stopped) during a scan through the gateway: the
+    units from `stopped_at` on were not asked."""
+
+    def __init__(self, bus_id: str, first: int, stopped_at: int, answered: int) -> None:
+        self.bus_id, self.first, self.stopped_at, self.answered = bus_id, first, stopped_at, answered
+        done = f"units {first}..{stopped_at - 1} scanned, {answered} answered" if stopped_at > first else ""
+        super().__init__(
+            f"bus {bus_id}: the bus restarted during the scan (a config reload, or the gateway stopped)"
+            f"{f' with {done}' if done else ''}: run it again"
+        )
+
+
 def _run_or_fail(coro: Any) -> Any:
     try:
         return asyncio.run(coro)
@@ -179,6 +192,8 @@ def modbus_scan(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
+    from citynerve.gateway.bus.jobs import BusStoppedError
+    from citynerve.gateway.control import ControlError
     from citynerve.gateway.diagbus import DiagSession
 
     async def scan() -> dict[str, Any]:
@@ -201,7 +216,12 @@ def modbus_scan(
                 task = progress.add_task(bus_id, total=last - first + 1, hits=0)
                 for start in range(first, last + 1, SCAN_CHUNK):
                     end = min(start + SCAN_CHUNK - 1, last)
-                    part = await session.run("scan", {**params, "first": start, "last": end})
+                    try:
+                        part = await session.run("scan", {**params, "first": start, "last": end})
+                    except ControlError as err:
+                        if err.type != BusStoppedError.__name__:
+                            raise
+                        raise ScanInterruptedError(bus_id, first, start, len(answered)) from err
                     answered += part.get("answered", [])
                     garbled += part.get("garbled", [])
                     unreached += part.get("gateway_no_answer", [])

@@ -73,6 +73,12 @@ class Condition:
         """The alarm was raised (True) or cleared (False): conditions with hysteresis switch limits."""
         return None
 
+    def carry(self, running: Condition) -> None:
+        """A reload rebuilt the engine (`reload.rebind_rules`): take from `running`, the same rule
+        instance's condition in the engine it replaces, the state a restart deliberately does not
+        restore (a grace period is for a start, not for a reload). Called after `restore`."""
+        return None
+
     def snapshot(self) -> list[Any]:
         return []
 
@@ -179,7 +185,9 @@ class RateCondition(Condition):
 class MissingCondition(Condition):
     """No reading for `after_s`. The gateway's start is a grace period, also after a restart: the
     time of the last reading before the stop is not restored (a restored alarm stays raised until
-    a reading clears it or the grace period ends with none)."""
+    a reading clears it or the grace period ends with none). A reload is not a start: the engine it
+    rebuilds takes the running one's time of the last reading (`carry`), or a dead meter's alarm
+    waited after_s more at every reload, and never came while reloads kept coming."""
 
     __slots__ = ("after_s", "heard", "last_ts")
     time_driven = True
@@ -205,6 +213,10 @@ class MissingCondition(Condition):
         if age > self.after_s:
             return True
         return False if self.heard else None  # in the grace period nothing is known yet
+
+    def carry(self, running: Condition) -> None:
+        if isinstance(running, MissingCondition):  # a reload is no start: no new grace period
+            self.last_ts, self.heard, self.value = running.last_ts, running.heard, running.value
 
     def snapshot(self) -> list[Any]:
         return [self.last_ts]

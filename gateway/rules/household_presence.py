@@ -173,6 +173,10 @@ class NodeSilentCondition(Condition):
         self.value = round(silent) if silent >= self.stale_s else None
         return silent >= self.stale_s
 
+    def carry(self, running: Condition) -> None:
+        if isinstance(running, NodeSilentCondition):  # a reload is no start: no new grace period
+            self.last, self.heard, self.value = running.last, running.heard, running.value
+
     def snapshot(self) -> list[Any]:
         return [self.last]  # not restored: the gateway's start is a grace period, as for `missing`
 
