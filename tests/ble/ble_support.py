@@ -4,8 +4,10 @@ conftest.py, and `from conftest import` would pick whichever was imported first)
 from __future__ import annotations
 
 import asyncio
+import sys
 import tomllib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from citynerve.drivers.ble import BleBusConfig
@@ -16,6 +18,43 @@ from citynerve.hil.sim.ble.street import PROFILES_DIR, ProfileNode
 
 KEY = bytes.fromhex("231d39c1d7cc1ab1aee224cd096db932")
 MAC = "A4:C1:38:00:00:01"
+CITYNERVE = str(Path(sys.executable).parent / "citynerve")
+
+
+def run_config(
+    tmp_path: Path, transport: str, gateway_id: str, key_line: str = f'key = "{KEY.hex()}"'
+) -> Path:
+    """gw.toml for a real `citynerve run` hearing one manhole node (`mh-1`, MAC) on the bumble
+    virtual dongle at `transport`; `key_line` gives its key (inline by default, or a `key_file`)."""
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(
+        f"""
+[gateway]
+id = "{gateway_id}"
+org = {{ city = "320500", district = "320508", street = "320508001" }}
+[store]
+path = "{tmp_path / "gw.db"}"
+[control]
+socket = "{tmp_path / "gw.sock"}"
+[log]
+format = "json"
+[[buses]]
+id = "ble0"
+protocol = "bthome"
+backend = "bumble"
+transport = "{transport}"
+[[devices]]
+id = "mh-1"
+bus = "ble0"
+profile = "bthome-manhole-cover"
+address = "{MAC}"
+{key_line}
+component_code = "3205080101000001"
+location = {{ address_code = "320508001001" }}
+"""
+    )
+    cfg.chmod(0o600)
+    return cfg
 
 
 class RecordingSink(SampleSink):

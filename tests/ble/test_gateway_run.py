@@ -7,53 +7,19 @@ import asyncio
 import contextlib
 import json
 import signal
-import sys
 from pathlib import Path
 
-from ble_support import KEY, MAC
+from ble_support import CITYNERVE, KEY, MAC, run_config
 
 from citynerve.drivers.bthome import codec
 from citynerve.gateway.store import AsyncOutbox, Lane
 from citynerve.hil.sim.ble import ManholeCoverNode, VirtualAdvertiser, VirtualDongle, VirtualRadio
 
-CITYNERVE = str(Path(sys.executable).parent / "citynerve")
-
-
-def _config(tmp_path: Path, transport: str) -> Path:
-    cfg = tmp_path / "gw.toml"
-    cfg.write_text(
-        f"""
-[gateway]
-id = "gw-ble-test"
-org = {{ city = "320500", district = "320508", street = "320508001" }}
-[store]
-path = "{tmp_path / "gw.db"}"
-[control]
-socket = "{tmp_path / "gw.sock"}"
-[log]
-format = "json"
-[[buses]]
-id = "ble0"
-protocol = "bthome"
-backend = "bumble"
-transport = "{transport}"
-[[devices]]
-id = "mh-1"
-bus = "ble0"
-profile = "bthome-manhole-cover"
-address = "{MAC}"
-key = "{KEY.hex()}"
-component_code = "3205080101000001"
-location = {{ address_code = "320508001001" }}
-"""
-    )
-    return cfg
-
 
 async def test_citynerve_run_hears_the_node(tmp_path: Path) -> None:
     with VirtualRadio("gw-run") as radio:
         async with VirtualDongle(radio) as dongle:
-            cfg = _config(tmp_path, dongle.client_transport)
+            cfg = run_config(tmp_path, dongle.client_transport, "gw-ble-test")
             proc = await asyncio.create_subprocess_exec(
                 CITYNERVE,
                 "run",

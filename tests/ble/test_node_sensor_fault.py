@@ -10,49 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from ble_support import KEY, MAC
+from ble_support import CITYNERVE, MAC, run_config
 
 from citynerve.gateway.api import EventState
 from citynerve.gateway.store import AsyncOutbox, Lane
 from citynerve.hil.sim.ble import VirtualAdvertiser, VirtualDongle, VirtualRadio, run_scenario
 
-CITYNERVE = str(Path(sys.executable).parent / "citynerve")
 DEAD = [0.0, 0.0, 0.0]
-
-
-def _config(tmp_path: Path, transport: str) -> Path:
-    cfg = tmp_path / "gw.toml"
-    cfg.write_text(
-        f"""
-[gateway]
-id = "gw-ble-fault"
-org = {{ city = "320500", district = "320508", street = "320508001" }}
-[store]
-path = "{tmp_path / "gw.db"}"
-[control]
-socket = "{tmp_path / "gw.sock"}"
-[log]
-format = "json"
-[[buses]]
-id = "ble0"
-protocol = "bthome"
-backend = "bumble"
-transport = "{transport}"
-[[devices]]
-id = "mh-1"
-bus = "ble0"
-profile = "bthome-manhole-cover"
-address = "{MAC}"
-key = "{KEY.hex()}"
-component_code = "3205080101000001"
-location = {{ address_code = "320508001001" }}
-"""
-    )
-    return cfg
 
 
 async def _stored(db: Path) -> tuple[list[object], list[object]]:
@@ -95,7 +62,7 @@ async def test_dead_accelerometer_is_a_sensor_fault_on_the_gateway(tmp_path: Pat
     assert len(fw) == 4
     with VirtualRadio("gw-fault") as radio:
         async with VirtualDongle(radio) as dongle:
-            cfg = _config(tmp_path, dongle.client_transport)
+            cfg = run_config(tmp_path, dongle.client_transport, "gw-ble-fault")
             proc = await asyncio.create_subprocess_exec(
                 CITYNERVE,
                 "run",

@@ -10,51 +10,17 @@ import contextlib
 import json
 import secrets
 import signal
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from ble_support import KEY, MAC
+from ble_support import CITYNERVE, KEY, MAC, run_config
 
 from citynerve.gateway.control import ask
 from citynerve.gateway.store import AsyncOutbox, Lane
 from citynerve.hil.sim.ble import ManholeCoverNode, VirtualDongle, VirtualRadio
 
-CITYNERVE = str(Path(sys.executable).parent / "citynerve")
 OLD_COUNTER = 105_152  # a node a year in the field
-
-
-def _config(tmp_path: Path, transport: str, key_line: str) -> Path:
-    cfg = tmp_path / "gw.toml"
-    cfg.write_text(
-        f"""
-[gateway]
-id = "gw-ble-counter"
-org = {{ city = "320500", district = "320508", street = "320508001" }}
-[store]
-path = "{tmp_path / "gw.db"}"
-[control]
-socket = "{tmp_path / "gw.sock"}"
-[log]
-format = "json"
-[[buses]]
-id = "ble0"
-protocol = "bthome"
-backend = "bumble"
-transport = "{transport}"
-[[devices]]
-id = "mh-1"
-bus = "ble0"
-profile = "bthome-manhole-cover"
-address = "{MAC}"
-{key_line}
-component_code = "3205080101000001"
-location = {{ address_code = "320508001001" }}
-"""
-    )
-    cfg.chmod(0o600)
-    return cfg
 
 
 @contextlib.asynccontextmanager
@@ -131,7 +97,7 @@ async def test_a_reflashed_node_is_refused_with_the_remedy_and_reset_counter_let
     sock = tmp_path / "gw.sock"
     with VirtualRadio("gw-reflash") as radio:
         async with VirtualDongle(radio) as dongle:
-            cfg = _config(tmp_path, dongle.client_transport, f'key = "{KEY.hex()}"')
+            cfg = run_config(tmp_path, dongle.client_transport, "gw-ble-counter")
             async with _gateway(cfg, sock):
                 node = ManholeCoverNode(radio, MAC, key=KEY, counter=OLD_COUNTER)
                 reflashed = ManholeCoverNode(radio, "A4:C1:38:00:00:01", key=KEY, counter=1)
@@ -176,7 +142,9 @@ async def test_a_new_key_in_the_key_file_is_taken_by_config_reload_with_a_fresh_
     new_key = secrets.token_bytes(16)
     with VirtualRadio("gw-rekey") as radio:
         async with VirtualDongle(radio) as dongle:
-            cfg = _config(tmp_path, dongle.client_transport, 'key_file = "keys/mh-1.key"')
+            cfg = run_config(
+                tmp_path, dongle.client_transport, "gw-ble-counter", 'key_file = "keys/mh-1.key"'
+            )
             async with _gateway(cfg, sock):
                 node = ManholeCoverNode(radio, MAC, key=KEY, counter=OLD_COUNTER)
                 # the node erased and provisioned anew (provision.py: a fresh key), counter from 1
