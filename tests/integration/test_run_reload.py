@@ -17,7 +17,8 @@ import psutil
 from citynerve.gateway.control import ask
 from citynerve.hil.platform import MosquittoBroker, PlatformConsumer
 from tests.integration.conftest import GatewayProcess, devices_online, gateway_config
-from tests.integration.test_run_removed_detector import Run, site
+from tests.integration.run_process import Run
+from tests.integration.test_run_removed_detector import site
 
 NEW_DEVICE = (
     '\n[[devices]]\nid = "d1-9"\nbus = "tcp-1"\nprofile = "test-counter"\naddress = 9\n'

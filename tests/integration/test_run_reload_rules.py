@@ -16,7 +16,8 @@ import pytest
 from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
 from pymodbus.server import ModbusTcpServer
 
-from tests.integration.test_run_removed_detector import Run, device, site
+from tests.integration.run_process import Run
+from tests.integration.test_run_removed_detector import device, site
 
 AFTER_S = 15  # the missing rule's after_s
 RELOAD_EVERY_S = 8.0

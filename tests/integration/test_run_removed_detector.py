@@ -9,11 +9,7 @@ the same until a restart."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
-import os
-import sys
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,6 +23,7 @@ from citynerve.gateway.config import load_config
 from citynerve.gateway.store import AsyncOutbox
 from citynerve.hil.faults.config import GATEWAY_HEAD, PROFILE, RULES
 from tests.fieldtools.conftest import run_gateway, wait_for
+from tests.integration.run_process import Run
 
 
 class Site:
@@ -88,41 +85,6 @@ async def site() -> AsyncIterator[Site]:
         yield s
     finally:
         await s.server.shutdown()
-
-
-class Run:
-    """`citynerve run -c FILE` as a child process; `until(text)` waits for a log message."""
-
-    def __init__(self, config: Path) -> None:
-        self.config = config
-        self.messages: list[str] = []
-
-    async def __aenter__(self) -> Run:
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "citynerve.gateway.cli", "run", "-c", str(self.config),
-            cwd=self.config.parent, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
-        await self.until("rules: ")
-        return self
-
-    async def until(self, text: str, timeout_s: float = 30.0) -> str:
-        assert self.proc.stderr is not None
-        async with asyncio.timeout(timeout_s):
-            while True:
-                for m in self.messages:
-                    if text in m:
-                        return m
-                line = await self.proc.stderr.readline()
-                if not line:
-                    raise AssertionError("the gateway ended:\n" + "\n".join(self.messages[-20:]))
-                with contextlib.suppress(ValueError, KeyError, TypeError):
-                    self.messages.append(str(json.loads(line)["msg"]))
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.proc.returncode is None:
-            self.proc.terminate()  # a clean stop: the rules snapshot and the alarm registry are saved
-            await asyncio.wait_for(self.proc.wait(), 30)
 
 
 async def stuck_smoke_holds_the_close(s: Site, short_dir: Path) -> None:

@@ -16,7 +16,8 @@ from citynerve.gateway.api import Event, EventState
 from citynerve.gateway.config import load_config
 from citynerve.gateway.store import AsyncOutbox, Lane
 from tests.fieldtools.conftest import run_gateway, wait_for
-from tests.integration.test_run_removed_detector import Run, Site, site, stuck_smoke_holds_the_close
+from tests.integration.run_process import Run
+from tests.integration.test_run_removed_detector import Site, site, stuck_smoke_holds_the_close
 
 SMOKE_RULE = '[[rules.rules]]\nid = "smoke"\nkind = "boolean"\npoint = "smoke"\nseverity = "critical"\n'
 

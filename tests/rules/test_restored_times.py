@@ -19,7 +19,8 @@ from citynerve.gateway.config import load_config
 from citynerve.gateway.rules import STATE_KEY, RuleEngine, RulesConfig
 from citynerve.gateway.store import AsyncOutbox
 from tests.fieldtools.conftest import run_gateway, wait_for
-from tests.integration.test_run_removed_detector import Run, Site, site
+from tests.integration.run_process import Run
+from tests.integration.test_run_removed_detector import Site, site
 from tests.rules.conftest import T0, dev
 from tests.rules.test_action_holds import BootClock
 

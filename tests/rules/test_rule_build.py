@@ -4,11 +4,9 @@ loader, the `citynerve` command and a real `citynerve run` against a pymodbus se
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
-import os
 import subprocess
 import sys
 import threading
@@ -29,6 +27,7 @@ from citynerve.gateway.rules.coincidence import CoincidenceCondition
 from citynerve.gateway.rules.conditions import BooleanCondition
 from citynerve.gateway.rules.instance import device_attrs
 from citynerve.hil.eval.harness import CollectingSink
+from tests.integration.run_process import Run
 from tests.rules.conftest import T0, feed
 
 HEAD = """
@@ -132,40 +131,6 @@ async def detectors(units: int = 2) -> AsyncIterator[Detectors]:
         yield d
     finally:
         await d.server.shutdown()
-
-
-class Run:
-    """`citynerve run -c FILE` as a child process; `until(text)` waits for a log message."""
-
-    def __init__(self, config: Path) -> None:
-        self.config = config
-        self.messages: list[str] = []
-
-    async def __aenter__(self) -> Run:
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "citynerve.gateway.cli", "run", "-c", str(self.config),
-            cwd=self.config.parent, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
-        return self
-
-    async def until(self, text: str, timeout_s: float = 20.0) -> str:
-        assert self.proc.stderr is not None
-        async with asyncio.timeout(timeout_s):
-            while True:
-                for m in self.messages:
-                    if text in m:
-                        return m
-                line = await self.proc.stderr.readline()
-                if not line:
-                    raise AssertionError("the gateway ended:\n" + "\n".join(self.messages[-20:]))
-                with contextlib.suppress(ValueError, KeyError, TypeError):
-                    self.messages.append(str(json.loads(line)["msg"]))
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.proc.returncode is None:
-            self.proc.terminate()
-            await asyncio.wait_for(self.proc.wait(), 30)
 
 
 async def test_composites_listed_before_their_rules_raise_in_a_real_run(short_dir: Path) -> None:
